@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Quick start, step 1: install what the build needs, build etoile and
+# etoile-agent into bin/, and the default image into out/.
+set -euo pipefail
+cd "$(dirname "$0")"
+. scripts/deps.sh
+ensure_packages "${BUILD_PACKAGES[@]}"
+ensure_apt_lists
+ensure_go
+make build image

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/etoile-os/etoile/image"
+)
+
+func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("etoile build", stderr)
+	specPath := fs.String("f", "", "image spec (YAML, kind: ImageSpec); default: the built-in spec")
+	outDir := fs.String("o", "out", "output folder")
+	agentPath := fs.String("agent", "", "static etoile-agent binary (default: $ETOILE_AGENT, else etoile-agent beside this program, else on PATH)")
+	cacheDir := fs.String("cache", "", "cache folder (default $XDG_CACHE_HOME/etoile or ~/.cache/etoile)")
+	kernelDir := fs.String("kernel-dir", "", "take the kernel from this folder (vmlinuz + lib/modules/<version>) instead of the spec's source")
+	printSpec := fs.Bool("print-default-spec", false, "print the built-in image spec and exit")
+	verbose := fs.Bool("v", false, "log debug detail")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: give the spec with -f", fs.Arg(0))
+	}
+	if *printSpec {
+		_, err := stdout.Write(image.DefaultSpecYAML())
+		return err
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	spec, err := image.LoadSpec(*specPath)
+	if err != nil {
+		return err
+	}
+	if *kernelDir != "" {
+		abs, err := filepath.Abs(*kernelDir)
+		if err != nil {
+			return err
+		}
+		spec.Kernel.Package, spec.Kernel.Dir = "", abs
+		if err := spec.Validate(); err != nil {
+			return fmt.Errorf("--kernel-dir: %w", err)
+		}
+	}
+	if *cacheDir == "" {
+		if *cacheDir, err = image.DefaultCacheDir(); err != nil {
+			return err
+		}
+	}
+	agent, err := findAgent(*agentPath)
+	if err != nil {
+		return err
+	}
+	epoch, err := sourceDateEpoch(log)
+	if err != nil {
+		return err
+	}
+	b := &image.Builder{
+		Spec: spec, OutDir: *outDir, CacheDir: *cacheDir, AgentPath: agent, Epoch: epoch,
+		Tool: image.ToolInfo{Version: version, Commit: commit}, Log: log,
+	}
+	start := time.Now()
+	res, err := b.Build(ctx)
+	if err != nil {
+		return fmt.Errorf("build failed, %s is unchanged: %w", *outDir, err)
+	}
+	fmt.Fprintf(stdout, "Built Étoile (kernel %s) in %s into %s:\n", res.Kernel, time.Since(start).Round(100*time.Millisecond), *outDir)
+	for _, a := range res.Artifacts {
+		fmt.Fprintf(stdout, "  %-32s %8.1f MB  sha256:%s\n", a.Name, float64(a.Size)/1e6, a.SHA256[:16])
+	}
+	return nil
+}
+
+// findAgent locates the static agent that becomes /init.
+func findAgent(flagPath string) (string, error) {
+	candidates := []string{flagPath, os.Getenv("ETOILE_AGENT")}
+	if self, err := os.Executable(); err == nil {
+		candidates = append(candidates, filepath.Join(filepath.Dir(self), "etoile-agent"))
+	}
+	if p, err := exec.LookPath("etoile-agent"); err == nil {
+		candidates = append(candidates, p)
+	}
+	for i, c := range candidates {
+		if c == "" {
+			continue
+		}
+		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
+			return filepath.Abs(c)
+		} else if i < 2 {
+			return "", fmt.Errorf("etoile-agent binary %q: not a file (run `make build`, which writes bin/etoile-agent)", c)
+		}
+	}
+	return "", errors.New("no etoile-agent binary found: run `make build` (it writes bin/etoile-agent beside bin/etoile), or give --agent PATH")
+}
+
+// sourceDateEpoch fixes every timestamp in the media: SOURCE_DATE_EPOCH when
+// set, else the time of the commit this etoile was built from.
+func sourceDateEpoch(log *slog.Logger) (int64, error) {
+	if v := os.Getenv("SOURCE_DATE_EPOCH"); v != "" {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("SOURCE_DATE_EPOCH=%q: expected seconds since 1970 (e.g. $(git log -1 --format=%%ct))", v)
+		}
+		return n, nil
+	}
+	if commitTime != "" {
+		if n, err := strconv.ParseInt(commitTime, 10, 64); err == nil {
+			return n, nil
+		}
+	}
+	log.Warn("no SOURCE_DATE_EPOCH and no commit time in this binary: timestamps set to 1970-01-01")
+	return 0, nil
+}

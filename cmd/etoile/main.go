@@ -1,0 +1,80 @@
+// Command etoile is the operator's tool: it builds Étoile images and, later,
+// serves netboot and the constellation hub.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Set at link time by the Makefile (-X main.version=… -X main.commit=…
+// -X main.commitTime=<unix seconds>).
+var (
+	version    = "dev"
+	commit     = "unknown"
+	commitTime = ""
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, errUsage) {
+			fmt.Fprintln(os.Stderr, "etoile:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+const usage = `etoile — build and run Étoile sites
+
+Commands:
+  etoile build [-f spec.yaml] [-o out/]   build the boot media an image spec describes
+  etoile hub …                           run and administer the constellation hub
+  etoile version                          print the version
+
+Run 'etoile COMMAND -h' for a command's flags.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch args[0] {
+	case "build":
+		return runBuild(ctx, args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "etoile %s (commit %s)\n", version, commit)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		if cmd, ok := extraCommands[args[0]]; ok {
+			return cmd(ctx, args[1:], stdout, stderr)
+		}
+		fmt.Fprintf(stderr, "etoile: unknown command %q\n\n%s", args[0], usage)
+		return errUsage
+	}
+}
+
+// extraCommands are the commands of capabilities that live in their own
+// files (hub.go, …), so each can be added without touching this one.
+var extraCommands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{}
+
+// newFlagSet returns a flag set that reports errors instead of exiting.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}

@@ -1,0 +1,158 @@
+package image
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"os"
+
+	"github.com/etoile-os/etoile/image/kernel"
+	"github.com/etoile-os/etoile/image/media"
+)
+
+const mib = 1 << 20
+
+// Paths inside the ISO. The agent finds the system image at systemOnISO.
+const (
+	isoKernel    = "/boot/vmlinuz"
+	isoInitrd    = "/boot/initrd.img"
+	isoEFIImage  = "/boot/efiboot.img"
+	isoLinuxBin  = "/isolinux/isolinux.bin"
+	isoCatalog   = "/isolinux/boot.cat"
+	systemOnISO  = "/etoile/system.sqfs"
+	isoVolumeID  = "ETOILE"
+	espLabel     = "ETOILE-ESP"
+	slotALabel   = "ETOILE-A"
+	rawESPSize   = 256 * mib
+	minSlotSize  = 256 * mib
+	slotHeadroom = 64 * mib
+)
+
+// isolinuxCfg boots straight into Étoile on the first serial port and the
+// screen, with no menu to wait on.
+func isolinuxCfg(args string) string {
+	return fmt.Sprintf(`SERIAL 0 115200
+DEFAULT etoile
+PROMPT 0
+TIMEOUT 0
+LABEL etoile
+  KERNEL %s
+  APPEND initrd=%s %s
+`, isoKernel, isoInitrd, args)
+}
+
+// loaderConf makes systemd-boot start the default entry at once; a key
+// press during boot still shows the menu.
+func loaderConf(def string) string {
+	return fmt.Sprintf("default %s\ntimeout 0\nconsole-mode keep\neditor no\n", def)
+}
+
+// bootEntry is a Boot Loader Specification type #1 entry.
+func bootEntry(title, version, kernel, initrd, args string) string {
+	return fmt.Sprintf("title %s\nversion %s\nlinux %s\ninitrd %s\noptions %s\n", title, version, kernel, initrd, args)
+}
+
+// stableID derives fixed identifiers (FAT volume ids, GPT GUIDs) from the
+// build's inputs, so two builds of the same inputs are identical while two
+// different images still differ.
+func (b *Builder) stableID(purpose, version string) [16]byte {
+	h := sha256.Sum256([]byte(fmt.Sprintf("etoile/%s/%s/%s/%d", purpose, b.Spec.Arch, version, b.Epoch)))
+	var id [16]byte
+	copy(id[:], h[:16])
+	id[6] = id[6]&0x0f | 0x50 // RFC 4122 version 5 layout, name-based
+	id[8] = id[8]&0x3f | 0x80
+	return id
+}
+
+func guidString(id [16]byte) string {
+	return fmt.Sprintf("%08X-%04X-%04X-%04X-%012X", id[0:4], id[4:6], id[6:8], id[8:10], id[10:16])
+}
+
+func volumeID(id [16]byte) uint32 { return binary.LittleEndian.Uint32(id[:4]) }
+
+func (b *Builder) espFiles(arch Arch, k *kernel.Kernel, initrd string, boot bootFiles, dir, entryName, title, version, args string) []media.File {
+	kernelPath := "/etoile/" + dir + "/vmlinuz"
+	initrdPath := "/etoile/" + dir + "/initrd.img"
+	return []media.File{
+		{Path: "/EFI/BOOT/" + arch.EFIBootName, Source: boot.systemdBoot, Mode: 0o644},
+		{Path: "/EFI/systemd/" + arch.SystemdBoot, Source: boot.systemdBoot, Mode: 0o644},
+		{Path: "/loader/loader.conf", Data: []byte(loaderConf(entryName)), Mode: 0o644},
+		{Path: "/loader/entries/" + entryName, Data: []byte(bootEntry(title, version, kernelPath, initrdPath, args)), Mode: 0o644},
+		{Path: kernelPath, Source: k.Vmlinuz, Mode: 0o644},
+		{Path: initrdPath, Source: initrd, Mode: 0o644},
+	}
+}
+
+func filesSize(files []media.File) (int64, error) {
+	var total int64
+	for _, f := range files {
+		if f.Source == "" {
+			total += int64(len(f.Data))
+			continue
+		}
+		st, err := os.Stat(f.Source)
+		if err != nil {
+			return 0, err
+		}
+		total += st.Size()
+	}
+	return total, nil
+}
+
+func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
+
+func (b *Builder) writeISO(dst, work string, arch Arch, k *kernel.Kernel, initrd, system string, boot bootFiles, version, args string) error {
+	efi := media.File{Path: isoEFIImage, Source: work + "/efiboot.img", Mode: 0o444}
+	espFiles := b.espFiles(arch, k, initrd, boot, "live", "etoile.conf", "Étoile "+version+" (live)", version, args)
+	size, err := filesSize(espFiles)
+	if err != nil {
+		return err
+	}
+	// FAT32 needs about 33 MiB at least; leave room for the FAT itself.
+	fatSize := max(40*mib, roundUp(size+size/16+4*mib, mib))
+	if err := media.WriteFAT(efi.Source, fatSize, espFiles, media.FATOptions{
+		Label: "ETOILE-EFI", VolumeID: volumeID(b.stableID("efiboot", version)),
+	}); err != nil {
+		return fmt.Errorf("El Torito EFI image: %w", err)
+	}
+	files := []media.File{
+		{Path: isoKernel, Source: k.Vmlinuz, Mode: 0o444},
+		{Path: isoInitrd, Source: initrd, Mode: 0o444},
+		efi,
+		{Path: systemOnISO, Source: system, Mode: 0o444},
+		{Path: "/etoile/version", Data: []byte(version + "\n"), Mode: 0o444},
+	}
+	opts := media.ISOOptions{VolumeLabel: isoVolumeID, Files: files, EFIBootImage: isoEFIImage, Epoch: b.Epoch}
+	if arch.BIOS {
+		mbr, err := os.ReadFile(boot.isohdpfx)
+		if err != nil {
+			return err
+		}
+		opts.Files = append(opts.Files,
+			media.File{Path: isoLinuxBin, Source: boot.isolinuxBin, Mode: 0o444},
+			media.File{Path: "/isolinux/ldlinux.c32", Source: boot.ldlinux, Mode: 0o444},
+			media.File{Path: "/isolinux/isolinux.cfg", Data: []byte(isolinuxCfg(args)), Mode: 0o444},
+		)
+		opts.BIOSBootImage = isoLinuxBin
+		opts.BootCatalog = isoCatalog
+		opts.MBRCode = mbr
+	}
+	return media.WriteISO(dst, opts)
+}
+
+func (b *Builder) writeRaw(dst string, arch Arch, k *kernel.Kernel, initrd, system string, boot bootFiles, version, args string) error {
+	st, err := os.Stat(system)
+	if err != nil {
+		return err
+	}
+	slot := max(minSlotSize, roundUp(st.Size()+slotHeadroom, mib))
+	return media.WriteRaw(dst, media.RawOptions{
+		ESPLabel:    espLabel,
+		ESPSize:     rawESPSize,
+		ESPFiles:    b.espFiles(arch, k, initrd, boot, "a", "etoile-a.conf", "Étoile "+version+" (slot A)", version, args),
+		ESPVolumeID: volumeID(b.stableID("esp", version)),
+		Partitions:  []media.Partition{{Label: slotALabel, Source: system, Size: slot}},
+		DiskGUID:    guidString(b.stableID("disk", version)),
+		Epoch:       b.Epoch,
+	})
+}

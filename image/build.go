@@ -1,0 +1,462 @@
+package image
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/etoile-os/etoile/image/debian"
+	"github.com/etoile-os/etoile/image/initramfs"
+	"github.com/etoile-os/etoile/image/kernel"
+	"github.com/etoile-os/etoile/image/media"
+	"github.com/etoile-os/etoile/overlay"
+)
+
+// Builder builds the media an ImageSpec describes.
+type Builder struct {
+	Spec      *ImageSpec
+	OutDir    string // where the artifacts land
+	CacheDir  string // $XDG_CACHE_HOME/etoile by default
+	AgentPath string // the static etoile-agent binary
+	Epoch     int64  // SOURCE_DATE_EPOCH: every timestamp in every artifact
+	Tool      ToolInfo
+	Log       *slog.Logger
+}
+
+// ToolInfo describes the etoile binary doing the build, for the SBOM and
+// the default image version.
+type ToolInfo struct {
+	Version string
+	Commit  string
+}
+
+// Result lists what a build wrote.
+type Result struct {
+	Artifacts []Artifact
+	Kernel    string // kernel version
+}
+
+// Artifact is one file in the output folder.
+type Artifact struct {
+	Name   string
+	Size   int64
+	SHA256 string
+}
+
+// Fixed artifact names, per architecture.
+func (b *Builder) name(suffix string) string { return "etoile-" + b.Spec.Arch + suffix }
+
+// bootFiles are the bootloader pieces taken from Debian packages.
+type bootFiles struct {
+	isolinuxBin, ldlinux, isohdpfx, systemdBoot string
+	packages                                    []*debian.Package
+}
+
+// Build runs every step; artifacts appear in OutDir only when all succeed,
+// each renamed into place from a work folder on the same filesystem.
+func (b *Builder) Build(ctx context.Context) (*Result, error) {
+	log := b.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	arch, ok := ArchInfo(b.Spec.Arch)
+	if !ok {
+		return nil, fmt.Errorf("arch %q is not supported", b.Spec.Arch)
+	}
+	agent, err := os.ReadFile(b.AgentPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading the etoile-agent binary: %w (build it with `make build`, or give --agent PATH)", err)
+	}
+	if err := os.MkdirAll(b.OutDir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating output folder: %w", err)
+	}
+	work, err := os.MkdirTemp(b.OutDir, ".build-")
+	if err != nil {
+		return nil, fmt.Errorf("creating work folder in %s: %w", b.OutDir, err)
+	}
+	defer os.RemoveAll(work)
+
+	version := b.Spec.Version
+	if version == "" {
+		version = b.Tool.Version
+	}
+	step := func(name string, f func() error) error {
+		start := time.Now()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := f(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		log.Info("step done", "step", name, "took", time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+
+	var (
+		k       *kernel.Kernel
+		mods    []kernel.Module
+		boot    bootFiles
+		outputs = map[string]string{} // artifact name → file in work
+	)
+	fetcher := &debian.Fetcher{CacheDir: filepath.Join(b.CacheDir, "debs"), Log: log}
+
+	if err := step("kernel", func() error {
+		src := kernel.Source{Package: b.Spec.Kernel.Package, Dir: b.Spec.KernelDir()}
+		var err error
+		k, err = kernel.Resolve(ctx, src, b.CacheDir, log)
+		if err != nil {
+			return err
+		}
+		log.Info("kernel", "version", k.Version)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := step("modules", func() error {
+		var err error
+		mods, err = k.Select(b.Spec.Modules)
+		if err != nil {
+			return fmt.Errorf("%w (fix spec field modules)", err)
+		}
+		log.Info("modules selected", "listed", len(b.Spec.Modules), "with_dependencies", len(mods))
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := step("bootloaders", func() error {
+		var err error
+		boot, err = b.fetchBootFiles(ctx, fetcher, arch, work)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+
+	cmdline := append([]string{"console=tty0", "console=" + arch.Serial + ",115200"}, b.Spec.Kernel.Cmdline...)
+	initrd := filepath.Join(work, "initramfs.img")
+	if err := step("initramfs", func() error {
+		f, err := os.Create(initrd)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		files := []initramfs.File{
+			{Path: "/etc/etoile/modules", Mode: 0o644, Data: []byte(strings.Join(b.Spec.Modules, "\n") + "\n")},
+			{Path: "/etc/etoile/version", Mode: 0o644, Data: []byte(version + "\n")},
+		}
+		st, err := initramfs.Write(f, initramfs.Options{
+			Init: agent, KernelVersion: k.Version, Modules: mods,
+			Compression: b.Spec.Initramfs.Compression, Epoch: b.Epoch, Files: files,
+		})
+		if err != nil {
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		log.Info("initramfs", "size", st.CompressedSize, "uncompressed", st.UncompressedSize, "budget", 30<<20)
+		if st.CompressedSize > 30<<20 {
+			log.Warn("initramfs is over the 30 MB budget: trim spec.modules", "size", st.CompressedSize)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+
+	system := filepath.Join(work, "system.sqfs")
+	if err := step("system image", func() error {
+		stage := filepath.Join(work, "rootfs")
+		if err := b.stageRoot(stage, version); err != nil {
+			return err
+		}
+		return media.WriteSquashfs(system, stage, media.SquashfsOptions{Epoch: b.Epoch})
+	}); err != nil {
+		return nil, err
+	}
+
+	if b.Spec.Wants(OutputNetboot) {
+		outputs[b.name("-vmlinuz")] = k.Vmlinuz
+		outputs[b.name("-initramfs.img")] = initrd
+		outputs[b.name("-system.sqfs")] = system
+	}
+
+	isoArgs := strings.Join(cmdline, " ")
+	if b.Spec.Wants(OutputISO) {
+		iso := filepath.Join(work, "etoile.iso")
+		if err := step("iso", func() error { return b.writeISO(iso, work, arch, k, initrd, system, boot, version, isoArgs) }); err != nil {
+			return nil, err
+		}
+		outputs[b.name(".iso")] = iso
+	}
+	if b.Spec.Wants(OutputRaw) {
+		raw := filepath.Join(work, "etoile.raw")
+		if err := step("raw disk", func() error {
+			return b.writeRaw(raw, arch, k, initrd, system, boot, version, isoArgs+" etoile.slot=a")
+		}); err != nil {
+			return nil, err
+		}
+		outputs[b.name(".raw")] = raw
+	}
+
+	// Checksums and SBOM describe exactly the files that land.
+	var arts []Artifact
+	names := make([]string, 0, len(outputs))
+	for n := range outputs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		sum, size, err := fileSHA256(outputs[n])
+		if err != nil {
+			return nil, err
+		}
+		arts = append(arts, Artifact{Name: n, Size: size, SHA256: sum})
+	}
+	sbomName := b.name(".spdx.json")
+	sbomPath := filepath.Join(work, sbomName)
+	if err := step("sbom", func() error {
+		doc, err := b.sbom(version, k, boot.packages, arts)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(sbomPath, doc, 0o644)
+	}); err != nil {
+		return nil, err
+	}
+	outputs[sbomName] = sbomPath
+	sum, size, err := fileSHA256(sbomPath)
+	if err != nil {
+		return nil, err
+	}
+	arts = append(arts, Artifact{Name: sbomName, Size: size, SHA256: sum})
+	sort.Slice(arts, func(i, j int) bool { return arts[i].Name < arts[j].Name })
+	var sums strings.Builder
+	for _, a := range arts {
+		fmt.Fprintf(&sums, "%s  %s\n", a.SHA256, a.Name)
+	}
+	sumsPath := filepath.Join(work, "SHA256SUMS")
+	if err := os.WriteFile(sumsPath, []byte(sums.String()), 0o644); err != nil {
+		return nil, err
+	}
+	outputs["SHA256SUMS"] = sumsPath
+
+	// Land everything. Inputs from the cache (the kernel) are copied, work
+	// files renamed; SHA256SUMS goes last so it never names a missing file.
+	names = names[:0]
+	for n := range outputs {
+		if n != "SHA256SUMS" {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	names = append(names, "SHA256SUMS")
+	for _, n := range names {
+		if err := land(outputs[n], work, filepath.Join(b.OutDir, n)); err != nil {
+			return nil, err
+		}
+	}
+	return &Result{Artifacts: arts, Kernel: k.Version}, nil
+}
+
+// land moves src to dst atomically: files outside the work folder are copied
+// in first, so the final step is always a rename on one filesystem.
+func land(src, work, dst string) error {
+	if !strings.HasPrefix(src, work+string(filepath.Separator)) {
+		tmp := filepath.Join(work, "land-"+filepath.Base(dst))
+		if err := copyFile(src, tmp, 0o644); err != nil {
+			return err
+		}
+		src = tmp
+	}
+	if err := os.Chmod(src, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(src, dst); err != nil {
+		return fmt.Errorf("placing %s: %w", filepath.Base(dst), err)
+	}
+	return nil
+}
+
+func copyFile(src, dst string, mode fs.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copying %s to %s: %w", src, dst, err)
+	}
+	return out.Close()
+}
+
+func fileSHA256(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, fmt.Errorf("hashing %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// fetchBootFiles takes ISOLINUX, its MBR code and systemd-boot from Debian's
+// packages (the same versions the SBOM names).
+func (b *Builder) fetchBootFiles(ctx context.Context, f *debian.Fetcher, arch Arch, work string) (bootFiles, error) {
+	var bf bootFiles
+	want := []struct {
+		pkg   string
+		files map[string]*string
+	}{
+		{"systemd-boot-efi", map[string]*string{"usr/lib/systemd/boot/efi/" + arch.SystemdBoot: &bf.systemdBoot}},
+	}
+	if arch.BIOS {
+		want = append(want,
+			struct {
+				pkg   string
+				files map[string]*string
+			}{"isolinux", map[string]*string{"usr/lib/ISOLINUX/isolinux.bin": &bf.isolinuxBin, "usr/lib/ISOLINUX/isohdpfx.bin": &bf.isohdpfx}},
+			struct {
+				pkg   string
+				files map[string]*string
+			}{"syslinux-common", map[string]*string{"usr/lib/syslinux/modules/bios/ldlinux.c32": &bf.ldlinux}})
+	}
+	for _, w := range want {
+		p, err := f.Fetch(ctx, w.pkg)
+		if err != nil {
+			return bf, err
+		}
+		bf.packages = append(bf.packages, p)
+		dir := filepath.Join(work, "pkg-"+w.pkg)
+		if err := p.Extract(dir, func(path string) bool {
+			_, ok := w.files[strings.TrimPrefix(path, "./")]
+			return ok
+		}); err != nil {
+			return bf, fmt.Errorf("unpacking %s: %w", w.pkg, err)
+		}
+		for rel, dst := range w.files {
+			full := filepath.Join(dir, rel)
+			if _, err := os.Stat(full); err != nil {
+				return bf, fmt.Errorf("package %s %s has no %s: is it the expected package?", p.Name, p.Version, rel)
+			}
+			*dst = full
+		}
+	}
+	return bf, nil
+}
+
+// Standard folders of the system image: mount points and K3s's places.
+var rootDirs = []string{
+	"bin", "dev", "etc", "etc/etoile", "etc/rancher/k3s", "home", "mnt", "proc", "root", "run", "sys", "tmp",
+	"usr", "usr/bin", "usr/local/bin", "usr/sbin", "var", "var/lib", "var/lib/etoile",
+	"var/lib/rancher/k3s/agent/images", "var/lib/rancher/k3s/server/manifests", "var/log",
+}
+
+// stageRoot lays out the system image's tree: folders, the built-in
+// overlay, the spec's overlays in order, and generated identity files.
+func (b *Builder) stageRoot(dir, version string) error {
+	for _, d := range rootDirs {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777); err != nil {
+		return err
+	}
+	builtin, err := overlay.Root()
+	if err != nil {
+		return err
+	}
+	if err := copyTree(builtin, dir); err != nil {
+		return fmt.Errorf("built-in overlay: %w", err)
+	}
+	for i, o := range b.Spec.OverlayDirs() {
+		if err := copyTree(os.DirFS(o), dir); err != nil {
+			return fmt.Errorf("overlays[%d] %s: %w", i, o, err)
+		}
+	}
+	osRelease := fmt.Sprintf("NAME=\"Étoile\"\nID=etoile\nPRETTY_NAME=\"Étoile %s\"\nVERSION_ID=%q\nVERSION=%q\nHOME_URL=\"https://github.com/etoile-os/etoile\"\n", version, version, version)
+	if err := os.WriteFile(filepath.Join(dir, "etc/os-release"), []byte(osRelease), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "etc/etoile/version"), []byte(version+"\n"), 0o644)
+}
+
+// copyTree copies files, folders and symlinks from src onto dst, keeping
+// modes where the source has them (embedded files come as 0444: they are
+// written 0644, folders 0755).
+func copyTree(src fs.FS, dst string) error {
+	return fs.WalkDir(src, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, filepath.FromSlash(p))
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			mode := info.Mode().Perm() | 0o700
+			if mode&0o555 == 0o555 || mode == 0o700|0o555 {
+				mode = 0o755
+			}
+			return os.MkdirAll(target, mode)
+		case info.Mode()&fs.ModeSymlink != 0:
+			rl, ok := src.(fs.ReadLinkFS)
+			if !ok {
+				return fmt.Errorf("%s: symlinks are not readable from this source", p)
+			}
+			to, err := rl.ReadLink(p)
+			if err != nil {
+				return err
+			}
+			_ = os.Remove(target)
+			return os.Symlink(to, target)
+		case info.Mode().IsRegular():
+			mode := info.Mode().Perm()
+			if mode == 0o444 {
+				mode = 0o644
+			}
+			data, err := fs.ReadFile(src, p)
+			if err != nil {
+				return err
+			}
+			_ = os.Remove(target)
+			return os.WriteFile(target, data, mode)
+		default:
+			return fmt.Errorf("%s: only files, folders and symlinks can be in an overlay (found %s)", p, info.Mode().Type())
+		}
+	})
+}
+
+var errNoCache = errors.New("no cache folder: set XDG_CACHE_HOME or HOME")
+
+// DefaultCacheDir is $XDG_CACHE_HOME/etoile, else ~/.cache/etoile.
+func DefaultCacheDir() (string, error) {
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "etoile"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return "", errNoCache
+	}
+	return filepath.Join(home, ".cache", "etoile"), nil
+}

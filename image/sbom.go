@@ -1,0 +1,200 @@
+package image
+
+import (
+	"crypto/sha256"
+	"debug/buildinfo"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/etoile-os/etoile/image/debian"
+	"github.com/etoile-os/etoile/image/kernel"
+)
+
+// SPDX 2.3 JSON, the subset Étoile writes. Field names follow the spec's
+// JSON schema.
+type spdxDoc struct {
+	SPDXVersion       string             `json:"spdxVersion"`
+	DataLicense       string             `json:"dataLicense"`
+	SPDXID            string             `json:"SPDXID"`
+	Name              string             `json:"name"`
+	DocumentNamespace string             `json:"documentNamespace"`
+	CreationInfo      spdxCreation       `json:"creationInfo"`
+	DocumentDescribes []string           `json:"documentDescribes"`
+	Packages          []spdxPackage      `json:"packages"`
+	Files             []spdxFile         `json:"files,omitempty"`
+	Relationships     []spdxRelationship `json:"relationships"`
+}
+
+type spdxCreation struct {
+	Created  string   `json:"created"`
+	Creators []string `json:"creators"`
+}
+
+type spdxPackage struct {
+	Name             string         `json:"name"`
+	SPDXID           string         `json:"SPDXID"`
+	VersionInfo      string         `json:"versionInfo,omitempty"`
+	Supplier         string         `json:"supplier,omitempty"`
+	DownloadLocation string         `json:"downloadLocation"`
+	FilesAnalyzed    bool           `json:"filesAnalyzed"`
+	Checksums        []spdxChecksum `json:"checksums,omitempty"`
+	LicenseConcluded string         `json:"licenseConcluded"`
+	LicenseDeclared  string         `json:"licenseDeclared"`
+	CopyrightText    string         `json:"copyrightText"`
+	Comment          string         `json:"comment,omitempty"`
+	ExternalRefs     []spdxRef      `json:"externalRefs,omitempty"`
+	PrimaryPurpose   string         `json:"primaryPackagePurpose,omitempty"`
+}
+
+type spdxFile struct {
+	FileName         string         `json:"fileName"`
+	SPDXID           string         `json:"SPDXID"`
+	Checksums        []spdxChecksum `json:"checksums"`
+	LicenseConcluded string         `json:"licenseConcluded"`
+	CopyrightText    string         `json:"copyrightText"`
+}
+
+type spdxChecksum struct {
+	Algorithm string `json:"algorithm"`
+	Value     string `json:"checksumValue"`
+}
+
+type spdxRef struct {
+	Category string `json:"referenceCategory"`
+	Type     string `json:"referenceType"`
+	Locator  string `json:"referenceLocator"`
+}
+
+type spdxRelationship struct {
+	Element string `json:"spdxElementId"`
+	Type    string `json:"relationshipType"`
+	Related string `json:"relatedSpdxElement"`
+}
+
+const noAssertion = "NOASSERTION"
+
+var spdxIDUnsafe = regexp.MustCompile(`[^A-Za-z0-9.-]+`)
+
+func spdxID(kind, name string) string {
+	return "SPDXRef-" + kind + "-" + strings.Trim(spdxIDUnsafe.ReplaceAllString(name, "-"), "-")
+}
+
+func debPackage(p *debian.Package, purpose string) spdxPackage {
+	return spdxPackage{
+		Name: p.Name, SPDXID: spdxID("deb", p.Name), VersionInfo: p.Version,
+		Supplier: "Organization: Debian", DownloadLocation: noAssertion,
+		Checksums:        []spdxChecksum{{Algorithm: "SHA256", Value: p.SHA256}},
+		LicenseConcluded: noAssertion, LicenseDeclared: noAssertion, CopyrightText: noAssertion,
+		ExternalRefs: []spdxRef{{Category: "PACKAGE-MANAGER", Type: "purl",
+			Locator: fmt.Sprintf("pkg:deb/debian/%s@%s?arch=%s", p.Name, p.Version, p.Architecture)}},
+		PrimaryPurpose: purpose,
+	}
+}
+
+// sbom describes the image: Étoile itself, the kernel and bootloader
+// packages, the Go modules linked into the agent, and each artifact.
+func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Package, arts []Artifact) ([]byte, error) {
+	created := time.Unix(b.Epoch, 0).UTC().Format(time.RFC3339)
+	root := spdxPackage{
+		Name: "etoile", SPDXID: "SPDXRef-etoile", VersionInfo: version,
+		Supplier: "Organization: Étoile", DownloadLocation: "https://github.com/etoile-os/etoile",
+		LicenseConcluded: noAssertion, LicenseDeclared: noAssertion, CopyrightText: noAssertion,
+		Comment:        fmt.Sprintf("Étoile %s image for %s; built by etoile %s, commit %s", version, b.Spec.Arch, b.Tool.Version, b.Tool.Commit),
+		PrimaryPurpose: "OPERATING-SYSTEM",
+	}
+	doc := spdxDoc{
+		SPDXVersion: "SPDX-2.3", DataLicense: "CC0-1.0", SPDXID: "SPDXRef-DOCUMENT",
+		Name: fmt.Sprintf("etoile-%s-%s", b.Spec.Arch, version),
+		CreationInfo: spdxCreation{Created: created, Creators: []string{
+			"Tool: etoile-" + b.Tool.Version, "Organization: Étoile"}},
+		DocumentDescribes: []string{root.SPDXID},
+		Packages:          []spdxPackage{root},
+	}
+	rel := func(a, typ, c string) { doc.Relationships = append(doc.Relationships, spdxRelationship{a, typ, c}) }
+	rel("SPDXRef-DOCUMENT", "DESCRIBES", root.SPDXID)
+
+	if len(k.Packages) == 0 {
+		kp := spdxPackage{Name: "linux", SPDXID: spdxID("kernel", k.Version), VersionInfo: k.Version,
+			DownloadLocation: noAssertion, LicenseConcluded: noAssertion, LicenseDeclared: "GPL-2.0-only",
+			CopyrightText: noAssertion, Comment: "kernel from a local folder (kernel.dir)"}
+		doc.Packages = append(doc.Packages, kp)
+		rel(root.SPDXID, "CONTAINS", kp.SPDXID)
+	}
+	for _, p := range k.Packages {
+		sp := debPackage(p, "OPERATING-SYSTEM")
+		sp.Comment = "Linux kernel " + k.Version
+		doc.Packages = append(doc.Packages, sp)
+		rel(root.SPDXID, "CONTAINS", sp.SPDXID)
+	}
+	for _, p := range bootPkgs {
+		sp := debPackage(p, "APPLICATION")
+		sp.Comment = "bootloader"
+		doc.Packages = append(doc.Packages, sp)
+		rel(root.SPDXID, "CONTAINS", sp.SPDXID)
+	}
+
+	bi, err := buildinfo.ReadFile(b.AgentPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading Go build information from %s: %w (is it a Go binary?)", b.AgentPath, err)
+	}
+	agent := spdxPackage{Name: "etoile-agent", SPDXID: "SPDXRef-etoile-agent", VersionInfo: version,
+		DownloadLocation: "https://github.com/etoile-os/etoile", LicenseConcluded: noAssertion,
+		LicenseDeclared: noAssertion, CopyrightText: noAssertion,
+		Comment:        fmt.Sprintf("the node agent (PID 1), built with %s, commit %s", bi.GoVersion, b.Tool.Commit),
+		PrimaryPurpose: "APPLICATION"}
+	doc.Packages = append(doc.Packages, agent)
+	rel(root.SPDXID, "CONTAINS", agent.SPDXID)
+	deps := append([]*debugModule{}, toModules(bi)...)
+	sort.Slice(deps, func(i, j int) bool { return deps[i].Path < deps[j].Path })
+	for _, m := range deps {
+		sp := spdxPackage{Name: m.Path, SPDXID: spdxID("gomod", m.Path), VersionInfo: m.Version,
+			DownloadLocation: noAssertion, LicenseConcluded: noAssertion, LicenseDeclared: noAssertion,
+			CopyrightText: noAssertion, PrimaryPurpose: "LIBRARY",
+			ExternalRefs: []spdxRef{{Category: "PACKAGE-MANAGER", Type: "purl",
+				Locator: fmt.Sprintf("pkg:golang/%s@%s", m.Path, m.Version)}}}
+		if m.Sum != "" {
+			sp.Comment = "go.sum " + m.Sum
+		}
+		doc.Packages = append(doc.Packages, sp)
+		rel(agent.SPDXID, "DEPENDS_ON", sp.SPDXID)
+	}
+	for _, a := range arts {
+		f := spdxFile{FileName: "./" + a.Name, SPDXID: spdxID("file", a.Name),
+			Checksums:        []spdxChecksum{{Algorithm: "SHA256", Value: a.SHA256}},
+			LicenseConcluded: noAssertion, CopyrightText: noAssertion}
+		doc.Files = append(doc.Files, f)
+		rel(root.SPDXID, "CONTAINS", f.SPDXID)
+	}
+	// The namespace must be unique per document yet reproducible: derive it
+	// from the content.
+	body, err := json.Marshal(doc)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.Sum256(body)
+	doc.DocumentNamespace = fmt.Sprintf("https://etoile.io/spdx/%s-%s", doc.Name, hex.EncodeToString(h[:8]))
+	out, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(out, '\n'), nil
+}
+
+type debugModule struct{ Path, Version, Sum string }
+
+func toModules(bi *buildinfo.BuildInfo) []*debugModule {
+	var out []*debugModule
+	for _, d := range bi.Deps {
+		m := d
+		if d.Replace != nil {
+			m = d.Replace
+		}
+		out = append(out, &debugModule{Path: m.Path, Version: m.Version, Sum: m.Sum})
+	}
+	return out
+}

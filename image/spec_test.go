@@ -1,0 +1,106 @@
+package image
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestDefaultSpecIsValid(t *testing.T) {
+	s, err := LoadSpec("")
+	if err != nil {
+		t.Fatalf("the embedded default spec does not validate: %v", err)
+	}
+	if s.Arch != "amd64" || s.Kernel.Package != "linux-image-amd64" {
+		t.Errorf("default arch/kernel = %q/%q", s.Arch, s.Kernel.Package)
+	}
+	for _, o := range []string{OutputISO, OutputRaw, OutputNetboot} {
+		if !s.Wants(o) {
+			t.Errorf("default spec does not build %s", o)
+		}
+	}
+	for _, m := range []string{"virtio_blk", "nvme", "squashfs", "overlay", "br_netfilter", "wireguard", "mlx5_core"} {
+		if !strings.Contains(string(DefaultSpecYAML()), "- "+m+"\n") {
+			t.Errorf("default module list lacks %s", m)
+		}
+	}
+}
+
+func TestSpecErrorsNameTheField(t *testing.T) {
+	dir := t.TempDir()
+	const head = "apiVersion: etoile.io/v1alpha1\nkind: ImageSpec\nmodules: [squashfs]\n"
+	tests := []struct {
+		name, yaml string
+		want       []string // every one must appear in the error
+	}{
+		{"unknown top field", head + "kernal: {}\n", []string{"kernal", "unknown field", `did you mean "kernel"`}},
+		{"unknown nested field", head + "kernel:\n  pakage: x\n", []string{"kernel.pakage", "unknown field"}},
+		{"wrong type", head + "outputs: iso\n", []string{"outputs", "expected a list", `"iso"`}},
+		{"bad list item type", head + "kernel:\n  cmdline: [quiet, {a: b}]\n", []string{"kernel.cmdline[1]", "expected a string"}},
+		{"bad output", head + "outputs: [iso, floppy]\n", []string{"outputs[1]", `"floppy"`, "iso, raw or netboot"}},
+		{"arch", head + "arch: sparc\n", []string{"arch", `"sparc"`, "amd64"}},
+		{"both kernel sources", head + "kernel: {package: linux-image-amd64, dir: " + dir + "}\n", []string{"kernel", "not both"}},
+		{"kernel dir missing", head + "kernel: {dir: /nonexistent/k}\n", []string{"kernel.dir", "/nonexistent/k", "vmlinuz"}},
+		{"cmdline with space", head + "kernel:\n  cmdline: [\"a b\"]\n", []string{"kernel.cmdline[0]", `"a b"`}},
+		{"bad module", "apiVersion: etoile.io/v1alpha1\nkind: ImageSpec\nmodules: [squashfs, \"bad/name\", squashfs]\n", []string{"modules[1]", "bad/name", "modules[2]", "listed twice"}},
+		{"compression", head + "initramfs: {compression: lz4}\n", []string{"initramfs.compression", `"lz4"`, "zstd"}},
+		{"overlay missing", head + "overlays: [nope]\n", []string{"overlays[0]", `"nope"`, "not a folder"}},
+		{"wrong kind", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nmodules: [a]\n", []string{"kind", "MachineConfig", "ImageSpec"}},
+		{"wrong version", "apiVersion: v2\nkind: ImageSpec\nmodules: [a]\n", []string{"apiVersion", `"v2"`, "etoile.io/v1alpha1"}},
+		{"not yaml", "a: [\n", []string{"not valid YAML"}},
+		{"empty", "", []string{"empty document"}},
+		{"version", head + "version: \"1 0\"\n", []string{"version", `"1 0"`}},
+		{"duplicate key", head + "arch: amd64\narch: amd64\n", []string{"arch", "twice"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseSpec([]byte(tc.yaml), dir)
+			if err == nil {
+				t.Fatalf("accepted:\n%s", tc.yaml)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestSpecRelativePaths(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "extra", "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "spec.yaml")
+	data := "apiVersion: etoile.io/v1alpha1\nkind: ImageSpec\nmodules: [squashfs]\noverlays: [extra]\noutputs: [netboot]\n"
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadSpec(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.OverlayDirs(); len(got) != 1 || got[0] != filepath.Join(dir, "extra") {
+		t.Errorf("overlay dirs = %v, want [%s]", got, filepath.Join(dir, "extra"))
+	}
+	if s.Wants(OutputISO) || !s.Wants(OutputNetboot) {
+		t.Errorf("outputs = %v", s.Outputs)
+	}
+}
+
+func FuzzParseSpec(f *testing.F) {
+	f.Add(DefaultSpecYAML())
+	f.Add([]byte("apiVersion: etoile.io/v1alpha1\nkind: ImageSpec\nkernel: {cmdline: [a, [b]]}\n"))
+	f.Add([]byte("- a\n- b\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := ParseSpec(data, t.TempDir())
+		if err == nil && s == nil {
+			t.Fatal("no spec and no error")
+		}
+		if err != nil && err.Error() == "" {
+			t.Fatal("empty error message")
+		}
+	})
+}

@@ -1,0 +1,350 @@
+// Package schema decodes Étoile's versioned YAML documents strictly.
+//
+// Every document kind (ImageSpec, MachineConfig, …) is a Go struct with yaml
+// tags. Decode walks the YAML tree against the struct itself, rather than
+// relying on yaml.v3's KnownFields, so that every error names the field path
+// (`kernel.cmdline[2]`), the bad value, and what is accepted, and so that all
+// problems in a document are reported at once instead of the first one only.
+package schema
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// APIVersion is the only document version this release reads.
+const APIVersion = "etoile.io/v1alpha1"
+
+// FieldError is one problem at one place in a document.
+type FieldError struct {
+	Path string // e.g. "kernel.cmdline[2]"; empty for the document itself
+	Line int    // 1-based line in the source, 0 when unknown
+	Msg  string
+}
+
+func (e *FieldError) Error() string {
+	where := e.Path
+	if where == "" {
+		where = "document"
+	}
+	if e.Line > 0 {
+		return fmt.Sprintf("%s (line %d): %s", where, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", where, e.Msg)
+}
+
+// Errors is every problem found in one document, in source order.
+type Errors []*FieldError
+
+func (es Errors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+// Decode reads one YAML document into out (a pointer to a struct) and checks
+// that its apiVersion and kind are the expected ones. Unknown fields, wrong
+// types and a wrong header are all errors, each naming its field path.
+func Decode(data []byte, kind string, out any) error {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return Errors{{Msg: "empty document: expected apiVersion: " + APIVersion + " and kind: " + kind}}
+		}
+		return Errors{{Msg: "not valid YAML: " + err.Error()}}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return Errors{{Line: extra.Line, Msg: "more than one YAML document: give one " + kind + " per file"}}
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	d := &decoder{}
+	if root.Kind != yaml.MappingNode {
+		return Errors{{Line: root.Line, Msg: "expected a mapping with apiVersion and kind, got " + nodeKind(root)}}
+	}
+	d.checkHeader(root, kind)
+	d.value(root, reflect.ValueOf(out).Elem(), "")
+	if len(d.errs) > 0 {
+		return d.errs
+	}
+	return nil
+}
+
+type decoder struct {
+	errs  Errors
+	nodes int
+}
+
+// maxNodes bounds the work on one document: aliases can make a small file
+// expand exponentially ("billion laughs").
+const maxNodes = 1_000_000
+
+func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
+	d.errs = append(d.errs, &FieldError{Path: path, Line: n.Line, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (d *decoder) checkHeader(m *yaml.Node, kind string) {
+	var api, k *yaml.Node
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		switch m.Content[i].Value {
+		case "apiVersion":
+			api = m.Content[i+1]
+		case "kind":
+			k = m.Content[i+1]
+		}
+	}
+	if api == nil {
+		d.fail(m, "apiVersion", "missing: set apiVersion: %s", APIVersion)
+	} else if api.Value != APIVersion {
+		d.fail(api, "apiVersion", "%q is not supported: use %s", api.Value, APIVersion)
+	}
+	if k == nil {
+		d.fail(m, "kind", "missing: set kind: %s", kind)
+	} else if k.Value != kind {
+		d.fail(k, "kind", "%q is not what this command reads: expected kind: %s", k.Value, kind)
+	}
+}
+
+func join(path, field string) string {
+	if path == "" {
+		return field
+	}
+	return path + "." + field
+}
+
+// fields maps yaml names to struct field indexes, in declaration order.
+func fields(t reflect.Type) (map[string][]int, []string) {
+	byName := map[string][]int{}
+	var names []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		if opts == "inline" && f.Type.Kind() == reflect.Struct {
+			sub, subNames := fields(f.Type)
+			for n, idx := range sub {
+				byName[n] = append([]int{i}, idx...)
+			}
+			names = append(names, subNames...)
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		byName[name] = []int{i}
+		names = append(names, name)
+	}
+	return byName, names
+}
+
+func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if d.nodes++; d.nodes > maxNodes {
+		if d.nodes == maxNodes+1 {
+			d.fail(n, path, "document expands to more than %d values (aliases?): refused", maxNodes)
+		}
+		return
+	}
+	// Custom decoders (durations, CIDRs, …) take over their node.
+	if v.CanAddr() {
+		if u, ok := v.Addr().Interface().(yaml.Unmarshaler); ok {
+			if err := u.UnmarshalYAML(n); err != nil {
+				d.fail(n, path, "%v", err)
+			}
+			return
+		}
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		v.Set(reflect.Zero(v.Type()))
+		return
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			d.fail(n, path, "expected a mapping, got %s", nodeKind(n))
+			return
+		}
+		byName, names := fields(v.Type())
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i], n.Content[i+1]
+			fp := join(path, key.Value)
+			if seen[key.Value] {
+				d.fail(key, fp, "given twice: keep one")
+				continue
+			}
+			seen[key.Value] = true
+			idx, ok := byName[key.Value]
+			if !ok {
+				d.fail(key, fp, "unknown field%s; known fields here: %s", suggest(key.Value, names), strings.Join(names, ", "))
+				continue
+			}
+			d.value(val, v.FieldByIndex(idx), fp)
+		}
+	case reflect.Pointer:
+		p := reflect.New(v.Type().Elem())
+		d.value(n, p.Elem(), path)
+		v.Set(p)
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			d.fail(n, path, "expected a list, got %s", nodeKind(n))
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			d.value(item, s.Index(i), fmt.Sprintf("%s[%d]", path, i))
+		}
+		v.Set(s)
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			d.fail(n, path, "expected a mapping, got %s", nodeKind(n))
+			return
+		}
+		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i], n.Content[i+1]
+			kv := reflect.New(v.Type().Key()).Elem()
+			d.value(key, kv, path)
+			ev := reflect.New(v.Type().Elem()).Elem()
+			d.value(val, ev, join(path, key.Value))
+			m.SetMapIndex(kv, ev)
+		}
+		v.Set(m)
+	case reflect.Interface:
+		var x any
+		if err := n.Decode(&x); err != nil {
+			d.fail(n, path, "%v", err)
+			return
+		}
+		if x != nil {
+			v.Set(reflect.ValueOf(x))
+		}
+	case reflect.String:
+		if n.Kind != yaml.ScalarNode {
+			d.fail(n, path, "expected a string, got %s", nodeKind(n))
+			return
+		}
+		v.SetString(n.Value)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(n.Value)
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" || err != nil {
+			d.fail(n, path, "expected true or false, got %s", show(n))
+			return
+		}
+		v.SetBool(b)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		i, err := strconv.ParseInt(n.Value, 0, v.Type().Bits())
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || err != nil {
+			d.fail(n, path, "expected a whole number, got %s", show(n))
+			return
+		}
+		v.SetInt(i)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		u, err := strconv.ParseUint(n.Value, 0, v.Type().Bits())
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || err != nil {
+			d.fail(n, path, "expected a whole number ≥ 0, got %s", show(n))
+			return
+		}
+		v.SetUint(u)
+	case reflect.Float32, reflect.Float64:
+		f, err := strconv.ParseFloat(n.Value, v.Type().Bits())
+		if n.Kind != yaml.ScalarNode || (n.Tag != "!!float" && n.Tag != "!!int") || err != nil {
+			d.fail(n, path, "expected a number, got %s", show(n))
+			return
+		}
+		v.SetFloat(f)
+	default:
+		d.fail(n, path, "cannot decode into %s", v.Type())
+	}
+}
+
+func nodeKind(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		return show(n)
+	}
+	return "nothing"
+}
+
+func show(n *yaml.Node) string {
+	if n.Kind != yaml.ScalarNode {
+		return nodeKind(n)
+	}
+	return strconv.Quote(n.Value)
+}
+
+// suggest names the closest known field when a typo is likely.
+func suggest(got string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if dist := distance(strings.ToLower(got), strings.ToLower(k)); dist < bestD {
+			best, bestD = k, dist
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// distance is the Levenshtein distance, small strings only.
+func distance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// Add records a validation problem found after decoding; validators use it
+// to report in the same form as decoding errors.
+func (es *Errors) Add(path, format string, args ...any) {
+	*es = append(*es, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Err returns nil when there is no problem, else the sorted list.
+func (es Errors) Err() error {
+	if len(es) == 0 {
+		return nil
+	}
+	sort.SliceStable(es, func(i, j int) bool { return es[i].Line < es[j].Line && es[i].Line > 0 && es[j].Line > 0 })
+	return es
+}

@@ -1,0 +1,118 @@
+package schema
+
+import (
+	"strings"
+	"testing"
+)
+
+type inner struct {
+	Name  string            `yaml:"name"`
+	Count int               `yaml:"count"`
+	On    bool              `yaml:"on"`
+	Ratio float64           `yaml:"ratio"`
+	Tags  map[string]string `yaml:"tags"`
+}
+
+type doc struct {
+	APIVersion string   `yaml:"apiVersion"`
+	Kind       string   `yaml:"kind"`
+	Items      []inner  `yaml:"items"`
+	Ptr        *inner   `yaml:"ptr"`
+	Extra      any      `yaml:"extra"`
+	List       []string `yaml:"list"`
+}
+
+func TestDecodeGood(t *testing.T) {
+	src := `apiVersion: etoile.io/v1alpha1
+kind: Test
+items:
+  - {name: a, count: 2, on: true, ratio: 0.5, tags: {x: y}}
+ptr: {name: p}
+extra: {free: [form]}
+list: [one, two]
+`
+	var d doc
+	if err := Decode([]byte(src), "Test", &d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Items) != 1 || d.Items[0].Count != 2 || !d.Items[0].On || d.Items[0].Ratio != 0.5 || d.Items[0].Tags["x"] != "y" {
+		t.Errorf("items = %+v", d.Items)
+	}
+	if d.Ptr == nil || d.Ptr.Name != "p" || len(d.List) != 2 || d.Extra == nil {
+		t.Errorf("decoded %+v", d)
+	}
+}
+
+func TestDecodeReportsEveryProblem(t *testing.T) {
+	src := `apiVersion: etoile.io/v1alpha1
+kind: Test
+items:
+  - {name: [x], count: "2", on: yes-ish, ratio: fast}
+  - {nmae: b}
+ptr: 3
+`
+	var d doc
+	err := Decode([]byte(src), "Test", &d)
+	if err == nil {
+		t.Fatal("accepted a bad document")
+	}
+	for _, want := range []string{
+		"items[0].name (line 4): expected a string",
+		"items[0].count (line 4): expected a whole number",
+		"items[0].on (line 4): expected true or false",
+		"items[0].ratio (line 4): expected a number",
+		`items[1].nmae (line 5): unknown field (did you mean "name"?)`,
+		"ptr (line 6): expected a mapping",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+	if n := len(err.(Errors)); n != 6 {
+		t.Errorf("got %d errors, want 6:\n%v", n, err)
+	}
+}
+
+func TestDecodeRejectsSeveralDocuments(t *testing.T) {
+	var d doc
+	err := Decode([]byte("apiVersion: etoile.io/v1alpha1\nkind: Test\n---\nkind: Test\n"), "Test", &d)
+	if err == nil || !strings.Contains(err.Error(), "more than one YAML document") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte("apiVersion: etoile.io/v1alpha1\nkind: Test\nitems: [{name: a}]\n"))
+	f.Add([]byte("&a [*a]"))
+	f.Add([]byte("items: &x {ptr: *x}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var d doc
+		_ = Decode(data, "Test", &d)
+	})
+}
+
+type tree struct {
+	Kids []tree `yaml:"kids"`
+}
+
+type forest struct {
+	APIVersion string `yaml:"apiVersion"`
+	Kind       string `yaml:"kind"`
+	Trees      []tree `yaml:"trees"`
+}
+
+func TestDecodeBoundsAliasExpansion(t *testing.T) {
+	// Each level holds ten aliases of the one before: 10^8 nodes if walked.
+	src := "apiVersion: etoile.io/v1alpha1\nkind: Test\ntrees:\n  - &a {kids: []}\n"
+	prev := "a"
+	for i := 0; i < 8; i++ {
+		name := string(rune('b' + i))
+		src += "  - &" + name + " {kids: [" + strings.Repeat("*"+prev+", ", 9) + "*" + prev + "]}\n"
+		prev = name
+	}
+	var f forest
+	err := Decode([]byte(src), "Test", &f)
+	if err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("err = %v", err)
+	}
+}

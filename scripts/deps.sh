@@ -1,0 +1,60 @@
+# shellcheck shell=bash
+# Installs, with apt, the Debian packages a step needs when they are missing.
+# Sourced by build.sh and the Makefile's test target.
+
+# What `./build.sh` needs: a C compiler for the hub's SQLite (cgo), git for
+# the version and SOURCE_DATE_EPOCH, make; apt itself downloads the kernel and
+# bootloader packages into the cache.
+BUILD_PACKAGES=(make gcc libc6-dev git ca-certificates)
+
+# What `make test` needs on top: QEMU and firmware to boot the media, and
+# independent tools to verify what Étoile wrote, a browser for the hub page.
+TEST_PACKAGES=(qemu-system-x86 qemu-utils ovmf ipxe-qemu xorriso gdisk dosfstools mtools squashfs-tools
+	cpio zstd xz-utils iproute2 file chromium)
+
+missing_packages() {
+	local p out=()
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || out+=("$p")
+	done
+	echo "${out[@]}"
+}
+
+ensure_packages() {
+	local missing
+	missing=$(missing_packages "$@")
+	if [ -z "$missing" ]; then
+		return 0
+	fi
+	echo "Installing with apt: $missing"
+	local sudo=""
+	if [ "$(id -u)" -ne 0 ]; then
+		if command -v sudo >/dev/null; then sudo="sudo"; else
+			echo "error: these Debian packages are missing and I am not root: $missing" >&2
+			echo "       install them with: apt-get install $missing" >&2
+			return 1
+		fi
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	# shellcheck disable=SC2086
+	$sudo apt-get install -y -q --no-install-recommends $missing >/dev/null || {
+		$sudo apt-get update -q >/dev/null
+		$sudo apt-get install -y -q --no-install-recommends $missing >/dev/null
+	}
+}
+
+# ensure_apt_lists makes sure apt knows the packages `etoile build` downloads.
+ensure_apt_lists() {
+	if ! apt-cache policy linux-image-amd64 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+		echo "Refreshing apt's package lists (apt-get update)"
+		if [ "$(id -u)" -ne 0 ]; then sudo apt-get update -q >/dev/null; else apt-get update -q >/dev/null; fi
+	fi
+}
+
+ensure_go() {
+	if ! command -v go >/dev/null; then
+		echo "error: Go is not installed. Étoile needs Go 1.26 or newer: https://go.dev/doc/install" >&2
+		echo "       (an older Go ≥ 1.21 also works: it fetches the toolchain go.mod names by itself)" >&2
+		return 1
+	fi
+}
