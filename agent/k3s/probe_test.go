@@ -1,0 +1,200 @@
+package k3s
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+type testPKI struct {
+	caPEM, serverCert, serverKey, clientCert, clientKey []byte
+	ca                                                  *x509.Certificate
+	caKey                                               *ecdsa.PrivateKey
+}
+
+func newPKI(t *testing.T) *testPKI {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "k3s-test-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(der)
+	p := &testPKI{ca: ca, caKey: key, caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	p.serverCert, p.serverKey = p.issue(t, "kube-apiserver", x509.ExtKeyUsageServerAuth)
+	p.clientCert, p.clientKey = p.issue(t, "system:admin", x509.ExtKeyUsageClientAuth)
+	return p
+}
+
+func (p *testPKI) issue(t *testing.T, cn string, usage x509.ExtKeyUsage) ([]byte, []byte) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
+}
+
+// apiServer is a stand-in for the Kubernetes API: real TLS with client
+// certificates, /readyz and one node whose readiness the test sets.
+func apiServer(t *testing.T, p *testPKI, readyz *atomic.Int32, nodeReady *atomic.Bool) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(int(readyz.Load()))
+		fmt.Fprint(w, "ok")
+	})
+	mux.HandleFunc("GET /api/v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("name") != "node-1" {
+			http.NotFound(w, r)
+			return
+		}
+		status := "False"
+		if nodeReady.Load() {
+			status = "True"
+		}
+		fmt.Fprintf(w, `{"kind":"Node","metadata":{"name":"node-1"},"status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":%q}]}}`, status)
+	})
+	srv := httptest.NewUnstartedServer(mux)
+	pair, err := tls.X509KeyPair(p.serverCert, p.serverKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(p.caPEM)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func writeKubeconfig(t *testing.T, root, server string, p *testPKI) {
+	b64 := base64.StdEncoding.EncodeToString
+	kc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    certificate-authority-data: %s
+    server: %s
+  name: default
+contexts:
+- context: {cluster: default, user: default}
+  name: default
+current-context: default
+users:
+- name: default
+  user:
+    client-certificate-data: %s
+    client-key-data: %s
+`, b64(p.caPEM), server, b64(p.clientCert), b64(p.clientKey))
+	path := filepath.Join(root, KubeconfigPath)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(kc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAPIProberJudgesFromTheAPI(t *testing.T) {
+	p := newPKI(t)
+	var readyz atomic.Int32
+	var nodeReady atomic.Bool
+	readyz.Store(http.StatusServiceUnavailable)
+	srv := apiServer(t, p, &readyz, &nodeReady)
+	root := t.TempDir()
+	prober := &APIProber{Root: root, Kubeconfig: ServerKubeconfig, NodeName: "node-1"}
+	ctx := context.Background()
+
+	if _, err := prober.Probe(ctx); err == nil {
+		t.Fatal("probe succeeded with no kubeconfig written yet")
+	}
+	writeKubeconfig(t, root, srv.URL, p)
+	steps := []struct {
+		readyz    int32
+		nodeReady bool
+		want      State
+	}{
+		{http.StatusServiceUnavailable, true, StateRunning},
+		{http.StatusOK, false, StateRunning},
+		{http.StatusOK, true, StateReady},
+	}
+	for _, st := range steps {
+		readyz.Store(st.readyz)
+		nodeReady.Store(st.nodeReady)
+		got, err := prober.Probe(ctx)
+		if err != nil || got != st.want {
+			t.Errorf("readyz=%d nodeReady=%v: got %s, %v; want %s", st.readyz, st.nodeReady, got, err, st.want)
+		}
+	}
+	// Another node name is not registered: running, not ready.
+	other := &APIProber{Root: root, Kubeconfig: ServerKubeconfig, NodeName: "node-2"}
+	if got, err := other.Probe(ctx); err != nil || got != StateRunning {
+		t.Errorf("unregistered node: %s, %v", got, err)
+	}
+}
+
+func TestAPIProberRefusesAnotherCA(t *testing.T) {
+	p, other := newPKI(t), newPKI(t)
+	var readyz atomic.Int32
+	var nodeReady atomic.Bool
+	readyz.Store(http.StatusOK)
+	nodeReady.Store(true)
+	srv := apiServer(t, p, &readyz, &nodeReady)
+	root := t.TempDir()
+	writeKubeconfig(t, root, srv.URL, other) // trusts the wrong CA
+	prober := &APIProber{Root: root, Kubeconfig: ServerKubeconfig, NodeName: "node-1"}
+	if st, err := prober.Probe(context.Background()); err == nil {
+		t.Fatalf("probe trusted a server from another CA: %s", st)
+	}
+}
+
+func TestSupervisorReachesReadyOnlyFromTheAPI(t *testing.T) {
+	p := newPKI(t)
+	var readyz atomic.Int32
+	var nodeReady atomic.Bool
+	readyz.Store(http.StatusOK)
+	srv := apiServer(t, p, &readyz, &nodeReady)
+	root := fakeRoot(t)
+	writeKubeconfig(t, root, srv.URL, p)
+	s := &Supervisor{Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Env: []string{"ETOILE_FAKE_K3S=hang"}, ProbeEvery: 20 * time.Millisecond, StopTimeout: time.Second,
+		Prober: &APIProber{Root: root, Kubeconfig: ServerKubeconfig, NodeName: "node-1"}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "running", func() bool { return s.Status().State == StateRunning })
+	time.Sleep(100 * time.Millisecond)
+	if st := s.Status().State; st != StateRunning {
+		t.Fatalf("process alive but node not Ready: state %s, want running", st)
+	}
+	nodeReady.Store(true)
+	waitFor(t, "ready", func() bool { return s.Status().State == StateReady })
+	readyz.Store(http.StatusInternalServerError)
+	waitFor(t, "back to running", func() bool { return s.Status().State == StateRunning })
+	cancel()
+	<-done
+}

@@ -1,0 +1,355 @@
+// Package k3s runs K3s on an Étoile node: it writes K3s's own configuration
+// files, starts `k3s server` or `k3s agent`, restarts it with capped
+// exponential backoff, keeps its recent log, and judges readiness from the
+// Kubernetes API — never from the process merely being alive.
+package k3s
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// State is K3s's state as the agent reports it.
+type State string
+
+const (
+	StateStopped   State = "stopped"   // not started, or stopped on purpose
+	StateStarting  State = "starting"  // process launched, API not answering yet
+	StateRunning   State = "running"   // process up, API answers, node not Ready
+	StateReady     State = "ready"     // /readyz ok and the node's Ready condition is True
+	StateCrashloop State = "crashloop" // exited again and again; waiting out a backoff
+	StateInvalid   State = "invalid"   // configuration refused: not started until fixed
+)
+
+// Backoff is the restart policy.
+type Backoff struct {
+	Initial    time.Duration // first wait after an exit
+	Max        time.Duration // cap
+	ResetAfter time.Duration // a run this long resets the wait to Initial
+	Crashloop  int           // this many quick exits in a row → crashloop
+}
+
+// DefaultBackoff waits 1 s, doubling up to 1 min; 2 min of health resets it.
+var DefaultBackoff = Backoff{Initial: time.Second, Max: time.Minute, ResetAfter: 2 * time.Minute, Crashloop: 3}
+
+// Prober tells whether K3s is ready; errors say why not.
+type Prober interface {
+	// Probe returns StateReady, StateRunning (API up, node not Ready) or an
+	// error when the API does not answer.
+	Probe(ctx context.Context) (State, error)
+}
+
+// Supervisor keeps one K3s process running.
+type Supervisor struct {
+	Root       string   // filesystem root: "/" on a node, a temp folder in tests
+	Binary     string   // k3s binary, absolute path inside Root's view (e.g. /usr/local/bin/k3s)
+	Args       []string // "server" or "agent" and flags; the config file carries the rest
+	Env        []string // extra environment, appended to PATH=… and HOME=/root
+	Config     []byte   // /etc/rancher/k3s/config.yaml
+	Registries []byte   // /etc/rancher/k3s/registries.yaml, nil for none
+	Prober     Prober
+	Backoff    Backoff
+	// ProbeEvery is the readiness poll period (default 2 s).
+	ProbeEvery time.Duration
+	// StopTimeout is how long a SIGTERM gets before SIGKILL (default 30 s).
+	StopTimeout time.Duration
+	Log         *slog.Logger
+	// OnState is called (from the supervisor's goroutine) on every change
+	// of state or of reason.
+	OnState func(from, to State, reason string)
+
+	mu       sync.Mutex
+	state    State
+	reason   string
+	restarts int
+	ring     *ring
+}
+
+// Status is a snapshot for the local API and the console.
+type Status struct {
+	State    State  `json:"state"`
+	Reason   string `json:"reason,omitempty"`
+	Restarts int    `json:"restarts"`
+}
+
+func (s *Supervisor) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.state
+	if st == "" {
+		st = StateStopped
+	}
+	return Status{State: st, Reason: s.reason, Restarts: s.restarts}
+}
+
+// Logs returns K3s's most recent output lines, oldest first.
+func (s *Supervisor) Logs() []string {
+	s.mu.Lock()
+	r := s.ring
+	s.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	return r.lines()
+}
+
+func (s *Supervisor) setState(to State, reason string) {
+	s.mu.Lock()
+	from := s.state
+	if from == "" {
+		from = StateStopped
+	}
+	// A new reason in the same state (another restart) is news too.
+	changed := from != to || s.reason != reason
+	s.state, s.reason = to, reason
+	cb := s.OnState
+	s.mu.Unlock()
+	if changed && cb != nil {
+		cb(from, to, reason)
+	}
+}
+
+func (s *Supervisor) path(p string) string { return filepath.Join(s.Root, filepath.FromSlash(p)) }
+
+// Paths K3s reads; they are K3s's documented defaults.
+const (
+	ConfigPath     = "/etc/rancher/k3s/config.yaml"
+	RegistriesPath = "/etc/rancher/k3s/registries.yaml"
+	KubeconfigPath = "/etc/rancher/k3s/k3s.yaml"
+	LogPath        = "/var/log/k3s.log"
+)
+
+// WriteConfig writes config.yaml and registries.yaml (or removes a stale
+// registries.yaml), each through a temporary file and a rename.
+func (s *Supervisor) WriteConfig() error {
+	if err := writeAtomic(s.path(ConfigPath), s.Config, 0o600); err != nil {
+		return fmt.Errorf("writing K3s config: %w", err)
+	}
+	if len(s.Registries) == 0 {
+		if err := os.Remove(s.path(RegistriesPath)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	if err := writeAtomic(s.path(RegistriesPath), s.Registries, 0o600); err != nil {
+		return fmt.Errorf("writing K3s registries: %w", err)
+	}
+	return nil
+}
+
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Run supervises K3s until ctx is done, then stops it cleanly. It returns
+// only then, or when the configuration cannot be written.
+func (s *Supervisor) Run(ctx context.Context) error {
+	s.defaults()
+	if err := s.WriteConfig(); err != nil {
+		s.setState(StateInvalid, err.Error())
+		return err
+	}
+	wait := s.Backoff.Initial
+	quick := 0
+	for {
+		started := time.Now()
+		err := s.runOnce(ctx)
+		if ctx.Err() != nil {
+			s.setState(StateStopped, "agent shutting down")
+			return nil
+		}
+		ran := time.Since(started)
+		if ran >= s.Backoff.ResetAfter {
+			wait, quick = s.Backoff.Initial, 0
+		} else {
+			quick++
+		}
+		s.mu.Lock()
+		s.restarts++
+		s.mu.Unlock()
+		reason := fmt.Sprintf("k3s exited after %s: %v; restarting in %s", ran.Round(time.Millisecond), err, wait)
+		s.Log.Warn("k3s exited", "after", ran.Round(time.Millisecond), "err", err, "restart_in", wait)
+		if quick >= s.Backoff.Crashloop {
+			s.setState(StateCrashloop, reason)
+		} else {
+			s.setState(StateStarting, reason)
+		}
+		select {
+		case <-ctx.Done():
+			s.setState(StateStopped, "agent shutting down")
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, s.Backoff.Max)
+	}
+}
+
+func (s *Supervisor) defaults() {
+	if s.Log == nil {
+		s.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if s.Backoff == (Backoff{}) {
+		s.Backoff = DefaultBackoff
+	}
+	if s.ProbeEvery == 0 {
+		s.ProbeEvery = 2 * time.Second
+	}
+	if s.StopTimeout == 0 {
+		s.StopTimeout = 30 * time.Second
+	}
+	s.mu.Lock()
+	if s.ring == nil {
+		s.ring = newRing(500)
+	}
+	s.mu.Unlock()
+}
+
+// runOnce starts K3s, watches readiness while it runs, and returns when it
+// exits (its exit error) or when ctx ends (after stopping it).
+func (s *Supervisor) runOnce(ctx context.Context) error {
+	bin := s.Binary
+	if s.Root != "/" && s.Root != "" {
+		bin = s.path(s.Binary)
+	}
+	cmd := exec.Command(bin, s.Args...)
+	cmd.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin", "HOME=/root"}, s.Env...)
+	cmd.Dir = s.Root
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	logFile, err := os.OpenFile(s.path(LogPath), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		if mkErr := os.MkdirAll(filepath.Dir(s.path(LogPath)), 0o755); mkErr == nil {
+			logFile, err = os.OpenFile(s.path(LogPath), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		}
+		if err != nil {
+			return fmt.Errorf("opening K3s log %s: %w", LogPath, err)
+		}
+	}
+	defer logFile.Close()
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64*1024), 1024*1024)
+		for sc.Scan() {
+			line := sc.Text()
+			s.ring.add(line)
+			fmt.Fprintln(logFile, line)
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	s.setState(StateStarting, "")
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		<-copied
+		return fmt.Errorf("starting %s: %w", bin, err)
+	}
+	s.Log.Info("k3s started", "pid", cmd.Process.Pid, "args", s.Args)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	tick := time.NewTicker(s.ProbeEvery)
+	defer tick.Stop()
+	probe := func() {
+		if s.Prober == nil {
+			return
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := s.Prober.Probe(pctx)
+		cancel()
+		switch {
+		case err != nil && s.Status().State == StateStarting:
+			// Still coming up: nothing to report.
+		case err != nil:
+			s.setState(StateRunning, "API not answering: "+err.Error())
+		case st == StateReady:
+			if s.Status().State != StateReady {
+				s.Log.Info("k3s ready", "since_start", time.Since(start).Round(time.Millisecond))
+			}
+			s.setState(StateReady, "")
+		default:
+			s.setState(StateRunning, "node not Ready yet")
+		}
+	}
+	for {
+		select {
+		case err := <-exited:
+			pw.Close()
+			<-copied
+			if err == nil {
+				err = errors.New("exit status 0")
+			}
+			return err
+		case <-tick.C:
+			probe()
+		case <-ctx.Done():
+			err := s.stop(cmd, exited)
+			pw.Close()
+			<-copied
+			return err
+		}
+	}
+}
+
+// stop sends SIGTERM to K3s's process group, waits, then SIGKILLs it.
+func (s *Supervisor) stop(cmd *exec.Cmd, exited <-chan error) error {
+	pgid := cmd.Process.Pid
+	s.Log.Info("stopping k3s", "pid", pgid, "timeout", s.StopTimeout)
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		return err
+	case <-time.After(s.StopTimeout):
+		s.Log.Warn("k3s did not stop in time: killing it", "timeout", s.StopTimeout)
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		return <-exited
+	}
+}
+
+// ring keeps the last n lines.
+type ring struct {
+	mu   sync.Mutex
+	buf  []string
+	next int
+	full bool
+}
+
+func newRing(n int) *ring { return &ring{buf: make([]string, n)} }
+
+func (r *ring) add(line string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.buf[r.next] = line
+	r.next = (r.next + 1) % len(r.buf)
+	if r.next == 0 {
+		r.full = true
+	}
+}
+
+func (r *ring) lines() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.full {
+		return append([]string(nil), r.buf[:r.next]...)
+	}
+	return append(append([]string(nil), r.buf[r.next:]...), r.buf[:r.next]...)
+}

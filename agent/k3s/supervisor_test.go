@@ -1,0 +1,216 @@
+package k3s
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The test binary doubles as a misbehaving K3s (a stand-in process, not
+// K3s) when ETOILE_FAKE_K3S is set: "exit:<ms>" prints and exits 1 after
+// ms; "hang" runs until SIGTERM; "stubborn" ignores SIGTERM.
+func TestMain(m *testing.M) {
+	switch mode := os.Getenv("ETOILE_FAKE_K3S"); {
+	case strings.HasPrefix(mode, "exit:"):
+		ms, _ := strconv.Atoi(strings.TrimPrefix(mode, "exit:"))
+		fmt.Println("fake k3s starting", strings.Join(os.Args[1:], " "))
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		fmt.Println("fake k3s crashing")
+		os.Exit(1)
+	case mode == "hang":
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, syscall.SIGTERM)
+		fmt.Println("fake k3s up")
+		<-c
+		fmt.Println("fake k3s got SIGTERM")
+		os.Exit(0)
+	case mode == "stubborn":
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("fake k3s ignoring SIGTERM")
+		time.Sleep(time.Hour)
+	}
+	os.Exit(m.Run())
+}
+
+// fakeRoot makes a root folder whose /usr/local/bin/k3s is this test binary.
+func fakeRoot(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(root, "usr/local/bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(self, filepath.Join(bin, "k3s")); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+type transitions struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (tr *transitions) record(from, to State, _ string) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.got = append(tr.got, string(from)+"->"+string(to))
+}
+
+func (tr *transitions) list() []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return append([]string(nil), tr.got...)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestSupervisorRestartsWithBackoffAndReportsCrashloop(t *testing.T) {
+	root := fakeRoot(t)
+	var tr transitions
+	s := &Supervisor{
+		Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Env:     []string{"ETOILE_FAKE_K3S=exit:50"},
+		Config:  []byte("cluster-init: true\n"),
+		Backoff: Backoff{Initial: 20 * time.Millisecond, Max: 80 * time.Millisecond, ResetAfter: time.Minute, Crashloop: 3},
+		OnState: tr.record,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "crashloop", func() bool { return s.Status().State == StateCrashloop })
+	waitFor(t, "5 restarts", func() bool { return s.Status().Restarts >= 5 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if st := s.Status().State; st != StateStopped {
+		t.Errorf("state after stop = %s", st)
+	}
+	got := strings.Join(tr.list(), " ")
+	if !strings.HasPrefix(got, "stopped->starting") || !strings.Contains(got, "starting->crashloop") {
+		t.Errorf("transitions = %s", got)
+	}
+	logs := strings.Join(s.Logs(), "\n")
+	if !strings.Contains(logs, "fake k3s crashing") || !strings.Contains(logs, "fake k3s starting server") {
+		t.Errorf("recent log lacks the process output:\n%s", logs)
+	}
+	onDisk, err := os.ReadFile(filepath.Join(root, LogPath))
+	if err != nil || !strings.Contains(string(onDisk), "fake k3s crashing") {
+		t.Errorf("log file: %v\n%s", err, onDisk)
+	}
+	cfg, err := os.ReadFile(filepath.Join(root, ConfigPath))
+	if err != nil || string(cfg) != "cluster-init: true\n" {
+		t.Errorf("config.yaml = %q, %v", cfg, err)
+	}
+	if st, err := os.Stat(filepath.Join(root, ConfigPath)); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("config.yaml mode: %v %v (it holds the cluster token: 0600)", st.Mode(), err)
+	}
+}
+
+func TestBackoffDoublesUpToTheCap(t *testing.T) {
+	root := fakeRoot(t)
+	var mu sync.Mutex
+	var waits []string
+	s := &Supervisor{
+		Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"agent"},
+		Env:     []string{"ETOILE_FAKE_K3S=exit:0"},
+		Backoff: Backoff{Initial: 10 * time.Millisecond, Max: 40 * time.Millisecond, ResetAfter: time.Minute, Crashloop: 100},
+		OnState: func(from, to State, reason string) {
+			if _, wait, ok := strings.Cut(reason, "restarting in "); ok {
+				mu.Lock()
+				waits = append(waits, wait)
+				mu.Unlock()
+			}
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "5 restarts", func() bool { mu.Lock(); defer mu.Unlock(); return len(waits) >= 5 })
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(waits[:5], ","); got != "10ms,20ms,40ms,40ms,40ms" {
+		t.Errorf("announced waits = %s, want doubling capped at 40ms", got)
+	}
+}
+
+func TestStopSendsTermThenKill(t *testing.T) {
+	for _, mode := range []string{"hang", "stubborn"} {
+		t.Run(mode, func(t *testing.T) {
+			root := fakeRoot(t)
+			s := &Supervisor{
+				Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+				Env: []string{"ETOILE_FAKE_K3S=" + mode}, StopTimeout: 300 * time.Millisecond,
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- s.Run(ctx) }()
+			waitFor(t, "process output", func() bool { return len(s.Logs()) > 0 })
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("supervisor did not stop K3s")
+			}
+			logs := strings.Join(s.Logs(), "\n")
+			if mode == "hang" && !strings.Contains(logs, "got SIGTERM") {
+				t.Errorf("K3s was not asked to stop with SIGTERM:\n%s", logs)
+			}
+			if s.Status().State != StateStopped || s.Status().Restarts != 0 {
+				t.Errorf("status after stop = %+v", s.Status())
+			}
+		})
+	}
+}
+
+func TestMissingBinaryIsReportedAndRetried(t *testing.T) {
+	root := t.TempDir()
+	s := &Supervisor{Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Backoff: Backoff{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond, ResetAfter: time.Minute, Crashloop: 2}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "crashloop", func() bool { return s.Status().State == StateCrashloop })
+	if r := s.Status().Reason; !strings.Contains(r, filepath.Join(root, "usr/local/bin/k3s")) {
+		t.Errorf("reason does not name the missing binary: %q", r)
+	}
+	cancel()
+	<-done
+}
+
+func TestRingKeepsTheNewestLines(t *testing.T) {
+	r := newRing(3)
+	for i := 1; i <= 5; i++ {
+		r.add(strconv.Itoa(i))
+	}
+	if got := strings.Join(r.lines(), ","); got != "3,4,5" {
+		t.Errorf("ring = %s", got)
+	}
+}
