@@ -1,0 +1,307 @@
+// Package api is the agent's local API: HTTP over the unix socket
+// /run/etoile/agent.sock (mode 0600, root only). The console and the
+// agent's own subcommands (status, config apply…) use it; nothing listens
+// on the network.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// DefaultSocket is where the agent listens on a node.
+const DefaultSocket = "/run/etoile/agent.sock"
+
+// maxBody bounds request bodies (machine configs are small).
+const maxBody = 1 << 20
+
+// Status is what `etoile-agent status` shows.
+type Status struct {
+	Version  string      `json:"version"`
+	Hostname string      `json:"hostname"`
+	Boot     string      `json:"boot"`   // bios | uefi
+	Source   string      `json:"source"` // iso | disk | http
+	Slot     string      `json:"slot"`   // a | b | none
+	Uptime   string      `json:"uptime"`
+	Network  []Interface `json:"network"`
+	K3s      K3sStatus   `json:"k3s"`
+	Config   string      `json:"config"` // where the machine config came from, or "none"
+	// Inventory is the hardware summary (agent/inventory's JSON), when collected.
+	Inventory json.RawMessage `json:"inventory,omitempty"`
+	Warnings  []string        `json:"warnings"`
+}
+
+// Interface is one network link.
+type Interface struct {
+	Name      string   `json:"name"`
+	MAC       string   `json:"mac"`
+	Carrier   bool     `json:"carrier"`
+	Addresses []string `json:"addresses"`
+}
+
+// K3sStatus mirrors the supervisor's status.
+type K3sStatus struct {
+	State    string `json:"state"`
+	Reason   string `json:"reason,omitempty"`
+	Restarts int    `json:"restarts"`
+}
+
+// ConfigResult answers a validate or apply request.
+type ConfigResult struct {
+	Valid    bool     `json:"valid"`
+	Warnings []string `json:"warnings"`
+	Errors   []string `json:"errors"`
+	Applied  bool     `json:"applied"`
+}
+
+// Backend is the running agent, seen from the API.
+type Backend interface {
+	Status(ctx context.Context) Status
+	// Logs returns recent lines of source ("agent" or "k3s"), oldest first.
+	Logs(source string, n int) ([]string, error)
+	ValidateConfig(data []byte) (warnings []string, err error)
+	// ApplyConfig validates, stores and applies a machine config.
+	ApplyConfig(ctx context.Context, data []byte) (warnings []string, err error)
+}
+
+// Handler serves the API's routes for b.
+func Handler(b Backend, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, b.Status(r.Context()))
+	})
+	mux.HandleFunc("GET /v1/logs", func(w http.ResponseWriter, r *http.Request) {
+		source := r.URL.Query().Get("source")
+		if source == "" {
+			source = "agent"
+		}
+		n := 200
+		if v := r.URL.Query().Get("lines"); v != "" {
+			var err error
+			if n, err = strconv.Atoi(v); err != nil || n < 1 || n > 10000 {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("lines=%q: give a number from 1 to 10000", v))
+				return
+			}
+		}
+		lines, err := b.Logs(source, n)
+		if err != nil {
+			writeError(w, http.StatusNotFound, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string][]string{"lines": nonNil(lines)})
+	})
+	config := func(apply bool) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+			if err != nil {
+				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("config body over %d bytes", maxBody))
+				return
+			}
+			var res ConfigResult
+			var warns []string
+			if apply {
+				warns, err = b.ApplyConfig(r.Context(), data)
+			} else {
+				warns, err = b.ValidateConfig(data)
+			}
+			res.Warnings = nonNil(warns)
+			res.Errors = []string{}
+			if err != nil {
+				res.Errors = splitLines(err.Error())
+				writeJSON(w, http.StatusUnprocessableEntity, res)
+				return
+			}
+			res.Valid, res.Applied = true, apply
+			if log != nil && apply {
+				log.Info("machine config applied through the local API")
+			}
+			writeJSON(w, http.StatusOK, res)
+		}
+	}
+	mux.HandleFunc("POST /v1/config/validate", config(false))
+	mux.HandleFunc("POST /v1/config/apply", config(true))
+	return mux
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func splitLines(s string) []string {
+	var out []string
+	for _, l := range bytes.Split([]byte(s), []byte("\n")) {
+		if len(bytes.TrimSpace(l)) > 0 {
+			out = append(out, string(l))
+		}
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// Serve listens on the unix socket at path until ctx ends. A stale socket
+// from an earlier run is replaced; the socket is made 0600 before the first
+// request can reach it.
+func Serve(ctx context.Context, path string, b Backend, log *slog.Logger) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("local API: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("local API: removing stale socket %s: %w", path, err)
+	}
+	// The folder is 0700, so nobody else can reach the socket even in the
+	// instant before its own mode is set to 0600.
+	l, err := listenPrivate(path)
+	if err != nil {
+		return fmt.Errorf("local API: listening on %s: %w", path, err)
+	}
+	srv := &http.Server{Handler: Handler(b, log), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("local API: %w", err)
+	}
+	return nil
+}
+
+func listenPrivate(path string) (net.Listener, error) {
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Client talks to a running agent.
+type Client struct {
+	Socket string
+	hc     *http.Client
+}
+
+// NewClient returns a client for the socket at path ("" for the default).
+func NewClient(path string) *Client {
+	if path == "" {
+		path = DefaultSocket
+	}
+	return &Client{Socket: path, hc: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://agent"+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("cannot reach the agent at %s: %w (is it running? the socket is root-only: use sudo)", c.Socket, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return resp.StatusCode, err
+	}
+	if resp.StatusCode >= 400 && resp.StatusCode != http.StatusUnprocessableEntity {
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(data, &e)
+		return resp.StatusCode, fmt.Errorf("agent: %s", e.Error)
+	}
+	return resp.StatusCode, json.Unmarshal(data, out)
+}
+
+// Status fetches the agent's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	_, err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+	return st, err
+}
+
+// Logs fetches the last n lines of source.
+func (c *Client) Logs(ctx context.Context, source string, n int) ([]string, error) {
+	var out struct {
+		Lines []string `json:"lines"`
+	}
+	_, err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/logs?source=%s&lines=%d", source, n), nil, &out)
+	return out.Lines, err
+}
+
+// ValidateConfig asks the agent to check a machine config.
+func (c *Client) ValidateConfig(ctx context.Context, data []byte) (ConfigResult, error) {
+	var res ConfigResult
+	_, err := c.do(ctx, http.MethodPost, "/v1/config/validate", data, &res)
+	return res, err
+}
+
+// ApplyConfig sends a machine config to apply.
+func (c *Client) ApplyConfig(ctx context.Context, data []byte) (ConfigResult, error) {
+	var res ConfigResult
+	_, err := c.do(ctx, http.MethodPost, "/v1/config/apply", data, &res)
+	return res, err
+}
+
+// WriteStatus prints st for people.
+func WriteStatus(w io.Writer, st Status) error {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "Étoile %s on %s (up %s)\n", st.Version, st.Hostname, st.Uptime)
+	fmt.Fprintf(&b, "  boot:    %s, system image from %s, slot %s\n", st.Boot, st.Source, st.Slot)
+	fmt.Fprintf(&b, "  config:  %s\n", st.Config)
+	k := st.K3s.State
+	if st.K3s.Reason != "" {
+		k += " (" + st.K3s.Reason + ")"
+	}
+	fmt.Fprintf(&b, "  k3s:     %s, %d restarts\n", k, st.K3s.Restarts)
+	for _, n := range st.Network {
+		carrier := "no carrier"
+		if n.Carrier {
+			carrier = "carrier"
+		}
+		addrs := "no address"
+		if len(n.Addresses) > 0 {
+			addrs = fmt.Sprint(n.Addresses)
+		}
+		fmt.Fprintf(&b, "  net:     %-10s %s %s %s\n", n.Name, n.MAC, carrier, addrs)
+	}
+	for _, wmsg := range st.Warnings {
+		fmt.Fprintf(&b, "  warning: %s\n", wmsg)
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}

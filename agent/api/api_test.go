@@ -1,0 +1,146 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+type fakeAgent struct{ applied []byte }
+
+func (f *fakeAgent) Status(context.Context) Status {
+	return Status{Version: "v1", Hostname: "edge-1", Boot: "uefi", Source: "disk", Slot: "a", Uptime: "3s",
+		Network: []Interface{{Name: "eth0", MAC: "52:54:00:12:34:56", Carrier: true, Addresses: []string{"10.0.2.15/24"}}},
+		K3s:     K3sStatus{State: "crashloop", Reason: "k3s exited", Restarts: 4}, Config: "ETOILE-CFG volume",
+		Warnings: []string{"no NTP server"}}
+}
+
+func (f *fakeAgent) Logs(source string, n int) ([]string, error) {
+	if source != "k3s" {
+		return nil, errors.New("no log named " + source + ": use agent or k3s")
+	}
+	return []string{"line 1", "line 2"}[:min(n, 2)], nil
+}
+
+func (f *fakeAgent) ValidateConfig(data []byte) ([]string, error) {
+	if bytes.Contains(data, []byte("bad")) {
+		return nil, errors.New("role: \"bad\": use server or agent\ncluster: missing")
+	}
+	return []string{"k3s.foo: not a K3s key"}, nil
+}
+
+func (f *fakeAgent) ApplyConfig(_ context.Context, data []byte) ([]string, error) {
+	w, err := f.ValidateConfig(data)
+	if err == nil {
+		f.applied = data
+	}
+	return w, err
+}
+
+func serve(t *testing.T) (*Client, *fakeAgent, string) {
+	t.Helper()
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "run", "etoile", "agent.sock")
+	fa := &fakeAgent{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, sock, fa, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("socket never appeared")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return NewClient(sock), fa, sock
+}
+
+func TestSocketIsPrivate(t *testing.T) {
+	_, _, sock := serve(t)
+	st, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode()&os.ModeSocket == 0 || st.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode = %v, want a 0600 socket", st.Mode())
+	}
+	dir, _ := os.Stat(filepath.Dir(sock))
+	if dir.Mode().Perm() != 0o700 {
+		t.Errorf("socket folder mode = %v, want 0700", dir.Mode().Perm())
+	}
+}
+
+func TestStatusAndLogsOverTheSocket(t *testing.T) {
+	c, _, _ := serve(t)
+	ctx := context.Background()
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Slot != "a" || st.K3s.State != "crashloop" || st.K3s.Restarts != 4 || st.Network[0].Addresses[0] != "10.0.2.15/24" {
+		t.Errorf("status = %+v", st)
+	}
+	var out bytes.Buffer
+	if err := WriteStatus(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Étoile v1 on edge-1", "uefi, system image from disk, slot a", "crashloop (k3s exited), 4 restarts", "eth0", "10.0.2.15/24", "warning: no NTP server"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status text lacks %q:\n%s", want, out.String())
+		}
+	}
+	lines, err := c.Logs(ctx, "k3s", 1)
+	if err != nil || len(lines) != 1 || lines[0] != "line 1" {
+		t.Errorf("logs = %v, %v", lines, err)
+	}
+	if _, err := c.Logs(ctx, "kernel", 5); err == nil || !strings.Contains(err.Error(), "no log named kernel") {
+		t.Errorf("unknown log source: %v", err)
+	}
+	if _, err := c.Logs(ctx, "k3s", 0); err == nil || !strings.Contains(err.Error(), "lines=\"0\"") {
+		t.Errorf("bad line count: %v", err)
+	}
+}
+
+func TestConfigValidateAndApply(t *testing.T) {
+	c, fa, _ := serve(t)
+	ctx := context.Background()
+	res, err := c.ValidateConfig(ctx, []byte("role: bad"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Valid || len(res.Errors) != 2 || !strings.Contains(res.Errors[0], `role: "bad"`) {
+		t.Errorf("invalid config result = %+v", res)
+	}
+	res, err = c.ApplyConfig(ctx, []byte("role: server"))
+	if err != nil || !res.Valid || !res.Applied || len(res.Warnings) != 1 {
+		t.Errorf("apply = %+v, %v", res, err)
+	}
+	if string(fa.applied) != "role: server" {
+		t.Errorf("backend got %q", fa.applied)
+	}
+	if _, err := c.ApplyConfig(ctx, bytes.Repeat([]byte("x"), maxBody+1)); err == nil || !strings.Contains(err.Error(), "over") {
+		t.Errorf("oversized body: %v", err)
+	}
+}
+
+func TestClientSaysWhenTheAgentIsNotRunning(t *testing.T) {
+	c := NewClient(filepath.Join(t.TempDir(), "agent.sock"))
+	_, err := c.Status(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "is it running?") {
+		t.Errorf("err = %v", err)
+	}
+}
