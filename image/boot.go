@@ -14,18 +14,21 @@ const mib = 1 << 20
 
 // Paths inside the ISO. The agent finds the system image at systemOnISO.
 const (
-	isoKernel    = "/boot/vmlinuz"
-	isoInitrd    = "/boot/initrd.img"
-	isoEFIImage  = "/boot/efiboot.img"
-	isoLinuxBin  = "/isolinux/isolinux.bin"
-	isoCatalog   = "/isolinux/boot.cat"
-	systemOnISO  = "/etoile/system.sqfs"
-	isoVolumeID  = "ETOILE"
-	espLabel     = "ETOILE-ESP"
-	slotALabel   = "ETOILE-A"
-	rawESPSize   = 256 * mib
-	minSlotSize  = 256 * mib
-	slotHeadroom = 64 * mib
+	isoKernel   = "/boot/vmlinuz"
+	isoInitrd   = "/boot/initrd.img"
+	isoEFIImage = "/boot/efiboot.img"
+	isoLinuxBin = "/isolinux/isolinux.bin"
+	isoCatalog  = "/isolinux/boot.cat"
+	systemOnISO = "/etoile/system.sqfs"
+	// ConfigOnMedia is where `etoile build --config` puts the machine
+	// config: on the ISO, and on the raw disk's ESP.
+	ConfigOnMedia = "/etoile/config.yaml"
+	isoVolumeID   = "ETOILE"
+	espLabel      = "ETOILE-ESP"
+	slotALabel    = "ETOILE-A"
+	rawESPSize    = 256 * mib
+	minSlotSize   = 256 * mib
+	slotHeadroom  = 64 * mib
 )
 
 // isolinuxCfg boots straight into Étoile on the first serial port and the
@@ -122,6 +125,9 @@ func (b *Builder) writeISO(dst, work string, arch Arch, k *kernel.Kernel, initrd
 		{Path: systemOnISO, Source: system, Mode: 0o444},
 		{Path: "/etoile/version", Data: []byte(version + "\n"), Mode: 0o444},
 	}
+	if b.MachineConfig != nil {
+		files = append(files, media.File{Path: ConfigOnMedia, Data: b.MachineConfig, Mode: 0o444})
+	}
 	opts := media.ISOOptions{VolumeLabel: isoVolumeID, Files: files, EFIBootImage: isoEFIImage, Epoch: b.Epoch}
 	if arch.BIOS {
 		mbr, err := os.ReadFile(boot.isohdpfx)
@@ -146,10 +152,14 @@ func (b *Builder) writeRaw(dst string, arch Arch, k *kernel.Kernel, initrd, syst
 		return err
 	}
 	slot := max(minSlotSize, roundUp(st.Size()+slotHeadroom, mib))
+	esp := b.espFiles(arch, k, initrd, boot, "a", "etoile-a.conf", "Étoile "+version+" (slot A)", version, args)
+	if b.MachineConfig != nil {
+		esp = append(esp, media.File{Path: ConfigOnMedia, Data: b.MachineConfig, Mode: 0o644})
+	}
 	return media.WriteRaw(dst, media.RawOptions{
 		ESPLabel:    espLabel,
 		ESPSize:     rawESPSize,
-		ESPFiles:    b.espFiles(arch, k, initrd, boot, "a", "etoile-a.conf", "Étoile "+version+" (slot A)", version, args),
+		ESPFiles:    esp,
 		ESPVolumeID: volumeID(b.stableID("esp", version)),
 		Partitions:  []media.Partition{{Label: slotALabel, Source: system, Size: slot}},
 		DiskGUID:    guidString(b.stableID("disk", version)),

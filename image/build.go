@@ -17,6 +17,7 @@ import (
 
 	"github.com/etoile-os/etoile/image/debian"
 	"github.com/etoile-os/etoile/image/initramfs"
+	"github.com/etoile-os/etoile/image/k3s"
 	"github.com/etoile-os/etoile/image/kernel"
 	"github.com/etoile-os/etoile/image/media"
 	"github.com/etoile-os/etoile/overlay"
@@ -31,6 +32,18 @@ type Builder struct {
 	Epoch     int64  // SOURCE_DATE_EPOCH: every timestamp in every artifact
 	Tool      ToolInfo
 	Log       *slog.Logger
+	// K3sDir, when set, takes K3s from this release folder whatever the
+	// spec says (`--k3s-dir`, ETOILE_K3S_DIR).
+	K3sDir string
+	// K3sOptional builds without K3s, loudly, when its source cannot be
+	// reached over the network (build.sh on an offline machine). A source
+	// that answers wrongly is always an error.
+	K3sOptional bool
+	// MachineConfig, when set, is baked into the boot media as
+	// /etoile/config.yaml (already validated by the caller).
+	MachineConfig []byte
+
+	k3sMissing string
 }
 
 // ToolInfo describes the etoile binary doing the build, for the SBOM and
@@ -44,6 +57,9 @@ type ToolInfo struct {
 type Result struct {
 	Artifacts []Artifact
 	Kernel    string // kernel version
+	K3s       string // K3s version, "" when the image has none
+	// K3sMissing says why K3s was left out under K3sOptional.
+	K3sMissing string
 }
 
 // Artifact is one file in the output folder.
@@ -141,6 +157,15 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 
+	var k3sArt *k3s.Artifacts
+	if err := step("k3s", func() error {
+		var err error
+		k3sArt, err = b.fetchK3s(ctx, log)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+
 	cmdline := append([]string{"console=tty0", "console=" + arch.Serial + ",115200"}, b.Spec.Kernel.Cmdline...)
 	initrd := filepath.Join(work, "initramfs.img")
 	if err := step("initramfs", func() error {
@@ -176,6 +201,14 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 	if err := step("system image", func() error {
 		stage := filepath.Join(work, "rootfs")
 		if err := b.stageRoot(stage, version); err != nil {
+			return err
+		}
+		if k3sArt != nil {
+			if err := stageK3s(stage, k3sArt); err != nil {
+				return fmt.Errorf("adding K3s: %w", err)
+			}
+		}
+		if err := b.stageExtensions(stage); err != nil {
 			return err
 		}
 		return media.WriteSquashfs(system, stage, media.SquashfsOptions{Epoch: b.Epoch})
@@ -224,7 +257,7 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 	sbomName := b.name(".spdx.json")
 	sbomPath := filepath.Join(work, sbomName)
 	if err := step("sbom", func() error {
-		doc, err := b.sbom(version, k, boot.packages, arts)
+		doc, err := b.sbom(version, k, boot.packages, k3sArt, arts)
 		if err != nil {
 			return err
 		}
@@ -264,7 +297,11 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 	}
-	return &Result{Artifacts: arts, Kernel: k.Version}, nil
+	res := &Result{Artifacts: arts, Kernel: k.Version, K3sMissing: b.k3sMissing}
+	if k3sArt != nil {
+		res.K3s = k3sArt.Version
+	}
+	return res, nil
 }
 
 // land moves src to dst atomically: files outside the work folder are copied

@@ -6,12 +6,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"path"
 	"regexp"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/etoile-os/etoile/image/debian"
+	"github.com/etoile-os/etoile/image/k3s"
 	"github.com/etoile-os/etoile/image/kernel"
 )
 
@@ -98,7 +100,7 @@ func debPackage(p *debian.Package, purpose string) spdxPackage {
 
 // sbom describes the image: Étoile itself, the kernel and bootloader
 // packages, the Go modules linked into the agent, and each artifact.
-func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Package, arts []Artifact) ([]byte, error) {
+func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Package, k3sArt *k3s.Artifacts, arts []Artifact) ([]byte, error) {
 	created := time.Unix(b.Epoch, 0).UTC().Format(time.RFC3339)
 	root := spdxPackage{
 		Name: "etoile", SPDXID: "SPDXRef-etoile", VersionInfo: version,
@@ -136,6 +138,32 @@ func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Pack
 		sp.Comment = "bootloader"
 		doc.Packages = append(doc.Packages, sp)
 		rel(root.SPDXID, "CONTAINS", sp.SPDXID)
+	}
+
+	if k3sArt != nil {
+		kp := spdxPackage{Name: "k3s", SPDXID: "SPDXRef-k3s", VersionInfo: k3sArt.Version,
+			Supplier: "Organization: K3s project (CNCF)", DownloadLocation: k3sArt.DownloadLocation,
+			Checksums:        []spdxChecksum{{Algorithm: "SHA256", Value: k3sArt.BinarySHA256}},
+			LicenseConcluded: noAssertion, LicenseDeclared: "Apache-2.0", CopyrightText: noAssertion,
+			Comment: "k3s binary from " + k3sArt.Source, PrimaryPurpose: "APPLICATION"}
+		if kp.DownloadLocation == "" {
+			kp.DownloadLocation = noAssertion
+		}
+		if k3sArt.PURL != "" {
+			kp.ExternalRefs = []spdxRef{{Category: "PACKAGE-MANAGER", Type: "purl", Locator: k3sArt.PURL}}
+		}
+		doc.Packages = append(doc.Packages, kp)
+		rel(root.SPDXID, "CONTAINS", kp.SPDXID)
+		for _, p := range k3sArt.AirgapImages {
+			name := path.Base(p)
+			ap := spdxPackage{Name: name, SPDXID: spdxID("airgap", name), VersionInfo: k3sArt.Version,
+				DownloadLocation: noAssertion, FilesAnalyzed: false,
+				Checksums:        []spdxChecksum{{Algorithm: "SHA256", Value: k3sArt.AirgapSHA256[p]}},
+				LicenseConcluded: noAssertion, LicenseDeclared: noAssertion, CopyrightText: noAssertion,
+				Comment: "container image archive imported by K3s at start", PrimaryPurpose: "CONTAINER"}
+			doc.Packages = append(doc.Packages, ap)
+			rel(kp.SPDXID, "DEPENDS_ON", ap.SPDXID)
+		}
 	}
 
 	bi, err := buildinfo.ReadFile(b.AgentPath)

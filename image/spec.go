@@ -34,6 +34,8 @@ type ImageSpec struct {
 	Modules    []string      `yaml:"modules"`
 	Initramfs  InitramfsSpec `yaml:"initramfs"`
 	Overlays   []string      `yaml:"overlays"`
+	K3s        K3sSpec       `yaml:"k3s"`
+	Extensions []Extension   `yaml:"extensions"`
 	Outputs    []string      `yaml:"outputs"`
 
 	// dir is the folder the spec was read from; relative overlay paths
@@ -46,6 +48,35 @@ type KernelSpec struct {
 	Package string   `yaml:"package"`
 	Dir     string   `yaml:"dir"`
 	Cmdline []string `yaml:"cmdline"`
+}
+
+// K3sSpec says which K3s the system image carries and where it comes from.
+type K3sSpec struct {
+	// Version is a K3s release, e.g. v1.34.9+k3s1; empty: the pinned default.
+	Version string `yaml:"version"`
+	// Source is release (download and verify), oci (pull an image), dir (a
+	// local release folder) or none (an image without K3s).
+	Source string `yaml:"source"`
+	// Dir is the release folder for source dir.
+	Dir string `yaml:"dir"`
+	// Image is the OCI image holding /bin/k3s for source oci.
+	Image string `yaml:"image"`
+	// AirgapTarball is a local airgap images archive for source oci.
+	AirgapTarball string `yaml:"airgapTarball"`
+	// Registries is a registries.yaml used to pull Image (mirrors, auth).
+	Registries string `yaml:"registries"`
+	// AirgapImages are more image archives for the site's own workloads,
+	// imported by K3s at start like its own.
+	AirgapImages []string `yaml:"airgapImages"`
+}
+
+// Extension adds to the system image: a folder of files, or the contents of
+// a squashfs layer (the way a GPU image adds the NVIDIA driver and the
+// container toolkit). Exactly one of Dir and Squashfs is given.
+type Extension struct {
+	Name     string `yaml:"name"`
+	Dir      string `yaml:"dir"`
+	Squashfs string `yaml:"squashfs"`
 }
 
 // InitramfsSpec tunes the initramfs.
@@ -137,7 +168,20 @@ func (s *ImageSpec) applyDefaults() {
 	if len(s.Outputs) == 0 {
 		s.Outputs = []string{OutputISO, OutputRaw, OutputNetboot}
 	}
+	if s.K3s.Source == "" {
+		s.K3s.Source = K3sRelease
+	}
 }
+
+// K3s sources.
+const (
+	K3sRelease = "release"
+	K3sOCI     = "oci"
+	K3sDir     = "dir"
+	K3sNone    = "none"
+)
+
+var extensionName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 // Validate checks every field and reports all problems at once.
 func (s *ImageSpec) Validate() error {
@@ -186,6 +230,29 @@ func (s *ImageSpec) Validate() error {
 			errs.Add(p, "%q is not a folder (relative paths are taken from the spec file's folder)", o)
 		}
 	}
+	errs = append(errs, s.validateK3s()...)
+	names := map[string]bool{}
+	for i, e := range s.Extensions {
+		p := fmt.Sprintf("extensions[%d]", i)
+		if !extensionName.MatchString(e.Name) {
+			errs.Add(p+".name", "%q: give a name of lower-case letters, digits and -", e.Name)
+		} else if names[e.Name] {
+			errs.Add(p+".name", "%q is used twice", e.Name)
+		}
+		names[e.Name] = true
+		switch {
+		case (e.Dir == "") == (e.Squashfs == ""):
+			errs.Add(p, "give exactly one of dir (a folder of files) or squashfs (a layer file)")
+		case e.Dir != "":
+			if st, err := os.Stat(s.resolve(e.Dir)); err != nil || !st.IsDir() {
+				errs.Add(p+".dir", "%q is not a folder", e.Dir)
+			}
+		default:
+			if st, err := os.Stat(s.resolve(e.Squashfs)); err != nil || !st.Mode().IsRegular() {
+				errs.Add(p+".squashfs", "%q is not a file", e.Squashfs)
+			}
+		}
+	}
 	outs := map[string]bool{}
 	for i, o := range s.Outputs {
 		p := fmt.Sprintf("outputs[%d]", i)
@@ -200,6 +267,62 @@ func (s *ImageSpec) Validate() error {
 		outs[o] = true
 	}
 	return errs.Err()
+}
+
+func (s *ImageSpec) validateK3s() schema.Errors {
+	var errs schema.Errors
+	k := s.K3s
+	if k.Version != "" && !k3sVersion.MatchString(k.Version) {
+		errs.Add("k3s.version", "%q is not a K3s release version like v1.34.9+k3s1", k.Version)
+	}
+	only := func(field, value string, sources ...string) {
+		if value != "" && !slices.Contains(sources, k.Source) {
+			errs.Add("k3s."+field, "is only used with source %s (source is %q)", strings.Join(sources, " or "), k.Source)
+		}
+	}
+	switch k.Source {
+	case K3sRelease, K3sOCI, K3sNone:
+	case K3sDir:
+		if k.Dir == "" {
+			errs.Add("k3s.dir", "missing: source dir needs the folder holding k3s, the airgap tarball and sha256sum-amd64.txt")
+		} else if st, err := os.Stat(s.resolve(k.Dir)); err != nil || !st.IsDir() {
+			errs.Add("k3s.dir", "%q is not a folder", k.Dir)
+		}
+	default:
+		errs.Add("k3s.source", "%q: use release, oci, dir or none", k.Source)
+	}
+	only("dir", k.Dir, K3sDir)
+	only("image", k.Image, K3sOCI)
+	only("airgapTarball", k.AirgapTarball, K3sOCI)
+	only("registries", k.Registries, K3sOCI)
+	for _, f := range []struct{ field, path string }{{"airgapTarball", k.AirgapTarball}, {"registries", k.Registries}} {
+		if f.path == "" {
+			continue
+		}
+		if st, err := os.Stat(s.resolve(f.path)); err != nil || !st.Mode().IsRegular() {
+			errs.Add("k3s."+f.field, "%q is not a file", f.path)
+		}
+	}
+	for i, a := range k.AirgapImages {
+		if st, err := os.Stat(s.resolve(a)); err != nil || !st.Mode().IsRegular() {
+			errs.Add(fmt.Sprintf("k3s.airgapImages[%d]", i), "%q is not a file", a)
+		}
+	}
+	if k.Source == K3sNone && len(k.AirgapImages) > 0 {
+		errs.Add("k3s.airgapImages", "images need K3s to import them: pick a k3s.source other than none")
+	}
+	return errs
+}
+
+var k3sVersion = regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+(-(rc|alpha|beta)[0-9]+)?\+k3s[0-9]+$`)
+
+// Resolve returns p as an absolute path, relative ones taken from the
+// spec file's folder.
+func (s *ImageSpec) Resolve(p string) string {
+	if p == "" {
+		return ""
+	}
+	return s.resolve(p)
 }
 
 // Wants reports whether the spec asks for output o.

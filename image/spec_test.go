@@ -52,6 +52,14 @@ func TestSpecErrorsNameTheField(t *testing.T) {
 		{"empty", "", []string{"empty document"}},
 		{"version", head + "version: \"1 0\"\n", []string{"version", `"1 0"`}},
 		{"duplicate key", head + "arch: amd64\narch: amd64\n", []string{"arch", "twice"}},
+		{"k3s version", head + "k3s: {version: \"1.34\"}\n", []string{"k3s.version", `"1.34"`, "v1.34.9+k3s1"}},
+		{"k3s source", head + "k3s: {source: ftp}\n", []string{"k3s.source", `"ftp"`, "release, oci, dir or none"}},
+		{"k3s dir missing", head + "k3s: {source: dir}\n", []string{"k3s.dir", "missing"}},
+		{"k3s dir for release", head + "k3s: {source: release, dir: " + dir + "}\n", []string{"k3s.dir", "only used with source dir"}},
+		{"k3s airgap missing", head + "k3s: {airgapImages: [nope.tar]}\n", []string{"k3s.airgapImages[0]", `"nope.tar"`}},
+		{"extension both", head + "extensions: [{name: gpu, dir: " + dir + ", squashfs: x.sqfs}]\n", []string{"extensions[0]", "exactly one"}},
+		{"extension name", head + "extensions: [{name: GPU!, dir: " + dir + "}]\n", []string{"extensions[0].name", `"GPU!"`}},
+		{"extension missing layer", head + "extensions: [{name: gpu, squashfs: none.sqfs}]\n", []string{"extensions[0].squashfs", `"none.sqfs"`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
