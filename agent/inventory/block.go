@@ -1,0 +1,487 @@
+package inventory
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// bootVolumeLabel is the ISO's volume label (issue 2): the medium a live boot came from.
+const bootVolumeLabel = "ETOILE"
+
+func (c *collector) disks() error {
+	names, err := c.r.list("/sys/class/block")
+	if err != nil {
+		return fmt.Errorf("list /sys/class/block: %w", err)
+	}
+	if names == nil && !c.r.live {
+		return c.disksFromLsblk()
+	}
+	byLabel := c.labelsByDevice()
+	for _, name := range names {
+		d, ok := c.disk(name, byLabel)
+		if ok {
+			c.inv.Disks = append(c.inv.Disks, d)
+		}
+	}
+	c.markBoot()
+	return nil
+}
+
+func (c *collector) disk(name string, byLabel map[string]string) (Disk, bool) {
+	sys := "/sys/class/block/" + name
+	if c.r.exists(sys + "/partition") {
+		return Disk{}, false
+	}
+	devPath := c.r.linkTarget(sys)
+	if devPath != "" && strings.Contains(devPath, "/devices/virtual/") {
+		return Disk{}, false
+	}
+	if devPath == "" && isVirtualBlockName(name) {
+		return Disk{}, false // a copied tree without links: go by the kernel's names
+	}
+	if c.r.attr(sys+"/hidden") == "1" {
+		return Disk{}, false // an NVMe multipath path; its namespace head is listed
+	}
+	if mmcHardwarePartRe.MatchString(name) {
+		return Disk{}, false // eMMC boot and RPMB areas: firmware's, not a disk to install on
+	}
+	d := Disk{
+		Name:       name,
+		Path:       "/dev/" + strings.ReplaceAll(name, "!", "/"),
+		SizeBytes:  sectors(c.r, sys+"/size"),
+		Model:      firstNonEmpty(c.r.attr(sys+"/device/model"), c.r.attr(sys+"/model")),
+		Serial:     c.diskSerial(sys),
+		WWN:        wwn(firstNonEmpty(c.r.attr(sys+"/wwid"), c.r.attr(sys+"/device/wwid"))),
+		Rotational: c.r.attr(sys+"/queue/rotational") == "1",
+		Transport:  Transport(devPath),
+		Removable:  c.r.attr(sys+"/removable") == "1",
+		ReadOnly:   c.r.attr(sys+"/ro") == "1",
+		Partitions: []Partition{},
+	}
+	if d.FSLabel = byLabel[name]; d.FSLabel == "" {
+		d.FSLabel = c.probeLabel(d.Path)
+	}
+	children, _ := c.r.list(sys)
+	for _, child := range children {
+		psys := sys + "/" + child
+		if !c.r.exists(psys + "/partition") {
+			continue
+		}
+		n, _ := c.r.attrInt(psys + "/partition")
+		uevent := parseUevent(c.r.attr(psys + "/uevent"))
+		p := Partition{
+			Name:       child,
+			Path:       "/dev/" + strings.ReplaceAll(child, "!", "/"),
+			Number:     int(n),
+			StartBytes: sectors(c.r, psys+"/start"),
+			SizeBytes:  sectors(c.r, psys+"/size"),
+			PartLabel:  uevent["PARTNAME"],
+			FSLabel:    byLabel[child],
+		}
+		if p.FSLabel == "" {
+			p.FSLabel = c.probeLabel(p.Path)
+		}
+		d.Partitions = append(d.Partitions, p)
+	}
+	sort.Slice(d.Partitions, func(i, j int) bool { return d.Partitions[i].Number < d.Partitions[j].Number })
+	return d, true
+}
+
+// isVirtualBlockName tells the kernel's virtual block devices by name, for copied trees in
+// which /sys/class/block's links became folders.
+func isVirtualBlockName(name string) bool {
+	for _, p := range []string{"loop", "ram", "zram", "dm-", "md", "nbd"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// sectors reads a size in 512-byte sectors, which sysfs uses whatever the device's own
+// sector size.
+func sectors(r root, p string) uint64 {
+	n, ok := r.attrInt(p)
+	if !ok || n < 0 || n > 1<<54 {
+		return 0
+	}
+	return uint64(n) * 512
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// diskSerial reads the serial where each kind of disk puts it: virtio-blk and NVMe as text,
+// SCSI and SATA (through libata's SCSI layer) only in the unit serial number VPD page.
+func (c *collector) diskSerial(sys string) string {
+	if s := firstNonEmpty(c.r.attr(sys+"/serial"), c.r.attr(sys+"/device/serial")); s != "" {
+		return s
+	}
+	b, err := c.r.readFile(sys + "/device/vpd_pg80")
+	if err != nil {
+		return ""
+	}
+	return ParseVPDSerial(b)
+}
+
+// ParseVPDSerial reads a SCSI Unit Serial Number VPD page (0x80): a 4-byte header whose last
+// two bytes are the length, then the serial in ASCII, padded with spaces.
+func ParseVPDSerial(b []byte) string {
+	if len(b) < 4 || b[1] != 0x80 {
+		return ""
+	}
+	n := int(binary.BigEndian.Uint16(b[2:4]))
+	if n > len(b)-4 {
+		n = len(b) - 4
+	}
+	return printable(string(b[4 : 4+n]))
+}
+
+// printable keeps printable ASCII and trims spaces: device strings come from firmware.
+func printable(s string) string {
+	var sb strings.Builder
+	for _, r := range s {
+		if r >= 0x20 && r < 0x7f {
+			sb.WriteRune(r)
+		}
+	}
+	return strings.TrimSpace(sb.String())
+}
+
+// wwn keeps the kernel's world-wide identifiers ("naa.…", "eui.…", "nvme.…"); "t10." ids are
+// vendor and serial strings rather than a WWN, so they are left out.
+func wwn(id string) string {
+	if strings.HasPrefix(id, "t10.") {
+		return ""
+	}
+	return id
+}
+
+var (
+	hostRe = regexp.MustCompile(`/host[0-9]+/`)
+	ataRe  = regexp.MustCompile(`/ata[0-9]+/`)
+
+	mmcHardwarePartRe = regexp.MustCompile(`^mmcblk[0-9]+(boot[0-9]+|rpmb)$`)
+)
+
+// Transport tells how a block device is attached from its path in the sysfs device tree
+// (what /sys/class/block/NAME links to): "nvme", "usb", "sata", "mmc", "virtio", "scsi",
+// or "" when unknown.
+func Transport(devPath string) string {
+	switch {
+	case devPath == "":
+		return ""
+	case strings.Contains(devPath, "/nvme"):
+		return "nvme"
+	case strings.Contains(devPath, "/usb"):
+		return "usb" // usb-storage and UAS sit on SCSI hosts too: check USB first
+	case ataRe.MatchString(devPath):
+		return "sata"
+	case strings.Contains(devPath, "/mmc"):
+		return "mmc"
+	case strings.Contains(devPath, "/virtio") && !hostRe.MatchString(devPath):
+		return "virtio" // virtio-blk; virtio-scsi has a SCSI host below it
+	case hostRe.MatchString(devPath):
+		return "scsi"
+	}
+	return ""
+}
+
+func parseUevent(s string) map[string]string {
+	m := map[string]string{}
+	for line := range strings.SplitSeq(s, "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// labelsByDevice maps device names to filesystem labels through udev's /dev/disk/by-label,
+// when udev runs (not in Étoile's initramfs, where probeLabel reads them instead).
+func (c *collector) labelsByDevice() map[string]string {
+	m := map[string]string{}
+	names, _ := c.r.list("/dev/disk/by-label")
+	for _, n := range names {
+		if dev := c.r.linkBase("/dev/disk/by-label/" + n); dev != "" {
+			m[dev] = unescapeUdev(n)
+		}
+	}
+	return m
+}
+
+// unescapeUdev decodes udev's \xNN escapes in link names ("My\x20Disk").
+func unescapeUdev(s string) string {
+	if !strings.Contains(s, `\x`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) && s[i+1] == 'x' {
+			if v, err := strconv.ParseUint(s[i+2:i+4], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// probeLabel reads a filesystem label from the device node on a live machine (as root);
+// "" otherwise. Only the first 64 KiB are read.
+func (c *collector) probeLabel(devPath string) string {
+	if !c.r.live {
+		return ""
+	}
+	// O_NONBLOCK: opening an empty optical drive must fail at once, not wait for a disc.
+	f, err := os.OpenFile(devPath, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	buf := make([]byte, 64*1024)
+	n, _ := io.ReadFull(f, buf)
+	return FSLabel(buf[:n])
+}
+
+// FSLabel reads the label of an ISO9660, FAT or ext2/3/4 filesystem from its first 64 KiB;
+// "" when none is recognised.
+func FSLabel(b []byte) string {
+	// ISO9660: the primary volume descriptor at 32 KiB: type 1, "CD001", volume id at 40.
+	const pvd = 32 * 1024
+	if len(b) >= pvd+72 && b[pvd] == 1 && string(b[pvd+1:pvd+6]) == "CD001" {
+		return printable(string(b[pvd+40 : pvd+72]))
+	}
+	// ext2/3/4: superblock at 1 KiB, magic 0xEF53 at 56, volume name at 120.
+	if len(b) >= 1024+136 && binary.LittleEndian.Uint16(b[1024+56:]) == 0xEF53 {
+		return cString(b[1024+120 : 1024+136])
+	}
+	// FAT: boot sector signature, then the volume label of the FAT32 or FAT12/16 layout,
+	// told apart by the file system type string each carries.
+	if len(b) >= 512 && b[510] == 0x55 && b[511] == 0xAA {
+		var label string
+		switch {
+		case bytes.HasPrefix(b[82:], []byte("FAT32")):
+			label = string(b[71:82])
+		case bytes.HasPrefix(b[54:], []byte("FAT")):
+			label = string(b[43:54])
+		default:
+			return ""
+		}
+		if label = printable(label); label == "NO NAME" {
+			return ""
+		}
+		return label
+	}
+	return ""
+}
+
+func cString(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return printable(string(b))
+}
+
+// markBoot marks the boot medium. The first rule that finds one wins, so a machine booted
+// from a USB stick is not confused with an older installation on its disk:
+//  1. the device the caller names (Options.BootDevice): the agent knows where it found the
+//     system image;
+//  2. the partition of the booted slot (kernel argument etoile.slot=a|b, GPT partition label
+//     ETOILE-A or ETOILE-B);
+//  3. the live medium: volume label ETOILE (the ISO, on CD or written to a stick).
+func (c *collector) markBoot() {
+	mark := func(match func(d *Disk) bool, reason string) bool {
+		found := false
+		for i := range c.inv.Disks {
+			if match(&c.inv.Disks[i]) {
+				c.inv.Disks[i].Boot = true
+				c.inv.Disks[i].BootReason = reason
+				found = true
+			}
+		}
+		return found
+	}
+	if dev := strings.TrimPrefix(c.opts.BootDevice, "/dev/"); dev != "" {
+		if mark(func(d *Disk) bool {
+			return d.Name == dev || d.hasPartition(func(p Partition) bool { return p.Name == dev })
+		},
+			"named by the caller ("+dev+")") {
+			return
+		}
+	}
+	if slot := bootSlot(c.r.attr("/proc/cmdline")); slot != "" {
+		label := "ETOILE-" + strings.ToUpper(slot)
+		if mark(func(d *Disk) bool { return d.hasPartition(func(p Partition) bool { return p.PartLabel == label }) },
+			"partition "+label+" of the booted slot") {
+			return
+		}
+	}
+	mark(func(d *Disk) bool {
+		return d.FSLabel == bootVolumeLabel || d.hasPartition(func(p Partition) bool { return p.FSLabel == bootVolumeLabel })
+	}, "volume label "+bootVolumeLabel)
+}
+
+func (d *Disk) hasPartition(f func(Partition) bool) bool {
+	for _, p := range d.Partitions {
+		if f(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// bootSlot returns the value of etoile.slot= on the kernel command line.
+func bootSlot(cmdline string) string {
+	for _, f := range strings.Fields(cmdline) {
+		if v, ok := strings.CutPrefix(f, "etoile.slot="); ok {
+			v = strings.ToLower(v)
+			if v == "a" || v == "b" {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// lsblkJSON is the part of `lsblk -J -b` output read from a capture. Older lsblk versions
+// write numbers and booleans as strings, hence the flexible types.
+type lsblkJSON struct {
+	BlockDevices []lsblkDev `json:"blockdevices"`
+}
+
+type lsblkDev struct {
+	Name      string     `json:"name"`
+	Size      flexUint   `json:"size"`
+	Model     *string    `json:"model"`
+	Serial    *string    `json:"serial"`
+	WWN       *string    `json:"wwn"`
+	Type      string     `json:"type"`
+	Rota      flexBool   `json:"rota"`
+	Tran      *string    `json:"tran"`
+	RM        flexBool   `json:"rm"`
+	RO        flexBool   `json:"ro"`
+	Label     *string    `json:"label"`
+	PartLabel *string    `json:"partlabel"`
+	Children  []lsblkDev `json:"children"`
+}
+
+type flexUint uint64
+
+func (f *flexUint) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	if s == "null" || s == "" {
+		return nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("not a size: %s", b)
+	}
+	*f = flexUint(v)
+	return nil
+}
+
+type flexBool bool
+
+func (f *flexBool) UnmarshalJSON(b []byte) error {
+	switch strings.Trim(string(b), `"`) {
+	case "true", "1":
+		*f = true
+	case "false", "0", "null", "":
+		*f = false
+	default:
+		return fmt.Errorf("not a boolean: %s", b)
+	}
+	return nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return strings.TrimSpace(*s)
+}
+
+// ParseLsblk reads `lsblk -J -b` output into disks (whole disks only; virtual ones left out).
+func ParseLsblk(b []byte) ([]Disk, error) {
+	var l lsblkJSON
+	if err := json.Unmarshal(b, &l); err != nil {
+		return nil, fmt.Errorf("lsblk JSON: %w", err)
+	}
+	disks := []Disk{}
+	for _, bd := range l.BlockDevices {
+		devPath, ok := devNode(bd.Name)
+		if bd.Type != "disk" || isVirtualBlockName(bd.Name) || !ok {
+			continue
+		}
+		d := Disk{
+			Name:       bd.Name,
+			Path:       devPath,
+			SizeBytes:  uint64(bd.Size),
+			Model:      deref(bd.Model),
+			Serial:     deref(bd.Serial),
+			WWN:        wwn(deref(bd.WWN)),
+			Rotational: bool(bd.Rota),
+			Transport:  deref(bd.Tran),
+			Removable:  bool(bd.RM),
+			ReadOnly:   bool(bd.RO),
+			FSLabel:    deref(bd.Label),
+			Partitions: []Partition{},
+		}
+		for _, ch := range bd.Children {
+			chPath, ok := devNode(ch.Name)
+			if ch.Type != "part" || !ok {
+				continue
+			}
+			d.Partitions = append(d.Partitions, Partition{
+				Name: ch.Name, Path: chPath, SizeBytes: uint64(ch.Size),
+				PartLabel: deref(ch.PartLabel), FSLabel: deref(ch.Label),
+			})
+		}
+		disks = append(disks, d)
+	}
+	return disks, nil
+}
+
+// devNode returns /dev/NAME for a device name read from a capture; false when the name
+// would lead out of /dev.
+func devNode(name string) (string, bool) {
+	p := path.Join("/dev", name)
+	return p, strings.HasPrefix(p, "/dev/")
+}
+
+func (c *collector) disksFromLsblk() error {
+	b, err := c.r.readFile("/lsblk.json")
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read capture lsblk.json: %w", err)
+	}
+	disks, err := ParseLsblk(b)
+	if err != nil {
+		return fmt.Errorf("capture lsblk.json: %w", err)
+	}
+	c.inv.Disks = disks
+	c.markBoot()
+	return nil
+}

@@ -1,0 +1,144 @@
+package inventory
+
+import (
+	"context"
+	"fmt"
+	"strings"
+)
+
+// gpuVendors are the PCI vendors whose display and accelerator functions count as GPUs.
+// Others with a display class are left out on purpose: a server's BMC (ASPEED, Matrox) and a
+// VM's emulated VGA (QEMU's bochs, virtio-gpu) show a display controller but are no GPU to
+// schedule work on.
+var gpuVendors = map[string]string{
+	"10de": "nvidia",
+	"1002": "amd",
+	"8086": "intel",
+}
+
+// isGPU: display controllers (base class 0x03: VGA, XGA, 3D, other) of the GPU vendors, and
+// processing accelerators (0x12) of NVIDIA and AMD, which is how some compute-only GPUs
+// present themselves. Intel's 0x12 functions are NPUs, not GPUs.
+func isGPU(vendor, class string) bool {
+	switch {
+	case strings.HasPrefix(class, "03"):
+		return true
+	case strings.HasPrefix(class, "12"):
+		return vendor == "nvidia" || vendor == "amd"
+	}
+	return false
+}
+
+func (c *collector) gpus(ctx context.Context) error {
+	for _, d := range c.inv.PCIDevices {
+		vendor, ok := gpuVendors[d.VendorID]
+		if !ok || !isGPU(vendor, d.Class) {
+			continue
+		}
+		model := d.DeviceName
+		if model == "" {
+			model = d.VendorID + ":" + d.DeviceID // unknown to pci.ids: shown as ids, never guessed
+		}
+		c.inv.GPUs = append(c.inv.GPUs, GPU{
+			Vendor:     vendor,
+			Model:      model,
+			PCIAddress: d.Address,
+			VendorID:   d.VendorID,
+			DeviceID:   d.DeviceID,
+			Driver:     d.Driver,
+			Link:       d.Link,
+			NUMANode:   d.NUMANode,
+		})
+	}
+	return c.nvidia(ctx)
+}
+
+// nvidia adds what NVIDIA's driver knows: /proc/driver/nvidia (always there with the driver
+// loaded) gives the version and the marketing name; nvidia-smi, when the image carries it,
+// adds memory and MIG mode. Neither is needed for the GPU to be listed.
+func (c *collector) nvidia(ctx context.Context) error {
+	byAddr := map[string]*GPU{}
+	withDriver := false
+	for i := range c.inv.GPUs {
+		g := &c.inv.GPUs[i]
+		if g.Vendor == "nvidia" {
+			byAddr[g.PCIAddress] = g
+			withDriver = withDriver || g.Driver == "nvidia"
+		}
+	}
+	if len(byAddr) == 0 {
+		return nil
+	}
+	version := ""
+	if b, err := c.readCapture("/proc/driver/nvidia/version", "nvidia-driver-version.txt"); err == nil {
+		version = ParseNvidiaVersion(b)
+	}
+	for _, info := range c.nvidiaInformation() {
+		if g := byAddr[info.BusLocation]; g != nil {
+			g.DriverVersion = version
+			if info.Model != "" {
+				g.Model = info.Model
+			}
+			g.UUID = info.UUID
+			g.VBIOS = info.VBIOS
+		}
+	}
+	if !withDriver && c.r.live {
+		return nil // nvidia-smi cannot say more without the driver, and may be slow to say so
+	}
+	out, err := c.runNvidiaSMI(ctx)
+	if err != nil {
+		return fmt.Errorf("%w (GPUs are listed without memory and MIG mode; run nvidia-smi on the machine to see why)", err)
+	}
+	if out == nil {
+		return nil
+	}
+	smi, err := ParseNvidiaSMI(out)
+	if err != nil {
+		return fmt.Errorf("%w (GPUs are listed without memory and MIG mode)", err)
+	}
+	for _, s := range smi.GPUs {
+		g := byAddr[s.PCIAddress]
+		if g == nil {
+			c.warn("nvidia-smi reports GPU %s that sysfs does not list", s.PCIAddress)
+			continue
+		}
+		g.DriverVersion = firstNonEmpty(smi.DriverVersion, g.DriverVersion)
+		g.CUDAVersion = smi.CUDAVersion
+		g.Model = firstNonEmpty(s.ProductName, g.Model)
+		g.Architecture = s.Architecture
+		g.UUID = firstNonEmpty(s.UUID, g.UUID)
+		g.VBIOS = firstNonEmpty(s.VBIOS, g.VBIOS)
+		g.MemoryMiB = s.MemoryMiB
+		g.MIGMode = s.MIGMode
+		g.MIGModePending = s.MIGModePending
+	}
+	return nil
+}
+
+// nvidiaInformation reads every /proc/driver/nvidia/gpus/*/information, or a capture of them.
+func (c *collector) nvidiaInformation() []NvidiaProcGPU {
+	const dir = "/proc/driver/nvidia/gpus"
+	addrs, _ := c.r.list(dir)
+	var out []NvidiaProcGPU
+	for _, a := range addrs {
+		b, err := c.r.readFile(dir + "/" + a + "/information")
+		if err != nil {
+			c.warn("nvidia: read %s/%s/information: %v", dir, a, err)
+			continue
+		}
+		gpus := ParseNvidiaInformation(b)
+		for i := range gpus {
+			if gpus[i].BusLocation == "" {
+				gpus[i].BusLocation = NormalizePCIAddress(a)
+			}
+		}
+		out = append(out, gpus...)
+	}
+	if len(addrs) == 0 && !c.r.live {
+		if b, err := c.r.readFile("/nvidia-gpus-information.txt"); err == nil {
+			out = ParseNvidiaInformation(b)
+		}
+	}
+	return out
+}

@@ -1,0 +1,312 @@
+// Package inventory describes a machine's hardware from sysfs and procfs: DMI identity, CPU,
+// memory, disks, NICs, PCI devices with their pci.ids names, and GPUs (with NVIDIA's driver
+// version, memory and MIG mode when its driver is loaded).
+//
+// It reads a live machine (Options.Root empty) or a copied tree, so the same code is tested
+// against real hosts' snapshots. A copied tree may also be a capture made with shell tools
+// rather than a byte copy of /proc; besides the kernel's own paths these capture files are
+// read at the top of the tree when the kernel's path is missing (the H100 host snapshot in
+// ../shared/fixtures/hw/h100-vm has this form):
+//
+//	meminfo.txt                    /proc/meminfo
+//	cpuinfo-head.txt               /proc/cpuinfo (may be cut short: the count comes from…)
+//	cpu-count.txt                  …the number of online CPUs (nproc), or /sys/devices/system/cpu/online
+//	nvidia-driver-version.txt      /proc/driver/nvidia/version
+//	nvidia-gpus-information.txt    /proc/driver/nvidia/gpus/*/information, concatenated
+//	nvidia-smi-q.xml               the output of `nvidia-smi -q -x`
+//	lsblk.json                     `lsblk -J -b` output, used only when sys/class/block is missing
+//
+// and a sysfs link may be stored as a text file holding its target's base name (see root).
+//
+// The JSON field names (snake_case) are an interface: netboot's inventory store and the hub
+// read them. Add fields; do not rename them.
+package inventory
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"time"
+)
+
+// Inventory is one machine's hardware.
+type Inventory struct {
+	DMI        DMI         `json:"dmi"`
+	CPU        CPU         `json:"cpu"`
+	Memory     Memory      `json:"memory"`
+	Disks      []Disk      `json:"disks"`
+	NICs       []NIC       `json:"nics"`
+	PCIDevices []PCIDevice `json:"pci_devices"`
+	GPUs       []GPU       `json:"gpus"`
+	// Warnings name what could not be read; the rest of the inventory is still good.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// DMI is the machine's SMBIOS identity from /sys/class/dmi/id. The serial and UUID are
+// readable by root only; they are empty otherwise.
+type DMI struct {
+	Vendor      string `json:"vendor"`
+	Product     string `json:"product"`
+	Version     string `json:"version"`
+	Serial      string `json:"serial"`
+	UUID        string `json:"uuid"`
+	BoardVendor string `json:"board_vendor"`
+	BoardName   string `json:"board_name"`
+	BIOSVendor  string `json:"bios_vendor"`
+	BIOSVersion string `json:"bios_version"`
+}
+
+// CPU summarises the processors.
+type CPU struct {
+	Model   string `json:"model"`
+	Vendor  string `json:"vendor"`
+	Count   int    `json:"count"`   // logical CPUs online
+	Sockets int    `json:"sockets"` // physical packages seen in cpuinfo (0 when it does not say)
+	Cores   int    `json:"cores"`   // physical cores over all sockets (0 when it does not say)
+}
+
+// Memory is the RAM the kernel manages (MemTotal).
+type Memory struct {
+	TotalBytes uint64 `json:"total_bytes"`
+}
+
+// Disk is a whole block device backed by hardware (loop, zram, dm and other virtual devices
+// are left out).
+type Disk struct {
+	Name       string `json:"name"`
+	Path       string `json:"path"`
+	SizeBytes  uint64 `json:"size_bytes"`
+	Model      string `json:"model"`
+	Serial     string `json:"serial"`
+	WWN        string `json:"wwn"`
+	Rotational bool   `json:"rotational"`
+	// Transport is nvme, sata, usb, virtio, scsi, mmc or "" (unknown), from the device's
+	// place in the sysfs device tree.
+	Transport string `json:"transport"`
+	Removable bool   `json:"removable"`
+	ReadOnly  bool   `json:"read_only"`
+	// FSLabel is the label of a filesystem on the whole disk (an ISO written to a stick).
+	FSLabel string `json:"fs_label"`
+	// Boot is true for the medium this machine booted from; BootReason says how that was told.
+	Boot       bool        `json:"boot"`
+	BootReason string      `json:"boot_reason,omitempty"`
+	Partitions []Partition `json:"partitions"`
+}
+
+// Partition is an existing partition of a disk.
+type Partition struct {
+	Name       string `json:"name"`
+	Path       string `json:"path"`
+	Number     int    `json:"number"`
+	StartBytes uint64 `json:"start_bytes"`
+	SizeBytes  uint64 `json:"size_bytes"`
+	PartLabel  string `json:"part_label"` // GPT partition name
+	FSLabel    string `json:"fs_label"`   // filesystem label, when it could be read
+}
+
+// NIC is a network interface backed by hardware (lo, bridges, veths, tunnels are left out).
+type NIC struct {
+	Name       string `json:"name"`
+	MAC        string `json:"mac"`
+	Driver     string `json:"driver"`
+	SpeedMbps  int    `json:"speed_mbps"` // 0 when unknown (link down, virtual NIC)
+	Carrier    bool   `json:"carrier"`
+	OperState  string `json:"oper_state"`
+	PCIAddress string `json:"pci_address,omitempty"`
+}
+
+// PCIDevice is one function on the PCI bus. Ids are lower-case hex without "0x", as pci.ids
+// and `lspci -n` write them; names come from the embedded pci.ids and are "" when unknown.
+type PCIDevice struct {
+	Address           string   `json:"address"`
+	Class             string   `json:"class"`
+	ClassName         string   `json:"class_name"`
+	VendorID          string   `json:"vendor_id"`
+	VendorName        string   `json:"vendor_name"`
+	DeviceID          string   `json:"device_id"`
+	DeviceName        string   `json:"device_name"`
+	SubsystemVendorID string   `json:"subsystem_vendor_id"`
+	SubsystemDeviceID string   `json:"subsystem_device_id"`
+	SubsystemName     string   `json:"subsystem_name"`
+	Revision          string   `json:"revision"`
+	Driver            string   `json:"driver"`
+	NUMANode          int      `json:"numa_node"` // -1 when the platform has none
+	Link              *PCILink `json:"link,omitempty"`
+}
+
+// PCILink is a PCI Express link's state as sysfs reports it.
+type PCILink struct {
+	CurrentSpeed string `json:"current_speed"` // "32.0 GT/s PCIe"
+	CurrentWidth int    `json:"current_width"` // lanes
+	MaxSpeed     string `json:"max_speed"`
+	MaxWidth     int    `json:"max_width"`
+	CurrentGen   int    `json:"current_gen,omitempty"` // PCIe generation of the current speed
+	MaxGen       int    `json:"max_gen,omitempty"`
+}
+
+// GPU is a graphics or compute accelerator.
+type GPU struct {
+	Vendor     string   `json:"vendor"` // nvidia, amd, intel
+	Model      string   `json:"model"`
+	PCIAddress string   `json:"pci_address"`
+	VendorID   string   `json:"vendor_id"`
+	DeviceID   string   `json:"device_id"`
+	Driver     string   `json:"driver"`
+	Link       *PCILink `json:"link,omitempty"`
+	NUMANode   int      `json:"numa_node"`
+	// Known only with the vendor's driver loaded (NVIDIA: /proc/driver/nvidia, nvidia-smi).
+	DriverVersion  string `json:"driver_version,omitempty"`
+	CUDAVersion    string `json:"cuda_version,omitempty"`
+	MemoryMiB      uint64 `json:"memory_mib,omitempty"`
+	MIGMode        string `json:"mig_mode,omitempty"`         // enabled, disabled, "" when unknown or unsupported
+	MIGModePending string `json:"mig_mode_pending,omitempty"` // what the next GPU reset applies
+	UUID           string `json:"uuid,omitempty"`
+	VBIOS          string `json:"vbios,omitempty"`
+	Architecture   string `json:"architecture,omitempty"`
+}
+
+// RunFunc runs a program and returns its standard output. It is the seam through which
+// nvidia-smi is run, so tests can stand in for it.
+type RunFunc func(ctx context.Context, name string, args ...string) ([]byte, error)
+
+// Options tune Collect. The zero value reads the live machine.
+type Options struct {
+	// Root is the directory holding the machine's /sys and /proc; "" or "/" is this machine.
+	// With another root no program is run unless Run is set: nvidia-smi's output is read
+	// from ROOT/nvidia-smi-q.xml when present.
+	Root string
+	// BootDevice, when set, names the device the machine booted from ("sr0", "sda",
+	// "/dev/nvme0n1p2"); its disk is marked Boot. When empty, the boot medium is detected
+	// from labels (see markBoot).
+	BootDevice string
+	// Run runs nvidia-smi; nil uses os/exec with the PATH on a live machine.
+	Run RunFunc
+	// Logger receives debug notes on what was skipped; nil discards them.
+	Logger *slog.Logger
+}
+
+// nvidiaSMITimeout bounds nvidia-smi, which can hang for a long time on a GPU in a bad state;
+// an inventory without its extra details is better than none.
+const nvidiaSMITimeout = 20 * time.Second
+
+// Collect reads the machine's inventory. It fails only when the root cannot be read at all;
+// a section that cannot be read is left empty and named in Warnings.
+func Collect(ctx context.Context, opts Options) (*Inventory, error) {
+	r := newRoot(opts.Root)
+	if !r.live {
+		st, err := os.Stat(r.dir)
+		if err != nil {
+			return nil, fmt.Errorf("inventory root %s: %w (give the folder holding a copy of sys/ and proc/)", r.dir, err)
+		}
+		if !st.IsDir() {
+			return nil, fmt.Errorf("inventory root %s is not a folder (give the folder holding a copy of sys/ and proc/)", r.dir)
+		}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &collector{r: r, opts: opts, log: log, inv: &Inventory{
+		Disks: []Disk{}, NICs: []NIC{}, PCIDevices: []PCIDevice{}, GPUs: []GPU{},
+	}}
+	c.inv.DMI = readDMI(r)
+	c.step("cpu", c.cpu)
+	c.step("memory", c.memory)
+	c.step("disks", c.disks)
+	c.step("nics", c.nics)
+	c.step("pci", c.pci)
+	c.step("gpus", func() error { return c.gpus(ctx) })
+	return c.inv, nil
+}
+
+type collector struct {
+	r    root
+	opts Options
+	log  *slog.Logger
+	inv  *Inventory
+}
+
+func (c *collector) step(name string, f func() error) {
+	if err := f(); err != nil {
+		c.warn("%s: %v", name, err)
+	}
+}
+
+func (c *collector) warn(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	c.log.Debug("inventory warning", "warning", msg)
+	c.inv.Warnings = append(c.inv.Warnings, msg)
+}
+
+// readCapture reads the kernel file p, or in a copied tree the capture file named capture.
+func (c *collector) readCapture(p, capture string) ([]byte, error) {
+	b, err := c.r.readFile(p)
+	if err == nil || c.r.live || capture == "" || !errors.Is(err, fs.ErrNotExist) {
+		return b, err
+	}
+	b2, err2 := c.r.readFile("/" + capture)
+	if err2 != nil {
+		return nil, err // the kernel path is the one to name
+	}
+	return b2, nil
+}
+
+// runNvidiaSMI returns the output of `nvidia-smi -q -x`, or nil when there is none to have.
+// A caller's Run is always used (tests stand in for nvidia-smi through it, in a copied tree
+// too); otherwise a copied tree's capture file is read, and a live machine runs nvidia-smi
+// when it is on the PATH.
+func (c *collector) runNvidiaSMI(ctx context.Context) ([]byte, error) {
+	run := c.opts.Run
+	if run == nil && !c.r.live {
+		b, err := c.r.readFile("/nvidia-smi-q.xml")
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return b, err
+	}
+	if run == nil {
+		if _, err := exec.LookPath("nvidia-smi"); err != nil {
+			return nil, nil // no tools in this image: /proc/driver/nvidia is enough
+		}
+		run = execRun
+	}
+	ctx, cancel := context.WithTimeout(ctx, nvidiaSMITimeout)
+	defer cancel()
+	out, err := run(ctx, "nvidia-smi", "-q", "-x")
+	if err != nil {
+		return nil, fmt.Errorf("run nvidia-smi -q -x: %w", err)
+	}
+	return out, nil
+}
+
+func execRun(ctx context.Context, name string, args ...string) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		// nvidia-smi explains failures on stdout ("NVIDIA-SMI has failed because…").
+		why := bytes.TrimSpace(stderr.Bytes())
+		if len(why) == 0 {
+			why = bytes.TrimSpace(stdout.Bytes())
+		}
+		if len(why) > 0 {
+			return nil, fmt.Errorf("%w: %s", err, trimOutput(why))
+		}
+		return nil, err
+	}
+	return stdout.Bytes(), nil
+}
+
+func trimOutput(b []byte) string {
+	const max = 200
+	s := string(b)
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return s
+}

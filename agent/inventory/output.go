@@ -1,0 +1,148 @@
+package inventory
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// WriteJSON writes the inventory as indented JSON with a final newline.
+func WriteJSON(w io.Writer, inv *Inventory) error {
+	b, err := json.MarshalIndent(inv, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode inventory: %w", err)
+	}
+	if _, err := w.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("write inventory: %w", err)
+	}
+	return nil
+}
+
+// WriteTable writes the inventory for people: a summary, then a table per kind of device.
+func WriteTable(w io.Writer, inv *Inventory) error {
+	var b strings.Builder
+	// Each section gets its own tabwriter so that one table's widths do not stretch another's.
+	section := func(title string, header []string, rows [][]string) {
+		b.WriteString("\n" + title + "\n")
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.Join(header, "\t"))
+		for _, r := range rows {
+			fmt.Fprintln(tw, strings.Join(r, "\t"))
+		}
+		if len(rows) == 0 {
+			fmt.Fprintln(tw, "(none)")
+		}
+		_ = tw.Flush() // writes to a strings.Builder, which does not fail
+	}
+
+	cpu := fmt.Sprintf("%d × %s", inv.CPU.Count, dash(inv.CPU.Model))
+	if inv.CPU.Sockets > 0 {
+		cpu += fmt.Sprintf(" (%d socket(s), %d core(s))", inv.CPU.Sockets, inv.CPU.Cores)
+	}
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "Machine\t%s\n", dash(strings.TrimSpace(inv.DMI.Vendor+" "+inv.DMI.Product)))
+	fmt.Fprintf(tw, "Serial\t%s\n", dash(inv.DMI.Serial))
+	fmt.Fprintf(tw, "SMBIOS UUID\t%s\n", dash(inv.DMI.UUID))
+	fmt.Fprintf(tw, "CPU\t%s\n", cpu)
+	fmt.Fprintf(tw, "Memory\t%s\n", humanBytes(inv.Memory.TotalBytes))
+	_ = tw.Flush()
+
+	var rows [][]string
+	for _, g := range inv.GPUs {
+		mem := "-"
+		if g.MemoryMiB > 0 {
+			mem = strconv.FormatUint(g.MemoryMiB, 10) + " MiB"
+		}
+		rows = append(rows, []string{g.PCIAddress, g.Vendor, g.Model, mem, dash(g.Driver), dash(g.DriverVersion),
+			dash(g.MIGMode), linkString(g.Link)})
+	}
+	section("GPUs", []string{"ADDRESS", "VENDOR", "MODEL", "MEMORY", "DRIVER", "VERSION", "MIG", "LINK"}, rows)
+
+	rows = nil
+	for _, d := range inv.Disks {
+		boot := yesNo(d.Boot)
+		if d.Boot && d.BootReason != "" {
+			boot += " (" + d.BootReason + ")"
+		}
+		rows = append(rows, []string{d.Path, humanBytes(d.SizeBytes), dash(d.Transport), dash(d.Model), dash(d.Serial),
+			yesNo(d.Rotational), yesNo(d.Removable), boot})
+		for _, part := range d.Partitions {
+			label := strings.TrimSpace(part.PartLabel + " " + part.FSLabel)
+			rows = append(rows, []string{"  " + part.Path, humanBytes(part.SizeBytes), "", dash(label)})
+		}
+	}
+	section("Disks", []string{"PATH", "SIZE", "TRANSPORT", "MODEL/LABEL", "SERIAL", "ROTATIONAL", "REMOVABLE", "BOOT"}, rows)
+
+	rows = nil
+	for _, n := range inv.NICs {
+		speed := "-"
+		if n.SpeedMbps > 0 {
+			speed = strconv.Itoa(n.SpeedMbps) + " Mb/s"
+		}
+		rows = append(rows, []string{n.Name, dash(n.MAC), dash(n.Driver), speed, yesNo(n.Carrier), dash(n.PCIAddress)})
+	}
+	section("NICs", []string{"NAME", "MAC", "DRIVER", "SPEED", "CARRIER", "PCI"}, rows)
+
+	rows = nil
+	for _, d := range inv.PCIDevices {
+		rows = append(rows, []string{d.Address, orHex(d.ClassName, d.Class), orHex(d.VendorName, d.VendorID),
+			orHex(d.DeviceName, d.DeviceID), dash(d.Driver), strconv.Itoa(d.NUMANode)})
+	}
+	section("PCI devices", []string{"ADDRESS", "CLASS", "VENDOR", "DEVICE", "DRIVER", "NUMA"}, rows)
+
+	if len(inv.Warnings) > 0 {
+		b.WriteString("\n")
+		for _, warn := range inv.Warnings {
+			b.WriteString("warning: " + warn + "\n")
+		}
+	}
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return fmt.Errorf("write inventory: %w", err)
+	}
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func orHex(name, id string) string {
+	if name == "" {
+		return "[" + id + "]"
+	}
+	return name + " [" + id + "]"
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func linkString(l *PCILink) string {
+	if l == nil || l.CurrentSpeed == "" {
+		return "-"
+	}
+	return fmt.Sprintf("%s x%d", strings.TrimSuffix(l.CurrentSpeed, " PCIe"), l.CurrentWidth)
+}
+
+// humanBytes writes a size in binary units, as lsblk does.
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

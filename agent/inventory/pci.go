@@ -1,0 +1,147 @@
+package inventory
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/etoile-os/etoile/agent/inventory/pciids"
+)
+
+var pciAddrRe = regexp.MustCompile(`^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$`)
+
+// pciAddressOf returns the PCI address nearest to the device at the end of a sysfs device
+// path (a virtio NIC sits below its PCI function: …/0000:00:03.0/virtio2/net/eth0).
+func pciAddressOf(devPath string) string {
+	parts := strings.Split(devPath, "/")
+	for i := len(parts) - 1; i >= 0; i-- {
+		if pciAddrRe.MatchString(parts[i]) {
+			return parts[i]
+		}
+	}
+	return ""
+}
+
+func (c *collector) nics() error {
+	names, err := c.r.list("/sys/class/net")
+	if err != nil {
+		return fmt.Errorf("list /sys/class/net: %w", err)
+	}
+	for _, name := range names {
+		sys := "/sys/class/net/" + name
+		devPath := c.r.linkTarget(sys)
+		// Hardware NICs have a device; lo, bridges, veths, bonds and tunnels live under
+		// /devices/virtual and have none.
+		if name == "lo" || strings.Contains(devPath, "/devices/virtual/") || !c.r.exists(sys+"/device") {
+			continue
+		}
+		n := NIC{
+			Name:       name,
+			MAC:        c.r.attr(sys + "/address"),
+			Driver:     c.r.linkBase(sys + "/device/driver"),
+			Carrier:    c.r.attr(sys+"/carrier") == "1",
+			OperState:  c.r.attr(sys + "/operstate"),
+			PCIAddress: pciAddressOf(devPath),
+		}
+		// speed is -1 or unreadable (EINVAL) while the link is down and on virtual NICs.
+		if s, ok := c.r.attrInt(sys + "/speed"); ok && s > 0 && s < 1<<31 {
+			n.SpeedMbps = int(s)
+		}
+		c.inv.NICs = append(c.inv.NICs, n)
+	}
+	return nil
+}
+
+func (c *collector) pci() error {
+	addrs, err := c.r.list("/sys/bus/pci/devices")
+	if err != nil {
+		return fmt.Errorf("list /sys/bus/pci/devices: %w", err)
+	}
+	type ids struct{ class, vendor, device, subVendor, subDevice uint64 }
+	var raw []ids
+	vendors := map[uint16]bool{}
+	for _, addr := range addrs {
+		sys := "/sys/bus/pci/devices/" + addr
+		var id ids
+		id.class, _ = c.r.attrHex(sys + "/class")
+		id.vendor, _ = c.r.attrHex(sys + "/vendor")
+		id.device, _ = c.r.attrHex(sys + "/device")
+		id.subVendor, _ = c.r.attrHex(sys + "/subsystem_vendor")
+		id.subDevice, _ = c.r.attrHex(sys + "/subsystem_device")
+		raw = append(raw, id)
+		vendors[uint16(id.vendor)] = true
+	}
+	if len(addrs) == 0 {
+		return nil
+	}
+	// Parse the database only for the vendors present: a few hundred kB instead of megabytes
+	// held while the agent runs.
+	db, err := pciids.Embedded(func(v uint16) bool { return vendors[v] })
+	if err != nil {
+		c.warn("pci names: %v", err)
+		db = nil
+	}
+	for i, addr := range addrs {
+		sys := "/sys/bus/pci/devices/" + addr
+		id := raw[i]
+		d := PCIDevice{
+			Address:           addr,
+			Class:             fmt.Sprintf("%06x", id.class),
+			VendorID:          fmt.Sprintf("%04x", id.vendor),
+			DeviceID:          fmt.Sprintf("%04x", id.device),
+			SubsystemVendorID: fmt.Sprintf("%04x", id.subVendor),
+			SubsystemDeviceID: fmt.Sprintf("%04x", id.subDevice),
+			Revision:          strings.TrimPrefix(c.r.attr(sys+"/revision"), "0x"),
+			Driver:            c.r.linkBase(sys + "/driver"),
+			NUMANode:          -1,
+			Link:              c.pciLink(sys),
+		}
+		if n, ok := c.r.attrInt(sys + "/numa_node"); ok {
+			d.NUMANode = int(n)
+		}
+		if db != nil {
+			d.ClassName, _ = db.Class(uint32(id.class))
+			d.VendorName, _ = db.Vendor(uint16(id.vendor))
+			d.DeviceName, _ = db.Device(uint16(id.vendor), uint16(id.device))
+			d.SubsystemName, _ = db.Subsystem(uint16(id.vendor), uint16(id.device), uint16(id.subVendor), uint16(id.subDevice))
+		}
+		c.inv.PCIDevices = append(c.inv.PCIDevices, d)
+	}
+	return nil
+}
+
+func (c *collector) pciLink(sys string) *PCILink {
+	cur := c.r.attr(sys + "/current_link_speed")
+	max := c.r.attr(sys + "/max_link_speed")
+	if cur == "" && max == "" {
+		return nil // not PCI Express, or a host bridge
+	}
+	l := &PCILink{CurrentSpeed: cur, MaxSpeed: max, CurrentGen: PCIeGen(cur), MaxGen: PCIeGen(max)}
+	if w, ok := c.r.attrInt(sys + "/current_link_width"); ok && w > 0 && w <= 32 {
+		l.CurrentWidth = int(w)
+	}
+	if w, ok := c.r.attrInt(sys + "/max_link_width"); ok && w > 0 && w <= 32 {
+		l.MaxWidth = int(w)
+	}
+	return l
+}
+
+// PCIeGen returns the PCI Express generation of a sysfs link speed ("32.0 GT/s PCIe",
+// older kernels "8 GT/s"); 0 when unknown.
+func PCIeGen(speed string) int {
+	f := strings.Fields(speed)
+	if len(f) < 2 || f[1] != "GT/s" {
+		return 0
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return 0
+	}
+	for gen, gt := range []float64{2.5, 5, 8, 16, 32, 64, 128} {
+		if v == gt {
+			return gen + 1
+		}
+	}
+	return 0
+}
