@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/image"
 )
 
@@ -24,6 +25,9 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	agentPath := fs.String("agent", "", "static etoile-agent binary (default: $ETOILE_AGENT, else etoile-agent beside this program, else on PATH)")
 	cacheDir := fs.String("cache", "", "cache folder (default $XDG_CACHE_HOME/etoile or ~/.cache/etoile)")
 	kernelDir := fs.String("kernel-dir", "", "take the kernel from this folder (vmlinuz + lib/modules/<version>) instead of the spec's source")
+	k3sDir := fs.String("k3s-dir", os.Getenv("ETOILE_K3S_DIR"), "take K3s from this release folder (k3s, k3s-airgap-images-amd64.tar.zst, sha256sum-amd64.txt); default $ETOILE_K3S_DIR")
+	k3sOptional := fs.Bool("k3s-optional", false, "when K3s's source cannot be reached over the network, build without K3s (loudly) instead of failing")
+	machineConfig := fs.String("config", "", "bake this machine config (kind: MachineConfig) into the media as /etoile/config.yaml")
 	printSpec := fs.Bool("print-default-spec", false, "print the built-in image spec and exit")
 	verbose := fs.Bool("v", false, "log debug detail")
 	if err := fs.Parse(args); err != nil {
@@ -59,6 +63,28 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("--kernel-dir: %w", err)
 		}
 	}
+	var cfgData []byte
+	if *machineConfig != "" {
+		cfgData, err = os.ReadFile(*machineConfig)
+		if err != nil {
+			return fmt.Errorf("--config: %w", err)
+		}
+		_, warnings, err := config.Check(cfgData)
+		if err != nil {
+			return fmt.Errorf("--config %s is not a valid machine config:\n%w", *machineConfig, err)
+		}
+		for _, w := range warnings {
+			log.Warn("machine config", "file", *machineConfig, "warning", w)
+		}
+	}
+	if *k3sDir != "" {
+		if *k3sDir, err = filepath.Abs(*k3sDir); err != nil {
+			return err
+		}
+		if st, err := os.Stat(*k3sDir); err != nil || !st.IsDir() {
+			return fmt.Errorf("--k3s-dir / ETOILE_K3S_DIR %q is not a folder: give a folder holding k3s, k3s-airgap-images-amd64.tar.zst and sha256sum-amd64.txt", *k3sDir)
+		}
+	}
 	if *cacheDir == "" {
 		if *cacheDir, err = image.DefaultCacheDir(); err != nil {
 			return err
@@ -75,6 +101,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	b := &image.Builder{
 		Spec: spec, OutDir: *outDir, CacheDir: *cacheDir, AgentPath: agent, Epoch: epoch,
 		Tool: image.ToolInfo{Version: version, Commit: commit}, Log: log,
+		K3sDir: *k3sDir, K3sOptional: *k3sOptional, MachineConfig: cfgData,
 	}
 	start := time.Now()
 	res, err := b.Build(ctx)
@@ -84,6 +111,14 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "Built Étoile (kernel %s) in %s into %s:\n", res.Kernel, time.Since(start).Round(100*time.Millisecond), *outDir)
 	for _, a := range res.Artifacts {
 		fmt.Fprintf(stdout, "  %-32s %8.1f MB  sha256:%s\n", a.Name, float64(a.Size)/1e6, a.SHA256[:16])
+	}
+	switch {
+	case res.K3s != "":
+		fmt.Fprintf(stdout, "K3s %s is in the system image.\n", res.K3s)
+	case res.K3sMissing != "":
+		fmt.Fprintf(stdout, "WARNING: this image has NO K3s: %s\n  To include it offline: etoile build --k3s-dir DIR (a K3s release folder), or ETOILE_K3S_DIR=DIR ./build.sh\n", res.K3sMissing)
+	default:
+		fmt.Fprintln(stdout, "This image has no K3s (k3s.source: none).")
 	}
 	return nil
 }

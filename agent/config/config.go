@@ -1,0 +1,293 @@
+// Package config is the machine config: what one Étoile node is (hostname,
+// site, role, cluster, labels and taints, network, K3s settings, registries,
+// and the sections reserved for install and constellation).
+//
+// A MachineConfig is a versioned YAML document (apiVersion: etoile.io/v1alpha1,
+// kind: MachineConfig), decoded strictly by package schema: unknown fields,
+// wrong types and a wrong header are errors naming their field path. Validate
+// then checks meaning (addresses, URLs, label syntax, which cluster fields go
+// together) and returns warnings for what is allowed but probably a mistake.
+//
+// K3s settings use K3s's own names: K3sConfig renders
+// /etc/rancher/k3s/config.yaml and RegistriesYAML renders
+// /etc/rancher/k3s/registries.yaml, so that K3s's documentation applies as is.
+//
+// # Where the agent finds the config
+//
+// The agent tries these sources in order; the first one that has a config
+// wins, and the later ones are not read:
+//
+//  1. the kernel argument etoile.config=<http(s) URL> (FromURL, URLSource);
+//  2. a volume labelled ETOILE-CFG (FAT or ISO9660) holding config.yaml at
+//     its root, like cloud-init's NoCloud (VolumeSource, on the folder where
+//     the agent mounted it);
+//  3. /etoile/config.yaml on the boot medium, which `etoile build --config
+//     FILE` bakes in (BootMediumSource);
+//  4. the state partition once installed (StateSource).
+//
+// A source that exists but cannot be read (a download that fails, a file
+// that is too large) stops the search with its error rather than falling
+// through to an older config: a machine must not silently boot with a
+// config other than the one it was given. FirstFound implements the order.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/etoile-os/etoile/schema"
+)
+
+// Kind is the kind of document a machine config is.
+const Kind = "MachineConfig"
+
+// Roles a node can have.
+const (
+	RoleServer = "server" // runs the Kubernetes control plane (k3s server)
+	RoleAgent  = "agent"  // runs workloads only (k3s agent)
+)
+
+// MachineConfig is what one node is.
+type MachineConfig struct {
+	APIVersion string `yaml:"apiVersion"`
+	Kind       string `yaml:"kind"`
+	// Hostname is the machine's host name and its Kubernetes node name.
+	// Empty: the agent derives one from the machine.
+	Hostname string `yaml:"hostname,omitempty"`
+	// Site names the site this node belongs to; it becomes the node label
+	// etoile.io/site.
+	Site string `yaml:"site,omitempty"`
+	// Role is server or agent.
+	Role    string   `yaml:"role"`
+	Cluster *Cluster `yaml:"cluster,omitempty"`
+	// Labels are Kubernetes node labels, set when the node registers.
+	Labels map[string]string `yaml:"labels,omitempty"`
+	// Taints are Kubernetes node taints, as key=value:Effect or key:Effect.
+	Taints  []string `yaml:"taints,omitempty"`
+	Network Network  `yaml:"network,omitempty"`
+	// K3s is passed through to /etc/rancher/k3s/config.yaml under K3s's
+	// own option names (those of `k3s server --help` without the dashes).
+	K3s        map[string]K3sValue `yaml:"k3s,omitempty"`
+	Registries *Registries         `yaml:"registries,omitempty"`
+	// Install and Constellation are reserved for the installer and the
+	// constellation join client; their issues fill them.
+	Install       *Install       `yaml:"install,omitempty"`
+	Constellation *Constellation `yaml:"constellation,omitempty"`
+}
+
+// Cluster says whether this node starts a new cluster or joins one.
+type Cluster struct {
+	// Init starts a new cluster with embedded etcd (K3s cluster-init). Only
+	// for the first server.
+	Init bool `yaml:"init,omitempty"`
+	// Server is the URL of an existing server to join, https://HOST:6443.
+	Server string `yaml:"server,omitempty"`
+	// Token is the cluster's shared secret: required to join; optional with
+	// init (K3s then generates one in /var/lib/rancher/k3s/server/token).
+	Token string `yaml:"token,omitempty"`
+}
+
+// Network configures the node's interfaces. With no interfaces listed the
+// agent runs DHCP on every wired interface that has a carrier.
+type Network struct {
+	Interfaces []Interface `yaml:"interfaces,omitempty"`
+}
+
+// Interface is one network interface, found by name or by MAC address.
+type Interface struct {
+	// Name is the kernel's interface name (eth0, enp1s0); give name or mac.
+	Name string `yaml:"name,omitempty"`
+	// MAC finds the interface by hardware address, which survives renaming.
+	MAC string `yaml:"mac,omitempty"`
+	// VLAN, when set (1..4094), configures a tagged VLAN interface on top of
+	// the one named; the addresses below then belong to the VLAN.
+	VLAN int `yaml:"vlan,omitempty"`
+	// DHCP asks a DHCP server for an address; otherwise Addresses is static.
+	DHCP bool `yaml:"dhcp,omitempty"`
+	// Addresses are static addresses in CIDR form (192.0.2.10/24, 2001:db8::10/64).
+	Addresses []string `yaml:"addresses,omitempty"`
+	// Gateway is the default route's next hop, for static addresses.
+	Gateway string `yaml:"gateway,omitempty"`
+	// DNS lists name servers (IP addresses).
+	DNS []string `yaml:"dns,omitempty"`
+	// MTU, when set, overrides the link's MTU (68..65535; 9000 for jumbo frames).
+	MTU int `yaml:"mtu,omitempty"`
+}
+
+// Registries is K3s's registries.yaml, under K3s's own names.
+type Registries struct {
+	// Mirrors maps a registry name (docker.io, registry.example.com:5000,
+	// "*") to the endpoints that serve it.
+	Mirrors map[string]Mirror `yaml:"mirrors,omitempty"`
+	// Configs maps a registry host (as in a mirror endpoint) to its
+	// credentials and TLS settings.
+	Configs map[string]RegistryConfig `yaml:"configs,omitempty"`
+}
+
+// Mirror is one registry's endpoints and image-name rewrites.
+type Mirror struct {
+	Endpoint []string `yaml:"endpoint,omitempty"`
+	// Rewrite maps a regular expression on the image name to its
+	// replacement ("^rancher/(.*)": "mirror/rancher/$1").
+	Rewrite map[string]string `yaml:"rewrite,omitempty"`
+}
+
+// RegistryConfig is how to talk to one registry host.
+type RegistryConfig struct {
+	Auth *RegistryAuth `yaml:"auth,omitempty"`
+	TLS  *RegistryTLS  `yaml:"tls,omitempty"`
+}
+
+// RegistryAuth holds registry credentials: username and password, or auth
+// (base64 of user:password), or identity_token. These are the names of K3s's
+// own registries.yaml (rancher/wharfie's AuthConfig).
+type RegistryAuth struct {
+	Username      string `yaml:"username,omitempty"`
+	Password      string `yaml:"password,omitempty"`
+	Auth          string `yaml:"auth,omitempty"`
+	IdentityToken string `yaml:"identity_token,omitempty"`
+}
+
+// RegistryTLS is the TLS client setup for one registry host; file paths are
+// on the node.
+type RegistryTLS struct {
+	CertFile           string `yaml:"cert_file,omitempty"`
+	KeyFile            string `yaml:"key_file,omitempty"`
+	CAFile             string `yaml:"ca_file,omitempty"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify,omitempty"`
+}
+
+// Install is reserved for the installer's issue, which fills it: which disk
+// to install to and how. Today only the disk selector is read (and checked
+// for shape, not acted on).
+type Install struct {
+	Disk *DiskSelector `yaml:"disk,omitempty"`
+}
+
+// DiskSelector picks the install disk; every field given must match. The
+// installer's issue decides the final set of fields.
+type DiskSelector struct {
+	Path   string `yaml:"path,omitempty"`   // /dev/disk/by-id/… or /dev/sda
+	Model  string `yaml:"model,omitempty"`  // as in `etoile-agent inventory`
+	Serial string `yaml:"serial,omitempty"` // as in `etoile-agent inventory`
+	WWN    string `yaml:"wwn,omitempty"`    // as in `etoile-agent inventory`
+}
+
+// Constellation is reserved for the constellation issue, which fills it:
+// Join holds a join string (from `etoile hub token create`) for an
+// unattended join.
+type Constellation struct {
+	Join string `yaml:"join,omitempty"`
+}
+
+// Parse decodes a machine config strictly and validates it. The error names
+// every problem with its field path. Warnings are not returned: use Check,
+// or call Validate on the result.
+func Parse(data []byte) (*MachineConfig, error) {
+	c, _, err := Check(data)
+	return c, err
+}
+
+// Check decodes and validates data like Parse and also returns the
+// warnings, for `config validate` commands.
+//
+// When decoding finds problems (unknown fields, wrong types), the document
+// is still validated, so that one run reports every mistake; validation
+// problems in a top-level section that already has a decoding problem are
+// left out, as they would only echo it (a mistyped field reads as missing).
+func Check(data []byte) (*MachineConfig, []string, error) {
+	if len(data) > MaxSize {
+		return nil, nil, fmt.Errorf("machine config is %d bytes, more than the %d allowed: is this the right file?", len(data), MaxSize)
+	}
+	var c MachineConfig
+	derr := schema.Decode(data, Kind, &c)
+	var decodeErrs schema.Errors
+	if derr != nil && !errors.As(derr, &decodeErrs) {
+		return nil, nil, derr
+	}
+	for _, e := range decodeErrs {
+		if e.Path == "" {
+			// Not a document at all (bad YAML, empty, several documents).
+			return nil, nil, derr
+		}
+	}
+	warnings, verr := c.Validate()
+	if derr == nil {
+		if verr != nil {
+			return nil, warnings, verr
+		}
+		return &c, warnings, nil
+	}
+	seen := map[string]bool{}
+	for _, e := range decodeErrs {
+		seen[section(e.Path)] = true
+	}
+	all := decodeErrs
+	var validateErrs schema.Errors
+	errors.As(verr, &validateErrs)
+	for _, e := range validateErrs {
+		if !seen[section(e.Path)] {
+			all = append(all, e)
+		}
+	}
+	return nil, warnings, all.Err()
+}
+
+// section is the top-level field a path is in; role and cluster are checked
+// together, so they count as one.
+func section(path string) string {
+	if i := strings.IndexAny(path, ".["); i >= 0 {
+		path = path[:i]
+	}
+	switch path {
+	case "role":
+		return "cluster"
+	case "kind":
+		return "apiVersion"
+	}
+	return path
+}
+
+// Load reads and parses a machine config file.
+func Load(path string) (*MachineConfig, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading machine config: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("machine config %s:\n%w", path, err)
+	}
+	return c, nil
+}
+
+// Marshal encodes the config in its canonical form (the one the golden tests
+// keep stable); the agent uses it to save the config it runs with.
+func (c *MachineConfig) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, fmt.Errorf("encoding machine config: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("encoding machine config: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// readFile reads at most MaxSize bytes, so that pointing the agent at a disk
+// image by mistake fails fast instead of filling memory.
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readLimited(f, path)
+}

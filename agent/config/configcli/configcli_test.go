@@ -1,0 +1,100 @@
+package configcli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/etoile-os/etoile/agent/config"
+	"github.com/etoile-os/etoile/schema"
+)
+
+func runCmd(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := Command(context.Background(), "etoile-agent", args, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func write(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "machine.yaml")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestExampleThenValidate(t *testing.T) {
+	out, _, err := runCmd(t, "example")
+	if err != nil || out != string(config.Example()) {
+		t.Fatalf("example: %v", err)
+	}
+	file := write(t, out)
+	out, errOut, err := runCmd(t, "validate", file)
+	if err != nil {
+		t.Fatalf("the example does not validate: %v", err)
+	}
+	if !strings.Contains(out, file+": valid machine config (role server, hostname edge-lyon-01, site lyon-factory)") || errOut != "" {
+		t.Errorf("stdout %q stderr %q", out, errOut)
+	}
+}
+
+func TestValidateReportsFieldPaths(t *testing.T) {
+	file := write(t, "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: agent\ncluster: {server: 'http://10.0.0.1:6443', token: t}\nnetwork: {interfaces: [{name: eth0, vlan: 5000}]}\nhostnam: x\n")
+	_, _, err := runCmd(t, "validate", file)
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("got %v, want ErrInvalid", err)
+	}
+	var es schema.Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("error does not carry the field errors: %v", err)
+	}
+	for _, want := range []string{file, "cluster.server", `"http://10.0.0.1:6443"`, "network.interfaces[0].vlan", "5000", `hostnam (line 6)`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestValidateWarningsAndStrict(t *testing.T) {
+	file := write(t, "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\nk3s: {tls-sans: [a]}\n")
+	out, errOut, err := runCmd(t, "validate", file)
+	if err != nil {
+		t.Fatalf("warnings alone failed validation: %v", err)
+	}
+	if !strings.Contains(errOut, `warning: k3s.tls-sans: `) || !strings.Contains(errOut, `did you mean "tls-san"`) || !strings.Contains(out, "1 warning(s)") {
+		t.Errorf("stdout %q stderr %q", out, errOut)
+	}
+	if _, _, err := runCmd(t, "validate", "--strict", file); !errors.Is(err, ErrInvalid) {
+		t.Errorf("--strict with a warning gave %v", err)
+	}
+}
+
+func TestK3sRender(t *testing.T) {
+	file := write(t, string(config.Example()))
+	out, _, err := runCmd(t, "k3s", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"cluster-init: true\n", "node-name: edge-lyon-01\n", "# /etc/rancher/k3s/registries.yaml\n", "mirrors:\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{}, {"nope"}, {"validate"}, {"validate", "a", "b"}, {"validate", "--bogus", "a"}, {"example", "x"}, {"k3s"}} {
+		if _, _, err := runCmd(t, args...); !errors.Is(err, ErrUsage) {
+			t.Errorf("%q gave %v, want ErrUsage", args, err)
+		}
+	}
+	if _, _, err := runCmd(t, "validate", filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("missing file gave %v", err)
+	}
+}

@@ -1,0 +1,255 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// MaxSize bounds a machine config document from any source: real ones are a
+// few kilobytes, and a bound keeps a wrong URL or file from filling memory.
+const MaxSize = 1 << 20
+
+// DefaultURLTimeout bounds one download when the caller's client has no
+// timeout of its own.
+const DefaultURLTimeout = 30 * time.Second
+
+// Where the sources live, in the order FirstFound tries them.
+const (
+	// KernelArg is the kernel argument holding an http(s) URL.
+	KernelArg = "etoile.config"
+	// VolumeLabel is the filesystem label of a config volume (FAT or
+	// ISO9660), like cloud-init's NoCloud "cidata".
+	VolumeLabel = "ETOILE-CFG"
+	// VolumeFile is the file at the root of that volume.
+	VolumeFile = "config.yaml"
+	// BootMediumFile is the path on the boot medium (ISO, raw disk ESP or
+	// netboot root) where `etoile build --config FILE` puts a config.
+	BootMediumFile = "etoile/config.yaml"
+	// StateFile is the path on the mounted STATE partition of an installed
+	// machine.
+	StateFile = "etoile/config.yaml"
+)
+
+// ErrNotFound says a source has no config; FirstFound then tries the next
+// one. A Source may also return an error wrapping fs.ErrNotExist.
+var ErrNotFound = errors.New("no machine config here")
+
+// Source is one place a machine config may come from.
+type Source interface {
+	// Name says where, for logs and the agent's status ("kernel argument
+	// etoile.config=https://…", "volume ETOILE-CFG").
+	Name() string
+	// Read returns the document, or an error wrapping ErrNotFound (or
+	// fs.ErrNotExist) when this source holds none.
+	Read(ctx context.Context) ([]byte, error)
+}
+
+// FirstFound reads the sources in order and returns the first document
+// found and the Name of its source. A source that has a config but fails to
+// deliver it ends the search with that error: falling through to an older
+// config would boot the machine as something it was not told to be. When no
+// source has one, the error wraps ErrNotFound and lists the places tried.
+func FirstFound(ctx context.Context, sources ...Source) (data []byte, from string, err error) {
+	var tried []string
+	for _, s := range sources {
+		if s == nil {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, "", fmt.Errorf("looking for the machine config: %w", err)
+		}
+		data, err := s.Read(ctx)
+		if err == nil {
+			return data, s.Name(), nil
+		}
+		if errors.Is(err, ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			tried = append(tried, s.Name())
+			continue
+		}
+		return nil, s.Name(), fmt.Errorf("reading the machine config from %s: %w", s.Name(), err)
+	}
+	if len(tried) == 0 {
+		return nil, "", fmt.Errorf("%w: no source to look in", ErrNotFound)
+	}
+	return nil, "", fmt.Errorf("%w: looked in %s", ErrNotFound, strings.Join(tried, "; "))
+}
+
+// URLSource is the etoile.config= kernel argument. An empty URL means the
+// argument was not given: Read reports ErrNotFound.
+type URLSource struct {
+	URL string
+	// Client is the HTTP client to use; nil uses one with DefaultURLTimeout.
+	Client *http.Client
+}
+
+// Name implements Source; the URL is shown without credentials or query.
+func (s URLSource) Name() string {
+	return "kernel argument " + KernelArg + "=" + redactURL(s.URL)
+}
+
+// Read implements Source.
+func (s URLSource) Read(ctx context.Context) ([]byte, error) {
+	if s.URL == "" {
+		return nil, fmt.Errorf("%w: kernel argument %s= not given", ErrNotFound, KernelArg)
+	}
+	return FromURL(ctx, s.URL, s.Client)
+}
+
+// FromURL downloads a machine config over http or https: at most MaxSize
+// bytes, within client.Timeout or, when the client has none, within
+// DefaultURLTimeout. Any answer other than 200 OK is an error naming the
+// status.
+//
+// Plain http is accepted because provisioning networks often have no PKI,
+// but a config holds the cluster token: prefer https.
+func FromURL(ctx context.Context, rawURL string, client *http.Client) ([]byte, error) {
+	shown := redactURL(rawURL)
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("machine config URL %q is not a URL: %w", shown, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("machine config URL %q: only http:// and https:// are supported, not %q", shown, u.Scheme+":")
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("machine config URL %q has no host", shown)
+	}
+	if client == nil {
+		client = &http.Client{}
+	}
+	timeout := client.Timeout
+	if timeout == 0 {
+		timeout = DefaultURLTimeout
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("machine config URL %q: %w", shown, err)
+	}
+	req.Header.Set("Accept", "application/yaml, text/yaml, text/plain, */*")
+	resp, err := client.Do(req)
+	if err != nil {
+		// url.Error repeats the full URL, query (a signed URL's token)
+		// included; the URL is already shown redacted.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("downloading the machine config from %s: %w", shown, describeNetErr(err, timeout))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("downloading the machine config from %s: the server answered %s: check the URL in %s=", shown, resp.Status, KernelArg)
+	}
+	if resp.ContentLength > MaxSize {
+		return nil, fmt.Errorf("downloading the machine config from %s: it is %d bytes, more than the %d allowed: is this the right URL?", shown, resp.ContentLength, MaxSize)
+	}
+	data, err := readLimited(resp.Body, shown)
+	if err != nil {
+		return nil, fmt.Errorf("downloading the machine config: %w", describeNetErr(err, timeout))
+	}
+	if len(data) == 0 {
+		return nil, fmt.Errorf("downloading the machine config from %s: the server sent an empty body", shown)
+	}
+	return data, nil
+}
+
+func describeNetErr(err error, timeout time.Duration) error {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return fmt.Errorf("no complete answer within %s (check the network and the server): %w", timeout, err)
+	}
+	return err
+}
+
+// readLimited reads everything up to MaxSize and fails beyond it.
+func readLimited(r io.Reader, what string) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", what, err)
+	}
+	if len(data) > MaxSize {
+		return nil, fmt.Errorf("%s is larger than the %d bytes allowed for a machine config: is it the right file?", what, MaxSize)
+	}
+	return data, nil
+}
+
+// redactURL drops credentials and the query (which may carry a token) from
+// a URL shown in logs and errors.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if u.User != nil {
+		u.User = url.User("xxxxx")
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = "xxxxx"
+	}
+	return u.String()
+}
+
+// FileSource reads one file; a missing file (or folder) is ErrNotFound.
+// The agent mounts the volume or partition and points a FileSource at it;
+// finding and mounting block devices is the agent's job, not this package's.
+type FileSource struct {
+	Path string
+	// Desc names the source for people ("volume ETOILE-CFG"); the path is
+	// appended.
+	Desc string
+}
+
+// VolumeSource is config.yaml at the root of the ETOILE-CFG volume mounted
+// at dir.
+func VolumeSource(dir string) FileSource {
+	return FileSource{Path: filepath.Join(dir, VolumeFile), Desc: "volume " + VolumeLabel}
+}
+
+// BootMediumSource is /etoile/config.yaml on the boot medium mounted at dir.
+func BootMediumSource(dir string) FileSource {
+	return FileSource{Path: filepath.Join(dir, BootMediumFile), Desc: "boot medium"}
+}
+
+// StateSource is the config saved on the STATE partition mounted at dir.
+func StateSource(dir string) FileSource {
+	return FileSource{Path: filepath.Join(dir, StateFile), Desc: "state partition"}
+}
+
+// Name implements Source.
+func (s FileSource) Name() string {
+	if s.Desc == "" {
+		return s.Path
+	}
+	return s.Desc + " (" + s.Path + ")"
+}
+
+// Read implements Source.
+func (s FileSource) Read(ctx context.Context) ([]byte, error) {
+	if s.Path == "" {
+		return nil, fmt.Errorf("%w: %s not mounted", ErrNotFound, s.Desc)
+	}
+	st, err := os.Stat(s.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, s.Path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if st.IsDir() {
+		return nil, fmt.Errorf("%s is a folder, not a machine config file", s.Path)
+	}
+	return readFile(s.Path)
+}

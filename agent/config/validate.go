@@ -1,0 +1,562 @@
+package config
+
+import (
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"net/url"
+	"path"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/etoile-os/etoile/schema"
+)
+
+// Validate checks the meaning of every field and returns all problems at
+// once, each naming its field path, plus warnings for what K3s or the agent
+// would accept but is probably a mistake. Decoding problems (unknown fields,
+// wrong types) are reported earlier, by Parse.
+//
+// Secrets (cluster.token, registry passwords) never appear in messages.
+func (c *MachineConfig) Validate() (warnings []string, err error) {
+	v := &validator{}
+	if c.APIVersion != schema.APIVersion {
+		v.errs.Add("apiVersion", "%q is not supported: use %s", c.APIVersion, schema.APIVersion)
+	}
+	if c.Kind != Kind {
+		v.errs.Add("kind", "%q is not a machine config: use kind: %s", c.Kind, Kind)
+	}
+	if c.Hostname != "" {
+		if msg := hostnameProblem(c.Hostname); msg != "" {
+			v.errs.Add("hostname", "%q %s", c.Hostname, msg)
+		}
+	}
+	if c.Site != "" {
+		if msg := labelValueProblem(c.Site); msg != "" {
+			v.errs.Add("site", "%q %s (the site becomes the node label %s)", c.Site, msg, SiteLabel)
+		}
+	}
+	v.cluster(c)
+	v.labels(c.Labels)
+	v.taints(c.Taints)
+	v.network(c.Network)
+	v.k3s(c)
+	v.registries(c.Registries)
+	v.install(c.Install)
+	v.constellation(c.Constellation)
+	return v.warns, v.errs.Err()
+}
+
+type validator struct {
+	errs  schema.Errors
+	warns []string
+}
+
+func (v *validator) warn(path, format string, args ...any) {
+	v.warns = append(v.warns, path+": "+fmt.Sprintf(format, args...))
+}
+
+func (v *validator) cluster(c *MachineConfig) {
+	switch c.Role {
+	case "":
+		v.errs.Add("role", "missing: set role: server (runs the control plane) or agent (runs workloads only)")
+	case RoleServer, RoleAgent:
+	default:
+		v.errs.Add("role", "%q: use server or agent", c.Role)
+	}
+	cl := c.Cluster
+	if cl == nil {
+		switch c.Role {
+		case RoleServer:
+			v.errs.Add("cluster", "missing: a server needs cluster: {init: true} to start a new cluster, or cluster: {server: https://HOST:6443, token: …} to join one")
+		case RoleAgent:
+			v.errs.Add("cluster", "missing: an agent needs cluster: {server: https://HOST:6443, token: …} to join a cluster")
+		}
+		return
+	}
+	switch {
+	case cl.Init && cl.Server != "":
+		v.errs.Add("cluster.init", "init starts a new cluster and server (%q) joins an existing one: keep one of them", cl.Server)
+	case cl.Init && c.Role == RoleAgent:
+		v.errs.Add("cluster.init", "an agent cannot start a cluster: use role: server, or give cluster.server to join one")
+	case !cl.Init && cl.Server == "":
+		if c.Role == RoleAgent {
+			v.errs.Add("cluster.server", "missing: give the URL of a server to join, https://HOST:6443")
+		} else {
+			v.errs.Add("cluster", "give init: true to start a new cluster, or server: https://HOST:6443 (and token) to join one")
+		}
+	}
+	if cl.Server != "" {
+		if msg, warn := serverURLProblem(cl.Server); msg != "" {
+			v.errs.Add("cluster.server", "%q %s", cl.Server, msg)
+		} else if warn != "" {
+			v.warn("cluster.server", "%q %s", cl.Server, warn)
+		}
+		if cl.Token == "" {
+			v.errs.Add("cluster.token", "missing: a node joining %s needs the cluster's token (on the first server: /var/lib/rancher/k3s/server/token)", cl.Server)
+		}
+	}
+	if cl.Token != "" && strings.IndexFunc(cl.Token, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		v.errs.Add("cluster.token", "contains spaces or control characters (a copy-paste accident?): a K3s token is one word")
+	}
+}
+
+func serverURLProblem(s string) (problem, warning string) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "is not a URL: use https://HOST:6443", ""
+	}
+	if u.Scheme != "https" {
+		return "must use https (K3s serves its API over TLS only): use https://HOST:6443", ""
+	}
+	if u.Hostname() == "" {
+		return "has no host: use https://HOST:6443", ""
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
+		return "must be only https://HOST:PORT, without user, path or query", ""
+	}
+	if u.Port() == "" {
+		return "", "has no port, so 443 is used; K3s servers listen on 6443 unless a load balancer is in front"
+	}
+	return "", ""
+}
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// hostnameProblem checks an RFC 1123 host name that is also a valid
+// Kubernetes node name: lowercase, dot-separated labels, and at most 63
+// characters because Linux limits host names to 64 bytes.
+func hostnameProblem(h string) string {
+	if len(h) > 63 {
+		return fmt.Sprintf("is %d characters long: Linux allows at most 63", len(h))
+	}
+	if strings.ToLower(h) != h {
+		return "has capital letters: Kubernetes node names are lowercase, use " + strings.ToLower(h)
+	}
+	for _, l := range strings.Split(h, ".") {
+		if !dnsLabel.MatchString(l) {
+			return "is not an RFC 1123 host name: use lowercase letters, digits and '-', in dot-separated parts that start and end with a letter or digit"
+		}
+	}
+	return ""
+}
+
+var (
+	qualifiedName = regexp.MustCompile(`^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$`)
+	// kubeletLabels and kubeletLabelDomains are what a kubelet may set on
+	// its own Node in the kubernetes.io and k8s.io namespaces
+	// (k8s.io/kubelet/pkg/apis IsKubeletLabel); any other label there makes
+	// the kubelet refuse to start.
+	kubeletLabels = map[string]bool{
+		"kubernetes.io/hostname":                   true,
+		"kubernetes.io/os":                         true,
+		"kubernetes.io/arch":                       true,
+		"beta.kubernetes.io/os":                    true,
+		"beta.kubernetes.io/arch":                  true,
+		"beta.kubernetes.io/instance-type":         true,
+		"node.kubernetes.io/instance-type":         true,
+		"topology.kubernetes.io/zone":              true,
+		"topology.kubernetes.io/region":            true,
+		"failure-domain.beta.kubernetes.io/zone":   true,
+		"failure-domain.beta.kubernetes.io/region": true,
+	}
+	kubeletLabelDomains = []string{"kubelet.kubernetes.io", "node.kubernetes.io"}
+)
+
+// labelKeyProblem checks a Kubernetes label (or taint) key: an optional DNS
+// subdomain prefix and a slash, then a name of at most 63 characters.
+func labelKeyProblem(k string) string {
+	name := k
+	if prefix, rest, ok := strings.Cut(k, "/"); ok {
+		name = rest
+		if prefix == "" || len(prefix) > 253 {
+			return "has an empty or too long prefix before '/': the prefix is a DNS name of at most 253 characters"
+		}
+		for _, l := range strings.Split(prefix, ".") {
+			if !dnsLabel.MatchString(l) {
+				return fmt.Sprintf("has prefix %q, which is not a lowercase DNS name", prefix)
+			}
+		}
+	}
+	if name == "" || len(name) > 63 || !qualifiedName.MatchString(name) {
+		return fmt.Sprintf("has name %q: a label name is 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit", name)
+	}
+	return ""
+}
+
+// labelValueProblem checks a Kubernetes label (or taint) value.
+func labelValueProblem(val string) string {
+	if val == "" {
+		return ""
+	}
+	if len(val) > 63 || !qualifiedName.MatchString(val) {
+		return "is not a valid label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+	}
+	return ""
+}
+
+func labelDomain(k string) string {
+	prefix, _, ok := strings.Cut(k, "/")
+	if !ok {
+		return ""
+	}
+	return prefix
+}
+
+func inDomain(d, domain string) bool { return d == domain || strings.HasSuffix(d, "."+domain) }
+
+func (v *validator) labels(labels map[string]string) {
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		p := "labels." + k
+		if msg := labelKeyProblem(k); msg != "" {
+			v.errs.Add(p, "key %q %s", k, msg)
+			continue
+		}
+		if msg := labelValueProblem(labels[k]); msg != "" {
+			v.errs.Add(p, "value %q %s", labels[k], msg)
+		}
+		d := labelDomain(k)
+		switch {
+		case inDomain(d, "etoile.io"):
+			v.errs.Add(p, "%q is in etoile.io/, which is reserved for the labels Étoile sets itself (%s from site, etoile.io/gpu.* from the hardware)", k, SiteLabel)
+		case (inDomain(d, "kubernetes.io") || inDomain(d, "k8s.io")) && !kubeletLabels[k] &&
+			!slices.ContainsFunc(kubeletLabelDomains, func(a string) bool { return inDomain(d, a) }):
+			v.errs.Add(p, "%q: a kubelet may not set labels in %s on its own node and would refuse to start; use node.kubernetes.io/…, your own domain, or set it later with kubectl", k, d)
+		}
+	}
+}
+
+var taintEffects = []string{"NoSchedule", "PreferNoSchedule", "NoExecute"}
+
+func (v *validator) taints(taints []string) {
+	seen := map[string]int{}
+	for i, t := range taints {
+		p := fmt.Sprintf("taints[%d]", i)
+		kv, effect, ok := cutLast(t, ":")
+		if !ok {
+			v.errs.Add(p, "%q has no effect: write key=value:Effect or key:Effect, with Effect one of %s", t, strings.Join(taintEffects, ", "))
+			continue
+		}
+		if !slices.Contains(taintEffects, effect) {
+			v.errs.Add(p, "%q has effect %q: use one of %s", t, effect, strings.Join(taintEffects, ", "))
+			continue
+		}
+		key, val, _ := strings.Cut(kv, "=")
+		if msg := labelKeyProblem(key); msg != "" {
+			v.errs.Add(p, "%q: key %q %s", t, key, msg)
+			continue
+		}
+		if msg := labelValueProblem(val); msg != "" {
+			v.errs.Add(p, "%q: value %q %s", t, val, msg)
+			continue
+		}
+		id := key + ":" + effect
+		if j, dup := seen[id]; dup {
+			v.errs.Add(p, "%q repeats taints[%d] (same key and effect): keep one", t, j)
+			continue
+		}
+		seen[id] = i
+	}
+}
+
+func cutLast(s, sep string) (before, after string, ok bool) {
+	i := strings.LastIndex(s, sep)
+	if i < 0 {
+		return s, "", false
+	}
+	return s[:i], s[i+len(sep):], true
+}
+
+func (v *validator) network(n Network) {
+	seenIf := map[string]int{}
+	seenAddr := map[netip.Addr]string{}
+	gateways := map[bool]string{} // is IPv4 → path of the first default route
+	for i, ifc := range n.Interfaces {
+		p := fmt.Sprintf("network.interfaces[%d]", i)
+		var id string
+		switch {
+		case ifc.Name == "" && ifc.MAC == "":
+			v.errs.Add(p, "give name (eth0) or mac (52:54:00:12:34:56) to say which interface this is")
+		case ifc.Name != "" && ifc.MAC != "":
+			v.errs.Add(p, "give name (%q) or mac (%q), not both: a mismatch would leave the machine off the network", ifc.Name, ifc.MAC)
+		case ifc.Name != "":
+			if msg := ifNameProblem(ifc.Name); msg != "" {
+				v.errs.Add(p+".name", "%q %s", ifc.Name, msg)
+			}
+			id = "name " + ifc.Name
+		default:
+			hw, err := net.ParseMAC(ifc.MAC)
+			if err != nil || len(hw) != 6 {
+				v.errs.Add(p+".mac", "%q is not an Ethernet MAC address: write six hex bytes, 52:54:00:12:34:56", ifc.MAC)
+			} else {
+				id = "mac " + hw.String()
+			}
+		}
+		if ifc.VLAN != 0 {
+			if ifc.VLAN < 1 || ifc.VLAN > 4094 {
+				v.errs.Add(p+".vlan", "%d is out of range: VLAN ids are 1 to 4094", ifc.VLAN)
+			}
+		}
+		if id != "" {
+			if ifc.VLAN != 0 {
+				id += fmt.Sprintf(" vlan %d", ifc.VLAN)
+			}
+			if j, dup := seenIf[id]; dup {
+				v.errs.Add(p, "configures the same interface as network.interfaces[%d] (%s): merge them", j, id)
+			} else {
+				seenIf[id] = i
+			}
+		}
+		if ifc.MTU != 0 && (ifc.MTU < 68 || ifc.MTU > 65535) {
+			v.errs.Add(p+".mtu", "%d is out of range: 68 to 65535 (1500 is Ethernet's default, 9000 jumbo frames)", ifc.MTU)
+		}
+
+		switch {
+		case ifc.DHCP && len(ifc.Addresses) > 0:
+			v.errs.Add(p, "dhcp: true and static addresses together: choose one (remove dhcp, or remove addresses)")
+		case !ifc.DHCP && len(ifc.Addresses) == 0:
+			v.errs.Add(p, "static without addresses: set dhcp: true, or list addresses such as 192.0.2.10/24")
+		}
+		var prefixes []netip.Prefix
+		for j, a := range ifc.Addresses {
+			ap := fmt.Sprintf("%s.addresses[%d]", p, j)
+			pf, err := netip.ParsePrefix(a)
+			if err != nil {
+				if _, aerr := netip.ParseAddr(a); aerr == nil {
+					v.errs.Add(ap, "%q has no prefix length: write it in CIDR form, such as %s/24", a, a)
+				} else {
+					v.errs.Add(ap, "%q is not an address in CIDR form, such as 192.0.2.10/24 or 2001:db8::10/64", a)
+				}
+				continue
+			}
+			if pf.Addr().Zone() != "" {
+				v.errs.Add(ap, "%q has a zone: leave it out, the interface is the zone", a)
+				continue
+			}
+			if prev, dup := seenAddr[pf.Addr()]; dup {
+				v.errs.Add(ap, "%s is already given at %s", pf.Addr(), prev)
+			} else {
+				seenAddr[pf.Addr()] = ap
+			}
+			if pf.Addr().Is4() && pf.Bits() < 31 && pf.Addr() == pf.Masked().Addr() {
+				v.errs.Add(ap, "%q is the network address of its subnet, not a host address", a)
+			}
+			prefixes = append(prefixes, pf)
+		}
+		if ifc.Gateway != "" {
+			gp := p + ".gateway"
+			gw, err := netip.ParseAddr(ifc.Gateway)
+			switch {
+			case err != nil:
+				v.errs.Add(gp, "%q is not an IP address", ifc.Gateway)
+			case ifc.DHCP:
+				v.errs.Add(gp, "is only for static addresses: DHCP provides the gateway")
+			case !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Addr().Is4() == gw.Is4() }):
+				v.errs.Add(gp, "%s has no address of its family (IPv4/IPv6) on this interface to reach it from", gw)
+			default:
+				if !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Contains(gw) }) {
+					v.warn(gp, "%s is outside every subnet of this interface: it will be added as an on-link route", gw)
+				}
+				if prev, dup := gateways[gw.Is4()]; dup {
+					v.warn(gp, "a second default route of the same family (the first is at %s): only one is used at a time", prev)
+				} else {
+					gateways[gw.Is4()] = gp
+				}
+			}
+		}
+		for j, d := range ifc.DNS {
+			if _, err := netip.ParseAddr(d); err != nil {
+				v.errs.Add(fmt.Sprintf("%s.dns[%d]", p, j), "%q is not an IP address: name servers are given by address", d)
+			}
+		}
+	}
+}
+
+func ifNameProblem(n string) string {
+	if len(n) > 15 || n == "." || n == ".." || strings.ContainsFunc(n, func(r rune) bool {
+		return r == '/' || r == ':' || unicode.IsSpace(r) || r > unicode.MaxASCII || unicode.IsControl(r)
+	}) {
+		return "is not a Linux interface name: at most 15 characters, without '/', ':' or spaces"
+	}
+	return ""
+}
+
+func (v *validator) k3s(c *MachineConfig) {
+	for _, k := range slices.Sorted(maps.Keys(c.K3s)) {
+		p := "k3s." + k
+		base := strings.TrimSuffix(k, "+") // K3s's "key+:" appends to a list
+		if c.K3s[k].node == nil {
+			v.errs.Add(p, "empty: give a value, or remove the key")
+			continue
+		}
+		if strings.HasPrefix(k, "-") {
+			v.errs.Add(p, "write K3s option names without the leading dashes: %s", strings.TrimLeft(base, "-"))
+			continue
+		}
+		if msg, reserved := k3sReservedKeys[base]; reserved {
+			v.errs.Add(p, "Étoile sets this itself: %s", msg)
+			continue
+		}
+		if repl, removed := k3sRemovedKeys[base]; removed {
+			v.errs.Add(p, "K3s no longer has this option: use %s", repl)
+			continue
+		}
+		if repl, deprecated := k3sDeprecatedKeys[base]; deprecated {
+			v.warn(p, "deprecated by K3s: use %s", repl)
+			continue
+		}
+		if msg := k3sValueProblem(base, c.K3s[k]); msg != "" {
+			v.errs.Add(p, "%s", msg)
+			continue
+		}
+		switch only := k3sOnlyFor(base); {
+		case only != "":
+			if c.Role != "" && c.Role != only {
+				v.warn(p, "only k3s %s has this option; this node is a %s, so it is left out of K3s's config", only, c.Role)
+			}
+		case k3sAgentSet[base]:
+		default:
+			v.warn(p, "not a K3s option in K3s's documentation%s; it is passed to K3s as written, which skips options it does not know", suggest(base, k3sAllKeys))
+		}
+	}
+}
+
+// k3sValueProblem checks the values K3s parses itself (booleans, numbers,
+// durations), which would otherwise stop K3s at start.
+func k3sValueProblem(key string, val K3sValue) string {
+	var kind string
+	var ok func(string) bool
+	switch {
+	case k3sBoolKeys[key]:
+		kind, ok = "true or false", func(s string) bool { _, err := strconv.ParseBool(s); return err == nil }
+	case k3sIntKeys[key]:
+		kind, ok = "a whole number (decimal)", func(s string) bool { _, err := strconv.Atoi(s); return err == nil }
+	case k3sDurationKeys[key]:
+		kind, ok = "a duration such as 5m0s", func(s string) bool { _, err := time.ParseDuration(s); return err == nil }
+	default:
+		return ""
+	}
+	if val.IsList() {
+		return fmt.Sprintf("a list: this option takes one value, %s", kind)
+	}
+	if s := val.Strings()[0]; !ok(s) {
+		return fmt.Sprintf("%q: K3s expects %s and would refuse to start", s, kind)
+	}
+	return ""
+}
+
+func (v *validator) registries(r *Registries) {
+	if r == nil {
+		return
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.Mirrors)) {
+		p := "registries.mirrors." + name
+		if name == "" || strings.Contains(name, "://") || strings.ContainsAny(name, " /") {
+			v.errs.Add(p, "%q is not a registry name: use a host with optional port (registry.example.com:5000), docker.io, or \"*\"", name)
+		}
+		m := r.Mirrors[name]
+		for i, e := range m.Endpoint {
+			ep := fmt.Sprintf("%s.endpoint[%d]", p, i)
+			u, err := url.Parse(e)
+			switch {
+			case err != nil || u.Host == "":
+				v.errs.Add(ep, "%q is not a URL: use https://HOST[:PORT] (or http:// for a registry without TLS)", e)
+			case u.Scheme != "https" && u.Scheme != "http":
+				v.errs.Add(ep, "%q: use an https:// or http:// URL", e)
+			case u.User != nil:
+				v.errs.Add(ep, "%q has credentials in the URL: put them in registries.configs.%s.auth", e, u.Host)
+			}
+		}
+		for _, pat := range slices.Sorted(maps.Keys(m.Rewrite)) {
+			if _, err := regexp.Compile(pat); err != nil {
+				v.errs.Add(p+".rewrite", "%q is not a regular expression (%v): K3s would skip this rewrite", pat, err)
+			}
+		}
+	}
+	for _, host := range slices.Sorted(maps.Keys(r.Configs)) {
+		p := "registries.configs." + host
+		if host == "" || strings.Contains(host, "://") || strings.ContainsAny(host, " /") {
+			v.errs.Add(p, "%q: use the registry host with optional port, as in the mirror endpoint, without scheme or path", host)
+		}
+		rc := r.Configs[host]
+		if a := rc.Auth; a != nil {
+			switch {
+			case (a.Username == "") != (a.Password == ""):
+				v.errs.Add(p+".auth", "give username and password together")
+			case a.Username == "" && a.Auth == "" && a.IdentityToken == "":
+				v.errs.Add(p+".auth", "empty: give username and password, auth, or identity_token")
+			}
+		}
+		if t := rc.TLS; t != nil {
+			if (t.CertFile == "") != (t.KeyFile == "") {
+				v.errs.Add(p+".tls", "give cert_file and key_file together: a client certificate needs its key")
+			}
+			for _, f := range []struct{ name, val string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}, {"ca_file", t.CAFile}} {
+				if f.val != "" && !path.IsAbs(f.val) {
+					v.errs.Add(p+".tls."+f.name, "%q is relative: give the absolute path of the file on the node", f.val)
+				}
+			}
+			if t.InsecureSkipVerify {
+				v.warn(p+".tls.insecure_skip_verify", "the registry's certificate is not checked: anyone on the path can serve images")
+			}
+		}
+	}
+}
+
+func (v *validator) install(in *Install) {
+	if in == nil || in.Disk == nil {
+		return
+	}
+	if d := in.Disk; d.Path != "" && !strings.HasPrefix(d.Path, "/dev/") {
+		v.errs.Add("install.disk.path", "%q: give a device path under /dev (best /dev/disk/by-id/…)", d.Path)
+	}
+}
+
+func (v *validator) constellation(cs *Constellation) {
+	if cs == nil {
+		return
+	}
+	if strings.IndexFunc(cs.Join, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		v.errs.Add("constellation.join", "contains spaces or control characters: a join string is one word, as printed by `etoile hub token create`")
+	}
+}
+
+// suggest names the closest known name when a typo is likely.
+func suggest(got string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := distance(got, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// distance is the Levenshtein distance, for short names.
+func distance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,280 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/etoile-os/etoile/schema"
+)
+
+const server = "role: server\ncluster: {init: true}\n"
+
+// TestRejections checks every rejection: the error must name the field path
+// and show the bad value, as a user needs both to fix the file.
+func TestRejections(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body string // after apiVersion and kind
+		path string
+		want []string // substrings of that field's message: the bad value, the hint
+	}{
+		// Decoding (package schema): unknown fields, wrong types, header.
+		{"unknown field", server + "hostnam: x\n", "hostnam", []string{`did you mean "hostname"`}},
+		{"unknown nested field", "role: agent\ncluster: {server: 'https://a:6443', tokn: x}\n", "cluster.tokn", []string{`did you mean "token"`}},
+		{"unknown registry auth field", server + "registries: {configs: {r.example: {auth: {token: x}}}}\n", "registries.configs.r.example.auth.token", []string{"identity_token"}},
+		{"wrong type bool", "role: server\ncluster: {init: yes-please}\n", "cluster.init", []string{`"yes-please"`}},
+		{"wrong type int", server + "network: {interfaces: [{name: eth0, dhcp: true, vlan: ten}]}\n", "network.interfaces[0].vlan", []string{`"ten"`}},
+		{"labels as list", server + "labels: [a=b]\n", "labels", []string{"expected a mapping"}},
+		{"taints as string", server + "taints: a=b:NoSchedule\n", "taints", []string{"expected a list"}},
+		{"k3s value mapping", server + "k3s: {kubelet-arg: {max-pods: 200}}\n", "k3s.kubelet-arg", []string{"a mapping", "kubelet-arg: [\"max-pods=200\"]"}},
+		{"k3s value empty", server + "k3s: {tls-san: }\n", "k3s.tls-san", []string{"empty"}},
+		{"k3s nested list", server + "k3s: {tls-san: [[a]]}\n", "k3s.tls-san", []string{"list inside a list"}},
+		{"k3s empty list item", server + "k3s: {tls-san: [a, ~]}\n", "k3s.tls-san", []string{"list item is empty"}},
+
+		// Identity.
+		{"hostname not RFC 1123", server + "hostname: node_1\n", "hostname", []string{`"node_1"`, "RFC 1123"}},
+		{"hostname capitals", server + "hostname: Node1\n", "hostname", []string{`"Node1"`, "use node1"}},
+		{"hostname leading dash", server + "hostname: -node\n", "hostname", []string{`"-node"`}},
+		{"hostname too long", server + "hostname: " + strings.Repeat("a", 64) + "\n", "hostname", []string{strings.Repeat("a", 64), "63"}},
+		{"site not a label value", server + "site: lyon factory\n", "site", []string{`"lyon factory"`, SiteLabel}},
+
+		// Role and cluster.
+		{"role missing", "cluster: {init: true}\n", "role", []string{"missing", "server", "agent"}},
+		{"role unknown", "role: master\ncluster: {init: true}\n", "role", []string{`"master"`}},
+		{"server without cluster", "role: server\n", "cluster", []string{"missing", "init: true"}},
+		{"agent without cluster", "role: agent\n", "cluster", []string{"missing", "https://HOST:6443"}},
+		{"init with server", "role: server\ncluster: {init: true, server: 'https://a:6443', token: t}\n", "cluster.init", []string{`"https://a:6443"`, "keep one"}},
+		{"agent with init", "role: agent\ncluster: {init: true}\n", "cluster.init", []string{"agent cannot start a cluster"}},
+		{"agent without server", "role: agent\ncluster: {token: t}\n", "cluster.server", []string{"missing"}},
+		{"server neither init nor server", "role: server\ncluster: {token: t}\n", "cluster", []string{"init: true"}},
+		{"server URL not https", "role: agent\ncluster: {server: 'http://10.0.0.1:6443', token: t}\n", "cluster.server", []string{`"http://10.0.0.1:6443"`, "https"}},
+		{"server URL with path", "role: agent\ncluster: {server: 'https://10.0.0.1:6443/api', token: t}\n", "cluster.server", []string{`"https://10.0.0.1:6443/api"`}},
+		{"server URL without host", "role: agent\ncluster: {server: 'https://:6443', token: t}\n", "cluster.server", []string{`"https://:6443"`, "no host"}},
+		{"server URL not a URL", "role: agent\ncluster: {server: '%zz', token: t}\n", "cluster.server", []string{`"%zz"`, "not a URL"}},
+		{"token missing to join", "role: agent\ncluster: {server: 'https://10.0.0.1:6443'}\n", "cluster.token", []string{"missing", "https://10.0.0.1:6443"}},
+		{"token with space", "role: server\ncluster: {init: true, token: 'abc def'}\n", "cluster.token", []string{"spaces"}},
+
+		// Labels and taints.
+		{"label key bad name", server + "labels: {'bad key': x}\n", "labels.bad key", []string{`"bad key"`}},
+		{"label key bad prefix", server + "labels: {'Example.com/a': x}\n", "labels.Example.com/a", []string{`"Example.com"`}},
+		{"label key two slashes", server + "labels: {'a/b/c': x}\n", "labels.a/b/c", []string{`"b/c"`}},
+		{"label value bad", server + "labels: {tier: '-1'}\n", "labels.tier", []string{`"-1"`}},
+		{"label value too long", server + "labels: {tier: " + strings.Repeat("v", 64) + "}\n", "labels.tier", []string{strings.Repeat("v", 64)}},
+		{"label etoile.io reserved", server + "labels: {etoile.io/site: x}\n", "labels.etoile.io/site", []string{`"etoile.io/site"`, "reserved"}},
+		{"label kubernetes.io refused by kubelet", server + "labels: {node-role.kubernetes.io/worker: 'true'}\n", "labels.node-role.kubernetes.io/worker", []string{`"node-role.kubernetes.io/worker"`, "refuse to start"}},
+		{"label k8s.io refused by kubelet", server + "labels: {example.k8s.io/x: y}\n", "labels.example.k8s.io/x", []string{`"example.k8s.io/x"`}},
+		{"taint without effect", server + "taints: [dedicated=gpu]\n", "taints[0]", []string{`"dedicated=gpu"`, "NoSchedule"}},
+		{"taint bad effect", server + "taints: ['dedicated=gpu:NoScheduling']\n", "taints[0]", []string{`"NoScheduling"`}},
+		{"taint bad key", server + "taints: ['bad key=x:NoSchedule']\n", "taints[0]", []string{`"bad key"`}},
+		{"taint bad value", server + "taints: ['k=bad value:NoSchedule']\n", "taints[0]", []string{`"bad value"`}},
+		{"taint duplicate", server + "taints: ['k=a:NoSchedule', 'k=b:NoSchedule']\n", "taints[1]", []string{`"k=b:NoSchedule"`, "taints[0]"}},
+
+		// Network.
+		{"interface without name or mac", server + "network: {interfaces: [{dhcp: true}]}\n", "network.interfaces[0]", []string{"name", "mac"}},
+		{"interface with name and mac", server + "network: {interfaces: [{name: eth0, mac: '52:54:00:00:00:01', dhcp: true}]}\n", "network.interfaces[0]", []string{`"eth0"`, `"52:54:00:00:00:01"`}},
+		{"interface bad name", server + "network: {interfaces: [{name: 'eth/0', dhcp: true}]}\n", "network.interfaces[0].name", []string{`"eth/0"`}},
+		{"interface name too long", server + "network: {interfaces: [{name: abcdefghijklmnop, dhcp: true}]}\n", "network.interfaces[0].name", []string{`"abcdefghijklmnop"`, "15"}},
+		{"interface bad mac", server + "network: {interfaces: [{mac: '52:54:00:zz:00:01', dhcp: true}]}\n", "network.interfaces[0].mac", []string{`"52:54:00:zz:00:01"`}},
+		{"interface long mac", server + "network: {interfaces: [{mac: '00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01', dhcp: true}]}\n", "network.interfaces[0].mac", []string{`"00:00:00:00:fe:80`}},
+		{"vlan too high", server + "network: {interfaces: [{name: eth0, vlan: 4095, dhcp: true}]}\n", "network.interfaces[0].vlan", []string{"4095", "1 to 4094"}},
+		{"vlan negative", server + "network: {interfaces: [{name: eth0, vlan: -1, dhcp: true}]}\n", "network.interfaces[0].vlan", []string{"-1"}},
+		{"duplicate interface by name", server + "network: {interfaces: [{name: eth0, dhcp: true}, {name: eth0, dhcp: true}]}\n", "network.interfaces[1]", []string{"network.interfaces[0]", "eth0"}},
+		{"duplicate interface by mac", server + "network: {interfaces: [{mac: '52:54:00:AB:00:01', dhcp: true}, {mac: '52:54:00:ab:00:01', dhcp: true}]}\n", "network.interfaces[1]", []string{"network.interfaces[0]", "52:54:00:ab:00:01"}},
+		{"duplicate vlan", server + "network: {interfaces: [{name: eth0, vlan: 7, dhcp: true}, {name: eth0, vlan: 7, dhcp: true}]}\n", "network.interfaces[1]", []string{"vlan 7"}},
+		{"static without addresses", server + "network: {interfaces: [{name: eth0}]}\n", "network.interfaces[0]", []string{"static without addresses", "dhcp: true"}},
+		{"dhcp with addresses", server + "network: {interfaces: [{name: eth0, dhcp: true, addresses: [10.0.0.2/24]}]}\n", "network.interfaces[0]", []string{"choose one"}},
+		{"address without prefix", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2]}]}\n", "network.interfaces[0].addresses[0]", []string{`"10.0.0.2"`, "10.0.0.2/24"}},
+		{"address not CIDR", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.300/24]}]}\n", "network.interfaces[0].addresses[0]", []string{`"10.0.0.300/24"`}},
+		{"address prefix too long", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/33]}]}\n", "network.interfaces[0].addresses[0]", []string{`"10.0.0.2/33"`}},
+		{"network address", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.0/24]}]}\n", "network.interfaces[0].addresses[0]", []string{`"10.0.0.0/24"`, "network address"}},
+		{"duplicate address", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24]}, {name: eth1, addresses: [10.0.0.2/16]}]}\n", "network.interfaces[1].addresses[0]", []string{"10.0.0.2", "network.interfaces[0].addresses[0]"}},
+		{"gateway not IP", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: router}]}\n", "network.interfaces[0].gateway", []string{`"router"`}},
+		{"gateway with dhcp", server + "network: {interfaces: [{name: eth0, dhcp: true, gateway: 10.0.0.1}]}\n", "network.interfaces[0].gateway", []string{"DHCP"}},
+		{"gateway other family", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: '2001:db8::1'}]}\n", "network.interfaces[0].gateway", []string{"2001:db8::1"}},
+		{"dns not IP", server + "network: {interfaces: [{name: eth0, dhcp: true, dns: [ns1.example.com]}]}\n", "network.interfaces[0].dns[0]", []string{`"ns1.example.com"`}},
+		{"mtu out of range", server + "network: {interfaces: [{name: eth0, dhcp: true, mtu: 67}]}\n", "network.interfaces[0].mtu", []string{"67"}},
+
+		// K3s pass-through: keys Étoile sets itself point at the right field.
+		{"k3s token", server + "k3s: {token: x}\n", "k3s.token", []string{"cluster.token"}},
+		{"k3s token-file", server + "k3s: {token-file: /x}\n", "k3s.token-file", []string{"cluster.token"}},
+		{"k3s server", server + "k3s: {server: 'https://a:6443'}\n", "k3s.server", []string{"cluster.server"}},
+		{"k3s cluster-init", server + "k3s: {cluster-init: true}\n", "k3s.cluster-init", []string{"cluster.init"}},
+		{"k3s node-label", server + "k3s: {node-label: [a=b]}\n", "k3s.node-label", []string{"labels"}},
+		{"k3s node-label append", server + "k3s: {node-label+: [a=b]}\n", "k3s.node-label+", []string{"labels"}},
+		{"k3s node-taint", server + "k3s: {node-taint: ['a=b:NoSchedule']}\n", "k3s.node-taint", []string{"taints"}},
+		{"k3s node-name", server + "k3s: {node-name: x}\n", "k3s.node-name", []string{"hostname"}},
+		{"k3s private-registry", server + "k3s: {private-registry: /x.yaml}\n", "k3s.private-registry", []string{"registries"}},
+		{"k3s data-dir", server + "k3s: {data-dir: /data}\n", "k3s.data-dir", []string{"/var/lib/rancher/k3s"}},
+		{"k3s write-kubeconfig", server + "k3s: {write-kubeconfig: /root/k.yaml}\n", "k3s.write-kubeconfig", []string{"/etc/rancher/k3s/k3s.yaml"}},
+		{"k3s cluster-secret", server + "k3s: {cluster-secret: x}\n", "k3s.cluster-secret", []string{"cluster.token"}},
+		{"k3s removed no-flannel", server + "k3s: {no-flannel: true}\n", "k3s.no-flannel", []string{"flannel-backend: none"}},
+		{"k3s removed no-deploy", server + "k3s: {no-deploy: [traefik]}\n", "k3s.no-deploy", []string{"disable"}},
+		{"k3s bool not bool", server + "k3s: {secrets-encryption: yes}\n", "k3s.secrets-encryption", []string{`"yes"`, "true or false"}},
+		{"k3s int not int", server + "k3s: {https-listen-port: 6443/tcp}\n", "k3s.https-listen-port", []string{`"6443/tcp"`, "whole number"}},
+		{"k3s int as list", server + "k3s: {etcd-snapshot-retention: [5]}\n", "k3s.etcd-snapshot-retention", []string{"one value"}},
+		{"k3s duration", server + "k3s: {etcd-s3-timeout: 5 minutes}\n", "k3s.etcd-s3-timeout", []string{`"5 minutes"`, "duration"}},
+		{"k3s leading dashes", server + "k3s: {--tls-san: x}\n", "k3s.--tls-san", []string{"without the leading dashes", "tls-san"}},
+
+		// Registries.
+		{"mirror endpoint bad scheme", server + "registries: {mirrors: {docker.io: {endpoint: ['ftp://m.example']}}}\n", "registries.mirrors.docker.io.endpoint[0]", []string{`"ftp://m.example"`}},
+		{"mirror endpoint not URL", server + "registries: {mirrors: {docker.io: {endpoint: ['m.example:5000']}}}\n", "registries.mirrors.docker.io.endpoint[0]", []string{`"m.example:5000"`}},
+		{"mirror endpoint with credentials", server + "registries: {mirrors: {docker.io: {endpoint: ['https://u:p@m.example']}}}\n", "registries.mirrors.docker.io.endpoint[0]", []string{"registries.configs.m.example.auth"}},
+		{"mirror name with scheme", server + "registries: {mirrors: {'https://docker.io': {endpoint: ['https://m.example']}}}\n", "registries.mirrors.https://docker.io", []string{`"https://docker.io"`}},
+		{"rewrite bad regexp", server + "registries: {mirrors: {docker.io: {endpoint: ['https://m.example'], rewrite: {'^(rancher': x}}}}\n", "registries.mirrors.docker.io.rewrite", []string{`"^(rancher"`}},
+		{"config host with scheme", server + "registries: {configs: {'https://m.example': {tls: {insecure_skip_verify: false}}}}\n", "registries.configs.https://m.example", []string{`"https://m.example"`}},
+		{"auth username without password", server + "registries: {configs: {m.example: {auth: {username: u}}}}\n", "registries.configs.m.example.auth", []string{"username and password"}},
+		{"auth empty", server + "registries: {configs: {m.example: {auth: {}}}}\n", "registries.configs.m.example.auth", []string{"empty"}},
+		{"tls cert without key", server + "registries: {configs: {m.example: {tls: {cert_file: /c.pem}}}}\n", "registries.configs.m.example.tls", []string{"key_file"}},
+		{"tls relative ca", server + "registries: {configs: {m.example: {tls: {ca_file: ca.pem}}}}\n", "registries.configs.m.example.tls.ca_file", []string{`"ca.pem"`}},
+
+		// Reserved sections keep their shape.
+		{"install disk path", server + "install: {disk: {path: sda}}\n", "install.disk.path", []string{`"sda"`, "/dev"}},
+		{"install unknown field", server + "install: {disk: {size: 1T}}\n", "install.disk.size", []string{"unknown field"}},
+		{"constellation join with space", server + "constellation: {join: 'a b'}\n", "constellation.join", []string{"spaces"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(header + tc.body))
+			if err == nil {
+				t.Fatalf("accepted:\n%s", tc.body)
+			}
+			fe := findField(err, tc.path)
+			if fe == nil {
+				t.Fatalf("no error at %q; got:\n%v", tc.path, err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(fe.Msg, w) {
+					t.Errorf("error at %s does not mention %q: %s", tc.path, w, fe.Msg)
+				}
+			}
+			if !strings.Contains(err.Error(), tc.path) {
+				t.Errorf("error text does not name %q: %v", tc.path, err)
+			}
+		})
+	}
+}
+
+func findField(err error, path string) *schema.FieldError {
+	var es schema.Errors
+	if !errors.As(err, &es) {
+		return nil
+	}
+	for _, fe := range es {
+		if fe.Path == path {
+			return fe
+		}
+	}
+	return nil
+}
+
+func TestHeaderRejected(t *testing.T) {
+	for _, tc := range []struct{ doc, path, want string }{
+		{"apiVersion: etoile.io/v2\nkind: MachineConfig\n" + server, "apiVersion", `"etoile.io/v2"`},
+		{"apiVersion: etoile.io/v1alpha1\nkind: ImageSpec\n" + server, "kind", `"ImageSpec"`},
+		{server, "apiVersion", "missing"},
+	} {
+		_, err := Parse([]byte(tc.doc))
+		fe := findField(err, tc.path)
+		if fe == nil || !strings.Contains(fe.Msg, tc.want) {
+			t.Errorf("header problem at %s not reported with %q: %v", tc.path, tc.want, err)
+		}
+	}
+	// Configs built in Go are checked too.
+	c := &MachineConfig{Role: RoleServer, Cluster: &Cluster{Init: true}}
+	if _, err := c.Validate(); findField(err, "apiVersion") == nil || findField(err, "kind") == nil {
+		t.Errorf("empty header not reported: %v", err)
+	}
+}
+
+// TestEveryProblemAtOnce: one run names every mistake, as Talos does, so a
+// technician at the console fixes the file in one go.
+func TestEveryProblemAtOnce(t *testing.T) {
+	doc := header + `hostname: Bad_Host
+role: agent
+cluster: {init: true}
+labels: {etoile.io/x: y}
+network: {interfaces: [{name: eth0, vlan: 5000}]}
+k3s: {token: x}
+`
+	_, err := Parse([]byte(doc))
+	for _, p := range []string{"hostname", "cluster.init", "labels.etoile.io/x", "network.interfaces[0].vlan", "network.interfaces[0]", "k3s.token"} {
+		if findField(err, p) == nil {
+			t.Errorf("no error at %s in:\n%v", p, err)
+		}
+	}
+
+	// Decoding and validation problems come together; a section with a
+	// decoding problem is not validated again (a mistyped field would
+	// otherwise also read as missing).
+	doc = header + `hostname: Bad_Host
+role: agent
+cluster: {server: 'https://a:6443', tokn: x}
+taints: [nope]
+network: {interfaces: [{name: eth0, vlan: ten}]}
+`
+	_, err = Parse([]byte(doc))
+	for _, p := range []string{"hostname", "cluster.tokn", "taints[0]", "network.interfaces[0].vlan"} {
+		if findField(err, p) == nil {
+			t.Errorf("no error at %s in:\n%v", p, err)
+		}
+	}
+	for _, p := range []string{"cluster.token", "network.interfaces[0]"} {
+		if findField(err, p) != nil {
+			t.Errorf("echo error at %s in:\n%v", p, err)
+		}
+	}
+}
+
+func TestSecretsNotShown(t *testing.T) {
+	doc := header + "role: server\ncluster: {init: true, token: 'top secret'}\nregistries: {configs: {m.example: {auth: {password: hunter2}}}}\n"
+	_, err := Parse([]byte(doc))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, secret := range []string{"top secret", "hunter2"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("error shows the secret %q: %v", secret, err)
+		}
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		want       []string // substrings of one warning
+	}{
+		{"unknown k3s key", server + "k3s: {tls-sans: [a]}\n", []string{"k3s.tls-sans", `did you mean "tls-san"`}},
+		{"unknown k3s key far from any", server + "k3s: {frobnicate: true}\n", []string{"k3s.frobnicate", "not a K3s option"}},
+		{"server-only key on agent", "role: agent\ncluster: {server: 'https://a:6443', token: t}\nk3s: {tls-san: [a]}\n", []string{"k3s.tls-san", "only k3s server"}},
+		{"agent-only key on server", server + "k3s: {disable-apiserver-lb: true}\n", []string{"k3s.disable-apiserver-lb", "only k3s agent"}},
+		{"deprecated key", server + "k3s: {kube-controller-arg: [a=b]}\n", []string{"k3s.kube-controller-arg", "kube-controller-manager-arg"}},
+		{"server URL without port", "role: agent\ncluster: {server: 'https://cp.example', token: t}\n", []string{"cluster.server", "6443"}},
+		{"gateway outside subnet", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.9.0.1}]}\n", []string{"network.interfaces[0].gateway", "10.9.0.1", "outside"}},
+		{"two default routes", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.0.0.1}, {name: eth1, addresses: [10.1.0.2/24], gateway: 10.1.0.1}]}\n", []string{"network.interfaces[1].gateway", "network.interfaces[0].gateway"}},
+		{"insecure registry", server + "registries: {configs: {m.example: {tls: {insecure_skip_verify: true}}}}\n", []string{"registries.configs.m.example.tls.insecure_skip_verify"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, warnings, err := Check([]byte(header + tc.body))
+			if err != nil {
+				t.Fatalf("a warning case was rejected: %v", err)
+			}
+			if c == nil {
+				t.Fatal("no config")
+			}
+			for _, w := range warnings {
+				ok := true
+				for _, s := range tc.want {
+					ok = ok && strings.Contains(w, s)
+				}
+				if ok {
+					return
+				}
+			}
+			t.Errorf("no warning with %q; got %q", tc.want, warnings)
+		})
+	}
+	// A clean config has no warnings.
+	if _, w, err := Check([]byte(header + "role: agent\ncluster: {server: 'https://a:6443', token: t}\nk3s: {node-ip: 10.0.0.7, kubelet-arg+: [a=b]}\n")); err != nil || len(w) != 0 {
+		t.Errorf("clean agent config: warnings %q, err %v", w, err)
+	}
+}

@@ -1,0 +1,316 @@
+// Package kernel finds a Linux kernel and its modules, from a Debian package
+// or a local folder, and selects the modules an Étoile image carries.
+package kernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/etoile-os/etoile/image/debian"
+)
+
+// DefaultPackage is Debian's kernel metapackage for amd64.
+const DefaultPackage = "linux-image-amd64"
+
+// Source says where the kernel comes from: a Debian package name, or a
+// folder holding vmlinuz and lib/modules/<version>. At most one is set; none
+// means DefaultPackage.
+type Source struct {
+	Package string
+	Dir     string
+	// Arch is the Debian architecture of the package (e.g. "amd64",
+	// "arm64"); empty means the host's.
+	Arch string
+}
+
+// Kernel is a resolved kernel image and its modules folder.
+type Kernel struct {
+	Version    string // e.g. "6.1.0-56-amd64", the name of the modules folder
+	Vmlinuz    string // absolute path of the kernel image
+	ModulesDir string // absolute path of .../lib/modules/<Version>
+	// Packages are the Debian packages the kernel came from, metapackage
+	// first, for the SBOM; empty for a folder source.
+	Packages []*debian.Package
+
+	idx *index
+	log *slog.Logger
+}
+
+// keepKernelFiles is the extraction filter: only the image and modules are
+// needed, not System.map, docs or bug scripts.
+func keepKernelFiles(p string) bool {
+	return strings.HasPrefix(p, "boot/vmlinuz-") ||
+		p == "lib/modules" || strings.HasPrefix(p, "lib/modules/") ||
+		p == "usr/lib/modules" || strings.HasPrefix(p, "usr/lib/modules/")
+}
+
+// Resolve fetches (or finds) the kernel named by src. cacheDir is Étoile's
+// cache root (e.g. ~/.cache/etoile): packages go to cacheDir/debs, unpacked
+// kernels to cacheDir/kernels/<pkg>_<version>_<sha12>.
+func Resolve(ctx context.Context, src Source, cacheDir string, log *slog.Logger) (*Kernel, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case src.Package != "" && src.Dir != "":
+		return nil, fmt.Errorf("kernel source sets both package %q and dir %q: set only one", src.Package, src.Dir)
+	case src.Dir != "":
+		return resolveDir(src.Dir, log)
+	}
+	name := src.Package
+	if name == "" {
+		name = DefaultPackage
+	}
+	return resolvePackage(ctx, name, src.Arch, cacheDir, log)
+}
+
+func resolvePackage(ctx context.Context, name, arch, cacheDir string, log *slog.Logger) (*Kernel, error) {
+	if cacheDir == "" {
+		return nil, fmt.Errorf("kernel cache folder is empty: pass Étoile's cache root (e.g. ~/.cache/etoile)")
+	}
+	f := &debian.Fetcher{CacheDir: filepath.Join(cacheDir, "debs"), Log: log, Architecture: arch}
+	var pkgs []*debian.Package
+	// A metapackage (linux-image-amd64, linux-image-cloud-amd64) holds no
+	// kernel; it depends on the versioned image package, which may itself be
+	// a signed/unsigned indirection. Three hops are more than Debian uses.
+	var want *debian.Relation
+	for hop := 0; ; hop++ {
+		p, err := f.Fetch(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("kernel package: %w", err)
+		}
+		if want != nil && want.Op == "=" && p.Version != want.Version {
+			log.Warn("kernel metapackage asks for another version than apt offers", "package", p.Name, "wanted", want.Version, "got", p.Version)
+		}
+		pkgs = append(pkgs, p)
+		if want, err = imageDependency(p); err != nil {
+			return nil, err
+		}
+		if want == nil {
+			break
+		}
+		if hop == 3 {
+			return nil, fmt.Errorf("kernel package %s: more than 3 linux-image metapackage levels (%s): name the versioned image package instead", pkgs[0].Name, chain(pkgs))
+		}
+		name = want.Name
+	}
+	img := pkgs[len(pkgs)-1]
+	entry := filepath.Join(cacheDir, "kernels", fmt.Sprintf("%s_%s_%s", img.Name, url.PathEscape(img.Version), img.SHA256[:12]))
+	k, err := loadOrUnpack(img, entry, log)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("kernel resolved", "package", img.Name, "version", img.Version, "kernel", k.Version)
+	k.Packages = pkgs
+	return k, nil
+}
+
+// loadOrUnpack loads the kernel unpacked at entry, unpacking img there first
+// when the entry is absent or damaged.
+func loadOrUnpack(img *debian.Package, entry string, log *slog.Logger) (*Kernel, error) {
+	if _, err := os.Stat(entry); errors.Is(err, fs.ErrNotExist) {
+		if err := unpackKernel(img, entry, log); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("kernel cache entry %s: %w", entry, err)
+	} else {
+		log.Debug("kernel cache hit", "entry", entry)
+	}
+	k, err := kernelFromTree(entry, log)
+	if err != nil {
+		// A damaged cache entry (files deleted by hand, a full disk) is
+		// unpacked again from the verified package.
+		log.Warn("kernel cache entry is unusable; unpacking it again", "entry", entry, "err", err)
+		if rmErr := os.RemoveAll(entry); rmErr != nil {
+			return nil, fmt.Errorf("removing damaged kernel cache entry %s: %w (delete it by hand)", entry, rmErr)
+		}
+		if err := unpackKernel(img, entry, log); err != nil {
+			return nil, err
+		}
+		if k, err = kernelFromTree(entry, log); err != nil {
+			return nil, fmt.Errorf("kernel package %s %s unpacked in %s: %w", img.Name, img.Version, entry, err)
+		}
+	}
+	return k, nil
+}
+
+func chain(pkgs []*debian.Package) string {
+	var names []string
+	for _, p := range pkgs {
+		names = append(names, p.Name)
+	}
+	return strings.Join(names, " -> ")
+}
+
+// imageDependency returns the linux-image-* package p depends on, if any.
+func imageDependency(p *debian.Package) (*debian.Relation, error) {
+	rels, err := p.Relations()
+	if err != nil {
+		return nil, fmt.Errorf("kernel package %s: %w", p.Name, err)
+	}
+	for _, alts := range rels {
+		for _, r := range alts {
+			if strings.HasPrefix(r.Name, "linux-image-") && r.Name != p.Name {
+				return &r, nil
+			}
+		}
+	}
+	return nil, nil
+}
+
+// unpackKernel extracts img into entry through a temporary folder renamed
+// into place when complete, so an interrupted build leaves nothing half-made.
+// The depmod files Debian generates at install time are generated here.
+func unpackKernel(img *debian.Package, entry string, log *slog.Logger) error {
+	parent := filepath.Dir(entry)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("creating kernel cache %s: %w", parent, err)
+	}
+	tmp, err := os.MkdirTemp(parent, ".unpack-")
+	if err != nil {
+		return fmt.Errorf("creating kernel cache folder in %s: %w", parent, err)
+	}
+	defer os.RemoveAll(tmp) // a no-op once renamed
+	log.Info("unpacking kernel package", "package", img.Name, "version", img.Version, "entry", entry)
+	if err := img.Extract(tmp, keepKernelFiles); err != nil {
+		return fmt.Errorf("unpacking kernel: %w", err)
+	}
+	modDir, _, err := findModulesDir(tmp)
+	if err != nil {
+		return fmt.Errorf("kernel package %s (%s): %w", img.Name, img.DebPath, err)
+	}
+	if _, err := os.Stat(filepath.Join(modDir, "modules.dep")); errors.Is(err, fs.ErrNotExist) {
+		entries, err := scanModules(modDir)
+		if err != nil {
+			return fmt.Errorf("kernel package %s: generating modules.dep: %w", img.Name, err)
+		}
+		if err := writeDepmodFiles(modDir, entries); err != nil {
+			return fmt.Errorf("kernel package %s: %w", img.Name, err)
+		}
+	}
+	if err := os.Rename(tmp, entry); err != nil {
+		if _, statErr := os.Stat(entry); statErr == nil {
+			return nil // another build finished the same entry first
+		}
+		return fmt.Errorf("moving unpacked kernel into %s: %w", entry, err)
+	}
+	return nil
+}
+
+// findModulesDir returns root/lib/modules/<ver> (or usr/lib/modules/<ver>,
+// the merged-/usr layout) and <ver>; exactly one version must be present.
+func findModulesDir(root string) (string, string, error) {
+	var found []string
+	for _, base := range []string{"lib/modules", "usr/lib/modules"} {
+		ents, err := os.ReadDir(filepath.Join(root, base))
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if e.IsDir() {
+				found = append(found, filepath.Join(root, base, e.Name()))
+			}
+		}
+	}
+	switch len(found) {
+	case 0:
+		return "", "", fmt.Errorf("no lib/modules/<version> folder in %s", root)
+	case 1:
+		return found[0], filepath.Base(found[0]), nil
+	}
+	// lib and usr/lib may be the same folder through a symlink
+	if len(found) == 2 {
+		a, errA := os.Stat(found[0])
+		b, errB := os.Stat(found[1])
+		if errA == nil && errB == nil && os.SameFile(a, b) {
+			return found[0], filepath.Base(found[0]), nil
+		}
+	}
+	return "", "", fmt.Errorf("%s holds several module folders (%s): keep only the one matching the kernel", root, strings.Join(found, ", "))
+}
+
+// kernelFromTree loads a kernel from root holding boot/vmlinuz-<ver> (or
+// vmlinuz) and lib/modules/<ver>.
+func kernelFromTree(root string, log *slog.Logger) (*Kernel, error) {
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	modDir, ver, err := findModulesDir(root)
+	if err != nil {
+		return nil, err
+	}
+	candidates := []string{filepath.Join(root, "boot", "vmlinuz-"+ver), filepath.Join(root, "vmlinuz")}
+	others, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
+	candidates = append(candidates, others...)
+	vmlinuz := ""
+	for _, c := range candidates {
+		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
+			vmlinuz = c
+			break
+		}
+	}
+	if vmlinuz == "" {
+		return nil, fmt.Errorf("no kernel image in %s: looked for vmlinuz and boot/vmlinuz-%s", root, ver)
+	}
+	if len(others) > 1 || (len(others) == 1 && others[0] != filepath.Join(root, "boot", "vmlinuz-"+ver) && vmlinuz == others[0]) {
+		log.Warn("kernel image name does not match the modules folder; using it anyway", "vmlinuz", vmlinuz, "modules", modDir)
+	}
+	idx, err := loadIndex(modDir)
+	if err != nil {
+		return nil, fmt.Errorf("reading module index of %s: %w", modDir, err)
+	}
+	return &Kernel{Version: ver, Vmlinuz: vmlinuz, ModulesDir: modDir, idx: idx, log: log}, nil
+}
+
+func resolveDir(dir string, log *slog.Logger) (*Kernel, error) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("kernel folder (kernel.dir) %q: %w", dir, err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("kernel folder (kernel.dir) %q is not a folder: it must hold vmlinuz and lib/modules/<version>", dir)
+	}
+	k, err := kernelFromTree(dir, log)
+	if err != nil {
+		return nil, fmt.Errorf("kernel folder (kernel.dir) %q: %w", dir, err)
+	}
+	return k, nil
+}
+
+// Builtin reports whether the kernel has module name compiled in.
+func (k *Kernel) Builtin(name string) bool { return k.idx != nil && k.idx.builtin[normName(name)] }
+
+// BuiltinModules lists modules.builtin as shipped with the kernel.
+func (k *Kernel) BuiltinModules() []string {
+	if k.idx == nil {
+		return nil
+	}
+	return slices.Clone(k.idx.builtinLines)
+}
+
+// DefaultModules is the module list of the default image spec: what an
+// appliance needs to find its disks and network on QEMU and on common
+// server hardware, plus what K3s networking loads. Every name resolves
+// against Debian's linux-image-amd64 (some are built in).
+var DefaultModules = []string{
+	// storage
+	"virtio_pci", "virtio_blk", "virtio_scsi", "nvme", "ahci", "ata_piix", "sd_mod", "sr_mod",
+	"usb-storage", "uas", "xhci_pci", "ehci_pci",
+	// filesystems
+	"squashfs", "overlay", "isofs", "vfat", "nls_cp437", "nls_iso8859-1", "nls_ascii", "ext4", "loop",
+	// network
+	"virtio_net", "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "mlx5_core", "bnxt_en", "r8169", "tg3",
+	"af_packet",
+	// Kubernetes networking
+	"br_netfilter", "vxlan", "nf_tables", "nf_conntrack", "iptable_nat", "iptable_filter", "ip_vs", "wireguard",
+}

@@ -1,0 +1,226 @@
+package kernel
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// Module is one loadable module chosen for the image.
+type Module struct {
+	Name        string // normalised (underscores), e.g. "usb_storage"
+	RelPath     string // path under lib/modules/<ver>, WITHOUT .xz/.zst suffix
+	Source      string // absolute path of the file on disk (possibly compressed)
+	Compression string // "", "xz", "zst" (or "gz")
+	// Deps are the RelPaths of every module this one needs, in modules.dep
+	// order (load from the end of the list first).
+	Deps []string
+	// Aliases are the modalias patterns the module handles (modules.alias).
+	Aliases []string
+	// SoftDeps are modules.softdep values, e.g. "pre: crc32c".
+	SoftDeps []string
+
+	meta *kernelMeta
+}
+
+// kernelMeta is what every module of one kernel shares, for the initramfs's
+// modules.builtin.
+type kernelMeta struct {
+	builtin []string
+}
+
+// Open yields the decompressed module.
+func (m Module) Open() (io.ReadCloser, error) {
+	f, err := os.Open(m.Source)
+	if err != nil {
+		return nil, fmt.Errorf("opening module %s: %w", m.Name, err)
+	}
+	r, closeFn, err := decompress(f, m.Compression)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("module %s (%s): %w", m.Name, m.Source, err)
+	}
+	return &moduleReader{Reader: r, closeFns: []func() error{func() error { closeFn(); return nil }, f.Close}}, nil
+}
+
+type moduleReader struct {
+	io.Reader
+	closeFns []func() error
+}
+
+func (r *moduleReader) Close() error {
+	var first error
+	for _, c := range r.closeFns {
+		if err := c(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// MissingModulesError lists every requested module the kernel lacks.
+type MissingModulesError struct {
+	KernelVersion string
+	ModulesDir    string
+	Names         []string // as requested
+}
+
+func (e *MissingModulesError) Error() string {
+	return fmt.Sprintf("kernel %s has no module named %s (neither in %s/modules.dep nor built in): correct the image spec's module list or use a kernel that provides them",
+		e.KernelVersion, strings.Join(e.Names, ", "), e.ModulesDir)
+}
+
+// Select returns the modules named (with '-' and '_' alike) and everything
+// they need: modules.dep dependencies and "pre:" soft dependencies that the
+// kernel has, transitively. Built-in modules count as present and yield no
+// entry. Every missing name is reported in one *MissingModulesError.
+func (k *Kernel) Select(names []string) ([]Module, error) {
+	if k.idx == nil {
+		return nil, fmt.Errorf("kernel %s has no module index: resolve it with kernel.Resolve", k.Version)
+	}
+	ix := k.idx
+	chosen := map[string]*modEntry{}
+	var missing, builtin []string
+	var problems []string
+	var add func(m *modEntry)
+	add = func(m *modEntry) {
+		if chosen[m.Name] != nil {
+			return
+		}
+		chosen[m.Name] = m
+		for _, d := range m.Deps {
+			dm := ix.byPath[d]
+			if dm == nil {
+				problems = append(problems, fmt.Sprintf("modules.dep lists %s as a dependency of %s, but has no entry for it", d, m.RelPath))
+				continue
+			}
+			add(dm)
+		}
+		for _, target := range preSoftDeps(m.SoftDeps) {
+			for _, sm := range ix.lookup(target) {
+				add(sm)
+			}
+		}
+	}
+	for _, n := range names {
+		nn := normName(strings.TrimSpace(n))
+		switch {
+		case ix.mods[nn] != nil:
+			add(ix.mods[nn])
+		case ix.builtin[nn]:
+			builtin = append(builtin, nn)
+		default:
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, &MissingModulesError{KernelVersion: k.Version, ModulesDir: k.ModulesDir, Names: missing}
+	}
+	meta := &kernelMeta{builtin: ix.builtinLines}
+	var out []Module
+	for _, m := range chosen {
+		src := filepath.Join(k.ModulesDir, filepath.FromSlash(m.RelPath))
+		if st, err := os.Stat(src); err != nil || !st.Mode().IsRegular() {
+			problems = append(problems, fmt.Sprintf("module %s is listed in modules.dep but %s is missing", m.Name, src))
+			continue
+		}
+		rel, comp := compressionOf(m.RelPath)
+		mod := Module{Name: m.Name, RelPath: rel, Source: src, Compression: comp, Aliases: slices.Clone(m.Aliases), SoftDeps: slices.Clone(m.SoftDeps), meta: meta}
+		for _, d := range m.Deps {
+			dr, _ := compressionOf(d)
+			mod.Deps = append(mod.Deps, dr)
+		}
+		out = append(out, mod)
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return nil, fmt.Errorf("kernel %s modules folder %s is inconsistent: %s; delete it from the cache or run depmod there", k.Version, k.ModulesDir, strings.Join(problems, "; "))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	if k.log != nil && len(builtin) > 0 {
+		k.log.Debug("modules built into the kernel", "kernel", k.Version, "modules", builtin)
+	}
+	return out, nil
+}
+
+// preSoftDeps returns the "pre:" targets of modules.softdep values.
+func preSoftDeps(values []string) []string {
+	var out []string
+	for _, v := range values {
+		pre := false
+		for _, tok := range strings.Fields(v) {
+			switch tok {
+			case "pre:":
+				pre = true
+			case "post:":
+				pre = false
+			default:
+				if pre {
+					out = append(out, tok)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// lookup finds the modules a soft dependency names: a module name, else
+// every module with a matching alias (e.g. "crypto-crc32c"). Built-in or
+// unknown targets yield nothing, as they do for modprobe.
+func (ix *index) lookup(target string) []*modEntry {
+	if m := ix.mods[normName(target)]; m != nil {
+		return []*modEntry{m}
+	}
+	if ix.builtin[normName(target)] {
+		return nil
+	}
+	var out []*modEntry
+	for _, m := range ix.mods {
+		for _, a := range m.Aliases {
+			if ok, _ := path.Match(a, target); ok {
+				out = append(out, m)
+				break
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// IndexFiles renders the depmod text files for an initramfs holding exactly
+// mods (decompressed, at their RelPath): modules.dep, modules.alias,
+// modules.softdep and modules.builtin, keyed by file name. Dependencies
+// outside mods are left out so the files only name what is there.
+func IndexFiles(mods []Module) map[string][]byte {
+	have := map[string]bool{}
+	for _, m := range mods {
+		have[m.RelPath] = true
+	}
+	var entries []*modEntry
+	var builtin []string
+	for _, m := range mods {
+		e := &modEntry{Name: m.Name, RelPath: m.RelPath, Aliases: m.Aliases, SoftDeps: m.SoftDeps}
+		for _, d := range m.Deps {
+			if have[d] {
+				e.Deps = append(e.Deps, d)
+			}
+		}
+		entries = append(entries, e)
+		if m.meta != nil && builtin == nil {
+			builtin = m.meta.builtin
+		}
+	}
+	files := depmodFiles(entries, func(p string) string { return p })
+	var b bytes.Buffer
+	for _, l := range builtin {
+		b.WriteString(l + "\n")
+	}
+	files["modules.builtin"] = b.Bytes()
+	return files
+}

@@ -1,0 +1,158 @@
+package kernel
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/etoile-os/etoile/image/debian"
+)
+
+// writeDeb builds a gzip-compressed .deb holding files (path -> content).
+func writeDeb(t *testing.T, path, control string, files map[string][]byte) {
+	t.Helper()
+	tgz := func(files map[string][]byte) []byte {
+		var raw bytes.Buffer
+		gz := gzip.NewWriter(&raw)
+		tw := tar.NewWriter(gz)
+		for name, data := range files {
+			tw.WriteHeader(&tar.Header{Name: "./" + name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(data))})
+			tw.Write(data)
+		}
+		tw.Close()
+		gz.Close()
+		return raw.Bytes()
+	}
+	var b bytes.Buffer
+	b.WriteString("!<arch>\n")
+	for _, m := range []struct {
+		name string
+		data []byte
+	}{{"debian-binary", []byte("2.0\n")}, {"control.tar.gz", tgz(map[string][]byte{"control": []byte(control)})}, {"data.tar.gz", tgz(files)}} {
+		fmt.Fprintf(&b, "%-16s%-12d%-6d%-6d%-8s%-10d`\n", m.name, 0, 0, 0, "100644", len(m.data))
+		b.Write(m.data)
+		if len(m.data)%2 == 1 {
+			b.WriteByte('\n')
+		}
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUnpackKernelPackage(t *testing.T) {
+	dir := t.TempDir()
+	deb := filepath.Join(dir, "linux-image-6.1.0-test-amd64_6.1.2-1_amd64.deb")
+	mods := "lib/modules/" + fakeVer + "/"
+	writeDeb(t, deb, "Package: linux-image-6.1.0-test-amd64\nVersion: 6.1.2-1\nArchitecture: amd64\nDepends: kmod\n", map[string][]byte{
+		"boot/vmlinuz-" + fakeVer:                []byte("kernel image"),
+		"boot/System.map-" + fakeVer:             []byte("map"),
+		mods + "kernel/drivers/virtio/virtio.ko": fakeKO("name=virtio"),
+		mods + "kernel/drivers/block/virtio_blk.ko": fakeKO("name=virtio_blk", "depends=virtio",
+			"alias=virtio:d00000002v*"),
+		mods + "modules.builtin":           []byte("kernel/net/packet/af_packet.ko\n"),
+		"usr/share/doc/linux/changelog.gz": []byte("doc"),
+	})
+	p, err := debian.ReadPackage(deb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := filepath.Join(dir, "kernels", "entry")
+	if err := unpackKernel(p, entry, discardLogger()); err != nil {
+		t.Fatalf("unpackKernel: %v", err)
+	}
+	k, err := kernelFromTree(entry, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Version != fakeVer || filepath.Base(k.Vmlinuz) != "vmlinuz-"+fakeVer {
+		t.Errorf("kernel = %+v", k)
+	}
+	dep, err := os.ReadFile(filepath.Join(k.ModulesDir, "modules.dep"))
+	if err != nil || !strings.Contains(string(dep), "kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko\n") {
+		t.Errorf("generated modules.dep = %q (%v)", dep, err)
+	}
+	alias, _ := os.ReadFile(filepath.Join(k.ModulesDir, "modules.alias"))
+	if !strings.Contains(string(alias), "alias virtio:d00000002v* virtio_blk\n") {
+		t.Errorf("generated modules.alias = %q", alias)
+	}
+	for _, unwanted := range []string{"usr", "boot/System.map-" + fakeVer} {
+		if _, err := os.Stat(filepath.Join(entry, unwanted)); err == nil {
+			t.Errorf("%s was unpacked", unwanted)
+		}
+	}
+	if !k.Builtin("af-packet") {
+		t.Errorf("af_packet not reported built in")
+	}
+
+	// a truncated package fails and leaves neither the entry nor scraps
+	data, _ := os.ReadFile(deb)
+	os.WriteFile(deb, data[:len(data)-40], 0o644)
+	broken := filepath.Join(dir, "kernels", "broken")
+	if err := unpackKernel(p, broken, discardLogger()); err == nil {
+		t.Fatalf("unpacking a truncated package succeeded")
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, "kernels", "*"))
+	if len(left) != 1 || left[0] != entry {
+		t.Errorf("kernel cache holds %q after a failed unpack, want only %s", left, entry)
+	}
+}
+
+func TestImageDependency(t *testing.T) {
+	for _, tc := range []struct {
+		depends []string
+		want    string
+	}{
+		{[]string{"linux-image-6.1.0-56-amd64 (= 6.1.192-2)"}, "linux-image-6.1.0-56-amd64"},
+		{[]string{"kmod", "linux-base (>= 4.3~)", "initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool"}, ""},
+		{[]string{"linux-image-6.1.0-56-amd64-unsigned | linux-image-6.1.0-56-amd64"}, "linux-image-6.1.0-56-amd64-unsigned"},
+	} {
+		r, err := imageDependency(&debian.Package{Name: "linux-image-amd64", Depends: tc.depends})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := ""
+		if r != nil {
+			got = r.Name
+		}
+		if got != tc.want {
+			t.Errorf("imageDependency(%q) = %q, want %q", tc.depends, got, tc.want)
+		}
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func TestDamagedCacheEntryIsUnpackedAgain(t *testing.T) {
+	dir := t.TempDir()
+	deb := filepath.Join(dir, "k.deb")
+	mods := "lib/modules/" + fakeVer + "/"
+	writeDeb(t, deb, "Package: linux-image-6.1.0-test-amd64\nVersion: 6.1.2-1\nArchitecture: amd64\n", map[string][]byte{
+		"boot/vmlinuz-" + fakeVer:                []byte("kernel image"),
+		mods + "kernel/drivers/virtio/virtio.ko": fakeKO("name=virtio"),
+	})
+	p, err := debian.ReadPackage(deb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := filepath.Join(dir, "kernels", "entry")
+	if _, err := loadOrUnpack(p, entry, discardLogger()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(entry, "lib")); err != nil {
+		t.Fatal(err)
+	}
+	k, err := loadOrUnpack(p, entry, discardLogger())
+	if err != nil {
+		t.Fatalf("loadOrUnpack on a damaged entry: %v", err)
+	}
+	if mods, err := k.Select([]string{"virtio"}); err != nil || len(mods) != 1 {
+		t.Errorf("Select after repair = %v, %v", mods, err)
+	}
+}
