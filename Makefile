@@ -35,13 +35,20 @@ test: test-deps image test-unit test-qa
 test-unit:
 	$(GO) test -count=1 -timeout 30m ./...
 
+QA_ENV = ETOILE_OUT=$(CURDIR)/$(OUT) ETOILE_BIN=$(CURDIR)/bin ETOILE_QA_ETOILE_LDFLAGS='$(ETOILE_LDFLAGS)' ETOILE_QA_AGENT_LDFLAGS='$(AGENT_LDFLAGS)'
+
 test-qa:
-	ETOILE_OUT=$(CURDIR)/$(OUT) ETOILE_BIN=$(CURDIR)/bin $(GO) test -count=1 -tags qa -timeout 60m -v ./qa/ 2>&1 | tee $(OUT)/qa-test.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|etoile: (ready|error)'; exit $${PIPESTATUS[0]}
+	$(QA_ENV) $(GO) test -count=1 -tags qa -timeout 60m -v ./qa/ 2>&1 | tee $(OUT)/qa-test.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|etoile: (ready|error)'; exit $${PIPESTATUS[0]}
 
 # Benchmarks print their figures and write docs/benchmarks.md; they assert
 # no times.
 bench: test-deps image
-	ETOILE_OUT=$(CURDIR)/$(OUT) ETOILE_BIN=$(CURDIR)/bin $(GO) test -count=1 -tags qa -run '^$$' -bench . -benchtime 1x -timeout 60m ./qa/
+	$(QA_ENV) $(GO) test -count=1 -tags qa -run '^$$' -bench . -benchtime 1x -timeout 60m ./qa/
+
+# A release-shaped folder holding the K3s stand-in (a test double, never
+# shipped): ETOILE_K3S_DIR=out/k3s-standin ./build.sh exercises the release path.
+k3s-standin:
+	$(GO) run ./qa/k3sstandin/mkrelease -out $(OUT)/k3s-standin
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }

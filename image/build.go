@@ -124,10 +124,13 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 		boot    bootFiles
 		outputs = map[string]string{} // artifact name → file in work
 	)
-	fetcher := &debian.Fetcher{CacheDir: filepath.Join(b.CacheDir, "debs"), Log: log}
+	fetcher := &debian.Fetcher{CacheDir: filepath.Join(b.CacheDir, "debs"), Log: log, Architecture: arch.Name,
+		LocalHint: "the bootloaders come from Debian's isolinux, syslinux-common and systemd-boot-efi packages: " +
+			"run `apt-get update` on a machine with a package mirror, or copy those .deb files (name_version_arch.deb) into " +
+			filepath.Join(b.CacheDir, "debs")}
 
 	if err := step("kernel", func() error {
-		src := kernel.Source{Package: b.Spec.Kernel.Package, Dir: b.Spec.KernelDir()}
+		src := kernel.Source{Package: b.Spec.Kernel.Package, Dir: b.Spec.KernelDir(), Arch: arch.Name}
 		var err error
 		k, err = kernel.Resolve(ctx, src, b.CacheDir, log)
 		if err != nil {

@@ -1,0 +1,55 @@
+package k3s
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/etoile-os/etoile/agent/config"
+)
+
+// BinaryPath is where the system image carries K3s.
+const BinaryPath = "/usr/local/bin/k3s"
+
+// ErrNoK3s means the system image has no K3s binary.
+var ErrNoK3s = fmt.Errorf("this system image has no K3s (%s): build it with a k3s source, or --k3s-dir", BinaryPath)
+
+// ForConfig prepares the supervisor for a validated machine config:
+// K3s's config.yaml (with labels the agent detected, e.g. GPU labels) and
+// registries.yaml, `k3s server` or `k3s agent`, and readiness judged
+// through the kubeconfig that role writes. nodeName is the node's name in
+// Kubernetes (the machine config's hostname, else the system's).
+func ForConfig(root string, cfg *config.MachineConfig, nodeName string, labels map[string]string, log *slog.Logger) (*Supervisor, error) {
+	if _, err := os.Stat(filepath.Join(root, BinaryPath)); err != nil {
+		return nil, ErrNoK3s
+	}
+	conf, err := cfg.K3sConfig(labels)
+	if err != nil {
+		return nil, err
+	}
+	regs, err := cfg.RegistriesYAML()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Hostname != "" {
+		nodeName = cfg.Hostname
+	}
+	role := cfg.Role
+	if role == "" {
+		role = config.RoleServer
+	}
+	kubeconfig := ServerKubeconfig
+	if role == config.RoleAgent {
+		kubeconfig = KubeletKubeconfig
+	}
+	return &Supervisor{
+		Root:       root,
+		Binary:     BinaryPath,
+		Args:       []string{role},
+		Config:     conf,
+		Registries: regs,
+		Prober:     &APIProber{Root: root, Kubeconfig: kubeconfig, NodeName: nodeName},
+		Log:        log,
+	}, nil
+}

@@ -1,0 +1,60 @@
+package k3s
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/etoile-os/etoile/agent/config"
+)
+
+func TestForConfig(t *testing.T) {
+	server, err := config.Parse([]byte(`apiVersion: etoile.io/v1alpha1
+kind: MachineConfig
+hostname: edge-1
+site: lyon
+role: server
+cluster: {init: true}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := config.Parse([]byte(`apiVersion: etoile.io/v1alpha1
+kind: MachineConfig
+role: agent
+cluster: {server: "https://10.0.0.1:6443", token: "K10abc::server:secret"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ForConfig(t.TempDir(), server, "x", nil, nil); !errors.Is(err, ErrNoK3s) {
+		t.Errorf("no k3s binary: err = %v", err)
+	}
+	root := fakeRoot(t)
+	gpu := map[string]string{"etoile.io/gpu.vendor": "nvidia", "nvidia.com/gpu.present": "true"}
+	s, err := ForConfig(root, server, "etoile-abcdef", gpu, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(s.Config)
+	for _, want := range []string{"cluster-init: true", "node-name: edge-1", "etoile.io/gpu.vendor=nvidia", "nvidia.com/gpu.present=true", "etoile.io/site=lyon"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("config.yaml lacks %q:\n%s", want, conf)
+		}
+	}
+	p := s.Prober.(*APIProber)
+	if s.Args[0] != "server" || p.Kubeconfig != ServerKubeconfig || p.NodeName != "edge-1" || s.Registries != nil {
+		t.Errorf("server supervisor: args %v, kubeconfig %s, node %s", s.Args, p.Kubeconfig, p.NodeName)
+	}
+	s, err = ForConfig(root, agent, "etoile-abcdef", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = s.Prober.(*APIProber)
+	if s.Args[0] != "agent" || p.Kubeconfig != KubeletKubeconfig || p.NodeName != "etoile-abcdef" {
+		t.Errorf("agent supervisor: args %v, kubeconfig %s, node %s", s.Args, p.Kubeconfig, p.NodeName)
+	}
+	if !strings.Contains(string(s.Config), "server: https://10.0.0.1:6443") {
+		t.Errorf("agent config.yaml:\n%s", s.Config)
+	}
+}
