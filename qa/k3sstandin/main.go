@@ -1,0 +1,307 @@
+// Command k3sstandin is a TEST DOUBLE of the K3s command line. It is not
+// K3s and runs no Kubernetes: it exists because the real K3s cannot be
+// downloaded in Étoile's test environment, and it is never shipped in a
+// default image (`make k3s-standin` writes it to out/k3s-standin/, laid out
+// like a K3s release, only for tests that ask for it by name).
+//
+// What it does, so that Étoile's agent can be tested end to end:
+//
+//   - `k3s --version` prints "k3s version <v> (standin)" like K3s, plus a line
+//     saying it is the stand-in.
+//   - `k3s server` and `k3s agent` take K3s's flags and config file (--config,
+//     default /etc/rancher/k3s/config.yaml, and config.yaml.d/*.yaml) and
+//     refuse any flag or config key that K3s v1.34 does not have, with
+//     K3s's wording ("flag provided but not defined: -foo").
+//   - `k3s server` writes <data-dir>/server/token and node-token (K3s's
+//     K10<ca hash>::server:<password> form) and the admin kubeconfig
+//     /etc/rancher/k3s/k3s.yaml (its own CA, an admin client certificate),
+//     and serves HTTPS on --https-listen-port (6443; 0 picks a free port):
+//     /ping, /cacerts, /livez, /readyz, /version, /api/v1/nodes and
+//     /api/v1/nodes/<name> showing the Ready condition, with node labels
+//     from --node-label and taints from --node-taint. Everything but /ping
+//     and /cacerts needs the kubeconfig's client certificate or the token.
+//   - `k3s agent --server URL --token T` trusts the server's CA through the
+//     token's hash, registers its node there and keeps it Ready, and writes
+//     <data-dir>/agent/kubelet.kubeconfig (a client certificate the server
+//     issued; it names the server itself, where K3s names its local load
+//     balancer 127.0.0.1:6444).
+//   - It misbehaves on request, to test supervision: crash after N seconds
+//     (optionally only the first N starts), hang (run but never become
+//     ready), become ready after a delay, ignore SIGTERM. See behaviour.
+//
+// ETOILE_K3S_STANDIN_ROOT (default "/") prefixes every absolute path it
+// reads or writes, so tests run it unprivileged in a temporary folder.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// version is the K3s version the stand-in claims; mkrelease sets it with
+// -ldflags "-X main.version=…" to the release it imitates.
+var version = "v1.34.9+k3s1"
+
+const (
+	defaultConfigPath = "/etc/rancher/k3s/config.yaml"
+	standinConfigPath = "/etc/rancher/k3s/standin.yaml"
+	defaultDataDir    = "/var/lib/rancher/k3s"
+	defaultKubeconfig = "/etc/rancher/k3s/k3s.yaml"
+	envRoot           = "ETOILE_K3S_STANDIN_ROOT"
+)
+
+func main() {
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	os.Exit(run(context.Background(), invocation{
+		args: os.Args, getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr, signals: sig,
+	}))
+}
+
+// invocation is everything run needs from the process, so tests can call
+// it in-process.
+type invocation struct {
+	args    []string
+	getenv  func(string) string
+	stdout  io.Writer
+	stderr  io.Writer
+	signals <-chan os.Signal
+	// ready, when set, is called with the server's address once it listens.
+	listening func(addr string)
+}
+
+// logger writes logrus-style lines, as K3s does, so log readers written
+// against K3s's output work on the stand-in's.
+type logger struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *logger) log(level, format string, a ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	msg := fmt.Sprintf(format, a...)
+	fmt.Fprintf(l.w, "time=%q level=%s msg=%q\n", time.Now().UTC().Format(time.RFC3339), level, msg)
+}
+
+func (l *logger) infof(format string, a ...any)  { l.log("info", format, a...) }
+func (l *logger) warnf(format string, a ...any)  { l.log("warning", format, a...) }
+func (l *logger) fatalf(format string, a ...any) { l.log("fatal", format, a...) }
+
+func run(ctx context.Context, inv invocation) int {
+	lg := &logger{w: inv.stderr}
+	prog := "k3s"
+	if len(inv.args) > 0 {
+		prog = filepath.Base(inv.args[0])
+	}
+	switch prog {
+	case "kubectl", "crictl", "ctr":
+		lg.fatalf("%s is not part of the K3s stand-in (a test double of the K3s command line): use the real K3s", prog)
+		return 1
+	}
+	args := inv.args[1:]
+	if len(args) == 0 {
+		usage(inv.stdout)
+		return 0
+	}
+	switch args[0] {
+	case "--version", "-v", "version":
+		fmt.Fprintf(inv.stdout, "k3s version %s (standin)\ngo version %s\n", version, runtime.Version())
+		fmt.Fprintln(inv.stdout, "stand-in: a test double of the K3s command line (Étoile qa/k3sstandin), not K3s")
+		return 0
+	case "--help", "-h", "help":
+		usage(inv.stdout)
+		return 0
+	case "server", "agent":
+		return runSub(ctx, inv, lg, args[0], args[1:])
+	default:
+		if strings.HasPrefix(args[0], "-") {
+			lg.fatalf("flag provided but not defined: %s", args[0])
+		} else {
+			lg.fatalf("No help topic for '%s'", args[0])
+		}
+		return 1
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, `NAME:
+   k3s - Kubernetes, but small and simple (STAND-IN: a test double, not K3s)
+
+USAGE:
+   k3s [global options] command [command options]
+
+VERSION:
+   %s (standin)
+
+COMMANDS:
+   server   Run management server
+   agent    Run node agent
+`, version)
+}
+
+// envFlags are the K3S_* variables K3s reads for its flags; a flag given on
+// the command line or in the config wins.
+var envFlags = map[string]string{
+	"K3S_TOKEN":              "token",
+	"K3S_TOKEN_FILE":         "token-file",
+	"K3S_URL":                "server",
+	"K3S_NODE_NAME":          "node-name",
+	"K3S_KUBECONFIG_OUTPUT":  "write-kubeconfig",
+	"K3S_KUBECONFIG_MODE":    "write-kubeconfig-mode",
+	"K3S_AGENT_TOKEN":        "agent-token",
+	"K3S_CLUSTER_INIT":       "cluster-init",
+	"K3S_DATASTORE_ENDPOINT": "datastore-endpoint",
+	"K3S_RESOLV_CONF":        "resolv-conf",
+	"K3S_SELINUX":            "selinux",
+}
+
+// rooted places an absolute path under the test root. A path already
+// inside the root (a test's temporary file) is left alone.
+func rooted(root, p string) string {
+	if root == "" || root == "/" || !filepath.IsAbs(p) {
+		return p
+	}
+	if p == root || strings.HasPrefix(p, strings.TrimSuffix(root, "/")+"/") {
+		return p
+	}
+	return filepath.Join(root, p)
+}
+
+// parseOptions reads the config file(s) and the command line into options.
+func parseOptions(sub string, cli []string, root string, getenv func(string) string) (*options, error) {
+	fs := newFlagSet(sub)
+	o := &options{vals: map[string][]string{}, set: map[string]bool{}}
+	// A first pass over the command line alone finds --config and rejects
+	// unknown flags before any file is read.
+	cliOpts := &options{vals: map[string][]string{}, set: map[string]bool{}}
+	if err := fs.parseArgs(cli, cliOpts); err != nil {
+		return nil, err
+	}
+	cfg := cliOpts.str("config", "")
+	if cfg == "" {
+		cfg = getenv("K3S_CONFIG_FILE")
+	}
+	explicit := cfg != ""
+	if !explicit {
+		cfg = defaultConfigPath
+	}
+	cfg = rooted(root, cfg)
+	if explicit {
+		if _, err := os.Stat(cfg); err != nil {
+			return nil, fmt.Errorf("unable to read config file %s: %w", cfg, err)
+		}
+	}
+	fileArgs, err := fs.configArgs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// K3s puts the config file's flags before the command line's, so the
+	// command line wins for single values and adds to lists.
+	if err := fs.parseArgs(append(fileArgs, cli...), o); err != nil {
+		return nil, err
+	}
+	for env, name := range envFlags {
+		if _, ok := fs.byName[name]; !ok || o.set[name] {
+			continue
+		}
+		if v := getenv(env); v != "" {
+			if err := checkValue(fs.byName[name], v); err != nil {
+				return nil, fmt.Errorf("%s: %w", env, err)
+			}
+			o.vals[name] = []string{v}
+			o.set[name] = true
+		}
+	}
+	return o, nil
+}
+
+func runSub(ctx context.Context, inv invocation, lg *logger, sub string, cli []string) int {
+	root := inv.getenv(envRoot)
+	if root == "" {
+		root = "/"
+	}
+	o, err := parseOptions(sub, cli, root, inv.getenv)
+	if err != nil {
+		lg.fatalf("%v", err)
+		return 1
+	}
+	b, err := loadBehaviour(root, inv.getenv)
+	if err != nil {
+		lg.fatalf("stand-in behaviour: %v", err)
+		return 1
+	}
+	lg.infof("Starting k3s %s %s (standin): a test double of K3s, not K3s", sub, version)
+	dataDir := rooted(root, o.str("data-dir", defaultDataDir))
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		lg.fatalf("creating data dir %s: %v", dataDir, err)
+		return 1
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var stop func()
+	if sub == "server" {
+		stop, err = startServer(runCtx, inv, lg, o, b, root, dataDir)
+	} else {
+		stop, err = startAgent(runCtx, inv, lg, o, b, root, dataDir)
+	}
+	if err != nil {
+		lg.fatalf("%v", err)
+		return 1
+	}
+	return waitLoop(ctx, lg, b, filepath.Join(dataDir, "standin-crashes"), inv.signals, func() { cancel(); stop() })
+}
+
+// waitLoop runs until the context ends, a signal stops the process, or the
+// behaviour says to crash.
+func waitLoop(ctx context.Context, lg *logger, b behaviour, counter string, sig <-chan os.Signal, stop func()) int {
+	var crash <-chan time.Time
+	if b.CrashAfter > 0 {
+		n := readCount(counter)
+		if b.CrashTimes == 0 || n < b.CrashTimes {
+			crash = time.After(b.CrashAfter)
+		} else {
+			lg.infof("stand-in: crashed %d time(s) already, as told (crashTimes=%d); staying up", n, b.CrashTimes)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			stop()
+			return 0
+		case s := <-sig:
+			if s == syscall.SIGTERM && b.IgnoreSIGTERM {
+				lg.warnf("stand-in: ignoring %v as told (ignoreSigterm); only SIGKILL stops me", s)
+				continue
+			}
+			lg.infof("Received %v signal, shutting down", s)
+			stop()
+			return 0
+		case <-crash:
+			n := readCount(counter) + 1
+			_ = os.WriteFile(counter, fmt.Appendf(nil, "%d\n", n), 0o644)
+			lg.fatalf("stand-in: crashing as told (crashAfter=%s, crash %d), exit status %d", b.CrashAfter, n, b.ExitCode)
+			stop()
+			return b.ExitCode
+		}
+	}
+}
+
+func readCount(path string) int {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	var n int
+	fmt.Sscan(string(data), &n)
+	return n
+}
