@@ -198,7 +198,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 			seen[key.Value] = true
 			idx, ok := byName[key.Value]
 			if !ok {
-				d.fail(key, fp, "unknown field%s; known fields here: %s", suggest(key.Value, names), strings.Join(names, ", "))
+				d.fail(key, fp, "unknown field%s; known fields here: %s", Suggest(key.Value, names), strings.Join(names, ", "))
 				continue
 			}
 			d.value(val, v.FieldByIndex(idx), fp)
@@ -223,8 +223,14 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+		seen := map[string]bool{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key, val := n.Content[i], n.Content[i+1]
+			if seen[key.Value] {
+				d.fail(key, join(path, key.Value), "given twice: keep one")
+				continue
+			}
+			seen[key.Value] = true
 			kv := reflect.New(v.Type().Key()).Elem()
 			d.value(key, kv, path)
 			ev := reflect.New(v.Type().Elem()).Elem()
@@ -299,8 +305,9 @@ func show(n *yaml.Node) string {
 	return strconv.Quote(n.Value)
 }
 
-// suggest names the closest known field when a typo is likely.
-func suggest(got string, known []string) string {
+// Suggest returns ` (did you mean "x"?)` naming the closest of known when
+// got is likely a typo of it, else "".
+func Suggest(got string, known []string) string {
 	best, bestD := "", 3
 	for _, k := range known {
 		if dist := distance(strings.ToLower(got), strings.ToLower(k)); dist < bestD {
@@ -340,11 +347,20 @@ func (es *Errors) Add(path, format string, args ...any) {
 	*es = append(*es, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
-// Err returns nil when there is no problem, else the sorted list.
+// Err returns nil when there is no problem, else the list: problems with a
+// source line first, in line order, then the others as they were found.
 func (es Errors) Err() error {
 	if len(es) == 0 {
 		return nil
 	}
-	sort.SliceStable(es, func(i, j int) bool { return es[i].Line < es[j].Line && es[i].Line > 0 && es[j].Line > 0 })
+	sort.SliceStable(es, func(i, j int) bool {
+		li, lj := es[i].Line, es[j].Line
+		switch {
+		case li == 0 || lj == 0:
+			return li != 0 && lj == 0
+		default:
+			return li < lj
+		}
+	})
 	return es
 }

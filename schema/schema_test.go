@@ -116,3 +116,23 @@ func TestDecodeBoundsAliasExpansion(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestDecodeRejectsDuplicateMapKeys(t *testing.T) {
+	var d doc
+	err := Decode([]byte("apiVersion: etoile.io/v1alpha1\nkind: Test\nitems: [{tags: {a: x, a: y}}]\n"), "Test", &d)
+	if err == nil || !strings.Contains(err.Error(), "items[0].tags.a (line 3): given twice") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestErrSortsLinesFirst(t *testing.T) {
+	es := Errors{{Path: "c", Msg: "x"}, {Path: "b", Line: 9, Msg: "x"}, {Path: "d", Msg: "x"}, {Path: "a", Line: 2, Msg: "x"}}
+	got := es.Err().(Errors)
+	var order []string
+	for _, e := range got {
+		order = append(order, e.Path)
+	}
+	if strings.Join(order, "") != "abcd" {
+		t.Errorf("order = %v", order)
+	}
+}
