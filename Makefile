@@ -23,7 +23,7 @@ build:
 	CGO_ENABLED=0 $(GOBUILD) -ldflags '$(AGENT_LDFLAGS)' -o bin/etoile-agent ./cmd/etoile-agent
 
 image: build
-	bin/etoile build -o $(OUT)
+	bin/etoile build -o $(OUT) $(BUILD_FLAGS)
 
 test-deps:
 	@bash -c '. scripts/deps.sh && ensure_packages "$${BUILD_PACKAGES[@]}" "$${TEST_PACKAGES[@]}" && ensure_apt_lists && ensure_go'
