@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 ensure_packages "${BUILD_PACKAGES[@]}"
 ensure_apt_lists
 ensure_go
-# --k3s-optional: on a machine that cannot reach the K3s release, build the
+# On a machine that cannot reach the K3s release, build the
 # image without K3s (said loudly) rather than fail; ETOILE_K3S_DIR=DIR takes
 # K3s from a local release folder instead.
-make build image BUILD_FLAGS=--k3s-optional
+make build image
