@@ -43,7 +43,7 @@ test: test-deps image image-standin test-unit test-qa
 test-unit:
 	$(GO) test -count=1 -timeout 30m ./...
 
-QA_ENV = ETOILE_OUT=$(CURDIR)/$(OUT) ETOILE_OUT_STANDIN=$(CURDIR)/$(OUT)/standin ETOILE_BIN=$(CURDIR)/bin ETOILE_QA_ETOILE_LDFLAGS='$(ETOILE_LDFLAGS)' ETOILE_QA_AGENT_LDFLAGS='$(AGENT_LDFLAGS)'
+QA_ENV = ETOILE_QA_BUILD_FLAGS='$(BUILD_FLAGS)' ETOILE_OUT=$(CURDIR)/$(OUT) ETOILE_OUT_STANDIN=$(CURDIR)/$(OUT)/standin ETOILE_BIN=$(CURDIR)/bin ETOILE_QA_ETOILE_LDFLAGS='$(ETOILE_LDFLAGS)' ETOILE_QA_AGENT_LDFLAGS='$(AGENT_LDFLAGS)'
 
 test-qa:
 	$(QA_ENV) $(GO) test -count=1 -tags qa -timeout 60m -v ./qa/ 2>&1 | tee $(OUT)/qa-test.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|etoile: (ready|error)'; exit $${PIPESTATUS[0]}

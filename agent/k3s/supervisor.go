@@ -64,6 +64,12 @@ type Supervisor struct {
 	// StopTimeout is how long a SIGTERM gets before SIGKILL (default 30 s).
 	StopTimeout time.Duration
 	Log         *slog.Logger
+	// Start starts the process; as PID 1 it is the reaper's Start, so that
+	// K3s's exit status is left for this supervisor's Wait. Default: cmd.Start.
+	Start func(*exec.Cmd) error
+	// Release is called with the pid once its Wait returned (the reaper's
+	// Release). Default: nothing.
+	Release func(pid int)
 	// OnState is called (from the supervisor's goroutine) on every change
 	// of state or of reason.
 	OnState func(from, to State, reason string)
@@ -257,15 +263,25 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 		_, _ = io.Copy(io.Discard, pr)
 	}()
 	s.setState(StateStarting, "")
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	began := time.Now()
+	start := cmd.Start
+	if s.Start != nil {
+		start = func() error { return s.Start(cmd) }
+	}
+	if err := start(); err != nil {
 		pw.Close()
 		<-copied
 		return fmt.Errorf("starting %s: %w", bin, err)
 	}
 	s.Log.Info("k3s started", "pid", cmd.Process.Pid, "args", s.Args)
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	go func() {
+		err := cmd.Wait()
+		if s.Release != nil {
+			s.Release(cmd.Process.Pid)
+		}
+		exited <- err
+	}()
 
 	tick := time.NewTicker(s.ProbeEvery)
 	defer tick.Stop()
@@ -283,7 +299,7 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 			s.setState(StateRunning, "API not answering: "+err.Error())
 		case st == StateReady:
 			if s.Status().State != StateReady {
-				s.Log.Info("k3s ready", "since_start", time.Since(start).Round(time.Millisecond))
+				s.Log.Info("k3s ready", "since_start", time.Since(began).Round(time.Millisecond))
 			}
 			s.setState(StateReady, "")
 		default:

@@ -1,0 +1,609 @@
+package boot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/etoile-os/etoile/agent"
+	"github.com/etoile-os/etoile/agent/cmdline"
+	"github.com/etoile-os/etoile/agent/console"
+	"github.com/etoile-os/etoile/agent/kmod"
+	"github.com/etoile-os/etoile/agent/mount"
+	"github.com/etoile-os/etoile/agent/network"
+	"github.com/etoile-os/etoile/agent/sysimage"
+	"golang.org/x/sys/unix"
+)
+
+// Fixed paths of the running system. They are documented in the README's
+// boot section; the image build writes ModuleListFile.
+const (
+	ModuleListFile = "/etc/etoile/modules"
+	MediaDir       = "/run/etoile/media"   // the ISO, read-only
+	SystemDir      = "/run/etoile/system"  // the squashfs, read-only
+	OverlayDir     = "/run/etoile/overlay" // tmpfs holding the overlay's upper and work
+	HTTPImage      = "/run/etoile/system.sqfs"
+	NewRoot        = "/sysroot"
+	AgentPath      = "/usr/bin/etoile-agent"
+)
+
+// Options configure a boot. The zero value of each seam means "the real
+// machine"; Root != "" selects recorders. Mounts are always described with
+// the machine's paths (/run/etoile/system), also under --root, where they
+// are only recorded; what is read (sysfs, cmdline, modules, devices) is read
+// under Root.
+type Options struct {
+	// Root is "" on the real machine; otherwise the folder used as the root.
+	Root string
+	// Log receives the step lines; built from Stdout when nil.
+	Log *slog.Logger
+	// Stdout is where log lines go (the console when PID 1).
+	Stdout io.Writer
+	// Loader, Mounter and Clock default to the syscalls (Root == "") or
+	// recorders (Root != "").
+	Loader  kmod.Loader
+	Mounter mount.Mounter
+	Clock   Clock
+	// HTTP downloads the netboot system image.
+	HTTP *http.Client
+	// KernelRelease is uname -r; read from the kernel when empty.
+	KernelRelease string
+	// WaitScale multiplies every wait for hardware (slow emulators).
+	WaitScale float64
+	// Reaper reaps orphans as PID 1; whatever the agent starts and waits
+	// for itself (K3s) goes through Reaper.Start. A new one when nil.
+	Reaper *Reaper
+}
+
+// Machine is what the steps learn and share as the boot goes on.
+type Machine struct {
+	opts    Options
+	log     *slog.Logger
+	Params  cmdline.Params
+	Cold    *kmod.Coldplug
+	Source  string // sysimage.Source*
+	Slot    string // "a", "b" or ""
+	Device  string // block device holding the ISO or the slot's squashfs
+	Image   string // file holding the squashfs (ISO and HTTP sources)
+	Network *network.Result
+
+	fixed       []string // the image's module list, loaded after ready
+	modulesDone chan struct{}
+	entropyDone chan struct{}
+}
+
+// Step is one named boot step.
+type Step struct {
+	Name string
+	Run  func(ctx context.Context, m *Machine) error
+	// Optional steps log a warning on failure and the boot goes on.
+	Optional bool
+	// Fix is the advice shown when the step fails without advice of its own.
+	Fix string
+}
+
+// Early are the steps that read what the rest of the boot depends on.
+func Early() []Step {
+	return []Step{
+		{Name: "mount-api", Run: mountAPI, Fix: "the kernel lacks proc, sysfs, devtmpfs, tmpfs or cgroup2 support: boot the kernel the image was built with"},
+		{Name: "cmdline", Run: readCmdline, Fix: "check the kernel command line in the bootloader entry"},
+	}
+}
+
+// Sequence is the rest of the boot order, chosen by the kernel arguments.
+// The network comes before the system image when the image is downloaded,
+// and after the switch into the image otherwise (so that resolv.conf and
+// the hostname land in the new root).
+func Sequence(p cmdline.Params) []Step {
+	steps := []Step{{Name: "drivers", Run: loadDrivers, Optional: true}}
+	net := Step{Name: "network", Run: bringUpNetwork, Optional: true}
+	if p.SystemURL != "" {
+		steps = append(steps, net)
+	}
+	steps = append(steps,
+		Step{Name: "find-image", Run: findImage},
+		Step{Name: "mount-system", Run: mountSystem, Fix: "the system image is damaged or was built for another kernel: rebuild the image, or write the medium again"},
+		Step{Name: "switch-root", Run: switchRoot, Fix: "report this as a bug with the lines above"},
+	)
+	if p.SystemURL == "" {
+		steps = append(steps, net)
+	}
+	return steps
+}
+
+// Steps lists every step for the parameters, in order (for documentation and tests).
+func Steps(p cmdline.Params) []Step { return append(Early(), Sequence(p)...) }
+
+// path maps an absolute path of the machine into the root.
+func (m *Machine) path(p string) string {
+	if m.opts.Root == "" {
+		return p
+	}
+	return filepath.Join(m.opts.Root, p)
+}
+
+func (m *Machine) real() bool { return m.opts.Root == "" }
+
+func (m *Machine) scale(d time.Duration) time.Duration {
+	if m.opts.WaitScale > 0 {
+		return time.Duration(float64(d) * m.opts.WaitScale)
+	}
+	return d
+}
+
+// New prepares a boot, filling the seams Options left empty.
+func New(opts Options) *Machine {
+	if opts.Stdout == nil {
+		opts.Stdout = io.Discard
+	}
+	if opts.Log == nil {
+		opts.Log = NewLogger(opts.Stdout, slog.LevelInfo)
+	}
+	if opts.Clock == nil {
+		opts.Clock = BootClock{}
+	}
+	if opts.Loader == nil {
+		if opts.Root == "" {
+			opts.Loader = kmod.SyscallLoader{}
+		} else {
+			opts.Loader = &kmod.Recorder{}
+		}
+	}
+	if opts.Mounter == nil {
+		if opts.Root == "" {
+			opts.Mounter = mount.Linux{}
+		} else {
+			opts.Mounter = &mount.Recorder{}
+		}
+	}
+	if opts.Reaper == nil {
+		opts.Reaper = NewReaper()
+	}
+	if opts.HTTP == nil {
+		opts.HTTP = &http.Client{Timeout: 10 * time.Minute}
+	}
+	if opts.KernelRelease == "" {
+		var u unix.Utsname
+		if err := unix.Uname(&u); err == nil {
+			opts.KernelRelease = unix.ByteSliceToString(u.Release[:])
+		}
+	}
+	return &Machine{opts: opts, log: opts.Log, modulesDone: make(chan struct{}), entropyDone: make(chan struct{})}
+}
+
+// EntropyReady is closed once the kernel's random number generator is
+// seeded (K3s needs it for its keys).
+func (m *Machine) EntropyReady() <-chan struct{} { return m.entropyDone }
+
+// waitEntropy makes the kernel's random number generator ready, after the
+// ready line. A blocking getrandom(2) makes the kernel gather timer jitter
+// until it is seeded; without it, a VM with no RDRAND and no virtio-rng
+// gathers entropy from interrupts alone, which took minutes under QEMU TCG.
+// Real machines have RDRAND and are seeded at once. Nothing in the boot
+// needs it (the DHCP client draws its transaction ids with GRND_INSECURE),
+// and the jitter gathering spins the CPU the boot steps need, so it waits
+// until they are done.
+func (m *Machine) waitEntropy() {
+	defer close(m.entropyDone)
+	defer func() { _ = recover() }()
+	start := time.Now()
+	var b [16]byte
+	if _, err := unix.Getrandom(b[:], 0); err != nil {
+		m.log.Warn("random number generator unavailable", "reason", err.Error())
+		return
+	}
+	if took := time.Since(start); took > 10*time.Millisecond {
+		m.log.Info("entropy ready", "t", Seconds(m.opts.Clock.SinceBoot()), "took", kmod.Round(took))
+	}
+}
+
+// Reaper is the machine's reaper, for the services started after the boot.
+func (m *Machine) Reaper() *Reaper { return m.opts.Reaper }
+
+// Log is the machine's logger (at debug level once etoile.debug is read).
+func (m *Machine) Log() *slog.Logger { return m.log }
+
+// Boot runs Early, then Sequence for the kernel arguments Early read, and
+// prints the ready line on every console. A failing step stops the boot: its
+// error line is printed on every console and returned as a *StepError.
+func (m *Machine) Boot(ctx context.Context) (Ready, error) {
+	if err := m.Run(ctx, Early()); err != nil {
+		return Ready{}, err
+	}
+	if err := m.Run(ctx, Sequence(m.Params)); err != nil {
+		return Ready{}, err
+	}
+	ready := m.ready()
+	m.log.Info("", "step", "ready", "t", Seconds(m.opts.Clock.SinceBoot()))
+	m.broadcast(ready.String())
+	if m.real() {
+		go m.waitEntropy()
+		go func() {
+			defer func() {
+				if r := recover(); r != nil {
+					m.log.Warn("late module loading crashed", "reason", fmt.Sprint(r))
+				}
+			}()
+			m.LateModules(ctx)
+		}()
+	} else {
+		close(m.entropyDone)
+		// Under --root the run ends with the sequence: load them now.
+		m.LateModules(ctx)
+	}
+	return ready, nil
+}
+
+// Run runs steps in order, logging each; a failing step that is not
+// Optional stops them, with its error line printed on every console.
+func (m *Machine) Run(ctx context.Context, steps []Step) error {
+	for _, s := range steps {
+		start := time.Now()
+		err := m.runStep(ctx, s)
+		took := kmod.Round(time.Since(start))
+		if err != nil && s.Optional {
+			m.log.Warn("", "step", s.Name, "t", Seconds(m.opts.Clock.SinceBoot()), "took", took, "reason", err.Error())
+			continue
+		}
+		if err != nil {
+			se := &StepError{Step: s.Name, Reason: err.Error(), Fix: s.Fix}
+			var fe *fixError
+			if errors.As(err, &fe) {
+				se.Fix = fe.fix
+			}
+			if se.Fix == "" {
+				se.Fix = "see the lines above"
+			}
+			m.broadcast(se.Line())
+			return se
+		}
+		m.log.Info("", "step", s.Name, "t", Seconds(m.opts.Clock.SinceBoot()), "took", took)
+	}
+	return nil
+}
+
+// runStep turns a panic into an error: PID 1 must never die.
+func (m *Machine) runStep(ctx context.Context, s Step) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error (panic): %v\n%s", r, firstLines(string(debug.Stack()), 12))
+		}
+	}()
+	return s.Run(ctx, m)
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	if len(lines) > n {
+		lines = lines[:n]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// broadcast writes a line on every console. Under --root the consoles are
+// files under DIR/dev, and the line also goes to Stdout for the caller.
+func (m *Machine) broadcast(line string) {
+	b := console.Broadcaster{SysDir: m.path("/sys"), DevDir: m.path("/dev"), Fallback: m.opts.Stdout}
+	if !m.real() {
+		b.Fallback = nil
+		fmt.Fprintln(m.opts.Stdout, line)
+	}
+	_, _ = b.Println(line)
+}
+
+func (m *Machine) ready() Ready {
+	r := Ready{Version: agent.Version, Boot: "bios", Source: m.Source, Slot: "none", IP: "none"}
+	if _, err := os.Stat(m.path("/sys/firmware/efi")); err == nil {
+		r.Boot = "uefi"
+	}
+	if m.Slot != "" {
+		r.Slot = m.Slot
+	}
+	if m.Network != nil {
+		r.IP = network.FirstIPv4(m.Network.Leases)
+	}
+	return r
+}
+
+// --- the steps ---------------------------------------------------------
+
+func mountAPI(ctx context.Context, m *Machine) error {
+	for _, a := range mount.APIMounts {
+		done, err := m.opts.Mounter.Mounted(a.Target)
+		if err != nil {
+			return err
+		}
+		if done {
+			m.log.Debug("already mounted", "target", a.Target)
+			continue
+		}
+		if err := m.opts.Mounter.Mount(a.Source, a.Target, a.FSType, a.Flags, a.Data); err != nil {
+			return err
+		}
+	}
+	if m.real() {
+		reopenConsole()
+	}
+	return nil
+}
+
+func readCmdline(ctx context.Context, m *Machine) error {
+	b, err := os.ReadFile(m.path("/proc/cmdline"))
+	if err != nil {
+		return fmt.Errorf("reading the kernel command line: %w", err)
+	}
+	m.Params = cmdline.Parse(string(b))
+	for _, w := range m.Params.Warnings {
+		m.log.Warn("kernel argument ignored", "reason", w)
+	}
+	if m.Params.Debug {
+		m.log = NewLogger(m.opts.Stdout, slog.LevelDebug)
+		if m.Cold != nil {
+			m.Cold.Log = m.log
+		}
+	}
+	m.log.Info("kernel arguments", "slot", orNone(m.Params.Slot), "system", orNone(m.Params.SystemURL))
+	return nil
+}
+
+func loadDrivers(ctx context.Context, m *Machine) error {
+	rel, err := sysimage.KernelRelease(m.path("/lib/modules"), m.opts.KernelRelease)
+	if err != nil {
+		return err
+	}
+	cold, err := kmod.NewColdplug(m.path("/sys"), m.path("/lib/modules/"+rel), m.opts.Loader, m.log)
+	if err != nil {
+		return err
+	}
+	m.Cold = cold
+	if m.real() {
+		// The kernel runs /sbin/modprobe to load what it lacks (a filesystem
+		// on mount, a cipher, a netfilter match). There is no kmod in the
+		// initramfs: the agent answers as modprobe itself.
+		installModprobe("/sbin/modprobe", "/init", m.log)
+	}
+	// Bus drivers first: each round loads what the previous one uncovered.
+	if err := cold.Settle(ctx, 0, m.scale(5*time.Second)); err != nil {
+		return err
+	}
+	cold.LoadFixed(ctx, kmod.BootModules)
+	m.log.Info("drivers", "kernel", rel, "loaded", cold.LoadCount())
+	// Read now: after the switch, /etc is the system image's.
+	m.fixed, err = kmod.ReadList(m.path(ModuleListFile))
+	if errors.Is(err, os.ErrNotExist) {
+		m.fixed = kmod.DefaultFixed
+	} else if err != nil {
+		m.log.Warn("module list unreadable, using the built-in one", "path", ModuleListFile, "reason", err.Error())
+		m.fixed = kmod.DefaultFixed
+	}
+	return nil
+}
+
+// LateModules loads the rest of the fixed module list (netfilter,
+// wireguard, filesystems) after the ready line: nothing in the boot needs
+// them, and K3s, which does, waits for ModulesLoaded.
+func (m *Machine) LateModules(ctx context.Context) {
+	defer close(m.modulesDone)
+	start := time.Now()
+	if m.Cold == nil {
+		return
+	}
+	before := m.Cold.LoadCount()
+	m.Cold.LoadFixed(ctx, m.fixed)
+	m.log.Info("", "step", "late-modules", "t", Seconds(m.opts.Clock.SinceBoot()), "took", kmod.Round(time.Since(start)), "loaded", m.Cold.LoadCount()-before)
+}
+
+// ModulesLoaded is closed once LateModules is done.
+func (m *Machine) ModulesLoaded() <-chan struct{} { return m.modulesDone }
+
+// rescan picks up devices that appeared late (USB sticks, disks behind a
+// controller probed asynchronously) and loads their drivers.
+func (m *Machine) rescan(ctx context.Context) {
+	if m.Cold == nil {
+		return
+	}
+	if _, err := m.Cold.Scan(ctx); err != nil {
+		m.log.Debug("rescan failed", "reason", err.Error())
+	}
+}
+
+func findImage(ctx context.Context, m *Machine) error {
+	p := m.Params
+	switch {
+	case p.SystemURL != "":
+		m.Source = sysimage.SourceHTTP
+		if p.SystemSHA256 == "" {
+			return withFix(fmt.Errorf("etoile.system=%s is given without etoile.system.sha256: an image that cannot be verified is never used", p.SystemURL),
+				"add etoile.system.sha256=<the image's line in SHA256SUMS> to the kernel command line")
+		}
+		ctx, cancel := context.WithTimeout(ctx, m.scale(5*time.Minute))
+		defer cancel()
+		start := time.Now()
+		n, err := sysimage.Download(ctx, m.opts.HTTP, p.SystemURL, p.SystemSHA256, m.path(HTTPImage), m.log)
+		if err != nil {
+			var ce *sysimage.ChecksumError
+			if errors.As(err, &ce) {
+				return withFix(err, "serve the image this kernel command line was made for, or correct etoile.system.sha256 from the build's SHA256SUMS")
+			}
+			return withFix(err, "check that the HTTP server is up and reachable from this network, and the URL in etoile.system=")
+		}
+		m.Image = HTTPImage
+		m.log.Info("system image downloaded", "url", p.SystemURL, "bytes", n, "took", kmod.Round(time.Since(start)), "sha256", p.SystemSHA256)
+		return nil
+	case p.Slot != "":
+		m.Source, m.Slot = sysimage.SourceDisk, p.Slot
+		label := sysimage.PartLabel(p.Slot)
+		dev, err := m.waitDevice(ctx, "partition "+label, func(devs []sysimage.BlockDev) (sysimage.BlockDev, bool) {
+			return sysimage.FindPartition(devs, label)
+		})
+		if err != nil {
+			return withFix(err, fmt.Sprintf("the disk holding GPT partition %s was not found: check the disk and its controller driver (see the module lines above), or boot the other slot", label))
+		}
+		m.Device = dev.Path
+		m.log.Info("system image found", "source", "disk", "partition", label, "device", dev.Name)
+		return nil
+	default:
+		m.Source = sysimage.SourceISO
+		dev, err := m.waitDevice(ctx, "ISO9660 volume "+sysimage.ISOLabel, func(devs []sysimage.BlockDev) (sysimage.BlockDev, bool) {
+			return sysimage.FindISO(devs, sysimage.ISOLabel)
+		})
+		if err != nil {
+			return withFix(err, "insert the Étoile CD or USB stick (written whole, with dd or etoile flash), or boot with etoile.slot= or etoile.system=")
+		}
+		m.Device = dev.Path
+		m.Image = filepath.Join(MediaDir, sysimage.ISOImagePath)
+		m.log.Info("system image found", "source", "iso", "device", dev.Name)
+		return nil
+	}
+}
+
+// waitDevice polls the block devices until find succeeds, rescanning for
+// drivers as it goes, for at most 30 s (scaled).
+func (m *Machine) waitDevice(ctx context.Context, what string, find func([]sysimage.BlockDev) (sysimage.BlockDev, bool)) (sysimage.BlockDev, error) {
+	limit := m.scale(30 * time.Second)
+	deadline := time.Now().Add(limit)
+	announced := false
+	start := time.Now()
+	for {
+		devs, err := sysimage.ListBlock(m.path("/sys"), m.path("/dev"))
+		if err == nil {
+			if d, ok := find(devs); ok {
+				return d, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			var names []string
+			for _, d := range devs {
+				names = append(names, d.Name)
+			}
+			return sysimage.BlockDev{}, fmt.Errorf("no block device holds the %s after %s (block devices: %s)", what, limit, orNone(strings.Join(names, " ")))
+		}
+		if !announced && time.Since(start) > 2*time.Second {
+			m.log.Info("waiting for the boot medium", "want", what)
+			announced = true
+		}
+		m.rescan(ctx)
+		select {
+		case <-ctx.Done():
+			return sysimage.BlockDev{}, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func mountSystem(ctx context.Context, m *Machine) error {
+	mt := m.opts.Mounter
+	ro := uintptr(unix.MS_RDONLY)
+	switch m.Source {
+	case sysimage.SourceISO:
+		if err := mt.Mount(m.Device, MediaDir, "iso9660", ro, ""); err != nil {
+			return err
+		}
+	case sysimage.SourceDisk:
+		// The slot's partition is the squashfs itself: no loop device.
+		if err := mt.Mount(m.Device, SystemDir, "squashfs", ro, ""); err != nil {
+			return err
+		}
+	}
+	if m.Image != "" {
+		if m.real() {
+			if _, err := os.Stat(m.Image); err != nil {
+				return withFix(fmt.Errorf("the boot medium holds no system image: %w", err), "write the medium again from a complete build (out/etoile-amd64.iso)")
+			}
+		}
+		dev, err := mt.AttachLoop(m.Image)
+		if err != nil {
+			return err
+		}
+		if err := mt.Mount(dev, SystemDir, "squashfs", ro, ""); err != nil {
+			return err
+		}
+	}
+	if err := mt.Mount("tmpfs", OverlayDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
+		return err
+	}
+	if m.real() {
+		for _, d := range []string{"upper", "work"} {
+			if err := os.MkdirAll(filepath.Join(OverlayDir, d), 0o755); err != nil {
+				return fmt.Errorf("making the overlay's %s folder: %w", d, err)
+			}
+		}
+	}
+	data := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", SystemDir, OverlayDir, OverlayDir)
+	return mt.Mount("overlay", NewRoot, "overlay", 0, data)
+}
+
+// switchRoot makes the agent and the kernel modules visible in the new root,
+// then moves the API mounts and switches. They are bind-mounted read-only
+// from the initramfs rather than copied: copying 10-30 MB into the overlay's
+// tmpfs took seconds under emulation and doubled their memory. The agent is
+// then at /usr/bin/etoile-agent (to re-exec itself, and as /sbin/modprobe),
+// and modules load for devices that appear later (a USB NIC, a hot-plugged
+// disk) and for K3s's netfilter needs.
+func switchRoot(ctx context.Context, m *Machine) error {
+	mt := m.opts.Mounter
+	self := "/init"
+	if m.real() {
+		if exe, err := os.Executable(); err == nil {
+			self = exe
+		}
+		// A bind mount of a file needs a file to cover.
+		if err := touch(NewRoot + AgentPath); err != nil {
+			return err
+		}
+	}
+	if err := bindReadOnly(mt, self, NewRoot+AgentPath); err != nil {
+		return err
+	}
+	if m.Cold != nil {
+		mods := strings.TrimPrefix(m.Cold.ModDir, m.opts.Root) // the machine's path
+		if _, err := os.Stat(m.path(NewRoot + mods)); errors.Is(err, os.ErrNotExist) || !m.real() {
+			if err := bindReadOnly(mt, mods, NewRoot+mods); err != nil {
+				m.log.Warn("kernel modules not visible in the system", "reason", err.Error())
+			}
+		}
+	}
+	if m.real() {
+		installModprobe(NewRoot+"/sbin/modprobe", AgentPath, m.log)
+	}
+	return mt.SwitchRoot(NewRoot, []string{"/proc", "/sys", "/dev", "/run"})
+}
+
+// bindReadOnly bind-mounts src on dst, then makes the bind read-only (a
+// bind takes the read-only flag only on a remount).
+func bindReadOnly(mt mount.Mounter, src, dst string) error {
+	if err := mt.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		return err
+	}
+	return mt.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+}
+
+func bringUpNetwork(ctx context.Context, m *Machine) error {
+	if !m.real() {
+		m.log.Info("network left alone under --root")
+		m.Network = &network.Result{}
+		return nil
+	}
+	m.rescan(ctx)
+	res, err := network.Up(ctx, network.Config{
+		Log:          m.log,
+		CarrierWait:  m.scale(3 * time.Second),
+		CarrierGrace: m.scale(500 * time.Millisecond),
+		DHCPTimeout:  m.scale(15 * time.Second),
+		EtcDir:       "/etc",
+	})
+	m.Network = &res
+	if err != nil {
+		return err
+	}
+	m.log.Info("network", "hostname", res.Hostname, "ip", network.FirstIPv4(res.Leases), "links", strings.Join(res.Links, ","))
+	return nil
+}

@@ -1,0 +1,296 @@
+package boot
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/etoile-os/etoile/agent/fakeroot"
+	"github.com/etoile-os/etoile/agent/kmod"
+	"github.com/etoile-os/etoile/agent/mount"
+)
+
+const release = "6.1.0-50-amd64"
+
+type fixedClock time.Duration
+
+func (c fixedClock) SinceBoot() time.Duration { return time.Duration(c) }
+
+// machineRoot lays out what a QEMU q35 machine with a virtio disk and a
+// virtio NIC shows at boot, with the kernel's modules.
+func machineRoot(t *testing.T, cmdline string) string {
+	t.Helper()
+	root := t.TempDir()
+	fakeroot.Write(t, root, map[string]string{
+		"proc/cmdline":                 cmdline + "\n",
+		"sys/class/tty/console/active": "tty0 ttyS0\n",
+		"dev/tty0":                     "",
+		"dev/ttyS0":                    "",
+		"sys/bus/pci/devices/0000:00:02.0/modalias": "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00\n",
+		"sys/bus/pci/devices/0000:00:03.0/modalias": "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\n",
+		// What virtio_pci would make appear; a recorder loads nothing, so
+		// they are there from the start.
+		"sys/bus/virtio/devices/virtio0/modalias": "virtio:d00000002v00001AF4\n",
+		"sys/bus/virtio/devices/virtio1/modalias": "virtio:d00000001v00001AF4\n",
+		"etc/etoile/modules":                      "# written by the image build\nloop\nsquashfs\noverlay\nisofs\nwireguard-not-shipped\n",
+	})
+	fakeroot.Modules(t, root, release, "../kmod/testdata/modules.dep", "../kmod/testdata/modules.alias")
+	return root
+}
+
+func boot(t *testing.T, root string, opts Options) (Ready, error, string, *mount.Recorder, *kmod.Recorder) {
+	t.Helper()
+	var out bytes.Buffer
+	mr, lr := &mount.Recorder{}, &kmod.Recorder{}
+	opts.Root, opts.Stdout, opts.Mounter, opts.Loader = root, &out, mr, lr
+	if opts.Clock == nil {
+		opts.Clock = fixedClock(1500 * time.Millisecond)
+	}
+	if opts.WaitScale == 0 {
+		opts.WaitScale = 0.01
+	}
+	m := New(opts)
+	ready, err := m.Boot(context.Background())
+	return ready, err, out.String(), mr, lr
+}
+
+func ops(r *mount.Recorder) []string {
+	var s []string
+	for _, o := range r.Recorded() {
+		s = append(s, o.String())
+	}
+	return s
+}
+
+func TestBootISO(t *testing.T) {
+	root := machineRoot(t, "BOOT_IMAGE=/isolinux/vmlinuz console=tty0 console=ttyS0")
+	iso := fakeroot.ISO(t, "ETOILE", map[string]string{"etoile/system.sqfs": "not really squashfs"})
+	fakeroot.Block(t, root, "vda", false, "", make([]byte, 1<<16))
+	fakeroot.Block(t, root, "sr0", false, "", iso)
+
+	ready, err, out, mr, lr := boot(t, root, Options{})
+	if err != nil {
+		t.Fatalf("boot failed: %v\n%s", err, out)
+	}
+	want := "etoile: ready version=dev boot=bios source=iso slot=none ip=none"
+	if got := ready.String(); got != want {
+		t.Errorf("ready line %q, want %q", got, want)
+	}
+	// Exactly one ready line on each console, and on stdout under --root.
+	for _, c := range []string{"tty0", "ttyS0"} {
+		b, err := os.ReadFile(filepath.Join(root, "dev", c))
+		if err != nil || string(b) != want+"\n" {
+			t.Errorf("console %s holds %q, want the ready line once", c, b)
+		}
+	}
+	if strings.Count(out, "etoile: ready ") != 1 {
+		t.Errorf("stdout shows the ready line %d times:\n%s", strings.Count(out, "etoile: ready "), out)
+	}
+	// Each step is logged with the boot clock and its duration, in order.
+	stepRE := regexp.MustCompile(`(?m)^etoile: step=([a-z-]+) t=1\.50s( took=\S+)?( \S+)*$`)
+	var steps []string
+	for _, m := range stepRE.FindAllStringSubmatch(out, -1) {
+		steps = append(steps, m[1])
+	}
+	wantSteps := []string{"mount-api", "cmdline", "drivers", "find-image", "mount-system", "switch-root", "network", "ready", "late-modules"}
+	if !slices.Equal(steps, wantSteps) {
+		t.Errorf("steps %q, want %q\n%s", steps, wantSteps, out)
+	}
+	dev := filepath.Join(root, "dev", "sr0")
+	wantOps := []string{
+		"mount -t proc proc /proc ",
+		"mount -t sysfs sysfs /sys ",
+		"mount -t devtmpfs devtmpfs /dev mode=0755",
+		"mount -t tmpfs tmpfs /run mode=0755",
+		"mount -t cgroup2 cgroup2 /sys/fs/cgroup nsdelegate",
+		"mount -t iso9660 " + dev + " /run/etoile/media ",
+		"loop /run/etoile/media/etoile/system.sqfs /dev/loop0",
+		"mount -t squashfs /dev/loop0 /run/etoile/system ",
+		"mount -t tmpfs tmpfs /run/etoile/overlay mode=0755",
+		"mount -t overlay overlay /sysroot lowerdir=/run/etoile/system,upperdir=/run/etoile/overlay/upper,workdir=/run/etoile/overlay/work",
+		"mount -t  /init /sysroot/usr/bin/etoile-agent ",
+		"mount -t   /sysroot/usr/bin/etoile-agent ",
+		"mount -t  /lib/modules/" + release + " /sysroot/lib/modules/" + release + " ",
+		"mount -t   /sysroot/lib/modules/" + release + " ",
+		"switch-root /sysroot",
+	}
+	if got := ops(mr); !slices.Equal(got, wantOps) {
+		t.Errorf("mounts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantOps, "\n"))
+	}
+	loads := lr.Loaded()
+	for _, m := range []string{"virtio_pci", "virtio_blk", "virtio_net", "loop", "squashfs", "overlay", "isofs", "cdrom"} {
+		if !slices.Contains(loads, m) {
+			t.Errorf("module %s not loaded; loaded %q", m, loads)
+		}
+	}
+	if !strings.Contains(out, "module not in image module=wireguard_not_shipped") {
+		t.Errorf("a listed module missing from the image is not warned about:\n%s", out)
+	}
+}
+
+func TestBootDiskSlotUEFI(t *testing.T) {
+	root := machineRoot(t, "console=ttyS0 etoile.slot=b")
+	fakeroot.Write(t, root, map[string]string{"sys/firmware/efi/runtime": ""})
+	fakeroot.Block(t, root, "vda", false, "", nil)
+	fakeroot.Block(t, root, "vda1", true, "ETOILE-ESP", nil)
+	fakeroot.Block(t, root, "vda2", true, "ETOILE-A", nil)
+	fakeroot.Block(t, root, "vda3", true, "ETOILE-B", nil)
+	ready, err, out, mr, _ := boot(t, root, Options{})
+	if err != nil {
+		t.Fatalf("boot failed: %v\n%s", err, out)
+	}
+	if want := "etoile: ready version=dev boot=uefi source=disk slot=b ip=none"; ready.String() != want {
+		t.Errorf("ready %q, want %q", ready.String(), want)
+	}
+	wantMount := "mount -t squashfs " + filepath.Join(root, "dev", "vda3") + " /run/etoile/system "
+	if !slices.Contains(ops(mr), wantMount) {
+		t.Errorf("mounts %q lack %q", ops(mr), wantMount)
+	}
+	for _, op := range ops(mr) {
+		if strings.HasPrefix(op, "loop ") {
+			t.Errorf("a slot partition is mounted directly, but a loop device was made: %s", op)
+		}
+	}
+}
+
+func TestBootHTTP(t *testing.T) {
+	image := bytes.Repeat([]byte("system image "), 5000)
+	sum := sha256.Sum256(image)
+	good := hex.EncodeToString(sum[:])
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(image) }))
+	defer srv.Close()
+	url := srv.URL + "/etoile-amd64-system.sqfs"
+
+	t.Run("good", func(t *testing.T) {
+		root := machineRoot(t, "console=ttyS0 etoile.system="+url+" etoile.system.sha256="+good)
+		ready, err, out, mr, _ := boot(t, root, Options{HTTP: srv.Client()})
+		if err != nil {
+			t.Fatalf("boot failed: %v\n%s", err, out)
+		}
+		if want := "etoile: ready version=dev boot=bios source=http slot=none ip=none"; ready.String() != want {
+			t.Errorf("ready %q, want %q", ready.String(), want)
+		}
+		if b, err := os.ReadFile(filepath.Join(root, "run/etoile/system.sqfs")); err != nil || !bytes.Equal(b, image) {
+			t.Errorf("downloaded image not kept intact (err %v)", err)
+		}
+		if !slices.Contains(ops(mr), "loop /run/etoile/system.sqfs /dev/loop0") {
+			t.Errorf("downloaded image not attached to a loop device: %q", ops(mr))
+		}
+		// The network comes up before the download.
+		if strings.Index(out, "step=network") > strings.Index(out, "step=find-image") {
+			t.Errorf("network after find-image:\n%s", out)
+		}
+	})
+	t.Run("bad checksum", func(t *testing.T) {
+		bad := strings.Repeat("0", 64)
+		root := machineRoot(t, "console=ttyS0 etoile.system="+url+" etoile.system.sha256="+bad)
+		_, err, out, mr, _ := boot(t, root, Options{HTTP: srv.Client()})
+		var se *StepError
+		if !errors.As(err, &se) || se.Step != "find-image" {
+			t.Fatalf("err = %v, want a find-image StepError", err)
+		}
+		line := regexp.MustCompile(`(?m)^etoile: error step=find-image reason=".*expected ` + bad + `, actual ` + good + `" fix=".+"$`)
+		if !line.MatchString(out) {
+			t.Errorf("no error line with both hashes:\n%s", out)
+		}
+		b, _ := os.ReadFile(filepath.Join(root, "dev/ttyS0"))
+		if !line.Match(b) {
+			t.Errorf("serial console lacks the error line: %q", b)
+		}
+		if strings.Contains(out, "etoile: ready") {
+			t.Errorf("ready after a refused image:\n%s", out)
+		}
+		for _, op := range ops(mr) {
+			if strings.Contains(op, "squashfs") {
+				t.Errorf("refused image mounted: %s", op)
+			}
+		}
+	})
+}
+
+func TestBootNoMedium(t *testing.T) {
+	root := machineRoot(t, "console=ttyS0")
+	fakeroot.Block(t, root, "vda", false, "", make([]byte, 1<<16))
+	_, err, out, _, _ := boot(t, root, Options{WaitScale: 0.002})
+	var se *StepError
+	if !errors.As(err, &se) || se.Step != "find-image" || !strings.Contains(se.Reason, "vda") || !strings.Contains(se.Fix, "USB stick") {
+		t.Fatalf("err = %v, want a find-image error naming the devices seen and what to do\n%s", err, out)
+	}
+}
+
+func TestStepPanicIsAnError(t *testing.T) {
+	root := machineRoot(t, "console=ttyS0")
+	var out bytes.Buffer
+	m := New(Options{Root: root, Stdout: &out, Clock: fixedClock(0)})
+	err := m.Run(context.Background(), []Step{{Name: "boom", Run: func(context.Context, *Machine) error {
+		var p *Machine
+		_ = p.opts // nil dereference
+		return nil
+	}, Fix: "nothing"}})
+	var se *StepError
+	if !errors.As(err, &se) || se.Step != "boom" || !strings.Contains(se.Reason, "panic") {
+		t.Fatalf("err = %v, want a StepError for the panic", err)
+	}
+	if !strings.Contains(out.String(), `etoile: error step=boom reason="internal error (panic)`) {
+		t.Errorf("no error line:\n%s", out.String())
+	}
+}
+
+func TestReadyLine(t *testing.T) {
+	tests := []struct {
+		r    Ready
+		want string
+	}{
+		{Ready{"v0.1.0", "uefi", "disk", "a", "10.0.2.15"}, "etoile: ready version=v0.1.0 boot=uefi source=disk slot=a ip=10.0.2.15"},
+		{Ready{"dev", "bios", "iso", "none", "none"}, "etoile: ready version=dev boot=bios source=iso slot=none ip=none"},
+		{Ready{Version: "dev", Boot: "bios", Source: "http"}, "etoile: ready version=dev boot=bios source=http slot=none ip=none"},
+	}
+	for _, tt := range tests {
+		if got := tt.r.String(); got != tt.want {
+			t.Errorf("got %q, want %q", got, tt.want)
+		}
+	}
+	// The format operators and QA parse: key=value pairs, fixed order.
+	re := regexp.MustCompile(`^etoile: ready version=\S+ boot=(bios|uefi) source=(iso|disk|http) slot=(a|b|none) ip=(\d+\.\d+\.\d+\.\d+|none)$`)
+	for _, tt := range tests {
+		if !re.MatchString(tt.r.String()) {
+			t.Errorf("%q does not match %s", tt.r.String(), re)
+		}
+	}
+}
+
+func TestErrorLine(t *testing.T) {
+	e := &StepError{Step: "find-image", Reason: `no "ETOILE" volume`, Fix: "insert the USB stick"}
+	want := `etoile: error step=find-image reason="no \"ETOILE\" volume" fix="insert the USB stick"`
+	if e.Line() != want {
+		t.Errorf("got %s, want %s", e.Line(), want)
+	}
+}
+
+func TestSequenceOrder(t *testing.T) {
+	names := func(steps []Step) (s []string) {
+		for _, st := range steps {
+			s = append(s, st.Name)
+		}
+		return s
+	}
+	iso := names(Steps(parse("console=ttyS0")))
+	http := names(Steps(parse("etoile.system=http://10.0.2.2/s.sqfs")))
+	if !slices.Equal(iso, []string{"mount-api", "cmdline", "drivers", "find-image", "mount-system", "switch-root", "network"}) {
+		t.Errorf("iso boot order %q", iso)
+	}
+	if !slices.Equal(http, []string{"mount-api", "cmdline", "drivers", "network", "find-image", "mount-system", "switch-root"}) {
+		t.Errorf("http boot order %q", http)
+	}
+}

@@ -1,0 +1,109 @@
+package boot
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/etoile-os/etoile/agent/kmod"
+	"github.com/etoile-os/etoile/agent/sysimage"
+	"golang.org/x/sys/unix"
+)
+
+// installModprobe links path (/sbin/modprobe) to the agent unless something
+// is there already (a system image may bring its own kmod).
+func installModprobe(path, agentPath string, log *slog.Logger) {
+	if _, err := os.Lstat(path); err == nil {
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
+		err = os.Symlink(agentPath, path)
+		if err == nil {
+			return
+		}
+		log.Warn("installing modprobe failed", "path", path, "reason", err.Error())
+	}
+}
+
+// Modprobe is the agent's modprobe(8), run when the agent is called as
+// "modprobe" (the kernel runs `/sbin/modprobe -q -- fs-iso9660`; K3s and
+// iptables run `modprobe br_netfilter`). It loads each named module or alias
+// with its dependencies and soft dependencies. Options of kmod's modprobe
+// that make no sense here are accepted and ignored.
+func Modprobe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("modprobe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quiet := fs.Bool("q", false, "say nothing when a module is missing")
+	fs.Bool("a", false, "load every name given (always the case here)")
+	fs.Bool("b", false, "ignored (no blacklist)")
+	verbose := fs.Bool("v", false, "log each module loaded")
+	remove := fs.Bool("r", false, "remove modules (not supported)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *remove {
+		return errors.New("modprobe -r is not supported by etoile-agent")
+	}
+	if fs.NArg() == 0 {
+		return errors.New("usage: modprobe [-q] [-v] module…")
+	}
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	rel, err := sysimage.KernelRelease("/lib/modules", unix.ByteSliceToString(u.Release[:]))
+	if err != nil {
+		return err
+	}
+	logw := io.Discard
+	if *verbose {
+		logw = stderr
+	}
+	cold, err := kmod.NewColdplug("/sys", "/lib/modules/"+rel, kmod.SyscallLoader{}, NewLogger(logw, slog.LevelInfo))
+	if err != nil {
+		return err
+	}
+	// The kernel runs modprobe with no console: tell its log what happened,
+	// so a driver the kernel asked for shows up in dmesg and on the console.
+	kmsg, _ := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
+	if kmsg != nil {
+		defer kmsg.Close()
+	}
+	note := func(format string, a ...any) {
+		if kmsg != nil {
+			fmt.Fprintf(kmsg, "<6>etoile-agent modprobe: "+format+"\n", a...)
+		}
+	}
+	var missing []string
+	names := fs.Args()
+	// kmod's modprobe takes one module and its parameters unless -a; the
+	// kernel always calls it with one name. Parameters (k=v) are ignored.
+	for _, n := range names {
+		if strings.Contains(n, "=") {
+			continue
+		}
+		if err := cold.Modprobe(ctx, n); err != nil {
+			missing = append(missing, n)
+			note("%s not found", n)
+			continue
+		}
+		note("%s: %d module files loaded (0: built in or already loaded)", n, cold.LoadCount())
+	}
+	if len(missing) > 0 {
+		if *quiet {
+			return errQuiet
+		}
+		return fmt.Errorf("modprobe: module %s not found in /lib/modules/%s", strings.Join(missing, ", "), rel)
+	}
+	return nil
+}
+
+// errQuiet fails without a message (modprobe -q).
+var errQuiet = errors.New("")
+
+// IsQuiet reports whether err must be reported by exit status only.
+func IsQuiet(err error) bool { return errors.Is(err, errQuiet) }

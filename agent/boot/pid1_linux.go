@@ -1,0 +1,227 @@
+package boot
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Signals PID 1 must catch. An uncaught SIGTERM, SIGQUIT or SIGPIPE would
+// make the Go runtime exit, and PID 1 exiting panics the kernel; catching
+// them also tells the kernel that init wants them delivered.
+var Signals = []os.Signal{
+	unix.SIGCHLD, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT,
+	unix.SIGUSR1, unix.SIGUSR2, unix.SIGPWR, unix.SIGPIPE,
+}
+
+// What a signal asks PID 1 to do (busybox init's conventions, which
+// `kill -TERM 1` users and hypervisor agents expect):
+//
+//	SIGTERM, SIGINT (Ctrl-Alt-Del) → reboot
+//	SIGUSR2, SIGPWR               → power off
+//	SIGUSR1                       → halt
+//	SIGHUP, SIGQUIT, SIGPIPE      → ignored
+func actionFor(sig os.Signal) (cmd int, name string, ok bool) {
+	switch sig {
+	case unix.SIGTERM, unix.SIGINT:
+		return unix.LINUX_REBOOT_CMD_RESTART, "reboot", true
+	case unix.SIGUSR2, unix.SIGPWR:
+		return unix.LINUX_REBOOT_CMD_POWER_OFF, "power off", true
+	case unix.SIGUSR1:
+		return unix.LINUX_REBOOT_CMD_HALT, "halt", true
+	}
+	return 0, "", false
+}
+
+// Reaper collects the exit status of orphans that the kernel reparents to
+// PID 1, without stealing the status of children the agent waits for itself
+// (K3s under supervision, started with Reaper.Start and waited with
+// exec.Cmd.Wait): those are left alone until Release.
+type Reaper struct {
+	mu  sync.Mutex
+	own map[int]bool
+}
+
+// NewReaper returns an empty Reaper.
+func NewReaper() *Reaper { return &Reaper{own: map[int]bool{}} }
+
+// Start starts cmd and marks its pid as waited for by the caller, atomically
+// with respect to reaping, so a child that exits at once is not reaped here.
+func (r *Reaper) Start(cmd *exec.Cmd) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	r.own[cmd.Process.Pid] = true
+	return nil
+}
+
+// Release hands pid back to the reaper once the caller's Wait returned.
+func (r *Reaper) Release(pid int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.own, pid)
+}
+
+// Reap collects every exited child not owned by a caller and returns how many.
+func (r *Reaper) Reap() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for {
+		// Peek first (WNOWAIT) so an owned child's status stays for its Wait.
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		pid := siginfoPid(&info)
+		if err != nil || pid <= 0 {
+			return n
+		}
+		if r.own[pid] {
+			// The first zombie is owned: find the others through /proc.
+			return n + r.reapUnowned()
+		}
+		var ws unix.WaitStatus
+		if got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil); err != nil || got <= 0 {
+			return n
+		}
+		n++
+	}
+}
+
+// reapUnowned reaps zombie children listed in /proc that nobody owns.
+func (r *Reaper) reapUnowned() int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	self := os.Getpid()
+	n := 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || r.own[pid] {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// "pid (comm) S ppid …": comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) {
+			continue
+		}
+		var state byte
+		var ppid int
+		if _, err := fmt.Sscanf(string(b[i+2:]), "%c %d", &state, &ppid); err != nil {
+			continue
+		}
+		if state == 'Z' && ppid == self {
+			var ws unix.WaitStatus
+			if got, _ := unix.Wait4(pid, &ws, unix.WNOHANG, nil); got == pid {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// StayUp is what PID 1 does once booted (or once a fatal error was shown):
+// reap orphans and wait for a signal asking to reboot or power off. It
+// returns only if ctx ends (never on a real machine).
+func StayUp(ctx context.Context, log *slog.Logger, sigs <-chan os.Signal, reaper *Reaper, powerOffAfter time.Duration) {
+	// With Ctrl-Alt-Del "off", the kernel sends PID 1 SIGINT instead of
+	// rebooting on the spot, so the disks get synced first.
+	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
+	var powerOff <-chan time.Time
+	if powerOffAfter > 0 {
+		log.Info("powering off as asked by etoile.poweroff", "in", powerOffAfter)
+		powerOff = time.After(powerOffAfter)
+	}
+	tick := time.NewTicker(30 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			reaper.Reap() // a lost SIGCHLD must not leave zombies for ever
+		case <-powerOff:
+			shutdown(log, reaper, unix.LINUX_REBOOT_CMD_POWER_OFF, "power off")
+		case sig := <-sigs:
+			if sig == unix.SIGCHLD {
+				reaper.Reap()
+				continue
+			}
+			if cmd, name, ok := actionFor(sig); ok {
+				log.Info("signal", "signal", sig.String(), "action", name)
+				shutdown(log, reaper, cmd, name)
+				continue
+			}
+			log.Debug("signal ignored", "signal", sig.String())
+		}
+	}
+}
+
+// NotifySignals starts catching Signals; call it first thing in PID 1.
+func NotifySignals() chan os.Signal {
+	c := make(chan os.Signal, 32)
+	signal.Notify(c, Signals...)
+	return c
+}
+
+// shutdown asks every process to stop, gives them 5 s, kills the rest,
+// syncs, and reboots or powers off. If the reboot syscall fails the agent
+// says so and keeps running: exiting would panic the kernel.
+func shutdown(log *slog.Logger, reaper *Reaper, cmd int, name string) {
+	log.Info("shutting down", "action", name)
+	_ = unix.Kill(-1, unix.SIGTERM)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && othersAlive() {
+		reaper.Reap()
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = unix.Kill(-1, unix.SIGKILL)
+	reaper.Reap()
+	unix.Sync()
+	if err := unix.Reboot(cmd); err != nil {
+		log.Error("reboot failed", "action", name, "reason", err.Error())
+	}
+}
+
+// othersAlive reports whether any process other than PID 1 and kernel
+// threads is left (a kill(-1) that finds nobody returns ESRCH).
+func othersAlive() bool {
+	return !errors.Is(unix.Kill(-1, 0), unix.ESRCH)
+}
+
+// reopenConsole gives PID 1 a stdin, stdout and stderr on /dev/console when
+// the kernel could not (an initramfs without a /dev/console node): once
+// devtmpfs is mounted the node exists.
+func reopenConsole() {
+	var st unix.Stat_t
+	if unix.Fstat(1, &st) == nil {
+		return
+	}
+	fd, err := unix.Open("/dev/console", unix.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return
+	}
+	for i := 0; i <= 2; i++ {
+		_ = unix.Dup2(fd, i)
+	}
+	if fd > 2 {
+		unix.Close(fd)
+	}
+}

@@ -1,0 +1,86 @@
+package boot
+
+import (
+	"bytes"
+	"log/slog"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestReaper checks that orphans are reaped while a child started through
+// the Reaper keeps its exit status for its own Wait (K3s supervision needs
+// the real exit code).
+func TestReaper(t *testing.T) {
+	r := NewReaper()
+	owned := exec.Command("sh", "-c", "exit 7")
+	if err := r.Start(owned); err != nil {
+		t.Fatal(err)
+	}
+	var stray []*exec.Cmd
+	for i := 0; i < 3; i++ {
+		c := exec.Command("true")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		stray = append(stray, c)
+	}
+	// Wait until all four have exited (zombies now).
+	deadline := time.Now().Add(5 * time.Second)
+	reaped := 0
+	for reaped < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		reaped += r.Reap()
+	}
+	if reaped != 3 {
+		t.Fatalf("reaped %d strays, want 3", reaped)
+	}
+	for _, c := range stray {
+		var ws unix.WaitStatus
+		if pid, err := unix.Wait4(c.Process.Pid, &ws, unix.WNOHANG, nil); err == nil && pid != 0 {
+			t.Errorf("stray %d was not reaped", c.Process.Pid)
+		}
+	}
+	err := owned.Wait()
+	r.Release(owned.Process.Pid)
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
+		t.Errorf("owned child's Wait = %v, want exit status 7", err)
+	}
+}
+
+func TestActionFor(t *testing.T) {
+	tests := []struct {
+		sig  unix.Signal
+		want string
+	}{
+		{unix.SIGTERM, "reboot"}, {unix.SIGINT, "reboot"}, {unix.SIGUSR2, "power off"},
+		{unix.SIGPWR, "power off"}, {unix.SIGUSR1, "halt"}, {unix.SIGHUP, ""}, {unix.SIGPIPE, ""},
+	}
+	for _, tt := range tests {
+		_, name, ok := actionFor(tt.sig)
+		if name != tt.want || ok != (tt.want != "") {
+			t.Errorf("%v → %q, %v; want %q", tt.sig, name, ok, tt.want)
+		}
+	}
+}
+
+func TestLogFormat(t *testing.T) {
+	var b bytes.Buffer
+	log := NewLogger(&b, slog.LevelInfo)
+	log.Info("", "step", "mount-api", "t", Seconds(410*time.Millisecond), "took", 3*time.Millisecond)
+	log.Info("module loaded", "module", "virtio_pci", "for", "dependency of virtio_blk")
+	log.Warn("module not in image", "module", "e1000", "reason", `a "quoted" thing`)
+	log.Debug("hidden")
+	want := "etoile: step=mount-api t=0.41s took=3ms\n" +
+		"etoile: module loaded module=virtio_pci for=\"dependency of virtio_blk\"\n" +
+		"etoile: warning: module not in image module=e1000 reason=\"a \\\"quoted\\\" thing\"\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+	if strings.Contains(b.String(), "hidden") {
+		t.Error("debug line shown at info level")
+	}
+}

@@ -1,0 +1,134 @@
+// Package cmdline reads the etoile.* kernel arguments from /proc/cmdline.
+//
+// The kernel command line is untrusted input typed by people (and by
+// bootloaders), so parsing never fails on the whole line: unknown or malformed
+// etoile.* arguments become warnings, and only the values the agent acts on
+// are validated.
+package cmdline
+
+import (
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// Params are the kernel arguments the agent acts on.
+type Params struct {
+	// Slot is "a" or "b" when booted from an installed or raw disk, "" otherwise.
+	Slot string
+	// SystemURL is etoile.system=: where to download the system image from (netboot).
+	SystemURL string
+	// SystemSHA256 is etoile.system.sha256=: the expected lowercase hex digest.
+	SystemSHA256 string
+	// Debug is etoile.debug: log at debug level.
+	Debug bool
+	// PowerOff is etoile.poweroff: power the machine off once ready (or after a
+	// fatal error), so that a test VM ends by itself.
+	PowerOff bool
+	// Config is etoile.config=: where the machine config comes from (issue 3).
+	Config string
+	// Raw holds every argument as key → value (a bare flag has value "").
+	// Later repeated keys win, as the kernel does for its own parameters.
+	Raw map[string]string
+	// Warnings name etoile.* arguments that were ignored and why.
+	Warnings []string
+}
+
+// Parse splits a kernel command line the way the kernel does (spaces separate
+// arguments, double quotes group) and reads the etoile.* arguments.
+func Parse(line string) Params {
+	p := Params{Raw: map[string]string{}}
+	for _, arg := range split(line) {
+		key, val, _ := strings.Cut(arg, "=")
+		if key == "" {
+			continue
+		}
+		if key == "--" {
+			// Everything after "--" is for init's argv, not kernel parameters.
+			break
+		}
+		p.Raw[key] = val
+	}
+	// Sorted so that warnings come out in the same order on every boot.
+	for _, key := range slices.Sorted(maps.Keys(p.Raw)) {
+		val := p.Raw[key]
+		if !strings.HasPrefix(key, "etoile.") {
+			continue
+		}
+		switch key {
+		case "etoile.slot":
+			v := strings.ToLower(val)
+			if v != "a" && v != "b" {
+				p.Warnings = append(p.Warnings, fmt.Sprintf("etoile.slot=%q ignored: want a or b", val))
+				continue
+			}
+			p.Slot = v
+		case "etoile.system":
+			u, err := url.Parse(val)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				p.Warnings = append(p.Warnings, fmt.Sprintf("etoile.system=%q ignored: want an http:// or https:// URL", val))
+				continue
+			}
+			p.SystemURL = val
+		case "etoile.system.sha256":
+			v := strings.ToLower(val)
+			if b, err := hex.DecodeString(v); err != nil || len(b) != 32 {
+				p.Warnings = append(p.Warnings, fmt.Sprintf("etoile.system.sha256=%q ignored: want 64 hex digits", val))
+				continue
+			}
+			p.SystemSHA256 = v
+		case "etoile.debug":
+			p.Debug = flag(val)
+		case "etoile.poweroff":
+			p.PowerOff = flag(val)
+		case "etoile.config":
+			p.Config = val
+		default:
+			p.Warnings = append(p.Warnings, fmt.Sprintf("%s ignored: unknown etoile argument", key))
+		}
+	}
+	return p
+}
+
+// flag reads a bare flag ("etoile.debug") or an explicit value ("=0", "=1").
+func flag(v string) bool {
+	switch strings.ToLower(v) {
+	case "", "1", "y", "yes", "true", "on":
+		return true
+	}
+	return false
+}
+
+// split follows the kernel's next_arg(): whitespace separates arguments, and a
+// double quote toggles quoting (the quotes themselves are dropped).
+func split(line string) []string {
+	var (
+		args   []string
+		cur    strings.Builder
+		quoted bool
+		inArg  bool
+	)
+	for _, r := range line {
+		switch {
+		case r == '"':
+			quoted = !quoted
+			inArg = true
+		case !quoted && (r == ' ' || r == '\t' || r == '\n' || r == '\r'):
+			if inArg {
+				args = append(args, cur.String())
+				cur.Reset()
+				inArg = false
+			}
+		default:
+			cur.WriteRune(r)
+			inArg = true
+		}
+	}
+	if inArg {
+		args = append(args, cur.String())
+	}
+	return args
+}

@@ -1,0 +1,126 @@
+package cmdline
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+const sum = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name     string
+		line     string
+		want     Params
+		warnings int
+	}{
+		{
+			name: "iso boot from isolinux",
+			line: "BOOT_IMAGE=/boot/vmlinuz console=tty0 console=ttyS0,115200 quiet\n",
+			want: Params{},
+		},
+		{
+			name: "disk slot b, upper case accepted",
+			line: "console=ttyS0 etoile.slot=B",
+			want: Params{Slot: "b"},
+		},
+		{
+			name: "netboot with checksum",
+			line: "initrd=initrd.img etoile.system=http://10.0.2.2:8080/etoile-amd64-system.sqfs etoile.system.sha256=" + strings.ToUpper(sum),
+			want: Params{SystemURL: "http://10.0.2.2:8080/etoile-amd64-system.sqfs", SystemSHA256: sum},
+		},
+		{
+			name: "flags",
+			line: "etoile.debug etoile.poweroff=1",
+			want: Params{Debug: true, PowerOff: true},
+		},
+		{
+			name: "flag switched off",
+			line: "etoile.debug=0",
+			want: Params{},
+		},
+		{
+			name: "quoted value keeps its spaces",
+			line: `etoile.config="http://h/a b" etoile.slot=a`,
+			want: Params{Config: "http://h/a b", Slot: "a"},
+		},
+		{
+			name: "later argument wins",
+			line: "etoile.slot=a etoile.slot=b",
+			want: Params{Slot: "b"},
+		},
+		{
+			name: "arguments after -- belong to init",
+			line: "etoile.slot=a -- etoile.slot=b",
+			want: Params{Slot: "a"},
+		},
+		{
+			name:     "bad values become warnings",
+			line:     "etoile.slot=c etoile.system=ftp://x/y etoile.system.sha256=abc etoile.bogus=1",
+			want:     Params{},
+			warnings: 4,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Parse(tt.line)
+			if len(got.Warnings) != tt.warnings {
+				t.Errorf("warnings = %q, want %d of them", got.Warnings, tt.warnings)
+			}
+			got.Raw, got.Warnings = nil, nil
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Parse(%q) = %+v, want %+v", tt.line, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseRaw(t *testing.T) {
+	p := Parse(`root=/dev/sda1 ro console="ttyS0,115200"`)
+	want := map[string]string{"root": "/dev/sda1", "ro": "", "console": "ttyS0,115200"}
+	if !reflect.DeepEqual(p.Raw, want) {
+		t.Errorf("Raw = %v, want %v", p.Raw, want)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"BOOT_IMAGE=/vmlinuz console=ttyS0 etoile.slot=a",
+		`etoile.system="http://10.0.2.2/x y" etoile.system.sha256=` + sum,
+		"etoile.debug etoile.poweroff=0 -- init args",
+		"\"\"=\"",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		p := Parse(line)
+		if p.Slot != "" && p.Slot != "a" && p.Slot != "b" {
+			t.Fatalf("slot %q accepted", p.Slot)
+		}
+		if p.SystemSHA256 != "" && len(p.SystemSHA256) != 64 {
+			t.Fatalf("sha256 %q accepted", p.SystemSHA256)
+		}
+		if p.SystemURL != "" && !strings.HasPrefix(p.SystemURL, "http") {
+			t.Fatalf("url %q accepted", p.SystemURL)
+		}
+		for k := range p.Raw {
+			// Only quotes can put whitespace inside an argument.
+			if utf8.ValidString(line) && !strings.Contains(line, `"`) && strings.ContainsAny(k, " \t\n") {
+				t.Fatalf("key %q holds whitespace", k)
+			}
+		}
+		// Parsing the rebuilt line gives the same values: the parser is stable.
+		var b strings.Builder
+		for k, v := range p.Raw {
+			if strings.ContainsAny(k+v, "\"=") || k == "--" {
+				return
+			}
+			b.WriteString(`"` + k + `=` + v + `" `)
+		}
+		if again := Parse(b.String()); !reflect.DeepEqual(again.Raw, p.Raw) {
+			t.Fatalf("reparse of %q gave %v, want %v", b.String(), again.Raw, p.Raw)
+		}
+	})
+}

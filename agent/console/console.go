@@ -1,0 +1,74 @@
+// Package console writes the lines operators and tests wait for (ready,
+// error) on every console the kernel was given (console=tty0
+// console=ttyS0…), not only on /dev/console, which reaches just the last one.
+package console
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Active lists the console device names from sysDir/class/tty/console/active
+// ("tty0 ttyS0"). The kernel lists the preferred console (/dev/console) last.
+func Active(sysDir string) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(sysDir, "class", "tty", "console", "active"))
+	if err != nil {
+		return nil, fmt.Errorf("reading the active consoles: %w", err)
+	}
+	var names []string
+	for _, n := range strings.Fields(string(b)) {
+		// A name is a device under /dev; refuse anything that is not.
+		if n == "." || n == ".." || strings.ContainsAny(n, `/\`) {
+			continue
+		}
+		names = append(names, n)
+	}
+	return names, nil
+}
+
+// Broadcaster writes whole lines to each console.
+type Broadcaster struct {
+	SysDir string // "/sys" or DIR/sys
+	DevDir string // "/dev" or DIR/dev
+	// Fallback receives the line when no console can be written (no /sys
+	// yet, or a tree without consoles), so that the line is never lost.
+	Fallback io.Writer
+}
+
+// Println writes line (a newline is added) once on every active console and
+// returns the names it reached. A console that cannot be opened is skipped:
+// one broken serial port must not hide the line from the screen.
+func (b Broadcaster) Println(line string) ([]string, error) {
+	names, err := Active(b.SysDir)
+	var reached []string
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, n := range names {
+		f, err := os.OpenFile(filepath.Join(b.DevDir, n), os.O_WRONLY|os.O_APPEND|unix.O_NOCTTY, 0)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// The tty's ONLCR (on by default) turns \n into \r\n for serial lines.
+		_, err = io.WriteString(f, line+"\n")
+		f.Close()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		reached = append(reached, n)
+	}
+	if len(reached) == 0 && b.Fallback != nil {
+		_, err := io.WriteString(b.Fallback, line+"\n")
+		return nil, errors.Join(append(errs, err)...)
+	}
+	return reached, nil
+}

@@ -1,0 +1,105 @@
+// Package fakeroot is for tests only. It builds folders that look like a booting machine's root
+// (sysfs, /proc/cmdline, /dev, /lib/modules) for tests of the agent that run
+// as ordinary processes.
+package fakeroot
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Write writes files (path relative to root → content), making folders.
+func Write(t testing.TB, root string, files map[string]string) {
+	t.Helper()
+	for name, body := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Block adds a block device to sysfs (class/block/NAME/uevent) and its node
+// under dev/ holding content. partName and partition describe a GPT partition.
+func Block(t testing.TB, root, name string, partition bool, partName string, content []byte) {
+	t.Helper()
+	ue := "MAJOR=8\nMINOR=0\nDEVNAME=" + name + "\n"
+	if partition {
+		ue += "DEVTYPE=partition\nPARTN=1\n"
+		if partName != "" {
+			ue += "PARTNAME=" + partName + "\n"
+		}
+	} else {
+		ue += "DEVTYPE=disk\n"
+	}
+	Write(t, root, map[string]string{"sys/class/block/" + name + "/uevent": ue})
+	if err := os.MkdirAll(filepath.Join(root, "dev"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "dev", name), content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ISO makes a real ISO9660 image with xorriso, holding files, and returns
+// its bytes. A missing xorriso fails the test, naming the package.
+func ISO(t testing.TB, label string, files map[string]string) []byte {
+	t.Helper()
+	if _, err := exec.LookPath("xorriso"); err != nil {
+		t.Fatalf("xorriso is needed to make a test ISO: apt-get install -y xorriso")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	Write(t, src, files)
+	out := filepath.Join(dir, "test.iso")
+	cmd := exec.Command("xorriso", "-as", "mkisofs", "-quiet", "-R", "-V", label, "-o", out, src)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("xorriso: %v\n%s", err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Modules copies a modules.dep and modules.alias pair into
+// root/lib/modules/release and makes an empty file for every module listed,
+// except those in leaveOut.
+func Modules(t testing.TB, root, release, depFile, aliasFile string, leaveOut ...string) {
+	t.Helper()
+	dir := filepath.Join(root, "lib", "modules", release)
+	dep, err := os.ReadFile(depFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alias, err := os.ReadFile(aliasFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Write(t, dir, map[string]string{"modules.dep": string(dep), "modules.alias": string(alias)})
+	for _, line := range strings.Split(string(dep), "\n") {
+		file, _, ok := strings.Cut(line, ":")
+		if !ok || strings.HasPrefix(file, "#") {
+			continue
+		}
+		skip := false
+		for _, l := range leaveOut {
+			if strings.HasSuffix(file, "/"+l+".ko") {
+				skip = true
+			}
+		}
+		if !skip {
+			Write(t, dir, map[string]string{file: ""})
+		}
+	}
+}

@@ -1,0 +1,106 @@
+package kmod
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Aliases is modules.alias, indexed for fast lookup: a boot on a server with
+// a thousand devices matches each modalias against ~26000 patterns, which
+// must not cost seconds under emulation. Patterns are bucketed by their
+// literal prefix (the bytes before the first wildcard), so a lookup only tries
+// the patterns whose prefix the modalias starts with.
+type Aliases struct {
+	byPrefix map[string][]aliasEntry
+	// maxPrefix bounds the prefixes tried for a modalias.
+	maxPrefix int
+	count     int
+}
+
+type aliasEntry struct {
+	pattern string
+	module  string
+	order   int
+}
+
+// ParseAliases reads modules.alias ("alias <pattern> <module>" lines; '#'
+// comments and blank lines ignored). Malformed lines are errors naming the
+// line, because a half-read alias table silently leaves hardware without drivers.
+func ParseAliases(r io.Reader) (*Aliases, error) {
+	a := &Aliases{byPrefix: map[string][]aliasEntry{}}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 3 || f[0] != "alias" {
+			return nil, fmt.Errorf("modules.alias line %d: %q: want \"alias <pattern> <module>\"", n, line)
+		}
+		a.add(f[1], Normalize(f[2]))
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading modules.alias: %w", err)
+	}
+	return a, nil
+}
+
+func (a *Aliases) add(pattern, module string) {
+	prefix := pattern
+	if i := strings.IndexAny(pattern, "*?[\\"); i >= 0 {
+		prefix = pattern[:i]
+	}
+	a.byPrefix[prefix] = append(a.byPrefix[prefix], aliasEntry{pattern: pattern, module: module, order: a.count})
+	a.count++
+	a.maxPrefix = max(a.maxPrefix, len(prefix))
+}
+
+// Len is the number of aliases read.
+func (a *Aliases) Len() int { return a.count }
+
+// Lookup returns the modules whose alias pattern matches modalias, each once,
+// in modules.alias order (which is the order modprobe would try them).
+func (a *Aliases) Lookup(modalias string) []string {
+	if a == nil {
+		return nil
+	}
+	type hit struct {
+		module string
+		order  int
+	}
+	var hits []hit
+	for n := 0; n <= len(modalias) && n <= a.maxPrefix; n++ {
+		for _, e := range a.byPrefix[modalias[:n]] {
+			if Match(e.pattern, modalias) {
+				hits = append(hits, hit{e.module, e.order})
+			}
+		}
+	}
+	// Restore file order across buckets (insertion sort: hits are few).
+	for i := 1; i < len(hits); i++ {
+		for j := i; j > 0 && hits[j].order < hits[j-1].order; j-- {
+			hits[j], hits[j-1] = hits[j-1], hits[j]
+		}
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, h := range hits {
+		if !seen[h.module] {
+			seen[h.module] = true
+			out = append(out, h.module)
+		}
+	}
+	return out
+}
+
+// Normalize gives the kernel's name for a module: '-' and '_' are the same
+// in module names, and the kernel reports them with '_'.
+func Normalize(name string) string {
+	return strings.ReplaceAll(name, "-", "_")
+}

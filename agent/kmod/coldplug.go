@@ -1,0 +1,417 @@
+package kmod
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// BootModules are loaded with the hardware drivers, before the system image
+// is looked for: what mounting it takes. Everything else of the fixed list
+// (netfilter, wireguard, ext4…) can come after the ready line.
+var BootModules = []string{"loop", "squashfs", "overlay", "isofs"}
+
+// DefaultFixed are loaded on every boot whatever the hardware: what the boot
+// itself mounts, the disk class drivers, and what K3s needs from the kernel.
+// The image writes the list it actually ships to /etc/etoile/modules; this is
+// the fallback.
+var DefaultFixed = []string{
+	"loop", "squashfs", "overlay", "isofs", "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "ext4",
+	"sd_mod", "sr_mod",
+	"br_netfilter", "vxlan", "nf_tables", "nf_conntrack", "iptable_nat", "iptable_filter", "ip_vs", "wireguard",
+}
+
+// ReadList reads a module list: one name per line, '#' comments.
+func ReadList(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		for _, name := range strings.Fields(line) {
+			out = append(out, Normalize(name))
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading module list %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// Coldplug loads the drivers for the devices the kernel has found, the way
+// udev would at boot: every /sys/bus/*/devices/*/modalias is matched against
+// modules.alias. Loading a bus driver (virtio_pci, xhci_pci, ahci) makes new
+// devices appear with new modaliases, so Scan is meant to be called again
+// until nothing new shows up (see Settle).
+//
+// The drivers a scan finds are loaded in parallel, as udev does: a driver's
+// init often sleeps while it probes (ahci waits for its links), and the
+// others load meanwhile. A module is loaded once; whoever needs a module
+// another goroutine is loading waits for it to finish first, so that the
+// kernel finds its symbols.
+type Coldplug struct {
+	SysDir string // "/sys", or DIR/sys under --root
+	ModDir string // the folder holding modules.dep: "/lib/modules/<release>"
+	Loader Loader
+	Log    *slog.Logger
+	// Parallel bounds the modules loaded at once (default 4).
+	Parallel int
+
+	aliases *Aliases
+	deps    *Deps
+
+	mu        sync.Mutex
+	seen      map[string]bool          // modaliases already handled
+	done      map[string]chan struct{} // module → closed once loaded (or given up)
+	warned    map[string]bool
+	loadCount atomic.Int64
+	pending   atomic.Int64 // loads started and not finished
+	sem       chan struct{}
+	semOnce   sync.Once
+}
+
+// NewColdplug reads modules.alias, modules.dep, modules.builtin and
+// modules.softdep from modDir.
+func NewColdplug(sysDir, modDir string, loader Loader, log *slog.Logger) (*Coldplug, error) {
+	c := &Coldplug{SysDir: sysDir, ModDir: modDir, Loader: loader, Log: log, Parallel: 4,
+		seen: map[string]bool{}, done: map[string]chan struct{}{}, warned: map[string]bool{}}
+	f, err := os.Open(filepath.Join(modDir, "modules.dep"))
+	if err != nil {
+		return nil, fmt.Errorf("reading the module index: %w (the initramfs must hold modules.dep for its kernel; rebuild the image)", err)
+	}
+	c.deps, err = ParseDeps(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(modDir, "modules.dep"), err)
+	}
+	for name, add := range map[string]func(*os.File) error{
+		"modules.builtin": func(f *os.File) error { return c.deps.AddBuiltin(f) },
+		"modules.softdep": func(f *os.File) error { return c.deps.AddSoftdeps(f) },
+	} {
+		// Both are optional: a kernel with no built-in modules or no softdeps has none.
+		if f, err := os.Open(filepath.Join(modDir, name)); err == nil {
+			err = add(f)
+			f.Close()
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	f, err = os.Open(filepath.Join(modDir, "modules.alias"))
+	if err != nil {
+		return nil, fmt.Errorf("reading the module aliases: %w (the initramfs must hold modules.alias; rebuild the image)", err)
+	}
+	c.aliases, err = ParseAliases(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(modDir, "modules.alias"), err)
+	}
+	return c, nil
+}
+
+// LoadCount is how many module files were loaded so far.
+func (c *Coldplug) LoadCount() int { return int(c.loadCount.Load()) }
+
+// Modaliases lists the modalias of every device on every bus, sorted.
+func (c *Coldplug) Modaliases() ([]string, error) {
+	files, err := filepath.Glob(filepath.Join(c.SysDir, "bus", "*", "devices", "*", "modalias"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			// A device can vanish between the glob and the read.
+			continue
+		}
+		if m := strings.TrimSpace(string(b)); m != "" {
+			out = append(out, m)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+type request struct {
+	module, why, modalias string
+}
+
+// Scan loads the drivers for modaliases not seen before and waits for them.
+// It returns how many new modaliases it found.
+func (c *Coldplug) Scan(ctx context.Context) (int, error) {
+	var wg sync.WaitGroup
+	n, err := c.scanAsync(ctx, &wg)
+	wg.Wait()
+	return n, err
+}
+
+// scanAsync starts loading the drivers for new modaliases and returns at once.
+func (c *Coldplug) scanAsync(ctx context.Context, wg *sync.WaitGroup) (int, error) {
+	aliases, err := c.Modaliases()
+	if err != nil {
+		return 0, err
+	}
+	var reqs []request
+	fresh := 0
+	c.mu.Lock()
+	for _, ma := range aliases {
+		if c.seen[ma] {
+			continue
+		}
+		c.seen[ma] = true
+		fresh++
+		for _, m := range c.aliases.Lookup(ma) {
+			reqs = append(reqs, request{m, "modalias", ma})
+		}
+	}
+	c.mu.Unlock()
+	for _, r := range reqs {
+		c.start(ctx, r, wg)
+	}
+	return fresh, ctx.Err()
+}
+
+// LoadFixed loads each named module (or alias) with its dependencies,
+// whatever the hardware. A module missing from the image is a warning.
+func (c *Coldplug) LoadFixed(ctx context.Context, names []string) {
+	var reqs []request
+	for _, m := range names {
+		reqs = append(reqs, request{Normalize(m), "fixed", ""})
+	}
+	c.loadAll(ctx, reqs)
+}
+
+// Modprobe loads name, a module name or an alias ("fs-iso9660",
+// "crypto-crc32c"), as modprobe(8) would. It fails if nothing matches.
+func (c *Coldplug) Modprobe(ctx context.Context, name string) error {
+	mods := c.resolve(name)
+	if len(mods) == 0 {
+		return fmt.Errorf("module %s not found in %s", name, c.ModDir)
+	}
+	var reqs []request
+	for _, m := range mods {
+		reqs = append(reqs, request{m, "modprobe", ""})
+	}
+	c.loadAll(ctx, reqs)
+	return nil
+}
+
+// resolve maps a name to modules: itself if it is one, else its aliases' modules.
+func (c *Coldplug) resolve(name string) []string {
+	if n := Normalize(name); c.deps.Has(n) {
+		return []string{n}
+	}
+	return c.aliases.Lookup(name)
+}
+
+func (c *Coldplug) loadAll(ctx context.Context, reqs []request) {
+	var wg sync.WaitGroup
+	for _, r := range reqs {
+		c.start(ctx, r, &wg)
+	}
+	wg.Wait()
+}
+
+// start loads r in a goroutine, at most Parallel at once; wg tracks it for
+// the caller, pending for everyone.
+func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup) {
+	if ctx.Err() != nil {
+		return
+	}
+	c.semOnce.Do(func() { c.sem = make(chan struct{}, max(c.Parallel, 1)) })
+	wg.Add(1)
+	c.pending.Add(1)
+	go func() {
+		defer wg.Done()
+		defer c.pending.Add(-1)
+		c.sem <- struct{}{}
+		defer func() { <-c.sem }()
+		defer func() {
+			// A loader bug must not take PID 1 down.
+			if p := recover(); p != nil {
+				c.Log.Warn("module loading crashed", "module", r.module, "reason", fmt.Sprint(p))
+			}
+		}()
+		c.load(r, map[string]bool{})
+	}()
+}
+
+// claim returns true if the caller must load module, or waits until whoever
+// claimed it first has finished and returns false.
+func (c *Coldplug) claim(module string) bool {
+	c.mu.Lock()
+	ch, ok := c.done[module]
+	if !ok {
+		c.done[module] = make(chan struct{})
+		c.mu.Unlock()
+		return true
+	}
+	c.mu.Unlock()
+	<-ch
+	return false
+}
+
+func (c *Coldplug) finish(module string) {
+	c.mu.Lock()
+	close(c.done[module])
+	c.mu.Unlock()
+}
+
+func (c *Coldplug) warnOnce(level slog.Level, key, msg string, args ...any) {
+	c.mu.Lock()
+	seen := c.warned[key]
+	c.warned[key] = true
+	c.mu.Unlock()
+	if !seen {
+		c.Log.Log(context.Background(), level, msg, args...)
+	}
+}
+
+// load loads r.module: its softdep pre modules, its dependencies in order,
+// itself, then its softdep post modules. stack guards against softdep loops.
+func (c *Coldplug) load(r request, stack map[string]bool) {
+	name := r.module
+	if stack[name] {
+		return
+	}
+	stack[name] = true
+	order, err := c.deps.Order(name)
+	if err != nil {
+		var missing *MissingError
+		if errors.As(err, &missing) {
+			// A modalias match for a module the image does not ship is
+			// normal (the initramfs holds a chosen subset); a fixed module
+			// missing is worth a warning.
+			level := slog.LevelWarn
+			switch r.why {
+			case "modalias":
+				level = slog.LevelDebug
+			case "softdep":
+				// Soft dependencies are often optional helpers (a charset,
+				// a faster cipher); the image build decides which to ship.
+				level = slog.LevelInfo
+			}
+			c.warnOnce(level, name, "module not in image", "module", name, "reason", err.Error())
+		}
+		return
+	}
+	for _, m := range order {
+		pre, post := c.deps.Softdeps(m)
+		for _, p := range pre {
+			for _, s := range c.resolve(p) {
+				c.load(request{s, "softdep", ""}, stack)
+			}
+		}
+		if c.claim(m) {
+			c.loadFile(m, name, r)
+			c.finish(m)
+		}
+		for _, p := range post {
+			for _, s := range c.resolve(p) {
+				c.load(request{s, "softdep", ""}, stack)
+			}
+		}
+	}
+}
+
+func (c *Coldplug) loadFile(m, wanted string, r request) {
+	p := filepath.Join(c.ModDir, c.deps.Path(m))
+	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+		level := slog.LevelWarn
+		if r.why == "modalias" && m == wanted {
+			level = slog.LevelDebug
+		}
+		c.warnOnce(level, m, "module file missing", "module", m, "path", p)
+		return
+	}
+	start := time.Now()
+	if err := c.Loader.Load(m, p); err != nil {
+		if errors.Is(err, unix.ENODEV) {
+			// Normal for one of several candidates (crc32c_intel on a CPU
+			// without SSE4.2, a driver for a device another driver took).
+			c.Log.Info("module not for this machine", "module", m, "reason", "no such device")
+			return
+		}
+		c.Log.Warn("module load failed", "module", m, "reason", err.Error())
+		return
+	}
+	c.loadCount.Add(1)
+	attrs := []any{"module", m, "took", Round(time.Since(start))}
+	switch {
+	case m != wanted:
+		attrs = append(attrs, "for", "dependency of "+wanted)
+	case r.modalias != "":
+		attrs = append(attrs, "for", r.why, "modalias", r.modalias)
+	default:
+		attrs = append(attrs, "for", r.why)
+	}
+	c.Log.Info("module loaded", attrs...)
+}
+
+// Settle loads drivers until no new device shows up: each finished load
+// is followed at once by a new look at the buses (loading virtio_pci makes
+// the virtio disk appear; its driver loads while ahci is still probing), and
+// once nothing is loading and nothing new was found it keeps looking for
+// quiet more (drivers probe asynchronously: a disk shows up some
+// milliseconds after its controller's driver loads), bounded by max.
+func (c *Coldplug) Settle(ctx context.Context, quiet, max time.Duration) error {
+	deadline := time.Now().Add(max)
+	quietSince := time.Time{}
+	var wg sync.WaitGroup // never waited for: past max the boot goes on
+	for {
+		n, err := c.scanAsync(ctx, &wg)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		switch {
+		case n > 0 || c.pending.Load() > 0:
+			quietSince = time.Time{}
+		case quietSince.IsZero():
+			quietSince = now
+		}
+		if !quietSince.IsZero() && now.Sub(quietSince) >= quiet {
+			return nil
+		}
+		if now.After(deadline) {
+			// Whatever still loads goes on; the boot does not wait for it.
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Round keeps durations in logs short and readable.
+func Round(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(10 * time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(100 * time.Microsecond)
+	}
+	return d.Round(time.Microsecond)
+}

@@ -1,0 +1,116 @@
+package kmod
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+	"golang.org/x/sys/unix"
+)
+
+// Loader puts one module file into the kernel. It is the seam between the
+// matching logic and the init_module syscalls, so that `etoile-agent agent
+// --root DIR` and tests record loads instead of making them.
+type Loader interface {
+	// Load loads the module file at path (absolute). A module that is
+	// already loaded is not an error.
+	Load(name, path string) error
+}
+
+// SyscallLoader loads modules into the running kernel.
+type SyscallLoader struct{}
+
+// Load uses finit_module for a plain .ko so the kernel reads (and, if it
+// enforces signatures, checks) the file itself; compressed modules are
+// decompressed here and passed with init_module, because not every kernel
+// is built with in-kernel module decompression.
+func (SyscallLoader) Load(name, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("opening module %s: %w", name, err)
+	}
+	defer f.Close()
+	if strings.HasSuffix(path, ".ko") {
+		err = unix.FinitModule(int(f.Fd()), "", 0)
+	} else {
+		var image []byte
+		image, err = decompress(path, f)
+		if err != nil {
+			return fmt.Errorf("decompressing module %s (%s): %w", name, path, err)
+		}
+		err = unix.InitModule(image, "")
+	}
+	if errors.Is(err, unix.EEXIST) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("loading module %s (%s): %w", name, path, err)
+	}
+	return nil
+}
+
+func decompress(path string, r io.Reader) ([]byte, error) {
+	var zr io.Reader
+	switch {
+	case strings.HasSuffix(path, ".xz"):
+		x, err := xz.NewReader(r)
+		if err != nil {
+			return nil, err
+		}
+		zr = x
+	case strings.HasSuffix(path, ".zst"):
+		z, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, err
+		}
+		defer z.Close()
+		zr = z
+	case strings.HasSuffix(path, ".gz"):
+		g, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, err
+		}
+		zr = g
+	default:
+		return nil, fmt.Errorf("unknown module compression (want .ko, .ko.xz, .ko.zst or .ko.gz)")
+	}
+	var buf bytes.Buffer
+	// Kernel modules are at most a few tens of MiB; bound it so a corrupt
+	// file cannot eat the initramfs's memory.
+	if _, err := io.Copy(&buf, io.LimitReader(zr, 256<<20)); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// Recorder is a Loader that only remembers what it was asked to load, in order.
+type Recorder struct {
+	mu    sync.Mutex
+	Loads []string // module names
+	Fail  map[string]error
+}
+
+// Load records name; it returns Fail[name] when set, to test error paths.
+func (r *Recorder) Load(name, path string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.Fail[name]; err != nil {
+		return err
+	}
+	r.Loads = append(r.Loads, name)
+	return nil
+}
+
+// Loaded returns a copy of the names loaded so far.
+func (r *Recorder) Loaded() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.Loads...)
+}

@@ -1,0 +1,155 @@
+// Package network brings a node's network up at boot: every physical link is
+// set up, those with carrier ask DHCP for an address in parallel, and the
+// answers become addresses, routes, /etc/resolv.conf and the hostname.
+//
+// Static addresses from the machine config (issue 3) will plug in beside
+// DHCP: Lease is the common currency, whichever way it was obtained.
+package network
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// Route is one route a lease asks for; Dst nil is the default route.
+type Route struct {
+	Dst     *net.IPNet
+	Gateway net.IP
+}
+
+// Lease is the configuration for one link.
+type Lease struct {
+	Iface    string
+	MAC      net.HardwareAddr
+	Addr     net.IPNet
+	Routes   []Route
+	DNS      []net.IP
+	Search   []string
+	Hostname string
+	Lifetime time.Duration
+}
+
+// LeaseFromACK turns a DHCP ACK into a Lease. Following RFC 3442, a
+// classless static routes option replaces the router option.
+func LeaseFromACK(iface string, mac net.HardwareAddr, ack *dhcpv4.DHCPv4) (Lease, error) {
+	if ack == nil || ack.YourIPAddr == nil || ack.YourIPAddr.To4() == nil || ack.YourIPAddr.IsUnspecified() {
+		return Lease{}, fmt.Errorf("DHCP answer on %s carries no IPv4 address", iface)
+	}
+	mask := ack.SubnetMask()
+	if mask == nil {
+		// RFC 2131 lets a server omit it; the classful default is the
+		// historic answer, and /24 what most site networks use.
+		mask = ack.YourIPAddr.DefaultMask()
+	}
+	l := Lease{
+		Iface:    iface,
+		MAC:      mac,
+		Addr:     net.IPNet{IP: ack.YourIPAddr.To4(), Mask: mask},
+		DNS:      ack.DNS(),
+		Hostname: cleanHostname(ack.HostName()),
+		Lifetime: ack.IPAddressLeaseTime(0),
+	}
+	if routes := ack.ClasslessStaticRoute(); len(routes) > 0 {
+		for _, r := range routes {
+			rt := Route{Gateway: r.Router}
+			if ones, _ := r.Dest.Mask.Size(); ones > 0 {
+				rt.Dst = r.Dest
+			}
+			l.Routes = append(l.Routes, rt)
+		}
+	} else if gw := ack.Router(); len(gw) > 0 && !gw[0].IsUnspecified() {
+		l.Routes = []Route{{Gateway: gw[0]}}
+	}
+	if d := ack.DomainName(); d != "" {
+		l.Search = append(l.Search, d)
+	}
+	if ds := ack.DomainSearch(); ds != nil {
+		for _, d := range ds.Labels {
+			if !slices.Contains(l.Search, d) {
+				l.Search = append(l.Search, d)
+			}
+		}
+	}
+	return l, nil
+}
+
+// cleanHostname keeps a DHCP host name only if it is a valid one (RFC 1123
+// label), since it is written to /etc/hostname and shown to people.
+func cleanHostname(h string) string {
+	h = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")
+	if i := strings.IndexByte(h, '.'); i >= 0 {
+		h = h[:i] // the short name; the domain goes to the search list
+	}
+	if h == "" || len(h) > 63 || h[0] == '-' || h[len(h)-1] == '-' {
+		return ""
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return ""
+		}
+	}
+	return h
+}
+
+// Hostname picks the node's name: the first lease's DHCP host name, else
+// etoile-<last three bytes of the primary MAC>, else "etoile".
+func Hostname(leases []Lease, primaryMAC net.HardwareAddr) string {
+	for _, l := range leases {
+		if l.Hostname != "" {
+			return l.Hostname
+		}
+	}
+	if len(primaryMAC) >= 3 {
+		m := primaryMAC[len(primaryMAC)-3:]
+		return fmt.Sprintf("etoile-%02x%02x%02x", m[0], m[1], m[2])
+	}
+	return "etoile"
+}
+
+// ResolvConf renders /etc/resolv.conf from the leases: name servers in lease
+// order without repeats (the resolver reads at most three), search domains likewise.
+func ResolvConf(leases []Lease) []byte {
+	var b bytes.Buffer
+	b.WriteString("# Written by etoile-agent from DHCP.\n")
+	var search []string
+	var servers []netip.Addr
+	for _, l := range leases {
+		for _, s := range l.Search {
+			if !slices.Contains(search, s) {
+				search = append(search, s)
+			}
+		}
+		for _, ip := range l.DNS {
+			if a, ok := netip.AddrFromSlice(ip); ok && !slices.Contains(servers, a.Unmap()) {
+				servers = append(servers, a.Unmap())
+			}
+		}
+	}
+	if len(search) > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(search, " "))
+	}
+	for i, s := range servers {
+		if i == 3 {
+			break
+		}
+		fmt.Fprintf(&b, "nameserver %s\n", s)
+	}
+	return b.Bytes()
+}
+
+// FirstIPv4 is the address the ready line shows ("none" without one).
+func FirstIPv4(leases []Lease) string {
+	for _, l := range leases {
+		if ip := l.Addr.IP.To4(); ip != nil {
+			return ip.String()
+		}
+	}
+	return "none"
+}

@@ -1,0 +1,178 @@
+package network
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/rfc1035label"
+)
+
+func ack(t *testing.T, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	t.Helper()
+	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
+	m, err := dhcpv4.New(append([]dhcpv4.Modifier{
+		dhcpv4.WithHwAddr(mac),
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeAck),
+		dhcpv4.WithYourIP(net.IPv4(10, 0, 2, 15)),
+	}, mods...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestLeaseFromACK(t *testing.T) {
+	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
+	_, dst, _ := net.ParseCIDR("192.168.50.0/24")
+	tests := []struct {
+		name       string
+		ack        *dhcpv4.DHCPv4
+		addr       string
+		routes     []string
+		dns        []string
+		search     []string
+		hostname   string
+		lifetime   time.Duration
+		wantErrStr string
+	}{
+		{
+			name: "QEMU user networking",
+			ack: ack(t, dhcpv4.WithNetmask(net.CIDRMask(24, 32)), dhcpv4.WithRouter(net.IPv4(10, 0, 2, 2)),
+				dhcpv4.WithDNS(net.IPv4(10, 0, 2, 3)), dhcpv4.WithLeaseTime(86400)),
+			addr: "10.0.2.15/24", routes: []string{"default via 10.0.2.2"}, dns: []string{"10.0.2.3"}, lifetime: 24 * time.Hour,
+		},
+		{
+			name: "classless routes replace the router option (RFC 3442)",
+			ack: ack(t, dhcpv4.WithNetmask(net.CIDRMask(24, 32)), dhcpv4.WithRouter(net.IPv4(10, 0, 2, 99)),
+				dhcpv4.WithOption(dhcpv4.OptClasslessStaticRoute(
+					&dhcpv4.Route{Dest: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Router: net.IPv4(10, 0, 2, 1)},
+					&dhcpv4.Route{Dest: dst, Router: net.IPv4(10, 0, 2, 254)},
+				))),
+			addr: "10.0.2.15/24", routes: []string{"default via 10.0.2.1", "192.168.50.0/24 via 10.0.2.254"},
+		},
+		{
+			name: "host name, domain and search list",
+			ack: ack(t, dhcpv4.WithOption(dhcpv4.OptHostName("Rack3-Node07.site.example")),
+				dhcpv4.WithOption(dhcpv4.OptDomainName("site.example")),
+				dhcpv4.WithOption(dhcpv4.OptDomainSearch(&rfc1035label.Labels{Labels: []string{"site.example", "example"}}))),
+			addr: "10.0.2.15/8", hostname: "rack3-node07", search: []string{"site.example", "example"},
+		},
+		{
+			name:     "invalid host name dropped",
+			ack:      ack(t, dhcpv4.WithNetmask(net.CIDRMask(24, 32)), dhcpv4.WithOption(dhcpv4.OptHostName("bad_name;rm -rf"))),
+			addr:     "10.0.2.15/24",
+			hostname: "",
+		},
+		{
+			name:       "no address",
+			ack:        ack(t, dhcpv4.WithYourIP(net.IPv4zero)),
+			wantErrStr: "no IPv4 address",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l, err := LeaseFromACK("eth0", mac, tt.ack)
+			if tt.wantErrStr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErrStr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErrStr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := l.Addr.String(); got != tt.addr {
+				t.Errorf("addr %s, want %s", got, tt.addr)
+			}
+			var routes []string
+			for _, r := range l.Routes {
+				if r.Dst == nil {
+					routes = append(routes, "default via "+r.Gateway.String())
+				} else {
+					routes = append(routes, r.Dst.String()+" via "+r.Gateway.String())
+				}
+			}
+			if strings.Join(routes, ",") != strings.Join(tt.routes, ",") {
+				t.Errorf("routes %q, want %q", routes, tt.routes)
+			}
+			var dns []string
+			for _, d := range l.DNS {
+				dns = append(dns, d.String())
+			}
+			if strings.Join(dns, ",") != strings.Join(tt.dns, ",") {
+				t.Errorf("dns %q, want %q", dns, tt.dns)
+			}
+			if strings.Join(l.Search, ",") != strings.Join(tt.search, ",") {
+				t.Errorf("search %q, want %q", l.Search, tt.search)
+			}
+			if l.Hostname != tt.hostname {
+				t.Errorf("hostname %q, want %q", l.Hostname, tt.hostname)
+			}
+			if l.Lifetime != tt.lifetime {
+				t.Errorf("lifetime %s, want %s", l.Lifetime, tt.lifetime)
+			}
+		})
+	}
+}
+
+func TestHostname(t *testing.T) {
+	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0xab, 0xcd, 0xef}
+	tests := []struct {
+		leases []Lease
+		mac    net.HardwareAddr
+		want   string
+	}{
+		{nil, mac, "etoile-abcdef"},
+		{[]Lease{{Hostname: ""}, {Hostname: "node7"}}, mac, "node7"},
+		{nil, nil, "etoile"},
+	}
+	for _, tt := range tests {
+		if got := Hostname(tt.leases, tt.mac); got != tt.want {
+			t.Errorf("Hostname = %q, want %q", got, tt.want)
+		}
+	}
+}
+
+func TestResolvConf(t *testing.T) {
+	leases := []Lease{
+		{DNS: []net.IP{net.IPv4(10, 0, 0, 1), net.IPv4(10, 0, 0, 2)}, Search: []string{"site.example"}},
+		{DNS: []net.IP{net.IPv4(10, 0, 0, 2), net.IPv4(10, 0, 0, 3), net.IPv4(10, 0, 0, 4)}, Search: []string{"site.example", "lab.example"}},
+	}
+	want := "# Written by etoile-agent from DHCP.\nsearch site.example lab.example\nnameserver 10.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\n"
+	if got := string(ResolvConf(leases)); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	if got := FirstIPv4([]Lease{{Addr: net.IPNet{IP: net.IPv4(10, 0, 2, 15), Mask: net.CIDRMask(24, 32)}}}); got != "10.0.2.15" {
+		t.Errorf("FirstIPv4 = %s", got)
+	}
+	if got := FirstIPv4(nil); got != "none" {
+		t.Errorf("FirstIPv4(nil) = %s, want none", got)
+	}
+}
+
+// FuzzLeaseFromACK feeds raw DHCP packets (what a hostile server could send)
+// through the parser and the lease conversion: nothing may panic, and a
+// lease, when made, must carry an IPv4 address and a valid host name.
+func FuzzLeaseFromACK(f *testing.F) {
+	f.Add(ack(&testing.T{}, dhcpv4.WithNetmask(net.CIDRMask(24, 32)), dhcpv4.WithRouter(net.IPv4(10, 0, 2, 2)), dhcpv4.WithOption(dhcpv4.OptHostName("n1"))).ToBytes())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := dhcpv4.FromBytes(b)
+		if err != nil {
+			return
+		}
+		l, err := LeaseFromACK("eth0", nil, m)
+		if err != nil {
+			return
+		}
+		if l.Addr.IP.To4() == nil {
+			t.Fatalf("lease without IPv4: %+v", l)
+		}
+		if l.Hostname != "" && l.Hostname != cleanHostname(l.Hostname) {
+			t.Fatalf("unclean hostname %q", l.Hostname)
+		}
+		_ = ResolvConf([]Lease{l})
+	})
+}

@@ -1,0 +1,244 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Config tunes Up.
+type Config struct {
+	Log *slog.Logger
+	// CarrierWait bounds the wait for a cable to show carrier after the
+	// link is set up.
+	CarrierWait time.Duration
+	// CarrierGrace is how long to keep waiting for other links once one
+	// has carrier (a server's second port is often cabled too).
+	CarrierGrace time.Duration
+	// DHCPTimeout bounds the whole exchange on each link.
+	DHCPTimeout time.Duration
+	// EtcDir receives resolv.conf and hostname ("/etc").
+	EtcDir string
+	// Only names the links to configure; empty means every physical link
+	// (the machine config will name interfaces; tests use a veth).
+	Only []string
+	// SetHostname sets the kernel's host name; sethostname(2) when nil.
+	// Tests replace it: a network namespace does not isolate the host name.
+	SetHostname func(string) error
+}
+
+// Result is what Up configured.
+type Result struct {
+	Leases     []Lease
+	Hostname   string
+	PrimaryMAC net.HardwareAddr
+	// Links lists the physical links seen, with carrier or not.
+	Links []string
+}
+
+// Up brings every physical link up, runs DHCP on those with carrier in
+// parallel, and applies the leases. Links without carrier or without an
+// answer are logged and left up without an address; only having no physical
+// link at all, or the loopback failing, is an error (a node without an
+// address is still reachable on the console and is worth booting).
+func Up(ctx context.Context, cfg Config) (Result, error) {
+	var res Result
+	lo, err := netlink.LinkByName("lo")
+	if err == nil {
+		err = netlink.LinkSetUp(lo)
+	}
+	if err != nil {
+		return res, fmt.Errorf("bringing up the loopback: %w", err)
+	}
+	all, err := netlink.LinkList()
+	if err != nil {
+		return res, fmt.Errorf("listing network links: %w", err)
+	}
+	var links []netlink.Link
+	for _, l := range all {
+		a := l.Attrs()
+		if len(cfg.Only) > 0 {
+			if !slices.Contains(cfg.Only, a.Name) {
+				continue
+			}
+		} else if l.Type() != "device" || a.Flags&net.FlagLoopback != 0 || len(a.HardwareAddr) != 6 {
+			// Physical Ethernet only: no bridges, tunnels or veths that
+			// something else made.
+			continue
+		}
+		links = append(links, l)
+		res.Links = append(res.Links, a.Name)
+	}
+	slices.SortFunc(links, func(a, b netlink.Link) int { return a.Attrs().Index - b.Attrs().Index })
+	if len(links) == 0 {
+		return res, errors.New("no network interface found (is the NIC's driver in the image? see the module lines above)")
+	}
+	res.PrimaryMAC = links[0].Attrs().HardwareAddr
+	for _, l := range links {
+		if err := netlink.LinkSetUp(l); err != nil {
+			cfg.Log.Warn("link up failed", "iface", l.Attrs().Name, "reason", err.Error())
+		}
+	}
+	cfg.Log.Debug("links up, waiting for carrier", "links", len(links))
+	withCarrier := waitCarrier(ctx, links, cfg)
+	cfg.Log.Debug("carrier", "links", len(withCarrier))
+	if len(withCarrier) > 0 {
+		res.PrimaryMAC = withCarrier[0].Attrs().HardwareAddr
+	}
+
+	leases := make([]*Lease, len(withCarrier))
+	var wg sync.WaitGroup
+	for i, l := range withCarrier {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				if r := recover(); r != nil {
+					cfg.Log.Error("DHCP crashed", "iface", l.Attrs().Name, "reason", fmt.Sprint(r))
+				}
+			}()
+			lease, err := dhcp(ctx, l, cfg)
+			if err != nil {
+				cfg.Log.Warn("no DHCP lease", "iface", l.Attrs().Name, "reason", err.Error())
+				return
+			}
+			if err := apply(l, lease, 100+i); err != nil {
+				cfg.Log.Warn("applying DHCP lease failed", "iface", l.Attrs().Name, "reason", err.Error())
+				return
+			}
+			cfg.Log.Info("dhcp lease", "iface", lease.Iface, "addr", lease.Addr.String(), "routes", len(lease.Routes), "dns", len(lease.DNS))
+			leases[i] = &lease
+		}()
+	}
+	wg.Wait()
+	for _, l := range leases {
+		if l != nil {
+			res.Leases = append(res.Leases, *l)
+		}
+	}
+
+	res.Hostname = Hostname(res.Leases, res.PrimaryMAC)
+	set := cfg.SetHostname
+	if set == nil {
+		set = func(h string) error { return unix.Sethostname([]byte(h)) }
+	}
+	if err := set(res.Hostname); err != nil {
+		cfg.Log.Warn("setting the hostname failed", "hostname", res.Hostname, "reason", err.Error())
+	}
+	if cfg.EtcDir != "" {
+		if err := writeFile(filepath.Join(cfg.EtcDir, "hostname"), []byte(res.Hostname+"\n")); err != nil {
+			cfg.Log.Warn("writing hostname failed", "reason", err.Error())
+		}
+		if len(res.Leases) > 0 {
+			if err := writeFile(filepath.Join(cfg.EtcDir, "resolv.conf"), ResolvConf(res.Leases)); err != nil {
+				cfg.Log.Warn("writing resolv.conf failed", "reason", err.Error())
+			}
+		}
+	}
+	return res, nil
+}
+
+func writeFile(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	// resolv.conf may be a dangling link into /run in a system image.
+	_ = os.Remove(path)
+	return os.WriteFile(path, b, 0o644)
+}
+
+// waitCarrier returns the links that have carrier, in link order, waiting
+// until all have it, or CarrierGrace after the first did, or CarrierWait.
+func waitCarrier(ctx context.Context, links []netlink.Link, cfg Config) []netlink.Link {
+	deadline := time.Now().Add(cfg.CarrierWait)
+	var firstSeen time.Time
+	for {
+		var up []netlink.Link
+		for _, l := range links {
+			if hasCarrier(l.Attrs().Name) {
+				up = append(up, l)
+			}
+		}
+		now := time.Now()
+		if len(up) > 0 && firstSeen.IsZero() {
+			firstSeen = now
+		}
+		if len(up) == len(links) || now.After(deadline) ||
+			(!firstSeen.IsZero() && now.Sub(firstSeen) >= cfg.CarrierGrace) || ctx.Err() != nil {
+			for _, l := range links {
+				if !slices.Contains(up, l) {
+					cfg.Log.Info("no carrier", "iface", l.Attrs().Name)
+				}
+			}
+			return up
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func hasCarrier(name string) bool {
+	b, err := os.ReadFile(filepath.Join("/sys/class/net", name, "carrier"))
+	return err == nil && len(b) > 0 && b[0] == '1'
+}
+
+func dhcp(ctx context.Context, l netlink.Link, cfg Config) (Lease, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.DHCPTimeout)
+	defer cancel()
+	name := l.Attrs().Name
+	cfg.Log.Debug("dhcp starting", "iface", name)
+	defer cfg.Log.Debug("dhcp done", "iface", name)
+	c, err := nclient4.New(name, nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3),
+		nclient4.WithLogger(dhcpLogger{cfg.Log.With("iface", name)}))
+	if err != nil {
+		return Lease{}, fmt.Errorf("opening a DHCP socket on %s: %w", name, err)
+	}
+	defer c.Close()
+	ack, err := dora(ctx, c, l.Attrs().HardwareAddr)
+	if err != nil {
+		return Lease{}, fmt.Errorf("DHCP on %s: %w", name, err)
+	}
+	return LeaseFromACK(name, l.Attrs().HardwareAddr, ack)
+}
+
+// apply sets the address and routes. metric keeps default routes from two
+// DHCP links apart (the first link's wins).
+func apply(l netlink.Link, lease Lease, metric int) error {
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: lease.Addr.IP, Mask: lease.Addr.Mask}}
+	if err := netlink.AddrReplace(l, addr); err != nil {
+		return fmt.Errorf("adding %s to %s: %w", lease.Addr.String(), lease.Iface, err)
+	}
+	for _, r := range lease.Routes {
+		rt := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: r.Dst, Gw: r.Gateway, Priority: metric}
+		if r.Gateway == nil || r.Gateway.IsUnspecified() {
+			rt.Gw = nil
+			rt.Scope = netlink.SCOPE_LINK
+		}
+		if err := netlink.RouteReplace(rt); err != nil {
+			return fmt.Errorf("adding route %v via %v on %s: %w", r.Dst, r.Gateway, lease.Iface, err)
+		}
+	}
+	return nil
+}
+
+// dhcpLogger shows nclient4's exchanges at debug level (etoile.debug).
+type dhcpLogger struct{ log *slog.Logger }
+
+func (l dhcpLogger) Printf(format string, v ...interface{}) {
+	l.log.Debug("dhcp: " + fmt.Sprintf(format, v...))
+}
+
+func (l dhcpLogger) PrintMessage(prefix string, m *dhcpv4.DHCPv4) {
+	l.log.Debug("dhcp: "+prefix, "type", m.MessageType().String(), "xid", m.TransactionID.String(), "yiaddr", m.YourIPAddr.String())
+}

@@ -1,0 +1,114 @@
+package sysimage
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// ChecksumError refuses a downloaded image whose SHA-256 is not the one the
+// kernel command line asked for.
+type ChecksumError struct {
+	URL, Want, Got string
+}
+
+func (e *ChecksumError) Error() string {
+	return fmt.Sprintf("system image from %s refused: sha256 mismatch: expected %s, actual %s", e.URL, e.Want, e.Got)
+}
+
+// Download fetches url into dst (a file on tmpfs, so the image lives in
+// memory), hashing while it writes, and keeps it only if its SHA-256 is want.
+// The image is written under a temporary name and renamed when verified, so
+// nothing unverified is ever at dst. Transient failures (connection refused
+// while the network settles, a server error) are retried until ctx ends;
+// a checksum mismatch is not, because the same bytes would come again.
+func Download(ctx context.Context, client *http.Client, url, want, dst string, log *slog.Logger) (int64, error) {
+	want = strings.ToLower(want)
+	if want == "" {
+		return 0, fmt.Errorf("etoile.system=%s given without etoile.system.sha256: an image that cannot be verified is never used", url)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return 0, fmt.Errorf("making room for the system image: %w", err)
+	}
+	delay := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		n, err := fetch(ctx, client, url, want, dst)
+		if err == nil {
+			return n, nil
+		}
+		var ce *ChecksumError
+		var pe *permanentError
+		if errors.As(err, &ce) || errors.As(err, &pe) || ctx.Err() != nil {
+			return 0, err
+		}
+		log.Warn("system image download failed, retrying", "url", url, "attempt", attempt, "reason", err.Error())
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w (gave up: %v)", err, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 4*time.Second)
+	}
+}
+
+func fetch(ctx context.Context, client *http.Client, url, want, dst string) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, fmt.Errorf("system image URL %q: %w", url, err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("downloading the system image: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		err := fmt.Errorf("downloading the system image from %s: HTTP %s", url, resp.Status)
+		// A missing file or a refusal will not change by asking again; a
+		// server error or rate limit may.
+		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests {
+			return 0, &permanentError{err}
+		}
+		return 0, err
+	}
+	tmp := dst + ".partial"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("writing the system image: %w", err)
+	}
+	var h hash.Hash = sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), resp.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && resp.ContentLength >= 0 && n != resp.ContentLength {
+		err = fmt.Errorf("got %d of %d bytes", n, resp.ContentLength)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return 0, fmt.Errorf("downloading the system image from %s: %w (is the tmpfs big enough? the machine needs RAM for the whole image)", url, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		os.Remove(tmp)
+		return 0, &ChecksumError{URL: url, Want: want, Got: got}
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		os.Remove(tmp)
+		return 0, fmt.Errorf("keeping the system image: %w", err)
+	}
+	return n, nil
+}
+
+// permanentError is a failure that retrying cannot cure.
+type permanentError struct{ error }
+
+func (e *permanentError) Unwrap() error { return e.error }

@@ -1,0 +1,187 @@
+package sysimage
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/etoile-os/etoile/agent/fakeroot"
+)
+
+func TestVolumeID(t *testing.T) {
+	iso := fakeroot.ISO(t, "ETOILE", map[string]string{"etoile/system.sqfs": "squash"})
+	tests := []struct {
+		name    string
+		data    []byte
+		want    string
+		wantErr error
+	}{
+		{"xorriso ISO", iso, "ETOILE", nil},
+		{"other label", fakeroot.ISO(t, "DEBIAN_12", map[string]string{"a": "b"}), "DEBIAN_12", nil},
+		{"zeros", make([]byte, 64*1024), "", ErrNotISO9660},
+		{"too short", []byte("hello"), "", ErrNotISO9660},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := VolumeID(bytes.NewReader(tt.data))
+			if !errors.Is(err, tt.wantErr) || got != tt.want {
+				t.Errorf("VolumeID = %q, %v; want %q, %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func FuzzVolumeID(f *testing.F) {
+	pvd := make([]byte, 32768+2048)
+	copy(pvd[32768:], "\x01CD001")
+	copy(pvd[32768+40:], "ETOILE")
+	f.Add(pvd[32000:])
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, tail []byte) {
+		data := append(make([]byte, 32768-len(tail)%100), tail...)
+		id, err := VolumeID(bytes.NewReader(data))
+		if err == nil && len(id) > 32 {
+			t.Fatalf("volume id %q longer than 32 bytes", id)
+		}
+	})
+}
+
+func TestFindISO(t *testing.T) {
+	iso := fakeroot.ISO(t, "ETOILE", map[string]string{"etoile/system.sqfs": "squash"})
+	root := t.TempDir()
+	// The ISO written raw to a USB stick: the disk and the isohybrid
+	// partition both start with it; an empty CD drive cannot be read; a
+	// virtio disk holds something else.
+	fakeroot.Block(t, root, "sda", false, "", iso)
+	fakeroot.Block(t, root, "sda1", true, "", iso)
+	fakeroot.Block(t, root, "vda", false, "", make([]byte, 40000))
+	fakeroot.Block(t, root, "loop0", false, "", iso) // never the boot medium
+	fakeroot.Write(t, root, map[string]string{"sys/class/block/sr0/uevent": "DEVNAME=sr0\nDEVTYPE=disk\n"})
+	devs, err := ListBlock(filepath.Join(root, "sys"), filepath.Join(root, "dev"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, ok := FindISO(devs, ISOLabel)
+	if !ok || d.Name != "sda" || d.Path != filepath.Join(root, "dev", "sda") {
+		t.Errorf("FindISO = %+v, %v; want the whole disk sda", d, ok)
+	}
+	if _, ok := FindISO(devs, "OTHER"); ok {
+		t.Error("found a volume that is not there")
+	}
+}
+
+func TestFindPartition(t *testing.T) {
+	root := t.TempDir()
+	fakeroot.Block(t, root, "nvme0n1", false, "", nil)
+	fakeroot.Block(t, root, "nvme0n1p1", true, "ETOILE-ESP", nil)
+	fakeroot.Block(t, root, "nvme0n1p2", true, "ETOILE-A", nil)
+	fakeroot.Block(t, root, "nvme0n1p3", true, "ETOILE-B", nil)
+	fakeroot.Block(t, root, "sda", false, "ETOILE-A", nil) // a whole disk is never a slot
+	devs, err := ListBlock(filepath.Join(root, "sys"), filepath.Join(root, "dev"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ slot, want string }{{"a", "nvme0n1p2"}, {"b", "nvme0n1p3"}}
+	for _, tt := range tests {
+		d, ok := FindPartition(devs, PartLabel(tt.slot))
+		if !ok || d.Name != tt.want {
+			t.Errorf("slot %s: got %+v, %v; want %s", tt.slot, d, ok, tt.want)
+		}
+	}
+	if _, ok := FindPartition(devs, "ETOILE-C"); ok {
+		t.Error("found a partition that is not there")
+	}
+}
+
+func TestDownload(t *testing.T) {
+	image := bytes.Repeat([]byte("squashfs image "), 100000)
+	sum := sha256.Sum256(image)
+	good := hex.EncodeToString(sum[:])
+	var fails atomic.Int32
+	fails.Store(2)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/flaky.sqfs":
+			// The first tries fail, as while a netboot server comes up.
+			if fails.Add(-1) >= 0 {
+				http.Error(w, "not yet", http.StatusServiceUnavailable)
+				return
+			}
+			w.Write(image)
+		case "/system.sqfs":
+			w.Write(image)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	bad := strings.Repeat("ab", 32)
+
+	t.Run("good checksum", func(t *testing.T) {
+		dst := filepath.Join(t.TempDir(), "run/etoile/system.sqfs")
+		n, err := Download(context.Background(), srv.Client(), srv.URL+"/flaky.sqfs", strings.ToUpper(good), dst, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(dst)
+		if err != nil || n != int64(len(image)) || !bytes.Equal(got, image) {
+			t.Errorf("downloaded %d bytes, file err %v, equal %v", n, err, bytes.Equal(got, image))
+		}
+	})
+	t.Run("bad checksum refused", func(t *testing.T) {
+		dst := filepath.Join(t.TempDir(), "system.sqfs")
+		_, err := Download(context.Background(), srv.Client(), srv.URL+"/system.sqfs", bad, dst, log)
+		var ce *ChecksumError
+		if !errors.As(err, &ce) {
+			t.Fatalf("err = %v, want a ChecksumError", err)
+		}
+		for _, want := range []string{"expected " + bad, "actual " + good} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not show %q", err, want)
+			}
+		}
+		entries, _ := os.ReadDir(filepath.Dir(dst))
+		if len(entries) != 0 {
+			t.Errorf("refused image left files behind: %v", entries)
+		}
+	})
+	t.Run("no checksum refused", func(t *testing.T) {
+		_, err := Download(context.Background(), srv.Client(), srv.URL+"/system.sqfs", "", filepath.Join(t.TempDir(), "x"), log)
+		if err == nil || !strings.Contains(err.Error(), "etoile.system.sha256") {
+			t.Errorf("err = %v, want one naming etoile.system.sha256", err)
+		}
+	})
+	t.Run("not found fails at once", func(t *testing.T) {
+		_, err := Download(context.Background(), srv.Client(), srv.URL+"/missing.sqfs", good, filepath.Join(t.TempDir(), "x"), log)
+		if err == nil || !strings.Contains(err.Error(), "404") {
+			t.Errorf("err = %v, want one showing HTTP 404", err)
+		}
+	})
+}
+
+func TestKernelRelease(t *testing.T) {
+	root := t.TempDir()
+	fakeroot.Write(t, root, map[string]string{"6.1.0-50-amd64/modules.dep": ""})
+	if got, err := KernelRelease(root, "5.10.0-host"); err != nil || got != "6.1.0-50-amd64" {
+		t.Errorf("only one release: got %q, %v", got, err)
+	}
+	fakeroot.Write(t, root, map[string]string{"5.10.0-host/modules.dep": ""})
+	if got, err := KernelRelease(root, "5.10.0-host"); err != nil || got != "5.10.0-host" {
+		t.Errorf("running release present: got %q, %v", got, err)
+	}
+	if _, err := KernelRelease(root, "6.12-other"); err == nil || !strings.Contains(err.Error(), "different builds") {
+		t.Errorf("two releases, neither running: err = %v", err)
+	}
+}

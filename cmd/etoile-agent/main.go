@@ -1,0 +1,135 @@
+// Command etoile-agent is the node's program. Installed as /init in the
+// initramfs it boots the machine as PID 1; run by a person it offers
+// subcommands. Everything happens in run; only main exits, and never as PID 1.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"time"
+
+	"github.com/etoile-os/etoile/agent"
+	"github.com/etoile-os/etoile/agent/boot"
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	if os.Getpid() == 1 {
+		pid1()
+		return // unreachable: pid1 never returns
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, unix.SIGTERM)
+	args := os.Args[1:]
+	if filepath.Base(os.Args[0]) == "modprobe" {
+		// Called through the /sbin/modprobe link (by the kernel, K3s, iptables).
+		args = append([]string{"modprobe"}, args...)
+	}
+	err := run(ctx, args, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		var ue usageError
+		if !errors.As(err, &ue) && !boot.IsQuiet(err) {
+			fmt.Fprintln(os.Stderr, "etoile-agent:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+// pid1 boots the machine and then stays up for ever. A panic that escapes
+// is caught and shown, and the agent keeps running: PID 1 exiting would
+// panic the kernel and lose the message that says what went wrong.
+func pid1() {
+	sigs := boot.NotifySignals() // first: an early SIGTERM must not kill us
+	reaper := boot.NewReaper()
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(os.Stdout, "etoile: error step=agent reason=%q fix=%q\n",
+				fmt.Sprintf("internal error (panic): %v", r), "report this as a bug with the lines above")
+			os.Stdout.Write(debug.Stack())
+			boot.StayUp(context.Background(), boot.NewLogger(os.Stdout, nil), sigs, reaper, 0)
+		}
+		for {
+			time.Sleep(time.Hour)
+		}
+	}()
+	m := boot.New(boot.Options{Stdout: os.Stdout, Reaper: reaper})
+	fmt.Fprintf(os.Stdout, "etoile: agent starting version=%s commit=%s\n", agent.Version, agent.Commit)
+	_, _ = m.Boot(context.Background()) // a failure is already on every console
+	var powerOff time.Duration
+	if m.Params.PowerOff {
+		powerOff = 2 * time.Second
+	}
+	boot.StayUp(context.Background(), m.Log(), sigs, reaper, powerOff)
+}
+
+// usageError is a usage mistake; the usage text is already printed.
+type usageError struct{ error }
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		usage(stderr)
+		return usageError{errors.New("no command")}
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "agent":
+		return runAgent(ctx, rest, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "etoile-agent %s (commit %s)\n", agent.Version, agent.Commit)
+		return nil
+	case "modprobe":
+		return boot.Modprobe(ctx, rest, stdout, stderr)
+	case "inventory":
+		return runInventory(ctx, rest, stdout, stderr)
+	case "join":
+		return runJoin(ctx, rest, stdout, stderr)
+	case "help", "-h", "--help", "-help":
+		usage(stdout)
+		return nil
+	default:
+		usage(stderr)
+		return usageError{fmt.Errorf("unknown command %q", cmd)}
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: etoile-agent <command> [flags]
+
+As /init (PID 1) it boots the machine; these commands are for people and tests:
+  agent --root DIR   run the boot sequence against DIR as the root (no VM needed)
+  inventory          describe this machine's hardware
+  modprobe NAME…     load kernel modules or aliases (also run as /sbin/modprobe)
+  join               join this site to a constellation
+  version            print the version
+`)
+}
+
+func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	root := fs.String("root", "", "folder to use as the machine's root (required outside PID 1)")
+	scale := fs.Float64("wait-scale", 0.1, "multiplies the waits for hardware (devices under DIR never appear late)")
+	release := fs.String("kernel-release", "", "kernel release to look for under DIR/lib/modules (default: the only one there)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if *root == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return usageError{errors.New("agent needs --root DIR")}
+	}
+	if st, err := os.Stat(*root); err != nil || !st.IsDir() {
+		return fmt.Errorf("--root %s: not a folder", *root)
+	}
+	m := boot.New(boot.Options{Root: *root, Stdout: stdout, WaitScale: *scale, KernelRelease: *release})
+	if _, err := m.Boot(ctx); err != nil {
+		// The error line is already printed; the exit status says it failed.
+		return usageError{err}
+	}
+	return nil
+}

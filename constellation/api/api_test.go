@@ -1,0 +1,152 @@
+package api
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+const (
+	goodID     = "0123456789abcdef"
+	goodSecret = "0s6BAprqLazyJiwASvIXFRvjDbw_-7p_Q8oWIdqneyg"
+	goodPin    = "14bb57aa51ae64d9b3d4fb2f8614cf3ab685f1dd5a9bc46c7911f4ab45a7d1c1"
+)
+
+func TestParseJoinString(t *testing.T) {
+	good := "etoile://hub.example.eu:8443?token=" + goodID + "." + goodSecret + "&ca=sha256:" + goodPin
+	tests := []struct {
+		name, in, wantHub, wantErr string
+	}{
+		{"dns host", good, "https://hub.example.eu:8443", ""},
+		{"ip host, path, spaces", "  etoile://10.0.0.5:443/etoile?token=" + goodID + "." + goodSecret + "&ca=sha256:" + goodPin + "\n", "https://10.0.0.5:443/etoile", ""},
+		{"ipv6", "etoile://[::1]:8443?token=" + goodID + "." + goodSecret + "&ca=sha256:" + goodPin, "https://[::1]:8443", ""},
+		{"https scheme", strings.Replace(good, "etoile://", "https://", 1), "", `scheme is "https"`},
+		{"no host", "etoile://?token=" + goodID + "." + goodSecret + "&ca=sha256:" + goodPin, "", "no hub host"},
+		{"bad port", strings.Replace(good, "8443", "99999", 1), "", "port"},
+		{"short secret", strings.Replace(good, goodSecret, goodSecret[:20], 1), "", "token is not ID.SECRET"},
+		{"no dot", strings.Replace(good, goodID+".", goodID, 1), "", "token is not ID.SECRET"},
+		{"uppercase pin", strings.Replace(good, goodPin, strings.ToUpper(goodPin), 1), "", "ca is not sha256:"},
+		{"md5 pin", strings.Replace(good, "sha256:", "md5:", 1), "", "ca is not sha256:"},
+		{"extra param", good + "&x=1", "", `unknown parameter "x"`},
+		{"repeated token", good + "&token=" + goodID + "." + goodSecret, "", "appears 2 times"},
+		{"user info", strings.Replace(good, "etoile://", "etoile://bob@", 1), "", "user info"},
+		{"fragment", good + "#x", "", "fragment"},
+		{"html in host", "etoile://<script>:1?token=" + goodID + "." + goodSecret + "&ca=sha256:" + goodPin, "", ""},
+		{"too long", good + strings.Repeat("a", 2000), "", "more than 1024"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			js, err := ParseJoinString(tt.in)
+			if tt.wantHub == "" {
+				if err == nil {
+					t.Fatalf("ParseJoinString(%q) = %+v, want an error", tt.in, js)
+				}
+				if !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %q does not mention %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseJoinString: %v", err)
+			}
+			if js.Hub != tt.wantHub || js.TokenID != goodID || js.TokenSecret != goodSecret || js.CAPin != goodPin {
+				t.Fatalf("got %+v", js)
+			}
+			// The string form parses back to the same value.
+			again, err := ParseJoinString(js.String())
+			if err != nil || again != js {
+				t.Fatalf("round trip %q: %+v, %v", js.String(), again, err)
+			}
+		})
+	}
+}
+
+func TestValidateRefusesInjection(t *testing.T) {
+	hostile := []string{"x'; DROP TABLE sites;--", "<script>alert(1)</script>", "../../etc/passwd", "a\x00b", "a\nb", "\x1b[31mred", strings.Repeat("a", 100), "Paris 1", ""}
+	for _, s := range hostile {
+		if ValidateName("site", s) == nil {
+			t.Errorf("site name %q accepted", s)
+		}
+		if (Attributes{Country: s + "X"}).Validate() == nil {
+			t.Errorf("country %q accepted", s+"X")
+		}
+		if (Attributes{Tags: []string{s}}).Validate() == nil {
+			t.Errorf("tag %q accepted", s)
+		}
+		if s != "" && (Heartbeat{K3sVersion: s}).Validate() == nil {
+			t.Errorf("k3s version %q accepted", s)
+		}
+		if (Inventory{GPUs: []GPU{{Vendor: s, Count: 1}}}).Validate() == nil {
+			t.Errorf("gpu vendor %q accepted", s)
+		}
+		if _, _, err := ParseKV("country=" + s); err == nil {
+			t.Errorf("need value %q accepted", s)
+		}
+	}
+	for _, ok := range []string{"paris-1", "fra2", "a"} {
+		if err := ValidateName("site", ok); err != nil {
+			t.Errorf("site name %q refused: %v", ok, err)
+		}
+	}
+}
+
+func TestDecodeStrict(t *testing.T) {
+	tests := []struct{ name, body, want string }{
+		{"unknown field", `{"nodes":1,"evil":true}`, "unknown field"},
+		{"trailing data", `{"nodes":1} {"nodes":2}`, "after the JSON value"},
+		{"not json", `nodes=1`, "not the expected JSON"},
+		{"wrong type", `{"nodes":"1"}`, "not the expected JSON"},
+		{"not utf8", "{\"slot\":\"\xff\"}", "not UTF-8"},
+		{"too large", `{"k3sVersion":"` + strings.Repeat("a", MaxBodyBytes) + `"}`, "over"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var hb Heartbeat
+			err := Decode(strings.NewReader(tt.body), &hb)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Decode(%.40q) = %v, want error with %q", tt.body, err, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzParseJoinString(f *testing.F) {
+	f.Add("etoile://hub.example.eu:8443?token=" + goodID + "." + goodSecret + "&ca=sha256:" + goodPin)
+	f.Add("etoile://[::1]:1/p?token=a.b&ca=sha256:")
+	f.Add("etoile://%zz")
+	f.Fuzz(func(t *testing.T, s string) {
+		js, err := ParseJoinString(s)
+		if err != nil {
+			return
+		}
+		// Whatever parses must render and parse back identically, and its
+		// parts must hold to their patterns.
+		again, err := ParseJoinString(js.String())
+		if err != nil || again != js {
+			t.Fatalf("round trip of %q: %+v vs %+v (%v)", s, js, again, err)
+		}
+		if _, _, err := SplitToken(js.Token()); err != nil {
+			t.Fatalf("accepted token %q: %v", js.Token(), err)
+		}
+	})
+}
+
+func FuzzDecodeRequests(f *testing.F) {
+	f.Add([]byte(`{"token":"` + goodID + "." + goodSecret + `","csr":"-----BEGIN CERTIFICATE REQUEST-----","inventory":{"nodes":1,"cpuMillis":1000,"memoryBytes":1}}`))
+	f.Add([]byte(`{"nodes":3,"nodesReady":2,"k3sVersion":"v1.31.4+k3s1","slot":"A","capacity":{"cpuMillis":1,"gpus":[{"vendor":"nvidia","count":2}]}}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var jr JoinRequest
+		if DecodeBytes(body, &jr) == nil && jr.Validate() == nil {
+			if _, err := json.Marshal(jr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var hb Heartbeat
+		if DecodeBytes(body, &hb) == nil && hb.Validate() == nil {
+			if hb.NodesReady > hb.Nodes || hb.Capacity.CPUMillis < 0 {
+				t.Fatalf("validated heartbeat out of range: %+v", hb)
+			}
+		}
+	})
+}

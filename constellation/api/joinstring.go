@@ -1,0 +1,135 @@
+package api
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// JoinScheme is the URI scheme of a join string. The string reads
+//
+//	etoile://HOST:PORT[/PATH]?token=ID.SECRET&ca=sha256:HEX
+//
+// where HOST:PORT/PATH is the hub's HTTPS base URL, ID.SECRET the join token
+// and HEX the SHA-256 of the hub CA's SubjectPublicKeyInfo (kubeadm's
+// discovery hash). Everything a site needs to join fits on one line and in
+// one QR code.
+const JoinScheme = "etoile"
+
+// MaxJoinStringLen bounds what a site accepts from a console or config file.
+const MaxJoinStringLen = 1024
+
+var (
+	tokenIDPattern     = regexp.MustCompile(`^[0-9a-f]{16}$`)
+	tokenSecretPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
+	pinPattern         = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// JoinString is the parsed form of a join string.
+type JoinString struct {
+	// Hub is the hub's base URL, always https.
+	Hub string
+	// TokenID names the token on the hub; TokenSecret proves it.
+	TokenID     string
+	TokenSecret string
+	// CAPin is the lowercase hex SHA-256 of the hub CA's SubjectPublicKeyInfo.
+	CAPin string
+}
+
+// Token returns "ID.SECRET", the form sent to the hub.
+func (j JoinString) Token() string { return j.TokenID + "." + j.TokenSecret }
+
+// String renders the join string.
+func (j JoinString) String() string {
+	u, err := url.Parse(j.Hub)
+	if err != nil {
+		return ""
+	}
+	q := "token=" + j.TokenID + "." + j.TokenSecret + "&ca=sha256:" + j.CAPin
+	return JoinScheme + "://" + u.Host + strings.TrimSuffix(u.Path, "/") + "?" + q
+}
+
+// ParseJoinString parses and validates a join string. Its errors name the
+// part that is wrong, because a technician typed or scanned it.
+func ParseJoinString(s string) (JoinString, error) {
+	s = strings.TrimSpace(s)
+	if len(s) > MaxJoinStringLen {
+		return JoinString{}, fmt.Errorf("join string is %d bytes, more than %d: copy it again from `etoile hub token create`", len(s), MaxJoinStringLen)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return JoinString{}, fmt.Errorf("join string is not a URI (%v): it should read %s://HOST:PORT?token=ID.SECRET&ca=sha256:HEX", err, JoinScheme)
+	}
+	if u.Scheme != JoinScheme {
+		return JoinString{}, fmt.Errorf("join string scheme is %q, want %q: it should read %s://HOST:PORT?token=ID.SECRET&ca=sha256:HEX", u.Scheme, JoinScheme, JoinScheme)
+	}
+	if u.User != nil || u.Fragment != "" || u.Opaque != "" {
+		return JoinString{}, errors.New("join string has user info, a fragment or an opaque part: it should read etoile://HOST:PORT?token=ID.SECRET&ca=sha256:HEX")
+	}
+	host := u.Hostname()
+	if host == "" {
+		return JoinString{}, errors.New("join string has no hub host")
+	}
+	if net.ParseIP(host) == nil && !hostnamePattern.MatchString(host) {
+		return JoinString{}, fmt.Errorf("join string hub host %q is neither an IP address nor a DNS name", host)
+	}
+	if p := u.Port(); p != "" {
+		if !portPattern.MatchString(p) {
+			return JoinString{}, fmt.Errorf("join string hub port %q is not a number from 1 to 65535", p)
+		}
+	}
+	if u.Path != "" && !pathPattern.MatchString(u.Path) {
+		return JoinString{}, fmt.Errorf("join string hub path %q holds characters other than letters, digits and -._/", u.Path)
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return JoinString{}, fmt.Errorf("join string query: %w", err)
+	}
+	for k, v := range q {
+		if k != "token" && k != "ca" {
+			return JoinString{}, fmt.Errorf("join string has unknown parameter %q (only token and ca)", k)
+		}
+		if len(v) != 1 {
+			return JoinString{}, fmt.Errorf("join string parameter %q appears %d times, want once", k, len(v))
+		}
+	}
+	tok := q.Get("token")
+	id, secret, ok := strings.Cut(tok, ".")
+	if !ok || !tokenIDPattern.MatchString(id) || !tokenSecretPattern.MatchString(secret) {
+		return JoinString{}, errors.New("join string token is not ID.SECRET (16 hex digits, a dot, 43 base64url characters)")
+	}
+	pin, ok := strings.CutPrefix(q.Get("ca"), "sha256:")
+	if !ok || !pinPattern.MatchString(pin) {
+		return JoinString{}, errors.New("join string ca is not sha256: followed by 64 lowercase hex digits")
+	}
+	hub := url.URL{Scheme: "https", Host: u.Host, Path: strings.TrimSuffix(u.Path, "/")}
+	return JoinString{Hub: hub.String(), TokenID: id, TokenSecret: secret, CAPin: pin}, nil
+}
+
+// SplitToken splits "ID.SECRET" as sent in a join request.
+func SplitToken(tok string) (id, secret string, err error) {
+	id, secret, ok := strings.Cut(tok, ".")
+	if !ok || !tokenIDPattern.MatchString(id) || !tokenSecretPattern.MatchString(secret) {
+		return "", "", errors.New("token is not ID.SECRET (16 hex digits, a dot, 43 base64url characters)")
+	}
+	return id, secret, nil
+}
+
+// NewTokenCredentials returns a fresh token id and a 32-byte secret.
+func NewTokenCredentials() (id, secret string, err error) {
+	var idb [8]byte
+	var sb [32]byte
+	if _, err := rand.Read(idb[:]); err != nil {
+		return "", "", fmt.Errorf("token id: %w", err)
+	}
+	if _, err := rand.Read(sb[:]); err != nil {
+		return "", "", fmt.Errorf("token secret: %w", err)
+	}
+	return hex.EncodeToString(idb[:]), base64.RawURLEncoding.EncodeToString(sb[:]), nil
+}

@@ -1,0 +1,298 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"unicode/utf8"
+)
+
+// Every string that reaches the hub from a site or an administrator is held
+// to a narrow pattern, so that names stay safe in file names, HTML, logs and
+// label selectors whatever the renderer.
+var (
+	hostnamePattern     = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+	portPattern         = regexp.MustCompile(`^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$`)
+	pathPattern         = regexp.MustCompile(`^(/[A-Za-z0-9._-]+)*/?$`)
+	namePattern         = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	countryPattern      = regexp.MustCompile(`^[A-Z]{2}$`)
+	regionPattern       = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	jurisdictionPattern = regexp.MustCompile(`^[A-Z]{2,8}$`)
+	tagPattern          = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+	versionPattern      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$`)
+	attrKeyPattern      = regexp.MustCompile(`^[a-z][a-z0-9.]{0,31}$`)
+	attrValuePattern    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+)
+
+// ValidateName checks a site or template name: a DNS label (lowercase
+// letters, digits, inner dashes, 63 characters at most).
+func ValidateName(field, s string) error {
+	if !namePattern.MatchString(s) {
+		return fmt.Errorf("%s %q is not a DNS label (lowercase letters, digits and inner '-', 1 to 63 characters)", field, clip(s))
+	}
+	return nil
+}
+
+// Validate checks token attributes. Empty values are allowed: a site
+// without a country simply fails every residency rule.
+func (a Attributes) Validate() error {
+	var errs []error
+	if a.Country != "" && !countryPattern.MatchString(a.Country) {
+		errs = append(errs, fmt.Errorf("country %q is not an ISO 3166-1 alpha-2 code such as FR or DE", clip(a.Country)))
+	}
+	if a.Region != "" && !regionPattern.MatchString(a.Region) {
+		errs = append(errs, fmt.Errorf("region %q is not lowercase letters, digits and inner '-' (e.g. eu-west-3)", clip(a.Region)))
+	}
+	if a.Jurisdiction != "" && !jurisdictionPattern.MatchString(a.Jurisdiction) {
+		errs = append(errs, fmt.Errorf("jurisdiction %q is not 2 to 8 uppercase letters such as EU or US", clip(a.Jurisdiction)))
+	}
+	if len(a.Tags) > 32 {
+		errs = append(errs, fmt.Errorf("%d tags, at most 32", len(a.Tags)))
+	}
+	for _, t := range a.Tags {
+		if !tagPattern.MatchString(t) {
+			errs = append(errs, fmt.Errorf("tag %q is not lowercase letters, digits, '.' and '-' (e.g. gdpr, nis2)", clip(t)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks a token request.
+func (r TokenRequest) Validate() error {
+	var errs []error
+	if err := ValidateName("site", r.Site); err != nil {
+		errs = append(errs, err)
+	}
+	if err := r.Attributes.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if r.TTLSeconds < 60 || r.TTLSeconds > 30*24*3600 {
+		errs = append(errs, fmt.Errorf("ttl %ds is outside 1m..720h", r.TTLSeconds))
+	}
+	if r.Uses < 1 || r.Uses > 1000 {
+		errs = append(errs, fmt.Errorf("uses %d is outside 1..1000", r.Uses))
+	}
+	return errors.Join(errs...)
+}
+
+func validateVersion(field, s string) error {
+	if s != "" && !versionPattern.MatchString(s) {
+		return fmt.Errorf("%s %q is not letters, digits and .+_- (64 characters at most)", field, clip(s))
+	}
+	return nil
+}
+
+func validateGPUs(gpus []GPU) error {
+	if len(gpus) > 16 {
+		return fmt.Errorf("%d GPU kinds, at most 16", len(gpus))
+	}
+	for i, g := range gpus {
+		if !tagPattern.MatchString(g.Vendor) {
+			return fmt.Errorf("gpus[%d].vendor %q is not lowercase letters and digits (e.g. nvidia, amd, intel)", i, clip(g.Vendor))
+		}
+		if err := validateVersion(fmt.Sprintf("gpus[%d].model", i), g.Model); err != nil {
+			return err
+		}
+		if g.Count < 0 || g.Count > 1<<16 || g.Used < 0 || g.Used > g.Count {
+			return fmt.Errorf("gpus[%d] count %d / used %d out of range", i, g.Count, g.Used)
+		}
+	}
+	return nil
+}
+
+// Validate checks a join inventory.
+func (inv Inventory) Validate() error {
+	if inv.Hostname != "" && !hostnamePattern.MatchString(inv.Hostname) {
+		return fmt.Errorf("inventory.hostname %q is not a host name", clip(inv.Hostname))
+	}
+	if err := validateVersion("inventory.arch", inv.Arch); err != nil {
+		return err
+	}
+	if err := validateVersion("inventory.etoileVersion", inv.EtoileVersion); err != nil {
+		return err
+	}
+	if inv.Nodes < 0 || inv.Nodes > 100000 || inv.CPUMillis < 0 || inv.MemoryBytes < 0 {
+		return errors.New("inventory counts must not be negative")
+	}
+	return validateGPUs(inv.GPUs)
+}
+
+// Validate checks a join request's shape; the token itself is checked by the hub.
+func (r JoinRequest) Validate() error {
+	if _, _, err := SplitToken(r.Token); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(r.CSR, "-----BEGIN CERTIFICATE REQUEST-----") {
+		return errors.New("csr is not a PEM certificate request")
+	}
+	return r.Inventory.Validate()
+}
+
+// Validate checks a heartbeat.
+func (h Heartbeat) Validate() error {
+	if h.Nodes < 0 || h.Nodes > 100000 || h.NodesReady < 0 || h.NodesReady > h.Nodes {
+		return fmt.Errorf("nodes %d / nodesReady %d out of range", h.Nodes, h.NodesReady)
+	}
+	if err := validateVersion("k3sVersion", h.K3sVersion); err != nil {
+		return err
+	}
+	if err := validateVersion("etoileVersion", h.EtoileVersion); err != nil {
+		return err
+	}
+	if h.Slot != "" && h.Slot != "A" && h.Slot != "B" && h.Slot != "live" {
+		return fmt.Errorf("slot %q is not A, B or live", clip(h.Slot))
+	}
+	c := h.Capacity
+	if c.CPUMillis < 0 || c.CPUUsedMillis < 0 || c.MemoryBytes < 0 || c.MemoryUsedBytes < 0 {
+		return errors.New("capacity values must not be negative")
+	}
+	if h.AppliedRevision < 0 {
+		return errors.New("appliedRevision must not be negative")
+	}
+	return validateGPUs(c.GPUs)
+}
+
+// ValidateSelector checks template selector keys and values.
+func ValidateSelector(sel map[string]string) error {
+	if len(sel) > 16 {
+		return fmt.Errorf("selector has %d terms, at most 16", len(sel))
+	}
+	for k, v := range sel {
+		if !attrKeyPattern.MatchString(k) {
+			return fmt.Errorf("selector key %q is not lowercase letters, digits and '.'", clip(k))
+		}
+		if !attrValuePattern.MatchString(v) {
+			return fmt.Errorf("selector %s value %q is not letters, digits and ._-", k, clip(v))
+		}
+	}
+	return nil
+}
+
+// Validate checks a template.
+func (t Template) Validate() error {
+	if err := ValidateName("template name", t.Name); err != nil {
+		return err
+	}
+	if strings.TrimSpace(t.Manifest) == "" {
+		return fmt.Errorf("template %s manifest is empty", t.Name)
+	}
+	if len(t.Manifest) > MaxBodyBytes/2 {
+		return fmt.Errorf("template %s manifest is %d bytes, at most %d", t.Name, len(t.Manifest), MaxBodyBytes/2)
+	}
+	if !utf8.ValidString(t.Manifest) {
+		return fmt.Errorf("template %s manifest is not UTF-8", t.Name)
+	}
+	return ValidateSelector(t.Selector)
+}
+
+// ParseKV parses "key=value" with the attribute key and value rules.
+func ParseKV(s string) (string, string, error) {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok {
+		return "", "", fmt.Errorf("%q is not key=value", clip(s))
+	}
+	if err := ValidateSelector(map[string]string{k: v}); err != nil {
+		return "", "", err
+	}
+	return k, v, nil
+}
+
+// Attr returns the values of a site attribute, as selectors and placement
+// needs see them: name, country, region, jurisdiction, tag (one value per
+// tag), gpu.vendor (one per GPU kind with a count), k3s.version,
+// etoile.version, slot.
+func (s Site) Attr(key string) []string {
+	switch key {
+	case "name", "site":
+		return []string{s.Name}
+	case "country":
+		return []string{s.Country}
+	case "region":
+		return []string{s.Region}
+	case "jurisdiction":
+		return []string{s.Jurisdiction}
+	case "tag":
+		return s.Tags
+	case "gpu.vendor":
+		var v []string
+		gpus := s.Heartbeat.Capacity.GPUs
+		if s.LastHeartbeat == nil {
+			gpus = s.Inventory.GPUs
+		}
+		for _, g := range gpus {
+			if g.Count > 0 {
+				v = append(v, g.Vendor)
+			}
+		}
+		return v
+	case "k3s.version":
+		return []string{s.Heartbeat.K3sVersion}
+	case "etoile.version":
+		return []string{s.Heartbeat.EtoileVersion}
+	case "slot":
+		return []string{s.Heartbeat.Slot}
+	}
+	return nil
+}
+
+// Selects reports whether a template selector selects site s.
+func Selects(sel map[string]string, s Site) bool {
+	for k, v := range sel {
+		found := false
+		for _, have := range s.Attr(k) {
+			if have == v {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// Decode reads one JSON value from r into v, refusing unknown fields,
+// trailing data and bodies over MaxBodyBytes (the caller also wraps r in
+// http.MaxBytesReader so that the connection is cut).
+func Decode(r io.Reader, v any) error {
+	data, err := io.ReadAll(io.LimitReader(r, MaxBodyBytes+1))
+	if err != nil {
+		return fmt.Errorf("reading request body: %w", err)
+	}
+	if len(data) > MaxBodyBytes {
+		return fmt.Errorf("request body over %d bytes: %w", MaxBodyBytes, ErrTooLarge)
+	}
+	return DecodeBytes(data, v)
+}
+
+// DecodeBytes is Decode over bytes already read.
+func DecodeBytes(data []byte, v any) error {
+	if !utf8.Valid(data) {
+		return errors.New("request body is not UTF-8 JSON")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("request body is not the expected JSON: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("request body has data after the JSON value")
+	}
+	return nil
+}
+
+// ErrTooLarge marks a body over MaxBodyBytes.
+var ErrTooLarge = errors.New("body too large")
+
+// clip keeps error messages about hostile input short and printable.
+func clip(s string) string {
+	if len(s) > 40 {
+		s = s[:40] + "…"
+	}
+	return strings.ToValidUTF8(s, "?")
+}

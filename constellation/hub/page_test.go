@@ -1,0 +1,98 @@
+package hub
+
+import (
+	"context"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/etoile-os/etoile/constellation/api"
+	"github.com/etoile-os/etoile/constellation/store"
+)
+
+// hostileStore returns sites whose strings bypassed validation, as if the
+// database had been edited by hand: the page must still escape them.
+type hostileStore struct{ store.Store }
+
+func (hostileStore) Sites(context.Context) ([]api.Site, error) {
+	now := time.Now()
+	return []api.Site{{
+		Name:       `<script>alert("name")</script>`,
+		Attributes: api.Attributes{Country: `"><img src=x onerror=alert(1)>`, Tags: []string{"</td><script>x</script>"}},
+		Heartbeat:  api.Heartbeat{K3sVersion: "<b>v1</b>", Capacity: api.Capacity{GPUs: []api.GPU{{Vendor: "<i>nv</i>", Count: 1}}}}, LastHeartbeat: &now,
+	}}, nil
+}
+
+func (hostileStore) Templates(context.Context) (api.TemplateList, error) {
+	return api.TemplateList{}, nil
+}
+
+func TestPageEscapesEverything(t *testing.T) {
+	srv := &Server{Service: &Service{Store: hostileStore{}}}
+	rec := httptest.NewRecorder()
+	srv.StatusHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	body, _ := io.ReadAll(rec.Body)
+	page := string(body)
+	if rec.Code != 200 {
+		t.Fatalf("status %d", rec.Code)
+	}
+	for _, raw := range []string{"<script>", "<img", "<b>v1", "<i>nv"} {
+		if strings.Contains(page, raw) {
+			t.Errorf("page contains unescaped %q", raw)
+		}
+	}
+	if !strings.Contains(page, "&lt;script&gt;") {
+		t.Error("escaped site name missing")
+	}
+	if csp := rec.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+		t.Errorf("CSP %q", csp)
+	}
+}
+
+func TestValidateManifest(t *testing.T) {
+	tests := []struct{ name, manifest, want string }{
+		{"namespace", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n", ""},
+		{"two docs and an empty one", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n---\n---\napiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: b\n", ""},
+		{"not yaml", "a: [", "not YAML"},
+		{"no kind", "apiVersion: v1\nmetadata:\n  name: a\n", "no kind"},
+		{"no name", "apiVersion: v1\nkind: Namespace\n", "metadata.name"},
+		{"only comments", "# nothing\n", "no Kubernetes object"},
+	}
+	for _, tt := range tests {
+		err := ValidateManifest(tt.manifest)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+type auditStore struct {
+	store.Store
+	events []api.AuditEvent
+}
+
+func (a *auditStore) Audit(_ context.Context, ev api.AuditEvent) error {
+	a.events = append(a.events, ev)
+	return nil
+}
+
+func TestRefusedJoinAuditIsBounded(t *testing.T) {
+	st := &auditStore{}
+	s := &Service{Store: st}
+	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	for i := range 1000 {
+		s.auditRefusal(context.Background(), api.AuditEvent{At: t0.Add(time.Duration(i) * time.Millisecond / 2), Action: api.AuditSiteJoinRefuse})
+	}
+	s.auditRefusal(context.Background(), api.AuditEvent{At: t0.Add(2 * time.Second), Action: api.AuditSiteJoinRefuse})
+	// 1000 in the first half second: 20 recorded; two seconds later the
+	// summary of the 980 others, then the new one.
+	if n := len(st.events); n != refusalsPerSecond+2 {
+		t.Fatalf("%d audit events for 1001 refusals", n)
+	}
+	last := st.events[len(st.events)-2]
+	if last.Subject != "suppressed" || !strings.Contains(last.Detail, "980 more") {
+		t.Fatalf("summary %+v", last)
+	}
+}

@@ -1,0 +1,529 @@
+// Package hubcli is the `etoile hub …` command line: `serve` runs the hub;
+// the admin commands (token, sites, place, template, audit) work against a
+// local data folder (--data) or a remote hub (--hub URL with the admin
+// config the hub wrote at first start).
+package hubcli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/etoile-os/etoile/constellation/api"
+	"github.com/etoile-os/etoile/constellation/hub"
+	"github.com/etoile-os/etoile/constellation/pki"
+	"github.com/etoile-os/etoile/constellation/placement"
+	"github.com/etoile-os/etoile/constellation/store/sqlite"
+)
+
+// DefaultDataDir is where the hub keeps its CA, database and admin config.
+const DefaultDataDir = "/var/lib/etoile-hub"
+
+// DBFile is the SQLite database's name in the data folder.
+const DBFile = "hub.db"
+
+const usage = `usage: etoile hub COMMAND [flags]
+
+  serve      --data DIR --listen ADDR [--status-listen ADDR] [--san NAME]… [--url URL]
+  token      create --site NAME [--country FR] [--region R] [--jurisdiction EU] [--tag T]… [--ttl 24h] [--uses 1]
+             list | revoke ID
+  sites      [--json] | revoke NAME
+  place      [--need KEY=VALUE]… [--tag T]… [--json]
+  template   add NAME --file FILE [--selector KEY=VALUE]… | list | remove NAME
+  audit      [--action ACTION] [--limit N] [--json]
+  admin-config --name NAME --out FILE [--ttl 8760h]   another admin's credentials (on the hub machine)
+  rules      list the placement rules
+
+Admin commands act on the hub's data folder (--data DIR, default ` + DefaultDataDir + `)
+or on a remote hub (--hub URL, --admin-config FILE, default DIR/admin.yaml).
+`
+
+// Command runs `etoile hub ARGS…`.
+func Command(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, usage)
+		if len(args) == 0 {
+			return errors.New("hub: missing command")
+		}
+		return nil
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return serve(ctx, rest, stdout, stderr)
+	case "token":
+		return token(ctx, rest, stdout, stderr)
+	case "sites", "site":
+		return sites(ctx, rest, stdout, stderr)
+	case "place":
+		return place(ctx, rest, stdout, stderr)
+	case "template", "templates":
+		return templates(ctx, rest, stdout, stderr)
+	case "audit":
+		return audit(ctx, rest, stdout, stderr)
+	case "rules":
+		return rules(stdout)
+	case "admin-config":
+		return adminConfig(ctx, rest, stdout, stderr)
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("hub: unknown command %q", cmd)
+}
+
+// multi is a repeatable string flag.
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
+
+// adminFlags are shared by every admin command.
+type adminFlags struct {
+	data, hubURL, config string
+	json                 bool
+}
+
+func newFlags(name string, stderr io.Writer) (*flag.FlagSet, *adminFlags) {
+	fs := flag.NewFlagSet("etoile hub "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	a := &adminFlags{}
+	fs.StringVar(&a.data, "data", DefaultDataDir, "hub data folder (local administration)")
+	fs.StringVar(&a.hubURL, "hub", "", "remote hub URL (https://HOST:PORT); uses --admin-config")
+	fs.StringVar(&a.config, "admin-config", "", "admin config for a remote hub (default DATA/admin.yaml)")
+	fs.BoolVar(&a.json, "json", false, "print JSON")
+	return fs, a
+}
+
+// parse parses flags placed before or after positional arguments.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// open returns the Admin to use and a function to release it.
+func (a *adminFlags) open(ctx context.Context) (hub.Admin, func(), error) {
+	if a.hubURL != "" || a.config != "" {
+		path := a.config
+		if path == "" {
+			path = filepath.Join(a.data, hub.AdminConfigFile)
+		}
+		cfg, err := hub.LoadClientConfig(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := hub.NewClient(cfg, a.hubURL)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, func() {}, nil
+	}
+	ca, err := pki.LoadCA(a.data)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(a.data, DBFile), sqlite.Options{})
+	if err != nil {
+		return nil, nil, err
+	}
+	svc := &hub.Service{Store: st, CA: ca}
+	if v, err := st.Meta(ctx, metaInterval); err == nil {
+		if d, err := time.ParseDuration(v); err == nil {
+			svc.HeartbeatInterval = d
+		}
+	}
+	return svc.As(localActor()), func() { st.Close() }, nil
+}
+
+// metaInterval records the serving hub's heartbeat interval so that local
+// commands judge online/stale/offline the same way.
+const metaInterval = "heartbeat_interval"
+
+func localActor() string {
+	u := os.Getenv("SUDO_USER")
+	if u == "" {
+		u = os.Getenv("USER")
+	}
+	if u == "" {
+		u = fmt.Sprintf("uid%d", os.Getuid())
+	}
+	return "local:" + u
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func token(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("hub token: give create, list or revoke")
+	}
+	sub, args := args[0], args[1:]
+	fs, a := newFlags("token "+sub, stderr)
+	var req api.TokenRequest
+	var tags multi
+	var ttl time.Duration
+	qrMode := "auto"
+	if sub == "create" {
+		fs.StringVar(&req.Site, "site", "", "site name (a DNS label), required")
+		fs.StringVar(&req.Country, "country", "", "ISO 3166 country code (FR, DE, …)")
+		fs.StringVar(&req.Region, "region", "", "region (e.g. eu-west-3)")
+		fs.StringVar(&req.Jurisdiction, "jurisdiction", "", "legal jurisdiction (EU, US, CH, …)")
+		fs.Var(&tags, "tag", "compliance tag, repeatable (gdpr, nis2, dora, …)")
+		fs.DurationVar(&ttl, "ttl", 24*time.Hour, "validity of the token")
+		fs.IntVar(&req.Uses, "uses", 1, "how many joins the token allows")
+		fs.StringVar(&qrMode, "qr", "auto", "print a QR code: auto (on a terminal), always, never")
+	}
+	pos, err := parse(fs, args)
+	if err != nil {
+		return flagErr(err)
+	}
+	admin, done, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	switch sub {
+	case "create":
+		if len(pos) > 0 {
+			return fmt.Errorf("hub token create: unexpected argument %q", pos[0])
+		}
+		req.Tags = tags
+		req.TTLSeconds = int64(ttl / time.Second)
+		resp, err := admin.CreateToken(ctx, req)
+		if err != nil {
+			return fmt.Errorf("hub token create: %w", err)
+		}
+		if a.json {
+			return printJSON(stdout, resp)
+		}
+		fmt.Fprintln(stdout, resp.JoinString)
+		if qrMode == "always" || (qrMode == "auto" && isTerminal(stdout)) {
+			if err := WriteQR(stdout, resp.JoinString); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(stderr, "token %s for site %s, %d use(s), expires %s. On the site: etoile-agent join '<join string>'\n",
+			resp.Token.ID, resp.Token.Site, resp.Token.MaxUses, resp.Token.ExpiresAt.Format(time.RFC3339))
+		return nil
+	case "list":
+		toks, err := admin.Tokens(ctx)
+		if err != nil {
+			return fmt.Errorf("hub token list: %w", err)
+		}
+		if a.json {
+			return printJSON(stdout, nonNil(toks))
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tSITE\tCOUNTRY\tJURISDICTION\tTAGS\tUSES\tEXPIRES\tSTATE")
+		now := time.Now()
+		for _, t := range toks {
+			state := "valid"
+			switch {
+			case t.RevokedAt != nil:
+				state = "revoked"
+			case !now.Before(t.ExpiresAt):
+				state = "expired"
+			case t.Uses >= t.MaxUses:
+				state = "used"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", t.ID, t.Site, dash(t.Country), dash(t.Jurisdiction), dash(strings.Join(t.Tags, ",")), t.Uses, t.MaxUses, t.ExpiresAt.Format(time.RFC3339), state)
+		}
+		return tw.Flush()
+	case "revoke":
+		if len(pos) != 1 {
+			return errors.New("hub token revoke: give one token ID (see etoile hub token list)")
+		}
+		if err := admin.RevokeToken(ctx, pos[0]); err != nil {
+			return fmt.Errorf("hub token revoke: %w", err)
+		}
+		fmt.Fprintf(stdout, "token %s revoked\n", pos[0])
+		return nil
+	}
+	return fmt.Errorf("hub token: unknown subcommand %q (create, list, revoke)", sub)
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func flagErr(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+func sites(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	sub := "list"
+	if len(args) > 0 && (args[0] == "revoke" || args[0] == "list") {
+		sub, args = args[0], args[1:]
+	}
+	fs, a := newFlags("sites", stderr)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return flagErr(err)
+	}
+	admin, done, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if sub == "revoke" {
+		if len(pos) != 1 {
+			return errors.New("hub sites revoke: give one site name")
+		}
+		if err := admin.RevokeSite(ctx, pos[0]); err != nil {
+			return fmt.Errorf("hub sites revoke: %w", err)
+		}
+		fmt.Fprintf(stdout, "site %s revoked: its certificates are refused from now on\n", pos[0])
+		return nil
+	}
+	list, err := admin.Sites(ctx)
+	if err != nil {
+		return fmt.Errorf("hub sites: %w", err)
+	}
+	if a.json {
+		return printJSON(stdout, nonNil(list))
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tCOUNTRY\tJURISDICTION\tTAGS\tSTATUS\tNODES\tCPU\tMEMORY\tGPU\tLAST HEARTBEAT\tTEMPLATES")
+	for _, s := range list {
+		c := s.Heartbeat.Capacity
+		last := "never"
+		if s.LastHeartbeat != nil {
+			last = s.LastHeartbeat.Format(time.RFC3339)
+		}
+		var gpus []string
+		for _, g := range c.GPUs {
+			gpus = append(gpus, fmt.Sprintf("%d/%d %s", g.Used, g.Count, g.Vendor))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%.1f/%.1f\t%.1f/%.1fGi\t%s\t%s\t%d/%d\n", s.Name, dash(s.Country), dash(s.Jurisdiction), dash(strings.Join(s.Tags, ",")),
+			s.Status, s.Heartbeat.NodesReady, s.Heartbeat.Nodes, float64(c.CPUUsedMillis)/1000, float64(c.CPUMillis)/1000,
+			float64(c.MemoryUsedBytes)/(1<<30), float64(c.MemoryBytes)/(1<<30), dash(strings.Join(gpus, ",")), last, s.Heartbeat.AppliedRevision, s.DesiredRevision)
+	}
+	return tw.Flush()
+}
+
+func place(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, a := newFlags("place", stderr)
+	var needs, tags multi
+	fs.Var(&needs, "need", "KEY=VALUE the site must satisfy, repeatable (country=FR, gpu.vendor=nvidia, cpu=4, memory=8Gi, gpu=1)")
+	fs.Var(&tags, "tag", "compliance tag the site must carry, repeatable")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return flagErr(err)
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("hub place: unexpected argument %q (use --need KEY=VALUE)", pos[0])
+	}
+	admin, done, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	res, err := admin.Place(ctx, api.PlacementRequest{Needs: needs, Tags: tags})
+	if err != nil {
+		return fmt.Errorf("hub place: %w", err)
+	}
+	if a.json {
+		return printJSON(stdout, res)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "ELIGIBLE (%d)\tSCORE\tWHY\n", len(res.Eligible))
+	for _, c := range res.Eligible {
+		fmt.Fprintf(tw, "%s\t%.3f\t%s\n", c.Site, c.Score, c.Why)
+	}
+	fmt.Fprintf(tw, "\nEXCLUDED (%d)\tRULE\tREASON\n", len(res.Excluded))
+	for _, e := range res.Excluded {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Site, e.Rule, e.Reason)
+	}
+	return tw.Flush()
+}
+
+func rules(stdout io.Writer) error {
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ORDER\tRULE\tMEANING")
+	for i, r := range placement.Rules {
+		fmt.Fprintf(tw, "%d\t%s\t%s\n", i+1, r.Name, r.Text)
+	}
+	return tw.Flush()
+}
+
+func templates(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("hub template: give add, list or remove")
+	}
+	sub, args := args[0], args[1:]
+	fs, a := newFlags("template "+sub, stderr)
+	var sel multi
+	var file string
+	if sub == "add" {
+		fs.StringVar(&file, "file", "", "manifest file (YAML, one or more Kubernetes objects or HelmChart resources; - for stdin)")
+		fs.Var(&sel, "selector", "KEY=VALUE over site attributes, repeatable, ANDed (country=FR, tag=gdpr, gpu.vendor=nvidia)")
+	}
+	pos, err := parse(fs, args)
+	if err != nil {
+		return flagErr(err)
+	}
+	var t api.Template
+	if sub == "add" {
+		if len(pos) != 1 || file == "" {
+			return errors.New("hub template add: give NAME and --file FILE")
+		}
+		var b []byte
+		if file == "-" {
+			b, err = io.ReadAll(io.LimitReader(os.Stdin, api.MaxBodyBytes))
+		} else {
+			b, err = os.ReadFile(file)
+		}
+		if err != nil {
+			return fmt.Errorf("hub template add: reading manifest: %w", err)
+		}
+		t = api.Template{Name: pos[0], Manifest: string(b), Selector: map[string]string{}}
+		for _, kv := range sel {
+			k, v, err := api.ParseKV(kv)
+			if err != nil {
+				return fmt.Errorf("hub template add: selector: %w", err)
+			}
+			t.Selector[k] = v
+		}
+	}
+	admin, done, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	switch sub {
+	case "add":
+		out, err := admin.PutTemplate(ctx, t)
+		if err != nil {
+			return fmt.Errorf("hub template add: %w", err)
+		}
+		if a.json {
+			return printJSON(stdout, out)
+		}
+		fmt.Fprintf(stdout, "template %s stored; templates revision %d\n", out.Name, out.Revision)
+		return nil
+	case "list":
+		tl, err := admin.Templates(ctx)
+		if err != nil {
+			return fmt.Errorf("hub template list: %w", err)
+		}
+		if a.json {
+			tl.Templates = nonNil(tl.Templates)
+			return printJSON(stdout, tl)
+		}
+		fmt.Fprintf(stdout, "templates revision %d\n", tl.Revision)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tSELECTOR\tBYTES\tREVISION\tUPDATED")
+		for _, t := range tl.Templates {
+			var kv []string
+			for k, v := range t.Selector {
+				kv = append(kv, k+"="+v)
+			}
+			sort.Strings(kv)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", t.Name, dash(strings.Join(kv, ",")), len(t.Manifest), t.Revision, t.UpdatedAt.Format(time.RFC3339))
+		}
+		return tw.Flush()
+	case "remove", "rm":
+		if len(pos) != 1 {
+			return errors.New("hub template remove: give one template name")
+		}
+		rev, err := admin.RemoveTemplate(ctx, pos[0])
+		if err != nil {
+			return fmt.Errorf("hub template remove: %w", err)
+		}
+		fmt.Fprintf(stdout, "template %s removed; templates revision %d\n", pos[0], rev)
+		return nil
+	}
+	return fmt.Errorf("hub template: unknown subcommand %q (add, list, remove)", sub)
+}
+
+func audit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, a := newFlags("audit", stderr)
+	action := fs.String("action", "", "only this action ("+strings.Join([]string{api.AuditTokenCreate, api.AuditTokenRevoke, api.AuditSiteJoin, api.AuditSiteJoinRefuse, api.AuditSiteRevoke, api.AuditTemplateAdd, api.AuditTemplateRemove, api.AuditPlacement}, ", ")+")")
+	limit := fs.Int("limit", 100, "newest N events")
+	if _, err := parse(fs, args); err != nil {
+		return flagErr(err)
+	}
+	admin, done, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	evs, err := admin.Audit(ctx, *action, *limit)
+	if err != nil {
+		return fmt.Errorf("hub audit: %w", err)
+	}
+	if a.json {
+		return printJSON(stdout, nonNil(evs))
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tACTOR\tACTION\tSUBJECT\tDETAIL")
+	for _, e := range evs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.At.Format(time.RFC3339), e.Actor, e.Action, e.Subject, e.Detail)
+	}
+	return tw.Flush()
+}
+
+// adminConfig issues a named admin certificate, so that the audit trail
+// tells administrators apart. It needs the CA key, hence the data folder.
+func adminConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, a := newFlags("admin-config", stderr)
+	name := fs.String("name", "", "administrator name (a DNS label), shown in the audit trail")
+	out := fs.String("out", "", "file to write (0600)")
+	ttl := fs.Duration("ttl", 365*24*time.Hour, "certificate lifetime")
+	if _, err := parse(fs, args); err != nil {
+		return flagErr(err)
+	}
+	if *name == "" || *out == "" {
+		return errors.New("hub admin-config: give --name and --out")
+	}
+	ca, err := pki.LoadCA(a.data)
+	if err != nil {
+		return err
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(a.data, DBFile), sqlite.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	hubURL, err := st.Meta(ctx, hub.MetaURL)
+	if err != nil {
+		return fmt.Errorf("hub URL unknown (start the hub once): %w", err)
+	}
+	if err := hub.WriteAdminConfig(*out, ca, hubURL, *name, *ttl); err != nil {
+		return fmt.Errorf("hub admin-config: %w", err)
+	}
+	fmt.Fprintf(stdout, "admin config for %s written to %s (use: etoile hub sites --admin-config %s)\n", *name, *out, *out)
+	return nil
+}

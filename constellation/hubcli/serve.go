@@ -1,0 +1,186 @@
+package hubcli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/etoile-os/etoile/constellation/hub"
+	"github.com/etoile-os/etoile/constellation/pki"
+	"github.com/etoile-os/etoile/constellation/store/sqlite"
+)
+
+// ServeOptions is `etoile hub serve` as values, for tests and embedding.
+type ServeOptions struct {
+	Data              string
+	Listen            string
+	StatusListen      string // "" for none
+	SANs              []string
+	URL               string // advertised; derived from the listener when empty
+	HeartbeatInterval time.Duration
+	CertLifetime      time.Duration
+	IdleTimeout       time.Duration
+	Log               *slog.Logger
+	// Ready, when set, receives the advertised URL and status address once
+	// both listeners are open.
+	Ready func(hubURL, statusAddr string)
+	// Now is the hub's clock (tests move it to expire tokens); time.Now when nil.
+	Now func() time.Time
+	// Store options (crash-test hooks).
+	StoreOptions sqlite.Options
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("etoile hub serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := ServeOptions{}
+	var sans multi
+	fs.StringVar(&o.Data, "data", DefaultDataDir, "data folder: CA, database, admin config (created 0700)")
+	fs.StringVar(&o.Listen, "listen", ":8443", "HTTPS address for sites and admins")
+	fs.StringVar(&o.StatusListen, "status-listen", "127.0.0.1:9443", "plain HTTP address of the read-only status page and /metrics (\"\" to disable)")
+	fs.Var(&sans, "san", "extra DNS name or IP for the hub certificate, repeatable; the first is the advertised host")
+	fs.StringVar(&o.URL, "url", "", "URL sites use to reach the hub (default https://FIRST-SAN-OR-LISTEN-HOST:PORT)")
+	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", hub.DefaultHeartbeatInterval, "interval asked of sites")
+	fs.DurationVar(&o.CertLifetime, "cert-lifetime", hub.DefaultCertLifetime, "site certificate lifetime")
+	fs.DurationVar(&o.IdleTimeout, "idle-timeout", 2*time.Minute, "close site connections idle this long: above the heartbeat interval saves CPU (one TLS handshake per site), below it saves memory (~50 KB per site)")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	verbose := fs.Bool("v", false, "log at debug level")
+	if _, err := parse(fs, args); err != nil {
+		return flagErr(err)
+	}
+	o.SANs = sans
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	ho := &slog.HandlerOptions{Level: level}
+	switch *logFormat {
+	case "text":
+		o.Log = slog.New(slog.NewTextHandler(stderr, ho))
+	case "json":
+		o.Log = slog.New(slog.NewJSONHandler(stderr, ho))
+	default:
+		return fmt.Errorf("hub serve: --log-format %q is not text or json", *logFormat)
+	}
+	o.Ready = func(hubURL, statusAddr string) {
+		fmt.Fprintf(stdout, "etoile hub: serving %s (admin config %s)", hubURL, filepath.Join(o.Data, hub.AdminConfigFile))
+		if statusAddr != "" {
+			fmt.Fprintf(stdout, ", status page http://%s/", statusAddr)
+		}
+		fmt.Fprintln(stdout)
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return Serve(ctx, o)
+}
+
+// Serve runs a hub until ctx ends.
+func Serve(ctx context.Context, o ServeOptions) error {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(o.Data, 0o700); err != nil {
+		return fmt.Errorf("hub data folder: %w", err)
+	}
+	ca, created, err := pki.LoadOrCreateCA(o.Data, o.Now)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("created hub CA", "pin", "sha256:"+ca.Pin(), "dir", o.Data)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(o.Data, DBFile), o.StoreOptions)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	apiL, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("hub listen %s: %w", o.Listen, err)
+	}
+	defer apiL.Close()
+	var statusL net.Listener
+	statusAddr := ""
+	if o.StatusListen != "" {
+		if statusL, err = net.Listen("tcp", o.StatusListen); err != nil {
+			return fmt.Errorf("hub status listen %s: %w", o.StatusListen, err)
+		}
+		defer statusL.Close()
+		statusAddr = statusL.Addr().String()
+	}
+	hubURL, hosts, err := advertise(o, apiL.Addr().(*net.TCPAddr))
+	if err != nil {
+		return err
+	}
+	cert, err := ca.ServerCertificate(hosts, 365*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	if err := st.SetMeta(ctx, hub.MetaURL, hubURL); err != nil {
+		return err
+	}
+	interval := o.HeartbeatInterval
+	if interval <= 0 {
+		interval = hub.DefaultHeartbeatInterval
+	}
+	if err := st.SetMeta(ctx, metaInterval, interval.String()); err != nil {
+		return err
+	}
+	cfgPath := filepath.Join(o.Data, hub.AdminConfigFile)
+	if _, err := os.Stat(cfgPath); errors.Is(err, os.ErrNotExist) {
+		if err := hub.WriteAdminConfig(cfgPath, ca, hubURL, "admin", 365*24*time.Hour); err != nil {
+			return err
+		}
+		log.Info("wrote admin config", "path", cfgPath)
+	}
+	srv := &hub.Server{Service: &hub.Service{Store: st, CA: ca, Log: log, Now: o.Now, HeartbeatInterval: interval, CertLifetime: o.CertLifetime}, Log: log, IdleTimeout: o.IdleTimeout}
+	log.Info("hub serving", "url", hubURL, "ca_pin", "sha256:"+ca.Pin(), "status", statusAddr, "sans", hosts)
+	if o.Ready != nil {
+		o.Ready(hubURL, statusAddr)
+	}
+	err = srv.Run(ctx, hub.Listeners{API: apiL, Status: statusL}, cert)
+	log.Info("hub stopped")
+	return err
+}
+
+// advertise decides the URL sites use and the names the certificate covers.
+func advertise(o ServeOptions, addr *net.TCPAddr) (string, []string, error) {
+	port := strconv.Itoa(addr.Port)
+	listenHost, _, _ := net.SplitHostPort(o.Listen)
+	hosts := slices.Clone(o.SANs)
+	if ip := net.ParseIP(listenHost); listenHost != "" && (ip == nil || !ip.IsUnspecified()) {
+		hosts = append(hosts, listenHost)
+	}
+	hubURL := o.URL
+	if hubURL == "" {
+		host := ""
+		if len(hosts) > 0 {
+			host = hosts[0]
+		} else if h, err := os.Hostname(); err == nil {
+			host = h
+		} else {
+			host = "localhost"
+		}
+		hubURL = "https://" + net.JoinHostPort(host, port)
+	}
+	u, err := url.Parse(hubURL)
+	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
+		return "", nil, fmt.Errorf("hub --url %q is not https://HOST[:PORT]", hubURL)
+	}
+	hosts = append(hosts, u.Hostname(), "localhost", "127.0.0.1", "::1")
+	slices.Sort(hosts)
+	return u.String(), slices.Compact(hosts), nil
+}

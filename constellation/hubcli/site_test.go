@@ -1,0 +1,167 @@
+package hubcli_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/etoile-os/etoile/constellation/api"
+	"github.com/etoile-os/etoile/constellation/hubcli"
+	"github.com/etoile-os/etoile/constellation/join"
+	"github.com/etoile-os/etoile/constellation/pki"
+)
+
+func TestExpiredCertificateRenewsWithinGrace(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t, t.TempDir())
+	site, err := join.Join(ctx, h.token(t, api.TokenRequest{Site: "sleepy-1"}), join.Options{Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The site was off for a day and a bit: its certificate expired.
+	h.advance(25 * time.Hour)
+	_, err = site.Beat(ctx, status(1, ""))
+	wantRefusal(t, err, api.CodeUnauthorized)
+	// Its key is still the pinned one, so renewal with the expired
+	// certificate is allowed within the grace period, and beats resume.
+	if err := site.Renew(ctx); err != nil {
+		t.Fatalf("renewal within grace: %v", err)
+	}
+	if _, err := site.Beat(ctx, status(1, "")); err != nil {
+		t.Fatalf("heartbeat after renewal: %v", err)
+	}
+	// Past the grace period the site must join again.
+	h.advance(32 * 24 * time.Hour)
+	var re *join.RemoteError
+	if err := site.Renew(ctx); err == nil || !asRemote(err, &re) || re.Code != api.CodeUnauthorized {
+		t.Fatalf("renewal past grace: %v", err)
+	}
+}
+
+func asRemote(err error, re **join.RemoteError) bool {
+	for e := err; e != nil; {
+		if r, ok := e.(*join.RemoteError); ok {
+			*re = r
+			return true
+		}
+		u, ok := e.(interface{ Unwrap() error })
+		if !ok {
+			return false
+		}
+		e = u.Unwrap()
+	}
+	return false
+}
+
+// The site loop applies templates, reports the applied revision, rides out a
+// hub outage and reports in again when the hub is back.
+func TestSiteLoopRidesOutHubOutage(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	fixed := func(o *hubcli.ServeOptions) { o.Listen = addr }
+	h := startHub(t, dir, fixed)
+	if _, err := h.admin.PutTemplate(ctx, api.Template{Name: "base", Manifest: manifestA}); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	site, err := join.Join(ctx, h.token(t, api.TokenRequest{Site: "loop-1"}), join.Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	loopDone := make(chan error, 1)
+	go func() { loopDone <- site.Run(lctx, status(2, "v1.31.4+k3s1")) }()
+	defer func() {
+		cancel()
+		if err := <-loopDone; err != nil {
+			t.Errorf("site loop: %v", err)
+		}
+	}()
+	waitFor(t, "template applied and reported", func() bool {
+		_, err := os.Stat(filepath.Join(root, join.ManifestDir, "etoile-base.yaml"))
+		return err == nil && h.site(t, "loop-1").Heartbeat.AppliedRevision == 1
+	})
+	h.stop()
+	time.Sleep(3 * time.Second) // a beat or two fail; the loop keeps going
+	stopped := time.Now()
+	h2 := startHub(t, dir, fixed)
+	waitFor(t, "heartbeat after the hub came back", func() bool {
+		s := h2.site(t, "loop-1")
+		return s.LastHeartbeat != nil && s.LastHeartbeat.After(stopped) && s.Status == api.StatusOnline
+	})
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// With --idle-timeout below the heartbeat interval, each beat reconnects;
+// TLS session resumption keeps that cheap and the client certificate
+// identity survives resumption.
+func TestHeartbeatsResumeTLSAfterIdleClose(t *testing.T) {
+	h := startHub(t, t.TempDir(), func(o *hubcli.ServeOptions) { o.IdleTimeout = 100 * time.Millisecond })
+	root := t.TempDir()
+	if _, err := join.Join(context.Background(), h.token(t, api.TokenRequest{Site: "resume-1"}), join.Options{Root: root}); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.LoadCA(h.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1",
+		Certificates: []tls.Certificate{*siteCert(t, root)}, ClientSessionCache: tls.NewLRUClientSessionCache(4)}}}
+	for i := range 3 {
+		resp, err := c.Post(h.url+api.PathHeartbeat, "application/json", strings.NewReader(`{"nodes":1,"nodesReady":1}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.TLS.DidResume != (i > 0) {
+			t.Fatalf("beat %d: %s, resumed %v", i, resp.Status, resp.TLS.DidResume)
+		}
+		time.Sleep(300 * time.Millisecond) // past the idle timeout
+	}
+}
+
+func TestEnsureJoinedIsUnattendedAndOnce(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t, t.TempDir())
+	js := h.token(t, api.TokenRequest{Site: "auto-1"})
+	root := t.TempDir()
+	a, err := join.EnsureJoined(ctx, js.String(), join.Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every boot calls it again with the same config: it must not need the
+	// (now revoked) token or the hub.
+	if err := h.admin.RevokeToken(ctx, js.TokenID); err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	b, err := join.EnsureJoined(ctx, js.String(), join.Options{Root: root})
+	if err != nil || b.State.SiteID != a.State.SiteID {
+		t.Fatalf("second boot: %v (site %s vs %s)", err, b.State.SiteID, a.State.SiteID)
+	}
+}

@@ -1,0 +1,376 @@
+// Package join is the site side of the constellation: joining a hub with a
+// join string, renewing the site certificate, heartbeating, and applying
+// the hub's templates into K3s's auto-deploy folder. It is linked into the
+// static agent, so it imports nothing that needs cgo.
+package join
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/etoile-os/etoile/constellation/api"
+	"github.com/etoile-os/etoile/constellation/pki"
+)
+
+// Paths under the site's root (the state partition on a machine).
+const (
+	StateDir    = "var/lib/etoile/constellation"
+	ManifestDir = "var/lib/rancher/k3s/server/manifests"
+	keyFile     = "site.key"
+	certFile    = "site.crt"
+	caFile      = "ca.crt"
+	stateFile   = "site.json"
+)
+
+// State is what a joined site remembers about its hub. It is kept across
+// reboots, so the site runs on with the hub gone and reports in when it is back.
+type State struct {
+	Hub             string     `json:"hub"`
+	CAPin           string     `json:"caPin"`
+	SiteID          string     `json:"siteID"`
+	SiteName        string     `json:"siteName"`
+	Policy          api.Policy `json:"policy"`
+	JoinedAt        time.Time  `json:"joinedAt"`
+	AppliedRevision int64      `json:"appliedRevision"`
+	LastHeartbeat   *time.Time `json:"lastHeartbeat,omitempty"`
+	LastError       string     `json:"lastError,omitempty"`
+}
+
+// Site is a joined site's credentials and state, loaded from root.
+type Site struct {
+	Root  string
+	State State
+	Log   *slog.Logger
+
+	lastSaved time.Time
+
+	mu     sync.Mutex
+	key    *ecdsa.PrivateKey
+	cert   *tls.Certificate
+	client *http.Client
+}
+
+func stateDir(root string) string { return filepath.Join(root, StateDir) }
+
+// LoadOrCreateKey returns the site key, creating it 0600 on first use.
+// Keeping it across a failed join is what makes a retry idempotent: the hub
+// recognizes the same token and key and returns the same site.
+func LoadOrCreateKey(root string) (*ecdsa.PrivateKey, error) {
+	dir := stateDir(root)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating site state folder: %w", err)
+	}
+	path := filepath.Join(dir, keyFile)
+	k, err := pki.LoadKey(path)
+	if err == nil {
+		return k, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	k, err = pki.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := pki.WriteKey(path, k); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// Options for Join.
+type Options struct {
+	Root      string
+	Inventory api.Inventory
+	Log       *slog.Logger
+	// Timeout bounds the join request; 30 s when zero.
+	Timeout time.Duration
+}
+
+// RemoteError is a refusal from the hub, with its stable code.
+type RemoteError struct {
+	Status int
+	Code   string
+	Msg    string
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("hub refused (%s): %s", e.Code, e.Msg)
+}
+
+// Join joins the hub named by js and stores the site's credentials.
+func Join(ctx context.Context, js api.JoinString, o Options) (*Site, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	key, err := LoadOrCreateKey(o.Root)
+	if err != nil {
+		return nil, err
+	}
+	csr, err := pki.CSR(key, "etoile-site")
+	if err != nil {
+		return nil, err
+	}
+	hc, err := pinnedClient(js.Hub, js.CAPin, nil, o.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	var resp api.JoinResponse
+	if err := post(ctx, hc, js.Hub+api.PathJoin, api.JoinRequest{Token: js.Token(), CSR: string(csr), Inventory: o.Inventory}, &resp); err != nil {
+		return nil, fmt.Errorf("joining hub %s: %w", js.Hub, err)
+	}
+	cert, err := checkIssued(resp.Certificate, resp.CA, js.CAPin, key)
+	if err != nil {
+		return nil, fmt.Errorf("hub %s answered the join with %w", js.Hub, err)
+	}
+	s := &Site{Root: o.Root, Log: o.Log, key: key, cert: cert, State: State{
+		Hub: js.Hub, CAPin: js.CAPin, SiteID: resp.SiteID, SiteName: resp.SiteName, Policy: resp.Policy, JoinedAt: time.Now().UTC(),
+	}}
+	if old, err := readState(o.Root); err == nil && old.SiteID == resp.SiteID {
+		s.State.AppliedRevision = old.AppliedRevision
+	}
+	dir := stateDir(o.Root)
+	if err := pki.WriteFileAtomic(filepath.Join(dir, caFile), []byte(resp.CA), 0o644); err != nil {
+		return nil, err
+	}
+	if err := pki.WriteFileAtomic(filepath.Join(dir, certFile), []byte(resp.Certificate), 0o644); err != nil {
+		return nil, err
+	}
+	if err := s.saveState(); err != nil {
+		return nil, err
+	}
+	o.Log.Info("joined constellation", "hub", js.Hub, "site", resp.SiteName, "site_id", resp.SiteID, "cert_not_after", cert.Leaf.NotAfter)
+	return s, nil
+}
+
+// checkIssued verifies that the certificate the hub returned is for our key
+// and chains to the pinned CA, so a buggy or hostile answer is not stored.
+func checkIssued(certPEM, caPEM, pin string, key *ecdsa.PrivateKey) (*tls.Certificate, error) {
+	ca, err := pki.ParseCertPEM([]byte(caPEM))
+	if err != nil {
+		return nil, fmt.Errorf("an unreadable CA: %w", err)
+	}
+	if pki.Pin(ca) != pin {
+		return nil, errors.New("a CA that does not match the pin")
+	}
+	leaf, err := pki.ParseCertPEM([]byte(certPEM))
+	if err != nil {
+		return nil, fmt.Errorf("an unreadable certificate: %w", err)
+	}
+	if !key.PublicKey.Equal(leaf.PublicKey) {
+		return nil, errors.New("a certificate for another key")
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	// Validity dates are the hub's business: an edge box whose clock is off
+	// (no NTP yet) must still store the certificate, so the chain is checked
+	// at the certificate's own start time.
+	at := leaf.NotBefore.Add(time.Second)
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, fmt.Errorf("a certificate that does not verify: %w", err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// Load reads a joined site from root.
+func Load(root string, log *slog.Logger) (*Site, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st, err := readState(root)
+	if err != nil {
+		return nil, err
+	}
+	dir := stateDir(root)
+	key, err := pki.LoadKey(filepath.Join(dir, keyFile))
+	if err != nil {
+		return nil, fmt.Errorf("site key: %w", err)
+	}
+	certPEM, err := os.ReadFile(filepath.Join(dir, certFile))
+	if err != nil {
+		return nil, fmt.Errorf("site certificate: %w", err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, caFile))
+	if err != nil {
+		return nil, fmt.Errorf("hub CA: %w", err)
+	}
+	cert, err := checkIssued(string(certPEM), string(caPEM), st.CAPin, key)
+	if err != nil {
+		return nil, fmt.Errorf("stored site certificate is %w: join again", err)
+	}
+	return &Site{Root: root, State: st, Log: log, key: key, cert: cert}, nil
+}
+
+func readState(root string) (State, error) {
+	var st State
+	b, err := os.ReadFile(filepath.Join(stateDir(root), stateFile))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return st, fmt.Errorf("this site has not joined a constellation (no %s): run etoile-agent join JOIN-STRING: %w", filepath.Join(StateDir, stateFile), err)
+		}
+		return st, fmt.Errorf("reading site state: %w", err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("site state %s: %w", stateFile, err)
+	}
+	return st, nil
+}
+
+func (s *Site) saveState() error {
+	b, err := json.MarshalIndent(s.State, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding site state: %w", err)
+	}
+	if err := pki.WriteFileAtomic(filepath.Join(stateDir(s.Root), stateFile), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	s.lastSaved = time.Now()
+	return nil
+}
+
+// Certificate returns the current site certificate.
+func (s *Site) Certificate() *x509.Certificate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cert.Leaf
+}
+
+func (s *Site) httpClient() (*http.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client != nil {
+		return s.client, nil
+	}
+	c, err := pinnedClient(s.State.Hub, s.State.CAPin, func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.cert, nil
+	}, 0)
+	if err != nil {
+		return nil, err
+	}
+	s.client = c
+	return c, nil
+}
+
+// Renew asks the hub for a fresh certificate for the same key.
+func (s *Site) Renew(ctx context.Context) error {
+	hc, err := s.httpClient()
+	if err != nil {
+		return err
+	}
+	csr, err := pki.CSR(s.key, "etoile-site")
+	if err != nil {
+		return err
+	}
+	var resp api.RenewResponse
+	if err := post(ctx, hc, s.State.Hub+api.PathRenew, api.RenewRequest{CSR: string(csr)}, &resp); err != nil {
+		return fmt.Errorf("renewing site certificate: %w", err)
+	}
+	cert, err := checkIssued(resp.Certificate, resp.CA, s.State.CAPin, s.key)
+	if err != nil {
+		return fmt.Errorf("hub answered the renewal with %w", err)
+	}
+	if err := pki.WriteFileAtomic(filepath.Join(stateDir(s.Root), certFile), []byte(resp.Certificate), 0o644); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.cert = cert
+	// A fresh client: a resumed TLS session would present the old
+	// certificate again, so the session cache goes with the connections.
+	s.client = nil
+	s.mu.Unlock()
+	hc.CloseIdleConnections()
+	s.Log.Info("site certificate renewed", "not_after", cert.Leaf.NotAfter)
+	return nil
+}
+
+// NeedsRenewal is true once two thirds of the certificate's life are gone.
+func (s *Site) NeedsRenewal(now time.Time) bool {
+	c := s.Certificate()
+	life := c.NotAfter.Sub(c.NotBefore)
+	return now.After(c.NotAfter.Add(-life / 3))
+}
+
+func pinnedClient(hub, pin string, getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error), timeout time.Duration) (*http.Client, error) {
+	u, err := url.Parse(hub)
+	if err != nil || u.Scheme != "https" {
+		return nil, fmt.Errorf("hub URL %q is not https", hub)
+	}
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	tc := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		// The pin replaces the system roots: the hub's CA is its own, and
+		// trusting it comes from the join string, never from the network.
+		InsecureSkipVerify:   true,
+		VerifyConnection:     pki.PinnedVerifier(pin, u.Hostname()),
+		GetClientCertificate: getCert,
+		// A hub that closes idle connections gets resumed handshakes.
+		ClientSessionCache: tls.NewLRUClientSessionCache(4),
+	}
+	tr := &http.Transport{TLSClientConfig: tc, MaxIdleConnsPerHost: 1, IdleConnTimeout: 5 * time.Minute, TLSHandshakeTimeout: 15 * time.Second, ForceAttemptHTTP2: false}
+	return &http.Client{Transport: tr, Timeout: timeout}, nil
+}
+
+func post(ctx context.Context, hc *http.Client, u string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("encoding request: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return fmt.Errorf("reading hub answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e api.Error
+		if json.Unmarshal(data, &e) == nil && e.Message != "" {
+			return &RemoteError{Status: resp.StatusCode, Code: e.Code, Msg: e.Message}
+		}
+		return fmt.Errorf("hub answered %s", resp.Status)
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decoding hub answer: %w", err)
+	}
+	return nil
+}
+
+// EnsureJoined is the unattended join of the machine config's
+// `constellation:` section: it loads the site when it has joined the hub the
+// join string names, and joins otherwise. A join string for another hub (a
+// different CA pin) means the site moves: it joins the new hub.
+func EnsureJoined(ctx context.Context, joinString string, o Options) (*Site, error) {
+	js, err := api.ParseJoinString(joinString)
+	if err != nil {
+		return nil, fmt.Errorf("constellation join string: %w", err)
+	}
+	if s, err := Load(o.Root, o.Log); err == nil && s.State.CAPin == js.CAPin {
+		return s, nil
+	}
+	return Join(ctx, js, o)
+}

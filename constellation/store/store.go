@@ -1,0 +1,132 @@
+// Package store defines what the hub keeps and the rules that every backend
+// applies the same way. The SQLite backend lives in store/sqlite; a
+// PostgreSQL backend for large constellations would implement the same
+// interface and call the same Admit function.
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/etoile-os/etoile/constellation/api"
+)
+
+// ErrNotFound is returned when a named token, site or template is missing.
+var ErrNotFound = errors.New("not found")
+
+// Refusal is a join or heartbeat refused for a reason the client must see.
+type Refusal struct {
+	Code    string // an api.Code* value
+	Message string
+}
+
+func (r *Refusal) Error() string { return r.Message }
+
+// JoinParams is one join attempt, already authenticated by its CSR.
+type JoinParams struct {
+	TokenID   string
+	Secret    string // as presented; only its hash is compared
+	KeySHA256 string
+	Inventory api.Inventory
+	Now       time.Time
+	NewSiteID string // used when the join creates a site
+}
+
+// JoinResult says what the join did.
+type JoinResult struct {
+	Site  api.Site
+	Token api.Token
+	// Retry is true when the same token and key had already joined: the
+	// answer was lost and the site asks again; nothing new was recorded.
+	Retry bool
+	// Rekeyed is true when an existing site got a new key with a new token.
+	Rekeyed bool
+}
+
+// HeartbeatResult carries what the hub needs to answer a heartbeat.
+type HeartbeatResult struct {
+	Site             api.Site // attributes only, for template selection
+	TemplateRevision int64
+}
+
+// Store is the hub's persistence. Every mutating call records its audit
+// event in the same transaction, so the audit trail never misses a change
+// and never lists one that did not happen.
+type Store interface {
+	CreateToken(ctx context.Context, t api.Token, ev api.AuditEvent) error
+	Tokens(ctx context.Context) ([]api.Token, error)
+	RevokeToken(ctx context.Context, id string, at time.Time, ev api.AuditEvent) error
+
+	// Join admits a token and records the site in one transaction.
+	Join(ctx context.Context, p JoinParams, ev api.AuditEvent) (JoinResult, error)
+	Sites(ctx context.Context) ([]api.Site, error)
+	Site(ctx context.Context, id string) (api.Site, error)
+	RevokeSite(ctx context.Context, name string, at time.Time, ev api.AuditEvent) error
+	// RecordHeartbeat stores a heartbeat for a site whose current key is
+	// keySHA256; a revoked or re-keyed site gets a *Refusal.
+	RecordHeartbeat(ctx context.Context, siteID, keySHA256 string, hb api.Heartbeat, at time.Time) (HeartbeatResult, error)
+	// CheckSite refuses revoked, re-keyed or unknown sites (renewal).
+	CheckSite(ctx context.Context, siteID, keySHA256 string) (api.Site, error)
+
+	PutTemplate(ctx context.Context, t api.Template, ev api.AuditEvent) (revision int64, err error)
+	RemoveTemplate(ctx context.Context, name string, ev api.AuditEvent) (revision int64, err error)
+	Templates(ctx context.Context) (api.TemplateList, error)
+
+	Audit(ctx context.Context, ev api.AuditEvent) error
+	AuditEvents(ctx context.Context, action string, limit int) ([]api.AuditEvent, error)
+
+	SetMeta(ctx context.Context, key, value string) error
+	Meta(ctx context.Context, key string) (string, error)
+
+	Close() error
+}
+
+// HashSecret is how token secrets are kept: a 32-byte random secret needs
+// no salt or stretching, only a one-way hash.
+func HashSecret(secret string) []byte {
+	s := sha256.Sum256([]byte(secret))
+	return s[:]
+}
+
+// Admit applies the token rules in a fixed order. An unknown token and a
+// wrong secret get the same answer so that token ids cannot be probed.
+func Admit(t *api.Token, secret string, now time.Time) error {
+	if t == nil || subtle.ConstantTimeCompare(t.SecretHash, HashSecret(secret)) != 1 {
+		return &Refusal{Code: api.CodeTokenInvalid, Message: "join token is not known to this hub (wrong or forged secret): ask the hub administrator for a new join string"}
+	}
+	if t.RevokedAt != nil {
+		return &Refusal{Code: api.CodeTokenRevoked, Message: fmt.Sprintf("join token %s was revoked at %s: ask for a new join string", t.ID, t.RevokedAt.UTC().Format(time.RFC3339))}
+	}
+	return nil
+}
+
+// AdmitUse applies expiry and use count, after Admit and the retry check.
+func AdmitUse(t *api.Token, now time.Time) error {
+	if !now.Before(t.ExpiresAt) {
+		return &Refusal{Code: api.CodeTokenExpired, Message: fmt.Sprintf("join token %s expired at %s: ask for a new join string (etoile hub token create --ttl …)", t.ID, t.ExpiresAt.UTC().Format(time.RFC3339))}
+	}
+	if t.Uses >= t.MaxUses {
+		return &Refusal{Code: api.CodeTokenUsed, Message: fmt.Sprintf("join token %s was already used %d of %d times: a site that was reset needs a new token", t.ID, t.Uses, t.MaxUses)}
+	}
+	return nil
+}
+
+// Status judges a site by the age of its last heartbeat: online within
+// three intervals, stale within ten, offline beyond or never heard.
+func Status(s api.Site, now time.Time, interval time.Duration) string {
+	switch {
+	case s.RevokedAt != nil:
+		return api.StatusRevoked
+	case s.LastHeartbeat == nil:
+		return api.StatusOffline
+	case now.Sub(*s.LastHeartbeat) <= 3*interval:
+		return api.StatusOnline
+	case now.Sub(*s.LastHeartbeat) <= 10*interval:
+		return api.StatusStale
+	}
+	return api.StatusOffline
+}
