@@ -1,0 +1,379 @@
+// Package node runs what an Étoile node does once it has booted: it finds
+// and validates the machine config, runs K3s under supervision, and serves
+// the local API. It never stops the agent: an invalid config is shown on
+// the console with its field errors and K3s is simply not started, so the
+// machine stays up to be fixed.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/etoile-os/etoile/agent/api"
+	"github.com/etoile-os/etoile/agent/config"
+	"github.com/etoile-os/etoile/agent/inventory"
+	"github.com/etoile-os/etoile/agent/k3s"
+)
+
+// Env is what the booted machine hands over.
+type Env struct {
+	// Root is the node's root: "/" on a node, a folder in tests.
+	Root string
+	// ConfigURL is etoile.config= from the kernel command line.
+	ConfigURL string
+	// Mount mounts a device read-only (fstype tried in order) at a folder;
+	// nil in tests, where volumes are folders already.
+	Mount func(dev, dir string, fstypes []string) error
+	// Volumes lists candidate block devices (path and first 64 KiB readable).
+	Volumes func() ([]string, error)
+	// BootMedia are folders of the mounted boot medium (the ISO, the ESP).
+	BootMedia []string
+	// Broadcast prints one line on every console.
+	Broadcast func(line string)
+	// ReadyLine is the boot's ready line without the k3s field.
+	ReadyLine func() string
+	// Status fills the parts of the local API's status the boot knows.
+	Status func() api.Status
+	// Start and Release let PID 1's reaper leave K3s's exit to the supervisor.
+	Start   func(*exec.Cmd) error
+	Release func(pid int)
+	// K3sEnv is extra environment for K3s (tests point the stand-in's root).
+	K3sEnv []string
+	// NodeName is the system's hostname.
+	NodeName string
+	// Socket is the local API's socket ("" for api.DefaultSocket).
+	Socket string
+	Log    *slog.Logger
+}
+
+// Node is the running node services.
+type Node struct {
+	env Env
+	ctx context.Context
+	wg  sync.WaitGroup
+
+	mu         sync.Mutex
+	configFrom string
+	cfg        *config.MachineConfig
+	warnings   []string
+	sup        *k3s.Supervisor
+	stopK3s    context.CancelFunc
+	supDone    chan struct{}
+	k3sNote    string // why K3s is not running, when it is not
+	inv        *inventory.Inventory
+}
+
+// Wait returns once everything Start began has stopped (after its context
+// ended).
+func (n *Node) Wait() { n.wg.Wait() }
+
+// K3sState is the k3s= value of the ready line.
+func (n *Node) K3sState() string {
+	n.mu.Lock()
+	sup := n.sup
+	n.mu.Unlock()
+	if sup == nil {
+		return string(k3s.StateStopped)
+	}
+	return string(sup.Status().State)
+}
+
+// Start loads the machine config, starts K3s when the config asks for it,
+// and serves the local API; it returns once K3s has been executed (or
+// left stopped), with everything else running in the background until ctx
+// ends.
+func Start(ctx context.Context, env Env) *Node {
+	if env.Root == "" {
+		env.Root = "/"
+	}
+	if env.Log == nil {
+		env.Log = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{env: env, ctx: ctx}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.serveAPI(ctx)
+	}()
+
+	inv, err := inventory.Collect(ctx, inventory.Options{Root: n.rootOrEmpty(), Logger: env.Log})
+	if err != nil {
+		env.Log.Warn("hardware inventory failed", "reason", err.Error())
+	}
+	n.inv = inv
+
+	data, from, err := n.findConfig(ctx)
+	switch {
+	case errors.Is(err, config.ErrNotFound):
+		n.note("no machine config found (etoile.config=, an ETOILE-CFG volume, or /etoile/config.yaml on the boot medium): K3s not started")
+		return n
+	case err != nil:
+		n.fail("config", err.Error(), "fix the source named above, or remove it so the next one is used")
+		return n
+	}
+	n.configFrom = from
+	cfg, warns, err := config.Check(data)
+	for _, w := range warns {
+		env.Log.Warn("machine config", "from", from, "warning", w)
+	}
+	if err != nil {
+		n.fail("config", fmt.Sprintf("machine config from %s is invalid: %s", from, oneLine(err.Error())),
+			"correct the fields named above and apply it again (etoile-agent config validate FILE; POST /v1/config/apply)")
+		for _, l := range strings.Split(err.Error(), "\n") {
+			env.Broadcast("etoile: config error " + l)
+		}
+		return n
+	}
+	env.Log.Info("machine config loaded", "from", from, "role", cfg.Role)
+	n.mu.Lock()
+	n.cfg, n.warnings = cfg, warns
+	n.mu.Unlock()
+	n.startK3s(ctx, cfg)
+	return n
+}
+
+func (n *Node) rootOrEmpty() string {
+	if n.env.Root == "/" {
+		return ""
+	}
+	return n.env.Root
+}
+
+func (n *Node) note(msg string) {
+	n.mu.Lock()
+	n.k3sNote = msg
+	n.mu.Unlock()
+	n.env.Log.Info(msg)
+}
+
+// fail shows a problem on every console without stopping anything.
+func (n *Node) fail(step, reason, fix string) {
+	n.mu.Lock()
+	n.k3sNote = reason
+	n.mu.Unlock()
+	n.env.Broadcast(fmt.Sprintf("etoile: error step=%s reason=%q fix=%q", step, reason, fix))
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ") }
+
+// findConfig tries the sources in their documented order.
+func (n *Node) findConfig(ctx context.Context) ([]byte, string, error) {
+	var sources []config.Source
+	if n.env.ConfigURL != "" {
+		sources = append(sources, config.URLSource{URL: n.env.ConfigURL, Client: &http.Client{Timeout: config.DefaultURLTimeout}})
+	}
+	if dir, ok := n.mountVolume(config.VolumeLabel); ok {
+		sources = append(sources, config.VolumeSource(dir))
+	}
+	for _, m := range n.env.BootMedia {
+		sources = append(sources, config.BootMediumSource(m))
+	}
+	return config.FirstFound(ctx, sources...)
+}
+
+// mountVolume finds the volume labelled label and mounts it read-only.
+func (n *Node) mountVolume(label string) (string, bool) {
+	if n.env.Volumes == nil {
+		return "", false
+	}
+	devs, err := n.env.Volumes()
+	if err != nil {
+		n.env.Log.Warn("listing volumes", "reason", err.Error())
+		return "", false
+	}
+	for _, dev := range devs {
+		if volumeLabel(dev) != label {
+			continue
+		}
+		if n.env.Mount == nil {
+			return dev, true // tests: the "device" is a folder
+		}
+		dir := filepath.Join(n.env.Root, "run/etoile/cfg")
+		if err := n.env.Mount(dev, dir, []string{"vfat", "iso9660"}); err != nil {
+			n.env.Log.Warn("mounting the config volume", "device", dev, "reason", err.Error())
+			continue
+		}
+		n.env.Log.Info("config volume", "device", dev, "label", label)
+		return dir, true
+	}
+	return "", false
+}
+
+// volumeLabel reads a FAT or ISO9660 label from a device, or a folder's
+// "label" file in tests.
+func volumeLabel(dev string) string {
+	if st, err := os.Stat(dev); err == nil && st.IsDir() {
+		b, _ := os.ReadFile(filepath.Join(dev, ".label"))
+		return strings.TrimSpace(string(b))
+	}
+	f, err := os.Open(dev)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	buf := make([]byte, 64*1024)
+	nr, _ := f.ReadAt(buf, 0)
+	return inventory.FSLabel(buf[:nr])
+}
+
+func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) {
+	if _, err := k3s.LinkAirgapImages(n.env.Root); err != nil {
+		n.env.Log.Warn("airgap images", "reason", err.Error())
+	}
+	labels := map[string]string{}
+	if n.inv != nil {
+		labels = inventory.NodeLabels(n.inv)
+	}
+	sup, err := k3s.ForConfig(n.env.Root, cfg, n.env.NodeName, labels, n.env.Log)
+	if err != nil {
+		n.fail("k3s", err.Error(), "rebuild the image with K3s (etoile build --k3s-dir DIR), or fix the machine config")
+		return
+	}
+	sup.Start, sup.Release, sup.Env = n.env.Start, n.env.Release, n.env.K3sEnv
+	execd := make(chan struct{})
+	var once sync.Once
+	sup.OnState = func(from, to k3s.State, reason string) {
+		if to == k3s.StateStarting && from == k3s.StateStopped {
+			once.Do(func() { close(execd) })
+		}
+		msg := fmt.Sprintf("etoile: k3s state=%s was=%s", to, from)
+		if reason != "" {
+			msg += fmt.Sprintf(" reason=%q", reason)
+		}
+		n.env.Broadcast(msg)
+		if to != from && n.env.ReadyLine != nil {
+			n.env.Broadcast(n.env.ReadyLine() + " k3s=" + string(to))
+		}
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	n.mu.Lock()
+	n.sup, n.stopK3s, n.supDone = sup, cancel, done
+	n.mu.Unlock()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer close(done)
+		defer func() {
+			if r := recover(); r != nil {
+				n.fail("k3s", fmt.Sprintf("supervisor crashed: %v", r), "report this as a bug")
+			}
+		}()
+		if err := sup.Run(sctx); err != nil {
+			n.fail("k3s", err.Error(), "check /etc/rancher/k3s and the disk space")
+		}
+		once.Do(func() { close(execd) })
+	}()
+	select {
+	case <-execd:
+	case <-time.After(5 * time.Second):
+	case <-ctx.Done():
+	}
+}
+
+// --- the local API's backend ------------------------------------------
+
+func (n *Node) serveAPI(ctx context.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			n.env.Log.Warn("local API crashed", "reason", fmt.Sprint(r))
+		}
+	}()
+	sock := n.env.Socket
+	if sock == "" {
+		sock = filepath.Join(n.env.Root, api.DefaultSocket)
+	}
+	if err := api.Serve(ctx, sock, n, n.env.Log); err != nil {
+		n.env.Log.Warn("local API stopped", "reason", err.Error())
+	}
+}
+
+// Status implements api.Backend.
+func (n *Node) Status(ctx context.Context) api.Status {
+	var st api.Status
+	if n.env.Status != nil {
+		st = n.env.Status()
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st.Config = "none"
+	if n.configFrom != "" {
+		st.Config = n.configFrom
+	}
+	st.K3s = api.K3sStatus{State: string(k3s.StateStopped), Reason: n.k3sNote}
+	if n.sup != nil {
+		s := n.sup.Status()
+		st.K3s = api.K3sStatus{State: string(s.State), Reason: s.Reason, Restarts: s.Restarts}
+	}
+	st.Warnings = append(st.Warnings, n.warnings...)
+	if n.inv != nil {
+		var b strings.Builder
+		if err := inventory.WriteJSON(&b, n.inv); err == nil {
+			st.Inventory = []byte(b.String())
+		}
+	}
+	if st.Warnings == nil {
+		st.Warnings = []string{}
+	}
+	return st
+}
+
+// Logs implements api.Backend.
+func (n *Node) Logs(source string, lines int) ([]string, error) {
+	switch source {
+	case "k3s":
+		n.mu.Lock()
+		sup := n.sup
+		n.mu.Unlock()
+		if sup == nil {
+			return []string{}, nil
+		}
+		all := sup.Logs()
+		return all[max(0, len(all)-lines):], nil
+	default:
+		return nil, fmt.Errorf("no log named %q: use k3s", source)
+	}
+}
+
+// ValidateConfig implements api.Backend.
+func (n *Node) ValidateConfig(data []byte) ([]string, error) {
+	_, warns, err := config.Check(data)
+	return warns, err
+}
+
+// ApplyConfig implements api.Backend: a valid config replaces the running
+// one and K3s is restarted with it (stopped cleanly first). Until the state
+// partition exists it lasts until the next boot.
+func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
+	cfg, warns, err := config.Check(data)
+	if err != nil {
+		return warns, err
+	}
+	dir := filepath.Join(n.env.Root, "run/etoile/applied")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return warns, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), data, 0o600); err != nil {
+		return warns, err
+	}
+	n.mu.Lock()
+	stop, done := n.stopK3s, n.supDone
+	n.cfg, n.warnings, n.configFrom, n.k3sNote = cfg, warns, "local API", ""
+	n.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+	// The supervisor outlives this request: it runs under the node's context.
+	n.startK3s(n.ctx, cfg)
+	return append(warns, "applied until the next boot: keep it in the machine config's source to make it last"), nil
+}

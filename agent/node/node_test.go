@@ -1,0 +1,167 @@
+package node
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/etoile-os/etoile/agent/api"
+)
+
+// buildStandin compiles the K3s stand-in (a test double of K3s, not K3s)
+// into root/usr/local/bin/k3s.
+func buildStandin(t *testing.T, root string) {
+	t.Helper()
+	bin := filepath.Join(root, "usr/local/bin/k3s")
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/etoile-os/etoile/qa/k3sstandin")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the K3s stand-in: %v\n%s", err, out)
+	}
+}
+
+type consoleLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (c *consoleLines) add(l string) { c.mu.Lock(); c.lines = append(c.lines, l); c.mu.Unlock() }
+func (c *consoleLines) has(sub string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range c.lines {
+		if strings.Contains(l, sub) {
+			return true
+		}
+	}
+	return false
+}
+func (c *consoleLines) all() string { c.mu.Lock(); defer c.mu.Unlock(); return strings.Join(c.lines, "\n") }
+
+func configVolume(t *testing.T, root, yaml string) string {
+	t.Helper()
+	vol := filepath.Join(root, "vol")
+	if err := os.MkdirAll(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vol, ".label"), []byte("ETOILE-CFG\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vol, "config.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return vol
+}
+
+func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestStandinK3sFromConfigVolumeReachesReady(t *testing.T) {
+	root := t.TempDir()
+	buildStandin(t, root)
+	vol := configVolume(t, root, `apiVersion: etoile.io/v1alpha1
+kind: MachineConfig
+hostname: edge-1
+role: server
+cluster: {init: true}
+k3s:
+  https-listen-port: 16443
+`)
+	var con consoleLines
+	ctx, cancel := context.WithCancel(context.Background())
+	n := Start(ctx, Env{
+		Root: root, Volumes: func() ([]string, error) { return []string{vol}, nil },
+		Broadcast: con.add, ReadyLine: func() string { return "etoile: ready version=t boot=bios source=iso slot=none ip=none" },
+		K3sEnv:    []string{"ETOILE_K3S_STANDIN_ROOT=" + root}, NodeName: "ignored",
+		Socket: filepath.Join(root, "agent.sock"),
+	})
+	waitUntil(t, "k3s=ready", 60*time.Second, func() bool { return n.K3sState() == "ready" })
+	waitUntil(t, "the ready line with k3s=ready", 5*time.Second, func() bool { return con.has("source=iso slot=none ip=none k3s=ready") })
+	if !con.has("etoile: k3s state=ready was=running") && !con.has("etoile: k3s state=ready was=starting") {
+		t.Errorf("no state change line:\n%s", con.all())
+	}
+	cfg, err := os.ReadFile(filepath.Join(root, "etc/rancher/k3s/config.yaml"))
+	if err != nil || !strings.Contains(string(cfg), "cluster-init: true") || !strings.Contains(string(cfg), "node-name: edge-1") {
+		t.Errorf("K3s config.yaml: %v\n%s", err, cfg)
+	}
+	st, err := api.NewClient(filepath.Join(root, "agent.sock")).Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.K3s.State != "ready" || !strings.Contains(st.Config, "ETOILE-CFG") || len(st.Inventory) == 0 {
+		t.Errorf("status over the local API: k3s=%+v config=%q inventory=%d bytes", st.K3s, st.Config, len(st.Inventory))
+	}
+	cancel()
+	n.Wait()
+	if n.K3sState() != "stopped" {
+		t.Errorf("after shutdown k3s=%s, want stopped", n.K3sState())
+	}
+}
+
+func TestInvalidConfigIsShownAndK3sNotStarted(t *testing.T) {
+	root := t.TempDir()
+	buildStandin(t, root)
+	vol := configVolume(t, root, `apiVersion: etoile.io/v1alpha1
+kind: MachineConfig
+role: server
+cluster: {init: true}
+network:
+  interfaces:
+    - {name: eth0, vlan: 5000}
+`)
+	var con consoleLines
+	ctx, cancel := context.WithCancel(context.Background())
+	n := Start(ctx, Env{Root: root, Volumes: func() ([]string, error) { return []string{vol}, nil },
+		Broadcast: con.add, Socket: filepath.Join(root, "agent.sock")})
+	if !con.has("etoile: error step=config") || !con.has("network.interfaces[0].vlan") || !con.has("5000") {
+		t.Errorf("console does not show the field error:\n%s", con.all())
+	}
+	if n.K3sState() != "stopped" {
+		t.Errorf("k3s state = %s, want stopped", n.K3sState())
+	}
+	if _, err := os.Stat(filepath.Join(root, "etc/rancher/k3s/config.yaml")); err == nil {
+		t.Error("K3s config written from an invalid machine config")
+	}
+	// The API still answers, and a corrected config starts K3s.
+	c := api.NewClient(filepath.Join(root, "agent.sock"))
+	waitUntil(t, "the local API", 5*time.Second, func() bool { _, err := c.Status(ctx); return err == nil })
+	res, err := c.ValidateConfig(ctx, []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\n"))
+	if err != nil || res.Valid || len(res.Errors) == 0 {
+		t.Errorf("validate over the API: %+v %v", res, err)
+	}
+	cancel()
+	n.Wait()
+}
+
+func TestNoConfigLeavesK3sStopped(t *testing.T) {
+	root := t.TempDir()
+	var con consoleLines
+	ctx, cancel := context.WithCancel(context.Background())
+	n := Start(ctx, Env{Root: root, Broadcast: con.add, BootMedia: []string{filepath.Join(root, "media")},
+		Socket: filepath.Join(root, "agent.sock")})
+	if n.K3sState() != "stopped" || con.has("error") {
+		t.Errorf("state %s, console:\n%s", n.K3sState(), con.all())
+	}
+	st := n.Status(ctx)
+	if st.Config != "none" || !strings.Contains(st.K3s.Reason, "no machine config") {
+		t.Errorf("status = %+v", st)
+	}
+	cancel()
+	n.Wait()
+}
