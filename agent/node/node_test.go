@@ -44,7 +44,11 @@ func (c *consoleLines) has(sub string) bool {
 	}
 	return false
 }
-func (c *consoleLines) all() string { c.mu.Lock(); defer c.mu.Unlock(); return strings.Join(c.lines, "\n") }
+func (c *consoleLines) all() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Join(c.lines, "\n")
+}
 
 func configVolume(t *testing.T, root, yaml string) string {
 	t.Helper()
@@ -88,7 +92,7 @@ k3s:
 	n := Start(ctx, Env{
 		Root: root, Volumes: func() ([]string, error) { return []string{vol}, nil },
 		Broadcast: con.add, ReadyLine: func() string { return "etoile: ready version=t boot=bios source=iso slot=none ip=none" },
-		K3sEnv:    []string{"ETOILE_K3S_STANDIN_ROOT=" + root}, NodeName: "ignored",
+		K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}, NodeName: "ignored",
 		Socket: filepath.Join(root, "agent.sock"),
 	})
 	waitUntil(t, "k3s=ready", 60*time.Second, func() bool { return n.K3sState() == "ready" })
