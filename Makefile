@@ -50,8 +50,10 @@ test-qa:
 
 # Benchmarks print their figures and write docs/benchmarks.md; they assert
 # no times.
-bench: test-deps image
+bench: test-deps image image-standin
 	$(QA_ENV) $(GO) test -count=1 -tags qa -run '^$$' -bench . -benchtime 1x -timeout 60m ./qa/
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 20m ./image/media/ ./constellation/hubcli/
+	@echo "Figures written to docs/benchmarks.md"
 
 # A release-shaped folder holding the K3s stand-in (a test double, never
 # shipped): ETOILE_K3S_DIR=out/k3s-standin ./build.sh exercises the release path.

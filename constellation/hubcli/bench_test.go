@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"github.com/etoile-os/etoile/qa"
 	"io"
 	"net/http"
 	"os"
@@ -220,6 +221,33 @@ func BenchmarkHub10kSites(b *testing.B) {
 		fmt.Printf("hub-side heartbeat latency over the whole run (from its histogram): p50 <= %s, p99 <= %s\n", sp50, sp99)
 	}
 	fmt.Printf("targets: >= 2000 heartbeats/s, p99 <= 50ms, RSS <= 300 MB\n")
+	mark := func(ok bool) string {
+		if ok {
+			return "✓"
+		}
+		return "✗"
+	}
+	doc := fmt.Sprintf(`## Constellation hub
+
+Measured %s: %d simulated sites, each with its own site certificate and mTLS connection, against one hub
+process on loopback (this machine's cores shared between the hub and the simulator).
+
+| figure | measured | target |
+| --- | ---: | --- |
+| sustained heartbeats/s (closed loop) | %.0f %s | ≥ 2,000/s |
+| p99 latency at a steady %d heartbeats/s | %s %s | ≤ 50 ms |
+| hub resident memory (peak), %d connections open | %d MB %s | ≤ 300 MB |
+
+Each open site connection costs the hub about 28 KB (TLS and HTTP state, goroutine stack): with every
+site connected at once the hub is over its memory target. `+"`etoile hub serve --idle-timeout`"+` below the
+heartbeat interval closes idle connections (memory stays near 50 MB; each heartbeat then resumes TLS).
+`, time.Now().UTC().Format("2006-01-02 15:04 MST"), nSites, thr, mark(thr >= 2000), rate, p99.Round(100*time.Microsecond),
+		mark(p99 <= 50*time.Millisecond), nSites, hwm>>20, mark(hwm>>20 <= 300))
+	if root, err := repoRoot(); err == nil {
+		if err := qa.WriteDocSection(filepath.Join(root, "docs", "benchmarks.md"), "hub", doc); err != nil {
+			b.Logf("writing docs/benchmarks.md: %v", err)
+		}
+	}
 	b.ReportMetric(thr, "heartbeats/s")
 	b.ReportMetric(float64(hubCPU.Microseconds()), "hub-CPU-us/heartbeat")
 	b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms@rate")
@@ -317,4 +345,22 @@ func serverPercentiles(statusAddr string) (p50, p99 time.Duration, err error) {
 		return -1
 	}
 	return find(0.5), find(0.99), nil
+}
+
+// repoRoot is the module root (where go.mod is), for docs/benchmarks.md.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod above the working folder")
+		}
+		dir = parent
+	}
 }

@@ -1,0 +1,151 @@
+//go:build qa
+
+package qa
+
+// K3s scenarios. They boot the image built with the K3s STAND-IN (a test
+// double of the K3s command line, qa/k3sstandin) in place of K3s, because
+// K3s cannot be downloaded here: what they prove is the agent's side — the
+// machine config sources, the K3s config it writes, supervision, restarts,
+// readiness from the Kubernetes API — never K3s itself.
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// standinOut is the folder of the image built with the stand-in
+// (make image-standin).
+func standinOut(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("ETOILE_OUT_STANDIN")
+	if dir == "" {
+		root, err := RepoRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir = filepath.Join(root, "out", "standin")
+	}
+	for _, n := range []string{ISOName, KernelName, InitramfsName, SystemName} {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			t.Fatalf("the stand-in image is missing %s in %s: run `make image-standin` (ETOILE_OUT_STANDIN to change)", n, dir)
+		}
+	}
+	return dir
+}
+
+// configCD is a second CD drive holding the ETOILE-CFG volume.
+type configCD struct{ Path string }
+
+func (c configCD) QEMUArgs(string) ([]string, error) {
+	if err := mustExist(c.Path, "config volume"); err != nil {
+		return nil, err
+	}
+	return []string{
+		"-drive", "if=none,id=cfg0,media=cdrom,readonly=on,format=raw,file=" + escapeOpt(c.Path),
+		"-device", "ide-cd,drive=cfg0",
+	}, nil
+}
+
+// configVolume writes config.yaml into an ISO9660 volume labelled
+// ETOILE-CFG, as an operator would with xorriso.
+func configVolume(t *testing.T, yaml string) string {
+	t.Helper()
+	if err := RequireTools(Tool{Name: "xorriso", Package: "xorriso"}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(src, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	iso := filepath.Join(dir, "cfg.iso")
+	cmd := exec.Command("xorriso", "-as", "mkisofs", "-R", "-J", "-V", "ETOILE-CFG", "-o", iso, src)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("xorriso: %v\n%s", err, out)
+	}
+	return iso
+}
+
+const serverConfig = `apiVersion: etoile.io/v1alpha1
+kind: MachineConfig
+site: qa
+role: server
+cluster:
+  init: true
+labels:
+  etoile.io/test: standin
+`
+
+var k3sReadyRE = regexp.MustCompile(`^etoile: ready .* k3s=ready\b`)
+
+// K3sTimeout bounds the wait for the stand-in to be ready after boot.
+const K3sTimeout = 3 * time.Minute
+
+func TestStandinK3sReadyFromConfigVolume(t *testing.T) {
+	t.Parallel()
+	out := standinOut(t)
+	cfg := configVolume(t, serverConfig)
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, CDROM{Path: filepath.Join(out, ISOName)}, configCD{Path: cfg}, UserNIC{}}})
+	// The config is found on the volume before the ready line…
+	vm.WaitFor(regexp.MustCompile(`machine config loaded.*ETOILE-CFG`), ReadyTimeout)
+	first := vm.Ready(ReadyTimeout)
+	if !strings.Contains(first.Line, " k3s=") {
+		t.Errorf("the ready line has no k3s= field: %s", first.Line)
+	}
+	// …and the ready line is printed again once the Kubernetes API says so.
+	m := vm.WaitFor(k3sReadyRE, K3sTimeout)
+	t.Logf("K3s stand-in ready: %s", m.Line)
+}
+
+func TestStandinK3sRestartsAfterCrash(t *testing.T) {
+	t.Parallel()
+	out := standinOut(t)
+	cfgDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(cfgDir, "config.yaml"), []byte(serverConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfgPort := ServeDir(t, cfgDir)
+	sum, err := FileSHA256(filepath.Join(out, SystemName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := NetbootKernel(t, out, sum).(DirectKernel)
+	// The stand-in crashes once, 20 s after its first start.
+	k.Append += fmt.Sprintf(" etoile.config=http://10.0.2.2:%d/config.yaml k3sstandin.crash_after=20 k3sstandin.crash_times=1", cfgPort)
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{}}})
+	first := vm.WaitFor(k3sReadyRE, ReadyTimeout+K3sTimeout)
+	crash := vm.WaitFor(regexp.MustCompile(`^etoile: k3s state=\S+ was=ready reason=".*k3s exited`), K3sTimeout)
+	again := vm.WaitFor(k3sReadyRE, K3sTimeout)
+	if again.At <= crash.At || crash.At <= first.At {
+		t.Errorf("order: ready at %s, crash at %s, ready again at %s", first.At, crash.At, again.At)
+	}
+	t.Logf("restart shown: %s", crash.Line)
+}
+
+func TestStandinK3sInvalidConfigStaysUp(t *testing.T) {
+	t.Parallel()
+	out := standinOut(t)
+	cfgDir := t.TempDir()
+	bad := serverConfig + "network:\n  interfaces:\n    - {name: eth0, vlan: 5000}\n"
+	if err := os.WriteFile(filepath.Join(cfgDir, "config.yaml"), []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfgPort := ServeDir(t, cfgDir)
+	sum, err := FileSHA256(filepath.Join(out, SystemName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := NetbootKernel(t, out, sum).(DirectKernel)
+	k.Append += fmt.Sprintf(" etoile.config=http://10.0.2.2:%d/config.yaml", cfgPort)
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{}}})
+	m := vm.WaitFor(regexp.MustCompile(`^etoile: error step=config .*network\.interfaces\[0\]\.vlan`), ReadyTimeout)
+	t.Logf("error shown: %s", m.Line)
+	// No boot loop, no panic, and K3s never started.
+	vm.Absent(regexp.MustCompile(`Kernel panic|Attempted to kill init|k3s state=starting|etoile: agent starting`), 15*time.Second)
+}
