@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/etoile-os/etoile/agent/api"
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/inventory"
@@ -245,7 +247,7 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) {
 		if to == k3s.StateStarting && from == k3s.StateStopped {
 			once.Do(func() { close(execd) })
 		}
-		msg := fmt.Sprintf("etoile: k3s state=%s was=%s", to, from)
+		msg := fmt.Sprintf("etoile: k3s state=%s was=%s t=%s agent_rss=%s", to, from, sinceBoot(), agentRSS())
 		if reason != "" {
 			msg += fmt.Sprintf(" reason=%q", reason)
 		}
@@ -376,4 +378,31 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	// The supervisor outlives this request: it runs under the node's context.
 	n.startK3s(n.ctx, cfg)
 	return append(warns, "applied until the next boot: keep it in the machine config's source to make it last"), nil
+}
+
+// sinceBoot is the time since the kernel started, as the console's t=.
+func sinceBoot() string {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return "unknown"
+	}
+	return fmt.Sprintf("%.2fs", time.Duration(ts.Nano()).Seconds())
+}
+
+// agentRSS is this process's resident memory, for the console and the
+// benchmark (target ≤ 40 MB while supervising).
+func agentRSS() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "unknown"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			var kb int
+			if _, err := fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb); err == nil {
+				return fmt.Sprintf("%.1fMB", float64(kb)/1024)
+			}
+		}
+	}
+	return "unknown"
 }
