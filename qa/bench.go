@@ -150,7 +150,7 @@ func WriteDocSection(path, name, content string) error {
 	}
 	doc := string(old)
 	if doc == "" {
-		doc = "# Benchmarks\n\nWritten by `make bench` (`go test -tags qa -run '^$' -bench . -benchtime 1x ./qa/`); edit the code, not the figures.\n"
+		doc = "# Benchmarks\n\nWritten by `make bench` (`go test -tags qa -run '^$' -bench . -benchtime 2x ./qa/`); edit the code, not the figures.\n"
 	}
 	section := begin + "\n" + strings.TrimSpace(content) + "\n" + end
 	i, j := strings.Index(doc, begin), strings.Index(doc, end)

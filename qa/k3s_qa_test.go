@@ -48,7 +48,7 @@ func (c configCD) QEMUArgs(string) ([]string, error) {
 	}
 	return []string{
 		"-drive", "if=none,id=cfg0,media=cdrom,readonly=on,format=raw,file=" + escapeOpt(c.Path),
-		"-device", "ide-cd,drive=cfg0",
+		"-device", "ide-cd,drive=cfg0,bus=ide.1", // q35 AHCI: one unit per port
 	}, nil
 }
 
@@ -79,7 +79,7 @@ role: server
 cluster:
   init: true
 labels:
-  etoile.io/test: standin
+  qa.example.com/k3s: standin
 `
 
 var k3sReadyRE = regexp.MustCompile(`^etoile: ready .* k3s=ready\b`)
@@ -120,7 +120,7 @@ func TestStandinK3sRestartsAfterCrash(t *testing.T) {
 	k.Append += fmt.Sprintf(" etoile.config=http://10.0.2.2:%d/config.yaml k3sstandin.crash_after=20 k3sstandin.crash_times=1", cfgPort)
 	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{}}})
 	first := vm.WaitFor(k3sReadyRE, ReadyTimeout+K3sTimeout)
-	crash := vm.WaitFor(regexp.MustCompile(`^etoile: k3s state=\S+ was=ready reason=".*k3s exited`), K3sTimeout)
+	crash := vm.WaitFor(regexp.MustCompile(`^etoile: k3s state=\S+ was=ready .*reason=".*k3s exited`), K3sTimeout)
 	again := vm.WaitFor(k3sReadyRE, K3sTimeout)
 	if again.At <= crash.At || crash.At <= first.At {
 		t.Errorf("order: ready at %s, crash at %s, ready again at %s", first.At, crash.At, again.At)

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -183,6 +184,9 @@ func Start(tb testing.TB, cfg Config) *VM {
 	vm.release = acquireSlot(tb)
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = dir
+	// If the test binary dies (a -timeout panic, ^C), QEMU must not live on
+	// as an orphan burning a core.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		tb.Fatalf("QEMU stdout pipe: %v", err)

@@ -58,6 +58,12 @@ type Options struct {
 	KernelRelease string
 	// WaitScale multiplies every wait for hardware (slow emulators).
 	WaitScale float64
+	// BeforeReady runs once the boot steps are done, before the ready line
+	// (the machine config, K3s and the local API start there); the pairs it
+	// returns ("k3s=running") end the ready line. The late modules and the
+	// entropy wait have started in the background by then: it may wait on
+	// ModulesLoaded and EntropyReady.
+	BeforeReady func(ctx context.Context, m *Machine) []string
 	// Reaper reaps orphans as PID 1; whatever the agent starts and waits
 	// for itself (K3s) goes through Reaper.Start. A new one when nil.
 	Reaper *Reaper
@@ -78,6 +84,9 @@ type Machine struct {
 	fixed       []string // the image's module list, loaded after ready
 	modulesDone chan struct{}
 	entropyDone chan struct{}
+	// coldplugDone is closed once the hardware drivers are loaded (or
+	// were never started).
+	coldplugDone chan struct{}
 }
 
 // Step is one named boot step.
@@ -176,7 +185,7 @@ func New(opts Options) *Machine {
 			opts.KernelRelease = unix.ByteSliceToString(u.Release[:])
 		}
 	}
-	return &Machine{opts: opts, log: opts.Log, modulesDone: make(chan struct{}), entropyDone: make(chan struct{})}
+	return &Machine{opts: opts, log: opts.Log, modulesDone: make(chan struct{}), entropyDone: make(chan struct{}), coldplugDone: make(chan struct{})}
 }
 
 // EntropyReady is closed once the kernel's random number generator is
@@ -205,6 +214,21 @@ func (m *Machine) waitEntropy() {
 	}
 }
 
+// Broadcast prints line once on every console.
+func (m *Machine) Broadcast(line string) { m.broadcast(line) }
+
+// ReadyLine is the ready line as the boot knows it (without the services' pairs).
+func (m *Machine) ReadyLine() string { return m.ready().String() }
+
+// MediaDirs lists the folders where the boot medium is mounted (the ISO,
+// which may hold /etoile/config.yaml); none for disk and HTTP boots.
+func (m *Machine) MediaDirs() []string {
+	if m.Source == sysimage.SourceISO {
+		return []string{MediaDir}
+	}
+	return nil
+}
+
 // Reaper is the machine's reaper, for the services started after the boot.
 func (m *Machine) Reaper() *Reaper { return m.opts.Reaper }
 
@@ -221,11 +245,23 @@ func (m *Machine) Boot(ctx context.Context) (Ready, error) {
 	if err := m.Run(ctx, Sequence(m.Params)); err != nil {
 		return Ready{}, err
 	}
-	ready := m.ready()
-	m.log.Info("", "step", "ready", "t", Seconds(m.opts.Clock.SinceBoot()))
-	m.broadcast(ready.String())
+	// What the boot itself did not need starts now, in the background, so
+	// that the services can wait for it (K3s: ModulesLoaded for netfilter,
+	// EntropyReady for its keys) while the ready line is not held up.
 	if m.real() {
 		go m.waitEntropy()
+		if m.Cold != nil {
+			go func() {
+				defer func() {
+					if r := recover(); r != nil {
+						m.log.Warn("hotplug watch crashed", "reason", fmt.Sprint(r))
+					}
+				}()
+				if err := m.Cold.WatchHotplug(ctx); err != nil {
+					m.log.Warn("devices plugged in later get no driver", "reason", err.Error())
+				}
+			}()
+		}
 		go func() {
 			defer func() {
 				if r := recover(); r != nil {
@@ -239,6 +275,19 @@ func (m *Machine) Boot(ctx context.Context) (Ready, error) {
 		// Under --root the run ends with the sequence: load them now.
 		m.LateModules(ctx)
 	}
+	ready := m.ready()
+	if m.opts.BeforeReady != nil {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					m.log.Warn("a service crashed while starting", "reason", fmt.Sprint(r))
+				}
+			}()
+			ready.Extra = m.opts.BeforeReady(ctx, m)
+		}()
+	}
+	m.log.Info("", "step", "ready", "t", Seconds(m.opts.Clock.SinceBoot()))
+	m.broadcast(ready.String())
 	return ready, nil
 }
 
@@ -370,12 +419,28 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 		// initramfs: the agent answers as modprobe itself.
 		installModprobe("/sbin/modprobe", "/init", m.log)
 	}
-	// Bus drivers first: each round loads what the previous one uncovered.
-	if err := cold.Settle(ctx, 0, m.scale(5*time.Second)); err != nil {
-		return err
-	}
+	// The hardware drivers load in the background: find-image only needs
+	// its one device and polls for it (a virtio disk is there long before
+	// ahci has finished probing six empty SATA ports); the network step
+	// waits for all of them.
+	go func() {
+		defer close(m.coldplugDone)
+		defer func() {
+			if r := recover(); r != nil {
+				m.log.Warn("driver loading crashed", "reason", fmt.Sprint(r))
+			}
+		}()
+		start := time.Now()
+		if err := cold.Settle(ctx, 0, m.scale(5*time.Second)); err != nil {
+			m.log.Warn("driver loading stopped", "reason", err.Error())
+		}
+		m.log.Info("hardware drivers", "t", Seconds(m.opts.Clock.SinceBoot()), "took", kmod.Round(time.Since(start)), "loaded", cold.LoadCount())
+	}()
 	cold.LoadFixed(ctx, kmod.BootModules)
-	m.log.Info("drivers", "kernel", rel, "loaded", cold.LoadCount())
+	if !m.real() {
+		<-m.coldplugDone // recorded loads: keep --root runs deterministic
+	}
+	m.log.Info("drivers", "kernel", rel)
 	// Read now: after the switch, /etc is the system image's.
 	m.fixed, err = kmod.ReadList(m.path(ModuleListFile))
 	if errors.Is(err, os.ErrNotExist) {
@@ -592,6 +657,13 @@ func bringUpNetwork(ctx context.Context, m *Machine) error {
 		m.Network = &network.Result{}
 		return nil
 	}
+	if m.Cold != nil {
+		select {
+		case <-m.coldplugDone: // the NICs' drivers
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	m.rescan(ctx)
 	res, err := network.Up(ctx, network.Config{
 		Log:          m.log,
@@ -599,6 +671,7 @@ func bringUpNetwork(ctx context.Context, m *Machine) error {
 		CarrierGrace: m.scale(500 * time.Millisecond),
 		DHCPTimeout:  m.scale(15 * time.Second),
 		EtcDir:       "/etc",
+		Renew:        true,
 	})
 	m.Network = &res
 	if err != nil {

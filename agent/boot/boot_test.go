@@ -103,7 +103,7 @@ func TestBootISO(t *testing.T) {
 	for _, m := range stepRE.FindAllStringSubmatch(out, -1) {
 		steps = append(steps, m[1])
 	}
-	wantSteps := []string{"mount-api", "cmdline", "drivers", "find-image", "mount-system", "switch-root", "network", "ready", "late-modules"}
+	wantSteps := []string{"mount-api", "cmdline", "drivers", "find-image", "mount-system", "switch-root", "network", "late-modules", "ready"}
 	if !slices.Equal(steps, wantSteps) {
 		t.Errorf("steps %q, want %q\n%s", steps, wantSteps, out)
 	}
@@ -252,8 +252,8 @@ func TestReadyLine(t *testing.T) {
 		r    Ready
 		want string
 	}{
-		{Ready{"v0.1.0", "uefi", "disk", "a", "10.0.2.15"}, "etoile: ready version=v0.1.0 boot=uefi source=disk slot=a ip=10.0.2.15"},
-		{Ready{"dev", "bios", "iso", "none", "none"}, "etoile: ready version=dev boot=bios source=iso slot=none ip=none"},
+		{Ready{Version: "v0.1.0", Boot: "uefi", Source: "disk", Slot: "a", IP: "10.0.2.15"}, "etoile: ready version=v0.1.0 boot=uefi source=disk slot=a ip=10.0.2.15"},
+		{Ready{Version: "dev", Boot: "bios", Source: "iso", Slot: "none", IP: "none"}, "etoile: ready version=dev boot=bios source=iso slot=none ip=none"},
 		{Ready{Version: "dev", Boot: "bios", Source: "http"}, "etoile: ready version=dev boot=bios source=http slot=none ip=none"},
 	}
 	for _, tt := range tests {
@@ -292,5 +292,26 @@ func TestSequenceOrder(t *testing.T) {
 	}
 	if !slices.Equal(http, []string{"mount-api", "cmdline", "drivers", "network", "find-image", "mount-system", "switch-root"}) {
 		t.Errorf("http boot order %q", http)
+	}
+}
+
+func TestBeforeReady(t *testing.T) {
+	root := machineRoot(t, "console=ttyS0 etoile.slot=a")
+	fakeroot.Block(t, root, "vda", false, "", nil)
+	fakeroot.Block(t, root, "vda2", true, "ETOILE-A", nil)
+	var media []string
+	ready, err, out, _, _ := boot(t, root, Options{BeforeReady: func(ctx context.Context, m *Machine) []string {
+		media = m.MediaDirs()
+		return []string{"k3s=starting"}
+	}})
+	if err != nil {
+		t.Fatalf("boot: %v\n%s", err, out)
+	}
+	want := "etoile: ready version=dev boot=bios source=disk slot=a ip=none k3s=starting"
+	if ready.String() != want || !strings.Contains(out, want+"\n") {
+		t.Errorf("ready %q, want %q\n%s", ready.String(), want, out)
+	}
+	if media != nil {
+		t.Errorf("disk boot reports boot media %q", media)
 	}
 }

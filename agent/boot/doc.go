@@ -20,8 +20,10 @@
 //	switch-root   the agent and kernel modules bind-mounted read-only into /sysroot, /proc /sys /dev /run
 //	              moved there, /sysroot moved onto / and chroot: the agent stays PID 1 with its state
 //	network       DHCP on every link with carrier, in parallel; hostname from DHCP or etoile-<MAC>
-//	ready         one line on every console: etoile: ready version= boot= source= slot= ip=
-//	late-modules  the rest of /etc/etoile/modules (netfilter, wireguard…) after the ready line
+//	(background)  late-modules: the rest of /etc/etoile/modules (netfilter, wireguard…); the entropy
+//	              wait; the hotplug watch (uevents → drivers for devices plugged in later)
+//	BeforeReady   the services (machine config, K3s, local API); they may wait on ModulesLoaded
+//	ready         one line on every console: etoile: ready version= boot= source= slot= ip= [k3s=…]
 //
 // A failing step prints `etoile: error step=… reason="…" fix="…"` on every
 // console and the boot stops there; PID 1 then stays up (StayUp) so that the

@@ -68,14 +68,15 @@ func Modprobe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	// The kernel runs modprobe with no console: tell its log what happened,
-	// so a driver the kernel asked for shows up in dmesg and on the console.
+	// so a driver the kernel asked for shows up in dmesg (at debug level:
+	// the kernel routinely asks for optional helpers that are not there).
 	kmsg, _ := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
 	if kmsg != nil {
 		defer kmsg.Close()
 	}
 	note := func(format string, a ...any) {
 		if kmsg != nil {
-			fmt.Fprintf(kmsg, "<6>etoile-agent modprobe: "+format+"\n", a...)
+			fmt.Fprintf(kmsg, "<7>etoile-agent modprobe: "+format+"\n", a...)
 		}
 	}
 	var missing []string

@@ -12,13 +12,20 @@ type Ready struct {
 	Source  string // "iso", "disk" or "http"
 	Slot    string // "a", "b" or "none"
 	IP      string // first IPv4 address or "none"
+	// Extra are key=value pairs appended after ip= by the services started
+	// before the line (k3s=<state>).
+	Extra []string
 }
 
 // String is the exact line tests and operators wait for. Its format is a
 // contract: add fields at the end, never reorder or rename.
 func (r Ready) String() string {
-	return fmt.Sprintf("etoile: ready version=%s boot=%s source=%s slot=%s ip=%s",
+	line := fmt.Sprintf("etoile: ready version=%s boot=%s source=%s slot=%s ip=%s",
 		orNone(r.Version), orNone(r.Boot), orNone(r.Source), orNone(r.Slot), orNone(r.IP))
+	for _, kv := range r.Extra {
+		line += " " + kv
+	}
+	return line
 }
 
 func orNone(s string) string {

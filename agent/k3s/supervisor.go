@@ -285,6 +285,7 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 
 	tick := time.NewTicker(s.ProbeEvery)
 	defer tick.Stop()
+	var lastErr string
 	probe := func() {
 		if s.Prober == nil {
 			return
@@ -292,9 +293,16 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		st, err := s.Prober.Probe(pctx)
 		cancel()
+		if err != nil && err.Error() != lastErr {
+			s.Log.Info("k3s not answering yet", "reason", err.Error())
+		}
+		lastErr = ""
+		if err != nil {
+			lastErr = err.Error()
+		}
 		switch {
 		case err != nil && s.Status().State == StateStarting:
-			// Still coming up: nothing to report.
+			// Still coming up: logged above when the reason changes.
 		case err != nil:
 			s.setState(StateRunning, "API not answering: "+err.Error())
 		case st == StateReady:

@@ -31,6 +31,10 @@ type Config struct {
 	DHCPTimeout time.Duration
 	// EtcDir receives resolv.conf and hostname ("/etc").
 	EtcDir string
+	// Renew keeps each lease alive in the background until ctx ends: it
+	// asks again at half the lease time (RFC 2131's T1), and on failure
+	// every minute until the lease runs out.
+	Renew bool
 	// Only names the links to configure; empty means every physical link
 	// (the machine config will name interfaces; tests use a veth).
 	Only []string
@@ -120,6 +124,9 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 			}
 			cfg.Log.Info("dhcp lease", "iface", lease.Iface, "addr", lease.Addr.String(), "routes", len(lease.Routes), "dns", len(lease.DNS))
 			leases[i] = &lease
+			if cfg.Renew {
+				go renew(ctx, l, lease, 100+i, cfg)
+			}
 		}()
 	}
 	wg.Wait()
@@ -241,4 +248,45 @@ func (l dhcpLogger) Printf(format string, v ...interface{}) {
 
 func (l dhcpLogger) PrintMessage(prefix string, m *dhcpv4.DHCPv4) {
 	l.log.Debug("dhcp: "+prefix, "type", m.MessageType().String(), "xid", m.TransactionID.String(), "yiaddr", m.YourIPAddr.String())
+}
+
+// renew keeps lease on l alive until ctx ends.
+func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config) {
+	defer func() {
+		if r := recover(); r != nil {
+			cfg.Log.Warn("DHCP renewal crashed", "iface", lease.Iface, "reason", fmt.Sprint(r))
+		}
+	}()
+	for {
+		if lease.Lifetime <= 0 || lease.Lifetime == time.Duration(^uint32(0))*time.Second {
+			return // infinite lease
+		}
+		expires := time.Now().Add(lease.Lifetime)
+		wait := max(lease.Lifetime/2, 30*time.Second)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			next, err := dhcp(ctx, l, cfg)
+			if err == nil {
+				err = apply(l, next, metric)
+			}
+			if err == nil {
+				if !next.Addr.IP.Equal(lease.Addr.IP) {
+					cfg.Log.Warn("DHCP gave a new address", "iface", lease.Iface, "old", lease.Addr.String(), "new", next.Addr.String())
+				}
+				lease = next
+				break
+			}
+			left := time.Until(expires)
+			cfg.Log.Warn("DHCP renewal failed", "iface", lease.Iface, "reason", err.Error(), "lease_left", left.Round(time.Second))
+			if left <= 0 {
+				// The address is no longer ours; keep asking.
+				expires = time.Now().Add(time.Minute)
+			}
+			wait = time.Minute
+		}
+	}
 }

@@ -50,6 +50,8 @@ type Env struct {
 	Release func(pid int)
 	// K3sEnv is extra environment for K3s (tests point the stand-in's root).
 	K3sEnv []string
+	// Slot is the booted slot (a, b or none), for heartbeats.
+	Slot string
 	// NodeName is the system's hostname.
 	NodeName string
 	// Socket is the local API's socket ("" for api.DefaultSocket).
@@ -139,6 +141,11 @@ func Start(ctx context.Context, env Env) *Node {
 	n.mu.Lock()
 	n.cfg, n.warnings = cfg, warns
 	n.mu.Unlock()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.runConstellation(ctx, cfg, env.Slot)
+	}()
 	n.startK3s(ctx, cfg)
 	return n
 }
@@ -245,14 +252,16 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) {
 	var once sync.Once
 	sup.OnState = func(from, to k3s.State, reason string) {
 		if to == k3s.StateStarting && from == k3s.StateStopped {
-			once.Do(func() { close(execd) })
+			// The ready line (printed once Start returns) comes after this one.
+			defer once.Do(func() { close(execd) })
 		}
 		msg := fmt.Sprintf("etoile: k3s state=%s was=%s t=%s agent_rss=%s", to, from, sinceBoot(), agentRSS())
 		if reason != "" {
 			msg += fmt.Sprintf(" reason=%q", reason)
 		}
 		n.env.Broadcast(msg)
-		if to != from && n.env.ReadyLine != nil {
+		// The first start is on the boot's own ready line.
+		if to != from && from != k3s.StateStopped && n.env.ReadyLine != nil {
 			n.env.Broadcast(n.env.ReadyLine() + " k3s=" + string(to))
 		}
 	}

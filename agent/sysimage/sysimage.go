@@ -40,6 +40,10 @@ type BlockDev struct {
 	Path      string // the device node: "/dev/vda2" (under --root: DIR/dev/vda2)
 	PartName  string // GPT partition name (PARTNAME=), "" if none
 	Partition bool   // a partition rather than a whole disk
+	// Size in bytes, from sysfs; 0 for an empty drive (a CD tray with no
+	// disc), which is never opened: reading it only fills the kernel log
+	// with I/O errors.
+	Size int64
 }
 
 // ListBlock reads every block device from sysDir/class/block. Devices are
@@ -61,12 +65,19 @@ func ListBlock(sysDir, devDir string) ([]BlockDev, error) {
 		if name == "" {
 			name = e.Name()
 		}
-		devs = append(devs, BlockDev{
+		d := BlockDev{
 			Name:      e.Name(),
 			Path:      filepath.Join(devDir, name),
 			PartName:  ue["PARTNAME"],
 			Partition: ue["DEVTYPE"] == "partition",
-		})
+			Size:      -1, // unknown: try it
+		}
+		if b, err := os.ReadFile(filepath.Join(sysDir, "class", "block", e.Name(), "size")); err == nil {
+			if sectors, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
+				d.Size = sectors * 512 // sysfs counts 512-byte sectors whatever the device's own
+			}
+		}
+		devs = append(devs, d)
 	}
 	slices.SortFunc(devs, func(a, b BlockDev) int {
 		if a.Partition != b.Partition {
@@ -121,7 +132,7 @@ func skipForISO(name string) bool {
 // that cannot be read (an empty CD drive) are skipped.
 func FindISO(devs []BlockDev, label string) (BlockDev, bool) {
 	for _, d := range devs {
-		if skipForISO(d.Name) {
+		if skipForISO(d.Name) || d.Size == 0 {
 			continue
 		}
 		f, err := os.Open(d.Path)

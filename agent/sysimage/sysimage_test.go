@@ -68,13 +68,23 @@ func TestFindISO(t *testing.T) {
 	fakeroot.Block(t, root, "vda", false, "", make([]byte, 40000))
 	fakeroot.Block(t, root, "loop0", false, "", iso) // never the boot medium
 	fakeroot.Write(t, root, map[string]string{"sys/class/block/sr0/uevent": "DEVNAME=sr0\nDEVTYPE=disk\n"})
+	// An empty drive reports size 0 and is not opened, even if its node reads.
+	fakeroot.Block(t, root, "sr1", false, "", iso)
+	fakeroot.Write(t, root, map[string]string{"sys/class/block/sr1/size": "0\n", "sys/class/block/sda/size": "116736\n"})
 	devs, err := ListBlock(filepath.Join(root, "sys"), filepath.Join(root, "dev"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	d, ok := FindISO(devs, ISOLabel)
-	if !ok || d.Name != "sda" || d.Path != filepath.Join(root, "dev", "sda") {
+	if !ok || d.Name != "sda" || d.Path != filepath.Join(root, "dev", "sda") || d.Size != 116736*512 {
 		t.Errorf("FindISO = %+v, %v; want the whole disk sda", d, ok)
+	}
+	for _, d := range devs {
+		if d.Name == "sr1" {
+			if _, ok := FindISO([]BlockDev{d}, ISOLabel); ok || d.Size != 0 {
+				t.Errorf("empty drive sr1 (size %d) was opened", d.Size)
+			}
+		}
 	}
 	if _, ok := FindISO(devs, "OTHER"); ok {
 		t.Error("found a volume that is not there")

@@ -59,7 +59,7 @@ func pid1() {
 			time.Sleep(time.Hour)
 		}
 	}()
-	m := boot.New(boot.Options{Stdout: os.Stdout, Reaper: reaper})
+	m := boot.New(boot.Options{Stdout: os.Stdout, Reaper: reaper, BeforeReady: startServices})
 	fmt.Fprintf(os.Stdout, "etoile: agent starting version=%s commit=%s\n", agent.Version, agent.Commit)
 	_, _ = m.Boot(context.Background()) // a failure is already on every console
 	var powerOff time.Duration
@@ -89,6 +89,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runInventory(ctx, rest, stdout, stderr)
 	case "join":
 		return runJoin(ctx, rest, stdout, stderr)
+	case "config":
+		return runConfig(ctx, rest, stdout, stderr)
+	case "status":
+		return runStatus(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		usage(stdout)
 		return nil
@@ -106,6 +110,8 @@ As /init (PID 1) it boots the machine; these commands are for people and tests:
   inventory          describe this machine's hardware
   modprobe NAME…     load kernel modules or aliases (also run as /sbin/modprobe)
   join               join this site to a constellation
+  config             validate a machine config, print an example
+  status [--json]    the running agent's status (boot, network, K3s)
   version            print the version
 `)
 }

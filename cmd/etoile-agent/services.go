@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/etoile-os/etoile/agent"
+	"github.com/etoile-os/etoile/agent/api"
+	"github.com/etoile-os/etoile/agent/boot"
+	"github.com/etoile-os/etoile/agent/node"
+	"github.com/etoile-os/etoile/agent/sysimage"
+)
+
+// startServices runs once the boot steps are done, before the ready line:
+// the machine config, K3s and the local API (agent/node). It returns the
+// pairs that end the ready line.
+func startServices(ctx context.Context, m *boot.Machine) []string {
+	media := m.MediaDirs()
+	if m.Source == sysimage.SourceDisk {
+		// The raw disk's ESP may hold /etoile/config.yaml (etoile build --config).
+		if dir, err := mountESP(); err == nil {
+			media = append(media, dir)
+		} else {
+			m.Log().Warn("ESP not mounted: no config from the boot medium", "reason", err.Error())
+		}
+	}
+	hostname, _ := os.Hostname()
+	slot := m.Slot
+	if slot == "" {
+		slot = "none"
+	}
+	n := node.Start(ctx, node.Env{
+		Root:      "/",
+		ConfigURL: m.Params.Config,
+		Mount:     mountReadOnly,
+		Volumes:   blockDevices,
+		BootMedia: media,
+		Broadcast: m.Broadcast,
+		ReadyLine: m.ReadyLine,
+		Status:    func() api.Status { return machineStatus(m, hostname, slot) },
+		Start:     m.Reaper().Start,
+		Release:   m.Reaper().Release,
+		Slot:      slot,
+		NodeName:  hostname,
+		Log:       m.Log(),
+	})
+	return []string{"k3s=" + n.K3sState()}
+}
+
+func blockDevices() ([]string, error) {
+	devs, err := sysimage.ListBlock("/sys", "/dev")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(devs))
+	for _, d := range devs {
+		// An empty CD drive (size 0) only answers reads with I/O errors.
+		if d.Size == 0 {
+			continue
+		}
+		out = append(out, d.Path)
+	}
+	return out, nil
+}
+
+// mountReadOnly mounts dev at dir with the first filesystem type that works.
+func mountReadOnly(dev, dir string, fstypes []string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var errs []error
+	for _, t := range fstypes {
+		err := unix.Mount(dev, dir, t, unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", t, err))
+	}
+	return fmt.Errorf("mounting %s read-only: %w", dev, errors.Join(errs...))
+}
+
+func mountESP() (string, error) {
+	devs, err := sysimage.ListBlock("/sys", "/dev")
+	if err != nil {
+		return "", err
+	}
+	d, ok := sysimage.FindPartition(devs, "ETOILE-ESP")
+	if !ok {
+		return "", errors.New("no partition labelled ETOILE-ESP")
+	}
+	dir := "/run/etoile/esp"
+	return dir, mountReadOnly(d.Path, dir, []string{"vfat"})
+}
+
+// machineStatus is what the boot knows, for the local API.
+func machineStatus(m *boot.Machine, hostname, slot string) api.Status {
+	st := api.Status{Version: agent.Version, Hostname: hostname, Boot: "bios", Source: m.Source, Slot: slot}
+	if _, err := os.Stat("/sys/firmware/efi"); err == nil {
+		st.Boot = "uefi"
+	}
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) == nil {
+		st.Uptime = time.Duration(ts.Nano()).Round(time.Second).String()
+	}
+	if m.Network != nil {
+		for _, l := range m.Network.Leases {
+			st.Network = append(st.Network, api.Interface{Name: l.Iface, MAC: l.MAC.String(), Carrier: true,
+				Addresses: []string{l.Addr.String()}})
+		}
+	}
+	return st
+}
+
+// runStatus is `etoile-agent status [--json]`: the running agent's status
+// through its local API.
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("etoile-agent status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	socket := fs.String("socket", api.DefaultSocket, "the agent's local API socket")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	st, err := api.NewClient(filepath.Clean(*socket)).Status(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	return api.WriteStatus(stdout, st)
+}
