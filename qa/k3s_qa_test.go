@@ -82,6 +82,24 @@ labels:
   qa.example.com/k3s: standin
 `
 
+// netbootWithConfig is the stand-in image's netboot set with the machine
+// config served over HTTP (etoile.config=) and more kernel arguments.
+func netbootWithConfig(t *testing.T, out, yaml, args string) DirectKernel {
+	t.Helper()
+	cfgDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(cfgDir, "config.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfgPort := ServeDir(t, cfgDir)
+	sum, err := FileSHA256(filepath.Join(out, SystemName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := NetbootKernel(t, out, sum).(DirectKernel)
+	k.Append += fmt.Sprintf(" etoile.config=http://10.0.2.2:%d/config.yaml %s", cfgPort, args)
+	return k
+}
+
 var k3sReadyRE = regexp.MustCompile(`^etoile: ready .* k3s=ready\b`)
 
 // K3sTimeout bounds the wait for the stand-in to be ready after boot.
@@ -106,18 +124,8 @@ func TestStandinK3sReadyFromConfigVolume(t *testing.T) {
 func TestStandinK3sRestartsAfterCrash(t *testing.T) {
 	t.Parallel()
 	out := standinOut(t)
-	cfgDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(cfgDir, "config.yaml"), []byte(serverConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfgPort := ServeDir(t, cfgDir)
-	sum, err := FileSHA256(filepath.Join(out, SystemName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := NetbootKernel(t, out, sum).(DirectKernel)
 	// The stand-in crashes once, 20 s after its first start.
-	k.Append += fmt.Sprintf(" etoile.config=http://10.0.2.2:%d/config.yaml k3sstandin.crash_after=20 k3sstandin.crash_times=1", cfgPort)
+	k := netbootWithConfig(t, out, serverConfig, "k3sstandin.crash_after=20 k3sstandin.crash_times=1")
 	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{}}})
 	first := vm.WaitFor(k3sReadyRE, ReadyTimeout+K3sTimeout)
 	crash := vm.WaitFor(regexp.MustCompile(`^etoile: k3s state=\S+ was=ready .*reason=".*k3s exited`), K3sTimeout)
@@ -131,18 +139,8 @@ func TestStandinK3sRestartsAfterCrash(t *testing.T) {
 func TestStandinK3sInvalidConfigStaysUp(t *testing.T) {
 	t.Parallel()
 	out := standinOut(t)
-	cfgDir := t.TempDir()
 	bad := serverConfig + "network:\n  interfaces:\n    - {name: eth0, vlan: 5000}\n"
-	if err := os.WriteFile(filepath.Join(cfgDir, "config.yaml"), []byte(bad), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfgPort := ServeDir(t, cfgDir)
-	sum, err := FileSHA256(filepath.Join(out, SystemName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := NetbootKernel(t, out, sum).(DirectKernel)
-	k.Append += fmt.Sprintf(" etoile.config=http://10.0.2.2:%d/config.yaml", cfgPort)
+	k := netbootWithConfig(t, out, bad, "")
 	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{}}})
 	m := vm.WaitFor(regexp.MustCompile(`^etoile: error step=config .*network\.interfaces\[0\]\.vlan`), ReadyTimeout)
 	t.Logf("error shown: %s", m.Line)

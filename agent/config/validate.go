@@ -421,7 +421,7 @@ func (v *validator) k3s(c *MachineConfig) {
 			}
 		case k3sAgentSet[base]:
 		default:
-			v.warn(p, "not a K3s option in K3s's documentation%s; it is passed to K3s as written, which skips options it does not know", suggest(base, k3sAllKeys))
+			v.warn(p, "not a K3s option in K3s's documentation%s; it is passed to K3s as written, which skips options it does not know", schema.Suggest(base, k3sAllKeys))
 		}
 	}
 }
@@ -526,37 +526,3 @@ func (v *validator) constellation(cs *Constellation) {
 	}
 }
 
-// suggest names the closest known name when a typo is likely.
-func suggest(got string, known []string) string {
-	best, bestD := "", 3
-	for _, k := range known {
-		if d := distance(got, k); d < bestD {
-			best, bestD = k, d
-		}
-	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-// distance is the Levenshtein distance, for short names.
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
-}
