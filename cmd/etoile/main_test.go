@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runCLI(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), args, &out, &errb)
+	return out.String(), errb.String(), err
+}
+
+func TestBuildRejectsBadInputBeforeWork(t *testing.T) {
+	dir := t.TempDir()
+	spec := filepath.Join(dir, "spec.yaml")
+	if err := os.WriteFile(spec, []byte("apiVersion: etoile.io/v1alpha1\nkind: ImageSpec\nmodules: [squashfs]\nkernel: {pakage: x}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	badCfg := filepath.Join(dir, "machine.yaml")
+	if err := os.WriteFile(badCfg, []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: boss\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"spec field", []string{"build", "-f", spec, "-o", out}, []string{spec, "kernel.pakage", `did you mean "package"`}},
+		{"missing spec", []string{"build", "-f", filepath.Join(dir, "nope.yaml"), "-o", out}, []string{"nope.yaml"}},
+		{"missing agent", []string{"build", "-o", out, "--agent", filepath.Join(dir, "no-agent")}, []string{"no-agent", "make build"}},
+		{"bad k3s dir", []string{"build", "-o", out, "--k3s-dir", filepath.Join(dir, "nok3s")}, []string{"nok3s", "sha256sum-amd64.txt"}},
+		{"bad machine config", []string{"build", "-o", out, "--config", badCfg}, []string{"machine.yaml", "role", `"boss"`}},
+		{"stray argument", []string{"build", "spec.yaml"}, []string{"-f"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := runCLI(t, tc.args...)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+			if _, statErr := os.Stat(out); statErr == nil {
+				t.Errorf("the output folder was created although the input was refused")
+			}
+		})
+	}
+}
+
+func TestPrintDefaultSpecAndVersion(t *testing.T) {
+	out, _, err := runCLI(t, "build", "--print-default-spec")
+	if err != nil || !strings.Contains(out, "kind: ImageSpec") || !strings.Contains(out, "- virtio_blk") {
+		t.Fatalf("default spec: %v\n%s", err, out)
+	}
+	out, _, err = runCLI(t, "version")
+	if err != nil || !strings.HasPrefix(out, "etoile ") {
+		t.Fatalf("version: %v %q", err, out)
+	}
+	if _, errOut, err := runCLI(t, "frobnicate"); err == nil || !strings.Contains(errOut, `unknown command "frobnicate"`) {
+		t.Fatalf("unknown command: %v %q", err, errOut)
+	}
+}
