@@ -51,7 +51,7 @@ test-qa:
 # Benchmarks print their figures and write docs/benchmarks.md; they assert
 # no times.
 bench: test-deps image image-standin
-	$(QA_ENV) $(GO) test -count=1 -tags qa -run '^$$' -bench . -benchtime 1x -timeout 60m ./qa/
+	$(QA_ENV) $(GO) test -count=1 -tags qa -run '^$$' -bench . -benchtime 2x -timeout 60m ./qa/
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 20m ./image/media/ ./constellation/hubcli/
 	@echo "Figures written to docs/benchmarks.md"
 
