@@ -525,4 +525,3 @@ func (v *validator) constellation(cs *Constellation) {
 		v.errs.Add("constellation.join", "contains spaces or control characters: a join string is one word, as printed by `etoile hub token create`")
 	}
 }
-
