@@ -25,10 +25,13 @@ func (n *Node) runConstellation(ctx context.Context, cfg *config.MachineConfig, 
 	}
 	join.Version = agent.Version
 	inv := capi.Inventory{Hostname: n.env.NodeName, Nodes: 1, EtoileVersion: agent.Version}
-	if n.inv != nil {
-		inv.CPUMillis = int64(n.inv.CPU.Count) * 1000
-		inv.MemoryBytes = int64(n.inv.Memory.TotalBytes)
-		for _, g := range n.inv.GPUs {
+	n.mu.Lock()
+	hw := n.inv
+	n.mu.Unlock()
+	if hw != nil {
+		inv.CPUMillis = int64(hw.CPU.Count) * 1000
+		inv.MemoryBytes = int64(hw.Memory.TotalBytes)
+		for _, g := range hw.GPUs {
 			inv.GPUs = append(inv.GPUs, capi.GPU{Vendor: g.Vendor, Model: g.Model, Count: 1})
 		}
 	}

@@ -109,11 +109,26 @@ func Start(ctx context.Context, env Env) *Node {
 		n.serveAPI(ctx)
 	}()
 
-	inv, err := inventory.Collect(ctx, inventory.Options{Root: n.rootOrEmpty(), Logger: env.Log})
-	if err != nil {
-		env.Log.Warn("hardware inventory failed", "reason", err.Error())
-	}
-	n.inv = inv
+	// The inventory (for GPU labels) is collected while the config is
+	// looked for; only starting K3s waits for it.
+	invDone := make(chan struct{})
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer close(invDone)
+		defer func() {
+			if r := recover(); r != nil {
+				env.Log.Warn("hardware inventory crashed", "reason", fmt.Sprint(r))
+			}
+		}()
+		inv, err := inventory.Collect(ctx, inventory.Options{Root: n.rootOrEmpty(), Logger: env.Log})
+		if err != nil {
+			env.Log.Warn("hardware inventory failed", "reason", err.Error())
+		}
+		n.mu.Lock()
+		n.inv = inv
+		n.mu.Unlock()
+	}()
 
 	data, from, err := n.findConfig(ctx)
 	switch {
@@ -141,6 +156,7 @@ func Start(ctx context.Context, env Env) *Node {
 	n.mu.Lock()
 	n.cfg, n.warnings = cfg, warns
 	n.mu.Unlock()
+	<-invDone
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -239,8 +255,11 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) {
 		n.env.Log.Warn("airgap images", "reason", err.Error())
 	}
 	labels := map[string]string{}
-	if n.inv != nil {
-		labels = inventory.NodeLabels(n.inv)
+	n.mu.Lock()
+	inv := n.inv
+	n.mu.Unlock()
+	if inv != nil {
+		labels = inventory.NodeLabels(inv)
 	}
 	sup, err := k3s.ForConfig(n.env.Root, cfg, n.env.NodeName, labels, n.env.Log)
 	if err != nil {
