@@ -228,3 +228,20 @@ those steps are inside the first figure.
 		b.Fatal(err)
 	}
 }
+
+// TestStandinK3sStoppedCleanlyOnPowerOff powers the node off (etoile.poweroff)
+// while the stand-in runs: the agent must stop K3s through its supervisor
+// (SIGTERM first) before it signals everything else and powers off.
+func TestStandinK3sStoppedCleanlyOnPowerOff(t *testing.T) {
+	t.Parallel()
+	out := standinOut(t)
+	k := netbootWithConfig(t, out, serverConfig, "etoile.poweroff")
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{}}})
+	vm.WaitFor(regexp.MustCompile(`^etoile: k3s state=starting was=stopped\b`), ReadyTimeout)
+	stopping := vm.WaitFor(regexp.MustCompile(`stopping k3s`), time.Minute)
+	stopped := vm.WaitFor(regexp.MustCompile(`^etoile: k3s state=stopped\b.*agent shutting down`), time.Minute)
+	shutdown := vm.WaitFor(regexp.MustCompile(`shutting down.*power off`), time.Minute)
+	if !(stopping.At <= stopped.At && stopped.At <= shutdown.At) {
+		t.Errorf("order: stopping k3s %s, stopped %s, shutdown %s", stopping.At, stopped.At, shutdown.At)
+	}
+}

@@ -140,7 +140,11 @@ func (r *Reaper) reapUnowned() int {
 // StayUp is what PID 1 does once booted (or once a fatal error was shown):
 // reap orphans and wait for a signal asking to reboot or power off. It
 // returns only if ctx ends (never on a real machine).
-func StayUp(ctx context.Context, log *slog.Logger, sigs <-chan os.Signal, reaper *Reaper, powerOffAfter time.Duration) {
+//
+// beforeShutdown, when not nil, runs first on a reboot or power off: it
+// stops the services the agent supervises cleanly (K3s gets its SIGTERM and
+// time to stop) before every other process is signalled.
+func StayUp(ctx context.Context, log *slog.Logger, sigs <-chan os.Signal, reaper *Reaper, powerOffAfter time.Duration, beforeShutdown func()) {
 	// With Ctrl-Alt-Del "off", the kernel sends PID 1 SIGINT instead of
 	// rebooting on the spot, so the disks get synced first.
 	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
@@ -158,6 +162,7 @@ func StayUp(ctx context.Context, log *slog.Logger, sigs <-chan os.Signal, reaper
 		case <-tick.C:
 			reaper.Reap() // a lost SIGCHLD must not leave zombies for ever
 		case <-powerOff:
+			stopServices(log, beforeShutdown)
 			shutdown(log, reaper, unix.LINUX_REBOOT_CMD_POWER_OFF, "power off")
 		case sig := <-sigs:
 			if sig == unix.SIGCHLD {
@@ -166,11 +171,35 @@ func StayUp(ctx context.Context, log *slog.Logger, sigs <-chan os.Signal, reaper
 			}
 			if cmd, name, ok := actionFor(sig); ok {
 				log.Info("signal", "signal", sig.String(), "action", name)
+				stopServices(log, beforeShutdown)
 				shutdown(log, reaper, cmd, name)
 				continue
 			}
 			log.Debug("signal ignored", "signal", sig.String())
 		}
+	}
+}
+
+// stopServices runs f, bounded: a service that does not stop in time must
+// not keep the machine from rebooting.
+func stopServices(log *slog.Logger, f func()) {
+	if f == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if r := recover(); r != nil {
+				log.Warn("stopping services crashed", "reason", fmt.Sprint(r))
+			}
+		}()
+		f()
+	}()
+	select {
+	case <-done:
+	case <-time.After(45 * time.Second):
+		log.Warn("services did not stop in 45 s: going on with the shutdown")
 	}
 }
 

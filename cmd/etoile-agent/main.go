@@ -53,20 +53,25 @@ func pid1() {
 			fmt.Fprintf(os.Stdout, "etoile: error step=agent reason=%q fix=%q\n",
 				fmt.Sprintf("internal error (panic): %v", r), "report this as a bug with the lines above")
 			os.Stdout.Write(debug.Stack())
-			boot.StayUp(context.Background(), boot.NewLogger(os.Stdout, nil), sigs, reaper, 0)
+			boot.StayUp(context.Background(), boot.NewLogger(os.Stdout, nil), sigs, reaper, 0, nil)
 		}
 		for {
 			time.Sleep(time.Hour)
 		}
 	}()
-	m := boot.New(boot.Options{Stdout: os.Stdout, Reaper: reaper, BeforeReady: startServices})
+	svc := &services{}
+	m := boot.New(boot.Options{Stdout: os.Stdout, Reaper: reaper, BeforeReady: svc.start})
 	fmt.Fprintf(os.Stdout, "etoile: agent starting version=%s commit=%s\n", agent.Version, agent.Commit)
-	_, _ = m.Boot(context.Background()) // a failure is already on every console
+	ctx, cancel := context.WithCancel(context.Background())
+	_, _ = m.Boot(ctx) // a failure is already on every console
 	var powerOff time.Duration
 	if m.Params.PowerOff {
 		powerOff = 2 * time.Second
 	}
-	boot.StayUp(context.Background(), m.Log(), sigs, reaper, powerOff)
+	boot.StayUp(context.Background(), m.Log(), sigs, reaper, powerOff, func() {
+		cancel() // K3s gets SIGTERM and its time to stop before everything else
+		svc.wait()
+	})
 }
 
 // usageError is a usage mistake; the usage text is already printed.

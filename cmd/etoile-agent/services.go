@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,10 +21,26 @@ import (
 	"github.com/etoile-os/etoile/agent/sysimage"
 )
 
-// startServices runs once the boot steps are done, before the ready line:
-// the machine config, K3s and the local API (agent/node). It returns the
-// pairs that end the ready line.
-func startServices(ctx context.Context, m *boot.Machine) []string {
+// services are what PID 1 runs after the boot steps (agent/node).
+type services struct {
+	mu   sync.Mutex
+	node *node.Node
+}
+
+// wait returns once the services stopped (their context ended).
+func (s *services) wait() {
+	s.mu.Lock()
+	n := s.node
+	s.mu.Unlock()
+	if n != nil {
+		n.Wait()
+	}
+}
+
+// start runs once the boot steps are done, before the ready line: the
+// machine config, K3s and the local API. It returns the pairs that end the
+// ready line.
+func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 	media := m.MediaDirs()
 	if m.Source == sysimage.SourceDisk {
 		// The raw disk's ESP may hold /etoile/config.yaml (etoile build --config).
@@ -53,6 +70,9 @@ func startServices(ctx context.Context, m *boot.Machine) []string {
 		NodeName:  hostname,
 		Log:       m.Log(),
 	})
+	s.mu.Lock()
+	s.node = n
+	s.mu.Unlock()
 	return []string{"k3s=" + n.K3sState()}
 }
 
