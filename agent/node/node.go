@@ -109,28 +109,31 @@ func Start(ctx context.Context, env Env) *Node {
 		n.serveAPI(ctx)
 	}()
 
-	// The inventory (for GPU labels) is collected while the config is
-	// looked for; only starting K3s waits for it.
+	// The inventory is collected after the config is found, so that the
+	// two do not compete for the CPU before the ready line: only K3s (for
+	// its GPU labels) waits for it.
 	invDone := make(chan struct{})
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		defer close(invDone)
-		defer func() {
-			if r := recover(); r != nil {
-				env.Log.Warn("hardware inventory crashed", "reason", fmt.Sprint(r))
+	collect := func() {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			defer close(invDone)
+			defer func() {
+				if r := recover(); r != nil {
+					env.Log.Warn("hardware inventory crashed", "reason", fmt.Sprint(r))
+				}
+			}()
+			inv, err := inventory.Collect(ctx, inventory.Options{Root: n.rootOrEmpty(), Logger: env.Log})
+			if err != nil {
+				env.Log.Warn("hardware inventory failed", "reason", err.Error())
 			}
+			n.mu.Lock()
+			n.inv = inv
+			n.mu.Unlock()
 		}()
-		inv, err := inventory.Collect(ctx, inventory.Options{Root: n.rootOrEmpty(), Logger: env.Log})
-		if err != nil {
-			env.Log.Warn("hardware inventory failed", "reason", err.Error())
-		}
-		n.mu.Lock()
-		n.inv = inv
-		n.mu.Unlock()
-	}()
-
+	}
 	data, from, err := n.findConfig(ctx)
+	collect()
 	switch {
 	case errors.Is(err, config.ErrNotFound):
 		n.note("no machine config found (etoile.config=, an ETOILE-CFG volume, or /etoile/config.yaml on the boot medium): K3s not started")
