@@ -113,7 +113,7 @@ func ipCmd(t *testing.T, args ...string) string {
 
 func TestUpDHCP(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("making network namespaces needs root")
+		t.Fatal("making network namespaces needs root: run the tests as root (make test does, as CI)")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Fatal("the ip command is needed: apt-get install -y iproute2")
