@@ -133,7 +133,7 @@ func FuzzParseJoinString(f *testing.F) {
 
 func FuzzDecodeRequests(f *testing.F) {
 	f.Add([]byte(`{"token":"` + goodID + "." + goodSecret + `","csr":"-----BEGIN CERTIFICATE REQUEST-----","inventory":{"nodes":1,"cpuMillis":1000,"memoryBytes":1}}`))
-	f.Add([]byte(`{"nodes":3,"nodesReady":2,"k3sVersion":"v1.31.4+k3s1","slot":"A","capacity":{"cpuMillis":1,"gpus":[{"vendor":"nvidia","count":2}]}}`))
+	f.Add([]byte(`{"nodes":3,"nodesReady":2,"k3sVersion":"v1.31.4+k3s1","slot":"a","capacity":{"cpuMillis":1,"gpus":[{"vendor":"nvidia","count":2}]}}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var jr JoinRequest

@@ -143,8 +143,9 @@ func (h Heartbeat) Validate() error {
 	if err := validateVersion("etoileVersion", h.EtoileVersion); err != nil {
 		return err
 	}
-	if h.Slot != "" && h.Slot != "A" && h.Slot != "B" && h.Slot != "live" {
-		return fmt.Errorf("slot %q is not A, B or live", clip(h.Slot))
+	// The agent's own words, as on its ready line.
+	if h.Slot != "" && h.Slot != "a" && h.Slot != "b" && h.Slot != "none" {
+		return fmt.Errorf("slot %q is not a, b or none", clip(h.Slot))
 	}
 	c := h.Capacity
 	if c.CPUMillis < 0 || c.CPUUsedMillis < 0 || c.MemoryBytes < 0 || c.MemoryUsedBytes < 0 {

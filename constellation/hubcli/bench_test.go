@@ -117,7 +117,7 @@ func BenchmarkHub10kSites(b *testing.B) {
 			cl.CloseIdleConnections()
 		}
 	}()
-	body, _ := json.Marshal(api.Heartbeat{Nodes: 3, NodesReady: 3, K3sVersion: "v1.31.4+k3s1", EtoileVersion: "0.1.0", Slot: "A",
+	body, _ := json.Marshal(api.Heartbeat{Nodes: 3, NodesReady: 3, K3sVersion: "v1.31.4+k3s1", EtoileVersion: "0.1.0", Slot: "a",
 		Capacity: api.Capacity{CPUMillis: 16000, CPUUsedMillis: 4000, MemoryBytes: 64 << 30, MemoryUsedBytes: 20 << 30}})
 	var failures atomic.Int64
 	var firstErr atomic.Value

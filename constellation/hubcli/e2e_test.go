@@ -118,7 +118,7 @@ func (h *testHub) site(t *testing.T, name string) api.Site {
 
 func status(nodes int, k3s string) join.StatusFunc {
 	return func(context.Context) (api.Heartbeat, error) {
-		return api.Heartbeat{Nodes: nodes, NodesReady: nodes, K3sVersion: k3s, EtoileVersion: "0.1.0", Slot: "A",
+		return api.Heartbeat{Nodes: nodes, NodesReady: nodes, K3sVersion: k3s, EtoileVersion: "0.1.0", Slot: "a",
 			Capacity: api.Capacity{CPUMillis: 16000, CPUUsedMillis: 4000, MemoryBytes: 64 << 30, MemoryUsedBytes: 16 << 30, GPUs: []api.GPU{{Vendor: "nvidia", Count: 2}}}}, nil
 	}
 }

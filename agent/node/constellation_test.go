@@ -1,0 +1,82 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/etoile-os/etoile/constellation/hubcli"
+)
+
+// TestUnattendedJoinFromMachineConfig runs a real hub (real TLS on
+// loopback, SQLite) and a node whose machine config carries the join
+// string: the node joins without anyone running `etoile-agent join`, and
+// the hub lists the site with its heartbeat.
+func TestStandinUnattendedJoinFromMachineConfig(t *testing.T) {
+	hubDir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan string, 1)
+	served := make(chan error, 1)
+	go func() {
+		served <- hubcli.Serve(ctx, hubcli.ServeOptions{Data: hubDir, Listen: "127.0.0.1:0", SANs: []string{"127.0.0.1"},
+			HeartbeatInterval: time.Second, Ready: func(u, _ string) { ready <- u }})
+	}()
+	select {
+	case <-ready:
+	case err := <-served:
+		t.Fatalf("hub: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("hub did not start")
+	}
+	var out, errb bytes.Buffer
+	if err := hubcli.Command(ctx, []string{"token", "create", "--data", hubDir, "--site", "edge-lyon", "--country", "FR", "--tag", "gdpr", "--qr", "never"}, &out, &errb); err != nil {
+		t.Fatalf("token create: %v\n%s", err, errb.String())
+	}
+	joinString := strings.TrimSpace(out.String())
+	if !strings.HasPrefix(joinString, "etoile://") {
+		t.Fatalf("join string = %q", joinString)
+	}
+
+	root := t.TempDir()
+	buildStandin(t, root) // the K3s stand-in, a test double: the site runs "K3s" while it heartbeats
+	vol := configVolume(t, root, `apiVersion: etoile.io/v1alpha1
+kind: MachineConfig
+role: server
+cluster: {init: true}
+k3s:
+  https-listen-port: 16444
+constellation:
+  join: "`+joinString+`"
+`)
+	var con consoleLines
+	nctx, ncancel := context.WithCancel(ctx)
+	n := Start(nctx, Env{Root: root, Volumes: func() ([]string, error) { return []string{vol}, nil },
+		Broadcast: con.add, NodeName: "edge-1", Slot: "a", Socket: filepath.Join(root, "agent.sock"),
+		K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}})
+	waitUntil(t, "the unattended join", 60*time.Second, func() bool {
+		if con.has("error") {
+			t.Fatalf("console:\n%s", con.all())
+		}
+		return con.has("etoile: constellation joined")
+	})
+	var last string
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var sites, serr bytes.Buffer
+		err := hubcli.Command(ctx, []string{"sites", "--json", "--data", hubDir}, &sites, &serr)
+		last = sites.String() + serr.String()
+		if err == nil && strings.Contains(last, `"edge-lyon"`) && strings.Contains(last, `"online"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub does not list the site online:\n%s\nconsole:\n%s", last, con.all())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	ncancel()
+	n.Wait()
+}
