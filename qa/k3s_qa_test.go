@@ -128,7 +128,7 @@ func TestStandinK3sRestartsAfterCrash(t *testing.T) {
 	k := netbootWithConfig(t, out, serverConfig, "k3sstandin.crash_after=20 k3sstandin.crash_times=1")
 	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{}}})
 	first := vm.WaitFor(k3sReadyRE, ReadyTimeout+K3sTimeout)
-	crash := vm.WaitFor(regexp.MustCompile(`^etoile: k3s state=\S+ was=ready .*reason=".*k3s exited`), K3sTimeout)
+	crash := vm.WaitFor(regexp.MustCompile(`^etoile: k3s state=\S+ was=\S+ .*reason=".*k3s exited`), K3sTimeout)
 	again := vm.WaitFor(k3sReadyRE, K3sTimeout)
 	if again.At <= crash.At || crash.At <= first.At {
 		t.Errorf("order: ready at %s, crash at %s, ready again at %s", first.At, crash.At, again.At)
