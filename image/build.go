@@ -455,7 +455,7 @@ func copyTree(src fs.FS, dst string) error {
 		switch {
 		case d.IsDir():
 			mode := info.Mode().Perm() | 0o700
-			if mode&0o555 == 0o555 || mode == 0o700|0o555 {
+			if mode&0o555 == 0o555 { // embedded folders come as 0555
 				mode = 0o755
 			}
 			return os.MkdirAll(target, mode)

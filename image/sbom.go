@@ -177,7 +177,7 @@ func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Pack
 		PrimaryPurpose: "APPLICATION"}
 	doc.Packages = append(doc.Packages, agent)
 	rel(root.SPDXID, "CONTAINS", agent.SPDXID)
-	deps := append([]*debugModule{}, toModules(bi)...)
+	deps := toModules(bi)
 	sort.Slice(deps, func(i, j int) bool { return deps[i].Path < deps[j].Path })
 	for _, m := range deps {
 		sp := spdxPackage{Name: m.Path, SPDXID: spdxID("gomod", m.Path), VersionInfo: m.Version,

@@ -236,8 +236,8 @@ func (n *Node) mountVolume(label string) (string, bool) {
 	return "", false
 }
 
-// volumeLabel reads a FAT or ISO9660 label from a device, or a folder's
-// "label" file in tests.
+// volumeLabel reads a FAT or ISO9660 label from a device. A folder stands
+// for a volume in tests: its label is in its ".label" file.
 func volumeLabel(dev string) string {
 	if st, err := os.Stat(dev); err == nil && st.IsDir() {
 		b, _ := os.ReadFile(filepath.Join(dev, ".label"))
