@@ -24,6 +24,11 @@ type Loader interface {
 	Load(name, path string) error
 }
 
+// ParamLoader is a Loader that can pass module parameters ("async_probe").
+type ParamLoader interface {
+	LoadParams(name, path, params string) error
+}
+
 // SyscallLoader loads modules into the running kernel.
 type SyscallLoader struct{}
 
@@ -31,21 +36,25 @@ type SyscallLoader struct{}
 // enforces signatures, checks) the file itself; compressed modules are
 // decompressed here and passed with init_module, because not every kernel
 // is built with in-kernel module decompression.
-func (SyscallLoader) Load(name, path string) error {
+func (l SyscallLoader) Load(name, path string) error { return l.LoadParams(name, path, "") }
+
+// LoadParams loads with module parameters, as modprobe passes them
+// ("async_probe" is understood by every module of a 4.2+ kernel).
+func (SyscallLoader) LoadParams(name, path, params string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("opening module %s: %w", name, err)
 	}
 	defer f.Close()
 	if strings.HasSuffix(path, ".ko") {
-		err = unix.FinitModule(int(f.Fd()), "", 0)
+		err = unix.FinitModule(int(f.Fd()), params, 0)
 	} else {
 		var image []byte
 		image, err = decompress(path, f)
 		if err != nil {
 			return fmt.Errorf("decompressing module %s (%s): %w", name, path, err)
 		}
-		err = unix.InitModule(image, "")
+		err = unix.InitModule(image, params)
 	}
 	if errors.Is(err, unix.EEXIST) {
 		return nil
@@ -55,6 +64,11 @@ func (SyscallLoader) Load(name, path string) error {
 	}
 	return nil
 }
+
+// zstdDecoder is shared by every module load; DecodeAll runs up to four at once.
+var zstdDecoder = sync.OnceValues(func() (*zstd.Decoder, error) {
+	return zstd.NewReader(nil, zstd.WithDecoderConcurrency(4), zstd.WithDecoderMaxMemory(256<<20))
+})
 
 func decompress(path string, r io.Reader) ([]byte, error) {
 	var zr io.Reader
@@ -66,12 +80,18 @@ func decompress(path string, r io.Reader) ([]byte, error) {
 		}
 		zr = x
 	case strings.HasSuffix(path, ".zst"):
-		z, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+		// The initramfs's modules are .ko.zst: one shared decoder, and
+		// the whole (small) file decoded at once into a buffer of the
+		// size its frame records.
+		d, err := zstdDecoder()
 		if err != nil {
 			return nil, err
 		}
-		defer z.Close()
-		zr = z
+		src, err := io.ReadAll(io.LimitReader(r, 256<<20))
+		if err != nil {
+			return nil, err
+		}
+		return d.DecodeAll(src, nil)
 	case strings.HasSuffix(path, ".gz"):
 		g, err := gzip.NewReader(r)
 		if err != nil {
@@ -92,19 +112,29 @@ func decompress(path string, r io.Reader) ([]byte, error) {
 
 // Recorder is a Loader that only remembers what it was asked to load, in order.
 type Recorder struct {
-	mu    sync.Mutex
-	Loads []string // module names
-	Fail  map[string]error
+	mu     sync.Mutex
+	Loads  []string // module names
+	Params map[string]string
+	Fail   map[string]error
 }
 
 // Load records name; it returns Fail[name] when set, to test error paths.
-func (r *Recorder) Load(name, path string) error {
+func (r *Recorder) Load(name, path string) error { return r.LoadParams(name, path, "") }
+
+// LoadParams records name, and name with its parameters in Params.
+func (r *Recorder) LoadParams(name, path, params string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.Fail[name]; err != nil {
 		return err
 	}
 	r.Loads = append(r.Loads, name)
+	if params != "" {
+		if r.Params == nil {
+			r.Params = map[string]string{}
+		}
+		r.Params[name] = params
+	}
 	return nil
 }
 

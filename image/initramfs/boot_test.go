@@ -102,7 +102,7 @@ func TestBootRealKernel(t *testing.T) {
 	}
 	var enodev []string
 	for _, m := range mods {
-		r, ok := results[m.RelPath]
+		r, ok := results[m.RelPath+ModuleSuffix]
 		switch {
 		case !ok:
 			fail("module %s was not tried", m.RelPath)
@@ -115,8 +115,8 @@ func TestBootRealKernel(t *testing.T) {
 	}
 	for _, must := range []string{"virtio_pci", "virtio_blk", "virtio_net", "squashfs", "overlay", "ext4", "isofs", "loop", "nf_tables", "br_netfilter"} {
 		for _, m := range mods {
-			if m.Name == must && results[m.RelPath] != "loaded" {
-				fail("module %s did not load: %s", must, results[m.RelPath])
+			if m.Name == must && results[m.RelPath+ModuleSuffix] != "loaded" {
+				fail("module %s did not load: %s", must, results[m.RelPath+ModuleSuffix])
 			}
 		}
 	}

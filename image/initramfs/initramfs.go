@@ -1,6 +1,15 @@
-// Package initramfs writes the Étoile initramfs: a deterministic newc cpio
-// archive holding the agent as /init and the selected kernel modules,
-// compressed with zstd or xz.
+// Package initramfs writes the Étoile initramfs: deterministic newc cpio
+// archives holding the agent as /init and the selected kernel modules.
+//
+// The file is two archives one after the other, which the kernel unpacks in
+// turn (the layout Debian uses for early microcode): first an uncompressed
+// archive of the kernel modules, each compressed on its own with zstd
+// (name.ko.zst, listed so in modules.dep), padded with zeros to a 512-byte
+// boundary; then the rest (/init, the module index, /etc…) as one archive
+// compressed with zstd or xz. The kernel thus never decompresses the 20-30
+// MB of modules at boot: the agent decompresses the few the machine needs
+// when it loads them. Under emulation this took the kernel's unpacking from
+// about 0.6 s to under 0.2 s.
 package initramfs
 
 import (
@@ -14,6 +23,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -38,10 +48,12 @@ type File struct {
 type Options struct {
 	Init          []byte // the static agent, written as /init 0755
 	KernelVersion string
-	Modules       []kernel.Module // written DECOMPRESSED at lib/modules/<ver>/<RelPath>
-	Compression   string          // "zstd" (default) | "xz" | "none"
-	Epoch         int64           // SOURCE_DATE_EPOCH: every entry's mtime
-	Files         []File          // extra files (e.g. /etc/etoile/…)
+	// Modules are written zstd-compressed at lib/modules/<ver>/<RelPath>.zst,
+	// in the first (uncompressed) archive.
+	Modules     []kernel.Module
+	Compression string // of the second archive: "zstd" (default) | "xz" | "none"
+	Epoch       int64  // SOURCE_DATE_EPOCH: every entry's mtime
+	Files       []File // extra files (e.g. /etc/etoile/…)
 	// Level is the zstd level, 1..22 as in the zstd tool, mapped onto the
 	// encoder's four speeds (1: fastest, 2-5: default, 6-9: better, 10+:
 	// best); 0 means 19. It is part of the output's identity: change it and
@@ -57,9 +69,15 @@ type Stats struct {
 	Devices          int
 	Symlinks         int
 	Modules          int   // kernel modules among the files
-	UncompressedSize int64 // cpio bytes
+	UncompressedSize int64 // cpio bytes of both archives, as the kernel unpacks them
 	CompressedSize   int64 // bytes written to w
+	// ModulesSize is the size of the first archive (the compressed modules
+	// and their folders, padded); the second archive starts there.
+	ModulesSize int64
 }
+
+// ModuleSuffix ends the name of every module file in the initramfs.
+const ModuleSuffix = ".zst"
 
 // The compressions the kernel can unpack that Étoile writes.
 const (
@@ -90,16 +108,57 @@ const (
 // maxModule bounds a decompressed module read into memory.
 const maxModule = 256 << 20
 
-// Write writes the compressed initramfs to w. The same Options give the same
-// bytes: entries are sorted (parents first), owned by root, stamped with
-// Epoch, numbered in order, and compressed single-threaded at a fixed level.
+// Write writes the initramfs to w. The same Options give the same bytes:
+// entries are sorted (parents first), owned by root, stamped with Epoch,
+// numbered in order, and compressed single-threaded at a fixed level.
 func Write(w io.Writer, opts Options) (Stats, error) {
+	comp, err := newCompressor(opts)
+	if err != nil {
+		return Stats{}, err
+	}
 	entries, err := plan(opts)
 	if err != nil {
 		return Stats{}, err
 	}
+	modules, rest := split(entries)
 	cw := &countingWriter{w: w}
-	var zw io.WriteCloser
+	var st Stats
+	ino := uint32(0)
+	if len(modules) > 0 {
+		s, err := writeCpio(cw, modules, opts.Epoch, &ino)
+		st.add(s)
+		if err != nil {
+			return st, err
+		}
+		// Pad to a cpio block: the kernel wants the next archive 4-byte
+		// aligned, and `cpio -t` then tells where it starts (blocks × 512).
+		if _, err := cw.Write(make([]byte, (512-cw.n%512)%512)); err != nil {
+			return st, fmt.Errorf("writing initramfs: %w", err)
+		}
+		st.ModulesSize = cw.n
+		st.UncompressedSize = cw.n
+	}
+	zw, err := comp(cw)
+	if err != nil {
+		return st, err
+	}
+	raw := &countingWriter{w: zw}
+	s, err := writeCpio(raw, rest, opts.Epoch, &ino)
+	st.add(s)
+	if err != nil {
+		return st, err
+	}
+	if err := zw.Close(); err != nil {
+		return st, fmt.Errorf("finishing %s compression: %w", opts.Compression, err)
+	}
+	st.UncompressedSize += raw.n
+	st.CompressedSize = cw.n
+	return st, nil
+}
+
+// newCompressor checks the compression options and returns what wraps the
+// second archive.
+func newCompressor(opts Options) (func(io.Writer) (io.WriteCloser, error), error) {
 	switch opts.Compression {
 	case "", CompressionZstd:
 		level := opts.Level
@@ -107,39 +166,71 @@ func Write(w io.Writer, opts Options) (Stats, error) {
 			level = 19
 		}
 		if level < 1 || level > 22 {
-			return Stats{}, fmt.Errorf("initramfs zstd level %d is out of range: use 1 to 22", level)
+			return nil, fmt.Errorf("initramfs zstd level %d is out of range: use 1 to 22", level)
 		}
-		// One encoder goroutine and a fixed level make the output a pure
-		// function of the input; the kernel's unzstd reads standard frames.
-		enc, err := zstd.NewWriter(cw, zstd.WithEncoderConcurrency(1),
-			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)), zstd.WithEncoderCRC(true))
-		if err != nil {
-			return Stats{}, fmt.Errorf("starting zstd: %w", err)
-		}
-		zw = enc
+		return func(w io.Writer) (io.WriteCloser, error) {
+			// One encoder goroutine and a fixed level make the output a pure
+			// function of the input; the kernel's unzstd reads standard frames.
+			enc, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(1),
+				zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)), zstd.WithEncoderCRC(true))
+			if err != nil {
+				return nil, fmt.Errorf("starting zstd: %w", err)
+			}
+			return enc, nil
+		}, nil
 	case CompressionXZ:
-		// The kernel's xz decoder verifies CRC32 (not xz's default CRC64).
-		enc, err := xz.WriterConfig{CheckSum: xz.CRC32}.NewWriter(cw)
-		if err != nil {
-			return Stats{}, fmt.Errorf("starting xz: %w", err)
-		}
-		zw = enc
+		return func(w io.Writer) (io.WriteCloser, error) {
+			// The kernel's xz decoder verifies CRC32 (not xz's default CRC64).
+			enc, err := xz.WriterConfig{CheckSum: xz.CRC32}.NewWriter(w)
+			if err != nil {
+				return nil, fmt.Errorf("starting xz: %w", err)
+			}
+			return enc, nil
+		}, nil
 	case CompressionNone:
-		zw = nopCloser{cw}
-	default:
-		return Stats{}, fmt.Errorf("initramfs compression %q is not supported: use \"zstd\", \"xz\" or \"none\"", opts.Compression)
+		return func(w io.Writer) (io.WriteCloser, error) { return nopCloser{w}, nil }, nil
 	}
-	raw := &countingWriter{w: zw}
-	st, err := writeCpio(raw, entries, opts.Epoch)
-	if err != nil {
-		return st, err
-	}
-	if err := zw.Close(); err != nil {
-		return st, fmt.Errorf("finishing %s compression: %w", opts.Compression, err)
-	}
-	st.UncompressedSize, st.CompressedSize = raw.n, cw.n
-	return st, nil
+	return nil, fmt.Errorf("initramfs compression %q is not supported: use \"zstd\", \"xz\" or \"none\"", opts.Compression)
 }
+
+// split puts the module files and every folder above them in the first
+// archive, in order, and the rest in the second.
+func split(entries []*entry) (modules, rest []*entry) {
+	above := map[string]bool{}
+	for _, e := range entries {
+		if e.module {
+			for d := path.Dir(e.path); d != "."; d = path.Dir(d) {
+				above[d] = true
+			}
+		}
+	}
+	for _, e := range entries {
+		if e.module || (above[e.path] && e.mode&sIFMT == sIFDIR) {
+			modules = append(modules, e)
+		} else {
+			rest = append(rest, e)
+		}
+	}
+	return modules, rest
+}
+
+func (s *Stats) add(o Stats) {
+	s.Entries += o.Entries
+	s.Files += o.Files
+	s.Dirs += o.Dirs
+	s.Devices += o.Devices
+	s.Symlinks += o.Symlinks
+	s.Modules += o.Modules
+}
+
+// moduleEncoder compresses each module; EncodeAll is safe for concurrent
+// use and, with one goroutine and a fixed level, deterministic. Each module
+// is one single-segment frame that records its size, so the agent's decoder
+// allocates it at once.
+var moduleEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
+	return zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedBestCompression),
+		zstd.WithEncoderCRC(true), zstd.WithSingleSegment(true))
+})
 
 // plan lists every entry, checks for clashes and adds missing parents.
 func plan(opts Options) ([]*entry, error) {
@@ -183,13 +274,21 @@ func plan(opts Options) ([]*entry, error) {
 				return nil, fmt.Errorf("initramfs: module %s has RelPath %q, not a path inside lib/modules/%s", m.Name, m.RelPath, ver)
 			}
 			m := m
-			if err := add(&entry{path: base + "/" + rel, mode: sIFREG | 0o644, module: true, content: func() ([]byte, error) {
-				return readModule(m)
+			if err := add(&entry{path: base + "/" + rel + ModuleSuffix, mode: sIFREG | 0o644, module: true, content: func() ([]byte, error) {
+				data, err := readModule(m)
+				if err != nil {
+					return nil, err
+				}
+				enc, err := moduleEncoder()
+				if err != nil {
+					return nil, fmt.Errorf("starting zstd: %w", err)
+				}
+				return enc.EncodeAll(data, make([]byte, 0, len(data)/3)), nil
 			}}, "module "+m.Name); err != nil {
 				return nil, err
 			}
 		}
-		for name, data := range kernel.IndexFiles(opts.Modules) {
+		for name, data := range kernel.IndexFiles(opts.Modules, ModuleSuffix) {
 			if err := add(&entry{path: base + "/" + name, mode: sIFREG | 0o644, content: static(data)}, name); err != nil {
 				return nil, err
 			}
@@ -290,9 +389,9 @@ func readModule(m kernel.Module) ([]byte, error) {
 }
 
 // writeCpio writes entries in the newc ("070701") format.
-func writeCpio(w io.Writer, entries []*entry, epoch int64) (Stats, error) {
+// Inode numbers go on from *ino.
+func writeCpio(w io.Writer, entries []*entry, epoch int64, ino *uint32) (Stats, error) {
 	var st Stats
-	ino := uint32(0)
 	hdr := make([]byte, 0, 512)
 	for _, e := range entries {
 		var data []byte
@@ -305,7 +404,7 @@ func writeCpio(w io.Writer, entries []*entry, epoch int64) (Stats, error) {
 		if uint64(len(data)) > 0xffffffff {
 			return st, fmt.Errorf("initramfs: /%s is %d bytes, more than newc can hold", e.path, len(data))
 		}
-		ino++
+		*ino++
 		nlink := uint32(1)
 		switch e.mode & sIFMT {
 		case sIFDIR:
@@ -321,7 +420,7 @@ func writeCpio(w io.Writer, entries []*entry, epoch int64) (Stats, error) {
 		if e.module {
 			st.Modules++
 		}
-		hdr = appendHeader(hdr[:0], e.path, ino, e.mode, nlink, uint32(epoch), uint32(len(data)), e.major, e.minor)
+		hdr = appendHeader(hdr[:0], e.path, *ino, e.mode, nlink, uint32(epoch), uint32(len(data)), e.major, e.minor)
 		if _, err := w.Write(hdr); err != nil {
 			return st, fmt.Errorf("writing initramfs: %w", err)
 		}
@@ -384,35 +483,106 @@ type Entry struct {
 
 // Read parses an uncompressed newc archive up to its trailer.
 func Read(data []byte) ([]Entry, error) {
+	out, _, err := readArchive(data)
+	return out, err
+}
+
+// ReadImage parses a whole initramfs file the way the kernel unpacks it:
+// archives one after the other, each uncompressed or compressed (zstd or
+// xz), with zero padding between them. A compressed archive runs to the end
+// of the file.
+func ReadImage(data []byte) ([]Entry, error) {
+	var out []Entry
+	for off := 0; off < len(data); {
+		switch {
+		case data[off] == 0 && off%4 == 0:
+			off += 4
+			if off > len(data) {
+				return nil, errShortRead
+			}
+			if !bytes.Equal(data[off-4:off], zeros[:]) {
+				return nil, fmt.Errorf("initramfs: junk in the padding at offset %d", off-4)
+			}
+		case bytes.HasPrefix(data[off:], []byte("070701")):
+			entries, n, err := readArchive(data[off:])
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, entries...)
+			off += n
+		case bytes.HasPrefix(data[off:], zstdMagic), bytes.HasPrefix(data[off:], xzMagic):
+			raw, err := decompress(data[off:])
+			if err != nil {
+				return nil, fmt.Errorf("initramfs: archive at offset %d: %w", off, err)
+			}
+			entries, err := ReadImage(raw)
+			if err != nil {
+				return nil, err
+			}
+			return append(out, entries...), nil
+		default:
+			return nil, fmt.Errorf("initramfs: neither an archive nor padding at offset %d", off)
+		}
+	}
+	return out, nil
+}
+
+var (
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+	xzMagic   = []byte{0xfd, '7', 'z', 'X', 'Z', 0}
+)
+
+func decompress(b []byte) ([]byte, error) {
+	var r io.Reader
+	if bytes.HasPrefix(b, zstdMagic) {
+		d, err := zstd.NewReader(bytes.NewReader(b), zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, err
+		}
+		defer d.Close()
+		r = d
+	} else {
+		x, err := xz.NewReader(bytes.NewReader(b))
+		if err != nil {
+			return nil, err
+		}
+		r = x
+	}
+	return io.ReadAll(io.LimitReader(r, 1<<30))
+}
+
+// readArchive parses one newc archive and returns the bytes it takes,
+// trailer included.
+func readArchive(data []byte) ([]Entry, int, error) {
 	var out []Entry
 	for off := 0; ; {
 		if len(data)-off < 110 {
-			return nil, errShortRead
+			return nil, 0, errShortRead
 		}
 		h := data[off : off+110]
 		if string(h[:6]) != "070701" {
-			return nil, fmt.Errorf("initramfs: bad magic %q at offset %d", h[:6], off)
+			return nil, 0, fmt.Errorf("initramfs: bad magic %q at offset %d", h[:6], off)
 		}
 		var f [13]uint32
 		for i := range f {
 			v, err := strconv.ParseUint(string(h[6+8*i:14+8*i]), 16, 32)
 			if err != nil {
-				return nil, fmt.Errorf("initramfs: bad header field at offset %d: %w", off, err)
+				return nil, 0, fmt.Errorf("initramfs: bad header field at offset %d: %w", off, err)
 			}
 			f[i] = uint32(v)
 		}
 		nameLen, size := int(f[11]), int(f[6])
 		nameEnd := off + 110 + nameLen
 		if nameLen < 1 || nameEnd > len(data) {
-			return nil, errShortRead
+			return nil, 0, errShortRead
 		}
 		name := string(bytes.TrimRight(data[off+110:nameEnd], "\x00"))
 		dataOff := nameEnd + (4-(110+nameLen)%4)%4
 		if size < 0 || dataOff+size > len(data) {
-			return nil, errShortRead
+			return nil, 0, errShortRead
 		}
 		if name == "TRAILER!!!" {
-			return out, nil
+			return out, dataOff + size, nil
 		}
 		out = append(out, Entry{Path: name, Ino: f[0], Mode: f[1], UID: f[2], GID: f[3], Nlink: f[4], Mtime: f[5],
 			Major: f[9], Minor: f[10], Data: data[dataOff : dataOff+size]})

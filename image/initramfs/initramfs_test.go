@@ -2,12 +2,14 @@ package initramfs
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -91,22 +93,47 @@ func TestWriteContents(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Write: %v", err)
 	}
-	raw := decompressZstd(t, buf.Bytes())
-	if st.CompressedSize != int64(buf.Len()) || st.UncompressedSize != int64(len(raw)) {
-		t.Errorf("Stats sizes %d/%d, actual %d/%d", st.UncompressedSize, st.CompressedSize, len(raw), buf.Len())
+	if st.CompressedSize != int64(buf.Len()) {
+		t.Errorf("Stats.CompressedSize %d, wrote %d", st.CompressedSize, buf.Len())
 	}
-	entries, err := Read(raw)
+	// Two archives: the modules, uncompressed and padded to 512 bytes, then
+	// the rest, compressed.
+	if st.ModulesSize <= 0 || st.ModulesSize%512 != 0 || st.ModulesSize >= int64(buf.Len()) {
+		t.Fatalf("Stats.ModulesSize = %d of %d bytes", st.ModulesSize, buf.Len())
+	}
+	first, err := Read(buf.Bytes()[:st.ModulesSize])
 	if err != nil {
-		t.Fatalf("Read: %v", err)
+		t.Fatalf("Read(modules archive): %v", err)
+	}
+	raw := decompressZstd(t, buf.Bytes()[st.ModulesSize:])
+	second, err := Read(raw)
+	if err != nil {
+		t.Fatalf("Read(main archive): %v", err)
+	}
+	if want := st.ModulesSize + int64(len(raw)); st.UncompressedSize != want {
+		t.Errorf("Stats.UncompressedSize %d, want %d", st.UncompressedSize, want)
+	}
+	entries, err := ReadImage(buf.Bytes())
+	if err != nil {
+		t.Fatalf("ReadImage: %v", err)
+	}
+	if len(entries) != len(first)+len(second) {
+		t.Errorf("ReadImage found %d entries, the two archives hold %d+%d", len(entries), len(first), len(second))
+	}
+	for _, e := range first {
+		if e.Mode&sIFMT != sIFDIR && !strings.HasSuffix(e.Path, ".ko.zst") {
+			t.Errorf("the modules archive holds %s", e.Path)
+		}
 	}
 	if st.Entries != len(entries) || st.Modules != 3 || st.Devices != 2 || st.Symlinks != 1 {
 		t.Errorf("Stats = %+v for %d entries", st, len(entries))
 	}
 	byPath := map[string]Entry{}
-	var paths []string
 	for i, e := range entries {
+		if _, dup := byPath[e.Path]; dup {
+			t.Errorf("%s is in both archives", e.Path)
+		}
 		byPath[e.Path] = e
-		paths = append(paths, e.Path)
 		if e.UID != 0 || e.GID != 0 || e.Mtime != testEpoch {
 			t.Errorf("%s: uid %d gid %d mtime %d", e.Path, e.UID, e.GID, e.Mtime)
 		}
@@ -119,8 +146,20 @@ func TestWriteContents(t *testing.T) {
 			}
 		}
 	}
-	if !slices.IsSorted(paths) {
-		t.Errorf("entries not sorted: %q", paths)
+	for _, part := range [][]Entry{first, second} {
+		var paths []string
+		for _, e := range part {
+			paths = append(paths, e.Path)
+		}
+		if !slices.IsSorted(paths) {
+			t.Errorf("entries not sorted: %q", paths)
+		}
+	}
+	for p, e := range byPath {
+		if strings.HasSuffix(p, ".zst") {
+			e.Data = decompressZstd(t, e.Data)
+			byPath[strings.TrimSuffix(p, ".zst")] = e
+		}
 	}
 	mod := "lib/modules/6.1.0-test-amd64/"
 	for p, want := range map[string]struct {
@@ -139,8 +178,8 @@ func TestWriteContents(t *testing.T) {
 		mod + "kernel/drivers/block/virtio_blk.ko":        {sIFREG | 0o644, "\x7fELF virtio_blk body"},
 		mod + "kernel/drivers/virtio/virtio.ko":           {sIFREG | 0o644, "\x7fELF virtio body, odd length"},
 		mod + "kernel/drivers/usb/storage/usb-storage.ko": {sIFREG | 0o644, "\x7fELF usb"},
-		mod + "modules.dep": {sIFREG | 0o644, "kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko\n" +
-			"kernel/drivers/usb/storage/usb-storage.ko:\nkernel/drivers/virtio/virtio.ko:\n"},
+		mod + "modules.dep": {sIFREG | 0o644, "kernel/drivers/block/virtio_blk.ko.zst: kernel/drivers/virtio/virtio.ko.zst\n" +
+			"kernel/drivers/usb/storage/usb-storage.ko.zst:\nkernel/drivers/virtio/virtio.ko.zst:\n"},
 		mod + "modules.alias":   {sIFREG | 0o644, "# Aliases extracted from modules themselves.\nalias virtio:d00000002v* virtio_blk\n"},
 		mod + "modules.softdep": {sIFREG | 0o644, "# Soft dependencies extracted from modules themselves.\nsoftdep usb_storage pre: uas\n"},
 		mod + "modules.builtin": {sIFREG | 0o644, ""},
@@ -195,13 +234,40 @@ func TestWriteIsDeterministic(t *testing.T) {
 	}
 }
 
-// TestIndependentTools unpacks the archive with zstd/xz and GNU cpio, which
-// did not write it.
+// cpioBoth runs GNU cpio with args (e.g. -tv, or -i …) on both archives
+// of img in dir: on the file itself for the modules archive, then on what
+// dec (zstd or xz) decompresses from where that archive ends (cpio reports
+// its length in 512-byte blocks). It returns their output, one after the
+// other. None of these tools is Étoile's.
+func cpioBoth(t *testing.T, img, dec, cpio, dir, args string) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	first := exec.Command("sh", "-c", `"$0" `+args+` < "$1"`, cpio, img)
+	first.Dir, first.Stdout, first.Stderr = dir, &out, &errOut
+	if err := first.Run(); err != nil {
+		t.Fatalf("cpio %s (modules archive): %v\n%s", args, err, errOut.String())
+	}
+	var blocks int
+	if _, err := fmt.Sscanf(strings.TrimSpace(errOut.String()), "%d blocks", &blocks); err != nil || blocks <= 0 {
+		t.Fatalf("cpio did not report the modules archive's length: %q", errOut.String())
+	}
+	errOut.Reset()
+	second := exec.Command("sh", "-c", `dd if="$1" bs=512 skip="$2" status=none | "$0" -d -c | "$3" --quiet `+args, dec, img, strconv.Itoa(blocks), cpio)
+	second.Dir, second.Stdout, second.Stderr = dir, &out, &errOut
+	if err := second.Run(); err != nil {
+		t.Fatalf("dd | %s -d | cpio %s (main archive): %v\n%s", dec, args, err, errOut.String())
+	}
+	return out.String()
+}
+
+// TestIndependentTools unpacks the initramfs with dd, zstd/xz and GNU cpio,
+// which did not write it.
 func TestIndependentTools(t *testing.T) {
 	cpio := tool(t, "cpio", "cpio")
 	for _, tc := range []struct{ comp, tool, pkg string }{{"zstd", "zstd", "zstd"}, {"xz", "xz", "xz-utils"}} {
 		t.Run(tc.comp, func(t *testing.T) {
 			dec := tool(t, tc.tool, tc.pkg)
+			zstdTool := tool(t, "zstd", "zstd")
 			dir := t.TempDir()
 			opts := testOptions(t)
 			opts.Compression = tc.comp
@@ -213,53 +279,59 @@ func TestIndependentTools(t *testing.T) {
 			f.Close()
 			if tc.comp == "xz" {
 				// the kernel's xz decoder needs CRC32 checks
-				out, err := exec.Command(dec, "--robot", "-lv", img).CombinedOutput()
+				blocks := strconv.Itoa(int(mustStats(t, opts).ModulesSize / 512))
+				out, err := exec.Command("sh", "-c", `dd if="$1" of="$1.xz" bs=512 skip="$2" status=none && "$0" --robot -lv "$1.xz"`, dec, img, blocks).CombinedOutput()
 				if err != nil || !strings.Contains(string(out), "CRC32") {
 					t.Errorf("xz -lv: %v\n%s", err, out)
 				}
 			}
-			rawPath := filepath.Join(dir, "initramfs.cpio")
-			out, err := exec.Command("sh", "-c", `"$0" -d -c "$1" > "$2"`, dec, img, rawPath).CombinedOutput()
-			if err != nil {
-				t.Fatalf("%s -d: %v\n%s", tc.tool, err, out)
-			}
-			list, err := exec.Command("sh", "-c", `"$0" -tv --quiet < "$1"`, cpio, rawPath).CombinedOutput()
-			if err != nil {
-				t.Fatalf("cpio -tv: %v\n%s", err, list)
-			}
+			list := cpioBoth(t, img, dec, cpio, dir, "-tv")
 			for _, want := range []string{
 				"crw-------   1 root     root       5,   1 ", "dev/console",
 				"crw-rw-rw-   1 root     root       1,   3 ", "dev/null",
 				"-rwxr-xr-x   1 root     root           14 ", "init",
 				"lib/modules/6.1.0-test-amd64/modules.alias",
+				"lib/modules/6.1.0-test-amd64/kernel/drivers/virtio/virtio.ko.zst",
 				"lrwxrwxrwx   1 root     root            5 ", "bin/sh -> /init",
 				"drwxrwxrwt ",
 			} {
-				if !strings.Contains(string(list), want) {
+				if !strings.Contains(list, want) {
 					t.Errorf("cpio -tv does not show %q:\n%s", want, list)
 				}
 			}
 			// unpack everything but the device nodes (mknod needs root)
 			unpack := filepath.Join(dir, "root")
 			os.Mkdir(unpack, 0o755)
-			cmd := exec.Command("sh", "-c", `"$0" -i -d --quiet --no-absolute-filenames --nonmatching 'dev/*' < "$1"`, cpio, rawPath)
-			cmd.Dir = unpack
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("cpio -i: %v\n%s", err, out)
-			}
+			cpioBoth(t, img, dec, cpio, unpack, "-i -d --no-absolute-filenames --nonmatching 'dev/*'")
 			for p, want := range map[string]string{
 				"init": "#!agent binary",
-				"lib/modules/6.1.0-test-amd64/kernel/drivers/block/virtio_blk.ko": "\x7fELF virtio_blk body",
-				"lib/modules/6.1.0-test-amd64/kernel/drivers/virtio/virtio.ko":    "\x7fELF virtio body, odd length",
+				"lib/modules/6.1.0-test-amd64/kernel/drivers/block/virtio_blk.ko.zst": "\x7fELF virtio_blk body",
+				"lib/modules/6.1.0-test-amd64/kernel/drivers/virtio/virtio.ko.zst":    "\x7fELF virtio body, odd length",
 				"etc/etoile/image.json": `{"version":"1"}`,
 			} {
-				got, err := os.ReadFile(filepath.Join(unpack, p))
+				file := filepath.Join(unpack, p)
+				var got []byte
+				var err error
+				if strings.HasSuffix(p, ".zst") {
+					got, err = exec.Command(zstdTool, "-d", "-c", file).Output()
+				} else {
+					got, err = os.ReadFile(file)
+				}
 				if err != nil || string(got) != want {
 					t.Errorf("unpacked %s = %q (%v), want %q", p, got, err, want)
 				}
 			}
 		})
 	}
+}
+
+func mustStats(t *testing.T, opts Options) Stats {
+	t.Helper()
+	st, err := Write(io.Discard, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 func TestWriteErrors(t *testing.T) {

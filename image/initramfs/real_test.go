@@ -72,18 +72,15 @@ func TestRealKernelInitramfs(t *testing.T) {
 
 	img := filepath.Join(t.TempDir(), "initramfs.img")
 	os.WriteFile(img, a.Bytes(), 0o644)
-	list, err := exec.Command("sh", "-c", `"$0" -d -c "$1" | "$2" -t --quiet`, zstdTool, img, cpio).CombinedOutput()
-	if err != nil {
-		t.Fatalf("zstd -d | cpio -t: %v\n%s", err, list)
-	}
+	list := cpioBoth(t, img, zstdTool, cpio, t.TempDir(), "-t")
 	listed := map[string]bool{}
-	for _, l := range strings.Split(strings.TrimSpace(string(list)), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(list), "\n") {
 		listed[l] = true
 	}
 	base := "lib/modules/" + k.Version + "/"
 	for _, m := range mods {
-		if !listed[base+m.RelPath] {
-			t.Errorf("cpio -t does not list module %s", base+m.RelPath)
+		if !listed[base+m.RelPath+ModuleSuffix] {
+			t.Errorf("cpio -t does not list module %s", base+m.RelPath+ModuleSuffix)
 		}
 	}
 	for _, f := range []string{"init", "dev/console", "dev/null", base + "modules.dep", base + "modules.alias", base + "modules.builtin"} {
@@ -102,11 +99,7 @@ func TestRealKernelInitramfs(t *testing.T) {
 	}
 	root := filepath.Join(t.TempDir(), "root")
 	os.Mkdir(root, 0o755)
-	unpack := exec.Command("sh", "-c", `"$0" -d -c "$1" | "$2" -i -d --quiet --no-absolute-filenames --nonmatching 'dev/*'`, zstdTool, img, cpio)
-	unpack.Dir = root
-	if out, err := unpack.CombinedOutput(); err != nil {
-		t.Fatalf("zstd -d | cpio -i: %v\n%s", err, out)
-	}
+	cpioBoth(t, img, zstdTool, cpio, root, "-i -d --no-absolute-filenames --nonmatching 'dev/*'")
 	want, err := exec.Command(depmod, "-n", "-b", root, k.Version).Output()
 	if err != nil {
 		t.Fatalf("depmod -n -b %s %s: %v", root, k.Version, err)
@@ -146,7 +139,7 @@ func depmodSets(text string) (map[string]string, map[string]bool) {
 		case len(f) == 0 || strings.HasPrefix(f[0], "#"):
 		case f[0] == "alias" && len(f) == 3 && !strings.HasPrefix(f[1], "symbol:"):
 			aliases[f[1]+" "+f[2]] = true
-		case strings.HasSuffix(f[0], ".ko:"):
+		case strings.HasSuffix(f[0], ".ko:"), strings.HasSuffix(f[0], ".ko"+ModuleSuffix+":"):
 			d := f[1:]
 			sort.Strings(d)
 			deps[strings.TrimSuffix(f[0], ":")] = strings.Join(d, " ")

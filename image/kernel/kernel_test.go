@@ -269,7 +269,7 @@ func TestIndexFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := IndexFiles(mods)
+	files := IndexFiles(mods, "")
 	want := map[string]string{
 		"modules.dep": "kernel/arch/x86/crypto/crc32c-intel.ko:\n" +
 			"kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko\n" +
@@ -287,6 +287,15 @@ func TestIndexFiles(t *testing.T) {
 		if got := string(files[name]); got != w {
 			t.Errorf("%s =\n%s\nwant\n%s", name, got, w)
 		}
+	}
+	// Device drivers load with their hardware; the rest on every boot.
+	if got := Always([]string{"virtio_blk", "ext4", "not-selected"}, mods); !slices.Equal(got, []string{"ext4", "not-selected"}) {
+		t.Errorf("Always = %q, want ext4 and the unknown name", got)
+	}
+	// Compressed modules are named with their suffix, as depmod does.
+	zst := string(IndexFiles(mods, ".zst")["modules.dep"])
+	if !strings.Contains(zst, "kernel/fs/ext4/ext4.ko.zst: kernel/fs/jbd2/jbd2.ko.zst\n") {
+		t.Errorf("modules.dep with .zst names =\n%s", zst)
 	}
 }
 

@@ -29,6 +29,43 @@ type Module struct {
 	meta *kernelMeta
 }
 
+// deviceBuses are the modalias prefixes of devices the agent finds on a
+// bus and loads drivers for (kmod.Coldplug).
+var deviceBuses = []string{"pci:", "usb:", "virtio:", "scsi:", "acpi", "of:", "platform:", "hid:", "mdio:", "serio:",
+	"pcmcia:", "ieee1394:", "cpu:", "x86cpu:", "dmi:", "i2c:", "spi:", "auxiliary:", "vmbus:", "xen", "mei:", "pnp:", "input:"}
+
+// DeviceDriver reports whether the module drives hardware the agent finds
+// by modalias (a NIC, a disk controller, a CPU feature), rather than being
+// needed whatever the hardware (a filesystem, netfilter, wireguard).
+func (m Module) DeviceDriver() bool {
+	for _, a := range m.Aliases {
+		for _, b := range deviceBuses {
+			if strings.HasPrefix(a, b) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Always lists the names among names whose module is not a device driver:
+// the modules an image loads on every boot (its /etc/etoile/modules). Names
+// not in mods are kept (the agent warns about them).
+func Always(names []string, mods []Module) []string {
+	byName := map[string]Module{}
+	for _, m := range mods {
+		byName[m.Name] = m
+	}
+	var out []string
+	for _, n := range names {
+		if m, ok := byName[normName(n)]; ok && m.DeviceDriver() {
+			continue
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
 // kernelMeta is what every module of one kernel shares, for the initramfs's
 // modules.builtin.
 type kernelMeta struct {
@@ -194,10 +231,11 @@ func (ix *index) lookup(target string) []*modEntry {
 }
 
 // IndexFiles renders the depmod text files for an initramfs holding exactly
-// mods (decompressed, at their RelPath): modules.dep, modules.alias,
+// mods (at their RelPath plus suffix: "" decompressed, ".zst" as the
+// initramfs writes them): modules.dep, modules.alias,
 // modules.softdep and modules.builtin, keyed by file name. Dependencies
 // outside mods are left out so the files only name what is there.
-func IndexFiles(mods []Module) map[string][]byte {
+func IndexFiles(mods []Module, suffix string) map[string][]byte {
 	have := map[string]bool{}
 	for _, m := range mods {
 		have[m.RelPath] = true
@@ -216,7 +254,7 @@ func IndexFiles(mods []Module) map[string][]byte {
 			builtin = m.meta.builtin
 		}
 	}
-	files := depmodFiles(entries, func(p string) string { return p })
+	files := depmodFiles(entries, func(p string) string { return p + suffix })
 	var b bytes.Buffer
 	for _, l := range builtin {
 		b.WriteString(l + "\n")

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/etoile-os/etoile/agent/kmod"
 )
 
 func main() {
@@ -52,17 +54,11 @@ func run() error {
 			return
 		}
 		done[p] = true
-		fd, err := unix.Open(filepath.Join(dir, p), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			fmt.Printf("bootinit: module %s open-error %v\n", p, err)
-			return
-		}
-		defer unix.Close(fd)
-		switch err := unix.FinitModule(fd, "", 0); {
+		// The agent's loader: finit_module for a .ko, decompression and
+		// init_module for the .ko.zst files the initramfs holds.
+		switch err := (kmod.SyscallLoader{}).Load(filepath.Base(p), filepath.Join(dir, p)); {
 		case err == nil:
 			fmt.Printf("bootinit: module %s loaded\n", p)
-		case errors.Is(err, unix.EEXIST):
-			fmt.Printf("bootinit: module %s loaded (already)\n", p)
 		default:
 			name := err.Error()
 			var errno unix.Errno
