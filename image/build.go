@@ -177,8 +177,13 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 			return err
 		}
 		defer f.Close()
+		// Device drivers load when the agent finds their hardware; the
+		// list the agent loads on every boot holds only the rest.
+		always := "# Loaded by the agent on every boot, after the ready line. Device drivers of the\n" +
+			"# image's module list are not here: they load when their hardware is found.\n" +
+			strings.Join(kernel.Always(b.Spec.Modules, mods), "\n") + "\n"
 		files := []initramfs.File{
-			{Path: "/etc/etoile/modules", Mode: 0o644, Data: []byte(strings.Join(b.Spec.Modules, "\n") + "\n")},
+			{Path: "/etc/etoile/modules", Mode: 0o644, Data: []byte(always)},
 			{Path: "/etc/etoile/version", Mode: 0o644, Data: []byte(version + "\n")},
 		}
 		st, err := initramfs.Write(f, initramfs.Options{

@@ -13,12 +13,13 @@ import (
 const ReadyTimeout = 4 * time.Minute
 
 // NetbootAppend is the kernel command line of the netboot scenario, without the
-// etoile.system= arguments.
-const NetbootAppend = "console=ttyS0,115200"
+// etoile.system= arguments: the one the default image's boot loader entries
+// use (Étoile's consoles, then image/default.yaml's kernel.cmdline).
+const NetbootAppend = "console=tty0 console=ttyS0,115200 quiet"
 
 // FloorAppend is the kernel command line of the direct-kernel floor boots: the
-// consoles the build's boot loader entries use.
-const FloorAppend = "console=tty0 console=ttyS0,115200"
+// same as the build's boot loader entries.
+const FloorAppend = NetbootAppend
 
 // Scenario is one way of booting the build's media, with the ready line it must
 // reach. Tests and benchmarks share the list.

@@ -81,7 +81,14 @@ type Machine struct {
 	Image   string // file holding the squashfs (ISO and HTTP sources)
 	Network *network.Result
 
-	fixed       []string // the image's module list, loaded after ready
+	fixed []string // the image's module list, loaded after ready
+	// bootMods is closed once BootModules are loaded (nil: never started).
+	bootMods chan struct{}
+	// netDone is closed once the network started in the background is up
+	// (nil: not started), with its result in netRes, netErr.
+	netDone     chan struct{}
+	netRes      network.Result
+	netErr      error
 	modulesDone chan struct{}
 	entropyDone chan struct{}
 	// coldplugDone is closed once the hardware drivers are loaded (or
@@ -108,14 +115,18 @@ func Early() []Step {
 }
 
 // Sequence is the rest of the boot order, chosen by the kernel arguments.
-// The network comes before the system image when the image is downloaded,
-// and after the switch into the image otherwise (so that resolv.conf and
-// the hostname land in the new root).
+// The network comes before the system image when the image is downloaded.
+// Otherwise the drivers step starts it in the background, while the boot
+// medium is looked for and mounted, and the network step after the switch
+// into the image waits for it and writes resolv.conf and the hostname
+// into the new root.
 func Sequence(p cmdline.Params) []Step {
 	steps := []Step{{Name: "drivers", Run: loadDrivers, Optional: true}}
 	net := Step{Name: "network", Run: bringUpNetwork, Optional: true}
 	if p.SystemURL != "" {
 		steps = append(steps, net)
+	} else {
+		net.Run = awaitNetwork
 	}
 	steps = append(steps,
 		Step{Name: "find-image", Run: findImage},
@@ -245,9 +256,24 @@ func (m *Machine) Boot(ctx context.Context) (Ready, error) {
 	if err := m.Run(ctx, Sequence(m.Params)); err != nil {
 		return Ready{}, err
 	}
-	// What the boot itself did not need starts now, in the background, so
-	// that the services can wait for it (K3s: ModulesLoaded for netfilter,
-	// EntropyReady for its keys) while the ready line is not held up.
+	ready := m.ready()
+	if m.opts.BeforeReady != nil {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					m.log.Warn("a service crashed while starting", "reason", fmt.Sprint(r))
+				}
+			}()
+			ready.Extra = m.opts.BeforeReady(ctx, m)
+		}()
+	}
+	m.log.Info("", "step", "ready", "t", Seconds(m.opts.Clock.SinceBoot()))
+	m.broadcast(ready.String())
+	// What the boot itself did not need starts now, in the background:
+	// after the services have started K3s, so that neither the ready line
+	// nor K3s's start shares the CPU with it. K3s loads the netfilter
+	// modules it needs itself (through the agent as modprobe) and waits
+	// for the kernel's random number generator on its own.
 	if m.real() {
 		go m.waitEntropy()
 		if m.Cold != nil {
@@ -275,19 +301,6 @@ func (m *Machine) Boot(ctx context.Context) (Ready, error) {
 		// Under --root the run ends with the sequence: load them now.
 		m.LateModules(ctx)
 	}
-	ready := m.ready()
-	if m.opts.BeforeReady != nil {
-		func() {
-			defer func() {
-				if r := recover(); r != nil {
-					m.log.Warn("a service crashed while starting", "reason", fmt.Sprint(r))
-				}
-			}()
-			ready.Extra = m.opts.BeforeReady(ctx, m)
-		}()
-	}
-	m.log.Info("", "step", "ready", "t", Seconds(m.opts.Clock.SinceBoot()))
-	m.broadcast(ready.String())
 	return ready, nil
 }
 
@@ -419,6 +432,11 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 		// initramfs: the agent answers as modprobe itself.
 		installModprobe("/sbin/modprobe", "/init", m.log)
 	}
+	// The first scan starts the storage drivers before anything else
+	// loads (kmod.Coldplug: storage first).
+	if _, err := cold.StartScan(ctx); err != nil {
+		m.log.Warn("driver loading stopped", "reason", err.Error())
+	}
 	// The hardware drivers load in the background: find-image only needs
 	// its one device and polls for it (a virtio disk is there long before
 	// ahci has finished probing six empty SATA ports); the network step
@@ -434,11 +452,29 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 		if err := cold.Settle(ctx, 0, m.scale(5*time.Second)); err != nil {
 			m.log.Warn("driver loading stopped", "reason", err.Error())
 		}
-		m.log.Info("hardware drivers", "t", Seconds(m.opts.Clock.SinceBoot()), "took", kmod.Round(time.Since(start)), "loaded", cold.LoadCount())
+		m.log.Info("hardware drivers", "t", Seconds(m.opts.Clock.SinceBoot()), "took", kmod.Round(time.Since(start)),
+			"loaded", cold.LoadCount(), "modules", strings.Join(cold.Loaded(0), ","))
 	}()
-	cold.LoadFixed(ctx, kmod.BootModules)
+	// What mounting the system takes loads meanwhile; the storage drivers
+	// go first (see kmod.Coldplug) and mount-system waits for these.
+	m.bootMods = make(chan struct{})
+	go func() {
+		defer close(m.bootMods)
+		defer func() {
+			if r := recover(); r != nil {
+				m.log.Warn("module loading crashed", "reason", fmt.Sprint(r))
+			}
+		}()
+		cold.LoadFixed(ctx, kmod.BootModules)
+	}()
 	if !m.real() {
-		<-m.coldplugDone // recorded loads: keep --root runs deterministic
+		// recorded loads: keep --root runs deterministic
+		<-m.coldplugDone
+		<-m.bootMods
+	}
+	if m.real() && m.Params.SystemURL == "" {
+		m.netDone = make(chan struct{})
+		go m.networkInBackground(ctx)
 	}
 	m.log.Info("drivers", "kernel", rel)
 	// Read now: after the switch, /etc is the system image's.
@@ -463,7 +499,8 @@ func (m *Machine) LateModules(ctx context.Context) {
 	}
 	before := m.Cold.LoadCount()
 	m.Cold.LoadFixed(ctx, m.fixed)
-	m.log.Info("", "step", "late-modules", "t", Seconds(m.opts.Clock.SinceBoot()), "took", kmod.Round(time.Since(start)), "loaded", m.Cold.LoadCount()-before)
+	m.log.Info("", "step", "late-modules", "t", Seconds(m.opts.Clock.SinceBoot()), "took", kmod.Round(time.Since(start)),
+		"loaded", m.Cold.LoadCount()-before, "modules", strings.Join(m.Cold.Loaded(before), ","))
 }
 
 // ModulesLoaded is closed once LateModules is done.
@@ -565,6 +602,13 @@ func (m *Machine) waitDevice(ctx context.Context, what string, find func([]sysim
 }
 
 func mountSystem(ctx context.Context, m *Machine) error {
+	if m.bootMods != nil {
+		select { // loop, squashfs, overlay, isofs
+		case <-m.bootMods:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	mt := m.opts.Mounter
 	ro := uintptr(unix.MS_RDONLY)
 	switch m.Source {
@@ -651,32 +695,72 @@ func bindReadOnly(mt mount.Mounter, src, dst string) error {
 	return mt.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
 }
 
+// bringUpNetwork brings the network up in the foreground (before a
+// netboot's download).
 func bringUpNetwork(ctx context.Context, m *Machine) error {
 	if !m.real() {
 		m.log.Info("network left alone under --root")
 		m.Network = &network.Result{}
 		return nil
 	}
-	if m.Cold != nil {
-		select {
-		case <-m.coldplugDone: // the NICs' drivers
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	m.rescan(ctx)
-	res, err := network.Up(ctx, network.Config{
-		Log:          m.log,
-		CarrierWait:  m.scale(3 * time.Second),
-		CarrierGrace: m.scale(500 * time.Millisecond),
-		DHCPTimeout:  m.scale(15 * time.Second),
-		EtcDir:       "/etc",
-		Renew:        true,
-	})
+	res, err := m.upNetwork(ctx, "/etc")
 	m.Network = &res
 	if err != nil {
 		return err
 	}
+	m.log.Info("network", "hostname", res.Hostname, "ip", network.FirstIPv4(res.Leases), "links", strings.Join(res.Links, ","))
+	return nil
+}
+
+// upNetwork waits for the NICs' drivers, then configures every link.
+func (m *Machine) upNetwork(ctx context.Context, etc string) (network.Result, error) {
+	if m.Cold != nil {
+		select {
+		case <-m.coldplugDone: // the NICs' drivers
+		case <-ctx.Done():
+			return network.Result{}, ctx.Err()
+		}
+	}
+	m.rescan(ctx)
+	return network.Up(ctx, network.Config{
+		Log:          m.log,
+		CarrierWait:  m.scale(3 * time.Second),
+		CarrierGrace: m.scale(500 * time.Millisecond),
+		DHCPTimeout:  m.scale(15 * time.Second),
+		EtcDir:       etc,
+		Renew:        true,
+	})
+}
+
+// networkInBackground brings the network up while the boot medium is found
+// and mounted; awaitNetwork collects it.
+func (m *Machine) networkInBackground(ctx context.Context) {
+	defer close(m.netDone)
+	defer func() {
+		if r := recover(); r != nil {
+			m.netErr = fmt.Errorf("internal error (panic): %v", r)
+		}
+	}()
+	m.netRes, m.netErr = m.upNetwork(ctx, "")
+}
+
+// awaitNetwork waits for the network the drivers step started, then writes
+// hostname and resolv.conf into the system's /etc.
+func awaitNetwork(ctx context.Context, m *Machine) error {
+	if m.netDone == nil {
+		return bringUpNetwork(ctx, m)
+	}
+	select {
+	case <-m.netDone:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	res := m.netRes
+	m.Network = &res
+	if m.netErr != nil {
+		return m.netErr
+	}
+	network.WriteEtc("/etc", res, m.log)
 	m.log.Info("network", "hostname", res.Hostname, "ip", network.FirstIPv4(res.Leases), "links", strings.Join(res.Links, ","))
 	return nil
 }

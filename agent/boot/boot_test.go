@@ -103,7 +103,7 @@ func TestBootISO(t *testing.T) {
 	for _, m := range stepRE.FindAllStringSubmatch(out, -1) {
 		steps = append(steps, m[1])
 	}
-	wantSteps := []string{"mount-api", "cmdline", "drivers", "find-image", "mount-system", "switch-root", "network", "late-modules", "ready"}
+	wantSteps := []string{"mount-api", "cmdline", "drivers", "find-image", "mount-system", "switch-root", "network", "ready", "late-modules"}
 	if !slices.Equal(steps, wantSteps) {
 		t.Errorf("steps %q, want %q\n%s", steps, wantSteps, out)
 	}

@@ -142,3 +142,24 @@ func (c *collector) nvidiaInformation() []NvidiaProcGPU {
 	}
 	return out
 }
+
+// HasGPU reports, from the PCI vendor and class files alone, whether the machine (or the
+// copied tree at root, "" for the live one) has a device Collect would list as a GPU. It
+// reads a few bytes per PCI function, so a caller that only needs GPU facts (the node's
+// K3s labels) need not wait for a whole inventory on a machine without one.
+func HasGPU(root string) bool {
+	r := newRoot(root)
+	addrs, err := r.list("/sys/bus/pci/devices")
+	if err != nil {
+		return false
+	}
+	for _, addr := range addrs {
+		sys := "/sys/bus/pci/devices/" + addr
+		vendor, _ := r.attrHex(sys + "/vendor")
+		class, _ := r.attrHex(sys + "/class")
+		if v, ok := gpuVendors[fmt.Sprintf("%04x", vendor)]; ok && isGPU(v, fmt.Sprintf("%06x", class)) {
+			return true
+		}
+	}
+	return false
+}

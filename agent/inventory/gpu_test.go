@@ -1,6 +1,10 @@
 package inventory
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
 
 func TestIsGPU(t *testing.T) {
 	tests := []struct {
@@ -20,5 +24,35 @@ func TestIsGPU(t *testing.T) {
 		if got := isGPU(tt.vendor, tt.class); got != tt.want {
 			t.Errorf("isGPU(%s, %s) = %v, want %v", tt.vendor, tt.class, got, tt.want)
 		}
+	}
+}
+
+// TestHasGPU: the H100 host has one; a machine with only QEMU's emulated VGA and a virtio
+// NIC has none.
+func TestHasGPU(t *testing.T) {
+	if !HasGPU(h100Root) {
+		t.Errorf("HasGPU(%s) = false, the snapshot holds an H100", h100Root)
+	}
+	root := t.TempDir()
+	for addr, files := range map[string]map[string]string{
+		"0000:00:01.0": {"vendor": "0x1234\n", "class": "0x030000\n"}, // bochs VGA
+		"0000:00:02.0": {"vendor": "0x1af4\n", "class": "0x020000\n"}, // virtio NIC
+		"0000:00:1f.2": {"vendor": "0x8086\n", "class": "0x010601\n"}, // AHCI
+	} {
+		dir := filepath.Join(root, "sys/bus/pci/devices", addr)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, data := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if HasGPU(root) {
+		t.Errorf("HasGPU = true for a VM with an emulated VGA only")
+	}
+	if HasGPU(filepath.Join(root, "missing")) {
+		t.Errorf("HasGPU = true for a root without sysfs")
 	}
 }

@@ -68,6 +68,17 @@ func ReadList(path string) ([]string, error) {
 // others load meanwhile. A module is loaded once; whoever needs a module
 // another goroutine is loading waits for it to finish first, so that the
 // kernel finds its symbols.
+//
+// Storage comes first: the drivers for disk and CD controllers, USB host
+// controllers and the disks and CDs themselves (what finding the boot
+// medium waits for) are urgent, and other loads wait until no urgent one is
+// in progress, so that on a machine with few cores the boot medium's chain
+// of modules (scsi_mod, libata, ahci, sr_mod…) does not share the CPU with
+// NIC and filesystem drivers. Drivers for SATA, IDE, RAID and SAS
+// controllers are loaded with async_probe: their probe (ahci waits about
+// 0.35 s for its links) runs in the background instead of inside
+// init_module, and the devices they find appear a little later, which
+// Scan picks up.
 type Coldplug struct {
 	SysDir string // "/sys", or DIR/sys under --root
 	ModDir string // the folder holding modules.dep: "/lib/modules/<release>"
@@ -83,8 +94,12 @@ type Coldplug struct {
 	seen      map[string]bool          // modaliases already handled
 	done      map[string]chan struct{} // module → closed once loaded (or given up)
 	warned    map[string]bool
+	loaded    []string // modules loaded, in order
 	loadCount atomic.Int64
-	pending   atomic.Int64 // loads started and not finished
+	pending   atomic.Int64  // loads started and not finished
+	urgent    int           // urgent loads started and not finished (under mu)
+	calm      *sync.Cond    // broadcast (on mu) when urgent drops to 0
+	finished  chan struct{} // a load has finished (Settle looks again)
 	sem       chan struct{}
 	semOnce   sync.Once
 }
@@ -93,7 +108,8 @@ type Coldplug struct {
 // modules.softdep from modDir.
 func NewColdplug(sysDir, modDir string, loader Loader, log *slog.Logger) (*Coldplug, error) {
 	c := &Coldplug{SysDir: sysDir, ModDir: modDir, Loader: loader, Log: log, Parallel: 4,
-		seen: map[string]bool{}, done: map[string]chan struct{}{}, warned: map[string]bool{}}
+		seen: map[string]bool{}, done: map[string]chan struct{}{}, warned: map[string]bool{}, finished: make(chan struct{}, 1)}
+	c.calm = sync.NewCond(&c.mu)
 	f, err := os.Open(filepath.Join(modDir, "modules.dep"))
 	if err != nil {
 		return nil, fmt.Errorf("reading the module index: %w (the initramfs must hold modules.dep for its kernel; rebuild the image)", err)
@@ -131,29 +147,105 @@ func NewColdplug(sysDir, modDir string, loader Loader, log *slog.Logger) (*Coldp
 // LoadCount is how many module files were loaded so far.
 func (c *Coldplug) LoadCount() int { return int(c.loadCount.Load()) }
 
-// Modaliases lists the modalias of every device on every bus, sorted.
+// Loaded lists the modules loaded so far, from the n-th on, in order.
+func (c *Coldplug) Loaded(n int) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n >= len(c.loaded) {
+		return nil
+	}
+	return slices.Clone(c.loaded[n:])
+}
+
+// Modaliases lists the modalias of every device on every bus, sorted. It
+// reads the folders itself rather than globbing, which would stat every
+// device of every bus first.
 func (c *Coldplug) Modaliases() ([]string, error) {
-	files, err := filepath.Glob(filepath.Join(c.SysDir, "bus", "*", "devices", "*", "modalias"))
+	bus := filepath.Join(c.SysDir, "bus")
+	buses, err := os.ReadDir(bus)
 	if err != nil {
 		return nil, err
 	}
 	var out []string
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			// A device can vanish between the glob and the read.
+	for _, b := range buses {
+		if skipBus[b.Name()] {
 			continue
 		}
-		if m := strings.TrimSpace(string(b)); m != "" {
-			out = append(out, m)
+		dir := filepath.Join(bus, b.Name(), "devices")
+		devs, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, d := range devs {
+			// A device can vanish between the listing and the read, and
+			// many have no modalias.
+			data, err := os.ReadFile(filepath.Join(dir, d.Name(), "modalias"))
+			if err != nil {
+				continue
+			}
+			if m := strings.TrimSpace(string(data)); m != "" {
+				out = append(out, m)
+			}
 		}
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
 }
 
+// skipBus are buses whose devices never need a driver module: a memory
+// block, a NUMA node, a workqueue (a large machine has hundreds of them).
+var skipBus = map[string]bool{"memory": true, "node": true, "workqueue": true, "event_source": true,
+	"clockevents": true, "clocksource": true, "container": true, "machinecheck": true}
+
 type request struct {
 	module, why, modalias string
+}
+
+// urgent: the request loads a driver the search for the boot medium needs.
+func (r request) urgent() bool { return r.modalias != "" && StorageModalias(r.modalias) }
+
+// params are the module parameters the request loads its module with.
+func (r request) params() string {
+	if r.modalias != "" && SlowProbe(r.modalias) {
+		return "async_probe"
+	}
+	return ""
+}
+
+// StorageModalias reports whether a device is storage or on the way to it:
+// a PCI mass-storage controller (class 01) or USB host controller (0c03),
+// a virtio block or SCSI device, a SCSI disk, CD or RBC device, or a USB
+// mass-storage interface.
+func StorageModalias(ma string) bool {
+	switch {
+	case strings.HasPrefix(ma, "pci:"):
+		return strings.Contains(ma, "bc01sc") || strings.Contains(ma, "bc0Csc03") || strings.Contains(ma, "bc0csc03")
+	case strings.HasPrefix(ma, "virtio:"):
+		return strings.HasPrefix(ma, "virtio:d00000002v") || strings.HasPrefix(ma, "virtio:d00000008v")
+	case strings.HasPrefix(ma, "scsi:"):
+		return ma == "scsi:t-0x00" || ma == "scsi:t-0x05" || ma == "scsi:t-0x0e"
+	case strings.HasPrefix(ma, "usb:"):
+		return strings.Contains(ma, "ic08")
+	}
+	return false
+}
+
+// SlowProbe reports whether a PCI storage controller's driver probes slowly
+// enough to be worth probing in the background: IDE (subclass 01), RAID
+// (04), SATA (06) and SAS (07) controllers, whose libata or HBA drivers
+// reset and wait for each link. NVMe drivers probe asynchronously already;
+// virtio's bus driver is left synchronous, because the NIC behind it must
+// exist when the network comes up.
+func SlowProbe(ma string) bool {
+	if !strings.HasPrefix(ma, "pci:") {
+		return false
+	}
+	for _, sc := range []string{"bc01sc01", "bc01sc04", "bc01sc06", "bc01sc07"} {
+		if strings.Contains(ma, sc) {
+			return true
+		}
+	}
+	return false
 }
 
 // Scan loads the drivers for modaliases not seen before and waits for them.
@@ -163,6 +255,15 @@ func (c *Coldplug) Scan(ctx context.Context) (int, error) {
 	n, err := c.scanAsync(ctx, &wg)
 	wg.Wait()
 	return n, err
+}
+
+// StartScan starts loading the drivers for modaliases not seen before and
+// returns at once, with how many it found. Call it before loading other
+// modules in the background, so that the urgent ones are known when those
+// start (Settle goes on from there).
+func (c *Coldplug) StartScan(ctx context.Context) (int, error) {
+	var wg sync.WaitGroup // the loads are tracked by pending
+	return c.scanAsync(ctx, &wg)
 }
 
 // scanAsync starts loading the drivers for new modaliases and returns at once.
@@ -241,9 +342,37 @@ func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup) {
 	c.semOnce.Do(func() { c.sem = make(chan struct{}, max(c.Parallel, 1)) })
 	wg.Add(1)
 	c.pending.Add(1)
+	urgent := r.urgent()
+	if urgent {
+		c.mu.Lock()
+		c.urgent++
+		c.mu.Unlock()
+	}
 	go func() {
 		defer wg.Done()
-		defer c.pending.Add(-1)
+		defer func() {
+			c.pending.Add(-1)
+			select {
+			case c.finished <- struct{}{}:
+			default:
+			}
+		}()
+		c.mu.Lock()
+		if urgent {
+			defer func() {
+				c.mu.Lock()
+				if c.urgent--; c.urgent == 0 {
+					c.calm.Broadcast()
+				}
+				c.mu.Unlock()
+			}()
+		} else {
+			// Storage first: wait while a storage driver loads.
+			for c.urgent > 0 {
+				c.calm.Wait()
+			}
+		}
+		c.mu.Unlock()
 		c.sem <- struct{}{}
 		defer func() { <-c.sem }()
 		defer func() {
@@ -345,7 +474,13 @@ func (c *Coldplug) loadFile(m, wanted string, r request) {
 		return
 	}
 	start := time.Now()
-	if err := c.Loader.Load(m, p); err != nil {
+	var err error
+	if pl, ok := c.Loader.(ParamLoader); ok && m == wanted && r.params() != "" {
+		err = pl.LoadParams(m, p, r.params())
+	} else {
+		err = c.Loader.Load(m, p)
+	}
+	if err != nil {
 		if errors.Is(err, unix.ENODEV) {
 			// Normal for one of several candidates (crc32c_intel on a CPU
 			// without SSE4.2, a driver for a device another driver took).
@@ -356,7 +491,13 @@ func (c *Coldplug) loadFile(m, wanted string, r request) {
 		return
 	}
 	c.loadCount.Add(1)
+	c.mu.Lock()
+	c.loaded = append(c.loaded, m)
+	c.mu.Unlock()
 	attrs := []any{"module", m, "took", Round(time.Since(start))}
+	if m == wanted && r.params() != "" {
+		attrs = append(attrs, "params", r.params())
+	}
 	switch {
 	case m != wanted:
 		attrs = append(attrs, "for", "dependency of "+wanted)
@@ -365,7 +506,10 @@ func (c *Coldplug) loadFile(m, wanted string, r request) {
 	default:
 		attrs = append(attrs, "for", r.why)
 	}
-	c.Log.Info("module loaded", attrs...)
+	// One line per module is for etoile.debug: on a slow console (a VGA
+	// text screen under emulation) each line costs milliseconds, and the
+	// boot prints the list once (Loaded).
+	c.Log.Debug("module loaded", attrs...)
 }
 
 // Settle loads drivers until no new device shows up: each finished load
@@ -374,11 +518,18 @@ func (c *Coldplug) loadFile(m, wanted string, r request) {
 // once nothing is loading and nothing new was found it keeps looking for
 // quiet more (drivers probe asynchronously: a disk shows up some
 // milliseconds after its controller's driver loads), bounded by max.
+// Between loads it looks every 50 ms: a look reads every modalias file,
+// which is not free on a slow machine.
 func (c *Coldplug) Settle(ctx context.Context, quiet, max time.Duration) error {
 	deadline := time.Now().Add(max)
 	quietSince := time.Time{}
 	var wg sync.WaitGroup // never waited for: past max the boot goes on
 	for {
+		// Drain the signal of loads that finished before this look.
+		select {
+		case <-c.finished:
+		default:
+		}
 		n, err := c.scanAsync(ctx, &wg)
 		if err != nil {
 			return err
@@ -400,7 +551,8 @@ func (c *Coldplug) Settle(ctx context.Context, quiet, max time.Duration) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
+		case <-c.finished:
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

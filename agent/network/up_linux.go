@@ -145,16 +145,23 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		cfg.Log.Warn("setting the hostname failed", "hostname", res.Hostname, "reason", err.Error())
 	}
 	if cfg.EtcDir != "" {
-		if err := writeFile(filepath.Join(cfg.EtcDir, "hostname"), []byte(res.Hostname+"\n")); err != nil {
-			cfg.Log.Warn("writing hostname failed", "reason", err.Error())
-		}
-		if len(res.Leases) > 0 {
-			if err := writeFile(filepath.Join(cfg.EtcDir, "resolv.conf"), ResolvConf(res.Leases)); err != nil {
-				cfg.Log.Warn("writing resolv.conf failed", "reason", err.Error())
-			}
-		}
+		WriteEtc(cfg.EtcDir, res, cfg.Log)
 	}
 	return res, nil
+}
+
+// WriteEtc writes what Up learnt into dir ("/etc"): hostname, and
+// resolv.conf when a lease gave one. Failures are logged: a node without
+// them still boots.
+func WriteEtc(dir string, res Result, log *slog.Logger) {
+	if err := writeFile(filepath.Join(dir, "hostname"), []byte(res.Hostname+"\n")); err != nil {
+		log.Warn("writing hostname failed", "reason", err.Error())
+	}
+	if len(res.Leases) > 0 {
+		if err := writeFile(filepath.Join(dir, "resolv.conf"), ResolvConf(res.Leases)); err != nil {
+			log.Warn("writing resolv.conf failed", "reason", err.Error())
+		}
+	}
 }
 
 func writeFile(path string, b []byte) error {

@@ -39,6 +39,11 @@ type Env struct {
 	Volumes func() ([]string, error)
 	// BootMedia are folders of the mounted boot medium (the ISO, the ESP).
 	BootMedia []string
+	// State mounts the STATE partition of an installed machine and
+	// returns its folder; an error wrapping config.ErrNotFound means there
+	// is none. It is called only when no earlier source has a config. Nil
+	// in tests that have none.
+	State func() (string, error)
 	// Broadcast prints one line on every console.
 	Broadcast func(line string)
 	// ReadyLine is the boot's ready line without the k3s field.
@@ -109,11 +114,14 @@ func Start(ctx context.Context, env Env) *Node {
 		n.serveAPI(ctx)
 	}()
 
-	// The inventory is collected after the config is found, so that the
-	// two do not compete for the CPU before the ready line: only K3s (for
-	// its GPU labels) waits for it.
+	// The inventory is collected once K3s has been started, so that the
+	// two do not compete for the CPU: only a machine with a GPU, whose K3s
+	// needs the GPU labels, collects it first and makes K3s wait for it.
 	invDone := make(chan struct{})
-	collect := func() {
+	var collectInventory func()
+	var collectOnce sync.Once
+	collect := func() { collectOnce.Do(collectInventory) }
+	collectInventory = func() {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
@@ -132,8 +140,12 @@ func Start(ctx context.Context, env Env) *Node {
 			n.mu.Unlock()
 		}()
 	}
+	defer collect()
 	data, from, err := n.findConfig(ctx)
-	collect()
+	gpu := inventory.HasGPU(n.rootOrEmpty())
+	if gpu {
+		collect()
+	}
 	switch {
 	case errors.Is(err, config.ErrNotFound):
 		n.note("no machine config found (etoile.config=, an ETOILE-CFG volume, or /etoile/config.yaml on the boot medium): K3s not started")
@@ -159,13 +171,18 @@ func Start(ctx context.Context, env Env) *Node {
 	n.mu.Lock()
 	n.cfg, n.warnings = cfg, warns
 	n.mu.Unlock()
-	<-invDone
+	if gpu {
+		<-invDone
+	}
+	n.startK3s(ctx, cfg)
+	// The constellation's join sends the inventory summary: after it.
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
+		collect()
+		<-invDone
 		n.runConstellation(ctx, cfg, env.Slot)
 	}()
-	n.startK3s(ctx, cfg)
 	return n
 }
 
@@ -205,7 +222,27 @@ func (n *Node) findConfig(ctx context.Context) ([]byte, string, error) {
 	for _, m := range n.env.BootMedia {
 		sources = append(sources, config.BootMediumSource(m))
 	}
+	if n.env.State != nil {
+		sources = append(sources, stateSource{mount: n.env.State})
+	}
 	return config.FirstFound(ctx, sources...)
+}
+
+// stateSource is the config on the STATE partition, mounted only when the
+// sources before it had none.
+type stateSource struct{ mount func() (string, error) }
+
+func (s stateSource) Name() string { return "state partition " + config.StateLabel }
+
+func (s stateSource) Read(ctx context.Context) ([]byte, error) {
+	dir, err := s.mount()
+	if err != nil {
+		if errors.Is(err, config.ErrNotFound) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("mounting the state partition %s: %w", config.StateLabel, err)
+	}
+	return config.StateSource(dir).Read(ctx)
 }
 
 // mountVolume finds the volume labelled label and mounts it read-only.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -35,7 +36,7 @@ func TestAgentRoot(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(root, "dev/ttyS0")); string(b) != want+"\n" {
 		t.Errorf("serial console holds %q", b)
 	}
-	if !strings.Contains(stdout.String(), "module loaded module=virtio_pci") {
+	if !regexp.MustCompile(`etoile: hardware drivers .*modules=\S*\bvirtio_pci\b`).MatchString(stdout.String()) {
 		t.Errorf("virtio_pci not loaded for the virtio disk:\n%s", stdout.String())
 	}
 }

@@ -1,0 +1,109 @@
+package kmod
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestStorageModalias(t *testing.T) {
+	for ma, want := range map[string]bool{
+		"pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01": true,  // ICH9 AHCI
+		"pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00": true,  // virtio block (PCI)
+		"pci:v00001B36d0000000Dsv00001AF4sd00001100bc0Csc03i30": true,  // xHCI
+		"pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00": false, // virtio NIC
+		"pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00": false, // e1000e
+		"virtio:d00000002v00001AF4":                             true,
+		"virtio:d00000001v00001AF4":                             false,
+		"scsi:t-0x05":                                           true,
+		"scsi:t-0x01":                                           false,
+		"usb:v0781p5581d0100dc00dsc00dp00ic08isc06ip50in00":     true,
+		"usb:v046DpC52Bd1200dc00dsc00dp00ic03isc01ip01in00":     false,
+		"acpi:PNP0303:":                                         false,
+	} {
+		if got := StorageModalias(ma); got != want {
+			t.Errorf("StorageModalias(%s) = %v, want %v", ma, got, want)
+		}
+	}
+	for ma, want := range map[string]bool{
+		"pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01": true,  // AHCI
+		"pci:v00008086d00007010sv00001AF4sd00001100bc01sc01i80": true,  // PIIX IDE
+		"pci:v00001000d00000097sv00001000sd00003090bc01sc07i00": true,  // SAS HBA
+		"pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02": false, // NVMe: async already
+		"pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00": false, // virtio
+		"scsi:t-0x05": false,
+	} {
+		if got := SlowProbe(ma); got != want {
+			t.Errorf("SlowProbe(%s) = %v, want %v", ma, got, want)
+		}
+	}
+}
+
+// slowLoader records loads and takes a while over libata, as a large
+// module does under emulation.
+type slowLoader struct{ Recorder }
+
+func (l *slowLoader) Load(name, p string) error { return l.LoadParams(name, p, "") }
+func (l *slowLoader) LoadParams(name, p, params string) error {
+	if name == "libata" {
+		time.Sleep(50 * time.Millisecond)
+	}
+	return l.Recorder.LoadParams(name, p, params)
+}
+
+// TestStorageFirst: with a SATA controller and a NIC found in the same scan,
+// the SATA chain loads before the NIC driver even starts, and ahci gets
+// async_probe.
+func TestStorageFirst(t *testing.T) {
+	root := t.TempDir()
+	sys := filepath.Join(root, "sys")
+	mods := filepath.Join(root, "lib/modules/6.1.0-test")
+	files := map[string]string{
+		"modules.dep": "kernel/ata/ahci.ko: kernel/ata/libahci.ko kernel/ata/libata.ko\nkernel/ata/libahci.ko: kernel/ata/libata.ko\n" +
+			"kernel/ata/libata.ko:\nkernel/net/e1000e.ko:\nkernel/net/virtio_net.ko:\n",
+		"modules.alias":      "alias pci:v*d*sv*sd*bc01sc06i01* ahci\nalias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e\n",
+		"kernel/ata/ahci.ko": "", "kernel/ata/libahci.ko": "", "kernel/ata/libata.ko": "", "kernel/net/e1000e.ko": "",
+	}
+	for name, data := range files {
+		p := filepath.Join(mods, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fakeSys(t, sys, map[string]string{
+		"pci/0000:00:02.0": "pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00", // NIC, sorts first
+		"pci/0000:00:1f.2": "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01", // AHCI
+	})
+	loader := &slowLoader{}
+	c, err := NewColdplug(sys, mods, loader, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Settle(context.Background(), 0, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	got := loader.Loaded()
+	if want := []string{"libata", "libahci", "ahci", "e1000e"}; !slices.Equal(got, want) {
+		t.Errorf("load order %q, want %q (storage first)", got, want)
+	}
+	if p := loader.Params["ahci"]; p != "async_probe" {
+		t.Errorf("ahci loaded with parameters %q, want async_probe", p)
+	}
+	if p, ok := loader.Params["e1000e"]; ok {
+		t.Errorf("e1000e loaded with parameters %q, want none", p)
+	}
+	if l := c.Loaded(0); !slices.Equal(l, got) {
+		t.Errorf("Loaded(0) = %q, the loader saw %q", l, got)
+	}
+	if l := c.Loaded(3); !slices.Equal(l, []string{"e1000e"}) {
+		t.Errorf("Loaded(3) = %q", l)
+	}
+}
