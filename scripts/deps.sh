@@ -10,7 +10,7 @@ BUILD_PACKAGES=(make gcc libc6-dev git ca-certificates)
 # What `make test` needs on top: QEMU and firmware to boot the media, and
 # independent tools to verify what Étoile wrote, a browser for the hub page.
 TEST_PACKAGES=(qemu-system-x86 qemu-utils ovmf ipxe-qemu xorriso gdisk dosfstools mtools squashfs-tools
-	cpio zstd xz-utils iproute2 file chromium)
+	cpio zstd xz-utils e2fsprogs iproute2 file chromium)
 
 missing_packages() {
 	local p out=()

@@ -38,6 +38,8 @@ const (
 	// StateFile is the path on the mounted STATE partition of an installed
 	// machine.
 	StateFile = "etoile/config.yaml"
+	// StateLabel is the GPT partition label of the STATE partition.
+	StateLabel = "ETOILE-STATE"
 )
 
 // ErrNotFound says a source has no config; FirstFound then tries the next

@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/etoile-os/etoile/agent/api"
+	"github.com/etoile-os/etoile/agent/config"
 )
 
 // buildStandin compiles the K3s stand-in (a test double of K3s, not K3s)
@@ -168,4 +171,43 @@ func TestNoConfigLeavesK3sStopped(t *testing.T) {
 	}
 	cancel()
 	n.Wait()
+}
+
+// TestConfigFromStatePartition: with no other source, the config saved on
+// the STATE partition of an installed machine is used, and the partition
+// is mounted only then.
+func TestConfigFromStatePartition(t *testing.T) {
+	root := t.TempDir()
+	state := filepath.Join(root, "state")
+	if err := os.MkdirAll(filepath.Join(state, "etoile"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, config.StateFile), []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: from-state\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mounts := 0
+	n := &Node{env: Env{Root: root, BootMedia: []string{filepath.Join(root, "media")},
+		State: func() (string, error) { mounts++; return state, nil }}}
+	data, from, err := n.findConfig(context.Background())
+	if err != nil || !strings.Contains(string(data), "from-state") || !strings.Contains(from, "state partition") {
+		t.Fatalf("findConfig = %q from %q, %v", data, from, err)
+	}
+	// A config on the boot medium comes first: the state partition is not mounted.
+	media := filepath.Join(root, "media")
+	os.MkdirAll(filepath.Join(media, "etoile"), 0o755)
+	os.WriteFile(filepath.Join(media, config.BootMediumFile), []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\n"), 0o600)
+	mounts = 0
+	if _, from, err := n.findConfig(context.Background()); err != nil || !strings.HasPrefix(from, "boot medium") || mounts != 0 {
+		t.Errorf("with a config on the boot medium: from %q, %v, state mounted %d times", from, err, mounts)
+	}
+	// No STATE partition is "not found"; one that cannot be mounted is an error naming it.
+	os.RemoveAll(media)
+	n.env.State = func() (string, error) { return "", fmt.Errorf("%w: no partition", config.ErrNotFound) }
+	if _, _, err := n.findConfig(context.Background()); !errors.Is(err, config.ErrNotFound) {
+		t.Errorf("no state partition: %v, want ErrNotFound", err)
+	}
+	n.env.State = func() (string, error) { return "", errors.New("wrong fs type, bad superblock") }
+	if _, _, err := n.findConfig(context.Background()); err == nil || errors.Is(err, config.ErrNotFound) || !strings.Contains(err.Error(), "ETOILE-STATE") {
+		t.Errorf("unmountable state partition: %v", err)
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/etoile-os/etoile/agent"
 	"github.com/etoile-os/etoile/agent/api"
 	"github.com/etoile-os/etoile/agent/boot"
+	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/node"
 	"github.com/etoile-os/etoile/agent/sysimage"
 )
@@ -61,6 +62,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		Mount:     mountReadOnly,
 		Volumes:   blockDevices,
 		BootMedia: media,
+		State:     mountState,
 		Broadcast: m.Broadcast,
 		ReadyLine: m.ReadyLine,
 		Status:    func() api.Status { return machineStatus(m, hostname, slot) },
@@ -119,6 +121,21 @@ func mountESP() (string, error) {
 	}
 	dir := "/run/etoile/esp"
 	return dir, mountReadOnly(d.Path, dir, []string{"vfat"})
+}
+
+// mountState mounts the STATE partition of an installed machine read-only
+// at /run/etoile/state, for the machine config it keeps.
+func mountState() (string, error) {
+	devs, err := sysimage.ListBlock("/sys", "/dev")
+	if err != nil {
+		return "", err
+	}
+	d, ok := sysimage.FindPartition(devs, config.StateLabel)
+	if !ok {
+		return "", fmt.Errorf("%w: no partition labelled %s (not installed)", config.ErrNotFound, config.StateLabel)
+	}
+	dir := "/run/etoile/state"
+	return dir, mountReadOnly(d.Path, dir, []string{"ext4"})
 }
 
 // machineStatus is what the boot knows, for the local API.
