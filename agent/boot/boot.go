@@ -425,6 +425,7 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 	if err != nil {
 		return err
 	}
+	cold.Params = kmod.ModuleParams(m.Params.Raw)
 	m.Cold = cold
 	if m.real() {
 		// The kernel runs /sbin/modprobe to load what it lacks (a filesystem

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/etoile-os/etoile/agent/cmdline"
 	"github.com/etoile-os/etoile/agent/kmod"
 	"github.com/etoile-os/etoile/agent/sysimage"
 	"golang.org/x/sys/unix"
@@ -66,6 +67,10 @@ func Modprobe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cold, err := kmod.NewColdplug("/sys", "/lib/modules/"+rel, kmod.SyscallLoader{}, NewLogger(logw, slog.LevelInfo))
 	if err != nil {
 		return err
+	}
+	// Parameters given on the kernel command line (usb-storage.delay_use=0).
+	if b, err := os.ReadFile("/proc/cmdline"); err == nil {
+		cold.Params = kmod.ModuleParams(cmdline.Parse(string(b)).Raw)
 	}
 	// The kernel runs modprobe with no console: tell its log what happened,
 	// so a driver the kernel asked for shows up in dmesg (at debug level:

@@ -86,6 +86,9 @@ type Coldplug struct {
 	Log    *slog.Logger
 	// Parallel bounds the modules loaded at once (default 4).
 	Parallel int
+	// Params are module parameters by module name ("param=value …"), as
+	// modprobe takes them from the kernel command line (ModuleParams).
+	Params map[string]string
 
 	aliases *Aliases
 	deps    *Deps
@@ -474,9 +477,13 @@ func (c *Coldplug) loadFile(m, wanted string, r request) {
 		return
 	}
 	start := time.Now()
+	params := c.Params[m]
+	if m == wanted && r.params() != "" {
+		params = strings.TrimSpace(params + " " + r.params())
+	}
 	var err error
-	if pl, ok := c.Loader.(ParamLoader); ok && m == wanted && r.params() != "" {
-		err = pl.LoadParams(m, p, r.params())
+	if pl, ok := c.Loader.(ParamLoader); ok && params != "" {
+		err = pl.LoadParams(m, p, params)
 	} else {
 		err = c.Loader.Load(m, p)
 	}
@@ -495,8 +502,8 @@ func (c *Coldplug) loadFile(m, wanted string, r request) {
 	c.loaded = append(c.loaded, m)
 	c.mu.Unlock()
 	attrs := []any{"module", m, "took", Round(time.Since(start))}
-	if m == wanted && r.params() != "" {
-		attrs = append(attrs, "params", r.params())
+	if params != "" {
+		attrs = append(attrs, "params", params)
 	}
 	switch {
 	case m != wanted:
@@ -555,6 +562,34 @@ func (c *Coldplug) Settle(ctx context.Context, quiet, max time.Duration) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// ModuleParams picks the module parameters out of kernel arguments, as
+// modprobe does: "usb-storage.delay_use=0" gives usb_storage the parameter
+// delay_use=0. args is the parsed command line (key → value, "" for a bare
+// flag); the result maps module names to their parameters, sorted.
+func ModuleParams(args map[string]string) map[string]string {
+	byModule := map[string][]string{}
+	for key, val := range args {
+		mod, param, ok := strings.Cut(key, ".")
+		if !ok || mod == "" || param == "" || strings.ContainsAny(mod, "/=") {
+			continue
+		}
+		p := param
+		if val != "" {
+			if strings.ContainsAny(val, " \t") {
+				val = `"` + val + `"`
+			}
+			p += "=" + val
+		}
+		byModule[Normalize(mod)] = append(byModule[Normalize(mod)], p)
+	}
+	out := map[string]string{}
+	for mod, ps := range byModule {
+		slices.Sort(ps)
+		out[mod] = strings.Join(ps, " ")
+	}
+	return out
 }
 
 // Round keeps durations in logs short and readable.

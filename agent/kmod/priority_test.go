@@ -87,6 +87,7 @@ func TestStorageFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.Params = ModuleParams(map[string]string{"ahci.mobile_lpm_policy": "1", "libahci.ignore_sss": "1"})
 	if err := c.Settle(context.Background(), 0, 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -94,8 +95,11 @@ func TestStorageFirst(t *testing.T) {
 	if want := []string{"libata", "libahci", "ahci", "e1000e"}; !slices.Equal(got, want) {
 		t.Errorf("load order %q, want %q (storage first)", got, want)
 	}
-	if p := loader.Params["ahci"]; p != "async_probe" {
-		t.Errorf("ahci loaded with parameters %q, want async_probe", p)
+	if p := loader.Params["ahci"]; p != "mobile_lpm_policy=1 async_probe" {
+		t.Errorf("ahci loaded with parameters %q, want the command line's and async_probe", p)
+	}
+	if p := loader.Params["libahci"]; p != "ignore_sss=1" {
+		t.Errorf("libahci (a dependency) loaded with parameters %q, want the command line's", p)
 	}
 	if p, ok := loader.Params["e1000e"]; ok {
 		t.Errorf("e1000e loaded with parameters %q, want none", p)
@@ -105,5 +109,26 @@ func TestStorageFirst(t *testing.T) {
 	}
 	if l := c.Loaded(3); !slices.Equal(l, []string{"e1000e"}) {
 		t.Errorf("Loaded(3) = %q", l)
+	}
+}
+
+func TestModuleParams(t *testing.T) {
+	got := ModuleParams(map[string]string{
+		"usb-storage.delay_use": "0", "usb_storage.quirks": "0781:5581:u", "libata.force": "1:noncq",
+		"ahci.mobile_lpm_policy": "3 4", "etoile.debug": "", "quiet": "", "console": "ttyS0", ".x": "1", "y.": "2",
+	})
+	want := map[string]string{
+		"usb_storage": "delay_use=0 quirks=0781:5581:u",
+		"libata":      "force=1:noncq",
+		"ahci":        `mobile_lpm_policy="3 4"`,
+		"etoile":      "debug",
+	}
+	if len(got) != len(want) {
+		t.Errorf("ModuleParams = %q, want %q", got, want)
+	}
+	for m, p := range want {
+		if got[m] != p {
+			t.Errorf("%s: %q, want %q", m, got[m], p)
+		}
 	}
 }
