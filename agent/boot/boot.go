@@ -86,9 +86,13 @@ type Machine struct {
 	bootMods chan struct{}
 	// netDone is closed once the network started in the background is up
 	// (nil: not started), with its result in netRes, netErr.
-	netDone     chan struct{}
-	netRes      network.Result
-	netErr      error
+	netDone chan struct{}
+	netRes  network.Result
+	netErr  error
+	// hotplug is true once the uevent watcher loads drivers for new
+	// devices; devEvents gets a token on every block device event.
+	hotplug     bool
+	devEvents   chan struct{}
 	modulesDone chan struct{}
 	entropyDone chan struct{}
 	// coldplugDone is closed once the hardware drivers are loaded (or
@@ -196,7 +200,8 @@ func New(opts Options) *Machine {
 			opts.KernelRelease = unix.ByteSliceToString(u.Release[:])
 		}
 	}
-	return &Machine{opts: opts, log: opts.Log, modulesDone: make(chan struct{}), entropyDone: make(chan struct{}), coldplugDone: make(chan struct{})}
+	return &Machine{opts: opts, log: opts.Log, modulesDone: make(chan struct{}), entropyDone: make(chan struct{}), coldplugDone: make(chan struct{}),
+		devEvents: make(chan struct{}, 1)}
 }
 
 // EntropyReady is closed once the kernel's random number generator is
@@ -276,18 +281,6 @@ func (m *Machine) Boot(ctx context.Context) (Ready, error) {
 	// for the kernel's random number generator on its own.
 	if m.real() {
 		go m.waitEntropy()
-		if m.Cold != nil {
-			go func() {
-				defer func() {
-					if r := recover(); r != nil {
-						m.log.Warn("hotplug watch crashed", "reason", fmt.Sprint(r))
-					}
-				}()
-				if err := m.Cold.WatchHotplug(ctx); err != nil {
-					m.log.Warn("devices plugged in later get no driver", "reason", err.Error())
-				}
-			}()
-		}
 		go func() {
 			defer func() {
 				if r := recover(); r != nil {
@@ -421,11 +414,14 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 	if err != nil {
 		return err
 	}
+	start := time.Now()
 	cold, err := kmod.NewColdplug(m.path("/sys"), m.path("/lib/modules/"+rel), m.opts.Loader, m.log)
 	if err != nil {
 		return err
 	}
+	m.log.Debug("module index read", "took", kmod.Round(time.Since(start)))
 	cold.Params = kmod.ModuleParams(m.Params.Raw)
+	cold.AsyncProbe = true
 	m.Cold = cold
 	if m.real() {
 		// The kernel runs /sbin/modprobe to load what it lacks (a filesystem
@@ -433,10 +429,41 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 		// initramfs: the agent answers as modprobe itself.
 		installModprobe("/sbin/modprobe", "/init", m.log)
 	}
+	// Devices that appear from now on (a disk behind a controller whose
+	// driver loads, a USB stick) arrive as uevents and get their driver at
+	// once; the socket is open before the first scan so that none is missed.
+	if m.real() {
+		if h, err := kmod.OpenHotplug(); err != nil {
+			m.log.Warn("devices plugged in later get no driver", "reason", err.Error())
+		} else {
+			m.hotplug = true
+			go func() {
+				defer func() {
+					if r := recover(); r != nil {
+						m.log.Warn("hotplug watch crashed", "reason", fmt.Sprint(r))
+					}
+				}()
+				err := cold.WatchHotplug(ctx, h, func(u kmod.Uevent) {
+					if u.Subsystem == "block" {
+						select {
+						case m.devEvents <- struct{}{}:
+						default:
+						}
+					}
+				})
+				if err != nil {
+					m.log.Warn("devices plugged in later get no driver", "reason", err.Error())
+				}
+			}()
+		}
+	}
 	// The first scan starts the storage drivers before anything else
 	// loads (kmod.Coldplug: storage first).
-	if _, err := cold.StartScan(ctx); err != nil {
+	start = time.Now()
+	if n, err := cold.StartScan(ctx); err != nil {
 		m.log.Warn("driver loading stopped", "reason", err.Error())
+	} else {
+		m.log.Debug("devices found", "modaliases", n, "took", kmod.Round(time.Since(start)))
 	}
 	// The hardware drivers load in the background: find-image only needs
 	// its one device and polls for it (a virtio disk is there long before
@@ -548,15 +575,32 @@ func findImage(ctx context.Context, m *Machine) error {
 			return sysimage.FindPartition(devs, label)
 		})
 		if err != nil {
-			return withFix(err, fmt.Sprintf("the disk holding GPT partition %s was not found: check the disk and its controller driver (see the module lines above), or boot the other slot", label))
+			return withFix(err, fmt.Sprintf("the disk holding GPT partition %s was not found: check the disk and its controller driver (see the hardware drivers line above; etoile.debug lists every module), or boot the other slot", label))
 		}
 		m.Device = dev.Path
 		m.log.Info("system image found", "source", "disk", "partition", label, "device", dev.Name)
 		return nil
 	default:
 		m.Source = sysimage.SourceISO
+		// A device read once and found to be something else is not read
+		// again unless its size changes (a CD drive getting its disc).
+		checked := map[string]int64{}
 		dev, err := m.waitDevice(ctx, "ISO9660 volume "+sysimage.ISOLabel, func(devs []sysimage.BlockDev) (sysimage.BlockDev, bool) {
-			return sysimage.FindISO(devs, sysimage.ISOLabel)
+			var fresh []sysimage.BlockDev
+			for _, d := range devs {
+				if size, ok := checked[d.Name]; !ok || size != d.Size {
+					fresh = append(fresh, d)
+				}
+			}
+			if d, ok := sysimage.FindISO(fresh, sysimage.ISOLabel); ok {
+				return d, true
+			}
+			for _, d := range fresh {
+				if d.Size > 0 && readable(d.Path) {
+					checked[d.Name] = d.Size
+				}
+			}
+			return sysimage.BlockDev{}, false
 		})
 		if err != nil {
 			return withFix(err, "insert the Étoile CD or USB stick (written whole, with dd or etoile flash), or boot with etoile.slot= or etoile.system=")
@@ -568,8 +612,20 @@ func findImage(ctx context.Context, m *Machine) error {
 	}
 }
 
-// waitDevice polls the block devices until find succeeds, rescanning for
-// drivers as it goes, for at most 30 s (scaled).
+// readable reports whether a device opens (a CD drive without a disc, a
+// device still being set up, does not): such a device is looked at again.
+func readable(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// waitDevice looks at the block devices until find succeeds, for at most
+// 30 s (scaled): again on every block device event, or every 250 ms. Without
+// the uevent watcher (under --root) it rescans for drivers every 50 ms.
 func (m *Machine) waitDevice(ctx context.Context, what string, find func([]sysimage.BlockDev) (sysimage.BlockDev, bool)) (sysimage.BlockDev, error) {
 	limit := m.scale(30 * time.Second)
 	deadline := time.Now().Add(limit)
@@ -593,11 +649,16 @@ func (m *Machine) waitDevice(ctx context.Context, what string, find func([]sysim
 			m.log.Info("waiting for the boot medium", "want", what)
 			announced = true
 		}
-		m.rescan(ctx)
+		poll := 250 * time.Millisecond
+		if !m.hotplug {
+			m.rescan(ctx)
+			poll = 50 * time.Millisecond
+		}
 		select {
 		case <-ctx.Done():
 			return sysimage.BlockDev{}, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-m.devEvents:
+		case <-time.After(poll):
 		}
 	}
 }

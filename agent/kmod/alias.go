@@ -17,6 +17,7 @@ type Aliases struct {
 	// maxPrefix bounds the prefixes tried for a modalias.
 	maxPrefix int
 	count     int
+	buses     map[string]bool // what comes before the first ":" of a pattern
 }
 
 type aliasEntry struct {
@@ -57,8 +58,27 @@ func (a *Aliases) add(pattern, module string) {
 		prefix = pattern[:i]
 	}
 	a.byPrefix[prefix] = append(a.byPrefix[prefix], aliasEntry{pattern: pattern, module: module, order: a.count})
+	if bus, _, ok := strings.Cut(pattern, ":"); ok {
+		if a.buses == nil {
+			a.buses = map[string]bool{}
+		}
+		a.buses[strings.TrimRight(bus, "*?")] = true
+	}
 	a.count++
 	a.maxPrefix = max(a.maxPrefix, len(prefix))
+}
+
+// ForBus reports whether a module has an alias for devices of the bus
+// (/sys/bus/NAME): a pattern that starts "NAME:". Platform devices carry
+// acpi: and of: modaliases too.
+func (a *Aliases) ForBus(name string) bool {
+	if a == nil {
+		return false
+	}
+	if name == "platform" {
+		return a.buses["platform"] || a.buses["acpi"] || a.buses["of"]
+	}
+	return a.buses[name]
 }
 
 // Len is the number of aliases read.

@@ -74,11 +74,10 @@ func ReadList(path string) ([]string, error) {
 // medium waits for) are urgent, and other loads wait until no urgent one is
 // in progress, so that on a machine with few cores the boot medium's chain
 // of modules (scsi_mod, libata, ahci, sr_mod…) does not share the CPU with
-// NIC and filesystem drivers. Drivers for SATA, IDE, RAID and SAS
-// controllers are loaded with async_probe: their probe (ahci waits about
-// 0.35 s for its links) runs in the background instead of inside
-// init_module, and the devices they find appear a little later, which
-// Scan picks up.
+// NIC and filesystem drivers. With AsyncProbe, modules load with
+// async_probe: a driver's probe (ahci waits about 0.35 s for its links)
+// runs in the background instead of inside init_module, and no other load
+// waits for it.
 type Coldplug struct {
 	SysDir string // "/sys", or DIR/sys under --root
 	ModDir string // the folder holding modules.dep: "/lib/modules/<release>"
@@ -89,6 +88,15 @@ type Coldplug struct {
 	// Params are module parameters by module name ("param=value …"), as
 	// modprobe takes them from the kernel command line (ModuleParams).
 	Params map[string]string
+	// AsyncProbe loads modules with async_probe. Without it, init_module
+	// waits for every asynchronous probe in the kernel (do_init_module
+	// calls async_synchronize_full), so a filesystem or NIC module would
+	// wait for ahci to finish probing its links. With it, a driver's
+	// devices appear a little after init_module returns, which the uevent
+	// watcher, the boot's wait for its medium and the network's wait for
+	// its links take in their stride. The boot sets it; modprobe, whose
+	// caller expects the device to be there when it returns, does not.
+	AsyncProbe bool
 
 	aliases *Aliases
 	deps    *Deps
@@ -103,6 +111,7 @@ type Coldplug struct {
 	urgent    int           // urgent loads started and not finished (under mu)
 	calm      *sync.Cond    // broadcast (on mu) when urgent drops to 0
 	finished  chan struct{} // a load has finished (Settle looks again)
+	watching  atomic.Bool   // WatchHotplug is loading drivers for new devices
 	sem       chan struct{}
 	semOnce   sync.Once
 }
@@ -160,9 +169,10 @@ func (c *Coldplug) Loaded(n int) []string {
 	return slices.Clone(c.loaded[n:])
 }
 
-// Modaliases lists the modalias of every device on every bus, sorted. It
-// reads the folders itself rather than globbing, which would stat every
-// device of every bus first.
+// Modaliases lists the modalias of every device on the buses some module
+// has an alias for (pci, usb, virtio… but not acpi's dozens of devices
+// whose drivers are built in), sorted. It reads the folders itself rather
+// than globbing, which would stat every device of every bus first.
 func (c *Coldplug) Modaliases() ([]string, error) {
 	bus := filepath.Join(c.SysDir, "bus")
 	buses, err := os.ReadDir(bus)
@@ -171,7 +181,7 @@ func (c *Coldplug) Modaliases() ([]string, error) {
 	}
 	var out []string
 	for _, b := range buses {
-		if skipBus[b.Name()] {
+		if !c.aliases.ForBus(b.Name()) {
 			continue
 		}
 		dir := filepath.Join(bus, b.Name(), "devices")
@@ -195,25 +205,12 @@ func (c *Coldplug) Modaliases() ([]string, error) {
 	return slices.Compact(out), nil
 }
 
-// skipBus are buses whose devices never need a driver module: a memory
-// block, a NUMA node, a workqueue (a large machine has hundreds of them).
-var skipBus = map[string]bool{"memory": true, "node": true, "workqueue": true, "event_source": true,
-	"clockevents": true, "clocksource": true, "container": true, "machinecheck": true}
-
 type request struct {
 	module, why, modalias string
 }
 
 // urgent: the request loads a driver the search for the boot medium needs.
 func (r request) urgent() bool { return r.modalias != "" && StorageModalias(r.modalias) }
-
-// params are the module parameters the request loads its module with.
-func (r request) params() string {
-	if r.modalias != "" && SlowProbe(r.modalias) {
-		return "async_probe"
-	}
-	return ""
-}
 
 // StorageModalias reports whether a device is storage or on the way to it:
 // a PCI mass-storage controller (class 01) or USB host controller (0c03),
@@ -229,24 +226,6 @@ func StorageModalias(ma string) bool {
 		return ma == "scsi:t-0x00" || ma == "scsi:t-0x05" || ma == "scsi:t-0x0e"
 	case strings.HasPrefix(ma, "usb:"):
 		return strings.Contains(ma, "ic08")
-	}
-	return false
-}
-
-// SlowProbe reports whether a PCI storage controller's driver probes slowly
-// enough to be worth probing in the background: IDE (subclass 01), RAID
-// (04), SATA (06) and SAS (07) controllers, whose libata or HBA drivers
-// reset and wait for each link. NVMe drivers probe asynchronously already;
-// virtio's bus driver is left synchronous, because the NIC behind it must
-// exist when the network comes up.
-func SlowProbe(ma string) bool {
-	if !strings.HasPrefix(ma, "pci:") {
-		return false
-	}
-	for _, sc := range []string{"bc01sc01", "bc01sc04", "bc01sc06", "bc01sc07"} {
-		if strings.Contains(ma, sc) {
-			return true
-		}
 	}
 	return false
 }
@@ -275,6 +254,12 @@ func (c *Coldplug) scanAsync(ctx context.Context, wg *sync.WaitGroup) (int, erro
 	if err != nil {
 		return 0, err
 	}
+	return c.startFor(ctx, aliases, wg), ctx.Err()
+}
+
+// startFor starts loading the drivers of the modaliases not seen before and
+// returns how many were new.
+func (c *Coldplug) startFor(ctx context.Context, aliases []string, wg *sync.WaitGroup) int {
 	var reqs []request
 	fresh := 0
 	c.mu.Lock()
@@ -289,10 +274,20 @@ func (c *Coldplug) scanAsync(ctx context.Context, wg *sync.WaitGroup) (int, erro
 		}
 	}
 	c.mu.Unlock()
+	// Storage first, in the same scan too.
+	slices.SortStableFunc(reqs, func(a, b request) int {
+		switch ua, ub := a.urgent(), b.urgent(); {
+		case ua && !ub:
+			return -1
+		case ub && !ua:
+			return 1
+		}
+		return 0
+	})
 	for _, r := range reqs {
 		c.start(ctx, r, wg)
 	}
-	return fresh, ctx.Err()
+	return fresh
 }
 
 // LoadFixed loads each named module (or alias) with its dependencies,
@@ -478,8 +473,8 @@ func (c *Coldplug) loadFile(m, wanted string, r request) {
 	}
 	start := time.Now()
 	params := c.Params[m]
-	if m == wanted && r.params() != "" {
-		params = strings.TrimSpace(params + " " + r.params())
+	if c.AsyncProbe {
+		params = strings.TrimSpace(params + " async_probe")
 	}
 	var err error
 	if pl, ok := c.Loader.(ParamLoader); ok && params != "" {
@@ -525,7 +520,8 @@ func (c *Coldplug) loadFile(m, wanted string, r request) {
 // once nothing is loading and nothing new was found it keeps looking for
 // quiet more (drivers probe asynchronously: a disk shows up some
 // milliseconds after its controller's driver loads), bounded by max.
-// Between loads it looks every 50 ms: a look reads every modalias file,
+// Between loads it looks every 50 ms, or only once nothing is loading while
+// WatchHotplug reports new devices: a look reads every modalias file,
 // which is not free on a slow machine.
 func (c *Coldplug) Settle(ctx context.Context, quiet, max time.Duration) error {
 	deadline := time.Now().Add(max)
@@ -537,9 +533,14 @@ func (c *Coldplug) Settle(ctx context.Context, quiet, max time.Duration) error {
 		case <-c.finished:
 		default:
 		}
-		n, err := c.scanAsync(ctx, &wg)
-		if err != nil {
-			return err
+		// While WatchHotplug runs, new devices arrive as events: look at
+		// the buses only once everything started has loaded, to be sure.
+		n := 0
+		if !c.watching.Load() || c.pending.Load() == 0 {
+			var err error
+			if n, err = c.scanAsync(ctx, &wg); err != nil {
+				return err
+			}
 		}
 		now := time.Now()
 		switch {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -12,9 +13,10 @@ import (
 
 // Uevent is one kernel device event.
 type Uevent struct {
-	Action   string // "add", "remove", "bind", …
-	DevPath  string
-	Modalias string
+	Action    string // "add", "remove", "bind", …
+	DevPath   string
+	Subsystem string // "block", "net", "pci", …
+	Modalias  string
 }
 
 // ParseUevent reads a kernel uevent message ("add@/devices/…\0ACTION=add\0
@@ -38,51 +40,74 @@ func ParseUevent(b []byte) (Uevent, bool) {
 			u.DevPath = string(v)
 		case "MODALIAS":
 			u.Modalias = string(v)
+		case "SUBSYSTEM":
+			u.Subsystem = string(v)
 		}
 	}
 	return u, u.Action != ""
 }
 
-// WatchHotplug loads drivers for devices that appear after the boot (a USB
-// NIC or stick plugged in, a hot-added disk), as udev would: it listens to
-// the kernel's uevents and rescans on every "add" that carries a modalias.
-// It returns when ctx ends or the socket cannot be opened.
-func (c *Coldplug) WatchHotplug(ctx context.Context) error {
+// Hotplug is the kernel's uevent socket, opened before the first scan so
+// that no device added meanwhile is missed.
+type Hotplug struct {
+	f *os.File
+}
+
+// OpenHotplug starts listening to the kernel's uevents.
+func OpenHotplug() (*Hotplug, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
 	if err != nil {
-		return fmt.Errorf("opening the kernel's uevent socket: %w", err)
+		return nil, fmt.Errorf("opening the kernel's uevent socket: %w", err)
 	}
+	// A burst of events at boot (every device of a driver that binds)
+	// must not overflow the default buffer.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
 	// Group 1 is the kernel's own events.
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1, Pid: 0}); err != nil {
 		unix.Close(fd)
-		return fmt.Errorf("listening to kernel uevents: %w", err)
+		return nil, fmt.Errorf("listening to kernel uevents: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), "uevent")
+	return &Hotplug{f: os.NewFile(uintptr(fd), "uevent")}, nil
+}
+
+// WatchHotplug loads drivers for devices as they appear, as udev would:
+// every "add" uevent that carries a modalias starts its driver's load at
+// once (no rescan of the buses). onEvent, when not nil, sees every event
+// (the boot waits for its medium on block events). A lost burst of events
+// (ENOBUFS) is caught up with a rescan. It returns when ctx ends; it closes
+// h.
+func (c *Coldplug) WatchHotplug(ctx context.Context, h *Hotplug, onEvent func(Uevent)) error {
+	c.watching.Store(true)
+	defer c.watching.Store(false)
 	go func() {
 		<-ctx.Done()
-		f.Close()
+		h.f.Close()
 	}()
 	buf := make([]byte, 64*1024)
+	var wg sync.WaitGroup // loads are tracked by pending
 	for {
-		n, err := f.Read(buf)
+		n, err := h.f.Read(buf)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			// ENOBUFS: events were lost in a burst; a rescan catches up.
-			if _, serr := c.Scan(ctx); serr != nil {
+			if _, serr := c.StartScan(ctx); serr != nil {
 				return serr
 			}
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
 		u, ok := ParseUevent(buf[:n])
-		if !ok || u.Action != "add" || u.Modalias == "" {
+		if !ok {
 			continue
 		}
-		c.Log.Debug("device added", "devpath", u.DevPath, "modalias", u.Modalias)
-		if _, err := c.Scan(ctx); err != nil && ctx.Err() == nil {
-			c.Log.Warn("loading drivers for a new device failed", "reason", err.Error())
+		if u.Action == "add" && u.Modalias != "" {
+			c.Log.Debug("device added", "devpath", u.DevPath, "modalias", u.Modalias)
+			c.startFor(ctx, []string{u.Modalias}, &wg)
+		}
+		if onEvent != nil {
+			onEvent(u)
 		}
 	}
 }

@@ -30,18 +30,6 @@ func TestStorageModalias(t *testing.T) {
 			t.Errorf("StorageModalias(%s) = %v, want %v", ma, got, want)
 		}
 	}
-	for ma, want := range map[string]bool{
-		"pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01": true,  // AHCI
-		"pci:v00008086d00007010sv00001AF4sd00001100bc01sc01i80": true,  // PIIX IDE
-		"pci:v00001000d00000097sv00001000sd00003090bc01sc07i00": true,  // SAS HBA
-		"pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02": false, // NVMe: async already
-		"pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00": false, // virtio
-		"scsi:t-0x05": false,
-	} {
-		if got := SlowProbe(ma); got != want {
-			t.Errorf("SlowProbe(%s) = %v, want %v", ma, got, want)
-		}
-	}
 }
 
 // slowLoader records loads and takes a while over libata, as a large
@@ -57,8 +45,8 @@ func (l *slowLoader) LoadParams(name, p, params string) error {
 }
 
 // TestStorageFirst: with a SATA controller and a NIC found in the same scan,
-// the SATA chain loads before the NIC driver even starts, and ahci gets
-// async_probe.
+// the SATA chain loads before the NIC driver even starts; every module
+// gets async_probe, with the command line's parameters.
 func TestStorageFirst(t *testing.T) {
 	root := t.TempDir()
 	sys := filepath.Join(root, "sys")
@@ -88,6 +76,7 @@ func TestStorageFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Params = ModuleParams(map[string]string{"ahci.mobile_lpm_policy": "1", "libahci.ignore_sss": "1"})
+	c.AsyncProbe = true
 	if err := c.Settle(context.Background(), 0, 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -98,11 +87,11 @@ func TestStorageFirst(t *testing.T) {
 	if p := loader.Params["ahci"]; p != "mobile_lpm_policy=1 async_probe" {
 		t.Errorf("ahci loaded with parameters %q, want the command line's and async_probe", p)
 	}
-	if p := loader.Params["libahci"]; p != "ignore_sss=1" {
-		t.Errorf("libahci (a dependency) loaded with parameters %q, want the command line's", p)
+	if p := loader.Params["libahci"]; p != "ignore_sss=1 async_probe" {
+		t.Errorf("libahci (a dependency) loaded with parameters %q, want the command line's and async_probe", p)
 	}
-	if p, ok := loader.Params["e1000e"]; ok {
-		t.Errorf("e1000e loaded with parameters %q, want none", p)
+	if p := loader.Params["e1000e"]; p != "async_probe" {
+		t.Errorf("e1000e loaded with parameters %q, want async_probe", p)
 	}
 	if l := c.Loaded(0); !slices.Equal(l, got) {
 		t.Errorf("Loaded(0) = %q, the loader saw %q", l, got)
@@ -129,6 +118,15 @@ func TestModuleParams(t *testing.T) {
 	for m, p := range want {
 		if got[m] != p {
 			t.Errorf("%s: %q, want %q", m, got[m], p)
+		}
+	}
+}
+
+func TestAliasesForBus(t *testing.T) {
+	a := readAliases(t)
+	for bus, want := range map[string]bool{"pci": true, "virtio": true, "usb": true, "acpi": false, "memory": false, "workqueue": false} {
+		if got := a.ForBus(bus); got != want {
+			t.Errorf("ForBus(%s) = %v, want %v", bus, got, want)
 		}
 	}
 }

@@ -52,6 +52,32 @@ type Result struct {
 	Links []string
 }
 
+// physicalLinks lists the links to configure: those named in only, or
+// every physical Ethernet link.
+func physicalLinks(only []string) ([]netlink.Link, []string, error) {
+	all, err := netlink.LinkList()
+	if err != nil {
+		return nil, nil, fmt.Errorf("listing network links: %w", err)
+	}
+	var links []netlink.Link
+	var names []string
+	for _, l := range all {
+		a := l.Attrs()
+		if len(only) > 0 {
+			if !slices.Contains(only, a.Name) {
+				continue
+			}
+		} else if l.Type() != "device" || a.Flags&net.FlagLoopback != 0 || len(a.HardwareAddr) != 6 {
+			// Physical Ethernet only: no bridges, tunnels or veths that
+			// something else made.
+			continue
+		}
+		links = append(links, l)
+		names = append(names, a.Name)
+	}
+	return links, names, nil
+}
+
 // Up brings every physical link up, runs DHCP on those with carrier in
 // parallel, and applies the leases. Links without carrier or without an
 // answer are logged and left up without an address; only having no physical
@@ -66,37 +92,21 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("bringing up the loopback: %w", err)
 	}
-	all, err := netlink.LinkList()
+	// A NIC whose driver probes in the background shows up a little after
+	// the driver has loaded: the links are listed again while waiting for
+	// carrier, and each new one is set up.
+	links, withCarrier, err := waitLinks(ctx, cfg)
+	res.Links = nil
+	for _, l := range links {
+		res.Links = append(res.Links, l.Attrs().Name)
+	}
 	if err != nil {
-		return res, fmt.Errorf("listing network links: %w", err)
+		return res, err
 	}
-	var links []netlink.Link
-	for _, l := range all {
-		a := l.Attrs()
-		if len(cfg.Only) > 0 {
-			if !slices.Contains(cfg.Only, a.Name) {
-				continue
-			}
-		} else if l.Type() != "device" || a.Flags&net.FlagLoopback != 0 || len(a.HardwareAddr) != 6 {
-			// Physical Ethernet only: no bridges, tunnels or veths that
-			// something else made.
-			continue
-		}
-		links = append(links, l)
-		res.Links = append(res.Links, a.Name)
-	}
-	slices.SortFunc(links, func(a, b netlink.Link) int { return a.Attrs().Index - b.Attrs().Index })
 	if len(links) == 0 {
-		return res, errors.New("no network interface found (is the NIC's driver in the image? see the module lines above)")
+		return res, errors.New("no network interface found (is the NIC's driver in the image? see the hardware drivers line above)")
 	}
 	res.PrimaryMAC = links[0].Attrs().HardwareAddr
-	for _, l := range links {
-		if err := netlink.LinkSetUp(l); err != nil {
-			cfg.Log.Warn("link up failed", "iface", l.Attrs().Name, "reason", err.Error())
-		}
-	}
-	cfg.Log.Debug("links up, waiting for carrier", "links", len(links))
-	withCarrier := waitCarrier(ctx, links, cfg)
 	cfg.Log.Debug("carrier", "links", len(withCarrier))
 	if len(withCarrier) > 0 {
 		res.PrimaryMAC = withCarrier[0].Attrs().HardwareAddr
@@ -173,30 +183,48 @@ func writeFile(path string, b []byte) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
-// waitCarrier returns the links that have carrier, in link order, waiting
-// until all have it, or CarrierGrace after the first did, or CarrierWait.
-func waitCarrier(ctx context.Context, links []netlink.Link, cfg Config) []netlink.Link {
+// waitLinks sets every physical link up and returns them (in index order)
+// with those that have carrier, waiting until all have it, or CarrierGrace
+// after the first did, or CarrierWait. Links are listed again on every
+// look: a NIC that appears meanwhile is set up and waited for too.
+func waitLinks(ctx context.Context, cfg Config) (links, withCarrier []netlink.Link, err error) {
 	deadline := time.Now().Add(cfg.CarrierWait)
 	var firstSeen time.Time
+	set := map[int]bool{}
 	for {
-		var up []netlink.Link
+		links, _, err = physicalLinks(cfg.Only)
+		if err != nil {
+			return nil, nil, err
+		}
+		slices.SortFunc(links, func(a, b netlink.Link) int { return a.Attrs().Index - b.Attrs().Index })
+		for _, l := range links {
+			if set[l.Attrs().Index] {
+				continue
+			}
+			set[l.Attrs().Index] = true
+			if err := netlink.LinkSetUp(l); err != nil {
+				cfg.Log.Warn("link up failed", "iface", l.Attrs().Name, "reason", err.Error())
+			}
+			cfg.Log.Debug("link up, waiting for carrier", "iface", l.Attrs().Name)
+		}
+		withCarrier = withCarrier[:0]
 		for _, l := range links {
 			if hasCarrier(l.Attrs().Name) {
-				up = append(up, l)
+				withCarrier = append(withCarrier, l)
 			}
 		}
 		now := time.Now()
-		if len(up) > 0 && firstSeen.IsZero() {
+		if len(withCarrier) > 0 && firstSeen.IsZero() {
 			firstSeen = now
 		}
-		if len(up) == len(links) || now.After(deadline) ||
+		if (len(links) > 0 && len(withCarrier) == len(links)) || now.After(deadline) ||
 			(!firstSeen.IsZero() && now.Sub(firstSeen) >= cfg.CarrierGrace) || ctx.Err() != nil {
 			for _, l := range links {
-				if !slices.Contains(up, l) {
+				if !slices.Contains(withCarrier, l) {
 					cfg.Log.Info("no carrier", "iface", l.Attrs().Name)
 				}
 			}
-			return up
+			return links, withCarrier, nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
