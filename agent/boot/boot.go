@@ -483,8 +483,8 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 		m.log.Info("hardware drivers", "t", Seconds(m.opts.Clock.SinceBoot()), "took", kmod.Round(time.Since(start)),
 			"loaded", cold.LoadCount(), "modules", strings.Join(cold.Loaded(0), ","))
 	}()
-	// What mounting the system takes loads meanwhile; the storage drivers
-	// go first (see kmod.Coldplug) and mount-system waits for these.
+	// What mounting the system takes loads meanwhile, as urgently as the
+	// storage drivers (see kmod.Coldplug); mount-system waits for it.
 	m.bootMods = make(chan struct{})
 	go func() {
 		defer close(m.bootMods)
@@ -493,7 +493,7 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 				m.log.Warn("module loading crashed", "reason", fmt.Sprint(r))
 			}
 		}()
-		cold.LoadFixed(ctx, kmod.BootModules)
+		cold.LoadBoot(ctx, kmod.BootModules)
 	}()
 	if !m.real() {
 		// recorded loads: keep --root runs deterministic
@@ -529,6 +529,15 @@ func (m *Machine) LateModules(ctx context.Context) {
 	m.Cold.LoadFixed(ctx, m.fixed)
 	m.log.Info("", "step", "late-modules", "t", Seconds(m.opts.Clock.SinceBoot()), "took", kmod.Round(time.Since(start)),
 		"loaded", m.Cold.LoadCount()-before, "modules", strings.Join(m.Cold.Loaded(before), ","))
+}
+
+// LoadModule loads a module or alias ("fs-vfat") with its dependencies
+// in this process, as modprobe would.
+func (m *Machine) LoadModule(ctx context.Context, name string) error {
+	if m.Cold == nil {
+		return errors.New("no module index (the drivers step failed)")
+	}
+	return m.Cold.Modprobe(ctx, name)
 }
 
 // ModulesLoaded is closed once LateModules is done.
@@ -774,17 +783,15 @@ func bringUpNetwork(ctx context.Context, m *Machine) error {
 	return nil
 }
 
-// upNetwork waits for the NICs' drivers, then configures every link.
+// upNetwork configures every link, from the moment it appears and has
+// carrier, while the drivers may still be loading.
 func (m *Machine) upNetwork(ctx context.Context, etc string) (network.Result, error) {
+	var settled <-chan struct{}
 	if m.Cold != nil {
-		select {
-		case <-m.coldplugDone: // the NICs' drivers
-		case <-ctx.Done():
-			return network.Result{}, ctx.Err()
-		}
+		settled = m.coldplugDone // the NICs' drivers
 	}
-	m.rescan(ctx)
 	return network.Up(ctx, network.Config{
+		Settled:      settled,
 		Log:          m.log,
 		CarrierWait:  m.scale(3 * time.Second),
 		CarrierGrace: m.scale(500 * time.Millisecond),

@@ -209,8 +209,11 @@ type request struct {
 	module, why, modalias string
 }
 
-// urgent: the request loads a driver the search for the boot medium needs.
-func (r request) urgent() bool { return r.modalias != "" && StorageModalias(r.modalias) }
+// urgent: the request loads a driver the search for the boot medium needs,
+// or a module mounting it needs.
+func (r request) urgent() bool {
+	return r.why == "boot" || (r.modalias != "" && StorageModalias(r.modalias))
+}
 
 // StorageModalias reports whether a device is storage or on the way to it:
 // a PCI mass-storage controller (class 01) or USB host controller (0c03),
@@ -296,6 +299,16 @@ func (c *Coldplug) LoadFixed(ctx context.Context, names []string) {
 	var reqs []request
 	for _, m := range names {
 		reqs = append(reqs, request{Normalize(m), "fixed", ""})
+	}
+	c.loadAll(ctx, reqs)
+}
+
+// LoadBoot loads what mounting the boot medium takes (BootModules) as
+// urgently as the storage drivers.
+func (c *Coldplug) LoadBoot(ctx context.Context, names []string) {
+	var reqs []request
+	for _, m := range names {
+		reqs = append(reqs, request{Normalize(m), "boot", ""})
 	}
 	c.loadAll(ctx, reqs)
 }

@@ -38,6 +38,10 @@ type Config struct {
 	// Only names the links to configure; empty means every physical link
 	// (the machine config will name interfaces; tests use a veth).
 	Only []string
+	// Settled, when not nil, is closed once the drivers have loaded: until
+	// then new links may still appear, and Up keeps looking for them (while
+	// running DHCP on those that have carrier).
+	Settled <-chan struct{}
 	// SetHostname sets the kernel's host name; sethostname(2) when nil.
 	// Tests replace it: a network namespace does not isolate the host name.
 	SetHostname func(string) error
@@ -92,29 +96,16 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("bringing up the loopback: %w", err)
 	}
-	// A NIC whose driver probes in the background shows up a little after
-	// the driver has loaded: the links are listed again while waiting for
-	// carrier, and each new one is set up.
-	links, withCarrier, err := waitLinks(ctx, cfg)
-	res.Links = nil
-	for _, l := range links {
-		res.Links = append(res.Links, l.Attrs().Name)
-	}
-	if err != nil {
-		return res, err
-	}
-	if len(links) == 0 {
-		return res, errors.New("no network interface found (is the NIC's driver in the image? see the hardware drivers line above)")
-	}
-	res.PrimaryMAC = links[0].Attrs().HardwareAddr
-	cfg.Log.Debug("carrier", "links", len(withCarrier))
-	if len(withCarrier) > 0 {
-		res.PrimaryMAC = withCarrier[0].Attrs().HardwareAddr
-	}
-
-	leases := make([]*Lease, len(withCarrier))
-	var wg sync.WaitGroup
-	for i, l := range withCarrier {
+	// Links are listed again and again while waiting for carrier: a NIC
+	// whose driver loads (or probes) meanwhile is set up and waited for
+	// too, and each link's DHCP starts as soon as it has carrier.
+	var (
+		mu     sync.Mutex
+		leases = map[int]Lease{} // by link index
+		wg     sync.WaitGroup
+	)
+	startDHCP := func(l netlink.Link) {
+		metric := 100 + l.Attrs().Index
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -128,21 +119,39 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 				cfg.Log.Warn("no DHCP lease", "iface", l.Attrs().Name, "reason", err.Error())
 				return
 			}
-			if err := apply(l, lease, 100+i); err != nil {
+			if err := apply(l, lease, metric); err != nil {
 				cfg.Log.Warn("applying DHCP lease failed", "iface", l.Attrs().Name, "reason", err.Error())
 				return
 			}
 			cfg.Log.Info("dhcp lease", "iface", lease.Iface, "addr", lease.Addr.String(), "routes", len(lease.Routes), "dns", len(lease.DNS))
-			leases[i] = &lease
+			mu.Lock()
+			leases[l.Attrs().Index] = lease
+			mu.Unlock()
 			if cfg.Renew {
-				go renew(ctx, l, lease, 100+i, cfg)
+				go renew(ctx, l, lease, metric, cfg)
 			}
 		}()
 	}
+	links, withCarrier, err := waitLinks(ctx, cfg, startDHCP)
+	for _, l := range links {
+		res.Links = append(res.Links, l.Attrs().Name)
+	}
+	if err != nil {
+		wg.Wait()
+		return res, err
+	}
+	if len(links) == 0 {
+		return res, errors.New("no network interface found (is the NIC's driver in the image? see the hardware drivers line above)")
+	}
+	res.PrimaryMAC = links[0].Attrs().HardwareAddr
+	cfg.Log.Debug("carrier", "links", len(withCarrier))
+	if len(withCarrier) > 0 {
+		res.PrimaryMAC = withCarrier[0].Attrs().HardwareAddr
+	}
 	wg.Wait()
-	for _, l := range leases {
-		if l != nil {
-			res.Leases = append(res.Leases, *l)
+	for _, l := range links {
+		if lease, ok := leases[l.Attrs().Index]; ok {
+			res.Leases = append(res.Leases, lease)
 		}
 	}
 
@@ -184,47 +193,62 @@ func writeFile(path string, b []byte) error {
 }
 
 // waitLinks sets every physical link up and returns them (in index order)
-// with those that have carrier, waiting until all have it, or CarrierGrace
-// after the first did, or CarrierWait. Links are listed again on every
-// look: a NIC that appears meanwhile is set up and waited for too.
-func waitLinks(ctx context.Context, cfg Config) (links, withCarrier []netlink.Link, err error) {
-	deadline := time.Now().Add(cfg.CarrierWait)
-	var firstSeen time.Time
-	set := map[int]bool{}
+// with those that have carrier, calling onCarrier once for each link as it
+// gets carrier. It looks again every 20 ms until the drivers have settled
+// (cfg.Settled) and then all links have carrier, or CarrierGrace after the
+// first did; or CarrierWait has passed since the drivers settled. Links
+// are listed again on every look: a NIC that appears meanwhile is set up
+// and waited for too.
+func waitLinks(ctx context.Context, cfg Config, onCarrier func(netlink.Link)) (links, withCarrier []netlink.Link, err error) {
+	var deadline, firstSeen time.Time
+	set, started := map[int]bool{}, map[int]bool{}
 	for {
+		settled := cfg.Settled == nil
+		if !settled {
+			select {
+			case <-cfg.Settled:
+				settled = true
+			default:
+			}
+		}
+		now := time.Now()
+		if settled && deadline.IsZero() {
+			deadline = now.Add(cfg.CarrierWait)
+		}
 		links, _, err = physicalLinks(cfg.Only)
 		if err != nil {
 			return nil, nil, err
 		}
 		slices.SortFunc(links, func(a, b netlink.Link) int { return a.Attrs().Index - b.Attrs().Index })
-		for _, l := range links {
-			if set[l.Attrs().Index] {
-				continue
-			}
-			set[l.Attrs().Index] = true
-			if err := netlink.LinkSetUp(l); err != nil {
-				cfg.Log.Warn("link up failed", "iface", l.Attrs().Name, "reason", err.Error())
-			}
-			cfg.Log.Debug("link up, waiting for carrier", "iface", l.Attrs().Name)
-		}
 		withCarrier = withCarrier[:0]
 		for _, l := range links {
+			i := l.Attrs().Index
+			if !set[i] {
+				set[i] = true
+				if err := netlink.LinkSetUp(l); err != nil {
+					cfg.Log.Warn("link up failed", "iface", l.Attrs().Name, "reason", err.Error())
+				}
+				cfg.Log.Debug("link up, waiting for carrier", "iface", l.Attrs().Name)
+			}
 			if hasCarrier(l.Attrs().Name) {
 				withCarrier = append(withCarrier, l)
+				if !started[i] {
+					started[i] = true
+					onCarrier(l)
+				}
 			}
 		}
-		now := time.Now()
 		if len(withCarrier) > 0 && firstSeen.IsZero() {
 			firstSeen = now
 		}
-		if (len(links) > 0 && len(withCarrier) == len(links)) || now.After(deadline) ||
-			(!firstSeen.IsZero() && now.Sub(firstSeen) >= cfg.CarrierGrace) || ctx.Err() != nil {
+		if (settled && ((len(links) > 0 && len(withCarrier) == len(links)) || now.After(deadline) ||
+			(!firstSeen.IsZero() && now.Sub(firstSeen) >= cfg.CarrierGrace))) || ctx.Err() != nil {
 			for _, l := range links {
 				if !slices.Contains(withCarrier, l) {
 					cfg.Log.Info("no carrier", "iface", l.Attrs().Name)
 				}
 			}
-			return links, withCarrier, nil
+			return links, withCarrier, ctx.Err()
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

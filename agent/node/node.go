@@ -37,8 +37,13 @@ type Env struct {
 	Mount func(dev, dir string, fstypes []string) error
 	// Volumes lists candidate block devices (path and first 64 KiB readable).
 	Volumes func() ([]string, error)
-	// BootMedia are folders of the mounted boot medium (the ISO, the ESP).
+	// BootMedia are folders of the mounted boot medium (the ISO).
 	BootMedia []string
+	// ESP mounts the boot disk's EFI system partition (a raw or installed
+	// disk's, which may hold /etoile/config.yaml) and returns its folder;
+	// an error wrapping config.ErrNotFound means there is none. Called
+	// only when no earlier source has a config.
+	ESP func() (string, error)
 	// State mounts the STATE partition of an installed machine and
 	// returns its folder; an error wrapping config.ErrNotFound means there
 	// is none. It is called only when no earlier source has a config. Nil
@@ -222,27 +227,34 @@ func (n *Node) findConfig(ctx context.Context) ([]byte, string, error) {
 	for _, m := range n.env.BootMedia {
 		sources = append(sources, config.BootMediumSource(m))
 	}
+	if n.env.ESP != nil {
+		sources = append(sources, lazySource{name: "boot medium (EFI system partition)", mount: n.env.ESP, source: config.BootMediumSource})
+	}
 	if n.env.State != nil {
-		sources = append(sources, stateSource{mount: n.env.State})
+		sources = append(sources, lazySource{name: "state partition " + config.StateLabel, mount: n.env.State, source: config.StateSource})
 	}
 	return config.FirstFound(ctx, sources...)
 }
 
-// stateSource is the config on the STATE partition, mounted only when the
-// sources before it had none.
-type stateSource struct{ mount func() (string, error) }
+// lazySource is a config file on a partition mounted only when the sources
+// before it had none.
+type lazySource struct {
+	name   string
+	mount  func() (string, error)
+	source func(dir string) config.FileSource
+}
 
-func (s stateSource) Name() string { return "state partition " + config.StateLabel }
+func (s lazySource) Name() string { return s.name }
 
-func (s stateSource) Read(ctx context.Context) ([]byte, error) {
+func (s lazySource) Read(ctx context.Context) ([]byte, error) {
 	dir, err := s.mount()
 	if err != nil {
 		if errors.Is(err, config.ErrNotFound) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("mounting the state partition %s: %w", config.StateLabel, err)
+		return nil, fmt.Errorf("mounting the %s: %w", s.name, err)
 	}
-	return config.StateSource(dir).Read(ctx)
+	return s.source(dir).Read(ctx)
 }
 
 // mountVolume finds the volume labelled label and mounts it read-only.

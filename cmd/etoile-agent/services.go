@@ -43,13 +43,18 @@ func (s *services) wait() {
 // ready line.
 func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 	media := m.MediaDirs()
+	// The filesystems the config sources need load in this process: the
+	// kernel would otherwise start the agent again as modprobe for each.
+	mount := func(dev, dir string, fstypes []string) error {
+		for _, t := range fstypes {
+			_ = m.LoadModule(ctx, "fs-"+t)
+		}
+		return mountReadOnly(dev, dir, fstypes)
+	}
+	var esp func() (string, error)
 	if m.Source == sysimage.SourceDisk {
 		// The raw disk's ESP may hold /etoile/config.yaml (etoile build --config).
-		if dir, err := mountESP(); err == nil {
-			media = append(media, dir)
-		} else {
-			m.Log().Warn("ESP not mounted: no config from the boot medium", "reason", err.Error())
-		}
+		esp = func() (string, error) { return mountPartition(mount, "ETOILE-ESP", "/run/etoile/esp", "vfat") }
 	}
 	hostname, _ := os.Hostname()
 	slot := m.Slot
@@ -59,10 +64,13 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 	n := node.Start(ctx, node.Env{
 		Root:      "/",
 		ConfigURL: m.Params.Config,
-		Mount:     mountReadOnly,
+		Mount:     mount,
 		Volumes:   blockDevices,
 		BootMedia: media,
-		State:     mountState,
+		ESP:       esp,
+		State: func() (string, error) {
+			return mountPartition(mount, config.StateLabel, "/run/etoile/state", "ext4")
+		},
 		Broadcast: m.Broadcast,
 		ReadyLine: m.ReadyLine,
 		Status:    func() api.Status { return machineStatus(m, hostname, slot) },
@@ -110,32 +118,18 @@ func mountReadOnly(dev, dir string, fstypes []string) error {
 	return fmt.Errorf("mounting %s read-only: %w", dev, errors.Join(errs...))
 }
 
-func mountESP() (string, error) {
+// mountPartition mounts the GPT partition labelled label read-only at dir;
+// no such partition is config.ErrNotFound.
+func mountPartition(mount func(dev, dir string, fstypes []string) error, label, dir, fstype string) (string, error) {
 	devs, err := sysimage.ListBlock("/sys", "/dev")
 	if err != nil {
 		return "", err
 	}
-	d, ok := sysimage.FindPartition(devs, "ETOILE-ESP")
+	d, ok := sysimage.FindPartition(devs, label)
 	if !ok {
-		return "", errors.New("no partition labelled ETOILE-ESP")
+		return "", fmt.Errorf("%w: no partition labelled %s", config.ErrNotFound, label)
 	}
-	dir := "/run/etoile/esp"
-	return dir, mountReadOnly(d.Path, dir, []string{"vfat"})
-}
-
-// mountState mounts the STATE partition of an installed machine read-only
-// at /run/etoile/state, for the machine config it keeps.
-func mountState() (string, error) {
-	devs, err := sysimage.ListBlock("/sys", "/dev")
-	if err != nil {
-		return "", err
-	}
-	d, ok := sysimage.FindPartition(devs, config.StateLabel)
-	if !ok {
-		return "", fmt.Errorf("%w: no partition labelled %s (not installed)", config.ErrNotFound, config.StateLabel)
-	}
-	dir := "/run/etoile/state"
-	return dir, mountReadOnly(d.Path, dir, []string{"ext4"})
+	return dir, mount(d.Path, dir, []string{fstype})
 }
 
 // machineStatus is what the boot knows, for the local API.
