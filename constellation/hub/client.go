@@ -112,7 +112,7 @@ func NewClient(c ClientConfig, hubURL string) (*Client, error) {
 		InsecureSkipVerify: true, // replaced by the pinned verification below
 		VerifyConnection:   pki.PinnedVerifier(pki.Pin(caCert), u.Hostname()),
 	}
-	return &Client{base: u.String(), http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}}}, nil
+	return &Client{base: u.String(), http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}}, nil
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {

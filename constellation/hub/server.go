@@ -34,8 +34,9 @@ type Server struct {
 	Service *Service
 	Log     *slog.Logger
 	// IdleTimeout closes site connections idle this long (default 2 min).
-	// Kept connections save a TLS handshake per heartbeat but cost about
-	// 50 KB each; below the heartbeat interval every beat resumes TLS instead.
+	// Kept connections save a TLS handshake per heartbeat; parked between
+	// heartbeats (see siteListener) each costs its TLS state, about 10 KB
+	// of heap. Below the heartbeat interval every beat resumes TLS instead.
 	IdleTimeout time.Duration
 
 	// verified caches client certificates already checked against the CA,
@@ -111,6 +112,9 @@ func (s *Server) TLSConfig(cert tls.Certificate) *tls.Config {
 		Certificates: []tls.Certificate{cert},
 		ClientAuth:   tls.RequestClientCert,
 		MinVersion:   tls.VersionTLS13,
+		// Sites and admins speak HTTP/1.1: an idle connection then costs
+		// the hub only its TLS state (see siteListener).
+		NextProtos: []string{"http/1.1"},
 	}
 }
 
@@ -176,8 +180,24 @@ func (s *Server) APIHandler() http.Handler {
 }
 
 // ConnContext attaches the per-connection certificate cache.
-func (s *Server) ConnContext(ctx context.Context, _ net.Conn) context.Context {
+func (s *Server) ConnContext(ctx context.Context, c net.Conn) context.Context {
+	if sc, ok := c.(*siteConn); ok {
+		// A parked connection comes back as a new one: its cache lives
+		// with it.
+		return context.WithValue(ctx, connKey{}, sc)
+	}
 	return context.WithValue(ctx, connKey{}, &connAuth{})
+}
+
+// connAuthOf is the certificate cache of the request's connection, if any.
+func connAuthOf(ctx context.Context) *connAuth {
+	switch v := ctx.Value(connKey{}).(type) {
+	case *connAuth:
+		return v
+	case *siteConn:
+		return &v.auth
+	}
+	return nil
 }
 
 // clientIdentity verifies the request's client certificate against the hub
@@ -198,7 +218,7 @@ func (s *Server) clientIdentity(r *http.Request, allowExpired bool) (identity, e
 		}
 		return s.verify(r.TLS.PeerCertificates, at)
 	}
-	ca, _ := r.Context().Value(connKey{}).(*connAuth)
+	ca := connAuthOf(r.Context())
 	if ca == nil {
 		return s.verify(r.TLS.PeerCertificates, now)
 	}
@@ -435,23 +455,30 @@ func (s *Server) Run(ctx context.Context, l Listeners, cert tls.Certificate) err
 	if idle <= 0 {
 		idle = 2 * time.Minute
 	}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
 	api := &http.Server{
 		Handler:           s.APIHandler(),
-		TLSConfig:         s.TLSConfig(cert),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		// Sites heartbeat every 30 s: keeping their connection saves a TLS
-		// handshake per heartbeat.
+		// handshake per heartbeat. Between heartbeats siteListener holds
+		// the connection (parked), with the same idle timeout.
 		IdleTimeout:    idle,
 		MaxHeaderBytes: 16 << 10,
 		ConnContext:    s.ConnContext,
+		ConnState:      siteConnState,
 		ErrorLog:       errLog,
+		Protocols:      &protos,
 	}
+	// TLS is terminated by siteListener (handshake timeout as net/http's:
+	// the shortest of the header, read and write timeouts).
+	sl := newSiteListener(l.API, s.TLSConfig(cert), api.ReadHeaderTimeout, idle, s.log())
 	servers := []*http.Server{api}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := api.Serve(tls.NewListener(l.API, api.TLSConfig)); !errors.Is(err, http.ErrServerClosed) {
+		if err := api.Serve(sl); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("hub API on %s: %w", l.API.Addr(), err)
 		}
 		return nil

@@ -46,9 +46,12 @@ func childHub(dir string, hang bool) int {
 				fmt.Fprintf(os.Stderr, "hub mem: heap-inuse %d MB, stack-inuse %d MB, sys %d MB, goroutines %d, gc %d\n",
 					m.HeapInuse>>20, m.StackInuse>>20, m.Sys>>20, runtime.NumGoroutine(), m.NumGC)
 				if p := os.Getenv("ETOILE_TEST_HUB_HEAPPROFILE"); p != "" {
-					if f, err := os.Create(p); err == nil {
-						_ = pprof.WriteHeapProfile(f)
-						f.Close()
+					// Written aside and renamed: the hub may be killed mid-write.
+					if f, err := os.Create(p + ".tmp"); err == nil {
+						err = pprof.WriteHeapProfile(f)
+						if f.Close() == nil && err == nil {
+							_ = os.Rename(p+".tmp", p)
+						}
 					}
 				}
 			}
