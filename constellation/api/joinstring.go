@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"regexp"
 	"strings"
 )
 
@@ -26,9 +25,9 @@ const JoinScheme = "etoile"
 const MaxJoinStringLen = 1024
 
 var (
-	tokenIDPattern     = regexp.MustCompile(`^[0-9a-f]{16}$`)
-	tokenSecretPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
-	pinPattern         = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	tokenIDPattern     = lazyRegexp(`^[0-9a-f]{16}$`)
+	tokenSecretPattern = lazyRegexp(`^[A-Za-z0-9_-]{43}$`)
+	pinPattern         = lazyRegexp(`^[0-9a-f]{64}$`)
 )
 
 // JoinString is the parsed form of a join string.

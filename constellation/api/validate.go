@@ -8,6 +8,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -15,17 +16,17 @@ import (
 // to a narrow pattern, so that names stay safe in file names, HTML, logs and
 // label selectors whatever the renderer.
 var (
-	hostnamePattern     = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
-	portPattern         = regexp.MustCompile(`^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$`)
-	pathPattern         = regexp.MustCompile(`^(/[A-Za-z0-9._-]+)*/?$`)
-	namePattern         = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	countryPattern      = regexp.MustCompile(`^[A-Z]{2}$`)
-	regionPattern       = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	jurisdictionPattern = regexp.MustCompile(`^[A-Z]{2,8}$`)
-	tagPattern          = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
-	versionPattern      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$`)
-	attrKeyPattern      = regexp.MustCompile(`^[a-z][a-z0-9.]{0,31}$`)
-	attrValuePattern    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	hostnamePattern     = lazyRegexp(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+	portPattern         = lazyRegexp(`^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$`)
+	pathPattern         = lazyRegexp(`^(/[A-Za-z0-9._-]+)*/?$`)
+	namePattern         = lazyRegexp(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	countryPattern      = lazyRegexp(`^[A-Z]{2}$`)
+	regionPattern       = lazyRegexp(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	jurisdictionPattern = lazyRegexp(`^[A-Z]{2,8}$`)
+	tagPattern          = lazyRegexp(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+	versionPattern      = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$`)
+	attrKeyPattern      = lazyRegexp(`^[a-z][a-z0-9.]{0,31}$`)
+	attrValuePattern    = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 )
 
 // ValidateName checks a site or template name: a DNS label (lowercase
@@ -296,4 +297,21 @@ func clip(s string) string {
 		s = s[:40] + "…"
 	}
 	return strings.ToValidUTF8(s, "?")
+}
+
+// lazyRE compiles its expression on first use: the agent links this
+// package, and compiling every pattern at start cost tens of milliseconds
+// of its boot under emulation.
+type lazyRE struct {
+	once sync.Once
+	expr string
+	re   *regexp.Regexp
+}
+
+func lazyRegexp(expr string) *lazyRE { return &lazyRE{expr: expr} }
+
+// MatchString reports whether s matches the expression.
+func (l *lazyRE) MatchString(s string) bool {
+	l.once.Do(func() { l.re = regexp.MustCompile(l.expr) })
+	return l.re.MatchString(s)
 }
