@@ -718,8 +718,26 @@ func mountSystem(ctx context.Context, m *Machine) error {
 		}
 	}
 	data := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", SystemDir, OverlayDir, OverlayDir)
-	return mt.Mount("overlay", NewRoot, "overlay", 0, data)
+	if err := mt.Mount("overlay", NewRoot, "overlay", 0, data); err != nil {
+		return err
+	}
+	// The config sources read next may be FAT (an ETOILE-CFG stick, the
+	// raw disk's ESP): their modules load now, while the switch and the
+	// network's DHCP leave the CPU idle, rather than when mounting.
+	if m.Cold != nil && m.real() {
+		go func() {
+			defer func() { _ = recover() }()
+			for _, name := range VFATModules {
+				_ = m.Cold.Modprobe(ctx, name)
+			}
+		}()
+	}
+	return nil
 }
+
+// VFATModules are what mounting a FAT filesystem takes with the kernel's
+// default code page (437) and character set (ascii).
+var VFATModules = []string{"vfat", "nls_cp437", "nls_ascii"}
 
 // switchRoot makes the agent and the kernel modules visible in the new root,
 // then moves the API mounts and switches. They are bind-mounted read-only

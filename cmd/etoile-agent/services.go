@@ -47,6 +47,12 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 	// kernel would otherwise start the agent again as modprobe for each.
 	mount := func(dev, dir string, fstypes []string) error {
 		for _, t := range fstypes {
+			if t == "vfat" {
+				for _, name := range boot.VFATModules {
+					_ = m.LoadModule(ctx, name)
+				}
+				continue
+			}
 			_ = m.LoadModule(ctx, "fs-"+t)
 		}
 		return mountReadOnly(dev, dir, fstypes)
