@@ -422,6 +422,7 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 	m.log.Debug("module index read", "took", kmod.Round(time.Since(start)))
 	cold.Params = kmod.ModuleParams(m.Params.Raw)
 	cold.AsyncProbe = true
+	cold.NetworkFirst = m.Params.SystemURL != ""
 	m.Cold = cold
 	if m.real() {
 		// The kernel runs /sbin/modprobe to load what it lacks (a filesystem

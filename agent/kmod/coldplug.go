@@ -88,6 +88,9 @@ type Coldplug struct {
 	// Params are module parameters by module name ("param=value …"), as
 	// modprobe takes them from the kernel command line (ModuleParams).
 	Params map[string]string
+	// NetworkFirst makes the NIC drivers urgent instead of the storage
+	// drivers: the boot medium comes over the network (netboot).
+	NetworkFirst bool
 	// AsyncProbe loads modules with async_probe. Without it, init_module
 	// waits for every asynchronous probe in the kernel (do_init_module
 	// calls async_synchronize_full), so a filesystem or NIC module would
@@ -209,10 +212,32 @@ type request struct {
 	module, why, modalias string
 }
 
-// urgent: the request loads a driver the search for the boot medium needs,
-// or a module mounting it needs.
-func (r request) urgent() bool {
-	return r.why == "boot" || (r.modalias != "" && StorageModalias(r.modalias))
+// isUrgent: the request loads a driver the search for the boot medium needs
+// (storage, or the NICs when it comes over the network), or a module
+// mounting it needs.
+func (c *Coldplug) isUrgent(r request) bool {
+	if r.why == "boot" {
+		return true
+	}
+	if r.modalias == "" {
+		return false
+	}
+	if c.NetworkFirst {
+		return NetworkModalias(r.modalias)
+	}
+	return StorageModalias(r.modalias)
+}
+
+// NetworkModalias reports whether a device is a NIC: a PCI network
+// controller (class 02) or a virtio network device.
+func NetworkModalias(ma string) bool {
+	switch {
+	case strings.HasPrefix(ma, "pci:"):
+		return strings.Contains(ma, "bc02sc")
+	case strings.HasPrefix(ma, "virtio:"):
+		return strings.HasPrefix(ma, "virtio:d00000001v")
+	}
+	return false
 }
 
 // StorageModalias reports whether a device is storage or on the way to it:
@@ -279,7 +304,7 @@ func (c *Coldplug) startFor(ctx context.Context, aliases []string, wg *sync.Wait
 	c.mu.Unlock()
 	// Storage first, in the same scan too.
 	slices.SortStableFunc(reqs, func(a, b request) int {
-		switch ua, ub := a.urgent(), b.urgent(); {
+		switch ua, ub := c.isUrgent(a), c.isUrgent(b); {
 		case ua && !ub:
 			return -1
 		case ub && !ua:
@@ -353,7 +378,7 @@ func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup) {
 	c.semOnce.Do(func() { c.sem = make(chan struct{}, max(c.Parallel, 1)) })
 	wg.Add(1)
 	c.pending.Add(1)
-	urgent := r.urgent()
+	urgent := c.isUrgent(r)
 	if urgent {
 		c.mu.Lock()
 		c.urgent++

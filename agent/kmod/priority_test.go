@@ -99,6 +99,20 @@ func TestStorageFirst(t *testing.T) {
 	if l := c.Loaded(3); !slices.Equal(l, []string{"e1000e"}) {
 		t.Errorf("Loaded(3) = %q", l)
 	}
+
+	// Netboot: the NIC comes first.
+	loader = &slowLoader{}
+	c, err = NewColdplug(sys, mods, loader, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.NetworkFirst = true
+	if err := c.Settle(context.Background(), 0, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := loader.Loaded(), []string{"e1000e", "libata", "libahci", "ahci"}; !slices.Equal(got, want) {
+		t.Errorf("NetworkFirst: load order %q, want %q", got, want)
+	}
 }
 
 func TestModuleParams(t *testing.T) {
@@ -127,6 +141,19 @@ func TestAliasesForBus(t *testing.T) {
 	for bus, want := range map[string]bool{"pci": true, "virtio": true, "usb": true, "acpi": false, "memory": false, "workqueue": false} {
 		if got := a.ForBus(bus); got != want {
 			t.Errorf("ForBus(%s) = %v, want %v", bus, got, want)
+		}
+	}
+}
+
+func TestNetworkModalias(t *testing.T) {
+	for ma, want := range map[string]bool{
+		"pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00": true, // e1000e
+		"virtio:d00000001v00001AF4":                             true,
+		"pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01": false,
+		"virtio:d00000002v00001AF4":                             false,
+	} {
+		if got := NetworkModalias(ma); got != want {
+			t.Errorf("NetworkModalias(%s) = %v, want %v", ma, got, want)
 		}
 	}
 }
