@@ -674,6 +674,9 @@ func (m *Machine) waitDevice(ctx context.Context, what string, find func([]sysim
 }
 
 func mountSystem(ctx context.Context, m *Machine) error {
+	if m.Cold != nil {
+		m.Cold.MediumFound()
+	}
 	if m.bootMods != nil {
 		select { // loop, squashfs, overlay, isofs
 		case <-m.bootMods:

@@ -71,10 +71,11 @@ func ReadList(path string) ([]string, error) {
 //
 // Storage comes first: the drivers for disk and CD controllers, USB host
 // controllers and the disks and CDs themselves (what finding the boot
-// medium waits for) are urgent, and other loads wait until no urgent one is
-// in progress, so that on a machine with few cores the boot medium's chain
-// of modules (scsi_mod, libata, ahci, sr_mod…) does not share the CPU with
-// NIC and filesystem drivers. With AsyncProbe, modules load with
+// medium waits for) load first, then what mounting it takes, then the
+// rest, each waiting until no more urgent load is in progress, so that on a
+// machine with few cores the boot medium's chain of modules (scsi_mod,
+// libata, ahci, sr_mod…) does not share the CPU with NIC and filesystem
+// drivers. With AsyncProbe, modules load with
 // async_probe: a driver's probe (ahci waits about 0.35 s for its links)
 // runs in the background instead of inside init_module, and no other load
 // waits for it.
@@ -104,19 +105,20 @@ type Coldplug struct {
 	aliases *Aliases
 	deps    *Deps
 
-	mu        sync.Mutex
-	seen      map[string]bool          // modaliases already handled
-	done      map[string]chan struct{} // module → closed once loaded (or given up)
-	warned    map[string]bool
-	loaded    []string // modules loaded, in order
-	loadCount atomic.Int64
-	pending   atomic.Int64  // loads started and not finished
-	urgent    int           // urgent loads started and not finished (under mu)
-	calm      *sync.Cond    // broadcast (on mu) when urgent drops to 0
-	finished  chan struct{} // a load has finished (Settle looks again)
-	watching  atomic.Bool   // WatchHotplug is loading drivers for new devices
-	sem       chan struct{}
-	semOnce   sync.Once
+	mu          sync.Mutex
+	seen        map[string]bool          // modaliases already handled
+	done        map[string]chan struct{} // module → closed once loaded (or given up)
+	warned      map[string]bool
+	loaded      []string // modules loaded, in order
+	loadCount   atomic.Int64
+	pending     atomic.Int64  // loads started and not finished
+	inFlight    [numPrio]int  // loads started and not finished, by priority (under mu)
+	mediumFound bool          // (under mu) see MediumFound
+	calm        *sync.Cond    // broadcast (on mu) when a priority's count drops to 0
+	finished    chan struct{} // a load has finished (Settle looks again)
+	watching    atomic.Bool   // WatchHotplug is loading drivers for new devices
+	sem         chan struct{}
+	semOnce     sync.Once
 }
 
 // NewColdplug reads modules.alias, modules.dep, modules.builtin and
@@ -212,20 +214,27 @@ type request struct {
 	module, why, modalias string
 }
 
-// isUrgent: the request loads a driver the search for the boot medium needs
-// (storage, or the NICs when it comes over the network), or a module
-// mounting it needs.
-func (c *Coldplug) isUrgent(r request) bool {
-	if r.why == "boot" {
-		return true
+// Load priorities: a load waits while one of a lower number is in progress.
+const (
+	prioMedium = iota // drivers of what the boot medium is found on
+	prioBoot          // what mounting it takes (BootModules)
+	prioOther         // the rest
+	numPrio
+)
+
+// priority of a request: prioMedium for the drivers of storage (or of the
+// NICs, when the medium comes over the network), prioBoot for what mounting
+// the medium takes, which loads while the medium's controller probes.
+func (c *Coldplug) priority(r request) int {
+	switch {
+	case r.why == "boot":
+		return prioBoot
+	case r.modalias == "":
+		return prioOther
+	case c.NetworkFirst && NetworkModalias(r.modalias), !c.NetworkFirst && StorageModalias(r.modalias):
+		return prioMedium
 	}
-	if r.modalias == "" {
-		return false
-	}
-	if c.NetworkFirst {
-		return NetworkModalias(r.modalias)
-	}
-	return StorageModalias(r.modalias)
+	return prioOther
 }
 
 // NetworkModalias reports whether a device is a NIC: a PCI network
@@ -304,13 +313,7 @@ func (c *Coldplug) startFor(ctx context.Context, aliases []string, wg *sync.Wait
 	c.mu.Unlock()
 	// Storage first, in the same scan too.
 	slices.SortStableFunc(reqs, func(a, b request) int {
-		switch ua, ub := c.isUrgent(a), c.isUrgent(b); {
-		case ua && !ub:
-			return -1
-		case ub && !ua:
-			return 1
-		}
-		return 0
+		return c.priority(a) - c.priority(b)
 	})
 	for _, r := range reqs {
 		c.start(ctx, r, wg)
@@ -328,8 +331,8 @@ func (c *Coldplug) LoadFixed(ctx context.Context, names []string) {
 	c.loadAll(ctx, reqs)
 }
 
-// LoadBoot loads what mounting the boot medium takes (BootModules) as
-// urgently as the storage drivers.
+// LoadBoot loads what mounting the boot medium takes (BootModules), right
+// after the storage drivers: while the medium's controller probes.
 func (c *Coldplug) LoadBoot(ctx context.Context, names []string) {
 	var reqs []request
 	for _, m := range names {
@@ -378,12 +381,10 @@ func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup) {
 	c.semOnce.Do(func() { c.sem = make(chan struct{}, max(c.Parallel, 1)) })
 	wg.Add(1)
 	c.pending.Add(1)
-	urgent := c.isUrgent(r)
-	if urgent {
-		c.mu.Lock()
-		c.urgent++
-		c.mu.Unlock()
-	}
+	prio := c.priority(r)
+	c.mu.Lock()
+	c.inFlight[prio]++
+	c.mu.Unlock()
 	go func() {
 		defer wg.Done()
 		defer func() {
@@ -394,19 +395,16 @@ func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup) {
 			}
 		}()
 		c.mu.Lock()
-		if urgent {
-			defer func() {
-				c.mu.Lock()
-				if c.urgent--; c.urgent == 0 {
-					c.calm.Broadcast()
-				}
-				c.mu.Unlock()
-			}()
-		} else {
-			// Storage first: wait while a storage driver loads.
-			for c.urgent > 0 {
-				c.calm.Wait()
+		defer func() {
+			c.mu.Lock()
+			if c.inFlight[prio]--; c.inFlight[prio] == 0 {
+				c.calm.Broadcast()
 			}
+			c.mu.Unlock()
+		}()
+		// Storage first: wait while something more urgent loads.
+		for c.busyBefore(prio) {
+			c.calm.Wait()
 		}
 		c.mu.Unlock()
 		c.sem <- struct{}{}
@@ -419,6 +417,30 @@ func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup) {
 		}()
 		c.load(r, map[string]bool{})
 	}()
+}
+
+// busyBefore reports whether a load more urgent than prio is in progress
+// (c.mu held).
+func (c *Coldplug) busyBefore(prio int) bool {
+	if prio == prioBoot && c.mediumFound {
+		return false // mounting the medium is what the boot waits for now
+	}
+	for p := 0; p < prio; p++ {
+		if c.inFlight[p] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// MediumFound tells that the boot medium is found: what mounting it takes
+// stops waiting for the other storage drivers (a virtio disk is found
+// while ahci's chain of modules still loads).
+func (c *Coldplug) MediumFound() {
+	c.mu.Lock()
+	c.mediumFound = true
+	c.calm.Broadcast()
+	c.mu.Unlock()
 }
 
 // claim returns true if the caller must load module, or waits until whoever
