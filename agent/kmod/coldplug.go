@@ -217,14 +217,15 @@ type request struct {
 // Load priorities: a load waits while one of a lower number is in progress.
 const (
 	prioMedium = iota // drivers of what the boot medium is found on
-	prioBoot          // what mounting it takes (BootModules)
+	prioBoot          // what mounting it takes (BootModules), and the NICs
 	prioOther         // the rest
 	numPrio
 )
 
 // priority of a request: prioMedium for the drivers of storage (or of the
 // NICs, when the medium comes over the network), prioBoot for what mounting
-// the medium takes, which loads while the medium's controller probes.
+// the medium takes and for the NICs (the ready line waits for both), which
+// load while the medium's controller probes.
 func (c *Coldplug) priority(r request) int {
 	switch {
 	case r.why == "boot":
@@ -233,6 +234,8 @@ func (c *Coldplug) priority(r request) int {
 		return prioOther
 	case c.NetworkFirst && NetworkModalias(r.modalias), !c.NetworkFirst && StorageModalias(r.modalias):
 		return prioMedium
+	case NetworkModalias(r.modalias):
+		return prioBoot // the ready line waits for the network too
 	}
 	return prioOther
 }
@@ -443,6 +446,29 @@ func (c *Coldplug) MediumFound() {
 	c.mu.Unlock()
 }
 
+// yield holds a storage driver's chain of modules, between two of them,
+// while what mounting the found medium takes loads: once the medium is
+// found, the other controllers' drivers (ahci's chain on a machine booted
+// from a virtio disk) are no longer what the boot waits for. It holds no
+// claim and no slot while it waits.
+func (c *Coldplug) yield(r request) {
+	if c.priority(r) != prioMedium {
+		return
+	}
+	c.mu.Lock()
+	if !c.mediumFound || c.inFlight[prioBoot] == 0 {
+		c.mu.Unlock()
+		return
+	}
+	// Give the slot up meanwhile: the loads waited for may need it.
+	<-c.sem
+	for c.mediumFound && c.inFlight[prioBoot] > 0 {
+		c.calm.Wait()
+	}
+	c.mu.Unlock()
+	c.sem <- struct{}{}
+}
+
 // claim returns true if the caller must load module, or waits until whoever
 // claimed it first has finished and returns false.
 func (c *Coldplug) claim(module string) bool {
@@ -503,6 +529,7 @@ func (c *Coldplug) load(r request, stack map[string]bool) {
 		return
 	}
 	for _, m := range order {
+		c.yield(r)
 		pre, post := c.deps.Softdeps(m)
 		for _, p := range pre {
 			for _, s := range c.resolve(p) {

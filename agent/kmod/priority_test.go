@@ -32,13 +32,16 @@ func TestStorageModalias(t *testing.T) {
 	}
 }
 
-// slowLoader records loads and takes a while over libata, as a large
-// module does under emulation.
-type slowLoader struct{ Recorder }
+// slowLoader records loads and takes a while over libata (and the modules
+// in slow), as a large module does under emulation.
+type slowLoader struct {
+	Recorder
+	slow map[string]bool
+}
 
 func (l *slowLoader) Load(name, p string) error { return l.LoadParams(name, p, "") }
 func (l *slowLoader) LoadParams(name, p, params string) error {
-	if name == "libata" {
+	if name == "libata" || l.slow[name] {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return l.Recorder.LoadParams(name, p, params)
@@ -155,5 +158,49 @@ func TestNetworkModalias(t *testing.T) {
 		if got := NetworkModalias(ma); got != want {
 			t.Errorf("NetworkModalias(%s) = %v, want %v", ma, got, want)
 		}
+	}
+}
+
+// TestChainYieldsOnceMediumFound: once the boot medium is found, another
+// controller's chain of modules (ahci's, on a machine booted from a virtio
+// disk) lets what mounting the medium takes go first.
+func TestChainYieldsOnceMediumFound(t *testing.T) {
+	root := t.TempDir()
+	sys := filepath.Join(root, "sys")
+	mods := filepath.Join(root, "lib/modules/6.1.0-test")
+	files := map[string]string{
+		"modules.dep": "kernel/ata/ahci.ko: kernel/ata/libahci.ko kernel/ata/libata.ko\nkernel/ata/libahci.ko: kernel/ata/libata.ko\n" +
+			"kernel/ata/libata.ko:\nkernel/fs/squashfs.ko:\n",
+		"modules.alias": "alias pci:v*d*sv*sd*bc01sc06i01* ahci\n",
+		"kernel/ata/ahci.ko": "", "kernel/ata/libahci.ko": "", "kernel/ata/libata.ko": "", "kernel/fs/squashfs.ko": "",
+	}
+	for name, data := range files {
+		p := filepath.Join(mods, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fakeSys(t, sys, map[string]string{"pci/0000:00:1f.2": "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"})
+	// libata and squashfs take 50 ms each: without yielding, libahci and
+	// ahci would finish while squashfs still loads.
+	loader := &slowLoader{slow: map[string]bool{"squashfs": true}}
+	c, err := NewColdplug(sys, mods, loader, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.StartScan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond) // libata is loading
+	c.MediumFound()
+	c.LoadBoot(context.Background(), []string{"squashfs"})
+	if err := c.Settle(context.Background(), 0, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := loader.Loaded(), []string{"libata", "squashfs", "libahci", "ahci"}; !slices.Equal(got, want) {
+		t.Errorf("load order %q, want %q", got, want)
 	}
 }
