@@ -171,7 +171,7 @@ func TestChainYieldsOnceMediumFound(t *testing.T) {
 	files := map[string]string{
 		"modules.dep": "kernel/ata/ahci.ko: kernel/ata/libahci.ko kernel/ata/libata.ko\nkernel/ata/libahci.ko: kernel/ata/libata.ko\n" +
 			"kernel/ata/libata.ko:\nkernel/fs/squashfs.ko:\n",
-		"modules.alias": "alias pci:v*d*sv*sd*bc01sc06i01* ahci\n",
+		"modules.alias":      "alias pci:v*d*sv*sd*bc01sc06i01* ahci\n",
 		"kernel/ata/ahci.ko": "", "kernel/ata/libahci.ko": "", "kernel/ata/libata.ko": "", "kernel/fs/squashfs.ko": "",
 	}
 	for name, data := range files {
