@@ -60,15 +60,7 @@ func TestStorageFirst(t *testing.T) {
 		"modules.alias":      "alias pci:v*d*sv*sd*bc01sc06i01* ahci\nalias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e\n",
 		"kernel/ata/ahci.ko": "", "kernel/ata/libahci.ko": "", "kernel/ata/libata.ko": "", "kernel/net/e1000e.ko": "",
 	}
-	for name, data := range files {
-		p := filepath.Join(mods, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeTree(t, mods, files)
 	fakeSys(t, sys, map[string]string{
 		"pci/0000:00:02.0": "pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00", // NIC, sorts first
 		"pci/0000:00:1f.2": "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01", // AHCI
@@ -174,15 +166,7 @@ func TestChainYieldsOnceMediumFound(t *testing.T) {
 		"modules.alias":      "alias pci:v*d*sv*sd*bc01sc06i01* ahci\n",
 		"kernel/ata/ahci.ko": "", "kernel/ata/libahci.ko": "", "kernel/ata/libata.ko": "", "kernel/fs/squashfs.ko": "",
 	}
-	for name, data := range files {
-		p := filepath.Join(mods, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeTree(t, mods, files)
 	fakeSys(t, sys, map[string]string{"pci/0000:00:1f.2": "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"})
 	// libata and squashfs take 50 ms each: without yielding, libahci and
 	// ahci would finish while squashfs still loads.
@@ -202,5 +186,19 @@ func TestChainYieldsOnceMediumFound(t *testing.T) {
 	}
 	if got, want := loader.Loaded(), []string{"libata", "squashfs", "libahci", "ahci"}; !slices.Equal(got, want) {
 		t.Errorf("load order %q, want %q", got, want)
+	}
+}
+
+// writeTree writes files (path → content) under dir.
+func writeTree(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, data := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -192,23 +192,12 @@ func (p *epollPoller) expire(t time.Time) {
 
 // fail hands every parked connection back to the HTTP server (which closes
 // idle ones after its own idle timeout) and parks no more.
-func (p *epollPoller) fail() {
-	p.mu.Lock()
-	if p.stopped {
-		p.mu.Unlock()
-		return
-	}
-	p.stopped = true
-	parked := p.byID
-	p.byID = nil
-	p.mu.Unlock()
-	_ = p.ep.Close()
-	for _, c := range parked {
-		p.l.deliver(c)
-	}
-}
+func (p *epollPoller) fail() { p.shut(p.l.deliver) }
 
-func (p *epollPoller) stop() {
+func (p *epollPoller) stop() { p.shut(func(c *siteConn) { _ = c.Conn.Close() }) }
+
+// shut parks no more and gives every parked connection to each.
+func (p *epollPoller) shut(each func(*siteConn)) {
 	p.mu.Lock()
 	if p.stopped {
 		p.mu.Unlock()
@@ -220,6 +209,6 @@ func (p *epollPoller) stop() {
 	p.mu.Unlock()
 	_ = p.ep.Close()
 	for _, c := range parked {
-		_ = c.Conn.Close()
+		each(c)
 	}
 }
