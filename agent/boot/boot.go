@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/etoile-os/etoile/agent"
@@ -91,7 +92,7 @@ type Machine struct {
 	netErr  error
 	// hotplug is true once the uevent watcher loads drivers for new
 	// devices; devEvents gets a token on every block device event.
-	hotplug     bool
+	hotplug     atomic.Bool
 	devEvents   chan struct{}
 	modulesDone chan struct{}
 	entropyDone chan struct{}
@@ -437,8 +438,9 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 		if h, err := kmod.OpenHotplug(); err != nil {
 			m.log.Warn("devices plugged in later get no driver", "reason", err.Error())
 		} else {
-			m.hotplug = true
+			m.hotplug.Store(true)
 			go func() {
+				defer m.hotplug.Store(false) // the medium wait rescans again
 				defer func() {
 					if r := recover(); r != nil {
 						m.log.Warn("hotplug watch crashed", "reason", fmt.Sprint(r))
@@ -660,7 +662,7 @@ func (m *Machine) waitDevice(ctx context.Context, what string, find func([]sysim
 			announced = true
 		}
 		poll := 250 * time.Millisecond
-		if !m.hotplug {
+		if !m.hotplug.Load() {
 			m.rescan(ctx)
 			poll = 50 * time.Millisecond
 		}

@@ -75,10 +75,9 @@ func ReadList(path string) ([]string, error) {
 // rest, each waiting until no more urgent load is in progress, so that on a
 // machine with few cores the boot medium's chain of modules (scsi_mod,
 // libata, ahci, sr_mod…) does not share the CPU with NIC and filesystem
-// drivers. With AsyncProbe, modules load with
-// async_probe: a driver's probe (ahci waits about 0.35 s for its links)
-// runs in the background instead of inside init_module, and no other load
-// waits for it.
+// drivers. With AsyncProbe, modules load with async_probe: a driver's
+// probe (ahci waits about 0.35 s for its links) runs in the background
+// instead of inside init_module, and no other load waits for it.
 type Coldplug struct {
 	SysDir string // "/sys", or DIR/sys under --root
 	ModDir string // the folder holding modules.dep: "/lib/modules/<release>"
