@@ -496,7 +496,7 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 				m.log.Warn("module loading crashed", "reason", fmt.Sprint(r))
 			}
 		}()
-		cold.LoadBoot(ctx, kmod.BootModules)
+		cold.LoadBoot(ctx, kmod.BootModulesFor(m.Params.Slot != "", m.Params.SystemURL != ""))
 	}()
 	if !m.real() {
 		// recorded loads: keep --root runs deterministic

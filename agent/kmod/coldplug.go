@@ -19,9 +19,22 @@ import (
 )
 
 // BootModules are loaded with the hardware drivers, before the system image
-// is looked for: what mounting it takes. Everything else of the fixed list
-// (netfilter, wireguard, ext4…) can come after the ready line.
+// is looked for: what mounting it takes from an ISO. Everything else of the
+// fixed list (netfilter, wireguard, ext4…) can come after the ready line.
 var BootModules = []string{"loop", "squashfs", "overlay", "isofs"}
+
+// BootModulesFor is what mounting the system image takes for a source:
+// a slot's squashfs is a partition (no loop, no ISO9660), a downloaded one a
+// file (loop, no ISO9660), an ISO's a file on the ISO (BootModules).
+func BootModulesFor(slot, url bool) []string {
+	switch {
+	case slot:
+		return []string{"squashfs", "overlay"}
+	case url:
+		return []string{"loop", "squashfs", "overlay"}
+	}
+	return BootModules
+}
 
 // DefaultFixed are loaded on every boot whatever the hardware: what the boot
 // itself mounts, the disk class drivers, and what K3s needs from the kernel.

@@ -202,3 +202,15 @@ func writeTree(t *testing.T, dir string, files map[string]string) {
 		}
 	}
 }
+
+func TestBootModulesFor(t *testing.T) {
+	if got := BootModulesFor(true, false); !slices.Equal(got, []string{"squashfs", "overlay"}) {
+		t.Errorf("slot: %q", got)
+	}
+	if got := BootModulesFor(false, true); slices.Contains(got, "isofs") || !slices.Contains(got, "loop") {
+		t.Errorf("netboot: %q", got)
+	}
+	if got := BootModulesFor(false, false); !slices.Equal(got, BootModules) {
+		t.Errorf("ISO: %q", got)
+	}
+}
