@@ -271,7 +271,7 @@ func NetworkModalias(ma string) bool {
 func StorageModalias(ma string) bool {
 	switch {
 	case strings.HasPrefix(ma, "pci:"):
-		return strings.Contains(ma, "bc01sc") || strings.Contains(ma, "bc0Csc03") || strings.Contains(ma, "bc0csc03")
+		return strings.Contains(ma, "bc01sc") || strings.Contains(ma, "bc0Csc03") // the kernel writes hex in capitals
 	case strings.HasPrefix(ma, "virtio:"):
 		return strings.HasPrefix(ma, "virtio:d00000002v") || strings.HasPrefix(ma, "virtio:d00000008v")
 	case strings.HasPrefix(ma, "scsi:"):

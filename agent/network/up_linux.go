@@ -58,13 +58,12 @@ type Result struct {
 
 // physicalLinks lists the links to configure: those named in only, or
 // every physical Ethernet link.
-func physicalLinks(only []string) ([]netlink.Link, []string, error) {
+func physicalLinks(only []string) ([]netlink.Link, error) {
 	all, err := netlink.LinkList()
 	if err != nil {
-		return nil, nil, fmt.Errorf("listing network links: %w", err)
+		return nil, fmt.Errorf("listing network links: %w", err)
 	}
 	var links []netlink.Link
-	var names []string
 	for _, l := range all {
 		a := l.Attrs()
 		if len(only) > 0 {
@@ -77,9 +76,8 @@ func physicalLinks(only []string) ([]netlink.Link, []string, error) {
 			continue
 		}
 		links = append(links, l)
-		names = append(names, a.Name)
 	}
-	return links, names, nil
+	return links, nil
 }
 
 // Up brings every physical link up, runs DHCP on those with carrier in
@@ -215,7 +213,7 @@ func waitLinks(ctx context.Context, cfg Config, onCarrier func(netlink.Link)) (l
 		if settled && deadline.IsZero() {
 			deadline = now.Add(cfg.CarrierWait)
 		}
-		links, _, err = physicalLinks(cfg.Only)
+		links, err = physicalLinks(cfg.Only)
 		if err != nil {
 			return nil, nil, err
 		}

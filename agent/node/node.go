@@ -123,10 +123,7 @@ func Start(ctx context.Context, env Env) *Node {
 	// two do not compete for the CPU: only a machine with a GPU, whose K3s
 	// needs the GPU labels, collects it first and makes K3s wait for it.
 	invDone := make(chan struct{})
-	var collectInventory func()
-	var collectOnce sync.Once
-	collect := func() { collectOnce.Do(collectInventory) }
-	collectInventory = func() {
+	collect := sync.OnceFunc(func() {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
@@ -144,7 +141,7 @@ func Start(ctx context.Context, env Env) *Node {
 			n.inv = inv
 			n.mu.Unlock()
 		}()
-	}
+	})
 	defer collect()
 	data, from, err := n.findConfig(ctx)
 	gpu := inventory.HasGPU(n.rootOrEmpty())
