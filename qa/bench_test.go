@@ -74,4 +74,9 @@ func TestAgentStart(t *testing.T) {
 	if _, err := AgentStart(lines[:1]); err == nil {
 		t.Error("no step line gave no error")
 	}
+	// The agent's own reading of when /init started wins over its first step.
+	withStart := append([]Line{lines[1], {Text: "etoile: init ran agent_start=2.31s from=\"kernel log\""}}, lines[2:]...)
+	if got, err := AgentStart(withStart); err != nil || got != 2.31 {
+		t.Errorf("AgentStart with agent_start = %v, %v; want 2.31", got, err)
+	}
 }

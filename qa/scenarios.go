@@ -15,7 +15,7 @@ const ReadyTimeout = 4 * time.Minute
 // NetbootAppend is the kernel command line of the netboot scenario, without the
 // etoile.system= arguments: the one the default image's boot loader entries
 // use (Étoile's consoles, then image/default.yaml's kernel.cmdline).
-const NetbootAppend = "console=tty0 console=ttyS0,115200 quiet"
+const NetbootAppend = "console=tty0 console=ttyS0,115200 quiet cryptomgr.notests"
 
 // FloorAppend is the kernel command line of the direct-kernel floor boots: the
 // same as the build's boot loader entries.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -96,7 +97,9 @@ type Coldplug struct {
 	ModDir string // the folder holding modules.dep: "/lib/modules/<release>"
 	Loader Loader
 	Log    *slog.Logger
-	// Parallel bounds the modules loaded at once (default 4).
+	// Parallel bounds the modules loaded at once, in each priority class
+	// (default 4): an urgent load never waits for a slot held by a load
+	// of another class.
 	Parallel int
 	// Params are module parameters by module name ("param=value …"), as
 	// modprobe takes them from the kernel command line (ModuleParams).
@@ -113,6 +116,16 @@ type Coldplug struct {
 	// its links take in their stride. The boot sets it; modprobe, whose
 	// caller expects the device to be there when it returns, does not.
 	AsyncProbe bool
+	// Background runs the kernel's share of the loads nothing waits for
+	// yet at the lowest CPU priority (nice 19): the NIC and filesystem
+	// drivers while the boot medium's chain loads and probes, the other
+	// controllers' drivers once the medium is found, and everything not
+	// needed for the ready line. They then take the CPU only when the
+	// urgent work leaves it idle (ahci's link debounce, a DHCP wait) and
+	// no longer slow the boot medium's chain down on a machine with few
+	// cores. A load something waits for (modprobe, a module an urgent
+	// chain needs) runs at the usual priority. The boot sets it.
+	Background bool
 
 	aliases *Aliases
 	deps    *Deps
@@ -123,21 +136,40 @@ type Coldplug struct {
 	warned      map[string]bool
 	loaded      []string // modules loaded, in order
 	loadCount   atomic.Int64
-	pending     atomic.Int64  // loads started and not finished
-	inFlight    [numPrio]int  // loads started and not finished, by priority (under mu)
-	mediumFound bool          // (under mu) see MediumFound
-	calm        *sync.Cond    // broadcast (on mu) when a priority's count drops to 0
-	finished    chan struct{} // a load has finished (Settle looks again)
-	watching    atomic.Bool   // WatchHotplug is loading drivers for new devices
-	sem         chan struct{}
+	pending     atomic.Int64           // loads started and not finished
+	inFlight    [numPrio]int           // loads started and not finished, by priority (under mu)
+	mediumFound bool                   // (under mu) see MediumFound
+	calm        *sync.Cond             // broadcast (on mu) when a priority's count drops to 0
+	finished    chan struct{}          // a load has finished (Settle looks again)
+	watching    atomic.Bool            // WatchHotplug is loading drivers for new devices
+	sem         [numPrio]chan struct{} // slots, by priority
 	semOnce     sync.Once
+	threads     map[*loadThread]bool   // (under mu) loads inside the kernel now
+	claimedBy   map[string]*loadThread // (under mu) module → the load that claimed it
+	setNice     func(tid, nice int) error
 }
+
+// loadThread is one load's goroutine: its priority class and, while its
+// module is in the kernel's hands, the OS thread it is locked to and that
+// thread's nice value.
+type loadThread struct {
+	prio  int
+	why   string
+	boost bool // an urgent load waits for a module this one loads
+	tid   int  // 0 outside the kernel's share of a load
+	nice  int
+	bg    bool // the current module's load ran in the background for a while
+}
+
+// BackgroundNice is the nice value of loads nothing waits for (Background).
+const BackgroundNice = 19
 
 // NewColdplug reads modules.alias, modules.dep, modules.builtin and
 // modules.softdep from modDir.
 func NewColdplug(sysDir, modDir string, loader Loader, log *slog.Logger) (*Coldplug, error) {
 	c := &Coldplug{SysDir: sysDir, ModDir: modDir, Loader: loader, Log: log, Parallel: 4,
-		seen: map[string]bool{}, done: map[string]chan struct{}{}, warned: map[string]bool{}, finished: make(chan struct{}, 1)}
+		seen: map[string]bool{}, done: map[string]chan struct{}{}, warned: map[string]bool{}, finished: make(chan struct{}, 1),
+		threads: map[*loadThread]bool{}, claimedBy: map[string]*loadThread{}, setNice: setThreadNice}
 	c.calm = sync.NewCond(&c.mu)
 	f, err := os.Open(filepath.Join(modDir, "modules.dep"))
 	if err != nil {
@@ -393,7 +425,11 @@ func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup) {
 	if ctx.Err() != nil {
 		return
 	}
-	c.semOnce.Do(func() { c.sem = make(chan struct{}, max(c.Parallel, 1)) })
+	c.semOnce.Do(func() {
+		for p := range c.sem {
+			c.sem[p] = make(chan struct{}, max(c.Parallel, 1))
+		}
+	})
 	wg.Add(1)
 	c.pending.Add(1)
 	prio := c.priority(r)
@@ -422,16 +458,80 @@ func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup) {
 			c.calm.Wait()
 		}
 		c.mu.Unlock()
-		c.sem <- struct{}{}
-		defer func() { <-c.sem }()
+		c.sem[prio] <- struct{}{}
+		defer func() { <-c.sem[prio] }()
 		defer func() {
 			// A loader bug must not take PID 1 down.
 			if p := recover(); p != nil {
 				c.Log.Warn("module loading crashed", "module", r.module, "reason", fmt.Sprint(p))
 			}
 		}()
-		c.load(r, map[string]bool{})
+		c.load(r, map[string]bool{}, &loadThread{prio: prio, why: r.why})
 	}()
+}
+
+// urgent reports whether something waits for lt's load now (c.mu held):
+// the boot medium's drivers until it is found, what mounting it takes from
+// then on, modprobe's loads, and whatever such a load waits for.
+func (c *Coldplug) urgent(lt *loadThread) bool {
+	switch {
+	case lt.boost || lt.why == "modprobe":
+		return true
+	case lt.prio == prioMedium:
+		return !c.mediumFound
+	case lt.prio == prioBoot:
+		return c.mediumFound
+	}
+	return false
+}
+
+// renice gives lt's thread the nice value its urgency calls for, if it is
+// inside the kernel's share of a load (c.mu held).
+func (c *Coldplug) renice(lt *loadThread) {
+	if lt.tid == 0 {
+		return
+	}
+	want := 0
+	if c.Background && !c.urgent(lt) {
+		want = BackgroundNice
+	}
+	if want == lt.nice {
+		return
+	}
+	if err := c.setNice(lt.tid, want); err != nil {
+		c.Log.Debug("module load priority unchanged", "reason", err.Error())
+		return
+	}
+	lt.nice = want
+	lt.bg = lt.bg || want != 0
+}
+
+// inKernel runs fn, the kernel's share of lt's load, on a thread of its own
+// at lt's priority, kept up to date (MediumFound, boosts) while fn runs.
+func (c *Coldplug) inKernel(lt *loadThread, fn func() error) error {
+	if !c.Background {
+		return fn()
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	c.mu.Lock()
+	lt.tid, lt.bg = gettid(), false
+	c.threads[lt] = true
+	c.renice(lt)
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.threads, lt)
+		if lt.nice != 0 {
+			// The thread goes back to the Go scheduler's pool.
+			if err := c.setNice(lt.tid, 0); err == nil {
+				lt.nice = 0
+			}
+		}
+		lt.tid = 0
+		c.mu.Unlock()
+	}()
+	return fn()
 }
 
 // busyBefore reports whether a load more urgent than prio is in progress
@@ -454,6 +554,9 @@ func (c *Coldplug) busyBefore(prio int) bool {
 func (c *Coldplug) MediumFound() {
 	c.mu.Lock()
 	c.mediumFound = true
+	for lt := range c.threads {
+		c.renice(lt)
+	}
 	c.calm.Broadcast()
 	c.mu.Unlock()
 }
@@ -472,24 +575,30 @@ func (c *Coldplug) yield(r request) {
 		c.mu.Unlock()
 		return
 	}
-	// Give the slot up meanwhile: the loads waited for may need it.
-	<-c.sem
+	// Give the slot up meanwhile: a chain that yields holds none.
+	<-c.sem[prioMedium]
 	for c.mediumFound && c.inFlight[prioBoot] > 0 {
 		c.calm.Wait()
 	}
 	c.mu.Unlock()
-	c.sem <- struct{}{}
+	c.sem[prioMedium] <- struct{}{}
 }
 
-// claim returns true if the caller must load module, or waits until whoever
-// claimed it first has finished and returns false.
-func (c *Coldplug) claim(module string) bool {
+// claim returns true if lt must load module, or waits until whoever
+// claimed it first has finished and returns false. An urgent load that
+// waits lends its priority to the load it waits for.
+func (c *Coldplug) claim(module string, lt *loadThread) bool {
 	c.mu.Lock()
 	ch, ok := c.done[module]
 	if !ok {
 		c.done[module] = make(chan struct{})
+		c.claimedBy[module] = lt
 		c.mu.Unlock()
 		return true
+	}
+	if owner := c.claimedBy[module]; owner != nil && !owner.boost && c.urgent(lt) && !c.urgent(owner) {
+		owner.boost = true
+		c.renice(owner)
 	}
 	c.mu.Unlock()
 	<-ch
@@ -499,6 +608,7 @@ func (c *Coldplug) claim(module string) bool {
 func (c *Coldplug) finish(module string) {
 	c.mu.Lock()
 	close(c.done[module])
+	delete(c.claimedBy, module)
 	c.mu.Unlock()
 }
 
@@ -514,7 +624,7 @@ func (c *Coldplug) warnOnce(level slog.Level, key, msg string, args ...any) {
 
 // load loads r.module: its softdep pre modules, its dependencies in order,
 // itself, then its softdep post modules. stack guards against softdep loops.
-func (c *Coldplug) load(r request, stack map[string]bool) {
+func (c *Coldplug) load(r request, stack map[string]bool, lt *loadThread) {
 	name := r.module
 	if stack[name] {
 		return
@@ -545,22 +655,36 @@ func (c *Coldplug) load(r request, stack map[string]bool) {
 		pre, post := c.deps.Softdeps(m)
 		for _, p := range pre {
 			for _, s := range c.resolve(p) {
-				c.load(request{s, "softdep", ""}, stack)
+				c.load(request{s, "softdep", ""}, stack, lt)
 			}
 		}
-		if c.claim(m) {
-			c.loadFile(m, name, r)
+		if c.claim(m, lt) {
+			c.loadFile(m, name, r, lt)
 			c.finish(m)
 		}
 		for _, p := range post {
 			for _, s := range c.resolve(p) {
-				c.load(request{s, "softdep", ""}, stack)
+				c.load(request{s, "softdep", ""}, stack, lt)
+			}
+		}
+	}
+	// A storage controller's SCSI chain is followed by the SCSI disk and
+	// CD drivers, while the controller probes its links: the disk or CD
+	// it finds then binds at once, not after a uevent's round trip.
+	if c.priority(r) == prioMedium && r.why == "modalias" && slices.Contains(order, "scsi_mod") {
+		for _, m := range SCSIClassDrivers {
+			if c.deps.Has(m) {
+				c.load(request{m, "scsi class driver", ""}, stack, lt)
 			}
 		}
 	}
 }
 
-func (c *Coldplug) loadFile(m, wanted string, r request) {
+// SCSIClassDrivers are the drivers of the disks and CDs behind a SCSI
+// host: SATA (libata), USB mass storage and virtio-scsi all are one.
+var SCSIClassDrivers = []string{"sr_mod", "sd_mod"}
+
+func (c *Coldplug) loadFile(m, wanted string, r request, lt *loadThread) {
 	p := filepath.Join(c.ModDir, c.deps.Path(m))
 	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
 		level := slog.LevelWarn
@@ -575,11 +699,20 @@ func (c *Coldplug) loadFile(m, wanted string, r request) {
 	if c.AsyncProbe {
 		params = strings.TrimSpace(params + " async_probe")
 	}
-	var err error
+	load := func() error { return c.Loader.Load(m, p) }
 	if pl, ok := c.Loader.(ParamLoader); ok && params != "" {
-		err = pl.LoadParams(m, p, params)
-	} else {
-		err = c.Loader.Load(m, p)
+		load = func() error { return pl.LoadParams(m, p, params) }
+	}
+	var err error
+	if pr, ok := c.Loader.(Preparer); ok {
+		// Reading and decompressing at the usual priority, the kernel's share at lt's.
+		var prepared Prepared
+		if prepared, err = pr.Prepare(m, p); err == nil {
+			load = func() error { return prepared(params) }
+		}
+	}
+	if err == nil {
+		err = c.inKernel(lt, load)
 	}
 	if err != nil {
 		if errors.Is(err, unix.ENODEV) {
@@ -598,6 +731,9 @@ func (c *Coldplug) loadFile(m, wanted string, r request) {
 	attrs := []any{"module", m, "took", Round(time.Since(start))}
 	if params != "" {
 		attrs = append(attrs, "params", params)
+	}
+	if lt.bg {
+		attrs = append(attrs, "nice", BackgroundNice)
 	}
 	switch {
 	case m != wanted:

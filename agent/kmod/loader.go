@@ -29,6 +29,19 @@ type ParamLoader interface {
 	LoadParams(name, path, params string) error
 }
 
+// Preparer is a Loader that reads (and decompresses) a module apart from
+// putting it into the kernel, so that Coldplug can run the two at different
+// CPU priorities: the first is Go code, which runs at the usual priority (a
+// low-priority thread holding the Go scheduler would stall the whole agent);
+// the second, the kernel's share of a load (signature check, relocation, the
+// module's init), at the load's own priority.
+type Preparer interface {
+	Prepare(name, path string) (Prepared, error)
+}
+
+// Prepared puts a module read by Prepare into the kernel with parameters.
+type Prepared func(params string) error
+
 // SyscallLoader loads modules into the running kernel.
 type SyscallLoader struct{}
 
@@ -40,29 +53,46 @@ func (l SyscallLoader) Load(name, path string) error { return l.LoadParams(name,
 
 // LoadParams loads with module parameters, as modprobe passes them
 // ("async_probe" is understood by every module of a 4.2+ kernel).
-func (SyscallLoader) LoadParams(name, path, params string) error {
-	f, err := os.Open(path)
+func (l SyscallLoader) LoadParams(name, path, params string) error {
+	load, err := l.Prepare(name, path)
 	if err != nil {
-		return fmt.Errorf("opening module %s: %w", name, err)
+		return err
 	}
-	defer f.Close()
-	if strings.HasSuffix(path, ".ko") {
-		err = unix.FinitModule(int(f.Fd()), params, 0)
-	} else {
-		var image []byte
-		image, err = decompress(path, f)
-		if err != nil {
-			return fmt.Errorf("decompressing module %s (%s): %w", name, path, err)
+	return load(params)
+}
+
+// Prepare reads and decompresses a compressed module; a plain .ko is read
+// by the kernel itself when the returned function runs.
+func (SyscallLoader) Prepare(name, path string) (Prepared, error) {
+	done := func(err error) error {
+		if errors.Is(err, unix.EEXIST) {
+			return nil
 		}
-		err = unix.InitModule(image, params)
-	}
-	if errors.Is(err, unix.EEXIST) {
+		if err != nil {
+			return fmt.Errorf("loading module %s (%s): %w", name, path, err)
+		}
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("loading module %s (%s): %w", name, path, err)
+	if strings.HasSuffix(path, ".ko") {
+		return func(params string) error {
+			f, err := os.Open(path)
+			if err != nil {
+				return fmt.Errorf("opening module %s: %w", name, err)
+			}
+			defer f.Close()
+			return done(unix.FinitModule(int(f.Fd()), params, 0))
+		}, nil
 	}
-	return nil
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening module %s: %w", name, err)
+	}
+	defer f.Close()
+	image, err := decompress(path, f)
+	if err != nil {
+		return nil, fmt.Errorf("decompressing module %s (%s): %w", name, path, err)
+	}
+	return func(params string) error { return done(unix.InitModule(image, params)) }, nil
 }
 
 // zstdDecoder is shared by every module load; DecodeAll runs up to four at once.

@@ -316,6 +316,7 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) {
 		return
 	}
 	sup.Start, sup.Release, sup.Env = n.env.Start, n.env.Release, n.env.K3sEnv
+	sup.SinceBoot = bootTime
 	execd := make(chan struct{})
 	var once sync.Once
 	sup.OnState = func(from, to k3s.State, reason string) {
@@ -459,11 +460,20 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 
 // sinceBoot is the time since the kernel started, as the console's t=.
 func sinceBoot() string {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+	d := bootTime()
+	if d < 0 {
 		return "unknown"
 	}
-	return fmt.Sprintf("%.2fs", time.Duration(ts.Nano()).Seconds())
+	return fmt.Sprintf("%.2fs", d.Seconds())
+}
+
+// bootTime is the time since the kernel started (CLOCK_BOOTTIME), -1 if unknown.
+func bootTime() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return -1
+	}
+	return time.Duration(ts.Nano())
 }
 
 // agentRSS is this process's resident memory, for the console and the

@@ -106,6 +106,9 @@ var fakeTree = []fakeMod{
 	{"kernel/arch/x86/crypto/crc32c-intel.ko", []string{"name=crc32c_intel", "alias=crypto-crc32c", "alias=crc32c"}},
 	{"kernel/drivers/net/ethernet/realtek/r8169.ko", []string{"name=r8169", "softdep=pre: realtek", "softdep=pre: no_such_phy"}},
 	{"kernel/net/unused.ko", []string{"name=unused"}},
+	{"kernel/lib/crc64.ko", []string{"name=crc64"}},
+	{"kernel/lib/crc64-rocksoft.ko", []string{"name=crc64_rocksoft", "depends=crc64", "softdep=pre: crc64"}},
+	{"kernel/crypto/crc64_rocksoft_generic.ko", []string{"name=crc64_rocksoft_generic", "depends=crc64", "alias=crypto-crc64-rocksoft"}},
 }
 
 var fakeBuiltin = "kernel/net/packet/af_packet.ko\nkernel/drivers/pci/pci-stub.ko\n"
@@ -170,6 +173,7 @@ func TestSelect(t *testing.T) {
 				{"softdep by name, missing one ignored", []string{"r8169"}, []string{"r8169"}},
 				{"builtin yields nothing", []string{"af_packet", "pci_stub"}, nil},
 				{"duplicates", []string{"virtio", "virtio", "virtio_ring"}, []string{"virtio", "virtio_ring"}},
+				{"undeclared init request (InitRequests)", []string{"crc64_rocksoft"}, []string{"crc64", "crc64_rocksoft", "crc64_rocksoft_generic"}},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					mods, err := k.Select(tc.ask)

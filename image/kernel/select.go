@@ -139,7 +139,7 @@ func (k *Kernel) Select(names []string) ([]Module, error) {
 			}
 			add(dm)
 		}
-		for _, target := range preSoftDeps(m.SoftDeps) {
+		for _, target := range preSoftDeps(softDepsOf(m)) {
 			for _, sm := range ix.lookup(target) {
 				add(sm)
 			}
@@ -168,7 +168,7 @@ func (k *Kernel) Select(names []string) ([]Module, error) {
 			continue
 		}
 		rel, comp := compressionOf(m.RelPath)
-		mod := Module{Name: m.Name, RelPath: rel, Source: src, Compression: comp, Aliases: slices.Clone(m.Aliases), SoftDeps: slices.Clone(m.SoftDeps), meta: meta}
+		mod := Module{Name: m.Name, RelPath: rel, Source: src, Compression: comp, Aliases: slices.Clone(m.Aliases), SoftDeps: softDepsOf(m), meta: meta}
 		for _, d := range m.Deps {
 			dr, _ := compressionOf(d)
 			mod.Deps = append(mod.Deps, dr)
@@ -184,6 +184,25 @@ func (k *Kernel) Select(names []string) ([]Module, error) {
 		k.log.Debug("modules built into the kernel", "kernel", k.Version, "modules", builtin)
 	}
 	return out, nil
+}
+
+// InitRequests are soft dependencies a module has without declaring them:
+// the crypto algorithm its init asks the crypto API for. Without the module
+// that provides it, the kernel runs modprobe for "crypto-<algorithm>" in the
+// middle of the load (a fork and exec of the agent, about 0.4 s under
+// emulation, on the way to a disk) and then falls back to a slower
+// implementation. Linux 6.1's crc64-rocksoft (sd_mod needs it through
+// t10-pi) declares "pre: crc64", the library, not the algorithm it asks for.
+var InitRequests = map[string]string{"crc64_rocksoft": "pre: crypto-crc64-rocksoft"}
+
+// softDepsOf is a module's modules.softdep values and its InitRequests entry
+// (unless modules.softdep already has it).
+func softDepsOf(m *modEntry) []string {
+	out := slices.Clone(m.SoftDeps)
+	if extra, ok := InitRequests[m.Name]; ok && !slices.Contains(out, extra) {
+		out = append(out, extra)
+	}
+	return out
 }
 
 // preSoftDeps returns the "pre:" targets of modules.softdep values.
