@@ -435,7 +435,7 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 		return err
 	}
 	m.log.Debug("module index read", "took", kmod.Round(time.Since(start)))
-	cold.Params = kmod.ModuleParams(m.Params.Raw)
+	cold.Params = kmod.WithDefaults(kmod.ModuleParams(m.Params.Raw), kmod.DefaultParams)
 	cold.AsyncProbe = true
 	// What nothing waits for yet loads only when the CPU is otherwise idle.
 	cold.Background = m.real()
@@ -659,6 +659,7 @@ func (m *Machine) waitDevice(ctx context.Context, what string, find func([]sysim
 	deadline := time.Now().Add(limit)
 	announced := false
 	start := time.Now()
+	usbSeen := map[string]time.Time{}
 	for {
 		devs, err := sysimage.ListBlock(m.path("/sys"), m.path("/dev"))
 		if err == nil {
@@ -677,6 +678,7 @@ func (m *Machine) waitDevice(ctx context.Context, what string, find func([]sysim
 			m.log.Info("waiting for the boot medium", "want", what)
 			announced = true
 		}
+		m.retryUSB(usbSeen)
 		poll := 250 * time.Millisecond
 		if !m.hotplug.Load() {
 			m.rescan(ctx)
@@ -688,6 +690,30 @@ func (m *Machine) waitDevice(ctx context.Context, what string, find func([]sysim
 		case <-m.devEvents:
 		case <-time.After(poll):
 		}
+	}
+}
+
+// retryUSB asks a USB stick again when, a second after its host appeared,
+// it has shown no disk or a disk with no capacity: the kernel does not wait
+// for sticks to settle (kmod.DefaultParams), so one that needed the time is
+// asked again, once a second, for as long as the medium is looked for.
+func (m *Machine) retryUSB(seen map[string]time.Time) {
+	now := time.Now()
+	for _, h := range sysimage.USBHosts(m.path("/sys")) {
+		first, ok := seen[h.Name]
+		switch {
+		case !ok:
+			seen[h.Name] = now
+			continue
+		case now.Sub(first) < m.scale(time.Second) || (h.Devices > 0 && len(h.Empty) == 0):
+			continue
+		}
+		if err := h.Rescan(m.path("/sys")); err != nil {
+			m.log.Debug("USB rescan failed", "host", h.Name, "reason", err.Error())
+			continue
+		}
+		m.log.Info("USB storage not ready, asking it again", "host", h.Name, "devices", h.Devices, "without_capacity", len(h.Empty))
+		seen[h.Name] = now
 	}
 }
 

@@ -229,6 +229,32 @@ func TestBootNoMedium(t *testing.T) {
 	}
 }
 
+// TestBootAsksUSBStickAgain: a USB stick whose host shows no device a
+// (scaled) second after it appeared is asked again, and the console says so.
+func TestBootAsksUSBStickAgain(t *testing.T) {
+	root := machineRoot(t, "console=ttyS0")
+	fakeroot.Write(t, root, map[string]string{
+		"sys/class/scsi_host/host6/proc_name": "usb-storage\n",
+		"sys/class/scsi_host/host6/scan":      "",
+		"sys/class/scsi_host/host0/proc_name": "ahci\n",
+		"sys/class/scsi_host/host0/scan":      "",
+	})
+	_, err, out, _, _ := boot(t, root, Options{WaitScale: 0.01})
+	var se *StepError
+	if !errors.As(err, &se) || se.Step != "find-image" {
+		t.Fatalf("err = %v, want a find-image error (no medium)\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "sys/class/scsi_host/host6/scan")); string(b) != "- - -\n" {
+		t.Errorf("usb-storage host6/scan = %q, want a rescan of every target", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "sys/class/scsi_host/host0/scan")); len(b) != 0 {
+		t.Errorf("ahci host0/scan = %q, want it untouched", b)
+	}
+	if !strings.Contains(out, "USB storage not ready, asking it again host=host6") {
+		t.Errorf("console does not say the stick was asked again:\n%s", out)
+	}
+}
+
 func TestStepPanicIsAnError(t *testing.T) {
 	root := machineRoot(t, "console=ttyS0")
 	var out bytes.Buffer

@@ -70,7 +70,7 @@ func Modprobe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	// Parameters given on the kernel command line (usb-storage.delay_use=0).
 	if b, err := os.ReadFile("/proc/cmdline"); err == nil {
-		cold.Params = kmod.ModuleParams(cmdline.Parse(string(b)).Raw)
+		cold.Params = kmod.WithDefaults(kmod.ModuleParams(cmdline.Parse(string(b)).Raw), kmod.DefaultParams)
 	}
 	// The kernel runs modprobe with no console: tell its log what happened,
 	// so a driver the kernel asked for shows up in dmesg (at debug level:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -471,8 +472,10 @@ func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup) {
 }
 
 // urgent reports whether something waits for lt's load now (c.mu held):
-// the boot medium's drivers until it is found, what mounting it takes from
-// then on, modprobe's loads, and whatever such a load waits for.
+// the boot medium's drivers until it is found, the NICs' (a link takes
+// seconds to come up on real hardware: its driver must be there early),
+// what mounting the medium takes once it is found, modprobe's loads, and
+// whatever such a load waits for.
 func (c *Coldplug) urgent(lt *loadThread) bool {
 	switch {
 	case lt.boost || lt.why == "modprobe":
@@ -480,7 +483,7 @@ func (c *Coldplug) urgent(lt *loadThread) bool {
 	case lt.prio == prioMedium:
 		return !c.mediumFound
 	case lt.prio == prioBoot:
-		return c.mediumFound
+		return c.mediumFound || lt.why != "boot"
 	}
 	return false
 }
@@ -824,6 +827,36 @@ func ModuleParams(args map[string]string) map[string]string {
 	for mod, ps := range byModule {
 		slices.Sort(ps)
 		out[mod] = strings.Join(ps, " ")
+	}
+	return out
+}
+
+// DefaultParams are module parameters the boot gives unless the kernel
+// command line sets them. usb-storage waits delay_use seconds (1) before it
+// asks a new USB device what it holds; the stick the machine boots from was
+// read by the firmware a moment before, and the boot asks a stick that did
+// need the time again (sysimage.USBHosts), so the wait goes.
+// usb-storage.delay_use=1 on the command line brings it back.
+var DefaultParams = map[string]string{"usb_storage": "delay_use=0"}
+
+// WithDefaults adds to params (as ModuleParams returns them) each default
+// parameter whose name params does not set for its module.
+func WithDefaults(params, defaults map[string]string) map[string]string {
+	out := maps.Clone(params)
+	if out == nil {
+		out = map[string]string{}
+	}
+	for mod, def := range defaults {
+		have := map[string]bool{}
+		for _, p := range strings.Fields(out[mod]) {
+			k, _, _ := strings.Cut(p, "=")
+			have[k] = true
+		}
+		for _, p := range strings.Fields(def) {
+			if k, _, _ := strings.Cut(p, "="); !have[k] {
+				out[mod] = strings.TrimSpace(out[mod] + " " + p)
+			}
+		}
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -130,6 +131,21 @@ func TestModuleParams(t *testing.T) {
 		if got[m] != p {
 			t.Errorf("%s: %q, want %q", m, got[m], p)
 		}
+	}
+}
+
+func TestWithDefaults(t *testing.T) {
+	defaults := map[string]string{"usb_storage": "delay_use=0", "ahci": "mobile_lpm_policy=1"}
+	got := WithDefaults(map[string]string{"usb_storage": "delay_use=1 quirks=0781:5581:u", "libata": "force=1:noncq"}, defaults)
+	want := map[string]string{"usb_storage": "delay_use=1 quirks=0781:5581:u", "libata": "force=1:noncq", "ahci": "mobile_lpm_policy=1"}
+	if !maps.Equal(got, want) {
+		t.Errorf("WithDefaults = %q, want %q (the command line's delay_use wins)", got, want)
+	}
+	if got := WithDefaults(nil, DefaultParams); got["usb_storage"] != "delay_use=0" {
+		t.Errorf("no command line: usb_storage gets %q, want delay_use=0", got["usb_storage"])
+	}
+	if got := WithDefaults(map[string]string{"usb_storage": "quirks=x"}, DefaultParams); got["usb_storage"] != "quirks=x delay_use=0" {
+		t.Errorf("another parameter on the command line: usb_storage gets %q", got["usb_storage"])
 	}
 }
 
@@ -261,8 +277,8 @@ func (l *niceLoader) Load(name, p string) error {
 }
 
 // TestBackgroundPriorities: with Background, what nothing waits for loads at
-// nice 19 (a NIC and the mount's modules while the medium is looked for, a
-// fixed module), what something waits for at 0 (the medium's controller,
+// nice 19 (the mount's modules while the medium is looked for, a fixed
+// module), what something waits for at 0 (the medium's controller, a NIC,
 // modprobe), and a change of urgency reaches a load already in the kernel:
 // the medium found, or an urgent load waiting for the module.
 func TestBackgroundPriorities(t *testing.T) {
@@ -311,7 +327,7 @@ func TestBackgroundPriorities(t *testing.T) {
 			}
 		}
 	}
-	// The medium is looked for: ahci is urgent, the NIC and squashfs are not.
+	// The medium is looked for: ahci and the NIC are urgent, squashfs is not.
 	if _, err := c.StartScan(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +335,7 @@ func TestBackgroundPriorities(t *testing.T) {
 	go func() { defer close(bootDone); c.LoadBoot(ctx, []string{"squashfs"}) }()
 	wait("e1000e's load", l.entered["e1000e"])
 	wait("squashfs's load", l.entered["squashfs"])
-	// Found: both become what the ready line waits for, while in the kernel.
+	// Found: squashfs becomes what the boot waits for, while in the kernel.
 	c.MediumFound()
 	waitNice("squashfs", 0)
 	waitNice("e1000e", 0)
@@ -347,7 +363,7 @@ func TestBackgroundPriorities(t *testing.T) {
 	}
 	for m, want := range map[string][]int{
 		"ahci":     {0, 0},
-		"e1000e":   {BackgroundNice, 0},
+		"e1000e":   {0, 0},
 		"squashfs": {BackgroundNice, 0},
 		"jbd2":     {BackgroundNice, 0},
 		"ext4":     {0, 0},
