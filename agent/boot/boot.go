@@ -857,7 +857,11 @@ func (m *Machine) upNetwork(ctx context.Context, etc string) (network.Result, er
 		settled = m.coldplugDone // the NICs' drivers
 	}
 	return network.Up(ctx, network.Config{
-		Settled:      settled,
+		Settled: settled,
+		// The ready line waits for the NICs there are, not for the other
+		// controllers' drivers (ahci's chain still loads on a machine
+		// booted from a virtio disk); a NIC that appears later still comes up.
+		EarlyReturn:  true,
 		Log:          m.log,
 		CarrierWait:  m.scale(3 * time.Second),
 		CarrierGrace: m.scale(500 * time.Millisecond),

@@ -261,18 +261,22 @@ type request struct {
 
 // Load priorities: a load waits while one of a lower number is in progress.
 const (
-	prioMedium = iota // drivers of what the boot medium is found on
+	prioNow    = iota // modprobe's: a caller waits for it, it waits for nothing
+	prioMedium        // drivers of what the boot medium is found on
 	prioBoot          // what mounting it takes (BootModules), and the NICs
 	prioOther         // the rest
 	numPrio
 )
 
-// priority of a request: prioMedium for the drivers of storage (or of the
+// priority of a request: prioNow for modprobe's (the kernel or a mount
+// waits for it), prioMedium for the drivers of storage (or of the
 // NICs, when the medium comes over the network), prioBoot for what mounting
 // the medium takes and for the NICs (the ready line waits for both), which
 // load while the medium's controller probes.
 func (c *Coldplug) priority(r request) int {
 	switch {
+	case r.why == "modprobe":
+		return prioNow
 	case r.why == "boot":
 		return prioBoot
 	case r.modalias == "":

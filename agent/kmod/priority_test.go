@@ -427,3 +427,36 @@ func TestSCSIClassDriversFollowTheController(t *testing.T) {
 		}
 	}
 }
+
+// TestModprobeWaitsForNothing: a module the kernel or a mount asks for
+// (modprobe) loads at once, not after the storage chains loading meanwhile.
+func TestModprobeWaitsForNothing(t *testing.T) {
+	root := t.TempDir()
+	sys := filepath.Join(root, "sys")
+	mods := filepath.Join(root, "lib/modules/6.1.0-test")
+	writeTree(t, mods, map[string]string{
+		"modules.dep": "kernel/ata/ahci.ko: kernel/ata/libahci.ko kernel/ata/libata.ko\nkernel/ata/libahci.ko: kernel/ata/libata.ko\n" +
+			"kernel/ata/libata.ko:\nkernel/fs/fat.ko:\nkernel/fs/vfat.ko: kernel/fs/fat.ko\n",
+		"modules.alias":      "alias pci:v*d*sv*sd*bc01sc06i01* ahci\nalias fs-vfat vfat\n",
+		"kernel/ata/ahci.ko": "", "kernel/ata/libahci.ko": "", "kernel/ata/libata.ko": "", "kernel/fs/fat.ko": "", "kernel/fs/vfat.ko": "",
+	})
+	fakeSys(t, sys, map[string]string{"pci/0000:00:1f.2": "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"})
+	loader := &slowLoader{}
+	c, err := NewColdplug(sys, mods, loader, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.StartScan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond) // libata is loading (50 ms)
+	if err := c.Modprobe(context.Background(), "fs-vfat"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Settle(context.Background(), 0, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := loader.Loaded(), []string{"fat", "vfat", "libata", "libahci", "ahci"}; !slices.Equal(got, want) {
+		t.Errorf("load order %q, want %q (modprobe's first)", got, want)
+	}
+}

@@ -42,6 +42,13 @@ type Config struct {
 	// then new links may still appear, and Up keeps looking for them (while
 	// running DHCP on those that have carrier).
 	Settled <-chan struct{}
+	// EarlyReturn lets Up return before Settled, once at least one link
+	// has carrier and every link seen so far has it (or CarrierGrace has
+	// passed since the first did): the boot's ready line then waits for
+	// the NICs there are, not for every other driver. Links that appear
+	// later are set up, get DHCP and are logged in the background until
+	// the drivers settle; they are not in the Result.
+	EarlyReturn bool
 	// SetHostname sets the kernel's host name; sethostname(2) when nil.
 	// Tests replace it: a network namespace does not isolate the host name.
 	SetHostname func(string) error
@@ -102,11 +109,16 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		leases = map[int]Lease{} // by link index
 		wg     sync.WaitGroup
 	)
-	startDHCP := func(l netlink.Link) {
+	// late: a link that appeared after Up returned; nothing waits for it.
+	startDHCP := func(l netlink.Link, late bool) {
 		metric := 100 + l.Attrs().Index
-		wg.Add(1)
+		if !late {
+			wg.Add(1)
+		}
 		go func() {
-			defer wg.Done()
+			if !late {
+				defer wg.Done()
+			}
 			defer func() {
 				if r := recover(); r != nil {
 					cfg.Log.Error("DHCP crashed", "iface", l.Attrs().Name, "reason", fmt.Sprint(r))
@@ -130,7 +142,24 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 			}
 		}()
 	}
-	links, withCarrier, err := waitLinks(ctx, cfg, startDHCP)
+	w := &linkWatch{cfg: cfg, onCarrier: func(l netlink.Link) { startDHCP(l, false) }, set: map[int]bool{}, started: map[int]bool{}}
+	links, withCarrier, settled, err := w.wait(ctx)
+	if err == nil && !settled {
+		go func() {
+			defer func() {
+				if r := recover(); r != nil {
+					cfg.Log.Error("watching for late network links crashed", "reason", fmt.Sprint(r))
+				}
+			}()
+			// From here on, wait for Settled, and CarrierGrace from then.
+			w.early, w.firstSeen = false, time.Time{}
+			w.onCarrier = func(l netlink.Link) { startDHCP(l, true) }
+			late, _, _, _ := w.wait(ctx)
+			if n := len(late) - len(links); n > 0 {
+				cfg.Log.Info("network links that appeared after the boot's network step", "links", n)
+			}
+		}()
+	}
 	for _, l := range links {
 		res.Links = append(res.Links, l.Attrs().Name)
 	}
@@ -190,18 +219,33 @@ func writeFile(path string, b []byte) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
-// waitLinks sets every physical link up and returns them (in index order)
-// with those that have carrier, calling onCarrier once for each link as it
-// gets carrier. It looks again every 20 ms until the drivers have settled
-// (cfg.Settled) and then all links have carrier, or CarrierGrace after the
-// first did; or CarrierWait has passed since the drivers settled. Links
-// are listed again on every look: a NIC that appears meanwhile is set up
-// and waited for too.
-func waitLinks(ctx context.Context, cfg Config, onCarrier func(netlink.Link)) (links, withCarrier []netlink.Link, err error) {
-	var deadline, firstSeen time.Time
-	set, started := map[int]bool{}, map[int]bool{}
+// linkWatch sets every physical link up as it appears and calls onCarrier
+// once for each link as it gets carrier.
+type linkWatch struct {
+	cfg       Config
+	onCarrier func(netlink.Link)
+	early     bool // return before Settled (cfg.EarlyReturn, first wait only)
+	started   map[int]bool
+	set       map[int]bool
+	deadline  time.Time
+	firstSeen time.Time
+	init      bool
+}
+
+// wait returns the links (in index order) and those with carrier, looking
+// again every 20 ms until the drivers have settled (cfg.Settled) and then
+// all links have carrier, or CarrierGrace after the first did; or
+// CarrierWait has passed since the drivers settled. With EarlyReturn it
+// may return before Settled (see Config); settled tells which. Links are
+// listed again on every look: a NIC that appears meanwhile is set up and
+// waited for too.
+func (w *linkWatch) wait(ctx context.Context) (links, withCarrier []netlink.Link, settled bool, err error) {
+	cfg := w.cfg
+	if !w.init {
+		w.init, w.early = true, cfg.EarlyReturn
+	}
 	for {
-		settled := cfg.Settled == nil
+		settled = cfg.Settled == nil
 		if !settled {
 			select {
 			case <-cfg.Settled:
@@ -210,19 +254,19 @@ func waitLinks(ctx context.Context, cfg Config, onCarrier func(netlink.Link)) (l
 			}
 		}
 		now := time.Now()
-		if settled && deadline.IsZero() {
-			deadline = now.Add(cfg.CarrierWait)
+		if settled && w.deadline.IsZero() {
+			w.deadline = now.Add(cfg.CarrierWait)
 		}
 		links, err = physicalLinks(cfg.Only)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, settled, err
 		}
 		slices.SortFunc(links, func(a, b netlink.Link) int { return a.Attrs().Index - b.Attrs().Index })
 		withCarrier = withCarrier[:0]
 		for _, l := range links {
 			i := l.Attrs().Index
-			if !set[i] {
-				set[i] = true
+			if !w.set[i] {
+				w.set[i] = true
 				if err := netlink.LinkSetUp(l); err != nil {
 					cfg.Log.Warn("link up failed", "iface", l.Attrs().Name, "reason", err.Error())
 				}
@@ -230,23 +274,24 @@ func waitLinks(ctx context.Context, cfg Config, onCarrier func(netlink.Link)) (l
 			}
 			if hasCarrier(l.Attrs().Name) {
 				withCarrier = append(withCarrier, l)
-				if !started[i] {
-					started[i] = true
-					onCarrier(l)
+				if !w.started[i] {
+					w.started[i] = true
+					w.onCarrier(l)
 				}
 			}
 		}
-		if len(withCarrier) > 0 && firstSeen.IsZero() {
-			firstSeen = now
+		if len(withCarrier) > 0 && w.firstSeen.IsZero() {
+			w.firstSeen = now
 		}
-		if (settled && ((len(links) > 0 && len(withCarrier) == len(links)) || now.After(deadline) ||
-			(!firstSeen.IsZero() && now.Sub(firstSeen) >= cfg.CarrierGrace))) || ctx.Err() != nil {
+		carrierDone := (len(links) > 0 && len(withCarrier) == len(links)) ||
+			(!w.firstSeen.IsZero() && now.Sub(w.firstSeen) >= cfg.CarrierGrace)
+		if (settled && (carrierDone || now.After(w.deadline))) || (w.early && len(withCarrier) > 0 && carrierDone) || ctx.Err() != nil {
 			for _, l := range links {
-				if !slices.Contains(withCarrier, l) {
+				if settled && !slices.Contains(withCarrier, l) {
 					cfg.Log.Info("no carrier", "iface", l.Attrs().Name)
 				}
 			}
-			return links, withCarrier, ctx.Err()
+			return links, withCarrier, settled, ctx.Err()
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,24 +82,48 @@ type clientResult struct {
 	IP, Hostname, SetHostname string
 	Links                     []string
 	Err                       string
+	BeforeSettled             bool // Up returned before the drivers settled
 }
 
 func dhcpClient() int {
 	var r clientResult
+	// ETOILE_NETTEST_EARLY: the drivers settle 4 s after Up starts, Up
+	// may return before, and links vc2… that appear meanwhile are set up
+	// in the background; the client stays 5 s after printing its result.
+	early := os.Getenv("ETOILE_NETTEST_EARLY") != ""
+	var settled chan struct{}
+	only := []string{"vc"}
+	if early {
+		settled = make(chan struct{})
+		time.AfterFunc(4*time.Second, func() { close(settled) })
+		only = append(only, "vc2")
+	}
 	res, err := Up(context.Background(), Config{
+		Settled:      settled,
+		EarlyReturn:  early,
 		Log:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		CarrierWait:  3 * time.Second,
 		CarrierGrace: 200 * time.Millisecond,
 		DHCPTimeout:  20 * time.Second,
 		EtcDir:       os.Getenv("ETOILE_NETTEST_ETC"),
 		SetHostname:  func(h string) error { r.SetHostname = h; return nil },
-		Only:         []string{"vc"},
+		Only:         only,
 	})
 	if err != nil {
 		r.Err = err.Error()
 	}
+	if early {
+		select {
+		case <-settled:
+		default:
+			r.BeforeSettled = true
+		}
+	}
 	r.IP, r.Hostname, r.Links = FirstIPv4(res.Leases), res.Hostname, res.Links
 	_ = json.NewEncoder(os.Stdout).Encode(r)
+	if early {
+		time.Sleep(5 * time.Second)
+	}
 	return 0
 }
 
@@ -111,15 +136,21 @@ func ipCmd(t *testing.T, args ...string) string {
 	return string(b)
 }
 
-func TestUpDHCP(t *testing.T) {
+var nsCount atomic.Int64
+
+// dhcpNamespaces makes a server and a client namespace joined by the veth
+// pair vs (server, 10.99.0.1/24) – vc (client), starts the DHCP server on
+// vs, and returns the two namespaces' names and this test binary's path.
+func dhcpNamespaces(t *testing.T) (srv, cli, exe string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("making network namespaces needs root: run the tests as root (make test does, as CI)")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Fatal("the ip command is needed: apt-get install -y iproute2")
 	}
-	suffix := fmt.Sprint(os.Getpid())
-	srv, cli := "etoile-dhcp-srv-"+suffix, "etoile-dhcp-cli-"+suffix
+	suffix := fmt.Sprintf("%d-%d", os.Getpid(), nsCount.Add(1))
+	srv, cli = "etoile-dhcp-srv-"+suffix, "etoile-dhcp-cli-"+suffix
 	ipCmd(t, "netns", "add", srv)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", srv).Run() })
 	ipCmd(t, "netns", "add", cli)
@@ -128,7 +159,8 @@ func TestUpDHCP(t *testing.T) {
 	ipCmd(t, "-n", srv, "addr", "add", "10.99.0.1/24", "dev", "vs")
 	ipCmd(t, "-n", srv, "link", "set", "vs", "up")
 
-	exe, err := os.Executable()
+	var err error
+	exe, err = os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +178,11 @@ func TestUpDHCP(t *testing.T) {
 	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "listening\n" {
 		t.Fatalf("DHCP server did not start: %q %v", line, err)
 	}
+	return srv, cli, exe
+}
 
+func TestUpDHCP(t *testing.T) {
+	_, cli, exe := dhcpNamespaces(t)
 	etc := t.TempDir()
 	client := exec.Command("ip", "netns", "exec", cli, exe)
 	client.Env = append(os.Environ(), "ETOILE_NETTEST_ROLE=client", "ETOILE_NETTEST_ETC="+etc)
@@ -175,5 +211,51 @@ func TestUpDHCP(t *testing.T) {
 	}
 	if h, _ := os.ReadFile(filepath.Join(etc, "hostname")); string(h) != "rack1-node4\n" {
 		t.Errorf("hostname file holds %q", h)
+	}
+}
+
+// TestUpEarlyReturn: with EarlyReturn, Up returns with vc's lease before the
+// drivers have settled, and a link that appears afterwards (vc2, as a NIC
+// whose driver loads late) is still set up, in the background.
+func TestUpEarlyReturn(t *testing.T) {
+	srv, cli, exe := dhcpNamespaces(t)
+	client := exec.Command("ip", "netns", "exec", cli, exe)
+	client.Env = append(os.Environ(), "ETOILE_NETTEST_ROLE=client", "ETOILE_NETTEST_EARLY=1", "ETOILE_NETTEST_ETC="+t.TempDir())
+	var stderr strings.Builder
+	client.Stderr = &stderr
+	out, err := client.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Process.Kill(); client.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("client: %v\n%s", err, stderr.String())
+	}
+	var r clientResult
+	if err := json.Unmarshal([]byte(line), &r); err != nil {
+		t.Fatalf("client output %q: %v", line, err)
+	}
+	if r.Err != "" || r.IP != "10.99.0.50" || !r.BeforeSettled {
+		t.Fatalf("client got %+v, want 10.99.0.50 before the drivers settled\n%s", r, stderr.String())
+	}
+	// A NIC appears after Up returned: its peer is up, so it gets carrier once set up.
+	ipCmd(t, "-n", cli, "link", "add", "vc2", "type", "veth", "peer", "name", "vs2", "netns", srv)
+	ipCmd(t, "-n", srv, "link", "set", "vs2", "up")
+	deadline := time.Now().Add(8 * time.Second)
+	for !strings.Contains(ipCmd(t, "-n", cli, "link", "show", "vc2"), ",UP") {
+		if time.Now().After(deadline) {
+			t.Fatalf("vc2 was never set up:\n%s\n%s", ipCmd(t, "-n", cli, "link", "show", "vc2"), stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := client.Wait(); err != nil {
+		t.Fatalf("client: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "network links that appeared after the boot's network step") {
+		t.Errorf("the late link is not logged:\n%s", stderr.String())
 	}
 }
