@@ -4,6 +4,7 @@ package qa
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,13 @@ func TestBoot(t *testing.T) {
 			vm := Start(t, Config{Devices: s.Devices(t, out)})
 			m := vm.Ready(ReadyTimeout)
 			s.CheckReady(t, m)
+			if s.BootPCI != "" {
+				// Read from the firmware's BootCurrent, before the drivers load.
+				re := regexp.MustCompile(`^etoile: booted from option=Boot[0-9A-F]{4} path=PciRoot\(0x0\)/Pci\(\S+\) pci=` + regexp.QuoteMeta(s.BootPCI) + `$`)
+				if !slices.ContainsFunc(vm.Lines(), func(l Line) bool { return re.MatchString(l.Text) }) {
+					t.Errorf("the agent did not tell the boot controller %s from the UEFI variables: no console line matches /%s/", s.BootPCI, re)
+				}
+			}
 		})
 	}
 }

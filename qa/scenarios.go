@@ -30,7 +30,11 @@ type Scenario struct {
 	Source   string // expected source= value
 	Slot     string // expected slot= value; "" = not checked
 	NeedIP   bool   // ip= must not be none
-	Needs    []string
+	// BootPCI is the PCI device of the boot medium's controller, which the
+	// agent reads from the UEFI firmware's BootCurrent ("" = not checked):
+	// QEMU gives q35's built-in AHCI 00:1f.2 and the first added device 00:01.0.
+	BootPCI string
+	Needs   []string
 	// Media returns the devices that carry the build's media (firmware and NIC
 	// are added by Devices).
 	Media func(tb testing.TB, out string) []Device
@@ -42,11 +46,11 @@ func Scenarios() []Scenario {
 	usb := func(tb testing.TB, out string) []Device { return []Device{USBStick{Path: filepath.Join(out, ISOName)}} }
 	return []Scenario{
 		{Name: "iso-cd-bios", Firmware: SeaBIOS{}, Boot: "bios", Source: "iso", Needs: []string{ISOName}, Media: iso},
-		{Name: "iso-cd-uefi", Firmware: OVMF{}, Boot: "uefi", Source: "iso", Needs: []string{ISOName}, Media: iso},
+		{Name: "iso-cd-uefi", Firmware: OVMF{}, Boot: "uefi", Source: "iso", BootPCI: "0000:00:1f.2", Needs: []string{ISOName}, Media: iso},
 		{Name: "iso-usb-bios", Firmware: SeaBIOS{}, Boot: "bios", Source: "iso", Needs: []string{ISOName}, Media: usb},
-		{Name: "iso-usb-uefi", Firmware: OVMF{}, Boot: "uefi", Source: "iso", Needs: []string{ISOName}, Media: usb},
+		{Name: "iso-usb-uefi", Firmware: OVMF{}, Boot: "uefi", Source: "iso", BootPCI: "0000:00:01.0", Needs: []string{ISOName}, Media: usb},
 		{
-			Name: "raw-virtio-uefi", Firmware: OVMF{}, Boot: "uefi", Source: "disk", Slot: "a", Needs: []string{RawName},
+			Name: "raw-virtio-uefi", Firmware: OVMF{}, Boot: "uefi", Source: "disk", Slot: "a", BootPCI: "0000:00:01.0", Needs: []string{RawName},
 			Media: func(tb testing.TB, out string) []Device {
 				return []Device{VirtioDisk{Path: filepath.Join(out, RawName)}}
 			},

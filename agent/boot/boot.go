@@ -17,6 +17,7 @@ import (
 	"github.com/etoile-os/etoile/agent"
 	"github.com/etoile-os/etoile/agent/cmdline"
 	"github.com/etoile-os/etoile/agent/console"
+	"github.com/etoile-os/etoile/agent/efivar"
 	"github.com/etoile-os/etoile/agent/kmod"
 	"github.com/etoile-os/etoile/agent/mount"
 	"github.com/etoile-os/etoile/agent/network"
@@ -476,6 +477,9 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 			}()
 		}
 	}
+	if m.Params.SystemURL == "" {
+		cold.BootController = m.bootController(ctx)
+	}
 	// The first scan starts the storage drivers before anything else
 	// loads (kmod.Coldplug: storage first).
 	start = time.Now()
@@ -533,6 +537,49 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 		m.fixed = kmod.DefaultFixed
 	}
 	return nil
+}
+
+// EFIVars is where efivarfs is mounted.
+const EFIVars = "/sys/firmware/efi/efivars"
+
+// bootController returns the modalias of the PCI controller the UEFI
+// firmware booted from (its BootCurrent load option's device path), or ""
+// under BIOS or when it cannot be told. Its drivers then load before the
+// other storage controllers' (kmod.Coldplug.BootController).
+func (m *Machine) bootController(ctx context.Context) string {
+	if _, err := os.Stat(m.path("/sys/firmware/efi")); err != nil {
+		return "" // BIOS
+	}
+	dir := m.path(EFIVars)
+	if m.real() {
+		if done, err := m.opts.Mounter.Mounted(dir); err == nil && !done {
+			if err := m.Cold.Modprobe(ctx, "efivarfs"); err != nil {
+				m.log.Info("boot device unknown", "reason", err.Error())
+				return ""
+			}
+			if err := m.opts.Mounter.Mount("efivarfs", dir, "efivarfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+				m.log.Info("boot device unknown", "reason", "mounting efivarfs: "+err.Error())
+				return ""
+			}
+		}
+	}
+	p, err := efivar.Current(dir)
+	if err != nil {
+		m.log.Info("boot device unknown", "reason", err.Error())
+		return ""
+	}
+	dev, err := p.SysfsDevice(m.path("/sys"))
+	if err != nil {
+		m.log.Info("boot device unknown", "path", p.String(), "reason", err.Error())
+		return ""
+	}
+	b, err := os.ReadFile(filepath.Join(dev, "modalias"))
+	if err != nil {
+		m.log.Info("boot device unknown", "path", p.String(), "reason", err.Error())
+		return ""
+	}
+	m.log.Info("booted from", "option", p.Option, "path", p.String(), "pci", filepath.Base(dev))
+	return strings.TrimSpace(string(b))
 }
 
 // LateModules loads the rest of the fixed module list (netfilter,

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/etoile-os/etoile/agent/efivar"
 	"github.com/etoile-os/etoile/agent/fakeroot"
 	"github.com/etoile-os/etoile/agent/kmod"
 	"github.com/etoile-os/etoile/agent/mount"
@@ -141,7 +142,15 @@ func TestBootISO(t *testing.T) {
 
 func TestBootDiskSlotUEFI(t *testing.T) {
 	root := machineRoot(t, "console=ttyS0 etoile.slot=b")
-	fakeroot.Write(t, root, map[string]string{"sys/firmware/efi/runtime": ""})
+	// The firmware booted from Boot0001: PciRoot(0x0)/Pci(0x2,0x0), the virtio disk.
+	vars := "sys/firmware/efi/efivars/"
+	fakeroot.Write(t, root, map[string]string{
+		"sys/firmware/efi/runtime":                "",
+		vars + "BootCurrent-" + efivar.GlobalGUID: "\x07\x00\x00\x00\x01\x00",
+		vars + "Boot0001-" + efivar.GlobalGUID: "\x07\x00\x00\x00" + "\x01\x00\x00\x00\x16\x00" + "A\x00\x00\x00" +
+			"\x02\x01\x0c\x00\xd0\x41\x03\x0a\x00\x00\x00\x00" + "\x01\x01\x06\x00\x00\x02" + "\x7f\xff\x04\x00",
+		"sys/devices/pci0000:00/0000:00:02.0/modalias": "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00\n",
+	})
 	fakeroot.Block(t, root, "vda", false, "", nil)
 	fakeroot.Block(t, root, "vda1", true, "ETOILE-ESP", nil)
 	fakeroot.Block(t, root, "vda2", true, "ETOILE-A", nil)
@@ -152,6 +161,9 @@ func TestBootDiskSlotUEFI(t *testing.T) {
 	}
 	if want := "etoile: ready version=dev boot=uefi source=disk slot=b ip=none"; ready.String() != want {
 		t.Errorf("ready %q, want %q", ready.String(), want)
+	}
+	if want := "etoile: booted from option=Boot0001 path=PciRoot(0x0)/Pci(0x2,0x0) pci=0000:00:02.0"; !strings.Contains(out, want) {
+		t.Errorf("console lacks %q:\n%s", want, out)
 	}
 	wantMount := "mount -t squashfs " + filepath.Join(root, "dev", "vda3") + " /run/etoile/system "
 	if !slices.Contains(ops(mr), wantMount) {

@@ -127,6 +127,12 @@ type Coldplug struct {
 	// cores. A load something waits for (modprobe, a module an urgent
 	// chain needs) runs at the usual priority. The boot sets it.
 	Background bool
+	// BootController is the modalias of the PCI controller the firmware
+	// booted from (UEFI's BootCurrent, see package efivar), "" if unknown:
+	// the other storage controllers' drivers then wait until the boot
+	// medium is found, as on a server with NVMe data disks booted from a
+	// SATA SSD, or a VM with an unused AHCI controller.
+	BootController string
 
 	aliases *Aliases
 	deps    *Deps
@@ -282,6 +288,9 @@ func (c *Coldplug) priority(r request) int {
 	case r.modalias == "":
 		return prioOther
 	case c.NetworkFirst && NetworkModalias(r.modalias), !c.NetworkFirst && StorageModalias(r.modalias):
+		if !c.NetworkFirst && c.BootController != "" && strings.HasPrefix(r.modalias, "pci:") && r.modalias != c.BootController {
+			return prioOther // not the controller the firmware booted from
+		}
 		return prioMedium
 	case NetworkModalias(r.modalias):
 		return prioBoot // the ready line waits for the network too

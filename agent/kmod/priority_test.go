@@ -460,3 +460,55 @@ func TestModprobeWaitsForNothing(t *testing.T) {
 		t.Errorf("load order %q, want %q (modprobe's first)", got, want)
 	}
 }
+
+// TestBootControllerFirst: with the firmware's boot controller known, the
+// other storage controller's chain waits: here the VM booted from its
+// virtio disk, and q35's AHCI controller is not what the boot waits for.
+func TestBootControllerFirst(t *testing.T) {
+	root := t.TempDir()
+	sys := filepath.Join(root, "sys")
+	mods := filepath.Join(root, "lib/modules/6.1.0-test")
+	const virtioBlk = "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00"
+	writeTree(t, mods, map[string]string{
+		"modules.dep": "kernel/ata/ahci.ko: kernel/ata/libahci.ko kernel/ata/libata.ko\nkernel/ata/libahci.ko: kernel/ata/libata.ko\n" +
+			"kernel/ata/libata.ko:\nkernel/virtio/virtio_pci.ko:\n",
+		"modules.alias":      "alias pci:v*d*sv*sd*bc01sc06i01* ahci\nalias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\n",
+		"kernel/ata/ahci.ko": "", "kernel/ata/libahci.ko": "", "kernel/ata/libata.ko": "", "kernel/virtio/virtio_pci.ko": "",
+	})
+	fakeSys(t, sys, map[string]string{
+		"pci/0000:00:02.0": virtioBlk,
+		"pci/0000:00:1f.2": "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01", // AHCI, sorts first
+	})
+	for _, tc := range []struct {
+		boot string
+		want []string
+	}{
+		// Both urgent: the AHCI chain (fast here) finishes while virtio_pci loads.
+		{"", []string{"libata", "libahci", "ahci", "virtio_pci"}},
+		{virtioBlk, []string{"virtio_pci", "libata", "libahci", "ahci"}},
+	} {
+		loader := &delayLoader{delay: map[string]time.Duration{"virtio_pci": 200 * time.Millisecond}}
+		c, err := NewColdplug(sys, mods, loader, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.BootController = tc.boot
+		if err := c.Settle(context.Background(), 0, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if got := loader.Loaded(); !slices.Equal(got, tc.want) {
+			t.Errorf("boot controller %q: load order %q, want %q", tc.boot, got, tc.want)
+		}
+	}
+}
+
+// delayLoader records loads, each taking its delay.
+type delayLoader struct {
+	Recorder
+	delay map[string]time.Duration
+}
+
+func (l *delayLoader) Load(name, p string) error {
+	time.Sleep(l.delay[name])
+	return l.Recorder.Load(name, p)
+}
