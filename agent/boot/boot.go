@@ -477,8 +477,10 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 			}()
 		}
 	}
-	if m.Params.SystemURL == "" {
-		cold.BootController = m.bootController(ctx)
+	if m.Params.SystemURL == "" && !m.real() {
+		if ma := m.bootController(ctx); ma != "" {
+			cold.SetBootController(ma)
+		}
 	}
 	// The first scan starts the storage drivers before anything else
 	// loads (kmod.Coldplug: storage first).
@@ -487,6 +489,21 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 		m.log.Warn("driver loading stopped", "reason", err.Error())
 	} else {
 		m.log.Debug("devices found", "modaliases", n, "took", kmod.Round(time.Since(start)))
+	}
+	if m.Params.SystemURL == "" && m.real() {
+		// Reading the firmware's variables takes a module and a mount
+		// (about 0.1 s under emulation): meanwhile every controller's
+		// drivers load; the others' then go on in the background.
+		go func() {
+			defer func() {
+				if r := recover(); r != nil {
+					m.log.Warn("reading the boot device crashed", "reason", fmt.Sprint(r))
+				}
+			}()
+			if ma := m.bootController(ctx); ma != "" {
+				cold.SetBootController(ma)
+			}
+		}()
 	}
 	// The hardware drivers load in the background: find-image only needs
 	// its one device and polls for it (a virtio disk is there long before

@@ -127,12 +127,6 @@ type Coldplug struct {
 	// cores. A load something waits for (modprobe, a module an urgent
 	// chain needs) runs at the usual priority. The boot sets it.
 	Background bool
-	// BootController is the modalias of the PCI controller the firmware
-	// booted from (UEFI's BootCurrent, see package efivar), "" if unknown:
-	// the other storage controllers' drivers then wait until the boot
-	// medium is found, as on a server with NVMe data disks booted from a
-	// SATA SSD, or a VM with an unused AHCI controller.
-	BootController string
 
 	aliases *Aliases
 	deps    *Deps
@@ -151,6 +145,7 @@ type Coldplug struct {
 	watching    atomic.Bool            // WatchHotplug is loading drivers for new devices
 	sem         [numPrio]chan struct{} // slots, by priority
 	semOnce     sync.Once
+	bootCtl     atomic.Value           // string: see SetBootController
 	threads     map[*loadThread]bool   // (under mu) loads inside the kernel now
 	claimedBy   map[string]*loadThread // (under mu) module → the load that claimed it
 	setNice     func(tid, nice int) error
@@ -160,12 +155,13 @@ type Coldplug struct {
 // module is in the kernel's hands, the OS thread it is locked to and that
 // thread's nice value.
 type loadThread struct {
-	prio  int
-	why   string
-	boost bool // an urgent load waits for a module this one loads
-	tid   int  // 0 outside the kernel's share of a load
-	nice  int
-	bg    bool // the current module's load ran in the background for a while
+	prio     int
+	why      string
+	modalias string
+	boost    bool // an urgent load waits for a module this one loads
+	tid      int  // 0 outside the kernel's share of a load
+	nice     int
+	bg       bool // the current module's load ran in the background for a while
 }
 
 // BackgroundNice is the nice value of loads nothing waits for (Background).
@@ -288,7 +284,7 @@ func (c *Coldplug) priority(r request) int {
 	case r.modalias == "":
 		return prioOther
 	case c.NetworkFirst && NetworkModalias(r.modalias), !c.NetworkFirst && StorageModalias(r.modalias):
-		if !c.NetworkFirst && c.BootController != "" && strings.HasPrefix(r.modalias, "pci:") && r.modalias != c.BootController {
+		if c.elsewhere(r.modalias) {
 			return prioOther // not the controller the firmware booted from
 		}
 		return prioMedium
@@ -480,7 +476,7 @@ func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup) {
 				c.Log.Warn("module loading crashed", "module", r.module, "reason", fmt.Sprint(p))
 			}
 		}()
-		c.load(r, map[string]bool{}, &loadThread{prio: prio, why: r.why})
+		c.load(r, map[string]bool{}, &loadThread{prio: prio, why: r.why, modalias: r.modalias})
 	}()
 }
 
@@ -494,7 +490,7 @@ func (c *Coldplug) urgent(lt *loadThread) bool {
 	case lt.boost || lt.why == "modprobe":
 		return true
 	case lt.prio == prioMedium:
-		return !c.mediumFound
+		return !c.mediumFound && !c.elsewhere(lt.modalias)
 	case lt.prio == prioBoot:
 		return c.mediumFound || lt.why != "boot"
 	}
@@ -562,6 +558,28 @@ func (c *Coldplug) busyBefore(prio int) bool {
 		}
 	}
 	return false
+}
+
+// SetBootController tells the modalias of the PCI controller the firmware
+// booted from (UEFI's BootCurrent, see package efivar): the other storage
+// controllers' drivers are then no longer urgent, as on a server with NVMe
+// data disks booted from a SATA SSD, or a VM with an unused AHCI
+// controller. Their loads in progress go on in the background (nice 19);
+// none waits for the medium, so a wrong guess only slows the boot down.
+func (c *Coldplug) SetBootController(modalias string) {
+	c.bootCtl.Store(modalias)
+	c.mu.Lock()
+	for lt := range c.threads {
+		c.renice(lt)
+	}
+	c.mu.Unlock()
+}
+
+// elsewhere reports whether modalias is a storage controller other than the
+// one the firmware booted from.
+func (c *Coldplug) elsewhere(modalias string) bool {
+	boot, _ := c.bootCtl.Load().(string)
+	return !c.NetworkFirst && boot != "" && strings.HasPrefix(modalias, "pci:") && modalias != boot && StorageModalias(modalias)
 }
 
 // MediumFound tells that the boot medium is found: what mounting it takes

@@ -492,7 +492,9 @@ func TestBootControllerFirst(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.BootController = tc.boot
+		if tc.boot != "" {
+			c.SetBootController(tc.boot)
+		}
 		if err := c.Settle(context.Background(), 0, 2*time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -511,4 +513,38 @@ type delayLoader struct {
 func (l *delayLoader) Load(name, p string) error {
 	time.Sleep(l.delay[name])
 	return l.Recorder.Load(name, p)
+}
+
+// TestBootControllerLate: told the boot controller while another
+// controller's driver is in the kernel, that load goes on at nice 19.
+func TestBootControllerLate(t *testing.T) {
+	root := t.TempDir()
+	sys := filepath.Join(root, "sys")
+	mods := filepath.Join(root, "lib/modules/6.1.0-test")
+	writeTree(t, mods, map[string]string{
+		"modules.dep": "kernel/ata/ahci.ko:\n", "modules.alias": "alias pci:v*d*sv*sd*bc01sc06i01* ahci\n", "kernel/ata/ahci.ko": "",
+	})
+	fakeSys(t, sys, map[string]string{"pci/0000:00:1f.2": "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"})
+	l := &niceLoader{nice: map[int]int{}, at: map[string][]int{}, tids: map[string]int{},
+		gate: map[string]chan struct{}{"ahci": make(chan struct{})}, entered: map[string]chan struct{}{"ahci": make(chan struct{})}}
+	c, err := NewColdplug(sys, mods, l, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Background, c.setNice = true, l.setNice
+	if _, err := c.StartScan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-l.entered["ahci"]
+	if n := l.niceOf("ahci"); n != 0 {
+		t.Fatalf("ahci loads at nice %d before the boot controller is known, want 0", n)
+	}
+	c.SetBootController("pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00")
+	if n := l.niceOf("ahci"); n != BackgroundNice {
+		t.Errorf("ahci loads at nice %d once the firmware booted from another controller, want %d", n, BackgroundNice)
+	}
+	close(l.gate["ahci"])
+	if err := c.Settle(context.Background(), 0, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
 }
