@@ -54,9 +54,7 @@ func (l *slowLoader) LoadParams(name, p, params string) error {
 // the SATA chain loads before the NIC driver even starts; every module
 // gets async_probe, with the command line's parameters.
 func TestStorageFirst(t *testing.T) {
-	root := t.TempDir()
-	sys := filepath.Join(root, "sys")
-	mods := filepath.Join(root, "lib/modules/6.1.0-test")
+	sys, mods := testDirs(t)
 	files := map[string]string{
 		"modules.dep": "kernel/ata/ahci.ko: kernel/ata/libahci.ko kernel/ata/libata.ko\nkernel/ata/libahci.ko: kernel/ata/libata.ko\n" +
 			"kernel/ata/libata.ko:\nkernel/net/e1000e.ko:\nkernel/net/virtio_net.ko:\n",
@@ -175,9 +173,7 @@ func TestNetworkModalias(t *testing.T) {
 // controller's chain of modules (ahci's, on a machine booted from a virtio
 // disk) lets what mounting the medium takes go first.
 func TestChainYieldsOnceMediumFound(t *testing.T) {
-	root := t.TempDir()
-	sys := filepath.Join(root, "sys")
-	mods := filepath.Join(root, "lib/modules/6.1.0-test")
+	sys, mods := testDirs(t)
 	files := map[string]string{
 		"modules.dep": "kernel/ata/ahci.ko: kernel/ata/libahci.ko kernel/ata/libata.ko\nkernel/ata/libahci.ko: kernel/ata/libata.ko\n" +
 			"kernel/ata/libata.ko:\nkernel/fs/squashfs.ko:\n",
@@ -285,9 +281,7 @@ func TestBackgroundPriorities(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("per-thread nice values are Linux only")
 	}
-	root := t.TempDir()
-	sys := filepath.Join(root, "sys")
-	mods := filepath.Join(root, "lib/modules/6.1.0-test")
+	sys, mods := testDirs(t)
 	files := map[string]string{
 		"modules.dep": "kernel/ata/ahci.ko:\nkernel/net/e1000e.ko:\nkernel/fs/squashfs.ko:\nkernel/fs/jbd2.ko:\n" +
 			"kernel/fs/ext4.ko: kernel/fs/jbd2.ko\nkernel/fs/vfat.ko:\n",
@@ -385,9 +379,7 @@ func TestBackgroundPriorities(t *testing.T) {
 // followed by sr_mod and sd_mod, before the NIC's driver, so that the CD
 // the controller finds binds at once; a NIC alone brings neither.
 func TestSCSIClassDriversFollowTheController(t *testing.T) {
-	root := t.TempDir()
-	sys := filepath.Join(root, "sys")
-	mods := filepath.Join(root, "lib/modules/6.1.0-test")
+	sys, mods := testDirs(t)
 	files := map[string]string{
 		"modules.dep": "kernel/ata/ahci.ko: kernel/ata/libahci.ko kernel/ata/libata.ko kernel/scsi/scsi_mod.ko\n" +
 			"kernel/ata/libahci.ko: kernel/ata/libata.ko kernel/scsi/scsi_mod.ko\nkernel/ata/libata.ko: kernel/scsi/scsi_mod.ko\n" +
@@ -431,9 +423,7 @@ func TestSCSIClassDriversFollowTheController(t *testing.T) {
 // TestModprobeWaitsForNothing: a module the kernel or a mount asks for
 // (modprobe) loads at once, not after the storage chains loading meanwhile.
 func TestModprobeWaitsForNothing(t *testing.T) {
-	root := t.TempDir()
-	sys := filepath.Join(root, "sys")
-	mods := filepath.Join(root, "lib/modules/6.1.0-test")
+	sys, mods := testDirs(t)
 	writeTree(t, mods, map[string]string{
 		"modules.dep": "kernel/ata/ahci.ko: kernel/ata/libahci.ko kernel/ata/libata.ko\nkernel/ata/libahci.ko: kernel/ata/libata.ko\n" +
 			"kernel/ata/libata.ko:\nkernel/fs/fat.ko:\nkernel/fs/vfat.ko: kernel/fs/fat.ko\n",
@@ -465,9 +455,7 @@ func TestModprobeWaitsForNothing(t *testing.T) {
 // other storage controller's chain waits: here the VM booted from its
 // virtio disk, and q35's AHCI controller is not what the boot waits for.
 func TestBootControllerFirst(t *testing.T) {
-	root := t.TempDir()
-	sys := filepath.Join(root, "sys")
-	mods := filepath.Join(root, "lib/modules/6.1.0-test")
+	sys, mods := testDirs(t)
 	const virtioBlk = "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00"
 	writeTree(t, mods, map[string]string{
 		"modules.dep": "kernel/ata/ahci.ko: kernel/ata/libahci.ko kernel/ata/libata.ko\nkernel/ata/libahci.ko: kernel/ata/libata.ko\n" +
@@ -518,9 +506,7 @@ func (l *delayLoader) Load(name, p string) error {
 // TestBootControllerLate: told the boot controller while another
 // controller's driver is in the kernel, that load goes on at nice 19.
 func TestBootControllerLate(t *testing.T) {
-	root := t.TempDir()
-	sys := filepath.Join(root, "sys")
-	mods := filepath.Join(root, "lib/modules/6.1.0-test")
+	sys, mods := testDirs(t)
 	writeTree(t, mods, map[string]string{
 		"modules.dep": "kernel/ata/ahci.ko:\n", "modules.alias": "alias pci:v*d*sv*sd*bc01sc06i01* ahci\n", "kernel/ata/ahci.ko": "",
 	})
@@ -547,4 +533,10 @@ func TestBootControllerLate(t *testing.T) {
 	if err := c.Settle(context.Background(), 0, 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// testDirs returns a sysfs folder and a modules folder under a new temporary root.
+func testDirs(t *testing.T) (sys, mods string) {
+	root := t.TempDir()
+	return filepath.Join(root, "sys"), filepath.Join(root, "lib/modules/6.1.0-test")
 }
