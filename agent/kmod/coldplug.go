@@ -525,7 +525,6 @@ func (c *Coldplug) inKernel(lt *loadThread, fn func() error) error {
 		return fn()
 	}
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	c.mu.Lock()
 	lt.tid, lt.bg = gettid(), false
 	c.threads[lt] = true
@@ -535,13 +534,18 @@ func (c *Coldplug) inKernel(lt *loadThread, fn func() error) error {
 		c.mu.Lock()
 		delete(c.threads, lt)
 		if lt.nice != 0 {
-			// The thread goes back to the Go scheduler's pool.
 			if err := c.setNice(lt.tid, 0); err == nil {
 				lt.nice = 0
 			}
 		}
-		lt.tid = 0
+		reset := lt.nice == 0
+		lt.tid, lt.nice = 0, 0
 		c.mu.Unlock()
+		// The thread goes back to the Go scheduler's pool only at nice 0;
+		// otherwise it stays locked, and ends with this goroutine.
+		if reset {
+			runtime.UnlockOSThread()
+		}
 	}()
 	return fn()
 }
