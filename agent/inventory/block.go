@@ -263,36 +263,43 @@ func (c *collector) probeLabel(devPath string) string {
 	return FSLabel(buf[:n])
 }
 
-// FSLabel reads the label of an ISO9660, FAT or ext2/3/4 filesystem from its first 64 KiB;
-// "" when none is recognised.
+// FSLabel returns the volume label of the filesystem whose first bytes (64 KiB
+// are enough) are b: ISO9660, ext2/3/4 or FAT; "" when there is none.
 func FSLabel(b []byte) string {
+	_, label := FSProbe(b)
+	return label
+}
+
+// FSProbe tells the filesystem whose first bytes (64 KiB are enough) are b,
+// as mount(2) names it ("iso9660", "ext4", "vfat"; "" when none of these),
+// and its volume label.
+func FSProbe(b []byte) (fstype, label string) {
 	// ISO9660: the primary volume descriptor at 32 KiB: type 1, "CD001", volume id at 40.
 	const pvd = 32 * 1024
 	if len(b) >= pvd+72 && b[pvd] == 1 && string(b[pvd+1:pvd+6]) == "CD001" {
-		return printable(string(b[pvd+40 : pvd+72]))
+		return "iso9660", printable(string(b[pvd+40 : pvd+72]))
 	}
 	// ext2/3/4: superblock at 1 KiB, magic 0xEF53 at 56, volume name at 120.
 	if len(b) >= 1024+136 && binary.LittleEndian.Uint16(b[1024+56:]) == 0xEF53 {
-		return cString(b[1024+120 : 1024+136])
+		return "ext4", cString(b[1024+120 : 1024+136])
 	}
 	// FAT: boot sector signature, then the volume label of the FAT32 or FAT12/16 layout,
 	// told apart by the file system type string each carries.
 	if len(b) >= 512 && b[510] == 0x55 && b[511] == 0xAA {
-		var label string
 		switch {
 		case bytes.HasPrefix(b[82:], []byte("FAT32")):
 			label = string(b[71:82])
 		case bytes.HasPrefix(b[54:], []byte("FAT")):
 			label = string(b[43:54])
 		default:
-			return ""
+			return "", ""
 		}
 		if label = printable(label); label == "NO NAME" {
-			return ""
+			label = ""
 		}
-		return label
+		return "vfat", label
 	}
-	return ""
+	return "", ""
 }
 
 func cString(b []byte) string {

@@ -257,21 +257,24 @@ func fsImage(kind, label string) []byte {
 
 func TestFSLabel(t *testing.T) {
 	tests := []struct {
-		name string
-		in   []byte
-		want string
+		name       string
+		in         []byte
+		want, kind string
 	}{
-		{"ISO9660", fsImage("iso", "ETOILE"), "ETOILE"},
-		{"ext4", fsImage("ext4", "ETOILE-STATE"), "ETOILE-STATE"},
-		{"FAT32", fsImage("fat32", "ETOILE-CFG"), "ETOILE-CFG"},
-		{"FAT16", fsImage("fat16", "ETOILE-ESP"), "ETOILE-ESP"},
-		{"FAT without a label", fsImage("fat32", "NO NAME"), ""},
-		{"zeros", make([]byte, 64*1024), ""},
-		{"short read", []byte{1, 2, 3}, ""},
+		{"ISO9660", fsImage("iso", "ETOILE"), "ETOILE", "iso9660"},
+		{"ext4", fsImage("ext4", "ETOILE-STATE"), "ETOILE-STATE", "ext4"},
+		{"FAT32", fsImage("fat32", "ETOILE-CFG"), "ETOILE-CFG", "vfat"},
+		{"FAT16", fsImage("fat16", "ETOILE-ESP"), "ETOILE-ESP", "vfat"},
+		{"FAT without a label", fsImage("fat32", "NO NAME"), "", "vfat"},
+		{"zeros", make([]byte, 64*1024), "", ""},
+		{"short read", []byte{1, 2, 3}, "", ""},
 	}
 	for _, tt := range tests {
 		if got := FSLabel(tt.in); got != tt.want {
 			t.Errorf("%s: FSLabel = %q, want %q", tt.name, got, tt.want)
+		}
+		if kind, label := FSProbe(tt.in); kind != tt.kind || label != tt.want {
+			t.Errorf("%s: FSProbe = %q, %q; want %q, %q", tt.name, kind, label, tt.kind, tt.want)
 		}
 	}
 }

@@ -265,14 +265,21 @@ func (n *Node) mountVolume(label string) (string, bool) {
 		return "", false
 	}
 	for _, dev := range devs {
-		if volumeLabel(dev) != label {
+		fstype, l := volumeLabel(dev)
+		if l != label {
 			continue
 		}
 		if n.env.Mount == nil {
 			return dev, true // tests: the "device" is a folder
 		}
 		dir := filepath.Join(n.env.Root, "run/etoile/cfg")
-		if err := n.env.Mount(dev, dir, []string{"vfat", "iso9660"}); err != nil {
+		// Only the filesystem found: trying FAT first on an ISO9660
+		// volume would load the FAT modules for nothing.
+		fstypes := []string{"vfat", "iso9660"}
+		if fstype == "vfat" || fstype == "iso9660" {
+			fstypes = []string{fstype}
+		}
+		if err := n.env.Mount(dev, dir, fstypes); err != nil {
 			n.env.Log.Warn("mounting the config volume", "device", dev, "reason", err.Error())
 			continue
 		}
@@ -282,21 +289,21 @@ func (n *Node) mountVolume(label string) (string, bool) {
 	return "", false
 }
 
-// volumeLabel reads a FAT or ISO9660 label from a device. A folder stands
-// for a volume in tests: its label is in its ".label" file.
-func volumeLabel(dev string) string {
+// volumeLabel reads the filesystem type and label of a device. A folder
+// stands for a volume in tests: its label is in its ".label" file.
+func volumeLabel(dev string) (fstype, label string) {
 	if st, err := os.Stat(dev); err == nil && st.IsDir() {
 		b, _ := os.ReadFile(filepath.Join(dev, ".label"))
-		return strings.TrimSpace(string(b))
+		return "", strings.TrimSpace(string(b))
 	}
 	f, err := os.Open(dev)
 	if err != nil {
-		return ""
+		return "", ""
 	}
 	defer f.Close()
 	buf := make([]byte, 64*1024)
 	nr, _ := f.ReadAt(buf, 0)
-	return inventory.FSLabel(buf[:nr])
+	return inventory.FSProbe(buf[:nr])
 }
 
 func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) {

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -209,5 +212,38 @@ func TestConfigFromStatePartition(t *testing.T) {
 	n.env.State = func() (string, error) { return "", errors.New("wrong fs type, bad superblock") }
 	if _, _, err := n.findConfig(context.Background()); err == nil || errors.Is(err, config.ErrNotFound) || !strings.Contains(err.Error(), "ETOILE-STATE") {
 		t.Errorf("unmountable state partition: %v", err)
+	}
+}
+
+// TestConfigVolumeMountedAsWhatItIs: the ETOILE-CFG volume is mounted with
+// the filesystem its first bytes show (no FAT attempt, and no FAT modules
+// loaded, for an ISO9660 volume); other devices are not mounted.
+func TestConfigVolumeMountedAsWhatItIs(t *testing.T) {
+	dir := t.TempDir()
+	iso := make([]byte, 64*1024) // the primary volume descriptor of an ISO9660 volume
+	iso[32768] = 1
+	copy(iso[32769:], "CD001")
+	copy(iso[32768+40:], "ETOILE-CFG"+strings.Repeat(" ", 22))
+	other := make([]byte, 64*1024)
+	for name, data := range map[string][]byte{"vda": other, "vdb": iso} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mounts []string
+	n := &Node{env: Env{
+		Root:    t.TempDir(),
+		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Volumes: func() ([]string, error) { return []string{filepath.Join(dir, "vda"), filepath.Join(dir, "vdb")}, nil },
+		Mount: func(dev, target string, fstypes []string) error {
+			mounts = append(mounts, filepath.Base(dev)+" "+strings.Join(fstypes, ","))
+			return nil
+		},
+	}}
+	if _, ok := n.mountVolume("ETOILE-CFG"); !ok {
+		t.Fatal("the ETOILE-CFG volume was not found")
+	}
+	if want := []string{"vdb iso9660"}; !slices.Equal(mounts, want) {
+		t.Errorf("mounts %q, want %q", mounts, want)
 	}
 }
