@@ -483,11 +483,17 @@ func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup) {
 // urgent reports whether something waits for lt's load now (c.mu held):
 // the boot medium's drivers until it is found, the NICs' (a link takes
 // seconds to come up on real hardware: its driver must be there early),
-// what mounting the medium takes once it is found, modprobe's loads, and
-// whatever such a load waits for.
+// what mounting the medium takes once it is found, modprobe's loads, the
+// fixed list, and whatever such a load waits for.
 func (c *Coldplug) urgent(lt *loadThread) bool {
 	switch {
 	case lt.boost || lt.why == "modprobe":
+		return true
+	case lt.why == "fixed":
+		// After the ready line (LoadFixed), with K3s starting: K3s asks
+		// for netfilter modules through /sbin/modprobe, another process,
+		// whose init_module would wait for a load at nice 19 here without
+		// lending it its priority.
 		return true
 	case lt.prio == prioMedium:
 		return !c.mediumFound && !c.elsewhere(lt.modalias)

@@ -273,10 +273,11 @@ func (l *niceLoader) Load(name, p string) error {
 }
 
 // TestBackgroundPriorities: with Background, what nothing waits for loads at
-// nice 19 (the mount's modules while the medium is looked for, a fixed
-// module), what something waits for at 0 (the medium's controller, a NIC,
-// modprobe), and a change of urgency reaches a load already in the kernel:
-// the medium found, or an urgent load waiting for the module.
+// nice 19 (the mount's modules while the medium is looked for, a driver for
+// a device nothing waits for), what something waits for at 0 (the medium's
+// controller, a NIC, modprobe, the fixed list), and a change of urgency
+// reaches a load already in the kernel: the medium found, or an urgent load
+// waiting for the module.
 func TestBackgroundPriorities(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("per-thread nice values are Linux only")
@@ -284,9 +285,11 @@ func TestBackgroundPriorities(t *testing.T) {
 	sys, mods := testDirs(t)
 	files := map[string]string{
 		"modules.dep": "kernel/ata/ahci.ko:\nkernel/net/e1000e.ko:\nkernel/fs/squashfs.ko:\nkernel/fs/jbd2.ko:\n" +
-			"kernel/fs/ext4.ko: kernel/fs/jbd2.ko\nkernel/fs/vfat.ko:\n",
-		"modules.alias":      "alias pci:v*d*sv*sd*bc01sc06i01* ahci\nalias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e\n",
-		"kernel/ata/ahci.ko": "", "kernel/net/e1000e.ko": "", "kernel/fs/squashfs.ko": "", "kernel/fs/jbd2.ko": "",
+			"kernel/fs/ext4.ko: kernel/fs/jbd2.ko\nkernel/fs/vfat.ko:\nkernel/sound/snd_hda.ko: kernel/fs/jbd2.ko\n",
+		"modules.alias": "alias pci:v*d*sv*sd*bc01sc06i01* ahci\nalias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e\n" +
+			"alias pci:v00008086d00002668sv*sd*bc04sc03i* snd_hda\n",
+		"kernel/sound/snd_hda.ko": "",
+		"kernel/ata/ahci.ko":      "", "kernel/net/e1000e.ko": "", "kernel/fs/squashfs.ko": "", "kernel/fs/jbd2.ko": "",
 		"kernel/fs/ext4.ko": "", "kernel/fs/vfat.ko": "",
 	}
 	writeTree(t, mods, files)
@@ -336,9 +339,11 @@ func TestBackgroundPriorities(t *testing.T) {
 	close(l.gate["squashfs"])
 	close(l.gate["e1000e"])
 	wait("LoadBoot", bootDone)
-	// A fixed module loads in the background until modprobe needs it.
-	fixedDone := make(chan struct{})
-	go func() { defer close(fixedDone); c.LoadFixed(ctx, []string{"jbd2"}) }()
+	// A sound card's driver loads in the background, until modprobe needs
+	// a module of its chain (jbd2 stands for one here).
+	fakeSys(t, sys, map[string]string{"pci/0000:00:1b.0": "pci:v00008086d00002668sv00001AF4sd00001100bc04sc03i00"})
+	scanDone := make(chan struct{})
+	go func() { defer close(scanDone); _, _ = c.Scan(ctx) }()
 	wait("jbd2's load", l.entered["jbd2"])
 	waitNice("jbd2", BackgroundNice)
 	probeDone := make(chan error)
@@ -348,10 +353,9 @@ func TestBackgroundPriorities(t *testing.T) {
 	if err := <-probeDone; err != nil {
 		t.Fatal(err)
 	}
-	wait("LoadFixed", fixedDone)
-	if err := c.Modprobe(ctx, "vfat"); err != nil {
-		t.Fatal(err)
-	}
+	wait("the sound card's driver", scanDone)
+	// The fixed list loads after the ready line, at the usual priority.
+	c.LoadFixed(ctx, []string{"vfat"})
 	if err := c.Settle(ctx, 0, 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -361,6 +365,7 @@ func TestBackgroundPriorities(t *testing.T) {
 		"squashfs": {BackgroundNice, 0},
 		"jbd2":     {BackgroundNice, 0},
 		"ext4":     {0, 0},
+		"snd_hda":  {0, 0}, // the rest of the chain keeps the priority lent to it
 		"vfat":     {0, 0},
 	} {
 		if got := l.at[m]; !slices.Equal(got, want) {
