@@ -596,7 +596,11 @@ func (m *Machine) bootController(ctx context.Context) string {
 		return ""
 	}
 	m.log.Info("booted from", "option", p.Option, "path", p.String(), "pci", filepath.Base(dev))
-	return strings.TrimSpace(string(b))
+	ma := strings.TrimSpace(string(b))
+	if !kmod.StorageModalias(ma) {
+		return "" // a NIC (PXE, HTTP boot): every storage controller may hold the medium
+	}
+	return ma
 }
 
 // LateModules loads the rest of the fixed module list (netfilter,
@@ -723,7 +727,7 @@ func (m *Machine) waitDevice(ctx context.Context, what string, find func([]sysim
 	deadline := time.Now().Add(limit)
 	announced := false
 	start := time.Now()
-	usbSeen := map[string]time.Time{}
+	usbSeen := map[string]*usbRetry{}
 	for {
 		devs, err := sysimage.ListBlock(m.path("/sys"), m.path("/dev"))
 		if err == nil {
@@ -757,27 +761,47 @@ func (m *Machine) waitDevice(ctx context.Context, what string, find func([]sysim
 	}
 }
 
+// usbRetry is retryUSB's record of one usb-storage host.
+type usbRetry struct {
+	first, last time.Time
+	tries       int
+	busy        atomic.Bool // a rescan is in progress (it can take the kernel seconds)
+}
+
+// maxUSBRetries bounds the rescans of one host: a card reader with no card
+// or a USB CD drive with no disc stays without capacity for ever.
+const maxUSBRetries = 5
+
 // retryUSB asks a USB stick again when, a second after its host appeared,
 // it has shown no disk or a disk with no capacity: the kernel does not wait
 // for sticks to settle (kmod.DefaultParams), so one that needed the time is
-// asked again, once a second, for as long as the medium is looked for.
-func (m *Machine) retryUSB(seen map[string]time.Time) {
+// asked again, once a second, up to maxUSBRetries times. The kernel answers
+// a rescan only once it has talked to the device: it runs in the
+// background, one at a time per host, and the medium wait goes on.
+func (m *Machine) retryUSB(seen map[string]*usbRetry) {
 	now := time.Now()
 	for _, h := range sysimage.USBHosts(m.path("/sys")) {
-		first, ok := seen[h.Name]
+		r := seen[h.Name]
 		switch {
-		case !ok:
-			seen[h.Name] = now
+		case r == nil:
+			seen[h.Name] = &usbRetry{first: now, last: now}
 			continue
-		case now.Sub(first) < m.scale(time.Second) || (h.Devices > 0 && len(h.Empty) == 0):
-			continue
-		}
-		if err := h.Rescan(m.path("/sys")); err != nil {
-			m.log.Debug("USB rescan failed", "host", h.Name, "reason", err.Error())
+		case r.tries >= maxUSBRetries || r.busy.Load() || now.Sub(r.last) < m.scale(time.Second) ||
+			(h.Devices > 0 && len(h.Empty) == 0):
 			continue
 		}
-		m.log.Info("USB storage not ready, asking it again", "host", h.Name, "devices", h.Devices, "without_capacity", len(h.Empty))
-		seen[h.Name] = now
+		r.tries++
+		r.last = now
+		if r.tries == 1 {
+			m.log.Info("USB storage not ready, asking it again", "host", h.Name, "devices", h.Devices, "without_capacity", len(h.Empty))
+		}
+		r.busy.Store(true)
+		go func(h sysimage.USBHost) {
+			defer r.busy.Store(false)
+			if err := h.Rescan(m.path("/sys")); err != nil {
+				m.log.Debug("USB rescan failed", "host", h.Name, "reason", err.Error())
+			}
+		}(h)
 	}
 }
 

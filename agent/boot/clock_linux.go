@@ -73,10 +73,12 @@ func readKmsg(path string) ([][]byte, error) {
 		switch {
 		case err == unix.EPIPE: // overwritten while reading: go on from the next
 			continue
-		case err == unix.EAGAIN || n <= 0:
+		case err == unix.EAGAIN: // nothing more for now
 			return out, nil
 		case err != nil:
 			return out, err
+		case n <= 0:
+			return out, nil
 		}
 		out = append(out, bytes.Clone(buf[:n]))
 	}

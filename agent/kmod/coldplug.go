@@ -544,8 +544,10 @@ func (c *Coldplug) inKernel(lt *loadThread, fn func() error) error {
 				lt.nice = 0
 			}
 		}
+		// A failed reset leaves lt.nice as it is: the thread stays with
+		// this goroutine, and the next renice tries again.
 		reset := lt.nice == 0
-		lt.tid, lt.nice = 0, 0
+		lt.tid = 0
 		c.mu.Unlock()
 		// The thread goes back to the Go scheduler's pool only at nice 0;
 		// otherwise it stays locked, and ends with this goroutine.
@@ -703,8 +705,10 @@ func (c *Coldplug) load(r request, stack map[string]bool, lt *loadThread) {
 			}
 		}
 		if c.claim(m, lt) {
-			c.loadFile(m, name, r, lt)
-			c.finish(m)
+			func() {
+				defer c.finish(m) // even if loading crashed: others wait for it
+				c.loadFile(m, name, r, lt)
+			}()
 		}
 		for _, p := range post {
 			for _, s := range c.resolve(p) {

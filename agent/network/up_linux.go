@@ -44,10 +44,11 @@ type Config struct {
 	Settled <-chan struct{}
 	// EarlyReturn lets Up return before Settled, once at least one link
 	// has carrier and every link seen so far has it (or CarrierGrace has
-	// passed since the first did): the boot's ready line then waits for
-	// the NICs there are, not for every other driver. Links that appear
-	// later are set up, get DHCP and are logged in the background until
-	// the drivers settle; they are not in the Result.
+	// passed since the first did), and one of them got a lease: the boot's
+	// ready line then waits for the NICs there are, not for every other
+	// driver. Links that appear later are set up, get DHCP and are logged
+	// in the background until the drivers settle; they are not in the
+	// Result. Without a lease from the early links, Up waits for Settled.
 	EarlyReturn bool
 	// SetHostname sets the kernel's host name; sethostname(2) when nil.
 	// Tests replace it: a network namespace does not isolate the host name.
@@ -145,6 +146,18 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	w := &linkWatch{cfg: cfg, onCarrier: func(l netlink.Link) { startDHCP(l, false) }, set: map[int]bool{}, started: map[int]bool{}}
 	links, withCarrier, settled, err := w.wait(ctx)
 	if err == nil && !settled {
+		// Returning early is worth it only with an address: if the links
+		// there are got no lease, wait for the drivers (and later NICs).
+		wg.Wait()
+		mu.Lock()
+		got := len(leases) > 0
+		mu.Unlock()
+		if !got {
+			w.early = false
+			links, withCarrier, settled, err = w.wait(ctx)
+		}
+	}
+	if err == nil && !settled {
 		go func() {
 			defer func() {
 				if r := recover(); r != nil {
@@ -176,11 +189,13 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		res.PrimaryMAC = withCarrier[0].Attrs().HardwareAddr
 	}
 	wg.Wait()
+	mu.Lock() // late links' DHCP may still write
 	for _, l := range links {
 		if lease, ok := leases[l.Attrs().Index]; ok {
 			res.Leases = append(res.Leases, lease)
 		}
 	}
+	mu.Unlock()
 
 	res.Hostname = Hostname(res.Leases, res.PrimaryMAC)
 	set := cfg.SetHostname

@@ -87,7 +87,7 @@ type clientResult struct {
 
 func dhcpClient() int {
 	var r clientResult
-	// ETOILE_NETTEST_EARLY: the drivers settle 4 s after Up starts, Up
+	// ETOILE_NETTEST_EARLY: the drivers settle 4 s (ETOILE_NETTEST_SETTLE) after Up starts, Up
 	// may return before, and links vc2… that appear meanwhile are set up
 	// in the background; the client stays 5 s after printing its result.
 	early := os.Getenv("ETOILE_NETTEST_EARLY") != ""
@@ -95,8 +95,16 @@ func dhcpClient() int {
 	only := []string{"vc"}
 	if early {
 		settled = make(chan struct{})
-		time.AfterFunc(4*time.Second, func() { close(settled) })
+		after := 4 * time.Second
+		if d, err := time.ParseDuration(os.Getenv("ETOILE_NETTEST_SETTLE")); err == nil {
+			after = d
+		}
+		time.AfterFunc(after, func() { close(settled) })
 		only = append(only, "vc2")
+	}
+	dhcpTimeout := 20 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("ETOILE_NETTEST_DHCP_TIMEOUT")); err == nil {
+		dhcpTimeout = d
 	}
 	res, err := Up(context.Background(), Config{
 		Settled:      settled,
@@ -104,7 +112,7 @@ func dhcpClient() int {
 		Log:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		CarrierWait:  3 * time.Second,
 		CarrierGrace: 200 * time.Millisecond,
-		DHCPTimeout:  20 * time.Second,
+		DHCPTimeout:  dhcpTimeout,
 		EtcDir:       os.Getenv("ETOILE_NETTEST_ETC"),
 		SetHostname:  func(h string) error { r.SetHostname = h; return nil },
 		Only:         only,
@@ -142,6 +150,11 @@ var nsCount atomic.Int64
 // pair vs (server, 10.99.0.1/24) – vc (client), starts the DHCP server on
 // vs, and returns the two namespaces' names and this test binary's path.
 func dhcpNamespaces(t *testing.T) (srv, cli, exe string) {
+	return namespaces(t, true)
+}
+
+// namespaces is dhcpNamespaces, with or without the DHCP server.
+func namespaces(t *testing.T, dhcpServer bool) (srv, cli, exe string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("making network namespaces needs root: run the tests as root (make test does, as CI)")
@@ -163,6 +176,9 @@ func dhcpNamespaces(t *testing.T) (srv, cli, exe string) {
 	exe, err = os.Executable()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !dhcpServer {
+		return srv, cli, exe
 	}
 	server := exec.Command("ip", "netns", "exec", srv, exe)
 	server.Env = append(os.Environ(), "ETOILE_NETTEST_ROLE=server")
@@ -257,5 +273,30 @@ func TestUpEarlyReturn(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "network links that appeared after the boot's network step") {
 		t.Errorf("the late link is not logged:\n%s", stderr.String())
+	}
+}
+
+// TestUpNoEarlyReturnWithoutLease: with EarlyReturn, a link with carrier but
+// no DHCP answer does not end the wait: Up waits for the drivers to settle
+// (a NIC whose driver loads later could still get an address).
+func TestUpNoEarlyReturnWithoutLease(t *testing.T) {
+	_, cli, exe := namespaces(t, false)
+	client := exec.Command("ip", "netns", "exec", cli, exe)
+	// The drivers settle after DHCP on vc has given up.
+	client.Env = append(os.Environ(), "ETOILE_NETTEST_ROLE=client", "ETOILE_NETTEST_EARLY=1",
+		"ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_SETTLE=5s",
+		"ETOILE_NETTEST_ETC="+t.TempDir())
+	var stderr strings.Builder
+	client.Stderr = &stderr
+	b, err := client.Output()
+	if err != nil {
+		t.Fatalf("client: %v\n%s", err, stderr.String())
+	}
+	var r clientResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("client output %q: %v", b, err)
+	}
+	if r.BeforeSettled || r.IP != "none" {
+		t.Errorf("client got %+v, want no address and a return only once the drivers settled\n%s", r, stderr.String())
 	}
 }
