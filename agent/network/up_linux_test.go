@@ -197,11 +197,12 @@ func namespaces(t *testing.T, dhcpServer bool) (srv, cli, exe string) {
 	return srv, cli, exe
 }
 
-func TestUpDHCP(t *testing.T) {
-	_, cli, exe := dhcpNamespaces(t)
-	etc := t.TempDir()
+// runClient runs the DHCP client role in namespace cli with more
+// environment, and returns its result and its log.
+func runClient(t *testing.T, cli, exe string, env ...string) (clientResult, string) {
+	t.Helper()
 	client := exec.Command("ip", "netns", "exec", cli, exe)
-	client.Env = append(os.Environ(), "ETOILE_NETTEST_ROLE=client", "ETOILE_NETTEST_ETC="+etc)
+	client.Env = append(append(os.Environ(), "ETOILE_NETTEST_ROLE=client"), env...)
 	var stderr strings.Builder
 	client.Stderr = &stderr
 	b, err := client.Output()
@@ -212,8 +213,15 @@ func TestUpDHCP(t *testing.T) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatalf("client output %q: %v", b, err)
 	}
+	return r, stderr.String()
+}
+
+func TestUpDHCP(t *testing.T) {
+	_, cli, exe := dhcpNamespaces(t)
+	etc := t.TempDir()
+	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ETC="+etc)
 	if r.Err != "" || r.IP != "10.99.0.50" || r.Hostname != "rack1-node4" || r.SetHostname != "rack1-node4" {
-		t.Errorf("client got %+v, want 10.99.0.50 and host name rack1-node4\n%s", r, stderr.String())
+		t.Errorf("client got %+v, want 10.99.0.50 and host name rack1-node4\n%s", r, stderr)
 	}
 	if addr := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); !strings.Contains(addr, "inet 10.99.0.50/24") {
 		t.Errorf("address not applied:\n%s", addr)
@@ -281,22 +289,10 @@ func TestUpEarlyReturn(t *testing.T) {
 // (a NIC whose driver loads later could still get an address).
 func TestUpNoEarlyReturnWithoutLease(t *testing.T) {
 	_, cli, exe := namespaces(t, false)
-	client := exec.Command("ip", "netns", "exec", cli, exe)
 	// The drivers settle after DHCP on vc has given up.
-	client.Env = append(os.Environ(), "ETOILE_NETTEST_ROLE=client", "ETOILE_NETTEST_EARLY=1",
-		"ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_SETTLE=5s",
+	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_EARLY=1", "ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_SETTLE=5s",
 		"ETOILE_NETTEST_ETC="+t.TempDir())
-	var stderr strings.Builder
-	client.Stderr = &stderr
-	b, err := client.Output()
-	if err != nil {
-		t.Fatalf("client: %v\n%s", err, stderr.String())
-	}
-	var r clientResult
-	if err := json.Unmarshal(b, &r); err != nil {
-		t.Fatalf("client output %q: %v", b, err)
-	}
 	if r.BeforeSettled || r.IP != "none" {
-		t.Errorf("client got %+v, want no address and a return only once the drivers settled\n%s", r, stderr.String())
+		t.Errorf("client got %+v, want no address and a return only once the drivers settled\n%s", r, stderr)
 	}
 }
