@@ -477,10 +477,13 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 			}()
 		}
 	}
-	if m.Params.SystemURL == "" && !m.real() {
+	setBootController := func() {
 		if ma := m.bootController(ctx); ma != "" {
 			cold.SetBootController(ma)
 		}
+	}
+	if m.Params.SystemURL == "" && !m.real() {
+		setBootController() // --root: before the scan, for deterministic loads
 	}
 	// The first scan starts the storage drivers before anything else
 	// loads (kmod.Coldplug: storage first).
@@ -500,9 +503,7 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 					m.log.Warn("reading the boot device crashed", "reason", fmt.Sprint(r))
 				}
 			}()
-			if ma := m.bootController(ctx); ma != "" {
-				cold.SetBootController(ma)
-			}
+			setBootController()
 		}()
 	}
 	// The hardware drivers load in the background: find-image only needs
@@ -561,8 +562,9 @@ const EFIVars = "/sys/firmware/efi/efivars"
 
 // bootController returns the modalias of the PCI controller the UEFI
 // firmware booted from (its BootCurrent load option's device path), or ""
-// under BIOS or when it cannot be told. Its drivers then load before the
-// other storage controllers' (kmod.Coldplug.BootController).
+// under BIOS, when it cannot be told, or when it is not storage (a NIC, for
+// PXE). The other storage controllers' drivers then wait
+// (kmod.Coldplug.SetBootController).
 func (m *Machine) bootController(ctx context.Context) string {
 	if _, err := os.Stat(m.path("/sys/firmware/efi")); err != nil {
 		return "" // BIOS

@@ -252,15 +252,22 @@ func (c *collector) probeLabel(devPath string) string {
 	if !c.r.live {
 		return ""
 	}
+	_, label := ProbeDevice(devPath)
+	return label
+}
+
+// ProbeDevice reads the first 64 KiB of a block device and tells its
+// filesystem and label (FSProbe); "", "" when it cannot be read.
+func ProbeDevice(devPath string) (fstype, label string) {
 	// O_NONBLOCK: opening an empty optical drive must fail at once, not wait for a disc.
 	f, err := os.OpenFile(devPath, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return ""
+		return "", ""
 	}
 	defer f.Close()
 	buf := make([]byte, 64*1024)
 	n, _ := io.ReadFull(f, buf)
-	return FSLabel(buf[:n])
+	return FSProbe(buf[:n])
 }
 
 // FSLabel returns the volume label of the filesystem whose first bytes (64 KiB

@@ -118,14 +118,14 @@ type Coldplug struct {
 	// caller expects the device to be there when it returns, does not.
 	AsyncProbe bool
 	// Background runs the kernel's share of the loads nothing waits for
-	// yet at the lowest CPU priority (nice 19): the NIC and filesystem
-	// drivers while the boot medium's chain loads and probes, the other
-	// controllers' drivers once the medium is found, and everything not
-	// needed for the ready line. They then take the CPU only when the
-	// urgent work leaves it idle (ahci's link debounce, a DHCP wait) and
-	// no longer slow the boot medium's chain down on a machine with few
-	// cores. A load something waits for (modprobe, a module an urgent
-	// chain needs) runs at the usual priority. The boot sets it.
+	// yet at the lowest CPU priority (nice 19): what mounting the medium
+	// takes while the medium's chain loads and probes, the other
+	// controllers' drivers once it is found (or once the firmware named
+	// the boot controller), drivers for devices nothing waits for. They
+	// then take the CPU only when the urgent work leaves it idle (ahci's
+	// link debounce, a USB stick's enumeration) and no longer slow the
+	// boot medium's chain down on a machine with few cores; see urgent
+	// for what runs at the usual priority. The boot sets it.
 	Background bool
 
 	aliases *Aliases
@@ -581,10 +581,16 @@ func (c *Coldplug) busyBefore(prio int) bool {
 func (c *Coldplug) SetBootController(modalias string) {
 	c.bootCtl.Store(modalias)
 	c.mu.Lock()
+	c.reniceAll()
+	c.mu.Unlock()
+}
+
+// reniceAll applies a change of urgency to the loads inside the kernel now
+// (c.mu held).
+func (c *Coldplug) reniceAll() {
 	for lt := range c.threads {
 		c.renice(lt)
 	}
-	c.mu.Unlock()
 }
 
 // elsewhere reports whether modalias is a storage controller other than the
@@ -600,9 +606,7 @@ func (c *Coldplug) elsewhere(modalias string) bool {
 func (c *Coldplug) MediumFound() {
 	c.mu.Lock()
 	c.mediumFound = true
-	for lt := range c.threads {
-		c.renice(lt)
-	}
+	c.reniceAll()
 	c.calm.Broadcast()
 	c.mu.Unlock()
 }

@@ -296,14 +296,7 @@ func volumeLabel(dev string) (fstype, label string) {
 		b, _ := os.ReadFile(filepath.Join(dev, ".label"))
 		return "", strings.TrimSpace(string(b))
 	}
-	f, err := os.Open(dev)
-	if err != nil {
-		return "", ""
-	}
-	defer f.Close()
-	buf := make([]byte, 64*1024)
-	nr, _ := f.ReadAt(buf, 0)
-	return inventory.FSProbe(buf[:nr])
+	return inventory.ProbeDevice(dev)
 }
 
 func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) {
