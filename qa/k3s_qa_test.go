@@ -385,3 +385,42 @@ func TestStandinK3sReadyFromRawDisk(t *testing.T) {
 	m := vm.WaitFor(k3sReadyRE, K3sTimeout)
 	t.Logf("K3s stand-in ready: %s", m.Line)
 }
+
+// TestStandinK3sConfigOnESP builds the stand-in image with the config baked
+// in (etoile build --config) and boots its raw disk under OVMF with no other
+// source: the agent reads /etoile/config.yaml from the ESP without mounting
+// it, and the K3s stand-in comes up from that config.
+func TestStandinK3sConfigOnESP(t *testing.T) {
+	t.Parallel()
+	bin := binDir(t)
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k3sDir := filepath.Join(filepath.Dir(standinOut(t)), "k3s-standin") // make image-standin made both
+	if _, err := os.Stat(filepath.Join(k3sDir, "k3s")); err != nil {
+		t.Fatalf("no K3s stand-in release folder at %s: run `make k3s-standin`", k3sDir)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfg, []byte(serverConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	cmd := exec.Command(filepath.Join(bin, "etoile"), "build", "-o", out, "--agent", filepath.Join(bin, "etoile-agent"),
+		"--k3s-dir", k3sDir, "--config", cfg)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("etoile build --config: %v\n%s", err, b)
+	}
+	vm := Start(t, Config{Devices: []Device{OVMF{}, VirtioDisk{Path: filepath.Join(out, RawName)}, UserNIC{}}})
+	vm.WaitFor(regexp.MustCompile(`machine config loaded from="boot medium \(EFI system partition\)" role=server`), ReadyTimeout)
+	m := vm.WaitFor(k3sReadyRE, K3sTimeout)
+	t.Logf("K3s stand-in ready from the ESP's config: %s", m.Line)
+	// Read without mounting: FAT's modules were not loaded for it.
+	for _, l := range vm.Lines() {
+		if strings.Contains(l.Text, "without mounting it failed") {
+			t.Errorf("the ESP was mounted after all: %s", l.Text)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -100,6 +101,10 @@ type Machine struct {
 	// coldplugDone is closed once the hardware drivers are loaded (or
 	// were never started).
 	coldplugDone chan struct{}
+	// cfgPre looks for the machine config's volumes from the moment the
+	// medium is found; switchMu keeps its mounts out of the root's switch.
+	cfgPre   configPrefetch
+	switchMu sync.Mutex
 }
 
 // Step is one named boot step.
@@ -811,6 +816,7 @@ func mountSystem(ctx context.Context, m *Machine) error {
 	if m.Cold != nil {
 		m.Cold.MediumFound()
 	}
+	m.startConfigPrefetch(ctx)
 	if m.bootMods != nil {
 		select { // loop, squashfs, overlay, isofs
 		case <-m.bootMods:
@@ -859,17 +865,6 @@ func mountSystem(ctx context.Context, m *Machine) error {
 	if err := mt.Mount("overlay", NewRoot, "overlay", 0, data); err != nil {
 		return err
 	}
-	// The config sources read next may be FAT (an ETOILE-CFG stick, the
-	// raw disk's ESP): their modules load now, while the switch and the
-	// network's DHCP leave the CPU idle, rather than when mounting.
-	if m.Cold != nil && m.real() {
-		go func() {
-			defer func() { _ = recover() }()
-			for _, name := range VFATModules {
-				_ = m.Cold.Modprobe(ctx, name)
-			}
-		}()
-	}
 	return nil
 }
 
@@ -910,6 +905,8 @@ func switchRoot(ctx context.Context, m *Machine) error {
 	if m.real() {
 		installModprobe(NewRoot+"/sbin/modprobe", AgentPath, m.log)
 	}
+	m.switchMu.Lock()
+	defer m.switchMu.Unlock()
 	return mt.SwitchRoot(NewRoot, []string{"/proc", "/sys", "/dev", "/run"})
 }
 

@@ -77,6 +77,10 @@ type Supervisor struct {
 	// OnState is called (from the supervisor's goroutine) on every change
 	// of state or of reason.
 	OnState func(from, to State, reason string)
+	// OnExec is called (from the supervisor's goroutine) once each start
+	// of K3s has been tried: with its pid once the exec succeeded, or the
+	// error.
+	OnExec func(pid int, err error)
 
 	mu       sync.Mutex
 	state    State
@@ -275,13 +279,20 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	if err := start(); err != nil {
 		pw.Close()
 		<-copied
-		return fmt.Errorf("starting %s: %w", bin, err)
+		err = fmt.Errorf("starting %s: %w", bin, err)
+		if s.OnExec != nil {
+			s.OnExec(0, err)
+		}
+		return err
 	}
 	attrs := []any{"pid", cmd.Process.Pid}
 	if s.SinceBoot != nil {
 		attrs = append(attrs, "t", fmt.Sprintf("%.2fs", s.SinceBoot().Seconds()))
 	}
 	s.Log.Info("k3s started", append(attrs, "args", s.Args)...)
+	if s.OnExec != nil {
+		s.OnExec(cmd.Process.Pid, nil)
+	}
 	exited := make(chan error, 1)
 	go func() {
 		err := cmd.Wait()

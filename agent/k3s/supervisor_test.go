@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -89,12 +90,19 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestSupervisorRestartsWithBackoffAndReportsCrashloop(t *testing.T) {
 	root := fakeRoot(t)
 	var tr transitions
+	var execs atomic.Int32
 	s := &Supervisor{
 		Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
 		Env:     []string{"ETOILE_FAKE_K3S=exit:50"},
 		Config:  []byte("cluster-init: true\n"),
 		Backoff: Backoff{Initial: 20 * time.Millisecond, Max: 80 * time.Millisecond, ResetAfter: time.Minute, Crashloop: 3},
 		OnState: tr.record,
+		OnExec: func(pid int, err error) {
+			if pid <= 0 || err != nil {
+				t.Errorf("OnExec(%d, %v) for a start that succeeded", pid, err)
+			}
+			execs.Add(1)
+		},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -102,6 +110,9 @@ func TestSupervisorRestartsWithBackoffAndReportsCrashloop(t *testing.T) {
 	waitFor(t, "crashloop", func() bool { return s.Status().State == StateCrashloop })
 	waitFor(t, "5 restarts", func() bool { return s.Status().Restarts >= 5 })
 	cancel()
+	if n := execs.Load(); n < 5 {
+		t.Errorf("OnExec called %d times over 5 starts", n)
+	}
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -192,14 +203,19 @@ func TestStopSendsTermThenKill(t *testing.T) {
 
 func TestMissingBinaryIsReportedAndRetried(t *testing.T) {
 	root := t.TempDir()
+	var execErr atomic.Value
 	s := &Supervisor{Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
-		Backoff: Backoff{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond, ResetAfter: time.Minute, Crashloop: 2}}
+		Backoff: Backoff{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond, ResetAfter: time.Minute, Crashloop: 2},
+		OnExec:  func(_ int, err error) { execErr.Store(fmt.Sprint(err)) }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	waitFor(t, "crashloop", func() bool { return s.Status().State == StateCrashloop })
 	if r := s.Status().Reason; !strings.Contains(r, filepath.Join(root, "usr/local/bin/k3s")) {
 		t.Errorf("reason does not name the missing binary: %q", r)
+	}
+	if e, _ := execErr.Load().(string); !strings.Contains(e, "usr/local/bin/k3s") {
+		t.Errorf("OnExec was not told the start failed: %q", e)
 	}
 	cancel()
 	<-done

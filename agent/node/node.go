@@ -37,13 +37,16 @@ type Env struct {
 	Mount func(dev, dir string, fstypes []string) error
 	// Volumes lists candidate block devices (path and first 64 KiB readable).
 	Volumes func() ([]string, error)
+	// ConfigVolume, when set, replaces the search through Volumes: it
+	// returns where the boot has already mounted the ETOILE-CFG volume, or
+	// "" when there is none.
+	ConfigVolume func() string
 	// BootMedia are folders of the mounted boot medium (the ISO).
 	BootMedia []string
-	// ESP mounts the boot disk's EFI system partition (a raw or installed
-	// disk's, which may hold /etoile/config.yaml) and returns its folder;
-	// an error wrapping config.ErrNotFound means there is none. Called
-	// only when no earlier source has a config.
-	ESP func() (string, error)
+	// ESP is /etoile/config.yaml on the boot disk's EFI system partition
+	// (a raw or installed disk's); nil for other boots. Read only when no
+	// earlier source has a config.
+	ESP config.Source
 	// State mounts the STATE partition of an installed machine and
 	// returns its folder; an error wrapping config.ErrNotFound means there
 	// is none. It is called only when no earlier source has a config. Nil
@@ -225,7 +228,7 @@ func (n *Node) findConfig(ctx context.Context) ([]byte, string, error) {
 		sources = append(sources, config.BootMediumSource(m))
 	}
 	if n.env.ESP != nil {
-		sources = append(sources, lazySource{name: "boot medium (EFI system partition)", mount: n.env.ESP, source: config.BootMediumSource})
+		sources = append(sources, n.env.ESP)
 	}
 	if n.env.State != nil {
 		sources = append(sources, lazySource{name: "state partition " + config.StateLabel, mount: n.env.State, source: config.StateSource})
@@ -256,6 +259,10 @@ func (s lazySource) Read(ctx context.Context) ([]byte, error) {
 
 // mountVolume finds the volume labelled label and mounts it read-only.
 func (n *Node) mountVolume(label string) (string, bool) {
+	if n.env.ConfigVolume != nil {
+		dir := n.env.ConfigVolume()
+		return dir, dir != ""
+	}
 	if n.env.Volumes == nil {
 		return "", false
 	}
@@ -319,11 +326,10 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) {
 	sup.SinceBoot = bootTime
 	execd := make(chan struct{})
 	var once sync.Once
+	// Start returns once the first exec has been tried: the ready line, and
+	// what the boot starts after it, do not share the CPU with K3s's exec.
+	sup.OnExec = func(int, error) { once.Do(func() { close(execd) }) }
 	sup.OnState = func(from, to k3s.State, reason string) {
-		if to == k3s.StateStarting && from == k3s.StateStopped {
-			// The ready line (printed once Start returns) comes after this one.
-			defer once.Do(func() { close(execd) })
-		}
 		msg := fmt.Sprintf("etoile: k3s state=%s was=%s t=%s agent_rss=%s", to, from, sinceBoot(), agentRSS())
 		if reason != "" {
 			msg += fmt.Sprintf(" reason=%q", reason)

@@ -247,3 +247,36 @@ func TestConfigVolumeMountedAsWhatItIs(t *testing.T) {
 		t.Errorf("mounts %q, want %q", mounts, want)
 	}
 }
+
+// TestConfigVolumeFoundByBoot: where the boot already found and mounted the
+// ETOILE-CFG volume (Env.ConfigVolume), it is used without listing the
+// volumes again; "" means there is none and the next source is read.
+func TestConfigVolumeFoundByBoot(t *testing.T) {
+	root := t.TempDir()
+	vol := filepath.Join(root, "cfg")
+	if err := os.MkdirAll(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vol, config.VolumeFile), []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: from-volume\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	listed := 0
+	n := &Node{env: Env{Root: root, ConfigVolume: func() string { return vol },
+		Volumes: func() ([]string, error) { listed++; return nil, nil },
+		ESP:     fileSource{"boot medium (EFI system partition)", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: from-esp\n"}}}
+	data, from, err := n.findConfig(context.Background())
+	if err != nil || !strings.Contains(string(data), "from-volume") || !strings.Contains(from, "ETOILE-CFG") || listed != 0 {
+		t.Fatalf("findConfig = %q from %q, %v (volumes listed %d times)", data, from, err, listed)
+	}
+	n.env.ConfigVolume = func() string { return "" }
+	data, from, err = n.findConfig(context.Background())
+	if err != nil || !strings.Contains(string(data), "from-esp") || from != "boot medium (EFI system partition)" || listed != 0 {
+		t.Fatalf("no volume: findConfig = %q from %q, %v (volumes listed %d times)", data, from, err, listed)
+	}
+}
+
+// fileSource is a config source holding data.
+type fileSource struct{ name, data string }
+
+func (s fileSource) Name() string                         { return s.name }
+func (s fileSource) Read(context.Context) ([]byte, error) { return []byte(s.data), nil }

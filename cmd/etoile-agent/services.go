@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -47,20 +49,20 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 	// kernel would otherwise start the agent again as modprobe for each.
 	mount := func(dev, dir string, fstypes []string) error {
 		for _, t := range fstypes {
-			if t == "vfat" {
-				for _, name := range boot.VFATModules {
-					_ = m.LoadModule(ctx, name)
-				}
-				continue
-			}
-			_ = m.LoadModule(ctx, "fs-"+t)
+			m.LoadFS(ctx, t)
 		}
-		return mountReadOnly(dev, dir, fstypes)
+		return boot.MountReadOnly(dev, dir, fstypes)
 	}
-	var esp func() (string, error)
+	var esp config.Source
 	if m.Source == sysimage.SourceDisk {
 		// The raw disk's ESP may hold /etoile/config.yaml (etoile build --config).
-		esp = func() (string, error) { return mountPartition(mount, "ETOILE-ESP", "/run/etoile/esp", "vfat") }
+		esp = espSource{mount: mount, log: m.Log()}
+	}
+	var volume func() string
+	// The boot has looked for the volume while it mounted the system
+	// image (boot.ConfigMounts): what it found is used as it is.
+	if pre, ok := m.ConfigMounts(ctx); ok {
+		volume = func() string { return pre.Volume }
 	}
 	hostname, _ := os.Hostname()
 	slot := m.Slot
@@ -68,12 +70,13 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		slot = "none"
 	}
 	n := node.Start(ctx, node.Env{
-		Root:      "/",
-		ConfigURL: m.Params.Config,
-		Mount:     mount,
-		Volumes:   blockDevices,
-		BootMedia: media,
-		ESP:       esp,
+		Root:         "/",
+		ConfigURL:    m.Params.Config,
+		Mount:        mount,
+		Volumes:      blockDevices,
+		ConfigVolume: volume,
+		BootMedia:    media,
+		ESP:          esp,
 		State: func() (string, error) {
 			return mountPartition(mount, config.StateLabel, "/run/etoile/state", "ext4")
 		},
@@ -108,20 +111,38 @@ func blockDevices() ([]string, error) {
 	return out, nil
 }
 
-// mountReadOnly mounts dev at dir with the first filesystem type that works.
-func mountReadOnly(dev, dir string, fstypes []string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+// espSource is /etoile/config.yaml on the boot disk's EFI system partition
+// (etoile build --config puts it there), read without mounting the ESP
+// (sysimage.ReadFATFile: FAT's modules need not load); an ESP that cannot be
+// read that way (not FAT32) is mounted instead.
+type espSource struct {
+	mount func(dev, dir string, fstypes []string) error
+	log   *slog.Logger
+}
+
+func (espSource) Name() string { return "boot medium (EFI system partition)" }
+
+func (s espSource) Read(ctx context.Context) ([]byte, error) {
+	devs, err := sysimage.ListBlock("/sys", "/dev")
+	if err != nil {
+		return nil, err
 	}
-	var errs []error
-	for _, t := range fstypes {
-		err := unix.Mount(dev, dir, t, unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
-		if err == nil {
-			return nil
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", t, err))
+	d, ok := sysimage.FindPartition(devs, boot.ESPLabel)
+	if !ok {
+		return nil, fmt.Errorf("%w: no partition labelled %s", config.ErrNotFound, boot.ESPLabel)
 	}
-	return fmt.Errorf("mounting %s read-only: %w", dev, errors.Join(errs...))
+	data, err := sysimage.ReadFATFile(d.Path, config.BootMediumFile, config.MaxSize)
+	switch {
+	case err == nil:
+		return data, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%w: /%s on %s", config.ErrNotFound, config.BootMediumFile, d.Path)
+	}
+	s.log.Info("reading the EFI system partition without mounting it failed: mounting it", "device", d.Path, "reason", err.Error())
+	if err := s.mount(d.Path, boot.ESPDir, []string{"vfat"}); err != nil {
+		return nil, fmt.Errorf("mounting the EFI system partition %s: %w", d.Path, err)
+	}
+	return config.BootMediumSource(boot.ESPDir).Read(ctx)
 }
 
 // mountPartition mounts the GPT partition labelled label read-only at dir;
