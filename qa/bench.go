@@ -15,6 +15,7 @@ import (
 // measured in the same run.
 type BootFigure struct {
 	Scenario  string
+	CPUs      int    // virtual CPUs of both boots
 	FloorKind string  // how the floor booted, e.g. "direct kernel, SeaBIOS"
 	Wall      float64 // seconds, QEMU start → ready line (0 = not reached)
 	Floor     float64 // seconds, QEMU start → floor line
@@ -97,8 +98,8 @@ func AgentStart(lines []Line) (float64, error) {
 // its reference and target.
 func FormatBootTable(rows []BootFigure) string {
 	var b strings.Builder
-	b.WriteString("| scenario | QEMU start → ready | floor (same firmware, same kernel) | over floor (target ≤ 2 s) | kernel → ready, console t= (target ≤ 3 s) | floor: kernel → its line | kernel → agent start (/init) | note |\n")
-	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	b.WriteString("| scenario | vCPUs | QEMU start → ready | floor (same firmware, same kernel) | over floor (target ≤ 2 s) | kernel → ready, console t= (target ≤ 3 s) | floor: kernel → its line | kernel → agent start (/init) | note |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	sec := func(v float64) string {
 		if v <= 0 {
 			return "—"
@@ -117,8 +118,8 @@ func FormatBootTable(rows []BootFigure) string {
 		if r.Kernel > TargetKernel {
 			kernel += " ✗"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s (%s) | %s | %s | %s | %s | %s |\n",
-			r.Scenario, sec(r.Wall), sec(r.Floor), r.FloorKind, over, kernel, sec(r.FloorInit), sec(r.Init), strings.ReplaceAll(r.Err, "|", "\\|"))
+		fmt.Fprintf(&b, "| %s | %d | %s | %s (%s) | %s | %s | %s | %s | %s |\n",
+			r.Scenario, max(r.CPUs, 1), sec(r.Wall), sec(r.Floor), r.FloorKind, over, kernel, sec(r.FloorInit), sec(r.Init), strings.ReplaceAll(r.Err, "|", "\\|"))
 	}
 	return b.String()
 }

@@ -33,18 +33,32 @@ func BenchmarkBoot(b *testing.B) {
 	syscall.Sync()
 	machine := MachineDescription()
 	var rows []BootFigure
+	// Every scenario boots with one virtual CPU and with two: appliances
+	// have several cores (a K3s server needs two), and with one every
+	// module load competes with the agent for it.
+	type run struct {
+		s    Scenario
+		cpus int
+	}
+	var runs []run
 	for _, s := range Scenarios() {
-		row := BootFigure{Scenario: s.Name}
+		for _, n := range []int{1, 2} {
+			runs = append(runs, run{s, n})
+		}
+	}
+	for _, r := range runs {
+		s := r.s
+		row := BootFigure{Scenario: s.Name, CPUs: r.cpus}
 		var errs []string
 		ran := false // -bench may filter sub-benchmarks out
 		// Each iteration boots the floor and then the scenario, so both figures
 		// of a pair meet the same load on a shared machine.
-		b.Run(s.Name, func(b *testing.B) {
+		b.Run(fmt.Sprintf("%s-%dcpu", s.Name, r.cpus), func(b *testing.B) {
 			ran = true
 			for range b.N {
 				devs, kind := s.FloorDevices(b, out, floors)
 				row.FloorKind = kind
-				vm := Start(b, Config{Devices: devs})
+				vm := Start(b, Config{Devices: devs, CPUs: r.cpus})
 				m, err := vm.Expect(FloorRE, ReadyTimeout)
 				vm.Stop()
 				if err != nil {
@@ -57,7 +71,7 @@ func BenchmarkBoot(b *testing.B) {
 				}
 
 				media := Artifacts(b, s.Needs...)
-				vm = Start(b, Config{Devices: s.Devices(b, media)})
+				vm = Start(b, Config{Devices: s.Devices(b, media), CPUs: r.cpus})
 				m, err = vm.Expect(ReadyRE, ReadyTimeout)
 				if err == nil {
 					// Printed right after the ready line, from the kernel's log.
@@ -103,7 +117,8 @@ the kernel and the floor initramfs are handed over directly by QEMU (-kernel/-in
 column says which. "kernel → ready" is the
 agent's own t= on the console (seconds since kernel start); the floor's is its t= when it runs as /init.
 "kernel → agent start" is when the kernel ran /init (the agent's agent_start=, from the kernel's log): the kernel and initramfs unpacking
-before the agent runs. With -benchtime Nx each figure is the fastest of N boots.
+before the agent runs. Each scenario and its floor boot with one virtual CPU and again with two (-smp;
+under TCG each is a host thread). With -benchtime Nx each figure is the fastest of N boots.
 Targets: QEMU start → ready ≤ floor + %.0f s; kernel → ready ≤ %.0f s under TCG. ✗ marks a missed target.
 
 %s`, Today(), machine, out, "`etoile: ready`", KernelName, TargetOverFloor, TargetKernel, table)

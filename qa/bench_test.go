@@ -38,10 +38,10 @@ func TestKernelToReady(t *testing.T) {
 
 func TestFormatBootTable(t *testing.T) {
 	got := FormatBootTable([]BootFigure{
-		{Scenario: "iso-cd-bios", FloorKind: "direct kernel, SeaBIOS", Wall: 12.5, Floor: 9, Kernel: 2.1, FloorInit: 2, Init: 1.2},
+		{Scenario: "iso-cd-bios", CPUs: 2, FloorKind: "direct kernel, SeaBIOS", Wall: 12.5, Floor: 9, Kernel: 2.1, FloorInit: 2, Init: 1.2},
 		{Scenario: "raw", FloorKind: "x", Wall: 20, Floor: 9, Kernel: 4, Err: "a|b"},
 	})
-	for _, want := range []string{"| iso-cd-bios | 12.50 s | 9.00 s (direct kernel, SeaBIOS) | +3.50 s ✗ | 2.10 s | 2.00 s | 1.20 s |", "4.00 s ✗", `a\|b`} {
+	for _, want := range []string{"| iso-cd-bios | 2 | 12.50 s | 9.00 s (direct kernel, SeaBIOS) | +3.50 s ✗ | 2.10 s | 2.00 s | 1.20 s |", "| raw | 1 | 20.00 s |", "4.00 s ✗", `a\|b`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("table lacks %q:\n%s", want, got)
 		}

@@ -218,12 +218,17 @@ func BenchmarkStandinK3s(b *testing.B) {
 		}
 		return "✗"
 	}
+	// Each setup boots with one virtual CPU and with two (K3s's documented
+	// minimum for a server is two cores).
+	cpus := []int{1, 2}
 	// With -benchtime Nx each setup boots N times; the fastest exec is kept.
 	type result struct{ execDelta, findImage, rss, readyAt float64 }
-	best := make([]*result, len(setups))
+	best := make([]*result, len(setups)*len(cpus))
 	for b.Loop() {
-		for i, setup := range setups {
-			vm := Start(b, Config{Devices: setup.devices(out, cfg)})
+		for k := range best {
+			i, n := k/len(cpus), cpus[k%len(cpus)]
+			setup := setups[i]
+			vm := Start(b, Config{Devices: setup.devices(out, cfg), CPUs: n})
 			ex := vm.WaitFor(k3sExecRE, ReadyTimeout)
 			ready := vm.WaitFor(regexp.MustCompile(`^etoile: k3s state=ready\b`), K3sTimeout)
 			start, err := AgentStart(vm.Lines())
@@ -249,16 +254,15 @@ func BenchmarkStandinK3s(b *testing.B) {
 				b.Fatalf("agent_rss on %q: %v", ready.Line, err)
 			}
 			vm.Stop()
-			if best[i] == nil || r.execDelta < best[i].execDelta {
-				best[i] = &r
+			if best[k] == nil || r.execDelta < best[k].execDelta {
+				best[k] = &r
 			}
 		}
 	}
 	var rows strings.Builder
-	for i, setup := range setups {
-		r := best[i]
-		fmt.Fprintf(&rows, "| %s | %.2f s %s | %.2f s | %.2f s | %.1f MB %s |\n",
-			setup.name, r.execDelta, mark(r.execDelta <= 1), r.findImage, r.readyAt, r.rss, mark(r.rss <= 40))
+	for k, r := range best {
+		fmt.Fprintf(&rows, "| %s | %d | %.2f s %s | %.2f s | %.2f s | %.1f MB %s |\n",
+			setups[k/len(cpus)].name, cpus[k%len(cpus)], r.execDelta, mark(r.execDelta <= 1), r.findImage, r.readyAt, r.rss, mark(r.rss <= 40))
 	}
 	doc := fmt.Sprintf(`## K3s supervision (with the K3s STAND-IN, not K3s)
 
@@ -268,8 +272,8 @@ boots N times and the fastest is shown. "Agent start" is when the kernel ran the
 agent_start=, from the kernel's log: the Go runtime's start counts); "K3s exec" is the
 supervisor's "k3s started" line, whose t= is taken once the fork and exec have returned.
 
-| media | agent start → K3s stand-in exec (target ≤ 1 s under TCG) | of which: until the boot medium is found | kernel start → K3s stand-in ready (Kubernetes API: /readyz and node Ready) | agent resident memory while supervising (target ≤ 40 MB) |
-| --- | ---: | ---: | ---: | ---: |
+| media | vCPUs | agent start → K3s stand-in exec (target ≤ 1 s under TCG) | of which: until the boot medium is found | kernel start → K3s stand-in ready (Kubernetes API: /readyz and node Ready) | agent resident memory while supervising (target ≤ 40 MB) |
+| --- | ---: | ---: | ---: | ---: | ---: |
 %s
 The exec comes after the system image is found and mounted, the network is up (DHCP, in the
 background meanwhile) and the config is read. On SATA most of the time until the medium is found is

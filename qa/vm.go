@@ -48,6 +48,9 @@ type Config struct {
 	// every server CPU does, so the guest's random pool is seeded at boot and
 	// getrandom() does not block for minutes under TCG.
 	CPU string
+	// CPUs is the number of virtual CPUs, default 1 (tests run several VMs
+	// at once on small machines). Under TCG each is a host thread.
+	CPUs int
 	// Extra is appended verbatim; prefer a Device.
 	Extra []string
 }
@@ -227,13 +230,14 @@ func (vm *VM) compose(cfg Config) ([]string, error) {
 	if cpu == "" {
 		cpu = "max"
 	}
+	cpus := max(cfg.CPUs, 1)
 	args := []string{
 		QEMUTool.Name,
 		"-machine", machine,
 		"-cpu", cpu,
 		"-accel", Accel(),
 		"-m", strconv.Itoa(mem),
-		"-smp", "1",
+		"-smp", strconv.Itoa(cpus),
 		// No default NIC, VGA, CD or serial: every device is named by a Device.
 		"-nodefaults",
 		"-display", "none",
