@@ -15,7 +15,7 @@ import (
 // measured in the same run.
 type BootFigure struct {
 	Scenario  string
-	CPUs      int    // virtual CPUs of both boots
+	CPUs      int     // virtual CPUs of both boots
 	FloorKind string  // how the floor booted, e.g. "direct kernel, SeaBIOS"
 	Wall      float64 // seconds, QEMU start → ready line (0 = not reached)
 	Floor     float64 // seconds, QEMU start → floor line
