@@ -105,6 +105,8 @@ type Machine struct {
 	// medium is found; switchMu keeps its mounts out of the root's switch.
 	cfgPre   configPrefetch
 	switchMu sync.Mutex
+	// sysAtStart is the process's system CPU time when New ran.
+	sysAtStart time.Duration
 }
 
 // Step is one named boot step.
@@ -207,8 +209,13 @@ func New(opts Options) *Machine {
 			opts.KernelRelease = unix.ByteSliceToString(u.Release[:])
 		}
 	}
-	return &Machine{opts: opts, log: opts.Log, modulesDone: make(chan struct{}), entropyDone: make(chan struct{}), coldplugDone: make(chan struct{}),
+	m := &Machine{opts: opts, log: opts.Log, modulesDone: make(chan struct{}), entropyDone: make(chan struct{}), coldplugDone: make(chan struct{}),
 		devEvents: make(chan struct{}, 1)}
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
+		m.sysAtStart = time.Duration(ru.Stime.Nano())
+	}
+	return m
 }
 
 // EntropyReady is closed once the kernel's random number generator is
@@ -279,7 +286,19 @@ func (m *Machine) Boot(ctx context.Context) (Ready, error) {
 			ready.Extra = m.opts.BeforeReady(ctx, m)
 		}()
 	}
-	m.log.Info("", "step", "ready", "t", Seconds(m.opts.Clock.SinceBoot()))
+	readyAttrs := []any{"step", "ready", "t", Seconds(m.opts.Clock.SinceBoot())}
+	if m.real() {
+		// The CPU the agent used so far: its own (user) and the kernel's on
+		// its behalf (system: module loads, mounts, reads).
+		// PID 1's system time includes the kernel's own start (its init
+		// thread is PID 1 until it runs /init): counted from New.
+		var ru unix.Rusage
+		if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
+			readyAttrs = append(readyAttrs, "cpu_user", kmod.Round(time.Duration(ru.Utime.Nano())),
+				"cpu_sys", kmod.Round(time.Duration(ru.Stime.Nano())-m.sysAtStart))
+		}
+	}
+	m.log.Info("", readyAttrs...)
 	m.broadcast(ready.String())
 	// What the boot itself did not need starts now, in the background:
 	// after the services have started K3s, so that neither the ready line
