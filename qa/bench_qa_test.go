@@ -36,69 +36,60 @@ func BenchmarkBoot(b *testing.B) {
 	// Every scenario boots with one virtual CPU and with two: appliances
 	// have several cores (a K3s server needs two), and with one every
 	// module load competes with the agent for it.
-	type run struct {
-		s    Scenario
-		cpus int
-	}
-	var runs []run
 	for _, s := range Scenarios() {
-		for _, n := range []int{1, 2} {
-			runs = append(runs, run{s, n})
-		}
-	}
-	for _, r := range runs {
-		s := r.s
-		row := BootFigure{Scenario: s.Name, CPUs: r.cpus}
-		var errs []string
-		ran := false // -bench may filter sub-benchmarks out
-		// Each iteration boots the floor and then the scenario, so both figures
-		// of a pair meet the same load on a shared machine.
-		b.Run(fmt.Sprintf("%s-%dcpu", s.Name, r.cpus), func(b *testing.B) {
-			ran = true
-			for range b.N {
-				devs, kind := s.FloorDevices(b, out, floors)
-				row.FloorKind = kind
-				vm := Start(b, Config{Devices: devs, CPUs: r.cpus})
-				m, err := vm.Expect(FloorRE, ReadyTimeout)
-				vm.Stop()
-				if err != nil {
-					errs = append(errs, "floor: "+err.Error())
-					b.Fatal(err)
-				}
-				row.Floor = minPositive(row.Floor, m.At.Seconds())
-				if t, err := m.Seconds("t"); err == nil {
-					row.FloorInit = minPositive(row.FloorInit, t)
-				}
+		for _, cpus := range []int{1, 2} {
+			row := BootFigure{Scenario: s.Name, CPUs: cpus}
+			var errs []string
+			ran := false // -bench may filter sub-benchmarks out
+			// Each iteration boots the floor and then the scenario, so both figures
+			// of a pair meet the same load on a shared machine.
+			b.Run(fmt.Sprintf("%s-%dcpu", s.Name, cpus), func(b *testing.B) {
+				ran = true
+				for range b.N {
+					devs, kind := s.FloorDevices(b, out, floors)
+					row.FloorKind = kind
+					vm := Start(b, Config{Devices: devs, CPUs: cpus})
+					m, err := vm.Expect(FloorRE, ReadyTimeout)
+					vm.Stop()
+					if err != nil {
+						errs = append(errs, "floor: "+err.Error())
+						b.Fatal(err)
+					}
+					row.Floor = minPositive(row.Floor, m.At.Seconds())
+					if t, err := m.Seconds("t"); err == nil {
+						row.FloorInit = minPositive(row.FloorInit, t)
+					}
 
-				media := Artifacts(b, s.Needs...)
-				vm = Start(b, Config{Devices: s.Devices(b, media), CPUs: r.cpus})
-				m, err = vm.Expect(ReadyRE, ReadyTimeout)
-				if err == nil {
-					// Printed right after the ready line, from the kernel's log.
-					_, _ = vm.Expect(InitRanRE, 10*time.Second)
+					media := Artifacts(b, s.Needs...)
+					vm = Start(b, Config{Devices: s.Devices(b, media), CPUs: cpus})
+					m, err = vm.Expect(ReadyRE, ReadyTimeout)
+					if err == nil {
+						// Printed right after the ready line, from the kernel's log.
+						_, _ = vm.Expect(InitRanRE, 10*time.Second)
+					}
+					vm.Stop()
+					if err != nil {
+						errs = append(errs, err.Error())
+						b.Fatal(err)
+					}
+					row.Wall = minPositive(row.Wall, m.At.Seconds())
+					k, err := KernelToReady(m, vm.Lines())
+					if err != nil {
+						errs = append(errs, err.Error())
+					}
+					row.Kernel = minPositive(row.Kernel, k)
+					if a, err := AgentStart(vm.Lines()); err == nil {
+						row.Init = minPositive(row.Init, a)
+					}
 				}
-				vm.Stop()
-				if err != nil {
-					errs = append(errs, err.Error())
-					b.Fatal(err)
-				}
-				row.Wall = minPositive(row.Wall, m.At.Seconds())
-				k, err := KernelToReady(m, vm.Lines())
-				if err != nil {
-					errs = append(errs, err.Error())
-				}
-				row.Kernel = minPositive(row.Kernel, k)
-				if a, err := AgentStart(vm.Lines()); err == nil {
-					row.Init = minPositive(row.Init, a)
-				}
+				b.ReportMetric(row.Floor, "s-floor")
+				b.ReportMetric(row.Wall, "s-to-ready")
+				b.ReportMetric(row.Kernel, "s-kernel-to-ready")
+			})
+			row.Err = shorten(strings.Join(errs, "; "), 160)
+			if ran {
+				rows = append(rows, row)
 			}
-			b.ReportMetric(row.Floor, "s-floor")
-			b.ReportMetric(row.Wall, "s-to-ready")
-			b.ReportMetric(row.Kernel, "s-kernel-to-ready")
-		})
-		row.Err = shorten(strings.Join(errs, "; "), 160)
-		if ran {
-			rows = append(rows, row)
 		}
 	}
 	table := FormatBootTable(rows)

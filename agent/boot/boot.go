@@ -289,9 +289,9 @@ func (m *Machine) Boot(ctx context.Context) (Ready, error) {
 	readyAttrs := []any{"step", "ready", "t", Seconds(m.opts.Clock.SinceBoot())}
 	if m.real() {
 		// The CPU the agent used so far: its own (user) and the kernel's on
-		// its behalf (system: module loads, mounts, reads).
-		// PID 1's system time includes the kernel's own start (its init
-		// thread is PID 1 until it runs /init): counted from New.
+		// its behalf (system: module loads, mounts, reads), counted from New
+		// because PID 1's system time includes the kernel's own start (its
+		// init thread is PID 1 until it runs /init).
 		var ru unix.Rusage
 		if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
 			readyAttrs = append(readyAttrs, "cpu_user", kmod.Round(time.Duration(ru.Utime.Nano())),

@@ -23,18 +23,12 @@ const (
 	ESPLabel        = "ETOILE-ESP"      // its GPT partition name (etoile build)
 )
 
-// ConfigMounts is what the boot found and mounted for the machine config's
-// sources while the system image was being mounted (prefetchConfig).
-type ConfigMounts struct {
-	Volume string // where the ETOILE-CFG volume is mounted; "" if there is none
-}
-
-// configPrefetch is prefetchConfig's result, shared with the services.
+// configPrefetch is what prefetchConfig found, shared with the services.
 type configPrefetch struct {
 	once   sync.Once
-	done   chan struct{} // closed once res is final
-	res    ConfigMounts
-	active bool // started: ConfigMounts waits for it
+	done   chan struct{} // closed once volume is final
+	volume string        // where the ETOILE-CFG volume is mounted; "" if none was found
+	active bool          // started: ConfigVolume waits for it
 }
 
 // startConfigPrefetch looks for the ETOILE-CFG volume in the background,
@@ -59,31 +53,33 @@ func (m *Machine) startConfigPrefetch(ctx context.Context) {
 					m.log.Warn("looking for the config volume crashed", "reason", fmt.Sprint(r))
 				}
 			}()
-			m.cfgPre.res = m.prefetchConfig(ctx)
+			m.cfgPre.volume = m.prefetchConfig(ctx)
 		}()
 	})
 }
 
-// ConfigMounts waits for what startConfigPrefetch found; ok is false when
-// it never started (the services then look for the sources themselves).
-func (m *Machine) ConfigMounts(ctx context.Context) (res ConfigMounts, ok bool) {
+// ConfigVolume waits for startConfigPrefetch and returns where it mounted
+// the ETOILE-CFG volume ("" for none); looked is false when it never
+// started (the services then look for the volume themselves).
+func (m *Machine) ConfigVolume(ctx context.Context) (dir string, looked bool) {
 	if !m.cfgPre.active {
-		return ConfigMounts{}, false
+		return "", false
 	}
 	select {
 	case <-m.cfgPre.done:
-		return m.cfgPre.res, true
+		return m.cfgPre.volume, true
 	case <-ctx.Done():
-		return ConfigMounts{}, false
+		return "", false
 	}
 }
 
-func (m *Machine) prefetchConfig(ctx context.Context) ConfigMounts {
-	var res ConfigMounts
+// prefetchConfig probes every device but the boot medium for the
+// ETOILE-CFG label and mounts the first that has it at ConfigVolumeDir.
+func (m *Machine) prefetchConfig(ctx context.Context) string {
 	devs, err := sysimage.ListBlock("/sys", "/dev")
 	if err != nil {
 		m.log.Warn("looking for the config volume", "reason", err.Error())
-		return res
+		return ""
 	}
 	for _, d := range devs {
 		// The boot medium itself is labelled ETOILE (or is the slot); an
@@ -100,10 +96,9 @@ func (m *Machine) prefetchConfig(ctx context.Context) ConfigMounts {
 			continue
 		}
 		m.log.Info("config volume", "device", d.Path, "label", label)
-		res.Volume = ConfigVolumeDir
-		return res
+		return ConfigVolumeDir
 	}
-	return res
+	return ""
 }
 
 // mountConfigFS loads what fstype takes and mounts dev read-only at dir. The
@@ -122,16 +117,16 @@ func (m *Machine) mountConfigFS(ctx context.Context, dev, dir, fstype string) er
 		}
 	}
 	for _, t := range types {
-		m.loadFS(ctx, t)
+		m.LoadFS(ctx, t)
 	}
 	m.switchMu.Lock()
 	defer m.switchMu.Unlock()
 	return MountReadOnly(dev, dir, types)
 }
 
-// loadFS loads the modules a filesystem type takes, in this process (the
+// LoadFS loads the modules a filesystem type takes, in this process (the
 // kernel would otherwise start the agent again as modprobe for it).
-func (m *Machine) loadFS(ctx context.Context, fstype string) {
+func (m *Machine) LoadFS(ctx context.Context, fstype string) {
 	if fstype == "vfat" {
 		for _, name := range VFATModules {
 			_ = m.LoadModule(ctx, name)
@@ -140,9 +135,6 @@ func (m *Machine) loadFS(ctx context.Context, fstype string) {
 	}
 	_ = m.LoadModule(ctx, "fs-"+fstype)
 }
-
-// LoadFS loads what mounting a filesystem of type fstype takes.
-func (m *Machine) LoadFS(ctx context.Context, fstype string) { m.loadFS(ctx, fstype) }
 
 // MountReadOnly mounts dev at dir (made if missing) with the first
 // filesystem type that works, read-only and without devices, setuid or

@@ -60,11 +60,11 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 	}
 	var volume func() string
 	// The boot has looked for the volume while it mounted the system
-	// image (boot.ConfigMounts): a volume it found is used as it is. When
+	// image (boot.ConfigVolume): a volume it found is used as it is. When
 	// it found none, the volumes are looked at once more (a USB stick may
 	// have shown up since; reading their first bytes costs little).
-	if pre, ok := m.ConfigMounts(ctx); ok && pre.Volume != "" {
-		volume = func() string { return pre.Volume }
+	if dir, _ := m.ConfigVolume(ctx); dir != "" {
+		volume = func() string { return dir }
 	}
 	hostname, _ := os.Hostname()
 	slot := m.Slot
