@@ -267,7 +267,8 @@ func BenchmarkStandinK3s(b *testing.B) {
 	doc := fmt.Sprintf(`## K3s supervision (with the K3s STAND-IN, not K3s)
 
 Measured %s on %s. The images built with the K3s stand-in (qa/k3sstandin, a test double of the K3s
-command line) boot with a server machine config on an ETOILE-CFG volume; with -benchtime Nx each setup
+command line) boot with a server machine config on an ETOILE-CFG volume, with one virtual CPU and again
+with two (K3s's documented minimum for a server); with -benchtime Nx each setup
 boots N times and the fastest is shown. "Agent start" is when the kernel ran the agent as /init (its
 agent_start=, from the kernel's log: the Go runtime's start counts); "K3s exec" is the
 supervisor's "k3s started" line, whose t= is taken once the fork and exec have returned.
