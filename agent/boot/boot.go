@@ -789,9 +789,9 @@ func (m *Machine) waitDevice(ctx context.Context, what string, find func([]sysim
 
 // usbRetry is retryUSB's record of one usb-storage host.
 type usbRetry struct {
-	first, last time.Time
-	tries       int
-	busy        atomic.Bool // a rescan is in progress (it can take the kernel seconds)
+	last  time.Time // when the host appeared, then when it was last asked
+	tries int
+	busy  atomic.Bool // a rescan is in progress (it can take the kernel seconds)
 }
 
 // maxUSBRetries bounds the rescans of one host: a card reader with no card
@@ -810,7 +810,7 @@ func (m *Machine) retryUSB(seen map[string]*usbRetry) {
 		r := seen[h.Name]
 		switch {
 		case r == nil:
-			seen[h.Name] = &usbRetry{first: now, last: now}
+			seen[h.Name] = &usbRetry{last: now}
 			continue
 		case r.tries >= maxUSBRetries || r.busy.Load() || now.Sub(r.last) < m.scale(time.Second) ||
 			(h.Devices > 0 && len(h.Empty) == 0):

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -23,92 +22,106 @@ const (
 	ESPLabel        = "ETOILE-ESP"      // its GPT partition name (etoile build)
 )
 
-// configPrefetch is what prefetchConfig found, shared with the services.
+// configPrefetch is what startConfigPrefetch found, for the services.
 type configPrefetch struct {
-	once   sync.Once
-	done   chan struct{} // closed once volume is final
+	done   chan struct{} // nil: never started; closed once volume is final
 	volume string        // where the ETOILE-CFG volume is mounted; "" if none was found
-	active bool          // started: ConfigVolume waits for it
 }
 
-// startConfigPrefetch looks for the ETOILE-CFG volume in the background,
-// from the moment the boot medium is found: it is recognised by reading
-// each device's first bytes (no module needed), then only its filesystem's
-// modules load, once the system image's have, and it is mounted. All of it
-// overlaps the mount of the system image, the switch and DHCP, and no
-// filesystem module loads for a volume that is not there (FAT's took about
-// 0.3 s of CPU under TCG). Not started when the config comes from a URL
-// (etoile.config=), nor under --root.
+// startConfigPrefetch looks for the ETOILE-CFG volume (FindConfigVolume) in
+// the background from the moment the boot medium is found, so that it
+// overlaps the mount of the system image, the switch and DHCP. Not started
+// when the config comes from a URL (etoile.config=), nor under --root.
 func (m *Machine) startConfigPrefetch(ctx context.Context) {
-	if !m.real() || m.Cold == nil || m.Params.Config != "" {
+	if !m.real() || m.Cold == nil || m.Params.Config != "" || m.cfgPre.done != nil {
 		return
 	}
-	m.cfgPre.once.Do(func() {
-		m.cfgPre.active = true
-		m.cfgPre.done = make(chan struct{})
-		go func() {
-			defer close(m.cfgPre.done)
-			defer func() {
-				if r := recover(); r != nil {
-					m.log.Warn("looking for the config volume crashed", "reason", fmt.Sprint(r))
-				}
-			}()
-			m.cfgPre.volume = m.prefetchConfig(ctx)
+	m.cfgPre.done = make(chan struct{})
+	go func() {
+		defer close(m.cfgPre.done)
+		defer func() {
+			if r := recover(); r != nil {
+				m.log.Warn("looking for the config volume crashed", "reason", fmt.Sprint(r))
+			}
 		}()
-	})
+		m.cfgPre.volume = m.FindConfigVolume(ctx)
+	}()
 }
 
-// ConfigVolume waits for startConfigPrefetch and returns where it mounted
-// the ETOILE-CFG volume ("" for none); looked is false when it never
-// started (the services then look for the volume themselves).
-func (m *Machine) ConfigVolume(ctx context.Context) (dir string, looked bool) {
-	if !m.cfgPre.active {
-		return "", false
+// ConfigVolume returns where the ETOILE-CFG volume is mounted, "" when there
+// is none: what the look started with the system image's mount found, or,
+// when that found nothing or never started, a new look (a USB stick may
+// have shown up since; reading the devices' first bytes costs little).
+func (m *Machine) ConfigVolume(ctx context.Context) string {
+	if m.cfgPre.done != nil {
+		select {
+		case <-m.cfgPre.done:
+			if m.cfgPre.volume != "" {
+				return m.cfgPre.volume
+			}
+		case <-ctx.Done():
+			return ""
+		}
 	}
-	select {
-	case <-m.cfgPre.done:
-		return m.cfgPre.volume, true
-	case <-ctx.Done():
-		return "", false
-	}
+	return m.FindConfigVolume(ctx)
 }
 
-// prefetchConfig probes every device but the boot medium for the
-// ETOILE-CFG label and mounts the first that has it at ConfigVolumeDir.
-func (m *Machine) prefetchConfig(ctx context.Context) string {
+// FindConfigVolume probes every block device but the boot medium for the
+// ETOILE-CFG label and mounts the first that has it read-only at
+// ConfigVolumeDir, returning it ("" when there is none). A device is
+// recognised by its first bytes, with no module needed; then only its
+// filesystem's modules load (FAT's four took about 0.3 s of CPU under TCG).
+func (m *Machine) FindConfigVolume(ctx context.Context) string {
 	devs, err := sysimage.ListBlock("/sys", "/dev")
 	if err != nil {
 		m.log.Warn("looking for the config volume", "reason", err.Error())
 		return ""
 	}
+	var paths []string
 	for _, d := range devs {
 		// The boot medium itself is labelled ETOILE (or is the slot); an
 		// empty CD drive is never opened.
-		if d.Size == 0 || d.Path == m.Device {
-			continue
+		if d.Size > 0 && d.Path != m.Device {
+			paths = append(paths, d.Path)
 		}
-		fstype, label := inventory.ProbeDevice(d.Path)
-		if label != config.VolumeLabel {
-			continue
-		}
-		if err := m.mountConfigFS(ctx, d.Path, ConfigVolumeDir, fstype); err != nil {
-			m.log.Warn("mounting the config volume", "device", d.Path, "reason", err.Error())
-			continue
-		}
-		m.log.Info("config volume", "device", d.Path, "label", label)
-		return ConfigVolumeDir
 	}
-	return ""
+	dev, err := findVolume(paths, config.VolumeLabel, func(dev, fstype string) error {
+		return m.mountConfigFS(ctx, dev, ConfigVolumeDir, fstype)
+	})
+	if err != nil {
+		m.log.Warn("mounting the config volume", "reason", err.Error())
+	}
+	if dev == "" {
+		return ""
+	}
+	m.log.Info("config volume", "device", dev, "label", config.VolumeLabel)
+	return ConfigVolumeDir
+}
+
+// findVolume mounts the first of devs whose filesystem is labelled label
+// (inventory.ProbeDevice) and returns it; a labelled device that does not
+// mount is skipped, its error returned if no other mounts.
+func findVolume(devs []string, label string, mount func(dev, fstype string) error) (string, error) {
+	var errs []error
+	for _, dev := range devs {
+		fstype, l := inventory.ProbeDevice(dev)
+		if l != label {
+			continue
+		}
+		if err := mount(dev, fstype); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", dev, err))
+			continue
+		}
+		return dev, nil
+	}
+	return "", errors.Join(errs...)
 }
 
 // mountConfigFS loads what fstype takes and mounts dev read-only at dir. The
 // mount itself waits while the root is being switched (the path would
 // otherwise name the old root's /run for an instant).
 func (m *Machine) mountConfigFS(ctx context.Context, dev, dir, fstype string) error {
-	types := []string{fstype}
-	if fstype != "vfat" && fstype != "iso9660" {
-		types = []string{"vfat", "iso9660"} // not recognised: what a config volume may be
-	}
+	types := configFSTypes(fstype)
 	if m.bootMods != nil { // what the system image's mount waits for goes first
 		select {
 		case <-m.bootMods:
@@ -122,6 +135,17 @@ func (m *Machine) mountConfigFS(ctx context.Context, dev, dir, fstype string) er
 	m.switchMu.Lock()
 	defer m.switchMu.Unlock()
 	return MountReadOnly(dev, dir, types)
+}
+
+// configFSTypes is what a config volume whose first bytes showed fstype is
+// mounted as: that filesystem only (trying FAT first on an ISO9660 volume
+// would load FAT's modules for nothing), or either a config volume may be
+// when it was not recognised.
+func configFSTypes(fstype string) []string {
+	if fstype == "vfat" || fstype == "iso9660" {
+		return []string{fstype}
+	}
+	return []string{"vfat", "iso9660"}
 }
 
 // LoadFS loads the modules a filesystem type takes, in this process (the

@@ -143,7 +143,8 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 			}
 		}()
 	}
-	w := &linkWatch{cfg: cfg, onCarrier: func(l netlink.Link) { startDHCP(l, false) }, set: map[int]bool{}, started: map[int]bool{}}
+	w := &linkWatch{cfg: cfg, onCarrier: func(l netlink.Link) { startDHCP(l, false) }, early: cfg.EarlyReturn,
+		set: map[int]bool{}, started: map[int]bool{}}
 	links, withCarrier, settled, err := w.wait(ctx)
 	if err == nil && !settled {
 		// Returning early is worth it only with an address: if the links
@@ -239,12 +240,11 @@ func writeFile(path string, b []byte) error {
 type linkWatch struct {
 	cfg       Config
 	onCarrier func(netlink.Link)
-	early     bool // return before Settled (cfg.EarlyReturn, first wait only)
+	early     bool // may return before Settled (cfg.EarlyReturn; the first wait only)
 	started   map[int]bool
 	set       map[int]bool
 	deadline  time.Time
 	firstSeen time.Time
-	init      bool
 }
 
 // wait returns the links (in index order) and those with carrier, looking
@@ -256,9 +256,6 @@ type linkWatch struct {
 // waited for too.
 func (w *linkWatch) wait(ctx context.Context) (links, withCarrier []netlink.Link, settled bool, err error) {
 	cfg := w.cfg
-	if !w.init {
-		w.init, w.early = true, cfg.EarlyReturn
-	}
 	for {
 		settled = cfg.Settled == nil
 		if !settled {

@@ -54,7 +54,7 @@ constellation:
 `)
 	var con consoleLines
 	nctx, ncancel := context.WithCancel(ctx)
-	n := Start(nctx, Env{Root: root, Volumes: func() ([]string, error) { return []string{vol}, nil },
+	n := Start(nctx, Env{Root: root, ConfigVolume: func() string { return vol },
 		Broadcast: con.add, NodeName: "edge-1", Slot: "a", Socket: filepath.Join(root, "agent.sock"),
 		K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}})
 	waitUntil(t, "the unattended join", 60*time.Second, func() bool {

@@ -32,14 +32,9 @@ type Env struct {
 	Root string
 	// ConfigURL is etoile.config= from the kernel command line.
 	ConfigURL string
-	// Mount mounts a device read-only (fstype tried in order) at a folder;
-	// nil in tests, where volumes are folders already.
-	Mount func(dev, dir string, fstypes []string) error
-	// Volumes lists candidate block devices (path and first 64 KiB readable).
-	Volumes func() ([]string, error)
-	// ConfigVolume, when set, replaces the search through Volumes: it
-	// returns where the boot has already mounted the ETOILE-CFG volume, or
-	// "" when there is none.
+	// ConfigVolume returns where the ETOILE-CFG volume is mounted, "" when
+	// there is none (finding and mounting it is the boot's: the machine's
+	// ConfigVolume); nil in tests that have none.
 	ConfigVolume func() string
 	// BootMedia are folders of the mounted boot medium (the ISO).
 	BootMedia []string
@@ -221,8 +216,10 @@ func (n *Node) findConfig(ctx context.Context) ([]byte, string, error) {
 	if n.env.ConfigURL != "" {
 		sources = append(sources, config.URLSource{URL: n.env.ConfigURL, Client: &http.Client{Timeout: config.DefaultURLTimeout}})
 	}
-	if dir, ok := n.mountVolume(config.VolumeLabel); ok {
-		sources = append(sources, config.VolumeSource(dir))
+	if n.env.ConfigVolume != nil {
+		if dir := n.env.ConfigVolume(); dir != "" {
+			sources = append(sources, config.VolumeSource(dir))
+		}
 	}
 	for _, m := range n.env.BootMedia {
 		sources = append(sources, config.BootMediumSource(m))
@@ -255,55 +252,6 @@ func (s lazySource) Read(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("mounting the %s: %w", s.name, err)
 	}
 	return s.source(dir).Read(ctx)
-}
-
-// mountVolume finds the volume labelled label and mounts it read-only.
-func (n *Node) mountVolume(label string) (string, bool) {
-	if n.env.ConfigVolume != nil {
-		dir := n.env.ConfigVolume()
-		return dir, dir != ""
-	}
-	if n.env.Volumes == nil {
-		return "", false
-	}
-	devs, err := n.env.Volumes()
-	if err != nil {
-		n.env.Log.Warn("listing volumes", "reason", err.Error())
-		return "", false
-	}
-	for _, dev := range devs {
-		fstype, l := volumeLabel(dev)
-		if l != label {
-			continue
-		}
-		if n.env.Mount == nil {
-			return dev, true // tests: the "device" is a folder
-		}
-		dir := filepath.Join(n.env.Root, "run/etoile/cfg")
-		// Only the filesystem found: trying FAT first on an ISO9660
-		// volume would load the FAT modules for nothing.
-		fstypes := []string{"vfat", "iso9660"}
-		if fstype == "vfat" || fstype == "iso9660" {
-			fstypes = []string{fstype}
-		}
-		if err := n.env.Mount(dev, dir, fstypes); err != nil {
-			n.env.Log.Warn("mounting the config volume", "device", dev, "reason", err.Error())
-			continue
-		}
-		n.env.Log.Info("config volume", "device", dev, "label", label)
-		return dir, true
-	}
-	return "", false
-}
-
-// volumeLabel reads the filesystem type and label of a device. A folder
-// stands for a volume in tests: its label is in its ".label" file.
-func volumeLabel(dev string) (fstype, label string) {
-	if st, err := os.Stat(dev); err == nil && st.IsDir() {
-		b, _ := os.ReadFile(filepath.Join(dev, ".label"))
-		return "", strings.TrimSpace(string(b))
-	}
-	return inventory.ProbeDevice(dev)
 }
 
 func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) {

@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -62,9 +59,6 @@ func configVolume(t *testing.T, root, yaml string) string {
 	if err := os.MkdirAll(vol, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(vol, ".label"), []byte("ETOILE-CFG\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	if err := os.WriteFile(filepath.Join(vol, "config.yaml"), []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +90,7 @@ k3s:
 	var con consoleLines
 	ctx, cancel := context.WithCancel(context.Background())
 	n := Start(ctx, Env{
-		Root: root, Volumes: func() ([]string, error) { return []string{vol}, nil },
+		Root: root, ConfigVolume: func() string { return vol },
 		Broadcast: con.add, ReadyLine: func() string { return "etoile: ready version=t boot=bios source=iso slot=none ip=none" },
 		K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}, NodeName: "ignored",
 		Socket: filepath.Join(root, "agent.sock"),
@@ -137,7 +131,7 @@ network:
 `)
 	var con consoleLines
 	ctx, cancel := context.WithCancel(context.Background())
-	n := Start(ctx, Env{Root: root, Volumes: func() ([]string, error) { return []string{vol}, nil },
+	n := Start(ctx, Env{Root: root, ConfigVolume: func() string { return vol },
 		Broadcast: con.add, Socket: filepath.Join(root, "agent.sock")})
 	if !con.has("etoile: error step=config") || !con.has("network.interfaces[0].vlan") || !con.has("5000") {
 		t.Errorf("console does not show the field error:\n%s", con.all())
@@ -215,42 +209,9 @@ func TestConfigFromStatePartition(t *testing.T) {
 	}
 }
 
-// TestConfigVolumeMountedAsWhatItIs: the ETOILE-CFG volume is mounted with
-// the filesystem its first bytes show (no FAT attempt, and no FAT modules
-// loaded, for an ISO9660 volume); other devices are not mounted.
-func TestConfigVolumeMountedAsWhatItIs(t *testing.T) {
-	dir := t.TempDir()
-	iso := make([]byte, 64*1024) // the primary volume descriptor of an ISO9660 volume
-	iso[32768] = 1
-	copy(iso[32769:], "CD001")
-	copy(iso[32768+40:], "ETOILE-CFG"+strings.Repeat(" ", 22))
-	other := make([]byte, 64*1024)
-	for name, data := range map[string][]byte{"vda": other, "vdb": iso} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var mounts []string
-	n := &Node{env: Env{
-		Root:    t.TempDir(),
-		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Volumes: func() ([]string, error) { return []string{filepath.Join(dir, "vda"), filepath.Join(dir, "vdb")}, nil },
-		Mount: func(dev, target string, fstypes []string) error {
-			mounts = append(mounts, filepath.Base(dev)+" "+strings.Join(fstypes, ","))
-			return nil
-		},
-	}}
-	if _, ok := n.mountVolume("ETOILE-CFG"); !ok {
-		t.Fatal("the ETOILE-CFG volume was not found")
-	}
-	if want := []string{"vdb iso9660"}; !slices.Equal(mounts, want) {
-		t.Errorf("mounts %q, want %q", mounts, want)
-	}
-}
-
-// TestConfigVolumeFoundByBoot: where the boot already found and mounted the
-// ETOILE-CFG volume (Env.ConfigVolume), it is used without listing the
-// volumes again; "" means there is none and the next source is read.
+// TestConfigVolumeFoundByBoot: where the boot found and mounted the
+// ETOILE-CFG volume (Env.ConfigVolume), it is read first; "" means there is
+// none and the next source is read.
 func TestConfigVolumeFoundByBoot(t *testing.T) {
 	root := t.TempDir()
 	vol := filepath.Join(root, "cfg")
@@ -260,18 +221,16 @@ func TestConfigVolumeFoundByBoot(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(vol, config.VolumeFile), []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: from-volume\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	listed := 0
 	n := &Node{env: Env{Root: root, ConfigVolume: func() string { return vol },
-		Volumes: func() ([]string, error) { listed++; return nil, nil },
-		ESP:     fileSource{"boot medium (EFI system partition)", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: from-esp\n"}}}
+		ESP: fileSource{"boot medium (EFI system partition)", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: from-esp\n"}}}
 	data, from, err := n.findConfig(context.Background())
-	if err != nil || !strings.Contains(string(data), "from-volume") || !strings.Contains(from, "ETOILE-CFG") || listed != 0 {
-		t.Fatalf("findConfig = %q from %q, %v (volumes listed %d times)", data, from, err, listed)
+	if err != nil || !strings.Contains(string(data), "from-volume") || !strings.Contains(from, "ETOILE-CFG") {
+		t.Fatalf("findConfig = %q from %q, %v", data, from, err)
 	}
 	n.env.ConfigVolume = func() string { return "" }
 	data, from, err = n.findConfig(context.Background())
-	if err != nil || !strings.Contains(string(data), "from-esp") || from != "boot medium (EFI system partition)" || listed != 0 {
-		t.Fatalf("no volume: findConfig = %q from %q, %v (volumes listed %d times)", data, from, err, listed)
+	if err != nil || !strings.Contains(string(data), "from-esp") || from != "boot medium (EFI system partition)" {
+		t.Fatalf("no volume: findConfig = %q from %q, %v", data, from, err)
 	}
 }
 

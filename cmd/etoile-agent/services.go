@@ -58,14 +58,6 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		// The raw disk's ESP may hold /etoile/config.yaml (etoile build --config).
 		esp = espSource{mount: mount, log: m.Log()}
 	}
-	var volume func() string
-	// The boot has looked for the volume while it mounted the system
-	// image (boot.ConfigVolume): a volume it found is used as it is. When
-	// it found none, the volumes are looked at once more (a USB stick may
-	// have shown up since; reading their first bytes costs little).
-	if dir, _ := m.ConfigVolume(ctx); dir != "" {
-		volume = func() string { return dir }
-	}
 	hostname, _ := os.Hostname()
 	slot := m.Slot
 	if slot == "" {
@@ -74,9 +66,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 	n := node.Start(ctx, node.Env{
 		Root:         "/",
 		ConfigURL:    m.Params.Config,
-		Mount:        mount,
-		Volumes:      blockDevices,
-		ConfigVolume: volume,
+		ConfigVolume: func() string { return m.ConfigVolume(ctx) },
 		BootMedia:    media,
 		ESP:          esp,
 		State: func() (string, error) {
@@ -95,22 +85,6 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 	s.node = n
 	s.mu.Unlock()
 	return []string{"k3s=" + n.K3sState()}
-}
-
-func blockDevices() ([]string, error) {
-	devs, err := sysimage.ListBlock("/sys", "/dev")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]string, 0, len(devs))
-	for _, d := range devs {
-		// An empty CD drive (size 0) only answers reads with I/O errors.
-		if d.Size == 0 {
-			continue
-		}
-		out = append(out, d.Path)
-	}
-	return out, nil
 }
 
 // espSource is /etoile/config.yaml on the boot disk's EFI system partition
