@@ -1,6 +1,7 @@
 package qa
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"strings"
@@ -67,4 +68,43 @@ func writePadded(w io.Writer, b []byte) error {
 		return err
 	}
 	return nil
+}
+
+// PadCPIO returns archive (a complete newc archive, such as WriteCPIO's)
+// followed by padding up to size bytes, arranged so the kernel spends no time
+// on it. Zero bytes after an archive are skipped one byte at a time, about
+// 0.15 s for 10 MB under TCG, which a floor must not pay when the initramfs it
+// stands in for does not. So the padding is a second archive whose one entry
+// is a regular file in a folder that does not exist ("absent/padding"): the
+// kernel cannot create it and steps over its data in one move. Only the last
+// few bytes (fewer than an entry needs) are zeros.
+func PadCPIO(archive []byte, size int) ([]byte, error) {
+	if len(archive) > size {
+		return nil, fmt.Errorf("archive (%d bytes) is larger than the size to pad to (%d bytes)", len(archive), size)
+	}
+	if len(archive)%4 != 0 {
+		return nil, fmt.Errorf("archive length %d is not a multiple of 4: not a complete newc archive", len(archive))
+	}
+	out := bytes.NewBuffer(make([]byte, 0, size))
+	out.Write(archive)
+	const name, trailer = "absent/padding", "TRAILER!!!"
+	overhead := headerLen(name) + headerLen(trailer)
+	if body := size - len(archive) - overhead; body >= 0 {
+		body -= body % 4
+		if err := writeCPIOHeader(out, 1, CPIOFile|0o600, 1, uint32(body), 0, 0, name); err != nil {
+			return nil, err
+		}
+		out.Write(make([]byte, body))
+		if err := writeCPIOHeader(out, 0, 0, 1, 0, 0, 0, trailer); err != nil {
+			return nil, err
+		}
+	}
+	out.Write(make([]byte, size-out.Len()))
+	return out.Bytes(), nil
+}
+
+// headerLen is the length of a newc header with its name, padded to 4.
+func headerLen(name string) int {
+	n := 110 + len(name) + 1
+	return n + (4-n%4)%4
 }

@@ -48,3 +48,44 @@ func regexpMatch(pattern, s string) bool {
 	ok, err := regexp.MatchString(pattern, s)
 	return err == nil && ok
 }
+
+// TestPadCPIO checks the padded floor archive with GNU cpio: the floor's
+// entries first, then the padding entry that the kernel steps over, and
+// exactly the size asked for.
+func TestPadCPIO(t *testing.T) {
+	cpio, err := CpioTool.Path()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := WriteCPIO(&buf, []CPIOEntry{{Name: "init", Mode: CPIOFile | 0o755, Data: []byte("#!/bin/sh\n")}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{buf.Len(), buf.Len() + 3, buf.Len() + 100, buf.Len() + 300, buf.Len() + 1<<20 + 1} {
+		padded, err := PadCPIO(buf.Bytes(), size)
+		if err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		if len(padded) != size || !bytes.HasPrefix(padded, buf.Bytes()) {
+			t.Fatalf("size %d: got %d bytes, prefix kept %v", size, len(padded), bytes.HasPrefix(padded, buf.Bytes()))
+		}
+		cmd := exec.Command(cpio, "-t", "--quiet")
+		cmd.Stdin = bytes.NewReader(padded[buf.Len():])
+		out, err := cmd.CombinedOutput()
+		list := strings.TrimSpace(string(out))
+		switch {
+		case size-buf.Len() < 300: // too little room for an entry: zeros only
+			if !bytes.Equal(padded[buf.Len():], make([]byte, size-buf.Len())) {
+				t.Errorf("size %d: short padding is not zeros", size)
+			}
+		case err != nil || list != "absent/padding":
+			t.Errorf("size %d: cpio -t of the padding: %v, listed %q, want absent/padding", size, err, list)
+		}
+	}
+	if _, err := PadCPIO(buf.Bytes(), buf.Len()-4); err == nil {
+		t.Error("a size smaller than the archive was accepted")
+	}
+	if _, err := PadCPIO(buf.Bytes()[:buf.Len()-1], buf.Len()); err == nil {
+		t.Error("an archive whose length is not a multiple of 4 was accepted")
+	}
+}

@@ -20,7 +20,8 @@ import (
 // initramfs bytes swapped for the floor's, wherever the ISO9660 tree or a FAT
 // filesystem keeps them. Nothing else moves, so firmware, boot loader and
 // kernel do exactly what they do with the real image, and the boot loader still
-// reads as many bytes; the kernel skips the zero padding after the cpio archive.
+// reads as many bytes. The floor pads its initramfs with PadCPIO first, so the
+// kernel does not spend time on the padding either.
 func ReplaceInImage(src, dst string, old, repl []byte) ([]int64, error) {
 	const sector = 512
 	if len(old) < sector {
@@ -138,13 +139,20 @@ func buildFloorSet(out, floorInitrd string) (FloorSet, error) {
 		}
 		return fs, nil
 	}
+	padded, err := PadCPIO(repl, len(old))
+	if err != nil {
+		for _, n := range []string{ISOName, RawName} {
+			fs.Why[n] = "floor initramfs: " + err.Error()
+		}
+		return fs, nil
+	}
 	for _, n := range []string{ISOName, RawName} {
 		src := filepath.Join(out, n)
 		if _, err := os.Stat(src); err != nil {
 			fs.Why[n] = "no " + n
 			continue
 		}
-		if _, err := ReplaceInImage(src, filepath.Join(fs.Dir, n), old, repl); err != nil {
+		if _, err := ReplaceInImage(src, filepath.Join(fs.Dir, n), old, padded); err != nil {
 			fs.Why[n] = err.Error()
 			continue
 		}
