@@ -80,3 +80,28 @@ func TestAgentStart(t *testing.T) {
 		t.Errorf("AgentStart with agent_start = %v, %v; want 2.31", got, err)
 	}
 }
+
+func TestClockLate(t *testing.T) {
+	for _, c := range []struct {
+		lines       []string
+		late, known bool
+	}{
+		{[]string{"etoile: ready version=x", `etoile: init ran agent_start=2.31s from="kernel log" kernel_clock=late`}, true, true},
+		{[]string{`etoile: init ran agent_start=2.31s from="kernel log" kernel_clock=early`}, false, true},
+		{[]string{"etoile-floor: ready t=1.70s", "etoile-floor: kernel_clock=late"}, true, true},
+		{[]string{`etoile: init ran agent_start=2.31s from="kernel log"`}, false, false},
+		{[]string{"[ 0.1] something kernel_clock=late"}, false, false},
+	} {
+		var lines []Line
+		for _, l := range c.lines {
+			lines = append(lines, Line{Text: l})
+		}
+		if late, known := ClockLate(lines); late != c.late || known != c.known {
+			t.Errorf("ClockLate(%q) = %v, %v; want %v, %v", c.lines, late, known, c.late, c.known)
+		}
+	}
+	got := FormatBootTable([]BootFigure{{Scenario: "a", Wall: 5, Floor: 4, Kernel: 2.9, KernelClockLate: true, Err: "x"}})
+	if !strings.Contains(got, "| x; kernel clock started late: kernel → ready and → agent start leave out the early boot (~0.3 s) |") {
+		t.Errorf("table lacks the clock note:\n%s", got)
+	}
+}

@@ -65,6 +65,7 @@ func buildFloor() (string, error) {
 	err = WriteCPIO(&buf, []CPIOEntry{
 		{Name: "dev", Mode: CPIODir | 0o755},
 		{Name: "dev/console", Mode: CPIOChar | 0o600, Major: 5, Minor: 1},
+		{Name: "dev/kmsg", Mode: CPIOChar | 0o644, Major: 1, Minor: 11},
 		{Name: "init", Mode: CPIOFile | 0o755, Data: initData},
 	})
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/etoile-os/etoile/agent/console"
 	"github.com/etoile-os/etoile/agent/efivar"
 	"github.com/etoile-os/etoile/agent/kmod"
+	"github.com/etoile-os/etoile/agent/kmsg"
 	"github.com/etoile-os/etoile/agent/mount"
 	"github.com/etoile-os/etoile/agent/network"
 	"github.com/etoile-os/etoile/agent/sysimage"
@@ -326,14 +327,20 @@ func (m *Machine) Boot(ctx context.Context) (Ready, error) {
 
 // logInitRan prints when the kernel ran the agent as /init, from the kernel's
 // own log (the boot benchmarks count the agent's time from there).
+// kernel_clock= says whether the kernel's clock started late, leaving the
+// early boot out of every t= (kmsg.ClockStartedLate).
 func (m *Machine) logInitRan() {
-	recs, err := readKmsg("/dev/kmsg")
+	recs, err := kmsg.Read("/dev/kmsg")
 	if err != nil {
 		m.log.Debug("kernel log unreadable", "reason", err.Error())
 		return
 	}
-	if d, ok := InitRan(recs); ok {
-		m.log.Info("init ran", "agent_start", Seconds(d), "from", "kernel log")
+	if d, ok := kmsg.InitRan(recs); ok {
+		attrs := []any{"agent_start", Seconds(d), "from", "kernel log"}
+		if c, ok := kmsg.ClockStart(recs); ok {
+			attrs = append(attrs, "kernel_clock", c)
+		}
+		m.log.Info("init ran", attrs...)
 	}
 }
 

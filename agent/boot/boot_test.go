@@ -353,20 +353,3 @@ func TestBeforeReady(t *testing.T) {
 		t.Errorf("disk boot reports boot media %q", media)
 	}
 }
-
-func TestInitRan(t *testing.T) {
-	recs := [][]byte{
-		[]byte("6,0,0,-;Linux version 6.1.0-56-amd64\n"),
-		[]byte("6,901,2346777,-;Run /init as init process\n"),
-		[]byte("7,902,2346973,c;  with arguments:\n SUBSYSTEM=x\n"),
-	}
-	d, ok := InitRan(recs)
-	if !ok || d != 2346777*time.Microsecond {
-		t.Errorf("InitRan = %v, %v; want 2.346777s", d, ok)
-	}
-	for _, bad := range [][][]byte{nil, recs[:1], {[]byte("6,901;Run /init as init process")}, {[]byte("6,9,x,-;Run /init as init process")}} {
-		if d, ok := InitRan(bad); ok {
-			t.Errorf("InitRan(%q) = %v, want not found", bad, d)
-		}
-	}
-}

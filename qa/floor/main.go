@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/etoile-os/etoile/agent/kmsg"
 )
 
 // ReadyPrefix starts the line the harness waits for.
@@ -20,9 +22,24 @@ func main() {
 	if err := run(os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "etoile-floor:", err)
 	}
+	// After the line that is measured: how the kernel's clock started.
+	if recs, err := kmsg.Read(KmsgPath); err == nil {
+		clockLine(os.Stdout, recs)
+	}
 	// PID 1 must never exit: the kernel panics when it does.
 	for {
 		time.Sleep(time.Hour)
+	}
+}
+
+// KmsgPath is the kernel log's device node, which the floor's initramfs holds.
+const KmsgPath = "/dev/kmsg"
+
+// clockLine prints whether the kernel's clock started late in this boot
+// (kmsg.ClockStartedLate), which the harness shows beside the floor's t=.
+func clockLine(w io.Writer, recs []kmsg.Record) {
+	if c, ok := kmsg.ClockStart(recs); ok {
+		fmt.Fprintf(w, "etoile-floor: kernel_clock=%s\n", c)
 	}
 }
 

@@ -1,0 +1,76 @@
+package kmsg
+
+import (
+	"testing"
+	"time"
+)
+
+func recs(lines ...string) []Record {
+	raw := make([][]byte, len(lines))
+	for i, l := range lines {
+		raw[i] = []byte(l)
+	}
+	return ParseAll(raw)
+}
+
+func TestParse(t *testing.T) {
+	r, ok := Parse([]byte("7,902,2346973,c;  with arguments:\n SUBSYSTEM=x\n"))
+	if !ok || r.Seq != 902 || r.Stamp != 2346973*time.Microsecond || r.Msg != "  with arguments:" {
+		t.Errorf("Parse = %+v, %v", r, ok)
+	}
+	for _, bad := range []string{"", "no prefix", "6,901;Run /init as init process", "6,9,x,-;msg", "6,y,1,-;msg"} {
+		if r, ok := Parse([]byte(bad)); ok {
+			t.Errorf("Parse(%q) = %+v, want not parsed", bad, r)
+		}
+	}
+}
+
+func TestInitRan(t *testing.T) {
+	log := recs("6,0,0,-;Linux version 6.1.0-56-amd64\n",
+		"6,901,2346777,-;Run /init as init process\n",
+		"7,902,2346973,c;  with arguments:\n SUBSYSTEM=x\n")
+	if d, ok := InitRan(log); !ok || d != 2346777*time.Microsecond {
+		t.Errorf("InitRan = %v, %v; want 2.346777s", d, ok)
+	}
+	if d, ok := InitRan(log[:1]); ok {
+		t.Errorf("InitRan without the record = %v, want not found", d)
+	}
+	if d, ok := InitRan(nil); ok {
+		t.Errorf("InitRan(nil) = %v, want not found", d)
+	}
+}
+
+// The records around the TSC's takeover, from two boots of the same kernel
+// under QEMU TCG: one whose early calibration succeeded, one whose failed.
+func TestClockStartedLate(t *testing.T) {
+	early := recs("5,0,0,-;Linux version 6.1.0-56-amd64",
+		"6,28,0,-;tsc: Fast TSC calibration using PIT",
+		"6,29,0,-;tsc: Detected 2096.008 MHz processor",
+		"6,30,5639,-;AGP: No AGP bridge found",
+		"6,120,254178,-;clocksource: tsc-early: mask: 0xffffffffffffffff",
+		"6,700,1718929,-;Run /init as init process",
+		"6,701,1718000,-;a later record out of order is not the clock's start")
+	late := recs("5,0,0,-;Linux version 6.1.0-56-amd64",
+		"6,27,0,-;AGP: No AGP bridge found",
+		"4,125,48000,-;tsc: Unable to calibrate against PIT",
+		"6,126,48000,-;tsc: using HPET reference calibration",
+		"6,128,599,-;clocksource: tsc-early: mask: 0xffffffffffffffff",
+		"6,700,1411172,-;Run /init as init process")
+	for _, c := range []struct {
+		name        string
+		recs        []Record
+		late, known bool
+		field       string
+	}{
+		{"early", early, false, true, "early"},
+		{"late", late, true, true, "late"},
+		{"wrapped log", late[1:], false, false, ""},
+		{"empty", nil, false, false, ""},
+	} {
+		l, k := ClockStartedLate(c.recs)
+		f, fk := ClockStart(c.recs)
+		if l != c.late || k != c.known || f != c.field || fk != c.known {
+			t.Errorf("%s: ClockStartedLate = %v, %v; ClockStart = %q, %v; want %v, %v, %q", c.name, l, k, f, fk, c.late, c.known, c.field)
+		}
+	}
+}
