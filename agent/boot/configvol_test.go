@@ -1,19 +1,23 @@
 package boot
 
 import (
+	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/etoile-os/etoile/agent/config"
 )
 
-// TestFindVolumeMountsWhatItIs: the ETOILE-CFG volume is told from its
-// first bytes and mounted with the filesystem they show (no FAT attempt,
-// and no FAT modules loaded, for an ISO9660 volume); other devices are not
-// mounted, and a labelled device that does not mount is skipped.
-func TestFindVolumeMountsWhatItIs(t *testing.T) {
+// TestFindVolumeOpensWhatItIs: the ETOILE-CFG volume is told from its
+// first bytes and opened with the filesystem they show (no FAT attempt for
+// an ISO9660 volume); other devices are not opened, and a labelled device
+// that does not open is skipped.
+func TestFindVolumeOpensWhatItIs(t *testing.T) {
 	dir := t.TempDir()
 	iso := make([]byte, 64*1024) // the primary volume descriptor of an ISO9660 volume
 	iso[32768] = 1
@@ -26,26 +30,75 @@ func TestFindVolumeMountsWhatItIs(t *testing.T) {
 		}
 	}
 	devs := []string{filepath.Join(dir, "vda"), filepath.Join(dir, "vdb"), filepath.Join(dir, "vdc")}
-	var mounts []string
-	dev, err := findVolume(devs, "ETOILE-CFG", func(dev, fstype string) error {
-		mounts = append(mounts, filepath.Base(dev)+" "+strings.Join(configFSTypes(fstype), ","))
+	var opens []string
+	src, err := findVolume(devs, "ETOILE-CFG", func(dev, fstype string) (config.Source, error) {
+		opens = append(opens, filepath.Base(dev)+" "+strings.Join(configFSTypes(fstype), ","))
 		if filepath.Base(dev) == "vdb" {
-			return errors.New("bad superblock")
+			return nil, errors.New("bad superblock")
 		}
-		return nil
+		return RawVolumeSource{Device: dev, FSType: fstype}, nil
 	})
-	if err != nil || filepath.Base(dev) != "vdc" {
-		t.Fatalf("findVolume = %q, %v; want vdc", dev, err)
+	if raw, ok := src.(RawVolumeSource); err != nil || !ok || filepath.Base(raw.Device) != "vdc" {
+		t.Fatalf("findVolume = %v, %v; want vdc", src, err)
 	}
-	if want := []string{"vdb iso9660", "vdc iso9660"}; !slices.Equal(mounts, want) {
-		t.Errorf("mounts %q, want %q", mounts, want)
+	if want := []string{"vdb iso9660", "vdc iso9660"}; !slices.Equal(opens, want) {
+		t.Errorf("opens %q, want %q", opens, want)
 	}
 	// Only the labelled one that failed: its error, and no volume.
-	dev, err = findVolume(devs[:2], "ETOILE-CFG", func(string, string) error { return errors.New("bad superblock") })
-	if dev != "" || err == nil || !strings.Contains(err.Error(), "vdb: bad superblock") {
-		t.Errorf("findVolume = %q, %v; want none and vdb's error", dev, err)
+	src, err = findVolume(devs[:2], "ETOILE-CFG", func(string, string) (config.Source, error) { return nil, errors.New("bad superblock") })
+	if src != nil || err == nil || !strings.Contains(err.Error(), "vdb: bad superblock") {
+		t.Errorf("findVolume = %v, %v; want none and vdb's error", src, err)
 	}
 	if got := configFSTypes(""); !slices.Equal(got, []string{"vfat", "iso9660"}) {
 		t.Errorf("an unrecognised volume is tried as %q", got)
+	}
+}
+
+// TestRawVolumeSource reads config.yaml from ISO9660 and FAT32 volumes
+// without mounting them; a volume without one is config.ErrNotFound (the
+// next source is read), one it cannot read is another error (it is mounted).
+func TestRawVolumeSource(t *testing.T) {
+	for _, tool := range []string{"xorriso", "mkfs.fat", "mcopy"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is missing: install xorriso, dosfstools and mtools (make test-deps does)", tool)
+		}
+	}
+	dir := t.TempDir()
+	const cfg = "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\n"
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "config.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	iso, fat, empty, fat16 := filepath.Join(dir, "cfg.iso"), filepath.Join(dir, "cfg.img"), filepath.Join(dir, "empty.iso"), filepath.Join(dir, "fat16.img")
+	for _, args := range [][]string{
+		{"xorriso", "-as", "mkisofs", "-R", "-J", "-V", "ETOILE-CFG", "-o", iso, src},
+		{"xorriso", "-as", "mkisofs", "-R", "-V", "ETOILE-CFG", "-o", empty, t.TempDir()},
+		{"mkfs.fat", "-F", "32", "-C", "-n", "ETOILE-CFG", fat, "65536"},
+		{"mcopy", "-i", fat, filepath.Join(src, "config.yaml"), "::/config.yaml"},
+		{"mkfs.fat", "-F", "16", "-C", "-n", "ETOILE-CFG", fat16, "16384"},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	for _, c := range []struct{ dev, fstype string }{{iso, "iso9660"}, {fat, "vfat"}} {
+		s := RawVolumeSource{Device: c.dev, FSType: c.fstype}
+		if got, err := s.Read(context.Background()); err != nil || string(got) != cfg {
+			t.Errorf("%s: %q, %v; want %q", c.fstype, got, err, cfg)
+		}
+		if !strings.Contains(s.Name(), "ETOILE-CFG") || !strings.Contains(s.Name(), c.dev) {
+			t.Errorf("name %q", s.Name())
+		}
+	}
+	if _, err := (RawVolumeSource{Device: empty, FSType: "iso9660"}).Read(context.Background()); !errors.Is(err, config.ErrNotFound) {
+		t.Errorf("a volume without config.yaml: err = %v, want config.ErrNotFound", err)
+	}
+	for _, c := range []struct{ dev, fstype string }{{fat16, "vfat"}, {iso, "ext4"}} {
+		if _, err := (RawVolumeSource{Device: c.dev, FSType: c.fstype}).Read(context.Background()); err == nil || errors.Is(err, config.ErrNotFound) {
+			t.Errorf("%s as %s: err = %v, want an error that makes the boot mount it", filepath.Base(c.dev), c.fstype, err)
+		}
 	}
 }

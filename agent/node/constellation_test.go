@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/constellation/hubcli"
 )
 
@@ -54,7 +55,7 @@ constellation:
 `)
 	var con consoleLines
 	nctx, ncancel := context.WithCancel(ctx)
-	n := Start(nctx, Env{Root: root, ConfigVolume: func() string { return vol },
+	n := Start(nctx, Env{Root: root, ConfigVolume: func() config.Source { return config.VolumeSource(vol) },
 		Broadcast: con.add, NodeName: "edge-1", Slot: "a", Socket: filepath.Join(root, "agent.sock"),
 		K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}})
 	waitUntil(t, "the unattended join", 60*time.Second, func() bool {

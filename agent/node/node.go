@@ -32,10 +32,10 @@ type Env struct {
 	Root string
 	// ConfigURL is etoile.config= from the kernel command line.
 	ConfigURL string
-	// ConfigVolume returns where the ETOILE-CFG volume is mounted, "" when
-	// there is none (finding and mounting it is the boot's: the machine's
-	// ConfigVolume); nil in tests that have none.
-	ConfigVolume func() string
+	// ConfigVolume returns the ETOILE-CFG volume's config source, nil when
+	// there is none (finding it, and mounting it where it must be, is the
+	// boot's: the machine's ConfigVolume); nil in tests that have none.
+	ConfigVolume func() config.Source
 	// BootMedia are folders of the mounted boot medium (the ISO).
 	BootMedia []string
 	// ESP is /etoile/config.yaml on the boot disk's EFI system partition
@@ -217,8 +217,8 @@ func (n *Node) findConfig(ctx context.Context) ([]byte, string, error) {
 		sources = append(sources, config.URLSource{URL: n.env.ConfigURL, Client: &http.Client{Timeout: config.DefaultURLTimeout}})
 	}
 	if n.env.ConfigVolume != nil {
-		if dir := n.env.ConfigVolume(); dir != "" {
-			sources = append(sources, config.VolumeSource(dir))
+		if src := n.env.ConfigVolume(); src != nil {
+			sources = append(sources, src)
 		}
 	}
 	for _, m := range n.env.BootMedia {

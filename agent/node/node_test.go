@@ -90,7 +90,7 @@ k3s:
 	var con consoleLines
 	ctx, cancel := context.WithCancel(context.Background())
 	n := Start(ctx, Env{
-		Root: root, ConfigVolume: func() string { return vol },
+		Root: root, ConfigVolume: func() config.Source { return config.VolumeSource(vol) },
 		Broadcast: con.add, ReadyLine: func() string { return "etoile: ready version=t boot=bios source=iso slot=none ip=none" },
 		K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}, NodeName: "ignored",
 		Socket: filepath.Join(root, "agent.sock"),
@@ -131,7 +131,7 @@ network:
 `)
 	var con consoleLines
 	ctx, cancel := context.WithCancel(context.Background())
-	n := Start(ctx, Env{Root: root, ConfigVolume: func() string { return vol },
+	n := Start(ctx, Env{Root: root, ConfigVolume: func() config.Source { return config.VolumeSource(vol) },
 		Broadcast: con.add, Socket: filepath.Join(root, "agent.sock")})
 	if !con.has("etoile: error step=config") || !con.has("network.interfaces[0].vlan") || !con.has("5000") {
 		t.Errorf("console does not show the field error:\n%s", con.all())
@@ -221,13 +221,13 @@ func TestConfigVolumeFoundByBoot(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(vol, config.VolumeFile), []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: from-volume\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n := &Node{env: Env{Root: root, ConfigVolume: func() string { return vol },
+	n := &Node{env: Env{Root: root, ConfigVolume: func() config.Source { return config.VolumeSource(vol) },
 		ESP: fileSource{"boot medium (EFI system partition)", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: from-esp\n"}}}
 	data, from, err := n.findConfig(context.Background())
 	if err != nil || !strings.Contains(string(data), "from-volume") || !strings.Contains(from, "ETOILE-CFG") {
 		t.Fatalf("findConfig = %q from %q, %v", data, from, err)
 	}
-	n.env.ConfigVolume = func() string { return "" }
+	n.env.ConfigVolume = func() config.Source { return nil }
 	data, from, err = n.findConfig(context.Background())
 	if err != nil || !strings.Contains(string(data), "from-esp") || from != "boot medium (EFI system partition)" {
 		t.Fatalf("no volume: findConfig = %q from %q, %v", data, from, err)

@@ -66,7 +66,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 	n := node.Start(ctx, node.Env{
 		Root:         "/",
 		ConfigURL:    m.Params.Config,
-		ConfigVolume: func() string { return m.ConfigVolume(ctx) },
+		ConfigVolume: func() config.Source { return m.ConfigVolume(ctx) },
 		BootMedia:    media,
 		ESP:          esp,
 		State: func() (string, error) {

@@ -1,0 +1,142 @@
+package sysimage
+
+import (
+	"bytes"
+	"errors"
+	iofs "io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// isoImage writes files into a folder and makes an ISO of it with xorriso
+// (a writer other than ours), with the mkisofs options given (xorriso writes
+// Rock Ridge unless told --norock).
+func isoImage(t *testing.T, files map[string]string, opts ...string) string {
+	t.Helper()
+	if _, err := exec.LookPath("xorriso"); err != nil {
+		t.Fatal("xorriso is missing: install xorriso (make test-deps does)")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	for name, content := range files {
+		p := filepath.Join(src, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img := filepath.Join(dir, "cfg.iso")
+	args := append([]string{"-as", "mkisofs", "-V", "ETOILE-CFG", "-o", img}, opts...)
+	if out, err := exec.Command("xorriso", append(args, src)...).CombinedOutput(); err != nil {
+		t.Fatalf("xorriso %v: %v\n%s", args, err, out)
+	}
+	return img
+}
+
+func TestReadISOFile(t *testing.T) {
+	const cfg = "kind: MachineConfig\n"
+	big := strings.Repeat("x", 5000) // over two sectors
+	files := map[string]string{"config.yaml": cfg, "etoile/config.yaml": big, "Mixed-Case.Name.yaml": "m"}
+	for _, c := range []struct {
+		name  string
+		opts  []string
+		names isoNames
+		// how config.yaml, etoile/config.yaml and Mixed-Case.Name.yaml are
+		// named: plain ISO9660 names are 8.3 (mount(8) shows "config.yam")
+		top, nested, mixed string
+	}{
+		{"rock ridge and joliet", []string{"-R", "-J"}, rockRidgeNames, "/config.yaml", "/etoile/config.yaml", "/Mixed-Case.Name.yaml"},
+		{"joliet only", []string{"--norock", "-J"}, jolietNames, "/config.yaml", "/etoile/config.yaml", "/Mixed-Case.Name.yaml"},
+		{"plain ISO9660", []string{"--norock"}, plainNames, "/config.yam", "/ETOILE/CONFIG.YAM", "/MIXED_CA.YAM"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			img := isoImage(t, files, c.opts...)
+			f, err := os.Open(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			v, err := openISO(f)
+			if err != nil || v.names != c.names {
+				t.Fatalf("openISO: %v, names %v; want %v", err, v, c.names)
+			}
+			if got, err := ReadISOFile(img, c.top, 1<<20); err != nil || string(got) != cfg {
+				t.Errorf("%s: %q, %v; want %q", c.top, got, err, cfg)
+			}
+			if got, err := ReadISOFile(img, c.nested, 1<<20); err != nil || string(got) != big {
+				t.Errorf("%s: %d bytes, %v; want %d", c.nested, len(got), err, len(big))
+			}
+			if got, err := ReadISOFile(img, c.mixed, 1<<20); err != nil || string(got) != "m" {
+				t.Errorf("%s: %q, %v", c.mixed, got, err)
+			}
+			for _, missing := range []string{"/absent.yaml", "/etoile/absent", "/config.yaml/below"} {
+				if _, err := ReadISOFile(img, missing, 1<<20); !errors.Is(err, iofs.ErrNotExist) {
+					t.Errorf("%s: err = %v, want fs.ErrNotExist", missing, err)
+				}
+			}
+			if _, err := ReadISOFile(img, "/etoile", 1<<20); err == nil || errors.Is(err, iofs.ErrNotExist) {
+				t.Errorf("a folder: err = %v, want an error saying so", err)
+			}
+			if _, err := ReadISOFile(img, c.nested, 100); err == nil {
+				t.Error("a file over the limit was read")
+			}
+		})
+	}
+	// Rock Ridge names are case-sensitive, as mount(8) shows them.
+	img := isoImage(t, files, "-R")
+	if _, err := ReadISOFile(img, "/CONFIG.YAML", 1<<20); !errors.Is(err, iofs.ErrNotExist) {
+		t.Errorf("/CONFIG.YAML on Rock Ridge: err = %v, want fs.ErrNotExist", err)
+	}
+}
+
+func TestReadISOFileNotISO(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "zeros.img")
+	if err := os.WriteFile(p, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadISOFile(p, "/config.yaml", 1<<20); !errors.Is(err, ErrNotISO9660) {
+		t.Fatalf("zeros: err = %v, want ErrNotISO9660", err)
+	}
+	short := filepath.Join(t.TempDir(), "short.img")
+	if err := os.WriteFile(short, []byte("CD001"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadISOFile(short, "/config.yaml", 1<<20); !errors.Is(err, ErrNotISO9660) {
+		t.Fatalf("5 bytes: err = %v, want ErrNotISO9660", err)
+	}
+	if _, err := ReadISOFile(filepath.Join(t.TempDir(), "gone"), "/x", 1); err == nil {
+		t.Fatal("a missing device: no error")
+	}
+}
+
+// TestReadISOFileDamaged damages the descriptors and the root folder byte by
+// byte: every read ends with an answer, never a panic or a hang.
+func TestReadISOFileDamaged(t *testing.T) {
+	img := isoImage(t, map[string]string{"config.yaml": "kind: MachineConfig\n", "etoile/x": "y"}, "-R", "-J")
+	orig, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := openISO(bytes.NewReader(orig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootAt := int64(v.root.extent) * v.block
+	regions := [][2]int64{{16 * isoSector, 16*isoSector + 256}, {17 * isoSector, 17*isoSector + 256}, {rootAt, rootAt + 400}}
+	for _, r := range regions {
+		for off := r[0]; off < r[1]; off++ {
+			for _, val := range []byte{0x00, 0xFF, 0x22, 0x01} {
+				was := orig[off]
+				orig[off] = val
+				_, _ = readISOFile(bytes.NewReader(orig), "bad.iso", "/config.yaml", 1<<20)
+				_, _ = readISOFile(bytes.NewReader(orig), "bad.iso", "/etoile/x", 1<<20)
+				orig[off] = was
+			}
+		}
+	}
+}
