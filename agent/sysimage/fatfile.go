@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	iofs "io/fs"
-	"os"
 	"strings"
 	"unicode/utf16"
 )
@@ -26,12 +24,7 @@ var ErrNotFAT32 = errors.New("not a FAT32 filesystem")
 // missing folder or file is an error wrapping fs.ErrNotExist; a file over
 // limit bytes is an error; a damaged filesystem is an error, never a panic.
 func ReadFATFile(dev, name string, limit int64) ([]byte, error) {
-	f, err := os.Open(dev)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return readFATFile(f, dev, name, limit)
+	return readDevice(dev, func(r io.ReaderAt) ([]byte, error) { return readFATFile(r, dev, name, limit) })
 }
 
 func readFATFile(r io.ReaderAt, dev, name string, limit int64) ([]byte, error) {
@@ -39,35 +32,10 @@ func readFATFile(r io.ReaderAt, dev, name string, limit int64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dev, err)
 	}
-	cluster := v.root
-	isDir := true
-	var size uint32
-	walked := ""
-	for _, part := range strings.Split(strings.Trim(name, "/"), "/") {
-		walked += "/" + part
-		if !isDir {
-			return nil, fmt.Errorf("%w: %s on %s (a file on the way)", iofs.ErrNotExist, walked, dev)
-		}
-		e, ok, err := v.lookup(cluster, part)
-		if err != nil {
-			return nil, fmt.Errorf("%s: reading %s: %w", dev, walked, err)
-		}
-		if !ok {
-			return nil, fmt.Errorf("%w: %s on %s", iofs.ErrNotExist, walked, dev)
-		}
-		cluster, isDir, size = e.cluster, e.dir, e.size
-	}
-	if isDir {
-		return nil, fmt.Errorf("%s on %s is a folder", walked, dev)
-	}
-	if int64(size) > limit {
-		return nil, fmt.Errorf("%s on %s is larger than %d bytes", walked, dev, limit)
-	}
-	data, err := v.readChain(cluster, int64(size))
-	if err != nil {
-		return nil, fmt.Errorf("%s: reading %s: %w", dev, walked, err)
-	}
-	return data, nil
+	root := fatEntry{cluster: v.root, dir: true}
+	return walkFile(dev, name, limit, root,
+		func(dir fatEntry, part string) (fatEntry, bool, error) { return v.lookup(dir.cluster, part) },
+		func(e fatEntry) ([]byte, error) { return v.readChain(e.cluster, int64(e.size)) })
 }
 
 // fatVolume is what a read needs from a FAT32 boot sector.
@@ -84,6 +52,9 @@ type fatVolume struct {
 func openFAT32(r io.ReaderAt) (*fatVolume, error) {
 	bs := make([]byte, 512)
 	if _, err := r.ReadAt(bs, 0); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) { // shorter than a boot sector
+			return nil, ErrNotFAT32
+		}
 		return nil, fmt.Errorf("reading the boot sector: %w", err)
 	}
 	le := binary.LittleEndian
@@ -175,6 +146,9 @@ type fatEntry struct {
 	dir     bool
 	size    uint32
 }
+
+func (e fatEntry) isDir() bool   { return e.dir }
+func (e fatEntry) length() int64 { return int64(e.size) }
 
 // lookup finds name in the folder starting at cluster dir.
 func (v *fatVolume) lookup(dir uint32, name string) (fatEntry, bool, error) {

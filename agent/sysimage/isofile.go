@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	iofs "io/fs"
-	"os"
 	"strings"
 	"unicode/utf16"
 )
@@ -34,12 +32,7 @@ const (
 // fs.ErrNotExist; a file over limit bytes is an error; a damaged filesystem
 // is an error, never a panic.
 func ReadISOFile(dev, name string, limit int64) ([]byte, error) {
-	f, err := os.Open(dev)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return readISOFile(f, dev, name, limit)
+	return readDevice(dev, func(r io.ReaderAt) ([]byte, error) { return readISOFile(r, dev, name, limit) })
 }
 
 func readISOFile(r io.ReaderAt, dev, name string, limit int64) ([]byte, error) {
@@ -47,33 +40,11 @@ func readISOFile(r io.ReaderAt, dev, name string, limit int64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dev, err)
 	}
-	cur := v.root
-	walked := ""
-	for _, part := range strings.Split(strings.Trim(name, "/"), "/") {
-		walked += "/" + part
-		if !cur.dir {
-			return nil, fmt.Errorf("%w: %s on %s (a file on the way)", iofs.ErrNotExist, walked, dev)
-		}
-		e, ok, err := v.lookup(cur, part)
-		if err != nil {
-			return nil, fmt.Errorf("%s: reading %s: %w", dev, walked, err)
-		}
-		if !ok {
-			return nil, fmt.Errorf("%w: %s on %s", iofs.ErrNotExist, walked, dev)
-		}
-		cur = e
-	}
-	if cur.dir {
-		return nil, fmt.Errorf("%s on %s is a folder", walked, dev)
-	}
-	if int64(cur.size) > limit {
-		return nil, fmt.Errorf("%s on %s is larger than %d bytes", walked, dev, limit)
-	}
-	data := make([]byte, cur.size)
-	if _, err := r.ReadAt(data, int64(cur.extent)*v.block); err != nil {
-		return nil, fmt.Errorf("%s: reading %s: %w", dev, walked, err)
-	}
-	return data, nil
+	return walkFile(dev, name, limit, v.root, v.lookup, func(e isoEntry) ([]byte, error) {
+		data := make([]byte, e.size)
+		_, err := r.ReadAt(data, int64(e.extent)*v.block)
+		return data, err
+	})
 }
 
 // isoEntry is one directory record.
@@ -82,6 +53,9 @@ type isoEntry struct {
 	size   uint32 // bytes
 	dir    bool
 }
+
+func (e isoEntry) isDir() bool   { return e.dir }
+func (e isoEntry) length() int64 { return int64(e.size) }
 
 type isoNames int
 

@@ -1,0 +1,59 @@
+package sysimage
+
+import (
+	"fmt"
+	"io"
+	iofs "io/fs"
+	"os"
+	"strings"
+)
+
+// fsEntry is what the unmounted readers (ReadFATFile, ReadISOFile) know of
+// a folder entry.
+type fsEntry interface {
+	isDir() bool
+	length() int64
+}
+
+// readDevice opens dev, a block device or image file, for read.
+func readDevice(dev string, read func(io.ReaderAt) ([]byte, error)) ([]byte, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return read(f)
+}
+
+// walkFile finds the file at name from root, folder by folder with lookup,
+// and reads it with read once it is known to be a file within limit bytes.
+// A missing folder or file is an error wrapping fs.ErrNotExist.
+func walkFile[E fsEntry](dev, name string, limit int64, root E, lookup func(dir E, part string) (E, bool, error), read func(E) ([]byte, error)) ([]byte, error) {
+	cur := root
+	walked := ""
+	for _, part := range strings.Split(strings.Trim(name, "/"), "/") {
+		walked += "/" + part
+		if !cur.isDir() {
+			return nil, fmt.Errorf("%w: %s on %s (a file on the way)", iofs.ErrNotExist, walked, dev)
+		}
+		e, ok, err := lookup(cur, part)
+		if err != nil {
+			return nil, fmt.Errorf("%s: reading %s: %w", dev, walked, err)
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w: %s on %s", iofs.ErrNotExist, walked, dev)
+		}
+		cur = e
+	}
+	if cur.isDir() {
+		return nil, fmt.Errorf("%s on %s is a folder", walked, dev)
+	}
+	if cur.length() > limit {
+		return nil, fmt.Errorf("%s on %s is larger than %d bytes", walked, dev, limit)
+	}
+	data, err := read(cur)
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading %s: %w", dev, walked, err)
+	}
+	return data, nil
+}
