@@ -391,6 +391,48 @@ func TestStandinK3sReadyFromRawDisk(t *testing.T) {
 	t.Logf("K3s stand-in ready: %s", m.Line)
 }
 
+// TestStandinK3sConfigOnFATVolume boots the stand-in ISO as a CD with the
+// machine config on a FAT volume labelled ETOILE-CFG on a virtio disk (as
+// `mkfs.vfat -n ETOILE-CFG` on a USB stick): a FAT32 volume is read without
+// mounting it, a FAT16 volume (what mkfs.fat makes of a small one) is
+// mounted after FAT's modules; both start the K3s stand-in from that config.
+func TestStandinK3sConfigOnFATVolume(t *testing.T) {
+	t.Parallel()
+	out := standinOut(t)
+	if err := RequireTools(MkfsFatTool, MtoolsTool); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, fat, kib string
+		how            *regexp.Regexp
+	}{
+		{"FAT32", "32", "65536", regexp.MustCompile(`^etoile: config volume device=\S+ label=ETOILE-CFG read="without mounting"`)},
+		{"FAT16", "16", "16384", regexp.MustCompile(`^etoile: config volume device=\S+ label=ETOILE-CFG mounted=/run/etoile/cfg`)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			src, img := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "cfg.img")
+			if err := os.WriteFile(src, []byte(serverConfig), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for _, args := range [][]string{
+				{"mkfs.fat", "-F", c.fat, "-C", "-n", "ETOILE-CFG", img, c.kib},
+				{"mcopy", "-i", img, src, "::/config.yaml"},
+			} {
+				if b, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+					t.Fatalf("%v: %v\n%s", args, err, b)
+				}
+			}
+			vm := Start(t, Config{Devices: []Device{SeaBIOS{}, CDROM{Path: filepath.Join(out, ISOName)}, configDisk{Path: img}, UserNIC{}}})
+			vm.WaitFor(c.how, ReadyTimeout)
+			vm.WaitFor(regexp.MustCompile(`^etoile: machine config loaded from="volume ETOILE-CFG.* role=server`), ReadyTimeout)
+			m := vm.WaitFor(k3sExecRE, ReadyTimeout)
+			t.Logf("K3s stand-in started from the %s volume: %s", c.name, m.Line)
+		})
+	}
+}
+
 // TestStandinK3sConfigOnESP builds the stand-in image with the config baked
 // in (etoile build --config) and boots its raw disk under OVMF with no other
 // source: the agent reads /etoile/config.yaml from the ESP without mounting

@@ -24,6 +24,7 @@ var (
 	SgdiskTool     = Tool{"sgdisk", "gdisk"}
 	FsckVfatTool   = Tool{"fsck.vfat", "dosfstools"}
 	MtoolsTool     = Tool{"mcopy", "mtools"}
+	MkfsFatTool    = Tool{"mkfs.fat", "dosfstools"}
 	MdirTool       = Tool{"mdir", "mtools"}
 	UnsquashfsTool = Tool{"unsquashfs", "squashfs-tools"}
 	Sha256sumTool  = Tool{"sha256sum", "coreutils"}
