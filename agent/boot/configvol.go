@@ -75,7 +75,13 @@ func (m *Machine) ConfigVolume(ctx context.Context) config.Source {
 // either, and otherwise the volume is mounted read-only at ConfigVolumeDir
 // after its filesystem's modules (isofs and cdrom took about 0.2 s of CPU
 // under TCG, FAT's four about 0.3 s).
-func (m *Machine) FindConfigVolume(ctx context.Context) config.Source {
+func (m *Machine) FindConfigVolume(ctx context.Context) (src config.Source) {
+	defer func() { // it reads untrusted media, and runs in PID 1
+		if r := recover(); r != nil {
+			m.log.Warn("looking for the config volume crashed", "reason", fmt.Sprint(r))
+			src = nil
+		}
+	}()
 	devs, err := sysimage.ListBlock("/sys", "/dev")
 	if err != nil {
 		m.log.Warn("looking for the config volume", "reason", err.Error())
@@ -89,7 +95,7 @@ func (m *Machine) FindConfigVolume(ctx context.Context) config.Source {
 			paths = append(paths, d.Path)
 		}
 	}
-	src, err := findVolume(paths, config.VolumeLabel, func(dev, fstype string) (config.Source, error) {
+	src, err = findVolume(paths, config.VolumeLabel, func(dev, fstype string) (config.Source, error) {
 		raw := RawVolumeSource{Device: dev, FSType: fstype}
 		_, err := raw.Read(ctx)
 		if err == nil || errors.Is(err, config.ErrNotFound) {

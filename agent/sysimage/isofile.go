@@ -26,9 +26,9 @@ const (
 // filesystem on dev without mounting it: no kernel module is needed (isofs
 // and the cdrom module it depends on took about 0.2 s of CPU under emulation
 // at boot) and nothing is left mounted. Names are the ones mount(8) shows:
-// Rock Ridge names where the volume has them (case-sensitive), else Joliet's
-// (as written), else the plain ISO9660 names, matched case-insensitively
-// without their ";1" version. A missing folder or file is an error wrapping
+// Rock Ridge names where the volume has them (case-sensitive), else Joliet's,
+// else the plain ISO9660 names, both matched case-insensitively (as Linux
+// does by default) without their ";1" version. A missing folder or file is an error wrapping
 // fs.ErrNotExist; a file over limit bytes is an error; a damaged filesystem
 // is an error, never a panic.
 func ReadISOFile(dev, name string, limit int64) ([]byte, error) {
@@ -136,11 +136,12 @@ func parseISORecord(b []byte) (isoEntry, bool) {
 	if len(b) < 33 || int(b[0]) < 33 || int(b[0]) > len(b) {
 		return isoEntry{}, false
 	}
-	if b[25]&0x80 != 0 { // a file in several extents
+	if b[25]&0x80 != 0 || b[26] != 0 || b[27] != 0 { // a file in several extents, or interleaved
 		return isoEntry{}, false
 	}
 	return isoEntry{
-		extent: binary.LittleEndian.Uint32(b[2:6]),
+		// The data follows the extended attribute record, if any (byte 1, in blocks).
+		extent: binary.LittleEndian.Uint32(b[2:6]) + uint32(b[1]),
 		size:   binary.LittleEndian.Uint32(b[10:14]),
 		dir:    b[25]&0x02 != 0,
 	}, true
@@ -196,6 +197,7 @@ func (v *isoVolume) lookup(dir isoEntry, name string) (isoEntry, bool, error) {
 	if err != nil {
 		return isoEntry{}, false, err
 	}
+	var unread error // a record whose name this reader cannot tell
 	for pos, ok := nextRecord(b, 0); ok; pos, ok = nextRecord(b, pos.off+pos.len) {
 		rec := b[pos.off : pos.off+pos.len]
 		nameLen := int(rec[32])
@@ -206,30 +208,38 @@ func (v *isoVolume) lookup(dir isoEntry, name string) (isoEntry, bool, error) {
 		if nameLen == 1 && raw[0] <= 1 { // "." and ".."
 			continue
 		}
+		if rec[25]&0x04 != 0 { // an associated file, which mount(8) hides
+			continue
+		}
 		got, exact, err := v.recordName(rec, raw)
 		if err != nil {
-			return isoEntry{}, false, err
+			if unread == nil {
+				unread = err
+			}
+			continue
 		}
 		if got == name || !exact && strings.EqualFold(got, name) {
 			e, ok := parseISORecord(rec)
 			if !ok {
-				return isoEntry{}, false, fmt.Errorf("%w: %s is in several extents", ErrISOUnsupported, name)
+				return isoEntry{}, false, fmt.Errorf("%w: %s is in several extents or interleaved", ErrISOUnsupported, name)
 			}
 			return e, true, nil
 		}
+	}
+	if unread != nil { // it may have been that one
+		return isoEntry{}, false, unread
 	}
 	return isoEntry{}, false, nil
 }
 
 // recordName is the name mount(8) shows for a record, and whether it is
-// matched exactly (Rock Ridge, Joliet) or case-insensitively (plain names).
+// matched exactly (Rock Ridge) or case-insensitively (Joliet, which Linux
+// matches so by default, and plain names, which it shows lowercased).
 func (v *isoVolume) recordName(rec, raw []byte) (string, bool, error) {
 	switch v.names {
 	case rockRidgeNames:
 		su := systemUse(rec)
-		if v.skip < len(su) {
-			su = su[v.skip:]
-		}
+		su = su[min(v.skip, len(su)):]
 		var nm []byte
 		found, continued := false, false
 		for len(su) >= 4 {
@@ -239,7 +249,8 @@ func (v *isoVolume) recordName(rec, raw []byte) (string, bool, error) {
 			}
 			switch string(su[0:2]) {
 			case "NM":
-				if l >= 5 {
+				// CURRENT or PARENT names "." or "..": not this record's own.
+				if l >= 5 && su[4]&0x06 == 0 {
 					nm = append(nm, su[5:l]...)
 					found = true
 					if su[4]&0x01 == 0 { // no CONTINUE flag: complete
@@ -266,7 +277,7 @@ func (v *isoVolume) recordName(rec, raw []byte) (string, bool, error) {
 		for i := range u {
 			u[i] = binary.BigEndian.Uint16(raw[2*i:])
 		}
-		return strings.TrimSuffix(stripVersion(string(utf16.Decode(u))), "."), true, nil
+		return strings.TrimSuffix(stripVersion(string(utf16.Decode(u))), "."), false, nil
 	}
 	return plainName(raw), false, nil
 }
@@ -277,9 +288,7 @@ func plainName(raw []byte) string {
 	return strings.TrimSuffix(stripVersion(string(raw)), ".")
 }
 
+// stripVersion drops the ";1" version, as Linux does (other versions stay).
 func stripVersion(s string) string {
-	if i := strings.LastIndexByte(s, ';'); i >= 0 {
-		return s[:i]
-	}
-	return s
+	return strings.TrimSuffix(s, ";1")
 }

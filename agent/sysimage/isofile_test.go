@@ -2,6 +2,7 @@ package sysimage
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	iofs "io/fs"
 	"os"
@@ -112,4 +113,56 @@ func TestReadISOFileDamaged(t *testing.T) {
 		_, _ = readISOFile(bytes.NewReader(b), "bad.iso", "/config.yaml", 1<<20)
 		_, _ = readISOFile(bytes.NewReader(b), "bad.iso", "/etoile/x", 1<<20)
 	})
+}
+
+// TestReadISOFileNames covers names as Linux shows them: Joliet's matched
+// case-insensitively; a Rock Ridge name kept in a continuation area (a very
+// long one) does not hide the other files; a file after an extended
+// attribute record is read from where its data starts.
+func TestReadISOFileNames(t *testing.T) {
+	const cfg = "kind: MachineConfig\n"
+	joliet := isoImage(t, map[string]string{"Config.YAML": cfg}, "--norock", "-J")
+	if got, err := ReadISOFile(joliet, "/config.yaml", 1<<20); err != nil || string(got) != cfg {
+		t.Errorf("Joliet Config.YAML as /config.yaml: %q, %v", got, err)
+	}
+	long := strings.Repeat("n", 241) // xorriso keeps its Rock Ridge name in a CE area
+	rr := isoImage(t, map[string]string{long: "x", "config.yaml": cfg}, "-R")
+	if got, err := ReadISOFile(rr, "/config.yaml", 1<<20); err != nil || string(got) != cfg {
+		t.Errorf("/config.yaml beside a long name: %q, %v", got, err)
+	}
+	if _, err := ReadISOFile(rr, "/absent", 1<<20); !errors.Is(err, ErrISOUnsupported) {
+		t.Errorf("a name not found where one name could not be read: err = %v, want ErrISOUnsupported (mount it)", err)
+	}
+
+	// An extended attribute record of one block before the data: the record
+	// says so in its byte 1 and points one block earlier.
+	img := isoImage(t, map[string]string{"config.yaml": cfg}, "-R")
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := openISO(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := v.readDir(v.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := int64(v.root.extent) * v.block
+	patched := false
+	for pos, ok := nextRecord(dir, 0); ok; pos, ok = nextRecord(dir, pos.off+pos.len) {
+		rec := b[base+int64(pos.off) : base+int64(pos.off+pos.len)]
+		if name, _, _ := v.recordName(rec, rec[33:33+int(rec[32])]); name == "config.yaml" {
+			rec[1] = 1
+			binary.LittleEndian.PutUint32(rec[2:], binary.LittleEndian.Uint32(rec[2:])-1)
+			patched = true
+		}
+	}
+	if !patched {
+		t.Fatal("config.yaml's record not found")
+	}
+	if got, err := readISOFile(bytes.NewReader(b), "patched.iso", "/config.yaml", 1<<20); err != nil || string(got) != cfg {
+		t.Errorf("after an extended attribute record: %q, %v", got, err)
+	}
 }
