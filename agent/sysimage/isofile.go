@@ -111,16 +111,20 @@ func openISO(r io.ReaderAt) (*isoVolume, error) {
 		return nil, fmt.Errorf("%w: no root folder", ErrNotISO9660)
 	}
 	v.root = root
-	// Rock Ridge announces itself with a SUSP "SP" entry in the root's "."
-	// record (IEEE P1281).
+	// SUSP announces itself with an "SP" entry in the root's "." record
+	// (IEEE P1281), Rock Ridge with an "ER" entry there or in its
+	// continuation area. Linux, like this reader, takes Rock Ridge names
+	// where both are found, or where SP is and there are no Joliet names.
 	first, err := v.readDir(root)
 	if err != nil {
 		return nil, err
 	}
 	if rec, ok := nextRecord(first, 0); ok && rec.len >= 34 {
 		if su := systemUse(first[rec.off : rec.off+rec.len]); len(su) >= 7 && string(su[0:2]) == "SP" && su[4] == 0xBE && su[5] == 0xEF {
-			v.names, v.skip = rockRidgeNames, int(su[6])
-			return v, nil
+			if joliet == nil || v.hasER(su) {
+				v.names, v.skip = rockRidgeNames, int(su[6])
+				return v, nil
+			}
 		}
 	}
 	if joliet != nil {
@@ -129,6 +133,41 @@ func openISO(r io.ReaderAt) (*isoVolume, error) {
 		}
 	}
 	return v, nil
+}
+
+// hasER reports whether the system use area su, or the one continuation
+// area its CE entry points to, holds an "ER" (extensions reference) entry.
+func (v *isoVolume) hasER(su []byte) bool {
+	for hops := 0; hops < 2; hops++ {
+		var next []byte
+		for len(su) >= 4 {
+			l := int(su[2])
+			if l < 4 || l > len(su) {
+				break
+			}
+			switch string(su[0:2]) {
+			case "ER":
+				return true
+			case "CE":
+				if l >= 28 {
+					le := binary.LittleEndian
+					block, off, n := le.Uint32(su[4:8]), le.Uint32(su[12:16]), le.Uint32(su[20:24])
+					if n > 0 && n <= isoSector && int64(off)+int64(n) <= v.block {
+						next = make([]byte, n)
+						if _, err := v.r.ReadAt(next, int64(block)*v.block+int64(off)); err != nil {
+							next = nil
+						}
+					}
+				}
+			}
+			su = su[l:]
+		}
+		if next == nil {
+			return false
+		}
+		su = next
+	}
+	return false
 }
 
 // parseISORecord reads the fixed part of a directory record.

@@ -166,3 +166,46 @@ func TestReadISOFileNames(t *testing.T) {
 		t.Errorf("after an extended attribute record: %q, %v", got, err)
 	}
 }
+
+// TestReadISOFileRockRidgeNeedsER: with Joliet names beside them, Rock Ridge
+// names are used only where the volume's ER entry says Rock Ridge is there
+// (xorriso keeps it in the root's continuation area), as Linux decides.
+func TestReadISOFileRockRidgeNeedsER(t *testing.T) {
+	for _, c := range []struct {
+		opts              []string
+		withER, withoutER isoNames
+	}{
+		{[]string{"-R", "-J"}, rockRidgeNames, jolietNames},
+		{[]string{"-R"}, rockRidgeNames, rockRidgeNames},
+	} {
+		img := isoImage(t, map[string]string{"config.yaml": "x"}, c.opts...)
+		b, err := os.ReadFile(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := func() isoNames {
+			v, err := openISO(bytes.NewReader(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v.names
+		}
+		if got := names(); got != c.withER {
+			t.Errorf("%v: names %v, want %v", c.opts, got, c.withER)
+		}
+		i := bytes.Index(b, []byte("RRIP_1991A"))
+		if i < 0 {
+			i = bytes.Index(b, []byte("IEEE_P1282"))
+		}
+		if i < 8 || string(b[i-8:i-6]) != "ER" {
+			t.Fatalf("%v: no ER entry found in the image", c.opts)
+		}
+		copy(b[i-8:], "XX") // an unknown entry now
+		if got := names(); got != c.withoutER {
+			t.Errorf("%v without ER: names %v, want %v", c.opts, got, c.withoutER)
+		}
+		if got, err := readISOFile(bytes.NewReader(b), "noer.iso", "/config.yaml", 1<<20); err != nil || string(got) != "x" {
+			t.Errorf("%v without ER: /config.yaml: %q, %v", c.opts, got, err)
+		}
+	}
+}
