@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"strings"
 	"unicode/utf16"
 )
@@ -138,20 +139,16 @@ func openISO(r io.ReaderAt) (*isoVolume, error) {
 // hasER reports whether the system use area su, or the one continuation
 // area its CE entry points to, holds an "ER" (extensions reference) entry.
 func (v *isoVolume) hasER(su []byte) bool {
-	for hops := 0; hops < 2; hops++ {
+	for hops := 0; hops < 2 && su != nil; hops++ {
 		var next []byte
-		for len(su) >= 4 {
-			l := int(su[2])
-			if l < 4 || l > len(su) {
-				break
-			}
-			switch string(su[0:2]) {
+		for sig, e := range suspEntries(su) {
+			switch sig {
 			case "ER":
 				return true
 			case "CE":
-				if l >= 28 {
+				if len(e) >= 28 {
 					le := binary.LittleEndian
-					block, off, n := le.Uint32(su[4:8]), le.Uint32(su[12:16]), le.Uint32(su[20:24])
+					block, off, n := le.Uint32(e[4:8]), le.Uint32(e[12:16]), le.Uint32(e[20:24])
 					if n > 0 && n <= isoSector && int64(off)+int64(n) <= v.block {
 						next = make([]byte, n)
 						if _, err := v.r.ReadAt(next, int64(block)*v.block+int64(off)); err != nil {
@@ -160,14 +157,28 @@ func (v *isoVolume) hasER(su []byte) bool {
 					}
 				}
 			}
-			su = su[l:]
-		}
-		if next == nil {
-			return false
 		}
 		su = next
 	}
 	return false
+}
+
+// suspEntries yields the SUSP entries of a system use area: each one's
+// two-letter signature and its bytes (length at [2], at least 4); it stops
+// at the first entry whose length does not fit.
+func suspEntries(su []byte) iter.Seq2[string, []byte] {
+	return func(yield func(string, []byte) bool) {
+		for len(su) >= 4 {
+			l := int(su[2])
+			if l < 4 || l > len(su) {
+				return
+			}
+			if !yield(string(su[0:2]), su[:l]) {
+				return
+			}
+			su = su[l:]
+		}
+	}
 }
 
 // parseISORecord reads the fixed part of a directory record.
@@ -281,25 +292,20 @@ func (v *isoVolume) recordName(rec, raw []byte) (string, bool, error) {
 		su = su[min(v.skip, len(su)):]
 		var nm []byte
 		found, continued := false, false
-		for len(su) >= 4 {
-			l := int(su[2])
-			if l < 4 || l > len(su) {
-				break
-			}
-			switch string(su[0:2]) {
+		for sig, e := range suspEntries(su) {
+			switch sig {
 			case "NM":
 				// CURRENT or PARENT names "." or "..": not this record's own.
-				if l >= 5 && su[4]&0x06 == 0 {
-					nm = append(nm, su[5:l]...)
+				if len(e) >= 5 && e[4]&0x06 == 0 {
+					nm = append(nm, e[5:]...)
 					found = true
-					if su[4]&0x01 == 0 { // no CONTINUE flag: complete
+					if e[4]&0x01 == 0 { // no CONTINUE flag: complete
 						return string(nm), true, nil
 					}
 				}
 			case "CE":
 				continued = true
 			}
-			su = su[l:]
 		}
 		switch {
 		case continued: // the name, or its end, is in a continuation area
