@@ -216,7 +216,10 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 				return fmt.Errorf("adding K3s: %w", err)
 			}
 		}
-		if err := b.stageExtensions(stage); err != nil {
+		if err := b.stageExtensions(stage, k.Version); err != nil {
+			return err
+		}
+		if err := mergeExtensionModules(stage, k, mods, log); err != nil {
 			return err
 		}
 		return media.WriteSquashfs(system, stage, media.SquashfsOptions{Epoch: b.Epoch})

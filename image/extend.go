@@ -15,7 +15,10 @@ import (
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/squashfs"
+	"github.com/etoile-os/etoile/agent/kmod"
+	"github.com/etoile-os/etoile/image/initramfs"
 	"github.com/etoile-os/etoile/image/k3s"
+	"github.com/etoile-os/etoile/image/kernel"
 )
 
 // Where the system image keeps K3s's airgap archives: in shippedImagesDir,
@@ -100,37 +103,113 @@ func stageK3s(root string, art *k3s.Artifacts) error {
 }
 
 // stageExtensions lays each extension over the staged root, in order.
-func (b *Builder) stageExtensions(root string) error {
+// Kernel modules in an extension must be for the image's kernel (kver), in
+// /lib/modules/<kver>: mergeExtensionModules then makes them loadable.
+func (b *Builder) stageExtensions(root, kver string) error {
 	for i, e := range b.Spec.Extensions {
+		fail := func(err error) error { return fmt.Errorf("extensions[%d] %s: %w", i, e.Name, err) }
 		if e.Dir != "" {
-			if err := copyTree(os.DirFS(b.Spec.Resolve(e.Dir)), root); err != nil {
-				return fmt.Errorf("extensions[%d] %s: %w", i, e.Name, err)
+			src := os.DirFS(b.Spec.Resolve(e.Dir))
+			if err := checkExtensionModules(src, kver); err != nil {
+				return fail(err)
+			}
+			if err := copyTree(src, root); err != nil {
+				return fail(err)
 			}
 			continue
 		}
-		if err := unpackSquashfs(b.Spec.Resolve(e.Squashfs), root); err != nil {
-			return fmt.Errorf("extensions[%d] %s: %w", i, e.Name, err)
+		layer := b.Spec.Resolve(e.Squashfs)
+		sq, closeFn, err := openSquashfs(layer)
+		if err != nil {
+			return fail(err)
+		}
+		err = checkExtensionModules(sq, kver)
+		if err == nil {
+			err = unpackSquashfs(sq, layer, root)
+		}
+		closeFn()
+		if err != nil {
+			return fail(err)
 		}
 	}
 	return nil
 }
 
-// unpackSquashfs copies a squashfs layer's files, folders and symlinks
-// into dst.
-func unpackSquashfs(layer, dst string) error {
+// checkExtensionModules refuses kernel modules the agent would never load:
+// built for another kernel (by their folder's name; MergeExtras checks each
+// module's vermagic), or under /usr/lib/modules, which the system image does
+// not merge into /lib.
+func checkExtensionModules(fsys fs.FS, kver string) error {
+	if entries, err := fs.ReadDir(fsys, "usr/lib/modules"); err == nil && len(entries) > 0 {
+		return fmt.Errorf("holds kernel modules in /usr/lib/modules/%s: Étoile loads modules from /lib/modules/%s: move them there",
+			entries[0].Name(), kver)
+	}
+	entries, err := fs.ReadDir(fsys, "lib/modules")
+	if err != nil {
+		return nil // none
+	}
+	for _, e := range entries {
+		if e.Name() != kver {
+			return fmt.Errorf("holds kernel modules for kernel %s (/lib/modules/%s), but the image's kernel is %s: "+
+				"rebuild them against linux-headers-%s and put them in /lib/modules/%s", e.Name(), e.Name(), kver, kver, kver)
+		}
+	}
+	return nil
+}
+
+// mergeExtensionModules makes the modules the extensions put in the staged
+// root's /lib/modules/<version> loadable: see kernel.MergeExtras. The agent
+// lays that folder over the initramfs's modules.
+func mergeExtensionModules(root string, k *kernel.Kernel, initramfsMods []kernel.Module, log *slog.Logger) error {
+	dir := filepath.Join(root, "lib", "modules", k.Version)
+	ml, err := kmod.ReadModulesLoadD(root)
+	if err != nil {
+		return fmt.Errorf("extensions: reading modules-load.d: %w", err)
+	}
+	ex, err := k.MergeExtras(dir, initramfsMods, initramfs.ModuleSuffix, ml.From)
+	if err != nil {
+		return fmt.Errorf("extensions: %w", err)
+	}
+	if len(ex.Modules) == 0 && len(ex.FromKernel) == 0 {
+		return nil
+	}
+	attrs := []any{"modules", strings.Join(ex.Modules, ","), "kernel", k.Version}
+	if len(ex.FromKernel) > 0 {
+		attrs = append(attrs, "with_kernel_modules", strings.Join(ex.FromKernel, ","))
+	}
+	if len(ex.Replaced) > 0 {
+		attrs = append(attrs, "index_replaced", strings.Join(ex.Replaced, ","))
+	}
+	log.Info("extension kernel modules", attrs...)
+	if len(ex.Overrides) > 0 {
+		log.Warn("extension modules replace the initramfs's after the system image is mounted; before that (finding the boot medium, a netboot's download) the kernel package's own load",
+			"modules", strings.Join(ex.Overrides, ","))
+	}
+	return nil
+}
+
+// openSquashfs opens a squashfs layer for reading.
+func openSquashfs(layer string) (*squashfs.FileSystem, func(), error) {
 	f, err := os.Open(layer)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return err
+		f.Close()
+		return nil, nil, err
 	}
 	sq, err := squashfs.Read(file.New(f, true), st.Size(), 0, 0)
 	if err != nil {
-		return fmt.Errorf("%s is not a readable squashfs: %w", layer, err)
+		f.Close()
+		return nil, nil, fmt.Errorf("%s is not a readable squashfs: %w", layer, err)
 	}
+	return sq, func() { f.Close() }, nil
+}
+
+// unpackSquashfs copies a squashfs layer's files, folders and symlinks
+// into dst.
+func unpackSquashfs(sq *squashfs.FileSystem, layer, dst string) error {
 	return fs.WalkDir(sq, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err

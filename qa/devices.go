@@ -129,6 +129,7 @@ func (v VirtioDisk) QEMUArgs(dir string) ([]string, error) {
 type UserNIC struct {
 	HostFwd []string
 	MAC     string
+	Model   string // QEMU's NIC device: virtio-net-pci when empty, or e1000, rtl8139…
 }
 
 // QEMUArgs implements Device.
@@ -137,7 +138,7 @@ func (n UserNIC) QEMUArgs(string) ([]string, error) {
 	for _, f := range n.HostFwd {
 		netdev += ",hostfwd=" + escapeOpt(f)
 	}
-	return []string{"-netdev", netdev, "-device", nicDevice("net0", n.MAC)}, nil
+	return []string{"-netdev", netdev, "-device", nicDevice("net0", n.MAC, n.Model)}, nil
 }
 
 // TapNIC is a virtio NIC on an existing tap device (created by the test, for
@@ -154,12 +155,15 @@ func (n TapNIC) QEMUArgs(string) ([]string, error) {
 	}
 	return []string{
 		"-netdev", "tap,id=tap0,script=no,downscript=no,ifname=" + escapeOpt(n.Ifname),
-		"-device", nicDevice("tap0", n.MAC),
+		"-device", nicDevice("tap0", n.MAC, ""),
 	}, nil
 }
 
-func nicDevice(netdev, mac string) string {
-	d := "virtio-net-pci,romfile=,netdev=" + netdev
+func nicDevice(netdev, mac, model string) string {
+	if model == "" {
+		model = "virtio-net-pci"
+	}
+	d := model + ",romfile=,netdev=" + netdev
 	if mac != "" {
 		d += ",mac=" + mac
 	}

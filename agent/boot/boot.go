@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -646,7 +647,18 @@ func (m *Machine) LateModules(ctx context.Context) {
 		return
 	}
 	before := m.Cold.LoadCount()
-	m.Cold.LoadFixed(ctx, m.fixed)
+	names := m.fixed
+	// What the system image asks for, as systemd's modules-load.d: the
+	// modules no device asks for (nvidia_uvm, a site's tcp_bbr).
+	ml, err := kmod.ReadModulesLoadD(m.path("/"))
+	if err != nil {
+		m.log.Warn("modules-load.d unreadable", "reason", err.Error())
+	}
+	if len(ml.Names) > 0 {
+		m.log.Info("modules-load.d", "files", strings.Join(ml.Files, ","), "modules", strings.Join(ml.Names, ","))
+		names = append(slices.Clone(names), ml.Names...)
+	}
+	m.Cold.LoadFixed(ctx, names)
 	m.log.Info("", "step", "late-modules", "t", Seconds(m.opts.Clock.SinceBoot()), "took", kmod.Round(time.Since(start)),
 		"loaded", m.Cold.LoadCount()-before, "modules", strings.Join(m.Cold.Loaded(before), ","))
 }
@@ -920,12 +932,20 @@ func switchRoot(ctx context.Context, m *Machine) error {
 	if err := bindReadOnly(mt, self, NewRoot+AgentPath); err != nil {
 		return err
 	}
+	layered := false
 	if m.Cold != nil {
 		mods := strings.TrimPrefix(m.Cold.ModDir, m.opts.Root) // the machine's path
-		if _, err := os.Stat(m.path(NewRoot + mods)); errors.Is(err, os.ErrNotExist) || !m.real() {
-			if err := bindReadOnly(mt, mods, NewRoot+mods); err != nil {
-				m.log.Warn("kernel modules not visible in the system", "reason", err.Error())
+		if st, err := os.Stat(m.path(NewRoot + mods)); err == nil && st.IsDir() {
+			// The system image has modules for this kernel (its extensions'
+			// drivers, with the build's index of both): laid over the
+			// initramfs's, one folder for the agent, modprobe and K3s.
+			if err := overlayReadOnly(mt, NewRoot+mods, NewRoot+mods, mods); err != nil {
+				m.log.Warn("the system image's kernel modules cannot be laid over the initramfs's: its extensions' drivers will not load", "reason", err.Error())
+			} else {
+				layered = true
 			}
+		} else if err := bindReadOnly(mt, mods, NewRoot+mods); err != nil {
+			m.log.Warn("kernel modules not visible in the system", "reason", err.Error())
 		}
 	}
 	if m.real() {
@@ -933,7 +953,49 @@ func switchRoot(ctx context.Context, m *Machine) error {
 	}
 	m.switchMu.Lock()
 	defer m.switchMu.Unlock()
-	return mt.SwitchRoot(NewRoot, []string{"/proc", "/sys", "/dev", "/run"})
+	if err := mt.SwitchRoot(NewRoot, []string{"/proc", "/sys", "/dev", "/run"}); err != nil {
+		return err
+	}
+	if layered && m.real() {
+		// The merged index knows the extensions' drivers: the devices
+		// nothing drove yet (a GPU, a NIC with an out-of-tree driver) get
+		// theirs now, in the background.
+		added, err := m.Cold.Reindex()
+		if err != nil {
+			m.log.Warn("the system image's module index is unreadable: its extensions' drivers will not load", "reason", err.Error())
+			return nil
+		}
+		m.log.Info("kernel modules of the system image added", "index", m.Cold.ModDir, "modules", strings.Join(added, ","))
+		go func() {
+			defer func() {
+				if r := recover(); r != nil {
+					m.log.Warn("module loading crashed", "reason", fmt.Sprint(r))
+				}
+			}()
+			before := m.Cold.LoadCount()
+			if _, err := m.Cold.Scan(ctx); err != nil {
+				m.log.Debug("rescan failed", "reason", err.Error())
+			}
+			// Only the image's modules: other loads (drivers nothing waits
+			// for, in the background) finish meanwhile too.
+			var loaded []string
+			for _, name := range m.Cold.Loaded(before) {
+				if slices.Contains(added, name) {
+					loaded = append(loaded, name)
+				}
+			}
+			if len(loaded) > 0 {
+				m.log.Info("drivers loaded from the system image's modules", "modules", strings.Join(loaded, ","))
+			}
+		}()
+	}
+	return nil
+}
+
+// overlayReadOnly mounts a read-only overlay of the folders lower (the
+// first one on top) on dst.
+func overlayReadOnly(mt mount.Mounter, dst string, lower ...string) error {
+	return mt.Mount("etoile-modules", dst, "overlay", unix.MS_RDONLY, "lowerdir="+strings.Join(lower, ":"))
 }
 
 // bindReadOnly bind-mounts src on dst, then makes the bind read-only (a

@@ -353,3 +353,35 @@ func TestBeforeReady(t *testing.T) {
 		t.Errorf("disk boot reports boot media %q", media)
 	}
 }
+
+// TestBootLaysImageModulesOver: a system image with modules for the running
+// kernel (its extensions' drivers) has that folder laid over the
+// initramfs's (an overlay, read-only) instead of hidden by a bind mount, and
+// the modules its modules-load.d names load after the ready line.
+func TestBootLaysImageModulesOver(t *testing.T) {
+	root := machineRoot(t, "BOOT_IMAGE=/isolinux/vmlinuz console=ttyS0")
+	iso := fakeroot.ISO(t, "ETOILE", map[string]string{"etoile/system.sqfs": "not really squashfs"})
+	fakeroot.Block(t, root, "sr0", false, "", iso)
+	fakeroot.Write(t, root, map[string]string{
+		"sysroot/lib/modules/" + release + "/extra/nvidia.ko": "",
+		"etc/modules-load.d/site.conf":                        "# for the site\ndca\nnot-anywhere\n",
+	})
+	_, err, out, mr, lr := boot(t, root, Options{})
+	if err != nil {
+		t.Fatalf("boot failed: %v\n%s", err, out)
+	}
+	mods := "/lib/modules/" + release
+	want := "mount -t overlay etoile-modules /sysroot" + mods + " lowerdir=/sysroot" + mods + ":" + mods
+	if got := ops(mr); !slices.Contains(got, want) || slices.Contains(got, "mount -t  "+mods+" /sysroot"+mods+" ") {
+		t.Errorf("mounts:\n%s\nwant %q and no bind of the initramfs's modules", strings.Join(got, "\n"), want)
+	}
+	if !strings.Contains(out, "modules-load.d files=/etc/modules-load.d/site.conf modules=dca,not_anywhere") {
+		t.Errorf("modules-load.d not read:\n%s", out)
+	}
+	if !slices.Contains(lr.Loaded(), "dca") {
+		t.Errorf("dca (modules-load.d) not loaded: %q", lr.Loaded())
+	}
+	if !strings.Contains(out, "module not in image module=not_anywhere") {
+		t.Errorf("a modules-load.d name no module has is not warned about:\n%s", out)
+	}
+}

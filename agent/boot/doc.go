@@ -37,6 +37,12 @@
 // and /lib/modules for devices found later and for K3s's netfilter modules.
 // Bind-mounting them read-only costs nothing, where copying 10–30 MB into the
 // overlay's tmpfs took seconds under emulation and held them twice in RAM.
+// When the system image has its own /lib/modules/<release> (an extension's
+// drivers, indexed by the build together with the initramfs's modules), the
+// two are laid over each other instead (a read-only overlay, the image's on
+// top), the agent reads the merged index and loads the drivers of devices
+// that had none; the image's modules-load.d files name what loads with the
+// late modules.
 // For the same reason the initramfs's files are not deleted after the
 // switch, unlike switch_root(8). pivot_root is impossible from an initramfs,
 // so the switch is MS_MOVE + chroot, and the agent does not exec anything:

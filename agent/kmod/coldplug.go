@@ -128,8 +128,9 @@ type Coldplug struct {
 	// for what runs at the usual priority. The boot sets it.
 	Background bool
 
-	aliases *Aliases
-	deps    *Deps
+	// The index, replaced whole by Reindex while loads go on.
+	aliases atomic.Pointer[Aliases]
+	deps    atomic.Pointer[Deps]
 
 	mu          sync.Mutex
 	seen        map[string]bool          // modaliases already handled
@@ -174,38 +175,77 @@ func NewColdplug(sysDir, modDir string, loader Loader, log *slog.Logger) (*Coldp
 		seen: map[string]bool{}, done: map[string]chan struct{}{}, warned: map[string]bool{}, finished: make(chan struct{}, 1),
 		threads: map[*loadThread]bool{}, claimedBy: map[string]*loadThread{}, setNice: setThreadNice}
 	c.calm = sync.NewCond(&c.mu)
+	deps, aliases, err := readIndex(modDir)
+	if err != nil {
+		return nil, err
+	}
+	c.deps.Store(deps)
+	c.aliases.Store(aliases)
+	return c, nil
+}
+
+// Reindex reads the module index from ModDir again — the system image's
+// modules laid over the initramfs's (an extension's drivers) — and forgets
+// which devices were handled, so that the next Scan loads the drivers the
+// new index has for them. Loads in progress go on. It returns the modules
+// the new index adds or moves (an extension's replacement of a module),
+// sorted.
+func (c *Coldplug) Reindex() ([]string, error) {
+	deps, aliases, err := readIndex(c.ModDir)
+	if err != nil {
+		return nil, err
+	}
+	old := c.deps.Load()
+	var added []string
+	for name, p := range deps.path {
+		if old.path[name] != p {
+			added = append(added, name)
+		}
+	}
+	slices.Sort(added)
+	c.mu.Lock()
+	c.deps.Store(deps)
+	c.aliases.Store(aliases)
+	clear(c.seen)
+	clear(c.warned)
+	c.mu.Unlock()
+	return added, nil
+}
+
+// readIndex reads a modules folder's depmod files.
+func readIndex(modDir string) (*Deps, *Aliases, error) {
 	f, err := os.Open(filepath.Join(modDir, "modules.dep"))
 	if err != nil {
-		return nil, fmt.Errorf("reading the module index: %w (the initramfs must hold modules.dep for its kernel; rebuild the image)", err)
+		return nil, nil, fmt.Errorf("reading the module index: %w (the initramfs must hold modules.dep for its kernel; rebuild the image)", err)
 	}
-	c.deps, err = ParseDeps(f)
+	deps, err := ParseDeps(f)
 	f.Close()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(modDir, "modules.dep"), err)
+		return nil, nil, fmt.Errorf("%s: %w", filepath.Join(modDir, "modules.dep"), err)
 	}
 	for name, add := range map[string]func(*os.File) error{
-		"modules.builtin": func(f *os.File) error { return c.deps.AddBuiltin(f) },
-		"modules.softdep": func(f *os.File) error { return c.deps.AddSoftdeps(f) },
+		"modules.builtin": func(f *os.File) error { return deps.AddBuiltin(f) },
+		"modules.softdep": func(f *os.File) error { return deps.AddSoftdeps(f) },
 	} {
 		// Both are optional: a kernel with no built-in modules or no softdeps has none.
 		if f, err := os.Open(filepath.Join(modDir, name)); err == nil {
 			err = add(f)
 			f.Close()
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 	}
 	f, err = os.Open(filepath.Join(modDir, "modules.alias"))
 	if err != nil {
-		return nil, fmt.Errorf("reading the module aliases: %w (the initramfs must hold modules.alias; rebuild the image)", err)
+		return nil, nil, fmt.Errorf("reading the module aliases: %w (the initramfs must hold modules.alias; rebuild the image)", err)
 	}
-	c.aliases, err = ParseAliases(f)
+	aliases, err := ParseAliases(f)
 	f.Close()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(modDir, "modules.alias"), err)
+		return nil, nil, fmt.Errorf("%s: %w", filepath.Join(modDir, "modules.alias"), err)
 	}
-	return c, nil
+	return deps, aliases, nil
 }
 
 // LoadCount is how many module files were loaded so far.
@@ -233,7 +273,7 @@ func (c *Coldplug) Modaliases() ([]string, error) {
 	}
 	var out []string
 	for _, b := range buses {
-		if !c.aliases.ForBus(b.Name()) {
+		if !c.aliases.Load().ForBus(b.Name()) {
 			continue
 		}
 		dir := filepath.Join(bus, b.Name(), "devices")
@@ -363,7 +403,7 @@ func (c *Coldplug) startFor(ctx context.Context, aliases []string, wg *sync.Wait
 		}
 		c.seen[ma] = true
 		fresh++
-		for _, m := range c.aliases.Lookup(ma) {
+		for _, m := range c.aliases.Load().Lookup(ma) {
 			reqs = append(reqs, request{m, "modalias", ma})
 		}
 	}
@@ -415,10 +455,10 @@ func (c *Coldplug) Modprobe(ctx context.Context, name string) error {
 
 // resolve maps a name to modules: itself if it is one, else its aliases' modules.
 func (c *Coldplug) resolve(name string) []string {
-	if n := Normalize(name); c.deps.Has(n) {
+	if n := Normalize(name); c.deps.Load().Has(n) {
 		return []string{n}
 	}
-	return c.aliases.Lookup(name)
+	return c.aliases.Load().Lookup(name)
 }
 
 func (c *Coldplug) loadAll(ctx context.Context, reqs []request) {
@@ -680,7 +720,7 @@ func (c *Coldplug) load(r request, stack map[string]bool, lt *loadThread) {
 		return
 	}
 	stack[name] = true
-	order, err := c.deps.Order(name)
+	order, err := c.deps.Load().Order(name)
 	if err != nil {
 		var missing *MissingError
 		if errors.As(err, &missing) {
@@ -702,7 +742,7 @@ func (c *Coldplug) load(r request, stack map[string]bool, lt *loadThread) {
 	}
 	for _, m := range order {
 		c.yield(r)
-		pre, post := c.deps.Softdeps(m)
+		pre, post := c.deps.Load().Softdeps(m)
 		for _, p := range pre {
 			for _, s := range c.resolve(p) {
 				c.load(request{s, "softdep", ""}, stack, lt)
@@ -725,7 +765,7 @@ func (c *Coldplug) load(r request, stack map[string]bool, lt *loadThread) {
 	// it finds then binds at once, not after a uevent's round trip.
 	if c.priority(r) == prioMedium && r.why == "modalias" && slices.Contains(order, "scsi_mod") {
 		for _, m := range SCSIClassDrivers {
-			if c.deps.Has(m) {
+			if c.deps.Load().Has(m) {
 				c.load(request{m, "scsi class driver", ""}, stack, lt)
 			}
 		}
@@ -737,7 +777,7 @@ func (c *Coldplug) load(r request, stack map[string]bool, lt *loadThread) {
 var SCSIClassDrivers = []string{"sr_mod", "sd_mod"}
 
 func (c *Coldplug) loadFile(m, wanted string, r request, lt *loadThread) {
-	p := filepath.Join(c.ModDir, c.deps.Path(m))
+	p := filepath.Join(c.ModDir, c.deps.Load().Path(m))
 	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
 		level := slog.LevelWarn
 		if r.why == "modalias" && m == wanted {
@@ -919,4 +959,61 @@ func Round(d time.Duration) time.Duration {
 		return d.Round(100 * time.Microsecond)
 	}
 	return d.Round(time.Microsecond)
+}
+
+// ModulesLoadDirs are where systemd's modules-load.d(5) files live, most
+// important first: a file in an earlier folder hides one of the same name
+// in a later one.
+var ModulesLoadDirs = []string{"/etc/modules-load.d", "/run/modules-load.d", "/usr/local/lib/modules-load.d", "/usr/lib/modules-load.d"}
+
+// ModulesLoad is what the modules-load.d files ask for.
+type ModulesLoad struct {
+	Names []string          // in the order of the files, each once
+	Files []string          // the files read, in order
+	From  map[string]string // name → the file that named it first
+}
+
+// ReadModulesLoadD reads the module names of every *.conf file of
+// ModulesLoadDirs under root, as systemd-modules-load does: files in the
+// order of their names, one module per line, '#' and ';' start comments.
+func ReadModulesLoadD(root string) (ModulesLoad, error) {
+	var out ModulesLoad
+	byName := map[string]string{}
+	for _, dir := range ModulesLoadDirs {
+		entries, err := os.ReadDir(filepath.Join(root, dir))
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return out, err
+		}
+		for _, e := range entries {
+			if _, taken := byName[e.Name()]; taken || !strings.HasSuffix(e.Name(), ".conf") || e.IsDir() {
+				continue
+			}
+			byName[e.Name()] = filepath.Join(dir, e.Name())
+		}
+	}
+	for _, base := range slices.Sorted(maps.Keys(byName)) {
+		p := byName[base]
+		data, err := os.ReadFile(filepath.Join(root, p))
+		if err != nil {
+			return out, err
+		}
+		out.Files = append(out.Files, p)
+		for _, line := range strings.Split(string(data), "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || line[0] == '#' || line[0] == ';' {
+				continue
+			}
+			if out.From == nil {
+				out.From = map[string]string{}
+			}
+			if n := Normalize(line); out.From[n] == "" {
+				out.From[n] = p
+				out.Names = append(out.Names, n)
+			}
+		}
+	}
+	return out, nil
 }

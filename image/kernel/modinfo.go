@@ -20,6 +20,7 @@ type modinfo struct {
 	Depends  []string // module names, as modpost resolved the module's symbols
 	Aliases  []string
 	SoftDeps []string // raw values, e.g. "pre: crc32c"
+	Vermagic string   // "6.1.0-56-amd64 SMP preempt mod_unload modversions": the kernel it was built for first
 }
 
 // maxModuleSize bounds a decompressed module; the largest in-tree modules
@@ -133,6 +134,8 @@ func parseModinfo(data []byte) *modinfo {
 			if value != "" {
 				mi.Aliases = append(mi.Aliases, value)
 			}
+		case "vermagic":
+			mi.Vermagic = strings.TrimSpace(value)
 		case "softdep":
 			if value = strings.TrimSpace(value); value != "" {
 				mi.SoftDeps = append(mi.SoftDeps, value)

@@ -1,0 +1,119 @@
+package image
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeTree(t *testing.T, root string, files map[string]string) {
+	t.Helper()
+	for p, data := range files {
+		full := filepath.Join(root, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// mksquashfs makes a squashfs layer of src with squashfs-tools, as an
+// operator would.
+func mksquashfs(t *testing.T, src string) string {
+	t.Helper()
+	tool, err := exec.LookPath("mksquashfs")
+	if err != nil {
+		t.Fatal("mksquashfs not found: install it with `apt-get install -y squashfs-tools` (make test does)")
+	}
+	layer := filepath.Join(t.TempDir(), "layer.sqfs")
+	if out, err := exec.Command(tool, src, layer, "-noappend", "-quiet", "-no-progress").CombinedOutput(); err != nil {
+		t.Fatalf("mksquashfs: %v\n%s", err, out)
+	}
+	return layer
+}
+
+// TestStageExtensions lays a folder and a squashfs layer (made by
+// mksquashfs) over the staged root, in order: files, folders and symlinks
+// arrive, and the later extension wins over the earlier one.
+func TestStageExtensions(t *testing.T) {
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{
+		"usr/bin/site-tool":        "v1",
+		"etc/site/motd":            "from the folder",
+		"usr/share/doc/site/a.txt": "a",
+	})
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{
+		"usr/bin/nvidia-container-runtime": "#!/bin/sh\n",
+		"etc/site/motd":                    "from the layer",
+	})
+	if err := os.Symlink("nvidia-container-runtime", filepath.Join(src, "usr/bin/nvidia-container-runtime.cdi")); err != nil {
+		t.Fatal(err)
+	}
+	layer := mksquashfs(t, src)
+	b := &Builder{Spec: &ImageSpec{Extensions: []Extension{{Name: "site", Dir: dir}, {Name: "nvidia", Squashfs: layer}}}}
+	root := t.TempDir()
+	if err := b.stageExtensions(root, "6.1.0-56-amd64"); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{
+		"usr/bin/site-tool":                "v1",
+		"etc/site/motd":                    "from the layer",
+		"usr/share/doc/site/a.txt":         "a",
+		"usr/bin/nvidia-container-runtime": "#!/bin/sh\n",
+	} {
+		if got, err := os.ReadFile(filepath.Join(root, p)); err != nil || string(got) != want {
+			t.Errorf("%s = %q, %v; want %q", p, got, err, want)
+		}
+	}
+	if l, err := os.Readlink(filepath.Join(root, "usr/bin/nvidia-container-runtime.cdi")); err != nil || l != "nvidia-container-runtime" {
+		t.Errorf("symlink from the layer = %q, %v", l, err)
+	}
+}
+
+// TestStageExtensionsRefusesOtherKernels: modules for another kernel, or
+// under /usr/lib/modules, are refused with the extension, the version and
+// what to do, from a folder and from a squashfs layer alike.
+func TestStageExtensionsRefusesOtherKernels(t *testing.T) {
+	const kver = "6.1.0-56-amd64"
+	cases := []struct {
+		name  string
+		files map[string]string
+		want  []string
+	}{
+		{"other kernel", map[string]string{"lib/modules/6.12.9-amd64/extra/nvidia.ko": "x"},
+			[]string{"for kernel 6.12.9-amd64", "image's kernel is " + kver, "linux-headers-" + kver}},
+		{"usr/lib/modules", map[string]string{"usr/lib/modules/" + kver + "/extra/nvidia.ko": "x"},
+			[]string{"/usr/lib/modules/" + kver, "move them there", "/lib/modules/" + kver}},
+	}
+	for _, c := range cases {
+		for _, asLayer := range []bool{false, true} {
+			name := c.name + " folder"
+			if asLayer {
+				name = c.name + " squashfs"
+			}
+			t.Run(name, func(t *testing.T) {
+				src := t.TempDir()
+				writeTree(t, src, c.files)
+				ext := Extension{Name: "nvidia", Dir: src}
+				if asLayer {
+					ext = Extension{Name: "nvidia", Squashfs: mksquashfs(t, src)}
+				}
+				b := &Builder{Spec: &ImageSpec{Extensions: []Extension{{Name: "ok", Dir: t.TempDir()}, ext}}}
+				err := b.stageExtensions(t.TempDir(), kver)
+				if err == nil {
+					t.Fatal("staged")
+				}
+				for _, w := range append([]string{"extensions[1] nvidia:"}, c.want...) {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not say %q", err, w)
+					}
+				}
+			})
+		}
+	}
+}
