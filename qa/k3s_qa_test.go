@@ -9,11 +9,15 @@ package qa
 // readiness from the Kubernetes API — never K3s itself.
 
 import (
+	"crypto/tls"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -470,4 +474,55 @@ func TestStandinK3sConfigOnESP(t *testing.T) {
 			t.Errorf("the ESP was mounted after all: %s", l.Text)
 		}
 	}
+}
+
+// TestStandinK3sStaticNetwork: the machine config (served over HTTP, fetched
+// on the boot's DHCP address) moves eth0 to a static address with a
+// gateway and a name server, makes a tagged VLAN 42 on it with its own
+// address (8021q from the image), and names the host; the ready line shows
+// the static address, and the K3s stand-in's API answers through a QEMU
+// port forward to 10.0.2.50 — the static address is live on the wire.
+func TestStandinK3sStaticNetwork(t *testing.T) {
+	t.Parallel()
+	out := standinOut(t)
+	yaml := serverConfig + `hostname: qa-static
+network:
+  interfaces:
+    - name: eth0
+      addresses: [10.0.2.50/24]
+      gateway: 10.0.2.2
+      dns: [10.0.2.3]
+    - name: eth0
+      vlan: 42
+      addresses: [192.168.42.5/24]
+`
+	k := netbootWithConfig(t, out, yaml, "")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{HostFwd: []string{fmt.Sprintf("tcp:127.0.0.1:%d-10.0.2.50:6443", port)}}}})
+	ready := vm.WaitFor(k3sReadyRE, ReadyTimeout+K3sTimeout)
+	if !strings.Contains(ready.Line, " ip=10.0.2.50 ") {
+		t.Errorf("the ready line does not show the static address: %s", ready.Line)
+	}
+	for _, re := range []*regexp.Regexp{
+		regexp.MustCompile(`^etoile: network config applied iface=eth0 addresses=10\.0\.2\.50/24 gateway=10\.0\.2\.2 dns=10\.0\.2\.3$`),
+		regexp.MustCompile(`^etoile: network config applied iface=eth0\.42 addresses=192\.168\.42\.5/24$`),
+		regexp.MustCompile(`^etoile: hostname hostname=qa-static from="machine config"$`),
+	} {
+		if !slices.ContainsFunc(vm.Lines(), func(l Line) bool { return re.MatchString(l.Text) }) {
+			t.Errorf("console lacks a line matching %s", re)
+		}
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // the stand-in's own CA; only reachability is asked here
+	resp, err := client.Get(fmt.Sprintf("https://127.0.0.1:%d/readyz", port))
+	if err != nil {
+		t.Fatalf("the K3s stand-in is not reachable on the static address 10.0.2.50: %v", err)
+	}
+	resp.Body.Close()
+	t.Logf("K3s stand-in's /readyz on 10.0.2.50:6443 answered %s", resp.Status)
 }

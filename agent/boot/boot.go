@@ -18,6 +18,7 @@ import (
 
 	"github.com/etoile-os/etoile/agent"
 	"github.com/etoile-os/etoile/agent/cmdline"
+	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/console"
 	"github.com/etoile-os/etoile/agent/efivar"
 	"github.com/etoile-os/etoile/agent/kmod"
@@ -80,11 +81,12 @@ type Machine struct {
 	log     *slog.Logger
 	Params  cmdline.Params
 	Cold    *kmod.Coldplug
-	Source  string // sysimage.Source*
-	Slot    string // "a", "b" or ""
-	Device  string // block device holding the ISO or the slot's squashfs
-	Image   string // file holding the squashfs (ISO and HTTP sources)
-	Network *network.Result
+	Source  string          // sysimage.Source*
+	Slot    string          // "a", "b" or ""
+	Device  string          // block device holding the ISO or the slot's squashfs
+	Image   string          // file holding the squashfs (ISO and HTTP sources)
+	Network *network.Result // read with NetworkResult once the boot is done
+	netMu   sync.Mutex
 
 	fixed []string // the image's module list, loaded after ready
 	// bootMods is closed once BootModules are loaded (nil: never started).
@@ -277,7 +279,7 @@ func (m *Machine) Boot(ctx context.Context) (Ready, error) {
 	if err := m.Run(ctx, Sequence(m.Params)); err != nil {
 		return Ready{}, err
 	}
-	ready := m.ready()
+	var extra []string
 	if m.opts.BeforeReady != nil {
 		func() {
 			defer func() {
@@ -285,9 +287,12 @@ func (m *Machine) Boot(ctx context.Context) (Ready, error) {
 					m.log.Warn("a service crashed while starting", "reason", fmt.Sprint(r))
 				}
 			}()
-			ready.Extra = m.opts.BeforeReady(ctx, m)
+			extra = m.opts.BeforeReady(ctx, m)
 		}()
 	}
+	// After the services: the machine config may have set the addresses.
+	ready := m.ready()
+	ready.Extra = extra
 	readyAttrs := []any{"step", "ready", "t", Seconds(m.opts.Clock.SinceBoot())}
 	if m.real() {
 		// The CPU the agent used so far: its own (user) and the kernel's on
@@ -410,10 +415,73 @@ func (m *Machine) ready() Ready {
 	if m.Slot != "" {
 		r.Slot = m.Slot
 	}
-	if m.Network != nil {
-		r.IP = network.FirstIPv4(m.Network.Leases)
+	if res := m.NetworkResult(); res != nil {
+		r.IP = network.FirstIPv4(res.Leases)
 	}
 	return r
+}
+
+// NetworkResult is the network as the boot and the machine config left it.
+func (m *Machine) NetworkResult() *network.Result {
+	m.netMu.Lock()
+	defer m.netMu.Unlock()
+	return m.Network
+}
+
+// ApplyNetwork configures what the machine config's network section lists
+// (static addresses, VLANs, MTU, DHCP on a VLAN) over the boot's DHCP, and
+// its hostname. Under --root the network is left alone. The error names
+// each interface that could not be configured; the others are.
+func (m *Machine) ApplyNetwork(ctx context.Context, c *config.MachineConfig) error {
+	if !m.real() || c == nil || (len(c.Network.Interfaces) == 0 && c.Hostname == "") {
+		return nil
+	}
+	m.netMu.Lock()
+	var res network.Result
+	if m.Network != nil {
+		res = *m.Network
+		res.Leases = slices.Clone(res.Leases)
+		res.Links = slices.Clone(res.Links)
+	}
+	m.netMu.Unlock()
+	for _, ifc := range c.Network.Interfaces {
+		if ifc.VLAN != 0 {
+			// In this process: the kernel would otherwise start the agent
+			// again as modprobe for rtnl-link-vlan.
+			if err := m.LoadModule(ctx, "8021q"); err != nil {
+				m.log.Warn("VLAN support", "reason", err.Error())
+			}
+			break
+		}
+	}
+	applied, err := network.Apply(ctx, c.Network.Interfaces, &res, network.Config{Log: m.log, EtcDir: "/etc", Renew: true,
+		DHCPTimeout: m.scale(15 * time.Second)})
+	for _, a := range applied {
+		attrs := []any{"iface", a.Iface, "addresses", strings.Join(a.Addresses, ",")}
+		if a.DHCP {
+			attrs = append(attrs, "dhcp", true)
+		}
+		if a.Gateway != "" {
+			attrs = append(attrs, "gateway", a.Gateway)
+		}
+		if len(a.DNS) > 0 {
+			attrs = append(attrs, "dns", strings.Join(a.DNS, ","))
+		}
+		m.log.Info("network config applied", attrs...)
+	}
+	if c.Hostname != "" && c.Hostname != res.Hostname {
+		if herr := unix.Sethostname([]byte(c.Hostname)); herr != nil {
+			err = errors.Join(err, fmt.Errorf("setting the hostname %s: %w", c.Hostname, herr))
+		} else {
+			res.Hostname = c.Hostname
+			network.WriteEtc("/etc", network.Result{Hostname: c.Hostname}, m.log)
+			m.log.Info("hostname", "hostname", c.Hostname, "from", "machine config")
+		}
+	}
+	m.netMu.Lock()
+	m.Network = &res
+	m.netMu.Unlock()
+	return err
 }
 
 // --- the steps ---------------------------------------------------------
@@ -1012,11 +1080,15 @@ func bindReadOnly(mt mount.Mounter, src, dst string) error {
 func bringUpNetwork(ctx context.Context, m *Machine) error {
 	if !m.real() {
 		m.log.Info("network left alone under --root")
+		m.netMu.Lock()
 		m.Network = &network.Result{}
+		m.netMu.Unlock()
 		return nil
 	}
 	res, err := m.upNetwork(ctx, "/etc")
+	m.netMu.Lock()
 	m.Network = &res
+	m.netMu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -1070,7 +1142,9 @@ func awaitNetwork(ctx context.Context, m *Machine) error {
 		return ctx.Err()
 	}
 	res := m.netRes
+	m.netMu.Lock()
 	m.Network = &res
+	m.netMu.Unlock()
 	if m.netErr != nil {
 		return m.netErr
 	}

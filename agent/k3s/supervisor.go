@@ -49,6 +49,11 @@ type Prober interface {
 	Probe(ctx context.Context) (State, error)
 }
 
+// SystemPath is the PATH of the machine's programs: K3s's, and PID 1's own
+// (the kernel starts init with none), where K3s looks for the NVIDIA
+// container runtime and the inventory for nvidia-smi.
+const SystemPath = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+
 // Supervisor keeps one K3s process running.
 type Supervisor struct {
 	Root       string   // filesystem root: "/" on a node, a temp folder in tests
@@ -243,7 +248,7 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 		bin = s.path(s.Binary)
 	}
 	cmd := exec.Command(bin, s.Args...)
-	cmd.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin", "HOME=/root"}, s.Env...)
+	cmd.Env = append([]string{"PATH=" + SystemPath, "HOME=/root"}, s.Env...)
 	cmd.Dir = s.Root
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	logFile, err := os.OpenFile(s.path(LogPath), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)

@@ -2,8 +2,9 @@
 // set up, those with carrier ask DHCP for an address in parallel, and the
 // answers become addresses, routes, /etc/resolv.conf and the hostname.
 //
-// Static addresses from the machine config (issue 3) will plug in beside
-// DHCP: Lease is the common currency, whichever way it was obtained.
+// The machine config's interfaces (static addresses, VLANs, MTU) are
+// applied over that by Apply once the config is read: Lease is the common
+// currency, whichever way an address was obtained.
 package network
 
 import (

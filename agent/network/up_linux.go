@@ -62,6 +62,8 @@ type Result struct {
 	PrimaryMAC net.HardwareAddr
 	// Links lists the physical links seen, with carrier or not.
 	Links []string
+
+	renew *renewals // the DHCP renewals, stopped when a link turns static (Apply)
 }
 
 // physicalLinks lists the links to configure: those named in only, or
@@ -94,7 +96,7 @@ func physicalLinks(only []string) ([]netlink.Link, error) {
 // link at all, or the loopback failing, is an error (a node without an
 // address is still reachable on the console and is worth booting).
 func Up(ctx context.Context, cfg Config) (Result, error) {
-	var res Result
+	res := Result{renew: &renewals{}}
 	lo, err := netlink.LinkByName("lo")
 	if err == nil {
 		err = netlink.LinkSetUp(lo)
@@ -139,7 +141,9 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 			leases[l.Attrs().Index] = lease
 			mu.Unlock()
 			if cfg.Renew {
-				go renew(ctx, l, lease, metric, cfg)
+				rctx, cancel := context.WithCancel(ctx)
+				res.renew.add(l.Attrs().Name, cancel)
+				go renew(rctx, l, lease, metric, cfg)
 			}
 		}()
 	}

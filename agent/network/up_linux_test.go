@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/etoile-os/etoile/agent/config"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 )
@@ -83,6 +84,11 @@ type clientResult struct {
 	Links                     []string
 	Err                       string
 	BeforeSettled             bool // Up returned before the drivers settled
+	// With ETOILE_NETTEST_APPLY (a JSON list of config.Interface): Apply's.
+	Applied         []Applied
+	ApplyErr        string
+	IPAfterApply    string
+	LinksAfterApply []string
 }
 
 func dhcpClient() int {
@@ -128,6 +134,22 @@ func dhcpClient() int {
 		}
 	}
 	r.IP, r.Hostname, r.Links = FirstIPv4(res.Leases), res.Hostname, res.Links
+	if spec := os.Getenv("ETOILE_NETTEST_APPLY"); spec != "" {
+		var ifaces []config.Interface
+		if err := json.Unmarshal([]byte(spec), &ifaces); err != nil {
+			r.ApplyErr = err.Error()
+		} else {
+			applied, err := Apply(context.Background(), ifaces, &res, Config{
+				Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
+				DHCPTimeout: dhcpTimeout, EtcDir: os.Getenv("ETOILE_NETTEST_ETC"), Renew: true,
+			})
+			r.Applied = applied
+			if err != nil {
+				r.ApplyErr = err.Error()
+			}
+		}
+		r.IPAfterApply, r.LinksAfterApply = FirstIPv4(res.Leases), res.Links
+	}
 	_ = json.NewEncoder(os.Stdout).Encode(r)
 	if early {
 		time.Sleep(5 * time.Second)
@@ -294,5 +316,49 @@ func TestUpNoEarlyReturnWithoutLease(t *testing.T) {
 		"ETOILE_NETTEST_ETC="+t.TempDir())
 	if r.BeforeSettled || r.IP != "none" {
 		t.Errorf("client got %+v, want no address and a return only once the drivers settled\n%s", r, stderr)
+	}
+}
+
+// TestApplyStatic runs Up's DHCP, then Apply with a machine config's
+// interfaces: vc turns static (its lease and renewal dropped, a new
+// address, default route and name server, found by MAC with a lower MTU),
+// and an interface that does not exist is reported without stopping the
+// others. (VLANs need the kernel's 8021q, which this test host's kernel
+// lacks: TestStandinK3sStaticNetwork makes one under the image's kernel.)
+func TestApplyStatic(t *testing.T) {
+	_, cli, exe := dhcpNamespaces(t)
+	mac := strings.Fields(ipCmd(t, "-n", cli, "-br", "link", "show", "vc"))[2]
+	ifaces := []config.Interface{
+		{MAC: mac, Addresses: []string{"10.99.0.77/24"}, Gateway: "10.99.0.1", DNS: []string{"10.99.0.9"}, MTU: 1400},
+		{Name: "eth9", DHCP: true},
+	}
+	spec, err := json.Marshal(ifaces)
+	if err != nil {
+		t.Fatal(err)
+	}
+	etc := t.TempDir()
+	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ETC="+etc, "ETOILE_NETTEST_APPLY="+string(spec))
+	if r.IP != "10.99.0.50" {
+		t.Fatalf("boot DHCP gave %q, want 10.99.0.50\n%s", r.IP, stderr)
+	}
+	if r.IPAfterApply != "10.99.0.77" || len(r.Applied) != 1 || r.Applied[0].Iface != "vc" {
+		t.Errorf("after Apply: first address %q, applied %+v (%s); want 10.99.0.77 on vc\n%s", r.IPAfterApply, r.Applied, r.ApplyErr, stderr)
+	}
+	if !strings.Contains(r.ApplyErr, "network.interfaces[1]: no interface named eth9") {
+		t.Errorf("Apply error %q does not name the missing interface", r.ApplyErr)
+	}
+	addrs := ipCmd(t, "-n", cli, "-4", "-br", "addr", "show")
+	if !strings.Contains(addrs, "10.99.0.77/24") || strings.Contains(addrs, "10.99.0.50") {
+		t.Errorf("addresses after Apply (want 10.99.0.77 and the lease gone):\n%s", addrs)
+	}
+	if route := ipCmd(t, "-n", cli, "route", "show", "default"); !strings.Contains(route, "default via 10.99.0.1 dev vc metric 50") {
+		t.Errorf("static default route missing:\n%s", route)
+	}
+	if link := ipCmd(t, "-n", cli, "link", "show", "vc"); !strings.Contains(link, "mtu 1400") {
+		t.Errorf("MTU not set:\n%s", link)
+	}
+	resolv, _ := os.ReadFile(filepath.Join(etc, "resolv.conf"))
+	if parts := strings.SplitN(string(resolv), "nameserver", 2); len(parts) != 2 || !strings.HasPrefix(parts[1], " 10.99.0.9\n") {
+		t.Errorf("resolv.conf does not put the static name server first:\n%s", resolv)
 	}
 }

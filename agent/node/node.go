@@ -62,6 +62,10 @@ type Env struct {
 	Slot string
 	// NodeName is the system's hostname.
 	NodeName string
+	// ApplyNetwork configures the machine config's network section and
+	// hostname (the boot's Machine.ApplyNetwork); nil leaves the network
+	// as the boot made it.
+	ApplyNetwork func(ctx context.Context, cfg *config.MachineConfig) error
 	// Socket is the local API's socket ("" for api.DefaultSocket).
 	Socket string
 	Log    *slog.Logger
@@ -168,6 +172,7 @@ func Start(ctx context.Context, env Env) *Node {
 		return n
 	}
 	env.Log.Info("machine config loaded", "from", from, "role", cfg.Role)
+	warns = append(warns, n.applyNetwork(ctx, cfg)...)
 	n.mu.Lock()
 	n.cfg, n.warnings = cfg, warns
 	n.mu.Unlock()
@@ -384,6 +389,27 @@ func (n *Node) ValidateConfig(data []byte) ([]string, error) {
 	return warns, err
 }
 
+// applyNetwork configures the config's network section before K3s starts
+// (K3s takes the node's address from it). A failure is shown on every
+// console and returned as warnings: K3s still starts, on the addresses the
+// boot's DHCP gave.
+func (n *Node) applyNetwork(ctx context.Context, cfg *config.MachineConfig) []string {
+	if n.env.ApplyNetwork == nil {
+		return nil
+	}
+	err := n.env.ApplyNetwork(ctx, cfg)
+	if err == nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		n.env.Broadcast(fmt.Sprintf("etoile: error step=network reason=%q fix=%q", l,
+			"correct network.interfaces in the machine config (etoile-agent status lists the links) and apply it again"))
+		out = append(out, "network: "+l)
+	}
+	return out
+}
+
 // ApplyConfig implements api.Backend: a valid config replaces the running
 // one and K3s is restarted with it (stopped cleanly first). Until the state
 // partition exists it lasts until the next boot.
@@ -398,6 +424,10 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), data, 0o600); err != nil {
 		return warns, err
+	}
+	warns = append(warns, n.applyNetwork(ctx, cfg)...)
+	if len(cfg.Network.Interfaces) > 0 {
+		warns = append(warns, "network: the interfaces listed are configured now; what an earlier config set and this one no longer lists stays until the next boot")
 	}
 	n.mu.Lock()
 	stop, done := n.stopK3s, n.supDone

@@ -74,12 +74,16 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		},
 		Broadcast: m.Broadcast,
 		ReadyLine: m.ReadyLine,
-		Status:    func() api.Status { return machineStatus(m, hostname, slot) },
-		Start:     m.Reaper().Start,
-		Release:   m.Reaper().Release,
-		Slot:      slot,
-		NodeName:  hostname,
-		Log:       m.Log(),
+		Status: func() api.Status {
+			h, _ := os.Hostname() // the machine config may have set it
+			return machineStatus(m, h, slot)
+		},
+		ApplyNetwork: m.ApplyNetwork,
+		Start:        m.Reaper().Start,
+		Release:      m.Reaper().Release,
+		Slot:         slot,
+		NodeName:     hostname,
+		Log:          m.Log(),
 	})
 	s.mu.Lock()
 	s.node = n
@@ -145,8 +149,8 @@ func machineStatus(m *boot.Machine, hostname, slot string) api.Status {
 	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) == nil {
 		st.Uptime = time.Duration(ts.Nano()).Round(time.Second).String()
 	}
-	if m.Network != nil {
-		for _, l := range m.Network.Leases {
+	if res := m.NetworkResult(); res != nil {
+		for _, l := range res.Leases {
 			st.Network = append(st.Network, api.Interface{Name: l.Iface, MAC: l.MAC.String(), Carrier: true,
 				Addresses: []string{l.Addr.String()}})
 		}

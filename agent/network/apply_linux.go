@@ -1,0 +1,256 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/etoile-os/etoile/agent/config"
+	"github.com/vishvananda/netlink"
+)
+
+// staticMetric is the default route's metric for a static gateway: ahead of
+// DHCP's (100 + the link's index).
+const staticMetric = 50
+
+// renewals holds the cancel function of each link's DHCP renewal.
+type renewals struct {
+	mu     sync.Mutex
+	cancel map[string]context.CancelFunc
+}
+
+func (r *renewals) add(iface string, cancel context.CancelFunc) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cancel == nil {
+		r.cancel = map[string]context.CancelFunc{}
+	}
+	r.cancel[iface] = cancel
+}
+
+func (r *renewals) stop(iface string) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.cancel[iface]; c != nil {
+		c()
+		delete(r.cancel, iface)
+	}
+}
+
+// Applied is what Apply did to one interface of the machine config.
+type Applied struct {
+	Iface     string   // the link configured: eth0, or the VLAN's link eth0.42
+	Addresses []string // CIDR; from the DHCP lease with dhcp: true
+	Gateway   string
+	DNS       []string
+	DHCP      bool
+}
+
+// Apply configures the interfaces the machine config lists, once the boot's
+// DHCP (Up) has run: a VLAN link is made on its parent, the MTU set, and
+// the link gets its static addresses, default route and name servers (its
+// boot lease and the lease's renewal are dropped) or asks DHCP. Links the
+// config does not list keep what Up gave them. res is updated (leases,
+// links), and resolv.conf rewritten in cfg.EtcDir. An interface that
+// cannot be configured is reported in the error, and the others are still
+// configured.
+func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Config) ([]Applied, error) {
+	var (
+		done   []Applied
+		errs   []error
+		static []Lease
+	)
+	for i, ifc := range ifaces {
+		a, leases, err := applyOne(ctx, ifc, res, cfg)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("network.interfaces[%d]: %w", i, err))
+			continue
+		}
+		done = append(done, a)
+		static = append(static, leases...)
+	}
+	// Static addresses come first, in the config's order: they are the
+	// machine's chosen ones (the ready line's ip= is the first).
+	res.Leases = append(static, res.Leases...)
+	if cfg.EtcDir != "" && len(res.Leases) > 0 {
+		if err := writeFile(cfg.EtcDir+"/resolv.conf", ResolvConf(res.Leases)); err != nil {
+			errs = append(errs, fmt.Errorf("writing resolv.conf: %w", err))
+		}
+	}
+	return done, errors.Join(errs...)
+}
+
+// findLink finds the link a config entry names, by name or MAC.
+func findLink(ifc config.Interface) (netlink.Link, error) {
+	if ifc.Name != "" {
+		l, err := netlink.LinkByName(ifc.Name)
+		if err != nil {
+			return nil, fmt.Errorf("no interface named %s (%s)", ifc.Name, linkNames())
+		}
+		return l, nil
+	}
+	hw, err := net.ParseMAC(ifc.MAC)
+	if err != nil {
+		return nil, fmt.Errorf("mac %q: %w", ifc.MAC, err)
+	}
+	all, err := netlink.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range all {
+		// A VLAN or bridge on top shows the same MAC: only the NIC itself
+		// (a veth stands for one in tests).
+		if (l.Type() == "device" || l.Type() == "veth") && slices.Equal(l.Attrs().HardwareAddr, hw) {
+			return l, nil
+		}
+	}
+	return nil, fmt.Errorf("no interface with MAC %s (%s)", hw, linkNames())
+}
+
+// linkNames lists the machine's links with their MACs, for error messages.
+func linkNames() string {
+	all, err := netlink.LinkList()
+	if err != nil {
+		return "links unreadable: " + err.Error()
+	}
+	var out []string
+	for _, l := range all {
+		if a := l.Attrs(); a.Flags&net.FlagLoopback == 0 {
+			out = append(out, a.Name+" "+a.HardwareAddr.String())
+		}
+	}
+	return "links: " + strings.Join(out, ", ")
+}
+
+// vlanName is the VLAN link's name: parent.id, or vlanID when that is
+// longer than the kernel's 15 characters.
+func vlanName(parent string, id int) string {
+	if n := fmt.Sprintf("%s.%d", parent, id); len(n) <= 15 {
+		return n
+	}
+	return fmt.Sprintf("vlan%d", id)
+}
+
+// applyOne configures one interface; it returns the static addresses as
+// leases, for Apply to put first.
+func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config) (Applied, []Lease, error) {
+	base, err := findLink(ifc)
+	if err != nil {
+		return Applied{}, nil, err
+	}
+	if ifc.MTU != 0 && base.Attrs().MTU < ifc.MTU {
+		if err := netlink.LinkSetMTU(base, ifc.MTU); err != nil {
+			return Applied{}, nil, fmt.Errorf("setting MTU %d on %s: %w", ifc.MTU, base.Attrs().Name, err)
+		}
+	}
+	if err := netlink.LinkSetUp(base); err != nil {
+		return Applied{}, nil, fmt.Errorf("setting %s up: %w", base.Attrs().Name, err)
+	}
+	link := base
+	if ifc.VLAN != 0 {
+		name := vlanName(base.Attrs().Name, ifc.VLAN)
+		if l, err := netlink.LinkByName(name); err == nil {
+			link = l
+		} else {
+			v := &netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: base.Attrs().Index}, VlanId: ifc.VLAN}
+			if err := netlink.LinkAdd(v); err != nil {
+				return Applied{}, nil, fmt.Errorf("making VLAN %d on %s: %w", ifc.VLAN, base.Attrs().Name, err)
+			}
+			if link, err = netlink.LinkByName(name); err != nil {
+				return Applied{}, nil, err
+			}
+		}
+		if err := netlink.LinkSetUp(link); err != nil {
+			return Applied{}, nil, fmt.Errorf("setting %s up: %w", name, err)
+		}
+	}
+	name := link.Attrs().Name
+	if ifc.MTU != 0 && link.Attrs().MTU != ifc.MTU {
+		if err := netlink.LinkSetMTU(link, ifc.MTU); err != nil {
+			return Applied{}, nil, fmt.Errorf("setting MTU %d on %s: %w", ifc.MTU, name, err)
+		}
+	}
+	prev := slices.IndexFunc(res.Leases, func(l Lease) bool { return l.Iface == name })
+
+	if ifc.DHCP {
+		a := Applied{Iface: name, DHCP: true}
+		if prev < 0 {
+			lease, err := dhcp(ctx, link, cfg)
+			if err != nil {
+				return a, nil, err
+			}
+			metric := 100 + link.Attrs().Index
+			if err := apply(link, lease, metric); err != nil {
+				return a, nil, err
+			}
+			if cfg.Renew {
+				if res.renew == nil {
+					res.renew = &renewals{}
+				}
+				rctx, cancel := context.WithCancel(ctx)
+				res.renew.add(name, cancel)
+				go renew(rctx, link, lease, metric, cfg)
+			}
+			res.Leases = append(res.Leases, lease)
+			prev = len(res.Leases) - 1
+		}
+		l := res.Leases[prev]
+		a.Addresses = []string{l.Addr.String()}
+		for _, d := range l.DNS {
+			a.DNS = append(a.DNS, d.String())
+		}
+		return a, nil, nil
+	}
+
+	// Static: the boot's lease on this link goes, with its renewal.
+	if prev >= 0 {
+		res.renew.stop(name)
+		old := res.Leases[prev]
+		_ = netlink.AddrDel(link, &netlink.Addr{IPNet: &net.IPNet{IP: old.Addr.IP, Mask: old.Addr.Mask}})
+		for _, r := range old.Routes {
+			_ = netlink.RouteDel(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: r.Dst, Gw: r.Gateway, Priority: 100 + link.Attrs().Index})
+		}
+		res.Leases = slices.Delete(res.Leases, prev, prev+1)
+	}
+	a := Applied{Iface: name, Addresses: ifc.Addresses, Gateway: ifc.Gateway, DNS: ifc.DNS}
+	var leases []Lease
+	for _, s := range ifc.Addresses {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return a, nil, fmt.Errorf("address %q: %w", s, err)
+		}
+		ipn := &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+		if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: ipn}); err != nil {
+			return a, nil, fmt.Errorf("adding %s to %s: %w", s, name, err)
+		}
+		leases = append(leases, Lease{Iface: name, MAC: link.Attrs().HardwareAddr, Addr: *ipn})
+	}
+	if ifc.Gateway != "" {
+		gw := net.ParseIP(ifc.Gateway)
+		if gw == nil {
+			return a, nil, fmt.Errorf("gateway %q is not an IP address", ifc.Gateway)
+		}
+		rt := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw, Priority: staticMetric}
+		if err := netlink.RouteReplace(rt); err != nil {
+			return a, nil, fmt.Errorf("adding the default route via %s on %s: %w", gw, name, err)
+		}
+		leases[0].Routes = []Route{{Gateway: gw}}
+	}
+	for _, d := range ifc.DNS {
+		if ip := net.ParseIP(d); ip != nil {
+			leases[0].DNS = append(leases[0].DNS, ip)
+		}
+	}
+	if !slices.Contains(res.Links, name) {
+		res.Links = append(res.Links, name)
+	}
+	return a, leases, nil
+}
