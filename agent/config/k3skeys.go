@@ -177,6 +177,7 @@ var k3sReservedKeys = map[string]string{
 	"node-label":       "set labels instead (a map of key: value)",
 	"node-taint":       "set taints instead (a list of key=value:Effect)",
 	"node-name":        "set hostname instead: it is the node name",
+	"with-node-id":     "K3s would register the node as <hostname>-<id>, a name the agent does not know, and its readiness would never show: give each node a unique hostname instead",
 	"private-registry": "set registries instead: the agent writes /etc/rancher/k3s/registries.yaml from it",
 	"data-dir":         "Étoile keeps K3s's state in /var/lib/rancher/k3s on the STATE partition, where upgrades and the airgap images expect it",
 	"d":                "Étoile keeps K3s's state in /var/lib/rancher/k3s on the STATE partition, where upgrades and the airgap images expect it",

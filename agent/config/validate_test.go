@@ -104,6 +104,7 @@ func TestRejections(t *testing.T) {
 		{"k3s node-label append", server + "k3s: {node-label+: [a=b]}\n", "k3s.node-label+", []string{"labels"}},
 		{"k3s node-taint", server + "k3s: {node-taint: ['a=b:NoSchedule']}\n", "k3s.node-taint", []string{"taints"}},
 		{"k3s node-name", server + "k3s: {node-name: x}\n", "k3s.node-name", []string{"hostname"}},
+		{"k3s with-node-id", server + "k3s: {with-node-id: true}\n", "k3s.with-node-id", []string{"unique hostname"}},
 		{"k3s private-registry", server + "k3s: {private-registry: /x.yaml}\n", "k3s.private-registry", []string{"registries"}},
 		{"k3s data-dir", server + "k3s: {data-dir: /data}\n", "k3s.data-dir", []string{"/var/lib/rancher/k3s"}},
 		{"k3s write-kubeconfig", server + "k3s: {write-kubeconfig: /root/k.yaml}\n", "k3s.write-kubeconfig", []string{"/etc/rancher/k3s/k3s.yaml"}},

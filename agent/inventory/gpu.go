@@ -144,10 +144,11 @@ func (c *collector) nvidiaInformation() []NvidiaProcGPU {
 }
 
 // HasGPU reports, from the PCI vendor and class files alone, whether the machine (or the
-// copied tree at root, "" for the live one) has a device Collect would list as a GPU. It
-// reads a few bytes per PCI function, so a caller that only needs GPU facts (the node's
-// K3s labels) need not wait for a whole inventory on a machine without one.
-func HasGPU(root string) bool {
+// copied tree at root, "" for the live one) has a device Collect would list as a GPU of
+// vendor ("nvidia", "amd", "intel"; "" for any). It reads a few bytes per PCI function, so a
+// caller that only needs GPU facts (the node's K3s labels, NVIDIA's only) need not wait for a
+// whole inventory on a machine without one.
+func HasGPU(root, want string) bool {
 	r := newRoot(root)
 	addrs, err := r.list("/sys/bus/pci/devices")
 	if err != nil {
@@ -155,9 +156,9 @@ func HasGPU(root string) bool {
 	}
 	for _, addr := range addrs {
 		sys := "/sys/bus/pci/devices/" + addr
-		vendor, _ := r.attrHex(sys + "/vendor")
+		id, _ := r.attrHex(sys + "/vendor")
 		class, _ := r.attrHex(sys + "/class")
-		if v, ok := gpuVendors[fmt.Sprintf("%04x", vendor)]; ok && isGPU(v, fmt.Sprintf("%06x", class)) {
+		if v, ok := gpuVendors[fmt.Sprintf("%04x", id)]; ok && (want == "" || v == want) && isGPU(v, fmt.Sprintf("%06x", class)) {
 			return true
 		}
 	}

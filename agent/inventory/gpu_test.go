@@ -30,8 +30,8 @@ func TestIsGPU(t *testing.T) {
 // TestHasGPU: the H100 host has one; a machine with only QEMU's emulated VGA and a virtio
 // NIC has none.
 func TestHasGPU(t *testing.T) {
-	if !HasGPU(h100Root) {
-		t.Errorf("HasGPU(%s) = false, the snapshot holds an H100", h100Root)
+	if !HasGPU(h100Root, "") || !HasGPU(h100Root, "nvidia") || HasGPU(h100Root, "amd") {
+		t.Errorf("HasGPU(%s) does not find exactly an NVIDIA GPU: the snapshot holds an H100", h100Root)
 	}
 	root := t.TempDir()
 	for addr, files := range map[string]map[string]string{
@@ -49,10 +49,23 @@ func TestHasGPU(t *testing.T) {
 			}
 		}
 	}
-	if HasGPU(root) {
+	if HasGPU(root, "") {
 		t.Errorf("HasGPU = true for a VM with an emulated VGA only")
 	}
-	if HasGPU(filepath.Join(root, "missing")) {
+	// An edge box's integrated Intel GPU is a GPU, but not one the node's labels (NVIDIA's) wait for.
+	igpu := filepath.Join(root, "sys/bus/pci/devices/0000:00:02.1")
+	if err := os.MkdirAll(igpu, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string]string{"vendor": "0x8086\n", "class": "0x030000\n"} {
+		if err := os.WriteFile(filepath.Join(igpu, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !HasGPU(root, "") || !HasGPU(root, "intel") || HasGPU(root, "nvidia") {
+		t.Errorf("an Intel iGPU: HasGPU any=%v intel=%v nvidia=%v, want true true false", HasGPU(root, ""), HasGPU(root, "intel"), HasGPU(root, "nvidia"))
+	}
+	if HasGPU(filepath.Join(root, "missing"), "") {
 		t.Errorf("HasGPU = true for a root without sysfs")
 	}
 }

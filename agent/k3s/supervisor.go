@@ -35,7 +35,7 @@ const (
 type Backoff struct {
 	Initial    time.Duration // first wait after an exit
 	Max        time.Duration // cap
-	ResetAfter time.Duration // a run this long resets the wait to Initial
+	ResetAfter time.Duration // a run ready this long resets the wait to Initial
 	Crashloop  int           // this many quick exits in a row → crashloop
 }
 
@@ -89,6 +89,8 @@ type Supervisor struct {
 
 	mu       sync.Mutex
 	state    State
+	readyAt  time.Time     // when the state last became ready (zero when not ready)
+	readyFor time.Duration // time spent ready in the current run, before readyAt
 	reason   string
 	restarts int
 	ring     *ring
@@ -130,6 +132,14 @@ func (s *Supervisor) setState(to State, reason string) {
 	}
 	// A new reason in the same state (another restart) is news too.
 	changed := from != to || s.reason != reason
+	now := time.Now()
+	switch {
+	case to == StateReady && s.readyAt.IsZero():
+		s.readyAt = now
+	case to != StateReady && !s.readyAt.IsZero():
+		s.readyFor += now.Sub(s.readyAt)
+		s.readyAt = time.Time{}
+	}
 	s.state, s.reason = to, reason
 	cb := s.OnState
 	s.mu.Unlock()
@@ -189,13 +199,25 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	quick := 0
 	for {
 		started := time.Now()
+		s.mu.Lock()
+		s.readyAt, s.readyFor = time.Time{}, 0
+		s.mu.Unlock()
 		err := s.runOnce(ctx)
 		if ctx.Err() != nil {
 			s.setState(StateStopped, "agent shutting down")
 			return nil
 		}
 		ran := time.Since(started)
-		if ran >= s.Backoff.ResetAfter {
+		// Only a run that was healthy (ready, from the Kubernetes API) for
+		// ResetAfter resets the wait: a K3s that dies after minutes
+		// without ever being ready is still crash-looping.
+		s.mu.Lock()
+		healthy := s.readyFor
+		if !s.readyAt.IsZero() {
+			healthy += time.Since(s.readyAt)
+		}
+		s.mu.Unlock()
+		if healthy >= s.Backoff.ResetAfter {
 			wait, quick = s.Backoff.Initial, 0
 		} else {
 			quick++
@@ -251,14 +273,9 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	cmd.Env = append([]string{"PATH=" + SystemPath, "HOME=/root"}, s.Env...)
 	cmd.Dir = s.Root
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	logFile, err := os.OpenFile(s.path(LogPath), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	logFile, err := openLog(s.path(LogPath), MaxLogSize)
 	if err != nil {
-		if mkErr := os.MkdirAll(filepath.Dir(s.path(LogPath)), 0o755); mkErr == nil {
-			logFile, err = os.OpenFile(s.path(LogPath), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
-		}
-		if err != nil {
-			return fmt.Errorf("opening K3s log %s: %w", LogPath, err)
-		}
+		return fmt.Errorf("opening K3s log %s: %w", LogPath, err)
 	}
 	defer logFile.Close()
 	pr, pw := io.Pipe()
@@ -271,7 +288,7 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 		for sc.Scan() {
 			line := sc.Text()
 			s.ring.add(line)
-			fmt.Fprintln(logFile, line)
+			logFile.writeLine(line)
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
@@ -374,6 +391,66 @@ func (s *Supervisor) stop(cmd *exec.Cmd, exited <-chan error) error {
 }
 
 // ring keeps the last n lines.
+// MaxLogSize bounds /var/log/k3s.log: past it the file becomes k3s.log.1
+// (replacing the previous one) and a new one starts, so that a node up for
+// months keeps at most twice this of K3s's output, in the overlay's RAM
+// until the state partition holds /var.
+const MaxLogSize = 4 << 20
+
+// logFile appends lines to a file rotated at max bytes.
+type logFile struct {
+	path string
+	max  int64
+	f    *os.File
+	size int64
+}
+
+func openLog(path string, max int64) (*logFile, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	l := &logFile{path: path, max: max}
+	return l, l.open()
+}
+
+func (l *logFile) open() error {
+	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	l.f, l.size = f, st.Size()
+	return nil
+}
+
+// writeLine appends line, rotating first when it would pass max. A write
+// that fails is dropped: the lines stay in the ring.
+func (l *logFile) writeLine(line string) {
+	if l.f == nil {
+		return
+	}
+	if l.size > 0 && l.size+int64(len(line))+1 > l.max {
+		l.f.Close()
+		l.f = nil
+		if err := os.Rename(l.path, l.path+".1"); err != nil || l.open() != nil {
+			return
+		}
+	}
+	n, _ := fmt.Fprintln(l.f, line)
+	l.size += int64(n)
+}
+
+func (l *logFile) Close() error {
+	if l.f == nil {
+		return nil
+	}
+	return l.f.Close()
+}
+
 type ring struct {
 	mu   sync.Mutex
 	buf  []string

@@ -230,3 +230,47 @@ func TestRingKeepsTheNewestLines(t *testing.T) {
 		t.Errorf("ring = %s", got)
 	}
 }
+
+// TestBackoffResetsOnlyAfterHealthyTime: a K3s that runs longer than
+// ResetAfter but is never ready (no API answers) is still crash-looping:
+// the wait is not reset by running time alone.
+func TestBackoffResetsOnlyAfterHealthyTime(t *testing.T) {
+	root := fakeRoot(t)
+	s := &Supervisor{
+		Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Env:     []string{"ETOILE_FAKE_K3S=exit:150"},
+		Config:  []byte("cluster-init: true\n"),
+		Backoff: Backoff{Initial: 10 * time.Millisecond, Max: 40 * time.Millisecond, ResetAfter: 50 * time.Millisecond, Crashloop: 3},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "crashloop", func() bool { return s.Status().State == StateCrashloop })
+	cancel()
+	<-done
+}
+
+// TestLogFileRotates: past MaxLogSize the log becomes k3s.log.1 and a new
+// one starts; neither passes the bound by more than a line.
+func TestLogFileRotates(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "var/log/k3s.log")
+	l, err := openLog(p, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Repeat("x", 99) // 100 bytes with its newline
+	for i := 0; i < 25; i++ {
+		l.writeLine(line)
+	}
+	l.Close()
+	for _, f := range []string{p, p + ".1"} {
+		st, err := os.Stat(f)
+		if err != nil || st.Size() == 0 || st.Size() > 1000 {
+			t.Errorf("%s: %v, size %d (want 1..1000)", f, err, st.Size())
+		}
+	}
+	if st, _ := os.Stat(p); st.Size() != 500 {
+		t.Errorf("current log holds %d bytes after 25 lines, want 500 (2500 bytes = two full files and half a third)", st.Size())
+	}
+}

@@ -146,7 +146,7 @@ func Start(ctx context.Context, env Env) *Node {
 	})
 	defer collect()
 	data, from, err := n.findConfig(ctx)
-	gpu := inventory.HasGPU(n.rootOrEmpty())
+	gpu := inventory.HasGPU(n.rootOrEmpty(), "nvidia") // the only GPUs the node's labels describe
 	if gpu {
 		collect()
 	}
