@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/etoile-os/etoile/agent/logring"
 )
 
 // State is K3s's state as the agent reports it.
@@ -93,7 +95,7 @@ type Supervisor struct {
 	readyFor time.Duration // time spent ready in the current run, before readyAt
 	reason   string
 	restarts int
-	ring     *ring
+	ring     *logring.Ring
 }
 
 // Status is a snapshot for the local API and the console.
@@ -121,7 +123,7 @@ func (s *Supervisor) Logs() []string {
 	if r == nil {
 		return nil
 	}
-	return r.lines()
+	return r.Lines()
 }
 
 func (s *Supervisor) setState(to State, reason string) {
@@ -257,7 +259,7 @@ func (s *Supervisor) defaults() {
 	}
 	s.mu.Lock()
 	if s.ring == nil {
-		s.ring = newRing(500)
+		s.ring = logring.New(500)
 	}
 	s.mu.Unlock()
 }
@@ -287,7 +289,7 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 		sc.Buffer(make([]byte, 64*1024), 1024*1024)
 		for sc.Scan() {
 			line := sc.Text()
-			s.ring.add(line)
+			s.ring.Add(line)
 			logFile.writeLine(line)
 		}
 		_, _ = io.Copy(io.Discard, pr)
@@ -449,32 +451,4 @@ func (l *logFile) Close() error {
 		return nil
 	}
 	return l.f.Close()
-}
-
-type ring struct {
-	mu   sync.Mutex
-	buf  []string
-	next int
-	full bool
-}
-
-func newRing(n int) *ring { return &ring{buf: make([]string, n)} }
-
-func (r *ring) add(line string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.buf[r.next] = line
-	r.next = (r.next + 1) % len(r.buf)
-	if r.next == 0 {
-		r.full = true
-	}
-}
-
-func (r *ring) lines() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.full {
-		return append([]string(nil), r.buf[:r.next]...)
-	}
-	return append(append([]string(nil), r.buf[r.next:]...), r.buf[:r.next]...)
 }

@@ -221,16 +221,6 @@ func TestMissingBinaryIsReportedAndRetried(t *testing.T) {
 	<-done
 }
 
-func TestRingKeepsTheNewestLines(t *testing.T) {
-	r := newRing(3)
-	for i := 1; i <= 5; i++ {
-		r.add(strconv.Itoa(i))
-	}
-	if got := strings.Join(r.lines(), ","); got != "3,4,5" {
-		t.Errorf("ring = %s", got)
-	}
-}
-
 // TestBackoffResetsOnlyAfterHealthyTime: a K3s that runs longer than
 // ResetAfter but is never ready (no API answers) is still crash-looping:
 // the wait is not reset by running time alone.

@@ -66,6 +66,9 @@ type Env struct {
 	// hostname (the boot's Machine.ApplyNetwork); nil leaves the network
 	// as the boot made it.
 	ApplyNetwork func(ctx context.Context, cfg *config.MachineConfig) error
+	// AgentLogs returns the agent's recent log lines (its console log);
+	// nil when not kept.
+	AgentLogs func() []string
 	// Socket is the local API's socket ("" for api.DefaultSocket).
 	Socket string
 	Log    *slog.Logger
@@ -378,8 +381,14 @@ func (n *Node) Logs(source string, lines int) ([]string, error) {
 		}
 		all := sup.Logs()
 		return all[max(0, len(all)-lines):], nil
+	case "agent", "":
+		if n.env.AgentLogs == nil {
+			return []string{}, nil
+		}
+		all := n.env.AgentLogs()
+		return all[max(0, len(all)-lines):], nil
 	default:
-		return nil, fmt.Errorf("no log named %q: use k3s", source)
+		return nil, fmt.Errorf("no log named %q: use agent or k3s", source)
 	}
 }
 

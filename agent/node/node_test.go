@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -239,3 +240,22 @@ type fileSource struct{ name, data string }
 
 func (s fileSource) Name() string                         { return s.name }
 func (s fileSource) Read(context.Context) ([]byte, error) { return []byte(s.data), nil }
+
+// TestLogsAgentAndK3s: /v1/logs's sources on a node: the agent's own log
+// (the default source), K3s's (empty before it runs), and an unknown one.
+func TestLogsAgentAndK3s(t *testing.T) {
+	lines := []string{"etoile: step=mount-api t=0.10s", "etoile: step=cmdline t=0.11s", "etoile: ready version=dev"}
+	n := &Node{env: Env{AgentLogs: func() []string { return lines }}}
+	for _, src := range []string{"agent", ""} {
+		got, err := n.Logs(src, 2)
+		if err != nil || !slices.Equal(got, lines[1:]) {
+			t.Errorf("Logs(%q, 2) = %q, %v; want the last two agent lines", src, got, err)
+		}
+	}
+	if got, err := n.Logs("k3s", 10); err != nil || len(got) != 0 {
+		t.Errorf("Logs(k3s) before K3s ran = %q, %v", got, err)
+	}
+	if _, err := n.Logs("kernel", 10); err == nil || !strings.Contains(err.Error(), "use agent or k3s") {
+		t.Errorf("Logs(kernel) = %v", err)
+	}
+}

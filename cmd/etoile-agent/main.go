@@ -17,6 +17,8 @@ import (
 
 	"github.com/etoile-os/etoile/agent"
 	"github.com/etoile-os/etoile/agent/boot"
+	"github.com/etoile-os/etoile/agent/k3s"
+	"github.com/etoile-os/etoile/agent/logring"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,6 +49,11 @@ func main() {
 // panic the kernel and lose the message that says what went wrong.
 func pid1() {
 	sigs := boot.NotifySignals() // first: an early SIGTERM must not kill us
+	if os.Getenv("PATH") == "" {
+		// The kernel starts init with no PATH: what the agent runs
+		// (nvidia-smi for the inventory) is looked for in the system's folders.
+		_ = os.Setenv("PATH", k3s.SystemPath)
+	}
 	reaper := boot.NewReaper()
 	defer func() {
 		if r := recover(); r != nil {
@@ -63,9 +70,13 @@ func pid1() {
 	// about six collections before the ready line under emulation. The
 	// usual pacing comes back once the machine is up.
 	gcPercent := debug.SetGCPercent(800)
-	svc := &services{}
-	m := boot.New(boot.Options{Stdout: os.Stdout, Reaper: reaper, BeforeReady: svc.start})
-	fmt.Fprintf(os.Stdout, "etoile: agent starting version=%s commit=%s\n", agent.Version, agent.Commit)
+	// The agent's log goes to the console and, for the local API's
+	// /v1/logs?source=agent, into memory.
+	logs := logring.New(2000)
+	out := io.MultiWriter(os.Stdout, logs)
+	svc := &services{agentLogs: logs}
+	m := boot.New(boot.Options{Stdout: out, Reaper: reaper, BeforeReady: svc.start})
+	fmt.Fprintf(out, "etoile: agent starting version=%s commit=%s\n", agent.Version, agent.Commit)
 	ctx, cancel := context.WithCancel(context.Background())
 	_, _ = m.Boot(ctx) // a failure is already on every console
 	debug.SetGCPercent(gcPercent)

@@ -20,14 +20,16 @@ import (
 	"github.com/etoile-os/etoile/agent/api"
 	"github.com/etoile-os/etoile/agent/boot"
 	"github.com/etoile-os/etoile/agent/config"
+	"github.com/etoile-os/etoile/agent/logring"
 	"github.com/etoile-os/etoile/agent/node"
 	"github.com/etoile-os/etoile/agent/sysimage"
 )
 
 // services are what PID 1 runs after the boot steps (agent/node).
 type services struct {
-	mu   sync.Mutex
-	node *node.Node
+	mu        sync.Mutex
+	node      *node.Node
+	agentLogs *logring.Ring // the agent's console log, for /v1/logs?source=agent
 }
 
 // wait returns once the services stopped (their context ended).
@@ -79,6 +81,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 			return machineStatus(m, h, slot)
 		},
 		ApplyNetwork: m.ApplyNetwork,
+		AgentLogs:    s.agentLogs.Lines,
 		Start:        m.Reaper().Start,
 		Release:      m.Reaper().Release,
 		Slot:         slot,

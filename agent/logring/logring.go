@@ -1,0 +1,64 @@
+// Package logring keeps the newest lines of a log in memory: K3s's output,
+// and the agent's own log, for the local API's /v1/logs.
+package logring
+
+import (
+	"strings"
+	"sync"
+)
+
+// Ring holds the last n lines added (or written).
+type Ring struct {
+	mu      sync.Mutex
+	buf     []string
+	next    int
+	full    bool
+	partial strings.Builder // Write's unfinished line
+}
+
+// New returns a ring of n lines (at least one).
+func New(n int) *Ring { return &Ring{buf: make([]string, max(n, 1))} }
+
+// Add appends one line, dropping the oldest when full.
+func (r *Ring) Add(line string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.add(line)
+}
+
+func (r *Ring) add(line string) {
+	r.buf[r.next] = line
+	r.next = (r.next + 1) % len(r.buf)
+	if r.next == 0 {
+		r.full = true
+	}
+}
+
+// Write adds each complete line of p (an io.Writer beside the consoles);
+// a line without its newline waits for the rest.
+func (r *Ring) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := string(p)
+	for {
+		i := strings.IndexByte(s, '\n')
+		if i < 0 {
+			r.partial.WriteString(s)
+			return len(p), nil
+		}
+		r.partial.WriteString(s[:i])
+		r.add(r.partial.String())
+		r.partial.Reset()
+		s = s[i+1:]
+	}
+}
+
+// Lines returns the lines held, oldest first.
+func (r *Ring) Lines() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.full {
+		return append([]string(nil), r.buf[:r.next]...)
+	}
+	return append(append([]string(nil), r.buf[r.next:]...), r.buf[:r.next]...)
+}
