@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/etoile-os/etoile/agent/tlsroots"
 )
 
 // MaxSize bounds a machine config document from any source: real ones are a
@@ -125,6 +127,9 @@ func FromURL(ctx context.Context, rawURL string, client *http.Client) ([]byte, e
 	}
 	if u.Host == "" {
 		return nil, fmt.Errorf("machine config URL %q has no host", shown)
+	}
+	if u.Scheme == "https" {
+		tlsroots.Ensure() // the node has no CA bundle of its own
 	}
 	if client == nil {
 		client = &http.Client{}

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/etoile-os/etoile/agent/tlsroots"
 )
 
 // ChecksumError refuses a downloaded image whose SHA-256 is not the one the
@@ -62,6 +64,9 @@ func Download(ctx context.Context, client *http.Client, url, want, dst string, l
 }
 
 func fetch(ctx context.Context, client *http.Client, url, want, dst string) (int64, error) {
+	if strings.HasPrefix(url, "https://") {
+		tlsroots.Ensure() // the initramfs has no CA bundle of its own
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, fmt.Errorf("system image URL %q: %w", url, err)
