@@ -6,20 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-func writeTree(t *testing.T, root string, files map[string]string) {
-	t.Helper()
-	for p, data := range files {
-		full := filepath.Join(root, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+	"github.com/etoile-os/etoile/agent/fakeroot"
+)
 
 // mksquashfs makes a squashfs layer of src with squashfs-tools, as an
 // operator would.
@@ -41,13 +30,13 @@ func mksquashfs(t *testing.T, src string) string {
 // arrive, and the later extension wins over the earlier one.
 func TestStageExtensions(t *testing.T) {
 	dir := t.TempDir()
-	writeTree(t, dir, map[string]string{
+	fakeroot.Write(t, dir, map[string]string{
 		"usr/bin/site-tool":        "v1",
 		"etc/site/motd":            "from the folder",
 		"usr/share/doc/site/a.txt": "a",
 	})
 	src := t.TempDir()
-	writeTree(t, src, map[string]string{
+	fakeroot.Write(t, src, map[string]string{
 		"usr/bin/nvidia-container-runtime": "#!/bin/sh\n",
 		"etc/site/motd":                    "from the layer",
 	})
@@ -98,7 +87,7 @@ func TestStageExtensionsRefusesOtherKernels(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				src := t.TempDir()
-				writeTree(t, src, c.files)
+				fakeroot.Write(t, src, c.files)
 				ext := Extension{Name: "nvidia", Dir: src}
 				if asLayer {
 					ext = Extension{Name: "nvidia", Squashfs: mksquashfs(t, src)}

@@ -8,20 +8,9 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
-)
 
-func writeFiles(t *testing.T, root string, files map[string]string) {
-	t.Helper()
-	for p, data := range files {
-		full := filepath.Join(root, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+	"github.com/etoile-os/etoile/agent/fakeroot"
+)
 
 // TestReindexDrivesWhatTheNewIndexKnows: a GPU no module of the first index
 // drives gets its driver (and the driver's dependency) once the index that
@@ -35,7 +24,7 @@ func TestReindexDrivesWhatTheNewIndexKnows(t *testing.T) {
 		"pci/0000:00:03.0": "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00",
 		"pci/0000:00:05.0": "pci:v000010DEd00002330sv000010DEsd000016C1bc03sc02i00", // an H100
 	})
-	writeFiles(t, root, map[string]string{
+	fakeroot.Write(t, root, map[string]string{
 		"lib/modules/6.1.0-56-amd64/modules.dep":                     "kernel/drivers/net/e1000.ko.zst:\n",
 		"lib/modules/6.1.0-56-amd64/modules.alias":                   "alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n",
 		"lib/modules/6.1.0-56-amd64/kernel/drivers/net/e1000.ko.zst": "",
@@ -52,7 +41,7 @@ func TestReindexDrivesWhatTheNewIndexKnows(t *testing.T) {
 		t.Fatalf("first scan loaded %q, want [e1000]", got)
 	}
 	// The system image's folder laid over the initramfs's: its index names both.
-	writeFiles(t, root, map[string]string{
+	fakeroot.Write(t, root, map[string]string{
 		"lib/modules/6.1.0-56-amd64/modules.dep": "kernel/drivers/net/e1000.ko.zst:\nextra/nvidia.ko: kernel/drivers/i2c/i2c-core.ko\n" +
 			"kernel/drivers/i2c/i2c-core.ko:\n",
 		"lib/modules/6.1.0-56-amd64/modules.alias": "alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n" +
@@ -96,7 +85,7 @@ func TestReindexDrivesWhatTheNewIndexKnows(t *testing.T) {
 // and ';', each module once, non-.conf files ignored.
 func TestReadModulesLoadD(t *testing.T) {
 	root := t.TempDir()
-	writeFiles(t, root, map[string]string{
+	fakeroot.Write(t, root, map[string]string{
 		"etc/modules-load.d/nvidia.conf":     "# NVIDIA's container toolkit\nnvidia-uvm\n\n; also\nnvidia_modeset\n",
 		"usr/lib/modules-load.d/nvidia.conf": "hidden_by_etc\n",
 		"usr/lib/modules-load.d/10-net.conf": "tcp_bbr\nnvidia_uvm\n",
