@@ -1,9 +1,12 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -76,6 +79,10 @@ func (b *Builder) name(suffix string) string { return "etoile-" + b.Spec.Arch + 
 type bootFiles struct {
 	isolinuxBin, ldlinux, isohdpfx, systemdBoot string
 	packages                                    []*debian.Package
+	// caBundle is the system image's CA certificates, made from Debian's
+	// ca-certificates package (caPackage).
+	caBundle  string
+	caPackage *debian.Package
 }
 
 // Build runs every step; artifacts appear in OutDir only when all succeed,
@@ -125,7 +132,7 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 		outputs = map[string]string{} // artifact name → file in work
 	)
 	fetcher := &debian.Fetcher{CacheDir: filepath.Join(b.CacheDir, "debs"), Log: log, Architecture: arch.Name,
-		LocalHint: "the bootloaders come from Debian's isolinux, syslinux-common and systemd-boot-efi packages: " +
+		LocalHint: "the bootloaders and CA certificates come from Debian's isolinux, syslinux-common, systemd-boot-efi and ca-certificates packages: " +
 			"run `apt-get update` on a machine with a package mirror, or copy those .deb files (name_version_arch.deb) into " +
 			filepath.Join(b.CacheDir, "debs")}
 
@@ -154,7 +161,10 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 	}
 	if err := step("bootloaders", func() error {
 		var err error
-		boot, err = b.fetchBootFiles(ctx, fetcher, arch, work)
+		if boot, err = b.fetchBootFiles(ctx, fetcher, arch, work); err != nil {
+			return err
+		}
+		boot.caBundle, boot.caPackage, err = fetchCABundle(ctx, fetcher, work)
 		return err
 	}); err != nil {
 		return nil, err
@@ -210,6 +220,13 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 		stage := filepath.Join(work, "rootfs")
 		if err := b.stageRoot(stage, version); err != nil {
 			return err
+		}
+		// Before K3s and the extensions: a site's extension may replace it.
+		if err := os.MkdirAll(filepath.Join(stage, filepath.Dir(CABundlePath)), 0o755); err != nil {
+			return err
+		}
+		if err := copyFile(boot.caBundle, filepath.Join(stage, CABundlePath), 0o644); err != nil {
+			return fmt.Errorf("adding the CA certificates: %w", err)
 		}
 		if k3sArt != nil {
 			if err := stageK3s(stage, k3sArt); err != nil {
@@ -268,7 +285,7 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 	sbomName := b.name(".spdx.json")
 	sbomPath := filepath.Join(work, sbomName)
 	if err := step("sbom", func() error {
-		doc, err := b.sbom(version, k, boot.packages, k3sArt, arts)
+		doc, err := b.sbom(version, k, boot.packages, boot.caPackage, k3sArt, arts)
 		if err != nil {
 			return err
 		}
@@ -507,4 +524,52 @@ func DefaultCacheDir() (string, error) {
 		return "", errNoCache
 	}
 	return filepath.Join(home, ".cache", "etoile"), nil
+}
+
+// CABundlePath is where the system image keeps the CA certificates, in
+// Debian's place, where Go's crypto/x509 (K3s, containerd, the agent) and
+// most tools look.
+const CABundlePath = "etc/ssl/certs/ca-certificates.crt"
+
+// fetchCABundle makes the CA bundle from Debian's ca-certificates package
+// the way update-ca-certificates does by default: every Mozilla certificate
+// it ships, in the order of their names, each checked to be one.
+func fetchCABundle(ctx context.Context, f *debian.Fetcher, work string) (string, *debian.Package, error) {
+	const pkg, certDir = "ca-certificates", "usr/share/ca-certificates/mozilla/"
+	p, err := f.Fetch(ctx, pkg)
+	if err != nil {
+		return "", nil, err
+	}
+	dir := filepath.Join(work, "pkg-"+pkg)
+	if err := p.Extract(dir, func(path string) bool {
+		path = strings.TrimPrefix(path, "./")
+		return strings.HasPrefix(path, certDir) && strings.HasSuffix(path, ".crt")
+	}); err != nil {
+		return "", nil, fmt.Errorf("unpacking %s: %w", pkg, err)
+	}
+	files, err := filepath.Glob(filepath.Join(dir, certDir, "*.crt"))
+	if err != nil || len(files) == 0 {
+		return "", nil, fmt.Errorf("package %s %s has no certificates in /%s: is it the expected package?", p.Name, p.Version, certDir)
+	}
+	sort.Strings(files)
+	var bundle bytes.Buffer
+	for _, name := range files {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			return "", nil, err
+		}
+		block, _ := pem.Decode(data)
+		if block == nil || block.Type != "CERTIFICATE" {
+			return "", nil, fmt.Errorf("package %s %s: %s is not a PEM certificate", p.Name, p.Version, filepath.Base(name))
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return "", nil, fmt.Errorf("package %s %s: %s: %w", p.Name, p.Version, filepath.Base(name), err)
+		}
+		bundle.Write(data)
+		if !bytes.HasSuffix(data, []byte("\n")) {
+			bundle.WriteByte('\n')
+		}
+	}
+	out := filepath.Join(work, "ca-certificates.crt")
+	return out, p, os.WriteFile(out, bundle.Bytes(), 0o644)
 }

@@ -100,7 +100,7 @@ func debPackage(p *debian.Package, purpose string) spdxPackage {
 
 // sbom describes the image: Étoile itself, the kernel and bootloader
 // packages, the Go modules linked into the agent, and each artifact.
-func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Package, k3sArt *k3s.Artifacts, arts []Artifact) ([]byte, error) {
+func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Package, caPkg *debian.Package, k3sArt *k3s.Artifacts, arts []Artifact) ([]byte, error) {
 	created := time.Unix(b.Epoch, 0).UTC().Format(time.RFC3339)
 	root := spdxPackage{
 		Name: "etoile", SPDXID: "SPDXRef-etoile", VersionInfo: version,
@@ -136,6 +136,12 @@ func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Pack
 	for _, p := range bootPkgs {
 		sp := debPackage(p, "APPLICATION")
 		sp.Comment = "bootloader"
+		doc.Packages = append(doc.Packages, sp)
+		rel(root.SPDXID, "CONTAINS", sp.SPDXID)
+	}
+	if caPkg != nil {
+		sp := debPackage(caPkg, "OTHER")
+		sp.Comment = "CA certificates: /" + CABundlePath + " in the system image"
 		doc.Packages = append(doc.Packages, sp)
 		rel(root.SPDXID, "CONTAINS", sp.SPDXID)
 	}

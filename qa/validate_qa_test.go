@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/etoile-os/etoile/image"
 )
 
 // These tests read the build's outputs with tools that did not write them.
@@ -261,6 +263,9 @@ func TestSystemImageUnsquashfs(t *testing.T) {
 	if entries == 0 {
 		t.Errorf("unsquashfs -l %s lists no files:\n%s", sqfs, out)
 	}
+	if !strings.Contains(out, "squashfs-root/"+image.CABundlePath+"\n") {
+		t.Errorf("the system image has no CA bundle at /%s", image.CABundlePath)
+	}
 }
 
 func TestSHA256SUMS(t *testing.T) {
@@ -305,6 +310,13 @@ func TestSPDX(t *testing.T) {
 	if !kernel {
 		t.Errorf("%s names no linux-image package with a version (%d packages)", path, len(doc.Packages))
 	}
+	ca := false
+	for _, p := range doc.Packages {
+		ca = ca || (p.Name == "ca-certificates" && p.VersionInfo != "")
+	}
+	if !ca {
+		t.Errorf("%s does not name the ca-certificates package the system image's CA bundle comes from", path)
+	}
 }
 
 func TestInitramfsBudget(t *testing.T) {
@@ -317,5 +329,68 @@ func TestInitramfsBudget(t *testing.T) {
 	t.Logf("%s: %.1f MB", path, float64(st.Size())/1e6)
 	if st.Size() > budget {
 		t.Errorf("%s is %.1f MB, over the 30 MB budget", path, float64(st.Size())/1e6)
+	}
+}
+
+// TestStandinK3sInImage is issue 3's build check on the image `make
+// image-standin` made from the K3s STAND-IN's release folder (the same
+// path a real release takes): the system image holds k3s with its kubectl,
+// crictl and ctr links, the airgap archive where the agent keeps it and
+// linked where K3s imports it, and the CA bundle; the SBOM names k3s with
+// the version and the SHA-256 of the binary in the release folder.
+func TestStandinK3sInImage(t *testing.T) {
+	out := standinOut(t)
+	list := runTool(t, "", tool(t, UnsquashfsTool), "-lls", filepath.Join(out, SystemName))
+	const airgap = "k3s-airgap-images-amd64.tar.zst"
+	for _, re := range []string{
+		`-rwxr-xr-x .* squashfs-root/usr/local/bin/k3s\n`,
+		`squashfs-root/usr/local/bin/kubectl -> k3s\n`,
+		`squashfs-root/usr/local/bin/crictl -> k3s\n`,
+		`squashfs-root/usr/local/bin/ctr -> k3s\n`,
+		`-rw-r--r-- .* squashfs-root/usr/lib/etoile/k3s/images/` + regexp.QuoteMeta(airgap) + `\n`,
+		`squashfs-root/var/lib/rancher/k3s/agent/images/` + regexp.QuoteMeta(airgap) + ` -> /usr/lib/etoile/k3s/images/` + regexp.QuoteMeta(airgap) + `\n`,
+		`-rw-r--r-- .* squashfs-root/etc/ssl/certs/ca-certificates.crt\n`,
+	} {
+		if !regexp.MustCompile(re).MatchString(list) {
+			t.Errorf("unsquashfs -lls lacks %s", re)
+		}
+	}
+	k3sDir := filepath.Join(filepath.Dir(out), "k3s-standin")
+	sum, err := FileSHA256(filepath.Join(k3sDir, "k3s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(out, SPDXName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Packages []struct {
+			Name        string `json:"name"`
+			VersionInfo string `json:"versionInfo"`
+			Checksums   []struct {
+				Algorithm string `json:"algorithm"`
+				Value     string `json:"checksumValue"`
+			} `json:"checksums"`
+		} `json:"packages"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, p := range doc.Packages {
+		if p.Name != "k3s" {
+			continue
+		}
+		found = true
+		if !regexp.MustCompile(`^v1\.\d+\.\d+\+k3s\d+$`).MatchString(p.VersionInfo) {
+			t.Errorf("SBOM k3s version %q", p.VersionInfo)
+		}
+		if len(p.Checksums) != 1 || p.Checksums[0].Algorithm != "SHA256" || p.Checksums[0].Value != sum {
+			t.Errorf("SBOM k3s checksums %+v, want SHA256 %s (the release folder's k3s)", p.Checksums, sum)
+		}
+	}
+	if !found {
+		t.Errorf("the stand-in image's SBOM names no k3s package")
 	}
 }
