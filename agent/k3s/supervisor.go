@@ -206,7 +206,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.mu.Unlock()
 		err := s.runOnce(ctx)
 		if ctx.Err() != nil {
-			s.setState(StateStopped, "agent shutting down")
+			s.setState(StateStopped, stopReason(ctx))
 			return nil
 		}
 		ran := time.Since(started)
@@ -236,12 +236,21 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			s.setState(StateStopped, "agent shutting down")
+			s.setState(StateStopped, stopReason(ctx))
 			return nil
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, s.Backoff.Max)
 	}
+}
+
+// stopReason says why ctx ended: its cause when one was given (a config
+// applied through the local API), else the agent's shutdown.
+func stopReason(ctx context.Context) string {
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) && !errors.Is(c, context.DeadlineExceeded) {
+		return c.Error()
+	}
+	return "agent shutting down"
 }
 
 func (s *Supervisor) defaults() {

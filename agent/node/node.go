@@ -79,13 +79,17 @@ type Node struct {
 	env Env
 	ctx context.Context
 	wg  sync.WaitGroup
+	// k3sMu serialises K3s's starts and stops: the boot's (from reading the
+	// config to K3s's exec) and each config applied through the local API,
+	// so that two never run two supervisors.
+	k3sMu sync.Mutex
 
 	mu         sync.Mutex
 	configFrom string
 	cfg        *config.MachineConfig
 	warnings   []string
 	sup        *k3s.Supervisor
-	stopK3s    context.CancelFunc
+	stopK3s    func(reason error)
 	supDone    chan struct{}
 	k3sNote    string // why K3s is not running, when it is not
 	inv        *inventory.Inventory
@@ -118,6 +122,8 @@ func Start(ctx context.Context, env Env) *Node {
 		env.Log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{env: env, ctx: ctx}
+	n.k3sMu.Lock() // an apply through the API waits for the boot's start
+	defer n.k3sMu.Unlock()
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -182,7 +188,7 @@ func Start(ctx context.Context, env Env) *Node {
 	if gpu {
 		<-invDone
 	}
-	n.startK3s(ctx, cfg)
+	_ = n.startK3s(ctx, cfg) // a failure is on the consoles
 	// The constellation's join sends the inventory summary: after it.
 	n.wg.Add(1)
 	go func() {
@@ -262,7 +268,9 @@ func (s lazySource) Read(ctx context.Context) ([]byte, error) {
 	return s.source(dir).Read(ctx)
 }
 
-func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) {
+// startK3s starts K3s's supervisor for cfg; it returns once K3s was
+// executed (or 5 s passed), or an error when it cannot be started at all.
+func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 	if _, err := k3s.LinkAirgapImages(n.env.Root); err != nil {
 		n.env.Log.Warn("airgap images", "reason", err.Error())
 	}
@@ -276,7 +284,7 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) {
 	sup, err := k3s.ForConfig(n.env.Root, cfg, n.env.NodeName, labels, n.env.Log)
 	if err != nil {
 		n.fail("k3s", err.Error(), "rebuild the image with K3s (etoile build --k3s-dir DIR), or fix the machine config")
-		return
+		return err
 	}
 	sup.Start, sup.Release, sup.Env = n.env.Start, n.env.Release, n.env.K3sEnv
 	sup.SinceBoot = bootTime
@@ -296,7 +304,7 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) {
 			n.env.Broadcast(n.env.ReadyLine() + " k3s=" + string(to))
 		}
 	}
-	sctx, cancel := context.WithCancel(ctx)
+	sctx, cancel := context.WithCancelCause(ctx)
 	done := make(chan struct{})
 	n.mu.Lock()
 	n.sup, n.stopK3s, n.supDone = sup, cancel, done
@@ -320,6 +328,7 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) {
 	case <-time.After(5 * time.Second):
 	case <-ctx.Done():
 	}
+	return nil
 }
 
 // --- the local API's backend ------------------------------------------
@@ -419,6 +428,9 @@ func (n *Node) applyNetwork(ctx context.Context, cfg *config.MachineConfig) []st
 	return out
 }
 
+// errReplaced is why K3s stops when a config is applied through the API.
+var errReplaced = errors.New("stopped to start again with the config applied through the local API")
+
 // ApplyConfig implements api.Backend: a valid config replaces the running
 // one and K3s is restarted with it (stopped cleanly first). Until the state
 // partition exists it lasts until the next boot.
@@ -434,6 +446,8 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), data, 0o600); err != nil {
 		return warns, err
 	}
+	n.k3sMu.Lock()
+	defer n.k3sMu.Unlock()
 	warns = append(warns, n.applyNetwork(ctx, cfg)...)
 	if len(cfg.Network.Interfaces) > 0 {
 		warns = append(warns, "network: the interfaces listed are configured now; what an earlier config set and this one no longer lists stays until the next boot")
@@ -443,11 +457,13 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	n.cfg, n.warnings, n.configFrom, n.k3sNote = cfg, warns, "local API", ""
 	n.mu.Unlock()
 	if stop != nil {
-		stop()
+		stop(errReplaced)
 		<-done
 	}
 	// The supervisor outlives this request: it runs under the node's context.
-	n.startK3s(n.ctx, cfg)
+	if err := n.startK3s(n.ctx, cfg); err != nil {
+		return warns, fmt.Errorf("the config is applied, but K3s cannot start: %w", err)
+	}
 	return append(warns, "applied until the next boot: keep it in the machine config's source to make it last"), nil
 }
 

@@ -259,3 +259,66 @@ func TestLogsAgentAndK3s(t *testing.T) {
 		t.Errorf("Logs(kernel) = %v", err)
 	}
 }
+
+// standinProcesses counts the running processes whose program is the
+// stand-in at bin.
+func standinProcesses(t *testing.T, bin string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == bin {
+			n++
+		}
+	}
+	return n
+}
+
+// TestConcurrentAppliesRunOneK3s: configs applied through the local API at
+// once leave one K3s (stand-in) running: each apply stops the K3s before
+// it, which says why, and no supervisor is left behind.
+func TestConcurrentAppliesRunOneK3s(t *testing.T) {
+	root := t.TempDir()
+	buildStandin(t, root)
+	var con consoleLines
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); time.Sleep(100 * time.Millisecond) }()
+	n := Start(ctx, Env{Root: root, Broadcast: con.add, K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root},
+		NodeName: "edge-1", Socket: filepath.Join(root, "agent.sock")})
+	if n.K3sState() != "stopped" {
+		t.Fatalf("k3s=%s without a config", n.K3sState())
+	}
+	cfg := []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\nk3s: {https-listen-port: 16445}\n")
+	var wg sync.WaitGroup
+	const applies = 6
+	errs := make(chan error, applies)
+	for range applies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := n.ApplyConfig(ctx, cfg)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("ApplyConfig: %v", err)
+		}
+	}
+	bin := filepath.Join(root, "usr/local/bin/k3s")
+	waitUntil(t, "k3s running", 30*time.Second, func() bool { return n.K3sState() == "running" || n.K3sState() == "ready" })
+	time.Sleep(500 * time.Millisecond)
+	if got := standinProcesses(t, bin); got != 1 {
+		t.Errorf("%d K3s stand-in processes after %d applies, want 1\n%s", got, applies, con.all())
+	}
+	if got := strings.Count(con.all(), `reason="stopped to start again with the config applied through the local API"`); got != applies-1 {
+		t.Errorf("%d K3s stops say they were replaced, want %d (one per apply after the first):\n%s", got, applies-1, con.all())
+	}
+	cancel()
+	n.Wait()
+}
