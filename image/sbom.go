@@ -160,13 +160,19 @@ func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Pack
 		}
 		doc.Packages = append(doc.Packages, kp)
 		rel(root.SPDXID, "CONTAINS", kp.SPDXID)
-		for _, p := range k3sArt.AirgapImages {
+		for i, p := range k3sArt.AirgapImages {
 			name := path.Base(p)
 			ap := spdxPackage{Name: name, SPDXID: spdxID("airgap", name), VersionInfo: k3sArt.Version,
 				DownloadLocation: noAssertion, FilesAnalyzed: false,
 				Checksums:        []spdxChecksum{{Algorithm: "SHA256", Value: k3sArt.AirgapSHA256[p]}},
 				LicenseConcluded: noAssertion, LicenseDeclared: noAssertion, CopyrightText: noAssertion,
-				Comment: "container image archive imported by K3s at start", PrimaryPurpose: "CONTAINER"}
+				Comment: "K3s's container image archive, imported by K3s at start", PrimaryPurpose: "CONTAINER"}
+			if i > 0 {
+				// The site's own archive (k3s.airgapImages): its version is
+				// not K3s's, and the build does not know it.
+				ap.VersionInfo = ""
+				ap.Comment = "the site's container image archive (k3s.airgapImages), imported by K3s at start"
+			}
 			doc.Packages = append(doc.Packages, ap)
 			rel(kp.SPDXID, "DEPENDS_ON", ap.SPDXID)
 		}
