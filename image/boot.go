@@ -114,7 +114,7 @@ func (b *Builder) writeISO(dst, work string, arch Arch, k *kernel.Kernel, initrd
 	// FAT32 needs about 33 MiB at least; leave room for the FAT itself.
 	fatSize := max(40*mib, roundUp(size+size/16+4*mib, mib))
 	if err := media.WriteFAT(efi.Source, fatSize, espFiles, media.FATOptions{
-		Label: "ETOILE-EFI", VolumeID: volumeID(b.stableID("efiboot", version)),
+		Label: "ETOILE-EFI", VolumeID: volumeID(b.stableID("efiboot", version)), Epoch: b.Epoch,
 	}); err != nil {
 		return fmt.Errorf("El Torito EFI image: %w", err)
 	}

@@ -182,7 +182,7 @@ func mergeExtensionModules(root string, k *kernel.Kernel, initramfsMods []kernel
 	}
 	log.Info("extension kernel modules", attrs...)
 	if len(ex.Overrides) > 0 {
-		log.Warn("extension modules replace the initramfs's after the system image is mounted; before that (finding the boot medium, a netboot's download) the kernel package's own load",
+		log.Warn("extension modules have the names of modules of the initramfs: the kernel keeps the first copy loaded, so the extension's is used only where the initramfs's was not loaded before the system image is mounted; leave them out of the spec's modules to use the extension's",
 			"modules", strings.Join(ex.Overrides, ","))
 	}
 	return nil

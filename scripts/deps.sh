@@ -9,8 +9,10 @@ BUILD_PACKAGES=(make gcc libc6-dev git ca-certificates)
 
 # What `make test` needs on top: QEMU and firmware to boot the media, and
 # independent tools to verify what Étoile wrote, a browser for the hub page.
+# isolinux: the isohybrid MBR code the ISO test compares against; kmod: the
+# depmod the generated module index is compared with.
 TEST_PACKAGES=(qemu-system-x86 qemu-utils ovmf ipxe-qemu xorriso gdisk dosfstools mtools squashfs-tools
-	cpio zstd xz-utils e2fsprogs iproute2 file chromium)
+	cpio zstd xz-utils e2fsprogs iproute2 file chromium isolinux kmod)
 
 missing_packages() {
 	local p out=()

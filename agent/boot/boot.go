@@ -51,6 +51,10 @@ type Options struct {
 	Root string
 	// Log receives the step lines; built from Stdout when nil.
 	Log *slog.Logger
+	// Echo, when set, also receives every line printed on all consoles
+	// (the ready and error lines), which bypass Stdout: the agent's log
+	// kept for the local API.
+	Echo io.Writer
 	// Stdout is where log lines go (the console when PID 1).
 	Stdout io.Writer
 	// Loader, Mounter and Clock default to the syscalls (Root == "") or
@@ -105,6 +109,11 @@ type Machine struct {
 	// coldplugDone is closed once the hardware drivers are loaded (or
 	// were never started).
 	coldplugDone chan struct{}
+	// imageDrivers is closed once the drivers the system image's modules
+	// add (an extension's NIC or GPU driver) are loaded after the switch,
+	// or once it is known there are none (or the boot stopped before).
+	imageDrivers     chan struct{}
+	imageDriversOnce sync.Once
 	// cfgPre looks for the machine config's volumes from the moment the
 	// medium is found; switchMu keeps its mounts out of the root's switch.
 	cfgPre   configPrefetch
@@ -214,7 +223,7 @@ func New(opts Options) *Machine {
 		}
 	}
 	m := &Machine{opts: opts, log: opts.Log, modulesDone: make(chan struct{}), entropyDone: make(chan struct{}), coldplugDone: make(chan struct{}),
-		devEvents: make(chan struct{}, 1)}
+		imageDrivers: make(chan struct{}), devEvents: make(chan struct{}, 1)}
 	var ru unix.Rusage
 	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
 		m.sysAtStart = time.Duration(ru.Stime.Nano())
@@ -274,9 +283,11 @@ func (m *Machine) Log() *slog.Logger { return m.log }
 // error line is printed on every console and returned as a *StepError.
 func (m *Machine) Boot(ctx context.Context) (Ready, error) {
 	if err := m.Run(ctx, Early()); err != nil {
+		m.imageDriversLoaded()
 		return Ready{}, err
 	}
 	if err := m.Run(ctx, Sequence(m.Params)); err != nil {
+		m.imageDriversLoaded()
 		return Ready{}, err
 	}
 	var extra []string
@@ -405,6 +416,9 @@ func (m *Machine) broadcast(line string) {
 		fmt.Fprintln(m.opts.Stdout, line)
 	}
 	_, _ = b.Println(line)
+	if m.opts.Echo != nil && m.real() {
+		fmt.Fprintln(m.opts.Echo, line)
+	}
 }
 
 func (m *Machine) ready() Ready {
@@ -420,6 +434,12 @@ func (m *Machine) ready() Ready {
 	}
 	return r
 }
+
+// ImageDriversLoaded is closed once the drivers that the system image's own
+// kernel modules add are loaded (see switchRoot), or once there are none.
+func (m *Machine) ImageDriversLoaded() <-chan struct{} { return m.imageDrivers }
+
+func (m *Machine) imageDriversLoaded() { m.imageDriversOnce.Do(func() { close(m.imageDrivers) }) }
 
 // NetworkResult is the network as the boot and the machine config left it.
 func (m *Machine) NetworkResult() *network.Result {
@@ -1009,6 +1029,10 @@ func switchRoot(ctx context.Context, m *Machine) error {
 			// initramfs's, one folder for the agent, modprobe and K3s.
 			if err := overlayReadOnly(mt, NewRoot+mods, NewRoot+mods, mods); err != nil {
 				m.log.Warn("the system image's kernel modules cannot be laid over the initramfs's: its extensions' drivers will not load", "reason", err.Error())
+				// The initramfs's modules at least, as without extensions.
+				if err := bindReadOnly(mt, mods, NewRoot+mods); err != nil {
+					m.log.Warn("kernel modules not visible in the system", "reason", err.Error())
+				}
 			} else {
 				layered = true
 			}
@@ -1024,17 +1048,40 @@ func switchRoot(ctx context.Context, m *Machine) error {
 	if err := mt.SwitchRoot(NewRoot, []string{"/proc", "/sys", "/dev", "/run"}); err != nil {
 		return err
 	}
-	if layered && m.real() {
+	if m.real() && m.Params.SystemURL != "" {
+		// A netboot's network came up before the switch, into the
+		// initramfs's /etc: the system's needs its resolv.conf and hostname.
+		if res := m.NetworkResult(); res != nil {
+			network.WriteEtc("/etc", *res, m.log)
+		}
+	}
+	if !layered || !m.real() {
+		m.imageDriversLoaded()
+		return nil
+	}
+	{
 		// The merged index knows the extensions' drivers: the devices
 		// nothing drove yet (a GPU, a NIC with an out-of-tree driver) get
-		// theirs now, in the background.
+		// theirs now, in the background; the network's wait for its links
+		// and a GPU's inventory wait for them (ImageDriversLoaded).
+		loadedBefore := m.Cold.Loaded(0)
 		added, err := m.Cold.Reindex()
 		if err != nil {
+			m.imageDriversLoaded()
 			m.log.Warn("the system image's module index is unreadable: its extensions' drivers will not load", "reason", err.Error())
 			return nil
 		}
 		m.log.Info("kernel modules of the system image added", "index", m.Cold.ModDir, "modules", strings.Join(added, ","))
+		for _, name := range added {
+			if slices.Contains(loadedBefore, name) {
+				// The kernel keeps a module once loaded: the image's copy of
+				// one the initramfs had loaded cannot replace it.
+				m.log.Warn("a module of the system image is not used: the initramfs's copy was loaded before the system image was mounted",
+					"module", name, "fix", "leave the module out of the image's module list (spec modules) so that only the extension's copy exists")
+			}
+		}
 		go func() {
+			defer m.imageDriversLoaded()
 			defer func() {
 				if r := recover(); r != nil {
 					m.log.Warn("module loading crashed", "reason", fmt.Sprint(r))
@@ -1102,6 +1149,16 @@ func (m *Machine) upNetwork(ctx context.Context, etc string) (network.Result, er
 	var settled <-chan struct{}
 	if m.Cold != nil {
 		settled = m.coldplugDone // the NICs' drivers
+		if m.Params.SystemURL == "" {
+			// …and those the system image's modules add after the switch.
+			both := make(chan struct{})
+			go func() {
+				<-m.coldplugDone
+				<-m.imageDrivers
+				close(both)
+			}()
+			settled = both
+		}
 	}
 	return network.Up(ctx, network.Config{
 		Settled: settled,

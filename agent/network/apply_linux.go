@@ -64,9 +64,9 @@ type Applied struct {
 // configured.
 func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Config) ([]Applied, error) {
 	var (
-		done   []Applied
-		errs   []error
-		static []Lease
+		done          []Applied
+		errs          []error
+		static, names []Lease
 	)
 	for i, ifc := range ifaces {
 		a, leases, err := applyOne(ctx, ifc, res, cfg)
@@ -75,13 +75,19 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 			continue
 		}
 		done = append(done, a)
-		static = append(static, leases...)
+		for _, l := range leases {
+			if l.Addr.IP == nil {
+				names = append(names, l) // name servers for a DHCP link
+			} else {
+				static = append(static, l)
+			}
+		}
 	}
 	// Static addresses come first, in the config's order: they are the
 	// machine's chosen ones (the ready line's ip= is the first).
 	res.Leases = append(static, res.Leases...)
-	if cfg.EtcDir != "" && len(res.Leases) > 0 {
-		if err := writeFile(cfg.EtcDir+"/resolv.conf", ResolvConf(res.Leases)); err != nil {
+	if all := append(names, res.Leases...); cfg.EtcDir != "" && len(all) > 0 {
+		if err := writeFile(cfg.EtcDir+"/resolv.conf", ResolvConf(all)); err != nil {
 			errs = append(errs, fmt.Errorf("writing resolv.conf: %w", err))
 		}
 	}
@@ -130,13 +136,14 @@ func linkNames() string {
 	return "links: " + strings.Join(out, ", ")
 }
 
-// vlanName is the VLAN link's name: parent.id, or vlanID when that is
-// longer than the kernel's 15 characters.
-func vlanName(parent string, id int) string {
+// vlanName is the VLAN link's name: parent.id, or v<parent's index>.id when
+// that is longer than the kernel's 15 characters (two ports on one VLAN
+// must not share a name).
+func vlanName(parent string, parentIndex, id int) string {
 	if n := fmt.Sprintf("%s.%d", parent, id); len(n) <= 15 {
 		return n
 	}
-	return fmt.Sprintf("vlan%d", id)
+	return fmt.Sprintf("v%d.%d", parentIndex, id)
 }
 
 // applyOne configures one interface; it returns the static addresses as
@@ -156,8 +163,12 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 	}
 	link := base
 	if ifc.VLAN != 0 {
-		name := vlanName(base.Attrs().Name, ifc.VLAN)
+		name := vlanName(base.Attrs().Name, base.Attrs().Index, ifc.VLAN)
 		if l, err := netlink.LinkByName(name); err == nil {
+			v, ok := l.(*netlink.Vlan)
+			if !ok || v.ParentIndex != base.Attrs().Index || v.VlanId != ifc.VLAN {
+				return Applied{}, nil, fmt.Errorf("a link named %s exists and is not VLAN %d on %s", name, ifc.VLAN, base.Attrs().Name)
+			}
 			link = l
 		} else {
 			v := &netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: base.Attrs().Index}, VlanId: ifc.VLAN}
@@ -204,22 +215,42 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		}
 		l := res.Leases[prev]
 		a.Addresses = []string{l.Addr.String()}
+		var dns []Lease
+		if len(ifc.DNS) > 0 {
+			// The config's name servers before the lease's.
+			d := Lease{Iface: name}
+			for _, s := range ifc.DNS {
+				if ip := net.ParseIP(s); ip != nil {
+					d.DNS = append(d.DNS, ip)
+					a.DNS = append(a.DNS, s)
+				}
+			}
+			dns = append(dns, d)
+		}
 		for _, d := range l.DNS {
 			a.DNS = append(a.DNS, d.String())
 		}
-		return a, nil, nil
+		return a, dns, nil
 	}
 
-	// Static: the boot's lease on this link goes, with its renewal.
-	if prev >= 0 {
-		res.renew.stop(name)
-		old := res.Leases[prev]
-		_ = netlink.AddrDel(link, &netlink.Addr{IPNet: &net.IPNet{IP: old.Addr.IP, Mask: old.Addr.Mask}})
-		for _, r := range old.Routes {
-			_ = netlink.RouteDel(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: r.Dst, Gw: r.Gateway, Priority: 100 + link.Attrs().Index})
+	// Static: whatever this link had goes — the boot's lease and its
+	// renewal (also a late link's, which Up did not return), or an earlier
+	// config's static addresses — with their routes.
+	res.renew.stop(name)
+	for _, old := range res.Leases {
+		if old.Iface != name || old.Addr.IP == nil {
+			continue
 		}
-		res.Leases = slices.Delete(res.Leases, prev, prev+1)
+		_ = netlink.AddrDel(link, &netlink.Addr{IPNet: &net.IPNet{IP: old.Addr.IP, Mask: old.Addr.Mask}})
 	}
+	if routes, err := netlink.RouteList(link, netlink.FAMILY_ALL); err == nil {
+		for _, r := range routes {
+			if r.Gw != nil { // the link's own subnet routes went with the addresses
+				_ = netlink.RouteDel(&r)
+			}
+		}
+	}
+	res.Leases = slices.DeleteFunc(res.Leases, func(l Lease) bool { return l.Iface == name })
 	a := Applied{Iface: name, Addresses: ifc.Addresses, Gateway: ifc.Gateway, DNS: ifc.DNS}
 	var leases []Lease
 	for _, s := range ifc.Addresses {
@@ -239,6 +270,15 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 			return a, nil, fmt.Errorf("gateway %q is not an IP address", ifc.Gateway)
 		}
 		rt := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw, Priority: staticMetric}
+		onLink := false
+		for _, l := range leases {
+			onLink = onLink || l.Addr.Contains(gw)
+		}
+		if !onLink {
+			// A gateway outside the addresses' subnets (a /32 at a hoster):
+			// reachable on the link itself, as the validator announced.
+			rt.Flags = int(netlink.FLAG_ONLINK)
+		}
 		if err := netlink.RouteReplace(rt); err != nil {
 			return a, nil, fmt.Errorf("adding the default route via %s on %s: %w", gw, name, err)
 		}

@@ -118,7 +118,7 @@ func Hostname(leases []Lease, primaryMAC net.HardwareAddr) string {
 // order without repeats (the resolver reads at most three), search domains likewise.
 func ResolvConf(leases []Lease) []byte {
 	var b bytes.Buffer
-	b.WriteString("# Written by etoile-agent from DHCP.\n")
+	b.WriteString("# Written by etoile-agent, from DHCP and the machine config.\n")
 	var search []string
 	var servers []netip.Addr
 	for _, l := range leases {

@@ -141,7 +141,7 @@ func TestResolvConf(t *testing.T) {
 		{DNS: []net.IP{net.IPv4(10, 0, 0, 1), net.IPv4(10, 0, 0, 2)}, Search: []string{"site.example"}},
 		{DNS: []net.IP{net.IPv4(10, 0, 0, 2), net.IPv4(10, 0, 0, 3), net.IPv4(10, 0, 0, 4)}, Search: []string{"site.example", "lab.example"}},
 	}
-	want := "# Written by etoile-agent from DHCP.\nsearch site.example lab.example\nnameserver 10.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\n"
+	want := "# Written by etoile-agent, from DHCP and the machine config.\nsearch site.example lab.example\nnameserver 10.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\n"
 	if got := string(ResolvConf(leases)); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}

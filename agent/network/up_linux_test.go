@@ -89,6 +89,7 @@ type clientResult struct {
 	ApplyErr        string
 	IPAfterApply    string
 	LinksAfterApply []string
+	Leases          int // after ETOILE_NETTEST_APPLY2
 }
 
 func dhcpClient() int {
@@ -149,6 +150,20 @@ func dhcpClient() int {
 			}
 		}
 		r.IPAfterApply, r.LinksAfterApply = FirstIPv4(res.Leases), res.Links
+		if spec2 := os.Getenv("ETOILE_NETTEST_APPLY2"); spec2 != "" && r.ApplyErr == "" {
+			// A second config, as applied later through the local API.
+			var ifaces2 []config.Interface
+			if err := json.Unmarshal([]byte(spec2), &ifaces2); err != nil {
+				r.ApplyErr = err.Error()
+			} else if _, err := Apply(context.Background(), ifaces2, &res, Config{
+				Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
+				DHCPTimeout: dhcpTimeout, EtcDir: os.Getenv("ETOILE_NETTEST_ETC"), Renew: true,
+			}); err != nil {
+				r.ApplyErr = err.Error()
+			}
+			r.IPAfterApply = FirstIPv4(res.Leases)
+			r.Leases = len(res.Leases)
+		}
 	}
 	_ = json.NewEncoder(os.Stdout).Encode(r)
 	if early {
@@ -360,5 +375,25 @@ func TestApplyStatic(t *testing.T) {
 	resolv, _ := os.ReadFile(filepath.Join(etc, "resolv.conf"))
 	if parts := strings.SplitN(string(resolv), "nameserver", 2); len(parts) != 2 || !strings.HasPrefix(parts[1], " 10.99.0.9\n") {
 		t.Errorf("resolv.conf does not put the static name server first:\n%s", resolv)
+	}
+}
+
+// TestApplyAgainOnLinkGateway: a second config (as applied through the
+// local API) replaces the first one's static address on the link, and a
+// /32 address gets its gateway outside that subnet as an on-link route.
+func TestApplyAgainOnLinkGateway(t *testing.T) {
+	_, cli, exe := dhcpNamespaces(t)
+	first, _ := json.Marshal([]config.Interface{{Name: "vc", Addresses: []string{"10.99.0.77/24"}, Gateway: "10.99.0.1"}})
+	second, _ := json.Marshal([]config.Interface{{Name: "vc", Addresses: []string{"10.99.0.88/32"}, Gateway: "10.99.0.1", DNS: []string{"10.99.0.9"}}})
+	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ETC="+t.TempDir(), "ETOILE_NETTEST_APPLY="+string(first), "ETOILE_NETTEST_APPLY2="+string(second))
+	if r.ApplyErr != "" || r.IPAfterApply != "10.99.0.88" || r.Leases != 1 {
+		t.Fatalf("after the second apply: %q, %d leases, error %q; want 10.99.0.88 alone\n%s", r.IPAfterApply, r.Leases, r.ApplyErr, stderr)
+	}
+	addrs := ipCmd(t, "-n", cli, "-4", "-br", "addr", "show", "vc")
+	if !strings.Contains(addrs, "10.99.0.88/32") || strings.Contains(addrs, "10.99.0.77") || strings.Contains(addrs, "10.99.0.50") {
+		t.Errorf("addresses after the second apply (want 10.99.0.88/32 alone):\n%s", addrs)
+	}
+	if route := ipCmd(t, "-n", cli, "route", "show", "default"); !strings.Contains(route, "default via 10.99.0.1 dev vc metric 50 onlink") {
+		t.Errorf("default route (want on-link, metric 50, once):\n%s", route)
 	}
 }

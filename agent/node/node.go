@@ -66,6 +66,10 @@ type Env struct {
 	// hostname (the boot's Machine.ApplyNetwork); nil leaves the network
 	// as the boot made it.
 	ApplyNetwork func(ctx context.Context, cfg *config.MachineConfig) error
+	// DriversLoaded, when not nil, is closed once the drivers the system
+	// image's own modules add are loaded (an extension's GPU driver): the
+	// GPU's inventory waits for it (at most a minute).
+	DriversLoaded <-chan struct{}
 	// AgentLogs returns the agent's recent log lines (its console log);
 	// nil when not kept.
 	AgentLogs func() []string
@@ -157,6 +161,15 @@ func Start(ctx context.Context, env Env) *Node {
 	data, from, err := n.findConfig(ctx)
 	gpu := inventory.HasGPU(n.rootOrEmpty(), "nvidia") // the only GPUs the node's labels describe
 	if gpu {
+		if env.DriversLoaded != nil {
+			// The driver names the GPU's model and answers nvidia-smi.
+			select {
+			case <-env.DriversLoaded:
+			case <-time.After(time.Minute):
+				env.Log.Warn("the GPU's driver is still loading: the inventory goes on without it")
+			case <-ctx.Done():
+			}
+		}
 		collect()
 	}
 	switch {
@@ -198,6 +211,18 @@ func Start(ctx context.Context, env Env) *Node {
 		n.runConstellation(ctx, cfg, env.Slot)
 	}()
 	return n
+}
+
+// nodeName is the name K3s registers the node under when the config names
+// none: the machine's host name now (an earlier config may have set it),
+// NodeName in tests.
+func (n *Node) nodeName() string {
+	if n.env.Root == "/" {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			return h
+		}
+	}
+	return n.env.NodeName
 }
 
 func (n *Node) rootOrEmpty() string {
@@ -281,7 +306,7 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 	if inv != nil {
 		labels = inventory.NodeLabels(inv)
 	}
-	sup, err := k3s.ForConfig(n.env.Root, cfg, n.env.NodeName, labels, n.env.Log)
+	sup, err := k3s.ForConfig(n.env.Root, cfg, n.nodeName(), labels, n.env.Log)
 	if err != nil {
 		n.fail("k3s", err.Error(), "rebuild the image with K3s (etoile build --k3s-dir DIR), or fix the machine config")
 		return err
@@ -448,7 +473,8 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	}
 	n.k3sMu.Lock()
 	defer n.k3sMu.Unlock()
-	warns = append(warns, n.applyNetwork(ctx, cfg)...)
+	// Under the node's context, not the request's: DHCP renewals outlive it.
+	warns = append(warns, n.applyNetwork(n.ctx, cfg)...)
 	if len(cfg.Network.Interfaces) > 0 {
 		warns = append(warns, "network: the interfaces listed are configured now; what an earlier config set and this one no longer lists stays until the next boot")
 	}

@@ -75,7 +75,7 @@ func pid1() {
 	logs := logring.New(2000)
 	out := io.MultiWriter(os.Stdout, logs)
 	svc := &services{agentLogs: logs}
-	m := boot.New(boot.Options{Stdout: out, Reaper: reaper, BeforeReady: svc.start})
+	m := boot.New(boot.Options{Stdout: out, Echo: logs, Reaper: reaper, BeforeReady: svc.start})
 	fmt.Fprintf(out, "etoile: agent starting version=%s commit=%s\n", agent.Version, agent.Commit)
 	ctx, cancel := context.WithCancel(context.Background())
 	_, _ = m.Boot(ctx) // a failure is already on every console

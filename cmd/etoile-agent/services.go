@@ -80,13 +80,14 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 			h, _ := os.Hostname() // the machine config may have set it
 			return machineStatus(m, h, slot)
 		},
-		ApplyNetwork: m.ApplyNetwork,
-		AgentLogs:    s.agentLogs.Lines,
-		Start:        m.Reaper().Start,
-		Release:      m.Reaper().Release,
-		Slot:         slot,
-		NodeName:     hostname,
-		Log:          m.Log(),
+		ApplyNetwork:  m.ApplyNetwork,
+		DriversLoaded: m.ImageDriversLoaded(),
+		AgentLogs:     s.agentLogs.Lines,
+		Start:         m.Reaper().Start,
+		Release:       m.Reaper().Release,
+		Slot:          slot,
+		NodeName:      hostname,
+		Log:           m.Log(),
 	})
 	s.mu.Lock()
 	s.node = n

@@ -196,7 +196,7 @@ func (k *Kernel) MergeExtras(dir string, initramfs []Module, suffix string, want
 		}
 	}
 
-	if len(paths) == 0 && len(out.FromKernel) == 0 {
+	if len(paths) == 0 && len(out.FromKernel) == 0 && len(indexFiles) == 0 {
 		return out, nil // the initramfs's modules are all there is
 	}
 

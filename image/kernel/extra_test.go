@@ -248,3 +248,28 @@ func TestMergeExtrasModulesLoadD(t *testing.T) {
 		t.Errorf("unknown modules-load.d name: %v", err)
 	}
 }
+
+// TestMergeExtrasStaleIndexAlone: an extension that left only a depmod
+// index behind (no modules) gets the initramfs's index in its place, so that
+// laid over the initramfs's it hides nothing.
+func TestMergeExtrasStaleIndexAlone(t *testing.T) {
+	k := realKernel(t)
+	initramfs, err := k.Select([]string{"overlay"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "modules.dep"), []byte("extra/gone.ko:\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ex, err := k.MergeExtras(dir, initramfs, ".zst", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ex.Replaced, []string{"modules.dep"}) {
+		t.Errorf("Replaced = %v", ex.Replaced)
+	}
+	if dep := readIndex(t, dir, "modules.dep"); strings.Contains(dep, "gone.ko") || !strings.Contains(dep, "overlay.ko.zst:") {
+		t.Errorf("modules.dep after the merge:\n%s", dep)
+	}
+}
