@@ -4,6 +4,7 @@ package qa
 
 import (
 	"bytes"
+	"debug/buildinfo"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -310,10 +311,26 @@ func TestSPDX(t *testing.T) {
 	if !kernel {
 		t.Errorf("%s names no linux-image package with a version (%d packages)", path, len(doc.Packages))
 	}
-	ca := false
+	have := map[string]string{} // name → version
 	for _, p := range doc.Packages {
-		ca = ca || (p.Name == "ca-certificates" && p.VersionInfo != "")
+		have[p.Name] = p.VersionInfo
 	}
+	// The bootloaders, and every Go module linked into the agent shipped in the image.
+	for _, name := range []string{"isolinux", "syslinux-common", "systemd-boot-efi", "etoile", "etoile-agent"} {
+		if have[name] == "" {
+			t.Errorf("%s does not name %s with a version", path, name)
+		}
+	}
+	bi, err := buildinfo.ReadFile(filepath.Join(binDir(t), "etoile-agent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range bi.Deps {
+		if have[d.Path] != d.Version {
+			t.Errorf("%s names Go module %s at %q, the agent links %s", path, d.Path, have[d.Path], d.Version)
+		}
+	}
+	ca := have["ca-certificates"] != ""
 	if !ca {
 		t.Errorf("%s does not name the ca-certificates package the system image's CA bundle comes from", path)
 	}

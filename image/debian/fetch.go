@@ -265,11 +265,34 @@ func (f *Fetcher) newestCached(name string) *Package {
 	}
 	sort.Slice(cands, func(i, j int) bool { return CompareVersions(cands[i].version, cands[j].version) > 0 })
 	for _, c := range cands {
+		if p := f.adoptCopied(c.path, name); p != nil {
+			return p
+		}
 		if p := f.verifiedCached(c.path, "", f.log()); p != nil {
 			return p
 		}
 	}
 	return nil
+}
+
+// adoptCopied takes a .deb an operator copied into the cache by hand (no
+// checksum file: the offline way the errors suggest) when it is the package
+// asked for, for this architecture: its checksum is recorded from now on.
+// It returns nil for anything else, which verifiedCached then judges.
+func (f *Fetcher) adoptCopied(deb, name string) *Package {
+	if _, err := os.Stat(sidecarPath(deb)); err == nil {
+		return nil
+	}
+	p, err := ReadPackage(deb)
+	if err != nil || p.Name != name || (f.Architecture != "" && p.Architecture != f.Architecture && p.Architecture != "all") {
+		return nil
+	}
+	p.Filename = filepath.Base(deb)
+	if err := writeFileAtomic(sidecarPath(deb), []byte(p.SHA256+"  "+p.Filename+"\n")); err != nil {
+		return nil
+	}
+	f.log().Warn("using a package copied into the cache by hand; its checksum is recorded from now on", "package", name, "version", p.Version, "deb", deb, "sha256", p.SHA256)
+	return p
 }
 
 func (f *Fetcher) download(ctx context.Context, aptPath, name string, uri *aptURI, log *slog.Logger) (*Package, error) {

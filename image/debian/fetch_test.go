@@ -155,3 +155,50 @@ func TestParseURILine(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchAdoptsACopiedDeb follows the offline advice of the errors: a .deb
+// copied by hand into the cache (no checksum file) is used when apt cannot
+// help, and its checksum recorded; a file named like the package that is
+// another package is not.
+func TestFetchAdoptsACopiedDeb(t *testing.T) {
+	requireApt(t)
+	ctx := context.Background()
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	online := &Fetcher{CacheDir: t.TempDir(), Log: log, Architecture: "amd64"}
+	p, err := online.Fetch(ctx, "ca-certificates")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(p.DebPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := filepath.Join(t.TempDir(), "apt-get")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho 'E: Temporary failure resolving deb.debian.org' >&2\nexit 100\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	offline := &Fetcher{CacheDir: t.TempDir(), Log: log, Architecture: "amd64", AptGet: fake}
+	copied := filepath.Join(offline.CacheDir, filepath.Base(p.DebPath))
+	if err := os.WriteFile(copied, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := offline.Fetch(ctx, "ca-certificates")
+	if err != nil {
+		t.Fatalf("the copied .deb was not used: %v\n%s", err, logs.String())
+	}
+	if got.SHA256 != p.SHA256 || got.Version != p.Version {
+		t.Errorf("got %s %s, want %s %s", got.Version, got.SHA256, p.Version, p.SHA256)
+	}
+	if side, err := os.ReadFile(copied + ".sha256"); err != nil || !strings.HasPrefix(string(side), p.SHA256) {
+		t.Errorf("checksum not recorded: %q %v", side, err)
+	}
+	// Another package under the name of the one asked for is not taken.
+	other := &Fetcher{CacheDir: t.TempDir(), Log: log, Architecture: "amd64", AptGet: fake}
+	if err := os.WriteFile(filepath.Join(other.CacheDir, "systemd-boot-efi_1.0_amd64.deb"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Fetch(ctx, "systemd-boot-efi"); err == nil {
+		t.Error("a ca-certificates .deb named systemd-boot-efi_1.0_amd64.deb was used for systemd-boot-efi")
+	}
+}
