@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/etoile-os/etoile/image/debian"
@@ -88,6 +89,7 @@ type bootFiles struct {
 // Build runs every step; artifacts appear in OutDir only when all succeed,
 // each renamed into place from a work folder on the same filesystem.
 func (b *Builder) Build(ctx context.Context) (*Result, error) {
+	defer buildUmask()()
 	log := b.Log
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -572,4 +574,14 @@ func fetchCABundle(ctx context.Context, f *debian.Fetcher, work string) (string,
 	}
 	out := filepath.Join(work, "ca-certificates.crt")
 	return out, p, os.WriteFile(out, bundle.Bytes(), 0o644)
+}
+
+// buildUmask sets the process's umask to 022 for a build and returns what
+// puts the old one back: the staged tree's modes (0755 folders, 0644
+// files) go into the system image as they are, so a builder whose umask is
+// 077 would otherwise make an image whose /etc only root can read, and
+// different bytes than everyone else's.
+func buildUmask() (restore func()) {
+	old := syscall.Umask(0o022)
+	return func() { syscall.Umask(old) }
 }

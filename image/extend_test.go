@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/etoile-os/etoile/agent/fakeroot"
@@ -104,5 +105,31 @@ func TestStageExtensionsRefusesOtherKernels(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestBuildUmask: under a builder's umask of 077, what a build stages keeps
+// the modes it asks for (the system image carries them), and the umask is
+// put back afterwards.
+func TestBuildUmask(t *testing.T) {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	dir := filepath.Join(t.TempDir(), "etc")
+	restore := buildUmask()
+	err := os.MkdirAll(dir, 0o755)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "passwd"), []byte("root:x:0:0::/root:/bin/sh\n"), 0o644)
+	}
+	restore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{dir: 0o755, filepath.Join(dir, "passwd"): 0o644} {
+		if st, err := os.Stat(p); err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: %v %v, want %v", p, st.Mode(), err, want)
+		}
+	}
+	if now := syscall.Umask(0o077); now != 0o077 {
+		t.Errorf("umask after the build = %#o, want 077 back", now)
 	}
 }

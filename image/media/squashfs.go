@@ -36,8 +36,8 @@ type SquashfsOptions struct {
 // flags set for inodes, data, fragments and xattrs, which is exactly what
 // `mksquashfs -noI -noD -noF -noX` writes, so the kernel and unsquashfs read it.
 //
-// Setuid, setgid and sticky bits are not kept (go-diskfs stores only the low
-// 9 mode bits); such entries are logged as warnings.
+// Setuid, setgid and sticky bits are kept: go-diskfs stores only the low 9
+// mode bits, and fixSquashfsInodes sets the others back.
 func WriteSquashfs(dst, srcDir string, opts SquashfsOptions) error {
 	log := opts.Logger
 	if log == nil {
@@ -131,6 +131,10 @@ type mirrorInfo struct {
 	targets []string
 	// links are the link counts: 1, or 2 plus the subfolders for a folder.
 	links []uint32
+	// special are the setuid (04000), setgid (02000) and sticky (01000)
+	// bits of each entry, in the same order: go-diskfs writes only the
+	// low nine bits of a mode.
+	special []uint16
 }
 
 func mirrorTree(src, dst string, t time.Time, log *slog.Logger, info *mirrorInfo) error {
@@ -163,9 +167,17 @@ func mirrorTree(src, dst string, t time.Time, log *slog.Logger, info *mirrorInfo
 		} else {
 			info.links = append(info.links, 1)
 		}
-		if mode&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 {
-			log.Warn("squashfs drops setuid/setgid/sticky bits", "path", rel, "mode", mode.String())
+		var special uint16
+		if mode&fs.ModeSetuid != 0 {
+			special |= 0o4000
 		}
+		if mode&fs.ModeSetgid != 0 {
+			special |= 0o2000
+		}
+		if mode&fs.ModeSticky != 0 {
+			special |= 0o1000
+		}
+		info.special = append(info.special, special)
 		switch {
 		case mode.IsDir():
 			if err := checkListingSize(p, rel); err != nil {

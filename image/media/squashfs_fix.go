@@ -26,6 +26,8 @@ const (
 //   - Link counts: go-diskfs v1.9.4 looks for *unix.Stat_t where os.Lstat
 //     gives *syscall.Stat_t, so every count is 0; they are set from the
 //     source tree (1, or 2 plus the subfolders for a folder).
+//   - Setuid, setgid and sticky bits (go-diskfs keeps nine bits of a
+//     mode) are set back from the source tree, e.g. /tmp's 01777.
 //   - Symlinks were staged with placeholder targets of the right length
 //     (see mirrorTree); the real targets, in inode order, are written over them.
 //   - A file whose size is a multiple of the block size (empty files
@@ -103,6 +105,11 @@ func fixSquashfsInodes(f *os.File, info mirrorInfo) error {
 			return err
 		}
 		typ := binary.LittleEndian.Uint16(logical[off : off+2])
+		if int(i) < len(info.special) && info.special[i] != 0 {
+			// The header's permissions (after the type): the bits go-diskfs dropped.
+			perm := binary.LittleEndian.Uint16(logical[off+2 : off+4])
+			binary.LittleEndian.PutUint16(logical[off+2:], perm|info.special[i])
+		}
 		body := off + 16
 		var size int
 		setLinks := func(at int) {

@@ -3,6 +3,7 @@ package media
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,6 +26,17 @@ func squashfsSource(t *testing.T) string {
 	}
 	writeFile(t, filepath.Join(src, "zz-after-many/last"), []byte("after the big folder\n"), 0o644)
 	if err := os.MkdirAll(filepath.Join(src, "run/empty-dir"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// Modes beyond the low nine bits: /tmp's sticky bit, a setuid program.
+	if err := os.MkdirAll(filepath.Join(src, "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(src, "tmp"), 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(src, "usr/bin/setuid-tool"), []byte("#!/bin/sh\n"), 0o755)
+	if err := os.Chmod(filepath.Join(src, "usr/bin/setuid-tool"), 0o755|os.ModeSetuid); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Symlink("../local/bin/k3s", filepath.Join(src, "usr/local/kubectl")); err != nil {
@@ -83,6 +95,11 @@ func TestWriteSquashfsUnpacksIdentical(t *testing.T) {
 		}
 		if !strings.Contains(line, " 0/0 ") || !strings.Contains(line, "2023-11-14 22:13") {
 			t.Errorf("entry not owned by 0/0 at the epoch: %s", line)
+		}
+	}
+	for _, want := range []string{`(?m)^drwxrwxrwt 0/0 .* squashfs-root/tmp$`, `(?m)^-rwsr-xr-x 0/0 .* squashfs-root/usr/bin/setuid-tool$`} {
+		if !regexp.MustCompile(want).MatchString(listing) {
+			t.Errorf("unsquashfs -lln lacks %s (sticky and setuid bits)", want)
 		}
 	}
 	out := filepath.Join(t.TempDir(), "x")
