@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -155,6 +156,9 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 		mods, err = k.Select(b.Spec.Modules)
 		if err != nil {
 			return fmt.Errorf("%w (fix spec field modules)", err)
+		}
+		if err := checkOutputModules(b.Spec.Outputs, mods, k); err != nil {
+			return err
 		}
 		log.Info("modules selected", "listed", len(b.Spec.Modules), "with_dependencies", len(mods))
 		return nil
@@ -584,4 +588,37 @@ func fetchCABundle(ctx context.Context, f *debian.Fetcher, work string) (string,
 func buildUmask() (restore func()) {
 	old := syscall.Umask(0o022)
 	return func() { syscall.Umask(old) }
+}
+
+// outputModules are the modules the agent needs to find and mount the
+// system image of each output, with what each is for.
+var outputModules = map[string][][2]string{
+	OutputISO: {{"squashfs", "the system image"}, {"overlay", "the writable root"}, {"loop", "the system image file on the ISO"},
+		{"isofs", "the ISO9660 volume"}, {"sr_mod", "the ISO as a CD"}, {"sd_mod", "the ISO written to a USB stick"},
+		{"usb_storage", "the ISO written to a USB stick"}},
+	OutputRaw:     {{"squashfs", "the system image"}, {"overlay", "the writable root"}, {"sd_mod", "a SATA or SCSI boot disk"}},
+	OutputNetboot: {{"squashfs", "the system image"}, {"overlay", "the writable root"}, {"loop", "the downloaded system image file"}},
+}
+
+// checkOutputModules refuses a module list with which an output the spec
+// asks for cannot boot: the agent would look for its medium and never find
+// it. Modules built into the kernel count as there.
+func checkOutputModules(outputs []string, mods []kernel.Module, k *kernel.Kernel) error {
+	have := map[string]bool{}
+	for _, m := range mods {
+		have[m.Name] = true
+	}
+	var missing []string
+	for _, o := range outputs {
+		for _, need := range outputModules[o] {
+			if !have[need[0]] && !k.Builtin(need[0]) && !slices.Contains(missing, need[0]+" ("+need[1]+")") {
+				missing = append(missing, need[0]+" ("+need[1]+")")
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("spec field modules lacks what the outputs %s need to boot: %s; add them (the default spec lists them: etoile build --print-default-spec)",
+			strings.Join(outputs, ", "), strings.Join(missing, ", "))
+	}
+	return nil
 }
