@@ -126,9 +126,12 @@ func loadOrUnpack(img *debian.Package, entry string, log *slog.Logger) (*Kernel,
 		log.Debug("kernel cache hit", "entry", entry)
 	}
 	k, err := kernelFromTree(entry, log)
+	if err == nil {
+		err = checkManifest(entry, k.Vmlinuz)
+	}
 	if err != nil {
-		// A damaged cache entry (files deleted by hand, a full disk) is
-		// unpacked again from the verified package.
+		// A damaged cache entry (files deleted or changed by hand, a full
+		// disk) is unpacked again from the verified package.
 		log.Warn("kernel cache entry is unusable; unpacking it again", "entry", entry, "err", err)
 		if rmErr := os.RemoveAll(entry); rmErr != nil {
 			return nil, fmt.Errorf("removing damaged kernel cache entry %s: %w (delete it by hand)", entry, rmErr)
@@ -196,6 +199,9 @@ func unpackKernel(img *debian.Package, entry string, log *slog.Logger) error {
 		if err := writeDepmodFiles(modDir, entries); err != nil {
 			return fmt.Errorf("kernel package %s: %w", img.Name, err)
 		}
+	}
+	if err := writeManifest(tmp); err != nil {
+		return err
 	}
 	if err := os.Rename(tmp, entry); err != nil {
 		if _, statErr := os.Stat(entry); statErr == nil {

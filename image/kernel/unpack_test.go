@@ -133,9 +133,10 @@ func TestDamagedCacheEntryIsUnpackedAgain(t *testing.T) {
 	dir := t.TempDir()
 	deb := filepath.Join(dir, "k.deb")
 	mods := "lib/modules/" + fakeVer + "/"
+	module := mods + "kernel/drivers/virtio/virtio.ko"
 	writeDeb(t, deb, "Package: linux-image-6.1.0-test-amd64\nVersion: 6.1.2-1\nArchitecture: amd64\n", map[string][]byte{
-		"boot/vmlinuz-" + fakeVer:                []byte("kernel image"),
-		mods + "kernel/drivers/virtio/virtio.ko": fakeKO("name=virtio"),
+		"boot/vmlinuz-" + fakeVer: []byte("kernel image"),
+		module:                    fakeKO("name=virtio"),
 	})
 	p, err := debian.ReadPackage(deb)
 	if err != nil {
@@ -145,14 +146,61 @@ func TestDamagedCacheEntryIsUnpackedAgain(t *testing.T) {
 	if _, err := loadOrUnpack(p, entry, discardLogger()); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.RemoveAll(filepath.Join(entry, "lib")); err != nil {
+	original, err := os.ReadFile(filepath.Join(entry, module))
+	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := loadOrUnpack(p, entry, discardLogger())
-	if err != nil {
-		t.Fatalf("loadOrUnpack on a damaged entry: %v", err)
-	}
-	if mods, err := k.Select([]string{"virtio"}); err != nil || len(mods) != 1 {
-		t.Errorf("Select after repair = %v, %v", mods, err)
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T)
+	}{
+		{"modules folder removed", func(t *testing.T) {
+			if err := os.RemoveAll(filepath.Join(entry, "lib")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"module truncated", func(t *testing.T) {
+			if err := os.Truncate(filepath.Join(entry, module), 10); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"kernel image's bytes changed, size and time kept", func(t *testing.T) {
+			vm := filepath.Join(entry, "boot/vmlinuz-"+fakeVer)
+			st, err := os.Stat(vm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(vm, []byte("kernel imagX"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(vm, st.ModTime(), st.ModTime()); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"file list removed", func(t *testing.T) {
+			if err := os.Remove(filepath.Join(entry, manifestName)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.damage(t)
+			k, err := loadOrUnpack(p, entry, discardLogger())
+			if err != nil {
+				t.Fatalf("loadOrUnpack on a damaged entry: %v", err)
+			}
+			if mods, err := k.Select([]string{"virtio"}); err != nil || len(mods) != 1 {
+				t.Errorf("Select after repair = %v, %v", mods, err)
+			}
+			if got, err := os.ReadFile(filepath.Join(entry, module)); err != nil || !bytes.Equal(got, original) {
+				t.Errorf("module after repair: %d bytes, %v", len(got), err)
+			}
+			if vm, err := os.ReadFile(filepath.Join(entry, "boot/vmlinuz-"+fakeVer)); err != nil || string(vm) != "kernel image" {
+				t.Errorf("kernel image after repair = %q, %v", vm, err)
+			}
+			if err := checkManifest(entry, filepath.Join(entry, "boot/vmlinuz-"+fakeVer)); err != nil {
+				t.Errorf("the repaired entry does not check: %v", err)
+			}
+		})
 	}
 }

@@ -1,0 +1,122 @@
+package kernel
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// manifestName is the file in an unpacked kernel cache entry that lists
+// every file with its size, modification time and SHA-256, written when the
+// entry is made. Each use checks the sizes and times of all of them (a
+// truncated module, a file edited or removed by hand) and the kernel
+// image's SHA-256; a mismatch makes the entry unpacked again from its
+// verified package. Hashing the whole entry (400 MB) on every build would
+// cost seconds.
+const manifestName = ".etoile-manifest"
+
+// writeManifest lists every regular file under root.
+func writeManifest(root string) error {
+	var lines []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil || rel == manifestName {
+			return err
+		}
+		st, err := d.Info()
+		if err != nil {
+			return err
+		}
+		sum, err := fileSum(p)
+		if err != nil {
+			return err
+		}
+		lines = append(lines, fmt.Sprintf("%s %d %d %s", sum, st.Size(), st.ModTime().UnixNano(), filepath.ToSlash(rel)))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("listing the unpacked kernel: %w", err)
+	}
+	sort.Strings(lines)
+	return os.WriteFile(filepath.Join(root, manifestName), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+}
+
+func fileSum(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// checkManifest compares the entry at root with its manifest: every file
+// listed is there with its size and time, and fullHash (the kernel image)
+// has its SHA-256.
+func checkManifest(root, fullHash string) error {
+	f, err := os.Open(filepath.Join(root, manifestName))
+	if err != nil {
+		return fmt.Errorf("no file list (%s): the entry predates it or was not finished", manifestName)
+	}
+	defer f.Close()
+	want := ""
+	if fullHash != "" {
+		if rel, err := filepath.Rel(root, fullHash); err == nil {
+			want = filepath.ToSlash(rel)
+		}
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	n := 0
+	for sc.Scan() {
+		fields := strings.SplitN(sc.Text(), " ", 4)
+		if len(fields) != 4 {
+			return fmt.Errorf("%s line %d is malformed", manifestName, n+1)
+		}
+		n++
+		size, err1 := strconv.ParseInt(fields[1], 10, 64)
+		mtime, err2 := strconv.ParseInt(fields[2], 10, 64)
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("%s line %d is malformed", manifestName, n)
+		}
+		p := filepath.Join(root, filepath.FromSlash(fields[3]))
+		st, err := os.Lstat(p)
+		switch {
+		case err != nil:
+			return fmt.Errorf("%s is missing", fields[3])
+		case st.Size() != size || st.ModTime().UnixNano() != mtime:
+			return fmt.Errorf("%s changed since it was unpacked (size %d, want %d)", fields[3], st.Size(), size)
+		}
+		if fields[3] == want {
+			sum, err := fileSum(p)
+			if err != nil {
+				return err
+			}
+			if sum != fields[0] {
+				return fmt.Errorf("%s is damaged: SHA-256 %s, want %s", fields[3], sum, fields[0])
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("%s lists no files", manifestName)
+	}
+	return nil
+}
