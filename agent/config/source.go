@@ -128,12 +128,8 @@ func FromURL(ctx context.Context, rawURL string, client *http.Client) ([]byte, e
 	if u.Host == "" {
 		return nil, fmt.Errorf("machine config URL %q has no host", shown)
 	}
-	if u.Scheme == "https" {
-		tlsroots.Ensure() // the node has no CA bundle of its own
-	}
-	if client == nil {
-		client = &http.Client{}
-	}
+	// The node has no CA bundle of its own; also for a redirect to https.
+	client = tlsroots.ForURL(client, u.String())
 	timeout := client.Timeout
 	if timeout == 0 {
 		timeout = DefaultURLTimeout

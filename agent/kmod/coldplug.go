@@ -423,7 +423,16 @@ func (c *Coldplug) startFor(ctx context.Context, aliases []string, wg *sync.Wait
 func (c *Coldplug) LoadFixed(ctx context.Context, names []string) {
 	var reqs []request
 	for _, m := range names {
-		reqs = append(reqs, request{Normalize(m), "fixed", ""})
+		mods := []string{Normalize(m)}
+		if !c.deps.Load().Has(mods[0]) {
+			// An alias (modules-load.d accepts them, as modprobe does).
+			if byAlias := c.aliases.Load().Lookup(m); len(byAlias) > 0 {
+				mods = byAlias
+			}
+		}
+		for _, mod := range mods {
+			reqs = append(reqs, request{mod, "fixed", ""})
+		}
 	}
 	c.loadAll(ctx, reqs)
 }

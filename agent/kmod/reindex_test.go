@@ -109,3 +109,31 @@ func TestReadModulesLoadD(t *testing.T) {
 		t.Errorf("no folders: %+v %v", ml, err)
 	}
 }
+
+// TestLoadFixedAcceptsAliases: a modules-load.d name may be an alias
+// (fs-iso9660), as modprobe and systemd-modules-load take it.
+func TestLoadFixedAcceptsAliases(t *testing.T) {
+	root := t.TempDir()
+	mods := filepath.Join(root, "lib/modules/6.1.0-50-amd64")
+	files := map[string]string{}
+	for _, f := range []string{"modules.alias", "modules.dep"} {
+		b, err := os.ReadFile(filepath.Join("testdata", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files["lib/modules/6.1.0-50-amd64/"+f] = string(b)
+	}
+	fakeroot.Write(t, root, files)
+	for _, p := range readDeps(t).path {
+		fakeroot.Write(t, mods, map[string]string{p: ""})
+	}
+	loader := &Recorder{}
+	c, err := NewColdplug(filepath.Join(root, "sys"), mods, loader, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.LoadFixed(context.Background(), []string{"fs-iso9660"})
+	if got := loader.Loaded(); !slices.Contains(got, "isofs") {
+		t.Errorf("LoadFixed(fs-iso9660) loaded %q, want isofs", got)
+	}
+}

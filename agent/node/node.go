@@ -464,6 +464,8 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	if err != nil {
 		return warns, err
 	}
+	n.k3sMu.Lock()
+	defer n.k3sMu.Unlock()
 	dir := filepath.Join(n.env.Root, "run/etoile/applied")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return warns, err
@@ -471,8 +473,6 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), data, 0o600); err != nil {
 		return warns, err
 	}
-	n.k3sMu.Lock()
-	defer n.k3sMu.Unlock()
 	// Under the node's context, not the request's: DHCP renewals outlive it.
 	warns = append(warns, n.applyNetwork(n.ctx, cfg)...)
 	if len(cfg.Network.Interfaces) > 0 {

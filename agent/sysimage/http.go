@@ -64,9 +64,8 @@ func Download(ctx context.Context, client *http.Client, url, want, dst string, l
 }
 
 func fetch(ctx context.Context, client *http.Client, url, want, dst string) (int64, error) {
-	if strings.HasPrefix(url, "https://") {
-		tlsroots.Ensure() // the initramfs has no CA bundle of its own
-	}
+	// The initramfs has no CA bundle of its own; also for a redirect to https.
+	client = tlsroots.ForURL(client, url)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, fmt.Errorf("system image URL %q: %w", url, err)

@@ -7,16 +7,24 @@ package tlsroots
 
 import (
 	"crypto/x509"
+	"errors"
+	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/crypto/x509roots/fallback/bundle"
 )
 
-var once sync.Once
+var (
+	once  sync.Once
+	calls atomic.Int32 // Ensure's calls, for tests
+)
 
 // Ensure installs the fallback roots once, for the whole process; roots the
 // system has (/etc/ssl/certs, SSL_CERT_FILE) still take precedence.
 func Ensure() {
+	calls.Add(1)
 	once.Do(func() {
 		p := x509.NewCertPool()
 		for c := range bundle.Roots() {
@@ -32,4 +40,31 @@ func Ensure() {
 		}
 		x509.SetFallbackRoots(p)
 	})
+}
+
+// ForURL makes the roots ready when url, or a redirect it leads to, is
+// https: it calls Ensure for an https URL and returns a copy of client (a
+// new one when nil) whose redirects to https call it too.
+func ForURL(client *http.Client, url string) *http.Client {
+	if strings.HasPrefix(url, "https://") {
+		Ensure()
+	}
+	c := &http.Client{}
+	if client != nil {
+		*c = *client
+	}
+	next := c.CheckRedirect
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if req.URL.Scheme == "https" {
+			Ensure()
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return c
 }

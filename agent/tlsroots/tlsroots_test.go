@@ -2,6 +2,9 @@ package tlsroots
 
 import (
 	"crypto/x509"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"golang.org/x/crypto/x509roots/fallback/bundle"
@@ -28,5 +31,39 @@ func TestEnsureOnAMachineWithoutRoots(t *testing.T) {
 	Ensure() // twice is fine
 	if _, err := root.Verify(x509.VerifyOptions{}); err != nil {
 		t.Errorf("after Ensure: %v", err)
+	}
+}
+
+// TestForURLRedirectToHTTPS: an http:// URL that redirects to https makes
+// the roots ready before the TLS handshake; a plain http one does not.
+func TestForURLRedirectToHTTPS(t *testing.T) {
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer tlsSrv.Close()
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/redirect" {
+			http.Redirect(w, r, tlsSrv.URL+"/config.yaml", http.StatusFound)
+			return
+		}
+		io.WriteString(w, "plain")
+	}))
+	defer plain.Close()
+	base := tlsSrv.Client() // trusts the test server's certificate
+	before := calls.Load()
+	resp, err := ForURL(base, plain.URL+"/plain").Get(plain.URL + "/plain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if calls.Load() != before {
+		t.Error("a plain http fetch made the roots ready")
+	}
+	resp, err = ForURL(base, plain.URL+"/redirect").Get(plain.URL + "/redirect")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "ok" || calls.Load() == before {
+		t.Errorf("redirect to https: body %q, Ensure called %d times", body, calls.Load()-before)
 	}
 }

@@ -147,6 +147,15 @@ func (k *Kernel) MergeExtras(dir string, initramfs []Module, suffix string, want
 	// its dependencies and its soft "pre:" dependencies, as Select
 	// resolves them.
 	for _, n := range slices.Sorted(maps.Keys(wanted)) {
+		if all[normName(n)] == nil && k.idx.mods[normName(n)] == nil && !k.idx.builtin[normName(n)] {
+			// An alias (rtnl-link-vlan, fs-vfat): the modules that have it.
+			if byAlias := k.idx.lookup(n); len(byAlias) > 0 {
+				for _, m := range byAlias {
+					needs = append(needs, m.Name)
+				}
+				continue
+			}
+		}
 		needs = append(needs, n)
 	}
 	var fromKernel []string

@@ -243,6 +243,11 @@ func TestMergeExtrasModulesLoadD(t *testing.T) {
 	if dep := readIndex(t, dir, "modules.dep"); !strings.Contains(dep, "kernel/net/ipv4/tcp_bbr.ko:") || !strings.Contains(dep, "overlay.ko.zst:") {
 		t.Errorf("modules.dep:\n%s", dep)
 	}
+	// An alias, as systemd-modules-load takes it: the module that has it.
+	ex, err = k.MergeExtras(t.TempDir(), initramfs, ".zst", map[string]string{"rtnl-link-vlan": "/etc/modules-load.d/vlan.conf"})
+	if err != nil || !slices.Contains(ex.FromKernel, "8021q") {
+		t.Errorf("modules-load.d alias rtnl-link-vlan: %+v, %v; want 8021q from the kernel", ex, err)
+	}
 	_, err = k.MergeExtras(t.TempDir(), initramfs, ".zst", map[string]string{"no_such_module": "/usr/lib/modules-load.d/site.conf"})
 	if err == nil || !strings.Contains(err.Error(), "/usr/lib/modules-load.d/site.conf") || !strings.Contains(err.Error(), "names module no_such_module") {
 		t.Errorf("unknown modules-load.d name: %v", err)
