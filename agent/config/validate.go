@@ -276,6 +276,8 @@ func (v *validator) network(n Network) {
 	seenIf := map[string]int{}
 	seenAddr := map[netip.Addr]string{}
 	gateways := map[bool]string{} // is IPv4 → path of the first default route
+	anyDHCP := false
+	var staticNoGW []string // paths of static interfaces without a gateway
 	for i, ifc := range n.Interfaces {
 		p := fmt.Sprintf("network.interfaces[%d]", i)
 		var id string
@@ -373,6 +375,19 @@ func (v *validator) network(n Network) {
 			if _, err := netip.ParseAddr(d); err != nil {
 				v.errs.Add(fmt.Sprintf("%s.dns[%d]", p, j), "%q is not an IP address: name servers are given by address", d)
 			}
+		}
+		switch {
+		case ifc.DHCP:
+			anyDHCP = true
+		case ifc.Gateway == "":
+			staticNoGW = append(staticNoGW, p)
+		}
+	}
+	if len(gateways) == 0 && !anyDHCP {
+		// Links the config does not list keep their DHCP route, but a
+		// link turned static loses the one DHCP gave it at boot.
+		for _, p := range staticNoGW {
+			v.warn(p, "static without a gateway, and no interface of this config has one: the default route DHCP gave this link at boot goes, so the machine reaches only its own subnets (add gateway:)")
 		}
 	}
 }

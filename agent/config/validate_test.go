@@ -253,6 +253,7 @@ func TestWarnings(t *testing.T) {
 		{"gateway outside subnet", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.9.0.1}]}\n", []string{"network.interfaces[0].gateway", "10.9.0.1", "outside"}},
 		{"two default routes", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.0.0.1}, {name: eth1, addresses: [10.1.0.2/24], gateway: 10.1.0.1}]}\n", []string{"network.interfaces[1].gateway", "network.interfaces[0].gateway"}},
 		{"insecure registry", server + "registries: {configs: {m.example: {tls: {insecure_skip_verify: true}}}}\n", []string{"registries.configs.m.example.tls.insecure_skip_verify"}},
+		{"static without any gateway", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24]}]}\n", []string{"network.interfaces[0]", "no interface of this config has one", "add gateway"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, warnings, err := Check([]byte(header + tc.body))
@@ -273,6 +274,15 @@ func TestWarnings(t *testing.T) {
 			}
 			t.Errorf("no warning with %q; got %q", tc.want, warnings)
 		})
+	}
+	// A static link without a gateway beside one that has one, or beside DHCP, is fine.
+	for _, body := range []string{
+		"network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.0.0.1}, {name: eth1, addresses: [10.1.0.2/24]}]}\n",
+		"network: {interfaces: [{name: eth0, dhcp: true}, {name: eth1, addresses: [10.1.0.2/24]}]}\n",
+	} {
+		if _, w, err := Check([]byte(header + server + body)); err != nil || len(w) != 0 {
+			t.Errorf("%s: warnings %q, err %v", body, w, err)
+		}
 	}
 	// A clean config has no warnings.
 	if _, w, err := Check([]byte(header + "role: agent\ncluster: {server: 'https://a:6443', token: t}\nk3s: {node-ip: 10.0.0.7, kubelet-arg+: [a=b]}\n")); err != nil || len(w) != 0 {
