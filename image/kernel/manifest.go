@@ -2,16 +2,15 @@ package kernel
 
 import (
 	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/etoile-os/etoile/image/debian"
 )
 
 // manifestName is the file in an unpacked kernel cache entry that lists
@@ -38,7 +37,7 @@ func writeManifest(root string) error {
 		if err != nil {
 			return err
 		}
-		sum, err := fileSum(p)
+		sum, err := debian.FileSHA256(p)
 		if err != nil {
 			return err
 		}
@@ -50,19 +49,6 @@ func writeManifest(root string) error {
 	}
 	sort.Strings(lines)
 	return os.WriteFile(filepath.Join(root, manifestName), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
-}
-
-func fileSum(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // checkManifest compares the entry at root with its manifest: every file
@@ -103,7 +89,7 @@ func checkManifest(root, fullHash string) error {
 			return fmt.Errorf("%s changed since it was unpacked (size %d, want %d)", fields[3], st.Size(), size)
 		}
 		if fields[3] == want {
-			sum, err := fileSum(p)
+			sum, err := debian.FileSHA256(p)
 			if err != nil {
 				return err
 			}
