@@ -448,7 +448,7 @@ func (b *Builder) stageRoot(dir, version string) error {
 			return err
 		}
 	}
-	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777); err != nil {
+	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o777|os.ModeSticky); err != nil {
 		return err
 	}
 	builtin, err := overlay.Root()

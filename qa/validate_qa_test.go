@@ -267,6 +267,10 @@ func TestSystemImageUnsquashfs(t *testing.T) {
 	if !strings.Contains(out, "squashfs-root/"+image.CABundlePath+"\n") {
 		t.Errorf("the system image has no CA bundle at /%s", image.CABundlePath)
 	}
+	long := runTool(t, "", tool(t, UnsquashfsTool), "-lls", sqfs)
+	if !regexp.MustCompile(`(?m)^drwxrwxrwt root/root .* squashfs-root/tmp$`).MatchString(long) {
+		t.Errorf("the system image's /tmp is not 1777 (world-writable with the sticky bit)")
+	}
 }
 
 func TestSHA256SUMS(t *testing.T) {

@@ -415,8 +415,8 @@ func (m *Machine) broadcast(line string) {
 		b.Fallback = nil
 		fmt.Fprintln(m.opts.Stdout, line)
 	}
-	_, _ = b.Println(line)
-	if m.opts.Echo != nil && m.real() {
+	reached, _ := b.Println(line)
+	if m.opts.Echo != nil && m.real() && len(reached) > 0 { // else Stdout, the fallback, has it
 		fmt.Fprintln(m.opts.Echo, line)
 	}
 }
@@ -1088,8 +1088,20 @@ func switchRoot(ctx context.Context, m *Machine) error {
 				}
 			}()
 			before := m.Cold.LoadCount()
-			if _, err := m.Cold.Scan(ctx); err != nil {
-				m.log.Debug("rescan failed", "reason", err.Error())
+			// Bounded: a driver that takes longer (a large GPU module) goes
+			// on loading, but the network and the inventory stop waiting.
+			scanned := make(chan struct{})
+			go func() {
+				defer close(scanned)
+				defer func() { _ = recover() }()
+				if _, err := m.Cold.Scan(ctx); err != nil {
+					m.log.Debug("rescan failed", "reason", err.Error())
+				}
+			}()
+			select {
+			case <-scanned:
+			case <-time.After(m.scale(10 * time.Second)):
+				m.log.Warn("the system image's drivers are still loading; the boot goes on")
 			}
 			// Only the image's modules: other loads (drivers nothing waits
 			// for, in the background) finish meanwhile too.

@@ -186,8 +186,8 @@ func NewColdplug(sysDir, modDir string, loader Loader, log *slog.Logger) (*Coldp
 
 // Reindex reads the module index from ModDir again — the system image's
 // modules laid over the initramfs's (an extension's drivers) — and forgets
-// which devices were handled, so that the next Scan loads the drivers the
-// new index has for them. Loads in progress go on. It returns the modules
+// the devices whose drivers it changes, so that the next Scan loads the
+// drivers the new index has for them. Loads in progress go on. It returns the modules
 // the new index adds or moves (an extension's replacement of a module),
 // sorted.
 func (c *Coldplug) Reindex() ([]string, error) {
@@ -204,9 +204,17 @@ func (c *Coldplug) Reindex() ([]string, error) {
 	}
 	slices.Sort(added)
 	c.mu.Lock()
+	// Only the devices whose drivers the new index changes are looked at
+	// again: the others' loads (done, or going on in the background) stay
+	// as they are.
+	oldAliases := c.aliases.Load()
+	for ma := range c.seen {
+		if !slices.Equal(oldAliases.Lookup(ma), aliases.Lookup(ma)) {
+			delete(c.seen, ma)
+		}
+	}
 	c.deps.Store(deps)
 	c.aliases.Store(aliases)
-	clear(c.seen)
 	clear(c.warned)
 	c.mu.Unlock()
 	return added, nil

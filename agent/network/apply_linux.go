@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/vishvananda/netlink"
@@ -18,31 +20,55 @@ import (
 // DHCP's (100 + the link's index).
 const staticMetric = 50
 
-// renewals holds the cancel function of each link's DHCP renewal.
+// renewals holds each link's DHCP renewal: how to stop it, when it has
+// stopped, and the address it keeps (a late link's lease is in no Result).
 type renewals struct {
-	mu     sync.Mutex
-	cancel map[string]context.CancelFunc
+	mu sync.Mutex
+	m  map[string]renewal
 }
 
-func (r *renewals) add(iface string, cancel context.CancelFunc) {
+type renewal struct {
+	cancel context.CancelFunc
+	done   <-chan struct{}
+	addr   net.IPNet
+}
+
+// start runs renew for link name's lease until stop.
+func (r *renewals) start(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config) {
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cancel == nil {
-		r.cancel = map[string]context.CancelFunc{}
+	if r.m == nil {
+		r.m = map[string]renewal{}
 	}
-	r.cancel[iface] = cancel
+	r.m[l.Attrs().Name] = renewal{cancel: cancel, done: done, addr: lease.Addr}
+	r.mu.Unlock()
+	go func() {
+		defer close(done)
+		renew(rctx, l, lease, metric, cfg)
+	}()
 }
 
-func (r *renewals) stop(iface string) {
+// stop ends the renewal of iface and waits for it (a renewal in the middle
+// of applying a lease would otherwise put the address back); it returns the
+// address the lease held, nil when there was none.
+func (r *renewals) stop(iface string) *net.IPNet {
 	if r == nil {
-		return
+		return nil
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if c := r.cancel[iface]; c != nil {
-		c()
-		delete(r.cancel, iface)
+	rn, ok := r.m[iface]
+	delete(r.m, iface)
+	r.mu.Unlock()
+	if !ok {
+		return nil
 	}
+	rn.cancel()
+	select {
+	case <-rn.done:
+	case <-time.After(30 * time.Second):
+	}
+	return &rn.addr
 }
 
 // Applied is what Apply did to one interface of the machine config.
@@ -206,9 +232,7 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 				if res.renew == nil {
 					res.renew = &renewals{}
 				}
-				rctx, cancel := context.WithCancel(ctx)
-				res.renew.add(name, cancel)
-				go renew(rctx, link, lease, metric, cfg)
+				res.renew.start(ctx, link, lease, metric, cfg)
 			}
 			res.Leases = append(res.Leases, lease)
 			prev = len(res.Leases) - 1
@@ -236,22 +260,18 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 	// Static: whatever this link had goes — the boot's lease and its
 	// renewal (also a late link's, which Up did not return), or an earlier
 	// config's static addresses — with their routes.
-	res.renew.stop(name)
+	var gone []net.IPNet
+	if addr := res.renew.stop(name); addr != nil {
+		gone = append(gone, *addr)
+	}
 	for _, old := range res.Leases {
-		if old.Iface != name || old.Addr.IP == nil {
-			continue
-		}
-		_ = netlink.AddrDel(link, &netlink.Addr{IPNet: &net.IPNet{IP: old.Addr.IP, Mask: old.Addr.Mask}})
-	}
-	if routes, err := netlink.RouteList(link, netlink.FAMILY_ALL); err == nil {
-		for _, r := range routes {
-			if r.Gw != nil { // the link's own subnet routes went with the addresses
-				_ = netlink.RouteDel(&r)
-			}
+		if old.Iface == name && old.Addr.IP != nil {
+			gone = append(gone, old.Addr)
 		}
 	}
-	res.Leases = slices.DeleteFunc(res.Leases, func(l Lease) bool { return l.Iface == name })
 	a := Applied{Iface: name, Addresses: ifc.Addresses, Gateway: ifc.Gateway, DNS: ifc.DNS}
+	// The new addresses first: removing a link's last IPv4 address makes
+	// the kernel drop every route through the link, others' too.
 	var leases []Lease
 	for _, s := range ifc.Addresses {
 		p, err := netip.ParsePrefix(s)
@@ -264,6 +284,30 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		}
 		leases = append(leases, Lease{Iface: name, MAC: link.Attrs().HardwareAddr, Addr: *ipn})
 	}
+	// A new address in the old one's subnet is its secondary, which the
+	// kernel would delete with it unless promoted (as systemd-networkd sets).
+	_ = os.WriteFile("/proc/sys/net/ipv4/conf/"+name+"/promote_secondaries", []byte("1"), 0o644)
+	for _, g := range gone {
+		if slices.ContainsFunc(leases, func(l Lease) bool { return l.Addr.IP.Equal(g.IP) && l.Addr.Mask.String() == g.Mask.String() }) {
+			continue
+		}
+		_ = netlink.AddrDel(link, &netlink.Addr{IPNet: &net.IPNet{IP: g.IP, Mask: g.Mask}})
+	}
+	// The routes the agent added on this link — DHCP's (metric 100+index)
+	// and an earlier config's (staticMetric) — and no one else's.
+	routes, err := netlink.RouteList(link, netlink.FAMILY_ALL)
+	for try := 0; errors.Is(err, netlink.ErrDumpInterrupted) && try < 3; try++ {
+		routes, err = netlink.RouteList(link, netlink.FAMILY_ALL)
+	}
+	if err != nil {
+		return a, nil, fmt.Errorf("listing the routes of %s: %w", name, err)
+	}
+	for _, r := range routes {
+		if r.Priority == 100+link.Attrs().Index || r.Priority == staticMetric {
+			_ = netlink.RouteDel(&r)
+		}
+	}
+	res.Leases = slices.DeleteFunc(res.Leases, func(l Lease) bool { return l.Iface == name })
 	if ifc.Gateway != "" {
 		gw := net.ParseIP(ifc.Gateway)
 		if gw == nil {

@@ -141,9 +141,7 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 			leases[l.Attrs().Index] = lease
 			mu.Unlock()
 			if cfg.Renew {
-				rctx, cancel := context.WithCancel(ctx)
-				res.renew.add(l.Attrs().Name, cancel)
-				go renew(rctx, l, lease, metric, cfg)
+				res.renew.start(ctx, l, lease, metric, cfg)
 			}
 		}()
 	}

@@ -383,6 +383,9 @@ func TestApplyStatic(t *testing.T) {
 // /32 address gets its gateway outside that subnet as an on-link route.
 func TestApplyAgainOnLinkGateway(t *testing.T) {
 	_, cli, exe := dhcpNamespaces(t)
+	// A route someone else set on the link (a site's, a CNI's) stays.
+	ipCmd(t, "-n", cli, "link", "set", "vc", "up")
+	ipCmd(t, "-n", cli, "route", "add", "10.200.0.0/16", "dev", "vc", "metric", "7")
 	first, _ := json.Marshal([]config.Interface{{Name: "vc", Addresses: []string{"10.99.0.77/24"}, Gateway: "10.99.0.1"}})
 	second, _ := json.Marshal([]config.Interface{{Name: "vc", Addresses: []string{"10.99.0.88/32"}, Gateway: "10.99.0.1", DNS: []string{"10.99.0.9"}}})
 	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ETC="+t.TempDir(), "ETOILE_NETTEST_APPLY="+string(first), "ETOILE_NETTEST_APPLY2="+string(second))
@@ -393,7 +396,10 @@ func TestApplyAgainOnLinkGateway(t *testing.T) {
 	if !strings.Contains(addrs, "10.99.0.88/32") || strings.Contains(addrs, "10.99.0.77") || strings.Contains(addrs, "10.99.0.50") {
 		t.Errorf("addresses after the second apply (want 10.99.0.88/32 alone):\n%s", addrs)
 	}
-	if route := ipCmd(t, "-n", cli, "route", "show", "default"); !strings.Contains(route, "default via 10.99.0.1 dev vc metric 50 onlink") {
+	if route := ipCmd(t, "-n", cli, "route", "show", "default"); strings.TrimSpace(route) != "default via 10.99.0.1 dev vc metric 50 onlink" {
 		t.Errorf("default route (want on-link, metric 50, once):\n%s", route)
+	}
+	if route := ipCmd(t, "-n", cli, "route", "show", "10.200.0.0/16"); !strings.Contains(route, "10.200.0.0/16 dev vc scope link metric 7") {
+		t.Errorf("the route someone else set on vc is gone:\n%s", ipCmd(t, "-n", cli, "route"))
 	}
 }

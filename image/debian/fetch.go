@@ -97,6 +97,9 @@ func (f *Fetcher) Fetch(ctx context.Context, name string) (*Package, error) {
 		return nil, f.fetchError(name, err)
 	}
 	dest := filepath.Join(f.CacheDir, uri.Filename)
+	if p := f.adoptCopied(dest, name, uri.SHA256); p != nil {
+		return p, nil
+	}
 	if p := f.verifiedCached(dest, uri.SHA256, log); p != nil {
 		log.Debug("package cache hit", "version", p.Version, "deb", dest)
 		return p, nil
@@ -265,7 +268,7 @@ func (f *Fetcher) newestCached(name string) *Package {
 	}
 	sort.Slice(cands, func(i, j int) bool { return CompareVersions(cands[i].version, cands[j].version) > 0 })
 	for _, c := range cands {
-		if p := f.adoptCopied(c.path, name); p != nil {
+		if p := f.adoptCopied(c.path, name, ""); p != nil {
 			return p
 		}
 		if p := f.verifiedCached(c.path, "", f.log()); p != nil {
@@ -278,13 +281,18 @@ func (f *Fetcher) newestCached(name string) *Package {
 // adoptCopied takes a .deb an operator copied into the cache by hand (no
 // checksum file: the offline way the errors suggest) when it is the package
 // asked for, for this architecture: its checksum is recorded from now on.
+// When apt knows the package's SHA-256 (wantSHA) the file must match it.
 // It returns nil for anything else, which verifiedCached then judges.
-func (f *Fetcher) adoptCopied(deb, name string) *Package {
+func (f *Fetcher) adoptCopied(deb, name, wantSHA string) *Package {
 	if _, err := os.Stat(sidecarPath(deb)); err == nil {
 		return nil
 	}
+	if _, err := os.Stat(deb); err != nil {
+		return nil
+	}
 	p, err := ReadPackage(deb)
-	if err != nil || p.Name != name || (f.Architecture != "" && p.Architecture != f.Architecture && p.Architecture != "all") {
+	if err != nil || p.Name != name || (f.Architecture != "" && p.Architecture != f.Architecture && p.Architecture != "all") ||
+		(wantSHA != "" && p.SHA256 != wantSHA) {
 		return nil
 	}
 	p.Filename = filepath.Base(deb)

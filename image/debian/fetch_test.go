@@ -3,10 +3,12 @@ package debian
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -192,6 +194,29 @@ func TestFetchAdoptsACopiedDeb(t *testing.T) {
 	}
 	if side, err := os.ReadFile(copied + ".sha256"); err != nil || !strings.HasPrefix(string(side), p.SHA256) {
 		t.Errorf("checksum not recorded: %q %v", side, err)
+	}
+	// apt still resolves the package from its lists (offline, the usual
+	// case) but cannot download it: the copy is taken when it is what apt
+	// names, by its SHA-256, and refused when it is not.
+	printer := filepath.Join(t.TempDir(), "apt-get")
+	script := fmt.Sprintf("#!/bin/sh\ncase \"$*\" in *--print-uris*) echo \"'http://deb.debian.org/debian/pool/main/c/ca-certificates/%[1]s' %[1]s %[2]d SHA256:%[3]s\";; *) echo 'E: Temporary failure resolving deb.debian.org' >&2; exit 100;; esac\n",
+		filepath.Base(p.DebPath), len(data), p.SHA256)
+	if err := os.WriteFile(printer, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	resolving := &Fetcher{CacheDir: t.TempDir(), Log: log, Architecture: "amd64", AptGet: printer}
+	if err := os.WriteFile(filepath.Join(resolving.CacheDir, filepath.Base(p.DebPath)), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := resolving.Fetch(ctx, "ca-certificates"); err != nil || got.SHA256 != p.SHA256 {
+		t.Errorf("copied .deb with apt's lists present: %v, %v\n%s", got, err, logs.String())
+	}
+	wrong := &Fetcher{CacheDir: t.TempDir(), Log: log, Architecture: "amd64", AptGet: printer}
+	if err := os.WriteFile(filepath.Join(wrong.CacheDir, filepath.Base(p.DebPath)), append(slices.Clone(data), 0), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wrong.Fetch(ctx, "ca-certificates"); err == nil {
+		t.Error("a copy whose SHA-256 differs from apt's was used")
 	}
 	// Another package under the name of the one asked for is not taken.
 	other := &Fetcher{CacheDir: t.TempDir(), Log: log, Architecture: "amd64", AptGet: fake}

@@ -14,7 +14,7 @@ import (
 )
 
 // manifestName is the file in an unpacked kernel cache entry that lists
-// every file with its size, modification time and SHA-256, written when the
+// every file with its size, modification time (seconds) and SHA-256, written when the
 // entry is made. Each use checks the sizes and times of all of them (a
 // truncated module, a file edited or removed by hand) and the kernel
 // image's SHA-256; a mismatch makes the entry unpacked again from its
@@ -41,7 +41,7 @@ func writeManifest(root string) error {
 		if err != nil {
 			return err
 		}
-		lines = append(lines, fmt.Sprintf("%s %d %d %s", sum, st.Size(), st.ModTime().UnixNano(), filepath.ToSlash(rel)))
+		lines = append(lines, fmt.Sprintf("%s %d %d %s", sum, st.Size(), st.ModTime().Unix(), filepath.ToSlash(rel)))
 		return nil
 	})
 	if err != nil {
@@ -85,7 +85,7 @@ func checkManifest(root, fullHash string) error {
 		switch {
 		case err != nil:
 			return fmt.Errorf("%s is missing", fields[3])
-		case st.Size() != size || st.ModTime().UnixNano() != mtime:
+		case st.Size() != size || st.ModTime().Unix() != mtime: // seconds: caches restored by tar keep no more
 			return fmt.Errorf("%s changed since it was unpacked (size %d, want %d)", fields[3], st.Size(), size)
 		}
 		if fields[3] == want {
