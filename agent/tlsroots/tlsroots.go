@@ -1,8 +1,9 @@
 // Package tlsroots gives the agent's HTTPS clients (etoile.config=https://…,
 // etoile.system=https://…) the Mozilla root certificates when the machine
-// has none: the initramfs and the system image carry no CA bundle. The
-// bundle (golang.org/x/crypto/x509roots/fallback) is parsed on the first
-// HTTPS request, not at every boot.
+// has none where Go looks: the initramfs carries no CA bundle (the system
+// image does, /etc/ssl/certs/ca-certificates.crt, which then takes
+// precedence). The bundle (golang.org/x/crypto/x509roots/fallback) is
+// parsed on the first HTTPS request, not at every boot.
 package tlsroots
 
 import (
