@@ -39,6 +39,7 @@ const usage = `etoile — build and run Étoile sites
 
 Commands:
   etoile build [-f spec.yaml] [-o out/]   build the boot media an image spec describes
+  etoile config example|validate|k3s …   write, check and render machine configs
   etoile hub …                           run and administer the constellation hub
   etoile version                          print the version
 

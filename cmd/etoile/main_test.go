@@ -70,3 +70,20 @@ func TestPrintDefaultSpecAndVersion(t *testing.T) {
 		t.Fatalf("unknown command: %v %q", err, errOut)
 	}
 }
+
+// TestHelpListsEveryCommand: `etoile help` names each command run accepts.
+func TestHelpListsEveryCommand(t *testing.T) {
+	out, _, err := runCLI(t, "help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"build", "version"}
+	for name := range extraCommands {
+		names = append(names, name)
+	}
+	for _, name := range names {
+		if !strings.Contains(out, "etoile "+name) {
+			t.Errorf("etoile help does not list %q:\n%s", name, out)
+		}
+	}
+}
