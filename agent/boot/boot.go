@@ -1059,63 +1059,61 @@ func switchRoot(ctx context.Context, m *Machine) error {
 		m.imageDriversLoaded()
 		return nil
 	}
-	{
-		// The merged index knows the extensions' drivers: the devices
-		// nothing drove yet (a GPU, a NIC with an out-of-tree driver) get
-		// theirs now, in the background; the network's wait for its links
-		// and a GPU's inventory wait for them (ImageDriversLoaded).
-		loadedBefore := m.Cold.Loaded(0)
-		added, err := m.Cold.Reindex()
-		if err != nil {
-			m.imageDriversLoaded()
-			m.log.Warn("the system image's module index is unreadable: its extensions' drivers will not load", "reason", err.Error())
-			return nil
+	// The merged index knows the extensions' drivers: the devices
+	// nothing drove yet (a GPU, a NIC with an out-of-tree driver) get
+	// theirs now, in the background; the network's wait for its links
+	// and a GPU's inventory wait for them (ImageDriversLoaded).
+	loadedBefore := m.Cold.Loaded(0)
+	added, err := m.Cold.Reindex()
+	if err != nil {
+		m.imageDriversLoaded()
+		m.log.Warn("the system image's module index is unreadable: its extensions' drivers will not load", "reason", err.Error())
+		return nil
+	}
+	m.log.Info("kernel modules of the system image added", "index", m.Cold.ModDir, "modules", strings.Join(added, ","))
+	for _, name := range added {
+		if slices.Contains(loadedBefore, name) {
+			// The kernel keeps a module once loaded: the image's copy of
+			// one the initramfs had loaded cannot replace it.
+			m.log.Warn("a module of the system image is not used: the initramfs's copy was loaded before the system image was mounted",
+				"module", name, "fix", "leave the module out of the image's module list (spec modules) so that only the extension's copy exists")
 		}
-		m.log.Info("kernel modules of the system image added", "index", m.Cold.ModDir, "modules", strings.Join(added, ","))
-		for _, name := range added {
-			if slices.Contains(loadedBefore, name) {
-				// The kernel keeps a module once loaded: the image's copy of
-				// one the initramfs had loaded cannot replace it.
-				m.log.Warn("a module of the system image is not used: the initramfs's copy was loaded before the system image was mounted",
-					"module", name, "fix", "leave the module out of the image's module list (spec modules) so that only the extension's copy exists")
-			}
-		}
-		go func() {
-			defer m.imageDriversLoaded()
-			defer func() {
-				if r := recover(); r != nil {
-					m.log.Warn("module loading crashed", "reason", fmt.Sprint(r))
-				}
-			}()
-			before := m.Cold.LoadCount()
-			// Bounded: a driver that takes longer (a large GPU module) goes
-			// on loading, but the network and the inventory stop waiting.
-			scanned := make(chan struct{})
-			go func() {
-				defer close(scanned)
-				defer func() { _ = recover() }()
-				if _, err := m.Cold.Scan(ctx); err != nil {
-					m.log.Debug("rescan failed", "reason", err.Error())
-				}
-			}()
-			select {
-			case <-scanned:
-			case <-time.After(m.scale(10 * time.Second)):
-				m.log.Warn("the system image's drivers are still loading; the boot goes on")
-			}
-			// Only the image's modules: other loads (drivers nothing waits
-			// for, in the background) finish meanwhile too.
-			var loaded []string
-			for _, name := range m.Cold.Loaded(before) {
-				if slices.Contains(added, name) {
-					loaded = append(loaded, name)
-				}
-			}
-			if len(loaded) > 0 {
-				m.log.Info("drivers loaded from the system image's modules", "modules", strings.Join(loaded, ","))
+	}
+	go func() {
+		defer m.imageDriversLoaded()
+		defer func() {
+			if r := recover(); r != nil {
+				m.log.Warn("module loading crashed", "reason", fmt.Sprint(r))
 			}
 		}()
-	}
+		before := m.Cold.LoadCount()
+		// Bounded: a driver that takes longer (a large GPU module) goes
+		// on loading, but the network and the inventory stop waiting.
+		scanned := make(chan struct{})
+		go func() {
+			defer close(scanned)
+			defer func() { _ = recover() }()
+			if _, err := m.Cold.Scan(ctx); err != nil {
+				m.log.Debug("rescan failed", "reason", err.Error())
+			}
+		}()
+		select {
+		case <-scanned:
+		case <-time.After(m.scale(10 * time.Second)):
+			m.log.Warn("the system image's drivers are still loading; the boot goes on")
+		}
+		// Only the image's modules: other loads (drivers nothing waits
+		// for, in the background) finish meanwhile too.
+		var loaded []string
+		for _, name := range m.Cold.Loaded(before) {
+			if slices.Contains(added, name) {
+				loaded = append(loaded, name)
+			}
+		}
+		if len(loaded) > 0 {
+			m.log.Info("drivers loaded from the system image's modules", "modules", strings.Join(loaded, ","))
+		}
+	}()
 	return nil
 }
 

@@ -270,6 +270,10 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		}
 	}
 	a := Applied{Iface: name, Addresses: ifc.Addresses, Gateway: ifc.Gateway, DNS: ifc.DNS}
+	if len(ifc.Addresses) == 0 {
+		// Validation refuses it; never leave a link bare on a config that slipped through.
+		return a, nil, errors.New("static without addresses: set dhcp: true, or list addresses")
+	}
 	// The new addresses first: removing a link's last IPv4 address makes
 	// the kernel drop every route through the link, others' too.
 	var leases []Lease
