@@ -25,6 +25,7 @@ import (
 	"github.com/etoile-os/etoile/agent/kmsg"
 	"github.com/etoile-os/etoile/agent/mount"
 	"github.com/etoile-os/etoile/agent/network"
+	"github.com/etoile-os/etoile/agent/nvdev"
 	"github.com/etoile-os/etoile/agent/sysimage"
 	"golang.org/x/sys/unix"
 )
@@ -439,7 +440,30 @@ func (m *Machine) ready() Ready {
 // kernel modules add are loaded (see switchRoot), or once there are none.
 func (m *Machine) ImageDriversLoaded() <-chan struct{} { return m.imageDrivers }
 
-func (m *Machine) imageDriversLoaded() { m.imageDriversOnce.Do(func() { close(m.imageDrivers) }) }
+func (m *Machine) imageDriversLoaded() {
+	m.imageDriversOnce.Do(func() {
+		m.nvidiaDeviceFiles() // nvidia-smi in the inventory that waits on this opens them
+		close(m.imageDrivers)
+	})
+}
+
+// nvidiaDeviceFiles makes /dev/nvidiactl, /dev/nvidia<N> and the others
+// NVIDIA's driver, once loaded, needs and devtmpfs never shows (there is no
+// udev to run nvidia-modprobe's mknod): see package nvdev.
+func (m *Machine) nvidiaDeviceFiles() {
+	nodes, err := nvdev.Nodes(m.path("/proc"))
+	if err == nil && len(nodes) > 0 {
+		var made []string
+		made, err = nvdev.Make(m.path("/dev"), nodes)
+		if len(made) > 0 {
+			m.log.Info("NVIDIA device files", "made", strings.Join(made, ","))
+		}
+	}
+	if err != nil {
+		m.log.Warn("NVIDIA device files", "reason", err.Error(),
+			"fix", "the GPU's driver is loaded but nvidia-smi and containers cannot open it: read the kernel's messages (dmesg) and the driver's parameters (/proc/driver/nvidia/params)")
+	}
+}
 
 // NetworkResult is the network as the boot and the machine config left it.
 func (m *Machine) NetworkResult() *network.Result {
@@ -747,6 +771,7 @@ func (m *Machine) LateModules(ctx context.Context) {
 		names = append(slices.Clone(names), ml.Names...)
 	}
 	m.Cold.LoadFixed(ctx, names)
+	m.nvidiaDeviceFiles() // nvidia_uvm, nvidia_modeset come from modules-load.d
 	m.log.Info("", "step", "late-modules", "t", Seconds(m.opts.Clock.SinceBoot()), "took", kmod.Round(time.Since(start)),
 		"loaded", m.Cold.LoadCount()-before, "modules", strings.Join(m.Cold.Loaded(before), ","))
 }

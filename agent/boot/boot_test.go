@@ -20,6 +20,7 @@ import (
 	"github.com/etoile-os/etoile/agent/fakeroot"
 	"github.com/etoile-os/etoile/agent/kmod"
 	"github.com/etoile-os/etoile/agent/mount"
+	"golang.org/x/sys/unix"
 )
 
 const release = "6.1.0-50-amd64"
@@ -384,4 +385,63 @@ func TestBootLaysImageModulesOver(t *testing.T) {
 	if !strings.Contains(out, "module not in image module=not_anywhere") {
 		t.Errorf("a modules-load.d name no module has is not warned about:\n%s", out)
 	}
+}
+
+// With NVIDIA's driver loaded (it publishes /proc/driver/nvidia), the boot
+// makes the device files udev would have: the inventory's nvidia-smi,
+// waiting for ImageDriversLoaded, opens them; nvidia_uvm's come after
+// modules-load.d.
+func TestBootMakesNvidiaDeviceFiles(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("making device files needs root: run the tests as root (make test does, as CI)")
+	}
+	root := machineRoot(t, "BOOT_IMAGE=/isolinux/vmlinuz console=ttyS0")
+	iso := fakeroot.ISO(t, "ETOILE", map[string]string{"etoile/system.sqfs": "not really squashfs"})
+	fakeroot.Block(t, root, "sr0", false, "", iso)
+	fakeroot.Write(t, root, map[string]string{
+		"proc/driver/nvidia/gpus/0000:00:06.0/information": "Model: \t\t NVIDIA H100 80GB HBM3\nDevice Minor: \t 0\n",
+		"proc/devices": "Character devices:\n  1 mem\n195 nvidia-frontend\n\nBlock devices:\n  7 loop\n",
+	})
+	var out bytes.Buffer
+	var driversFirst bool
+	beforeReady := func(ctx context.Context, m *Machine) []string {
+		select {
+		case <-m.ImageDriversLoaded():
+			driversFirst = true
+		default:
+		}
+		// nvidia_uvm, as modules-load.d would have it loaded after ready.
+		fakeroot.Write(t, root, map[string]string{"proc/devices": "Character devices:\n195 nvidia-frontend\n511 nvidia-uvm\n\n"})
+		return nil
+	}
+	m := New(Options{Root: root, Stdout: &out, Mounter: &mount.Recorder{}, Loader: &kmod.Recorder{}, Clock: fixedClock(time.Second), WaitScale: 0.01, BeforeReady: beforeReady})
+	if _, err := m.Boot(context.Background()); err != nil {
+		t.Fatalf("boot failed: %v\n%s", err, out.String())
+	}
+	if !driversFirst {
+		t.Error("the services started before the image's drivers were loaded")
+	}
+	isDev := func(name string, major, minor uint32) {
+		t.Helper()
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(root, "dev", name), &st); err != nil {
+			t.Fatalf("/dev/%s: %v\n%s", name, err, out.String())
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFCHR || uint64(st.Rdev) != unix.Mkdev(major, minor) {
+			t.Errorf("/dev/%s is not the character device %d:%d", name, major, minor)
+		}
+	}
+	isDev("nvidiactl", 195, 255)
+	isDev("nvidia0", 195, 0)
+	d := filepath.Join(root, "dev")
+	for _, want := range []string{
+		"NVIDIA device files made=" + d + "/nvidiactl," + d + "/nvidia0\n",
+		"NVIDIA device files made=" + d + "/nvidia-uvm," + d + "/nvidia-uvm-tools\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no %q in:\n%s", want, out.String())
+		}
+	}
+	isDev("nvidia-uvm", 511, 0)
+	isDev("nvidia-uvm-tools", 511, 1)
 }

@@ -57,6 +57,11 @@ func (h *lineHandler) Handle(_ context.Context, r slog.Record) error {
 		write(a)
 	}
 	r.Attrs(write)
+	if r.Level < slog.LevelInfo {
+		// Debug lines (etoile.debug) say when they happened, so that a boot's
+		// critical path can be read from the console alone.
+		fmt.Fprintf(&b, " at=%.3fs", BootClock{}.SinceBoot().Seconds())
+	}
 	b.WriteByte('\n')
 	h.mu.Lock()
 	defer h.mu.Unlock()

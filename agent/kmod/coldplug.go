@@ -813,12 +813,14 @@ func (c *Coldplug) loadFile(m, wanted string, r request, lt *loadThread) {
 		load = func() error { return pl.LoadParams(m, p, params) }
 	}
 	var err error
+	var prep time.Duration
 	if pr, ok := c.Loader.(Preparer); ok {
 		// Reading and decompressing at the usual priority, the kernel's share at lt's.
 		var prepared Prepared
 		if prepared, err = pr.Prepare(m, p); err == nil {
 			load = func() error { return prepared(params) }
 		}
+		prep = time.Since(start)
 	}
 	if err == nil {
 		err = c.inKernel(lt, load)
@@ -838,6 +840,9 @@ func (c *Coldplug) loadFile(m, wanted string, r request, lt *loadThread) {
 	c.loaded = append(c.loaded, m)
 	c.mu.Unlock()
 	attrs := []any{"module", m, "took", Round(time.Since(start))}
+	if prep > 0 {
+		attrs = append(attrs, "read", Round(prep)) // reading and decompressing the file
+	}
 	if params != "" {
 		attrs = append(attrs, "params", params)
 	}
