@@ -11,7 +11,7 @@
 //
 //	/dev/nvidiactl              195:255
 //	/dev/nvidia<N>              195:N, N the "Device Minor" of /proc/driver/nvidia/gpus/*/information
-//	/dev/nvidia-modeset         195:254, once nvidia_modeset is loaded
+//	/dev/nvidia-modeset         195:254, once /proc/modules lists nvidia_modeset
 //	/dev/nvidia-uvm(-tools)     <nvidia-uvm's major in /proc/devices>:0 and :1
 //	/dev/nvidia-caps/nvidia-cap<M>  <nvidia-caps's major>:M, M the DeviceFileMinor of each file under
 //	                            /proc/driver/nvidia/capabilities (MIG's config and monitor, …)
@@ -120,6 +120,20 @@ func charMajors(proc string) map[string]uint32 {
 	return out
 }
 
+// moduleLoaded reports whether /proc/modules lists the module.
+func moduleLoaded(proc, name string) bool {
+	b, err := os.ReadFile(filepath.Join(proc, "modules"))
+	if err != nil {
+		return false
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if f, _, _ := strings.Cut(line, " "); f == name {
+			return true
+		}
+	}
+	return false
+}
+
 // gpuMinors returns the Device Minor of each GPU the driver has.
 func gpuMinors(proc string) ([]uint32, error) {
 	files, err := filepath.Glob(filepath.Join(proc, "driver/nvidia/gpus/*/information"))
@@ -184,7 +198,7 @@ func Nodes(proc string) ([]Node, error) {
 		nodes = append(nodes, node("nvidia"+strconv.Itoa(int(n)), Major, n, drv))
 	}
 	majors := charMajors(proc)
-	if _, err := os.Stat(filepath.Join(proc, "driver/nvidia-modeset")); err == nil {
+	if moduleLoaded(proc, "nvidia_modeset") {
 		nodes = append(nodes, node("nvidia-modeset", Major, modesetMinor, drv))
 	}
 	if m, ok := majors["nvidia-uvm"]; ok {

@@ -93,9 +93,7 @@ func TestNodesFollowTheDriversParameters(t *testing.T) {
 	proc := h100Proc(t)
 	write(t, filepath.Join(proc, "driver/nvidia/params"), "DeviceFileUID: 0\nDeviceFileGID: 44\nDeviceFileMode: 432\nModifyDeviceFiles: 1\n")
 	write(t, filepath.Join(proc, "driver/nvidia/gpus/0000:41:00.0/information"), "Model: \t\t NVIDIA H100\nDevice Minor: \t 1\n")
-	if err := os.MkdirAll(filepath.Join(proc, "driver/nvidia-modeset"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	write(t, filepath.Join(proc, "modules"), "nvidia_uvm 2076672 0 - Live 0x0000000000000000 (POE)\nnvidia_modeset 1724416 0 - Live 0x0000000000000000 (POE)\nnvidia 104071168 2 nvidia_uvm,nvidia_modeset, Live 0x0000000000000000 (POE)\n")
 	nodes, err := Nodes(proc)
 	if err != nil {
 		t.Fatal(err)
