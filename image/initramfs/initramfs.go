@@ -288,7 +288,11 @@ func plan(opts Options) ([]*entry, error) {
 				return nil, err
 			}
 		}
-		for name, data := range kernel.IndexFiles(opts.Modules, ModuleSuffix) {
+		index, err := kernel.IndexFiles(opts.Modules, ModuleSuffix)
+		if err != nil {
+			return nil, fmt.Errorf("module index: %w", err)
+		}
+		for name, data := range index {
 			if err := add(&entry{path: base + "/" + name, mode: sIFREG | 0o644, content: static(data)}, name); err != nil {
 				return nil, err
 			}

@@ -252,6 +252,11 @@ func (k *Kernel) MergeExtras(dir string, initramfs []Module, suffix string, want
 		builtin.WriteString(l + "\n")
 	}
 	files["modules.builtin"] = []byte(builtin.String())
+	bins, err := BinaryIndexes(files)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(files, bins)
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
 			return nil, fmt.Errorf("writing %s: %w", name, err)

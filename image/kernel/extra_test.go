@@ -93,9 +93,9 @@ func TestMergeExtrasRealModule(t *testing.T) {
 	if !slices.Equal(ex.Replaced, []string{"modules.alias.bin", "modules.dep", "modules.dep.bin"}) {
 		t.Errorf("Replaced = %v", ex.Replaced)
 	}
-	for _, f := range []string{"modules.dep.bin", "modules.alias.bin"} {
-		if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("stale %s left in place (%v)", f, err)
+	for _, f := range []string{"modules.dep.bin", "modules.alias.bin", "modules.builtin.bin"} {
+		if b, err := os.ReadFile(filepath.Join(dir, f)); err != nil || !bytes.HasPrefix(b, []byte{0xB0, 0x07, 0xF4, 0x57}) {
+			t.Errorf("%s is not a fresh kmod index (%v): %.20q", f, err, b)
 		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "kernel/drivers/net/mii.ko")); err != nil {
@@ -111,7 +111,11 @@ func TestMergeExtrasRealModule(t *testing.T) {
 		}
 	}
 	// The initramfs's own lines, as its index has them.
-	for _, line := range strings.Split(strings.TrimSpace(string(IndexFiles(initramfs, ".zst")["modules.dep"])), "\n") {
+	initIndex, err := IndexFiles(initramfs, ".zst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(initIndex["modules.dep"])), "\n") {
 		if !strings.Contains(dep, line+"\n") {
 			t.Errorf("modules.dep lacks the initramfs's line %q:\n%s", line, dep)
 		}

@@ -273,7 +273,10 @@ func TestIndexFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := IndexFiles(mods, "")
+	files, err := IndexFiles(mods, "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := map[string]string{
 		"modules.dep": "kernel/arch/x86/crypto/crc32c-intel.ko:\n" +
 			"kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko\n" +
@@ -297,7 +300,11 @@ func TestIndexFiles(t *testing.T) {
 		t.Errorf("Always = %q, want ext4 and the unknown name", got)
 	}
 	// Compressed modules are named with their suffix, as depmod does.
-	zst := string(IndexFiles(mods, ".zst")["modules.dep"])
+	zstFiles, err := IndexFiles(mods, ".zst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	zst := string(zstFiles["modules.dep"])
 	if !strings.Contains(zst, "kernel/fs/ext4/ext4.ko.zst: kernel/fs/jbd2/jbd2.ko.zst\n") {
 		t.Errorf("modules.dep with .zst names =\n%s", zst)
 	}

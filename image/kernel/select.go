@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -249,12 +250,13 @@ func (ix *index) lookup(target string) []*modEntry {
 	return out
 }
 
-// IndexFiles renders the depmod text files for an initramfs holding exactly
+// IndexFiles renders the depmod files for an initramfs holding exactly
 // mods (at their RelPath plus suffix: "" decompressed, ".zst" as the
 // initramfs writes them): modules.dep, modules.alias,
-// modules.softdep and modules.builtin, keyed by file name. Dependencies
+// modules.softdep and modules.builtin, and kmod's binary indexes of them
+// (BinaryIndexes), keyed by file name. Dependencies
 // outside mods are left out so the files only name what is there.
-func IndexFiles(mods []Module, suffix string) map[string][]byte {
+func IndexFiles(mods []Module, suffix string) (map[string][]byte, error) {
 	have := map[string]bool{}
 	for _, m := range mods {
 		have[m.RelPath] = true
@@ -279,5 +281,10 @@ func IndexFiles(mods []Module, suffix string) map[string][]byte {
 		b.WriteString(l + "\n")
 	}
 	files["modules.builtin"] = b.Bytes()
-	return files
+	bins, err := BinaryIndexes(files)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(files, bins)
+	return files, nil
 }
