@@ -116,7 +116,7 @@ func (b *Builder) writeISO(dst, work string, arch Arch, k *kernel.Kernel, initrd
 	if err := media.WriteFAT(efi.Source, fatSize, espFiles, media.FATOptions{
 		Label: "ETOILE-EFI", VolumeID: volumeID(b.stableID("efiboot", version)), Epoch: b.Epoch,
 	}); err != nil {
-		return fmt.Errorf("El Torito EFI image: %w", err)
+		return fmt.Errorf("making the El Torito EFI image: %w", err)
 	}
 	files := []media.File{
 		{Path: isoKernel, Source: k.Vmlinuz, Mode: 0o444},

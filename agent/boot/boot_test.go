@@ -51,7 +51,7 @@ func machineRoot(t *testing.T, cmdline string) string {
 	return root
 }
 
-func boot(t *testing.T, root string, opts Options) (Ready, error, string, *mount.Recorder, *kmod.Recorder) {
+func boot(t *testing.T, root string, opts Options) (Ready, string, *mount.Recorder, *kmod.Recorder, error) {
 	t.Helper()
 	var out bytes.Buffer
 	mr, lr := &mount.Recorder{}, &kmod.Recorder{}
@@ -64,7 +64,7 @@ func boot(t *testing.T, root string, opts Options) (Ready, error, string, *mount
 	}
 	m := New(opts)
 	ready, err := m.Boot(context.Background())
-	return ready, err, out.String(), mr, lr
+	return ready, out.String(), mr, lr, err
 }
 
 func ops(r *mount.Recorder) []string {
@@ -81,7 +81,7 @@ func TestBootISO(t *testing.T) {
 	fakeroot.Block(t, root, "vda", false, "", make([]byte, 1<<16))
 	fakeroot.Block(t, root, "sr0", false, "", iso)
 
-	ready, err, out, mr, lr := boot(t, root, Options{})
+	ready, out, mr, lr, err := boot(t, root, Options{})
 	if err != nil {
 		t.Fatalf("boot failed: %v\n%s", err, out)
 	}
@@ -156,7 +156,7 @@ func TestBootDiskSlotUEFI(t *testing.T) {
 	fakeroot.Block(t, root, "vda1", true, "ETOILE-ESP", nil)
 	fakeroot.Block(t, root, "vda2", true, "ETOILE-A", nil)
 	fakeroot.Block(t, root, "vda3", true, "ETOILE-B", nil)
-	ready, err, out, mr, _ := boot(t, root, Options{})
+	ready, out, mr, _, err := boot(t, root, Options{})
 	if err != nil {
 		t.Fatalf("boot failed: %v\n%s", err, out)
 	}
@@ -187,7 +187,7 @@ func TestBootHTTP(t *testing.T) {
 
 	t.Run("good", func(t *testing.T) {
 		root := machineRoot(t, "console=ttyS0 etoile.system="+url+" etoile.system.sha256="+good)
-		ready, err, out, mr, _ := boot(t, root, Options{HTTP: srv.Client()})
+		ready, out, mr, _, err := boot(t, root, Options{HTTP: srv.Client()})
 		if err != nil {
 			t.Fatalf("boot failed: %v\n%s", err, out)
 		}
@@ -208,7 +208,7 @@ func TestBootHTTP(t *testing.T) {
 	t.Run("bad checksum", func(t *testing.T) {
 		bad := strings.Repeat("0", 64)
 		root := machineRoot(t, "console=ttyS0 etoile.system="+url+" etoile.system.sha256="+bad)
-		_, err, out, mr, _ := boot(t, root, Options{HTTP: srv.Client()})
+		_, out, mr, _, err := boot(t, root, Options{HTTP: srv.Client()})
 		var se *StepError
 		if !errors.As(err, &se) || se.Step != "find-image" {
 			t.Fatalf("err = %v, want a find-image StepError", err)
@@ -235,7 +235,7 @@ func TestBootHTTP(t *testing.T) {
 func TestBootNoMedium(t *testing.T) {
 	root := machineRoot(t, "console=ttyS0")
 	fakeroot.Block(t, root, "vda", false, "", make([]byte, 1<<16))
-	_, err, out, _, _ := boot(t, root, Options{WaitScale: 0.002})
+	_, out, _, _, err := boot(t, root, Options{WaitScale: 0.002})
 	var se *StepError
 	if !errors.As(err, &se) || se.Step != "find-image" || !strings.Contains(se.Reason, "vda") || !strings.Contains(se.Fix, "USB stick") {
 		t.Fatalf("err = %v, want a find-image error naming the devices seen and what to do\n%s", err, out)
@@ -252,7 +252,7 @@ func TestBootAsksUSBStickAgain(t *testing.T) {
 		"sys/class/scsi_host/host0/proc_name": "ahci\n",
 		"sys/class/scsi_host/host0/scan":      "",
 	})
-	_, err, out, _, _ := boot(t, root, Options{WaitScale: 0.01})
+	_, out, _, _, err := boot(t, root, Options{WaitScale: 0.01})
 	var se *StepError
 	if !errors.As(err, &se) || se.Step != "find-image" {
 		t.Fatalf("err = %v, want a find-image error (no medium)\n%s", err, out)
@@ -339,7 +339,7 @@ func TestBeforeReady(t *testing.T) {
 	fakeroot.Block(t, root, "vda", false, "", nil)
 	fakeroot.Block(t, root, "vda2", true, "ETOILE-A", nil)
 	var media []string
-	ready, err, out, _, _ := boot(t, root, Options{BeforeReady: func(ctx context.Context, m *Machine) []string {
+	ready, out, _, _, err := boot(t, root, Options{BeforeReady: func(ctx context.Context, m *Machine) []string {
 		media = m.MediaDirs()
 		return []string{"k3s=starting"}
 	}})
@@ -367,7 +367,7 @@ func TestBootLaysImageModulesOver(t *testing.T) {
 		"sysroot/lib/modules/" + release + "/extra/nvidia.ko": "",
 		"etc/modules-load.d/site.conf":                        "# for the site\ndca\nnot-anywhere\n",
 	})
-	_, err, out, mr, lr := boot(t, root, Options{})
+	_, out, mr, lr, err := boot(t, root, Options{})
 	if err != nil {
 		t.Fatalf("boot failed: %v\n%s", err, out)
 	}

@@ -78,11 +78,11 @@ func ReadPackage(debPath string) (*Package, error) {
 		return nil, fmt.Errorf("hashing Debian package %s: %w", debPath, err)
 	}
 	if ctrl == nil {
-		return nil, fmt.Errorf("Debian package %s has no control.tar member: the file is not a .deb or is truncated; delete it and fetch again", debPath)
+		return nil, fmt.Errorf("the Debian package %s has no control.tar member: the file is not a .deb or is truncated; delete it and fetch again", debPath)
 	}
 	p, err := packageFromControl(ctrl)
 	if err != nil {
-		return nil, fmt.Errorf("Debian package %s: %w", debPath, err)
+		return nil, fmt.Errorf("reading the Debian package %s: %w", debPath, err)
 	}
 	p.SHA256 = hex.EncodeToString(h.Sum(nil))
 	p.DebPath = debPath
@@ -201,7 +201,7 @@ func (p *Package) Extract(destDir string, keep func(path string) bool) error {
 	for {
 		m, err := ar.Next()
 		if err == io.EOF {
-			return fmt.Errorf("Debian package %s (%s) has no data.tar member: the file is truncated; delete it and fetch again", p.Name, p.DebPath)
+			return fmt.Errorf("the Debian package %s (%s) has no data.tar member: the file is truncated; delete it and fetch again", p.Name, p.DebPath)
 		}
 		if err != nil {
 			return fmt.Errorf("reading Debian package %s (%s): %w", p.Name, p.DebPath, err)

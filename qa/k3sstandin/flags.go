@@ -346,6 +346,7 @@ func (fs flagSet) configFileArgs(file string, data []byte) ([]string, error) {
 		key := strings.TrimSuffix(k.Value, "+")
 		def, ok := fs.byName[key]
 		if !ok || len(key) == 1 {
+			//lint:ignore ST1005 K3s's own wording, which tests and users grep for
 			return nil, fmt.Errorf("Unknown flag --%s found in %s (real K3s skips it with a warning; the stand-in refuses it)", k.Value, filepath.Base(file))
 		}
 		if key == "config" {
