@@ -451,6 +451,11 @@ func (m *Machine) imageDriversLoaded() {
 // NVIDIA's driver, once loaded, needs and devtmpfs never shows (there is no
 // udev to run nvidia-modprobe's mknod): see package nvdev.
 func (m *Machine) nvidiaDeviceFiles() {
+	defer func() {
+		if r := recover(); r != nil {
+			m.log.Warn("making NVIDIA device files crashed", "reason", fmt.Sprint(r))
+		}
+	}()
 	nodes, err := nvdev.Nodes(m.path("/proc"))
 	if err == nil && len(nodes) > 0 {
 		var made []string
