@@ -806,6 +806,11 @@ func (m *Machine) rescan(ctx context.Context) {
 
 func findImage(ctx context.Context, m *Machine) error {
 	p := m.Params
+	if len(p.Unusable) > 0 {
+		// Looking elsewhere (the CD) would boot what the user did not ask for.
+		return withFix(fmt.Errorf("the kernel command line names the system image with values that cannot be used: %s", strings.Join(p.Unusable, "; ")),
+			"correct these arguments in the boot loader's entry (or the netboot server's profile) and boot again")
+	}
 	switch {
 	case p.SystemURL != "":
 		m.Source = sysimage.SourceHTTP

@@ -242,6 +242,26 @@ func TestBootNoMedium(t *testing.T) {
 	}
 }
 
+// TestBootStopsOnUnusableImageArgument: a mistyped netboot argument stops
+// the boot at once naming it, even with an Étoile CD in the drive: booting
+// the CD instead would run what the user did not ask for.
+func TestBootStopsOnUnusableImageArgument(t *testing.T) {
+	root := machineRoot(t, "console=ttyS0 etoile.system=ftp://10.0.2.2/etoile-amd64-system.sqfs etoile.system.sha256="+strings.Repeat("a", 63))
+	iso := fakeroot.ISO(t, "ETOILE", map[string]string{"etoile/system.sqfs": "not really squashfs"})
+	fakeroot.Block(t, root, "sr0", false, "", iso)
+	_, out, mr, _, err := boot(t, root, Options{})
+	var se *StepError
+	if !errors.As(err, &se) || se.Step != "find-image" || !strings.Contains(se.Reason, `etoile.system="ftp://10.0.2.2/etoile-amd64-system.sqfs": want an http:// or https:// URL`) ||
+		!strings.Contains(se.Reason, "etoile.system.sha256=") || !strings.Contains(se.Fix, "boot loader") {
+		t.Fatalf("err = %v, want a find-image error naming both arguments\n%s", err, out)
+	}
+	for _, op := range ops(mr) {
+		if strings.Contains(op, "sr0") || strings.Contains(op, "squashfs") {
+			t.Errorf("the CD was used: %s", op)
+		}
+	}
+}
+
 // TestBootAsksUSBStickAgain: a USB stick whose host shows no device a
 // (scaled) second after it appeared is asked again, and the console says so.
 func TestBootAsksUSBStickAgain(t *testing.T) {

@@ -35,6 +35,11 @@ type Params struct {
 	Raw map[string]string
 	// Warnings name etoile.* arguments that were ignored and why.
 	Warnings []string
+	// Unusable names the arguments that choose the system image
+	// (etoile.slot, etoile.system, etoile.system.sha256) that were given
+	// with a value the agent cannot use: the boot must stop on them rather
+	// than look for the image somewhere the user did not mean.
+	Unusable []string
 }
 
 // Parse splits a kernel command line the way the kernel does (spaces separate
@@ -62,21 +67,21 @@ func Parse(line string) Params {
 		case "etoile.slot":
 			v := strings.ToLower(val)
 			if v != "a" && v != "b" {
-				p.Warnings = append(p.Warnings, fmt.Sprintf("etoile.slot=%q ignored: want a or b", val))
+				p.Unusable = append(p.Unusable, fmt.Sprintf("etoile.slot=%q: want a or b", val))
 				continue
 			}
 			p.Slot = v
 		case "etoile.system":
 			u, err := url.Parse(val)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				p.Warnings = append(p.Warnings, fmt.Sprintf("etoile.system=%q ignored: want an http:// or https:// URL", val))
+				p.Unusable = append(p.Unusable, fmt.Sprintf("etoile.system=%q: want an http:// or https:// URL", val))
 				continue
 			}
 			p.SystemURL = val
 		case "etoile.system.sha256":
 			v := strings.ToLower(val)
 			if b, err := hex.DecodeString(v); err != nil || len(b) != 32 {
-				p.Warnings = append(p.Warnings, fmt.Sprintf("etoile.system.sha256=%q ignored: want 64 hex digits", val))
+				p.Unusable = append(p.Unusable, fmt.Sprintf("etoile.system.sha256=%q: want 64 hex digits (the image's line in SHA256SUMS)", val))
 				continue
 			}
 			p.SystemSHA256 = v

@@ -57,10 +57,12 @@ func TestParse(t *testing.T) {
 			want: Params{Slot: "a"},
 		},
 		{
-			name:     "bad values become warnings",
-			line:     "etoile.slot=c etoile.system=ftp://x/y etoile.system.sha256=abc etoile.bogus=1",
-			want:     Params{},
-			warnings: 4,
+			// The image's arguments must stop the boot (findImage), an unknown one is a warning.
+			name: "bad values of the image's arguments are unusable, unknown ones warnings",
+			line: "etoile.slot=c etoile.system=ftp://x/y etoile.system.sha256=abc etoile.bogus=1",
+			want: Params{Unusable: []string{`etoile.slot="c": want a or b`, `etoile.system="ftp://x/y": want an http:// or https:// URL`,
+				`etoile.system.sha256="abc": want 64 hex digits (the image's line in SHA256SUMS)`}},
+			warnings: 1,
 		},
 	}
 	for _, tt := range tests {
