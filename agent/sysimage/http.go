@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/etoile-os/etoile/agent/tlsroots"
@@ -85,12 +86,24 @@ func fetch(ctx context.Context, client *http.Client, url, want, dst string) (int
 		return 0, err
 	}
 	tmp := dst + ".partial"
+	os.Remove(tmp) // an earlier attempt's bytes take room too
+	noRoom := func(need, free int64) error {
+		return &permanentError{fmt.Errorf("the system image from %s (%d MiB) does not fit in memory: %d MiB free in %s; give the machine more RAM, or make the system image smaller",
+			url, need>>20, free>>20, filepath.Dir(dst))}
+	}
+	if free := freeBytes(filepath.Dir(dst)); resp.ContentLength > 0 && free >= 0 && resp.ContentLength > free {
+		return 0, noRoom(resp.ContentLength, free)
+	}
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return 0, fmt.Errorf("writing the system image: %w", err)
 	}
 	var h hash.Hash = sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), resp.Body)
+	body := io.Reader(resp.Body)
+	if resp.ContentLength >= 0 {
+		body = io.LimitReader(resp.Body, resp.ContentLength+1) // a server sending more is wrong: stop there
+	}
+	n, err := io.Copy(io.MultiWriter(f, h), body)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -99,7 +112,11 @@ func fetch(ctx context.Context, client *http.Client, url, want, dst string) (int
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return 0, fmt.Errorf("downloading the system image from %s: %w (is the tmpfs big enough? the machine needs RAM for the whole image)", url, err)
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EFBIG) {
+			// Asking again would fill the memory again.
+			return 0, noRoom(max(n, resp.ContentLength), freeBytes(filepath.Dir(dst)))
+		}
+		return 0, fmt.Errorf("downloading the system image from %s: %w", url, err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
 		os.Remove(tmp)

@@ -17,6 +17,9 @@ import (
 	"testing"
 
 	"github.com/etoile-os/etoile/agent/fakeroot"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestVolumeID(t *testing.T) {
@@ -171,6 +174,49 @@ func TestDownload(t *testing.T) {
 		_, err := Download(context.Background(), srv.Client(), srv.URL+"/system.sqfs", "", filepath.Join(t.TempDir(), "x"), log)
 		if err == nil || !strings.Contains(err.Error(), "etoile.system.sha256") {
 			t.Errorf("err = %v, want one naming etoile.system.sha256", err)
+		}
+	})
+	t.Run("too big for memory fails at once", func(t *testing.T) {
+		// A 1 MiB tmpfs stands for /run on a machine with too little RAM.
+		if os.Geteuid() != 0 {
+			t.Fatal("mounting a tmpfs needs root: run the tests as root (make test does, as CI)")
+		}
+		dir := t.TempDir()
+		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+		var requests atomic.Int32
+		big := bytes.Repeat([]byte("x"), 3<<20)
+		bigSum := sha256.Sum256(big)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			requests.Add(1)
+			if r.URL.Path == "/chunked.sqfs" {
+				// No Content-Length: only the write finds out.
+				w.Header().Set("Transfer-Encoding", "chunked")
+				for i := 0; i < len(big); i += 64 << 10 {
+					w.Write(big[i : i+64<<10])
+					w.(http.Flusher).Flush()
+				}
+				return
+			}
+			w.Write(big)
+		}))
+		defer srv.Close()
+		for _, path := range []string{"/sized.sqfs", "/chunked.sqfs"} {
+			requests.Store(0)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			_, err := Download(ctx, srv.Client(), srv.URL+path, hex.EncodeToString(bigSum[:]), filepath.Join(dir, "system.sqfs"), log)
+			cancel()
+			if err == nil || !strings.Contains(err.Error(), "does not fit in memory") || !strings.Contains(err.Error(), "more RAM") {
+				t.Errorf("%s: err = %v, want one saying the image does not fit in memory", path, err)
+			}
+			if n := requests.Load(); n != 1 {
+				t.Errorf("%s: %d requests, want 1: asking again fills the memory again", path, n)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("%s: left %v in the tmpfs", path, entries)
+			}
 		}
 	})
 	t.Run("not found fails at once", func(t *testing.T) {

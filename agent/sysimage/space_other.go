@@ -1,0 +1,5 @@
+//go:build !linux
+
+package sysimage
+
+func freeBytes(string) int64 { return -1 }
