@@ -15,10 +15,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-
-	"github.com/etoile-os/etoile/agent/fakeroot"
 	"time"
 
+	"github.com/etoile-os/etoile/agent/fakeroot"
 	"golang.org/x/sys/unix"
 )
 
