@@ -296,6 +296,17 @@ func (s lazySource) Read(ctx context.Context) ([]byte, error) {
 // startK3s starts K3s's supervisor for cfg; it returns once K3s was
 // executed (or 5 s passed), or an error when it cannot be started at all.
 func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
+	if n.env.Root == "/" {
+		mounted, err := k3s.PrepareContainerdDir("/")
+		switch {
+		case err != nil:
+			n.fail("k3s", err.Error(), "K3s cannot keep containers on the system's overlay: check the kernel's messages (dmesg)")
+			return err
+		case mounted:
+			n.env.Log.Info("containerd's root in memory", "dir", k3s.ContainerdDir, "fs", "tmpfs",
+				"why", "its overlayfs snapshotter cannot stack layers on the system's overlay")
+		}
+	}
 	if _, err := k3s.LinkAirgapImages(n.env.Root); err != nil {
 		n.env.Log.Warn("airgap images", "reason", err.Error())
 	}

@@ -25,6 +25,10 @@
 //     <data-dir>/agent/kubelet.kubeconfig (a client certificate the server
 //     issued; it names the server itself, where K3s names its local load
 //     balancer 127.0.0.1:6444).
+//   - Run as the machine's K3s (no ETOILE_K3S_STANDIN_ROOT), it checks, as
+//     K3s's containerd does, that its default overlayfs snapshotter can
+//     mount an overlay in <data-dir>/agent/containerd, and exits with
+//     K3s's error when it cannot (a data dir on an overlay root).
 //   - It misbehaves on request, to test supervision: crash after N seconds
 //     (optionally only the first N starts), hang (run but never become
 //     ready), become ready after a delay, ignore SIGTERM. See behaviour.
@@ -245,6 +249,13 @@ func runSub(ctx context.Context, inv invocation, lg *logger, sub string, cli []s
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		lg.fatalf("creating data dir %s: %v", dataDir, err)
 		return 1
+	}
+	// As K3s's containerd, on the machine itself (not under a test root).
+	if root == "/" && o.str("snapshotter", "overlayfs") == "overlayfs" {
+		if err := checkOverlaySnapshotter(dataDir); err != nil {
+			lg.fatalf("%v", err)
+			return 1
+		}
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
