@@ -280,6 +280,9 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	if s.Root != "/" && s.Root != "" {
 		bin = s.path(s.Binary)
 	}
+	if err := raiseLimits(); err != nil {
+		s.Log.Warn("K3s keeps this process's limits", "reason", err.Error())
+	}
 	cmd := exec.Command(bin, s.Args...)
 	cmd.Env = append([]string{"PATH=" + SystemPath, "HOME=/root"}, s.Env...)
 	cmd.Dir = s.Root

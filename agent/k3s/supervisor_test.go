@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The test binary doubles as a misbehaving K3s (a stand-in process, not
@@ -33,6 +35,14 @@ func TestMain(m *testing.M) {
 		<-c
 		fmt.Println("fake k3s got SIGTERM")
 		os.Exit(0)
+	case mode == "limits":
+		var nofile, nproc, core unix.Rlimit
+		unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile)
+		unix.Getrlimit(unix.RLIMIT_NPROC, &nproc)
+		unix.Getrlimit(unix.RLIMIT_CORE, &core)
+		fmt.Printf("fake k3s limits nofile=%d/%d nproc_unlimited=%v core_unlimited=%v\n", nofile.Cur, nofile.Max,
+			nproc.Cur == unix.RLIM_INFINITY && nproc.Max == unix.RLIM_INFINITY, core.Cur == unix.RLIM_INFINITY && core.Max == unix.RLIM_INFINITY)
+		time.Sleep(time.Hour)
 	case mode == "stubborn":
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Println("fake k3s ignoring SIGTERM")
@@ -262,5 +272,40 @@ func TestLogFileRotates(t *testing.T) {
 	}
 	if st, _ := os.Stat(p); st.Size() != 500 {
 		t.Errorf("current log holds %d bytes after 25 lines, want 500 (2500 bytes = two full files and half a third)", st.Size())
+	}
+}
+
+// TestK3sGetsItsLimits: K3s runs with its systemd unit's limits (1048576
+// open files, unlimited processes and core size), which containers inherit,
+// not the soft limits Go hands its children by default. Where this test
+// runs without the right to raise hard limits (a container), K3s gets the
+// hard limits as soft ones, and the test checks that instead.
+func TestK3sGetsItsLimits(t *testing.T) {
+	// A low soft file limit, as init's 1024, to see it raised.
+	var orig syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &orig); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: 1024, Max: orig.Max}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &orig) })
+	canRaise := unix.Prlimit(0, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 1024, Max: NoFileLimit}, nil) == nil
+	root := fakeRoot(t)
+	s := &Supervisor{Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Env: []string{"ETOILE_FAKE_K3S=limits"}, StopTimeout: 300 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "the limits line", func() bool { return strings.Contains(strings.Join(s.Logs(), "\n"), "fake k3s limits") })
+	cancel()
+	<-done
+	want := fmt.Sprintf("fake k3s limits nofile=%d/%d nproc_unlimited=true core_unlimited=true", NoFileLimit, NoFileLimit)
+	if !canRaise {
+		t.Logf("this process cannot raise hard limits (no CAP_SYS_RESOURCE): checking that K3s gets the hard ones")
+		want = fmt.Sprintf("fake k3s limits nofile=%d/%d", orig.Max, orig.Max)
+	}
+	if logs := strings.Join(s.Logs(), "\n"); !strings.Contains(logs, want) {
+		t.Errorf("K3s's limits:\n%s\nwant %q", logs, want)
 	}
 }

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package k3s
+
+func raiseLimits() error { return nil }
