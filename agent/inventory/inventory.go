@@ -186,6 +186,11 @@ type Options struct {
 	BootDevice string
 	// Run runs nvidia-smi; nil uses os/exec with the PATH on a live machine.
 	Run RunFunc
+	// Start and Release, when set, start the programs Run's default runs and
+	// hand their exit back: PID 1's reaper (boot.Reaper), which otherwise
+	// reaps every child, nvidia-smi included, before os/exec's Wait can.
+	Start   func(*exec.Cmd) error
+	Release func(pid int)
 	// Logger receives debug notes on what was skipped; nil discards them.
 	Logger *slog.Logger
 }
@@ -273,7 +278,9 @@ func (c *collector) runNvidiaSMI(ctx context.Context) ([]byte, error) {
 		if _, err := exec.LookPath("nvidia-smi"); err != nil {
 			return nil, nil // no tools in this image: /proc/driver/nvidia is enough
 		}
-		run = execRun
+		run = func(ctx context.Context, name string, args ...string) ([]byte, error) {
+			return execRun(ctx, c.opts.Start, c.opts.Release, name, args...)
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, nvidiaSMITimeout)
 	defer cancel()
@@ -284,11 +291,21 @@ func (c *collector) runNvidiaSMI(ctx context.Context) ([]byte, error) {
 	return out, nil
 }
 
-func execRun(ctx context.Context, name string, args ...string) ([]byte, error) {
+func execRun(ctx context.Context, start func(*exec.Cmd) error, release func(int), name string, args ...string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	if start == nil {
+		start = (*exec.Cmd).Start
+	}
+	err := start(cmd)
+	if err == nil {
+		err = cmd.Wait()
+		if release != nil {
+			release(cmd.Process.Pid)
+		}
+	}
+	if err != nil {
 		// nvidia-smi explains failures on stdout ("NVIDIA-SMI has failed because…").
 		why := bytes.TrimSpace(stderr.Bytes())
 		if len(why) == 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -326,17 +327,30 @@ func TestCopiedTreeWithoutLinks(t *testing.T) {
 // execRun is what runs nvidia-smi on a live machine; its errors carry the program's own words,
 // which nvidia-smi writes to stdout.
 func TestExecRun(t *testing.T) {
-	out, err := execRun(context.Background(), "sh", "-c", "echo '<x/>'")
+	out, err := execRun(context.Background(), nil, nil, "sh", "-c", "echo '<x/>'")
 	if err != nil || string(out) != "<x/>\n" {
 		t.Errorf("execRun = %q, %v", out, err)
 	}
-	_, err = execRun(context.Background(), "sh", "-c", "echo NVIDIA-SMI has failed because it could not communicate; exit 9")
+	_, err = execRun(context.Background(), nil, nil, "sh", "-c", "echo NVIDIA-SMI has failed because it could not communicate; exit 9")
 	if err == nil || !strings.Contains(err.Error(), "exit status 9") || !strings.Contains(err.Error(), "NVIDIA-SMI has failed") {
 		t.Errorf("execRun error = %v, want the exit status and nvidia-smi's words", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := execRun(ctx, "sleep", "5"); err == nil {
+	if _, err := execRun(ctx, nil, nil, "sleep", "5"); err == nil {
 		t.Error("execRun ran on after its context was cancelled")
+	}
+	// As PID 1, the reaper starts it and gets its pid back after the Wait.
+	var started, released int
+	start := func(c *exec.Cmd) error {
+		err := c.Start()
+		if err == nil {
+			started = c.Process.Pid
+		}
+		return err
+	}
+	out, err = execRun(context.Background(), start, func(pid int) { released = pid }, "sh", "-c", "echo '<y/>'")
+	if err != nil || string(out) != "<y/>\n" || started == 0 || released != started {
+		t.Errorf("execRun through a reaper = %q, %v; started %d, released %d", out, err, started, released)
 	}
 }

@@ -148,7 +148,7 @@ func Start(ctx context.Context, env Env) *Node {
 					env.Log.Warn("hardware inventory crashed", "reason", fmt.Sprint(r))
 				}
 			}()
-			inv, err := inventory.Collect(ctx, inventory.Options{Root: n.rootOrEmpty(), Logger: env.Log})
+			inv, err := inventory.Collect(ctx, inventory.Options{Root: n.rootOrEmpty(), Logger: env.Log, Start: env.Start, Release: env.Release})
 			if err != nil {
 				env.Log.Warn("hardware inventory failed", "reason", err.Error())
 			}
