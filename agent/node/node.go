@@ -97,6 +97,7 @@ type Node struct {
 	supDone    chan struct{}
 	k3sNote    string // why K3s is not running, when it is not
 	inv        *inventory.Inventory
+	invDone    <-chan struct{} // closed once inv is collected
 }
 
 // Wait returns once everything Start began has stopped (after its context
@@ -138,6 +139,7 @@ func Start(ctx context.Context, env Env) *Node {
 	// two do not compete for the CPU: only a machine with a GPU, whose K3s
 	// needs the GPU labels, collects it first and makes K3s wait for it.
 	invDone := make(chan struct{})
+	n.invDone = invDone
 	collect := sync.OnceFunc(func() {
 		n.wg.Add(1)
 		go func() {
@@ -488,6 +490,17 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	warns = append(warns, n.applyNetwork(n.ctx, cfg)...)
 	if len(cfg.Network.Interfaces) > 0 {
 		warns = append(warns, "network: the interfaces listed are configured now; what an earlier config set and this one no longer lists stays until the next boot")
+	}
+	if inventory.HasGPU(n.rootOrEmpty(), "nvidia") && n.invDone != nil {
+		// K3s's GPU labels come from the inventory, which may still run
+		// (nvidia-smi) when an apply comes soon after the boot.
+		select {
+		case <-n.invDone:
+		case <-time.After(time.Minute):
+			n.env.Log.Warn("the hardware inventory is not done: K3s starts without the GPU labels")
+		case <-ctx.Done():
+			return warns, ctx.Err()
+		}
 	}
 	n.mu.Lock()
 	stop, done := n.stopK3s, n.supDone
