@@ -160,14 +160,14 @@ func TestK3sConfigContent(t *testing.T) {
 	}
 	s := string(out)
 	for _, want := range []string{
-		"server: https://10.0.0.1:6443\n",
-		"token: K10abc::server:secret\n",
-		"node-name: worker-7\n",
-		"  - example.com/rack=r7\n", // the config's label wins over detection
-		"  - nvidia.com/gpu.present=true\n",
-		"  - etoile.io/site=paris\n",
-		"  - gpu=true:NoSchedule\n",
-		"node-ip: 10.0.0.7\n",
+		"server: \"https://10.0.0.1:6443\"\n",
+		"token: \"K10abc::server:secret\"\n",
+		"node-name: \"worker-7\"\n",
+		"  - \"example.com/rack=r7\"\n", // the config's label wins over detection
+		"  - \"nvidia.com/gpu.present=true\"\n",
+		"  - \"etoile.io/site=paris\"\n",
+		"  - \"gpu=true:NoSchedule\"\n",
+		"node-ip: \"10.0.0.7\"\n",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("K3s config lacks %q:\n%s", want, s)
@@ -194,10 +194,13 @@ func TestK3sConfigContent(t *testing.T) {
 	}
 }
 
-// TestK3sValuesKeptAsWritten guards against re-encoding decoded values:
-// 0644 decodes to the integer 420, which K3s would read as mode 0420.
+// TestK3sValuesKeptAsWritten guards against re-encoding decoded values
+// (0644 decodes to the integer 420) and against K3s's YAML 1.1 parser
+// reading them otherwise: an unquoted 0644 is octal 420 there, which K3s
+// would turn into mode 0420; an unquoted "on" is a boolean.
 func TestK3sValuesKeptAsWritten(t *testing.T) {
-	c, err := Parse([]byte(minimal + "k3s:\n  write-kubeconfig-mode: 0644\n  cluster-dns: '10.43.0.10'\n  cluster-domain: 0x10\n  v: 2\n"))
+	c, err := Parse([]byte(strings.Replace(minimal, "hostname: ", "hostname: on\n# ", 1) +
+		"k3s:\n  write-kubeconfig-mode: 0644\n  cluster-dns: '10.43.0.10'\n  cluster-domain: 0x10\n  v: 2\n  node-external-ip: [10.0.0.1, no]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +208,8 @@ func TestK3sValuesKeptAsWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"write-kubeconfig-mode: 0644\n", "cluster-dns: '10.43.0.10'\n", "cluster-domain: 0x10\n", "v: 2\n"} {
+	for _, want := range []string{"node-name: \"on\"\n", "write-kubeconfig-mode: \"0644\"\n", "cluster-dns: '10.43.0.10'\n",
+		"cluster-domain: 0x10\n", "v: 2\n", "  - \"10.0.0.1\"\n  - \"no\"\n"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("K3s config lacks %q:\n%s", want, out)
 		}
@@ -253,7 +257,7 @@ func TestBuiltInGoValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "cluster-init: true\nnode-name: n1\ncluster-domain: edge.local\nsecrets-encryption: true\ntls-san:\n  - a.example\n  - b.example\n"
+	want := "cluster-init: true\nnode-name: \"n1\"\ncluster-domain: \"edge.local\"\nsecrets-encryption: true\ntls-san:\n  - \"a.example\"\n  - \"b.example\"\n"
 	if string(out) != want {
 		t.Errorf("got:\n%s\nwant:\n%s", out, want)
 	}

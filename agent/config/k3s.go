@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -142,7 +143,7 @@ func (c *MachineConfig) K3sConfig(extraLabels map[string]string) ([]byte, error)
 
 	root := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 	add := func(key string, val *yaml.Node) {
-		root.Content = append(root.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, val)
+		root.Content = append(root.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, forYAML11(val))
 	}
 	if cl := c.Cluster; cl != nil {
 		if cl.Init {
@@ -181,6 +182,35 @@ func (c *MachineConfig) K3sConfig(extraLabels map[string]string) ([]byte, error)
 		add(k, c.K3s[k].node)
 	}
 	return encodeYAML(root)
+}
+
+// octalLike is a number YAML 1.1 reads as octal (0644 is 420 there).
+var octalLike = regexp.MustCompile(`^[-+]?0[0-9_]+$`)
+
+// forYAML11 copies a value for K3s, which reads config.yaml with a YAML 1.1
+// parser (gopkg.in/yaml.v2), while the machine config is YAML 1.2: strings
+// are written double-quoted, so that a hostname "on" or a value "no" is
+// not read as a boolean, and a number with a leading zero, which the
+// operator wrote as YAML 1.2's decimal-looking text ("0644" for
+// write-kubeconfig-mode), is passed as the text written, not as octal.
+func forYAML11(n *yaml.Node) *yaml.Node {
+	c := *n
+	switch n.Kind {
+	case yaml.ScalarNode:
+		quoted := n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0
+		switch {
+		case n.Tag == "!!str" && !quoted && n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) == 0:
+			c.Style = yaml.DoubleQuotedStyle
+		case n.Tag == "!!int" && octalLike.MatchString(n.Value):
+			c.Tag, c.Style = "!!str", yaml.DoubleQuotedStyle
+		}
+	case yaml.SequenceNode:
+		c.Content = nil
+		for _, it := range n.Content {
+			c.Content = append(c.Content, forYAML11(it))
+		}
+	}
+	return &c
 }
 
 // RegistriesYAML renders /etc/rancher/k3s/registries.yaml, or nil when the

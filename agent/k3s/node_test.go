@@ -37,7 +37,7 @@ cluster: {server: "https://10.0.0.1:6443", token: "K10abc::server:secret"}
 		t.Fatal(err)
 	}
 	conf := string(s.Config)
-	for _, want := range []string{"cluster-init: true", "node-name: edge-1", "etoile.io/gpu.vendor=nvidia", "nvidia.com/gpu.present=true", "etoile.io/site=lyon"} {
+	for _, want := range []string{"cluster-init: true", "node-name: \"edge-1\"", "etoile.io/gpu.vendor=nvidia", "nvidia.com/gpu.present=true", "etoile.io/site=lyon"} {
 		if !strings.Contains(conf, want) {
 			t.Errorf("config.yaml lacks %q:\n%s", want, conf)
 		}
@@ -54,7 +54,7 @@ cluster: {server: "https://10.0.0.1:6443", token: "K10abc::server:secret"}
 	if s.Args[0] != "agent" || p.Kubeconfig != KubeletKubeconfig || p.NodeName != "etoile-abcdef" {
 		t.Errorf("agent supervisor: args %v, kubeconfig %s, node %s", s.Args, p.Kubeconfig, p.NodeName)
 	}
-	if !strings.Contains(string(s.Config), "server: https://10.0.0.1:6443") {
+	if !strings.Contains(string(s.Config), "server: \"https://10.0.0.1:6443\"") {
 		t.Errorf("agent config.yaml:\n%s", s.Config)
 	}
 }

@@ -81,7 +81,7 @@ func TestK3sRender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"cluster-init: true\n", "node-name: edge-lyon-01\n", "# /etc/rancher/k3s/registries.yaml\n", "mirrors:\n"} {
+	for _, want := range []string{"cluster-init: true\n", "node-name: \"edge-lyon-01\"\n", "# /etc/rancher/k3s/registries.yaml\n", "mirrors:\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
