@@ -26,6 +26,8 @@ import (
 	"github.com/etoile-os/etoile/image/kernel"
 	"github.com/etoile-os/etoile/image/media"
 	"github.com/etoile-os/etoile/overlay"
+
+	"golang.org/x/sys/unix"
 )
 
 // Builder builds the media an ImageSpec describes.
@@ -77,6 +79,33 @@ type Artifact struct {
 // Fixed artifact names, per architecture.
 func (b *Builder) name(suffix string) string { return "etoile-" + b.Spec.Arch + suffix }
 
+// artifactNames are every file a build of this arch can put in the output
+// folder, SHA256SUMS aside.
+func (b *Builder) artifactNames() []string {
+	var out []string
+	for _, s := range []string{".iso", ".raw", "-vmlinuz", "-initramfs.img", "-system.sqfs", ".spdx.json"} {
+		out = append(out, b.name(s))
+	}
+	return out
+}
+
+// lockOutDir keeps two builds from landing their files in one folder at
+// once.
+func lockOutDir(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".etoile-build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("locking the output folder: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another etoile build is writing to %s: wait for it to finish, or build into another folder (-o DIR)", dir)
+		}
+		return nil, fmt.Errorf("locking the output folder %s: %w", dir, err)
+	}
+	return func() { f.Close() }, nil
+}
+
 // bootFiles are the bootloader pieces taken from Debian packages.
 type bootFiles struct {
 	isolinuxBin, ldlinux, isohdpfx, systemdBoot string
@@ -106,6 +135,11 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 	if err := os.MkdirAll(b.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating output folder: %w", err)
 	}
+	unlock, err := lockOutDir(b.OutDir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	work, err := os.MkdirTemp(b.OutDir, ".build-")
 	if err != nil {
 		return nil, fmt.Errorf("creating work folder in %s: %w", b.OutDir, err)
@@ -326,6 +360,20 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 	}
 	sort.Strings(names)
 	names = append(names, "SHA256SUMS")
+	// An earlier build's artifacts that this one does not make (another
+	// spec's outputs) go first, with its SHA256SUMS: nobody flashes a stale
+	// image that no checksum names.
+	for _, n := range append([]string{"SHA256SUMS"}, b.artifactNames()...) {
+		if _, made := outputs[n]; made && n != "SHA256SUMS" {
+			continue
+		}
+		switch err := os.Remove(filepath.Join(b.OutDir, n)); {
+		case err == nil && n != "SHA256SUMS":
+			log.Info("removed an earlier build's artifact that this build does not make", "file", filepath.Join(b.OutDir, n))
+		case err != nil && !errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("removing the earlier build's %s: %w", n, err)
+		}
+	}
 	for _, n := range names {
 		if err := land(outputs[n], work, filepath.Join(b.OutDir, n)); err != nil {
 			return nil, err
