@@ -145,6 +145,22 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("creating work folder in %s: %w", b.OutDir, err)
 	}
 	defer os.RemoveAll(work)
+	// go-diskfs stages the ISO's and the squashfs's trees in a temporary
+	// folder of its own (os.MkdirTemp("")): inside the work folder, not in a
+	// /tmp that may be a tmpfs taking RAM for the whole system tree.
+	tmp := filepath.Join(work, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return nil, fmt.Errorf("creating the work folder's tmp: %w", err)
+	}
+	prevTMPDIR, hadTMPDIR := os.LookupEnv("TMPDIR")
+	os.Setenv("TMPDIR", tmp)
+	defer func() {
+		if hadTMPDIR {
+			os.Setenv("TMPDIR", prevTMPDIR)
+		} else {
+			os.Unsetenv("TMPDIR")
+		}
+	}()
 
 	version := b.Spec.Version
 	if version == "" {

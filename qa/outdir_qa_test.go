@@ -50,6 +50,9 @@ func TestBuildReplacesStaleOutputs(t *testing.T) {
 	build := func() ([]byte, error) {
 		cmd := exec.Command(filepath.Join(bin, "etoile"), append([]string{"build", "-f", specPath, "-o", out, "--agent", filepath.Join(bin, "etoile-agent")}, buildFlags()...)...)
 		cmd.Dir = root
+		// The build's temporary files go in its work folder, not $TMPDIR
+		// (a /tmp on tmpfs would hold the whole system tree in RAM).
+		cmd.Env = append(os.Environ(), "TMPDIR="+filepath.Join(dir, "no-such-folder"))
 		return cmd.CombinedOutput()
 	}
 

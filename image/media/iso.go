@@ -104,7 +104,7 @@ func WriteISO(dst string, opts ISOOptions) error {
 	defer cleanup()
 	// go-diskfs builds the ISO from a folder: the files are staged in one
 	// under $TMPDIR (never in dst's folder, which must only ever hold
-	// complete outputs).
+	// complete outputs; etoile build points TMPDIR into its work folder).
 	ws, err := os.MkdirTemp("", "etoile-iso-")
 	if err != nil {
 		return fmt.Errorf("create ISO workspace in %q: %w (set TMPDIR to a writable folder)", os.TempDir(), err)
