@@ -148,7 +148,12 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 	// go-diskfs stages the ISO's and the squashfs's trees in a temporary
 	// folder of its own (os.MkdirTemp("")): inside the work folder, not in a
 	// /tmp that may be a tmpfs taking RAM for the whole system tree.
-	tmp := filepath.Join(work, "tmp")
+	// Absolute: go-diskfs enters its workspace (see media's
+	// finalizeSquashfsInWorkspace), and -o may be relative.
+	tmp, err := filepath.Abs(filepath.Join(work, "tmp"))
+	if err != nil {
+		return nil, err
+	}
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the work folder's tmp: %w", err)
 	}

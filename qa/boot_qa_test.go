@@ -3,8 +3,12 @@
 package qa
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,5 +70,84 @@ func TestNetbootWrongChecksum(t *testing.T) {
 			}
 			t.Errorf("console does not show the %s hash %s; error line: %s", what, h, m.Line)
 		}
+	}
+}
+
+// otherDisk is a second virtio disk, at PCI slot 1, that the firmware does
+// not boot from.
+type otherDisk struct{ Path string }
+
+func (o otherDisk) QEMUArgs(dir string) ([]string, error) {
+	cp, err := workCopy(o.Path, dir, "other-disk", "disk image")
+	if err != nil {
+		return nil, err
+	}
+	return []string{"-drive", "if=none,id=other0,format=raw,file=" + escapeOpt(cp), "-device", "virtio-blk-pci,drive=other0,addr=0x1"}, nil
+}
+
+// partUUID reads a partition's unique GUID with sgdisk.
+func partUUID(t *testing.T, disk string, n int) string {
+	t.Helper()
+	b, err := exec.Command("sgdisk", "-i", strconv.Itoa(n), disk).CombinedOutput()
+	if err != nil {
+		t.Fatalf("sgdisk -i %d %s: %v\n%s", n, disk, err, b)
+	}
+	m := regexp.MustCompile(`Partition unique GUID: (\S+)`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("sgdisk -i %d %s: no unique GUID in\n%s", n, disk, b)
+	}
+	return strings.ToLower(string(m[1]))
+}
+
+// TestBootUsesTheBootDisk: a machine with Étoile on two disks, each with
+// its own GUIDs (a server whose disk has Étoile installed, booting a
+// stick): the firmware can only boot one (the other's ESP is unreadable),
+// and the agent mounts that disk's ETOILE-A — the one systemd-boot names
+// through LoaderDevicePartUUID — not the other's. Which disk is vda varies
+// (drivers probe asynchronously), so this checks the real firmware's
+// variable end to end; TestBootPicksTheBootDisksSlot (agent/boot) checks
+// the choice when the other disk sorts first.
+func TestBootUsesTheBootDisk(t *testing.T) {
+	t.Parallel()
+	out := Artifacts(t, RawName)
+	if _, err := exec.LookPath("sgdisk"); err != nil {
+		t.Fatal("sgdisk is needed: apt-get install -y gdisk (make test installs it)")
+	}
+	other := filepath.Join(t.TempDir(), "installed.raw")
+	if err := copyFile(filepath.Join(out, RawName), other); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command("sgdisk", "-G", other).CombinedOutput(); err != nil {
+		t.Fatalf("sgdisk -G (new GUIDs for the other disk): %v\n%s", err, b)
+	}
+	// Its ESP (at 1 MiB) unreadable, so that the firmware boots the image;
+	// its ETOILE-A is intact.
+	f, err := os.OpenFile(other, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 64<<10), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	want, wrong := partUUID(t, filepath.Join(out, RawName), 2), partUUID(t, other, 2)
+	vm := Start(t, Config{Devices: []Device{OVMF{}, otherDisk{Path: other}, VirtioDisk{Path: filepath.Join(out, RawName)}, UserNIC{}}})
+	m := vm.Ready(ReadyTimeout)
+	if !strings.Contains(m.Line, " slot=a ") {
+		t.Errorf("ready line %q", m.Line)
+	}
+	re := regexp.MustCompile(`^etoile: system image found source=disk partition=ETOILE-A device=vd[ab]2 partuuid=(\S+)$`)
+	found := ""
+	for _, l := range vm.Lines() {
+		if m := re.FindStringSubmatch(l.Text); m != nil {
+			found = m[1]
+		}
+	}
+	switch found {
+	case want:
+	case wrong:
+		t.Errorf("the agent mounted the other disk's ETOILE-A (%s), not the booted disk's (%s)", wrong, want)
+	default:
+		t.Errorf("no console line matches /%s/ with the booted disk's partition %s", re, want)
 	}
 }

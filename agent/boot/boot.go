@@ -82,16 +82,23 @@ type Options struct {
 
 // Machine is what the steps learn and share as the boot goes on.
 type Machine struct {
-	opts    Options
-	log     *slog.Logger
-	Params  cmdline.Params
-	Cold    *kmod.Coldplug
-	Source  string          // sysimage.Source*
-	Slot    string          // "a", "b" or ""
-	Device  string          // block device holding the ISO or the slot's squashfs
-	Image   string          // file holding the squashfs (ISO and HTTP sources)
-	Network *network.Result // read with NetworkResult once the boot is done
-	netMu   sync.Mutex
+	opts   Options
+	log    *slog.Logger
+	Params cmdline.Params
+	Cold   *kmod.Coldplug
+	Source string // sysimage.Source*
+	Slot   string // "a", "b" or ""
+	Device string // block device holding the ISO or the slot's squashfs
+	// BootDisk is Device's whole disk ("sda" for sda2): the boot disk's own
+	// ESP and STATE partitions are the ones to read.
+	BootDisk string
+	Image    string // file holding the squashfs (ISO and HTTP sources)
+
+	loaderOnce sync.Once
+	loaderUUID string
+	candSince  time.Time       // when a device holding the system image, not on the boot disk, was first seen
+	Network    *network.Result // read with NetworkResult once the boot is done
+	netMu      sync.Mutex
 
 	fixed []string // the image's module list, loaded after ready
 	// bootMods is closed once BootModules are loaded (nil: never started).
@@ -836,13 +843,19 @@ func findImage(ctx context.Context, m *Machine) error {
 		m.Source, m.Slot = sysimage.SourceDisk, p.Slot
 		label := sysimage.PartLabel(p.Slot)
 		dev, err := m.waitDevice(ctx, "partition "+label, func(devs []sysimage.BlockDev) (sysimage.BlockDev, bool) {
-			return sysimage.FindPartition(devs, label)
+			return m.onBootDisk(devs, sysimage.FindPartitions(devs, label), "partition "+label)
 		})
 		if err != nil {
 			return withFix(err, fmt.Sprintf("the disk holding GPT partition %s was not found: check the disk and its controller driver (see the hardware drivers line above; etoile.debug lists every module), or boot the other slot", label))
 		}
-		m.Device = dev.Path
-		m.log.Info("system image found", "source", "disk", "partition", label, "device", dev.Name)
+		m.Device, m.BootDisk = dev.Path, dev.Disk
+		attrs := []any{"source", "disk", "partition", label, "device", dev.Name}
+		if devs, err := sysimage.ListBlock(m.path("/sys"), m.path("/dev")); err == nil {
+			if u := sysimage.PartUUID(devs, dev); u != "" {
+				attrs = append(attrs, "partuuid", u)
+			}
+		}
+		m.log.Info("system image found", attrs...)
 		return nil
 	default:
 		m.Source = sysimage.SourceISO
@@ -856,8 +869,8 @@ func findImage(ctx context.Context, m *Machine) error {
 					fresh = append(fresh, d)
 				}
 			}
-			if d, ok := sysimage.FindISO(fresh, sysimage.ISOLabel); ok {
-				return d, true
+			if found := sysimage.FindISOs(fresh, sysimage.ISOLabel); len(found) > 0 {
+				return m.onBootDisk(devs, found, "ISO9660 volume "+sysimage.ISOLabel)
 			}
 			for _, d := range fresh {
 				if d.Size > 0 && readable(d.Path) {
@@ -869,11 +882,73 @@ func findImage(ctx context.Context, m *Machine) error {
 		if err != nil {
 			return withFix(err, "insert the Étoile CD or USB stick (written whole, with dd or etoile flash), or boot with etoile.slot= or etoile.system=")
 		}
-		m.Device = dev.Path
+		m.Device, m.BootDisk = dev.Path, dev.Disk
 		m.Image = filepath.Join(MediaDir, sysimage.ISOImagePath)
 		m.log.Info("system image found", "source", "iso", "device", dev.Name)
 		return nil
 	}
+}
+
+// onBootDisk chooses among the devices that hold the system image (the
+// booted slot's partition, an Étoile ISO): the one on the disk the firmware
+// loaded systemd-boot from (its ESP's unique GUID, LoaderDevicePartUUID),
+// so that a USB stick booted on a server whose disk already holds Étoile,
+// or one of two sticks, runs its own image. Without that variable (BIOS, a
+// CD) the first by name is taken, and several are warned about. While the
+// boot disk has not appeared, and several candidates have, it waits.
+func (m *Machine) onBootDisk(devs, cands []sysimage.BlockDev, what string) (sysimage.BlockDev, bool) {
+	if len(cands) == 0 {
+		return sysimage.BlockDev{}, false
+	}
+	names := func(ds []sysimage.BlockDev) string {
+		var n []string
+		for _, d := range ds {
+			n = append(n, d.Name)
+		}
+		return strings.Join(n, ",")
+	}
+	if uuid := m.loaderPartUUID(); uuid != "" {
+		if disk, ok := sysimage.DiskWithPartUUID(devs, uuid); ok {
+			for _, c := range cands {
+				if c.Disk == disk.Name {
+					if len(cands) > 1 {
+						m.log.Info("several devices hold the system image: using the boot disk's", "what", what, "device", c.Name, "boot_disk", disk.Name, "all", names(cands))
+					}
+					return c, true
+				}
+			}
+		}
+		// The boot disk may yet appear (a USB stick after an NVMe disk
+		// that also holds Étoile): wait for it a while, then take what
+		// there is, saying so.
+		if m.candSince.IsZero() {
+			m.candSince = time.Now()
+		}
+		if time.Since(m.candSince) < m.scale(10*time.Second) {
+			return sysimage.BlockDev{}, false
+		}
+		m.log.Warn("the system image is not on the disk the boot loader came from: using another", "what", what, "device", cands[0].Name,
+			"all", names(cands), "loader_partuuid", uuid, "fix", "check that the boot disk is readable (its controller's driver: etoile.debug lists every module)")
+		return cands[0], true
+	}
+	if len(cands) > 1 {
+		m.log.Warn("several devices hold the system image and the firmware does not say which one booted: using the first", "what", what,
+			"device", cands[0].Name, "all", names(cands), "fix", "disconnect the other Étoile media, or boot through Étoile's systemd-boot under UEFI (it names its disk)")
+	}
+	return cands[0], true
+}
+
+// loaderPartUUID is LoaderDevicePartUUID, read once ("" when not set).
+func (m *Machine) loaderPartUUID() string {
+	m.loaderOnce.Do(func() {
+		if _, err := os.Stat(m.path("/sys/firmware/efi")); err != nil {
+			return
+		}
+		if u, err := efivar.LoaderDevicePartUUID(m.path(EFIVars)); err == nil {
+			m.loaderUUID = u
+		}
+	})
+	return m.loaderUUID
 }
 
 // readable reports whether a device opens (a CD drive without a disc, a

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -174,6 +176,87 @@ func TestBootDiskSlotUEFI(t *testing.T) {
 		if strings.HasPrefix(op, "loop ") {
 			t.Errorf("a slot partition is mounted directly, but a loop device was made: %s", op)
 		}
+	}
+}
+
+// gptDisk is a whole disk's first sectors: a GPT whose partitions have the
+// unique GUIDs given, in order.
+func gptDisk(t *testing.T, uuids ...string) []byte {
+	t.Helper()
+	d := make([]byte, 512*(2+4)) // MBR, header, 4 sectors of 128-byte entries
+	copy(d[512:], "EFI PART")
+	binary.LittleEndian.PutUint64(d[512+72:], 2)
+	binary.LittleEndian.PutUint32(d[512+80:], uint32(len(uuids)))
+	binary.LittleEndian.PutUint32(d[512+84:], 128)
+	for i, u := range uuids {
+		h, err := hex.DecodeString(strings.ReplaceAll(u, "-", ""))
+		if err != nil || len(h) != 16 {
+			t.Fatalf("bad GUID %q", u)
+		}
+		e := d[1024+128*i:]
+		e[0] = 0x28 // any non-zero type
+		// GPT stores the first three fields little-endian.
+		g := []byte{h[3], h[2], h[1], h[0], h[5], h[4], h[7], h[6]}
+		copy(e[16:], append(g, h[8:]...))
+	}
+	return d
+}
+
+// TestBootPicksTheBootDisksSlot: two disks hold Étoile's labels (a USB
+// stick booted on a server whose disk has Étoile installed); the firmware's
+// systemd-boot says which ESP it came from, and the system image and config
+// of that disk are used, whatever the order of the names.
+func TestBootPicksTheBootDisksSlot(t *testing.T) {
+	root := machineRoot(t, "console=ttyS0 etoile.slot=a")
+	vars := "sys/firmware/efi/efivars/"
+	loader := "\x06\x00\x00\x00"
+	for _, c := range "2B4E6F10-AAAA-4BBB-8CCC-00000000000B\x00" {
+		loader += string(c) + "\x00"
+	}
+	fakeroot.Write(t, root, map[string]string{
+		"sys/firmware/efi/runtime":                         "",
+		vars + "LoaderDevicePartUUID-" + efivar.LoaderGUID: loader,
+	})
+	fakeroot.Block(t, root, "vda", false, "", gptDisk(t, "1b4e6f10-aaaa-4bbb-8ccc-00000000000a", "1b4e6f10-aaaa-4bbb-8ccc-0000000000a2"))
+	fakeroot.Block(t, root, "vda1", true, "ETOILE-ESP", nil)
+	fakeroot.Block(t, root, "vda2", true, "ETOILE-A", nil)
+	fakeroot.Block(t, root, "vdb", false, "", gptDisk(t, "2b4e6f10-aaaa-4bbb-8ccc-00000000000b", "2b4e6f10-aaaa-4bbb-8ccc-0000000000b2"))
+	fakeroot.Block(t, root, "vdb1", true, "ETOILE-ESP", nil)
+	fakeroot.Block(t, root, "vdb2", true, "ETOILE-A", nil)
+	m := New(Options{Root: root, Stdout: io.Discard, Mounter: &mount.Recorder{}, Loader: &kmod.Recorder{}, Clock: fixedClock(time.Second), WaitScale: 0.01})
+	if _, err := m.Boot(context.Background()); err != nil {
+		t.Fatalf("boot failed: %v", err)
+	}
+	if m.Device != filepath.Join(root, "dev", "vdb2") || m.BootDisk != "vdb" {
+		t.Errorf("device %s on disk %s, want vdb2 on vdb (the disk systemd-boot came from)", m.Device, m.BootDisk)
+	}
+
+	// Without the variable (BIOS, another loader): the first, with a warning.
+	os.Remove(filepath.Join(root, vars, "LoaderDevicePartUUID-"+efivar.LoaderGUID))
+	var out bytes.Buffer
+	m = New(Options{Root: root, Stdout: &out, Mounter: &mount.Recorder{}, Loader: &kmod.Recorder{}, Clock: fixedClock(time.Second), WaitScale: 0.01})
+	if _, err := m.Boot(context.Background()); err != nil {
+		t.Fatalf("boot failed: %v", err)
+	}
+	if m.Device != filepath.Join(root, "dev", "vda2") || !strings.Contains(out.String(), "several devices hold the system image") ||
+		!strings.Contains(out.String(), "all=vda2,vdb2") {
+		t.Errorf("device %s; console:\n%s\nwant vda2 and a warning naming both", m.Device, out.String())
+	}
+
+	// The variable names a disk that never shows up: after a (scaled) wait
+	// for it, another disk's, with a warning.
+	loader = "\x06\x00\x00\x00"
+	for _, c := range "3B4E6F10-AAAA-4BBB-8CCC-00000000000C\x00" {
+		loader += string(c) + "\x00"
+	}
+	fakeroot.Write(t, root, map[string]string{vars + "LoaderDevicePartUUID-" + efivar.LoaderGUID: loader})
+	out.Reset()
+	m = New(Options{Root: root, Stdout: &out, Mounter: &mount.Recorder{}, Loader: &kmod.Recorder{}, Clock: fixedClock(time.Second), WaitScale: 0.01})
+	if _, err := m.Boot(context.Background()); err != nil {
+		t.Fatalf("boot failed: %v", err)
+	}
+	if m.Device != filepath.Join(root, "dev", "vda2") || !strings.Contains(out.String(), "not on the disk the boot loader came from") {
+		t.Errorf("device %s; console:\n%s\nwant vda2 and a warning", m.Device, out.String())
 	}
 }
 

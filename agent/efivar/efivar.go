@@ -66,10 +66,44 @@ func Current(dir string) (BootPath, error) {
 	return p, nil
 }
 
+// LoaderGUID is the vendor GUID of the Boot Loader Interface's variables,
+// which systemd-boot sets.
+const LoaderGUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+
+// LoaderDevicePartUUID returns the unique GUID (lower case) of the GPT
+// partition systemd-boot was loaded from: the ESP of the disk the machine
+// booted, whichever other disks carry the same labels. An error when the
+// variable is not set (booted another way: a CD, BIOS, another loader).
+func LoaderDevicePartUUID(dir string) (string, error) {
+	b, err := readVarGUID(dir, "LoaderDevicePartUUID", LoaderGUID)
+	if err != nil {
+		return "", err
+	}
+	// A UTF-16LE string, NUL-terminated.
+	var s strings.Builder
+	for i := 0; i+1 < len(b); i += 2 {
+		c := binary.LittleEndian.Uint16(b[i:])
+		if c == 0 {
+			break
+		}
+		if c > 0x7f {
+			return "", fmt.Errorf("LoaderDevicePartUUID holds a non-ASCII character")
+		}
+		s.WriteByte(byte(c))
+	}
+	u := strings.ToLower(s.String())
+	if len(u) != 36 || strings.Count(u, "-") != 4 {
+		return "", fmt.Errorf("LoaderDevicePartUUID %q is not a GUID", u)
+	}
+	return u, nil
+}
+
 // readVar reads a global variable's data: efivarfs files start with the
 // variable's 4-byte attributes.
-func readVar(dir, name string) ([]byte, error) {
-	b, err := os.ReadFile(filepath.Join(dir, name+"-"+GlobalGUID))
+func readVar(dir, name string) ([]byte, error) { return readVarGUID(dir, name, GlobalGUID) }
+
+func readVarGUID(dir, name, guid string) ([]byte, error) {
+	b, err := os.ReadFile(filepath.Join(dir, name+"-"+guid))
 	if err != nil {
 		return nil, err
 	}

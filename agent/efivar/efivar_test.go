@@ -124,3 +124,27 @@ func TestCurrentBadInput(t *testing.T) {
 		t.Errorf("no PCI device: err = %v, want ErrNoPCI", err)
 	}
 }
+
+func TestLoaderDevicePartUUID(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := LoaderDevicePartUUID(dir); err == nil {
+		t.Error("no variable: want an error")
+	}
+	// As systemd-boot writes it: attributes, then UTF-16LE upper case, NUL-terminated.
+	val := []byte{0x06, 0, 0, 0}
+	for _, c := range "6A1B3C5D-0000-4E2F-8A9B-0C1D2E3F4A5B\x00" {
+		val = append(val, byte(c), 0)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "LoaderDevicePartUUID-"+LoaderGUID), val, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := LoaderDevicePartUUID(dir); err != nil || got != "6a1b3c5d-0000-4e2f-8a9b-0c1d2e3f4a5b" {
+		t.Errorf("LoaderDevicePartUUID = %q, %v", got, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "LoaderDevicePartUUID-"+LoaderGUID), []byte{6, 0, 0, 0, 'x', 0}, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoaderDevicePartUUID(dir); err == nil {
+		t.Error("a value that is not a GUID: want an error")
+	}
+}

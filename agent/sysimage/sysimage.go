@@ -40,6 +40,8 @@ type BlockDev struct {
 	Path      string // the device node: "/dev/vda2" (under --root: DIR/dev/vda2)
 	PartName  string // GPT partition name (PARTNAME=), "" if none
 	Partition bool   // a partition rather than a whole disk
+	Disk      string // a partition's whole disk ("sda" for sda2); the name itself for a disk
+	PartN     int    // a partition's number on its disk (PARTN=), 0 if unknown
 	// Size in bytes, from sysfs; 0 for an empty drive (a CD tray with no
 	// disc), which is never opened: reading it only fills the kernel log
 	// with I/O errors.
@@ -70,7 +72,12 @@ func ListBlock(sysDir, devDir string) ([]BlockDev, error) {
 			Path:      filepath.Join(devDir, name),
 			PartName:  ue["PARTNAME"],
 			Partition: ue["DEVTYPE"] == "partition",
+			Disk:      e.Name(),
 			Size:      -1, // unknown: try it
+		}
+		if d.Partition {
+			d.Disk = diskOf(sysDir, e.Name())
+			d.PartN, _ = strconv.Atoi(ue["PARTN"])
 		}
 		if b, err := os.ReadFile(filepath.Join(sysDir, "class", "block", e.Name(), "size")); err == nil {
 			if sectors, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
@@ -117,6 +124,53 @@ func FindPartition(devs []BlockDev, label string) (BlockDev, bool) {
 	return BlockDev{}, false
 }
 
+// FindPartitions returns every partition whose GPT name is label, in
+// devs's order.
+func FindPartitions(devs []BlockDev, label string) []BlockDev {
+	var out []BlockDev
+	for _, d := range devs {
+		if d.Partition && d.PartName == label {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// PartUUID returns a partition's unique GUID read from its disk's GPT, ""
+// when it cannot be told.
+func PartUUID(devs []BlockDev, part BlockDev) string {
+	if !part.Partition || part.PartN < 1 {
+		return ""
+	}
+	for _, d := range devs {
+		if !d.Partition && d.Name == part.Disk {
+			if ids, err := PartUUIDs(d.Path); err == nil && part.PartN <= len(ids) {
+				return ids[part.PartN-1]
+			}
+		}
+	}
+	return ""
+}
+
+// DiskWithPartUUID returns the whole disk among devs whose GPT holds a
+// partition with the unique GUID uuid, and whether one does.
+func DiskWithPartUUID(devs []BlockDev, uuid string) (BlockDev, bool) {
+	uuid = strings.ToLower(uuid)
+	for _, d := range devs {
+		if d.Partition || skipForISO(d.Name) || d.Size == 0 {
+			continue
+		}
+		ids, err := PartUUIDs(d.Path)
+		if err != nil {
+			continue
+		}
+		if slices.Contains(ids, uuid) {
+			return d, true
+		}
+	}
+	return BlockDev{}, false
+}
+
 // skipForISO leaves out devices that cannot hold the boot medium and would
 // only slow the search (RAM disks, loop devices, zram).
 func skipForISO(name string) bool {
@@ -146,6 +200,21 @@ func FindISO(devs []BlockDev, label string) (BlockDev, bool) {
 		}
 	}
 	return BlockDev{}, false
+}
+
+// FindISOs returns every device whose ISO9660 volume id is label, in
+// devs's order (a CD and a USB stick may both be Étoile's).
+func FindISOs(devs []BlockDev, label string) []BlockDev {
+	var out []BlockDev
+	for {
+		d, ok := FindISO(devs, label)
+		if !ok {
+			return out
+		}
+		out = append(out, d)
+		i := slices.IndexFunc(devs, func(x BlockDev) bool { return x.Name == d.Name })
+		devs = devs[i+1:]
+	}
 }
 
 // ErrNotISO9660 means no ISO9660 primary volume descriptor was found.

@@ -58,7 +58,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 	var esp config.Source
 	if m.Source == sysimage.SourceDisk {
 		// The raw disk's ESP may hold /etoile/config.yaml (etoile build --config).
-		esp = espSource{mount: mount, log: m.Log()}
+		esp = espSource{mount: mount, log: m.Log(), disk: m.BootDisk}
 	}
 	hostname, _ := os.Hostname()
 	slot := m.Slot
@@ -72,7 +72,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		BootMedia:    media,
 		ESP:          esp,
 		State: func() (string, error) {
-			return mountPartition(mount, config.StateLabel, "/run/etoile/state", "ext4")
+			return mountPartition(mount, config.StateLabel, "/run/etoile/state", "ext4", m.BootDisk)
 		},
 		Broadcast: m.Broadcast,
 		ReadyLine: m.ReadyLine,
@@ -102,6 +102,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 type espSource struct {
 	mount func(dev, dir string, fstypes []string) error
 	log   *slog.Logger
+	disk  string // the boot disk, whose ESP is the one to read
 }
 
 func (espSource) Name() string { return "boot medium (EFI system partition)" }
@@ -111,7 +112,7 @@ func (s espSource) Read(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, ok := sysimage.FindPartition(devs, boot.ESPLabel)
+	d, ok := onDisk(sysimage.FindPartitions(devs, boot.ESPLabel), s.disk)
 	if !ok {
 		return nil, fmt.Errorf("%w: no partition labelled %s", config.ErrNotFound, boot.ESPLabel)
 	}
@@ -131,16 +132,30 @@ func (s espSource) Read(ctx context.Context) ([]byte, error) {
 
 // mountPartition mounts the GPT partition labelled label read-only at dir;
 // no such partition is config.ErrNotFound.
-func mountPartition(mount func(dev, dir string, fstypes []string) error, label, dir, fstype string) (string, error) {
+func mountPartition(mount func(dev, dir string, fstypes []string) error, label, dir, fstype, disk string) (string, error) {
 	devs, err := sysimage.ListBlock("/sys", "/dev")
 	if err != nil {
 		return "", err
 	}
-	d, ok := sysimage.FindPartition(devs, label)
+	d, ok := onDisk(sysimage.FindPartitions(devs, label), disk)
 	if !ok {
 		return "", fmt.Errorf("%w: no partition labelled %s", config.ErrNotFound, label)
 	}
 	return dir, mount(d.Path, dir, []string{fstype})
+}
+
+// onDisk picks the partition on the boot disk among several with one
+// label (another disk may carry Étoile's labels too), else the first.
+func onDisk(parts []sysimage.BlockDev, disk string) (sysimage.BlockDev, bool) {
+	if len(parts) == 0 {
+		return sysimage.BlockDev{}, false
+	}
+	for _, p := range parts {
+		if p.Disk == disk {
+			return p, true
+		}
+	}
+	return parts[0], true
 }
 
 // machineStatus is what the boot knows, for the local API.
