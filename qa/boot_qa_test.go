@@ -24,6 +24,12 @@ func TestBoot(t *testing.T) {
 			vm := Start(t, Config{Devices: s.Devices(t, out)})
 			m := vm.Ready(ReadyTimeout)
 			s.CheckReady(t, m)
+			// A plain boot of the build's own media has nothing to warn about.
+			for _, l := range vm.Lines() {
+				if strings.HasPrefix(l.Text, "etoile: warning") {
+					t.Errorf("warning on the console: %s", l.Text)
+				}
+			}
 			if s.BootPCI != "" {
 				// Read from the firmware's BootCurrent, before the drivers load.
 				re := regexp.MustCompile(`^etoile: booted from option=Boot[0-9A-F]{4} path=PciRoot\(0x0\)/Pci\(\S+\) pci=` + regexp.QuoteMeta(s.BootPCI) + `$`)

@@ -202,19 +202,29 @@ func FindISO(devs []BlockDev, label string) (BlockDev, bool) {
 	return BlockDev{}, false
 }
 
-// FindISOs returns every device whose ISO9660 volume id is label, in
-// devs's order (a CD and a USB stick may both be Étoile's).
+// FindISOs returns every medium whose ISO9660 volume id is label, in
+// devs's order (a CD and a USB stick may both be Étoile's). A hybrid ISO
+// written to a stick reads as ISO9660 both as the whole disk and as its
+// first partition (which starts at byte 0): that is one medium, the disk.
 func FindISOs(devs []BlockDev, label string) []BlockDev {
-	var out []BlockDev
-	for {
-		d, ok := FindISO(devs, label)
+	var found []BlockDev
+	for rest := devs; ; {
+		d, ok := FindISO(rest, label)
 		if !ok {
-			return out
+			break
+		}
+		found = append(found, d)
+		i := slices.IndexFunc(rest, func(x BlockDev) bool { return x.Name == d.Name })
+		rest = rest[i+1:]
+	}
+	var out []BlockDev
+	for _, d := range found {
+		if d.Partition && slices.ContainsFunc(found, func(x BlockDev) bool { return !x.Partition && x.Name == d.Disk }) {
+			continue
 		}
 		out = append(out, d)
-		i := slices.IndexFunc(devs, func(x BlockDev) bool { return x.Name == d.Name })
-		devs = devs[i+1:]
 	}
+	return out
 }
 
 // ErrNotISO9660 means no ISO9660 primary volume descriptor was found.

@@ -91,6 +91,23 @@ func TestFindISO(t *testing.T) {
 	if _, ok := FindISO(devs, "OTHER"); ok {
 		t.Error("found a volume that is not there")
 	}
+	// The stick is one medium, not two (its disk and partition); a CD
+	// holding Étoile too is another.
+	if got := FindISOs(devs, ISOLabel); len(got) != 1 || got[0].Name != "sda" {
+		t.Errorf("FindISOs = %+v, want the stick's disk only", got)
+	}
+	fakeroot.Block(t, root, "sr2", false, "", iso)
+	devs, err = ListBlock(filepath.Join(root, "sys"), filepath.Join(root, "dev"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, d := range FindISOs(devs, ISOLabel) {
+		names = append(names, d.Name)
+	}
+	if strings.Join(names, ",") != "sda,sr2" {
+		t.Errorf("FindISOs = %v, want sda,sr2", names)
+	}
 }
 
 func TestFindPartition(t *testing.T) {
