@@ -28,7 +28,8 @@ const maxBody = 1 << 20
 
 // Status is what `etoile-agent status` shows.
 type Status struct {
-	Version  string      `json:"version"`
+	Version  string      `json:"version"`         // the image's (its spec's version:)
+	Agent    string      `json:"agent,omitempty"` // the agent's own build
 	Hostname string      `json:"hostname"`
 	Boot     string      `json:"boot"`   // bios | uefi
 	Source   string      `json:"source"` // iso | disk | http
@@ -281,6 +282,9 @@ func (c *Client) ApplyConfig(ctx context.Context, data []byte) (ConfigResult, er
 func WriteStatus(w io.Writer, st Status) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "Étoile %s on %s (up %s)\n", st.Version, st.Hostname, st.Uptime)
+	if st.Agent != "" && st.Agent != st.Version {
+		fmt.Fprintf(&b, "  agent    %s\n", st.Agent)
+	}
 	fmt.Fprintf(&b, "  boot:    %s, system image from %s, slot %s\n", st.Boot, st.Source, st.Slot)
 	fmt.Fprintf(&b, "  config:  %s\n", st.Config)
 	k := st.K3s.State

@@ -430,7 +430,7 @@ func (m *Machine) broadcast(line string) {
 }
 
 func (m *Machine) ready() Ready {
-	r := Ready{Version: agent.Version, Boot: "bios", Source: m.Source, Slot: "none", IP: "none"}
+	r := Ready{Version: agent.ImageVersion(m.path("/")), Boot: "bios", Source: m.Source, Slot: "none", IP: "none"}
 	if _, err := os.Stat(m.path("/sys/firmware/efi")); err == nil {
 		r.Boot = "uefi"
 	}

@@ -24,7 +24,7 @@ func (n *Node) runConstellation(ctx context.Context, cfg *config.MachineConfig, 
 		return
 	}
 	join.Version = agent.Version
-	inv := capi.Inventory{Hostname: n.env.NodeName, Nodes: 1, EtoileVersion: agent.Version}
+	inv := capi.Inventory{Hostname: n.env.NodeName, Nodes: 1, EtoileVersion: agent.ImageVersion(n.env.Root)}
 	n.mu.Lock()
 	hw := n.inv
 	n.mu.Unlock()
@@ -40,7 +40,7 @@ func (n *Node) runConstellation(ctx context.Context, cfg *config.MachineConfig, 
 		site, err := join.EnsureJoined(ctx, cfg.Constellation.Join, join.Options{Root: n.env.Root, Inventory: inv, Log: n.env.Log})
 		if err == nil {
 			n.env.Broadcast("etoile: constellation joined")
-			base := join.HostStatus(agent.Version, slot)
+			base := join.HostStatus(agent.ImageVersion(n.env.Root), slot)
 			status := func(ctx context.Context) (capi.Heartbeat, error) {
 				hb, err := base(ctx)
 				if err != nil {

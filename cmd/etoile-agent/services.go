@@ -160,7 +160,7 @@ func onDisk(parts []sysimage.BlockDev, disk string) (sysimage.BlockDev, bool) {
 
 // machineStatus is what the boot knows, for the local API.
 func machineStatus(m *boot.Machine, hostname, slot string) api.Status {
-	st := api.Status{Version: agent.Version, Hostname: hostname, Boot: "bios", Source: m.Source, Slot: slot}
+	st := api.Status{Version: agent.ImageVersion("/"), Agent: agent.Version, Hostname: hostname, Boot: "bios", Source: m.Source, Slot: slot}
 	if _, err := os.Stat("/sys/firmware/efi"); err == nil {
 		st.Boot = "uefi"
 	}
