@@ -1,6 +1,7 @@
 package network
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -186,11 +187,11 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	if len(links) == 0 {
 		return res, errors.New("no network interface found (is the NIC's driver in the image? see the hardware drivers line above)")
 	}
-	res.PrimaryMAC = links[0].Attrs().HardwareAddr
+	// The generated hostname comes from this MAC: the lowest of the NICs,
+	// which neither the order drivers probe in (ethN) nor the cabling
+	// changes from one boot to the next.
+	res.PrimaryMAC = LowestMAC(links)
 	cfg.Log.Debug("carrier", "links", len(withCarrier))
-	if len(withCarrier) > 0 {
-		res.PrimaryMAC = withCarrier[0].Attrs().HardwareAddr
-	}
 	wg.Wait()
 	mu.Lock() // late links' DHCP may still write
 	for _, l := range links {
@@ -405,4 +406,20 @@ func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Con
 			wait = time.Minute
 		}
 	}
+}
+
+// LowestMAC returns the numerically lowest hardware address among links
+// (nil when none has one).
+func LowestMAC(links []netlink.Link) net.HardwareAddr {
+	var best net.HardwareAddr
+	for _, l := range links {
+		mac := l.Attrs().HardwareAddr
+		if len(mac) == 0 {
+			continue
+		}
+		if best == nil || bytes.Compare(mac, best) < 0 {
+			best = mac
+		}
+	}
+	return best
 }
