@@ -43,7 +43,10 @@ func (c *collector) disk(name string, byLabel map[string]string) (Disk, bool) {
 		return Disk{}, false
 	}
 	devPath := c.r.linkTarget(sys)
-	if devPath != "" && strings.Contains(devPath, "/devices/virtual/") {
+	// Virtual block devices are left out, but for an NVMe namespace under
+	// native multipath: its disk sits under the (virtual) NVMe subsystem,
+	// and its paths (nvme1c1n1) are hidden.
+	if devPath != "" && strings.Contains(devPath, "/devices/virtual/") && !strings.Contains(devPath, "/devices/virtual/nvme-subsystem/") {
 		return Disk{}, false
 	}
 	if devPath == "" && isVirtualBlockName(name) {

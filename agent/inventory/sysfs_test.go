@@ -19,14 +19,19 @@ func writeServerTree(t *testing.T) string {
 	t.Helper()
 	root := t.TempDir()
 	const (
-		sata   = "sys/devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0/block/sda"
-		nvme   = "sys/devices/pci0000:00/0000:00:1d.0/0000:3b:00.0/nvme/nvme0/nvme0n1"
-		usb    = "sys/devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block/sdb"
-		vscsi  = "sys/devices/pci0000:00/0000:00:05.0/virtio3/host2/target2:0:0/2:0:0:0/block/sdc"
-		loop   = "sys/devices/virtual/block/loop0"
-		eno1   = "sys/devices/pci0000:00/0000:00:03.0/net/eno1"
-		eno2   = "sys/devices/pci0000:00/0000:00:04.0/net/eno2"
-		pciDev = "sys/bus/pci/devices/"
+		sata  = "sys/devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0/block/sda"
+		nvme  = "sys/devices/pci0000:00/0000:00:1d.0/0000:3b:00.0/nvme/nvme0/nvme0n1"
+		usb   = "sys/devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block/sdb"
+		vscsi = "sys/devices/pci0000:00/0000:00:05.0/virtio3/host2/target2:0:0/2:0:0:0/block/sdc"
+		loop  = "sys/devices/virtual/block/loop0"
+		// A dual-port NVMe drive under native multipath: the namespace
+		// head sits under its subsystem (virtual), the per-path disk is hidden.
+		mpSubsys = "sys/devices/virtual/nvme-subsystem/nvme-subsys1"
+		mpHead   = mpSubsys + "/nvme1n1"
+		mpPath   = "sys/devices/pci0000:00/0000:00:1c.0/0000:5e:00.0/nvme/nvme1/nvme1c1n1"
+		eno1     = "sys/devices/pci0000:00/0000:00:03.0/net/eno1"
+		eno2     = "sys/devices/pci0000:00/0000:00:04.0/net/eno2"
+		pciDev   = "sys/bus/pci/devices/"
 	)
 	vpd := string([]byte{0x00, 0x80, 0x00, 0x14}) + "  WD-WCC4N1234567    "
 	files := map[string]string{
@@ -42,7 +47,10 @@ func writeServerTree(t *testing.T) string {
 		nvme + "/size":         "1953525168", nvme + "/removable": "0", nvme + "/queue/rotational": "0",
 		nvme + "/wwid": "eui.0025388b91c3e1b2", nvme + "/device/model": "Samsung SSD 980 PRO 1TB",
 		nvme + "/device/serial": "S5GXNX0R123456",
-		usb + "/size":           "61440000", usb + "/removable": "1", usb + "/queue/rotational": "1",
+		mpHead + "/size":        "7501476528", mpHead + "/removable": "0", mpHead + "/queue/rotational": "0",
+		mpHead + "/wwid": "eui.36344730529000950025384500000001", mpSubsys + "/model": "SAMSUNG MZWLR7T6HALA-00007",
+		mpSubsys + "/serial": "S6EUNA0R500123", mpPath + "/size": "7501476528", mpPath + "/hidden": "1",
+		usb + "/size": "61440000", usb + "/removable": "1", usb + "/queue/rotational": "1",
 		usb + "/device/model": "Flash Drive", usb + "/device/wwid": "t10.Generic Flash Drive 0123",
 		vscsi + "/size": "2097152", vscsi + "/device/model": "QEMU HARDDISK",
 		loop + "/size": "0",
@@ -70,6 +78,9 @@ func writeServerTree(t *testing.T) string {
 		"sys/class/block/sda":                        "../../devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0/block/sda",
 		"sys/class/block/sda1":                       "../../devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0/block/sda/sda1",
 		"sys/class/block/nvme0n1":                    "../../devices/pci0000:00/0000:00:1d.0/0000:3b:00.0/nvme/nvme0/nvme0n1",
+		"sys/class/block/nvme1n1":                    "../../devices/virtual/nvme-subsystem/nvme-subsys1/nvme1n1",
+		mpHead + "/device":                           "../../nvme-subsys1",
+		"sys/class/block/nvme1c1n1":                  "../../devices/pci0000:00/0000:00:1c.0/0000:5e:00.0/nvme/nvme1/nvme1c1n1",
 		"sys/class/block/sdb":                        "../../devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block/sdb",
 		"sys/class/block/sdc":                        "../../devices/pci0000:00/0000:00:05.0/virtio3/host2/target2:0:0/2:0:0:0/block/sdc",
 		"sys/class/block/loop0":                      "../../devices/virtual/block/loop0",
@@ -180,6 +191,7 @@ func TestServerTree(t *testing.T) {
 	}
 	wantDisks := []diskSummary{
 		{"nvme0n1", "nvme", "Samsung SSD 980 PRO 1TB", "S5GXNX0R123456", "eui.0025388b91c3e1b2", 1953525168 * 512, false, false, false, ""},
+		{"nvme1n1", "nvme", "SAMSUNG MZWLR7T6HALA-00007", "S6EUNA0R500123", "eui.36344730529000950025384500000001", 7501476528 * 512, false, false, false, ""},
 		{"sda", "sata", "WDC WD10EFRX-68F", "WD-WCC4N1234567", "naa.50014ee2b5c8f4a1", 1953525168 * 512, true, false, false,
 			"sda1=ETOILE-ESP,sda2=ETOILE-A,sda10=ETOILE-STATE"},
 		{"sdb", "usb", "Flash Drive", "", "", 61440000 * 512, true, true, true, ""},
