@@ -2,6 +2,7 @@ package qa
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -39,5 +40,31 @@ func TestToolsAreInstalledByMakeTest(t *testing.T) {
 		if !slices.Contains(installed, pkg) {
 			t.Errorf("scripts/deps.sh does not install %s", pkg)
 		}
+	}
+}
+
+// TestEnsureGoRefusesAnOldGo: a Go too old to fetch the toolchain go.mod
+// names (Debian 12's 1.19) is refused by name, with what to do.
+func TestEnsureGoRefusesAnOldGo(t *testing.T) {
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := t.TempDir()
+	if err := os.WriteFile(filepath.Join(fake, "go"), []byte("#!/bin/sh\n[ \"$1 $2\" = \"env GOVERSION\" ] && echo go1.19.8\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", "-c", ". scripts/deps.sh && ensure_go")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "PATH="+fake+":"+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "go1.19.8; Étoile needs Go 1.26 or newer") {
+		t.Errorf("ensure_go with Go 1.19: %v\n%s", err, out)
+	}
+	// The Go running this test passes.
+	cmd = exec.Command("bash", "-c", ". scripts/deps.sh && ensure_go")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("ensure_go with this Go: %v\n%s", err, out)
 	}
 }

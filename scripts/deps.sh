@@ -59,4 +59,14 @@ ensure_go() {
 		echo "       (an older Go ≥ 1.21 also works: it fetches the toolchain go.mod names by itself)" >&2
 		return 1
 	fi
+	# Go before 1.21 (Debian 12's golang-go is 1.19) cannot fetch the
+	# toolchain go.mod asks for and fails with a confusing error.
+	local v minor
+	v=$(go env GOVERSION 2>/dev/null || true)
+	minor=$(printf '%s' "$v" | sed -n 's/^go1\.\([0-9][0-9]*\).*/\1/p')
+	if [ -n "$minor" ] && [ "$minor" -lt 21 ]; then
+		echo "error: $(command -v go) is $v; Étoile needs Go 1.26 or newer (Go ≥ 1.21 fetches it by itself):" >&2
+		echo "       install it from https://go.dev/doc/install and put it first on PATH" >&2
+		return 1
+	fi
 }
