@@ -334,3 +334,13 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestEtcdOnlyServerIsWarnedAbout(t *testing.T) {
+	_, warns, err := Check([]byte(minimal + "k3s:\n  disable-apiserver: true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(warns, func(w string) bool { return strings.Contains(w, "k3s.disable-apiserver: this server runs no API server") }) {
+		t.Errorf("warnings %q lack the disable-apiserver one", warns)
+	}
+}

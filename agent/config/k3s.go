@@ -37,6 +37,16 @@ func K3sBool(b bool) K3sValue {
 	return K3sValue{node: &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: v}}
 }
 
+// K3sFlag reports whether the k3s: pass-through section sets the boolean
+// option key to true.
+func (c *MachineConfig) K3sFlag(key string) bool {
+	v, ok := c.K3s[key]
+	if !ok || v.node == nil || v.IsList() {
+		return false
+	}
+	return strings.EqualFold(v.node.Value, "true")
+}
+
 // K3sList returns a list of strings.
 func K3sList(items ...string) K3sValue {
 	n := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}

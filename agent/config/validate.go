@@ -429,6 +429,9 @@ func (v *validator) k3s(c *MachineConfig) {
 			v.errs.Add(p, "%s", msg)
 			continue
 		}
+		if base == "disable-apiserver" && c.K3sFlag(base) && c.Role != RoleAgent {
+			v.warn(p, "this server runs no API server: the agent judges K3s ready from its /readyz and node, so K3s's state stays running (an etcd-only server is ready once the cluster's API servers list it)")
+		}
 		switch only := k3sOnlyFor(base); {
 		case only != "":
 			if c.Role != "" && c.Role != only {

@@ -49,7 +49,9 @@ func ForConfig(root string, cfg *config.MachineConfig, nodeName string, labels m
 		Args:       []string{role},
 		Config:     conf,
 		Registries: regs,
-		Prober:     &APIProber{Root: root, Kubeconfig: kubeconfig, NodeName: nodeName},
-		Log:        log,
+		// A server with disable-agent runs no kubelet: it never has a
+		// node of its own to be Ready, and /readyz alone tells.
+		Prober: &APIProber{Root: root, Kubeconfig: kubeconfig, NodeName: nodeName, NoNode: role == config.RoleServer && cfg.K3sFlag("disable-agent")},
+		Log:    log,
 	}, nil
 }

@@ -2,6 +2,8 @@ package k3s
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -56,5 +58,28 @@ cluster: {server: "https://10.0.0.1:6443", token: "K10abc::server:secret"}
 	}
 	if !strings.Contains(string(s.Config), "server: \"https://10.0.0.1:6443\"") {
 		t.Errorf("agent config.yaml:\n%s", s.Config)
+	}
+}
+
+func TestForConfigServerWithoutKubelet(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, filepath.Dir(BinaryPath)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, BinaryPath), nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for body, noNode := range map[string]bool{"k3s: {disable-agent: true}\n": true, "k3s: {disable-agent: false}\n": false, "": false} {
+		cfg, err := config.Parse([]byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\n" + body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ForConfig(root, cfg, "n1", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Prober.(*APIProber).NoNode; got != noNode {
+			t.Errorf("%q: NoNode = %v, want %v", body, got, noNode)
+		}
 	}
 }

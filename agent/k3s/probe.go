@@ -32,6 +32,7 @@ type APIProber struct {
 	Root       string // filesystem root the kubeconfig path is under
 	Kubeconfig string // e.g. ServerKubeconfig
 	NodeName   string
+	NoNode     bool // a server without a kubelet (disable-agent): /readyz alone
 }
 
 // kubeconfig is the part of a kubeconfig file a probe needs.
@@ -146,6 +147,9 @@ func (p *APIProber) Probe(ctx context.Context) (State, error) {
 	}
 	if code != http.StatusOK {
 		return StateRunning, nil
+	}
+	if p.NoNode {
+		return StateReady, nil
 	}
 	if p.NodeName == "" {
 		return "", errors.New("no node name to check")

@@ -154,6 +154,15 @@ func TestAPIProberJudgesFromTheAPI(t *testing.T) {
 	if got, err := other.Probe(ctx); err != nil || got != StateRunning {
 		t.Errorf("unregistered node: %s, %v", got, err)
 	}
+	// A server without a kubelet (disable-agent) has no node: /readyz tells.
+	noKubelet := &APIProber{Root: root, Kubeconfig: ServerKubeconfig, NodeName: "node-2", NoNode: true}
+	if got, err := noKubelet.Probe(ctx); err != nil || got != StateReady {
+		t.Errorf("disable-agent server with /readyz ok: %s, %v; want ready", got, err)
+	}
+	readyz.Store(http.StatusServiceUnavailable)
+	if got, err := noKubelet.Probe(ctx); err != nil || got != StateRunning {
+		t.Errorf("disable-agent server with /readyz failing: %s, %v; want running", got, err)
+	}
 }
 
 func TestAPIProberRefusesAnotherCA(t *testing.T) {
