@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -213,6 +214,34 @@ func Start(ctx context.Context, env Env) *Node {
 		n.runConstellation(ctx, cfg, env.Slot)
 	}()
 	return n
+}
+
+// registeredNodeWarnings says what an applied config cannot change on a
+// node K3s has registered already: K3s sets node-taint only when the node
+// registers, and adds or updates node-label on each start but never
+// removes one.
+func registeredNodeWarnings(prev, next *config.MachineConfig) []string {
+	if prev == nil || prev.Role == "" {
+		return nil
+	}
+	var w []string
+	if !slices.Equal(slices.Sorted(slices.Values(prev.Taints)), slices.Sorted(slices.Values(next.Taints))) {
+		w = append(w, "taints: K3s sets a node's taints only when it first registers: change them on the registered node (kubectl taint nodes NAME …)")
+	}
+	var gone []string
+	for k := range prev.Labels {
+		if _, ok := next.Labels[k]; !ok {
+			gone = append(gone, k)
+		}
+	}
+	if prev.Site != "" && next.Site == "" {
+		gone = append(gone, config.SiteLabel)
+	}
+	if len(gone) > 0 {
+		slices.Sort(gone)
+		w = append(w, fmt.Sprintf("labels: K3s does not remove labels a config no longer has (%s): remove them on the node (kubectl label nodes NAME %s-)", strings.Join(gone, ", "), gone[0]))
+	}
+	return w
 }
 
 // nodeName is the name K3s registers the node under when the config names
@@ -502,6 +531,10 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 			return warns, ctx.Err()
 		}
 	}
+	n.mu.Lock()
+	prev := n.cfg
+	n.mu.Unlock()
+	warns = append(warns, registeredNodeWarnings(prev, cfg)...)
 	n.mu.Lock()
 	stop, done := n.stopK3s, n.supDone
 	n.cfg, n.warnings, n.configFrom, n.k3sNote = cfg, warns, "local API", ""

@@ -322,3 +322,25 @@ func TestConcurrentAppliesRunOneK3s(t *testing.T) {
 	cancel()
 	n.Wait()
 }
+
+func TestRegisteredNodeWarnings(t *testing.T) {
+	parse := func(body string) *config.MachineConfig {
+		t.Helper()
+		c, err := config.Parse([]byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\n" + body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	prev := parse("site: lyon\nlabels: {rack: r1, zone: z1}\ntaints: [gpu=true:NoSchedule]\n")
+	if w := registeredNodeWarnings(prev, parse("site: lyon\nlabels: {rack: r2, zone: z1}\ntaints: [gpu=true:NoSchedule]\n")); len(w) != 0 {
+		t.Errorf("a changed label value and the same taints: %q, want nothing (K3s updates labels)", w)
+	}
+	w := registeredNodeWarnings(prev, parse("labels: {zone: z1}\n"))
+	if len(w) != 2 || !strings.Contains(w[0], "taints") || !strings.Contains(w[1], "etoile.io/site, rack") {
+		t.Errorf("warnings %q, want the taints and the removed labels rack and etoile.io/site", w)
+	}
+	if w := registeredNodeWarnings(nil, prev); w != nil {
+		t.Errorf("first config: %q", w)
+	}
+}
