@@ -15,36 +15,12 @@ const (
 	K3sRegistriesPath = "etc/rancher/k3s/registries.yaml"
 )
 
-// WriteK3sFiles writes K3s's config.yaml and registries.yaml under root
-// ("/" on a node, a temporary folder in tests), or removes registries.yaml
-// when the config has no registries, so that a mirror taken out of the
-// config stops being used. Files are mode 0600, as they hold the cluster
-// token and registry passwords, and each is replaced atomically (temporary
-// file, fsync, rename) so that K3s never reads half a file. changed reports
-// whether any file's content changed, which is when K3s needs a restart.
-func (c *MachineConfig) WriteK3sFiles(root string, extraLabels map[string]string) (changed bool, err error) {
-	cfg, err := c.K3sConfig(extraLabels)
-	if err != nil {
-		return false, err
-	}
-	reg, err := c.RegistriesYAML()
-	if err != nil {
-		return false, err
-	}
-	ch1, err := replaceFile(filepath.Join(root, K3sConfigPath), cfg)
-	if err != nil {
-		return false, err
-	}
-	ch2, err := replaceFile(filepath.Join(root, K3sRegistriesPath), reg)
-	if err != nil {
-		return ch1, err
-	}
-	return ch1 || ch2, nil
-}
-
-// replaceFile makes path hold data (nil: makes path absent) and reports
-// whether that changed anything.
-func replaceFile(path string, data []byte) (bool, error) {
+// ReplaceFile makes path hold data, mode 0600 (K3s's files hold the
+// cluster token and registry passwords), or, for nil data, makes path
+// absent (a registries.yaml whose mirrors left the config), and reports
+// whether that changed anything. A file is replaced atomically (temporary
+// file, fsync, rename) so that K3s never reads half of one.
+func ReplaceFile(path string, data []byte) (bool, error) {
 	old, err := os.ReadFile(path)
 	exists := err == nil
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {

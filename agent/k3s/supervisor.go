@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/logring"
 )
 
@@ -161,32 +162,19 @@ const (
 )
 
 // WriteConfig writes config.yaml and registries.yaml (or removes a stale
-// registries.yaml), each through a temporary file and a rename.
+// registries.yaml), each replaced atomically (config.ReplaceFile).
 func (s *Supervisor) WriteConfig() error {
-	if err := writeAtomic(s.path(ConfigPath), s.Config, 0o600); err != nil {
+	if _, err := config.ReplaceFile(s.path(ConfigPath), s.Config); err != nil {
 		return fmt.Errorf("writing K3s config: %w", err)
 	}
-	if len(s.Registries) == 0 {
-		if err := os.Remove(s.path(RegistriesPath)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		return nil
+	var reg []byte
+	if len(s.Registries) > 0 {
+		reg = s.Registries
 	}
-	if err := writeAtomic(s.path(RegistriesPath), s.Registries, 0o600); err != nil {
+	if _, err := config.ReplaceFile(s.path(RegistriesPath), reg); err != nil {
 		return fmt.Errorf("writing K3s registries: %w", err)
 	}
 	return nil
-}
-
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // Run supervises K3s until ctx is done, then stops it cleanly. It returns
