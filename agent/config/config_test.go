@@ -340,7 +340,9 @@ func TestEtcdOnlyServerIsWarnedAbout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(warns, func(w string) bool { return strings.Contains(w, "k3s.disable-apiserver: this server runs no API server") }) {
+	if !slices.ContainsFunc(warns, func(w string) bool {
+		return strings.Contains(w, "k3s.disable-apiserver: this server runs no API server")
+	}) {
 		t.Errorf("warnings %q lack the disable-apiserver one", warns)
 	}
 }
