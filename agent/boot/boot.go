@@ -84,6 +84,7 @@ type Options struct {
 type Machine struct {
 	opts   Options
 	log    *slog.Logger
+	logOut *consoleLog
 	Params cmdline.Params
 	Cold   *kmod.Coldplug
 	Source string // sysimage.Source*
@@ -198,8 +199,9 @@ func New(opts Options) *Machine {
 	if opts.Stdout == nil {
 		opts.Stdout = io.Discard
 	}
+	cl := &consoleLog{out: opts.Stdout}
 	if opts.Log == nil {
-		opts.Log = NewLogger(opts.Stdout, slog.LevelInfo)
+		opts.Log = NewLogger(cl, slog.LevelInfo)
 	}
 	if opts.Clock == nil {
 		opts.Clock = BootClock{}
@@ -230,13 +232,35 @@ func New(opts Options) *Machine {
 			opts.KernelRelease = unix.ByteSliceToString(u.Release[:])
 		}
 	}
-	m := &Machine{opts: opts, log: opts.Log, modulesDone: make(chan struct{}), entropyDone: make(chan struct{}), coldplugDone: make(chan struct{}),
+	m := &Machine{opts: opts, log: opts.Log, logOut: cl, modulesDone: make(chan struct{}), entropyDone: make(chan struct{}), coldplugDone: make(chan struct{}),
 		imageDrivers: make(chan struct{}), devEvents: make(chan struct{}, 1)}
+	if opts.Root == "" {
+		cl.all = m.broadcast
+	}
 	var ru unix.Rusage
 	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
 		m.sysAtStart = time.Duration(ru.Stime.Nano())
 	}
 	return m
+}
+
+// consoleLog is where the boot's log lines go: the kernel's /dev/console
+// (the last console= of the command line, often the serial port), and, for
+// the lines a technician at the machine must see — warnings, errors and
+// what the boot waits for — every active console (the screen too).
+type consoleLog struct {
+	out io.Writer
+	all func(line string) // nil: out only (under --root)
+}
+
+func (c *consoleLog) Write(p []byte) (int, error) {
+	line := strings.TrimRight(string(p), "\n")
+	if c.all != nil && (strings.HasPrefix(line, "etoile: warning") || strings.HasPrefix(line, "etoile: error") ||
+		strings.HasPrefix(line, "etoile: waiting")) {
+		c.all(line) // every console, /dev/console's among them
+		return len(p), nil
+	}
+	return c.out.Write(p)
 }
 
 // EntropyReady is closed once the kernel's random number generator is
@@ -572,7 +596,7 @@ func readCmdline(ctx context.Context, m *Machine) error {
 		m.log.Warn("kernel argument ignored", "reason", w)
 	}
 	if m.Params.Debug {
-		m.log = NewLogger(m.opts.Stdout, slog.LevelDebug)
+		m.log = NewLogger(m.logOut, slog.LevelDebug)
 		if m.Cold != nil {
 			m.Cold.Log = m.log
 		}

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -547,4 +548,23 @@ func TestBootMakesNvidiaDeviceFiles(t *testing.T) {
 	}
 	isDev("nvidia-uvm", 511, 0)
 	isDev("nvidia-uvm-tools", 511, 1)
+}
+
+// TestWarningsReachEveryConsole: on a machine, warnings, errors and what
+// the boot waits for go to every console (a screen too, not only the
+// serial port /dev/console may be); the rest to /dev/console.
+func TestWarningsReachEveryConsole(t *testing.T) {
+	var out bytes.Buffer
+	var all []string
+	cl := &consoleLog{out: &out, all: func(l string) { all = append(all, l) }}
+	log := NewLogger(cl, slog.LevelInfo)
+	log.Info("", "step", "drivers", "t", "1.00s")
+	log.Info("waiting for the boot medium", "want", "partition ETOILE-A")
+	log.Warn("module load failed", "module", "x")
+	if want := []string{`etoile: waiting for the boot medium want="partition ETOILE-A"`, "etoile: warning: module load failed module=x"}; !slices.Equal(all, want) {
+		t.Errorf("every console got %q, want %q", all, want)
+	}
+	if out.String() != "etoile: step=drivers t=1.00s\n" {
+		t.Errorf("/dev/console got %q", out.String())
+	}
 }
