@@ -59,7 +59,7 @@ func bootEntry(title, version, kernel, initrd, args string) string {
 // build's inputs, so two builds of the same inputs are identical while two
 // different images still differ.
 func (b *Builder) stableID(purpose, version string) [16]byte {
-	h := sha256.Sum256([]byte(fmt.Sprintf("etoile/%s/%s/%s/%d", purpose, b.Spec.Arch, version, b.Epoch)))
+	h := sha256.Sum256([]byte(fmt.Sprintf("etoile/%s/%s/%s/%d/%s", purpose, b.Spec.Arch, version, b.Epoch, b.contentID)))
 	var id [16]byte
 	copy(id[:], h[:16])
 	id[6] = id[6]&0x0f | 0x50 // RFC 4122 version 5 layout, name-based

@@ -51,6 +51,27 @@ type Builder struct {
 	MachineConfig []byte
 
 	k3sMissing string
+	contentID  string // digest of the boot files, mixed into stableID
+}
+
+// setContentID digests the initramfs, the system image, the kernel command
+// line and the baked-in machine config.
+func (b *Builder) setContentID(initrd, system, args string) error {
+	h := sha256.New()
+	for _, p := range []string{initrd, system} {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("digesting %s: %w", filepath.Base(p), err)
+		}
+	}
+	fmt.Fprintf(h, "\x00%s\x00%s", args, b.MachineConfig)
+	b.contentID = hex.EncodeToString(h.Sum(nil))
+	return nil
 }
 
 // ToolInfo describes the etoile binary doing the build, for the SBOM and
@@ -312,6 +333,14 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 	}
 
 	isoArgs := strings.Join(cmdline, " ")
+	if b.Spec.Wants(OutputISO) || b.Spec.Wants(OutputRaw) {
+		// The media's GUIDs and volume ids come from what they hold, so
+		// images of different specs from one commit differ (two disks
+		// carrying different Étoile images are told apart).
+		if err := b.setContentID(initrd, system, isoArgs); err != nil {
+			return nil, err
+		}
+	}
 	if b.Spec.Wants(OutputISO) {
 		iso := filepath.Join(work, "etoile.iso")
 		if err := step("iso", func() error { return b.writeISO(iso, work, arch, k, initrd, system, boot, version, isoArgs) }); err != nil {
