@@ -23,8 +23,9 @@ import (
 // RTL8139C+ NIC (8139cp), taken from the image's own kernel package as a
 // stand-in for an out-of-tree driver such as NVIDIA's — and a
 // modules-load.d file naming tcp_bbr, and boots its raw disk under OVMF with
-// that NIC as the only one. The build adds mii (8139cp's dependency) from the
-// kernel package and indexes both with the initramfs's modules; the agent
+// that NIC as the only one. The build indexes 8139cp with the initramfs's
+// modules (and adds its dependency mii from the kernel package when the
+// initramfs lacks it; the default image has it for r8152); the agent
 // lays the image's modules over the initramfs's, loads 8139cp for the NIC
 // once the system image is mounted, the NIC gets its DHCP lease before the
 // ready line, and tcp_bbr loads after it.
