@@ -95,7 +95,11 @@ const (
 // assumes amd64.
 type Arch struct {
 	Name          string // Debian and Go name: amd64
-	KernelPackage string // default kernel package
+	KernelPackage string // default kernel package (Debian's)
+	// UbuntuKernelPackage is the default on an Ubuntu build machine, whose
+	// apt has no Debian kernel: its generic kernel, whose modules come in
+	// linux-modules-* packages the resolver follows.
+	UbuntuKernelPackage string
 	EFIBootName   string // removable-media loader name on the ESP
 	SystemdBoot   string // file in systemd-boot-efi
 	BIOS          bool   // has an ISOLINUX (BIOS) boot path
@@ -103,7 +107,7 @@ type Arch struct {
 }
 
 var arches = map[string]Arch{
-	"amd64": {Name: "amd64", KernelPackage: "linux-image-amd64", EFIBootName: "BOOTX64.EFI",
+	"amd64": {Name: "amd64", KernelPackage: "linux-image-amd64", UbuntuKernelPackage: "linux-image-generic", EFIBootName: "BOOTX64.EFI",
 		SystemdBoot: "systemd-bootx64.efi", BIOS: true, Serial: "ttyS0"},
 }
 
@@ -153,6 +157,24 @@ func LoadSpec(path string) (*ImageSpec, error) {
 	return s, nil
 }
 
+// hostIsUbuntu reads os-release: Ubuntu or a distribution built on it.
+func hostIsUbuntu(path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || (k != "ID" && k != "ID_LIKE") {
+			continue
+		}
+		if slices.Contains(strings.Fields(strings.Trim(v, `"'`)), "ubuntu") {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *ImageSpec) applyDefaults() {
 	if s.Arch == "" {
 		s.Arch = "amd64"
@@ -160,6 +182,9 @@ func (s *ImageSpec) applyDefaults() {
 	if s.Kernel.Package == "" && s.Kernel.Dir == "" {
 		if a, ok := arches[s.Arch]; ok {
 			s.Kernel.Package = a.KernelPackage
+			if hostIsUbuntu("/etc/os-release") {
+				s.Kernel.Package = a.UbuntuKernelPackage
+			}
 		}
 	}
 	if s.Initramfs.Compression == "" {

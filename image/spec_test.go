@@ -112,3 +112,23 @@ func FuzzParseSpec(f *testing.F) {
 		}
 	})
 }
+
+func TestHostIsUbuntu(t *testing.T) {
+	dir := t.TempDir()
+	for body, want := range map[string]bool{
+		"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n":       false,
+		"NAME=\"Ubuntu\"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID=\"24.04\"\n": true,
+		"ID=linuxmint\nID_LIKE=\"ubuntu debian\"\n":                         true,
+	} {
+		p := filepath.Join(dir, "os-release")
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := hostIsUbuntu(p); got != want {
+			t.Errorf("%q: %v, want %v", body, got, want)
+		}
+	}
+	if hostIsUbuntu(filepath.Join(dir, "none")) {
+		t.Error("no os-release: want false")
+	}
+}

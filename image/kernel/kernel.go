@@ -103,21 +103,55 @@ func resolvePackage(ctx context.Context, name, arch, cacheDir string, log *slog.
 		name = want.Name
 	}
 	img := pkgs[len(pkgs)-1]
-	entry := filepath.Join(cacheDir, "kernels", fmt.Sprintf("%s_%s_%s", img.Name, url.PathEscape(img.Version), img.SHA256[:12]))
-	k, err := loadOrUnpack(img, entry, log)
+	// Ubuntu ships the modules apart: linux-image-<v>-generic depends on
+	// linux-modules-<v>-generic, and linux-image-generic also on
+	// linux-modules-extra-<v>-generic (most NIC and storage drivers).
+	var extras []*debian.Package
+	for _, name := range moduleDependencies(pkgs) {
+		p, err := f.Fetch(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("kernel modules package: %w", err)
+		}
+		extras = append(extras, p)
+	}
+	key := img.SHA256[:12]
+	for _, p := range extras {
+		key += "+" + p.SHA256[:12]
+	}
+	entry := filepath.Join(cacheDir, "kernels", fmt.Sprintf("%s_%s_%s", img.Name, url.PathEscape(img.Version), key))
+	k, err := loadOrUnpack(img, extras, entry, log)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("kernel resolved", "package", img.Name, "version", img.Version, "kernel", k.Version)
-	k.Packages = pkgs
+	log.Info("kernel resolved", "package", img.Name, "version", img.Version, "kernel", k.Version, "modules_packages", chain(extras))
+	k.Packages = append(pkgs, extras...)
 	return k, nil
+}
+
+// moduleDependencies names the linux-modules-* packages (Ubuntu's, with the
+// kernel's modules) that the chain of kernel packages depends on, in order,
+// without repeats.
+func moduleDependencies(pkgs []*debian.Package) []string {
+	var out []string
+	for _, p := range pkgs {
+		rels, err := p.Relations()
+		if err != nil {
+			continue
+		}
+		for _, alts := range rels {
+			if len(alts) > 0 && strings.HasPrefix(alts[0].Name, "linux-modules-") && !slices.Contains(out, alts[0].Name) {
+				out = append(out, alts[0].Name)
+			}
+		}
+	}
+	return out
 }
 
 // loadOrUnpack loads the kernel unpacked at entry, unpacking img there first
 // when the entry is absent or damaged.
-func loadOrUnpack(img *debian.Package, entry string, log *slog.Logger) (*Kernel, error) {
+func loadOrUnpack(img *debian.Package, extras []*debian.Package, entry string, log *slog.Logger) (*Kernel, error) {
 	if _, err := os.Stat(entry); errors.Is(err, fs.ErrNotExist) {
-		if err := unpackKernel(img, entry, log); err != nil {
+		if err := unpackKernel(img, extras, entry, log); err != nil {
 			return nil, err
 		}
 	} else if err != nil {
@@ -136,7 +170,7 @@ func loadOrUnpack(img *debian.Package, entry string, log *slog.Logger) (*Kernel,
 		if rmErr := os.RemoveAll(entry); rmErr != nil {
 			return nil, fmt.Errorf("removing damaged kernel cache entry %s: %w (delete it by hand)", entry, rmErr)
 		}
-		if err := unpackKernel(img, entry, log); err != nil {
+		if err := unpackKernel(img, extras, entry, log); err != nil {
 			return nil, err
 		}
 		if k, err = kernelFromTree(entry, log); err != nil {
@@ -173,7 +207,7 @@ func imageDependency(p *debian.Package) (*debian.Relation, error) {
 // unpackKernel extracts img into entry through a temporary folder renamed
 // into place when complete, so an interrupted build leaves nothing half-made.
 // The depmod files Debian generates at install time are generated here.
-func unpackKernel(img *debian.Package, entry string, log *slog.Logger) error {
+func unpackKernel(img *debian.Package, extras []*debian.Package, entry string, log *slog.Logger) error {
 	parent := filepath.Dir(entry)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("creating kernel cache %s: %w", parent, err)
@@ -186,6 +220,12 @@ func unpackKernel(img *debian.Package, entry string, log *slog.Logger) error {
 	log.Info("unpacking kernel package", "package", img.Name, "version", img.Version, "entry", entry)
 	if err := img.Extract(tmp, keepKernelFiles); err != nil {
 		return fmt.Errorf("unpacking kernel: %w", err)
+	}
+	for _, p := range extras {
+		log.Info("unpacking kernel modules package", "package", p.Name, "version", p.Version)
+		if err := p.Extract(tmp, keepKernelFiles); err != nil {
+			return fmt.Errorf("unpacking kernel modules package %s: %w", p.Name, err)
+		}
 	}
 	modDir, _, err := findModulesDir(tmp)
 	if err != nil {

@@ -64,7 +64,7 @@ func TestUnpackKernelPackage(t *testing.T) {
 		t.Fatal(err)
 	}
 	entry := filepath.Join(dir, "kernels", "entry")
-	if err := unpackKernel(p, entry, discardLogger()); err != nil {
+	if err := unpackKernel(p, nil, entry, discardLogger()); err != nil {
 		t.Fatalf("unpackKernel: %v", err)
 	}
 	k, err := kernelFromTree(entry, discardLogger())
@@ -95,7 +95,7 @@ func TestUnpackKernelPackage(t *testing.T) {
 	data, _ := os.ReadFile(deb)
 	os.WriteFile(deb, data[:len(data)-40], 0o644)
 	broken := filepath.Join(dir, "kernels", "broken")
-	if err := unpackKernel(p, broken, discardLogger()); err == nil {
+	if err := unpackKernel(p, nil, broken, discardLogger()); err == nil {
 		t.Fatalf("unpacking a truncated package succeeded")
 	}
 	left, _ := filepath.Glob(filepath.Join(dir, "kernels", "*"))
@@ -143,7 +143,7 @@ func TestDamagedCacheEntryIsUnpackedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	entry := filepath.Join(dir, "kernels", "entry")
-	if _, err := loadOrUnpack(p, entry, discardLogger()); err != nil {
+	if _, err := loadOrUnpack(p, nil, entry, discardLogger()); err != nil {
 		t.Fatal(err)
 	}
 	original, err := os.ReadFile(filepath.Join(entry, module))
@@ -185,7 +185,7 @@ func TestDamagedCacheEntryIsUnpackedAgain(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.damage(t)
-			k, err := loadOrUnpack(p, entry, discardLogger())
+			k, err := loadOrUnpack(p, nil, entry, discardLogger())
 			if err != nil {
 				t.Fatalf("loadOrUnpack on a damaged entry: %v", err)
 			}
