@@ -100,10 +100,10 @@ type Arch struct {
 	// apt has no Debian kernel: its generic kernel, whose modules come in
 	// linux-modules-* packages the resolver follows.
 	UbuntuKernelPackage string
-	EFIBootName   string // removable-media loader name on the ESP
-	SystemdBoot   string // file in systemd-boot-efi
-	BIOS          bool   // has an ISOLINUX (BIOS) boot path
-	Serial        string // first serial console name
+	EFIBootName         string // removable-media loader name on the ESP
+	SystemdBoot         string // file in systemd-boot-efi
+	BIOS                bool   // has an ISOLINUX (BIOS) boot path
+	Serial              string // first serial console name
 }
 
 var arches = map[string]Arch{

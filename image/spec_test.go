@@ -116,9 +116,9 @@ func FuzzParseSpec(f *testing.F) {
 func TestHostIsUbuntu(t *testing.T) {
 	dir := t.TempDir()
 	for body, want := range map[string]bool{
-		"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n":       false,
+		"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n":        false,
 		"NAME=\"Ubuntu\"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID=\"24.04\"\n": true,
-		"ID=linuxmint\nID_LIKE=\"ubuntu debian\"\n":                         true,
+		"ID=linuxmint\nID_LIKE=\"ubuntu debian\"\n":                          true,
 	} {
 		p := filepath.Join(dir, "os-release")
 		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
