@@ -216,6 +216,36 @@ func Start(ctx context.Context, env Env) *Node {
 	return n
 }
 
+// machineIdentity is what tells this machine from others across reboots:
+// its SMBIOS UUID and the lowest MAC address of its physical NICs (some
+// boards share one UUID), "" when neither can be read.
+func machineIdentity(root string) string {
+	var parts []string
+	if b, err := os.ReadFile(filepath.Join(root, "sys/class/dmi/id/product_uuid")); err == nil {
+		if u := strings.TrimSpace(string(b)); u != "" {
+			parts = append(parts, strings.ToLower(u))
+		}
+	}
+	var macs []string
+	ents, _ := os.ReadDir(filepath.Join(root, "sys/class/net"))
+	for _, e := range ents {
+		dir := filepath.Join(root, "sys/class/net", e.Name())
+		if _, err := os.Stat(filepath.Join(dir, "device")); err != nil {
+			continue // virtual: lo, bridges, VLANs
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "address")); err == nil {
+			if m := strings.TrimSpace(string(b)); m != "" && m != "00:00:00:00:00:00" {
+				macs = append(macs, m)
+			}
+		}
+	}
+	if len(macs) > 0 {
+		slices.Sort(macs)
+		parts = append(parts, macs[0])
+	}
+	return strings.Join(parts, " ")
+}
+
 // registeredNodeWarnings says what an applied config cannot change on a
 // node K3s has registered already: K3s sets node-taint only when the node
 // registers, and adds or updates node-label on each start but never
@@ -336,6 +366,17 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 		case mounted:
 			n.env.Log.Info("containerd's root in memory", "dir", k3s.ContainerdDir, "fs", "tmpfs",
 				"why", "its overlayfs snapshotter cannot stack layers on the system's overlay")
+		}
+	}
+	if cfg.Cluster != nil && cfg.Cluster.Token != "" {
+		name := cfg.Hostname
+		if name == "" {
+			name = n.nodeName()
+		}
+		if wrote, err := k3s.EnsureNodePassword(n.env.Root, cfg.Cluster.Token, name, machineIdentity(n.env.Root)); err != nil {
+			n.env.Log.Warn("K3s node password", "reason", err.Error())
+		} else if wrote {
+			n.env.Log.Info("K3s node password derived from the cluster token and this machine", "path", k3s.NodePasswordPath)
 		}
 	}
 	if _, err := k3s.LinkAirgapImages(n.env.Root); err != nil {
