@@ -15,6 +15,7 @@ import (
 
 	"github.com/etoile-os/etoile/agent/api"
 	"github.com/etoile-os/etoile/agent/config"
+	"github.com/etoile-os/etoile/agent/fakeroot"
 )
 
 // buildStandin compiles the K3s stand-in (a test double of K3s, not K3s)
@@ -347,7 +348,7 @@ func TestRegisteredNodeWarnings(t *testing.T) {
 
 func TestMachineIdentity(t *testing.T) {
 	root := t.TempDir()
-	for p, v := range map[string]string{
+	fakeroot.Write(t, root, map[string]string{
 		"sys/class/dmi/id/product_uuid":    "4C4C4544-0042-3510-8052-B7C04F565032\n",
 		"sys/class/net/eth1/address":       "52:54:00:00:00:99\n",
 		"sys/class/net/eth1/device/vendor": "0x8086\n",
@@ -355,14 +356,7 @@ func TestMachineIdentity(t *testing.T) {
 		"sys/class/net/eth0/device/vendor": "0x8086\n",
 		"sys/class/net/br0/address":        "02:00:00:00:00:01\n", // virtual: no device
 		"sys/class/net/lo/address":         "00:00:00:00:00:00\n",
-	} {
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(root, p), []byte(v), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	if got := machineIdentity(root); got != "4c4c4544-0042-3510-8052-b7c04f565032 52:54:00:00:00:10" {
 		t.Errorf("machineIdentity = %q", got)
 	}

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/etoile-os/etoile/agent/fakeroot"
 )
 
 // fixture is the real H100 host's snapshot (../inventory/testdata/h100-vm,
@@ -17,12 +19,7 @@ const fixture = "../inventory/testdata/h100-vm"
 
 func write(t *testing.T, path, data string) {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	fakeroot.Write(t, filepath.Dir(path), map[string]string{filepath.Base(path): data})
 }
 
 // h100Proc lays out the /proc files the driver of the snapshot's host
