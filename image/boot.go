@@ -128,7 +128,8 @@ func (b *Builder) writeISO(dst, work string, arch Arch, k *kernel.Kernel, initrd
 	if b.MachineConfig != nil {
 		files = append(files, media.File{Path: ConfigOnMedia, Data: b.MachineConfig, Mode: 0o444})
 	}
-	opts := media.ISOOptions{VolumeLabel: isoVolumeID, Files: files, EFIBootImage: isoEFIImage, Epoch: b.Epoch}
+	opts := media.ISOOptions{VolumeLabel: isoVolumeID, Files: files, EFIBootImage: isoEFIImage, Epoch: b.Epoch,
+		DiskGUID: guidString(b.stableID("iso", version))}
 	if arch.BIOS {
 		mbr, err := os.ReadFile(boot.isohdpfx)
 		if err != nil {

@@ -111,9 +111,9 @@ func (b *Builder) artifactNames() []string {
 }
 
 // lockOutDir keeps two builds from landing their files in one folder at
-// once.
+// once. The folder itself is locked: no lock file is left in it.
 func lockOutDir(dir string) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(dir, ".etoile-build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	f, err := os.Open(dir)
 	if err != nil {
 		return nil, fmt.Errorf("locking the output folder: %w", err)
 	}

@@ -105,55 +105,85 @@ func partUUID(t *testing.T, disk string, n int) string {
 	return strings.ToLower(string(m[1]))
 }
 
-// TestBootUsesTheBootDisk: a machine with Étoile on two disks, each with
-// its own GUIDs (a server whose disk has Étoile installed, booting a
-// stick): the firmware can only boot one (the other's ESP is unreadable),
-// and the agent mounts that disk's ETOILE-A — the one systemd-boot names
-// through LoaderDevicePartUUID — not the other's. Which disk is vda varies
-// (drivers probe asynchronously), so this checks the real firmware's
-// variable end to end; TestBootPicksTheBootDisksSlot (agent/boot) checks
-// the choice when the other disk sorts first.
+// TestBootUsesTheBootDisk: a machine with Étoile on two disks, the other
+// one unbootable by the firmware (its ESP unreadable):
+//   - with its own GUIDs (a server whose disk has Étoile installed, booting
+//     a stick), the agent mounts the booted disk's ETOILE-A — the one
+//     systemd-boot names through LoaderDevicePartUUID — not the other's;
+//   - with the very same image (same GUIDs, dd'ed twice) and the other's
+//     ETOILE-A corrupted, the agent tells the disks apart by the controller
+//     the firmware booted from (BootCurrent), and the boot succeeds.
+//
+// Which disk is vda varies (drivers probe asynchronously), so each case
+// catches a wrong choice in about half the runs; TestBootPicksTheBootDisksSlot
+// (agent/boot) checks the choice when the other disk sorts first.
 func TestBootUsesTheBootDisk(t *testing.T) {
 	t.Parallel()
 	out := Artifacts(t, RawName)
 	if _, err := exec.LookPath("sgdisk"); err != nil {
 		t.Fatal("sgdisk is needed: apt-get install -y gdisk (make test installs it)")
 	}
-	other := filepath.Join(t.TempDir(), "installed.raw")
-	if err := copyFile(filepath.Join(out, RawName), other); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := exec.Command("sgdisk", "-G", other).CombinedOutput(); err != nil {
-		t.Fatalf("sgdisk -G (new GUIDs for the other disk): %v\n%s", err, b)
-	}
-	// Its ESP (at 1 MiB) unreadable, so that the firmware boots the image;
-	// its ETOILE-A is intact.
-	f, err := os.OpenFile(other, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt(make([]byte, 64<<10), 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	want, wrong := partUUID(t, filepath.Join(out, RawName), 2), partUUID(t, other, 2)
-	vm := Start(t, Config{Devices: []Device{OVMF{}, otherDisk{Path: other}, VirtioDisk{Path: filepath.Join(out, RawName)}, UserNIC{}}})
-	m := vm.Ready(ReadyTimeout)
-	if !strings.Contains(m.Line, " slot=a ") {
-		t.Errorf("ready line %q", m.Line)
-	}
-	re := regexp.MustCompile(`^etoile: system image found source=disk partition=ETOILE-A device=vd[ab]2 partuuid=(\S+)$`)
-	found := ""
-	for _, l := range vm.Lines() {
-		if m := re.FindStringSubmatch(l.Text); m != nil {
-			found = m[1]
+	zero := func(t *testing.T, path string, at int64) {
+		t.Helper()
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt(make([]byte, 64<<10), at); err != nil {
+			t.Fatal(err)
 		}
 	}
-	switch found {
-	case want:
-	case wrong:
-		t.Errorf("the agent mounted the other disk's ETOILE-A (%s), not the booted disk's (%s)", wrong, want)
-	default:
-		t.Errorf("no console line matches /%s/ with the booted disk's partition %s", re, want)
+	for _, sameImage := range []bool{false, true} {
+		name := "own GUIDs"
+		if sameImage {
+			name = "same image"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			other := filepath.Join(t.TempDir(), "installed.raw")
+			if err := copyFile(filepath.Join(out, RawName), other); err != nil {
+				t.Fatal(err)
+			}
+			if !sameImage {
+				if b, err := exec.Command("sgdisk", "-G", other).CombinedOutput(); err != nil {
+					t.Fatalf("sgdisk -G (new GUIDs for the other disk): %v\n%s", err, b)
+				}
+			}
+			zero(t, other, 1<<20) // its ESP (at 1 MiB): the firmware boots the image's disk
+			want, wrong := partUUID(t, filepath.Join(out, RawName), 2), partUUID(t, other, 2)
+			if sameImage {
+				// Its system image unreadable: mounting it fails the boot.
+				b, err := exec.Command("sgdisk", "-i", "2", other).CombinedOutput()
+				m := regexp.MustCompile(`First sector: (\d+)`).FindSubmatch(b)
+				if err != nil || m == nil {
+					t.Fatalf("sgdisk -i 2: %v\n%s", err, b)
+				}
+				first, _ := strconv.ParseInt(string(m[1]), 10, 64)
+				zero(t, other, first*512)
+			}
+			vm := Start(t, Config{Devices: []Device{OVMF{}, otherDisk{Path: other}, VirtioDisk{Path: filepath.Join(out, RawName)}, UserNIC{}}})
+			m := vm.Ready(ReadyTimeout)
+			if !strings.Contains(m.Line, " slot=a ") {
+				t.Errorf("ready line %q", m.Line)
+			}
+			re := regexp.MustCompile(`^etoile: system image found source=disk partition=ETOILE-A device=vd[ab]2 partuuid=(\S+)$`)
+			found := ""
+			for _, l := range vm.Lines() {
+				if m := re.FindStringSubmatch(l.Text); m != nil {
+					found = m[1]
+				}
+				if strings.HasPrefix(l.Text, "etoile: warning") {
+					t.Errorf("warning on the console: %s", l.Text)
+				}
+			}
+			switch {
+			case found == want:
+			case found == wrong:
+				t.Errorf("the agent mounted the other disk's ETOILE-A (%s), not the booted disk's (%s)", wrong, want)
+			default:
+				t.Errorf("no console line matches /%s/ with the booted disk's partition %s", re, want)
+			}
+		})
 	}
 }

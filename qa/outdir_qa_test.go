@@ -62,7 +62,7 @@ func TestBuildReplacesStaleOutputs(t *testing.T) {
 	}
 
 	// Another build holds the folder.
-	lock, err := os.OpenFile(filepath.Join(out, ".etoile-build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	lock, err := os.Open(out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +74,9 @@ func TestBuildReplacesStaleOutputs(t *testing.T) {
 		t.Errorf("a build into a locked folder: %v\n%s", err, b)
 	}
 	lock.Close()
+	if entries, _ := os.ReadDir(out); len(entries) != len(stale) {
+		t.Errorf("the refused build left files in %s: %v", out, entries)
+	}
 
 	b, err = build()
 	if err != nil {
@@ -85,6 +88,12 @@ func TestBuildReplacesStaleOutputs(t *testing.T) {
 		}
 		if !strings.Contains(string(b), "removed an earlier build's artifact") {
 			t.Errorf("the build does not say it removed %s:\n%s", n, b)
+		}
+	}
+	entries, _ := os.ReadDir(out)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("the build left %s in %s", e.Name(), out)
 		}
 	}
 	sums, err := os.ReadFile(filepath.Join(out, "SHA256SUMS"))

@@ -95,11 +95,13 @@ type Machine struct {
 	BootDisk string
 	Image    string // file holding the squashfs (ISO and HTTP sources)
 
-	loaderOnce sync.Once
-	loaderUUID string
-	candSince  time.Time       // when a device holding the system image, not on the boot disk, was first seen
-	Network    *network.Result // read with NetworkResult once the boot is done
-	netMu      sync.Mutex
+	loaderOnce      sync.Once
+	loaderUUID      string
+	candSince       time.Time // when a device holding the system image, not on the boot disk, was first seen
+	bootPCIDir      string    // sysfs folder of the controller the firmware booted from (BootCurrent), "" unknown
+	warnedSameImage bool
+	Network         *network.Result // read with NetworkResult once the boot is done
+	netMu           sync.Mutex
 
 	fixed []string // the image's module list, loaded after ready
 	// bootMods is closed once BootModules are loaded (nil: never started).
@@ -778,6 +780,9 @@ func (m *Machine) bootController(ctx context.Context) string {
 		return ""
 	}
 	m.log.Info("booted from", "option", p.Option, "path", p.String(), "pci", filepath.Base(dev))
+	if rp, err := filepath.EvalSymlinks(dev); err == nil {
+		m.bootPCIDir = rp
+	}
 	ma := strings.TrimSpace(string(b))
 	if !kmod.StorageModalias(ma) {
 		return "" // a NIC (PXE, HTTP boot): every storage controller may hold the medium
@@ -932,7 +937,7 @@ func (m *Machine) onBootDisk(devs, cands []sysimage.BlockDev, what string) (sysi
 		return strings.Join(n, ",")
 	}
 	if uuid := m.loaderPartUUID(); uuid != "" {
-		if disk, ok := sysimage.DiskWithPartUUID(devs, uuid); ok {
+		if disk, ok := m.bootDiskOf(sysimage.DisksWithPartUUID(devs, uuid), names); ok {
 			for _, c := range cands {
 				if c.Disk == disk.Name {
 					if len(cands) > 1 {
@@ -960,6 +965,36 @@ func (m *Machine) onBootDisk(devs, cands []sysimage.BlockDev, what string) (sysi
 			"device", cands[0].Name, "all", names(cands), "fix", "disconnect the other Étoile media, or boot through Étoile's systemd-boot under UEFI (it names its disk)")
 	}
 	return cands[0], true
+}
+
+// bootDiskOf picks the boot disk among the disks holding the partition
+// systemd-boot came from: several when one image was written to several
+// disks (same GUIDs); then the one behind the controller the firmware
+// booted from (BootCurrent), else the first, with a warning.
+func (m *Machine) bootDiskOf(disks []sysimage.BlockDev, names func([]sysimage.BlockDev) string) (sysimage.BlockDev, bool) {
+	switch {
+	case len(disks) == 0:
+		return sysimage.BlockDev{}, false
+	case len(disks) == 1:
+		return disks[0], true
+	}
+	if m.bootPCIDir != "" {
+		var behind []sysimage.BlockDev
+		for _, d := range disks {
+			if p, err := filepath.EvalSymlinks(m.path("/sys/class/block/" + d.Name)); err == nil && strings.HasPrefix(p, m.bootPCIDir+"/") {
+				behind = append(behind, d)
+			}
+		}
+		if len(behind) == 1 {
+			return behind[0], true
+		}
+	}
+	if !m.warnedSameImage {
+		m.warnedSameImage = true
+		m.log.Warn("several disks carry the very same image and the firmware does not tell them apart: using the first", "disks", names(disks),
+			"fix", "boot only one of them, or make their GUIDs differ (sgdisk -G on one)")
+	}
+	return disks[0], true
 }
 
 // loaderPartUUID is LoaderDevicePartUUID, read once ("" when not set).

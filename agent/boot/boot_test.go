@@ -568,3 +568,54 @@ func TestWarningsReachEveryConsole(t *testing.T) {
 		t.Errorf("/dev/console got %q", out.String())
 	}
 }
+
+// TestBootTellsSameImagesApartByController: the very same image on two
+// disks (same GUIDs: LoaderDevicePartUUID names both); the firmware's
+// BootCurrent names the controller it booted from, and that disk's slot is
+// used, though the other sorts first.
+func TestBootTellsSameImagesApartByController(t *testing.T) {
+	root := machineRoot(t, "console=ttyS0 etoile.slot=a")
+	vars := "sys/firmware/efi/efivars/"
+	loader := "\x06\x00\x00\x00"
+	for _, c := range "5B4E6F10-AAAA-4BBB-8CCC-00000000000E\x00" {
+		loader += string(c) + "\x00"
+	}
+	fakeroot.Write(t, root, map[string]string{
+		"sys/firmware/efi/runtime":                         "",
+		vars + "LoaderDevicePartUUID-" + efivar.LoaderGUID: loader,
+		// Boot0001: PciRoot(0x0)/Pci(0x2,0x0), the controller of vdb.
+		vars + "BootCurrent-" + efivar.GlobalGUID: "\x07\x00\x00\x00\x01\x00",
+		vars + "Boot0001-" + efivar.GlobalGUID: "\x07\x00\x00\x00" + "\x01\x00\x00\x00\x16\x00" + "A\x00\x00\x00" +
+			"\x02\x01\x0c\x00\xd0\x41\x03\x0a\x00\x00\x00\x00" + "\x01\x01\x06\x00\x00\x02" + "\x7f\xff\x04\x00",
+		"sys/devices/pci0000:00/0000:00:02.0/modalias": "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00\n",
+	})
+	disk := gptDisk(t, "5b4e6f10-aaaa-4bbb-8ccc-00000000000e", "5b4e6f10-aaaa-4bbb-8ccc-0000000000e2")
+	// Each disk's sysfs entry under its controller, /sys/class/block linking to it.
+	for name, pci := range map[string]string{"vda": "0000:00:03.0", "vdb": "0000:00:02.0"} {
+		dir := "sys/devices/pci0000:00/" + pci + "/virtio/block/" + name
+		fakeroot.Write(t, root, map[string]string{
+			dir + "/uevent":               "MAJOR=254\nMINOR=0\nDEVNAME=" + name + "\nDEVTYPE=disk\n",
+			dir + "/" + name + "2/uevent": "MAJOR=254\nMINOR=2\nDEVNAME=" + name + "2\nDEVTYPE=partition\nPARTN=2\nPARTNAME=ETOILE-A\n",
+			"dev/" + name:                 string(disk),
+			"dev/" + name + "2":           "",
+		})
+		os.MkdirAll(filepath.Join(root, "sys/class/block"), 0o755)
+		if err := os.Symlink(filepath.Join(root, dir), filepath.Join(root, "sys/class/block", name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join(root, dir, name+"2"), filepath.Join(root, "sys/class/block", name+"2")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out bytes.Buffer
+	m := New(Options{Root: root, Stdout: &out, Mounter: &mount.Recorder{}, Loader: &kmod.Recorder{}, Clock: fixedClock(time.Second), WaitScale: 0.01})
+	if _, err := m.Boot(context.Background()); err != nil {
+		t.Fatalf("boot failed: %v\n%s", err, out.String())
+	}
+	if m.Device != filepath.Join(root, "dev", "vdb2") || m.BootDisk != "vdb" {
+		t.Errorf("device %s on disk %s, want vdb2 (behind the controller the firmware booted)\n%s", m.Device, m.BootDisk, out.String())
+	}
+	if strings.Contains(out.String(), "very same image") {
+		t.Errorf("warned that it could not tell the disks apart:\n%s", out.String())
+	}
+}

@@ -37,13 +37,15 @@ func raiseLimits() error {
 			}
 			return unix.Prlimit(0, res, &lim, nil)
 		}
-		if err := try(unix.Rlimit{Cur: want, Max: want}); err == nil {
+		raise := try(unix.Rlimit{Cur: want, Max: want})
+		if raise == nil {
 			return
-		} else if err := try(unix.Rlimit{Cur: cur.Max, Max: cur.Max}); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-		} else {
-			errs = append(errs, fmt.Errorf("%s kept at the hard limit %d (raising it to %d: %w)", name, cur.Max, want, err))
 		}
+		if err := try(unix.Rlimit{Cur: cur.Max, Max: cur.Max}); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			return
+		}
+		errs = append(errs, fmt.Errorf("%s kept at the hard limit %d (raising it to %d: %w)", name, cur.Max, want, raise))
 	}
 	set("open files", unix.RLIMIT_NOFILE, NoFileLimit)
 	set("processes", unix.RLIMIT_NPROC, unix.RLIM_INFINITY)

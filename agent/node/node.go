@@ -217,13 +217,18 @@ func Start(ctx context.Context, env Env) *Node {
 }
 
 // machineIdentity is what tells this machine from others across reboots:
-// its SMBIOS UUID and the lowest MAC address of its physical NICs (some
-// boards share one UUID), "" when neither can be read.
+// its SMBIOS UUID; where the firmware gives none or a placeholder that many
+// boards share, the lowest permanent MAC address of its NICs (those whose
+// address the hardware gives: addr_assign_type 0, not a VF's or a virtual
+// NIC's random one). "" when neither can be read.
 func machineIdentity(root string) string {
-	var parts []string
 	if b, err := os.ReadFile(filepath.Join(root, "sys/class/dmi/id/product_uuid")); err == nil {
-		if u := strings.TrimSpace(string(b)); u != "" {
-			parts = append(parts, strings.ToLower(u))
+		u := strings.ToLower(strings.TrimSpace(string(b)))
+		switch u {
+		case "", "00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff",
+			"03000200-0400-0500-0006-000700080009": // a placeholder many boards ship with
+		default:
+			return u
 		}
 	}
 	var macs []string
@@ -233,17 +238,20 @@ func machineIdentity(root string) string {
 		if _, err := os.Stat(filepath.Join(dir, "device")); err != nil {
 			continue // virtual: lo, bridges, VLANs
 		}
+		if b, err := os.ReadFile(filepath.Join(dir, "addr_assign_type")); err == nil && strings.TrimSpace(string(b)) != "0" {
+			continue // a random or stolen address
+		}
 		if b, err := os.ReadFile(filepath.Join(dir, "address")); err == nil {
 			if m := strings.TrimSpace(string(b)); m != "" && m != "00:00:00:00:00:00" {
 				macs = append(macs, m)
 			}
 		}
 	}
-	if len(macs) > 0 {
-		slices.Sort(macs)
-		parts = append(parts, macs[0])
+	if len(macs) == 0 {
+		return ""
 	}
-	return strings.Join(parts, " ")
+	slices.Sort(macs)
+	return macs[0]
 }
 
 // registeredNodeWarnings says what an applied config cannot change on a

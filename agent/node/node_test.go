@@ -357,8 +357,20 @@ func TestMachineIdentity(t *testing.T) {
 		"sys/class/net/br0/address":        "02:00:00:00:00:01\n", // virtual: no device
 		"sys/class/net/lo/address":         "00:00:00:00:00:00\n",
 	})
-	if got := machineIdentity(root); got != "4c4c4544-0042-3510-8052-b7c04f565032 52:54:00:00:00:10" {
-		t.Errorf("machineIdentity = %q", got)
+	if got := machineIdentity(root); got != "4c4c4544-0042-3510-8052-b7c04f565032" {
+		t.Errorf("machineIdentity = %q, want the SMBIOS UUID", got)
+	}
+	// A placeholder UUID: the lowest permanent MAC (not a random one).
+	fakeroot.Write(t, root, map[string]string{
+		"sys/class/dmi/id/product_uuid":       "03000200-0400-0500-0006-000700080009\n",
+		"sys/class/net/eth0/addr_assign_type": "0\n",
+		"sys/class/net/eth1/addr_assign_type": "0\n",
+		"sys/class/net/eth2/address":          "02:11:22:33:44:55\n",
+		"sys/class/net/eth2/device/vendor":    "0x8086\n",
+		"sys/class/net/eth2/addr_assign_type": "1\n",
+	})
+	if got := machineIdentity(root); got != "52:54:00:00:00:10" {
+		t.Errorf("machineIdentity = %q, want the lowest permanent MAC", got)
 	}
 	if got := machineIdentity(t.TempDir()); got != "" {
 		t.Errorf("nothing readable: %q", got)

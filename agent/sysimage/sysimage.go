@@ -152,10 +152,12 @@ func PartUUID(devs []BlockDev, part BlockDev) string {
 	return ""
 }
 
-// DiskWithPartUUID returns the whole disk among devs whose GPT holds a
-// partition with the unique GUID uuid, and whether one does.
-func DiskWithPartUUID(devs []BlockDev, uuid string) (BlockDev, bool) {
+// DisksWithPartUUID returns the whole disks among devs whose GPT holds a
+// partition with the unique GUID uuid: one, unless the same image was
+// written to several.
+func DisksWithPartUUID(devs []BlockDev, uuid string) []BlockDev {
 	uuid = strings.ToLower(uuid)
+	var out []BlockDev
 	for _, d := range devs {
 		if d.Partition || skipForISO(d.Name) || d.Size == 0 {
 			continue
@@ -165,10 +167,10 @@ func DiskWithPartUUID(devs []BlockDev, uuid string) (BlockDev, bool) {
 			continue
 		}
 		if slices.Contains(ids, uuid) {
-			return d, true
+			out = append(out, d)
 		}
 	}
-	return BlockDev{}, false
+	return out
 }
 
 // skipForISO leaves out devices that cannot hold the boot medium and would

@@ -144,18 +144,18 @@ func mountPartition(mount func(dev, dir string, fstypes []string) error, label, 
 	return dir, mount(d.Path, dir, []string{fstype})
 }
 
-// onDisk picks the partition on the boot disk among several with one
-// label (another disk may carry Étoile's labels too), else the first.
+// onDisk picks the partition on the boot disk among those with one label
+// (another disk may carry Étoile's labels too): none when the boot disk has
+// none, so that a stick booted on a server with Étoile installed does not
+// read the installed disk's config or state. With the boot disk unknown
+// (netboot) the first.
 func onDisk(parts []sysimage.BlockDev, disk string) (sysimage.BlockDev, bool) {
-	if len(parts) == 0 {
-		return sysimage.BlockDev{}, false
-	}
 	for _, p := range parts {
-		if p.Disk == disk {
+		if disk == "" || p.Disk == disk {
 			return p, true
 		}
 	}
-	return parts[0], true
+	return sysimage.BlockDev{}, false
 }
 
 // machineStatus is what the boot knows, for the local API.
