@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -311,24 +312,10 @@ func TestStandinK3sStoppedCleanlyOnPowerOff(t *testing.T) {
 	}
 }
 
-// stateDisk is a second disk, virtio, not bootable, holding an installed
-// machine's partitions.
-type stateDisk struct{ Path string }
-
-func (d stateDisk) QEMUArgs(string) ([]string, error) {
-	if err := mustExist(d.Path, "state disk"); err != nil {
-		return nil, err
-	}
-	return []string{
-		"-drive", "if=none,id=state0,format=raw,file=" + escapeOpt(d.Path),
-		"-device", "virtio-blk-pci,drive=state0",
-	}, nil
-}
-
-// stateDiskImage writes a GPT disk with one partition labelled ETOILE-STATE,
-// ext4, holding etoile/config.yaml: what an installed machine keeps. It is
-// made with e2fsprogs and gdisk, which are not Étoile's.
-func stateDiskImage(t *testing.T, yaml string) string {
+// installedDiskImage is the stand-in image's raw disk with a third
+// partition, ETOILE-STATE (ext4 holding etoile/config.yaml), as an installed
+// machine's disk has: the state partition on the disk the machine boots.
+func installedDiskImage(t *testing.T, out, yaml string) string {
 	t.Helper()
 	if err := RequireTools(Tool{Name: "mkfs.ext4", Package: "e2fsprogs"}, Tool{Name: "sgdisk", Package: "gdisk"}); err != nil {
 		t.Fatal(err)
@@ -341,21 +328,31 @@ func stateDiskImage(t *testing.T, yaml string) string {
 	if err := os.WriteFile(filepath.Join(tree, "etoile", "config.yaml"), []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	const mib = 1 << 20
 	part := filepath.Join(dir, "state.ext4")
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "ETOILE-STATE", "-d", tree, part, "16M").CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
 	}
-	disk := filepath.Join(dir, "state-disk.raw")
-	if err := os.WriteFile(disk, nil, 0o644); err != nil {
+	disk := filepath.Join(dir, "installed.raw")
+	if err := copyFile(filepath.Join(out, RawName), disk); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(disk, 20*mib); err != nil {
+	st, err := os.Stat(disk)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("sgdisk", "-n", "1:2048:+16M", "-c", "1:ETOILE-STATE", "-t", "1:8300", disk).CombinedOutput(); err != nil {
-		t.Fatalf("sgdisk: %v\n%s", err, out)
+	if err := os.Truncate(disk, st.Size()+20<<20); err != nil {
+		t.Fatal(err)
 	}
+	// The backup GPT to the new end, then the state partition after slot A.
+	if b, err := exec.Command("sgdisk", "-e", "-n", "3:0:+16M", "-c", "3:ETOILE-STATE", "-t", "3:8300", disk).CombinedOutput(); err != nil {
+		t.Fatalf("sgdisk: %v\n%s", err, b)
+	}
+	b, err := exec.Command("sgdisk", "-i", "3", disk).CombinedOutput()
+	m := regexp.MustCompile(`First sector: (\d+)`).FindSubmatch(b)
+	if err != nil || m == nil {
+		t.Fatalf("sgdisk -i 3: %v\n%s", err, b)
+	}
+	first, _ := strconv.ParseInt(string(m[1]), 10, 64)
 	data, err := os.ReadFile(part)
 	if err != nil {
 		t.Fatal(err)
@@ -365,19 +362,20 @@ func stateDiskImage(t *testing.T, yaml string) string {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.WriteAt(data, 2048*512); err != nil {
+	if _, err := f.WriteAt(data, first*512); err != nil {
 		t.Fatal(err)
 	}
 	return disk
 }
 
-// TestStandinK3sReadyFromStatePartition: a machine with no other config
-// source takes the one saved on its STATE partition (an installed disk).
+// TestStandinK3sReadyFromStatePartition: an installed machine with no other
+// config source takes the one saved on its STATE partition, on the disk it
+// boots (a state partition on another disk is never read).
 func TestStandinK3sReadyFromStatePartition(t *testing.T) {
 	t.Parallel()
 	out := standinOut(t)
-	disk := stateDiskImage(t, serverConfig)
-	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, CDROM{Path: filepath.Join(out, ISOName)}, stateDisk{Path: disk}, UserNIC{}}})
+	disk := installedDiskImage(t, out, serverConfig)
+	vm := Start(t, Config{Devices: []Device{OVMF{}, VirtioDisk{Path: disk}, UserNIC{}}})
 	vm.WaitFor(regexp.MustCompile(`machine config loaded from="state partition ETOILE-STATE`), ReadyTimeout)
 	m := vm.WaitFor(k3sReadyRE, K3sTimeout)
 	t.Logf("K3s stand-in ready: %s", m.Line)
