@@ -180,6 +180,17 @@ func TestBootDiskSlotUEFI(t *testing.T) {
 	}
 }
 
+// loaderPartUUIDVar is the efivarfs file systemd-boot writes for
+// LoaderDevicePartUUID: attributes, then the GUID in UTF-16LE upper case,
+// NUL-terminated.
+func loaderPartUUIDVar(guid string) string {
+	v := "\x06\x00\x00\x00"
+	for _, c := range guid + "\x00" {
+		v += string(c) + "\x00"
+	}
+	return v
+}
+
 // gptDisk is a whole disk's first sectors: a GPT whose partitions have the
 // unique GUIDs given, in order.
 func gptDisk(t *testing.T, uuids ...string) []byte {
@@ -210,10 +221,7 @@ func gptDisk(t *testing.T, uuids ...string) []byte {
 func TestBootPicksTheBootDisksSlot(t *testing.T) {
 	root := machineRoot(t, "console=ttyS0 etoile.slot=a")
 	vars := "sys/firmware/efi/efivars/"
-	loader := "\x06\x00\x00\x00"
-	for _, c := range "2B4E6F10-AAAA-4BBB-8CCC-00000000000B\x00" {
-		loader += string(c) + "\x00"
-	}
+	loader := loaderPartUUIDVar("2B4E6F10-AAAA-4BBB-8CCC-00000000000B")
 	fakeroot.Write(t, root, map[string]string{
 		"sys/firmware/efi/runtime":                         "",
 		vars + "LoaderDevicePartUUID-" + efivar.LoaderGUID: loader,
@@ -246,10 +254,7 @@ func TestBootPicksTheBootDisksSlot(t *testing.T) {
 
 	// The variable names a disk that never shows up: after a (scaled) wait
 	// for it, another disk's, with a warning.
-	loader = "\x06\x00\x00\x00"
-	for _, c := range "3B4E6F10-AAAA-4BBB-8CCC-00000000000C\x00" {
-		loader += string(c) + "\x00"
-	}
+	loader = loaderPartUUIDVar("3B4E6F10-AAAA-4BBB-8CCC-00000000000C")
 	fakeroot.Write(t, root, map[string]string{vars + "LoaderDevicePartUUID-" + efivar.LoaderGUID: loader})
 	out.Reset()
 	m = New(Options{Root: root, Stdout: &out, Mounter: &mount.Recorder{}, Loader: &kmod.Recorder{}, Clock: fixedClock(time.Second), WaitScale: 0.01})
@@ -576,10 +581,7 @@ func TestWarningsReachEveryConsole(t *testing.T) {
 func TestBootTellsSameImagesApartByController(t *testing.T) {
 	root := machineRoot(t, "console=ttyS0 etoile.slot=a")
 	vars := "sys/firmware/efi/efivars/"
-	loader := "\x06\x00\x00\x00"
-	for _, c := range "5B4E6F10-AAAA-4BBB-8CCC-00000000000E\x00" {
-		loader += string(c) + "\x00"
-	}
+	loader := loaderPartUUIDVar("5B4E6F10-AAAA-4BBB-8CCC-00000000000E")
 	fakeroot.Write(t, root, map[string]string{
 		"sys/firmware/efi/runtime":                         "",
 		vars + "LoaderDevicePartUUID-" + efivar.LoaderGUID: loader,
