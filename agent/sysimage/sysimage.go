@@ -114,16 +114,6 @@ func readUevent(path string) (map[string]string, error) {
 	return m, sc.Err()
 }
 
-// FindPartition returns the partition whose GPT name is label.
-func FindPartition(devs []BlockDev, label string) (BlockDev, bool) {
-	for _, d := range devs {
-		if d.Partition && d.PartName == label {
-			return d, true
-		}
-	}
-	return BlockDev{}, false
-}
-
 // FindPartitions returns every partition whose GPT name is label, in
 // devs's order.
 func FindPartitions(devs []BlockDev, label string) []BlockDev {

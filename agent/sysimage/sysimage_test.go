@@ -123,13 +123,13 @@ func TestFindPartition(t *testing.T) {
 	}
 	tests := []struct{ slot, want string }{{"a", "nvme0n1p2"}, {"b", "nvme0n1p3"}}
 	for _, tt := range tests {
-		d, ok := FindPartition(devs, PartLabel(tt.slot))
-		if !ok || d.Name != tt.want {
-			t.Errorf("slot %s: got %+v, %v; want %s", tt.slot, d, ok, tt.want)
+		got := FindPartitions(devs, PartLabel(tt.slot))
+		if len(got) != 1 || got[0].Name != tt.want || got[0].Disk != "nvme0n1" {
+			t.Errorf("slot %s: got %+v; want %s on nvme0n1", tt.slot, got, tt.want)
 		}
 	}
-	if _, ok := FindPartition(devs, "ETOILE-C"); ok {
-		t.Error("found a partition that is not there")
+	if got := FindPartitions(devs, "ETOILE-C"); len(got) != 0 {
+		t.Errorf("found a partition that is not there: %+v", got)
 	}
 }
 

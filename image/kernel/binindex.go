@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"path"
 	"strings"
 )
 
@@ -173,16 +172,6 @@ func (n *trieNode) bytes() ([]byte, error) {
 	return out, nil
 }
 
-// modNameOf is depmod's module name for a path: the file name without
-// .ko and a compression suffix, "-" read as "_".
-func modNameOf(p string) string {
-	base := path.Base(p)
-	if i := strings.Index(base, ".ko"); i >= 0 {
-		base = base[:i]
-	}
-	return strings.ReplaceAll(base, "-", "_")
-}
-
 // aliasKey is an alias pattern as depmod indexes it: "-" read as "_"
 // except inside [] ranges; ok is false for an unmatched bracket, which
 // depmod leaves out.
@@ -232,7 +221,7 @@ func BinaryIndexes(files map[string][]byte) (map[string][]byte, error) {
 		if !ok {
 			return nil, fmt.Errorf("modules.dep line %q has no colon", l)
 		}
-		name := modNameOf(p)
+		name := nameFromPath(p)
 		order[name] = uint32(i)
 		if err := dep.insert(name, binValue{uint32(i), l}); err != nil {
 			return nil, fmt.Errorf("modules.dep: %w", err)
@@ -252,7 +241,7 @@ func BinaryIndexes(files map[string][]byte) (map[string][]byte, error) {
 		}
 	}
 	for _, l := range lines(files["modules.builtin"]) {
-		if err := builtin.insert(modNameOf(l), binValue{0, ""}); err != nil {
+		if err := builtin.insert(nameFromPath(l), binValue{0, ""}); err != nil {
 			return nil, fmt.Errorf("modules.builtin: %w", err)
 		}
 	}

@@ -105,7 +105,7 @@ func TestBinaryIndexesReadByKmod(t *testing.T) {
 	// A module built into this kernel.
 	builtin := ""
 	for _, l := range k.idx.builtinLines {
-		builtin = modNameOf(l)
+		builtin = nameFromPath(l)
 		break
 	}
 	if builtin == "" {
