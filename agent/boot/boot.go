@@ -1339,8 +1339,16 @@ func (m *Machine) upNetwork(ctx context.Context, etc string) (network.Result, er
 			settled = both
 		}
 	}
+	var hasDriver func(string) bool
+	if m.Cold != nil {
+		hasDriver = m.Cold.HasDriver
+	}
 	return network.Up(ctx, network.Config{
 		Settled: settled,
+		// A generated host name (no DHCP one) waits for the NICs with a
+		// driver to register: it names the K3s node, on every boot alike.
+		NICWait:   m.scale(10 * time.Second),
+		HasDriver: hasDriver,
 		// The ready line waits for the NICs there are, not for the other
 		// controllers' drivers (ahci's chain still loads on a machine
 		// booted from a virtio disk); a NIC that appears later still comes up.

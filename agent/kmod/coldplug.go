@@ -426,6 +426,12 @@ func (c *Coldplug) startFor(ctx context.Context, aliases []string, wg *sync.Wait
 	return fresh
 }
 
+// HasDriver reports whether a module in the index (the image's too, once
+// merged) matches the modalias.
+func (c *Coldplug) HasDriver(modalias string) bool {
+	return len(c.aliases.Load().Lookup(modalias)) > 0
+}
+
 // LoadFixed loads each named module (or alias) with its dependencies,
 // whatever the hardware. A module missing from the image is a warning.
 func (c *Coldplug) LoadFixed(ctx context.Context, names []string) {

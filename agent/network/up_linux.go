@@ -1,7 +1,6 @@
 package network
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,6 +51,16 @@ type Config struct {
 	// in the background until the drivers settle; they are not in the
 	// Result. Without a lease from the early links, Up waits for Settled.
 	EarlyReturn bool
+	// NICWait bounds the wait, when the host name is generated (no DHCP
+	// host name), for the NICs on the machine's buses to register their
+	// interfaces: the name comes from the lowest of their MACs, which must
+	// not depend on which driver probed first. Zero: no wait.
+	NICWait time.Duration
+	// HasDriver tells which NICs are worth that wait: those whose
+	// modalias has a driver in the image (nil: every NIC).
+	HasDriver func(modalias string) bool
+	// SysDir is where sysfs is ("/sys" when empty).
+	SysDir string
 	// SetHostname sets the kernel's host name; sethostname(2) when nil.
 	// Tests replace it: a network namespace does not isolate the host name.
 	SetHostname func(string) error
@@ -187,10 +197,6 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	if len(links) == 0 {
 		return res, errors.New("no network interface found (is the NIC's driver in the image? see the hardware drivers line above)")
 	}
-	// The generated hostname comes from this MAC: the lowest of the NICs,
-	// which neither the order drivers probe in (ethN) nor the cabling
-	// changes from one boot to the next.
-	res.PrimaryMAC = LowestMAC(links)
 	cfg.Log.Debug("carrier", "links", len(withCarrier))
 	wg.Wait()
 	mu.Lock() // late links' DHCP may still write
@@ -201,6 +207,11 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	}
 	mu.Unlock()
 
+	res.PrimaryMAC = primaryMAC(cfg.sysDir(), nicAddrs(links))
+	if Hostname(res.Leases, nil) == "" {
+		// The name is generated from a MAC: see primary.go.
+		res.PrimaryMAC = generatedNameMAC(ctx, cfg, links)
+	}
 	res.Hostname = Hostname(res.Leases, res.PrimaryMAC)
 	set := cfg.SetHostname
 	if set == nil {
@@ -408,18 +419,37 @@ func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Con
 	}
 }
 
-// LowestMAC returns the numerically lowest hardware address among links
-// (nil when none has one).
-func LowestMAC(links []netlink.Link) net.HardwareAddr {
-	var best net.HardwareAddr
+func (cfg Config) sysDir() string {
+	if cfg.SysDir == "" {
+		return "/sys"
+	}
+	return cfg.SysDir
+}
+
+func nicAddrs(links []netlink.Link) []nicAddr {
+	var out []nicAddr
 	for _, l := range links {
-		mac := l.Attrs().HardwareAddr
-		if len(mac) == 0 {
-			continue
+		out = append(out, nicAddr{l.Attrs().Name, l.Attrs().HardwareAddr})
+	}
+	return out
+}
+
+// generatedNameMAC returns the MAC the generated host name comes from: once
+// the NICs on the buses have registered their interfaces (cfg.NICWait at
+// most), the lowest of the links' that are not removable.
+func generatedNameMAC(ctx context.Context, cfg Config, links []netlink.Link) net.HardwareAddr {
+	if cfg.NICWait > 0 && len(cfg.Only) == 0 {
+		start := time.Now()
+		if missing := waitNICs(ctx, cfg.sysDir(), cfg.HasDriver, cfg.NICWait); len(missing) > 0 {
+			cfg.Log.Warn("network controllers with a driver but no interface: the generated host name leaves them out, and may change once they come up",
+				"devices", strings.Join(missing, ","), "waited", cfg.NICWait,
+				"fix", "set hostname: in the machine config (or have DHCP give one); etoile.debug shows the drivers' loads")
+		} else if waited := time.Since(start); waited > 20*time.Millisecond {
+			cfg.Log.Debug("waited for the NICs before naming the machine", "took", waited.Round(time.Millisecond))
 		}
-		if best == nil || bytes.Compare(mac, best) < 0 {
-			best = mac
+		if all, err := physicalLinks(nil); err == nil {
+			links = all
 		}
 	}
-	return best
+	return primaryMAC(cfg.sysDir(), nicAddrs(links))
 }

@@ -18,8 +18,6 @@ import (
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
-
-	"github.com/vishvananda/netlink"
 )
 
 // The DHCP test runs the agent's Up in a network namespace of its own,
@@ -403,24 +401,5 @@ func TestApplyAgainOnLinkGateway(t *testing.T) {
 	}
 	if route := ipCmd(t, "-n", cli, "route", "show", "10.200.0.0/16"); !strings.Contains(route, "10.200.0.0/16 dev vc scope link metric 7") {
 		t.Errorf("the route someone else set on vc is gone:\n%s", ipCmd(t, "-n", cli, "route"))
-	}
-}
-
-func TestLowestMAC(t *testing.T) {
-	mk := func(name, mac string) netlink.Link {
-		hw, _ := net.ParseMAC(mac)
-		return &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: name, HardwareAddr: hw}}
-	}
-	links := []netlink.Link{mk("eth0", "52:54:00:12:34:99"), mk("eth1", "52:54:00:12:34:10"), mk("eth2", "")}
-	if got := LowestMAC(links).String(); got != "52:54:00:12:34:10" {
-		t.Errorf("LowestMAC = %s", got)
-	}
-	// The same NICs named the other way round (drivers probed in another order).
-	links[0], links[1] = mk("eth0", "52:54:00:12:34:10"), mk("eth1", "52:54:00:12:34:99")
-	if got := LowestMAC(links).String(); got != "52:54:00:12:34:10" {
-		t.Errorf("LowestMAC after renaming = %s", got)
-	}
-	if LowestMAC(nil) != nil {
-		t.Error("no links: want nil")
 	}
 }
