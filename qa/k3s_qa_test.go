@@ -312,6 +312,31 @@ func TestStandinK3sStoppedCleanlyOnPowerOff(t *testing.T) {
 	}
 }
 
+// TestStandinK3sStoppedOnPowerButton presses the machine's ACPI power
+// button (QEMU's system_powerdown: what virsh shutdown, Proxmox's and
+// vSphere's Shut down send) while the stand-in runs: the agent hears it from
+// the kernel's button driver, stops K3s through its supervisor, and the
+// machine powers off (QEMU exits by itself).
+func TestStandinK3sStoppedOnPowerButton(t *testing.T) {
+	t.Parallel()
+	out := standinOut(t)
+	k := netbootWithConfig(t, out, serverConfig, "")
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{}}, QMP: true})
+	vm.WaitFor(k3sReadyRE, ReadyTimeout+K3sTimeout)
+	if err := vm.QMP("system_powerdown"); err != nil {
+		t.Fatal(err)
+	}
+	pressed := vm.WaitFor(regexp.MustCompile(`power button pressed .*action="power off"`), time.Minute)
+	stopped := vm.WaitFor(regexp.MustCompile(`^etoile: k3s state=stopped\b.*agent shutting down`), time.Minute)
+	vm.WaitFor(regexp.MustCompile(`shutting down.*power off`), time.Minute)
+	if pressed.At > stopped.At {
+		t.Errorf("order: power button at %s, K3s stopped at %s", pressed.At, stopped.At)
+	}
+	if err := vm.WaitExit(time.Minute); err != nil {
+		t.Fatalf("the machine did not power off: %v", err)
+	}
+}
+
 // installedDiskImage is the stand-in image's raw disk with a third
 // partition, ETOILE-STATE (ext4 holding etoile/config.yaml), as an installed
 // machine's disk has: the state partition on the disk the machine boots.

@@ -2,9 +2,11 @@ package qa
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,6 +53,9 @@ type Config struct {
 	// CPUs is the number of virtual CPUs, default 1 (tests run several VMs
 	// at once on small machines). Under TCG each is a host thread.
 	CPUs int
+	// QMP opens QEMU's machine protocol on a socket, for VM.QMP (pressing
+	// the power button).
+	QMP bool
 	// Extra is appended verbatim; prefer a Device.
 	Extra []string
 }
@@ -67,6 +72,7 @@ type VM struct {
 	readers    sync.WaitGroup
 	release    func()
 	stopOnce   sync.Once
+	qmpDir     string // holds qmp.sock; a short path (a socket's is at most 107 bytes)
 
 	mu      sync.Mutex
 	lines   []Line
@@ -246,6 +252,14 @@ func (vm *VM) compose(cfg Config) ([]string, error) {
 		"-chardev", "stdio,id=serial0,signal=off",
 		"-serial", "chardev:serial0",
 	}
+	if cfg.QMP {
+		dir, err := os.MkdirTemp("", "etoile-qmp-")
+		if err != nil {
+			return nil, err
+		}
+		vm.qmpDir = dir
+		args = append(args, "-qmp", "unix:"+filepath.Join(dir, "qmp.sock")+",server=on,wait=off")
+	}
 	for _, d := range cfg.Devices {
 		a, err := d.QEMUArgs(vm.Dir)
 		if err != nil {
@@ -393,6 +407,71 @@ func (vm *VM) expectOnly(re *regexp.Regexp, timeout time.Duration) (Match, error
 	return vm.expect(re, timeout, nil)
 }
 
+// QMP runs one command of QEMU's machine protocol ("system_powerdown":
+// the ACPI power button) on a VM started with Config.QMP.
+func (vm *VM) QMP(command string) error {
+	if vm.qmpDir == "" {
+		return errors.New("the VM was started without Config.QMP")
+	}
+	conn, err := net.DialTimeout("unix", filepath.Join(vm.qmpDir, "qmp.sock"), 10*time.Second)
+	if err != nil {
+		return fmt.Errorf("QMP: %w", err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(conn)
+	var greeting map[string]json.RawMessage
+	if err := dec.Decode(&greeting); err != nil || greeting["QMP"] == nil {
+		return fmt.Errorf("QMP: no greeting (%v)", err)
+	}
+	for _, c := range []string{"qmp_capabilities", command} {
+		if _, err := fmt.Fprintf(conn, "{\"execute\": %q}\n", c); err != nil {
+			return fmt.Errorf("QMP %s: %w", c, err)
+		}
+		for {
+			var r map[string]json.RawMessage
+			if err := dec.Decode(&r); err != nil {
+				return fmt.Errorf("QMP %s: %w", c, err)
+			}
+			if e, ok := r["error"]; ok {
+				return fmt.Errorf("QMP %s: %s", c, e)
+			}
+			if _, ok := r["return"]; ok {
+				break
+			}
+			// an event: read on
+		}
+	}
+	return nil
+}
+
+// WaitExit waits up to timeout (scaled) for QEMU to exit by itself (the
+// guest powered off) and returns how it exited: nil for status 0.
+func (vm *VM) WaitExit(timeout time.Duration) error {
+	f, err := TimeoutScale()
+	if err != nil {
+		return err
+	}
+	deadline := time.NewTimer(time.Duration(float64(timeout) * f))
+	defer deadline.Stop()
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	for !vm.exited {
+		changed := vm.changed
+		vm.mu.Unlock()
+		select {
+		case <-changed:
+		case <-deadline.C:
+			vm.mu.Lock()
+			return fmt.Errorf("QEMU still running %s (scaled by %s=%g) later", timeout, EnvTimeoutScale, f)
+		}
+		vm.mu.Lock()
+	}
+	return vm.exitErr
+}
+
 // Elapsed is the wall time since QEMU started.
 func (vm *VM) Elapsed() time.Duration { return time.Since(vm.start) }
 
@@ -422,6 +501,9 @@ func (vm *VM) Stop() {
 // and prints how to rerun the VM by hand.
 func (vm *VM) stop() {
 	vm.Stop()
+	if vm.qmpDir != "" {
+		os.RemoveAll(vm.qmpDir)
+	}
 	if vm.consoleLog != nil {
 		vm.consoleLog.Close()
 	}

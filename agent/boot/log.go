@@ -18,8 +18,12 @@ import (
 //	etoile: module loaded module=virtio_pci took=3.1ms for=modalias
 //	etoile: warning: module not in image module=e1000
 //
-// A record with an empty message prints only its attributes.
+// A record with an empty message prints only its attributes. A nil level
+// is slog.LevelInfo.
 func NewLogger(w io.Writer, level slog.Leveler) *slog.Logger {
+	if level == nil {
+		level = slog.LevelInfo
+	}
 	return slog.New(&lineHandler{w: w, level: level, mu: &sync.Mutex{}})
 }
 

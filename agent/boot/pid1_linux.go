@@ -144,7 +144,9 @@ func (r *Reaper) reapUnowned() int {
 // beforeShutdown, when not nil, runs first on a reboot or power off: it
 // stops the services the agent supervises cleanly (K3s gets its SIGTERM and
 // time to stop) before every other process is signalled.
-func StayUp(ctx context.Context, log *slog.Logger, sigs <-chan os.Signal, reaper *Reaper, powerOffAfter time.Duration, beforeShutdown func()) {
+// powerButton (WatchPowerButton's, or nil) receives the ACPI power button's
+// presses: each powers the machine off, as SIGPWR does.
+func StayUp(ctx context.Context, log *slog.Logger, sigs <-chan os.Signal, reaper *Reaper, powerOffAfter time.Duration, powerButton <-chan ACPIEvent, beforeShutdown func()) {
 	// With Ctrl-Alt-Del "off", the kernel sends PID 1 SIGINT instead of
 	// rebooting on the spot, so the disks get synced first.
 	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
@@ -162,6 +164,10 @@ func StayUp(ctx context.Context, log *slog.Logger, sigs <-chan os.Signal, reaper
 		case <-tick.C:
 			reaper.Reap() // a lost SIGCHLD must not leave zombies for ever
 		case <-powerOff:
+			stopServices(log, beforeShutdown)
+			shutdown(log, reaper, unix.LINUX_REBOOT_CMD_POWER_OFF, "power off")
+		case ev := <-powerButton:
+			log.Info("power button pressed", "device", ev.BusID, "action", "power off")
 			stopServices(log, beforeShutdown)
 			shutdown(log, reaper, unix.LINUX_REBOOT_CMD_POWER_OFF, "power off")
 		case sig := <-sigs:

@@ -83,4 +83,13 @@ func TestLogFormat(t *testing.T) {
 	if strings.Contains(b.String(), "hidden") {
 		t.Error("debug line shown at info level")
 	}
+	// PID 1's last-resort logger (after a panic, and the power button's
+	// listener) has no level: it must log at info, not crash.
+	b.Reset()
+	log = NewLogger(&b, nil)
+	log.Debug("hidden")
+	log.Info("signal", "action", "reboot")
+	if b.String() != "etoile: signal action=reboot\n" {
+		t.Errorf("logger without a level wrote %q", b.String())
+	}
 }

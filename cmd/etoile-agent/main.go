@@ -55,12 +55,13 @@ func pid1() {
 		_ = os.Setenv("PATH", k3s.SystemPath)
 	}
 	reaper := boot.NewReaper()
+	var power <-chan boot.ACPIEvent
 	defer func() {
 		if r := recover(); r != nil {
 			fmt.Fprintf(os.Stdout, "etoile: error step=agent reason=%q fix=%q\n",
 				fmt.Sprintf("internal error (panic): %v", r), "report this as a bug with the lines above")
 			os.Stdout.Write(debug.Stack())
-			boot.StayUp(context.Background(), boot.NewLogger(os.Stdout, nil), sigs, reaper, 0, nil)
+			boot.StayUp(context.Background(), boot.NewLogger(os.Stdout, nil), sigs, reaper, 0, power, nil)
 		}
 		for {
 			time.Sleep(time.Hour)
@@ -75,6 +76,9 @@ func pid1() {
 	logs := logring.New(2000)
 	out := io.MultiWriter(os.Stdout, logs)
 	svc := &services{agentLogs: logs}
+	// The kernel's ACPI events exist from its start; the button driver
+	// that sends the presses loads with the other drivers.
+	power = boot.WatchPowerButton(boot.NewLogger(out, nil))
 	m := boot.New(boot.Options{Stdout: out, Echo: logs, Reaper: reaper, BeforeReady: svc.start})
 	fmt.Fprintf(out, "etoile: agent starting version=%s commit=%s\n", agent.Version, agent.Commit)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -84,7 +88,7 @@ func pid1() {
 	if m.Params.PowerOff {
 		powerOff = 2 * time.Second
 	}
-	boot.StayUp(context.Background(), m.Log(), sigs, reaper, powerOff, func() {
+	boot.StayUp(context.Background(), m.Log(), sigs, reaper, powerOff, power, func() {
 		cancel() // K3s gets SIGTERM and its time to stop before everything else
 		svc.wait()
 	})
