@@ -86,6 +86,9 @@ type Result struct {
 	Artifacts []Artifact
 	Kernel    string // kernel version
 	K3s       string // K3s version, "" when the image has none
+	// K3sStandin is true when that is Étoile's K3s stand-in (a test
+	// double), not K3s.
+	K3sStandin bool
 	// K3sMissing says why K3s was left out under K3sOptional.
 	K3sMissing string
 }
@@ -431,7 +434,7 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 	}
 	res := &Result{Artifacts: arts, Kernel: k.Version, K3sMissing: b.k3sMissing}
 	if k3sArt != nil {
-		res.K3s = k3sArt.Version
+		res.K3s, res.K3sStandin = k3sArt.Version, k3sArt.Standin
 	}
 	return res, nil
 }

@@ -152,6 +152,11 @@ func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Pack
 			Checksums:        []spdxChecksum{{Algorithm: "SHA256", Value: k3sArt.BinarySHA256}},
 			LicenseConcluded: noAssertion, LicenseDeclared: "Apache-2.0", CopyrightText: noAssertion,
 			Comment: "k3s binary from " + k3sArt.Source, PrimaryPurpose: "APPLICATION"}
+		if k3sArt.Standin {
+			// Never presented as K3s: the component in K3s's place is a test double.
+			kp.Supplier, kp.LicenseDeclared = "Organization: Étoile (qa/k3sstandin)", noAssertion
+			kp.Comment = "K3s STAND-IN: Étoile's test double of the K3s command line (qa/k3sstandin), NOT K3s; from " + k3sArt.Source
+		}
 		if kp.DownloadLocation == "" {
 			kp.DownloadLocation = noAssertion
 		}

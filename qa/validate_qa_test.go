@@ -387,9 +387,14 @@ func TestStandinK3sInImage(t *testing.T) {
 	}
 	var doc struct {
 		Packages []struct {
-			Name        string `json:"name"`
-			VersionInfo string `json:"versionInfo"`
-			Checksums   []struct {
+			Name         string `json:"name"`
+			VersionInfo  string `json:"versionInfo"`
+			Supplier     string `json:"supplier"`
+			Comment      string `json:"comment"`
+			ExternalRefs []struct {
+				Locator string `json:"referenceLocator"`
+			} `json:"externalRefs"`
+			Checksums []struct {
 				Algorithm string `json:"algorithm"`
 				Value     string `json:"checksumValue"`
 			} `json:"checksums"`
@@ -409,6 +414,10 @@ func TestStandinK3sInImage(t *testing.T) {
 		}
 		if len(p.Checksums) != 1 || p.Checksums[0].Algorithm != "SHA256" || p.Checksums[0].Value != sum {
 			t.Errorf("SBOM k3s checksums %+v, want SHA256 %s (the release folder's k3s)", p.Checksums, sum)
+		}
+		// Never presented as K3s: the SBOM says it is the stand-in.
+		if !strings.Contains(p.Comment, "K3s STAND-IN") || strings.Contains(p.Supplier, "K3s project") || len(p.ExternalRefs) != 0 {
+			t.Errorf("SBOM presents the stand-in as K3s: supplier %q, comment %q, refs %+v", p.Supplier, p.Comment, p.ExternalRefs)
 		}
 	}
 	if !found {

@@ -113,6 +113,8 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "  %-32s %8.1f MB  sha256:%s\n", a.Name, float64(a.Size)/1e6, a.SHA256[:16])
 	}
 	switch {
+	case res.K3s != "" && res.K3sStandin:
+		fmt.Fprintf(stdout, "The K3s STAND-IN (qa/k3sstandin, a test double of the K3s command line, NOT K3s) is in the system image in K3s's place, as %s.\n", res.K3s)
 	case res.K3s != "":
 		fmt.Fprintf(stdout, "K3s %s is in the system image.\n", res.K3s)
 	case res.K3sMissing != "":

@@ -35,7 +35,9 @@ func fetchDir(src Source, log *slog.Logger) (*Artifacts, error) {
 	if a.Version, err = matchVersion(a.Binary, src.Version, log); err != nil {
 		return nil, fmt.Errorf("k3s folder %s: %w: set k3s.version to the folder's version or use a folder of the version you want", dir, err)
 	}
-	a.Source = "dir " + dir
+	// The folder's path stays out of the SBOM: the same files built from
+	// another folder give the same image.
+	a.Source = "a local release folder"
 	a.DownloadLocation = "NOASSERTION"
 	log.Info("k3s folder verified", "dir", dir, "version", a.Version)
 	return a, nil

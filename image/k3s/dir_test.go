@@ -1,7 +1,9 @@
 package k3s
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,8 +25,13 @@ func TestFetchDirStandin(t *testing.T) {
 		if a.Binary != filepath.Join(folder, BinaryName) || a.BinarySHA256 != sha256File(t, a.Binary) {
 			t.Errorf("binary %s %s, want the folder's", a.Binary, a.BinarySHA256)
 		}
-		if a.Source != "dir "+folder || a.DownloadLocation != "NOASSERTION" {
+		// No path: the same files from another folder make the same SBOM.
+		if a.Source != "a local release folder" || a.DownloadLocation != "NOASSERTION" {
 			t.Errorf("Source %q DownloadLocation %q", a.Source, a.DownloadLocation)
+		}
+		// The stand-in is told from K3s, and not given K3s's package URL.
+		if !a.Standin || a.PURL != "" {
+			t.Errorf("Standin %v PURL %q: want the stand-in recognised, without K3s's purl", a.Standin, a.PURL)
 		}
 	}
 }
@@ -102,5 +109,47 @@ func TestImageFiles(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("ImageFiles:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestFetchDirGenuineBinary: a binary without the stand-in's marker (the
+// stand-in with its marker blanked out, as K3s has none) is K3s to the
+// build: K3s's package URL, no stand-in flag; and the marker is found
+// wherever it sits in the file.
+func TestFetchDirGenuineBinary(t *testing.T) {
+	folder := copyRelease(t)
+	bin := filepath.Join(folder, BinaryName)
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(data, []byte(StandinMarker)) {
+		t.Fatalf("the stand-in binary does not carry StandinMarker %q: qa/k3sstandin's marker must be the same text", StandinMarker)
+	}
+	data = bytes.ReplaceAll(data, []byte(StandinMarker), bytes.Repeat([]byte("x"), len(StandinMarker)))
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sums := fmt.Sprintf("%s  %s\n%s  %s\n", sha256File(t, bin), BinaryName, sha256File(t, filepath.Join(folder, AirgapName)), AirgapName)
+	if err := os.WriteFile(filepath.Join(folder, ChecksumName), []byte(sums), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log, _ := testLog(t)
+	a, err := Fetch(context.Background(), Source{Kind: KindDir, Dir: folder}, "", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Standin || a.PURL != "pkg:github/k3s-io/k3s@v1.34.9%2Bk3s1" {
+		t.Errorf("Standin %v PURL %q, want K3s's purl", a.Standin, a.PURL)
+	}
+
+	// The marker across the 1 MiB read boundary is still found.
+	edge := filepath.Join(t.TempDir(), "edge")
+	blob := append(bytes.Repeat([]byte{0}, 1<<20-10), StandinMarker...)
+	if err := os.WriteFile(edge, blob, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if found, err := containsMarker(edge); err != nil || !found {
+		t.Errorf("marker across the read boundary: found %v, %v", found, err)
 	}
 }

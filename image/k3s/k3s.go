@@ -24,9 +24,11 @@
 package k3s
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -108,12 +110,17 @@ type Artifacts struct {
 	// AirgapSHA256 maps each AirgapImages path to its SHA-256 (hex).
 	AirgapSHA256 map[string]string
 	// Source says where the files came from, for logs and the SBOM comment:
-	// "release https://…/k3s", "dir /abs/folder", "oci docker.io/rancher/k3s@sha256:…".
+	// "release https://…/k3s", "a local release folder" (no path: the image
+	// must not depend on where the folder was), "oci docker.io/rancher/k3s@sha256:…".
 	Source string
 	// DownloadLocation is the SPDX downloadLocation of K3s: the release URL
 	// of the binary, the image reference pinned by digest, or NOASSERTION
 	// for a local folder.
 	DownloadLocation string
+	// Standin is true when the binary is Étoile's K3s stand-in (it carries
+	// StandinMarker): a test double of the K3s command line, never K3s. The
+	// build's summary and the SBOM say so.
+	Standin bool
 	// PURL is the package URL of K3s for the SBOM's external references:
 	// pkg:github/k3s-io/k3s@<version> for releases and folders,
 	// pkg:oci/k3s@<digest>?repository_url=<repo> for images.
@@ -190,7 +197,13 @@ func Fetch(ctx context.Context, src Source, cacheDir string, log *slog.Logger) (
 	if err != nil {
 		return nil, err
 	}
-	if a.PURL == "" {
+	if a.Standin, err = containsMarker(a.Binary); err != nil {
+		return nil, err
+	}
+	if a.Standin {
+		// Not the K3s project's package: no pkg:github/k3s-io/k3s purl.
+		log.Warn("the k3s binary is Étoile's K3s STAND-IN (qa/k3sstandin), a test double of the K3s command line: not K3s", "binary", a.Binary)
+	} else if a.PURL == "" {
 		a.PURL = "pkg:github/k3s-io/k3s@" + strings.ReplaceAll(url.PathEscape(a.Version), "+", "%2B")
 	}
 	if err := addExtraAirgap(a, src.ExtraAirgap, log); err != nil {
@@ -198,6 +211,37 @@ func Fetch(ctx context.Context, src Source, cacheDir string, log *slog.Logger) (
 	}
 	log.Info("k3s artifacts ready", "version", a.Version, "source", a.Source, "binary_sha256", a.BinarySHA256, "airgap", len(a.AirgapImages))
 	return a, nil
+}
+
+// StandinMarker is a string Étoile's K3s stand-in (qa/k3sstandin) carries
+// in its binary, by which the build tells it from K3s.
+const StandinMarker = "etoile-k3s-standin: a test double of the K3s command line, not K3s"
+
+// containsMarker reports whether the binary holds StandinMarker.
+func containsMarker(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	marker := []byte(StandinMarker)
+	buf := make([]byte, 1<<20+len(marker))
+	keep := 0
+	for {
+		n, err := io.ReadFull(f, buf[keep:])
+		data := buf[:keep+n]
+		if bytes.Contains(data, marker) {
+			return true, nil
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("reading %s: %w", path, err)
+		}
+		// Carry the tail over so a marker across the boundary is seen.
+		keep = copy(buf, data[len(data)-len(marker):])
+	}
 }
 
 func versionOrDefault(v string) string {

@@ -51,6 +51,10 @@ import (
 	"time"
 )
 
+// marker tells Étoile's build that this binary is the stand-in, not K3s
+// (image/k3s.StandinMarker: the same text).
+const marker = "etoile-k3s-standin: a test double of the K3s command line, not K3s"
+
 // version is the K3s version the stand-in claims; mkrelease sets it with
 // -ldflags "-X main.version=…" to the release it imitates.
 var version = "v1.34.9+k3s1"
@@ -121,6 +125,7 @@ func run(ctx context.Context, inv invocation) int {
 	case "--version", "-v", "version":
 		fmt.Fprintf(inv.stdout, "k3s version %s (standin)\ngo version %s\n", version, runtime.Version())
 		fmt.Fprintln(inv.stdout, "stand-in: a test double of the K3s command line (Étoile qa/k3sstandin), not K3s")
+		fmt.Fprintln(inv.stdout, marker)
 		return 0
 	case "--help", "-h", "help":
 		usage(inv.stdout)
