@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/etoile-os/etoile/agent/config"
@@ -23,7 +24,7 @@ var ErrInvalid = errors.New("machine config is not valid")
 func usage(prog string) string {
 	return fmt.Sprintf(`usage: %[1]s config <command>
 
-  %[1]s config validate [--strict] FILE   check a machine config; warnings on stderr
+  %[1]s config validate [--strict] FILE   check a machine config (FILE - reads standard input); warnings on stderr
   %[1]s config example                    print a commented example machine config
   %[1]s config k3s FILE                   print the K3s config.yaml and registries.yaml it gives
 `, prog)
@@ -69,6 +70,9 @@ func validate(prog string, args []string, stdout, stderr io.Writer) error {
 	}
 	file := fs.Arg(0)
 	c, warnings, err := check(file)
+	if file == "-" {
+		file = "standard input"
+	}
 	for _, w := range warnings {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}
@@ -93,8 +97,23 @@ func validate(prog string, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// stdin is what FILE "-" reads (tests replace it).
+var stdin io.Reader = os.Stdin
+
 func check(file string) (*config.MachineConfig, []string, error) {
-	data, err := config.FileSource{Path: file}.Read(context.Background())
+	var (
+		data []byte
+		err  error
+	)
+	if file == "-" {
+		file = "standard input"
+		data, err = io.ReadAll(io.LimitReader(stdin, config.MaxSize+1))
+		if err == nil && len(data) > config.MaxSize {
+			err = fmt.Errorf("%s: larger than %d bytes: a machine config is a small YAML document", file, config.MaxSize)
+		}
+	} else {
+		data, err = config.FileSource{Path: file}.Read(context.Background())
+	}
 	if errors.Is(err, config.ErrNotFound) {
 		return nil, nil, fmt.Errorf("%s: no such file", file)
 	}
@@ -109,7 +128,7 @@ func check(file string) (*config.MachineConfig, []string, error) {
 }
 
 func renderK3s(prog string, args []string, stdout, stderr io.Writer) error {
-	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
+	if len(args) != 1 || (strings.HasPrefix(args[0], "-") && args[0] != "-") {
 		fmt.Fprint(stderr, usage(prog))
 		return ErrUsage
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,6 +42,29 @@ func TestExampleThenValidate(t *testing.T) {
 	}
 	if !strings.Contains(out, file+": valid machine config (role server, hostname edge-lyon-01, site lyon-factory)") || errOut != "" {
 		t.Errorf("stdout %q stderr %q", out, errOut)
+	}
+}
+
+// TestValidateStandardInput: `etoile config example | etoile-agent config
+// validate -`, and the K3s rendering of what arrives on standard input.
+func TestValidateStandardInput(t *testing.T) {
+	defer func(r io.Reader) { stdin = r }(stdin)
+	stdin = bytes.NewReader(config.Example())
+	out, errOut, err := runCmd(t, "validate", "-")
+	if err != nil || !strings.Contains(out, "standard input: valid machine config (role server") {
+		t.Fatalf("validate -: %v\nstdout %q stderr %q", err, out, errOut)
+	}
+	stdin = strings.NewReader("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\nhostname: -bad\n")
+	if _, _, err := runCmd(t, "validate", "-"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "standard input") || !strings.Contains(err.Error(), "hostname") {
+		t.Errorf("invalid config on standard input: %v", err)
+	}
+	stdin = bytes.NewReader(config.Example())
+	if out, _, err := runCmd(t, "k3s", "-"); err != nil || !strings.Contains(out, "cluster-init: true") {
+		t.Errorf("k3s -: %v\n%s", err, out)
+	}
+	stdin = bytes.NewReader(bytes.Repeat([]byte("#"), config.MaxSize+1))
+	if _, _, err := runCmd(t, "validate", "-"); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("oversized standard input: %v", err)
 	}
 }
 
