@@ -17,7 +17,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/etoile-os/etoile/agent/timesync"
 )
 
 // DefaultSocket is where the agent listens on a node.
@@ -38,6 +41,8 @@ type Status struct {
 	Network  []Interface `json:"network"`
 	K3s      K3sStatus   `json:"k3s"`
 	Config   string      `json:"config"` // where the machine config came from, or "none"
+	// Time is the clock's synchronisation, when the agent keeps it.
+	Time *timesync.Status `json:"time,omitempty"`
 	// Inventory is the hardware summary (agent/inventory's JSON), when collected.
 	Inventory json.RawMessage `json:"inventory,omitempty"`
 	Warnings  []string        `json:"warnings"`
@@ -292,6 +297,14 @@ func WriteStatus(w io.Writer, st Status) error {
 		k += " (" + st.K3s.Reason + ")"
 	}
 	fmt.Fprintf(&b, "  k3s:     %s, %d restarts\n", k, st.K3s.Restarts)
+	if t := st.Time; t != nil {
+		switch {
+		case t.Synced:
+			fmt.Fprintf(&b, "  time:    synchronised with %s (last correction %s at %s)\n", t.Server, t.Offset, t.Last.Format(time.RFC3339))
+		default:
+			fmt.Fprintf(&b, "  time:    not synchronised (servers %s)\n", strings.Join(t.Servers, ", "))
+		}
+	}
 	for _, n := range st.Network {
 		carrier := "no carrier"
 		if n.Carrier {

@@ -70,6 +70,8 @@ type MachineConfig struct {
 	// Taints are Kubernetes node taints, as key=value:Effect or key:Effect.
 	Taints  []string `yaml:"taints,omitempty"`
 	Network Network  `yaml:"network,omitempty"`
+	// Time says how the clock is kept.
+	Time *Time `yaml:"time,omitempty"`
 	// K3s is passed through to /etc/rancher/k3s/config.yaml under K3s's
 	// own option names (those of `k3s server --help` without the dashes).
 	K3s        map[string]K3sValue `yaml:"k3s,omitempty"`
@@ -117,6 +119,30 @@ type Interface struct {
 	DNS []string `yaml:"dns,omitempty"`
 	// MTU, when set, overrides the link's MTU (68..65535; 9000 for jumbo frames).
 	MTU int `yaml:"mtu,omitempty"`
+}
+
+// Time is how the node keeps its clock: NTP (SNTP) against Servers, else
+// the servers DHCP gives, else pool.ntp.org.
+type Time struct {
+	// Servers are NTP servers, asked in order: host names or IP addresses,
+	// with :port when not 123 ([v6]:port for IPv6).
+	Servers []string `yaml:"servers,omitempty"`
+	// Disabled leaves the clock alone (a hypervisor or PTP keeps it).
+	Disabled bool `yaml:"disabled,omitempty"`
+}
+
+// TimeServers returns the configured NTP servers (none when c or its time
+// section is nil).
+func (c *MachineConfig) TimeServers() []string {
+	if c == nil || c.Time == nil {
+		return nil
+	}
+	return c.Time.Servers
+}
+
+// TimeDisabled reports whether the config asks to leave the clock alone.
+func (c *MachineConfig) TimeDisabled() bool {
+	return c != nil && c.Time != nil && c.Time.Disabled
 }
 
 // Registries is K3s's registries.yaml, under K3s's own names.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -45,6 +46,7 @@ func (c *MachineConfig) Validate() (warnings []string, err error) {
 	v.labels(c.Labels)
 	v.taints(c.Taints)
 	v.network(c.Network)
+	v.time(c.Time)
 	v.k3s(c)
 	v.registries(c.Registries)
 	v.install(c.Install)
@@ -524,6 +526,67 @@ func (v *validator) registries(r *Registries) {
 			}
 		}
 	}
+}
+
+func (v *validator) time(t *Time) {
+	if t == nil {
+		return
+	}
+	if t.Disabled && len(t.Servers) > 0 {
+		v.errs.Add("time", "servers are given with disabled: true: remove one (disabled leaves the clock alone)")
+	}
+	seen := map[string]int{}
+	for i, s := range t.Servers {
+		p := fmt.Sprintf("time.servers[%d]", i)
+		if msg := ntpServerProblem(s); msg != "" {
+			v.errs.Add(p, "%q %s", s, msg)
+			continue
+		}
+		if j, ok := seen[strings.ToLower(s)]; ok {
+			v.errs.Add(p, "%q is also time.servers[%d]", s, j)
+		}
+		seen[strings.ToLower(s)] = i
+	}
+}
+
+// ntpServerProblem says what is wrong with an NTP server address (host,
+// IP, host:port, [IPv6]:port), or "".
+func ntpServerProblem(s string) string {
+	const want = "is not an NTP server: give a host name or IP address, with :port when not 123 ([2001:db8::1]:123 for IPv6 with a port)"
+	if strings.Contains(s, "://") {
+		return want
+	}
+	host, port := s, ""
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		host, port = h, p
+	} else if strings.Count(s, ":") == 1 || strings.HasPrefix(s, "[") {
+		return want
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "has a port that is not 1..65535"
+		}
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return ""
+	}
+	if hostnameLike(host) != nil {
+		return want
+	}
+	return ""
+}
+
+// hostnameLike checks a DNS name: dot-separated RFC 1123 labels.
+func hostnameLike(h string) error {
+	if h == "" || len(h) > 253 {
+		return errors.New("bad length")
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if len(l) > 63 || !dnsLabel.MatchString(strings.ToLower(l)) {
+			return fmt.Errorf("bad label %q", l)
+		}
+	}
+	return nil
 }
 
 func (v *validator) install(in *Install) {

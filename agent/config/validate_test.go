@@ -55,6 +55,15 @@ func TestRejections(t *testing.T) {
 		{"token missing to join", "role: agent\ncluster: {server: 'https://10.0.0.1:6443'}\n", "cluster.token", []string{"missing", "https://10.0.0.1:6443"}},
 		{"token with space", "role: server\ncluster: {init: true, token: 'abc def'}\n", "cluster.token", []string{"spaces"}},
 
+		// Time.
+		{"time server URL", server + "time: {servers: ['ntp://ntp.example.com']}\n", "time.servers[0]", []string{`"ntp://ntp.example.com"`, "host name or IP address"}},
+		{"time server bad port", server + "time: {servers: ['ntp.example.com:99999']}\n", "time.servers[0]", []string{`"ntp.example.com:99999"`, "1..65535"}},
+		{"time server bad name", server + "time: {servers: [ntp.example.com, 'ntp server.example.com']}\n", "time.servers[1]", []string{`"ntp server.example.com"`}},
+		{"time server IPv6 port without brackets", server + "time: {servers: ['2001:db8::1:123x']}\n", "time.servers[0]", []string{`"2001:db8::1:123x"`}},
+		{"time server twice", server + "time: {servers: [ntp.example.com, NTP.example.com]}\n", "time.servers[1]", []string{"time.servers[0]"}},
+		{"time disabled with servers", server + "time: {servers: [ntp.example.com], disabled: true}\n", "time", []string{"disabled: true"}},
+		{"time unknown field", server + "time: {server: [ntp.example.com]}\n", "time.server", []string{`did you mean "servers"`}},
+
 		// Labels and taints.
 		{"label key bad name", server + "labels: {'bad key': x}\n", "labels.bad key", []string{`"bad key"`}},
 		{"label key bad prefix", server + "labels: {'Example.com/a': x}\n", "labels.Example.com/a", []string{`"Example.com"`}},
@@ -166,6 +175,14 @@ func findField(err error, path string) *schema.FieldError {
 		}
 	}
 	return nil
+}
+
+func TestNTPServersAccepted(t *testing.T) {
+	for _, s := range []string{"ntp.example.com", "pool.ntp.org.", "10.0.0.1", "10.0.0.1:123", "2001:db8::1", "[2001:db8::1]:123", "ntp1:1123", "NTP.Example.com"} {
+		if msg := ntpServerProblem(s); msg != "" {
+			t.Errorf("%q rejected: %s", s, msg)
+		}
+	}
 }
 
 func TestHeaderRejected(t *testing.T) {

@@ -32,6 +32,7 @@ type Lease struct {
 	Addr     net.IPNet
 	Routes   []Route
 	DNS      []net.IP
+	NTP      []net.IP // option 42
 	Search   []string
 	Hostname string
 	Lifetime time.Duration
@@ -54,6 +55,7 @@ func LeaseFromACK(iface string, mac net.HardwareAddr, ack *dhcpv4.DHCPv4) (Lease
 		MAC:      mac,
 		Addr:     net.IPNet{IP: ack.YourIPAddr.To4(), Mask: mask},
 		DNS:      ack.DNS(),
+		NTP:      ack.NTPServers(),
 		Hostname: cleanHostname(ack.HostName()),
 		Lifetime: ack.IPAddressLeaseTime(0),
 	}
@@ -112,6 +114,19 @@ func Hostname(leases []Lease, primaryMAC net.HardwareAddr) string {
 		return fmt.Sprintf("etoile-%02x%02x%02x", m[0], m[1], m[2])
 	}
 	return "etoile"
+}
+
+// NTPServers lists the NTP servers the leases give, in lease order, each once.
+func NTPServers(leases []Lease) []string {
+	var out []string
+	for _, l := range leases {
+		for _, ip := range l.NTP {
+			if s := ip.String(); !ip.IsUnspecified() && !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
 }
 
 // ResolvConf renders /etc/resolv.conf from the leases: name servers in lease

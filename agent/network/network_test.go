@@ -2,6 +2,7 @@ package network
 
 import (
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -175,4 +176,26 @@ func FuzzLeaseFromACK(f *testing.F) {
 		}
 		_ = ResolvConf([]Lease{l})
 	})
+}
+
+func TestNTPServersFromLeases(t *testing.T) {
+	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
+	a := ack(t, dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
+		dhcpv4.WithOption(dhcpv4.OptNTPServers(net.IPv4(10, 0, 0, 123), net.IPv4(10, 0, 0, 124))))
+	l1, err := LeaseFromACK("eth0", mac, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := ack(t, dhcpv4.WithNetmask(net.CIDRMask(24, 32)), dhcpv4.WithOption(dhcpv4.OptNTPServers(net.IPv4(10, 0, 0, 124), net.IPv4(192, 0, 2, 1))))
+	l2, err := LeaseFromACK("eth1", mac, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := NTPServers([]Lease{l1, l2})
+	if want := []string{"10.0.0.123", "10.0.0.124", "192.0.2.1"}; !slices.Equal(got, want) {
+		t.Errorf("NTPServers = %v, want %v (option 42, in lease order, each once)", got, want)
+	}
+	if NTPServers(nil) != nil {
+		t.Error("no leases: want none")
+	}
 }

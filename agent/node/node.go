@@ -25,6 +25,7 @@ import (
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/inventory"
 	"github.com/etoile-os/etoile/agent/k3s"
+	"github.com/etoile-os/etoile/agent/timesync"
 )
 
 // Env is what the booted machine hands over.
@@ -74,6 +75,16 @@ type Env struct {
 	// AgentLogs returns the agent's recent log lines (its console log);
 	// nil when not kept.
 	AgentLogs func() []string
+	// Clock is the clock the time service keeps (timesync.KernelClock on a
+	// node); nil runs no time service (tests must not change the host's).
+	Clock timesync.Clock
+	// TimeFloor is the image's build time: a clock before it is wrong.
+	TimeFloor time.Time
+	// TimeBehind says the boot found the clock before TimeFloor (and set
+	// it to it): K3s waits a little for an NTP answer.
+	TimeBehind bool
+	// NTPServers returns the NTP servers DHCP gave.
+	NTPServers func() []string
 	// Socket is the local API's socket ("" for api.DefaultSocket).
 	Socket string
 	Log    *slog.Logger
@@ -99,6 +110,7 @@ type Node struct {
 	k3sNote    string // why K3s is not running, when it is not
 	inv        *inventory.Inventory
 	invDone    <-chan struct{} // closed once inv is collected
+	time       *timesync.Service
 }
 
 // Wait returns once everything Start began has stopped (after its context
@@ -177,9 +189,11 @@ func Start(ctx context.Context, env Env) *Node {
 	}
 	switch {
 	case errors.Is(err, config.ErrNotFound):
+		n.startTime(ctx, nil)
 		n.note("no machine config found (etoile.config=, an ETOILE-CFG volume, or /etoile/config.yaml on the boot medium): K3s not started")
 		return n
 	case err != nil:
+		n.startTime(ctx, nil)
 		n.fail("config", err.Error(), "fix the source named above, or remove it so the next one is used")
 		return n
 	}
@@ -189,6 +203,7 @@ func Start(ctx context.Context, env Env) *Node {
 		env.Log.Warn("machine config", "from", from, "warning", w)
 	}
 	if err != nil {
+		n.startTime(ctx, nil)
 		n.fail("config", fmt.Sprintf("machine config from %s is invalid: %s", from, oneLine(err.Error())),
 			"correct the fields named above and apply it again (etoile-agent config validate FILE; POST /v1/config/apply)")
 		for _, l := range strings.Split(err.Error(), "\n") {
@@ -201,9 +216,11 @@ func Start(ctx context.Context, env Env) *Node {
 	n.mu.Lock()
 	n.cfg, n.warnings = cfg, warns
 	n.mu.Unlock()
+	n.startTime(ctx, cfg)
 	if gpu {
 		<-invDone
 	}
+	n.waitForTime(ctx)
 	_ = n.startK3s(ctx, cfg) // a failure is on the consoles
 	// The constellation's join sends the inventory summary: after it.
 	n.wg.Add(1)
@@ -214,6 +231,74 @@ func Start(ctx context.Context, env Env) *Node {
 		n.runConstellation(ctx, cfg, env.Slot)
 	}()
 	return n
+}
+
+// startTime starts keeping the clock (cfg may be nil: no usable config),
+// unless the config says time.disabled or the node has no clock to keep.
+func (n *Node) startTime(ctx context.Context, cfg *config.MachineConfig) {
+	if n.env.Clock == nil {
+		return
+	}
+	if cfg.TimeDisabled() {
+		n.env.Log.Info("clock left alone (time.disabled in the machine config)")
+		return
+	}
+	svc := timesync.Start(ctx, timesync.Options{
+		Servers: n.timeServers,
+		Clock:   n.env.Clock,
+		Floor:   n.env.TimeFloor,
+		Behind:  n.env.TimeBehind,
+		Log:     n.env.Log,
+	})
+	n.mu.Lock()
+	n.time = svc
+	n.mu.Unlock()
+}
+
+// timeServers are the NTP servers to ask now: the machine config's (an
+// applied one's included), else DHCP's, else timesync.DefaultServer.
+func (n *Node) timeServers() []string {
+	n.mu.Lock()
+	cfg := n.cfg
+	n.mu.Unlock()
+	if s := cfg.TimeServers(); len(s) > 0 {
+		return s
+	}
+	if n.env.NTPServers != nil {
+		if s := n.env.NTPServers(); len(s) > 0 {
+			return s
+		}
+	}
+	return []string{timesync.DefaultServer}
+}
+
+// TimeWait bounds how long K3s waits for an NTP answer when the clock was
+// found before the image's build time: certificates made with a clock that
+// is certainly wrong fail once it is right.
+const TimeWait = 10 * time.Second
+
+// waitForTime waits (TimeWait at most) for the first NTP answer, only when
+// the clock was certainly wrong at boot.
+func (n *Node) waitForTime(ctx context.Context) {
+	n.mu.Lock()
+	svc := n.time
+	n.mu.Unlock()
+	if svc == nil || !svc.Behind() {
+		return
+	}
+	select {
+	case <-svc.Synced():
+		return
+	default:
+	}
+	n.env.Log.Info("waiting for the time: the clock was before the image's build time", "at_most", TimeWait)
+	select {
+	case <-svc.Synced():
+	case <-time.After(TimeWait):
+		n.env.Log.Warn("starting K3s with an unsynchronised clock: its certificates may not be valid once the clock is right",
+			"fix", "give the machine an NTP server it reaches (time.servers in the machine config, or DHCP option 42) or set its clock in the firmware")
+	case <-ctx.Done():
+	}
 }
 
 // machineIdentity is what tells this machine from others across reboots:
@@ -482,6 +567,13 @@ func (n *Node) Status(ctx context.Context) api.Status {
 		st.K3s = api.K3sStatus{State: string(s.State), Reason: s.Reason, Restarts: s.Restarts}
 	}
 	st.Warnings = append(st.Warnings, n.warnings...)
+	if n.time != nil {
+		ts := n.time.Status()
+		st.Time = &ts
+		if !ts.Synced && n.time.Failing() {
+			st.Warnings = append(st.Warnings, "time: no NTP server answered, the clock is not synchronised ("+ts.Error+")")
+		}
+	}
 	if n.inv != nil {
 		var b strings.Builder
 		if err := inventory.WriteJSON(&b, n.inv); err == nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/etoile-os/etoile/agent/boot"
 	"github.com/etoile-os/etoile/agent/k3s"
 	"github.com/etoile-os/etoile/agent/logring"
+	"github.com/etoile-os/etoile/agent/timesync"
 	"golang.org/x/sys/unix"
 )
 
@@ -75,7 +76,10 @@ func pid1() {
 	// /v1/logs?source=agent, into memory.
 	logs := logring.New(2000)
 	out := io.MultiWriter(os.Stdout, logs)
-	svc := &services{agentLogs: logs}
+	// A clock before the image's build time (a flat RTC battery) is set to
+	// it before anything checks a certificate (etoile.config=https://…).
+	behind := timesync.ApplyFloor(timesync.KernelClock{}, imageBuildTime(), boot.NewLogger(out, nil))
+	svc := &services{agentLogs: logs, timeBehind: behind}
 	// The kernel's ACPI events exist from its start; the button driver
 	// that sends the presses loads with the other drivers.
 	power = boot.WatchPowerButton(boot.NewLogger(out, nil))

@@ -21,8 +21,10 @@ import (
 	"github.com/etoile-os/etoile/agent/boot"
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/logring"
+	"github.com/etoile-os/etoile/agent/network"
 	"github.com/etoile-os/etoile/agent/node"
 	"github.com/etoile-os/etoile/agent/sysimage"
+	"github.com/etoile-os/etoile/agent/timesync"
 )
 
 // services are what PID 1 runs after the boot steps (agent/node).
@@ -30,6 +32,8 @@ type services struct {
 	mu        sync.Mutex
 	node      *node.Node
 	agentLogs *logring.Ring // the agent's console log, for /v1/logs?source=agent
+	// timeBehind: PID 1 found the clock before the image's build time.
+	timeBehind bool
 }
 
 // wait returns once the services stopped (their context ended).
@@ -83,16 +87,35 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		ApplyNetwork:  m.ApplyNetwork,
 		DriversLoaded: m.ImageDriversLoaded(),
 		AgentLogs:     s.agentLogs.Lines,
-		Start:         m.Reaper().Start,
-		Release:       m.Reaper().Release,
-		Slot:          slot,
-		NodeName:      hostname,
-		Log:           m.Log(),
+		Clock:         timesync.KernelClock{},
+		TimeFloor:     imageBuildTime(),
+		TimeBehind:    s.timeBehind,
+		NTPServers: func() []string {
+			if res := m.NetworkResult(); res != nil {
+				return network.NTPServers(res.Leases)
+			}
+			return nil
+		},
+		Start:    m.Reaper().Start,
+		Release:  m.Reaper().Release,
+		Slot:     slot,
+		NodeName: hostname,
+		Log:      m.Log(),
 	})
 	s.mu.Lock()
 	s.node = n
 	s.mu.Unlock()
 	return []string{"k3s=" + n.K3sState()}
+}
+
+// imageBuildTime is when the running image was built: its files carry the
+// build's SOURCE_DATE_EPOCH as their time (zero when unknown).
+func imageBuildTime() time.Time {
+	st, err := os.Stat(agent.ImageVersionFile)
+	if err != nil || st.ModTime().Unix() <= 0 {
+		return time.Time{}
+	}
+	return st.ModTime()
 }
 
 // espSource is /etoile/config.yaml on the boot disk's EFI system partition

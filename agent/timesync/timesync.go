@@ -1,0 +1,272 @@
+// Package timesync keeps the node's clock right. K3s's certificates, the
+// constellation's mTLS and every log line depend on it, and edge boxes come
+// with flat RTC batteries, RTCs in local time, or none. It asks NTP servers
+// (SNTP, github.com/beevik/ntp) — the machine config's time.servers, else
+// those DHCP gives (option 42), else pool.ntp.org — steps the clock when it
+// is off by more than 128 ms (ntpd's threshold), slews it otherwise, and
+// tells the kernel the clock is synchronised, so that the kernel writes it
+// back to the RTC every 11 minutes.
+//
+// Before any server answers, a clock earlier than the image's build time is
+// certainly wrong: it is set to that time at once (as systemd does), and
+// Behind reports it, so that K3s can wait a little for a real answer before
+// it makes certificates.
+package timesync
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/beevik/ntp"
+)
+
+// DefaultServer is asked when neither the machine config nor DHCP names a
+// server: the NTP Pool project's, which has servers in every country.
+const DefaultServer = "pool.ntp.org"
+
+// StepThreshold is the offset above which the clock is stepped rather than
+// slewed.
+const StepThreshold = 128 * time.Millisecond
+
+// Clock is the system clock as timesync changes it.
+type Clock interface {
+	Now() time.Time
+	// Step moves the clock by offset at once.
+	Step(offset time.Duration) error
+	// Slew has the kernel move the clock by offset gradually.
+	Slew(offset time.Duration) error
+	// MarkSynced tells the kernel the clock is right within maxError.
+	MarkSynced(maxError time.Duration) error
+}
+
+// Options configure the service.
+type Options struct {
+	// Servers returns the servers to ask, in order, at every round (the
+	// machine config and DHCP may change them).
+	Servers func() []string
+	// Query asks one server and returns how far the local clock is from
+	// it (positive: behind) and the answer's error bound. Default: SNTP.
+	Query func(ctx context.Context, server string) (offset, maxError time.Duration, err error)
+	Clock Clock
+	// Floor is the image's build time: the clock is never left before it.
+	Floor time.Time
+	// Behind says the clock was found before Floor earlier in the boot
+	// (ApplyFloor), and set to it then.
+	Behind bool
+	// Poll is the time between rounds once synchronised (default 17 min);
+	// Retry the first wait after a failed round (default 30 s), doubled up
+	// to Poll.
+	Poll, Retry time.Duration
+	// WarnAfter is how long the servers may fail before the console is
+	// warned (default a minute: at boot DNS or a link may not be ready yet).
+	WarnAfter time.Duration
+	Log       *slog.Logger
+}
+
+// Status is what the local API shows.
+type Status struct {
+	Synced  bool      `json:"synced"`
+	Server  string    `json:"server,omitempty"`
+	Offset  string    `json:"offset,omitempty"` // the last correction
+	Last    time.Time `json:"last,omitzero"`
+	Servers []string  `json:"servers"`
+	Error   string    `json:"error,omitempty"`
+}
+
+// Service runs the rounds in the background.
+type Service struct {
+	opts   Options
+	mu     sync.Mutex
+	st     Status
+	behind bool
+	synced chan struct{}
+	once   sync.Once
+	warned bool
+	// failingSince is when the rounds started failing (zero while a
+	// server answers).
+	failingSince time.Time
+}
+
+// Start checks the clock against the floor and starts the rounds; they stop
+// when ctx ends.
+func Start(ctx context.Context, opts Options) *Service {
+	if opts.Query == nil {
+		opts.Query = sntp
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = 1024 * time.Second
+	}
+	if opts.Retry <= 0 {
+		opts.Retry = 30 * time.Second
+	}
+	if opts.WarnAfter <= 0 {
+		opts.WarnAfter = time.Minute
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{opts: opts, synced: make(chan struct{})}
+	s.behind = ApplyFloor(opts.Clock, opts.Floor, opts.Log) || opts.Behind
+	go s.run(ctx)
+	return s
+}
+
+// ApplyFloor sets the clock to floor when it is before it (a flat RTC
+// battery, an RTC never set): TLS certificates, which start after the
+// image was built, then verify before any NTP server has answered. It
+// reports whether it did.
+func ApplyFloor(clock Clock, floor time.Time, log *slog.Logger) bool {
+	now := clock.Now()
+	if floor.IsZero() || !now.Before(floor) {
+		return false
+	}
+	if err := clock.Step(floor.Sub(now)); err != nil {
+		log.Warn("setting the clock to the image's build time failed", "reason", err.Error())
+		return true
+	}
+	log.Info("the clock was before the image's build time: set to it until an NTP server answers",
+		"was", now.UTC().Format(time.RFC3339), "now", floor.UTC().Format(time.RFC3339))
+	return true
+}
+
+// Behind reports whether the clock was found before the image's build time
+// at start: until Synced, it is a guess.
+func (s *Service) Behind() bool { return s.behind }
+
+// Synced is closed once a server has answered.
+func (s *Service) Synced() <-chan struct{} { return s.synced }
+
+// Failing reports whether the servers have failed for WarnAfter or longer
+// (the console has been warned).
+func (s *Service) Failing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.warned
+}
+
+// Status returns the service's state.
+func (s *Service) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	st.Servers = append([]string{}, st.Servers...)
+	return st
+}
+
+func (s *Service) run(ctx context.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.opts.Log.Warn("time synchronisation crashed", "reason", fmt.Sprint(r))
+		}
+	}()
+	retry := s.opts.Retry
+	for {
+		wait := s.opts.Poll
+		if !s.round(ctx) {
+			wait, retry = retry, min(retry*2, s.opts.Poll)
+		} else {
+			retry = s.opts.Retry
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// round asks the servers in turn until one answers, and corrects the clock
+// by its offset. It reports whether one answered.
+func (s *Service) round(ctx context.Context) bool {
+	servers := s.opts.Servers()
+	s.mu.Lock()
+	s.st.Servers = servers
+	s.mu.Unlock()
+	var failures []string
+	for _, srv := range servers {
+		if ctx.Err() != nil {
+			return false
+		}
+		offset, maxErr, err := s.opts.Query(ctx, srv)
+		if err != nil {
+			failures = append(failures, srv+": "+err.Error())
+			continue
+		}
+		if err := s.correct(srv, offset, maxErr); err != nil {
+			failures = append(failures, srv+": "+err.Error())
+			continue
+		}
+		return true
+	}
+	reason := "no server to ask"
+	if len(failures) > 0 {
+		reason = strings.Join(failures, "; ")
+	}
+	s.mu.Lock()
+	s.st.Error = reason
+	if s.failingSince.IsZero() {
+		s.failingSince = time.Now()
+	}
+	warn := !s.warned && time.Since(s.failingSince) >= s.opts.WarnAfter
+	s.warned = s.warned || warn
+	s.mu.Unlock()
+	if warn && ctx.Err() == nil {
+		s.opts.Log.Warn("no NTP server answered: the clock is not synchronised", "servers", strings.Join(servers, ","), "reason", reason,
+			"fix", "set time.servers in the machine config to NTP servers this network reaches (or have DHCP give them), or time.disabled: true where something else keeps the clock")
+	}
+	return false
+}
+
+func (s *Service) correct(server string, offset, maxErr time.Duration) error {
+	stepped := offset > StepThreshold || offset < -StepThreshold
+	var err error
+	if stepped {
+		err = s.opts.Clock.Step(offset)
+	} else {
+		err = s.opts.Clock.Slew(offset)
+	}
+	if err != nil {
+		return fmt.Errorf("correcting the clock by %s: %w", offset, err)
+	}
+	if err := s.opts.Clock.MarkSynced(maxErr); err != nil {
+		s.opts.Log.Debug("telling the kernel the clock is synchronised failed", "reason", err.Error())
+	}
+	s.mu.Lock()
+	first := !s.st.Synced
+	recovered := s.warned
+	s.st = Status{Synced: true, Server: server, Offset: offset.Round(time.Microsecond).String(), Last: s.opts.Clock.Now().UTC(), Servers: s.st.Servers}
+	s.warned, s.failingSince = false, time.Time{}
+	s.mu.Unlock()
+	s.once.Do(func() { close(s.synced) })
+	attrs := []any{"server", server, "offset", offset.Round(time.Microsecond), "clock", s.opts.Clock.Now().UTC().Format(time.RFC3339)}
+	switch {
+	case first || recovered:
+		s.opts.Log.Info("time synchronised", attrs...)
+	case stepped:
+		s.opts.Log.Info("clock stepped", attrs...)
+	default:
+		s.opts.Log.Debug("clock slewed", attrs...)
+	}
+	return nil
+}
+
+// sntp asks one server with SNTP (RFC 4330) and checks its answer (not a
+// kiss of death, a synchronised server, a sane stratum and root distance).
+func sntp(ctx context.Context, server string) (time.Duration, time.Duration, error) {
+	timeout := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	r, err := ntp.QueryWithOptions(server, ntp.QueryOptions{Timeout: timeout})
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := r.Validate(); err != nil {
+		return 0, 0, err
+	}
+	return r.ClockOffset, r.RootDistance, nil
+}
