@@ -36,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -249,19 +250,61 @@ func Check(data []byte) (*MachineConfig, []string, error) {
 		}
 		return &c, warnings, nil
 	}
-	seen := map[string]bool{}
-	for _, e := range decodeErrs {
-		seen[section(e.Path)] = true
-	}
 	all := decodeErrs
 	var validateErrs schema.Errors
 	errors.As(verr, &validateErrs)
 	for _, e := range validateErrs {
-		if !seen[section(e.Path)] {
+		if !cascade(e.Path, decodeErrs) {
 			all = append(all, e)
 		}
 	}
 	return nil, warnings, all.Err()
+}
+
+// cascade reports whether a validation problem at path may only follow from
+// a decoding problem (a value that did not decode is left empty): at the
+// same field or inside it, or at the object holding it ("cluster: give init
+// or server" after cluster.init failed to decode). Other problems, a
+// sibling's included, are reported with the decoding ones, all at once.
+func cascade(path string, decodeErrs schema.Errors) bool {
+	for _, d := range decodeErrs {
+		switch {
+		case path == d.Path, strings.HasPrefix(path, d.Path+"."), strings.HasPrefix(path, d.Path+"["):
+			return true
+		case path == parentPath(d.Path):
+			return true
+		case didYouMean(d.Msg) != "" && path == joinPath(parentPath(d.Path), didYouMean(d.Msg)):
+			return true // cluster.tokn: the "missing token" that follows is the same mistake
+		case section(path) == "cluster" && section(d.Path) == "cluster" && !strings.ContainsAny(path, ".["):
+			return true // role and cluster are checked together
+		}
+	}
+	return false
+}
+
+var didYouMeanRE = regexp.MustCompile(`did you mean "([^"]+)"`)
+
+// didYouMean is the field an unknown-field message suggests, or "".
+func didYouMean(msg string) string {
+	if m := didYouMeanRE.FindStringSubmatch(msg); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+func joinPath(parent, field string) string {
+	if parent == "" {
+		return field
+	}
+	return parent + "." + field
+}
+
+// parentPath is the path of the object or list holding path's field.
+func parentPath(path string) string {
+	if i := strings.LastIndexAny(path, ".["); i >= 0 {
+		return path[:i]
+	}
+	return ""
 }
 
 // section is the top-level field a path is in; role and cluster are checked

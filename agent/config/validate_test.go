@@ -221,8 +221,8 @@ k3s: {token: x}
 		}
 	}
 
-	// Decoding and validation problems come together; a section with a
-	// decoding problem is not validated again (a mistyped field would
+	// Decoding and validation problems come together; what only follows
+	// from a decoding problem is not reported again (a mistyped field would
 	// otherwise also read as missing).
 	doc = header + `hostname: Bad_Host
 role: agent
@@ -239,6 +239,17 @@ network: {interfaces: [{name: eth0, vlan: ten}]}
 	for _, p := range []string{"cluster.token", "network.interfaces[0]"} {
 		if findField(err, p) != nil {
 			t.Errorf("echo error at %s in:\n%v", p, err)
+		}
+	}
+
+	// A mistyped field does not hide its siblings' problems, nor another
+	// list item's.
+	doc = header + server + `network: {interfaces: [{name: eth0, adresses: [10.0.0.5/24], vlan: 5000}, {name: eth1, mtu: 20}]}
+`
+	_, err = Parse([]byte(doc))
+	for _, p := range []string{"network.interfaces[0].adresses", "network.interfaces[0].vlan", "network.interfaces[1].mtu"} {
+		if findField(err, p) == nil {
+			t.Errorf("no error at %s in:\n%v", p, err)
 		}
 	}
 }
