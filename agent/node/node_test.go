@@ -376,3 +376,64 @@ func TestMachineIdentity(t *testing.T) {
 		t.Errorf("nothing readable: %q", got)
 	}
 }
+
+// stillClock stands in for the kernel's clock (a test must not change the
+// host's): it records corrections.
+type stillClock struct {
+	mu    sync.Mutex
+	now   time.Time
+	steps int
+}
+
+func (c *stillClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *stillClock) Step(d time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	c.steps++
+	return nil
+}
+func (c *stillClock) Slew(time.Duration) error       { return nil }
+func (c *stillClock) MarkSynced(time.Duration) error { return nil }
+
+// TestTimeServersFromConfigThenDHCP: the time service asks the machine
+// config's servers, else DHCP's; time.disabled runs none; the status shows it.
+func TestTimeServersFromConfigThenDHCP(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string // nil: no time service
+	}{
+		{"config's servers", "time: {servers: ['127.0.0.1:1']}\n", []string{"127.0.0.1:1"}},
+		{"DHCP's servers", "", []string{"127.0.0.2:1"}},
+		{"disabled", "time: {disabled: true}\n", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			var con consoleLines
+			ctx, cancel := context.WithCancel(context.Background())
+			defer func() { cancel() }()
+			clock := &stillClock{now: time.Now()}
+			n := Start(ctx, Env{Root: root, Broadcast: con.add, Socket: filepath.Join(root, "agent.sock"),
+				ConfigVolume: func() config.Source {
+					// K3s is not in root: its start fails, which this test leaves aside.
+					return fileSource{"test volume", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\n" + tc.yaml}
+				},
+				Clock: clock, NTPServers: func() []string { return []string{"127.0.0.2:1"} },
+				Status: func() api.Status { return api.Status{} }})
+			st := n.Status(ctx)
+			switch {
+			case tc.want == nil && st.Time != nil:
+				t.Errorf("time.disabled: a time service runs: %+v", st.Time)
+			case tc.want != nil && st.Time == nil:
+				t.Errorf("no time service: %+v", st)
+			case tc.want != nil:
+				waitUntil(t, "the first round", 10*time.Second, func() bool { return len(n.Status(ctx).Time.Servers) > 0 })
+				if got := n.Status(ctx).Time.Servers; !slices.Equal(got, tc.want) {
+					t.Errorf("servers %v, want %v", got, tc.want)
+				}
+			}
+			cancel()
+			n.Wait()
+		})
+	}
+}
