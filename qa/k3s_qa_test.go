@@ -85,6 +85,8 @@ cluster:
   init: true
 labels:
   qa.example.com/k3s: standin
+sysctls:
+  vm.max_map_count: "262144"
 `
 
 // netbootWithConfig is the stand-in image's netboot set with the machine
@@ -117,6 +119,9 @@ func TestStandinK3sReadyFromConfigVolume(t *testing.T) {
 	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, CDROM{Path: filepath.Join(out, ISOName)}, configCD{Path: cfg}, UserNIC{}}})
 	// The config is found on the volume before the ready line…
 	vm.WaitFor(regexp.MustCompile(`machine config loaded.*ETOILE-CFG`), ReadyTimeout)
+	// The kernel took the config's parameter and Étoile's defaults (read back
+	// from /proc/sys).
+	vm.WaitFor(regexp.MustCompile(`^etoile: kernel parameters set values="fs\.inotify\.max_user_instances=8192 fs\.inotify\.max_user_watches=524288 vm\.max_map_count=262144"`), ReadyTimeout)
 	first := vm.Ready(ReadyTimeout)
 	if !strings.Contains(first.Line, " k3s=") {
 		t.Errorf("the ready line has no k3s= field: %s", first.Line)

@@ -73,6 +73,11 @@ type MachineConfig struct {
 	Network Network  `yaml:"network,omitempty"`
 	// Time says how the clock is kept.
 	Time *Time `yaml:"time,omitempty"`
+	// Sysctls are kernel parameters set before K3s starts, by sysctl(8)
+	// names (net.ipv4.ip_forward, or with / as the separator when a part
+	// holds a dot: net/ipv4/conf/eth0.42/forwarding) and the value as
+	// written to /proc/sys.
+	Sysctls map[string]string `yaml:"sysctls,omitempty"`
 	// K3s is passed through to /etc/rancher/k3s/config.yaml under K3s's
 	// own option names (those of `k3s server --help` without the dashes).
 	K3s        map[string]K3sValue `yaml:"k3s,omitempty"`
@@ -120,6 +125,15 @@ type Interface struct {
 	DNS []string `yaml:"dns,omitempty"`
 	// MTU, when set, overrides the link's MTU (68..65535; 9000 for jumbo frames).
 	MTU int `yaml:"mtu,omitempty"`
+}
+
+// SysctlPath is the file under /proc/sys of a sysctl name: dots separate
+// its parts unless it holds a slash.
+func SysctlPath(name string) string {
+	if strings.Contains(name, "/") {
+		return strings.Trim(name, "/")
+	}
+	return strings.ReplaceAll(name, ".", "/")
 }
 
 // Time is how the node keeps its clock: NTP (SNTP) against Servers, else

@@ -47,6 +47,7 @@ func (c *MachineConfig) Validate() (warnings []string, err error) {
 	v.taints(c.Taints)
 	v.network(c.Network)
 	v.time(c.Time)
+	v.sysctls(c.Sysctls)
 	v.k3s(c)
 	v.registries(c.Registries)
 	v.install(c.Install)
@@ -587,6 +588,26 @@ func hostnameLike(h string) error {
 		}
 	}
 	return nil
+}
+
+var sysctlPart = regexp.MustCompile(`^[A-Za-z0-9_][-A-Za-z0-9_.:@]*$`)
+
+func (v *validator) sysctls(m map[string]string) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		p := "sysctls." + k
+		parts := strings.Split(SysctlPath(k), "/")
+		ok := len(parts) >= 2
+		for _, part := range parts {
+			ok = ok && part != ".." && part != "." && sysctlPart.MatchString(part)
+		}
+		if !ok {
+			v.errs.Add(p, "%q is not a kernel parameter name: write it as sysctl(8) does (net.ipv4.ip_forward), or with / between its parts when one holds a dot (net/ipv4/conf/eth0.42/forwarding)", k)
+			continue
+		}
+		if val := m[k]; strings.TrimSpace(val) == "" || strings.ContainsAny(val, "\n\r") {
+			v.errs.Add(p, "%q: give the value on one line, as written to /proc/sys/%s", val, SysctlPath(k))
+		}
+	}
 }
 
 func (v *validator) install(in *Install) {

@@ -64,6 +64,13 @@ func TestRejections(t *testing.T) {
 		{"time disabled with servers", server + "time: {servers: [ntp.example.com], disabled: true}\n", "time", []string{"disabled: true"}},
 		{"time unknown field", server + "time: {server: [ntp.example.com]}\n", "time.server", []string{`did you mean "servers"`}},
 
+		// Sysctls.
+		{"sysctl not a name", server + "sysctls: {'net ipv4 ip_forward': '1'}\n", "sysctls.net ipv4 ip_forward", []string{`"net ipv4 ip_forward"`, "net.ipv4.ip_forward"}},
+		{"sysctl one part", server + "sysctls: {swappiness: '10'}\n", "sysctls.swappiness", []string{`"swappiness"`}},
+		{"sysctl escapes /proc/sys", server + "sysctls: {'../../etc/passwd': x}\n", "sysctls.../../etc/passwd", []string{"not a kernel parameter"}},
+		{"sysctl empty value", server + "sysctls: {vm.swappiness: ''}\n", "sysctls.vm.swappiness", []string{"/proc/sys/vm/swappiness"}},
+		{"sysctl value mapping", server + "sysctls: {vm.swappiness: {a: 1}}\n", "sysctls.vm.swappiness", []string{"expected a string"}},
+
 		// Labels and taints.
 		{"label key bad name", server + "labels: {'bad key': x}\n", "labels.bad key", []string{`"bad key"`}},
 		{"label key bad prefix", server + "labels: {'Example.com/a': x}\n", "labels.Example.com/a", []string{`"Example.com"`}},
@@ -175,6 +182,22 @@ func findField(err error, path string) *schema.FieldError {
 		}
 	}
 	return nil
+}
+
+func TestSysctlPath(t *testing.T) {
+	for name, want := range map[string]string{
+		"net.ipv4.ip_forward":              "net/ipv4/ip_forward",
+		"net/ipv4/conf/eth0.42/forwarding": "net/ipv4/conf/eth0.42/forwarding",
+		"/vm/max_map_count":                "vm/max_map_count",
+	} {
+		if got := SysctlPath(name); got != want {
+			t.Errorf("SysctlPath(%q) = %q, want %q", name, got, want)
+		}
+	}
+	c, _, err := Check([]byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\n" + server + "sysctls: {vm.max_map_count: 262144, net/ipv4/conf/eth0.42/forwarding: '1', fs.inotify.max_user_instances: \"8192\"}\n"))
+	if err != nil || c.Sysctls["vm.max_map_count"] != "262144" {
+		t.Fatalf("sysctls: %v %+v", err, c)
+	}
 }
 
 func TestNTPServersAccepted(t *testing.T) {

@@ -190,10 +190,12 @@ func Start(ctx context.Context, env Env) *Node {
 	switch {
 	case errors.Is(err, config.ErrNotFound):
 		n.startTime(ctx, nil)
+		n.setWarnings(n.applySysctls(nil))
 		n.note("no machine config found (etoile.config=, an ETOILE-CFG volume, or /etoile/config.yaml on the boot medium): K3s not started")
 		return n
 	case err != nil:
 		n.startTime(ctx, nil)
+		n.setWarnings(n.applySysctls(nil))
 		n.fail("config", err.Error(), "fix the source named above, or remove it so the next one is used")
 		return n
 	}
@@ -204,6 +206,7 @@ func Start(ctx context.Context, env Env) *Node {
 	}
 	if err != nil {
 		n.startTime(ctx, nil)
+		n.setWarnings(n.applySysctls(nil))
 		n.fail("config", fmt.Sprintf("machine config from %s is invalid: %s", from, oneLine(err.Error())),
 			"correct the fields named above and apply it again (etoile-agent config validate FILE; POST /v1/config/apply)")
 		for _, l := range strings.Split(err.Error(), "\n") {
@@ -217,6 +220,7 @@ func Start(ctx context.Context, env Env) *Node {
 	n.cfg, n.warnings = cfg, warns
 	n.mu.Unlock()
 	n.startTime(ctx, cfg)
+	n.setWarnings(append(warns, n.applySysctls(cfg)...))
 	if gpu {
 		<-invDone
 	}
@@ -231,6 +235,12 @@ func Start(ctx context.Context, env Env) *Node {
 		n.runConstellation(ctx, cfg, env.Slot)
 	}()
 	return n
+}
+
+func (n *Node) setWarnings(w []string) {
+	n.mu.Lock()
+	n.warnings = w
+	n.mu.Unlock()
 }
 
 // startTime starts keeping the clock (cfg may be nil: no usable config),
@@ -676,6 +686,9 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	prev := n.cfg
 	n.mu.Unlock()
 	warns = append(warns, registeredNodeWarnings(prev, cfg)...)
+	// Parameters an earlier config set and this one drops keep their value
+	// until the next boot.
+	warns = append(warns, n.applySysctls(cfg)...)
 	n.mu.Lock()
 	stop, done := n.stopK3s, n.supDone
 	n.cfg, n.warnings, n.configFrom, n.k3sNote = cfg, warns, "local API", ""

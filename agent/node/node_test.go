@@ -437,3 +437,50 @@ func TestTimeServersFromConfigThenDHCP(t *testing.T) {
 		})
 	}
 }
+
+// TestSysctlsAppliedBeforeK3s: the default kernel parameters and the
+// config's (which win) are written under proc/sys; one the kernel lacks is
+// a warning naming it, and the others are still set.
+func TestSysctlsAppliedBeforeK3s(t *testing.T) {
+	root := t.TempDir()
+	for path, v := range map[string]string{
+		"proc/sys/fs/inotify/max_user_instances":   "128\n",
+		"proc/sys/fs/inotify/max_user_watches":     "65536\n",
+		"proc/sys/vm/max_map_count":                "65530\n",
+		"proc/sys/net/ipv4/conf/eth0.42/rp_filter": "1\n",
+	} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, path)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, path), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var con consoleLines
+	yaml := "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\n" +
+		"sysctls: {vm.max_map_count: 262144, fs.inotify.max_user_instances: 1024, net/ipv4/conf/eth0.42/rp_filter: 2, net.ipv4.tcp_nope: 1}\n"
+	n := Start(ctx, Env{Root: root, Broadcast: con.add, Socket: filepath.Join(root, "agent.sock"),
+		ConfigVolume: func() config.Source { return fileSource{"test volume", yaml} },
+		Status:       func() api.Status { return api.Status{} }})
+	for path, want := range map[string]string{
+		"proc/sys/fs/inotify/max_user_instances":   "1024",   // the config's
+		"proc/sys/fs/inotify/max_user_watches":     "524288", // the default
+		"proc/sys/vm/max_map_count":                "262144",
+		"proc/sys/net/ipv4/conf/eth0.42/rp_filter": "2",
+	} {
+		if b, _ := os.ReadFile(filepath.Join(root, path)); strings.TrimSpace(string(b)) != want {
+			t.Errorf("%s = %q, want %s", path, b, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "proc/sys/net/ipv4/tcp_nope")); err == nil {
+		t.Error("a parameter the kernel lacks was created")
+	}
+	st := n.Status(ctx)
+	if !slices.ContainsFunc(st.Warnings, func(w string) bool { return strings.Contains(w, "sysctls.net.ipv4.tcp_nope") }) {
+		t.Errorf("no warning about net.ipv4.tcp_nope: %q", st.Warnings)
+	}
+	cancel()
+	n.Wait()
+}
