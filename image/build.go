@@ -307,10 +307,7 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 			return err
 		}
 		// Before K3s and the extensions: a site's extension may replace it.
-		if err := os.MkdirAll(filepath.Join(stage, filepath.Dir(CABundlePath)), 0o755); err != nil {
-			return err
-		}
-		if err := copyFile(boot.caBundle, filepath.Join(stage, CABundlePath), 0o644); err != nil {
+		if err := stageFile(stage, CABundlePath, boot.caBundle, 0o644); err != nil {
 			return fmt.Errorf("adding the CA certificates: %w", err)
 		}
 		if k3sArt != nil {
@@ -565,58 +562,226 @@ func (b *Builder) stageRoot(dir, version string) error {
 		}
 	}
 	osRelease := fmt.Sprintf("NAME=\"Étoile\"\nID=etoile\nPRETTY_NAME=\"Étoile %s\"\nVERSION_ID=%q\nVERSION=%q\nHOME_URL=\"https://github.com/etoile-os/etoile\"\n", version, version, version)
-	if err := os.WriteFile(filepath.Join(dir, "etc/os-release"), []byte(osRelease), 0o644); err != nil {
+	w, err := openStage(dir)
+	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, "etc/etoile/version"), []byte(version+"\n"), 0o644)
+	defer w.Close()
+	if err := w.file("etc/os-release", "", []byte(osRelease), 0o644); err != nil {
+		return err
+	}
+	return w.file("etc/etoile/version", "", []byte(version+"\n"), 0o644)
 }
 
 // copyTree copies files, folders and symlinks from src onto dst, keeping
 // modes where the source has them (embedded files come as 0444: they are
 // written 0644, folders 0755).
 func copyTree(src fs.FS, dst string) error {
+	return copyLayer(src, dst, func(p string, _ fs.FileInfo) (string, error) {
+		rl, ok := src.(fs.ReadLinkFS)
+		if !ok {
+			return "", fmt.Errorf("%s: symlinks are not readable from this source", p)
+		}
+		return rl.ReadLink(p)
+	})
+}
+
+// copyLayer lays a layer (an overlay, an extension) over the staged tree
+// dst: files are streamed, not read whole. Nothing is written outside dst,
+// and nothing through a symlink an earlier layer left in dst: a folder here
+// that is a symlink or a file there (or the other way round) is an error
+// naming the path, since one layer's files would otherwise land where the
+// other's symlink points, even on the build host.
+func copyLayer(src fs.FS, dst string, readLink func(p string, info fs.FileInfo) (string, error)) error {
+	root, err := os.OpenRoot(dst)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	return fs.WalkDir(src, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		target := filepath.Join(dst, filepath.FromSlash(p))
+		if p == "." {
+			return nil
+		}
+		rel := filepath.FromSlash(p)
 		info, err := d.Info()
 		if err != nil {
 			return err
 		}
+		have, herr := root.Lstat(rel)
+		exists := herr == nil
 		switch {
-		case d.IsDir():
+		case info.IsDir():
 			mode := info.Mode().Perm() | 0o700
 			if mode&0o555 == 0o555 { // embedded folders come as 0555
 				mode = 0o755
 			}
-			return os.MkdirAll(target, mode)
-		case info.Mode()&fs.ModeSymlink != 0:
-			rl, ok := src.(fs.ReadLinkFS)
-			if !ok {
-				return fmt.Errorf("%s: symlinks are not readable from this source", p)
+			if exists {
+				if err := mustBeDir(root, rel, have, "a folder here"); err != nil {
+					return err
+				}
+				return root.Chmod(rel, mode)
 			}
-			to, err := rl.ReadLink(p)
+			if err := root.Mkdir(rel, mode); err != nil {
+				return err
+			}
+			return root.Chmod(rel, mode) // past the umask
+		case info.Mode()&fs.ModeSymlink != 0:
+			to, err := readLink(p, info)
 			if err != nil {
 				return err
 			}
-			_ = os.Remove(target)
-			return os.Symlink(to, target)
+			if exists && have.IsDir() {
+				return fmt.Errorf("%s is a symlink here, but a folder in an earlier layer (an overlay, Étoile's own files): rename one of them", p)
+			}
+			_ = root.Remove(rel)
+			return root.Symlink(to, rel)
 		case info.Mode().IsRegular():
 			mode := info.Mode().Perm()
 			if mode == 0o444 {
 				mode = 0o644
 			}
-			data, err := fs.ReadFile(src, p)
+			if exists && have.IsDir() {
+				return fmt.Errorf("%s is a file here, but a folder in an earlier layer (an overlay, Étoile's own files): rename one of them", p)
+			}
+			in, err := src.Open(p)
 			if err != nil {
 				return err
 			}
-			_ = os.Remove(target)
-			return os.WriteFile(target, data, mode)
+			defer in.Close()
+			return writeInRoot(root, rel, in, mode)
 		default:
-			return fmt.Errorf("%s: only files, folders and symlinks can be in an overlay (found %s)", p, info.Mode().Type())
+			return fmt.Errorf("%s: only files, folders and symlinks can be in an overlay or extension (found %s)", p, info.Mode().Type())
 		}
 	})
+}
+
+// mustBeDir says why an existing entry cannot be used as a folder (what
+// says what the new layer has there).
+func mustBeDir(root *os.Root, rel string, have fs.FileInfo, what string) error {
+	p := filepath.ToSlash(rel)
+	switch {
+	case have.Mode()&fs.ModeSymlink != 0:
+		to, _ := root.Readlink(rel)
+		return fmt.Errorf("%s is %s, but an earlier layer (an overlay, Étoile's own files) made it a symlink to %s: put these files under the symlink's target instead, or drop the symlink", p, what, to)
+	case !have.IsDir():
+		return fmt.Errorf("%s is %s, but a file in an earlier layer (an overlay, Étoile's own files): rename one of them", p, what)
+	}
+	return nil
+}
+
+// writeInRoot replaces rel under root with r's bytes, mode kept past the
+// umask.
+func writeInRoot(root *os.Root, rel string, r io.Reader, mode fs.FileMode) error {
+	_ = root.Remove(rel)
+	out, err := root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, r); err != nil {
+		out.Close()
+		return fmt.Errorf("%s: %w", filepath.ToSlash(rel), err)
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return root.Chmod(rel, mode)
+}
+
+// stageFile copies the host file src to rel in the staged tree dir.
+func stageFile(dir, rel, src string, mode fs.FileMode) error {
+	w, err := openStage(dir)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	return w.file(rel, src, nil, mode)
+}
+
+// stageWriter writes what Étoile itself puts in the staged tree (identity
+// files, the CA bundle, K3s) through the same guard as the layers: its
+// folders must be real folders, not symlinks a layer left.
+type stageWriter struct{ root *os.Root }
+
+func openStage(dir string) (stageWriter, error) {
+	r, err := os.OpenRoot(dir)
+	return stageWriter{r}, err
+}
+
+func (w stageWriter) Close() error { return w.root.Close() }
+
+// mkdirAll makes the folder rel and its parents, refusing a symlink or a
+// file on the way.
+func (w stageWriter) mkdirAll(rel string) error {
+	cur := ""
+	for _, part := range strings.Split(filepath.ToSlash(filepath.Clean(rel)), "/") {
+		if part == "." || part == "" {
+			continue
+		}
+		cur = filepath.Join(cur, part)
+		have, err := w.root.Lstat(cur)
+		if err == nil {
+			if err := mustBeDir(w.root, cur, have, "a folder Étoile writes into"); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := w.root.Mkdir(cur, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// realDirs checks that the parts of rel that exist are folders, not
+// symlinks or files (what does not exist yet is made safely later).
+func (w stageWriter) realDirs(rel string) error {
+	cur := ""
+	for _, part := range strings.Split(filepath.ToSlash(filepath.Clean(rel)), "/") {
+		cur = filepath.Join(cur, part)
+		have, err := w.root.Lstat(cur)
+		if err != nil {
+			return nil
+		}
+		if err := mustBeDir(w.root, cur, have, "a folder Étoile writes into"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// file writes rel from the host file src (or data when src is "").
+func (w stageWriter) file(rel, src string, data []byte, mode fs.FileMode) error {
+	if err := w.mkdirAll(filepath.Dir(rel)); err != nil {
+		return err
+	}
+	if have, err := w.root.Lstat(rel); err == nil && have.IsDir() {
+		return fmt.Errorf("%s is a folder in an overlay or extension, where Étoile writes a file: remove it", filepath.ToSlash(rel))
+	}
+	var r io.Reader = bytes.NewReader(data)
+	if src != "" {
+		f, err := os.Open(src)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	return writeInRoot(w.root, rel, r, mode)
+}
+
+// symlink makes rel a symlink to to.
+func (w stageWriter) symlink(rel, to string) error {
+	if err := w.mkdirAll(filepath.Dir(rel)); err != nil {
+		return err
+	}
+	if have, err := w.root.Lstat(rel); err == nil && have.IsDir() {
+		return fmt.Errorf("%s is a folder in an overlay or extension, where Étoile makes a symlink: remove it", filepath.ToSlash(rel))
+	}
+	_ = w.root.Remove(rel)
+	return w.root.Symlink(to, rel)
 }
 
 var errNoCache = errors.New("no cache folder: set XDG_CACHE_HOME or HOME")

@@ -70,31 +70,28 @@ func unreachable(err error) bool {
 // stageK3s copies K3s into the staged root: the binary and its links, the
 // airgap archives in shippedImagesDir with links where K3s imports them.
 func stageK3s(root string, art *k3s.Artifacts) error {
+	w, err := openStage(root)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
 	for _, f := range art.ImageFiles() {
-		dst := filepath.Join(root, filepath.FromSlash(f.Path))
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return err
-		}
+		dst := filepath.FromSlash(strings.TrimPrefix(f.Path, "/"))
 		switch {
 		case f.Link != "":
-			_ = os.Remove(dst)
-			if err := os.Symlink(f.Link, dst); err != nil {
+			if err := w.symlink(dst, f.Link); err != nil {
 				return err
 			}
 		case path.Dir(f.Path) == k3s.ImageAirgapDir:
 			shipped := path.Join(shippedImagesDir, path.Base(f.Path))
-			if err := os.MkdirAll(filepath.Join(root, filepath.FromSlash(shippedImagesDir)), 0o755); err != nil {
+			if err := w.file(filepath.FromSlash(strings.TrimPrefix(shipped, "/")), f.Source, nil, 0o644); err != nil {
 				return err
 			}
-			if err := copyFile(f.Source, filepath.Join(root, filepath.FromSlash(shipped)), 0o644); err != nil {
-				return err
-			}
-			_ = os.Remove(dst)
-			if err := os.Symlink(shipped, dst); err != nil {
+			if err := w.symlink(dst, shipped); err != nil {
 				return err
 			}
 		default:
-			if err := copyFile(f.Source, dst, f.Mode); err != nil {
+			if err := w.file(dst, f.Source, nil, f.Mode); err != nil {
 				return err
 			}
 		}
@@ -161,6 +158,17 @@ func checkExtensionModules(fsys fs.FS, kver string) error {
 // root's /lib/modules/<version> loadable: see kernel.MergeExtras. The agent
 // lays that folder over the initramfs's modules.
 func mergeExtensionModules(root string, k *kernel.Kernel, initramfsMods []kernel.Module, log *slog.Logger) error {
+	// The module folder must be the staged tree's own, not a layer's
+	// symlink (the index files are written there).
+	w, err := openStage(root)
+	if err != nil {
+		return err
+	}
+	err = w.realDirs(filepath.Join("lib", "modules", k.Version))
+	w.Close()
+	if err != nil {
+		return fmt.Errorf("extensions: %w", err)
+	}
 	dir := filepath.Join(root, "lib", "modules", k.Version)
 	ml, err := kmod.ReadModulesLoadD(root)
 	if err != nil {
@@ -208,42 +216,17 @@ func openSquashfs(layer string) (*squashfs.FileSystem, func(), error) {
 }
 
 // unpackSquashfs copies a squashfs layer's files, folders and symlinks
-// into dst.
+// into dst, with copyLayer's guards.
 func unpackSquashfs(sq *squashfs.FileSystem, layer, dst string) error {
-	return fs.WalkDir(sq, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	err := copyLayer(sq, dst, func(p string, info fs.FileInfo) (string, error) {
+		stt, ok := info.Sys().(*squashfs.StatT)
+		if !ok || stt.LinkTarget == "" {
+			return "", fmt.Errorf("cannot read the target of symlink %s", p)
 		}
-		if p == "." {
-			return nil
-		}
-		if strings.Contains(p, "..") {
-			return fmt.Errorf("%s: path %q escapes the image", layer, p)
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, filepath.FromSlash(p))
-		switch {
-		case info.IsDir():
-			return os.MkdirAll(target, info.Mode().Perm()|0o700)
-		case info.Mode()&fs.ModeSymlink != 0:
-			stt, ok := info.Sys().(*squashfs.StatT)
-			if !ok || stt.LinkTarget == "" {
-				return fmt.Errorf("%s: cannot read the target of symlink %s", layer, p)
-			}
-			_ = os.Remove(target)
-			return os.Symlink(stt.LinkTarget, target)
-		case info.Mode().IsRegular():
-			data, err := fs.ReadFile(sq, p)
-			if err != nil {
-				return fmt.Errorf("%s: reading %s: %w", layer, p, err)
-			}
-			_ = os.Remove(target)
-			return os.WriteFile(target, data, info.Mode().Perm())
-		default:
-			return fmt.Errorf("%s: %s is a %s: only files, folders and symlinks are taken", layer, p, info.Mode().Type())
-		}
+		return stt.LinkTarget, nil
 	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", layer, err)
+	}
+	return nil
 }
