@@ -137,12 +137,15 @@ func ParseSpec(data []byte, dir string) (*ImageSpec, error) {
 	return &s, nil
 }
 
+// MaxSpecSize bounds an image spec file (real ones are a few KB).
+const MaxSpecSize = 1 << 20
+
 // LoadSpec reads a spec file; an empty path gives the embedded default.
 func LoadSpec(path string) (*ImageSpec, error) {
 	if path == "" {
 		return ParseSpec(defaultSpec, ".")
 	}
-	data, err := os.ReadFile(path)
+	data, err := schema.ReadFile(path, MaxSpecSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading image spec: %w", err)
 	}

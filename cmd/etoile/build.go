@@ -16,6 +16,7 @@ import (
 
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/image"
+	"github.com/etoile-os/etoile/schema"
 )
 
 func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -65,7 +66,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	var cfgData []byte
 	if *machineConfig != "" {
-		cfgData, err = os.ReadFile(*machineConfig)
+		cfgData, err = schema.ReadFile(*machineConfig, config.MaxSize)
 		if err != nil {
 			return fmt.Errorf("--config: %w", err)
 		}
