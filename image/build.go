@@ -164,6 +164,16 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	defer unlock()
+	// Work folders of builds that were killed (SIGKILL, a closed terminal)
+	// are stale: this build holds the folder's lock.
+	if stale, _ := filepath.Glob(filepath.Join(b.OutDir, ".build-*")); len(stale) > 0 {
+		for _, d := range stale {
+			if err := os.RemoveAll(d); err != nil {
+				log.Warn("removing an interrupted build's work folder failed", "folder", d, "reason", err.Error())
+			}
+		}
+		log.Info("removed the work folders of interrupted builds", "count", len(stale))
+	}
 	work, err := os.MkdirTemp(b.OutDir, ".build-")
 	if err != nil {
 		return nil, fmt.Errorf("creating work folder in %s: %w", b.OutDir, err)
@@ -412,17 +422,31 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 	names = append(names, "SHA256SUMS")
 	// An earlier build's artifacts that this one does not make (another
 	// spec's outputs) go first, with its SHA256SUMS: nobody flashes a stale
-	// image that no checksum names.
-	for _, n := range append([]string{"SHA256SUMS"}, b.artifactNames()...) {
-		if _, made := outputs[n]; made && n != "SHA256SUMS" {
+	// image that no checksum names. Only those the old SHA256SUMS names with
+	// the checksum they still have: a file changed since (a raw disk given
+	// its config with mcopy) or never listed is someone's work, left in
+	// place with a warning.
+	oldSums := readSums(filepath.Join(b.OutDir, "SHA256SUMS"))
+	for _, n := range b.artifactNames() {
+		if _, made := outputs[n]; made {
 			continue
 		}
-		switch err := os.Remove(filepath.Join(b.OutDir, n)); {
-		case err == nil && n != "SHA256SUMS":
-			log.Info("removed an earlier build's artifact that this build does not make", "file", filepath.Join(b.OutDir, n))
-		case err != nil && !errors.Is(err, fs.ErrNotExist):
+		path := filepath.Join(b.OutDir, n)
+		if _, err := os.Stat(path); err != nil {
+			continue
+		}
+		if sum, listed := oldSums[n]; !listed || !sameSHA256(path, sum) {
+			log.Warn("left in place: a file with an artifact's name that this build does not make, changed since the earlier build's SHA256SUMS or not listed there; no checksum names it now",
+				"file", path, "fix", "remove it or move it away if it is an old image")
+			continue
+		}
+		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("removing the earlier build's %s: %w", n, err)
 		}
+		log.Info("removed an earlier build's artifact that this build does not make", "file", path)
+	}
+	if err := os.Remove(filepath.Join(b.OutDir, "SHA256SUMS")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("removing the earlier build's SHA256SUMS: %w", err)
 	}
 	for _, n := range names {
 		if err := land(outputs[n], work, filepath.Join(b.OutDir, n)); err != nil {
@@ -434,6 +458,27 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 		res.K3s, res.K3sStandin = k3sArt.Version, k3sArt.Standin
 	}
 	return res, nil
+}
+
+// readSums reads a SHA256SUMS file: name → hex (empty when unreadable).
+func readSums(path string) map[string]string {
+	out := map[string]string{}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return out
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if sum, name, ok := strings.Cut(line, "  "); ok && len(sum) == 64 {
+			out[strings.TrimPrefix(name, "*")] = strings.ToLower(sum)
+		}
+	}
+	return out
+}
+
+// sameSHA256 reports whether the file's SHA-256 is sum.
+func sameSHA256(path, sum string) bool {
+	got, _, err := fileSHA256(path)
+	return err == nil && got == sum
 }
 
 // land moves src to dst atomically: files outside the work folder are copied

@@ -3,6 +3,8 @@
 package qa
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,12 +43,21 @@ func TestBuildReplacesStaleOutputs(t *testing.T) {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	stale := map[string]string{ISOName: "an earlier build's ISO", RawName: "an earlier build's disk", "SHA256SUMS": "0000  " + ISOName + "\n"}
+	// The earlier build's ISO, as its SHA256SUMS names it; a raw disk
+	// changed since (a config put in with mcopy); and the work folder of a
+	// build that was killed.
+	isoData, rawData := "an earlier build's ISO", "an earlier build's disk, edited since"
+	stale := map[string]string{ISOName: isoData, RawName: rawData,
+		"SHA256SUMS": fmt.Sprintf("%x  %s\n%x  %s\n", sha256.Sum256([]byte(isoData)), ISOName, sha256.Sum256([]byte("the disk as built")), RawName)}
 	for n, data := range stale {
 		if err := os.WriteFile(filepath.Join(out, n), []byte(data), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+	if err := os.MkdirAll(filepath.Join(out, ".build-123456", "rootfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stale[".build-123456"] = ""
 	build := func() ([]byte, error) {
 		// -o relative to the working folder, as `make image` gives it.
 		rel, err := filepath.Rel(root, out)
@@ -82,18 +93,23 @@ func TestBuildReplacesStaleOutputs(t *testing.T) {
 	if err != nil {
 		t.Fatalf("etoile build (netboot only): %v\n%s", err, b)
 	}
-	for _, n := range []string{ISOName, RawName} {
-		if _, err := os.Stat(filepath.Join(out, n)); !os.IsNotExist(err) {
-			t.Errorf("the earlier build's %s is still in %s (%v)", n, out, err)
-		}
-		if !strings.Contains(string(b), "removed an earlier build's artifact") {
-			t.Errorf("the build does not say it removed %s:\n%s", n, b)
-		}
+	if _, err := os.Stat(filepath.Join(out, ISOName)); !os.IsNotExist(err) {
+		t.Errorf("the earlier build's %s is still in %s (%v)", ISOName, out, err)
+	}
+	if !strings.Contains(string(b), "removed an earlier build's artifact") {
+		t.Errorf("the build does not say it removed %s:\n%s", ISOName, b)
+	}
+	// The edited disk is someone's work: kept, with a warning.
+	if got, err := os.ReadFile(filepath.Join(out, RawName)); err != nil || string(got) != rawData {
+		t.Errorf("the edited %s was not left in place: %q %v", RawName, got, err)
+	}
+	if !strings.Contains(string(b), "left in place") || !strings.Contains(string(b), RawName) {
+		t.Errorf("the build does not warn about the %s it left:\n%s", RawName, b)
 	}
 	entries, _ := os.ReadDir(out)
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".") {
-			t.Errorf("the build left %s in %s", e.Name(), out)
+			t.Errorf("the build left %s in %s (the killed build's work folder included)", e.Name(), out)
 		}
 	}
 	sums, err := os.ReadFile(filepath.Join(out, "SHA256SUMS"))
