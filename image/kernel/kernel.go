@@ -4,8 +4,10 @@ package kernel
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/url"
@@ -311,11 +313,50 @@ func kernelFromTree(root string, log *slog.Logger) (*Kernel, error) {
 	if len(others) > 1 || (len(others) == 1 && others[0] != filepath.Join(root, "boot", "vmlinuz-"+ver) && vmlinuz == others[0]) {
 		log.Warn("kernel image name does not match the modules folder; using it anyway", "vmlinuz", vmlinuz, "modules", modDir)
 	}
+	if err := checkImage(vmlinuz, ver); err != nil {
+		return nil, err
+	}
 	idx, err := loadIndex(modDir)
 	if err != nil {
 		return nil, fmt.Errorf("reading module index of %s: %w", modDir, err)
 	}
 	return &Kernel{Version: ver, Vmlinuz: vmlinuz, ModulesDir: modDir, idx: idx, log: log}, nil
+}
+
+// checkImage makes sure vmlinuz is a kernel the firmware can boot, and, for
+// an x86 bzImage (which names its version), the kernel of the modules
+// folder ver: a build with another file there would make media that never
+// boot, or whose kernel finds none of its modules.
+func checkImage(vmlinuz, ver string) error {
+	f, err := os.Open(vmlinuz)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	head := make([]byte, 0x400)
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	switch {
+	case n >= 0x210 && string(head[0x202:0x206]) == "HdrS" && head[0x1FE] == 0x55 && head[0x1FF] == 0xAA:
+		// x86 boot protocol: kernel_version at 0x20E, an offset from 0x200.
+		off := int64(binary.LittleEndian.Uint16(head[0x20E:0x210]))
+		if off == 0 {
+			return nil
+		}
+		buf := make([]byte, 256)
+		m, _ := f.ReadAt(buf, 0x200+off)
+		kv := string(buf[:m])
+		if i := strings.IndexAny(kv, " \x00"); i >= 0 {
+			kv = kv[:i]
+		}
+		if kv != "" && kv != ver {
+			return fmt.Errorf("%s is kernel %s, but the modules are in lib/modules/%s: they must be that kernel's own (from the same package or build)", vmlinuz, kv, ver)
+		}
+		return nil
+	case n >= 0x40 && string(head[0x38:0x3C]) == "ARM\x64":
+		return nil // arm64 Image: no version in its header
+	}
+	return fmt.Errorf("%s is not a kernel image (neither an x86 bzImage nor an arm64 Image): give the kernel's vmlinuz, as in the distribution's kernel package", vmlinuz)
 }
 
 func resolveDir(dir string, log *slog.Logger) (*Kernel, error) {

@@ -126,7 +126,7 @@ func writeFakeKernel(t testing.TB, root string, mods []fakeMod) string {
 		}
 	}
 	os.WriteFile(filepath.Join(modDir, "modules.builtin"), []byte(fakeBuiltin), 0o644)
-	os.WriteFile(filepath.Join(root, "vmlinuz"), []byte("fake kernel"), 0o644)
+	os.WriteFile(filepath.Join(root, "vmlinuz"), fakeBzImage(fakeVer), 0o644)
 	return modDir
 }
 
@@ -315,7 +315,7 @@ func TestResolveErrors(t *testing.T) {
 	writeFakeKernel(t, noVmlinuz, fakeTree[:1])
 	os.Remove(filepath.Join(noVmlinuz, "vmlinuz"))
 	noModules := t.TempDir()
-	os.WriteFile(filepath.Join(noModules, "vmlinuz"), []byte("k"), 0o644)
+	os.WriteFile(filepath.Join(noModules, "vmlinuz"), fakeBzImage(fakeVer), 0o644)
 	twoVersions := t.TempDir()
 	writeFakeKernel(t, twoVersions, fakeTree[:1])
 	os.MkdirAll(filepath.Join(twoVersions, "lib/modules/5.10.0-other"), 0o755)
@@ -360,7 +360,7 @@ func TestDirWithBootLayout(t *testing.T) {
 	writeFakeKernel(t, root, fakeTree[:3])
 	os.Remove(filepath.Join(root, "vmlinuz"))
 	os.MkdirAll(filepath.Join(root, "boot"), 0o755)
-	os.WriteFile(filepath.Join(root, "boot", "vmlinuz-"+fakeVer), []byte("k"), 0o644)
+	os.WriteFile(filepath.Join(root, "boot", "vmlinuz-"+fakeVer), fakeBzImage(fakeVer), 0o644)
 	k, err := Resolve(context.Background(), Source{Dir: root}, "", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -405,4 +405,42 @@ func FuzzParseAliasSoftdep(f *testing.F) {
 		}
 		_ = parseModinfo(data)
 	})
+}
+
+// fakeBzImage is the start of an x86 bzImage for kernel ver: what
+// checkImage reads (the boot sector's signature, "HdrS", kernel_version).
+func fakeBzImage(ver string) []byte {
+	b := make([]byte, 0x400)
+	b[0x1FE], b[0x1FF] = 0x55, 0xAA
+	copy(b[0x202:], "HdrS")
+	binary.LittleEndian.PutUint16(b[0x20E:], 0x100)
+	copy(b[0x300:], ver+" (test@example.com) #1 SMP")
+	return b
+}
+
+func TestCheckImage(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if err := checkImage(write("ok", fakeBzImage(fakeVer)), fakeVer); err != nil {
+		t.Errorf("a bzImage of the modules' kernel: %v", err)
+	}
+	if err := checkImage(write("other", fakeBzImage("6.1.0-56-amd64")), "6.2.0-fake"); err == nil || !strings.Contains(err.Error(), "is kernel 6.1.0-56-amd64, but the modules are in lib/modules/6.2.0-fake") {
+		t.Errorf("another kernel's modules: %v", err)
+	}
+	for name, data := range map[string][]byte{"text": []byte("#!/bin/sh\necho\n"), "empty": nil} {
+		if err := checkImage(write(name, data), fakeVer); err == nil || !strings.Contains(err.Error(), "is not a kernel image") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	arm := make([]byte, 0x40)
+	copy(arm[0x38:], "ARM\x64")
+	if err := checkImage(write("arm64", arm), fakeVer); err != nil {
+		t.Errorf("an arm64 Image: %v", err)
+	}
 }

@@ -51,7 +51,7 @@ func TestUnpackKernelPackage(t *testing.T) {
 	deb := filepath.Join(dir, "linux-image-6.1.0-test-amd64_6.1.2-1_amd64.deb")
 	mods := "lib/modules/" + fakeVer + "/"
 	writeDeb(t, deb, "Package: linux-image-6.1.0-test-amd64\nVersion: 6.1.2-1\nArchitecture: amd64\nDepends: kmod\n", map[string][]byte{
-		"boot/vmlinuz-" + fakeVer:                []byte("kernel image"),
+		"boot/vmlinuz-" + fakeVer:                fakeBzImage(fakeVer),
 		"boot/System.map-" + fakeVer:             []byte("map"),
 		mods + "kernel/drivers/virtio/virtio.ko": fakeKO("name=virtio"),
 		mods + "kernel/drivers/block/virtio_blk.ko": fakeKO("name=virtio_blk", "depends=virtio",
@@ -135,7 +135,7 @@ func TestDamagedCacheEntryIsUnpackedAgain(t *testing.T) {
 	mods := "lib/modules/" + fakeVer + "/"
 	module := mods + "kernel/drivers/virtio/virtio.ko"
 	writeDeb(t, deb, "Package: linux-image-6.1.0-test-amd64\nVersion: 6.1.2-1\nArchitecture: amd64\n", map[string][]byte{
-		"boot/vmlinuz-" + fakeVer: []byte("kernel image"),
+		"boot/vmlinuz-" + fakeVer: fakeBzImage(fakeVer),
 		module:                    fakeKO("name=virtio"),
 	})
 	p, err := debian.ReadPackage(deb)
@@ -195,7 +195,7 @@ func TestDamagedCacheEntryIsUnpackedAgain(t *testing.T) {
 			if got, err := os.ReadFile(filepath.Join(entry, module)); err != nil || !bytes.Equal(got, original) {
 				t.Errorf("module after repair: %d bytes, %v", len(got), err)
 			}
-			if vm, err := os.ReadFile(filepath.Join(entry, "boot/vmlinuz-"+fakeVer)); err != nil || string(vm) != "kernel image" {
+			if vm, err := os.ReadFile(filepath.Join(entry, "boot/vmlinuz-"+fakeVer)); err != nil || !bytes.Equal(vm, fakeBzImage(fakeVer)) {
 				t.Errorf("kernel image after repair = %q, %v", vm, err)
 			}
 			if err := checkManifest(entry, filepath.Join(entry, "boot/vmlinuz-"+fakeVer)); err != nil {
