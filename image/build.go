@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"debug/buildinfo"
+	"debug/elf"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -155,6 +157,9 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 	agent, err := os.ReadFile(b.AgentPath)
 	if err != nil {
 		return nil, fmt.Errorf("reading the etoile-agent binary: %w (build it with `make build`, or give --agent PATH)", err)
+	}
+	if err := checkAgent(b.AgentPath, arch); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(b.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating output folder: %w", err)
@@ -458,6 +463,38 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 		res.K3s, res.K3sStandin = k3sArt.Version, k3sArt.Standin
 	}
 	return res, nil
+}
+
+// AgentPackage is the Go package of the node's program.
+const AgentPackage = "github.com/etoile-os/etoile/cmd/etoile-agent"
+
+// checkAgent makes sure the binary that becomes the initramfs's /init is
+// etoile-agent, static (the initramfs has no dynamic loader) and for the
+// image's architecture: anything else makes media whose kernel panics
+// with "Attempted to kill init".
+func checkAgent(path string, arch Arch) error {
+	fix := "build it with `make build` (CGO_ENABLED=0 go build ./cmd/etoile-agent), or give --agent the path of that binary"
+	bi, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--agent %s is not a Go program (%v): it must be etoile-agent; %s", path, err, fix)
+	}
+	if bi.Path != AgentPackage {
+		return fmt.Errorf("--agent %s is %s, not etoile-agent (%s): %s", path, bi.Path, AgentPackage, fix)
+	}
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("--agent %s is not an ELF binary (%v): %s", path, err, fix)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("--agent %s is linked dynamically (cgo): the initramfs has no dynamic loader; build it with CGO_ENABLED=0 (`make build` does)", path)
+		}
+	}
+	if want := arch.ELFMachine; want != elf.EM_NONE && f.Machine != want {
+		return fmt.Errorf("--agent %s is built for %s, the image is %s: build it with GOARCH=%s", path, f.Machine, arch.Name, arch.Name)
+	}
+	return nil
 }
 
 // readSums reads a SHA256SUMS file: name → hex (empty when unreadable).

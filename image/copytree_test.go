@@ -141,3 +141,23 @@ func TestStagedFilesNeverThroughSymlinks(t *testing.T) {
 		t.Errorf("files written outside the staged tree: %v", ents)
 	}
 }
+
+// TestCheckAgentRefusesOtherPrograms: what becomes /init must be etoile-agent.
+func TestCheckAgentRefusesOtherPrograms(t *testing.T) {
+	amd64, _ := ArchInfo("amd64")
+	text := filepath.Join(t.TempDir(), "agent.sh")
+	if err := os.WriteFile(text, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkAgent(text, amd64); err == nil || !strings.Contains(err.Error(), "--agent "+text+" is not a Go program") {
+		t.Errorf("a shell script: %v", err)
+	}
+	// This test's own binary: a Go program, but not etoile-agent.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkAgent(self, amd64); err == nil || !strings.Contains(err.Error(), "not etoile-agent ("+AgentPackage+")") {
+		t.Errorf("another Go program: %v", err)
+	}
+}

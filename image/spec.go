@@ -4,6 +4,7 @@
 package image
 
 import (
+	"debug/elf"
 	_ "embed"
 	"fmt"
 	"os"
@@ -104,11 +105,13 @@ type Arch struct {
 	SystemdBoot         string // file in systemd-boot-efi
 	BIOS                bool   // has an ISOLINUX (BIOS) boot path
 	Serial              string // first serial console name
+	// ELFMachine is what the agent binary must be built for.
+	ELFMachine elf.Machine
 }
 
 var arches = map[string]Arch{
 	"amd64": {Name: "amd64", KernelPackage: "linux-image-amd64", UbuntuKernelPackage: "linux-image-generic", EFIBootName: "BOOTX64.EFI",
-		SystemdBoot: "systemd-bootx64.efi", BIOS: true, Serial: "ttyS0"},
+		SystemdBoot: "systemd-bootx64.efi", BIOS: true, Serial: "ttyS0", ELFMachine: elf.EM_X86_64},
 }
 
 // ArchInfo returns what the build needs to know about arch.
