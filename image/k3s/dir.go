@@ -33,7 +33,12 @@ func fetchDir(src Source, log *slog.Logger) (*Artifacts, error) {
 		return nil, fmt.Errorf("k3s folder %s does not verify against its %s: %w", dir, ChecksumName, err)
 	}
 	if a.Version, err = matchVersion(a.Binary, src.Version, log); err != nil {
-		return nil, fmt.Errorf("k3s folder %s: %w: set k3s.version to the folder's version or use a folder of the version you want", dir, err)
+		return nil, fmt.Errorf("k3s folder %s: %w: use a K3s release folder (of k3s.version, when set)", dir, err)
+	}
+	// The checksum file comes with the folder: it proves no more than the
+	// folder does, so the archive is opened as K3s will at boot.
+	if _, err := checkImageArchive(a.AirgapImages[0]); err != nil {
+		return nil, fmt.Errorf("k3s folder %s: %w", dir, err)
 	}
 	// The folder's path stays out of the SBOM: the same files built from
 	// another folder give the same image.

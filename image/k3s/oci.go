@@ -2,6 +2,7 @@ package k3s
 
 import (
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -165,21 +166,23 @@ func extractBinary(img v1.Image, pinned, dir string) (string, error) {
 // matchVersion checks the binary against the wanted version (or reads the
 // version from it when none is wanted).
 func matchVersion(bin, want string, log *slog.Logger) (string, error) {
+	if f, err := elf.Open(bin); err != nil {
+		return "", fmt.Errorf("the k3s binary %s is not an executable (ELF) program: %v; a K3s release's k3s is one", bin, err)
+	} else {
+		f.Close()
+	}
 	found, err := binaryVersions(bin)
 	if err != nil {
 		return "", err
 	}
 	switch {
+	case len(found) == 0:
+		// K3s links its version in: a binary without one is not K3s.
+		return "", fmt.Errorf("the k3s binary %s names no K3s version (like %s): it is not a K3s binary", bin, DefaultVersion)
 	case want == "" && len(found) == 1:
 		return found[0], nil
-	case want == "" && len(found) == 0:
-		log.Warn("the k3s binary names no K3s version; assuming the default", "binary", bin, "version", DefaultVersion)
-		return DefaultVersion, nil
 	case want == "":
 		return "", fmt.Errorf("cannot tell which K3s version %s is (version strings in it: %q): set k3s.version", bin, found)
-	case len(found) == 0:
-		log.Warn("the k3s binary names no K3s version; using the spec's", "binary", bin, "version", want)
-		return want, nil
 	}
 	for _, f := range found {
 		if f == want {
