@@ -16,7 +16,7 @@ func ReadFile(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is %s, not a file: give the path of a YAML file", path, describeMode(st.Mode()))
+		return nil, fmt.Errorf("%s is %s, not a file: give the path of a YAML file", path, DescribeMode(st.Mode()))
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -33,13 +33,13 @@ func ReadFile(path string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
-// describeMode names a file type for people.
-func describeMode(m fs.FileMode) string {
+// DescribeMode names a file type for people ("a named pipe").
+func DescribeMode(m fs.FileMode) string {
 	switch {
 	case m.IsDir():
 		return "a folder"
 	case m&fs.ModeNamedPipe != 0:
-		return "a named pipe"
+		return "a named pipe (FIFO)"
 	case m&fs.ModeSocket != 0:
 		return "a socket"
 	case m&fs.ModeCharDevice != 0:

@@ -23,7 +23,7 @@ func TestReadFileRefusesWhatIsNotADocument(t *testing.T) {
 		t.Fatal(err)
 	}
 	for path, want := range map[string]string{
-		fifo:        "is a named pipe, not a file",
+		fifo:        "is a named pipe (FIFO), not a file",
 		"/dev/zero": "is a character device, not a file",
 		dir:         "is a folder, not a file",
 		big:         "is larger than 1024 bytes",

@@ -35,7 +35,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 
@@ -267,8 +266,9 @@ func Check(data []byte) (*MachineConfig, []string, error) {
 	all := decodeErrs
 	var validateErrs schema.Errors
 	errors.As(verr, &validateErrs)
+	entries := mapEntries(&c)
 	for _, e := range validateErrs {
-		if !cascade(e.Path, decodeErrs) {
+		if !cascade(e.Path, decodeErrs, entries) {
 			all = append(all, e)
 		}
 	}
@@ -280,17 +280,59 @@ func Check(data []byte) (*MachineConfig, []string, error) {
 // same field or inside it, or at the object holding it ("cluster: give init
 // or server" after cluster.init failed to decode). Other problems, a
 // sibling's included, are reported with the decoding ones, all at once.
-func cascade(path string, decodeErrs schema.Errors) bool {
+func cascade(path string, decodeErrs schema.Errors, entries []string) bool {
 	for _, d := range decodeErrs {
 		switch {
-		case path == d.Path, strings.HasPrefix(path, d.Path+"."), strings.HasPrefix(path, d.Path+"["):
+		case path == d.Path, strings.HasPrefix(path, d.Path+"["):
 			return true
+		case strings.HasPrefix(path, d.Path+"."):
+			// Unless it is under another map key that only starts like
+			// d's (registries.mirrors.docker.io after .docker failed).
+			if !underOtherEntry(path, d.Path, entries) {
+				return true
+			}
 		case path == parentPath(d.Path):
 			return true
 		case didYouMean(d.Msg) != "" && path == joinPath(parentPath(d.Path), didYouMean(d.Msg)):
 			return true // cluster.tokn: the "missing token" that follows is the same mistake
 		case section(path) == "cluster" && section(d.Path) == "cluster" && !strings.ContainsAny(path, ".["):
 			return true // role and cluster are checked together
+		}
+	}
+	return false
+}
+
+// mapEntries lists the paths of the config's map entries, whose keys may
+// hold dots (labels, k3s keys, sysctls, registry names).
+func mapEntries(c *MachineConfig) []string {
+	var out []string
+	for k := range c.Labels {
+		out = append(out, "labels."+k)
+	}
+	for k := range c.K3s {
+		out = append(out, "k3s."+k)
+	}
+	for k := range c.Sysctls {
+		out = append(out, "sysctls."+k)
+	}
+	if r := c.Registries; r != nil {
+		for k := range r.Mirrors {
+			out = append(out, "registries.mirrors."+k)
+		}
+		for k := range r.Configs {
+			out = append(out, "registries.configs."+k)
+		}
+	}
+	return out
+}
+
+// underOtherEntry reports whether path is at or under a map entry other
+// than parent that parent's path is a prefix of.
+func underOtherEntry(path, parent string, entries []string) bool {
+	for _, e := range entries {
+		if e != parent && strings.HasPrefix(e, parent+".") &&
+			(path == e || strings.HasPrefix(path, e+".") || strings.HasPrefix(path, e+"[")) {
+			return true
 		}
 	}
 	return false
@@ -367,10 +409,5 @@ func (c *MachineConfig) Marshal() ([]byte, error) {
 // readFile reads at most MaxSize bytes, so that pointing the agent at a disk
 // image by mistake fails fast instead of filling memory.
 func readFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return readLimited(f, path)
+	return schema.ReadFile(path, MaxSize)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/etoile-os/etoile/schema"
 	"io"
 	"io/fs"
 	"net"
@@ -205,7 +206,9 @@ func redactURL(raw string) string {
 	return u.String()
 }
 
-// FileSource reads one file; a missing file (or folder) is ErrNotFound.
+// FileSource reads one regular file; a missing file (or folder) is
+// ErrNotFound. Anything else at the path (a folder, a named pipe, a device)
+// is an error wrapping ErrNotRegularFile, found before the file is opened.
 // The agent mounts the volume or partition and points a FileSource at it;
 // finding and mounting block devices is the agent's job, not this package's.
 type FileSource struct {
@@ -252,7 +255,16 @@ func (s FileSource) Read(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	if st.IsDir() {
-		return nil, fmt.Errorf("%s is a folder, not a machine config file", s.Path)
+		return nil, fmt.Errorf("%s is a folder, not a machine config file: %w", s.Path, ErrNotRegularFile)
+	}
+	if !st.Mode().IsRegular() {
+		// Reading a named pipe would wait for a writer, a device read
+		// until its end: refuse them before opening.
+		return nil, fmt.Errorf("%s is %s, not a machine config file: %w", s.Path, schema.DescribeMode(st.Mode()), ErrNotRegularFile)
 	}
 	return readFile(s.Path)
 }
+
+// ErrNotRegularFile is wrapped by FileSource's error for a path that is a
+// folder, a named pipe, a device or a socket.
+var ErrNotRegularFile = errors.New("give the path of a regular file")

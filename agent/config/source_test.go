@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -211,5 +212,44 @@ func TestRedactURL(t *testing.T) {
 	got := URLSource{URL: "https://user:pw@cfg.example/x.yaml?sig=abc"}.Name()
 	if strings.Contains(got, "pw") || strings.Contains(got, "abc") || !strings.Contains(got, "cfg.example/x.yaml") {
 		t.Errorf("Name() = %q", got)
+	}
+}
+
+// TestFileSourceNotRegular: a named pipe would block the read until a writer
+// came (config validate hung, deaf to ^C) and a device would be read to its
+// end; both are refused, naming the path and what it is, before opening.
+func TestFileSourceNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "config.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{fifo, "a named pipe"},
+		{os.DevNull, "a character device"},
+		{dir, "a folder"},
+	} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := FileSource{Path: tc.path}.Read(context.Background())
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || errors.Is(err, ErrNotFound) || !errors.Is(err, ErrNotRegularFile) ||
+				!strings.Contains(err.Error(), tc.path+" is "+tc.want) {
+				t.Errorf("%s gave %v, want an error saying it is %s", tc.path, err, tc.want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("reading %s hangs", tc.path)
+		}
+	}
+	// Through a symbolic link too.
+	link := filepath.Join(dir, "link.yaml")
+	if err := os.Symlink(fifo, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (FileSource{Path: link}).Read(context.Background()); !errors.Is(err, ErrNotRegularFile) {
+		t.Errorf("a link to a named pipe gave %v", err)
 	}
 }

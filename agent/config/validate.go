@@ -1,6 +1,8 @@
 package config
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
@@ -15,6 +17,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/etoile-os/etoile/constellation/api"
 	"github.com/etoile-os/etoile/schema"
 )
 
@@ -112,7 +115,7 @@ func (v *validator) cluster(c *MachineConfig) {
 func serverURLProblem(s string) (problem, warning string) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return "is not a URL: use https://HOST:6443", ""
+		return "is not a URL" + urlErrDetail(err) + ": use https://HOST:6443", ""
 	}
 	if u.Scheme != "https" {
 		return "must use https (K3s serves its API over TLS only): use https://HOST:6443", ""
@@ -123,10 +126,52 @@ func serverURLProblem(s string) (problem, warning string) {
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
 		return "must be only https://HOST:PORT, without user, path or query", ""
 	}
+	if msg := portProblem(u.Host); msg != "" {
+		return msg + ": K3s servers listen on 6443 (https://HOST:6443)", ""
+	}
 	if u.Port() == "" {
 		return "", "has no port, so 443 is used; K3s servers listen on 6443 unless a load balancer is in front"
 	}
 	return "", ""
+}
+
+// urlErrDetail is what url.Parse found wrong, without the URL it repeats
+// (already shown quoted), as " (…)"; "" when there is no detail.
+func urlErrDetail(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.Err != nil {
+		return " (" + ue.Err.Error() + ")"
+	}
+	return ""
+}
+
+// portProblem checks the port of a URL's host[:port] (or a registry name's):
+// a number from 1 to 65535 when given. url.Parse only checks for digits.
+func portProblem(hostport string) string {
+	var port string
+	if strings.HasPrefix(hostport, "[") { // [IPv6]:port
+		_, rest, ok := strings.Cut(hostport, "]")
+		if !ok || rest == "" {
+			return ""
+		}
+		port, ok = strings.CutPrefix(rest, ":")
+		if !ok {
+			return ""
+		}
+	} else {
+		i := strings.LastIndex(hostport, ":")
+		if i < 0 {
+			return ""
+		}
+		port = hostport[i+1:]
+	}
+	if port == "" {
+		return "has ':' but no port after it"
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Sprintf("has port %q, which is not a number from 1 to 65535", port)
+	}
+	return ""
 }
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
@@ -145,6 +190,9 @@ func hostnameProblem(h string) string {
 		if !dnsLabel.MatchString(l) {
 			return "is not an RFC 1123 host name: use lowercase letters, digits and '-', in dot-separated parts that start and end with a letter or digit"
 		}
+	}
+	if first, _, _ := strings.Cut(h, "."); first == "localhost" {
+		return "is the name of every machine's loopback, and every node given it would have the same Kubernetes node name: give this machine its own name, or leave hostname out (the agent then uses the DHCP host name, else etoile-<end of the MAC>)"
 	}
 	return ""
 }
@@ -298,6 +346,8 @@ func (v *validator) network(n Network) {
 			hw, err := net.ParseMAC(ifc.MAC)
 			if err != nil || len(hw) != 6 {
 				v.errs.Add(p+".mac", "%q is not an Ethernet MAC address: write six hex bytes, 52:54:00:12:34:56", ifc.MAC)
+			} else if msg := macProblem(hw); msg != "" {
+				v.errs.Add(p+".mac", "%q %s, not the address of one interface: copy the interface's MAC from `etoile-agent inventory` or `ip link` on the machine", ifc.MAC, msg)
 			} else {
 				id = "mac " + hw.String()
 			}
@@ -305,6 +355,9 @@ func (v *validator) network(n Network) {
 		if ifc.VLAN != 0 {
 			if ifc.VLAN < 1 || ifc.VLAN > 4094 {
 				v.errs.Add(p+".vlan", "%d is out of range: VLAN ids are 1 to 4094", ifc.VLAN)
+			} else if link := fmt.Sprintf("%s.%d", ifc.Name, ifc.VLAN); ifc.Name != "" && ifNameProblem(ifc.Name) == "" && len(link) > maxIfName {
+				// agent/network's vlanName: parent.id, else v<parent's ifindex>.id.
+				v.warn(p+".vlan", "VLAN %d on %q: %q would be longer than Linux's %d characters for a link name, so the agent names this VLAN's link v<ifindex of %s>.%d instead (ip link on the machine shows it): use that name wherever the link is named (sysctls, K3s options such as flannel-iface)", ifc.VLAN, ifc.Name, link, maxIfName, ifc.Name, ifc.VLAN)
 			}
 		}
 		if id != "" {
@@ -327,7 +380,10 @@ func (v *validator) network(n Network) {
 		case !ifc.DHCP && len(ifc.Addresses) == 0:
 			v.errs.Add(p, "static without addresses: set dhcp: true, or list addresses such as 192.0.2.10/24")
 		}
-		var prefixes []netip.Prefix
+		var (
+			prefixes []netip.Prefix
+			pfPaths  []string // the field of each prefix
+		)
 		for j, a := range ifc.Addresses {
 			ap := fmt.Sprintf("%s.addresses[%d]", p, j)
 			pf, err := netip.ParsePrefix(a)
@@ -343,19 +399,30 @@ func (v *validator) network(n Network) {
 				v.errs.Add(ap, "%q has a zone: leave it out, the interface is the zone", a)
 				continue
 			}
+			if what, hosts := hostAddrProblem(pf.Addr(), []netip.Prefix{pf}); hosts != "" {
+				v.errs.Add(ap, "%q %s, not a host address: use one %s, with /%d", a, what, hosts, pf.Bits())
+			} else if what != "" {
+				example := "192.0.2.10/24"
+				if pf.Addr().Is6() {
+					example = "2001:db8::10/64"
+				}
+				v.errs.Add(ap, "%q %s, not a host address: give this machine's own address, such as %s", a, what, example)
+			}
 			if prev, dup := seenAddr[pf.Addr()]; dup {
 				v.errs.Add(ap, "%s is already given at %s", pf.Addr(), prev)
 			} else {
 				seenAddr[pf.Addr()] = ap
 			}
-			if pf.Addr().Is4() && pf.Bits() < 31 && pf.Addr() == pf.Masked().Addr() {
-				v.errs.Add(ap, "%q is the network address of its subnet, not a host address", a)
-			}
 			prefixes = append(prefixes, pf)
+			pfPaths = append(pfPaths, ap)
 		}
 		if ifc.Gateway != "" {
 			gp := p + ".gateway"
 			gw, err := netip.ParseAddr(ifc.Gateway)
+			var gwWhat, gwHosts string
+			if err == nil {
+				gwWhat, gwHosts = hostAddrProblem(gw, prefixes)
+			}
 			switch {
 			case err != nil:
 				v.errs.Add(gp, "%q is not an IP address", ifc.Gateway)
@@ -363,6 +430,14 @@ func (v *validator) network(n Network) {
 				v.errs.Add(gp, "is only for static addresses: DHCP provides the gateway")
 			case !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Addr().Is4() == gw.Is4() }):
 				v.errs.Add(gp, "%s has no address of its family (IPv4/IPv6) on this interface to reach it from", gw)
+			case slices.Contains(pfAddrs(prefixes), gw):
+				v.errs.Add(gp, "%q is this interface's own address (%s): give the router's address on this subnet", ifc.Gateway, pfPaths[slices.Index(pfAddrs(prefixes), gw)])
+			case gwWhat != "":
+				hint := "give the router's address"
+				if gwHosts != "" {
+					hint += ", " + gwHosts
+				}
+				v.errs.Add(gp, "%q %s, not a router's address: %s", ifc.Gateway, gwWhat, hint)
 			default:
 				if !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Contains(gw) }) {
 					v.warn(gp, "%s is outside every subnet of this interface: it will be added as an on-link route", gw)
@@ -395,8 +470,66 @@ func (v *validator) network(n Network) {
 	}
 }
 
+// macProblem says why a MAC address is not one interface's own, or "".
+func macProblem(hw net.HardwareAddr) string {
+	switch {
+	case bytes.Equal(hw, bytes.Repeat([]byte{0xff}, len(hw))):
+		return "is the broadcast address"
+	case bytes.Equal(hw, make([]byte, len(hw))):
+		return "is all zeros"
+	case hw[0]&1 != 0:
+		return "is a multicast address (its first byte is odd)"
+	}
+	return ""
+}
+
+// hostAddrProblem says why a is not an address a host can have, or "": the
+// unspecified, loopback and multicast addresses, and an IPv4 subnet's
+// network and broadcast addresses, for the subnets in prefixes that hold a
+// (except /31 and /32, which have neither). IPv4 link-local is allowed. For
+// a subnet's own addresses, hosts is the range of its host addresses.
+func hostAddrProblem(a netip.Addr, prefixes []netip.Prefix) (what, hosts string) {
+	switch {
+	case a.IsUnspecified():
+		return "is the unspecified address", ""
+	case a.IsLoopback():
+		return "is a loopback address (lo has its own)", ""
+	case a.IsMulticast():
+		return "is a multicast address", ""
+	}
+	for _, pf := range prefixes {
+		if !a.Is4() || !pf.Addr().Is4() || pf.Bits() >= 31 || !pf.Contains(a) {
+			continue
+		}
+		network := pf.Masked().Addr()
+		n4 := network.As4()
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], binary.BigEndian.Uint32(n4[:])|(1<<(32-pf.Bits())-1))
+		broadcast := netip.AddrFrom4(b)
+		hosts = fmt.Sprintf("from %s to %s", network.Next(), broadcast.Prev())
+		switch a {
+		case network:
+			return "is the network address of " + pf.Masked().String(), hosts
+		case broadcast:
+			return "is the broadcast address of " + pf.Masked().String(), hosts
+		}
+	}
+	return "", ""
+}
+
+func pfAddrs(prefixes []netip.Prefix) []netip.Addr {
+	addrs := make([]netip.Addr, len(prefixes))
+	for i, pf := range prefixes {
+		addrs[i] = pf.Addr()
+	}
+	return addrs
+}
+
+// maxIfName is the longest Linux interface name (IFNAMSIZ less the NUL).
+const maxIfName = 15
+
 func ifNameProblem(n string) string {
-	if len(n) > 15 || n == "." || n == ".." || strings.ContainsFunc(n, func(r rune) bool {
+	if len(n) > maxIfName || n == "." || n == ".." || strings.ContainsFunc(n, func(r rune) bool {
 		return r == '/' || r == ':' || unicode.IsSpace(r) || r > unicode.MaxASCII || unicode.IsControl(r)
 	}) {
 		return "is not a Linux interface name: at most 15 characters, without '/', ':' or spaces"
@@ -479,18 +612,24 @@ func (v *validator) registries(r *Registries) {
 		p := "registries.mirrors." + name
 		if name == "" || strings.Contains(name, "://") || strings.ContainsAny(name, " /") {
 			v.errs.Add(p, "%q is not a registry name: use a host with optional port (registry.example.com:5000), docker.io, or \"*\"", name)
+		} else if msg := portProblem(name); msg != "" {
+			v.errs.Add(p, "%q %s: use a host with optional port (registry.example.com:5000)", name, msg)
 		}
 		m := r.Mirrors[name]
 		for i, e := range m.Endpoint {
 			ep := fmt.Sprintf("%s.endpoint[%d]", p, i)
 			u, err := url.Parse(e)
 			switch {
-			case err != nil || u.Host == "":
+			case err != nil:
+				v.errs.Add(ep, "%q is not a URL%s: use https://HOST[:PORT] (or http:// for a registry without TLS)", e, urlErrDetail(err))
+			case u.Host == "":
 				v.errs.Add(ep, "%q is not a URL: use https://HOST[:PORT] (or http:// for a registry without TLS)", e)
 			case u.Scheme != "https" && u.Scheme != "http":
 				v.errs.Add(ep, "%q: use an https:// or http:// URL", e)
 			case u.User != nil:
 				v.errs.Add(ep, "%q has credentials in the URL: put them in registries.configs.%s.auth", e, u.Host)
+			case portProblem(u.Host) != "":
+				v.errs.Add(ep, "%q %s: give the registry's port, or none for %s's default", e, portProblem(u.Host), u.Scheme)
 			}
 		}
 		for _, pat := range slices.Sorted(maps.Keys(m.Rewrite)) {
@@ -503,6 +642,8 @@ func (v *validator) registries(r *Registries) {
 		p := "registries.configs." + host
 		if host == "" || strings.Contains(host, "://") || strings.ContainsAny(host, " /") {
 			v.errs.Add(p, "%q: use the registry host with optional port, as in the mirror endpoint, without scheme or path", host)
+		} else if msg := portProblem(host); msg != "" {
+			v.errs.Add(p, "%q %s: use the registry host with optional port, as in the mirror endpoint", host, msg)
 		}
 		rc := r.Configs[host]
 		if a := rc.Auth; a != nil {
@@ -614,7 +755,11 @@ func (v *validator) install(in *Install) {
 	if in == nil || in.Disk == nil {
 		return
 	}
-	if d := in.Disk; d.Path != "" && !strings.HasPrefix(d.Path, "/dev/") {
+	d := in.Disk
+	if *d == (DiskSelector{}) {
+		v.errs.Add("install.disk", "empty: say which disk with path (/dev/disk/by-id/…), model, serial or wwn (as `etoile-agent inventory` shows them), or leave disk out")
+	}
+	if d.Path != "" && !strings.HasPrefix(d.Path, "/dev/") {
 		v.errs.Add("install.disk.path", "%q: give a device path under /dev (best /dev/disk/by-id/…)", d.Path)
 	}
 }
@@ -623,7 +768,25 @@ func (v *validator) constellation(cs *Constellation) {
 	if cs == nil {
 		return
 	}
+	// The join string holds the token's secret: messages never show it.
 	if strings.IndexFunc(cs.Join, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
 		v.errs.Add("constellation.join", "contains spaces or control characters: a join string is one word, as printed by `etoile hub token create`")
+		return
+	}
+	if cs.Join == "" {
+		return
+	}
+	if _, err := api.ParseJoinString(cs.Join); err != nil {
+		// url.Parse's errors quote the whole string.
+		msg := strings.ReplaceAll(err.Error(), strconv.Quote(cs.Join), "(the join string)")
+		msg = strings.ReplaceAll(msg, cs.Join, "(the join string)")
+		switch {
+		case strings.Contains(msg, "etoile hub token create"):
+		case strings.Contains(msg, "://HOST"):
+			msg += "; copy it again from `etoile hub token create`"
+		default:
+			msg += ": copy it again from `etoile hub token create`; it reads " + api.JoinScheme + "://HOST:PORT?token=ID.SECRET&ca=sha256:HEX"
+		}
+		v.errs.Add("constellation.join", "%s", msg)
 	}
 }

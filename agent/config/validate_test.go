@@ -10,6 +10,12 @@ import (
 
 const server = "role: server\ncluster: {init: true}\n"
 
+// A join string's token and CA pin, in the shapes `etoile hub token create` prints.
+const (
+	joinToken = "0123456789abcdef.0s6BAprqLazyJiwASvIXFRvjDbw_-7p_Q8oWIdqneyg"
+	joinPin   = "14bb57aa51ae64d9b3d4fb2f8614cf3ab685f1dd5a9bc46c7911f4ab45a7d1c1"
+)
+
 // TestRejections checks every rejection: the error must name the field path
 // and show the bad value, as a user needs both to fix the file.
 func TestRejections(t *testing.T) {
@@ -37,6 +43,8 @@ func TestRejections(t *testing.T) {
 		{"hostname capitals", server + "hostname: Node1\n", "hostname", []string{`"Node1"`, "use node1"}},
 		{"hostname leading dash", server + "hostname: -node\n", "hostname", []string{`"-node"`}},
 		{"hostname too long", server + "hostname: " + strings.Repeat("a", 64) + "\n", "hostname", []string{strings.Repeat("a", 64), "63"}},
+		{"hostname localhost", server + "hostname: localhost\n", "hostname", []string{`"localhost"`, "same Kubernetes node name", "leave hostname out"}},
+		{"hostname localhost.localdomain", server + "hostname: localhost.localdomain\n", "hostname", []string{`"localhost.localdomain"`, "same Kubernetes node name"}},
 		{"site not a label value", server + "site: lyon factory\n", "site", []string{`"lyon factory"`, SiteLabel}},
 
 		// Role and cluster.
@@ -52,6 +60,11 @@ func TestRejections(t *testing.T) {
 		{"server URL with path", "role: agent\ncluster: {server: 'https://10.0.0.1:6443/api', token: t}\n", "cluster.server", []string{`"https://10.0.0.1:6443/api"`}},
 		{"server URL without host", "role: agent\ncluster: {server: 'https://:6443', token: t}\n", "cluster.server", []string{`"https://:6443"`, "no host"}},
 		{"server URL not a URL", "role: agent\ncluster: {server: '%zz', token: t}\n", "cluster.server", []string{`"%zz"`, "not a URL"}},
+		{"server URL port out of range", "role: agent\ncluster: {server: 'https://10.0.0.1:99999', token: t}\n", "cluster.server", []string{`"https://10.0.0.1:99999"`, `port "99999"`, "1 to 65535", "6443"}},
+		{"server URL port zero", "role: agent\ncluster: {server: 'https://cp.example:0', token: t}\n", "cluster.server", []string{`port "0"`}},
+		{"server URL port empty", "role: agent\ncluster: {server: 'https://cp.example:', token: t}\n", "cluster.server", []string{`"https://cp.example:"`, "no port"}},
+		{"server URL port not a number", "role: agent\ncluster: {server: 'https://cp.example:https', token: t}\n", "cluster.server", []string{`"https://cp.example:https"`, "port", "https://HOST:6443"}},
+		{"server URL IPv6 port out of range", "role: agent\ncluster: {server: 'https://[2001:db8::1]:70000', token: t}\n", "cluster.server", []string{`port "70000"`}},
 		{"token missing to join", "role: agent\ncluster: {server: 'https://10.0.0.1:6443'}\n", "cluster.token", []string{"missing", "https://10.0.0.1:6443"}},
 		{"token with space", "role: server\ncluster: {init: true, token: 'abc def'}\n", "cluster.token", []string{"spaces"}},
 
@@ -92,6 +105,9 @@ func TestRejections(t *testing.T) {
 		{"interface bad name", server + "network: {interfaces: [{name: 'eth/0', dhcp: true}]}\n", "network.interfaces[0].name", []string{`"eth/0"`}},
 		{"interface name too long", server + "network: {interfaces: [{name: abcdefghijklmnop, dhcp: true}]}\n", "network.interfaces[0].name", []string{`"abcdefghijklmnop"`, "15"}},
 		{"interface bad mac", server + "network: {interfaces: [{mac: '52:54:00:zz:00:01', dhcp: true}]}\n", "network.interfaces[0].mac", []string{`"52:54:00:zz:00:01"`}},
+		{"interface broadcast mac", server + "network: {interfaces: [{mac: 'ff:ff:ff:ff:ff:ff', dhcp: true}]}\n", "network.interfaces[0].mac", []string{`"ff:ff:ff:ff:ff:ff"`, "broadcast", "etoile-agent inventory"}},
+		{"interface zero mac", server + "network: {interfaces: [{mac: '00:00:00:00:00:00', dhcp: true}]}\n", "network.interfaces[0].mac", []string{`"00:00:00:00:00:00"`, "all zeros"}},
+		{"interface multicast mac", server + "network: {interfaces: [{mac: '01:00:5e:00:00:01', dhcp: true}]}\n", "network.interfaces[0].mac", []string{`"01:00:5e:00:00:01"`, "multicast"}},
 		{"interface long mac", server + "network: {interfaces: [{mac: '00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01', dhcp: true}]}\n", "network.interfaces[0].mac", []string{`"00:00:00:00:fe:80`}},
 		{"vlan too high", server + "network: {interfaces: [{name: eth0, vlan: 4095, dhcp: true}]}\n", "network.interfaces[0].vlan", []string{"4095", "1 to 4094"}},
 		{"vlan negative", server + "network: {interfaces: [{name: eth0, vlan: -1, dhcp: true}]}\n", "network.interfaces[0].vlan", []string{"-1"}},
@@ -104,10 +120,23 @@ func TestRejections(t *testing.T) {
 		{"address not CIDR", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.300/24]}]}\n", "network.interfaces[0].addresses[0]", []string{`"10.0.0.300/24"`}},
 		{"address prefix too long", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/33]}]}\n", "network.interfaces[0].addresses[0]", []string{`"10.0.0.2/33"`}},
 		{"network address", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.0/24]}]}\n", "network.interfaces[0].addresses[0]", []string{`"10.0.0.0/24"`, "network address"}},
+		{"broadcast address", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.255/24]}]}\n", "network.interfaces[0].addresses[0]", []string{`"10.0.0.255/24"`, "broadcast address of 10.0.0.0/24", "10.0.0.1 to 10.0.0.254"}},
+		{"broadcast address /30", server + "network: {interfaces: [{name: eth0, addresses: [192.0.2.7/30]}]}\n", "network.interfaces[0].addresses[0]", []string{`"192.0.2.7/30"`, "broadcast", "192.0.2.5 to 192.0.2.6"}},
+		{"loopback address", server + "network: {interfaces: [{name: eth0, addresses: [127.0.0.2/8]}]}\n", "network.interfaces[0].addresses[0]", []string{`"127.0.0.2/8"`, "loopback"}},
+		{"loopback address IPv6", server + "network: {interfaces: [{name: eth0, addresses: ['::1/128']}]}\n", "network.interfaces[0].addresses[0]", []string{`"::1/128"`, "loopback"}},
+		{"multicast address", server + "network: {interfaces: [{name: eth0, addresses: [224.0.0.5/24]}]}\n", "network.interfaces[0].addresses[0]", []string{`"224.0.0.5/24"`, "multicast"}},
+		{"multicast address IPv6", server + "network: {interfaces: [{name: eth0, addresses: ['ff02::1/64']}]}\n", "network.interfaces[0].addresses[0]", []string{`"ff02::1/64"`, "multicast"}},
+		{"unspecified address", server + "network: {interfaces: [{name: eth0, addresses: [0.0.0.0/0]}]}\n", "network.interfaces[0].addresses[0]", []string{`"0.0.0.0/0"`, "unspecified"}},
+		{"unspecified address IPv6", server + "network: {interfaces: [{name: eth0, addresses: ['::/64']}]}\n", "network.interfaces[0].addresses[0]", []string{`"::/64"`, "unspecified"}},
 		{"duplicate address", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24]}, {name: eth1, addresses: [10.0.0.2/16]}]}\n", "network.interfaces[1].addresses[0]", []string{"10.0.0.2", "network.interfaces[0].addresses[0]"}},
 		{"gateway not IP", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: router}]}\n", "network.interfaces[0].gateway", []string{`"router"`}},
 		{"gateway with dhcp", server + "network: {interfaces: [{name: eth0, dhcp: true, gateway: 10.0.0.1}]}\n", "network.interfaces[0].gateway", []string{"DHCP"}},
 		{"gateway other family", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: '2001:db8::1'}]}\n", "network.interfaces[0].gateway", []string{"2001:db8::1"}},
+		{"gateway is the network address", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.5/24], gateway: 10.0.0.0}]}\n", "network.interfaces[0].gateway", []string{`"10.0.0.0"`, "network address of 10.0.0.0/24", "router"}},
+		{"gateway is the broadcast address", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.5/24], gateway: 10.0.0.255}]}\n", "network.interfaces[0].gateway", []string{`"10.0.0.255"`, "broadcast"}},
+		{"gateway is the own address", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.5/24], gateway: 10.0.0.5}]}\n", "network.interfaces[0].gateway", []string{`"10.0.0.5"`, "own address", "network.interfaces[0].addresses[0]"}},
+		{"gateway is the own IPv6 address", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.5/24, '2001:db8::5/64'], gateway: '2001:db8::5'}]}\n", "network.interfaces[0].gateway", []string{`"2001:db8::5"`, "network.interfaces[0].addresses[1]"}},
+		{"gateway loopback", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.5/24], gateway: 127.0.0.1}]}\n", "network.interfaces[0].gateway", []string{`"127.0.0.1"`, "loopback"}},
 		{"dns not IP", server + "network: {interfaces: [{name: eth0, dhcp: true, dns: [ns1.example.com]}]}\n", "network.interfaces[0].dns[0]", []string{`"ns1.example.com"`}},
 		{"mtu out of range", server + "network: {interfaces: [{name: eth0, dhcp: true, mtu: 67}]}\n", "network.interfaces[0].mtu", []string{"67"}},
 
@@ -137,6 +166,10 @@ func TestRejections(t *testing.T) {
 		{"mirror endpoint bad scheme", server + "registries: {mirrors: {docker.io: {endpoint: ['ftp://m.example']}}}\n", "registries.mirrors.docker.io.endpoint[0]", []string{`"ftp://m.example"`}},
 		{"mirror endpoint not URL", server + "registries: {mirrors: {docker.io: {endpoint: ['m.example:5000']}}}\n", "registries.mirrors.docker.io.endpoint[0]", []string{`"m.example:5000"`}},
 		{"mirror endpoint with credentials", server + "registries: {mirrors: {docker.io: {endpoint: ['https://u:p@m.example']}}}\n", "registries.mirrors.docker.io.endpoint[0]", []string{"registries.configs.m.example.auth"}},
+		{"mirror endpoint port out of range", server + "registries: {mirrors: {docker.io: {endpoint: ['https://m.example:99999']}}}\n", "registries.mirrors.docker.io.endpoint[0]", []string{`"https://m.example:99999"`, `port "99999"`, "1 to 65535"}},
+		{"mirror endpoint port not a number", server + "registries: {mirrors: {docker.io: {endpoint: ['https://m.example:five']}}}\n", "registries.mirrors.docker.io.endpoint[0]", []string{`"https://m.example:five"`, "port"}},
+		{"mirror name port out of range", server + "registries: {mirrors: {'r.example:70000': {endpoint: ['https://m.example']}}}\n", "registries.mirrors.r.example:70000", []string{`"r.example:70000"`, `port "70000"`}},
+		{"config host port out of range", server + "registries: {configs: {'m.example:0': {auth: {username: u, password: p}}}}\n", "registries.configs.m.example:0", []string{`"m.example:0"`, `port "0"`}},
 		{"mirror name with scheme", server + "registries: {mirrors: {'https://docker.io': {endpoint: ['https://m.example']}}}\n", "registries.mirrors.https://docker.io", []string{`"https://docker.io"`}},
 		{"rewrite bad regexp", server + "registries: {mirrors: {docker.io: {endpoint: ['https://m.example'], rewrite: {'^(rancher': x}}}}\n", "registries.mirrors.docker.io.rewrite", []string{`"^(rancher"`}},
 		{"config host with scheme", server + "registries: {configs: {'https://m.example': {tls: {insecure_skip_verify: false}}}}\n", "registries.configs.https://m.example", []string{`"https://m.example"`}},
@@ -147,8 +180,14 @@ func TestRejections(t *testing.T) {
 
 		// Reserved sections keep their shape.
 		{"install disk path", server + "install: {disk: {path: sda}}\n", "install.disk.path", []string{`"sda"`, "/dev"}},
+		{"install disk empty", server + "install: {disk: {}}\n", "install.disk", []string{"empty", "path", "model", "serial", "wwn"}},
 		{"install unknown field", server + "install: {disk: {size: 1T}}\n", "install.disk.size", []string{"unknown field"}},
 		{"constellation join with space", server + "constellation: {join: 'a b'}\n", "constellation.join", []string{"spaces"}},
+		{"constellation join wrong scheme", server + "constellation: {join: 'https://hub.example:8443?token=" + joinToken + "&ca=sha256:" + joinPin + "'}\n", "constellation.join", []string{`"https"`, "etoile://HOST:PORT", "etoile hub token create"}},
+		{"constellation join bad port", server + "constellation: {join: 'etoile://hub.example:99999?token=" + joinToken + "&ca=sha256:" + joinPin + "'}\n", "constellation.join", []string{`"99999"`, "1 to 65535"}},
+		{"constellation join no token", server + "constellation: {join: 'etoile://hub.example:8443?ca=sha256:" + joinPin + "'}\n", "constellation.join", []string{"token is not ID.SECRET"}},
+		{"constellation join bad pin", server + "constellation: {join: 'etoile://hub.example:8443?token=" + joinToken + "&ca=sha256:abc'}\n", "constellation.join", []string{"ca is not sha256:"}},
+		{"constellation join old form", server + "constellation: {join: 'etoile1:hub.example.com:8443:tok_abc:secret'}\n", "constellation.join", []string{"etoile://HOST:PORT"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(header + tc.body))
@@ -204,6 +243,18 @@ func TestNTPServersAccepted(t *testing.T) {
 	for _, s := range []string{"ntp.example.com", "pool.ntp.org.", "10.0.0.1", "10.0.0.1:123", "2001:db8::1", "[2001:db8::1]:123", "ntp1:1123", "NTP.Example.com"} {
 		if msg := ntpServerProblem(s); msg != "" {
 			t.Errorf("%q rejected: %s", s, msg)
+		}
+	}
+}
+
+// TestDottedMapKeysKeepTheirErrors: a decoding problem at one map key does
+// not hide the problems of another key that only starts like it.
+func TestDottedMapKeysKeepTheirErrors(t *testing.T) {
+	doc := header + server + "registries: {mirrors: {docker: x, docker.io: {endpoint: ['ftp://x']}}}\n"
+	_, err := Parse([]byte(doc))
+	for _, p := range []string{"registries.mirrors.docker", "registries.mirrors.docker.io.endpoint[0]"} {
+		if findField(err, p) == nil {
+			t.Errorf("no error at %s in:\n%v", p, err)
 		}
 	}
 }
@@ -265,6 +316,17 @@ network: {interfaces: [{name: eth0, vlan: ten}]}
 		}
 	}
 
+	// A wrong type in one registries block hides neither the other block's
+	// problems nor its own siblings'.
+	doc = header + server + `registries: {configs: {r.example: {tls: {insecure_skip_verify: "yes"}}}, mirrors: {docker.io: {endpoint: ["not a url", "ftp://x"]}}}
+`
+	_, err = Parse([]byte(doc))
+	for _, p := range []string{"registries.configs.r.example.tls.insecure_skip_verify", "registries.mirrors.docker.io.endpoint[0]", "registries.mirrors.docker.io.endpoint[1]"} {
+		if findField(err, p) == nil {
+			t.Errorf("no error at %s in:\n%v", p, err)
+		}
+	}
+
 	// A mistyped field does not hide its siblings' problems, nor another
 	// list item's.
 	doc = header + server + `network: {interfaces: [{name: eth0, adresses: [10.0.0.5/24], vlan: 5000}, {name: eth1, mtu: 20}]}
@@ -304,6 +366,7 @@ func TestWarnings(t *testing.T) {
 		{"gateway outside subnet", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.9.0.1}]}\n", []string{"network.interfaces[0].gateway", "10.9.0.1", "outside"}},
 		{"two default routes", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.0.0.1}, {name: eth1, addresses: [10.1.0.2/24], gateway: 10.1.0.1}]}\n", []string{"network.interfaces[1].gateway", "network.interfaces[0].gateway"}},
 		{"insecure registry", server + "registries: {configs: {m.example: {tls: {insecure_skip_verify: true}}}}\n", []string{"registries.configs.m.example.tls.insecure_skip_verify"}},
+		{"VLAN link name too long", server + "network: {interfaces: [{name: enp0s31f6abcd, vlan: 4000, dhcp: true}]}\n", []string{"network.interfaces[0].vlan", `"enp0s31f6abcd.4000"`, "15", "v<ifindex of enp0s31f6abcd>.4000"}},
 		{"static without any gateway", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24]}]}\n", []string{"network.interfaces[0]", "no interface of this config has one", "add gateway"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -338,5 +401,51 @@ func TestWarnings(t *testing.T) {
 	// A clean config has no warnings.
 	if _, w, err := Check([]byte(header + "role: agent\ncluster: {server: 'https://a:6443', token: t}\nk3s: {node-ip: 10.0.0.7, kubelet-arg+: [a=b]}\n")); err != nil || len(w) != 0 {
 		t.Errorf("clean agent config: warnings %q, err %v", w, err)
+	}
+}
+
+// TestNetworkAccepted: what the network checks must not refuse.
+func TestNetworkAccepted(t *testing.T) {
+	for _, body := range []string{
+		// IPv4 link-local, /31 and /32 (no network or broadcast address).
+		"network: {interfaces: [{name: eth0, addresses: [169.254.10.1/16]}, {name: eth1, dhcp: true}]}\n",
+		"network: {interfaces: [{name: eth0, addresses: [192.0.2.0/31, 192.0.2.255/32], gateway: 192.0.2.1}]}\n",
+		// IPv6 has no broadcast: the all-ones host part is an address.
+		"network: {interfaces: [{name: eth0, addresses: ['2001:db8::ffff:ffff:ffff:ffff/64'], gateway: '2001:db8::1'}]}\n",
+		// A locally administered unicast MAC; an explicit vlan: 0 is untagged.
+		"network: {interfaces: [{mac: '02:00:00:00:00:01', vlan: 0, dhcp: true}]}\n",
+		// A VLAN whose link name fits, and a long one found by MAC (the
+		// parent's name is not known until the machine runs).
+		"network: {interfaces: [{name: enp0s31f6, vlan: 4000, dhcp: true}, {mac: '52:54:00:00:00:01', vlan: 4000, dhcp: true}]}\n",
+		"hostname: localhost-1\n",
+		"registries: {mirrors: {'r.example:5000': {endpoint: ['https://m.example:65535', 'http://[2001:db8::1]:5000', 'https://[2001:db8::2]']}}, configs: {'r.example:5000': {auth: {username: u, password: p}}}}\n",
+		"install: {disk: {serial: S123}}\n",
+		"constellation: {join: 'etoile://hub.example.com:8443?token=" + joinToken + "&ca=sha256:" + joinPin + "'}\n",
+	} {
+		if _, w, err := Check([]byte(header + server + body)); err != nil || len(w) != 0 {
+			t.Errorf("%s: warnings %q, err %v", body, w, err)
+		}
+	}
+	if _, w, err := Check([]byte(header + "role: agent\ncluster: {server: 'https://[2001:db8::1]:6443', token: t}\n")); err != nil || len(w) != 0 {
+		t.Errorf("IPv6 server URL: warnings %q, err %v", w, err)
+	}
+}
+
+// TestJoinStringNotShown: the join string holds the token's secret, so no
+// message shows it, even when the URL parser quotes its input.
+func TestJoinStringNotShown(t *testing.T) {
+	for _, join := range []string{
+		"etoile://hub.ex%zzample:8443?token=" + joinToken + "&ca=sha256:" + joinPin,
+		"etoile://hub.example:8443?token=" + joinToken + "&ca=sha256:" + joinPin + "&x=%zz",
+		"https://hub.example:8443?token=" + joinToken + "&ca=sha256:" + joinPin,
+	} {
+		_, err := Parse([]byte(header + server + "constellation: {join: '" + join + "'}\n"))
+		if findField(err, "constellation.join") == nil {
+			t.Errorf("%s accepted: %v", join, err)
+			continue
+		}
+		if secret := joinToken[17:]; strings.Contains(err.Error(), secret) {
+			t.Errorf("error shows the token's secret: %v", err)
+		}
 	}
 }

@@ -30,19 +30,23 @@ func usage(prog string) string {
 `, prog)
 }
 
+// usageError prints what was wrong, on one line, then the usage.
+func usageError(stderr io.Writer, prog, cmd, format string, args ...any) error {
+	fmt.Fprintf(stderr, "%s config%s: %s\n\n%s", prog, cmd, fmt.Sprintf(format, args...), usage(prog))
+	return ErrUsage
+}
+
 // Command runs `PROG config ARGS…`. prog is the program's name, for messages.
 func Command(ctx context.Context, prog string, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage(prog))
-		return ErrUsage
+		return usageError(stderr, prog, "", "no command given")
 	}
 	switch args[0] {
 	case "validate":
 		return validate(prog, args[1:], stdout, stderr)
 	case "example":
 		if len(args) > 1 {
-			fmt.Fprint(stderr, usage(prog))
-			return ErrUsage
+			return usageError(stderr, prog, " example", "takes no arguments, got %q", args[1:])
 		}
 		_, err := stdout.Write(config.Example())
 		return err
@@ -52,23 +56,49 @@ func Command(ctx context.Context, prog string, args []string, stdout, stderr io.
 		fmt.Fprint(stdout, usage(prog))
 		return nil
 	default:
-		fmt.Fprintf(stderr, "%s config: unknown command %q\n\n%s", prog, args[0], usage(prog))
-		return ErrUsage
+		return usageError(stderr, prog, "", "unknown command %q", args[0])
+	}
+}
+
+// parseInterspersed parses fs's flags wherever they stand among the
+// positional arguments (validate FILE --strict as well as validate --strict
+// FILE), which package flag alone stops at the first positional one. After
+// "--" everything is positional. It returns the positional arguments.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
 	}
 }
 
 func validate(prog string, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(prog+" config validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // the error is printed below, with the usage
 	strict := fs.Bool("strict", false, "treat warnings as errors")
-	if err := fs.Parse(args); err != nil {
-		return ErrUsage
+	files, err := parseInterspersed(fs, args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, usage(prog))
+		return nil
+	case err != nil:
+		return usageError(stderr, prog, " validate", "%v", err)
+	case len(files) == 0:
+		return usageError(stderr, prog, " validate", "no FILE given (- reads standard input)")
+	case len(files) > 1:
+		return usageError(stderr, prog, " validate", "one FILE at a time, got %d: %q", len(files), files)
 	}
-	if fs.NArg() != 1 {
-		fmt.Fprint(stderr, usage(prog))
-		return ErrUsage
-	}
-	file := fs.Arg(0)
+	file := files[0]
 	c, warnings, err := check(file)
 	if file == "-" {
 		file = "standard input"
@@ -113,6 +143,9 @@ func check(file string) (*config.MachineConfig, []string, error) {
 		}
 	} else {
 		data, err = config.FileSource{Path: file}.Read(context.Background())
+		if errors.Is(err, config.ErrNotRegularFile) {
+			err = fmt.Errorf("%w (to check what a pipe or device gives, use - and redirect it to standard input)", err)
+		}
 	}
 	if errors.Is(err, config.ErrNotFound) {
 		return nil, nil, fmt.Errorf("%s: no such file", file)
@@ -128,9 +161,20 @@ func check(file string) (*config.MachineConfig, []string, error) {
 }
 
 func renderK3s(prog string, args []string, stdout, stderr io.Writer) error {
-	if len(args) != 1 || (strings.HasPrefix(args[0], "-") && args[0] != "-") {
-		fmt.Fprint(stderr, usage(prog))
-		return ErrUsage
+	for _, a := range args {
+		switch {
+		case a == "-h" || a == "-help" || a == "--help":
+			fmt.Fprint(stdout, usage(prog))
+			return nil
+		case strings.HasPrefix(a, "-") && a != "-":
+			return usageError(stderr, prog, " k3s", "unknown option %s: k3s takes only FILE", a)
+		}
+	}
+	switch {
+	case len(args) == 0:
+		return usageError(stderr, prog, " k3s", "no FILE given (- reads standard input)")
+	case len(args) > 1:
+		return usageError(stderr, prog, " k3s", "one FILE at a time, got %d: %q", len(args), args)
 	}
 	c, warnings, err := check(args[0])
 	for _, w := range warnings {

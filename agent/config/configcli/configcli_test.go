@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/schema"
@@ -97,6 +99,19 @@ func TestValidateWarningsAndStrict(t *testing.T) {
 	if _, _, err := runCmd(t, "validate", "--strict", file); !errors.Is(err, ErrInvalid) {
 		t.Errorf("--strict with a warning gave %v", err)
 	}
+	// Flags may follow the file, as people write them.
+	for _, args := range [][]string{{"validate", file, "--strict"}, {"validate", file, "-strict=true"}} {
+		if _, errOut, err := runCmd(t, args...); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "--strict") {
+			t.Errorf("%q gave %v\nstderr %q", args, err, errOut)
+		}
+	}
+	if _, _, err := runCmd(t, "validate", file, "--strict=false"); err != nil {
+		t.Errorf("--strict=false after the file gave %v", err)
+	}
+	// After "--", a name that looks like a flag is a file.
+	if _, _, err := runCmd(t, "validate", "--", "--strict"); err == nil || errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "--strict: no such file") {
+		t.Errorf("validate -- --strict gave %v", err)
+	}
 }
 
 func TestK3sRender(t *testing.T) {
@@ -113,12 +128,65 @@ func TestK3sRender(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"nope"}, {"validate"}, {"validate", "a", "b"}, {"validate", "--bogus", "a"}, {"example", "x"}, {"k3s"}} {
-		if _, _, err := runCmd(t, args...); !errors.Is(err, ErrUsage) {
-			t.Errorf("%q gave %v, want ErrUsage", args, err)
+	// Each usage error says on its first line what was wrong, then shows
+	// the usage.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{}, "no command given"},
+		{[]string{"nope"}, `unknown command "nope"`},
+		{[]string{"validate"}, "no FILE given"},
+		{[]string{"validate", "a", "b"}, `one FILE at a time, got 2: ["a" "b"]`},
+		{[]string{"validate", "a", "--strict", "b"}, `one FILE at a time, got 2`},
+		{[]string{"validate", "--bogus", "a"}, "flag provided but not defined: -bogus"},
+		{[]string{"validate", "a", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"validate", "--strict=maybe", "a"}, `invalid boolean value "maybe" for -strict`},
+		{[]string{"example", "x"}, `takes no arguments, got ["x"]`},
+		{[]string{"k3s"}, "no FILE given"},
+		{[]string{"k3s", "a", "b"}, "one FILE at a time"},
+		{[]string{"k3s", "--strict", "a"}, "unknown option --strict"},
+	} {
+		out, errOut, err := runCmd(t, tc.args...)
+		if !errors.Is(err, ErrUsage) {
+			t.Errorf("%q gave %v, want ErrUsage", tc.args, err)
+		}
+		first, rest, _ := strings.Cut(errOut, "\n")
+		if !strings.HasPrefix(first, "etoile-agent config") || !strings.Contains(first, tc.want) || !strings.Contains(rest, "usage: etoile-agent config <command>") || out != "" {
+			t.Errorf("%q: stdout %q, stderr:\n%s\nwant a first line with %q, then the usage", tc.args, out, errOut, tc.want)
+		}
+	}
+	// Asking for help is not an error.
+	for _, args := range [][]string{{"help"}, {"validate", "-h"}, {"validate", "a.yaml", "--help"}, {"k3s", "--help"}} {
+		if out, errOut, err := runCmd(t, args...); err != nil || !strings.HasPrefix(out, "usage: ") || errOut != "" {
+			t.Errorf("%q gave %v, stdout %q, stderr %q", args, err, out, errOut)
 		}
 	}
 	if _, _, err := runCmd(t, "validate", filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing file gave %v", err)
+	}
+}
+
+// TestValidateNamedPipe: a named pipe is refused at once (it used to block,
+// deaf to ^C, waiting for a writer), with what to do instead.
+func TestValidateNamedPipe(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "machine.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := runCmd(t, "validate", fifo)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		for _, want := range []string{fifo + " is a named pipe", "use - "} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("got %v, want an error with %q", err, want)
+			}
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("validate hangs on a named pipe")
 	}
 }
