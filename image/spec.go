@@ -7,6 +7,7 @@ import (
 	"debug/elf"
 	_ "embed"
 	"fmt"
+	"github.com/etoile-os/etoile/agent/cmdline"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -214,6 +215,36 @@ const (
 
 var extensionName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
+// Bounds of a few free-text fields.
+const (
+	maxVersion = 64
+	// maxSpecCmdline leaves room, in x86's 2048-byte kernel command line,
+	// for the arguments the build and the boot loader add.
+	maxSpecCmdline = 1536
+)
+
+// etoileArgProblem says what is wrong with an etoile.* argument in the
+// spec's kernel command line, or "": the system image's location is the
+// build's (per medium) or the netboot server's to give, and an unknown
+// etoile.* argument would only be ignored at boot.
+func etoileArgProblem(arg string) string {
+	key, val, _ := strings.Cut(arg, "=")
+	switch key {
+	case "etoile.slot", "etoile.system", "etoile.system.sha256":
+		return "is set for each medium by the build (etoile.slot on the disk's loader entries) or by the netboot server (etoile.system=): leave it out of the image spec"
+	case "etoile.config":
+		if p := cmdline.Parse(arg); p.Config == "" || !(strings.HasPrefix(val, "http://") || strings.HasPrefix(val, "https://")) {
+			return "is not an http:// or https:// URL of a machine config"
+		}
+	case "etoile.debug", "etoile.poweroff":
+	default:
+		if strings.HasPrefix(key, "etoile.") {
+			return "is not an argument the agent knows (etoile.config, etoile.debug, etoile.poweroff): it would be ignored at boot"
+		}
+	}
+	return ""
+}
+
 // Validate checks every field and reports all problems at once.
 func (s *ImageSpec) Validate() error {
 	var errs schema.Errors
@@ -222,6 +253,8 @@ func (s *ImageSpec) Validate() error {
 	}
 	if s.Version != "" && !versionText.MatchString(s.Version) {
 		errs.Add("version", "%q: use letters, digits and . + ~ _ - (no spaces)", s.Version)
+	} else if len(s.Version) > maxVersion {
+		errs.Add("version", "is %d characters long: at most %d (it is in the ready line, /etc/os-release and the SBOM)", len(s.Version), maxVersion)
 	}
 	if s.Kernel.Package != "" && s.Kernel.Dir != "" {
 		errs.Add("kernel", "give either package (%q) or dir (%q), not both", s.Kernel.Package, s.Kernel.Dir)
@@ -231,10 +264,20 @@ func (s *ImageSpec) Validate() error {
 			errs.Add("kernel.dir", "%q is not a folder: it must hold vmlinuz and lib/modules/<version>", s.Kernel.Dir)
 		}
 	}
+	cmdlineLen := 0
 	for i, a := range s.Kernel.Cmdline {
+		p := fmt.Sprintf("kernel.cmdline[%d]", i)
+		cmdlineLen += len(a) + 1
 		if a == "" || strings.ContainsAny(a, " \t\r\n\"") {
-			errs.Add(fmt.Sprintf("kernel.cmdline[%d]", i), "%q: each entry is one argument, without spaces or quotes", a)
+			errs.Add(p, "%q: each entry is one argument, without spaces or quotes", a)
+			continue
 		}
+		if msg := etoileArgProblem(a); msg != "" {
+			errs.Add(p, "%q %s", a, msg)
+		}
+	}
+	if cmdlineLen > maxSpecCmdline {
+		errs.Add("kernel.cmdline", "is %d bytes long: at most %d, with Étoile's own arguments, fit the %d bytes the kernel reads from its boot loader", cmdlineLen, maxSpecCmdline, 2048)
 	}
 	if len(s.Modules) == 0 {
 		errs.Add("modules", "empty: list the kernel modules the appliance needs (see the default spec: etoile build --print-default-spec)")
