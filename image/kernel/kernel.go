@@ -44,6 +44,11 @@ type Kernel struct {
 
 	idx *index
 	log *slog.Logger
+	// sums are the cache entry's SHA-256 of each file (by absolute path),
+	// checked as modules are read; nil for a folder source.
+	sums map[string]string
+	// entry is the cache entry's folder ("" for a folder source).
+	entry string
 }
 
 // keepKernelFiles is the extraction filter: only the image and modules are
@@ -162,8 +167,9 @@ func loadOrUnpack(img *debian.Package, extras []*debian.Package, entry string, l
 		log.Debug("kernel cache hit", "entry", entry)
 	}
 	k, err := kernelFromTree(entry, log)
+	var sums map[string]string
 	if err == nil {
-		err = checkManifest(entry, k.Vmlinuz)
+		sums, err = readManifest(entry, k.Vmlinuz)
 	}
 	if err != nil {
 		// A damaged cache entry (files deleted or changed by hand, a full
@@ -178,7 +184,11 @@ func loadOrUnpack(img *debian.Package, extras []*debian.Package, entry string, l
 		if k, err = kernelFromTree(entry, log); err != nil {
 			return nil, fmt.Errorf("kernel package %s %s unpacked in %s: %w", img.Name, img.Version, entry, err)
 		}
+		if sums, err = readManifest(entry, k.Vmlinuz); err != nil {
+			return nil, fmt.Errorf("kernel package %s %s unpacked in %s: %w", img.Name, img.Version, entry, err)
+		}
 	}
+	k.sums, k.entry = sums, entry
 	return k, nil
 }
 

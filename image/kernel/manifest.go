@@ -55,9 +55,17 @@ func writeManifest(root string) error {
 // listed is there with its size and time, and fullHash (the kernel image)
 // has its SHA-256.
 func checkManifest(root, fullHash string) error {
+	_, err := readManifest(root, fullHash)
+	return err
+}
+
+// readManifest is checkManifest that also returns each file's SHA-256 by
+// its absolute path: a module's content is checked when the build reads it
+// (hashing the whole tree on every build would cost seconds).
+func readManifest(root, fullHash string) (map[string]string, error) {
 	f, err := os.Open(filepath.Join(root, manifestName))
 	if err != nil {
-		return fmt.Errorf("no file list (%s): the entry predates it or was not finished", manifestName)
+		return nil, fmt.Errorf("no file list (%s): the entry predates it or was not finished", manifestName)
 	}
 	defer f.Close()
 	want := ""
@@ -69,40 +77,42 @@ func checkManifest(root, fullHash string) error {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	n := 0
+	sums := map[string]string{}
 	for sc.Scan() {
 		fields := strings.SplitN(sc.Text(), " ", 4)
 		if len(fields) != 4 {
-			return fmt.Errorf("%s line %d is malformed", manifestName, n+1)
+			return nil, fmt.Errorf("%s line %d is malformed", manifestName, n+1)
 		}
 		n++
 		size, err1 := strconv.ParseInt(fields[1], 10, 64)
 		mtime, err2 := strconv.ParseInt(fields[2], 10, 64)
 		if err1 != nil || err2 != nil {
-			return fmt.Errorf("%s line %d is malformed", manifestName, n)
+			return nil, fmt.Errorf("%s line %d is malformed", manifestName, n)
 		}
 		p := filepath.Join(root, filepath.FromSlash(fields[3]))
+		sums[p] = fields[0]
 		st, err := os.Lstat(p)
 		switch {
 		case err != nil:
-			return fmt.Errorf("%s is missing", fields[3])
+			return nil, fmt.Errorf("%s is missing", fields[3])
 		case st.Size() != size || st.ModTime().Unix() != mtime: // seconds: caches restored by tar keep no more
-			return fmt.Errorf("%s changed since it was unpacked (size %d, want %d)", fields[3], st.Size(), size)
+			return nil, fmt.Errorf("%s changed since it was unpacked (size %d, want %d)", fields[3], st.Size(), size)
 		}
 		if fields[3] == want {
 			sum, err := debian.FileSHA256(p)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if sum != fields[0] {
-				return fmt.Errorf("%s is damaged: SHA-256 %s, want %s", fields[3], sum, fields[0])
+				return nil, fmt.Errorf("%s is damaged: SHA-256 %s, want %s", fields[3], sum, fields[0])
 			}
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	if n == 0 {
-		return fmt.Errorf("%s lists no files", manifestName)
+		return nil, fmt.Errorf("%s lists no files", manifestName)
 	}
-	return nil
+	return sums, nil
 }

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"maps"
@@ -71,10 +72,38 @@ func Always(names []string, mods []Module) []string {
 // modules.builtin.
 type kernelMeta struct {
 	builtin []string
+	sums    map[string]string // SHA-256 by absolute path (cache entries)
+	entry   string            // the cache entry's folder
+}
+
+// sum is the SHA-256 the cache's file list gives path ("" when none).
+func (m *kernelMeta) sum(path string) string {
+	if m == nil {
+		return ""
+	}
+	return m.sums[path]
 }
 
 // Open yields the decompressed module.
 func (m Module) Open() (io.ReadCloser, error) {
+	if want := m.meta.sum(m.Source); want != "" {
+		// From the kernel cache: its content is checked against the
+		// file list made when the verified package was unpacked.
+		data, err := os.ReadFile(m.Source)
+		if err != nil {
+			return nil, fmt.Errorf("opening module %s: %w", m.Name, err)
+		}
+		if got := fmt.Sprintf("%x", sha256.Sum256(data)); got != want {
+			// The next build unpacks the entry again from the package.
+			_ = os.Remove(filepath.Join(m.meta.entry, manifestName))
+			return nil, fmt.Errorf("the kernel cache is damaged: %s has SHA-256 %s, not the %s it was unpacked with; the entry %s will be unpacked again from its package: run the build again", m.Source, got, want, m.meta.entry)
+		}
+		r, closeFn, err := decompress(bytes.NewReader(data), m.Compression)
+		if err != nil {
+			return nil, fmt.Errorf("module %s (%s): %w", m.Name, m.Source, err)
+		}
+		return &moduleReader{Reader: r, closeFns: []func() error{func() error { closeFn(); return nil }}}, nil
+	}
 	f, err := os.Open(m.Source)
 	if err != nil {
 		return nil, fmt.Errorf("opening module %s: %w", m.Name, err)
@@ -160,7 +189,7 @@ func (k *Kernel) Select(names []string) ([]Module, error) {
 	if len(missing) > 0 {
 		return nil, &MissingModulesError{KernelVersion: k.Version, ModulesDir: k.ModulesDir, Names: missing}
 	}
-	meta := &kernelMeta{builtin: ix.builtinLines}
+	meta := &kernelMeta{builtin: ix.builtinLines, sums: k.sums, entry: k.entry}
 	var out []Module
 	for _, m := range chosen {
 		src := filepath.Join(k.ModulesDir, filepath.FromSlash(m.RelPath))

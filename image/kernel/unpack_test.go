@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -170,7 +171,9 @@ func TestDamagedCacheEntryIsUnpackedAgain(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile(vm, []byte("kernel imagX"), 0o644); err != nil {
+			damaged := fakeBzImage(fakeVer)
+			damaged[len(damaged)-1] ^= 0xff
+			if err := os.WriteFile(vm, damaged, 0o644); err != nil {
 				t.Fatal(err)
 			}
 			if err := os.Chtimes(vm, st.ModTime(), st.ModTime()); err != nil {
@@ -202,5 +205,63 @@ func TestDamagedCacheEntryIsUnpackedAgain(t *testing.T) {
 				t.Errorf("the repaired entry does not check: %v", err)
 			}
 		})
+	}
+}
+
+// TestDamagedModuleFoundWhenRead: a module whose bytes changed with its
+// size and time kept (bit rot, a restored backup) passes the quick check of
+// the entry, but not the build's read of it; the next build unpacks the
+// entry again.
+func TestDamagedModuleFoundWhenRead(t *testing.T) {
+	dir := t.TempDir()
+	deb := filepath.Join(dir, "k.deb")
+	module := "lib/modules/" + fakeVer + "/kernel/drivers/virtio/virtio.ko"
+	writeDeb(t, deb, "Package: linux-image-6.1.0-test-amd64\nVersion: 6.1.2-1\nArchitecture: amd64\n", map[string][]byte{
+		"boot/vmlinuz-" + fakeVer: fakeBzImage(fakeVer),
+		module:                    fakeKO("name=virtio"),
+	})
+	p, err := debian.ReadPackage(deb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := filepath.Join(dir, "kernels", "entry")
+	if _, err := loadOrUnpack(p, nil, entry, discardLogger()); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(entry, module)
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	data[len(data)/2] ^= 0x40
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, st.ModTime(), st.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	read := func() error {
+		k, err := loadOrUnpack(p, nil, entry, discardLogger())
+		if err != nil {
+			return err
+		}
+		mods, err := k.Select([]string{"virtio"})
+		if err != nil {
+			return err
+		}
+		r, err := mods[0].Open()
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, r)
+		r.Close()
+		return err
+	}
+	if err := read(); err == nil || !strings.Contains(err.Error(), "the kernel cache is damaged") || !strings.Contains(err.Error(), "run the build again") {
+		t.Fatalf("reading the damaged module: %v", err)
+	}
+	if err := read(); err != nil {
+		t.Errorf("the build after: %v (the entry should have been unpacked again)", err)
 	}
 }
