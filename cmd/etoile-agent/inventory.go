@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/etoile-os/etoile/agent/inventory"
 )
@@ -17,6 +20,13 @@ func runInventory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	bootDev := fs.String("boot-device", "", "the device the machine booted from (default: detected from labels)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
+	}
+	if *root != "" {
+		// A copied tree must hold sysfs at least: without it every list
+		// would be empty, which reads like a machine with no hardware.
+		if st, err := os.Stat(filepath.Join(*root, "sys")); err != nil || !st.IsDir() {
+			return fmt.Errorf("--root %s holds no sys/ folder: give a copy of a machine's /sys (and /proc), such as ../shared/fixtures/hw/h100-vm", *root)
+		}
 	}
 	inv, err := inventory.Collect(ctx, inventory.Options{Root: *root, BootDevice: *bootDev})
 	if err != nil {

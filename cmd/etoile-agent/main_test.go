@@ -100,3 +100,13 @@ func TestStaticBuild(t *testing.T) {
 		t.Errorf("version printed %q (err %v), want the -X version", b, err)
 	}
 }
+
+// TestInventoryRootWithoutSys: a --root that is not a copied machine tree
+// is an error saying what it must hold, not an empty inventory.
+func TestInventoryRootWithoutSys(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"inventory", "--root", t.TempDir()}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "holds no sys/ folder") {
+		t.Errorf("inventory --root EMPTY: %v\n%s", err, stdout.String())
+	}
+}

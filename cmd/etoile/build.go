@@ -50,8 +50,14 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	if err := checkOutDir(*outDir); err != nil {
+		return err
+	}
 	spec, err := image.LoadSpec(*specPath)
 	if err != nil {
+		return err
+	}
+	if err := outsideOverlays(*outDir, spec); err != nil {
 		return err
 	}
 	if *kernelDir != "" {
@@ -107,6 +113,9 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	start := time.Now()
 	res, err := b.Build(ctx)
 	if err != nil {
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			return fmt.Errorf("build interrupted: %s is unchanged", *outDir)
+		}
 		return fmt.Errorf("build failed, %s is unchanged: %w", *outDir, err)
 	}
 	fmt.Fprintf(stdout, "Built Étoile (kernel %s) in %s into %s:\n", res.Kernel, time.Since(start).Round(100*time.Millisecond), *outDir)
@@ -165,4 +174,51 @@ func sourceDateEpoch(log *slog.Logger) (int64, error) {
 	}
 	log.Warn("no SOURCE_DATE_EPOCH and no commit time in this binary: timestamps set to 1970-01-01")
 	return 0, nil
+}
+
+// checkOutDir refuses an -o that cannot be the output folder.
+func checkOutDir(dir string) error {
+	if strings.TrimSpace(dir) == "" {
+		return errors.New("-o is empty: give the output folder (out by default)")
+	}
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return fmt.Errorf("-o %s is a file, not a folder: give the output folder (it is made when missing)", dir)
+	}
+	return nil
+}
+
+// outsideOverlays refuses an output folder inside one of the spec's
+// overlays or extension folders: the build copies those into the image,
+// and would copy its own output into itself.
+func outsideOverlays(out string, spec *image.ImageSpec) error {
+	abs, err := filepath.Abs(out)
+	if err != nil {
+		return err
+	}
+	check := func(field, dir string) error {
+		if dir == "" {
+			return nil
+		}
+		d, err := filepath.Abs(dir)
+		if err != nil {
+			return nil
+		}
+		if rel, err := filepath.Rel(d, abs); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return fmt.Errorf("-o %s is inside %s (%s), which the build copies into the image: give an output folder outside it", out, field, dir)
+		}
+		return nil
+	}
+	for i, o := range spec.OverlayDirs() {
+		if err := check(fmt.Sprintf("overlays[%d]", i), o); err != nil {
+			return err
+		}
+	}
+	for i, e := range spec.Extensions {
+		if e.Dir != "" {
+			if err := check(fmt.Sprintf("extensions[%d].dir", i), spec.Resolve(e.Dir)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

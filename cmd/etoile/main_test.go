@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/etoile-os/etoile/image"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,6 +28,14 @@ func TestBuildRejectsBadInputBeforeWork(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "out")
+	if err := os.MkdirAll(filepath.Join(dir, "site"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	overlaySpec := filepath.Join(dir, "overlay.yaml")
+	spec2 := strings.Replace(string(image.DefaultSpecYAML()), "overlays: []", "overlays: [site]", 1)
+	if err := os.WriteFile(overlaySpec, []byte(spec2), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		args []string
@@ -38,6 +47,9 @@ func TestBuildRejectsBadInputBeforeWork(t *testing.T) {
 		{"bad k3s dir", []string{"build", "-o", out, "--k3s-dir", filepath.Join(dir, "nok3s")}, []string{"nok3s", "sha256sum-amd64.txt"}},
 		{"bad machine config", []string{"build", "-o", out, "--config", badCfg}, []string{"machine.yaml", "role", `"boss"`}},
 		{"stray argument", []string{"build", "spec.yaml"}, []string{"-f"}},
+		{"empty -o", []string{"build", "-o", ""}, []string{"-o is empty"}},
+		{"-o a file", []string{"build", "-o", badCfg}, []string{"-o " + badCfg + " is a file"}},
+		{"-o inside an overlay", []string{"build", "-f", overlaySpec, "-o", filepath.Join(dir, "site", "out")}, []string{"is inside overlays[0]", "outside it"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
