@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"github.com/etoile-os/etoile/schema"
 	"io/fs"
 	"log/slog"
 	"net/url"
@@ -104,7 +105,7 @@ func fetchOCI(ctx context.Context, src Source, cacheDir string, log *slog.Logger
 // cachedExtract returns the SHA-256 of a binary extracted earlier, checked
 // against the sum recorded next to it.
 func cachedExtract(bin string) (string, error) {
-	want, err := readBounded(bin+".sha256", 128)
+	want, err := schema.ReadFile(bin+".sha256", 128)
 	if err != nil {
 		return "", err
 	}

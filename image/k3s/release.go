@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/etoile-os/etoile/schema"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -115,7 +116,7 @@ func fetchRelease(ctx context.Context, src Source, cacheDir string, log *slog.Lo
 // verifiedFolder checks a release-shaped folder against its checksum file.
 // fs.ErrNotExist (wrapped) means the folder is incomplete.
 func verifiedFolder(dir, version string) (*Artifacts, error) {
-	data, err := readBounded(filepath.Join(dir, ChecksumName), maxChecksumFile)
+	data, err := schema.ReadFile(filepath.Join(dir, ChecksumName), maxChecksumFile)
 	if err != nil {
 		return nil, err
 	}
@@ -136,22 +137,6 @@ func verifiedFolder(dir, version string) (*Artifacts, error) {
 	a.AirgapImages = []string{air}
 	a.AirgapSHA256[air] = sum
 	return a, nil
-}
-
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return data, nil
 }
 
 // download copies the body of a GET of u into w, at most limit bytes.

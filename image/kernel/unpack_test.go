@@ -130,11 +130,13 @@ func TestImageDependency(t *testing.T) {
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func TestDamagedCacheEntryIsUnpackedAgain(t *testing.T) {
+// cachedKernel unpacks a kernel package holding virtio.ko into a cache
+// entry, and returns the package, the entry and the module's path in it.
+func cachedKernel(t *testing.T) (*debian.Package, string, string) {
+	t.Helper()
 	dir := t.TempDir()
 	deb := filepath.Join(dir, "k.deb")
-	mods := "lib/modules/" + fakeVer + "/"
-	module := mods + "kernel/drivers/virtio/virtio.ko"
+	module := "lib/modules/" + fakeVer + "/kernel/drivers/virtio/virtio.ko"
 	writeDeb(t, deb, "Package: linux-image-6.1.0-test-amd64\nVersion: 6.1.2-1\nArchitecture: amd64\n", map[string][]byte{
 		"boot/vmlinuz-" + fakeVer: fakeBzImage(fakeVer),
 		module:                    fakeKO("name=virtio"),
@@ -147,6 +149,11 @@ func TestDamagedCacheEntryIsUnpackedAgain(t *testing.T) {
 	if _, err := loadOrUnpack(p, nil, entry, discardLogger()); err != nil {
 		t.Fatal(err)
 	}
+	return p, entry, module
+}
+
+func TestDamagedCacheEntryIsUnpackedAgain(t *testing.T) {
+	p, entry, module := cachedKernel(t)
 	original, err := os.ReadFile(filepath.Join(entry, module))
 	if err != nil {
 		t.Fatal(err)
@@ -213,21 +220,7 @@ func TestDamagedCacheEntryIsUnpackedAgain(t *testing.T) {
 // the entry, but not the build's read of it; the next build unpacks the
 // entry again.
 func TestDamagedModuleFoundWhenRead(t *testing.T) {
-	dir := t.TempDir()
-	deb := filepath.Join(dir, "k.deb")
-	module := "lib/modules/" + fakeVer + "/kernel/drivers/virtio/virtio.ko"
-	writeDeb(t, deb, "Package: linux-image-6.1.0-test-amd64\nVersion: 6.1.2-1\nArchitecture: amd64\n", map[string][]byte{
-		"boot/vmlinuz-" + fakeVer: fakeBzImage(fakeVer),
-		module:                    fakeKO("name=virtio"),
-	})
-	p, err := debian.ReadPackage(deb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	entry := filepath.Join(dir, "kernels", "entry")
-	if _, err := loadOrUnpack(p, nil, entry, discardLogger()); err != nil {
-		t.Fatal(err)
-	}
+	p, entry, module := cachedKernel(t)
 	path := filepath.Join(entry, module)
 	st, err := os.Stat(path)
 	if err != nil {
