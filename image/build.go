@@ -248,7 +248,11 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 	if err := step("modules", func() error {
 		var err error
 		mods, err = k.Select(b.Spec.Modules)
-		if err != nil {
+		var inconsistent *kernel.InconsistentError
+		switch {
+		case errors.As(err, &inconsistent):
+			return err
+		case err != nil:
 			return fmt.Errorf("%w (fix spec field modules)", err)
 		}
 		if err := checkOutputModules(b.Spec.Outputs, mods, k); err != nil {

@@ -131,6 +131,12 @@ func (r *moduleReader) Close() error {
 	return first
 }
 
+// InconsistentError is a modules folder whose modules.dep names files it
+// does not hold: the folder's fault, not the spec's.
+type InconsistentError struct{ Msg string }
+
+func (e *InconsistentError) Error() string { return e.Msg }
+
 // MissingModulesError lists every requested module the kernel lacks.
 type MissingModulesError struct {
 	KernelVersion string
@@ -207,7 +213,11 @@ func (k *Kernel) Select(names []string) ([]Module, error) {
 	}
 	if len(problems) > 0 {
 		sort.Strings(problems)
-		return nil, fmt.Errorf("kernel %s modules folder %s is inconsistent: %s; delete it from the cache or run depmod there", k.Version, k.ModulesDir, strings.Join(problems, "; "))
+		fix := "run depmod " + k.Version + " there, or give the folder the module files its modules.dep lists"
+		if k.entry != "" {
+			fix = "delete the cache entry " + k.entry + " (the next build unpacks it again from its package)"
+		}
+		return nil, &InconsistentError{Msg: fmt.Sprintf("kernel %s modules folder %s is inconsistent: %s; %s", k.Version, k.ModulesDir, strings.Join(problems, "; "), fix)}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	if k.log != nil && len(builtin) > 0 {
