@@ -238,6 +238,25 @@ func TestSelectReportsAllMissing(t *testing.T) {
 	}
 }
 
+// TestSelectInconsistentFolder: a folder whose modules.dep names a file it
+// lacks is the folder's fault, with the fix for a folder (depmod).
+func TestSelectInconsistentFolder(t *testing.T) {
+	root := t.TempDir()
+	modDir := writeFakeKernel(t, root, fakeTree)
+	k, err := Resolve(context.Background(), Source{Dir: root}, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(modDir, "kernel/fs/jbd2/jbd2.ko")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = k.Select([]string{"ext4"})
+	var ie *InconsistentError
+	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "jbd2") || !strings.Contains(err.Error(), "run depmod "+fakeVer) {
+		t.Errorf("Select with a module file missing: %v", err)
+	}
+}
+
 func TestSelectIsDeterministic(t *testing.T) {
 	root := t.TempDir()
 	writeFakeKernel(t, root, fakeTree)
