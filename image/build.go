@@ -701,16 +701,17 @@ func copyLayer(src fs.FS, dst string, readLink func(p string, info fs.FileInfo) 
 		switch {
 		case info.IsDir():
 			mode := info.Mode().Perm() | 0o700
-			if mode&0o555 == 0o555 { // embedded folders come as 0555
+			if info.Mode().Perm() == 0o555 { // embedded folders come as 0555
 				mode = 0o755
 			}
+			mode |= info.Mode() & specialBits // a sticky /tmp-like folder stays one
 			if exists {
 				if err := mustBeDir(root, rel, have, "a folder here"); err != nil {
 					return err
 				}
 				return root.Chmod(rel, mode)
 			}
-			if err := root.Mkdir(rel, mode); err != nil {
+			if err := root.Mkdir(rel, mode.Perm()); err != nil {
 				return err
 			}
 			return root.Chmod(rel, mode) // past the umask
@@ -729,6 +730,7 @@ func copyLayer(src fs.FS, dst string, readLink func(p string, info fs.FileInfo) 
 			if mode == 0o444 {
 				mode = 0o644
 			}
+			mode |= info.Mode() & specialBits // a setuid tool stays one
 			if exists && have.IsDir() {
 				return fmt.Errorf("%s is a file here, but a folder in an earlier layer (an overlay, Étoile's own files): rename one of them", p)
 			}
@@ -743,6 +745,10 @@ func copyLayer(src fs.FS, dst string, readLink func(p string, info fs.FileInfo) 
 		}
 	})
 }
+
+// specialBits are the setuid, setgid and sticky bits, which the system
+// image keeps.
+const specialBits = fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
 
 // mustBeDir says why an existing entry cannot be used as a folder (what
 // says what the new layer has there).
@@ -762,7 +768,7 @@ func mustBeDir(root *os.Root, rel string, have fs.FileInfo, what string) error {
 // umask.
 func writeInRoot(root *os.Root, rel string, r io.Reader, mode fs.FileMode) error {
 	_ = root.Remove(rel)
-	out, err := root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	out, err := root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode.Perm())
 	if err != nil {
 		return err
 	}

@@ -85,16 +85,20 @@ func TestCopyTreeNeverWritesThroughSymlinks(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "etc/x is a folder here, but a file") {
 		t.Errorf("a folder over a file: %v", err)
 	}
-	// Modes are kept whatever the umask.
-	src := mk(t.TempDir(), map[string]string{"bin/tool": "#!/bin/sh\n"}, nil)
-	if err := os.Chmod(filepath.Join(src, "bin/tool"), 0o775); err != nil {
-		t.Fatal(err)
+	// Modes are kept whatever the umask, setuid and sticky bits included.
+	src := mk(t.TempDir(), map[string]string{"bin/tool": "#!/bin/sh\n", "bin/ping": "x", "scratch/.keep": ""}, nil)
+	for p, m := range map[string]os.FileMode{"bin/tool": 0o775, "bin/ping": 0o755 | os.ModeSetuid, "scratch": 0o777 | os.ModeSticky} {
+		if err := os.Chmod(filepath.Join(src, p), m); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := copyTree(os.DirFS(src), root); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := os.Stat(filepath.Join(root, "bin/tool")); err != nil || st.Mode().Perm() != 0o775 {
-		t.Errorf("bin/tool mode %v, %v; want 0775", st.Mode(), err)
+	for p, want := range map[string]os.FileMode{"bin/tool": 0o775, "bin/ping": 0o755 | os.ModeSetuid, "scratch": 0o777 | os.ModeSticky | os.ModeDir} {
+		if st, err := os.Stat(filepath.Join(root, p)); err != nil || st.Mode() != want {
+			t.Errorf("%s mode %v, %v; want %v", p, st.Mode(), err, want)
+		}
 	}
 }
 
