@@ -90,6 +90,9 @@ func (f *Fetcher) Fetch(ctx context.Context, name string) (*Package, error) {
 	}
 
 	uri, err := f.printURI(ctx, aptPath, name)
+	if err != nil && ctx.Err() != nil {
+		return nil, ctx.Err() // interrupted: apt was killed, nothing to fall back on
+	}
 	if err != nil {
 		if p := f.newestCached(name); p != nil {
 			log.Warn("apt could not resolve the package; using the cached copy", "version", p.Version, "deb", p.DebPath, "apt_error", err)
