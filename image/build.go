@@ -21,6 +21,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/etoile-os/etoile/image/debian"
 	"github.com/etoile-os/etoile/image/initramfs"
@@ -690,6 +691,9 @@ func copyLayer(src fs.FS, dst string, readLink func(p string, info fs.FileInfo) 
 		}
 		if p == "." {
 			return nil
+		}
+		if !utf8.ValidString(p) {
+			return fmt.Errorf("the file name %q is not UTF-8: rename it (the system image's names are UTF-8)", p)
 		}
 		rel := filepath.FromSlash(p)
 		info, err := d.Info()

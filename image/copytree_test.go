@@ -165,3 +165,14 @@ func TestCheckAgentRefusesOtherPrograms(t *testing.T) {
 		t.Errorf("another Go program: %v", err)
 	}
 }
+
+func TestCopyTreeNonUTF8Name(t *testing.T) {
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "bad\xff\xfe"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := copyTree(os.DirFS(src), t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "is not UTF-8") {
+		t.Errorf("a non-UTF-8 file name: %v", err)
+	}
+}
