@@ -197,7 +197,7 @@ func (s *ImageSpec) applyDefaults() {
 	if s.Initramfs.Compression == "" {
 		s.Initramfs.Compression = "zstd"
 	}
-	if len(s.Outputs) == 0 {
+	if s.Outputs == nil { // left out (an explicit [] is an error: Validate)
 		s.Outputs = []string{OutputISO, OutputRaw, OutputNetboot}
 	}
 	if s.K3s.Source == "" {
@@ -326,6 +326,9 @@ func (s *ImageSpec) Validate() error {
 				errs.Add(p+".squashfs", "%q is not a file", e.Squashfs)
 			}
 		}
+	}
+	if s.Outputs != nil && len(s.Outputs) == 0 {
+		errs.Add("outputs", "empty: list what to make (iso, raw, netboot), or leave outputs out for all three")
 	}
 	outs := map[string]bool{}
 	for i, o := range s.Outputs {
