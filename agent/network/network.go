@@ -101,6 +101,12 @@ func cleanHostname(h string) string {
 	return h
 }
 
+// dhcpNamed reports whether a lease gives the host name (else Hostname
+// generates one from a MAC).
+func dhcpNamed(leases []Lease) bool {
+	return slices.ContainsFunc(leases, func(l Lease) bool { return l.Hostname != "" })
+}
+
 // Hostname picks the node's name: the first lease's DHCP host name, else
 // etoile-<last three bytes of the primary MAC>, else "etoile".
 func Hostname(leases []Lease, primaryMAC net.HardwareAddr) string {

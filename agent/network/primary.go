@@ -22,7 +22,14 @@ type nicDevice struct {
 	modalias string
 }
 
-// busNICs lists the PCI network controllers (class 02), virtio's included.
+// notNetDrivers bind network controllers without making an interface: a
+// device passed to a VM (vfio-pci), held back (pci-stub, Xen's pciback),
+// or driven from user space (uio).
+var notNetDrivers = map[string]bool{"vfio-pci": true, "pci-stub": true, "pciback": true, "xen-pciback": true, "uio_pci_generic": true}
+
+// busNICs lists the PCI Ethernet controllers (class 0200: not Wi-Fi,
+// InfiniBand or other network classes), virtio's included, leaving out
+// those bound to a driver that makes no interface.
 func busNICs(sysDir string) []nicDevice {
 	dir := filepath.Join(sysDir, "bus/pci/devices")
 	ents, err := os.ReadDir(dir)
@@ -33,7 +40,10 @@ func busNICs(sysDir string) []nicDevice {
 	for _, e := range ents {
 		d := filepath.Join(dir, e.Name())
 		class, err := os.ReadFile(filepath.Join(d, "class"))
-		if c := strings.TrimSpace(string(class)); err != nil || len(c) != 8 || !strings.HasPrefix(c, "0x02") {
+		if c := strings.TrimSpace(string(class)); err != nil || len(c) != 8 || !strings.HasPrefix(c, "0x0200") {
+			continue
+		}
+		if drv, err := os.Readlink(filepath.Join(d, "driver")); err == nil && notNetDrivers[filepath.Base(drv)] {
 			continue
 		}
 		ma, _ := os.ReadFile(filepath.Join(d, "modalias"))

@@ -99,18 +99,40 @@ func TestPrimaryMACLeavesRemovableNICsOut(t *testing.T) {
 	}
 }
 
+// TestDHCPNamed: the wait for the NICs happens only when the name is
+// generated, i.e. when no lease gives one.
+func TestDHCPNamed(t *testing.T) {
+	if dhcpNamed(nil) || dhcpNamed([]Lease{{Iface: "eth0"}}) {
+		t.Error("leases without a host name: the name must be generated")
+	}
+	if !dhcpNamed([]Lease{{Iface: "eth0"}, {Iface: "eth1", Hostname: "node7"}}) {
+		t.Error("a lease with a host name: DHCP names the machine")
+	}
+}
+
 func TestWaitNICsWaitsForLateDrivers(t *testing.T) {
 	s := newSysTree(t)
 	const (
 		igb  = "pci:v00008086d00001533sv00008086sd00000000bc02sc00i00"
 		mlx5 = "pci:v000015B3d0000101Dsv000015B3sd00000017bc02sc00i00"
-		odd  = "pci:v0000ABCDd00000001sv00000000sd00000000bc02sc80i00" // no driver in the image
+		odd  = "pci:v0000ABCDd00000001sv00000000sd00000000bc02sc00i00" // no driver in the image
 	)
 	s.iface(s.pci("0000:01:00.0", "0x020000", igb), "eth0")
 	slow := s.pci("0000:41:00.0", "0x020000", mlx5)
 	virtio := s.pci("0000:00:05.0", "0x020000", "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00")
 	s.pci("0000:00:1f.2", "0x010601", "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01") // AHCI: not a NIC
-	s.pci("0000:42:00.0", "0x028000", odd)
+	s.pci("0000:42:00.0", "0x020000", odd)
+	// Never waited for: Wi-Fi and InfiniBand (other network classes), and
+	// an Ethernet controller passed to a VM (vfio-pci makes no interface).
+	s.pci("0000:03:00.0", "0x028000", "pci:v00008086d00002723sv00008086sd00000084bc02sc80i00")
+	s.pci("0000:04:00.0", "0x020700", "pci:v000015B3d0000101Bsv000015B3sd00000007bc02sc07i00")
+	vf := s.pci("0000:05:00.0", "0x020000", igb)
+	if err := os.MkdirAll(filepath.Join(s.dir, "bus/pci/drivers/vfio-pci"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(s.dir, "bus/pci/drivers/vfio-pci"), filepath.Join(s.dir, vf, "driver")); err != nil {
+		t.Fatal(err)
+	}
 	hasDriver := func(ma string) bool { return ma != odd }
 
 	// mlx5 and the virtio NIC register theirs later, the virtio one a level

@@ -208,7 +208,7 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	mu.Unlock()
 
 	res.PrimaryMAC = primaryMAC(cfg.sysDir(), nicAddrs(links))
-	if Hostname(res.Leases, nil) == "" {
+	if !dhcpNamed(res.Leases) {
 		// The name is generated from a MAC: see primary.go.
 		res.PrimaryMAC = generatedNameMAC(ctx, cfg, links)
 	}
