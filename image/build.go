@@ -704,16 +704,14 @@ func copyLayer(src fs.FS, dst string, readLink func(p string, info fs.FileInfo) 
 		exists := herr == nil
 		switch {
 		case info.IsDir():
-			mode := info.Mode().Perm() | 0o700
-			if info.Mode().Perm() == 0o555 { // embedded folders come as 0555
-				mode = 0o755
-			}
-			mode |= info.Mode() & specialBits // a sticky /tmp-like folder stays one
+			// The build's umask (022) applies, so that a checkout made
+			// with another umask gives the same image; embedded folders
+			// (0555) become 0755.
+			mode := (info.Mode().Perm()|0o700)&^buildMask | info.Mode()&specialBits
 			if exists {
-				if err := mustBeDir(root, rel, have, "a folder here"); err != nil {
-					return err
-				}
-				return root.Chmod(rel, mode)
+				// A folder already there keeps its mode (the image's /tmp
+				// stays 1777 under an overlay's tmp/).
+				return mustBeDir(root, rel, have, "a folder here")
 			}
 			if err := root.Mkdir(rel, mode.Perm()); err != nil {
 				return err
@@ -725,16 +723,20 @@ func copyLayer(src fs.FS, dst string, readLink func(p string, info fs.FileInfo) 
 				return err
 			}
 			if exists && have.IsDir() {
-				return fmt.Errorf("%s is a symlink here, but a folder in an earlier layer (an overlay, Étoile's own files): rename one of them", p)
+				// An empty folder gives way (an extension's bin -> usr/bin
+				// over the image's empty bin); one with files does not.
+				if err := root.Remove(rel); err != nil {
+					return fmt.Errorf("%s is a symlink here, but a folder with files in an earlier layer (an overlay, Étoile's own files): move the files or rename one of them", p)
+				}
 			}
 			_ = root.Remove(rel)
 			return root.Symlink(to, rel)
 		case info.Mode().IsRegular():
 			mode := info.Mode().Perm()
-			if mode == 0o444 {
+			if mode == 0o444 { // embedded files
 				mode = 0o644
 			}
-			mode |= info.Mode() & specialBits // a setuid tool stays one
+			mode = mode&^buildMask | info.Mode()&specialBits // a setuid tool stays one
 			if exists && have.IsDir() {
 				return fmt.Errorf("%s is a file here, but a folder in an earlier layer (an overlay, Étoile's own files): rename one of them", p)
 			}
@@ -753,6 +755,10 @@ func copyLayer(src fs.FS, dst string, readLink func(p string, info fs.FileInfo) 
 // specialBits are the setuid, setgid and sticky bits, which the system
 // image keeps.
 const specialBits = fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+
+// buildMask is the umask a build applies to the layers' modes whatever the
+// process's (buildUmask sets the same for everything else it writes).
+const buildMask = 0o022
 
 // mustBeDir says why an existing entry cannot be used as a folder (what
 // says what the new layer has there).

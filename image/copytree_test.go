@@ -78,27 +78,47 @@ func TestCopyTreeNeverWritesThroughSymlinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := copyTree(os.DirFS(mk(t.TempDir(), nil, map[string]string{"etc": escape})), root)
-	if err == nil || !strings.Contains(err.Error(), "etc is a symlink here, but a folder") {
+	if err == nil || !strings.Contains(err.Error(), "etc is a symlink here, but a folder with files") {
 		t.Errorf("a symlink over a folder: %v", err)
 	}
 	err = copyTree(os.DirFS(mk(t.TempDir(), map[string]string{"etc/x/y": "y"}, nil)), root)
 	if err == nil || !strings.Contains(err.Error(), "etc/x is a folder here, but a file") {
 		t.Errorf("a folder over a file: %v", err)
 	}
-	// Modes are kept whatever the umask, setuid and sticky bits included.
-	src := mk(t.TempDir(), map[string]string{"bin/tool": "#!/bin/sh\n", "bin/ping": "x", "scratch/.keep": ""}, nil)
-	for p, m := range map[string]os.FileMode{"bin/tool": 0o775, "bin/ping": 0o755 | os.ModeSetuid, "scratch": 0o777 | os.ModeSticky} {
+	// Modes are the build's whatever the checkout's umask was (022 applied:
+	// a group-writable checkout gives the same image), setuid and sticky
+	// bits kept; a folder already there keeps its mode.
+	src := mk(t.TempDir(), map[string]string{"bin/tool": "#!/bin/sh\n", "bin/ping": "x", "scratch/.keep": "", "tmp/x": ""}, nil)
+	for p, m := range map[string]os.FileMode{"bin/tool": 0o775, "bin/ping": 0o755 | os.ModeSetuid, "scratch": 0o777 | os.ModeSticky, "tmp": 0o775} {
 		if err := os.Chmod(filepath.Join(src, p), m); err != nil {
 			t.Fatal(err)
 		}
 	}
+	if err := os.Mkdir(filepath.Join(root, "tmp"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(root, "tmp"), 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
 	if err := copyTree(os.DirFS(src), root); err != nil {
 		t.Fatal(err)
 	}
-	for p, want := range map[string]os.FileMode{"bin/tool": 0o775, "bin/ping": 0o755 | os.ModeSetuid, "scratch": 0o777 | os.ModeSticky | os.ModeDir} {
+	for p, want := range map[string]os.FileMode{"bin/tool": 0o755, "bin/ping": 0o755 | os.ModeSetuid, "scratch": 0o755 | os.ModeSticky | os.ModeDir,
+		"tmp": 0o777 | os.ModeSticky | os.ModeDir} {
 		if st, err := os.Stat(filepath.Join(root, p)); err != nil || st.Mode() != want {
 			t.Errorf("%s mode %v, %v; want %v", p, st.Mode(), err, want)
 		}
+	}
+	// A symlink over an empty folder replaces it (merged /usr); over one
+	// with files it is an error (above).
+	if err := os.Mkdir(filepath.Join(root, "sbin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := copyTree(os.DirFS(mk(t.TempDir(), nil, map[string]string{"sbin": "usr/sbin"})), root); err != nil {
+		t.Errorf("a symlink over an empty folder: %v", err)
+	}
+	if to, err := os.Readlink(filepath.Join(root, "sbin")); err != nil || to != "usr/sbin" {
+		t.Errorf("sbin: %q %v", to, err)
 	}
 }
 
