@@ -193,11 +193,7 @@ func (k *Kernel) MergeExtras(dir string, initramfs []Module, suffix string, want
 			if m.Compression != "" {
 				at += "." + m.Compression
 			}
-			dst := filepath.Join(dir, filepath.FromSlash(at))
-			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-				return nil, err
-			}
-			if err := copyModule(m.Source, dst); err != nil {
+			if err := copyModule(dir, m.Source, filepath.FromSlash(at)); err != nil {
 				return nil, err
 			}
 			addKernel(m, at)
@@ -257,8 +253,16 @@ func (k *Kernel) MergeExtras(dir string, initramfs []Module, suffix string, want
 		return nil, err
 	}
 	maps.Copy(files, bins)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
 	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+		// Through os.Root: an extension's symlink here goes nowhere
+		// outside the modules folder.
+		_ = root.Remove(name)
+		if err := root.WriteFile(name, data, 0o644); err != nil {
 			return nil, fmt.Errorf("writing %s: %w", name, err)
 		}
 	}
@@ -276,10 +280,25 @@ func normAll(names []string) []string {
 }
 
 // copyModule copies a kernel module file as it is (compressed or not).
-func copyModule(src, dst string) error {
+// copyModule copies the kernel's module src to rel under dir, through
+// os.Root: a symlink an extension put in the modules folder cannot send it
+// outside (onto the build machine).
+func copyModule(dir, src, rel string) error {
 	data, err := os.ReadFile(src)
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(dst, data, 0o644)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if err := root.MkdirAll(filepath.Dir(rel), 0o755); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Dir(rel), err)
+	}
+	_ = root.Remove(rel)
+	return root.WriteFile(rel, data, 0o644)
 }

@@ -282,3 +282,26 @@ func TestMergeExtrasStaleIndexAlone(t *testing.T) {
 		t.Errorf("modules.dep after the merge:\n%s", dep)
 	}
 }
+
+// TestMergeExtrasNeverWritesThroughSymlinks: an extension whose modules
+// folder holds a symlink out of it (kernel -> a folder on the build
+// machine) does not get the kernel's modules copied there.
+func TestMergeExtrasNeverWritesThroughSymlinks(t *testing.T) {
+	k := realKernel(t)
+	initramfs, err := k.Select([]string{"virtio_net"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	outside := t.TempDir()
+	extraFromKernel(t, k, "8139cp", dir, "extra/realtek/8139cp.ko", nil)
+	if err := os.Symlink(outside, filepath.Join(dir, "kernel")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.MergeExtras(dir, initramfs, ".zst", nil); err == nil {
+		t.Error("MergeExtras wrote mii through a symlink out of the modules folder without an error")
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Errorf("files written outside the modules folder: %v", ents)
+	}
+}

@@ -63,6 +63,11 @@ func checkManifest(root, fullHash string) error {
 // its absolute path: a module's content is checked when the build reads it
 // (hashing the whole tree on every build would cost seconds).
 func readManifest(root, fullHash string) (map[string]string, error) {
+	// Absolute: the sums are looked up by the modules' absolute paths (a
+	// relative cache folder gave no match, and no check).
+	if abs, err := filepath.Abs(root); err == nil {
+		root = abs
+	}
 	f, err := os.Open(filepath.Join(root, manifestName))
 	if err != nil {
 		return nil, fmt.Errorf("no file list (%s): the entry predates it or was not finished", manifestName)
