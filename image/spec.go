@@ -4,6 +4,7 @@
 package image
 
 import (
+	"context"
 	"debug/elf"
 	_ "embed"
 	"fmt"
@@ -146,10 +147,16 @@ const MaxSpecSize = 1 << 20
 
 // LoadSpec reads a spec file; an empty path gives the embedded default.
 func LoadSpec(path string) (*ImageSpec, error) {
+	return LoadSpecContext(context.Background(), path)
+}
+
+// LoadSpecContext is LoadSpec that gives up reading when ctx ends (a named
+// pipe nobody writes to).
+func LoadSpecContext(ctx context.Context, path string) (*ImageSpec, error) {
 	if path == "" {
 		return ParseSpec(defaultSpec, ".")
 	}
-	data, err := schema.ReadFile(path, MaxSpecSize)
+	data, err := schema.ReadFileContext(ctx, path, MaxSpecSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading image spec: %w", err)
 	}

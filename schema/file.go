@@ -1,22 +1,25 @@
 package schema
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 )
 
-// ReadFile reads a document file of at most limit bytes. Anything but a
-// regular file (a named pipe, a device such as /dev/zero, a folder) is
-// refused before it is read: reading one could block or never end.
+// ReadFile reads a document file of at most limit bytes. A folder, a
+// socket or a block device is refused before it is read; a named pipe or a
+// character device (`--config <(sops -d node.yaml)`, /dev/stdin) is read up
+// to the limit, so /dev/zero fails at once.
 func ReadFile(path string, limit int64) ([]byte, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is %s, not a file: give the path of a YAML file", path, DescribeMode(st.Mode()))
+	m := st.Mode()
+	if !m.IsRegular() && m&(fs.ModeNamedPipe|fs.ModeCharDevice) == 0 {
+		return nil, fmt.Errorf("%s is %s, not a file: give the path of a YAML file", path, DescribeMode(m))
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -31,6 +34,26 @@ func ReadFile(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes: these documents are a few KB of YAML — is it the right file?", path, limit)
 	}
 	return data, nil
+}
+
+// ReadFileContext is ReadFile that gives up when ctx ends (^C): opening a
+// named pipe nobody writes to would otherwise wait for ever.
+func ReadFileContext(ctx context.Context, path string, limit int64) ([]byte, error) {
+	type result struct {
+		data []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		data, err := ReadFile(path, limit)
+		done <- result{data, err}
+	}()
+	select {
+	case r := <-done:
+		return r.data, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("reading %s: %w", path, ctx.Err())
+	}
 }
 
 // DescribeMode names a file type for people ("a named pipe").

@@ -28,7 +28,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	kernelDir := fs.String("kernel-dir", "", "take the kernel from this folder (vmlinuz + lib/modules/<version>) instead of the spec's source")
 	k3sDir := fs.String("k3s-dir", os.Getenv("ETOILE_K3S_DIR"), "take K3s from this release folder (k3s, k3s-airgap-images-amd64.tar.zst, sha256sum-amd64.txt); default $ETOILE_K3S_DIR")
 	k3sOptional := fs.Bool("k3s-optional", false, "when K3s's source cannot be reached over the network, build without K3s (loudly) instead of failing")
-	machineConfig := fs.String("config", "", "bake this machine config (kind: MachineConfig) into the media as /etoile/config.yaml")
+	machineConfig := fs.String("config", "", "bake this machine config (kind: MachineConfig) into the media as /etoile/config.yaml (- reads standard input)")
 	printSpec := fs.Bool("print-default-spec", false, "print the built-in image spec and exit")
 	verbose := fs.Bool("v", false, "log debug detail")
 	if err := fs.Parse(args); err != nil {
@@ -53,7 +53,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := checkOutDir(*outDir); err != nil {
 		return err
 	}
-	spec, err := image.LoadSpec(*specPath)
+	spec, err := image.LoadSpecContext(ctx, *specPath)
 	if err != nil {
 		return err
 	}
@@ -72,7 +72,11 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	var cfgData []byte
 	if *machineConfig != "" {
-		cfgData, err = schema.ReadFile(*machineConfig, config.MaxSize)
+		if *machineConfig == "-" {
+			cfgData, err = readStdin(config.MaxSize)
+		} else {
+			cfgData, err = schema.ReadFileContext(ctx, *machineConfig, config.MaxSize)
+		}
 		if err != nil {
 			return fmt.Errorf("--config: %w", err)
 		}
@@ -221,4 +225,19 @@ func outsideOverlays(out string, spec *image.ImageSpec) error {
 		}
 	}
 	return nil
+}
+
+// stdin is what --config - reads (tests replace it).
+var stdin io.Reader = os.Stdin
+
+// readStdin reads standard input, at most limit bytes.
+func readStdin(limit int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(stdin, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading standard input: %w", err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("standard input is larger than %d bytes: a machine config is a small YAML document", limit)
+	}
+	return data, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"github.com/etoile-os/etoile/image"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -97,5 +98,16 @@ func TestHelpListsEveryCommand(t *testing.T) {
 		if !strings.Contains(out, "etoile "+name) {
 			t.Errorf("etoile help does not list %q:\n%s", name, out)
 		}
+	}
+}
+
+// TestBuildConfigFromStdin: --config - reads the machine config from
+// standard input (checked before any work, as a file is).
+func TestBuildConfigFromStdin(t *testing.T) {
+	defer func(r io.Reader) { stdin = r }(stdin)
+	stdin = strings.NewReader("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: boss\n")
+	_, _, err := runCLI(t, "build", "-o", filepath.Join(t.TempDir(), "out"), "--config", "-")
+	if err == nil || !strings.Contains(err.Error(), `"boss"`) {
+		t.Errorf("--config - with an invalid config: %v", err)
 	}
 }
