@@ -701,6 +701,11 @@ func ntpServerProblem(s string) string {
 	host, port := s, ""
 	if h, p, err := net.SplitHostPort(s); err == nil {
 		host, port = h, p
+	} else if inner, ok := strings.CutPrefix(s, "["); ok && strings.HasSuffix(inner, "]") {
+		host = strings.TrimSuffix(inner, "]") // [2001:db8::1] without a port
+		if _, err := netip.ParseAddr(host); err != nil {
+			return want
+		}
 	} else if strings.Count(s, ":") == 1 || strings.HasPrefix(s, "[") {
 		return want
 	}

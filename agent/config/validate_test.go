@@ -240,7 +240,7 @@ func TestSysctlPath(t *testing.T) {
 }
 
 func TestNTPServersAccepted(t *testing.T) {
-	for _, s := range []string{"ntp.example.com", "pool.ntp.org.", "10.0.0.1", "10.0.0.1:123", "2001:db8::1", "[2001:db8::1]:123", "ntp1:1123", "NTP.Example.com"} {
+	for _, s := range []string{"ntp.example.com", "pool.ntp.org.", "10.0.0.1", "10.0.0.1:123", "2001:db8::1", "[2001:db8::1]:123", "[2001:db8::1]", "ntp1:1123", "NTP.Example.com"} {
 		if msg := ntpServerProblem(s); msg != "" {
 			t.Errorf("%q rejected: %s", s, msg)
 		}

@@ -111,6 +111,7 @@ type Node struct {
 	inv        *inventory.Inventory
 	invDone    <-chan struct{} // closed once inv is collected
 	time       *timesync.Service
+	stopTime   context.CancelFunc // ends time's rounds
 }
 
 // Wait returns once everything Start began has stopped (after its context
@@ -253,7 +254,8 @@ func (n *Node) startTime(ctx context.Context, cfg *config.MachineConfig) {
 		n.env.Log.Info("clock left alone (time.disabled in the machine config)")
 		return
 	}
-	svc := timesync.Start(ctx, timesync.Options{
+	tctx, stop := context.WithCancel(ctx)
+	svc := timesync.Start(tctx, timesync.Options{
 		Servers: n.timeServers,
 		Clock:   n.env.Clock,
 		Floor:   n.env.TimeFloor,
@@ -261,8 +263,27 @@ func (n *Node) startTime(ctx context.Context, cfg *config.MachineConfig) {
 		Log:     n.env.Log,
 	})
 	n.mu.Lock()
-	n.time = svc
+	n.time, n.stopTime = svc, stop
 	n.mu.Unlock()
+}
+
+// retime follows a config applied through the local API: time.disabled
+// stops the rounds, its removal starts them (changed servers need nothing:
+// the next round asks them).
+func (n *Node) retime(cfg *config.MachineConfig) {
+	n.mu.Lock()
+	running, stop := n.time != nil, n.stopTime
+	n.mu.Unlock()
+	switch {
+	case cfg.TimeDisabled() && running:
+		stop()
+		n.mu.Lock()
+		n.time, n.stopTime = nil, nil
+		n.mu.Unlock()
+		n.env.Log.Info("clock left alone from now on (time.disabled in the applied config)")
+	case !cfg.TimeDisabled() && !running:
+		n.startTime(n.ctx, cfg)
+	}
 }
 
 // timeServers are the NTP servers to ask now: the machine config's (an
@@ -689,6 +710,7 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	// Parameters an earlier config set and this one drops keep their value
 	// until the next boot.
 	warns = append(warns, n.applySysctls(cfg)...)
+	n.retime(cfg)
 	n.mu.Lock()
 	stop, done := n.stopK3s, n.supDone
 	n.cfg, n.warnings, n.configFrom, n.k3sNote = cfg, warns, "local API", ""

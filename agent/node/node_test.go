@@ -484,3 +484,29 @@ func TestSysctlsAppliedBeforeK3s(t *testing.T) {
 	cancel()
 	n.Wait()
 }
+
+// TestAppliedConfigStartsAndStopsTime: time.disabled in a config applied
+// through the local API stops the time service; its removal starts it.
+func TestAppliedConfigStartsAndStopsTime(t *testing.T) {
+	root := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := Start(ctx, Env{Root: root, Broadcast: func(string) {}, Socket: filepath.Join(root, "agent.sock"),
+		Clock: &stillClock{now: time.Now()}, NTPServers: func() []string { return []string{"127.0.0.2:1"} },
+		Status: func() api.Status { return api.Status{} }})
+	if n.Status(ctx).Time == nil {
+		t.Fatal("no time service at boot")
+	}
+	base := "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\n"
+	// K3s is not in root: the apply's K3s start fails, which this test leaves aside.
+	_, _ = n.ApplyConfig(ctx, []byte(base+"time: {disabled: true}\n"))
+	if st := n.Status(ctx).Time; st != nil {
+		t.Errorf("time.disabled applied: the time service still runs: %+v", st)
+	}
+	_, _ = n.ApplyConfig(ctx, []byte(base))
+	if n.Status(ctx).Time == nil {
+		t.Error("time.disabled removed: no time service")
+	}
+	cancel()
+	n.Wait()
+}
