@@ -16,6 +16,7 @@ import (
 	"github.com/etoile-os/etoile/agent/api"
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/fakeroot"
+	"github.com/etoile-os/etoile/agent/timesync"
 )
 
 // buildStandin compiles the K3s stand-in (a test double of K3s, not K3s)
@@ -377,25 +378,6 @@ func TestMachineIdentity(t *testing.T) {
 	}
 }
 
-// stillClock stands in for the kernel's clock (a test must not change the
-// host's): it records corrections.
-type stillClock struct {
-	mu    sync.Mutex
-	now   time.Time
-	steps int
-}
-
-func (c *stillClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *stillClock) Step(d time.Duration) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	c.steps++
-	return nil
-}
-func (c *stillClock) Slew(time.Duration) error       { return nil }
-func (c *stillClock) MarkSynced(time.Duration) error { return nil }
-
 // TestTimeServersFromConfigThenDHCP: the time service asks the machine
 // config's servers, else DHCP's; time.disabled runs none; the status shows it.
 func TestTimeServersFromConfigThenDHCP(t *testing.T) {
@@ -412,7 +394,7 @@ func TestTimeServersFromConfigThenDHCP(t *testing.T) {
 			var con consoleLines
 			ctx, cancel := context.WithCancel(context.Background())
 			defer func() { cancel() }()
-			clock := &stillClock{now: time.Now()}
+			clock := timesync.NewManualClock(time.Now())
 			n := Start(ctx, Env{Root: root, Broadcast: con.add, Socket: filepath.Join(root, "agent.sock"),
 				ConfigVolume: func() config.Source {
 					// K3s is not in root: its start fails, which this test leaves aside.
@@ -492,7 +474,7 @@ func TestAppliedConfigStartsAndStopsTime(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	n := Start(ctx, Env{Root: root, Broadcast: func(string) {}, Socket: filepath.Join(root, "agent.sock"),
-		Clock: &stillClock{now: time.Now()}, NTPServers: func() []string { return []string{"127.0.0.2:1"} },
+		Clock: timesync.NewManualClock(time.Now()), NTPServers: func() []string { return []string{"127.0.0.2:1"} },
 		Status: func() api.Status { return api.Status{} }})
 	if n.Status(ctx).Time == nil {
 		t.Fatal("no time service at boot")

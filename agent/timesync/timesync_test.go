@@ -11,37 +11,6 @@ import (
 	"time"
 )
 
-// fakeClock stands in for the kernel's clock: tests must never change the
-// host's.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	steps  []time.Duration
-	slews  []time.Duration
-	synced int
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Step(d time.Duration) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	c.steps = append(c.steps, d)
-	return nil
-}
-func (c *fakeClock) Slew(d time.Duration) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.slews = append(c.slews, d)
-	return nil
-}
-func (c *fakeClock) MarkSynced(time.Duration) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.synced++
-	return nil
-}
-
 // answers is a scripted set of NTP servers: offset per server, or an error.
 type answers struct {
 	mu    sync.Mutex
@@ -81,7 +50,7 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-func start(t *testing.T, clock *fakeClock, a *answers, servers []string, floor time.Time) (*Service, *syncBuffer) {
+func start(t *testing.T, clock *ManualClock, a *answers, servers []string, floor time.Time) (*Service, *syncBuffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -112,7 +81,7 @@ func waitSynced(t *testing.T, s *Service) {
 
 func TestStepsLargeOffsetsAndSlewsSmallOnes(t *testing.T) {
 	build := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
-	clock := &fakeClock{now: build.Add(48 * time.Hour)}
+	clock := NewManualClock(build.Add(48 * time.Hour))
 	// The first server is down; the second is 3 s ahead of us, then 40 ms.
 	a := &answers{by: map[string][]any{"ntp.example.com": {3 * time.Second, 40 * time.Millisecond}}}
 	s, logs := start(t, clock, a, []string{"down.example.com", "ntp.example.com"}, build)
@@ -123,9 +92,7 @@ func TestStepsLargeOffsetsAndSlewsSmallOnes(t *testing.T) {
 	for a.count() < 5 {
 		time.Sleep(time.Millisecond)
 	}
-	clock.mu.Lock()
-	steps, slews, synced := clock.steps, clock.slews, clock.synced
-	clock.mu.Unlock()
+	steps, slews, synced := clock.Record()
 	if len(steps) != 1 || steps[0] != 3*time.Second {
 		t.Errorf("steps %v, want one of 3s", steps)
 	}
@@ -146,7 +113,7 @@ func TestStepsLargeOffsetsAndSlewsSmallOnes(t *testing.T) {
 
 func TestClockBeforeBuildTimeIsSetToIt(t *testing.T) {
 	build := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
-	clock := &fakeClock{now: time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)} // a flat RTC battery
+	clock := NewManualClock(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)) // a flat RTC battery
 	a := &answers{by: map[string][]any{}}
 	s, logs := start(t, clock, a, []string{DefaultServer}, build)
 	if !s.Behind() {
@@ -161,7 +128,7 @@ func TestClockBeforeBuildTimeIsSetToIt(t *testing.T) {
 }
 
 func TestNoServerAnswersWarnsOnceThenRecovers(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := NewManualClock(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC))
 	a := &answers{by: map[string][]any{"ntp.example.com": {errors.New("i/o timeout"), errors.New("i/o timeout"), errors.New("i/o timeout"), 200 * time.Millisecond}}}
 	s, logs := start(t, clock, a, []string{"ntp.example.com"}, time.Time{})
 	waitSynced(t, s)
