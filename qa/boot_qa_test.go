@@ -41,6 +41,27 @@ func TestBoot(t *testing.T) {
 	}
 }
 
+// TestGeneratedHostnameFromLowestMAC: with no host name from DHCP (QEMU's
+// user network gives none), a machine with two NICs of different drivers
+// (virtio, e1000) is named after the lower MAC, the e1000's: the name is the
+// K3s node's. (The race this guards against, a NIC registering after the
+// first lease, is not forced here: the unit tests of waitNICs cover it.)
+func TestGeneratedHostnameFromLowestMAC(t *testing.T) {
+	t.Parallel()
+	out := Artifacts(t, KernelName, InitramfsName, SystemName)
+	sum, err := FileSHA256(filepath.Join(out, SystemName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, NetbootKernel(t, out, sum), UserNIC{MAC: "52:54:00:99:99:99"}},
+		Extra: []string{"-netdev", "user,id=net1", "-device", "e1000,netdev=net1,mac=52:54:00:00:00:01,romfile="}})
+	m := vm.WaitFor(regexp.MustCompile(`^etoile: network hostname=\S+ `), ReadyTimeout)
+	if m.Fields["hostname"] != "etoile-000001" {
+		t.Errorf("hostname %q, want etoile-000001 (the lower MAC, 52:54:00:00:00:01): %s", m.Fields["hostname"], m.Line)
+	}
+	vm.Ready(ReadyTimeout)
+}
+
 // TestNetbootWrongChecksum hands the agent a wrong etoile.system.sha256: it must
 // refuse the image, show both hashes, and stay up.
 func TestNetbootWrongChecksum(t *testing.T) {
