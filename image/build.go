@@ -815,26 +815,12 @@ func openStage(dir string) (stageWriter, error) {
 func (w stageWriter) Close() error { return w.root.Close() }
 
 // mkdirAll makes the folder rel and its parents, refusing a symlink or a
-// file on the way.
+// file on the way (what realDirs checks; what it makes is new folders).
 func (w stageWriter) mkdirAll(rel string) error {
-	cur := ""
-	for _, part := range strings.Split(filepath.ToSlash(filepath.Clean(rel)), "/") {
-		if part == "." || part == "" {
-			continue
-		}
-		cur = filepath.Join(cur, part)
-		have, err := w.root.Lstat(cur)
-		if err == nil {
-			if err := mustBeDir(w.root, cur, have, "a folder Étoile writes into"); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := w.root.Mkdir(cur, 0o755); err != nil {
-			return err
-		}
+	if err := w.realDirs(rel); err != nil {
+		return err
 	}
-	return nil
+	return w.root.MkdirAll(rel, 0o755)
 }
 
 // realDirs checks that the parts of rel that exist are folders, not

@@ -207,8 +207,9 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	}
 	mu.Unlock()
 
-	res.PrimaryMAC = primaryMAC(cfg.sysDir(), nicAddrs(links))
-	if !dhcpNamed(res.Leases) {
+	if dhcpNamed(res.Leases) {
+		res.PrimaryMAC = primaryMAC(cfg.sysDir(), nicAddrs(links))
+	} else {
 		// The name is generated from a MAC: see primary.go.
 		res.PrimaryMAC = generatedNameMAC(ctx, cfg, links)
 	}

@@ -190,13 +190,11 @@ func Start(ctx context.Context, env Env) *Node {
 	}
 	switch {
 	case errors.Is(err, config.ErrNotFound):
-		n.startTime(ctx, nil)
-		n.setWarnings(n.applySysctls(nil))
+		n.withoutConfig(ctx)
 		n.note("no machine config found (etoile.config=, an ETOILE-CFG volume, or /etoile/config.yaml on the boot medium): K3s not started")
 		return n
 	case err != nil:
-		n.startTime(ctx, nil)
-		n.setWarnings(n.applySysctls(nil))
+		n.withoutConfig(ctx)
 		n.fail("config", err.Error(), "fix the source named above, or remove it so the next one is used")
 		return n
 	}
@@ -206,8 +204,7 @@ func Start(ctx context.Context, env Env) *Node {
 		env.Log.Warn("machine config", "from", from, "warning", w)
 	}
 	if err != nil {
-		n.startTime(ctx, nil)
-		n.setWarnings(n.applySysctls(nil))
+		n.withoutConfig(ctx)
 		n.fail("config", fmt.Sprintf("machine config from %s is invalid: %s", from, oneLine(err.Error())),
 			"correct the fields named above and apply it again (etoile-agent config validate FILE; POST /v1/config/apply)")
 		for _, l := range strings.Split(err.Error(), "\n") {
@@ -236,6 +233,13 @@ func Start(ctx context.Context, env Env) *Node {
 		n.runConstellation(ctx, cfg, env.Slot)
 	}()
 	return n
+}
+
+// withoutConfig is what a node runs with no usable machine config: the
+// clock kept, and Étoile's default kernel parameters.
+func (n *Node) withoutConfig(ctx context.Context) {
+	n.startTime(ctx, nil)
+	n.setWarnings(n.applySysctls(nil))
 }
 
 func (n *Node) setWarnings(w []string) {

@@ -51,17 +51,11 @@ func writeManifest(root string) error {
 	return os.WriteFile(filepath.Join(root, manifestName), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
 }
 
-// checkManifest compares the entry at root with its manifest: every file
+// readManifest compares the entry at root with its manifest — every file
 // listed is there with its size and time, and fullHash (the kernel image)
-// has its SHA-256.
-func checkManifest(root, fullHash string) error {
-	_, err := readManifest(root, fullHash)
-	return err
-}
-
-// readManifest is checkManifest that also returns each file's SHA-256 by
-// its absolute path: a module's content is checked when the build reads it
-// (hashing the whole tree on every build would cost seconds).
+// has its SHA-256 — and returns each file's SHA-256 by its absolute path: a
+// module's content is checked when the build reads it (hashing the whole
+// tree on every build would cost seconds).
 func readManifest(root, fullHash string) (map[string]string, error) {
 	// Absolute: the sums are looked up by the modules' absolute paths (a
 	// relative cache folder gave no match, and no check).

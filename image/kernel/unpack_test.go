@@ -208,7 +208,7 @@ func TestDamagedCacheEntryIsUnpackedAgain(t *testing.T) {
 			if vm, err := os.ReadFile(filepath.Join(entry, "boot/vmlinuz-"+fakeVer)); err != nil || !bytes.Equal(vm, fakeBzImage(fakeVer)) {
 				t.Errorf("kernel image after repair = %q, %v", vm, err)
 			}
-			if err := checkManifest(entry, filepath.Join(entry, "boot/vmlinuz-"+fakeVer)); err != nil {
+			if _, err := readManifest(entry, filepath.Join(entry, "boot/vmlinuz-"+fakeVer)); err != nil {
 				t.Errorf("the repaired entry does not check: %v", err)
 			}
 		})
