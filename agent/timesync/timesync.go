@@ -241,7 +241,6 @@ func (s *Service) correct(server string, offset, maxErr time.Duration) error {
 	s.st = Status{Synced: true, Server: server, Offset: offset.Round(time.Microsecond).String(), Last: s.opts.Clock.Now().UTC(), Servers: s.st.Servers}
 	s.warned, s.failingSince = false, time.Time{}
 	s.mu.Unlock()
-	s.once.Do(func() { close(s.synced) })
 	attrs := []any{"server", server, "offset", offset.Round(time.Microsecond), "clock", s.opts.Clock.Now().UTC().Format(time.RFC3339)}
 	switch {
 	case first || recovered:
@@ -251,6 +250,9 @@ func (s *Service) correct(server string, offset, maxErr time.Duration) error {
 	default:
 		s.opts.Log.Debug("clock slewed", attrs...)
 	}
+	// Closed after the line above: whoever waits on Synced (K3s's start,
+	// a test reading the log) sees the console say so first.
+	s.once.Do(func() { close(s.synced) })
 	return nil
 }
 
