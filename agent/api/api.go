@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -71,11 +72,22 @@ type ConfigResult struct {
 	Applied  bool     `json:"applied"`
 }
 
+// LogPage answers GET /v1/logs: lines oldest first; Next is the newest
+// line's number, to pass as after= to get only the lines that come after
+// it (following a log); Skipped counts lines after after= that are no
+// longer held (or were over lines=).
+type LogPage struct {
+	Lines   []string `json:"lines"`
+	Next    uint64   `json:"next"`
+	Skipped uint64   `json:"skipped,omitempty"`
+}
+
 // Backend is the running agent, seen from the API.
 type Backend interface {
 	Status(ctx context.Context) Status
-	// Logs returns recent lines of source ("agent" or "k3s"), oldest first.
-	Logs(source string, n int) ([]string, error)
+	// Logs returns the last n lines of source ("agent" or "k3s") after line
+	// number after (0: the last n lines held).
+	Logs(source string, n int, after uint64) (LogPage, error)
 	ValidateConfig(data []byte) (warnings []string, err error)
 	// ApplyConfig validates, stores and applies a machine config.
 	ApplyConfig(ctx context.Context, data []byte) (warnings []string, err error)
@@ -100,12 +112,21 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 				return
 			}
 		}
-		lines, err := b.Logs(source, n)
+		var after uint64
+		if v := r.URL.Query().Get("after"); v != "" {
+			var err error
+			if after, err = strconv.ParseUint(v, 10, 64); err != nil {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("after=%q: give the next= number of an earlier answer", v))
+				return
+			}
+		}
+		page, err := b.Logs(source, n, after)
 		if err != nil {
 			writeError(w, http.StatusNotFound, err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string][]string{"lines": nonNil(lines)})
+		page.Lines = nonNil(page.Lines)
+		writeJSON(w, http.StatusOK, page)
 	})
 	config := func(apply bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
@@ -260,13 +281,16 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return st, err
 }
 
-// Logs fetches the last n lines of source.
-func (c *Client) Logs(ctx context.Context, source string, n int) ([]string, error) {
-	var out struct {
-		Lines []string `json:"lines"`
+// Logs fetches the last n lines of source after line number after (0: the
+// last n lines); follow a log by passing the answer's Next as after.
+func (c *Client) Logs(ctx context.Context, source string, n int, after uint64) (LogPage, error) {
+	var page LogPage
+	q := url.Values{"source": {source}, "lines": {strconv.Itoa(n)}}
+	if after > 0 {
+		q.Set("after", strconv.FormatUint(after, 10))
 	}
-	_, err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/logs?source=%s&lines=%d", source, n), nil, &out)
-	return out.Lines, err
+	_, err := c.do(ctx, http.MethodGet, "/v1/logs?"+q.Encode(), nil, &page)
+	return page, err
 }
 
 // ValidateConfig asks the agent to check a machine config.

@@ -10,10 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/etoile-os/etoile/agent/logring"
 	"github.com/etoile-os/etoile/agent/timesync"
 )
 
-type fakeAgent struct{ applied []byte }
+type fakeAgent struct {
+	applied []byte
+	k3s     *logring.Ring
+}
 
 func (f *fakeAgent) Status(context.Context) Status {
 	return Status{Version: "v1", Hostname: "edge-1", Boot: "uefi", Source: "disk", Slot: "a", Uptime: "3s",
@@ -23,11 +27,15 @@ func (f *fakeAgent) Status(context.Context) Status {
 		Time:     &timesync.Status{Synced: true, Server: "ntp.example.com", Offset: "-1.5ms", Last: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC), Servers: []string{"ntp.example.com"}}}
 }
 
-func (f *fakeAgent) Logs(source string, n int) ([]string, error) {
+func (f *fakeAgent) Logs(source string, n int, after uint64) (LogPage, error) {
 	if source != "k3s" {
-		return nil, errors.New("no log named " + source + ": use agent or k3s")
+		return LogPage{}, errors.New("no log named " + source + ": use agent or k3s")
 	}
-	return []string{"line 1", "line 2"}[:min(n, 2)], nil
+	lines, next, skipped := f.k3s.Since(after)
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return LogPage{Lines: lines, Next: next, Skipped: skipped}, nil
 }
 
 func (f *fakeAgent) ValidateConfig(data []byte) ([]string, error) {
@@ -49,7 +57,9 @@ func serve(t *testing.T) (*Client, *fakeAgent, string) {
 	t.Helper()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "run", "etoile", "agent.sock")
-	fa := &fakeAgent{}
+	fa := &fakeAgent{k3s: logring.New(10)}
+	fa.k3s.Add("line 1")
+	fa.k3s.Add("line 2")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Serve(ctx, sock, fa, nil) }()
@@ -88,7 +98,7 @@ func TestSocketIsPrivate(t *testing.T) {
 }
 
 func TestStatusAndLogsOverTheSocket(t *testing.T) {
-	c, _, _ := serve(t)
+	c, fa, _ := serve(t)
 	ctx := context.Background()
 	st, err := c.Status(ctx)
 	if err != nil {
@@ -106,15 +116,26 @@ func TestStatusAndLogsOverTheSocket(t *testing.T) {
 			t.Errorf("status text lacks %q:\n%s", want, out.String())
 		}
 	}
-	lines, err := c.Logs(ctx, "k3s", 1)
-	if err != nil || len(lines) != 1 || lines[0] != "line 1" {
-		t.Errorf("logs = %v, %v", lines, err)
+	page, err := c.Logs(ctx, "k3s", 1, 0)
+	if err != nil || len(page.Lines) != 1 || page.Lines[0] != "line 2" || page.Next != 2 {
+		t.Errorf("logs = %+v, %v", page, err)
 	}
-	if _, err := c.Logs(ctx, "kernel", 5); err == nil || !strings.Contains(err.Error(), "no log named kernel") {
+	fa.k3s.Add("line 3")
+	if page, err = c.Logs(ctx, "k3s", 10, page.Next); err != nil || len(page.Lines) != 1 || page.Lines[0] != "line 3" || page.Next != 3 {
+		t.Errorf("logs after 2 = %+v, %v", page, err)
+	}
+	if page, err = c.Logs(ctx, "k3s", 10, page.Next); err != nil || page.Lines == nil || len(page.Lines) != 0 {
+		t.Errorf("logs with nothing new = %#v, %v", page, err)
+	}
+	if _, err := c.Logs(ctx, "kernel", 5, 0); err == nil || !strings.Contains(err.Error(), "no log named kernel") {
 		t.Errorf("unknown log source: %v", err)
 	}
-	if _, err := c.Logs(ctx, "k3s", 0); err == nil || !strings.Contains(err.Error(), "lines=\"0\"") {
+	if _, err := c.Logs(ctx, "k3s", 0, 0); err == nil || !strings.Contains(err.Error(), "lines=\"0\"") {
 		t.Errorf("bad line count: %v", err)
+	}
+	var bad map[string]string
+	if _, err := c.do(ctx, "GET", "/v1/logs?source=k3s&after=-1", nil, &bad); err == nil || !strings.Contains(err.Error(), `after="-1"`) {
+		t.Errorf("bad after: %v", err)
 	}
 }
 

@@ -127,6 +127,18 @@ func (s *Supervisor) Logs() []string {
 	return r.Lines()
 }
 
+// LogsSince returns K3s's output lines after line number after (see
+// logring.Ring.Since), to follow it.
+func (s *Supervisor) LogsSince(after uint64) (lines []string, next, skipped uint64) {
+	s.mu.Lock()
+	r := s.ring
+	s.mu.Unlock()
+	if r == nil {
+		return []string{}, 0, 0
+	}
+	return r.Since(after)
+}
+
 func (s *Supervisor) setState(to State, reason string) {
 	s.mu.Lock()
 	from := s.state

@@ -13,6 +13,7 @@ type Ring struct {
 	buf     []string
 	next    int
 	full    bool
+	total   uint64          // lines ever added: the newest line's number
 	partial strings.Builder // Write's unfinished line
 }
 
@@ -28,6 +29,7 @@ func (r *Ring) Add(line string) {
 
 func (r *Ring) add(line string) {
 	r.buf[r.next] = line
+	r.total++
 	r.next = (r.next + 1) % len(r.buf)
 	if r.next == 0 {
 		r.full = true
@@ -61,4 +63,38 @@ func (r *Ring) Lines() []string {
 		return append([]string(nil), r.buf[:r.next]...)
 	}
 	return append(append([]string(nil), r.buf[r.next:]...), r.buf[:r.next]...)
+}
+
+// Since returns the lines held that came after line number after (lines are
+// numbered from 1 as they are added; 0 asks for every line held), oldest
+// first; next is the newest line's number, to ask from next time; skipped
+// counts the lines after `after` that the ring no longer holds. Following a
+// log is asking Since(next) again and again.
+func (r *Ring) Since(after uint64) (lines []string, next, skipped uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	held := uint64(r.next)
+	if r.full {
+		held = uint64(len(r.buf))
+	}
+	oldest := r.total - held + 1 // the number of the oldest line held
+	if after > r.total {
+		after = 0 // a number this ring never gave: another log's; start over
+	}
+	if after == r.total {
+		return []string{}, r.total, 0
+	}
+	if after+1 < oldest {
+		if after > 0 {
+			skipped = oldest - after - 1
+		}
+		after = oldest - 1
+	}
+	n := int(r.total - after) // lines to return, the newest n held
+	lines = make([]string, 0, n)
+	start := (r.next - n + len(r.buf)) % len(r.buf)
+	for i := range n {
+		lines = append(lines, r.buf[(start+i)%len(r.buf)])
+	}
+	return lines, r.total, skipped
 }

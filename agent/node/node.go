@@ -72,9 +72,9 @@ type Env struct {
 	// image's own modules add are loaded (an extension's GPU driver): the
 	// GPU's inventory waits for it (at most a minute).
 	DriversLoaded <-chan struct{}
-	// AgentLogs returns the agent's recent log lines (its console log);
-	// nil when not kept.
-	AgentLogs func() []string
+	// AgentLogs returns the agent's log lines (its console log) after a
+	// line number, as logring.Ring.Since does; nil when not kept.
+	AgentLogs func(after uint64) (lines []string, next, skipped uint64)
 	// Clock is the clock the time service keeps (timesync.KernelClock on a
 	// node); nil runs no time service (tests must not change the host's).
 	Clock timesync.Clock
@@ -206,7 +206,7 @@ func Start(ctx context.Context, env Env) *Node {
 	if err != nil {
 		n.withoutConfig(ctx)
 		n.fail("config", fmt.Sprintf("machine config from %s is invalid: %s", from, oneLine(err.Error())),
-			"correct the fields named above and apply it again (etoile-agent config validate FILE; POST /v1/config/apply)")
+			"correct the fields named above and apply it again (etoile-agent config validate FILE, then etoile-agent config apply FILE)")
 		for _, l := range strings.Split(err.Error(), "\n") {
 			env.Broadcast("etoile: config error " + l)
 		}
@@ -622,26 +622,33 @@ func (n *Node) Status(ctx context.Context) api.Status {
 }
 
 // Logs implements api.Backend.
-func (n *Node) Logs(source string, lines int) ([]string, error) {
+func (n *Node) Logs(source string, lines int, after uint64) (api.LogPage, error) {
+	var since func(uint64) ([]string, uint64, uint64)
 	switch source {
 	case "k3s":
 		n.mu.Lock()
 		sup := n.sup
 		n.mu.Unlock()
-		if sup == nil {
-			return []string{}, nil
+		if sup != nil {
+			since = sup.LogsSince
 		}
-		all := sup.Logs()
-		return all[max(0, len(all)-lines):], nil
 	case "agent", "":
-		if n.env.AgentLogs == nil {
-			return []string{}, nil
-		}
-		all := n.env.AgentLogs()
-		return all[max(0, len(all)-lines):], nil
+		since = n.env.AgentLogs
 	default:
-		return nil, fmt.Errorf("no log named %q: use agent or k3s", source)
+		return api.LogPage{}, fmt.Errorf("no log named %q: use agent or k3s", source)
 	}
+	if since == nil {
+		return api.LogPage{Lines: []string{}}, nil
+	}
+	all, next, skipped := since(after)
+	if len(all) > lines {
+		skipped += uint64(len(all) - lines)
+		all = all[len(all)-lines:]
+	}
+	if after == 0 {
+		skipped = 0 // the last lines were asked for, not all of them
+	}
+	return api.LogPage{Lines: all, Next: next, Skipped: skipped}, nil
 }
 
 // ValidateConfig implements api.Backend.
@@ -725,7 +732,9 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	}
 	// The supervisor outlives this request: it runs under the node's context.
 	if err := n.startK3s(n.ctx, cfg); err != nil {
-		return warns, fmt.Errorf("the config is applied, but K3s cannot start: %w", err)
+		// The config is the node's now (its network and parameters are set):
+		// K3s's state says why it is not running.
+		return append(warns, fmt.Sprintf("the config is applied, but K3s cannot start: %v", err)), nil
 	}
 	return append(warns, "applied until the next boot: keep it in the machine config's source to make it last"), nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/etoile-os/etoile/agent/api"
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/fakeroot"
+	"github.com/etoile-os/etoile/agent/logring"
 	"github.com/etoile-os/etoile/agent/timesync"
 )
 
@@ -246,18 +247,33 @@ func (s fileSource) Read(context.Context) ([]byte, error) { return []byte(s.data
 // TestLogsAgentAndK3s: /v1/logs's sources on a node: the agent's own log
 // (the default source), K3s's (empty before it runs), and an unknown one.
 func TestLogsAgentAndK3s(t *testing.T) {
-	lines := []string{"etoile: step=mount-api t=0.10s", "etoile: step=cmdline t=0.11s", "etoile: ready version=dev"}
-	n := &Node{env: Env{AgentLogs: func() []string { return lines }}}
+	ring := logring.New(100)
+	for _, l := range []string{"etoile: step=mount-api t=0.10s", "etoile: step=cmdline t=0.11s", "etoile: ready version=dev"} {
+		ring.Add(l)
+	}
+	n := &Node{env: Env{AgentLogs: ring.Since}}
 	for _, src := range []string{"agent", ""} {
-		got, err := n.Logs(src, 2)
-		if err != nil || !slices.Equal(got, lines[1:]) {
-			t.Errorf("Logs(%q, 2) = %q, %v; want the last two agent lines", src, got, err)
+		got, err := n.Logs(src, 2, 0)
+		if err != nil || strings.Join(got.Lines, "|") != "etoile: step=cmdline t=0.11s|etoile: ready version=dev" || got.Next != 3 || got.Skipped != 0 {
+			t.Errorf("Logs(%q, 2, 0) = %+v, %v; want the last two agent lines, next 3", src, got, err)
 		}
 	}
-	if got, err := n.Logs("k3s", 10); err != nil || len(got) != 0 {
-		t.Errorf("Logs(k3s) before K3s ran = %q, %v", got, err)
+	// Following: only what came after, and lines over the count are counted
+	// as skipped rather than dropped silently.
+	for i := range 5 {
+		ring.Add(fmt.Sprintf("line %d", i))
 	}
-	if _, err := n.Logs("kernel", 10); err == nil || !strings.Contains(err.Error(), "use agent or k3s") {
+	got, err := n.Logs("agent", 3, 3)
+	if err != nil || strings.Join(got.Lines, "|") != "line 2|line 3|line 4" || got.Next != 8 || got.Skipped != 2 {
+		t.Errorf("Logs(agent, 3, after 3) = %+v, %v", got, err)
+	}
+	if got, err := n.Logs("agent", 3, 8); err != nil || len(got.Lines) != 0 || got.Next != 8 {
+		t.Errorf("Logs with nothing new = %+v, %v", got, err)
+	}
+	if got, err := n.Logs("k3s", 10, 0); err != nil || len(got.Lines) != 0 {
+		t.Errorf("Logs(k3s) before K3s ran = %+v, %v", got, err)
+	}
+	if _, err := n.Logs("kernel", 10, 0); err == nil || !strings.Contains(err.Error(), "use agent or k3s") {
 		t.Errorf("Logs(kernel) = %v", err)
 	}
 }

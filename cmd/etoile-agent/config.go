@@ -3,17 +3,90 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"path/filepath"
 
+	"github.com/etoile-os/etoile/agent/api"
 	"github.com/etoile-os/etoile/agent/config/configcli"
 )
 
-// runConfig is `etoile-agent config validate|example|k3s`, so that a
-// technician at the node checks a machine config the way the agent will.
+// applyCmd is `etoile-agent config apply`: the one config command that
+// talks to the running agent rather than checking a file on its own.
+func applyCmd() configcli.Sub {
+	return configcli.Sub{
+		Name:     "apply",
+		Synopsis: "apply [--socket PATH] FILE send a machine config to the running agent, which applies it (K3s restarts with it)",
+		Run:      runApply,
+	}
+}
+
+// runConfig is `etoile-agent config validate|example|k3s|apply`, so that a
+// technician at the node checks a machine config the way the agent will,
+// and hands it to the agent.
 func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	err := configcli.Command(ctx, "etoile-agent", args, stdout, stderr)
+	err := configcli.Command(ctx, "etoile-agent", args, stdout, stderr, applyCmd())
 	if errors.Is(err, configcli.ErrUsage) {
 		return usageError{err} // the usage text is already printed
 	}
 	return err
+}
+
+func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("etoile-agent config apply", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	socket := fs.String("socket", api.DefaultSocket, "the agent's local API socket")
+	var files []string
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, configcli.Usage("etoile-agent", applyCmd()))
+			return nil
+		}
+		if err != nil {
+			return applyUsage(stderr, "%v", err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		files, args = append(files, fs.Arg(0)), fs.Args()[1:]
+	}
+	switch {
+	case len(files) == 0:
+		return applyUsage(stderr, "no FILE given (- reads standard input)")
+	case len(files) > 1:
+		return applyUsage(stderr, "one FILE at a time, got %d: %q", len(files), files)
+	}
+	data, err := configcli.Read(files[0])
+	if err != nil {
+		return err
+	}
+	name := files[0]
+	if name == "-" {
+		name = "standard input"
+	}
+	res, err := api.NewClient(filepath.Clean(*socket)).ApplyConfig(ctx, data)
+	if err != nil {
+		return err
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	if !res.Applied {
+		for _, e := range res.Errors {
+			fmt.Fprintf(stderr, "error: %s\n", e)
+		}
+		if !res.Valid {
+			return fmt.Errorf("%s: %w: the agent keeps the config it runs", name, configcli.ErrInvalid)
+		}
+		return fmt.Errorf("%s: not applied", name)
+	}
+	fmt.Fprintf(stdout, "%s: applied; K3s restarts with it (etoile-agent status shows its state)\n", name)
+	return nil
+}
+
+func applyUsage(stderr io.Writer, format string, args ...any) error {
+	fmt.Fprintf(stderr, "etoile-agent config apply: %s\n\n%s", fmt.Sprintf(format, args...), configcli.Usage("etoile-agent", applyCmd()))
+	return usageError{configcli.ErrUsage}
 }

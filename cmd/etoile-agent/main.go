@@ -122,6 +122,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runConfig(ctx, rest, stdout, stderr)
 	case "status":
 		return runStatus(ctx, rest, stdout, stderr)
+	case "logs":
+		return runLogs(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		usage(stdout)
 		return nil
@@ -139,8 +141,9 @@ As /init (PID 1) it boots the machine; these commands are for people and tests:
   inventory          describe this machine's hardware
   modprobe NAME…     load kernel modules or aliases (also run as /sbin/modprobe)
   join               join this site to a constellation
-  config             validate a machine config, print an example
+  config             validate a machine config, print an example, apply one
   status [--json]    the running agent's status (boot, network, K3s)
+  logs [-f] [k3s]    the running agent's log, or K3s's output
   version            print the version
 `)
 }

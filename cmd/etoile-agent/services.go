@@ -86,7 +86,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		},
 		ApplyNetwork:  m.ApplyNetwork,
 		DriversLoaded: m.ImageDriversLoaded(),
-		AgentLogs:     s.agentLogs.Lines,
+		AgentLogs:     s.agentLogs.Since,
 		Clock:         timesync.KernelClock{},
 		TimeFloor:     imageBuildTime(),
 		TimeBehind:    s.timeBehind,

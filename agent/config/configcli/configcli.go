@@ -21,43 +21,74 @@ var ErrUsage = errors.New("usage")
 // ErrInvalid is wrapped by the error of a config that does not validate.
 var ErrInvalid = errors.New("machine config is not valid")
 
-func usage(prog string) string {
-	return fmt.Sprintf(`usage: %[1]s config <command>
+// Sub is a config subcommand one program adds to the shared ones
+// (etoile-agent's apply, which talks to the running agent).
+type Sub struct {
+	Name string
+	// Synopsis follows "PROG config " in the usage: the arguments, then
+	// what it does, aligned with the others.
+	Synopsis string
+	// Run gets the arguments after the name. It returns ErrUsage after
+	// printing its own usage error (Usage gives the text).
+	Run func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+type cli struct {
+	prog  string
+	extra []Sub
+}
+
+func (cl cli) usage() string {
+	s := fmt.Sprintf(`usage: %[1]s config <command>
 
   %[1]s config validate [--strict] FILE   check a machine config (FILE - reads standard input); warnings on stderr
   %[1]s config example                    print a commented example machine config
   %[1]s config k3s FILE                   print the K3s config.yaml and registries.yaml it gives
-`, prog)
+`, cl.prog)
+	for _, x := range cl.extra {
+		s += fmt.Sprintf("  %s config %s\n", cl.prog, x.Synopsis)
+	}
+	return s
 }
 
 // usageError prints what was wrong, on one line, then the usage.
-func usageError(stderr io.Writer, prog, cmd, format string, args ...any) error {
-	fmt.Fprintf(stderr, "%s config%s: %s\n\n%s", prog, cmd, fmt.Sprintf(format, args...), usage(prog))
+func (cl cli) usageError(stderr io.Writer, cmd, format string, args ...any) error {
+	fmt.Fprintf(stderr, "%s config%s: %s\n\n%s", cl.prog, cmd, fmt.Sprintf(format, args...), cl.usage())
 	return ErrUsage
 }
 
-// Command runs `PROG config ARGS…`. prog is the program's name, for messages.
-func Command(ctx context.Context, prog string, args []string, stdout, stderr io.Writer) error {
+// Usage returns the usage text of `PROG config` with extra's commands, for
+// a Sub's own usage errors.
+func Usage(prog string, extra ...Sub) string { return cli{prog, extra}.usage() }
+
+// Command runs `PROG config ARGS…`. prog is the program's name, for
+// messages; extra adds that program's own subcommands.
+func Command(ctx context.Context, prog string, args []string, stdout, stderr io.Writer, extra ...Sub) error {
+	cl := cli{prog, extra}
 	if len(args) == 0 {
-		return usageError(stderr, prog, "", "no command given")
+		return cl.usageError(stderr, "", "no command given")
 	}
 	switch args[0] {
 	case "validate":
-		return validate(prog, args[1:], stdout, stderr)
+		return cl.validate(args[1:], stdout, stderr)
 	case "example":
 		if len(args) > 1 {
-			return usageError(stderr, prog, " example", "takes no arguments, got %q", args[1:])
+			return cl.usageError(stderr, " example", "takes no arguments, got %q", args[1:])
 		}
 		_, err := stdout.Write(config.Example())
 		return err
 	case "k3s":
-		return renderK3s(prog, args[1:], stdout, stderr)
+		return cl.renderK3s(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage(prog))
+		fmt.Fprint(stdout, cl.usage())
 		return nil
-	default:
-		return usageError(stderr, prog, "", "unknown command %q", args[0])
 	}
+	for _, x := range extra {
+		if x.Name == args[0] {
+			return x.Run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	return cl.usageError(stderr, "", "unknown command %q", args[0])
 }
 
 // parseInterspersed parses fs's flags wherever they stand among the
@@ -82,21 +113,21 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func validate(prog string, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet(prog+" config validate", flag.ContinueOnError)
+func (cl cli) validate(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(cl.prog+" config validate", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // the error is printed below, with the usage
 	strict := fs.Bool("strict", false, "treat warnings as errors")
 	files, err := parseInterspersed(fs, args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(stdout, usage(prog))
+		fmt.Fprint(stdout, cl.usage())
 		return nil
 	case err != nil:
-		return usageError(stderr, prog, " validate", "%v", err)
+		return cl.usageError(stderr, " validate", "%v", err)
 	case len(files) == 0:
-		return usageError(stderr, prog, " validate", "no FILE given (- reads standard input)")
+		return cl.usageError(stderr, " validate", "no FILE given (- reads standard input)")
 	case len(files) > 1:
-		return usageError(stderr, prog, " validate", "one FILE at a time, got %d: %q", len(files), files)
+		return cl.usageError(stderr, " validate", "one FILE at a time, got %d: %q", len(files), files)
 	}
 	file := files[0]
 	c, warnings, err := check(file)
@@ -130,7 +161,10 @@ func validate(prog string, args []string, stdout, stderr io.Writer) error {
 // stdin is what FILE "-" reads (tests replace it).
 var stdin io.Reader = os.Stdin
 
-func check(file string) (*config.MachineConfig, []string, error) {
+// Read reads a machine config file as the config commands do: FILE "-" is
+// standard input; at most config.MaxSize bytes; a pipe or device given by
+// name is refused with the way to read it.
+func Read(file string) ([]byte, error) {
 	var (
 		data []byte
 		err  error
@@ -148,10 +182,18 @@ func check(file string) (*config.MachineConfig, []string, error) {
 		}
 	}
 	if errors.Is(err, config.ErrNotFound) {
-		return nil, nil, fmt.Errorf("%s: no such file", file)
+		return nil, fmt.Errorf("%s: no such file", file)
 	}
+	return data, err
+}
+
+func check(file string) (*config.MachineConfig, []string, error) {
+	data, err := Read(file)
 	if err != nil {
 		return nil, nil, err
+	}
+	if file == "-" {
+		file = "standard input"
 	}
 	c, warnings, err := config.Check(data)
 	if err != nil {
@@ -160,21 +202,21 @@ func check(file string) (*config.MachineConfig, []string, error) {
 	return c, warnings, nil
 }
 
-func renderK3s(prog string, args []string, stdout, stderr io.Writer) error {
+func (cl cli) renderK3s(args []string, stdout, stderr io.Writer) error {
 	for _, a := range args {
 		switch {
 		case a == "-h" || a == "-help" || a == "--help":
-			fmt.Fprint(stdout, usage(prog))
+			fmt.Fprint(stdout, cl.usage())
 			return nil
 		case strings.HasPrefix(a, "-") && a != "-":
-			return usageError(stderr, prog, " k3s", "unknown option %s: k3s takes only FILE", a)
+			return cl.usageError(stderr, " k3s", "unknown option %s: k3s takes only FILE", a)
 		}
 	}
 	switch {
 	case len(args) == 0:
-		return usageError(stderr, prog, " k3s", "no FILE given (- reads standard input)")
+		return cl.usageError(stderr, " k3s", "no FILE given (- reads standard input)")
 	case len(args) > 1:
-		return usageError(stderr, prog, " k3s", "one FILE at a time, got %d: %q", len(args), args)
+		return cl.usageError(stderr, " k3s", "one FILE at a time, got %d: %q", len(args), args)
 	}
 	c, warnings, err := check(args[0])
 	for _, w := range warnings {

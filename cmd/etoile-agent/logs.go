@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/etoile-os/etoile/agent/api"
+)
+
+// followEvery is how often `logs -f` asks the agent for new lines.
+var followEvery = 500 * time.Millisecond
+
+// runLogs is `etoile-agent logs [-f] [-n N] [agent|k3s]`: the agent's
+// console log or K3s's output, through the local API.
+func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("etoile-agent logs", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	bad := func(format string, args ...any) error {
+		err := fmt.Errorf(format, args...)
+		fmt.Fprintf(stderr, "etoile-agent logs: %v\n\n", err)
+		fs.Usage()
+		return usageError{err}
+	}
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: etoile-agent logs [-f] [-n LINES] [--socket PATH] [agent|k3s]\n\n"+
+			"The running agent's log (agent, the default: what it printed on the console) or K3s's output (k3s).\n\n")
+		fs.PrintDefaults()
+	}
+	follow := fs.Bool("f", false, "keep printing lines as they come, until interrupted")
+	n := fs.Int("n", 200, "how many of the last lines to print (1 to 10000)")
+	socket := fs.String("socket", api.DefaultSocket, "the agent's local API socket")
+	var sources []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil
+			}
+			return usageError{err}
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		sources, args = append(sources, fs.Arg(0)), fs.Args()[1:]
+	}
+	source := "agent"
+	switch {
+	case len(sources) > 1:
+		return bad("one log at a time, got %q", sources)
+	case len(sources) == 1:
+		source = sources[0]
+	}
+	if source != "agent" && source != "k3s" {
+		return bad("no log named %q: use agent or k3s", source)
+	}
+	if *n < 1 || *n > 10000 {
+		return bad("-n %d: give a number from 1 to 10000", *n)
+	}
+	c := api.NewClient(filepath.Clean(*socket))
+	var after uint64
+	for {
+		page, err := c.Logs(ctx, source, *n, after)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // ^C while following
+			}
+			return err
+		}
+		if page.Skipped > 0 {
+			fmt.Fprintf(stdout, "… %d lines not shown (more came than -n, or the agent no longer holds them)\n", page.Skipped)
+		}
+		for _, l := range page.Lines {
+			if _, err := fmt.Fprintln(stdout, l); err != nil {
+				return err // a closed pipe (| head)
+			}
+		}
+		if !*follow {
+			return nil
+		}
+		after = page.Next
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(followEvery):
+		}
+	}
+}

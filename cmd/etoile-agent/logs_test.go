@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/etoile-os/etoile/agent/api"
+	"github.com/etoile-os/etoile/agent/config"
+	"github.com/etoile-os/etoile/agent/logring"
+)
+
+// testAgent is the local API's backend with real log rings and the real
+// machine config validation: the commands below talk to it over a real
+// unix socket, as they talk to PID 1 on a node.
+type testAgent struct {
+	agent, k3s *logring.Ring
+	gate       sync.Mutex // held by a test adding lines the API must see all at once
+	mu         sync.Mutex
+	applied    []byte
+}
+
+func (a *testAgent) Status(context.Context) api.Status { return api.Status{Version: "v1"} }
+
+func (a *testAgent) Logs(source string, n int, after uint64) (api.LogPage, error) {
+	a.gate.Lock()
+	defer a.gate.Unlock()
+	r := a.agent
+	if source == "k3s" {
+		r = a.k3s
+	}
+	lines, next, skipped := r.Since(after)
+	if len(lines) > n {
+		if after > 0 {
+			skipped += uint64(len(lines) - n)
+		}
+		lines = lines[len(lines)-n:]
+	}
+	return api.LogPage{Lines: lines, Next: next, Skipped: skipped}, nil
+}
+
+func (a *testAgent) ValidateConfig(data []byte) ([]string, error) {
+	_, w, err := config.Check(data)
+	return w, err
+}
+
+func (a *testAgent) ApplyConfig(_ context.Context, data []byte) ([]string, error) {
+	w, err := a.ValidateConfig(data)
+	if err == nil {
+		a.mu.Lock()
+		a.applied = data
+		a.mu.Unlock()
+	}
+	return append(w, "applied until the next boot"), err
+}
+
+func serveAgent(t *testing.T) (*testAgent, string) {
+	t.Helper()
+	a := &testAgent{agent: logring.New(100), k3s: logring.New(5)}
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- api.Serve(ctx, sock, a, nil) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			return a, sock
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the API socket never appeared")
+		}
+	}
+}
+
+// lockedBuffer is stdout for a command running in another goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+func TestLogsPrintsTheLastLines(t *testing.T) {
+	a, sock := serveAgent(t)
+	for _, l := range []string{"etoile: step=mount-api", "etoile: step=cmdline", "etoile: ready version=v1"} {
+		a.agent.Add(l)
+	}
+	a.k3s.Add("k3s: starting")
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"logs", "--socket", sock, "-n", "2"}, &out, &errb); err != nil {
+		t.Fatalf("logs: %v\n%s", err, errb.String())
+	}
+	if out.String() != "etoile: step=cmdline\netoile: ready version=v1\n" {
+		t.Errorf("logs -n 2 printed %q", out.String())
+	}
+	out.Reset()
+	// The source after the flags or before them.
+	if err := run(context.Background(), []string{"logs", "k3s", "--socket", sock}, &out, &errb); err != nil {
+		t.Fatalf("logs k3s: %v", err)
+	}
+	if out.String() != "k3s: starting\n" {
+		t.Errorf("logs k3s printed %q", out.String())
+	}
+}
+
+// TestLogsFollow: -f prints the lines held, then each line as it comes,
+// once; lines the ring dropped before they were asked for are announced.
+func TestLogsFollow(t *testing.T) {
+	defer func(d time.Duration) { followEvery = d }(followEvery)
+	followEvery = 10 * time.Millisecond
+	a, sock := serveAgent(t)
+	a.k3s.Add("old 1")
+	a.k3s.Add("old 2")
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb lockedBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"logs", "-f", "--socket", sock, "k3s"}, &out, &errb) }()
+	waitOutput := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), want); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("logs -f never printed %q; printed:\n%s%s", want, out.String(), errb.String())
+			}
+		}
+	}
+	waitOutput("old 2\n")
+	a.k3s.Add("new 1")
+	waitOutput("new 1\n")
+	a.k3s.Add("new 2")
+	a.k3s.Add("new 3")
+	waitOutput("new 3\n")
+	// More lines than the ring holds (5) between two asks: 3 are lost.
+	a.gate.Lock()
+	for _, l := range []string{"burst 1", "burst 2", "burst 3", "burst 4", "burst 5", "burst 6", "burst 7", "burst 8"} {
+		a.k3s.Add(l)
+	}
+	a.gate.Unlock()
+	waitOutput("burst 8\n")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("logs -f ended with %v", err)
+	}
+	got := out.String()
+	for _, l := range []string{"old 1", "old 2", "new 1", "new 2", "new 3"} {
+		if strings.Count(got, l+"\n") != 1 {
+			t.Errorf("%q printed %d times, want once:\n%s", l, strings.Count(got, l+"\n"), got)
+		}
+	}
+	if !strings.Contains(got, "… 3 lines not shown") || !strings.Contains(got, "burst 4\nburst 5\nburst 6\nburst 7\nburst 8\n") || strings.Contains(got, "burst 3\n") {
+		t.Errorf("the burst is not shown as 3 lines lost then the 5 held:\n%s", got)
+	}
+}
+
+func TestLogsBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"logs", "kernel"}, `no log named "kernel": use agent or k3s`},
+		{[]string{"logs", "agent", "k3s"}, "one log at a time"},
+		{[]string{"logs", "-n", "0"}, "-n 0: give a number from 1 to 10000"},
+		{[]string{"logs", "--socket", filepath.Join(t.TempDir(), "none.sock")}, "is it running?"},
+	} {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), tc.args, &out, &errb)
+		if err == nil || !strings.Contains(err.Error()+errb.String(), tc.want) {
+			t.Errorf("%q: err %v, stderr %q; want %q", tc.args, err, errb.String(), tc.want)
+		}
+	}
+}
+
+func TestConfigApply(t *testing.T) {
+	a, sock := serveAgent(t)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, config.Example(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"config", "apply", good, "--socket", sock}, &out, &errb); err != nil {
+		t.Fatalf("apply: %v\n%s", err, errb.String())
+	}
+	if !strings.Contains(out.String(), good+": applied") || !strings.Contains(errb.String(), "warning: applied until the next boot") {
+		t.Errorf("stdout %q stderr %q", out.String(), errb.String())
+	}
+	if !bytes.Equal(a.applied, config.Example()) {
+		t.Error("the agent did not get the file's bytes")
+	}
+
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: boss\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errb.Reset()
+	err := run(context.Background(), []string{"config", "apply", "--socket", sock, bad}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "not valid") || !strings.Contains(err.Error(), "keeps the config it runs") {
+		t.Errorf("an invalid config: err %v", err)
+	}
+	if !strings.Contains(errb.String(), "error: role") {
+		t.Errorf("the field error is not shown: %q", errb.String())
+	}
+	if !bytes.Equal(a.applied, config.Example()) {
+		t.Error("an invalid config replaced the applied one")
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"config", "apply"}, "no FILE given"},
+		{[]string{"config", "apply", good, bad}, "one FILE at a time"},
+		{[]string{"config", "apply", "--sock", sock, good}, "flag provided but not defined: -sock"},
+		{[]string{"config", "apply", filepath.Join(dir, "none.yaml"), "--socket", sock}, "none.yaml: no such file"},
+		{[]string{"config", "apply", good, "--socket", filepath.Join(dir, "none.sock")}, "is it running?"},
+	} {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), tc.args, &out, &errb)
+		if err == nil || !strings.Contains(err.Error()+errb.String(), tc.want) {
+			t.Errorf("%q: err %v, stderr %q; want %q", tc.args, err, errb.String(), tc.want)
+		}
+	}
+}
