@@ -93,6 +93,14 @@ sysctls:
 // config served over HTTP (etoile.config=) and more kernel arguments.
 func netbootWithConfig(t *testing.T, out, yaml, args string) DirectKernel {
 	t.Helper()
+	k, _ := netbootWithConfigDir(t, out, yaml, args)
+	return k
+}
+
+// netbootWithConfigDir is netbootWithConfig, and the folder whose
+// config.yaml the test server serves.
+func netbootWithConfigDir(t *testing.T, out, yaml, args string) (DirectKernel, string) {
+	t.Helper()
 	cfgDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(cfgDir, "config.yaml"), []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
@@ -104,7 +112,7 @@ func netbootWithConfig(t *testing.T, out, yaml, args string) DirectKernel {
 	}
 	k := NetbootKernel(t, out, sum).(DirectKernel)
 	k.Append += fmt.Sprintf(" etoile.config=http://10.0.2.2:%d/config.yaml %s", cfgPort, args)
-	return k
+	return k, cfgDir
 }
 
 var k3sReadyRE = regexp.MustCompile(`^etoile: ready .* k3s=ready\b`)
@@ -146,16 +154,108 @@ func TestStandinK3sRestartsAfterCrash(t *testing.T) {
 	t.Logf("restart shown: %s", crash.Line)
 }
 
+// TestStandinK3sInvalidConfigStaysUp: an invalid config is shown with its
+// field errors, K3s is not started, the machine stays up (no boot loop) —
+// and once the config is corrected where it is served, the node takes it
+// without a reboot.
 func TestStandinK3sInvalidConfigStaysUp(t *testing.T) {
 	t.Parallel()
 	out := standinOut(t)
 	bad := serverConfig + "network:\n  interfaces:\n    - {name: eth0, vlan: 5000}\n"
-	k := netbootWithConfig(t, out, bad, "")
+	k, cfgDir := netbootWithConfigDir(t, out, bad, "")
 	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{}}})
 	m := vm.WaitFor(regexp.MustCompile(`^etoile: error step=config .*network\.interfaces\[0\]\.vlan`), ReadyTimeout)
 	t.Logf("error shown: %s", m.Line)
-	// No boot loop, no panic, and K3s never started.
-	vm.Absent(regexp.MustCompile(`Kernel panic|Attempted to kill init|k3s state=starting|etoile: agent starting`), 15*time.Second)
+	vm.WaitFor(regexp.MustCompile(`^etoile: waiting for a machine config: its sources are read again every 10s`), ReadyTimeout)
+	// No boot loop, no panic, K3s never started, and the same invalid config
+	// read again (every 10 s) is not shown again.
+	vm.Absent(regexp.MustCompile(`Kernel panic|Attempted to kill init|k3s state=starting|etoile: agent starting`), 25*time.Second)
+	if n := strings.Count(consoleText(vm), "etoile: error step=config"); n != 1 {
+		t.Errorf("the invalid config was shown %d times, want once", n)
+	}
+	// Corrected on the server (written whole, then renamed into place).
+	tmp := filepath.Join(cfgDir, "config.yaml.new")
+	if err := os.WriteFile(tmp, []byte(serverConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(cfgDir, "config.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	vm.WaitFor(regexp.MustCompile(`^etoile: machine config loaded from="kernel argument etoile\.config=http.* role=server`), time.Minute)
+	r := vm.WaitFor(k3sReadyRE, K3sTimeout)
+	t.Logf("corrected config taken: %s", r.Line)
+	vm.Absent(regexp.MustCompile(`etoile: agent starting`), time.Second)
+}
+
+// consoleText is every console line so far.
+func consoleText(vm *VM) string {
+	var b strings.Builder
+	for _, l := range vm.Lines() {
+		b.WriteString(l.Text)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// hotplugStick is an xHCI controller and a drive holding img that no
+// device uses yet: the test plugs it in as a USB stick through QMP
+// (device_add usb-storage,drive=hot0,bus=xhci0.0).
+type hotplugStick struct{ Path string }
+
+func (h hotplugStick) QEMUArgs(string) ([]string, error) {
+	if err := mustExist(h.Path, "USB stick image"); err != nil {
+		return nil, err
+	}
+	return []string{
+		"-device", "qemu-xhci,id=xhci0",
+		"-drive", "if=none,id=hot0,format=raw,readonly=on,file=" + escapeOpt(h.Path),
+	}, nil
+}
+
+// fatConfigVolume writes config.yaml onto a FAT32 image labelled
+// ETOILE-CFG, as `mkfs.vfat -n ETOILE-CFG` and a file manager would.
+func fatConfigVolume(t *testing.T, yaml string) string {
+	t.Helper()
+	if err := RequireTools(MkfsFatTool, MtoolsTool); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	src, img := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "cfg.img")
+	if err := os.WriteFile(src, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"mkfs.fat", "-F", "32", "-C", "-n", "ETOILE-CFG", img, "65536"},
+		{"mcopy", "-i", img, src, "::/config.yaml"},
+	} {
+		if b, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, b)
+		}
+	}
+	return img
+}
+
+// TestStandinK3sConfigStickPluggedInLater boots the ISO with no machine
+// config (k3s=stopped), then plugs in a USB stick labelled ETOILE-CFG
+// (QEMU's device_add, as a technician plugs one in): the agent loads the
+// stick's drivers, finds the volume at its next look and starts K3s from it.
+func TestStandinK3sConfigStickPluggedInLater(t *testing.T) {
+	t.Parallel()
+	out := standinOut(t)
+	img := fatConfigVolume(t, serverConfig)
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, CDROM{Path: filepath.Join(out, ISOName)}, hotplugStick{Path: img}, UserNIC{}}, QMP: true})
+	vm.WaitFor(regexp.MustCompile(`^etoile: waiting for a machine config`), ReadyTimeout)
+	r := vm.Ready(ReadyTimeout)
+	if !strings.Contains(r.Line, " k3s=stopped") {
+		t.Fatalf("ready line without a config: %s", r.Line)
+	}
+	if err := vm.QMP("device_add", map[string]any{"driver": "usb-storage", "bus": "xhci0.0", "drive": "hot0", "id": "stick0"}); err != nil {
+		t.Fatal(err)
+	}
+	vm.WaitFor(regexp.MustCompile(`^etoile: config volume device=/dev/sd\S+ label=ETOILE-CFG read="without mounting"`), time.Minute)
+	vm.WaitFor(regexp.MustCompile(`^etoile: machine config loaded from="volume ETOILE-CFG.* role=server`), time.Minute)
+	m := vm.WaitFor(k3sReadyRE, K3sTimeout)
+	t.Logf("K3s stand-in ready from the stick plugged in: %s", m.Line)
 }
 
 // k3sExecRE is the supervisor's line once K3s's exec has succeeded (its t=

@@ -408,8 +408,9 @@ func (vm *VM) expectOnly(re *regexp.Regexp, timeout time.Duration) (Match, error
 }
 
 // QMP runs one command of QEMU's machine protocol ("system_powerdown":
-// the ACPI power button) on a VM started with Config.QMP.
-func (vm *VM) QMP(command string) error {
+// the ACPI power button; "device_add" with its arguments: a device plugged
+// in) on a VM started with Config.QMP.
+func (vm *VM) QMP(command string, args ...map[string]any) error {
 	if vm.qmpDir == "" {
 		return errors.New("the VM was started without Config.QMP")
 	}
@@ -426,8 +427,21 @@ func (vm *VM) QMP(command string) error {
 	if err := dec.Decode(&greeting); err != nil || greeting["QMP"] == nil {
 		return fmt.Errorf("QMP: no greeting (%v)", err)
 	}
-	for _, c := range []string{"qmp_capabilities", command} {
-		if _, err := fmt.Fprintf(conn, "{\"execute\": %q}\n", c); err != nil {
+	type request struct {
+		Execute   string         `json:"execute"`
+		Arguments map[string]any `json:"arguments,omitempty"`
+	}
+	cmd := request{Execute: command}
+	if len(args) > 0 {
+		cmd.Arguments = args[0]
+	}
+	for _, req := range []request{{Execute: "qmp_capabilities"}, cmd} {
+		c := req.Execute
+		line, err := json.Marshal(req)
+		if err != nil {
+			return err
+		}
+		if _, err := conn.Write(append(line, '\n')); err != nil {
 			return fmt.Errorf("QMP %s: %w", c, err)
 		}
 		for {

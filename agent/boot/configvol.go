@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -27,6 +28,7 @@ const (
 type configPrefetch struct {
 	done   chan struct{} // nil: never started; closed once source is final
 	source config.Source // the ETOILE-CFG volume's config; nil if none was found
+	taken  atomic.Bool   // the first ConfigVolume took source: later ones look again
 }
 
 // startConfigPrefetch looks for the ETOILE-CFG volume (FindConfigVolume) in
@@ -50,11 +52,13 @@ func (m *Machine) startConfigPrefetch(ctx context.Context) {
 }
 
 // ConfigVolume returns the ETOILE-CFG volume's config source, nil when there
-// is none: what the look started with the system image's mount found, or,
-// when that found nothing or never started, a new look (a USB stick may
-// have shown up since; reading the devices' first bytes costs little).
+// is none: the first time, what the look started with the system image's
+// mount found; when that found nothing or never started, and on every later
+// call (a node waiting for a config asks again and again), a new look — a
+// USB stick may have shown up, or been swapped, since; reading the devices'
+// first bytes costs little.
 func (m *Machine) ConfigVolume(ctx context.Context) config.Source {
-	if m.cfgPre.done != nil {
+	if m.cfgPre.done != nil && !m.cfgPre.taken.Swap(true) {
 		select {
 		case <-m.cfgPre.done:
 			if m.cfgPre.source != nil {
@@ -212,10 +216,14 @@ func (m *Machine) LoadFS(ctx context.Context, fstype string) {
 
 // MountReadOnly mounts dev at dir (made if missing) with the first
 // filesystem type that works, read-only and without devices, setuid or
-// executables.
+// executables. What an earlier call mounted at dir is unmounted first (its
+// device may be gone): a node waiting for a machine config reads its
+// sources again and again, and mounts must not pile up.
 func MountReadOnly(dev, dir string, fstypes []string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
+	}
+	for unix.Unmount(dir, unix.MNT_DETACH) == nil {
 	}
 	var errs []error
 	for _, t := range fstypes {

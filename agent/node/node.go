@@ -85,6 +85,9 @@ type Env struct {
 	TimeBehind bool
 	// NTPServers returns the NTP servers DHCP gave.
 	NTPServers func() []string
+	// ConfigRetry is how often a node without a usable machine config
+	// reads its sources again (0: DefaultConfigRetry).
+	ConfigRetry time.Duration
 	// Socket is the local API's socket ("" for api.DefaultSocket).
 	Socket string
 	Log    *slog.Logger
@@ -140,6 +143,9 @@ func Start(ctx context.Context, env Env) *Node {
 	if env.Log == nil {
 		env.Log = slog.New(slog.DiscardHandler)
 	}
+	if env.Broadcast == nil {
+		env.Broadcast = func(string) {}
+	}
 	n := &Node{env: env, ctx: ctx}
 	n.k3sMu.Lock() // an apply through the API waits for the boot's start
 	defer n.k3sMu.Unlock()
@@ -192,10 +198,12 @@ func Start(ctx context.Context, env Env) *Node {
 	case errors.Is(err, config.ErrNotFound):
 		n.withoutConfig(ctx)
 		n.note("no machine config found (etoile.config=, an ETOILE-CFG volume, or /etoile/config.yaml on the boot medium): K3s not started")
+		n.watchConfig(ctx, nil, "")
 		return n
 	case err != nil:
 		n.withoutConfig(ctx)
-		n.fail("config", err.Error(), "fix the source named above, or remove it so the next one is used")
+		n.fail("config", err.Error(), fixSource)
+		n.watchConfig(ctx, nil, err.Error())
 		return n
 	}
 	n.configFrom = from
@@ -205,11 +213,8 @@ func Start(ctx context.Context, env Env) *Node {
 	}
 	if err != nil {
 		n.withoutConfig(ctx)
-		n.fail("config", fmt.Sprintf("machine config from %s is invalid: %s", from, oneLine(err.Error())),
-			"correct the fields named above and apply it again (etoile-agent config validate FILE, then etoile-agent config apply FILE)")
-		for _, l := range strings.Split(err.Error(), "\n") {
-			env.Broadcast("etoile: config error " + l)
-		}
+		n.showInvalid(from, err)
+		n.watchConfig(ctx, data, "")
 		return n
 	}
 	env.Log.Info("machine config loaded", "from", from, "role", cfg.Role)
@@ -233,6 +238,124 @@ func Start(ctx context.Context, env Env) *Node {
 		n.runConstellation(ctx, cfg, env.Slot)
 	}()
 	return n
+}
+
+// DefaultConfigRetry is how often a node without a usable machine config
+// reads its sources again.
+const DefaultConfigRetry = 10 * time.Second
+
+// fixSource is the fix for a config source that cannot deliver its config.
+const fixSource = "fix the source named above, or remove it so the next one is used"
+
+// showInvalid shows an invalid machine config's field errors on every console.
+func (n *Node) showInvalid(from string, err error) {
+	n.fail("config", fmt.Sprintf("machine config from %s is invalid: %s", from, oneLine(err.Error())),
+		"correct the fields named above in its source: it is read again every "+n.configRetry().String()+
+			" (or check a file with etoile-agent config validate FILE and apply it with etoile-agent config apply FILE)")
+	for _, l := range strings.Split(err.Error(), "\n") {
+		n.env.Broadcast("etoile: config error " + l)
+	}
+}
+
+func (n *Node) configRetry() time.Duration {
+	if n.env.ConfigRetry > 0 {
+		return n.env.ConfigRetry
+	}
+	return DefaultConfigRetry
+}
+
+// watchConfig reads the config sources again, every ConfigRetry, while the
+// node has no usable machine config — a USB stick labelled ETOILE-CFG
+// plugged in, a config corrected on its server or volume, the network that
+// was down when the boot fetched etoile.config= — and applies the first
+// valid config found as the boot would have; then it ends, as it does once a
+// config is applied through the local API. seen is the invalid config the
+// boot found (not shown again while its source holds it), seenErr the
+// source's error (likewise).
+func (n *Node) watchConfig(ctx context.Context, seen []byte, seenErr string) {
+	every := n.configRetry()
+	n.env.Broadcast(fmt.Sprintf("etoile: waiting for a machine config: its sources are read again every %s", every))
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				n.env.Log.Warn("watching for a machine config crashed", "reason", fmt.Sprint(r))
+			}
+		}()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			n.mu.Lock()
+			applied := n.cfg != nil
+			n.mu.Unlock()
+			if applied {
+				return // through the local API
+			}
+			data, from, err := n.findConfig(ctx)
+			switch {
+			case errors.Is(err, config.ErrNotFound):
+				seenErr = ""
+				continue
+			case err != nil:
+				if err.Error() != seenErr && ctx.Err() == nil {
+					n.fail("config", err.Error(), fixSource)
+				}
+				seenErr = err.Error()
+				continue
+			}
+			seenErr = ""
+			if string(data) == string(seen) {
+				continue
+			}
+			seen = data
+			cfg, warns, err := config.Check(data)
+			for _, w := range warns {
+				n.env.Log.Warn("machine config", "from", from, "warning", w)
+			}
+			if err != nil {
+				n.showInvalid(from, err)
+				continue
+			}
+			if n.applyFound(ctx, cfg, warns, from) {
+				return
+			}
+		}
+	}()
+}
+
+// applyFound applies a valid config the watch found in its source, unless
+// one was applied through the local API meanwhile (false then).
+func (n *Node) applyFound(ctx context.Context, cfg *config.MachineConfig, warns []string, from string) bool {
+	n.k3sMu.Lock()
+	n.mu.Lock()
+	applied := n.cfg != nil
+	n.mu.Unlock()
+	if applied {
+		n.k3sMu.Unlock()
+		return false
+	}
+	n.env.Log.Info("machine config loaded", "from", from, "role", cfg.Role)
+	_, err := n.applyLocked(ctx, cfg, warns, from)
+	n.k3sMu.Unlock()
+	if err != nil {
+		return false
+	}
+	// The constellation's join sends the inventory summary: after it.
+	if n.invDone != nil {
+		select {
+		case <-n.invDone:
+		case <-ctx.Done():
+			return true
+		}
+	}
+	n.runConstellation(ctx, cfg, n.env.Slot)
+	return true
 }
 
 // withoutConfig is what a node runs with no usable machine config: the
@@ -698,6 +821,17 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), data, 0o600); err != nil {
 		return warns, err
 	}
+	warns, err = n.applyLocked(ctx, cfg, warns, "local API")
+	if err != nil {
+		return warns, err
+	}
+	return append(warns, "applied until the next boot: keep it in the machine config's source to make it last"), nil
+}
+
+// applyLocked makes cfg the node's config (from names where it came from):
+// its network, kernel parameters and clock, then K3s restarted with it. The
+// caller holds k3sMu.
+func (n *Node) applyLocked(ctx context.Context, cfg *config.MachineConfig, warns []string, from string) ([]string, error) {
 	// Under the node's context, not the request's: DHCP renewals outlive it.
 	warns = append(warns, n.applyNetwork(n.ctx, cfg)...)
 	if len(cfg.Network.Interfaces) > 0 {
@@ -724,7 +858,7 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	n.retime(cfg)
 	n.mu.Lock()
 	stop, done := n.stopK3s, n.supDone
-	n.cfg, n.warnings, n.configFrom, n.k3sNote = cfg, warns, "local API", ""
+	n.cfg, n.warnings, n.configFrom, n.k3sNote = cfg, warns, from, ""
 	n.mu.Unlock()
 	if stop != nil {
 		stop(errReplaced)
@@ -736,7 +870,7 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 		// K3s's state says why it is not running.
 		return append(warns, fmt.Sprintf("the config is applied, but K3s cannot start: %v", err)), nil
 	}
-	return append(warns, "applied until the next boot: keep it in the machine config's source to make it last"), nil
+	return warns, nil
 }
 
 // sinceBoot is the time since the kernel started, as the console's t=.

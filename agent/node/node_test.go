@@ -157,6 +157,121 @@ network:
 	n.Wait()
 }
 
+// TestCorrectedConfigIsTakenFromItsSource: a node whose config is invalid
+// shows the errors once (not at every read), and takes the config once it
+// is corrected where it came from, with no reboot and no API call.
+func TestCorrectedConfigIsTakenFromItsSource(t *testing.T) {
+	root := t.TempDir()
+	buildStandin(t, root)
+	bad := "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\n" // no cluster
+	vol := configVolume(t, root, bad)
+	var con consoleLines
+	ctx, cancel := context.WithCancel(context.Background())
+	n := Start(ctx, Env{Root: root, ConfigVolume: func() config.Source { return config.VolumeSource(vol) },
+		Broadcast: con.add, ReadyLine: func() string { return "etoile: ready version=t" }, ConfigRetry: 20 * time.Millisecond,
+		K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}, Socket: filepath.Join(root, "agent.sock")})
+	if !con.has("etoile: error step=config") || !con.has("read again every 20ms") || !con.has("waiting for a machine config") {
+		t.Fatalf("console:\n%s", con.all())
+	}
+	time.Sleep(300 * time.Millisecond) // many reads of the same invalid config
+	if got := strings.Count(con.all(), "etoile: error step=config"); got != 1 || n.K3sState() != "stopped" {
+		t.Fatalf("%d error lines for one invalid config (want 1), k3s=%s:\n%s", got, n.K3sState(), con.all())
+	}
+	// Another invalid version is shown too.
+	configVolume(t, root, bad+"hostname: -bad-\n")
+	waitUntil(t, "the second invalid config's error", 10*time.Second, func() bool { return con.has("hostname") })
+	configVolume(t, root, bad+"hostname: edge-2\ncluster: {init: true}\nk3s:\n  https-listen-port: 16444\n")
+	waitUntil(t, "k3s=ready from the corrected config", 60*time.Second, func() bool { return n.K3sState() == "ready" })
+	st := n.Status(ctx)
+	if !strings.Contains(st.Config, "ETOILE-CFG") || st.K3s.State != "ready" {
+		t.Errorf("status: config from %q, k3s %+v", st.Config, st.K3s)
+	}
+	if cfg, err := os.ReadFile(filepath.Join(root, "etc/rancher/k3s/config.yaml")); err != nil || !strings.Contains(string(cfg), `node-name: "edge-2"`) {
+		t.Errorf("K3s config.yaml: %v\n%s", err, cfg)
+	}
+	// The watch has ended: a config changed now is not taken (only an apply
+	// or the next boot changes a running node's config).
+	configVolume(t, root, bad+"hostname: edge-3\ncluster: {init: true}\n")
+	time.Sleep(300 * time.Millisecond)
+	if st := n.Status(ctx); st.K3s.Restarts != 0 || con.has("edge-3") {
+		t.Errorf("a config changed after one was taken restarted K3s: %+v", st.K3s)
+	}
+	cancel()
+	n.Wait()
+}
+
+// TestConfigPluggedInLater: a node booted with no config takes one from a
+// volume that shows up later (a USB stick plugged in), and a source that
+// fails (a download) is shown once, not at every read.
+func TestConfigPluggedInLater(t *testing.T) {
+	root := t.TempDir()
+	buildStandin(t, root)
+	var (
+		mu  sync.Mutex
+		src config.Source
+	)
+	var con consoleLines
+	ctx, cancel := context.WithCancel(context.Background())
+	n := Start(ctx, Env{Root: root, ConfigVolume: func() config.Source { mu.Lock(); defer mu.Unlock(); return src },
+		Broadcast: con.add, ConfigRetry: 20 * time.Millisecond, Socket: filepath.Join(root, "agent.sock"),
+		K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}})
+	if n.K3sState() != "stopped" || !con.has("waiting for a machine config") {
+		t.Fatalf("k3s=%s console:\n%s", n.K3sState(), con.all())
+	}
+	mu.Lock()
+	src = failingSource{}
+	mu.Unlock()
+	waitUntil(t, "the failing source's error", 10*time.Second, func() bool { return con.has("stick unreadable") })
+	time.Sleep(200 * time.Millisecond)
+	if got := strings.Count(con.all(), "stick unreadable"); got != 1 {
+		t.Errorf("the same failure shown %d times:\n%s", got, con.all())
+	}
+	mu.Lock()
+	src = fileSource{"USB stick ETOILE-CFG", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: late-1\nrole: server\ncluster: {init: true}\ntime: {disabled: true}\nk3s:\n  https-listen-port: 16446\n"}
+	mu.Unlock()
+	waitUntil(t, "the plugged-in config", 10*time.Second, func() bool { return n.Status(ctx).Config == "USB stick ETOILE-CFG" })
+	waitUntil(t, "k3s=ready from the plugged-in config", 60*time.Second, func() bool { return n.K3sState() == "ready" })
+	if cfg, err := os.ReadFile(filepath.Join(root, "etc/rancher/k3s/config.yaml")); err != nil || !strings.Contains(string(cfg), `node-name: "late-1"`) {
+		t.Errorf("K3s config.yaml: %v\n%s", err, cfg)
+	}
+	cancel()
+	n.Wait()
+}
+
+// TestApplyThroughTheAPIEndsTheWatch: a config applied through the local API
+// while the node waits for one is the node's; the watch does not replace it
+// with what its source later holds.
+func TestApplyThroughTheAPIEndsTheWatch(t *testing.T) {
+	root := t.TempDir()
+	buildStandin(t, root)
+	var (
+		mu  sync.Mutex
+		src config.Source
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	n := Start(ctx, Env{Root: root, ConfigVolume: func() config.Source { mu.Lock(); defer mu.Unlock(); return src },
+		ConfigRetry: 20 * time.Millisecond, K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}, Socket: filepath.Join(root, "agent.sock")})
+	if _, err := n.ApplyConfig(ctx, []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: api-1\nrole: server\ncluster: {init: true}\nk3s:\n  https-listen-port: 16445\n")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	src = fileSource{"volume", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: vol-1\nrole: server\ncluster: {init: true}\n"}
+	mu.Unlock()
+	time.Sleep(300 * time.Millisecond)
+	if st := n.Status(ctx); st.Config != "local API" {
+		t.Errorf("config from %q after an apply, want the local API's", st.Config)
+	}
+	cancel()
+	n.Wait()
+}
+
+type failingSource struct{}
+
+func (failingSource) Name() string { return "USB stick" }
+func (failingSource) Read(context.Context) ([]byte, error) {
+	return nil, errors.New("USB stick unreadable: I/O error")
+}
+
 func TestNoConfigLeavesK3sStopped(t *testing.T) {
 	root := t.TempDir()
 	var con consoleLines
