@@ -12,6 +12,7 @@ import (
 
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/inventory"
+	"github.com/etoile-os/etoile/agent/mount"
 	"github.com/etoile-os/etoile/agent/sysimage"
 )
 
@@ -216,14 +217,19 @@ func (m *Machine) LoadFS(ctx context.Context, fstype string) {
 
 // MountReadOnly mounts dev at dir (made if missing) with the first
 // filesystem type that works, read-only and without devices, setuid or
-// executables. What an earlier call mounted at dir is unmounted first (its
-// device may be gone): a node waiting for a machine config reads its
-// sources again and again, and mounts must not pile up.
+// executables. A node waiting for a machine config reads its sources again
+// and again: dev already mounted at dir is left as it is, and another
+// device an earlier call mounted there (a stick since swapped) is unmounted
+// first, so that mounts do not pile up.
 func MountReadOnly(dev, dir string, fstypes []string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	if src, ok := mount.SourceAt(dir); ok && src == dev {
+		return nil
+	}
 	for unix.Unmount(dir, unix.MNT_DETACH) == nil {
+		// mounts stack: until none is left at dir
 	}
 	var errs []error
 	for _, t := range fstypes {

@@ -10,7 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/etoile-os/etoile/agent/config"
+	"github.com/etoile-os/etoile/agent/mount"
 )
 
 // TestFindVolumeOpensWhatItIs: the ETOILE-CFG volume is told from its
@@ -100,5 +103,64 @@ func TestRawVolumeSource(t *testing.T) {
 		if _, err := (RawVolumeSource{Device: c.dev, FSType: c.fstype}).Read(context.Background()); err == nil || errors.Is(err, config.ErrNotFound) {
 			t.Errorf("%s as %s: err = %v, want an error that makes the boot mount it", filepath.Base(c.dev), c.fstype, err)
 		}
+	}
+}
+
+// TestMountReadOnlyDoesNotPileUp mounts ext4 volumes (an installed
+// machine's state partition) on real loop devices the way a node waiting for
+// its config does, read after read: the same device at the same folder
+// stays one mount, another device replaces it.
+func TestMountReadOnlyDoesNotPileUp(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("loop devices and mounts need root: run the tests as root (make test does, as CI)")
+	}
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Fatal("mkfs.ext4 is missing: install e2fsprogs (make test-deps does)")
+	}
+	dir := t.TempDir()
+	var devs []string
+	for _, name := range []string{"a.img", "b.img"} {
+		img := filepath.Join(dir, name)
+		if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "ETOILE-STATE", img, "8M").CombinedOutput(); err != nil {
+			t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+		}
+		dev, err := mount.Linux{}.AttachLoop(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+		devs = append(devs, dev)
+	}
+	at := filepath.Join(dir, "cfg")
+	t.Cleanup(func() {
+		for unix.Unmount(at, unix.MNT_DETACH) == nil {
+		}
+	})
+	mounts := func() []string {
+		data, err := os.ReadFile("/proc/self/mountinfo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, l := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(l); len(f) > 4 && f[4] == at {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	for range 3 {
+		if err := MountReadOnly(devs[0], at, []string{"ext4"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := mounts(); len(m) != 1 || !strings.Contains(m[0], " "+devs[0]+" ") || !strings.Contains(m[0], " ro,") {
+		t.Fatalf("three mounts of %s at %s gave:\n%s", devs[0], at, strings.Join(m, "\n"))
+	}
+	if err := MountReadOnly(devs[1], at, []string{"ext4"}); err != nil {
+		t.Fatal(err)
+	}
+	if m := mounts(); len(m) != 1 || !strings.Contains(m[0], " "+devs[1]+" ") {
+		t.Fatalf("another device mounted at %s gave:\n%s", at, strings.Join(m, "\n"))
 	}
 }

@@ -87,6 +87,36 @@ func mountedIn(sc *bufio.Scanner, target string) (bool, error) {
 	return false, sc.Err()
 }
 
+// SourceAt returns what is mounted at target (the topmost mount's source,
+// as mount(2) was given it: "/dev/sda1"), and false when nothing is.
+func SourceAt(target string) (string, bool) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	return sourceIn(bufio.NewScanner(f), target)
+}
+
+func sourceIn(sc *bufio.Scanner, target string) (source string, ok bool) {
+	for sc.Scan() {
+		// "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw":
+		// the source follows the fstype after "-". Later lines are mounts
+		// made later: the last at target is the one seen there.
+		f := strings.Fields(sc.Text())
+		if len(f) < 5 || unescape(f[4]) != target {
+			continue
+		}
+		for i := 5; i+2 < len(f); i++ {
+			if f[i] == "-" {
+				source, ok = unescape(f[i+2]), true
+				break
+			}
+		}
+	}
+	return source, ok
+}
+
 // unescape undoes mountinfo's octal escapes (\040 for a space).
 func unescape(s string) string {
 	if !strings.Contains(s, `\`) {

@@ -45,3 +45,24 @@ func TestRecorder(t *testing.T) {
 		}
 	}
 }
+
+func TestSourceIn(t *testing.T) {
+	info := `22 1 0:21 / /proc rw,nosuid - proc proc rw
+40 22 8:1 / /run/etoile/state ro,nosuid,nodev,noexec - ext4 /dev/vda3 ro
+41 40 8:17 / /run/etoile/state ro - ext4 /dev/sdb3 ro
+42 22 0:40 / /run/etoile/my\040cfg ro - vfat /dev/sda ro
+`
+	for _, c := range []struct {
+		target, want string
+		ok           bool
+	}{
+		{"/run/etoile/state", "/dev/sdb3", true}, // the topmost of two
+		{"/run/etoile/my cfg", "/dev/sda", true},
+		{"/run/etoile/esp", "", false},
+	} {
+		got, ok := sourceIn(bufio.NewScanner(strings.NewReader(info)), c.target)
+		if got != c.want || ok != c.ok {
+			t.Errorf("sourceIn(%q) = %q, %v; want %q, %v", c.target, got, ok, c.want, c.ok)
+		}
+	}
+}
