@@ -135,21 +135,27 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("config body over %d bytes", maxBody))
 				return
 			}
-			var res ConfigResult
-			var warns []string
-			if apply {
-				warns, err = b.ApplyConfig(r.Context(), data)
-			} else {
-				warns, err = b.ValidateConfig(data)
-			}
+			res := ConfigResult{Errors: []string{}}
+			warns, err := b.ValidateConfig(data)
 			res.Warnings = nonNil(warns)
-			res.Errors = []string{}
 			if err != nil {
 				res.Errors = splitLines(err.Error())
 				writeJSON(w, http.StatusUnprocessableEntity, res)
 				return
 			}
-			res.Valid, res.Applied = true, apply
+			res.Valid = true
+			if apply {
+				// A valid config that cannot be applied (the node's state
+				// cannot be written) is Valid but not Applied.
+				warns, err = b.ApplyConfig(r.Context(), data)
+				res.Warnings = nonNil(warns)
+				if err != nil {
+					res.Errors = splitLines(err.Error())
+					writeJSON(w, http.StatusInternalServerError, res)
+					return
+				}
+			}
+			res.Applied = apply
 			if log != nil && apply {
 				log.Info("machine config applied through the local API")
 			}
@@ -251,11 +257,15 @@ func NewClient(path string) *Client {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) (int, error) {
+	return c.doWith(c.hc, ctx, method, path, body, out)
+}
+
+func (c *Client) doWith(hc *http.Client, ctx context.Context, method, path string, body []byte, out any) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, method, "http://agent"+path, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("cannot reach the agent at %s: %w (is it running? the socket is root-only: use sudo)", c.Socket, err)
 	}
@@ -264,7 +274,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	if err != nil {
 		return resp.StatusCode, err
 	}
-	if resp.StatusCode >= 400 && resp.StatusCode != http.StatusUnprocessableEntity {
+	if resp.StatusCode >= 400 && resp.StatusCode != http.StatusUnprocessableEntity && !(resp.StatusCode == http.StatusInternalServerError && strings.HasPrefix(path, "/v1/config/")) {
 		var e struct {
 			Error string `json:"error"`
 		}
@@ -300,10 +310,14 @@ func (c *Client) ValidateConfig(ctx context.Context, data []byte) (ConfigResult,
 	return res, err
 }
 
-// ApplyConfig sends a machine config to apply.
+// ApplyConfig sends a machine config to apply. It has no time limit but
+// ctx's: an apply waits for the old K3s to stop (up to 30 s) and the new
+// one to start, and the agent finishes it even if the caller goes away.
 func (c *Client) ApplyConfig(ctx context.Context, data []byte) (ConfigResult, error) {
 	var res ConfigResult
-	_, err := c.do(ctx, http.MethodPost, "/v1/config/apply", data, &res)
+	hc := *c.hc
+	hc.Timeout = 0
+	_, err := c.doWith(&hc, ctx, http.MethodPost, "/v1/config/apply", data, &res)
 	return res, err
 }
 

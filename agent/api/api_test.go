@@ -46,6 +46,9 @@ func (f *fakeAgent) ValidateConfig(data []byte) ([]string, error) {
 }
 
 func (f *fakeAgent) ApplyConfig(_ context.Context, data []byte) ([]string, error) {
+	if bytes.Contains(data, []byte("read-only")) {
+		return nil, errors.New("mkdir /run/etoile/applied: read-only file system")
+	}
 	w, err := f.ValidateConfig(data)
 	if err == nil {
 		f.applied = data
@@ -155,6 +158,11 @@ func TestConfigValidateAndApply(t *testing.T) {
 	}
 	if string(fa.applied) != "role: server" {
 		t.Errorf("backend got %q", fa.applied)
+	}
+	// Valid, but the node cannot take it: not reported as invalid.
+	res, err = c.ApplyConfig(ctx, []byte("role: server # read-only"))
+	if err != nil || !res.Valid || res.Applied || len(res.Errors) != 1 || !strings.Contains(res.Errors[0], "read-only file system") {
+		t.Errorf("apply that fails after validation = %+v, %v", res, err)
 	}
 	if _, err := c.ApplyConfig(ctx, bytes.Repeat([]byte("x"), maxBody+1)); err == nil || !strings.Contains(err.Error(), "over") {
 		t.Errorf("oversized body: %v", err)

@@ -128,6 +128,7 @@ type Machine struct {
 	// cfgPre looks for the machine config's volumes from the moment the
 	// medium is found; switchMu keeps its mounts out of the root's switch.
 	cfgPre   configPrefetch
+	cfgLook  lookLog // FindConfigVolume's last findings, logged when they change
 	switchMu sync.Mutex
 	// sysAtStart is the process's system CPU time when New ran.
 	sysAtStart time.Duration

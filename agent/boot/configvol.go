@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
+	"strings"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -100,24 +103,67 @@ func (m *Machine) FindConfigVolume(ctx context.Context) (src config.Source) {
 			paths = append(paths, d.Path)
 		}
 	}
+	// A node waiting for its config looks again every 10 s: what a look
+	// found is logged when it differs from the last look's, not each time.
+	var lines []logLine
+	info := func(msg string, args ...any) { lines = append(lines, logLine{slog.LevelInfo, msg, args}) }
 	src, err = findVolume(paths, config.VolumeLabel, func(dev, fstype string) (config.Source, error) {
 		raw := RawVolumeSource{Device: dev, FSType: fstype}
 		_, err := raw.Read(ctx)
 		if err == nil || errors.Is(err, config.ErrNotFound) {
-			m.log.Info("config volume", "device", dev, "label", config.VolumeLabel, "read", "without mounting")
+			info("config volume", "device", dev, "label", config.VolumeLabel, "read", "without mounting")
 			return raw, nil
 		}
-		m.log.Info("reading the config volume without mounting it failed: mounting it", "device", dev, "reason", err.Error())
+		info("reading the config volume without mounting it failed: mounting it", "device", dev, "reason", err.Error())
 		if err := m.mountConfigFS(ctx, dev, ConfigVolumeDir, fstype); err != nil {
 			return nil, err
 		}
-		m.log.Info("config volume", "device", dev, "label", config.VolumeLabel, "mounted", ConfigVolumeDir)
+		info("config volume", "device", dev, "label", config.VolumeLabel, "mounted", ConfigVolumeDir)
 		return config.VolumeSource(ConfigVolumeDir), nil
 	})
 	if err != nil {
-		m.log.Warn("mounting the config volume", "reason", err.Error())
+		lines = append(lines, logLine{slog.LevelWarn, "mounting the config volume", []any{"reason", err.Error()}})
 	}
+	m.cfgLook.log(m.log, lines)
 	return src
+}
+
+// logLine is a log record held until it is known to be worth writing.
+type logLine struct {
+	level slog.Level
+	msg   string
+	args  []any
+}
+
+// lookLog writes a look's lines when their messages and devices differ
+// from the previous look's (an error's wording, which may change from read
+// to read, does not count).
+type lookLog struct {
+	mu   sync.Mutex
+	last string
+}
+
+func (l *lookLog) log(log *slog.Logger, lines []logLine) {
+	var key strings.Builder
+	for _, ln := range lines {
+		key.WriteString(ln.msg)
+		for i := 0; i+1 < len(ln.args); i += 2 {
+			if ln.args[i] != "reason" {
+				fmt.Fprintf(&key, " %v=%v", ln.args[i], ln.args[i+1])
+			}
+		}
+		key.WriteByte('\n')
+	}
+	l.mu.Lock()
+	changed := key.String() != l.last
+	l.last = key.String()
+	l.mu.Unlock()
+	if !changed {
+		return
+	}
+	for _, ln := range lines {
+		log.Log(context.Background(), ln.level, ln.msg, ln.args...)
+	}
 }
 
 // findVolume opens the first of devs whose filesystem is labelled label

@@ -1,8 +1,10 @@
 package boot
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -162,5 +164,31 @@ func TestMountReadOnlyDoesNotPileUp(t *testing.T) {
 	}
 	if m := mounts(); len(m) != 1 || !strings.Contains(m[0], " "+devs[1]+" ") {
 		t.Fatalf("another device mounted at %s gave:\n%s", at, strings.Join(m, "\n"))
+	}
+}
+
+// TestLookLogOnlyChanges: a look that finds what the previous one found is
+// not logged again (a node waiting for its config looks every 10 s), even
+// when an error's wording differs; a different finding is.
+func TestLookLogOnlyChanges(t *testing.T) {
+	var out bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&out, nil))
+	var l lookLog
+	found := func(dev, reason string) []logLine {
+		return []logLine{
+			{slog.LevelInfo, "reading the config volume without mounting it failed: mounting it", []any{"device", dev, "reason", reason}},
+			{slog.LevelWarn, "mounting the config volume", []any{"reason", reason}},
+		}
+	}
+	l.log(log, found("/dev/sda", "I/O error at sector 1"))
+	l.log(log, found("/dev/sda", "I/O error at sector 2"))
+	if n := strings.Count(out.String(), "mounting the config volume"); n != 1 {
+		t.Errorf("the same finding logged %d times:\n%s", n, out.String())
+	}
+	l.log(log, found("/dev/sdb", "I/O error"))
+	l.log(log, nil) // nothing found
+	l.log(log, found("/dev/sdb", "I/O error"))
+	if n := strings.Count(out.String(), "device=/dev/sdb"); n != 2 {
+		t.Errorf("a new device, gone, then back: logged %d times, want 2:\n%s", n, out.String())
 	}
 }

@@ -89,6 +89,11 @@ type Supervisor struct {
 	// of K3s has been tried: with its pid once the exec succeeded, or the
 	// error.
 	OnExec func(pid int, err error)
+	// Output keeps K3s's recent output lines (default: a new ring of 500).
+	// The node hands each supervisor it starts the same ring, so that K3s's
+	// log read through the local API carries on, numbered, across a config
+	// applied (a new supervisor).
+	Output *logring.Ring
 
 	mu       sync.Mutex
 	state    State
@@ -125,18 +130,6 @@ func (s *Supervisor) Logs() []string {
 		return nil
 	}
 	return r.Lines()
-}
-
-// LogsSince returns K3s's output lines after line number after (see
-// logring.Ring.Since), to follow it.
-func (s *Supervisor) LogsSince(after uint64) (lines []string, next, skipped uint64) {
-	s.mu.Lock()
-	r := s.ring
-	s.mu.Unlock()
-	if r == nil {
-		return []string{}, 0, 0
-	}
-	return r.Since(after)
 }
 
 func (s *Supervisor) setState(to State, reason string) {
@@ -267,6 +260,9 @@ func (s *Supervisor) defaults() {
 		s.StopTimeout = 30 * time.Second
 	}
 	s.mu.Lock()
+	if s.ring == nil {
+		s.ring = s.Output
+	}
 	if s.ring == nil {
 		s.ring = logring.New(500)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/inventory"
 	"github.com/etoile-os/etoile/agent/k3s"
+	"github.com/etoile-os/etoile/agent/logring"
 	"github.com/etoile-os/etoile/agent/timesync"
 )
 
@@ -110,7 +111,8 @@ type Node struct {
 	sup        *k3s.Supervisor
 	stopK3s    func(reason error)
 	supDone    chan struct{}
-	k3sNote    string // why K3s is not running, when it is not
+	k3sNote    string        // why K3s is not running, when it is not
+	k3sOut     *logring.Ring // K3s's output, across its supervisors
 	inv        *inventory.Inventory
 	invDone    <-chan struct{} // closed once inv is collected
 	time       *timesync.Service
@@ -146,7 +148,7 @@ func Start(ctx context.Context, env Env) *Node {
 	if env.Broadcast == nil {
 		env.Broadcast = func(string) {}
 	}
-	n := &Node{env: env, ctx: ctx}
+	n := &Node{env: env, ctx: ctx, k3sOut: logring.New(500)}
 	n.k3sMu.Lock() // an apply through the API waits for the boot's start
 	defer n.k3sMu.Unlock()
 	n.wg.Add(1)
@@ -203,7 +205,7 @@ func Start(ctx context.Context, env Env) *Node {
 	case err != nil:
 		n.withoutConfig(ctx)
 		n.fail("config", err.Error(), fixSource)
-		n.watchConfig(ctx, nil, err.Error())
+		n.watchConfig(ctx, nil, from)
 		return n
 	}
 	n.configFrom = from
@@ -270,9 +272,11 @@ func (n *Node) configRetry() time.Duration {
 // was down when the boot fetched etoile.config= — and applies the first
 // valid config found as the boot would have; then it ends, as it does once a
 // config is applied through the local API. seen is the invalid config the
-// boot found (not shown again while its source holds it), seenErr the
-// source's error (likewise).
-func (n *Node) watchConfig(ctx context.Context, seen []byte, seenErr string) {
+// boot found, errFrom the source whose read failed: neither is shown again
+// while it stays so (a source's failure is shown again after
+// remindConfigError, its wording may change from read to read: a port, a
+// timeout).
+func (n *Node) watchConfig(ctx context.Context, seen []byte, errFrom string) {
 	every := n.configRetry()
 	n.env.Broadcast(fmt.Sprintf("etoile: waiting for a machine config: its sources are read again every %s", every))
 	n.wg.Add(1)
@@ -283,13 +287,19 @@ func (n *Node) watchConfig(ctx context.Context, seen []byte, seenErr string) {
 				n.env.Log.Warn("watching for a machine config crashed", "reason", fmt.Sprint(r))
 			}
 		}()
-		tick := time.NewTicker(every)
-		defer tick.Stop()
+		var errShown time.Time
+		if errFrom != "" {
+			errShown = time.Now()
+		}
+		// A timer set again after each read: a download that takes its
+		// whole 30 s is followed by a pause too.
+		timer := time.NewTimer(every)
+		defer timer.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-tick.C:
+			case <-timer.C:
 			}
 			n.mu.Lock()
 			applied := n.cfg != nil
@@ -298,18 +308,29 @@ func (n *Node) watchConfig(ctx context.Context, seen []byte, seenErr string) {
 				return // through the local API
 			}
 			data, from, err := n.findConfig(ctx)
+			timer.Reset(every)
 			switch {
+			case ctx.Err() != nil:
+				return
 			case errors.Is(err, config.ErrNotFound):
-				seenErr = ""
+				if errFrom != "" || seen != nil {
+					// What was shown is gone (the stick pulled out).
+					errFrom, seen = "", nil
+					n.mu.Lock()
+					n.configFrom = ""
+					n.mu.Unlock()
+					n.note("no machine config found (etoile.config=, an ETOILE-CFG volume, or /etoile/config.yaml on the boot medium): K3s not started")
+				}
 				continue
 			case err != nil:
-				if err.Error() != seenErr && ctx.Err() == nil {
+				if from != errFrom || time.Since(errShown) >= remindConfigError {
 					n.fail("config", err.Error(), fixSource)
+					errShown = time.Now()
 				}
-				seenErr = err.Error()
+				errFrom, seen = from, nil
 				continue
 			}
-			seenErr = ""
+			errFrom = ""
 			if string(data) == string(seen) {
 				continue
 			}
@@ -319,6 +340,9 @@ func (n *Node) watchConfig(ctx context.Context, seen []byte, seenErr string) {
 				n.env.Log.Warn("machine config", "from", from, "warning", w)
 			}
 			if err != nil {
+				n.mu.Lock()
+				n.configFrom = from
+				n.mu.Unlock()
 				n.showInvalid(from, err)
 				continue
 			}
@@ -328,6 +352,10 @@ func (n *Node) watchConfig(ctx context.Context, seen []byte, seenErr string) {
 		}
 	}()
 }
+
+// remindConfigError is how often the same config source's failure is shown
+// again while the node waits for a config.
+const remindConfigError = 10 * time.Minute
 
 // applyFound applies a valid config the watch found in its source, unless
 // one was applied through the local API meanwhile (false then).
@@ -647,6 +675,7 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 	}
 	sup.Start, sup.Release, sup.Env = n.env.Start, n.env.Release, n.env.K3sEnv
 	sup.SinceBoot = bootTime
+	sup.Output = n.k3sOut
 	execd := make(chan struct{})
 	var once sync.Once
 	// Start returns once the first exec has been tried: the ready line, and
@@ -749,11 +778,8 @@ func (n *Node) Logs(source string, lines int, after uint64) (api.LogPage, error)
 	var since func(uint64) ([]string, uint64, uint64)
 	switch source {
 	case "k3s":
-		n.mu.Lock()
-		sup := n.sup
-		n.mu.Unlock()
-		if sup != nil {
-			since = sup.LogsSince
+		if n.k3sOut != nil {
+			since = n.k3sOut.Since
 		}
 	case "agent", "":
 		since = n.env.AgentLogs
@@ -821,7 +847,9 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), data, 0o600); err != nil {
 		return warns, err
 	}
-	warns, err = n.applyLocked(ctx, cfg, warns, "local API")
+	// Finished even if the caller goes away: half an apply (the network
+	// set, K3s not restarted) would be worse than either.
+	warns, err = n.applyLocked(context.WithoutCancel(ctx), cfg, warns, "local API")
 	if err != nil {
 		return warns, err
 	}

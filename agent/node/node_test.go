@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -219,13 +220,26 @@ func TestConfigPluggedInLater(t *testing.T) {
 		t.Fatalf("k3s=%s console:\n%s", n.K3sState(), con.all())
 	}
 	mu.Lock()
-	src = failingSource{}
+	src = &failingSource{}
 	mu.Unlock()
 	waitUntil(t, "the failing source's error", 10*time.Second, func() bool { return con.has("stick unreadable") })
 	time.Sleep(200 * time.Millisecond)
+	// Its wording changes from read to read (as a network error's port
+	// does): still the same source failing, shown once.
 	if got := strings.Count(con.all(), "stick unreadable"); got != 1 {
-		t.Errorf("the same failure shown %d times:\n%s", got, con.all())
+		t.Errorf("the same source's failure shown %d times:\n%s", got, con.all())
 	}
+	if st := n.Status(ctx); !strings.Contains(st.K3s.Reason, "stick unreadable") {
+		t.Errorf("status while the stick fails: %+v", st.K3s)
+	}
+	// Pulled out: the status no longer names it.
+	mu.Lock()
+	src = nil
+	mu.Unlock()
+	waitUntil(t, "the status without the stick", 10*time.Second, func() bool {
+		st := n.Status(ctx)
+		return st.Config == "none" && strings.Contains(st.K3s.Reason, "no machine config")
+	})
 	mu.Lock()
 	src = fileSource{"USB stick ETOILE-CFG", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: late-1\nrole: server\ncluster: {init: true}\ntime: {disabled: true}\nk3s:\n  https-listen-port: 16446\n"}
 	mu.Unlock()
@@ -265,11 +279,11 @@ func TestApplyThroughTheAPIEndsTheWatch(t *testing.T) {
 	n.Wait()
 }
 
-type failingSource struct{}
+type failingSource struct{ reads atomic.Int32 }
 
-func (failingSource) Name() string { return "USB stick" }
-func (failingSource) Read(context.Context) ([]byte, error) {
-	return nil, errors.New("USB stick unreadable: I/O error")
+func (*failingSource) Name() string { return "USB stick" }
+func (f *failingSource) Read(context.Context) ([]byte, error) {
+	return nil, fmt.Errorf("USB stick unreadable: I/O error at sector %d", f.reads.Add(1))
 }
 
 func TestNoConfigLeavesK3sStopped(t *testing.T) {

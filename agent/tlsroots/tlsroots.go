@@ -18,8 +18,9 @@ import (
 )
 
 var (
-	once  sync.Once
-	calls atomic.Int32 // Ensure's calls, for tests
+	once      sync.Once
+	calls     atomic.Int32 // Ensure's calls, for tests
+	installed atomic.Bool  // the fallback roots are set, for tests
 )
 
 // Ensure installs the fallback roots once, for the whole process; roots the
@@ -40,6 +41,7 @@ func Ensure() {
 			}
 		}
 		x509.SetFallbackRoots(p)
+		installed.Store(true)
 	})
 }
 

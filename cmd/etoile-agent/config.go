@@ -37,20 +37,13 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("etoile-agent config apply", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	socket := fs.String("socket", api.DefaultSocket, "the agent's local API socket")
-	var files []string
-	for {
-		err := fs.Parse(args)
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, configcli.Usage("etoile-agent", applyCmd()))
-			return nil
-		}
-		if err != nil {
-			return applyUsage(stderr, "%v", err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		files, args = append(files, fs.Arg(0)), fs.Args()[1:]
+	files, err := configcli.ParseInterspersed(fs, args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, configcli.Usage("etoile-agent", applyCmd()))
+		return nil
+	case err != nil:
+		return applyUsage(stderr, "%v", err)
 	}
 	switch {
 	case len(files) == 0:
@@ -80,7 +73,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if !res.Valid {
 			return fmt.Errorf("%s: %w: the agent keeps the config it runs", name, configcli.ErrInvalid)
 		}
-		return fmt.Errorf("%s: not applied", name)
+		return fmt.Errorf("%s: valid, but the agent could not apply it (the errors above say why)", name)
 	}
 	fmt.Fprintf(stdout, "%s: applied; K3s restarts with it (etoile-agent status shows its state)\n", name)
 	return nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/etoile-os/etoile/agent/api"
+	"github.com/etoile-os/etoile/agent/config/configcli"
 )
 
 // followEvery is how often `logs -f` asks the agent for new lines.
@@ -34,18 +35,12 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	follow := fs.Bool("f", false, "keep printing lines as they come, until interrupted")
 	n := fs.Int("n", 200, "how many of the last lines to print (1 to 10000)")
 	socket := fs.String("socket", api.DefaultSocket, "the agent's local API socket")
-	var sources []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil
-			}
-			return usageError{err}
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		sources, args = append(sources, fs.Arg(0)), fs.Args()[1:]
+	sources, err := configcli.ParseInterspersed(fs, args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return nil
+	case err != nil:
+		return usageError{err}
 	}
 	source := "agent"
 	switch {
@@ -62,8 +57,9 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	c := api.NewClient(filepath.Clean(*socket))
 	var after uint64
+	lines := *n
 	for {
-		page, err := c.Logs(ctx, source, *n, after)
+		page, err := c.Logs(ctx, source, lines, after)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil // ^C while following
@@ -81,7 +77,9 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if !*follow {
 			return nil
 		}
-		after = page.Next
+		// -n is for the lines already there; after them, every line that
+		// came is wanted (as many as the agent still holds).
+		after, lines = page.Next, 10000
 		select {
 		case <-ctx.Done():
 			return nil

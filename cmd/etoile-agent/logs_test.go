@@ -162,6 +162,41 @@ func TestLogsFollow(t *testing.T) {
 	}
 }
 
+// TestLogsFollowAfterN: -n limits the lines already there, not those that
+// come while following.
+func TestLogsFollowAfterN(t *testing.T) {
+	defer func(d time.Duration) { followEvery = d }(followEvery)
+	followEvery = 10 * time.Millisecond
+	a, sock := serveAgent(t)
+	a.k3s.Add("old 1")
+	a.k3s.Add("old 2")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb lockedBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"logs", "k3s", "-f", "-n", "1", "--socket", sock}, &out, &errb) }()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "old 2"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing printed: %q %q", out.String(), errb.String())
+		}
+	}
+	a.gate.Lock()
+	a.k3s.Add("new 1")
+	a.k3s.Add("new 2")
+	a.k3s.Add("new 3")
+	a.gate.Unlock()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "new 3"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("new lines not printed: %q", out.String())
+		}
+	}
+	cancel()
+	<-done
+	if got := out.String(); got != "old 2\nnew 1\nnew 2\nnew 3\n" {
+		t.Errorf("logs -f -n 1 printed %q", got)
+	}
+}
+
 func TestLogsBadInput(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -170,6 +205,7 @@ func TestLogsBadInput(t *testing.T) {
 		{[]string{"logs", "kernel"}, `no log named "kernel": use agent or k3s`},
 		{[]string{"logs", "agent", "k3s"}, "one log at a time"},
 		{[]string{"logs", "-n", "0"}, "-n 0: give a number from 1 to 10000"},
+		{[]string{"logs", "--", "-f"}, `no log named "-f"`},
 		{[]string{"logs", "--socket", filepath.Join(t.TempDir(), "none.sock")}, "is it running?"},
 	} {
 		var out, errb bytes.Buffer

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -62,7 +63,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 	var esp config.Source
 	if m.Source == sysimage.SourceDisk {
 		// The raw disk's ESP may hold /etoile/config.yaml (etoile build --config).
-		esp = espSource{mount: mount, log: m.Log(), disk: m.BootDisk}
+		esp = espSource{mount: mount, log: m.Log(), disk: m.BootDisk, told: new(atomic.Bool)}
 	}
 	hostname, _ := os.Hostname()
 	slot := m.Slot
@@ -126,6 +127,9 @@ type espSource struct {
 	mount func(dev, dir string, fstypes []string) error
 	log   *slog.Logger
 	disk  string // the boot disk, whose ESP is the one to read
+	// told is set once the fallback to mounting was logged: a node waiting
+	// for its config reads the ESP every 10 s.
+	told *atomic.Bool
 }
 
 func (espSource) Name() string { return "boot medium (EFI system partition)" }
@@ -146,7 +150,9 @@ func (s espSource) Read(ctx context.Context) ([]byte, error) {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("%w: /%s on %s", config.ErrNotFound, config.BootMediumFile, d.Path)
 	}
-	s.log.Info("reading the EFI system partition without mounting it failed: mounting it", "device", d.Path, "reason", err.Error())
+	if s.told == nil || !s.told.Swap(true) {
+		s.log.Info("reading the EFI system partition without mounting it failed: mounting it", "device", d.Path, "reason", err.Error())
+	}
 	if err := s.mount(d.Path, boot.ESPDir, []string{"vfat"}); err != nil {
 		return nil, fmt.Errorf("mounting the EFI system partition %s: %w", d.Path, err)
 	}

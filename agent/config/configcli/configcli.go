@@ -91,11 +91,11 @@ func Command(ctx context.Context, prog string, args []string, stdout, stderr io.
 	return cl.usageError(stderr, "", "unknown command %q", args[0])
 }
 
-// parseInterspersed parses fs's flags wherever they stand among the
+// ParseInterspersed parses fs's flags wherever they stand among the
 // positional arguments (validate FILE --strict as well as validate --strict
 // FILE), which package flag alone stops at the first positional one. After
 // "--" everything is positional. It returns the positional arguments.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+func ParseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -117,7 +117,7 @@ func (cl cli) validate(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(cl.prog+" config validate", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // the error is printed below, with the usage
 	strict := fs.Bool("strict", false, "treat warnings as errors")
-	files, err := parseInterspersed(fs, args)
+	files, err := ParseInterspersed(fs, args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		fmt.Fprint(stdout, cl.usage())
