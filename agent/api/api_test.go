@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,13 +73,16 @@ func serve(t *testing.T) (*Client, *fakeAgent, string) {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	deadline := time.Now().Add(5 * time.Second)
+	// Listening, not only there: the socket's file exists from bind(2),
+	// an instant before listen(2) lets a client in.
+	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(sock); err == nil {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("socket never appeared")
+			t.Fatal("the socket never accepted a connection")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,12 +68,15 @@ func serveAgent(t *testing.T) (*testAgent, string) {
 	done := make(chan error, 1)
 	go func() { done <- api.Serve(ctx, sock, a, nil) }()
 	t.Cleanup(func() { cancel(); <-done })
+	// Listening, not only there: the socket's file exists from bind(2),
+	// an instant before listen(2) lets a client in.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			return a, sock
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the API socket never appeared")
+			t.Fatal("the API socket never accepted a connection")
 		}
 	}
 }
