@@ -48,6 +48,71 @@ func (l *slowLoader) LoadParams(name, p, params string) error {
 	return l.Recorder.LoadParams(name, p, params)
 }
 
+// gateLoader records loads; a gated module's load says it has begun (on
+// entered) and waits for its gate to open. What a test asserts then depends
+// on what the coldplug does, not on how fast a loaded machine runs it.
+type gateLoader struct {
+	Recorder
+	gates   map[string]chan struct{}
+	entered chan string
+}
+
+func newGateLoader(gated ...string) *gateLoader {
+	l := &gateLoader{gates: map[string]chan struct{}{}, entered: make(chan string, len(gated))}
+	for _, m := range gated {
+		l.gates[m] = make(chan struct{})
+	}
+	return l
+}
+
+func (l *gateLoader) Load(name, p string) error { return l.LoadParams(name, p, "") }
+func (l *gateLoader) LoadParams(name, p, params string) error {
+	if g := l.gates[name]; g != nil {
+		l.entered <- name
+		<-g
+	}
+	return l.Recorder.LoadParams(name, p, params)
+}
+
+// begun waits until name's load has begun.
+func (l *gateLoader) begun(t *testing.T, name string) {
+	t.Helper()
+	select {
+	case got := <-l.entered:
+		if got != name {
+			t.Fatalf("%s began loading first, want %s", got, name)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s never began loading (loaded: %q)", name, l.Loaded())
+	}
+}
+
+// open lets name's load finish.
+func (l *gateLoader) open(name string) { close(l.gates[name]) }
+
+// loaded waits until name was loaded.
+func (l *gateLoader) loaded(t *testing.T, name string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !slices.Contains(l.Loaded(), name); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never loaded (loaded: %q)", name, l.Loaded())
+		}
+	}
+}
+
+// settle runs c.Settle in the background (it may wait on a gate): the
+// returned function waits for it.
+func settle(t *testing.T, c *Coldplug) func() {
+	done := make(chan error, 1)
+	go func() { done <- c.Settle(context.Background(), 0, time.Minute) }()
+	return func() {
+		t.Helper()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestStorageFirst: with a SATA controller and a NIC found in the same scan,
 // the SATA chain loads before the NIC driver even starts; every module
 // gets async_probe, with the command line's parameters.
@@ -180,9 +245,9 @@ func TestChainYieldsOnceMediumFound(t *testing.T) {
 	}
 	writeTree(t, mods, files)
 	fakeSys(t, sys, map[string]string{"pci/0000:00:1f.2": "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"})
-	// libata and squashfs take 50 ms each: without yielding, libahci and
-	// ahci would finish while squashfs still loads.
-	loader := &slowLoader{slow: map[string]bool{"squashfs": true}}
+	// libata is loading when the medium is found and squashfs is asked for:
+	// the rest of ahci's chain waits until squashfs is in.
+	loader := newGateLoader("libata", "squashfs")
 	c, err := NewColdplug(sys, mods, loader, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -190,12 +255,19 @@ func TestChainYieldsOnceMediumFound(t *testing.T) {
 	if _, err := c.StartScan(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(10 * time.Millisecond) // libata is loading
+	loader.begun(t, "libata")
 	c.MediumFound()
-	c.LoadBoot(context.Background(), []string{"squashfs"})
-	if err := c.Settle(context.Background(), 0, 2*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	boot := make(chan struct{})
+	go func() { c.LoadBoot(context.Background(), []string{"squashfs"}); close(boot) }()
+	loader.begun(t, "squashfs")
+	loader.open("libata")
+	loader.loaded(t, "libata")
+	// A chain that did not yield would load libahci and ahci now, before
+	// squashfs (still held): give it the time to show it.
+	time.Sleep(50 * time.Millisecond)
+	loader.open("squashfs")
+	<-boot
+	settle(t, c)()
 	if got, want := loader.Loaded(), []string{"libata", "squashfs", "libahci", "ahci"}; !slices.Equal(got, want) {
 		t.Errorf("load order %q, want %q", got, want)
 	}
@@ -283,7 +355,7 @@ func TestModprobeWaitsForNothing(t *testing.T) {
 		"kernel/ata/ahci.ko": "", "kernel/ata/libahci.ko": "", "kernel/ata/libata.ko": "", "kernel/fs/fat.ko": "", "kernel/fs/vfat.ko": "",
 	})
 	fakeSys(t, sys, map[string]string{"pci/0000:00:1f.2": "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"})
-	loader := &slowLoader{}
+	loader := newGateLoader("libata")
 	c, err := NewColdplug(sys, mods, loader, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -291,13 +363,19 @@ func TestModprobeWaitsForNothing(t *testing.T) {
 	if _, err := c.StartScan(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(10 * time.Millisecond) // libata is loading (50 ms)
-	if err := c.Modprobe(context.Background(), "fs-vfat"); err != nil {
-		t.Fatal(err)
+	loader.begun(t, "libata") // and held there until modprobe is done
+	probed := make(chan error, 1)
+	go func() { probed <- c.Modprobe(context.Background(), "fs-vfat") }()
+	select {
+	case err := <-probed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("modprobe fs-vfat waited for libata's load (loaded: %q)", loader.Loaded())
 	}
-	if err := c.Settle(context.Background(), 0, 2*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	loader.open("libata")
+	settle(t, c)()
 	if got, want := loader.Loaded(), []string{"fat", "vfat", "libata", "libahci", "ahci"}; !slices.Equal(got, want) {
 		t.Errorf("load order %q, want %q (modprobe's first)", got, want)
 	}
@@ -323,11 +401,12 @@ func TestBootControllerFirst(t *testing.T) {
 		boot string
 		want []string
 	}{
-		// Both urgent: the AHCI chain (fast here) finishes while virtio_pci loads.
+		// Both urgent: the AHCI chain loads while virtio_pci's load is held.
 		{"", []string{"libata", "libahci", "ahci", "virtio_pci"}},
+		// virtio's is the boot controller: AHCI's chain waits for it.
 		{virtioBlk, []string{"virtio_pci", "libata", "libahci", "ahci"}},
 	} {
-		loader := &delayLoader{delay: map[string]time.Duration{"virtio_pci": 200 * time.Millisecond}}
+		loader := newGateLoader("virtio_pci")
 		c, err := NewColdplug(sys, mods, loader, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			t.Fatal(err)
@@ -335,24 +414,21 @@ func TestBootControllerFirst(t *testing.T) {
 		if tc.boot != "" {
 			c.SetBootController(tc.boot)
 		}
-		if err := c.Settle(context.Background(), 0, 2*time.Second); err != nil {
-			t.Fatal(err)
+		wait := settle(t, c)
+		loader.begun(t, "virtio_pci")
+		if tc.boot == "" {
+			loader.loaded(t, "ahci")
+		} else {
+			// A chain that did not wait would load now: give it the time
+			// to show it.
+			time.Sleep(50 * time.Millisecond)
 		}
+		loader.open("virtio_pci")
+		wait()
 		if got := loader.Loaded(); !slices.Equal(got, tc.want) {
 			t.Errorf("boot controller %q: load order %q, want %q", tc.boot, got, tc.want)
 		}
 	}
-}
-
-// delayLoader records loads, each taking its delay.
-type delayLoader struct {
-	Recorder
-	delay map[string]time.Duration
-}
-
-func (l *delayLoader) Load(name, p string) error {
-	time.Sleep(l.delay[name])
-	return l.Recorder.Load(name, p)
 }
 
 // testDirs returns a sysfs folder and a modules folder under a new temporary root.
