@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,12 +72,12 @@ func serve(t *testing.T) (*Client, *fakeAgent, string) {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	// Listening, not only there: the socket's file exists from bind(2),
-	// an instant before listen(2) lets a client in.
+	// Answering, not only there: the socket's file exists from bind(2), an
+	// instant before listen(2) lets a client in and before its mode is
+	// set; Serve answers only after both.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
+		if _, err := NewClient(sock).Status(context.Background()); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -49,7 +49,7 @@ kind: MachineConfig
 role: server
 cluster: {init: true}
 k3s:
-  https-listen-port: 16444
+  https-listen-port: 0
 constellation:
   join: "`+joinString+`"
 `)

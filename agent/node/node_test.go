@@ -90,7 +90,7 @@ hostname: edge-1
 role: server
 cluster: {init: true}
 k3s:
-  https-listen-port: 16443
+  https-listen-port: 0
 `)
 	var con consoleLines
 	ctx, cancel := context.WithCancel(context.Background())
@@ -109,10 +109,13 @@ k3s:
 	if err != nil || !strings.Contains(string(cfg), "cluster-init: true") || !strings.Contains(string(cfg), "node-name: \"edge-1\"") {
 		t.Errorf("K3s config.yaml: %v\n%s", err, cfg)
 	}
-	st, err := api.NewClient(filepath.Join(root, "agent.sock")).Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The inventory is collected once K3s has started, in the background.
+	var st api.Status
+	waitUntil(t, "the status with the inventory", 30*time.Second, func() bool {
+		var err error
+		st, err = api.NewClient(filepath.Join(root, "agent.sock")).Status(ctx)
+		return err == nil && len(st.Inventory) > 0
+	})
 	if st.K3s.State != "ready" || !strings.Contains(st.Config, "ETOILE-CFG") || len(st.Inventory) == 0 {
 		t.Errorf("status over the local API: k3s=%+v config=%q inventory=%d bytes", st.K3s, st.Config, len(st.Inventory))
 	}
@@ -181,7 +184,7 @@ func TestCorrectedConfigIsTakenFromItsSource(t *testing.T) {
 	// Another invalid version is shown too.
 	configVolume(t, root, bad+"hostname: -bad-\n")
 	waitUntil(t, "the second invalid config's error", 10*time.Second, func() bool { return con.has("hostname") })
-	configVolume(t, root, bad+"hostname: edge-2\ncluster: {init: true}\nk3s:\n  https-listen-port: 16444\n")
+	configVolume(t, root, bad+"hostname: edge-2\ncluster: {init: true}\nk3s:\n  https-listen-port: 0\n")
 	waitUntil(t, "k3s=ready from the corrected config", 60*time.Second, func() bool { return n.K3sState() == "ready" })
 	st := n.Status(ctx)
 	if !strings.Contains(st.Config, "ETOILE-CFG") || st.K3s.State != "ready" {
@@ -241,7 +244,7 @@ func TestConfigPluggedInLater(t *testing.T) {
 		return st.Config == "none" && strings.Contains(st.K3s.Reason, "no machine config")
 	})
 	mu.Lock()
-	src = fileSource{"USB stick ETOILE-CFG", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: late-1\nrole: server\ncluster: {init: true}\ntime: {disabled: true}\nk3s:\n  https-listen-port: 16446\n"}
+	src = fileSource{"USB stick ETOILE-CFG", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: late-1\nrole: server\ncluster: {init: true}\ntime: {disabled: true}\nk3s:\n  https-listen-port: 0\n"}
 	mu.Unlock()
 	waitUntil(t, "the plugged-in config", 10*time.Second, func() bool { return n.Status(ctx).Config == "USB stick ETOILE-CFG" })
 	waitUntil(t, "k3s=ready from the plugged-in config", 60*time.Second, func() bool { return n.K3sState() == "ready" })
@@ -265,7 +268,7 @@ func TestApplyThroughTheAPIEndsTheWatch(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n := Start(ctx, Env{Root: root, ConfigVolume: func() config.Source { mu.Lock(); defer mu.Unlock(); return src },
 		ConfigRetry: 20 * time.Millisecond, K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}, Socket: filepath.Join(root, "agent.sock")})
-	if _, err := n.ApplyConfig(ctx, []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: api-1\nrole: server\ncluster: {init: true}\nk3s:\n  https-listen-port: 16445\n")); err != nil {
+	if _, err := n.ApplyConfig(ctx, []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: api-1\nrole: server\ncluster: {init: true}\nk3s:\n  https-listen-port: 0\n")); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
@@ -438,7 +441,7 @@ func TestConcurrentAppliesRunOneK3s(t *testing.T) {
 	if n.K3sState() != "stopped" {
 		t.Fatalf("k3s=%s without a config", n.K3sState())
 	}
-	cfg := []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\nk3s: {https-listen-port: 16445}\n")
+	cfg := []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\nk3s: {https-listen-port: 0}\n")
 	var wg sync.WaitGroup
 	const applies = 6
 	errs := make(chan error, applies)

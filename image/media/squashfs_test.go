@@ -68,6 +68,9 @@ func TestWriteSquashfsUnpacksIdentical(t *testing.T) {
 	unsquashfs := tool(t, "unsquashfs", "squashfs-tools")
 	src := squashfsSource(t)
 	dst := filepath.Join(t.TempDir(), "system.sqfs")
+	// A temporary folder of its own: another build on the machine (or one
+	// killed earlier) may have go-diskfs workspaces in the shared one.
+	t.Setenv("TMPDIR", t.TempDir())
 	if err := WriteSquashfs(dst, src, SquashfsOptions{Epoch: 1700000000}); err != nil {
 		t.Fatal(err)
 	}

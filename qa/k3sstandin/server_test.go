@@ -174,8 +174,8 @@ func TestStandinCrashAfter(t *testing.T) {
 		if code != 3 {
 			t.Errorf("exit status %d, want 3", code)
 		}
-		if d := time.Since(start); d < 300*time.Millisecond || d > 5*time.Second {
-			t.Errorf("crashed after %s, want ~300ms", d)
+		if d := time.Since(start); d < 300*time.Millisecond {
+			t.Errorf("crashed after %s, before the 300ms it was told", d)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("did not crash within 10s")
@@ -239,13 +239,15 @@ func TestStandinSignals(t *testing.T) {
 	}
 	s2 := startStandin(t, t.TempDir(), map[string]string{"ETOILE_K3S_STANDIN_IGNORE_SIGTERM": "true"}, "server", "--https-listen-port", "0")
 	s2.signals <- syscall.SIGTERM
+	waitFor(t, 10*time.Second, "the signal to be ignored", func() bool {
+		return strings.Contains(s2.stderr.String(), "ignoring terminated as told")
+	})
 	select {
 	case code := <-s2.done:
 		s2.done <- code
 		t.Fatalf("exited with %d despite ignoreSigterm", code)
-	case <-time.After(500 * time.Millisecond):
+	case <-time.After(100 * time.Millisecond):
 	}
-	mustContain(t, "log", s2.stderr.String(), "ignoring terminated as told")
 }
 
 func TestStandinBehaviourSources(t *testing.T) {
@@ -351,14 +353,14 @@ func TestStandinProcessCrashAndKill(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	waitFor(t, 10*time.Second, "the signal to be ignored", func() bool { return strings.Contains(log.String(), "ignoring terminated as told") })
 	select {
 	case err := <-exited:
 		t.Fatalf("exited on SIGTERM (%v) despite ignoreSigterm", err)
-	case <-time.After(time.Second):
+	case <-time.After(100 * time.Millisecond):
 	}
 	cmd.Process.Kill()
 	if err := <-exited; err == nil || !strings.Contains(err.Error(), "killed") {
 		t.Errorf("after SIGKILL: %v, want killed", err)
 	}
-	mustContain(t, "log", log.String(), "ignoring terminated as told")
 }
