@@ -82,6 +82,13 @@ type LogPage struct {
 	Skipped uint64   `json:"skipped,omitempty"`
 }
 
+// RunningConfig answers GET /v1/config: the machine config the node runs,
+// as YAML with its secrets replaced by REDACTED, and where it came from.
+type RunningConfig struct {
+	From string `json:"from"`
+	YAML string `json:"yaml"`
+}
+
 // Backend is the running agent, seen from the API.
 type Backend interface {
 	Status(ctx context.Context) Status
@@ -89,6 +96,9 @@ type Backend interface {
 	// number after (0: the last n lines held).
 	Logs(source string, n int, after uint64) (LogPage, error)
 	ValidateConfig(data []byte) (warnings []string, err error)
+	// Config returns the machine config the node runs, its secrets
+	// redacted; an error when it runs none.
+	Config() (RunningConfig, error)
 	// ApplyConfig validates, stores and applies a machine config.
 	ApplyConfig(ctx context.Context, data []byte) (warnings []string, err error)
 }
@@ -162,6 +172,14 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 			writeJSON(w, http.StatusOK, res)
 		}
 	}
+	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
+		rc, err := b.Config()
+		if err != nil {
+			writeError(w, http.StatusNotFound, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, rc)
+	})
 	mux.HandleFunc("POST /v1/config/validate", config(false))
 	mux.HandleFunc("POST /v1/config/apply", config(true))
 	return mux
@@ -301,6 +319,13 @@ func (c *Client) Logs(ctx context.Context, source string, n int, after uint64) (
 	}
 	_, err := c.do(ctx, http.MethodGet, "/v1/logs?"+q.Encode(), nil, &page)
 	return page, err
+}
+
+// Config fetches the machine config the node runs (secrets redacted).
+func (c *Client) Config(ctx context.Context) (RunningConfig, error) {
+	var rc RunningConfig
+	_, err := c.do(ctx, http.MethodGet, "/v1/config", nil, &rc)
+	return rc, err
 }
 
 // ValidateConfig asks the agent to check a machine config.

@@ -38,6 +38,13 @@ func (f *fakeAgent) Logs(source string, n int, after uint64) (LogPage, error) {
 	return LogPage{Lines: lines, Next: next, Skipped: skipped}, nil
 }
 
+func (f *fakeAgent) Config() (RunningConfig, error) {
+	if f.applied == nil {
+		return RunningConfig{}, errors.New("the node runs no machine config (none found)")
+	}
+	return RunningConfig{From: "local API", YAML: string(f.applied)}, nil
+}
+
 func (f *fakeAgent) ValidateConfig(data []byte) ([]string, error) {
 	if bytes.Contains(data, []byte("bad")) {
 		return nil, errors.New("role: \"bad\": use server or agent\ncluster: missing")
@@ -148,6 +155,9 @@ func TestStatusAndLogsOverTheSocket(t *testing.T) {
 func TestConfigValidateAndApply(t *testing.T) {
 	c, fa, _ := serve(t)
 	ctx := context.Background()
+	if _, err := c.Config(ctx); err == nil || !strings.Contains(err.Error(), "runs no machine config") {
+		t.Errorf("running config before any: %v", err)
+	}
 	res, err := c.ValidateConfig(ctx, []byte("role: bad"))
 	if err != nil {
 		t.Fatal(err)
@@ -166,6 +176,9 @@ func TestConfigValidateAndApply(t *testing.T) {
 	res, err = c.ApplyConfig(ctx, []byte("role: server # read-only"))
 	if err != nil || !res.Valid || res.Applied || len(res.Errors) != 1 || !strings.Contains(res.Errors[0], "read-only file system") {
 		t.Errorf("apply that fails after validation = %+v, %v", res, err)
+	}
+	if rc, err := c.Config(ctx); err != nil || rc.From != "local API" || rc.YAML != "role: server" {
+		t.Errorf("running config = %+v, %v", rc, err)
 	}
 	if _, err := c.ApplyConfig(ctx, bytes.Repeat([]byte("x"), maxBody+1)); err == nil || !strings.Contains(err.Error(), "over") {
 		t.Errorf("oversized body: %v", err)

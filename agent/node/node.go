@@ -800,6 +800,29 @@ func (n *Node) Logs(source string, lines int, after uint64) (api.LogPage, error)
 	return api.LogPage{Lines: all, Next: next, Skipped: skipped}, nil
 }
 
+// Config implements api.Backend: the running config with its secrets
+// redacted.
+func (n *Node) Config() (api.RunningConfig, error) {
+	n.mu.Lock()
+	cfg, from, note := n.cfg, n.configFrom, n.k3sNote
+	n.mu.Unlock()
+	if cfg == nil {
+		if note == "" {
+			note = "no machine config found"
+		}
+		return api.RunningConfig{}, fmt.Errorf("the node runs no machine config (%s)", note)
+	}
+	r, err := cfg.Redacted()
+	if err != nil {
+		return api.RunningConfig{}, err
+	}
+	data, err := r.Marshal()
+	if err != nil {
+		return api.RunningConfig{}, err
+	}
+	return api.RunningConfig{From: from, YAML: string(data)}, nil
+}
+
 // ValidateConfig implements api.Backend.
 func (n *Node) ValidateConfig(data []byte) ([]string, error) {
 	_, warns, err := config.Check(data)

@@ -278,6 +278,9 @@ func TestApplyThroughTheAPIEndsTheWatch(t *testing.T) {
 	if st := n.Status(ctx); st.Config != "local API" {
 		t.Errorf("config from %q after an apply, want the local API's", st.Config)
 	}
+	if rc, err := n.Config(); err != nil || rc.From != "local API" || !strings.Contains(rc.YAML, "hostname: api-1") {
+		t.Errorf("running config = %+v, %v", rc, err)
+	}
 	cancel()
 	n.Wait()
 }
@@ -301,6 +304,9 @@ func TestNoConfigLeavesK3sStopped(t *testing.T) {
 	st := n.Status(ctx)
 	if st.Config != "none" || !strings.Contains(st.K3s.Reason, "no machine config") {
 		t.Errorf("status = %+v", st)
+	}
+	if _, err := n.Config(); err == nil || !strings.Contains(err.Error(), "runs no machine config (no machine config found") {
+		t.Errorf("running config without one: %v", err)
 	}
 	cancel()
 	n.Wait()

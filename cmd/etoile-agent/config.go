@@ -22,11 +22,20 @@ func applyCmd() configcli.Sub {
 	}
 }
 
-// runConfig is `etoile-agent config validate|example|k3s|apply`, so that a
-// technician at the node checks a machine config the way the agent will,
-// and hands it to the agent.
+// showCmd is `etoile-agent config show`: the config the agent runs.
+func showCmd() configcli.Sub {
+	return configcli.Sub{
+		Name:     "show",
+		Synopsis: "show [--socket PATH]       print the machine config the running agent uses (secrets REDACTED)",
+		Run:      runShow,
+	}
+}
+
+// runConfig is `etoile-agent config validate|example|k3s|apply|show`, so
+// that a technician at the node checks a machine config the way the agent
+// will, hands it to the agent and sees what it runs.
 func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	err := configcli.Command(ctx, "etoile-agent", args, stdout, stderr, applyCmd())
+	err := configcli.Command(ctx, "etoile-agent", args, stdout, stderr, applyCmd(), showCmd())
 	if errors.Is(err, configcli.ErrUsage) {
 		return usageError{err} // the usage text is already printed
 	}
@@ -40,16 +49,16 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	files, err := configcli.ParseInterspersed(fs, args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(stdout, configcli.Usage("etoile-agent", applyCmd()))
+		fmt.Fprint(stdout, configcli.Usage("etoile-agent", applyCmd(), showCmd()))
 		return nil
 	case err != nil:
-		return applyUsage(stderr, "%v", err)
+		return configUsage(stderr, "apply", "%v", err)
 	}
 	switch {
 	case len(files) == 0:
-		return applyUsage(stderr, "no FILE given (- reads standard input)")
+		return configUsage(stderr, "apply", "no FILE given (- reads standard input)")
 	case len(files) > 1:
-		return applyUsage(stderr, "one FILE at a time, got %d: %q", len(files), files)
+		return configUsage(stderr, "apply", "one FILE at a time, got %d: %q", len(files), files)
 	}
 	data, err := configcli.Read(files[0])
 	if err != nil {
@@ -79,7 +88,29 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-func applyUsage(stderr io.Writer, format string, args ...any) error {
-	fmt.Fprintf(stderr, "etoile-agent config apply: %s\n\n%s", fmt.Sprintf(format, args...), configcli.Usage("etoile-agent", applyCmd()))
+func configUsage(stderr io.Writer, cmd, format string, args ...any) error {
+	fmt.Fprintf(stderr, "etoile-agent config %s: %s\n\n%s", cmd, fmt.Sprintf(format, args...), configcli.Usage("etoile-agent", applyCmd(), showCmd()))
 	return usageError{configcli.ErrUsage}
+}
+
+func runShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("etoile-agent config show", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	socket := fs.String("socket", api.DefaultSocket, "the agent's local API socket")
+	rest, err := configcli.ParseInterspersed(fs, args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, configcli.Usage("etoile-agent", applyCmd(), showCmd()))
+		return nil
+	case err != nil:
+		return configUsage(stderr, "show", "%v", err)
+	case len(rest) > 0:
+		return configUsage(stderr, "show", "takes no FILE, got %q: it shows what the running agent uses", rest)
+	}
+	rc, err := api.NewClient(filepath.Clean(*socket)).Config(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "# from: %s\n%s", rc.From, rc.YAML)
+	return err
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -43,6 +44,25 @@ func (a *testAgent) Logs(source string, n int, after uint64) (api.LogPage, error
 		lines = lines[len(lines)-n:]
 	}
 	return api.LogPage{Lines: lines, Next: next, Skipped: skipped}, nil
+}
+
+func (a *testAgent) Config() (api.RunningConfig, error) {
+	a.mu.Lock()
+	data := a.applied
+	a.mu.Unlock()
+	if data == nil {
+		return api.RunningConfig{}, errors.New("the node runs no machine config (no machine config found)")
+	}
+	c, err := config.Parse(data)
+	if err != nil {
+		return api.RunningConfig{}, err
+	}
+	r, err := c.Redacted()
+	if err != nil {
+		return api.RunningConfig{}, err
+	}
+	y, err := r.Marshal()
+	return api.RunningConfig{From: "local API", YAML: string(y)}, err
 }
 
 func (a *testAgent) ValidateConfig(data []byte) ([]string, error) {
@@ -270,5 +290,33 @@ func TestConfigApply(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error()+errb.String(), tc.want) {
 			t.Errorf("%q: err %v, stderr %q; want %q", tc.args, err, errb.String(), tc.want)
 		}
+	}
+}
+
+// TestConfigShow: the running config as the agent has it, secrets redacted.
+func TestConfigShow(t *testing.T) {
+	_, sock := serveAgent(t)
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"config", "show", "--socket", sock}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "runs no machine config") {
+		t.Errorf("show before any config: %v", err)
+	}
+	file := filepath.Join(t.TempDir(), "node.yaml")
+	if err := os.WriteFile(file, []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: edge-7\nrole: agent\ncluster:\n  server: https://10.0.0.1:6443\n  token: K10deadbeef::server:topsecret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), []string{"config", "apply", "--socket", sock, file}, &out, &errb); err != nil {
+		t.Fatalf("apply: %v\n%s", err, errb.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"config", "show", "--socket", sock}, &out, &errb); err != nil {
+		t.Fatalf("show: %v\n%s", err, errb.String())
+	}
+	got := out.String()
+	if !strings.HasPrefix(got, "# from: local API\n") || !strings.Contains(got, "hostname: edge-7") || !strings.Contains(got, "token: REDACTED") || strings.Contains(got, "topsecret") {
+		t.Errorf("config show printed:\n%s", got)
+	}
+	if err := run(context.Background(), []string{"config", "show", "extra"}, &out, &errb); err == nil || !strings.Contains(errb.String(), "takes no FILE") {
+		t.Errorf("show with an argument: %v %q", err, errb.String())
 	}
 }

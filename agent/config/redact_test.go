@@ -1,0 +1,54 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestRedacted(t *testing.T) {
+	c, err := Parse([]byte(`apiVersion: etoile.io/v1alpha1
+kind: MachineConfig
+hostname: edge-1
+role: agent
+cluster:
+  server: https://10.0.0.1:6443
+  token: K10abc::server:supersecret
+k3s:
+  etcd-s3-secret-key: s3cr3t
+  agent-token-file: /etc/agent-token
+  node-ip: 10.0.0.5
+registries:
+  configs:
+    registry.example.com:
+      auth: {username: bob, password: hunter2}
+      tls: {cert_file: /etc/ssl/reg.crt, key_file: /etc/ssl/reg.key}
+constellation:
+  join: etoile://hub.example.com:8443?token=0123456789abcdef.AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-abcde&ca=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Redacted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := r.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"supersecret", "K10abc", "s3cr3t", "hunter2", "AbCdEfGhIjKlMnOp"} {
+		if strings.Contains(string(out), secret) {
+			t.Errorf("the redacted config shows %q:\n%s", secret, out)
+		}
+	}
+	for _, kept := range []string{"hostname: edge-1", "server: https://10.0.0.1:6443", "username: bob", "key_file: /etc/ssl/reg.key",
+		"agent-token-file: /etc/agent-token", "node-ip: 10.0.0.5", "token: REDACTED", "password: REDACTED", "etcd-s3-secret-key: REDACTED", "join: REDACTED"} {
+		if !strings.Contains(string(out), kept) {
+			t.Errorf("the redacted config lacks %q:\n%s", kept, out)
+		}
+	}
+	// The original is untouched.
+	if c.Cluster.Token != "K10abc::server:supersecret" || c.Registries.Configs["registry.example.com"].Auth.Password != "hunter2" {
+		t.Error("Redacted changed the config it copied")
+	}
+}
