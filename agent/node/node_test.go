@@ -210,21 +210,16 @@ func TestCorrectedConfigIsTakenFromItsSource(t *testing.T) {
 func TestConfigPluggedInLater(t *testing.T) {
 	root := t.TempDir()
 	buildStandin(t, root)
-	var (
-		mu  sync.Mutex
-		src config.Source
-	)
+	var vol swappableSource
 	var con consoleLines
 	ctx, cancel := context.WithCancel(context.Background())
-	n := Start(ctx, Env{Root: root, ConfigVolume: func() config.Source { mu.Lock(); defer mu.Unlock(); return src },
+	n := Start(ctx, Env{Root: root, ConfigVolume: vol.get,
 		Broadcast: con.add, ConfigRetry: 20 * time.Millisecond, Socket: filepath.Join(root, "agent.sock"),
 		K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}})
 	if n.K3sState() != "stopped" || !con.has("waiting for a machine config") {
 		t.Fatalf("k3s=%s console:\n%s", n.K3sState(), con.all())
 	}
-	mu.Lock()
-	src = &failingSource{}
-	mu.Unlock()
+	vol.set(&failingSource{})
 	waitUntil(t, "the failing source's error", 10*time.Second, func() bool { return con.has("stick unreadable") })
 	time.Sleep(200 * time.Millisecond)
 	// Its wording changes from read to read (as a network error's port
@@ -236,16 +231,12 @@ func TestConfigPluggedInLater(t *testing.T) {
 		t.Errorf("status while the stick fails: %+v", st.K3s)
 	}
 	// Pulled out: the status no longer names it.
-	mu.Lock()
-	src = nil
-	mu.Unlock()
+	vol.set(nil)
 	waitUntil(t, "the status without the stick", 10*time.Second, func() bool {
 		st := n.Status(ctx)
 		return st.Config == "none" && strings.Contains(st.K3s.Reason, "no machine config")
 	})
-	mu.Lock()
-	src = fileSource{"USB stick ETOILE-CFG", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: late-1\nrole: server\ncluster: {init: true}\ntime: {disabled: true}\nk3s:\n  https-listen-port: 0\n"}
-	mu.Unlock()
+	vol.set(fileSource{"USB stick ETOILE-CFG", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: late-1\nrole: server\ncluster: {init: true}\ntime: {disabled: true}\nk3s:\n  https-listen-port: 0\n"})
 	waitUntil(t, "the plugged-in config", 10*time.Second, func() bool { return n.Status(ctx).Config == "USB stick ETOILE-CFG" })
 	waitUntil(t, "k3s=ready from the plugged-in config", 60*time.Second, func() bool { return n.K3sState() == "ready" })
 	if cfg, err := os.ReadFile(filepath.Join(root, "etc/rancher/k3s/config.yaml")); err != nil || !strings.Contains(string(cfg), `node-name: "late-1"`) {
@@ -261,19 +252,14 @@ func TestConfigPluggedInLater(t *testing.T) {
 func TestApplyThroughTheAPIEndsTheWatch(t *testing.T) {
 	root := t.TempDir()
 	buildStandin(t, root)
-	var (
-		mu  sync.Mutex
-		src config.Source
-	)
+	var vol swappableSource
 	ctx, cancel := context.WithCancel(context.Background())
-	n := Start(ctx, Env{Root: root, ConfigVolume: func() config.Source { mu.Lock(); defer mu.Unlock(); return src },
+	n := Start(ctx, Env{Root: root, ConfigVolume: vol.get,
 		ConfigRetry: 20 * time.Millisecond, K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}, Socket: filepath.Join(root, "agent.sock")})
 	if _, err := n.ApplyConfig(ctx, []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: api-1\nrole: server\ncluster: {init: true}\nk3s:\n  https-listen-port: 0\n")); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	src = fileSource{"volume", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: vol-1\nrole: server\ncluster: {init: true}\n"}
-	mu.Unlock()
+	vol.set(fileSource{"volume", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: vol-1\nrole: server\ncluster: {init: true}\n"})
 	time.Sleep(300 * time.Millisecond)
 	if st := n.Status(ctx); st.Config != "local API" {
 		t.Errorf("config from %q after an apply, want the local API's", st.Config)
@@ -284,6 +270,15 @@ func TestApplyThroughTheAPIEndsTheWatch(t *testing.T) {
 	cancel()
 	n.Wait()
 }
+
+// swappableSource is a config volume a test plugs in, swaps and pulls out.
+type swappableSource struct {
+	mu  sync.Mutex
+	src config.Source
+}
+
+func (v *swappableSource) get() config.Source  { v.mu.Lock(); defer v.mu.Unlock(); return v.src }
+func (v *swappableSource) set(s config.Source) { v.mu.Lock(); v.src = s; v.mu.Unlock() }
 
 type failingSource struct{ reads atomic.Int32 }
 

@@ -42,17 +42,29 @@ func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return err
 }
 
-func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("etoile-agent config apply", flag.ContinueOnError)
+// socketArgs parses the --socket flag of the config commands that talk to
+// the agent, wherever it stands among the positional arguments. done is
+// true when the command has nothing more to do (-h, or a usage error
+// printed, returned as err).
+func socketArgs(cmd string, args []string, stdout, stderr io.Writer) (socket string, rest []string, done bool, err error) {
+	fs := flag.NewFlagSet("etoile-agent config "+cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	socket := fs.String("socket", api.DefaultSocket, "the agent's local API socket")
-	files, err := configcli.ParseInterspersed(fs, args)
+	sock := fs.String("socket", api.DefaultSocket, "the agent's local API socket")
+	rest, err = configcli.ParseInterspersed(fs, args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		fmt.Fprint(stdout, configcli.Usage("etoile-agent", applyCmd(), showCmd()))
-		return nil
+		return "", nil, true, nil
 	case err != nil:
-		return configUsage(stderr, "apply", "%v", err)
+		return "", nil, true, configUsage(stderr, cmd, "%v", err)
+	}
+	return filepath.Clean(*sock), rest, false, nil
+}
+
+func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	socket, files, done, err := socketArgs("apply", args, stdout, stderr)
+	if done {
+		return err
 	}
 	switch {
 	case len(files) == 0:
@@ -68,7 +80,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if name == "-" {
 		name = "standard input"
 	}
-	res, err := api.NewClient(filepath.Clean(*socket)).ApplyConfig(ctx, data)
+	res, err := api.NewClient(socket).ApplyConfig(ctx, data)
 	if err != nil {
 		return err
 	}
@@ -94,20 +106,14 @@ func configUsage(stderr io.Writer, cmd, format string, args ...any) error {
 }
 
 func runShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("etoile-agent config show", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	socket := fs.String("socket", api.DefaultSocket, "the agent's local API socket")
-	rest, err := configcli.ParseInterspersed(fs, args)
+	socket, rest, done, err := socketArgs("show", args, stdout, stderr)
 	switch {
-	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(stdout, configcli.Usage("etoile-agent", applyCmd(), showCmd()))
-		return nil
-	case err != nil:
-		return configUsage(stderr, "show", "%v", err)
+	case done:
+		return err
 	case len(rest) > 0:
 		return configUsage(stderr, "show", "takes no FILE, got %q: it shows what the running agent uses", rest)
 	}
-	rc, err := api.NewClient(filepath.Clean(*socket)).Config(ctx)
+	rc, err := api.NewClient(socket).Config(ctx)
 	if err != nil {
 		return err
 	}

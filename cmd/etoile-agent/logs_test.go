@@ -232,11 +232,7 @@ func TestLogsBadInput(t *testing.T) {
 		{[]string{"logs", "--", "-f"}, `no log named "-f"`},
 		{[]string{"logs", "--socket", filepath.Join(t.TempDir(), "none.sock")}, "is it running?"},
 	} {
-		var out, errb bytes.Buffer
-		err := run(context.Background(), tc.args, &out, &errb)
-		if err == nil || !strings.Contains(err.Error()+errb.String(), tc.want) {
-			t.Errorf("%q: err %v, stderr %q; want %q", tc.args, err, errb.String(), tc.want)
-		}
+		wantFailure(t, tc.args, tc.want)
 	}
 }
 
@@ -285,11 +281,7 @@ func TestConfigApply(t *testing.T) {
 		{[]string{"config", "apply", filepath.Join(dir, "none.yaml"), "--socket", sock}, "none.yaml: no such file"},
 		{[]string{"config", "apply", good, "--socket", filepath.Join(dir, "none.sock")}, "is it running?"},
 	} {
-		var out, errb bytes.Buffer
-		err := run(context.Background(), tc.args, &out, &errb)
-		if err == nil || !strings.Contains(err.Error()+errb.String(), tc.want) {
-			t.Errorf("%q: err %v, stderr %q; want %q", tc.args, err, errb.String(), tc.want)
-		}
+		wantFailure(t, tc.args, tc.want)
 	}
 }
 
@@ -316,7 +308,16 @@ func TestConfigShow(t *testing.T) {
 	if !strings.HasPrefix(got, "# from: local API\n") || !strings.Contains(got, "hostname: edge-7") || !strings.Contains(got, "token: REDACTED") || strings.Contains(got, "topsecret") {
 		t.Errorf("config show printed:\n%s", got)
 	}
-	if err := run(context.Background(), []string{"config", "show", "extra"}, &out, &errb); err == nil || !strings.Contains(errb.String(), "takes no FILE") {
-		t.Errorf("show with an argument: %v %q", err, errb.String())
+	wantFailure(t, []string{"config", "show", "extra"}, "takes no FILE")
+}
+
+// wantFailure runs the command and wants it to fail saying want (in its
+// error or on stderr).
+func wantFailure(t *testing.T, args []string, want string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), args, &out, &errb)
+	if err == nil || !strings.Contains(err.Error()+errb.String(), want) {
+		t.Errorf("%q: err %v, stderr %q; want %q", args, err, errb.String(), want)
 	}
 }
