@@ -138,44 +138,75 @@ func TestLogsPrintsTheLastLines(t *testing.T) {
 	}
 }
 
-// TestLogsFollow: -f prints the lines held, then each line as it comes,
-// once; lines the ring dropped before they were asked for are announced.
-func TestLogsFollow(t *testing.T) {
-	defer func(d time.Duration) { followEvery = d }(followEvery)
+// following is `etoile-agent logs -f … k3s` running against a test agent
+// whose K3s log already holds "old 1" and "old 2".
+type following struct {
+	a         *testAgent
+	out, errb lockedBuffer
+	cancel    context.CancelFunc
+	done      chan error
+}
+
+func follow(t *testing.T, flags ...string) *following {
+	t.Helper()
+	prev := followEvery
 	followEvery = 10 * time.Millisecond
+	t.Cleanup(func() { followEvery = prev })
 	a, sock := serveAgent(t)
 	a.k3s.Add("old 1")
 	a.k3s.Add("old 2")
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errb lockedBuffer
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"logs", "-f", "--socket", sock, "k3s"}, &out, &errb) }()
-	waitOutput := func(want string) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), want); time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("logs -f never printed %q; printed:\n%s%s", want, out.String(), errb.String())
-			}
+	f := &following{a: a, cancel: cancel, done: make(chan error, 1)}
+	args := append(append([]string{"logs", "-f", "--socket", sock}, flags...), "k3s")
+	go func() { f.done <- run(ctx, args, &f.out, &f.errb) }()
+	t.Cleanup(func() { cancel(); <-f.done; f.done <- nil })
+	return f
+}
+
+// wait waits until the command has printed want.
+func (f *following) wait(t *testing.T, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(f.out.String(), want); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("logs -f never printed %q; printed:\n%s%s", want, f.out.String(), f.errb.String())
 		}
 	}
-	waitOutput("old 2\n")
-	a.k3s.Add("new 1")
-	waitOutput("new 1\n")
-	a.k3s.Add("new 2")
-	a.k3s.Add("new 3")
-	waitOutput("new 3\n")
-	// More lines than the ring holds (5) between two asks: 3 are lost.
-	a.gate.Lock()
-	for _, l := range []string{"burst 1", "burst 2", "burst 3", "burst 4", "burst 5", "burst 6", "burst 7", "burst 8"} {
-		a.k3s.Add(l)
+}
+
+// add adds lines to K3s's log all at once, between two of the command's asks.
+func (f *following) add(lines ...string) {
+	f.a.gate.Lock()
+	defer f.a.gate.Unlock()
+	for _, l := range lines {
+		f.a.k3s.Add(l)
 	}
-	a.gate.Unlock()
-	waitOutput("burst 8\n")
-	cancel()
-	if err := <-done; err != nil {
+}
+
+// stop interrupts the command (^C) and returns what it printed.
+func (f *following) stop(t *testing.T) string {
+	t.Helper()
+	f.cancel()
+	err := <-f.done
+	f.done <- err
+	if err != nil {
 		t.Fatalf("logs -f ended with %v", err)
 	}
-	got := out.String()
+	return f.out.String()
+}
+
+// TestLogsFollow: -f prints the lines held, then each line as it comes,
+// once; lines the ring dropped before they were asked for are announced.
+func TestLogsFollow(t *testing.T) {
+	f := follow(t)
+	f.wait(t, "old 2\n")
+	f.add("new 1")
+	f.wait(t, "new 1\n")
+	f.add("new 2", "new 3")
+	f.wait(t, "new 3\n")
+	// More lines than the ring holds (5) between two asks: 3 are lost.
+	f.add("burst 1", "burst 2", "burst 3", "burst 4", "burst 5", "burst 6", "burst 7", "burst 8")
+	f.wait(t, "burst 8\n")
+	got := f.stop(t)
 	for _, l := range []string{"old 1", "old 2", "new 1", "new 2", "new 3"} {
 		if strings.Count(got, l+"\n") != 1 {
 			t.Errorf("%q printed %d times, want once:\n%s", l, strings.Count(got, l+"\n"), got)
@@ -189,34 +220,11 @@ func TestLogsFollow(t *testing.T) {
 // TestLogsFollowAfterN: -n limits the lines already there, not those that
 // come while following.
 func TestLogsFollowAfterN(t *testing.T) {
-	defer func(d time.Duration) { followEvery = d }(followEvery)
-	followEvery = 10 * time.Millisecond
-	a, sock := serveAgent(t)
-	a.k3s.Add("old 1")
-	a.k3s.Add("old 2")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out, errb lockedBuffer
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"logs", "k3s", "-f", "-n", "1", "--socket", sock}, &out, &errb) }()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "old 2"); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing printed: %q %q", out.String(), errb.String())
-		}
-	}
-	a.gate.Lock()
-	a.k3s.Add("new 1")
-	a.k3s.Add("new 2")
-	a.k3s.Add("new 3")
-	a.gate.Unlock()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "new 3"); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("new lines not printed: %q", out.String())
-		}
-	}
-	cancel()
-	<-done
-	if got := out.String(); got != "old 2\nnew 1\nnew 2\nnew 3\n" {
+	f := follow(t, "-n", "1")
+	f.wait(t, "old 2\n")
+	f.add("new 1", "new 2", "new 3")
+	f.wait(t, "new 3\n")
+	if got := f.stop(t); got != "old 2\nnew 1\nnew 2\nnew 3\n" {
 		t.Errorf("logs -f -n 1 printed %q", got)
 	}
 }
