@@ -89,6 +89,11 @@ type RunningConfig struct {
 	YAML string `json:"yaml"`
 }
 
+// PowerRequest is POST /v1/power's body, and its answer.
+type PowerRequest struct {
+	Action string `json:"action"` // reboot | poweroff
+}
+
 // Backend is the running agent, seen from the API.
 type Backend interface {
 	Status(ctx context.Context) Status
@@ -99,6 +104,10 @@ type Backend interface {
 	// Config returns the machine config the node runs, its secrets
 	// redacted; an error when it runs none.
 	Config() (RunningConfig, error)
+	// Power reboots ("reboot") or powers off ("poweroff") the machine, as
+	// PID 1 does for its signals: K3s is stopped cleanly first. It returns
+	// once the shutdown is under way.
+	Power(action string) error
 	// ApplyConfig validates, stores and applies a machine config.
 	ApplyConfig(ctx context.Context, data []byte) (warnings []string, err error)
 }
@@ -179,6 +188,25 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, rc)
+	})
+	mux.HandleFunc("POST /v1/power", func(w http.ResponseWriter, r *http.Request) {
+		var req PowerRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf(`the body is not {"action": "reboot"|"poweroff"}: %v`, err))
+			return
+		}
+		if req.Action != "reboot" && req.Action != "poweroff" {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("action %q: use reboot or poweroff", req.Action))
+			return
+		}
+		if err := b.Power(req.Action); err != nil {
+			writeError(w, http.StatusConflict, err.Error())
+			return
+		}
+		if log != nil {
+			log.Info("shutdown asked through the local API", "action", req.Action)
+		}
+		writeJSON(w, http.StatusAccepted, req)
 	})
 	mux.HandleFunc("POST /v1/config/validate", config(false))
 	mux.HandleFunc("POST /v1/config/apply", config(true))
@@ -326,6 +354,17 @@ func (c *Client) Config(ctx context.Context) (RunningConfig, error) {
 	var rc RunningConfig
 	_, err := c.do(ctx, http.MethodGet, "/v1/config", nil, &rc)
 	return rc, err
+}
+
+// Power asks the agent to reboot or power off the machine.
+func (c *Client) Power(ctx context.Context, action string) error {
+	body, err := json.Marshal(PowerRequest{Action: action})
+	if err != nil {
+		return err
+	}
+	var res PowerRequest
+	_, err = c.do(ctx, http.MethodPost, "/v1/power", body, &res)
+	return err
 }
 
 // ValidateConfig asks the agent to check a machine config.

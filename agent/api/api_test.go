@@ -15,6 +15,7 @@ import (
 )
 
 type fakeAgent struct {
+	power   []string
 	applied []byte
 	k3s     *logring.Ring
 }
@@ -36,6 +37,14 @@ func (f *fakeAgent) Logs(source string, n int, after uint64) (LogPage, error) {
 		lines = lines[len(lines)-n:]
 	}
 	return LogPage{Lines: lines, Next: next, Skipped: skipped}, nil
+}
+
+func (f *fakeAgent) Power(action string) error {
+	if len(f.power) > 0 {
+		return errors.New("already shutting down")
+	}
+	f.power = append(f.power, action)
+	return nil
 }
 
 func (f *fakeAgent) Config() (RunningConfig, error) {
@@ -190,5 +199,29 @@ func TestClientSaysWhenTheAgentIsNotRunning(t *testing.T) {
 	_, err := c.Status(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "is it running?") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+func TestPower(t *testing.T) {
+	c, fa, sock := serve(t)
+	ctx := context.Background()
+	if err := c.Power(ctx, "reboot"); err != nil {
+		t.Fatal(err)
+	}
+	if len(fa.power) != 1 || fa.power[0] != "reboot" {
+		t.Errorf("backend asked %q, want reboot", fa.power)
+	}
+	if err := c.Power(ctx, "poweroff"); err == nil || !strings.Contains(err.Error(), "already shutting down") {
+		t.Errorf("a second request: %v", err)
+	}
+	if err := c.Power(ctx, "halt"); err == nil || !strings.Contains(err.Error(), `action "halt": use reboot or poweroff`) {
+		t.Errorf("an unknown action: %v", err)
+	}
+	var out map[string]string
+	if _, err := NewClient(sock).do(ctx, "POST", "/v1/power", []byte("reboot"), &out); err == nil || !strings.Contains(err.Error(), "the body is not") {
+		t.Errorf("a body that is not JSON: %v", err)
+	}
+	if len(fa.power) != 1 {
+		t.Errorf("bad requests reached the backend: %q", fa.power)
 	}
 }

@@ -86,6 +86,9 @@ type Env struct {
 	TimeBehind bool
 	// NTPServers returns the NTP servers DHCP gave.
 	NTPServers func() []string
+	// Power starts the machine's reboot or power-off ("reboot",
+	// "poweroff"); nil when this agent cannot (not PID 1).
+	Power func(action string) error
 	// ConfigRetry is how often a node without a usable machine config
 	// reads its sources again (0: DefaultConfigRetry).
 	ConfigRetry time.Duration
@@ -798,6 +801,14 @@ func (n *Node) Logs(source string, lines int, after uint64) (api.LogPage, error)
 		skipped = 0 // the last lines were asked for, not all of them
 	}
 	return api.LogPage{Lines: all, Next: next, Skipped: skipped}, nil
+}
+
+// Power implements api.Backend.
+func (n *Node) Power(action string) error {
+	if n.env.Power == nil {
+		return fmt.Errorf("this agent does not run the machine (it is not PID 1): %s it with the system's own tools", action)
+	}
+	return n.env.Power(action)
 }
 
 // Config implements api.Backend: the running config with its secrets

@@ -303,6 +303,9 @@ func TestNoConfigLeavesK3sStopped(t *testing.T) {
 	if _, err := n.Config(); err == nil || !strings.Contains(err.Error(), "runs no machine config (no machine config found") {
 		t.Errorf("running config without one: %v", err)
 	}
+	if err := n.Power("reboot"); err == nil || !strings.Contains(err.Error(), "not PID 1") {
+		t.Errorf("reboot from an agent that does not run the machine: %v", err)
+	}
 	cancel()
 	n.Wait()
 }

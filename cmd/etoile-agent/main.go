@@ -124,6 +124,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runStatus(ctx, rest, stdout, stderr)
 	case "logs":
 		return runLogs(ctx, rest, stdout, stderr)
+	case "reboot", "poweroff":
+		return runPower(ctx, cmd, rest, stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		usage(stdout)
 		return nil
@@ -144,6 +146,7 @@ As /init (PID 1) it boots the machine; these commands are for people and tests:
   config             validate a machine config, print an example, apply one
   status [--json]    the running agent's status (boot, network, K3s)
   logs [-f] [k3s]    the running agent's log, or K3s's output
+  reboot, poweroff   stop K3s cleanly, then reboot or power off the machine
   version            print the version
 `)
 }

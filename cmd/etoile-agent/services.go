@@ -97,6 +97,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 			}
 			return nil
 		},
+		Power:    powerThroughSignal,
 		Start:    m.Reaper().Start,
 		Release:  m.Reaper().Release,
 		Slot:     slot,
@@ -226,4 +227,17 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return enc.Encode(st)
 	}
 	return api.WriteStatus(stdout, st)
+}
+
+// powerThroughSignal reboots or powers off the machine the way a signal to
+// PID 1 does (SIGTERM, SIGUSR2), so that the local API's request takes the
+// same path as Ctrl-Alt-Del and the power button: K3s stopped cleanly, then
+// everything else. The signal comes a moment later, after the answer.
+func powerThroughSignal(action string) error {
+	sig := unix.SIGTERM
+	if action == "poweroff" {
+		sig = unix.SIGUSR2
+	}
+	time.AfterFunc(200*time.Millisecond, func() { _ = unix.Kill(os.Getpid(), sig) })
+	return nil
 }

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/etoile-os/etoile/agent/api"
 	"github.com/etoile-os/etoile/agent/config"
@@ -25,6 +28,7 @@ type testAgent struct {
 	gate       sync.Mutex // held by a test adding lines the API must see all at once
 	mu         sync.Mutex
 	applied    []byte
+	power      []string
 }
 
 func (a *testAgent) Status(context.Context) api.Status { return api.Status{Version: "v1"} }
@@ -44,6 +48,13 @@ func (a *testAgent) Logs(source string, n int, after uint64) (api.LogPage, error
 		lines = lines[len(lines)-n:]
 	}
 	return api.LogPage{Lines: lines, Next: next, Skipped: skipped}, nil
+}
+
+func (a *testAgent) Power(action string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.power = append(a.power, action)
+	return nil
 }
 
 func (a *testAgent) Config() (api.RunningConfig, error) {
@@ -327,5 +338,45 @@ func wantFailure(t *testing.T, args []string, want string) {
 	err := run(context.Background(), args, &out, &errb)
 	if err == nil || !strings.Contains(err.Error()+errb.String(), want) {
 		t.Errorf("%q: err %v, stderr %q; want %q", args, err, errb.String(), want)
+	}
+}
+
+func TestRebootAndPoweroff(t *testing.T) {
+	a, sock := serveAgent(t)
+	for _, action := range []string{"reboot", "poweroff"} {
+		var out, errb bytes.Buffer
+		if err := run(context.Background(), []string{action, "--socket", sock}, &out, &errb); err != nil {
+			t.Fatalf("%s: %v\n%s", action, err, errb.String())
+		}
+		if !strings.Contains(out.String(), "K3s is stopped first") {
+			t.Errorf("%s printed %q", action, out.String())
+		}
+	}
+	if strings.Join(a.power, ",") != "reboot,poweroff" {
+		t.Errorf("the agent was asked %q", a.power)
+	}
+	wantFailure(t, []string{"reboot", "now"}, "takes no arguments")
+	wantFailure(t, []string{"poweroff", "--socket", filepath.Join(t.TempDir(), "none.sock")}, "is it running?")
+}
+
+// TestPowerThroughSignal: the local API's reboot and power-off reach PID 1's
+// handling as the signals Ctrl-Alt-Del and the power button send (caught
+// here, as PID 1 catches them).
+func TestPowerThroughSignal(t *testing.T) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGUSR2)
+	defer signal.Stop(sigs)
+	for action, want := range map[string]os.Signal{"reboot": unix.SIGTERM, "poweroff": unix.SIGUSR2} {
+		if err := powerThroughSignal(action); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-sigs:
+			if got != want {
+				t.Errorf("%s sent %v, want %v", action, got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s sent no signal", action)
+		}
 	}
 }
