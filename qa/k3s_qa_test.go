@@ -11,7 +11,6 @@ package qa
 import (
 	"crypto/tls"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -625,12 +624,7 @@ network:
       addresses: [192.168.42.5/24]
 `
 	k := netbootWithConfig(t, out, yaml, "")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := QuietPort(t)
 	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{HostFwd: []string{fmt.Sprintf("tcp:127.0.0.1:%d-10.0.2.50:6443", port)}}}})
 	ready := vm.WaitFor(k3sReadyRE, ReadyTimeout+K3sTimeout)
 	if !strings.Contains(ready.Line, " ip=10.0.2.50 ") {

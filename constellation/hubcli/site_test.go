@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"net"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +16,7 @@ import (
 	"github.com/etoile-os/etoile/constellation/hubcli"
 	"github.com/etoile-os/etoile/constellation/join"
 	"github.com/etoile-os/etoile/constellation/pki"
+	"github.com/etoile-os/etoile/qa"
 )
 
 func TestExpiredCertificateRenewsWithinGrace(t *testing.T) {
@@ -65,12 +66,9 @@ func asRemote(err error, re **join.RemoteError) bool {
 func TestSiteLoopRidesOutHubOutage(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	// The hub comes back on the same address: a port no connection takes
+	// as its source port while the hub is down.
+	addr := fmt.Sprintf("127.0.0.1:%d", qa.QuietPort(t))
 	fixed := func(o *hubcli.ServeOptions) { o.Listen = addr }
 	h := startHub(t, dir, fixed)
 	if _, err := h.admin.PutTemplate(ctx, api.Template{Name: "base", Manifest: manifestA}); err != nil {

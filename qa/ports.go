@@ -1,0 +1,43 @@
+package qa
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// QuietPort returns a loopback TCP port that is free now and that the
+// kernel will not hand out meanwhile as another connection's source port:
+// one below the ephemeral range (net.ipv4.ip_local_port_range). A test
+// that must bind an address again later (a server restarted, a port given
+// to QEMU's hostfwd) uses it; a port from ":0" is an ephemeral one, which
+// any connect(2) on the machine may take in between.
+func QuietPort(tb testing.TB) int {
+	tb.Helper()
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				low = v
+			}
+		}
+	}
+	if low <= 10000 {
+		tb.Fatalf("the ephemeral port range starts at %d: no quiet port to pick below it", low)
+	}
+	for range 100 {
+		port := 10000 + rand.IntN(low-10000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // taken
+		}
+		l.Close()
+		return port
+	}
+	tb.Fatalf("no free loopback port found between 10000 and %d", low)
+	return 0
+}
