@@ -18,14 +18,7 @@ import (
 // any connect(2) on the machine may take in between.
 func QuietPort(tb testing.TB) int {
 	tb.Helper()
-	low := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if v, err := strconv.Atoi(f[0]); err == nil {
-				low = v
-			}
-		}
-	}
+	low := ephemeralLow()
 	if low <= 10000 {
 		tb.Fatalf("the ephemeral port range starts at %d: no quiet port to pick below it", low)
 	}
@@ -40,4 +33,17 @@ func QuietPort(tb testing.TB) int {
 	}
 	tb.Fatalf("no free loopback port found between 10000 and %d", low)
 	return 0
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
+// default 32768 when it cannot be read).
+func ephemeralLow() int {
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				return v
+			}
+		}
+	}
+	return 32768
 }
