@@ -82,6 +82,10 @@ type LogPage struct {
 	Skipped uint64   `json:"skipped,omitempty"`
 }
 
+// ErrNoConfig is wrapped by Backend.Config's error when the node runs no
+// machine config (404; other errors are the agent's own, 500).
+var ErrNoConfig = errors.New("the node runs no machine config")
+
 // RunningConfig answers GET /v1/config: the machine config the node runs,
 // as YAML with its secrets replaced by REDACTED, and where it came from.
 type RunningConfig struct {
@@ -183,8 +187,12 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	}
 	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
 		rc, err := b.Config()
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrNoConfig):
 			writeError(w, http.StatusNotFound, err.Error())
+			return
+		case err != nil:
+			writeError(w, http.StatusInternalServerError, err.Error())
 			return
 		}
 		writeJSON(w, http.StatusOK, rc)

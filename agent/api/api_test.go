@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,7 +50,7 @@ func (f *fakeAgent) Power(action string) error {
 
 func (f *fakeAgent) Config() (RunningConfig, error) {
 	if f.applied == nil {
-		return RunningConfig{}, errors.New("the node runs no machine config (none found)")
+		return RunningConfig{}, fmt.Errorf("%w (none found)", ErrNoConfig)
 	}
 	return RunningConfig{From: "local API", YAML: string(f.applied)}, nil
 }

@@ -1,6 +1,10 @@
 package config
 
-import "fmt"
+import (
+	"fmt"
+	"net/url"
+	"strings"
+)
 
 // Redacted is what stands in for a secret in Redacted's copy.
 const Redacted = "REDACTED"
@@ -12,6 +16,51 @@ var secretK3sKeys = map[string]bool{
 	"token": true, "agent-token": true, "cluster-secret": true,
 	"datastore-endpoint": true, // postgres://user:password@…
 	"etcd-s3-access-key": true, "etcd-s3-secret-key": true, "etcd-s3-session-token": true,
+	"vpn-auth": true, // name=tailscale,joinKey=…
+}
+
+// secretK3sKey says whether a K3s option holds a secret: a known one (also
+// in K3s's "key+" append form), or an option Étoile does not know whose
+// name says so.
+func secretK3sKey(key string) bool {
+	key = strings.TrimSuffix(key, "+")
+	if secretK3sKeys[key] {
+		return true
+	}
+	if strings.HasSuffix(key, "-file") || knownK3sKey(key) {
+		return false
+	}
+	for _, s := range []string{"token", "secret", "password", "auth", "key"} {
+		if strings.Contains(key, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// withoutURLPasswords replaces the password of every URL in v (a proxy's
+// http://user:password@host) with REDACTED.
+func withoutURLPasswords(v K3sValue) (K3sValue, bool) {
+	items := v.Strings()
+	changed := false
+	for i, it := range items {
+		u, err := url.Parse(it)
+		if err != nil || u.User == nil {
+			continue
+		}
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), Redacted)
+			items[i] = u.String()
+			changed = true
+		}
+	}
+	if !changed {
+		return v, false
+	}
+	if v.IsList() {
+		return K3sList(items...), true
+	}
+	return K3sString(items[0]), true
 }
 
 // Redacted returns a copy of c with its secrets replaced by "REDACTED":
@@ -46,10 +95,17 @@ func (c *MachineConfig) Redacted() (*MachineConfig, error) {
 			r.Registries.Configs[host] = rc
 		}
 	}
-	for k := range r.K3s {
-		if secretK3sKeys[k] {
+	for k, v := range r.K3s {
+		if secretK3sKey(k) {
 			r.K3s[k] = K3sString(Redacted)
+		} else if nv, ok := withoutURLPasswords(v); ok {
+			r.K3s[k] = nv
 		}
 	}
 	return r, nil
+}
+
+// knownK3sKey says whether key is a K3s option Étoile knows.
+func knownK3sKey(key string) bool {
+	return k3sAgentSet[key] || k3sAgentOnlySet[key] || k3sServerOnlySet[key]
 }

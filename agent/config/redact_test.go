@@ -14,7 +14,9 @@ cluster:
   server: https://10.0.0.1:6443
   token: K10abc::server:supersecret
 k3s:
-  etcd-s3-secret-key: s3cr3t
+  etcd-s3-secret-key+: s3cr3t
+  vpn-auth: name=tailscale,joinKey=tskey-abc
+  etcd-s3-proxy: http://proxyuser:pr0xypass@proxy.example.com:3128
   agent-token-file: /etc/agent-token
   node-ip: 10.0.0.5
 registries:
@@ -36,13 +38,14 @@ constellation:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, secret := range []string{"supersecret", "K10abc", "s3cr3t", "hunter2", "AbCdEfGhIjKlMnOp"} {
+	for _, secret := range []string{"supersecret", "K10abc", "s3cr3t", "hunter2", "AbCdEfGhIjKlMnOp", "tskey-abc", "pr0xypass"} {
 		if strings.Contains(string(out), secret) {
 			t.Errorf("the redacted config shows %q:\n%s", secret, out)
 		}
 	}
 	for _, kept := range []string{"hostname: edge-1", "server: https://10.0.0.1:6443", "username: bob", "key_file: /etc/ssl/reg.key",
-		"agent-token-file: /etc/agent-token", "node-ip: 10.0.0.5", "token: REDACTED", "password: REDACTED", "etcd-s3-secret-key: REDACTED", "join: REDACTED"} {
+		"agent-token-file: /etc/agent-token", "node-ip: 10.0.0.5", "token: REDACTED", "password: REDACTED", "etcd-s3-secret-key+: REDACTED", "vpn-auth: REDACTED", "join: REDACTED",
+		"etcd-s3-proxy: http://proxyuser:REDACTED@proxy.example.com:3128"} {
 		if !strings.Contains(string(out), kept) {
 			t.Errorf("the redacted config lacks %q:\n%s", kept, out)
 		}
@@ -50,5 +53,18 @@ constellation:
 	// The original is untouched.
 	if c.Cluster.Token != "K10abc::server:supersecret" || c.Registries.Configs["registry.example.com"].Auth.Password != "hunter2" {
 		t.Error("Redacted changed the config it copied")
+	}
+}
+
+func TestSecretK3sKey(t *testing.T) {
+	for key, want := range map[string]bool{
+		"token": true, "agent-token+": true, "datastore-endpoint": true, "vpn-auth": true, "etcd-s3-secret-key": true,
+		"agent-token-file": false, "token-file": false, "etcd-s3-config-secret": false, "secrets-encryption": false, "node-ip": false,
+		// Options Étoile does not know, named like secrets.
+		"my-future-auth-key": true, "some-password": true, "some-password-file": false, "flannel-iface": false,
+	} {
+		if got := secretK3sKey(key); got != want {
+			t.Errorf("secretK3sKey(%q) = %v, want %v", key, got, want)
+		}
 	}
 }

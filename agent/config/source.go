@@ -197,11 +197,17 @@ func redactURL(raw string) string {
 	if err != nil {
 		return "(unparsable URL)"
 	}
+	if u.Opaque != "" { // http:user:password@host: no host to show
+		return u.Scheme + ":xxxxx"
+	}
 	if u.User != nil {
 		u.User = url.User("xxxxx")
 	}
 	if u.RawQuery != "" {
 		u.RawQuery = "xxxxx"
+	}
+	if u.Fragment != "" {
+		u.Fragment = "xxxxx"
 	}
 	return u.String()
 }

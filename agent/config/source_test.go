@@ -213,6 +213,15 @@ func TestRedactURL(t *testing.T) {
 	if strings.Contains(got, "pw") || strings.Contains(got, "abc") || !strings.Contains(got, "cfg.example/x.yaml") {
 		t.Errorf("Name() = %q", got)
 	}
+	for in, want := range map[string]string{
+		"https://user:pw@cfg.example.com/node.yaml?token=abc#frag": "https://xxxxx@cfg.example.com/node.yaml?xxxxx#xxxxx",
+		"http:user:pw@cfg.example.com/node.yaml":                   "http:xxxxx", // opaque: no host
+		"http://10.0.2.2:8080/config.yaml":                         "http://10.0.2.2:8080/config.yaml",
+	} {
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
 }
 
 // TestFileSourceNotRegular: a named pipe would block the read until a writer

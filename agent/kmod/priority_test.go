@@ -266,7 +266,11 @@ func TestChainYieldsOnceMediumFound(t *testing.T) {
 	// squashfs (still held): give it the time to show it.
 	time.Sleep(50 * time.Millisecond)
 	loader.open("squashfs")
-	<-boot
+	select {
+	case <-boot:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("LoadBoot(squashfs) never returned (loaded: %q)", loader.Loaded())
+	}
 	settle(t, c)()
 	if got, want := loader.Loaded(), []string{"libata", "squashfs", "libahci", "ahci"}; !slices.Equal(got, want) {
 		t.Errorf("load order %q, want %q", got, want)

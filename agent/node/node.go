@@ -116,6 +116,7 @@ type Node struct {
 	supDone    chan struct{}
 	k3sNote    string        // why K3s is not running, when it is not
 	k3sOut     *logring.Ring // K3s's output, across its supervisors
+	powering   string        // the reboot or power-off asked through the API
 	inv        *inventory.Inventory
 	invDone    <-chan struct{} // closed once inv is collected
 	time       *timesync.Service
@@ -211,7 +212,9 @@ func Start(ctx context.Context, env Env) *Node {
 		n.watchConfig(ctx, nil, from)
 		return n
 	}
+	n.mu.Lock() // the local API already serves
 	n.configFrom = from
+	n.mu.Unlock()
 	cfg, warns, err := config.Check(data)
 	for _, w := range warns {
 		env.Log.Warn("machine config", "from", from, "warning", w)
@@ -803,10 +806,20 @@ func (n *Node) Logs(source string, lines int, after uint64) (api.LogPage, error)
 	return api.LogPage{Lines: all, Next: next, Skipped: skipped}, nil
 }
 
-// Power implements api.Backend.
+// Power implements api.Backend. Only the first request is carried out: a
+// second, while the machine shuts down, is refused naming the first.
 func (n *Node) Power(action string) error {
 	if n.env.Power == nil {
 		return fmt.Errorf("this agent does not run the machine (it is not PID 1): %s it with the system's own tools", action)
+	}
+	n.mu.Lock()
+	first := n.powering
+	if first == "" {
+		n.powering = action
+	}
+	n.mu.Unlock()
+	if first != "" {
+		return fmt.Errorf("already shutting down (%s asked first)", first)
 	}
 	return n.env.Power(action)
 }
@@ -821,7 +834,7 @@ func (n *Node) Config() (api.RunningConfig, error) {
 		if note == "" {
 			note = "no machine config found"
 		}
-		return api.RunningConfig{}, fmt.Errorf("the node runs no machine config (%s)", note)
+		return api.RunningConfig{}, fmt.Errorf("%w (%s)", api.ErrNoConfig, note)
 	}
 	r, err := cfg.Redacted()
 	if err != nil {

@@ -306,6 +306,18 @@ func TestNoConfigLeavesK3sStopped(t *testing.T) {
 	if err := n.Power("reboot"); err == nil || !strings.Contains(err.Error(), "not PID 1") {
 		t.Errorf("reboot from an agent that does not run the machine: %v", err)
 	}
+	// As PID 1: the first request is carried out, a second refused.
+	var asked []string
+	n.env.Power = func(a string) error { asked = append(asked, a); return nil }
+	if err := n.Power("reboot"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Power("poweroff"); err == nil || !strings.Contains(err.Error(), "already shutting down (reboot asked first)") {
+		t.Errorf("a second request: %v", err)
+	}
+	if strings.Join(asked, ",") != "reboot" {
+		t.Errorf("the machine was asked %q", asked)
+	}
 	cancel()
 	n.Wait()
 }

@@ -3,7 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/signal"
@@ -62,7 +62,7 @@ func (a *testAgent) Config() (api.RunningConfig, error) {
 	data := a.applied
 	a.mu.Unlock()
 	if data == nil {
-		return api.RunningConfig{}, errors.New("the node runs no machine config (no machine config found)")
+		return api.RunningConfig{}, fmt.Errorf("%w (no machine config found)", api.ErrNoConfig)
 	}
 	c, err := config.Parse(data)
 	if err != nil {

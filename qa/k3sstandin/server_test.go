@@ -246,7 +246,7 @@ func TestStandinSignals(t *testing.T) {
 	case code := <-s2.done:
 		s2.done <- code
 		t.Fatalf("exited with %d despite ignoreSigterm", code)
-	case <-time.After(100 * time.Millisecond):
+	case <-time.After(time.Second):
 	}
 }
 
@@ -357,7 +357,7 @@ func TestStandinProcessCrashAndKill(t *testing.T) {
 	select {
 	case err := <-exited:
 		t.Fatalf("exited on SIGTERM (%v) despite ignoreSigterm", err)
-	case <-time.After(100 * time.Millisecond):
+	case <-time.After(time.Second):
 	}
 	cmd.Process.Kill()
 	if err := <-exited; err == nil || !strings.Contains(err.Error(), "killed") {
