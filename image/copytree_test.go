@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/etoile-os/etoile/agent/fakeroot"
 )
 
 // TestCopyTreeNeverWritesThroughSymlinks: an overlay whose symlink points
@@ -20,15 +22,7 @@ func TestCopyTreeNeverWritesThroughSymlinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	mk := func(dir string, files map[string]string, links map[string]string) string {
-		for p, c := range files {
-			full := filepath.Join(dir, p)
-			if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
+		fakeroot.Write(t, dir, files)
 		for p, to := range links {
 			if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
 				t.Fatal(err)

@@ -1,7 +1,6 @@
 package timesync
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -9,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/etoile-os/etoile/internal/syncbuf"
 )
 
 // answers is a scripted set of NTP servers: offset per server, or an error.
@@ -38,23 +39,11 @@ func (a *answers) query(_ context.Context, server string) (time.Duration, time.D
 
 func (a *answers) count() int { a.mu.Lock(); defer a.mu.Unlock(); return len(a.calls) }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-func start(t *testing.T, clock *ManualClock, a *answers, servers []string, floor time.Time) (*Service, *syncBuffer) {
+func start(t *testing.T, clock *ManualClock, a *answers, servers []string, floor time.Time) (*Service, *syncbuf.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	s := Start(ctx, Options{
 		Servers: func() []string { return servers },
 		Query:   a.query,

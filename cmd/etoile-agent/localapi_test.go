@@ -18,6 +18,7 @@ import (
 	"github.com/etoile-os/etoile/agent/api"
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/logring"
+	"github.com/etoile-os/etoile/internal/syncbuf"
 )
 
 // testAgent is the local API's backend with real log rings and the real
@@ -112,20 +113,6 @@ func serveAgent(t *testing.T) (*testAgent, string) {
 	}
 }
 
-// lockedBuffer is stdout for a command running in another goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
 func TestLogsPrintsTheLastLines(t *testing.T) {
 	a, sock := serveAgent(t)
 	for _, l := range []string{"etoile: step=mount-api", "etoile: step=cmdline", "etoile: ready version=v1"} {
@@ -153,7 +140,7 @@ func TestLogsPrintsTheLastLines(t *testing.T) {
 // whose K3s log already holds "old 1" and "old 2".
 type following struct {
 	a         *testAgent
-	out, errb lockedBuffer
+	out, errb syncbuf.Buffer
 	cancel    context.CancelFunc
 	done      chan error
 }

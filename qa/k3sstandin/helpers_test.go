@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,36 +11,19 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/etoile-os/etoile/internal/syncbuf"
 )
-
-// syncBuffer is a bytes.Buffer safe for the stand-in's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // standin is the stand-in running in-process against a temporary root.
 type standin struct {
 	root    string
 	addr    string
-	stderr  *syncBuffer
+	stderr  *syncbuf.Buffer
 	signals chan os.Signal
 	cancel  context.CancelFunc
 	done    chan int
@@ -64,7 +46,7 @@ func envFunc(root string, env map[string]string) func(string) string {
 func startStandin(t *testing.T, root string, env map[string]string, args ...string) *standin {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &standin{root: root, stderr: &syncBuffer{}, signals: make(chan os.Signal, 1), cancel: cancel, done: make(chan int, 1)}
+	s := &standin{root: root, stderr: &syncbuf.Buffer{}, signals: make(chan os.Signal, 1), cancel: cancel, done: make(chan int, 1)}
 	listening := make(chan string, 1)
 	go func() {
 		s.done <- run(ctx, invocation{
@@ -101,7 +83,7 @@ func startStandin(t *testing.T, root string, env map[string]string, args ...stri
 // and log.
 func runStandin(t *testing.T, root string, env map[string]string, args ...string) (int, string) {
 	t.Helper()
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	code := run(context.Background(), invocation{
 		args: append([]string{"k3s"}, args...), getenv: envFunc(root, env),
 		stdout: &stdout, stderr: &stderr, signals: make(chan os.Signal),

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/etoile-os/etoile/internal/syncbuf"
 )
 
 var fast = map[string]string{"ETOILE_K3S_STANDIN_READY_DELAY": "0"}
@@ -344,7 +346,7 @@ func TestStandinProcessCrashAndKill(t *testing.T) {
 	defer cancel()
 	cmd = exec.CommandContext(ctx, bin, "server", "--https-listen-port", "0")
 	cmd.Env = []string{envRoot + "=" + t.TempDir(), "ETOILE_K3S_STANDIN_IGNORE_SIGTERM=1"}
-	var log syncBuffer
+	var log syncbuf.Buffer
 	cmd.Stderr = &log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
