@@ -16,7 +16,7 @@ GOBUILD := $(GO) build -trimpath -buildvcs=false
 # reached; `bin/etoile build` alone fails instead. BUILD_FLAGS= to be strict.
 BUILD_FLAGS ?= --k3s-optional
 
-.PHONY: all build image image-standin test test-unit test-qa test-deps bench lint clean k3s-standin
+.PHONY: all build image image-standin test test-unit test-qa test-deps bench lint clean k3s-standin gpu-tests gpu-check
 
 all: build
 
@@ -60,10 +60,22 @@ bench: test-deps image image-standin
 k3s-standin:
 	$(GO) run ./qa/k3sstandin/mkrelease -out $(OUT)/k3s-standin
 
+# On a machine with NVIDIA GPUs and their driver loaded, as root: the inventory
+# and the NVIDIA device files checked against the live driver (not part of
+# `make test`: its machines have no GPU).
+gpu-tests: build
+	@mkdir -p bin/gpu
+	CGO_ENABLED=0 $(GO) test -c -tags gpu -o bin/gpu/inventory.test ./agent/inventory
+	CGO_ENABLED=0 $(GO) test -c -tags gpu -o bin/gpu/nvdev.test ./agent/nvdev
+
+gpu-check: gpu-tests
+	scripts/gpu-check.sh $(OUT)/gpu-check
+
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags qa ./qa/
+	$(GO) vet -tags gpu ./agent/inventory/ ./agent/nvdev/
 	@if command -v staticcheck >/dev/null; then staticcheck ./...; else echo "staticcheck not installed: skipped (go install honnef.co/go/tools/cmd/staticcheck@latest)"; fi
 
 clean:
