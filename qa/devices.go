@@ -130,15 +130,20 @@ type UserNIC struct {
 	HostFwd []string
 	MAC     string
 	Model   string // QEMU's NIC device: virtio-net-pci when empty, or e1000, rtl8139…
+	ID      string // the netdev's id, net0 when empty: a second NIC needs another
 }
 
 // QEMUArgs implements Device.
 func (n UserNIC) QEMUArgs(string) ([]string, error) {
-	netdev := "user,id=net0"
+	id := n.ID
+	if id == "" {
+		id = "net0"
+	}
+	netdev := "user,id=" + id
 	for _, f := range n.HostFwd {
 		netdev += ",hostfwd=" + escapeOpt(f)
 	}
-	return []string{"-netdev", netdev, "-device", nicDevice("net0", n.MAC, n.Model)}, nil
+	return []string{"-netdev", netdev, "-device", nicDevice(id, n.MAC, n.Model)}, nil
 }
 
 // TapNIC is a virtio NIC on an existing tap device (created by the test, for

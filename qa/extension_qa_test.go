@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/etoile-os/etoile/image"
 	"github.com/etoile-os/etoile/image/kernel"
@@ -23,12 +24,13 @@ import (
 // RTL8139C+ NIC (8139cp), taken from the image's own kernel package as a
 // stand-in for an out-of-tree driver such as NVIDIA's — and a
 // modules-load.d file naming tcp_bbr, and boots its raw disk under OVMF with
-// that NIC as the only one. The build indexes 8139cp with the initramfs's
+// that NIC and a virtio one. The build indexes 8139cp with the initramfs's
 // modules (and adds its dependency mii from the kernel package when the
 // initramfs lacks it; the default image has it for r8152); the agent
 // lays the image's modules over the initramfs's, loads 8139cp for the NIC
-// once the system image is mounted, the NIC gets its DHCP lease before the
-// ready line, and tcp_bbr loads after it.
+// once the system image is mounted, the NIC gets its DHCP lease, the
+// generated host name comes from its MAC (the lower one), and tcp_bbr loads
+// after the ready line.
 func TestExtensionModuleDrivesNIC(t *testing.T) {
 	t.Parallel()
 	bin := binDir(t)
@@ -102,16 +104,35 @@ func TestExtensionModuleDrivesNIC(t *testing.T) {
 		t.Errorf("the build does not report the extension's module and mii:\n%s", b)
 	}
 
-	vm := Start(t, Config{Devices: []Device{OVMF{}, VirtioDisk{Path: filepath.Join(out, RawName)}, UserNIC{Model: "rtl8139"}}})
+	// Two NICs: a virtio one, driven from the initramfs, and the RTL8139 with the lower MAC, driven only
+	// by the extension's module. The generated host name comes from the lowest MAC of the machine's NICs,
+	// whatever driver each needs and whenever it loads: it is the K3s node's name, the same on every boot.
+	vm := Start(t, Config{Devices: []Device{OVMF{}, VirtioDisk{Path: filepath.Join(out, RawName)},
+		UserNIC{MAC: "52:54:00:12:34:57"}, UserNIC{ID: "net1", Model: "rtl8139", MAC: "52:54:00:12:34:01"}}})
 	ready := vm.WaitFor(regexp.MustCompile(`^etoile: ready `), ReadyTimeout)
 	if !strings.Contains(ready.Line, " ip=10.0.2.15") {
-		t.Errorf("the RTL8139 NIC, driven by the extension's module, got no lease: %s", ready.Line)
+		t.Errorf("no lease: %s", ready.Line)
+	}
+	leaseRe := regexp.MustCompile(`^etoile: dhcp lease iface=(\S+) addr=10\.0\.2\.15/`)
+	for deadline := time.Now().Add(ReadyTimeout); ; time.Sleep(200 * time.Millisecond) {
+		ifaces := map[string]bool{}
+		for _, l := range vm.Lines() {
+			if m := leaseRe.FindStringSubmatch(l.Text); m != nil {
+				ifaces[m[1]] = true
+			}
+		}
+		if len(ifaces) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("both NICs should get a lease, the RTL8139 through the extension's driver; leases on %v", ifaces)
+		}
 	}
 	vm.WaitFor(regexp.MustCompile(`^etoile: step=late-modules .*modules=.*\btcp_bbr\b`), ReadyTimeout)
 	for _, re := range []*regexp.Regexp{
 		regexp.MustCompile(`^etoile: kernel modules of the system image added index=/lib/modules/\S+ modules=8139cp,(mii,)?tcp_bbr$`),
 		regexp.MustCompile(`^etoile: drivers loaded from the system image's modules modules=(mii,)?8139cp$`),
-		regexp.MustCompile(`^etoile: network .* ip=10.0.2.15 links=eth0$`),
+		regexp.MustCompile(`^etoile: network hostname=etoile-123401 ip=10.0.2.15 links=\S+$`),
 		regexp.MustCompile(`^etoile: modules-load.d files=/etc/modules-load.d/qa.conf modules=tcp_bbr$`),
 	} {
 		if !slices.ContainsFunc(vm.Lines(), func(l Line) bool { return re.MatchString(l.Text) }) {

@@ -1326,10 +1326,13 @@ func bringUpNetwork(ctx context.Context, m *Machine) error {
 // upNetwork configures every link, from the moment it appears and has
 // carrier, while the drivers may still be loading.
 func (m *Machine) upNetwork(ctx context.Context, etc string) (network.Result, error) {
-	var settled <-chan struct{}
+	var settled, driversKnown <-chan struct{}
 	if m.Cold != nil {
 		settled = m.coldplugDone // the NICs' drivers
 		if m.Params.SystemURL == "" {
+			// The system image's modules (an extension's NIC driver)
+			// are in the index from then on.
+			driversKnown = m.imageDrivers
 			// …and those the system image's modules add after the switch.
 			both := make(chan struct{})
 			go func() {
@@ -1348,8 +1351,9 @@ func (m *Machine) upNetwork(ctx context.Context, etc string) (network.Result, er
 		Settled: settled,
 		// A generated host name (no DHCP one) waits for the NICs with a
 		// driver to register: it names the K3s node, on every boot alike.
-		NICWait:   m.scale(10 * time.Second),
-		HasDriver: hasDriver,
+		NICWait:      m.scale(10 * time.Second),
+		HasDriver:    hasDriver,
+		DriversKnown: driversKnown,
 		// The ready line waits for the NICs there are, not for the other
 		// controllers' drivers (ahci's chain still loads on a machine
 		// booted from a virtio disk); a NIC that appears later still comes up.

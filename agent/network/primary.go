@@ -99,6 +99,33 @@ func waitNICs(ctx context.Context, sysDir string, hasDriver func(modalias string
 	}
 }
 
+// namingConfig is what waitNamingNICs reads of a Config (kept apart from
+// the netlink code so that it is tested on a copied sysfs).
+type namingConfig struct {
+	sysDir       string
+	hasDriver    func(modalias string) bool
+	driversKnown <-chan struct{}
+	wait         time.Duration
+}
+
+// waitNamingNICs waits, cfg.wait at most in all, until every driver the
+// boot can load is known (driversKnown) and then until every NIC with a
+// driver has registered its interface. It returns the PCI addresses of
+// those that had not.
+func waitNamingNICs(ctx context.Context, cfg namingConfig) []string {
+	deadline := time.Now().Add(cfg.wait)
+	if cfg.driversKnown != nil {
+		t := time.NewTimer(cfg.wait)
+		select {
+		case <-cfg.driversKnown:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+	return waitNICs(ctx, cfg.sysDir, cfg.hasDriver, time.Until(deadline))
+}
+
 // nicAddr is a link's name and hardware address.
 type nicAddr struct {
 	name string

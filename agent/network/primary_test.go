@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -151,5 +152,49 @@ func TestWaitNICsWaitsForLateDrivers(t *testing.T) {
 	// named once the wait is over; without a driver list it counts too.
 	if missing := waitNICs(context.Background(), s.dir, nil, 100*time.Millisecond); !slices.Equal(missing, []string{"0000:42:00.0"}) {
 		t.Errorf("waitNICs with every NIC counted: missing %v, want [0000:42:00.0]", missing)
+	}
+}
+
+// TestWaitNamingNICsWaitsForTheImagesDrivers: a NIC whose driver only the
+// system image's modules have (an extension's out-of-tree driver) is not
+// known to the initramfs's index when the network comes up; the generated
+// name waits until the image's drivers are known and loaded, then for that
+// NIC's interface, so it counts in every boot alike.
+func TestWaitNamingNICsWaitsForTheImagesDrivers(t *testing.T) {
+	s := newSysTree(t)
+	const (
+		igb = "pci:v00008086d00001533sv00008086sd00000000bc02sc00i00"
+		ext = "pci:v0000ABCDd00000001sv00000000sd00000000bc02sc00i00" // its driver is in an extension
+	)
+	s.iface(s.pci("0000:01:00.0", "0x020000", igb), "eth0")
+	late := s.pci("0000:42:00.0", "0x020000", ext)
+	var merged atomic.Bool
+	hasDriver := func(ma string) bool { return ma != ext || merged.Load() }
+	known := make(chan struct{})
+	go func() {
+		time.Sleep(150 * time.Millisecond)
+		merged.Store(true) // the image's index merged…
+		s.iface(late, "eth1")
+		close(known) // …and its drivers loaded
+	}()
+	missing := waitNamingNICs(context.Background(), namingConfig{s.dir, hasDriver, known, 10 * time.Second})
+	if len(missing) > 0 {
+		t.Fatalf("missing %v, want none", missing)
+	}
+	if _, err := os.Stat(filepath.Join(s.dir, late, "net/eth1")); err != nil {
+		t.Fatal("waitNamingNICs returned before the image's drivers were known: the extension's NIC would not count in this boot's name")
+	}
+
+	// The image's drivers never known in time: the wait is bounded, and a
+	// NIC that registers after it is named as missing.
+	s2 := newSysTree(t)
+	slow := s2.pci("0000:01:00.0", "0x020000", igb)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		s2.iface(slow, "eth0")
+	}()
+	missing = waitNamingNICs(context.Background(), namingConfig{s2.dir, hasDriver, make(chan struct{}), 200 * time.Millisecond})
+	if !slices.Equal(missing, []string{"0000:01:00.0"}) {
+		t.Errorf("missing %v after the whole wait, want [0000:01:00.0]", missing)
 	}
 }
