@@ -30,7 +30,9 @@ import (
 // lays the image's modules over the initramfs's, loads 8139cp for the NIC
 // once the system image is mounted, the NIC gets its DHCP lease, the
 // generated host name comes from its MAC (the lower one), and tcp_bbr loads
-// after the ready line.
+// after the ready line. The extension also carries nvidia-container-runtime
+// and the image the K3s stand-in with a server config: the agent finds the
+// runtime where K3s will (its PATH in the booted system) before starting it.
 func TestExtensionModuleDrivesNIC(t *testing.T) {
 	t.Parallel()
 	bin := binDir(t)
@@ -69,6 +71,14 @@ func TestExtensionModuleDrivesNIC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// NVIDIA's container runtime, as a GPU image's extension carries it (a stand-in file: K3s only
+	// looks for an executable of that name on its PATH).
+	if err := os.MkdirAll(filepath.Join(ext, "usr/bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ext, "usr/bin/nvidia-container-runtime"), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.MkdirAll(filepath.Join(ext, "etc/modules-load.d"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -77,10 +87,9 @@ func TestExtensionModuleDrivesNIC(t *testing.T) {
 	}
 	spec := string(image.DefaultSpecYAML())
 	for old, new := range map[string]string{
-		"extensions: []":  "extensions:\n  - {name: qa-nic, dir: " + ext + "}",
-		"source: release": "source: none",
-		"  - iso\n":       "",
-		"  - netboot\n":   "",
+		"extensions: []": "extensions:\n  - {name: qa-nic, dir: " + ext + "}",
+		"  - iso\n":      "",
+		"  - netboot\n":  "",
 	} {
 		if !strings.Contains(spec, old) {
 			t.Fatalf("the default spec no longer has %q", old)
@@ -91,8 +100,19 @@ func TestExtensionModuleDrivesNIC(t *testing.T) {
 	if err := os.WriteFile(specPath, []byte(spec), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The K3s stand-in (a test double, not K3s) and a server config baked in: K3s is started with the
+	// extension's files on its PATH.
+	k3sDir := filepath.Join(filepath.Dir(standinOut(t)), "k3s-standin") // make image-standin made both
+	if _, err := os.Stat(filepath.Join(k3sDir, "k3s")); err != nil {
+		t.Fatalf("no K3s stand-in release folder at %s: run `make k3s-standin`", k3sDir)
+	}
+	cfg := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfg, []byte(serverConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out := filepath.Join(dir, "out")
-	cmd := exec.Command(filepath.Join(bin, "etoile"), "build", "-f", specPath, "-o", out, "--agent", filepath.Join(bin, "etoile-agent"))
+	cmd := exec.Command(filepath.Join(bin, "etoile"), "build", "-f", specPath, "-o", out, "--agent", filepath.Join(bin, "etoile-agent"),
+		"--k3s-dir", k3sDir, "--config", cfg)
 	cmd.Dir = root
 	b, err := cmd.CombinedOutput()
 	if err != nil {
@@ -129,11 +149,13 @@ func TestExtensionModuleDrivesNIC(t *testing.T) {
 		}
 	}
 	vm.WaitFor(regexp.MustCompile(`^etoile: step=late-modules .*modules=.*\btcp_bbr\b`), ReadyTimeout)
+	vm.WaitFor(k3sReadyRE, K3sTimeout)
 	for _, re := range []*regexp.Regexp{
 		regexp.MustCompile(`^etoile: kernel modules of the system image added index=/lib/modules/\S+ modules=8139cp,(mii,)?tcp_bbr$`),
 		regexp.MustCompile(`^etoile: drivers loaded from the system image's modules modules=(mii,)?8139cp$`),
 		regexp.MustCompile(`^etoile: network hostname=etoile-123401 ip=10.0.2.15 links=\S+$`),
 		regexp.MustCompile(`^etoile: modules-load.d files=/etc/modules-load.d/qa.conf modules=tcp_bbr$`),
+		regexp.MustCompile(`^etoile: container runtimes K3s adds to its containerd \(runtimeClassName\) runtimes="nvidia=/usr/bin/nvidia-container-runtime"$`),
 	} {
 		if !slices.ContainsFunc(vm.Lines(), func(l Line) bool { return re.MatchString(l.Text) }) {
 			t.Errorf("console lacks a line matching %s", re)

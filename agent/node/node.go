@@ -674,6 +674,7 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 	if inv != nil {
 		labels = inventory.NodeLabels(inv)
 	}
+	n.checkRuntimes(labels)
 	sup, err := k3s.ForConfig(n.env.Root, cfg, n.nodeName(), labels, n.env.Log)
 	if err != nil {
 		n.fail("k3s", err.Error(), "rebuild the image with K3s (etoile build --k3s-dir DIR), or fix the machine config")
@@ -723,6 +724,32 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 	case <-ctx.Done():
 	}
 	return nil
+}
+
+// noNvidiaRuntime is the warning of a GPU node whose image lacks NVIDIA's
+// container runtime.
+const noNvidiaRuntime = "an NVIDIA GPU is present, but the system image has no NVIDIA container runtime: pods cannot use runtimeClassName: nvidia"
+
+// checkRuntimes says which container runtimes K3s will add to its containerd
+// (found as K3s finds them), and warns when the node has an NVIDIA GPU (its
+// labels say so) and none of them is NVIDIA's.
+func (n *Node) checkRuntimes(labels map[string]string) {
+	rts := k3s.Runtimes(n.env.Root)
+	if len(rts) > 0 {
+		var found []string
+		for _, r := range rts {
+			found = append(found, r.Name+"="+r.Path)
+		}
+		n.env.Log.Info("container runtimes K3s adds to its containerd (runtimeClassName)", "runtimes", strings.Join(found, ","))
+	}
+	if labels[inventory.LabelNvidiaPresent] != "true" || k3s.HasNvidia(rts) {
+		return
+	}
+	n.env.Log.Warn(noNvidiaRuntime, "looked_in", k3s.SystemPath,
+		"fix", "add NVIDIA's container toolkit (nvidia-container-runtime) to the image as an extension: see the README's Image extensions")
+	n.mu.Lock()
+	n.warnings = append(n.warnings, noNvidiaRuntime)
+	n.mu.Unlock()
 }
 
 // --- the local API's backend ------------------------------------------

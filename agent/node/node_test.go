@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/etoile-os/etoile/agent/fakeroot"
 	"github.com/etoile-os/etoile/agent/logring"
 	"github.com/etoile-os/etoile/agent/timesync"
+	"github.com/etoile-os/etoile/internal/syncbuf"
 )
 
 // buildStandin compiles the K3s stand-in (a test double of K3s, not K3s)
@@ -655,4 +657,86 @@ func TestAppliedConfigStartsAndStopsTime(t *testing.T) {
 	}
 	cancel()
 	n.Wait()
+}
+
+// gpuRoot is a root holding the real H100 host's snapshot (its sysfs and the
+// driver's files, as the inventory reads a copied tree) and the K3s stand-in.
+func gpuRoot(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	if err := os.CopyFS(root, os.DirFS("../inventory/testdata/h100-vm")); err != nil {
+		t.Fatal(err)
+	}
+	buildStandin(t, root)
+	return root
+}
+
+// startGPUNode starts a server node on root and waits until K3s has been
+// started; it returns the agent's log and the local API's status.
+func startGPUNode(t *testing.T, root string) (string, api.Status) {
+	t.Helper()
+	vol := configVolume(t, root, `apiVersion: etoile.io/v1alpha1
+kind: MachineConfig
+hostname: gpu-1
+role: server
+cluster: {init: true}
+k3s:
+  https-listen-port: 0
+`)
+	var logs syncbuf.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	n := Start(ctx, Env{
+		Root: root, ConfigVolume: func() config.Source { return config.VolumeSource(vol) },
+		Log:    slog.New(slog.NewTextHandler(&logs, nil)),
+		K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}, Socket: filepath.Join(root, "agent.sock"),
+	})
+	t.Cleanup(func() { cancel(); n.Wait() })
+	waitUntil(t, "K3s started", 60*time.Second, func() bool { s := n.K3sState(); return s == "running" || s == "ready" })
+	st, err := api.NewClient(filepath.Join(root, "agent.sock")).Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return logs.String(), st
+}
+
+// TestGPUNodeWithoutNvidiaRuntime: on the H100 host's snapshot, K3s's
+// config carries the GPU labels from the inventory, and an image without
+// NVIDIA's container runtime gets a warning (log and status) that pods
+// cannot use runtimeClassName: nvidia.
+func TestGPUNodeWithoutNvidiaRuntime(t *testing.T) {
+	root := gpuRoot(t)
+	logs, st := startGPUNode(t, root)
+	cfg, err := os.ReadFile(filepath.Join(root, "etc/rancher/k3s/config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []string{"etoile.io/gpu.vendor=nvidia", "etoile.io/gpu.model=NVIDIA-H100-80GB-HBM3", "etoile.io/gpu.count=1", "nvidia.com/gpu.present=true"} {
+		if !strings.Contains(string(cfg), l) {
+			t.Errorf("K3s's config.yaml lacks the node label %s:\n%s", l, cfg)
+		}
+	}
+	if !strings.Contains(logs, noNvidiaRuntime) || !strings.Contains(logs, "README's Image extensions") {
+		t.Errorf("no warning about the missing NVIDIA container runtime:\n%s", logs)
+	}
+	if !slices.Contains(st.Warnings, noNvidiaRuntime) {
+		t.Errorf("status warnings %q lack %q", st.Warnings, noNvidiaRuntime)
+	}
+}
+
+// TestGPUNodeWithNvidiaRuntime: with nvidia-container-runtime in the image
+// (as an extension puts it), the agent says K3s will add the nvidia runtime,
+// and does not warn.
+func TestGPUNodeWithNvidiaRuntime(t *testing.T) {
+	root := gpuRoot(t)
+	fakeroot.Write(t, root, map[string]string{"usr/bin/nvidia-container-runtime": "#!/bin/sh\n"})
+	if err := os.Chmod(filepath.Join(root, "usr/bin/nvidia-container-runtime"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logs, st := startGPUNode(t, root)
+	if !strings.Contains(logs, `container runtimes K3s adds to its containerd (runtimeClassName)" runtimes="nvidia=/usr/bin/nvidia-container-runtime"`) {
+		t.Errorf("the agent does not say K3s adds the nvidia runtime:\n%s", logs)
+	}
+	if strings.Contains(logs, noNvidiaRuntime) || slices.Contains(st.Warnings, noNvidiaRuntime) {
+		t.Errorf("warned about a missing NVIDIA runtime that the image has: %q\n%s", st.Warnings, logs)
+	}
 }
