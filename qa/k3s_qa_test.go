@@ -153,6 +153,21 @@ func TestStandinK3sRestartsAfterCrash(t *testing.T) {
 	t.Logf("restart shown: %s", crash.Line)
 }
 
+// TestStandinK3sOOMKillIsNamed: once, 15 s after its first start, the
+// stand-in takes memory until the VM's kernel kills it (a real OOM kill,
+// SIGKILL from the kernel's OOM killer); the console names the OOM killer as
+// the reason of the restart, and K3s is ready again.
+func TestStandinK3sOOMKillIsNamed(t *testing.T) {
+	t.Parallel()
+	out := standinOut(t)
+	k := netbootWithConfig(t, out, serverConfig, "k3sstandin.crash_after=15 k3sstandin.crash_times=1 k3sstandin.oom")
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{}}})
+	vm.WaitFor(k3sReadyRE, ReadyTimeout+K3sTimeout)
+	crash := vm.WaitFor(regexp.MustCompile(`^etoile: k3s state=\S+ was=\S+ .*reason="k3s exited after \S+: signal: killed \(killed by the kernel's out-of-memory killer: the machine ran out of memory`), K3sTimeout)
+	vm.WaitFor(k3sReadyRE, K3sTimeout)
+	t.Logf("OOM kill shown: %s", crash.Line)
+}
+
 // TestStandinK3sInvalidConfigStaysUp: an invalid config is shown with its
 // field errors, K3s is not started, the machine stays up (no boot loop) —
 // and once the config is corrected where it is served, the node takes it

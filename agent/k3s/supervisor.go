@@ -14,6 +14,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -199,7 +201,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.mu.Lock()
 		s.readyAt, s.readyFor = time.Time{}, 0
 		s.mu.Unlock()
+		oom := oomKills(s.path("/proc/vmstat"))
 		err := s.runOnce(ctx)
+		err = explainKill(err, oom, oomKills(s.path("/proc/vmstat")))
 		if ctx.Err() != nil {
 			s.setState(StateStopped, stopReason(ctx))
 			return nil
@@ -237,6 +241,42 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		wait = min(wait*2, s.Backoff.Max)
 	}
+}
+
+// oomKills is the kernel's count of processes its out-of-memory killer
+// ended (the oom_kill line of /proc/vmstat), -1 when it cannot be read.
+func oomKills(vmstat string) int64 {
+	b, err := os.ReadFile(vmstat)
+	if err != nil {
+		return -1
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// errOOMKilled explains a K3s killed (SIGKILL) while the kernel's
+// out-of-memory killer ended a process.
+var errOOMKilled = errors.New("killed by the kernel's out-of-memory killer: the machine ran out of memory; " +
+	"K3s and its pods need more than it has, or a pod without a memory limit took it, and the kernel's log names what was killed")
+
+// explainKill says when K3s's exit was the OOM killer's doing: it died of
+// SIGKILL, which the supervisor never sends while it runs, and the kernel's
+// count of OOM kills went up meanwhile.
+func explainKill(err error, before, after int64) error {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || before < 0 || after <= before {
+		return err
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", err, errOOMKilled)
 }
 
 // stopReason says why ctx ended: its cause when one was given (a config

@@ -43,6 +43,14 @@ func TestMain(m *testing.M) {
 		fmt.Printf("fake k3s limits nofile=%d/%d nproc_unlimited=%v core_unlimited=%v\n", nofile.Cur, nofile.Max,
 			nproc.Cur == unix.RLIM_INFINITY && nproc.Max == unix.RLIM_INFINITY, core.Cur == unix.RLIM_INFINITY && core.Max == unix.RLIM_INFINITY)
 		time.Sleep(time.Hour)
+	case strings.HasPrefix(mode, "sigkill:"):
+		// Dies of SIGKILL; with a vmstat path, the kernel's OOM count goes up first.
+		fmt.Println("fake k3s killed")
+		if vmstat := strings.TrimPrefix(mode, "sigkill:"); vmstat != "" {
+			os.WriteFile(vmstat, []byte("oom_kill 8\n"), 0o644)
+		}
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		time.Sleep(time.Hour)
 	case mode == "stubborn":
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Println("fake k3s ignoring SIGTERM")
@@ -310,5 +318,68 @@ func TestK3sGetsItsLimits(t *testing.T) {
 	}
 	if logs := strings.Join(s.Logs(), "\n"); !strings.Contains(logs, want) {
 		t.Errorf("K3s's limits:\n%s\nwant %q", logs, want)
+	}
+}
+
+// TestOOMKillIsNamed: a K3s that dies of SIGKILL while the kernel's OOM-kill
+// count goes up is reported as killed by the out-of-memory killer; a SIGKILL
+// without an OOM kill, or another exit, is reported as it is.
+func TestOOMKillIsNamed(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		oom  bool
+		want string
+	}{
+		{"oom", true, "signal: killed (killed by the kernel's out-of-memory killer: the machine ran out of memory"},
+		{"sigkill", false, "signal: killed; restarting in"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := fakeRoot(t)
+			vmstat := filepath.Join(root, "proc/vmstat")
+			if err := os.MkdirAll(filepath.Dir(vmstat), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(vmstat, []byte("nr_free_pages 1000\noom_kill 7\npgfault 5\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			mode := "sigkill:"
+			if c.oom {
+				mode += vmstat
+			}
+			s := &Supervisor{
+				Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+				Env:     []string{"ETOILE_FAKE_K3S=" + mode},
+				Backoff: Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3},
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- s.Run(ctx) }()
+			waitFor(t, "the first exit's reason", func() bool { return strings.Contains(s.Status().Reason, "restarting in") })
+			reason := s.Status().Reason
+			cancel()
+			<-done
+			if !strings.Contains(reason, c.want) {
+				t.Errorf("reason %q, want it to hold %q", reason, c.want)
+			}
+			if !c.oom && strings.Contains(reason, "out-of-memory") {
+				t.Errorf("reason %q blames the OOM killer, whose count did not change", reason)
+			}
+		})
+	}
+}
+
+func TestOOMKills(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "vmstat")
+	if got := oomKills(p); got != -1 {
+		t.Errorf("no file: %d, want -1", got)
+	}
+	os.WriteFile(p, []byte("oom_kill_x 3\nnr_dirty 2\n"), 0o644)
+	if got := oomKills(p); got != -1 {
+		t.Errorf("no oom_kill line (kernel before 4.13): %d, want -1", got)
+	}
+	os.WriteFile(p, []byte("nr_dirty 2\noom_kill 12\n"), 0o644)
+	if got := oomKills(p); got != 12 {
+		t.Errorf("oomKills = %d, want 12", got)
 	}
 }

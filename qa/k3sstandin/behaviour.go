@@ -16,7 +16,7 @@ import (
 // behaviour is how a test tells the stand-in to misbehave. Sources, later
 // ones overriding earlier ones: the kernel command line (k3sstandin.crash_after=5
 // k3sstandin.crash_times=1 k3sstandin.hang k3sstandin.ready_delay=2s
-// k3sstandin.ignore_sigterm; only when the root is "/"), the file
+// k3sstandin.ignore_sigterm k3sstandin.oom; only when the root is "/"), the file
 // <root>/etc/rancher/k3s/standin.yaml, then the environment
 // (ETOILE_K3S_STANDIN_CRASH_AFTER, _CRASH_TIMES, _HANG, _READY_DELAY,
 // _IGNORE_SIGTERM, _EXIT_CODE).
@@ -37,6 +37,11 @@ type behaviour struct {
 	IgnoreSIGTERM bool
 	// ExitCode is the status of a crash (default 1).
 	ExitCode int
+	// OOM makes the crash an out-of-memory kill: the process takes memory
+	// until the kernel's OOM killer ends it (SIGKILL). Only from the kernel
+	// command line (k3sstandin.oom), and only under an agent that is PID 1:
+	// a test VM's, never a development machine's.
+	OOM bool
 }
 
 // standinFile is standin.yaml; unknown keys are an error so that a typo in
@@ -112,6 +117,8 @@ func (b *behaviour) applyCmdline(cmdline string) error {
 			b.IgnoreSIGTERM = !hasVal || v == "1" || v == "true"
 		case "exit_code":
 			b.ExitCode, err = strconv.Atoi(v)
+		case "oom":
+			b.OOM = !hasVal || v == "1" || v == "true"
 		default:
 			return fmt.Errorf("unknown stand-in argument k3sstandin.%s", k)
 		}

@@ -305,11 +305,45 @@ func waitLoop(ctx context.Context, lg *logger, b behaviour, counter string, sig 
 		case <-crash:
 			n := readCount(counter) + 1
 			_ = os.WriteFile(counter, fmt.Appendf(nil, "%d\n", n), 0o644)
+			if b.OOM {
+				if os.Getppid() != 1 {
+					lg.fatalf("stand-in: k3sstandin.oom acts only under an agent that is PID 1 (a test VM): not taking this machine's memory")
+					stop()
+					return 1
+				}
+				lg.warnf("stand-in: taking memory until the kernel's OOM killer ends me, as told (k3sstandin.oom, crash %d)", n)
+				exhaustMemory()
+				lg.fatalf("stand-in: the OOM killer did not come")
+				stop()
+				return 1
+			}
 			lg.fatalf("stand-in: crashing as told (crashAfter=%s, crash %d), exit status %d", b.CrashAfter, n, b.ExitCode)
 			stop()
 			return b.ExitCode
 		}
 	}
+}
+
+// exhaustMemory takes and touches memory, 16 MiB at a time, until the
+// kernel kills the process; it returns only after the machine's whole memory
+// (MemTotal) and 1 GiB more were taken without that.
+func exhaustMemory() {
+	limit := uint64(1 << 30)
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb uint64
+		if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err == nil {
+			limit += kb << 10
+		}
+	}
+	var held [][]byte
+	for taken := uint64(0); taken < limit; taken += 16 << 20 {
+		chunk := make([]byte, 16<<20)
+		for i := 0; i < len(chunk); i += 4096 {
+			chunk[i] = 1
+		}
+		held = append(held, chunk)
+	}
+	_ = len(held)
 }
 
 func readCount(path string) int {

@@ -262,8 +262,8 @@ func TestStandinBehaviourSources(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", want: behaviour{ReadyDelay: defaultReadyDelay, ExitCode: 1}},
-		{name: "cmdline", cmdline: "quiet k3sstandin.crash_after=5 k3sstandin.crash_times=2 k3sstandin.hang k3sstandin.ignore_sigterm",
-			want: behaviour{CrashAfter: 5 * time.Second, CrashTimes: 2, Hang: true, IgnoreSIGTERM: true, ReadyDelay: defaultReadyDelay, ExitCode: 1}},
+		{name: "cmdline", cmdline: "quiet k3sstandin.crash_after=5 k3sstandin.crash_times=2 k3sstandin.hang k3sstandin.ignore_sigterm k3sstandin.oom",
+			want: behaviour{CrashAfter: 5 * time.Second, CrashTimes: 2, Hang: true, IgnoreSIGTERM: true, ReadyDelay: defaultReadyDelay, ExitCode: 1, OOM: true}},
 		{name: "file over cmdline", cmdline: "k3sstandin.crash_after=5", file: "crashAfter: 1500ms\nhang: false\nreadyDelay: 2\n",
 			want: behaviour{CrashAfter: 1500 * time.Millisecond, ReadyDelay: 2 * time.Second, ExitCode: 1}},
 		{name: "env over file", file: "crashAfter: 9\n", env: map[string]string{"ETOILE_K3S_STANDIN_CRASH_AFTER": "0.5", "ETOILE_K3S_STANDIN_EXIT_CODE": "137"},
@@ -365,4 +365,18 @@ func TestStandinProcessCrashAndKill(t *testing.T) {
 	if err := <-exited; err == nil || !strings.Contains(err.Error(), "killed") {
 		t.Errorf("after SIGKILL: %v, want killed", err)
 	}
+}
+
+// TestStandinOOMRefusedOutsideAVM: told to be OOM-killed, the stand-in takes
+// no memory unless an agent that is PID 1 started it (a test VM): here it
+// exits with status 1 and says why.
+func TestStandinOOMRefusedOutsideAVM(t *testing.T) {
+	var out syncbuf.Buffer
+	lg := &logger{w: &out}
+	counter := filepath.Join(t.TempDir(), "standin-crashes")
+	code := waitLoop(context.Background(), lg, behaviour{CrashAfter: time.Millisecond, OOM: true, ExitCode: 7}, counter, nil, func() {})
+	if code != 1 {
+		t.Errorf("exit status %d, want 1", code)
+	}
+	mustContain(t, "log", out.String(), "acts only under an agent that is PID 1", "not taking this machine's memory")
 }
