@@ -1,6 +1,7 @@
 package kmsg
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -72,5 +73,25 @@ func TestClockStartedLate(t *testing.T) {
 		if l != c.late || k != c.known || f != c.field || fk != c.known {
 			t.Errorf("%s: ClockStartedLate = %v, %v; ClockStart = %q, %v; want %v, %v, %q", c.name, l, k, f, fk, c.late, c.known, c.field)
 		}
+	}
+}
+
+// TestReadTheKernelsLog reads this machine's /dev/kmsg (the tests run as root,
+// as `make test` does): records in sequence order, with messages.
+func TestReadTheKernelsLog(t *testing.T) {
+	recs, err := Read("/dev/kmsg")
+	if err != nil {
+		t.Fatalf("reading /dev/kmsg (the tests need root): %v", err)
+	}
+	if len(recs) == 0 {
+		t.Fatal("no records in the kernel's log")
+	}
+	for i := 1; i < len(recs); i++ {
+		if recs[i].Seq <= recs[i-1].Seq {
+			t.Fatalf("record %d has sequence %d after %d", i, recs[i].Seq, recs[i-1].Seq)
+		}
+	}
+	if !slices.ContainsFunc(recs, func(r Record) bool { return r.Msg != "" }) {
+		t.Errorf("no record has a message: %+v", recs[:min(len(recs), 5)])
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/inventory"
 	"github.com/etoile-os/etoile/agent/k3s"
+	"github.com/etoile-os/etoile/agent/kmsg"
 	"github.com/etoile-os/etoile/agent/logring"
 	"github.com/etoile-os/etoile/agent/timesync"
 )
@@ -76,6 +77,9 @@ type Env struct {
 	// AgentLogs returns the agent's log lines (its console log) after a
 	// line number, as logring.Ring.Since does; nil when not kept.
 	AgentLogs func(after uint64) (lines []string, next, skipped uint64)
+	// KernelLog reads the kernel's log records (kmsg.Read of /dev/kmsg on
+	// a node); nil when there is none to read.
+	KernelLog func() ([]kmsg.Record, error)
 	// Clock is the clock the time service keeps (timesync.KernelClock on a
 	// node); nil runs no time service (tests must not change the host's).
 	Clock timesync.Clock
@@ -816,8 +820,16 @@ func (n *Node) Logs(source string, lines int, after uint64) (api.LogPage, error)
 		}
 	case "agent", "":
 		since = n.env.AgentLogs
+	case "kernel":
+		if n.env.KernelLog != nil {
+			recs, err := n.env.KernelLog()
+			if err != nil {
+				return api.LogPage{}, fmt.Errorf("reading the kernel's log: %w", err)
+			}
+			since = func(after uint64) ([]string, uint64, uint64) { return kernelSince(recs, after) }
+		}
 	default:
-		return api.LogPage{}, fmt.Errorf("no log named %q: use agent or k3s", source)
+		return api.LogPage{}, fmt.Errorf("no log named %q: use agent, k3s or kernel", source)
 	}
 	if since == nil {
 		return api.LogPage{Lines: []string{}}, nil
@@ -831,6 +843,29 @@ func (n *Node) Logs(source string, lines int, after uint64) (api.LogPage, error)
 		skipped = 0 // the last lines were asked for, not all of them
 	}
 	return api.LogPage{Lines: all, Next: next, Skipped: skipped}, nil
+}
+
+// kernelSince numbers the kernel's records as the other logs number their
+// lines (the record's sequence number + 1, so that 0 asks for the last
+// ones) and returns those after a number, as dmesg prints them.
+func kernelSince(recs []kmsg.Record, after uint64) (lines []string, next, skipped uint64) {
+	if len(recs) == 0 {
+		return []string{}, after, 0
+	}
+	next = recs[len(recs)-1].Seq + 1
+	if after > next {
+		after = 0 // a number this log never gave: another log's; start over
+	}
+	if first := recs[0].Seq + 1; after+1 < first && after > 0 {
+		skipped = first - after - 1 // overwritten in the kernel's ring since
+	}
+	lines = []string{}
+	for _, r := range recs {
+		if r.Seq+1 > after {
+			lines = append(lines, fmt.Sprintf("[%5d.%06d] %s", r.Stamp/time.Second, (r.Stamp%time.Second)/time.Microsecond, r.Msg))
+		}
+	}
+	return lines, next, skipped
 }
 
 // Power implements api.Backend. Only the first request is carried out: a

@@ -18,6 +18,7 @@ import (
 	"github.com/etoile-os/etoile/agent/api"
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/fakeroot"
+	"github.com/etoile-os/etoile/agent/kmsg"
 	"github.com/etoile-os/etoile/agent/logring"
 	"github.com/etoile-os/etoile/agent/timesync"
 	"github.com/etoile-os/etoile/internal/syncbuf"
@@ -395,7 +396,8 @@ func (s fileSource) Name() string                         { return s.name }
 func (s fileSource) Read(context.Context) ([]byte, error) { return []byte(s.data), nil }
 
 // TestLogsAgentAndK3s: /v1/logs's sources on a node: the agent's own log
-// (the default source), K3s's (empty before it runs), and an unknown one.
+// (the default source), K3s's (empty before it runs), the kernel's (empty
+// where it cannot be read), and an unknown one.
 func TestLogsAgentAndK3s(t *testing.T) {
 	ring := logring.New(100)
 	for _, l := range []string{"etoile: step=mount-api t=0.10s", "etoile: step=cmdline t=0.11s", "etoile: ready version=dev"} {
@@ -423,8 +425,11 @@ func TestLogsAgentAndK3s(t *testing.T) {
 	if got, err := n.Logs("k3s", 10, 0); err != nil || len(got.Lines) != 0 {
 		t.Errorf("Logs(k3s) before K3s ran = %+v, %v", got, err)
 	}
-	if _, err := n.Logs("kernel", 10, 0); err == nil || !strings.Contains(err.Error(), "use agent or k3s") {
-		t.Errorf("Logs(kernel) = %v", err)
+	if got, err := n.Logs("kernel", 10, 0); err != nil || len(got.Lines) != 0 {
+		t.Errorf("Logs(kernel) without a kernel log to read = %+v, %v", got, err)
+	}
+	if _, err := n.Logs("syslog", 10, 0); err == nil || !strings.Contains(err.Error(), "use agent, k3s or kernel") {
+		t.Errorf("Logs(syslog) = %v", err)
 	}
 }
 
@@ -738,5 +743,46 @@ func TestGPUNodeWithNvidiaRuntime(t *testing.T) {
 	}
 	if strings.Contains(logs, noNvidiaRuntime) || slices.Contains(st.Warnings, noNvidiaRuntime) {
 		t.Errorf("warned about a missing NVIDIA runtime that the image has: %q\n%s", st.Warnings, logs)
+	}
+}
+
+// TestKernelLog: /v1/logs?source=kernel gives the kernel's records as dmesg
+// prints them, numbered by their sequence number so that -f goes on from the
+// last one; records the kernel's ring dropped meanwhile are counted.
+func TestKernelLog(t *testing.T) {
+	recs := []kmsg.Record{
+		{Seq: 40, Stamp: 1500 * time.Microsecond, Msg: "Linux version 6.1.0"},
+		{Seq: 41, Stamp: 31*time.Second + 744999*time.Microsecond, Msg: "Out of memory: Killed process 93 (k3s)"},
+		{Seq: 42, Stamp: 123456 * time.Second, Msg: "eth0: link up"},
+	}
+	n := &Node{env: Env{KernelLog: func() ([]kmsg.Record, error) { return recs, nil }}}
+	page, err := n.Logs("kernel", 2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"[   31.744999] Out of memory: Killed process 93 (k3s)", "[123456.000000] eth0: link up"}
+	if !slices.Equal(page.Lines, want) || page.Next != 43 || page.Skipped != 0 {
+		t.Errorf("last 2: %+v, want %q next 43", page, want)
+	}
+	if page, _ := n.Logs("kernel", 100, 42); !slices.Equal(page.Lines, want[1:]) || page.Next != 43 {
+		t.Errorf("after 42: %+v", page)
+	}
+	if page, _ := n.Logs("kernel", 100, 43); len(page.Lines) != 0 || page.Next != 43 {
+		t.Errorf("after the newest: %+v", page)
+	}
+	// Asked from 30: records 31–40 (sequence 30–39) are gone from the ring.
+	if page, _ := n.Logs("kernel", 100, 30); len(page.Lines) != 3 || page.Skipped != 10 {
+		t.Errorf("after 30: %+v, want 3 lines and 10 skipped", page)
+	}
+	// A number beyond this log's (another log's): from the start.
+	if page, _ := n.Logs("kernel", 100, 5000); len(page.Lines) != 3 {
+		t.Errorf("after 5000: %+v, want all 3", page)
+	}
+	n.env.KernelLog = func() ([]kmsg.Record, error) { return nil, errors.New("permission denied") }
+	if _, err := n.Logs("kernel", 10, 0); err == nil || !strings.Contains(err.Error(), "kernel's log: permission denied") {
+		t.Errorf("a failed read: %v", err)
+	}
+	if _, err := n.Logs("dmesg", 10, 0); err == nil || !strings.Contains(err.Error(), "use agent, k3s or kernel") {
+		t.Errorf("an unknown log: %v", err)
 	}
 }

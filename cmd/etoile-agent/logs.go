@@ -16,8 +16,8 @@ import (
 // followEvery is how often `logs -f` asks the agent for new lines.
 var followEvery = 500 * time.Millisecond
 
-// runLogs is `etoile-agent logs [-f] [-n N] [agent|k3s]`: the agent's
-// console log or K3s's output, through the local API.
+// runLogs is `etoile-agent logs [-f] [-n N] [agent|k3s|kernel]`: the agent's
+// console log, K3s's output or the kernel's log, through the local API.
 func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("etoile-agent logs", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -28,8 +28,9 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usageError{err}
 	}
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: etoile-agent logs [-f] [-n LINES] [--socket PATH] [agent|k3s]\n\n"+
-			"The running agent's log (agent, the default: what it printed on the console) or K3s's output (k3s).\n\n")
+		fmt.Fprint(stderr, "usage: etoile-agent logs [-f] [-n LINES] [--socket PATH] [agent|k3s|kernel]\n\n"+
+			"The running agent's log (agent, the default: what it printed on the console), K3s's output (k3s)\n"+
+			"or the kernel's log (kernel, as dmesg prints it: also what `quiet` kept off the console).\n\n")
 		fs.PrintDefaults()
 	}
 	follow := fs.Bool("f", false, "keep printing lines as they come, until interrupted")
@@ -49,8 +50,8 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case len(sources) == 1:
 		source = sources[0]
 	}
-	if source != "agent" && source != "k3s" {
-		return bad("no log named %q: use agent or k3s", source)
+	if source != "agent" && source != "k3s" && source != "kernel" {
+		return bad("no log named %q: use agent, k3s or kernel", source)
 	}
 	if *n < 1 || *n > 10000 {
 		return bad("-n %d: give a number from 1 to 10000", *n)

@@ -21,6 +21,7 @@ import (
 	"github.com/etoile-os/etoile/agent/api"
 	"github.com/etoile-os/etoile/agent/boot"
 	"github.com/etoile-os/etoile/agent/config"
+	"github.com/etoile-os/etoile/agent/kmsg"
 	"github.com/etoile-os/etoile/agent/logring"
 	"github.com/etoile-os/etoile/agent/network"
 	"github.com/etoile-os/etoile/agent/node"
@@ -88,6 +89,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		ApplyNetwork:  m.ApplyNetwork,
 		DriversLoaded: m.ImageDriversLoaded(),
 		AgentLogs:     s.agentLogs.Since,
+		KernelLog:     func() ([]kmsg.Record, error) { return kmsg.Read("/dev/kmsg") },
 		Clock:         timesync.KernelClock{},
 		TimeFloor:     imageBuildTime(),
 		TimeBehind:    s.timeBehind,
