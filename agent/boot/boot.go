@@ -125,6 +125,11 @@ type Machine struct {
 	// or once it is known there are none (or the boot stopped before).
 	imageDrivers     chan struct{}
 	imageDriversOnce sync.Once
+	// imageIndexed is closed once the module index knows the system
+	// image's modules (or it is known there are none): their drivers may
+	// still be loading.
+	imageIndexed     chan struct{}
+	imageIndexedOnce sync.Once
 	// cfgPre looks for the machine config's volumes from the moment the
 	// medium is found; switchMu keeps its mounts out of the root's switch.
 	cfgPre   configPrefetch
@@ -236,7 +241,7 @@ func New(opts Options) *Machine {
 		}
 	}
 	m := &Machine{opts: opts, log: opts.Log, logOut: cl, modulesDone: make(chan struct{}), entropyDone: make(chan struct{}), coldplugDone: make(chan struct{}),
-		imageDrivers: make(chan struct{}), devEvents: make(chan struct{}, 1)}
+		imageDrivers: make(chan struct{}), imageIndexed: make(chan struct{}), devEvents: make(chan struct{}, 1)}
 	if opts.Root == "" {
 		cl.all = m.broadcast
 	}
@@ -474,7 +479,12 @@ func (m *Machine) ready() Ready {
 // kernel modules add are loaded (see switchRoot), or once there are none.
 func (m *Machine) ImageDriversLoaded() <-chan struct{} { return m.imageDrivers }
 
+func (m *Machine) imageModulesIndexed() {
+	m.imageIndexedOnce.Do(func() { close(m.imageIndexed) })
+}
+
 func (m *Machine) imageDriversLoaded() {
+	m.imageModulesIndexed()
 	m.imageDriversOnce.Do(func() {
 		m.nvidiaDeviceFiles() // nvidia-smi in the inventory that waits on this opens them
 		close(m.imageDrivers)
@@ -1240,6 +1250,7 @@ func switchRoot(ctx context.Context, m *Machine) error {
 		m.log.Warn("the system image's module index is unreadable: its extensions' drivers will not load", "reason", err.Error())
 		return nil
 	}
+	m.imageModulesIndexed() // HasDriver knows the extensions' drivers from here on
 	m.log.Info("kernel modules of the system image added", "index", m.Cold.ModDir, "modules", strings.Join(added, ","))
 	for _, name := range added {
 		if slices.Contains(loadedBefore, name) {
@@ -1332,7 +1343,7 @@ func (m *Machine) upNetwork(ctx context.Context, etc string) (network.Result, er
 		if m.Params.SystemURL == "" {
 			// The system image's modules (an extension's NIC driver)
 			// are in the index from then on.
-			driversKnown = m.imageDrivers
+			driversKnown = m.imageIndexed
 			// …and those the system image's modules add after the switch.
 			both := make(chan struct{})
 			go func() {
@@ -1354,6 +1365,9 @@ func (m *Machine) upNetwork(ctx context.Context, etc string) (network.Result, er
 		NICWait:      m.scale(10 * time.Second),
 		HasDriver:    hasDriver,
 		DriversKnown: driversKnown,
+		// Until the system image is mounted: a slow boot medium (a USB
+		// stick) is waited for longer than the NICs.
+		DriversKnownWait: m.scale(time.Minute),
 		// The ready line waits for the NICs there are, not for the other
 		// controllers' drivers (ahci's chain still loads on a machine
 		// booted from a virtio disk); a NIC that appears later still comes up.

@@ -105,17 +105,18 @@ type namingConfig struct {
 	sysDir       string
 	hasDriver    func(modalias string) bool
 	driversKnown <-chan struct{}
-	wait         time.Duration
+	knownWait    time.Duration // for driversKnown
+	wait         time.Duration // for the NICs' interfaces
 }
 
-// waitNamingNICs waits, cfg.wait at most in all, until every driver the
-// boot can load is known (driversKnown) and then until every NIC with a
-// driver has registered its interface. It returns the PCI addresses of
-// those that had not.
+// waitNamingNICs waits until every driver the boot can load is known
+// (driversKnown, knownWait at most) — unless every NIC on the buses has its
+// interface already — and then, wait at most, until every NIC with a driver
+// has registered its interface. It returns the PCI addresses of those that
+// had not.
 func waitNamingNICs(ctx context.Context, cfg namingConfig) []string {
-	deadline := time.Now().Add(cfg.wait)
-	if cfg.driversKnown != nil {
-		t := time.NewTimer(cfg.wait)
+	if cfg.driversKnown != nil && len(waitNICs(ctx, cfg.sysDir, nil, 0)) > 0 {
+		t := time.NewTimer(cfg.knownWait)
 		select {
 		case <-cfg.driversKnown:
 		case <-t.C:
@@ -123,7 +124,7 @@ func waitNamingNICs(ctx context.Context, cfg namingConfig) []string {
 		}
 		t.Stop()
 	}
-	return waitNICs(ctx, cfg.sysDir, cfg.hasDriver, time.Until(deadline))
+	return waitNICs(ctx, cfg.sysDir, cfg.hasDriver, cfg.wait)
 }
 
 // nicAddr is a link's name and hardware address.

@@ -158,8 +158,8 @@ func TestWaitNICsWaitsForLateDrivers(t *testing.T) {
 // TestWaitNamingNICsWaitsForTheImagesDrivers: a NIC whose driver only the
 // system image's modules have (an extension's out-of-tree driver) is not
 // known to the initramfs's index when the network comes up; the generated
-// name waits until the image's drivers are known and loaded, then for that
-// NIC's interface, so it counts in every boot alike.
+// name waits until the image's modules are indexed, then for that NIC's
+// interface, so it counts in every boot alike.
 func TestWaitNamingNICsWaitsForTheImagesDrivers(t *testing.T) {
 	s := newSysTree(t)
 	const (
@@ -174,10 +174,11 @@ func TestWaitNamingNICsWaitsForTheImagesDrivers(t *testing.T) {
 	go func() {
 		time.Sleep(150 * time.Millisecond)
 		merged.Store(true) // the image's index merged…
-		s.iface(late, "eth1")
-		close(known) // …and its drivers loaded
+		close(known)
+		time.Sleep(100 * time.Millisecond)
+		s.iface(late, "eth1") // …and the NIC's driver loaded
 	}()
-	missing := waitNamingNICs(context.Background(), namingConfig{s.dir, hasDriver, known, 10 * time.Second})
+	missing := waitNamingNICs(context.Background(), namingConfig{s.dir, hasDriver, known, 10 * time.Second, 10 * time.Second})
 	if len(missing) > 0 {
 		t.Fatalf("missing %v, want none", missing)
 	}
@@ -185,16 +186,30 @@ func TestWaitNamingNICsWaitsForTheImagesDrivers(t *testing.T) {
 		t.Fatal("waitNamingNICs returned before the image's drivers were known: the extension's NIC would not count in this boot's name")
 	}
 
-	// The image's drivers never known in time: the wait is bounded, and a
-	// NIC that registers after it is named as missing.
+	// The image's drivers never known in time: that wait is bounded, and a
+	// NIC with no interface by the end of the NICs' wait is named as missing.
 	s2 := newSysTree(t)
-	slow := s2.pci("0000:01:00.0", "0x020000", igb)
-	go func() {
-		time.Sleep(300 * time.Millisecond)
-		s2.iface(slow, "eth0")
-	}()
-	missing = waitNamingNICs(context.Background(), namingConfig{s2.dir, hasDriver, make(chan struct{}), 200 * time.Millisecond})
+	s2.pci("0000:01:00.0", "0x020000", igb)
+	missing = waitNamingNICs(context.Background(), namingConfig{s2.dir, hasDriver, make(chan struct{}), 100 * time.Millisecond, 100 * time.Millisecond})
 	if !slices.Equal(missing, []string{"0000:01:00.0"}) {
 		t.Errorf("missing %v after the whole wait, want [0000:01:00.0]", missing)
+	}
+
+	// Every NIC has its interface already: nothing the image adds can name
+	// the machine, so the image's drivers are not waited for (a GPU driver's
+	// load does not hold the network up).
+	s3 := newSysTree(t)
+	s3.iface(s3.pci("0000:01:00.0", "0x020000", igb), "eth0")
+	res := make(chan []string, 1)
+	go func() {
+		res <- waitNamingNICs(context.Background(), namingConfig{s3.dir, hasDriver, make(chan struct{}), time.Hour, 10 * time.Second})
+	}()
+	select {
+	case missing := <-res:
+		if len(missing) > 0 {
+			t.Errorf("missing %v, want none", missing)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("waited for the image's drivers though every NIC has its interface")
 	}
 }

@@ -62,10 +62,12 @@ type Config struct {
 	// DriversKnown, when not nil, is closed once HasDriver knows every
 	// driver the boot can still load (the system image's own modules, an
 	// extension's NIC driver, merged into the index). A generated host
-	// name waits for it (NICWait at most): otherwise a NIC driven only by
-	// an extension would count in some boots and not in others, and the
-	// K3s node would change its name.
-	DriversKnown <-chan struct{}
+	// name waits for it (DriversKnownWait at most), unless every NIC
+	// already has its interface, then NICWait for the NICs with a driver:
+	// otherwise a NIC driven only by an extension would count in some
+	// boots and not in others, and the K3s node would change its name.
+	DriversKnown     <-chan struct{}
+	DriversKnownWait time.Duration
 	// SysDir is where sysfs is ("/sys" when empty).
 	SysDir string
 	// SetHostname sets the kernel's host name; sethostname(2) when nil.
@@ -448,7 +450,7 @@ func nicAddrs(links []netlink.Link) []nicAddr {
 func generatedNameMAC(ctx context.Context, cfg Config, links []netlink.Link) net.HardwareAddr {
 	if cfg.NICWait > 0 && len(cfg.Only) == 0 {
 		start := time.Now()
-		if missing := waitNamingNICs(ctx, namingConfig{cfg.sysDir(), cfg.HasDriver, cfg.DriversKnown, cfg.NICWait}); len(missing) > 0 {
+		if missing := waitNamingNICs(ctx, namingConfig{cfg.sysDir(), cfg.HasDriver, cfg.DriversKnown, cfg.DriversKnownWait, cfg.NICWait}); len(missing) > 0 {
 			cfg.Log.Warn("network controllers with a driver but no interface: the generated host name leaves them out, and may change once they come up",
 				"devices", strings.Join(missing, ","), "waited", cfg.NICWait,
 				"fix", "set hostname: in the machine config (or have DHCP give one); etoile.debug shows the drivers' loads")
