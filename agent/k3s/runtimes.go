@@ -8,7 +8,8 @@ import (
 )
 
 // Runtime is a container runtime K3s adds to its containerd when it finds its
-// binary at start, with a RuntimeClass of the same name for pods to ask for.
+// binary at start; pods ask for it by name (runtimeClassName: K3s creates the
+// RuntimeClasses of the runtimes it knows on every cluster, found or not).
 type Runtime struct {
 	Name string // the RuntimeClass: nvidia, nvidia-cdi, crun, …
 	Path string // where K3s will find it, on the machine

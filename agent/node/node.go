@@ -123,6 +123,7 @@ type Node struct {
 	powering   string        // the reboot or power-off asked through the API
 	inv        *inventory.Inventory
 	invDone    <-chan struct{} // closed once inv is collected
+	nvidiaGPU  bool            // K3s was started with NVIDIA GPU labels, on its own containerd
 	time       *timesync.Service
 	stopTime   context.CancelFunc // ends time's rounds
 }
@@ -678,7 +679,7 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 	if inv != nil {
 		labels = inventory.NodeLabels(inv)
 	}
-	n.checkRuntimes(labels)
+	n.checkRuntimes(cfg, labels)
 	sup, err := k3s.ForConfig(n.env.Root, cfg, n.nodeName(), labels, n.env.Log)
 	if err != nil {
 		n.fail("k3s", err.Error(), "rebuild the image with K3s (etoile build --k3s-dir DIR), or fix the machine config")
@@ -730,14 +731,32 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 	return nil
 }
 
-// noNvidiaRuntime is the warning of a GPU node whose image lacks NVIDIA's
-// container runtime.
-const noNvidiaRuntime = "an NVIDIA GPU is present, but the system image has no NVIDIA container runtime: pods cannot use runtimeClassName: nvidia"
+// noNvidiaRuntime is the warning of a node with an NVIDIA GPU and no NVIDIA
+// container runtime where K3s looks for one.
+const noNvidiaRuntime = "an NVIDIA GPU is present, but no NVIDIA container runtime is on K3s's PATH: pods cannot use runtimeClassName: nvidia"
 
-// checkRuntimes says which container runtimes K3s will add to its containerd
-// (found as K3s finds them), and warns when the node has an NVIDIA GPU (its
-// labels say so) and none of them is NVIDIA's.
-func (n *Node) checkRuntimes(labels map[string]string) {
+// ownContainerd reports whether cfg has K3s use its own containerd, to
+// which it adds the runtimes it finds (not Docker, not another CRI).
+func ownContainerd(cfg *config.MachineConfig) bool {
+	if cfg == nil {
+		return true
+	}
+	_, endpoint := cfg.K3s["container-runtime-endpoint"]
+	return !cfg.K3sFlag("docker") && !endpoint
+}
+
+// checkRuntimes says, as K3s starts, which container runtimes it will add
+// to its containerd (found as K3s finds them), and warns when the node has
+// an NVIDIA GPU (its labels say so) and none of them is NVIDIA's. The
+// status says so for as long as it lasts (see Status).
+func (n *Node) checkRuntimes(cfg *config.MachineConfig, labels map[string]string) {
+	gpu := labels[inventory.LabelNvidiaPresent] == "true" && ownContainerd(cfg)
+	n.mu.Lock()
+	n.nvidiaGPU = gpu
+	n.mu.Unlock()
+	if !ownContainerd(cfg) {
+		return
+	}
 	rts := k3s.Runtimes(n.env.Root)
 	if len(rts) > 0 {
 		var found []string
@@ -746,14 +765,10 @@ func (n *Node) checkRuntimes(labels map[string]string) {
 		}
 		n.env.Log.Info("container runtimes K3s adds to its containerd (runtimeClassName)", "runtimes", strings.Join(found, ","))
 	}
-	if labels[inventory.LabelNvidiaPresent] != "true" || k3s.HasNvidia(rts) {
-		return
+	if gpu && !k3s.HasNvidia(rts) {
+		n.env.Log.Warn(noNvidiaRuntime, "looked_in", k3s.SystemPath,
+			"fix", "add NVIDIA's container toolkit (nvidia-container-runtime) to the image as an extension (see the README's Image extensions), or install it with NVIDIA's GPU Operator; K3s finds it when it next starts")
 	}
-	n.env.Log.Warn(noNvidiaRuntime, "looked_in", k3s.SystemPath,
-		"fix", "add NVIDIA's container toolkit (nvidia-container-runtime) to the image as an extension: see the README's Image extensions")
-	n.mu.Lock()
-	n.warnings = append(n.warnings, noNvidiaRuntime)
-	n.mu.Unlock()
 }
 
 // --- the local API's backend ------------------------------------------
@@ -791,6 +806,9 @@ func (n *Node) Status(ctx context.Context) api.Status {
 		st.K3s = api.K3sStatus{State: string(s.State), Reason: s.Reason, Restarts: s.Restarts}
 	}
 	st.Warnings = append(st.Warnings, n.warnings...)
+	if n.nvidiaGPU && !k3s.HasNvidia(k3s.Runtimes(n.env.Root)) {
+		st.Warnings = append(st.Warnings, noNvidiaRuntime)
+	}
 	if n.time != nil {
 		ts := n.time.Status()
 		st.Time = &ts
@@ -995,7 +1013,7 @@ func (n *Node) applyLocked(ctx context.Context, cfg *config.MachineConfig, warns
 	n.retime(cfg)
 	n.mu.Lock()
 	stop, done := n.stopK3s, n.supDone
-	n.cfg, n.warnings, n.configFrom, n.k3sNote = cfg, warns, from, ""
+	n.cfg, n.warnings, n.configFrom, n.k3sNote = cfg, slices.Clone(warns), from, ""
 	n.mu.Unlock()
 	if stop != nil {
 		stop(errReplaced)

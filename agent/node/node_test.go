@@ -726,6 +726,16 @@ func TestGPUNodeWithoutNvidiaRuntime(t *testing.T) {
 	if !slices.Contains(st.Warnings, noNvidiaRuntime) {
 		t.Errorf("status warnings %q lack %q", st.Warnings, noNvidiaRuntime)
 	}
+	// Installed since (NVIDIA's GPU Operator puts it in /usr/local/nvidia/toolkit): the status no
+	// longer warns.
+	fakeroot.Write(t, root, map[string]string{"usr/local/nvidia/toolkit/nvidia-container-runtime": "#!/bin/sh\n"})
+	if err := os.Chmod(filepath.Join(root, "usr/local/nvidia/toolkit/nvidia-container-runtime"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	st, err = api.NewClient(filepath.Join(root, "agent.sock")).Status(context.Background())
+	if err != nil || slices.Contains(st.Warnings, noNvidiaRuntime) {
+		t.Errorf("status after the runtime was installed: %q, %v", st.Warnings, err)
+	}
 }
 
 // TestGPUNodeWithNvidiaRuntime: with nvidia-container-runtime in the image
@@ -784,5 +794,45 @@ func TestKernelLog(t *testing.T) {
 	}
 	if _, err := n.Logs("dmesg", 10, 0); err == nil || !strings.Contains(err.Error(), "use agent, k3s or kernel") {
 		t.Errorf("an unknown log: %v", err)
+	}
+}
+
+// TestApplyWarningsInStatus: a config applied through the API with warnings
+// shows them in the status, and only them: the apply's own note to its
+// caller ("applied until the next boot") is not the node's warning.
+func TestApplyWarningsInStatus(t *testing.T) {
+	root := t.TempDir()
+	buildStandin(t, root)
+	ctx, cancel := context.WithCancel(context.Background())
+	n := Start(ctx, Env{Root: root, K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}, Socket: filepath.Join(root, "agent.sock")})
+	defer func() { cancel(); n.Wait() }()
+	warns, err := n.ApplyConfig(ctx, []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\n"+
+		"k3s:\n  https-listen-port: 0\n  disable-apiserver-lb: true\n  lb-server-port: 6444\n  node-ip: 10.0.0.1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) < 2 || !strings.Contains(warns[len(warns)-1], "applied until the next boot") {
+		t.Fatalf("apply's warnings %q: want the config's, then the note", warns)
+	}
+	st := n.Status(ctx)
+	if !slices.Equal(st.Warnings, warns[:len(warns)-1]) {
+		t.Errorf("status warnings %q, want the config's %q", st.Warnings, warns[:len(warns)-1])
+	}
+}
+
+func TestOwnContainerd(t *testing.T) {
+	for yaml, want := range map[string]bool{
+		"":                        true,
+		"k3s:\n  docker: true\n":  false,
+		"k3s:\n  docker: false\n": true,
+		"k3s:\n  container-runtime-endpoint: unix:///run/crio/crio.sock\n": false,
+	} {
+		cfg, _, err := config.Check([]byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\n" + yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", yaml, err)
+		}
+		if got := ownContainerd(cfg); got != want {
+			t.Errorf("%q: ownContainerd = %v, want %v", yaml, got, want)
+		}
 	}
 }
