@@ -6,6 +6,7 @@
 # Not part of `make test`: its machines have no GPU. Everything seen is written
 # to OUTDIR, in five files; the exit status is the tests'.
 set -u
+export LC_ALL=C # $EPOCHREALTIME's decimal point
 out=${1:?usage: scripts/gpu-check.sh OUTDIR}
 bin=${BIN:-bin}
 mkdir -p "$out"
@@ -14,6 +15,8 @@ for f in "$bin/etoile-agent" "$bin/gpu/inventory.test" "$bin/gpu/nvdev.test"; do
 done
 command -v nvidia-smi >/dev/null || { echo "gpu-check: nvidia-smi is not on the PATH: this check needs a machine with an NVIDIA GPU and its driver" >&2; exit 2; }
 rc=0
+: >"$out/inventory.txt"
+: >"$out/tests.log"
 {
 	echo "## machine"; uname -a; grep -E '^(PRETTY_NAME|VERSION_ID)=' /etc/os-release 2>/dev/null
 	echo "## /proc/driver/nvidia/version"; cat /proc/driver/nvidia/version 2>&1

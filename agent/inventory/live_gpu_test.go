@@ -103,8 +103,9 @@ func TestLiveNVIDIAGPUs(t *testing.T) {
 		}
 	}
 
-	// The PCIe link: sysfs's max_link_* is the GPU's own Link Capabilities register, which
-	// nvidia-smi calls gpumax; the current values move with power states, so only logged.
+	// The PCIe link: sysfs's max_link_speed is the GPU's own Link Capabilities register, which
+	// nvidia-smi calls gpumax. Its width.max is the device's and the slot's together (an x16 GPU
+	// in an x8 slot says 8), and the current values move with power states: only logged.
 	links, err := smiQuery(t, "pci.bus_id", "pcie.link.gen.gpumax", "pcie.link.width.max", "pcie.link.gen.current", "pcie.link.width.current")
 	if err != nil {
 		t.Logf("nvidia-smi does not answer the PCIe link query (%v): link compared by presence only", err)
@@ -119,9 +120,6 @@ func TestLiveNVIDIAGPUs(t *testing.T) {
 			row["pcie.link.gen.gpumax"], row["pcie.link.width.max"], row["pcie.link.gen.current"], row["pcie.link.width.current"])
 		if n, err := strconv.Atoi(row["pcie.link.gen.gpumax"]); err == nil && n != g.Link.MaxGen {
 			t.Errorf("%s: sysfs max link generation %d, nvidia-smi's gpumax %d", g.PCIAddress, g.Link.MaxGen, n)
-		}
-		if n, err := strconv.Atoi(row["pcie.link.width.max"]); err == nil && n != g.Link.MaxWidth {
-			t.Errorf("%s: sysfs max link width x%d, nvidia-smi's x%d", g.PCIAddress, g.Link.MaxWidth, n)
 		}
 	}
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -43,6 +44,10 @@ func TestLiveNodesMatchDriver(t *testing.T) {
 		}
 		t.Logf("/dev/%s %d:%d mode %o uid %d gid %d; Nodes: mode %o uid %d gid %d",
 			n.Path, got[0], got[1], st.Mode&0o7777, st.Uid, st.Gid, n.Mode, n.UID, n.GID)
+		if st.Mode&0o7777 != uint32(n.Mode.Perm()) || int(st.Uid) != n.UID || int(st.Gid) != n.GID {
+			t.Errorf("/dev/%s has mode %o and owner %d:%d, Nodes says %o and %d:%d (the driver's NVreg_DeviceFile* parameters)",
+				n.Path, st.Mode&0o7777, st.Uid, st.Gid, n.Mode.Perm(), n.UID, n.GID)
+		}
 		compared[n.Path] = true
 	}
 	for _, p := range []string{"nvidiactl", nodes[1].Path} {
@@ -128,6 +133,9 @@ func privateDevChild(t *testing.T) {
 	}
 	ls, _ := exec.Command("ls", "-lR", "/dev").CombinedOutput()
 	t.Logf("/dev:\n%s", ls)
+	// NVIDIA's libraries run the setuid nvidia-modprobe to make a device file that is missing:
+	// one made meanwhile would hide a file Nodes forgot. /dev is compared after.
+	before := devFiles(t)
 	out, err := exec.Command("nvidia-smi", "-L").CombinedOutput()
 	t.Logf("nvidia-smi -L: %s", out)
 	if err != nil {
@@ -135,6 +143,7 @@ func privateDevChild(t *testing.T) {
 	}
 	if exec.Command("python3", "-c", "import torch").Run() != nil {
 		t.Log("python3 with PyTorch is not on this machine: no CUDA program tried")
+		checkNoneMade(t, before)
 		return
 	}
 	prog := `import torch
@@ -148,5 +157,32 @@ print(torch.cuda.get_device_name(0), float(x.sum()))`
 	}
 	if want := fmt.Sprintf("%.1f", float64((1<<20)*((1<<20)-1)/2)); !strings.Contains(string(out), want) {
 		t.Errorf("the CUDA program's sum is not %s", want)
+	}
+	checkNoneMade(t, before)
+}
+
+// devFiles lists the paths under /dev.
+func devFiles(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir("/dev", func(p string, _ os.DirEntry, err error) error {
+		if err == nil {
+			out = append(out, p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// checkNoneMade fails when /dev holds files it did not hold before.
+func checkNoneMade(t *testing.T, before []string) {
+	t.Helper()
+	for _, p := range devFiles(t) {
+		if !slices.Contains(before, p) {
+			t.Errorf("%s was made while nvidia-smi or CUDA ran (by nvidia-modprobe): Nodes does not list it", p)
+		}
 	}
 }
