@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/etoile-os/etoile/agent/config"
+	"github.com/etoile-os/etoile/agent/kmsg"
 	"github.com/etoile-os/etoile/agent/logring"
 )
 
@@ -82,6 +84,9 @@ type Supervisor struct {
 	// Release is called with the pid once its Wait returned (the reaper's
 	// Release). Default: nothing.
 	Release func(pid int)
+	// KernelLog, when set, reads the kernel's log (kmsg.Read of /dev/kmsg):
+	// an exit the kernel's OOM killer caused is named as such.
+	KernelLog func() ([]kmsg.Record, error)
 	// SinceBoot, when set, adds t= (time since the kernel started) to the
 	// "k3s started" line: the moment K3s's exec succeeded, which the boot
 	// benchmarks measure.
@@ -105,6 +110,7 @@ type Supervisor struct {
 	readyFor time.Duration // time spent ready in the current run, before readyAt
 	reason   string
 	restarts int
+	pid      int // the running (or last) K3s's process id
 	ring     *logring.Ring
 }
 
@@ -201,9 +207,19 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.mu.Lock()
 		s.readyAt, s.readyFor = time.Time{}, 0
 		s.mu.Unlock()
-		oom := oomKills(s.path("/proc/vmstat"))
+		var from time.Duration
+		if s.SinceBoot != nil {
+			from = s.SinceBoot() - time.Second // the kernel's log stamps, near enough
+		}
 		err := s.runOnce(ctx)
-		err = explainKill(err, oom, oomKills(s.path("/proc/vmstat")))
+		if err != nil && ctx.Err() == nil && s.KernelLog != nil {
+			if recs, kerr := s.KernelLog(); kerr == nil {
+				s.mu.Lock()
+				pid := s.pid
+				s.mu.Unlock()
+				err = explainExit(err, pid, recs, from)
+			}
+		}
 		if ctx.Err() != nil {
 			s.setState(StateStopped, stopReason(ctx))
 			return nil
@@ -243,40 +259,47 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 }
 
-// oomKills is the kernel's count of processes its out-of-memory killer
-// ended (the oom_kill line of /proc/vmstat), -1 when it cannot be read.
-func oomKills(vmstat string) int64 {
-	b, err := os.ReadFile(vmstat)
-	if err != nil {
-		return -1
+// oomKillRE finds the kernel's OOM killer's record of a process it ended
+// ("Out of memory: Killed process 93 (k3s) total-vm:…", "Memory cgroup out
+// of memory: Killed process …").
+var oomKillRE = regexp.MustCompile(`Killed process (\d+) \(([^)]*)\)`)
+
+// errOOMKilled explains a K3s the kernel's out-of-memory killer ended.
+var errOOMKilled = errors.New("killed by the kernel's out-of-memory killer: the machine ran out of memory; " +
+	"K3s and its pods need more than it has, or a pod without a memory limit took it")
+
+// explainExit says when the kernel's OOM killer caused K3s's exit, from the
+// kernel's log since the run started (from): K3s itself (pid) died of
+// SIGKILL and the OOM killer's record names it, or the record names its
+// containerd (K3s then exits on its own).
+func explainExit(err error, pid int, recs []kmsg.Record, from time.Duration) error {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return err
 	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
-			if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
-				return n
-			}
+	sigkill := false
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+		sigkill = true
+	}
+	for _, r := range recs {
+		if r.Stamp < from || !strings.Contains(r.Msg, "out of memory") && !strings.Contains(r.Msg, "Out of memory") {
+			continue
+		}
+		m := oomKillRE.FindStringSubmatch(r.Msg)
+		if m == nil {
+			continue
+		}
+		victim, _ := strconv.Atoi(m[1])
+		switch {
+		case sigkill && victim == pid && strings.HasPrefix(r.Msg, "Memory cgroup"):
+			return fmt.Errorf("%w (killed by the kernel's out-of-memory killer: its memory cgroup's limit was reached)", err)
+		case sigkill && victim == pid:
+			return fmt.Errorf("%w (%w)", err, errOOMKilled)
+		case m[2] == "containerd":
+			return fmt.Errorf("%w (the kernel's out-of-memory killer ended its containerd, pid %d: the machine ran out of memory)", err, victim)
 		}
 	}
-	return -1
-}
-
-// errOOMKilled explains a K3s killed (SIGKILL) while the kernel's
-// out-of-memory killer ended a process.
-var errOOMKilled = errors.New("killed by the kernel's out-of-memory killer: the machine ran out of memory; " +
-	"K3s and its pods need more than it has, or a pod without a memory limit took it, and the kernel's log names what was killed")
-
-// explainKill says when K3s's exit was the OOM killer's doing: it died of
-// SIGKILL, which the supervisor never sends while it runs, and the kernel's
-// count of OOM kills went up meanwhile.
-func explainKill(err error, before, after int64) error {
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || before < 0 || after <= before {
-		return err
-	}
-	if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		return err
-	}
-	return fmt.Errorf("%w (%w)", err, errOOMKilled)
+	return err
 }
 
 // stopReason says why ctx ended: its cause when one was given (a config
@@ -359,6 +382,9 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 		}
 		return err
 	}
+	s.mu.Lock()
+	s.pid = cmd.Process.Pid
+	s.mu.Unlock()
 	attrs := []any{"pid", cmd.Process.Pid}
 	if s.SinceBoot != nil {
 		attrs = append(attrs, "t", fmt.Sprintf("%.2fs", s.SinceBoot().Seconds()))

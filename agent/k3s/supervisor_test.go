@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/etoile-os/etoile/agent/kmsg"
 )
 
 // The test binary doubles as a misbehaving K3s (a stand-in process, not
@@ -43,12 +45,8 @@ func TestMain(m *testing.M) {
 		fmt.Printf("fake k3s limits nofile=%d/%d nproc_unlimited=%v core_unlimited=%v\n", nofile.Cur, nofile.Max,
 			nproc.Cur == unix.RLIM_INFINITY && nproc.Max == unix.RLIM_INFINITY, core.Cur == unix.RLIM_INFINITY && core.Max == unix.RLIM_INFINITY)
 		time.Sleep(time.Hour)
-	case strings.HasPrefix(mode, "sigkill:"):
-		// Dies of SIGKILL; with a vmstat path, the kernel's OOM count goes up first.
+	case mode == "sigkill":
 		fmt.Println("fake k3s killed")
-		if vmstat := strings.TrimPrefix(mode, "sigkill:"); vmstat != "" {
-			os.WriteFile(vmstat, []byte("oom_kill 8\n"), 0o644)
-		}
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		time.Sleep(time.Hour)
 	case mode == "stubborn":
@@ -321,35 +319,44 @@ func TestK3sGetsItsLimits(t *testing.T) {
 	}
 }
 
-// TestOOMKillIsNamed: a K3s that dies of SIGKILL while the kernel's OOM-kill
-// count goes up is reported as killed by the out-of-memory killer; a SIGKILL
-// without an OOM kill, or another exit, is reported as it is.
+// TestOOMKillIsNamed: an exit the kernel's log puts down to its OOM killer
+// is named as such — K3s itself killed (the whole machine's memory, or its
+// memory cgroup's), or its containerd — and nothing else is: a SIGKILL
+// whose OOM record names another process (a pod's), or a record from before
+// the run.
 func TestOOMKillIsNamed(t *testing.T) {
 	for _, c := range []struct {
-		name string
-		oom  bool
-		want string
+		name, mode, msg string // msg: the kernel's record, %d the K3s's pid
+		stamp           time.Duration
+		want, notWant   string
 	}{
-		{"oom", true, "signal: killed (killed by the kernel's out-of-memory killer: the machine ran out of memory"},
-		{"sigkill", false, "signal: killed; restarting in"},
+		{"oom", "sigkill", "Out of memory: Killed process %d (k3s) total-vm:2119756kB, anon-rss:850704kB", 100 * time.Second,
+			"signal: killed (killed by the kernel's out-of-memory killer: the machine ran out of memory", ""},
+		{"memcg", "sigkill", "Memory cgroup out of memory: Killed process %d (k3s-server) total-vm:1kB", 100 * time.Second,
+			"signal: killed (killed by the kernel's out-of-memory killer: its memory cgroup's limit was reached)", ""},
+		{"a pod's", "sigkill", "Memory cgroup out of memory: Killed process 1%d (python3) total-vm:1kB", 100 * time.Second,
+			"signal: killed; restarting in", "out-of-memory"},
+		{"before the run", "sigkill", "Out of memory: Killed process %d (k3s) total-vm:1kB", 10 * time.Second,
+			"signal: killed; restarting in", "out-of-memory"},
+		{"containerd", "exit:0", "Out of memory: Killed process 4242 (containerd) total-vm:1kB", 100 * time.Second,
+			"exit status 1 (the kernel's out-of-memory killer ended its containerd, pid 4242", ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			root := fakeRoot(t)
-			vmstat := filepath.Join(root, "proc/vmstat")
-			if err := os.MkdirAll(filepath.Dir(vmstat), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(vmstat, []byte("nr_free_pages 1000\noom_kill 7\npgfault 5\n"), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			mode := "sigkill:"
-			if c.oom {
-				mode += vmstat
-			}
 			s := &Supervisor{
-				Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
-				Env:     []string{"ETOILE_FAKE_K3S=" + mode},
-				Backoff: Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3},
+				Root: fakeRoot(t), Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+				Env:       []string{"ETOILE_FAKE_K3S=" + c.mode},
+				Backoff:   Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3},
+				SinceBoot: func() time.Duration { return 50 * time.Second },
+			}
+			s.KernelLog = func() ([]kmsg.Record, error) {
+				s.mu.Lock()
+				pid := s.pid
+				s.mu.Unlock()
+				msg := c.msg
+				if strings.Contains(msg, "%d") {
+					msg = fmt.Sprintf(msg, pid)
+				}
+				return []kmsg.Record{{Seq: 1, Stamp: c.stamp, Msg: "oom-kill:constraint=CONSTRAINT_NONE"}, {Seq: 2, Stamp: c.stamp, Msg: msg}}, nil
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
@@ -361,25 +368,9 @@ func TestOOMKillIsNamed(t *testing.T) {
 			if !strings.Contains(reason, c.want) {
 				t.Errorf("reason %q, want it to hold %q", reason, c.want)
 			}
-			if !c.oom && strings.Contains(reason, "out-of-memory") {
-				t.Errorf("reason %q blames the OOM killer, whose count did not change", reason)
+			if c.notWant != "" && strings.Contains(reason, c.notWant) {
+				t.Errorf("reason %q holds %q", reason, c.notWant)
 			}
 		})
-	}
-}
-
-func TestOOMKills(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "vmstat")
-	if got := oomKills(p); got != -1 {
-		t.Errorf("no file: %d, want -1", got)
-	}
-	os.WriteFile(p, []byte("oom_kill_x 3\nnr_dirty 2\n"), 0o644)
-	if got := oomKills(p); got != -1 {
-		t.Errorf("no oom_kill line (kernel before 4.13): %d, want -1", got)
-	}
-	os.WriteFile(p, []byte("nr_dirty 2\noom_kill 12\n"), 0o644)
-	if got := oomKills(p); got != 12 {
-		t.Errorf("oomKills = %d, want 12", got)
 	}
 }

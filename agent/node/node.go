@@ -124,6 +124,7 @@ type Node struct {
 	inv        *inventory.Inventory
 	invDone    <-chan struct{} // closed once inv is collected
 	nvidiaGPU  bool            // K3s was started with NVIDIA GPU labels, on its own containerd
+	runtimes   []k3s.Runtime   // the container runtimes K3s found when it was started
 	time       *timesync.Service
 	stopTime   context.CancelFunc // ends time's rounds
 }
@@ -686,6 +687,7 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 		return err
 	}
 	sup.Start, sup.Release, sup.Env = n.env.Start, n.env.Release, n.env.K3sEnv
+	sup.KernelLog = n.env.KernelLog
 	sup.SinceBoot = bootTime
 	sup.Output = n.k3sOut
 	execd := make(chan struct{})
@@ -735,14 +737,34 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 // container runtime where K3s looks for one.
 const noNvidiaRuntime = "an NVIDIA GPU is present, but no NVIDIA container runtime is on K3s's PATH: pods cannot use runtimeClassName: nvidia"
 
+// nvidiaRuntimeLate is the status's warning once an NVIDIA container
+// runtime is there that K3s did not find when it started.
+const nvidiaRuntimeLate = "an NVIDIA container runtime was installed after K3s started: K3s adds it when it next starts (runtimeClassName: nvidia fails until then)"
+
 // ownContainerd reports whether cfg has K3s use its own containerd, to
 // which it adds the runtimes it finds (not Docker, not another CRI).
 func ownContainerd(cfg *config.MachineConfig) bool {
 	if cfg == nil {
 		return true
 	}
-	_, endpoint := cfg.K3s["container-runtime-endpoint"]
-	return !cfg.K3sFlag("docker") && !endpoint
+	endpoint := strings.Join(cfg.K3s["container-runtime-endpoint"].Strings(), "")
+	return !cfg.K3sFlag("docker") && strings.TrimSpace(endpoint) == ""
+}
+
+// runtimeWarning is the status's warning about NVIDIA's container runtime
+// on a GPU node ("" for none): none where K3s looks, or one K3s has not
+// found yet.
+func (n *Node) runtimeWarning() string {
+	n.mu.Lock()
+	gpu, atStart := n.nvidiaGPU, n.runtimes
+	n.mu.Unlock()
+	if !gpu || k3s.HasNvidia(atStart) {
+		return ""
+	}
+	if k3s.HasNvidia(k3s.Runtimes(n.env.Root)) {
+		return nvidiaRuntimeLate
+	}
+	return noNvidiaRuntime
 }
 
 // checkRuntimes says, as K3s starts, which container runtimes it will add
@@ -751,13 +773,16 @@ func ownContainerd(cfg *config.MachineConfig) bool {
 // status says so for as long as it lasts (see Status).
 func (n *Node) checkRuntimes(cfg *config.MachineConfig, labels map[string]string) {
 	gpu := labels[inventory.LabelNvidiaPresent] == "true" && ownContainerd(cfg)
+	var rts []k3s.Runtime
+	if ownContainerd(cfg) {
+		rts = k3s.Runtimes(n.env.Root)
+	}
 	n.mu.Lock()
-	n.nvidiaGPU = gpu
+	n.nvidiaGPU, n.runtimes = gpu, rts
 	n.mu.Unlock()
 	if !ownContainerd(cfg) {
 		return
 	}
-	rts := k3s.Runtimes(n.env.Root)
 	if len(rts) > 0 {
 		var found []string
 		for _, r := range rts {
@@ -794,6 +819,7 @@ func (n *Node) Status(ctx context.Context) api.Status {
 	if n.env.Status != nil {
 		st = n.env.Status()
 	}
+	runtimeWarn := n.runtimeWarning() // looks at files: not under n.mu
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	st.Config = "none"
@@ -806,8 +832,8 @@ func (n *Node) Status(ctx context.Context) api.Status {
 		st.K3s = api.K3sStatus{State: string(s.State), Reason: s.Reason, Restarts: s.Restarts}
 	}
 	st.Warnings = append(st.Warnings, n.warnings...)
-	if n.nvidiaGPU && !k3s.HasNvidia(k3s.Runtimes(n.env.Root)) {
-		st.Warnings = append(st.Warnings, noNvidiaRuntime)
+	if runtimeWarn != "" {
+		st.Warnings = append(st.Warnings, runtimeWarn)
 	}
 	if n.time != nil {
 		ts := n.time.Status()
@@ -874,14 +900,18 @@ func kernelSince(recs []kmsg.Record, after uint64) (lines []string, next, skippe
 	if after > next {
 		after = 0 // a number this log never gave: another log's; start over
 	}
-	if first := recs[0].Seq + 1; after+1 < first && after > 0 {
-		skipped = first - after - 1 // overwritten in the kernel's ring since
-	}
+	// The sequence number of the record after line number "after" is
+	// "after"; a record further on means those between are gone (the
+	// kernel's ring moved on, or they were overwritten while being read).
+	expect := after
 	lines = []string{}
 	for _, r := range recs {
-		if r.Seq+1 > after {
-			lines = append(lines, fmt.Sprintf("[%5d.%06d] %s", r.Stamp/time.Second, (r.Stamp%time.Second)/time.Microsecond, r.Msg))
+		if r.Seq < expect {
+			continue
 		}
+		skipped += r.Seq - expect
+		expect = r.Seq + 1
+		lines = append(lines, fmt.Sprintf("[%5d.%06d] %s", r.Stamp/time.Second, (r.Stamp%time.Second)/time.Microsecond, r.Msg))
 	}
 	return lines, next, skipped
 }
@@ -1014,6 +1044,7 @@ func (n *Node) applyLocked(ctx context.Context, cfg *config.MachineConfig, warns
 	n.mu.Lock()
 	stop, done := n.stopK3s, n.supDone
 	n.cfg, n.warnings, n.configFrom, n.k3sNote = cfg, slices.Clone(warns), from, ""
+	n.nvidiaGPU, n.runtimes = false, nil // until K3s is started for this config
 	n.mu.Unlock()
 	if stop != nil {
 		stop(errReplaced)

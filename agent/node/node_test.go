@@ -726,15 +726,15 @@ func TestGPUNodeWithoutNvidiaRuntime(t *testing.T) {
 	if !slices.Contains(st.Warnings, noNvidiaRuntime) {
 		t.Errorf("status warnings %q lack %q", st.Warnings, noNvidiaRuntime)
 	}
-	// Installed since (NVIDIA's GPU Operator puts it in /usr/local/nvidia/toolkit): the status no
-	// longer warns.
+	// Installed since (NVIDIA's GPU Operator puts it in /usr/local/nvidia/toolkit): the status says
+	// K3s takes it at its next start.
 	fakeroot.Write(t, root, map[string]string{"usr/local/nvidia/toolkit/nvidia-container-runtime": "#!/bin/sh\n"})
 	if err := os.Chmod(filepath.Join(root, "usr/local/nvidia/toolkit/nvidia-container-runtime"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	st, err = api.NewClient(filepath.Join(root, "agent.sock")).Status(context.Background())
-	if err != nil || slices.Contains(st.Warnings, noNvidiaRuntime) {
-		t.Errorf("status after the runtime was installed: %q, %v", st.Warnings, err)
+	if err != nil || slices.Contains(st.Warnings, noNvidiaRuntime) || !slices.Contains(st.Warnings, nvidiaRuntimeLate) {
+		t.Errorf("status after the runtime was installed: %q, %v; want %q alone", st.Warnings, err, nvidiaRuntimeLate)
 	}
 }
 
@@ -784,6 +784,11 @@ func TestKernelLog(t *testing.T) {
 	if page, _ := n.Logs("kernel", 100, 30); len(page.Lines) != 3 || page.Skipped != 10 {
 		t.Errorf("after 30: %+v, want 3 lines and 10 skipped", page)
 	}
+	// A record lost in the middle (overwritten while being read) is counted too.
+	gap := &Node{env: Env{KernelLog: func() ([]kmsg.Record, error) { return []kmsg.Record{recs[0], recs[2]}, nil }}}
+	if page, _ := gap.Logs("kernel", 100, 41); len(page.Lines) != 1 || page.Skipped != 1 {
+		t.Errorf("after 41 with record 42 lost: %+v, want 1 line and 1 skipped", page)
+	}
 	// A number beyond this log's (another log's): from the start.
 	if page, _ := n.Logs("kernel", 100, 5000); len(page.Lines) != 3 {
 		t.Errorf("after 5000: %+v, want all 3", page)
@@ -826,6 +831,7 @@ func TestOwnContainerd(t *testing.T) {
 		"k3s:\n  docker: true\n":  false,
 		"k3s:\n  docker: false\n": true,
 		"k3s:\n  container-runtime-endpoint: unix:///run/crio/crio.sock\n": false,
+		"k3s:\n  container-runtime-endpoint: \"\"\n":                       true,
 	} {
 		cfg, _, err := config.Check([]byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\n" + yaml))
 		if err != nil {

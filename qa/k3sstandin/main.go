@@ -45,6 +45,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -306,8 +307,8 @@ func waitLoop(ctx context.Context, lg *logger, b behaviour, counter string, sig 
 			n := readCount(counter) + 1
 			_ = os.WriteFile(counter, fmt.Appendf(nil, "%d\n", n), 0o644)
 			if b.OOM {
-				if os.Getppid() != 1 {
-					lg.fatalf("stand-in: k3sstandin.oom acts only under an agent that is PID 1 (a test VM): not taking this machine's memory")
+				if why := inTestVM(); why != "" {
+					lg.fatalf("stand-in: k3sstandin.oom acts only in a test VM, under an agent that is PID 1 and booted with it on the kernel command line (%s): not taking this machine's memory", why)
 					stop()
 					return 1
 				}
@@ -322,6 +323,23 @@ func waitLoop(ctx context.Context, lg *logger, b behaviour, counter string, sig 
 			return b.ExitCode
 		}
 	}
+}
+
+// inTestVM says why this is not a test VM whose agent started the stand-in
+// told to be OOM-killed, "" when it is: the parent is PID 1, PID 1 is the
+// agent (run as /init) and the kernel's command line asks for it. A
+// variable: the tests make it refuse whatever runs them.
+var inTestVM = func() string {
+	if os.Getppid() != 1 {
+		return "the parent is not PID 1"
+	}
+	if comm, err := os.ReadFile("/proc/1/comm"); err != nil || strings.TrimSpace(string(comm)) != "init" {
+		return "PID 1 is not the agent run as /init"
+	}
+	if cmdline, err := os.ReadFile("/proc/cmdline"); err != nil || !slices.Contains(strings.Fields(string(cmdline)), "k3sstandin.oom") {
+		return "k3sstandin.oom is not on the kernel command line"
+	}
+	return ""
 }
 
 // exhaustMemory takes and touches memory, 16 MiB at a time, until the
