@@ -84,9 +84,10 @@ type Supervisor struct {
 	// Release is called with the pid once its Wait returned (the reaper's
 	// Release). Default: nothing.
 	Release func(pid int)
-	// KernelLog, when set, reads the kernel's log (kmsg.Read of /dev/kmsg):
-	// an exit the kernel's OOM killer caused is named as such.
-	KernelLog func() ([]kmsg.Record, error)
+	// OpenKernelLog, when set, opens the kernel's log where it ends
+	// (kmsg.OpenTail of /dev/kmsg) as each run starts: an exit the
+	// kernel's OOM killer caused is named as such.
+	OpenKernelLog func() (KernelTail, error)
 	// SinceBoot, when set, adds t= (time since the kernel started) to the
 	// "k3s started" line: the moment K3s's exec succeeded, which the boot
 	// benchmarks measure.
@@ -112,6 +113,12 @@ type Supervisor struct {
 	restarts int
 	pid      int // the running (or last) K3s's process id
 	ring     *logring.Ring
+}
+
+// KernelTail is the kernel's log from a moment on (*kmsg.Tail).
+type KernelTail interface {
+	Read() ([]kmsg.Record, error)
+	Close() error
 }
 
 // Status is a snapshot for the local API and the console.
@@ -207,18 +214,26 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.mu.Lock()
 		s.readyAt, s.readyFor = time.Time{}, 0
 		s.mu.Unlock()
-		var from time.Duration
-		if s.SinceBoot != nil {
-			from = s.SinceBoot() - time.Second // the kernel's log stamps, near enough
+		// The kernel's log from this run's start: what its OOM killer ended.
+		var klog KernelTail
+		if s.OpenKernelLog != nil {
+			if t, kerr := s.OpenKernelLog(); kerr == nil {
+				klog = t
+			} else {
+				s.Log.Debug("kernel log not followed", "reason", kerr.Error())
+			}
 		}
 		err := s.runOnce(ctx)
-		if err != nil && ctx.Err() == nil && s.KernelLog != nil {
-			if recs, kerr := s.KernelLog(); kerr == nil {
-				s.mu.Lock()
-				pid := s.pid
-				s.mu.Unlock()
-				err = explainExit(err, pid, recs, from)
+		if klog != nil {
+			if err != nil && ctx.Err() == nil {
+				if recs, kerr := klog.Read(); kerr == nil {
+					s.mu.Lock()
+					pid := s.pid
+					s.mu.Unlock()
+					err = explainExit(err, pid, recs)
+				}
 			}
+			klog.Close()
 		}
 		if ctx.Err() != nil {
 			s.setState(StateStopped, stopReason(ctx))
@@ -269,10 +284,11 @@ var errOOMKilled = errors.New("killed by the kernel's out-of-memory killer: the 
 	"K3s and its pods need more than it has, or a pod without a memory limit took it")
 
 // explainExit says when the kernel's OOM killer caused K3s's exit, from the
-// kernel's log since the run started (from): K3s itself (pid) died of
-// SIGKILL and the OOM killer's record names it, or the record names its
-// containerd (K3s then exits on its own).
-func explainExit(err error, pid int, recs []kmsg.Record, from time.Duration) error {
+// kernel's records of the run: K3s itself (pid) died of SIGKILL and the OOM
+// killer's record names it, or the machine ran out of memory (not a memory
+// cgroup's limit, which a pod's own containerd may hit) and the record names
+// a containerd (K3s then exits on its own).
+func explainExit(err error, pid int, recs []kmsg.Record) error {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
 		return err
@@ -282,7 +298,7 @@ func explainExit(err error, pid int, recs []kmsg.Record, from time.Duration) err
 		sigkill = true
 	}
 	for _, r := range recs {
-		if r.Stamp < from || !strings.Contains(r.Msg, "out of memory") && !strings.Contains(r.Msg, "Out of memory") {
+		if !strings.Contains(r.Msg, "out of memory") && !strings.Contains(r.Msg, "Out of memory") {
 			continue
 		}
 		m := oomKillRE.FindStringSubmatch(r.Msg)
@@ -295,7 +311,7 @@ func explainExit(err error, pid int, recs []kmsg.Record, from time.Duration) err
 			return fmt.Errorf("%w (killed by the kernel's out-of-memory killer: its memory cgroup's limit was reached)", err)
 		case sigkill && victim == pid:
 			return fmt.Errorf("%w (%w)", err, errOOMKilled)
-		case m[2] == "containerd":
+		case m[2] == "containerd" && strings.HasPrefix(r.Msg, "Out of memory"):
 			return fmt.Errorf("%w (the kernel's out-of-memory killer ended its containerd, pid %d: the machine ran out of memory)", err, victim)
 		}
 	}

@@ -319,44 +319,56 @@ func TestK3sGetsItsLimits(t *testing.T) {
 	}
 }
 
-// TestOOMKillIsNamed: an exit the kernel's log puts down to its OOM killer
-// is named as such — K3s itself killed (the whole machine's memory, or its
-// memory cgroup's), or its containerd — and nothing else is: a SIGKILL
-// whose OOM record names another process (a pod's), or a record from before
-// the run.
+// fakeTail is the kernel's log of a run, for the supervisor: what read
+// returns, built once K3s's pid is known.
+type fakeTail struct {
+	read   func() []kmsg.Record
+	closed *atomic.Int32
+}
+
+func (f fakeTail) Read() ([]kmsg.Record, error) { return f.read(), nil }
+func (f fakeTail) Close() error                 { f.closed.Add(1); return nil }
+
+// TestOOMKillIsNamed: an exit the kernel's log of that run puts down to its
+// OOM killer is named as such — K3s itself killed (the whole machine's
+// memory, or its memory cgroup's), or, the machine out of memory, its
+// containerd — and nothing else is: a SIGKILL whose OOM record names
+// another process (a pod's), or a pod's own containerd at its cgroup's limit.
 func TestOOMKillIsNamed(t *testing.T) {
 	for _, c := range []struct {
 		name, mode, msg string // msg: the kernel's record, %d the K3s's pid
-		stamp           time.Duration
 		want, notWant   string
 	}{
-		{"oom", "sigkill", "Out of memory: Killed process %d (k3s) total-vm:2119756kB, anon-rss:850704kB", 100 * time.Second,
+		{"oom", "sigkill", "Out of memory: Killed process %d (k3s) total-vm:2119756kB, anon-rss:850704kB",
 			"signal: killed (killed by the kernel's out-of-memory killer: the machine ran out of memory", ""},
-		{"memcg", "sigkill", "Memory cgroup out of memory: Killed process %d (k3s-server) total-vm:1kB", 100 * time.Second,
+		{"memcg", "sigkill", "Memory cgroup out of memory: Killed process %d (k3s-server) total-vm:1kB",
 			"signal: killed (killed by the kernel's out-of-memory killer: its memory cgroup's limit was reached)", ""},
-		{"a pod's", "sigkill", "Memory cgroup out of memory: Killed process 1%d (python3) total-vm:1kB", 100 * time.Second,
+		{"a pod's", "sigkill", "Memory cgroup out of memory: Killed process 1%d (python3) total-vm:1kB",
 			"signal: killed; restarting in", "out-of-memory"},
-		{"before the run", "sigkill", "Out of memory: Killed process %d (k3s) total-vm:1kB", 10 * time.Second,
-			"signal: killed; restarting in", "out-of-memory"},
-		{"containerd", "exit:0", "Out of memory: Killed process 4242 (containerd) total-vm:1kB", 100 * time.Second,
+		{"containerd", "exit:0", "Out of memory: Killed process 4242 (containerd) total-vm:1kB",
 			"exit status 1 (the kernel's out-of-memory killer ended its containerd, pid 4242", ""},
+		{"a pod's containerd", "exit:0", "Memory cgroup out of memory: Killed process 4242 (containerd) total-vm:1kB",
+			"exit status 1; restarting in", "out-of-memory"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := &Supervisor{
 				Root: fakeRoot(t), Binary: "/usr/local/bin/k3s", Args: []string{"server"},
-				Env:       []string{"ETOILE_FAKE_K3S=" + c.mode},
-				Backoff:   Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3},
-				SinceBoot: func() time.Duration { return 50 * time.Second },
+				Env:     []string{"ETOILE_FAKE_K3S=" + c.mode},
+				Backoff: Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3},
 			}
-			s.KernelLog = func() ([]kmsg.Record, error) {
-				s.mu.Lock()
-				pid := s.pid
-				s.mu.Unlock()
-				msg := c.msg
-				if strings.Contains(msg, "%d") {
-					msg = fmt.Sprintf(msg, pid)
-				}
-				return []kmsg.Record{{Seq: 1, Stamp: c.stamp, Msg: "oom-kill:constraint=CONSTRAINT_NONE"}, {Seq: 2, Stamp: c.stamp, Msg: msg}}, nil
+			var opened, closed atomic.Int32
+			s.OpenKernelLog = func() (KernelTail, error) {
+				opened.Add(1)
+				return fakeTail{closed: &closed, read: func() []kmsg.Record {
+					s.mu.Lock()
+					pid := s.pid
+					s.mu.Unlock()
+					msg := c.msg
+					if strings.Contains(msg, "%d") {
+						msg = fmt.Sprintf(msg, pid)
+					}
+					return []kmsg.Record{{Seq: 1, Msg: "oom-kill:constraint=CONSTRAINT_NONE"}, {Seq: 2, Msg: msg}}
+				}}, nil
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
@@ -370,6 +382,9 @@ func TestOOMKillIsNamed(t *testing.T) {
 			}
 			if c.notWant != "" && strings.Contains(reason, c.notWant) {
 				t.Errorf("reason %q holds %q", reason, c.notWant)
+			}
+			if o, cl := opened.Load(), closed.Load(); o != 1 || cl != 1 {
+				t.Errorf("the kernel's log opened %d times and closed %d times for one run, want once each", o, cl)
 			}
 		})
 	}

@@ -1,7 +1,10 @@
 package kmsg
 
 import (
+	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -93,5 +96,46 @@ func TestReadTheKernelsLog(t *testing.T) {
 	}
 	if !slices.ContainsFunc(recs, func(r Record) bool { return r.Msg != "" }) {
 		t.Errorf("no record has a message: %+v", recs[:min(len(recs), 5)])
+	}
+}
+
+// TestTailReadsOnlyWhatCame: a tail opened on this machine's /dev/kmsg
+// returns nothing of the log before it, then a record written to the log
+// after it (the tests run as root).
+func TestTailReadsOnlyWhatCame(t *testing.T) {
+	all, err := Read("/dev/kmsg")
+	if err != nil || len(all) == 0 {
+		t.Fatalf("reading /dev/kmsg (the tests need root): %d records, %v", len(all), err)
+	}
+	newest := all[len(all)-1].Seq
+	tail, err := OpenTail("/dev/kmsg")
+	if err != nil {
+		t.Fatalf("opening /dev/kmsg (the tests need root): %v", err)
+	}
+	defer tail.Close()
+	before, err := tail.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark := fmt.Sprintf("etoile kmsg test %d", time.Now().UnixNano())
+	if err := os.WriteFile("/dev/kmsg", []byte(mark+"\n"), 0); err != nil {
+		t.Fatalf("writing to /dev/kmsg: %v", err)
+	}
+	recs, err := tail.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(recs, func(r Record) bool { return strings.HasSuffix(r.Msg, mark) }) {
+		t.Errorf("the tail did not return the record written after it (%d records before, %d after)", len(before), len(recs))
+	}
+	for _, r := range before {
+		if strings.HasSuffix(r.Msg, mark) {
+			t.Errorf("the mark was read before it was written")
+		}
+	}
+	for _, r := range append(before, recs...) {
+		if r.Seq <= newest {
+			t.Errorf("the tail returned record %d, logged before it was opened (the newest then was %d)", r.Seq, newest)
+		}
 	}
 }

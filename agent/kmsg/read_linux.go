@@ -6,18 +6,52 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// maxRecords is how many of the newest records Read keeps.
+// maxRecords is how many of the newest records a read keeps.
 const maxRecords = 100000
 
 // Read returns the records the kernel's log (path, normally /dev/kmsg)
 // holds now, oldest first (the newest maxRecords of them), without waiting
 // for more.
 func Read(path string) ([]Record, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(fd)
+	return readAll(fd)
+}
+
+// Tail reads the records the kernel logs from the moment it was opened.
+type Tail struct{ fd int }
+
+// OpenTail opens the kernel's log (path, normally /dev/kmsg) after its
+// newest record: Read then returns only what came since, whatever the
+// records' timestamps say.
+func OpenTail(path string) (*Tail, error) {
+	fd, err := open(path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := unix.Seek(fd, 0, unix.SEEK_END); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &Tail{fd: fd}, nil
+}
+
+// Read returns the records logged since OpenTail or the last Read, oldest
+// first (the newest maxRecords of them), without waiting for more.
+func (t *Tail) Read() ([]Record, error) { return readAll(t.fd) }
+
+// Close closes the log.
+func (t *Tail) Close() error { return unix.Close(t.fd) }
+
+func open(path string) (int, error) {
+	return unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+}
+
+// readAll reads records from fd until none is left (one record per read).
+func readAll(fd int) ([]Record, error) {
 	var raw [][]byte
 	newest := func() []Record { return ParseAll(raw[max(0, len(raw)-maxRecords):]) }
 	buf := make([]byte, 8192)

@@ -687,7 +687,9 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 		return err
 	}
 	sup.Start, sup.Release, sup.Env = n.env.Start, n.env.Release, n.env.K3sEnv
-	sup.KernelLog = n.env.KernelLog
+	if n.env.Root == "/" {
+		sup.OpenKernelLog = func() (k3s.KernelTail, error) { return kmsg.OpenTail("/dev/kmsg") }
+	}
 	sup.SinceBoot = bootTime
 	sup.Output = n.k3sOut
 	execd := make(chan struct{})
@@ -904,6 +906,9 @@ func kernelSince(recs []kmsg.Record, after uint64) (lines []string, next, skippe
 	// "after"; a record further on means those between are gone (the
 	// kernel's ring moved on, or they were overwritten while being read).
 	expect := after
+	if after == 0 {
+		expect = recs[0].Seq // the last lines, or from the start: none counted as skipped
+	}
 	lines = []string{}
 	for _, r := range recs {
 		if r.Seq < expect {

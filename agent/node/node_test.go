@@ -790,8 +790,8 @@ func TestKernelLog(t *testing.T) {
 		t.Errorf("after 41 with record 42 lost: %+v, want 1 line and 1 skipped", page)
 	}
 	// A number beyond this log's (another log's): from the start.
-	if page, _ := n.Logs("kernel", 100, 5000); len(page.Lines) != 3 {
-		t.Errorf("after 5000: %+v, want all 3", page)
+	if page, _ := n.Logs("kernel", 100, 5000); len(page.Lines) != 3 || page.Skipped != 0 {
+		t.Errorf("after 5000: %+v, want all 3 and none skipped", page)
 	}
 	n.env.KernelLog = func() ([]kmsg.Record, error) { return nil, errors.New("permission denied") }
 	if _, err := n.Logs("kernel", 10, 0); err == nil || !strings.Contains(err.Error(), "kernel's log: permission denied") {
