@@ -112,6 +112,7 @@ func (c *collector) nvidia(ctx context.Context) error {
 		g.MemoryMiB = s.MemoryMiB
 		g.MIGMode = s.MIGMode
 		g.MIGModePending = s.MIGModePending
+		g.PersistenceMode = s.Persistence
 	}
 	return nil
 }

@@ -165,9 +165,12 @@ type GPU struct {
 	MemoryMiB      uint64 `json:"memory_mib,omitempty"`
 	MIGMode        string `json:"mig_mode,omitempty"`         // enabled, disabled, "" when unknown or unsupported
 	MIGModePending string `json:"mig_mode_pending,omitempty"` // what the next GPU reset applies
-	UUID           string `json:"uuid,omitempty"`
-	VBIOS          string `json:"vbios,omitempty"`
-	Architecture   string `json:"architecture,omitempty"`
+	// Persistence mode keeps the driver's state while no program uses the GPU (else each
+	// nvidia-smi or CUDA start initialises it again): enabled, disabled, "" when unknown.
+	PersistenceMode string `json:"persistence_mode,omitempty"`
+	UUID            string `json:"uuid,omitempty"`
+	VBIOS           string `json:"vbios,omitempty"`
+	Architecture    string `json:"architecture,omitempty"`
 }
 
 // RunFunc runs a program and returns its standard output. It is the seam through which

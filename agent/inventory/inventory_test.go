@@ -49,6 +49,7 @@ func TestH100SnapshotGPU(t *testing.T) {
 		{"memory_mib", strconv.FormatUint(g.MemoryMiB, 10), "81559"},
 		{"mig_mode", g.MIGMode, "disabled"},
 		{"mig_mode_pending", g.MIGModePending, "disabled"},
+		{"persistence_mode", g.PersistenceMode, "enabled"},
 		{"cuda_version", g.CUDAVersion, "13.0"},
 		{"architecture", g.Architecture, "Hopper"},
 		{"uuid", g.UUID, "GPU-59004ccb-69e2-277e-c8ce-2872db1ec13e"}, // from /proc: the XML's is redacted

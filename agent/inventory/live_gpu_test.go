@@ -52,7 +52,7 @@ func TestLiveNVIDIAGPUs(t *testing.T) {
 	if _, err := exec.LookPath("nvidia-smi"); err != nil {
 		t.Fatalf("nvidia-smi is not on the PATH: this test needs a machine with an NVIDIA GPU and its driver (%v)", err)
 	}
-	rows, err := smiQuery(t, "pci.bus_id", "name", "memory.total", "driver_version", "mig.mode.current")
+	rows, err := smiQuery(t, "pci.bus_id", "name", "memory.total", "driver_version", "mig.mode.current", "persistence_mode")
 	if err != nil {
 		t.Fatalf("nvidia-smi --query-gpu: %v", err)
 	}
@@ -94,6 +94,9 @@ func TestLiveNVIDIAGPUs(t *testing.T) {
 		}
 		if want := migMode(row["mig.mode.current"]); g.MIGMode != want {
 			t.Errorf("%s: MIG mode %q, nvidia-smi says %q", addr, g.MIGMode, row["mig.mode.current"])
+		}
+		if want := migMode(row["persistence_mode"]); g.PersistenceMode != want {
+			t.Errorf("%s: persistence mode %q, nvidia-smi says %q", addr, g.PersistenceMode, row["persistence_mode"])
 		}
 		if g.Driver != "nvidia" {
 			t.Errorf("%s: sysfs driver %q, want nvidia", addr, g.Driver)

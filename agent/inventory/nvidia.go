@@ -112,6 +112,7 @@ type NvidiaSMIGPU struct {
 	MemoryMiB      uint64 // fb_memory_usage/total
 	MIGMode        string // "enabled", "disabled", "" when N/A
 	MIGModePending string
+	Persistence    string // persistence mode: "enabled", "disabled", "" when N/A
 }
 
 type smiXML struct {
@@ -127,8 +128,9 @@ type smiXML struct {
 			Current string `xml:"current_mig"`
 			Pending string `xml:"pending_mig"`
 		} `xml:"mig_mode"`
-		PCIBusID string `xml:"pci>pci_bus_id"`
-		FBTotal  string `xml:"fb_memory_usage>total"`
+		Persistence string `xml:"persistence_mode"`
+		PCIBusID    string `xml:"pci>pci_bus_id"`
+		FBTotal     string `xml:"fb_memory_usage>total"`
 	} `xml:"gpu"`
 }
 
@@ -156,6 +158,7 @@ func ParseNvidiaSMI(b []byte) (*NvidiaSMI, error) {
 			MemoryMiB:      mem,
 			MIGMode:        migMode(g.MIG.Current),
 			MIGModePending: migMode(g.MIG.Pending),
+			Persistence:    migMode(g.Persistence), // the same words
 		})
 	}
 	return out, nil

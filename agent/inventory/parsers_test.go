@@ -78,12 +78,12 @@ func TestParseNvidiaSMI(t *testing.T) {
 	}{
 		{name: "H100 host", in: string(real), driver: "580.159.04", gpus: []NvidiaSMIGPU{{
 			PCIAddress: "0000:00:06.0", ProductName: "NVIDIA H100 80GB HBM3", Architecture: "Hopper",
-			VBIOS: "96.00.DA.00.0C", MemoryMiB: 81559, MIGMode: "disabled", MIGModePending: "disabled"}}},
+			VBIOS: "96.00.DA.00.0C", MemoryMiB: 81559, MIGMode: "disabled", MIGModePending: "disabled", Persistence: "enabled"}}},
 		{name: "MIG not supported, id only in the attribute", in: `<nvidia_smi_log><driver_version>550.54</driver_version>
-			<gpu id="00000000:01:00.0"><product_name>NVIDIA GeForce RTX 4090</product_name>
+			<gpu id="00000000:01:00.0"><product_name>NVIDIA GeForce RTX 4090</product_name><persistence_mode>Disabled</persistence_mode>
 			<mig_mode><current_mig>N/A</current_mig><pending_mig>N/A</pending_mig></mig_mode>
 			<fb_memory_usage><total>24564 MiB</total></fb_memory_usage></gpu></nvidia_smi_log>`,
-			driver: "550.54", gpus: []NvidiaSMIGPU{{PCIAddress: "0000:01:00.0", ProductName: "NVIDIA GeForce RTX 4090", MemoryMiB: 24564}}},
+			driver: "550.54", gpus: []NvidiaSMIGPU{{PCIAddress: "0000:01:00.0", ProductName: "NVIDIA GeForce RTX 4090", MemoryMiB: 24564, Persistence: "disabled"}}},
 		{name: "no GPU", in: `<nvidia_smi_log><driver_version>550.54</driver_version><attached_gpus>0</attached_gpus></nvidia_smi_log>`,
 			driver: "550.54"},
 		{name: "not XML", in: "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.", wantErr: true},
