@@ -133,23 +133,23 @@ func TestExtensionModuleDrivesNIC(t *testing.T) {
 	if !strings.Contains(ready.Line, " ip=10.0.2.15") {
 		t.Errorf("no lease: %s", ready.Line)
 	}
+	// Both NICs' leases, tcp_bbr loaded after the ready line and K3s (the stand-in) ready, in whatever
+	// order they come.
 	leaseRe := regexp.MustCompile(`^etoile: dhcp lease iface=(\S+) addr=10\.0\.2\.15/`)
-	for deadline := time.Now().Add(ReadyTimeout); ; time.Sleep(200 * time.Millisecond) {
-		ifaces := map[string]bool{}
-		for _, l := range vm.Lines() {
-			if m := leaseRe.FindStringSubmatch(l.Text); m != nil {
-				ifaces[m[1]] = true
+	lateRe := regexp.MustCompile(`^etoile: step=late-modules .*modules=.*\btcp_bbr\b`)
+	waitConsole(t, vm, ReadyTimeout+K3sTimeout, "both NICs' leases (the RTL8139's through the extension's driver), tcp_bbr's load and K3s ready",
+		func(lines []Line) bool {
+			ifaces := map[string]bool{}
+			late, k3s := false, false
+			for _, l := range lines {
+				if m := leaseRe.FindStringSubmatch(l.Text); m != nil {
+					ifaces[m[1]] = true
+				}
+				late = late || lateRe.MatchString(l.Text)
+				k3s = k3s || k3sReadyRE.MatchString(l.Text)
 			}
-		}
-		if len(ifaces) == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("both NICs should get a lease, the RTL8139 through the extension's driver; leases on %v", ifaces)
-		}
-	}
-	vm.WaitFor(regexp.MustCompile(`^etoile: step=late-modules .*modules=.*\btcp_bbr\b`), ReadyTimeout)
-	vm.WaitFor(k3sReadyRE, K3sTimeout)
+			return len(ifaces) == 2 && late && k3s
+		})
 	for _, re := range []*regexp.Regexp{
 		regexp.MustCompile(`^etoile: kernel modules of the system image added index=/lib/modules/\S+ modules=8139cp,(mii,)?tcp_bbr$`),
 		regexp.MustCompile(`^etoile: drivers loaded from the system image's modules modules=(mii,)?8139cp$`),
@@ -162,8 +162,21 @@ func TestExtensionModuleDrivesNIC(t *testing.T) {
 		}
 	}
 	for _, l := range vm.Lines() {
-		if strings.Contains(l.Text, "etoile: warning") {
+		// (QEMU's user network reaches no NTP server: that warning comes ~90 s after the boot on a slow machine.)
+		if strings.Contains(l.Text, "etoile: warning") && !strings.Contains(l.Text, "no NTP server answered") {
 			t.Errorf("warning on the console: %s", l.Text)
+		}
+	}
+}
+
+// waitConsole waits until cond holds for the console's lines so far, in
+// whatever order they came (timeout scaled as every wait is).
+func waitConsole(t *testing.T, vm *VM, timeout time.Duration, what string, cond func([]Line) bool) {
+	t.Helper()
+	timeout = Scale(t, timeout)
+	for deadline := time.Now().Add(timeout); !cond(vm.Lines()); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not seen within %s: %s", timeout, what)
 		}
 	}
 }
