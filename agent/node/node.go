@@ -774,17 +774,17 @@ func (n *Node) runtimeWarning() string {
 // an NVIDIA GPU (its labels say so) and none of them is NVIDIA's. The
 // status says so for as long as it lasts (see Status).
 func (n *Node) checkRuntimes(cfg *config.MachineConfig, labels map[string]string) {
-	gpu := labels[inventory.LabelNvidiaPresent] == "true" && ownContainerd(cfg)
-	var rts []k3s.Runtime
-	if ownContainerd(cfg) {
-		rts = k3s.Runtimes(n.env.Root)
+	if !ownContainerd(cfg) {
+		n.mu.Lock()
+		n.nvidiaGPU, n.runtimes = false, nil
+		n.mu.Unlock()
+		return
 	}
+	gpu := labels[inventory.LabelNvidiaPresent] == "true"
+	rts := k3s.Runtimes(n.env.Root)
 	n.mu.Lock()
 	n.nvidiaGPU, n.runtimes = gpu, rts
 	n.mu.Unlock()
-	if !ownContainerd(cfg) {
-		return
-	}
 	if len(rts) > 0 {
 		var found []string
 		for _, r := range rts {
