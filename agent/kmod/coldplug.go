@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/etoile-os/etoile/agent/mount"
 )
 
 // BootModules are loaded with the hardware drivers, before the system image
@@ -274,6 +276,7 @@ func (c *Coldplug) Loaded(n int) []string {
 // whose drivers are built in), sorted. It reads the folders itself rather
 // than globbing, which would stat every device of every bus first.
 func (c *Coldplug) Modaliases() ([]string, error) {
+	defer mount.HoldAPI()() // not while the root switches
 	bus := filepath.Join(c.SysDir, "bus")
 	buses, err := os.ReadDir(bus)
 	if err != nil {

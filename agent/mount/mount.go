@@ -15,6 +15,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// apiMoving is held for writing while Linux.SwitchRoot moves the API
+// filesystems into the new root, and for reading by HoldAPI.
+var apiMoving sync.RWMutex
+
+// HoldAPI keeps PID 1's root from switching until release is called, so
+// that /proc, /sys, /dev and /run are where they were for the reads in
+// between: a goroutine that looks at /sys while the boot goes on (the
+// drivers' scans, the network's look at its NICs) would otherwise, for the
+// moment of the switch, find no bus and no NIC at all. Hold it around reads
+// only, never across a wait or another HoldAPI: the switch waits for it.
+func HoldAPI() (release func()) {
+	apiMoving.RLock()
+	return apiMoving.RUnlock
+}
+
 // Mounter is the seam between the boot logic and the mount syscalls.
 type Mounter interface {
 	// Mount mounts source on target (made if missing), like mount(2).

@@ -20,6 +20,10 @@ import (
 // Unlike switch_root(8), the initramfs's files are not deleted: all it holds
 // is the agent and the kernel modules, which the new root keeps using
 // through bind mounts (see the boot package), so deleting would free nothing.
+//
+// Between the first move and the chroot, /proc, /sys, /dev and /run are
+// missing from the process's view: the switch waits for the readers that
+// hold HoldAPI, and they wait for it.
 func (Linux) SwitchRoot(newRoot string, move []string) error {
 	var st, rootSt unix.Stat_t
 	if err := unix.Stat(newRoot, &st); err != nil {
@@ -31,6 +35,8 @@ func (Linux) SwitchRoot(newRoot string, move []string) error {
 	if st.Dev == rootSt.Dev {
 		return fmt.Errorf("switch root: %s is not a mount point", newRoot)
 	}
+	apiMoving.Lock()
+	defer apiMoving.Unlock()
 	for _, m := range move {
 		dst := filepath.Join(newRoot, m)
 		if err := os.MkdirAll(dst, 0o755); err != nil {

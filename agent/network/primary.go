@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/etoile-os/etoile/agent/mount"
 )
 
 // The generated host name (etoile-<MAC>) is the K3s node's name: it must be
@@ -84,11 +86,13 @@ func waitNICs(ctx context.Context, sysDir string, hasDriver func(modalias string
 	deadline := time.Now().Add(timeout)
 	for {
 		var missing []string
+		release := mount.HoldAPI() // sysfs is not there while the root switches
 		for _, n := range busNICs(sysDir) {
 			if (hasDriver == nil || hasDriver(n.modalias)) && len(n.interfaces()) == 0 {
 				missing = append(missing, filepath.Base(n.dir))
 			}
 		}
+		release()
 		if len(missing) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
 			return missing
 		}
@@ -145,6 +149,7 @@ func removable(sysDir, iface string) bool {
 // not removable, or among all of them if every one is (nil when none has
 // an address).
 func primaryMAC(sysDir string, nics []nicAddr) net.HardwareAddr {
+	defer mount.HoldAPI()()
 	var fixed, any net.HardwareAddr
 	for _, n := range nics {
 		if len(n.mac) == 0 {

@@ -17,6 +17,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/etoile-os/etoile/agent/mount"
 )
 
 // Config tunes Up.
@@ -334,6 +336,7 @@ func (w *linkWatch) wait(ctx context.Context) (links, withCarrier []netlink.Link
 }
 
 func hasCarrier(name string) bool {
+	defer mount.HoldAPI()()
 	b, err := os.ReadFile(filepath.Join("/sys/class/net", name, "carrier"))
 	return err == nil && len(b) > 0 && b[0] == '1'
 }
