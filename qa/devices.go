@@ -164,6 +164,30 @@ func (n TapNIC) QEMUArgs(string) ([]string, error) {
 	}, nil
 }
 
+// SilentNIC is a virtio NIC with carrier on a wire where nothing answers:
+// its frames go to the UDP port Sink on the loopback (which the test holds
+// open, as a switch with no DHCP server on it), and none come back.
+type SilentNIC struct {
+	Sink int
+	MAC  string
+	ID   string // the netdev's id, silent0 when empty
+}
+
+// QEMUArgs implements Device.
+func (n SilentNIC) QEMUArgs(string) ([]string, error) {
+	if n.Sink <= 0 {
+		return nil, fmt.Errorf("SilentNIC.Sink is %d: give the loopback UDP port the test holds open", n.Sink)
+	}
+	id := n.ID
+	if id == "" {
+		id = "silent0"
+	}
+	return []string{
+		"-netdev", fmt.Sprintf("socket,id=%s,udp=127.0.0.1:%d,localaddr=127.0.0.1:0", id, n.Sink),
+		"-device", nicDevice(id, n.MAC, ""),
+	}, nil
+}
+
 func nicDevice(netdev, mac, model string) string {
 	if model == "" {
 		model = "virtio-net-pci"

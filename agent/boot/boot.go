@@ -1376,8 +1376,12 @@ func (m *Machine) upNetwork(ctx context.Context, etc string) (network.Result, er
 		CarrierWait:  m.scale(3 * time.Second),
 		CarrierGrace: m.scale(500 * time.Millisecond),
 		DHCPTimeout:  m.scale(15 * time.Second),
-		EtcDir:       etc,
-		Renew:        true,
+		// A port cabled to a network without DHCP (one the machine
+		// config makes static) does not hold the boot for 15 s once
+		// another link has a default route.
+		LeaseGrace: m.scale(2 * time.Second),
+		EtcDir:     etc,
+		Renew:      true,
 	})
 }
 

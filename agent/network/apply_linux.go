@@ -20,38 +20,84 @@ import (
 // DHCP's (100 + the link's index).
 const staticMetric = 50
 
-// renewals holds each link's DHCP renewal: how to stop it, when it has
-// stopped, and the address it keeps (a late link's lease is in no Result).
+// renewals holds each link's DHCP: the boot's first exchange while it runs
+// (Up's, which may go on after Up has returned), then the lease's renewal:
+// how to stop it, when it has stopped, and the address it keeps (a lease
+// that came after Up returned is in no Result).
 type renewals struct {
 	mu sync.Mutex
-	m  map[string]renewal
+	m  map[string]*renewal
 }
 
 type renewal struct {
 	cancel context.CancelFunc
 	done   <-chan struct{}
-	addr   net.IPNet
+	addr   net.IPNet // none while the first exchange runs
+}
+
+// errStopped is the first exchange's error when stop ended it: the link is
+// configured otherwise (the machine config made it static).
+var errStopped = errors.New("stopped: the link is configured otherwise")
+
+// exchange runs link l's first DHCP exchange, which stop can end like a
+// renewal, applies its lease, and starts the renewal (cfg.Renew). A stop
+// while it runs makes it return errStopped, having applied nothing.
+func (r *renewals) exchange(ctx context.Context, l netlink.Link, metric int, cfg Config) (Lease, error) {
+	name := l.Attrs().Name
+	xctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	defer close(done) // after the unlock below: stop waits for it
+	me := &renewal{cancel: cancel, done: done}
+	r.mu.Lock()
+	if r.m == nil {
+		r.m = map[string]*renewal{}
+	}
+	r.m[name] = me
+	r.mu.Unlock()
+	lease, err := dhcp(xctx, l, cfg)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m[name] != me {
+		return Lease{}, errStopped
+	}
+	delete(r.m, name)
+	if err != nil {
+		return Lease{}, err
+	}
+	if err := apply(l, lease, metric); err != nil {
+		return Lease{}, fmt.Errorf("applying the lease: %w", err)
+	}
+	if cfg.Renew {
+		r.startLocked(ctx, l, lease, metric, cfg)
+	}
+	return lease, nil
 }
 
 // start runs renew for link name's lease until stop.
 func (r *renewals) start(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.startLocked(ctx, l, lease, metric, cfg)
+}
+
+func (r *renewals) startLocked(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	r.mu.Lock()
 	if r.m == nil {
-		r.m = map[string]renewal{}
+		r.m = map[string]*renewal{}
 	}
-	r.m[l.Attrs().Name] = renewal{cancel: cancel, done: done, addr: lease.Addr}
-	r.mu.Unlock()
+	r.m[l.Attrs().Name] = &renewal{cancel: cancel, done: done, addr: lease.Addr}
 	go func() {
 		defer close(done)
 		renew(rctx, l, lease, metric, cfg)
 	}()
 }
 
-// stop ends the renewal of iface and waits for it (a renewal in the middle
-// of applying a lease would otherwise put the address back); it returns the
-// address the lease held, nil when there was none.
+// stop ends the link's first exchange or the renewal of its lease, and
+// waits for it (a renewal in the middle of applying a lease would
+// otherwise put the address back); it returns the address the lease held,
+// nil when there was none.
 func (r *renewals) stop(iface string) *net.IPNet {
 	if r == nil {
 		return nil
@@ -67,6 +113,9 @@ func (r *renewals) stop(iface string) *net.IPNet {
 	select {
 	case <-rn.done:
 	case <-time.After(30 * time.Second):
+	}
+	if rn.addr.IP == nil {
+		return nil
 	}
 	return &rn.addr
 }
@@ -220,6 +269,10 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 	if ifc.DHCP {
 		a := Applied{Iface: name, DHCP: true}
 		if prev < 0 {
+			// The boot's exchange on the link, if it still runs (a lease
+			// that came after the network step is in no Result), ends:
+			// one DHCP client per link.
+			res.renew.stop(name)
 			lease, err := dhcp(ctx, link, cfg)
 			if err != nil {
 				return a, nil, err

@@ -38,6 +38,14 @@ type Lease struct {
 	Lifetime time.Duration
 }
 
+// hasDefaultRoute reports whether the lease routes everything through a
+// gateway (a Route with no Dst): what K3s needs to pick its node address.
+func (l Lease) hasDefaultRoute() bool {
+	return slices.ContainsFunc(l.Routes, func(r Route) bool {
+		return r.Dst == nil && r.Gateway != nil && !r.Gateway.IsUnspecified()
+	})
+}
+
 // LeaseFromACK turns a DHCP ACK into a Lease. Following RFC 3442, a
 // classless static routes option replaces the router option.
 func LeaseFromACK(iface string, mac net.HardwareAddr, ack *dhcpv4.DHCPv4) (Lease, error) {

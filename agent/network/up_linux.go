@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -32,6 +33,13 @@ type Config struct {
 	CarrierGrace time.Duration
 	// DHCPTimeout bounds the whole exchange on each link.
 	DHCPTimeout time.Duration
+	// LeaseGrace, once a link has a lease with a default route, bounds the
+	// wait for the other links' exchanges: a cabled port on a network
+	// without DHCP (a storage network the machine config makes static)
+	// must not hold the boot for DHCPTimeout. Those go on in the
+	// background: a lease that comes is applied, renewed and logged, and
+	// is in no Result. Zero: wait for every exchange.
+	LeaseGrace time.Duration
 	// EtcDir receives resolv.conf and hostname ("/etc").
 	EtcDir string
 	// Renew keeps each lease alive in the background until ctx ends: it
@@ -132,40 +140,92 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	var (
 		mu     sync.Mutex
 		leases = map[int]Lease{} // by link index
+		asking = map[string]bool{}
 		wg     sync.WaitGroup
+		// routed is closed at the first lease with a default route.
+		routed     = make(chan struct{})
+		routedOnce sync.Once
 	)
 	// late: a link that appeared after Up returned; nothing waits for it.
 	startDHCP := func(l netlink.Link, late bool) {
 		metric := 100 + l.Attrs().Index
+		name := l.Attrs().Name
 		if !late {
 			wg.Add(1)
 		}
+		mu.Lock()
+		asking[name] = true
+		mu.Unlock()
 		go func() {
 			if !late {
 				defer wg.Done()
 			}
 			defer func() {
+				mu.Lock()
+				delete(asking, name)
+				mu.Unlock()
+			}()
+			defer func() {
 				if r := recover(); r != nil {
-					cfg.Log.Error("DHCP crashed", "iface", l.Attrs().Name, "reason", fmt.Sprint(r))
+					cfg.Log.Error("DHCP crashed", "iface", name, "reason", fmt.Sprint(r))
 				}
 			}()
-			lease, err := dhcp(ctx, l, cfg)
-			if err != nil {
-				cfg.Log.Warn("no DHCP lease", "iface", l.Attrs().Name, "reason", err.Error())
+			lease, err := res.renew.exchange(ctx, l, metric, cfg)
+			switch {
+			case errors.Is(err, errStopped):
+				cfg.Log.Info("DHCP stopped", "iface", name, "reason", err.Error())
 				return
-			}
-			if err := apply(l, lease, metric); err != nil {
-				cfg.Log.Warn("applying DHCP lease failed", "iface", l.Attrs().Name, "reason", err.Error())
+			case err != nil:
+				cfg.Log.Warn("no DHCP lease", "iface", name, "reason", err.Error())
 				return
 			}
 			cfg.Log.Info("dhcp lease", "iface", lease.Iface, "addr", lease.Addr.String(), "routes", len(lease.Routes), "dns", len(lease.DNS))
 			mu.Lock()
 			leases[l.Attrs().Index] = lease
 			mu.Unlock()
-			if cfg.Renew {
-				res.renew.start(ctx, l, lease, metric, cfg)
+			if lease.hasDefaultRoute() {
+				routedOnce.Do(func() { close(routed) })
 			}
 		}()
+	}
+	// waitDHCP waits for the exchanges Up waits for: all of them, or,
+	// once one gave a default route, LeaseGrace more at most (once: a
+	// second call after the grace returns at once).
+	var graceOver bool
+	waitDHCP := func() {
+		all := make(chan struct{})
+		go func() {
+			wg.Wait()
+			close(all)
+		}()
+		select {
+		case <-all:
+			return
+		case <-routed:
+		}
+		if cfg.LeaseGrace <= 0 {
+			<-all
+			return
+		}
+		if graceOver {
+			return
+		}
+		t := time.NewTimer(cfg.LeaseGrace)
+		defer t.Stop()
+		select {
+		case <-all:
+			return
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		graceOver = true
+		mu.Lock()
+		still := slices.Sorted(maps.Keys(asking))
+		mu.Unlock()
+		if len(still) > 0 {
+			cfg.Log.Info("DHCP goes on in the background", "links", strings.Join(still, ","),
+				"why", "a link has a default route; a lease that comes later is applied then")
+		}
 	}
 	w := &linkWatch{cfg: cfg, onCarrier: func(l netlink.Link) { startDHCP(l, false) }, early: cfg.EarlyReturn,
 		set: map[int]bool{}, started: map[int]bool{}}
@@ -173,7 +233,7 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	if err == nil && !settled {
 		// Returning early is worth it only with an address: if the links
 		// there are got no lease, wait for the drivers (and later NICs).
-		wg.Wait()
+		waitDHCP()
 		mu.Lock()
 		got := len(leases) > 0
 		mu.Unlock()
@@ -209,7 +269,7 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		return res, errors.New("no network interface found (is the NIC's driver in the image? see the hardware drivers line above)")
 	}
 	cfg.Log.Debug("carrier", "links", len(withCarrier))
-	wg.Wait()
+	waitDHCP()
 	mu.Lock() // late links' DHCP may still write
 	for _, l := range links {
 		if lease, ok := leases[l.Attrs().Index]; ok {

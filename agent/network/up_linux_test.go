@@ -79,6 +79,9 @@ func dhcpServer() int {
 	return 0
 }
 
+// upReturned is the client's line on stderr once Up has returned.
+const upReturned = "etoile-test: Up returned"
+
 type clientResult struct {
 	IP, Hostname, SetHostname string
 	Links                     []string
@@ -113,6 +116,11 @@ func dhcpClient() int {
 	if d, err := time.ParseDuration(os.Getenv("ETOILE_NETTEST_DHCP_TIMEOUT")); err == nil {
 		dhcpTimeout = d
 	}
+	// ETOILE_NETTEST_ONLY: the links to configure (comma-separated).
+	if o := os.Getenv("ETOILE_NETTEST_ONLY"); o != "" {
+		only = strings.Split(o, ",")
+	}
+	grace, _ := time.ParseDuration(os.Getenv("ETOILE_NETTEST_LEASE_GRACE"))
 	res, err := Up(context.Background(), Config{
 		Settled:      settled,
 		EarlyReturn:  early,
@@ -120,10 +128,12 @@ func dhcpClient() int {
 		CarrierWait:  3 * time.Second,
 		CarrierGrace: 200 * time.Millisecond,
 		DHCPTimeout:  dhcpTimeout,
+		LeaseGrace:   grace,
 		EtcDir:       os.Getenv("ETOILE_NETTEST_ETC"),
 		SetHostname:  func(h string) error { r.SetHostname = h; return nil },
 		Only:         only,
 	})
+	fmt.Fprintln(os.Stderr, upReturned)
 	if err != nil {
 		r.Err = err.Error()
 	}
@@ -166,6 +176,10 @@ func dhcpClient() int {
 		}
 	}
 	_ = json.NewEncoder(os.Stdout).Encode(r)
+	// ETOILE_NETTEST_LINGER: stay that long for what goes on in the background.
+	if d, err := time.ParseDuration(os.Getenv("ETOILE_NETTEST_LINGER")); err == nil {
+		time.Sleep(d)
+	}
 	if early {
 		// The background set-up logs what it did once the drivers settle:
 		// stay until then, and a little after.
@@ -336,6 +350,76 @@ func TestUpNoEarlyReturnWithoutLease(t *testing.T) {
 		"ETOILE_NETTEST_ETC="+t.TempDir())
 	if r.BeforeSettled || r.IP != "none" {
 		t.Errorf("client got %+v, want no address and a return only once the drivers settled\n%s", r, stderr)
+	}
+}
+
+// silentPort adds the link vc2 to the client namespace, cabled (its peer
+// vs2 up in the server's namespace) to a network where no DHCP server
+// answers: a server's second port on a storage network.
+func silentPort(t *testing.T, srv, cli string) {
+	t.Helper()
+	ipCmd(t, "-n", cli, "link", "add", "vc2", "type", "veth", "peer", "name", "vs2", "netns", srv)
+	ipCmd(t, "-n", srv, "link", "set", "vs2", "up")
+}
+
+// TestUpSilentPortDoesNotHoldTheBoot: with a lease and its default route on
+// vc, Up returns after LeaseGrace while vc2, which has carrier but no DHCP
+// server, is still asking (DHCPTimeout is longer); vc2's exchange goes on in
+// the background and ends in its own time, after Up returned.
+func TestUpSilentPortDoesNotHoldTheBoot(t *testing.T) {
+	srv, cli, exe := dhcpNamespaces(t)
+	silentPort(t, srv, cli)
+	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ONLY=vc,vc2", "ETOILE_NETTEST_LEASE_GRACE=1s",
+		"ETOILE_NETTEST_DHCP_TIMEOUT=6s", "ETOILE_NETTEST_LINGER=8s", "ETOILE_NETTEST_ETC="+t.TempDir())
+	if r.Err != "" || r.IP != "10.99.0.50" || len(r.Links) != 2 {
+		t.Fatalf("client got %+v, want vc's 10.99.0.50 and both links\n%s", r, stderr)
+	}
+	returned := strings.Index(stderr, upReturned)
+	background := strings.Index(stderr, "DHCP goes on in the background")
+	gaveUp := strings.Index(stderr, "no DHCP lease")
+	switch {
+	case background < 0 || !strings.Contains(stderr[background:], "links=vc2"):
+		t.Errorf("Up did not say that vc2's DHCP goes on in the background:\n%s", stderr)
+	case gaveUp < 0 || !strings.Contains(stderr[gaveUp:], "iface=vc2"):
+		t.Errorf("vc2's exchange did not end with its timeout in the background:\n%s", stderr)
+	case returned < 0 || gaveUp < returned:
+		t.Errorf("Up waited for vc2's DHCP timeout before returning:\n%s", stderr)
+	}
+}
+
+// TestUpWaitsForEveryLinkWithoutGrace: without LeaseGrace, Up waits for
+// every exchange, vc2's timeout included (the behaviour the grace changes).
+func TestUpWaitsForEveryLinkWithoutGrace(t *testing.T) {
+	srv, cli, exe := dhcpNamespaces(t)
+	silentPort(t, srv, cli)
+	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ONLY=vc,vc2", "ETOILE_NETTEST_DHCP_TIMEOUT=3s", "ETOILE_NETTEST_ETC="+t.TempDir())
+	if r.IP != "10.99.0.50" {
+		t.Fatalf("client got %+v\n%s", r, stderr)
+	}
+	if gaveUp, returned := strings.Index(stderr, "no DHCP lease"), strings.Index(stderr, upReturned); gaveUp < 0 || returned < gaveUp {
+		t.Errorf("Up returned before vc2's exchange ended:\n%s", stderr)
+	}
+}
+
+// TestApplyStopsTheBootsExchange: a machine config that makes vc2 static
+// while the boot's DHCP on it still goes on in the background ends that
+// exchange (one DHCP client per link, and no late lease over the static
+// address): vc2 keeps the static address only.
+func TestApplyStopsTheBootsExchange(t *testing.T) {
+	srv, cli, exe := dhcpNamespaces(t)
+	silentPort(t, srv, cli)
+	apply := `[{"name":"vc2","addresses":["10.98.0.7/24"]}]`
+	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ONLY=vc,vc2", "ETOILE_NETTEST_LEASE_GRACE=500ms",
+		"ETOILE_NETTEST_DHCP_TIMEOUT=6s", "ETOILE_NETTEST_LINGER=7s", "ETOILE_NETTEST_APPLY="+apply, "ETOILE_NETTEST_ETC="+t.TempDir())
+	if r.ApplyErr != "" || r.IP != "10.99.0.50" {
+		t.Fatalf("client got %+v\n%s", r, stderr)
+	}
+	if !strings.Contains(stderr, "DHCP stopped") || strings.Contains(stderr, "no DHCP lease") {
+		t.Errorf("the boot's exchange on vc2 was not stopped by the static config:\n%s", stderr)
+	}
+	addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc2")
+	if !strings.Contains(addrs, "inet 10.98.0.7/24") || strings.Count(addrs, "inet ") != 1 {
+		t.Errorf("vc2's addresses:\n%s\nwant 10.98.0.7/24 only", addrs)
 	}
 }
 
