@@ -327,8 +327,6 @@ func (v *validator) network(n Network) {
 	seenIf := map[string]int{}
 	seenAddr := map[netip.Addr]string{}
 	gateways := map[bool]string{} // is IPv4 → path of the first default route
-	anyDHCP := false
-	var staticNoGW []string // paths of static interfaces without a gateway
 	for i, ifc := range n.Interfaces {
 		p := fmt.Sprintf("network.interfaces[%d]", i)
 		var id string
@@ -454,20 +452,28 @@ func (v *validator) network(n Network) {
 				v.errs.Add(fmt.Sprintf("%s.dns[%d]", p, j), "%q is not an IP address: name servers are given by address", d)
 			}
 		}
+	}
+}
+
+// Notes are what a machine config may do on some machines and not on
+// others, which only the machine can tell: `etoile config validate` shows
+// them; the node does not, and warns instead when it happens (a static
+// link without a gateway is often a storage network's port, and harmless
+// where another link keeps DHCP's default route).
+func (c *MachineConfig) Notes() []string {
+	var notes, staticNoGW []string
+	for i, ifc := range c.Network.Interfaces {
 		switch {
-		case ifc.DHCP:
-			anyDHCP = true
-		case ifc.Gateway == "":
-			staticNoGW = append(staticNoGW, p)
+		case ifc.DHCP || ifc.Gateway != "":
+			return nil // a default route of the config's own, or DHCP's
+		default:
+			staticNoGW = append(staticNoGW, fmt.Sprintf("network.interfaces[%d]", i))
 		}
 	}
-	if len(gateways) == 0 && !anyDHCP {
-		// Links the config does not list keep their DHCP route, but a
-		// link turned static loses the one DHCP gave it at boot.
-		for _, p := range staticNoGW {
-			v.warn(p, "static without a gateway, and no interface of this config has one: the default route DHCP gave this link at boot goes, so the machine reaches only its own subnets (add gateway:)")
-		}
+	for _, p := range staticNoGW {
+		notes = append(notes, p+": static without a gateway, and no interface of this config has one: if this link had the machine's default route from DHCP, it goes, and the machine reaches only its own subnets (the node warns when it happens; add gateway: if it is the machine's way out)")
 	}
+	return notes
 }
 
 // macProblem says why a MAC address is not one interface's own, or "".

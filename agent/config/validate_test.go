@@ -367,7 +367,6 @@ func TestWarnings(t *testing.T) {
 		{"two default routes", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.0.0.1}, {name: eth1, addresses: [10.1.0.2/24], gateway: 10.1.0.1}]}\n", []string{"network.interfaces[1].gateway", "network.interfaces[0].gateway"}},
 		{"insecure registry", server + "registries: {configs: {m.example: {tls: {insecure_skip_verify: true}}}}\n", []string{"registries.configs.m.example.tls.insecure_skip_verify"}},
 		{"VLAN link name too long", server + "network: {interfaces: [{name: enp0s31f6abcd, vlan: 4000, dhcp: true}]}\n", []string{"network.interfaces[0].vlan", `"enp0s31f6abcd.4000"`, "15", "v<ifindex of enp0s31f6abcd>.4000"}},
-		{"static without any gateway", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24]}]}\n", []string{"network.interfaces[0]", "no interface of this config has one", "add gateway"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, warnings, err := Check([]byte(header + tc.body))
@@ -389,13 +388,26 @@ func TestWarnings(t *testing.T) {
 			t.Errorf("no warning with %q; got %q", tc.want, warnings)
 		})
 	}
-	// A static link without a gateway beside one that has one, or beside DHCP, is fine.
-	for _, body := range []string{
-		"network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.0.0.1}, {name: eth1, addresses: [10.1.0.2/24]}]}\n",
-		"network: {interfaces: [{name: eth0, dhcp: true}, {name: eth1, addresses: [10.1.0.2/24]}]}\n",
+	// A static link without a gateway beside one that has one, or beside
+	// DHCP, is fine; alone, it is a note (a storage port is harmless where
+	// another link keeps DHCP's default route, which only the node knows),
+	// never a warning.
+	for _, tc := range []struct {
+		body string
+		note bool
+	}{
+		{"network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.0.0.1}, {name: eth1, addresses: [10.1.0.2/24]}]}\n", false},
+		{"network: {interfaces: [{name: eth0, dhcp: true}, {name: eth1, addresses: [10.1.0.2/24]}]}\n", false},
+		{"network: {interfaces: [{name: eth1, addresses: [10.1.0.2/24]}]}\n", true},
 	} {
-		if _, w, err := Check([]byte(header + server + body)); err != nil || len(w) != 0 {
-			t.Errorf("%s: warnings %q, err %v", body, w, err)
+		c, w, err := Check([]byte(header + server + tc.body))
+		if err != nil || len(w) != 0 {
+			t.Errorf("%s: warnings %q, err %v", tc.body, w, err)
+			continue
+		}
+		notes := c.Notes()
+		if got := len(notes) == 1 && strings.Contains(notes[0], "network.interfaces[0]") && strings.Contains(notes[0], "add gateway"); got != tc.note {
+			t.Errorf("%s: notes %q, want a note: %v", tc.body, notes, tc.note)
 		}
 	}
 	// A clean config has no warnings.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -143,6 +144,7 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 		errs          []error
 		static, names []Lease
 	)
+	routedBefore := defaultRouteLinks()
 	for i, ifc := range ifaces {
 		a, leases, err := applyOne(ctx, ifc, res, cfg)
 		if err != nil {
@@ -158,6 +160,17 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 			}
 		}
 	}
+	if len(routedBefore) > 0 && len(defaultRouteLinks()) == 0 {
+		// Often a storage port's static address is harmless; here it took
+		// the machine's way out (which the config check cannot know).
+		log := cfg.Log
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		log.Warn("no default route left", "had", strings.Join(routedBefore, ","),
+			"why", "the machine config made the link static without a gateway, and no link has one now",
+			"fix", "add gateway: to the interface that is the machine's way out (K3s picks its address from the default route)")
+	}
 	// Static addresses come first, in the config's order: they are the
 	// machine's chosen ones (the ready line's ip= is the first).
 	res.Leases = append(static, res.Leases...)
@@ -167,6 +180,31 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 		}
 	}
 	return done, errors.Join(errs...)
+}
+
+// defaultRouteLinks names the links that carry an IPv4 default route
+// (nil when none, or when the routes cannot be read).
+func defaultRouteLinks() []string {
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, r := range routes {
+		if r.Dst != nil {
+			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+				continue
+			}
+		}
+		name := fmt.Sprint(r.LinkIndex)
+		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+			name = l.Attrs().Name
+		}
+		if !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // findLink finds the link a config entry names, by name or MAC.

@@ -414,12 +414,28 @@ func TestApplyStopsTheBootsExchange(t *testing.T) {
 	if r.ApplyErr != "" || r.IP != "10.99.0.50" {
 		t.Fatalf("client got %+v\n%s", r, stderr)
 	}
-	if !strings.Contains(stderr, "DHCP stopped") || strings.Contains(stderr, "no DHCP lease") {
+	if !strings.Contains(stderr, "DHCP stopped") || strings.Contains(stderr, "no DHCP lease") || strings.Contains(stderr, "no default route left") {
 		t.Errorf("the boot's exchange on vc2 was not stopped by the static config:\n%s", stderr)
 	}
 	addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc2")
 	if !strings.Contains(addrs, "inet 10.98.0.7/24") || strings.Count(addrs, "inet ") != 1 {
 		t.Errorf("vc2's addresses:\n%s\nwant 10.98.0.7/24 only", addrs)
+	}
+}
+
+// TestApplyWarnsWhenTheDefaultRouteGoes: a machine config that makes vc,
+// which had the machine's default route from DHCP, static without a
+// gateway leaves no default route: Apply warns and names the link; a
+// storage port made static beside it (TestApplyStopsTheBootsExchange) does
+// not.
+func TestApplyWarnsWhenTheDefaultRouteGoes(t *testing.T) {
+	_, cli, exe := dhcpNamespaces(t)
+	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_APPLY="+`[{"name":"vc","addresses":["10.99.0.60/24"]}]`, "ETOILE_NETTEST_ETC="+t.TempDir())
+	if r.ApplyErr != "" || r.IPAfterApply != "10.99.0.60" {
+		t.Fatalf("client got %+v\n%s", r, stderr)
+	}
+	if !strings.Contains(stderr, "no default route left") || !strings.Contains(stderr, "had=vc") {
+		t.Errorf("no warning that the default route went:\n%s", stderr)
 	}
 }
 

@@ -41,7 +41,7 @@ type cli struct {
 func (cl cli) usage() string {
 	s := fmt.Sprintf(`usage: %[1]s config <command>
 
-  %[1]s config validate [--strict] FILE   check a machine config (FILE - reads standard input); warnings on stderr
+  %[1]s config validate [--strict] FILE   check a machine config (FILE - reads standard input); warnings and notes on stderr
   %[1]s config example                    print a commented example machine config
   %[1]s config k3s FILE                   print the K3s config.yaml and registries.yaml it gives
 `, cl.prog)
@@ -142,6 +142,9 @@ func (cl cli) validate(args []string, stdout, stderr io.Writer) error {
 	}
 	if *strict && len(warnings) > 0 {
 		return fmt.Errorf("%s: %w: %d warning(s) and --strict", file, ErrInvalid, len(warnings))
+	}
+	for _, n := range c.Notes() {
+		fmt.Fprintf(stderr, "note: %s\n", n)
 	}
 	desc := []string{"role " + c.Role}
 	if c.Hostname != "" {

@@ -114,6 +114,20 @@ func TestValidateWarningsAndStrict(t *testing.T) {
 	}
 }
 
+// TestValidateNotes: what only the machine can tell (a static link without
+// a gateway: its default route goes only if DHCP gave it one) is a note on
+// stderr, which --strict does not refuse.
+func TestValidateNotes(t *testing.T) {
+	file := write(t, "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\nnetwork: {interfaces: [{name: eth1, addresses: [10.1.0.2/24]}]}\n")
+	out, errOut, err := runCmd(t, "validate", "--strict", file)
+	if err != nil {
+		t.Fatalf("a note failed validation: %v\nstderr %q", err, errOut)
+	}
+	if !strings.Contains(errOut, "note: network.interfaces[0]: static without a gateway") || strings.Contains(errOut, "warning:") || strings.Contains(out, "warning(s)") {
+		t.Errorf("stdout %q stderr %q", out, errOut)
+	}
+}
+
 func TestK3sRender(t *testing.T) {
 	file := write(t, string(config.Example()))
 	out, _, err := runCmd(t, "k3s", file)
