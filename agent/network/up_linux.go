@@ -141,7 +141,9 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		mu     sync.Mutex
 		leases = map[int]Lease{} // by link index
 		asking = map[string]bool{}
-		wg     sync.WaitGroup
+		// collected: the Result's leases are taken; a lease after is in none.
+		collected bool
+		wg        sync.WaitGroup
 		// routed is closed at the first lease with a default route.
 		routed     = make(chan struct{})
 		routedOnce sync.Once
@@ -182,7 +184,15 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 			cfg.Log.Info("dhcp lease", "iface", lease.Iface, "addr", lease.Addr.String(), "routes", len(lease.Routes), "dns", len(lease.DNS))
 			mu.Lock()
 			leases[l.Attrs().Index] = lease
+			late := collected
 			mu.Unlock()
+			if late && lease.Hostname != "" {
+				// The machine was named without it: a name that depends on
+				// which DHCP server answers first would rename the K3s node.
+				cfg.Log.Warn("DHCP host name not used", "iface", name, "hostname", lease.Hostname,
+					"why", "it came after the boot's network step had named the machine",
+					"fix", "set hostname: in the machine config for a name that does not depend on DHCP's timing")
+			}
 			if lease.hasDefaultRoute() {
 				routedOnce.Do(func() { close(routed) })
 			}
@@ -276,6 +286,7 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 			res.Leases = append(res.Leases, lease)
 		}
 	}
+	collected = true
 	mu.Unlock()
 
 	if dhcpNamed(res.Leases) {

@@ -34,9 +34,25 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// dhcpServer answers on vs (ETOILE_NETTEST_SRV_IFACE) with 10.99.0.50 and
+// the host name rack1-node4; ETOILE_NETTEST_SRV_NET=98 gives 10.98.0.50
+// from 10.98.0.1 instead, ETOILE_NETTEST_SRV_HOSTNAME another name, and
+// ETOILE_NETTEST_SRV_DELAY holds each answer back (a slow server).
 func dhcpServer() int {
-	srvIP := net.IPv4(10, 99, 0, 1)
+	iface, netByte, hostname := "vs", byte(99), "rack1-node4"
+	if v := os.Getenv("ETOILE_NETTEST_SRV_IFACE"); v != "" {
+		iface = v
+	}
+	if v := os.Getenv("ETOILE_NETTEST_SRV_NET"); v == "98" {
+		netByte = 98
+	}
+	if v, ok := os.LookupEnv("ETOILE_NETTEST_SRV_HOSTNAME"); ok {
+		hostname = v
+	}
+	delay, _ := time.ParseDuration(os.Getenv("ETOILE_NETTEST_SRV_DELAY"))
+	srvIP := net.IPv4(10, netByte, 0, 1)
 	handler := func(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
+		time.Sleep(delay)
 		var typ dhcpv4.MessageType
 		switch m.MessageType() {
 		case dhcpv4.MessageTypeDiscover:
@@ -48,14 +64,14 @@ func dhcpServer() int {
 		}
 		reply, err := dhcpv4.NewReplyFromRequest(m,
 			dhcpv4.WithMessageType(typ),
-			dhcpv4.WithYourIP(net.IPv4(10, 99, 0, 50)),
+			dhcpv4.WithYourIP(net.IPv4(10, netByte, 0, 50)),
 			dhcpv4.WithServerIP(srvIP),
 			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(srvIP)),
 			dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
 			dhcpv4.WithRouter(srvIP),
-			dhcpv4.WithDNS(net.IPv4(10, 99, 0, 53)),
+			dhcpv4.WithDNS(net.IPv4(10, netByte, 0, 53)),
 			dhcpv4.WithLeaseTime(3600),
-			dhcpv4.WithOption(dhcpv4.OptHostName("rack1-node4")),
+			dhcpv4.WithOption(dhcpv4.OptHostName(hostname)),
 			dhcpv4.WithOption(dhcpv4.OptDomainName("site.test")),
 		)
 		if err != nil {
@@ -66,7 +82,7 @@ func dhcpServer() int {
 			fmt.Fprintln(os.Stderr, err)
 		}
 	}
-	s, err := server4.NewServer("vs", &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ServerPort}, handler)
+	s, err := server4.NewServer(iface, &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ServerPort}, handler)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -234,8 +250,16 @@ func namespaces(t *testing.T, dhcpServer bool) (srv, cli, exe string) {
 	if !dhcpServer {
 		return srv, cli, exe
 	}
+	startServer(t, srv, exe)
+	return srv, cli, exe
+}
+
+// startServer starts the test's DHCP server (dhcpServer) in namespace srv,
+// with more environment.
+func startServer(t *testing.T, srv, exe string, env ...string) {
+	t.Helper()
 	server := exec.Command("ip", "netns", "exec", srv, exe)
-	server.Env = append(os.Environ(), "ETOILE_NETTEST_ROLE=server")
+	server.Env = append(append(os.Environ(), "ETOILE_NETTEST_ROLE=server"), env...)
 	out, err := server.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -248,7 +272,6 @@ func namespaces(t *testing.T, dhcpServer bool) (srv, cli, exe string) {
 	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "listening\n" {
 		t.Fatalf("DHCP server did not start: %q %v", line, err)
 	}
-	return srv, cli, exe
 }
 
 // runClient runs the DHCP client role in namespace cli with more
@@ -384,6 +407,31 @@ func TestUpSilentPortDoesNotHoldTheBoot(t *testing.T) {
 		t.Errorf("vc2's exchange did not end with its timeout in the background:\n%s", stderr)
 	case returned < 0 || gaveUp < returned:
 		t.Errorf("Up waited for vc2's DHCP timeout before returning:\n%s", stderr)
+	}
+}
+
+// TestUpSlowServerLeaseAppliedLater: vc2's DHCP server answers 2.5 s late,
+// after the grace: Up returns with vc's lease, and vc2's comes in the
+// background — applied to the link, and its host name, which comes after
+// the machine was named, is not used and says so.
+func TestUpSlowServerLeaseAppliedLater(t *testing.T) {
+	srv, cli, exe := dhcpNamespaces(t)
+	silentPort(t, srv, cli)
+	ipCmd(t, "-n", srv, "addr", "add", "10.98.0.1/24", "dev", "vs2")
+	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_IFACE=vs2", "ETOILE_NETTEST_SRV_NET=98",
+		"ETOILE_NETTEST_SRV_HOSTNAME=slow-name", "ETOILE_NETTEST_SRV_DELAY=1250ms")
+	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ONLY=vc,vc2", "ETOILE_NETTEST_LEASE_GRACE=500ms",
+		"ETOILE_NETTEST_DHCP_TIMEOUT=10s", "ETOILE_NETTEST_LINGER=5s", "ETOILE_NETTEST_ETC="+t.TempDir())
+	if r.Err != "" || r.IP != "10.99.0.50" || r.Hostname != "rack1-node4" {
+		t.Fatalf("client got %+v, want vc's lease and name\n%s", r, stderr)
+	}
+	if addr := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc2"); !strings.Contains(addr, "inet 10.98.0.50/24") {
+		t.Errorf("vc2's late lease was not applied:\n%s\n%s", addr, stderr)
+	}
+	returned := strings.Index(stderr, upReturned)
+	notUsed := strings.Index(stderr, "DHCP host name not used")
+	if notUsed < returned || !strings.Contains(stderr[notUsed:], "hostname=slow-name") {
+		t.Errorf("the late lease's host name was not reported as unused after Up returned:\n%s", stderr)
 	}
 }
 
