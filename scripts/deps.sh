@@ -9,10 +9,11 @@ BUILD_PACKAGES=(make gcc libc6-dev git ca-certificates)
 
 # What `make test` needs on top: QEMU and firmware to boot the media, and
 # independent tools to verify what Étoile wrote, a browser for the hub page.
-# isolinux: the isohybrid MBR code the ISO test compares against; kmod: the
-# depmod the generated module index is compared with.
+# isolinux and syslinux-common (only recommended by isolinux, and apt here
+# installs no recommends): the boot code the ISO writer's tests build with;
+# kmod: the depmod the generated module index is compared with.
 TEST_PACKAGES=(qemu-system-x86 qemu-utils ovmf ipxe-qemu xorriso gdisk dosfstools mtools squashfs-tools
-	cpio zstd xz-utils e2fsprogs iproute2 file chromium isolinux kmod)
+	cpio zstd xz-utils e2fsprogs iproute2 file chromium isolinux syslinux-common kmod)
 
 missing_packages() {
 	local p out=()
