@@ -24,10 +24,12 @@ const staticMetric = 50
 // renewals holds each link's DHCP: the boot's first exchange while it runs
 // (Up's, which may go on after Up has returned), then the lease's renewal:
 // how to stop it, when it has stopped, and the address it keeps (a lease
-// that came after Up returned is in no Result).
+// that came after Up returned is in no Result). It also knows the links a
+// machine config configured, on which the boot's DHCP no longer runs.
 type renewals struct {
-	mu sync.Mutex
-	m  map[string]*renewal
+	mu         sync.Mutex
+	m          map[string]*renewal
+	configured map[string]bool
 }
 
 type renewal struct {
@@ -36,14 +38,19 @@ type renewal struct {
 	addr   net.IPNet // none while the first exchange runs
 }
 
-// errStopped is the first exchange's error when stop ended it: the link is
-// configured otherwise (the machine config made it static).
-var errStopped = errors.New("stopped: the link is configured otherwise")
+// errStopped is the first exchange's error when stop ended it, or when the
+// machine config had configured the link before it started.
+var errStopped = errors.New("stopped: the machine config configures the link")
+
+// closed is a done channel for an entry with nothing running.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // exchange runs link l's first DHCP exchange, which stop can end like a
-// renewal, applies its lease, and starts the renewal (cfg.Renew). A stop
-// while it runs makes it return errStopped, having applied nothing.
-func (r *renewals) exchange(ctx context.Context, l netlink.Link, metric int, cfg Config) (Lease, error) {
+// renewal, applies its lease with the metric the lease gets then (metric
+// is asked once the lease is there), and starts the renewal (cfg.Renew). A
+// stop while it runs, or a machine config that configured the link, makes
+// it return errStopped, having applied nothing.
+func (r *renewals) exchange(ctx context.Context, l netlink.Link, metric func() int, cfg Config) (Lease, error) {
 	name := l.Attrs().Name
 	xctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -51,10 +58,11 @@ func (r *renewals) exchange(ctx context.Context, l netlink.Link, metric int, cfg
 	defer close(done) // after the unlock below: stop waits for it
 	me := &renewal{cancel: cancel, done: done}
 	r.mu.Lock()
-	if r.m == nil {
-		r.m = map[string]*renewal{}
+	if r.configured[name] {
+		r.mu.Unlock()
+		return Lease{}, errStopped
 	}
-	r.m[name] = me
+	r.replaceLocked(name, me)
 	r.mu.Unlock()
 	lease, err := dhcp(xctx, l, cfg)
 	r.mu.Lock()
@@ -66,13 +74,40 @@ func (r *renewals) exchange(ctx context.Context, l netlink.Link, metric int, cfg
 	if err != nil {
 		return Lease{}, err
 	}
-	if err := apply(l, lease, metric); err != nil {
+	m := metric()
+	if err := apply(l, lease, m); err != nil {
 		return Lease{}, fmt.Errorf("applying the lease: %w", err)
 	}
 	if cfg.Renew {
-		r.startLocked(ctx, l, lease, metric, cfg)
+		r.startLocked(ctx, l, lease, m, cfg)
+	} else {
+		// Kept, so that a static config knows the address to remove.
+		r.replaceLocked(name, &renewal{cancel: func() {}, done: closed, addr: lease.Addr})
 	}
 	return lease, nil
+}
+
+// replaceLocked makes rn the link's entry; one it replaces (a NIC plugged
+// in again under the same name) is cancelled: one DHCP client per link.
+func (r *renewals) replaceLocked(name string, rn *renewal) {
+	if r.m == nil {
+		r.m = map[string]*renewal{}
+	}
+	if old, ok := r.m[name]; ok && old != rn {
+		old.cancel()
+	}
+	r.m[name] = rn
+}
+
+// configure records that a machine config configures the link: the boot's
+// DHCP does not start on it from now on.
+func (r *renewals) configure(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.configured == nil {
+		r.configured = map[string]bool{}
+	}
+	r.configured[name] = true
 }
 
 // start runs renew for link name's lease until stop.
@@ -85,10 +120,7 @@ func (r *renewals) start(ctx context.Context, l netlink.Link, lease Lease, metri
 func (r *renewals) startLocked(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	if r.m == nil {
-		r.m = map[string]*renewal{}
-	}
-	r.m[l.Attrs().Name] = &renewal{cancel: cancel, done: done, addr: lease.Addr}
+	r.replaceLocked(l.Attrs().Name, &renewal{cancel: cancel, done: done, addr: lease.Addr})
 	go func() {
 		defer close(done)
 		renew(rctx, l, lease, metric, cfg)
@@ -307,10 +339,14 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 	if ifc.DHCP {
 		a := Applied{Iface: name, DHCP: true}
 		if prev < 0 {
-			// The boot's exchange on the link, if it still runs (a lease
-			// that came after the network step is in no Result), ends:
-			// one DHCP client per link.
-			res.renew.stop(name)
+			// The boot's exchange on the link, if it still runs, or the
+			// renewal of a lease that came after the network step (in no
+			// Result), ends: one DHCP client per link.
+			var late *net.IPNet
+			if res.renew != nil {
+				res.renew.configure(name)
+				late = res.renew.stop(name)
+			}
 			lease, err := dhcp(ctx, link, cfg)
 			if err != nil {
 				return a, nil, err
@@ -318,6 +354,11 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 			metric := 100 + link.Attrs().Index
 			if err := apply(link, lease, metric); err != nil {
 				return a, nil, err
+			}
+			if late != nil && !late.IP.Equal(lease.Addr.IP) {
+				// The server gave another address this time: the late
+				// lease's goes, as its renewal went.
+				_ = netlink.AddrDel(link, &netlink.Addr{IPNet: late})
 			}
 			if cfg.Renew {
 				if res.renew == nil {
@@ -352,6 +393,9 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 	// renewal (also a late link's, which Up did not return), or an earlier
 	// config's static addresses — with their routes.
 	var gone []net.IPNet
+	if res.renew != nil {
+		res.renew.configure(name)
+	}
 	if addr := res.renew.stop(name); addr != nil {
 		gone = append(gone, *addr)
 	}

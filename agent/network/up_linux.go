@@ -22,6 +22,10 @@ import (
 	"github.com/etoile-os/etoile/agent/mount"
 )
 
+// lateMetric (plus the link's index) is the default route's metric of a
+// lease that came after Up returned: behind the boot's (100 + index).
+const lateMetric = 1000
+
 // Config tunes Up.
 type Config struct {
 	Log *slog.Logger
@@ -33,12 +37,14 @@ type Config struct {
 	CarrierGrace time.Duration
 	// DHCPTimeout bounds the whole exchange on each link.
 	DHCPTimeout time.Duration
-	// LeaseGrace, once a link has a lease with a default route, bounds the
-	// wait for the other links' exchanges: a cabled port on a network
+	// LeaseGrace, once a link has a lease with a default route (from
+	// when Up waits for the leases), bounds the wait for the other links'
+	// exchanges: a cabled port on a network
 	// without DHCP (a storage network the machine config makes static)
 	// must not hold the boot for DHCPTimeout. Those go on in the
-	// background: a lease that comes is applied, renewed and logged, and
-	// is in no Result. Zero: wait for every exchange.
+	// background: a lease that comes is applied (its default route behind
+	// the boot's), renewed and logged, and is in no Result — nor in
+	// resolv.conf or the NTP servers. Zero: wait for every exchange.
 	LeaseGrace time.Duration
 	// EtcDir receives resolv.conf and hostname ("/etc").
 	EtcDir string
@@ -150,7 +156,17 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	)
 	// late: a link that appeared after Up returned; nothing waits for it.
 	startDHCP := func(l netlink.Link, late bool) {
-		metric := 100 + l.Attrs().Index
+		// A lease that comes after the Result was taken gets a default
+		// route behind every boot lease's: the route K3s chose its address
+		// by, and the ready line's ip=, stay the machine's way out.
+		metric := func() int {
+			mu.Lock()
+			defer mu.Unlock()
+			if collected {
+				return lateMetric + l.Attrs().Index
+			}
+			return 100 + l.Attrs().Index
+		}
 		name := l.Attrs().Name
 		if !late {
 			wg.Add(1)
@@ -232,7 +248,7 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		mu.Lock()
 		still := slices.Sorted(maps.Keys(asking))
 		mu.Unlock()
-		if len(still) > 0 {
+		if len(still) > 0 && ctx.Err() == nil {
 			cfg.Log.Info("DHCP goes on in the background", "links", strings.Join(still, ","),
 				"why", "a link has a default route; a lease that comes later is applied then")
 		}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -412,14 +414,13 @@ func TestUpSilentPortDoesNotHoldTheBoot(t *testing.T) {
 
 // TestUpSlowServerLeaseAppliedLater: vc2's DHCP server answers 2.5 s late,
 // after the grace: Up returns with vc's lease, and vc2's comes in the
-// background — applied to the link, and its host name, which comes after
-// the machine was named, is not used and says so.
+// background — applied to the link with its default route behind vc's,
+// and its host name, which comes after the machine was named, is not used
+// and says so.
 func TestUpSlowServerLeaseAppliedLater(t *testing.T) {
 	srv, cli, exe := dhcpNamespaces(t)
 	silentPort(t, srv, cli)
-	ipCmd(t, "-n", srv, "addr", "add", "10.98.0.1/24", "dev", "vs2")
-	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_IFACE=vs2", "ETOILE_NETTEST_SRV_NET=98",
-		"ETOILE_NETTEST_SRV_HOSTNAME=slow-name", "ETOILE_NETTEST_SRV_DELAY=1250ms")
+	slowServer(t, srv, exe)
 	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ONLY=vc,vc2", "ETOILE_NETTEST_LEASE_GRACE=500ms",
 		"ETOILE_NETTEST_DHCP_TIMEOUT=10s", "ETOILE_NETTEST_LINGER=5s", "ETOILE_NETTEST_ETC="+t.TempDir())
 	if r.Err != "" || r.IP != "10.99.0.50" || r.Hostname != "rack1-node4" {
@@ -427,6 +428,16 @@ func TestUpSlowServerLeaseAppliedLater(t *testing.T) {
 	}
 	if addr := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc2"); !strings.Contains(addr, "inet 10.98.0.50/24") {
 		t.Errorf("vc2's late lease was not applied:\n%s\n%s", addr, stderr)
+	}
+	// Its default route is behind the boot's, whatever the links' order.
+	routes := strings.Split(strings.TrimSpace(ipCmd(t, "-n", cli, "route", "show", "default")), "\n")
+	lateRoute := regexp.MustCompile(`^default via 10\.98\.0\.1 dev vc2 .*metric (\d+)`)
+	metric := -1
+	if m := lateRoute.FindStringSubmatch(routes[len(routes)-1]); m != nil {
+		metric, _ = strconv.Atoi(m[1])
+	}
+	if len(routes) != 2 || !strings.HasPrefix(routes[0], "default via 10.99.0.1 dev vc ") || metric < lateMetric {
+		t.Errorf("default routes:\n%s\nwant vc's first and vc2's behind it (metric %d + its index)", strings.Join(routes, "\n"), lateMetric)
 	}
 	returned := strings.Index(stderr, upReturned)
 	notUsed := strings.Index(stderr, "DHCP host name not used")
@@ -449,25 +460,80 @@ func TestUpWaitsForEveryLinkWithoutGrace(t *testing.T) {
 	}
 }
 
+// slowServer gives vc2 (made by silentPort) a DHCP server that answers
+// with 10.98.0.50, each answer 1.25 s late: a lease 2.5 s after the ask.
+func slowServer(t *testing.T, srv, exe string) {
+	t.Helper()
+	ipCmd(t, "-n", srv, "addr", "add", "10.98.0.1/24", "dev", "vs2")
+	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_IFACE=vs2", "ETOILE_NETTEST_SRV_NET=98",
+		"ETOILE_NETTEST_SRV_HOSTNAME=slow-name", "ETOILE_NETTEST_SRV_DELAY=1250ms")
+}
+
 // TestApplyStopsTheBootsExchange: a machine config that makes vc2 static
-// while the boot's DHCP on it still goes on in the background ends that
-// exchange (one DHCP client per link, and no late lease over the static
-// address): vc2 keeps the static address only.
+// while the boot's DHCP on it still goes on in the background (its server
+// answers 2.5 s late) ends that exchange (one DHCP client per link): the
+// late lease never lands over the static address.
 func TestApplyStopsTheBootsExchange(t *testing.T) {
 	srv, cli, exe := dhcpNamespaces(t)
 	silentPort(t, srv, cli)
-	apply := `[{"name":"vc2","addresses":["10.98.0.7/24"]}]`
+	slowServer(t, srv, exe)
+	apply := `[{"name":"vc2","addresses":["10.97.0.7/24"]}]`
 	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ONLY=vc,vc2", "ETOILE_NETTEST_LEASE_GRACE=500ms",
-		"ETOILE_NETTEST_DHCP_TIMEOUT=6s", "ETOILE_NETTEST_LINGER=7s", "ETOILE_NETTEST_APPLY="+apply, "ETOILE_NETTEST_ETC="+t.TempDir())
+		"ETOILE_NETTEST_DHCP_TIMEOUT=6s", "ETOILE_NETTEST_LINGER=5s", "ETOILE_NETTEST_APPLY="+apply, "ETOILE_NETTEST_ETC="+t.TempDir())
 	if r.ApplyErr != "" || r.IP != "10.99.0.50" {
 		t.Fatalf("client got %+v\n%s", r, stderr)
 	}
-	if !strings.Contains(stderr, "DHCP stopped") || strings.Contains(stderr, "no DHCP lease") || strings.Contains(stderr, "no default route left") {
+	if !strings.Contains(stderr, "DHCP stopped") || strings.Contains(stderr, "dhcp lease iface=vc2") || strings.Contains(stderr, "no default route left") {
 		t.Errorf("the boot's exchange on vc2 was not stopped by the static config:\n%s", stderr)
 	}
 	addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc2")
-	if !strings.Contains(addrs, "inet 10.98.0.7/24") || strings.Count(addrs, "inet ") != 1 {
-		t.Errorf("vc2's addresses:\n%s\nwant 10.98.0.7/24 only", addrs)
+	if !strings.Contains(addrs, "inet 10.97.0.7/24") || strings.Count(addrs, "inet ") != 1 {
+		t.Errorf("vc2's addresses:\n%s\nwant 10.97.0.7/24 only", addrs)
+	}
+}
+
+// TestApplyKeepsTheBootsDHCPOffAConfiguredLink: vc2 has no carrier when Up
+// returns and the machine config makes it static; when its cable comes
+// (and a DHCP server with it), the boot's watch for late links does not
+// start DHCP on it: it keeps its static address only.
+func TestApplyKeepsTheBootsDHCPOffAConfiguredLink(t *testing.T) {
+	srv, cli, exe := dhcpNamespaces(t)
+	ipCmd(t, "-n", cli, "link", "add", "vc2", "type", "veth", "peer", "name", "vs2", "netns", srv) // vs2 down: no carrier
+	client := exec.Command("ip", "netns", "exec", cli, exe)
+	client.Env = append(os.Environ(), "ETOILE_NETTEST_ROLE=client", "ETOILE_NETTEST_EARLY=1", "ETOILE_NETTEST_SETTLE=6s",
+		"ETOILE_NETTEST_APPLY="+`[{"name":"vc2","addresses":["10.97.0.7/24"]}]`, "ETOILE_NETTEST_ETC="+t.TempDir())
+	var stderr strings.Builder
+	client.Stderr = &stderr
+	out, err := client.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Process.Kill(); client.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("client: %v\n%s", err, stderr.String())
+	}
+	var r clientResult
+	if err := json.Unmarshal([]byte(line), &r); err != nil || r.ApplyErr != "" || r.IP != "10.99.0.50" || !r.BeforeSettled {
+		t.Fatalf("client got %+v (%v), want vc's lease and the config applied before the drivers settled\n%s", r, err, stderr.String())
+	}
+	// The cable comes, with a DHCP server on it.
+	ipCmd(t, "-n", srv, "addr", "add", "10.98.0.1/24", "dev", "vs2")
+	ipCmd(t, "-n", srv, "link", "set", "vs2", "up")
+	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_IFACE=vs2", "ETOILE_NETTEST_SRV_NET=98")
+	if err := client.Wait(); err != nil {
+		t.Fatalf("client: %v\n%s", err, stderr.String())
+	}
+	log := stderr.String()
+	if !strings.Contains(log, "DHCP stopped") || strings.Contains(log, "dhcp lease iface=vc2") {
+		t.Errorf("the boot's DHCP ran on the configured vc2:\n%s", log)
+	}
+	addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc2")
+	if !strings.Contains(addrs, "inet 10.97.0.7/24") || strings.Count(addrs, "inet ") != 1 {
+		t.Errorf("vc2's addresses:\n%s\nwant 10.97.0.7/24 only", addrs)
 	}
 }
 
