@@ -90,7 +90,9 @@ func (m *Machine) FindConfigVolume(ctx context.Context) (src config.Source) {
 			src = nil
 		}
 	}()
+	release := mount.HoldAPI() // not while the root switches (the mount below takes switchMu: released before)
 	devs, err := sysimage.ListBlock("/sys", "/dev")
+	release()
 	if err != nil {
 		m.log.Warn("looking for the config volume", "reason", err.Error())
 		return nil
