@@ -149,10 +149,10 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		asking = map[string]bool{}
 		// collected: the Result's leases are taken; a lease after is in none.
 		collected bool
-		wg        sync.WaitGroup
-		// routed is closed at the first lease with a default route.
-		routed     = make(chan struct{})
-		routedOnce sync.Once
+		// pending counts the exchanges Up waits for (not late links');
+		// routedAt is when the first lease with a default route came.
+		pending  int
+		routedAt time.Time
 	)
 	// late: a link that appeared after Up returned; nothing waits for it.
 	startDHCP := func(l netlink.Link, late bool) {
@@ -168,19 +168,19 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 			return 100 + l.Attrs().Index
 		}
 		name := l.Attrs().Name
-		if !late {
-			wg.Add(1)
-		}
 		mu.Lock()
 		asking[name] = true
+		if !late {
+			pending++
+		}
 		mu.Unlock()
 		go func() {
-			if !late {
-				defer wg.Done()
-			}
 			defer func() {
 				mu.Lock()
 				delete(asking, name)
+				if !late {
+					pending--
+				}
 				mu.Unlock()
 			}()
 			defer func() {
@@ -201,6 +201,9 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 			mu.Lock()
 			leases[l.Attrs().Index] = lease
 			late := collected
+			if lease.hasDefaultRoute() && routedAt.IsZero() {
+				routedAt = time.Now()
+			}
 			mu.Unlock()
 			if late && lease.Hostname != "" {
 				// The machine was named without it: a name that depends on
@@ -209,61 +212,52 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 					"why", "it came after the boot's network step had named the machine",
 					"fix", "set hostname: in the machine config for a name that does not depend on DHCP's timing")
 			}
-			if lease.hasDefaultRoute() {
-				routedOnce.Do(func() { close(routed) })
-			}
 		}()
-	}
-	// waitDHCP waits for the exchanges Up waits for: all of them, or,
-	// once one gave a default route, LeaseGrace more at most (once: a
-	// second call after the grace returns at once).
-	var graceOver bool
-	waitDHCP := func() {
-		all := make(chan struct{})
-		go func() {
-			wg.Wait()
-			close(all)
-		}()
-		select {
-		case <-all:
-			return
-		case <-routed:
-		}
-		if cfg.LeaseGrace <= 0 {
-			<-all
-			return
-		}
-		if graceOver {
-			return
-		}
-		t := time.NewTimer(cfg.LeaseGrace)
-		defer t.Stop()
-		select {
-		case <-all:
-			return
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		graceOver = true
-		mu.Lock()
-		still := slices.Sorted(maps.Keys(asking))
-		mu.Unlock()
-		if len(still) > 0 && ctx.Err() == nil {
-			cfg.Log.Info("DHCP goes on in the background", "links", strings.Join(still, ","),
-				"why", "a link has a default route; a lease that comes later is applied then")
-		}
 	}
 	w := &linkWatch{cfg: cfg, onCarrier: func(l netlink.Link) { startDHCP(l, false) }, early: cfg.EarlyReturn,
 		set: map[int]bool{}, started: map[int]bool{}}
 	links, withCarrier, settled, err := w.wait(ctx)
+	// waitLeases waits for the exchanges Up waits for: all of them, or,
+	// LeaseGrace after the first lease with a default route, none (the
+	// others go on in the background). Until the drivers settle it keeps
+	// looking at the links meanwhile (the watch's early mode returns after
+	// one look), so that a NIC that registers or gets carrier while the
+	// first ones ask (a silent port found first) starts its DHCP at once.
+	told := false
+	waitLeases := func(watch bool) {
+		for ctx.Err() == nil {
+			mu.Lock()
+			n, at := pending, routedAt
+			still := slices.Sorted(maps.Keys(asking))
+			mu.Unlock()
+			if n == 0 {
+				return
+			}
+			if cfg.LeaseGrace > 0 && !at.IsZero() && time.Since(at) >= cfg.LeaseGrace {
+				if !told {
+					told = true
+					cfg.Log.Info("DHCP goes on in the background", "links", strings.Join(still, ","),
+						"why", "a link has a default route; a lease that comes later is applied then")
+				}
+				return
+			}
+			if watch && !settled && err == nil {
+				links, withCarrier, settled, err = w.wait(ctx)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
 	if err == nil && !settled {
 		// Returning early is worth it only with an address: if the links
 		// there are got no lease, wait for the drivers (and later NICs).
-		waitDHCP()
+		waitLeases(true)
 		mu.Lock()
 		got := len(leases) > 0
 		mu.Unlock()
-		if !got {
+		if err == nil && !settled && !got {
 			w.early = false
 			links, withCarrier, settled, err = w.wait(ctx)
 		}
@@ -288,15 +282,25 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		res.Links = append(res.Links, l.Attrs().Name)
 	}
 	if err != nil {
-		wg.Wait()
+		for { // the exchanges end with ctx
+			mu.Lock()
+			n := pending
+			mu.Unlock()
+			if n == 0 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		return res, err
 	}
 	if len(links) == 0 {
 		return res, errors.New("no network interface found (is the NIC's driver in the image? see the hardware drivers line above)")
 	}
 	cfg.Log.Debug("carrier", "links", len(withCarrier))
-	waitDHCP()
-	mu.Lock() // late links' DHCP may still write
+	// The watch is the late links' from here.
+	waitLeases(false)
+	// Late links' DHCP may still write.
+	mu.Lock()
 	for _, l := range links {
 		if lease, ok := leases[l.Attrs().Index]; ok {
 			res.Leases = append(res.Leases, lease)

@@ -446,6 +446,46 @@ func TestUpSlowServerLeaseAppliedLater(t *testing.T) {
 	}
 }
 
+// TestUpSilentPortFirstThenALeaseLater: the silent port vc2 is the only
+// link with carrier when the watch first returns (vc's cable comes 1 s
+// later, as a NIC whose driver probes last): vc's DHCP starts as soon as it
+// has carrier, while vc2's still asks, and Up returns with vc's lease
+// before the drivers settle — not after vc2's DHCP timeout.
+func TestUpSilentPortFirstThenALeaseLater(t *testing.T) {
+	srv, cli, exe := dhcpNamespaces(t)
+	ipCmd(t, "-n", srv, "link", "set", "vs", "down") // vc: no carrier yet
+	silentPort(t, srv, cli)
+	client := exec.Command("ip", "netns", "exec", cli, exe)
+	client.Env = append(os.Environ(), "ETOILE_NETTEST_ROLE=client", "ETOILE_NETTEST_EARLY=1", "ETOILE_NETTEST_SETTLE=12s",
+		"ETOILE_NETTEST_LEASE_GRACE=500ms", "ETOILE_NETTEST_DHCP_TIMEOUT=10s", "ETOILE_NETTEST_ETC="+t.TempDir())
+	var stderr strings.Builder
+	client.Stderr = &stderr
+	out, err := client.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Process.Kill(); client.Wait() })
+	time.Sleep(time.Second)
+	ipCmd(t, "-n", srv, "link", "set", "vs", "up")
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("client: %v\n%s", err, stderr.String())
+	}
+	var r clientResult
+	if err := json.Unmarshal([]byte(line), &r); err != nil {
+		t.Fatalf("client output %q: %v", line, err)
+	}
+	if r.Err != "" || r.IP != "10.99.0.50" || !r.BeforeSettled {
+		t.Errorf("client got %+v, want vc's lease before the drivers settled\n%s", r, stderr.String())
+	}
+	if returned, gaveUp := strings.Index(stderr.String(), upReturned), strings.Index(stderr.String(), "no DHCP lease"); returned < 0 || (gaveUp >= 0 && gaveUp < returned) {
+		t.Errorf("Up waited for vc2's DHCP timeout:\n%s", stderr.String())
+	}
+}
+
 // TestUpWaitsForEveryLinkWithoutGrace: without LeaseGrace, Up waits for
 // every exchange, vc2's timeout included (the behaviour the grace changes).
 func TestUpWaitsForEveryLinkWithoutGrace(t *testing.T) {
