@@ -40,17 +40,20 @@ type renewal struct {
 
 // errStopped is the first exchange's error when stop ended it, or when the
 // machine config had configured the link before it started.
-var errStopped = errors.New("stopped: the machine config configures the link")
+var errStopped = errors.New("stopped: the machine config configures the link, or the link was set up again")
 
 // closed is a done channel for an entry with nothing running.
 var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // exchange runs link l's first DHCP exchange, which stop can end like a
 // renewal, applies its lease with the metric the lease gets then (metric
-// is asked once the lease is there), and starts the renewal (cfg.Renew). A
-// stop while it runs, or a machine config that configured the link, makes
-// it return errStopped, having applied nothing.
-func (r *renewals) exchange(ctx context.Context, l netlink.Link, metric func() int, cfg Config) (Lease, error) {
+// is asked once the lease is there), calls applied with it, and starts the
+// renewal (cfg.Renew). metric and applied run under r.mu, as one step with
+// the apply: Up collects its Result under r.mu too, so a lease is either
+// in the Result with the boot's metric or in none with a late one. A stop
+// while it runs, or a machine config that configured the link, makes it
+// return errStopped, having applied nothing.
+func (r *renewals) exchange(ctx context.Context, l netlink.Link, metric func() int, applied func(Lease), cfg Config) (Lease, error) {
 	name := l.Attrs().Name
 	xctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -78,6 +81,7 @@ func (r *renewals) exchange(ctx context.Context, l netlink.Link, metric func() i
 	if err := apply(l, lease, m); err != nil {
 		return Lease{}, fmt.Errorf("applying the lease: %w", err)
 	}
+	applied(lease)
 	if cfg.Renew {
 		r.startLocked(ctx, l, lease, m, cfg)
 	} else {
@@ -214,6 +218,23 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 	return done, errors.Join(errs...)
 }
 
+// delRoutes deletes the link's routes with one of the metrics.
+func delRoutes(link netlink.Link, metrics ...int) error {
+	routes, err := netlink.RouteList(link, netlink.FAMILY_ALL)
+	for try := 0; errors.Is(err, netlink.ErrDumpInterrupted) && try < 3; try++ {
+		routes, err = netlink.RouteList(link, netlink.FAMILY_ALL)
+	}
+	if err != nil {
+		return fmt.Errorf("listing the routes of %s: %w", link.Attrs().Name, err)
+	}
+	for _, r := range routes {
+		if slices.Contains(metrics, r.Priority) {
+			_ = netlink.RouteDel(&r)
+		}
+	}
+	return nil
+}
+
 // defaultRouteLinks names the links that carry an IPv4 default route
 // (nil when none, or when the routes cannot be read).
 func defaultRouteLinks() []string {
@@ -347,8 +368,17 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 				res.renew.configure(name)
 				late = res.renew.stop(name)
 			}
+			if late != nil {
+				// Its routes (behind the boot's) go now; its address once
+				// the new lease is there, unless it is the same.
+				delRoutes(link, lateMetric+link.Attrs().Index)
+			}
 			lease, err := dhcp(ctx, link, cfg)
 			if err != nil {
+				if late != nil {
+					// Nothing renews it any more: it must not outlive its lease.
+					_ = netlink.AddrDel(link, &netlink.Addr{IPNet: late})
+				}
 				return a, nil, err
 			}
 			metric := 100 + link.Attrs().Index
@@ -356,8 +386,6 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 				return a, nil, err
 			}
 			if late != nil && !late.IP.Equal(lease.Addr.IP) {
-				// The server gave another address this time: the late
-				// lease's goes, as its renewal went.
 				_ = netlink.AddrDel(link, &netlink.Addr{IPNet: late})
 			}
 			if cfg.Renew {
@@ -432,19 +460,11 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		}
 		_ = netlink.AddrDel(link, &netlink.Addr{IPNet: &net.IPNet{IP: g.IP, Mask: g.Mask}})
 	}
-	// The routes the agent added on this link — DHCP's (metric 100+index)
-	// and an earlier config's (staticMetric) — and no one else's.
-	routes, err := netlink.RouteList(link, netlink.FAMILY_ALL)
-	for try := 0; errors.Is(err, netlink.ErrDumpInterrupted) && try < 3; try++ {
-		routes, err = netlink.RouteList(link, netlink.FAMILY_ALL)
-	}
-	if err != nil {
-		return a, nil, fmt.Errorf("listing the routes of %s: %w", name, err)
-	}
-	for _, r := range routes {
-		if r.Priority == 100+link.Attrs().Index || r.Priority == staticMetric {
-			_ = netlink.RouteDel(&r)
-		}
+	// The routes the agent added on this link — DHCP's (metric 100+index,
+	// or 1000+index for a lease that came after the network step) and an
+	// earlier config's (staticMetric) — and no one else's.
+	if err := delRoutes(link, 100+link.Attrs().Index, lateMetric+link.Attrs().Index, staticMetric); err != nil {
+		return a, nil, err
 	}
 	res.Leases = slices.DeleteFunc(res.Leases, func(l Lease) bool { return l.Iface == name })
 	if ifc.Gateway != "" {

@@ -23,7 +23,8 @@ import (
 )
 
 // lateMetric (plus the link's index) is the default route's metric of a
-// lease that came after Up returned: behind the boot's (100 + index).
+// lease that came after Up collected its Result: behind the boot's (100 +
+// index).
 const lateMetric = 1000
 
 // Config tunes Up.
@@ -43,8 +44,9 @@ type Config struct {
 	// without DHCP (a storage network the machine config makes static)
 	// must not hold the boot for DHCPTimeout. Those go on in the
 	// background: a lease that comes is applied (its default route behind
-	// the boot's), renewed and logged, and is in no Result — nor in
-	// resolv.conf or the NTP servers. Zero: wait for every exchange.
+	// the boot's), renewed and logged, and is in no Result (collected when
+	// Up returns) — nor in resolv.conf or the NTP servers. Zero: wait for
+	// every exchange.
 	LeaseGrace time.Duration
 	// EtcDir receives resolv.conf and hostname ("/etc").
 	EtcDir string
@@ -106,6 +108,11 @@ type Result struct {
 // every physical Ethernet link.
 func physicalLinks(only []string) ([]netlink.Link, error) {
 	all, err := netlink.LinkList()
+	// A NIC that registers during the dump interrupts it: drivers probe
+	// while the boot looks.
+	for try := 0; errors.Is(err, netlink.ErrDumpInterrupted) && try < 5; try++ {
+		all, err = netlink.LinkList()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listing network links: %w", err)
 	}
@@ -159,10 +166,10 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		// A lease that comes after the Result was taken gets a default
 		// route behind every boot lease's: the route K3s chose its address
 		// by, and the ready line's ip=, stay the machine's way out.
-		metric := func() int {
+		metric := func() int { // under res.renew.mu
 			mu.Lock()
 			defer mu.Unlock()
-			if collected {
+			if late || collected {
 				return lateMetric + l.Attrs().Index
 			}
 			return 100 + l.Attrs().Index
@@ -188,7 +195,20 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 					cfg.Log.Error("DHCP crashed", "iface", name, "reason", fmt.Sprint(r))
 				}
 			}()
-			lease, err := res.renew.exchange(ctx, l, metric, cfg)
+			unused := late                 // a lease in no Result
+			applied := func(lease Lease) { // under res.renew.mu
+				mu.Lock()
+				defer mu.Unlock()
+				unused = unused || collected
+				if unused {
+					return
+				}
+				leases[l.Attrs().Index] = lease
+				if lease.hasDefaultRoute() && routedAt.IsZero() {
+					routedAt = time.Now()
+				}
+			}
+			lease, err := res.renew.exchange(ctx, l, metric, applied, cfg)
 			switch {
 			case errors.Is(err, errStopped):
 				cfg.Log.Info("DHCP stopped", "iface", name, "reason", err.Error())
@@ -198,14 +218,7 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 				return
 			}
 			cfg.Log.Info("dhcp lease", "iface", lease.Iface, "addr", lease.Addr.String(), "routes", len(lease.Routes), "dns", len(lease.DNS))
-			mu.Lock()
-			leases[l.Attrs().Index] = lease
-			late := collected
-			if lease.hasDefaultRoute() && routedAt.IsZero() {
-				routedAt = time.Now()
-			}
-			mu.Unlock()
-			if late && lease.Hostname != "" {
+			if unused && lease.Hostname != "" {
 				// The machine was named without it: a name that depends on
 				// which DHCP server answers first would rename the K3s node.
 				cfg.Log.Warn("DHCP host name not used", "iface", name, "hostname", lease.Hostname,
@@ -242,7 +255,18 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 				return
 			}
 			if watch && !settled && err == nil {
-				links, withCarrier, settled, err = w.wait(ctx)
+				l, c, st, werr := w.wait(ctx)
+				switch {
+				case werr == nil:
+					links, withCarrier, settled = l, c, st
+				case ctx.Err() != nil:
+					err = werr
+				default:
+					// The links seen so far stay; the late links' watch
+					// looks again.
+					cfg.Log.Warn("looking at the network links failed", "reason", werr.Error())
+					watch = false
+				}
 			}
 			select {
 			case <-ctx.Done():
@@ -263,6 +287,7 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		}
 	}
 	if err == nil && !settled {
+		seen := len(links)
 		go func() {
 			defer func() {
 				if r := recover(); r != nil {
@@ -272,8 +297,11 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 			// From here on, wait for Settled, and CarrierGrace from then.
 			w.early, w.firstSeen = false, time.Time{}
 			w.onCarrier = func(l netlink.Link) { startDHCP(l, true) }
-			late, _, _, _ := w.wait(ctx)
-			if n := len(late) - len(links); n > 0 {
+			late, _, _, err := w.wait(ctx)
+			if err != nil && ctx.Err() == nil {
+				cfg.Log.Warn("watching for late network links stopped", "reason", err.Error())
+			}
+			if n := len(late) - seen; n > 0 {
 				cfg.Log.Info("network links that appeared after the boot's network step", "links", n)
 			}
 		}()
@@ -299,7 +327,10 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	cfg.Log.Debug("carrier", "links", len(withCarrier))
 	// The watch is the late links' from here.
 	waitLeases(false)
-	// Late links' DHCP may still write.
+	// Late links' DHCP may still write; an exchange applies its lease and
+	// says so under res.renew.mu: a lease is in the Result with the boot's
+	// metric, or in none with a late one.
+	res.renew.mu.Lock()
 	mu.Lock()
 	for _, l := range links {
 		if lease, ok := leases[l.Attrs().Index]; ok {
@@ -308,6 +339,7 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	}
 	collected = true
 	mu.Unlock()
+	res.renew.mu.Unlock()
 
 	if dhcpNamed(res.Leases) {
 		res.PrimaryMAC = primaryMAC(cfg.sysDir(), nicAddrs(links))

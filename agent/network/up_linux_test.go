@@ -163,6 +163,11 @@ func dhcpClient() int {
 		}
 	}
 	r.IP, r.Hostname, r.Links = FirstIPv4(res.Leases), res.Hostname, res.Links
+	// ETOILE_NETTEST_APPLY_AFTER: wait that long before applying (a
+	// lease that comes in the background lands first).
+	if d, err := time.ParseDuration(os.Getenv("ETOILE_NETTEST_APPLY_AFTER")); err == nil {
+		time.Sleep(d)
+	}
 	if spec := os.Getenv("ETOILE_NETTEST_APPLY"); spec != "" {
 		var ifaces []config.Interface
 		if err := json.Unmarshal([]byte(spec), &ifaces); err != nil {
@@ -523,12 +528,44 @@ func TestApplyStopsTheBootsExchange(t *testing.T) {
 	if r.ApplyErr != "" || r.IP != "10.99.0.50" {
 		t.Fatalf("client got %+v\n%s", r, stderr)
 	}
-	if !strings.Contains(stderr, "DHCP stopped") || strings.Contains(stderr, "dhcp lease iface=vc2") || strings.Contains(stderr, "no default route left") {
+	if !strings.Contains(stderr, "DHCP stopped") || strings.Contains(stderr, `msg="dhcp lease" iface=vc2`) || strings.Contains(stderr, "no default route left") {
 		t.Errorf("the boot's exchange on vc2 was not stopped by the static config:\n%s", stderr)
 	}
 	addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc2")
 	if !strings.Contains(addrs, "inet 10.97.0.7/24") || strings.Count(addrs, "inet ") != 1 {
 		t.Errorf("vc2's addresses:\n%s\nwant 10.97.0.7/24 only", addrs)
+	}
+}
+
+// TestApplyStaticAfterALateLease: vc2's lease came in the background
+// (after the grace, with its default route behind vc's); the machine
+// config then makes vc2 static: the late lease's address, routes and
+// renewal all go, and vc keeps the machine's default route.
+func TestApplyStaticAfterALateLease(t *testing.T) {
+	srv, cli, exe := dhcpNamespaces(t)
+	silentPort(t, srv, cli)
+	slowServer(t, srv, exe)
+	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ONLY=vc,vc2", "ETOILE_NETTEST_LEASE_GRACE=500ms",
+		"ETOILE_NETTEST_DHCP_TIMEOUT=10s", "ETOILE_NETTEST_APPLY_AFTER=4s", "ETOILE_NETTEST_APPLY="+`[{"name":"vc2","addresses":["10.97.0.7/24"]}]`,
+		"ETOILE_NETTEST_ETC="+t.TempDir())
+	if r.ApplyErr != "" || r.IP != "10.99.0.50" {
+		t.Fatalf("client got %+v\n%s", r, stderr)
+	}
+	if !strings.Contains(stderr, `msg="dhcp lease" iface=vc2`) {
+		t.Fatalf("vc2's late lease never came before the config:\n%s", stderr)
+	}
+	addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc2")
+	if !strings.Contains(addrs, "inet 10.97.0.7/24") || strings.Count(addrs, "inet ") != 1 {
+		t.Errorf("vc2's addresses:\n%s\nwant 10.97.0.7/24 only", addrs)
+	}
+	if routes := ipCmd(t, "-n", cli, "-4", "route", "show", "dev", "vc2"); strings.Contains(routes, "10.98.0.1") || strings.Contains(routes, "default") {
+		t.Errorf("the late lease's routes stayed on vc2:\n%s", routes)
+	}
+	if routes := ipCmd(t, "-n", cli, "route", "show", "default"); !strings.HasPrefix(routes, "default via 10.99.0.1 dev vc ") || strings.Count(routes, "default") != 1 {
+		t.Errorf("default routes:\n%s\nwant vc's only", routes)
+	}
+	if strings.Contains(stderr, "no default route left") {
+		t.Errorf("warned that the default route went, though vc keeps it:\n%s", stderr)
 	}
 }
 
@@ -568,7 +605,7 @@ func TestApplyKeepsTheBootsDHCPOffAConfiguredLink(t *testing.T) {
 		t.Fatalf("client: %v\n%s", err, stderr.String())
 	}
 	log := stderr.String()
-	if !strings.Contains(log, "DHCP stopped") || strings.Contains(log, "dhcp lease iface=vc2") {
+	if !strings.Contains(log, "DHCP stopped") || strings.Contains(log, `msg="dhcp lease" iface=vc2`) {
 		t.Errorf("the boot's DHCP ran on the configured vc2:\n%s", log)
 	}
 	addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc2")
