@@ -300,6 +300,38 @@ func runClient(t *testing.T, cli, exe string, env ...string) (clientResult, stri
 	return r, stderr.String()
 }
 
+// streamClient starts the client role in namespace cli with more
+// environment, runs meanwhile (when not nil) while the client works, and
+// returns the client's result line (printed once Up and Apply are done:
+// the client may go on after), the running client and its log.
+func streamClient(t *testing.T, cli, exe string, meanwhile func(), env ...string) (*exec.Cmd, clientResult, *strings.Builder) {
+	t.Helper()
+	client := exec.Command("ip", "netns", "exec", cli, exe)
+	client.Env = append(append(os.Environ(), "ETOILE_NETTEST_ROLE=client"), env...)
+	stderr := &strings.Builder{}
+	client.Stderr = stderr
+	out, err := client.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Process.Kill(); client.Wait() })
+	if meanwhile != nil {
+		meanwhile()
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("client: %v\n%s", err, stderr.String())
+	}
+	var r clientResult
+	if err := json.Unmarshal([]byte(line), &r); err != nil {
+		t.Fatalf("client output %q: %v\n%s", line, err, stderr.String())
+	}
+	return client, r, stderr
+}
+
 func TestUpDHCP(t *testing.T) {
 	_, cli, exe := dhcpNamespaces(t)
 	etc := t.TempDir()
@@ -327,28 +359,9 @@ func TestUpDHCP(t *testing.T) {
 // whose driver loads late) is still set up, in the background.
 func TestUpEarlyReturn(t *testing.T) {
 	srv, cli, exe := dhcpNamespaces(t)
-	client := exec.Command("ip", "netns", "exec", cli, exe)
 	// The drivers settle late (8 s): the lease, even after a lost DHCP
 	// DISCOVER on a loaded machine, and vc2 both come before.
-	client.Env = append(os.Environ(), "ETOILE_NETTEST_ROLE=client", "ETOILE_NETTEST_EARLY=1", "ETOILE_NETTEST_SETTLE=8s", "ETOILE_NETTEST_ETC="+t.TempDir())
-	var stderr strings.Builder
-	client.Stderr = &stderr
-	out, err := client.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := client.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Process.Kill(); client.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("client: %v\n%s", err, stderr.String())
-	}
-	var r clientResult
-	if err := json.Unmarshal([]byte(line), &r); err != nil {
-		t.Fatalf("client output %q: %v", line, err)
-	}
+	client, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_EARLY=1", "ETOILE_NETTEST_SETTLE=8s", "ETOILE_NETTEST_ETC="+t.TempDir())
 	if r.Err != "" || r.IP != "10.99.0.50" || !r.BeforeSettled {
 		t.Fatalf("client got %+v, want 10.99.0.50 before the drivers settled\n%s", r, stderr.String())
 	}
@@ -460,29 +473,12 @@ func TestUpSilentPortFirstThenALeaseLater(t *testing.T) {
 	srv, cli, exe := dhcpNamespaces(t)
 	ipCmd(t, "-n", srv, "link", "set", "vs", "down") // vc: no carrier yet
 	silentPort(t, srv, cli)
-	client := exec.Command("ip", "netns", "exec", cli, exe)
-	client.Env = append(os.Environ(), "ETOILE_NETTEST_ROLE=client", "ETOILE_NETTEST_EARLY=1", "ETOILE_NETTEST_SETTLE=12s",
+	cableComes := func() {
+		time.Sleep(time.Second)
+		ipCmd(t, "-n", srv, "link", "set", "vs", "up")
+	}
+	_, r, stderr := streamClient(t, cli, exe, cableComes, "ETOILE_NETTEST_EARLY=1", "ETOILE_NETTEST_SETTLE=12s",
 		"ETOILE_NETTEST_LEASE_GRACE=500ms", "ETOILE_NETTEST_DHCP_TIMEOUT=10s", "ETOILE_NETTEST_ETC="+t.TempDir())
-	var stderr strings.Builder
-	client.Stderr = &stderr
-	out, err := client.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := client.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Process.Kill(); client.Wait() })
-	time.Sleep(time.Second)
-	ipCmd(t, "-n", srv, "link", "set", "vs", "up")
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("client: %v\n%s", err, stderr.String())
-	}
-	var r clientResult
-	if err := json.Unmarshal([]byte(line), &r); err != nil {
-		t.Fatalf("client output %q: %v", line, err)
-	}
 	if r.Err != "" || r.IP != "10.99.0.50" || !r.BeforeSettled {
 		t.Errorf("client got %+v, want vc's lease before the drivers settled\n%s", r, stderr.String())
 	}
@@ -576,26 +572,10 @@ func TestApplyStaticAfterALateLease(t *testing.T) {
 func TestApplyKeepsTheBootsDHCPOffAConfiguredLink(t *testing.T) {
 	srv, cli, exe := dhcpNamespaces(t)
 	ipCmd(t, "-n", cli, "link", "add", "vc2", "type", "veth", "peer", "name", "vs2", "netns", srv) // vs2 down: no carrier
-	client := exec.Command("ip", "netns", "exec", cli, exe)
-	client.Env = append(os.Environ(), "ETOILE_NETTEST_ROLE=client", "ETOILE_NETTEST_EARLY=1", "ETOILE_NETTEST_SETTLE=6s",
+	client, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_EARLY=1", "ETOILE_NETTEST_SETTLE=6s",
 		"ETOILE_NETTEST_APPLY="+`[{"name":"vc2","addresses":["10.97.0.7/24"]}]`, "ETOILE_NETTEST_ETC="+t.TempDir())
-	var stderr strings.Builder
-	client.Stderr = &stderr
-	out, err := client.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := client.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Process.Kill(); client.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("client: %v\n%s", err, stderr.String())
-	}
-	var r clientResult
-	if err := json.Unmarshal([]byte(line), &r); err != nil || r.ApplyErr != "" || r.IP != "10.99.0.50" || !r.BeforeSettled {
-		t.Fatalf("client got %+v (%v), want vc's lease and the config applied before the drivers settled\n%s", r, err, stderr.String())
+	if r.ApplyErr != "" || r.IP != "10.99.0.50" || !r.BeforeSettled {
+		t.Fatalf("client got %+v, want vc's lease and the config applied before the drivers settled\n%s", r, stderr.String())
 	}
 	// The cable comes, with a DHCP server on it.
 	ipCmd(t, "-n", srv, "addr", "add", "10.98.0.1/24", "dev", "vs2")
