@@ -438,7 +438,7 @@ func TestUpSilentPortDoesNotHoldTheBoot(t *testing.T) {
 func TestUpSlowServerLeaseAppliedLater(t *testing.T) {
 	srv, cli, exe := dhcpNamespaces(t)
 	silentPort(t, srv, cli)
-	slowServer(t, srv, exe)
+	slowServer(t, srv, exe, 1250*time.Millisecond)
 	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ONLY=vc,vc2", "ETOILE_NETTEST_LEASE_GRACE=500ms",
 		"ETOILE_NETTEST_DHCP_TIMEOUT=10s", "ETOILE_NETTEST_LINGER=5s", "ETOILE_NETTEST_ETC="+t.TempDir())
 	if r.Err != "" || r.IP != "10.99.0.50" || r.Hostname != "rack1-node4" {
@@ -479,11 +479,10 @@ func TestUpSilentPortFirstThenALeaseLater(t *testing.T) {
 	}
 	_, r, stderr := streamClient(t, cli, exe, cableComes, "ETOILE_NETTEST_EARLY=1", "ETOILE_NETTEST_SETTLE=12s",
 		"ETOILE_NETTEST_LEASE_GRACE=500ms", "ETOILE_NETTEST_DHCP_TIMEOUT=10s", "ETOILE_NETTEST_ETC="+t.TempDir())
+	// Before the drivers settle (12 s): not after vc2's DHCP timeout (10 s),
+	// which waiting for vc2 first would have taken, then the settling.
 	if r.Err != "" || r.IP != "10.99.0.50" || !r.BeforeSettled {
 		t.Errorf("client got %+v, want vc's lease before the drivers settled\n%s", r, stderr.String())
-	}
-	if returned, gaveUp := strings.Index(stderr.String(), upReturned), strings.Index(stderr.String(), "no DHCP lease"); returned < 0 || (gaveUp >= 0 && gaveUp < returned) {
-		t.Errorf("Up waited for vc2's DHCP timeout:\n%s", stderr.String())
 	}
 }
 
@@ -502,25 +501,25 @@ func TestUpWaitsForEveryLinkWithoutGrace(t *testing.T) {
 }
 
 // slowServer gives vc2 (made by silentPort) a DHCP server that answers
-// with 10.98.0.50, each answer 1.25 s late: a lease 2.5 s after the ask.
-func slowServer(t *testing.T, srv, exe string) {
+// with 10.98.0.50, each answer delay late: a lease 2×delay after the ask.
+func slowServer(t *testing.T, srv, exe string, delay time.Duration) {
 	t.Helper()
 	ipCmd(t, "-n", srv, "addr", "add", "10.98.0.1/24", "dev", "vs2")
 	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_IFACE=vs2", "ETOILE_NETTEST_SRV_NET=98",
-		"ETOILE_NETTEST_SRV_HOSTNAME=slow-name", "ETOILE_NETTEST_SRV_DELAY=1250ms")
+		"ETOILE_NETTEST_SRV_HOSTNAME=slow-name", "ETOILE_NETTEST_SRV_DELAY="+delay.String())
 }
 
 // TestApplyStopsTheBootsExchange: a machine config that makes vc2 static
 // while the boot's DHCP on it still goes on in the background (its server
-// answers 2.5 s late) ends that exchange (one DHCP client per link): the
+// answers 6 s late) ends that exchange (one DHCP client per link): the
 // late lease never lands over the static address.
 func TestApplyStopsTheBootsExchange(t *testing.T) {
 	srv, cli, exe := dhcpNamespaces(t)
 	silentPort(t, srv, cli)
-	slowServer(t, srv, exe)
+	slowServer(t, srv, exe, 3*time.Second)
 	apply := `[{"name":"vc2","addresses":["10.97.0.7/24"]}]`
 	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ONLY=vc,vc2", "ETOILE_NETTEST_LEASE_GRACE=500ms",
-		"ETOILE_NETTEST_DHCP_TIMEOUT=6s", "ETOILE_NETTEST_LINGER=5s", "ETOILE_NETTEST_APPLY="+apply, "ETOILE_NETTEST_ETC="+t.TempDir())
+		"ETOILE_NETTEST_DHCP_TIMEOUT=10s", "ETOILE_NETTEST_LINGER=8s", "ETOILE_NETTEST_APPLY="+apply, "ETOILE_NETTEST_ETC="+t.TempDir())
 	if r.ApplyErr != "" || r.IP != "10.99.0.50" {
 		t.Fatalf("client got %+v\n%s", r, stderr)
 	}
@@ -540,9 +539,9 @@ func TestApplyStopsTheBootsExchange(t *testing.T) {
 func TestApplyStaticAfterALateLease(t *testing.T) {
 	srv, cli, exe := dhcpNamespaces(t)
 	silentPort(t, srv, cli)
-	slowServer(t, srv, exe)
+	slowServer(t, srv, exe, 1250*time.Millisecond)
 	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ONLY=vc,vc2", "ETOILE_NETTEST_LEASE_GRACE=500ms",
-		"ETOILE_NETTEST_DHCP_TIMEOUT=10s", "ETOILE_NETTEST_APPLY_AFTER=4s", "ETOILE_NETTEST_APPLY="+`[{"name":"vc2","addresses":["10.97.0.7/24"]}]`,
+		"ETOILE_NETTEST_DHCP_TIMEOUT=10s", "ETOILE_NETTEST_APPLY_AFTER=6s", "ETOILE_NETTEST_APPLY="+`[{"name":"vc2","addresses":["10.97.0.7/24"]}]`,
 		"ETOILE_NETTEST_ETC="+t.TempDir())
 	if r.ApplyErr != "" || r.IP != "10.99.0.50" {
 		t.Fatalf("client got %+v\n%s", r, stderr)
