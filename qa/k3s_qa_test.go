@@ -429,6 +429,23 @@ func TestStandinK3sStoppedCleanlyOnPowerOff(t *testing.T) {
 	if !(stopping.At <= stopped.At && stopped.At <= shutdown.At) {
 		t.Errorf("order: stopping k3s %s, stopped %s, shutdown %s", stopping.At, stopped.At, shutdown.At)
 	}
+	// A clean power-off warns about nothing (what shutting down cancels
+	// is not a fault).
+	noWarnings(t, vm, ntpWarning)
+}
+
+// ntpWarning is this environment's: no NTP server is reachable here.
+const ntpWarning = "no NTP server answered"
+
+// noWarnings fails t for each warning line on the console so far, but
+// those holding one of the allowed texts.
+func noWarnings(t *testing.T, vm *VM, allowed ...string) {
+	t.Helper()
+	for _, l := range vm.Lines() {
+		if strings.HasPrefix(l.Text, "etoile: warning") && !slices.ContainsFunc(allowed, func(a string) bool { return strings.Contains(l.Text, a) }) {
+			t.Errorf("warning on the console: %s", l.Text)
+		}
+	}
 }
 
 // TestStandinK3sStoppedOnPowerButton presses the machine's ACPI power
@@ -451,6 +468,7 @@ func TestStandinK3sStoppedOnPowerButton(t *testing.T) {
 	if pressed.At > stopped.At {
 		t.Errorf("order: power button at %s, K3s stopped at %s", pressed.At, stopped.At)
 	}
+	noWarnings(t, vm, ntpWarning)
 	if err := vm.WaitExit(time.Minute); err != nil {
 		t.Fatalf("the machine did not power off: %v", err)
 	}

@@ -711,7 +711,8 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 			}
 		}()
 		start := time.Now()
-		if err := cold.Settle(ctx, 0, m.scale(5*time.Second)); err != nil {
+		if err := cold.Settle(ctx, 0, m.scale(5*time.Second)); err != nil && ctx.Err() == nil {
+			// (Not when the machine shuts down: that is why it stopped.)
 			m.log.Warn("driver loading stopped", "reason", err.Error())
 		}
 		m.log.Info("hardware drivers", "t", Seconds(m.opts.Clock.SinceBoot()), "took", kmod.Round(time.Since(start)),
