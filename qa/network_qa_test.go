@@ -46,7 +46,7 @@ func TestSilentPortDoesNotHoldTheBoot(t *testing.T) {
 		UserNIC{}, SilentNIC{Sink: sink.LocalAddr().(*net.UDPAddr).Port, MAC: silentMAC}}})
 	background := vm.WaitFor(regexp.MustCompile(`^etoile: DHCP goes on in the background links=eth[01] `), ReadyTimeout)
 	silent := background.Fields["links"]
-	network := vm.WaitFor(regexp.MustCompile(`^etoile: network `), ReadyTimeout)
+	network := vm.WaitFor(regexp.MustCompile(`^etoile: network hostname=`), ReadyTimeout)
 	if network.Fields["ip"] != "10.0.2.15" {
 		t.Errorf("the network step does not show the user network's lease: %s", network.Line)
 	}

@@ -466,7 +466,7 @@ func (c *MachineConfig) Notes() []string {
 		switch {
 		case ifc.DHCP || ifc.Gateway != "":
 			return nil // a default route of the config's own, or DHCP's
-		default:
+		case ifc.VLAN == 0: // a VLAN link never had the boot's DHCP
 			staticNoGW = append(staticNoGW, fmt.Sprintf("network.interfaces[%d]", i))
 		}
 	}

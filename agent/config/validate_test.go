@@ -399,6 +399,7 @@ func TestWarnings(t *testing.T) {
 		{"network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.0.0.1}, {name: eth1, addresses: [10.1.0.2/24]}]}\n", false},
 		{"network: {interfaces: [{name: eth0, dhcp: true}, {name: eth1, addresses: [10.1.0.2/24]}]}\n", false},
 		{"network: {interfaces: [{name: eth1, addresses: [10.1.0.2/24]}]}\n", true},
+		{"network: {interfaces: [{name: eth1, vlan: 42, addresses: [10.1.0.2/24]}]}\n", false}, // never had the boot's DHCP
 	} {
 		c, w, err := Check([]byte(header + server + tc.body))
 		if err != nil || len(w) != 0 {

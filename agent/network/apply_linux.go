@@ -24,7 +24,7 @@ const staticMetric = 50
 // renewals holds each link's DHCP: the boot's first exchange while it runs
 // (Up's, which may go on after Up has returned), then the lease's renewal:
 // how to stop it, when it has stopped, and the address it keeps (a lease
-// that came after Up returned is in no Result). It also knows the links a
+// that came after Up collected its Result is in none). It also knows the links a
 // machine config configured, on which the boot's DHCP no longer runs.
 type renewals struct {
 	mu         sync.Mutex
@@ -180,7 +180,7 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 		errs          []error
 		static, names []Lease
 	)
-	routedBefore := defaultRouteLinks()
+	routedBefore, known := defaultRouteLinks()
 	for i, ifc := range ifaces {
 		a, leases, err := applyOne(ctx, ifc, res, cfg)
 		if err != nil {
@@ -196,7 +196,7 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 			}
 		}
 	}
-	if len(routedBefore) > 0 && len(defaultRouteLinks()) == 0 {
+	if routedAfter, knownAfter := defaultRouteLinks(); known && knownAfter && len(routedBefore) > 0 && len(routedAfter) == 0 {
 		// Often a storage port's static address is harmless; here it took
 		// the machine's way out (which the config check cannot know).
 		log := cfg.Log
@@ -235,14 +235,17 @@ func delRoutes(link netlink.Link, metrics ...int) error {
 	return nil
 }
 
-// defaultRouteLinks names the links that carry an IPv4 default route
-// (nil when none, or when the routes cannot be read).
-func defaultRouteLinks() []string {
+// defaultRouteLinks names the links that carry an IPv4 default route;
+// known is false when the routes cannot be read (a dump a route change
+// interrupted three times).
+func defaultRouteLinks() (links []string, known bool) {
 	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return nil
+	for try := 0; errors.Is(err, netlink.ErrDumpInterrupted) && try < 3; try++ {
+		routes, err = netlink.RouteList(nil, netlink.FAMILY_V4)
 	}
-	var out []string
+	if err != nil {
+		return nil, false
+	}
 	for _, r := range routes {
 		if r.Dst != nil {
 			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
@@ -253,11 +256,11 @@ func defaultRouteLinks() []string {
 		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
 			name = l.Attrs().Name
 		}
-		if !slices.Contains(out, name) {
-			out = append(out, name)
+		if !slices.Contains(links, name) {
+			links = append(links, name)
 		}
 	}
-	return out
+	return links, true
 }
 
 // findLink finds the link a config entry names, by name or MAC.

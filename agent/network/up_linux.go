@@ -38,15 +38,14 @@ type Config struct {
 	CarrierGrace time.Duration
 	// DHCPTimeout bounds the whole exchange on each link.
 	DHCPTimeout time.Duration
-	// LeaseGrace, once a link has a lease with a default route (from
-	// when Up waits for the leases), bounds the wait for the other links'
-	// exchanges: a cabled port on a network
+	// LeaseGrace, once a link has a lease with a default route (counted
+	// from that lease), bounds the wait for the other links' exchanges: a cabled port on a network
 	// without DHCP (a storage network the machine config makes static)
 	// must not hold the boot for DHCPTimeout. Those go on in the
 	// background: a lease that comes is applied (its default route behind
-	// the boot's), renewed and logged, and is in no Result (collected when
-	// Up returns) — nor in resolv.conf or the NTP servers. Zero: wait for
-	// every exchange.
+	// the boot's), renewed and logged, and is in no Result (collected
+	// once the waits for the leases end) — nor in resolv.conf or the NTP
+	// servers. Zero: wait for every exchange.
 	LeaseGrace time.Duration
 	// EtcDir receives resolv.conf and hostname ("/etc").
 	EtcDir string
@@ -161,7 +160,8 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		pending  int
 		routedAt time.Time
 	)
-	// late: a link that appeared after Up returned; nothing waits for it.
+	// late: a link that the late links' watch found (after the boot's
+	// watch ended); nothing waits for it.
 	startDHCP := func(l netlink.Link, late bool) {
 		// A lease that comes after the Result was taken gets a default
 		// route behind every boot lease's: the route K3s chose its address

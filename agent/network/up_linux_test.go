@@ -430,17 +430,17 @@ func TestUpSilentPortDoesNotHoldTheBoot(t *testing.T) {
 	}
 }
 
-// TestUpSlowServerLeaseAppliedLater: vc2's DHCP server answers 2.5 s late,
-// after the grace: Up returns with vc's lease, and vc2's comes in the
+// TestUpSlowServerLeaseAppliedLater: vc2's DHCP server answers 5 s late,
+// well after the grace (even if vc's first DISCOVER is lost): Up returns with vc's lease, and vc2's comes in the
 // background — applied to the link with its default route behind vc's,
 // and its host name, which comes after the machine was named, is not used
 // and says so.
 func TestUpSlowServerLeaseAppliedLater(t *testing.T) {
 	srv, cli, exe := dhcpNamespaces(t)
 	silentPort(t, srv, cli)
-	slowServer(t, srv, exe, 1250*time.Millisecond)
+	slowServer(t, srv, exe, 2500*time.Millisecond)
 	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ONLY=vc,vc2", "ETOILE_NETTEST_LEASE_GRACE=500ms",
-		"ETOILE_NETTEST_DHCP_TIMEOUT=10s", "ETOILE_NETTEST_LINGER=5s", "ETOILE_NETTEST_ETC="+t.TempDir())
+		"ETOILE_NETTEST_DHCP_TIMEOUT=12s", "ETOILE_NETTEST_LINGER=8s", "ETOILE_NETTEST_ETC="+t.TempDir())
 	if r.Err != "" || r.IP != "10.99.0.50" || r.Hostname != "rack1-node4" {
 		t.Fatalf("client got %+v, want vc's lease and name\n%s", r, stderr)
 	}
@@ -474,6 +474,12 @@ func TestUpSilentPortFirstThenALeaseLater(t *testing.T) {
 	ipCmd(t, "-n", srv, "link", "set", "vs", "down") // vc: no carrier yet
 	silentPort(t, srv, cli)
 	cableComes := func() {
+		// After the client's first look (it sets the links up) and the
+		// carrier grace after it, so that vc2 is the only link asking.
+		deadline := time.Now().Add(15 * time.Second)
+		for !strings.Contains(ipCmd(t, "-n", cli, "link", "show", "vc2"), ",UP") && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
 		time.Sleep(time.Second)
 		ipCmd(t, "-n", srv, "link", "set", "vs", "up")
 	}
@@ -539,9 +545,9 @@ func TestApplyStopsTheBootsExchange(t *testing.T) {
 func TestApplyStaticAfterALateLease(t *testing.T) {
 	srv, cli, exe := dhcpNamespaces(t)
 	silentPort(t, srv, cli)
-	slowServer(t, srv, exe, 1250*time.Millisecond)
+	slowServer(t, srv, exe, 2500*time.Millisecond)
 	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ONLY=vc,vc2", "ETOILE_NETTEST_LEASE_GRACE=500ms",
-		"ETOILE_NETTEST_DHCP_TIMEOUT=10s", "ETOILE_NETTEST_APPLY_AFTER=6s", "ETOILE_NETTEST_APPLY="+`[{"name":"vc2","addresses":["10.97.0.7/24"]}]`,
+		"ETOILE_NETTEST_DHCP_TIMEOUT=12s", "ETOILE_NETTEST_APPLY_AFTER=8s", "ETOILE_NETTEST_APPLY="+`[{"name":"vc2","addresses":["10.97.0.7/24"]}]`,
 		"ETOILE_NETTEST_ETC="+t.TempDir())
 	if r.ApplyErr != "" || r.IP != "10.99.0.50" {
 		t.Fatalf("client got %+v\n%s", r, stderr)
@@ -578,8 +584,8 @@ func TestApplyKeepsTheBootsDHCPOffAConfiguredLink(t *testing.T) {
 	}
 	// The cable comes, with a DHCP server on it.
 	ipCmd(t, "-n", srv, "addr", "add", "10.98.0.1/24", "dev", "vs2")
-	ipCmd(t, "-n", srv, "link", "set", "vs2", "up")
 	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_IFACE=vs2", "ETOILE_NETTEST_SRV_NET=98")
+	ipCmd(t, "-n", srv, "link", "set", "vs2", "up")
 	if err := client.Wait(); err != nil {
 		t.Fatalf("client: %v\n%s", err, stderr.String())
 	}
