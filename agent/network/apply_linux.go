@@ -220,10 +220,7 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 
 // delRoutes deletes the link's routes with one of the metrics.
 func delRoutes(link netlink.Link, metrics ...int) error {
-	routes, err := netlink.RouteList(link, netlink.FAMILY_ALL)
-	for try := 0; errors.Is(err, netlink.ErrDumpInterrupted) && try < 3; try++ {
-		routes, err = netlink.RouteList(link, netlink.FAMILY_ALL)
-	}
+	routes, err := dump(func() ([]netlink.Route, error) { return netlink.RouteList(link, netlink.FAMILY_ALL) })
 	if err != nil {
 		return fmt.Errorf("listing the routes of %s: %w", link.Attrs().Name, err)
 	}
@@ -236,13 +233,10 @@ func delRoutes(link netlink.Link, metrics ...int) error {
 }
 
 // defaultRouteLinks names the links that carry an IPv4 default route;
-// known is false when the routes cannot be read (a dump a route change
-// interrupted three times).
+// known is false when the routes cannot be read (a dump route changes kept
+// interrupting).
 func defaultRouteLinks() (links []string, known bool) {
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
-	for try := 0; errors.Is(err, netlink.ErrDumpInterrupted) && try < 3; try++ {
-		routes, err = netlink.RouteList(nil, netlink.FAMILY_V4)
-	}
+	routes, err := dump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, false
 	}

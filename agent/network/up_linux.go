@@ -103,15 +103,22 @@ type Result struct {
 	renew *renewals // the DHCP renewals, stopped when a link turns static (Apply)
 }
 
+// dump runs a netlink dump again while a change the kernel made meanwhile
+// interrupts it (netlink.ErrDumpInterrupted), five times at most.
+func dump[T any](list func() ([]T, error)) ([]T, error) {
+	out, err := list()
+	for try := 0; errors.Is(err, netlink.ErrDumpInterrupted) && try < 5; try++ {
+		out, err = list()
+	}
+	return out, err
+}
+
 // physicalLinks lists the links to configure: those named in only, or
 // every physical Ethernet link.
 func physicalLinks(only []string) ([]netlink.Link, error) {
-	all, err := netlink.LinkList()
 	// A NIC that registers during the dump interrupts it: drivers probe
 	// while the boot looks.
-	for try := 0; errors.Is(err, netlink.ErrDumpInterrupted) && try < 5; try++ {
-		all, err = netlink.LinkList()
-	}
+	all, err := dump(netlink.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("listing network links: %w", err)
 	}
