@@ -101,7 +101,8 @@ type PowerRequest struct {
 // Backend is the running agent, seen from the API.
 type Backend interface {
 	Status(ctx context.Context) Status
-	// Logs returns the last n lines of source ("agent" or "k3s") after line
+	// Logs returns the last n lines of source ("agent", "k3s", "kernel" or
+	// "syslog") after line
 	// number after (0: the last n lines held).
 	Logs(source string, n int, after uint64) (LogPage, error)
 	ValidateConfig(data []byte) (warnings []string, err error)

@@ -115,3 +115,24 @@ func Modules(t testing.TB, root, release, depFile, aliasFile string, leaveOut ..
 		}
 	}
 }
+
+// PersistencedStandin is a STAND-IN for NVIDIA's nvidia-persistenced, not the
+// daemon (which needs a GPU and its driver): like the daemon, its first
+// process forks a background process, which writes the pid file named by
+// $NVPD_PIDFILE, and exits; the background process stops on SIGTERM, noting
+// it in $NVPD_DIR/stopped. Each run is a line in $NVPD_DIR/runs and its
+// arguments are in $NVPD_DIR/args. The file $NVPD_DIR/mode makes it fail as
+// the daemon does without a usable driver ("fail"), exit without a pid file
+// ("nopid") or hang before forking ("hang").
+const PersistencedStandin = `#!/bin/sh
+echo run >> "$NVPD_DIR/runs"
+echo "$@" > "$NVPD_DIR/args"
+case "$(cat "$NVPD_DIR/mode" 2>/dev/null)" in
+fail) echo "nvidia-persistenced failed to initialize. Check syslog for more details." >&2; exit 1;;
+nopid) exit 0;;
+hang) exec sleep 600;;
+esac
+mkdir -p "$(dirname "$NVPD_PIDFILE")"
+sh -c 'trap "echo stopped >> \"$NVPD_DIR/stopped\"; exit 0" TERM; echo $$ > "$NVPD_PIDFILE"; while :; do sleep 0.05; done' </dev/null >/dev/null 2>&1 &
+exit 0
+`

@@ -27,6 +27,7 @@ import (
 	"github.com/etoile-os/etoile/agent/k3s"
 	"github.com/etoile-os/etoile/agent/kmsg"
 	"github.com/etoile-os/etoile/agent/logring"
+	"github.com/etoile-os/etoile/agent/nvpersist"
 	"github.com/etoile-os/etoile/agent/timesync"
 )
 
@@ -62,6 +63,9 @@ type Env struct {
 	Release func(pid int)
 	// K3sEnv is extra environment for K3s (tests point the stand-in's root).
 	K3sEnv []string
+	// PersistencedEnv, when not nil, is the environment of NVIDIA's
+	// persistence daemon (tests point its stand-in).
+	PersistencedEnv []string
 	// Slot is the booted slot (a, b or none), for heartbeats.
 	Slot string
 	// NodeName is the system's hostname.
@@ -77,6 +81,9 @@ type Env struct {
 	// AgentLogs returns the agent's log lines (its console log) after a
 	// line number, as logring.Ring.Since does; nil when not kept.
 	AgentLogs func(after uint64) (lines []string, next, skipped uint64)
+	// SyslogLogs returns what daemons wrote to /dev/log (package syslogd),
+	// as AgentLogs; nil when nothing listens there.
+	SyslogLogs func(after uint64) (lines []string, next, skipped uint64)
 	// KernelLog reads the kernel's log records (kmsg.Read of /dev/kmsg on
 	// a node); nil when there is none to read.
 	KernelLog func() ([]kmsg.Record, error)
@@ -127,6 +134,7 @@ type Node struct {
 	runtimes   []k3s.Runtime   // the container runtimes K3s found when it was started
 	time       *timesync.Service
 	stopTime   context.CancelFunc // ends time's rounds
+	persist    *nvpersist.Daemon  // NVIDIA's persistence daemon, when the node runs it
 }
 
 // Wait returns once everything Start began has stopped (after its context
@@ -182,6 +190,9 @@ func Start(ctx context.Context, env Env) *Node {
 					env.Log.Warn("hardware inventory crashed", "reason", fmt.Sprint(r))
 				}
 			}()
+			// With NVIDIA's driver loaded, its persistence daemon first:
+			// nvidia-smi then finds the GPUs set up and persistence on.
+			n.startPersistenced(ctx)
 			inv, err := inventory.Collect(ctx, inventory.Options{Root: n.rootOrEmpty(), Logger: env.Log, Start: env.Start, Release: env.Release})
 			if err != nil {
 				env.Log.Warn("hardware inventory failed", "reason", err.Error())
@@ -798,6 +809,64 @@ func (n *Node) checkRuntimes(cfg *config.MachineConfig, labels map[string]string
 	}
 }
 
+// PersistencedWait bounds how long the inventory (and so a GPU node's K3s)
+// waits for the first start of NVIDIA's persistence daemon; a slower start
+// goes on in the background.
+var PersistencedWait = 30 * time.Second
+
+// startPersistenced starts NVIDIA's persistence daemon (package nvpersist)
+// when NVIDIA's driver is loaded and the system image carries the daemon,
+// and waits for its first start (PersistencedWait at most).
+func (n *Node) startPersistenced(ctx context.Context) {
+	root := n.env.Root
+	path := nvpersist.Find(root)
+	if path == "" || !nvpersist.DriverLoaded(root) {
+		return
+	}
+	d := nvpersist.Start(ctx, nvpersist.Options{
+		Path:    filepath.Join(root, path),
+		PIDFile: filepath.Join(root, nvpersist.PIDFile),
+		Env:     n.env.PersistencedEnv,
+		Start:   n.env.Start,
+		Release: n.env.Release,
+		Log:     n.env.Log,
+	})
+	n.mu.Lock()
+	n.persist = d
+	n.mu.Unlock()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		<-d.Done() // the shutdown waits for its SIGTERM
+	}()
+	select {
+	case <-d.Started():
+	case <-time.After(PersistencedWait):
+		n.env.Log.Warn("NVIDIA persistence daemon still starting: the inventory goes on", "waited", PersistencedWait)
+	case <-ctx.Done():
+	}
+}
+
+// persistWarning is the status's warning about NVIDIA's persistence daemon
+// ("" when it runs or the node does not run it).
+func (n *Node) persistWarning() string {
+	n.mu.Lock()
+	d := n.persist
+	n.mu.Unlock()
+	if d == nil || n.ctx.Err() != nil {
+		return ""
+	}
+	select {
+	case <-d.Started():
+	default:
+		return ""
+	}
+	if err := d.Err(); err != nil {
+		return "NVIDIA persistence daemon not running: " + err.Error() + " (etoile-agent logs syslog)"
+	}
+	return ""
+}
+
 // --- the local API's backend ------------------------------------------
 
 func (n *Node) serveAPI(ctx context.Context) {
@@ -822,6 +891,7 @@ func (n *Node) Status(ctx context.Context) api.Status {
 		st = n.env.Status()
 	}
 	runtimeWarn := n.runtimeWarning() // looks at files: not under n.mu
+	persistWarn := n.persistWarning()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	st.Config = "none"
@@ -836,6 +906,9 @@ func (n *Node) Status(ctx context.Context) api.Status {
 	st.Warnings = append(st.Warnings, n.warnings...)
 	if runtimeWarn != "" {
 		st.Warnings = append(st.Warnings, runtimeWarn)
+	}
+	if persistWarn != "" {
+		st.Warnings = append(st.Warnings, persistWarn)
 	}
 	if n.time != nil {
 		ts := n.time.Status()
@@ -866,6 +939,8 @@ func (n *Node) Logs(source string, lines int, after uint64) (api.LogPage, error)
 		}
 	case "agent", "":
 		since = n.env.AgentLogs
+	case "syslog":
+		since = n.env.SyslogLogs
 	case "kernel":
 		if n.env.KernelLog != nil {
 			recs, err := n.env.KernelLog()
@@ -875,7 +950,7 @@ func (n *Node) Logs(source string, lines int, after uint64) (api.LogPage, error)
 			since = func(after uint64) ([]string, uint64, uint64) { return kernelSince(recs, after) }
 		}
 	default:
-		return api.LogPage{}, fmt.Errorf("no log named %q: use agent, k3s or kernel", source)
+		return api.LogPage{}, fmt.Errorf("no log named %q: use agent, k3s, kernel or syslog", source)
 	}
 	if since == nil {
 		return api.LogPage{Lines: []string{}}, nil

@@ -9,9 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -428,8 +430,17 @@ func TestLogsAgentAndK3s(t *testing.T) {
 	if got, err := n.Logs("kernel", 10, 0); err != nil || len(got.Lines) != 0 {
 		t.Errorf("Logs(kernel) without a kernel log to read = %+v, %v", got, err)
 	}
-	if _, err := n.Logs("syslog", 10, 0); err == nil || !strings.Contains(err.Error(), "use agent, k3s or kernel") {
-		t.Errorf("Logs(syslog) = %v", err)
+	if got, err := n.Logs("syslog", 10, 0); err != nil || len(got.Lines) != 0 {
+		t.Errorf("Logs(syslog) with nothing listening on /dev/log = %+v, %v", got, err)
+	}
+	daemons := logring.New(10)
+	daemons.Add("2026-11-26T19:05:08.000Z daemon.warning nvidia-persistenced[412]: x")
+	n.env.SyslogLogs = daemons.Since
+	if got, err := n.Logs("syslog", 10, 0); err != nil || len(got.Lines) != 1 || !strings.HasSuffix(got.Lines[0], "nvidia-persistenced[412]: x") {
+		t.Errorf("Logs(syslog) = %+v, %v", got, err)
+	}
+	if _, err := n.Logs("messages", 10, 0); err == nil || !strings.Contains(err.Error(), "use agent, k3s, kernel or syslog") {
+		t.Errorf("Logs(messages) = %v", err)
 	}
 }
 
@@ -677,8 +688,9 @@ func gpuRoot(t *testing.T) string {
 }
 
 // startGPUNode starts a server node on root and waits until K3s has been
-// started; it returns the agent's log and the local API's status.
-func startGPUNode(t *testing.T, root string) (string, api.Status) {
+// started; it returns the agent's log and the local API's status. edit, when
+// given, changes the node's Env first.
+func startGPUNode(t *testing.T, root string, edit ...func(*Env)) (string, api.Status) {
 	t.Helper()
 	vol := configVolume(t, root, `apiVersion: etoile.io/v1alpha1
 kind: MachineConfig
@@ -690,11 +702,15 @@ k3s:
 `)
 	var logs syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
-	n := Start(ctx, Env{
+	env := Env{
 		Root: root, ConfigVolume: func() config.Source { return config.VolumeSource(vol) },
 		Log:    slog.New(slog.NewTextHandler(&logs, nil)),
 		K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}, Socket: filepath.Join(root, "agent.sock"),
-	})
+	}
+	for _, f := range edit {
+		f(&env)
+	}
+	n := Start(ctx, env)
 	t.Cleanup(func() { cancel(); n.Wait() })
 	waitUntil(t, "K3s started", 60*time.Second, func() bool { s := n.K3sState(); return s == "running" || s == "ready" })
 	st, err := api.NewClient(filepath.Join(root, "agent.sock")).Status(ctx)
@@ -756,6 +772,73 @@ func TestGPUNodeWithNvidiaRuntime(t *testing.T) {
 	}
 }
 
+// TestGPUNodeRunsPersistenced: with NVIDIA's driver loaded and
+// nvidia-persistenced in the image (here a STAND-IN of the daemon, see
+// fakeroot.PersistencedStandin), the node starts the daemon before the
+// inventory (so before K3s), says when it stops running (log and status),
+// starts it again, and stops it with SIGTERM when the node stops.
+func TestGPUNodeRunsPersistenced(t *testing.T) {
+	root := gpuRoot(t)
+	dir := t.TempDir()
+	fakeroot.Write(t, root, map[string]string{
+		"proc/driver/nvidia/version":  "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04\n",
+		"usr/bin/nvidia-persistenced": fakeroot.PersistencedStandin,
+	})
+	if err := os.Chmod(filepath.Join(root, "usr/bin/nvidia-persistenced"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(root, "var/run/nvidia-persistenced/nvidia-persistenced.pid")
+	// Runs after startGPUNode's clean-up, which stops the node.
+	t.Cleanup(func() {
+		if b, _ := os.ReadFile(filepath.Join(dir, "stopped")); string(b) != "stopped\n" {
+			t.Errorf("the daemon did not get SIGTERM once when the node stopped (%q)", b)
+		}
+	})
+	logs, st := startGPUNode(t, root, func(e *Env) {
+		e.PersistencedEnv = []string{"PATH=/usr/bin:/bin", "NVPD_DIR=" + dir, "NVPD_PIDFILE=" + pidFile}
+	})
+	running := strings.Index(logs, "NVIDIA persistence daemon running")
+	k3sStarted := strings.Index(logs, "k3s started")
+	if running < 0 || k3sStarted < 0 || running > k3sStarted {
+		t.Fatalf("the daemon should run before K3s starts (log at %d, K3s at %d):\n%s", running, k3sStarted, logs)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "args")); err != nil || strings.TrimSpace(string(b)) != "--verbose" {
+		t.Errorf("daemon arguments %q, %v", b, err)
+	}
+	for _, w := range st.Warnings {
+		if strings.Contains(w, "persistence") {
+			t.Errorf("a warning while the daemon runs: %q", w)
+		}
+	}
+	// It dies and cannot start again: the status says so.
+	if err := os.WriteFile(filepath.Join(dir, "mode"), []byte("fail"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	client := api.NewClient(filepath.Join(root, "agent.sock"))
+	waitUntil(t, "the status's warning", 30*time.Second, func() bool {
+		st, err := client.Status(context.Background())
+		return err == nil && slices.ContainsFunc(st.Warnings, func(w string) bool {
+			return strings.HasPrefix(w, "NVIDIA persistence daemon not running:") && strings.Contains(w, "failed to initialize")
+		})
+	})
+	// It can again: started, the warning gone.
+	if err := os.WriteFile(filepath.Join(dir, "mode"), []byte("ok"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the daemon running again", 60*time.Second, func() bool {
+		st, err := client.Status(context.Background())
+		return err == nil && !slices.ContainsFunc(st.Warnings, func(w string) bool { return strings.Contains(w, "persistence") })
+	})
+}
+
 // TestKernelLog: /v1/logs?source=kernel gives the kernel's records as dmesg
 // prints them, numbered by their sequence number so that -f goes on from the
 // last one; records the kernel's ring dropped meanwhile are counted.
@@ -797,7 +880,7 @@ func TestKernelLog(t *testing.T) {
 	if _, err := n.Logs("kernel", 10, 0); err == nil || !strings.Contains(err.Error(), "kernel's log: permission denied") {
 		t.Errorf("a failed read: %v", err)
 	}
-	if _, err := n.Logs("dmesg", 10, 0); err == nil || !strings.Contains(err.Error(), "use agent, k3s or kernel") {
+	if _, err := n.Logs("dmesg", 10, 0); err == nil || !strings.Contains(err.Error(), "use agent, k3s, kernel or syslog") {
 		t.Errorf("an unknown log: %v", err)
 	}
 }

@@ -232,7 +232,7 @@ func TestLogsBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"logs", "dmesg"}, `no log named "dmesg": use agent, k3s or kernel`},
+		{[]string{"logs", "dmesg"}, `no log named "dmesg": use agent, k3s, kernel or syslog`},
 		{[]string{"logs", "agent", "k3s"}, "one log at a time"},
 		{[]string{"logs", "-n", "0"}, "-n 0: give a number from 1 to 10000"},
 		{[]string{"logs", "--", "-f"}, `no log named "-f"`},

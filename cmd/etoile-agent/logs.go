@@ -16,8 +16,9 @@ import (
 // followEvery is how often `logs -f` asks the agent for new lines.
 var followEvery = 500 * time.Millisecond
 
-// runLogs is `etoile-agent logs [-f] [-n N] [agent|k3s|kernel]`: the agent's
-// console log, K3s's output or the kernel's log, through the local API.
+// runLogs is `etoile-agent logs [-f] [-n N] [agent|k3s|kernel|syslog]`: the
+// agent's console log, K3s's output, the kernel's log or what daemons wrote to
+// /dev/log, through the local API.
 func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("etoile-agent logs", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -28,9 +29,10 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usageError{err}
 	}
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: etoile-agent logs [-f] [-n LINES] [--socket PATH] [agent|k3s|kernel]\n\n"+
-			"The running agent's log (agent, the default: what it printed on the console), K3s's output (k3s)\n"+
-			"or the kernel's log (kernel, as dmesg prints it: also what `quiet` kept off the console).\n\n")
+		fmt.Fprint(stderr, "usage: etoile-agent logs [-f] [-n LINES] [--socket PATH] [agent|k3s|kernel|syslog]\n\n"+
+			"The running agent's log (agent, the default: what it printed on the console), K3s's output (k3s),\n"+
+			"the kernel's log (kernel, as dmesg prints it: also what `quiet` kept off the console) or what\n"+
+			"the image's daemons sent to syslog through /dev/log (syslog).\n\n")
 		fs.PrintDefaults()
 	}
 	follow := fs.Bool("f", false, "keep printing lines as they come, until interrupted")
@@ -50,8 +52,8 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case len(sources) == 1:
 		source = sources[0]
 	}
-	if source != "agent" && source != "k3s" && source != "kernel" {
-		return bad("no log named %q: use agent, k3s or kernel", source)
+	if source != "agent" && source != "k3s" && source != "kernel" && source != "syslog" {
+		return bad("no log named %q: use agent, k3s, kernel or syslog", source)
 	}
 	if *n < 1 || *n > 10000 {
 		return bad("-n %d: give a number from 1 to 10000", *n)

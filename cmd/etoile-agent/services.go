@@ -26,6 +26,7 @@ import (
 	"github.com/etoile-os/etoile/agent/network"
 	"github.com/etoile-os/etoile/agent/node"
 	"github.com/etoile-os/etoile/agent/sysimage"
+	"github.com/etoile-os/etoile/agent/syslogd"
 	"github.com/etoile-os/etoile/agent/timesync"
 )
 
@@ -66,6 +67,16 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		// The raw disk's ESP may hold /etoile/config.yaml (etoile build --config).
 		esp = espSource{mount: mount, log: m.Log(), disk: m.BootDisk, told: new(atomic.Bool)}
 	}
+	// The image's daemons log through syslog(3) to /dev/log: kept for
+	// `etoile-agent logs syslog`, their warnings on the consoles.
+	var syslogLogs func(uint64) ([]string, uint64, uint64)
+	daemons := logring.New(1000)
+	if srv, err := syslogd.Listen(syslogd.DefaultPath, daemons, m.Log()); err != nil {
+		m.Log().Warn("daemons' syslog messages are not kept", "reason", err.Error())
+	} else {
+		syslogLogs = daemons.Since
+		go srv.Serve(ctx)
+	}
 	hostname, _ := os.Hostname()
 	slot := m.Slot
 	if slot == "" {
@@ -89,6 +100,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		ApplyNetwork:  m.ApplyNetwork,
 		DriversLoaded: m.ImageDriversLoaded(),
 		AgentLogs:     s.agentLogs.Since,
+		SyslogLogs:    syslogLogs,
 		KernelLog:     func() ([]kmsg.Record, error) { return kmsg.Read("/dev/kmsg") },
 		Clock:         timesync.KernelClock{},
 		TimeFloor:     imageBuildTime(),

@@ -1,0 +1,341 @@
+// Package nvpersist runs NVIDIA's persistence daemon, nvidia-persistenced,
+// where the system image carries it (an extension with NVIDIA's driver) and
+// the driver is loaded.
+//
+// Without it the driver tears a GPU's state down whenever the last program
+// using it closes it, and sets it up again for the next: every nvidia-smi,
+// every container's first CUDA call pays seconds of initialisation, and
+// error counters and settings (application clocks, ECC, MIG's compute
+// instances) do not last. NVIDIA's documentation has the daemon run on
+// every Linux GPU server; systemd-based distributions start it from a unit,
+// Talos from its NVIDIA extension. The agent is the node's init, so it starts
+// it here and watches it:
+//
+//   - the daemon forks into the background; the agent waits for the process
+//     it started to exit (0: the daemon is set up) and reads the daemon's pid
+//     from its pid file (/var/run/nvidia-persistenced/nvidia-persistenced.pid);
+//   - it watches that process through a pidfd and starts it again after an
+//     exit, with a back-off (2 s doubling to 5 min; reset after 10 min up);
+//   - on shutdown it sends SIGTERM and waits, so that the daemon leaves the
+//     GPUs in order, before every other process is stopped.
+//
+// The daemon logs through syslog(3): its messages are in `etoile-agent logs
+// syslog` (package syslogd).
+package nvpersist
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Name is the daemon's program name.
+const Name = "nvidia-persistenced"
+
+// PIDFile is where the daemon writes its pid.
+const PIDFile = "/var/run/nvidia-persistenced/nvidia-persistenced.pid"
+
+// pidWait bounds the wait for the pid file after the first process exited 0.
+var pidWait = 5 * time.Second
+
+// Dirs are where Find looks, in order: the folders of K3s's PATH.
+var Dirs = []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}
+
+// Find returns the daemon's path on the machine ("/usr/bin/nvidia-persistenced")
+// when root's system holds an executable one, else "".
+func Find(root string) string {
+	for _, d := range Dirs {
+		p := filepath.Join(d, Name)
+		st, err := os.Stat(filepath.Join(root, p))
+		if err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
+}
+
+// DriverLoaded reports whether NVIDIA's kernel driver is loaded (it
+// publishes /proc/driver/nvidia/version).
+func DriverLoaded(root string) bool {
+	_, err := os.Stat(filepath.Join(root, "proc/driver/nvidia/version"))
+	return err == nil
+}
+
+// Options say how to run the daemon; zero values take the defaults.
+type Options struct {
+	Path    string   // the daemon, as Find returns it
+	Args    []string // nil: --verbose (state changes in its syslog messages)
+	Env     []string // nil: the agent's
+	PIDFile string   // "": PIDFile
+	// Start and Release are PID 1's reaper's (the first process is the
+	// agent's child, waited for here); nil: exec.Cmd.Start.
+	Start   func(*exec.Cmd) error
+	Release func(pid int)
+	Log     *slog.Logger
+	// StartTimeout bounds the first process's run: it sets persistence
+	// mode on every GPU before it exits (0: 2 minutes).
+	StartTimeout time.Duration
+	// Backoff is the first wait before a restart, doubled after each
+	// failure up to MaxBackoff, and reset after Healthy up (0: 2 s, 5 min,
+	// 10 min).
+	Backoff, MaxBackoff, Healthy time.Duration
+	// StopTimeout bounds the wait after SIGTERM on shutdown (0: 10 s).
+	StopTimeout time.Duration
+}
+
+// Daemon is the supervised daemon.
+type Daemon struct {
+	o       Options
+	started chan struct{}
+	done    chan struct{}
+
+	mu       sync.Mutex
+	pid      int
+	err      error
+	restarts int
+}
+
+// Start starts the daemon and watches it until ctx ends. Started is closed
+// once the first start is over, whether it worked or not.
+func Start(ctx context.Context, o Options) *Daemon {
+	if o.Args == nil {
+		o.Args = []string{"--verbose"}
+	}
+	if o.PIDFile == "" {
+		o.PIDFile = PIDFile
+	}
+	if o.Start == nil {
+		o.Start = func(c *exec.Cmd) error { return c.Start() }
+	}
+	if o.Release == nil {
+		o.Release = func(int) {}
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.StartTimeout, 2*time.Minute)
+	def(&o.Backoff, 2*time.Second)
+	def(&o.MaxBackoff, 5*time.Minute)
+	def(&o.Healthy, 10*time.Minute)
+	def(&o.StopTimeout, 10*time.Second)
+	d := &Daemon{o: o, started: make(chan struct{}), done: make(chan struct{})}
+	go d.run(ctx)
+	return d
+}
+
+// Started is closed once the first start is over.
+func (d *Daemon) Started() <-chan struct{} { return d.started }
+
+// Done is closed once the daemon is stopped and no longer watched.
+func (d *Daemon) Done() <-chan struct{} { return d.done }
+
+// PID is the running daemon's pid (0 when it is not running).
+func (d *Daemon) PID() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.pid
+}
+
+// Err is why the daemon is not running (nil while it runs).
+func (d *Daemon) Err() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.err
+}
+
+// Restarts counts the starts after the first.
+func (d *Daemon) Restarts() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.restarts
+}
+
+// fix is what an operator does about a daemon that does not stay up.
+const fix = "read its messages (etoile-agent logs syslog) and the kernel's (etoile-agent logs kernel); the extension must carry the daemon of the driver's version and the driver's libnvidia-cfg.so.1"
+
+func (d *Daemon) run(ctx context.Context) {
+	defer close(d.done)
+	first := true
+	backoff := d.o.Backoff
+	for {
+		up := time.Now()
+		pid, err := d.launch(ctx)
+		if err == nil {
+			d.set(pid, nil)
+			d.o.Log.Info("NVIDIA persistence daemon running", "pid", pid, "path", d.o.Path)
+		} else {
+			d.set(0, err)
+		}
+		if first {
+			close(d.started)
+			first = false
+		}
+		if err == nil {
+			err = d.watch(ctx, pid)
+			if ctx.Err() != nil {
+				d.set(0, errors.New("stopped with the machine"))
+				return
+			}
+			d.set(0, err)
+			if time.Since(up) >= d.o.Healthy {
+				backoff = d.o.Backoff
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		d.o.Log.Warn("NVIDIA persistence daemon not running", "reason", err.Error(), "restart_in", backoff, "fix", fix)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, d.o.MaxBackoff)
+		d.mu.Lock()
+		d.restarts++
+		d.mu.Unlock()
+	}
+}
+
+func (d *Daemon) set(pid int, err error) {
+	d.mu.Lock()
+	d.pid, d.err = pid, err
+	d.mu.Unlock()
+}
+
+// launch runs the daemon's first process, which forks the daemon and exits,
+// and returns the daemon's pid from its pid file.
+func (d *Daemon) launch(ctx context.Context) (int, error) {
+	// A file a dead daemon left would give its pid.
+	if err := os.Remove(d.o.PIDFile); err != nil && !os.IsNotExist(err) {
+		return 0, fmt.Errorf("removing the old pid file: %w", err)
+	}
+	out := &tail{max: 2048}
+	cmd := exec.Command(d.o.Path, d.o.Args...)
+	cmd.Env = d.o.Env
+	cmd.Stdout, cmd.Stderr = out, out
+	// The daemon may keep the output pipe open: stop reading it once
+	// the first process exited.
+	cmd.WaitDelay = time.Second
+	if err := d.o.Start(cmd); err != nil {
+		return 0, fmt.Errorf("starting %s: %w", d.o.Path, err)
+	}
+	waited := make(chan error, 1)
+	go func() {
+		err := cmd.Wait()
+		d.o.Release(cmd.Process.Pid)
+		waited <- err
+	}()
+	var err error
+	select {
+	case err = <-waited:
+	case <-time.After(d.o.StartTimeout):
+		_ = cmd.Process.Kill()
+		<-waited
+		return 0, fmt.Errorf("%s did not finish starting in %s: killed", d.o.Path, d.o.StartTimeout)
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		<-waited
+		return 0, ctx.Err()
+	}
+	if err != nil && !errors.Is(err, exec.ErrWaitDelay) {
+		return 0, fmt.Errorf("%s failed (%v)%s", d.o.Path, err, out.said())
+	}
+	// The daemon writes its pid file once forked: give it a moment.
+	deadline := time.Now().Add(pidWait)
+	for {
+		b, rerr := os.ReadFile(d.o.PIDFile)
+		if rerr == nil {
+			pid, perr := strconv.Atoi(strings.TrimSpace(string(b)))
+			if perr == nil && pid > 0 {
+				return pid, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%s exited 0 but wrote no pid in %s%s", d.o.Path, d.o.PIDFile, out.said())
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// watch returns once the daemon pid exits (an error saying so) or, when ctx
+// ends, once it has been stopped (nil).
+func (d *Daemon) watch(ctx context.Context, pid int) error {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return fmt.Errorf("the daemon (pid %d) exited right after starting", pid)
+	}
+	defer unix.Close(fd)
+	exited := func(ms int) bool {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, ms)
+		return err == nil && n > 0
+	}
+	for {
+		if exited(500) {
+			return fmt.Errorf("the daemon (pid %d) exited", pid)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	// Shutdown: SIGTERM lets it leave the GPUs in order.
+	_ = unix.PidfdSendSignal(fd, unix.SIGTERM, nil, 0)
+	deadline := time.Now().Add(d.o.StopTimeout)
+	for time.Now().Before(deadline) {
+		if exited(100) {
+			return nil
+		}
+	}
+	d.o.Log.Warn("NVIDIA persistence daemon did not stop in time: killed", "pid", pid, "waited", d.o.StopTimeout)
+	_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+	return nil
+}
+
+// tail keeps the last max bytes written.
+type tail struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = t.b[len(t.b)-t.max:]
+	}
+	return len(p), nil
+}
+
+// said is ": <what it printed>" on one line, or "" when it printed nothing.
+func (t *tail) said() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := strings.Join(strings.Fields(string(bytes.ToValidUTF8(t.b, []byte("?")))), " ")
+	if s == "" {
+		return ""
+	}
+	return ": " + s
+}
