@@ -41,7 +41,10 @@ type Status struct {
 	Uptime   string      `json:"uptime"`
 	Network  []Interface `json:"network"`
 	K3s      K3sStatus   `json:"k3s"`
-	Config   string      `json:"config"` // where the machine config came from, or "none"
+	// Daemons are the other processes the agent runs and watches (NVIDIA's
+	// persistence daemon), when it runs any.
+	Daemons []DaemonStatus `json:"daemons,omitempty"`
+	Config  string         `json:"config"` // where the machine config came from, or "none"
 	// Time is the clock's synchronisation, when the agent keeps it.
 	Time *timesync.Status `json:"time,omitempty"`
 	// Inventory is the hardware summary (agent/inventory's JSON), when collected.
@@ -62,6 +65,17 @@ type K3sStatus struct {
 	State    string `json:"state"`
 	Reason   string `json:"reason,omitempty"`
 	Restarts int    `json:"restarts"`
+}
+
+// DaemonStatus is one watched daemon's state: starting (its first start is
+// not over), running, or restarting (it stopped or could not start: Reason
+// says why, and it is started again after a back-off).
+type DaemonStatus struct {
+	Name     string `json:"name"`
+	State    string `json:"state"`
+	PID      int    `json:"pid,omitempty"`
+	Restarts int    `json:"restarts"`
+	Reason   string `json:"reason,omitempty"`
 }
 
 // ConfigResult answers a validate or apply request.
@@ -408,6 +422,16 @@ func WriteStatus(w io.Writer, st Status) error {
 		k += " (" + st.K3s.Reason + ")"
 	}
 	fmt.Fprintf(&b, "  k3s:     %s, %d restarts\n", k, st.K3s.Restarts)
+	for _, d := range st.Daemons {
+		s := d.State
+		if d.PID > 0 {
+			s += fmt.Sprintf(" (pid %d)", d.PID)
+		}
+		if d.Reason != "" {
+			s += " (" + d.Reason + ")"
+		}
+		fmt.Fprintf(&b, "  daemon:  %s %s, %d restarts\n", d.Name, s, d.Restarts)
+	}
 	if t := st.Time; t != nil {
 		switch {
 		case t.Synced:

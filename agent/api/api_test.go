@@ -25,6 +25,7 @@ func (f *fakeAgent) Status(context.Context) Status {
 	return Status{Version: "v1", Hostname: "edge-1", Boot: "uefi", Source: "disk", Slot: "a", Uptime: "3s",
 		Network: []Interface{{Name: "eth0", MAC: "52:54:00:12:34:56", Carrier: true, Addresses: []string{"10.0.2.15/24"}}},
 		K3s:     K3sStatus{State: "crashloop", Reason: "k3s exited", Restarts: 4}, Config: "ETOILE-CFG volume",
+		Daemons:  []DaemonStatus{{Name: "nvidia-persistenced", State: "running", PID: 412, Restarts: 1}},
 		Warnings: []string{"no NTP server"},
 		Time:     &timesync.Status{Synced: true, Server: "ntp.example.com", Offset: "-1.5ms", Last: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC), Servers: []string{"ntp.example.com"}}}
 }
@@ -134,7 +135,7 @@ func TestStatusAndLogsOverTheSocket(t *testing.T) {
 	if err := WriteStatus(&out, st); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Étoile v1 on edge-1", "uefi, system image from disk, slot a", "crashloop (k3s exited), 4 restarts", "eth0", "10.0.2.15/24", "warning: no NTP server", "time:    synchronised with ntp.example.com (last correction -1.5ms at 2026-11-26T10:00:00Z)"} {
+	for _, want := range []string{"Étoile v1 on edge-1", "uefi, system image from disk, slot a", "crashloop (k3s exited), 4 restarts", "daemon:  nvidia-persistenced running (pid 412), 1 restarts", "eth0", "10.0.2.15/24", "warning: no NTP server", "time:    synchronised with ntp.example.com (last correction -1.5ms at 2026-11-26T10:00:00Z)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status text lacks %q:\n%s", want, out.String())
 		}

@@ -847,24 +847,23 @@ func (n *Node) startPersistenced(ctx context.Context) {
 	}
 }
 
-// persistWarning is the status's warning about NVIDIA's persistence daemon
-// ("" when it runs or the node does not run it).
-func (n *Node) persistWarning() string {
+// persistStatus is NVIDIA's persistence daemon's line of the status, and
+// its warning ("" when it runs); nil when the node does not run it.
+func (n *Node) persistStatus() (*api.DaemonStatus, string) {
 	n.mu.Lock()
 	d := n.persist
 	n.mu.Unlock()
-	if d == nil || n.ctx.Err() != nil {
-		return ""
+	if d == nil {
+		return nil, ""
 	}
-	select {
-	case <-d.Started():
-	default:
-		return ""
+	st := &api.DaemonStatus{Name: nvpersist.Name, State: d.State(), PID: d.PID(), Restarts: d.Restarts()}
+	if st.State != "restarting" {
+		return st, ""
 	}
 	if err := d.Err(); err != nil {
-		return "NVIDIA persistence daemon not running: " + err.Error() + " (etoile-agent logs syslog)"
+		st.Reason = err.Error()
 	}
-	return ""
+	return st, "NVIDIA persistence daemon not running: " + st.Reason + " (etoile-agent logs syslog)"
 }
 
 // --- the local API's backend ------------------------------------------
@@ -891,7 +890,7 @@ func (n *Node) Status(ctx context.Context) api.Status {
 		st = n.env.Status()
 	}
 	runtimeWarn := n.runtimeWarning() // looks at files: not under n.mu
-	persistWarn := n.persistWarning()
+	persist, persistWarn := n.persistStatus()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	st.Config = "none"
@@ -906,6 +905,9 @@ func (n *Node) Status(ctx context.Context) api.Status {
 	st.Warnings = append(st.Warnings, n.warnings...)
 	if runtimeWarn != "" {
 		st.Warnings = append(st.Warnings, runtimeWarn)
+	}
+	if persist != nil {
+		st.Daemons = append(st.Daemons, *persist)
 	}
 	if persistWarn != "" {
 		st.Warnings = append(st.Warnings, persistWarn)

@@ -810,6 +810,9 @@ func TestGPUNodeRunsPersistenced(t *testing.T) {
 			t.Errorf("a warning while the daemon runs: %q", w)
 		}
 	}
+	if len(st.Daemons) != 1 || st.Daemons[0].Name != "nvidia-persistenced" || st.Daemons[0].State != "running" || st.Daemons[0].PID <= 0 {
+		t.Errorf("status daemons %+v, want nvidia-persistenced running with its pid", st.Daemons)
+	}
 	// It dies and cannot start again: the status says so.
 	if err := os.WriteFile(filepath.Join(dir, "mode"), []byte("fail"), 0o644); err != nil {
 		t.Fatal(err)
@@ -827,7 +830,7 @@ func TestGPUNodeRunsPersistenced(t *testing.T) {
 		st, err := client.Status(context.Background())
 		return err == nil && slices.ContainsFunc(st.Warnings, func(w string) bool {
 			return strings.HasPrefix(w, "NVIDIA persistence daemon not running:") && strings.Contains(w, "failed to initialize")
-		})
+		}) && len(st.Daemons) == 1 && st.Daemons[0].State == "restarting" && strings.Contains(st.Daemons[0].Reason, "failed to initialize")
 	})
 	// It can again: started, the warning gone.
 	if err := os.WriteFile(filepath.Join(dir, "mode"), []byte("ok"), 0o644); err != nil {
@@ -835,7 +838,8 @@ func TestGPUNodeRunsPersistenced(t *testing.T) {
 	}
 	waitUntil(t, "the daemon running again", 60*time.Second, func() bool {
 		st, err := client.Status(context.Background())
-		return err == nil && !slices.ContainsFunc(st.Warnings, func(w string) bool { return strings.Contains(w, "persistence") })
+		return err == nil && !slices.ContainsFunc(st.Warnings, func(w string) bool { return strings.Contains(w, "persistence") }) &&
+			len(st.Daemons) == 1 && st.Daemons[0].State == "running" && st.Daemons[0].Restarts >= 2
 	})
 }
 

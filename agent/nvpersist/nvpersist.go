@@ -159,6 +159,25 @@ func (d *Daemon) Err() error {
 	return d.err
 }
 
+// State is "starting" until the first start is over, then "running" or,
+// while it is not running, "restarting"; "stopped" once its context ended.
+func (d *Daemon) State() string {
+	select {
+	case <-d.done:
+		return "stopped"
+	default:
+	}
+	select {
+	case <-d.started:
+	default:
+		return "starting"
+	}
+	if d.PID() > 0 {
+		return "running"
+	}
+	return "restarting"
+}
+
 // Restarts counts the starts after the first.
 func (d *Daemon) Restarts() int {
 	d.mu.Lock()

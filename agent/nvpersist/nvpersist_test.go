@@ -162,7 +162,7 @@ func TestStartRestartStop(t *testing.T) {
 	r := newRig(t, "ok")
 	d, cancel := r.start(t)
 	pid := d.PID()
-	if !alive(pid) || d.Err() != nil {
+	if !alive(pid) || d.Err() != nil || d.State() != "running" {
 		t.Fatalf("after the start: pid %d alive=%v, err %v\n%s", pid, alive(pid), d.Err(), r.log)
 	}
 	if b, _ := os.ReadFile(filepath.Join(r.dir, "args")); strings.TrimSpace(string(b)) != "--verbose" {
@@ -194,8 +194,8 @@ func TestStartRestartStop(t *testing.T) {
 		t.Errorf("the daemon did not get its SIGTERM (stopped %d times)", r.count("stopped"))
 	}
 	eventually(t, "the daemon's exit", func() bool { return !alive(second) })
-	if d.PID() != 0 || r.count("runs") != 2 {
-		t.Errorf("after the shutdown: pid %d, runs %d", d.PID(), r.count("runs"))
+	if d.PID() != 0 || r.count("runs") != 2 || d.State() != "stopped" {
+		t.Errorf("after the shutdown: pid %d, runs %d, state %s", d.PID(), r.count("runs"), d.State())
 	}
 }
 
@@ -207,8 +207,8 @@ func TestFailureReportedAndRetried(t *testing.T) {
 	if err := d.Err(); err == nil || !strings.Contains(err.Error(), "exit status 1") || !strings.Contains(err.Error(), "failed to initialize") {
 		t.Fatalf("Err() = %v", err)
 	}
-	if d.PID() != 0 {
-		t.Errorf("PID() = %d for a daemon that did not start", d.PID())
+	if d.PID() != 0 || d.State() != "restarting" {
+		t.Errorf("PID() = %d, State() = %s for a daemon that did not start", d.PID(), d.State())
 	}
 	eventually(t, "two retries", func() bool { return r.count("runs") >= 3 })
 	log := r.log.String()
@@ -250,6 +250,9 @@ func TestShutdownDuringStart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	d := Start(ctx, r.opts)
 	eventually(t, "the first process", func() bool { return r.count("runs") == 1 })
+	if d.State() != "starting" {
+		t.Errorf("State() = %s during the first start", d.State())
+	}
 	cancel()
 	select {
 	case <-d.Done():
