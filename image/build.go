@@ -636,6 +636,13 @@ func (b *Builder) stageRoot(dir, version string) error {
 	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o777|os.ModeSticky); err != nil {
 		return err
 	}
+	// /var/run is /run, as on Debian: daemons still write their pid files
+	// there (nvidia-persistenced's /var/run/nvidia-persistenced/). A layer
+	// with a var/run folder is refused, naming it (its files would be
+	// under /run's tmpfs at boot, out of sight).
+	if err := os.Symlink("../run", filepath.Join(dir, "var/run")); err != nil {
+		return err
+	}
 	builtin, err := overlay.Root()
 	if err != nil {
 		return err

@@ -65,6 +65,29 @@ func TestStageExtensions(t *testing.T) {
 	}
 }
 
+// TestVarRunIsRun: the staged root's /var/run is a link to /run, and an
+// extension with files under var/run (which /run's tmpfs would hide at
+// boot) is refused, naming the path and the link.
+func TestVarRunIsRun(t *testing.T) {
+	root := t.TempDir()
+	if err := (&Builder{Spec: &ImageSpec{}}).stageRoot(root, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := os.Readlink(filepath.Join(root, "var/run")); err != nil || l != "../run" {
+		t.Fatalf("var/run = %q, %v; want a link to ../run", l, err)
+	}
+	dir := t.TempDir()
+	fakeroot.Write(t, dir, map[string]string{"var/run/nvidia-persistenced/keep": ""})
+	b := &Builder{Spec: &ImageSpec{Extensions: []Extension{{Name: "nvidia", Dir: dir}}}}
+	err := b.stageExtensions(root, "6.1.0-56-amd64")
+	if err == nil || !strings.Contains(err.Error(), "var/run is a folder here") || !strings.Contains(err.Error(), "symlink to ../run") {
+		t.Errorf("an extension with var/run/: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "run/nvidia-persistenced")); err == nil {
+		t.Error("the extension's folder was written through the link")
+	}
+}
+
 // TestStageExtensionsRefusesOtherKernels: modules for another kernel, or
 // under /usr/lib/modules, are refused with the extension, the version and
 // what to do, from a folder and from a squashfs layer alike.

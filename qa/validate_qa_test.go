@@ -271,6 +271,9 @@ func TestSystemImageUnsquashfs(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^drwxrwxrwt root/root .* squashfs-root/tmp$`).MatchString(long) {
 		t.Errorf("the system image's /tmp is not 1777 (world-writable with the sticky bit)")
 	}
+	if !regexp.MustCompile(`(?m)^lrwxrwxrwx root/root .* squashfs-root/var/run -> \.\./run$`).MatchString(long) {
+		t.Errorf("the system image's /var/run is not a symlink to ../run (daemons write their pid files there)")
+	}
 }
 
 func TestSHA256SUMS(t *testing.T) {

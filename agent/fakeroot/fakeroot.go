@@ -121,18 +121,24 @@ func Modules(t testing.TB, root, release, depFile, aliasFile string, leaveOut ..
 // process forks a background process, which writes the pid file named by
 // $NVPD_PIDFILE, and exits; the background process stops on SIGTERM, noting
 // it in $NVPD_DIR/stopped. Each run is a line in $NVPD_DIR/runs and its
-// arguments are in $NVPD_DIR/args. The file $NVPD_DIR/mode makes it fail as
-// the daemon does without a usable driver ("fail"), exit without a pid file
-// ("nopid") or hang before forking ("hang").
+// arguments are in $NVPD_DIR/args. Like the daemon, it fails when the pid
+// file's folder cannot be made (its parent, /var/run, missing). The file
+// $NVPD_DIR/mode makes it fail as the daemon does without a usable driver
+// ("fail"), exit without a pid file ("nopid"), hang before forking ("hang")
+// or hang after forking ("slow").
 const PersistencedStandin = `#!/bin/sh
 echo run >> "$NVPD_DIR/runs"
 echo "$@" > "$NVPD_DIR/args"
-case "$(cat "$NVPD_DIR/mode" 2>/dev/null)" in
-fail) echo "nvidia-persistenced failed to initialize. Check syslog for more details." >&2; exit 1;;
+fail() { echo "nvidia-persistenced failed to initialize. Check syslog for more details." >&2; exit 1; }
+mode=$(cat "$NVPD_DIR/mode" 2>/dev/null)
+case "$mode" in
+fail) fail;;
 nopid) exit 0;;
 hang) exec sleep 600;;
 esac
-mkdir -p "$(dirname "$NVPD_PIDFILE")"
+dir=$(dirname "$NVPD_PIDFILE")
+[ -d "$dir" ] || mkdir "$dir" 2>/dev/null || fail
 sh -c 'trap "echo stopped >> \"$NVPD_DIR/stopped\"; exit 0" TERM; echo $$ > "$NVPD_PIDFILE"; while :; do sleep 0.05; done' </dev/null >/dev/null 2>&1 &
+[ "$mode" = slow ] && exec sleep 600
 exit 0
 `

@@ -819,8 +819,15 @@ var PersistencedWait = 30 * time.Second
 // and waits for its first start (PersistencedWait at most).
 func (n *Node) startPersistenced(ctx context.Context) {
 	root := n.env.Root
-	path := nvpersist.Find(root)
-	if path == "" || !nvpersist.DriverLoaded(root) {
+	path := nvpersist.Find(root, filepath.SplitList(k3s.SystemPath))
+	if path == "" {
+		return
+	}
+	if !nvpersist.DriverLoaded(root) {
+		if inventory.HasGPU(root, "nvidia") {
+			n.env.Log.Warn("NVIDIA persistence daemon not started: NVIDIA's driver is not loaded", "daemon", path,
+				"fix", "the image's NVIDIA driver did not load for this GPU: read the console's module lines and the kernel's log (etoile-agent logs kernel)")
+		}
 		return
 	}
 	d := nvpersist.Start(ctx, nvpersist.Options{

@@ -787,6 +787,15 @@ func TestGPUNodeRunsPersistenced(t *testing.T) {
 	if err := os.Chmod(filepath.Join(root, "usr/bin/nvidia-persistenced"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// The image's /var/run is /run (image.stageRoot).
+	for _, d := range []string{"run", "var"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("../run", filepath.Join(root, "var/run")); err != nil {
+		t.Fatal(err)
+	}
 	pidFile := filepath.Join(root, "var/run/nvidia-persistenced/nvidia-persistenced.pid")
 	// Runs after startGPUNode's clean-up, which stops the node.
 	t.Cleanup(func() {

@@ -49,13 +49,11 @@ const PIDFile = "/var/run/nvidia-persistenced/nvidia-persistenced.pid"
 // pidWait bounds the wait for the pid file after the first process exited 0.
 var pidWait = 5 * time.Second
 
-// Dirs are where Find looks, in order: the folders of K3s's PATH.
-var Dirs = []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}
-
 // Find returns the daemon's path on the machine ("/usr/bin/nvidia-persistenced")
-// when root's system holds an executable one, else "".
-func Find(root string) string {
-	for _, d := range Dirs {
+// when root's system holds an executable one in one of dirs (the node looks
+// where K3s looks for NVIDIA's container runtime: K3s's PATH), else "".
+func Find(root string, dirs []string) string {
+	for _, d := range dirs {
 		p := filepath.Join(d, Name)
 		st, err := os.Stat(filepath.Join(root, p))
 		if err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
@@ -84,7 +82,8 @@ type Options struct {
 	Release func(pid int)
 	Log     *slog.Logger
 	// StartTimeout bounds the first process's run: it sets persistence
-	// mode on every GPU before it exits (0: 2 minutes).
+	// mode on every GPU before it exits (0: 5 minutes, as NVIDIA's
+	// systemd unit allows).
 	StartTimeout time.Duration
 	// Backoff is the first wait before a restart, doubled after each
 	// failure up to MaxBackoff, and reset after Healthy up (0: 2 s, 5 min,
@@ -129,7 +128,7 @@ func Start(ctx context.Context, o Options) *Daemon {
 			*d = v
 		}
 	}
-	def(&o.StartTimeout, 2*time.Minute)
+	def(&o.StartTimeout, 5*time.Minute)
 	def(&o.Backoff, 2*time.Second)
 	def(&o.MaxBackoff, 5*time.Minute)
 	def(&o.Healthy, 10*time.Minute)
@@ -239,8 +238,14 @@ func (d *Daemon) set(pid int, err error) {
 }
 
 // launch runs the daemon's first process, which forks the daemon and exits,
-// and returns the daemon's pid from its pid file.
+// and returns the daemon's pid from its pid file. A daemon already running
+// (it holds its pid file's lock: started by hand, or one a first process
+// that timed out had forked) is watched instead of starting a second.
 func (d *Daemon) launch(ctx context.Context) (int, error) {
+	if pid := lockHolder(d.o.PIDFile); pid > 0 {
+		d.o.Log.Info("NVIDIA persistence daemon already running: watching it", "pid", pid)
+		return pid, nil
+	}
 	// A file a dead daemon left would give its pid.
 	if err := os.Remove(d.o.PIDFile); err != nil && !os.IsNotExist(err) {
 		return 0, fmt.Errorf("removing the old pid file: %w", err)
@@ -267,10 +272,12 @@ func (d *Daemon) launch(ctx context.Context) (int, error) {
 	case <-time.After(d.o.StartTimeout):
 		_ = cmd.Process.Kill()
 		<-waited
+		d.stopForked()
 		return 0, fmt.Errorf("%s did not finish starting in %s: killed", d.o.Path, d.o.StartTimeout)
 	case <-ctx.Done():
 		_ = cmd.Process.Kill()
 		<-waited
+		d.stopForked()
 		return 0, ctx.Err()
 	}
 	if err != nil && !errors.Is(err, exec.ErrWaitDelay) {
@@ -297,6 +304,41 @@ func (d *Daemon) launch(ctx context.Context) (int, error) {
 	}
 }
 
+// stopForked stops the daemon a first process that was killed had already
+// forked (its pid file is this start's: the old one was removed), so that
+// neither a second daemon nor one nobody watches is left.
+func (d *Daemon) stopForked() {
+	b, err := os.ReadFile(d.o.PIDFile)
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	d.stop(fd, pid)
+}
+
+// lockHolder is the pid of the process holding pidFile's lock (the daemon
+// locks it with lockf while it runs), 0 when none does.
+func lockHolder(pidFile string) int {
+	f, err := os.Open(pidFile)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_GETLK, &lk); err != nil || lk.Type == unix.F_UNLCK {
+		return 0
+	}
+	return int(lk.Pid)
+}
+
 // watch returns once the daemon pid exits (an error saying so) or, when ctx
 // ends, once it has been stopped (nil).
 func (d *Daemon) watch(ctx context.Context, pid int) error {
@@ -305,30 +347,37 @@ func (d *Daemon) watch(ctx context.Context, pid int) error {
 		return fmt.Errorf("the daemon (pid %d) exited right after starting", pid)
 	}
 	defer unix.Close(fd)
-	exited := func(ms int) bool {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, ms)
-		return err == nil && n > 0
-	}
 	for {
-		if exited(500) {
+		if pidfdExited(fd, 500) {
 			return fmt.Errorf("the daemon (pid %d) exited", pid)
 		}
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	// Shutdown: SIGTERM lets it leave the GPUs in order.
+	d.stop(fd, pid)
+	return nil
+}
+
+// stop sends the daemon SIGTERM, which lets it leave the GPUs in order,
+// and SIGKILL after StopTimeout.
+func (d *Daemon) stop(fd, pid int) {
 	_ = unix.PidfdSendSignal(fd, unix.SIGTERM, nil, 0)
 	deadline := time.Now().Add(d.o.StopTimeout)
 	for time.Now().Before(deadline) {
-		if exited(100) {
-			return nil
+		if pidfdExited(fd, 100) {
+			return
 		}
 	}
 	d.o.Log.Warn("NVIDIA persistence daemon did not stop in time: killed", "pid", pid, "waited", d.o.StopTimeout)
 	_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-	return nil
+}
+
+// pidfdExited waits up to ms milliseconds for the process to exit.
+func pidfdExited(fd, ms int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, ms)
+	return err == nil && n > 0
 }
 
 // tail keeps the last max bytes written.

@@ -1,11 +1,14 @@
 package nvpersist
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -49,6 +52,16 @@ func newRig(t *testing.T, mode string) *rig {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(bin, []byte(fakeroot.PersistencedStandin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The image's /var/run is /run.
+	if err := os.MkdirAll(filepath.Join(root, "run"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "var"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../run", filepath.Join(root, "var/run")); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
@@ -122,7 +135,8 @@ func eventually(t *testing.T, what string, f func() bool) {
 
 func TestFind(t *testing.T) {
 	root := t.TempDir()
-	if got := Find(root); got != "" {
+	dirs := []string{"/usr/local/bin", "/usr/bin", "/usr/sbin"}
+	if got := Find(root, dirs); got != "" {
 		t.Errorf("Find in an empty root = %q", got)
 	}
 	// Not executable: not a daemon to run.
@@ -133,14 +147,17 @@ func TestFind(t *testing.T) {
 	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got := Find(root); got != "" {
+	if got := Find(root, dirs); got != "" {
 		t.Errorf("Find with a non-executable file = %q", got)
 	}
 	if err := os.Chmod(p, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if got := Find(root); got != "/usr/sbin/"+Name {
+	if got := Find(root, dirs); got != "/usr/sbin/"+Name {
 		t.Errorf("Find = %q, want /usr/sbin/%s", got, Name)
+	}
+	if got := Find(root, dirs[:2]); got != "" {
+		t.Errorf("Find outside the folders given = %q", got)
 	}
 	if DriverLoaded(root) {
 		t.Error("DriverLoaded without /proc/driver/nvidia/version")
@@ -265,4 +282,107 @@ func TestShutdownDuringStart(t *testing.T) {
 	if strings.Contains(r.log.String(), "level=WARN") {
 		t.Errorf("a shutdown is not a failure:\n%s", r.log)
 	}
+}
+
+// Without /var/run (an image that lacks it) the daemon cannot make its
+// folder and fails, as NVIDIA's does: the reason is said.
+func TestNoVarRun(t *testing.T) {
+	r := newRig(t, "ok")
+	if err := os.Remove(filepath.Join(r.root, "var/run")); err != nil {
+		t.Fatal(err)
+	}
+	r.opts.Backoff = time.Hour
+	d, _ := r.start(t)
+	if err := d.Err(); err == nil || !strings.Contains(err.Error(), "failed to initialize") {
+		t.Errorf("Err() = %v", err)
+	}
+}
+
+// A first process that forked the daemon but does not exit in time is
+// killed, and the daemon it forked is stopped: no second daemon beside it,
+// none left unwatched. The same when the machine shuts down meanwhile.
+func TestSlowStartLeavesNoDaemon(t *testing.T) {
+	r := newRig(t, "slow")
+	r.opts.Backoff = time.Hour
+	r.opts.StartTimeout = 500 * time.Millisecond
+	d, _ := r.start(t)
+	if err := d.Err(); err == nil || !strings.Contains(err.Error(), "did not finish starting") {
+		t.Fatalf("Err() = %v", err)
+	}
+	if r.count("stopped") != 1 {
+		t.Errorf("the forked daemon got SIGTERM %d times, want once", r.count("stopped"))
+	}
+
+	r = newRig(t, "slow")
+	ctx, cancel := context.WithCancel(context.Background())
+	d = Start(ctx, r.opts)
+	eventually(t, "the pid file", func() bool { _, err := os.Stat(r.opts.PIDFile); return err == nil })
+	cancel()
+	select {
+	case <-d.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("not stopped")
+	}
+	if r.count("stopped") != 1 {
+		t.Errorf("after a shutdown during the start the forked daemon got SIGTERM %d times, want once", r.count("stopped"))
+	}
+}
+
+// A daemon already running (it holds its pid file's lock, as NVIDIA's
+// does with lockf) is watched, not doubled; once it exits the agent starts
+// its own.
+func TestRunningDaemonIsWatched(t *testing.T) {
+	r := newRig(t, "ok")
+	if err := os.MkdirAll(filepath.Dir(r.opts.PIDFile), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	holder := exec.Command(os.Args[0], "-test.run=^$")
+	holder.Env = append(os.Environ(), "NVPERSIST_LOCK_HOLDER="+r.opts.PIDFile)
+	out, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "locked\n" {
+		t.Fatalf("the lock holder said %q, %v", line, err)
+	}
+	d, _ := r.start(t)
+	if d.PID() != holder.Process.Pid || r.count("runs") != 0 {
+		t.Fatalf("PID() = %d (holder %d), stand-in runs %d: want the running daemon watched", d.PID(), holder.Process.Pid, r.count("runs"))
+	}
+	if !strings.Contains(r.log.String(), "already running: watching it") {
+		t.Errorf("log:\n%s", r.log)
+	}
+	_ = holder.Process.Kill()
+	eventually(t, "the agent's own daemon", func() bool { p := d.PID(); return p != 0 && p != holder.Process.Pid && alive(p) })
+	if r.count("runs") != 1 {
+		t.Errorf("stand-in runs %d, want 1", r.count("runs"))
+	}
+}
+
+// TestMain lets the test binary hold a pid file's lock as the daemon does
+// (lockf: a POSIX record lock, which another process must hold for
+// F_GETLK to see it).
+func TestMain(m *testing.M) {
+	if p := os.Getenv("NVPERSIST_LOCK_HOLDER"); p != "" {
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		lk := unix.Flock_t{Type: unix.F_WRLCK}
+		if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		fmt.Fprintf(f, "%d\n", os.Getpid())
+		fmt.Println("locked")
+		time.Sleep(10 * time.Minute)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
 }

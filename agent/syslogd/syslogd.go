@@ -25,7 +25,10 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultPath is where syslog(3) writes.
@@ -106,15 +109,17 @@ func Parse(p []byte) Message {
 }
 
 // clean makes the text one printable line: valid UTF-8, no trailing
-// newlines or NULs, inner newlines and other control characters shown as
-// spaces (a message must not forge the next console line).
+// newlines or NULs, inner newlines and every other control character (C0,
+// DEL, C1: U+009B is a terminal's CSI) and bidirectional override shown as
+// a space (a message must not forge the next console line, nor reorder
+// what a terminal shows).
 func clean(s string) string {
 	s = strings.TrimRight(s, "\x00\r\n")
 	if !utf8.ValidString(s) {
 		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
 	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
 			return ' '
 		}
 		return r
@@ -246,22 +251,42 @@ type Server struct {
 	sink Sink
 	log  *slog.Logger
 	now  func() time.Time
+	// console takes the lines for the consoles to a goroutine of their
+	// own: a slow serial console never holds up the reading of /dev/log
+	// (nor so the daemons' syslog(3) calls, once its queue is full).
+	console chan consoleLine
+	flush   chan struct{} // a first line was left off: say so in a while
 
 	mu      sync.Mutex
 	tokens  float64   // console lines that may be printed now
 	at      time.Time // when tokens was last topped up
-	dropped int       // console lines left out since the last one printed
+	dropped int       // console lines left off since the count was last said
 }
 
-// Console rate: a burst of ConsoleBurst lines, then ConsolePerSecond.
+// consoleLine is a line for the consoles, and how many were left off
+// before it.
+type consoleLine struct {
+	leftOff int
+	attrs   []any
+}
+
+// Console rate: a burst of ConsoleBurst lines, then ConsolePerSecond; a
+// message's text is cut at ConsoleText bytes there (the log keeps it whole).
 const (
 	ConsoleBurst     = 10
 	ConsolePerSecond = 1.0
+	ConsoleText      = 512
 )
+
+// sayDroppedAfter is how long after the first line left off the count is
+// said, when no line is printed meanwhile.
+var sayDroppedAfter = 2 * time.Second
 
 // Listen binds the datagram socket at path (0666, as every syslog daemon's:
 // a daemon that dropped root logs too). A socket left there by an earlier
-// run is replaced; anything else at path is an error.
+// run is replaced; anything else at path is an error. The kernel gives each
+// message its sender's pid and uid (SO_PASSCRED), which the log shows: a
+// message's own tag and pid are whatever its sender wrote.
 func Listen(path string, sink Sink, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -278,12 +303,30 @@ func Listen(path string, sink Sink, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o666); err != nil {
+	fail := func(err error) (*Server, error) {
 		conn.Close()
-		return nil, fmt.Errorf("making %s writable by every user: %w", path, err)
+		os.Remove(path)
+		return nil, err
 	}
-	return &Server{conn: conn, path: path, sink: sink, log: log, now: time.Now, tokens: ConsoleBurst}, nil
+	if err := os.Chmod(path, 0o666); err != nil {
+		return fail(fmt.Errorf("making %s writable by every user: %w", path, err))
+	}
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return fail(err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
+	}); err != nil || serr != nil {
+		return fail(fmt.Errorf("asking for the senders' credentials on %s: %w", path, errors.Join(err, serr)))
+	}
+	return &Server{conn: conn, path: path, sink: sink, log: log, now: time.Now, tokens: ConsoleBurst,
+		console: make(chan consoleLine, 16), flush: make(chan struct{}, 1)}, nil
 }
+
+// Sender is who sent a message, as the kernel says (-1: not given).
+type Sender struct{ PID, UID int }
 
 // Serve reads messages until ctx ends, then closes and removes the socket.
 func (s *Server) Serve(ctx context.Context) {
@@ -291,9 +334,11 @@ func (s *Server) Serve(ctx context.Context) {
 	defer stop()
 	defer os.Remove(s.path)
 	defer s.conn.Close()
+	go s.printConsole(ctx)
 	buf := make([]byte, MaxMessage)
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
 	for {
-		n, _, err := s.conn.ReadFromUnix(buf)
+		n, oobn, _, _, err := s.conn.ReadMsgUnix(buf, oob)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
@@ -301,41 +346,124 @@ func (s *Server) Serve(ctx context.Context) {
 			s.log.Warn("reading /dev/log failed: daemons' syslog messages are no longer kept", "reason", err.Error())
 			return
 		}
-		s.handle(Parse(buf[:n]))
+		s.handle(Parse(buf[:n]), sender(oob[:oobn]))
 	}
 }
 
-func (s *Server) handle(m Message) {
+// sender reads the SCM_CREDENTIALS message the kernel adds.
+func sender(oob []byte) Sender {
+	from := Sender{PID: -1, UID: -1}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return from
+	}
+	for _, m := range msgs {
+		if c, err := unix.ParseUnixCredentials(&m); err == nil {
+			return Sender{PID: int(c.Pid), UID: int(c.Uid)}
+		}
+	}
+	return from
+}
+
+func (s *Server) handle(m Message, from Sender) {
 	now := s.now()
 	if s.sink != nil {
-		s.sink.Add(now.UTC().Format("2006-01-02T15:04:05.000Z") + " " + m.Line())
+		line := now.UTC().Format("2006-01-02T15:04:05.000Z") + " "
+		if from.PID >= 0 {
+			line += fmt.Sprintf("pid=%d uid=%d ", from.PID, from.UID)
+		}
+		s.sink.Add(line + m.Line())
 	}
 	if m.Severity > 4 { // notice, info and debug stay off the consoles
 		return
 	}
+	attrs := []any{"app", orDash(m.App), "severity", m.SeverityName(), "text", consoleText(m.Text)}
+	switch {
+	case from.PID >= 0:
+		attrs = append(attrs, "pid", from.PID, "uid", from.UID)
+	case m.PID != "":
+		attrs = append(attrs, "pid", m.PID)
+	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.at.IsZero() {
 		s.tokens = min(ConsoleBurst, s.tokens+now.Sub(s.at).Seconds()*ConsolePerSecond)
 	}
 	s.at = now
-	if s.tokens < 1 {
-		s.dropped++
-		s.mu.Unlock()
-		return
+	if s.tokens >= 1 {
+		select {
+		case s.console <- consoleLine{leftOff: s.dropped, attrs: attrs}:
+			s.tokens--
+			s.dropped = 0
+			return
+		default: // the consoles are behind: counted with the others
+		}
 	}
-	s.tokens--
-	dropped := s.dropped
+	s.dropped++
+	if s.dropped == 1 {
+		select {
+		case s.flush <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// printConsole prints the lines handle let through, and the count of those
+// it left off: before the next line printed, or sayDroppedAfter after the
+// first one left off.
+func (s *Server) printConsole(ctx context.Context) {
+	var later <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case l := <-s.console:
+			s.print(l)
+		case <-s.flush:
+			later = time.After(sayDroppedAfter)
+		case <-later:
+			later = nil
+			// The lines queued before come first.
+			for drained := false; !drained; {
+				select {
+				case l := <-s.console:
+					s.print(l)
+				default:
+					drained = true
+				}
+			}
+			s.sayDropped()
+		}
+	}
+}
+
+func (s *Server) print(l consoleLine) {
+	if l.leftOff > 0 {
+		s.log.Warn("syslog messages left off the console", "count", l.leftOff, "read", "etoile-agent logs syslog")
+	}
+	s.log.Warn("syslog", l.attrs...)
+}
+
+func (s *Server) sayDropped() {
+	s.mu.Lock()
+	n := s.dropped
 	s.dropped = 0
 	s.mu.Unlock()
-	if dropped > 0 {
-		s.log.Warn("syslog messages left off the console", "count", dropped, "read", "etoile-agent logs syslog")
+	if n > 0 {
+		s.log.Warn("syslog messages left off the console", "count", n, "read", "etoile-agent logs syslog")
 	}
-	attrs := []any{"app", orDash(m.App)}
-	if m.PID != "" {
-		attrs = append(attrs, "pid", m.PID)
+}
+
+// consoleText cuts text at ConsoleText bytes (on a character's boundary).
+func consoleText(text string) string {
+	if len(text) <= ConsoleText {
+		return text
 	}
-	attrs = append(attrs, "severity", m.SeverityName(), "text", m.Text)
-	s.log.Warn("syslog", attrs...)
+	cut := ConsoleText
+	for cut > 0 && !utf8.RuneStart(text[cut]) {
+		cut--
+	}
+	return text[:cut] + "…"
 }
 
 func orDash(s string) string {

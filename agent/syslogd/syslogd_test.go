@@ -3,11 +3,14 @@ package syslogd
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -37,6 +40,8 @@ func TestParse(t *testing.T) {
 		// A message cannot forge a console line.
 		{"<12>app: one\nfake: etoile: ready\x1b[2J", Message{1, 4, "app", "", "one fake: etoile: ready [2J"}},
 		{"<12>app: \xff\xfe", Message{1, 4, "app", "", "\uFFFD"}},
+		// C1 controls (U+009B: CSI) and bidirectional overrides too.
+		{"<12>app: a\u009b2Jb\u202etxt.exe\u2066c", Message{1, 4, "app", "", "a 2Jb txt.exe c"}},
 	} {
 		if got := Parse([]byte(tc.in)); got != tc.want {
 			t.Errorf("Parse(%q)\n got %+v\nwant %+v", tc.in, got, tc.want)
@@ -99,7 +104,7 @@ func (b *syncBuf) String() string {
 	return b.b.String()
 }
 
-func serve(t *testing.T, path string) (*lines, *syncBuf) {
+func serve(t *testing.T, path string) (*Server, *lines, *syncBuf) {
 	t.Helper()
 	sink := &lines{}
 	console := &syncBuf{}
@@ -117,7 +122,19 @@ func serve(t *testing.T, path string) (*lines, *syncBuf) {
 			t.Errorf("the socket is still at %s after Serve returned: %v", path, err)
 		}
 	})
-	return sink, console
+	return srv, sink, console
+}
+
+// waitConsole waits until the console shows want.
+func waitConsole(t *testing.T, console *syncBuf, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(console.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the console never showed %q:\n%s", want, console)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // util-linux's logger writes to the socket as syslog(3) and other senders
@@ -129,7 +146,7 @@ func TestLoggerMessagesAreKept(t *testing.T) {
 		t.Fatal("logger (util-linux, Debian's bsdutils) is needed: apt-get install bsdutils")
 	}
 	path := filepath.Join(t.TempDir(), "log")
-	sink, console := serve(t, path)
+	_, sink, console := serve(t, path)
 	st, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -148,6 +165,8 @@ func TestLoggerMessagesAreKept(t *testing.T) {
 		}
 	}
 	got := waitLines(t, sink, 3)
+	// The kernel's word on the sender comes first: logger's pid, our uid.
+	who := regexp.MustCompile(`^\S+ pid=[1-9][0-9]* uid=` + strconv.Itoa(os.Getuid()) + ` `)
 	want := []string{
 		" daemon.warning nvidia-persistenced[412]: Failed to open libnvidia-cfg.so.1",
 		" local3.info iscsid",
@@ -160,13 +179,17 @@ func TestLoggerMessagesAreKept(t *testing.T) {
 		if _, err := time.Parse("2006-01-02T15:04:05.000Z", strings.Fields(got[i])[0]); err != nil {
 			t.Errorf("line %d does not start with the time it came: %q", i, got[i])
 		}
+		if !who.MatchString(got[i]) {
+			t.Errorf("line %d does not name its sender's pid and uid: %q", i, got[i])
+		}
 	}
 	if !strings.HasSuffix(got[1], ": connection1:0 is operational now") || !strings.HasSuffix(got[2], ": disk 3 failing") {
 		t.Errorf("messages: %q", got)
 	}
 	// Warnings and worse reach the console, info does not.
+	waitConsole(t, console, "app=vendor-agent severity=err")
 	out := console.String()
-	for _, w := range []string{"app=nvidia-persistenced pid=412 severity=warning", "app=vendor-agent", "severity=err"} {
+	for _, w := range []string{"app=nvidia-persistenced severity=warning text=\"Failed to open libnvidia-cfg.so.1\" pid=", " uid=" + strconv.Itoa(os.Getuid())} {
 		if !strings.Contains(out, w) {
 			t.Errorf("console lacks %q:\n%s", w, out)
 		}
@@ -176,34 +199,57 @@ func TestLoggerMessagesAreKept(t *testing.T) {
 	}
 }
 
-// A daemon in a loop cannot flood the consoles: past the burst, lines are
-// counted and the count is said with the next one shown; the sink keeps
-// every message.
+// A daemon in a loop cannot flood the consoles: past the burst, one line a
+// second, and the count of those left off is said (with the next line
+// shown, or a moment after the first left off); the log keeps every
+// message, and a long text is cut on the console only.
 func TestConsoleIsRateLimited(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "log")
-	sink := &lines{}
-	console := &syncBuf{}
-	srv, err := Listen(path, sink, slog.New(slog.NewTextHandler(console, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.conn.Close()
+	old := sayDroppedAfter
+	sayDroppedAfter = 50 * time.Millisecond
+	defer func() { sayDroppedAfter = old }()
+	srv, sink, console := serve(t, filepath.Join(t.TempDir(), "log"))
+	var mu sync.Mutex
 	now := time.Date(2026, 11, 26, 19, 0, 0, 0, time.UTC)
-	srv.now = func() time.Time { return now }
+	srv.mu.Lock()
+	srv.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	srv.mu.Unlock()
+	me := Sender{PID: 77, UID: 0}
 	for i := range 50 {
-		srv.handle(Parse([]byte("<11>looper[1]: round " + string(rune('A'+i%26)))))
+		srv.handle(Parse([]byte(fmt.Sprintf("<11>looper[1]: round %d", i))), me)
 	}
+	waitConsole(t, console, `"syslog messages left off the console" count=40`)
 	if n := strings.Count(console.String(), "msg=syslog "); n != ConsoleBurst {
 		t.Errorf("%d console lines for 50 messages at once, want the burst of %d", n, ConsoleBurst)
 	}
+	// Three seconds on: three more lines, the other two counted.
+	mu.Lock()
 	now = now.Add(3 * time.Second)
-	srv.handle(Parse([]byte("<11>looper[1]: later")))
-	out := console.String()
-	if !strings.Contains(out, "syslog messages left off the console\" count=40") || !strings.Contains(out, "text=later") {
-		t.Errorf("after a pause the count of messages left off and the next message should show:\n%s", out)
+	mu.Unlock()
+	for i := range 5 {
+		srv.handle(Parse([]byte(fmt.Sprintf("<11>looper[1]: later %d", i))), me)
 	}
-	if n := len(sink.get()); n != 51 {
-		t.Errorf("the log kept %d messages, want all 51", n)
+	waitConsole(t, console, `"syslog messages left off the console" count=2`)
+	out := console.String()
+	for i, want := range []bool{true, true, true, false, false} {
+		if got := strings.Contains(out, fmt.Sprintf("text=\"later %d\"", i)); got != want {
+			t.Errorf("later %d on the console: %v, want %v\n%s", i, got, want, out)
+		}
+	}
+	if n := len(sink.get()); n != 55 {
+		t.Errorf("the log kept %d messages, want all 55", n)
+	}
+	// A long text: cut on the console, whole in the log.
+	mu.Lock()
+	now = now.Add(time.Minute)
+	mu.Unlock()
+	long := strings.Repeat("é", ConsoleText)
+	srv.handle(Parse([]byte("<11>looper: "+long)), me)
+	waitConsole(t, console, "…")
+	if !strings.Contains(console.String(), "text="+strings.Repeat("é", ConsoleText/2)+"…") {
+		t.Errorf("the long text is not cut at %d bytes on the console", ConsoleText)
+	}
+	if l := sink.get(); !strings.HasSuffix(l[len(l)-1], long) {
+		t.Errorf("the log did not keep the long text whole")
 	}
 }
 
@@ -216,7 +262,7 @@ func TestListenReplacesAStaleSocketOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	old.Close()
-	sink, _ := serve(t, path)
+	_, sink, _ := serve(t, path)
 	c, err := net.Dial("unixgram", path)
 	if err != nil {
 		t.Fatal(err)
@@ -225,8 +271,9 @@ func TestListenReplacesAStaleSocketOnly(t *testing.T) {
 	if _, err := c.Write([]byte("<14>me: hi")); err != nil {
 		t.Fatal(err)
 	}
-	if got := waitLines(t, sink, 1); !strings.HasSuffix(got[0], " user.info me: hi") {
-		t.Errorf("got %q", got)
+	want := fmt.Sprintf(" pid=%d uid=%d user.info me: hi", os.Getpid(), os.Getuid())
+	if got := waitLines(t, sink, 1); !strings.HasSuffix(got[0], want) {
+		t.Errorf("got %q, want it to end in %q", got, want)
 	}
 	// A regular file is somebody's: not removed.
 	file := filepath.Join(dir, "file")
@@ -245,7 +292,7 @@ func TestListenReplacesAStaleSocketOnly(t *testing.T) {
 // read whole.
 func TestLongMessageIsCut(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log")
-	sink, _ := serve(t, path)
+	_, sink, _ := serve(t, path)
 	c, err := net.Dial("unixgram", path)
 	if err != nil {
 		t.Fatal(err)

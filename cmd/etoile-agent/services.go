@@ -68,14 +68,16 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		esp = espSource{mount: mount, log: m.Log(), disk: m.BootDisk, told: new(atomic.Bool)}
 	}
 	// The image's daemons log through syslog(3) to /dev/log: kept for
-	// `etoile-agent logs syslog`, their warnings on the consoles.
+	// `etoile-agent logs syslog`, their warnings on the consoles. Open
+	// until the machine goes down: what daemons say as they are stopped
+	// (after ctx ended) is kept too.
 	var syslogLogs func(uint64) ([]string, uint64, uint64)
 	daemons := logring.New(1000)
 	if srv, err := syslogd.Listen(syslogd.DefaultPath, daemons, m.Log()); err != nil {
 		m.Log().Warn("daemons' syslog messages are not kept", "reason", err.Error())
 	} else {
 		syslogLogs = daemons.Since
-		go srv.Serve(ctx)
+		go srv.Serve(context.Background())
 	}
 	hostname, _ := os.Hostname()
 	slot := m.Slot
