@@ -707,6 +707,15 @@ func copyLayer(src fs.FS, dst string, readLink func(p string, info fs.FileInfo) 
 		if err != nil {
 			return err
 		}
+		if p == "var/run" || strings.HasPrefix(p, "var/run/") {
+			// The image's /var/run is /run, a tmpfs at boot (stageRoot).
+			if p == "var/run" && info.Mode()&fs.ModeSymlink != 0 {
+				if to, err := readLink(p, info); err == nil && (to == "../run" || to == "/run") {
+					return nil // the same link
+				}
+			}
+			return fmt.Errorf("%s: the image's /var/run is /run, an empty tmpfs at boot, where daemons make their files as they run: leave var/run out of the layer", p)
+		}
 		have, herr := root.Lstat(rel)
 		exists := herr == nil
 		switch {

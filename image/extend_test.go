@@ -80,11 +80,31 @@ func TestVarRunIsRun(t *testing.T) {
 	fakeroot.Write(t, dir, map[string]string{"var/run/nvidia-persistenced/keep": ""})
 	b := &Builder{Spec: &ImageSpec{Extensions: []Extension{{Name: "nvidia", Dir: dir}}}}
 	err := b.stageExtensions(root, "6.1.0-56-amd64")
-	if err == nil || !strings.Contains(err.Error(), "var/run is a folder here") || !strings.Contains(err.Error(), "symlink to ../run") {
+	if err == nil || !strings.Contains(err.Error(), "var/run: the image's /var/run is /run, an empty tmpfs at boot") || !strings.Contains(err.Error(), "leave var/run out of the layer") {
 		t.Errorf("an extension with var/run/: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(root, "run/nvidia-persistenced")); err == nil {
 		t.Error("the extension's folder was written through the link")
+	}
+	// A layer made from a Debian root has the same link: accepted; a link
+	// elsewhere is refused.
+	for to, ok := range map[string]bool{"/run": true, "../run": true, "../tmp": false} {
+		dir := t.TempDir()
+		fakeroot.Write(t, dir, map[string]string{"usr/bin/tool": "x"})
+		if err := os.MkdirAll(filepath.Join(dir, "var"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(to, filepath.Join(dir, "var/run")); err != nil {
+			t.Fatal(err)
+		}
+		b := &Builder{Spec: &ImageSpec{Extensions: []Extension{{Name: "root", Dir: dir}}}}
+		err := b.stageExtensions(root, "6.1.0-56-amd64")
+		if ok != (err == nil) {
+			t.Errorf("a layer's var/run -> %s: %v", to, err)
+		}
+		if l, _ := os.Readlink(filepath.Join(root, "var/run")); l != "../run" {
+			t.Errorf("after a layer's var/run -> %s the image's var/run -> %q", to, l)
+		}
 	}
 }
 

@@ -286,34 +286,45 @@ func (d *Daemon) launch(ctx context.Context) (int, error) {
 	// The daemon writes its pid file once forked: give it a moment.
 	deadline := time.Now().Add(pidWait)
 	for {
-		b, rerr := os.ReadFile(d.o.PIDFile)
-		if rerr == nil {
-			pid, perr := strconv.Atoi(strings.TrimSpace(string(b)))
-			if perr == nil && pid > 0 {
-				return pid, nil
-			}
+		if pid := d.forkedPID(); pid > 0 {
+			return pid, nil
 		}
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("%s exited 0 but wrote no pid in %s%s", d.o.Path, d.o.PIDFile, out.said())
 		}
 		select {
 		case <-ctx.Done():
+			d.stopForked()
 			return 0, ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
 
-// stopForked stops the daemon a first process that was killed had already
-// forked (its pid file is this start's: the old one was removed), so that
-// neither a second daemon nor one nobody watches is left.
-func (d *Daemon) stopForked() {
+// forkedPID is the pid of the daemon this start forked (0: none yet): the
+// holder of the pid file's lock, else the pid the file holds. The file is
+// this start's (launch removed an earlier one first), so its pid is not an
+// old daemon's that another process may have been given since.
+func (d *Daemon) forkedPID() int {
+	if pid := lockHolder(d.o.PIDFile); pid > 0 {
+		return pid
+	}
 	b, err := os.ReadFile(d.o.PIDFile)
 	if err != nil {
-		return
+		return 0
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || pid <= 0 {
+		return 0
+	}
+	return pid
+}
+
+// stopForked stops the daemon a first process that was killed had already
+// forked, so that neither a second daemon nor one nobody watches is left.
+func (d *Daemon) stopForked() {
+	pid := d.forkedPID()
+	if pid <= 0 {
 		return
 	}
 	fd, err := unix.PidfdOpen(pid, 0)
@@ -371,6 +382,7 @@ func (d *Daemon) stop(fd, pid int) {
 	}
 	d.o.Log.Warn("NVIDIA persistence daemon did not stop in time: killed", "pid", pid, "waited", d.o.StopTimeout)
 	_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+	pidfdExited(fd, 1000) // gone before the next start looks for a running one
 }
 
 // pidfdExited waits up to ms milliseconds for the process to exit.

@@ -161,11 +161,12 @@ func parse5424(s string, m *Message) bool {
 	if len(f) < 5 {
 		return false
 	}
+	// RFC 5424 bounds APP-NAME to 48 characters and PROCID to 128.
 	if f[2] != "-" {
-		m.App = f[2]
+		m.App = cut(f[2], 48)
 	}
 	if f[3] != "-" {
-		m.PID = f[3]
+		m.PID = cut(f[3], 128)
 	}
 	// Structured data: "-" or one or more [id k="v" …] (\] escapes a ]).
 	switch {
@@ -423,16 +424,27 @@ func (s *Server) printConsole(ctx context.Context) {
 			later = time.After(sayDroppedAfter)
 		case <-later:
 			later = nil
-			// The lines queued before come first.
+			// The lines queued before the count come first: both taken
+			// at once, so that none queued meanwhile comes after it.
+			s.mu.Lock()
+			var queued []consoleLine
 			for drained := false; !drained; {
 				select {
 				case l := <-s.console:
-					s.print(l)
+					queued = append(queued, l)
 				default:
 					drained = true
 				}
 			}
-			s.sayDropped()
+			n := s.dropped
+			s.dropped = 0
+			s.mu.Unlock()
+			for _, l := range queued {
+				s.print(l)
+			}
+			if n > 0 {
+				s.log.Warn("syslog messages left off the console", "count", n, "read", "etoile-agent logs syslog")
+			}
 		}
 	}
 }
@@ -444,26 +456,18 @@ func (s *Server) print(l consoleLine) {
 	s.log.Warn("syslog", l.attrs...)
 }
 
-func (s *Server) sayDropped() {
-	s.mu.Lock()
-	n := s.dropped
-	s.dropped = 0
-	s.mu.Unlock()
-	if n > 0 {
-		s.log.Warn("syslog messages left off the console", "count", n, "read", "etoile-agent logs syslog")
-	}
-}
+// consoleText cuts text at ConsoleText bytes.
+func consoleText(text string) string { return cut(text, ConsoleText) }
 
-// consoleText cuts text at ConsoleText bytes (on a character's boundary).
-func consoleText(text string) string {
-	if len(text) <= ConsoleText {
-		return text
+// cut cuts s at n bytes (on a character's boundary), marking the cut.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	cut := ConsoleText
-	for cut > 0 && !utf8.RuneStart(text[cut]) {
-		cut--
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
-	return text[:cut] + "…"
+	return s[:n] + "…"
 }
 
 func orDash(s string) string {

@@ -34,6 +34,9 @@ func TestParse(t *testing.T) {
 			Message{20, 5, "evntslog", "7", "An application event"}},
 		{"<11>1 2026-11-26T19:05:08Z - app - - - \ufeffboom", Message{1, 3, "app", "", "boom"}},
 		{"<11>1 2026-11-26T19:05:08Z host app 12 - -", Message{1, 3, "app", "12", ""}},
+		// Its bounds on APP-NAME (48) and PROCID (128) hold.
+		{"<11>1 - - " + strings.Repeat("A", 16000) + " " + strings.Repeat("9", 200) + " - - hi",
+			Message{1, 3, strings.Repeat("A", 48) + "…", strings.Repeat("9", 128) + "…", "hi"}},
 		// No priority: user.notice; no tag: the whole text.
 		{"just some text", Message{1, 5, "", "", "just some text"}},
 		{"<999>too big", Message{1, 5, "", "", "<999>too big"}},
