@@ -12,35 +12,18 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/etoile-os/etoile/agent/fakeroot"
+	"github.com/etoile-os/etoile/internal/syncbuf"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 type rig struct {
 	root, dir string
-	log       *syncBuf
+	log       *syncbuf.Buffer
 	opts      Options
 }
 
@@ -65,7 +48,7 @@ func newRig(t *testing.T, mode string) *rig {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	r := &rig{root: root, dir: dir, log: &syncBuf{}}
+	r := &rig{root: root, dir: dir, log: &syncbuf.Buffer{}}
 	r.setMode(t, mode)
 	pidFile := filepath.Join(root, "var/run/nvidia-persistenced/nvidia-persistenced.pid")
 	r.opts = Options{
@@ -109,6 +92,16 @@ func (r *rig) start(t *testing.T) (*Daemon, context.CancelFunc) {
 		t.Fatal("the first start did not end")
 	}
 	return d, cancel
+}
+
+// waitDone waits for the supervisor to end (its context ended).
+func waitDone(t *testing.T, d *Daemon) {
+	t.Helper()
+	select {
+	case <-d.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("not stopped")
+	}
 }
 
 func alive(pid int) bool { return pid > 0 && unix.Kill(pid, 0) == nil && !zombie(pid) }
@@ -202,11 +195,7 @@ func TestStartRestartStop(t *testing.T) {
 	second := d.PID()
 	// Shutdown: SIGTERM, and no restart.
 	cancel()
-	select {
-	case <-d.Done():
-	case <-time.After(20 * time.Second):
-		t.Fatal("not stopped")
-	}
+	waitDone(t, d)
 	if r.count("stopped") != 1 {
 		t.Errorf("the daemon did not get its SIGTERM (stopped %d times)", r.count("stopped"))
 	}
@@ -271,11 +260,7 @@ func TestShutdownDuringStart(t *testing.T) {
 		t.Errorf("State() = %s during the first start", d.State())
 	}
 	cancel()
-	select {
-	case <-d.Done():
-	case <-time.After(20 * time.Second):
-		t.Fatal("not stopped")
-	}
+	waitDone(t, d)
 	if !errors.Is(d.Err(), context.Canceled) {
 		t.Errorf("Err() = %v", d.Err())
 	}
@@ -318,11 +303,7 @@ func TestSlowStartLeavesNoDaemon(t *testing.T) {
 	d = Start(ctx, r.opts)
 	eventually(t, "the pid file", func() bool { _, err := os.Stat(r.opts.PIDFile); return err == nil })
 	cancel()
-	select {
-	case <-d.Done():
-	case <-time.After(20 * time.Second):
-		t.Fatal("not stopped")
-	}
+	waitDone(t, d)
 	if r.count("stopped") != 1 {
 		t.Errorf("after a shutdown during the start the forked daemon got SIGTERM %d times, want once", r.count("stopped"))
 	}

@@ -1,7 +1,6 @@
 package syslogd
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/etoile-os/etoile/internal/syncbuf"
 )
 
 func TestParse(t *testing.T) {
@@ -90,27 +91,10 @@ func waitLines(t *testing.T, s *lines, n int) []string {
 	return nil
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-func serve(t *testing.T, path string) (*Server, *lines, *syncBuf) {
+func serve(t *testing.T, path string) (*Server, *lines, *syncbuf.Buffer) {
 	t.Helper()
 	sink := &lines{}
-	console := &syncBuf{}
+	console := &syncbuf.Buffer{}
 	srv, err := Listen(path, sink, slog.New(slog.NewTextHandler(console, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +113,7 @@ func serve(t *testing.T, path string) (*Server, *lines, *syncBuf) {
 }
 
 // waitConsole waits until the console shows want.
-func waitConsole(t *testing.T, console *syncBuf, want string) {
+func waitConsole(t *testing.T, console *syncbuf.Buffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(console.String(), want) {
