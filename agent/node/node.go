@@ -64,7 +64,8 @@ type Env struct {
 	// K3sEnv is extra environment for K3s (tests point the stand-in's root).
 	K3sEnv []string
 	// PersistencedEnv, when not nil, is the environment of NVIDIA's
-	// persistence daemon (tests point its stand-in).
+	// persistence daemon (tests point its stand-in); nil gives it K3s's
+	// PATH.
 	PersistencedEnv []string
 	// Slot is the booted slot (a, b or none), for heartbeats.
 	Slot string
@@ -830,10 +831,16 @@ func (n *Node) startPersistenced(ctx context.Context) {
 		}
 		return
 	}
+	env := n.env.PersistencedEnv
+	if env == nil {
+		// PID 1's own environment has no PATH: the driver's libraries
+		// run nvidia-modprobe from it when a device file is missing.
+		env = []string{"PATH=" + k3s.SystemPath}
+	}
 	d := nvpersist.Start(ctx, nvpersist.Options{
 		Path:    filepath.Join(root, path),
 		PIDFile: filepath.Join(root, nvpersist.PIDFile),
-		Env:     n.env.PersistencedEnv,
+		Env:     env,
 		Start:   n.env.Start,
 		Release: n.env.Release,
 		Log:     n.env.Log,
