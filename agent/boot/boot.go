@@ -125,6 +125,12 @@ type Machine struct {
 	// or once it is known there are none (or the boot stopped before).
 	imageDrivers     chan struct{}
 	imageDriversOnce sync.Once
+	// imageSettled is closed once those drivers have really finished
+	// loading: after imageDrivers, when its wait stopped at its bound
+	// (lateScan) and they went on loading.
+	imageSettled     chan struct{}
+	imageSettledOnce sync.Once
+	lateScan         atomic.Bool
 	// imageIndexed is closed once the module index knows the system
 	// image's modules (or it is known there are none): their drivers may
 	// still be loading.
@@ -241,7 +247,7 @@ func New(opts Options) *Machine {
 		}
 	}
 	m := &Machine{opts: opts, log: opts.Log, logOut: cl, modulesDone: make(chan struct{}), entropyDone: make(chan struct{}), coldplugDone: make(chan struct{}),
-		imageDrivers: make(chan struct{}), imageIndexed: make(chan struct{}), devEvents: make(chan struct{}, 1)}
+		imageDrivers: make(chan struct{}), imageSettled: make(chan struct{}), imageIndexed: make(chan struct{}), devEvents: make(chan struct{}, 1)}
 	if opts.Root == "" {
 		cl.all = m.broadcast
 	}
@@ -479,6 +485,14 @@ func (m *Machine) ready() Ready {
 // kernel modules add are loaded (see switchRoot), or once there are none.
 func (m *Machine) ImageDriversLoaded() <-chan struct{} { return m.imageDrivers }
 
+// ImageDriversSettled is closed once those drivers have finished loading,
+// also those still loading when ImageDriversLoaded stopped waiting.
+func (m *Machine) ImageDriversSettled() <-chan struct{} { return m.imageSettled }
+
+func (m *Machine) imageDriversSettled() {
+	m.imageSettledOnce.Do(func() { close(m.imageSettled) })
+}
+
 func (m *Machine) imageModulesIndexed() {
 	m.imageIndexedOnce.Do(func() { close(m.imageIndexed) })
 }
@@ -488,6 +502,9 @@ func (m *Machine) imageDriversLoaded() {
 	m.imageDriversOnce.Do(func() {
 		m.nvidiaDeviceFiles() // nvidia-smi in the inventory that waits on this opens them
 		close(m.imageDrivers)
+		if !m.lateScan.Load() {
+			m.imageDriversSettled()
+		}
 	})
 }
 
@@ -1283,6 +1300,15 @@ func switchRoot(ctx context.Context, m *Machine) error {
 		case <-scanned:
 		case <-time.After(m.scale(10 * time.Second)):
 			m.log.Warn("the system image's drivers are still loading; the boot goes on")
+			m.lateScan.Store(true)
+			go func() {
+				// A GPU driver that took longer gets its device files
+				// (and NVIDIA's persistence daemon) once it is loaded.
+				defer m.imageDriversSettled()
+				defer func() { _ = recover() }()
+				<-scanned
+				m.nvidiaDeviceFiles()
+			}()
 		}
 		// Only the image's modules: other loads (drivers nothing waits
 		// for, in the background) finish meanwhile too.

@@ -79,6 +79,10 @@ type Env struct {
 	// image's own modules add are loaded (an extension's GPU driver): the
 	// GPU's inventory waits for it (at most a minute).
 	DriversLoaded <-chan struct{}
+	// DriversSettled, when not nil, is closed once those drivers have
+	// really finished loading: DriversLoaded stops waiting for a slow one
+	// (a GPU driver on a machine with many GPUs) after a while.
+	DriversSettled <-chan struct{}
 	// AgentLogs returns the agent's log lines (its console log) after a
 	// line number, as logring.Ring.Since does; nil when not kept.
 	AgentLogs func(after uint64) (lines []string, next, skipped uint64)
@@ -817,20 +821,63 @@ var PersistencedWait = 30 * time.Second
 
 // startPersistenced starts NVIDIA's persistence daemon (package nvpersist)
 // when NVIDIA's driver is loaded and the system image carries the daemon,
-// and waits for its first start (PersistencedWait at most).
+// and waits for its first start (PersistencedWait at most). A driver still
+// loading (a large one, many GPUs) is waited for in the background, until
+// DriversSettled.
 func (n *Node) startPersistenced(ctx context.Context) {
 	root := n.env.Root
 	path := nvpersist.Find(root, filepath.SplitList(k3s.SystemPath))
 	if path == "" {
 		return
 	}
-	if !nvpersist.DriverLoaded(root) {
-		if inventory.HasGPU(root, "nvidia") {
-			n.env.Log.Warn("NVIDIA persistence daemon not started: NVIDIA's driver is not loaded", "daemon", path,
-				"fix", "the image's NVIDIA driver did not load for this GPU: read the console's module lines and the kernel's log (etoile-agent logs kernel)")
+	if nvpersist.DriverLoaded(root) {
+		d := n.runPersistenced(ctx, path)
+		select {
+		case <-d.Started():
+		case <-time.After(PersistencedWait):
+			n.env.Log.Warn("NVIDIA persistence daemon still starting: the inventory goes on", "waited", PersistencedWait)
+		case <-ctx.Done():
 		}
 		return
 	}
+	if !inventory.HasGPU(root, "nvidia") {
+		return
+	}
+	noDriver := func() {
+		n.env.Log.Warn("NVIDIA persistence daemon not started: NVIDIA's driver is not loaded", "daemon", path,
+			"fix", "the image's NVIDIA driver did not load for this GPU: read the console's module lines and the kernel's log (etoile-agent logs kernel)")
+	}
+	settled := n.env.DriversSettled
+	select {
+	case <-settled:
+		noDriver()
+		return
+	default:
+		if settled == nil {
+			noDriver()
+			return
+		}
+	}
+	n.env.Log.Info("NVIDIA persistence daemon waits for NVIDIA's driver, still loading", "daemon", path)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		select {
+		case <-settled:
+		case <-ctx.Done():
+			return
+		}
+		if !nvpersist.DriverLoaded(root) {
+			noDriver()
+			return
+		}
+		n.runPersistenced(ctx, path)
+	}()
+}
+
+// runPersistenced starts the daemon at path and keeps it for the status
+// and the shutdown.
+func (n *Node) runPersistenced(ctx context.Context, path string) *nvpersist.Daemon {
 	env := n.env.PersistencedEnv
 	if env == nil {
 		// PID 1's own environment has no PATH: the driver's libraries
@@ -838,8 +885,8 @@ func (n *Node) startPersistenced(ctx context.Context) {
 		env = []string{"PATH=" + k3s.SystemPath}
 	}
 	d := nvpersist.Start(ctx, nvpersist.Options{
-		Path:    filepath.Join(root, path),
-		PIDFile: filepath.Join(root, nvpersist.PIDFile),
+		Path:    filepath.Join(n.env.Root, path),
+		PIDFile: filepath.Join(n.env.Root, nvpersist.PIDFile),
 		Env:     env,
 		Start:   n.env.Start,
 		Release: n.env.Release,
@@ -853,12 +900,7 @@ func (n *Node) startPersistenced(ctx context.Context) {
 		defer n.wg.Done()
 		<-d.Done() // the shutdown waits for its SIGTERM
 	}()
-	select {
-	case <-d.Started():
-	case <-time.After(PersistencedWait):
-		n.env.Log.Warn("NVIDIA persistence daemon still starting: the inventory goes on", "waited", PersistencedWait)
-	case <-ctx.Done():
-	}
+	return d
 }
 
 // persistStatus is NVIDIA's persistence daemon's line of the status, and

@@ -852,6 +852,63 @@ func TestGPUNodeRunsPersistenced(t *testing.T) {
 	})
 }
 
+// TestGPUNodePersistencedWaitsForASlowDriver: NVIDIA's driver still loading
+// when the inventory runs (a large one, many GPUs): the daemon (a STAND-IN,
+// see fakeroot.PersistencedStandin) is started once the drivers settle and
+// the driver is there; with the drivers settled and no driver, the console
+// says why it was not started.
+func TestGPUNodePersistencedWaitsForASlowDriver(t *testing.T) {
+	for _, loads := range []bool{true, false} {
+		root := gpuRoot(t)
+		dir := t.TempDir()
+		fakeroot.Write(t, root, map[string]string{"usr/bin/nvidia-persistenced": fakeroot.PersistencedStandin})
+		if err := os.Chmod(filepath.Join(root, "usr/bin/nvidia-persistenced"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []string{"run", "var"} {
+			if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Symlink("../run", filepath.Join(root, "var/run")); err != nil {
+			t.Fatal(err)
+		}
+		pidFile := filepath.Join(root, "var/run/nvidia-persistenced/nvidia-persistenced.pid")
+		settled := make(chan struct{})
+		var all syncbuf.Buffer
+		_, st := startGPUNode(t, root, func(e *Env) {
+			e.PersistencedEnv = []string{"PATH=/usr/bin:/bin", "NVPD_DIR=" + dir, "NVPD_PIDFILE=" + pidFile}
+			e.DriversSettled = settled
+			e.Log = slog.New(slog.NewTextHandler(&all, nil))
+		})
+		if !strings.Contains(all.String(), "NVIDIA persistence daemon waits for NVIDIA's driver, still loading") || len(st.Daemons) != 0 {
+			t.Fatalf("before the driver (loads=%v): daemons %+v\n%s", loads, st.Daemons, all.String())
+		}
+		if loads {
+			fakeroot.Write(t, root, map[string]string{"proc/driver/nvidia/version": "NVRM version: 580.159.04\n"})
+		}
+		close(settled)
+		client := api.NewClient(filepath.Join(root, "agent.sock"))
+		if loads {
+			waitUntil(t, "the daemon once the driver is loaded", 30*time.Second, func() bool {
+				st, err := client.Status(context.Background())
+				return err == nil && len(st.Daemons) == 1 && st.Daemons[0].State == "running"
+			})
+			continue
+		}
+		waitUntil(t, "the console's word on the missing driver", 30*time.Second, func() bool {
+			return strings.Contains(all.String(), "NVIDIA persistence daemon not started: NVIDIA's driver is not loaded")
+		})
+		st, err := client.Status(context.Background())
+		if err != nil || len(st.Daemons) != 0 {
+			t.Errorf("without a driver: daemons %+v, %v", st.Daemons, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "runs")); err == nil {
+			t.Error("the daemon was run without its driver")
+		}
+	}
+}
+
 // TestKernelLog: /v1/logs?source=kernel gives the kernel's records as dmesg
 // prints them, numbered by their sequence number so that -f goes on from the
 // last one; records the kernel's ring dropped meanwhile are counted.

@@ -99,14 +99,15 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 			h, _ := os.Hostname() // the machine config may have set it
 			return machineStatus(m, h, slot)
 		},
-		ApplyNetwork:  m.ApplyNetwork,
-		DriversLoaded: m.ImageDriversLoaded(),
-		AgentLogs:     s.agentLogs.Since,
-		SyslogLogs:    syslogLogs,
-		KernelLog:     func() ([]kmsg.Record, error) { return kmsg.Read("/dev/kmsg") },
-		Clock:         timesync.KernelClock{},
-		TimeFloor:     imageBuildTime(),
-		TimeBehind:    s.timeBehind,
+		ApplyNetwork:   m.ApplyNetwork,
+		DriversLoaded:  m.ImageDriversLoaded(),
+		DriversSettled: m.ImageDriversSettled(),
+		AgentLogs:      s.agentLogs.Since,
+		SyslogLogs:     syslogLogs,
+		KernelLog:      func() ([]kmsg.Record, error) { return kmsg.Read("/dev/kmsg") },
+		Clock:          timesync.KernelClock{},
+		TimeFloor:      imageBuildTime(),
+		TimeBehind:     s.timeBehind,
 		NTPServers: func() []string {
 			if res := m.NetworkResult(); res != nil {
 				return network.NTPServers(res.Leases)
