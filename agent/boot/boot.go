@@ -131,6 +131,7 @@ type Machine struct {
 	imageSettled     chan struct{}
 	imageSettledOnce sync.Once
 	lateScan         atomic.Bool
+	nvDevMu          sync.Mutex // one nvidiaDeviceFiles at a time
 	// imageIndexed is closed once the module index knows the system
 	// image's modules (or it is known there are none): their drivers may
 	// still be loading.
@@ -512,6 +513,8 @@ func (m *Machine) imageDriversLoaded() {
 // NVIDIA's driver, once loaded, needs and devtmpfs never shows (there is no
 // udev to run nvidia-modprobe's mknod): see package nvdev.
 func (m *Machine) nvidiaDeviceFiles() {
+	m.nvDevMu.Lock()
+	defer m.nvDevMu.Unlock()
 	defer func() {
 		if r := recover(); r != nil {
 			m.log.Warn("making NVIDIA device files crashed", "reason", fmt.Sprint(r))

@@ -858,7 +858,7 @@ func (n *Node) startPersistenced(ctx context.Context) {
 			return
 		}
 	}
-	n.env.Log.Info("NVIDIA persistence daemon waits for NVIDIA's driver, still loading", "daemon", path)
+	n.env.Log.Info("NVIDIA persistence daemon waits for the image's drivers, still loading", "daemon", path)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -866,6 +866,9 @@ func (n *Node) startPersistenced(ctx context.Context) {
 		case <-settled:
 		case <-ctx.Done():
 			return
+		}
+		if ctx.Err() != nil {
+			return // both came: the machine is going down
 		}
 		if !nvpersist.DriverLoaded(root) {
 			noDriver()
