@@ -142,3 +142,27 @@ sh -c 'trap "echo stopped >> \"$NVPD_DIR/stopped\"; exit 0" TERM; echo $$ > "$NV
 [ "$mode" = slow ] && exec sleep 600
 exit 0
 `
+
+// Persistenced puts PersistencedStandin at root's usr/bin/nvidia-persistenced
+// with the image's /var/run (a link to /run) and returns the environment
+// that points the stand-in at its files: dir (its runs, args, mode and
+// stopped files) and pidFile (under root's var/run).
+func Persistenced(t testing.TB, root string) (env []string, dir, pidFile string) {
+	t.Helper()
+	bin := filepath.Join(root, "usr/bin/nvidia-persistenced")
+	Write(t, root, map[string]string{"usr/bin/nvidia-persistenced": PersistencedStandin})
+	if err := os.Chmod(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"run", "var"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("../run", filepath.Join(root, "var/run")); err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	pidFile = filepath.Join(root, "var/run/nvidia-persistenced/nvidia-persistenced.pid")
+	return []string{"PATH=/usr/bin:/bin", "NVPD_DIR=" + dir, "NVPD_PIDFILE=" + pidFile}, dir, pidFile
+}

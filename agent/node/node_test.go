@@ -779,33 +779,15 @@ func TestGPUNodeWithNvidiaRuntime(t *testing.T) {
 // starts it again, and stops it with SIGTERM when the node stops.
 func TestGPUNodeRunsPersistenced(t *testing.T) {
 	root := gpuRoot(t)
-	dir := t.TempDir()
-	fakeroot.Write(t, root, map[string]string{
-		"proc/driver/nvidia/version":  "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04\n",
-		"usr/bin/nvidia-persistenced": fakeroot.PersistencedStandin,
-	})
-	if err := os.Chmod(filepath.Join(root, "usr/bin/nvidia-persistenced"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// The image's /var/run is /run (image.stageRoot).
-	for _, d := range []string{"run", "var"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Symlink("../run", filepath.Join(root, "var/run")); err != nil {
-		t.Fatal(err)
-	}
-	pidFile := filepath.Join(root, "var/run/nvidia-persistenced/nvidia-persistenced.pid")
+	fakeroot.Write(t, root, map[string]string{"proc/driver/nvidia/version": "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04\n"})
+	env, dir, pidFile := fakeroot.Persistenced(t, root)
 	// Runs after startGPUNode's clean-up, which stops the node.
 	t.Cleanup(func() {
 		if b, _ := os.ReadFile(filepath.Join(dir, "stopped")); string(b) != "stopped\n" {
 			t.Errorf("the daemon did not get SIGTERM once when the node stopped (%q)", b)
 		}
 	})
-	logs, st := startGPUNode(t, root, func(e *Env) {
-		e.PersistencedEnv = []string{"PATH=/usr/bin:/bin", "NVPD_DIR=" + dir, "NVPD_PIDFILE=" + pidFile}
-	})
+	logs, st := startGPUNode(t, root, func(e *Env) { e.PersistencedEnv = env })
 	running := strings.Index(logs, "NVIDIA persistence daemon running")
 	k3sStarted := strings.Index(logs, "k3s started")
 	if running < 0 || k3sStarted < 0 || running > k3sStarted {
@@ -860,24 +842,11 @@ func TestGPUNodeRunsPersistenced(t *testing.T) {
 func TestGPUNodePersistencedWaitsForASlowDriver(t *testing.T) {
 	for _, loads := range []string{"yes", "no", "never settles"} {
 		root := gpuRoot(t)
-		dir := t.TempDir()
-		fakeroot.Write(t, root, map[string]string{"usr/bin/nvidia-persistenced": fakeroot.PersistencedStandin})
-		if err := os.Chmod(filepath.Join(root, "usr/bin/nvidia-persistenced"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range []string{"run", "var"} {
-			if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := os.Symlink("../run", filepath.Join(root, "var/run")); err != nil {
-			t.Fatal(err)
-		}
-		pidFile := filepath.Join(root, "var/run/nvidia-persistenced/nvidia-persistenced.pid")
+		env, dir, _ := fakeroot.Persistenced(t, root)
 		settled := make(chan struct{})
 		var all syncbuf.Buffer
 		_, st := startGPUNode(t, root, func(e *Env) {
-			e.PersistencedEnv = []string{"PATH=/usr/bin:/bin", "NVPD_DIR=" + dir, "NVPD_PIDFILE=" + pidFile}
+			e.PersistencedEnv = env
 			e.DriversSettled = settled
 			e.Log = slog.New(slog.NewTextHandler(&all, nil))
 		})

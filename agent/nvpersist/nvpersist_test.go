@@ -30,31 +30,13 @@ type rig struct {
 func newRig(t *testing.T, mode string) *rig {
 	t.Helper()
 	root := t.TempDir()
-	bin := filepath.Join(root, "usr/bin", Name)
-	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, []byte(fakeroot.PersistencedStandin), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// The image's /var/run is /run.
-	if err := os.MkdirAll(filepath.Join(root, "run"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(root, "var"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink("../run", filepath.Join(root, "var/run")); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
+	env, dir, pidFile := fakeroot.Persistenced(t, root)
 	r := &rig{root: root, dir: dir, log: &syncbuf.Buffer{}}
 	r.setMode(t, mode)
-	pidFile := filepath.Join(root, "var/run/nvidia-persistenced/nvidia-persistenced.pid")
 	r.opts = Options{
-		Path:    bin,
+		Path:    filepath.Join(root, "usr/bin", Name),
 		PIDFile: pidFile,
-		Env:     []string{"PATH=/usr/bin:/bin", "NVPD_DIR=" + dir, "NVPD_PIDFILE=" + pidFile},
+		Env:     env,
 		Log:     slog.New(slog.NewTextHandler(r.log, nil)),
 		Backoff: 50 * time.Millisecond,
 	}
