@@ -442,18 +442,21 @@ func (s *Server) printConsole(ctx context.Context) {
 			for _, l := range queued {
 				s.print(l)
 			}
-			if n > 0 {
-				s.log.Warn("syslog messages left off the console", "count", n, "read", "etoile-agent logs syslog")
-			}
+			s.sayLeftOff(n)
 		}
 	}
 }
 
 func (s *Server) print(l consoleLine) {
-	if l.leftOff > 0 {
-		s.log.Warn("syslog messages left off the console", "count", l.leftOff, "read", "etoile-agent logs syslog")
-	}
+	s.sayLeftOff(l.leftOff)
 	s.log.Warn("syslog", l.attrs...)
+}
+
+// sayLeftOff says how many lines were left off the console, if any.
+func (s *Server) sayLeftOff(n int) {
+	if n > 0 {
+		s.log.Warn("syslog messages left off the console", "count", n, "read", "etoile-agent logs syslog")
+	}
 }
 
 // consoleText cuts text at ConsoleText bytes.
