@@ -3,13 +3,17 @@
 package qa
 
 import (
+	"encoding/binary"
 	"net"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
 // TestSilentPortDoesNotHoldTheBoot boots the stand-in image with two NICs:
@@ -68,4 +72,173 @@ func TestSilentPortDoesNotHoldTheBoot(t *testing.T) {
 	// (the user network's link keeps it), nor that its DHCP gave up. The
 	// environment's NTP warning is not this test's.
 	noWarnings(t, vm, ntpWarning)
+}
+
+// lateDHCPWire is a wire for a SilentNIC (QEMU's socket netdev) with a DHCP
+// server on it that stays silent until answer is set: a switch port, or the
+// site's DHCP server, that comes up after the machine. Frames are read and
+// written whole (Ethernet, IPv4, UDP); the server hands out 10.77.0.50/24
+// with 10.77.0.1 as the router, 10.77.0.53 as the name server and, when
+// asked for (as dnsmasq), 10.77.0.123 as the NTP server.
+type lateDHCPWire struct {
+	conn   net.PacketConn
+	answer atomic.Bool
+	asked  atomic.Int32 // DHCP messages seen
+}
+
+var wireMAC = net.HardwareAddr{0x52, 0x54, 0x00, 0x77, 0x00, 0x01}
+
+func newLateDHCPWire(t *testing.T) *lateDHCPWire {
+	t.Helper()
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	w := &lateDHCPWire{conn: conn}
+	go w.serve(t)
+	return w
+}
+
+func (w *lateDHCPWire) port() int { return w.conn.LocalAddr().(*net.UDPAddr).Port }
+
+func (w *lateDHCPWire) serve(t *testing.T) {
+	buf := make([]byte, 65536)
+	for {
+		n, qemu, err := w.conn.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		req := dhcpRequest(buf[:n])
+		if req == nil {
+			continue
+		}
+		w.asked.Add(1)
+		if !w.answer.Load() {
+			continue
+		}
+		typ := dhcpv4.MessageTypeOffer
+		switch req.MessageType() {
+		case dhcpv4.MessageTypeDiscover:
+		case dhcpv4.MessageTypeRequest:
+			typ = dhcpv4.MessageTypeAck
+		default:
+			continue
+		}
+		srv := net.IPv4(10, 77, 0, 1).To4()
+		reply, err := dhcpv4.NewReplyFromRequest(req, dhcpv4.WithMessageType(typ),
+			dhcpv4.WithYourIP(net.IPv4(10, 77, 0, 50)), dhcpv4.WithServerIP(srv),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(srv)), dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
+			dhcpv4.WithRouter(srv), dhcpv4.WithDNS(net.IPv4(10, 77, 0, 53)), dhcpv4.WithLeaseTime(3600))
+		if err != nil {
+			t.Errorf("DHCP reply: %v", err)
+			return
+		}
+		if req.IsOptionRequested(dhcpv4.OptionNTPServers) {
+			reply.UpdateOption(dhcpv4.OptNTPServers(net.IPv4(10, 77, 0, 123)))
+		}
+		if _, err := w.conn.WriteTo(udpBroadcastFrame(wireMAC, srv, 67, 68, reply.ToBytes()), qemu); err != nil {
+			return
+		}
+	}
+}
+
+// dhcpRequest is the DHCP message an Ethernet frame carries to the server
+// port, nil for any other frame.
+func dhcpRequest(f []byte) *dhcpv4.DHCPv4 {
+	if len(f) < 14+20+8 || binary.BigEndian.Uint16(f[12:]) != 0x0800 {
+		return nil
+	}
+	ip := f[14:]
+	ihl := int(ip[0]&0x0f) * 4
+	if ip[9] != 17 || len(ip) < ihl+8 {
+		return nil
+	}
+	udp := ip[ihl:]
+	if binary.BigEndian.Uint16(udp[2:]) != 67 {
+		return nil
+	}
+	m, err := dhcpv4.FromBytes(udp[8:])
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+// udpBroadcastFrame wraps payload in UDP, IPv4 (to 255.255.255.255) and
+// Ethernet (to ff:ff:ff:ff:ff:ff) headers. The UDP checksum is left out (0),
+// as IPv4 allows.
+func udpBroadcastFrame(srcMAC net.HardwareAddr, srcIP net.IP, srcPort, dstPort uint16, payload []byte) []byte {
+	f := make([]byte, 14+20+8+len(payload))
+	copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	copy(f[6:12], srcMAC)
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := f[14:34]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+8+len(payload)))
+	ip[8], ip[9] = 64, 17
+	copy(ip[12:16], srcIP.To4())
+	copy(ip[16:20], net.IPv4bcast.To4())
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+	udp := f[34:42]
+	binary.BigEndian.PutUint16(udp[0:], srcPort)
+	binary.BigEndian.PutUint16(udp[2:], dstPort)
+	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
+	copy(f[42:], payload)
+	return f
+}
+
+// TestLateDHCPServerGivesTheAddressLater boots the stand-in image on a wire
+// whose DHCP server answers nothing during the boot (a rack powered on at
+// once: the switch port or the DHCP server comes up after the machine). The
+// machine is ready without an address and the K3s stand-in, which like K3s
+// needs a default route to pick its node address, exits; the agent keeps
+// asking DHCP, and once the server answers the lease is applied, its name
+// and NTP servers used, and K3s started again at once, not after its
+// backoff, and ready.
+func TestLateDHCPServerGivesTheAddressLater(t *testing.T) {
+	t.Parallel()
+	out := standinOut(t)
+	wire := newLateDHCPWire(t)
+	cfg := configVolume(t, serverConfig)
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, CDROM{Path: filepath.Join(out, ISOName)}, configCD{Path: cfg},
+		SilentNIC{Sink: wire.port(), MAC: "52:54:00:12:34:77", ID: "late0"}}})
+	vm.WaitFor(regexp.MustCompile(`^etoile: warning: no DHCP lease; asking again in the background iface=eth0 `), ReadyTimeout)
+	ready := vm.Ready(ReadyTimeout)
+	if ready.Fields["ip"] != "none" {
+		t.Errorf("ready line: %s, want ip=none", ready.Line)
+	}
+	// The stand-in exits as K3s does without a default route, and says why.
+	vm.WaitFor(regexp.MustCompile(`^etoile: k3s state=\S+ was=\S+ .*reason=".*k3s exited .*no default routes found`), K3sTimeout)
+	asked := wire.asked.Load()
+	if asked == 0 {
+		t.Fatal("no DHCP message reached the wire")
+	}
+	wire.answer.Store(true)
+	lease := vm.WaitFor(regexp.MustCompile(`^etoile: address after the boot's network step iface=eth0 addr=10\.77\.0\.50/24 dns=10\.77\.0\.53 ntp=10\.77\.0\.123$`), 2*time.Minute)
+	again := vm.WaitFor(k3sReadyRE, K3sTimeout)
+	// K3s started again at once (the agent ended its backoff) — unless the
+	// lease came during one of its short runs, early enough for that run to
+	// find the route: then it never exited after the lease.
+	var restarted, exited bool
+	for _, l := range vm.Lines() {
+		if l.At >= lease.At && l.At <= again.At {
+			restarted = restarted || strings.HasPrefix(l.Text, `etoile: k3s restarting now why="eth0 got the address 10.77.0.50/24"`)
+			exited = exited || strings.HasPrefix(l.Text, "etoile: warning: k3s exited")
+		}
+	}
+	if !restarted && exited {
+		t.Errorf("K3s exited after the lease and was not started again at once")
+	}
+	if again.Fields["ip"] != "10.77.0.50" {
+		t.Errorf("the ready line after the lease does not show its address: %s", again.Line)
+	}
+	t.Logf("%d DHCP messages before the server answered", asked)
 }

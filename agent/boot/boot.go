@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -102,6 +103,12 @@ type Machine struct {
 	warnedSameImage bool
 	Network         *network.Result // read with NetworkResult once the boot is done
 	netMu           sync.Mutex
+	// etcMu orders the writes of the network's files in /etc (resolv.conf,
+	// hostname): the boot's, a machine config's, a late lease's.
+	etcMu sync.Mutex
+	// onLateLease is told of each lease that came after the network step
+	// (SetOnLateLease).
+	onLateLease func(network.Lease)
 
 	fixed []string // the image's module list, loaded after ready
 	// bootMods is closed once BootModules are loaded (nil: never started).
@@ -477,7 +484,8 @@ func (m *Machine) ready() Ready {
 		r.Slot = m.Slot
 	}
 	if res := m.NetworkResult(); res != nil {
-		r.IP = network.FirstIPv4(res.Leases)
+		// A lease that came after the network step counts once there.
+		r.IP = network.FirstIPv4(res.AllLeases())
 	}
 	return r
 }
@@ -549,6 +557,8 @@ func (m *Machine) ApplyNetwork(ctx context.Context, c *config.MachineConfig) err
 	if !m.real() || c == nil || (len(c.Network.Interfaces) == 0 && c.Hostname == "") {
 		return nil
 	}
+	m.etcMu.Lock()
+	defer m.etcMu.Unlock()
 	m.netMu.Lock()
 	var res network.Result
 	if m.Network != nil {
@@ -1252,9 +1262,11 @@ func switchRoot(ctx context.Context, m *Machine) error {
 	if m.real() && m.Params.SystemURL != "" {
 		// A netboot's network came up before the switch, into the
 		// initramfs's /etc: the system's needs its resolv.conf and hostname.
+		m.etcMu.Lock()
 		if res := m.NetworkResult(); res != nil {
 			network.WriteEtc("/etc", *res, m.log)
 		}
+		m.etcMu.Unlock()
 	}
 	if !layered || !m.real() {
 		m.imageDriversLoaded()
@@ -1410,9 +1422,58 @@ func (m *Machine) upNetwork(ctx context.Context, etc string) (network.Result, er
 		// config makes static) does not hold the boot for 15 s once
 		// another link has a default route.
 		LeaseGrace: m.scale(2 * time.Second),
-		EtcDir:     etc,
-		Renew:      true,
+		// A link without a lease is asked again, 5 s after and up to
+		// every minute: the switch port or the DHCP server may come up
+		// after the machine (a rack powered on at once).
+		Retry:       m.scale(5 * time.Second),
+		RetryMax:    m.scale(time.Minute),
+		OnLateLease: m.lateLease,
+		EtcDir:      etc,
+		Renew:       true,
 	})
+}
+
+// SetOnLateLease sets what is told of each lease that comes after the
+// network step (an address the boot could not get then): K3s, waiting out
+// a restart's backoff, tries again at once.
+func (m *Machine) SetOnLateLease(f func(network.Lease)) {
+	m.netMu.Lock()
+	defer m.netMu.Unlock()
+	m.onLateLease = f
+}
+
+// lateLease follows a lease that came after the network step: resolv.conf
+// gets its name servers (the NTP rounds ask NetworkResult's AllLeases), and
+// onLateLease is told. Before the network step's result is in Network,
+// that step's own write of /etc has it.
+func (m *Machine) lateLease(l network.Lease) {
+	m.etcMu.Lock()
+	m.netMu.Lock()
+	res, hook := m.Network, m.onLateLease
+	m.netMu.Unlock()
+	if res != nil {
+		network.WriteResolv("/etc", *res, m.log)
+	}
+	m.etcMu.Unlock()
+	attrs := []any{"iface", l.Iface, "addr", l.Addr.String()}
+	if len(l.DNS) > 0 {
+		attrs = append(attrs, "dns", joinIPs(l.DNS))
+	}
+	if len(l.NTP) > 0 {
+		attrs = append(attrs, "ntp", joinIPs(l.NTP))
+	}
+	m.log.Info("address after the boot's network step", attrs...)
+	if hook != nil {
+		hook(l)
+	}
+}
+
+func joinIPs(ips []net.IP) string {
+	s := make([]string, len(ips))
+	for i, ip := range ips {
+		s[i] = ip.String()
+	}
+	return strings.Join(s, ",")
 }
 
 // networkInBackground brings the network up while the boot medium is found
@@ -1439,6 +1500,8 @@ func awaitNetwork(ctx context.Context, m *Machine) error {
 		return ctx.Err()
 	}
 	res := m.netRes
+	m.etcMu.Lock()
+	defer m.etcMu.Unlock()
 	m.netMu.Lock()
 	m.Network = &res
 	m.netMu.Unlock()

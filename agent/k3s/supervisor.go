@@ -113,6 +113,33 @@ type Supervisor struct {
 	restarts int
 	pid      int // the running (or last) K3s's process id
 	ring     *logring.Ring
+	// retry, while Run waits out a backoff (non-nil), ends the wait;
+	// retryWhy is a RetryNow's reason while K3s ran (until it is ready).
+	retry    chan string
+	retryWhy string
+}
+
+// RetryNow ends the wait before K3s's next start, when Run is waiting out
+// a backoff after an exit, and says why: something K3s lacked may be there
+// now (an address: K3s picks its node IP from the default route). It
+// returns true then. While K3s runs, the next exit is not waited out
+// either, unless K3s becomes ready first (it did not lack it).
+func (s *Supervisor) RetryNow(why string) bool {
+	s.mu.Lock()
+	ch := s.retry
+	if ch == nil {
+		s.retryWhy = why
+	}
+	s.mu.Unlock()
+	if ch == nil {
+		return false
+	}
+	select {
+	case ch <- why:
+		return true
+	default:
+		return false
+	}
 }
 
 // KernelTail is the kernel's log from a moment on (*kmsg.Tail).
@@ -151,6 +178,9 @@ func (s *Supervisor) Logs() []string {
 
 func (s *Supervisor) setState(to State, reason string) {
 	s.mu.Lock()
+	if to == StateReady {
+		s.retryWhy = "" // K3s lacked nothing
+	}
 	from := s.state
 	if from == "" {
 		from = StateStopped
@@ -264,14 +294,49 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		} else {
 			s.setState(StateStarting, reason)
 		}
+		retry := make(chan string, 1)
+		s.mu.Lock()
+		if s.retryWhy != "" {
+			retry <- s.retryWhy // told while it ran
+			s.retryWhy = ""
+		}
+		s.retry = retry
+		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
+		case why := <-retry:
+			s.Log.Info("k3s restarting now", "why", why)
+		case <-time.After(wait):
+		}
+		s.mu.Lock()
+		s.retry = nil
+		s.mu.Unlock()
+		if ctx.Err() != nil {
 			s.setState(StateStopped, stopReason(ctx))
 			return nil
-		case <-time.After(wait):
 		}
 		wait = min(wait*2, s.Backoff.Max)
 	}
+}
+
+// fatalRE finds a fatal message in K3s's log lines (logrus's text form:
+// time="…" level=fatal msg="…").
+var fatalRE = regexp.MustCompile(`\blevel=fatal msg=("(?:[^"\\]|\\.)*")`)
+
+// fatalMessage returns the message of a fatal log line, cut at 300 bytes.
+func fatalMessage(line string) (string, bool) {
+	m := fatalRE.FindStringSubmatch(line)
+	if m == nil {
+		return "", false
+	}
+	msg, err := strconv.Unquote(m[1])
+	if err != nil {
+		msg = strings.Trim(m[1], `"`)
+	}
+	if len(msg) > 300 {
+		msg = strings.ToValidUTF8(msg[:300], "") + "…"
+	}
+	return msg, true
 }
 
 // oomKillRE finds the kernel's OOM killer's record of a process it ended
@@ -372,6 +437,7 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	copied := make(chan struct{})
+	var fatal string // the run's last fatal log message (read once copied is closed)
 	go func() {
 		defer close(copied)
 		sc := bufio.NewScanner(pr)
@@ -380,6 +446,9 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 			line := sc.Text()
 			s.ring.Add(line)
 			logFile.writeLine(line)
+			if m, ok := fatalMessage(line); ok {
+				fatal = m
+			}
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
@@ -456,6 +525,10 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 			<-copied
 			if err == nil {
 				err = errors.New("exit status 0")
+			}
+			if fatal != "" {
+				// Why K3s stopped, in its own words, on the console too.
+				err = fmt.Errorf("%w: %s", err, fatal)
 			}
 			return err
 		case <-tick.C:

@@ -30,6 +30,10 @@ func TestMain(m *testing.M) {
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 		fmt.Println("fake k3s crashing")
 		os.Exit(1)
+	case mode == "fatal":
+		fmt.Println(`time="2026-11-26T10:00:00Z" level=info msg="Starting k3s"`)
+		fmt.Println(`time="2026-11-26T10:00:01Z" level=fatal msg="unable to find suitable network address: no default routes found in \"/proc/net/route\""`)
+		os.Exit(1)
 	case mode == "hang":
 		c := make(chan os.Signal, 1)
 		signal.Notify(c, syscall.SIGTERM)
@@ -182,6 +186,83 @@ func TestBackoffDoublesUpToTheCap(t *testing.T) {
 	defer mu.Unlock()
 	if got := strings.Join(waits[:5], ","); got != "10ms,20ms,40ms,40ms,40ms" {
 		t.Errorf("announced waits = %s, want doubling capped at 40ms", got)
+	}
+}
+
+// TestRetryNowEndsTheBackoff: with an hour's backoff, RetryNow starts K3s
+// again at once after an exit, and does nothing while K3s runs.
+func TestRetryNowEndsTheBackoff(t *testing.T) {
+	root := fakeRoot(t)
+	var execs atomic.Int32
+	s := &Supervisor{
+		Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Env:     []string{"ETOILE_FAKE_K3S=exit:0"},
+		Backoff: Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3},
+		OnExec:  func(int, error) { execs.Add(1) },
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "the first exit", func() bool { return strings.Contains(s.Status().Reason, "restarting in 1h0m0s") })
+	if !s.RetryNow("an address came") {
+		t.Fatal("RetryNow during the backoff did nothing")
+	}
+	waitFor(t, "the second start", func() bool { return execs.Load() >= 2 })
+	waitFor(t, "the second exit", func() bool { return s.Status().Restarts >= 2 })
+	if n := execs.Load(); n != 2 {
+		t.Errorf("%d starts, want 2 (one RetryNow, one restart)", n)
+	}
+
+	// Told while K3s runs (the address came during a start): its next
+	// exit is not waited out either.
+	brief := &Supervisor{Root: fakeRoot(t), Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Env:     []string{"ETOILE_FAKE_K3S=exit:1000"},
+		Backoff: Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3}}
+	bctx, bcancel := context.WithCancel(context.Background())
+	bdone := make(chan error, 1)
+	go func() { bdone <- brief.Run(bctx) }()
+	defer func() { bcancel(); <-bdone }()
+	waitFor(t, "K3s up", func() bool { return strings.Contains(strings.Join(brief.Logs(), "\n"), "fake k3s starting") })
+	if brief.RetryNow("an address came") {
+		t.Error("RetryNow while K3s runs said it ended a wait")
+	}
+	waitFor(t, "the start after the exit", func() bool {
+		return brief.Status().Restarts >= 1 && brief.Status().State == StateStarting &&
+			strings.Count(strings.Join(brief.Logs(), "\n"), "fake k3s starting") >= 2
+	})
+}
+
+// TestExitReasonHasK3sFatalMessage: the reason of a restart (on the
+// console) carries what K3s said as it stopped.
+func TestExitReasonHasK3sFatalMessage(t *testing.T) {
+	s := &Supervisor{
+		Root: fakeRoot(t), Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Env:     []string{"ETOILE_FAKE_K3S=fatal"},
+		Backoff: Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "the exit", func() bool { return s.Status().Restarts >= 1 })
+	want := `exit status 1: unable to find suitable network address: no default routes found in "/proc/net/route"; restarting in 1h0m0s`
+	if r := s.Status().Reason; !strings.Contains(r, want) {
+		t.Errorf("reason %q, want it to hold %q", r, want)
+	}
+}
+
+func TestFatalMessage(t *testing.T) {
+	for line, want := range map[string]string{
+		`time="x" level=fatal msg="failed to start: \"a\" b"`:         `failed to start: "a" b`,
+		`time="x" level=error msg="not fatal"`:                        "",
+		`plain output`:                                                "",
+		`time="x" level=fatal msg="` + strings.Repeat("é", 200) + `"`: strings.Repeat("é", 150) + "…",
+	} {
+		got, ok := fatalMessage(line)
+		if got != want || ok != (want != "") {
+			t.Errorf("fatalMessage(%q) = %q, %v; want %q", line, got, ok, want)
+		}
 	}
 }
 

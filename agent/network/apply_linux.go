@@ -30,6 +30,40 @@ type renewals struct {
 	mu         sync.Mutex
 	m          map[string]*renewal
 	configured map[string]bool
+	// late are the leases that came after Up collected its Result (a
+	// link whose first exchange failed and was asked again, a link that
+	// appeared later), in the order they came, one per link: in no
+	// Result's Leases, they still give name and NTP servers
+	// (Result.AllLeases).
+	late []Lease
+}
+
+// setLateLocked records link lease.Iface's lease in no Result (a renewal's
+// replaces it).
+func (r *renewals) setLateLocked(lease Lease) {
+	if i := slices.IndexFunc(r.late, func(l Lease) bool { return l.Iface == lease.Iface }); i >= 0 {
+		r.late[i] = lease
+		return
+	}
+	r.late = append(r.late, lease)
+}
+
+// renewedLocked follows a renewal: a late lease's name or NTP servers may
+// have changed.
+func (r *renewals) renewedLocked(lease Lease) {
+	if slices.ContainsFunc(r.late, func(l Lease) bool { return l.Iface == lease.Iface }) {
+		r.setLateLocked(lease)
+	}
+}
+
+// lateLeases returns the leases in no Result.
+func (r *renewals) lateLeases() []Lease {
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.late)
 }
 
 type renewal struct {
@@ -112,6 +146,7 @@ func (r *renewals) configure(name string) {
 		r.configured = map[string]bool{}
 	}
 	r.configured[name] = true
+	r.late = slices.DeleteFunc(r.late, func(l Lease) bool { return l.Iface == name })
 }
 
 // start runs renew for link name's lease until stop.
@@ -124,10 +159,17 @@ func (r *renewals) start(ctx context.Context, l netlink.Link, lease Lease, metri
 func (r *renewals) startLocked(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	r.replaceLocked(l.Attrs().Name, &renewal{cancel: cancel, done: done, addr: lease.Addr})
+	me := &renewal{cancel: cancel, done: done, addr: lease.Addr}
+	r.replaceLocked(l.Attrs().Name, me)
 	go func() {
 		defer close(done)
-		renew(rctx, l, lease, metric, cfg)
+		renew(rctx, l, lease, metric, cfg, func(next Lease) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.m[l.Attrs().Name] == me {
+				r.renewedLocked(next)
+			}
+		})
 	}()
 }
 
@@ -142,6 +184,7 @@ func (r *renewals) stop(iface string) *net.IPNet {
 	r.mu.Lock()
 	rn, ok := r.m[iface]
 	delete(r.m, iface)
+	r.late = slices.DeleteFunc(r.late, func(l Lease) bool { return l.Iface == iface })
 	r.mu.Unlock()
 	if !ok {
 		return nil
@@ -210,7 +253,8 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 	// Static addresses come first, in the config's order: they are the
 	// machine's chosen ones (the ready line's ip= is the first).
 	res.Leases = append(static, res.Leases...)
-	if all := append(names, res.Leases...); cfg.EtcDir != "" && len(all) > 0 {
+	res.names = names
+	if all := res.resolvLeases(); cfg.EtcDir != "" && len(all) > 0 {
 		if err := writeFile(cfg.EtcDir+"/resolv.conf", ResolvConf(all)); err != nil {
 			errs = append(errs, fmt.Errorf("writing resolv.conf: %w", err))
 		}

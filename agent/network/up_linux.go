@@ -1,6 +1,7 @@
 package network
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -49,6 +50,19 @@ type Config struct {
 	LeaseGrace time.Duration
 	// EtcDir receives resolv.conf and hostname ("/etc").
 	EtcDir string
+	// Retry, when not zero, asks DHCP again on a link whose first
+	// exchange got no lease: Retry after it, then twice as long each
+	// time, up to RetryMax (a minute when zero), until a lease comes (a
+	// DHCP server or switch port that comes up after the machine: a rack
+	// powered on at once) or ctx ends. Up does not wait for it: a lease
+	// that comes then is applied as a late link's is (behind the boot's
+	// default routes, in no Result's Leases but in AllLeases).
+	Retry, RetryMax time.Duration
+	// OnLateLease, when not nil, is called with each lease applied after
+	// Up collected its Result (Retry's, a late link's), once it is in
+	// AllLeases: the caller rewrites resolv.conf and may start what waited
+	// for an address.
+	OnLateLease func(Lease)
 	// Renew keeps each lease alive in the background until ctx ends: it
 	// asks again at half the lease time (RFC 2131's T1), and on failure
 	// every minute until the lease runs out.
@@ -101,6 +115,21 @@ type Result struct {
 	Links []string
 
 	renew *renewals // the DHCP renewals, stopped when a link turns static (Apply)
+	// names are the machine config's name servers for DHCP links (Apply),
+	// ahead of the leases' in resolv.conf.
+	names []Lease
+}
+
+// AllLeases is what the machine's links have now: the Result's leases, then
+// those that came after it was collected (late links', leases got by asking
+// again), which give name and NTP servers too.
+func (r Result) AllLeases() []Lease {
+	return append(slices.Clone(r.Leases), r.renew.lateLeases()...)
+}
+
+// resolvLeases are the sources of resolv.conf, in order.
+func (r Result) resolvLeases() []Lease {
+	return append(slices.Clone(r.names), r.AllLeases()...)
 }
 
 // dump runs a netlink dump again while a change the kernel made meanwhile
@@ -189,14 +218,19 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		}
 		mu.Unlock()
 		go func() {
-			defer func() {
+			// done: Up no longer waits for this link (its first exchange
+			// ended); asking again goes on in the background.
+			waited := true
+			done := func() {
 				mu.Lock()
+				defer mu.Unlock()
 				delete(asking, name)
-				if !late {
+				if !late && waited {
 					pending--
 				}
-				mu.Unlock()
-			}()
+				waited = false
+			}
+			defer done()
 			defer func() {
 				if r := recover(); r != nil {
 					cfg.Log.Error("DHCP crashed", "iface", name, "reason", fmt.Sprint(r))
@@ -208,6 +242,7 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 				defer mu.Unlock()
 				unused = unused || collected
 				if unused {
+					res.renew.setLateLocked(lease)
 					return
 				}
 				leases[l.Attrs().Index] = lease
@@ -216,15 +251,41 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 				}
 			}
 			lease, err := res.renew.exchange(ctx, l, metric, applied, cfg)
+			tries := 1
+			for wait := cfg.Retry; err != nil && !errors.Is(err, errStopped) && wait > 0 && ctx.Err() == nil; tries++ {
+				if tries == 1 {
+					cfg.Log.Warn("no DHCP lease; asking again in the background", "iface", name, "reason", err.Error(),
+						"fix", "check the cable, the switch port (spanning tree can hold a port for 30 s) and that a DHCP server serves this network, or make the link static in the machine config")
+					done()
+				} else {
+					cfg.Log.Debug("no DHCP lease yet", "iface", name, "tries", tries, "reason", err.Error(), "next_in", wait)
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+				wait = min(wait*2, cmp.Or(cfg.RetryMax, time.Minute))
+				lease, err = res.renew.exchange(ctx, l, metric, applied, cfg)
+			}
 			switch {
 			case errors.Is(err, errStopped):
 				cfg.Log.Info("DHCP stopped", "iface", name, "reason", err.Error())
+				return
+			case err != nil && ctx.Err() != nil:
 				return
 			case err != nil:
 				cfg.Log.Warn("no DHCP lease", "iface", name, "reason", err.Error())
 				return
 			}
-			cfg.Log.Info("dhcp lease", "iface", lease.Iface, "addr", lease.Addr.String(), "routes", len(lease.Routes), "dns", len(lease.DNS))
+			attrs := []any{"iface", lease.Iface, "addr", lease.Addr.String(), "routes", len(lease.Routes), "dns", len(lease.DNS)}
+			if tries > 1 {
+				attrs = append(attrs, "tries", tries)
+			}
+			cfg.Log.Info("dhcp lease", attrs...)
+			if unused && cfg.OnLateLease != nil {
+				cfg.OnLateLease(lease)
+			}
 			if unused && lease.Hostname != "" {
 				// The machine was named without it: a name that depends on
 				// which DHCP server answers first would rename the K3s node.
@@ -369,14 +430,21 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 }
 
 // WriteEtc writes what Up learnt into dir ("/etc"): hostname, and
-// resolv.conf when a lease gave one. Failures are logged: a node without
+// resolv.conf when a lease gave one (WriteResolv). Failures are logged: a node without
 // them still boots.
 func WriteEtc(dir string, res Result, log *slog.Logger) {
 	if err := writeFile(filepath.Join(dir, "hostname"), []byte(res.Hostname+"\n")); err != nil {
 		log.Warn("writing hostname failed", "reason", err.Error())
 	}
-	if len(res.Leases) > 0 {
-		if err := writeFile(filepath.Join(dir, "resolv.conf"), ResolvConf(res.Leases)); err != nil {
+	WriteResolv(dir, res, log)
+}
+
+// WriteResolv writes dir/resolv.conf from the machine config's name servers
+// and every lease, those that came after the boot's network step included,
+// when there is any.
+func WriteResolv(dir string, res Result, log *slog.Logger) {
+	if all := res.resolvLeases(); len(all) > 0 {
+		if err := writeFile(filepath.Join(dir, "resolv.conf"), ResolvConf(all)); err != nil {
 			log.Warn("writing resolv.conf failed", "reason", err.Error())
 		}
 	}
@@ -522,7 +590,7 @@ func (l dhcpLogger) PrintMessage(prefix string, m *dhcpv4.DHCPv4) {
 }
 
 // renew keeps lease on l alive until ctx ends.
-func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config) {
+func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config, renewed func(Lease)) {
 	defer func() {
 		if r := recover(); r != nil {
 			cfg.Log.Warn("DHCP renewal crashed", "iface", lease.Iface, "reason", fmt.Sprint(r))
@@ -549,6 +617,7 @@ func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Con
 					cfg.Log.Warn("DHCP gave a new address", "iface", lease.Iface, "old", lease.Addr.String(), "new", next.Addr.String())
 				}
 				lease = next
+				renewed(next)
 				break
 			}
 			left := time.Until(expires)

@@ -76,6 +76,10 @@ func dhcpServer() int {
 			dhcpv4.WithOption(dhcpv4.OptHostName(hostname)),
 			dhcpv4.WithOption(dhcpv4.OptDomainName("site.test")),
 		)
+		if err == nil && m.IsOptionRequested(dhcpv4.OptionNTPServers) {
+			// As dnsmasq and Kea do: NTP servers only when asked for.
+			reply.UpdateOption(dhcpv4.OptNTPServers(net.IPv4(10, netByte, 0, 123)))
+		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return
@@ -102,6 +106,7 @@ const upReturned = "etoile-test: Up returned"
 
 type clientResult struct {
 	IP, Hostname, SetHostname string
+	NTP                       []string // NTPServers of the leases
 	Links                     []string
 	Err                       string
 	BeforeSettled             bool // Up returned before the drivers settled
@@ -139,7 +144,24 @@ func dhcpClient() int {
 		only = strings.Split(o, ",")
 	}
 	grace, _ := time.ParseDuration(os.Getenv("ETOILE_NETTEST_LEASE_GRACE"))
+	// ETOILE_NETTEST_RETRY: Config.Retry. A lease that comes after Up
+	// returned rewrites resolv.conf in ETOILE_NETTEST_ETC, as the boot does,
+	// and is logged with the NTP servers known then.
+	retry, _ := time.ParseDuration(os.Getenv("ETOILE_NETTEST_RETRY"))
+	var (
+		res     Result
+		haveRes = make(chan struct{})
+	)
+	onLate := func(l Lease) {
+		<-haveRes
+		WriteResolv(os.Getenv("ETOILE_NETTEST_ETC"), res, slog.Default())
+		fmt.Fprintf(os.Stderr, "etoile-test: late lease iface=%s addr=%s ntp=%s\n", l.Iface, l.Addr.String(),
+			strings.Join(NTPServers(res.AllLeases()), ","))
+	}
 	res, err := Up(context.Background(), Config{
+		Retry:        retry,
+		RetryMax:     2 * retry,
+		OnLateLease:  onLate,
 		Settled:      settled,
 		EarlyReturn:  early,
 		Log:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -151,6 +173,7 @@ func dhcpClient() int {
 		SetHostname:  func(h string) error { r.SetHostname = h; return nil },
 		Only:         only,
 	})
+	close(haveRes)
 	fmt.Fprintln(os.Stderr, upReturned)
 	if err != nil {
 		r.Err = err.Error()
@@ -162,7 +185,7 @@ func dhcpClient() int {
 			r.BeforeSettled = true
 		}
 	}
-	r.IP, r.Hostname, r.Links = FirstIPv4(res.Leases), res.Hostname, res.Links
+	r.IP, r.Hostname, r.Links, r.NTP = FirstIPv4(res.Leases), res.Hostname, res.Links, NTPServers(res.AllLeases())
 	// ETOILE_NETTEST_APPLY_AFTER: wait that long before applying (a
 	// lease that comes in the background lands first).
 	if d, err := time.ParseDuration(os.Getenv("ETOILE_NETTEST_APPLY_AFTER")); err == nil {
@@ -339,6 +362,10 @@ func TestUpDHCP(t *testing.T) {
 	if r.Err != "" || r.IP != "10.99.0.50" || r.Hostname != "rack1-node4" || r.SetHostname != "rack1-node4" {
 		t.Errorf("client got %+v, want 10.99.0.50 and host name rack1-node4\n%s", r, stderr)
 	}
+	// The server sends NTP servers only when the request asks for them.
+	if strings.Join(r.NTP, ",") != "10.99.0.123" {
+		t.Errorf("NTP servers %q, want 10.99.0.123 (is option 42 in the parameter request list?)", r.NTP)
+	}
 	if addr := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); !strings.Contains(addr, "inet 10.99.0.50/24") {
 		t.Errorf("address not applied:\n%s", addr)
 	}
@@ -439,8 +466,9 @@ func TestUpSlowServerLeaseAppliedLater(t *testing.T) {
 	srv, cli, exe := dhcpNamespaces(t)
 	silentPort(t, srv, cli)
 	slowServer(t, srv, exe, 2500*time.Millisecond)
+	etc := t.TempDir()
 	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ONLY=vc,vc2", "ETOILE_NETTEST_LEASE_GRACE=500ms",
-		"ETOILE_NETTEST_DHCP_TIMEOUT=12s", "ETOILE_NETTEST_LINGER=8s", "ETOILE_NETTEST_ETC="+t.TempDir())
+		"ETOILE_NETTEST_DHCP_TIMEOUT=12s", "ETOILE_NETTEST_LINGER=8s", "ETOILE_NETTEST_ETC="+etc)
 	if r.Err != "" || r.IP != "10.99.0.50" || r.Hostname != "rack1-node4" {
 		t.Fatalf("client got %+v, want vc's lease and name\n%s", r, stderr)
 	}
@@ -457,10 +485,54 @@ func TestUpSlowServerLeaseAppliedLater(t *testing.T) {
 	if len(routes) != 2 || !strings.HasPrefix(routes[0], "default via 10.99.0.1 dev vc ") || metric < lateMetric {
 		t.Errorf("default routes:\n%s\nwant vc's first and vc2's behind it (metric %d + its index)", strings.Join(routes, "\n"), lateMetric)
 	}
+	// Its name server behind the boot lease's; its NTP server known.
+	if b, err := os.ReadFile(filepath.Join(etc, "resolv.conf")); err != nil || !strings.Contains(string(b), "nameserver 10.99.0.53\nnameserver 10.98.0.53\n") {
+		t.Errorf("resolv.conf after the late lease: %q %v", b, err)
+	}
+	if !strings.Contains(stderr, "etoile-test: late lease iface=vc2 addr=10.98.0.50/24 ntp=10.99.0.123,10.98.0.123") {
+		t.Errorf("the late lease was not told, or its NTP server is not known:\n%s", stderr)
+	}
 	returned := strings.Index(stderr, upReturned)
 	notUsed := strings.Index(stderr, "DHCP host name not used")
 	if notUsed < returned || !strings.Contains(stderr[notUsed:], "hostname=slow-name") {
 		t.Errorf("the late lease's host name was not reported as unused after Up returned:\n%s", stderr)
+	}
+}
+
+// TestUpAsksAgainAfterNoLease: no DHCP server answers during the boot's
+// exchange (a rack powered on at once, the switch port or the DHCP server
+// up later): Up returns without an address, the link is asked again in
+// the background, and once the server is there the lease is applied, with
+// its default route, name servers in resolv.conf and NTP servers.
+func TestUpAsksAgainAfterNoLease(t *testing.T) {
+	srv, cli, exe := namespaces(t, false)
+	etc := t.TempDir()
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_RETRY=1s",
+		"ETOILE_NETTEST_ETC="+etc, "ETOILE_NETTEST_LINGER=20s")
+	if r.Err != "" || r.IP != "none" {
+		t.Fatalf("client got %+v, want no address from the boot's exchange\n%s", r, stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(etc, "resolv.conf")); err == nil {
+		t.Errorf("resolv.conf written without a lease")
+	}
+	startServer(t, srv, exe)
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(stderr.String(), "etoile-test: late lease") && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	log := stderr.String()
+	if !strings.Contains(log, "etoile-test: late lease iface=vc addr=10.99.0.50/24 ntp=10.99.0.123") {
+		t.Fatalf("no lease after the server came up (or not its NTP servers):\n%s", log)
+	}
+	if !strings.Contains(log, "no DHCP lease; asking again in the background") || !regexp.MustCompile(`msg="dhcp lease" iface=vc .* tries=\d+`).MatchString(log) {
+		t.Errorf("the retries are not logged:\n%s", log)
+	}
+	if route := ipCmd(t, "-n", cli, "route", "show", "default"); !strings.Contains(route, "default via 10.99.0.1 dev vc") {
+		t.Errorf("default route not applied:\n%s", route)
+	}
+	b, err := os.ReadFile(filepath.Join(etc, "resolv.conf"))
+	if err != nil || !strings.Contains(string(b), "nameserver 10.99.0.53\n") || !strings.Contains(string(b), "search site.test\n") {
+		t.Errorf("resolv.conf after the lease: %q %v", b, err)
 	}
 }
 
@@ -546,14 +618,19 @@ func TestApplyStaticAfterALateLease(t *testing.T) {
 	srv, cli, exe := dhcpNamespaces(t)
 	silentPort(t, srv, cli)
 	slowServer(t, srv, exe, 2500*time.Millisecond)
+	etc := t.TempDir()
 	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ONLY=vc,vc2", "ETOILE_NETTEST_LEASE_GRACE=500ms",
 		"ETOILE_NETTEST_DHCP_TIMEOUT=12s", "ETOILE_NETTEST_APPLY_AFTER=8s", "ETOILE_NETTEST_APPLY="+`[{"name":"vc2","addresses":["10.97.0.7/24"]}]`,
-		"ETOILE_NETTEST_ETC="+t.TempDir())
+		"ETOILE_NETTEST_ETC="+etc)
 	if r.ApplyErr != "" || r.IP != "10.99.0.50" {
 		t.Fatalf("client got %+v\n%s", r, stderr)
 	}
-	if !strings.Contains(stderr, `msg="dhcp lease" iface=vc2`) {
+	if !strings.Contains(stderr, `msg="dhcp lease" iface=vc2`) || !strings.Contains(stderr, "etoile-test: late lease iface=vc2") {
 		t.Fatalf("vc2's late lease never came before the config:\n%s", stderr)
+	}
+	// The late lease's name server went with it.
+	if b, err := os.ReadFile(filepath.Join(etc, "resolv.conf")); err != nil || !strings.Contains(string(b), "nameserver 10.99.0.53\n") || strings.Contains(string(b), "10.98.0.53") {
+		t.Errorf("resolv.conf after the config: %q %v", b, err)
 	}
 	addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc2")
 	if !strings.Contains(addrs, "inet 10.97.0.7/24") || strings.Count(addrs, "inet ") != 1 {

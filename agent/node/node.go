@@ -157,6 +157,19 @@ func (n *Node) K3sState() string {
 	return string(sup.Status().State)
 }
 
+// AddressCame is told of an address the machine got after the boot's
+// network step (its DHCP server or switch port came up later): a K3s that
+// exited for want of one (it picks its node address from the default
+// route) and waits out a restart's backoff starts again at once.
+func (n *Node) AddressCame(iface, addr string) {
+	n.mu.Lock()
+	sup := n.sup
+	n.mu.Unlock()
+	if sup != nil {
+		sup.RetryNow(fmt.Sprintf("%s got the address %s", iface, addr))
+	}
+}
+
 // Start loads the machine config, starts K3s when the config asks for it,
 // and serves the local API; it returns once K3s has been executed (or
 // left stopped), with everything else running in the background until ctx

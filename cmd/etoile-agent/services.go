@@ -110,7 +110,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		TimeBehind:     s.timeBehind,
 		NTPServers: func() []string {
 			if res := m.NetworkResult(); res != nil {
-				return network.NTPServers(res.Leases)
+				return network.NTPServers(res.AllLeases())
 			}
 			return nil
 		},
@@ -121,6 +121,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		NodeName: hostname,
 		Log:      m.Log(),
 	})
+	m.SetOnLateLease(func(l network.Lease) { n.AddressCame(l.Iface, l.Addr.String()) })
 	s.mu.Lock()
 	s.node = n
 	s.mu.Unlock()
@@ -216,7 +217,7 @@ func machineStatus(m *boot.Machine, hostname, slot string) api.Status {
 		st.Uptime = time.Duration(ts.Nano()).Round(time.Second).String()
 	}
 	if res := m.NetworkResult(); res != nil {
-		for _, l := range res.Leases {
+		for _, l := range res.AllLeases() {
 			st.Network = append(st.Network, api.Interface{Name: l.Iface, MAC: l.MAC.String(), Carrier: true,
 				Addresses: []string{l.Addr.String()}})
 		}

@@ -29,6 +29,9 @@
 //     K3s's containerd does, that its default overlayfs snapshotter can
 //     mount an overlay in <data-dir>/agent/containerd, and exits with
 //     K3s's error when it cannot (a data dir on an overlay root).
+//   - Run as the machine's K3s, it stops as K3s does when it must pick the
+//     node's address (no node-ip, advertise-address or bind-address) and no
+//     interface carries a default route.
 //   - It misbehaves on request, to test supervision: crash after N seconds
 //     (optionally only the first N starts), hang (run but never become
 //     ready), become ready after a delay, ignore SIGTERM. See behaviour.
@@ -259,6 +262,13 @@ func runSub(ctx context.Context, inv invocation, lg *logger, sub string, cli []s
 	// As K3s's containerd, on the machine itself (not under a test root).
 	if root == "/" && o.str("snapshotter", "overlayfs") == "overlayfs" {
 		if err := checkOverlaySnapshotter(dataDir); err != nil {
+			lg.fatalf("%v", err)
+			return 1
+		}
+	}
+	// As K3s picking the node's address, on the machine itself.
+	if root == "/" {
+		if err := checkHostAddress(o, "/proc/net"); err != nil {
 			lg.fatalf("%v", err)
 			return 1
 		}
