@@ -578,7 +578,9 @@ func (m *Machine) ApplyNetwork(ctx context.Context, c *config.MachineConfig) err
 		}
 	}
 	applied, err := network.Apply(ctx, c.Network.Interfaces, &res, network.Config{Log: m.log, EtcDir: "/etc", Renew: true,
-		DHCPTimeout: m.scale(15 * time.Second)})
+		DHCPTimeout: m.scale(15 * time.Second),
+		// A dhcp: true entry without a lease is asked again, as the boot's links are.
+		Retry: m.scale(5 * time.Second), RetryMax: m.scale(time.Minute), OnLateLease: m.lateLease})
 	for _, a := range applied {
 		attrs := []any{"iface", a.Iface, "addresses", strings.Join(a.Addresses, ",")}
 		if a.DHCP {

@@ -122,12 +122,14 @@ type Supervisor struct {
 // RetryNow ends the wait before K3s's next start, when Run is waiting out
 // a backoff after an exit, and says why: something K3s lacked may be there
 // now (an address: K3s picks its node IP from the default route). It
-// returns true then. While K3s runs, the next exit is not waited out
-// either, unless K3s becomes ready first (it did not lack it).
+// returns true then. While K3s is starting (launched, its API not up yet:
+// when it would find the address missing), its next exit is not waited out
+// either, unless it becomes ready first (it did not lack it). At any other
+// time it does nothing.
 func (s *Supervisor) RetryNow(why string) bool {
 	s.mu.Lock()
 	ch := s.retry
-	if ch == nil {
+	if ch == nil && s.state == StateStarting {
 		s.retryWhy = why
 	}
 	s.mu.Unlock()
@@ -178,8 +180,8 @@ func (s *Supervisor) Logs() []string {
 
 func (s *Supervisor) setState(to State, reason string) {
 	s.mu.Lock()
-	if to == StateReady {
-		s.retryWhy = "" // K3s lacked nothing
+	if to == StateReady || to == StateRunning || to == StateStopped {
+		s.retryWhy = "" // K3s's API answers: it lacked nothing; or it was stopped
 	}
 	from := s.state
 	if from == "" {
@@ -289,19 +291,19 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.mu.Unlock()
 		reason := fmt.Sprintf("k3s exited after %s: %v; restarting in %s", ran.Round(time.Millisecond), err, wait)
 		s.Log.Warn("k3s exited", "after", ran.Round(time.Millisecond), "err", err, "restart_in", wait)
+		retry := make(chan string, 1)
+		s.mu.Lock()
+		if s.retryWhy != "" {
+			retry <- s.retryWhy // told while it started
+			s.retryWhy = ""
+		}
+		s.retry = retry
+		s.mu.Unlock()
 		if quick >= s.Backoff.Crashloop {
 			s.setState(StateCrashloop, reason)
 		} else {
 			s.setState(StateStarting, reason)
 		}
-		retry := make(chan string, 1)
-		s.mu.Lock()
-		if s.retryWhy != "" {
-			retry <- s.retryWhy // told while it ran
-			s.retryWhy = ""
-		}
-		s.retry = retry
-		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
 		case why := <-retry:
@@ -320,8 +322,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 // fatalRE finds a fatal message in K3s's log lines (logrus's text form:
-// time="…" level=fatal msg="…").
-var fatalRE = regexp.MustCompile(`\blevel=fatal msg=("(?:[^"\\]|\\.)*")`)
+// time="…" level=fatal msg="…", or msg=word).
+var fatalRE = regexp.MustCompile(`\blevel=fatal msg=("(?:[^"\\]|\\.)*"|[^"\s]\S*)`)
 
 // fatalMessage returns the message of a fatal log line, cut at 300 bytes.
 func fatalMessage(line string) (string, bool) {
@@ -329,9 +331,13 @@ func fatalMessage(line string) (string, bool) {
 	if m == nil {
 		return "", false
 	}
-	msg, err := strconv.Unquote(m[1])
-	if err != nil {
-		msg = strings.Trim(m[1], `"`)
+	msg := m[1] // logrus quotes only what needs it
+	if strings.HasPrefix(msg, `"`) {
+		if u, err := strconv.Unquote(msg); err == nil {
+			msg = u
+		} else {
+			msg = strings.Trim(msg, `"`)
+		}
 	}
 	if len(msg) > 300 {
 		msg = strings.ToValidUTF8(msg[:300], "") + "…"

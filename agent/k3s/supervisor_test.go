@@ -256,6 +256,7 @@ func TestFatalMessage(t *testing.T) {
 	for line, want := range map[string]string{
 		`time="x" level=fatal msg="failed to start: \"a\" b"`:         `failed to start: "a" b`,
 		`time="x" level=error msg="not fatal"`:                        "",
+		`time="x" level=fatal msg=interrupted`:                        "interrupted",
 		`plain output`:                                                "",
 		`time="x" level=fatal msg="` + strings.Repeat("é", 200) + `"`: strings.Repeat("é", 150) + "…",
 	} {

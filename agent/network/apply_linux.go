@@ -1,6 +1,7 @@
 package network
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -198,6 +199,73 @@ func (r *renewals) stop(iface string) *net.IPNet {
 		return nil
 	}
 	return &rn.addr
+}
+
+// retryDHCP asks DHCP on a link the machine config lists with dhcp: true,
+// whose exchange got no lease: cfg.Retry later, then twice as long each
+// time up to cfg.RetryMax, until a lease comes, stop ends it (a config
+// applied again) or ctx ends. The lease is applied with metric, kept as a
+// late lease (Result.AllLeases), renewed (cfg.Renew), and cfg.OnLateLease
+// told of it once nothing waits on this entry any more.
+func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cfg Config) {
+	name := l.Attrs().Name
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	me := &renewal{cancel: cancel, done: done}
+	r.mu.Lock()
+	r.replaceLocked(name, me)
+	r.mu.Unlock()
+	go func() {
+		var got *Lease
+		tries := 1
+		func() {
+			defer close(done)
+			defer func() {
+				if p := recover(); p != nil {
+					cfg.Log.Error("DHCP crashed", "iface", name, "reason", fmt.Sprint(p))
+				}
+			}()
+			for wait := cfg.Retry; ; wait = min(wait*2, cmp.Or(cfg.RetryMax, time.Minute)) {
+				select {
+				case <-rctx.Done():
+					return
+				case <-time.After(wait):
+				}
+				tries++
+				lease, err := dhcp(rctx, l, cfg)
+				if err != nil {
+					cfg.Log.Debug("no DHCP lease yet", "iface", name, "tries", tries, "reason", err.Error())
+					continue
+				}
+				r.mu.Lock()
+				if r.m[name] != me {
+					r.mu.Unlock()
+					return // stopped meanwhile
+				}
+				if err := apply(l, lease, metric); err != nil {
+					r.mu.Unlock()
+					cfg.Log.Warn("applying the DHCP lease failed", "iface", name, "reason", err.Error())
+					continue
+				}
+				r.setLateLocked(lease)
+				if cfg.Renew {
+					r.startLocked(ctx, l, lease, metric, cfg)
+				} else {
+					r.replaceLocked(name, &renewal{cancel: func() {}, done: closed, addr: lease.Addr})
+				}
+				r.mu.Unlock()
+				got = &lease
+				return
+			}
+		}()
+		if got == nil {
+			return
+		}
+		cfg.Log.Info("dhcp lease", "iface", name, "addr", got.Addr.String(), "routes", len(got.Routes), "dns", len(got.DNS), "tries", tries)
+		if cfg.OnLateLease != nil {
+			cfg.OnLateLease(*got)
+		}
+	}()
 }
 
 // Applied is what Apply did to one interface of the machine config.
@@ -415,14 +483,21 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 				delRoutes(link, lateMetric+link.Attrs().Index)
 			}
 			lease, err := dhcp(ctx, link, cfg)
+			metric := 100 + link.Attrs().Index
 			if err != nil {
 				if late != nil {
 					// Nothing renews it any more: it must not outlive its lease.
 					_ = netlink.AddrDel(link, &netlink.Addr{IPNet: late})
 				}
+				if cfg.Retry > 0 {
+					if res.renew == nil {
+						res.renew = &renewals{}
+					}
+					res.renew.retryDHCP(ctx, link, metric, cfg)
+					return a, nil, fmt.Errorf("%w; asking again in the background", err)
+				}
 				return a, nil, err
 			}
-			metric := 100 + link.Attrs().Index
 			if err := apply(link, lease, metric); err != nil {
 				return a, nil, err
 			}

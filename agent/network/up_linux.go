@@ -51,7 +51,7 @@ type Config struct {
 	// EtcDir receives resolv.conf and hostname ("/etc").
 	EtcDir string
 	// Retry, when not zero, asks DHCP again on a link whose first
-	// exchange got no lease: Retry after it, then twice as long each
+	// exchange got no lease (Up's, or Apply's for a dhcp: true entry): Retry after it, then twice as long each
 	// time, up to RetryMax (a minute when zero), until a lease comes (a
 	// DHCP server or switch port that comes up after the machine: a rack
 	// powered on at once) or ctx ends. Up does not wait for it: a lease
@@ -266,6 +266,12 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 				case <-time.After(wait):
 				}
 				wait = min(wait*2, cmp.Or(cfg.RetryMax, time.Minute))
+				if cur, lerr := netlink.LinkByIndex(l.Attrs().Index); lerr != nil || cur.Attrs().Name != name {
+					// The NIC went away (one that comes back is a new link,
+					// which the watch for late links asks for itself).
+					cfg.Log.Info("DHCP stopped", "iface", name, "reason", "the link is gone")
+					return
+				}
 				lease, err = res.renew.exchange(ctx, l, metric, applied, cfg)
 			}
 			switch {
@@ -387,6 +393,13 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+		// Asking again may go on (the error was not ctx's): what comes
+		// then is a late lease, in AllLeases.
+		res.renew.mu.Lock()
+		mu.Lock()
+		collected = true
+		mu.Unlock()
+		res.renew.mu.Unlock()
 		return res, err
 	}
 	if len(links) == 0 {

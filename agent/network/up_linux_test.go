@@ -199,6 +199,7 @@ func dhcpClient() int {
 			applied, err := Apply(context.Background(), ifaces, &res, Config{
 				Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
 				DHCPTimeout: dhcpTimeout, EtcDir: os.Getenv("ETOILE_NETTEST_ETC"), Renew: true,
+				Retry: retry, RetryMax: 2 * retry, OnLateLease: onLate,
 			})
 			r.Applied = applied
 			if err != nil {
@@ -533,6 +534,35 @@ func TestUpAsksAgainAfterNoLease(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(etc, "resolv.conf"))
 	if err != nil || !strings.Contains(string(b), "nameserver 10.99.0.53\n") || !strings.Contains(string(b), "search site.test\n") {
 		t.Errorf("resolv.conf after the lease: %q %v", b, err)
+	}
+}
+
+// TestApplyDHCPAsksAgain: the machine config lists vc2 with dhcp: true and
+// its DHCP server is not up yet: Apply says so and asks again in the
+// background; once the server answers, the lease is applied and told, its
+// name server in resolv.conf behind the boot lease's.
+func TestApplyDHCPAsksAgain(t *testing.T) {
+	srv, cli, exe := dhcpNamespaces(t)
+	silentPort(t, srv, cli)
+	etc := t.TempDir()
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_RETRY=1s",
+		"ETOILE_NETTEST_APPLY="+`[{"name":"vc2","dhcp":true}]`, "ETOILE_NETTEST_ETC="+etc, "ETOILE_NETTEST_LINGER=20s")
+	if r.IP != "10.99.0.50" || !strings.Contains(r.ApplyErr, "network.interfaces[0]: DHCP on vc2:") || !strings.Contains(r.ApplyErr, "asking again in the background") {
+		t.Fatalf("client got %+v, want vc's lease and vc2's error\n%s", r, stderr.String())
+	}
+	slowServer(t, srv, exe, 10*time.Millisecond)
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(stderr.String(), "etoile-test: late lease") && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if log := stderr.String(); !strings.Contains(log, "etoile-test: late lease iface=vc2 addr=10.98.0.50/24 ntp=10.99.0.123,10.98.0.123") {
+		t.Fatalf("no lease on vc2 after its server came up:\n%s", log)
+	}
+	if addr := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc2"); !strings.Contains(addr, "inet 10.98.0.50/24") {
+		t.Errorf("vc2's lease not applied:\n%s", addr)
+	}
+	if b, err := os.ReadFile(filepath.Join(etc, "resolv.conf")); err != nil || !strings.Contains(string(b), "nameserver 10.99.0.53\nnameserver 10.98.0.53\n") {
+		t.Errorf("resolv.conf after vc2's lease: %q %v", b, err)
 	}
 }
 

@@ -268,7 +268,7 @@ func runSub(ctx context.Context, inv invocation, lg *logger, sub string, cli []s
 	}
 	// As K3s picking the node's address, on the machine itself.
 	if root == "/" {
-		if err := checkHostAddress(o, "/proc/net"); err != nil {
+		if err := checkHostAddress(o, "/proc/net", nil); err != nil {
 			lg.fatalf("%v", err)
 			return 1
 		}
