@@ -211,6 +211,7 @@ func Start(ctx context.Context, env Env) *Node {
 			// With NVIDIA's driver loaded, its persistence daemon first:
 			// nvidia-smi then finds the GPUs set up and persistence on.
 			n.startPersistenced(ctx)
+			settledBefore := isClosed(env.DriversSettled)
 			inv, err := inventory.Collect(ctx, inventory.Options{Root: n.rootOrEmpty(), Logger: env.Log, Start: env.Start, Release: env.Release})
 			if err != nil {
 				env.Log.Warn("hardware inventory failed", "reason", err.Error())
@@ -218,6 +219,9 @@ func Start(ctx context.Context, env Env) *Node {
 			n.mu.Lock()
 			n.inv = inv
 			n.mu.Unlock()
+			if !settledBefore && nvidiaWithoutDriver(inv) {
+				n.inventoryAgain(ctx)
+			}
 		}()
 	})
 	defer collect()
@@ -827,6 +831,80 @@ func (n *Node) checkRuntimes(cfg *config.MachineConfig, labels map[string]string
 	}
 }
 
+// isClosed reports whether c is closed (false for nil: never).
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return c != nil
+	default:
+		return false
+	}
+}
+
+// nvidiaWithoutDriver reports whether inv lists an NVIDIA GPU without what
+// its driver tells (the driver was not loaded when it was collected).
+func nvidiaWithoutDriver(inv *inventory.Inventory) bool {
+	return inv != nil && slices.ContainsFunc(inv.GPUs, func(g inventory.GPU) bool { return g.Vendor == "nvidia" && g.DriverVersion == "" })
+}
+
+// inventoryAgain collects the inventory again, in the background, once the
+// image's drivers have settled (DriversSettled) and NVIDIA's driver is
+// loaded: a large driver still loading when the inventory ran (its wait is
+// bounded) would otherwise leave the GPUs without driver version, memory
+// and MIG mode in the status until the next boot. K3s's GPU labels come
+// from the PCI ids and do not change.
+func (n *Node) inventoryAgain(ctx context.Context) {
+	settled := n.env.DriversSettled
+	if settled == nil {
+		return
+	}
+	n.env.Log.Info("the hardware inventory lists the GPUs without their driver; it runs again once the image's drivers have loaded")
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				n.env.Log.Warn("hardware inventory crashed", "reason", fmt.Sprint(r))
+			}
+		}()
+		select {
+		case <-settled:
+		case <-ctx.Done():
+			return
+		}
+		if ctx.Err() != nil || !nvpersist.DriverLoaded(n.env.Root) {
+			return // the persistence daemon's warning says the driver did not load
+		}
+		if d := n.persistenced(); d != nil {
+			// Started meanwhile (startPersistenced waits for the same):
+			// nvidia-smi then finds the GPUs set up.
+			select {
+			case <-d.Started():
+			case <-time.After(PersistencedWait):
+			case <-ctx.Done():
+				return
+			}
+		}
+		inv, err := inventory.Collect(ctx, inventory.Options{Root: n.rootOrEmpty(), Logger: n.env.Log, Start: n.env.Start, Release: n.env.Release})
+		if err != nil {
+			n.env.Log.Warn("hardware inventory failed", "reason", err.Error())
+		}
+		if inv == nil {
+			return
+		}
+		n.mu.Lock()
+		n.inv = inv
+		n.mu.Unlock()
+		var versions []string
+		for _, g := range inv.GPUs {
+			if g.Vendor == "nvidia" && g.DriverVersion != "" && !slices.Contains(versions, g.DriverVersion) {
+				versions = append(versions, g.DriverVersion)
+			}
+		}
+		n.env.Log.Info("hardware inventory again: NVIDIA's driver is loaded", "driver", strings.Join(versions, ","), "gpus", len(inv.GPUs))
+	}()
+}
+
 // PersistencedWait bounds how long the inventory (and so a GPU node's K3s)
 // waits for the first start of NVIDIA's persistence daemon; a slower start
 // goes on in the background.
@@ -889,6 +967,14 @@ func (n *Node) startPersistenced(ctx context.Context) {
 		}
 		n.runPersistenced(ctx, path)
 	}()
+}
+
+// persistenced is NVIDIA's persistence daemon, nil when the node does not
+// run it (yet).
+func (n *Node) persistenced() *nvpersist.Daemon {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.persist
 }
 
 // runPersistenced starts the daemon at path and keeps it for the status

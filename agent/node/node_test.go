@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/etoile-os/etoile/agent/api"
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/fakeroot"
+	"github.com/etoile-os/etoile/agent/inventory"
 	"github.com/etoile-os/etoile/agent/kmsg"
 	"github.com/etoile-os/etoile/agent/logring"
 	"github.com/etoile-os/etoile/agent/timesync"
@@ -965,5 +967,57 @@ func TestOwnContainerd(t *testing.T) {
 		if got := ownContainerd(cfg); got != want {
 			t.Errorf("%q: ownContainerd = %v, want %v", yaml, got, want)
 		}
+	}
+}
+
+// TestGPUNodeInventoryAgainAfterASlowDriver: NVIDIA's driver is not loaded
+// yet when the inventory runs (the snapshot's driver captures held back):
+// the GPU is listed without driver version; once the image's drivers have
+// settled with the driver loaded, the inventory runs again and the status
+// shows the driver's version.
+func TestGPUNodeInventoryAgainAfterASlowDriver(t *testing.T) {
+	root := gpuRoot(t)
+	held := t.TempDir()
+	captures := []string{"nvidia-driver-version.txt", "nvidia-gpus-information.txt", "nvidia-smi-q.xml"}
+	for _, f := range captures {
+		if err := os.Rename(filepath.Join(root, f), filepath.Join(held, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settled := make(chan struct{})
+	var all syncbuf.Buffer
+	startGPUNode(t, root, func(e *Env) {
+		e.DriversSettled = settled
+		e.Log = slog.New(slog.NewTextHandler(&all, nil))
+	})
+	client := api.NewClient(filepath.Join(root, "agent.sock"))
+	inventoryGPUs := func() []inventory.GPU {
+		st, err := client.Status(context.Background())
+		if err != nil || len(st.Inventory) == 0 {
+			return nil
+		}
+		var inv inventory.Inventory
+		if err := json.Unmarshal(st.Inventory, &inv); err != nil {
+			t.Fatalf("status inventory: %v", err)
+		}
+		return inv.GPUs
+	}
+	waitUntil(t, "the first inventory", 30*time.Second, func() bool { return len(inventoryGPUs()) == 1 })
+	if g := inventoryGPUs()[0]; g.DriverVersion != "" {
+		t.Fatalf("driver version %q before the driver loaded", g.DriverVersion)
+	}
+	for _, f := range captures {
+		if err := os.Rename(filepath.Join(held, f), filepath.Join(root, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fakeroot.Write(t, root, map[string]string{"proc/driver/nvidia/version": "NVRM version: 580.159.04\n"})
+	close(settled)
+	waitUntil(t, "the inventory with the driver", 30*time.Second, func() bool {
+		g := inventoryGPUs()
+		return len(g) == 1 && g[0].DriverVersion == "580.159.04" && g[0].MemoryMiB == 81559
+	})
+	if !strings.Contains(all.String(), `msg="hardware inventory again: NVIDIA's driver is loaded" driver=580.159.04 gpus=1`) {
+		t.Errorf("the second inventory is not logged:\n%s", all.String())
 	}
 }
