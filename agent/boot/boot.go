@@ -580,7 +580,7 @@ func (m *Machine) ApplyNetwork(ctx context.Context, c *config.MachineConfig) err
 	applied, err := network.Apply(ctx, c.Network.Interfaces, &res, network.Config{Log: m.log, EtcDir: "/etc", Renew: true,
 		DHCPTimeout: m.scale(15 * time.Second),
 		// A dhcp: true entry without a lease is asked again, as the boot's links are.
-		Retry: m.scale(5 * time.Second), RetryMax: m.scale(time.Minute), OnLateLease: m.lateLease})
+		Retry: m.scale(5 * time.Second), RetryMax: m.scale(time.Minute), OnLateLease: m.lateLease, OnRenewed: m.renewedLease})
 	for _, a := range applied {
 		attrs := []any{"iface", a.Iface, "addresses", strings.Join(a.Addresses, ",")}
 		if a.DHCP {
@@ -1430,6 +1430,7 @@ func (m *Machine) upNetwork(ctx context.Context, etc string) (network.Result, er
 		Retry:       m.scale(5 * time.Second),
 		RetryMax:    m.scale(time.Minute),
 		OnLateLease: m.lateLease,
+		OnRenewed:   m.renewedLease,
 		EtcDir:      etc,
 		Renew:       true,
 	})
@@ -1449,9 +1450,27 @@ func (m *Machine) SetOnLateLease(f func(network.Lease)) {
 // onLateLease is told. Before the network step's result is in Network,
 // that step's own write of /etc has it.
 func (m *Machine) lateLease(l network.Lease) {
+	m.leaseNews("address after the boot's network step", l)
+	m.netMu.Lock()
+	hook := m.onLateLease
+	m.netMu.Unlock()
+	if hook != nil {
+		hook(l)
+	}
+}
+
+// renewedLease follows a renewal that changed a lease's address or servers:
+// resolv.conf is written again (the NTP rounds, the status and the ready
+// line read NetworkResult's AllLeases).
+func (m *Machine) renewedLease(l network.Lease) {
+	m.leaseNews("DHCP lease renewed with changes", l)
+}
+
+// leaseNews writes resolv.conf from every lease now and logs msg with l.
+func (m *Machine) leaseNews(msg string, l network.Lease) {
 	m.etcMu.Lock()
 	m.netMu.Lock()
-	res, hook := m.Network, m.onLateLease
+	res := m.Network
 	m.netMu.Unlock()
 	if res != nil {
 		network.WriteResolv("/etc", *res, m.log)
@@ -1464,10 +1483,7 @@ func (m *Machine) lateLease(l network.Lease) {
 	if len(l.NTP) > 0 {
 		attrs = append(attrs, "ntp", joinIPs(l.NTP))
 	}
-	m.log.Info("address after the boot's network step", attrs...)
-	if hook != nil {
-		hook(l)
-	}
+	m.log.Info(msg, attrs...)
 }
 
 func joinIPs(ips []net.IP) string {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -37,6 +36,10 @@ type renewals struct {
 	// Result's Leases, they still give name and NTP servers
 	// (Result.AllLeases).
 	late []Lease
+	// renewed are the leases renewals got since, by link: a boot lease
+	// in a Result shows as renewed in AllLeases (a new address, other
+	// name servers).
+	renewed map[string]Lease
 }
 
 // setLateLocked records link lease.Iface's lease in no Result (a renewal's
@@ -54,7 +57,28 @@ func (r *renewals) setLateLocked(lease Lease) {
 func (r *renewals) renewedLocked(lease Lease) {
 	if slices.ContainsFunc(r.late, func(l Lease) bool { return l.Iface == lease.Iface }) {
 		r.setLateLocked(lease)
+		return
 	}
+	if r.renewed == nil {
+		r.renewed = map[string]Lease{}
+	}
+	r.renewed[lease.Iface] = lease
+}
+
+// current returns leases with each one a renewal replaced as renewed.
+func (r *renewals) current(leases []Lease) []Lease {
+	out := slices.Clone(leases)
+	if r == nil {
+		return out
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, l := range out {
+		if n, ok := r.renewed[l.Iface]; ok && l.Addr.IP != nil {
+			out[i] = n
+		}
+	}
+	return out
 }
 
 // lateLeases returns the leases in no Result.
@@ -167,6 +191,7 @@ func (r *renewals) startLocked(ctx context.Context, l netlink.Link, lease Lease,
 		renew(rctx, l, lease, metric, cfg, func(next Lease) {
 			r.mu.Lock()
 			defer r.mu.Unlock()
+			me.addr = next.Addr // the address stop returns
 			if r.m[l.Attrs().Name] == me {
 				r.renewedLocked(next)
 			}
@@ -185,6 +210,7 @@ func (r *renewals) stop(iface string) *net.IPNet {
 	r.mu.Lock()
 	rn, ok := r.m[iface]
 	delete(r.m, iface)
+	delete(r.renewed, iface)
 	r.late = slices.DeleteFunc(r.late, func(l Lease) bool { return l.Iface == iface })
 	r.mu.Unlock()
 	if !ok {
@@ -195,10 +221,13 @@ func (r *renewals) stop(iface string) *net.IPNet {
 	case <-rn.done:
 	case <-time.After(30 * time.Second):
 	}
-	if rn.addr.IP == nil {
+	r.mu.Lock()
+	addr := rn.addr // a renewal may have changed it
+	r.mu.Unlock()
+	if addr.IP == nil {
 		return nil
 	}
-	return &rn.addr
+	return &addr
 }
 
 // retryDHCP asks DHCP on a link the machine config lists with dhcp: true,
@@ -567,9 +596,7 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		}
 		leases = append(leases, Lease{Iface: name, MAC: link.Attrs().HardwareAddr, Addr: *ipn})
 	}
-	// A new address in the old one's subnet is its secondary, which the
-	// kernel would delete with it unless promoted (as systemd-networkd sets).
-	_ = os.WriteFile("/proc/sys/net/ipv4/conf/"+name+"/promote_secondaries", []byte("1"), 0o644)
+	promoteSecondaries(name)
 	for _, g := range gone {
 		if slices.ContainsFunc(leases, func(l Lease) bool { return l.Addr.IP.Equal(g.IP) && l.Addr.Mask.String() == g.Mask.String() }) {
 			continue

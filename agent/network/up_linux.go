@@ -63,6 +63,10 @@ type Config struct {
 	// AllLeases: the caller rewrites resolv.conf and may start what waited
 	// for an address.
 	OnLateLease func(Lease)
+	// OnRenewed, when not nil, is called (in a goroutine of its own) with
+	// a renewed lease whose address, name, search or NTP servers changed:
+	// the caller rewrites resolv.conf (AllLeases shows the renewed lease).
+	OnRenewed func(Lease)
 	// Renew keeps each lease alive in the background until ctx ends: it
 	// asks again at half the lease time (RFC 2131's T1), and on failure
 	// every minute until the lease runs out.
@@ -104,6 +108,9 @@ type Config struct {
 	// SetHostname sets the kernel's host name; sethostname(2) when nil.
 	// Tests replace it: a network namespace does not isolate the host name.
 	SetHostname func(string) error
+	// renewFloor is the shortest wait before a renewal (30 s when zero;
+	// tests shorten it).
+	renewFloor time.Duration
 }
 
 // Result is what Up configured.
@@ -120,11 +127,11 @@ type Result struct {
 	names []Lease
 }
 
-// AllLeases is what the machine's links have now: the Result's leases, then
-// those that came after it was collected (late links', leases got by asking
+// AllLeases is what the machine's links have now: the Result's leases (as
+// their renewals last got them), then those that came after it was collected (late links', leases got by asking
 // again), which give name and NTP servers too.
 func (r Result) AllLeases() []Lease {
-	return append(slices.Clone(r.Leases), r.renew.lateLeases()...)
+	return append(r.renew.current(r.Leases), r.renew.lateLeases()...)
 }
 
 // resolvLeases are the sources of resolv.conf, in order.
@@ -614,7 +621,7 @@ func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Con
 			return // infinite lease
 		}
 		expires := time.Now().Add(lease.Lifetime)
-		wait := max(lease.Lifetime/2, 30*time.Second)
+		wait := max(lease.Lifetime/2, cmp.Or(cfg.renewFloor, 30*time.Second))
 		for {
 			select {
 			case <-ctx.Done():
@@ -626,11 +633,21 @@ func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Con
 				err = apply(l, next, metric)
 			}
 			if err == nil {
-				if !next.Addr.IP.Equal(lease.Addr.IP) {
+				if !next.Addr.IP.Equal(lease.Addr.IP) || next.Addr.Mask.String() != lease.Addr.Mask.String() {
+					// The link moved (another network, a server that
+					// forgot it): the old address and the routes the new
+					// lease does not have go.
 					cfg.Log.Warn("DHCP gave a new address", "iface", lease.Iface, "old", lease.Addr.String(), "new", next.Addr.String())
+					dropOld(l, lease, next, metric)
 				}
+				changed := leaseChanged(lease, next)
 				lease = next
 				renewed(next)
+				if changed && cfg.OnRenewed != nil {
+					// Not in this goroutine: stop waits for it, and the
+					// caller may hold what OnRenewed takes.
+					go cfg.OnRenewed(next)
+				}
 				break
 			}
 			left := time.Until(expires)
@@ -642,6 +659,48 @@ func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Con
 			wait = time.Minute
 		}
 	}
+}
+
+// leaseChanged reports whether a renewal changed what the machine uses of
+// a lease: its address, name servers, search domains or NTP servers.
+func leaseChanged(old, next Lease) bool {
+	ips := func(a, b []net.IP) bool {
+		return slices.EqualFunc(a, b, func(x, y net.IP) bool { return x.Equal(y) })
+	}
+	return !old.Addr.IP.Equal(next.Addr.IP) || old.Addr.Mask.String() != next.Addr.Mask.String() ||
+		!ips(old.DNS, next.DNS) || !ips(old.NTP, next.NTP) || !slices.Equal(old.Search, next.Search)
+}
+
+// dropOld removes from link l what lease old set and lease next does not:
+// its address, and its routes (with the lease's metric).
+func dropOld(l netlink.Link, old, next Lease, metric int) {
+	for _, r := range old.Routes {
+		if slices.ContainsFunc(next.Routes, func(n Route) bool {
+			return n.Gateway.Equal(r.Gateway) && (n.Dst == nil) == (r.Dst == nil) && (n.Dst == nil || n.Dst.String() == r.Dst.String())
+		}) {
+			continue
+		}
+		rt := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: r.Dst, Gw: r.Gateway, Priority: metric}
+		if r.Gateway == nil || r.Gateway.IsUnspecified() {
+			rt.Gw = nil
+		}
+		_ = netlink.RouteDel(rt) // a default route was replaced already
+	}
+	if !old.Addr.IP.Equal(next.Addr.IP) {
+		promoteSecondaries(l.Attrs().Name)
+		_ = netlink.AddrDel(l, &netlink.Addr{IPNet: &net.IPNet{IP: old.Addr.IP, Mask: old.Addr.Mask}})
+		// The routes through the link are the kernel's to redo, as the
+		// address it leans on changes: make sure of the lease's.
+		_ = apply(l, next, metric)
+	}
+}
+
+// promoteSecondaries makes the kernel keep a link's other addresses in a
+// subnet when the first one there goes (as systemd-networkd sets it): a new
+// address in the old one's subnet is its secondary, which the kernel would
+// otherwise delete with it.
+func promoteSecondaries(link string) {
+	_ = os.WriteFile("/proc/sys/net/ipv4/conf/"+link+"/promote_secondaries", []byte("1"), 0o644)
 }
 
 func (cfg Config) sysDir() string {

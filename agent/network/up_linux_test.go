@@ -52,6 +52,15 @@ func dhcpServer() int {
 		hostname = v
 	}
 	delay, _ := time.ParseDuration(os.Getenv("ETOILE_NETTEST_SRV_DELAY"))
+	// ETOILE_NETTEST_SRV_LEASE: the lease time in seconds (3600);
+	// ETOILE_NETTEST_SRV_MOVE: after the first lease, 10.x.0.51 (a server
+	// that forgot the machine, or the cable moved to another network).
+	leaseTime := uint32(3600)
+	if v, err := strconv.Atoi(os.Getenv("ETOILE_NETTEST_SRV_LEASE")); err == nil {
+		leaseTime = uint32(v)
+	}
+	move := os.Getenv("ETOILE_NETTEST_SRV_MOVE") != ""
+	var acked atomic.Bool
 	srvIP := net.IPv4(10, netByte, 0, 1)
 	handler := func(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 		time.Sleep(delay)
@@ -64,15 +73,19 @@ func dhcpServer() int {
 		default:
 			return
 		}
+		host := byte(50)
+		if move && acked.Load() {
+			host = 51
+		}
 		reply, err := dhcpv4.NewReplyFromRequest(m,
 			dhcpv4.WithMessageType(typ),
-			dhcpv4.WithYourIP(net.IPv4(10, netByte, 0, 50)),
+			dhcpv4.WithYourIP(net.IPv4(10, netByte, 0, host)),
 			dhcpv4.WithServerIP(srvIP),
 			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(srvIP)),
 			dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
 			dhcpv4.WithRouter(srvIP),
 			dhcpv4.WithDNS(net.IPv4(10, netByte, 0, 53)),
-			dhcpv4.WithLeaseTime(3600),
+			dhcpv4.WithLeaseTime(leaseTime),
 			dhcpv4.WithOption(dhcpv4.OptHostName(hostname)),
 			dhcpv4.WithOption(dhcpv4.OptDomainName("site.test")),
 		)
@@ -86,6 +99,8 @@ func dhcpServer() int {
 		}
 		if _, err := conn.WriteTo(reply.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}); err != nil {
 			fmt.Fprintln(os.Stderr, err)
+		} else if typ == dhcpv4.MessageTypeAck {
+			acked.Store(true)
 		}
 	}
 	s, err := server4.NewServer(iface, &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ServerPort}, handler)
@@ -158,7 +173,15 @@ func dhcpClient() int {
 		fmt.Fprintf(os.Stderr, "etoile-test: late lease iface=%s addr=%s ntp=%s\n", l.Iface, l.Addr.String(),
 			strings.Join(NTPServers(res.AllLeases()), ","))
 	}
+	// ETOILE_NETTEST_RENEW_FLOOR: renew the leases, waiting that long at least.
+	renewFloor, _ := time.ParseDuration(os.Getenv("ETOILE_NETTEST_RENEW_FLOOR"))
 	res, err := Up(context.Background(), Config{
+		Renew:      renewFloor > 0,
+		renewFloor: renewFloor,
+		OnRenewed: func(l Lease) {
+			<-haveRes
+			fmt.Fprintf(os.Stderr, "etoile-test: renewed iface=%s addr=%s ip=%s\n", l.Iface, l.Addr.String(), FirstIPv4(res.AllLeases()))
+		},
 		Retry:        retry,
 		RetryMax:     2 * retry,
 		OnLateLease:  onLate,
@@ -563,6 +586,34 @@ func TestApplyDHCPAsksAgain(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(etc, "resolv.conf")); err != nil || !strings.Contains(string(b), "nameserver 10.99.0.53\nnameserver 10.98.0.53\n") {
 		t.Errorf("resolv.conf after vc2's lease: %q %v", b, err)
+	}
+}
+
+// TestRenewalGivesANewAddress: at the renewal, the DHCP server gives
+// another address (it forgot the machine, or the cable moved): the link
+// keeps the new address only, and its default route.
+func TestRenewalGivesANewAddress(t *testing.T) {
+	srv, cli, exe := namespaces(t, false)
+	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_LEASE=2", "ETOILE_NETTEST_SRV_MOVE=1")
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW_FLOOR=1s", "ETOILE_NETTEST_LINGER=20s",
+		"ETOILE_NETTEST_ETC="+t.TempDir())
+	if r.IP != "10.99.0.50" {
+		t.Fatalf("client got %+v\n%s", r, stderr.String())
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(stderr.String(), "etoile-test: renewed") && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Told, and the Result's lease shows as renewed.
+	if !strings.Contains(stderr.String(), "etoile-test: renewed iface=vc addr=10.99.0.51/24 ip=10.99.0.51\n") {
+		t.Errorf("the renewal's change was not told, or AllLeases does not show it:\n%s", stderr.String())
+	}
+	addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc")
+	if !strings.Contains(addrs, "inet 10.99.0.51/24") || strings.Count(addrs, "inet ") != 1 {
+		t.Errorf("vc's addresses after the renewal:\n%s\nwant 10.99.0.51/24 only\n%s", addrs, stderr.String())
+	}
+	if route := ipCmd(t, "-n", cli, "route", "show", "default"); !strings.Contains(route, "default via 10.99.0.1 dev vc") {
+		t.Errorf("default route after the renewal:\n%s", route)
 	}
 }
 
