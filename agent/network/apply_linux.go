@@ -260,6 +260,10 @@ func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cf
 					return
 				case <-time.After(wait):
 				}
+				if cur, lerr := netlink.LinkByIndex(l.Attrs().Index); lerr != nil || cur.Attrs().Name != name {
+					cfg.Log.Info("DHCP stopped", "iface", name, "reason", "the link is gone")
+					return
+				}
 				tries++
 				lease, err := dhcp(rctx, l, cfg)
 				if err != nil {
@@ -297,6 +301,25 @@ func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cf
 	}()
 }
 
+// configDNS is a dhcp: true entry's own name servers, as a lease without
+// an address (nil when it lists none); they are added to a's DNS when a is
+// not nil.
+func configDNS(iface string, servers []string, a *Applied) []Lease {
+	if len(servers) == 0 {
+		return nil
+	}
+	d := Lease{Iface: iface}
+	for _, s := range servers {
+		if ip := net.ParseIP(s); ip != nil {
+			d.DNS = append(d.DNS, ip)
+			if a != nil {
+				a.DNS = append(a.DNS, s)
+			}
+		}
+	}
+	return []Lease{d}
+}
+
 // Applied is what Apply did to one interface of the machine config.
 type Applied struct {
 	Iface     string   // the link configured: eth0, or the VLAN's link eth0.42
@@ -325,6 +348,12 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 		a, leases, err := applyOne(ctx, ifc, res, cfg)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("network.interfaces[%d]: %w", i, err))
+			// A dhcp: true entry asked again keeps its name servers.
+			for _, l := range leases {
+				if l.Addr.IP == nil {
+					names = append(names, l)
+				}
+			}
 			continue
 		}
 		done = append(done, a)
@@ -522,8 +551,11 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 					if res.renew == nil {
 						res.renew = &renewals{}
 					}
-					res.renew.retryDHCP(ctx, link, metric, cfg)
-					return a, nil, fmt.Errorf("%w; asking again in the background", err)
+					// Its default route behind the others', as a late
+					// lease's: K3s chose its address by theirs.
+					res.renew.retryDHCP(ctx, link, lateMetric+link.Attrs().Index, cfg)
+					// The entry's name servers are the config's already.
+					return a, configDNS(name, ifc.DNS, nil), fmt.Errorf("%w; asking again in the background", err)
 				}
 				return a, nil, err
 			}
@@ -544,18 +576,8 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		}
 		l := res.Leases[prev]
 		a.Addresses = []string{l.Addr.String()}
-		var dns []Lease
-		if len(ifc.DNS) > 0 {
-			// The config's name servers before the lease's.
-			d := Lease{Iface: name}
-			for _, s := range ifc.DNS {
-				if ip := net.ParseIP(s); ip != nil {
-					d.DNS = append(d.DNS, ip)
-					a.DNS = append(a.DNS, s)
-				}
-			}
-			dns = append(dns, d)
-		}
+		// The config's name servers before the lease's.
+		dns := configDNS(name, ifc.DNS, &a)
 		for _, d := range l.DNS {
 			a.DNS = append(a.DNS, d.String())
 		}

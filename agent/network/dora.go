@@ -32,12 +32,21 @@ var requested = []dhcpv4.OptionCode{
 // second to minutes at boot. A transaction id only has to differ between
 // clients on a wire, not be secret (RFC 2131 §4.1), so GRND_INSECURE's
 // early bytes are good enough.
-func dora(ctx context.Context, c *nclient4.Client, hw net.HardwareAddr) (*dhcpv4.DHCPv4, error) {
-	discover := message(hw,
+//
+// want, when not nil, is the address the machine has (a renewal): the
+// DISCOVER asks for it (option 50, RFC 2131 §4.4.1), so that a server that
+// does not keep its bindings, or another server answering first, gives the
+// same address back when it can.
+func dora(ctx context.Context, c *nclient4.Client, hw net.HardwareAddr, want net.IP) (*dhcpv4.DHCPv4, error) {
+	mods := []dhcpv4.Modifier{
 		dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover),
 		dhcpv4.WithRequestedOptions(requested...),
 		dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(nclient4.MaxMessageSize)),
-	)
+	}
+	if want.To4() != nil {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(want.To4())))
+	}
+	discover := message(hw, mods...)
 	offer, err := c.SendAndRead(ctx, c.RemoteAddr(), discover, nclient4.IsMessageType(dhcpv4.MessageTypeOffer))
 	if err != nil {
 		return nil, fmt.Errorf("no DHCP offer: %w", err)

@@ -274,8 +274,9 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 				}
 				wait = min(wait*2, cmp.Or(cfg.RetryMax, time.Minute))
 				if cur, lerr := netlink.LinkByIndex(l.Attrs().Index); lerr != nil || cur.Attrs().Name != name {
-					// The NIC went away (one that comes back is a new link,
-					// which the watch for late links asks for itself).
+					// The NIC went away: one that comes back is a new link
+					// (asked for by the watch for late links while it runs,
+					// else by a machine config applied again).
 					cfg.Log.Info("DHCP stopped", "iface", name, "reason", "the link is gone")
 					return
 				}
@@ -405,6 +406,9 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		res.renew.mu.Lock()
 		mu.Lock()
 		collected = true
+		for _, idx := range slices.Sorted(maps.Keys(leases)) { // applied and renewed: in AllLeases
+			res.renew.setLateLocked(leases[idx])
+		}
 		mu.Unlock()
 		res.renew.mu.Unlock()
 		return res, err
@@ -560,6 +564,11 @@ func hasCarrier(name string) bool {
 }
 
 func dhcp(ctx context.Context, l netlink.Link, cfg Config) (Lease, error) {
+	return dhcpWant(ctx, l, cfg, nil)
+}
+
+// dhcpWant is dhcp asking for the address want (a renewal's).
+func dhcpWant(ctx context.Context, l netlink.Link, cfg Config, want net.IP) (Lease, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.DHCPTimeout)
 	defer cancel()
 	name := l.Attrs().Name
@@ -571,7 +580,7 @@ func dhcp(ctx context.Context, l netlink.Link, cfg Config) (Lease, error) {
 		return Lease{}, fmt.Errorf("opening a DHCP socket on %s: %w", name, err)
 	}
 	defer c.Close()
-	ack, err := dora(ctx, c, l.Attrs().HardwareAddr)
+	ack, err := dora(ctx, c, l.Attrs().HardwareAddr, want)
 	if err != nil {
 		return Lease{}, fmt.Errorf("DHCP on %s: %w", name, err)
 	}
@@ -628,7 +637,7 @@ func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Con
 				return
 			case <-time.After(wait):
 			}
-			next, err := dhcp(ctx, l, cfg)
+			next, err := dhcpWant(ctx, l, cfg, lease.Addr.IP)
 			if err == nil {
 				err = apply(l, next, metric)
 			}
@@ -682,11 +691,12 @@ func dropOld(l netlink.Link, old, next Lease, metric int) {
 		}
 		rt := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: r.Dst, Gw: r.Gateway, Priority: metric}
 		if r.Gateway == nil || r.Gateway.IsUnspecified() {
-			rt.Gw = nil
+			rt.Gw, rt.Scope = nil, netlink.SCOPE_LINK // as apply added it: the kernel matches the scope
 		}
 		_ = netlink.RouteDel(rt) // a default route was replaced already
 	}
-	if !old.Addr.IP.Equal(next.Addr.IP) {
+	if !old.Addr.IP.Equal(next.Addr.IP) || old.Addr.Mask.String() != next.Addr.Mask.String() {
+		// The same address with another prefix length is another entry.
 		promoteSecondaries(l.Attrs().Name)
 		_ = netlink.AddrDel(l, &netlink.Addr{IPNet: &net.IPNet{IP: old.Addr.IP, Mask: old.Addr.Mask}})
 		// The routes through the link are the kernel's to redo, as the

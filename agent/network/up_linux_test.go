@@ -60,6 +60,9 @@ func dhcpServer() int {
 		leaseTime = uint32(v)
 	}
 	move := os.Getenv("ETOILE_NETTEST_SRV_MOVE") != ""
+	// ETOILE_NETTEST_SRV_STICKY (with MOVE): a server without bindings,
+	// which gives the address a DISCOVER asks for (option 50).
+	sticky := os.Getenv("ETOILE_NETTEST_SRV_STICKY") != ""
 	var acked atomic.Bool
 	srvIP := net.IPv4(10, netByte, 0, 1)
 	handler := func(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
@@ -76,6 +79,9 @@ func dhcpServer() int {
 		host := byte(50)
 		if move && acked.Load() {
 			host = 51
+		}
+		if want := m.RequestedIPAddress(); sticky && want.To4() != nil && !want.IsUnspecified() {
+			host = want.To4()[3]
 		}
 		reply, err := dhcpv4.NewReplyFromRequest(m,
 			dhcpv4.WithMessageType(typ),
@@ -569,7 +575,7 @@ func TestApplyDHCPAsksAgain(t *testing.T) {
 	silentPort(t, srv, cli)
 	etc := t.TempDir()
 	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_RETRY=1s",
-		"ETOILE_NETTEST_APPLY="+`[{"name":"vc2","dhcp":true}]`, "ETOILE_NETTEST_ETC="+etc, "ETOILE_NETTEST_LINGER=20s")
+		"ETOILE_NETTEST_APPLY="+`[{"name":"vc2","dhcp":true,"dns":["10.96.0.53"]}]`, "ETOILE_NETTEST_ETC="+etc, "ETOILE_NETTEST_LINGER=20s")
 	if r.IP != "10.99.0.50" || !strings.Contains(r.ApplyErr, "network.interfaces[0]: DHCP on vc2:") || !strings.Contains(r.ApplyErr, "asking again in the background") {
 		t.Fatalf("client got %+v, want vc's lease and vc2's error\n%s", r, stderr.String())
 	}
@@ -584,8 +590,14 @@ func TestApplyDHCPAsksAgain(t *testing.T) {
 	if addr := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc2"); !strings.Contains(addr, "inet 10.98.0.50/24") {
 		t.Errorf("vc2's lease not applied:\n%s", addr)
 	}
-	if b, err := os.ReadFile(filepath.Join(etc, "resolv.conf")); err != nil || !strings.Contains(string(b), "nameserver 10.99.0.53\nnameserver 10.98.0.53\n") {
+	// The entry's own name server first, then the boot lease's, then vc2's.
+	if b, err := os.ReadFile(filepath.Join(etc, "resolv.conf")); err != nil || !strings.Contains(string(b), "nameserver 10.96.0.53\nnameserver 10.99.0.53\nnameserver 10.98.0.53\n") {
 		t.Errorf("resolv.conf after vc2's lease: %q %v", b, err)
+	}
+	// Its default route behind vc's (K3s chose its address by vc's).
+	routes := strings.Split(strings.TrimSpace(ipCmd(t, "-n", cli, "route", "show", "default")), "\n")
+	if len(routes) != 2 || !strings.HasPrefix(routes[0], "default via 10.99.0.1 dev vc ") || !strings.Contains(routes[1], "dev vc2") {
+		t.Errorf("default routes:\n%s\nwant vc's first", strings.Join(routes, "\n"))
 	}
 }
 
@@ -614,6 +626,29 @@ func TestRenewalGivesANewAddress(t *testing.T) {
 	}
 	if route := ipCmd(t, "-n", cli, "route", "show", "default"); !strings.Contains(route, "default via 10.99.0.1 dev vc") {
 		t.Errorf("default route after the renewal:\n%s", route)
+	}
+}
+
+// TestRenewalAsksForItsAddress: a renewal's DISCOVER asks for the address
+// the link has (option 50): a server without bindings, which would give
+// another one otherwise, gives it back, and the address stays.
+func TestRenewalAsksForItsAddress(t *testing.T) {
+	srv, cli, exe := namespaces(t, false)
+	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_LEASE=2", "ETOILE_NETTEST_SRV_MOVE=1", "ETOILE_NETTEST_SRV_STICKY=1")
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW_FLOOR=1s", "ETOILE_NETTEST_LINGER=20s",
+		"ETOILE_NETTEST_ETC="+t.TempDir())
+	if r.IP != "10.99.0.50" {
+		t.Fatalf("client got %+v\n%s", r, stderr.String())
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for strings.Count(stderr.String(), `msg="dhcp done" iface=vc`) < 3 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if log := stderr.String(); strings.Count(log, `msg="dhcp done" iface=vc`) < 3 || strings.Contains(log, "DHCP gave a new address") {
+		t.Errorf("want two renewals keeping 10.99.0.50:\n%s", log)
+	}
+	if addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); !strings.Contains(addrs, "inet 10.99.0.50/24") || strings.Count(addrs, "inet ") != 1 {
+		t.Errorf("vc's addresses after the renewals:\n%s", addrs)
 	}
 }
 

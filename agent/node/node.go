@@ -851,8 +851,9 @@ func nvidiaWithoutDriver(inv *inventory.Inventory) bool {
 // image's drivers have settled (DriversSettled) and NVIDIA's driver is
 // loaded: a large driver still loading when the inventory ran (its wait is
 // bounded) would otherwise leave the GPUs without driver version, memory
-// and MIG mode in the status until the next boot. K3s's GPU labels come
-// from the PCI ids and do not change.
+// and MIG mode in the status until the next boot. The running K3s keeps
+// the labels it started with (the model as pci.ids names it); a K3s started
+// again for a config applied later takes the driver's model name.
 func (n *Node) inventoryAgain(ctx context.Context) {
 	settled := n.env.DriversSettled
 	if settled == nil {
@@ -875,14 +876,20 @@ func (n *Node) inventoryAgain(ctx context.Context) {
 		if ctx.Err() != nil || !nvpersist.DriverLoaded(n.env.Root) {
 			return // the persistence daemon's warning says the driver did not load
 		}
-		if d := n.persistenced(); d != nil {
-			// Started meanwhile (startPersistenced waits for the same):
-			// nvidia-smi then finds the GPUs set up.
-			select {
-			case <-d.Started():
-			case <-time.After(PersistencedWait):
-			case <-ctx.Done():
-				return
+		// The persistence daemon, started on the same signal when the
+		// image has it, first: nvidia-smi then finds the GPUs set up.
+		if nvpersist.Find(n.env.Root, filepath.SplitList(k3s.SystemPath)) != "" {
+			deadline := time.Now().Add(PersistencedWait)
+			for n.persistenced() == nil && time.Now().Before(deadline) && ctx.Err() == nil {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if d := n.persistenced(); d != nil {
+				select {
+				case <-d.Started():
+				case <-time.After(time.Until(deadline)):
+				case <-ctx.Done():
+					return
+				}
 			}
 		}
 		inv, err := inventory.Collect(ctx, inventory.Options{Root: n.rootOrEmpty(), Logger: n.env.Log, Start: n.env.Start, Release: n.env.Release})
