@@ -1224,8 +1224,13 @@ func (n *Node) applyNetwork(ctx context.Context, cfg *config.MachineConfig) []st
 	}
 	var out []string
 	for _, l := range strings.Split(err.Error(), "\n") {
-		n.env.Broadcast(fmt.Sprintf("etoile: error step=network reason=%q fix=%q", l,
-			"correct network.interfaces in the machine config (etoile-agent status lists the links) and apply it again"))
+		fix := "correct network.interfaces in the machine config (etoile-agent status lists the links) and apply it again"
+		if strings.HasSuffix(l, "asking again in the background") {
+			// A dhcp: true entry without a lease yet: nothing to correct
+			// in the config, perhaps.
+			fix = "it is asked again, up to every minute: check the cable, the switch port (and its VLAN) and that a DHCP server serves it, or give the entry static addresses"
+		}
+		n.env.Broadcast(fmt.Sprintf("etoile: error step=network reason=%q fix=%q", l, fix))
 		out = append(out, "network: "+l)
 	}
 	return out

@@ -1021,3 +1021,24 @@ func TestGPUNodeInventoryAgainAfterASlowDriver(t *testing.T) {
 		t.Errorf("the second inventory is not logged:\n%s", all.String())
 	}
 }
+
+// TestNetworkErrorsOnTheConsole: each interface the machine config could not
+// configure is on the console and in the warnings; a dhcp: true entry that
+// is asked again gets advice about its DHCP, not about the config.
+func TestNetworkErrorsOnTheConsole(t *testing.T) {
+	var con consoleLines
+	n := &Node{env: Env{Broadcast: con.add, ApplyNetwork: func(context.Context, *config.MachineConfig) error {
+		return errors.Join(errors.New("network.interfaces[0]: no link named eth9"),
+			errors.New("network.interfaces[1]: DHCP on eth0.42: no DHCP offer: context deadline exceeded; asking again in the background"))
+	}}}
+	warns := n.applyNetwork(context.Background(), &config.MachineConfig{})
+	if len(warns) != 2 || !strings.HasPrefix(warns[1], "network: network.interfaces[1]: DHCP on eth0.42") {
+		t.Errorf("warnings %q", warns)
+	}
+	if !con.has(`reason="network.interfaces[0]: no link named eth9" fix="correct network.interfaces`) {
+		t.Errorf("the missing link's line:\n%s", con.all())
+	}
+	if !con.has(`asking again in the background" fix="it is asked again, up to every minute: check the cable`) {
+		t.Errorf("the DHCP entry's line:\n%s", con.all())
+	}
+}
