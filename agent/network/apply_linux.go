@@ -94,7 +94,8 @@ func (r *renewals) lateLeases() []Lease {
 type renewal struct {
 	cancel context.CancelFunc
 	done   <-chan struct{}
-	addr   net.IPNet // none while the first exchange runs
+	addr   net.IPNet     // none while the first exchange runs
+	kick   chan struct{} // a renewal's: ask again now (watchCarrier)
 }
 
 // errStopped is the first exchange's error when stop ended it, or when the
@@ -184,11 +185,11 @@ func (r *renewals) start(ctx context.Context, l netlink.Link, lease Lease, metri
 func (r *renewals) startLocked(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	me := &renewal{cancel: cancel, done: done, addr: lease.Addr}
+	me := &renewal{cancel: cancel, done: done, addr: lease.Addr, kick: make(chan struct{}, 1)}
 	r.replaceLocked(l.Attrs().Name, me)
 	go func() {
 		defer close(done)
-		renew(rctx, l, lease, metric, cfg, func(next Lease) {
+		renew(rctx, l, lease, metric, cfg, me.kick, func(next Lease) {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			me.addr = next.Addr // the address stop returns

@@ -69,7 +69,8 @@ type Config struct {
 	OnRenewed func(Lease)
 	// Renew keeps each lease alive in the background until ctx ends: it
 	// asks again at half the lease time (RFC 2131's T1), and on failure
-	// every minute until the lease runs out.
+	// every minute until the lease runs out; and at once when the link
+	// gets its carrier back after losing it (Up follows the links' carrier).
 	Renew bool
 	// Only names the links to configure; empty means every physical link
 	// (the machine config will name interfaces; tests use a veth).
@@ -182,6 +183,9 @@ func physicalLinks(only []string) ([]netlink.Link, error) {
 // address is still reachable on the console and is worth booting).
 func Up(ctx context.Context, cfg Config) (Result, error) {
 	res := Result{renew: &renewals{}}
+	if cfg.Renew {
+		res.renew.watchCarrier(ctx, cfg.Log)
+	}
 	lo, err := netlink.LinkByName("lo")
 	if err == nil {
 		err = netlink.LinkSetUp(lo)
@@ -618,24 +622,31 @@ func (l dhcpLogger) PrintMessage(prefix string, m *dhcpv4.DHCPv4) {
 	l.log.Debug("dhcp: "+prefix, "type", m.MessageType().String(), "xid", m.TransactionID.String(), "yiaddr", m.YourIPAddr.String())
 }
 
-// renew keeps lease on l alive until ctx ends.
-func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config, renewed func(Lease)) {
+// renew keeps lease on l alive until ctx ends: it asks again at half the
+// lease time, and at once when kick says the link got its carrier back (a
+// cable moved to another network, a switch restarted), an infinite lease
+// too.
+func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config, kick <-chan struct{}, renewed func(Lease)) {
 	defer func() {
 		if r := recover(); r != nil {
 			cfg.Log.Warn("DHCP renewal crashed", "iface", lease.Iface, "reason", fmt.Sprint(r))
 		}
 	}()
 	for {
-		if lease.Lifetime <= 0 || lease.Lifetime == time.Duration(^uint32(0))*time.Second {
-			return // infinite lease
-		}
+		infinite := lease.Lifetime <= 0 || lease.Lifetime == time.Duration(^uint32(0))*time.Second
 		expires := time.Now().Add(lease.Lifetime)
 		wait := max(lease.Lifetime/2, cmp.Or(cfg.renewFloor, 30*time.Second))
 		for {
+			var due <-chan time.Time
+			if !infinite {
+				due = time.After(wait)
+			}
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(wait):
+			case <-due:
+			case <-kick:
+				cfg.Log.Info("link has carrier again: asking DHCP again", "iface", lease.Iface)
 			}
 			next, err := dhcpWant(ctx, l, cfg, lease.Addr.IP)
 			if err == nil {
@@ -659,6 +670,14 @@ func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Con
 				}
 				break
 			}
+			if ctx.Err() != nil {
+				return
+			}
+			if infinite {
+				// Asked after the carrier came back: the lease stays.
+				cfg.Log.Warn("DHCP after the carrier came back failed; the lease is kept", "iface", lease.Iface, "reason", err.Error())
+				continue
+			}
 			left := time.Until(expires)
 			cfg.Log.Warn("DHCP renewal failed", "iface", lease.Iface, "reason", err.Error(), "lease_left", left.Round(time.Second))
 			if left <= 0 {
@@ -668,6 +687,59 @@ func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Con
 			wait = time.Minute
 		}
 	}
+}
+
+// watchCarrier follows the links' carrier until ctx ends: a link that gets
+// it back after losing it, whose lease is renewed, is asked again at once.
+func (r *renewals) watchCarrier(ctx context.Context, log *slog.Logger) {
+	updates := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
+		ErrorCallback: func(err error) { log.Debug("link updates", "reason", err.Error()) },
+	}); err != nil {
+		log.Warn("not following the links' carrier: a cable plugged into another network keeps its lease until the renewal", "reason", err.Error())
+		return
+	}
+	go func() {
+		defer close(done)
+		defer func() {
+			if p := recover(); p != nil {
+				log.Warn("following the links' carrier crashed", "reason", fmt.Sprint(p))
+			}
+		}()
+		up := map[int32]bool{} // by index: the carrier last seen
+		if links, err := dump(netlink.LinkList); err == nil {
+			for _, l := range links {
+				up[int32(l.Attrs().Index)] = l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
+			}
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case u, ok := <-updates:
+				if !ok {
+					return
+				}
+				idx, name := u.Index, u.Attrs().Name
+				now := u.IfInfomsg.Flags&unix.IFF_LOWER_UP != 0
+				was, seen := up[idx]
+				up[idx] = now
+				if !seen || was || !now || u.Header.Type != unix.RTM_NEWLINK {
+					continue
+				}
+				r.mu.Lock()
+				rn := r.m[name]
+				r.mu.Unlock()
+				if rn != nil && rn.kick != nil {
+					select {
+					case rn.kick <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
+	}()
 }
 
 // leaseChanged reports whether a renewal changed what the machine uses of

@@ -652,6 +652,36 @@ func TestRenewalAsksForItsAddress(t *testing.T) {
 	}
 }
 
+// TestCarrierBackAsksAgain: the link loses its carrier and gets it back (a
+// cable moved to another network, here a server that then gives another
+// address): the lease, good for an hour, is asked again at once, and the
+// link has the new address only.
+func TestCarrierBackAsksAgain(t *testing.T) {
+	srv, cli, exe := namespaces(t, false)
+	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_MOVE=1")
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW_FLOOR=1s", "ETOILE_NETTEST_LINGER=20s",
+		"ETOILE_NETTEST_ETC="+t.TempDir())
+	if r.IP != "10.99.0.50" {
+		t.Fatalf("client got %+v\n%s", r, stderr.String())
+	}
+	ipCmd(t, "-n", srv, "link", "set", "vs", "down")
+	// Longer than the kernel's link watch, which tells a carrier change
+	// up to a second late and only its last state.
+	time.Sleep(2 * time.Second)
+	ipCmd(t, "-n", srv, "link", "set", "vs", "up")
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(stderr.String(), "etoile-test: renewed") && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	log := stderr.String()
+	if !strings.Contains(log, `msg="link has carrier again: asking DHCP again" iface=vc`) || !strings.Contains(log, "etoile-test: renewed iface=vc addr=10.99.0.51/24") {
+		t.Fatalf("the lease was not asked again when the carrier came back:\n%s", log)
+	}
+	if addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); !strings.Contains(addrs, "inet 10.99.0.51/24") || strings.Count(addrs, "inet ") != 1 {
+		t.Errorf("vc's addresses:\n%s", addrs)
+	}
+}
+
 // TestUpSilentPortFirstThenALeaseLater: the silent port vc2 is the only
 // link with carrier when the watch first returns (vc's cable comes 1 s
 // later, as a NIC whose driver probes last): vc's DHCP starts as soon as it
