@@ -96,6 +96,7 @@ type renewal struct {
 	done   <-chan struct{}
 	addr   net.IPNet     // none while the first exchange runs
 	kick   chan struct{} // a renewal's: ask again now (watchCarrier)
+	index  int           // the renewed link's index, which kicks are for
 }
 
 // errStopped is the first exchange's error when stop ended it, or when the
@@ -185,7 +186,7 @@ func (r *renewals) start(ctx context.Context, l netlink.Link, lease Lease, metri
 func (r *renewals) startLocked(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	me := &renewal{cancel: cancel, done: done, addr: lease.Addr, kick: make(chan struct{}, 1)}
+	me := &renewal{cancel: cancel, done: done, addr: lease.Addr, kick: make(chan struct{}, 1), index: l.Attrs().Index}
 	r.replaceLocked(l.Attrs().Name, me)
 	go func() {
 		defer close(done)

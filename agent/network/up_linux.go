@@ -636,9 +636,10 @@ func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Con
 		infinite := lease.Lifetime <= 0 || lease.Lifetime == time.Duration(^uint32(0))*time.Second
 		expires := time.Now().Add(lease.Lifetime)
 		wait := max(lease.Lifetime/2, cmp.Or(cfg.renewFloor, 30*time.Second))
+		asking := false // after a failed try: asked again at wait, an infinite lease too
 		for {
 			var due <-chan time.Time
-			if !infinite {
+			if !infinite || asking {
 				due = time.After(wait)
 			}
 			select {
@@ -647,6 +648,9 @@ func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Con
 			case <-due:
 			case <-kick:
 				cfg.Log.Info("link has carrier again: asking DHCP again", "iface", lease.Iface)
+				// The switch port may not forward yet (spanning tree
+				// holds it 30 s or more): a failure is asked again soon.
+				asking, wait = true, 5*time.Second
 			}
 			next, err := dhcpWant(ctx, l, cfg, lease.Addr.IP)
 			if err == nil {
@@ -673,73 +677,109 @@ func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Con
 			if ctx.Err() != nil {
 				return
 			}
+			again := time.Minute
+			if asking {
+				again = min(wait*2, time.Minute)
+			}
 			if infinite {
-				// Asked after the carrier came back: the lease stays.
-				cfg.Log.Warn("DHCP after the carrier came back failed; the lease is kept", "iface", lease.Iface, "reason", err.Error())
-				continue
+				// Asked after the carrier came back: the lease stays meanwhile.
+				cfg.Log.Warn("DHCP after the carrier came back failed; the lease is kept", "iface", lease.Iface, "reason", err.Error(), "next_in", again)
+			} else {
+				left := time.Until(expires)
+				cfg.Log.Warn("DHCP renewal failed", "iface", lease.Iface, "reason", err.Error(), "lease_left", left.Round(time.Second), "next_in", again)
+				if left <= 0 {
+					// The address is no longer ours; keep asking.
+					expires = time.Now().Add(time.Minute)
+				}
 			}
-			left := time.Until(expires)
-			cfg.Log.Warn("DHCP renewal failed", "iface", lease.Iface, "reason", err.Error(), "lease_left", left.Round(time.Second))
-			if left <= 0 {
-				// The address is no longer ours; keep asking.
-				expires = time.Now().Add(time.Minute)
-			}
-			wait = time.Minute
+			asking, wait = true, again
 		}
 	}
 }
 
 // watchCarrier follows the links' carrier until ctx ends: a link that gets
 // it back after losing it, whose lease is renewed, is asked again at once.
+// A subscription the kernel ends (its socket's buffer overrun in a burst of
+// link events) is made again.
 func (r *renewals) watchCarrier(ctx context.Context, log *slog.Logger) {
-	updates := make(chan netlink.LinkUpdate, 64)
-	done := make(chan struct{})
-	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
-		ErrorCallback: func(err error) { log.Debug("link updates", "reason", err.Error()) },
-	}); err != nil {
-		log.Warn("not following the links' carrier: a cable plugged into another network keeps its lease until the renewal", "reason", err.Error())
-		return
-	}
 	go func() {
-		defer close(done)
 		defer func() {
 			if p := recover(); p != nil {
 				log.Warn("following the links' carrier crashed", "reason", fmt.Sprint(p))
 			}
 		}()
-		up := map[int32]bool{} // by index: the carrier last seen
-		if links, err := dump(netlink.LinkList); err == nil {
-			for _, l := range links {
-				up[int32(l.Attrs().Index)] = l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
+		for wait := time.Second; ctx.Err() == nil; wait = min(wait*2, time.Minute) {
+			err := r.followCarrier(ctx)
+			if ctx.Err() != nil {
+				return
 			}
-		}
-		for {
+			log.Warn("following the links' carrier stopped; starting again: meanwhile a cable plugged into another network keeps its lease until the renewal",
+				"reason", err.Error(), "in", wait)
 			select {
 			case <-ctx.Done():
-				return
-			case u, ok := <-updates:
-				if !ok {
-					return
-				}
-				idx, name := u.Index, u.Attrs().Name
-				now := u.IfInfomsg.Flags&unix.IFF_LOWER_UP != 0
-				was, seen := up[idx]
-				up[idx] = now
-				if !seen || was || !now || u.Header.Type != unix.RTM_NEWLINK {
-					continue
-				}
-				r.mu.Lock()
-				rn := r.m[name]
-				r.mu.Unlock()
-				if rn != nil && rn.kick != nil {
-					select {
-					case rn.kick <- struct{}{}:
-					default:
-					}
-				}
+			case <-time.After(wait):
 			}
 		}
 	}()
+}
+
+// followCarrier is one subscription of watchCarrier, until ctx ends or the
+// subscription does.
+func (r *renewals) followCarrier(ctx context.Context) error {
+	updates := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	var lastErr error
+	var errMu sync.Mutex
+	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
+		ErrorCallback: func(err error) { errMu.Lock(); lastErr = err; errMu.Unlock() },
+	}); err != nil {
+		return err
+	}
+	defer func() {
+		close(done)
+		go func() { // the library's reader may be blocked sending: let it end
+			for range updates {
+			}
+		}()
+	}()
+	up := map[int32]bool{} // by index: the carrier last seen
+	if links, err := dump(netlink.LinkList); err == nil {
+		for _, l := range links {
+			up[int32(l.Attrs().Index)] = l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case u, ok := <-updates:
+			if !ok {
+				errMu.Lock()
+				defer errMu.Unlock()
+				return cmp.Or(lastErr, errors.New("the kernel ended the link updates"))
+			}
+			idx := u.Index
+			if u.Header.Type == unix.RTM_DELLINK {
+				delete(up, idx)
+				continue
+			}
+			now := u.IfInfomsg.Flags&unix.IFF_LOWER_UP != 0
+			was, seen := up[idx]
+			up[idx] = now
+			if !seen || was || !now {
+				continue
+			}
+			r.mu.Lock()
+			rn := r.m[u.Attrs().Name]
+			r.mu.Unlock()
+			if rn != nil && rn.kick != nil && rn.index == int(idx) {
+				select {
+				case rn.kick <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
 }
 
 // leaseChanged reports whether a renewal changed what the machine uses of

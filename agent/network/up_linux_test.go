@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -315,8 +316,8 @@ func namespaces(t *testing.T, dhcpServer bool) (srv, cli, exe string) {
 }
 
 // startServer starts the test's DHCP server (dhcpServer) in namespace srv,
-// with more environment.
-func startServer(t *testing.T, srv, exe string, env ...string) {
+// with more environment; the returned function stops it.
+func startServer(t *testing.T, srv, exe string, env ...string) (stop func()) {
 	t.Helper()
 	server := exec.Command("ip", "netns", "exec", srv, exe)
 	server.Env = append(append(os.Environ(), "ETOILE_NETTEST_ROLE=server"), env...)
@@ -328,10 +329,12 @@ func startServer(t *testing.T, srv, exe string, env ...string) {
 	if err := server.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { server.Process.Kill(); server.Wait() })
+	stop = sync.OnceFunc(func() { server.Process.Kill(); server.Wait() })
+	t.Cleanup(stop)
 	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "listening\n" {
 		t.Fatalf("DHCP server did not start: %q %v", line, err)
 	}
+	return stop
 }
 
 // runClient runs the DHCP client role in namespace cli with more
@@ -679,6 +682,41 @@ func TestCarrierBackAsksAgain(t *testing.T) {
 	}
 	if addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); !strings.Contains(addrs, "inet 10.99.0.51/24") || strings.Count(addrs, "inet ") != 1 {
 		t.Errorf("vc's addresses:\n%s", addrs)
+	}
+}
+
+// TestCarrierBackAsksAgainUntilAnswered: when the carrier comes back the
+// DHCP server does not answer yet (a switch port that does not forward
+// yet); the lease is asked again soon after, not at its renewal an hour
+// later, and the server's answer, once it is back, is applied.
+func TestCarrierBackAsksAgainUntilAnswered(t *testing.T) {
+	srv, cli, exe := namespaces(t, false)
+	stop := startServer(t, srv, exe, "ETOILE_NETTEST_SRV_MOVE=1")
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW_FLOOR=1s", "ETOILE_NETTEST_LINGER=40s",
+		"ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_ETC="+t.TempDir())
+	if r.IP != "10.99.0.50" {
+		t.Fatalf("client got %+v\n%s", r, stderr.String())
+	}
+	stop()
+	ipCmd(t, "-n", srv, "link", "set", "vs", "down")
+	time.Sleep(2 * time.Second)
+	ipCmd(t, "-n", srv, "link", "set", "vs", "up")
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(stderr.String(), "DHCP renewal failed") && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The server back, on another network (the cable moved).
+	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_NET=98")
+	deadline = time.Now().Add(30 * time.Second)
+	for !strings.Contains(stderr.String(), "etoile-test: renewed") && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	log := stderr.String()
+	if !strings.Contains(log, `msg="DHCP renewal failed" iface=vc`) || !strings.Contains(log, "next_in=10s") {
+		t.Errorf("the failed try after the carrier came back is not asked again soon:\n%s", log)
+	}
+	if !strings.Contains(log, "etoile-test: renewed iface=vc addr=10.98.0.50/24") {
+		t.Errorf("no lease after the server came back:\n%s", log)
 	}
 }
 
