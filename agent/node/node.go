@@ -164,6 +164,11 @@ func (n *Node) K3sState() string {
 func (n *Node) AddressCame(iface, addr string) {
 	n.mu.Lock()
 	sup := n.sup
+	// A dhcp: true entry's warning that it is asked again is over.
+	n.warnings = slices.DeleteFunc(slices.Clone(n.warnings), func(w string) bool {
+		return strings.HasPrefix(w, "network: ") && strings.Contains(w, ": DHCP on "+iface+": ") &&
+			strings.HasSuffix(w, "asking again in the background")
+	})
 	n.mu.Unlock()
 	if sup != nil {
 		sup.RetryNow(fmt.Sprintf("%s got the address %s", iface, addr))

@@ -1041,4 +1041,10 @@ func TestNetworkErrorsOnTheConsole(t *testing.T) {
 	if !con.has(`asking again in the background" fix="it is asked again, up to every minute: check the cable`) {
 		t.Errorf("the DHCP entry's line:\n%s", con.all())
 	}
+	// Once its lease comes, its warning goes; the other stays.
+	n.setWarnings(warns)
+	n.AddressCame("eth0.42", "10.42.0.5/24")
+	if got := n.Status(context.Background()).Warnings; len(got) != 1 || !strings.Contains(got[0], "no link named eth9") {
+		t.Errorf("warnings after the lease: %q", got)
+	}
 }
