@@ -52,7 +52,8 @@ func (r *renewals) setLateLocked(lease Lease) {
 	r.late = append(r.late, lease)
 }
 
-// renewedLocked follows a renewal: a late lease's name or NTP servers may
+// renewedLocked records a renewal's lease: a late lease's is replaced, a
+// Result's is kept apart (current) — its address, name or NTP servers may
 // have changed.
 func (r *renewals) renewedLocked(lease Lease) {
 	if slices.ContainsFunc(r.late, func(l Lease) bool { return l.Iface == lease.Iface }) {

@@ -51,12 +51,13 @@ type Config struct {
 	// EtcDir receives resolv.conf and hostname ("/etc").
 	EtcDir string
 	// Retry, when not zero, asks DHCP again on a link whose first
-	// exchange got no lease (Up's, or Apply's for a dhcp: true entry): Retry after it, then twice as long each
-	// time, up to RetryMax (a minute when zero), until a lease comes (a
-	// DHCP server or switch port that comes up after the machine: a rack
-	// powered on at once) or ctx ends. Up does not wait for it: a lease
-	// that comes then is applied as a late link's is (behind the boot's
-	// default routes, in no Result's Leases but in AllLeases).
+	// exchange got no lease (Up's, or Apply's for a dhcp: true entry):
+	// Retry after it, then twice as long each time, up to RetryMax (a
+	// minute when zero), until a lease comes (a DHCP server or switch port
+	// that comes up after the machine: a rack powered on at once) or ctx
+	// ends. Up does not wait for it: a lease that comes then is applied as
+	// a late link's is (behind the boot's default routes, in no Result's
+	// Leases but in AllLeases).
 	Retry, RetryMax time.Duration
 	// OnLateLease, when not nil, is called with each lease applied after
 	// Up collected its Result (Retry's, a late link's), once it is in
@@ -129,8 +130,9 @@ type Result struct {
 }
 
 // AllLeases is what the machine's links have now: the Result's leases (as
-// their renewals last got them), then those that came after it was collected (late links', leases got by asking
-// again), which give name and NTP servers too.
+// their renewals last got them), then those that came after it was
+// collected (late links', leases got by asking again), which give name and
+// NTP servers too.
 func (r Result) AllLeases() []Lease {
 	return append(r.renew.current(r.Leases), r.renew.lateLeases()...)
 }
@@ -458,8 +460,8 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 }
 
 // WriteEtc writes what Up learnt into dir ("/etc"): hostname, and
-// resolv.conf when a lease gave one (WriteResolv). Failures are logged: a node without
-// them still boots.
+// resolv.conf when a lease gave one (WriteResolv). Failures are logged: a
+// node without them still boots.
 func WriteEtc(dir string, res Result, log *slog.Logger) {
 	if err := writeFile(filepath.Join(dir, "hostname"), []byte(res.Hostname+"\n")); err != nil {
 		log.Warn("writing hostname failed", "reason", err.Error())
