@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/etoile-os/etoile/agent/config"
+	"github.com/etoile-os/etoile/internal/syncbuf"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 )
@@ -360,11 +361,11 @@ func runClient(t *testing.T, cli, exe string, env ...string) (clientResult, stri
 // environment, runs meanwhile (when not nil) while the client works, and
 // returns the client's result line (printed once Up and Apply are done:
 // the client may go on after), the running client and its log.
-func streamClient(t *testing.T, cli, exe string, meanwhile func(), env ...string) (*exec.Cmd, clientResult, *strings.Builder) {
+func streamClient(t *testing.T, cli, exe string, meanwhile func(), env ...string) (*exec.Cmd, clientResult, *syncbuf.Buffer) {
 	t.Helper()
 	client := exec.Command("ip", "netns", "exec", cli, exe)
 	client.Env = append(append(os.Environ(), "ETOILE_NETTEST_ROLE=client"), env...)
-	stderr := &strings.Builder{}
+	stderr := &syncbuf.Buffer{} // read while the client writes it
 	client.Stderr = stderr
 	out, err := client.StdoutPipe()
 	if err != nil {
@@ -386,6 +387,28 @@ func streamClient(t *testing.T, cli, exe string, meanwhile func(), env ...string
 		t.Fatalf("client output %q: %v\n%s", line, err, stderr.String())
 	}
 	return client, r, stderr
+}
+
+// waitLog waits (d at most) until log holds text; it reports whether it does.
+func waitLog(log *syncbuf.Buffer, text string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for !strings.Contains(log.String(), text) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return true
+}
+
+// carrierGap takes vc's carrier away for 2 s (its peer vs down in srv):
+// longer than the kernel's link watch, which tells a carrier change up to a
+// second late and only its last state.
+func carrierGap(t *testing.T, srv string) {
+	t.Helper()
+	ipCmd(t, "-n", srv, "link", "set", "vs", "down")
+	time.Sleep(2 * time.Second)
+	ipCmd(t, "-n", srv, "link", "set", "vs", "up")
 }
 
 func TestUpDHCP(t *testing.T) {
@@ -549,10 +572,7 @@ func TestUpAsksAgainAfterNoLease(t *testing.T) {
 		t.Errorf("resolv.conf written without a lease")
 	}
 	startServer(t, srv, exe)
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(stderr.String(), "etoile-test: late lease") && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitLog(stderr, "etoile-test: late lease", 15*time.Second)
 	log := stderr.String()
 	if !strings.Contains(log, "etoile-test: late lease iface=vc addr=10.99.0.50/24 ntp=10.99.0.123") {
 		t.Fatalf("no lease after the server came up (or not its NTP servers):\n%s", log)
@@ -583,10 +603,7 @@ func TestApplyDHCPAsksAgain(t *testing.T) {
 		t.Fatalf("client got %+v, want vc's lease and vc2's error\n%s", r, stderr.String())
 	}
 	slowServer(t, srv, exe, 10*time.Millisecond)
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(stderr.String(), "etoile-test: late lease") && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitLog(stderr, "etoile-test: late lease", 15*time.Second)
 	if log := stderr.String(); !strings.Contains(log, "etoile-test: late lease iface=vc2 addr=10.98.0.50/24 ntp=10.99.0.123,10.98.0.123") {
 		t.Fatalf("no lease on vc2 after its server came up:\n%s", log)
 	}
@@ -615,10 +632,7 @@ func TestRenewalGivesANewAddress(t *testing.T) {
 	if r.IP != "10.99.0.50" {
 		t.Fatalf("client got %+v\n%s", r, stderr.String())
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(stderr.String(), "etoile-test: renewed") && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitLog(stderr, "etoile-test: renewed", 15*time.Second)
 	// Told, and the Result's lease shows as renewed.
 	if !strings.Contains(stderr.String(), "etoile-test: renewed iface=vc addr=10.99.0.51/24 ip=10.99.0.51\n") {
 		t.Errorf("the renewal's change was not told, or AllLeases does not show it:\n%s", stderr.String())
@@ -667,15 +681,8 @@ func TestCarrierBackAsksAgain(t *testing.T) {
 	if r.IP != "10.99.0.50" {
 		t.Fatalf("client got %+v\n%s", r, stderr.String())
 	}
-	ipCmd(t, "-n", srv, "link", "set", "vs", "down")
-	// Longer than the kernel's link watch, which tells a carrier change
-	// up to a second late and only its last state.
-	time.Sleep(2 * time.Second)
-	ipCmd(t, "-n", srv, "link", "set", "vs", "up")
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(stderr.String(), "etoile-test: renewed") && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	carrierGap(t, srv)
+	waitLog(stderr, "etoile-test: renewed", 15*time.Second)
 	log := stderr.String()
 	if !strings.Contains(log, `msg="link has carrier again: asking DHCP again" iface=vc`) || !strings.Contains(log, "etoile-test: renewed iface=vc addr=10.99.0.51/24") {
 		t.Fatalf("the lease was not asked again when the carrier came back:\n%s", log)
@@ -698,19 +705,11 @@ func TestCarrierBackAsksAgainUntilAnswered(t *testing.T) {
 		t.Fatalf("client got %+v\n%s", r, stderr.String())
 	}
 	stop()
-	ipCmd(t, "-n", srv, "link", "set", "vs", "down")
-	time.Sleep(2 * time.Second)
-	ipCmd(t, "-n", srv, "link", "set", "vs", "up")
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(stderr.String(), "DHCP renewal failed") && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	carrierGap(t, srv)
+	waitLog(stderr, "DHCP renewal failed", 15*time.Second)
 	// The server back, on another network (the cable moved).
 	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_NET=98")
-	deadline = time.Now().Add(30 * time.Second)
-	for !strings.Contains(stderr.String(), "etoile-test: renewed") && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitLog(stderr, "etoile-test: renewed", 30*time.Second)
 	log := stderr.String()
 	if !strings.Contains(log, `msg="DHCP renewal failed" iface=vc`) || !strings.Contains(log, "next_in=10s") {
 		t.Errorf("the failed try after the carrier came back is not asked again soon:\n%s", log)
