@@ -1,7 +1,6 @@
 package network
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -257,14 +256,13 @@ func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cf
 					cfg.Log.Error("DHCP crashed", "iface", name, "reason", fmt.Sprint(p))
 				}
 			}()
-			for wait := cfg.Retry; ; wait = min(wait*2, cmp.Or(cfg.RetryMax, time.Minute)) {
+			for wait := cfg.Retry; ; wait = cfg.nextRetry(wait) {
 				select {
 				case <-rctx.Done():
 					return
 				case <-time.After(wait):
 				}
-				if cur, lerr := netlink.LinkByIndex(l.Attrs().Index); lerr != nil || cur.Attrs().Name != name {
-					cfg.Log.Info("DHCP stopped", "iface", name, "reason", "the link is gone")
+				if linkGone(l, cfg.Log) {
 					return
 				}
 				tries++

@@ -278,12 +278,8 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 					return
 				case <-time.After(wait):
 				}
-				wait = min(wait*2, cmp.Or(cfg.RetryMax, time.Minute))
-				if cur, lerr := netlink.LinkByIndex(l.Attrs().Index); lerr != nil || cur.Attrs().Name != name {
-					// The NIC went away: one that comes back is a new link
-					// (asked for by the watch for late links while it runs,
-					// else by a machine config applied again).
-					cfg.Log.Info("DHCP stopped", "iface", name, "reason", "the link is gone")
+				wait = cfg.nextRetry(wait)
+				if linkGone(l, cfg.Log) {
 					return
 				}
 				lease, err = res.renew.exchange(ctx, l, metric, applied, cfg)
@@ -825,6 +821,25 @@ func dropOld(l netlink.Link, old, next Lease, metric int) {
 // otherwise delete with it.
 func promoteSecondaries(link string) {
 	_ = os.WriteFile("/proc/sys/net/ipv4/conf/"+link+"/promote_secondaries", []byte("1"), 0o644)
+}
+
+// nextRetry is the wait after wait between two DHCP tries on a link
+// without a lease: twice as long, up to RetryMax (a minute when zero).
+func (cfg Config) nextRetry(wait time.Duration) time.Duration {
+	return min(wait*2, cmp.Or(cfg.RetryMax, time.Minute))
+}
+
+// linkGone reports (and logs) that link l is no longer there under its
+// name: the NIC went away, and one that comes back is a new link (asked for
+// by the watch for late links while it runs, else by a machine config
+// applied again).
+func linkGone(l netlink.Link, log *slog.Logger) bool {
+	name := l.Attrs().Name
+	if cur, err := netlink.LinkByIndex(l.Attrs().Index); err == nil && cur.Attrs().Name == name {
+		return false
+	}
+	log.Info("DHCP stopped", "iface", name, "reason", "the link is gone")
+	return true
 }
 
 func (cfg Config) sysDir() string {

@@ -951,15 +951,9 @@ func (n *Node) startPersistenced(ctx context.Context) {
 			"fix", "the image's NVIDIA driver did not load for this GPU: read the console's module lines and the kernel's log (etoile-agent logs kernel)")
 	}
 	settled := n.env.DriversSettled
-	select {
-	case <-settled:
+	if settled == nil || isClosed(settled) {
 		noDriver()
 		return
-	default:
-		if settled == nil {
-			noDriver()
-			return
-		}
 	}
 	n.env.Log.Info("NVIDIA persistence daemon waits for the image's drivers, still loading", "daemon", path)
 	n.wg.Add(1)
