@@ -36,6 +36,33 @@ type Lease struct {
 	Search   []string
 	Hostname string
 	Lifetime time.Duration
+	// Server is the DHCP server that gave the lease (option 54), which
+	// its renewals ask first.
+	Server net.IP
+	// T1 and T2 are when, after the lease came, it is renewed from Server
+	// and then from any server (options 58 and 59; zero when the server
+	// did not say: times gives RFC 2131's defaults).
+	T1, T2 time.Duration
+}
+
+// infinite reports whether the lease never runs out (no lease time, or
+// 0xffffffff seconds as RFC 2131 spells "infinity").
+func (l Lease) infinite() bool {
+	return l.Lifetime <= 0 || l.Lifetime == time.Duration(^uint32(0))*time.Second
+}
+
+// times returns when the lease is renewed (T1) and rebound (T2), counted
+// from when it came: the server's when they make sense, else half and seven
+// eighths of the lease time (RFC 2131 §4.4.5).
+func (l Lease) times() (t1, t2 time.Duration) {
+	t1, t2 = l.T1, l.T2
+	if t1 <= 0 || t1 >= l.Lifetime {
+		t1 = l.Lifetime / 2
+	}
+	if t2 <= t1 || t2 >= l.Lifetime {
+		t2 = max(l.Lifetime*7/8, t1)
+	}
+	return t1, t2
 }
 
 // hasDefaultRoute reports whether the lease routes everything through a
@@ -66,6 +93,9 @@ func LeaseFromACK(iface string, mac net.HardwareAddr, ack *dhcpv4.DHCPv4) (Lease
 		NTP:      ack.NTPServers(),
 		Hostname: cleanHostname(ack.HostName()),
 		Lifetime: ack.IPAddressLeaseTime(0),
+		Server:   ack.ServerIdentifier(),
+		T1:       ack.IPAddressRenewalTime(0),
+		T2:       ack.IPAddressRebindingTime(0),
 	}
 	if routes := ack.ClasslessStaticRoute(); len(routes) > 0 {
 		for _, r := range routes {

@@ -65,13 +65,19 @@ type Config struct {
 	// for an address.
 	OnLateLease func(Lease)
 	// OnRenewed, when not nil, is called (in a goroutine of its own) with
-	// a renewed lease whose address, name, search or NTP servers changed:
-	// the caller rewrites resolv.conf (AllLeases shows the renewed lease).
+	// a renewed lease whose address, name, search or NTP servers changed,
+	// or with one without an address when a lease was lost: the caller
+	// rewrites resolv.conf (AllLeases shows the renewed lease, and no
+	// longer the lost one).
 	OnRenewed func(Lease)
-	// Renew keeps each lease alive in the background until ctx ends: it
-	// asks again at half the lease time (RFC 2131's T1), and on failure
-	// every minute until the lease runs out; and at once when the link
-	// gets its carrier back after losing it (Up follows the links' carrier).
+	// Renew keeps each lease alive in the background until ctx ends, as
+	// RFC 2131 has it (lifecycle): renewed from its server at T1, from any
+	// at T2; once it runs out (or a server refuses it and gives no other)
+	// its address and routes go and DHCP is asked again, Retry later and
+	// up to RetryMax; and asked again at once when the link gets its
+	// carrier back after losing it (Up follows the links' carrier).
+	// OnRenewed is told of each change, and of a lease lost (a Lease with
+	// no address).
 	Renew bool
 	// Only names the links to configure; empty means every physical link
 	// (the machine config will name interfaces; tests use a veth).
@@ -110,9 +116,9 @@ type Config struct {
 	// SetHostname sets the kernel's host name; sethostname(2) when nil.
 	// Tests replace it: a network namespace does not isolate the host name.
 	SetHostname func(string) error
-	// renewFloor is the shortest wait before a renewal (30 s when zero;
-	// tests shorten it).
-	renewFloor time.Duration
+	// resendMin is the shortest wait between two REQUESTs of a renewal
+	// (a minute when zero, RFC 2131's; tests shorten it).
+	resendMin time.Duration
 }
 
 // Result is what Up configured.
@@ -133,8 +139,10 @@ type Result struct {
 // their renewals last got them), then those that came after it was
 // collected (late links', leases got by asking again), which give name and
 // NTP servers too.
+// A lease that ran out is in none until it comes again.
 func (r Result) AllLeases() []Lease {
-	return append(r.renew.current(r.Leases), r.renew.lateLeases()...)
+	all := append(r.renew.current(r.Leases), r.renew.lateLeases()...)
+	return slices.DeleteFunc(all, func(l Lease) bool { return l.Addr.IP == nil })
 }
 
 // resolvLeases are the sources of resolv.conf, in order.
@@ -620,81 +628,6 @@ func (l dhcpLogger) PrintMessage(prefix string, m *dhcpv4.DHCPv4) {
 	l.log.Debug("dhcp: "+prefix, "type", m.MessageType().String(), "xid", m.TransactionID.String(), "yiaddr", m.YourIPAddr.String())
 }
 
-// renew keeps lease on l alive until ctx ends: it asks again at half the
-// lease time, and at once when kick says the link got its carrier back (a
-// cable moved to another network, a switch restarted), an infinite lease
-// too.
-func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config, kick <-chan struct{}, renewed func(Lease)) {
-	defer func() {
-		if r := recover(); r != nil {
-			cfg.Log.Warn("DHCP renewal crashed", "iface", lease.Iface, "reason", fmt.Sprint(r))
-		}
-	}()
-	for {
-		infinite := lease.Lifetime <= 0 || lease.Lifetime == time.Duration(^uint32(0))*time.Second
-		expires := time.Now().Add(lease.Lifetime)
-		wait := max(lease.Lifetime/2, cmp.Or(cfg.renewFloor, 30*time.Second))
-		asking := false // after a failed try: asked again at wait, an infinite lease too
-		for {
-			var due <-chan time.Time
-			if !infinite || asking {
-				due = time.After(wait)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-due:
-			case <-kick:
-				cfg.Log.Info("link has carrier again: asking DHCP again", "iface", lease.Iface)
-				// The switch port may not forward yet (spanning tree
-				// holds it 30 s or more): a failure is asked again soon.
-				asking, wait = true, 5*time.Second
-			}
-			next, err := dhcpWant(ctx, l, cfg, lease.Addr.IP)
-			if err == nil {
-				err = apply(l, next, metric)
-			}
-			if err == nil {
-				if !next.Addr.IP.Equal(lease.Addr.IP) || next.Addr.Mask.String() != lease.Addr.Mask.String() {
-					// The link moved (another network, a server that
-					// forgot it): the old address and the routes the new
-					// lease does not have go.
-					cfg.Log.Warn("DHCP gave a new address", "iface", lease.Iface, "old", lease.Addr.String(), "new", next.Addr.String())
-					dropOld(l, lease, next, metric)
-				}
-				changed := leaseChanged(lease, next)
-				lease = next
-				renewed(next)
-				if changed && cfg.OnRenewed != nil {
-					// Not in this goroutine: stop waits for it, and the
-					// caller may hold what OnRenewed takes.
-					go cfg.OnRenewed(next)
-				}
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			again := time.Minute
-			if asking {
-				again = min(wait*2, time.Minute)
-			}
-			if infinite {
-				// Asked after the carrier came back: the lease stays meanwhile.
-				cfg.Log.Warn("DHCP after the carrier came back failed; the lease is kept", "iface", lease.Iface, "reason", err.Error(), "next_in", again)
-			} else {
-				left := time.Until(expires)
-				cfg.Log.Warn("DHCP renewal failed", "iface", lease.Iface, "reason", err.Error(), "lease_left", left.Round(time.Second), "next_in", again)
-				if left <= 0 {
-					// The address is no longer ours; keep asking.
-					expires = time.Now().Add(time.Minute)
-				}
-			}
-			asking, wait = true, again
-		}
-	}
-}
-
 // watchCarrier follows the links' carrier until ctx ends: a link that gets
 // it back after losing it, whose lease is renewed, is asked again at once.
 // A subscription the kernel ends (its socket's buffer overrun in a burst of
@@ -811,7 +744,9 @@ func dropOld(l netlink.Link, old, next Lease, metric int) {
 		_ = netlink.AddrDel(l, &netlink.Addr{IPNet: &net.IPNet{IP: old.Addr.IP, Mask: old.Addr.Mask}})
 		// The routes through the link are the kernel's to redo, as the
 		// address it leans on changes: make sure of the lease's.
-		_ = apply(l, next, metric)
+		if next.Addr.IP != nil {
+			_ = apply(l, next, metric)
+		}
 	}
 }
 
@@ -875,4 +810,42 @@ func generatedNameMAC(ctx context.Context, cfg Config, links []netlink.Link) net
 		}
 	}
 	return primaryMAC(cfg.sysDir(), nicAddrs(links))
+}
+
+// NodeAddress is the address K3s takes for its node when its config names
+// none: the first IPv4 address of the link that the default route with the
+// lowest metric leaves through, as Kubernetes's ChooseHostInterface picks
+// it; "" when there is no default route, or its link has no address.
+func NodeAddress() string {
+	defer mount.HoldAPI()()
+	routes, err := dump(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return ""
+	}
+	routes = slices.DeleteFunc(routes, func(r netlink.Route) bool {
+		if r.Dst == nil {
+			return false
+		}
+		ones, _ := r.Dst.Mask.Size()
+		return ones != 0
+	})
+	slices.SortStableFunc(routes, func(a, b netlink.Route) int { return cmp.Compare(a.Priority, b.Priority) })
+	for _, r := range routes {
+		l, err := netlink.LinkByIndex(r.LinkIndex)
+		if err != nil {
+			continue
+		}
+		addrs, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if a.Scope == unix.RT_SCOPE_UNIVERSE && a.IP.To4() != nil {
+				return a.IP.String()
+			}
+		}
+	}
+	return ""
 }

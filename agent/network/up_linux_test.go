@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,54 +67,93 @@ func dhcpServer() int {
 	// ETOILE_NETTEST_SRV_STICKY (with MOVE): a server without bindings,
 	// which gives the address a DISCOVER asks for (option 50).
 	sticky := os.Getenv("ETOILE_NETTEST_SRV_STICKY") != ""
+	// ETOILE_NETTEST_SRV_NO_UNICAST: a server that its clients' unicast
+	// does not reach (renewals must rebind, broadcasting).
+	noUnicast := os.Getenv("ETOILE_NETTEST_SRV_NO_UNICAST") != ""
 	var acked atomic.Bool
 	srvIP := net.IPv4(10, netByte, 0, 1)
-	handler := func(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
-		time.Sleep(delay)
-		var typ dhcpv4.MessageType
-		switch m.MessageType() {
-		case dhcpv4.MessageTypeDiscover:
-			typ = dhcpv4.MessageTypeOffer
-		case dhcpv4.MessageTypeRequest:
-			typ = dhcpv4.MessageTypeAck
-		default:
-			return
-		}
-		host := byte(50)
-		if move && acked.Load() {
-			host = 51
-		}
-		if want := m.RequestedIPAddress(); sticky && want.To4() != nil && !want.IsUnspecified() {
-			host = want.To4()[3]
-		}
-		reply, err := dhcpv4.NewReplyFromRequest(m,
-			dhcpv4.WithMessageType(typ),
-			dhcpv4.WithYourIP(net.IPv4(10, netByte, 0, host)),
-			dhcpv4.WithServerIP(srvIP),
-			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(srvIP)),
-			dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
-			dhcpv4.WithRouter(srvIP),
-			dhcpv4.WithDNS(net.IPv4(10, netByte, 0, 53)),
-			dhcpv4.WithLeaseTime(leaseTime),
-			dhcpv4.WithOption(dhcpv4.OptHostName(hostname)),
-			dhcpv4.WithOption(dhcpv4.OptDomainName("site.test")),
-		)
-		if err == nil && m.IsOptionRequested(dhcpv4.OptionNTPServers) {
-			// As dnsmasq and Kea do: NTP servers only when asked for.
-			reply.UpdateOption(dhcpv4.OptNTPServers(net.IPv4(10, netByte, 0, 123)))
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return
-		}
-		if _, err := conn.WriteTo(reply.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		} else if typ == dhcpv4.MessageTypeAck {
-			acked.Store(true)
+	handler := func(via string) server4.Handler {
+		return func(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
+			time.Sleep(delay)
+			// The test reads what came and how (stderr).
+			fmt.Fprintf(os.Stderr, "etoile-test-srv: %s via=%s ciaddr=%s want=%v sid=%v\n", m.MessageType(), via,
+				m.ClientIPAddr, m.RequestedIPAddress(), m.ServerIdentifier())
+			if via == "unicast" && noUnicast {
+				return
+			}
+			host := byte(50)
+			if move && acked.Load() {
+				host = 51
+			}
+			asked := m.RequestedIPAddress() // a DISCOVER's or a selecting REQUEST's (option 50)
+			if asked.To4() == nil || asked.IsUnspecified() {
+				asked = m.ClientIPAddr // a renewal's
+			}
+			if sticky && asked.To4() != nil && !asked.IsUnspecified() {
+				host = asked.To4()[3]
+			}
+			var typ dhcpv4.MessageType
+			switch m.MessageType() {
+			case dhcpv4.MessageTypeDiscover:
+				typ = dhcpv4.MessageTypeOffer
+			case dhcpv4.MessageTypeRequest:
+				typ = dhcpv4.MessageTypeAck
+				if !asked.Equal(net.IPv4(10, netByte, 0, host)) {
+					typ = dhcpv4.MessageTypeNak // as a server that gave the address to another machine
+				}
+			default:
+				return
+			}
+			reply, err := dhcpv4.NewReplyFromRequest(m,
+				dhcpv4.WithMessageType(typ),
+				dhcpv4.WithServerIP(srvIP),
+				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(srvIP)),
+			)
+			if err == nil && typ != dhcpv4.MessageTypeNak {
+				for _, mod := range []dhcpv4.Modifier{
+					dhcpv4.WithYourIP(net.IPv4(10, netByte, 0, host)),
+					dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
+					dhcpv4.WithRouter(srvIP),
+					dhcpv4.WithDNS(net.IPv4(10, netByte, 0, 53)),
+					dhcpv4.WithLeaseTime(leaseTime),
+					dhcpv4.WithOption(dhcpv4.OptHostName(hostname)),
+					dhcpv4.WithOption(dhcpv4.OptDomainName("site.test")),
+				} {
+					mod(reply)
+				}
+				if m.IsOptionRequested(dhcpv4.OptionNTPServers) {
+					// As dnsmasq and Kea do: NTP servers only when asked for.
+					reply.UpdateOption(dhcpv4.OptNTPServers(net.IPv4(10, netByte, 0, 123)))
+				}
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return
+			}
+			// RFC 2131 §4.1: to a client that has its address (ciaddr), unicast.
+			to := &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
+			if !m.ClientIPAddr.IsUnspecified() && m.ClientIPAddr.To4() != nil {
+				to.IP = m.ClientIPAddr
+			}
+			if _, err := conn.WriteTo(reply.ToBytes(), to); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+			} else if typ == dhcpv4.MessageTypeAck {
+				acked.Store(true)
+			}
 		}
 	}
-	s, err := server4.NewServer(iface, &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ServerPort}, handler)
+	// Two sockets: broadcasts come to the first, messages sent to the
+	// server's address (a renewal's) to the second, where the server's
+	// link has that address (not the 10.98 server's: its clients' unicast
+	// reaches no one).
+	s, err := server4.NewServer(iface, &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ServerPort}, handler("broadcast"))
 	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if u, err := server4.NewServer(iface, &net.UDPAddr{IP: srvIP, Port: dhcpv4.ServerPort}, handler("unicast")); err == nil {
+		go u.Serve()
+	} else if !strings.Contains(err.Error(), syscall.EADDRNOTAVAIL.Error()) { // server4 wraps it with %v
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -138,7 +179,8 @@ type clientResult struct {
 	ApplyErr        string
 	IPAfterApply    string
 	LinksAfterApply []string
-	Leases          int // after ETOILE_NETTEST_APPLY2
+	Leases          int    // after ETOILE_NETTEST_APPLY2
+	NodeAddr        string // NodeAddress after Up
 }
 
 func dhcpClient() int {
@@ -178,14 +220,15 @@ func dhcpClient() int {
 	onLate := func(l Lease) {
 		<-haveRes
 		WriteResolv(os.Getenv("ETOILE_NETTEST_ETC"), res, slog.Default())
-		fmt.Fprintf(os.Stderr, "etoile-test: late lease iface=%s addr=%s ntp=%s\n", l.Iface, l.Addr.String(),
-			strings.Join(NTPServers(res.AllLeases()), ","))
+		fmt.Fprintf(os.Stderr, "etoile-test: late lease iface=%s addr=%s ntp=%s node=%s\n", l.Iface, l.Addr.String(),
+			strings.Join(NTPServers(res.AllLeases()), ","), NodeAddress())
 	}
-	// ETOILE_NETTEST_RENEW_FLOOR: renew the leases, waiting that long at least.
-	renewFloor, _ := time.ParseDuration(os.Getenv("ETOILE_NETTEST_RENEW_FLOOR"))
+	// ETOILE_NETTEST_RENEW: renew the leases, a renewal's REQUESTs that
+	// long apart at least (RFC 2131's minute).
+	resend, _ := time.ParseDuration(os.Getenv("ETOILE_NETTEST_RENEW"))
 	res, err := Up(context.Background(), Config{
-		Renew:      renewFloor > 0,
-		renewFloor: renewFloor,
+		Renew:     resend > 0,
+		resendMin: resend,
 		OnRenewed: func(l Lease) {
 			<-haveRes
 			fmt.Fprintf(os.Stderr, "etoile-test: renewed iface=%s addr=%s ip=%s\n", l.Iface, l.Addr.String(), FirstIPv4(res.AllLeases()))
@@ -217,6 +260,7 @@ func dhcpClient() int {
 		}
 	}
 	r.IP, r.Hostname, r.Links, r.NTP = FirstIPv4(res.Leases), res.Hostname, res.Links, NTPServers(res.AllLeases())
+	r.NodeAddr = NodeAddress()
 	// ETOILE_NETTEST_APPLY_AFTER: wait that long before applying (a
 	// lease that comes in the background lands first).
 	if d, err := time.ParseDuration(os.Getenv("ETOILE_NETTEST_APPLY_AFTER")); err == nil {
@@ -320,13 +364,23 @@ func namespaces(t *testing.T, dhcpServer bool) (srv, cli, exe string) {
 // with more environment; the returned function stops it.
 func startServer(t *testing.T, srv, exe string, env ...string) (stop func()) {
 	t.Helper()
+	stop, _ = startServerLog(t, srv, exe, env...)
+	return stop
+}
+
+// startServerLog is startServer, also returning the server's log: a line
+// "etoile-test-srv: TYPE via=unicast|broadcast ciaddr=… want=… sid=…" for
+// each message that came.
+func startServerLog(t *testing.T, srv, exe string, env ...string) (stop func(), log *syncbuf.Buffer) {
+	t.Helper()
 	server := exec.Command("ip", "netns", "exec", srv, exe)
 	server.Env = append(append(os.Environ(), "ETOILE_NETTEST_ROLE=server"), env...)
 	out, err := server.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	server.Stderr = os.Stderr
+	log = &syncbuf.Buffer{}
+	server.Stderr = io.MultiWriter(os.Stderr, log)
 	if err := server.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +389,7 @@ func startServer(t *testing.T, srv, exe string, env ...string) (stop func()) {
 	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "listening\n" {
 		t.Fatalf("DHCP server did not start: %q %v", line, err)
 	}
-	return stop
+	return stop, log
 }
 
 // runClient runs the DHCP client role in namespace cli with more
@@ -415,8 +469,8 @@ func TestUpDHCP(t *testing.T) {
 	_, cli, exe := dhcpNamespaces(t)
 	etc := t.TempDir()
 	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ETC="+etc)
-	if r.Err != "" || r.IP != "10.99.0.50" || r.Hostname != "rack1-node4" || r.SetHostname != "rack1-node4" {
-		t.Errorf("client got %+v, want 10.99.0.50 and host name rack1-node4\n%s", r, stderr)
+	if r.Err != "" || r.IP != "10.99.0.50" || r.Hostname != "rack1-node4" || r.SetHostname != "rack1-node4" || r.NodeAddr != "10.99.0.50" {
+		t.Errorf("client got %+v, want 10.99.0.50 (K3s's node address too) and host name rack1-node4\n%s", r, stderr)
 	}
 	// The server sends NTP servers only when the request asks for them.
 	if strings.Join(r.NTP, ",") != "10.99.0.123" {
@@ -545,7 +599,8 @@ func TestUpSlowServerLeaseAppliedLater(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(etc, "resolv.conf")); err != nil || !strings.Contains(string(b), "nameserver 10.99.0.53\nnameserver 10.98.0.53\n") {
 		t.Errorf("resolv.conf after the late lease: %q %v", b, err)
 	}
-	if !strings.Contains(stderr, "etoile-test: late lease iface=vc2 addr=10.98.0.50/24 ntp=10.99.0.123,10.98.0.123") {
+	// K3s's node address stays vc's: vc2's default route is behind.
+	if !strings.Contains(stderr, "etoile-test: late lease iface=vc2 addr=10.98.0.50/24 ntp=10.99.0.123,10.98.0.123 node=10.99.0.50\n") {
 		t.Errorf("the late lease was not told, or its NTP server is not known:\n%s", stderr)
 	}
 	returned := strings.Index(stderr, upReturned)
@@ -574,7 +629,7 @@ func TestUpAsksAgainAfterNoLease(t *testing.T) {
 	startServer(t, srv, exe)
 	waitLog(stderr, "etoile-test: late lease", 15*time.Second)
 	log := stderr.String()
-	if !strings.Contains(log, "etoile-test: late lease iface=vc addr=10.99.0.50/24 ntp=10.99.0.123") {
+	if !strings.Contains(log, "etoile-test: late lease iface=vc addr=10.99.0.50/24 ntp=10.99.0.123 node=10.99.0.50") {
 		t.Fatalf("no lease after the server came up (or not its NTP servers):\n%s", log)
 	}
 	if !strings.Contains(log, "no DHCP lease; asking again in the background") || !regexp.MustCompile(`msg="dhcp lease" iface=vc .* tries=\d+`).MatchString(log) {
@@ -621,18 +676,22 @@ func TestApplyDHCPAsksAgain(t *testing.T) {
 	}
 }
 
-// TestRenewalGivesANewAddress: at the renewal, the DHCP server gives
-// another address (it forgot the machine, or the cable moved): the link
-// keeps the new address only, and its default route.
+// TestRenewalGivesANewAddress: the DHCP server refuses the renewal (NAK:
+// it gave the address to another machine, or the cable moved) and offers
+// another address: the link keeps the new address only, and its default
+// route.
 func TestRenewalGivesANewAddress(t *testing.T) {
 	srv, cli, exe := namespaces(t, false)
 	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_LEASE=2", "ETOILE_NETTEST_SRV_MOVE=1")
-	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW_FLOOR=1s", "ETOILE_NETTEST_LINGER=20s",
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=20s",
 		"ETOILE_NETTEST_ETC="+t.TempDir())
 	if r.IP != "10.99.0.50" {
 		t.Fatalf("client got %+v\n%s", r, stderr.String())
 	}
 	waitLog(stderr, "etoile-test: renewed", 15*time.Second)
+	if !strings.Contains(stderr.String(), `msg="DHCP server refused the lease's renewal: asking for a new lease" iface=vc addr=10.99.0.50/24 server=10.99.0.1`) {
+		t.Errorf("the server's NAK is not logged:\n%s", stderr.String())
+	}
 	// Told, and the Result's lease shows as renewed.
 	if !strings.Contains(stderr.String(), "etoile-test: renewed iface=vc addr=10.99.0.51/24 ip=10.99.0.51\n") {
 		t.Errorf("the renewal's change was not told, or AllLeases does not show it:\n%s", stderr.String())
@@ -646,26 +705,126 @@ func TestRenewalGivesANewAddress(t *testing.T) {
 	}
 }
 
-// TestRenewalAsksForItsAddress: a renewal's DISCOVER asks for the address
-// the link has (option 50): a server without bindings, which would give
-// another one otherwise, gives it back, and the address stays.
-func TestRenewalAsksForItsAddress(t *testing.T) {
+// TestCarrierBackAsksForItsAddress: after the carrier came back, the
+// DISCOVER asks for the address the link has (option 50): a server without
+// bindings, which would give another one otherwise, gives it back, and the
+// address stays.
+func TestCarrierBackAsksForItsAddress(t *testing.T) {
 	srv, cli, exe := namespaces(t, false)
-	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_LEASE=2", "ETOILE_NETTEST_SRV_MOVE=1", "ETOILE_NETTEST_SRV_STICKY=1")
-	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW_FLOOR=1s", "ETOILE_NETTEST_LINGER=20s",
+	_, srvLog := startServerLog(t, srv, exe, "ETOILE_NETTEST_SRV_MOVE=1", "ETOILE_NETTEST_SRV_STICKY=1")
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=20s",
 		"ETOILE_NETTEST_ETC="+t.TempDir())
 	if r.IP != "10.99.0.50" {
 		t.Fatalf("client got %+v\n%s", r, stderr.String())
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for strings.Count(stderr.String(), `msg="dhcp done" iface=vc`) < 3 && time.Now().Before(deadline) {
+	carrierGap(t, srv)
+	if !waitLog(srvLog, "DISCOVER via=broadcast ciaddr=0.0.0.0 want=10.99.0.50", 15*time.Second) {
+		t.Fatalf("no DISCOVER asking for 10.99.0.50 after the carrier came back:\nserver:\n%s\nclient:\n%s", srvLog.String(), stderr.String())
+	}
+	waitLog(stderr, `msg="dhcp done" iface=vc`, 10*time.Second)
+	time.Sleep(time.Second)
+	if log := stderr.String(); strings.Contains(log, "DHCP gave a new address") {
+		t.Errorf("the address changed:\n%s", log)
+	}
+	if addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); !strings.Contains(addrs, "inet 10.99.0.50/24") || strings.Count(addrs, "inet ") != 1 {
+		t.Errorf("vc's addresses after the carrier came back:\n%s", addrs)
+	}
+}
+
+// TestRenewalIsUnicastToItsServer: at T1 the lease is renewed with a
+// REQUEST sent to the server that gave it (RFC 2131's RENEWING: its
+// address in ciaddr, no option 50 or server identifier), not with a
+// broadcast DISCOVER; the address and its default route stay.
+func TestRenewalIsUnicastToItsServer(t *testing.T) {
+	srv, cli, exe := namespaces(t, false)
+	_, srvLog := startServerLog(t, srv, exe, "ETOILE_NETTEST_SRV_LEASE=4")
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=20s",
+		"ETOILE_NETTEST_ETC="+t.TempDir())
+	if r.IP != "10.99.0.50" {
+		t.Fatalf("client got %+v\n%s", r, stderr.String())
+	}
+	// T1 is 2 s: three renewals within 8 s.
+	renewal := "REQUEST via=unicast ciaddr=10.99.0.50 want=<nil> sid=<nil>"
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(srvLog.String(), renewal) < 3 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	if log := stderr.String(); strings.Count(log, `msg="dhcp done" iface=vc`) < 3 || strings.Contains(log, "DHCP gave a new address") {
-		t.Errorf("want two renewals keeping 10.99.0.50:\n%s", log)
+	log := srvLog.String()
+	if strings.Count(log, renewal) < 3 || strings.Count(log, "DISCOVER") != 1 {
+		t.Errorf("want three unicast renewals and the boot's one DISCOVER, the server got:\n%s\nclient:\n%s", log, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `msg="dhcp lease renewed" iface=vc addr=10.99.0.50/24 how=renewing`) {
+		t.Errorf("the client did not renew:\n%s", stderr.String())
 	}
 	if addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); !strings.Contains(addrs, "inet 10.99.0.50/24") || strings.Count(addrs, "inet ") != 1 {
 		t.Errorf("vc's addresses after the renewals:\n%s", addrs)
+	}
+	if route := ipCmd(t, "-n", cli, "route", "show", "default"); !strings.Contains(route, "default via 10.99.0.1 dev vc") {
+		t.Errorf("default route after the renewals:\n%s", route)
+	}
+}
+
+// TestRenewalRebindsWhenItsServerIsUnreachable: the server that gave the
+// lease does not get unicast (gone, or a route that broke): at T2 the
+// REQUEST is broadcast (REBINDING), a server answers, and the lease goes on
+// with the same address.
+func TestRenewalRebindsWhenItsServerIsUnreachable(t *testing.T) {
+	srv, cli, exe := namespaces(t, false)
+	_, srvLog := startServerLog(t, srv, exe, "ETOILE_NETTEST_SRV_LEASE=8", "ETOILE_NETTEST_SRV_NO_UNICAST=1")
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=20s",
+		"ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_ETC="+t.TempDir())
+	if r.IP != "10.99.0.50" {
+		t.Fatalf("client got %+v\n%s", r, stderr.String())
+	}
+	// T1 4 s, T2 7 s.
+	if !waitLog(stderr, "how=rebinding", 15*time.Second) {
+		t.Fatalf("no rebinding:\n%s\nserver:\n%s", stderr.String(), srvLog.String())
+	}
+	log, slog := stderr.String(), srvLog.String()
+	if !strings.Contains(log, `msg="DHCP renewal got no answer from the server" iface=vc server=10.99.0.1`) ||
+		!strings.Contains(slog, "REQUEST via=unicast ciaddr=10.99.0.50") ||
+		!strings.Contains(slog, "REQUEST via=broadcast ciaddr=10.99.0.50 want=<nil> sid=<nil>") {
+		t.Errorf("want an unanswered unicast renewal, then a broadcast one:\nclient:\n%s\nserver:\n%s", log, slog)
+	}
+	if strings.Count(slog, "DISCOVER") != 1 || strings.Contains(log, "ran out") {
+		t.Errorf("the lease was lost or asked for anew:\nclient:\n%s\nserver:\n%s", log, slog)
+	}
+	if addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); !strings.Contains(addrs, "inet 10.99.0.50/24") {
+		t.Errorf("vc's addresses after rebinding:\n%s", addrs)
+	}
+}
+
+// TestLeaseRunsOut: no server answers the renewals; when the lease runs out
+// its address and default route leave the link, the machine is told (no
+// address any more), and once a server answers again the link gets its
+// address back.
+func TestLeaseRunsOut(t *testing.T) {
+	srv, cli, exe := namespaces(t, false)
+	stop := startServer(t, srv, exe, "ETOILE_NETTEST_SRV_LEASE=4")
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=30s",
+		"ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_RETRY=1s", "ETOILE_NETTEST_ETC="+t.TempDir())
+	if r.IP != "10.99.0.50" {
+		t.Fatalf("client got %+v\n%s", r, stderr.String())
+	}
+	stop()
+	if !waitLog(stderr, "etoile-test: renewed iface=vc addr=<nil> ip=none", 15*time.Second) {
+		t.Fatalf("the lost lease was not told:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `msg="DHCP lease ran out: its address and routes are removed; asking DHCP again" iface=vc addr=10.99.0.50/24`) {
+		t.Errorf("the lease's end is not logged:\n%s", stderr.String())
+	}
+	if addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); strings.Contains(addrs, "inet ") {
+		t.Errorf("vc keeps an address after its lease ran out:\n%s", addrs)
+	}
+	if route := ipCmd(t, "-n", cli, "route", "show", "default"); strings.TrimSpace(route) != "" {
+		t.Errorf("a default route is left:\n%s", route)
+	}
+	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_LEASE=3600")
+	if !waitLog(stderr, "etoile-test: renewed iface=vc addr=10.99.0.50/24 ip=10.99.0.50", 15*time.Second) {
+		t.Fatalf("no lease after the server came back:\n%s", stderr.String())
+	}
+	if route := ipCmd(t, "-n", cli, "route", "show", "default"); !strings.Contains(route, "default via 10.99.0.1 dev vc") {
+		t.Errorf("default route once the lease came again:\n%s", route)
 	}
 }
 
@@ -676,7 +835,7 @@ func TestRenewalAsksForItsAddress(t *testing.T) {
 func TestCarrierBackAsksAgain(t *testing.T) {
 	srv, cli, exe := namespaces(t, false)
 	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_MOVE=1")
-	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW_FLOOR=1s", "ETOILE_NETTEST_LINGER=20s",
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=20s",
 		"ETOILE_NETTEST_ETC="+t.TempDir())
 	if r.IP != "10.99.0.50" {
 		t.Fatalf("client got %+v\n%s", r, stderr.String())
@@ -699,19 +858,19 @@ func TestCarrierBackAsksAgain(t *testing.T) {
 func TestCarrierBackAsksAgainUntilAnswered(t *testing.T) {
 	srv, cli, exe := namespaces(t, false)
 	stop := startServer(t, srv, exe, "ETOILE_NETTEST_SRV_MOVE=1")
-	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW_FLOOR=1s", "ETOILE_NETTEST_LINGER=40s",
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=40s",
 		"ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_ETC="+t.TempDir())
 	if r.IP != "10.99.0.50" {
 		t.Fatalf("client got %+v\n%s", r, stderr.String())
 	}
 	stop()
 	carrierGap(t, srv)
-	waitLog(stderr, "DHCP renewal failed", 15*time.Second)
+	waitLog(stderr, "asking DHCP after the carrier came back failed", 15*time.Second)
 	// The server back, on another network (the cable moved).
 	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_NET=98")
 	waitLog(stderr, "etoile-test: renewed", 30*time.Second)
 	log := stderr.String()
-	if !strings.Contains(log, `msg="DHCP renewal failed" iface=vc`) || !strings.Contains(log, "next_in=10s") {
+	if !strings.Contains(log, `msg="asking DHCP after the carrier came back failed; the lease is kept" iface=vc`) || !strings.Contains(log, "next_in=10s") {
 		t.Errorf("the failed try after the carrier came back is not asked again soon:\n%s", log)
 	}
 	if !strings.Contains(log, "etoile-test: renewed iface=vc addr=10.98.0.50/24") {
