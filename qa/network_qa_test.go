@@ -4,6 +4,7 @@ package qa
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"path/filepath"
 	"regexp"
@@ -77,13 +78,20 @@ func TestSilentPortDoesNotHoldTheBoot(t *testing.T) {
 // lateDHCPWire is a wire for a SilentNIC (QEMU's socket netdev) with a DHCP
 // server on it that stays silent until answer is set: a switch port, or the
 // site's DHCP server, that comes up after the machine. Frames are read and
-// written whole (Ethernet, IPv4, UDP); the server hands out 10.77.0.50/24
-// with 10.77.0.1 as the router, 10.77.0.53 as the name server and, when
-// asked for (as dnsmasq), 10.77.0.123 as the NTP server.
+// written whole (Ethernet, IPv4, UDP); the server hands out 10.77.0.<host>
+// (50 unless host is set) for an hour (lease, in seconds, when set) with
+// 10.77.0.1 as the router, 10.77.0.53 as the name server and, when asked
+// for (as dnsmasq), 10.77.0.123 as the NTP server. A REQUEST for another
+// address (a renewal's, once host changed) gets a NAK, as from a server
+// that gave that address to another machine. The server answers ARP for
+// 10.77.0.1, so that renewals reach it by unicast.
 type lateDHCPWire struct {
 	conn   net.PacketConn
 	answer atomic.Bool
 	asked  atomic.Int32 // DHCP messages seen
+	host   atomic.Int32
+	lease  atomic.Uint32
+	log    chan string // "TYPE ciaddr=… to=<IP destination>" of each DHCP message (full: dropped)
 }
 
 var wireMAC = net.HardwareAddr{0x52, 0x54, 0x00, 0x77, 0x00, 0x01}
@@ -95,9 +103,29 @@ func newLateDHCPWire(t *testing.T) *lateDHCPWire {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	w := &lateDHCPWire{conn: conn}
+	w := &lateDHCPWire{conn: conn, log: make(chan string, 256)}
+	w.host.Store(50)
+	w.lease.Store(3600)
 	go w.serve(t)
 	return w
+}
+
+// arpReply answers an ARP request for 10.77.0.1 in frame f (nil for any
+// other frame).
+func arpReply(f []byte) []byte {
+	if len(f) < 42 || binary.BigEndian.Uint16(f[12:]) != 0x0806 || binary.BigEndian.Uint16(f[20:]) != 1 ||
+		!net.IP(f[38:42]).Equal(net.IPv4(10, 77, 0, 1)) {
+		return nil
+	}
+	r := make([]byte, 42)
+	copy(r[0:6], f[22:28]) // to the asker
+	copy(r[6:12], wireMAC)
+	copy(r[12:22], f[12:22]) // ARP, Ethernet/IPv4
+	binary.BigEndian.PutUint16(r[20:], 2)
+	copy(r[22:28], wireMAC)
+	copy(r[28:32], f[38:42])
+	copy(r[32:42], f[22:32]) // the asker's MAC and IP
+	return r
 }
 
 func (w *lateDHCPWire) port() int { return w.conn.LocalAddr().(*net.UDPAddr).Port }
@@ -109,33 +137,55 @@ func (w *lateDHCPWire) serve(t *testing.T) {
 		if err != nil {
 			return
 		}
+		if r := arpReply(buf[:n]); r != nil && w.answer.Load() {
+			if _, err := w.conn.WriteTo(r, qemu); err != nil {
+				return
+			}
+			continue
+		}
 		req := dhcpRequest(buf[:n])
 		if req == nil {
 			continue
 		}
 		w.asked.Add(1)
+		select {
+		case w.log <- fmt.Sprintf("%s ciaddr=%s to=%s", req.MessageType(), req.ClientIPAddr, net.IP(buf[30:34])):
+		default:
+		}
 		if !w.answer.Load() {
 			continue
+		}
+		give := net.IPv4(10, 77, 0, byte(w.host.Load()))
+		asked := req.RequestedIPAddress()
+		if asked.To4() == nil || asked.IsUnspecified() {
+			asked = req.ClientIPAddr // a renewal's
 		}
 		typ := dhcpv4.MessageTypeOffer
 		switch req.MessageType() {
 		case dhcpv4.MessageTypeDiscover:
 		case dhcpv4.MessageTypeRequest:
 			typ = dhcpv4.MessageTypeAck
+			if !asked.Equal(give) {
+				typ = dhcpv4.MessageTypeNak
+			}
 		default:
 			continue
 		}
 		srv := net.IPv4(10, 77, 0, 1).To4()
-		reply, err := dhcpv4.NewReplyFromRequest(req, dhcpv4.WithMessageType(typ),
-			dhcpv4.WithYourIP(net.IPv4(10, 77, 0, 50)), dhcpv4.WithServerIP(srv),
-			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(srv)), dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
-			dhcpv4.WithRouter(srv), dhcpv4.WithDNS(net.IPv4(10, 77, 0, 53)), dhcpv4.WithLeaseTime(3600))
+		reply, err := dhcpv4.NewReplyFromRequest(req, dhcpv4.WithMessageType(typ), dhcpv4.WithServerIP(srv),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(srv)))
 		if err != nil {
 			t.Errorf("DHCP reply: %v", err)
 			return
 		}
-		if req.IsOptionRequested(dhcpv4.OptionNTPServers) {
-			reply.UpdateOption(dhcpv4.OptNTPServers(net.IPv4(10, 77, 0, 123)))
+		if typ != dhcpv4.MessageTypeNak {
+			for _, m := range []dhcpv4.Modifier{dhcpv4.WithYourIP(give), dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
+				dhcpv4.WithRouter(srv), dhcpv4.WithDNS(net.IPv4(10, 77, 0, 53)), dhcpv4.WithLeaseTime(w.lease.Load())} {
+				m(reply)
+			}
+			if req.IsOptionRequested(dhcpv4.OptionNTPServers) {
+				reply.UpdateOption(dhcpv4.OptNTPServers(net.IPv4(10, 77, 0, 123)))
+			}
 		}
 		if _, err := w.conn.WriteTo(udpBroadcastFrame(wireMAC, srv, 67, 68, reply.ToBytes()), qemu); err != nil {
 			return
@@ -241,4 +291,50 @@ func TestLateDHCPServerGivesTheAddressLater(t *testing.T) {
 		t.Errorf("the ready line after the lease does not show its address: %s", again.Line)
 	}
 	t.Logf("%d DHCP messages before the server answered", asked)
+}
+
+// TestK3sFollowsARenewedAddress boots the stand-in image on a wire whose
+// DHCP server gives 10.77.0.50 for 20 s: the lease is renewed from the
+// server at 10 s (a REQUEST sent to its address). Once K3s (the stand-in)
+// is ready, the server refuses the renewal (a NAK, as when it gave the
+// address to another machine) and offers 10.77.0.61: the agent takes the
+// new address, drops the old, and restarts K3s, which took 10.77.0.50 for
+// its node address as it started; K3s is ready again, and the ready line
+// shows the new address.
+func TestK3sFollowsARenewedAddress(t *testing.T) {
+	t.Parallel()
+	out := standinOut(t)
+	wire := newLateDHCPWire(t)
+	wire.lease.Store(20)
+	wire.answer.Store(true)
+	cfg := configVolume(t, serverConfig)
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, CDROM{Path: filepath.Join(out, ISOName)}, configCD{Path: cfg},
+		SilentNIC{Sink: wire.port(), MAC: "52:54:00:12:34:78", ID: "renew0"}}})
+	first := vm.WaitFor(k3sReadyRE, K3sTimeout)
+	if first.Fields["ip"] != "10.77.0.50" {
+		t.Fatalf("ready line: %s, want ip=10.77.0.50", first.Line)
+	}
+	for len(wire.log) > 0 {
+		<-wire.log
+	}
+	wire.host.Store(61)
+	vm.WaitFor(regexp.MustCompile(`^etoile: warning: DHCP server refused the lease's renewal: asking for a new lease iface=eth0 addr=10\.77\.0\.50/24 server=10\.77\.0\.1`), time.Minute)
+	vm.WaitFor(regexp.MustCompile(`^etoile: warning: DHCP gave a new address iface=eth0 old=10\.77\.0\.50/24 new=10\.77\.0\.61/24$`), time.Minute)
+	vm.WaitFor(regexp.MustCompile(`^etoile: k3s state=starting was=\S+ .*reason="restarting: the node's address changed from 10\.77\.0\.50 to 10\.77\.0\.61 \(eth0\)"`), time.Minute)
+	again := vm.WaitFor(regexp.MustCompile(`^etoile: ready .* ip=10\.77\.0\.61\b.* k3s=ready\b`), K3sTimeout)
+	t.Logf("ready again with the new address: %s", again.Line)
+	// The refused renewal was the RENEWING one: a REQUEST from the
+	// address, sent to the server's (its ARP answered).
+	var seen []string
+	for len(wire.log) > 0 {
+		seen = append(seen, <-wire.log)
+	}
+	if !slices.Contains(seen, "REQUEST ciaddr=10.77.0.50 to=10.77.0.1") {
+		t.Errorf("no renewal REQUEST from 10.77.0.50 reached the server; it saw %q", seen)
+	}
+	for _, l := range vm.Lines() {
+		if strings.Contains(l.Text, "DHCP lease ran out") || strings.Contains(l.Text, "k3s exited") {
+			t.Errorf("unexpected console line: %s", l.Text)
+		}
+	}
 }

@@ -106,9 +106,9 @@ type Machine struct {
 	// etcMu orders the writes of the network's files in /etc (resolv.conf,
 	// hostname): the boot's, a machine config's, a late lease's.
 	etcMu sync.Mutex
-	// onLateLease is told of each lease that came after the network step
-	// (SetOnLateLease).
-	onLateLease func(network.Lease)
+	// onAddress is told of each address that came, changed or went after
+	// the network step (SetOnAddressChange).
+	onAddress func(network.Lease)
 
 	fixed []string // the image's module list, loaded after ready
 	// bootMods is closed once BootModules are loaded (nil: never started).
@@ -1436,46 +1436,63 @@ func (m *Machine) upNetwork(ctx context.Context, etc string) (network.Result, er
 	})
 }
 
-// SetOnLateLease sets what is told of each lease that comes after the
-// network step (an address the boot could not get then): K3s, waiting out
-// a restart's backoff, tries again at once.
-func (m *Machine) SetOnLateLease(f func(network.Lease)) {
+// SetOnAddressChange sets what is told of each address a link gets, changes
+// or loses after the network step (a lease that came late, a renewal that
+// gave another address, a lease that ran out: no address): K3s, waiting out
+// a restart's backoff, tries again at once, or is restarted when its node
+// address is no longer the machine's.
+func (m *Machine) SetOnAddressChange(f func(network.Lease)) {
 	m.netMu.Lock()
 	defer m.netMu.Unlock()
-	m.onLateLease = f
+	m.onAddress = f
 }
 
 // lateLease follows a lease that came after the network step: resolv.conf
 // gets its name servers (the NTP rounds ask NetworkResult's AllLeases), and
-// onLateLease is told. Before the network step's result is in Network,
+// onAddress is told. Before the network step's result is in Network,
 // that step's own write of /etc has it.
 func (m *Machine) lateLease(l network.Lease) {
 	m.leaseNews("address after the boot's network step", l)
+	m.tellAddress(l)
+}
+
+// renewedLease follows a renewal that changed a lease's address or servers,
+// or a lease that ran out (no address; the network logged it): resolv.conf
+// is written again (the NTP rounds, the status and the ready line read
+// NetworkResult's AllLeases), and onAddress is told.
+func (m *Machine) renewedLease(l network.Lease) {
+	if l.Addr.IP == nil {
+		m.writeResolv()
+	} else {
+		m.leaseNews("DHCP lease renewed with changes", l)
+	}
+	m.tellAddress(l)
+}
+
+func (m *Machine) tellAddress(l network.Lease) {
 	m.netMu.Lock()
-	hook := m.onLateLease
+	hook := m.onAddress
 	m.netMu.Unlock()
 	if hook != nil {
 		hook(l)
 	}
 }
 
-// renewedLease follows a renewal that changed a lease's address or servers:
-// resolv.conf is written again (the NTP rounds, the status and the ready
-// line read NetworkResult's AllLeases).
-func (m *Machine) renewedLease(l network.Lease) {
-	m.leaseNews("DHCP lease renewed with changes", l)
-}
-
-// leaseNews writes resolv.conf from every lease now and logs msg with l.
-func (m *Machine) leaseNews(msg string, l network.Lease) {
+// writeResolv writes resolv.conf from every lease now.
+func (m *Machine) writeResolv() {
 	m.etcMu.Lock()
+	defer m.etcMu.Unlock()
 	m.netMu.Lock()
 	res := m.Network
 	m.netMu.Unlock()
 	if res != nil {
 		network.WriteResolv("/etc", *res, m.log)
 	}
-	m.etcMu.Unlock()
+}
+
+// leaseNews writes resolv.conf from every lease now and logs msg with l.
+func (m *Machine) leaseNews(msg string, l network.Lease) {
+	m.writeResolv()
 	attrs := []any{"iface", l.Iface, "addr", l.Addr.String()}
 	if len(l.DNS) > 0 {
 		attrs = append(attrs, "dns", joinIPs(l.DNS))

@@ -117,7 +117,36 @@ type Supervisor struct {
 	// retryWhy is a RetryNow's reason while K3s ran (until it is ready).
 	retry    chan string
 	retryWhy string
+	// restart, while a K3s process runs (non-nil), stops it to start it
+	// again at once (Restart).
+	restart chan string
 }
+
+// Restart stops the running K3s (SIGTERM, then SIGKILL after StopTimeout,
+// as at shutdown) and starts it again at once, without a backoff, saying
+// why: something K3s took when it started has changed (the node's
+// address, which K3s picks once). The restart is counted, not as a crash.
+// Waiting out a backoff, K3s starts at once instead (RetryNow). It reports
+// whether it did either.
+func (s *Supervisor) Restart(why string) bool {
+	s.mu.Lock()
+	ch := s.restart
+	s.mu.Unlock()
+	if ch == nil {
+		return s.RetryNow(why)
+	}
+	select {
+	case ch <- why:
+		return true
+	default:
+		return false // one is under way
+	}
+}
+
+// restarted is runOnce's error when Restart stopped K3s.
+type restarted struct{ why string }
+
+func (r *restarted) Error() string { return "restarted: " + r.why }
 
 // RetryNow ends the wait before K3s's next start, when Run is waiting out
 // a backoff after an exit, and says why: something K3s lacked may be there
@@ -270,6 +299,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			s.setState(StateStopped, stopReason(ctx))
 			return nil
+		}
+		if r := (*restarted)(nil); errors.As(err, &r) {
+			s.mu.Lock()
+			s.restarts++
+			s.mu.Unlock()
+			continue // no backoff: it did not fail
 		}
 		ran := time.Since(started)
 		// Only a run that was healthy (ready, from the Kubernetes API) for
@@ -473,9 +508,15 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 		}
 		return err
 	}
+	restart := make(chan string, 1)
 	s.mu.Lock()
-	s.pid = cmd.Process.Pid
+	s.pid, s.restart = cmd.Process.Pid, restart
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.restart = nil
+		s.mu.Unlock()
+	}()
 	attrs := []any{"pid", cmd.Process.Pid}
 	if s.SinceBoot != nil {
 		attrs = append(attrs, "t", fmt.Sprintf("%.2fs", s.SinceBoot().Seconds()))
@@ -539,6 +580,13 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 			return err
 		case <-tick.C:
 			probe()
+		case why := <-restart:
+			s.Log.Info("k3s restarting", "why", why)
+			s.setState(StateStarting, "restarting: "+why)
+			_ = s.stop(cmd, exited)
+			pw.Close()
+			<-copied
+			return &restarted{why: why}
 		case <-ctx.Done():
 			err := s.stop(cmd, exited)
 			pw.Close()

@@ -233,6 +233,65 @@ func TestRetryNowEndsTheBackoff(t *testing.T) {
 	})
 }
 
+// TestRestartStopsK3sAndStartsItAtOnce: Restart asks the running K3s to
+// stop (SIGTERM) and starts it again without the backoff (an hour here),
+// counting the restart and saying why; during a backoff it ends the wait.
+func TestRestartStopsK3sAndStartsItAtOnce(t *testing.T) {
+	var execs atomic.Int32
+	var reasons []string
+	var mu sync.Mutex
+	s := &Supervisor{
+		Root: fakeRoot(t), Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Env:         []string{"ETOILE_FAKE_K3S=hang"},
+		Backoff:     Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3},
+		StopTimeout: 10 * time.Second,
+		OnExec:      func(int, error) { execs.Add(1) },
+		OnState: func(_, _ State, reason string) {
+			mu.Lock()
+			reasons = append(reasons, reason)
+			mu.Unlock()
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "K3s up", func() bool { return strings.Contains(strings.Join(s.Logs(), "\n"), "fake k3s up") })
+	if !s.Restart("the node's address changed from 10.0.0.5 to 10.0.0.9") {
+		t.Fatal("Restart of a running K3s did nothing")
+	}
+	waitFor(t, "the second start", func() bool {
+		return strings.Count(strings.Join(s.Logs(), "\n"), "fake k3s up") >= 2
+	})
+	logs := strings.Join(s.Logs(), "\n")
+	if !strings.Contains(logs, "fake k3s got SIGTERM") {
+		t.Errorf("K3s was not stopped with SIGTERM:\n%s", logs)
+	}
+	if st := s.Status(); st.Restarts != 1 || st.State != StateStarting || execs.Load() != 2 {
+		t.Errorf("after Restart: %+v, %d starts; want one restart, starting, two starts", st, execs.Load())
+	}
+	mu.Lock()
+	told := strings.Join(reasons, "\n")
+	mu.Unlock()
+	if !strings.Contains(told, "restarting: the node's address changed from 10.0.0.5 to 10.0.0.9") {
+		t.Errorf("the restart's reason was not told:\n%s", told)
+	}
+
+	// During a backoff: the wait ends.
+	brief := &Supervisor{Root: fakeRoot(t), Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Env:     []string{"ETOILE_FAKE_K3S=exit:0"},
+		Backoff: Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3}}
+	bctx, bcancel := context.WithCancel(context.Background())
+	bdone := make(chan error, 1)
+	go func() { bdone <- brief.Run(bctx) }()
+	defer func() { bcancel(); <-bdone }()
+	waitFor(t, "the first exit", func() bool { return strings.Contains(brief.Status().Reason, "restarting in 1h0m0s") })
+	if !brief.Restart("an address came") {
+		t.Fatal("Restart during the backoff did nothing")
+	}
+	waitFor(t, "the start after the backoff", func() bool { return brief.Status().Restarts >= 2 })
+}
+
 // TestExitReasonHasK3sFatalMessage: the reason of a restart (on the
 // console) carries what K3s said as it stopped.
 func TestExitReasonHasK3sFatalMessage(t *testing.T) {

@@ -108,6 +108,10 @@ type Env struct {
 	// ConfigRetry is how often a node without a usable machine config
 	// reads its sources again (0: DefaultConfigRetry).
 	ConfigRetry time.Duration
+	// NodeAddress returns the address K3s would take for its node now, ""
+	// for none (network.NodeAddress); nil when K3s is not to follow the
+	// machine's address (tests without a network).
+	NodeAddress func() string
 	// Socket is the local API's socket ("" for api.DefaultSocket).
 	Socket string
 	Log    *slog.Logger
@@ -131,6 +135,7 @@ type Node struct {
 	stopK3s    func(reason error)
 	supDone    chan struct{}
 	k3sNote    string        // why K3s is not running, when it is not
+	k3sAddr    string        // the node address K3s took at its last start (Env.NodeAddress)
 	k3sOut     *logring.Ring // K3s's output, across its supervisors
 	powering   string        // the reboot or power-off asked through the API
 	inv        *inventory.Inventory
@@ -157,21 +162,42 @@ func (n *Node) K3sState() string {
 	return string(sup.Status().State)
 }
 
-// AddressCame is told of an address the machine got after the boot's
-// network step (its DHCP server or switch port came up later): a K3s that
-// exited for want of one (it picks its node address from the default
-// route) and waits out a restart's backoff starts again at once.
-func (n *Node) AddressCame(iface, addr string) {
+// AddressChanged is told of a link's address that came, changed or went
+// after the boot's network step (addr "" when its lease ran out). K3s picks
+// its node address once, as it starts, from the default route (unless its
+// config names node-ip): a K3s that exited for want of one and waits out a
+// restart's backoff starts again at once; a K3s running with an address
+// the machine would not give it now (a renewal gave another, the cable
+// moved) is restarted, so that the node, flannel and the API's certificate
+// follow. Losing the address alone restarts nothing: there is none to give.
+func (n *Node) AddressChanged(iface, addr string) {
 	n.mu.Lock()
-	sup := n.sup
-	// A dhcp: true entry's warning that it is asked again is over.
-	n.warnings = slices.DeleteFunc(slices.Clone(n.warnings), func(w string) bool {
-		return strings.HasPrefix(w, "network: ") && strings.Contains(w, ": DHCP on "+iface+": ") &&
-			strings.HasSuffix(w, "asking again in the background")
-	})
+	sup, was, cfg := n.sup, n.k3sAddr, n.cfg
+	if addr != "" {
+		// A dhcp: true entry's warning that it is asked again is over.
+		n.warnings = slices.DeleteFunc(slices.Clone(n.warnings), func(w string) bool {
+			return strings.HasPrefix(w, "network: ") && strings.Contains(w, ": DHCP on "+iface+": ") &&
+				strings.HasSuffix(w, "asking again in the background")
+		})
+	}
 	n.mu.Unlock()
-	if sup != nil {
+	if sup == nil {
+		return
+	}
+	if n.env.NodeAddress == nil {
+		if addr != "" {
+			sup.RetryNow(fmt.Sprintf("%s got the address %s", iface, addr))
+		}
+		return
+	}
+	switch now := n.env.NodeAddress(); {
+	case now == "" || now == was:
+	case was == "":
 		sup.RetryNow(fmt.Sprintf("%s got the address %s", iface, addr))
+	case cfg != nil && strings.Join(cfg.K3s["node-ip"].Strings(), "") != "":
+		n.env.Log.Info("K3s keeps the node-ip its config names", "was", was, "now", now, "iface", iface)
+	default:
+		sup.Restart(fmt.Sprintf("the node's address changed from %s to %s (%s)", was, now, iface))
 	}
 }
 
@@ -734,7 +760,16 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 	var once sync.Once
 	// Start returns once the first exec has been tried: the ready line, and
 	// what the boot starts after it, do not share the CPU with K3s's exec.
-	sup.OnExec = func(int, error) { once.Do(func() { close(execd) }) }
+	sup.OnExec = func(_ int, err error) {
+		if err == nil && n.env.NodeAddress != nil {
+			// What K3s takes for its node address (AddressChanged).
+			addr := n.env.NodeAddress()
+			n.mu.Lock()
+			n.k3sAddr = addr
+			n.mu.Unlock()
+		}
+		once.Do(func() { close(execd) })
+	}
 	sup.OnState = func(from, to k3s.State, reason string) {
 		msg := fmt.Sprintf("etoile: k3s state=%s was=%s t=%s agent_rss=%s", to, from, sinceBoot(), agentRSS())
 		if reason != "" {

@@ -22,6 +22,7 @@ import (
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/fakeroot"
 	"github.com/etoile-os/etoile/agent/inventory"
+	"github.com/etoile-os/etoile/agent/k3s"
 	"github.com/etoile-os/etoile/agent/kmsg"
 	"github.com/etoile-os/etoile/agent/logring"
 	"github.com/etoile-os/etoile/agent/timesync"
@@ -130,6 +131,66 @@ k3s:
 	n.Wait()
 	if n.K3sState() != "stopped" {
 		t.Errorf("after shutdown k3s=%s, want stopped", n.K3sState())
+	}
+}
+
+// TestK3sFollowsTheNodeAddress: K3s (the stand-in) took 10.0.0.5 as its
+// node address; a renewal gives the machine 10.0.0.9: K3s is restarted and
+// ready again. A lost lease restarts nothing, nor does an address that is
+// the one K3s has; a config naming node-ip keeps K3s as it is.
+func TestK3sFollowsTheNodeAddress(t *testing.T) {
+	for _, pinned := range []bool{false, true} {
+		t.Run(fmt.Sprintf("node-ip=%v", pinned), func(t *testing.T) {
+			root := t.TempDir()
+			buildStandin(t, root)
+			yaml := "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: edge-1\nrole: server\ncluster: {init: true}\nk3s:\n  https-listen-port: 0\n"
+			if pinned {
+				yaml += "  node-ip: 10.0.0.5\n"
+			}
+			vol := configVolume(t, root, yaml)
+			var addr atomic.Value
+			addr.Store("10.0.0.5")
+			var con consoleLines
+			ctx, cancel := context.WithCancel(context.Background())
+			n := Start(ctx, Env{
+				Root: root, ConfigVolume: func() config.Source { return config.VolumeSource(vol) },
+				Broadcast: con.add, K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root},
+				NodeAddress: func() string { return addr.Load().(string) },
+				Socket:      filepath.Join(root, "agent.sock"),
+			})
+			defer n.Wait()
+			defer cancel()
+			k3sStatus := func() k3s.Status {
+				n.mu.Lock()
+				sup := n.sup
+				n.mu.Unlock()
+				return sup.Status()
+			}
+			waitUntil(t, "k3s=ready", 60*time.Second, func() bool { return n.K3sState() == "ready" })
+			addr.Store("10.0.0.9")
+			n.AddressChanged("eth0", "10.0.0.9/24")
+			restart := "restarting: the node's address changed from 10.0.0.5 to 10.0.0.9 (eth0)"
+			if pinned {
+				time.Sleep(2 * time.Second)
+				if con.has(restart) || k3sStatus().Restarts != 0 {
+					t.Fatalf("K3s with node-ip in its config was restarted:\n%s", con.all())
+				}
+				return
+			}
+			waitUntil(t, "the restart", 30*time.Second, func() bool { return con.has(restart) })
+			waitUntil(t, "k3s=ready again", 60*time.Second, func() bool {
+				return n.K3sState() == "ready" && k3sStatus().Restarts == 1
+			})
+			// The lease lost, then the same address again: nothing to do.
+			addr.Store("")
+			n.AddressChanged("eth0", "")
+			addr.Store("10.0.0.9")
+			n.AddressChanged("eth0", "10.0.0.9/24")
+			time.Sleep(2 * time.Second)
+			if st := k3sStatus(); st.Restarts != 1 || st.State != "ready" {
+				t.Errorf("after the lease was lost and came again: %+v, want one restart and ready\n%s", st, con.all())
+			}
+		})
 	}
 }
 
@@ -477,7 +538,7 @@ func TestConcurrentAppliesRunOneK3s(t *testing.T) {
 	if n.K3sState() != "stopped" {
 		t.Fatalf("k3s=%s without a config", n.K3sState())
 	}
-	cfg := []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\nk3s: {https-listen-port: 0}\n")
+	cfg := []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: edge-1\nrole: server\ncluster: {init: true}\nk3s: {https-listen-port: 0}\n")
 	var wg sync.WaitGroup
 	const applies = 6
 	errs := make(chan error, applies)
@@ -512,7 +573,7 @@ func TestConcurrentAppliesRunOneK3s(t *testing.T) {
 func TestRegisteredNodeWarnings(t *testing.T) {
 	parse := func(body string) *config.MachineConfig {
 		t.Helper()
-		c, err := config.Parse([]byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\n" + body))
+		c, err := config.Parse([]byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: edge-1\nrole: server\ncluster: {init: true}\n" + body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -582,7 +643,7 @@ func TestTimeServersFromConfigThenDHCP(t *testing.T) {
 			n := Start(ctx, Env{Root: root, Broadcast: con.add, Socket: filepath.Join(root, "agent.sock"),
 				ConfigVolume: func() config.Source {
 					// K3s is not in root: its start fails, which this test leaves aside.
-					return fileSource{"test volume", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\n" + tc.yaml}
+					return fileSource{"test volume", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: edge-1\nrole: server\ncluster: {init: true}\n" + tc.yaml}
 				},
 				Clock: clock, NTPServers: func() []string { return []string{"127.0.0.2:1"} },
 				Status: func() api.Status { return api.Status{} }})
@@ -625,7 +686,7 @@ func TestSysctlsAppliedBeforeK3s(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var con consoleLines
-	yaml := "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\n" +
+	yaml := "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: edge-1\nrole: server\ncluster: {init: true}\n" +
 		"sysctls: {vm.max_map_count: 262144, fs.inotify.max_user_instances: 1024, net/ipv4/conf/eth0.42/rp_filter: 2, net.ipv4.tcp_nope: 1}\n"
 	n := Start(ctx, Env{Root: root, Broadcast: con.add, Socket: filepath.Join(root, "agent.sock"),
 		ConfigVolume: func() config.Source { return fileSource{"test volume", yaml} },
@@ -663,7 +724,7 @@ func TestAppliedConfigStartsAndStopsTime(t *testing.T) {
 	if n.Status(ctx).Time == nil {
 		t.Fatal("no time service at boot")
 	}
-	base := "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\n"
+	base := "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: edge-1\nrole: server\ncluster: {init: true}\n"
 	// K3s is not in root: the apply's K3s start fails, which this test leaves aside.
 	_, _ = n.ApplyConfig(ctx, []byte(base+"time: {disabled: true}\n"))
 	if st := n.Status(ctx).Time; st != nil {
@@ -938,7 +999,7 @@ func TestApplyWarningsInStatus(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n := Start(ctx, Env{Root: root, K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}, Socket: filepath.Join(root, "agent.sock")})
 	defer func() { cancel(); n.Wait() }()
-	warns, err := n.ApplyConfig(ctx, []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\n"+
+	warns, err := n.ApplyConfig(ctx, []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: edge-1\nrole: server\ncluster: {init: true}\n"+
 		"k3s:\n  https-listen-port: 0\n  disable-apiserver-lb: true\n  lb-server-port: 6444\n  node-ip: 10.0.0.1\n"))
 	if err != nil {
 		t.Fatal(err)
@@ -960,7 +1021,7 @@ func TestOwnContainerd(t *testing.T) {
 		"k3s:\n  container-runtime-endpoint: unix:///run/crio/crio.sock\n": false,
 		"k3s:\n  container-runtime-endpoint: \"\"\n":                       true,
 	} {
-		cfg, _, err := config.Check([]byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\n" + yaml))
+		cfg, _, err := config.Check([]byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: edge-1\nrole: server\ncluster: {init: true}\n" + yaml))
 		if err != nil {
 			t.Fatalf("%q: %v", yaml, err)
 		}
@@ -1043,7 +1104,7 @@ func TestNetworkErrorsOnTheConsole(t *testing.T) {
 	}
 	// Once its lease comes, its warning goes; the other stays.
 	n.setWarnings(warns)
-	n.AddressCame("eth0.42", "10.42.0.5/24")
+	n.AddressChanged("eth0.42", "10.42.0.5/24")
 	if got := n.Status(context.Background()).Warnings; len(got) != 1 || !strings.Contains(got[0], "no link named eth9") {
 		t.Errorf("warnings after the lease: %q", got)
 	}

@@ -114,14 +114,21 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 			}
 			return nil
 		},
-		Power:    powerThroughSignal,
-		Start:    m.Reaper().Start,
-		Release:  m.Reaper().Release,
-		Slot:     slot,
-		NodeName: hostname,
-		Log:      m.Log(),
+		NodeAddress: network.NodeAddress,
+		Power:       powerThroughSignal,
+		Start:       m.Reaper().Start,
+		Release:     m.Reaper().Release,
+		Slot:        slot,
+		NodeName:    hostname,
+		Log:         m.Log(),
 	})
-	m.SetOnLateLease(func(l network.Lease) { n.AddressCame(l.Iface, l.Addr.String()) })
+	m.SetOnAddressChange(func(l network.Lease) {
+		addr := ""
+		if l.Addr.IP != nil {
+			addr = l.Addr.String()
+		}
+		n.AddressChanged(l.Iface, addr)
+	})
 	s.mu.Lock()
 	s.node = n
 	s.mu.Unlock()
