@@ -37,6 +37,7 @@ type lifecycle struct {
 	lease   Lease           // what the link holds, or held when lost
 	got     time.Time       // when lease was asked for
 	lost    bool            // lease ran out (or was refused): the link has no address from it
+	want    net.IP          // while lost: the address to ask for (nil after a NAK)
 }
 
 // renew keeps lease on l until ctx ends (lifecycle).
@@ -97,92 +98,101 @@ func (lc *lifecycle) bound() {
 			// (a server there offers another). The switch port may not
 			// forward yet (spanning tree holds it 30 s or more): a
 			// failure is asked again soon, the lease kept meanwhile.
-			if fresh, err := dhcpWant(lc.ctx, lc.l, lc.cfg, lc.lease.Addr.IP); err == nil {
-				if lc.adopt(fresh, now) {
+			fresh, err := dhcpWant(lc.ctx, lc.l, lc.cfg, lc.lease.Addr.IP)
+			if err == nil {
+				if err = lc.adopt(fresh, now); err == nil {
 					return
 				}
-			} else if lc.ctx.Err() == nil {
-				carrierAt = now.Add(carrierWait)
-				lc.cfg.Log.Warn("asking DHCP after the carrier came back failed; the lease is kept", "iface", name,
-					"reason", err.Error(), "next_in", carrierWait)
-				carrierWait = lc.cfg.nextRetry(carrierWait)
-				continue
 			}
-			carrierAt = time.Time{}
+			if lc.ctx.Err() != nil {
+				return
+			}
+			carrierAt = time.Now().Add(carrierWait)
+			lc.cfg.Log.Warn("asking DHCP after the carrier came back failed; the lease is kept", "iface", name,
+				"reason", err.Error(), "next_in", carrierWait)
+			carrierWait = lc.cfg.nextRetry(carrierWait)
 			continue
 		}
 		if lc.lease.infinite() {
 			continue
 		}
+		var (
+			how, msg string
+			until    time.Time // the phase's end
+			to       net.IP
+		)
 		switch {
 		case now.Before(tryAt):
 			continue
 		case !now.Before(expires):
-			lc.lose("DHCP lease ran out: its address and routes are removed; asking DHCP again")
+			lc.lose("DHCP lease ran out: its address and routes are removed; asking DHCP again", lc.lease.Addr.IP)
 			return
 		case !now.Before(rebindAt), lc.lease.Server == nil:
 			// REBINDING (or a lease without a server to ask): any
 			// server on the link may answer.
-			got, err := lc.request(net.IPv4bcast, expires)
-			if lc.answered(got, err, now, "rebinding") || lc.ctx.Err() != nil {
-				return
-			}
-			tryAt = minTime(now.Add(max(lc.resendMin(), time.Until(expires)/2)), expires)
-			lc.cfg.Log.Warn("DHCP rebinding got no answer", "iface", name, "reason", err.Error(),
-				"lease_left", time.Until(expires).Round(time.Second), "next_in", time.Until(tryAt).Round(time.Second))
+			how, msg, until, to = "rebinding", "DHCP rebinding failed", expires, net.IPv4bcast
 		default:
 			// RENEWING: the server that gave the lease, unicast.
-			got, err := lc.request(lc.lease.Server, rebindAt)
-			if lc.answered(got, err, now, "renewing") || lc.ctx.Err() != nil {
-				return
-			}
-			tryAt = minTime(now.Add(max(lc.resendMin(), time.Until(rebindAt)/2)), rebindAt)
-			lc.cfg.Log.Warn("DHCP renewal got no answer from the server", "iface", name, "server", lc.lease.Server.String(),
-				"reason", err.Error(), "lease_left", time.Until(expires).Round(time.Second), "next_in", time.Until(tryAt).Round(time.Second))
+			how, msg, until, to = "renewing", "DHCP renewal from its server failed", rebindAt, lc.lease.Server
 		}
+		got, err := lc.request(to, until)
+		done, err := lc.answered(got, err, now, how)
+		if done || lc.ctx.Err() != nil {
+			return
+		}
+		// Sent again at half the time left, a minute apart at least.
+		tryAt = minTime(time.Now().Add(max(lc.resendMin(), time.Until(until)/2)), until)
+		lc.cfg.Log.Warn(msg, "iface", name, "to", to.String(), "reason", err.Error(),
+			"lease_left", time.Until(expires).Round(time.Second), "next_in", time.Until(tryAt).Round(time.Second))
 	}
 }
 
-// answered adopts a renewal's lease, or asks for a new one after a NAK; it
-// reports whether the link's lease changed state (bound returns then).
-func (lc *lifecycle) answered(next Lease, err error, sent time.Time, how string) bool {
+// answered adopts a renewal's lease, or after a NAK drops the address and
+// has a new lease asked for; it reports whether the link's lease changed
+// state (bound returns then), else why not.
+func (lc *lifecycle) answered(next Lease, err error, sent time.Time, how string) (bool, error) {
 	var nak *nakError
 	switch {
 	case err == nil:
+		if next.Server == nil {
+			next.Server = lc.lease.Server // an ACK without option 54: the same server
+		}
+		if err := lc.adopt(next, sent); err != nil {
+			return false, err
+		}
 		lc.cfg.Log.Debug("dhcp lease renewed", "iface", next.Iface, "addr", next.Addr.String(), "how", how)
-		return lc.adopt(next, sent)
+		return true, nil
 	case errors.As(err, &nak):
-		lc.cfg.Log.Warn("DHCP server refused the lease's renewal: asking for a new lease", "iface", lc.lease.Iface,
-			"addr", lc.lease.Addr.String(), "server", nak.server.String(), "reason", nak.Error())
-		now := time.Now()
-		if fresh, err := dhcpWant(lc.ctx, lc.l, lc.cfg, nil); err == nil && lc.adopt(fresh, now) {
-			return true
-		}
-		if lc.ctx.Err() == nil {
-			lc.lose("DHCP refused the lease and gave no new one: its address and routes are removed; asking DHCP again")
-		}
-		return true
+		// The address is not the machine's any more (RFC 2131 §4.4.5):
+		// it goes at once, and a new lease is asked for — not that one.
+		lc.lose("DHCP server refused the lease's renewal: its address and routes are removed; asking for a new lease",
+			nil, "server", nak.server.String(), "reason", nak.Error())
+		return true, nil
 	}
-	return false
+	return false, err
 }
 
 // adopt applies next, which came for a request sent at sent: the address
-// and routes the link held and next does not have go. It reports whether
-// next was applied.
-func (lc *lifecycle) adopt(next Lease, sent time.Time) bool {
+// and routes the link held and next does not have go. A lease it cannot
+// apply leaves the link as it was.
+func (lc *lifecycle) adopt(next Lease, sent time.Time) error {
+	moved := !next.Addr.IP.Equal(lc.lease.Addr.IP) || next.Addr.Mask.String() != lc.lease.Addr.Mask.String()
 	if err := apply(lc.l, next, lc.metric); err != nil {
-		lc.cfg.Log.Warn("applying the DHCP lease failed", "iface", next.Iface, "reason", err.Error())
-		return false
+		if moved || lc.lost {
+			_ = netlink.AddrDel(lc.l, &netlink.Addr{IPNet: &net.IPNet{IP: next.Addr.IP, Mask: next.Addr.Mask}})
+		}
+		return fmt.Errorf("applying the lease for %s: %w", next.Addr.String(), err)
 	}
 	changed := lc.lost || leaseChanged(lc.lease, next)
+	if moved {
+		// Another network, a server that forgot the machine or gave its
+		// address to another.
+		lc.cfg.Log.Warn("DHCP gave a new address", "iface", next.Iface, "old", lc.lease.Addr.String(), "new", next.Addr.String())
+	} else if lc.lost {
+		lc.cfg.Log.Info("dhcp lease again", "iface", next.Iface, "addr", next.Addr.String())
+	}
 	if !lc.lost {
-		if !next.Addr.IP.Equal(lc.lease.Addr.IP) || next.Addr.Mask.String() != lc.lease.Addr.Mask.String() {
-			// The link moved (another network, a server that forgot it).
-			lc.cfg.Log.Warn("DHCP gave a new address", "iface", next.Iface, "old", lc.lease.Addr.String(), "new", next.Addr.String())
-		}
 		dropOld(lc.l, lc.lease, next, lc.metric)
-	} else {
-		lc.cfg.Log.Info("dhcp lease", "iface", next.Iface, "addr", next.Addr.String(), "after", "the lease ran out")
 	}
 	lc.lease, lc.got, lc.lost = next, sent, false
 	lc.renewed(next)
@@ -191,15 +201,16 @@ func (lc *lifecycle) adopt(next Lease, sent time.Time) bool {
 		// hold what OnRenewed takes.
 		go lc.cfg.OnRenewed(next)
 	}
-	return true
+	return nil
 }
 
-// lose removes the lease's address and routes from the link and tells
-// renewed and OnRenewed of a lease without an address.
-func (lc *lifecycle) lose(msg string) {
-	lc.cfg.Log.Warn(msg, "iface", lc.lease.Iface, "addr", lc.lease.Addr.String())
+// lose removes the lease's address and routes from the link, tells renewed
+// and OnRenewed of a lease without an address, and has reacquire ask for
+// want (nil: any address).
+func (lc *lifecycle) lose(msg string, want net.IP, attrs ...any) {
+	lc.cfg.Log.Warn(msg, append([]any{"iface", lc.lease.Iface, "addr", lc.lease.Addr.String()}, attrs...)...)
 	dropOld(lc.l, lc.lease, Lease{}, lc.metric)
-	lc.lost = true
+	lc.lost, lc.want = true, want
 	gone := Lease{Iface: lc.lease.Iface, MAC: lc.lease.MAC}
 	lc.renewed(gone)
 	if lc.cfg.OnRenewed != nil {
@@ -207,8 +218,8 @@ func (lc *lifecycle) lose(msg string) {
 	}
 }
 
-// reacquire asks DHCP for a lease again, for the address the link had,
-// until one comes (applied) or ctx ends: at once, then Retry later (5 s when
+// reacquire asks DHCP for a lease again, for the address the link had
+// (unless a server refused it), until one comes (applied) or ctx ends: at once, then Retry later (5 s when
 // zero), twice as long each time up to RetryMax, and at once when the link
 // gets its carrier back. It returns false when the lease is not to be asked
 // for any more: ctx ended, or the link is gone.
@@ -218,11 +229,13 @@ func (lc *lifecycle) reacquire() bool {
 			return false
 		}
 		sent := time.Now()
-		if fresh, err := dhcpWant(lc.ctx, lc.l, lc.cfg, lc.lease.Addr.IP); err == nil {
-			if lc.adopt(fresh, sent) {
+		fresh, err := dhcpWant(lc.ctx, lc.l, lc.cfg, lc.want)
+		if err == nil {
+			if err = lc.adopt(fresh, sent); err == nil {
 				return true
 			}
-		} else if lc.ctx.Err() == nil {
+		}
+		if lc.ctx.Err() == nil {
 			lc.cfg.Log.Debug("no DHCP lease yet", "iface", lc.lease.Iface, "reason", err.Error(), "next_in", wait)
 		}
 		select {

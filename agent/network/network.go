@@ -53,14 +53,20 @@ func (l Lease) infinite() bool {
 
 // times returns when the lease is renewed (T1) and rebound (T2), counted
 // from when it came: the server's when they make sense, else half and seven
-// eighths of the lease time (RFC 2131 §4.4.5).
+// eighths of the lease time (RFC 2131 §4.4.5). T1 is 10 s at least (half a
+// shorter lease): a server's T1 of a second does not make a renewal a
+// second.
 func (l Lease) times() (t1, t2 time.Duration) {
 	t1, t2 = l.T1, l.T2
 	if t1 <= 0 || t1 >= l.Lifetime {
 		t1 = l.Lifetime / 2
 	}
+	t1 = max(t1, min(10*time.Second, l.Lifetime/2))
 	if t2 <= t1 || t2 >= l.Lifetime {
-		t2 = max(l.Lifetime*7/8, t1)
+		t2 = l.Lifetime * 7 / 8
+		if t2 <= t1 {
+			t2 = t1 + (l.Lifetime-t1)/2
+		}
 	}
 	return t1, t2
 }
@@ -93,7 +99,7 @@ func LeaseFromACK(iface string, mac net.HardwareAddr, ack *dhcpv4.DHCPv4) (Lease
 		NTP:      ack.NTPServers(),
 		Hostname: cleanHostname(ack.HostName()),
 		Lifetime: ack.IPAddressLeaseTime(0),
-		Server:   ack.ServerIdentifier(),
+		Server:   serverID(ack),
 		T1:       ack.IPAddressRenewalTime(0),
 		T2:       ack.IPAddressRebindingTime(0),
 	}
@@ -119,6 +125,16 @@ func LeaseFromACK(iface string, mac net.HardwareAddr, ack *dhcpv4.DHCPv4) (Lease
 		}
 	}
 	return l, nil
+}
+
+// serverID is the ACK's server identifier (option 54), nil when it has
+// none a renewal could be sent to.
+func serverID(ack *dhcpv4.DHCPv4) net.IP {
+	ip := ack.ServerIdentifier().To4()
+	if ip == nil || ip.IsUnspecified() || ip.Equal(net.IPv4bcast) {
+		return nil
+	}
+	return ip
 }
 
 // cleanHostname keeps a DHCP host name only if it is a valid one (RFC 1123

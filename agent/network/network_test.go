@@ -199,3 +199,51 @@ func TestNTPServersFromLeases(t *testing.T) {
 		t.Error("no leases: want none")
 	}
 }
+
+// TestLeaseTimesAndServer: a lease's renewal times come from options 58 and
+// 59 when they make sense, else RFC 2131's half and seven eighths; a
+// second's T1 is not followed; option 54 names the server renewals go to.
+func TestLeaseTimesAndServer(t *testing.T) {
+	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
+	opt := func(code dhcpv4.OptionCode, d time.Duration) dhcpv4.Modifier {
+		return dhcpv4.WithOption(dhcpv4.Option{Code: code, Value: dhcpv4.Duration(d)})
+	}
+	for _, tc := range []struct {
+		name     string
+		mods     []dhcpv4.Modifier
+		t1, t2   time.Duration
+		server   string
+		infinite bool
+	}{
+		{"defaults", []dhcpv4.Modifier{dhcpv4.WithLeaseTime(3600)}, 1800 * time.Second, 3150 * time.Second, "10.0.2.2", false},
+		{"the server's", []dhcpv4.Modifier{dhcpv4.WithLeaseTime(3600), opt(dhcpv4.OptionRenewTimeValue, 600*time.Second),
+			opt(dhcpv4.OptionRebindingTimeValue, 3000*time.Second)}, 600 * time.Second, 3000 * time.Second, "10.0.2.2", false},
+		{"T1 of a second", []dhcpv4.Modifier{dhcpv4.WithLeaseTime(3600), opt(dhcpv4.OptionRenewTimeValue, time.Second)},
+			10 * time.Second, 3150 * time.Second, "10.0.2.2", false},
+		{"T2 before T1", []dhcpv4.Modifier{dhcpv4.WithLeaseTime(3600), opt(dhcpv4.OptionRenewTimeValue, 3400*time.Second),
+			opt(dhcpv4.OptionRebindingTimeValue, 100*time.Second)}, 3400 * time.Second, 3500 * time.Second, "10.0.2.2", false},
+		{"T1 past the lease", []dhcpv4.Modifier{dhcpv4.WithLeaseTime(100), opt(dhcpv4.OptionRenewTimeValue, 200*time.Second)},
+			50 * time.Second, 87500 * time.Millisecond, "10.0.2.2", false},
+		{"a short lease", []dhcpv4.Modifier{dhcpv4.WithLeaseTime(4)}, 2 * time.Second, 3500 * time.Millisecond, "10.0.2.2", false},
+		{"no server identifier", []dhcpv4.Modifier{dhcpv4.WithLeaseTime(3600),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4zero))}, 1800 * time.Second, 3150 * time.Second, "<nil>", false},
+		{"infinite", []dhcpv4.Modifier{dhcpv4.WithLeaseTime(0xffffffff)}, 0, 0, "10.0.2.2", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mods := append([]dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 0, 2, 2)))}, tc.mods...)
+			l, err := LeaseFromACK("eth0", mac, ack(t, mods...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.infinite() != tc.infinite || l.Server.String() != tc.server {
+				t.Errorf("infinite=%v server=%s, want %v %s", l.infinite(), l.Server, tc.infinite, tc.server)
+			}
+			if tc.infinite {
+				return
+			}
+			if t1, t2 := l.times(); t1 != tc.t1 || t2 != tc.t2 {
+				t.Errorf("T1 %s T2 %s, want %s %s", t1, t2, tc.t1, tc.t2)
+			}
+		})
+	}
+}

@@ -813,9 +813,10 @@ func generatedNameMAC(ctx context.Context, cfg Config, links []netlink.Link) net
 }
 
 // NodeAddress is the address K3s takes for its node when its config names
-// none: the first IPv4 address of the link that the default route with the
-// lowest metric leaves through, as Kubernetes's ChooseHostInterface picks
-// it; "" when there is no default route, or its link has no address.
+// none: the first global IPv4 address of the (up) link that the default
+// route with the lowest metric leaves through, as Kubernetes's
+// ChooseHostInterface picks it; "" when there is no default route, or its
+// link has no address. IPv4 only: an IPv6-only node is not followed.
 func NodeAddress() string {
 	defer mount.HoldAPI()()
 	routes, err := dump(func() ([]netlink.Route, error) {
@@ -834,7 +835,7 @@ func NodeAddress() string {
 	slices.SortStableFunc(routes, func(a, b netlink.Route) int { return cmp.Compare(a.Priority, b.Priority) })
 	for _, r := range routes {
 		l, err := netlink.LinkByIndex(r.LinkIndex)
-		if err != nil {
+		if err != nil || l.Attrs().Flags&net.FlagUp == 0 {
 			continue
 		}
 		addrs, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
@@ -842,7 +843,7 @@ func NodeAddress() string {
 			continue
 		}
 		for _, a := range addrs {
-			if a.Scope == unix.RT_SCOPE_UNIVERSE && a.IP.To4() != nil {
+			if a.IP.To4() != nil && a.IP.IsGlobalUnicast() {
 				return a.IP.String()
 			}
 		}

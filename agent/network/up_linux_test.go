@@ -130,9 +130,10 @@ func dhcpServer() int {
 				fmt.Fprintln(os.Stderr, err)
 				return
 			}
-			// RFC 2131 §4.1: to a client that has its address (ciaddr), unicast.
+			// RFC 2131 §4.1: to a client that has its address (ciaddr),
+			// unicast; a NAK, broadcast (§4.3.2).
 			to := &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
-			if !m.ClientIPAddr.IsUnspecified() && m.ClientIPAddr.To4() != nil {
+			if typ != dhcpv4.MessageTypeNak && !m.ClientIPAddr.IsUnspecified() && m.ClientIPAddr.To4() != nil {
 				to.IP = m.ClientIPAddr
 			}
 			if _, err := conn.WriteTo(reply.ToBytes(), to); err != nil {
@@ -682,19 +683,26 @@ func TestApplyDHCPAsksAgain(t *testing.T) {
 // route.
 func TestRenewalGivesANewAddress(t *testing.T) {
 	srv, cli, exe := namespaces(t, false)
-	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_LEASE=2", "ETOILE_NETTEST_SRV_MOVE=1")
+	_, srvLog := startServerLog(t, srv, exe, "ETOILE_NETTEST_SRV_LEASE=2", "ETOILE_NETTEST_SRV_MOVE=1")
 	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=20s",
 		"ETOILE_NETTEST_ETC="+t.TempDir())
 	if r.IP != "10.99.0.50" {
 		t.Fatalf("client got %+v\n%s", r, stderr.String())
 	}
-	waitLog(stderr, "etoile-test: renewed", 15*time.Second)
-	if !strings.Contains(stderr.String(), `msg="DHCP server refused the lease's renewal: asking for a new lease" iface=vc addr=10.99.0.50/24 server=10.99.0.1`) {
-		t.Errorf("the server's NAK is not logged:\n%s", stderr.String())
+	// Told that the address went (the NAK), then of the new one, which
+	// the Result's lease shows as renewed.
+	waitLog(stderr, "etoile-test: renewed iface=vc addr=10.99.0.51/24", 15*time.Second)
+	log := stderr.String()
+	nak := `msg="DHCP server refused the lease's renewal: its address and routes are removed; asking for a new lease" iface=vc addr=10.99.0.50/24 server=10.99.0.1`
+	if !strings.Contains(log, nak) || !strings.Contains(log, "etoile-test: renewed iface=vc addr=<nil> ip=none\n") {
+		t.Errorf("the server's NAK is not logged, or the address it refused was not dropped and told:\n%s", log)
 	}
-	// Told, and the Result's lease shows as renewed.
-	if !strings.Contains(stderr.String(), "etoile-test: renewed iface=vc addr=10.99.0.51/24 ip=10.99.0.51\n") {
-		t.Errorf("the renewal's change was not told, or AllLeases does not show it:\n%s", stderr.String())
+	if !strings.Contains(log, "etoile-test: renewed iface=vc addr=10.99.0.51/24 ip=10.99.0.51\n") {
+		t.Errorf("the new lease was not told, or AllLeases does not show it:\n%s", log)
+	}
+	// The DISCOVER after the NAK does not ask for the refused address.
+	if slog := srvLog.String(); strings.Count(slog, "DISCOVER via=broadcast ciaddr=0.0.0.0 want=<nil>") < 2 || strings.Contains(slog, "want=10.99.0.50 sid=<nil>") {
+		t.Errorf("want two DISCOVERs asking for no address (the boot's, the one after the NAK), the server got:\n%s", slog)
 	}
 	addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc")
 	if !strings.Contains(addrs, "inet 10.99.0.51/24") || strings.Count(addrs, "inet ") != 1 {
@@ -721,8 +729,11 @@ func TestCarrierBackAsksForItsAddress(t *testing.T) {
 	if !waitLog(srvLog, "DISCOVER via=broadcast ciaddr=0.0.0.0 want=10.99.0.50", 15*time.Second) {
 		t.Fatalf("no DISCOVER asking for 10.99.0.50 after the carrier came back:\nserver:\n%s\nclient:\n%s", srvLog.String(), stderr.String())
 	}
-	waitLog(stderr, `msg="dhcp done" iface=vc`, 10*time.Second)
-	time.Sleep(time.Second)
+	// The boot's exchange, then the one after the carrier came back.
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(stderr.String(), `msg="dhcp done" iface=vc`) < 2 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
 	if log := stderr.String(); strings.Contains(log, "DHCP gave a new address") {
 		t.Errorf("the address changed:\n%s", log)
 	}
@@ -781,7 +792,7 @@ func TestRenewalRebindsWhenItsServerIsUnreachable(t *testing.T) {
 		t.Fatalf("no rebinding:\n%s\nserver:\n%s", stderr.String(), srvLog.String())
 	}
 	log, slog := stderr.String(), srvLog.String()
-	if !strings.Contains(log, `msg="DHCP renewal got no answer from the server" iface=vc server=10.99.0.1`) ||
+	if !strings.Contains(log, `msg="DHCP renewal from its server failed" iface=vc to=10.99.0.1`) ||
 		!strings.Contains(slog, "REQUEST via=unicast ciaddr=10.99.0.50") ||
 		!strings.Contains(slog, "REQUEST via=broadcast ciaddr=10.99.0.50 want=<nil> sid=<nil>") {
 		t.Errorf("want an unanswered unicast renewal, then a broadcast one:\nclient:\n%s\nserver:\n%s", log, slog)
