@@ -293,21 +293,34 @@ func TestLateDHCPServerGivesTheAddressLater(t *testing.T) {
 	t.Logf("%d DHCP messages before the server answered", asked)
 }
 
-// TestK3sFollowsARenewedAddress boots the stand-in image on a wire whose
-// DHCP server gives 10.77.0.50 for 20 s: the lease is renewed from the
-// server at 10 s (a REQUEST sent to its address). Once K3s (the stand-in)
-// is ready, the server refuses the renewal (a NAK, as when it gave the
-// address to another machine) and offers 10.77.0.61: the agent takes the
-// new address, drops the old, and restarts K3s, which took 10.77.0.50 for
-// its node address as it started; K3s is ready again, and the ready line
-// shows the new address.
+// externalDatastoreConfig is a server on an external datastore (which the
+// stand-in, like K3s, does not reach before it is needed): K3s follows the
+// node's address, which an embedded etcd member cannot.
+const externalDatastoreConfig = `apiVersion: etoile.io/v1alpha1
+kind: MachineConfig
+role: server
+cluster:
+  server: https://10.77.0.10:6443
+  token: K10qa::server:secret
+k3s:
+  datastore-endpoint: "postgres://k3s:pw@10.77.0.20:5432/k3s"
+`
+
+// TestK3sFollowsARenewedAddress boots the stand-in image, a server on an
+// external datastore, on a wire whose DHCP server gives 10.77.0.50 for
+// 20 s: the lease is renewed from the server at 10 s (a REQUEST sent to its
+// address). Once K3s (the stand-in) is ready, the server refuses the
+// renewal (a NAK, as when it gave the address to another machine) and
+// offers 10.77.0.61: the agent drops the refused address, takes the new
+// one, and restarts K3s, which took 10.77.0.50 for its node address as it
+// started; K3s is ready again, and the ready line shows the new address.
 func TestK3sFollowsARenewedAddress(t *testing.T) {
 	t.Parallel()
 	out := standinOut(t)
 	wire := newLateDHCPWire(t)
 	wire.lease.Store(20)
 	wire.answer.Store(true)
-	cfg := configVolume(t, serverConfig)
+	cfg := configVolume(t, externalDatastoreConfig)
 	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, CDROM{Path: filepath.Join(out, ISOName)}, configCD{Path: cfg},
 		SilentNIC{Sink: wire.port(), MAC: "52:54:00:12:34:78", ID: "renew0"}}})
 	first := vm.WaitFor(k3sReadyRE, K3sTimeout)
@@ -318,7 +331,7 @@ func TestK3sFollowsARenewedAddress(t *testing.T) {
 		<-wire.log
 	}
 	wire.host.Store(61)
-	vm.WaitFor(regexp.MustCompile(`^etoile: warning: DHCP server refused the lease's renewal: asking for a new lease iface=eth0 addr=10\.77\.0\.50/24 server=10\.77\.0\.1`), time.Minute)
+	vm.WaitFor(regexp.MustCompile(`^etoile: warning: DHCP server refused the lease's renewal: its address and routes are removed; asking for a new lease iface=eth0 addr=10\.77\.0\.50/24 server=10\.77\.0\.1`), time.Minute)
 	vm.WaitFor(regexp.MustCompile(`^etoile: warning: DHCP gave a new address iface=eth0 old=10\.77\.0\.50/24 new=10\.77\.0\.61/24$`), time.Minute)
 	vm.WaitFor(regexp.MustCompile(`^etoile: k3s state=starting was=\S+ .*reason="restarting: the node's address changed from 10\.77\.0\.50 to 10\.77\.0\.61 \(eth0\)"`), time.Minute)
 	again := vm.WaitFor(regexp.MustCompile(`^etoile: ready .* ip=10\.77\.0\.61\b.* k3s=ready\b`), K3sTimeout)

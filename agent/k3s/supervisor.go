@@ -300,12 +300,6 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.setState(StateStopped, stopReason(ctx))
 			return nil
 		}
-		if r := (*restarted)(nil); errors.As(err, &r) {
-			s.mu.Lock()
-			s.restarts++
-			s.mu.Unlock()
-			continue // no backoff: it did not fail
-		}
 		ran := time.Since(started)
 		// Only a run that was healthy (ready, from the Kubernetes API) for
 		// ResetAfter resets the wait: a K3s that dies after minutes
@@ -318,7 +312,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.mu.Unlock()
 		if healthy >= s.Backoff.ResetAfter {
 			wait, quick = s.Backoff.Initial, 0
-		} else {
+		}
+		if r := (*restarted)(nil); errors.As(err, &r) {
+			s.mu.Lock()
+			s.restarts++
+			s.mu.Unlock()
+			continue // no backoff: it did not fail
+		}
+		if healthy < s.Backoff.ResetAfter {
 			quick++
 		}
 		s.mu.Lock()
@@ -565,22 +566,30 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 			s.setState(StateRunning, "node not Ready yet")
 		}
 	}
+	exit := func(err error) error {
+		pw.Close()
+		<-copied
+		if err == nil {
+			err = errors.New("exit status 0")
+		}
+		if fatal != "" {
+			// Why K3s stopped, in its own words, on the console too.
+			err = fmt.Errorf("%w: %s", err, fatal)
+		}
+		return err
+	}
 	for {
 		select {
 		case err := <-exited:
-			pw.Close()
-			<-copied
-			if err == nil {
-				err = errors.New("exit status 0")
-			}
-			if fatal != "" {
-				// Why K3s stopped, in its own words, on the console too.
-				err = fmt.Errorf("%w: %s", err, fatal)
-			}
-			return err
+			return exit(err)
 		case <-tick.C:
 			probe()
 		case why := <-restart:
+			select {
+			case err := <-exited: // it ended on its own meanwhile
+				return exit(err)
+			default:
+			}
 			s.Log.Info("k3s restarting", "why", why)
 			s.setState(StateStarting, "restarting: "+why)
 			_ = s.stop(cmd, exited)

@@ -6,6 +6,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -127,24 +128,25 @@ type Node struct {
 	// so that two never run two supervisors.
 	k3sMu sync.Mutex
 
-	mu         sync.Mutex
-	configFrom string
-	cfg        *config.MachineConfig
-	warnings   []string
-	sup        *k3s.Supervisor
-	stopK3s    func(reason error)
-	supDone    chan struct{}
-	k3sNote    string        // why K3s is not running, when it is not
-	k3sAddr    string        // the node address K3s took at its last start (Env.NodeAddress)
-	k3sOut     *logring.Ring // K3s's output, across its supervisors
-	powering   string        // the reboot or power-off asked through the API
-	inv        *inventory.Inventory
-	invDone    <-chan struct{} // closed once inv is collected
-	nvidiaGPU  bool            // K3s was started with NVIDIA GPU labels, on its own containerd
-	runtimes   []k3s.Runtime   // the container runtimes K3s found when it was started
-	time       *timesync.Service
-	stopTime   context.CancelFunc // ends time's rounds
-	persist    *nvpersist.Daemon  // NVIDIA's persistence daemon, when the node runs it
+	mu          sync.Mutex
+	configFrom  string
+	cfg         *config.MachineConfig
+	warnings    []string
+	sup         *k3s.Supervisor
+	stopK3s     func(reason error)
+	supDone     chan struct{}
+	k3sNote     string        // why K3s is not running, when it is not
+	k3sAddr     string        // the node address K3s took at its last start (Env.NodeAddress)
+	addrWarning string        // the status's warning that K3s could not follow the address ("" for none)
+	k3sOut      *logring.Ring // K3s's output, across its supervisors
+	powering    string        // the reboot or power-off asked through the API
+	inv         *inventory.Inventory
+	invDone     <-chan struct{} // closed once inv is collected
+	nvidiaGPU   bool            // K3s was started with NVIDIA GPU labels, on its own containerd
+	runtimes    []k3s.Runtime   // the container runtimes K3s found when it was started
+	time        *timesync.Service
+	stopTime    context.CancelFunc // ends time's rounds
+	persist     *nvpersist.Daemon  // NVIDIA's persistence daemon, when the node runs it
 }
 
 // Wait returns once everything Start began has stopped (after its context
@@ -170,6 +172,9 @@ func (n *Node) K3sState() string {
 // the machine would not give it now (a renewal gave another, the cable
 // moved) is restarted, so that the node, flannel and the API's certificate
 // follow. Losing the address alone restarts nothing: there is none to give.
+// Nor is a server with embedded etcd restarted: its etcd member keeps the
+// address it joined with, and K3s would wait for it for ever; the status
+// says so instead.
 func (n *Node) AddressChanged(iface, addr string) {
 	n.mu.Lock()
 	sup, was, cfg := n.sup, n.k3sAddr, n.cfg
@@ -190,15 +195,43 @@ func (n *Node) AddressChanged(iface, addr string) {
 		}
 		return
 	}
-	switch now := n.env.NodeAddress(); {
+	now := n.env.NodeAddress()
+	warn := ""
+	switch {
 	case now == "" || now == was:
 	case was == "":
-		sup.RetryNow(fmt.Sprintf("%s got the address %s", iface, addr))
-	case cfg != nil && strings.Join(cfg.K3s["node-ip"].Strings(), "") != "":
+		sup.RetryNow(fmt.Sprintf("%s got the address %s", iface, cmp.Or(addr, now)))
+	case k3sNames(cfg, "node-ip"):
 		n.env.Log.Info("K3s keeps the node-ip its config names", "was", was, "now", now, "iface", iface)
+	case etcdMember(cfg):
+		warn = fmt.Sprintf("network: the node's address changed from %s to %s (%s), but K3s keeps %s: its embedded etcd member "+
+			"cannot change its address by itself (k3s server --cluster-reset does); give this machine a fixed address "+
+			"(a DHCP reservation, or a static address in the machine config)", was, now, iface, was)
+		n.env.Log.Warn("the node's address changed; K3s keeps its own: its embedded etcd member cannot follow",
+			"was", was, "now", now, "iface", iface)
 	default:
 		sup.Restart(fmt.Sprintf("the node's address changed from %s to %s (%s)", was, now, iface))
 	}
+	n.mu.Lock()
+	if n.sup == sup && now != "" {
+		n.addrWarning = warn
+	}
+	n.mu.Unlock()
+}
+
+// k3sNames reports whether cfg's k3s section gives key a value (key+ too).
+func k3sNames(cfg *config.MachineConfig, key string) bool {
+	if cfg == nil {
+		return false
+	}
+	return strings.Join(append(cfg.K3s[key].Strings(), cfg.K3s[key+"+"].Strings()...), "") != ""
+}
+
+// etcdMember reports whether cfg makes K3s a server with embedded etcd: one
+// that starts the cluster, or joins one without a datastore of its own.
+func etcdMember(cfg *config.MachineConfig) bool {
+	return cfg != nil && cfg.Role == "server" && cfg.Cluster != nil && (cfg.Cluster.Init || cfg.Cluster.Server != "") &&
+		!k3sNames(cfg, "datastore-endpoint")
 }
 
 // Start loads the machine config, starts K3s when the config asks for it,
@@ -765,7 +798,7 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 			// What K3s takes for its node address (AddressChanged).
 			addr := n.env.NodeAddress()
 			n.mu.Lock()
-			n.k3sAddr = addr
+			n.k3sAddr, n.addrWarning = addr, ""
 			n.mu.Unlock()
 		}
 		once.Do(func() { close(execd) })
@@ -1102,6 +1135,9 @@ func (n *Node) Status(ctx context.Context) api.Status {
 		st.K3s = api.K3sStatus{State: string(s.State), Reason: s.Reason, Restarts: s.Restarts}
 	}
 	st.Warnings = append(st.Warnings, n.warnings...)
+	if n.addrWarning != "" {
+		st.Warnings = append(st.Warnings, n.addrWarning)
+	}
 	if runtimeWarn != "" {
 		st.Warnings = append(st.Warnings, runtimeWarn)
 	}

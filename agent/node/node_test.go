@@ -135,19 +135,23 @@ k3s:
 }
 
 // TestK3sFollowsTheNodeAddress: K3s (the stand-in) took 10.0.0.5 as its
-// node address; a renewal gives the machine 10.0.0.9: K3s is restarted and
-// ready again. A lost lease restarts nothing, nor does an address that is
-// the one K3s has; a config naming node-ip keeps K3s as it is.
+// node address; a renewal gives the machine 10.0.0.9. A server on an
+// external datastore is restarted and ready again; a lost lease restarts
+// nothing, nor does an address that is the one K3s has. A config naming
+// node-ip keeps K3s as it is; so does a server with embedded etcd (cluster
+// init), whose etcd member cannot change its address: the status says so.
 func TestK3sFollowsTheNodeAddress(t *testing.T) {
-	for _, pinned := range []bool{false, true} {
-		t.Run(fmt.Sprintf("node-ip=%v", pinned), func(t *testing.T) {
+	const head = "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: edge-1\nrole: server\n"
+	const external = "cluster: {server: \"https://10.0.0.1:6443\", token: K10abc::server:secret}\nk3s:\n  https-listen-port: 0\n  datastore-endpoint: \"postgres://k3s:pw@db.site.test:5432/k3s\"\n"
+	for _, tc := range []struct{ name, yaml string }{
+		{"external datastore", head + external},
+		{"node-ip", head + external + "  node-ip: 10.0.0.5\n"},
+		{"embedded etcd", head + "cluster: {init: true}\nk3s:\n  https-listen-port: 0\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
 			buildStandin(t, root)
-			yaml := "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: edge-1\nrole: server\ncluster: {init: true}\nk3s:\n  https-listen-port: 0\n"
-			if pinned {
-				yaml += "  node-ip: 10.0.0.5\n"
-			}
-			vol := configVolume(t, root, yaml)
+			vol := configVolume(t, root, tc.yaml)
 			var addr atomic.Value
 			addr.Store("10.0.0.5")
 			var con consoleLines
@@ -170,10 +174,22 @@ func TestK3sFollowsTheNodeAddress(t *testing.T) {
 			addr.Store("10.0.0.9")
 			n.AddressChanged("eth0", "10.0.0.9/24")
 			restart := "restarting: the node's address changed from 10.0.0.5 to 10.0.0.9 (eth0)"
-			if pinned {
+			if tc.name != "external datastore" {
 				time.Sleep(2 * time.Second)
 				if con.has(restart) || k3sStatus().Restarts != 0 {
-					t.Fatalf("K3s with node-ip in its config was restarted:\n%s", con.all())
+					t.Fatalf("K3s was restarted:\n%s", con.all())
+				}
+				warned := slices.ContainsFunc(n.Status(ctx).Warnings, func(w string) bool {
+					return strings.Contains(w, "the node's address changed from 10.0.0.5 to 10.0.0.9 (eth0), but K3s keeps 10.0.0.5: its embedded etcd member")
+				})
+				if warned != (tc.name == "embedded etcd") {
+					t.Errorf("the status's warnings: %q", n.Status(ctx).Warnings)
+				}
+				// The address back: the warning goes.
+				addr.Store("10.0.0.5")
+				n.AddressChanged("eth0", "10.0.0.5/24")
+				if w := n.Status(ctx).Warnings; len(w) != 0 {
+					t.Errorf("warnings once the address came back: %q", w)
 				}
 				return
 			}
