@@ -189,21 +189,25 @@ func TestBackoffDoublesUpToTheCap(t *testing.T) {
 	}
 }
 
-// TestRetryNowEndsTheBackoff: with an hour's backoff, RetryNow starts K3s
-// again at once after an exit, and does nothing while K3s runs.
-func TestRetryNowEndsTheBackoff(t *testing.T) {
-	root := fakeRoot(t)
-	var execs atomic.Int32
-	s := &Supervisor{
-		Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
-		Env:     []string{"ETOILE_FAKE_K3S=exit:0"},
-		Backoff: Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3},
-		OnExec:  func(int, error) { execs.Add(1) },
-	}
+// runHourBackoff runs s (fake K3s mode mode, an hour's backoff: nothing
+// restarts it on its own during a test) until the test ends.
+func runHourBackoff(t *testing.T, mode string, s *Supervisor) *Supervisor {
+	t.Helper()
+	s.Root, s.Binary, s.Args = fakeRoot(t), "/usr/local/bin/k3s", []string{"server"}
+	s.Env = []string{"ETOILE_FAKE_K3S=" + mode}
+	s.Backoff = Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s
+}
+
+// TestRetryNowEndsTheBackoff: with an hour's backoff, RetryNow starts K3s
+// again at once after an exit, and does nothing while K3s runs.
+func TestRetryNowEndsTheBackoff(t *testing.T) {
+	var execs atomic.Int32
+	s := runHourBackoff(t, "exit:0", &Supervisor{OnExec: func(int, error) { execs.Add(1) }})
 	waitFor(t, "the first exit", func() bool { return strings.Contains(s.Status().Reason, "restarting in 1h0m0s") })
 	if !s.RetryNow("an address came") {
 		t.Fatal("RetryNow during the backoff did nothing")
@@ -216,13 +220,7 @@ func TestRetryNowEndsTheBackoff(t *testing.T) {
 
 	// Told while K3s runs (the address came during a start): its next
 	// exit is not waited out either.
-	brief := &Supervisor{Root: fakeRoot(t), Binary: "/usr/local/bin/k3s", Args: []string{"server"},
-		Env:     []string{"ETOILE_FAKE_K3S=exit:1000"},
-		Backoff: Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3}}
-	bctx, bcancel := context.WithCancel(context.Background())
-	bdone := make(chan error, 1)
-	go func() { bdone <- brief.Run(bctx) }()
-	defer func() { bcancel(); <-bdone }()
+	brief := runHourBackoff(t, "exit:1000", &Supervisor{})
 	waitFor(t, "K3s up", func() bool { return strings.Contains(strings.Join(brief.Logs(), "\n"), "fake k3s starting") })
 	if brief.RetryNow("an address came") {
 		t.Error("RetryNow while K3s runs said it ended a wait")
@@ -240,10 +238,7 @@ func TestRestartStopsK3sAndStartsItAtOnce(t *testing.T) {
 	var execs atomic.Int32
 	var reasons []string
 	var mu sync.Mutex
-	s := &Supervisor{
-		Root: fakeRoot(t), Binary: "/usr/local/bin/k3s", Args: []string{"server"},
-		Env:         []string{"ETOILE_FAKE_K3S=hang"},
-		Backoff:     Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3},
+	s := runHourBackoff(t, "hang", &Supervisor{
 		StopTimeout: 10 * time.Second,
 		OnExec:      func(int, error) { execs.Add(1) },
 		OnState: func(_, _ State, reason string) {
@@ -251,11 +246,7 @@ func TestRestartStopsK3sAndStartsItAtOnce(t *testing.T) {
 			reasons = append(reasons, reason)
 			mu.Unlock()
 		},
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	})
 	waitFor(t, "K3s up", func() bool { return strings.Contains(strings.Join(s.Logs(), "\n"), "fake k3s up") })
 	if !s.Restart("the node's address changed from 10.0.0.5 to 10.0.0.9") {
 		t.Fatal("Restart of a running K3s did nothing")
@@ -278,13 +269,7 @@ func TestRestartStopsK3sAndStartsItAtOnce(t *testing.T) {
 	}
 
 	// During a backoff: the wait ends.
-	brief := &Supervisor{Root: fakeRoot(t), Binary: "/usr/local/bin/k3s", Args: []string{"server"},
-		Env:     []string{"ETOILE_FAKE_K3S=exit:0"},
-		Backoff: Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3}}
-	bctx, bcancel := context.WithCancel(context.Background())
-	bdone := make(chan error, 1)
-	go func() { bdone <- brief.Run(bctx) }()
-	defer func() { bcancel(); <-bdone }()
+	brief := runHourBackoff(t, "exit:0", &Supervisor{})
 	waitFor(t, "the first exit", func() bool { return strings.Contains(brief.Status().Reason, "restarting in 1h0m0s") })
 	if !brief.Restart("an address came") {
 		t.Fatal("Restart during the backoff did nothing")

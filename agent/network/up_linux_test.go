@@ -466,6 +466,29 @@ func carrierGap(t *testing.T, srv string) {
 	ipCmd(t, "-n", srv, "link", "set", "vs", "up")
 }
 
+// onlyAddress checks that link vc in namespace cli has the IPv4 address
+// cidr and no other, and (gw not "") its default route through gw.
+func onlyAddress(t *testing.T, cli, cidr, gw, when string) {
+	t.Helper()
+	if addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); !strings.Contains(addrs, "inet "+cidr) || strings.Count(addrs, "inet ") != 1 {
+		t.Errorf("vc's addresses %s:\n%s\nwant %s only", when, addrs, cidr)
+	}
+	if gw == "" {
+		return
+	}
+	if route := ipCmd(t, "-n", cli, "route", "show", "default"); !strings.Contains(route, "default via "+gw+" dev vc") {
+		t.Errorf("default route %s:\n%s\nwant via %s", when, route, gw)
+	}
+}
+
+// waitCount waits (d at most) until log holds text n times.
+func waitCount(log *syncbuf.Buffer, text string, n int, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for strings.Count(log.String(), text) < n && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func TestUpDHCP(t *testing.T) {
 	_, cli, exe := dhcpNamespaces(t)
 	etc := t.TempDir()
@@ -704,13 +727,7 @@ func TestRenewalGivesANewAddress(t *testing.T) {
 	if slog := srvLog.String(); strings.Count(slog, "DISCOVER via=broadcast ciaddr=0.0.0.0 want=<nil>") < 2 || strings.Contains(slog, "want=10.99.0.50 sid=<nil>") {
 		t.Errorf("want two DISCOVERs asking for no address (the boot's, the one after the NAK), the server got:\n%s", slog)
 	}
-	addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc")
-	if !strings.Contains(addrs, "inet 10.99.0.51/24") || strings.Count(addrs, "inet ") != 1 {
-		t.Errorf("vc's addresses after the renewal:\n%s\nwant 10.99.0.51/24 only\n%s", addrs, stderr.String())
-	}
-	if route := ipCmd(t, "-n", cli, "route", "show", "default"); !strings.Contains(route, "default via 10.99.0.1 dev vc") {
-		t.Errorf("default route after the renewal:\n%s", route)
-	}
+	onlyAddress(t, cli, "10.99.0.51/24", "10.99.0.1", "after the renewal")
 }
 
 // TestCarrierBackAsksForItsAddress: after the carrier came back, the
@@ -730,16 +747,11 @@ func TestCarrierBackAsksForItsAddress(t *testing.T) {
 		t.Fatalf("no DISCOVER asking for 10.99.0.50 after the carrier came back:\nserver:\n%s\nclient:\n%s", srvLog.String(), stderr.String())
 	}
 	// The boot's exchange, then the one after the carrier came back.
-	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(stderr.String(), `msg="dhcp done" iface=vc`) < 2 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitCount(stderr, `msg="dhcp done" iface=vc`, 2, 10*time.Second)
 	if log := stderr.String(); strings.Contains(log, "DHCP gave a new address") {
 		t.Errorf("the address changed:\n%s", log)
 	}
-	if addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); !strings.Contains(addrs, "inet 10.99.0.50/24") || strings.Count(addrs, "inet ") != 1 {
-		t.Errorf("vc's addresses after the carrier came back:\n%s", addrs)
-	}
+	onlyAddress(t, cli, "10.99.0.50/24", "", "after the carrier came back")
 }
 
 // TestRenewalIsUnicastToItsServer: at T1 the lease is renewed with a
@@ -756,10 +768,7 @@ func TestRenewalIsUnicastToItsServer(t *testing.T) {
 	}
 	// T1 is 2 s: three renewals within 8 s.
 	renewal := "REQUEST via=unicast ciaddr=10.99.0.50 want=<nil> sid=<nil>"
-	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(srvLog.String(), renewal) < 3 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitCount(srvLog, renewal, 3, 10*time.Second)
 	log := srvLog.String()
 	if strings.Count(log, renewal) < 3 || strings.Count(log, "DISCOVER") != 1 {
 		t.Errorf("want three unicast renewals and the boot's one DISCOVER, the server got:\n%s\nclient:\n%s", log, stderr.String())
@@ -767,12 +776,7 @@ func TestRenewalIsUnicastToItsServer(t *testing.T) {
 	if !strings.Contains(stderr.String(), `msg="dhcp lease renewed" iface=vc addr=10.99.0.50/24 how=renewing`) {
 		t.Errorf("the client did not renew:\n%s", stderr.String())
 	}
-	if addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); !strings.Contains(addrs, "inet 10.99.0.50/24") || strings.Count(addrs, "inet ") != 1 {
-		t.Errorf("vc's addresses after the renewals:\n%s", addrs)
-	}
-	if route := ipCmd(t, "-n", cli, "route", "show", "default"); !strings.Contains(route, "default via 10.99.0.1 dev vc") {
-		t.Errorf("default route after the renewals:\n%s", route)
-	}
+	onlyAddress(t, cli, "10.99.0.50/24", "10.99.0.1", "after the renewals")
 }
 
 // TestRenewalRebindsWhenItsServerIsUnreachable: the server that gave the
@@ -857,9 +861,7 @@ func TestCarrierBackAsksAgain(t *testing.T) {
 	if !strings.Contains(log, `msg="link has carrier again: asking DHCP again" iface=vc`) || !strings.Contains(log, "etoile-test: renewed iface=vc addr=10.99.0.51/24") {
 		t.Fatalf("the lease was not asked again when the carrier came back:\n%s", log)
 	}
-	if addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); !strings.Contains(addrs, "inet 10.99.0.51/24") || strings.Count(addrs, "inet ") != 1 {
-		t.Errorf("vc's addresses:\n%s", addrs)
-	}
+	onlyAddress(t, cli, "10.99.0.51/24", "", "after the carrier came back")
 }
 
 // TestCarrierBackAsksAgainUntilAnswered: when the carrier comes back the
