@@ -1462,7 +1462,7 @@ func (m *Machine) lateLease(l network.Lease) {
 // NetworkResult's AllLeases), and onAddress is told.
 func (m *Machine) renewedLease(l network.Lease) {
 	if l.Addr.IP == nil {
-		m.writeResolv()
+		m.writeResolv(network.RewriteResolv)
 	} else {
 		m.leaseNews("DHCP lease renewed with changes", l)
 	}
@@ -1478,21 +1478,22 @@ func (m *Machine) tellAddress(l network.Lease) {
 	}
 }
 
-// writeResolv writes resolv.conf from every lease now.
-func (m *Machine) writeResolv() {
+// writeResolv writes resolv.conf from every lease now, with write
+// (network.WriteResolv, or RewriteResolv after a lease was lost).
+func (m *Machine) writeResolv(write func(string, network.Result, *slog.Logger)) {
 	m.etcMu.Lock()
 	defer m.etcMu.Unlock()
 	m.netMu.Lock()
 	res := m.Network
 	m.netMu.Unlock()
 	if res != nil {
-		network.WriteResolv("/etc", *res, m.log)
+		write("/etc", *res, m.log)
 	}
 }
 
 // leaseNews writes resolv.conf from every lease now and logs msg with l.
 func (m *Machine) leaseNews(msg string, l network.Lease) {
-	m.writeResolv()
+	m.writeResolv(network.WriteResolv)
 	attrs := []any{"iface", l.Iface, "addr", l.Addr.String()}
 	if len(l.DNS) > 0 {
 		attrs = append(attrs, "dns", joinIPs(l.DNS))

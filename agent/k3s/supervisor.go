@@ -509,15 +509,9 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 		}
 		return err
 	}
-	restart := make(chan string, 1)
 	s.mu.Lock()
-	s.pid, s.restart = cmd.Process.Pid, restart
+	s.pid = cmd.Process.Pid
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.restart = nil
-		s.mu.Unlock()
-	}()
 	attrs := []any{"pid", cmd.Process.Pid}
 	if s.SinceBoot != nil {
 		attrs = append(attrs, "t", fmt.Sprintf("%.2fs", s.SinceBoot().Seconds()))
@@ -526,6 +520,17 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	if s.OnExec != nil {
 		s.OnExec(cmd.Process.Pid, nil)
 	}
+	// Restart acts from now on: after OnExec, which may record what this
+	// run took (the node's address).
+	restart := make(chan string, 1)
+	s.mu.Lock()
+	s.restart = restart
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.restart = nil
+		s.mu.Unlock()
+	}()
 	exited := make(chan error, 1)
 	go func() {
 		err := cmd.Wait()

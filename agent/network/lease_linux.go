@@ -21,8 +21,8 @@ import (
 // half the time left, a minute apart at least. A server's NAK (the link is
 // on another network now, or the address went to another machine) asks for
 // a new lease at once. When the lease runs out the address and its routes
-// go — they are no longer the machine's — and DHCP is asked again, 5 s
-// later doubling to a minute, for the address the link had. A link that gets
+// go — they are no longer the machine's — and DHCP is asked again, at
+// once, then 5 s later doubling to a minute, for the address the link had. A link that gets
 // its carrier back is asked at once (a cable moved), an infinite lease's
 // too.
 
@@ -47,7 +47,11 @@ func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Con
 			cfg.Log.Warn("DHCP renewal crashed", "iface", lease.Iface, "reason", fmt.Sprint(r))
 		}
 	}()
-	lc := &lifecycle{ctx: ctx, l: l, cfg: cfg, metric: metric, kick: kick, renewed: renewed, lease: lease, got: time.Now()}
+	got := lease.asked // its times count from when it was asked for (RFC 2131 §4.4.1)
+	if got.IsZero() {
+		got = time.Now()
+	}
+	lc := &lifecycle{ctx: ctx, l: l, cfg: cfg, metric: metric, kick: kick, renewed: renewed, lease: lease, got: got}
 	for ctx.Err() == nil {
 		if !lc.lost {
 			lc.bound()
@@ -178,8 +182,12 @@ func (lc *lifecycle) answered(next Lease, err error, sent time.Time, how string)
 func (lc *lifecycle) adopt(next Lease, sent time.Time) error {
 	moved := !next.Addr.IP.Equal(lc.lease.Addr.IP) || next.Addr.Mask.String() != lc.lease.Addr.Mask.String()
 	if err := apply(lc.l, next, lc.metric); err != nil {
-		if moved || lc.lost {
-			_ = netlink.AddrDel(lc.l, &netlink.Addr{IPNet: &net.IPNet{IP: next.Addr.IP, Mask: next.Addr.Mask}})
+		// What next set goes, and what it replaced of the lease comes back.
+		if lc.lost {
+			dropOld(lc.l, next, Lease{}, lc.metric)
+		} else {
+			dropOld(lc.l, next, lc.lease, lc.metric)
+			_ = apply(lc.l, lc.lease, lc.metric)
 		}
 		return fmt.Errorf("applying the lease for %s: %w", next.Addr.String(), err)
 	}

@@ -72,8 +72,8 @@ type Config struct {
 	OnRenewed func(Lease)
 	// Renew keeps each lease alive in the background until ctx ends, as
 	// RFC 2131 has it (lifecycle): renewed from its server at T1, from any
-	// at T2; once it runs out (or a server refuses it and gives no other)
-	// its address and routes go and DHCP is asked again, Retry later and
+	// at T2; once it runs out, or a server refuses it (a NAK), its address
+	// and routes go and DHCP is asked again, at once, then Retry later and
 	// up to RetryMax; and asked again at once when the link gets its
 	// carrier back after losing it (Up follows the links' carrier).
 	// OnRenewed is told of each change, and of a lease lost (a Lease with
@@ -478,9 +478,20 @@ func WriteEtc(dir string, res Result, log *slog.Logger) {
 // when there is any.
 func WriteResolv(dir string, res Result, log *slog.Logger) {
 	if all := res.resolvLeases(); len(all) > 0 {
-		if err := writeFile(filepath.Join(dir, "resolv.conf"), ResolvConf(all)); err != nil {
-			log.Warn("writing resolv.conf failed", "reason", err.Error())
-		}
+		writeResolv(dir, all, log)
+	}
+}
+
+// RewriteResolv is WriteResolv after a lease was lost: with no lease left,
+// resolv.conf is written without name servers (the lost lease's are not
+// the machine's any more).
+func RewriteResolv(dir string, res Result, log *slog.Logger) {
+	writeResolv(dir, res.resolvLeases(), log)
+}
+
+func writeResolv(dir string, leases []Lease, log *slog.Logger) {
+	if err := writeFile(filepath.Join(dir, "resolv.conf"), ResolvConf(leases)); err != nil {
+		log.Warn("writing resolv.conf failed", "reason", err.Error())
 	}
 }
 
@@ -590,11 +601,14 @@ func dhcpWant(ctx context.Context, l netlink.Link, cfg Config, want net.IP) (Lea
 		return Lease{}, fmt.Errorf("opening a DHCP socket on %s: %w", name, err)
 	}
 	defer c.Close()
+	asked := time.Now()
 	ack, err := dora(ctx, c, l.Attrs().HardwareAddr, want)
 	if err != nil {
 		return Lease{}, fmt.Errorf("DHCP on %s: %w", name, err)
 	}
-	return LeaseFromACK(name, l.Attrs().HardwareAddr, ack)
+	lease, err := LeaseFromACK(name, l.Attrs().HardwareAddr, ack)
+	lease.asked = asked
+	return lease, err
 }
 
 // apply sets the address and routes. metric keeps default routes from two

@@ -167,7 +167,7 @@ func (n *Node) K3sState() string {
 // AddressChanged is told of a link's address that came, changed or went
 // after the boot's network step (addr "" when its lease ran out). K3s picks
 // its node address once, as it starts, from the default route (unless its
-// config names node-ip): a K3s that exited for want of one and waits out a
+// config names node-ip, or flannel-iface): a K3s that exited for want of one and waits out a
 // restart's backoff starts again at once; a K3s running with an address
 // the machine would not give it now (a renewal gave another, the cable
 // moved) is restarted, so that the node, flannel and the API's certificate
@@ -201,8 +201,9 @@ func (n *Node) AddressChanged(iface, addr string) {
 	case now == "" || now == was:
 	case was == "":
 		sup.RetryNow(fmt.Sprintf("%s got the address %s", iface, cmp.Or(addr, now)))
-	case k3sNames(cfg, "node-ip"):
-		n.env.Log.Info("K3s keeps the node-ip its config names", "was", was, "now", now, "iface", iface)
+	case k3sNames(cfg, "node-ip") || k3sNames(cfg, "flannel-iface"):
+		// K3s takes flannel-iface's address when node-ip is not given.
+		n.env.Log.Info("K3s keeps the address its config names (node-ip, flannel-iface)", "was", was, "now", now, "iface", iface)
 	case etcdMember(cfg):
 		warn = fmt.Sprintf("network: the node's address changed from %s to %s (%s), but K3s keeps %s: its embedded etcd member "+
 			"cannot change its address by itself (k3s server --cluster-reset does); give this machine a fixed address "+
@@ -798,7 +799,14 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 			// What K3s takes for its node address (AddressChanged).
 			addr := n.env.NodeAddress()
 			n.mu.Lock()
-			n.k3sAddr, n.addrWarning = addr, ""
+			// An embedded etcd member keeps the address it first took,
+			// whichever K3s starts later find.
+			if !etcdMember(cfg) || n.k3sAddr == "" {
+				n.k3sAddr = addr
+			}
+			if addr == n.k3sAddr {
+				n.addrWarning = ""
+			}
 			n.mu.Unlock()
 		}
 		once.Do(func() { close(execd) })

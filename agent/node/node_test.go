@@ -138,14 +138,17 @@ k3s:
 // node address; a renewal gives the machine 10.0.0.9. A server on an
 // external datastore is restarted and ready again; a lost lease restarts
 // nothing, nor does an address that is the one K3s has. A config naming
-// node-ip keeps K3s as it is; so does a server with embedded etcd (cluster
-// init), whose etcd member cannot change its address: the status says so.
+// node-ip or flannel-iface keeps K3s as it is; so does a server with
+// embedded etcd (cluster init), whose etcd member cannot change its
+// address: the status says so, also after K3s started again meanwhile,
+// until the address comes back.
 func TestK3sFollowsTheNodeAddress(t *testing.T) {
 	const head = "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: edge-1\nrole: server\n"
 	const external = "cluster: {server: \"https://10.0.0.1:6443\", token: K10abc::server:secret}\nk3s:\n  https-listen-port: 0\n  datastore-endpoint: \"postgres://k3s:pw@db.site.test:5432/k3s\"\n"
 	for _, tc := range []struct{ name, yaml string }{
 		{"external datastore", head + external},
 		{"node-ip", head + external + "  node-ip: 10.0.0.5\n"},
+		{"flannel-iface", head + external + "  flannel-iface: eth1\n"},
 		{"embedded etcd", head + "cluster: {init: true}\nk3s:\n  https-listen-port: 0\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -184,6 +187,19 @@ func TestK3sFollowsTheNodeAddress(t *testing.T) {
 				})
 				if warned != (tc.name == "embedded etcd") {
 					t.Errorf("the status's warnings: %q", n.Status(ctx).Warnings)
+				}
+				if tc.name == "embedded etcd" {
+					// K3s started again meanwhile (a crash, say): the etcd
+					// member still has its address, the warning stays.
+					n.mu.Lock()
+					sup := n.sup
+					n.mu.Unlock()
+					sup.Restart("a test")
+					waitUntil(t, "K3s started again", 30*time.Second, func() bool { return k3sStatus().Restarts == 1 })
+					waitUntil(t, "k3s=ready again", 60*time.Second, func() bool { return n.K3sState() == "ready" })
+					if w := n.Status(ctx).Warnings; len(w) != 1 || !strings.Contains(w[0], "but K3s keeps 10.0.0.5") {
+						t.Errorf("warnings after K3s started again: %q", w)
+					}
 				}
 				// The address back: the warning goes.
 				addr.Store("10.0.0.5")
