@@ -706,18 +706,39 @@ func TestApplyDHCPAsksAgain(t *testing.T) {
 	}
 }
 
+// renewingTest is a DHCP server (its log in server) and a client that got
+// 10.99.0.50 from it and renews it (its log in client), /etc in etc.
+type renewingTest struct {
+	srv, cli, exe, etc string
+	stopServer         func()
+	server, client     *syncbuf.Buffer
+}
+
+// renewing starts the test's DHCP server with srvEnv and a client that
+// renews its leases (resent at least a second apart, staying 20 s after Up
+// unless cliEnv says otherwise), and checks that it got 10.99.0.50.
+func renewing(t *testing.T, srvEnv []string, cliEnv ...string) renewingTest {
+	t.Helper()
+	var rt renewingTest
+	rt.srv, rt.cli, rt.exe = namespaces(t, false)
+	rt.stopServer, rt.server = startServerLog(t, rt.srv, rt.exe, srvEnv...)
+	rt.etc = t.TempDir()
+	env := append([]string{"ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=20s", "ETOILE_NETTEST_ETC=" + rt.etc}, cliEnv...)
+	var r clientResult
+	_, r, rt.client = streamClient(t, rt.cli, rt.exe, nil, env...)
+	if r.IP != "10.99.0.50" {
+		t.Fatalf("client got %+v\n%s", r, rt.client.String())
+	}
+	return rt
+}
+
 // TestRenewalGivesANewAddress: the DHCP server refuses the renewal (NAK:
 // it gave the address to another machine, or the cable moved) and offers
 // another address: the link keeps the new address only, and its default
 // route.
 func TestRenewalGivesANewAddress(t *testing.T) {
-	srv, cli, exe := namespaces(t, false)
-	_, srvLog := startServerLog(t, srv, exe, "ETOILE_NETTEST_SRV_LEASE=2", "ETOILE_NETTEST_SRV_MOVE=1")
-	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=20s",
-		"ETOILE_NETTEST_ETC="+t.TempDir())
-	if r.IP != "10.99.0.50" {
-		t.Fatalf("client got %+v\n%s", r, stderr.String())
-	}
+	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_LEASE=2", "ETOILE_NETTEST_SRV_MOVE=1"})
+	cli, srvLog, stderr := rt.cli, rt.server, rt.client
 	// Told that the address went (the NAK), then of the new one, which
 	// the Result's lease shows as renewed.
 	waitLog(stderr, "etoile-test: renewed iface=vc addr=10.99.0.51/24", 15*time.Second)
@@ -743,14 +764,9 @@ func TestRenewalGivesANewAddress(t *testing.T) {
 // bindings, which would give another one otherwise, gives it back, and the
 // address stays.
 func TestCarrierBackAsksForItsAddress(t *testing.T) {
-	srv, cli, exe := namespaces(t, false)
-	_, srvLog := startServerLog(t, srv, exe, "ETOILE_NETTEST_SRV_MOVE=1", "ETOILE_NETTEST_SRV_STICKY=1")
-	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=20s",
-		"ETOILE_NETTEST_ETC="+t.TempDir())
-	if r.IP != "10.99.0.50" {
-		t.Fatalf("client got %+v\n%s", r, stderr.String())
-	}
-	carrierGap(t, srv)
+	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_MOVE=1", "ETOILE_NETTEST_SRV_STICKY=1"})
+	cli, srvLog, stderr := rt.cli, rt.server, rt.client
+	carrierGap(t, rt.srv)
 	if !waitLog(srvLog, "DISCOVER via=broadcast ciaddr=0.0.0.0 want=10.99.0.50", 15*time.Second) {
 		t.Fatalf("no DISCOVER asking for 10.99.0.50 after the carrier came back:\nserver:\n%s\nclient:\n%s", srvLog.String(), stderr.String())
 	}
@@ -767,13 +783,8 @@ func TestCarrierBackAsksForItsAddress(t *testing.T) {
 // address in ciaddr, no option 50 or server identifier), not with a
 // broadcast DISCOVER; the address and its default route stay.
 func TestRenewalIsUnicastToItsServer(t *testing.T) {
-	srv, cli, exe := namespaces(t, false)
-	_, srvLog := startServerLog(t, srv, exe, "ETOILE_NETTEST_SRV_LEASE=4")
-	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=20s",
-		"ETOILE_NETTEST_ETC="+t.TempDir())
-	if r.IP != "10.99.0.50" {
-		t.Fatalf("client got %+v\n%s", r, stderr.String())
-	}
+	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_LEASE=4"})
+	cli, srvLog, stderr := rt.cli, rt.server, rt.client
 	// T1 is 2 s: three renewals within 8 s.
 	renewal := "REQUEST via=unicast ciaddr=10.99.0.50 want=<nil> sid=<nil>"
 	waitCount(srvLog, renewal, 3, 10*time.Second)
@@ -792,13 +803,8 @@ func TestRenewalIsUnicastToItsServer(t *testing.T) {
 // REQUEST is broadcast (REBINDING), a server answers, and the lease goes on
 // with the same address.
 func TestRenewalRebindsWhenItsServerIsUnreachable(t *testing.T) {
-	srv, cli, exe := namespaces(t, false)
-	_, srvLog := startServerLog(t, srv, exe, "ETOILE_NETTEST_SRV_LEASE=8", "ETOILE_NETTEST_SRV_NO_UNICAST=1")
-	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=20s",
-		"ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_ETC="+t.TempDir())
-	if r.IP != "10.99.0.50" {
-		t.Fatalf("client got %+v\n%s", r, stderr.String())
-	}
+	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_LEASE=8", "ETOILE_NETTEST_SRV_NO_UNICAST=1"}, "ETOILE_NETTEST_DHCP_TIMEOUT=2s")
+	cli, srvLog, stderr := rt.cli, rt.server, rt.client
 	// T1 4 s, T2 7 s.
 	if !waitLog(stderr, "how=rebinding", 15*time.Second) {
 		t.Fatalf("no rebinding:\n%s\nserver:\n%s", stderr.String(), srvLog.String())
@@ -822,15 +828,10 @@ func TestRenewalRebindsWhenItsServerIsUnreachable(t *testing.T) {
 // address any more), and once a server answers again the link gets its
 // address back.
 func TestLeaseRunsOut(t *testing.T) {
-	srv, cli, exe := namespaces(t, false)
-	stop := startServer(t, srv, exe, "ETOILE_NETTEST_SRV_LEASE=4")
-	etc := t.TempDir()
-	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=30s",
-		"ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_RETRY=1s", "ETOILE_NETTEST_ETC="+etc)
-	if r.IP != "10.99.0.50" {
-		t.Fatalf("client got %+v\n%s", r, stderr.String())
-	}
-	stop()
+	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_LEASE=4"}, "ETOILE_NETTEST_LINGER=30s",
+		"ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_RETRY=1s")
+	srv, cli, exe, etc, stderr := rt.srv, rt.cli, rt.exe, rt.etc, rt.client
+	rt.stopServer()
 	if !waitLog(stderr, "etoile-test: renewed iface=vc addr=<nil> ip=none", 15*time.Second) {
 		t.Fatalf("the lost lease was not told:\n%s", stderr.String())
 	}
@@ -860,14 +861,9 @@ func TestLeaseRunsOut(t *testing.T) {
 // address): the lease, good for an hour, is asked again at once, and the
 // link has the new address only.
 func TestCarrierBackAsksAgain(t *testing.T) {
-	srv, cli, exe := namespaces(t, false)
-	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_MOVE=1")
-	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=20s",
-		"ETOILE_NETTEST_ETC="+t.TempDir())
-	if r.IP != "10.99.0.50" {
-		t.Fatalf("client got %+v\n%s", r, stderr.String())
-	}
-	carrierGap(t, srv)
+	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_MOVE=1"})
+	cli, stderr := rt.cli, rt.client
+	carrierGap(t, rt.srv)
 	waitLog(stderr, "etoile-test: renewed", 15*time.Second)
 	log := stderr.String()
 	if !strings.Contains(log, `msg="link has carrier again: asking DHCP again" iface=vc`) || !strings.Contains(log, "etoile-test: renewed iface=vc addr=10.99.0.51/24") {
@@ -881,14 +877,9 @@ func TestCarrierBackAsksAgain(t *testing.T) {
 // yet); the lease is asked again soon after, not at its renewal an hour
 // later, and the server's answer, once it is back, is applied.
 func TestCarrierBackAsksAgainUntilAnswered(t *testing.T) {
-	srv, cli, exe := namespaces(t, false)
-	stop := startServer(t, srv, exe, "ETOILE_NETTEST_SRV_MOVE=1")
-	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=40s",
-		"ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_ETC="+t.TempDir())
-	if r.IP != "10.99.0.50" {
-		t.Fatalf("client got %+v\n%s", r, stderr.String())
-	}
-	stop()
+	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_MOVE=1"}, "ETOILE_NETTEST_LINGER=40s", "ETOILE_NETTEST_DHCP_TIMEOUT=2s")
+	srv, exe, stderr := rt.srv, rt.exe, rt.client
+	rt.stopServer()
 	carrierGap(t, srv)
 	waitLog(stderr, "asking DHCP after the carrier came back failed", 15*time.Second)
 	// The server back, on another network (the cable moved).
