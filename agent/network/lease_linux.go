@@ -18,13 +18,13 @@ import (
 // A lease's life on its link, as RFC 2131 §4.4.5 has it. At T1 a REQUEST
 // for the address goes to the server that gave it (RENEWING), at T2 to any
 // server on the link (REBINDING); each is sent again, while unanswered, at
-// half the time left, a minute apart at least. A server's NAK (the link is
-// on another network now, or the address went to another machine) asks for
-// a new lease at once. When the lease runs out the address and its routes
-// go — they are no longer the machine's — and DHCP is asked again, at
-// once, then 5 s later doubling to a minute, for the address the link had. A link that gets
-// its carrier back is asked at once (a cable moved), an infinite lease's
-// too.
+// half the time left, a minute apart at least. When a server refuses it (a
+// NAK: the link is on another network now, or the address went to another
+// machine) or the lease runs out, the address and its routes go — they are
+// no longer the machine's — and DHCP is asked again: at once, then 5 s
+// later doubling to a minute; for the address the link had, unless a
+// server refused it. A link that gets its carrier back is asked at once (a
+// cable moved), an infinite lease's too.
 
 // lifecycle is one link's lease, renewed until ctx ends.
 type lifecycle struct {

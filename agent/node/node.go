@@ -167,11 +167,11 @@ func (n *Node) K3sState() string {
 // AddressChanged is told of a link's address that came, changed or went
 // after the boot's network step (addr "" when its lease ran out). K3s picks
 // its node address once, as it starts, from the default route (unless its
-// config names node-ip, or flannel-iface): a K3s that exited for want of one and waits out a
-// restart's backoff starts again at once; a K3s running with an address
-// the machine would not give it now (a renewal gave another, the cable
-// moved) is restarted, so that the node, flannel and the API's certificate
-// follow. Losing the address alone restarts nothing: there is none to give.
+// config names node-ip, or flannel-iface): a K3s that exited for want of
+// one and waits out a restart's backoff starts again at once; a K3s running
+// with an address the machine would not give it now (a renewal gave
+// another, the cable moved) is restarted, so that the node, flannel and the
+// API's certificate follow. Losing the address alone restarts nothing: there is none to give.
 // Nor is a server with embedded etcd restarted: its etcd member keeps the
 // address it joined with, and K3s would wait for it for ever; the status
 // says so instead.
