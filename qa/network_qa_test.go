@@ -351,3 +351,32 @@ func TestK3sFollowsARenewedAddress(t *testing.T) {
 		}
 	}
 }
+
+// TestNetbootRenewsAfterSwitchingRoot netboots the default image with a
+// second NIC on a wire whose DHCP server gives 10.77.0.50 for 20 s. The
+// leases are got before the agent switches to the downloaded system image;
+// their renewals carry on after it: once the machine is ready the server
+// refuses the next renewal (a NAK) and offers 10.77.0.61, which the link
+// then has, its old address removed.
+func TestNetbootRenewsAfterSwitchingRoot(t *testing.T) {
+	t.Parallel()
+	out := Artifacts(t, KernelName, InitramfsName, SystemName)
+	sum, err := FileSHA256(filepath.Join(out, SystemName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wire := newLateDHCPWire(t)
+	wire.lease.Store(20)
+	wire.answer.Store(true)
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, NetbootKernel(t, out, sum), UserNIC{},
+		SilentNIC{Sink: wire.port(), MAC: "52:54:00:12:34:79", ID: "renew1"}}})
+	got := vm.WaitFor(regexp.MustCompile(`^etoile: dhcp lease iface=(\S+) addr=10\.77\.0\.50/24 `), ReadyTimeout)
+	iface := regexp.MustCompile(`iface=(\S+)`).FindStringSubmatch(got.Line)[1]
+	if ready := vm.Ready(ReadyTimeout); ready.Fields["source"] != "http" {
+		t.Fatalf("ready line: %s, want source=http", ready.Line)
+	}
+	wire.host.Store(61)
+	q := regexp.QuoteMeta(iface)
+	vm.WaitFor(regexp.MustCompile(`^etoile: warning: DHCP server refused the lease's renewal: its address and routes are removed; asking for a new lease iface=`+q+` addr=10\.77\.0\.50/24`), time.Minute)
+	vm.WaitFor(regexp.MustCompile(`^etoile: warning: DHCP gave a new address iface=`+q+` old=10\.77\.0\.50/24 new=10\.77\.0\.61/24$`), time.Minute)
+}
