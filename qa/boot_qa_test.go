@@ -48,11 +48,7 @@ func TestBoot(t *testing.T) {
 // first lease, is not forced here: the unit tests of waitNICs cover it.)
 func TestGeneratedHostnameFromLowestMAC(t *testing.T) {
 	t.Parallel()
-	out := Artifacts(t, KernelName, InitramfsName, SystemName)
-	sum, err := FileSHA256(filepath.Join(out, SystemName))
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, sum := netbootSet(t)
 	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, NetbootKernel(t, out, sum), UserNIC{MAC: "52:54:00:99:99:99"}},
 		Extra: []string{"-netdev", "user,id=net1", "-device", "e1000,netdev=net1,mac=52:54:00:00:00:01,romfile="}})
 	m := vm.WaitFor(regexp.MustCompile(`^etoile: network hostname=\S+ `), ReadyTimeout)
@@ -62,15 +58,23 @@ func TestGeneratedHostnameFromLowestMAC(t *testing.T) {
 	vm.Ready(ReadyTimeout)
 }
 
+// netbootSet is the default image's folder, holding the netboot set, and
+// its system image's SHA-256 (etoile.system.sha256).
+func netbootSet(t *testing.T) (out, sum string) {
+	t.Helper()
+	out = Artifacts(t, KernelName, InitramfsName, SystemName)
+	sum, err := FileSHA256(filepath.Join(out, SystemName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, sum
+}
+
 // TestNetbootWrongChecksum hands the agent a wrong etoile.system.sha256: it must
 // refuse the image, show both hashes, and stay up.
 func TestNetbootWrongChecksum(t *testing.T) {
 	t.Parallel()
-	out := Artifacts(t, KernelName, InitramfsName, SystemName)
-	actual, err := FileSHA256(out + "/" + SystemName)
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, actual := netbootSet(t)
 	// Flip the first hex digit: a well-formed hash that cannot match.
 	wrong := map[byte]string{'0': "1"}[actual[0]]
 	if wrong == "" {

@@ -360,11 +360,7 @@ func TestK3sFollowsARenewedAddress(t *testing.T) {
 // then has, its old address removed.
 func TestNetbootRenewsAfterSwitchingRoot(t *testing.T) {
 	t.Parallel()
-	out := Artifacts(t, KernelName, InitramfsName, SystemName)
-	sum, err := FileSHA256(filepath.Join(out, SystemName))
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, sum := netbootSet(t)
 	wire := newLateDHCPWire(t)
 	wire.lease.Store(20)
 	wire.answer.Store(true)
