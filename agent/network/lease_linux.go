@@ -125,9 +125,7 @@ func (lc *lifecycle) bound() {
 			until    time.Time // the phase's end
 			to       net.IP
 		)
-		switch {
-		case now.Before(tryAt):
-			continue
+		switch { // due fired at tryAt
 		case !now.Before(expires):
 			lc.lose("DHCP lease ran out: its address and routes are removed; asking DHCP again", lc.lease.Addr.IP)
 			return

@@ -264,15 +264,8 @@ func Start(ctx context.Context, env Env) *Node {
 	invDone := make(chan struct{})
 	n.invDone = invDone
 	collect := sync.OnceFunc(func() {
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
+		n.background("hardware inventory", func() {
 			defer close(invDone)
-			defer func() {
-				if r := recover(); r != nil {
-					env.Log.Warn("hardware inventory crashed", "reason", fmt.Sprint(r))
-				}
-			}()
 			// With NVIDIA's driver loaded, its persistence daemon first:
 			// nvidia-smi then finds the GPUs set up and persistence on.
 			n.startPersistenced(ctx)
@@ -287,7 +280,7 @@ func Start(ctx context.Context, env Env) *Node {
 			if !settledBefore && nvidiaWithoutDriver(inv) {
 				n.inventoryAgain(ctx)
 			}
-		}()
+		})
 	})
 	defer collect()
 	data, from, err := n.findConfig(ctx)
@@ -389,14 +382,7 @@ func (n *Node) configRetry() time.Duration {
 func (n *Node) watchConfig(ctx context.Context, seen []byte, errFrom string) {
 	every := n.configRetry()
 	n.env.Broadcast(fmt.Sprintf("etoile: waiting for a machine config: its sources are read again every %s", every))
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		defer func() {
-			if r := recover(); r != nil {
-				n.env.Log.Warn("watching for a machine config crashed", "reason", fmt.Sprint(r))
-			}
-		}()
+	n.background("watching for a machine config", func() {
 		var errShown time.Time
 		if errFrom != "" {
 			errShown = time.Now()
@@ -460,7 +446,7 @@ func (n *Node) watchConfig(ctx context.Context, seen []byte, errFrom string) {
 				return
 			}
 		}
-	}()
+	})
 }
 
 // remindConfigError is how often the same config source's failure is shown
@@ -941,14 +927,7 @@ func (n *Node) inventoryAgain(ctx context.Context) {
 		return
 	}
 	n.env.Log.Info("the hardware inventory lists the GPUs without their driver; it runs again once the image's drivers have loaded")
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		defer func() {
-			if r := recover(); r != nil {
-				n.env.Log.Warn("hardware inventory crashed", "reason", fmt.Sprint(r))
-			}
-		}()
+	n.background("hardware inventory", func() {
 		select {
 		case <-settled:
 		case <-ctx.Done():
@@ -990,7 +969,7 @@ func (n *Node) inventoryAgain(ctx context.Context) {
 			}
 		}
 		n.env.Log.Info("hardware inventory again: NVIDIA's driver is loaded", "driver", strings.Join(versions, ","), "gpus", len(inv.GPUs))
-	}()
+	})
 }
 
 // PersistencedWait bounds how long the inventory (and so a GPU node's K3s)
@@ -1423,4 +1402,19 @@ func agentRSS() string {
 		}
 	}
 	return "unknown"
+}
+
+// background runs f in a goroutine the node's Wait waits for; a panic in
+// it is logged ("<what> crashed"), never PID 1's end.
+func (n *Node) background(what string, f func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				n.env.Log.Warn(what+" crashed", "reason", fmt.Sprint(r))
+			}
+		}()
+		f()
+	}()
 }
