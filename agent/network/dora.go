@@ -37,7 +37,11 @@ var requested = []dhcpv4.OptionCode{
 // DISCOVER asks for it (option 50, RFC 2131 §4.4.1), so that a server that
 // does not keep its bindings, or another server answering first, gives the
 // same address back when it can.
-func dora(ctx context.Context, c *nclient4.Client, hw net.HardwareAddr, want net.IP) (*dhcpv4.DHCPv4, error) {
+//
+// sent is when the REQUEST was first sent: the lease's times count
+// from then (RFC 2131 §4.4.1), not from the DISCOVER, which may have gone
+// unanswered for seconds.
+func dora(ctx context.Context, c *nclient4.Client, hw net.HardwareAddr, want net.IP) (ack *dhcpv4.DHCPv4, sent time.Time, err error) {
 	mods := []dhcpv4.Modifier{
 		dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover),
 		dhcpv4.WithRequestedOptions(requested...),
@@ -49,7 +53,7 @@ func dora(ctx context.Context, c *nclient4.Client, hw net.HardwareAddr, want net
 	discover := message(hw, mods...)
 	offer, err := c.SendAndRead(ctx, c.RemoteAddr(), discover, nclient4.IsMessageType(dhcpv4.MessageTypeOffer))
 	if err != nil {
-		return nil, fmt.Errorf("no DHCP offer: %w", err)
+		return nil, time.Time{}, fmt.Errorf("no DHCP offer: %w", err)
 	}
 	request := message(hw,
 		dhcpv4.WithReply(offer),
@@ -60,16 +64,17 @@ func dora(ctx context.Context, c *nclient4.Client, hw net.HardwareAddr, want net
 		dhcpv4.WithRequestedOptions(requested...),
 		dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(nclient4.MaxMessageSize)),
 	)
-	ack, err := c.SendAndRead(ctx, c.RemoteAddr(), request, nclient4.IsAll(
+	sent = time.Now()
+	ack, err = c.SendAndRead(ctx, c.RemoteAddr(), request, nclient4.IsAll(
 		nclient4.IsCorrectServer(offer.ServerIdentifier()),
 		nclient4.IsMessageType(dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak)))
 	if err != nil {
-		return nil, fmt.Errorf("no DHCP answer to the request for %s: %w", offer.YourIPAddr, err)
+		return nil, sent, fmt.Errorf("no DHCP answer to the request for %s: %w", offer.YourIPAddr, err)
 	}
 	if ack.MessageType() == dhcpv4.MessageTypeNak {
-		return nil, fmt.Errorf("DHCP server %s refused %s: %s", offer.ServerIdentifier(), offer.YourIPAddr, ack.Message())
+		return nil, sent, fmt.Errorf("DHCP server %s refused %s: %s", offer.ServerIdentifier(), offer.YourIPAddr, ack.Message())
 	}
-	return ack, nil
+	return ack, sent, nil
 }
 
 // message is a BOOTREQUEST with a fresh transaction id, as dhcpv4.New makes.

@@ -234,10 +234,9 @@ func (lc *lifecycle) reacquire() bool {
 		if linkGone(lc.l, lc.cfg.Log) {
 			return false
 		}
-		sent := time.Now()
 		fresh, err := dhcpWant(lc.ctx, lc.l, lc.cfg, lc.want)
 		if err == nil {
-			if err = lc.adopt(fresh, sent); err == nil {
+			if err = lc.adopt(fresh, fresh.asked); err == nil {
 				return true
 			}
 		}

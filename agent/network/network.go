@@ -43,8 +43,8 @@ type Lease struct {
 	// and then from any server (options 58 and 59; zero when the server
 	// did not say: times gives RFC 2131's defaults).
 	T1, T2 time.Duration
-	// asked is when the exchange that got the lease began (zero when not
-	// known): its T1, T2 and end count from then.
+	// asked is when the REQUEST that got the lease was first sent (zero
+	// when not known): its T1, T2 and end count from then.
 	asked time.Time
 }
 

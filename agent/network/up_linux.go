@@ -601,8 +601,7 @@ func dhcpWant(ctx context.Context, l netlink.Link, cfg Config, want net.IP) (Lea
 		return Lease{}, fmt.Errorf("opening a DHCP socket on %s: %w", name, err)
 	}
 	defer c.Close()
-	asked := time.Now()
-	ack, err := dora(ctx, c, l.Attrs().HardwareAddr, want)
+	ack, asked, err := dora(ctx, c, l.Attrs().HardwareAddr, want)
 	if err != nil {
 		return Lease{}, fmt.Errorf("DHCP on %s: %w", name, err)
 	}

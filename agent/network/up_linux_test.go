@@ -70,6 +70,9 @@ func dhcpServer() int {
 	// ETOILE_NETTEST_SRV_NO_UNICAST: a server that its clients' unicast
 	// does not reach (renewals must rebind, broadcasting).
 	noUnicast := os.Getenv("ETOILE_NETTEST_SRV_NO_UNICAST") != ""
+	// ETOILE_NETTEST_SRV_DROP_FIRST: the first DISCOVER is lost.
+	var dropFirst atomic.Bool
+	dropFirst.Store(os.Getenv("ETOILE_NETTEST_SRV_DROP_FIRST") != "")
 	var acked atomic.Bool
 	srvIP := net.IPv4(10, netByte, 0, 1)
 	handler := func(via string) server4.Handler {
@@ -79,6 +82,9 @@ func dhcpServer() int {
 			fmt.Fprintf(os.Stderr, "etoile-test-srv: %s via=%s ciaddr=%s want=%v sid=%v\n", m.MessageType(), via,
 				m.ClientIPAddr, m.RequestedIPAddress(), m.ServerIdentifier())
 			if via == "unicast" && noUnicast {
+				return
+			}
+			if m.MessageType() == dhcpv4.MessageTypeDiscover && dropFirst.CompareAndSwap(true, false) {
 				return
 			}
 			host := byte(50)
@@ -182,6 +188,9 @@ type clientResult struct {
 	LinksAfterApply []string
 	Leases          int    // after ETOILE_NETTEST_APPLY2
 	NodeAddr        string // NodeAddress after Up
+	// LeaseFrom is how long after Up began the first lease's times count
+	// from (the REQUEST that got it).
+	LeaseFrom time.Duration
 }
 
 func dhcpClient() int {
@@ -227,6 +236,7 @@ func dhcpClient() int {
 	// ETOILE_NETTEST_RENEW: renew the leases, a renewal's REQUESTs that
 	// long apart at least (RFC 2131's minute).
 	resend, _ := time.ParseDuration(os.Getenv("ETOILE_NETTEST_RENEW"))
+	start := time.Now()
 	res, err := Up(context.Background(), Config{
 		Renew:     resend > 0,
 		resendMin: resend,
@@ -268,6 +278,9 @@ func dhcpClient() int {
 	}
 	r.IP, r.Hostname, r.Links, r.NTP = FirstIPv4(res.Leases), res.Hostname, res.Links, NTPServers(res.AllLeases())
 	r.NodeAddr = NodeAddress()
+	if len(res.Leases) > 0 {
+		r.LeaseFrom = res.Leases[0].asked.Sub(start)
+	}
 	// ETOILE_NETTEST_APPLY_AFTER: wait that long before applying (a
 	// lease that comes in the background lands first).
 	if d, err := time.ParseDuration(os.Getenv("ETOILE_NETTEST_APPLY_AFTER")); err == nil {
@@ -737,7 +750,7 @@ func renewing(t *testing.T, srvEnv []string, cliEnv ...string) renewingTest {
 // another address: the link keeps the new address only, and its default
 // route.
 func TestRenewalGivesANewAddress(t *testing.T) {
-	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_LEASE=2", "ETOILE_NETTEST_SRV_MOVE=1"})
+	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_LEASE=4", "ETOILE_NETTEST_SRV_MOVE=1"})
 	cli, srvLog, stderr := rt.cli, rt.server, rt.client
 	// Told that the address went (the NAK), then of the new one, which
 	// the Result's lease shows as renewed.
@@ -776,6 +789,30 @@ func TestCarrierBackAsksForItsAddress(t *testing.T) {
 		t.Errorf("the address changed:\n%s", log)
 	}
 	onlyAddress(t, cli, "10.99.0.50/24", "", "after the carrier came back")
+}
+
+// TestLeaseCountsFromItsRequest: the first DISCOVER is lost and resent
+// 2 s later: the lease's times count from the REQUEST that got it (RFC
+// 2131 §4.4.1), not from the lost DISCOVER — a short lease does not run
+// out, or come due for renewal, as soon as it came.
+func TestLeaseCountsFromItsRequest(t *testing.T) {
+	srv, cli, exe := namespaces(t, false)
+	_, srvLog := startServerLog(t, srv, exe, "ETOILE_NETTEST_SRV_LEASE=4", "ETOILE_NETTEST_SRV_DROP_FIRST=1")
+	r, log := runClient(t, cli, exe, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=1s", "ETOILE_NETTEST_ETC="+t.TempDir())
+	if r.IP != "10.99.0.50" {
+		t.Fatalf("client got %+v\n%s", r, log)
+	}
+	if slog := srvLog.String(); strings.Count(slog, "DISCOVER") != 2 || !strings.Contains(slog, "REQUEST via=broadcast ciaddr=0.0.0.0 want=10.99.0.50") {
+		t.Errorf("want a lost DISCOVER, then the exchange, the server got:\n%s", slog)
+	}
+	// nclient4 resends a DISCOVER after 2 s without an OFFER: the REQUEST
+	// cannot have gone before.
+	if r.LeaseFrom < 2*time.Second {
+		t.Errorf("the lease counts from %v after DHCP began, before its REQUEST went (2 s at the soonest)", r.LeaseFrom)
+	}
+	if strings.Contains(log, "lease ran out") {
+		t.Errorf("the lease ran out as it came:\n%s", log)
+	}
 }
 
 // TestRenewalIsUnicastToItsServer: at T1 the lease is renewed with a
