@@ -578,10 +578,36 @@ func (w *linkWatch) wait(ctx context.Context) (links, withCarrier []netlink.Link
 	}
 }
 
+// hasCarrier reports whether name has carrier and the kernel has taken
+// note of it (linkReady).
 func hasCarrier(name string) bool {
 	defer mount.HoldAPI()()
-	b, err := os.ReadFile(filepath.Join("/sys/class/net", name, "carrier"))
-	return err == nil && len(b) > 0 && b[0] == '1'
+	dir := filepath.Join("/sys/class/net", name)
+	carrier, err := os.ReadFile(filepath.Join(dir, "carrier"))
+	if err != nil {
+		return false
+	}
+	state, _ := os.ReadFile(filepath.Join(dir, "operstate"))
+	return linkReady(string(carrier), string(state))
+}
+
+// linkReady reads a link's carrier and operstate files (sysfs). The
+// carrier flag is set as the driver sees the link, but until the kernel's
+// link watch runs, the link's transmit queue still drops what is sent: a
+// DISCOVER sent then is lost, and the exchange waits for nclient4's
+// resend, 2 s later. The link watch sets the operational state before it
+// enables the queue, so a link whose state is still down (or
+// lowerlayerdown) is not ready yet; one without the file (empty) is ready
+// on its carrier.
+func linkReady(carrier, operstate string) bool {
+	if strings.TrimSpace(carrier) != "1" {
+		return false
+	}
+	switch strings.TrimSpace(operstate) {
+	case "down", "lowerlayerdown":
+		return false
+	}
+	return true
 }
 
 func dhcp(ctx context.Context, l netlink.Link, cfg Config) (Lease, error) {

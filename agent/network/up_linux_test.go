@@ -791,6 +791,18 @@ func TestCarrierBackAsksForItsAddress(t *testing.T) {
 	onlyAddress(t, cli, "10.99.0.50/24", "", "after the carrier came back")
 }
 
+// discoversAfterBoot counts the DISCOVERs in a test server's log after the
+// boot's exchange (its first REQUEST). The boot's own may be more than
+// one: the server's end of the veth pair drops what it sends until the
+// kernel's link watch has seen its carrier, and its first OFFER can go.
+func discoversAfterBoot(serverLog string) int {
+	_, after, ok := strings.Cut(serverLog, "REQUEST via=broadcast ciaddr=0.0.0.0")
+	if !ok {
+		return 0
+	}
+	return strings.Count(after, "DISCOVER")
+}
+
 // TestLeaseCountsFromItsRequest: the first DISCOVER is lost and resent
 // 2 s later: the lease's times count from the REQUEST that got it (RFC
 // 2131 §4.4.1), not from the lost DISCOVER — a short lease does not run
@@ -802,7 +814,7 @@ func TestLeaseCountsFromItsRequest(t *testing.T) {
 	if r.IP != "10.99.0.50" {
 		t.Fatalf("client got %+v\n%s", r, log)
 	}
-	if slog := srvLog.String(); strings.Count(slog, "DISCOVER") != 2 || !strings.Contains(slog, "REQUEST via=broadcast ciaddr=0.0.0.0 want=10.99.0.50") {
+	if slog := srvLog.String(); strings.Count(slog, "DISCOVER") < 2 || !strings.Contains(slog, "REQUEST via=broadcast ciaddr=0.0.0.0 want=10.99.0.50") {
 		t.Errorf("want a lost DISCOVER, then the exchange, the server got:\n%s", slog)
 	}
 	// nclient4 resends a DISCOVER after 2 s without an OFFER: the REQUEST
@@ -826,7 +838,7 @@ func TestRenewalIsUnicastToItsServer(t *testing.T) {
 	renewal := "REQUEST via=unicast ciaddr=10.99.0.50 want=<nil> sid=<nil>"
 	waitCount(srvLog, renewal, 3, 10*time.Second)
 	log := srvLog.String()
-	if strings.Count(log, renewal) < 3 || strings.Count(log, "DISCOVER") != 1 {
+	if strings.Count(log, renewal) < 3 || discoversAfterBoot(log) != 0 {
 		t.Errorf("want three unicast renewals and the boot's one DISCOVER, the server got:\n%s\nclient:\n%s", log, stderr.String())
 	}
 	if !strings.Contains(stderr.String(), `msg="dhcp lease renewed" iface=vc addr=10.99.0.50/24 how=renewing`) {
@@ -852,7 +864,7 @@ func TestRenewalRebindsWhenItsServerIsUnreachable(t *testing.T) {
 		!strings.Contains(slog, "REQUEST via=broadcast ciaddr=10.99.0.50 want=<nil> sid=<nil>") {
 		t.Errorf("want an unanswered unicast renewal, then a broadcast one:\nclient:\n%s\nserver:\n%s", log, slog)
 	}
-	if strings.Count(slog, "DISCOVER") != 1 || strings.Contains(log, "ran out") {
+	if discoversAfterBoot(slog) != 0 || strings.Contains(log, "ran out") {
 		t.Errorf("the lease was lost or asked for anew:\nclient:\n%s\nserver:\n%s", log, slog)
 	}
 	if addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); !strings.Contains(addrs, "inet 10.99.0.50/24") {
@@ -1154,5 +1166,28 @@ func TestApplyAgainOnLinkGateway(t *testing.T) {
 	}
 	if route := ipCmd(t, "-n", cli, "route", "show", "10.200.0.0/16"); !strings.Contains(route, "10.200.0.0/16 dev vc scope link metric 7") {
 		t.Errorf("the route someone else set on vc is gone:\n%s", ipCmd(t, "-n", cli, "route"))
+	}
+}
+
+// TestLinkReady: a link is waited for while its carrier is there but the
+// kernel's link watch has not run (operstate still down): what is sent
+// then is dropped.
+func TestLinkReady(t *testing.T) {
+	for _, c := range []struct {
+		carrier, operstate string
+		want               bool
+	}{
+		{"1\n", "up\n", true},
+		{"1\n", "unknown\n", true}, // drivers that keep no operational state
+		{"1\n", "dormant\n", true},
+		{"1\n", "", true}, // no operstate file
+		{"1\n", "down\n", false},
+		{"1\n", "lowerlayerdown\n", false},
+		{"0\n", "up\n", false},
+		{"", "up\n", false},
+	} {
+		if got := linkReady(c.carrier, c.operstate); got != c.want {
+			t.Errorf("linkReady(%q, %q) = %v, want %v", c.carrier, c.operstate, got, c.want)
+		}
 	}
 }
