@@ -21,6 +21,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/etoile-os/etoile/internal/xorriso"
 )
 
 // standinOut is the folder of the image built with the stand-in
@@ -69,8 +71,7 @@ func configVolume(t *testing.T, yaml string) string {
 		t.Fatal(err)
 	}
 	iso := filepath.Join(dir, "cfg.iso")
-	cmd := exec.Command("xorriso", "-as", "mkisofs", "-R", "-J", "-V", "ETOILE-CFG", "-o", iso, src)
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := xorriso.Run("-as", "mkisofs", "-R", "-J", "-V", "ETOILE-CFG", "-o", iso, src); err != nil {
 		t.Fatalf("xorriso: %v\n%s", err, out)
 	}
 	return iso
@@ -325,7 +326,7 @@ func BenchmarkStandinK3s(b *testing.B) {
 		b.Fatal(err)
 	}
 	cfg := filepath.Join(dir, "cfg.iso")
-	if out, err := exec.Command("xorriso", "-as", "mkisofs", "-R", "-J", "-V", "ETOILE-CFG", "-o", cfg, filepath.Join(dir, "config.yaml")).CombinedOutput(); err != nil {
+	if out, err := xorriso.Run("-as", "mkisofs", "-R", "-J", "-V", "ETOILE-CFG", "-o", cfg, filepath.Join(dir, "config.yaml")); err != nil {
 		b.Fatalf("xorriso: %v\n%s", err, out)
 	}
 	setups := []k3sBenchSetup{

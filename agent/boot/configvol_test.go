@@ -16,6 +16,8 @@ import (
 
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/mount"
+
+	"github.com/etoile-os/etoile/internal/xorriso"
 )
 
 // TestFindVolumeOpensWhatItIs: the ETOILE-CFG volume is told from its
@@ -85,7 +87,11 @@ func TestRawVolumeSource(t *testing.T) {
 		{"mcopy", "-i", fat, filepath.Join(src, "config.yaml"), "::/config.yaml"},
 		{"mkfs.fat", "-F", "16", "-C", "-n", "ETOILE-CFG", fat16, "16384"},
 	} {
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		run := func() ([]byte, error) { return exec.Command(args[0], args[1:]...).CombinedOutput() }
+		if args[0] == "xorriso" {
+			run = func() ([]byte, error) { return xorriso.Run(args[1:]...) }
+		}
+		if out, err := run(); err != nil {
 			t.Fatalf("%v: %v\n%s", args, err, out)
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/etoile-os/etoile/internal/xorriso"
 )
 
 // Write writes files (path relative to root → content), making folders.
@@ -61,20 +63,7 @@ func ISO(t testing.TB, label string, files map[string]string) []byte {
 	}
 	Write(t, src, files)
 	out := filepath.Join(dir, "test.iso")
-	// xorriso 1.5.4 (Debian 12) now and then dies of SIGSEGV on a loaded
-	// machine while making this fixture (seen once in a make test run); a
-	// crash of the tool that makes the test data is retried, any other
-	// failure is not.
-	for attempt := 1; ; attempt++ {
-		cmd := exec.Command("xorriso", "-as", "mkisofs", "-quiet", "-R", "-V", label, "-o", out, src)
-		b, err := cmd.CombinedOutput()
-		if err == nil {
-			break
-		}
-		if attempt < 3 && strings.Contains(string(b), "UNIX-SIGNAL") {
-			t.Logf("xorriso crashed making the test ISO (attempt %d), retrying:\n%s", attempt, b)
-			continue
-		}
+	if b, err := xorriso.Run("-as", "mkisofs", "-quiet", "-R", "-V", label, "-o", out, src); err != nil {
 		t.Fatalf("xorriso: %v\n%s", err, b)
 	}
 	b, err := os.ReadFile(out)

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/etoile-os/etoile/internal/xorriso"
 )
 
 // isoImage writes files into a folder and makes an ISO of it with xorriso
@@ -33,7 +35,7 @@ func isoImage(t *testing.T, files map[string]string, opts ...string) string {
 	}
 	img := filepath.Join(dir, "cfg.iso")
 	args := append([]string{"-as", "mkisofs", "-V", "ETOILE-CFG", "-o", img}, opts...)
-	if out, err := exec.Command("xorriso", append(args, src)...).CombinedOutput(); err != nil {
+	if out, err := xorriso.Run(append(args, src)...); err != nil {
 		t.Fatalf("xorriso %v: %v\n%s", args, err, out)
 	}
 	return img
