@@ -220,7 +220,7 @@ func TestRetryNowEndsTheBackoff(t *testing.T) {
 
 	// Told while K3s runs (the address came during a start): its next
 	// exit is not waited out either.
-	brief := runHourBackoff(t, "exit:1000", &Supervisor{})
+	brief := runHourBackoff(t, "exit:5000", &Supervisor{})
 	waitFor(t, "K3s up", func() bool { return strings.Contains(strings.Join(brief.Logs(), "\n"), "fake k3s starting") })
 	if brief.RetryNow("an address came") {
 		t.Error("RetryNow while K3s runs said it ended a wait")

@@ -367,6 +367,7 @@ func namespaces(t *testing.T, dhcpServer bool) (srv, cli, exe string) {
 	ipCmd(t, "-n", cli, "link", "add", "vc", "type", "veth", "peer", "name", "vs", "netns", srv)
 	ipCmd(t, "-n", srv, "addr", "add", "10.99.0.1/24", "dev", "vs")
 	ipCmd(t, "-n", srv, "link", "set", "vs", "up")
+	cableUp(t, cli, "vc", srv, "vs")
 
 	var err error
 	exe, err = os.Executable()
@@ -583,6 +584,25 @@ func silentPort(t *testing.T, srv, cli string) {
 	t.Helper()
 	ipCmd(t, "-n", cli, "link", "add", "vc2", "type", "veth", "peer", "name", "vs2", "netns", srv)
 	ipCmd(t, "-n", srv, "link", "set", "vs2", "up")
+	cableUp(t, cli, "vc2", srv, "vs2")
+}
+
+// cableUp sets the client's end c of a veth pair up and waits until the
+// server's end s, which was up, is UP too: the kernel's link watch has seen
+// its carrier and enabled its queue. Until then s drops what it sends —
+// the server's first OFFER would be lost, as a switch port that is not
+// forwarding yet loses it — and the test would wait for the client's resend.
+// The client's Up still sets c up (no change) and waits for its carrier.
+func cableUp(t *testing.T, cli, c, srv, s string) {
+	t.Helper()
+	ipCmd(t, "-n", cli, "link", "set", c, "up")
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(ipCmd(t, "-n", srv, "-o", "link", "show", s), " state UP ") {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never came UP after %s did:\n%s", s, c, ipCmd(t, "-n", srv, "-o", "link", "show", s))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // TestUpSilentPortDoesNotHoldTheBoot: with a lease and its default route on
@@ -755,6 +775,7 @@ func TestRenewalGivesANewAddress(t *testing.T) {
 	// Told that the address went (the NAK), then of the new one, which
 	// the Result's lease shows as renewed.
 	waitLog(stderr, "etoile-test: renewed iface=vc addr=10.99.0.51/24", 15*time.Second)
+	waitLog(stderr, "etoile-test: renewed iface=vc addr=<nil> ip=", 5*time.Second)
 	log := stderr.String()
 	nak := `msg="DHCP server refused the lease's renewal: its address and routes are removed; asking for a new lease" iface=vc addr=10.99.0.50/24 server=10.99.0.1`
 	// (OnRenewed runs in a goroutine of its own: the new lease may be in
@@ -1061,7 +1082,7 @@ func TestApplyStaticAfterALateLease(t *testing.T) {
 func TestApplyKeepsTheBootsDHCPOffAConfiguredLink(t *testing.T) {
 	srv, cli, exe := dhcpNamespaces(t)
 	ipCmd(t, "-n", cli, "link", "add", "vc2", "type", "veth", "peer", "name", "vs2", "netns", srv) // vs2 down: no carrier
-	client, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_EARLY=1", "ETOILE_NETTEST_SETTLE=6s",
+	client, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_EARLY=1", "ETOILE_NETTEST_SETTLE=10s",
 		"ETOILE_NETTEST_APPLY="+`[{"name":"vc2","addresses":["10.97.0.7/24"]}]`, "ETOILE_NETTEST_ETC="+t.TempDir())
 	if r.ApplyErr != "" || r.IP != "10.99.0.50" || !r.BeforeSettled {
 		t.Fatalf("client got %+v, want vc's lease and the config applied before the drivers settled\n%s", r, stderr.String())
@@ -1070,6 +1091,7 @@ func TestApplyKeepsTheBootsDHCPOffAConfiguredLink(t *testing.T) {
 	ipCmd(t, "-n", srv, "addr", "add", "10.98.0.1/24", "dev", "vs2")
 	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_IFACE=vs2", "ETOILE_NETTEST_SRV_NET=98")
 	ipCmd(t, "-n", srv, "link", "set", "vs2", "up")
+	waitLog(stderr, "DHCP stopped", 12*time.Second)
 	if err := client.Wait(); err != nil {
 		t.Fatalf("client: %v\n%s", err, stderr.String())
 	}

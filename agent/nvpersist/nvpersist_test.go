@@ -271,7 +271,7 @@ func TestNoVarRun(t *testing.T) {
 func TestSlowStartLeavesNoDaemon(t *testing.T) {
 	r := newRig(t, "slow")
 	r.opts.Backoff = time.Hour
-	r.opts.StartTimeout = 500 * time.Millisecond
+	r.opts.StartTimeout = 3 * time.Second
 	d, _ := r.start(t)
 	if err := d.Err(); err == nil || !strings.Contains(err.Error(), "did not finish starting") {
 		t.Fatalf("Err() = %v", err)

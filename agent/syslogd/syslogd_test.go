@@ -192,7 +192,7 @@ func TestLoggerMessagesAreKept(t *testing.T) {
 // message, and a long text is cut on the console only.
 func TestConsoleIsRateLimited(t *testing.T) {
 	old := sayDroppedAfter
-	sayDroppedAfter = 50 * time.Millisecond
+	sayDroppedAfter = time.Second
 	defer func() { sayDroppedAfter = old }()
 	srv, sink, console := serve(t, filepath.Join(t.TempDir(), "log"))
 	var mu sync.Mutex
