@@ -96,10 +96,14 @@ type Machine struct {
 	BootDisk string
 	Image    string // file holding the squashfs (ISO and HTTP sources)
 
-	loaderOnce      sync.Once
-	loaderUUID      string
-	candSince       time.Time // when a device holding the system image, not on the boot disk, was first seen
-	bootPCIDir      string    // sysfs folder of the controller the firmware booted from (BootCurrent), "" unknown
+	loaderOnce sync.Once
+	loaderUUID string
+	candSince  time.Time // when a device holding the system image, not on the boot disk, was first seen
+	bootPCIDir string    // sysfs folder of the controller the firmware booted from (BootCurrent), "" unknown
+	// bootCtlDone is closed once the boot controller has been looked for
+	// (efivarfs mounted, bootPCIDir set): under UEFI that runs beside the
+	// first driver loads, and the medium's choice waits for it.
+	bootCtlDone     chan struct{}
 	warnedSameImage bool
 	Network         *network.Result // read with NetworkResult once the boot is done
 	netMu           sync.Mutex
@@ -255,7 +259,7 @@ func New(opts Options) *Machine {
 		}
 	}
 	m := &Machine{opts: opts, log: opts.Log, logOut: cl, modulesDone: make(chan struct{}), entropyDone: make(chan struct{}), coldplugDone: make(chan struct{}),
-		imageDrivers: make(chan struct{}), imageSettled: make(chan struct{}), imageIndexed: make(chan struct{}), devEvents: make(chan struct{}, 1)}
+		bootCtlDone: make(chan struct{}), imageDrivers: make(chan struct{}), imageSettled: make(chan struct{}), imageIndexed: make(chan struct{}), devEvents: make(chan struct{}, 1)}
 	if opts.Root == "" {
 		cl.all = m.broadcast
 	}
@@ -703,11 +707,15 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 		}
 	}
 	setBootController := func() {
+		defer close(m.bootCtlDone)
 		if ma := m.bootController(ctx); ma != "" {
 			cold.SetBootController(ma)
 		}
 	}
-	if m.Params.SystemURL == "" && !m.real() {
+	switch {
+	case m.Params.SystemURL != "":
+		close(m.bootCtlDone) // over HTTP: no boot disk to tell
+	case !m.real():
 		setBootController() // --root: before the scan, for deterministic loads
 	}
 	// The first scan starts the storage drivers before anything else
@@ -1022,7 +1030,7 @@ func (m *Machine) bootDiskOf(disks []sysimage.BlockDev, names func([]sysimage.Bl
 	case len(disks) == 1:
 		return disks[0], true
 	}
-	if m.bootPCIDir != "" {
+	if m.bootCtlKnown() && m.bootPCIDir != "" {
 		var behind []sysimage.BlockDev
 		for _, d := range disks {
 			if p, err := filepath.EvalSymlinks(m.path("/sys/class/block/" + d.Name)); err == nil && strings.HasPrefix(p, m.bootPCIDir+"/") {
@@ -1041,8 +1049,33 @@ func (m *Machine) bootDiskOf(disks []sysimage.BlockDev, names func([]sysimage.Bl
 	return disks[0], true
 }
 
-// loaderPartUUID is LoaderDevicePartUUID, read once ("" when not set).
+// bootCtlKnown waits until the boot controller has been looked for
+// (bootCtlDone), 5 s at most; it reports whether it has: efivarfs is
+// mounted, bootPCIDir may be read.
+func (m *Machine) bootCtlKnown() bool {
+	if m.bootCtlDone == nil {
+		return true // a Machine not made by New (tests)
+	}
+	select {
+	case <-m.bootCtlDone:
+		return true
+	default:
+	}
+	select {
+	case <-m.bootCtlDone:
+		return true
+	case <-time.After(m.scale(5 * time.Second)):
+		return false
+	}
+}
+
+// loaderPartUUID is LoaderDevicePartUUID, read once ("" when not set). It
+// waits for efivarfs (bootCtlKnown); without it, "" is returned and the
+// variable is read at a later call.
 func (m *Machine) loaderPartUUID() string {
+	if !m.bootCtlKnown() {
+		return ""
+	}
 	m.loaderOnce.Do(func() {
 		if _, err := os.Stat(m.path("/sys/firmware/efi")); err != nil {
 			return

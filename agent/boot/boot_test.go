@@ -266,6 +266,32 @@ func TestBootPicksTheBootDisksSlot(t *testing.T) {
 	}
 }
 
+// TestLoaderPartUUIDWaitsForEFIVars: under UEFI the firmware's variables
+// are mounted beside the first driver loads; the medium's choice does not
+// read LoaderDevicePartUUID before that is done, and a read that gave up
+// waiting is not kept: the next look reads it.
+func TestLoaderPartUUIDWaitsForEFIVars(t *testing.T) {
+	root := machineRoot(t, "console=ttyS0 etoile.slot=a")
+	vars := "sys/firmware/efi/efivars/"
+	fakeroot.Write(t, root, map[string]string{
+		"sys/firmware/efi/runtime":                         "",
+		vars + "LoaderDevicePartUUID-" + efivar.LoaderGUID: loaderPartUUIDVar("2B4E6F10-AAAA-4BBB-8CCC-00000000000B"),
+	})
+	m := New(Options{Root: root, Stdout: io.Discard, Mounter: &mount.Recorder{}, Loader: &kmod.Recorder{}, Clock: fixedClock(time.Second), WaitScale: 0.01})
+	// The boot controller is still being looked for (efivarfs not mounted).
+	if u := m.loaderPartUUID(); u != "" {
+		t.Fatalf("loaderPartUUID before efivarfs = %q, want it to wait and give up", u)
+	}
+	m.opts.WaitScale = 1 // 5 s: the close below comes well before
+	got := make(chan string)
+	go func() { got <- m.loaderPartUUID() }()
+	time.Sleep(10 * time.Millisecond)
+	close(m.bootCtlDone)
+	if u := <-got; !strings.EqualFold(u, "2B4E6F10-AAAA-4BBB-8CCC-00000000000B") {
+		t.Errorf("loaderPartUUID once efivarfs is there = %q", u)
+	}
+}
+
 func TestBootHTTP(t *testing.T) {
 	image := bytes.Repeat([]byte("system image "), 5000)
 	sum := sha256.Sum256(image)
