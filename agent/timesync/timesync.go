@@ -61,6 +61,12 @@ type Options struct {
 	// Retry the first wait after a failed round (default 30 s), doubled up
 	// to Poll.
 	Poll, Retry time.Duration
+	// FirstRetry is the first wait after a failed round while no server
+	// has answered yet (default 2 s), doubled up to Retry: at boot a lost
+	// packet, or a link or name server not ready yet, does not leave the
+	// clock (and K3s, which waits a while for it) unsynchronised for Retry,
+	// as chrony's iburst.
+	FirstRetry time.Duration
 	// WarnAfter is how long the servers may fail before the console is
 	// warned (default a minute: at boot DNS or a link may not be ready yet).
 	WarnAfter time.Duration
@@ -103,6 +109,10 @@ func Start(ctx context.Context, opts Options) *Service {
 	if opts.Retry <= 0 {
 		opts.Retry = 30 * time.Second
 	}
+	if opts.FirstRetry <= 0 {
+		opts.FirstRetry = 2 * time.Second
+	}
+	opts.FirstRetry = min(opts.FirstRetry, opts.Retry)
 	if opts.WarnAfter <= 0 {
 		opts.WarnAfter = time.Minute
 	}
@@ -140,6 +150,16 @@ func (s *Service) Behind() bool { return s.behind }
 // Synced is closed once a server has answered.
 func (s *Service) Synced() <-chan struct{} { return s.synced }
 
+// answered reports whether a server has answered since the start.
+func (s *Service) answered() bool {
+	select {
+	case <-s.synced:
+		return true
+	default:
+		return false
+	}
+}
+
 // Failing reports whether the servers have failed for WarnAfter or longer
 // (the console has been warned).
 func (s *Service) Failing() bool {
@@ -163,13 +183,16 @@ func (s *Service) run(ctx context.Context) {
 			s.opts.Log.Warn("time synchronisation crashed", "reason", fmt.Sprint(r))
 		}
 	}()
-	retry := s.opts.Retry
+	retry, first := s.opts.Retry, s.opts.FirstRetry
 	for {
 		wait := s.opts.Poll
-		if !s.round(ctx) {
-			wait, retry = retry, min(retry*2, s.opts.Poll)
-		} else {
+		switch {
+		case s.round(ctx):
 			retry = s.opts.Retry
+		case !s.answered():
+			wait, first = first, min(first*2, s.opts.Retry)
+		default:
+			wait, retry = retry, min(retry*2, s.opts.Poll)
 		}
 		select {
 		case <-ctx.Done():

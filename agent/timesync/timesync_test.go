@@ -45,12 +45,13 @@ func start(t *testing.T, clock *ManualClock, a *answers, servers []string, floor
 	t.Cleanup(cancel)
 	var logs syncbuf.Buffer
 	s := Start(ctx, Options{
-		Servers: func() []string { return servers },
-		Query:   a.query,
-		Clock:   clock,
-		Floor:   floor,
-		Poll:    20 * time.Millisecond,
-		Retry:   time.Millisecond,
+		Servers:    func() []string { return servers },
+		Query:      a.query,
+		Clock:      clock,
+		Floor:      floor,
+		Poll:       20 * time.Millisecond,
+		Retry:      time.Millisecond,
+		FirstRetry: time.Millisecond,
 		// Warned after two failed rounds at least (three in
 		// TestNoServerAnswersWarnsOnceThenRecovers).
 		WarnAfter: time.Nanosecond,
@@ -132,5 +133,26 @@ func TestNoServerAnswersWarnsOnceThenRecovers(t *testing.T) {
 	after := got[strings.Index(got, "no NTP server answered"):]
 	if !strings.Contains(after, `msg="time synchronised"`) {
 		t.Errorf("no line after the recovery:\n%s", got)
+	}
+}
+
+// TestFirstRoundsRetrySoon: before any server has answered, a failed round
+// is tried again soon (FirstRetry, doubled), not after Retry: a lost packet
+// at boot does not hold the clock, and K3s, for half a minute.
+func TestFirstRoundsRetrySoon(t *testing.T) {
+	clock := NewManualClock(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC))
+	a := &answers{by: map[string][]any{"ntp.example.com": {errors.New("i/o timeout"), errors.New("i/o timeout"), 200 * time.Millisecond}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s := Start(ctx, Options{
+		Servers:    func() []string { return []string{"ntp.example.com"} },
+		Query:      a.query,
+		Clock:      clock,
+		Retry:      time.Hour,
+		FirstRetry: 10 * time.Millisecond,
+	})
+	waitSynced(t, s)
+	if n := a.count(); n != 3 {
+		t.Errorf("%d queries, want 3 (two failed, then the answer)", n)
 	}
 }
