@@ -366,11 +366,13 @@ func TestNetbootRenewsAfterSwitchingRoot(t *testing.T) {
 	wire.answer.Store(true)
 	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, NetbootKernel(t, out, sum), UserNIC{},
 		SilentNIC{Sink: wire.port(), MAC: "52:54:00:12:34:79", ID: "renew1"}}})
-	got := vm.WaitFor(regexp.MustCompile(`^etoile: dhcp lease iface=(\S+) addr=10\.77\.0\.50/24 `), ReadyTimeout)
-	iface := regexp.MustCompile(`iface=(\S+)`).FindStringSubmatch(got.Line)[1]
 	if ready := vm.Ready(ReadyTimeout); ready.Fields["source"] != "http" {
 		t.Fatalf("ready line: %s, want source=http", ready.Line)
 	}
+	// The wire's lease comes before the ready line, or after it when its
+	// exchange took a resend (the network step waits 2 s after the first).
+	got := vm.Find(regexp.MustCompile(`^etoile: dhcp lease iface=(\S+) addr=10\.77\.0\.50/24 `), time.Minute)
+	iface := regexp.MustCompile(`iface=(\S+)`).FindStringSubmatch(got.Line)[1]
 	wire.host.Store(61)
 	q := regexp.QuoteMeta(iface)
 	vm.WaitFor(regexp.MustCompile(`^etoile: warning: DHCP server refused the lease's renewal: its address and routes are removed; asking for a new lease iface=`+q+` addr=10\.77\.0\.50/24`), time.Minute)

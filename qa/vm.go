@@ -380,6 +380,20 @@ func (vm *VM) WaitFor(re *regexp.Regexp, timeout time.Duration) Match {
 	return m
 }
 
+// Find returns the first console line so far that matches re, before or
+// after the lines earlier waits consumed; when there is none yet, it waits
+// for one (WaitFor). It is for lines whose order against the ones waited
+// for is not fixed (a second NIC's lease and the ready line).
+func (vm *VM) Find(re *regexp.Regexp, timeout time.Duration) Match {
+	vm.tb.Helper()
+	for _, l := range vm.Lines() {
+		if re.MatchString(l.Text) {
+			return Match{Line: l.Text, Fields: ParseFields(l.Text), At: l.At}
+		}
+	}
+	return vm.WaitFor(re, timeout)
+}
+
 // Ready waits for the agent's ready line and returns it.
 func (vm *VM) Ready(timeout time.Duration) Match {
 	vm.tb.Helper()
