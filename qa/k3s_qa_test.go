@@ -682,7 +682,16 @@ network:
 	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // the stand-in's own CA; only reachability is asked here
-	resp, err := client.Get(fmt.Sprintf("https://127.0.0.1:%d/readyz", port))
+	// A few tries: the TLS handshake through QEMU's port forward, with an
+	// emulated CPU on a loaded machine, can take long.
+	var resp *http.Response
+	var err error
+	for try := 1; ; try++ {
+		if resp, err = client.Get(fmt.Sprintf("https://127.0.0.1:%d/readyz", port)); err == nil || try == 3 {
+			break
+		}
+		t.Logf("try %d: %v", try, err)
+	}
 	if err != nil {
 		t.Fatalf("the K3s stand-in is not reachable on the static address 10.0.2.50: %v", err)
 	}
