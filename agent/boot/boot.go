@@ -102,7 +102,8 @@ type Machine struct {
 	bootPCIDir string    // sysfs folder of the controller the firmware booted from (BootCurrent), "" unknown
 	// bootCtlDone is closed once the boot controller has been looked for
 	// (efivarfs mounted, bootPCIDir set): under UEFI that runs beside the
-	// first driver loads, and the medium's choice waits for it.
+	// first driver loads, and the medium's choice waits for it. Nil when
+	// the drivers' step never got there: nothing to wait for.
 	bootCtlDone     chan struct{}
 	warnedSameImage bool
 	Network         *network.Result // read with NetworkResult once the boot is done
@@ -259,7 +260,7 @@ func New(opts Options) *Machine {
 		}
 	}
 	m := &Machine{opts: opts, log: opts.Log, logOut: cl, modulesDone: make(chan struct{}), entropyDone: make(chan struct{}), coldplugDone: make(chan struct{}),
-		bootCtlDone: make(chan struct{}), imageDrivers: make(chan struct{}), imageSettled: make(chan struct{}), imageIndexed: make(chan struct{}), devEvents: make(chan struct{}, 1)}
+		imageDrivers: make(chan struct{}), imageSettled: make(chan struct{}), imageIndexed: make(chan struct{}), devEvents: make(chan struct{}, 1)}
 	if opts.Root == "" {
 		cl.all = m.broadcast
 	}
@@ -706,6 +707,7 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 			}()
 		}
 	}
+	m.bootCtlDone = make(chan struct{}) // before find-image, which reads it: the steps run in turn
 	setBootController := func() {
 		defer close(m.bootCtlDone)
 		if ma := m.bootController(ctx); ma != "" {
@@ -1054,7 +1056,7 @@ func (m *Machine) bootDiskOf(disks []sysimage.BlockDev, names func([]sysimage.Bl
 // mounted, bootPCIDir may be read.
 func (m *Machine) bootCtlKnown() bool {
 	if m.bootCtlDone == nil {
-		return true // a Machine not made by New (tests)
+		return true // the drivers' step stopped before (its error shown)
 	}
 	select {
 	case <-m.bootCtlDone:

@@ -279,6 +279,7 @@ func TestLoaderPartUUIDWaitsForEFIVars(t *testing.T) {
 	})
 	m := New(Options{Root: root, Stdout: io.Discard, Mounter: &mount.Recorder{}, Loader: &kmod.Recorder{}, Clock: fixedClock(time.Second), WaitScale: 0.01})
 	// The boot controller is still being looked for (efivarfs not mounted).
+	m.bootCtlDone = make(chan struct{})
 	if u := m.loaderPartUUID(); u != "" {
 		t.Fatalf("loaderPartUUID before efivarfs = %q, want it to wait and give up", u)
 	}

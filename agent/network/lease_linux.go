@@ -104,7 +104,7 @@ func (lc *lifecycle) bound() {
 			// failure is asked again soon, the lease kept meanwhile.
 			fresh, err := dhcpWant(lc.ctx, lc.l, lc.cfg, lc.lease.Addr.IP)
 			if err == nil {
-				if err = lc.adopt(fresh, now); err == nil {
+				if err = lc.adopt(fresh, fresh.asked); err == nil {
 					return
 				}
 			}

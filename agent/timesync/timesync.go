@@ -62,7 +62,8 @@ type Options struct {
 	// to Poll.
 	Poll, Retry time.Duration
 	// FirstRetry is the first wait after a failed round while no server
-	// has answered yet (default 2 s), doubled up to Retry: at boot a lost
+	// has answered yet (default 2 s), doubled up to Retry, from where the
+	// failed rounds' waits go on doubling as above: at boot a lost
 	// packet, or a link or name server not ready yet, does not leave the
 	// clock (and K3s, which waits a while for it) unsynchronised for Retry,
 	// as chrony's iburst.
@@ -189,7 +190,7 @@ func (s *Service) run(ctx context.Context) {
 		switch {
 		case s.round(ctx):
 			retry = s.opts.Retry
-		case !s.answered():
+		case !s.answered() && first < s.opts.Retry:
 			wait, first = first, min(first*2, s.opts.Retry)
 		default:
 			wait, retry = retry, min(retry*2, s.opts.Poll)

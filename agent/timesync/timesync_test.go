@@ -156,3 +156,27 @@ func TestFirstRoundsRetrySoon(t *testing.T) {
 		t.Errorf("%d queries, want 3 (two failed, then the answer)", n)
 	}
 }
+
+// TestFirstRetriesStillBackOff: a server that never answers is asked soon
+// at first, then less and less often (Retry doubling towards Poll), not
+// every Retry for ever.
+func TestFirstRetriesStillBackOff(t *testing.T) {
+	clock := NewManualClock(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC))
+	a := &answers{by: map[string][]any{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	Start(ctx, Options{
+		Servers:    func() []string { return []string{"ntp.example.com"} },
+		Query:      a.query,
+		Clock:      clock,
+		Poll:       time.Hour,
+		Retry:      8 * time.Millisecond,
+		FirstRetry: time.Millisecond,
+	})
+	// Waits of 1, 2, 4 ms, then 8, 16, 32… ms: about nine rounds in 400 ms
+	// (fewer on a slow machine), against fifty at 8 ms each.
+	time.Sleep(400 * time.Millisecond)
+	if n := a.count(); n < 4 || n > 20 {
+		t.Errorf("%d rounds in 400 ms, want the first three soon and then a backoff (about 9)", n)
+	}
+}

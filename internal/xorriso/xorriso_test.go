@@ -29,7 +29,7 @@ echo "made $*"
 	if err != nil {
 		t.Fatalf("Run: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "xorriso crashed, run 1 of 3") || !strings.HasSuffix(string(out), "made -as mkisofs -o x.iso\n") {
+	if string(out) != "made -as mkisofs -o x.iso\n" {
 		t.Errorf("output:\n%s", out)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "runs")); string(b) != "2\n" {
