@@ -160,6 +160,20 @@ func TestStandinK3sRestartsAfterCrash(t *testing.T) {
 	t.Logf("restart shown: %s (ready before the crash: %v)", crash.Line, readyBefore)
 }
 
+// TestSyslogReachesTheConsole: a daemon of the system image (the K3s
+// stand-in, told to) sends an error to syslog through /dev/log, as
+// syslog(3) does; the node runs no syslog daemon, the agent reads the
+// socket and shows the message on the console with the sender's name and
+// pid (its credentials, not what it wrote).
+func TestSyslogReachesTheConsole(t *testing.T) {
+	t.Parallel()
+	out := standinOut(t)
+	k := netbootWithConfig(t, out, serverConfig, "k3sstandin.syslog=standin-disk-check-failed")
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{}}})
+	m := vm.Find(regexp.MustCompile(`^etoile: warning: syslog app=k3s-standin severity=err text=standin-disk-check-failed pid=(\d+) uid=0$`), ReadyTimeout+K3sTimeout)
+	t.Logf("syslog message shown: %s", m.Line)
+}
+
 // TestStandinK3sOOMKillIsNamed: once, 15 s after its first start, the
 // stand-in takes memory until the VM's kernel kills it (a real OOM kill,
 // SIGKILL from the kernel's OOM killer); the console names the OOM killer as

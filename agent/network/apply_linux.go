@@ -39,6 +39,51 @@ type renewals struct {
 	// in a Result shows as renewed in AllLeases (a new address, other
 	// name servers).
 	renewed map[string]Lease
+	// onCable, once Up has returned, is told of a link that got carrier
+	// with no DHCP on it (not configured by the machine config); only
+	// names the links Up configures (Config.Only).
+	onCable func(netlink.Link)
+	only    []string
+}
+
+// watchCables has cabled and appeared act from now on (Up's end): on is
+// told of each link of only (or each physical one) that gets carrier with
+// no DHCP running on it.
+func (r *renewals) watchCables(only []string, on func(netlink.Link)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.onCable, r.only = on, only
+}
+
+// cabled tells onCable of l, which has carrier, unless DHCP runs on it or
+// the machine config configures it.
+func (r *renewals) cabled(l netlink.Link) {
+	r.mu.Lock()
+	on, name := r.onCable, l.Attrs().Name
+	if r.m[name] != nil || r.configured[name] {
+		on = nil
+	}
+	r.mu.Unlock()
+	if on != nil {
+		on(l)
+	}
+}
+
+// appeared sets up l, a link that appeared after Up returned (a USB NIC
+// plugged in, a driver that loaded late), when it is one to configure:
+// its carrier, when it comes, is told to cabled.
+func (r *renewals) appeared(l netlink.Link, log *slog.Logger) {
+	r.mu.Lock()
+	on, only := r.onCable, r.only
+	r.mu.Unlock()
+	if on == nil || !ours(l, only) {
+		return
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		log.Warn("setting up a network link that appeared failed", "iface", l.Attrs().Name, "reason", err.Error())
+		return
+	}
+	log.Info("network link appeared: set up", "iface", l.Attrs().Name)
 }
 
 // setLateLocked records link lease.Iface's lease in no Result (a renewal's

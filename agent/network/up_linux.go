@@ -171,19 +171,22 @@ func physicalLinks(only []string) ([]netlink.Link, error) {
 	}
 	var links []netlink.Link
 	for _, l := range all {
-		a := l.Attrs()
-		if len(only) > 0 {
-			if !slices.Contains(only, a.Name) {
-				continue
-			}
-		} else if l.Type() != "device" || a.Flags&net.FlagLoopback != 0 || len(a.HardwareAddr) != 6 {
-			// Physical Ethernet only: no bridges, tunnels or veths that
-			// something else made.
-			continue
+		if ours(l, only) {
+			links = append(links, l)
 		}
-		links = append(links, l)
 	}
 	return links, nil
+}
+
+// ours reports whether l is a link to configure: named in only, or (only
+// empty) a physical Ethernet link — no bridges, tunnels or veths that
+// something else made.
+func ours(l netlink.Link, only []string) bool {
+	a := l.Attrs()
+	if len(only) > 0 {
+		return slices.Contains(only, a.Name)
+	}
+	return l.Type() == "device" && a.Flags&net.FlagLoopback == 0 && len(a.HardwareAddr) == 6
 }
 
 // Up brings every physical link up, runs DHCP on those with carrier in
@@ -216,6 +219,9 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		// routedAt is when the first lease with a default route came.
 		pending  int
 		routedAt time.Time
+		// begun: the links whose DHCP goroutine runs, by index (the boot's
+		// watch, the late links' and the cable watch may each find one).
+		begun = map[int]bool{}
 	)
 	// late: a link that the late links' watch found (after the boot's
 	// watch ended); nothing waits for it.
@@ -231,14 +237,20 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 			}
 			return 100 + l.Attrs().Index
 		}
-		name := l.Attrs().Name
+		name, idx := l.Attrs().Name, l.Attrs().Index
 		mu.Lock()
+		if begun[idx] {
+			mu.Unlock()
+			return
+		}
+		begun[idx] = true
 		asking[name] = true
 		if !late {
 			pending++
 		}
 		mu.Unlock()
 		go func() {
+			defer func() { mu.Lock(); delete(begun, idx); mu.Unlock() }()
 			// done: Up no longer waits for this link (its first exchange
 			// ended); asking again goes on in the background.
 			waited := true
@@ -460,6 +472,24 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.EtcDir != "" {
 		WriteEtc(cfg.EtcDir, res, cfg.Log)
 	}
+	if cfg.Renew {
+		// From here a link that gets its cable (or a NIC that appears) is
+		// asked for a lease then: a late lease. Those that got carrier
+		// since the boot's look are asked now.
+		res.renew.watchCables(cfg.Only, func(l netlink.Link) {
+			if ours(l, cfg.Only) {
+				cfg.Log.Info("link has carrier: asking DHCP", "iface", l.Attrs().Name)
+				startDHCP(l, true)
+			}
+		})
+		if now, err := physicalLinks(cfg.Only); err == nil {
+			for _, l := range now {
+				if hasCarrier(l.Attrs().Name) {
+					res.renew.cabled(l)
+				}
+			}
+		}
+	}
 	return res, nil
 }
 
@@ -578,17 +608,33 @@ func (w *linkWatch) wait(ctx context.Context) (links, withCarrier []netlink.Link
 	}
 }
 
-// hasCarrier reports whether name has carrier and the kernel has taken
-// note of it (linkReady).
 func hasCarrier(name string) bool {
 	defer mount.HoldAPI()()
+	b, err := os.ReadFile(filepath.Join("/sys/class/net", name, "carrier"))
+	return err == nil && len(b) > 0 && b[0] == '1'
+}
+
+// waitLinkReady waits, a second at most, until the kernel has taken note
+// of name's carrier (linkReady): the first DISCOVER is not sent into a
+// queue that drops it. The link watch runs at once for most carrier
+// changes, within a second for the others (a link that got its carrier
+// while it was down).
+func waitLinkReady(ctx context.Context, name string) {
 	dir := filepath.Join("/sys/class/net", name)
-	carrier, err := os.ReadFile(filepath.Join(dir, "carrier"))
-	if err != nil {
-		return false
+	for deadline := time.Now().Add(time.Second); ; {
+		release := mount.HoldAPI()
+		carrier, _ := os.ReadFile(filepath.Join(dir, "carrier"))
+		state, err := os.ReadFile(filepath.Join(dir, "operstate"))
+		release()
+		if err != nil || strings.TrimSpace(string(carrier)) != "1" || linkReady(string(carrier), string(state)) || time.Now().After(deadline) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
-	state, _ := os.ReadFile(filepath.Join(dir, "operstate"))
-	return linkReady(string(carrier), string(state))
 }
 
 // linkReady reads a link's carrier and operstate files (sysfs). The
@@ -619,6 +665,7 @@ func dhcpWant(ctx context.Context, l netlink.Link, cfg Config, want net.IP) (Lea
 	ctx, cancel := context.WithTimeout(ctx, cfg.DHCPTimeout)
 	defer cancel()
 	name := l.Attrs().Name
+	waitLinkReady(ctx, name)
 	cfg.Log.Debug("dhcp starting", "iface", name)
 	defer cfg.Log.Debug("dhcp done", "iface", name)
 	c, err := nclient4.New(name, nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3),
@@ -679,7 +726,7 @@ func (r *renewals) watchCarrier(ctx context.Context, log *slog.Logger) {
 			}
 		}()
 		for wait := time.Second; ctx.Err() == nil; wait = min(wait*2, time.Minute) {
-			err := r.followCarrier(ctx)
+			err := r.followCarrier(ctx, log)
 			if ctx.Err() != nil {
 				return
 			}
@@ -695,7 +742,7 @@ func (r *renewals) watchCarrier(ctx context.Context, log *slog.Logger) {
 
 // followCarrier is one subscription of watchCarrier, until ctx ends or the
 // subscription does.
-func (r *renewals) followCarrier(ctx context.Context) error {
+func (r *renewals) followCarrier(ctx context.Context, log *slog.Logger) error {
 	updates := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
 	var lastErr error
@@ -736,17 +783,24 @@ func (r *renewals) followCarrier(ctx context.Context) error {
 			now := u.IfInfomsg.Flags&unix.IFF_LOWER_UP != 0
 			was, seen := up[idx]
 			up[idx] = now
-			if !seen || was || !now {
+			if !seen && u.Link != nil && u.Attrs().Flags&net.FlagUp == 0 {
+				r.appeared(u.Link, log) // a NIC plugged in after the boot: set up, its cable then tells
+			}
+			if was || !now {
 				continue
 			}
 			r.mu.Lock()
 			rn := r.m[u.Attrs().Name]
+			configured := r.configured[u.Attrs().Name]
 			r.mu.Unlock()
-			if rn != nil && rn.kick != nil && rn.index == int(idx) {
+			switch {
+			case rn != nil && rn.kick != nil && rn.index == int(idx):
 				select {
 				case rn.kick <- struct{}{}:
 				default:
 				}
+			case rn == nil && !configured && u.Link != nil:
+				r.cabled(u.Link) // no DHCP on it yet: its cable came after the boot's look
 			}
 		}
 	}

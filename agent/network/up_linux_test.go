@@ -707,6 +707,59 @@ func TestUpAsksAgainAfterNoLease(t *testing.T) {
 	}
 }
 
+// TestCableAfterTheBoot: vc has no cable while the boot looks (its switch
+// port is down), so Up returns without an address; the cable comes a few
+// seconds later, and the link is asked for a lease then — a late lease,
+// with its default route and name servers — not at the next reboot.
+func TestCableAfterTheBoot(t *testing.T) {
+	srv, cli, exe := dhcpNamespaces(t)
+	ipCmd(t, "-n", srv, "link", "set", "vs", "down") // vc: no carrier
+	etc := t.TempDir()
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_ETC="+etc, "ETOILE_NETTEST_LINGER=20s")
+	if r.Err != "" || r.IP != "none" {
+		t.Fatalf("client got %+v, want no address without a cable\n%s", r, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `msg="no carrier" iface=vc`) {
+		t.Errorf("the link without a cable is not logged:\n%s", stderr.String())
+	}
+	ipCmd(t, "-n", srv, "link", "set", "vs", "up") // the cable comes
+	if !waitLog(stderr, "etoile-test: late lease", 15*time.Second) {
+		t.Fatalf("no lease after the cable came:\n%s", stderr.String())
+	}
+	log := stderr.String()
+	if !strings.Contains(log, `msg="link has carrier: asking DHCP" iface=vc`) ||
+		!strings.Contains(log, "etoile-test: late lease iface=vc addr=10.99.0.50/24 ntp=10.99.0.123 node=10.99.0.50") {
+		t.Errorf("the late lease is not logged, or not with its NTP server and as the node's address:\n%s", log)
+	}
+	onlyAddress(t, cli, "10.99.0.50/24", "10.99.0.1", "after the cable came")
+	if b, err := os.ReadFile(filepath.Join(etc, "resolv.conf")); err != nil || !strings.Contains(string(b), "nameserver 10.99.0.53\n") {
+		t.Errorf("resolv.conf after the late lease: %q %v", b, err)
+	}
+}
+
+// TestNICAppearsAfterTheBoot: a NIC that registers after the boot's network
+// step (a USB NIC plugged in, a driver loaded late) is set up, and once it
+// has carrier it is asked for a lease, as a late one.
+func TestNICAppearsAfterTheBoot(t *testing.T) {
+	srv, cli, exe := dhcpNamespaces(t)
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_ONLY=vc,vc3",
+		"ETOILE_NETTEST_ETC="+t.TempDir(), "ETOILE_NETTEST_LINGER=20s")
+	if r.Err != "" || r.IP != "10.99.0.50" {
+		t.Fatalf("client got %+v\n%s", r, stderr.String())
+	}
+	ipCmd(t, "-n", cli, "link", "add", "vc3", "type", "veth", "peer", "name", "vs3", "netns", srv)
+	ipCmd(t, "-n", srv, "addr", "add", "10.98.0.1/24", "dev", "vs3")
+	ipCmd(t, "-n", srv, "link", "set", "vs3", "up")
+	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_IFACE=vs3", "ETOILE_NETTEST_SRV_NET=98")
+	if !waitLog(stderr, "etoile-test: late lease iface=vc3", 15*time.Second) {
+		t.Fatalf("no lease on the NIC that appeared:\n%s", stderr.String())
+	}
+	if log := stderr.String(); !strings.Contains(log, `msg="network link appeared: set up" iface=vc3`) ||
+		!strings.Contains(log, "etoile-test: late lease iface=vc3 addr=10.98.0.50/24") || !strings.Contains(log, "node=10.99.0.50\n") {
+		t.Errorf("the NIC's set-up or late lease is not logged, or it took the node's address:\n%s", log)
+	}
+}
+
 // TestApplyDHCPAsksAgain: the machine config lists vc2 with dhcp: true and
 // its DHCP server is not up yet: Apply says so and asks again in the
 // background; once the server answers, the lease is applied and told, its

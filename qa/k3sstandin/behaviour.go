@@ -16,7 +16,7 @@ import (
 // behaviour is how a test tells the stand-in to misbehave. Sources, later
 // ones overriding earlier ones: the kernel command line (k3sstandin.crash_after=5
 // k3sstandin.crash_times=1 k3sstandin.hang k3sstandin.ready_delay=2s
-// k3sstandin.ignore_sigterm k3sstandin.oom; only when the root is "/"), the file
+// k3sstandin.ignore_sigterm k3sstandin.oom k3sstandin.syslog=TEXT; only when the root is "/"), the file
 // <root>/etc/rancher/k3s/standin.yaml, then the environment
 // (ETOILE_K3S_STANDIN_CRASH_AFTER, _CRASH_TIMES, _HANG, _READY_DELAY,
 // _IGNORE_SIGTERM, _EXIT_CODE).
@@ -42,6 +42,10 @@ type behaviour struct {
 	// command line (k3sstandin.oom), and only under an agent that is PID 1:
 	// a test VM's, never a development machine's.
 	OOM bool
+	// Syslog is a message the process sends to syslog (/dev/log, as
+	// syslog(3) does, at severity err) once it serves, as the daemons an
+	// image adds do. Only from the kernel command line (k3sstandin.syslog=TEXT).
+	Syslog string
 }
 
 // standinFile is standin.yaml; unknown keys are an error so that a typo in
@@ -119,6 +123,8 @@ func (b *behaviour) applyCmdline(cmdline string) error {
 			b.ExitCode, err = strconv.Atoi(v)
 		case "oom":
 			b.OOM = !hasVal || v == "1" || v == "true"
+		case "syslog":
+			b.Syslog = v
 		default:
 			return fmt.Errorf("unknown stand-in argument k3sstandin.%s", k)
 		}

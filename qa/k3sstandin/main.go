@@ -44,6 +44,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -285,7 +286,25 @@ func runSub(ctx context.Context, inv invocation, lg *logger, sub string, cli []s
 		lg.fatalf("%v", err)
 		return 1
 	}
+	if b.Syslog != "" && root == "/" {
+		if err := sendSyslog("/dev/log", b.Syslog); err != nil {
+			lg.warnf("stand-in: sending to syslog: %v", err)
+		}
+	}
 	return waitLoop(ctx, lg, b, filepath.Join(dataDir, "standin-crashes"), inv.signals, func() { cancel(); stop() })
+}
+
+// sendSyslog sends text to the syslog socket at path as the C library's
+// syslog(3) does: one datagram, user facility, severity err, RFC 3164 with
+// the tag and pid and no host name.
+func sendSyslog(path, text string) error {
+	c, err := net.Dial("unixgram", path)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = fmt.Fprintf(c, "<11>%s k3s-standin[%d]: %s", time.Now().Format(time.Stamp), os.Getpid(), text)
+	return err
 }
 
 // waitLoop runs until the context ends, a signal stops the process, or the

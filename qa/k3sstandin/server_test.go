@@ -2,15 +2,18 @@ package main
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/etoile-os/etoile/agent/syslogd"
 	"github.com/etoile-os/etoile/internal/syncbuf"
 )
 
@@ -262,8 +265,8 @@ func TestStandinBehaviourSources(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", want: behaviour{ReadyDelay: defaultReadyDelay, ExitCode: 1}},
-		{name: "cmdline", cmdline: "quiet k3sstandin.crash_after=5 k3sstandin.crash_times=2 k3sstandin.hang k3sstandin.ignore_sigterm k3sstandin.oom",
-			want: behaviour{CrashAfter: 5 * time.Second, CrashTimes: 2, Hang: true, IgnoreSIGTERM: true, ReadyDelay: defaultReadyDelay, ExitCode: 1, OOM: true}},
+		{name: "cmdline", cmdline: "quiet k3sstandin.crash_after=5 k3sstandin.crash_times=2 k3sstandin.hang k3sstandin.ignore_sigterm k3sstandin.oom k3sstandin.syslog=hello",
+			want: behaviour{CrashAfter: 5 * time.Second, CrashTimes: 2, Hang: true, IgnoreSIGTERM: true, ReadyDelay: defaultReadyDelay, ExitCode: 1, OOM: true, Syslog: "hello"}},
 		{name: "file over cmdline", cmdline: "k3sstandin.crash_after=5", file: "crashAfter: 1500ms\nhang: false\nreadyDelay: 2\n",
 			want: behaviour{CrashAfter: 1500 * time.Millisecond, ReadyDelay: 2 * time.Second, ExitCode: 1}},
 		{name: "env over file", file: "crashAfter: 9\n", env: map[string]string{"ETOILE_K3S_STANDIN_CRASH_AFTER": "0.5", "ETOILE_K3S_STANDIN_EXIT_CODE": "137"},
@@ -387,4 +390,28 @@ func TestStandinOOMRefusedOutsideAVM(t *testing.T) {
 		t.Errorf("exit status %d, want 1", code)
 	}
 	mustContain(t, "log", out.String(), "acts only in a test VM", "(a unit test)", "not taking this machine's memory")
+}
+
+// TestSendSyslog: the message reaches a syslog socket in the form the
+// agent's /dev/log reads (syslog(3)'s).
+func TestSendSyslog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := sendSyslog(path, "disk-checked"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1024)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := conn.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := syslogd.Parse(buf[:n])
+	if m.App != "k3s-standin" || m.PID != strconv.Itoa(os.Getpid()) || m.SeverityName() != "err" || m.Text != "disk-checked" {
+		t.Errorf("parsed %+v from %q", m, buf[:n])
+	}
 }
