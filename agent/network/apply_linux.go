@@ -1,12 +1,16 @@
 package network
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -59,15 +63,58 @@ func (r *renewals) watchCables(only []string, on func(netlink.Link)) {
 // the machine config configures it.
 func (r *renewals) cabled(l netlink.Link) {
 	r.mu.Lock()
-	on, name := r.onCable, l.Attrs().Name
-	if r.m[name] != nil || r.configured[name] {
+	on, only, name := r.onCable, r.only, l.Attrs().Name
+	if rn := r.m[name]; (rn != nil && rn.index == l.Attrs().Index) || r.configured[name] {
 		on = nil
 	}
 	r.mu.Unlock()
-	if on != nil {
+	if on != nil && afterBoot(l, only) {
 		on(l)
 	}
 }
+
+// gone ends what runs for the link with index idx, which went away (a NIC
+// unplugged, moved into a pod's namespace): a NIC that comes back under
+// its name is asked again.
+func (r *renewals) gone(idx int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for name, rn := range r.m {
+		if rn.index == idx {
+			rn.cancel()
+			delete(r.m, name)
+		}
+	}
+}
+
+// afterBoot reports whether l, met after the boot's network step, is one
+// to set up and ask DHCP on: one of only, or (only empty) a physical
+// Ethernet link that is not an SR-IOV virtual function or a switch
+// representor (an operator makes those for pods) and not enslaved to a
+// bridge or bond.
+func afterBoot(l netlink.Link, only []string) bool {
+	if !ours(l, only) {
+		return false
+	}
+	if len(only) > 0 {
+		return true
+	}
+	if l.Attrs().MasterIndex != 0 {
+		return false
+	}
+	dir := filepath.Join("/sys/class/net", l.Attrs().Name)
+	if _, err := os.Stat(filepath.Join(dir, "device", "physfn")); err == nil {
+		return false // a VF
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "phys_port_name")); err == nil && representor.Match(bytes.TrimSpace(b)) {
+		return false
+	}
+	return true
+}
+
+// representor matches the port names of switchdev representors and
+// subfunctions (pf0vf3, pf0sf1, c1pf0vf2).
+var representor = regexp.MustCompile(`^(c\d+)?pf\d+(vf|sf)\d+$`)
 
 // appeared sets up l, a link that appeared after Up returned (a USB NIC
 // plugged in, a driver that loaded late), when it is one to configure:
@@ -76,7 +123,7 @@ func (r *renewals) appeared(l netlink.Link, log *slog.Logger) {
 	r.mu.Lock()
 	on, only := r.onCable, r.only
 	r.mu.Unlock()
-	if on == nil || !ours(l, only) {
+	if on == nil || !afterBoot(l, only) {
 		return
 	}
 	if err := netlink.LinkSetUp(l); err != nil {
@@ -141,7 +188,7 @@ type renewal struct {
 	done   <-chan struct{}
 	addr   net.IPNet     // none while the first exchange runs
 	kick   chan struct{} // a renewal's: ask again now (watchCarrier)
-	index  int           // the renewed link's index, which kicks are for
+	index  int           // the link's index: an entry for another is a NIC that went (its name taken again)
 }
 
 // errStopped is the first exchange's error when stop ended it, or when the
@@ -165,7 +212,7 @@ func (r *renewals) exchange(ctx context.Context, l netlink.Link, metric func() i
 	defer cancel()
 	done := make(chan struct{})
 	defer close(done) // after the unlock below: stop waits for it
-	me := &renewal{cancel: cancel, done: done}
+	me := &renewal{cancel: cancel, done: done, index: l.Attrs().Index}
 	r.mu.Lock()
 	if r.configured[name] {
 		r.mu.Unlock()
@@ -192,7 +239,7 @@ func (r *renewals) exchange(ctx context.Context, l netlink.Link, metric func() i
 		r.startLocked(ctx, l, lease, m, cfg)
 	} else {
 		// Kept, so that a static config knows the address to remove.
-		r.replaceLocked(name, &renewal{cancel: func() {}, done: closed, addr: lease.Addr})
+		r.replaceLocked(name, &renewal{cancel: func() {}, done: closed, addr: lease.Addr, index: l.Attrs().Index})
 	}
 	return lease, nil
 }
@@ -287,7 +334,7 @@ func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cf
 	name := l.Attrs().Name
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	me := &renewal{cancel: cancel, done: done}
+	me := &renewal{cancel: cancel, done: done, index: l.Attrs().Index}
 	r.mu.Lock()
 	r.replaceLocked(name, me)
 	r.mu.Unlock()
@@ -330,7 +377,7 @@ func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cf
 				if cfg.Renew {
 					r.startLocked(ctx, l, lease, metric, cfg)
 				} else {
-					r.replaceLocked(name, &renewal{cancel: func() {}, done: closed, addr: lease.Addr})
+					r.replaceLocked(name, &renewal{cancel: func() {}, done: closed, addr: lease.Addr, index: l.Attrs().Index})
 				}
 				r.mu.Unlock()
 				got = &lease

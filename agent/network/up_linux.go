@@ -331,6 +331,30 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 			}
 		}()
 	}
+	// watchAfter: from the end of Up, a link that gets its cable (or a NIC
+	// that appears) is asked for a lease then, a late one. Those that
+	// registered or got carrier since the boot's last look are seen to now.
+	watchAfter := func() {
+		if !cfg.Renew {
+			return
+		}
+		res.renew.watchCables(cfg.Only, func(l netlink.Link) {
+			cfg.Log.Info("link has carrier: asking DHCP", "iface", l.Attrs().Name)
+			startDHCP(l, true)
+		})
+		now, err := physicalLinks(cfg.Only)
+		if err != nil {
+			return
+		}
+		for _, l := range now {
+			switch {
+			case l.Attrs().Flags&net.FlagUp == 0:
+				res.renew.appeared(l, cfg.Log)
+			case hasCarrier(l.Attrs().Name):
+				res.renew.cabled(l)
+			}
+		}
+	}
 	w := &linkWatch{cfg: cfg, onCarrier: func(l netlink.Link) { startDHCP(l, false) }, early: cfg.EarlyReturn,
 		set: map[int]bool{}, started: map[int]bool{}}
 	links, withCarrier, settled, err := w.wait(ctx)
@@ -436,6 +460,7 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		return res, err
 	}
 	if len(links) == 0 {
+		watchAfter() // a USB NIC plugged in later is set up and asked
 		return res, errors.New("no network interface found (is the NIC's driver in the image? see the hardware drivers line above)")
 	}
 	cfg.Log.Debug("carrier", "links", len(withCarrier))
@@ -472,24 +497,7 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.EtcDir != "" {
 		WriteEtc(cfg.EtcDir, res, cfg.Log)
 	}
-	if cfg.Renew {
-		// From here a link that gets its cable (or a NIC that appears) is
-		// asked for a lease then: a late lease. Those that got carrier
-		// since the boot's look are asked now.
-		res.renew.watchCables(cfg.Only, func(l netlink.Link) {
-			if ours(l, cfg.Only) {
-				cfg.Log.Info("link has carrier: asking DHCP", "iface", l.Attrs().Name)
-				startDHCP(l, true)
-			}
-		})
-		if now, err := physicalLinks(cfg.Only); err == nil {
-			for _, l := range now {
-				if hasCarrier(l.Attrs().Name) {
-					res.renew.cabled(l)
-				}
-			}
-		}
-	}
+	watchAfter()
 	return res, nil
 }
 
@@ -778,6 +786,7 @@ func (r *renewals) followCarrier(ctx context.Context, log *slog.Logger) error {
 			idx := u.Index
 			if u.Header.Type == unix.RTM_DELLINK {
 				delete(up, idx)
+				r.gone(int(idx))
 				continue
 			}
 			now := u.IfInfomsg.Flags&unix.IFF_LOWER_UP != 0
@@ -799,7 +808,7 @@ func (r *renewals) followCarrier(ctx context.Context, log *slog.Logger) error {
 				case rn.kick <- struct{}{}:
 				default:
 				}
-			case rn == nil && !configured && u.Link != nil:
+			case !configured && u.Link != nil && (rn == nil || rn.index != int(idx)):
 				r.cabled(u.Link) // no DHCP on it yet: its cable came after the boot's look
 			}
 		}

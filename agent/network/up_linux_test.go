@@ -739,7 +739,8 @@ func TestCableAfterTheBoot(t *testing.T) {
 
 // TestNICAppearsAfterTheBoot: a NIC that registers after the boot's network
 // step (a USB NIC plugged in, a driver loaded late) is set up, and once it
-// has carrier it is asked for a lease, as a late one.
+// has carrier it is asked for a lease, as a late one; unplugged and plugged
+// in again (the same name, another index), it is asked again.
 func TestNICAppearsAfterTheBoot(t *testing.T) {
 	srv, cli, exe := dhcpNamespaces(t)
 	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_ONLY=vc,vc3",
@@ -757,6 +758,19 @@ func TestNICAppearsAfterTheBoot(t *testing.T) {
 	if log := stderr.String(); !strings.Contains(log, `msg="network link appeared: set up" iface=vc3`) ||
 		!strings.Contains(log, "etoile-test: late lease iface=vc3 addr=10.98.0.50/24") || !strings.Contains(log, "node=10.99.0.50\n") {
 		t.Errorf("the NIC's set-up or late lease is not logged, or it took the node's address:\n%s", log)
+	}
+	// Unplugged, and plugged in again (its DHCP server on a fresh port).
+	ipCmd(t, "-n", cli, "link", "del", "vc3")
+	ipCmd(t, "-n", cli, "link", "add", "vc3", "type", "veth", "peer", "name", "vs3", "netns", srv)
+	ipCmd(t, "-n", srv, "addr", "add", "10.98.0.1/24", "dev", "vs3")
+	ipCmd(t, "-n", srv, "link", "set", "vs3", "up")
+	startServer(t, srv, exe, "ETOILE_NETTEST_SRV_IFACE=vs3", "ETOILE_NETTEST_SRV_NET=98")
+	waitCount(stderr, "etoile-test: late lease iface=vc3 addr=10.98.0.50/24", 2, 15*time.Second)
+	if strings.Count(stderr.String(), "etoile-test: late lease iface=vc3 addr=10.98.0.50/24") < 2 {
+		t.Fatalf("no lease on the NIC plugged in again:\n%s", stderr.String())
+	}
+	if addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc3"); !strings.Contains(addrs, "inet 10.98.0.50/24") {
+		t.Errorf("vc3's addresses after it came back:\n%s", addrs)
 	}
 }
 
@@ -1263,6 +1277,16 @@ func TestLinkReady(t *testing.T) {
 	} {
 		if got := linkReady(c.carrier, c.operstate); got != c.want {
 			t.Errorf("linkReady(%q, %q) = %v, want %v", c.carrier, c.operstate, got, c.want)
+		}
+	}
+}
+
+// TestRepresentorNames: switchdev representors' and subfunctions' port
+// names are left alone after the boot; a physical port's are not.
+func TestRepresentorNames(t *testing.T) {
+	for name, want := range map[string]bool{"pf0vf3": true, "pf1sf0": true, "c1pf0vf12": true, "p0": false, "p1": false, "pf0": false, "": false} {
+		if got := representor.MatchString(name); got != want {
+			t.Errorf("representor(%q) = %v, want %v", name, got, want)
 		}
 	}
 }
