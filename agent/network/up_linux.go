@@ -622,48 +622,6 @@ func hasCarrier(name string) bool {
 	return err == nil && len(b) > 0 && b[0] == '1'
 }
 
-// waitLinkReady waits, a second at most, until the kernel has taken note
-// of name's carrier (linkReady): the first DISCOVER is not sent into a
-// queue that drops it. The link watch runs at once for most carrier
-// changes, within a second for the others (a link that got its carrier
-// while it was down).
-func waitLinkReady(ctx context.Context, name string) {
-	dir := filepath.Join("/sys/class/net", name)
-	for deadline := time.Now().Add(time.Second); ; {
-		release := mount.HoldAPI()
-		carrier, _ := os.ReadFile(filepath.Join(dir, "carrier"))
-		state, err := os.ReadFile(filepath.Join(dir, "operstate"))
-		release()
-		if err != nil || strings.TrimSpace(string(carrier)) != "1" || linkReady(string(carrier), string(state)) || time.Now().After(deadline) {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
-// linkReady reads a link's carrier and operstate files (sysfs). The
-// carrier flag is set as the driver sees the link, but until the kernel's
-// link watch runs, the link's transmit queue still drops what is sent: a
-// DISCOVER sent then is lost, and the exchange waits for nclient4's
-// resend, 2 s later. The link watch sets the operational state before it
-// enables the queue, so a link whose state is still down (or
-// lowerlayerdown) is not ready yet; one without the file (empty) is ready
-// on its carrier.
-func linkReady(carrier, operstate string) bool {
-	if strings.TrimSpace(carrier) != "1" {
-		return false
-	}
-	switch strings.TrimSpace(operstate) {
-	case "down", "lowerlayerdown":
-		return false
-	}
-	return true
-}
-
 func dhcp(ctx context.Context, l netlink.Link, cfg Config) (Lease, error) {
 	return dhcpWant(ctx, l, cfg, nil)
 }
@@ -673,7 +631,6 @@ func dhcpWant(ctx context.Context, l netlink.Link, cfg Config, want net.IP) (Lea
 	ctx, cancel := context.WithTimeout(ctx, cfg.DHCPTimeout)
 	defer cancel()
 	name := l.Attrs().Name
-	waitLinkReady(ctx, name)
 	cfg.Log.Debug("dhcp starting", "iface", name)
 	defer cfg.Log.Debug("dhcp done", "iface", name)
 	c, err := nclient4.New(name, nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3),

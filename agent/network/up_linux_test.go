@@ -1258,29 +1258,6 @@ func TestApplyAgainOnLinkGateway(t *testing.T) {
 	}
 }
 
-// TestLinkReady: a link is waited for while its carrier is there but the
-// kernel's link watch has not run (operstate still down): what is sent
-// then is dropped.
-func TestLinkReady(t *testing.T) {
-	for _, c := range []struct {
-		carrier, operstate string
-		want               bool
-	}{
-		{"1\n", "up\n", true},
-		{"1\n", "unknown\n", true}, // drivers that keep no operational state
-		{"1\n", "dormant\n", true},
-		{"1\n", "", true}, // no operstate file
-		{"1\n", "down\n", false},
-		{"1\n", "lowerlayerdown\n", false},
-		{"0\n", "up\n", false},
-		{"", "up\n", false},
-	} {
-		if got := linkReady(c.carrier, c.operstate); got != c.want {
-			t.Errorf("linkReady(%q, %q) = %v, want %v", c.carrier, c.operstate, got, c.want)
-		}
-	}
-}
-
 // TestRepresentorNames: switchdev representors' and subfunctions' port
 // names are left alone after the boot; a physical port's are not.
 func TestRepresentorNames(t *testing.T) {
