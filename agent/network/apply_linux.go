@@ -244,6 +244,37 @@ func (r *renewals) exchange(ctx context.Context, l netlink.Link, metric func() i
 	return lease, nil
 }
 
+// waitRetry waits wait before link l's next DHCP try, or less: until ctx
+// ends, stop ends the wait (a machine config that configures the link: the
+// next exchange says errStopped), or the link gets its carrier back — a
+// cable moved from a port without DHCP to one with it is asked at once, not
+// after a wait that has grown to a minute.
+func (r *renewals) waitRetry(ctx context.Context, l netlink.Link, wait time.Duration, log *slog.Logger) {
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	name := l.Attrs().Name
+	me := &renewal{cancel: cancel, done: closed, kick: make(chan struct{}, 1), index: l.Attrs().Index}
+	r.mu.Lock()
+	if r.configured[name] {
+		r.mu.Unlock()
+		return
+	}
+	r.replaceLocked(name, me)
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.m[name] == me {
+			delete(r.m, name)
+		}
+	}()
+	select {
+	case <-wctx.Done():
+	case <-me.kick:
+		log.Info("link has carrier again: asking DHCP now", "iface", name)
+	}
+}
+
 // replaceLocked makes rn the link's entry; one it replaces (a NIC plugged
 // in again under the same name) is cancelled: one DHCP client per link.
 func (r *renewals) replaceLocked(name string, rn *renewal) {
@@ -334,7 +365,7 @@ func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cf
 	name := l.Attrs().Name
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	me := &renewal{cancel: cancel, done: done, index: l.Attrs().Index}
+	me := &renewal{cancel: cancel, done: done, kick: make(chan struct{}, 1), index: l.Attrs().Index}
 	r.mu.Lock()
 	r.replaceLocked(name, me)
 	r.mu.Unlock()
@@ -352,6 +383,8 @@ func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cf
 				select {
 				case <-rctx.Done():
 					return
+				case <-me.kick:
+					cfg.Log.Info("link has carrier again: asking DHCP now", "iface", name)
 				case <-time.After(wait):
 				}
 				if linkGone(l, cfg.Log) {

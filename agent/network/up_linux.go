@@ -293,10 +293,8 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 				} else {
 					cfg.Log.Debug("no DHCP lease yet", "iface", name, "tries", tries, "reason", err.Error(), "next_in", wait)
 				}
-				select {
-				case <-ctx.Done():
+				if res.renew.waitRetry(ctx, l, wait, cfg.Log); ctx.Err() != nil {
 					return
-				case <-time.After(wait):
 				}
 				wait = cfg.nextRetry(wait)
 				if linkGone(l, cfg.Log) {
@@ -682,7 +680,8 @@ func (l dhcpLogger) PrintMessage(prefix string, m *dhcpv4.DHCPv4) {
 // watchCarrier follows the links' carrier until ctx ends: a link that gets
 // it back after losing it, whose lease is renewed, is asked again at once.
 // A subscription the kernel ends (its socket's buffer overrun in a burst of
-// link events) is made again.
+// link events) is made again, and what changed in the gap is acted on as
+// if it had been seen: a carrier that came back, a NIC that went or came.
 func (r *renewals) watchCarrier(ctx context.Context, log *slog.Logger) {
 	go func() {
 		defer func() {
@@ -690,24 +689,40 @@ func (r *renewals) watchCarrier(ctx context.Context, log *slog.Logger) {
 				log.Warn("following the links' carrier crashed", "reason", fmt.Sprint(p))
 			}
 		}()
+		var up map[int32]bool // by index: the carrier last seen; nil before the first subscription
 		for wait := time.Second; ctx.Err() == nil; wait = min(wait*2, time.Minute) {
-			err := r.followCarrier(ctx, log)
+			var err error
+			up, err = r.followCarrier(ctx, up, log)
 			if ctx.Err() != nil {
 				return
 			}
-			log.Warn("following the links' carrier stopped; starting again: meanwhile a cable plugged into another network keeps its lease until the renewal",
+			log.Warn("following the links' carrier stopped; starting again: what changed meanwhile is looked at then",
 				"reason", err.Error(), "in", wait)
+			var timer <-chan time.Time
+			resume := followResume
+			if resume == nil {
+				timer = time.After(wait)
+			}
 			select {
 			case <-ctx.Done():
-			case <-time.After(wait):
+			case <-timer:
+			case <-resume:
 			}
 		}
 	}()
 }
 
+// followEnd and followResume are tests' (nil otherwise): a send on
+// followEnd ends the links' subscription, as the kernel does when its
+// socket's buffer overruns, and watchCarrier then waits for a send on
+// followResume rather than its second.
+var followEnd, followResume chan struct{}
+
 // followCarrier is one subscription of watchCarrier, until ctx ends or the
-// subscription does.
-func (r *renewals) followCarrier(ctx context.Context, log *slog.Logger) error {
+// subscription does; it returns the carrier it saw last, by link index.
+// With before (what an earlier subscription saw), the links' differences
+// from it are acted on first.
+func (r *renewals) followCarrier(ctx context.Context, before map[int32]bool, log *slog.Logger) (map[int32]bool, error) {
 	updates := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
 	var lastErr error
@@ -715,7 +730,7 @@ func (r *renewals) followCarrier(ctx context.Context, log *slog.Logger) error {
 	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
 		ErrorCallback: func(err error) { errMu.Lock(); lastErr = err; errMu.Unlock() },
 	}); err != nil {
-		return err
+		return before, err
 	}
 	defer func() {
 		close(done)
@@ -724,21 +739,39 @@ func (r *renewals) followCarrier(ctx context.Context, log *slog.Logger) error {
 			}
 		}()
 	}()
-	up := map[int32]bool{} // by index: the carrier last seen
-	if links, err := dump(netlink.LinkList); err == nil {
+	up := map[int32]bool{}
+	links, err := dump(netlink.LinkList)
+	switch {
+	case err != nil && before != nil:
+		up = before // the gap's changes are not known: the updates tell what comes
+	case err == nil:
 		for _, l := range links {
 			up[int32(l.Attrs().Index)] = l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
+		}
+	}
+	if err == nil && before != nil {
+		for idx := range before {
+			if _, ok := up[idx]; !ok {
+				r.gone(int(idx))
+			}
+		}
+		for _, l := range links {
+			idx := int32(l.Attrs().Index)
+			was, seen := before[idx]
+			r.carrierSeen(l, l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0, was, seen, log)
 		}
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return up, ctx.Err()
+		case <-followEnd:
+			return up, errors.New("ended by the test")
 		case u, ok := <-updates:
 			if !ok {
 				errMu.Lock()
 				defer errMu.Unlock()
-				return cmp.Or(lastErr, errors.New("the kernel ended the link updates"))
+				return up, cmp.Or(lastErr, errors.New("the kernel ended the link updates"))
 			}
 			idx := u.Index
 			if u.Header.Type == unix.RTM_DELLINK {
@@ -746,29 +779,42 @@ func (r *renewals) followCarrier(ctx context.Context, log *slog.Logger) error {
 				r.gone(int(idx))
 				continue
 			}
+			if u.Link == nil {
+				continue
+			}
 			now := u.IfInfomsg.Flags&unix.IFF_LOWER_UP != 0
 			was, seen := up[idx]
 			up[idx] = now
-			if !seen && u.Link != nil && u.Attrs().Flags&net.FlagUp == 0 {
-				r.appeared(u.Link, log) // a NIC plugged in after the boot: set up, its cable then tells
-			}
-			if was || !now {
-				continue
-			}
-			r.mu.Lock()
-			rn := r.m[u.Attrs().Name]
-			configured := r.configured[u.Attrs().Name]
-			r.mu.Unlock()
-			switch {
-			case rn != nil && rn.kick != nil && rn.index == int(idx):
-				select {
-				case rn.kick <- struct{}{}:
-				default:
-				}
-			case !configured && u.Link != nil && (rn == nil || rn.index != int(idx)):
-				r.cabled(u.Link) // no DHCP on it yet: its cable came after the boot's look
-			}
+			r.carrierSeen(u.Link, now, was, seen, log)
 		}
+	}
+}
+
+// carrierSeen acts on link l's carrier now, which was was (seen: l was
+// known): a NIC not known before that is down is set up (appeared); a link
+// whose carrier came kicks its lease's renewal or retry, or, with no DHCP
+// on it and not configured by the machine config, is asked for a lease
+// (cabled).
+func (r *renewals) carrierSeen(l netlink.Link, now, was, seen bool, log *slog.Logger) {
+	if !seen && l.Attrs().Flags&net.FlagUp == 0 {
+		r.appeared(l, log) // a NIC plugged in after the boot: set up, its cable then tells
+	}
+	if was || !now {
+		return
+	}
+	idx := l.Attrs().Index
+	r.mu.Lock()
+	rn := r.m[l.Attrs().Name]
+	configured := r.configured[l.Attrs().Name]
+	r.mu.Unlock()
+	switch {
+	case rn != nil && rn.kick != nil && rn.index == idx:
+		select {
+		case rn.kick <- struct{}{}:
+		default:
+		}
+	case !configured && (rn == nil || rn.index != idx):
+		r.cabled(l) // no DHCP on it yet: its cable came after the boot's look
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -232,6 +233,22 @@ func dhcpClient() int {
 		WriteResolv(os.Getenv("ETOILE_NETTEST_ETC"), res, slog.Default())
 		fmt.Fprintf(os.Stderr, "etoile-test: late lease iface=%s addr=%s ntp=%s node=%s\n", l.Iface, l.Addr.String(),
 			strings.Join(NTPServers(res.AllLeases()), ","), NodeAddress())
+	}
+	// ETOILE_NETTEST_FOLLOW_SIGNALS: SIGUSR1 ends the links' carrier
+	// subscription (as an ENOBUFS does), SIGUSR2 has it made again.
+	if os.Getenv("ETOILE_NETTEST_FOLLOW_SIGNALS") != "" {
+		followEnd, followResume = make(chan struct{}), make(chan struct{})
+		sigs := make(chan os.Signal, 2)
+		signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2)
+		go func() {
+			for sig := range sigs {
+				if sig == syscall.SIGUSR1 {
+					followEnd <- struct{}{}
+				} else {
+					followResume <- struct{}{}
+				}
+			}
+		}()
 	}
 	// ETOILE_NETTEST_RENEW: renew the leases, a renewal's REQUESTs that
 	// long apart at least (RFC 2131's minute).
@@ -481,9 +498,15 @@ func waitLog(log *syncbuf.Buffer, text string, d time.Duration) bool {
 // second late and only its last state.
 func carrierGap(t *testing.T, srv string) {
 	t.Helper()
-	ipCmd(t, "-n", srv, "link", "set", "vs", "down")
+	carrierGapOn(t, srv, "vs")
+}
+
+// carrierGapOn is carrierGap for the client's link whose peer in srv is peer.
+func carrierGapOn(t *testing.T, srv, peer string) {
+	t.Helper()
+	ipCmd(t, "-n", srv, "link", "set", peer, "down")
 	time.Sleep(2 * time.Second)
-	ipCmd(t, "-n", srv, "link", "set", "vs", "up")
+	ipCmd(t, "-n", srv, "link", "set", peer, "up")
 }
 
 // onlyAddress checks that link vc in namespace cli has the IPv4 address
@@ -810,6 +833,7 @@ func TestApplyDHCPAsksAgain(t *testing.T) {
 // 10.99.0.50 from it and renews it (its log in client), /etc in etc.
 type renewingTest struct {
 	srv, cli, exe, etc string
+	proc               *exec.Cmd // the client
 	stopServer         func()
 	server, client     *syncbuf.Buffer
 }
@@ -825,7 +849,7 @@ func renewing(t *testing.T, srvEnv []string, cliEnv ...string) renewingTest {
 	rt.etc = t.TempDir()
 	env := append([]string{"ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=20s", "ETOILE_NETTEST_ETC=" + rt.etc}, cliEnv...)
 	var r clientResult
-	_, r, rt.client = streamClient(t, rt.cli, rt.exe, nil, env...)
+	rt.proc, r, rt.client = streamClient(t, rt.cli, rt.exe, nil, env...)
 	if r.IP != "10.99.0.50" {
 		t.Fatalf("client got %+v\n%s", r, rt.client.String())
 	}
@@ -1007,6 +1031,75 @@ func TestCarrierBackAsksAgain(t *testing.T) {
 		t.Fatalf("the lease was not asked again when the carrier came back:\n%s", log)
 	}
 	onlyAddress(t, cli, "10.99.0.51/24", "", "after the carrier came back")
+}
+
+// TestCarrierBackWhileTheWatchWasAway: the kernel ends the links' carrier
+// subscription (its buffer overrun in a burst of link events) while the
+// link has no carrier, and the cable comes back before it is made again:
+// the new subscription sees what changed in the gap and asks DHCP again at
+// once, as if it had seen the carrier come.
+func TestCarrierBackWhileTheWatchWasAway(t *testing.T) {
+	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_MOVE=1"}, "ETOILE_NETTEST_FOLLOW_SIGNALS=1", "ETOILE_NETTEST_LINGER=30s")
+	srv, stderr := rt.srv, rt.client
+	ipCmd(t, "-n", srv, "link", "set", "vs", "down")
+	time.Sleep(2 * time.Second) // the link watch tells the carrier's loss
+	rt.proc.Process.Signal(syscall.SIGUSR1)
+	if !waitLog(stderr, "following the links' carrier stopped", 5*time.Second) {
+		t.Fatalf("the subscription did not end:\n%s", stderr.String())
+	}
+	ipCmd(t, "-n", srv, "link", "set", "vs", "up")
+	time.Sleep(2 * time.Second) // the carrier's return is told to no one
+	rt.proc.Process.Signal(syscall.SIGUSR2)
+	waitLog(stderr, "etoile-test: renewed", 15*time.Second)
+	log := stderr.String()
+	if !strings.Contains(log, `msg="link has carrier again: asking DHCP again" iface=vc`) || !strings.Contains(log, "etoile-test: renewed iface=vc addr=10.99.0.51/24") {
+		t.Fatalf("the carrier that came back in the gap was not acted on:\n%s", log)
+	}
+	onlyAddress(t, rt.cli, "10.99.0.51/24", "", "after the carrier came back")
+}
+
+// TestCableMovedWhileAskingAgain: no DHCP server answers the boot's
+// exchange, and the background retries have grown a minute apart; the
+// cable is then moved to a port with a DHCP server (the carrier goes and
+// comes): DHCP is asked at once, not at the next retry.
+func TestCableMovedWhileAskingAgain(t *testing.T) {
+	srv, cli, exe := namespaces(t, false)
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_RETRY=60s",
+		"ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_ETC="+t.TempDir(), "ETOILE_NETTEST_LINGER=30s")
+	if r.Err != "" || r.IP != "none" {
+		t.Fatalf("client got %+v, want no address from the boot's exchange\n%s", r, stderr.String())
+	}
+	waitLog(stderr, "no DHCP lease; asking again in the background", 5*time.Second)
+	startServer(t, srv, exe)
+	carrierGap(t, srv)
+	if !waitLog(stderr, "etoile-test: late lease iface=vc addr=10.99.0.50/24", 15*time.Second) {
+		t.Fatalf("no lease soon after the cable moved:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `msg="link has carrier again: asking DHCP now" iface=vc`) {
+		t.Errorf("the carrier's return is not logged:\n%s", stderr.String())
+	}
+	onlyAddress(t, cli, "10.99.0.50/24", "10.99.0.1", "after the cable moved")
+}
+
+// TestApplyDHCPCableMoved: the machine config's DHCP link vc2 got no lease
+// and is asked again a minute apart; its cable moved to a port with a
+// DHCP server is asked at once.
+func TestApplyDHCPCableMoved(t *testing.T) {
+	srv, cli, exe := dhcpNamespaces(t)
+	silentPort(t, srv, cli)
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_RETRY=60s", "ETOILE_NETTEST_RENEW=1s",
+		"ETOILE_NETTEST_APPLY="+`[{"name":"vc2","dhcp":true}]`, "ETOILE_NETTEST_ETC="+t.TempDir(), "ETOILE_NETTEST_LINGER=30s")
+	if r.IP != "10.99.0.50" || !strings.Contains(r.ApplyErr, "asking again in the background") {
+		t.Fatalf("client got %+v, want vc's lease and vc2's error\n%s", r, stderr.String())
+	}
+	slowServer(t, srv, exe, 10*time.Millisecond)
+	carrierGapOn(t, srv, "vs2")
+	if !waitLog(stderr, "etoile-test: late lease iface=vc2 addr=10.98.0.50/24", 15*time.Second) {
+		t.Fatalf("no lease on vc2 soon after its cable moved:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `msg="link has carrier again: asking DHCP now" iface=vc2`) {
+		t.Errorf("the carrier's return is not logged:\n%s", stderr.String())
+	}
 }
 
 // TestCarrierBackAsksAgainUntilAnswered: when the carrier comes back the
