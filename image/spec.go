@@ -307,6 +307,10 @@ func (s *ImageSpec) Validate() error {
 	}
 	for i, o := range s.Overlays {
 		p := fmt.Sprintf("overlays[%d]", i)
+		if strings.TrimSpace(o) == "" {
+			errs.Add(p, "empty: give a folder (relative paths are taken from the spec file's folder; \".\" for that folder itself)")
+			continue
+		}
 		if st, err := os.Stat(s.resolve(o)); err != nil || !st.IsDir() {
 			errs.Add(p, "%q is not a folder (relative paths are taken from the spec file's folder)", o)
 		}

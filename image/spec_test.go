@@ -58,6 +58,8 @@ func TestSpecErrorsNameTheField(t *testing.T) {
 		{"bad module", "apiVersion: etoile.io/v1alpha1\nkind: ImageSpec\nmodules: [squashfs, \"bad/name\", squashfs]\n", []string{"modules[1]", "bad/name", "modules[2]", "listed twice"}},
 		{"compression", head + "initramfs: {compression: lz4}\n", []string{"initramfs.compression", `"lz4"`, "zstd"}},
 		{"overlay missing", head + "overlays: [nope]\n", []string{"overlays[0]", `"nope"`, "not a folder"}},
+		{"overlay empty", head + "overlays: ['']\n", []string{"overlays[0]", "empty", `"."`}},
+		{"overlay null", head + "overlays:\n  -\n", []string{"overlays[0]", "empty"}},
 		{"wrong kind", "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nmodules: [a]\n", []string{"kind", "MachineConfig", "ImageSpec"}},
 		{"wrong version", "apiVersion: v2\nkind: ImageSpec\nmodules: [a]\n", []string{"apiVersion", `"v2"`, "etoile.io/v1alpha1"}},
 		{"not yaml", "a: [\n", []string{"not valid YAML"}},

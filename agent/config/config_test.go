@@ -200,7 +200,7 @@ func TestK3sConfigContent(t *testing.T) {
 // would turn into mode 0420; an unquoted "on" is a boolean.
 func TestK3sValuesKeptAsWritten(t *testing.T) {
 	c, err := Parse([]byte(strings.Replace(minimal, "hostname: ", "hostname: on\n# ", 1) +
-		"k3s:\n  write-kubeconfig-mode: 0644\n  cluster-dns: '10.43.0.10'\n  cluster-domain: 0x10\n  v: 2\n  node-external-ip: [10.0.0.1, no]\n"))
+		"k3s:\n  write-kubeconfig-mode: 0644\n  cluster-dns: '10.43.0.10'\n  cluster-domain: 0x10\n  v: 2\n  tls-san: [10.0.0.1, no]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -236,3 +236,21 @@ var (
 	})
 	k3sDurationKeys = toSet([]string{"etcd-s3-timeout"})
 )
+
+// The K3s options that take IP addresses or networks (k3sAddressProblem),
+// by what they take; k3sSingleAddressKeys take one, the others a list.
+var (
+	k3sAddressKeys = map[string]string{
+		"advertise-address": "an IP address", "bind-address": "an IP address",
+		"node-ip": "an IP address", "node-external-ip": "an IP address", "cluster-dns": "an IP address",
+		"cluster-cidr": "a network (CIDR)", "service-cidr": "a network (CIDR)",
+	}
+	k3sSingleAddressKeys = toSet([]string{"advertise-address", "bind-address"})
+)
+
+// k3sChoiceKeys are the options that take one of a few words, from their
+// flags' help in k3s-io/k3s pkg/cli/cmds (v1.34): K3s refuses any other.
+var k3sChoiceKeys = map[string][]string{
+	"flannel-backend":      {"none", "vxlan", "host-gw", "wireguard-native"},
+	"egress-selector-mode": {"agent", "cluster", "disabled", "pod"},
+}

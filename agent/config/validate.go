@@ -126,6 +126,9 @@ func serverURLProblem(s string) (problem, warning string) {
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
 		return "must be only https://HOST:PORT, without user, path or query", ""
 	}
+	if msg := hostProblem(u.Hostname()); msg != "" {
+		return msg + ": use https://HOST:6443", ""
+	}
 	if msg := portProblem(u.Host); msg != "" {
 		return msg + ": K3s servers listen on 6443 (https://HOST:6443)", ""
 	}
@@ -587,11 +590,20 @@ func (v *validator) k3s(c *MachineConfig) {
 }
 
 // k3sValueProblem checks the values K3s parses itself (booleans, numbers,
-// durations), which would otherwise stop K3s at start.
+// durations, addresses, networks, choices), which would otherwise stop K3s
+// at start.
 func k3sValueProblem(key string, val K3sValue) string {
+	if msg := k3sAddressProblem(key, val); msg != "" {
+		return msg
+	}
 	var kind string
 	var ok func(string) bool
 	switch {
+	case k3sChoiceKeys[key] != nil:
+		choices := k3sChoiceKeys[key]
+		kind, ok = "one of "+strings.Join(choices, ", "), func(s string) bool { return slices.Contains(choices, s) }
+	case key == "service-node-port-range":
+		kind, ok = "a port range such as 30000-32767", func(s string) bool { return portRangeOK(s) }
 	case k3sBoolKeys[key]:
 		kind, ok = "true or false", func(s string) bool { _, err := strconv.ParseBool(s); return err == nil }
 	case k3sIntKeys[key]:
@@ -608,6 +620,67 @@ func k3sValueProblem(key string, val K3sValue) string {
 		return fmt.Sprintf("%q: K3s expects %s and would refuse to start", s, kind)
 	}
 	return ""
+}
+
+// k3sAddressProblem checks the K3s options that take IP addresses or
+// networks: K3s splits each list item at commas (a dual-stack pair,
+// 10.0.0.5,2001:db8::5) and refuses to start on one that does not parse.
+func k3sAddressProblem(key string, val K3sValue) string {
+	kind, single := k3sAddressKeys[key], k3sSingleAddressKeys[key]
+	if kind == "" {
+		return ""
+	}
+	if single && val.IsList() {
+		return fmt.Sprintf("a list: this option takes %s, one", kind)
+	}
+	var bad []string
+	for _, item := range val.Strings() {
+		parts := strings.Split(item, ",")
+		if single && len(parts) > 1 {
+			return fmt.Sprintf("%q: this option takes %s, one", item, kind)
+		}
+		for _, part := range parts {
+			part = strings.TrimSpace(part)
+			var err error
+			if kind == "a network (CIDR)" {
+				_, _, err = net.ParseCIDR(part)
+			} else if net.ParseIP(part) == nil {
+				err = errors.New("not an IP address")
+			}
+			if err != nil {
+				bad = append(bad, strconv.Quote(part))
+			}
+		}
+	}
+	if len(bad) == 0 {
+		return ""
+	}
+	example := "10.42.0.0/16 (a list, or two joined by a comma, for dual-stack: 10.42.0.0/16,2001:db8:42::/56)"
+	if kind != "a network (CIDR)" {
+		example = "10.0.0.5 (a list, or two joined by a comma, for dual-stack: 10.0.0.5,2001:db8::5)"
+		if single {
+			example = "10.0.0.5 or 2001:db8::5"
+		}
+	}
+	return fmt.Sprintf("%s: not %s, and K3s would refuse to start: give one such as %s", strings.Join(bad, ", "), kind, example)
+}
+
+// portRangeOK reports whether s is a port range as Kubernetes parses it:
+// FIRST-LAST or FIRST+COUNT, within 1..65535.
+func portRangeOK(s string) bool {
+	first, rest, plus := strings.Cut(s, "+")
+	if !plus {
+		first, rest, _ = strings.Cut(s, "-")
+	}
+	a, err1 := strconv.Atoi(first)
+	b, err2 := strconv.Atoi(rest)
+	if err1 != nil || err2 != nil || a < 1 || a > 65535 || b < 0 {
+		return false
+	}
+	if plus {
+		b = a + b
+	}
+	return b >= a && b <= 65535
 }
 
 func (v *validator) registries(r *Registries) {
@@ -636,6 +709,8 @@ func (v *validator) registries(r *Registries) {
 				v.errs.Add(ep, "%q has credentials in the URL: put them in registries.configs.%s.auth", e, u.Host)
 			case portProblem(u.Host) != "":
 				v.errs.Add(ep, "%q %s: give the registry's port, or none for %s's default", e, portProblem(u.Host), u.Scheme)
+			case hostProblem(u.Hostname()) != "":
+				v.errs.Add(ep, "%q %s: use https://HOST[:PORT]", e, hostProblem(u.Hostname()))
 			}
 		}
 		for _, pat := range slices.Sorted(maps.Keys(m.Rewrite)) {
@@ -728,6 +803,24 @@ func ntpServerProblem(s string) string {
 	}
 	return ""
 }
+
+// hostProblem says what is wrong with a URL's host (without brackets or
+// port): neither an IP address nor a DNS name, or "".
+func hostProblem(host string) string {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return ""
+	}
+	if ipv4ish.MatchString(host) {
+		return fmt.Sprintf("has host %q, which is not an IPv4 address (four numbers 0 to 255, without leading zeros)", host)
+	}
+	if err := hostnameLike(host); err != nil {
+		return fmt.Sprintf("has host %q, which is neither an IP address nor a DNS name (letters, digits and -, between dots; no label starting or ending with -)", host)
+	}
+	return ""
+}
+
+// ipv4ish matches what can only be meant as an IPv4 address: digits and dots.
+var ipv4ish = regexp.MustCompile(`^[0-9.]+$`)
 
 // hostnameLike checks a DNS name: dot-separated RFC 1123 labels.
 func hostnameLike(h string) error {
