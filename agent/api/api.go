@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/etoile-os/etoile/agent/timesync"
@@ -336,7 +338,7 @@ func (c *Client) doWith(hc *http.Client, ctx context.Context, method, path strin
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("cannot reach the agent at %s: %w (is it running? the socket is root-only: use sudo)", c.Socket, err)
+		return 0, fmt.Errorf("cannot reach the agent at %s: %w (%s)", c.Socket, err, unreachableHint(err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
@@ -456,4 +458,21 @@ func WriteStatus(w io.Writer, st Status) error {
 	}
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// unreachableHint says what to do when the agent's socket cannot be
+// dialled: run as root when permission was denied, else check that the
+// agent runs there (it does on an Étoile node; elsewhere --socket names
+// another agent's).
+func unreachableHint(err error) string {
+	switch {
+	case errors.Is(err, fs.ErrPermission) && os.Geteuid() != 0:
+		return "the socket is root-only: use sudo"
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
+		return "no agent serves this socket: run this on an Étoile node, or give another agent's with --socket PATH"
+	}
+	if os.Geteuid() != 0 {
+		return "is it running? the socket is root-only: use sudo"
+	}
+	return "is it running?"
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -199,8 +200,20 @@ func TestConfigValidateAndApply(t *testing.T) {
 func TestClientSaysWhenTheAgentIsNotRunning(t *testing.T) {
 	c := NewClient(filepath.Join(t.TempDir(), "agent.sock"))
 	_, err := c.Status(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "is it running?") {
-		t.Errorf("err = %v", err)
+	if err == nil || !strings.Contains(err.Error(), "no agent serves this socket") || !strings.Contains(err.Error(), "--socket PATH") ||
+		strings.Contains(err.Error(), "sudo") {
+		t.Errorf("err = %v, want it to say no agent serves the socket (not sudo: the socket is not there)", err)
+	}
+	// A socket file nobody listens on (an agent that stopped).
+	dir := t.TempDir()
+	l, err := net.Listen("unix", filepath.Join(dir, "agent.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	if _, err := NewClient(filepath.Join(dir, "agent.sock")).Status(context.Background()); err == nil || !strings.Contains(err.Error(), "no agent serves this socket") {
+		t.Errorf("err = %v for a socket nobody listens on", err)
 	}
 }
 

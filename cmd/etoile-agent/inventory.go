@@ -21,6 +21,9 @@ func runInventory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
+	if err := noArgs(fs, stderr, "inventory", "a copied tree is read with --root DIR"); err != nil {
+		return err
+	}
 	if *root != "" {
 		// A copied tree must hold sysfs at least: without it every list
 		// would be empty, which reads like a machine with no hardware.

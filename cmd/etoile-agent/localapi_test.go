@@ -236,7 +236,7 @@ func TestLogsBadInput(t *testing.T) {
 		{[]string{"logs", "agent", "k3s"}, "one log at a time"},
 		{[]string{"logs", "-n", "0"}, "-n 0: give a number from 1 to 10000"},
 		{[]string{"logs", "--", "-f"}, `no log named "-f"`},
-		{[]string{"logs", "--socket", filepath.Join(t.TempDir(), "none.sock")}, "is it running?"},
+		{[]string{"logs", "--socket", filepath.Join(t.TempDir(), "none.sock")}, "no agent serves this socket"},
 	} {
 		wantFailure(t, tc.args, tc.want)
 	}
@@ -285,7 +285,7 @@ func TestConfigApply(t *testing.T) {
 		{[]string{"config", "apply", good, bad}, "one FILE at a time"},
 		{[]string{"config", "apply", "--sock", sock, good}, "flag provided but not defined: -sock"},
 		{[]string{"config", "apply", filepath.Join(dir, "none.yaml"), "--socket", sock}, "none.yaml: no such file"},
-		{[]string{"config", "apply", good, "--socket", filepath.Join(dir, "none.sock")}, "is it running?"},
+		{[]string{"config", "apply", good, "--socket", filepath.Join(dir, "none.sock")}, "no agent serves this socket"},
 	} {
 		wantFailure(t, tc.args, tc.want)
 	}
@@ -343,7 +343,7 @@ func TestRebootAndPoweroff(t *testing.T) {
 		t.Errorf("the agent was asked %q", a.power)
 	}
 	wantFailure(t, []string{"reboot", "now"}, "takes no arguments")
-	wantFailure(t, []string{"poweroff", "--socket", filepath.Join(t.TempDir(), "none.sock")}, "is it running?")
+	wantFailure(t, []string{"poweroff", "--socket", filepath.Join(t.TempDir(), "none.sock")}, "no agent serves this socket")
 }
 
 // TestPowerThroughSignal: the local API's reboot and power-off reach PID 1's

@@ -110,6 +110,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "agent":
 		return runAgent(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
+		if len(rest) > 0 {
+			fmt.Fprintf(stderr, "etoile-agent version: takes no arguments, got %q\n", rest)
+			return usageError{errors.New("arguments given")}
+		}
 		fmt.Fprintf(stdout, "etoile-agent %s (commit %s)\n", agent.Version, agent.Commit)
 		return nil
 	case "modprobe":
@@ -130,9 +134,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		usage(stdout)
 		return nil
 	default:
+		fmt.Fprintf(stderr, "etoile-agent: unknown command %q\n\n", cmd)
 		usage(stderr)
 		return usageError{fmt.Errorf("unknown command %q", cmd)}
 	}
+}
+
+// noArgs refuses arguments left after fs's flags: a command that takes
+// none would otherwise ignore them (a folder given without --root, and the
+// machine itself described). hint, when not "", says what was meant.
+func noArgs(fs *flag.FlagSet, stderr io.Writer, cmd, hint string) error {
+	if fs.NArg() == 0 {
+		return nil
+	}
+	if hint != "" {
+		hint = " (" + hint + ")"
+	}
+	fmt.Fprintf(stderr, "etoile-agent %s: takes no arguments, got %q%s\n\n", cmd, fs.Args(), hint)
+	fs.Usage()
+	return usageError{errors.New("arguments given")}
 }
 
 func usage(w io.Writer) {
@@ -160,7 +180,11 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	if *root == "" || fs.NArg() > 0 {
+	if err := noArgs(fs, stderr, "agent", "the machine's root is given with --root DIR"); err != nil {
+		return err
+	}
+	if *root == "" {
+		fmt.Fprint(stderr, "etoile-agent agent: --root DIR is required (only PID 1 boots the machine itself)\n\n")
 		fs.Usage()
 		return usageError{errors.New("agent needs --root DIR")}
 	}

@@ -59,13 +59,18 @@ func TestUsage(t *testing.T) {
 		args    []string
 		wantErr bool
 		out     string
+		errOut  string // what stderr starts with: the mistake named before the usage
 	}{
-		{[]string{"version"}, false, "etoile-agent dev (commit unknown)\n"},
-		{[]string{"help"}, false, "usage: etoile-agent"},
-		{[]string{}, true, ""},
-		{[]string{"frobnicate"}, true, ""},
-		{[]string{"agent"}, true, ""},
-		{[]string{"agent", "--root", "/nonexistent/etoile"}, true, ""},
+		{[]string{"version"}, false, "etoile-agent dev (commit unknown)\n", ""},
+		{[]string{"help"}, false, "usage: etoile-agent", ""},
+		{[]string{}, true, "", "usage: etoile-agent"},
+		{[]string{"frobnicate"}, true, "", `etoile-agent: unknown command "frobnicate"`},
+		{[]string{"agent"}, true, "", "etoile-agent agent: --root DIR is required"},
+		{[]string{"agent", "/mnt/root"}, true, "", `etoile-agent agent: takes no arguments, got ["/mnt/root"] (the machine's root is given with --root DIR)`},
+		{[]string{"agent", "--root", "/nonexistent/etoile"}, true, "", ""},
+		{[]string{"inventory", "/tmp/h100-vm"}, true, "", `etoile-agent inventory: takes no arguments, got ["/tmp/h100-vm"] (a copied tree is read with --root DIR)`},
+		{[]string{"status", "extra"}, true, "", `etoile-agent status: takes no arguments, got ["extra"]`},
+		{[]string{"version", "extra"}, true, "", `etoile-agent version: takes no arguments, got ["extra"]`},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer
@@ -75,6 +80,9 @@ func TestUsage(t *testing.T) {
 		}
 		if !strings.HasPrefix(stdout.String(), tt.out) {
 			t.Errorf("run(%q) printed %q, want it to start with %q", tt.args, stdout.String(), tt.out)
+		}
+		if !strings.HasPrefix(stderr.String(), tt.errOut) {
+			t.Errorf("run(%q) printed on stderr %q, want it to start with %q", tt.args, stderr.String(), tt.errOut)
 		}
 	}
 }

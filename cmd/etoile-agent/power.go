@@ -24,10 +24,8 @@ func runPower(ctx context.Context, action string, args []string, stdout, stderr 
 		}
 		return usageError{err}
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "etoile-agent %s: takes no arguments, got %q\n", action, fs.Args())
-		fs.Usage()
-		return usageError{errors.New("arguments given")}
+	if err := noArgs(fs, stderr, action, ""); err != nil {
+		return err
 	}
 	if err := api.NewClient(filepath.Clean(*socket)).Power(ctx, action); err != nil {
 		return err

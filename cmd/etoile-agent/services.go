@@ -242,6 +242,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
+	if err := noArgs(fs, stderr, "status", "another agent's socket is given with --socket PATH"); err != nil {
+		return err
+	}
 	st, err := api.NewClient(filepath.Clean(*socket)).Status(ctx)
 	if err != nil {
 		return err
