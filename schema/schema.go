@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -56,6 +57,9 @@ func (es Errors) Error() string {
 // that its apiVersion and kind are the expected ones. Unknown fields, wrong
 // types and a wrong header are all errors, each naming its field path.
 func Decode(data []byte, kind string, out any) error {
+	if line, ok := notUTF8(data); ok {
+		return Errors{{Line: line, Msg: "not UTF-8 text: a byte on this line is not UTF-8 (a Latin-1 accented letter, say): save the file as UTF-8"}}
+	}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
@@ -64,9 +68,17 @@ func Decode(data []byte, kind string, out any) error {
 		}
 		return Errors{{Msg: "not valid YAML: " + err.Error()}}
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return Errors{{Line: extra.Line, Msg: "more than one YAML document: give one " + kind + " per file"}}
+	for {
+		// Documents after the first are an error, but for empty ones: a
+		// file that ends with "---" (written by a generator, or cut from
+		// a concatenation) holds one document.
+		var extra yaml.Node
+		if err := dec.Decode(&extra); err != nil {
+			break
+		}
+		if !emptyDocument(&extra) {
+			return Errors{{Line: extra.Line, Msg: "more than one YAML document: give one " + kind + " per file"}}
+		}
 	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
@@ -82,6 +94,37 @@ func Decode(data []byte, kind string, out any) error {
 		return d.errs
 	}
 	return nil
+}
+
+// emptyDocument reports whether n is a document with nothing in it (what
+// yaml.v3 makes of a "---" followed by nothing, or by comments only).
+func emptyDocument(n *yaml.Node) bool {
+	if n.Kind == yaml.DocumentNode {
+		if len(n.Content) == 0 {
+			return true
+		}
+		if len(n.Content) == 1 {
+			n = n.Content[0]
+		}
+	}
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null" && n.Value == "" && n.Style == 0
+}
+
+// notUTF8 finds the line of the first byte that is not UTF-8 in data,
+// unless data starts with a UTF-16 byte order mark (the YAML decoder reads
+// UTF-16 then).
+func notUTF8(data []byte) (line int, found bool) {
+	if bytes.HasPrefix(data, []byte{0xFE, 0xFF}) || bytes.HasPrefix(data, []byte{0xFF, 0xFE}) || utf8.Valid(data) {
+		return 0, false
+	}
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && size <= 1 {
+			return 1 + bytes.Count(data[:i], []byte("\n")), true
+		}
+		i += size
+	}
+	return 0, false
 }
 
 type decoder struct {

@@ -81,6 +81,42 @@ func TestDecodeRejectsSeveralDocuments(t *testing.T) {
 	}
 }
 
+// TestDecodeTakesATrailingSeparator: a file that ends with "---" (or with
+// "---" and comments) holds one document; a null or anything after it is
+// a second one.
+func TestDecodeTakesATrailingSeparator(t *testing.T) {
+	const one = "apiVersion: etoile.io/v1alpha1\nkind: Test\n"
+	for _, tail := range []string{"---\n", "---", "---\n# the next one\n---\n", "...\n"} {
+		var d doc
+		if err := Decode([]byte(one+tail), "Test", &d); err != nil || d.Kind != "Test" {
+			t.Errorf("with %q after the document: %v, kind %q", tail, err, d.Kind)
+		}
+	}
+	for _, tail := range []string{"---\nnull\n", "---\n~\n", "---\n''\n", "---\n[]\n"} {
+		var d doc
+		if err := Decode([]byte(one+tail), "Test", &d); err == nil || !strings.Contains(err.Error(), "more than one YAML document") {
+			t.Errorf("with %q after the document: %v, want more than one document", tail, err)
+		}
+	}
+}
+
+// TestDecodeNamesTheLineThatIsNotUTF8: a Latin-1 file's error names the
+// line and says to save it as UTF-8; UTF-16 with a byte order mark is read.
+func TestDecodeNamesTheLineThatIsNotUTF8(t *testing.T) {
+	var d doc
+	err := Decode([]byte("apiVersion: etoile.io/v1alpha1\nkind: Test\nitems: [{name: caf\xe9}]\n"), "Test", &d)
+	if err == nil || !strings.Contains(err.Error(), "line 3") || !strings.Contains(err.Error(), "save the file as UTF-8") {
+		t.Errorf("err = %v", err)
+	}
+	utf16 := []byte{0xFF, 0xFE}
+	for _, r := range "apiVersion: etoile.io/v1alpha1\nkind: Test\nitems: [{name: café}]\n" {
+		utf16 = append(utf16, byte(r), byte(r>>8))
+	}
+	if err := Decode(utf16, "Test", &d); err != nil || len(d.Items) != 1 || d.Items[0].Name != "café" {
+		t.Errorf("UTF-16: %v, %+v", err, d)
+	}
+}
+
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte("apiVersion: etoile.io/v1alpha1\nkind: Test\nitems: [{name: a}]\n"))
 	f.Add([]byte("&a [*a]"))
