@@ -292,7 +292,12 @@ func cascade(path string, decodeErrs schema.Errors, entries []string) bool {
 				return true
 			}
 		case path == parentPath(d.Path):
-			return true
+			// Unless no check of the object reads that field: an
+			// interface's mtu, dns or gateway that did not decode leaves
+			// "dhcp and addresses together" as true as it was.
+			if !checkedAlone[strings.TrimPrefix(d.Path[len(path):], ".")] {
+				return true
+			}
 		case didYouMean(d.Msg) != "" && path == joinPath(parentPath(d.Path), didYouMean(d.Msg)):
 			return true // cluster.tokn: the "missing token" that follows is the same mistake
 		case section(path) == "cluster" && section(d.Path) == "cluster" && !strings.ContainsAny(path, ".["):
@@ -301,6 +306,10 @@ func cascade(path string, decodeErrs schema.Errors, entries []string) bool {
 	}
 	return false
 }
+
+// checkedAlone are the fields that only their own checks read: a value of
+// theirs that did not decode hides nothing about the object holding them.
+var checkedAlone = map[string]bool{"mtu": true, "dns": true, "gateway": true}
 
 // mapEntries lists the paths of the config's map entries, whose keys may
 // hold dots (labels, k3s keys, sysctls, registry names).

@@ -186,18 +186,42 @@ func hostnameProblem(h string) string {
 	if len(h) > 63 {
 		return fmt.Sprintf("is %d characters long: Linux allows at most 63", len(h))
 	}
+	const rfc1123 = "use lowercase letters, digits and '-', in dot-separated parts that start and end with a letter or digit"
+	suggest := ""
+	if s := hostnameLike1123(h); s != "" && s != h {
+		suggest = " (" + s + ", say)"
+	}
 	if strings.ToLower(h) != h {
-		return "has capital letters: Kubernetes node names are lowercase, use " + strings.ToLower(h)
+		return "has capital letters: Kubernetes node names are lowercase: " + rfc1123 + suggest
 	}
 	for _, l := range strings.Split(h, ".") {
 		if !dnsLabel.MatchString(l) {
-			return "is not an RFC 1123 host name: use lowercase letters, digits and '-', in dot-separated parts that start and end with a letter or digit"
+			return "is not an RFC 1123 host name: " + rfc1123 + suggest
 		}
 	}
 	if first, _, _ := strings.Cut(h, "."); first == "localhost" {
 		return "is the name of every machine's loopback, and every node given it would have the same Kubernetes node name: give this machine its own name, or leave hostname out (the agent then uses the DHCP host name, else etoile-<end of the MAC>)"
 	}
 	return ""
+}
+
+// hostnameLike1123 makes h into an RFC 1123 host name, as a suggestion:
+// lowercase, every other character a '-', no part starting or ending with
+// one; "" when nothing is left of a part.
+func hostnameLike1123(h string) string {
+	parts := strings.Split(strings.ToLower(h), ".")
+	for i, part := range parts {
+		part = strings.Map(func(r rune) rune {
+			if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+				return r
+			}
+			return '-'
+		}, part)
+		if parts[i] = strings.Trim(part, "-"); parts[i] == "" {
+			return ""
+		}
+	}
+	return strings.Join(parts, ".")
 }
 
 var (
@@ -362,13 +386,24 @@ func (v *validator) network(n Network) {
 			}
 		}
 		if id != "" {
+			ids := []string{id}
 			if ifc.VLAN != 0 {
-				id += fmt.Sprintf(" vlan %d", ifc.VLAN)
+				ids[0] += fmt.Sprintf(" vlan %d", ifc.VLAN)
+				if link := fmt.Sprintf("%s.%d", ifc.Name, ifc.VLAN); ifc.Name != "" && len(link) <= maxIfName {
+					ids = append(ids, "name "+link) // the VLAN's link, which an entry may name too
+				}
 			}
-			if j, dup := seenIf[id]; dup {
-				v.errs.Add(p, "configures the same interface as network.interfaces[%d] (%s): merge them", j, id)
-			} else {
-				seenIf[id] = i
+			dup := false
+			for _, id := range ids {
+				if j, ok := seenIf[id]; ok && !dup {
+					v.errs.Add(p, "configures the same interface as network.interfaces[%d] (%s): merge them", j, id)
+					dup = true
+				}
+			}
+			for _, id := range ids {
+				if _, ok := seenIf[id]; !ok {
+					seenIf[id] = i
+				}
 			}
 		}
 		if ifc.MTU != 0 && (ifc.MTU < 68 || ifc.MTU > 65535) {
@@ -387,10 +422,18 @@ func (v *validator) network(n Network) {
 		)
 		for j, a := range ifc.Addresses {
 			ap := fmt.Sprintf("%s.addresses[%d]", p, j)
+			if strings.Contains(a, "%") {
+				v.errs.Add(ap, "%q has a zone: leave it out, the interface is the zone", a)
+				continue
+			}
 			pf, err := netip.ParsePrefix(a)
 			if err != nil {
-				if _, aerr := netip.ParseAddr(a); aerr == nil {
-					v.errs.Add(ap, "%q has no prefix length: write it in CIDR form, such as %s/24", a, a)
+				if addr, aerr := netip.ParseAddr(a); aerr == nil {
+					bits := 24
+					if addr.Is6() {
+						bits = 64
+					}
+					v.errs.Add(ap, "%q has no prefix length: write it in CIDR form, such as %s/%d", a, a, bits)
 				} else {
 					v.errs.Add(ap, "%q is not an address in CIDR form, such as 192.0.2.10/24 or 2001:db8::10/64", a)
 				}

@@ -40,7 +40,9 @@ func TestRejections(t *testing.T) {
 
 		// Identity.
 		{"hostname not RFC 1123", server + "hostname: node_1\n", "hostname", []string{`"node_1"`, "RFC 1123"}},
-		{"hostname capitals", server + "hostname: Node1\n", "hostname", []string{`"Node1"`, "use node1"}},
+		{"hostname capitals", server + "hostname: Node1\n", "hostname", []string{`"Node1"`, "lowercase", "(node1, say)"}},
+		{"hostname capitals and underscore", server + "hostname: My_Host\n", "hostname", []string{`"My_Host"`, "(my-host, say)"}},
+		{"hostname underscore", server + "hostname: rack_1.site\n", "hostname", []string{`"rack_1.site"`, "RFC 1123", "(rack-1.site, say)"}},
 		{"hostname leading dash", server + "hostname: -node\n", "hostname", []string{`"-node"`}},
 		{"hostname too long", server + "hostname: " + strings.Repeat("a", 64) + "\n", "hostname", []string{strings.Repeat("a", 64), "63"}},
 		{"hostname localhost", server + "hostname: localhost\n", "hostname", []string{`"localhost"`, "same Kubernetes node name", "leave hostname out"}},
@@ -129,6 +131,11 @@ func TestRejections(t *testing.T) {
 		{"multicast address", server + "network: {interfaces: [{name: eth0, addresses: [224.0.0.5/24]}]}\n", "network.interfaces[0].addresses[0]", []string{`"224.0.0.5/24"`, "multicast"}},
 		{"multicast address IPv6", server + "network: {interfaces: [{name: eth0, addresses: ['ff02::1/64']}]}\n", "network.interfaces[0].addresses[0]", []string{`"ff02::1/64"`, "multicast"}},
 		{"unspecified address", server + "network: {interfaces: [{name: eth0, addresses: [0.0.0.0/0]}]}\n", "network.interfaces[0].addresses[0]", []string{`"0.0.0.0/0"`, "unspecified"}},
+		{"vlan link named twice", server + "network: {interfaces: [{name: eth0, vlan: 42, dhcp: true}, {name: eth0.42, dhcp: true}]}\n", "network.interfaces[1]", []string{"network.interfaces[0]", "eth0.42", "merge"}},
+		{"vlan link named first", server + "network: {interfaces: [{name: eth0.42, dhcp: true}, {name: eth0, vlan: 42, dhcp: true}]}\n", "network.interfaces[1]", []string{"network.interfaces[0]", "eth0.42", "merge"}},
+		{"IPv6 address without prefix", server + "network: {interfaces: [{name: eth0, addresses: ['2001:db8::10']}]}\n", "network.interfaces[0].addresses[0]", []string{`"2001:db8::10"`, "2001:db8::10/64"}},
+		{"IPv4 address without prefix", server + "network: {interfaces: [{name: eth0, addresses: [192.0.2.10]}]}\n", "network.interfaces[0].addresses[0]", []string{`"192.0.2.10"`, "192.0.2.10/24"}},
+		{"IPv6 address with zone", server + "network: {interfaces: [{name: eth0, addresses: ['fe80::1%eth0/64']}]}\n", "network.interfaces[0].addresses[0]", []string{`"fe80::1%eth0/64"`, "has a zone"}},
 		{"unspecified address IPv6", server + "network: {interfaces: [{name: eth0, addresses: ['::/64']}]}\n", "network.interfaces[0].addresses[0]", []string{`"::/64"`, "unspecified"}},
 		{"duplicate address", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24]}, {name: eth1, addresses: [10.0.0.2/16]}]}\n", "network.interfaces[1].addresses[0]", []string{"10.0.0.2", "network.interfaces[0].addresses[0]"}},
 		{"gateway not IP", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: router}]}\n", "network.interfaces[0].gateway", []string{`"router"`}},
@@ -348,6 +355,17 @@ network: {interfaces: [{name: eth0, vlan: ten}]}
 `
 	_, err = Parse([]byte(doc))
 	for _, p := range []string{"network.interfaces[0].adresses", "network.interfaces[0].vlan", "network.interfaces[1].mtu"} {
+		if findField(err, p) == nil {
+			t.Errorf("no error at %s in:\n%v", p, err)
+		}
+	}
+
+	// A field no check of the interface reads (mtu, dns, gateway) that
+	// did not decode hides none of the interface's own problems.
+	doc = header + server + `network: {interfaces: [{name: eth0, mtu: big, addresses: [10.0.0.5/24], dhcp: true}, {name: eth1, dns: {a: b}}, {name: eth2, gateway: [x], dhcp: true, addresses: [10.0.2.5/24]}]}
+`
+	_, err = Parse([]byte(doc))
+	for _, p := range []string{"network.interfaces[0].mtu", "network.interfaces[0]", "network.interfaces[1].dns", "network.interfaces[1]", "network.interfaces[2].gateway", "network.interfaces[2]"} {
 		if findField(err, p) == nil {
 			t.Errorf("no error at %s in:\n%v", p, err)
 		}
