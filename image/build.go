@@ -144,8 +144,39 @@ type bootFiles struct {
 }
 
 // Build runs every step; artifacts appear in OutDir only when all succeed,
-// each renamed into place from a work folder on the same filesystem.
+// each renamed into place from a work folder on the same filesystem. A
+// build that fails leaves no folder it made either (-o a/new/folder).
 func (b *Builder) Build(ctx context.Context) (*Result, error) {
+	made := missingDirs(b.OutDir)
+	res, err := b.build(ctx)
+	if err != nil {
+		for _, d := range made { // deepest first; one that holds anything stays
+			if os.Remove(d) != nil {
+				break
+			}
+		}
+	}
+	return res, err
+}
+
+// missingDirs returns dir and those of its parents that do not exist, the
+// deepest first: what os.MkdirAll(dir) would make.
+func missingDirs(dir string) []string {
+	var out []string
+	for d := filepath.Clean(dir); ; {
+		if _, err := os.Lstat(d); !errors.Is(err, fs.ErrNotExist) {
+			return out
+		}
+		out = append(out, d)
+		parent := filepath.Dir(d)
+		if parent == d {
+			return out
+		}
+		d = parent
+	}
+}
+
+func (b *Builder) build(ctx context.Context) (*Result, error) {
 	defer buildUmask()()
 	log := b.Log
 	if log == nil {

@@ -240,6 +240,12 @@ func unpackKernel(img *debian.Package, extras []*debian.Package, entry string, l
 		}
 	}
 	modDir, _, err := findModulesDir(tmp)
+	if errors.Is(err, errNoModules) {
+		// The unpacking folder is gone by the time this is read: name the
+		// package, and what to give instead.
+		return fmt.Errorf("package %s %s (%s) holds no kernel modules (no lib/modules/<version>): it is not a kernel package; give kernel.package a kernel image package such as linux-image-amd64, or kernel.dir a folder holding vmlinuz and lib/modules/<version>",
+			img.Name, img.Version, img.DebPath)
+	}
 	if err != nil {
 		return fmt.Errorf("kernel package %s (%s): %w", img.Name, img.DebPath, err)
 	}
@@ -264,6 +270,9 @@ func unpackKernel(img *debian.Package, extras []*debian.Package, entry string, l
 	return nil
 }
 
+// errNoModules is findModulesDir's error for a tree without a module folder.
+var errNoModules = errors.New("no lib/modules/<version> folder")
+
 // findModulesDir returns root/lib/modules/<ver> (or usr/lib/modules/<ver>,
 // the merged-/usr layout) and <ver>; exactly one version must be present.
 func findModulesDir(root string) (string, string, error) {
@@ -281,7 +290,7 @@ func findModulesDir(root string) (string, string, error) {
 	}
 	switch len(found) {
 	case 0:
-		return "", "", fmt.Errorf("no lib/modules/<version> folder in %s", root)
+		return "", "", fmt.Errorf("%w in %s", errNoModules, root)
 	case 1:
 		return found[0], filepath.Base(found[0]), nil
 	}

@@ -105,6 +105,31 @@ func TestUnpackKernelPackage(t *testing.T) {
 	}
 }
 
+// TestUnpackNotAKernelPackage: a package that holds no kernel (bash, given
+// as kernel.package by mistake) is named, with what to give instead — not
+// an unpacking folder that is gone by the time the error is read.
+func TestUnpackNotAKernelPackage(t *testing.T) {
+	dir := t.TempDir()
+	deb := filepath.Join(dir, "bash_5.2.15-2_amd64.deb")
+	writeDeb(t, deb, "Package: bash\nVersion: 5.2.15-2\nArchitecture: amd64\n", map[string][]byte{"bin/bash": []byte("ELF")})
+	p, err := debian.ReadPackage(deb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = unpackKernel(p, nil, filepath.Join(dir, "kernels", "entry"), discardLogger())
+	if err == nil {
+		t.Fatal("unpacked bash as a kernel")
+	}
+	for _, want := range []string{"package bash 5.2.15-2", "not a kernel package", "linux-image-amd64", "kernel.dir"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), ".unpack-") {
+		t.Errorf("error names the unpacking folder: %v", err)
+	}
+}
+
 func TestImageDependency(t *testing.T) {
 	for _, tc := range []struct {
 		depends []string
