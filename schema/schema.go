@@ -127,6 +127,16 @@ func notUTF8(data []byte) (line int, found bool) {
 	return 0, false
 }
 
+// mergeKey reports (as an error) a YAML merge key, <<: *anchor, which
+// would otherwise read as an unknown field or a map entry named "<<".
+func (d *decoder) mergeKey(key *yaml.Node, path string) bool {
+	if key.ShortTag() != "!!merge" {
+		return false
+	}
+	d.fail(key, join(path, "<<"), "YAML merge keys (<<: *anchor) are not supported: write the fields out (an alias, *anchor, as a whole value works)")
+	return true
+}
+
 type decoder struct {
 	errs  Errors
 	nodes int
@@ -234,6 +244,9 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key, val := n.Content[i], n.Content[i+1]
 			fp := join(path, key.Value)
+			if d.mergeKey(key, path) {
+				continue
+			}
 			if seen[key.Value] {
 				d.fail(key, fp, "given twice: keep one")
 				continue
@@ -269,6 +282,9 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		seen := map[string]bool{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key, val := n.Content[i], n.Content[i+1]
+			if d.mergeKey(key, path) {
+				continue
+			}
 			if seen[key.Value] {
 				d.fail(key, join(path, key.Value), "given twice: keep one")
 				continue

@@ -117,6 +117,16 @@ func TestDecodeNamesTheLineThatIsNotUTF8(t *testing.T) {
 	}
 }
 
+// TestDecodeNamesMergeKeys: <<: *anchor is named as a merge key, not an
+// unknown field.
+func TestDecodeNamesMergeKeys(t *testing.T) {
+	var d doc
+	err := Decode([]byte("apiVersion: etoile.io/v1alpha1\nkind: Test\nbase: &b {name: a}\nitems: [{<<: *b}]\n"), "Test", &d)
+	if err == nil || !strings.Contains(err.Error(), "merge keys") || !strings.Contains(err.Error(), "items[0].<<") {
+		t.Errorf("err = %v", err)
+	}
+}
+
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte("apiVersion: etoile.io/v1alpha1\nkind: Test\nitems: [{name: a}]\n"))
 	f.Add([]byte("&a [*a]"))
