@@ -206,13 +206,13 @@ var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c
 // in the Result with the boot's metric or in none with a late one. A stop
 // while it runs, or a machine config that configured the link, makes it
 // return errStopped, having applied nothing.
-func (r *renewals) exchange(ctx context.Context, l netlink.Link, metric func() int, applied func(Lease), cfg Config) (Lease, error) {
+func (r *renewals) exchange(ctx context.Context, l netlink.Link, kick chan struct{}, metric func() int, applied func(Lease), cfg Config) (Lease, error) {
 	name := l.Attrs().Name
 	xctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan struct{})
 	defer close(done) // after the unlock below: stop waits for it
-	me := &renewal{cancel: cancel, done: done, index: l.Attrs().Index}
+	me := &renewal{cancel: cancel, done: done, kick: kick, index: l.Attrs().Index}
 	r.mu.Lock()
 	if r.configured[name] {
 		r.mu.Unlock()
@@ -249,17 +249,28 @@ func (r *renewals) exchange(ctx context.Context, l netlink.Link, metric func() i
 // next exchange says errStopped), or the link gets its carrier back — a
 // cable moved from a port without DHCP to one with it is asked at once, not
 // after a wait that has grown to a minute.
-func (r *renewals) waitRetry(ctx context.Context, l netlink.Link, wait time.Duration, log *slog.Logger) {
+//
+// kick is the caller's, shared with its exchanges' entries (exchange): a
+// carrier that came back while an exchange ran ends the wait after it at
+// once. It reports whether the carrier ended the wait: the caller then
+// starts its backoff again (a port that does not forward yet fails the
+// first try). An entry of another link under the name (one that took it
+// meanwhile) is left alone, and the wait then only ends in its time.
+func (r *renewals) waitRetry(ctx context.Context, l netlink.Link, wait time.Duration, kick chan struct{}, log *slog.Logger) (kicked bool) {
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	name := l.Attrs().Name
-	me := &renewal{cancel: cancel, done: closed, kick: make(chan struct{}, 1), index: l.Attrs().Index}
+	me := &renewal{cancel: cancel, done: closed, kick: kick, index: l.Attrs().Index}
 	r.mu.Lock()
 	if r.configured[name] {
 		r.mu.Unlock()
-		return
+		return false
 	}
-	r.replaceLocked(name, me)
+	if _, taken := r.m[name]; taken {
+		me.kick = nil
+	} else {
+		r.replaceLocked(name, me)
+	}
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
@@ -270,8 +281,10 @@ func (r *renewals) waitRetry(ctx context.Context, l netlink.Link, wait time.Dura
 	}()
 	select {
 	case <-wctx.Done():
+		return false
 	case <-me.kick:
 		log.Info("link has carrier again: asking DHCP now", "iface", name)
+		return true
 	}
 }
 
@@ -379,13 +392,15 @@ func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cf
 					cfg.Log.Error("DHCP crashed", "iface", name, "reason", fmt.Sprint(p))
 				}
 			}()
-			for wait := cfg.Retry; ; wait = cfg.nextRetry(wait) {
+			for wait := cfg.Retry; ; {
 				select {
 				case <-rctx.Done():
 					return
 				case <-me.kick:
 					cfg.Log.Info("link has carrier again: asking DHCP now", "iface", name)
+					wait = cfg.Retry // a port that does not forward yet fails this try: the next comes soon
 				case <-time.After(wait):
+					wait = cfg.nextRetry(wait)
 				}
 				if linkGone(l, cfg.Log) {
 					return

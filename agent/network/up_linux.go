@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -283,7 +284,12 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 					routedAt = time.Now()
 				}
 			}
-			lease, err := res.renew.exchange(ctx, l, metric, applied, cfg)
+			// The boot's exchange: its link's carrier just came, and the
+			// link watch may tell so while it runs. The retries' share a
+			// kick: a carrier that comes back during one ends the wait
+			// after it.
+			lease, err := res.renew.exchange(ctx, l, nil, metric, applied, cfg)
+			kick := make(chan struct{}, 1)
 			tries := 1
 			for wait := cfg.Retry; err != nil && !errors.Is(err, errStopped) && wait > 0 && ctx.Err() == nil; tries++ {
 				if tries == 1 {
@@ -293,14 +299,22 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 				} else {
 					cfg.Log.Debug("no DHCP lease yet", "iface", name, "tries", tries, "reason", err.Error(), "next_in", wait)
 				}
-				if res.renew.waitRetry(ctx, l, wait, cfg.Log); ctx.Err() != nil {
-					return
-				}
-				wait = cfg.nextRetry(wait)
 				if linkGone(l, cfg.Log) {
 					return
 				}
-				lease, err = res.renew.exchange(ctx, l, metric, applied, cfg)
+				kicked := res.renew.waitRetry(ctx, l, wait, kick, cfg.Log)
+				if ctx.Err() != nil {
+					return
+				}
+				if kicked {
+					wait = cfg.Retry // a port that does not forward yet fails this try: the next comes soon
+				} else {
+					wait = cfg.nextRetry(wait)
+				}
+				if linkGone(l, cfg.Log) {
+					return
+				}
+				lease, err = res.renew.exchange(ctx, l, kick, metric, applied, cfg)
 			}
 			switch {
 			case errors.Is(err, errStopped):
@@ -681,7 +695,8 @@ func (l dhcpLogger) PrintMessage(prefix string, m *dhcpv4.DHCPv4) {
 // it back after losing it, whose lease is renewed, is asked again at once.
 // A subscription the kernel ends (its socket's buffer overrun in a burst of
 // link events) is made again, and what changed in the gap is acted on as
-// if it had been seen: a carrier that came back, a NIC that went or came.
+// if it had been seen: a carrier that came back (or went and came back: the
+// link's carrier_up_count grew), a NIC that went or came.
 func (r *renewals) watchCarrier(ctx context.Context, log *slog.Logger) {
 	go func() {
 		defer func() {
@@ -689,12 +704,16 @@ func (r *renewals) watchCarrier(ctx context.Context, log *slog.Logger) {
 				log.Warn("following the links' carrier crashed", "reason", fmt.Sprint(p))
 			}
 		}()
-		var up map[int32]bool // by index: the carrier last seen; nil before the first subscription
+		var seen map[int32]linkSeen // nil before the first subscription (or a first one that could not list the links)
 		for wait := time.Second; ctx.Err() == nil; wait = min(wait*2, time.Minute) {
+			began := time.Now()
 			var err error
-			up, err = r.followCarrier(ctx, up, log)
+			seen, err = r.followCarrier(ctx, seen, log)
 			if ctx.Err() != nil {
 				return
+			}
+			if time.Since(began) > 10*time.Minute {
+				wait = time.Second // an overrun now and then is not a storm: the gap stays short
 			}
 			log.Warn("following the links' carrier stopped; starting again: what changed meanwhile is looked at then",
 				"reason", err.Error(), "in", wait)
@@ -718,11 +737,36 @@ func (r *renewals) watchCarrier(ctx context.Context, log *slog.Logger) {
 // followResume rather than its second.
 var followEnd, followResume chan struct{}
 
+// linkSeen is what the links' watch last saw of a link.
+type linkSeen struct {
+	carrier bool
+	ups     int64 // its carrier_up_count then: -1 when unknown
+}
+
+// carrierUps reads link name's carrier_up_count (how often its carrier
+// came up since it registered; Linux 4.16 on), -1 when it cannot.
+func carrierUps(name string) int64 {
+	b, err := os.ReadFile(filepath.Join("/sys/class/net", name, "carrier_up_count"))
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// seenOf is what the watch records of link l now.
+func seenOf(l netlink.Link) linkSeen {
+	return linkSeen{carrier: l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0, ups: carrierUps(l.Attrs().Name)}
+}
+
 // followCarrier is one subscription of watchCarrier, until ctx ends or the
-// subscription does; it returns the carrier it saw last, by link index.
-// With before (what an earlier subscription saw), the links' differences
-// from it are acted on first.
-func (r *renewals) followCarrier(ctx context.Context, before map[int32]bool, log *slog.Logger) (map[int32]bool, error) {
+// subscription does; it returns what it saw last of the links, by index
+// (nil when it never listed them). With before (what an earlier
+// subscription saw), the links' differences from it are acted on first.
+func (r *renewals) followCarrier(ctx context.Context, before map[int32]linkSeen, log *slog.Logger) (map[int32]linkSeen, error) {
 	updates := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
 	var lastErr error
@@ -739,53 +783,66 @@ func (r *renewals) followCarrier(ctx context.Context, before map[int32]bool, log
 			}
 		}()
 	}()
-	up := map[int32]bool{}
+	seen := map[int32]linkSeen{}
 	links, err := dump(netlink.LinkList)
 	switch {
 	case err != nil && before != nil:
-		up = before // the gap's changes are not known: the updates tell what comes
+		seen = before // the gap's changes are not known: the updates tell what comes
 	case err == nil:
 		for _, l := range links {
-			up[int32(l.Attrs().Index)] = l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
+			seen[int32(l.Attrs().Index)] = seenOf(l)
 		}
+	}
+	// A first subscription that could not list the links knows only what
+	// updates came: the next one is a first one too, not a look at a gap.
+	result := func() map[int32]linkSeen {
+		if err != nil && before == nil {
+			return nil
+		}
+		return seen
 	}
 	if err == nil && before != nil {
 		for idx := range before {
-			if _, ok := up[idx]; !ok {
+			if _, ok := seen[idx]; !ok {
 				r.gone(int(idx))
 			}
 		}
 		for _, l := range links {
 			idx := int32(l.Attrs().Index)
-			was, seen := before[idx]
-			r.carrierSeen(l, l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0, was, seen, log)
+			was, known := before[idx]
+			now := seen[idx]
+			if known && was.carrier && now.carrier && was.ups >= 0 && now.ups > was.ups {
+				was.carrier = false // it went and came back in the gap
+			}
+			r.carrierSeen(l, now.carrier, was.carrier, known, log)
 		}
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			return up, ctx.Err()
+			return result(), ctx.Err()
 		case <-followEnd:
-			return up, errors.New("ended by the test")
+			return result(), errors.New("ended by the test")
 		case u, ok := <-updates:
 			if !ok {
 				errMu.Lock()
 				defer errMu.Unlock()
-				return up, cmp.Or(lastErr, errors.New("the kernel ended the link updates"))
+				return result(), cmp.Or(lastErr, errors.New("the kernel ended the link updates"))
 			}
 			idx := u.Index
 			if u.Header.Type == unix.RTM_DELLINK {
-				delete(up, idx)
+				delete(seen, idx)
 				r.gone(int(idx))
 				continue
 			}
 			if u.Link == nil {
 				continue
 			}
-			now := u.IfInfomsg.Flags&unix.IFF_LOWER_UP != 0
-			was, seen := up[idx]
-			up[idx] = now
-			r.carrierSeen(u.Link, now, was, seen, log)
+			was, known := seen[idx]
+			now := seenOf(u.Link)
+			now.carrier = u.IfInfomsg.Flags&unix.IFF_LOWER_UP != 0
+			seen[idx] = now
+			r.carrierSeen(u.Link, now.carrier, was.carrier, known, log)
 		}
 	}
 }

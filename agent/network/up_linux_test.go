@@ -224,6 +224,11 @@ func dhcpClient() int {
 	// returned rewrites resolv.conf in ETOILE_NETTEST_ETC, as the boot does,
 	// and is logged with the NTP servers known then.
 	retry, _ := time.ParseDuration(os.Getenv("ETOILE_NETTEST_RETRY"))
+	// ETOILE_NETTEST_RETRY_MAX: Config.RetryMax (twice RETRY otherwise).
+	retryMax, perr := time.ParseDuration(os.Getenv("ETOILE_NETTEST_RETRY_MAX"))
+	if perr != nil {
+		retryMax = 2 * retry
+	}
 	var (
 		res     Result
 		haveRes = make(chan struct{})
@@ -268,7 +273,7 @@ func dhcpClient() int {
 			fmt.Fprintf(os.Stderr, "etoile-test: renewed iface=%s addr=%s ip=%s\n", l.Iface, l.Addr.String(), FirstIPv4(res.AllLeases()))
 		},
 		Retry:        retry,
-		RetryMax:     2 * retry,
+		RetryMax:     retryMax,
 		OnLateLease:  onLate,
 		Settled:      settled,
 		EarlyReturn:  early,
@@ -1058,25 +1063,52 @@ func TestCarrierBackWhileTheWatchWasAway(t *testing.T) {
 	onlyAddress(t, rt.cli, "10.99.0.51/24", "", "after the carrier came back")
 }
 
+// TestCarrierGoneAndBackWhileTheWatchWasAway: the carrier goes and comes
+// back while the links' subscription is being made again (both its loss
+// and its return unseen): the link's carrier_up_count tells, and the lease
+// is asked again as if both had been seen.
+func TestCarrierGoneAndBackWhileTheWatchWasAway(t *testing.T) {
+	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_MOVE=1"}, "ETOILE_NETTEST_FOLLOW_SIGNALS=1", "ETOILE_NETTEST_LINGER=30s")
+	srv, stderr := rt.srv, rt.client
+	rt.proc.Process.Signal(syscall.SIGUSR1)
+	if !waitLog(stderr, "following the links' carrier stopped", 5*time.Second) {
+		t.Fatalf("the subscription did not end:\n%s", stderr.String())
+	}
+	carrierGap(t, srv)
+	time.Sleep(2 * time.Second) // the carrier's return is told to no one
+	rt.proc.Process.Signal(syscall.SIGUSR2)
+	waitLog(stderr, "etoile-test: renewed", 15*time.Second)
+	log := stderr.String()
+	if !strings.Contains(log, `msg="link has carrier again: asking DHCP again" iface=vc`) || !strings.Contains(log, "etoile-test: renewed iface=vc addr=10.99.0.51/24") {
+		t.Fatalf("the carrier that went and came back in the gap was not acted on:\n%s", log)
+	}
+	onlyAddress(t, rt.cli, "10.99.0.51/24", "", "after the carrier came back")
+}
+
 // TestCableMovedWhileAskingAgain: no DHCP server answers the boot's
-// exchange, and the background retries have grown a minute apart; the
-// cable is then moved to a port with a DHCP server (the carrier goes and
-// comes): DHCP is asked at once, not at the next retry.
+// exchange, and the background retries have grown 8 s apart; the cable is
+// then moved (the carrier goes and comes): DHCP is asked at once. The new
+// port does not forward yet (its server comes 4.5 s later), so that try
+// fails too: the retries start again from their first wait (2 s), and the
+// lease comes soon after the server — not after a wait of 16 s.
 func TestCableMovedWhileAskingAgain(t *testing.T) {
 	srv, cli, exe := namespaces(t, false)
-	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_RETRY=60s",
-		"ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_ETC="+t.TempDir(), "ETOILE_NETTEST_LINGER=30s")
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_RETRY=2s", "ETOILE_NETTEST_RETRY_MAX=60s",
+		"ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_ETC="+t.TempDir(), "ETOILE_NETTEST_LINGER=60s")
 	if r.Err != "" || r.IP != "none" {
 		t.Fatalf("client got %+v, want no address from the boot's exchange\n%s", r, stderr.String())
 	}
-	waitLog(stderr, "no DHCP lease; asking again in the background", 5*time.Second)
-	startServer(t, srv, exe)
-	carrierGap(t, srv)
-	if !waitLog(stderr, "etoile-test: late lease iface=vc addr=10.99.0.50/24", 15*time.Second) {
-		t.Fatalf("no lease soon after the cable moved:\n%s", stderr.String())
+	if !waitLog(stderr, "next_in=8s", 30*time.Second) {
+		t.Fatalf("the retries did not grow to 8 s apart:\n%s", stderr.String())
 	}
+	carrierGap(t, srv)
+	time.Sleep(4500 * time.Millisecond) // the try the carrier's return started fails: no server yet
 	if !strings.Contains(stderr.String(), `msg="link has carrier again: asking DHCP now" iface=vc`) {
-		t.Errorf("the carrier's return is not logged:\n%s", stderr.String())
+		t.Fatalf("the carrier's return did not start a try:\n%s", stderr.String())
+	}
+	startServer(t, srv, exe)
+	if !waitLog(stderr, "etoile-test: late lease iface=vc addr=10.99.0.50/24", 8*time.Second) {
+		t.Fatalf("no lease soon after the server came (the retries did not start again from their first wait):\n%s", stderr.String())
 	}
 	onlyAddress(t, cli, "10.99.0.50/24", "10.99.0.1", "after the cable moved")
 }
