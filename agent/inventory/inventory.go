@@ -202,6 +202,10 @@ type Options struct {
 // an inventory without its extra details is better than none.
 const nvidiaSMITimeout = 20 * time.Second
 
+// stuckGrace is how long a command killed at its deadline is waited for
+// before it is given up on (execRun); tests shorten it.
+var stuckGrace = 5 * time.Second
+
 // Collect reads the machine's inventory. It fails only when the root cannot be read at all;
 // a section that cannot be read is left empty and named in Warnings.
 func Collect(ctx context.Context, opts Options) (*Inventory, error) {
@@ -303,9 +307,26 @@ func execRun(ctx context.Context, start func(*exec.Cmd) error, release func(int)
 	}
 	err := start(cmd)
 	if err == nil {
-		err = cmd.Wait()
-		if release != nil {
-			release(cmd.Process.Pid)
+		pid := cmd.Process.Pid
+		waited := make(chan error, 1)
+		go func() {
+			err := cmd.Wait()
+			if release != nil {
+				release(pid)
+			}
+			waited <- err
+		}()
+		select {
+		case err = <-waited:
+		case <-ctx.Done():
+			// Killed at ctx's end; a process stuck in the kernel (nvidia-smi
+			// in a driver whose GPU fell off the bus) does not die, and its
+			// wait would never end: given up on after stuckGrace.
+			select {
+			case err = <-waited:
+			case <-time.After(stuckGrace):
+				return nil, fmt.Errorf("%s (pid %d) did not exit when killed: it is stuck in the kernel (a GPU that fell off the bus does that to nvidia-smi; the kernel log says more)", name, pid)
+			}
 		}
 	}
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A made-up server laid out as sysfs lays it out, with real symbolic links: one SATA disk
@@ -364,5 +365,30 @@ func TestExecRun(t *testing.T) {
 	out, err = execRun(context.Background(), start, func(pid int) { released = pid }, "sh", "-c", "echo '<y/>'")
 	if err != nil || string(out) != "<y/>\n" || started == 0 || released != started {
 		t.Errorf("execRun through a reaper = %q, %v; started %d, released %d", out, err, started, released)
+	}
+}
+
+// TestExecRunGivesUpOnAProcessThatDoesNotDie: nvidia-smi stuck in the
+// driver (a GPU off the bus) survives SIGKILL, and waiting for it would
+// never end; execRun gives up on it and says so. The stand-in for such a
+// process is one whose kill at the deadline is not sent.
+func TestExecRunGivesUpOnAProcessThatDoesNotDie(t *testing.T) {
+	defer func(d time.Duration) { stuckGrace = d }(stuckGrace)
+	stuckGrace = 200 * time.Millisecond
+	var proc *os.Process
+	start := func(c *exec.Cmd) error {
+		c.Cancel = func() error { return nil } // the kill does not take
+		err := c.Start()
+		proc = c.Process
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := execRun(ctx, start, nil, "sleep", "30")
+	if proc != nil {
+		defer proc.Kill()
+	}
+	if err == nil || !strings.Contains(err.Error(), "did not exit when killed") || !strings.Contains(err.Error(), "stuck in the kernel") {
+		t.Errorf("execRun = %v, want it to give up on the process", err)
 	}
 }

@@ -266,6 +266,9 @@ func Start(ctx context.Context, env Env) *Node {
 	collect := sync.OnceFunc(func() {
 		n.background("hardware inventory", func() {
 			defer close(invDone)
+			if inventoryHook != nil {
+				inventoryHook()
+			}
 			// With NVIDIA's driver loaded, its persistence daemon first:
 			// nvidia-smi then finds the GPUs set up and persistence on.
 			n.startPersistenced(ctx)
@@ -330,7 +333,7 @@ func Start(ctx context.Context, env Env) *Node {
 	n.startTime(ctx, cfg)
 	n.setWarnings(append(warns, n.applySysctls(cfg)...))
 	if gpu {
-		<-invDone
+		_ = n.waitInventory(ctx)
 	}
 	n.waitForTime(ctx)
 	_ = n.startK3s(ctx, cfg) // a failure is on the consoles
@@ -1322,6 +1325,33 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	return append(warns, "applied until the next boot: keep it in the machine config's source to make it last"), nil
 }
 
+// inventoryHook, tests', runs before the hardware inventory is collected:
+// a stand-in for an inventory that takes long (nvidia-smi stuck).
+var inventoryHook func()
+
+// inventoryWait is how long K3s's start waits for the hardware inventory
+// (its GPU labels); tests shorten it.
+var inventoryWait = time.Minute
+
+// waitInventory waits for the hardware inventory, which K3s's GPU labels
+// come from, a minute at most: nvidia-smi stuck in the driver (a GPU that
+// fell off the bus) must not keep K3s from starting. It returns ctx's
+// error when ctx ends first.
+func (n *Node) waitInventory(ctx context.Context) error {
+	if n.invDone == nil {
+		return nil
+	}
+	select {
+	case <-n.invDone:
+	case <-time.After(inventoryWait):
+		n.env.Log.Warn("the hardware inventory is not done: K3s starts without the GPU labels",
+			"fix", "etoile-agent inventory shows what the inventory reads; a GPU whose nvidia-smi hangs needs the machine's attention")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
 // applyLocked makes cfg the node's config (from names where it came from):
 // its network, kernel parameters and clock, then K3s restarted with it. The
 // caller holds k3sMu.
@@ -1331,15 +1361,11 @@ func (n *Node) applyLocked(ctx context.Context, cfg *config.MachineConfig, warns
 	if len(cfg.Network.Interfaces) > 0 {
 		warns = append(warns, "network: the interfaces listed are configured now; what an earlier config set and this one no longer lists stays until the next boot")
 	}
-	if inventory.HasGPU(n.rootOrEmpty(), "nvidia") && n.invDone != nil {
+	if inventory.HasGPU(n.rootOrEmpty(), "nvidia") {
 		// K3s's GPU labels come from the inventory, which may still run
 		// (nvidia-smi) when an apply comes soon after the boot.
-		select {
-		case <-n.invDone:
-		case <-time.After(time.Minute):
-			n.env.Log.Warn("the hardware inventory is not done: K3s starts without the GPU labels")
-		case <-ctx.Done():
-			return warns, ctx.Err()
+		if err := n.waitInventory(ctx); err != nil {
+			return warns, err
 		}
 	}
 	n.mu.Lock()

@@ -815,6 +815,26 @@ k3s:
 	return logs.String(), st
 }
 
+// TestGPUNodeStartsK3sWhenTheInventoryHangs: on a machine with an NVIDIA
+// GPU, K3s waits for the inventory (its GPU labels), but not for ever: an
+// inventory that does not end (nvidia-smi stuck in the driver; here a
+// stand-in that blocks it) has K3s started without the labels, and says so.
+func TestGPUNodeStartsK3sWhenTheInventoryHangs(t *testing.T) {
+	release := make(chan struct{})
+	defer func(w time.Duration) { inventoryWait, inventoryHook = w, nil }(inventoryWait)
+	inventoryWait, inventoryHook = 500*time.Millisecond, func() { <-release }
+	defer close(release)
+	root := gpuRoot(t)
+	logs, _ := startGPUNode(t, root)
+	if !strings.Contains(logs, "the hardware inventory is not done: K3s starts without the GPU labels") {
+		t.Errorf("the wait's end is not logged:\n%s", logs)
+	}
+	cfg, err := os.ReadFile(filepath.Join(root, "etc/rancher/k3s/config.yaml"))
+	if err != nil || strings.Contains(string(cfg), "etoile.io/gpu.vendor") {
+		t.Errorf("K3s's config without the inventory: %v\n%s", err, cfg)
+	}
+}
+
 // TestGPUNodeWithoutNvidiaRuntime: on the H100 host's snapshot, K3s's
 // config carries the GPU labels from the inventory, and an image without
 // NVIDIA's container runtime gets a warning (log and status) that pods
