@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -33,7 +35,14 @@ type APIProber struct {
 	Kubeconfig string // e.g. ServerKubeconfig
 	NodeName   string
 	NoNode     bool // a server without a kubelet (disable-agent): /readyz alone
+
+	runStart atomic.Int64 // Unix nanoseconds: when this K3s run started (RunStarted)
 }
+
+// RunStarted tells the prober when this K3s run started: a node whose
+// Ready condition was last reported before (by the kubelet of the run
+// before, Kubernetes keeping it for 40 s or more) is not ready yet.
+func (p *APIProber) RunStarted(t time.Time) { p.runStart.Store(t.UnixNano()) }
 
 // kubeconfig is the part of a kubeconfig file a probe needs.
 type kubeconfig struct {
@@ -164,7 +173,11 @@ func (p *APIProber) Probe(ctx context.Context) (State, error) {
 	if code != http.StatusOK {
 		return "", fmt.Errorf("GET node %s: HTTP %d: %s", p.NodeName, code, strings.TrimSpace(string(body)))
 	}
-	ready, err := nodeReady(body)
+	var since time.Time
+	if ns := p.runStart.Load(); ns != 0 {
+		since = time.Unix(0, ns)
+	}
+	ready, err := nodeReady(body, since)
 	if err != nil {
 		return "", err
 	}
@@ -174,13 +187,17 @@ func (p *APIProber) Probe(ctx context.Context) (State, error) {
 	return StateRunning, nil
 }
 
-// nodeReady reads a v1 Node object's Ready condition.
-func nodeReady(body []byte) (bool, error) {
+// nodeReady reads a v1 Node object's Ready condition: True, and (since
+// not zero) reported since then — the kubelet sets its heartbeat time at
+// each report, the first as it starts. The heartbeat is written to the
+// second, so since counts from its second.
+func nodeReady(body []byte, since time.Time) (bool, error) {
 	var node struct {
 		Status struct {
 			Conditions []struct {
-				Type   string `json:"type"`
-				Status string `json:"status"`
+				Type          string    `json:"type"`
+				Status        string    `json:"status"`
+				LastHeartbeat time.Time `json:"lastHeartbeatTime"`
 			} `json:"conditions"`
 		} `json:"status"`
 	}
@@ -189,6 +206,9 @@ func nodeReady(body []byte) (bool, error) {
 	}
 	for _, c := range node.Status.Conditions {
 		if c.Type == "Ready" {
+			if !since.IsZero() && !c.LastHeartbeat.IsZero() && c.LastHeartbeat.Before(since.Truncate(time.Second)) {
+				return false, nil // the run before's
+			}
 			return c.Status == "True", nil
 		}
 	}

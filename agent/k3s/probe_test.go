@@ -75,7 +75,11 @@ func apiServer(t *testing.T, p *testPKI, readyz *atomic.Int32, nodeReady *atomic
 		if nodeReady.Load() {
 			status = "True"
 		}
-		fmt.Fprintf(w, `{"kind":"Node","metadata":{"name":"node-1"},"status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":%q}]}}`, status)
+		heartbeat := ""
+		if hb := testHeartbeat.Load(); hb != 0 {
+			heartbeat = fmt.Sprintf(`,"lastHeartbeatTime":%q`, time.Unix(hb, 0).UTC().Format(time.RFC3339))
+		}
+		fmt.Fprintf(w, `{"kind":"Node","metadata":{"name":"node-1"},"status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":%q%s}]}}`, status, heartbeat)
 	})
 	srv := httptest.NewUnstartedServer(mux)
 	pair, err := tls.X509KeyPair(p.serverCert, p.serverKey)
@@ -162,6 +166,43 @@ func TestAPIProberJudgesFromTheAPI(t *testing.T) {
 	readyz.Store(http.StatusServiceUnavailable)
 	if got, err := noKubelet.Probe(ctx); err != nil || got != StateRunning {
 		t.Errorf("disable-agent server with /readyz failing: %s, %v; want running", got, err)
+	}
+}
+
+// testHeartbeat is the Unix time apiServer's node reports as its Ready
+// condition's lastHeartbeatTime (0: none).
+var testHeartbeat atomic.Int64
+
+// TestAPIProberIgnoresTheRunBeforesReady: after K3s restarts, the Node
+// object still holds the Ready condition its kubelet reported before
+// (Kubernetes keeps it 40 s or more): that is not this run's readiness; a
+// report since the run's start is.
+func TestAPIProberIgnoresTheRunBeforesReady(t *testing.T) {
+	defer testHeartbeat.Store(0)
+	p := newPKI(t)
+	var readyz atomic.Int32
+	var nodeReady atomic.Bool
+	readyz.Store(http.StatusOK)
+	nodeReady.Store(true)
+	srv := apiServer(t, p, &readyz, &nodeReady)
+	root := t.TempDir()
+	writeKubeconfig(t, root, srv.URL, p)
+	prober := &APIProber{Root: root, Kubeconfig: ServerKubeconfig, NodeName: "node-1"}
+	start := time.Now()
+	prober.RunStarted(start)
+	for _, tc := range []struct {
+		heartbeat int64
+		want      State
+	}{
+		{start.Add(-time.Minute).Unix(), StateRunning}, // the run before's
+		{start.Unix(), StateReady},                     // this run's first report, in the second it started
+		{start.Add(10 * time.Second).Unix(), StateReady},
+		{0, StateReady}, // an API that reports no heartbeat: the condition alone
+	} {
+		testHeartbeat.Store(tc.heartbeat)
+		if got, err := prober.Probe(context.Background()); err != nil || got != tc.want {
+			t.Errorf("Ready heartbeat at %s (run started %s): %s, %v; want %s", time.Unix(tc.heartbeat, 0).Format(time.TimeOnly), start.Format(time.TimeOnly), got, err, tc.want)
+		}
 	}
 }
 

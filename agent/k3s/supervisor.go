@@ -49,6 +49,13 @@ type Backoff struct {
 // DefaultBackoff waits 1 s, doubling up to 1 min; 2 min of health resets it.
 var DefaultBackoff = Backoff{Initial: time.Second, Max: time.Minute, ResetAfter: 2 * time.Minute, Crashloop: 3}
 
+// RunAware is a Prober told when each K3s run starts: what the API says of
+// the node from before (a Ready condition the last run's kubelet left,
+// which Kubernetes keeps for 40 s or more) does not make this run ready.
+type RunAware interface {
+	RunStarted(time.Time)
+}
+
 // Prober tells whether K3s is ready; errors say why not.
 type Prober interface {
 	// Probe returns StateReady, StateRunning (API up, node not Ready) or an
@@ -471,29 +478,36 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	cmd.Env = append([]string{"PATH=" + SystemPath, "HOME=/root"}, s.Env...)
 	cmd.Dir = s.Root
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	logFile, err := openLog(s.path(LogPath), MaxLogSize)
+	logs, err := openLog(s.path(LogPath), MaxLogSize)
 	if err != nil {
-		return fmt.Errorf("opening K3s log %s: %w", LogPath, err)
+		// Its lines stay in memory (etoile-agent logs k3s): not a reason
+		// to keep K3s from running.
+		s.Log.Warn("K3s's log is kept in memory only", "file", LogPath, "reason", err.Error())
+		logs = &logFile{}
 	}
-	defer logFile.Close()
+	defer logs.Close()
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	copied := make(chan struct{})
 	var fatal string // the run's last fatal log message (read once copied is closed)
 	go func() {
 		defer close(copied)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			line := sc.Text()
+		readLines(pr, MaxLineLen, func(line string) {
 			s.ring.Add(line)
-			logFile.writeLine(line)
+			logs.writeLine(line)
 			if m, ok := fatalMessage(line); ok {
 				fatal = m
 			}
-		}
+		})
 		_, _ = io.Copy(io.Discard, pr)
 	}()
+	if err := ctx.Err(); err != nil {
+		// Shutting down (or a new config coming) since this run was
+		// decided: K3s is not started only to be stopped.
+		pw.Close()
+		<-copied
+		return err
+	}
 	s.setState(StateStarting, "")
 	began := time.Now()
 	start := cmd.Start
@@ -512,6 +526,9 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	s.mu.Lock()
 	s.pid = cmd.Process.Pid
 	s.mu.Unlock()
+	if ra, ok := s.Prober.(RunAware); ok {
+		ra.RunStarted(began)
+	}
 	attrs := []any{"pid", cmd.Process.Pid}
 	if s.SinceBoot != nil {
 		attrs = append(attrs, "t", fmt.Sprintf("%.2fs", s.SinceBoot().Seconds()))
@@ -602,6 +619,7 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 			<-copied
 			return &restarted{why: why}
 		case <-ctx.Done():
+			s.setState(StateStopped, "stopping: "+stopReason(ctx))
 			err := s.stop(cmd, exited)
 			pw.Close()
 			<-copied
@@ -625,7 +643,52 @@ func (s *Supervisor) stop(cmd *exec.Cmd, exited <-chan error) error {
 	}
 }
 
-// ring keeps the last n lines.
+// MaxLineLen bounds one line of K3s's output kept (in memory and in its
+// log file): a longer one is cut, marked with "…", and the reading goes on.
+const MaxLineLen = 16 << 10
+
+// readLines calls line with each line r holds, without its newline, each
+// cut to max bytes (a longer one ends in "…"), until r ends.
+func readLines(r io.Reader, limit int, line func(string)) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var buf []byte
+	cut := false
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(chunk) > 0 {
+			end := len(chunk) > 0 && chunk[len(chunk)-1] == '\n'
+			if end {
+				chunk = chunk[:len(chunk)-1]
+			}
+			if room := limit - len(buf); len(chunk) > room {
+				chunk, cut = chunk[:max(room, 0)], true
+			}
+			buf = append(buf, chunk...)
+			if end {
+				l := strings.TrimSuffix(string(buf), "\r")
+				if cut {
+					l = strings.ToValidUTF8(l, "") + "…"
+				}
+				line(l)
+				buf, cut = buf[:0], false
+			}
+		}
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err != nil:
+			if len(buf) > 0 || cut {
+				l := string(buf)
+				if cut {
+					l = strings.ToValidUTF8(l, "") + "…"
+				}
+				line(l)
+			}
+			return
+		}
+	}
+}
+
 // MaxLogSize bounds /var/log/k3s.log: past it the file becomes k3s.log.1
 // (replacing the previous one) and a new one starts, so that a node up for
 // months keeps at most twice this of K3s's output, in the overlay's RAM

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +54,12 @@ func TestMain(m *testing.M) {
 		fmt.Println("fake k3s killed")
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		time.Sleep(time.Hour)
+	case mode == "longline":
+		fmt.Println("before")
+		fmt.Println(strings.Repeat("x", 2<<20))
+		fmt.Println("after")
+		fmt.Println(`time="2026-11-27T10:00:01Z" level=fatal msg="the last words"`)
+		os.Exit(1)
 	case mode == "stubborn":
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Println("fake k3s ignoring SIGTERM")
@@ -343,6 +350,84 @@ func TestStopSendsTermThenKill(t *testing.T) {
 				t.Errorf("status after stop = %+v", s.Status())
 			}
 		})
+	}
+}
+
+// TestStoppingIsNotReady: while a K3s that ignores SIGTERM is being
+// stopped (its timeout running), the status no longer says it is running.
+func TestStoppingIsNotReady(t *testing.T) {
+	root := fakeRoot(t)
+	s := &Supervisor{Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Env: []string{"ETOILE_FAKE_K3S=stubborn"}, StopTimeout: 3 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "process output", func() bool { return len(s.Logs()) > 0 })
+	cancel()
+	waitFor(t, "the stopped state", func() bool { return s.Status().State == StateStopped })
+	select {
+	case <-done:
+		t.Fatal("the supervisor returned before K3s's stop timeout: the state was not seen during the stop")
+	default:
+	}
+	if st := s.Status(); !strings.HasPrefix(st.Reason, "stopping") {
+		t.Errorf("status while stopping = %+v, want a reason that says so", st)
+	}
+	<-done
+}
+
+// TestNoStartAfterTheEnd: a supervisor whose context has ended (a
+// shutdown begun while a config apply waited) does not start K3s.
+func TestNoStartAfterTheEnd(t *testing.T) {
+	root := fakeRoot(t)
+	var execs atomic.Int32
+	s := &Supervisor{Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Env: []string{"ETOILE_FAKE_K3S=hang"}, StopTimeout: time.Second, OnExec: func(int, error) { execs.Add(1) }}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := execs.Load(); n != 0 || len(s.Logs()) > 0 {
+		t.Errorf("K3s started %d times after the context ended; its output: %q", n, s.Logs())
+	}
+	if st := s.Status(); st.State != StateStopped {
+		t.Errorf("status = %+v, want stopped", st)
+	}
+}
+
+// TestLongLineDoesNotSilenceTheLog: a 2 MB line of K3s's output is kept
+// cut short, and what K3s says after it (its fatal message) is kept too.
+func TestLongLineDoesNotSilenceTheLog(t *testing.T) {
+	root := fakeRoot(t)
+	s := &Supervisor{Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Env: []string{"ETOILE_FAKE_K3S=longline"}, StopTimeout: time.Second, Backoff: Backoff{Initial: time.Hour, Max: time.Hour}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "the exit", func() bool { return strings.Contains(s.Status().Reason, "the last words") })
+	cancel()
+	<-done
+	logs := s.Logs()
+	if len(logs) != 4 || logs[0] != "before" || logs[2] != "after" || len(logs[1]) != MaxLineLen+len("…") || !strings.HasSuffix(logs[1], "…") {
+		short := make([]string, len(logs))
+		for i, l := range logs {
+			short[i] = fmt.Sprintf("%.40q (%d bytes)", l, len(l))
+		}
+		t.Errorf("K3s's lines = %v", short)
+	}
+	file, err := os.ReadFile(filepath.Join(root, LogPath))
+	if err != nil || !strings.Contains(string(file), "after\n") || !strings.Contains(string(file), "the last words") {
+		t.Errorf("the log file lacks what came after the long line (%v): %d bytes", err, len(file))
+	}
+}
+
+func TestReadLines(t *testing.T) {
+	var got []string
+	readLines(strings.NewReader("a\r\nbbbbbbbbbb\ncc\n\nééééé\ntail"), 4, func(l string) { got = append(got, l) })
+	want := []string{"a", "bbbb…", "cc", "", "éé…", "tail"}
+	if !slices.Equal(got, want) {
+		t.Errorf("readLines = %q, want %q", got, want)
 	}
 }
 

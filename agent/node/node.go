@@ -1385,6 +1385,11 @@ func (n *Node) applyLocked(ctx context.Context, cfg *config.MachineConfig, warns
 		stop(errReplaced)
 		<-done
 	}
+	if n.ctx.Err() != nil {
+		// The machine shuts down (it began while the old K3s stopped):
+		// no new K3s only to be stopped.
+		return append(warns, "the config is kept, but K3s is not started: the machine is shutting down"), nil
+	}
 	// The supervisor outlives this request: it runs under the node's context.
 	if err := n.startK3s(n.ctx, cfg); err != nil {
 		// The config is the node's now (its network and parameters are set):
