@@ -451,8 +451,11 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 	}
 	outputs["SHA256SUMS"] = sumsPath
 
-	// Land everything. Inputs from the cache (the kernel) are copied, work
-	// files renamed; SHA256SUMS goes last so it never names a missing file.
+	// Land everything. Inputs from the cache (the kernel) are copied into
+	// the work folder first; then the files this build replaces, and an
+	// earlier build's artifacts it does not make, are moved aside, and the
+	// new ones renamed in, SHA256SUMS last so it never names a missing
+	// file. A rename that fails puts the folder back as it was.
 	names = names[:0]
 	for n := range outputs {
 		if n != "SHA256SUMS" {
@@ -461,13 +464,27 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 	}
 	sort.Strings(names)
 	names = append(names, "SHA256SUMS")
+	staged := map[string]string{}
+	for _, n := range names {
+		p, err := stage(outputs[n], work, n)
+		if err != nil {
+			return nil, err
+		}
+		staged[n] = p
+	}
+	for _, n := range names {
+		if st, err := os.Lstat(filepath.Join(b.OutDir, n)); err == nil && !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("%s is not a file (%s): move it away, and build again", filepath.Join(b.OutDir, n), st.Mode().Type())
+		}
+	}
 	// An earlier build's artifacts that this one does not make (another
-	// spec's outputs) go first, with its SHA256SUMS: nobody flashes a stale
+	// spec's outputs) go, with its SHA256SUMS: nobody flashes a stale
 	// image that no checksum names. Only those the old SHA256SUMS names with
 	// the checksum they still have: a file changed since (a raw disk given
 	// its config with mcopy) or never listed is someone's work, left in
 	// place with a warning.
 	oldSums := readSums(filepath.Join(b.OutDir, "SHA256SUMS"))
+	var stale []string
 	for _, n := range b.artifactNames() {
 		if _, made := outputs[n]; made {
 			continue
@@ -481,18 +498,13 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 				"file", path, "fix", "remove it or move it away if it is an old image")
 			continue
 		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("removing the earlier build's %s: %w", n, err)
-		}
-		log.Info("removed an earlier build's artifact that this build does not make", "file", path)
+		stale = append(stale, n)
 	}
-	if err := os.Remove(filepath.Join(b.OutDir, "SHA256SUMS")); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("removing the earlier build's SHA256SUMS: %w", err)
+	if err := placeAll(b.OutDir, filepath.Join(work, "old"), staged, names, stale); err != nil {
+		return nil, err
 	}
-	for _, n := range names {
-		if err := land(outputs[n], work, filepath.Join(b.OutDir, n)); err != nil {
-			return nil, err
-		}
+	for _, n := range stale {
+		log.Info("removed an earlier build's artifact that this build does not make", "file", filepath.Join(b.OutDir, n))
 	}
 	res := &Result{Artifacts: arts, Kernel: k.Version, K3sMissing: b.k3sMissing}
 	if k3sArt != nil {
@@ -556,19 +568,55 @@ func sameSHA256(path, sum string) bool {
 
 // land moves src to dst atomically: files outside the work folder are copied
 // in first, so the final step is always a rename on one filesystem.
-func land(src, work, dst string) error {
+func stage(src, work, name string) (string, error) {
 	if !strings.HasPrefix(src, work+string(filepath.Separator)) {
-		tmp := filepath.Join(work, "land-"+filepath.Base(dst))
+		tmp := filepath.Join(work, "land-"+name)
 		if err := copyFile(src, tmp, 0o644); err != nil {
-			return err
+			return "", err
 		}
 		src = tmp
 	}
 	if err := os.Chmod(src, 0o644); err != nil {
-		return err
+		return "", err
 	}
-	if err := os.Rename(src, dst); err != nil {
-		return fmt.Errorf("placing %s: %w", filepath.Base(dst), err)
+	return src, nil
+}
+
+// placeAll renames staged[name] to outDir/name for each of names, in
+// order, after moving aside (into old, on the same filesystem) the files
+// they replace and those named by gone: all of it, or — when a rename
+// fails — none: what was placed goes, and what was moved aside comes back.
+func placeAll(outDir, old string, staged map[string]string, names, gone []string) (err error) {
+	if err := os.Mkdir(old, 0o700); err != nil {
+		return fmt.Errorf("placing the artifacts: %w", err)
+	}
+	var aside, placed []string
+	defer func() {
+		if err == nil {
+			return
+		}
+		for _, n := range placed {
+			_ = os.Remove(filepath.Join(outDir, n))
+		}
+		for _, n := range aside {
+			_ = os.Rename(filepath.Join(old, n), filepath.Join(outDir, n))
+		}
+	}()
+	for _, n := range append(slices.Clone(gone), names...) {
+		dst := filepath.Join(outDir, n)
+		if _, err := os.Lstat(dst); errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err := os.Rename(dst, filepath.Join(old, n)); err != nil {
+			return fmt.Errorf("moving the earlier %s aside: %w", n, err)
+		}
+		aside = append(aside, n)
+	}
+	for _, n := range names {
+		if err := os.Rename(staged[n], filepath.Join(outDir, n)); err != nil {
+			return fmt.Errorf("placing %s: %w", n, err)
+		}
+		placed = append(placed, n)
 	}
 	return nil
 }

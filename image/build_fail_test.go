@@ -2,6 +2,7 @@ package image
 
 import (
 	"context"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,5 +49,64 @@ func TestFailedBuildLeavesNoFolder(t *testing.T) {
 	}
 	if _, err := os.Stat(kept); err != nil {
 		t.Errorf("the folder that was there before went: %v", err)
+	}
+}
+
+// TestPlaceAllIsAllOrNothing: the artifacts land together. Placed, the
+// new files replace the old, and an earlier build's artifact this one does
+// not make is gone; when one rename fails, the folder is put back as it
+// was: nothing new in it, the old files and SHA256SUMS back.
+func TestPlaceAllIsAllOrNothing(t *testing.T) {
+	setup := func(t *testing.T) (out, work string, staged map[string]string) {
+		out, work = t.TempDir(), t.TempDir()
+		for name, body := range map[string]string{"a.iso": "old a", "b.raw": "old b", "SHA256SUMS": "old sums", "notes.txt": "mine"} {
+			if err := os.WriteFile(filepath.Join(out, name), []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		staged = map[string]string{}
+		for _, name := range []string{"a.iso", "c.img", "SHA256SUMS"} {
+			staged[name] = filepath.Join(work, "land-"+name)
+			if err := os.WriteFile(staged[name], []byte("new "+name), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return out, work, staged
+	}
+	contents := func(t *testing.T, dir string) map[string]string {
+		got := map[string]string{}
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[e.Name()] = string(b)
+		}
+		return got
+	}
+	names := []string{"a.iso", "c.img", "SHA256SUMS"}
+
+	out, work, staged := setup(t)
+	if err := placeAll(out, filepath.Join(work, "old"), staged, names, []string{"b.raw"}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"a.iso": "new a.iso", "c.img": "new c.img", "SHA256SUMS": "new SHA256SUMS", "notes.txt": "mine"}
+	if got := contents(t, out); !maps.Equal(got, want) {
+		t.Errorf("placed: %v, want %v", got, want)
+	}
+
+	out, work, staged = setup(t)
+	staged["c.img"] = filepath.Join(work, "gone") // its rename fails
+	err := placeAll(out, filepath.Join(work, "old"), staged, names, []string{"b.raw"})
+	if err == nil || !strings.Contains(err.Error(), "placing c.img") {
+		t.Fatalf("placeAll with a failing rename: %v", err)
+	}
+	want = map[string]string{"a.iso": "old a", "b.raw": "old b", "SHA256SUMS": "old sums", "notes.txt": "mine"}
+	if got := contents(t, out); !maps.Equal(got, want) {
+		t.Errorf("after a failed placing: %v, want the folder as it was, %v", got, want)
 	}
 }
