@@ -17,12 +17,7 @@ import (
 // before, and anything in it, stays.
 func TestFailedBuildLeavesNoFolder(t *testing.T) {
 	tmp := t.TempDir()
-	agent := filepath.Join(tmp, "etoile-agent")
-	cmd := exec.Command("go", "build", "-o", agent, "github.com/etoile-os/etoile/cmd/etoile-agent")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the agent: %v\n%s", err, out)
-	}
+	agent := buildAgent(t, "")
 	kernelDir := filepath.Join(tmp, "kernel") // no vmlinuz, no lib/modules
 	if err := os.Mkdir(kernelDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -50,6 +45,19 @@ func TestFailedBuildLeavesNoFolder(t *testing.T) {
 	if _, err := os.Stat(kept); err != nil {
 		t.Errorf("the folder that was there before went: %v", err)
 	}
+}
+
+// buildAgent builds the static etoile-agent with ldflags into a temporary
+// folder and returns its path.
+func buildAgent(t *testing.T, ldflags string) string {
+	t.Helper()
+	agent := filepath.Join(t.TempDir(), "etoile-agent")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", agent, AgentPackage)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the agent: %v\n%s", err, out)
+	}
+	return agent
 }
 
 // TestPlaceAllIsAllOrNothing: the artifacts land together. Placed, the

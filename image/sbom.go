@@ -86,6 +86,32 @@ func spdxID(kind, name string) string {
 	return "SPDXRef-" + kind + "-" + strings.Trim(spdxIDUnsafe.ReplaceAllString(name, "-"), "-")
 }
 
+// purlEscape percent-encodes s for a package URL's name or version: all but
+// letters, digits and . - _ ~ (and : , which a Debian epoch has and the
+// purl spec leaves as it is). A raw + reads as a space to some parsers.
+func purlEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', strings.IndexByte(".-_~:", c) >= 0:
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// goPURL is a Go module's package URL (its path's slashes kept).
+func goPURL(path, version string) string {
+	parts := strings.Split(path, "/")
+	for i, p := range parts {
+		parts[i] = purlEscape(p)
+	}
+	return "pkg:golang/" + strings.Join(parts, "/") + "@" + purlEscape(version)
+}
+
 func debPackage(p *debian.Package, purpose string) spdxPackage {
 	return spdxPackage{
 		Name: p.Name, SPDXID: spdxID("deb", p.Name), VersionInfo: p.Version,
@@ -93,10 +119,21 @@ func debPackage(p *debian.Package, purpose string) spdxPackage {
 		Checksums:        []spdxChecksum{{Algorithm: "SHA256", Value: p.SHA256}},
 		LicenseConcluded: noAssertion, LicenseDeclared: noAssertion, CopyrightText: noAssertion,
 		ExternalRefs: []spdxRef{{Category: "PACKAGE-MANAGER", Type: "purl",
-			Locator: fmt.Sprintf("pkg:deb/debian/%s@%s?arch=%s", p.Name, p.Version, p.Architecture)}},
+			Locator: fmt.Sprintf("pkg:deb/debian/%s@%s?arch=%s", purlEscape(p.Name), purlEscape(p.Version), purlEscape(p.Architecture))}},
 		PrimaryPurpose: purpose,
 	}
 }
+
+// etoileSource is Étoile's download location: its repository at commit
+// when the commit is known.
+func etoileSource(commit string) string {
+	if commitHex.MatchString(commit) {
+		return "git+https://github.com/etoile-os/etoile@" + commit
+	}
+	return "https://github.com/etoile-os/etoile"
+}
+
+var commitHex = regexp.MustCompile(`^[0-9a-f]{7,64}$`)
 
 // sbom describes the image: Étoile itself, the kernel and bootloader
 // packages, the Go modules linked into the agent, and each artifact.
@@ -104,7 +141,7 @@ func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Pack
 	created := time.Unix(b.Epoch, 0).UTC().Format(time.RFC3339)
 	root := spdxPackage{
 		Name: "etoile", SPDXID: "SPDXRef-etoile", VersionInfo: version,
-		Supplier: "Organization: Étoile", DownloadLocation: "https://github.com/etoile-os/etoile",
+		Supplier: "Organization: Étoile", DownloadLocation: etoileSource(b.Tool.Commit),
 		LicenseConcluded: noAssertion, LicenseDeclared: noAssertion, CopyrightText: noAssertion,
 		Comment:        fmt.Sprintf("Étoile %s image for %s; built by etoile %s, commit %s", version, b.Spec.Arch, b.Tool.Version, b.Tool.Commit),
 		PrimaryPurpose: "OPERATING-SYSTEM",
@@ -118,10 +155,20 @@ func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Pack
 		Packages:          []spdxPackage{root},
 	}
 	rel := func(a, typ, c string) { doc.Relationships = append(doc.Relationships, spdxRelationship{a, typ, c}) }
+	// Element ids are unique: names that differ only in characters an id
+	// cannot hold (a_b.tar, a-b.tar) get -2, -3… in the order they come.
+	used := map[string]int{root.SPDXID: 1}
+	uniq := func(id string) string {
+		used[id]++
+		if n := used[id]; n > 1 {
+			return fmt.Sprintf("%s-%d", id, n)
+		}
+		return id
+	}
 	rel("SPDXRef-DOCUMENT", "DESCRIBES", root.SPDXID)
 
 	if len(k.Packages) == 0 {
-		kp := spdxPackage{Name: "linux", SPDXID: spdxID("kernel", k.Version), VersionInfo: k.Version,
+		kp := spdxPackage{Name: "linux", SPDXID: uniq(spdxID("kernel", k.Version)), VersionInfo: k.Version,
 			DownloadLocation: noAssertion, LicenseConcluded: noAssertion, LicenseDeclared: "GPL-2.0-only",
 			CopyrightText: noAssertion, Comment: "kernel from a local folder (kernel.dir)"}
 		doc.Packages = append(doc.Packages, kp)
@@ -129,25 +176,28 @@ func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Pack
 	}
 	for _, p := range k.Packages {
 		sp := debPackage(p, "OPERATING-SYSTEM")
+		sp.SPDXID = uniq(sp.SPDXID)
 		sp.Comment = "Linux kernel " + k.Version
 		doc.Packages = append(doc.Packages, sp)
 		rel(root.SPDXID, "CONTAINS", sp.SPDXID)
 	}
 	for _, p := range bootPkgs {
 		sp := debPackage(p, "APPLICATION")
+		sp.SPDXID = uniq(sp.SPDXID)
 		sp.Comment = "bootloader"
 		doc.Packages = append(doc.Packages, sp)
 		rel(root.SPDXID, "CONTAINS", sp.SPDXID)
 	}
 	if caPkg != nil {
 		sp := debPackage(caPkg, "OTHER")
+		sp.SPDXID = uniq(sp.SPDXID)
 		sp.Comment = "CA certificates: /" + CABundlePath + " in the system image"
 		doc.Packages = append(doc.Packages, sp)
 		rel(root.SPDXID, "CONTAINS", sp.SPDXID)
 	}
 
 	if k3sArt != nil {
-		kp := spdxPackage{Name: "k3s", SPDXID: "SPDXRef-k3s", VersionInfo: k3sArt.Version,
+		kp := spdxPackage{Name: "k3s", SPDXID: uniq("SPDXRef-k3s"), VersionInfo: k3sArt.Version,
 			Supplier: "Organization: K3s project (CNCF)", DownloadLocation: k3sArt.DownloadLocation,
 			Checksums:        []spdxChecksum{{Algorithm: "SHA256", Value: k3sArt.BinarySHA256}},
 			LicenseConcluded: noAssertion, LicenseDeclared: "Apache-2.0", CopyrightText: noAssertion,
@@ -167,7 +217,7 @@ func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Pack
 		rel(root.SPDXID, "CONTAINS", kp.SPDXID)
 		for i, p := range k3sArt.AirgapImages {
 			name := path.Base(p)
-			ap := spdxPackage{Name: name, SPDXID: spdxID("airgap", name), VersionInfo: k3sArt.Version,
+			ap := spdxPackage{Name: name, SPDXID: uniq(spdxID("airgap", name)), VersionInfo: k3sArt.Version,
 				DownloadLocation: noAssertion, FilesAnalyzed: false,
 				Checksums:        []spdxChecksum{{Algorithm: "SHA256", Value: k3sArt.AirgapSHA256[p]}},
 				LicenseConcluded: noAssertion, LicenseDeclared: noAssertion, CopyrightText: noAssertion,
@@ -183,25 +233,48 @@ func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Pack
 		}
 	}
 
+	layers, err := b.layers()
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range layers {
+		lp := spdxPackage{Name: e.name, SPDXID: uniq(spdxID(e.kind, e.name)), DownloadLocation: noAssertion,
+			Checksums:        []spdxChecksum{{Algorithm: "SHA256", Value: e.sha256}},
+			LicenseConcluded: noAssertion, LicenseDeclared: noAssertion, CopyrightText: noAssertion,
+			Comment: e.comment, PrimaryPurpose: "OTHER"}
+		doc.Packages = append(doc.Packages, lp)
+		rel(root.SPDXID, "CONTAINS", lp.SPDXID)
+	}
+
 	bi, err := buildinfo.ReadFile(b.AgentPath)
 	if err != nil {
 		return nil, fmt.Errorf("reading Go build information from %s: %w (is it a Go binary?)", b.AgentPath, err)
 	}
-	agent := spdxPackage{Name: "etoile-agent", SPDXID: "SPDXRef-etoile-agent", VersionInfo: version,
-		DownloadLocation: "https://github.com/etoile-os/etoile", LicenseConcluded: noAssertion,
+	agentVersion, agentCommit := b.agentIdentity(bi)
+	agent := spdxPackage{Name: "etoile-agent", SPDXID: uniq("SPDXRef-etoile-agent"), VersionInfo: agentVersion,
+		DownloadLocation: etoileSource(agentCommit), LicenseConcluded: noAssertion,
 		LicenseDeclared: noAssertion, CopyrightText: noAssertion,
-		Comment:        fmt.Sprintf("the node agent (PID 1), built with %s, commit %s", bi.GoVersion, b.Tool.Commit),
+		Comment:        fmt.Sprintf("the node agent (PID 1), built with %s, commit %s", bi.GoVersion, agentCommit),
 		PrimaryPurpose: "APPLICATION"}
 	doc.Packages = append(doc.Packages, agent)
 	rel(root.SPDXID, "CONTAINS", agent.SPDXID)
+	// The Go standard library linked in, for scanners matching Go's own
+	// vulnerabilities.
+	if goVer, ok := strings.CutPrefix(bi.GoVersion, "go"); ok {
+		std := spdxPackage{Name: "stdlib", SPDXID: uniq("SPDXRef-gomod-stdlib"), VersionInfo: goVer, DownloadLocation: "https://go.dev/dl/",
+			LicenseConcluded: noAssertion, LicenseDeclared: "BSD-3-Clause", CopyrightText: noAssertion,
+			Comment: "the Go standard library, " + bi.GoVersion, PrimaryPurpose: "LIBRARY",
+			ExternalRefs: []spdxRef{{Category: "PACKAGE-MANAGER", Type: "purl", Locator: goPURL("stdlib", goVer)}}}
+		doc.Packages = append(doc.Packages, std)
+		rel(agent.SPDXID, "DEPENDS_ON", std.SPDXID)
+	}
 	deps := toModules(bi)
 	sort.Slice(deps, func(i, j int) bool { return deps[i].Path < deps[j].Path })
 	for _, m := range deps {
-		sp := spdxPackage{Name: m.Path, SPDXID: spdxID("gomod", m.Path), VersionInfo: m.Version,
+		sp := spdxPackage{Name: m.Path, SPDXID: uniq(spdxID("gomod", m.Path)), VersionInfo: m.Version,
 			DownloadLocation: noAssertion, LicenseConcluded: noAssertion, LicenseDeclared: noAssertion,
 			CopyrightText: noAssertion, PrimaryPurpose: "LIBRARY",
-			ExternalRefs: []spdxRef{{Category: "PACKAGE-MANAGER", Type: "purl",
-				Locator: fmt.Sprintf("pkg:golang/%s@%s", m.Path, m.Version)}}}
+			ExternalRefs: []spdxRef{{Category: "PACKAGE-MANAGER", Type: "purl", Locator: goPURL(m.Path, m.Version)}}}
 		if m.Sum != "" {
 			sp.Comment = "go.sum " + m.Sum
 		}
@@ -209,7 +282,7 @@ func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Pack
 		rel(agent.SPDXID, "DEPENDS_ON", sp.SPDXID)
 	}
 	for _, a := range arts {
-		f := spdxFile{FileName: "./" + a.Name, SPDXID: spdxID("file", a.Name),
+		f := spdxFile{FileName: "./" + a.Name, SPDXID: uniq(spdxID("file", a.Name)),
 			Checksums:        []spdxChecksum{{Algorithm: "SHA256", Value: a.SHA256}},
 			LicenseConcluded: noAssertion, CopyrightText: noAssertion}
 		doc.Files = append(doc.Files, f)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -168,6 +169,9 @@ func sourceDateEpoch(log *slog.Logger) (int64, error) {
 		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		if err != nil || n < 0 {
 			return 0, fmt.Errorf("SOURCE_DATE_EPOCH=%q: expected seconds since 1970 (e.g. $(git log -1 --format=%%ct))", v)
+		}
+		if n > math.MaxUint32 {
+			return 0, fmt.Errorf("SOURCE_DATE_EPOCH=%q is after February 2106, which the initramfs's cpio format cannot hold: give a time before (e.g. $(git log -1 --format=%%ct))", v)
 		}
 		return n, nil
 	}

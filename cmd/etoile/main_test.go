@@ -5,6 +5,7 @@ import (
 	"context"
 	"github.com/etoile-os/etoile/image"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -109,5 +110,20 @@ func TestBuildConfigFromStdin(t *testing.T) {
 	_, _, err := runCLI(t, "build", "-o", filepath.Join(t.TempDir(), "out"), "--config", "-")
 	if err == nil || !strings.Contains(err.Error(), `"boss"`) {
 		t.Errorf("--config - with an invalid config: %v", err)
+	}
+}
+
+func TestSourceDateEpoch(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for v, want := range map[string]string{"abc": "expected seconds since 1970", "-5": "expected seconds since 1970", "1e9": "expected seconds since 1970",
+		"4294967296": "after February 2106"} {
+		t.Setenv("SOURCE_DATE_EPOCH", v)
+		if _, err := sourceDateEpoch(log); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), v) {
+			t.Errorf("SOURCE_DATE_EPOCH=%s: %v, want an error saying %q", v, err, want)
+		}
+	}
+	t.Setenv("SOURCE_DATE_EPOCH", "1700000000")
+	if n, err := sourceDateEpoch(log); err != nil || n != 1700000000 {
+		t.Errorf("SOURCE_DATE_EPOCH=1700000000: %d, %v", n, err)
 	}
 }
