@@ -136,7 +136,7 @@ func TestMountReadOnlyDoesNotPileUp(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+		t.Cleanup(func() { detachLoop(dev) })
 		devs = append(devs, dev)
 	}
 	at := filepath.Join(dir, "cfg")
@@ -171,6 +171,81 @@ func TestMountReadOnlyDoesNotPileUp(t *testing.T) {
 	if m := mounts(); len(m) != 1 || !strings.Contains(m[0], " "+devs[1]+" ") {
 		t.Fatalf("another device mounted at %s gave:\n%s", at, strings.Join(m, "\n"))
 	}
+}
+
+// TestMountReadOnlyWritesNothing: an ext4 state partition left needing
+// journal recovery (a power loss) is mounted and read without a byte of
+// it changing — ext4 replays its journal even on a read-only mount, unless
+// the device is read-only.
+func TestMountReadOnlyWritesNothing(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("loop devices and mounts need root: run the tests as root (make test does, as CI)")
+	}
+	for _, tool := range []string{"mkfs.ext4", "debugfs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is missing: install e2fsprogs (make test-deps does)", tool)
+		}
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte("role: server\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "config.yaml"), filepath.Join(src, "config.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "state.img")
+	for _, cmd := range [][]string{
+		{"mkfs.ext4", "-q", "-F", "-L", "ETOILE-STATE", "-d", src, img, "8M"},
+		{"debugfs", "-w", "-R", "feature needs_recovery", img}, // as a power loss leaves it
+	} {
+		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", cmd[0], err, out)
+		}
+	}
+	before, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Attached writable, as a disk is: the kernel could write to it.
+	out, err := exec.Command("losetup", "-f", "--show", img).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { detachLoop(dev) })
+	at := filepath.Join(dir, "state")
+	if err := MountReadOnly(dev, at, []string{"ext4"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(at, "config.yaml"))
+	for unix.Unmount(at, unix.MNT_DETACH) == nil {
+	}
+	if err != nil || string(got) != "role: server\n" {
+		t.Errorf("config.yaml on the state partition: %q, %v", got, err)
+	}
+	detachLoop(dev)
+	after, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Error("mounting the state partition read-only wrote to it")
+	}
+}
+
+// detachLoop makes loop device dev writable again (MountReadOnly set it
+// read-only, which would outlive it for the next image attached there) and
+// detaches it.
+func detachLoop(dev string) {
+	if f, err := os.Open(dev); err == nil {
+		_ = unix.IoctlSetPointerInt(int(f.Fd()), unix.BLKROSET, 0)
+		f.Close()
+	}
+	_ = exec.Command("losetup", "-d", dev).Run()
 }
 
 // TestLookLogOnlyChanges: a look that finds what the previous one found is
