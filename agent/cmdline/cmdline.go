@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/etoile-os/etoile/schema"
 )
 
 // Params are the kernel arguments the agent acts on.
@@ -77,7 +79,7 @@ func Parse(line string) Params {
 				p.Unusable = append(p.Unusable, fmt.Sprintf("etoile.system=%q: want an http:// or https:// URL", val))
 				continue
 			}
-			p.SystemURL = val
+			p.SystemURL = lowerScheme(val, u.Scheme)
 		case "etoile.system.sha256":
 			v := strings.ToLower(val)
 			if b, err := hex.DecodeString(v); err != nil || len(b) != 32 {
@@ -85,26 +87,67 @@ func Parse(line string) Params {
 				continue
 			}
 			p.SystemSHA256 = v
-		case "etoile.debug":
-			p.Debug = flag(val)
-		case "etoile.poweroff":
-			p.PowerOff = flag(val)
+		case "etoile.debug", "etoile.poweroff":
+			on, ok := flag(val)
+			if !ok {
+				p.Warnings = append(p.Warnings, fmt.Sprintf("%s=%q taken as off: give it bare (%s), or =1/0, yes/no, true/false, on/off", key, val, key))
+			}
+			if key == "etoile.debug" {
+				p.Debug = on
+			} else {
+				p.PowerOff = on
+			}
 		case "etoile.config":
+			if strings.TrimSpace(val) == "" {
+				p.Warnings = append(p.Warnings, "etoile.config= ignored: it is empty (give the machine config's http:// or https:// URL)")
+				continue
+			}
 			p.Config = val
+			if u, err := url.Parse(val); err == nil && u.Scheme != "" {
+				p.Config = lowerScheme(val, u.Scheme)
+			}
 		default:
+			if hint := schema.Suggest(key, imageKeys); hint != "" {
+				// A mistyped image argument: the image would otherwise be
+				// looked for where the user did not mean (another medium).
+				p.Unusable = append(p.Unusable, fmt.Sprintf("%s=%q is not an argument Étoile knows%s", key, val, hint))
+				continue
+			}
 			p.Warnings = append(p.Warnings, fmt.Sprintf("%s ignored: unknown etoile argument", key))
 		}
+	}
+	if p.SystemSHA256 != "" && p.SystemURL == "" && !slices.ContainsFunc(p.Unusable, func(u string) bool { return strings.HasPrefix(u, "etoile.system=") }) {
+		p.Unusable = append(p.Unusable, "etoile.system.sha256 is given without etoile.system=<url>: give both (netboot), or neither")
+	}
+	if p.SystemURL != "" && p.Slot != "" {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("etoile.slot=%s ignored: etoile.system= names the system image (netboot)", p.Slot))
+		p.Slot = ""
 	}
 	return p
 }
 
-// flag reads a bare flag ("etoile.debug") or an explicit value ("=0", "=1").
-func flag(v string) bool {
+// imageKeys are the arguments that choose the system image.
+var imageKeys = []string{"etoile.slot", "etoile.system", "etoile.system.sha256"}
+
+// lowerScheme returns u (whose parsed scheme is scheme) with its scheme
+// written in lower case, as everything that compares it expects (HTTPS://).
+func lowerScheme(u, scheme string) string {
+	if len(u) >= len(scheme) && strings.EqualFold(u[:len(scheme)], scheme) {
+		return strings.ToLower(scheme) + u[len(scheme):]
+	}
+	return u
+}
+
+// flag reads a bare flag ("etoile.debug") or an explicit value ("=0",
+// "=1"); ok is false for a value it does not know (taken as off).
+func flag(v string) (on, ok bool) {
 	switch strings.ToLower(v) {
 	case "", "1", "y", "yes", "true", "on":
-		return true
+		return true, true
+	case "0", "n", "no", "false", "off":
+		return false, true
 	}
-	return false
+	return false, false
 }
 
 // split follows the kernel's next_arg(): whitespace separates arguments, and a

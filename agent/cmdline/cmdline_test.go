@@ -64,6 +64,29 @@ func TestParse(t *testing.T) {
 				`etoile.system.sha256="abc": want 64 hex digits (the image's line in SHA256SUMS)`}},
 			warnings: 1,
 		},
+		{
+			// A checksum for an image whose URL was mistyped must not
+			// boot another medium.
+			name: "a mistyped etoile.system stops the boot",
+			line: "etoile.sytem=http://h/s.sqfs etoile.system.sha256=" + sum,
+			want: Params{SystemSHA256: sum, Unusable: []string{`etoile.sytem="http://h/s.sqfs" is not an argument Étoile knows (did you mean "etoile.system"?)`,
+				"etoile.system.sha256 is given without etoile.system=<url>: give both (netboot), or neither"}},
+		},
+		{
+			name: "upper-case scheme",
+			line: "etoile.system=HTTPS://h/s.sqfs etoile.system.sha256=" + sum + " etoile.config=Https://h/c.yaml",
+			want: Params{SystemURL: "https://h/s.sqfs", SystemSHA256: sum, Config: "https://h/c.yaml"},
+		},
+		{
+			name: "slot and netboot: the URL chooses, said",
+			line: "etoile.slot=a etoile.system=http://h/s.sqfs etoile.system.sha256=" + sum,
+			want: Params{SystemURL: "http://h/s.sqfs", SystemSHA256: sum}, warnings: 1,
+		},
+		{
+			name: "a flag with a value it does not take, and an empty config URL",
+			line: "etoile.debug=maybe etoile.config=",
+			want: Params{}, warnings: 2,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

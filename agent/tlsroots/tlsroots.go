@@ -9,6 +9,7 @@ package tlsroots
 import (
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -49,7 +50,7 @@ func Ensure() {
 // https: it calls Ensure for an https URL and returns a copy of client (a
 // new one when nil) whose redirects to https call it too.
 func ForURL(client *http.Client, url string) *http.Client {
-	if strings.HasPrefix(url, "https://") {
+	if len(url) >= 8 && strings.EqualFold(url[:8], "https://") {
 		Ensure()
 	}
 	c := &http.Client{}
@@ -60,6 +61,11 @@ func ForURL(client *http.Client, url string) *http.Client {
 	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
 		if req.URL.Scheme == "https" {
 			Ensure()
+		}
+		if len(via) > 0 && via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+			// What was asked for over TLS (a config holding the cluster
+			// token) does not come back in clear text.
+			return fmt.Errorf("refused a redirect from %s to %s: it leaves https", via[len(via)-1].URL.Redacted(), req.URL.Redacted())
 		}
 		if next != nil {
 			return next(req, via)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/x509roots/fallback/bundle"
@@ -71,5 +72,31 @@ func TestForURLRedirectToHTTPS(t *testing.T) {
 	resp.Body.Close()
 	if string(body) != "ok" || calls.Load() == before {
 		t.Errorf("redirect to https: body %q, Ensure called %d times", body, calls.Load()-before)
+	}
+}
+
+// TestForURLRefusesARedirectOutOfHTTPS: what was asked for over https (a
+// machine config with the cluster token) is not fetched in clear text
+// through a redirect to http; an upper-case HTTPS:// URL is https too.
+func TestForURLRefusesARedirectOutOfHTTPS(t *testing.T) {
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "token: in clear") }))
+	defer plain.Close()
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, plain.URL+"/config.yaml", http.StatusFound)
+	}))
+	defer tlsSrv.Close()
+	resp, err := ForURL(tlsSrv.Client(), tlsSrv.URL+"/config.yaml").Get(tlsSrv.URL + "/config.yaml")
+	if err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Fatalf("followed a redirect from https to http: %q", body)
+	}
+	if !strings.Contains(err.Error(), "leaves https") {
+		t.Errorf("err = %v, want it to say the redirect leaves https", err)
+	}
+	before := calls.Load()
+	ForURL(nil, "HTTPS://example.invalid/config.yaml")
+	if calls.Load() == before {
+		t.Error("an HTTPS:// URL did not make the roots ready")
 	}
 }
