@@ -222,22 +222,27 @@ type FileSource struct {
 	// Desc names the source for people ("volume ETOILE-CFG"); the path is
 	// appended.
 	Desc string
+	// Root, when set, is the mounted volume Path is on: the file is read
+	// only from inside it — a symbolic link on the medium that leads out
+	// of it (to /proc/kmsg, which never ends, or a file of the agent's
+	// own) is refused.
+	Root string
 }
 
 // VolumeSource is config.yaml at the root of the ETOILE-CFG volume mounted
 // at dir.
 func VolumeSource(dir string) FileSource {
-	return FileSource{Path: filepath.Join(dir, VolumeFile), Desc: "volume " + VolumeLabel}
+	return FileSource{Path: filepath.Join(dir, VolumeFile), Desc: "volume " + VolumeLabel, Root: dir}
 }
 
 // BootMediumSource is /etoile/config.yaml on the boot medium mounted at dir.
 func BootMediumSource(dir string) FileSource {
-	return FileSource{Path: filepath.Join(dir, BootMediumFile), Desc: "boot medium"}
+	return FileSource{Path: filepath.Join(dir, BootMediumFile), Desc: "boot medium", Root: dir}
 }
 
 // StateSource is the config saved on the STATE partition mounted at dir.
 func StateSource(dir string) FileSource {
-	return FileSource{Path: filepath.Join(dir, StateFile), Desc: "state partition"}
+	return FileSource{Path: filepath.Join(dir, StateFile), Desc: "state partition", Root: dir}
 }
 
 // Name implements Source.
@@ -252,6 +257,9 @@ func (s FileSource) Name() string {
 func (s FileSource) Read(ctx context.Context) ([]byte, error) {
 	if s.Path == "" {
 		return nil, fmt.Errorf("%w: %s not mounted", ErrNotFound, s.Desc)
+	}
+	if s.Root != "" {
+		return s.readInside()
 	}
 	st, err := os.Stat(s.Path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -269,6 +277,49 @@ func (s FileSource) Read(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("%s is %s, not a machine config file: %w", s.Path, schema.DescribeMode(st.Mode()), ErrNotRegularFile)
 	}
 	return readFile(s.Path)
+}
+
+// readInside reads Path from inside Root (FileSource.Root): links are
+// followed only where they stay on the volume.
+func (s FileSource) readInside() ([]byte, error) {
+	rel, err := filepath.Rel(s.Root, s.Path)
+	if err != nil {
+		return nil, err
+	}
+	root, err := os.OpenRoot(s.Root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, s.Path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	st, err := root.Stat(rel)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, s.Path)
+	case err != nil && strings.Contains(err.Error(), "escapes"):
+		return nil, fmt.Errorf("%s is a link that leads out of the %s: the machine config must be a file on it: %w", s.Path, s.Desc, ErrNotRegularFile)
+	case err != nil:
+		return nil, err
+	case st.IsDir():
+		return nil, fmt.Errorf("%s is a folder, not a machine config file: %w", s.Path, ErrNotRegularFile)
+	case !st.Mode().IsRegular():
+		return nil, fmt.Errorf("%s is %s, not a machine config file: %w", s.Path, schema.DescribeMode(st.Mode()), ErrNotRegularFile)
+	}
+	f, err := root.Open(rel)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > MaxSize {
+		return nil, fmt.Errorf("%s is larger than %d bytes: these documents are a few KB of YAML — is it the right file?", s.Path, MaxSize)
+	}
+	return data, nil
 }
 
 // ErrNotRegularFile is wrapped by FileSource's error for a path that is a

@@ -262,3 +262,57 @@ func TestFileSourceNotRegular(t *testing.T) {
 		t.Errorf("a link to a named pipe gave %v", err)
 	}
 }
+
+// TestVolumeSourceStaysOnItsVolume: config.yaml on a medium that is a
+// symbolic link out of it (to /proc/kmsg, whose read never ends, or to a
+// file of the agent's) is refused, naming the link; a link that stays on
+// the volume is followed; a named pipe there is refused before opening.
+func TestVolumeSourceStaysOnItsVolume(t *testing.T) {
+	outside := filepath.Join(t.TempDir(), "secret.yaml")
+	if err := os.WriteFile(outside, []byte("role: server\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, src := range map[string]func(string) FileSource{"volume": VolumeSource, "boot medium": BootMediumSource, "state": StateSource} {
+		vol := t.TempDir()
+		s := src(vol)
+		if err := os.MkdirAll(filepath.Dir(s.Path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(outside, s.Path); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Read(context.Background()); !errors.Is(err, ErrNotRegularFile) || !strings.Contains(err.Error(), "leads out of") {
+			t.Errorf("%s: config.yaml linked out of the volume gave %v", name, err)
+		}
+		os.Remove(s.Path)
+		inside := filepath.Join(vol, "real.yaml")
+		if err := os.WriteFile(inside, []byte("role: agent\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(filepath.Dir(s.Path), inside)
+		if err := os.Symlink(rel, s.Path); err != nil {
+			t.Fatal(err)
+		}
+		if data, err := s.Read(context.Background()); err != nil || string(data) != "role: agent\n" {
+			t.Errorf("%s: a link on the volume gave %q, %v", name, data, err)
+		}
+		os.Remove(s.Path)
+		if err := syscall.Mkfifo(s.Path, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := s.Read(context.Background()); done <- err }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrNotRegularFile) || !strings.Contains(err.Error(), "a named pipe") {
+				t.Errorf("%s: a named pipe gave %v", name, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: reading a named pipe hangs", name)
+		}
+		os.Remove(s.Path)
+		if _, err := s.Read(context.Background()); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s: no config.yaml gave %v, want not found", name, err)
+		}
+	}
+}
