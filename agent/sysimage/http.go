@@ -3,6 +3,7 @@ package sysimage
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -73,7 +74,13 @@ func fetch(ctx context.Context, client *http.Client, url, want, dst string) (int
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("downloading the system image: %w", err)
+		err = fmt.Errorf("downloading the system image: %w", err)
+		if msg := certProblem(err); msg != "" {
+			// The same certificate would come again: asking for five
+			// minutes fills the console and then blames the server.
+			return 0, &permanentError{fmt.Errorf("%w: %s", err, msg)}
+		}
+		return 0, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -127,6 +134,25 @@ func fetch(ctx context.Context, client *http.Client, url, want, dst string) (int
 		return 0, fmt.Errorf("keeping the system image: %w", err)
 	}
 	return n, nil
+}
+
+// certProblem says what to do when err is the server's certificate not
+// being trusted, "" otherwise.
+func certProblem(err error) string {
+	var unknown x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var host x509.HostnameError
+	switch {
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return "the certificate is not valid at this machine's time (" + time.Now().UTC().Format(time.RFC3339) +
+			"): set the firmware's clock, or serve the image over http:// (etoile.system.sha256 verifies it either way)"
+	case errors.As(err, &unknown):
+		return "the server's certificate is not signed by an authority Étoile trusts (Mozilla's roots): serve the image over http:// " +
+			"(etoile.system.sha256 verifies it either way), or use a certificate from a public authority"
+	case errors.As(err, &invalid), errors.As(err, &host):
+		return "the server's certificate is not valid for it: fix the certificate, or serve the image over http:// (etoile.system.sha256 verifies it either way)"
+	}
+	return ""
 }
 
 // permanentError is a failure that retrying cannot cure.

@@ -235,6 +235,21 @@ func TestDownload(t *testing.T) {
 			}
 		}
 	})
+	t.Run("an untrusted certificate fails at once, saying what to do", func(t *testing.T) {
+		// A real TLS server whose certificate no trusted authority signed
+		// (the plain client trusts only the system's and Mozilla's roots).
+		tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(image) }))
+		defer tlsSrv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := Download(ctx, &http.Client{}, tlsSrv.URL+"/system.sqfs", good, filepath.Join(t.TempDir(), "x"), log)
+		if err == nil || !strings.Contains(err.Error(), "not signed by an authority Étoile trusts") || !strings.Contains(err.Error(), "http://") {
+			t.Errorf("err = %v, want one saying the certificate is not trusted and what to do", err)
+		}
+		if ctx.Err() != nil {
+			t.Error("the download was retried until its deadline")
+		}
+	})
 	t.Run("not found fails at once", func(t *testing.T) {
 		_, err := Download(context.Background(), srv.Client(), srv.URL+"/missing.sqfs", good, filepath.Join(t.TempDir(), "x"), log)
 		if err == nil || !strings.Contains(err.Error(), "404") {
