@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,11 +106,31 @@ func (m *Machine) FindConfigVolume(ctx context.Context) (src config.Source) {
 			paths = append(paths, d.Path)
 		}
 	}
+	// The boot disk's volume first (a config partition beside the slots):
+	// another disk's is another machine's, or a stick left in.
+	if m.BootDisk != "" {
+		onBoot := map[string]bool{}
+		for _, d := range devs {
+			onBoot[d.Path] = d.Disk == m.BootDisk || d.Name == m.BootDisk
+		}
+		slices.SortStableFunc(paths, func(a, b string) int {
+			switch {
+			case onBoot[a] == onBoot[b]:
+				return 0
+			case onBoot[a]:
+				return -1
+			}
+			return 1
+		})
+	}
 	// A node waiting for its config looks again every 10 s: what a look
 	// found is logged when it differs from the last look's, not each time.
 	var lines []logLine
 	info := func(msg string, args ...any) { lines = append(lines, logLine{slog.LevelInfo, msg, args}) }
-	src, err = findVolume(paths, config.VolumeLabel, func(dev, fstype string) (config.Source, error) {
+	src, labelled, err := findVolume(paths, config.VolumeLabel, func(dev, fstype string) (config.Source, error) {
+		if err := configFSProblem(fstype); err != nil {
+			return nil, err
+		}
 		raw := RawVolumeSource{Device: dev, FSType: fstype}
 		_, err := raw.Read(ctx)
 		if err == nil || errors.Is(err, config.ErrNotFound) {
@@ -125,6 +146,10 @@ func (m *Machine) FindConfigVolume(ctx context.Context) (src config.Source) {
 	})
 	if err != nil {
 		lines = append(lines, logLine{slog.LevelWarn, "mounting the config volume", []any{"reason", err.Error()}})
+	}
+	if len(labelled) > 1 && src != nil {
+		lines = append(lines, logLine{slog.LevelWarn, "several volumes are labelled " + config.VolumeLabel + ": the first is read (the boot disk's, else the first by name)",
+			[]any{"read", src.Name(), "all", strings.Join(labelled, ","), "fix", "remove or relabel the others"}})
 	}
 	m.cfgLook.log(m.log, lines)
 	return src
@@ -169,23 +194,33 @@ func (l *lookLog) log(log *slog.Logger, lines []logLine) {
 }
 
 // findVolume opens the first of devs whose filesystem is labelled label
-// (inventory.ProbeDevice) and returns its source; a labelled device that
-// does not open is skipped, its error returned if no other opens.
-func findVolume(devs []string, label string, open func(dev, fstype string) (config.Source, error)) (config.Source, error) {
+// (inventory.ProbeDevice) and returns its source, and every device so
+// labelled; a labelled device that does not open is skipped, its error
+// returned if no other opens.
+func findVolume(devs []string, label string, open func(dev, fstype string) (config.Source, error)) (config.Source, []string, error) {
 	var errs []error
+	var src config.Source
+	var labelled []string
 	for _, dev := range devs {
 		fstype, l := inventory.ProbeDevice(dev)
 		if l != label {
 			continue
 		}
-		src, err := open(dev, fstype)
+		labelled = append(labelled, dev)
+		if src != nil {
+			continue
+		}
+		s, err := open(dev, fstype)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", dev, err))
 			continue
 		}
-		return src, nil
+		src = s
 	}
-	return nil, errors.Join(errs...)
+	if src != nil {
+		return src, labelled, nil
+	}
+	return nil, labelled, errors.Join(errs...)
 }
 
 // RawVolumeSource is config.yaml at the root of the ETOILE-CFG volume on
@@ -244,6 +279,16 @@ func (m *Machine) mountConfigFS(ctx context.Context, dev, dir, fstype string) er
 // mounted as: that filesystem only (trying FAT first on an ISO9660 volume
 // would load FAT's modules for nothing), or either a config volume may be
 // when it was not recognised.
+// configFSProblem refuses a volume labelled ETOILE-CFG whose filesystem
+// is known and not one a config volume has (ext4): mounting it as FAT or
+// ISO9660 would only fail with the kernel's words.
+func configFSProblem(fstype string) error {
+	if fstype != "" && fstype != "vfat" && fstype != "iso9660" {
+		return fmt.Errorf("it is %s: a config volume is FAT or ISO9660, as cloud-init's NoCloud (mkfs.vfat -n %s, or xorriso -as mkisofs -V %s)", fstype, config.VolumeLabel, config.VolumeLabel)
+	}
+	return nil
+}
+
 func configFSTypes(fstype string) []string {
 	if fstype == "vfat" || fstype == "iso9660" {
 		return []string{fstype}

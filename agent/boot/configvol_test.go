@@ -38,7 +38,7 @@ func TestFindVolumeOpensWhatItIs(t *testing.T) {
 	}
 	devs := []string{filepath.Join(dir, "vda"), filepath.Join(dir, "vdb"), filepath.Join(dir, "vdc")}
 	var opens []string
-	src, err := findVolume(devs, "ETOILE-CFG", func(dev, fstype string) (config.Source, error) {
+	src, labelled, err := findVolume(devs, "ETOILE-CFG", func(dev, fstype string) (config.Source, error) {
 		opens = append(opens, filepath.Base(dev)+" "+strings.Join(configFSTypes(fstype), ","))
 		if filepath.Base(dev) == "vdb" {
 			return nil, errors.New("bad superblock")
@@ -51,10 +51,21 @@ func TestFindVolumeOpensWhatItIs(t *testing.T) {
 	if want := []string{"vdb iso9660", "vdc iso9660"}; !slices.Equal(opens, want) {
 		t.Errorf("opens %q, want %q", opens, want)
 	}
+	if want := []string{devs[1], devs[2]}; !slices.Equal(labelled, want) {
+		t.Errorf("labelled %q, want %q", labelled, want)
+	}
 	// Only the labelled one that failed: its error, and no volume.
-	src, err = findVolume(devs[:2], "ETOILE-CFG", func(string, string) (config.Source, error) { return nil, errors.New("bad superblock") })
+	src, _, err = findVolume(devs[:2], "ETOILE-CFG", func(string, string) (config.Source, error) { return nil, errors.New("bad superblock") })
 	if src != nil || err == nil || !strings.Contains(err.Error(), "vdb: bad superblock") {
 		t.Errorf("findVolume = %v, %v; want none and vdb's error", src, err)
+	}
+	if err := configFSProblem("ext4"); err == nil || !strings.Contains(err.Error(), "it is ext4: a config volume is FAT or ISO9660") {
+		t.Errorf("an ext4 config volume: %v", err)
+	}
+	for _, ok := range []string{"vfat", "iso9660", ""} {
+		if err := configFSProblem(ok); err != nil {
+			t.Errorf("a %q config volume: %v", ok, err)
+		}
 	}
 	if got := configFSTypes(""); !slices.Equal(got, []string{"vfat", "iso9660"}) {
 		t.Errorf("an unrecognised volume is tried as %q", got)
