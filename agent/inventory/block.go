@@ -33,8 +33,50 @@ func (c *collector) disks() error {
 			c.inv.Disks = append(c.inv.Disks, d)
 		}
 	}
+	c.inv.Disks = mergePaths(c.inv.Disks)
 	c.markBoot()
 	return nil
+}
+
+// mergePaths lists a disk reached through several paths once: disks with
+// the same WWN, serial and size are one LUN (SCSI multipath with no
+// multipathd, or a dual-port SAS disk), the first by name kept with the
+// others' devices in Paths. NVMe's own multipath lists its namespace once
+// already.
+func mergePaths(disks []Disk) []Disk {
+	type key struct {
+		wwn, serial string
+		size        uint64
+	}
+	first := map[key]int{}
+	out := disks[:0]
+	for _, d := range disks {
+		k := key{d.WWN, d.Serial, d.SizeBytes}
+		if d.WWN == "" || d.Serial == "" {
+			out = append(out, d)
+			continue
+		}
+		if i, ok := first[k]; ok {
+			out[i].Paths = append(out[i].Paths, d.Path)
+			continue
+		}
+		first[k] = len(out)
+		out = append(out, d)
+	}
+	return out
+}
+
+// isPath reports whether dev (sdb, sdb1) is one of d's other paths or one
+// of their partitions.
+func (d *Disk) isPath(dev string) bool {
+	for _, p := range d.Paths {
+		base := strings.TrimPrefix(p, "/dev/")
+		rest, ok := strings.CutPrefix(dev, base)
+		if ok && strings.Trim(strings.TrimPrefix(rest, "p"), "0123456789") == "" {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *collector) disk(name string, byLabel map[string]string) (Disk, bool) {
@@ -340,7 +382,7 @@ func (c *collector) markBoot() {
 	}
 	if dev := strings.TrimPrefix(c.opts.BootDevice, "/dev/"); dev != "" {
 		if mark(func(d *Disk) bool {
-			return d.Name == dev || d.hasPartition(func(p Partition) bool { return p.Name == dev })
+			return d.Name == dev || d.hasPartition(func(p Partition) bool { return p.Name == dev }) || d.isPath(dev)
 		},
 			"named by the caller ("+dev+")") {
 			return

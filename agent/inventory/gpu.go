@@ -32,22 +32,23 @@ func isGPU(vendor, class string) bool {
 func (c *collector) gpus(ctx context.Context) error {
 	for _, d := range c.inv.PCIDevices {
 		vendor, ok := gpuVendors[d.VendorID]
-		if !ok || !isGPU(vendor, d.Class) {
-			continue
+		if !ok || !isGPU(vendor, d.Class) || d.PhysicalFunction != "" {
+			continue // an SR-IOV virtual function is a share of a GPU listed already
 		}
-		model := d.DeviceName
+		model, source := d.DeviceName, "pci.ids"
 		if model == "" {
-			model = d.VendorID + ":" + d.DeviceID // unknown to pci.ids: shown as ids, never guessed
+			model, source = d.VendorID+":"+d.DeviceID, "ids" // unknown to pci.ids: shown as ids, never guessed
 		}
 		c.inv.GPUs = append(c.inv.GPUs, GPU{
-			Vendor:     vendor,
-			Model:      model,
-			PCIAddress: d.Address,
-			VendorID:   d.VendorID,
-			DeviceID:   d.DeviceID,
-			Driver:     d.Driver,
-			Link:       d.Link,
-			NUMANode:   d.NUMANode,
+			Vendor:      vendor,
+			Model:       model,
+			ModelSource: source,
+			PCIAddress:  d.Address,
+			VendorID:    d.VendorID,
+			DeviceID:    d.DeviceID,
+			Driver:      d.Driver,
+			Link:        d.Link,
+			NUMANode:    d.NUMANode,
 		})
 	}
 	return c.nvidia(ctx)
@@ -77,7 +78,7 @@ func (c *collector) nvidia(ctx context.Context) error {
 		if g := byAddr[info.BusLocation]; g != nil {
 			g.DriverVersion = version
 			if info.Model != "" {
-				g.Model = info.Model
+				g.Model, g.ModelSource = info.Model, "driver"
 			}
 			g.UUID = info.UUID
 			g.VBIOS = info.VBIOS
@@ -105,7 +106,9 @@ func (c *collector) nvidia(ctx context.Context) error {
 		}
 		g.DriverVersion = firstNonEmpty(smi.DriverVersion, g.DriverVersion)
 		g.CUDAVersion = smi.CUDAVersion
-		g.Model = firstNonEmpty(s.ProductName, g.Model)
+		if s.ProductName != "" {
+			g.Model, g.ModelSource = s.ProductName, "driver"
+		}
 		g.Architecture = s.Architecture
 		g.UUID = firstNonEmpty(s.UUID, g.UUID)
 		g.VBIOS = firstNonEmpty(s.VBIOS, g.VBIOS)
@@ -151,6 +154,7 @@ func (c *collector) nvidiaInformation() []NvidiaProcGPU {
 // whole inventory on a machine without one.
 func HasGPU(root, want string) bool {
 	r := newRoot(root)
+	defer r.close()
 	addrs, err := r.list("/sys/bus/pci/devices")
 	if err != nil {
 		return false
@@ -159,6 +163,9 @@ func HasGPU(root, want string) bool {
 		sys := "/sys/bus/pci/devices/" + addr
 		id, _ := r.attrHex(sys + "/vendor")
 		class, _ := r.attrHex(sys + "/class")
+		if r.exists(sys + "/physfn") {
+			continue // a virtual function
+		}
 		if v, ok := gpuVendors[fmt.Sprintf("%04x", id)]; ok && (want == "" || v == want) && isGPU(v, fmt.Sprintf("%06x", class)) {
 			return true
 		}

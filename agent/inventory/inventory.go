@@ -96,6 +96,10 @@ type Disk struct {
 	Boot       bool        `json:"boot"`
 	BootReason string      `json:"boot_reason,omitempty"`
 	Partitions []Partition `json:"partitions"`
+	// Paths, for a disk reached through several paths (a SAN LUN, a dual-port
+	// SAS disk: the same WWN, serial and size), are the other paths' devices;
+	// Path is the first, and the disk is listed once.
+	Paths []string `json:"paths,omitempty"`
 }
 
 // Partition is an existing partition of a disk.
@@ -137,6 +141,10 @@ type PCIDevice struct {
 	Driver            string   `json:"driver"`
 	NUMANode          int      `json:"numa_node"` // -1 when the platform has none
 	Link              *PCILink `json:"link,omitempty"`
+	// PhysicalFunction is, for an SR-IOV virtual function, its physical
+	// function's address: a VF is no device of its own to count (a GPU's
+	// for a VM, a NIC's for a pod).
+	PhysicalFunction string `json:"physical_function,omitempty"`
 }
 
 // PCILink is a PCI Express link's state as sysfs reports it.
@@ -151,14 +159,19 @@ type PCILink struct {
 
 // GPU is a graphics or compute accelerator.
 type GPU struct {
-	Vendor     string   `json:"vendor"` // nvidia, amd, intel
-	Model      string   `json:"model"`
-	PCIAddress string   `json:"pci_address"`
-	VendorID   string   `json:"vendor_id"`
-	DeviceID   string   `json:"device_id"`
-	Driver     string   `json:"driver"`
-	Link       *PCILink `json:"link,omitempty"`
-	NUMANode   int      `json:"numa_node"`
+	Vendor string `json:"vendor"` // nvidia, amd, intel
+	Model  string `json:"model"`
+	// ModelSource says where Model comes from: "driver" (the vendor's
+	// driver: NVIDIA's product name), "pci.ids" (the database's name of the
+	// chip, which can differ: GH100 [H100 SXM5 80GB]) or "ids" (unknown to
+	// both: vendor:device).
+	ModelSource string   `json:"model_source"`
+	PCIAddress  string   `json:"pci_address"`
+	VendorID    string   `json:"vendor_id"`
+	DeviceID    string   `json:"device_id"`
+	Driver      string   `json:"driver"`
+	Link        *PCILink `json:"link,omitempty"`
+	NUMANode    int      `json:"numa_node"`
 	// Known only with the vendor's driver loaded (NVIDIA: /proc/driver/nvidia, nvidia-smi).
 	DriverVersion  string `json:"driver_version,omitempty"`
 	CUDAVersion    string `json:"cuda_version,omitempty"`
@@ -210,6 +223,7 @@ var stuckGrace = 5 * time.Second
 // a section that cannot be read is left empty and named in Warnings.
 func Collect(ctx context.Context, opts Options) (*Inventory, error) {
 	r := newRoot(opts.Root)
+	defer r.close()
 	if !r.live {
 		st, err := os.Stat(r.dir)
 		if err != nil {

@@ -20,8 +20,12 @@ const (
 // an empty map when it has none. Other vendors' GPUs get no labels yet: an integrated Intel
 // GPU on every edge box would otherwise make each of them look like a GPU node.
 //
-// With GPUs of several models the label names the most common one (ties: the first in
-// sorted order), so the value is stable from boot to boot; the count is of all of them.
+// The model is the driver's name of the GPU (NVIDIA's product name): pci.ids names the chip
+// (GH100 [H100 SXM5 80GB]), which differs, and is old for the newest GPUs, so a machine whose
+// driver has not loaded gets no model label rather than another value for the same hardware.
+// With GPUs of several models the label names the most common one (ties: the first in sorted
+// order), so the value is stable from boot to boot; the count is of all the physical GPUs,
+// with their driver or not (SR-IOV virtual functions are not listed as GPUs).
 func NodeLabels(inv *Inventory) map[string]string {
 	labels := map[string]string{}
 	if inv == nil {
@@ -34,7 +38,9 @@ func NodeLabels(inv *Inventory) map[string]string {
 			continue
 		}
 		n++
-		models[LabelValue(g.Model)]++
+		if g.ModelSource == "driver" {
+			models[LabelValue(g.Model)]++
+		}
 	}
 	if n == 0 {
 		return labels
@@ -50,7 +56,7 @@ func NodeLabels(inv *Inventory) map[string]string {
 		return names[i] < names[j]
 	})
 	labels[LabelGPUVendor] = "nvidia"
-	if names[0] != "" {
+	if len(names) > 0 && names[0] != "" {
 		labels[LabelGPUModel] = names[0]
 	}
 	labels[LabelGPUCount] = strconv.Itoa(n)

@@ -7,7 +7,8 @@ import (
 )
 
 func TestNodeLabels(t *testing.T) {
-	gpu := func(vendor, model string) GPU { return GPU{Vendor: vendor, Model: model} }
+	gpu := func(vendor, model string) GPU { return GPU{Vendor: vendor, Model: model, ModelSource: "driver"} }
+	chip := func(model string) GPU { return GPU{Vendor: "nvidia", Model: model, ModelSource: "pci.ids"} }
 	tests := []struct {
 		name string
 		gpus []GPU
@@ -27,9 +28,13 @@ func TestNodeLabels(t *testing.T) {
 		{"mixed models, tie: sorted first", []GPU{gpu("nvidia", "NVIDIA L4"), gpu("nvidia", "NVIDIA A2")},
 			map[string]string{"etoile.io/gpu.vendor": "nvidia", "etoile.io/gpu.model": "NVIDIA-A2",
 				"etoile.io/gpu.count": "2", "nvidia.com/gpu.present": "true"}},
-		{"pci.ids name before the driver loads", []GPU{gpu("nvidia", "GH100[H100 SXM5 80GB]")},
-			map[string]string{"etoile.io/gpu.vendor": "nvidia", "etoile.io/gpu.model": "GH100-H100-SXM5-80GB",
-				"etoile.io/gpu.count": "1", "nvidia.com/gpu.present": "true"}},
+		{"before the driver loads: no model (pci.ids names the chip, not the product)", []GPU{chip("GH100[H100 SXM5 80GB]")},
+			map[string]string{"etoile.io/gpu.vendor": "nvidia", "etoile.io/gpu.count": "1", "nvidia.com/gpu.present": "true"}},
+		{"half with the driver: the driver's name, all counted", append(repeat(gpu("nvidia", "NVIDIA H100 80GB HBM3"), 4), repeat(chip("GH100[H100 SXM5 80GB]"), 4)...),
+			map[string]string{"etoile.io/gpu.vendor": "nvidia", "etoile.io/gpu.model": "NVIDIA-H100-80GB-HBM3",
+				"etoile.io/gpu.count": "8", "nvidia.com/gpu.present": "true"}},
+		{"unknown to pci.ids and no driver: no model", []GPU{{Vendor: "nvidia", Model: "10de:2335", ModelSource: "ids"}},
+			map[string]string{"etoile.io/gpu.vendor": "nvidia", "etoile.io/gpu.count": "1", "nvidia.com/gpu.present": "true"}},
 		{"model with nothing label-safe: no model label", []GPU{gpu("nvidia", "™™")},
 			map[string]string{"etoile.io/gpu.vendor": "nvidia", "etoile.io/gpu.count": "1", "nvidia.com/gpu.present": "true"}},
 	}
@@ -47,7 +52,7 @@ func TestNodeLabels(t *testing.T) {
 }
 
 func TestNodeLabelList(t *testing.T) {
-	got := NodeLabelList(NodeLabels(&Inventory{GPUs: []GPU{{Vendor: "nvidia", Model: "NVIDIA H100 80GB HBM3"}}}))
+	got := NodeLabelList(NodeLabels(&Inventory{GPUs: []GPU{{Vendor: "nvidia", Model: "NVIDIA H100 80GB HBM3", ModelSource: "driver"}}}))
 	want := []string{"etoile.io/gpu.count=1", "etoile.io/gpu.model=NVIDIA-H100-80GB-HBM3", "etoile.io/gpu.vendor=nvidia",
 		"nvidia.com/gpu.present=true"}
 	if !reflect.DeepEqual(got, want) {

@@ -67,11 +67,17 @@ func WriteTable(w io.Writer, inv *Inventory) error {
 		if d.Boot && d.BootReason != "" {
 			boot += " (" + d.BootReason + ")"
 		}
-		rows = append(rows, []string{d.Path, humanBytes(d.SizeBytes), dash(d.Transport), dash(d.Model), dash(d.Serial),
+		path := d.Path
+		if len(d.Paths) > 0 {
+			path += " (also " + strings.Join(d.Paths, ",") + ")"
+		}
+		rows = append(rows, []string{path, humanBytes(d.SizeBytes), dash(d.Transport), dash(d.Model), dash(d.Serial),
 			yesNo(d.Rotational), yesNo(d.Removable), boot})
 		for _, part := range d.Partitions {
 			label := strings.TrimSpace(part.PartLabel + " " + part.FSLabel)
-			rows = append(rows, []string{"  " + part.Path, humanBytes(part.SizeBytes), "", dash(label)})
+			// Every row as wide as the header: tabwriter aligns a column
+			// only over a block of rows that all have it.
+			rows = append(rows, []string{"  " + part.Path, humanBytes(part.SizeBytes), "", dash(label), "", "", "", ""})
 		}
 	}
 	section("Disks", []string{"PATH", "SIZE", "TRANSPORT", "MODEL/LABEL", "SERIAL", "ROTATIONAL", "REMOVABLE", "BOOT"}, rows)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/etoile-os/etoile/agent/inventory/pciids"
+	"github.com/etoile-os/etoile/agent/netkind"
 )
 
 var pciAddrRe = regexp.MustCompile(`^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$`)
@@ -34,6 +35,11 @@ func (c *collector) nics() error {
 		// Hardware NICs have a device; lo, bridges, veths, bonds and tunnels live under
 		// /devices/virtual and have none.
 		if name == "lo" || strings.Contains(devPath, "/devices/virtual/") || !c.r.exists(sys+"/device") {
+			continue
+		}
+		// An operator's for pods: SR-IOV virtual functions and switchdev
+		// representors (the host side of a pod's VF) are not the machine's NICs.
+		if c.r.exists(sys+"/"+netkind.VFMarker) || netkind.Representor([]byte(c.r.attr(sys+"/phys_port_name"))) {
 			continue
 		}
 		n := NIC{
@@ -96,6 +102,7 @@ func (c *collector) pci() error {
 			Driver:            c.r.linkBase(sys + "/driver"),
 			NUMANode:          -1,
 			Link:              c.pciLink(sys),
+			PhysicalFunction:  c.r.linkBase(sys + "/physfn"),
 		}
 		if n, ok := c.r.attrInt(sys + "/numa_node"); ok {
 			d.NUMANode = int(n)

@@ -392,3 +392,47 @@ func TestExecRunGivesUpOnAProcessThatDoesNotDie(t *testing.T) {
 		t.Errorf("execRun = %v, want it to give up on the process", err)
 	}
 }
+
+// TestMultipathDiskListedOnce: a SAS disk reached through two paths (sda,
+// and sdd through the second port: the same WWN, serial and size; no
+// multipathd on the node) is one disk with its other path named, and a boot
+// from a partition through that path marks it.
+func TestMultipathDiskListedOnce(t *testing.T) {
+	root := writeServerTree(t)
+	const second = "sys/devices/pci0000:00/0000:00:1f.3/host9/target9:0:0/9:0:0:0/block/sdd"
+	vpd := string([]byte{0x00, 0x80, 0x00, 0x14}) + "  WD-WCC4N1234567    "
+	files := map[string]string{
+		second + "/size": "1953525168", second + "/removable": "0", second + "/ro": "0", second + "/queue/rotational": "1",
+		second + "/device/model": "WDC WD10EFRX-68F", second + "/device/vpd_pg80": vpd, second + "/device/wwid": "naa.50014ee2b5c8f4a1",
+		second + "/sdd2/partition": "2", second + "/sdd2/start": "1050624", second + "/sdd2/size": "4194304",
+		second + "/sdd2/uevent": "PARTN=2\nPARTNAME=ETOILE-A\n",
+	}
+	for name, content := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("../../devices/pci0000:00/0000:00:1f.3/host9/target9:0:0/9:0:0:0/block/sdd", filepath.Join(root, "sys/class/block/sdd")); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := Collect(context.Background(), Options{Root: root, BootDevice: "/dev/sdd2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sda *Disk
+	for i, d := range inv.Disks {
+		switch d.Name {
+		case "sdd":
+			t.Errorf("the second path is listed as a disk of its own: %+v", d)
+		case "sda":
+			sda = &inv.Disks[i]
+		}
+	}
+	if sda == nil || !reflect.DeepEqual(sda.Paths, []string{"/dev/sdd"}) || !sda.Boot {
+		t.Errorf("sda = %+v, want its other path /dev/sdd named and it marked as the boot disk", sda)
+	}
+}

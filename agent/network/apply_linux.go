@@ -1,7 +1,6 @@
 package network
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,13 +9,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/etoile-os/etoile/agent/config"
+	"github.com/etoile-os/etoile/agent/netkind"
 	"github.com/vishvananda/netlink"
 )
 
@@ -103,18 +102,14 @@ func afterBoot(l netlink.Link, only []string) bool {
 		return false
 	}
 	dir := filepath.Join("/sys/class/net", l.Attrs().Name)
-	if _, err := os.Stat(filepath.Join(dir, "device", "physfn")); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, netkind.VFMarker)); err == nil {
 		return false // a VF
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "phys_port_name")); err == nil && representor.Match(bytes.TrimSpace(b)) {
+	if b, err := os.ReadFile(filepath.Join(dir, "phys_port_name")); err == nil && netkind.Representor(b) {
 		return false
 	}
 	return true
 }
-
-// representor matches the port names of switchdev representors and
-// subfunctions (pf0vf3, pf0sf1, c1pf0vf2).
-var representor = regexp.MustCompile(`^(c\d+)?pf\d+(vf|sf)\d+$`)
 
 // appeared sets up l, a link that appeared after Up returned (a USB NIC
 // plugged in, a driver that loaded late), when it is one to configure:

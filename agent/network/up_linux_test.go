@@ -1382,13 +1382,3 @@ func TestApplyAgainOnLinkGateway(t *testing.T) {
 		t.Errorf("the route someone else set on vc is gone:\n%s", ipCmd(t, "-n", cli, "route"))
 	}
 }
-
-// TestRepresentorNames: switchdev representors' and subfunctions' port
-// names are left alone after the boot; a physical port's are not.
-func TestRepresentorNames(t *testing.T) {
-	for name, want := range map[string]bool{"pf0vf3": true, "pf1sf0": true, "c1pf0vf12": true, "p0": false, "p1": false, "pf0": false, "": false} {
-		if got := representor.MatchString(name); got != want {
-			t.Errorf("representor(%q) = %v, want %v", name, got, want)
-		}
-	}
-}
