@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // bootVolumeLabel is the ISO's volume label (issue 2): the medium a live boot came from.
@@ -294,12 +295,32 @@ func unescapeUdev(s string) string {
 // probeLabel reads a filesystem label from the device node on a live machine (as root);
 // "" otherwise. Only the first 64 KiB are read.
 func (c *collector) probeLabel(devPath string) string {
-	if !c.r.live {
+	if !c.r.live || c.probeHung {
 		return ""
 	}
-	_, label := ProbeDevice(devPath)
-	return label
+	done := make(chan string, 1)
+	go func() {
+		_, label := probeDevice(devPath)
+		done <- label
+	}()
+	select {
+	case label := <-done:
+		return label
+	case <-time.After(probeWait):
+		// A failing disk can hold a read for minutes: the inventory (and
+		// the GPU labels K3s waits for) goes on without the labels.
+		c.probeHung = true
+		c.warn("reading the first bytes of %s did not end within %s: the volume labels of the devices after it are not read (a failing disk? the kernel log says more)", devPath, probeWait)
+		return ""
+	}
 }
+
+// probeWait bounds the read of one device's first bytes for its label;
+// probeDevice is ProbeDevice: tests stand in for a disk that hangs.
+var (
+	probeWait   = 5 * time.Second
+	probeDevice = ProbeDevice
+)
 
 // ProbeDevice reads the first 64 KiB of a block device and tells its
 // filesystem and label (FSProbe); "", "" when it cannot be read.

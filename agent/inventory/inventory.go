@@ -255,6 +255,9 @@ type collector struct {
 	opts Options
 	log  *slog.Logger
 	inv  *Inventory
+	// probeHung is set once a device's first bytes did not come within
+	// probeWait: the labels of the devices after it are not read.
+	probeHung bool
 }
 
 func (c *collector) step(name string, f func() error) {

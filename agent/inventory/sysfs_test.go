@@ -3,11 +3,13 @@ package inventory
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -434,5 +436,28 @@ func TestMultipathDiskListedOnce(t *testing.T) {
 	}
 	if sda == nil || !reflect.DeepEqual(sda.Paths, []string{"/dev/sdd"}) || !sda.Boot {
 		t.Errorf("sda = %+v, want its other path /dev/sdd named and it marked as the boot disk", sda)
+	}
+}
+
+// TestProbeLabelDoesNotHangOnAFailingDisk: a disk whose read does not end
+// (a failing one; a stand-in that blocks here) costs the inventory one
+// bounded wait, says so, and the devices after it are not read.
+func TestProbeLabelDoesNotHangOnAFailingDisk(t *testing.T) {
+	defer func(w time.Duration, p func(string) (string, string)) { probeWait, probeDevice = w, p }(probeWait, probeDevice)
+	block := make(chan struct{})
+	defer close(block)
+	var calls atomic.Int32
+	probeWait = 100 * time.Millisecond
+	probeDevice = func(string) (string, string) { calls.Add(1); <-block; return "", "" }
+	c := &collector{r: root{dir: "/", live: true}, log: slog.New(slog.DiscardHandler), inv: &Inventory{}}
+	if got := c.probeLabel("/dev/sdx"); got != "" || !c.probeHung {
+		t.Fatalf("probeLabel of a hung disk = %q, hung %v", got, c.probeHung)
+	}
+	if len(c.inv.Warnings) != 1 || !strings.Contains(c.inv.Warnings[0], "/dev/sdx did not end within 100ms") {
+		t.Errorf("warnings = %q", c.inv.Warnings)
+	}
+	c.probeLabel("/dev/sdy")
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d devices read after one hung, want none", n-1)
 	}
 }
