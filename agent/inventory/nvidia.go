@@ -167,7 +167,10 @@ func ParseNvidiaSMI(b []byte) (*NvidiaSMI, error) {
 // na maps nvidia-smi's "N/A" and blanks to "".
 func na(s string) string {
 	s = strings.TrimSpace(s)
-	if s == "N/A" || s == "[N/A]" || strings.HasPrefix(s, "[Not Supported") || strings.HasPrefix(s, "Not Supported") {
+	// nvidia-smi writes what it could not read in brackets: [N/A], [Not
+	// Supported], [Unknown Error], [GPU requires reset], [Insufficient
+	// Permissions]; none is a value.
+	if s == "N/A" || strings.HasPrefix(s, "Not Supported") || strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
 		return ""
 	}
 	return s

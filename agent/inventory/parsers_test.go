@@ -421,3 +421,14 @@ func FuzzParseLsblk(f *testing.F) {
 		}
 	})
 }
+
+// TestNA: what nvidia-smi writes for a value it could not read is no value
+// (a failing GPU's "[Unknown Error]" is not its product name).
+func TestNA(t *testing.T) {
+	for in, want := range map[string]string{"N/A": "", "[N/A]": "", "[Not Supported]": "", "Not Supported": "", "[Unknown Error]": "",
+		"[GPU requires reset]": "", " NVIDIA H100 80GB HBM3 ": "NVIDIA H100 80GB HBM3", "Enabled": "Enabled", "[x": "[x"} {
+		if got := na(in); got != want {
+			t.Errorf("na(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
