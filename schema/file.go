@@ -26,7 +26,14 @@ func ReadFile(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	return ReadLimited(f, path, limit)
+}
+
+// ReadLimited reads r (the document at path) to its end, refusing one over
+// limit bytes: pointing at a disk image by mistake fails fast instead of
+// filling memory.
+func ReadLimited(r io.Reader, path string, limit int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
 		return nil, err
 	}

@@ -312,14 +312,7 @@ func (s FileSource) readInside() ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > MaxSize {
-		return nil, fmt.Errorf("%s is larger than %d bytes: these documents are a few KB of YAML — is it the right file?", s.Path, MaxSize)
-	}
-	return data, nil
+	return schema.ReadLimited(f, s.Path, MaxSize)
 }
 
 // ErrNotRegularFile is wrapped by FileSource's error for a path that is a

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/etoile-os/etoile/agent/fakeroot"
 )
 
 // A made-up server laid out as sysfs lays it out, with real symbolic links: one SATA disk
@@ -409,15 +411,7 @@ func TestMultipathDiskListedOnce(t *testing.T) {
 		second + "/sdd2/partition": "2", second + "/sdd2/start": "1050624", second + "/sdd2/size": "4194304",
 		second + "/sdd2/uevent": "PARTN=2\nPARTNAME=ETOILE-A\n",
 	}
-	for name, content := range files {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fakeroot.Write(t, root, files)
 	if err := os.Symlink("../../devices/pci0000:00/0000:00:1f.3/host9/target9:0:0/9:0:0:0/block/sdd", filepath.Join(root, "sys/class/block/sdd")); err != nil {
 		t.Fatal(err)
 	}

@@ -1038,51 +1038,47 @@ func TestCarrierBackAsksAgain(t *testing.T) {
 	onlyAddress(t, cli, "10.99.0.51/24", "", "after the carrier came back")
 }
 
-// TestCarrierBackWhileTheWatchWasAway: the kernel ends the links' carrier
-// subscription (its buffer overrun in a burst of link events) while the
-// link has no carrier, and the cable comes back before it is made again:
-// the new subscription sees what changed in the gap and asks DHCP again at
-// once, as if it had seen the carrier come.
-func TestCarrierBackWhileTheWatchWasAway(t *testing.T) {
-	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_MOVE=1"}, "ETOILE_NETTEST_FOLLOW_SIGNALS=1", "ETOILE_NETTEST_LINGER=30s")
-	srv, stderr := rt.srv, rt.client
-	ipCmd(t, "-n", srv, "link", "set", "vs", "down")
-	time.Sleep(2 * time.Second) // the link watch tells the carrier's loss
-	rt.proc.Process.Signal(syscall.SIGUSR1)
-	if !waitLog(stderr, "following the links' carrier stopped", 5*time.Second) {
-		t.Fatalf("the subscription did not end:\n%s", stderr.String())
+// TestCarrierChangesWhileTheWatchWasAway: the kernel ends the links'
+// carrier subscription (its buffer overrun in a burst of link events), and
+// the carrier changes before it is made again — it comes back (its loss
+// seen before the gap), or goes and comes back (both unseen: the link's
+// carrier_up_count tells). The new subscription acts on what changed in
+// the gap: the lease is asked again at once, as if it had been seen.
+func TestCarrierChangesWhileTheWatchWasAway(t *testing.T) {
+	for name, gap := range map[string]struct {
+		before, during func(t *testing.T, srv string)
+	}{
+		"came back": {
+			before: func(t *testing.T, srv string) {
+				ipCmd(t, "-n", srv, "link", "set", "vs", "down")
+				time.Sleep(2 * time.Second) // the link watch tells the carrier's loss
+			},
+			during: func(t *testing.T, srv string) { ipCmd(t, "-n", srv, "link", "set", "vs", "up") },
+		},
+		"went and came back": {
+			before: func(*testing.T, string) {},
+			during: carrierGap,
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rt := renewing(t, []string{"ETOILE_NETTEST_SRV_MOVE=1"}, "ETOILE_NETTEST_FOLLOW_SIGNALS=1", "ETOILE_NETTEST_LINGER=30s")
+			stderr := rt.client
+			gap.before(t, rt.srv)
+			rt.proc.Process.Signal(syscall.SIGUSR1)
+			if !waitLog(stderr, "following the links' carrier stopped", 5*time.Second) {
+				t.Fatalf("the subscription did not end:\n%s", stderr.String())
+			}
+			gap.during(t, rt.srv)
+			time.Sleep(2 * time.Second) // the carrier's return is told to no one
+			rt.proc.Process.Signal(syscall.SIGUSR2)
+			waitLog(stderr, "etoile-test: renewed", 15*time.Second)
+			log := stderr.String()
+			if !strings.Contains(log, `msg="link has carrier again: asking DHCP again" iface=vc`) || !strings.Contains(log, "etoile-test: renewed iface=vc addr=10.99.0.51/24") {
+				t.Fatalf("the carrier change in the gap was not acted on:\n%s", log)
+			}
+			onlyAddress(t, rt.cli, "10.99.0.51/24", "", "after the carrier came back")
+		})
 	}
-	ipCmd(t, "-n", srv, "link", "set", "vs", "up")
-	time.Sleep(2 * time.Second) // the carrier's return is told to no one
-	rt.proc.Process.Signal(syscall.SIGUSR2)
-	waitLog(stderr, "etoile-test: renewed", 15*time.Second)
-	log := stderr.String()
-	if !strings.Contains(log, `msg="link has carrier again: asking DHCP again" iface=vc`) || !strings.Contains(log, "etoile-test: renewed iface=vc addr=10.99.0.51/24") {
-		t.Fatalf("the carrier that came back in the gap was not acted on:\n%s", log)
-	}
-	onlyAddress(t, rt.cli, "10.99.0.51/24", "", "after the carrier came back")
-}
-
-// TestCarrierGoneAndBackWhileTheWatchWasAway: the carrier goes and comes
-// back while the links' subscription is being made again (both its loss
-// and its return unseen): the link's carrier_up_count tells, and the lease
-// is asked again as if both had been seen.
-func TestCarrierGoneAndBackWhileTheWatchWasAway(t *testing.T) {
-	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_MOVE=1"}, "ETOILE_NETTEST_FOLLOW_SIGNALS=1", "ETOILE_NETTEST_LINGER=30s")
-	srv, stderr := rt.srv, rt.client
-	rt.proc.Process.Signal(syscall.SIGUSR1)
-	if !waitLog(stderr, "following the links' carrier stopped", 5*time.Second) {
-		t.Fatalf("the subscription did not end:\n%s", stderr.String())
-	}
-	carrierGap(t, srv)
-	time.Sleep(2 * time.Second) // the carrier's return is told to no one
-	rt.proc.Process.Signal(syscall.SIGUSR2)
-	waitLog(stderr, "etoile-test: renewed", 15*time.Second)
-	log := stderr.String()
-	if !strings.Contains(log, `msg="link has carrier again: asking DHCP again" iface=vc`) || !strings.Contains(log, "etoile-test: renewed iface=vc addr=10.99.0.51/24") {
-		t.Fatalf("the carrier that went and came back in the gap was not acted on:\n%s", log)
-	}
-	onlyAddress(t, rt.cli, "10.99.0.51/24", "", "after the carrier came back")
 }
 
 // TestCableMovedWhileAskingAgain: no DHCP server answers the boot's
