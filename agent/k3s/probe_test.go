@@ -169,6 +169,20 @@ func TestAPIProberJudgesFromTheAPI(t *testing.T) {
 	}
 }
 
+// readyAPI serves an API (its certificates from p) that says node-1 is
+// ready, and returns a prober for it whose kubeconfig trusts trust's CA.
+func readyAPI(t *testing.T, p, trust *testPKI) *APIProber {
+	t.Helper()
+	var readyz atomic.Int32
+	var nodeReady atomic.Bool
+	readyz.Store(http.StatusOK)
+	nodeReady.Store(true)
+	srv := apiServer(t, p, &readyz, &nodeReady)
+	root := t.TempDir()
+	writeKubeconfig(t, root, srv.URL, trust)
+	return &APIProber{Root: root, Kubeconfig: ServerKubeconfig, NodeName: "node-1"}
+}
+
 // testHeartbeat is the Unix time apiServer's node reports as its Ready
 // condition's lastHeartbeatTime (0: none).
 var testHeartbeat atomic.Int64
@@ -180,14 +194,7 @@ var testHeartbeat atomic.Int64
 func TestAPIProberIgnoresTheRunBeforesReady(t *testing.T) {
 	defer testHeartbeat.Store(0)
 	p := newPKI(t)
-	var readyz atomic.Int32
-	var nodeReady atomic.Bool
-	readyz.Store(http.StatusOK)
-	nodeReady.Store(true)
-	srv := apiServer(t, p, &readyz, &nodeReady)
-	root := t.TempDir()
-	writeKubeconfig(t, root, srv.URL, p)
-	prober := &APIProber{Root: root, Kubeconfig: ServerKubeconfig, NodeName: "node-1"}
+	prober := readyAPI(t, p, p)
 	start := time.Now()
 	prober.RunStarted(start)
 	for _, tc := range []struct {
@@ -208,14 +215,7 @@ func TestAPIProberIgnoresTheRunBeforesReady(t *testing.T) {
 
 func TestAPIProberRefusesAnotherCA(t *testing.T) {
 	p, other := newPKI(t), newPKI(t)
-	var readyz atomic.Int32
-	var nodeReady atomic.Bool
-	readyz.Store(http.StatusOK)
-	nodeReady.Store(true)
-	srv := apiServer(t, p, &readyz, &nodeReady)
-	root := t.TempDir()
-	writeKubeconfig(t, root, srv.URL, other) // trusts the wrong CA
-	prober := &APIProber{Root: root, Kubeconfig: ServerKubeconfig, NodeName: "node-1"}
+	prober := readyAPI(t, p, other) // trusts the wrong CA
 	if st, err := prober.Probe(context.Background()); err == nil {
 		t.Fatalf("probe trusted a server from another CA: %s", st)
 	}
