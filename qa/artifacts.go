@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -86,11 +87,17 @@ func ServeDir(tb testing.TB, dir string) int {
 		tb.Fatalf("listen on loopback for the test HTTP server: %v", err)
 	}
 	fs := http.FileServer(http.Dir(dir))
+	var handlers sync.WaitGroup // a handler logs to tb: none may outlive the test
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handlers.Add(1)
+		defer handlers.Done()
 		tb.Logf("http: %s %s from %s", r.Method, r.URL.Path, r.RemoteAddr)
 		fs.ServeHTTP(w, r)
 	})}
 	go srv.Serve(ln) //nolint:errcheck // returns ErrServerClosed at cleanup
-	tb.Cleanup(func() { srv.Close() })
+	tb.Cleanup(func() {
+		srv.Close() // ends the connections: a handler still writing returns
+		handlers.Wait()
+	})
 	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -4,7 +4,6 @@ package qa
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -119,7 +118,7 @@ func (o otherDisk) QEMUArgs(dir string) ([]string, error) {
 // partUUID reads a partition's unique GUID with sgdisk.
 func partUUID(t *testing.T, disk string, n int) string {
 	t.Helper()
-	b, err := exec.Command("sgdisk", "-i", strconv.Itoa(n), disk).CombinedOutput()
+	b, err := toolCommand("sgdisk", "-i", strconv.Itoa(n), disk).CombinedOutput()
 	if err != nil {
 		t.Fatalf("sgdisk -i %d %s: %v\n%s", n, disk, err, b)
 	}
@@ -145,8 +144,8 @@ func partUUID(t *testing.T, disk string, n int) string {
 func TestBootUsesTheBootDisk(t *testing.T) {
 	t.Parallel()
 	out := Artifacts(t, RawName)
-	if _, err := exec.LookPath("sgdisk"); err != nil {
-		t.Fatal("sgdisk is needed: apt-get install -y gdisk (make test installs it)")
+	if err := RequireTools(SgdiskTool); err != nil {
+		t.Fatal(err)
 	}
 	zero := func(t *testing.T, path string, at int64) {
 		t.Helper()
@@ -171,7 +170,7 @@ func TestBootUsesTheBootDisk(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !sameImage {
-				if b, err := exec.Command("sgdisk", "-G", other).CombinedOutput(); err != nil {
+				if b, err := toolCommand("sgdisk", "-G", other).CombinedOutput(); err != nil {
 					t.Fatalf("sgdisk -G (new GUIDs for the other disk): %v\n%s", err, b)
 				}
 			}
@@ -179,7 +178,7 @@ func TestBootUsesTheBootDisk(t *testing.T) {
 			want, wrong := partUUID(t, filepath.Join(out, RawName), 2), partUUID(t, other, 2)
 			if sameImage {
 				// Its system image unreadable: mounting it fails the boot.
-				b, err := exec.Command("sgdisk", "-i", "2", other).CombinedOutput()
+				b, err := toolCommand("sgdisk", "-i", "2", other).CombinedOutput()
 				m := regexp.MustCompile(`First sector: (\d+)`).FindSubmatch(b)
 				if err != nil || m == nil {
 					t.Fatalf("sgdisk -i 2: %v\n%s", err, b)

@@ -84,6 +84,15 @@ func TestReproducibleBuild(t *testing.T) {
 		t.Logf("build %d into %s took %.1fs", i+1, out, time.Since(start).Seconds())
 		outs = append(outs, out)
 	}
+	// Both builds made every artifact: two equal trees of nothing prove
+	// nothing.
+	for _, out := range outs {
+		for _, name := range AllArtifacts {
+			if st, err := os.Stat(filepath.Join(out, name)); err != nil || st.Size() == 0 {
+				t.Errorf("the build into %s lacks %s (or it is empty): %v", out, name, err)
+			}
+		}
+	}
 	if err := CompareTrees(outs[0], outs[1]); err != nil {
 		t.Error(err)
 	}

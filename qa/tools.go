@@ -25,6 +25,7 @@ var (
 	FsckVfatTool   = Tool{"fsck.vfat", "dosfstools"}
 	MtoolsTool     = Tool{"mcopy", "mtools"}
 	MkfsFatTool    = Tool{"mkfs.fat", "dosfstools"}
+	Mkfsext4Tool   = Tool{"mkfs.ext4", "e2fsprogs"}
 	MdirTool       = Tool{"mdir", "mtools"}
 	UnsquashfsTool = Tool{"unsquashfs", "squashfs-tools"}
 	Sha256sumTool  = Tool{"sha256sum", "coreutils"}
@@ -32,6 +33,22 @@ var (
 	IsohdpfxTool   = Tool{"/usr/lib/ISOLINUX/isohdpfx.bin", "isolinux"}
 	GoTool         = Tool{"go", "golang-go (or Go from go.dev)"}
 )
+
+// toolCommand is exec.Command for the program name, found as Tool.Path
+// finds it (sbin too, which a user's PATH may lack): the tools the tests
+// make volumes and partitions with. A program it does not know is looked
+// for in PATH.
+func toolCommand(name string, args ...string) *exec.Cmd {
+	for _, t := range []Tool{SgdiskTool, MkfsFatTool, MtoolsTool, Mkfsext4Tool} {
+		if t.Name == name {
+			if p, err := t.Path(); err == nil {
+				name = p
+			}
+			break
+		}
+	}
+	return exec.Command(name, args...)
+}
 
 // Path returns where the tool is, or an error naming the apt package.
 func (t Tool) Path() (string, error) {

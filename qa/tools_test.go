@@ -30,7 +30,7 @@ func TestToolsAreInstalledByMakeTest(t *testing.T) {
 		t.Fatalf("found only %q in scripts/deps.sh's package lists", installed)
 	}
 	for _, tool := range []Tool{QEMUTool, OVMFCodeTool, OVMFVarsTool, XorrisoTool, SgdiskTool, FsckVfatTool, MtoolsTool,
-		MkfsFatTool, MdirTool, UnsquashfsTool, CpioTool, IsohdpfxTool} {
+		MkfsFatTool, Mkfsext4Tool, MdirTool, UnsquashfsTool, CpioTool, IsohdpfxTool} {
 		if !slices.Contains(installed, tool.Package) {
 			t.Errorf("%s comes from the package %s, which scripts/deps.sh does not install", tool.Name, tool.Package)
 		}

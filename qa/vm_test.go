@@ -33,7 +33,10 @@ func TestExpect(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			vm := fakeVM(t)
+			fed := make(chan struct{})
+			defer func() { <-fed }() // the lines are logged to t: not after the subtest
 			go func() {
+				defer close(fed)
 				for i, l := range tt.lines {
 					vm.addLine(l, time.Duration(i)*time.Second)
 				}
