@@ -453,11 +453,13 @@ func TestStandinK3sStoppedCleanlyOnPowerOff(t *testing.T) {
 	vm.WaitFor(regexp.MustCompile(`^etoile: k3s state=starting was=stopped\b`), ReadyTimeout)
 	// Each found in the whole log (Find), so that the order check below
 	// can fail: a wait looks only after what the one before it found.
+	// The state says stopped from the SIGTERM on; "k3s stopped" is its exit.
 	shutdown := vm.WaitFor(regexp.MustCompile(`shutting down.*power off`), 3*time.Minute)
-	stopping := vm.Find(regexp.MustCompile(`stopping k3s`), time.Minute)
-	stopped := vm.Find(regexp.MustCompile(`^etoile: k3s state=stopped\b.*agent shutting down`), time.Minute)
-	if !(stopping.At <= stopped.At && stopped.At <= shutdown.At) {
-		t.Errorf("order: stopping k3s %s, stopped %s, shutdown %s", stopping.At, stopped.At, shutdown.At)
+	stopping := vm.Find(regexp.MustCompile(`^etoile: stopping k3s `), time.Minute)
+	state := vm.Find(regexp.MustCompile(`^etoile: k3s state=stopped\b.*agent shutting down`), time.Minute)
+	stopped := vm.Find(regexp.MustCompile(`^etoile: k3s stopped `), time.Minute)
+	if !(stopping.At <= state.At && state.At <= stopped.At && stopped.At <= shutdown.At) {
+		t.Errorf("order: stopping k3s %s, state stopped %s, k3s exited %s, shutdown %s", stopping.At, state.At, stopped.At, shutdown.At)
 	}
 	// A clean power-off warns about nothing (what shutting down cancels
 	// is not a fault).
@@ -494,7 +496,7 @@ func TestStandinK3sStoppedOnPowerButton(t *testing.T) {
 	}
 	vm.WaitFor(regexp.MustCompile(`shutting down.*power off`), 3*time.Minute)
 	pressed := vm.Find(regexp.MustCompile(`power button pressed .*action="power off"`), time.Minute)
-	stopped := vm.Find(regexp.MustCompile(`^etoile: k3s state=stopped\b.*agent shutting down`), time.Minute)
+	stopped := vm.Find(regexp.MustCompile(`^etoile: k3s stopped `), time.Minute)
 	if pressed.At > stopped.At {
 		t.Errorf("order: power button at %s, K3s stopped at %s", pressed.At, stopped.At)
 	}

@@ -614,13 +614,12 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 			}
 			s.Log.Info("k3s restarting", "why", why)
 			s.setState(StateStarting, "restarting: "+why)
-			_ = s.stop(cmd, exited)
+			_ = s.stop(cmd, exited, nil)
 			pw.Close()
 			<-copied
 			return &restarted{why: why}
 		case <-ctx.Done():
-			s.setState(StateStopped, "stopping: "+stopReason(ctx))
-			err := s.stop(cmd, exited)
+			err := s.stop(cmd, exited, func() { s.setState(StateStopped, "stopping: "+stopReason(ctx)) })
 			pw.Close()
 			<-copied
 			return err
@@ -629,18 +628,27 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 }
 
 // stop sends SIGTERM to K3s's process group, waits, then SIGKILLs it.
-func (s *Supervisor) stop(cmd *exec.Cmd, exited <-chan error) error {
+// signalled, when not nil, runs once the SIGTERM is sent; the end is
+// logged ("k3s stopped"), so that the console shows K3s gone before what
+// comes after (a power-off).
+func (s *Supervisor) stop(cmd *exec.Cmd, exited <-chan error, signalled func()) error {
 	pgid := cmd.Process.Pid
+	start := time.Now()
 	s.Log.Info("stopping k3s", "pid", pgid, "timeout", s.StopTimeout)
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	if signalled != nil {
+		signalled()
+	}
+	var err error
 	select {
-	case err := <-exited:
-		return err
+	case err = <-exited:
 	case <-time.After(s.StopTimeout):
 		s.Log.Warn("k3s did not stop in time: killing it", "timeout", s.StopTimeout)
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		return <-exited
+		err = <-exited
 	}
+	s.Log.Info("k3s stopped", "pid", pgid, "took", time.Since(start).Round(time.Millisecond))
+	return err
 }
 
 // MaxLineLen bounds one line of K3s's output kept (in memory and in its
