@@ -937,12 +937,6 @@ func (w stageWriter) realDirs(rel string) error {
 
 // file writes rel from the host file src (or data when src is "").
 func (w stageWriter) file(rel, src string, data []byte, mode fs.FileMode) error {
-	if err := w.mkdirAll(filepath.Dir(rel)); err != nil {
-		return err
-	}
-	if have, err := w.root.Lstat(rel); err == nil && have.IsDir() {
-		return fmt.Errorf("%s is a folder in an overlay or extension, where Étoile writes a file: remove it", filepath.ToSlash(rel))
-	}
 	var r io.Reader = bytes.NewReader(data)
 	if src != "" {
 		f, err := os.Open(src)
@@ -952,7 +946,42 @@ func (w stageWriter) file(rel, src string, data []byte, mode fs.FileMode) error 
 		defer f.Close()
 		r = f
 	}
+	return w.fileFrom(rel, r, mode)
+}
+
+// fileFrom writes rel from r.
+func (w stageWriter) fileFrom(rel string, r io.Reader, mode fs.FileMode) error {
+	if err := w.mkdirAll(filepath.Dir(rel)); err != nil {
+		return err
+	}
+	if have, err := w.root.Lstat(rel); err == nil && have.IsDir() {
+		return fmt.Errorf("%s is a folder in an overlay or extension, where Étoile writes a file: remove it", filepath.ToSlash(rel))
+	}
 	return writeInRoot(w.root, rel, r, mode)
+}
+
+// verifiedFile is file from the host file src, which must hold sum (its
+// SHA-256, hex) as it is copied: what was verified earlier in the build and
+// changed since (a release folder edited meanwhile) is never shipped. An
+// empty sum is a programming error.
+func (w stageWriter) verifiedFile(rel, src, sum string, mode fs.FileMode) error {
+	if sum == "" {
+		return fmt.Errorf("%s: no checksum to copy it against", src)
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if err := w.fileFrom(rel, io.TeeReader(f, h), mode); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != strings.ToLower(sum) {
+		_ = w.root.Remove(rel)
+		return fmt.Errorf("%s changed after it was verified: sha256 %s, expected %s — was it modified during the build? Build again", src, got, sum)
+	}
+	return nil
 }
 
 // symlink makes rel a symlink to to.

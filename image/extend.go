@@ -84,14 +84,14 @@ func stageK3s(root string, art *k3s.Artifacts) error {
 			}
 		case path.Dir(f.Path) == k3s.ImageAirgapDir:
 			shipped := path.Join(shippedImagesDir, path.Base(f.Path))
-			if err := w.file(filepath.FromSlash(strings.TrimPrefix(shipped, "/")), f.Source, nil, 0o644); err != nil {
+			if err := w.verifiedFile(filepath.FromSlash(strings.TrimPrefix(shipped, "/")), f.Source, f.SHA256, 0o644); err != nil {
 				return err
 			}
 			if err := w.symlink(dst, shipped); err != nil {
 				return err
 			}
 		default:
-			if err := w.file(dst, f.Source, nil, f.Mode); err != nil {
+			if err := w.verifiedFile(dst, f.Source, f.SHA256, f.Mode); err != nil {
 				return err
 			}
 		}

@@ -1,6 +1,8 @@
 package image
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/etoile-os/etoile/agent/fakeroot"
+	"github.com/etoile-os/etoile/image/k3s"
 )
 
 // mksquashfs makes a squashfs layer of src with squashfs-tools, as an
@@ -174,5 +177,33 @@ func TestBuildUmask(t *testing.T) {
 	}
 	if now := syscall.Umask(0o077); now != 0o077 {
 		t.Errorf("umask after the build = %#o, want 077 back", now)
+	}
+}
+
+// TestStageK3sChecksWhatItCopies: a K3s file changed after the build
+// verified it (a release folder edited during the build) is not shipped:
+// the copy into the staged root checks the verified SHA-256 again.
+func TestStageK3sChecksWhatItCopies(t *testing.T) {
+	src := t.TempDir()
+	bin := filepath.Join(src, "k3s")
+	if err := os.WriteFile(bin, []byte("verified k3s"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("verified k3s"))
+	art := &k3s.Artifacts{Binary: bin, BinarySHA256: hex.EncodeToString(sum[:]), AirgapSHA256: map[string]string{}}
+	root := t.TempDir()
+	if err := stageK3s(root, art); err != nil {
+		t.Fatalf("staging the verified binary: %v", err)
+	}
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\necho swapped\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root = t.TempDir()
+	err := stageK3s(root, art)
+	if err == nil || !strings.Contains(err.Error(), "changed after it was verified") {
+		t.Fatalf("staging a binary changed since its check: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, strings.TrimPrefix(k3s.ImageBinaryPath, "/"))); err == nil {
+		t.Error("the changed binary was left in the staged root")
 	}
 }

@@ -133,6 +133,9 @@ type File struct {
 	Source string      // file on the build host to copy; empty for a link
 	Link   string      // symlink target; empty for a regular file
 	Mode   os.FileMode // for regular files
+	// SHA256 is what Source was verified to hold (hex): the copy into the
+	// image checks it again, so a file changed since is never shipped.
+	SHA256 string
 }
 
 // ImageFiles lists what the system image gets: the binary at
@@ -140,12 +143,12 @@ type File struct {
 // under ImageAirgapDir with its own base name (K3s picks the decompressor
 // from the extension).
 func (a *Artifacts) ImageFiles() []File {
-	files := []File{{Path: ImageBinaryPath, Source: a.Binary, Mode: 0o755}}
+	files := []File{{Path: ImageBinaryPath, Source: a.Binary, Mode: 0o755, SHA256: a.BinarySHA256}}
 	for _, l := range ImageLinks {
 		files = append(files, File{Path: filepath.Join(filepath.Dir(ImageBinaryPath), l), Link: filepath.Base(ImageBinaryPath)})
 	}
 	for _, p := range a.AirgapImages {
-		files = append(files, File{Path: filepath.Join(ImageAirgapDir, filepath.Base(p)), Source: p, Mode: 0o644})
+		files = append(files, File{Path: filepath.Join(ImageAirgapDir, filepath.Base(p)), Source: p, Mode: 0o644, SHA256: a.AirgapSHA256[p]})
 	}
 	return files
 }
