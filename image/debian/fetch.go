@@ -15,7 +15,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
+
+	"github.com/etoile-os/etoile/internal/staletmp"
 )
 
 // DefaultLocalHint is what Fetch errors suggest instead of downloading.
@@ -164,7 +165,7 @@ func runApt(cmd *exec.Cmd) ([]byte, error) {
 func (f *Fetcher) printURI(ctx context.Context, aptPath, name string) (*aptURI, error) {
 	// apt-get leaves out files already present in its working folder, so it
 	// runs in an empty one.
-	removeStaleQueries(f.CacheDir)
+	staletmp.Remove(f.CacheDir, ".query-*")
 	empty, err := os.MkdirTemp(f.CacheDir, ".query-")
 	if err != nil {
 		return nil, fmt.Errorf("creating a scratch folder in %s: %w", f.CacheDir, err)
@@ -184,17 +185,6 @@ func (f *Fetcher) printURI(ctx context.Context, aptPath, name string) (*aptURI, 
 		}
 	}
 	return nil, fmt.Errorf("`apt-get download --print-uris %s` printed no download for it: %q", name, strings.TrimSpace(string(out)))
-}
-
-// removeStaleQueries removes scratch folders a killed build left in the
-// cache: those over an hour old (another build may be using a newer one).
-func removeStaleQueries(cache string) {
-	old, _ := filepath.Glob(filepath.Join(cache, ".query-*"))
-	for _, d := range old {
-		if st, err := os.Stat(d); err == nil && time.Since(st.ModTime()) > time.Hour {
-			_ = os.RemoveAll(d)
-		}
-	}
 }
 
 // parseURILine parses "'URL' FILENAME SIZE SHA256:HEX"; nil for other lines.
@@ -324,6 +314,7 @@ func (f *Fetcher) download(ctx context.Context, aptPath, name string, uri *aptUR
 	if !ok {
 		return nil, fmt.Errorf("apt offered file %q, which is not named package_version_arch.deb", uri.Filename)
 	}
+	staletmp.Remove(f.CacheDir, ".download-*") // a killed build's
 	tmp, err := os.MkdirTemp(f.CacheDir, ".download-")
 	if err != nil {
 		return nil, fmt.Errorf("creating download folder in %s: %w", f.CacheDir, err)

@@ -5,7 +5,6 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
-	"github.com/etoile-os/etoile/schema"
 	"io/fs"
 	"log/slog"
 	"net/url"
@@ -21,6 +20,9 @@ import (
 	"github.com/rancher/wharfie/pkg/extract"
 	"github.com/rancher/wharfie/pkg/registries"
 	"github.com/rancher/wharfie/pkg/tarfile"
+
+	"github.com/etoile-os/etoile/internal/staletmp"
+	"github.com/etoile-os/etoile/schema"
 )
 
 // imageBinaryPath is where the rancher/k3s image keeps the binary.
@@ -126,6 +128,7 @@ func extractBinary(img v1.Image, pinned, dir string) (string, error) {
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return "", fmt.Errorf("creating %s: %w", parent, err)
 	}
+	staletmp.Remove(parent, ".extract-*") // a killed build's
 	tmp, err := os.MkdirTemp(parent, ".extract-")
 	if err != nil {
 		return "", fmt.Errorf("creating an extraction folder in %s: %w", parent, err)

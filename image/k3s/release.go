@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/etoile-os/etoile/schema"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -16,6 +15,9 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/etoile-os/etoile/internal/staletmp"
+	"github.com/etoile-os/etoile/schema"
 )
 
 // maxDownload bounds one release file; K3s's airgap tarball is ~200 MB and
@@ -176,6 +178,7 @@ func download(ctx context.Context, u string, w io.Writer, limit int64, log *slog
 // downloadVerified downloads u to a temporary file next to dest, checks its
 // SHA-256 and only then renames it to dest.
 func downloadVerified(ctx context.Context, u, dest, wantSHA string, mode os.FileMode, log *slog.Logger) error {
+	staletmp.Remove(filepath.Dir(dest), ".*.part-*") // a killed build's
 	tmp, err := os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".part-")
 	if err != nil {
 		return fmt.Errorf("creating a download file next to %s: %w", dest, err)

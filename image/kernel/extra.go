@@ -193,7 +193,7 @@ func (k *Kernel) MergeExtras(dir string, initramfs []Module, suffix string, want
 			if m.Compression != "" {
 				at += "." + m.Compression
 			}
-			if err := copyModule(dir, m.Source, filepath.FromSlash(at)); err != nil {
+			if err := copyModule(dir, m, filepath.FromSlash(at)); err != nil {
 				return nil, err
 			}
 			addKernel(m, at)
@@ -283,8 +283,8 @@ func normAll(names []string) []string {
 // copyModule copies the kernel's module src to rel under dir, through
 // os.Root: a symlink an extension put in the modules folder cannot send it
 // outside (onto the build machine).
-func copyModule(dir, src, rel string) error {
-	data, err := os.ReadFile(src)
+func copyModule(dir string, m Module, rel string) error {
+	data, err := m.raw()
 	if err != nil {
 		return err
 	}

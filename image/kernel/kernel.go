@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/etoile-os/etoile/image/debian"
+	"github.com/etoile-os/etoile/internal/staletmp"
 )
 
 // DefaultPackage is Debian's kernel metapackage for amd64.
@@ -224,6 +225,7 @@ func unpackKernel(img *debian.Package, extras []*debian.Package, entry string, l
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("creating kernel cache %s: %w", parent, err)
 	}
+	staletmp.Remove(parent, ".unpack-*") // a killed build's (hundreds of MB each)
 	tmp, err := os.MkdirTemp(parent, ".unpack-")
 	if err != nil {
 		return fmt.Errorf("creating kernel cache folder in %s: %w", parent, err)

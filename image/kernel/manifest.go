@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -97,7 +98,10 @@ func readManifest(root, fullHash string) (map[string]string, error) {
 		case st.Size() != size || st.ModTime().Unix() != mtime: // seconds: caches restored by tar keep no more
 			return nil, fmt.Errorf("%s changed since it was unpacked (size %d, want %d)", fields[3], st.Size(), size)
 		}
-		if fields[3] == want {
+		// The kernel image and the module indexes (a few MB: what the
+		// initramfs's /init loads drivers by) are hashed on every use; a
+		// module when the build reads it (Module.Open, copyModule).
+		if fields[3] == want || isIndexFile(fields[3]) {
 			sum, err := debian.FileSHA256(p)
 			if err != nil {
 				return nil, err
@@ -114,4 +118,11 @@ func readManifest(root, fullHash string) (map[string]string, error) {
 		return nil, fmt.Errorf("%s lists no files", manifestName)
 	}
 	return sums, nil
+}
+
+// isIndexFile reports whether rel (a path in a kernel cache entry) is one of
+// the module indexes in lib/modules/<version>/ (modules.dep, modules.alias…).
+func isIndexFile(rel string) bool {
+	dir, base := path.Split(rel)
+	return strings.HasPrefix(base, "modules.") && (path.Dir(path.Dir(dir)) == "lib/modules" || path.Dir(path.Dir(dir)) == "usr/lib/modules")
 }

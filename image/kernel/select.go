@@ -84,19 +84,30 @@ func (m *kernelMeta) sum(path string) string {
 	return m.sums[path]
 }
 
-// Open yields the decompressed module.
-func (m Module) Open() (io.ReadCloser, error) {
+// raw returns the module's file as it is (compressed or not); one from the
+// kernel cache is checked against the file list made when its verified
+// package was unpacked.
+func (m Module) raw() ([]byte, error) {
+	data, err := os.ReadFile(m.Source)
+	if err != nil {
+		return nil, fmt.Errorf("opening module %s: %w", m.Name, err)
+	}
 	if want := m.meta.sum(m.Source); want != "" {
-		// From the kernel cache: its content is checked against the
-		// file list made when the verified package was unpacked.
-		data, err := os.ReadFile(m.Source)
-		if err != nil {
-			return nil, fmt.Errorf("opening module %s: %w", m.Name, err)
-		}
 		if got := fmt.Sprintf("%x", sha256.Sum256(data)); got != want {
 			// The next build unpacks the entry again from the package.
 			_ = os.Remove(filepath.Join(m.meta.entry, manifestName))
 			return nil, fmt.Errorf("the kernel cache is damaged: %s has SHA-256 %s, not the %s it was unpacked with; the entry %s will be unpacked again from its package: run the build again", m.Source, got, want, m.meta.entry)
+		}
+	}
+	return data, nil
+}
+
+// Open yields the decompressed module.
+func (m Module) Open() (io.ReadCloser, error) {
+	if want := m.meta.sum(m.Source); want != "" {
+		data, err := m.raw()
+		if err != nil {
+			return nil, err
 		}
 		r, closeFn, err := decompress(bytes.NewReader(data), m.Compression)
 		if err != nil {

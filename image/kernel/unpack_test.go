@@ -212,6 +212,28 @@ func TestDamagedCacheEntryIsUnpackedAgain(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		{"module index's bytes changed, size and time kept", func(t *testing.T) {
+			// An alias changed is a driver that never loads by itself.
+			idx := filepath.Join(entry, "lib/modules", fakeVer, "modules.alias")
+			st, err := os.Stat(idx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := os.ReadFile(idx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data[len(data)/2] ^= 0x01
+			if err := os.WriteFile(idx, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(idx, st.ModTime(), st.ModTime()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := readManifest(entry, ""); err == nil || !strings.Contains(err.Error(), "modules.alias") {
+				t.Errorf("the damaged index passes the entry's check: %v", err)
+			}
+		}},
 		{"file list removed", func(t *testing.T) {
 			if err := os.Remove(filepath.Join(entry, manifestName)); err != nil {
 				t.Fatal(err)
