@@ -190,6 +190,12 @@ func matchVersion(bin, want string, log *slog.Logger) (string, error) {
 	}
 	for _, f := range found {
 		if f == want {
+			if len(found) > 1 && log != nil {
+				// The binary's own version cannot be told from the others
+				// without running it: said, not guessed.
+				log.Warn("the k3s binary names several K3s versions: taken as the one k3s.version asks for; check `k3s --version` on a node",
+					"binary", bin, "versions", strings.Join(found, ","), "want", want)
+			}
 			return want, nil
 		}
 	}
