@@ -464,6 +464,11 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 	}
 	sort.Strings(names)
 	names = append(names, "SHA256SUMS")
+	for _, n := range names {
+		if st, err := os.Lstat(filepath.Join(b.OutDir, n)); err == nil && !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("%s is not a file (%s): move it away, and build again", filepath.Join(b.OutDir, n), st.Mode().Type())
+		}
+	}
 	staged := map[string]string{}
 	for _, n := range names {
 		p, err := stage(outputs[n], work, n)
@@ -471,11 +476,6 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 		staged[n] = p
-	}
-	for _, n := range names {
-		if st, err := os.Lstat(filepath.Join(b.OutDir, n)); err == nil && !st.Mode().IsRegular() {
-			return nil, fmt.Errorf("%s is not a file (%s): move it away, and build again", filepath.Join(b.OutDir, n), st.Mode().Type())
-		}
 	}
 	// An earlier build's artifacts that this one does not make (another
 	// spec's outputs) go, with its SHA256SUMS: nobody flashes a stale
@@ -566,8 +566,9 @@ func sameSHA256(path, sum string) bool {
 	return err == nil && got == sum
 }
 
-// land moves src to dst atomically: files outside the work folder are copied
-// in first, so the final step is always a rename on one filesystem.
+// stage readies artifact name, made at src, for placeAll: a file outside
+// the work folder (the kernel, from the cache) is copied in, so that its
+// placing is a rename on one filesystem; it returns the staged path.
 func stage(src, work, name string) (string, error) {
 	if !strings.HasPrefix(src, work+string(filepath.Separator)) {
 		tmp := filepath.Join(work, "land-"+name)

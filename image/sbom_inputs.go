@@ -103,7 +103,14 @@ var agentVersionLine = regexp.MustCompile(`^etoile-agent (\S+) \(commit (\S+)\)\
 // agent from another tree than this tool (--agent) is told of in the log.
 func (b *Builder) agentIdentity(bi *buildinfo.BuildInfo) (version, commit string) {
 	version, commit = b.Tool.Version, b.Tool.Commit
-	if arch, ok := ArchInfo(b.Spec.Arch); !ok || arch.Name != runtime.GOARCH || runtime.GOOS != "linux" || bi.Path != AgentPackage {
+	if bi.Path != AgentPackage {
+		return version, commit
+	}
+	if arch, ok := ArchInfo(b.Spec.Arch); !ok || arch.Name != runtime.GOARCH || runtime.GOOS != "linux" {
+		if b.Log != nil {
+			b.Log.Info("the agent is for another architecture than this machine's: the SBOM gives it this tool's version and commit",
+				"agent", b.AgentPath, "version", version, "commit", commit)
+		}
 		return version, commit
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

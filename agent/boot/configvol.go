@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,31 +97,21 @@ func (m *Machine) FindConfigVolume(ctx context.Context) (src config.Source) {
 		m.log.Warn("looking for the config volume", "reason", err.Error())
 		return nil
 	}
-	var paths []string
+	// The boot disk's volume first (a config partition beside the slots):
+	// another disk's is another machine's, or a stick left in.
+	var onBoot, others []string
 	for _, d := range devs {
 		// The boot medium itself is labelled ETOILE (or is the slot); an
 		// empty CD drive is never opened.
-		if d.Size > 0 && d.Path != m.Device {
-			paths = append(paths, d.Path)
+		switch {
+		case d.Size == 0 || d.Path == m.Device:
+		case m.BootDisk != "" && (d.Disk == m.BootDisk || d.Name == m.BootDisk):
+			onBoot = append(onBoot, d.Path)
+		default:
+			others = append(others, d.Path)
 		}
 	}
-	// The boot disk's volume first (a config partition beside the slots):
-	// another disk's is another machine's, or a stick left in.
-	if m.BootDisk != "" {
-		onBoot := map[string]bool{}
-		for _, d := range devs {
-			onBoot[d.Path] = d.Disk == m.BootDisk || d.Name == m.BootDisk
-		}
-		slices.SortStableFunc(paths, func(a, b string) int {
-			switch {
-			case onBoot[a] == onBoot[b]:
-				return 0
-			case onBoot[a]:
-				return -1
-			}
-			return 1
-		})
-	}
+	paths := append(onBoot, others...)
 	// A node waiting for its config looks again every 10 s: what a look
 	// found is logged when it differs from the last look's, not each time.
 	var lines []logLine
@@ -275,10 +264,6 @@ func (m *Machine) mountConfigFS(ctx context.Context, dev, dir, fstype string) er
 	return MountReadOnly(dev, dir, types)
 }
 
-// configFSTypes is what a config volume whose first bytes showed fstype is
-// mounted as: that filesystem only (trying FAT first on an ISO9660 volume
-// would load FAT's modules for nothing), or either a config volume may be
-// when it was not recognised.
 // configFSProblem refuses a volume labelled ETOILE-CFG whose filesystem
 // is known and not one a config volume has (ext4): mounting it as FAT or
 // ISO9660 would only fail with the kernel's words.
@@ -289,6 +274,10 @@ func configFSProblem(fstype string) error {
 	return nil
 }
 
+// configFSTypes is what a config volume whose first bytes showed fstype is
+// mounted as: that filesystem only (trying FAT first on an ISO9660 volume
+// would load FAT's modules for nothing), or either a config volume may be
+// when it was not recognised.
 func configFSTypes(fstype string) []string {
 	if fstype == "vfat" || fstype == "iso9660" {
 		return []string{fstype}

@@ -295,7 +295,7 @@ func cascade(path string, decodeErrs schema.Errors, entries []string) bool {
 			// Unless no check of the object reads that field: an
 			// interface's mtu, dns or gateway that did not decode leaves
 			// "dhcp and addresses together" as true as it was.
-			if !checkedAlone[strings.TrimPrefix(d.Path[len(path):], ".")] {
+			if !checkedAlone.MatchString(d.Path) {
 				return true
 			}
 		case didYouMean(d.Msg) != "" && path == joinPath(parentPath(d.Path), didYouMean(d.Msg)):
@@ -307,9 +307,10 @@ func cascade(path string, decodeErrs schema.Errors, entries []string) bool {
 	return false
 }
 
-// checkedAlone are the fields that only their own checks read: a value of
-// theirs that did not decode hides nothing about the object holding them.
-var checkedAlone = map[string]bool{"mtu": true, "dns": true, "gateway": true}
+// checkedAlone matches the fields only their own checks read: a value of
+// theirs that did not decode hides nothing about the object holding them
+// (an interface's mtu, dns or gateway).
+var checkedAlone = regexp.MustCompile(`^network\.interfaces\[\d+\]\.(mtu|dns|gateway)$`)
 
 // mapEntries lists the paths of the config's map entries, whose keys may
 // hold dots (labels, k3s keys, sysctls, registry names).

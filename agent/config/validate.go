@@ -856,7 +856,9 @@ func hostProblem(host string) string {
 	if ipv4ish.MatchString(host) {
 		return fmt.Sprintf("has host %q, which is not an IPv4 address (four numbers 0 to 255, without leading zeros)", host)
 	}
-	if err := hostnameLike(host); err != nil {
+	// Underscores are not RFC 1123, but resolvers (Go's, K3s's) take them
+	// and internal names have them: allowed here.
+	if err := hostnameLike(strings.ReplaceAll(host, "_", "x")); err != nil {
 		return fmt.Sprintf("has host %q, which is neither an IP address nor a DNS name (letters, digits and -, between dots; no label starting or ending with -)", host)
 	}
 	return ""

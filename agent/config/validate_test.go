@@ -495,3 +495,14 @@ func TestJoinStringNotShown(t *testing.T) {
 		}
 	}
 }
+
+// TestHostsWithUnderscores: internal host names with _ (not RFC 1123, but
+// resolved by Go's resolver, so by K3s's) are accepted in cluster.server and
+// registry endpoints, as they were before hosts were checked.
+func TestHostsWithUnderscores(t *testing.T) {
+	doc := header + "role: agent\ncluster: {server: 'https://cp_1.site.internal:6443', token: t}\n" +
+		"registries: {mirrors: {docker.io: {endpoint: ['https://registry_mirror:5000']}}}\n"
+	if _, err := Parse([]byte(doc)); err != nil {
+		t.Errorf("refused: %v", err)
+	}
+}

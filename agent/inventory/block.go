@@ -298,33 +298,49 @@ func (c *collector) probeLabel(devPath string) string {
 	if !c.r.live || c.probeHung {
 		return ""
 	}
-	done := make(chan string, 1)
-	go func() {
-		_, label := probeDevice(devPath)
-		done <- label
-	}()
-	select {
-	case label := <-done:
-		return label
-	case <-time.After(probeWait):
-		// A failing disk can hold a read for minutes: the inventory (and
-		// the GPU labels K3s waits for) goes on without the labels.
+	_, label, hung := probeWithin(devPath)
+	if hung {
+		// The inventory (and the GPU labels K3s waits for) goes on
+		// without the labels of the devices after it.
 		c.probeHung = true
 		c.warn("reading the first bytes of %s did not end within %s: the volume labels of the devices after it are not read (a failing disk? the kernel log says more)", devPath, probeWait)
-		return ""
+	}
+	return label
+}
+
+// probeWait bounds the read of one device's first bytes; readFirstBytes
+// is what reads them: tests stand in for a disk that hangs.
+var (
+	probeWait      = 5 * time.Second
+	readFirstBytes = probeDeviceNow
+)
+
+// probeWithin is ProbeDevice that gives up after probeWait (hung): a
+// failing disk can hold a read for minutes.
+func probeWithin(devPath string) (fstype, label string, hung bool) {
+	type result struct{ fstype, label string }
+	done := make(chan result, 1)
+	go func() {
+		t, l := readFirstBytes(devPath)
+		done <- result{t, l}
+	}()
+	select {
+	case r := <-done:
+		return r.fstype, r.label, false
+	case <-time.After(probeWait):
+		return "", "", true
 	}
 }
 
-// probeWait bounds the read of one device's first bytes for its label;
-// probeDevice is ProbeDevice: tests stand in for a disk that hangs.
-var (
-	probeWait   = 5 * time.Second
-	probeDevice = ProbeDevice
-)
-
 // ProbeDevice reads the first 64 KiB of a block device and tells its
-// filesystem and label (FSProbe); "", "" when it cannot be read.
+// filesystem and label (FSProbe); "", "" when it cannot be read, or not
+// within 5 s (a failing disk).
 func ProbeDevice(devPath string) (fstype, label string) {
+	fstype, label, _ = probeWithin(devPath)
+	return fstype, label
+}
+
+func probeDeviceNow(devPath string) (fstype, label string) {
 	// O_NONBLOCK: opening an empty optical drive must fail at once, not wait for a disc.
 	f, err := os.OpenFile(devPath, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {

@@ -437,12 +437,12 @@ func TestMultipathDiskListedOnce(t *testing.T) {
 // (a failing one; a stand-in that blocks here) costs the inventory one
 // bounded wait, says so, and the devices after it are not read.
 func TestProbeLabelDoesNotHangOnAFailingDisk(t *testing.T) {
-	defer func(w time.Duration, p func(string) (string, string)) { probeWait, probeDevice = w, p }(probeWait, probeDevice)
+	defer func(w time.Duration, p func(string) (string, string)) { probeWait, readFirstBytes = w, p }(probeWait, readFirstBytes)
 	block := make(chan struct{})
 	defer close(block)
 	var calls atomic.Int32
 	probeWait = 100 * time.Millisecond
-	probeDevice = func(string) (string, string) { calls.Add(1); <-block; return "", "" }
+	readFirstBytes = func(string) (string, string) { calls.Add(1); <-block; return "", "" }
 	c := &collector{r: root{dir: "/", live: true}, log: slog.New(slog.DiscardHandler), inv: &Inventory{}}
 	if got := c.probeLabel("/dev/sdx"); got != "" || !c.probeHung {
 		t.Fatalf("probeLabel of a hung disk = %q, hung %v", got, c.probeHung)

@@ -467,6 +467,11 @@ func (s *Supervisor) defaults() {
 // runOnce starts K3s, watches readiness while it runs, and returns when it
 // exits (its exit error) or when ctx ends (after stopping it).
 func (s *Supervisor) runOnce(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		// Shutting down (or a new config coming) since this run was
+		// decided: K3s is not started only to be stopped.
+		return err
+	}
 	bin := s.Binary
 	if s.Root != "/" && s.Root != "" {
 		bin = s.path(s.Binary)
@@ -492,22 +497,14 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	var fatal string // the run's last fatal log message (read once copied is closed)
 	go func() {
 		defer close(copied)
-		readLines(pr, MaxLineLen, func(line string) {
+		readLines(pr, MaxLineLen, func(line string) { // until the pipe is closed
 			s.ring.Add(line)
 			logs.writeLine(line)
 			if m, ok := fatalMessage(line); ok {
 				fatal = m
 			}
 		})
-		_, _ = io.Copy(io.Discard, pr)
 	}()
-	if err := ctx.Err(); err != nil {
-		// Shutting down (or a new config coming) since this run was
-		// decided: K3s is not started only to be stopped.
-		pw.Close()
-		<-copied
-		return err
-	}
 	s.setState(StateStarting, "")
 	began := time.Now()
 	start := cmd.Start
@@ -619,7 +616,8 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 			<-copied
 			return &restarted{why: why}
 		case <-ctx.Done():
-			err := s.stop(cmd, exited, func() { s.setState(StateStopped, "stopping: "+stopReason(ctx)) })
+			// The reason Run gives once K3s has exited: one state line.
+			err := s.stop(cmd, exited, func() { s.setState(StateStopped, stopReason(ctx)) })
 			pw.Close()
 			<-copied
 			return err
@@ -664,7 +662,7 @@ func readLines(r io.Reader, limit int, line func(string)) {
 	for {
 		chunk, err := br.ReadSlice('\n')
 		if len(chunk) > 0 {
-			end := len(chunk) > 0 && chunk[len(chunk)-1] == '\n'
+			end := chunk[len(chunk)-1] == '\n'
 			if end {
 				chunk = chunk[:len(chunk)-1]
 			}
