@@ -258,56 +258,42 @@ func (s FileSource) Read(ctx context.Context) ([]byte, error) {
 	if s.Path == "" {
 		return nil, fmt.Errorf("%w: %s not mounted", ErrNotFound, s.Desc)
 	}
+	stat := func() (fs.FileInfo, error) { return os.Stat(s.Path) }
+	open := func() (*os.File, error) { return os.Open(s.Path) }
 	if s.Root != "" {
-		return s.readInside()
+		// From inside the volume: links are followed only where they
+		// stay on it.
+		rel, err := filepath.Rel(s.Root, s.Path)
+		if err != nil {
+			return nil, err
+		}
+		root, err := os.OpenRoot(s.Root)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s", ErrNotFound, s.Path)
+		}
+		if err != nil {
+			return nil, err
+		}
+		defer root.Close()
+		stat = func() (fs.FileInfo, error) { return root.Stat(rel) }
+		open = func() (*os.File, error) { return root.Open(rel) }
 	}
-	st, err := os.Stat(s.Path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, s.Path)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if st.IsDir() {
-		return nil, fmt.Errorf("%s is a folder, not a machine config file: %w", s.Path, ErrNotRegularFile)
-	}
-	if !st.Mode().IsRegular() {
-		// Reading a named pipe would wait for a writer, a device read
-		// until its end: refuse them before opening.
-		return nil, fmt.Errorf("%s is %s, not a machine config file: %w", s.Path, schema.DescribeMode(st.Mode()), ErrNotRegularFile)
-	}
-	return readFile(s.Path)
-}
-
-// readInside reads Path from inside Root (FileSource.Root): links are
-// followed only where they stay on the volume.
-func (s FileSource) readInside() ([]byte, error) {
-	rel, err := filepath.Rel(s.Root, s.Path)
-	if err != nil {
-		return nil, err
-	}
-	root, err := os.OpenRoot(s.Root)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, s.Path)
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
-	st, err := root.Stat(rel)
+	st, err := stat()
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, s.Path)
-	case err != nil && strings.Contains(err.Error(), "escapes"):
+	case err != nil && s.Root != "" && strings.Contains(err.Error(), "escapes"):
 		return nil, fmt.Errorf("%s is a link that leads out of the %s: the machine config must be a file on it: %w", s.Path, s.Desc, ErrNotRegularFile)
 	case err != nil:
 		return nil, err
 	case st.IsDir():
 		return nil, fmt.Errorf("%s is a folder, not a machine config file: %w", s.Path, ErrNotRegularFile)
 	case !st.Mode().IsRegular():
+		// Reading a named pipe would wait for a writer, a device read
+		// until its end: refuse them before opening.
 		return nil, fmt.Errorf("%s is %s, not a machine config file: %w", s.Path, schema.DescribeMode(st.Mode()), ErrNotRegularFile)
 	}
-	f, err := root.Open(rel)
+	f, err := open()
 	if err != nil {
 		return nil, err
 	}
