@@ -747,7 +747,9 @@ func TestCableAfterTheBoot(t *testing.T) {
 	if r.Err != "" || r.IP != "none" {
 		t.Fatalf("client got %+v, want no address without a cable\n%s", r, stderr.String())
 	}
-	if !strings.Contains(stderr.String(), `msg="no carrier" iface=vc`) {
+	// Waited for: the client's log (stderr) and its result (stdout) are two
+	// pipes, read in no fixed order.
+	if !waitLog(stderr, `msg="no carrier" iface=vc`, 5*time.Second) {
 		t.Errorf("the link without a cable is not logged:\n%s", stderr.String())
 	}
 	ipCmd(t, "-n", srv, "link", "set", "vs", "up") // the cable comes
