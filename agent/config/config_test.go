@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/etoile-os/etoile/schema"
+	yaml2 "gopkg.in/yaml.v2"
 )
 
 var update = flag.Bool("update", false, "rewrite the testdata/*.golden files from the current output")
@@ -194,13 +196,16 @@ func TestK3sConfigContent(t *testing.T) {
 	}
 }
 
-// TestK3sValuesKeptAsWritten guards against re-encoding decoded values
-// (0644 decodes to the integer 420) and against K3s's YAML 1.1 parser
-// reading them otherwise: an unquoted 0644 is octal 420 there, which K3s
-// would turn into mode 0420; an unquoted "on" is a boolean.
+// TestK3sValuesKeptAsWritten reads the rendered config the way K3s does
+// (gopkg.in/yaml.v2, YAML 1.1, then each value's fmt.Sprint as the flag's
+// text: k3s-io/k3s pkg/configfilearg) and checks that K3s gets the text the
+// operator wrote: an unquoted 0644 or 0o644 would be 420 there (mode 0420
+// for the kubeconfig), "on" and "no" booleans, 1.10 would be 1.1, 0x10 16.
 func TestK3sValuesKeptAsWritten(t *testing.T) {
 	c, err := Parse([]byte(strings.Replace(minimal, "hostname: ", "hostname: on\n# ", 1) +
-		"k3s:\n  write-kubeconfig-mode: 0644\n  cluster-dns: '10.43.0.10'\n  cluster-domain: 0x10\n  v: 2\n  tls-san: [10.0.0.1, no]\n"))
+		"k3s:\n  write-kubeconfig-mode: 0644\n  cluster-dns: '10.43.0.10'\n  cluster-domain: 0x10\n  v: 2\n" +
+		"  tls-san: [10.0.0.1, no, 1e3]\n  etcd-s3-folder: 1.10\n  etcd-s3-bucket: 0o10\n  helm-job-image: 1_000\n" +
+		"  default-local-storage-path: +5\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,10 +213,29 @@ func TestK3sValuesKeptAsWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"node-name: \"on\"\n", "write-kubeconfig-mode: \"0644\"\n", "cluster-dns: '10.43.0.10'\n",
-		"cluster-domain: 0x10\n", "v: 2\n", "  - \"10.0.0.1\"\n  - \"no\"\n"} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("K3s config lacks %q:\n%s", want, out)
+	var read yaml2.MapSlice
+	if err := yaml2.Unmarshal(out, &read); err != nil {
+		t.Fatalf("K3s's YAML parser refuses the config: %v\n%s", err, out)
+	}
+	got := map[string]string{}
+	for _, kv := range read {
+		if items, ok := kv.Value.([]any); ok {
+			var texts []string
+			for _, it := range items {
+				texts = append(texts, fmt.Sprint(it))
+			}
+			got[fmt.Sprint(kv.Key)] = strings.Join(texts, " ")
+			continue
+		}
+		got[fmt.Sprint(kv.Key)] = fmt.Sprint(kv.Value)
+	}
+	for k, want := range map[string]string{
+		"node-name": "on", "write-kubeconfig-mode": "0644", "cluster-dns": "10.43.0.10", "cluster-domain": "0x10",
+		"v": "2", "tls-san": "10.0.0.1 no 1e3", "etcd-s3-folder": "1.10", "etcd-s3-bucket": "0o10",
+		"helm-job-image": "1_000", "default-local-storage-path": "+5",
+	} {
+		if got[k] != want {
+			t.Errorf("K3s reads %s as %q, want %q:\n%s", k, got[k], want, out)
 		}
 	}
 }
@@ -257,7 +281,7 @@ func TestBuiltInGoValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "cluster-init: true\nnode-name: \"n1\"\ncluster-domain: \"edge.local\"\nsecrets-encryption: true\ntls-san:\n  - \"a.example\"\n  - \"b.example\"\n"
+	want := "cluster-init: \"true\"\nnode-name: \"n1\"\ncluster-domain: \"edge.local\"\nsecrets-encryption: \"true\"\ntls-san:\n  - \"a.example\"\n  - \"b.example\"\n"
 	if string(out) != want {
 		t.Errorf("got:\n%s\nwant:\n%s", out, want)
 	}

@@ -194,24 +194,22 @@ func (c *MachineConfig) K3sConfig(extraLabels map[string]string) ([]byte, error)
 	return encodeYAML(root)
 }
 
-// octalLike is a number YAML 1.1 reads as octal (0644 is 420 there).
+// octalLike is a number YAML 1.1 reads as octal (0644 is 420 there), and
+// Go's flag parsing, K3s's, too (010 is 8).
 var octalLike = regexp.MustCompile(`^[-+]?0[0-9_]+$`)
 
 // forYAML11 copies a value for K3s, which reads config.yaml with a YAML 1.1
-// parser (gopkg.in/yaml.v2), while the machine config is YAML 1.2: strings
-// are written double-quoted, so that a hostname "on" or a value "no" is
-// not read as a boolean, and a number with a leading zero, which the
-// operator wrote as YAML 1.2's decimal-looking text ("0644" for
-// write-kubeconfig-mode), is passed as the text written, not as octal.
+// parser (gopkg.in/yaml.v2) and turns every value into a flag's text
+// (fmt.Sprint of what it parsed), while the machine config is YAML 1.2:
+// every scalar is written as its text, double-quoted, so that K3s gets the
+// text the operator wrote — a hostname "on" or a value "no" is not read as
+// a boolean, 1.10 does not become 1.1, 0x10 does not become 16, and 0o644
+// or 0644 (write-kubeconfig-mode) is not turned into 420.
 func forYAML11(n *yaml.Node) *yaml.Node {
 	c := *n
 	switch n.Kind {
 	case yaml.ScalarNode:
-		quoted := n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0
-		switch {
-		case n.Tag == "!!str" && !quoted && n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) == 0:
-			c.Style = yaml.DoubleQuotedStyle
-		case n.Tag == "!!int" && octalLike.MatchString(n.Value):
+		if n.Tag != "!!null" && n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
 			c.Tag, c.Style = "!!str", yaml.DoubleQuotedStyle
 		}
 	case yaml.SequenceNode:

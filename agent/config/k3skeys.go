@@ -122,11 +122,13 @@ var k3sServerOnlyKeys = []string{
 	"etcd-snapshot-compress",
 	"etcd-snapshot-dir",
 	"etcd-snapshot-name",
+	"etcd-snapshot-reconcile-interval",
 	"etcd-snapshot-retention",
 	"etcd-snapshot-schedule-cron",
 	"flannel-backend",
 	"flannel-external-ip",
 	"flannel-ipv6-masq",
+	"helm-controller-arg",
 	"helm-job-image",
 	"https-listen-port",
 	"kube-apiserver-arg",
@@ -234,7 +236,7 @@ var (
 		"advertise-port", "apiserver-port", "etcd-s3-retention", "etcd-snapshot-retention",
 		"https-listen-port", "lb-server-port", "supervisor-port", "v",
 	})
-	k3sDurationKeys = toSet([]string{"etcd-s3-timeout"})
+	k3sDurationKeys = toSet([]string{"etcd-s3-timeout", "etcd-snapshot-reconcile-interval"})
 )
 
 // The K3s options that take IP addresses or networks (k3sAddressProblem),
@@ -247,6 +249,11 @@ var (
 	}
 	k3sSingleAddressKeys = toSet([]string{"advertise-address", "bind-address"})
 )
+
+// k3sDisableable are the packaged components `disable` names (docs.k3s.io
+// cli/server, "--disable value"); K3s skips any other name without a word,
+// so validation warns.
+var k3sDisableable = []string{"coredns", "servicelb", "traefik", "local-storage", "metrics-server", "runtimes"}
 
 // k3sChoiceKeys are the options that take one of a few words, from their
 // flags' help in k3s-io/k3s pkg/cli/cmds (v1.34): K3s refuses any other.

@@ -617,13 +617,22 @@ func (v *validator) k3s(c *MachineConfig) {
 			v.errs.Add(p, "%s", msg)
 			continue
 		}
+		if base == "disable" {
+			for _, name := range c.K3s[k].Strings() {
+				for _, part := range strings.Split(name, ",") {
+					if part = strings.TrimSpace(part); !slices.Contains(k3sDisableable, part) {
+						v.warn(p, "%q is not one of K3s's packaged components (%s)%s: K3s skips it without a word, and deploys what it meant to leave out", part, strings.Join(k3sDisableable, ", "), schema.Suggest(part, k3sDisableable))
+					}
+				}
+			}
+		}
 		if base == "disable-apiserver" && c.K3sFlag(base) && c.Role != RoleAgent {
 			v.warn(p, "this server runs no API server: the agent judges K3s ready from its /readyz and node, so K3s's state stays running (an etcd-only server is ready once the cluster's API servers list it)")
 		}
 		switch only := k3sOnlyFor(base); {
 		case only != "":
 			if c.Role != "" && c.Role != only {
-				v.warn(p, "only k3s %s has this option; this node is a %s, so it is left out of K3s's config", only, c.Role)
+				v.warn(p, "only k3s %s has this option; this node is %s, so it is left out of K3s's config", only, article(c.Role))
 			}
 		case k3sAgentSet[base]:
 		default:
@@ -650,7 +659,19 @@ func k3sValueProblem(key string, val K3sValue) string {
 	case k3sBoolKeys[key]:
 		kind, ok = "true or false", func(s string) bool { _, err := strconv.ParseBool(s); return err == nil }
 	case k3sIntKeys[key]:
+		if s := val.Strings(); !val.IsList() && len(s) == 1 && octalLike.MatchString(s[0]) {
+			// K3s parses whole numbers as Go's flag package does, where a
+			// leading 0 means octal: 010 is 8, and 09 does not parse.
+			return fmt.Sprintf("%q: K3s reads a number with a leading 0 as octal (%s); write it without the 0: %s", s[0], octalReading(s[0]), decimalOf(s[0]))
+		}
 		kind, ok = "a whole number (decimal)", func(s string) bool { _, err := strconv.Atoi(s); return err == nil }
+	case key == "write-kubeconfig-mode":
+		// K3s parses it as octal (strconv.ParseInt(mode, 8, 0)) and only
+		// logs an error when it does not parse.
+		kind, ok = "a file mode in octal such as 0644 or 0600", func(s string) bool {
+			m, err := strconv.ParseUint(s, 8, 32)
+			return err == nil && m <= 0o7777
+		}
 	case k3sDurationKeys[key]:
 		kind, ok = "a duration such as 5m0s", func(s string) bool { _, err := time.ParseDuration(s); return err == nil }
 	default:
@@ -660,9 +681,28 @@ func k3sValueProblem(key string, val K3sValue) string {
 		return fmt.Sprintf("a list: this option takes one value, %s", kind)
 	}
 	if s := val.Strings()[0]; !ok(s) {
+		if key == "write-kubeconfig-mode" {
+			return fmt.Sprintf("%q: K3s expects %s, and would write the admin kubeconfig with its default mode (0600) instead", s, kind)
+		}
 		return fmt.Sprintf("%q: K3s expects %s and would refuse to start", s, kind)
 	}
 	return ""
+}
+
+// decimalOf writes s, a number with a leading 0, as the decimal it looks like.
+func decimalOf(s string) string {
+	if n, err := strconv.Atoi(strings.ReplaceAll(s, "_", "")); err == nil {
+		return strconv.Itoa(n)
+	}
+	return strings.TrimLeft(s, "0")
+}
+
+// octalReading says what K3s makes of a number with a leading 0.
+func octalReading(s string) string {
+	if n, err := strconv.ParseInt(s, 0, 64); err == nil {
+		return "it would be " + strconv.FormatInt(n, 10)
+	}
+	return "it would refuse to start on it"
 }
 
 // k3sAddressProblem checks the K3s options that take IP addresses or
@@ -683,6 +723,11 @@ func k3sAddressProblem(key string, val K3sValue) string {
 			return fmt.Sprintf("%q: this option takes %s, one", item, kind)
 		}
 		for _, part := range parts {
+			if part != strings.TrimSpace(part) && len(parts) > 1 {
+				// K3s splits at the comma and does not trim.
+				fixed := strings.Join(trimAll(parts), ",")
+				return fmt.Sprintf("%q: K3s does not trim the spaces around a comma and would refuse to start: write %s", item, fixed)
+			}
 			part = strings.TrimSpace(part)
 			var err error
 			if kind == "a network (CIDR)" {
@@ -706,6 +751,14 @@ func k3sAddressProblem(key string, val K3sValue) string {
 		}
 	}
 	return fmt.Sprintf("%s: not %s, and K3s would refuse to start: give one such as %s", strings.Join(bad, ", "), kind, example)
+}
+
+func trimAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strings.TrimSpace(s)
+	}
+	return out
 }
 
 // portRangeOK reports whether s is a port range as Kubernetes parses it:
@@ -938,4 +991,12 @@ func (v *validator) constellation(cs *Constellation) {
 		}
 		v.errs.Add("constellation.join", "%s", msg)
 	}
+}
+
+// article puts "a" or "an" before a role.
+func article(role string) string {
+	if role != "" && strings.ContainsRune("aeiou", rune(role[0])) {
+		return "an " + role
+	}
+	return "a " + role
 }

@@ -181,6 +181,16 @@ func TestRejections(t *testing.T) {
 		{"k3s egress-selector-mode", server + "k3s: {egress-selector-mode: full}\n", "k3s.egress-selector-mode", []string{`"full"`, "pod"}},
 		{"k3s node port range backwards", server + "k3s: {service-node-port-range: 32767-30000}\n", "k3s.service-node-port-range", []string{`"32767-30000"`, "30000-32767"}},
 		{"k3s leading dashes", server + "k3s: {--tls-san: x}\n", "k3s.--tls-san", []string{"without the leading dashes", "tls-san"}},
+		// K3s splits an address list at the comma and does not trim: it would stop.
+		{"k3s dual-stack node-ip with a space", server + "k3s: {node-ip: '10.0.0.7, 2001:db8::7'}\n", "k3s.node-ip", []string{`"10.0.0.7, 2001:db8::7"`, "does not trim", "10.0.0.7,2001:db8::7"}},
+		{"k3s cluster-cidr list item with a space", server + "k3s: {cluster-cidr: ['10.42.0.0/16 ,2001:cafe:42::/56']}\n", "k3s.cluster-cidr", []string{"10.42.0.0/16,2001:cafe:42::/56"}},
+		// Go's flag parsing, K3s's, reads a leading 0 as octal.
+		{"k3s int leading zero", server + "k3s: {etcd-snapshot-retention: 010}\n", "k3s.etcd-snapshot-retention", []string{`"010"`, "octal", "would be 8", "10"}},
+		{"k3s port leading zero", server + "k3s: {https-listen-port: '06443'}\n", "k3s.https-listen-port", []string{`"06443"`, "would be 3363", "6443"}},
+		{"k3s int leading zero not octal", server + "k3s: {etcd-snapshot-retention: '09'}\n", "k3s.etcd-snapshot-retention", []string{`"09"`, "refuse to start", ": 9"}},
+		{"k3s kubeconfig mode not octal", server + "k3s: {write-kubeconfig-mode: '0o644'}\n", "k3s.write-kubeconfig-mode", []string{`"0o644"`, "octal", "0644"}},
+		{"k3s kubeconfig mode 8", server + "k3s: {write-kubeconfig-mode: '0648'}\n", "k3s.write-kubeconfig-mode", []string{`"0648"`}},
+		{"k3s reconcile interval", server + "k3s: {etcd-snapshot-reconcile-interval: 10 minutes}\n", "k3s.etcd-snapshot-reconcile-interval", []string{`"10 minutes"`, "duration"}},
 
 		// Registries.
 		{"mirror endpoint bad scheme", server + "registries: {mirrors: {docker.io: {endpoint: ['ftp://m.example']}}}\n", "registries.mirrors.docker.io.endpoint[0]", []string{`"ftp://m.example"`}},
@@ -395,6 +405,8 @@ func TestWarnings(t *testing.T) {
 		{"server-only key on agent", "role: agent\ncluster: {server: 'https://a:6443', token: t}\nk3s: {tls-san: [a]}\n", []string{"k3s.tls-san", "only k3s server"}},
 		{"agent-only key on server", server + "k3s: {disable-apiserver-lb: true}\n", []string{"k3s.disable-apiserver-lb", "only k3s agent"}},
 		{"deprecated key", server + "k3s: {kube-controller-arg: [a=b]}\n", []string{"k3s.kube-controller-arg", "kube-controller-manager-arg"}},
+		{"disable typo", server + "k3s: {disable: [servicelb, traefic]}\n", []string{"k3s.disable", `"traefic"`, "skips it", `did you mean "traefik"`}},
+		{"disable typo in a comma list", server + "k3s: {disable: 'traefik,metric-server'}\n", []string{"k3s.disable", `"metric-server"`, "metrics-server"}},
 		{"server URL without port", "role: agent\ncluster: {server: 'https://cp.example', token: t}\n", []string{"cluster.server", "6443"}},
 		{"gateway outside subnet", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.9.0.1}]}\n", []string{"network.interfaces[0].gateway", "10.9.0.1", "outside"}},
 		{"two default routes", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.0.0.1}, {name: eth1, addresses: [10.1.0.2/24], gateway: 10.1.0.1}]}\n", []string{"network.interfaces[1].gateway", "network.interfaces[0].gateway"}},
@@ -446,6 +458,9 @@ func TestWarnings(t *testing.T) {
 	}
 	// A clean config has no warnings.
 	if _, w, err := Check([]byte(header + "role: agent\ncluster: {server: 'https://a:6443', token: t}\nk3s: {node-ip: 10.0.0.7, kubelet-arg+: [a=b]}\n")); err != nil || len(w) != 0 {
+		t.Errorf("clean agent config: warnings %q, err %v", w, err)
+	}
+	if _, w, err := Check([]byte(header + server + "k3s: {disable: [traefik, 'servicelb,metrics-server'], etcd-snapshot-reconcile-interval: 15m, helm-controller-arg: [a=b], write-kubeconfig-mode: '0640', node-ip: '10.0.0.7,2001:db8::7', https-listen-port: 0}\n")); err != nil || len(w) != 0 {
 		t.Errorf("clean agent config: warnings %q, err %v", w, err)
 	}
 }

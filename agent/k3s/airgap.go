@@ -18,12 +18,19 @@ const (
 	ShippedImagesDir = "/usr/lib/etoile/k3s/images"
 )
 
-// airgapSuffixes are the archive kinds K3s imports from ImagesDir.
-var airgapSuffixes = []string{".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd", ".tar.lz4", ".tar.bz2"}
+// airgapSuffixes are the archive kinds K3s imports from ImagesDir, matched
+// regardless of case as K3s does (rancher/wharfie's
+// tarfile.SupportedExtensions, which K3s's image import uses; the package
+// itself is not linked into the agent).
+var airgapSuffixes = []string{".tar", ".tar.lz4", ".tar.bz2", ".tbz", ".tar.gz", ".tgz", ".tar.zst", ".tzst"}
 
 func isAirgapArchive(name string) bool {
+	if strings.HasPrefix(name, ".") {
+		return false // K3s skips hidden files
+	}
+	lower := strings.ToLower(name)
 	for _, s := range airgapSuffixes {
-		if strings.HasSuffix(name, s) {
+		if strings.HasSuffix(lower, s) {
 			return true
 		}
 	}

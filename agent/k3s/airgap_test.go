@@ -18,6 +18,8 @@ func TestLinkAirgapImages(t *testing.T) {
 	}
 	for name, data := range map[string]string{
 		"k3s-airgap-images-amd64.tar.zst": "k3s", "site-apps.tar": "site", "README": "not an image",
+		// wharfie's other kinds, in any case; not a hidden file, not .tar.zstd (K3s cannot open it).
+		"gpu.TZST": "gpu", "tools.tbz": "tools", ".hidden.tar": "hidden", "odd.tar.zstd": "no",
 	} {
 		if err := os.WriteFile(filepath.Join(shipped, name), []byte(data), 0o644); err != nil {
 			t.Fatal(err)
@@ -31,7 +33,7 @@ func TestLinkAirgapImages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"k3s-airgap-images-amd64.tar.zst"}; !reflect.DeepEqual(linked, want) {
+	if want := []string{"gpu.TZST", "k3s-airgap-images-amd64.tar.zst", "tools.tbz"}; !reflect.DeepEqual(linked, want) {
 		t.Errorf("linked %v, want %v", linked, want)
 	}
 	to, err := os.Readlink(filepath.Join(images, "k3s-airgap-images-amd64.tar.zst"))

@@ -2,15 +2,15 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	yaml2 "gopkg.in/yaml.v2"
 )
 
 // flagKind is the value type of a K3s flag, as urfave/cli declares it.
@@ -234,8 +234,8 @@ func (o *options) integer(name string, def int) int {
 	if !o.set[name] {
 		return def
 	}
-	n, _ := strconv.Atoi(o.str(name, "")) // validated at parse time
-	return n
+	n, _ := strconv.ParseInt(o.str(name, ""), 0, 64) // validated at parse time
+	return int(n)
 }
 
 // parseArgs parses the flags of a subcommand the way urfave/cli does:
@@ -289,7 +289,9 @@ func checkValue(def flagDef, val string) error {
 	case kindBool:
 		_, err = strconv.ParseBool(val)
 	case kindInt:
-		_, err = strconv.Atoi(val)
+		// urfave/cli's IntFlag, as Go's flag package: base 0, so 010 is 8
+		// and 0x10 16.
+		_, err = strconv.ParseInt(val, 0, 64)
 	case kindDuration:
 		_, err = time.ParseDuration(val)
 	}
@@ -299,82 +301,148 @@ func checkValue(def flagDef, val string) error {
 	return nil
 }
 
-// configArgs turns a K3s config file into flags, the way K3s does: each key
-// is a flag's long name, a list is the flag repeated, and "key+" appends to
-// a list from an earlier file. Real K3s warns about an unknown key and
-// skips it; the stand-in refuses it, so that tests catch it.
+// configArgs turns a K3s config file into flags the way K3s does
+// (k3s-io/k3s pkg/configfilearg, readConfigFile): the file, then the
+// config.yaml.d drop-ins (.yaml or .yml in any case, in name order), each
+// read with K3s's YAML 1.1 parser (gopkg.in/yaml.v2); a key in a later file
+// replaces the earlier value unless it ends in "+", which appends; each
+// value becomes its flag's text as K3s's convert.ToString makes it
+// (fmt.Sprint, trimmed: an unquoted 1.10 is "1.1", 0644 "420"), and a list
+// the flag repeated. Real K3s warns about an unknown key and skips it; the
+// stand-in refuses it, so that tests catch it, and refuses a list for a flag
+// that takes one value and a map anywhere (K3s would pass their text).
 func (fs flagSet) configArgs(path string) ([]string, error) {
-	files := []string{path}
-	// K3s also reads config.yaml.d/*.yaml, in name order, after the file.
-	if extra, err := filepath.Glob(path + ".d/*.yaml"); err == nil {
-		sort.Strings(extra)
-		files = append(files, extra...)
+	files, err := dropIns(path)
+	if err != nil {
+		return nil, err
 	}
-	var args []string
+	if _, err := os.Stat(path); err == nil {
+		files = append([]string{path}, files...)
+	} else if !os.IsNotExist(err) {
+		return nil, err
+	}
+	var order []string
+	values := map[string][]string{}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
-			if os.IsNotExist(err) && f == path {
+			return nil, err
+		}
+		var doc yaml2.MapSlice
+		if err := yaml2.Unmarshal(data, &doc); err != nil {
+			return nil, fmt.Errorf("failed to parse %s: %v", f, err)
+		}
+		for _, item := range doc {
+			raw := k3sText(item.Key)
+			key := strings.TrimSuffix(raw, "+")
+			def, ok := fs.byName[key]
+			if !ok || len(key) == 1 {
+				//lint:ignore ST1005 K3s's own wording, which tests and users grep for
+				return nil, fmt.Errorf("Unknown flag --%s found in %s (real K3s skips it with a warning; the stand-in refuses it)", raw, filepath.Base(f))
+			}
+			if key == "config" {
 				continue
 			}
-			return nil, err
+			vals, err := configValues(f, key, def, item.Value)
+			if err != nil {
+				return nil, err
+			}
+			if _, seen := values[key]; !seen {
+				order = append(order, key)
+			}
+			if strings.HasSuffix(raw, "+") {
+				values[key] = append(values[key], vals...)
+			} else {
+				values[key] = vals
+			}
 		}
-		a, err := fs.configFileArgs(f, data)
-		if err != nil {
-			return nil, err
-		}
-		args = append(args, a...)
-	}
-	return args, nil
-}
-
-func (fs flagSet) configFileArgs(file string, data []byte) ([]string, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("failed to parse %s: %v", file, err)
-	}
-	if len(doc.Content) == 0 {
-		return nil, nil // empty file
-	}
-	root := doc.Content[0]
-	if root.Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("failed to parse %s: the top level must be a map of flag names to values", file)
 	}
 	var args []string
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, v := root.Content[i], root.Content[i+1]
-		key := strings.TrimSuffix(k.Value, "+")
-		def, ok := fs.byName[key]
-		if !ok || len(key) == 1 {
-			//lint:ignore ST1005 K3s's own wording, which tests and users grep for
-			return nil, fmt.Errorf("Unknown flag --%s found in %s (real K3s skips it with a warning; the stand-in refuses it)", k.Value, filepath.Base(file))
-		}
-		if key == "config" {
-			continue
-		}
-		var vals []string
-		switch v.Kind {
-		case yaml.ScalarNode:
-			vals = []string{v.Value}
-		case yaml.SequenceNode:
-			if def.kind != kindSlice {
-				return nil, fmt.Errorf("%s: %s: line %d: a list is only valid for flags that repeat", file, key, v.Line)
-			}
-			for _, e := range v.Content {
-				if e.Kind != yaml.ScalarNode {
-					return nil, fmt.Errorf("%s: %s: line %d: list entries must be strings", file, key, e.Line)
-				}
-				vals = append(vals, e.Value)
-			}
-		default:
-			return nil, fmt.Errorf("%s: %s: line %d: want a string, number, boolean or list", file, key, v.Line)
-		}
-		for _, val := range vals {
-			if err := checkValue(def, val); err != nil {
-				return nil, fmt.Errorf("%s: %w", file, err)
+	for _, key := range order {
+		for _, val := range values[key] {
+			if err := checkValue(fs.byName[key], val); err != nil {
+				return nil, err
 			}
 			args = append(args, "--"+key+"="+val)
 		}
 	}
 	return args, nil
+}
+
+// dropIns lists path's config.yaml.d files as K3s does (dotDFiles).
+func dropIns(path string) ([]string, error) {
+	entries, err := os.ReadDir(path + ".d")
+	if os.IsNotExist(err) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		lower := strings.ToLower(e.Name())
+		if !e.IsDir() && (strings.HasSuffix(lower, ".yaml") || strings.HasSuffix(lower, ".yml")) {
+			out = append(out, filepath.Join(path+".d", e.Name()))
+		}
+	}
+	return out, nil
+}
+
+// configValues is a config file value's flag texts.
+func configValues(file, key string, def flagDef, v any) ([]string, error) {
+	switch v := v.(type) {
+	case []any:
+		if def.kind != kindSlice {
+			return nil, fmt.Errorf("%s: %s: a list is only valid for flags that repeat", file, key)
+		}
+		var out []string
+		for _, e := range v {
+			if !isScalar(e) {
+				return nil, fmt.Errorf("%s: %s: list entries must be strings", file, key)
+			}
+			out = append(out, k3sText(e))
+		}
+		return out, nil
+	default:
+		if !isScalar(v) {
+			return nil, fmt.Errorf("%s: %s: want a string, number, boolean or list", file, key)
+		}
+		return []string{k3sText(v)}, nil
+	}
+}
+
+func isScalar(v any) bool {
+	switch v.(type) {
+	case nil, string, bool, int, int64, uint64, float64:
+		return true
+	}
+	return false
+}
+
+// k3sText is K3s's convert.ToString of a parsed value.
+func k3sText(v any) string {
+	if v == nil {
+		return ""
+	}
+	return strings.TrimSpace(fmt.Sprint(v))
+}
+
+// checkAddresses checks the options K3s parses as addresses and networks
+// the way it does at start (pkg/util ParseStringSliceToIPs and the server's
+// cluster-cidr, service-cidr and cluster-dns loops): each value is split at
+// commas, not trimmed, and one that does not parse stops K3s.
+func checkAddresses(o *options) error {
+	for _, name := range []string{"node-ip", "node-external-ip", "advertise-address", "bind-address", "cluster-dns", "cluster-cidr", "service-cidr"} {
+		for _, v := range o.vals[name] {
+			for _, part := range strings.Split(v, ",") {
+				if name == "cluster-cidr" || name == "service-cidr" {
+					if _, _, err := net.ParseCIDR(part); err != nil {
+						return fmt.Errorf("invalid %s '%s': %v", name, part, err)
+					}
+				} else if net.ParseIP(part) == nil {
+					return fmt.Errorf("invalid %s: invalid ip format '%s'", name, part)
+				}
+			}
+		}
+	}
+	return nil
 }

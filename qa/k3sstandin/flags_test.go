@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -64,7 +65,7 @@ func TestStandinFlagRejection(t *testing.T) {
 		{name: "list for a single value", args: []string{"server"}, config: "node-name: [a, b]\n", wantErr: "a list is only valid for flags that repeat"},
 		{name: "map value", args: []string{"server"}, config: "node-label: {a: b}\n", wantErr: "want a string, number, boolean or list"},
 		{name: "bool key with text", args: []string{"server"}, config: "cluster-init: maybe\n", wantErr: `invalid value "maybe" for flag -cluster-init`},
-		{name: "not a map", args: []string{"server"}, config: "- a\n", wantErr: "top level must be a map"},
+		{name: "not a map", args: []string{"server"}, config: "- a\n", wantErr: "cannot unmarshal"},
 		{name: "bad YAML", args: []string{"server"}, config: "a: [\n", wantErr: "failed to parse"},
 		{name: "explicit config missing", args: []string{"server", "--config", "/etc/nope.yaml"}, wantErr: "unable to read config file"},
 		{name: "bad env value", args: []string{"server"}, env: map[string]string{"K3S_CLUSTER_INIT": "sure"}, wantErr: "K3S_CLUSTER_INIT"},
@@ -144,8 +145,10 @@ func TestStandinOptionPrecedence(t *testing.T) {
 	if got := o.str("server", ""); got != "https://10.0.0.1:6443" {
 		t.Errorf("server = %q, want K3S_URL's", got)
 	}
-	if got := o.str("write-kubeconfig-mode", ""); got != "0644" {
-		t.Errorf("write-kubeconfig-mode = %q", got)
+	// K3s's YAML 1.1 reads an unquoted 0644 as octal, the number 420, whose
+	// text is the flag's value (Étoile writes every value quoted).
+	if got := o.str("write-kubeconfig-mode", ""); got != "420" {
+		t.Errorf("write-kubeconfig-mode = %q, want 420 as K3s reads an unquoted 0644", got)
 	}
 	// A --config path inside the test root is used as given.
 	other := filepath.Join(root, "other.yaml")
@@ -153,6 +156,49 @@ func TestStandinOptionPrecedence(t *testing.T) {
 	o, err = parseOptions("server", []string{"--config", other}, root, envFunc(root, nil))
 	if err != nil || o.str("node-name", "") != "other" {
 		t.Errorf("--config %s: node-name %q, err %v", other, o.str("node-name", ""), err)
+	}
+}
+
+// TestStandinConfigFilesAsK3s: a drop-in's key replaces the file's value
+// unless it ends in "+"; .yml drop-ins count; numbers are K3s's (base 0);
+// an address list is split at commas and not trimmed, as K3s does, which
+// then refuses to start.
+func TestStandinConfigFilesAsK3s(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, defaultConfigPath), "node-label: [a=1]\ntls-san: [x.example]\nhttps-listen-port: '010'\nnode-name: n\n")
+	writeFile(t, filepath.Join(root, defaultConfigPath+".d", "10-site.YML"), "node-label: [site=lyon]\ntls-san+: [y.example]\n")
+	writeFile(t, filepath.Join(root, defaultConfigPath+".d", "20-notes.txt"), "not: yaml: at all: [\n")
+	o, err := parseOptions("server", nil, root, envFunc(root, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := o.list("node-label"); !slices.Equal(got, []string{"site=lyon"}) {
+		t.Errorf("node-label = %q, want the drop-in's alone (no +: it replaces)", got)
+	}
+	if got := o.list("tls-san"); !slices.Equal(got, []string{"x.example", "y.example"}) {
+		t.Errorf("tls-san = %q, want both (+ appends)", got)
+	}
+	if got := o.integer("https-listen-port", 6443); got != 8 {
+		t.Errorf("https-listen-port 010 = %d, want 8 (octal, as Go's flag parsing)", got)
+	}
+	for _, tc := range []struct{ cfg, want string }{
+		{"node-ip: '10.0.0.7, 2001:db8::7'\n", "invalid node-ip: invalid ip format ' 2001:db8::7'"},
+		{"cluster-cidr: '10.42.0.0/16, 2001:cafe:42::/56'\n", "invalid cluster-cidr ' 2001:cafe:42::/56'"},
+		{"https-listen-port: '09'\n", `invalid value "09" for flag -https-listen-port`},
+	} {
+		writeFile(t, filepath.Join(root, defaultConfigPath), tc.cfg)
+		os.RemoveAll(filepath.Join(root, defaultConfigPath+".d"))
+		o, err := parseOptions("server", nil, root, envFunc(root, nil))
+		if err == nil {
+			err = checkAddresses(o)
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+	writeFile(t, filepath.Join(root, defaultConfigPath), "node-ip: '10.0.0.7,2001:db8::7'\ncluster-cidr: [10.42.0.0/16]\ncluster-dns: 10.43.0.10\n")
+	if o, err := parseOptions("server", nil, root, envFunc(root, nil)); err != nil || checkAddresses(o) != nil {
+		t.Errorf("good addresses: %v, %v", err, checkAddresses(o))
 	}
 }
 
@@ -165,7 +211,11 @@ func FuzzStandinConfig(f *testing.F) {
 	f.Add([]byte("node-label+: [x=y]\n"))
 	fs := newFlagSet("server")
 	f.Fuzz(func(t *testing.T, data []byte) {
-		args, err := fs.configFileArgs("config.yaml", data)
+		path := filepath.Join(t.TempDir(), "config.yaml")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args, err := fs.configArgs(path)
 		if err != nil {
 			return
 		}

@@ -245,6 +245,9 @@ func runSub(ctx context.Context, inv invocation, lg *logger, sub string, cli []s
 		root = "/"
 	}
 	o, err := parseOptions(sub, cli, root, inv.getenv)
+	if err == nil {
+		err = checkAddresses(o)
+	}
 	if err != nil {
 		lg.fatalf("%v", err)
 		return 1
