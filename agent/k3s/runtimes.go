@@ -31,23 +31,43 @@ var knownRuntimes = []struct{ name, binary string }{
 	{"wasmtime", "containerd-shim-wasmtime-v1"},
 }
 
-// Runtimes lists the container runtimes K3s will find on the PATH it is
-// started with (SystemPath) under root, as K3s searches: an executable
-// regular file of the runtime's binary name, in the PATH's first folder that
-// has one.
+// RuntimesPath is what K3s puts before its PATH while it looks for the
+// runtimes (k3s-io/k3s pkg/agent/containerd/config_linux.go, runtimesPath):
+// where NVIDIA's GPU Operator installs the container toolkit, and where
+// KWasm installs the WebAssembly shims. A runtime there wins over one on
+// the PATH.
+const RuntimesPath = "/usr/local/nvidia/toolkit:/opt/kwasm/bin"
+
+// Runtimes lists the container runtimes K3s will find under root, as K3s
+// searches: RuntimesPath, then the PATH it is started with (SystemPath); an
+// executable regular file of the runtime's binary name, in the first folder
+// that has one.
 func Runtimes(root string) []Runtime {
 	var out []Runtime
 	for _, r := range knownRuntimes {
-		for _, dir := range strings.Split(SystemPath, ":") {
-			p := path.Join(dir, r.binary)
-			st, err := os.Stat(filepath.Join(root, p))
-			if err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
-				out = append(out, Runtime{Name: r.name, Path: p})
-				break
-			}
+		if p := lookPath(root, RuntimesPath+":"+SystemPath, r.binary); p != "" {
+			out = append(out, Runtime{Name: r.name, Path: p})
 		}
 	}
 	return out
+}
+
+// lookPath finds name as exec.LookPath would on the machine under root:
+// the first folder of the list holding an executable regular file of that
+// name (its path in the machine's view), or "".
+func lookPath(root, list, name string) string {
+	for _, dir := range strings.Split(list, ":") {
+		p := path.Join(dir, name)
+		if isExecutable(root, p) {
+			return p
+		}
+	}
+	return ""
+}
+
+func isExecutable(root, p string) bool {
+	st, err := os.Stat(filepath.Join(root, p))
+	return err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0
 }
 
 // HasNvidia reports whether one of rs is an NVIDIA container runtime.

@@ -64,10 +64,10 @@ type Prober interface {
 }
 
 // SystemPath is the PATH of the machine's programs: K3s's, and PID 1's own
-// (the kernel starts init with none), where K3s looks for the NVIDIA
-// container runtime and the inventory for nvidia-smi. The last folder is
-// where NVIDIA's GPU Operator installs the container toolkit on a node (and
-// where K3s releases before the PATH search looked for it).
+// (the kernel starts init with none), where K3s looks for the container
+// runtimes (after RuntimesPath) and the inventory for nvidia-smi. The last
+// folder is where NVIDIA's GPU Operator installs the container toolkit on a
+// node, so that its nvidia-container-cli and hook are found too.
 const SystemPath = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin:/usr/local/nvidia/toolkit"
 
 // Supervisor keeps one K3s process running.

@@ -846,6 +846,10 @@ const noNvidiaRuntime = "an NVIDIA GPU is present, but no NVIDIA container runti
 // runtime is there that K3s did not find when it started.
 const nvidiaRuntimeLate = "an NVIDIA container runtime was installed after K3s started: K3s adds it when it next starts (runtimeClassName: nvidia fails until then)"
 
+// nvidiaRuntimeIncomplete is the warning of a GPU node whose NVIDIA
+// container runtime lacks what it runs (k3s.NvidiaRuntimeProblems).
+const nvidiaRuntimeIncomplete = "the NVIDIA container runtime lacks what it needs: pods with runtimeClassName: nvidia will fail to start"
+
 // ownContainerd reports whether cfg has K3s use its own containerd, to
 // which it adds the runtimes it finds (not Docker, not another CRI).
 func ownContainerd(cfg *config.MachineConfig) bool {
@@ -863,7 +867,13 @@ func (n *Node) runtimeWarning() string {
 	n.mu.Lock()
 	gpu, atStart := n.nvidiaGPU, n.runtimes
 	n.mu.Unlock()
-	if !gpu || k3s.HasNvidia(atStart) {
+	if !gpu {
+		return ""
+	}
+	if k3s.HasNvidia(atStart) {
+		if problems := k3s.NvidiaRuntimeProblems(n.env.Root, atStart); len(problems) > 0 {
+			return nvidiaRuntimeIncomplete + ": " + strings.Join(problems, "; ")
+		}
 		return ""
 	}
 	if k3s.HasNvidia(k3s.Runtimes(n.env.Root)) {
@@ -895,9 +905,15 @@ func (n *Node) checkRuntimes(cfg *config.MachineConfig, labels map[string]string
 		}
 		n.env.Log.Info("container runtimes K3s adds to its containerd (runtimeClassName)", "runtimes", strings.Join(found, ","))
 	}
+	if gpu && k3s.HasNvidia(rts) {
+		if problems := k3s.NvidiaRuntimeProblems(n.env.Root, rts); len(problems) > 0 {
+			n.env.Log.Warn(nvidiaRuntimeIncomplete, "missing", strings.Join(problems, "; "),
+				"fix", "add what is named to the image's NVIDIA extension (see the README's Image extensions)")
+		}
+	}
 	if gpu && !k3s.HasNvidia(rts) {
 		n.env.Log.Warn(noNvidiaRuntime, "looked_in", k3s.SystemPath,
-			"fix", "add NVIDIA's container toolkit (nvidia-container-runtime) to the image as an extension (see the README's Image extensions), or install it with NVIDIA's GPU Operator; K3s finds it when it next starts")
+			"fix", "add NVIDIA's container toolkit (nvidia-container-runtime, its hook and nvidia-container-cli) to the image as an extension, with the driver's libraries (see the README's Image extensions); K3s finds it when it next starts")
 	}
 }
 

@@ -885,6 +885,36 @@ func TestGPUNodeWithNvidiaRuntime(t *testing.T) {
 	if strings.Contains(logs, noNvidiaRuntime) || slices.Contains(st.Warnings, noNvidiaRuntime) {
 		t.Errorf("warned about a missing NVIDIA runtime that the image has: %q\n%s", st.Warnings, logs)
 	}
+	// The runtime alone: its hook, nvidia-container-cli, ldconfig and the
+	// driver's libraries in the ld.so.cache are missing, and said so.
+	if !strings.Contains(logs, nvidiaRuntimeIncomplete) || !strings.Contains(logs, "nvidia-container-runtime-hook") {
+		t.Errorf("no warning that the runtime lacks its hook:\n%s", logs)
+	}
+	incomplete := func(ws []string) string {
+		for _, w := range ws {
+			if strings.HasPrefix(w, nvidiaRuntimeIncomplete) {
+				return w
+			}
+		}
+		return ""
+	}
+	if w := incomplete(st.Warnings); !strings.Contains(w, "nvidia-container-cli") || !strings.Contains(w, "/sbin/ldconfig") || !strings.Contains(w, "libcuda.so.1") {
+		t.Errorf("status warnings %q lack what the runtime needs", st.Warnings)
+	}
+	// Added since: the status's warning goes.
+	fakeroot.Write(t, root, map[string]string{
+		"usr/bin/nvidia-container-runtime-hook": "#!/bin/sh\n", "usr/bin/nvidia-container-cli": "#!/bin/sh\n", "sbin/ldconfig": "#!/bin/sh\n",
+		"etc/ld.so.cache": "glibc-ld.so.cache1.1\x00/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1\x00/usr/lib/x86_64-linux-gnu/libcuda.so.1\x00",
+	})
+	for _, f := range []string{"usr/bin/nvidia-container-runtime-hook", "usr/bin/nvidia-container-cli", "sbin/ldconfig"} {
+		if err := os.Chmod(filepath.Join(root, f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := api.NewClient(filepath.Join(root, "agent.sock")).Status(context.Background())
+	if err != nil || incomplete(st.Warnings) != "" {
+		t.Errorf("status once the toolkit is complete: %q, %v", st.Warnings, err)
+	}
 }
 
 // TestGPUNodeRunsPersistenced: with NVIDIA's driver loaded and
