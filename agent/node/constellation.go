@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -38,7 +39,12 @@ func (n *Node) runConstellation(ctx context.Context, cfg *config.MachineConfig, 
 	wait := 5 * time.Second
 	for {
 		site, err := join.EnsureJoined(ctx, cfg.Constellation.Join, join.Options{Root: n.env.Root, Inventory: inv, Log: n.env.Log})
+		if errors.Is(err, join.ErrRevoked) {
+			n.constellationRevoked(err)
+			return
+		}
 		if err == nil {
+			n.setConstellationWarning("")
 			n.env.Broadcast("etoile: constellation joined")
 			base := join.HostStatus(agent.ImageVersion(n.env.Root), slot)
 			status := func(ctx context.Context) (capi.Heartbeat, error) {
@@ -52,10 +58,16 @@ func (n *Node) runConstellation(ctx context.Context, cfg *config.MachineConfig, 
 				}
 				return hb, nil
 			}
-			if err := site.Run(ctx, status); err != nil && ctx.Err() == nil {
+			err := site.Run(ctx, status)
+			if errors.Is(err, join.ErrRevoked) {
+				n.constellationRevoked(err)
+				return
+			}
+			if err != nil && ctx.Err() == nil {
 				n.env.Log.Warn("constellation heartbeats stopped", "reason", err.Error())
 			}
-		} else {
+		} else if ctx.Err() == nil {
+			n.setConstellationWarning("constellation: joining the hub failed, retrying: " + err.Error())
 			n.env.Log.Warn("constellation join failed; retrying", "reason", err.Error(), "in", wait)
 		}
 		select {
@@ -65,4 +77,67 @@ func (n *Node) runConstellation(ctx context.Context, cfg *config.MachineConfig, 
 		}
 		wait = min(wait*2, 5*time.Minute)
 	}
+}
+
+// constellationRevoked says, once, that the hub revoked this site: the
+// client stops until the machine config gives a new join string.
+func (n *Node) constellationRevoked(err error) {
+	n.setConstellationWarning("constellation: " + join.ErrRevoked.Error())
+	n.env.Log.Warn("constellation: this site was revoked on the hub; it no longer reports in", "reason", err.Error(),
+		"fix", "give the machine config a new join string (etoile hub token create, for a new site name)")
+}
+
+func (n *Node) setConstellationWarning(w string) {
+	n.mu.Lock()
+	n.conWarning = w
+	n.mu.Unlock()
+}
+
+// conRunner is the constellation client running for a join string.
+type conRunner struct {
+	join   string
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// setConstellation makes the constellation client follow cfg: started for
+// its join string (once the inventory it reports is collected), stopped
+// when the section is gone, started again for a new join string. The same
+// join string leaves the running client alone.
+func (n *Node) setConstellation(cfg *config.MachineConfig) {
+	js := ""
+	if cfg != nil && cfg.Constellation != nil {
+		js = cfg.Constellation.Join
+	}
+	n.conMu.Lock()
+	defer n.conMu.Unlock()
+	if old := n.con; old != nil {
+		if old.join == js {
+			return
+		}
+		old.cancel()
+		<-old.done
+		n.con = nil
+		n.setConstellationWarning("")
+		n.env.Log.Info("constellation client stopped: the machine config's constellation section changed")
+	}
+	if js == "" || n.ctx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(n.ctx)
+	r := &conRunner{join: js, cancel: cancel, done: make(chan struct{})}
+	n.con = r
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer close(r.done)
+		if n.invDone != nil {
+			select {
+			case <-n.invDone:
+			case <-ctx.Done():
+				return
+			}
+		}
+		n.runConstellation(ctx, cfg, n.env.Slot)
+	}()
 }

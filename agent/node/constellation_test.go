@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/etoile-os/etoile/agent/api"
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/constellation/hubcli"
 )
@@ -44,13 +46,14 @@ func TestStandinUnattendedJoinFromMachineConfig(t *testing.T) {
 
 	root := t.TempDir()
 	buildStandin(t, root) // the K3s stand-in, a test double: the site runs "K3s" while it heartbeats
-	vol := configVolume(t, root, `apiVersion: etoile.io/v1alpha1
+	const base = `apiVersion: etoile.io/v1alpha1
 kind: MachineConfig
 role: server
 cluster: {init: true}
 k3s:
   https-listen-port: 0
-constellation:
+`
+	vol := configVolume(t, root, base+`constellation:
   join: "`+joinString+`"
 `)
 	var con consoleLines
@@ -78,6 +81,67 @@ constellation:
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+
+	// Revoked on the hub: the status says so, and the client stops — it
+	// neither joins nor says "joined" again on every retry.
+	var rout, rerr bytes.Buffer
+	if err := hubcli.Command(ctx, []string{"sites", "revoke", "edge-lyon", "--data", hubDir}, &rout, &rerr); err != nil {
+		t.Fatalf("sites revoke: %v\n%s", err, rerr.String())
+	}
+	client := api.NewClient(filepath.Join(root, "agent.sock"))
+	revoked := func() bool {
+		st, err := client.Status(ctx)
+		return err == nil && slices.ContainsFunc(st.Warnings, func(w string) bool { return strings.Contains(w, "revoked on the hub") })
+	}
+	waitUntil(t, "the revocation in the status", 30*time.Second, revoked)
+	time.Sleep(7 * time.Second) // the client used to join again after 5 s
+	if got := con.count("etoile: constellation joined"); got != 1 {
+		t.Errorf("%d \"constellation joined\" lines after the revocation, want the first alone:\n%s", got, con.all())
+	}
+	// A config applied without the section stops the client: the warning goes.
+	if _, err := client.ApplyConfig(ctx, []byte(base)); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if revoked() {
+		t.Error("the revocation is still in the status after the constellation section was removed")
+	}
 	ncancel()
 	n.Wait()
+}
+
+// TestStandinAppliedConfigJoins: a config applied through the local API
+// with a constellation section joins the hub; one without it does not.
+func TestStandinAppliedConfigJoins(t *testing.T) {
+	hubDir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan string, 1)
+	go func() {
+		_ = hubcli.Serve(ctx, hubcli.ServeOptions{Data: hubDir, Listen: "127.0.0.1:0", SANs: []string{"127.0.0.1"},
+			HeartbeatInterval: time.Second, Ready: func(u, _ string) { ready <- u }})
+	}()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("hub did not start")
+	}
+	var out, errb bytes.Buffer
+	if err := hubcli.Command(ctx, []string{"token", "create", "--data", hubDir, "--site", "edge-nice", "--country", "FR", "--qr", "never"}, &out, &errb); err != nil {
+		t.Fatalf("token create: %v\n%s", err, errb.String())
+	}
+	root := t.TempDir()
+	buildStandin(t, root)
+	var con consoleLines
+	nctx, ncancel := context.WithCancel(ctx)
+	n := Start(nctx, Env{Root: root, Broadcast: con.add, NodeName: "edge-2", Slot: "a", Socket: filepath.Join(root, "agent.sock"),
+		K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}})
+	defer func() { ncancel(); n.Wait() }()
+	client := api.NewClient(filepath.Join(root, "agent.sock"))
+	waitUntil(t, "the local API", 30*time.Second, func() bool { _, err := client.Status(ctx); return err == nil })
+	cfg := "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\nk3s:\n  https-listen-port: 0\n" +
+		"constellation:\n  join: \"" + strings.TrimSpace(out.String()) + "\"\n"
+	if _, err := client.ApplyConfig(ctx, []byte(cfg)); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	waitUntil(t, "the join of the applied config", 60*time.Second, func() bool { return con.has("etoile: constellation joined") })
 }

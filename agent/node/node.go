@@ -147,6 +147,10 @@ type Node struct {
 	time        *timesync.Service
 	stopTime    context.CancelFunc // ends time's rounds
 	persist     *nvpersist.Daemon  // NVIDIA's persistence daemon, when the node runs it
+	conWarning  string             // the status's warning about the constellation ("" for none)
+
+	conMu sync.Mutex // serialises setConstellation
+	con   *conRunner // the constellation client, when one runs
 }
 
 // Wait returns once everything Start began has stopped (after its context
@@ -343,7 +347,7 @@ func Start(ctx context.Context, env Env) *Node {
 		defer n.wg.Done()
 		collect()
 		<-invDone
-		n.runConstellation(ctx, cfg, env.Slot)
+		n.setConstellation(cfg)
 	}()
 	return n
 }
@@ -473,15 +477,7 @@ func (n *Node) applyFound(ctx context.Context, cfg *config.MachineConfig, warns 
 	if err != nil {
 		return false
 	}
-	// The constellation's join sends the inventory summary: after it.
-	if n.invDone != nil {
-		select {
-		case <-n.invDone:
-		case <-ctx.Done():
-			return true
-		}
-	}
-	n.runConstellation(ctx, cfg, n.env.Slot)
+	n.setConstellation(cfg) // after the inventory, which its join reports
 	return true
 }
 
@@ -1147,6 +1143,9 @@ func (n *Node) Status(ctx context.Context) api.Status {
 	if runtimeWarn != "" {
 		st.Warnings = append(st.Warnings, runtimeWarn)
 	}
+	if n.conWarning != "" {
+		st.Warnings = append(st.Warnings, n.conWarning)
+	}
 	if persist != nil {
 		st.Daemons = append(st.Daemons, *persist)
 	}
@@ -1338,6 +1337,7 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	if err != nil {
 		return warns, err
 	}
+	n.setConstellation(cfg) // joins, stops or moves with the config's constellation section
 	return append(warns, "applied until the next boot: keep it in the machine config's source to make it last"), nil
 }
 

@@ -60,6 +60,17 @@ func (c *consoleLines) has(sub string) bool {
 	}
 	return false
 }
+func (c *consoleLines) count(sub string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, l := range c.lines {
+		if strings.Contains(l, sub) {
+			n++
+		}
+	}
+	return n
+}
 func (c *consoleLines) all() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()

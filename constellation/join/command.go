@@ -33,7 +33,7 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := flag.NewFlagSet("join", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	root := fs.String("root", "/", "root folder holding var/lib/etoile (the state partition)")
+	root := fs.String("root", "/", "root folder holding var/lib/etoile/constellation (on a node booted from its media, / is in memory until installed)")
 	follow := fs.Bool("follow", false, "keep heartbeating after the join until interrupted")
 	timeout := fs.Duration("timeout", 30*time.Second, "time allowed for the join request")
 	fromFile := fs.String("from-file", "", "read the join string from FILE (keeps the secret out of the process list)")

@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"maps"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,7 +47,7 @@ func (s *Site) Beat(ctx context.Context, status StatusFunc) (time.Duration, erro
 		now.Sub(s.lastSaved) > 5*time.Minute
 	s.State.LastHeartbeat, s.State.LastError = &now, ""
 	if resp.SendTemplates {
-		written, removed, err := ApplyTemplates(filepath.Join(s.Root, ManifestDir), resp.Templates)
+		written, removed, err := ApplyTemplates(filepath.Join(s.Root, ManifestDir), resp.Templates, s.State.Templates)
 		if err != nil {
 			s.State.LastError = err.Error()
 			_ = s.saveState()
@@ -54,6 +55,7 @@ func (s *Site) Beat(ctx context.Context, status StatusFunc) (time.Duration, erro
 		}
 		s.Log.Info("templates applied", "revision", resp.Revision, "written", written, "removed", removed)
 		s.State.AppliedRevision = resp.Revision
+		s.State.Templates = templateFiles(resp.Templates)
 		dirty = true
 	}
 	if dirty {
@@ -89,7 +91,10 @@ func (s *Site) Run(ctx context.Context, status StatusFunc) error {
 		case err != nil:
 			var re *RemoteError
 			if errors.As(err, &re) && re.Code == api.CodeSiteRevoked {
-				return fmt.Errorf("this site was revoked on the hub; it keeps running but no longer reports in: %w", err)
+				if err := s.MarkRevoked(); err != nil {
+					s.Log.Warn("recording the revocation", "err", err)
+				}
+				return fmt.Errorf("%w (%w)", ErrRevoked, err)
 			}
 			s.Log.Warn("heartbeat failed; the site keeps running", "err", err, "retry_in", backoff)
 			wait = backoff
@@ -121,8 +126,11 @@ const manifestPrefix = "etoile-"
 // ApplyTemplates makes dir hold exactly the desired etoile-*.yaml files:
 // it writes new or changed ones atomically (K3s never sees half a file),
 // leaves identical ones untouched (no needless re-apply) and removes those
-// no longer selected. Files not named etoile-* are never touched.
-func ApplyTemplates(dir string, objs []api.TemplateObject) (written, removed []string, err error) {
+// no longer selected. owned are the files the templates wrote before (nil:
+// unknown, every etoile-*.yaml); a file they did not write is never removed,
+// and one a template would replace stops the whole apply, before anything
+// is written, naming it. Files not named etoile-* are never touched.
+func ApplyTemplates(dir string, objs []api.TemplateObject, owned []string) (written, removed []string, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, nil, fmt.Errorf("creating manifests folder: %w", err)
 	}
@@ -133,11 +141,13 @@ func ApplyTemplates(dir string, objs []api.TemplateObject) (written, removed []s
 		}
 		want[manifestPrefix+o.Name+".yaml"] = o.Manifest
 	}
-	names := make([]string, 0, len(want))
-	for n := range want {
-		names = append(names, n)
+	ours := func(n string) bool { return owned == nil || slices.Contains(owned, n) }
+	names := slices.Sorted(maps.Keys(want))
+	for _, n := range names {
+		if old, err := os.ReadFile(filepath.Join(dir, n)); err == nil && string(old) != want[n] && !ours(n) {
+			return nil, nil, fmt.Errorf("%s in %s was not written by the constellation, and template %s would replace it: rename or remove that file", n, dir, strings.TrimSuffix(strings.TrimPrefix(n, manifestPrefix), ".yaml"))
+		}
 	}
-	sort.Strings(names)
 	for _, n := range names {
 		p := filepath.Join(dir, n)
 		if old, err := os.ReadFile(p); err == nil && string(old) == want[n] {
@@ -157,7 +167,7 @@ func ApplyTemplates(dir string, objs []api.TemplateObject) (written, removed []s
 		if !e.Type().IsRegular() || !strings.HasPrefix(n, manifestPrefix) || !strings.HasSuffix(n, ".yaml") {
 			continue
 		}
-		if _, ok := want[n]; ok {
+		if _, ok := want[n]; ok || !ours(n) {
 			continue
 		}
 		if err := os.Remove(filepath.Join(dir, n)); err != nil {
@@ -166,4 +176,14 @@ func ApplyTemplates(dir string, objs []api.TemplateObject) (written, removed []s
 		removed = append(removed, n)
 	}
 	return written, removed, nil
+}
+
+// templateFiles are the manifest files objs make.
+func templateFiles(objs []api.TemplateObject) []string {
+	out := []string{}
+	for _, o := range objs {
+		out = append(out, manifestPrefix+o.Name+".yaml")
+	}
+	slices.Sort(out)
+	return out
 }

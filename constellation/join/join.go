@@ -48,6 +48,16 @@ type State struct {
 	AppliedRevision int64      `json:"appliedRevision"`
 	LastHeartbeat   *time.Time `json:"lastHeartbeat,omitempty"`
 	LastError       string     `json:"lastError,omitempty"`
+	// TokenID is the join token's ID (not its secret), to tell a new join
+	// string from the one this site joined with.
+	TokenID string `json:"tokenID,omitempty"`
+	// Revoked is set once the hub said this site is revoked: the same
+	// join string does not join again.
+	Revoked bool `json:"revoked,omitempty"`
+	// Templates are the manifest files the hub's templates wrote (file
+	// names in ManifestDir): only these are ever removed. Absent in a state
+	// written before it was kept: every etoile-*.yaml is taken as written.
+	Templates []string `json:"templates"`
 }
 
 // Site is a joined site's credentials and state, loaded from root.
@@ -139,9 +149,21 @@ func Join(ctx context.Context, js api.JoinString, o Options) (*Site, error) {
 	}
 	s := &Site{Root: o.Root, Log: o.Log, key: key, cert: cert, State: State{
 		Hub: js.Hub, CAPin: js.CAPin, SiteID: resp.SiteID, SiteName: resp.SiteName, Policy: resp.Policy, JoinedAt: time.Now().UTC(),
+		TokenID: js.TokenID, Templates: []string{},
 	}}
-	if old, err := readState(o.Root); err == nil && old.SiteID == resp.SiteID {
-		s.State.AppliedRevision = old.AppliedRevision
+	if old, err := readState(o.Root); err == nil && old.SiteID == resp.SiteID && old.CAPin == js.CAPin {
+		s.State.AppliedRevision, s.State.Templates = old.AppliedRevision, old.Templates
+	} else if err == nil {
+		// Another site, or another hub: the templates the previous one
+		// wrote go now (the new hub sends its own, from revision 0 on,
+		// and would not send any while its revision is 0).
+		_, removed, err := ApplyTemplates(filepath.Join(o.Root, ManifestDir), nil, old.Templates)
+		if err != nil {
+			return nil, fmt.Errorf("removing the previous hub's templates: %w", err)
+		}
+		if len(removed) > 0 {
+			o.Log.Info("removed the previous site's templates", "previous_site", old.SiteName, "removed", removed)
+		}
 	}
 	dir := stateDir(o.Root)
 	if err := pki.WriteFileAtomic(filepath.Join(dir, caFile), []byte(resp.CA), 0o644); err != nil {
@@ -370,7 +392,34 @@ func EnsureJoined(ctx context.Context, joinString string, o Options) (*Site, err
 		return nil, fmt.Errorf("constellation join string: %w", err)
 	}
 	if s, err := Load(o.Root, o.Log); err == nil && s.State.CAPin == js.CAPin {
-		return s, nil
+		sameToken := s.State.TokenID == "" || s.State.TokenID == js.TokenID
+		switch {
+		case s.State.Revoked && sameToken:
+			return nil, ErrRevoked
+		case s.State.Revoked:
+			// A new join string after the revocation: join with it.
+		default:
+			if s.State.Hub != js.Hub {
+				// The same hub (its CA) at another address: follow the
+				// join string, the newer word.
+				o.Log.Info("the hub's address changed", "was", s.State.Hub, "now", js.Hub)
+				s.State.Hub = js.Hub
+				if err := s.saveState(); err != nil {
+					return nil, err
+				}
+			}
+			return s, nil
+		}
 	}
 	return Join(ctx, js, o)
+}
+
+// ErrRevoked is EnsureJoined's answer for a site the hub revoked, given the
+// join string it joined with.
+var ErrRevoked = errors.New("this site was revoked on the hub: it keeps running but does not report in; to join again, give a new join string (a new token, for a new site name)")
+
+// MarkRevoked records that the hub revoked this site.
+func (s *Site) MarkRevoked() error {
+	s.State.Revoked = true
+	return s.saveState()
 }

@@ -27,7 +27,7 @@ func TestApplyTemplates(t *testing.T) {
 	os.MkdirAll(dir, 0o755)
 	os.WriteFile(filepath.Join(dir, "keep.yaml"), []byte(ns), 0o644)
 	for _, s := range steps {
-		w, r, err := ApplyTemplates(dir, s.objs)
+		w, r, err := ApplyTemplates(dir, s.objs, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
@@ -43,8 +43,48 @@ func TestApplyTemplates(t *testing.T) {
 			t.Errorf("%s: written %v removed %v", s.name, w, r)
 		}
 	}
-	if _, _, err := ApplyTemplates(dir, []api.TemplateObject{{Name: "../../../etc/passwd", Manifest: ns}}); err == nil {
+	if _, _, err := ApplyTemplates(dir, []api.TemplateObject{{Name: "../../../etc/passwd", Manifest: ns}}, nil); err == nil {
 		t.Fatal("path traversal in a template name was written")
+	}
+}
+
+// TestApplyTemplatesLeavesOthersFiles: with the files the templates wrote
+// known, an operator's own etoile-*.yaml is neither removed nor replaced.
+func TestApplyTemplatesLeavesOthersFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), ManifestDir)
+	ns := "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mine := filepath.Join(dir, "etoile-mine.yaml")
+	if err := os.WriteFile(mine, []byte("# the operator's\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w, r, err := ApplyTemplates(dir, []api.TemplateObject{{Name: "a", Manifest: ns}}, []string{})
+	if err != nil || strings.Join(w, " ") != "etoile-a.yaml" || len(r) != 0 {
+		t.Fatalf("written %v removed %v err %v", w, r, err)
+	}
+	if _, err := os.Stat(mine); err != nil {
+		t.Fatalf("the operator's etoile-mine.yaml was removed: %v", err)
+	}
+	// A template named like it stops the apply, before anything is written.
+	_, _, err = ApplyTemplates(dir, []api.TemplateObject{{Name: "b", Manifest: ns}, {Name: "mine", Manifest: ns}}, []string{"etoile-a.yaml"})
+	if err == nil || !strings.Contains(err.Error(), "etoile-mine.yaml") || !strings.Contains(err.Error(), "not written by the constellation") {
+		t.Fatalf("a template replacing the operator's file: %v", err)
+	}
+	if data, _ := os.ReadFile(mine); string(data) != "# the operator's\n" {
+		t.Errorf("the operator's file was replaced: %q", data)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "etoile-b.yaml")); err == nil {
+		t.Error("a refused apply wrote etoile-b.yaml")
+	}
+	// What the templates wrote goes when unselected; the operator's stays.
+	_, r, err = ApplyTemplates(dir, nil, []string{"etoile-a.yaml"})
+	if err != nil || strings.Join(r, " ") != "etoile-a.yaml" {
+		t.Errorf("removed %v, %v", r, err)
+	}
+	if _, err := os.Stat(mine); err != nil {
+		t.Errorf("the operator's file went: %v", err)
 	}
 }
 
