@@ -325,8 +325,17 @@ func (s *Site) Renew(ctx context.Context) error {
 func (s *Site) NeedsRenewal(now time.Time) bool {
 	c := s.Certificate()
 	life := c.NotAfter.Sub(c.NotBefore)
+	if life > issueBackdate {
+		// The hub dates a certificate back (for clocks a little behind): its
+		// lifetime counts from its issue.
+		life -= issueBackdate
+	}
 	return now.After(c.NotAfter.Add(-life / 3))
 }
+
+// issueBackdate is how far the hub dates a site certificate's NotBefore
+// back from its issue (constellation/pki's IssueSite).
+const issueBackdate = 5 * time.Minute
 
 func pinnedClient(hub, pin string, getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error), timeout time.Duration) (*http.Client, error) {
 	u, err := url.Parse(hub)

@@ -1,10 +1,13 @@
 package join
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/etoile-os/etoile/constellation/api"
 )
@@ -93,6 +96,22 @@ func TestCommandRefusesBadJoinStrings(t *testing.T) {
 	for _, args := range [][]string{{}, {"https://hub:8443"}, {"etoile://hub:8443?token=x&ca=sha256:00"}, {"a", "b"}} {
 		if err := Command(t.Context(), args, &out, &errb); err == nil {
 			t.Errorf("join %q accepted", args)
+		}
+	}
+}
+
+// TestRenewalAtTwoThirdsOfTheIssuedLifetime: the hub dates certificates 5
+// minutes back; a short lifetime is still renewed at two thirds of it, not
+// at once (a one-minute certificate renewed on every beat).
+func TestRenewalAtTwoThirdsOfTheIssuedLifetime(t *testing.T) {
+	issued := time.Now()
+	for _, life := range []time.Duration{time.Minute, 10 * time.Minute, 24 * time.Hour} {
+		s := &Site{cert: &tls.Certificate{Leaf: &x509.Certificate{NotBefore: issued.Add(-issueBackdate), NotAfter: issued.Add(life)}}}
+		if s.NeedsRenewal(issued.Add(life * 6 / 10)) {
+			t.Errorf("%v: renewal due at 60%% of the lifetime", life)
+		}
+		if !s.NeedsRenewal(issued.Add(life * 7 / 10)) {
+			t.Errorf("%v: renewal not due at 70%% of the lifetime", life)
 		}
 	}
 }
