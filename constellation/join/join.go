@@ -334,7 +334,7 @@ func (s *Site) NeedsRenewal(now time.Time) bool {
 }
 
 // issueBackdate is how far the hub dates a site certificate's NotBefore
-// back from its issue (constellation/pki's IssueSite).
+// back from its issue (constellation/pki, CA.template).
 const issueBackdate = 5 * time.Minute
 
 func pinnedClient(hub, pin string, getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error), timeout time.Duration) (*http.Client, error) {
