@@ -42,7 +42,7 @@ func Modprobe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.SetOutput(stderr)
 	quiet := fs.Bool("q", false, "say nothing when a module is missing")
 	fs.Bool("a", false, "load every name given (always the case here)")
-	fs.Bool("b", false, "ignored (no blacklist)")
+	fs.Bool("b", false, "ignored (modprobe.d's blacklist is not applied)")
 	verbose := fs.Bool("v", false, "log each module loaded")
 	remove := fs.Bool("r", false, "remove modules (not supported)")
 	if err := fs.Parse(args); err != nil {
@@ -71,6 +71,11 @@ func Modprobe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// Parameters given on the kernel command line (usb-storage.delay_use=0).
 	if b, err := os.ReadFile("/proc/cmdline"); err == nil {
 		cold.Params = kmod.WithDefaults(kmod.ModuleParams(cmdline.Parse(string(b)).Raw), kmod.DefaultParams)
+	}
+	// …after the options of the system's modprobe.d files (a driver's
+	// options nvidia NVreg_…), as kmod's modprobe has them.
+	if conf, err := kmod.ReadModprobeD("/"); err == nil {
+		cold.AddConfigParams(conf.Options)
 	}
 	// The kernel runs modprobe with no console: tell its log what happened,
 	// so a driver the kernel asked for shows up in dmesg (at debug level:

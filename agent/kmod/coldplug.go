@@ -106,7 +106,9 @@ type Coldplug struct {
 	Parallel int
 	// Params are module parameters by module name ("param=value …"), as
 	// modprobe takes them from the kernel command line (ModuleParams).
-	Params map[string]string
+	// Set before the first load; AddConfigParams adds to it later.
+	Params   map[string]string
+	paramsMu sync.RWMutex
 	// NetworkFirst makes the NIC drivers urgent instead of the storage
 	// drivers: the boot medium comes over the network (netboot).
 	NetworkFirst bool
@@ -813,7 +815,9 @@ func (c *Coldplug) loadFile(m, wanted string, r request, lt *loadThread) {
 		return
 	}
 	start := time.Now()
+	c.paramsMu.RLock()
 	params := c.Params[m]
+	c.paramsMu.RUnlock()
 	if c.AsyncProbe {
 		params = strings.TrimSpace(params + " async_probe")
 	}
@@ -1009,24 +1013,11 @@ type ModulesLoad struct {
 // order of their names, one module per line, '#' and ';' start comments.
 func ReadModulesLoadD(root string) (ModulesLoad, error) {
 	var out ModulesLoad
-	byName := map[string]string{}
-	for _, dir := range ModulesLoadDirs {
-		entries, err := os.ReadDir(filepath.Join(root, dir))
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			return out, err
-		}
-		for _, e := range entries {
-			if _, taken := byName[e.Name()]; taken || !strings.HasSuffix(e.Name(), ".conf") || e.IsDir() {
-				continue
-			}
-			byName[e.Name()] = filepath.Join(dir, e.Name())
-		}
+	files, err := confFiles(root, ModulesLoadDirs)
+	if err != nil {
+		return out, err
 	}
-	for _, base := range slices.Sorted(maps.Keys(byName)) {
-		p := byName[base]
+	for _, p := range files {
 		data, err := os.ReadFile(filepath.Join(root, p))
 		if err != nil {
 			return out, err

@@ -165,7 +165,8 @@ As /init (PID 1) it boots the machine; these commands are for people and tests:
   join               join this site to a constellation
   config             validate a machine config, print an example, apply one
   status [--json]    the running agent's status (boot, network, K3s)
-  logs [-f] [k3s]    the running agent's log, or K3s's output
+  logs [-f] [-n N] [agent|k3s|kernel|syslog]
+                     the running agent's log, K3s's output, the kernel's or syslog's
   reboot, poweroff   stop K3s cleanly, then reboot or power off the machine
   version            print the version
 `)
