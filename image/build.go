@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -54,7 +55,8 @@ type Builder struct {
 	MachineConfig []byte
 
 	k3sMissing string
-	contentID  string // digest of the boot files, mixed into stableID
+	contentID  string    // digest of the boot files, mixed into stableID
+	staged     *layerLog // which layer put each path in the staged tree
 }
 
 // setContentID digests the initramfs, the system image, the kernel command
@@ -359,17 +361,24 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 		}
 		// Before K3s and the extensions: a site's extension may replace it.
 		if err := stageFile(stage, CABundlePath, boot.caBundle, 0o644); err != nil {
-			return fmt.Errorf("adding the CA certificates: %w", err)
+			return fmt.Errorf("adding the CA certificates: %w", b.staged.nameLayer(err))
 		}
+		b.staged.put(CABundlePath, ownFiles)
 		if k3sArt != nil {
 			if err := stageK3s(stage, k3sArt); err != nil {
-				return fmt.Errorf("adding K3s: %w", err)
+				return fmt.Errorf("adding K3s: %w", b.staged.nameLayer(err))
+			}
+			for _, f := range k3sArt.ImageFiles() {
+				b.staged.put(strings.TrimPrefix(f.Path, "/"), "K3s")
+				if f.Link == "" && path.Dir(f.Path) == k3s.ImageAirgapDir {
+					b.staged.put(strings.TrimPrefix(path.Join(shippedImagesDir, path.Base(f.Path)), "/"), "K3s")
+				}
 			}
 		}
 		if err := b.stageExtensions(stage, k.Version); err != nil {
 			return err
 		}
-		if err := mergeExtensionModules(stage, k, mods, log); err != nil {
+		if err := mergeExtensionModules(stage, k, mods, b.staged, log); err != nil {
 			return err
 		}
 		return media.WriteSquashfs(system, stage, media.SquashfsOptions{Epoch: b.Epoch})
@@ -708,10 +717,12 @@ var rootDirs = []string{
 // stageRoot lays out the system image's tree: folders, the built-in
 // overlay, the spec's overlays in order, and generated identity files.
 func (b *Builder) stageRoot(dir, version string) error {
+	b.staged = newLayerLog(dir)
 	for _, d := range rootDirs {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
+		b.staged.put(d, ownFiles)
 	}
 	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o777|os.ModeSticky); err != nil {
 		return err
@@ -723,16 +734,17 @@ func (b *Builder) stageRoot(dir, version string) error {
 	if err := os.Symlink("../run", filepath.Join(dir, "var/run")); err != nil {
 		return err
 	}
+	b.staged.put("var/run", ownFiles)
 	builtin, err := overlay.Root()
 	if err != nil {
 		return err
 	}
-	if err := copyTree(builtin, dir); err != nil {
-		return fmt.Errorf("built-in overlay: %w", err)
+	if err := copyTreeAs(builtin, dir, b.staged, ownFiles); err != nil {
+		return fmt.Errorf("built-in overlay: %w", b.staged.nameLayer(err))
 	}
 	for i, o := range b.Spec.OverlayDirs() {
-		if err := copyTree(os.DirFS(o), dir); err != nil {
-			return fmt.Errorf("overlays[%d] %s: %w", i, o, err)
+		if err := copyTreeAs(os.DirFS(o), dir, b.staged, fmt.Sprintf("overlays[%d] %s", i, b.Spec.Overlays[i])); err != nil {
+			return fmt.Errorf("overlays[%d] %s: %w", i, o, b.staged.nameLayer(err))
 		}
 	}
 	osRelease := fmt.Sprintf("NAME=\"Étoile\"\nID=etoile\nPRETTY_NAME=\"Étoile %s\"\nVERSION_ID=%q\nVERSION=%q\nHOME_URL=\"https://github.com/etoile-os/etoile\"\n", version, version, version)
@@ -742,16 +754,25 @@ func (b *Builder) stageRoot(dir, version string) error {
 	}
 	defer w.Close()
 	if err := w.file("etc/os-release", "", []byte(osRelease), 0o644); err != nil {
-		return err
+		return b.staged.nameLayer(err)
 	}
-	return w.file("etc/etoile/version", "", []byte(version+"\n"), 0o644)
+	if err := w.file("etc/etoile/version", "", []byte(version+"\n"), 0o644); err != nil {
+		return b.staged.nameLayer(err)
+	}
+	b.staged.put("etc/os-release", ownFiles)
+	b.staged.put("etc/etoile/version", ownFiles)
+	return nil
 }
 
 // copyTree copies files, folders and symlinks from src onto dst, keeping
 // modes where the source has them (embedded files come as 0444: they are
 // written 0644, folders 0755).
-func copyTree(src fs.FS, dst string) error {
-	return copyLayer(src, dst, func(p string, _ fs.FileInfo) (string, error) {
+func copyTree(src fs.FS, dst string) error { return copyTreeAs(src, dst, nil, "") }
+
+// copyTreeAs is copyTree recording in layers that the layer named layer put
+// each of its paths there.
+func copyTreeAs(src fs.FS, dst string, layers *layerLog, layer string) error {
+	return copyLayer(src, dst, layers, layer, func(p string, _ fs.FileInfo) (string, error) {
 		rl, ok := src.(fs.ReadLinkFS)
 		if !ok {
 			return "", fmt.Errorf("%s: symlinks are not readable from this source", p)
@@ -765,8 +786,9 @@ func copyTree(src fs.FS, dst string) error {
 // and nothing through a symlink an earlier layer left in dst: a folder here
 // that is a symlink or a file there (or the other way round) is an error
 // naming the path, since one layer's files would otherwise land where the
-// other's symlink points, even on the build host.
-func copyLayer(src fs.FS, dst string, readLink func(p string, info fs.FileInfo) (string, error)) error {
+// other's symlink points, even on the build host. What the layer puts
+// there is recorded in layers (nil: nowhere) under its name.
+func copyLayer(src fs.FS, dst string, layers *layerLog, layer string, readLink func(p string, info fs.FileInfo) (string, error)) error {
 	root, err := os.OpenRoot(dst)
 	if err != nil {
 		return err
@@ -807,11 +829,12 @@ func copyLayer(src fs.FS, dst string, readLink func(p string, info fs.FileInfo) 
 			if exists {
 				// A folder already there keeps its mode (the image's /tmp
 				// stays 1777 under an overlay's tmp/).
-				return mustBeDir(root, rel, have, "a folder here")
+				return layers.nameLayer(mustBeDir(root, rel, have, "a folder here"))
 			}
 			if err := root.Mkdir(rel, mode.Perm()); err != nil {
 				return err
 			}
+			layers.put(p, layer)
 			return root.Chmod(rel, mode) // past the umask
 		case info.Mode()&fs.ModeSymlink != 0:
 			to, err := readLink(p, info)
@@ -822,11 +845,17 @@ func copyLayer(src fs.FS, dst string, readLink func(p string, info fs.FileInfo) 
 				// An empty folder gives way (an extension's bin -> usr/bin
 				// over the image's empty bin); one with files does not.
 				if err := root.Remove(rel); err != nil {
-					return fmt.Errorf("%s is a symlink here, but a folder with files in an earlier layer (an overlay, Étoile's own files): move the files or rename one of them", p)
+					return layers.nameLayer(&layerConflict{Path: p, Folder: true, msg: func(earlier string) string {
+						return fmt.Sprintf("%s is a symlink here, but a folder with files in an earlier layer (%s): move the files or rename one of them", p, earlier)
+					}})
 				}
 			}
 			_ = root.Remove(rel)
-			return root.Symlink(to, rel)
+			if err := root.Symlink(to, rel); err != nil {
+				return err
+			}
+			layers.put(p, layer)
+			return nil
 		case info.Mode().IsRegular():
 			mode := info.Mode().Perm()
 			if mode == 0o444 { // embedded files
@@ -834,14 +863,20 @@ func copyLayer(src fs.FS, dst string, readLink func(p string, info fs.FileInfo) 
 			}
 			mode = mode&^buildMask | info.Mode()&specialBits // a setuid tool stays one
 			if exists && have.IsDir() {
-				return fmt.Errorf("%s is a file here, but a folder in an earlier layer (an overlay, Étoile's own files): rename one of them", p)
+				return layers.nameLayer(&layerConflict{Path: p, Folder: true, msg: func(earlier string) string {
+					return fmt.Sprintf("%s is a file here, but a folder in an earlier layer (%s): rename one of them", p, earlier)
+				}})
 			}
 			in, err := src.Open(p)
 			if err != nil {
 				return err
 			}
 			defer in.Close()
-			return writeInRoot(root, rel, in, mode)
+			if err := writeInRoot(root, rel, in, mode); err != nil {
+				return err
+			}
+			layers.put(p, layer)
+			return nil
 		default:
 			return fmt.Errorf("%s: only files, folders and symlinks can be in an overlay or extension (found %s)", p, info.Mode().Type())
 		}
@@ -863,11 +898,103 @@ func mustBeDir(root *os.Root, rel string, have fs.FileInfo, what string) error {
 	switch {
 	case have.Mode()&fs.ModeSymlink != 0:
 		to, _ := root.Readlink(rel)
-		return fmt.Errorf("%s is %s, but an earlier layer (an overlay, Étoile's own files) made it a symlink to %s: put these files under the symlink's target instead, or drop the symlink", p, what, to)
+		return &layerConflict{Path: p, msg: func(earlier string) string {
+			return fmt.Sprintf("%s is %s, but an earlier layer (%s) made it a symlink to %s: put these files under the symlink's target instead, or drop the symlink", p, what, earlier, to)
+		}}
 	case !have.IsDir():
-		return fmt.Errorf("%s is %s, but a file in an earlier layer (an overlay, Étoile's own files): rename one of them", p, what)
+		return &layerConflict{Path: p, msg: func(earlier string) string {
+			return fmt.Sprintf("%s is %s, but a file in an earlier layer (%s): rename one of them", p, what, earlier)
+		}}
 	}
 	return nil
+}
+
+// ownFiles names the layer of what Étoile itself puts in the staged tree:
+// its folders, its built-in overlay, the identity files, the CA bundle.
+const ownFiles = "Étoile's own files"
+
+// layerLog remembers which layer of the staged tree (Étoile's own files,
+// an overlay, K3s, an extension) put each path there, so that a conflict
+// with a later layer, or a bad module an extension brought, names that
+// layer: the staged tree is a temporary folder, gone when the user reads
+// the error. A nil *layerLog records nothing and knows nothing.
+type layerLog struct {
+	root string            // the staged tree
+	by   map[string]string // slash path in the tree → the layer that made it
+	in   map[string]string // slash path of a folder → the last layer that put something in it
+}
+
+func newLayerLog(root string) *layerLog {
+	return &layerLog{root: root, by: map[string]string{}, in: map[string]string{}}
+}
+
+// put records that layer made p (slash-separated, relative to the tree).
+func (l *layerLog) put(p, layer string) {
+	if l == nil || layer == "" {
+		return
+	}
+	p = path.Clean(filepath.ToSlash(p))
+	l.by[p] = layer
+	if d := path.Dir(p); d != "." {
+		l.in[d] = layer
+	}
+}
+
+// of returns the layer that made p, or "" when not known.
+func (l *layerLog) of(p string) string {
+	if l == nil {
+		return ""
+	}
+	return l.by[path.Clean(filepath.ToSlash(p))]
+}
+
+// filled returns the layer that last put something in the folder p, or
+// else the one that made it.
+func (l *layerLog) filled(p string) string {
+	if l == nil {
+		return ""
+	}
+	p = path.Clean(filepath.ToSlash(p))
+	if layer := l.in[p]; layer != "" {
+		return layer
+	}
+	return l.by[p]
+}
+
+// nameLayer fills in the earlier layer of a *layerConflict in err from
+// what l recorded, and returns err. It must see the conflict before any
+// fmt.Errorf wraps it: the wrapper's message is made then.
+func (l *layerLog) nameLayer(err error) error {
+	var lc *layerConflict
+	if l != nil && errors.As(err, &lc) && lc.Earlier == "" {
+		if lc.Folder {
+			lc.Earlier = l.filled(lc.Path)
+		} else {
+			lc.Earlier = l.of(lc.Path)
+		}
+	}
+	return err
+}
+
+// layerConflict is a path that a layer has as one kind of entry (a file,
+// a folder, a symlink) where an earlier layer put another.
+type layerConflict struct {
+	Path    string // slash-separated, relative to the staged tree
+	Folder  bool   // the earlier layer has a folder there
+	Earlier string // the earlier layer (overlays[0] site, extensions[1] nvidia), "" when not known
+	unknown string // what to say when Earlier is not known; "": an overlay, Étoile's own files
+	msg     func(earlier string) string
+}
+
+func (e *layerConflict) Error() string {
+	earlier := e.Earlier
+	if earlier == "" {
+		earlier = e.unknown
+	}
+	if earlier == "" {
+		earlier = "an overlay, Étoile's own files"
+	}
+	return e.msg(earlier)
 }
 
 // writeInRoot replaces rel under root with r's bytes, mode kept past the
@@ -956,7 +1083,10 @@ func (w stageWriter) fileFrom(rel string, r io.Reader, mode fs.FileMode) error {
 		return err
 	}
 	if have, err := w.root.Lstat(rel); err == nil && have.IsDir() {
-		return fmt.Errorf("%s is a folder in an overlay or extension, where Étoile writes a file: remove it", filepath.ToSlash(rel))
+		p := filepath.ToSlash(rel)
+		return &layerConflict{Path: p, Folder: true, unknown: "an overlay or extension", msg: func(earlier string) string {
+			return fmt.Sprintf("%s is a folder in %s, where Étoile writes a file: remove it", p, earlier)
+		}}
 	}
 	return writeInRoot(w.root, rel, r, mode)
 }
@@ -991,7 +1121,10 @@ func (w stageWriter) symlink(rel, to string) error {
 		return err
 	}
 	if have, err := w.root.Lstat(rel); err == nil && have.IsDir() {
-		return fmt.Errorf("%s is a folder in an overlay or extension, where Étoile makes a symlink: remove it", filepath.ToSlash(rel))
+		p := filepath.ToSlash(rel)
+		return &layerConflict{Path: p, Folder: true, unknown: "an overlay or extension", msg: func(earlier string) string {
+			return fmt.Sprintf("%s is a folder in %s, where Étoile makes a symlink: remove it", p, earlier)
+		}}
 	}
 	_ = w.root.Remove(rel)
 	return w.root.Symlink(to, rel)
@@ -1087,17 +1220,30 @@ func checkOutputModules(outputs []string, mods []kernel.Module, k *kernel.Kernel
 	for _, m := range mods {
 		have[m.Name] = true
 	}
+	// Each module once, with what each output needs it for.
 	var missing []string
+	why := map[string][]string{}
 	for _, o := range outputs {
 		for _, need := range outputModules[o] {
-			if !have[need[0]] && !k.Builtin(need[0]) && !slices.Contains(missing, need[0]+" ("+need[1]+")") {
-				missing = append(missing, need[0]+" ("+need[1]+")")
+			name, what := need[0], need[1]
+			if have[name] || k.Builtin(name) {
+				continue
+			}
+			if _, seen := why[name]; !seen {
+				missing = append(missing, name)
+			}
+			if !slices.Contains(why[name], what) {
+				why[name] = append(why[name], what)
 			}
 		}
 	}
 	if len(missing) > 0 {
+		list := make([]string, len(missing))
+		for i, name := range missing {
+			list[i] = name + " (" + strings.Join(why[name], "; ") + ")"
+		}
 		return fmt.Errorf("spec field modules lacks what the outputs %s need to boot: %s; add them (the default spec lists them: etoile build --print-default-spec)",
-			strings.Join(outputs, ", "), strings.Join(missing, ", "))
+			strings.Join(outputs, ", "), strings.Join(list, ", "))
 	}
 	return nil
 }

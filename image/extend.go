@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/diskfs/go-diskfs/backend/file"
@@ -103,14 +104,18 @@ func stageK3s(root string, art *k3s.Artifacts) error {
 // Kernel modules in an extension must be for the image's kernel (kver), in
 // /lib/modules/<kver>: mergeExtensionModules then makes them loadable.
 func (b *Builder) stageExtensions(root, kver string) error {
+	if b.staged == nil || b.staged.root != root {
+		b.staged = newLayerLog(root) // a tree stageRoot did not make
+	}
 	for i, e := range b.Spec.Extensions {
-		fail := func(err error) error { return fmt.Errorf("extensions[%d] %s: %w", i, e.Name, err) }
+		name := fmt.Sprintf("extensions[%d] %s", i, e.Name)
+		fail := func(err error) error { return fmt.Errorf("%s: %w", name, b.staged.nameLayer(err)) }
 		if e.Dir != "" {
 			src := os.DirFS(b.Spec.Resolve(e.Dir))
 			if err := checkExtensionModules(src, kver); err != nil {
 				return fail(err)
 			}
-			if err := copyTree(src, root); err != nil {
+			if err := copyTreeAs(src, root, b.staged, name); err != nil {
 				return fail(err)
 			}
 			continue
@@ -122,7 +127,7 @@ func (b *Builder) stageExtensions(root, kver string) error {
 		}
 		err = checkExtensionModules(sq, kver)
 		if err == nil {
-			err = unpackSquashfs(sq, layer, root)
+			err = unpackSquashfs(sq, layer, root, b.staged, name)
 		}
 		closeFn()
 		if err != nil {
@@ -156,8 +161,10 @@ func checkExtensionModules(fsys fs.FS, kver string) error {
 
 // mergeExtensionModules makes the modules the extensions put in the staged
 // root's /lib/modules/<version> loadable: see kernel.MergeExtras. The agent
-// lays that folder over the initramfs's modules.
-func mergeExtensionModules(root string, k *kernel.Kernel, initramfsMods []kernel.Module, log *slog.Logger) error {
+// lays that folder over the initramfs's modules. Errors name the extension
+// a module came from (layers says which) and its path in the image, not in
+// the staged tree, a temporary folder.
+func mergeExtensionModules(root string, k *kernel.Kernel, initramfsMods []kernel.Module, layers *layerLog, log *slog.Logger) error {
 	// The module folder must be the staged tree's own, not a layer's
 	// symlink (the index files are written there).
 	w, err := openStage(root)
@@ -167,7 +174,7 @@ func mergeExtensionModules(root string, k *kernel.Kernel, initramfsMods []kernel
 	err = w.realDirs(filepath.Join("lib", "modules", k.Version))
 	w.Close()
 	if err != nil {
-		return fmt.Errorf("extensions: %w", err)
+		return fmt.Errorf("extensions: %w", layers.nameLayer(err))
 	}
 	dir := filepath.Join(root, "lib", "modules", k.Version)
 	ml, err := kmod.ReadModulesLoadD(root)
@@ -176,7 +183,11 @@ func mergeExtensionModules(root string, k *kernel.Kernel, initramfsMods []kernel
 	}
 	ex, err := k.MergeExtras(dir, initramfsMods, initramfs.ModuleSuffix, ml.From)
 	if err != nil {
-		return fmt.Errorf("extensions: %w", err)
+		var me *kernel.ExtraModuleError
+		if errors.As(err, &me) {
+			return extensionModuleError(me, dir, "lib/modules/"+k.Version, layers)
+		}
+		return fmt.Errorf("extensions: %s", strings.ReplaceAll(err.Error(), dir, "/lib/modules/"+k.Version))
 	}
 	if len(ex.Modules) == 0 && len(ex.FromKernel) == 0 {
 		return nil
@@ -194,6 +205,39 @@ func mergeExtensionModules(root string, k *kernel.Kernel, initramfsMods []kernel
 			"modules", strings.Join(ex.Overrides, ","))
 	}
 	return nil
+}
+
+// extensionModuleError says which extension brought the module of me (or
+// the modules-load.d file), at its path in the image: dir is the staged
+// tree's modules folder, at rel in the tree.
+func extensionModuleError(me *kernel.ExtraModuleError, dir, rel string, layers *layerLog) error {
+	var at, from []string
+	for _, p := range strings.Split(me.Path, ", ") {
+		inTree := path.Join(rel, p) // a module, relative to the modules folder
+		if path.IsAbs(p) {
+			inTree = strings.TrimPrefix(p, "/") // a modules-load.d file
+		}
+		at = append(at, "/"+inTree)
+		if l := layers.of(inTree); l != "" && !slices.Contains(from, l) {
+			from = append(from, l)
+		}
+	}
+	// The reason may name the module by its path in the staged tree.
+	reason := me.Reason
+	if len(at) == 1 {
+		full := filepath.Join(dir, filepath.FromSlash(me.Path))
+		reason = strings.TrimPrefix(strings.TrimPrefix(reason, full+": "), full+" ")
+	}
+	reason = strings.ReplaceAll(reason, dir, "/"+rel)
+	what := "extensions"
+	if len(from) > 0 {
+		what = strings.Join(from, ", ")
+	}
+	kind := "module "
+	if len(at) == 1 && path.IsAbs(me.Path) {
+		kind = ""
+	}
+	return fmt.Errorf("%s: %s%s: %s: %s", what, kind, strings.Join(at, ", "), reason, me.Fix)
 }
 
 // openSquashfs opens a squashfs layer for reading.
@@ -217,8 +261,8 @@ func openSquashfs(layer string) (*squashfs.FileSystem, func(), error) {
 
 // unpackSquashfs copies a squashfs layer's files, folders and symlinks
 // into dst, with copyLayer's guards.
-func unpackSquashfs(sq *squashfs.FileSystem, layer, dst string) error {
-	err := copyLayer(sq, dst, func(p string, info fs.FileInfo) (string, error) {
+func unpackSquashfs(sq *squashfs.FileSystem, layer, dst string, layers *layerLog, name string) error {
+	err := copyLayer(sq, dst, layers, name, func(p string, info fs.FileInfo) (string, error) {
 		stt, ok := info.Sys().(*squashfs.StatT)
 		if !ok || stt.LinkTarget == "" {
 			return "", fmt.Errorf("cannot read the target of symlink %s", p)

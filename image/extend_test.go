@@ -1,8 +1,10 @@
 package image
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/etoile-os/etoile/agent/fakeroot"
 	"github.com/etoile-os/etoile/image/k3s"
+	"github.com/etoile-os/etoile/image/kernel"
 )
 
 // mksquashfs makes a squashfs layer of src with squashfs-tools, as an
@@ -205,5 +208,119 @@ func TestStageK3sChecksWhatItCopies(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, strings.TrimPrefix(k3s.ImageBinaryPath, "/"))); err == nil {
 		t.Error("the changed binary was left in the staged root")
+	}
+}
+
+// TestLayerConflictNamesEarlierLayer: a conflict between layers names the
+// earlier one (an overlay, an extension, Étoile's own files), not only the
+// path, so that the user knows which two to reconcile.
+func TestLayerConflictNamesEarlierLayer(t *testing.T) {
+	const kver = "6.1.0-56-amd64"
+	link := func(dir, p, to string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(to, filepath.Join(dir, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	specDir := t.TempDir()
+	ov1 := filepath.Join(specDir, "ov1")
+	link(ov1, "opt", "usr/opt")
+	fakeroot.Write(t, ov1, map[string]string{"srv/data/keep": "x"})
+	ov2 := filepath.Join(specDir, "ov2")
+	fakeroot.Write(t, ov2, map[string]string{"opt/tool": "x"})
+
+	t.Run("overlay over overlay", func(t *testing.T) {
+		b := &Builder{Spec: &ImageSpec{Overlays: []string{"ov1", "ov2"}, dir: specDir}}
+		err := b.stageRoot(t.TempDir(), "v1")
+		for _, w := range []string{"overlays[1] " + ov2, "opt is a folder here, but an earlier layer (overlays[0] ov1) made it a symlink to usr/opt"} {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("error = %v, want it to say %q", err, w)
+			}
+		}
+	})
+	for _, asLayer := range []bool{false, true} {
+		kind := "folder"
+		if asLayer {
+			kind = "squashfs"
+		}
+		ext := func(name string, files map[string]string) Extension {
+			dir := t.TempDir()
+			fakeroot.Write(t, dir, files)
+			if asLayer {
+				return Extension{Name: name, Squashfs: mksquashfs(t, dir)}
+			}
+			return Extension{Name: name, Dir: dir}
+		}
+		for _, c := range []struct {
+			name string
+			exts []Extension
+			want []string
+		}{
+			{"extension over overlay", []Extension{ext("site", map[string]string{"opt/x": "x"})},
+				[]string{"extensions[0] site: ", "opt is a folder here, but an earlier layer (overlays[0] ov1) made it a symlink"}},
+			{"extension over extension", []Extension{ext("a", map[string]string{"usr/share/a/file": "x"}), ext("b", map[string]string{"usr/share/a": "x"})},
+				[]string{"extensions[1] b: ", "usr/share/a is a file here, but a folder in an earlier layer (extensions[0] a)"}},
+			{"extension over a folder with an overlay's files", []Extension{ext("c", map[string]string{"srv/data": "x"})},
+				[]string{"extensions[0] c: ", "srv/data is a file here, but a folder in an earlier layer (overlays[0] ov1)"}},
+			{"extension over Étoile's own folder", []Extension{ext("d", map[string]string{"var/lib/etoile": "x"})},
+				[]string{"extensions[0] d: ", "var/lib/etoile is a file here, but a folder in an earlier layer (Étoile's own files)"}},
+		} {
+			t.Run(c.name+" "+kind, func(t *testing.T) {
+				b := &Builder{Spec: &ImageSpec{Overlays: []string{"ov1"}, dir: specDir, Extensions: c.exts}}
+				root := t.TempDir()
+				if err := b.stageRoot(root, "v1"); err != nil {
+					t.Fatal(err)
+				}
+				err := b.stageExtensions(root, kver)
+				for _, w := range c.want {
+					if err == nil || !strings.Contains(err.Error(), w) {
+						t.Errorf("error = %v, want it to say %q", err, w)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestExtensionModuleErrorNamesExtension: a module an extension brings that
+// the kernel cannot use is named by the extension and its path in the
+// image, not by the build's staged tree (a temporary folder, gone when the
+// user reads the error).
+func TestExtensionModuleErrorNamesExtension(t *testing.T) {
+	cache, err := DefaultCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	k, err := kernel.Resolve(context.Background(), kernel.Source{Arch: "amd64"}, cache, log)
+	if err != nil {
+		t.Fatalf("resolving Debian's kernel: %v", err)
+	}
+	mod := "lib/modules/" + k.Version + "/extra/bogus.ko"
+	site, gpu := t.TempDir(), t.TempDir()
+	fakeroot.Write(t, site, map[string]string{"etc/site": "x"})
+	fakeroot.Write(t, gpu, map[string]string{mod: "not a kernel module"})
+	b := &Builder{Spec: &ImageSpec{Extensions: []Extension{{Name: "site", Dir: site}, {Name: "gpu", Dir: gpu}}}}
+	root := filepath.Join(t.TempDir(), ".build-1234", "rootfs")
+	if err := b.stageRoot(root, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.stageExtensions(root, k.Version); err != nil {
+		t.Fatal(err)
+	}
+	err = mergeExtensionModules(root, k, nil, b.staged, log)
+	if err == nil {
+		t.Fatal("a module that is not one was merged")
+	}
+	for _, w := range []string{"extensions[1] gpu: module /" + mod + ": is not an ELF kernel module", "built for " + k.Version} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not say %q", err, w)
+		}
+	}
+	if strings.Contains(err.Error(), root) || strings.Contains(err.Error(), ".build-") {
+		t.Errorf("error %q names the staged tree, a temporary folder", err)
 	}
 }

@@ -54,3 +54,30 @@ func TestCheckOutputModules(t *testing.T) {
 		t.Errorf("netboot with squashfs, overlay and loop: %v", err)
 	}
 }
+
+// TestCheckOutputModulesNamesEachOnce: a module two outputs need (loop for
+// the ISO and for netboot) is listed once, with what each needs it for.
+func TestCheckOutputModulesNamesEachOnce(t *testing.T) {
+	err := checkOutputModules([]string{OutputISO, OutputRaw, OutputNetboot}, []kernel.Module{{Name: "isofs"}, {Name: "sr_mod"}}, &kernel.Kernel{})
+	if err == nil {
+		t.Fatal("no error without squashfs, overlay, loop, sd_mod and usb_storage")
+	}
+	msg := err.Error()
+	for _, name := range []string{"squashfs", "overlay", "loop", "sd_mod", "usb_storage"} {
+		if n := strings.Count(msg, " "+name+" ("); n != 1 {
+			t.Errorf("%s named %d times in %q, want once", name, n, msg)
+		}
+	}
+	for _, w := range []string{
+		"loop (the system image file on the ISO; the downloaded system image file)",
+		"sd_mod (the ISO written to a USB stick; a SATA or SCSI boot disk)",
+		"squashfs (the system image)",
+	} {
+		if !strings.Contains(msg, w) {
+			t.Errorf("error %q does not say %q", msg, w)
+		}
+	}
+	if strings.Contains(msg, "isofs") || strings.Contains(msg, "sr_mod") {
+		t.Errorf("error %q names modules the list has", msg)
+	}
+}

@@ -968,7 +968,7 @@ func findImage(ctx context.Context, m *Machine) error {
 			return sysimage.BlockDev{}, false
 		})
 		if err != nil {
-			return withFix(err, "insert the Étoile CD or USB stick (written whole, with dd or etoile flash), or boot with etoile.slot= or etoile.system=")
+			return withFix(err, "insert the Étoile CD or USB stick (written whole, e.g. with dd), or boot with etoile.slot= or etoile.system=")
 		}
 		m.Device, m.BootDisk = dev.Path, dev.Disk
 		m.Image = filepath.Join(MediaDir, sysimage.ISOImagePath)

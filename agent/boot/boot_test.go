@@ -356,6 +356,10 @@ func TestBootNoMedium(t *testing.T) {
 	if !errors.As(err, &se) || se.Step != "find-image" || !strings.Contains(se.Reason, "vda") || !strings.Contains(se.Fix, "USB stick") {
 		t.Fatalf("err = %v, want a find-image error naming the devices seen and what to do\n%s", err, out)
 	}
+	// The fix names only tools that exist: there is no etoile flash.
+	if !strings.Contains(se.Fix, "written whole, e.g. with dd") || strings.Contains(se.Fix, "flash") {
+		t.Errorf("fix = %q, want it to say the medium is written whole with dd, and no command that does not exist", se.Fix)
+	}
 }
 
 // TestBootStopsOnUnusableImageArgument: a mistyped netboot argument stops

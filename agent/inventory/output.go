@@ -71,16 +71,18 @@ func WriteTable(w io.Writer, inv *Inventory) error {
 		if len(d.Paths) > 0 {
 			path += " (also " + strings.Join(d.Paths, ",") + ")"
 		}
+		// The WWN last: it can be long (an NVMe id without an EUI), and
+		// the columns before it stay narrow.
 		rows = append(rows, []string{path, humanBytes(d.SizeBytes), dash(d.Transport), dash(d.Model), dash(d.Serial),
-			yesNo(d.Rotational), yesNo(d.Removable), boot})
+			yesNo(d.Rotational), yesNo(d.Removable), boot, dash(d.WWN)})
 		for _, part := range d.Partitions {
 			label := strings.TrimSpace(part.PartLabel + " " + part.FSLabel)
 			// Every row as wide as the header: tabwriter aligns a column
 			// only over a block of rows that all have it.
-			rows = append(rows, []string{"  " + part.Path, humanBytes(part.SizeBytes), "", dash(label), "", "", "", ""})
+			rows = append(rows, []string{"  " + part.Path, humanBytes(part.SizeBytes), "", dash(label), "", "", "", "", ""})
 		}
 	}
-	section("Disks", []string{"PATH", "SIZE", "TRANSPORT", "MODEL/LABEL", "SERIAL", "ROTATIONAL", "REMOVABLE", "BOOT"}, rows)
+	section("Disks", []string{"PATH", "SIZE", "TRANSPORT", "MODEL/LABEL", "SERIAL", "ROTATIONAL", "REMOVABLE", "BOOT", "WWN"}, rows)
 
 	rows = nil
 	for _, n := range inv.NICs {

@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
@@ -254,6 +255,12 @@ func versionOrDefault(v string) string {
 	return v
 }
 
+// airgapArchiveHint says what a k3s.airgapImages entry must be.
+const airgapArchiveHint = "each k3s.airgapImages entry must be an image archive as docker save writes it " +
+	"(a .tar, or one compressed: .tar.gz .tgz .tar.zst .tzst .tar.bz2 .tbz .tar.lz4) " +
+	"whose manifest.json names at least one tagged image (repository:tag), " +
+	"e.g. docker save -o app.tar registry.example/app:1; an OCI layout without manifest.json is not read"
+
 // addExtraAirgap verifies the site's extra image archives and appends them.
 func addExtraAirgap(a *Artifacts, extra []string, log *slog.Logger) error {
 	seen := map[string]string{}
@@ -263,18 +270,21 @@ func addExtraAirgap(a *Artifacts, extra []string, log *slog.Logger) error {
 	for i, p := range extra {
 		abs, err := filepath.Abs(p)
 		if err != nil {
-			return fmt.Errorf("k3s.airgap[%d] %q: %w", i, p, err)
+			return fmt.Errorf("k3s.airgapImages[%d] %q: %w", i, p, err)
 		}
 		if prev, dup := seen[filepath.Base(abs)]; dup {
-			return fmt.Errorf("k3s.airgap[%d] %q: its file name is also used by %s, and both land in %s: rename one", i, p, prev, ImageAirgapDir)
+			return fmt.Errorf("k3s.airgapImages[%d] %q: its file name is also used by %s, and both land in %s: rename one", i, p, prev, ImageAirgapDir)
 		}
 		tags, err := checkImageArchive(abs)
 		if err != nil {
-			return fmt.Errorf("k3s.airgap[%d]: %w", i, err)
+			if errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("k3s.airgapImages[%d]: %w", i, err)
+			}
+			return fmt.Errorf("k3s.airgapImages[%d]: %w; %s", i, err, airgapArchiveHint)
 		}
 		sum, err := hashFile(abs)
 		if err != nil {
-			return fmt.Errorf("k3s.airgap[%d]: %w", i, err)
+			return fmt.Errorf("k3s.airgapImages[%d]: %w", i, err)
 		}
 		seen[filepath.Base(abs)] = abs
 		a.AirgapImages = append(a.AirgapImages, abs)

@@ -53,7 +53,11 @@ func fetchOCI(ctx context.Context, src Source, cacheDir string, log *slog.Logger
 	}
 	img, err := reg.Image(ref, remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"}))
 	if err != nil {
-		return nil, fmt.Errorf("pulling K3s image %s: %w; check the name and the registry (mirrors and credentials go in a registries.yaml), or %s", ref, err, dirHint)
+		regs := "mirrors and credentials go in a K3s-format registries.yaml named by the spec's k3s.registries, a path relative to the spec file"
+		if src.RegistriesFile != "" {
+			regs = "mirrors and credentials come from k3s.registries, " + src.RegistriesFile
+		}
+		return nil, fmt.Errorf("pulling K3s image %s: %w; check the name and the registry: %s; or %s", ref, err, regs, dirHint)
 	}
 	digest, err := img.Digest()
 	if err != nil {

@@ -178,6 +178,8 @@ func TestFetchOCIFailuresStandin(t *testing.T) {
 	push(t, host+"/rancher/k3s:good", img)
 	garbage := filepath.Join(t.TempDir(), "images.tar.zst")
 	os.WriteFile(garbage, []byte("not zstd"), 0o644)
+	emptyRegistries := filepath.Join(t.TempDir(), "registries.yaml")
+	os.WriteFile(emptyRegistries, []byte("mirrors: {}\n"), 0o644)
 
 	tests := []struct {
 		name    string
@@ -186,7 +188,8 @@ func TestFetchOCIFailuresStandin(t *testing.T) {
 	}{
 		{"no /bin/k3s", Source{Image: host + "/rancher/k3s:empty"}, []string{"has no /bin/k3s"}},
 		{"/bin/k3s is a link", Source{Image: host + "/rancher/k3s:link"}, []string{"not the k3s binary"}},
-		{"missing tag", Source{Image: host + "/rancher/k3s:nope"}, []string{"pulling K3s image", "--k3s-dir DIR"}},
+		{"missing tag", Source{Image: host + "/rancher/k3s:nope"}, []string{"pulling K3s image", "--k3s-dir DIR", "k3s.registries"}},
+		{"missing tag, registries given", Source{Image: host + "/rancher/k3s:nope", RegistriesFile: emptyRegistries}, []string{"pulling K3s image", "k3s.registries, " + emptyRegistries}},
 		{"unreachable registry", Source{Image: "127.0.0.1:1/rancher/k3s:v1"}, []string{"pulling K3s image 127.0.0.1:1/rancher/k3s:v1", "--k3s-dir DIR"}},
 		{"bad reference", Source{Image: "UPPER/case:x"}, []string{"not an image reference"}},
 		{"other version", Source{Image: host + "/rancher/k3s:good", Version: "v1.33.1+k3s1"}, []string{"but the spec asks for v1.33.1+k3s1"}},
@@ -233,24 +236,33 @@ func TestExtraAirgapStandin(t *testing.T) {
 	wrongExt := filepath.Join(dir, "images.zip")
 	os.WriteFile(wrongExt, []byte("x"), 0o644)
 
+	// What an archive must be, in the errors about its contents.
+	what := []string{"docker save", "manifest.json", "tagged image"}
 	tests := []struct {
-		name    string
-		extra   []string
-		wantErr string
+		name     string
+		extra    []string
+		wantErr  string
+		wantWhat bool
 	}{
-		{"tagged archive", []string{app}, ""},
-		{"same name as K3s's tarball", []string{dup}, "its file name is also used by"},
-		{"untagged archive", []string{untagged}, "holds no tagged image"},
-		{"unsupported extension", []string{wrongExt}, "supported extensions"},
-		{"missing", []string{filepath.Join(dir, "nope.tar")}, "nope.tar"},
+		{"tagged archive", []string{app}, "", false},
+		{"same name as K3s's tarball", []string{dup}, "its file name is also used by", false},
+		{"untagged archive", []string{untagged}, "holds no tagged image", true},
+		{"unsupported extension", []string{wrongExt}, "supported extensions", true},
+		{"missing", []string{filepath.Join(dir, "nope.tar")}, "nope.tar", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			log, _ := testLog(t)
 			a, err := Fetch(context.Background(), Source{Kind: KindDir, Dir: standinRelease(t), ExtraAirgap: tt.extra}, "", log)
 			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "k3s.airgap[0]") {
-					t.Fatalf("error = %v, want one naming k3s.airgap[0] and containing %q", err, tt.wantErr)
+				// The spec's field name: k3s.airgapImages.
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "k3s.airgapImages[0]") {
+					t.Fatalf("error = %v, want one naming k3s.airgapImages[0] and containing %q", err, tt.wantErr)
+				}
+				for _, w := range what {
+					if got := strings.Contains(err.Error(), w); got != tt.wantWhat {
+						t.Errorf("error %q mentions %q: %v, want %v", err, w, got, tt.wantWhat)
+					}
 				}
 				return
 			}

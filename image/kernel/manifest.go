@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/etoile-os/etoile/image/debian"
 )
@@ -95,8 +96,11 @@ func readManifest(root, fullHash string) (map[string]string, error) {
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("%s is missing", fields[3])
-		case st.Size() != size || st.ModTime().Unix() != mtime: // seconds: caches restored by tar keep no more
-			return nil, fmt.Errorf("%s changed since it was unpacked (size %d, want %d)", fields[3], st.Size(), size)
+		case st.Size() != size:
+			return nil, fmt.Errorf("%s changed since it was unpacked: its size is %d bytes, was %d", fields[3], st.Size(), size)
+		case st.ModTime().Unix() != mtime: // seconds: caches restored by tar keep no more
+			return nil, fmt.Errorf("%s changed since it was unpacked: its modification time is %s, was %s",
+				fields[3], st.ModTime().UTC().Format(time.RFC3339), time.Unix(mtime, 0).UTC().Format(time.RFC3339))
 		}
 		// The kernel image and the module indexes (a few MB: what the
 		// initramfs's /init loads drivers by) are hashed on every use; a

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/etoile-os/etoile/image/debian"
 )
@@ -303,5 +304,40 @@ func TestDamagedModuleFoundWhenRead(t *testing.T) {
 	}
 	if err := read(); err != nil {
 		t.Errorf("the build after: %v (the entry should have been unpacked again)", err)
+	}
+}
+
+// TestChangedCacheEntryNamesWhatChanged: the entry's quick check says what
+// differs, the size or the modification time, with both values.
+func TestChangedCacheEntryNamesWhatChanged(t *testing.T) {
+	_, entry, module := cachedKernel(t)
+	path := filepath.Join(entry, module)
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unpacked := st.ModTime()
+	touched := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	if err := os.Chtimes(path, touched, touched); err != nil {
+		t.Fatal(err)
+	}
+	_, err = readManifest(entry, "")
+	for _, w := range []string{module, "modification time", "2031-05-06T07:08:09Z", unpacked.UTC().Format(time.RFC3339)} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("time changed: error = %v, want it to name %q", err, w)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "size") {
+		t.Errorf("time changed: error = %v names the size, which did not change", err)
+	}
+
+	if err := os.Truncate(path, 10); err != nil {
+		t.Fatal(err)
+	}
+	_, err = readManifest(entry, "")
+	for _, w := range []string{module, "size is 10 bytes", fmt.Sprintf("was %d", st.Size())} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("size changed: error = %v, want it to name %q", err, w)
+		}
 	}
 }
