@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -845,8 +846,11 @@ func (m *Machine) bootController(ctx context.Context) string {
 }
 
 // LateModules loads the rest of the fixed module list (netfilter,
-// wireguard, filesystems) after the ready line: nothing in the boot needs
-// them, and K3s, which does, waits for ModulesLoaded.
+// wireguard, filesystems) and the system image's modules-load.d after the
+// ready line: nothing in the boot needs them. K3s, started before, does not
+// wait for them: it loads what it needs at start through /sbin/modprobe
+// (the agent), and so does NVIDIA's container CLI (nvidia_uvm) when a GPU
+// container starts first.
 func (m *Machine) LateModules(ctx context.Context) {
 	defer close(m.modulesDone)
 	start := time.Now()
@@ -1309,6 +1313,17 @@ func switchRoot(ctx context.Context, m *Machine) error {
 			network.WriteEtc("/etc", *res, m.log)
 		}
 		m.etcMu.Unlock()
+	}
+	if m.Cold != nil {
+		// The system's modprobe.d options (options nvidia NVreg_…) for
+		// what loads from here on, before the command line's.
+		if conf, err := kmod.ReadModprobeD(m.path("/")); err != nil {
+			m.log.Warn("modprobe.d unreadable: its options are not applied", "reason", err.Error())
+		} else if len(conf.Files) > 0 {
+			m.Cold.AddConfigParams(conf.Options)
+			m.log.Info("modprobe.d", "files", strings.Join(conf.Files, ","), "options_for", strings.Join(slices.Sorted(maps.Keys(conf.Options)), ","),
+				"not_applied", strings.Join(conf.Ignored, ","))
+		}
 	}
 	if !layered || !m.real() {
 		m.imageDriversLoaded()

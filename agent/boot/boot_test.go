@@ -515,6 +515,7 @@ func TestBootLaysImageModulesOver(t *testing.T) {
 	fakeroot.Write(t, root, map[string]string{
 		"sysroot/lib/modules/" + release + "/extra/nvidia.ko": "",
 		"etc/modules-load.d/site.conf":                        "# for the site\ndca\nnot-anywhere\n",
+		"etc/modprobe.d/dca.conf":                             "options dca debug=1\nblacklist nouveau\n",
 	})
 	_, out, mr, lr, err := boot(t, root, Options{})
 	if err != nil {
@@ -530,6 +531,13 @@ func TestBootLaysImageModulesOver(t *testing.T) {
 	}
 	if !slices.Contains(lr.Loaded(), "dca") {
 		t.Errorf("dca (modules-load.d) not loaded: %q", lr.Loaded())
+	}
+	// The system's modprobe.d options apply to what loads after the switch.
+	if !strings.Contains(out, "modprobe.d files=/etc/modprobe.d/dca.conf options_for=dca not_applied=\"/etc/modprobe.d/dca.conf:2 blacklist\"") {
+		t.Errorf("modprobe.d not read:\n%s", out)
+	}
+	if p := lr.Params["dca"]; !strings.HasPrefix(p, "debug=1") {
+		t.Errorf("dca loaded with parameters %q, want modprobe.d's debug=1", p)
 	}
 	if !strings.Contains(out, "module not in image module=not_anywhere") {
 		t.Errorf("a modules-load.d name no module has is not warned about:\n%s", out)
