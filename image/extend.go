@@ -139,14 +139,19 @@ func (b *Builder) stageExtensions(root, kver string) error {
 
 // checkExtensionModules refuses kernel modules the agent would never load:
 // built for another kernel (by their folder's name; MergeExtras checks each
-// module's vermagic), or under /usr/lib/modules, which the system image does
-// not merge into /lib.
+// module's vermagic), or under /usr/lib/modules in a layer whose /lib is
+// its own folder, where the system image's /lib/modules does not see them.
+// A layer made from a merged-/usr root (lib -> usr/lib, as Debian's and
+// Ubuntu's are) has them in /usr/lib/modules, which is its /lib/modules.
 func checkExtensionModules(fsys fs.FS, kver string) error {
-	if entries, err := fs.ReadDir(fsys, "usr/lib/modules"); err == nil && len(entries) > 0 {
-		return fmt.Errorf("holds kernel modules in /usr/lib/modules/%s: Étoile loads modules from /lib/modules/%s: move them there",
+	modDir := "lib/modules"
+	if mergedUsrLib(fsys) {
+		modDir = "usr/lib/modules"
+	} else if entries, err := fs.ReadDir(fsys, "usr/lib/modules"); err == nil && len(entries) > 0 {
+		return fmt.Errorf("holds kernel modules in /usr/lib/modules/%s: Étoile loads modules from /lib/modules/%s: move them there (or make the layer's lib a link to usr/lib, as a merged-/usr root has it)",
 			entries[0].Name(), kver)
 	}
-	entries, err := fs.ReadDir(fsys, "lib/modules")
+	entries, err := fs.ReadDir(fsys, modDir)
 	if err != nil {
 		return nil // none
 	}
@@ -159,24 +164,87 @@ func checkExtensionModules(fsys fs.FS, kver string) error {
 	return nil
 }
 
+// mergedUsrLib reports whether the layer's lib is a symlink to usr/lib
+// (relative or absolute), as in a merged-/usr root.
+func mergedUsrLib(fsys fs.FS) bool {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if e.Name() != "lib" || e.Type()&fs.ModeSymlink == 0 {
+			continue
+		}
+		var to string
+		if rl, ok := fsys.(fs.ReadLinkFS); ok {
+			to, _ = rl.ReadLink("lib")
+		} else if info, err := e.Info(); err == nil {
+			if st, ok := info.Sys().(*squashfs.StatT); ok {
+				to = st.LinkTarget
+			}
+		}
+		return path.Clean(strings.TrimPrefix(to, "/")) == "usr/lib"
+	}
+	return false
+}
+
+// resolveInTree follows the symlinks of rel, a path in the tree root holds,
+// as the machine will once the tree is its root: an absolute target is the
+// tree's, and a target leaving the tree is an error. It returns the path
+// with no symlink left in it; what does not exist yet is kept as written.
+func resolveInTree(root *os.Root, rel string) (string, error) {
+	parts := strings.Split(path.Clean(filepath.ToSlash(rel)), "/")
+	cur := ""
+	for hops := 0; len(parts) > 0; {
+		next := path.Join(cur, parts[0])
+		parts = parts[1:]
+		info, err := root.Lstat(next)
+		if err != nil || info.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if hops++; hops > 40 {
+			return "", fmt.Errorf("%s: too many levels of symlinks", rel)
+		}
+		to, err := root.Readlink(next)
+		if err != nil {
+			return "", err
+		}
+		if path.IsAbs(to) {
+			cur, to = "", strings.TrimPrefix(to, "/")
+		}
+		target := path.Join(cur, to)
+		if target == ".." || strings.HasPrefix(target, "../") {
+			return "", fmt.Errorf("%s is a symlink to %s, outside the image", next, to)
+		}
+		parts = append(strings.Split(target, "/"), parts...)
+		cur = ""
+	}
+	return cur, nil
+}
+
 // mergeExtensionModules makes the modules the extensions put in the staged
 // root's /lib/modules/<version> loadable: see kernel.MergeExtras. The agent
 // lays that folder over the initramfs's modules. Errors name the extension
 // a module came from (layers says which) and its path in the image, not in
 // the staged tree, a temporary folder.
 func mergeExtensionModules(root string, k *kernel.Kernel, initramfsMods []kernel.Module, layers *layerLog, log *slog.Logger) error {
-	// The module folder must be the staged tree's own, not a layer's
-	// symlink (the index files are written there).
+	// The module folder is written in (the index files): where its path
+	// leads inside the tree (a merged-/usr layer's lib -> usr/lib), never
+	// through a symlink out of it.
 	w, err := openStage(root)
 	if err != nil {
 		return err
 	}
-	err = w.realDirs(filepath.Join("lib", "modules", k.Version))
+	rel, err := resolveInTree(w.root, path.Join("lib", "modules", k.Version))
+	if err == nil {
+		err = w.realDirs(rel)
+	}
 	w.Close()
 	if err != nil {
 		return fmt.Errorf("extensions: %w", layers.nameLayer(err))
 	}
-	dir := filepath.Join(root, "lib", "modules", k.Version)
+	dir := filepath.Join(root, filepath.FromSlash(rel))
 	ml, err := kmod.ReadModulesLoadD(root)
 	if err != nil {
 		return fmt.Errorf("extensions: reading modules-load.d: %w", err)
@@ -185,7 +253,7 @@ func mergeExtensionModules(root string, k *kernel.Kernel, initramfsMods []kernel
 	if err != nil {
 		var me *kernel.ExtraModuleError
 		if errors.As(err, &me) {
-			return extensionModuleError(me, dir, "lib/modules/"+k.Version, layers)
+			return extensionModuleError(me, dir, rel, layers)
 		}
 		return fmt.Errorf("extensions: %s", strings.ReplaceAll(err.Error(), dir, "/lib/modules/"+k.Version))
 	}

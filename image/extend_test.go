@@ -324,3 +324,96 @@ func TestExtensionModuleErrorNamesExtension(t *testing.T) {
 		t.Errorf("error %q names the staged tree, a temporary folder", err)
 	}
 }
+
+// TestMergedUsrLayer: a layer made from a merged-/usr root (lib ->
+// usr/lib, its modules in usr/lib/modules, as a Debian or Ubuntu root has
+// them) is staged, its module indexed where the machine's /lib/modules
+// leads; a lib link out of the image is refused.
+func TestMergedUsrLayer(t *testing.T) {
+	cache, err := DefaultCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	k, err := kernel.Resolve(context.Background(), kernel.Source{Arch: "amd64"}, cache, log)
+	if err != nil {
+		t.Fatalf("resolving Debian's kernel: %v", err)
+	}
+	mods, err := k.Select([]string{"8139cp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data []byte
+	var base string
+	for _, m := range mods {
+		if m.Name == "8139cp" {
+			if data, err = os.ReadFile(m.Source); err != nil {
+				t.Fatal(err)
+			}
+			base = filepath.Base(m.Source)
+		}
+	}
+	for _, asLayer := range []bool{false, true} {
+		src := t.TempDir()
+		fakeroot.Write(t, src, map[string]string{"usr/lib/modules/" + k.Version + "/extra/" + base: string(data), "usr/bin/tool": "x"})
+		for _, l := range []string{"lib", "bin"} {
+			if err := os.Symlink("usr/"+l, filepath.Join(src, l)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ext := Extension{Name: "nvidia", Dir: src}
+		if asLayer {
+			ext = Extension{Name: "nvidia", Squashfs: mksquashfs(t, src)}
+		}
+		b := &Builder{Spec: &ImageSpec{Extensions: []Extension{ext}}}
+		root := t.TempDir()
+		if err := b.stageRoot(root, "v1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.stageExtensions(root, k.Version); err != nil {
+			t.Fatalf("squashfs %v: a merged-/usr layer was refused: %v", asLayer, err)
+		}
+		if err := mergeExtensionModules(root, k, nil, b.staged, log); err != nil {
+			t.Fatalf("squashfs %v: %v", asLayer, err)
+		}
+		dep, err := os.ReadFile(filepath.Join(root, "lib/modules", k.Version, "modules.dep"))
+		if err != nil || !strings.Contains(string(dep), "extra/"+base+":") {
+			t.Errorf("squashfs %v: modules.dep through lib -> usr/lib lacks the module: %v\n%s", asLayer, err, dep)
+		}
+		if to, err := os.Readlink(filepath.Join(root, "lib")); err != nil || to != "usr/lib" {
+			t.Errorf("squashfs %v: lib is %q, %v; want the layer's link to usr/lib", asLayer, to, err)
+		}
+	}
+	// A layer whose lib leads out of the image: its modules' folder is not
+	// written through it.
+	src := t.TempDir()
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(src, "lib")); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	b := &Builder{Spec: &ImageSpec{Extensions: []Extension{{Name: "bad", Dir: src}}}}
+	if err := b.stageRoot(root, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.stageExtensions(root, k.Version); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../..", filepath.Join(root, "lib2")); err != nil {
+		t.Fatal(err)
+	}
+	w, err := openStage(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if got, err := resolveInTree(w.root, "lib/modules/"+k.Version); err != nil || got != strings.TrimPrefix(outside, "/")+"/modules/"+k.Version {
+		t.Errorf("an absolute link is the image's own path: %q, %v", got, err)
+	}
+	if _, err := resolveInTree(w.root, "lib2/x"); err == nil || !strings.Contains(err.Error(), "outside the image") {
+		t.Errorf("a link out of the tree: %v", err)
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Errorf("the build wrote outside its tree: %v", entries)
+	}
+}
