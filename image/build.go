@@ -24,6 +24,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	agentk3s "github.com/etoile-os/etoile/agent/k3s"
 	"github.com/etoile-os/etoile/image/debian"
 	"github.com/etoile-os/etoile/image/initramfs"
 	"github.com/etoile-os/etoile/image/k3s"
@@ -381,6 +382,7 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 		if err := mergeExtensionModules(stage, k, mods, b.staged, log); err != nil {
 			return err
 		}
+		checkNvidiaRuntime(stage, log)
 		return media.WriteSquashfs(system, stage, media.SquashfsOptions{Epoch: b.Epoch})
 	}); err != nil {
 		return nil, err
@@ -1246,4 +1248,17 @@ func checkOutputModules(outputs []string, mods []kernel.Module, k *kernel.Kernel
 			strings.Join(outputs, ", "), strings.Join(list, ", "))
 	}
 	return nil
+}
+
+// checkNvidiaRuntime warns when the image carries an NVIDIA container
+// runtime without what it runs (its hook, nvidia-container-cli, ldconfig,
+// the driver's libraries in ld.so.cache, or a CDI spec): pods asking for
+// runtimeClassName nvidia would fail on every GPU node. The agent says the
+// same at boot; a warning, since a site may add the rest at run time.
+func checkNvidiaRuntime(stage string, log *slog.Logger) {
+	rts := agentk3s.Runtimes(stage)
+	if problems := agentk3s.NvidiaRuntimeProblems(stage, rts); len(problems) > 0 {
+		log.Warn("the image's NVIDIA container runtime lacks what it needs: pods with runtimeClassName: nvidia will fail to start; add it to the extension (see the README's Image extensions)",
+			"missing", strings.Join(problems, "; "))
+	}
 }

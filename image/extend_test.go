@@ -417,3 +417,26 @@ func TestMergedUsrLayer(t *testing.T) {
 		t.Errorf("the build wrote outside its tree: %v", entries)
 	}
 }
+
+// TestBuildWarnsOfAnIncompleteNvidiaRuntime: an image whose extension
+// carries nvidia-container-runtime alone gets the build's warning, naming
+// what the runtime runs; an image without the runtime gets none.
+func TestBuildWarnsOfAnIncompleteNvidiaRuntime(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	stage := t.TempDir()
+	checkNvidiaRuntime(stage, log)
+	if buf.Len() != 0 {
+		t.Errorf("no runtime, yet: %s", buf.String())
+	}
+	fakeroot.Write(t, stage, map[string]string{"usr/bin/nvidia-container-runtime": "#!/bin/sh\n"})
+	if err := os.Chmod(filepath.Join(stage, "usr/bin/nvidia-container-runtime"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	checkNvidiaRuntime(stage, log)
+	for _, w := range []string{"level=WARN", "NVIDIA container runtime lacks what it needs", "nvidia-container-runtime-hook", "nvidia-container-cli", "/sbin/ldconfig", "libnvidia-ml.so.1"} {
+		if !strings.Contains(buf.String(), w) {
+			t.Errorf("the build's log lacks %q:\n%s", w, buf.String())
+		}
+	}
+}
