@@ -150,3 +150,76 @@ func FuzzDecodeRequests(f *testing.F) {
 		}
 	})
 }
+
+func TestValidateSelectorKeysAndValues(t *testing.T) {
+	for _, tt := range []struct {
+		sel  map[string]string
+		want string // "" for accepted
+	}{
+		{map[string]string{"tag": "gdpr", "country": "FR"}, ""},
+		{map[string]string{"tag": "gdpr,nis2"}, ""},
+		{map[string]string{"countyr": "FR"}, "valid keys: country, region"},
+		{map[string]string{"country": "fr"}, "ISO 3166-1"},
+		{map[string]string{"tag": "GDPR"}, "tag \"GDPR\""},
+		{map[string]string{"tag": "gdpr,GDPR"}, "tag \"GDPR\""},
+		{map[string]string{"tag": "gdpr,gdpr"}, "twice"},
+		{map[string]string{"tag": "gdpr,"}, "tag"},
+		{map[string]string{"jurisdiction": "eu"}, "jurisdiction"},
+		{map[string]string{"slot": "c"}, "slot"},
+	} {
+		err := ValidateSelector(tt.sel)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("ValidateSelector(%v) = %v, want %q", tt.sel, err, tt.want)
+		}
+	}
+}
+
+func TestSelectorTagsAreAllRequired(t *testing.T) {
+	sel := map[string]string{"tag": "gdpr,nis2"}
+	if Selects(sel, Site{Attributes: Attributes{Tags: []string{"gdpr"}}}) {
+		t.Error("a gdpr,nis2 selector selects a site with only gdpr")
+	}
+	if !Selects(sel, Site{Attributes: Attributes{Tags: []string{"dora", "nis2", "gdpr"}}}) {
+		t.Error("a gdpr,nis2 selector misses a site with both")
+	}
+	if !Selects(map[string]string{"tag": "gdpr"}, Site{Attributes: Attributes{Tags: []string{"gdpr"}}}) {
+		t.Error("a stored one-tag selector no longer selects")
+	}
+	if got := strings.Join(SelectorTerms(map[string]string{"tag": "nis2,gdpr", "country": "FR"}), " "); got != "country=FR tag=gdpr tag=nis2" {
+		t.Errorf("SelectorTerms = %q", got)
+	}
+	if got := NormalizeSelector(map[string]string{"tag": "nis2,gdpr,nis2"})["tag"]; got != "gdpr,nis2" {
+		t.Errorf("NormalizeSelector tag = %q", got)
+	}
+}
+
+func TestValidateHubURL(t *testing.T) {
+	for _, tt := range []struct{ url, want string }{
+		{"https://hub.example:8443", ""},
+		{"https://10.0.0.1", ""},
+		{"https://[::1]:443/hub", ""},
+		{"https://x:99999", "1 to 65535"},
+		{"https://x:0", "1 to 65535"},
+		{"https://x:", "1 to 65535"},
+		{"http://x:8443", "https"},
+		{"https://x_y:8443", "DNS name"},
+		{"https://x:8443?a=b", "query"},
+	} {
+		err := ValidateHubURL(tt.url)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("ValidateHubURL(%q) = %v, want %q", tt.url, err, tt.want)
+		}
+	}
+}
+
+func TestValidateAuditAction(t *testing.T) {
+	if err := ValidateAuditAction(""); err != nil {
+		t.Error(err)
+	}
+	if err := ValidateAuditAction(AuditAdminIssue); err != nil {
+		t.Error(err)
+	}
+	if err := ValidateAuditAction("nosuch"); err == nil || !strings.Contains(err.Error(), "site.join") {
+		t.Errorf("unknown action: %v", err)
+	}
+}

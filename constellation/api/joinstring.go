@@ -132,3 +132,36 @@ func NewTokenCredentials() (id, secret string, err error) {
 	}
 	return hex.EncodeToString(idb[:]), base64.RawURLEncoding.EncodeToString(sb[:]), nil
 }
+
+// ValidateHubURL checks a hub's advertised URL as the join string will
+// carry it: https, an IP address or DNS name, a port (when given) from 1 to
+// 65535, a plain path, nothing else.
+func ValidateHubURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("not https://HOST[:PORT]: %w", err)
+	}
+	if u.Scheme != "https" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return errors.New("not https://HOST[:PORT] (https, without user, query or fragment)")
+	}
+	host := u.Hostname()
+	if host == "" {
+		return errors.New("no host: give https://HOST[:PORT]")
+	}
+	if net.ParseIP(host) == nil && !hostnamePattern.MatchString(host) {
+		return fmt.Errorf("host %q is neither an IP address nor a DNS name", clip(host))
+	}
+	if p := u.Port(); p != "" || strings.HasSuffix(u.Host, ":") {
+		if !portPattern.MatchString(p) {
+			return fmt.Errorf("port %q is not a number from 1 to 65535", clip(p))
+		}
+	}
+	if u.Path != "" && !pathPattern.MatchString(u.Path) {
+		return fmt.Errorf("path %q holds characters other than letters, digits and -._/", clip(u.Path))
+	}
+	return nil
+}

@@ -258,7 +258,12 @@ const (
 	AuditTemplateAdd    = "template.add"
 	AuditTemplateRemove = "template.remove"
 	AuditPlacement      = "placement.query"
+	AuditAdminIssue     = "admin.issue"
 )
+
+// AuditActions lists every audit action, for filters and their errors.
+var AuditActions = []string{AuditTokenCreate, AuditTokenRevoke, AuditSiteJoin, AuditSiteJoinRefuse, AuditSiteRevoke,
+	AuditTemplateAdd, AuditTemplateRemove, AuditPlacement, AuditAdminIssue}
 
 // PlacementRequest asks which sites may run a workload. Needs are key=value
 // constraints over site attributes (country, region, jurisdiction,

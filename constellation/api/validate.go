@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"regexp"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -28,6 +31,14 @@ var (
 	attrKeyPattern      = lazyRegexp(`^[a-z][a-z0-9.]{0,31}$`)
 	attrValuePattern    = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 )
+
+// ValidateHost checks a DNS host name (letters, digits, inner '-', dots).
+func ValidateHost(s string) error {
+	if len(s) > 253 || !hostnamePattern.MatchString(s) {
+		return fmt.Errorf("%q is not a host name", clip(s))
+	}
+	return nil
+}
 
 // ValidateName checks a site or template name: a DNS label (lowercase
 // letters, digits, inner dashes, 63 characters at most).
@@ -158,20 +169,123 @@ func (h Heartbeat) Validate() error {
 	return validateGPUs(c.GPUs)
 }
 
+// AttrKeys are the site attributes that selectors and placement needs
+// compare (see Site.Attr), in the order error messages list them.
+var AttrKeys = []string{"country", "region", "jurisdiction", "tag", "gpu.vendor", "k3s.version", "etoile.version", "slot", "name", "site"}
+
+// ValidateAttr checks one attribute term: the key must be one of AttrKeys
+// and the value must be one a site can carry, checked as token attributes
+// and heartbeats are (country=fr or tag=GDPR could never match a site).
+func ValidateAttr(key, value string) error {
+	if err := validateKV(key, value); err != nil {
+		return err
+	}
+	switch key {
+	case "country":
+		if !countryPattern.MatchString(value) {
+			return fmt.Errorf("country %q is not an ISO 3166-1 alpha-2 code such as FR or DE (uppercase)", clip(value))
+		}
+	case "region":
+		if !regionPattern.MatchString(value) {
+			return fmt.Errorf("region %q is not lowercase letters, digits and inner '-' (e.g. eu-west-3)", clip(value))
+		}
+	case "jurisdiction":
+		if !jurisdictionPattern.MatchString(value) {
+			return fmt.Errorf("jurisdiction %q is not 2 to 8 uppercase letters such as EU or US", clip(value))
+		}
+	case "tag":
+		if !tagPattern.MatchString(value) {
+			return fmt.Errorf("tag %q is not lowercase letters, digits, '.' and '-' (e.g. gdpr, nis2)", clip(value))
+		}
+	case "gpu.vendor":
+		if !tagPattern.MatchString(value) {
+			return fmt.Errorf("gpu.vendor %q is not lowercase letters and digits (e.g. nvidia, amd, intel)", clip(value))
+		}
+	case "k3s.version", "etoile.version":
+		return validateVersion(key, value)
+	case "slot":
+		if value != "a" && value != "b" && value != "none" {
+			return fmt.Errorf("slot %q is not a, b or none", clip(value))
+		}
+	case "name", "site":
+		return ValidateName(key, value)
+	default:
+		return fmt.Errorf("unknown key %q (valid keys: %s)", clip(key), strings.Join(AttrKeys, ", "))
+	}
+	return nil
+}
+
+// SelectorTags returns the tags a selector's tag term asks for: a site must
+// carry every one of them. Several tags are stored as one comma-separated
+// value ("gdpr,nis2"), since Selector is a map with one value per key.
+func SelectorTags(v string) []string { return strings.Split(v, ",") }
+
 // ValidateSelector checks template selector keys and values.
 func ValidateSelector(sel map[string]string) error {
 	if len(sel) > 16 {
 		return fmt.Errorf("selector has %d terms, at most 16", len(sel))
 	}
-	for k, v := range sel {
-		if !attrKeyPattern.MatchString(k) {
-			return fmt.Errorf("selector key %q is not lowercase letters, digits and '.'", clip(k))
+	keys := make([]string, 0, len(sel))
+	for k := range sel {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := sel[k]
+		if k != "tag" {
+			if err := ValidateAttr(k, v); err != nil {
+				return fmt.Errorf("selector %s=%s: %w", clip(k), clip(v), err)
+			}
+			continue
 		}
-		if !attrValuePattern.MatchString(v) {
-			return fmt.Errorf("selector %s value %q is not letters, digits and ._-", k, clip(v))
+		tags := SelectorTags(v)
+		if len(tags) > 32 {
+			return fmt.Errorf("selector tag has %d tags, at most 32", len(tags))
+		}
+		seen := map[string]bool{}
+		for _, t := range tags {
+			if err := ValidateAttr("tag", t); err != nil {
+				return fmt.Errorf("selector tag=%s: %w", clip(v), err)
+			}
+			if seen[t] {
+				return fmt.Errorf("selector tag=%s names tag %s twice", clip(v), t)
+			}
+			seen[t] = true
 		}
 	}
 	return nil
+}
+
+// SelectorTerms lists a selector as sorted key=value terms, one per tag, as
+// the CLI takes them (--selector tag=gdpr --selector tag=nis2).
+func SelectorTerms(sel map[string]string) []string {
+	terms := make([]string, 0, len(sel))
+	for k, v := range sel {
+		if k == "tag" {
+			for _, t := range SelectorTags(v) {
+				terms = append(terms, "tag="+t)
+			}
+			continue
+		}
+		terms = append(terms, k+"="+v)
+	}
+	sort.Strings(terms)
+	return terms
+}
+
+// NormalizeSelector returns sel with its tag list sorted and without
+// repeats, so that equal selectors are stored alike.
+func NormalizeSelector(sel map[string]string) map[string]string {
+	v, ok := sel["tag"]
+	if !ok {
+		return sel
+	}
+	tags := SelectorTags(v)
+	sort.Strings(tags)
+	out := make(map[string]string, len(sel))
+	maps.Copy(out, sel)
+	out["tag"] = strings.Join(slices.Compact(tags), ",")
+	return out
 }
 
 // Validate checks a template.
@@ -191,13 +305,34 @@ func (t Template) Validate() error {
 	return ValidateSelector(t.Selector)
 }
 
-// ParseKV parses "key=value" with the attribute key and value rules.
+// ValidateAuditAction checks an audit filter: "" (every action) or one of AuditActions.
+func ValidateAuditAction(action string) error {
+	if action != "" && !slices.Contains(AuditActions, action) {
+		return fmt.Errorf("audit action %q is unknown (valid actions: %s)", clip(action), strings.Join(AuditActions, ", "))
+	}
+	return nil
+}
+
+// validateKV checks the shape every key=value term shares.
+func validateKV(k, v string) error {
+	if !attrKeyPattern.MatchString(k) {
+		return fmt.Errorf("key %q is not lowercase letters, digits and '.'", clip(k))
+	}
+	if !attrValuePattern.MatchString(v) {
+		return fmt.Errorf("%s value %q is not letters, digits and ._-", k, clip(v))
+	}
+	return nil
+}
+
+// ParseKV parses "key=value" with the attribute key and value shape rules
+// (placement needs also take capacity keys; see ValidateAttr for the
+// attribute keys' own values).
 func ParseKV(s string) (string, string, error) {
 	k, v, ok := strings.Cut(s, "=")
 	if !ok {
 		return "", "", fmt.Errorf("%q is not key=value", clip(s))
 	}
-	if err := ValidateSelector(map[string]string{k: v}); err != nil {
+	if err := validateKV(k, v); err != nil {
 		return "", "", err
 	}
 	return k, v, nil
@@ -244,14 +379,17 @@ func (s Site) Attr(key string) []string {
 // Selects reports whether a template selector selects site s.
 func Selects(sel map[string]string, s Site) bool {
 	for k, v := range sel {
-		found := false
-		for _, have := range s.Attr(k) {
-			if have == v {
-				found = true
-				break
+		if k == "tag" {
+			// Every tag of the list: a template for gdpr,nis2 sites must
+			// not reach a site with only one of them.
+			for _, t := range SelectorTags(v) {
+				if !s.HasTag(t) {
+					return false
+				}
 			}
+			continue
 		}
-		if !found {
+		if !slices.Contains(s.Attr(k), v) {
 			return false
 		}
 	}

@@ -63,6 +63,26 @@ func WriteAdminConfig(path string, ca *pki.CA, hubURL, name string, lifetime tim
 	return pki.WriteFileAtomic(path, b, 0o600)
 }
 
+// UpdateAdminConfigURL points the admin config at path to hubURL, keeping
+// its CA and credentials; it returns the URL it had (unchanged files are not
+// rewritten).
+func UpdateAdminConfigURL(path, hubURL string) (string, error) {
+	c, err := LoadClientConfig(path)
+	if err != nil {
+		return "", err
+	}
+	old := c.Hub
+	if old == hubURL {
+		return old, nil
+	}
+	c.Hub = hubURL
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		return old, fmt.Errorf("encoding admin config: %w", err)
+	}
+	return old, pki.WriteFileAtomic(path, b, 0o600)
+}
+
 // LoadClientConfig reads an admin config.
 func LoadClientConfig(path string) (ClientConfig, error) {
 	var c ClientConfig
@@ -144,7 +164,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		var e api.Error
 		if json.Unmarshal(data, &e) == nil && e.Message != "" {
 			if e.Code == api.CodeNotFound {
-				return fmt.Errorf("%s: %w", e.Message, store.ErrNotFound)
+				return &store.NotFoundError{Message: e.Message}
 			}
 			return &store.Refusal{Code: e.Code, Message: e.Message}
 		}

@@ -75,7 +75,7 @@ type pageCount struct {
 }
 
 func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
-	sites, err := s.Service.Sites(r.Context())
+	sites, rev, err := s.Service.sitesAt(r.Context())
 	if err != nil {
 		s.log().Error("status page", "err", err)
 		http.Error(w, "hub store unavailable: see the hub's log", http.StatusInternalServerError)
@@ -83,11 +83,9 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	}
 	byCountry := map[string][]api.Site{}
 	counts := map[string]int{}
-	var rev int64
 	for _, st := range sites {
 		byCountry[st.Country] = append(byCountry[st.Country], st)
 		counts[st.Status]++
-		rev = st.DesiredRevision
 	}
 	data := struct {
 		Total     int

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http/httptest"
 	"strings"
@@ -94,5 +95,41 @@ func TestRefusedJoinAuditIsBounded(t *testing.T) {
 	last := st.events[len(st.events)-2]
 	if last.Subject != "suppressed" || !strings.Contains(last.Detail, "980 more") {
 		t.Fatalf("summary %+v", last)
+	}
+}
+
+// templatesOnlyStore has templates but no site yet.
+type templatesOnlyStore struct{ store.Store }
+
+func (templatesOnlyStore) Sites(context.Context) ([]api.Site, error) { return nil, nil }
+func (templatesOnlyStore) Templates(context.Context) (api.TemplateList, error) {
+	return api.TemplateList{Revision: 3, Templates: []api.Template{{Name: "base", Revision: 3}}}, nil
+}
+
+func TestPageShowsTemplateRevisionBeforeAnySite(t *testing.T) {
+	srv := &Server{Service: &Service{Store: templatesOnlyStore{}}}
+	rec := httptest.NewRecorder()
+	srv.StatusHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if page := rec.Body.String(); !strings.Contains(page, "template revision 3") {
+		t.Fatalf("page without sites does not show the hub's revision 3:\n%s", page)
+	}
+}
+
+func (a *auditStore) AuditEvents(context.Context, string, int) ([]api.AuditEvent, error) {
+	return a.events, nil
+}
+
+func TestAuditRefusesUnknownAction(t *testing.T) {
+	a := (&Service{Store: &auditStore{}}).As("local:test")
+	_, err := a.Audit(context.Background(), "nosuch", 10)
+	if !IsRefusal(err, api.CodeBadRequest) || !strings.Contains(err.Error(), "nosuch") || !strings.Contains(err.Error(), api.AuditSiteJoin) {
+		t.Fatalf("audit --action nosuch: %v", err)
+	}
+}
+
+func TestNotFoundSaidOnce(t *testing.T) {
+	err := store.NotFound("token", "nosuch")
+	if err.Error() != "no token nosuch: see etoile hub token list" || !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("%v (is ErrNotFound: %v)", err, errors.Is(err, store.ErrNotFound))
 	}
 }

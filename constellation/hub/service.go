@@ -172,6 +172,7 @@ func (a *actorView) Place(ctx context.Context, req api.PlacementRequest) (api.Pl
 }
 
 func (a *actorView) PutTemplate(ctx context.Context, t api.Template) (api.Template, error) {
+	t.Selector = api.NormalizeSelector(t.Selector)
 	if err := t.Validate(); err != nil {
 		return t, &store.Refusal{Code: api.CodeBadRequest, Message: err.Error()}
 	}
@@ -179,11 +180,7 @@ func (a *actorView) PutTemplate(ctx context.Context, t api.Template) (api.Templa
 		return t, &store.Refusal{Code: api.CodeBadRequest, Message: fmt.Sprintf("template %s: %v", t.Name, err)}
 	}
 	t.UpdatedAt = a.s.now()
-	sel := make([]string, 0, len(t.Selector))
-	for k, v := range t.Selector {
-		sel = append(sel, k+"="+v)
-	}
-	sort.Strings(sel)
+	sel := api.SelectorTerms(t.Selector)
 	rev, err := a.s.Store.PutTemplate(ctx, t, a.event(api.AuditTemplateAdd, t.Name, fmt.Sprintf("selector=%s bytes=%d", strings.Join(sel, ","), len(t.Manifest))))
 	t.Revision = rev
 	return t, err
@@ -201,25 +198,35 @@ func (a *actorView) Templates(ctx context.Context) (api.TemplateList, error) {
 }
 
 func (a *actorView) Audit(ctx context.Context, action string, limit int) ([]api.AuditEvent, error) {
+	if err := api.ValidateAuditAction(action); err != nil {
+		return nil, &store.Refusal{Code: api.CodeBadRequest, Message: err.Error()}
+	}
 	return a.s.Store.AuditEvents(ctx, action, limit)
 }
 
 // Sites lists sites with their status and the desired template revision.
 func (s *Service) Sites(ctx context.Context) ([]api.Site, error) {
+	sites, _, err := s.sitesAt(ctx)
+	return sites, err
+}
+
+// sitesAt is Sites with the hub's current template revision, which the
+// status page shows even before any site has joined.
+func (s *Service) sitesAt(ctx context.Context) ([]api.Site, int64, error) {
 	sites, err := s.Store.Sites(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	tl, err := s.Store.Templates(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	now := s.now()
 	for i := range sites {
 		sites[i].Status = store.Status(sites[i], now, s.interval())
 		sites[i].DesiredRevision = tl.Revision
 	}
-	return sites, nil
+	return sites, tl.Revision, nil
 }
 
 // Join admits a site: checks the CSR, runs the store transaction and signs

@@ -21,6 +21,7 @@ import (
 	"github.com/etoile-os/etoile/constellation/hubcli"
 	"github.com/etoile-os/etoile/constellation/join"
 	"github.com/etoile-os/etoile/constellation/pki"
+	"github.com/etoile-os/etoile/constellation/store"
 )
 
 // testHub is a hub serving on loopback with real TLS and a movable clock.
@@ -723,5 +724,236 @@ func TestNamedAdminConfigIsAudited(t *testing.T) {
 	evs, err := h.admin.Audit(ctx, api.AuditPlacement, 1)
 	if err != nil || len(evs) != 1 || !strings.HasPrefix(evs[0].Actor, "admin:alice:") {
 		t.Fatalf("audit actor: %+v %v", evs, err)
+	}
+}
+
+// cli runs `etoile hub ARGS…` and returns its output and error.
+func cli(args ...string) (string, error) {
+	var out, errb bytes.Buffer
+	err := hubcli.Command(context.Background(), args, &out, &errb)
+	return out.String() + errb.String(), err
+}
+
+func wantErr(t *testing.T, err error, want ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("accepted, want an error with %q", want)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Fatalf("error %q does not say %q", err, w)
+		}
+	}
+}
+
+// Repeated --selector tag= terms are all required: a gdpr+nis2 template
+// must not reach a site with gdpr only.
+func TestTemplateSelectorsAreANDed(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t, t.TempDir())
+	file := filepath.Join(t.TempDir(), "ns.yaml")
+	if err := os.WriteFile(file, []byte(manifestA), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cli("template", "add", "eu-strict", "--file", file, "--selector", "tag=gdpr", "--selector", "tag=nis2", "--data", h.dir); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	out, err := cli("template", "list", "--data", h.dir)
+	if err != nil || !strings.Contains(out, "tag=gdpr,tag=nis2") {
+		t.Fatalf("template list: %v\n%s", err, out)
+	}
+	applied := func(name string, tags ...string) bool {
+		t.Helper()
+		root := t.TempDir()
+		site, err := join.Join(ctx, h.token(t, api.TokenRequest{Site: name, Attributes: api.Attributes{Tags: tags}}), join.Options{Root: root})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := site.Beat(ctx, status(1, "")); err != nil {
+			t.Fatal(err)
+		}
+		_, err = os.Stat(filepath.Join(root, join.ManifestDir, "etoile-eu-strict.yaml"))
+		return err == nil
+	}
+	if applied("only-gdpr", "gdpr") {
+		t.Error("the gdpr+nis2 template reached a site without nis2")
+	}
+	if !applied("both-1", "gdpr", "nis2") {
+		t.Error("the gdpr+nis2 template missed a site with both")
+	}
+	// Bad selectors are refused by name, before anything is stored.
+	for _, tt := range []struct {
+		sel  []string
+		want []string
+	}{
+		{[]string{"country=FR", "country=DE"}, []string{"country=FR", "country=DE"}},
+		{[]string{"countyr=FR"}, []string{"countyr", "valid keys: country"}},
+		{[]string{"country=fr"}, []string{"country=fr", "ISO 3166-1"}},
+		{[]string{"tag=GDPR"}, []string{"tag=GDPR", "lowercase"}},
+		{[]string{"tag"}, []string{"KEY=VALUE"}},
+	} {
+		args := []string{"template", "add", "bad", "--file", file, "--data", h.dir}
+		for _, s := range tt.sel {
+			args = append(args, "--selector", s)
+		}
+		_, err := cli(args...)
+		wantErr(t, err, tt.want...)
+	}
+	if tl, _ := h.admin.Templates(ctx); len(tl.Templates) != 1 {
+		t.Fatalf("templates after refusals: %+v", tl.Templates)
+	}
+}
+
+// Nothing on the command line is ignored: leftover arguments and unknown
+// subcommands are refused before any data folder is opened, and the
+// flags-first form of sites works.
+func TestPositionalArgumentsAreNotDropped(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t, t.TempDir())
+	if _, err := join.Join(ctx, h.token(t, api.TokenRequest{Site: "nice-1"}), join.Options{Root: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cli("sites", "--data", h.dir, "revoke", "nice-1"); err != nil || !strings.Contains(out, "revoked") {
+		t.Fatalf("sites --data D revoke nice-1: %v\n%s", err, out)
+	}
+	if s := h.site(t, "nice-1"); s.RevokedAt == nil {
+		t.Fatal("sites --data D revoke nice-1 did not revoke")
+	}
+	missing := filepath.Join(t.TempDir(), "no-hub-here")
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"audit", "--data", h.dir, "site.join"}, []string{`"site.join"`, "--action site.join"}},
+		{[]string{"token", "--data", missing, "list"}, []string{"etoile hub token create|list|revoke [flags]", "--data"}},
+		{[]string{"template", "--data", missing, "list"}, []string{"etoile hub template add|list|remove|rm [flags]"}},
+		{[]string{"token", "frob", "--data", missing}, []string{`unknown subcommand "frob"`}},
+		{[]string{"template", "frob", "--data", missing}, []string{`unknown subcommand "frob"`}},
+		{[]string{"sites", "frob", "--data", missing}, []string{`unknown subcommand "frob"`}},
+		{[]string{"token", "list", "extra", "--data", missing}, []string{`unexpected argument "extra"`}},
+		{[]string{"token", "create", "paris-1", "--site", "paris-1", "--data", missing}, []string{`unexpected argument "paris-1"`, "--site"}},
+		{[]string{"template", "list", "extra", "--data", missing}, []string{`unexpected argument "extra"`}},
+		{[]string{"sites", "list", "extra", "--data", missing}, []string{`unexpected argument "extra"`}},
+		{[]string{"sites", "revoke", "--data", missing}, []string{"give one site name"}},
+		{[]string{"audit", "extra", "--data", missing}, []string{`unexpected argument "extra"`}},
+		{[]string{"admin-config", "alice", "--data", missing}, []string{`unexpected argument "alice"`}},
+		{[]string{"serve", "extra", "--data", missing}, []string{`unexpected argument "extra"`}},
+		{[]string{"rules", "extra"}, []string{`unexpected argument "extra"`}},
+	} {
+		_, err := cli(tt.args...)
+		wantErr(t, err, tt.want...)
+		if strings.Contains(err.Error(), "no hub CA") || strings.Contains(err.Error(), hubcli.DefaultDataDir) {
+			t.Errorf("etoile hub %s opened a data folder before refusing: %v", strings.Join(tt.args, " "), err)
+		}
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused command created %s", missing)
+	}
+	if _, err := cli("audit", "--data", h.dir, "--action", "nosuch"); err == nil || !strings.Contains(err.Error(), api.AuditTemplateAdd) {
+		t.Errorf("audit --action nosuch: %v", err)
+	}
+}
+
+// A second `hub serve` on the same data folder is refused and leaves the
+// running hub's settings alone; admin commands keep working beside it.
+func TestSecondServeOnSameDataIsRefused(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t, t.TempDir())
+	// Bounded: a second hub that does start must not hang the test.
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := hubcli.Serve(sctx, hubcli.ServeOptions{Data: h.dir, Listen: "127.0.0.1:0", URL: "https://elsewhere.example:9999"})
+	wantErr(t, err, fmt.Sprintf("data folder %s is in use by another etoile hub serve (pid %d)", h.dir, os.Getpid()))
+	out, err := cli("token", "create", "--site", "after-1", "--qr", "never", "--data", h.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := api.ParseJoinString(strings.SplitN(out, "\n", 2)[0])
+	if err != nil || js.Hub != h.url {
+		t.Fatalf("join string after a refused second serve: %v, hub %s (want %s)", err, js.Hub, h.url)
+	}
+	h.stop()
+	// Stopped, the folder is free again.
+	startHub(t, h.dir)
+}
+
+func TestServeRefusesBadPorts(t *testing.T) {
+	// Bounded: a hub that does start must not hang the test.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	data := filepath.Join(t.TempDir(), "hub")
+	err := hubcli.Serve(ctx, hubcli.ServeOptions{Data: data, Listen: "127.0.0.1:0", URL: "https://x:99999"})
+	wantErr(t, err, "--url", "99999", "65535")
+	if _, err := os.Stat(data); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused serve created its data folder: %v", err)
+	}
+	err = hubcli.Serve(ctx, hubcli.ServeOptions{Data: t.TempDir(), Listen: "127.0.0.1:0", SANs: []string{"x:99999"}})
+	wantErr(t, err, "--san", "x:99999")
+	if strings.Contains(err.Error(), "--url") {
+		t.Errorf("an error about --san names --url: %v", err)
+	}
+}
+
+// admin.yaml follows the hub's URL across restarts, with its credentials.
+func TestAdminConfigFollowsHubURL(t *testing.T) {
+	dir := t.TempDir()
+	h := startHub(t, dir)
+	path := filepath.Join(dir, hub.AdminConfigFile)
+	before, err := hub.LoadClientConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	h2 := startHub(t, dir, func(o *hubcli.ServeOptions) { o.URL = "https://localhost:7443" })
+	after, err := hub.LoadClientConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Hub != h2.url || after.Hub == before.Hub || after.Cert != before.Cert || after.Key != before.Key {
+		t.Fatalf("admin.yaml hub %s (want %s, was %s), same credentials: %v", after.Hub, h2.url, before.Hub, after.Cert == before.Cert && after.Key == before.Key)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin.yaml mode: %v %v", err, fi.Mode())
+	}
+}
+
+func TestAdminConfigTTLAndAudit(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t, t.TempDir())
+	out := filepath.Join(t.TempDir(), "alice.yaml")
+	for _, ttl := range []string{"-1h", "0", "30s", "1000000h"} {
+		_, err := cli("admin-config", "--data", h.dir, "--name", "alice", "--out", out, "--ttl", ttl)
+		wantErr(t, err, "--ttl ", "is outside 1m..87600h")
+		if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("--ttl %s wrote %s", ttl, out)
+		}
+	}
+	if o, err := cli("admin-config", "--data", h.dir, "--name", "alice", "--out", out, "--ttl", "720h"); err != nil {
+		t.Fatalf("%v\n%s", err, o)
+	}
+	evs, err := h.admin.Audit(ctx, api.AuditAdminIssue, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var subjects []string
+	for _, e := range evs {
+		subjects = append(subjects, e.Actor+">"+e.Subject)
+	}
+	got := strings.Join(subjects, " ")
+	if !strings.Contains(got, "local:") || !strings.Contains(got, ">alice") || !strings.Contains(got, "hub>admin") {
+		t.Fatalf("admin.issue events: %s", got)
+	}
+}
+
+// A remote "not found" says so once and where to look.
+func TestRemoteNotFoundSaidOnce(t *testing.T) {
+	h := startHub(t, t.TempDir())
+	_, err := cli("token", "revoke", "nosuch", "--hub", h.url, "--admin-config", filepath.Join(h.dir, hub.AdminConfigFile))
+	if err == nil || err.Error() != "hub token revoke: no token nosuch: see etoile hub token list" {
+		t.Fatalf("remote revoke of a missing token: %v", err)
+	}
+	_, err = h.admin.RemoveTemplate(context.Background(), "nosuch")
+	if err == nil || err.Error() != "no template nosuch: see etoile hub template list" || !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("remote remove of a missing template: %v", err)
 	}
 }

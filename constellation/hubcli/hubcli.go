@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -45,6 +46,8 @@ const usage = `usage: etoile hub COMMAND [flags]
 
 Admin commands act on the hub's data folder (--data DIR, default ` + DefaultDataDir + `)
 or on a remote hub (--hub URL, --admin-config FILE, default DIR/admin.yaml).
+The subcommand comes right after the command (etoile hub token list --data DIR).
+Template selectors are ANDed: --selector tag=gdpr --selector tag=nis2 needs both tags.
 `
 
 // Command runs `etoile hub ARGS…`.
@@ -71,6 +74,9 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case "audit":
 		return audit(ctx, rest, stdout, stderr)
 	case "rules":
+		if len(args) > 1 && !isHelp(args[1]) {
+			return fmt.Errorf("hub rules: unexpected argument %q (etoile hub rules takes none)", args[1])
+		}
 		return rules(stdout)
 	case "admin-config":
 		return adminConfig(ctx, rest, stdout, stderr)
@@ -115,6 +121,48 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
+}
+
+func isHelp(a string) bool { return a == "-h" || a == "-help" || a == "--help" || a == "help" }
+
+// subcommand splits off the subcommand of `etoile hub CMD SUB [flags]`. The
+// subcommand comes first (its flags depend on it): flags before it are
+// refused with the form to use, so that nothing is done with half the
+// command line.
+func subcommand(cmd string, args []string, subs []string) (string, []string, error) {
+	form := fmt.Sprintf("etoile hub %s %s [flags]", cmd, strings.Join(subs, "|"))
+	if len(args) == 0 {
+		return "", nil, fmt.Errorf("hub %s: give %s (%s)", cmd, orList(subs), form)
+	}
+	sub := args[0]
+	if strings.HasPrefix(sub, "-") && !isHelp(sub) {
+		return "", nil, fmt.Errorf("hub %s: the subcommand comes before the flags: %s (got %q first)", cmd, form, sub)
+	}
+	if isHelp(sub) {
+		return "help", nil, nil
+	}
+	if !slices.Contains(subs, sub) {
+		return "", nil, fmt.Errorf("hub %s: unknown subcommand %q (%s)", cmd, sub, form)
+	}
+	return sub, args[1:], nil
+}
+
+func orList(s []string) string {
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+}
+
+// noArgs refuses positional arguments a command does not take.
+func noArgs(cmd string, pos []string, hint string) error {
+	if len(pos) == 0 {
+		return nil
+	}
+	if hint != "" {
+		hint = " (" + hint + ")"
+	}
+	return fmt.Errorf("hub %s: unexpected argument %q%s", cmd, pos[0], hint)
 }
 
 // open returns the Admin to use and a function to release it.
@@ -173,10 +221,14 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func token(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("hub token: give create, list or revoke")
+	sub, args, err := subcommand("token", args, []string{"create", "list", "revoke"})
+	if err != nil {
+		return err
 	}
-	sub, args := args[0], args[1:]
+	if sub == "help" {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
 	fs, a := newFlags("token "+sub, stderr)
 	var req api.TokenRequest
 	var tags multi
@@ -196,6 +248,19 @@ func token(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return flagErr(err)
 	}
+	switch sub {
+	case "create":
+		err = noArgs("token create", pos, "the site name is --site NAME")
+	case "list":
+		err = noArgs("token list", pos, "")
+	case "revoke":
+		if len(pos) != 1 {
+			err = errors.New("hub token revoke: give one token ID (see etoile hub token list)")
+		}
+	}
+	if err != nil {
+		return err
+	}
 	admin, done, err := a.open(ctx)
 	if err != nil {
 		return err
@@ -203,9 +268,6 @@ func token(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer done()
 	switch sub {
 	case "create":
-		if len(pos) > 0 {
-			return fmt.Errorf("hub token create: unexpected argument %q", pos[0])
-		}
 		req.Tags = tags
 		req.TTLSeconds = int64(ttl / time.Second)
 		resp, err := admin.CreateToken(ctx, req)
@@ -249,9 +311,6 @@ func token(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return tw.Flush()
 	case "revoke":
-		if len(pos) != 1 {
-			return errors.New("hub token revoke: give one token ID (see etoile hub token list)")
-		}
 		if err := admin.RevokeToken(ctx, pos[0]); err != nil {
 			return fmt.Errorf("hub token revoke: %w", err)
 		}
@@ -283,14 +342,29 @@ func flagErr(err error) error {
 }
 
 func sites(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub := "list"
-	if len(args) > 0 && (args[0] == "revoke" || args[0] == "list") {
-		sub, args = args[0], args[1:]
-	}
+	// Sites has one set of flags, so they may come before the subcommand
+	// too: etoile hub sites --data D revoke NAME.
 	fs, a := newFlags("sites", stderr)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return flagErr(err)
+	}
+	sub := "list"
+	if len(pos) > 0 {
+		switch pos[0] {
+		case "list", "revoke":
+			sub, pos = pos[0], pos[1:]
+		default:
+			return fmt.Errorf("hub sites: unknown subcommand %q (etoile hub sites [list] [flags] or etoile hub sites revoke NAME [flags])", pos[0])
+		}
+	}
+	switch {
+	case sub == "revoke" && len(pos) != 1:
+		return errors.New("hub sites revoke: give one site name (see etoile hub sites)")
+	case sub == "list":
+		if err := noArgs("sites", pos, ""); err != nil {
+			return err
+		}
 	}
 	admin, done, err := a.open(ctx)
 	if err != nil {
@@ -298,9 +372,6 @@ func sites(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer done()
 	if sub == "revoke" {
-		if len(pos) != 1 {
-			return errors.New("hub sites revoke: give one site name")
-		}
 		if err := admin.RevokeSite(ctx, pos[0]); err != nil {
 			return fmt.Errorf("hub sites revoke: %w", err)
 		}
@@ -379,10 +450,14 @@ func rules(stdout io.Writer) error {
 }
 
 func templates(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("hub template: give add, list or remove")
+	sub, args, err := subcommand("template", args, []string{"add", "list", "remove", "rm"})
+	if err != nil {
+		return err
 	}
-	sub, args := args[0], args[1:]
+	if sub == "help" {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
 	fs, a := newFlags("template "+sub, stderr)
 	var sel multi
 	var file string
@@ -395,9 +470,22 @@ func templates(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return flagErr(err)
 	}
 	var t api.Template
-	if sub == "add" {
+	switch sub {
+	case "list":
+		if err := noArgs("template list", pos, ""); err != nil {
+			return err
+		}
+	case "remove", "rm":
+		if len(pos) != 1 {
+			return errors.New("hub template remove: give one template name (see etoile hub template list)")
+		}
+	case "add":
 		if len(pos) != 1 || file == "" {
 			return errors.New("hub template add: give NAME and --file FILE")
+		}
+		selector, err := parseSelectors(sel)
+		if err != nil {
+			return fmt.Errorf("hub template add: %w", err)
 		}
 		var b []byte
 		if file == "-" {
@@ -408,14 +496,7 @@ func templates(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return fmt.Errorf("hub template add: reading manifest: %w", err)
 		}
-		t = api.Template{Name: pos[0], Manifest: string(b), Selector: map[string]string{}}
-		for _, kv := range sel {
-			k, v, err := api.ParseKV(kv)
-			if err != nil {
-				return fmt.Errorf("hub template add: selector: %w", err)
-			}
-			t.Selector[k] = v
-		}
+		t = api.Template{Name: pos[0], Manifest: string(b), Selector: selector}
 	}
 	admin, done, err := a.open(ctx)
 	if err != nil {
@@ -446,18 +527,11 @@ func templates(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tSELECTOR\tBYTES\tREVISION\tUPDATED")
 		for _, t := range tl.Templates {
-			var kv []string
-			for k, v := range t.Selector {
-				kv = append(kv, k+"="+v)
-			}
-			sort.Strings(kv)
+			kv := api.SelectorTerms(t.Selector)
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", t.Name, dash(strings.Join(kv, ",")), len(t.Manifest), t.Revision, t.UpdatedAt.Format(time.RFC3339))
 		}
 		return tw.Flush()
 	case "remove", "rm":
-		if len(pos) != 1 {
-			return errors.New("hub template remove: give one template name")
-		}
 		rev, err := admin.RemoveTemplate(ctx, pos[0])
 		if err != nil {
 			return fmt.Errorf("hub template remove: %w", err)
@@ -468,12 +542,66 @@ func templates(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return fmt.Errorf("hub template: unknown subcommand %q (add, list, remove)", sub)
 }
 
+// parseSelectors turns --selector KEY=VALUE flags into a template selector.
+// The terms are ANDed: several tags are all required (stored as one
+// comma-separated tag value); any other key given twice with two values
+// could never match (a site has one country, one region…) and is refused.
+func parseSelectors(terms []string) (map[string]string, error) {
+	sel := map[string]string{}
+	var tags []string
+	for _, kv := range terms {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("--selector %q is not KEY=VALUE (e.g. tag=gdpr, country=FR)", kv)
+		}
+		if k == "tag" {
+			for _, t := range strings.Split(v, ",") {
+				if err := api.ValidateAttr("tag", t); err != nil {
+					return nil, fmt.Errorf("--selector %s: %w", kv, err)
+				}
+				if !slices.Contains(tags, t) {
+					tags = append(tags, t)
+				}
+			}
+			continue
+		}
+		if err := api.ValidateAttr(k, v); err != nil {
+			return nil, fmt.Errorf("--selector %s: %w", kv, err)
+		}
+		if prev, ok := sel[k]; ok && prev != v {
+			return nil, fmt.Errorf("--selector %s=%s and --selector %s=%s: selectors are ANDed and a site has one %s, so no site would match; give one %s (for either, add the template under two names)", k, prev, k, v, k, k)
+		}
+		sel[k] = v
+	}
+	if len(tags) > 0 {
+		sort.Strings(tags)
+		sel["tag"] = strings.Join(tags, ",")
+	}
+	if err := api.ValidateSelector(sel); err != nil {
+		return nil, fmt.Errorf("--selector: %w", err)
+	}
+	return sel, nil
+}
+
 func audit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, a := newFlags("audit", stderr)
-	action := fs.String("action", "", "only this action ("+strings.Join([]string{api.AuditTokenCreate, api.AuditTokenRevoke, api.AuditSiteJoin, api.AuditSiteJoinRefuse, api.AuditSiteRevoke, api.AuditTemplateAdd, api.AuditTemplateRemove, api.AuditPlacement}, ", ")+")")
+	action := fs.String("action", "", "only this action ("+strings.Join(api.AuditActions, ", ")+")")
 	limit := fs.Int("limit", 100, "newest N events")
-	if _, err := parse(fs, args); err != nil {
+	pos, err := parse(fs, args)
+	if err != nil {
 		return flagErr(err)
+	}
+	if len(pos) > 0 && slices.Contains(api.AuditActions, pos[0]) {
+		return fmt.Errorf("hub audit: unexpected argument %q (use --action %s)", pos[0], pos[0])
+	}
+	if err := noArgs("audit", pos, "filters are --action ACTION and --limit N"); err != nil {
+		return err
+	}
+	if err := api.ValidateAuditAction(*action); err != nil {
+		return fmt.Errorf("hub audit: --action: %w", err)
+	}
+	if *limit < 1 {
+		return fmt.Errorf("hub audit: --limit %d: give a number of events, 1 or more", *limit)
 	}
 	admin, done, err := a.open(ctx)
 	if err != nil {
@@ -495,18 +623,43 @@ func audit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return tw.Flush()
 }
 
+// shortDuration writes -1h for -1h0m0s and 87600h for 87600h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// maxAdminTTL bounds an admin certificate's lifetime (the CA lasts 20 years).
+const maxAdminTTL = 10 * 365 * 24 * time.Hour
+
 // adminConfig issues a named admin certificate, so that the audit trail
 // tells administrators apart. It needs the CA key, hence the data folder.
 func adminConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, a := newFlags("admin-config", stderr)
 	name := fs.String("name", "", "administrator name (a DNS label), shown in the audit trail")
 	out := fs.String("out", "", "file to write (0600)")
-	ttl := fs.Duration("ttl", 365*24*time.Hour, "certificate lifetime")
-	if _, err := parse(fs, args); err != nil {
+	ttl := fs.Duration("ttl", 365*24*time.Hour, "certificate lifetime (1m to "+shortDuration(maxAdminTTL)+")")
+	pos, err := parse(fs, args)
+	if err != nil {
 		return flagErr(err)
+	}
+	if err := noArgs("admin-config", pos, "give --name NAME --out FILE"); err != nil {
+		return err
 	}
 	if *name == "" || *out == "" {
 		return errors.New("hub admin-config: give --name and --out")
+	}
+	if err := api.ValidateName("--name", *name); err != nil {
+		return fmt.Errorf("hub admin-config: %w", err)
+	}
+	if *ttl < time.Minute || *ttl > maxAdminTTL {
+		return fmt.Errorf("hub admin-config: --ttl %s is outside 1m..%s (the admin certificate's lifetime, e.g. --ttl 720h)", shortDuration(*ttl), shortDuration(maxAdminTTL))
 	}
 	ca, err := pki.LoadCA(a.data)
 	if err != nil {
@@ -523,6 +676,14 @@ func adminConfig(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	if err := hub.WriteAdminConfig(*out, ca, hubURL, *name, *ttl); err != nil {
 		return fmt.Errorf("hub admin-config: %w", err)
+	}
+	// A credential that is not in the audit trail must not exist: if the
+	// event cannot be recorded, the file goes.
+	ev := api.AuditEvent{At: time.Now().UTC(), Actor: localActor(), Action: api.AuditAdminIssue, Subject: *name,
+		Detail: fmt.Sprintf("ttl=%s expires=%s", *ttl, time.Now().Add(*ttl).UTC().Format(time.RFC3339))}
+	if err := st.Audit(ctx, ev); err != nil {
+		os.Remove(*out)
+		return fmt.Errorf("hub admin-config: recording the issue in the audit trail (nothing written): %w", err)
 	}
 	fmt.Fprintf(stdout, "admin config for %s written to %s (use: etoile hub sites --admin-config %s)\n", *name, *out, *out)
 	return nil

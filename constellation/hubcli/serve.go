@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/etoile-os/etoile/constellation/api"
 	"github.com/etoile-os/etoile/constellation/hub"
 	"github.com/etoile-os/etoile/constellation/pki"
 	"github.com/etoile-os/etoile/constellation/store/sqlite"
@@ -57,8 +58,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.IdleTimeout, "idle-timeout", 2*time.Minute, "close site connections idle this long: above the heartbeat interval saves CPU (no TLS handshake per heartbeat), below it saves memory (~25 KB per open site connection)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	verbose := fs.Bool("v", false, "log at debug level")
-	if _, err := parse(fs, args); err != nil {
+	pos, err := parse(fs, args)
+	if err != nil {
 		return flagErr(err)
+	}
+	if err := noArgs("serve", pos, "etoile hub serve takes flags only, e.g. --data DIR --listen ADDR"); err != nil {
+		return err
 	}
 	o.SANs = sans
 	level := slog.LevelInfo
@@ -92,9 +97,19 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if err := validateURLOptions(o); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(o.Data, 0o700); err != nil {
 		return fmt.Errorf("hub data folder: %w", err)
 	}
+	// One hub per data folder: a second would rewrite the advertised URL
+	// and heartbeat interval under the first.
+	unlock, err := lockData(o.Data)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	ca, created, err := pki.LoadOrCreateCA(o.Data, o.Now)
 	if err != nil {
 		return err
@@ -141,10 +156,30 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	}
 	cfgPath := filepath.Join(o.Data, hub.AdminConfigFile)
 	if _, err := os.Stat(cfgPath); errors.Is(err, os.ErrNotExist) {
-		if err := hub.WriteAdminConfig(cfgPath, ca, hubURL, "admin", 365*24*time.Hour); err != nil {
+		const lifetime = 365 * 24 * time.Hour
+		if err := hub.WriteAdminConfig(cfgPath, ca, hubURL, "admin", lifetime); err != nil {
 			return err
 		}
+		now := time.Now()
+		if o.Now != nil {
+			now = o.Now()
+		}
+		if err := st.Audit(ctx, api.AuditEvent{At: now.UTC(), Actor: "hub", Action: api.AuditAdminIssue, Subject: "admin",
+			Detail: fmt.Sprintf("ttl=%s expires=%s file=%s", lifetime, now.Add(lifetime).UTC().Format(time.RFC3339), cfgPath)}); err != nil {
+			os.Remove(cfgPath)
+			return fmt.Errorf("recording the admin config in the audit trail: %w", err)
+		}
 		log.Info("wrote admin config", "path", cfgPath)
+	} else {
+		// The hub's own admin config follows the hub's URL (a restart with
+		// another --url or --san), keeping its credentials.
+		old, err := hub.UpdateAdminConfigURL(cfgPath, hubURL)
+		switch {
+		case err != nil:
+			log.Warn("admin config not updated to the hub's URL: use --hub "+hubURL+" with it", "path", cfgPath, "url", hubURL, "err", err)
+		case old != hubURL:
+			log.Info("admin config now points at the hub's URL", "path", cfgPath, "url", hubURL, "was", old)
+		}
 	}
 	srv := &hub.Server{Service: &hub.Service{Store: st, CA: ca, Log: log, Now: o.Now, HeartbeatInterval: interval, CertLifetime: o.CertLifetime}, Log: log, IdleTimeout: o.IdleTimeout}
 	log.Info("hub serving", "url", hubURL, "ca_pin", "sha256:"+ca.Pin(), "status", statusAddr, "sans", hosts)
@@ -176,11 +211,32 @@ func advertise(o ServeOptions, addr *net.TCPAddr) (string, []string, error) {
 		}
 		hubURL = "https://" + net.JoinHostPort(host, port)
 	}
-	u, err := url.Parse(hubURL)
-	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
-		return "", nil, fmt.Errorf("hub --url %q is not https://HOST[:PORT]", hubURL)
+	if err := api.ValidateHubURL(hubURL); err != nil {
+		if o.URL != "" {
+			return "", nil, fmt.Errorf("hub --url %q: %w", o.URL, err)
+		}
+		return "", nil, fmt.Errorf("hub URL %q (from --san, --listen or the host name): %w", hubURL, err)
 	}
+	u, _ := url.Parse(hubURL)
 	hosts = append(hosts, u.Hostname(), "localhost", "127.0.0.1", "::1")
 	slices.Sort(hosts)
 	return u.String(), slices.Compact(hosts), nil
+}
+
+// validateURLOptions checks --url and --san before anything is written.
+func validateURLOptions(o ServeOptions) error {
+	if o.URL != "" {
+		if err := api.ValidateHubURL(o.URL); err != nil {
+			return fmt.Errorf("hub --url %q: %w", o.URL, err)
+		}
+	}
+	for _, san := range o.SANs {
+		if net.ParseIP(san) != nil {
+			continue
+		}
+		if err := api.ValidateHost(san); err != nil {
+			return fmt.Errorf("hub --san %q is not a DNS name or an IP address (give it without a port: the port comes from --listen)", san)
+		}
+	}
+	return nil
 }

@@ -53,45 +53,57 @@ type Need struct {
 	GPUs        int
 }
 
-// Parse validates a request. Repeated keys mean "any of" (country=FR
-// --need country=DE); capacity keys are cpu (cores, or millicores with m),
-// memory (bytes, or with Ki/Mi/Gi/Ti or K/M/G/T) and gpu (a count).
+// Parse validates a request. Repeated attribute keys mean "any of"
+// (country=FR --need country=DE); repeated tags mean "all of"; capacity keys
+// are cpu (cores, or millicores with m), memory (bytes, or with Ki/Mi/Gi/Ti
+// or K/M/G/T) and gpu (a count), each given at most once.
 func Parse(req api.PlacementRequest) (Need, error) {
 	n := Need{Attr: map[string][]string{}}
 	var errs []error
 	if len(req.Needs) > 32 || len(req.Tags) > 32 {
 		return n, errors.New("placement request has more than 32 needs or tags")
 	}
+	capacity := map[string]string{} // key → the need that set it
 	for _, s := range req.Needs {
 		k, v, err := api.ParseKV(s)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("need: %w", err))
+			errs = append(errs, fmt.Errorf("need %q: %w", clip(s), err))
 			continue
 		}
 		switch k {
-		case "cpu":
-			n.CPUMillis, err = parseCPU(v)
-		case "memory":
-			n.MemoryBytes, err = parseBytes(v)
-		case "gpu":
-			n.GPUs, err = strconv.Atoi(v)
-			if err == nil && n.GPUs < 0 {
-				err = errors.New("negative")
+		case "cpu", "memory", "gpu":
+			if prev, ok := capacity[k]; ok {
+				err = fmt.Errorf("%s is already needed as %s: give each capacity need once", k, prev)
+				break
 			}
-		case "country", "region", "jurisdiction", "name", "site", "gpu.vendor", "k3s.version", "etoile.version", "slot":
-			n.Attr[k] = append(n.Attr[k], v)
+			capacity[k] = s
+			switch k {
+			case "cpu":
+				n.CPUMillis, err = parseCPU(v)
+			case "memory":
+				n.MemoryBytes, err = parseBytes(v)
+			case "gpu":
+				n.GPUs, err = parseCount(v)
+			}
 		case "tag":
-			n.Tags = append(n.Tags, v)
+			if err = api.ValidateAttr(k, v); err == nil {
+				n.Tags = append(n.Tags, v)
+			}
 		default:
-			err = errors.New("unknown key (country, region, jurisdiction, tag, gpu.vendor, k3s.version, etoile.version, slot, name, cpu, memory, gpu)")
+			if err = api.ValidateAttr(k, v); err != nil && !slices.Contains(api.AttrKeys, k) {
+				err = fmt.Errorf("unknown key %q (valid keys: %s, cpu, memory, gpu)", k, strings.Join(api.AttrKeys, ", "))
+			}
+			if err == nil {
+				n.Attr[k] = append(n.Attr[k], v)
+			}
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("need %q: %w", s, err))
+			errs = append(errs, fmt.Errorf("need %s: %w", s, err))
 		}
 	}
 	for _, t := range req.Tags {
-		if err := (api.Attributes{Tags: []string{t}}).Validate(); err != nil {
-			errs = append(errs, err)
+		if err := api.ValidateAttr("tag", t); err != nil {
+			errs = append(errs, fmt.Errorf("--tag: %w", err))
 			continue
 		}
 		n.Tags = append(n.Tags, t)
@@ -99,18 +111,40 @@ func Parse(req api.PlacementRequest) (Need, error) {
 	return n, errors.Join(errs...)
 }
 
+func clip(s string) string {
+	if len(s) > 40 {
+		s = s[:40] + "…"
+	}
+	return strings.ToValidUTF8(s, "?")
+}
+
+const cpuForm = "a number of cores (4, 0.5) or of millicores (500m)"
+
 func parseCPU(v string) (int64, error) {
 	if m, ok := strings.CutSuffix(v, "m"); ok {
-		return strconv.ParseInt(m, 10, 64)
+		n, err := strconv.ParseInt(m, 10, 64)
+		if err != nil || n < 0 || n > 1e9 {
+			return 0, fmt.Errorf("cpu %q is not %s", v, cpuForm)
+		}
+		return n, nil
 	}
 	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f < 0 || f > 1e6 {
-		return 0, fmt.Errorf("cpu %q is not a number of cores", v)
+	if err != nil || math.IsNaN(f) || f < 0 || f > 1e6 {
+		return 0, fmt.Errorf("cpu %q is not %s", v, cpuForm)
 	}
 	return int64(math.Round(f * 1000)), nil
 }
 
+func parseCount(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 1<<16 {
+		return 0, fmt.Errorf("gpu %q is not a count of free GPUs (0, 1, 2…)", v)
+	}
+	return n, nil
+}
+
 func parseBytes(v string) (int64, error) {
+	orig := v
 	mult := int64(1)
 	for _, u := range []struct {
 		s string
@@ -123,7 +157,7 @@ func parseBytes(v string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 || n > math.MaxInt64/mult {
-		return 0, fmt.Errorf("memory %q is not a size such as 512Mi or 4Gi", v)
+		return 0, fmt.Errorf("memory %q is not a size such as 512Mi or 4Gi", orig)
 	}
 	return n * mult, nil
 }

@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -96,6 +97,37 @@ func TestParseRefusesBadNeeds(t *testing.T) {
 	}
 	n, err := Parse(api.PlacementRequest{Needs: []string{"cpu=1.5", "memory=4Gi", "gpu=2"}})
 	if err != nil || n.CPUMillis != 1500 || n.MemoryBytes != 4<<30 || n.GPUs != 2 {
+		t.Fatalf("Parse = %+v, %v", n, err)
+	}
+}
+
+func TestParseNeedErrorsSayWhatIsExpected(t *testing.T) {
+	for _, tt := range []struct {
+		needs []string
+		want  string
+	}{
+		{[]string{"cpu=abc"}, "need cpu=abc: cpu \"abc\" is not a number of cores"},
+		{[]string{"cpu=abcm"}, "need cpu=abcm: cpu \"abcm\" is not a number of cores"},
+		{[]string{"cpu=-5m"}, "cpu=-5m"},
+		{[]string{"cpu=NaN"}, "need cpu=NaN"},
+		{[]string{"gpu=x"}, "need gpu=x: gpu \"x\" is not a count of free GPUs"},
+		{[]string{"cpu=8", "cpu=1"}, "cpu is already needed as cpu=8"},
+		{[]string{"gpu=1", "gpu=1"}, "gpu is already needed as gpu=1"},
+		{[]string{"tag=GDPR"}, "tag \"GDPR\""},
+		{[]string{"country=fr"}, "ISO 3166-1"},
+		{[]string{"countyr=FR"}, "valid keys: country"},
+	} {
+		_, err := Parse(api.PlacementRequest{Needs: tt.needs})
+		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "strconv") {
+			t.Errorf("needs %v: %v, want %q", tt.needs, err, tt.want)
+		}
+	}
+	if _, err := Parse(api.PlacementRequest{Tags: []string{"GDPR"}}); err == nil || !strings.Contains(err.Error(), "--tag") {
+		t.Errorf("--tag GDPR: %v", err)
+	}
+	// Repeated attribute needs stay "any of".
+	n, err := Parse(api.PlacementRequest{Needs: []string{"country=FR", "country=DE", "tag=gdpr", "cpu=500m"}})
+	if err != nil || len(n.Attr["country"]) != 2 || len(n.Tags) != 1 || n.CPUMillis != 500 {
 		t.Fatalf("Parse = %+v, %v", n, err)
 	}
 }

@@ -18,6 +18,23 @@ import (
 // ErrNotFound is returned when a named token, site or template is missing.
 var ErrNotFound = errors.New("not found")
 
+// NotFoundError is a missing token, site or template, said once with where
+// to look ("no token X: see etoile hub token list"); it matches ErrNotFound.
+type NotFoundError struct{ Message string }
+
+func (e *NotFoundError) Error() string        { return e.Message }
+func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
+
+// NotFound returns the NotFoundError for a named kind ("token", "site",
+// "template") with the command that lists what exists.
+func NotFound(kind, name string) error {
+	list := map[string]string{"token": "etoile hub token list", "site": "etoile hub sites", "template": "etoile hub template list"}[kind]
+	if list == "" {
+		return &NotFoundError{Message: fmt.Sprintf("no %s %s", kind, name)}
+	}
+	return &NotFoundError{Message: fmt.Sprintf("no %s %s: see %s", kind, name, list)}
+}
+
 // Refusal is a join or heartbeat refused for a reason the client must see.
 type Refusal struct {
 	Code    string // an api.Code* value

@@ -361,7 +361,7 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time, ev api
 			return fmt.Errorf("revoking token %s: %w", id, err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("token %s: %w", id, store.ErrNotFound)
+			return store.NotFound("token", id)
 		}
 		return insertAudit(ctx, tx, ev)
 	})
@@ -488,7 +488,7 @@ func siteByID(ctx context.Context, q querier, id string) (api.Site, error) {
 func siteByName(ctx context.Context, q querier, name string) (api.Site, error) {
 	st, err := scanSite(q.QueryRowContext(ctx, `SELECT `+siteCols+` FROM sites WHERE name = ?`, name))
 	if errors.Is(err, sql.ErrNoRows) {
-		return st, fmt.Errorf("site %s: %w", name, store.ErrNotFound)
+		return st, store.NotFound("site", name)
 	}
 	return st, err
 }
@@ -524,7 +524,7 @@ func (s *Store) RevokeSite(ctx context.Context, name string, at time.Time, ev ap
 			return fmt.Errorf("revoking site %s: %w", name, err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("site %s: %w", name, store.ErrNotFound)
+			return store.NotFound("site", name)
 		}
 		return insertAudit(ctx, tx, ev)
 	})
@@ -694,7 +694,7 @@ func (s *Store) RemoveTemplate(ctx context.Context, name string, ev api.AuditEve
 			return fmt.Errorf("removing template %s: %w", name, err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("template %s: %w", name, store.ErrNotFound)
+			return store.NotFound("template", name)
 		}
 		if rev, err = bumpRevision(ctx, tx); err != nil {
 			return err
