@@ -163,3 +163,78 @@ func TestEnsureJoinedIsUnattendedAndOnce(t *testing.T) {
 		t.Fatalf("second boot: %v (site %s vs %s)", err, b.State.SiteID, a.State.SiteID)
 	}
 }
+
+// TestSiteMovingHubsDropsTheOldTemplates: a site that joins another hub
+// (a new CA) removes the templates the previous hub had it write, even
+// when the new hub has none (its revision 0 would send nothing), and keeps
+// an operator's own etoile-*.yaml.
+func TestSiteMovingHubsDropsTheOldTemplates(t *testing.T) {
+	ctx := context.Background()
+	a := startHub(t, t.TempDir())
+	root := t.TempDir()
+	if _, err := a.admin.PutTemplate(ctx, api.Template{Name: "gdpr-tools", Manifest: manifestA, Selector: map[string]string{"tag": "gdpr"}}); err != nil {
+		t.Fatal(err)
+	}
+	site, err := join.EnsureJoined(ctx, a.token(t, api.TokenRequest{Site: "mover-1", Attributes: api.Attributes{Tags: []string{"gdpr"}}}).String(), join.Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := site.Beat(ctx, status(1, "")); err != nil {
+		t.Fatal(err)
+	}
+	mdir := filepath.Join(root, join.ManifestDir)
+	if err := os.WriteFile(filepath.Join(mdir, "etoile-mine.yaml"), []byte(manifestA), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(mdir, "etoile-gdpr-tools.yaml")); err != nil {
+		t.Fatalf("hub A's template not written: %v", err)
+	}
+	b := startHub(t, t.TempDir())
+	moved, err := join.EnsureJoined(ctx, b.token(t, api.TokenRequest{Site: "mover-1"}).String(), join.Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if moved.State.Hub != b.url {
+		t.Fatalf("site reports to %s, want hub B %s", moved.State.Hub, b.url)
+	}
+	if _, err := moved.Beat(ctx, status(1, "")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(mdir, "etoile-gdpr-tools.yaml")); err == nil {
+		t.Error("hub A's template is still applied after the move to hub B")
+	}
+	if _, err := os.Stat(filepath.Join(mdir, "etoile-mine.yaml")); err != nil {
+		t.Errorf("the operator's etoile-mine.yaml went: %v", err)
+	}
+}
+
+// TestEnsureJoinedFollowsTheHubsNewAddress: the same hub (its CA) in a
+// join string with another address is reported to there.
+func TestEnsureJoinedFollowsTheHubsNewAddress(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t, t.TempDir())
+	js := h.token(t, api.TokenRequest{Site: "moved-addr-1", Uses: 2})
+	root := t.TempDir()
+	if _, err := join.EnsureJoined(ctx, js.String(), join.Options{Root: root}); err != nil {
+		t.Fatal(err)
+	}
+	// The state remembers an old address (the hub was renumbered).
+	st := filepath.Join(root, join.StateDir, "site.json")
+	data, err := os.ReadFile(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(st, []byte(strings.Replace(string(data), js.Hub, "https://old-hub.invalid:8443", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := join.EnsureJoined(ctx, js.String(), join.Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.State.Hub != js.Hub {
+		t.Fatalf("site reports to %s, want the join string's %s", s.State.Hub, js.Hub)
+	}
+	if _, err := s.Beat(ctx, status(1, "")); err != nil {
+		t.Errorf("heartbeat to the new address: %v", err)
+	}
+}

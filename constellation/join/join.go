@@ -411,7 +411,7 @@ func EnsureJoined(ctx context.Context, joinString string, o Options) (*Site, err
 			if s.State.Hub != js.Hub {
 				// The same hub (its CA) at another address: follow the
 				// join string, the newer word.
-				o.Log.Info("the hub's address changed", "was", s.State.Hub, "now", js.Hub)
+				s.Log.Info("the hub's address changed", "was", s.State.Hub, "now", js.Hub)
 				s.State.Hub = js.Hub
 				if err := s.saveState(); err != nil {
 					return nil, err
