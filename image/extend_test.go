@@ -290,15 +290,7 @@ func TestLayerConflictNamesEarlierLayer(t *testing.T) {
 // image, not by the build's staged tree (a temporary folder, gone when the
 // user reads the error).
 func TestExtensionModuleErrorNamesExtension(t *testing.T) {
-	cache, err := DefaultCacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	k, err := kernel.Resolve(context.Background(), kernel.Source{Arch: "amd64"}, cache, log)
-	if err != nil {
-		t.Fatalf("resolving Debian's kernel: %v", err)
-	}
+	k, log := debianKernel(t)
 	mod := "lib/modules/" + k.Version + "/extra/bogus.ko"
 	site, gpu := t.TempDir(), t.TempDir()
 	fakeroot.Write(t, site, map[string]string{"etc/site": "x"})
@@ -311,7 +303,7 @@ func TestExtensionModuleErrorNamesExtension(t *testing.T) {
 	if err := b.stageExtensions(root, k.Version); err != nil {
 		t.Fatal(err)
 	}
-	err = mergeExtensionModules(root, k, nil, b.staged, log)
+	err := mergeExtensionModules(root, k, nil, b.staged, log)
 	if err == nil {
 		t.Fatal("a module that is not one was merged")
 	}
@@ -330,15 +322,7 @@ func TestExtensionModuleErrorNamesExtension(t *testing.T) {
 // them) is staged, its module indexed where the machine's /lib/modules
 // leads; a lib link out of the image is refused.
 func TestMergedUsrLayer(t *testing.T) {
-	cache, err := DefaultCacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	k, err := kernel.Resolve(context.Background(), kernel.Source{Arch: "amd64"}, cache, log)
-	if err != nil {
-		t.Fatalf("resolving Debian's kernel: %v", err)
-	}
+	k, log := debianKernel(t)
 	mods, err := k.Select([]string{"8139cp"})
 	if err != nil {
 		t.Fatal(err)
@@ -439,4 +423,20 @@ func TestBuildWarnsOfAnIncompleteNvidiaRuntime(t *testing.T) {
 			t.Errorf("the build's log lacks %q:\n%s", w, buf.String())
 		}
 	}
+}
+
+// debianKernel is the image's default kernel, from the cache the build
+// fills (make test builds the image first).
+func debianKernel(t *testing.T) (*kernel.Kernel, *slog.Logger) {
+	t.Helper()
+	cache, err := DefaultCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	k, err := kernel.Resolve(context.Background(), kernel.Source{Arch: "amd64"}, cache, log)
+	if err != nil {
+		t.Fatalf("resolving Debian's kernel: %v", err)
+	}
+	return k, log
 }

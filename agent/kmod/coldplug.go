@@ -1013,16 +1013,8 @@ type ModulesLoad struct {
 // order of their names, one module per line, '#' and ';' start comments.
 func ReadModulesLoadD(root string) (ModulesLoad, error) {
 	var out ModulesLoad
-	files, err := confFiles(root, ModulesLoadDirs)
-	if err != nil {
-		return out, err
-	}
-	for _, p := range files {
-		data, err := os.ReadFile(filepath.Join(root, p))
-		if err != nil {
-			return out, err
-		}
-		out.Files = append(out.Files, p)
+	var err error
+	out.Files, err = eachConfFile(root, ModulesLoadDirs, func(p string, data []byte) {
 		for _, line := range strings.Split(string(data), "\n") {
 			line = strings.TrimSpace(line)
 			if line == "" || line[0] == '#' || line[0] == ';' {
@@ -1036,6 +1028,6 @@ func ReadModulesLoadD(root string) (ModulesLoad, error) {
 				out.Names = append(out.Names, n)
 			}
 		}
-	}
-	return out, nil
+	})
+	return out, err
 }

@@ -31,16 +31,8 @@ type ModprobeConf struct {
 // with - or _ alike.
 func ReadModprobeD(root string) (ModprobeConf, error) {
 	out := ModprobeConf{Options: map[string]string{}}
-	files, err := confFiles(root, ModprobeDirs)
-	if err != nil {
-		return out, err
-	}
-	for _, p := range files {
-		data, err := os.ReadFile(filepath.Join(root, p))
-		if err != nil {
-			return out, err
-		}
-		out.Files = append(out.Files, p)
+	var err error
+	out.Files, err = eachConfFile(root, ModprobeDirs, func(p string, data []byte) {
 		var line string
 		for i, raw := range strings.Split(string(data), "\n") {
 			if strings.HasSuffix(raw, "\\") {
@@ -64,8 +56,8 @@ func ReadModprobeD(root string) (ModprobeConf, error) {
 				out.Ignored = append(out.Ignored, p+":"+strconv.Itoa(i+1)+" "+fields[0])
 			}
 		}
-	}
-	return out, nil
+	})
+	return out, err
 }
 
 // AddConfigParams puts the modprobe.d options (by module) before the
@@ -83,6 +75,25 @@ func (c *Coldplug) AddConfigParams(conf map[string]string) {
 		merged[mod] = strings.TrimSpace(opts + " " + merged[mod])
 	}
 	c.Params = merged
+}
+
+// eachConfFile reads the *.conf files of dirs under root (confFiles), in
+// order, handing each to read; it returns the files read.
+func eachConfFile(root string, dirs []string, read func(p string, data []byte)) ([]string, error) {
+	files, err := confFiles(root, dirs)
+	if err != nil {
+		return nil, err
+	}
+	var done []string
+	for _, p := range files {
+		data, err := os.ReadFile(filepath.Join(root, p))
+		if err != nil {
+			return done, err
+		}
+		done = append(done, p)
+		read(p, data)
+	}
+	return done, nil
 }
 
 // confFiles lists the *.conf files of dirs under root by name, a name in an
