@@ -253,6 +253,7 @@ const (
 	AuditTokenCreate    = "token.create"
 	AuditTokenRevoke    = "token.revoke"
 	AuditSiteJoin       = "site.join"
+	AuditSiteRekey      = "site.rekey" // a joined site's name joined again with another key: the old key stops working
 	AuditSiteJoinRefuse = "site.join.refused"
 	AuditSiteRevoke     = "site.revoke"
 	AuditTemplateAdd    = "template.add"
@@ -262,7 +263,7 @@ const (
 )
 
 // AuditActions lists every audit action, for filters and their errors.
-var AuditActions = []string{AuditTokenCreate, AuditTokenRevoke, AuditSiteJoin, AuditSiteJoinRefuse, AuditSiteRevoke,
+var AuditActions = []string{AuditTokenCreate, AuditTokenRevoke, AuditSiteJoin, AuditSiteRekey, AuditSiteJoinRefuse, AuditSiteRevoke,
 	AuditTemplateAdd, AuditTemplateRemove, AuditPlacement, AuditAdminIssue}
 
 // PlacementRequest asks which sites may run a workload. Needs are key=value

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -84,5 +85,32 @@ func TestConcurrentJoinsOneUse(t *testing.T) {
 	sites, _ := s.Sites(ctx)
 	if ok != 1 || used != 7 || len(sites) != 1 {
 		t.Fatalf("%d joined, %d refused as used, %d sites", ok, used, len(sites))
+	}
+}
+
+// TestRekeyIsItsOwnAuditAction: a token with uses left joining its site
+// again with another key (a machine whose key was lost, or another machine
+// taking the name) is audited as site.rekey, naming the previous key.
+func TestRekeyIsItsOwnAuditAction(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "hub.db"))
+	now := time.Now().UTC()
+	tok := api.Token{ID: "0123456789abcdef", SecretHash: store.HashSecret("s"), Site: "lyon-1", CreatedAt: now, ExpiresAt: now.Add(time.Hour), MaxUses: 3, CreatedBy: "t"}
+	if err := s.CreateToken(ctx, tok, api.AuditEvent{At: now, Action: api.AuditTokenCreate}); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"aaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbb"} {
+		if _, err := s.Join(ctx, store.JoinParams{TokenID: tok.ID, Secret: "s", KeySHA256: key, Now: now, NewSiteID: "S" + key[:1]},
+			api.AuditEvent{At: now, Action: api.AuditSiteJoin, Detail: "key=" + key[:16]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	joins, _ := s.AuditEvents(ctx, api.AuditSiteJoin, 10)
+	rekeys, err := s.AuditEvents(ctx, api.AuditSiteRekey, 10)
+	if err != nil || len(joins) != 1 || len(rekeys) != 1 {
+		t.Fatalf("%d site.join and %d site.rekey events (%v), want one each", len(joins), len(rekeys), err)
+	}
+	if d := rekeys[0].Detail; !strings.Contains(d, "key=bbbbbbbbbbbbbbbb") || !strings.Contains(d, "previous_key=aaaaaaaaaaaaaaaa") {
+		t.Errorf("site.rekey detail %q lacks the new and the previous key", d)
 	}
 }
