@@ -105,7 +105,7 @@ func ParseJoinString(s string) (JoinString, error) {
 	}
 	pin, ok := strings.CutPrefix(q.Get("ca"), "sha256:")
 	if !ok || !pinPattern.MatchString(pin) {
-		return JoinString{}, errors.New("join string ca is not sha256: followed by 64 lowercase hex digits")
+		return JoinString{}, fmt.Errorf("join string ca is not sha256: followed by 64 lowercase hex digits (it is %q, %d characters): copy the whole join string etoile hub token create printed", clip(q.Get("ca")), len(q.Get("ca")))
 	}
 	hub := url.URL{Scheme: "https", Host: u.Host, Path: strings.TrimSuffix(u.Path, "/")}
 	return JoinString{Hub: hub.String(), TokenID: id, TokenSecret: secret, CAPin: pin}, nil
