@@ -39,7 +39,7 @@ cluster: {server: "https://10.0.0.1:6443", token: "K10abc::server:secret"}
 		t.Fatal(err)
 	}
 	conf := string(s.Config)
-	for _, want := range []string{"cluster-init: true", "node-name: \"edge-1\"", "etoile.io/gpu.vendor=nvidia", "nvidia.com/gpu.present=true", "etoile.io/site=lyon"} {
+	for _, want := range []string{"cluster-init: \"true\"", "node-name: \"edge-1\"", "etoile.io/gpu.vendor=nvidia", "nvidia.com/gpu.present=true", "etoile.io/site=lyon"} {
 		if !strings.Contains(conf, want) {
 			t.Errorf("config.yaml lacks %q:\n%s", want, conf)
 		}

@@ -125,7 +125,7 @@ k3s:
 		t.Errorf("no state change line:\n%s", con.all())
 	}
 	cfg, err := os.ReadFile(filepath.Join(root, "etc/rancher/k3s/config.yaml"))
-	if err != nil || !strings.Contains(string(cfg), "cluster-init: true") || !strings.Contains(string(cfg), "node-name: \"edge-1\"") {
+	if err != nil || !strings.Contains(string(cfg), "cluster-init: \"true\"") || !strings.Contains(string(cfg), "node-name: \"edge-1\"") {
 		t.Errorf("K3s config.yaml: %v\n%s", err, cfg)
 	}
 	// The inventory is collected once K3s has started, in the background.

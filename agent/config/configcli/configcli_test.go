@@ -61,7 +61,7 @@ func TestValidateStandardInput(t *testing.T) {
 		t.Errorf("invalid config on standard input: %v", err)
 	}
 	stdin = bytes.NewReader(config.Example())
-	if out, _, err := runCmd(t, "k3s", "-"); err != nil || !strings.Contains(out, "cluster-init: true") {
+	if out, _, err := runCmd(t, "k3s", "-"); err != nil || !strings.Contains(out, "cluster-init: \"true\"") {
 		t.Errorf("k3s -: %v\n%s", err, out)
 	}
 	stdin = bytes.NewReader(bytes.Repeat([]byte("#"), config.MaxSize+1))
@@ -134,7 +134,7 @@ func TestK3sRender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"cluster-init: true\n", "node-name: \"edge-lyon-01\"\n", "# /etc/rancher/k3s/registries.yaml\n", "mirrors:\n"} {
+	for _, want := range []string{"cluster-init: \"true\"\n", "node-name: \"edge-lyon-01\"\n", "# /etc/rancher/k3s/registries.yaml\n", "mirrors:\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
