@@ -183,15 +183,29 @@ func mergedUsrLib(fsys fs.FS) bool {
 				to = st.LinkTarget
 			}
 		}
-		return path.Clean(strings.TrimPrefix(to, "/")) == "usr/lib"
+		// Relative only: the agent reads the image's modules before the
+		// image is the machine's root, where /usr/lib is the initramfs's.
+		return path.Clean(to) == "usr/lib"
 	}
 	return false
 }
 
+// relativeTo writes the absolute link target to as seen from the folder dir
+// of the tree (both slash paths, dir relative to the tree's root).
+func relativeTo(dir, to string) string {
+	rel, err := filepath.Rel("/"+dir, to)
+	if err != nil {
+		return to
+	}
+	return filepath.ToSlash(rel)
+}
+
 // resolveInTree follows the symlinks of rel, a path in the tree root holds,
-// as the machine will once the tree is its root: an absolute target is the
-// tree's, and a target leaving the tree is an error. It returns the path
-// with no symlink left in it; what does not exist yet is kept as written.
+// as the machine will once the tree is its root: a target leaving the tree
+// is an error, and so is an absolute one (the agent follows this path
+// before the tree is the root, where an absolute link leads into the
+// initramfs). It returns the path with no symlink left in it; what does not
+// exist yet is kept as written.
 func resolveInTree(root *os.Root, rel string) (string, error) {
 	parts := strings.Split(path.Clean(filepath.ToSlash(rel)), "/")
 	cur := ""
@@ -211,7 +225,7 @@ func resolveInTree(root *os.Root, rel string) (string, error) {
 			return "", err
 		}
 		if path.IsAbs(to) {
-			cur, to = "", strings.TrimPrefix(to, "/")
+			return "", fmt.Errorf("%s is a symlink to %s: make it relative (%s), as a Debian root has it: the agent reads the image's kernel modules before the image is the machine's root", next, to, relativeTo(path.Dir(next), to))
 		}
 		target := path.Join(cur, to)
 		if target == ".." || strings.HasPrefix(target, "../") {

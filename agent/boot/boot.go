@@ -667,7 +667,7 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 		return err
 	}
 	m.log.Debug("module index read", "took", kmod.Round(time.Since(start)))
-	cold.Params = kmod.WithDefaults(kmod.ModuleParams(m.Params.Raw), kmod.DefaultParams)
+	cold.Params, cold.Defaults = kmod.ModuleParams(m.Params.Raw), kmod.DefaultParams
 	cold.AsyncProbe = true
 	// What nothing waits for yet loads only when the CPU is otherwise idle.
 	cold.Background = m.real()

@@ -69,8 +69,9 @@ func Modprobe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	// Parameters given on the kernel command line (usb-storage.delay_use=0).
+	cold.Defaults = kmod.DefaultParams
 	if b, err := os.ReadFile("/proc/cmdline"); err == nil {
-		cold.Params = kmod.WithDefaults(kmod.ModuleParams(cmdline.Parse(string(b)).Raw), kmod.DefaultParams)
+		cold.Params = kmod.ModuleParams(cmdline.Parse(string(b)).Raw)
 	}
 	// …after the options of the system's modprobe.d files (a driver's
 	// options nvidia NVreg_…), as kmod's modprobe has them.

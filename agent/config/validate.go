@@ -723,10 +723,10 @@ func k3sAddressProblem(key string, val K3sValue) string {
 			return fmt.Sprintf("%q: this option takes %s, one", item, kind)
 		}
 		for _, part := range parts {
-			if part != strings.TrimSpace(part) && len(parts) > 1 {
+			if part != strings.TrimSpace(part) {
 				// K3s splits at the comma and does not trim.
 				fixed := strings.Join(trimAll(parts), ",")
-				return fmt.Sprintf("%q: K3s does not trim the spaces around a comma and would refuse to start: write %s", item, fixed)
+				return fmt.Sprintf("%q: K3s does not trim spaces (around a comma or the value) and would refuse to start: write %s", item, fixed)
 			}
 			part = strings.TrimSpace(part)
 			var err error

@@ -183,6 +183,7 @@ func TestRejections(t *testing.T) {
 		{"k3s leading dashes", server + "k3s: {--tls-san: x}\n", "k3s.--tls-san", []string{"without the leading dashes", "tls-san"}},
 		// K3s splits an address list at the comma and does not trim: it would stop.
 		{"k3s dual-stack node-ip with a space", server + "k3s: {node-ip: '10.0.0.7, 2001:db8::7'}\n", "k3s.node-ip", []string{`"10.0.0.7, 2001:db8::7"`, "does not trim", "10.0.0.7,2001:db8::7"}},
+		{"k3s node-ip with a leading space", server + "k3s: {node-ip: ' 10.0.0.7'}\n", "k3s.node-ip", []string{`" 10.0.0.7"`, "does not trim", ": write 10.0.0.7"}},
 		{"k3s cluster-cidr list item with a space", server + "k3s: {cluster-cidr: ['10.42.0.0/16 ,2001:cafe:42::/56']}\n", "k3s.cluster-cidr", []string{"10.42.0.0/16,2001:cafe:42::/56"}},
 		// Go's flag parsing, K3s's, reads a leading 0 as octal.
 		{"k3s int leading zero", server + "k3s: {etcd-snapshot-retention: 010}\n", "k3s.etcd-snapshot-retention", []string{`"010"`, "octal", "would be 8", "10"}},

@@ -105,10 +105,14 @@ type Coldplug struct {
 	// of another class.
 	Parallel int
 	// Params are module parameters by module name ("param=value …"), as
-	// modprobe takes them from the kernel command line (ModuleParams).
-	// Set before the first load; AddConfigParams adds to it later.
+	// modprobe takes them from the kernel command line (ModuleParams),
+	// and Defaults Étoile's own (DefaultParams), given where neither the
+	// command line nor modprobe.d (AddConfigParams) sets that parameter.
+	// Set before the first load.
 	Params   map[string]string
+	Defaults map[string]string
 	paramsMu sync.RWMutex
+	conf     map[string]string // modprobe.d's options, by module
 	// NetworkFirst makes the NIC drivers urgent instead of the storage
 	// drivers: the boot medium comes over the network (netboot).
 	NetworkFirst bool
@@ -815,9 +819,7 @@ func (c *Coldplug) loadFile(m, wanted string, r request, lt *loadThread) {
 		return
 	}
 	start := time.Now()
-	c.paramsMu.RLock()
-	params := c.Params[m]
-	c.paramsMu.RUnlock()
+	params := c.paramsFor(m)
 	if c.AsyncProbe {
 		params = strings.TrimSpace(params + " async_probe")
 	}

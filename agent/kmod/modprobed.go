@@ -63,18 +63,30 @@ func ReadModprobeD(root string) (ModprobeConf, error) {
 // AddConfigParams puts the modprobe.d options (by module) before the
 // command line's parameters for the modules loaded from now on, as kmod's
 // modprobe does: the kernel keeps a parameter's last value, so the command
-// line wins.
+// line wins; Étoile's defaults come only where neither sets a parameter.
 func (c *Coldplug) AddConfigParams(conf map[string]string) {
 	c.paramsMu.Lock()
 	defer c.paramsMu.Unlock()
-	merged := maps.Clone(c.Params)
+	merged := maps.Clone(c.conf)
 	if merged == nil {
 		merged = map[string]string{}
 	}
 	for mod, opts := range conf {
-		merged[mod] = strings.TrimSpace(opts + " " + merged[mod])
+		merged[mod] = strings.TrimSpace(merged[mod] + " " + opts)
 	}
-	c.Params = merged
+	c.conf = merged
+}
+
+// paramsFor is module m's parameters: modprobe.d's, the command line's,
+// then the defaults neither sets.
+func (c *Coldplug) paramsFor(m string) string {
+	c.paramsMu.RLock()
+	defer c.paramsMu.RUnlock()
+	p := strings.TrimSpace(c.conf[m] + " " + c.Params[m])
+	if d := c.Defaults[m]; d != "" {
+		p = WithDefaults(map[string]string{m: p}, map[string]string{m: d})[m]
+	}
+	return p
 }
 
 // eachConfFile reads the *.conf files of dirs under root (confFiles), in

@@ -63,11 +63,14 @@ func TestConfigParamsBeforeCommandLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Params = ModuleParams(map[string]string{"e1000e.InterruptThrottleRate": "1"})
+	// Étoile's defaults come where neither modprobe.d nor the command line
+	// sets the parameter.
+	c.Defaults = map[string]string{"e1000e": "SmartPowerDownEnable=0 KumeranLockLoss=1"}
 	c.AddConfigParams(map[string]string{"e1000e": "InterruptThrottleRate=3000 SmartPowerDownEnable=1"})
 	if err := c.Settle(context.Background(), 0, 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if p := loader.Params["e1000e"]; p != "InterruptThrottleRate=3000 SmartPowerDownEnable=1 InterruptThrottleRate=1" {
-		t.Errorf("e1000e loaded with %q, want modprobe.d's options, then the command line's", p)
+	if p := loader.Params["e1000e"]; p != "InterruptThrottleRate=3000 SmartPowerDownEnable=1 InterruptThrottleRate=1 KumeranLockLoss=1" {
+		t.Errorf("e1000e loaded with %q, want modprobe.d's options, then the command line's, then the defaults neither sets", p)
 	}
 }

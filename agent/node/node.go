@@ -341,14 +341,15 @@ func Start(ctx context.Context, env Env) *Node {
 	}
 	n.waitForTime(ctx)
 	_ = n.startK3s(ctx, cfg) // a failure is on the consoles
-	// The constellation's join sends the inventory summary: after it.
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		collect()
-		<-invDone
-		n.setConstellation(cfg)
 	}()
+	// Here, not once the inventory is done: a config applied meanwhile
+	// sets the constellation after this one. Its client waits for the
+	// inventory, which its join reports.
+	n.setConstellation(cfg)
 	return n
 }
 

@@ -166,6 +166,8 @@ func TestValidateSelectorKeysAndValues(t *testing.T) {
 		{map[string]string{"tag": "gdpr,"}, "tag"},
 		{map[string]string{"jurisdiction": "eu"}, "jurisdiction"},
 		{map[string]string{"slot": "c"}, "slot"},
+		{map[string]string{"k3s.version": "v1.34.9+k3s1"}, ""}, // a real K3s version has a +
+		{map[string]string{"k3s.version": "v1.34 9"}, "k3s.version"},
 	} {
 		err := ValidateSelector(tt.sel)
 		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {

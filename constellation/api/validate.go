@@ -177,6 +177,13 @@ var AttrKeys = []string{"country", "region", "jurisdiction", "tag", "gpu.vendor"
 // and the value must be one a site can carry, checked as token attributes
 // and heartbeats are (country=fr or tag=GDPR could never match a site).
 func ValidateAttr(key, value string) error {
+	if key == "k3s.version" || key == "etoile.version" {
+		// Versions carry a + (v1.34.9+k3s1), which no other value has.
+		if value == "" {
+			return fmt.Errorf("%s is empty", key)
+		}
+		return validateVersion(key, value)
+	}
 	if err := validateKV(key, value); err != nil {
 		return err
 	}
@@ -331,6 +338,9 @@ func ParseKV(s string) (string, string, error) {
 	k, v, ok := strings.Cut(s, "=")
 	if !ok {
 		return "", "", fmt.Errorf("%q is not key=value", clip(s))
+	}
+	if k == "k3s.version" || k == "etoile.version" {
+		return k, v, ValidateAttr(k, v) // a + in the value
 	}
 	if err := validateKV(k, v); err != nil {
 		return "", "", err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -236,5 +237,24 @@ func TestEnsureJoinedFollowsTheHubsNewAddress(t *testing.T) {
 	}
 	if _, err := s.Beat(ctx, status(1, "")); err != nil {
 		t.Errorf("heartbeat to the new address: %v", err)
+	}
+}
+
+// TestRevokedSiteJoiningAgainIsFinal: a revoked site whose key was lost
+// (a node booted from its media joins again at every boot) gets the
+// revocation as join.ErrRevoked, which ends its client, not a retry.
+func TestRevokedSiteJoiningAgainIsFinal(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t, t.TempDir())
+	js := h.token(t, api.TokenRequest{Site: "gone-1", Uses: 3})
+	if _, err := join.EnsureJoined(ctx, js.String(), join.Options{Root: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.admin.RevokeSite(ctx, "gone-1"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := join.EnsureJoined(ctx, js.String(), join.Options{Root: t.TempDir()}) // a fresh root: the key is gone
+	if !errors.Is(err, join.ErrRevoked) {
+		t.Fatalf("joining again after the revocation: %v, want join.ErrRevoked", err)
 	}
 }

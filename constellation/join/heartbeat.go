@@ -48,6 +48,18 @@ func (s *Site) Beat(ctx context.Context, status StatusFunc) (time.Duration, erro
 	s.State.LastHeartbeat, s.State.LastError = &now, ""
 	if resp.SendTemplates {
 		written, removed, err := ApplyTemplates(filepath.Join(s.Root, ManifestDir), resp.Templates, s.State.Templates)
+		if err != nil && (len(written) > 0 || len(removed) > 0) && s.State.Templates != nil {
+			// Part of the set was applied: what was written is the
+			// templates' now, what was removed is not.
+			owned := slices.DeleteFunc(slices.Clone(s.State.Templates), func(n string) bool { return slices.Contains(removed, n) })
+			for _, n := range written {
+				if !slices.Contains(owned, n) {
+					owned = append(owned, n)
+				}
+			}
+			slices.Sort(owned)
+			s.State.Templates = owned
+		}
 		if err != nil {
 			s.State.LastError = err.Error()
 			_ = s.saveState()

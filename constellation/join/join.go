@@ -141,6 +141,12 @@ func Join(ctx context.Context, js api.JoinString, o Options) (*Site, error) {
 	}
 	var resp api.JoinResponse
 	if err := post(ctx, hc, js.Hub+api.PathJoin, api.JoinRequest{Token: js.Token(), CSR: string(csr), Inventory: o.Inventory}, &resp); err != nil {
+		var re *RemoteError
+		if errors.As(err, &re) && re.Code == api.CodeSiteRevoked {
+			// A revoked site's name (joining again after its key was lost):
+			// final, as a revocation seen in a heartbeat is.
+			return nil, fmt.Errorf("%w (joining hub %s: %w)", ErrRevoked, js.Hub, err)
+		}
 		return nil, fmt.Errorf("joining hub %s: %w", js.Hub, err)
 	}
 	cert, err := checkIssued(resp.Certificate, resp.CA, js.CAPin, key)
@@ -401,13 +407,18 @@ func EnsureJoined(ctx context.Context, joinString string, o Options) (*Site, err
 		return nil, fmt.Errorf("constellation join string: %w", err)
 	}
 	if s, err := Load(o.Root, o.Log); err == nil && s.State.CAPin == js.CAPin {
-		sameToken := s.State.TokenID == "" || s.State.TokenID == js.TokenID
 		switch {
-		case s.State.Revoked && sameToken:
+		case s.State.Revoked && s.State.TokenID == js.TokenID:
 			return nil, ErrRevoked
 		case s.State.Revoked:
-			// A new join string after the revocation: join with it.
+			// A new join string after the revocation (or a state that did
+			// not keep its token): join with it; the hub says whether it may.
 		default:
+			if s.State.TokenID != js.TokenID {
+				// Joined already: a new token for the same hub is not needed
+				// (nor used: the site keeps its name and key).
+				s.Log.Info("this site has joined this hub already: the join string's token is not used", "site", s.State.SiteName, "token", js.TokenID)
+			}
 			if s.State.Hub != js.Hub {
 				// The same hub (its CA) at another address: follow the
 				// join string, the newer word.

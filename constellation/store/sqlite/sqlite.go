@@ -417,11 +417,13 @@ func (s *Store) Join(ctx context.Context, p store.JoinParams, ev api.AuditEvent)
 			if err != nil {
 				return fmt.Errorf("re-keying site %s: %w", site.Name, err)
 			}
-			res.Rekeyed = true
-			// The audit tells a machine taking over a site's name from a
-			// first join: the previous key is named.
-			ev.Action = api.AuditSiteRekey
-			ev.Detail = strings.TrimSpace(ev.Detail + " previous_key=" + site.KeySHA256[:min(16, len(site.KeySHA256))])
+			if site.KeySHA256 != p.KeySHA256 {
+				res.Rekeyed = true
+				// The audit tells a machine taking over a site's name from
+				// a first join: the previous key is named.
+				ev.Action = api.AuditSiteRekey
+				ev.Detail = strings.TrimSpace(ev.Detail + " previous_key=" + site.KeySHA256[:min(16, len(site.KeySHA256))])
+			}
 		case errors.Is(err, store.ErrNotFound):
 			site.ID = p.NewSiteID
 			_, err = tx.ExecContext(ctx, `INSERT INTO sites (id, name, country, region, jurisdiction, tags, inventory, key_sha256, token_id, joined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
