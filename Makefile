@@ -70,6 +70,7 @@ gpu-tests: build
 	@mkdir -p bin/gpu
 	CGO_ENABLED=0 $(GO) test -c -tags gpu -o bin/gpu/inventory.test ./agent/inventory
 	CGO_ENABLED=0 $(GO) test -c -tags gpu -o bin/gpu/nvdev.test ./agent/nvdev
+	CGO_ENABLED=0 $(GO) test -c -tags gpu -o bin/gpu/k3s.test ./agent/k3s
 
 gpu-check: gpu-tests
 	scripts/gpu-check.sh $(OUT)/gpu-check
@@ -78,7 +79,7 @@ lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags qa ./qa/
-	$(GO) vet -tags gpu ./agent/inventory/ ./agent/nvdev/
+	$(GO) vet -tags gpu ./agent/inventory/ ./agent/nvdev/ ./agent/k3s/
 	@if command -v staticcheck >/dev/null; then staticcheck ./...; else echo "staticcheck not installed: skipped (go install honnef.co/go/tools/cmd/staticcheck@latest)"; fi
 
 clean:

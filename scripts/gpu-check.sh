@@ -2,7 +2,7 @@
 # Étoile's hardware inventory and NVIDIA device files checked against a live
 # machine with NVIDIA GPUs and their driver loaded, as root: `make gpu-check`
 # (which builds what it runs), or scripts/gpu-check.sh OUTDIR with BIN naming
-# a folder holding etoile-agent and gpu/{inventory,nvdev}.test (`make gpu-tests`).
+# a folder holding etoile-agent and gpu/{inventory,nvdev,k3s}.test (`make gpu-tests`).
 # Not part of `make test`: its machines have no GPU. Everything seen is written
 # to OUTDIR, in five files; the exit status is the tests'.
 set -u
@@ -10,7 +10,7 @@ export LC_ALL=C # $EPOCHREALTIME's decimal point
 out=${1:?usage: scripts/gpu-check.sh OUTDIR}
 bin=${BIN:-bin}
 mkdir -p "$out"
-for f in "$bin/etoile-agent" "$bin/gpu/inventory.test" "$bin/gpu/nvdev.test"; do
+for f in "$bin/etoile-agent" "$bin/gpu/inventory.test" "$bin/gpu/nvdev.test" "$bin/gpu/k3s.test"; do
 	[ -x "$f" ] || { echo "gpu-check: $f is missing: run make gpu-tests (or make gpu-check)" >&2; exit 2; }
 done
 command -v nvidia-smi >/dev/null || { echo "gpu-check: nvidia-smi is not on the PATH: this check needs a machine with an NVIDIA GPU and its driver" >&2; exit 2; }
@@ -36,7 +36,7 @@ rc=0
 } >"$out/machine.txt" 2>&1
 "$bin/etoile-agent" inventory >>"$out/inventory.txt" 2>&1 || rc=1
 nvidia-smi -q -x >"$out/nvidia-smi-q.xml" 2>&1
-for t in inventory nvdev; do
+for t in inventory nvdev k3s; do
 	echo "### $t" >>"$out/tests.log"
 	"$bin/gpu/$t.test" -test.v -test.count=1 -test.run Live >>"$out/tests.log" 2>&1 || rc=1
 done

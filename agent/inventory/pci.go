@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"bytes"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -83,7 +84,7 @@ func (c *collector) pci() error {
 	}
 	// Parse the database only for the vendors present: a few hundred kB instead of megabytes
 	// held while the agent runs.
-	db, err := pciids.Embedded(func(v uint16) bool { return vendors[v] })
+	db, err := c.pciDB(func(v uint16) bool { return vendors[v] })
 	if err != nil {
 		c.warn("pci names: %v", err)
 		db = nil
@@ -151,4 +152,30 @@ func PCIeGen(speed string) int {
 		}
 	}
 	return 0
+}
+
+// SystemPCIIDs are where a system keeps its pci.ids (Debian's pci.ids package; hwdata's).
+var SystemPCIIDs = []string{"/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids"}
+
+// pciDB is the newest pci.ids at hand: the system's (an image extension's, the live host's)
+// when it is newer than the one compiled in, which names devices newer than its date only by
+// number (an H200 is [2335] in 2023's). Inventory.PCIIDs says which was read.
+func (c *collector) pciDB(keep func(uint16) bool) (*pciids.DB, error) {
+	best, bestVersion := "", pciids.EmbeddedVersion()
+	var bestData []byte
+	for _, p := range SystemPCIIDs {
+		data, err := c.r.readFile(p)
+		if err != nil {
+			continue
+		}
+		if v := pciids.Version(data); v > bestVersion {
+			best, bestVersion, bestData = p, v, data
+		}
+	}
+	if best == "" {
+		c.inv.PCIIDs = "embedded " + bestVersion
+		return pciids.Embedded(keep)
+	}
+	c.inv.PCIIDs = best + " " + bestVersion
+	return pciids.Parse(bytes.NewReader(bestData), keep)
 }

@@ -65,6 +65,32 @@ func Embedded(keep func(vendorID uint16) bool) (*DB, error) {
 	return Parse(zr, keep)
 }
 
+// Version is a pci.ids file's "Version:" (2023.04.10) from its header comment, "" when it
+// has none. Versions are dates: their text sorts as they do.
+func Version(data []byte) string {
+	for i, line := range strings.SplitN(string(data[:min(len(data), 4096)]), "\n", 40) {
+		if i > 30 || (line != "" && !strings.HasPrefix(line, "#")) {
+			break
+		}
+		if v, ok := strings.CutPrefix(strings.TrimSpace(strings.TrimPrefix(line, "#")), "Version:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// EmbeddedVersion is the version of the database compiled into the binary.
+func EmbeddedVersion() string {
+	zr, err := gzip.NewReader(bytes.NewReader(embeddedGz))
+	if err != nil {
+		return ""
+	}
+	defer zr.Close()
+	head := make([]byte, 4096)
+	n, _ := io.ReadFull(zr, head)
+	return Version(head[:n])
+}
+
 // Parse reads a pci.ids file. Lines it cannot read are skipped, as lspci does, so a damaged
 // or newer-format line never hides the rest of the database; an error is returned only when
 // reading fails.

@@ -137,3 +137,18 @@ func BenchmarkEmbedded(b *testing.B) {
 		}
 	}
 }
+
+func TestVersion(t *testing.T) {
+	if v := EmbeddedVersion(); v != "2023.04.10" {
+		t.Errorf("EmbeddedVersion() = %q, want the header's 2023.04.10 (update pciids.go's comment with the file)", v)
+	}
+	for _, tc := range []struct{ data, want string }{
+		{"#\n#\tVersion: 2025.01.20\n#\tDate:    2025-01-20 03:15:01\n#\n0001  SafeNet\n", "2025.01.20"},
+		{"0001  SafeNet\n#\tVersion: 2025.01.20\n", ""}, // past the header
+		{"", ""},
+	} {
+		if got := Version([]byte(tc.data)); got != tc.want {
+			t.Errorf("Version(%q) = %q, want %q", tc.data, got, tc.want)
+		}
+	}
+}
