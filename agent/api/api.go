@@ -137,7 +137,7 @@ type Backend interface {
 func Handler(b Backend, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, b.Status(r.Context()))
+		writeJSON(w, http.StatusOK, b.Status(r.Context()).forJSON())
 	})
 	mux.HandleFunc("GET /v1/logs", func(w http.ResponseWriter, r *http.Request) {
 		source := r.URL.Query().Get("source")
@@ -236,6 +236,19 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /v1/config/validate", config(false))
 	mux.HandleFunc("POST /v1/config/apply", config(true))
 	return mux
+}
+
+// forJSON gives the status's lists as [] when empty (a machine without a
+// lease has "network": [], not null), as scripts reading it expect.
+func (st Status) forJSON() Status {
+	if st.Network == nil {
+		st.Network = []Interface{}
+	}
+	for i := range st.Network {
+		st.Network[i].Addresses = nonNil(st.Network[i].Addresses)
+	}
+	st.Warnings = nonNil(st.Warnings)
+	return st
 }
 
 func nonNil(s []string) []string {

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -238,5 +239,20 @@ func TestPower(t *testing.T) {
 	}
 	if len(fa.power) != 1 {
 		t.Errorf("bad requests reached the backend: %q", fa.power)
+	}
+}
+
+// TestStatusJSONListsAreNeverNull: a machine without a lease or warnings
+// says "network": [] and "warnings": [], not null.
+func TestStatusJSONListsAreNeverNull(t *testing.T) {
+	b, err := json.Marshal(Status{Network: []Interface{{Name: "eth0"}}}.forJSON())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"addresses":[]`) || !strings.Contains(string(b), `"warnings":[]`) {
+		t.Errorf("status JSON %s has a null list", b)
+	}
+	if b, _ := json.Marshal(Status{}.forJSON()); !strings.Contains(string(b), `"network":[]`) {
+		t.Errorf("status JSON without a lease: %s", b)
 	}
 }
