@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,15 @@ type Server struct {
 	// heartbeats (see siteListener) each costs its TLS state, about 10 KB
 	// of heap. Below the heartbeat interval every beat resumes TLS instead.
 	IdleTimeout time.Duration
+	// RenewCert issues the hub's TLS certificate again; Run calls it once
+	// two thirds of the certificate's lifetime have passed (checked every
+	// CertCheckEvery, default an hour), so that a hub running for longer
+	// than the certificate lasts does not start presenting an expired one.
+	// Nil: the certificate given to Run is kept.
+	RenewCert      func() (tls.Certificate, error)
+	CertCheckEvery time.Duration
+
+	cert atomic.Pointer[tls.Certificate] // what the API listener presents
 
 	// verified caches client certificates already checked against the CA,
 	// by SHA-256 of their DER: a site that reconnects (TLS resumption after
@@ -108,10 +118,11 @@ func (c *siteCollector) Collect(ch chan<- prometheus.Metric) {
 // are requested but checked by the handlers, so that an expired or foreign
 // certificate gets a readable JSON answer instead of a TLS alert.
 func (s *Server) TLSConfig(cert tls.Certificate) *tls.Config {
+	s.cert.Store(&cert)
 	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.RequestClientCert,
-		MinVersion:   tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
+		ClientAuth:     tls.RequestClientCert,
+		MinVersion:     tls.VersionTLS13,
 		// Sites and admins speak HTTP/1.1: an idle connection then costs
 		// the hub only its TLS state (see siteListener).
 		NextProtos: []string{"http/1.1"},
@@ -477,6 +488,9 @@ func (s *Server) Run(ctx context.Context, l Listeners, cert tls.Certificate) err
 	sl := newSiteListener(l.API, s.TLSConfig(cert), api.ReadHeaderTimeout, idle, s.log())
 	servers := []*http.Server{api}
 	g, gctx := errgroup.WithContext(ctx)
+	if s.RenewCert != nil {
+		g.Go(func() error { s.renewCertificate(gctx); return nil })
+	}
 	g.Go(func() error {
 		if err := api.Serve(sl); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("hub API on %s: %w", l.API.Addr(), err)
@@ -511,4 +525,43 @@ func (s *Server) log() *slog.Logger {
 		return s.Log
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// renewCertificate replaces the API's certificate with RenewCert's once two
+// thirds of its lifetime have passed, until ctx ends. A failed issue is
+// logged and tried again at the next check; the old certificate stays.
+func (s *Server) renewCertificate(ctx context.Context) {
+	every := s.CertCheckEvery
+	if every <= 0 {
+		every = time.Hour
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		leaf := s.cert.Load().Leaf
+		if leaf == nil {
+			continue
+		}
+		life := leaf.NotAfter.Sub(leaf.NotBefore)
+		if life > pki.Backdate {
+			life -= pki.Backdate // dated back for clocks a little behind: the lifetime counts from the issue
+		}
+		if time.Now().Before(leaf.NotAfter.Add(-life / 3)) {
+			continue
+		}
+		cert, err := s.RenewCert()
+		if err != nil {
+			s.log().Warn("hub certificate renewal failed; retrying", "err", err, "not_after", leaf.NotAfter, "retry_in", every)
+			continue
+		}
+		s.cert.Store(&cert)
+		if cert.Leaf != nil {
+			s.log().Info("hub certificate renewed", "not_after", cert.Leaf.NotAfter)
+		}
+	}
 }

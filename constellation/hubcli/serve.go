@@ -2,6 +2,7 @@ package hubcli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -33,7 +34,12 @@ type ServeOptions struct {
 	HeartbeatInterval time.Duration
 	CertLifetime      time.Duration
 	IdleTimeout       time.Duration
-	Log               *slog.Logger
+	// ServerCertLifetime is the hub's own TLS certificate's (default 365
+	// days), renewed while the hub runs; CertCheckEvery how often that is
+	// looked at (default an hour). For tests.
+	ServerCertLifetime time.Duration
+	CertCheckEvery     time.Duration
+	Log                *slog.Logger
 	// Ready, when set, receives the advertised URL and status address once
 	// both listeners are open.
 	Ready func(hubURL, statusAddr string)
@@ -140,7 +146,12 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	cert, err := ca.ServerCertificate(hosts, 365*24*time.Hour)
+	serverLife := o.ServerCertLifetime
+	if serverLife <= 0 {
+		serverLife = 365 * 24 * time.Hour
+	}
+	issue := func() (tls.Certificate, error) { return ca.ServerCertificate(hosts, serverLife) }
+	cert, err := issue()
 	if err != nil {
 		return err
 	}
@@ -181,7 +192,8 @@ func Serve(ctx context.Context, o ServeOptions) error {
 			log.Info("admin config now points at the hub's URL", "path", cfgPath, "url", hubURL, "was", old)
 		}
 	}
-	srv := &hub.Server{Service: &hub.Service{Store: st, CA: ca, Log: log, Now: o.Now, HeartbeatInterval: interval, CertLifetime: o.CertLifetime}, Log: log, IdleTimeout: o.IdleTimeout}
+	srv := &hub.Server{Service: &hub.Service{Store: st, CA: ca, Log: log, Now: o.Now, HeartbeatInterval: interval, CertLifetime: o.CertLifetime}, Log: log, IdleTimeout: o.IdleTimeout,
+		RenewCert: issue, CertCheckEvery: o.CertCheckEvery}
 	log.Info("hub serving", "url", hubURL, "ca_pin", "sha256:"+ca.Pin(), "status", statusAddr, "sans", hosts)
 	if o.Ready != nil {
 		o.Ready(hubURL, statusAddr)

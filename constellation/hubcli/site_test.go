@@ -258,3 +258,40 @@ func TestRevokedSiteJoiningAgainIsFinal(t *testing.T) {
 		t.Fatalf("joining again after the revocation: %v, want join.ErrRevoked", err)
 	}
 }
+
+// TestHubRenewsItsOwnCertificate: a hub running longer than two thirds of
+// its TLS certificate's lifetime presents a new one (a year's, in use),
+// and sites keep working across the change.
+func TestHubRenewsItsOwnCertificate(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t, t.TempDir(), func(o *hubcli.ServeOptions) {
+		o.ServerCertLifetime, o.CertCheckEvery = 3*time.Second, 100*time.Millisecond
+	})
+	presented := func() *x509.Certificate {
+		t.Helper()
+		c, err := tls.Dial("tcp", strings.TrimPrefix(h.url, "https://"), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0]
+	}
+	first := presented()
+	site, err := join.Join(ctx, h.token(t, api.TokenRequest{Site: "renew-hub-1"}), join.Options{Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for presented().SerialNumber.Cmp(first.SerialNumber) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub still presents its first certificate (not after %v)", first.NotAfter)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if now := presented(); !now.NotAfter.After(first.NotAfter) {
+		t.Errorf("the new certificate ends %v, not after the first's %v", now.NotAfter, first.NotAfter)
+	}
+	if _, err := site.Beat(ctx, status(1, "")); err != nil {
+		t.Errorf("a heartbeat after the hub's renewal: %v", err)
+	}
+}

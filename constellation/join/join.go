@@ -331,17 +331,14 @@ func (s *Site) Renew(ctx context.Context) error {
 func (s *Site) NeedsRenewal(now time.Time) bool {
 	c := s.Certificate()
 	life := c.NotAfter.Sub(c.NotBefore)
-	if life > issueBackdate {
+	if life > pki.Backdate {
 		// The hub dates a certificate back (for clocks a little behind): its
 		// lifetime counts from its issue.
-		life -= issueBackdate
+		life -= pki.Backdate
 	}
 	return now.After(c.NotAfter.Add(-life / 3))
 }
 
-// issueBackdate is how far the hub dates a site certificate's NotBefore
-// back from its issue (constellation/pki, CA.template).
-const issueBackdate = 5 * time.Minute
 
 func pinnedClient(hub, pin string, getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error), timeout time.Duration) (*http.Client, error) {
 	u, err := url.Parse(hub)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/etoile-os/etoile/constellation/api"
+	"github.com/etoile-os/etoile/constellation/pki"
 )
 
 func TestApplyTemplates(t *testing.T) {
@@ -106,7 +107,7 @@ func TestCommandRefusesBadJoinStrings(t *testing.T) {
 func TestRenewalAtTwoThirdsOfTheIssuedLifetime(t *testing.T) {
 	issued := time.Now()
 	for _, life := range []time.Duration{time.Minute, 10 * time.Minute, 24 * time.Hour} {
-		s := &Site{cert: &tls.Certificate{Leaf: &x509.Certificate{NotBefore: issued.Add(-issueBackdate), NotAfter: issued.Add(life)}}}
+		s := &Site{cert: &tls.Certificate{Leaf: &x509.Certificate{NotBefore: issued.Add(-pki.Backdate), NotAfter: issued.Add(life)}}}
 		if s.NeedsRenewal(issued.Add(life * 6 / 10)) {
 			t.Errorf("%v: renewal due at 60%% of the lifetime", life)
 		}

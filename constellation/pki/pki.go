@@ -135,6 +135,10 @@ func (ca *CA) Pool() *x509.CertPool {
 	return p
 }
 
+// Backdate is how far certificates' NotBefore is dated back from their
+// issue, for clocks a little behind the hub's.
+const Backdate = 5 * time.Minute
+
 // ServerCertificate issues the hub's TLS certificate for hosts (DNS names or
 // IP addresses). It is made at every start so that --san changes apply.
 func (ca *CA) ServerCertificate(hosts []string, lifetime time.Duration) (tls.Certificate, error) {
@@ -244,7 +248,7 @@ func (ca *CA) template(cn, org string, lifetime time.Duration) (*x509.Certificat
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: cn, Organization: []string{org}},
 		// Five minutes back absorbs clock skew between hub and site.
-		NotBefore: t.Add(-5 * time.Minute),
+		NotBefore: t.Add(-Backdate),
 		NotAfter:  t.Add(lifetime),
 		KeyUsage:  x509.KeyUsageDigitalSignature,
 	}, nil
