@@ -339,7 +339,6 @@ func (s *Site) NeedsRenewal(now time.Time) bool {
 	return now.After(c.NotAfter.Add(-life / 3))
 }
 
-
 func pinnedClient(hub, pin string, getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error), timeout time.Duration) (*http.Client, error) {
 	u, err := url.Parse(hub)
 	if err != nil || u.Scheme != "https" {
