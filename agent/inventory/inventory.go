@@ -318,6 +318,13 @@ func (c *collector) runNvidiaSMI(ctx context.Context) ([]byte, error) {
 	return out, nil
 }
 
+// RunTool runs a tool as the inventory runs nvidia-smi: started with start (the reaper's, as
+// PID 1) and released with release, killed at ctx's end and given up on when it does not die;
+// its error carries what it printed.
+func RunTool(ctx context.Context, start func(*exec.Cmd) error, release func(int), name string, args ...string) ([]byte, error) {
+	return execRun(ctx, start, release, name, args...)
+}
+
 func execRun(ctx context.Context, start func(*exec.Cmd) error, release func(int), name string, args ...string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, name, args...)

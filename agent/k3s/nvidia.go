@@ -82,8 +82,8 @@ func NvidiaRuntimeProblems(root string, rts []Runtime) []string {
 			problems = append(problems, "/etc/ld.so.cache does not list "+strings.Join(missing, ", ")+": nvidia-container-cli finds the driver's libraries through it; add the driver's libraries and run ldconfig -r on the layer after they are in place")
 		}
 	}
-	if len(cdi) > 0 && !hasCDISpec(root) {
-		problems = append(problems, "no CDI specification in /etc/cdi or /var/run/cdi for "+cdi[0].Path+": generate one with nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml on a machine with the same driver, and add it to the image")
+	if len(cdi) > 0 && !HasCDISpec(root) {
+		problems = append(problems, "no CDI specification in /etc/cdi or /var/run/cdi for "+cdi[0].Path+": add nvidia-ctk to the image (the agent then generates it at boot, before K3s), or a specification made with nvidia-ctk cdi generate on a machine with the same driver")
 	}
 	return problems
 }
@@ -145,9 +145,9 @@ func missingFromLdCache(root string, libs []string) []string {
 	return missing
 }
 
-// hasCDISpec reports whether a CDI specification (.yaml or .json) is in
+// HasCDISpec reports whether a CDI specification (.yaml or .json) is in
 // one of the folders the CDI runtime reads.
-func hasCDISpec(root string) bool {
+func HasCDISpec(root string) bool {
 	for _, dir := range []string{"etc/cdi", "var/run/cdi", "run/cdi"} {
 		entries, _ := os.ReadDir(filepath.Join(root, dir))
 		for _, e := range entries {
@@ -157,4 +157,11 @@ func hasCDISpec(root string) bool {
 		}
 	}
 	return false
+}
+
+// LookTool finds a tool of the NVIDIA Container Toolkit (nvidia-ctk) as K3s
+// finds the runtimes: RuntimesPath, then SystemPath; its path in the
+// machine's view, or "".
+func LookTool(root, name string) string {
+	return lookPath(root, RuntimesPath+":"+SystemPath, name)
 }

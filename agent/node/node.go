@@ -764,6 +764,9 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 	if inv != nil {
 		labels = inventory.NodeLabels(inv)
 	}
+	if labels[inventory.LabelNvidiaPresent] == "true" && ownContainerd(cfg) {
+		n.ensureCDISpec(ctx)
+	}
 	n.checkRuntimes(cfg, labels)
 	sup, err := k3s.ForConfig(n.env.Root, cfg, n.nodeName(), labels, n.env.Log)
 	if err != nil {
