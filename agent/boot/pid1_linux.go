@@ -3,7 +3,6 @@ package boot
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -217,28 +217,55 @@ func NotifySignals() chan os.Signal {
 }
 
 // shutdown asks every process to stop, gives them 5 s, kills the rest,
-// syncs, and reboots or powers off. If the reboot syscall fails the agent
-// says so and keeps running: exiting would panic the kernel.
+// unmounts (or remounts read-only) the filesystems still mounted writable,
+// syncs, and reboots or powers off; each step bounded, and said on the
+// consoles when it did not go as it should. If the reboot syscall fails the
+// agent says so and keeps running: exiting would panic the kernel.
 func shutdown(log *slog.Logger, reaper *Reaper, cmd int, name string) {
 	log.Info("shutting down", "action", name)
 	_ = unix.Kill(-1, unix.SIGTERM)
 	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) && othersAlive() {
+	for time.Now().Before(deadline) && len(userProcesses("/proc")) > 0 {
 		reaper.Reap()
 		time.Sleep(100 * time.Millisecond)
 	}
 	_ = unix.Kill(-1, unix.SIGKILL)
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end) && len(userProcesses("/proc")) > 0; {
+		reaper.Reap()
+		time.Sleep(50 * time.Millisecond)
+	}
 	reaper.Reap()
-	unix.Sync()
+	if left := userProcesses("/proc"); len(left) > 0 {
+		var names []string
+		for _, p := range left[:min(len(left), 10)] {
+			names = append(names, fmt.Sprintf("%s[%d]", p.Comm, p.PID))
+		}
+		log.Warn("processes still running after SIGKILL (stuck in the kernel: a device or server that does not answer)", "count", len(left), "processes", strings.Join(names, ","))
+	}
+	if data, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		r := releaseFilesystems(writableMounts(parseMountinfo(data)),
+			func(t string) error { return unix.Unmount(t, 0) },
+			func(t string) error { return unix.Mount("", t, "", unix.MS_REMOUNT|unix.MS_RDONLY, "") },
+			5*time.Second)
+		if len(r.Unmounted)+len(r.ReadOnly)+len(r.Left) > 0 {
+			attrs := []any{"unmounted", len(r.Unmounted)}
+			if len(r.ReadOnly) > 0 {
+				attrs = append(attrs, "read_only", strings.Join(r.ReadOnly, ","))
+			}
+			if len(r.Left) > 0 {
+				attrs = append(attrs, "left", strings.Join(r.Left, "; "))
+				log.Warn("filesystems not released: they may need a check at the next mount", attrs...)
+			} else {
+				log.Info("filesystems released", attrs...)
+			}
+		}
+	}
+	if !syncWithin(unix.Sync, 30*time.Second) {
+		log.Warn("sync did not finish in 30 s: going on (a device or server no longer answers; its unwritten data is lost)")
+	}
 	if err := unix.Reboot(cmd); err != nil {
 		log.Error("reboot failed", "action", name, "reason", err.Error())
 	}
-}
-
-// othersAlive reports whether any process other than PID 1 and kernel
-// threads is left (a kill(-1) that finds nobody returns ESRCH).
-func othersAlive() bool {
-	return !errors.Is(unix.Kill(-1, 0), unix.ESRCH)
 }
 
 // reopenConsole gives PID 1 a stdin, stdout and stderr on /dev/console when

@@ -483,6 +483,10 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	cmd.Env = append([]string{"PATH=" + SystemPath, "HOME=/root"}, s.Env...)
 	cmd.Dir = s.Root
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Once K3s has exited, its output is read 5 s more at most: a process
+	// of its own that left its group with the pipe (a daemon it forked)
+	// must not hold the wait, and the stop, for as long as it lives.
+	cmd.WaitDelay = 5 * time.Second
 	logs, err := openLog(s.path(LogPath), MaxLogSize)
 	if err != nil {
 		// Its lines stay in memory (etoile-agent logs k3s): not a reason

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -60,6 +61,20 @@ func TestMain(m *testing.M) {
 		fmt.Println("after")
 		fmt.Println(`time="2026-11-27T10:00:01Z" level=fatal msg="the last words"`)
 		os.Exit(1)
+	case mode == "daemonizes":
+		// A daemon of its own in another session, holding the output pipe
+		// for a minute after K3s exits.
+		d := exec.Command("sleep", "61.5")
+		d.Stdout, d.Stderr = os.Stdout, os.Stderr
+		d.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := d.Start(); err != nil {
+			fmt.Println("fake k3s: starting its daemon:", err)
+		}
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, syscall.SIGTERM)
+		fmt.Println("fake k3s up, daemon", d.Process.Pid)
+		<-c
+		os.Exit(0)
 	case mode == "stubborn":
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Println("fake k3s ignoring SIGTERM")
@@ -350,6 +365,30 @@ func TestStopSendsTermThenKill(t *testing.T) {
 				t.Errorf("status after stop = %+v", s.Status())
 			}
 		})
+	}
+}
+
+// TestStopDoesNotWaitForADaemonHoldingTheOutput: a process K3s started in
+// another session keeps K3s's output pipe open after K3s exits; the stop
+// ends a few seconds after K3s's exit all the same (it waited for the
+// daemon's minute before).
+func TestStopDoesNotWaitForADaemonHoldingTheOutput(t *testing.T) {
+	root := fakeRoot(t)
+	s := &Supervisor{Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Env: []string{"ETOILE_FAKE_K3S=daemonizes"}, StopTimeout: 10 * time.Second}
+	t.Cleanup(func() { _ = exec.Command("pkill", "-f", "^sleep 61.5$").Run() })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "process output", func() bool { return len(s.Logs()) > 0 })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("the stop waited for the daemon that holds K3s's output")
 	}
 }
 

@@ -1,0 +1,108 @@
+package boot
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestUserProcessesLeavesKernelThreadsOut: kill(-1, 0) counts the kernel's
+// threads, so PID 1 never saw "everyone has exited"; /proc's flags tell.
+func TestUserProcessesLeavesKernelThreadsOut(t *testing.T) {
+	proc := t.TempDir()
+	for pid, stat := range map[string]string{
+		"1":    "1 (init) S 0 1 1 0 -1 4194560 0 0 0 0",
+		"2":    "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0", // PF_KTHREAD
+		"57":   "57 (kworker/0:1-events) I 2 0 0 0 -1 69238880 0 0",
+		"412":  "412 (containerd-shim) S 1 412 412 0 -1 1077936384 0 0 0 0",
+		"413":  "413 (my (odd) name) D 412 413 413 0 -1 4194560 0 0 0 0",
+		"self": "ignored",
+	} {
+		if err := os.MkdirAll(filepath.Join(proc, pid), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(proc, pid, "stat"), []byte(stat+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := userProcesses(proc)
+	want := []Proc{{412, "containerd-shim"}, {413, "my (odd) name"}}
+	if !slices.Equal(got, want) {
+		t.Errorf("userProcesses = %v, want %v", got, want)
+	}
+	// This machine's own /proc: the test process is one, the kernel's
+	// threads (kthreadd, pid 2) are not.
+	mine := userProcesses("/proc")
+	if !slices.ContainsFunc(mine, func(p Proc) bool { return p.PID == os.Getpid() }) || slices.ContainsFunc(mine, func(p Proc) bool { return p.PID == 2 }) {
+		t.Errorf("on this machine: %v", mine)
+	}
+}
+
+func TestWritableMountsFromMountinfo(t *testing.T) {
+	info := `22 1 0:21 / / rw,relatime - overlay etoile-root rw,lowerdir=/sysroot-ro,upperdir=/run/x/upper,workdir=/run/x/work
+23 22 0:5 / /dev rw,nosuid - devtmpfs devtmpfs rw,size=4000k
+24 22 0:22 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+25 22 0:23 / /run rw,nosuid,nodev - tmpfs tmpfs rw,mode=755
+30 22 8:3 / /run/etoile/state ro,relatime - ext4 /dev/sda3 ro,noload
+31 22 8:17 / /var/lib/longhorn rw,relatime - ext4 /dev/sdb1 rw
+32 31 8:18 / /var/lib/longhorn/replica\040one rw,relatime - xfs /dev/sdb2 rw
+33 22 0:50 / /run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs rw,relatime - overlay overlay rw,lowerdir=/a,upperdir=/b,workdir=/c
+34 22 0:51 / /mnt/nfs rw,relatime - nfs4 srv:/export rw
+35 22 0:24 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw
+36 22 7:0 / /sysroot-ro ro - squashfs /dev/loop0 ro
+`
+	var got []string
+	for _, m := range writableMounts(parseMountinfo([]byte(info))) {
+		got = append(got, m.Target+" "+m.FSType)
+	}
+	want := []string{"/mnt/nfs nfs4", "/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs overlay",
+		"/var/lib/longhorn/replica one xfs", "/var/lib/longhorn ext4"}
+	if !slices.Equal(got, want) {
+		t.Errorf("writable mounts, last first:\n%q\nwant\n%q", got, want)
+	}
+}
+
+// TestReleaseFilesystemsIsBounded: a busy filesystem is remounted
+// read-only; one whose unmount blocks (an NFS server gone) is left after
+// its time, said; the others are unmounted in order.
+func TestReleaseFilesystemsIsBounded(t *testing.T) {
+	block := make(chan struct{})
+	defer close(block)
+	var order []string
+	unmount := func(t string) error {
+		order = append(order, t)
+		switch t {
+		case "/busy":
+			return errors.New("device or resource busy")
+		case "/nfs":
+			<-block
+		}
+		return nil
+	}
+	remount := func(t string) error {
+		if t == "/busy" {
+			return nil
+		}
+		return errors.New("no")
+	}
+	r := releaseFilesystems([]Mount{{Target: "/a"}, {Target: "/busy"}, {Target: "/nfs"}, {Target: "/b"}}, unmount, remount, 200*time.Millisecond)
+	if !slices.Equal(r.Unmounted, []string{"/a", "/b"}) || !slices.Equal(r.ReadOnly, []string{"/busy"}) ||
+		len(r.Left) != 1 || !strings.Contains(r.Left[0], "/nfs (unmount did not return") {
+		t.Errorf("released %+v", r)
+	}
+	if !slices.Equal(order, []string{"/a", "/busy", "/nfs", "/b"}) {
+		t.Errorf("unmount order %q", order)
+	}
+	if !syncWithin(func() {}, time.Second) {
+		t.Error("a sync that returns was not waited for")
+	}
+	stuck := make(chan struct{})
+	defer close(stuck)
+	if syncWithin(func() { <-stuck }, 100*time.Millisecond) {
+		t.Error("a sync that blocks was said to have finished")
+	}
+}
