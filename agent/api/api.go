@@ -449,6 +449,8 @@ func WriteStatus(w io.Writer, st Status) error {
 	}
 	if t := st.Time; t != nil {
 		switch {
+		case t.Synced && t.Failing:
+			fmt.Fprintf(&b, "  time:    last synchronised with %s at %s; no server answers now (%s)\n", t.Server, t.Last.Format(time.RFC3339), t.Error)
 		case t.Synced:
 			fmt.Fprintf(&b, "  time:    synchronised with %s (last correction %s at %s)\n", t.Server, t.Offset, t.Last.Format(time.RFC3339))
 		default:

@@ -256,3 +256,15 @@ func TestStatusJSONListsAreNeverNull(t *testing.T) {
 		t.Errorf("status JSON without a lease: %s", b)
 	}
 }
+
+func TestStatusSaysTimeFailingAfterSync(t *testing.T) {
+	var out bytes.Buffer
+	last := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	st := Status{Time: &timesync.Status{Synced: true, Failing: true, Server: "ntp.example.com", Last: last, Error: "ntp.example.com: i/o timeout"}}
+	if err := WriteStatus(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "last synchronised with ntp.example.com at 2026-11-27T09:00:00Z; no server answers now (ntp.example.com: i/o timeout)") {
+		t.Errorf("status:\n%s", out.String())
+	}
+}

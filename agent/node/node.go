@@ -1159,7 +1159,10 @@ func (n *Node) Status(ctx context.Context) api.Status {
 	if n.time != nil {
 		ts := n.time.Status()
 		st.Time = &ts
-		if !ts.Synced && n.time.Failing() {
+		switch {
+		case ts.Failing && ts.Synced:
+			st.Warnings = append(st.Warnings, "time: no NTP server has answered for a while, the clock runs on its own since "+ts.Last.Format(time.RFC3339)+" ("+ts.Error+")")
+		case ts.Failing:
 			st.Warnings = append(st.Warnings, "time: no NTP server answered, the clock is not synchronised ("+ts.Error+")")
 		}
 	}

@@ -5,7 +5,12 @@
 // those DHCP gives (option 42), else pool.ntp.org — steps the clock when it
 // is off by more than 128 ms (ntpd's threshold), slews it otherwise, and
 // tells the kernel the clock is synchronised, so that the kernel writes it
-// back to the RTC every 11 minutes.
+// back to the RTC every 11 minutes. An answer that would put the clock
+// before the image's build time is refused; once synchronised, an offset
+// worth a step (a server gone wrong, or the clock really off) is stepped
+// only when the next answer, a round later, agrees — a single wild answer
+// never moves a running cluster's clock. A server that answers with a kiss
+// of death (DENY, RSTR) is not asked again.
 //
 // Before any server answers, a clock earlier than the image's build time is
 // certainly wrong: it is set to that time at once (as systemd does), and
@@ -15,6 +20,7 @@ package timesync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -76,7 +82,10 @@ type Options struct {
 
 // Status is what the local API shows.
 type Status struct {
-	Synced  bool      `json:"synced"`
+	Synced bool `json:"synced"`
+	// Failing: no server has answered for WarnAfter or longer (the clock
+	// runs on its own since Last).
+	Failing bool      `json:"failing,omitempty"`
 	Server  string    `json:"server,omitempty"`
 	Offset  string    `json:"offset,omitempty"` // the last correction
 	Last    time.Time `json:"last,omitzero"`
@@ -96,7 +105,21 @@ type Service struct {
 	// failingSince is when the rounds started failing (zero while a
 	// server answers).
 	failingSince time.Time
+	// pending is a step an answer asked for after the first
+	// synchronisation, waiting for the next answer to agree (nil: none).
+	pending *time.Duration
+	// denied are the servers that answered with a kiss of death saying
+	// not to ask them again, with its code.
+	denied map[string]string
 }
+
+// errHeld is an answer that asked for a step the next one must confirm.
+var errHeld = errors.New("a step held until the next answer agrees")
+
+// kissError is a server's kiss of death (RFC 5905 §7.4), with its code.
+type kissError struct{ code string }
+
+func (e kissError) Error() string { return "kiss of death received (" + e.code + ")" }
 
 // Start checks the clock against the floor and starts the rounds; they stop
 // when ctx ends.
@@ -175,6 +198,7 @@ func (s *Service) Status() Status {
 	defer s.mu.Unlock()
 	st := s.st
 	st.Servers = append([]string{}, st.Servers...)
+	st.Failing = s.warned
 	return st
 }
 
@@ -187,13 +211,17 @@ func (s *Service) run(ctx context.Context) {
 	retry, first := s.opts.Retry, s.opts.FirstRetry
 	for {
 		wait := s.opts.Poll
-		switch {
-		case s.round(ctx):
+		switch s.round(ctx) {
+		case roundOK:
 			retry = s.opts.Retry
-		case !s.answered() && first < s.opts.Retry:
-			wait, first = first, min(first*2, s.opts.Retry)
+		case roundHeld:
+			wait = s.opts.Retry // the step's confirmation comes soon
 		default:
-			wait, retry = retry, min(retry*2, s.opts.Poll)
+			if !s.answered() && first < s.opts.Retry {
+				wait, first = first, min(first*2, s.opts.Retry)
+			} else {
+				wait, retry = retry, min(retry*2, s.opts.Poll)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -203,9 +231,17 @@ func (s *Service) run(ctx context.Context) {
 	}
 }
 
+type roundResult int
+
+const (
+	roundFailed roundResult = iota
+	roundOK
+	roundHeld // an answer asked for a step, to be confirmed
+)
+
 // round asks the servers in turn until one answers, and corrects the clock
-// by its offset. It reports whether one answered.
-func (s *Service) round(ctx context.Context) bool {
+// by its offset.
+func (s *Service) round(ctx context.Context) roundResult {
 	servers := s.opts.Servers()
 	s.mu.Lock()
 	s.st.Servers = servers
@@ -213,18 +249,41 @@ func (s *Service) round(ctx context.Context) bool {
 	var failures []string
 	for _, srv := range servers {
 		if ctx.Err() != nil {
-			return false
+			return roundFailed
+		}
+		s.mu.Lock()
+		code, denied := s.denied[srv]
+		s.mu.Unlock()
+		if denied {
+			failures = append(failures, srv+": not asked again (it answered "+code+")")
+			continue
 		}
 		offset, maxErr, err := s.opts.Query(ctx, srv)
+		if ctx.Err() != nil {
+			return roundFailed // stopped meanwhile (time.disabled applied): the clock is left alone
+		}
+		var kiss kissError
+		if errors.As(err, &kiss) && (kiss.code == "DENY" || kiss.code == "RSTR") {
+			s.mu.Lock()
+			if s.denied == nil {
+				s.denied = map[string]string{}
+			}
+			s.denied[srv] = kiss.code
+			s.mu.Unlock()
+			s.opts.Log.Warn("an NTP server refused this machine: it is not asked again", "server", srv, "kiss_code", kiss.code,
+				"fix", "use NTP servers that serve this network (time.servers in the machine config)")
+		}
+		if err == nil {
+			err = s.correct(srv, offset, maxErr)
+		}
+		if errors.Is(err, errHeld) {
+			return roundHeld
+		}
 		if err != nil {
 			failures = append(failures, srv+": "+err.Error())
 			continue
 		}
-		if err := s.correct(srv, offset, maxErr); err != nil {
-			failures = append(failures, srv+": "+err.Error())
-			continue
-		}
-		return true
+		return roundOK
 	}
 	reason := "no server to ask"
 	if len(failures) > 0 {
@@ -242,11 +301,27 @@ func (s *Service) round(ctx context.Context) bool {
 		s.opts.Log.Warn("no NTP server answered: the clock is not synchronised", "servers", strings.Join(servers, ","), "reason", reason,
 			"fix", "set time.servers in the machine config to NTP servers this network reaches (or have DHCP give them), or time.disabled: true where something else keeps the clock")
 	}
-	return false
+	return roundFailed
 }
 
 func (s *Service) correct(server string, offset, maxErr time.Duration) error {
+	if floor := s.opts.Floor; !floor.IsZero() && s.opts.Clock.Now().Add(offset).Before(floor) {
+		return fmt.Errorf("its time, %s, is before the image's build time (%s): refused",
+			s.opts.Clock.Now().Add(offset).UTC().Format(time.RFC3339), floor.UTC().Format(time.RFC3339))
+	}
 	stepped := offset > StepThreshold || offset < -StepThreshold
+	s.mu.Lock()
+	pending := s.pending
+	s.pending = nil
+	if stepped && s.answered() && (pending == nil || (offset-*pending).Abs() > StepThreshold) {
+		// Synchronised already: a step waits for the next answer to agree.
+		s.pending = &offset
+		s.mu.Unlock()
+		s.opts.Log.Info("the clock is off by more than a step's threshold: stepped if the next answer agrees", "server", server,
+			"offset", offset.Round(time.Microsecond))
+		return errHeld
+	}
+	s.mu.Unlock()
 	var err error
 	if stepped {
 		err = s.opts.Clock.Step(offset)
@@ -292,6 +367,9 @@ func sntp(ctx context.Context, server string) (time.Duration, time.Duration, err
 		return 0, 0, err
 	}
 	if err := r.Validate(); err != nil {
+		if errors.Is(err, ntp.ErrKissOfDeath) {
+			return 0, 0, kissError{code: r.KissCode}
+		}
 		return 0, 0, err
 	}
 	return r.ClockOffset, r.RootDistance, nil

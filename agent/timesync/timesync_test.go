@@ -180,3 +180,122 @@ func TestFirstRetriesStillBackOff(t *testing.T) {
 		t.Errorf("%d rounds in 400 ms, want the first three soon and then a backoff (about 9)", n)
 	}
 }
+
+func waitCalls(t *testing.T, a *answers, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for a.count() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d queries, want %d", a.count(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestOneWildAnswerAfterSyncMovesNothing: once synchronised, a server that
+// says the clock is two hours off, once, does not step a running cluster's
+// clock; the next answer, back to normal, is taken.
+func TestOneWildAnswerAfterSyncMovesNothing(t *testing.T) {
+	build := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	clock := NewManualClock(build.Add(48 * time.Hour))
+	a := &answers{by: map[string][]any{"ntp.example.com": {time.Millisecond, 2 * time.Hour, 3 * time.Millisecond}}}
+	s, logs := start(t, clock, a, []string{"ntp.example.com"}, build)
+	waitSynced(t, s)
+	waitCalls(t, a, 4)
+	if steps, _, _ := clock.Record(); len(steps) != 0 {
+		t.Errorf("steps %v after one wild answer", steps)
+	}
+	if !strings.Contains(logs.String(), "stepped if the next answer agrees") {
+		t.Errorf("the held step is not logged:\n%s", logs.String())
+	}
+}
+
+// TestAStepConfirmedIsTaken: the next answer agreeing, the step is made,
+// backwards too.
+func TestAStepConfirmedIsTaken(t *testing.T) {
+	build := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	clock := NewManualClock(build.Add(48 * time.Hour))
+	a := &answers{by: map[string][]any{"ntp.example.com": {time.Millisecond, -2 * time.Second, -2*time.Second + 20*time.Millisecond, time.Millisecond}}}
+	s, _ := start(t, clock, a, []string{"ntp.example.com"}, build)
+	waitSynced(t, s)
+	waitCalls(t, a, 4)
+	if steps, _, _ := clock.Record(); len(steps) != 1 || steps[0] != -2*time.Second+20*time.Millisecond {
+		t.Errorf("steps %v, want the confirmed -1.98s once", steps)
+	}
+}
+
+// TestAnswerBeforeTheBuildTimeIsRefused: a server twenty years behind
+// cannot set the clock before the image was built, even before the first
+// synchronisation.
+func TestAnswerBeforeTheBuildTimeIsRefused(t *testing.T) {
+	build := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	clock := NewManualClock(build.Add(48 * time.Hour))
+	a := &answers{by: map[string][]any{"wild.example.com": {-20 * 365 * 24 * time.Hour}}}
+	s, _ := start(t, clock, a, []string{"wild.example.com"}, build)
+	waitCalls(t, a, 3)
+	if steps, _, _ := clock.Record(); len(steps) != 0 {
+		t.Errorf("steps %v", steps)
+	}
+	if st := s.Status(); st.Synced || !strings.Contains(st.Error, "before the image's build time") {
+		t.Errorf("status %+v", st)
+	}
+}
+
+// TestKissOfDeathDenyIsNotAskedAgain: a server that answers DENY is left
+// out of the next rounds; the others are asked.
+func TestKissOfDeathDenyIsNotAskedAgain(t *testing.T) {
+	clock := NewManualClock(time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC))
+	a := &answers{by: map[string][]any{"deny.example.com": {kissError{code: "DENY"}}, "ok.example.com": {time.Millisecond}}}
+	s, logs := start(t, clock, a, []string{"deny.example.com", "ok.example.com"}, time.Time{})
+	waitSynced(t, s)
+	waitCalls(t, a, 6)
+	a.mu.Lock()
+	denied := 0
+	for _, c := range a.calls {
+		if c == "deny.example.com" {
+			denied++
+		}
+	}
+	a.mu.Unlock()
+	if denied != 1 {
+		t.Errorf("the DENY server was asked %d times, want once", denied)
+	}
+	if !strings.Contains(logs.String(), "kiss_code=DENY") {
+		t.Errorf("the refusal is not logged:\n%s", logs.String())
+	}
+}
+
+// TestStatusSaysFailingAfterSync: servers failing after a first answer
+// show in the status (the clock runs on its own), not only before it.
+func TestStatusSaysFailingAfterSync(t *testing.T) {
+	clock := NewManualClock(time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC))
+	a := &answers{by: map[string][]any{"ntp.example.com": {time.Millisecond, errors.New("i/o timeout")}}}
+	s, _ := start(t, clock, a, []string{"ntp.example.com"}, time.Time{})
+	waitSynced(t, s)
+	waitCalls(t, a, 4)
+	if st := s.Status(); !st.Synced || !st.Failing || !strings.Contains(st.Error, "i/o timeout") {
+		t.Errorf("status %+v, want synchronised once and failing now", st)
+	}
+}
+
+// TestNoCorrectionAfterTheServiceStops: an answer that comes after the
+// service was stopped (time.disabled applied meanwhile) is not used.
+func TestNoCorrectionAfterTheServiceStops(t *testing.T) {
+	clock := NewManualClock(time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC))
+	ctx, cancel := context.WithCancel(context.Background())
+	asked := make(chan struct{})
+	s := Start(ctx, Options{
+		Servers: func() []string { return []string{"slow.example.com"} },
+		Query: func(context.Context, string) (time.Duration, time.Duration, error) {
+			close(asked)
+			cancel() // stopped while the query is out
+			return 5 * time.Second, time.Millisecond, nil
+		},
+		Clock: clock,
+	})
+	<-asked
+	time.Sleep(50 * time.Millisecond)
+	if steps, _, _ := clock.Record(); len(steps) != 0 || s.Status().Synced {
+		t.Errorf("steps %v after the stop, status %+v", steps, s.Status())
+	}
+}
