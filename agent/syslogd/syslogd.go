@@ -91,9 +91,14 @@ func (m Message) Line() string {
 	return b.String()
 }
 
-// Parse reads one datagram as a syslog message.
+// Parse reads one datagram as a syslog message. Its text is MaxMessage
+// bytes at most once cleaned (an invalid byte, cleaned, is three), cut at a
+// character and ended with "…".
 func Parse(p []byte) Message {
 	s := clean(string(p))
+	if len(s) > MaxMessage {
+		s = cutAt(s, MaxMessage) + "…"
+	}
 	m := Message{Facility: 1, Severity: 5} // user.notice, RFC 3164's default
 	if pri, rest, ok := priority(s); ok {
 		m.Facility, m.Severity = pri/8, pri%8
@@ -199,12 +204,20 @@ func parse5424(s string, m *Message) bool {
 }
 
 // parse3164 reads [TIMESTAMP ][HOST ]TAG[PID]: MSG; without a tag the whole
-// text is the message.
+// text is the message. A host is looked for only after a timestamp (RFC
+// 3164 §4.1.2): "Disk full: …" from a sender without either keeps its
+// first word.
 func parse3164(s string, m *Message) {
+	stamped := false
 	// "Nov 26 19:05:08 " (the day padded with a space: "Nov  6").
 	if len(s) >= 16 && s[3] == ' ' && s[6] == ' ' && s[9] == ':' && s[12] == ':' && s[15] == ' ' {
 		if _, err := time.Parse(time.Stamp, s[:15]); err == nil {
-			s = s[16:]
+			s, stamped = s[16:], true
+		}
+	} else if first, rest, ok := strings.Cut(s, " "); ok {
+		// An RFC 3339 timestamp in the old format (some senders).
+		if _, err := time.Parse(time.RFC3339Nano, first); err == nil {
+			s, stamped = rest, true
 		}
 	}
 	if app, pid, text, ok := tag(s); ok {
@@ -212,7 +225,7 @@ func parse3164(s string, m *Message) {
 		return
 	}
 	// "HOST TAG[PID]: MSG" (a sender that names its host).
-	if host, rest, ok := strings.Cut(s, " "); ok && host != "" && !strings.ContainsAny(host, ":[") {
+	if host, rest, ok := strings.Cut(s, " "); stamped && ok && host != "" && !strings.ContainsAny(host, ":[") {
 		if app, pid, text, ok := tag(rest); ok {
 			m.App, m.PID, m.Text = app, pid, text
 			return
@@ -339,7 +352,7 @@ func (s *Server) Serve(ctx context.Context) {
 	buf := make([]byte, MaxMessage)
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
 	for {
-		n, oobn, _, _, err := s.conn.ReadMsgUnix(buf, oob)
+		n, oobn, flags, _, err := s.conn.ReadMsgUnix(buf, oob)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
@@ -347,7 +360,11 @@ func (s *Server) Serve(ctx context.Context) {
 			s.log.Warn("reading /dev/log failed: daemons' syslog messages are no longer kept", "reason", err.Error())
 			return
 		}
-		s.handle(Parse(buf[:n]), sender(oob[:oobn]))
+		m := Parse(buf[:n])
+		if flags&unix.MSG_TRUNC != 0 && !strings.HasSuffix(m.Text, "…") {
+			m.Text += "…" // longer than MaxMessage: the kernel cut it
+		}
+		s.handle(m, sender(oob[:oobn]))
 	}
 }
 
@@ -478,4 +495,15 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// cutAt cuts s to at most n bytes, at a character's start.
+func cutAt(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/etoile-os/etoile/internal/syncbuf"
 )
@@ -295,7 +296,38 @@ func TestLongMessageIsCut(t *testing.T) {
 	if n := strings.Count(got[0], "x"); n != MaxMessage-len("<14>big: ") {
 		t.Errorf("the long message kept %d bytes of text, want %d", n, MaxMessage-len("<14>big: "))
 	}
+	if !strings.HasSuffix(got[0], "x…") {
+		t.Errorf("the cut message does not end in …: %q", got[0][len(got[0])-20:])
+	}
 	if !strings.HasSuffix(got[1], "user.info small: next") {
 		t.Errorf("next message: %q", got[1])
+	}
+}
+
+// TestNoHostGuessedWithoutATimestamp: Python's SysLogHandler without an
+// ident sends "<11>Disk full: …": the first word is the message's, not a
+// host's; after a timestamp (the C library's form, or RFC 3339) a host is.
+func TestNoHostGuessedWithoutATimestamp(t *testing.T) {
+	for in, want := range map[string]string{
+		"<11>Disk full: /var/lib is at 100%\x00":                        "user.err -: Disk full: /var/lib is at 100%",
+		"<11>Upload failed: timeout":                                    "user.err -: Upload failed: timeout",
+		"<13>foo bar: baz":                                              "user.notice -: foo bar: baz",
+		"<14>Nov 26 19:05:08 edge-1 app[5]: hello":                      "user.info app[5]: hello",
+		"<13>2026-11-26T19:05:08.123+00:00 myhost app[5]: from rfc3339": "user.notice app[5]: from rfc3339",
+		"<11>myapp: plain":                                              "user.err myapp: plain",
+	} {
+		if got := Parse([]byte(in)).Line(); got != want {
+			t.Errorf("Parse(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestCleanedTextIsBounded: invalid bytes, three bytes each once cleaned,
+// do not make a message longer than MaxMessage.
+func TestCleanedTextIsBounded(t *testing.T) {
+	in := append([]byte("<14>app: "), []byte(strings.Repeat("a\xff", MaxMessage/2-10))...)
+	m := Parse(in)
+	if len(m.Text) > MaxMessage+len("…") || !strings.HasSuffix(m.Text, "…") || !utf8.ValidString(m.Text) {
+		t.Errorf("text of %d bytes, suffix %q", len(m.Text), m.Text[len(m.Text)-6:])
 	}
 }
