@@ -117,6 +117,7 @@ type Supervisor struct {
 	readyAt  time.Time     // when the state last became ready (zero when not ready)
 	readyFor time.Duration // time spent ready in the current run, before readyAt
 	reason   string
+	trouble  string // what K3s keeps saying that it cannot get past, with what to do (troubles)
 	restarts int
 	pid      int // the running (or last) K3s's process id
 	ring     *logring.Ring
@@ -191,6 +192,17 @@ type Status struct {
 	State    State  `json:"state"`
 	Reason   string `json:"reason,omitempty"`
 	Restarts int    `json:"restarts"`
+	// Trouble is what K3s keeps logging while it retries, in Étoile's
+	// words with what to do, until it is ready.
+	Trouble string `json:"trouble,omitempty"`
+}
+
+// troubles are messages K3s logs, and retries after, for something it
+// cannot get past by itself, with what to do.
+var troubles = []struct{ in, say string }{
+	{"Node password rejected", "K3s's servers refuse this node's password (the cluster token changed, or another machine registered this name): " +
+		"delete its secret on a server, kubectl -n kube-system delete secret <this node's name>.node-password.k3s, or give this machine another hostname"},
+	{"x509: certificate has expired or is not yet valid", "a certificate is not valid at this machine's time: check the clock (etoile-agent status, time)"},
 }
 
 func (s *Supervisor) Status() Status {
@@ -200,7 +212,7 @@ func (s *Supervisor) Status() Status {
 	if st == "" {
 		st = StateStopped
 	}
-	return Status{State: st, Reason: s.reason, Restarts: s.restarts}
+	return Status{State: st, Reason: s.reason, Restarts: s.restarts, Trouble: s.trouble}
 }
 
 // Logs returns K3s's most recent output lines, oldest first.
@@ -218,6 +230,9 @@ func (s *Supervisor) setState(to State, reason string) {
 	s.mu.Lock()
 	if to == StateReady || to == StateRunning || to == StateStopped {
 		s.retryWhy = "" // K3s's API answers: it lacked nothing; or it was stopped
+	}
+	if to == StateReady || to == StateStopped {
+		s.trouble = ""
 	}
 	from := s.state
 	if from == "" {
@@ -507,6 +522,11 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 			if m, ok := fatalMessage(line); ok {
 				fatal = m
 			}
+			for _, tr := range troubles {
+				if strings.Contains(line, tr.in) {
+					s.noteTrouble(tr.say)
+				}
+			}
 		})
 	}()
 	s.setState(StateStarting, "")
@@ -757,4 +777,15 @@ func (l *logFile) Close() error {
 		return nil
 	}
 	return l.f.Close()
+}
+
+// noteTrouble records what K3s cannot get past, saying it once on the log.
+func (s *Supervisor) noteTrouble(say string) {
+	s.mu.Lock()
+	news := s.trouble != say
+	s.trouble = say
+	s.mu.Unlock()
+	if news {
+		s.Log.Warn("K3s keeps failing", "reason", say)
+	}
 }

@@ -75,6 +75,12 @@ func TestMain(m *testing.M) {
 		fmt.Println("fake k3s up, daemon", d.Process.Pid)
 		<-c
 		os.Exit(0)
+	case mode == "pwrejected":
+		for range 3 {
+			fmt.Println(`time="2026-11-27T10:00:00Z" level=info msg="Waiting to retrieve agent configuration; server is not ready: Node password rejected, duplicate hostname or contents of '/etc/rancher/node/password' may not match server node-passwd entry, try enabling a unique node name with the --with-node-id flag"`)
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(time.Hour)
 	case mode == "stubborn":
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Println("fake k3s ignoring SIGTERM")
@@ -639,5 +645,25 @@ func TestOOMKillIsNamed(t *testing.T) {
 				t.Errorf("the kernel's log opened %d times and closed %d times for one run, want once each", o, cl)
 			}
 		})
+	}
+}
+
+// TestTroubleK3sKeepsRetrying: K3s retrying on a refused node password
+// (it does not exit) shows in the status, with what to do.
+func TestTroubleK3sKeepsRetrying(t *testing.T) {
+	root := fakeRoot(t)
+	s := &Supervisor{Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"agent"},
+		Env: []string{"ETOILE_FAKE_K3S=pwrejected"}, StopTimeout: time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "the trouble in the status", func() bool { return s.Status().Trouble != "" })
+	if tr := s.Status().Trouble; !strings.Contains(tr, "node-password.k3s") || !strings.Contains(tr, "kubectl -n kube-system delete secret") {
+		t.Errorf("trouble %q", tr)
+	}
+	cancel()
+	<-done
+	if tr := s.Status().Trouble; tr != "" {
+		t.Errorf("trouble %q after the stop", tr)
 	}
 }

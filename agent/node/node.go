@@ -1139,6 +1139,9 @@ func (n *Node) Status(ctx context.Context) api.Status {
 	if n.sup != nil {
 		s := n.sup.Status()
 		st.K3s = api.K3sStatus{State: string(s.State), Reason: s.Reason, Restarts: s.Restarts}
+		if s.Trouble != "" {
+			st.Warnings = append(st.Warnings, "k3s: "+s.Trouble)
+		}
 	}
 	st.Warnings = append(st.Warnings, n.warnings...)
 	if n.addrWarning != "" {
