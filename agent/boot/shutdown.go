@@ -132,6 +132,9 @@ func writableMounts(ms []Mount) []Mount {
 	return out
 }
 
+// releaseWithin bounds the whole of releaseFilesystems.
+var releaseWithin = 30 * time.Second
+
 // Released says what releaseFilesystems did.
 type Released struct {
 	Unmounted []string // targets
@@ -140,10 +143,14 @@ type Released struct {
 }
 
 // releaseFilesystems unmounts each of ms, or remounts it read-only when it
-// is busy, each step given within at most; what blocks longer is left (its
-// goroutine stays blocked, the shutdown goes on) and said.
+// is busy, each step given within at most and the whole 30 s at most; what
+// blocks longer is left (its goroutine stays blocked, the shutdown goes on)
+// and said, and so are the other mounts of a source that blocked (the same
+// dead server's).
 func releaseFilesystems(ms []Mount, unmount, remountRO func(target string) error, within time.Duration) Released {
 	var r Released
+	deadline := time.Now().Add(releaseWithin)
+	stuck := map[string]bool{} // sources whose mount blocked
 	bounded := func(f func(string) error, target string) (error, bool) {
 		done := make(chan error, 1)
 		go func() { done <- f(target) }()
@@ -155,9 +162,18 @@ func releaseFilesystems(ms []Mount, unmount, remountRO func(target string) error
 		}
 	}
 	for _, m := range ms {
+		switch {
+		case time.Now().After(deadline):
+			r.Left = append(r.Left, m.Target+" (no time left)")
+			continue
+		case stuck[m.Source]:
+			r.Left = append(r.Left, m.Target+" ("+m.Source+" did not answer for another mount)")
+			continue
+		}
 		err, ok := bounded(unmount, m.Target)
 		switch {
 		case !ok:
+			stuck[m.Source] = true
 			r.Left = append(r.Left, m.Target+" (unmount did not return in "+within.String()+")")
 			continue
 		case err == nil:
@@ -167,6 +183,7 @@ func releaseFilesystems(ms []Mount, unmount, remountRO func(target string) error
 		err, ok = bounded(remountRO, m.Target)
 		switch {
 		case !ok:
+			stuck[m.Source] = true
 			r.Left = append(r.Left, m.Target+" (read-only remount did not return in "+within.String()+")")
 		case err != nil:
 			r.Left = append(r.Left, m.Target+" ("+err.Error()+")")

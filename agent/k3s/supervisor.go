@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -204,6 +205,10 @@ var troubles = []struct{ in, say string }{
 		"delete its secret on a server, kubectl -n kube-system delete secret <this node's name>.node-password.k3s, or give this machine another hostname"},
 	{"x509: certificate has expired or is not yet valid", "a certificate is not valid at this machine's time: check the clock (etoile-agent status, time)"},
 }
+
+// notTrouble are lines that hold a trouble's words about someone else: a
+// client whose certificate the API server refused.
+var notTrouble = []string{"Unable to authenticate the request", "TLS handshake error from"}
 
 func (s *Supervisor) Status() Status {
 	s.mu.Lock()
@@ -523,7 +528,7 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 				fatal = m
 			}
 			for _, tr := range troubles {
-				if strings.Contains(line, tr.in) {
+				if strings.Contains(line, tr.in) && !slices.ContainsFunc(notTrouble, func(n string) bool { return strings.Contains(line, n) }) {
 					s.noteTrouble(tr.say)
 				}
 			}
@@ -782,6 +787,10 @@ func (l *logFile) Close() error {
 // noteTrouble records what K3s cannot get past, saying it once on the log.
 func (s *Supervisor) noteTrouble(say string) {
 	s.mu.Lock()
+	if s.state == StateReady || s.state == StateStopped || s.state == "" {
+		s.mu.Unlock()
+		return // ready: it got past it; stopped: the last words of a run
+	}
 	news := s.trouble != say
 	s.trouble = say
 	s.mu.Unlock()

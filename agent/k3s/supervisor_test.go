@@ -75,6 +75,10 @@ func TestMain(m *testing.M) {
 		fmt.Println("fake k3s up, daemon", d.Process.Pid)
 		<-c
 		os.Exit(0)
+	case mode == "clientcert":
+		fmt.Println(`E1127 10:00:00.000000 1 authentication.go:73] "Unable to authenticate the request" err="[x509: certificate has expired or is not yet valid: current time 2026-11-27T10:00:00Z is after 2026-11-26T00:00:00Z]"`)
+		fmt.Println("fake k3s up")
+		time.Sleep(time.Hour)
 	case mode == "pwrejected":
 		for range 3 {
 			fmt.Println(`time="2026-11-27T10:00:00Z" level=info msg="Waiting to retrieve agent configuration; server is not ready: Node password rejected, duplicate hostname or contents of '/etc/rancher/node/password' may not match server node-passwd entry, try enabling a unique node name with the --with-node-id flag"`)
@@ -666,4 +670,21 @@ func TestTroubleK3sKeepsRetrying(t *testing.T) {
 	if tr := s.Status().Trouble; tr != "" {
 		t.Errorf("trouble %q after the stop", tr)
 	}
+}
+
+// TestAClientsBadCertificateIsNoTrouble: the API server refusing a client
+// with an expired certificate is not this machine's clock.
+func TestAClientsBadCertificateIsNoTrouble(t *testing.T) {
+	root := fakeRoot(t)
+	s := &Supervisor{Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Env: []string{"ETOILE_FAKE_K3S=clientcert"}, StopTimeout: time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, "both lines", func() bool { return len(s.Logs()) >= 2 })
+	if tr := s.Status().Trouble; tr != "" {
+		t.Errorf("trouble %q from a client's certificate", tr)
+	}
+	cancel()
+	<-done
 }

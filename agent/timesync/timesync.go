@@ -106,15 +106,14 @@ type Service struct {
 	// server answers).
 	failingSince time.Time
 	// pending is a step an answer asked for after the first
-	// synchronisation, waiting for the next answer to agree (nil: none).
-	pending *time.Duration
+	// synchronisation, waiting for another answer to agree (nil: none);
+	// held counts the rounds it has waited.
+	pending *answer
+	held    int
 	// denied are the servers that answered with a kiss of death saying
-	// not to ask them again, with its code.
-	denied map[string]string
+	// not to ask them, until when.
+	denied map[string]denial
 }
-
-// errHeld is an answer that asked for a step the next one must confirm.
-var errHeld = errors.New("a step held until the next answer agrees")
 
 // kissError is a server's kiss of death (RFC 5905 §7.4), with its code.
 type kissError struct{ code string }
@@ -240,22 +239,29 @@ const (
 )
 
 // round asks the servers in turn until one answers, and corrects the clock
-// by its offset.
+// by its offset. Once synchronised, an answer asking for a step is taken
+// only when another answer agrees with it — another server's in the same
+// round, or the one held from an earlier round; meanwhile the next servers
+// are asked, and one of them answering without a step is taken instead.
 func (s *Service) round(ctx context.Context) roundResult {
 	servers := s.opts.Servers()
 	s.mu.Lock()
 	s.st.Servers = servers
 	s.mu.Unlock()
 	var failures []string
+	var steps []answer // answers asking for a step this round, not agreed yet
 	for _, srv := range servers {
 		if ctx.Err() != nil {
 			return roundFailed
 		}
 		s.mu.Lock()
-		code, denied := s.denied[srv]
+		d, denied := s.denied[srv]
+		if denied && time.Now().After(d.until) {
+			denied = false
+		}
 		s.mu.Unlock()
 		if denied {
-			failures = append(failures, srv+": not asked again (it answered "+code+")")
+			failures = append(failures, srv+": not asked until "+d.until.UTC().Format(time.RFC3339)+" (it answered "+d.code+")")
 			continue
 		}
 		offset, maxErr, err := s.opts.Query(ctx, srv)
@@ -264,31 +270,95 @@ func (s *Service) round(ctx context.Context) roundResult {
 		}
 		var kiss kissError
 		if errors.As(err, &kiss) && (kiss.code == "DENY" || kiss.code == "RSTR") {
-			s.mu.Lock()
-			if s.denied == nil {
-				s.denied = map[string]string{}
-			}
-			s.denied[srv] = kiss.code
-			s.mu.Unlock()
-			s.opts.Log.Warn("an NTP server refused this machine: it is not asked again", "server", srv, "kiss_code", kiss.code,
-				"fix", "use NTP servers that serve this network (time.servers in the machine config)")
+			s.deny(srv, kiss.code)
 		}
 		if err == nil {
-			err = s.correct(srv, offset, maxErr)
-		}
-		if errors.Is(err, errHeld) {
-			return roundHeld
+			err = s.belowFloor(offset)
 		}
 		if err != nil {
 			failures = append(failures, srv+": "+err.Error())
 			continue
 		}
+		a := answer{server: srv, offset: offset, maxErr: maxErr}
+		if s.answered() && a.step() {
+			if agreed, ok := s.agreeing(a, steps); ok {
+				a.offset = agreed
+			} else {
+				steps = append(steps, a)
+				continue
+			}
+		}
+		if err := s.correct(a); err != nil {
+			failures = append(failures, srv+": "+err.Error())
+			continue
+		}
 		return roundOK
+	}
+	if len(steps) > 0 {
+		return s.hold(ctx, servers, steps)
 	}
 	reason := "no server to ask"
 	if len(failures) > 0 {
 		reason = strings.Join(failures, "; ")
 	}
+	s.failed(ctx, servers, reason)
+	return roundFailed
+}
+
+// answer is one server's answer.
+type answer struct {
+	server         string
+	offset, maxErr time.Duration
+}
+
+func (a answer) step() bool { return a.offset > StepThreshold || a.offset < -StepThreshold }
+
+// agrees reports whether two answers asking for a step say the same, within
+// the step threshold and both answers' error bounds.
+func (a answer) agrees(b answer) bool {
+	return (a.offset - b.offset).Abs() <= StepThreshold+a.maxErr+b.maxErr
+}
+
+// agreeing finds an answer agreeing with a: one of this round's, or the one
+// held from an earlier round; it returns the offset to step by (a's).
+func (s *Service) agreeing(a answer, round []answer) (time.Duration, bool) {
+	for _, b := range round {
+		if a.agrees(b) {
+			return a.offset, true
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending != nil && a.agrees(*s.pending) {
+		return a.offset, true
+	}
+	return 0, false
+}
+
+// hold keeps the first of this round's step answers for the next round to
+// confirm; after three rounds without agreement the status says so.
+func (s *Service) hold(ctx context.Context, servers []string, steps []answer) roundResult {
+	a := steps[0]
+	s.mu.Lock()
+	s.pending = &a
+	s.held++
+	disagree := s.held >= 3
+	s.mu.Unlock()
+	if disagree {
+		var said []string
+		for _, b := range steps {
+			said = append(said, fmt.Sprintf("%s says %s", b.server, b.offset.Round(time.Millisecond)))
+		}
+		s.failed(ctx, servers, "the answers disagree, the clock is not corrected: "+strings.Join(said, "; "))
+	}
+	s.opts.Log.Info("the clock is off by more than a step's threshold: stepped when another answer agrees", "server", a.server,
+		"offset", a.offset.Round(time.Microsecond))
+	return roundHeld
+}
+
+// failed records a round in which no server answered, warning the console
+// once after WarnAfter.
+func (s *Service) failed(ctx context.Context, servers []string, reason string) {
 	s.mu.Lock()
 	s.st.Error = reason
 	if s.failingSince.IsZero() {
@@ -301,26 +371,45 @@ func (s *Service) round(ctx context.Context) roundResult {
 		s.opts.Log.Warn("no NTP server answered: the clock is not synchronised", "servers", strings.Join(servers, ","), "reason", reason,
 			"fix", "set time.servers in the machine config to NTP servers this network reaches (or have DHCP give them), or time.disabled: true where something else keeps the clock")
 	}
-	return roundFailed
 }
 
-func (s *Service) correct(server string, offset, maxErr time.Duration) error {
+// denyFor is how long a server that answered a kiss of death DENY or RSTR
+// is not asked: a pool name's next address may well answer.
+const denyFor = time.Hour
+
+// deny leaves srv out of the rounds for denyFor.
+func (s *Service) deny(srv, code string) {
+	s.mu.Lock()
+	if s.denied == nil {
+		s.denied = map[string]denial{}
+	}
+	s.denied[srv] = denial{code: code, until: time.Now().Add(denyFor)}
+	s.mu.Unlock()
+	s.opts.Log.Warn("an NTP server refused this machine: it is not asked for an hour", "server", srv, "kiss_code", code,
+		"fix", "use NTP servers that serve this network (time.servers in the machine config)")
+}
+
+type denial struct {
+	code  string
+	until time.Time
+}
+
+// belowFloor refuses an answer that would put the clock before the
+// image's build time.
+func (s *Service) belowFloor(offset time.Duration) error {
 	if floor := s.opts.Floor; !floor.IsZero() && s.opts.Clock.Now().Add(offset).Before(floor) {
 		return fmt.Errorf("its time, %s, is before the image's build time (%s): refused",
 			s.opts.Clock.Now().Add(offset).UTC().Format(time.RFC3339), floor.UTC().Format(time.RFC3339))
 	}
-	stepped := offset > StepThreshold || offset < -StepThreshold
+	return nil
+}
+
+// correct steps or slews the clock by a's offset.
+func (s *Service) correct(a answer) error {
+	server, offset, maxErr := a.server, a.offset, a.maxErr
+	stepped := a.step()
 	s.mu.Lock()
-	pending := s.pending
-	s.pending = nil
-	if stepped && s.answered() && (pending == nil || (offset-*pending).Abs() > StepThreshold) {
-		// Synchronised already: a step waits for the next answer to agree.
-		s.pending = &offset
-		s.mu.Unlock()
-		s.opts.Log.Info("the clock is off by more than a step's threshold: stepped if the next answer agrees", "server", server,
-			"offset", offset.Round(time.Microsecond))
-		return errHeld
-	}
+	s.pending, s.held = nil, 0
 	s.mu.Unlock()
 	var err error
 	if stepped {

@@ -205,7 +205,7 @@ func TestOneWildAnswerAfterSyncMovesNothing(t *testing.T) {
 	if steps, _, _ := clock.Record(); len(steps) != 0 {
 		t.Errorf("steps %v after one wild answer", steps)
 	}
-	if !strings.Contains(logs.String(), "stepped if the next answer agrees") {
+	if !strings.Contains(logs.String(), "stepped when another answer agrees") {
 		t.Errorf("the held step is not logged:\n%s", logs.String())
 	}
 }
@@ -297,5 +297,80 @@ func TestNoCorrectionAfterTheServiceStops(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if steps, _, _ := clock.Record(); len(steps) != 0 || s.Status().Synced {
 		t.Errorf("steps %v after the stop, status %+v", steps, s.Status())
+	}
+}
+
+// TestAWrongFirstServerDoesNotOutvoteTheOthers: after the first
+// synchronisation, the first server saying +3 h (every time) is not taken
+// when the next one answers without a step; one flipping between ±1 h
+// neither.
+func TestAWrongFirstServerDoesNotOutvoteTheOthers(t *testing.T) {
+	for name, wild := range map[string][]any{"consistent": {3 * time.Hour}, "flipping": {time.Hour, -time.Hour}} {
+		t.Run(name, func(t *testing.T) {
+			clock := NewManualClock(time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC))
+			script := []any{time.Millisecond}
+			for range 20 {
+				script = append(script, wild...)
+			}
+			a := &answers{by: map[string][]any{"wrong.example.com": script, "good.example.com": {2 * time.Millisecond}}}
+			s, _ := start(t, clock, a, []string{"wrong.example.com", "good.example.com"}, time.Time{})
+			waitSynced(t, s)
+			waitCalls(t, a, 12)
+			if steps, _, _ := clock.Record(); len(steps) != 0 {
+				t.Errorf("steps %v", steps)
+			}
+		})
+	}
+}
+
+// TestStepAgreedWithinTheAnswersErrors: answers jittering by more than the
+// step threshold but within their error bounds agree, and the step is taken.
+func TestStepAgreedWithinTheAnswersErrors(t *testing.T) {
+	clock := NewManualClock(time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC))
+	var got []time.Duration
+	q := []time.Duration{time.Millisecond, 5 * time.Second, 5*time.Second + 200*time.Millisecond}
+	var mu sync.Mutex
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s := Start(ctx, Options{
+		Servers: func() []string { return []string{"lte.example.com"} },
+		Query: func(context.Context, string) (time.Duration, time.Duration, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			o := q[min(len(got), len(q)-1)]
+			got = append(got, o)
+			return o, 150 * time.Millisecond, nil // a slow link's root distance
+		},
+		Clock: clock, Poll: 20 * time.Millisecond, Retry: time.Millisecond, FirstRetry: time.Millisecond,
+	})
+	waitSynced(t, s)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if steps, _, _ := clock.Record(); len(steps) > 0 {
+			if steps[0] != 5*time.Second+200*time.Millisecond {
+				t.Errorf("stepped by %v", steps[0])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("answers agreeing within their errors never stepped the clock")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestDisagreementShowsInTheStatus: answers asking for steps that never
+// agree leave the clock alone, and after three rounds the status says so.
+func TestDisagreementShowsInTheStatus(t *testing.T) {
+	clock := NewManualClock(time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC))
+	a := &answers{by: map[string][]any{"a.example.com": {time.Millisecond, time.Hour, 3 * time.Hour, 5 * time.Hour, 7 * time.Hour, 9 * time.Hour, 11 * time.Hour}}}
+	s, _ := start(t, clock, a, []string{"a.example.com"}, time.Time{})
+	waitSynced(t, s)
+	waitCalls(t, a, 6)
+	if st := s.Status(); !st.Failing || !strings.Contains(st.Error, "answers disagree") {
+		t.Errorf("status %+v", st)
+	}
+	if steps, _, _ := clock.Record(); len(steps) != 0 {
+		t.Errorf("steps %v", steps)
 	}
 }
