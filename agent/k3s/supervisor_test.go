@@ -387,18 +387,10 @@ func TestStopDoesNotWaitForADaemonHoldingTheOutput(t *testing.T) {
 	s := &Supervisor{Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
 		Env: []string{"ETOILE_FAKE_K3S=daemonizes"}, StopTimeout: 10 * time.Second}
 	t.Cleanup(func() { _ = exec.Command("pkill", "-f", "^sleep 61.5$").Run() })
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
+	stop := runSupervisor(t, s, 40*time.Second) // the daemon holds the pipe for 61.5 s
 	waitFor(t, "process output", func() bool { return len(s.Logs()) > 0 })
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(40 * time.Second):
-		t.Fatal("the stop waited for the daemon that holds K3s's output")
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -658,15 +650,12 @@ func TestTroubleK3sKeepsRetrying(t *testing.T) {
 	root := fakeRoot(t)
 	s := &Supervisor{Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"agent"},
 		Env: []string{"ETOILE_FAKE_K3S=pwrejected"}, StopTimeout: time.Second}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
+	stop := runSupervisor(t, s, 30*time.Second)
 	waitFor(t, "the trouble in the status", func() bool { return s.Status().Trouble != "" })
 	if tr := s.Status().Trouble; !strings.Contains(tr, "node-password.k3s") || !strings.Contains(tr, "kubectl -n kube-system delete secret") {
 		t.Errorf("trouble %q", tr)
 	}
-	cancel()
-	<-done
+	_ = stop()
 	if tr := s.Status().Trouble; tr != "" {
 		t.Errorf("trouble %q after the stop", tr)
 	}
@@ -678,13 +667,31 @@ func TestAClientsBadCertificateIsNoTrouble(t *testing.T) {
 	root := fakeRoot(t)
 	s := &Supervisor{Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
 		Env: []string{"ETOILE_FAKE_K3S=clientcert"}, StopTimeout: time.Second}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
+	stop := runSupervisor(t, s, 30*time.Second)
 	waitFor(t, "both lines", func() bool { return len(s.Logs()) >= 2 })
 	if tr := s.Status().Trouble; tr != "" {
 		t.Errorf("trouble %q from a client's certificate", tr)
 	}
-	cancel()
-	<-done
+	_ = stop()
+}
+
+// runSupervisor runs s until the returned stop is called; stop returns
+// Run's error, failing the test when Run does not return within limit.
+func runSupervisor(t *testing.T, s *Supervisor, limit time.Duration) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(cancel)
+	return func() error {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(limit):
+			t.Fatalf("the supervisor did not stop within %v", limit)
+			return nil
+		}
+	}
 }
