@@ -419,10 +419,7 @@ func TestBuildWarnsOfAnIncompleteNvidiaRuntime(t *testing.T) {
 	if buf.Len() != 0 {
 		t.Errorf("no runtime, yet: %s", buf.String())
 	}
-	fakeroot.Write(t, stage, map[string]string{"usr/bin/nvidia-container-runtime": "#!/bin/sh\n"})
-	if err := os.Chmod(filepath.Join(stage, "usr/bin/nvidia-container-runtime"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	fakeroot.WriteExec(t, stage, map[string]string{"usr/bin/nvidia-container-runtime": "#!/bin/sh\n"})
 	checkNvidiaRuntime(stage, log)
 	for _, w := range []string{"level=WARN", "NVIDIA container runtime lacks what it needs", "nvidia-container-runtime-hook", "nvidia-container-cli", "/sbin/ldconfig", "libnvidia-ml.so.1"} {
 		if !strings.Contains(buf.String(), w) {

@@ -27,6 +27,18 @@ func Write(t testing.TB, root string, files map[string]string) {
 	}
 }
 
+// WriteExec writes files as Write does, executable (0755): a stand-in
+// program the code under test looks up or runs.
+func WriteExec(t testing.TB, root string, files map[string]string) {
+	t.Helper()
+	Write(t, root, files)
+	for name := range files {
+		if err := os.Chmod(filepath.Join(root, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // Block adds a block device to sysfs (class/block/NAME/uevent) and its node
 // under dev/ holding content. partName and partition describe a GPT partition.
 func Block(t testing.TB, root, name string, partition bool, partName string, content []byte) {

@@ -219,7 +219,7 @@ type Options struct {
 const nvidiaSMITimeout = 20 * time.Second
 
 // stuckGrace is how long a command killed at its deadline is waited for
-// before it is given up on (execRun); tests shorten it.
+// before it is given up on (RunTool); tests shorten it.
 var stuckGrace = 5 * time.Second
 
 // Collect reads the machine's inventory. It fails only when the root cannot be read at all;
@@ -306,7 +306,7 @@ func (c *collector) runNvidiaSMI(ctx context.Context) ([]byte, error) {
 			return nil, nil // no tools in this image: /proc/driver/nvidia is enough
 		}
 		run = func(ctx context.Context, name string, args ...string) ([]byte, error) {
-			return execRun(ctx, c.opts.Start, c.opts.Release, name, args...)
+			return RunTool(ctx, c.opts.Start, c.opts.Release, name, args...)
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, nvidiaSMITimeout)
@@ -322,10 +322,6 @@ func (c *collector) runNvidiaSMI(ctx context.Context) ([]byte, error) {
 // PID 1) and released with release, killed at ctx's end and given up on when it does not die;
 // its error carries what it printed.
 func RunTool(ctx context.Context, start func(*exec.Cmd) error, release func(int), name string, args ...string) ([]byte, error) {
-	return execRun(ctx, start, release, name, args...)
-}
-
-func execRun(ctx context.Context, start func(*exec.Cmd) error, release func(int), name string, args ...string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -341,21 +341,21 @@ func TestCopiedTreeWithoutLinks(t *testing.T) {
 	}
 }
 
-// execRun is what runs nvidia-smi on a live machine; its errors carry the program's own words,
+// RunTool is what runs nvidia-smi on a live machine; its errors carry the program's own words,
 // which nvidia-smi writes to stdout.
 func TestExecRun(t *testing.T) {
-	out, err := execRun(context.Background(), nil, nil, "sh", "-c", "echo '<x/>'")
+	out, err := RunTool(context.Background(), nil, nil, "sh", "-c", "echo '<x/>'")
 	if err != nil || string(out) != "<x/>\n" {
-		t.Errorf("execRun = %q, %v", out, err)
+		t.Errorf("RunTool = %q, %v", out, err)
 	}
-	_, err = execRun(context.Background(), nil, nil, "sh", "-c", "echo NVIDIA-SMI has failed because it could not communicate; exit 9")
+	_, err = RunTool(context.Background(), nil, nil, "sh", "-c", "echo NVIDIA-SMI has failed because it could not communicate; exit 9")
 	if err == nil || !strings.Contains(err.Error(), "exit status 9") || !strings.Contains(err.Error(), "NVIDIA-SMI has failed") {
-		t.Errorf("execRun error = %v, want the exit status and nvidia-smi's words", err)
+		t.Errorf("RunTool error = %v, want the exit status and nvidia-smi's words", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := execRun(ctx, nil, nil, "sleep", "5"); err == nil {
-		t.Error("execRun ran on after its context was cancelled")
+	if _, err := RunTool(ctx, nil, nil, "sleep", "5"); err == nil {
+		t.Error("RunTool ran on after its context was cancelled")
 	}
 	// As PID 1, the reaper starts it and gets its pid back after the Wait.
 	var started, released int
@@ -366,15 +366,15 @@ func TestExecRun(t *testing.T) {
 		}
 		return err
 	}
-	out, err = execRun(context.Background(), start, func(pid int) { released = pid }, "sh", "-c", "echo '<y/>'")
+	out, err = RunTool(context.Background(), start, func(pid int) { released = pid }, "sh", "-c", "echo '<y/>'")
 	if err != nil || string(out) != "<y/>\n" || started == 0 || released != started {
-		t.Errorf("execRun through a reaper = %q, %v; started %d, released %d", out, err, started, released)
+		t.Errorf("RunTool through a reaper = %q, %v; started %d, released %d", out, err, started, released)
 	}
 }
 
 // TestExecRunGivesUpOnAProcessThatDoesNotDie: nvidia-smi stuck in the
 // driver (a GPU off the bus) survives SIGKILL, and waiting for it would
-// never end; execRun gives up on it and says so. The stand-in for such a
+// never end; RunTool gives up on it and says so. The stand-in for such a
 // process is one whose kill at the deadline is not sent.
 func TestExecRunGivesUpOnAProcessThatDoesNotDie(t *testing.T) {
 	defer func(d time.Duration) { stuckGrace = d }(stuckGrace)
@@ -388,12 +388,12 @@ func TestExecRunGivesUpOnAProcessThatDoesNotDie(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, err := execRun(ctx, start, nil, "sleep", "30")
+	_, err := RunTool(ctx, start, nil, "sleep", "30")
 	if proc != nil {
 		defer proc.Kill()
 	}
 	if err == nil || !strings.Contains(err.Error(), "did not exit when killed") || !strings.Contains(err.Error(), "stuck in the kernel") {
-		t.Errorf("execRun = %v, want it to give up on the process", err)
+		t.Errorf("RunTool = %v, want it to give up on the process", err)
 	}
 }
 

@@ -16,16 +16,11 @@ import (
 // carries has what it needs; a specification already there is kept.
 func TestGPUNodeGeneratesCDISpec(t *testing.T) {
 	root := gpuRoot(t)
-	fakeroot.Write(t, root, map[string]string{
+	fakeroot.WriteExec(t, root, map[string]string{ // the version file too: harmless
 		"proc/driver/nvidia/version":           "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build\n",
 		"usr/bin/nvidia-ctk":                   "#!/bin/sh\n[ \"$1 $2\" = \"cdi generate\" ] || exit 2\nprintf 'cdiVersion: 0.5.0\\nkind: nvidia.com/gpu\\n' > \"${3#--output=}\"\n",
 		"usr/bin/nvidia-container-runtime.cdi": "#!/bin/sh\n",
 	})
-	for _, f := range []string{"usr/bin/nvidia-ctk", "usr/bin/nvidia-container-runtime.cdi"} {
-		if err := os.Chmod(filepath.Join(root, f), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
 	logs, st := startGPUNode(t, root)
 	spec, err := os.ReadFile(filepath.Join(root, CDISpecPath))
 	if err != nil || !strings.Contains(string(spec), "kind: nvidia.com/gpu") {
@@ -41,16 +36,11 @@ func TestGPUNodeGeneratesCDISpec(t *testing.T) {
 	// A failing nvidia-ctk: a warning with what it printed, and the runtime
 	// check says the specification is missing.
 	root = gpuRoot(t)
-	fakeroot.Write(t, root, map[string]string{
+	fakeroot.WriteExec(t, root, map[string]string{ // the version file too: harmless
 		"proc/driver/nvidia/version":           "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build\n",
 		"usr/bin/nvidia-ctk":                   "#!/bin/sh\necho 'failed to initialize NVML: ERROR_LIBRARY_NOT_FOUND' >&2\nexit 1\n",
 		"usr/bin/nvidia-container-runtime.cdi": "#!/bin/sh\n",
 	})
-	for _, f := range []string{"usr/bin/nvidia-ctk", "usr/bin/nvidia-container-runtime.cdi"} {
-		if err := os.Chmod(filepath.Join(root, f), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
 	logs, st = startGPUNode(t, root)
 	if !strings.Contains(logs, "NVIDIA CDI specification not generated") || !strings.Contains(logs, "ERROR_LIBRARY_NOT_FOUND") {
 		t.Errorf("a failing nvidia-ctk is not said, with its output:\n%s", logs)

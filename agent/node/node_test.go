@@ -913,15 +913,12 @@ func TestGPUNodeWithNvidiaRuntime(t *testing.T) {
 		t.Errorf("status warnings %q lack what the runtime needs", st.Warnings)
 	}
 	// Added since: the status's warning goes.
-	fakeroot.Write(t, root, map[string]string{
+	fakeroot.WriteExec(t, root, map[string]string{
 		"usr/bin/nvidia-container-runtime-hook": "#!/bin/sh\n", "usr/bin/nvidia-container-cli": "#!/bin/sh\n", "sbin/ldconfig": "#!/bin/sh\n",
+	})
+	fakeroot.Write(t, root, map[string]string{
 		"etc/ld.so.cache": "glibc-ld.so.cache1.1\x00/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1\x00/usr/lib/x86_64-linux-gnu/libcuda.so.1\x00",
 	})
-	for _, f := range []string{"usr/bin/nvidia-container-runtime-hook", "usr/bin/nvidia-container-cli", "sbin/ldconfig"} {
-		if err := os.Chmod(filepath.Join(root, f), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
 	st, err := api.NewClient(filepath.Join(root, "agent.sock")).Status(context.Background())
 	if err != nil || incomplete(st.Warnings) != "" {
 		t.Errorf("status once the toolkit is complete: %q, %v", st.Warnings, err)
