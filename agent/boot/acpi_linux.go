@@ -11,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/etoile-os/etoile/agent/safego"
 )
 
 // The ACPI power button: a hypervisor's "Shut down" (virsh shutdown,
@@ -47,11 +49,7 @@ func (e ACPIEvent) PowerButton() bool { return e.Class == "button/power" }
 func WatchPowerButton(log *slog.Logger) <-chan ACPIEvent {
 	presses := make(chan ACPIEvent, 1)
 	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				log.Warn("the ACPI event listener crashed: the power button will not shut the machine down", "reason", fmt.Sprint(r))
-			}
-		}()
+		defer safego.Recover(log, "the ACPI event listener (the power button will not shut the machine down)")
 		fd, family, err := acpiSocket()
 		if err != nil {
 			log.Info("no ACPI events: the power button will not shut the machine down", "reason", err.Error())

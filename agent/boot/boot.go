@@ -28,6 +28,7 @@ import (
 	"github.com/etoile-os/etoile/agent/mount"
 	"github.com/etoile-os/etoile/agent/network"
 	"github.com/etoile-os/etoile/agent/nvdev"
+	"github.com/etoile-os/etoile/agent/safego"
 	"github.com/etoile-os/etoile/agent/sysimage"
 	"golang.org/x/sys/unix"
 )
@@ -305,7 +306,7 @@ func (m *Machine) EntropyReady() <-chan struct{} { return m.entropyDone }
 // until they are done.
 func (m *Machine) waitEntropy() {
 	defer close(m.entropyDone)
-	defer func() { _ = recover() }()
+	defer safego.Recover(m.log, "waiting for the random number generator")
 	start := time.Now()
 	var b [16]byte
 	if _, err := unix.Getrandom(b[:], 0); err != nil {
@@ -355,7 +356,7 @@ func (m *Machine) Boot(ctx context.Context) (Ready, error) {
 		func() {
 			defer func() {
 				if r := recover(); r != nil {
-					m.log.Warn("a service crashed while starting", "reason", fmt.Sprint(r))
+					safego.Report(m.log, "starting the services", r)
 				}
 			}()
 			extra = m.opts.BeforeReady(ctx, m)
@@ -384,16 +385,9 @@ func (m *Machine) Boot(ctx context.Context) (Ready, error) {
 	// modules it needs itself (through the agent as modprobe) and waits
 	// for the kernel's random number generator on its own.
 	if m.real() {
-		go m.logInitRan()
-		go m.waitEntropy()
-		go func() {
-			defer func() {
-				if r := recover(); r != nil {
-					m.log.Warn("late module loading crashed", "reason", fmt.Sprint(r))
-				}
-			}()
-			m.LateModules(ctx)
-		}()
+		safego.Go(m.log, "reading the kernel's log", m.logInitRan)
+		go m.waitEntropy() // recovers (closes entropyDone)
+		safego.Go(m.log, "late module loading", func() { m.LateModules(ctx) })
 	} else {
 		close(m.entropyDone)
 		// Under --root the run ends with the sequence: load them now.
@@ -529,11 +523,7 @@ func (m *Machine) imageDriversLoaded() {
 func (m *Machine) nvidiaDeviceFiles() {
 	m.nvDevMu.Lock()
 	defer m.nvDevMu.Unlock()
-	defer func() {
-		if r := recover(); r != nil {
-			m.log.Warn("making NVIDIA device files crashed", "reason", fmt.Sprint(r))
-		}
-	}()
+	defer safego.Recover(m.log, "making NVIDIA device files")
 	nodes, err := nvdev.Nodes(m.path("/proc"))
 	if err == nil && len(nodes) > 0 {
 		var made []string
@@ -565,14 +555,14 @@ func (m *Machine) ApplyNetwork(ctx context.Context, c *config.MachineConfig) err
 	}
 	m.etcMu.Lock()
 	defer m.etcMu.Unlock()
-	m.netMu.Lock()
 	var res network.Result
-	if m.Network != nil {
-		res = *m.Network
-		res.Leases = slices.Clone(res.Leases)
-		res.Links = slices.Clone(res.Links)
-	}
-	m.netMu.Unlock()
+	locked(&m.netMu, func() {
+		if m.Network != nil {
+			res = *m.Network
+			res.Leases = slices.Clone(res.Leases)
+			res.Links = slices.Clone(res.Links)
+		}
+	})
 	for _, ifc := range c.Network.Interfaces {
 		if ifc.VLAN != 0 {
 			// In this process: the kernel would otherwise start the agent
@@ -609,9 +599,7 @@ func (m *Machine) ApplyNetwork(ctx context.Context, c *config.MachineConfig) err
 			m.log.Info("hostname", "hostname", c.Hostname, "from", "machine config")
 		}
 	}
-	m.netMu.Lock()
-	m.Network = &res
-	m.netMu.Unlock()
+	locked(&m.netMu, func() { m.Network = &res })
 	return err
 }
 
@@ -633,6 +621,12 @@ func mountAPI(ctx context.Context, m *Machine) error {
 	}
 	if m.real() {
 		reopenConsole()
+	}
+	// The agent's folder in /run, where the boot medium and the config
+	// volumes are mounted (their config.yaml holds the cluster's secrets):
+	// root's only, before anything is put there.
+	if err := mount.MakePrivate(m.path(mount.PrivateDir)); err != nil {
+		return fmt.Errorf("making %s: %w", mount.PrivateDir, err)
 	}
 	return nil
 }
@@ -689,11 +683,7 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 			m.hotplug.Store(true)
 			go func() {
 				defer m.hotplug.Store(false) // the medium wait rescans again
-				defer func() {
-					if r := recover(); r != nil {
-						m.log.Warn("hotplug watch crashed", "reason", fmt.Sprint(r))
-					}
-				}()
+				defer safego.Recover(m.log, "the hotplug watch (devices plugged in later get no driver)")
 				err := cold.WatchHotplug(ctx, h, func(u kmod.Uevent) {
 					if u.Subsystem == "block" {
 						select {
@@ -733,14 +723,7 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 		// Reading the firmware's variables takes a module and a mount
 		// (about 0.1 s under emulation): meanwhile every controller's
 		// drivers load; the others' then go on in the background.
-		go func() {
-			defer func() {
-				if r := recover(); r != nil {
-					m.log.Warn("reading the boot device crashed", "reason", fmt.Sprint(r))
-				}
-			}()
-			setBootController()
-		}()
+		safego.Go(m.log, "reading the boot device", setBootController)
 	}
 	// The hardware drivers load in the background: find-image only needs
 	// its one device and polls for it (a virtio disk is there long before
@@ -748,11 +731,7 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 	// waits for all of them.
 	go func() {
 		defer close(m.coldplugDone)
-		defer func() {
-			if r := recover(); r != nil {
-				m.log.Warn("driver loading crashed", "reason", fmt.Sprint(r))
-			}
-		}()
+		defer safego.Recover(m.log, "driver loading")
 		start := time.Now()
 		if err := cold.Settle(ctx, 0, m.scale(5*time.Second)); err != nil && ctx.Err() == nil {
 			// (Not when the machine shuts down: that is why it stopped.)
@@ -766,11 +745,7 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 	m.bootMods = make(chan struct{})
 	go func() {
 		defer close(m.bootMods)
-		defer func() {
-			if r := recover(); r != nil {
-				m.log.Warn("module loading crashed", "reason", fmt.Sprint(r))
-			}
-		}()
+		defer safego.Recover(m.log, "loading the boot's modules")
 		cold.LoadBoot(ctx, kmod.BootModulesFor(m.Params.Slot != "", m.Params.SystemURL != ""))
 	}()
 	if !m.real() {
@@ -780,7 +755,7 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 	}
 	if m.real() && m.Params.SystemURL == "" {
 		m.netDone = make(chan struct{})
-		go m.networkInBackground(ctx)
+		go m.networkInBackground(ctx) // recovers: the network step reports it
 	}
 	m.log.Info("drivers", "kernel", rel)
 	// Read now: after the switch, /etc is the system image's.
@@ -1186,12 +1161,12 @@ func (m *Machine) retryUSB(seen map[string]*usbRetry) {
 			m.log.Info("USB storage not ready, asking it again", "host", h.Name, "devices", h.Devices, "without_capacity", len(h.Empty))
 		}
 		r.busy.Store(true)
-		go func(h sysimage.USBHost) {
+		safego.Go(m.log, "asking USB storage again", func() {
 			defer r.busy.Store(false)
 			if err := h.Rescan(m.path("/sys")); err != nil {
 				m.log.Debug("USB rescan failed", "host", h.Name, "reason", err.Error())
 			}
-		}(h)
+		})
 	}
 }
 
@@ -1308,11 +1283,11 @@ func switchRoot(ctx context.Context, m *Machine) error {
 	if m.real() && m.Params.SystemURL != "" {
 		// A netboot's network came up before the switch, into the
 		// initramfs's /etc: the system's needs its resolv.conf and hostname.
-		m.etcMu.Lock()
-		if res := m.NetworkResult(); res != nil {
-			network.WriteEtc("/etc", *res, m.log)
-		}
-		m.etcMu.Unlock()
+		locked(&m.etcMu, func() {
+			if res := m.NetworkResult(); res != nil {
+				network.WriteEtc("/etc", *res, m.log)
+			}
+		})
 	}
 	if m.Cold != nil {
 		// The system's modprobe.d options (options nvidia NVreg_…) for
@@ -1352,18 +1327,14 @@ func switchRoot(ctx context.Context, m *Machine) error {
 	}
 	go func() {
 		defer m.imageDriversLoaded()
-		defer func() {
-			if r := recover(); r != nil {
-				m.log.Warn("module loading crashed", "reason", fmt.Sprint(r))
-			}
-		}()
+		defer safego.Recover(m.log, "loading the system image's drivers")
 		before := m.Cold.LoadCount()
 		// Bounded: a driver that takes longer (a large GPU module) goes
 		// on loading, but the network and the inventory stop waiting.
 		scanned := make(chan struct{})
 		go func() {
 			defer close(scanned)
-			defer func() { _ = recover() }()
+			defer safego.Recover(m.log, "looking for devices for the system image's drivers")
 			if _, err := m.Cold.Scan(ctx); err != nil {
 				m.log.Debug("rescan failed", "reason", err.Error())
 			}
@@ -1377,7 +1348,7 @@ func switchRoot(ctx context.Context, m *Machine) error {
 				// A GPU driver that took longer gets its device files
 				// (and NVIDIA's persistence daemon) once it is loaded.
 				defer m.imageDriversSettled()
-				defer func() { _ = recover() }()
+				defer safego.Recover(m.log, "making the device files of late drivers")
 				<-scanned
 				m.nvidiaDeviceFiles()
 			}()
@@ -1417,15 +1388,11 @@ func bindReadOnly(mt mount.Mounter, src, dst string) error {
 func bringUpNetwork(ctx context.Context, m *Machine) error {
 	if !m.real() {
 		m.log.Info("network left alone under --root")
-		m.netMu.Lock()
-		m.Network = &network.Result{}
-		m.netMu.Unlock()
+		locked(&m.netMu, func() { m.Network = &network.Result{} })
 		return nil
 	}
 	res, err := m.upNetwork(ctx, "/etc")
-	m.netMu.Lock()
-	m.Network = &res
-	m.netMu.Unlock()
+	locked(&m.netMu, func() { m.Network = &res })
 	if err != nil {
 		return err
 	}
@@ -1445,11 +1412,11 @@ func (m *Machine) upNetwork(ctx context.Context, etc string) (network.Result, er
 			driversKnown = m.imageIndexed
 			// …and those the system image's modules add after the switch.
 			both := make(chan struct{})
-			go func() {
+			safego.Go(m.log, "waiting for the drivers", func() {
+				defer close(both)
 				<-m.coldplugDone
 				<-m.imageDrivers
-				close(both)
-			}()
+			})
 			settled = both
 		}
 	}
@@ -1525,9 +1492,8 @@ func (m *Machine) renewedLease(l network.Lease) {
 }
 
 func (m *Machine) tellAddress(l network.Lease) {
-	m.netMu.Lock()
-	hook := m.onAddress
-	m.netMu.Unlock()
+	var hook func(network.Lease)
+	locked(&m.netMu, func() { hook = m.onAddress })
 	if hook != nil {
 		hook(l)
 	}
@@ -1538,10 +1504,7 @@ func (m *Machine) tellAddress(l network.Lease) {
 func (m *Machine) writeResolv(write func(string, network.Result, *slog.Logger)) {
 	m.etcMu.Lock()
 	defer m.etcMu.Unlock()
-	m.netMu.Lock()
-	res := m.Network
-	m.netMu.Unlock()
-	if res != nil {
+	if res := m.NetworkResult(); res != nil {
 		write("/etc", *res, m.log)
 	}
 }
@@ -1573,6 +1536,7 @@ func (m *Machine) networkInBackground(ctx context.Context) {
 	defer close(m.netDone)
 	defer func() {
 		if r := recover(); r != nil {
+			safego.Report(m.log, "bringing the network up", r)
 			m.netErr = fmt.Errorf("internal error (panic): %v", r)
 		}
 	}()
@@ -1593,9 +1557,7 @@ func awaitNetwork(ctx context.Context, m *Machine) error {
 	res := m.netRes
 	m.etcMu.Lock()
 	defer m.etcMu.Unlock()
-	m.netMu.Lock()
-	m.Network = &res
-	m.netMu.Unlock()
+	locked(&m.netMu, func() { m.Network = &res })
 	if m.netErr != nil {
 		return m.netErr
 	}

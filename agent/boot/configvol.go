@@ -16,6 +16,7 @@ import (
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/inventory"
 	"github.com/etoile-os/etoile/agent/mount"
+	"github.com/etoile-os/etoile/agent/safego"
 	"github.com/etoile-os/etoile/agent/sysimage"
 )
 
@@ -46,11 +47,7 @@ func (m *Machine) startConfigPrefetch(ctx context.Context) {
 	m.cfgPre.done = make(chan struct{})
 	go func() {
 		defer close(m.cfgPre.done)
-		defer func() {
-			if r := recover(); r != nil {
-				m.log.Warn("looking for the config volume crashed", "reason", fmt.Sprint(r))
-			}
-		}()
+		defer safego.Recover(m.log, "looking for the config volume")
 		m.cfgPre.source = m.FindConfigVolume(ctx)
 	}()
 }
@@ -86,7 +83,7 @@ func (m *Machine) ConfigVolume(ctx context.Context) config.Source {
 func (m *Machine) FindConfigVolume(ctx context.Context) (src config.Source) {
 	defer func() { // it reads untrusted media, and runs in PID 1
 		if r := recover(); r != nil {
-			m.log.Warn("looking for the config volume crashed", "reason", fmt.Sprint(r))
+			safego.Report(m.log, "looking for the config volume", r)
 			src = nil
 		}
 	}()
@@ -170,10 +167,11 @@ func (l *lookLog) log(log *slog.Logger, lines []logLine) {
 		}
 		key.WriteByte('\n')
 	}
-	l.mu.Lock()
-	changed := key.String() != l.last
-	l.last = key.String()
-	l.mu.Unlock()
+	changed := false
+	locked(&l.mu, func() {
+		changed = key.String() != l.last
+		l.last = key.String()
+	})
 	if !changed {
 		return
 	}
@@ -303,8 +301,14 @@ func (m *Machine) LoadFS(ctx context.Context, fstype string) {
 // and again: dev already mounted at dir is left as it is, and another
 // device an earlier call mounted there (a stick since swapped) is unmounted
 // first, so that mounts do not pile up.
+//
+// Below /run/etoile (mount.PrivateDir, made 0700 first) a volume's files
+// are root's only: a FAT volume, which has no owners of its own, is
+// mounted with its files 0600 and folders 0700 (fatData), not the
+// kernel's default of everyone reading them (a config.yaml carries the
+// cluster token and registry passwords).
 func MountReadOnly(dev, dir string, fstypes []string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := mount.MakeMountPoint(dir); err != nil {
 		return err
 	}
 	if src, ok := mount.SourceAt(dir); ok && src == dev {
@@ -315,7 +319,7 @@ func MountReadOnly(dev, dir string, fstypes []string) error {
 	}
 	var errs []error
 	for _, t := range fstypes {
-		data := ""
+		data := mountOptions(t)
 		if extFS[t] {
 			// Read-only is not enough for ext4: it replays its journal and
 			// cleans up orphaned inodes even on a read-only mount (after a
@@ -325,7 +329,6 @@ func MountReadOnly(dev, dir string, fstypes []string) error {
 				errs = append(errs, fmt.Errorf("%s: setting the device read-only: %w", t, err))
 				continue
 			}
-			data = "noload"
 		}
 		err := unix.Mount(dev, dir, t, unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, data)
 		if err == nil {
@@ -334,6 +337,23 @@ func MountReadOnly(dev, dir string, fstypes []string) error {
 		errs = append(errs, fmt.Errorf("%s: %w", t, err))
 	}
 	return fmt.Errorf("mounting %s read-only: %w", dev, errors.Join(errs...))
+}
+
+// mountOptions are MountReadOnly's options for filesystem type t. Read-only
+// is not enough for ext4: it replays its journal and cleans up orphaned
+// inodes even on a read-only mount (after a power loss, say) — writes;
+// noload has it mount without the replay (MountReadOnly also sets the
+// device read-only). FAT has no owners or modes: without options every
+// file is readable by everyone (the mounting process's umask, 0022), and
+// here they are root's only (files 0600, folders 0700).
+func mountOptions(t string) string {
+	switch {
+	case extFS[t]:
+		return "noload"
+	case t == "vfat":
+		return "fmask=0177,dmask=0077"
+	}
+	return ""
 }
 
 // extFS are the filesystems whose read-only mount may write (MountReadOnly).

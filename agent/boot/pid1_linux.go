@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/etoile-os/etoile/agent/safego"
 )
 
 // Signals PID 1 must catch. An uncaught SIGTERM, SIGQUIT or SIGPIPE would
@@ -195,11 +197,7 @@ func stopServices(log *slog.Logger, f func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		defer func() {
-			if r := recover(); r != nil {
-				log.Warn("stopping services crashed", "reason", fmt.Sprint(r))
-			}
-		}()
+		defer safego.Recover(log, "stopping services")
 		f()
 	}()
 	select {
@@ -243,7 +241,7 @@ func shutdown(log *slog.Logger, reaper *Reaper, cmd int, name string) {
 		log.Warn("processes still running after SIGKILL (stuck in the kernel: a device or server that does not answer)", "count", len(left), "processes", strings.Join(names, ","))
 	}
 	if data, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
-		r := releaseFilesystems(writableMounts(parseMountinfo(data)),
+		r := releaseFilesystems(log, writableMounts(parseMountinfo(data)),
 			func(t string) error { return unix.Unmount(t, 0) },
 			func(t string) error { return unix.Mount("", t, "", unix.MS_REMOUNT|unix.MS_RDONLY, "") },
 			5*time.Second)
@@ -260,7 +258,7 @@ func shutdown(log *slog.Logger, reaper *Reaper, cmd int, name string) {
 			}
 		}
 	}
-	if !syncWithin(unix.Sync, 30*time.Second) {
+	if !syncWithin(log, unix.Sync, 30*time.Second) {
 		log.Warn("sync did not finish in 30 s: going on (a device or server no longer answers; its unwritten data is lost)")
 	}
 	if err := unix.Reboot(cmd); err != nil {

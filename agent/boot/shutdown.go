@@ -2,12 +2,16 @@ package boot
 
 import (
 	"bytes"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/etoile-os/etoile/agent/safego"
 )
 
 // What PID 1 does at the end of a shutdown, after the services stopped and
@@ -147,13 +151,24 @@ type Released struct {
 // blocks longer is left (its goroutine stays blocked, the shutdown goes on)
 // and said, and so are the other mounts of a source that blocked (the same
 // dead server's).
-func releaseFilesystems(ms []Mount, unmount, remountRO func(target string) error, within time.Duration) Released {
+//
+// A panic in unmount or remountRO (logged on log) counts as that step's
+// error.
+func releaseFilesystems(log *slog.Logger, ms []Mount, unmount, remountRO func(target string) error, within time.Duration) Released {
 	var r Released
 	deadline := time.Now().Add(releaseWithin)
 	stuck := map[string]bool{} // sources whose mount blocked
 	bounded := func(f func(string) error, target string) (error, bool) {
 		done := make(chan error, 1)
-		go func() { done <- f(target) }()
+		go func() {
+			defer func() {
+				if p := recover(); p != nil {
+					safego.Report(log, "releasing "+target, p)
+					done <- fmt.Errorf("internal error (panic): %v", p)
+				}
+			}()
+			done <- f(target)
+		}()
 		select {
 		case err := <-done:
 			return err, true
@@ -195,12 +210,14 @@ func releaseFilesystems(ms []Mount, unmount, remountRO func(target string) error
 }
 
 // syncWithin runs sync, waiting at most d for it; false when it did not
-// return (a filesystem whose device or server no longer answers).
-func syncWithin(sync func(), d time.Duration) bool {
+// return (a filesystem whose device or server no longer answers). A panic
+// in sync is logged on log and ends the wait.
+func syncWithin(log *slog.Logger, sync func(), d time.Duration) bool {
 	done := make(chan struct{})
 	go func() {
+		defer close(done)
+		defer safego.Recover(log, "syncing the filesystems")
 		sync()
-		close(done)
 	}()
 	select {
 	case <-done:

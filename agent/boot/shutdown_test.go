@@ -103,7 +103,7 @@ func TestReleaseFilesystemsIsBounded(t *testing.T) {
 		}
 		return errors.New("no")
 	}
-	r := releaseFilesystems([]Mount{{Target: "/a", Source: "/dev/sda1"}, {Target: "/busy", Source: "/dev/sdb1"},
+	r := releaseFilesystems(nil, []Mount{{Target: "/a", Source: "/dev/sda1"}, {Target: "/busy", Source: "/dev/sdb1"},
 		{Target: "/nfs", Source: "srv:/x"}, {Target: "/nfs2", Source: "srv:/x"}, {Target: "/b", Source: "/dev/sdc1"}}, unmount, remount, 200*time.Millisecond)
 	if !slices.Equal(r.Unmounted, []string{"/a", "/b"}) || !slices.Equal(r.ReadOnly, []string{"/busy"}) || len(r.Left) != 2 ||
 		!strings.Contains(r.Left[0], "/nfs (unmount did not return") || !strings.Contains(r.Left[1], "/nfs2 (srv:/x did not answer") {
@@ -112,7 +112,7 @@ func TestReleaseFilesystemsIsBounded(t *testing.T) {
 	// The whole is bounded too.
 	defer func(d time.Duration) { releaseWithin = d }(releaseWithin)
 	releaseWithin = 0
-	if r := releaseFilesystems([]Mount{{Target: "/late"}}, unmount, remount, time.Second); len(r.Left) != 1 || !strings.Contains(r.Left[0], "no time left") {
+	if r := releaseFilesystems(nil, []Mount{{Target: "/late"}}, unmount, remount, time.Second); len(r.Left) != 1 || !strings.Contains(r.Left[0], "no time left") {
 		t.Errorf("past the deadline: %+v", r)
 	}
 	mu.Lock()
@@ -120,12 +120,12 @@ func TestReleaseFilesystemsIsBounded(t *testing.T) {
 	if !slices.Equal(order, []string{"/a", "/busy", "/nfs", "/b"}) {
 		t.Errorf("unmount order %q", order)
 	}
-	if !syncWithin(func() {}, time.Second) {
+	if !syncWithin(nil, func() {}, time.Second) {
 		t.Error("a sync that returns was not waited for")
 	}
 	stuck := make(chan struct{})
 	defer close(stuck)
-	if syncWithin(func() { <-stuck }, 100*time.Millisecond) {
+	if syncWithin(nil, func() { <-stuck }, 100*time.Millisecond) {
 		t.Error("a sync that blocks was said to have finished")
 	}
 }

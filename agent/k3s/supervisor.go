@@ -25,6 +25,7 @@ import (
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/kmsg"
 	"github.com/etoile-os/etoile/agent/logring"
+	"github.com/etoile-os/etoile/agent/safego"
 )
 
 // State is K3s's state as the agent reports it.
@@ -521,18 +522,29 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	var fatal string // the run's last fatal log message (read once copied is closed)
 	go func() {
 		defer close(copied)
-		readLines(pr, MaxLineLen, func(line string) { // until the pipe is closed
-			s.ring.Add(line)
-			logs.writeLine(line)
-			if m, ok := fatalMessage(line); ok {
-				fatal = m
+		// The pipe is read until it is closed whatever happens: a K3s
+		// whose output is not read blocks writing it. A line whose
+		// handling crashes (logged) is passed over, and reading goes on.
+		defer func() { _, _ = io.Copy(io.Discard, pr) }()
+		for crashes := 0; crashes < 10; crashes++ {
+			if !safego.Run(s.Log, "reading K3s's output", func() {
+				readLines(pr, MaxLineLen, func(line string) { // until the pipe is closed
+					s.ring.Add(line)
+					logs.writeLine(line)
+					if m, ok := fatalMessage(line); ok {
+						fatal = m
+					}
+					for _, tr := range troubles {
+						if strings.Contains(line, tr.in) && !slices.ContainsFunc(notTrouble, func(n string) bool { return strings.Contains(line, n) }) {
+							s.noteTrouble(tr.say)
+						}
+					}
+				})
+			}) {
+				return
 			}
-			for _, tr := range troubles {
-				if strings.Contains(line, tr.in) && !slices.ContainsFunc(notTrouble, func(n string) bool { return strings.Contains(line, n) }) {
-					s.noteTrouble(tr.say)
-				}
-			}
-		})
+		}
+		s.Log.Error("K3s's output is no longer kept: reading it crashed 10 times in this run", "fix", "report this as a bug with the error lines above")
 	}()
 	s.setState(StateStarting, "")
 	began := time.Now()
@@ -576,11 +588,13 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	}()
 	exited := make(chan error, 1)
 	go func() {
-		err := cmd.Wait()
+		err := errors.New("waiting for it crashed")
+		defer func() { exited <- err }()
+		defer safego.Recover(s.Log, "waiting for K3s")
+		err = cmd.Wait()
 		if s.Release != nil {
 			s.Release(cmd.Process.Pid)
 		}
-		exited <- err
 	}()
 
 	tick := time.NewTicker(s.ProbeEvery)

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/etoile-os/etoile/agent/mount"
+	"github.com/etoile-os/etoile/agent/safego"
 )
 
 // BootModules are loaded with the hardware drivers, before the system image
@@ -158,6 +159,7 @@ type Coldplug struct {
 	threads     map[*loadThread]bool   // (under mu) loads inside the kernel now
 	claimedBy   map[string]*loadThread // (under mu) module → the load that claimed it
 	setNice     func(tid, nice int) error
+	beforeSlot  func(module string) // tests': called as a load starts to wait for its slot
 }
 
 // loadThread is one load's goroutine: its priority class and, while its
@@ -515,9 +517,11 @@ func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup) {
 	wg.Add(1)
 	c.pending.Add(1)
 	prio := c.priority(r)
-	c.mu.Lock()
-	c.inFlight[prio]++
-	c.mu.Unlock()
+	func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.inFlight[prio]++
+	}()
 	go func() {
 		defer wg.Done()
 		defer func() {
@@ -527,27 +531,23 @@ func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup) {
 			default:
 			}
 		}()
-		c.mu.Lock()
+		// A bug here, in the wait for a slot as in the load, must not take
+		// PID 1 down: it is logged, and the load's bookkeeping (pending,
+		// inFlight, its slot) undone all the same.
+		defer safego.Recover(c.Log, "loading module "+r.module)
 		defer func() {
 			c.mu.Lock()
+			defer c.mu.Unlock()
 			if c.inFlight[prio]--; c.inFlight[prio] == 0 {
 				c.calm.Broadcast()
 			}
-			c.mu.Unlock()
 		}()
-		// Storage first: wait while something more urgent loads.
-		for c.busyBefore(prio) {
-			c.calm.Wait()
+		if c.beforeSlot != nil {
+			c.beforeSlot(r.module)
 		}
-		c.mu.Unlock()
+		c.waitCalm(prio)
 		c.sem[prio] <- struct{}{}
 		defer func() { <-c.sem[prio] }()
-		defer func() {
-			// A loader bug must not take PID 1 down.
-			if p := recover(); p != nil {
-				c.Log.Warn("module loading crashed", "module", r.module, "reason", fmt.Sprint(p))
-			}
-		}()
 		c.load(r, map[string]bool{}, &loadThread{prio: prio, why: r.why, modalias: r.modalias})
 	}()
 }
@@ -632,6 +632,16 @@ func (c *Coldplug) inKernel(lt *loadThread, fn func() error) error {
 
 // busyBefore reports whether a load more urgent than prio is in progress
 // (c.mu held).
+// waitCalm waits while something more urgent than prio loads (storage
+// first).
+func (c *Coldplug) waitCalm(prio int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.busyBefore(prio) {
+		c.calm.Wait()
+	}
+}
+
 func (c *Coldplug) busyBefore(prio int) bool {
 	if prio == prioBoot && c.mediumFound {
 		return false // mounting the medium is what the boot waits for now

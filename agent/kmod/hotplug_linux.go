@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/etoile-os/etoile/agent/safego"
 )
 
 // Uevent is one kernel device event.
@@ -79,10 +81,10 @@ func OpenHotplug() (*Hotplug, error) {
 func (c *Coldplug) WatchHotplug(ctx context.Context, h *Hotplug, onEvent func(Uevent)) error {
 	c.watching.Store(true)
 	defer c.watching.Store(false)
-	go func() {
+	safego.Go(c.Log, "closing the device events' socket", func() {
 		<-ctx.Done()
 		h.f.Close()
-	}()
+	})
 	buf := make([]byte, 64*1024)
 	var wg sync.WaitGroup // loads are tracked by pending
 	for {

@@ -7,8 +7,10 @@ package mount
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -60,16 +62,67 @@ var APIMounts = []API{
 	{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "nsdelegate"},
 }
 
-// Linux makes the real syscalls.
-type Linux struct{}
+// PrivateDir is the agent's own folder in /run. The boot medium (whose
+// /etoile/config.yaml carries the cluster token and registry passwords),
+// the system image, the config volume, the ESP and the state partition are
+// mounted below it, and the local API's socket is in it: only root may
+// enter it (0700). What reads there is the agent, and K3s, both root.
+const PrivateDir = "/run/etoile"
 
-// Mount makes target (a folder) if it is missing, and mounts. A bind mount
-// of a file needs its target file made by the caller.
-func (Linux) Mount(source, target, fstype string, flags uintptr, data string) error {
+// MakePrivate makes folder dir with mode 0700, or gives it that mode when
+// it exists (its parents are made 0755). A symbolic link or a file at dir
+// is refused, not followed.
+func MakePrivate(dir string) error {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%s is not a folder (%s): refusing to use it", dir, st.Mode().Type())
+	}
+	if st.Mode().Perm() != 0o700 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("making %s private (0700): %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// MakeMountPoint makes folder target (0755) if it is missing, PrivateDir
+// private first when target is in it (made, or its mode set).
+func MakeMountPoint(target string) error {
+	return makeMountPoint(target, PrivateDir)
+}
+
+func makeMountPoint(target, private string) error {
+	if target == private || strings.HasPrefix(target, private+"/") {
+		if err := MakePrivate(private); err != nil {
+			return fmt.Errorf("making mount point %s: %w", target, err)
+		}
+	}
 	if _, err := os.Stat(target); os.IsNotExist(err) {
 		if err := os.MkdirAll(target, 0o755); err != nil {
 			return fmt.Errorf("making mount point %s: %w", target, err)
 		}
+	}
+	return nil
+}
+
+// Linux makes the real syscalls.
+type Linux struct{}
+
+// Mount makes target (a folder) if it is missing, and mounts (a target in
+// PrivateDir makes PrivateDir private first: MakeMountPoint). A bind mount
+// of a file needs its target file made by the caller.
+func (Linux) Mount(source, target, fstype string, flags uintptr, data string) error {
+	if err := MakeMountPoint(target); err != nil {
+		return err
 	}
 	if err := unix.Mount(source, target, fstype, flags, data); err != nil {
 		if fstype == "" {

@@ -16,8 +16,17 @@ import (
 
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/netkind"
+	"github.com/etoile-os/etoile/agent/safego"
 	"github.com/vishvananda/netlink"
 )
+
+// locked runs f with mu held; a panic in f unlocks mu on its way up, so
+// that a recover above it leaves the lock usable (AllLeases, stop…).
+func locked(mu *sync.Mutex, f func()) {
+	mu.Lock()
+	defer mu.Unlock()
+	f()
+}
 
 // staticMetric is the default route's metric for a static gateway: ahead of
 // DHCP's (100 + the link's index).
@@ -61,12 +70,17 @@ func (r *renewals) watchCables(only []string, on func(netlink.Link)) {
 // cabled tells onCable of l, which has carrier, unless DHCP runs on it or
 // the machine config configures it.
 func (r *renewals) cabled(l netlink.Link) {
-	r.mu.Lock()
-	on, only, name := r.onCable, r.only, l.Attrs().Name
-	if rn := r.m[name]; (rn != nil && rn.index == l.Attrs().Index) || r.configured[name] {
-		on = nil
-	}
-	r.mu.Unlock()
+	var (
+		on   func(netlink.Link)
+		only []string
+	)
+	name := l.Attrs().Name
+	locked(&r.mu, func() {
+		on, only = r.onCable, r.only
+		if rn := r.m[name]; (rn != nil && rn.index == l.Attrs().Index) || r.configured[name] {
+			on = nil
+		}
+	})
 	if on != nil && afterBoot(l, only) {
 		on(l)
 	}
@@ -115,9 +129,11 @@ func afterBoot(l netlink.Link, only []string) bool {
 // plugged in, a driver that loaded late), when it is one to configure:
 // its carrier, when it comes, is told to cabled.
 func (r *renewals) appeared(l netlink.Link, log *slog.Logger) {
-	r.mu.Lock()
-	on, only := r.onCable, r.only
-	r.mu.Unlock()
+	var (
+		on   func(netlink.Link)
+		only []string
+	)
+	locked(&r.mu, func() { on, only = r.onCable, r.only })
 	if on == nil || !afterBoot(l, only) {
 		return
 	}
@@ -208,13 +224,15 @@ func (r *renewals) exchange(ctx context.Context, l netlink.Link, kick chan struc
 	done := make(chan struct{})
 	defer close(done) // after the unlock below: stop waits for it
 	me := &renewal{cancel: cancel, done: done, kick: kick, index: l.Attrs().Index}
-	r.mu.Lock()
-	if r.configured[name] {
-		r.mu.Unlock()
+	stopped := false
+	locked(&r.mu, func() {
+		if stopped = r.configured[name]; !stopped {
+			r.replaceLocked(name, me)
+		}
+	})
+	if stopped {
 		return Lease{}, errStopped
 	}
-	r.replaceLocked(name, me)
-	r.mu.Unlock()
 	lease, err := dhcp(xctx, l, cfg)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -256,24 +274,25 @@ func (r *renewals) waitRetry(ctx context.Context, l netlink.Link, wait time.Dura
 	defer cancel()
 	name := l.Attrs().Name
 	me := &renewal{cancel: cancel, done: closed, kick: kick, index: l.Attrs().Index}
-	r.mu.Lock()
-	if r.configured[name] {
-		r.mu.Unlock()
+	configured := false
+	locked(&r.mu, func() {
+		if configured = r.configured[name]; configured {
+			return
+		}
+		if _, taken := r.m[name]; taken {
+			me.kick = nil
+		} else {
+			r.replaceLocked(name, me)
+		}
+	})
+	if configured {
 		return false
 	}
-	if _, taken := r.m[name]; taken {
-		me.kick = nil
-	} else {
-		r.replaceLocked(name, me)
-	}
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		defer r.mu.Unlock()
+	defer locked(&r.mu, func() {
 		if r.m[name] == me {
 			delete(r.m, name)
 		}
-	}()
+	})
 	select {
 	case <-wctx.Done():
 		return false
@@ -340,12 +359,16 @@ func (r *renewals) stop(iface string) *net.IPNet {
 	if r == nil {
 		return nil
 	}
-	r.mu.Lock()
-	rn, ok := r.m[iface]
-	delete(r.m, iface)
-	delete(r.renewed, iface)
-	r.late = slices.DeleteFunc(r.late, func(l Lease) bool { return l.Iface == iface })
-	r.mu.Unlock()
+	var (
+		rn *renewal
+		ok bool
+	)
+	locked(&r.mu, func() {
+		rn, ok = r.m[iface]
+		delete(r.m, iface)
+		delete(r.renewed, iface)
+		r.late = slices.DeleteFunc(r.late, func(l Lease) bool { return l.Iface == iface })
+	})
 	if !ok {
 		return nil
 	}
@@ -354,9 +377,8 @@ func (r *renewals) stop(iface string) *net.IPNet {
 	case <-rn.done:
 	case <-time.After(30 * time.Second):
 	}
-	r.mu.Lock()
-	addr := rn.addr // a renewal may have changed it
-	r.mu.Unlock()
+	var addr net.IPNet
+	locked(&r.mu, func() { addr = rn.addr }) // a renewal may have changed it
 	if addr.IP == nil {
 		return nil
 	}
@@ -374,19 +396,14 @@ func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cf
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	me := &renewal{cancel: cancel, done: done, kick: make(chan struct{}, 1), index: l.Attrs().Index}
-	r.mu.Lock()
-	r.replaceLocked(name, me)
-	r.mu.Unlock()
+	locked(&r.mu, func() { r.replaceLocked(name, me) })
 	go func() {
+		defer safego.Recover(cfg.Log, "asking DHCP again on "+name)
 		var got *Lease
 		tries := 1
 		func() {
 			defer close(done)
-			defer func() {
-				if p := recover(); p != nil {
-					cfg.Log.Error("DHCP crashed", "iface", name, "reason", fmt.Sprint(p))
-				}
-			}()
+			defer safego.Recover(cfg.Log, "DHCP on "+name)
 			for wait := cfg.Retry; ; {
 				select {
 				case <-rctx.Done():
@@ -401,28 +418,34 @@ func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cf
 					return
 				}
 				tries++
-				lease, err := dhcp(rctx, l, cfg)
+				lease, err := cfg.askDHCP(rctx, l)
 				if err != nil {
 					cfg.Log.Debug("no DHCP lease yet", "iface", name, "tries", tries, "reason", err.Error())
 					continue
 				}
-				r.mu.Lock()
-				if r.m[name] != me {
-					r.mu.Unlock()
-					return // stopped meanwhile
+				stopped := false
+				locked(&r.mu, func() {
+					if r.m[name] != me {
+						stopped = true // stopped meanwhile
+						return
+					}
+					if err = cfg.applyLease(l, lease, metric); err != nil {
+						return
+					}
+					r.setLateLocked(lease)
+					if cfg.Renew {
+						r.startLocked(ctx, l, lease, metric, cfg)
+					} else {
+						r.replaceLocked(name, &renewal{cancel: func() {}, done: closed, addr: lease.Addr, index: l.Attrs().Index})
+					}
+				})
+				if stopped {
+					return
 				}
-				if err := apply(l, lease, metric); err != nil {
-					r.mu.Unlock()
+				if err != nil {
 					cfg.Log.Warn("applying the DHCP lease failed", "iface", name, "reason", err.Error())
 					continue
 				}
-				r.setLateLocked(lease)
-				if cfg.Renew {
-					r.startLocked(ctx, l, lease, metric, cfg)
-				} else {
-					r.replaceLocked(name, &renewal{cancel: func() {}, done: closed, addr: lease.Addr, index: l.Attrs().Index})
-				}
-				r.mu.Unlock()
 				got = &lease
 				return
 			}

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/etoile-os/etoile/agent/safego"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/vishvananda/netlink"
@@ -42,11 +43,9 @@ type lifecycle struct {
 
 // renew keeps lease on l until ctx ends (lifecycle).
 func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config, kick <-chan struct{}, renewed func(Lease)) {
-	defer func() {
-		if r := recover(); r != nil {
-			cfg.Log.Warn("DHCP renewal crashed", "iface", lease.Iface, "reason", fmt.Sprint(r))
-		}
-	}()
+	// A crash ends the renewal (logged): the address stays until the
+	// machine config is applied again or the machine restarts.
+	defer safego.Recover(cfg.Log, "DHCP renewal on "+lease.Iface)
 	got := lease.asked // its times count from when it was asked for (RFC 2131 §4.4.1)
 	if got.IsZero() {
 		got = time.Now()
@@ -205,7 +204,7 @@ func (lc *lifecycle) adopt(next Lease, sent time.Time) error {
 	if changed && lc.cfg.OnRenewed != nil {
 		// Not in this goroutine: stop waits for it, and the caller may
 		// hold what OnRenewed takes.
-		go lc.cfg.OnRenewed(next)
+		safego.Go(lc.cfg.Log, "following a renewed DHCP lease", func() { lc.cfg.OnRenewed(next) })
 	}
 	return nil
 }
@@ -220,7 +219,7 @@ func (lc *lifecycle) lose(msg string, want net.IP, attrs ...any) {
 	gone := Lease{Iface: lc.lease.Iface, MAC: lc.lease.MAC}
 	lc.renewed(gone)
 	if lc.cfg.OnRenewed != nil {
-		go lc.cfg.OnRenewed(gone)
+		safego.Go(lc.cfg.Log, "following a lost DHCP lease", func() { lc.cfg.OnRenewed(gone) })
 	}
 }
 
@@ -302,7 +301,9 @@ func (lc *lifecycle) request(server net.IP, by time.Time) (Lease, error) {
 	if ack.MessageType() == dhcpv4.MessageTypeNak {
 		return Lease{}, &nakError{server: ack.ServerIdentifier(), msg: ack.Message()}
 	}
-	return LeaseFromACK(name, hw, ack)
+	lease, err := LeaseFromACK(name, hw, ack)
+	refused(lc.cfg.Log, err)
+	return lease, err
 }
 
 // linkUDP is a UDP socket on the DHCP client's port bound to link name: its

@@ -9,6 +9,7 @@ package network
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -94,6 +95,17 @@ func LeaseFromACK(iface string, mac net.HardwareAddr, ack *dhcpv4.DHCPv4) (Lease
 		// historic answer, and /24 what most site networks use.
 		mask = ack.YourIPAddr.DefaultMask()
 	}
+	if err := checkMask(mask); err != nil {
+		// The kernel (and the netlink library, which panics on one)
+		// cannot take it: the lease is not used, and DHCP is asked again.
+		server := "unknown"
+		if s := serverID(ack); s != nil {
+			server = s.String()
+		} else if s := ack.ServerIPAddr; s != nil && !s.IsUnspecified() {
+			server = s.String()
+		}
+		return Lease{}, &MaskError{Iface: iface, Server: server, Addr: ack.YourIPAddr.String(), Mask: maskString(mask), reason: err.Error()}
+	}
 	l := Lease{
 		Iface:    iface,
 		MAC:      mac,
@@ -128,6 +140,41 @@ func LeaseFromACK(iface string, mac net.HardwareAddr, ack *dhcpv4.DHCPv4) (Lease
 		}
 	}
 	return l, nil
+}
+
+// MaskError is a DHCP answer refused for its subnet mask (option 1).
+type MaskError struct {
+	Iface, Server, Addr, Mask string
+	reason                    string
+}
+
+func (e *MaskError) Error() string {
+	return fmt.Sprintf("DHCP server %s offers %s on %s with subnet mask %s, which %s: the lease is refused (fix the DHCP server's subnet mask for this network)",
+		e.Server, e.Addr, e.Iface, e.Mask, e.reason)
+}
+
+// checkMask refuses an IPv4 subnet mask an address cannot have: one that
+// is not a run of ones then zeros (255.0.255.0), not 4 bytes long, or 0.0.0.0
+// (every address on the link).
+func checkMask(m net.IPMask) error {
+	ones, bits := m.Size()
+	switch {
+	case len(m) != net.IPv4len:
+		return fmt.Errorf("is %d bytes long, not 4", len(m))
+	case bits == 0:
+		return errors.New("is not contiguous (ones, then zeros)")
+	case ones == 0:
+		return errors.New("makes every address a neighbour")
+	}
+	return nil
+}
+
+// maskString shows a mask as people write it: 255.255.255.0.
+func maskString(m net.IPMask) string {
+	if len(m) == net.IPv4len {
+		return net.IP(m).String()
+	}
+	return fmt.Sprintf("%x", []byte(m))
 }
 
 // serverID is the ACK's server identifier (option 54), nil when it has

@@ -247,3 +247,38 @@ func TestLeaseTimesAndServer(t *testing.T) {
 		})
 	}
 }
+
+// TestLeaseFromACKRefusesAnInvalidSubnetMask: a subnet mask that is not a
+// run of ones then zeros (255.0.255.0) cannot be an address's prefix; the
+// netlink library panics on one (an index out of range), which in PID 1
+// panics the kernel. The lease is refused, naming the server and the mask.
+func TestLeaseFromACKRefusesAnInvalidSubnetMask(t *testing.T) {
+	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
+	for _, tt := range []struct {
+		mask net.IPMask
+		want string
+	}{
+		{net.IPv4Mask(255, 0, 255, 0), "subnet mask 255.0.255.0, which is not contiguous"},
+		{net.IPv4Mask(255, 255, 255, 1), "subnet mask 255.255.255.1, which is not contiguous"},
+		{net.IPv4Mask(0, 0, 0, 0), "subnet mask 0.0.0.0, which makes every address a neighbour"},
+	} {
+		a := ack(t, dhcpv4.WithNetmask(tt.mask), dhcpv4.WithRouter(net.IPv4(10, 0, 2, 2)),
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 0, 2, 2))))
+		l, err := LeaseFromACK("eth0", mac, a)
+		if err == nil {
+			t.Errorf("mask %s: lease %+v accepted", net.IP(tt.mask), l)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, "DHCP server 10.0.2.2 offers 10.0.2.15 on eth0 with "+tt.want) || !strings.Contains(msg, "refused") {
+			t.Errorf("mask %s: error %q", net.IP(tt.mask), msg)
+		}
+	}
+	// Valid masks, /32 and /31 among them, are taken.
+	for _, ones := range []int{8, 24, 31, 32} {
+		if l, err := LeaseFromACK("eth0", mac, ack(t, dhcpv4.WithNetmask(net.CIDRMask(ones, 32)))); err != nil {
+			t.Errorf("/%d refused: %v", ones, err)
+		} else if got, _ := l.Addr.Mask.Size(); got != ones {
+			t.Errorf("/%d: lease has /%d", ones, got)
+		}
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/etoile-os/etoile/agent/mount"
+	"github.com/etoile-os/etoile/agent/safego"
 )
 
 // lateMetric (plus the link's index) is the default route's metric of a
@@ -120,6 +121,26 @@ type Config struct {
 	// resendMin is the shortest wait between two REQUESTs of a renewal
 	// (a minute when zero, RFC 2131's; tests shorten it).
 	resendMin time.Duration
+	// dhcpHook and applyHook, when not nil, stand in for dhcp and apply
+	// where askDHCP and applyLease are used (tests).
+	dhcpHook  func(context.Context, netlink.Link) (Lease, error)
+	applyHook func(netlink.Link, Lease, int) error
+}
+
+// askDHCP runs DHCP on l (dhcp).
+func (cfg Config) askDHCP(ctx context.Context, l netlink.Link) (Lease, error) {
+	if cfg.dhcpHook != nil {
+		return cfg.dhcpHook(ctx, l)
+	}
+	return dhcp(ctx, l, cfg)
+}
+
+// applyLease sets lease's address and routes on l (apply).
+func (cfg Config) applyLease(l netlink.Link, lease Lease, metric int) error {
+	if cfg.applyHook != nil {
+		return cfg.applyHook(l, lease, metric)
+	}
+	return apply(l, lease, metric)
 }
 
 // Result is what Up configured.
@@ -239,19 +260,22 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 			return 100 + l.Attrs().Index
 		}
 		name, idx := l.Attrs().Name, l.Attrs().Index
-		mu.Lock()
-		if begun[idx] {
-			mu.Unlock()
+		already := false
+		locked(&mu, func() {
+			if already = begun[idx]; already {
+				return
+			}
+			begun[idx] = true
+			asking[name] = true
+			if !late {
+				pending++
+			}
+		})
+		if already {
 			return
 		}
-		begun[idx] = true
-		asking[name] = true
-		if !late {
-			pending++
-		}
-		mu.Unlock()
 		go func() {
-			defer func() { mu.Lock(); delete(begun, idx); mu.Unlock() }()
+			defer locked(&mu, func() { delete(begun, idx) })
 			// done: Up no longer waits for this link (its first exchange
 			// ended); asking again goes on in the background.
 			waited := true
@@ -265,11 +289,7 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 				waited = false
 			}
 			defer done()
-			defer func() {
-				if r := recover(); r != nil {
-					cfg.Log.Error("DHCP crashed", "iface", name, "reason", fmt.Sprint(r))
-				}
-			}()
+			defer safego.Recover(cfg.Log, "DHCP on "+name)
 			unused := late                 // a lease in no Result
 			applied := func(lease Lease) { // under res.renew.mu
 				mu.Lock()
@@ -379,10 +399,15 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	told := false
 	waitLeases := func(watch bool) {
 		for ctx.Err() == nil {
-			mu.Lock()
-			n, at := pending, routedAt
-			still := slices.Sorted(maps.Keys(asking))
-			mu.Unlock()
+			var (
+				n     int
+				at    time.Time
+				still []string
+			)
+			locked(&mu, func() {
+				n, at = pending, routedAt
+				still = slices.Sorted(maps.Keys(asking))
+			})
 			if n == 0 {
 				return
 			}
@@ -418,9 +443,8 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		// Returning early is worth it only with an address: if the links
 		// there are got no lease, wait for the drivers (and later NICs).
 		waitLeases(true)
-		mu.Lock()
-		got := len(leases) > 0
-		mu.Unlock()
+		got := false
+		locked(&mu, func() { got = len(leases) > 0 })
 		if err == nil && !settled && !got {
 			w.early = false
 			links, withCarrier, settled, err = w.wait(ctx)
@@ -429,11 +453,7 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	if err == nil && !settled {
 		seen := len(links)
 		go func() {
-			defer func() {
-				if r := recover(); r != nil {
-					cfg.Log.Error("watching for late network links crashed", "reason", fmt.Sprint(r))
-				}
-			}()
+			defer safego.Recover(cfg.Log, "watching for late network links")
 			// From here on, wait for Settled, and CarrierGrace from then.
 			w.early, w.firstSeen = false, time.Time{}
 			w.onCarrier = func(l netlink.Link) { startDHCP(l, true) }
@@ -451,9 +471,8 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	}
 	if err != nil {
 		for { // the exchanges end with ctx
-			mu.Lock()
-			n := pending
-			mu.Unlock()
+			n := 0
+			locked(&mu, func() { n = pending })
 			if n == 0 {
 				break
 			}
@@ -461,14 +480,14 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 		}
 		// Asking again may go on (the error was not ctx's): what comes
 		// then is a late lease, in AllLeases.
-		res.renew.mu.Lock()
-		mu.Lock()
-		collected = true
-		for _, idx := range slices.Sorted(maps.Keys(leases)) { // applied and renewed: in AllLeases
-			res.renew.setLateLocked(leases[idx])
-		}
-		mu.Unlock()
-		res.renew.mu.Unlock()
+		locked(&res.renew.mu, func() {
+			locked(&mu, func() {
+				collected = true
+				for _, idx := range slices.Sorted(maps.Keys(leases)) { // applied and renewed: in AllLeases
+					res.renew.setLateLocked(leases[idx])
+				}
+			})
+		})
 		return res, err
 	}
 	if len(links) == 0 {
@@ -481,16 +500,16 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 	// Late links' DHCP may still write; an exchange applies its lease and
 	// says so under res.renew.mu: a lease is in the Result with the boot's
 	// metric, or in none with a late one.
-	res.renew.mu.Lock()
-	mu.Lock()
-	for _, l := range links {
-		if lease, ok := leases[l.Attrs().Index]; ok {
-			res.Leases = append(res.Leases, lease)
-		}
-	}
-	collected = true
-	mu.Unlock()
-	res.renew.mu.Unlock()
+	locked(&res.renew.mu, func() {
+		locked(&mu, func() {
+			for _, l := range links {
+				if lease, ok := leases[l.Attrs().Index]; ok {
+					res.Leases = append(res.Leases, lease)
+				}
+			}
+			collected = true
+		})
+	})
 
 	if dhcpNamed(res.Leases) {
 		res.PrimaryMAC = primaryMAC(cfg.sysDir(), nicAddrs(links))
@@ -656,13 +675,28 @@ func dhcpWant(ctx context.Context, l netlink.Link, cfg Config, want net.IP) (Lea
 		return Lease{}, fmt.Errorf("DHCP on %s: %w", name, err)
 	}
 	lease, err := LeaseFromACK(name, l.Attrs().HardwareAddr, ack)
+	refused(cfg.Log, err)
 	lease.asked = asked
 	return lease, err
+}
+
+// refused logs an answer refused for its subnet mask, each time: the
+// caller may show its error only at debug level while it asks again.
+func refused(log *slog.Logger, err error) {
+	var me *MaskError
+	if log != nil && errors.As(err, &me) {
+		log.Warn("DHCP answer refused: its subnet mask is not valid", "iface", me.Iface, "server", me.Server,
+			"addr", me.Addr, "mask", me.Mask, "fix", "fix the subnet mask (option 1) the DHCP server gives this network; DHCP is asked again")
+	}
 }
 
 // apply sets the address and routes. metric keeps default routes from two
 // DHCP links apart (the first link's wins).
 func apply(l netlink.Link, lease Lease, metric int) error {
+	if err := checkMask(lease.Addr.Mask); err != nil {
+		// The netlink library panics on a mask that is not contiguous.
+		return fmt.Errorf("adding %s to %s: subnet mask %s %s", lease.Addr.IP, lease.Iface, maskString(lease.Addr.Mask), err)
+	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: lease.Addr.IP, Mask: lease.Addr.Mask}}
 	if err := netlink.AddrReplace(l, addr); err != nil {
 		return fmt.Errorf("adding %s to %s: %w", lease.Addr.String(), lease.Iface, err)
@@ -697,13 +731,11 @@ func (l dhcpLogger) PrintMessage(prefix string, m *dhcpv4.DHCPv4) {
 // link events) is made again, and what changed in the gap is acted on as
 // if it had been seen: a carrier that came back (or went and came back: the
 // link's carrier_up_count grew), a NIC that went or came.
+//
+// A panic ends a subscription as the kernel would (safego.Loop): the watch
+// starts again, with a first look.
 func (r *renewals) watchCarrier(ctx context.Context, log *slog.Logger) {
-	go func() {
-		defer func() {
-			if p := recover(); p != nil {
-				log.Warn("following the links' carrier crashed", "reason", fmt.Sprint(p))
-			}
-		}()
+	safego.Loop(ctx, log, "following the links' carrier", time.Second, func(ctx context.Context) {
 		var seen map[int32]linkSeen // nil before the first subscription (or a first one that could not list the links)
 		for wait := time.Second; ctx.Err() == nil; wait = min(wait*2, time.Minute) {
 			began := time.Now()
@@ -728,7 +760,7 @@ func (r *renewals) watchCarrier(ctx context.Context, log *slog.Logger) {
 			case <-resume:
 			}
 		}
-	}()
+	})
 }
 
 // followEnd and followResume are tests' (nil otherwise): a send on
@@ -772,7 +804,7 @@ func (r *renewals) followCarrier(ctx context.Context, before map[int32]linkSeen,
 	var lastErr error
 	var errMu sync.Mutex
 	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
-		ErrorCallback: func(err error) { errMu.Lock(); lastErr = err; errMu.Unlock() },
+		ErrorCallback: func(err error) { locked(&errMu, func() { lastErr = err }) },
 	}); err != nil {
 		return before, err
 	}
@@ -860,10 +892,14 @@ func (r *renewals) carrierSeen(l netlink.Link, now, was, seen bool, log *slog.Lo
 		return
 	}
 	idx := l.Attrs().Index
-	r.mu.Lock()
-	rn := r.m[l.Attrs().Name]
-	configured := r.configured[l.Attrs().Name]
-	r.mu.Unlock()
+	var (
+		rn         *renewal
+		configured bool
+	)
+	locked(&r.mu, func() {
+		rn = r.m[l.Attrs().Name]
+		configured = r.configured[l.Attrs().Name]
+	})
 	switch {
 	case rn != nil && rn.kick != nil && rn.index == idx:
 		select {
@@ -903,7 +939,9 @@ func dropOld(l netlink.Link, old, next Lease, metric int) {
 	if !old.Addr.IP.Equal(next.Addr.IP) || old.Addr.Mask.String() != next.Addr.Mask.String() {
 		// The same address with another prefix length is another entry.
 		promoteSecondaries(l.Attrs().Name)
-		_ = netlink.AddrDel(l, &netlink.Addr{IPNet: &net.IPNet{IP: old.Addr.IP, Mask: old.Addr.Mask}})
+		if checkMask(old.Addr.Mask) == nil { // else apply refused it: it is not on the link
+			_ = netlink.AddrDel(l, &netlink.Addr{IPNet: &net.IPNet{IP: old.Addr.IP, Mask: old.Addr.Mask}})
+		}
 		// The routes through the link are the kernel's to redo, as the
 		// address it leans on changes: make sure of the lease's.
 		if next.Addr.IP != nil {

@@ -75,6 +75,11 @@ func dhcpServer() int {
 	var dropFirst atomic.Bool
 	dropFirst.Store(os.Getenv("ETOILE_NETTEST_SRV_DROP_FIRST") != "")
 	var acked atomic.Bool
+	// ETOILE_NETTEST_SRV_MASK: the subnet mask given (255.255.255.0).
+	mask := net.CIDRMask(24, 32)
+	if v := net.ParseIP(os.Getenv("ETOILE_NETTEST_SRV_MASK")).To4(); v != nil {
+		mask = net.IPMask(v)
+	}
 	srvIP := net.IPv4(10, netByte, 0, 1)
 	handler := func(via string) server4.Handler {
 		return func(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
@@ -119,7 +124,7 @@ func dhcpServer() int {
 			if err == nil && typ != dhcpv4.MessageTypeNak {
 				for _, mod := range []dhcpv4.Modifier{
 					dhcpv4.WithYourIP(net.IPv4(10, netByte, 0, host)),
-					dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
+					dhcpv4.WithNetmask(mask),
 					dhcpv4.WithRouter(srvIP),
 					dhcpv4.WithDNS(net.IPv4(10, netByte, 0, 53)),
 					dhcpv4.WithLeaseTime(leaseTime),
@@ -732,6 +737,32 @@ func TestUpAsksAgainAfterNoLease(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(etc, "resolv.conf"))
 	if err != nil || !strings.Contains(string(b), "nameserver 10.99.0.53\n") || !strings.Contains(string(b), "search site.test\n") {
 		t.Errorf("resolv.conf after the lease: %q %v", b, err)
+	}
+}
+
+// TestUpRefusesALeaseWithAnInvalidMask: a DHCP server that gives a subnet
+// mask that is not contiguous (255.0.255.0) gets its lease refused, with a
+// warning naming the server and the mask, instead of a crash (the netlink
+// library panics on such a mask); the link goes on asking, and gets the
+// lease a fixed server gives.
+func TestUpRefusesALeaseWithAnInvalidMask(t *testing.T) {
+	srv, cli, exe := namespaces(t, false)
+	stop := startServer(t, srv, exe, "ETOILE_NETTEST_SRV_MASK=255.0.255.0")
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_DHCP_TIMEOUT=3s", "ETOILE_NETTEST_RETRY=1s",
+		"ETOILE_NETTEST_LINGER=20s", "ETOILE_NETTEST_ETC="+t.TempDir())
+	if r.IP != "none" {
+		t.Errorf("client got %+v, want no address from a lease with an invalid mask\n%s", r, stderr.String())
+	}
+	if !regexp.MustCompile(`level=WARN msg="DHCP answer refused: its subnet mask is not valid" iface=vc server=10\.99\.0\.1 addr=10\.99\.0\.50 mask=255\.0\.255\.0`).MatchString(stderr.String()) {
+		t.Errorf("the refusal is not logged with the server and the mask:\n%s", stderr.String())
+	}
+	if addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); strings.Contains(addrs, "inet ") {
+		t.Errorf("vc has an address from the refused lease:\n%s", addrs)
+	}
+	stop()
+	startServer(t, srv, exe) // the server's mask fixed
+	if !waitLog(stderr, "etoile-test: late lease iface=vc addr=10.99.0.50/24", 15*time.Second) {
+		t.Fatalf("no lease once the server's mask was fixed:\n%s", stderr.String())
 	}
 }
 

@@ -38,6 +38,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/etoile-os/etoile/agent/safego"
 )
 
 // Name is the daemon's program name.
@@ -134,8 +136,30 @@ func Start(ctx context.Context, o Options) *Daemon {
 	def(&o.Healthy, 10*time.Minute)
 	def(&o.StopTimeout, 10*time.Second)
 	d := &Daemon{o: o, started: make(chan struct{}), done: make(chan struct{})}
-	go d.run(ctx)
+	go d.supervise(ctx)
 	return d
+}
+
+// supervise runs run, and again after a panic (logged as an error), until
+// ctx ends: the agent is PID 1, which a panic in any goroutine would end.
+func (d *Daemon) supervise(ctx context.Context) {
+	defer close(d.done)
+	defer d.startOver() // a crash before the first start was over
+	backoff := d.o.Backoff
+	for {
+		if !safego.Run(d.o.Log, "the NVIDIA persistence daemon's supervisor", func() { d.run(ctx) }) {
+			return
+		}
+		d.set(0, errors.New("its supervisor crashed (see the error line before): starting it again"))
+		d.startOver()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, d.o.MaxBackoff)
+		d.countRestart()
+	}
 }
 
 // Started is closed once the first start is over.
@@ -188,7 +212,6 @@ func (d *Daemon) Restarts() int {
 const fix = "read its messages (etoile-agent logs syslog) and the kernel's (etoile-agent logs kernel); the extension must carry the daemon of the driver's version and the driver's libnvidia-cfg.so.1"
 
 func (d *Daemon) run(ctx context.Context) {
-	defer close(d.done)
 	first := true
 	backoff := d.o.Backoff
 	for {
@@ -201,7 +224,7 @@ func (d *Daemon) run(ctx context.Context) {
 			d.set(0, err)
 		}
 		if first {
-			close(d.started)
+			d.startOver()
 			first = false
 		}
 		if err == nil {
@@ -225,16 +248,29 @@ func (d *Daemon) run(ctx context.Context) {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, d.o.MaxBackoff)
-		d.mu.Lock()
-		d.restarts++
-		d.mu.Unlock()
+		d.countRestart()
 	}
 }
 
 func (d *Daemon) set(pid int, err error) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.pid, d.err = pid, err
-	d.mu.Unlock()
+}
+
+func (d *Daemon) countRestart() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.restarts++
+}
+
+// startOver closes started, once (run and supervise, in one goroutine).
+func (d *Daemon) startOver() {
+	select {
+	case <-d.started:
+	default:
+		close(d.started)
+	}
 }
 
 // launch runs the daemon's first process, which forks the daemon and exits,
@@ -246,6 +282,8 @@ func (d *Daemon) launch(ctx context.Context) (int, error) {
 		d.o.Log.Info("NVIDIA persistence daemon already running: watching it", "pid", pid)
 		return pid, nil
 	}
+	// (A lock holder that is not a daemon's pid, refused there, is
+	// replaced: its file goes, and the start's own daemon writes it.)
 	// A file a dead daemon left would give its pid.
 	if err := os.Remove(d.o.PIDFile); err != nil && !os.IsNotExist(err) {
 		return 0, fmt.Errorf("removing the old pid file: %w", err)
@@ -262,9 +300,11 @@ func (d *Daemon) launch(ctx context.Context) (int, error) {
 	}
 	waited := make(chan error, 1)
 	go func() {
-		err := cmd.Wait()
+		err := errors.New("waiting for it crashed")
+		defer func() { waited <- err }()
+		defer safego.Recover(d.o.Log, "waiting for the NVIDIA persistence daemon's first process")
+		err = cmd.Wait()
 		d.o.Release(cmd.Process.Pid)
-		waited <- err
 	}()
 	var err error
 	select {
@@ -286,10 +326,14 @@ func (d *Daemon) launch(ctx context.Context) (int, error) {
 	// The daemon writes its pid file once forked: give it a moment.
 	deadline := time.Now().Add(pidWait)
 	for {
-		if pid := d.forkedPID(); pid > 0 {
+		pid, refused := d.forked()
+		if pid > 0 {
 			return pid, nil
 		}
 		if time.Now().After(deadline) {
+			if refused != nil {
+				return 0, fmt.Errorf("%s exited 0 but its pid file %s was refused: %w%s", d.o.Path, d.o.PIDFile, refused, out.said())
+			}
 			return 0, fmt.Errorf("%s exited 0 but wrote no pid in %s%s", d.o.Path, d.o.PIDFile, out.said())
 		}
 		select {
@@ -306,18 +350,46 @@ func (d *Daemon) launch(ctx context.Context) (int, error) {
 // this start's (launch removed an earlier one first), so its pid is not an
 // old daemon's that another process may have been given since.
 func (d *Daemon) forkedPID() int {
+	pid, _ := d.forked()
+	return pid
+}
+
+// forked is forkedPID, with why the pid file's pid was refused (checkPID)
+// when it was.
+func (d *Daemon) forked() (int, error) {
 	if pid := lockHolder(d.o.PIDFile); pid > 0 {
-		return pid
+		return pid, nil
 	}
 	b, err := os.ReadFile(d.o.PIDFile)
 	if err != nil {
-		return 0
+		return 0, nil
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0
+	s := strings.TrimSpace(string(b))
+	pid, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, nil // not written in full yet
 	}
-	return pid
+	if err := checkPID(pid); err != nil {
+		return 0, err
+	}
+	return pid, nil
+}
+
+// checkPID refuses a pid the daemon cannot have, which watching it, and
+// stopping it with SIGTERM then SIGKILL, would harm: 0 or less (a process
+// group, every process), 1 (PID 1: the agent itself, which a SIGTERM
+// reboots) and the agent's own pid (outside PID 1's role, as under
+// --root). A pid file holding one is not the daemon's.
+func checkPID(pid int) error {
+	switch {
+	case pid <= 0:
+		return fmt.Errorf("pid %d is no process's", pid)
+	case pid == 1:
+		return errors.New("pid 1 is the agent's own (PID 1), not the daemon's")
+	case pid == os.Getpid():
+		return fmt.Errorf("pid %d is the agent's own, not the daemon's", pid)
+	}
+	return nil
 }
 
 // stopForked stops the daemon a first process that was killed had already
@@ -347,12 +419,18 @@ func lockHolder(pidFile string) int {
 	if err := unix.FcntlFlock(f.Fd(), unix.F_GETLK, &lk); err != nil || lk.Type == unix.F_UNLCK {
 		return 0
 	}
+	if checkPID(int(lk.Pid)) != nil {
+		return 0 // (another namespace's holder is reported as 0)
+	}
 	return int(lk.Pid)
 }
 
 // watch returns once the daemon pid exits (an error saying so) or, when ctx
 // ends, once it has been stopped (nil).
 func (d *Daemon) watch(ctx context.Context, pid int) error {
+	if err := checkPID(pid); err != nil {
+		return fmt.Errorf("not watched: %w", err)
+	}
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return fmt.Errorf("the daemon (pid %d) exited right after starting", pid)
@@ -373,6 +451,10 @@ func (d *Daemon) watch(ctx context.Context, pid int) error {
 // stop sends the daemon SIGTERM, which lets it leave the GPUs in order,
 // and SIGKILL after StopTimeout.
 func (d *Daemon) stop(fd, pid int) {
+	if err := checkPID(pid); err != nil {
+		d.o.Log.Error("NVIDIA persistence daemon not signalled", "reason", err.Error())
+		return
+	}
 	_ = unix.PidfdSendSignal(fd, unix.SIGTERM, nil, 0)
 	deadline := time.Now().Add(d.o.StopTimeout)
 	for time.Now().Before(deadline) {

@@ -349,3 +349,100 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// A pid file that names PID 1 (the agent itself), the agent's own pid, or
+// no process at all is not the daemon's: the agent must never watch it,
+// nor send it SIGTERM and SIGKILL (PID 1 reboots on SIGTERM).
+func TestPIDFileNamingTheAgentIsRefused(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "nvidia-persistenced.pid")
+	d := &Daemon{o: Options{PIDFile: pidFile}}
+	for _, pid := range []string{"1", "0", "-4", strconv.Itoa(os.Getpid())} {
+		if err := os.WriteFile(pidFile, []byte(pid+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := d.forked(); got != 0 || err == nil {
+			t.Errorf("pid file %q: forked() = %d, %v; want it refused", pid, got, err)
+		}
+		if err := d.watch(context.Background(), mustAtoi(t, pid)); err == nil || !strings.Contains(err.Error(), "not watched") {
+			t.Errorf("watch(%s) = %v, want it refused", pid, err)
+		}
+	}
+	// A real process's pid is the daemon's.
+	sleeper := exec.Command("sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(sleeper.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.forked(); got != sleeper.Process.Pid || err != nil {
+		t.Errorf("forked() = %d, %v; want %d", got, err, sleeper.Process.Pid)
+	}
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A daemon whose first process writes the agent's own pid into the pid
+// file is reported as not started, and the shutdown signals no one: the
+// test process, standing for the agent, is still there to see it.
+func TestPIDFileWithTheAgentsPID(t *testing.T) {
+	old := pidWait
+	pidWait = 300 * time.Millisecond
+	defer func() { pidWait = old }()
+	dir := t.TempDir()
+	script := filepath.Join(dir, Name)
+	pidFile := filepath.Join(dir, "run", "nvidia-persistenced.pid")
+	body := "#!/bin/sh\nmkdir -p \"$(dirname \"$NVPD_PIDFILE\")\"\necho \"$NVPD_PID\" > \"$NVPD_PIDFILE\"\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var log syncbuf.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	d := Start(ctx, Options{Path: script, PIDFile: pidFile, Backoff: time.Hour, StopTimeout: time.Second,
+		Env: []string{"PATH=/usr/bin:/bin", "NVPD_PIDFILE=" + pidFile, "NVPD_PID=" + strconv.Itoa(os.Getpid())},
+		Log: slog.New(slog.NewTextHandler(&log, nil))})
+	select {
+	case <-d.Started():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the first start did not end")
+	}
+	if d.PID() != 0 || d.State() != "restarting" {
+		t.Errorf("PID() = %d, State() = %s: the agent's own pid taken for the daemon's", d.PID(), d.State())
+	}
+	if err := d.Err(); err == nil || !strings.Contains(err.Error(), "the agent's own, not the daemon's") {
+		t.Errorf("Err() = %v", err)
+	}
+	cancel()
+	waitDone(t, d)
+}
+
+// A panic in the supervisor (here in the reaper's start hook) is logged as
+// an error and the daemon is started again: the agent, PID 1, lives on.
+func TestSupervisorCrashIsLoggedAndRetried(t *testing.T) {
+	r := newRig(t, "ok")
+	calls := 0
+	r.opts.Start = func(c *exec.Cmd) error {
+		calls++ // one goroutine: run's
+		if calls == 1 {
+			var m map[string]int
+			m["boom"]++ // a nil map: a runtime panic
+		}
+		return c.Start()
+	}
+	d, _ := r.start(t)
+	eventually(t, "the daemon after the crash", func() bool { return alive(d.PID()) })
+	log := r.log.String()
+	for _, w := range []string{"level=ERROR", "supervisor crashed", "assignment to entry in nil map", "nvpersist.TestSupervisorCrashIsLoggedAndRetried"} {
+		if !strings.Contains(log, w) {
+			t.Errorf("log lacks %q:\n%s", w, log)
+		}
+	}
+}
