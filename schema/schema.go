@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -57,6 +58,22 @@ func (es Errors) Error() string {
 // that its apiVersion and kind are the expected ones. Unknown fields, wrong
 // types and a wrong header are all errors, each naming its field path.
 func Decode(data []byte, kind string, out any) error {
+	return DecodeWith(data, kind, out, Options{})
+}
+
+// Options change how DecodeWith reports problems.
+type Options struct {
+	// Secret, when not nil, says whether the value at a field path ("" for
+	// the document itself) may hold a secret (a token, a password): an
+	// error there names the path and the kind of value found ("a string")
+	// but never the value, which would otherwise reach consoles, logs and
+	// tickets. A custom decoder (yaml.Unmarshaler) under such a path must
+	// not quote its value in its own errors.
+	Secret func(path string) bool
+}
+
+// DecodeWith is Decode with options.
+func DecodeWith(data []byte, kind string, out any, opts Options) error {
 	if line, ok := notUTF8(data); ok {
 		return Errors{{Line: line, Msg: "not UTF-8 text: a byte on this line is not UTF-8 (a Latin-1 accented letter, say): save the file as UTF-8"}}
 	}
@@ -66,15 +83,21 @@ func Decode(data []byte, kind string, out any) error {
 		if errors.Is(err, io.EOF) {
 			return Errors{{Msg: "empty document: expected apiVersion: " + APIVersion + " and kind: " + kind}}
 		}
-		return Errors{{Msg: "not valid YAML: " + err.Error()}}
+		return Errors{syntaxError(data, err)}
+	}
+	if emptyDocument(&doc) {
+		return Errors{{Line: doc.Line, Msg: "empty document: expected apiVersion: " + APIVersion + " and kind: " + kind}}
 	}
 	for {
 		// Documents after the first are an error, but for empty ones: a
 		// file that ends with "---" (written by a generator, or cut from
 		// a concatenation) holds one document.
 		var extra yaml.Node
-		if err := dec.Decode(&extra); err != nil {
+		if err := dec.Decode(&extra); errors.Is(err, io.EOF) {
 			break
+		} else if err != nil {
+			// A broken document after the first is not read past.
+			return Errors{syntaxError(data, err)}
 		}
 		if !emptyDocument(&extra) {
 			return Errors{{Line: extra.Line, Msg: "more than one YAML document: give one " + kind + " per file"}}
@@ -84,9 +107,9 @@ func Decode(data []byte, kind string, out any) error {
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
 	}
-	d := &decoder{}
+	d := &decoder{secret: opts.Secret}
 	if root.Kind != yaml.MappingNode {
-		return Errors{{Line: root.Line, Msg: "expected a mapping with apiVersion and kind, got " + nodeKind(root)}}
+		return Errors{{Line: root.Line, Msg: "expected a mapping with apiVersion and kind, got " + d.nodeKind(root, "")}}
 	}
 	d.checkHeader(root, kind)
 	d.value(root, reflect.ValueOf(out).Elem(), "")
@@ -95,6 +118,25 @@ func Decode(data []byte, kind string, out any) error {
 	}
 	return nil
 }
+
+// syntaxError is a YAML parser's error, with a hint where the line it names
+// holds a tab (YAML indents with spaces only, and yaml.v3's message does not
+// say so).
+func syntaxError(data []byte, err error) *FieldError {
+	e := &FieldError{Msg: "not valid YAML: " + err.Error()}
+	m := yamlLineRe.FindStringSubmatch(err.Error())
+	if m == nil {
+		return e
+	}
+	n, _ := strconv.Atoi(m[1])
+	lines := strings.Split(string(data), "\n")
+	if n >= 1 && n <= len(lines) && strings.Contains(lines[n-1], "\t") {
+		e.Msg += ": the line holds a tab; YAML indents with spaces only: replace the tab with spaces"
+	}
+	return e
+}
+
+var yamlLineRe = regexp.MustCompile(`^yaml: line ([0-9]+):`)
 
 // emptyDocument reports whether n is a document with nothing in it (what
 // yaml.v3 makes of a "---" followed by nothing, or by comments only).
@@ -138,8 +180,9 @@ func (d *decoder) mergeKey(key *yaml.Node, path string) bool {
 }
 
 type decoder struct {
-	errs  Errors
-	nodes int
+	errs   Errors
+	nodes  int
+	secret func(path string) bool // Options.Secret
 }
 
 // maxNodes bounds the work on one document: aliases can make a small file
@@ -236,7 +279,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	switch v.Kind() {
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			d.fail(n, path, "expected a mapping, got %s", nodeKind(n))
+			d.fail(n, path, "expected a mapping, got %s", d.nodeKind(n, path))
 			return
 		}
 		byName, names := fields(v.Type())
@@ -265,7 +308,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		v.Set(p)
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			d.fail(n, path, "expected a list, got %s", nodeKind(n))
+			d.fail(n, path, "expected a list, got %s", d.nodeKind(n, path))
 			return
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
@@ -275,7 +318,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		v.Set(s)
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
-			d.fail(n, path, "expected a mapping, got %s", nodeKind(n))
+			d.fail(n, path, "expected a mapping, got %s", d.nodeKind(n, path))
 			return
 		}
 		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
@@ -300,6 +343,11 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	case reflect.Interface:
 		var x any
 		if err := n.Decode(&x); err != nil {
+			if d.isSecret(path) {
+				// yaml.v3's message quotes the value.
+				d.fail(n, path, "cannot be read: got %s", d.nodeKind(n, path))
+				return
+			}
 			d.fail(n, path, "%v", err)
 			return
 		}
@@ -308,35 +356,35 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		}
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode {
-			d.fail(n, path, "expected a string, got %s", nodeKind(n))
+			d.fail(n, path, "expected a string, got %s", d.nodeKind(n, path))
 			return
 		}
 		v.SetString(n.Value)
 	case reflect.Bool:
 		b, err := strconv.ParseBool(n.Value)
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" || err != nil {
-			d.fail(n, path, "expected true or false, got %s", show(n))
+			d.fail(n, path, "expected true or false, got %s", d.show(n, path))
 			return
 		}
 		v.SetBool(b)
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		i, err := strconv.ParseInt(n.Value, 0, v.Type().Bits())
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || err != nil {
-			d.fail(n, path, "expected a whole number, got %s", show(n))
+			d.fail(n, path, "expected a whole number, got %s", d.show(n, path))
 			return
 		}
 		v.SetInt(i)
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		u, err := strconv.ParseUint(n.Value, 0, v.Type().Bits())
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || err != nil {
-			d.fail(n, path, "expected a whole number ≥ 0, got %s", show(n))
+			d.fail(n, path, "expected a whole number ≥ 0, got %s", d.show(n, path))
 			return
 		}
 		v.SetUint(u)
 	case reflect.Float32, reflect.Float64:
 		f, err := strconv.ParseFloat(n.Value, v.Type().Bits())
 		if n.Kind != yaml.ScalarNode || (n.Tag != "!!float" && n.Tag != "!!int") || err != nil {
-			d.fail(n, path, "expected a number, got %s", show(n))
+			d.fail(n, path, "expected a number, got %s", d.show(n, path))
 			return
 		}
 		v.SetFloat(f)
@@ -345,23 +393,51 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	}
 }
 
-func nodeKind(n *yaml.Node) string {
+// nodeKind names what n is for a message: a mapping, a list, or a scalar
+// as show gives it.
+func (d *decoder) nodeKind(n *yaml.Node, path string) string {
 	switch n.Kind {
 	case yaml.MappingNode:
 		return "a mapping"
 	case yaml.SequenceNode:
 		return "a list"
 	case yaml.ScalarNode:
-		return show(n)
+		return d.show(n, path)
 	}
 	return "nothing"
 }
 
-func show(n *yaml.Node) string {
+// show is a scalar's value, quoted; under a secret path (Options.Secret)
+// only the kind of value it is.
+func (d *decoder) show(n *yaml.Node, path string) string {
 	if n.Kind != yaml.ScalarNode {
-		return nodeKind(n)
+		return d.nodeKind(n, path)
+	}
+	if d.isSecret(path) {
+		return scalarKind(n) + " (not shown: this field may hold a secret)"
 	}
 	return strconv.Quote(n.Value)
+}
+
+func (d *decoder) isSecret(path string) bool {
+	return d.secret != nil && d.secret(path)
+}
+
+// scalarKind names the kind of a scalar without its value.
+func scalarKind(n *yaml.Node) string {
+	switch n.ShortTag() {
+	case "!!int", "!!float":
+		return "a number"
+	case "!!bool":
+		return "a boolean"
+	case "!!null":
+		return "nothing"
+	case "!!timestamp":
+		return "a date"
+	case "!!binary":
+		return "binary data"
+	}
+	return "a string"
 }
 
 // Suggest returns ` (did you mean "x"?)` naming the closest of known when

@@ -81,6 +81,36 @@ func TestDecodeRejectsSeveralDocuments(t *testing.T) {
 	}
 }
 
+// TestDecodeRefusesABrokenSecondDocument: a second document that is not
+// valid YAML is an error, not the end of the file.
+func TestDecodeRefusesABrokenSecondDocument(t *testing.T) {
+	var d doc
+	err := Decode([]byte("apiVersion: etoile.io/v1alpha1\nkind: Test\n---\nfoo: [unclosed\n"), "Test", &d)
+	if err == nil || !strings.Contains(err.Error(), "not valid YAML") {
+		t.Fatalf("err = %v, want the second document's syntax error", err)
+	}
+}
+
+// TestDecodeSaysATabIsNotIndentation: yaml.v3 says "found character that
+// cannot start any token"; the error says the line holds a tab.
+func TestDecodeSaysATabIsNotIndentation(t *testing.T) {
+	var d doc
+	err := Decode([]byte("apiVersion: etoile.io/v1alpha1\nkind: Test\nitems:\n\t- name: a\n"), "Test", &d)
+	if err == nil || !strings.Contains(err.Error(), "line 4") || !strings.Contains(err.Error(), "tab") {
+		t.Fatalf("err = %v, want line 4 and the tab named", err)
+	}
+}
+
+// TestDecodeNamesAnEmptyDocument: a file that is only "---" is empty.
+func TestDecodeNamesAnEmptyDocument(t *testing.T) {
+	for _, in := range []string{"---\n", "---\n# nothing\n", ""} {
+		var d doc
+		if err := Decode([]byte(in), "Test", &d); err == nil || !strings.Contains(err.Error(), "empty document") {
+			t.Errorf("%q: err = %v, want empty document", in, err)
+		}
+	}
+}
+
 // TestDecodeTakesATrailingSeparator: a file that ends with "---" (or with
 // "---" and comments) holds one document; a null or anything after it is
 // a second one.
@@ -180,5 +210,44 @@ func TestErrSortsLinesFirst(t *testing.T) {
 	}
 	if strings.Join(order, "") != "abcd" {
 		t.Errorf("order = %v", order)
+	}
+}
+
+// TestDecodeHidesSecretValues: under a path Options.Secret names, a value of
+// the wrong kind is described, never shown; elsewhere it is shown.
+func TestDecodeHidesSecretValues(t *testing.T) {
+	src := `apiVersion: etoile.io/v1alpha1
+kind: Test
+ptr: "TOPSECRET"
+items:
+  - {name: a, count: "SECRETCOUNT", on: "SECRETON"}
+  - {count: shown}
+`
+	var d doc
+	err := DecodeWith([]byte(src), "Test", &d, Options{Secret: func(p string) bool {
+		return p == "ptr" || strings.HasPrefix(p, "items[0]")
+	}})
+	if err == nil {
+		t.Fatal("accepted a bad document")
+	}
+	for _, secret := range []string{"TOPSECRET", "SECRETCOUNT", "SECRETON"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("the error shows %q:\n%v", secret, err)
+		}
+	}
+	for _, want := range []string{
+		"ptr (line 3): expected a mapping, got a string (not shown: this field may hold a secret)",
+		"items[0].count (line 5): expected a whole number, got a string (not shown",
+		"items[0].on (line 5): expected true or false, got a string (not shown",
+		`items[1].count (line 6): expected a whole number, got "shown"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+	var d2 doc
+	err = DecodeWith([]byte("SECRETDOC\n"), "Test", &d2, Options{Secret: func(p string) bool { return p == "" }})
+	if err == nil || strings.Contains(err.Error(), "SECRETDOC") || !strings.Contains(err.Error(), "got a string") {
+		t.Errorf("a document that is one secret value: %v", err)
 	}
 }

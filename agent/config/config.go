@@ -245,7 +245,7 @@ func Check(data []byte) (*MachineConfig, []string, error) {
 		return nil, nil, fmt.Errorf("machine config is %d bytes, more than the %d allowed: is this the right file?", len(data), MaxSize)
 	}
 	var c MachineConfig
-	derr := schema.Decode(data, Kind, &c)
+	derr := schema.DecodeWith(data, Kind, &c, schema.Options{Secret: secretPath})
 	var decodeErrs schema.Errors
 	if derr != nil && !errors.As(derr, &decodeErrs) {
 		return nil, nil, derr

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -36,6 +37,60 @@ func secretK3sKey(key string) bool {
 		}
 	}
 	return false
+}
+
+// secretPath says whether the value at a field path of a machine config
+// may hold a secret, so that an error there never shows it (package
+// schema's Options.Secret): cluster but for init (a join token pasted as
+// cluster: "K10…"), constellation (its join string), registries (passwords,
+// auth strings, URLs with credentials), the k3s section as a whole and its
+// secret options, and the document itself (a token pasted as the file).
+func secretPath(p string) bool {
+	if p == "" || p == "k3s" {
+		return true
+	}
+	if p == "cluster.init" {
+		return false // true or false: nothing else fits there
+	}
+	for _, s := range []string{"cluster", "constellation", "registries"} {
+		if p == s || strings.HasPrefix(p, s+".") || strings.HasPrefix(p, s+"[") {
+			return true
+		}
+	}
+	if k, ok := strings.CutPrefix(p, "k3s."); ok {
+		return secretK3sKey(k)
+	}
+	return false
+}
+
+// quoteURL quotes a URL for a message with its password hidden
+// (url.URL.Redacted's xxxxx); in one that does not parse, or has no host to
+// show (http:user:password@host), what stands before the '@' is hidden.
+func quoteURL(s string) string {
+	u, err := url.Parse(s)
+	if err == nil && u.User != nil {
+		return strconv.Quote(u.Redacted())
+	}
+	if err == nil && !strings.Contains(u.Opaque, "@") {
+		return strconv.Quote(s)
+	}
+	// The userinfo ends at the last '@' before the path, query or fragment.
+	head, rest := "", s
+	if i := strings.Index(s, "://"); i >= 0 {
+		head, rest = s[:i+3], s[i+3:]
+	} else if i := strings.Index(s, ":"); i >= 0 {
+		head, rest = s[:i+1], s[i+1:]
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return strconv.Quote(s)
+	}
+	user, _, _ := strings.Cut(authority[:at], ":")
+	return strconv.Quote(head + user + ":xxxxx" + rest[at:])
 }
 
 // withoutURLPasswords replaces the password of every URL in v (a proxy's

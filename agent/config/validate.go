@@ -87,7 +87,7 @@ func (v *validator) cluster(c *MachineConfig) {
 	}
 	switch {
 	case cl.Init && cl.Server != "":
-		v.errs.Add("cluster.init", "init starts a new cluster and server (%q) joins an existing one: keep one of them", cl.Server)
+		v.errs.Add("cluster.init", "init starts a new cluster and server (%s) joins an existing one: keep one of them", quoteURL(cl.Server))
 	case cl.Init && c.Role == RoleAgent:
 		v.errs.Add("cluster.init", "an agent cannot start a cluster: use role: server, or give cluster.server to join one")
 	case !cl.Init && cl.Server == "":
@@ -99,12 +99,12 @@ func (v *validator) cluster(c *MachineConfig) {
 	}
 	if cl.Server != "" {
 		if msg, warn := serverURLProblem(cl.Server); msg != "" {
-			v.errs.Add("cluster.server", "%q %s", cl.Server, msg)
+			v.errs.Add("cluster.server", "%s %s", quoteURL(cl.Server), msg)
 		} else if warn != "" {
-			v.warn("cluster.server", "%q %s", cl.Server, warn)
+			v.warn("cluster.server", "%s %s", quoteURL(cl.Server), warn)
 		}
 		if cl.Token == "" {
-			v.errs.Add("cluster.token", "missing: a node joining %s needs the cluster's token (on the first server: /var/lib/rancher/k3s/server/token)", cl.Server)
+			v.errs.Add("cluster.token", "missing: a node joining %s needs the cluster's token (on the first server: /var/lib/rancher/k3s/server/token)", unquote(quoteURL(cl.Server)))
 		}
 	}
 	if cl.Token != "" && strings.IndexFunc(cl.Token, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
@@ -136,6 +136,14 @@ func serverURLProblem(s string) (problem, warning string) {
 		return "", "has no port, so 443 is used; K3s servers listen on 6443 unless a load balancer is in front"
 	}
 	return "", ""
+}
+
+// unquote undoes strconv.Quote, for a URL shown unquoted.
+func unquote(q string) string {
+	if s, err := strconv.Unquote(q); err == nil {
+		return s
+	}
+	return q
 }
 
 // urlErrDetail is what url.Parse found wrong, without the URL it repeats
@@ -796,17 +804,17 @@ func (v *validator) registries(r *Registries) {
 			u, err := url.Parse(e)
 			switch {
 			case err != nil:
-				v.errs.Add(ep, "%q is not a URL%s: use https://HOST[:PORT] (or http:// for a registry without TLS)", e, urlErrDetail(err))
+				v.errs.Add(ep, "%s is not a URL%s: use https://HOST[:PORT] (or http:// for a registry without TLS)", quoteURL(e), urlErrDetail(err))
 			case u.Host == "":
-				v.errs.Add(ep, "%q is not a URL: use https://HOST[:PORT] (or http:// for a registry without TLS)", e)
+				v.errs.Add(ep, "%s is not a URL: use https://HOST[:PORT] (or http:// for a registry without TLS)", quoteURL(e))
 			case u.Scheme != "https" && u.Scheme != "http":
-				v.errs.Add(ep, "%q: use an https:// or http:// URL", e)
+				v.errs.Add(ep, "%s: use an https:// or http:// URL", quoteURL(e))
 			case u.User != nil:
-				v.errs.Add(ep, "%q has credentials in the URL: put them in registries.configs.%s.auth", e, u.Host)
+				v.errs.Add(ep, "%s has credentials in the URL: put them in registries.configs.%s.auth", quoteURL(e), u.Host)
 			case portProblem(u.Host) != "":
-				v.errs.Add(ep, "%q %s: give the registry's port, or none for %s's default", e, portProblem(u.Host), u.Scheme)
+				v.errs.Add(ep, "%s %s: give the registry's port, or none for %s's default", quoteURL(e), portProblem(u.Host), u.Scheme)
 			case hostProblem(u.Hostname()) != "":
-				v.errs.Add(ep, "%q %s: use https://HOST[:PORT]", e, hostProblem(u.Hostname()))
+				v.errs.Add(ep, "%s %s: use https://HOST[:PORT]", quoteURL(e), hostProblem(u.Hostname()))
 			}
 		}
 		for _, pat := range slices.Sorted(maps.Keys(m.Rewrite)) {
@@ -858,7 +866,7 @@ func (v *validator) time(t *Time) {
 	for i, s := range t.Servers {
 		p := fmt.Sprintf("time.servers[%d]", i)
 		if msg := ntpServerProblem(s); msg != "" {
-			v.errs.Add(p, "%q %s", s, msg)
+			v.errs.Add(p, "%s %s", quoteURL(s), msg)
 			continue
 		}
 		if j, ok := seen[strings.ToLower(s)]; ok {

@@ -1,0 +1,90 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestErrorsNeverShowSecrets checks that a config whose secrets stand where
+// another kind of value is expected (a join token pasted as cluster:, a
+// registry's user:password as its auth:) or in a URL with credentials is
+// refused with the field's path and the kind of value, never the secret:
+// the messages reach every console, the status's k3s reason and the answer
+// of `etoile-agent config show`, which is meant to be pasted into tickets.
+func TestErrorsNeverShowSecrets(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, secret string
+		want               []string // in the error: the path, what was expected, the kind found
+	}{
+		{"cluster as a token", "role: agent\ncluster: \"K10SECRET::server:abc\"\n", "K10SECRET",
+			[]string{"cluster (line 4): expected a mapping, got a string (not shown"}},
+		{"constellation as a join string", server + "constellation: \"etoile://hub.example:7443?token=id.SECRETJOIN\"\n", "SECRETJOIN",
+			[]string{"constellation (line 5): expected a mapping, got a string"}},
+		{"registry auth as user:password", server + "registries:\n  configs:\n    r.example:\n      auth: \"bob:SECRETPW\"\n", "SECRETPW",
+			[]string{"registries.configs.r.example.auth (line 8): expected a mapping, got a string"}},
+		{"registries as a URL", server + "registries: \"user:SECRETPW@host\"\n", "SECRETPW",
+			[]string{"registries (line 5): expected a mapping, got a string"}},
+		{"registry tls as key data", server + "registries:\n  configs:\n    r.example:\n      tls: \"SECRETKEYDATA\"\n", "SECRETKEYDATA",
+			[]string{"registries.configs.r.example.tls (line 8): expected a mapping, got a string"}},
+		{"mirror endpoint a string", server + "registries: {mirrors: {docker.io: {endpoint: 'https://bob:SECRETPW@m.example'}}}\n", "SECRETPW",
+			[]string{"registries.mirrors.docker.io.endpoint (line 5): expected a list, got a string"}},
+		{"k3s as a string", server + "k3s: \"datastore-endpoint=postgres://u:SECRETPW@h\"\n", "SECRETPW",
+			[]string{"k3s (line 5): expected a mapping, got a string"}},
+		{"document is a token", "", "", nil}, // filled below
+		{"mirror endpoint with credentials", server + "registries: {mirrors: {docker.io: {endpoint: ['https://bob:SECRETPW@m.example']}}}\n", "SECRETPW",
+			[]string{`"https://bob:xxxxx@m.example" has credentials in the URL`, "registries.configs.m.example.auth"}},
+		{"mirror endpoint with credentials and a bad port", server + "registries: {mirrors: {docker.io: {endpoint: ['https://bob:SECRETPW@m.example:x']}}}\n", "SECRETPW",
+			[]string{`"https://bob:xxxxx@m.example:x" is not a URL`}},
+		{"server URL with credentials", "role: agent\ncluster: {server: 'https://user:SECRETPW@cp.example:6443', token: t}\n", "SECRETPW",
+			[]string{`cluster.server: "https://user:xxxxx@cp.example:6443" must be only https://HOST:PORT`}},
+		{"init with a server with credentials", "role: server\ncluster: {init: true, server: 'https://user:SECRETPW@cp.example:6443', token: t}\n", "SECRETPW",
+			[]string{`server ("https://user:xxxxx@cp.example:6443")`}},
+		{"join without token, server with credentials", "role: agent\ncluster: {server: 'https://user:SECRETPW@cp.example:6443'}\n", "SECRETPW",
+			[]string{"cluster.token: missing: a node joining https://user:xxxxx@cp.example:6443"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\n" + tc.body
+			if tc.name == "document is a token" {
+				doc, tc.secret = "K10SECRETDOC::server:abc\n", "SECRETDOC"
+				tc.want = []string{"expected a mapping with apiVersion and kind, got a string (not shown"}
+			}
+			_, _, err := Check([]byte(doc))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if strings.Contains(err.Error(), tc.secret) {
+				t.Errorf("the error shows the secret %q:\n%v", tc.secret, err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("missing %q in:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// TestErrorsStillShowOrdinaryValues: only values that may be secrets are
+// hidden; a mistyped number elsewhere is still shown, as the user needs it.
+func TestErrorsStillShowOrdinaryValues(t *testing.T) {
+	_, _, err := Check([]byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: yes-please}\nnetwork: {interfaces: [{name: eth0, dhcp: true, vlan: ten}]}\n"))
+	for _, w := range []string{`cluster.init (line 4): expected true or false, got "yes-please"`, `got "ten"`} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
+	}
+}
+
+func TestQuoteURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://cp.example:6443":        `"https://cp.example:6443"`,
+		"https://u:pw@cp.example:6443":   `"https://u:xxxxx@cp.example:6443"`,
+		"https://u:pw@cp.example:x/path": `"https://u:xxxxx@cp.example:x/path"`,
+		"http:u:pw@cp.example":           `"http:u:xxxxx@cp.example"`,
+		"%zz":                            `"%zz"`,
+	} {
+		if got := quoteURL(in); got != want {
+			t.Errorf("quoteURL(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
