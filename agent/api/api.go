@@ -22,6 +22,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/etoile-os/etoile/agent/timesync"
 )
@@ -86,16 +87,84 @@ type ConfigResult struct {
 	Warnings []string `json:"warnings"`
 	Errors   []string `json:"errors"`
 	Applied  bool     `json:"applied"`
+	// K3sStarted, in an apply's answer only, says whether K3s started
+	// again with the config applied; when not, Errors says why (the
+	// config is applied all the same).
+	K3sStarted *bool `json:"k3s_started,omitempty"`
 }
+
+// ErrK3sNotStarted is wrapped by Backend.ApplyConfig's error when the
+// config was applied (the node runs it now) but K3s did not start again
+// with it: the answer is 200 with applied true and k3s_started false.
+var ErrK3sNotStarted = errors.New("the config is applied, but K3s did not start with it")
+
+// ErrShuttingDown is wrapped by Backend.ApplyConfig's error when the machine
+// is shutting down (409): nothing is applied.
+var ErrShuttingDown = errors.New("the machine is shutting down")
 
 // LogPage answers GET /v1/logs: lines oldest first; Next is the newest
 // line's number, to pass as after= to get only the lines that come after
 // it (following a log); Skipped counts lines after after= that are no
-// longer held (or were over lines=).
+// longer held (or were over lines=); Dropped counts the oldest lines left
+// out because the answer would have been over MaxLogAnswer bytes.
 type LogPage struct {
 	Lines   []string `json:"lines"`
 	Next    uint64   `json:"next"`
 	Skipped uint64   `json:"skipped,omitempty"`
+	Dropped uint64   `json:"dropped,omitempty"`
+}
+
+// MaxLogAnswer bounds the lines of one /v1/logs answer, in bytes as
+// encoded: 10000 lines of 16 KiB would otherwise make PID 1 build an
+// answer of hundreds of MB.
+const MaxLogAnswer = 4 << 20
+
+// maxAnswer bounds what the client reads of one answer.
+const maxAnswer = 16 << 20
+
+// capLines keeps the newest lines whose JSON encoding fits in max bytes
+// and returns how many of the oldest it left out.
+func capLines(lines []string, max int) ([]string, uint64) {
+	total := 0
+	for i := len(lines) - 1; i >= 0; i-- {
+		total += jsonLen(lines[i]) + 8 // quotes, comma, newline and indent
+		if total > max {
+			return lines[i+1:], uint64(i + 1)
+		}
+	}
+	return lines, 0
+}
+
+// jsonLen is the length of s encoded as a JSON string without HTML
+// escaping (writeJSON's), quotes left out.
+func jsonLen(s string) int {
+	n := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
+				n += 2
+			case c < 0x20:
+				n += 6 // \u00XX
+			default:
+				n++
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			n += 6 // \ufffd
+		case r == '\u2028' || r == '\u2029':
+			n += 6
+		default:
+			n += size
+		}
+		i += size
+	}
+	return n
 }
 
 // ErrNoConfig is wrapped by Backend.Config's error when the node runs no
@@ -165,14 +234,19 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 			writeError(w, http.StatusNotFound, err.Error())
 			return
 		}
-		page.Lines = nonNil(page.Lines)
+		page.Lines, page.Dropped = capLines(nonNil(page.Lines), MaxLogAnswer)
 		writeJSON(w, http.StatusOK, page)
 	})
 	config := func(apply bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-			if err != nil {
-				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("config body over %d bytes", maxBody))
+			var tooLarge *http.MaxBytesError
+			switch {
+			case errors.As(err, &tooLarge):
+				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("config body over %d bytes: a machine config is a few KB of YAML — is it the right file?", maxBody))
+				return
+			case err != nil:
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("reading the config body: %v: send it again", err))
 				return
 			}
 			res := ConfigResult{Errors: []string{}}
@@ -189,15 +263,28 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 				// cannot be written) is Valid but not Applied.
 				warns, err = b.ApplyConfig(r.Context(), data)
 				res.Warnings = nonNil(warns)
-				if err != nil {
+				started := err == nil
+				switch {
+				case errors.Is(err, ErrShuttingDown):
+					res.Errors = splitLines(err.Error())
+					writeJSON(w, http.StatusConflict, res)
+					return
+				case err != nil && !errors.Is(err, ErrK3sNotStarted):
 					res.Errors = splitLines(err.Error())
 					writeJSON(w, http.StatusInternalServerError, res)
 					return
+				case err != nil:
+					res.Errors = splitLines(err.Error())
 				}
+				res.K3sStarted = &started
 			}
 			res.Applied = apply
 			if log != nil && apply {
-				log.Info("machine config applied through the local API")
+				if res.K3sStarted != nil && !*res.K3sStarted {
+					log.Warn("machine config applied through the local API; K3s did not start with it", "reason", strings.Join(res.Errors, "; "))
+				} else {
+					log.Info("machine config applied through the local API")
+				}
 			}
 			writeJSON(w, http.StatusOK, res)
 		}
@@ -273,6 +360,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // a log line's <, > and & as they are, not six bytes each
 	_ = enc.Encode(v)
 }
 
@@ -280,23 +368,42 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
 
-// Serve listens on the unix socket at path until ctx ends. A stale socket
-// from an earlier run is replaced; the socket is made 0600 before the first
-// request can reach it.
+// Serve listens on the unix socket at path until ctx ends. The socket's
+// folder is the API's own: it is made 0700 (created so, or its mode set),
+// so that nobody else can reach the socket even in the instant before the
+// socket's own mode is set to 0600. A stale socket from an earlier run is
+// replaced; anything else at path (a file, a folder), or a socket another
+// agent still serves, is refused rather than removed.
 func Serve(ctx context.Context, path string, b Backend, log *slog.Logger) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("local API: %w", err)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("local API: removing stale socket %s: %w", path, err)
+	// MkdirAll leaves an existing folder's mode (/run/etoile is 0755 on a
+	// node): set it. Lstat: a symbolic link is not followed to chmod
+	// whatever it names.
+	if st, err := os.Lstat(dir); err != nil {
+		return fmt.Errorf("local API: %w", err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("local API: %s is %s, not a folder: remove it, or give the socket another folder", dir, describe(st.Mode()))
+	} else if st.Mode().Perm() != 0o700 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("local API: making %s private (0700): %w", dir, err)
+		}
 	}
-	// The folder is 0700, so nobody else can reach the socket even in the
-	// instant before its own mode is set to 0600.
+	if err := removeStaleSocket(path); err != nil {
+		return fmt.Errorf("local API: %w", err)
+	}
 	l, err := listenPrivate(path)
 	if err != nil {
 		return fmt.Errorf("local API: listening on %s: %w", path, err)
 	}
-	srv := &http.Server{Handler: Handler(b, log), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{
+		Handler:           Handler(b, log),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       readTimeout,
+		IdleTimeout:       idleTimeout,
+	}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -307,6 +414,56 @@ func Serve(ctx context.Context, path string, b Backend, log *slog.Logger) error 
 		return fmt.Errorf("local API: %w", err)
 	}
 	return nil
+}
+
+// The server's timeouts: a whole request (a 1 MiB config at most) within
+// readTimeout, and an idle keep-alive connection closed after idleTimeout,
+// so that clients that stall cannot hold PID 1's connections. There is no
+// write timeout: an apply's answer comes once the old K3s stopped (30 s at
+// most) and the new one started, and logs -f asks again rather than stream.
+var (
+	readTimeout = 30 * time.Second
+	idleTimeout = 60 * time.Second
+)
+
+// removeStaleSocket removes the socket an earlier run left at path; nothing
+// there is fine. Anything but a socket, or a socket that answers (another
+// agent's), is an error saying so.
+func removeStaleSocket(path string) error {
+	st, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case st.Mode()&fs.ModeSocket == 0:
+		return fmt.Errorf("%s is %s, not a socket: it is left alone; remove it, or give the API another socket path", path, describe(st.Mode()))
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("another agent serves %s: stop it first, or give this one another socket path", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing the stale socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// describe names a file type for people.
+func describe(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a folder"
+	case m&fs.ModeSymlink != 0:
+		return "a symbolic link"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m.IsRegular():
+		return "a file"
+	}
+	return "not a socket"
 }
 
 func listenPrivate(path string) (net.Listener, error) {
@@ -351,22 +508,70 @@ func (c *Client) doWith(hc *http.Client, ctx context.Context, method, path strin
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("cannot reach the agent at %s: %w (%s)", c.Socket, err, unreachableHint(err))
+		if ctx.Err() != nil {
+			return 0, err
+		}
+		return 0, &UnreachableError{Socket: c.Socket, Err: err}
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
 	if err != nil {
-		return resp.StatusCode, err
+		return resp.StatusCode, fmt.Errorf("reading the agent's answer: %w", err)
 	}
-	if resp.StatusCode >= 400 && resp.StatusCode != http.StatusUnprocessableEntity && !(resp.StatusCode == http.StatusInternalServerError && strings.HasPrefix(path, "/v1/config/")) {
-		var e struct {
-			Error string `json:"error"`
-		}
-		_ = json.Unmarshal(data, &e)
-		return resp.StatusCode, fmt.Errorf("agent: %s", e.Error)
+	if len(data) > maxAnswer {
+		return resp.StatusCode, fmt.Errorf("the agent's answer to %s is larger than %d MiB, more than this client reads: ask for less (etoile-agent logs -n with fewer lines)", strings.SplitN(path, "?", 2)[0], maxAnswer>>20)
 	}
-	return resp.StatusCode, json.Unmarshal(data, out)
+	configResult := strings.HasPrefix(path, "/v1/config/") &&
+		(resp.StatusCode == http.StatusInternalServerError || resp.StatusCode == http.StatusConflict)
+	if resp.StatusCode >= 400 && resp.StatusCode != http.StatusUnprocessableEntity && !configResult {
+		return resp.StatusCode, &StatusError{Code: resp.StatusCode, Msg: errorText(resp, data)}
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return resp.StatusCode, fmt.Errorf("the agent's answer to %s is not what this client reads (%v): is the agent at %s the same version as this command?", strings.SplitN(path, "?", 2)[0], err, c.Socket)
+	}
+	return resp.StatusCode, nil
 }
+
+// errorText is what an error answer says: its JSON {"error": …}, else its
+// text (ServeMux's "404 page not found"), else its status line.
+func errorText(resp *http.Response, data []byte) string {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(data, &e) == nil && e.Error != "" {
+		return e.Error
+	}
+	text := strings.TrimSpace(string(data))
+	if len(text) > 512 {
+		text = text[:512] + "…"
+	}
+	if text == "" {
+		return resp.Status
+	}
+	return resp.Status + ": " + text
+}
+
+// StatusError is an answer of the agent's that refuses a request (4xx) or
+// failed (5xx); Msg is what it says.
+type StatusError struct {
+	Code int
+	Msg  string
+}
+
+func (e *StatusError) Error() string { return "agent: " + e.Msg }
+
+// UnreachableError says the agent's socket could not be reached (no agent
+// there, no permission), with what to do.
+type UnreachableError struct {
+	Socket string
+	Err    error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("cannot reach the agent at %s: %v (%s)", e.Socket, e.Err, unreachableHint(e.Err))
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
 
 // Status fetches the agent's status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
@@ -415,11 +620,18 @@ func (c *Client) ValidateConfig(ctx context.Context, data []byte) (ConfigResult,
 // ApplyConfig sends a machine config to apply. It has no time limit but
 // ctx's: an apply waits for the old K3s to stop (up to 30 s) and the new
 // one to start, and the agent finishes it even if the caller goes away.
+//
+// A config refused because the machine is shutting down is a *StatusError
+// (409) naming why; a config applied whose K3s did not start again has
+// Applied true and K3sStarted false, Errors saying why.
 func (c *Client) ApplyConfig(ctx context.Context, data []byte) (ConfigResult, error) {
 	var res ConfigResult
 	hc := *c.hc
 	hc.Timeout = 0
-	_, err := c.doWith(&hc, ctx, http.MethodPost, "/v1/config/apply", data, &res)
+	code, err := c.doWith(&hc, ctx, http.MethodPost, "/v1/config/apply", data, &res)
+	if err == nil && code == http.StatusConflict {
+		return res, &StatusError{Code: code, Msg: strings.Join(res.Errors, "; ")}
+	}
 	return res, err
 }
 
@@ -482,12 +694,12 @@ func WriteStatus(w io.Writer, st Status) error {
 func unreachableHint(err error) string {
 	switch {
 	case errors.Is(err, fs.ErrPermission) && os.Geteuid() != 0:
-		return "the socket is root-only: use sudo"
+		return "the socket is root-only: run this as root"
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
 		return "no agent serves this socket: run this on an Étoile node, or give another agent's with --socket PATH"
 	}
 	if os.Geteuid() != 0 {
-		return "is it running? the socket is root-only: use sudo"
+		return "is it running? the socket is root-only: run this as root"
 	}
 	return "is it running?"
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/etoile-os/etoile/agent/kmsg"
 	"github.com/etoile-os/etoile/agent/logring"
 	"github.com/etoile-os/etoile/agent/nvpersist"
+	"github.com/etoile-os/etoile/agent/safego"
 	"github.com/etoile-os/etoile/agent/timesync"
 )
 
@@ -137,6 +138,7 @@ type Node struct {
 	supDone     chan struct{}
 	k3sNote     string        // why K3s is not running, when it is not
 	k3sAddr     string        // the node address K3s took at its last start (Env.NodeAddress)
+	k3sName     string        // the node name K3s was last started with
 	addrWarning string        // the status's warning that K3s could not follow the address ("" for none)
 	k3sOut      *logring.Ring // K3s's output, across its supervisors
 	powering    string        // the reboot or power-off asked through the API
@@ -151,11 +153,21 @@ type Node struct {
 
 	conMu sync.Mutex // serialises setConstellation
 	con   *conRunner // the constellation client, when one runs
+
+	// apiDone is closed once the local API stopped serving: after the
+	// services (n.wg), so that status, logs and a second power request
+	// are answered while K3s stops.
+	apiDone chan struct{}
 }
 
 // Wait returns once everything Start began has stopped (after its context
-// ended).
-func (n *Node) Wait() { n.wg.Wait() }
+// ended), the local API last.
+func (n *Node) Wait() {
+	n.wg.Wait()
+	if n.apiDone != nil {
+		<-n.apiDone
+	}
+}
 
 // K3sState is the k3s= value of the ready line.
 func (n *Node) K3sState() string {
@@ -253,13 +265,23 @@ func Start(ctx context.Context, env Env) *Node {
 	if env.Broadcast == nil {
 		env.Broadcast = func(string) {}
 	}
-	n := &Node{env: env, ctx: ctx, k3sOut: logring.New(500)}
+	n := &Node{env: env, ctx: ctx, k3sOut: logring.New(500), apiDone: make(chan struct{})}
 	n.k3sMu.Lock() // an apply through the API waits for the boot's start
 	defer n.k3sMu.Unlock()
-	n.wg.Add(1)
+	// The local API outlives ctx: it serves until the services have
+	// stopped (K3s takes up to 30 s), so that a second reboot is refused
+	// naming the first and status and logs still answer meanwhile.
+	apiCtx, stopAPI := context.WithCancel(context.WithoutCancel(ctx))
 	go func() {
-		defer n.wg.Done()
-		n.serveAPI(ctx)
+		defer close(n.apiDone)
+		defer n.recovered("local API")
+		n.serveAPI(apiCtx)
+	}()
+	go func() {
+		defer n.recovered("local API's stop")
+		defer stopAPI()
+		<-ctx.Done()
+		n.wg.Wait()
 	}()
 
 	// The inventory is collected once K3s has been started, so that the
@@ -341,11 +363,7 @@ func Start(ctx context.Context, env Env) *Node {
 	}
 	n.waitForTime(ctx)
 	_ = n.startK3s(ctx, cfg) // a failure is on the consoles
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		collect()
-	}()
+	n.background("hardware inventory", collect)
 	// Here, not once the inventory is done: a config applied meanwhile
 	// sets the constellation after this one. Its client waits for the
 	// inventory, which its join reports.
@@ -463,22 +481,30 @@ const remindConfigError = 10 * time.Minute
 
 // applyFound applies a valid config the watch found in its source, unless
 // one was applied through the local API meanwhile (false then).
+//
+// k3sMu is released by a defer, so that a panic below (caught higher up)
+// cannot leave it held and every later apply waiting for ever; the
+// constellation is set before it is released, so that an apply through the
+// API cannot come between and leave the client following this older config.
 func (n *Node) applyFound(ctx context.Context, cfg *config.MachineConfig, warns []string, from string) bool {
 	n.k3sMu.Lock()
+	defer n.k3sMu.Unlock()
 	n.mu.Lock()
 	applied := n.cfg != nil
 	n.mu.Unlock()
 	if applied {
-		n.k3sMu.Unlock()
 		return false
 	}
 	n.env.Log.Info("machine config loaded", "from", from, "role", cfg.Role)
-	_, err := n.applyLocked(ctx, cfg, warns, from)
-	n.k3sMu.Unlock()
-	if err != nil {
-		return false
+	if _, err := n.applyLocked(ctx, cfg, warns, from); err != nil {
+		if !errors.Is(err, api.ErrK3sNotStarted) {
+			return false
+		}
+		// The config is the node's; K3s's state and the console say why
+		// it is not running.
+		n.env.Log.Warn("machine config applied, K3s not started", "reason", err.Error())
 	}
-	n.setConstellation(cfg) // after the inventory, which its join reports
+	n.setConstellation(cfg) // its client waits for the inventory, which its join reports
 	return true
 }
 
@@ -622,14 +648,54 @@ func machineIdentity(root string) string {
 }
 
 // registeredNodeWarnings says what an applied config cannot change on a
-// node K3s has registered already: K3s sets node-taint only when the node
-// registers, and adds or updates node-label on each start but never
-// removes one.
-func registeredNodeWarnings(prev, next *config.MachineConfig) []string {
+// node K3s has registered already, or changes with consequences K3s leaves
+// to people: K3s sets node-taint only when the node registers, and adds or
+// updates node-label on each start but never removes one; a new node name
+// registers a second Node; a server's role, cluster and token, and the
+// cluster's networks, are fixed by the data K3s keeps. prevName and
+// nextName are the node names K3s was started with and will be.
+func registeredNodeWarnings(prev, next *config.MachineConfig, prevName, nextName string) []string {
 	if prev == nil || prev.Role == "" {
 		return nil
 	}
 	var w []string
+	if prevName != "" && nextName != "" && prevName != nextName {
+		w = append(w, fmt.Sprintf("hostname: the node's name changes from %s to %s: K3s registers a new Node %s and leaves %s behind (NotReady, its pods unscheduled only after the eviction timeout): once %s is Ready, delete the old one (kubectl delete node %s)",
+			prevName, nextName, nextName, prevName, nextName, prevName))
+	}
+	if prev.Role == config.RoleServer && next.Role == config.RoleAgent {
+		w = append(w, "role: this server becomes an agent, but K3s keeps its server data (/var/lib/rancher/k3s/server) and, with embedded etcd, the cluster keeps counting its etcd member: remove the node from its cluster first (kubectl delete node NAME on another server) and reset it (a fresh install, or its K3s state wiped) before it joins as an agent")
+	}
+	pc, nc := prev.Cluster, next.Cluster
+	if prev.Role == config.RoleServer && next.Role == config.RoleServer && pc != nil && nc != nil {
+		switch {
+		case pc.Init && !nc.Init && nc.Server != "":
+			w = append(w, "cluster: this server started its own cluster (init) and is now told to join another (server): K3s goes on with the cluster its data holds (/var/lib/rancher/k3s/server/db): to join another cluster, remove the node from its cluster and reset its K3s data first")
+		case !pc.Init && pc.Server != "" && nc.Init:
+			w = append(w, "cluster: this server joined a cluster (server) and is now told to start one (init): K3s goes on with the cluster its data holds: to start a new cluster, remove the node from its cluster and reset its K3s data first")
+		}
+	}
+	if pc != nil && nc != nil && pc.Token != nc.Token && pc.Token != "" {
+		msg := "cluster.token: the token changes: this node's password (/etc/rancher/node/password) is derived from it and changes at the next boot, when the servers refuse the node (\"Node password rejected\") until its secret is deleted (kubectl -n kube-system delete secret NAME.node-password.k3s)"
+		if prev.Role == config.RoleServer && next.Role == config.RoleServer {
+			msg += "; a server's data is encrypted with the old token and K3s refuses to start with another one: change a cluster's token with k3s token rotate on a server (K3s's documentation: k3s token), then give every node the new one"
+		}
+		w = append(w, msg)
+	}
+	if prev.Role == config.RoleServer && next.Role == config.RoleServer {
+		for _, key := range []string{"cluster-cidr", "service-cidr", "cluster-dns", "flannel-backend"} {
+			was := strings.Join(append(prev.K3s[key].Strings(), prev.K3s[key+"+"].Strings()...), ",")
+			now := strings.Join(append(next.K3s[key].Strings(), next.K3s[key+"+"].Strings()...), ",")
+			if was == now {
+				continue
+			}
+			what := "a cluster's pod and service networks are fixed when it is created: K3s cannot move a running cluster to others, and every server must give the same; changing them means rebuilding the cluster"
+			if key == "flannel-backend" {
+				what = "every server of a cluster must use the same flannel backend, and K3s does not move the running nodes and pods to another: change it on every server together and restart every node, or rebuild the cluster"
+			}
+			w = append(w, fmt.Sprintf("k3s.%s: changes from %s to %s: %s", key, cmp.Or(was, "K3s's default"), cmp.Or(now, "K3s's default"), what))
+		}
+	}
 	if !slices.Equal(slices.Sorted(slices.Values(prev.Taints)), slices.Sorted(slices.Values(next.Taints))) {
 		w = append(w, "taints: K3s sets a node's taints only when it first registers: change them on the registered node (kubectl taint nodes NAME …)")
 	}
@@ -743,11 +809,14 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 				"why", "its overlayfs snapshotter cannot stack layers on the system's overlay")
 		}
 	}
+	name := cfg.Hostname
+	if name == "" {
+		name = n.nodeName()
+	}
+	n.mu.Lock()
+	n.k3sName = name
+	n.mu.Unlock()
 	if cfg.Cluster != nil && cfg.Cluster.Token != "" {
-		name := cfg.Hostname
-		if name == "" {
-			name = n.nodeName()
-		}
 		if wrote, err := k3s.EnsureNodePassword(n.env.Root, cfg.Cluster.Token, name, machineIdentity(n.env.Root)); err != nil {
 			n.env.Log.Warn("K3s node password", "reason", err.Error())
 		} else if wrote {
@@ -780,7 +849,17 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 	sup.SinceBoot = bootTime
 	sup.Output = n.k3sOut
 	execd := make(chan struct{})
+	// first holds what ended the wait for K3s's first exec: nil when it
+	// was executed, else why it was not (the exec failed, the supervisor
+	// gave up or crashed before). Sent once, before execd closes.
+	first := make(chan error, 1)
 	var once sync.Once
+	started := func(err error) {
+		once.Do(func() {
+			first <- err
+			close(execd)
+		})
+	}
 	// Start returns once the first exec has been tried: the ready line, and
 	// what the boot starts after it, do not share the CPU with K3s's exec.
 	sup.OnExec = func(_ int, err error) {
@@ -798,7 +877,10 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 			}
 			n.mu.Unlock()
 		}
-		once.Do(func() { close(execd) })
+		if err != nil {
+			err = fmt.Errorf("executing K3s failed (the supervisor tries again): %w", err)
+		}
+		started(err)
 	}
 	sup.OnState = func(from, to k3s.State, reason string) {
 		msg := fmt.Sprintf("etoile: k3s state=%s was=%s t=%s agent_rss=%s", to, from, sinceBoot(), agentRSS())
@@ -820,18 +902,22 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 	go func() {
 		defer n.wg.Done()
 		defer close(done)
+		var runErr error
 		defer func() {
 			if r := recover(); r != nil {
-				n.fail("k3s", fmt.Sprintf("supervisor crashed: %v", r), "report this as a bug")
+				runErr = fmt.Errorf("the K3s supervisor crashed: %v", r)
+				n.fail("k3s", runErr.Error(), "report this as a bug with the agent's log (etoile-agent logs)")
 			}
+			// Ended before K3s was ever executed: startK3s says why.
+			started(runErr)
 		}()
-		if err := sup.Run(sctx); err != nil {
-			n.fail("k3s", err.Error(), "check /etc/rancher/k3s and the disk space")
+		if runErr = sup.Run(sctx); runErr != nil {
+			n.fail("k3s", runErr.Error(), "check /etc/rancher/k3s and the disk space")
 		}
-		once.Do(func() { close(execd) })
 	}()
 	select {
 	case <-execd:
+		return <-first
 	case <-time.After(5 * time.Second):
 	case <-ctx.Done():
 	}
@@ -1030,9 +1116,7 @@ func (n *Node) startPersistenced(ctx context.Context) {
 		return
 	}
 	n.env.Log.Info("NVIDIA persistence daemon waits for the image's drivers, still loading", "daemon", path)
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.background("NVIDIA persistence daemon", func() {
 		select {
 		case <-settled:
 		case <-ctx.Done():
@@ -1046,7 +1130,7 @@ func (n *Node) startPersistenced(ctx context.Context) {
 			return
 		}
 		n.runPersistenced(ctx, path)
-	}()
+	})
 }
 
 // persistenced is NVIDIA's persistence daemon, nil when the node does not
@@ -1077,11 +1161,9 @@ func (n *Node) runPersistenced(ctx context.Context, path string) *nvpersist.Daem
 	n.mu.Lock()
 	n.persist = d
 	n.mu.Unlock()
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.background("NVIDIA persistence daemon", func() {
 		<-d.Done() // the shutdown waits for its SIGTERM
-	}()
+	})
 	return d
 }
 
@@ -1263,6 +1345,10 @@ func (n *Node) Power(action string) error {
 	if first != "" {
 		return fmt.Errorf("already shutting down (%s asked first)", first)
 	}
+	if n.ctx.Err() != nil {
+		// A signal (Ctrl-Alt-Del, the power button) began it.
+		return fmt.Errorf("already shutting down (asked by a signal or the power button, not through this API)")
+	}
 	return n.env.Power(action)
 }
 
@@ -1327,13 +1413,23 @@ var errReplaced = errors.New("stopped to start again with the config applied thr
 // ApplyConfig implements api.Backend: a valid config replaces the running
 // one and K3s is restarted with it (stopped cleanly first). Until the state
 // partition exists it lasts until the next boot.
+//
+// While the machine shuts down the config is refused (api.ErrShuttingDown);
+// a config applied whose K3s does not start again is the node's all the
+// same, and the error wraps api.ErrK3sNotStarted.
 func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	cfg, warns, err := config.Check(data)
 	if err != nil {
 		return warns, err
 	}
+	if err := n.shuttingDown(); err != nil {
+		return warns, err
+	}
 	n.k3sMu.Lock()
 	defer n.k3sMu.Unlock()
+	if err := n.shuttingDown(); err != nil {
+		return warns, err // began while an earlier apply held k3sMu
+	}
 	dir := filepath.Join(n.env.Root, "run/etoile/applied")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return warns, err
@@ -1344,11 +1440,26 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	// Finished even if the caller goes away: half an apply (the network
 	// set, K3s not restarted) would be worse than either.
 	warns, err = n.applyLocked(context.WithoutCancel(ctx), cfg, warns, "local API")
-	if err != nil {
+	if err != nil && !errors.Is(err, api.ErrK3sNotStarted) {
 		return warns, err
 	}
 	n.setConstellation(cfg) // joins, stops or moves with the config's constellation section
-	return append(warns, "applied until the next boot: keep it in the machine config's source to make it last"), nil
+	return append(warns, "applied until the next boot: keep it in the machine config's source to make it last"), err
+}
+
+// shuttingDown is api.ErrShuttingDown, naming what began it, once the
+// machine shuts down; nil before.
+func (n *Node) shuttingDown() error {
+	n.mu.Lock()
+	powering := n.powering
+	n.mu.Unlock()
+	switch {
+	case powering != "":
+		return fmt.Errorf("%w (%s asked through the local API): the config is not applied; apply it once the machine is back", api.ErrShuttingDown, powering)
+	case n.ctx.Err() != nil:
+		return fmt.Errorf("%w: the config is not applied; apply it once the machine is back", api.ErrShuttingDown)
+	}
+	return nil
 }
 
 // inventoryHook, tests', runs before the hardware inventory is collected:
@@ -1395,9 +1506,22 @@ func (n *Node) applyLocked(ctx context.Context, cfg *config.MachineConfig, warns
 		}
 	}
 	n.mu.Lock()
-	prev := n.cfg
+	prev, prevName := n.cfg, n.k3sName
 	n.mu.Unlock()
-	warns = append(warns, registeredNodeWarnings(prev, cfg)...)
+	nextName := cmp.Or(cfg.Hostname, n.nodeName()) // after applyNetwork, which sets the host name
+	registered := registeredNodeWarnings(prev, cfg, prevName, nextName)
+	for _, w := range registered {
+		n.env.Broadcast("etoile: warning: config applied: " + w)
+	}
+	warns = append(warns, registered...)
+	if prevName != "" && prevName != nextName {
+		// The node password is derived from the node's name: one derived
+		// for the new name, kept across boots, matches what the servers
+		// record when the new Node registers.
+		if err := os.Remove(filepath.Join(n.env.Root, k3s.NodePasswordPath)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			n.env.Log.Warn("K3s node password not renewed for the new node name", "reason", err.Error())
+		}
+	}
 	// Parameters an earlier config set and this one drops keep their value
 	// until the next boot.
 	warns = append(warns, n.applySysctls(cfg)...)
@@ -1414,13 +1538,13 @@ func (n *Node) applyLocked(ctx context.Context, cfg *config.MachineConfig, warns
 	if n.ctx.Err() != nil {
 		// The machine shuts down (it began while the old K3s stopped):
 		// no new K3s only to be stopped.
-		return append(warns, "the config is kept, but K3s is not started: the machine is shutting down"), nil
+		return warns, fmt.Errorf("%w: the machine is shutting down; the config is kept until then", api.ErrK3sNotStarted)
 	}
 	// The supervisor outlives this request: it runs under the node's context.
 	if err := n.startK3s(n.ctx, cfg); err != nil {
 		// The config is the node's now (its network and parameters are set):
 		// K3s's state says why it is not running.
-		return append(warns, fmt.Sprintf("the config is applied, but K3s cannot start: %v", err)), nil
+		return warns, fmt.Errorf("%w: %v; the config stays applied: correct what is named here (etoile-agent status and etoile-agent logs k3s say more) and apply it again", api.ErrK3sNotStarted, err)
 	}
 	return warns, nil
 }
@@ -1462,16 +1586,21 @@ func agentRSS() string {
 }
 
 // background runs f in a goroutine the node's Wait waits for; a panic in
-// it is logged ("<what> crashed"), never PID 1's end.
+// it is shown (recovered), never PID 1's end.
 func (n *Node) background(what string, f func()) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		defer func() {
-			if r := recover(); r != nil {
-				n.env.Log.Warn(what+" crashed", "reason", fmt.Sprint(r))
-			}
-		}()
+		defer n.recovered(what)
 		f()
 	}()
+}
+
+// recovered, deferred at the top of a goroutine, turns a panic in it into
+// an `etoile: error` line on every console (safego.Line) instead of
+// the end of PID 1; what names the goroutine's work.
+func (n *Node) recovered(what string) {
+	if r := recover(); r != nil {
+		n.env.Broadcast(safego.Line(what, r))
+	}
 }

@@ -623,15 +623,63 @@ func TestRegisteredNodeWarnings(t *testing.T) {
 		return c
 	}
 	prev := parse("site: lyon\nlabels: {rack: r1, zone: z1}\ntaints: [gpu=true:NoSchedule]\n")
-	if w := registeredNodeWarnings(prev, parse("site: lyon\nlabels: {rack: r2, zone: z1}\ntaints: [gpu=true:NoSchedule]\n")); len(w) != 0 {
+	if w := registeredNodeWarnings(prev, parse("site: lyon\nlabels: {rack: r2, zone: z1}\ntaints: [gpu=true:NoSchedule]\n"), "edge-1", "edge-1"); len(w) != 0 {
 		t.Errorf("a changed label value and the same taints: %q, want nothing (K3s updates labels)", w)
 	}
-	w := registeredNodeWarnings(prev, parse("labels: {zone: z1}\n"))
+	w := registeredNodeWarnings(prev, parse("labels: {zone: z1}\n"), "edge-1", "edge-1")
 	if len(w) != 2 || !strings.Contains(w[0], "taints") || !strings.Contains(w[1], "etoile.io/site, rack") {
 		t.Errorf("warnings %q, want the taints and the removed labels rack and etoile.io/site", w)
 	}
-	if w := registeredNodeWarnings(nil, prev); w != nil {
+	if w := registeredNodeWarnings(nil, prev, "", "edge-1"); w != nil {
 		t.Errorf("first config: %q", w)
+	}
+}
+
+// TestRegisteredNodeWarningsIdentity: what makes K3s register a second
+// Node, or what K3s's data fixes (a server's role and cluster, the token,
+// the cluster's networks), is warned about with what to do.
+func TestRegisteredNodeWarningsIdentity(t *testing.T) {
+	parse := func(doc string) *config.MachineConfig {
+		t.Helper()
+		c, err := config.Parse([]byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\n" + doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	server := parse("role: server\ncluster: {init: true, token: old-token}\nk3s: {cluster-cidr: 10.42.0.0/16}\n")
+	for _, tc := range []struct {
+		name               string
+		next               *config.MachineConfig
+		prevName, nextName string
+		want               []string
+	}{
+		{"hostname", server, "edge-1", "edge-2", []string{"hostname: the node's name changes from edge-1 to edge-2", "kubectl delete node edge-1"}},
+		{"server to agent", parse("role: agent\ncluster: {server: 'https://cp:6443', token: old-token}\n"), "edge-1", "edge-1",
+			[]string{"role: this server becomes an agent", "remove the node from its cluster first"}},
+		{"init to server", parse("role: server\ncluster: {server: 'https://cp:6443', token: old-token}\nk3s: {cluster-cidr: 10.42.0.0/16}\n"), "edge-1", "edge-1",
+			[]string{"cluster: this server started its own cluster (init) and is now told to join another"}},
+		{"token", parse("role: server\ncluster: {init: true, token: new-token}\nk3s: {cluster-cidr: 10.42.0.0/16}\n"), "edge-1", "edge-1",
+			[]string{"cluster.token: the token changes", "Node password rejected", "k3s token rotate"}},
+		{"cluster-cidr", parse("role: server\ncluster: {init: true, token: old-token}\nk3s: {cluster-cidr: 10.50.0.0/16}\n"), "edge-1", "edge-1",
+			[]string{"k3s.cluster-cidr: changes from 10.42.0.0/16 to 10.50.0.0/16", "rebuilding the cluster"}},
+		{"flannel-backend", parse("role: server\ncluster: {init: true, token: old-token}\nk3s: {cluster-cidr: 10.42.0.0/16, flannel-backend: wireguard-native}\n"), "edge-1", "edge-1",
+			[]string{"k3s.flannel-backend: changes from K3s's default to wireguard-native"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := strings.Join(registeredNodeWarnings(server, tc.next, tc.prevName, tc.nextName), "\n")
+			for _, want := range tc.want {
+				if !strings.Contains(w, want) {
+					t.Errorf("missing %q in:\n%s", want, w)
+				}
+			}
+			if strings.Contains(w, "old-token") || strings.Contains(w, "new-token") {
+				t.Errorf("a warning shows the token:\n%s", w)
+			}
+		})
+	}
+	if w := registeredNodeWarnings(server, server, "edge-1", "edge-1"); len(w) != 0 {
+		t.Errorf("the same config again: %q", w)
 	}
 }
 

@@ -96,6 +96,12 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return fmt.Errorf("%s: valid, but the agent could not apply it (the errors above say why)", name)
 	}
+	if res.K3sStarted != nil && !*res.K3sStarted {
+		for _, e := range res.Errors {
+			fmt.Fprintf(stderr, "error: %s\n", e)
+		}
+		return fmt.Errorf("%s: applied (the node runs it now), but K3s did not start again with it: correct what the errors above name (etoile-agent status and etoile-agent logs k3s say more) and apply it again", name)
+	}
 	fmt.Fprintf(stdout, "%s: applied; K3s restarts with it (etoile-agent status shows its state)\n", name)
 	return nil
 }

@@ -72,6 +72,9 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if page.Skipped > 0 {
 			fmt.Fprintf(stdout, "… %d lines not shown (more came than -n, or the agent no longer holds them)\n", page.Skipped)
 		}
+		if page.Dropped > 0 {
+			fmt.Fprintf(stdout, "… %d older lines not shown: one answer holds at most %d MiB of lines (ask for fewer with -n)\n", page.Dropped, api.MaxLogAnswer>>20)
+		}
 		for _, l := range page.Lines {
 			if _, err := fmt.Fprintln(stdout, l); err != nil {
 				return err // a closed pipe (| head)

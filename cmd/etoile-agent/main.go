@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/etoile-os/etoile/agent"
+	"github.com/etoile-os/etoile/agent/api"
 	"github.com/etoile-os/etoile/agent/boot"
+	"github.com/etoile-os/etoile/agent/config/configcli"
 	"github.com/etoile-os/etoile/agent/k3s"
 	"github.com/etoile-os/etoile/agent/logring"
 	"github.com/etoile-os/etoile/agent/timesync"
@@ -38,12 +40,45 @@ func main() {
 	stop()
 	if err != nil {
 		var ue usageError
-		if !errors.As(err, &ue) && !boot.IsQuiet(err) {
+		var qe quietError
+		if !errors.As(err, &ue) && !errors.As(err, &qe) && !boot.IsQuiet(err) {
 			fmt.Fprintln(os.Stderr, "etoile-agent:", err)
 		}
-		os.Exit(2)
+		os.Exit(exitCode(err))
 	}
 }
+
+// The commands' exit statuses (the usage text lists them).
+const (
+	exitFailed      = 1 // the command failed: the agent could not do it, K3s did not start again, a file could not be read
+	exitUsage       = 2 // a usage mistake: an unknown command or flag, a missing or extra argument
+	exitUnreachable = 3 // no agent answers on the socket (not running, not root)
+	exitRefused     = 4 // refused: an invalid machine config, a request the agent turns down (a second reboot)
+)
+
+// exitCode is the exit status for a command's error.
+func exitCode(err error) int {
+	var ue usageError
+	var unreachable *api.UnreachableError
+	var refused *api.StatusError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &unreachable):
+		return exitUnreachable
+	case errors.Is(err, configcli.ErrInvalid):
+		return exitRefused
+	case errors.As(err, &refused) && refused.Code >= 400 && refused.Code < 500:
+		return exitRefused
+	}
+	return exitFailed
+}
+
+// quietError is a failure already said (the boot's error line): main
+// prints nothing more, and exits 1.
+type quietError struct{ error }
 
 // pid1 boots the machine and then stays up for ever. A panic that escapes
 // is caught and shown, and the agent keeps running: PID 1 exiting would
@@ -59,10 +94,12 @@ func pid1() {
 	var power <-chan boot.ACPIEvent
 	defer func() {
 		if r := recover(); r != nil {
-			fmt.Fprintf(os.Stdout, "etoile: error step=agent reason=%q fix=%q\n",
-				fmt.Sprintf("internal error (panic): %v", r), "report this as a bug with the lines above")
-			os.Stdout.Write(debug.Stack())
-			boot.StayUp(context.Background(), boot.NewLogger(os.Stdout, nil), sigs, reaper, 0, power, nil)
+			showPanic(r)
+			// Still PID 1's job: reap, and reboot on Ctrl-Alt-Del. A
+			// panic in there too is shown, and it starts again.
+			for {
+				stayUpAfterPanic(sigs, reaper, power)
+			}
 		}
 		for {
 			time.Sleep(time.Hour)
@@ -96,6 +133,26 @@ func pid1() {
 		cancel() // K3s gets SIGTERM and its time to stop before everything else
 		svc.wait()
 	})
+}
+
+// showPanic says on the console that PID 1 caught a panic, with its stack.
+func showPanic(r any) {
+	fmt.Fprintf(os.Stdout, "etoile: error step=agent reason=%q fix=%q\n",
+		fmt.Sprintf("internal error (panic): %v", r), "report this as a bug with the lines above")
+	os.Stdout.Write(debug.Stack())
+}
+
+// stayUpAfterPanic runs boot.StayUp after a panic ended the boot's own; a
+// panic in it is shown and it returns (after a second, not to spin), for the
+// caller to run it again: PID 1 never exits.
+func stayUpAfterPanic(sigs <-chan os.Signal, reaper *boot.Reaper, power <-chan boot.ACPIEvent) {
+	defer func() {
+		if r := recover(); r != nil {
+			showPanic(r)
+			time.Sleep(time.Second)
+		}
+	}()
+	boot.StayUp(context.Background(), boot.NewLogger(os.Stdout, nil), sigs, reaper, 0, power, nil)
 }
 
 // usageError is a usage mistake; the usage text is already printed.
@@ -169,6 +226,11 @@ As /init (PID 1) it boots the machine; these commands are for people and tests:
                      the running agent's log, K3s's output, the kernel's or syslog's
   reboot, poweroff   stop K3s cleanly, then reboot or power off the machine
   version            print the version
+
+Exit status: 0 done; 1 failed (the agent could not do it, K3s did not start
+again after config apply); 2 usage mistake; 3 no agent answers on the socket
+(not running there, or not run as root); 4 refused (an invalid machine config,
+a request the agent turns down, such as a second reboot while shutting down).
 `)
 }
 
@@ -195,7 +257,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	m := boot.New(boot.Options{Root: *root, Stdout: stdout, WaitScale: *scale, KernelRelease: *release})
 	if _, err := m.Boot(ctx); err != nil {
 		// The error line is already printed; the exit status says it failed.
-		return usageError{err}
+		return quietError{err}
 	}
 	return nil
 }

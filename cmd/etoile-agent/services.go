@@ -9,8 +9,10 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +27,7 @@ import (
 	"github.com/etoile-os/etoile/agent/logring"
 	"github.com/etoile-os/etoile/agent/network"
 	"github.com/etoile-os/etoile/agent/node"
+	"github.com/etoile-os/etoile/agent/safego"
 	"github.com/etoile-os/etoile/agent/sysimage"
 	"github.com/etoile-os/etoile/agent/syslogd"
 	"github.com/etoile-os/etoile/agent/timesync"
@@ -77,7 +80,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		m.Log().Warn("daemons' syslog messages are not kept", "reason", err.Error())
 	} else {
 		syslogLogs = daemons.Since
-		go srv.Serve(context.Background())
+		goRecovered(m.Broadcast, "syslog server", func() { srv.Serve(context.Background()) })
 	}
 	hostname, _ := os.Hostname()
 	slot := m.Slot
@@ -223,13 +226,104 @@ func machineStatus(m *boot.Machine, hostname, slot string) api.Status {
 	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) == nil {
 		st.Uptime = time.Duration(ts.Nano()).Round(time.Second).String()
 	}
+	var leases []network.Lease
 	if res := m.NetworkResult(); res != nil {
-		for _, l := range res.AllLeases() {
-			st.Network = append(st.Network, api.Interface{Name: l.Iface, MAC: l.MAC.String(), Carrier: true,
-				Addresses: []string{l.Addr.String()}})
+		leases = res.AllLeases()
+	}
+	st.Network = links("/sys/class/net", systemAddresses, leases)
+	return st
+}
+
+// links lists the machine's links for the status: every physical one (a
+// device under sysClassNet), with or without a carrier or an address, and
+// any other that holds a DHCP lease (a VLAN); each with its carrier as the
+// kernel says it and its addresses (addrs, the lease's when addrs has none;
+// IPv6 link-local ones left out, every link has one).
+func links(sysClassNet string, addrs func(name string) []string, leases []network.Lease) []api.Interface {
+	leased := map[string]network.Lease{}
+	for _, l := range leases {
+		leased[l.Iface] = l
+	}
+	ents, _ := os.ReadDir(sysClassNet)
+	var out []api.Interface
+	for _, e := range ents {
+		name := e.Name()
+		dir := filepath.Join(sysClassNet, name)
+		_, lease := leased[name]
+		if _, err := os.Stat(filepath.Join(dir, "device")); err != nil && !lease {
+			continue // virtual: lo, bridges, K3s's cni0 and flannel.1
+		}
+		ifc := api.Interface{Name: name, MAC: readTrim(filepath.Join(dir, "address"))}
+		// carrier reads "1" with a link, "0" without; reading fails
+		// (EINVAL) on a link that is down: no carrier either.
+		ifc.Carrier = readTrim(filepath.Join(dir, "carrier")) == "1"
+		if addrs != nil {
+			ifc.Addresses = addrs(name)
+		}
+		if l, ok := leased[name]; ok && len(ifc.Addresses) == 0 && l.Addr.IP != nil {
+			ifc.Addresses = []string{l.Addr.String()}
+		}
+		ifc.Addresses = nonNilStrings(ifc.Addresses)
+		out = append(out, ifc)
+		delete(leased, name)
+	}
+	// A lease on a link sysfs does not list (a test's, or gone since).
+	for _, l := range leases {
+		if _, ok := leased[l.Iface]; ok {
+			out = append(out, api.Interface{Name: l.Iface, MAC: l.MAC.String(), Carrier: true, Addresses: []string{l.Addr.String()}})
+			delete(leased, l.Iface)
 		}
 	}
-	return st
+	return out
+}
+
+// systemAddresses are a link's addresses in CIDR form, as the kernel has
+// them now, IPv6 link-local ones left out.
+func systemAddresses(name string) []string {
+	ifc, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil
+	}
+	as, err := ifc.Addrs()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range as {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.IsLinkLocalUnicast() && ipn.IP.To4() == nil {
+			continue
+		}
+		out = append(out, a.String())
+	}
+	return out
+}
+
+func readTrim(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// goRecovered runs f in a goroutine whose panic is shown on every console
+// as an `etoile: error` line (broadcast), never the end of PID 1.
+func goRecovered(broadcast func(string), what string, f func()) {
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				broadcast(safego.Line(what, r))
+			}
+		}()
+		f()
+	}()
 }
 
 // runStatus is `etoile-agent status [--json]`: the running agent's status

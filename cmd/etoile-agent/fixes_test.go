@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/etoile-os/etoile/agent/api"
+	"github.com/etoile-os/etoile/agent/config"
+	"github.com/etoile-os/etoile/agent/fakeroot"
+	"github.com/etoile-os/etoile/agent/logring"
+	"github.com/etoile-os/etoile/agent/network"
+)
+
+// serveBackend serves b on a fresh socket for the test.
+func serveBackend(t *testing.T, b api.Backend) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- api.Serve(ctx, sock, b, nil) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return sock
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the API socket never accepted a connection")
+		}
+	}
+}
+
+// k3sDownAgent applies configs, but K3s does not start again with them;
+// and it refuses reboots, as an agent already shutting down does.
+type k3sDownAgent struct{ *testAgent }
+
+func (a k3sDownAgent) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
+	w, err := a.testAgent.ApplyConfig(ctx, data)
+	if err != nil {
+		return w, err
+	}
+	return w, fmt.Errorf("%w: writing K3s config: no space left on device", api.ErrK3sNotStarted)
+}
+
+func (a k3sDownAgent) Power(string) error {
+	return fmt.Errorf("already shutting down (reboot asked first)")
+}
+
+// TestConfigApplyWhenK3sDoesNotStart: the config is applied, but the
+// command does not say all went well: it names what happened and fails.
+func TestConfigApplyWhenK3sDoesNotStart(t *testing.T) {
+	a := k3sDownAgent{&testAgent{agent: logring.New(10), k3s: logring.New(10)}}
+	sock := serveBackend(t, a)
+	file := filepath.Join(t.TempDir(), "node.yaml")
+	if err := os.WriteFile(file, config.Example(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"config", "apply", "--socket", sock, file}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "applied (the node runs it now), but K3s did not start again") {
+		t.Errorf("err = %v", err)
+	}
+	if strings.Contains(out.String(), "K3s restarts with it") {
+		t.Errorf("stdout says all went well: %q", out.String())
+	}
+	if !strings.Contains(errb.String(), "error: the config is applied, but K3s did not start with it: writing K3s config: no space left on device") {
+		t.Errorf("stderr %q does not say why", errb.String())
+	}
+	if code := exitCode(err); code != exitFailed {
+		t.Errorf("exit status %d, want %d", code, exitFailed)
+	}
+	if a.applied == nil {
+		t.Error("the config was not applied")
+	}
+}
+
+// TestExitStatuses: a usage mistake, an agent that is not there, a
+// refusal and a failure each have their own exit status, as the usage says.
+func TestExitStatuses(t *testing.T) {
+	_, sock := serveAgent(t)
+	refusing := serveBackend(t, k3sDownAgent{&testAgent{agent: logring.New(10), k3s: logring.New(10)}})
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: boss\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	none := filepath.Join(dir, "none.sock")
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"frobnicate"}, exitUsage},
+		{[]string{"status", "extra"}, exitUsage},
+		{[]string{"logs", "-n", "0", "--socket", sock}, exitUsage},
+		{[]string{"status", "--socket", none}, exitUnreachable},
+		{[]string{"logs", "--socket", none}, exitUnreachable},
+		{[]string{"reboot", "--socket", none}, exitUnreachable},
+		{[]string{"config", "apply", "--socket", sock, bad}, exitRefused},
+		{[]string{"config", "validate", bad}, exitRefused},
+		{[]string{"reboot", "--socket", refusing}, exitRefused},
+		{[]string{"config", "apply", "--socket", sock, filepath.Join(dir, "missing.yaml")}, exitFailed},
+		{[]string{"status", "--socket", sock}, 0},
+	} {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), tc.args, &out, &errb)
+		if got := exitCode(err); got != tc.want {
+			t.Errorf("%q: exit status %d (err %v), want %d", tc.args, got, err, tc.want)
+		}
+	}
+	var out bytes.Buffer
+	usage(&out)
+	for _, want := range []string{"Exit status: 0 done; 1 failed", "2 usage mistake", "3 no agent answers", "4 refused"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the usage does not say %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestStatusListsEveryLink: every physical link is in the status, with its
+// carrier and its addresses or none; virtual links only when they hold a
+// lease (a VLAN).
+func TestStatusListsEveryLink(t *testing.T) {
+	root := t.TempDir()
+	fakeroot.Write(t, root, map[string]string{
+		"eth0/device/.keep": "", "eth0/address": "52:54:00:00:00:01\n", "eth0/carrier": "1\n",
+		"eth1/device/.keep": "", "eth1/address": "52:54:00:00:00:02\n", "eth1/carrier": "0\n",
+		"eth2/device/.keep": "", "eth2/address": "52:54:00:00:00:03\n", // down: carrier unreadable
+		"lo/address": "00:00:00:00:00:00\n", "lo/carrier": "1\n",
+		"eth0.42/address": "52:54:00:00:00:01\n", "eth0.42/carrier": "1\n",
+	})
+	addrs := map[string][]string{"eth0": {"10.0.0.5/24", "2001:db8::5/64"}}
+	_, vlanNet, _ := net.ParseCIDR("192.0.2.0/24")
+	vlanNet.IP = net.ParseIP("192.0.2.7").To4()
+	leases := []network.Lease{{Iface: "eth0.42", Addr: *vlanNet}}
+	got := links(root, func(name string) []string { return addrs[name] }, leases)
+	want := []api.Interface{
+		{Name: "eth0", MAC: "52:54:00:00:00:01", Carrier: true, Addresses: []string{"10.0.0.5/24", "2001:db8::5/64"}},
+		{Name: "eth0.42", MAC: "52:54:00:00:00:01", Carrier: true, Addresses: []string{"192.0.2.7/24"}},
+		{Name: "eth1", MAC: "52:54:00:00:00:02", Carrier: false, Addresses: []string{}},
+		{Name: "eth2", MAC: "52:54:00:00:00:03", Carrier: false, Addresses: []string{}},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("links:\n got %+v\nwant %+v", got, want)
+	}
+	var b bytes.Buffer
+	if err := api.WriteStatus(&b, api.Status{Network: got}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "eth1       52:54:00:00:00:02 no carrier no address") {
+		t.Errorf("status text:\n%s", b.String())
+	}
+}
+
+// TestGoRecoveredShowsAPanic: a panic in a goroutine PID 1 starts is an
+// `etoile: error` line, and the process goes on.
+func TestGoRecoveredShowsAPanic(t *testing.T) {
+	lines := make(chan string, 1)
+	goRecovered(func(l string) { lines <- l }, "syslog server", func() { panic("boom") })
+	select {
+	case l := <-lines:
+		if !strings.HasPrefix(l, `etoile: error: syslog server crashed reason="boom" stack="`) {
+			t.Errorf("line %q", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no line for the panic")
+	}
+}
