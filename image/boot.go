@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 
 	"github.com/etoile-os/etoile/image/kernel"
 	"github.com/etoile-os/etoile/image/media"
@@ -104,7 +106,31 @@ func filesSize(files []media.File) (int64, error) {
 
 func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
 
+// maxISOFile is the largest file ISO9660 holds in one extent: its
+// directory records store a file's size in 32 bits (go-diskfs writes
+// nothing else), so a larger one would land on the ISO truncated.
+const maxISOFile = 1<<32 - 1
+
+// checkISOSizes refuses files that an ISO9660 image cannot hold whole.
+func checkISOSizes(files map[string]string) error {
+	for _, what := range slices.Sorted(maps.Keys(files)) {
+		st, err := os.Stat(files[what])
+		if err != nil {
+			return err
+		}
+		if st.Size() > maxISOFile {
+			return fmt.Errorf("%s is %d bytes (%.2f GiB): an ISO9660 file holds at most %d bytes (4 GiB - 1), so the iso output cannot carry it: "+
+				"drop iso from spec field outputs and use the raw disk (raw) or the netboot set (netboot), or make it smaller (fewer or smaller extensions and airgap images)",
+				what, st.Size(), float64(st.Size())/(1<<30), int64(maxISOFile))
+		}
+	}
+	return nil
+}
+
 func (b *Builder) writeISO(dst, work string, arch Arch, k *kernel.Kernel, initrd, system string, boot bootFiles, version, args string) error {
+	if err := checkISOSizes(map[string]string{"the system image": system, "the kernel": k.Vmlinuz, "the initramfs": initrd}); err != nil {
+		return err
+	}
 	efi := media.File{Path: isoEFIImage, Source: work + "/efiboot.img", Mode: 0o444}
 	espFiles := b.espFiles(arch, k, initrd, boot, "live", "etoile.conf", "Étoile "+version+" (live)", version, args)
 	size, err := filesSize(espFiles)
@@ -126,7 +152,9 @@ func (b *Builder) writeISO(dst, work string, arch Arch, k *kernel.Kernel, initrd
 		{Path: "/etoile/version", Data: []byte(version + "\n"), Mode: 0o444},
 	}
 	if b.MachineConfig != nil {
-		files = append(files, media.File{Path: ConfigOnMedia, Data: b.MachineConfig, Mode: 0o444})
+		// It holds the cluster's join token and registry passwords: only
+		// root (the agent, PID 1) reads it.
+		files = append(files, media.File{Path: ConfigOnMedia, Data: b.MachineConfig, Mode: 0o400})
 	}
 	opts := media.ISOOptions{VolumeLabel: isoVolumeID, Files: files, EFIBootImage: isoEFIImage, Epoch: b.Epoch,
 		DiskGUID: guidString(b.stableID("iso", version))}

@@ -62,14 +62,14 @@ type Builder struct {
 
 // setContentID digests the initramfs, the system image, the kernel command
 // line and the baked-in machine config.
-func (b *Builder) setContentID(initrd, system, args string) error {
+func (b *Builder) setContentID(ctx context.Context, initrd, system, args string) error {
 	h := sha256.New()
 	for _, p := range []string{initrd, system} {
 		f, err := os.Open(p)
 		if err != nil {
 			return err
 		}
-		_, err = io.Copy(h, f)
+		_, err = io.Copy(h, ctxReader{ctx, f})
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("digesting %s: %w", filepath.Base(p), err)
@@ -162,6 +162,88 @@ func (b *Builder) Build(ctx context.Context) (*Result, error) {
 	return res, err
 }
 
+// A build's work folder is outDir/.build-XXXX, holding workMarker from
+// the start: a later build removes only folders that carry it, never
+// someone's .build-cache.
+const (
+	workPrefix     = ".build-"
+	workMarker     = ".etoile-build-work"
+	workMarkerText = "the work folder of an etoile build: the next build into this folder removes it when its build was interrupted\n"
+)
+
+// cleanStaleWork removes the work folders interrupted builds left in
+// outDir (the caller holds the folder's lock, so none is in use). The
+// earlier artifacts such a build had moved aside (its old/ folder: it was
+// killed while placing its files) go back into outDir where no newer file
+// of the same name is, rather than being lost. A .build-* entry without
+// the marker is not etoile's and stays.
+func cleanStaleWork(outDir string, log *slog.Logger) {
+	ents, err := os.ReadDir(outDir)
+	if err != nil {
+		return
+	}
+	removed := 0
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), workPrefix) {
+			continue
+		}
+		d := filepath.Join(outDir, e.Name())
+		if !e.IsDir() {
+			continue
+		}
+		if st, err := os.Lstat(filepath.Join(d, workMarker)); err != nil || !st.Mode().IsRegular() {
+			log.Warn("left in place: a folder named like a build's work folder, but not made by etoile (no "+workMarker+" in it)", "folder", d)
+			continue
+		}
+		if !restoreAside(outDir, filepath.Join(d, "old"), log) {
+			log.Warn("left in place: an interrupted build's work folder holding earlier artifacts that could not be put back", "folder", filepath.Join(d, "old"))
+			continue
+		}
+		if err := os.RemoveAll(d); err != nil {
+			log.Warn("removing an interrupted build's work folder failed", "folder", d, "reason", err.Error())
+			continue
+		}
+		removed++
+	}
+	if removed > 0 {
+		log.Info("removed the work folders of interrupted builds", "count", removed)
+	}
+}
+
+// restoreAside puts back into outDir the files an interrupted build had
+// moved aside into old (placeAll), each where outDir has no file of its
+// name (one there is newer: the interrupted build had placed it). It
+// reports false when one could not be moved back.
+func restoreAside(outDir, old string, log *slog.Logger) bool {
+	ents, err := os.ReadDir(old)
+	if errors.Is(err, fs.ErrNotExist) {
+		return true
+	}
+	if err != nil {
+		log.Warn("reading an interrupted build's folder of earlier artifacts failed", "folder", old, "reason", err.Error())
+		return false
+	}
+	ok := true
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		dst := filepath.Join(outDir, e.Name())
+		if _, err := os.Lstat(dst); !errors.Is(err, fs.ErrNotExist) {
+			log.Warn("an interrupted build had moved an earlier artifact aside and placed a new one: keeping the new one; check SHA256SUMS (sha256sum -c) or build again",
+				"file", dst)
+			continue
+		}
+		if err := os.Rename(filepath.Join(old, e.Name()), dst); err != nil {
+			log.Warn("could not put back an earlier artifact that an interrupted build had moved aside", "file", dst, "reason", err.Error())
+			ok = false
+			continue
+		}
+		log.Info("put back an earlier artifact that an interrupted build had moved aside", "file", dst)
+	}
+	return ok
+}
+
 // missingDirs returns dir and those of its parents that do not exist, the
 // deepest first: what os.MkdirAll(dir) would make.
 func missingDirs(dir string) []string {
@@ -206,19 +288,15 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 	defer unlock()
 	// Work folders of builds that were killed (SIGKILL, a closed terminal)
 	// are stale: this build holds the folder's lock.
-	if stale, _ := filepath.Glob(filepath.Join(b.OutDir, ".build-*")); len(stale) > 0 {
-		for _, d := range stale {
-			if err := os.RemoveAll(d); err != nil {
-				log.Warn("removing an interrupted build's work folder failed", "folder", d, "reason", err.Error())
-			}
-		}
-		log.Info("removed the work folders of interrupted builds", "count", len(stale))
-	}
-	work, err := os.MkdirTemp(b.OutDir, ".build-")
+	cleanStaleWork(b.OutDir, log)
+	work, err := os.MkdirTemp(b.OutDir, workPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("creating work folder in %s: %w", b.OutDir, err)
 	}
 	defer os.RemoveAll(work)
+	if err := os.WriteFile(filepath.Join(work, workMarker), []byte(workMarkerText), 0o644); err != nil {
+		return nil, fmt.Errorf("creating work folder in %s: %w", b.OutDir, err)
+	}
 	// go-diskfs stages the ISO's and the squashfs's trees in a temporary
 	// folder of its own (os.MkdirTemp("")): inside the work folder, not in a
 	// /tmp that may be a tmpfs taking RAM for the whole system tree.
@@ -399,7 +477,7 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 		// The media's GUIDs and volume ids come from what they hold, so
 		// images of different specs from one commit differ (two disks
 		// carrying different Étoile images are told apart).
-		if err := b.setContentID(initrd, system, isoArgs); err != nil {
+		if err := b.setContentID(ctx, initrd, system, isoArgs); err != nil {
 			return nil, err
 		}
 	}
@@ -428,7 +506,7 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		sum, size, err := fileSHA256(outputs[n])
+		sum, size, err := fileSHA256Ctx(ctx, outputs[n])
 		if err != nil {
 			return nil, err
 		}
@@ -482,6 +560,9 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 	}
 	staged := map[string]string{}
 	for _, n := range names {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		p, err := stage(outputs[n], work, n)
 		if err != nil {
 			return nil, err
@@ -633,6 +714,20 @@ func placeAll(outDir, old string, staged map[string]string, names, gone []string
 	return nil
 }
 
+// ctxReader reads r until ctx ends: a Ctrl-C stops a long copy or hash
+// at once rather than after it.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
 func copyFile(src, dst string, mode fs.FileMode) error {
 	in, err := os.Open(src)
 	if err != nil {
@@ -651,13 +746,19 @@ func copyFile(src, dst string, mode fs.FileMode) error {
 }
 
 func fileSHA256(path string) (string, int64, error) {
+	return fileSHA256Ctx(context.Background(), path)
+}
+
+// fileSHA256Ctx is fileSHA256 that stops when ctx ends (an ISO of
+// gigabytes takes seconds to hash).
+func fileSHA256Ctx(ctx context.Context, path string) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", 0, err
 	}
 	defer f.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, f)
+	n, err := io.Copy(h, ctxReader{ctx, f})
 	if err != nil {
 		return "", 0, fmt.Errorf("hashing %s: %w", path, err)
 	}

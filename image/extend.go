@@ -2,12 +2,14 @@ package image
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
-	"net/url"
+	"net/http"
 	"os"
 	"path"
 	"path/filepath"
@@ -57,15 +59,38 @@ func (b *Builder) fetchK3s(ctx context.Context, log *slog.Logger) (*k3s.Artifact
 	return art, nil
 }
 
-// unreachable tells a network failure (no route, DNS, refused) from a
-// source that answered wrongly (bad checksum, missing file), which is never
-// tolerated.
+// unreachable tells a network failure (no route, DNS, refused, timed out)
+// from a source that answered wrongly (bad checksum, missing file), which
+// is never tolerated; nor is a source that answered with a certificate
+// that does not verify or in another protocol (plain HTTP to an https://
+// URL), which is a misconfiguration or an interception, not an offline
+// machine; nor an interrupted build.
 func unreachable(err error) bool {
-	var ue *url.Error
-	var ne net.Error
-	var oe *net.OpError
+	if errors.Is(err, context.Canceled) || errors.Is(err, http.ErrSchemeMismatch) {
+		return false
+	}
+	var (
+		certErr  *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		roots    x509.SystemRootsError
+		header   tls.RecordHeaderError
+		alert    tls.AlertError
+	)
+	if errors.As(err, &certErr) || errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
+		errors.As(err, &roots) || errors.As(err, &header) || errors.As(err, &alert) {
+		return false
+	}
 	var de *net.DNSError
-	return errors.As(err, &ue) || errors.As(err, &ne) || errors.As(err, &oe) || errors.As(err, &de)
+	var oe *net.OpError
+	if errors.As(err, &de) || errors.As(err, &oe) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	// *url.Error is a net.Error too: only a timeout counts, not whatever
+	// it wraps (a malformed response, a TLS failure).
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // stageK3s copies K3s into the staged root: the binary and its links, the
@@ -111,11 +136,19 @@ func (b *Builder) stageExtensions(root, kver string) error {
 		name := fmt.Sprintf("extensions[%d] %s", i, e.Name)
 		fail := func(err error) error { return fmt.Errorf("%s: %w", name, b.staged.nameLayer(err)) }
 		if e.Dir != "" {
-			src := os.DirFS(b.Spec.Resolve(e.Dir))
-			if err := checkExtensionModules(src, kver); err != nil {
+			// Read through os.Root: a symlink in the extension (lib ->
+			// /usr/lib) never leads to the build machine's files.
+			r, err := os.OpenRoot(b.Spec.Resolve(e.Dir))
+			if err != nil {
 				return fail(err)
 			}
-			if err := copyTreeAs(src, root, b.staged, name); err != nil {
+			src := r.FS()
+			err = checkExtensionModules(src, kver)
+			if err == nil {
+				err = copyTreeAs(src, root, b.staged, name)
+			}
+			r.Close()
+			if err != nil {
 				return fail(err)
 			}
 			continue
@@ -145,7 +178,21 @@ func (b *Builder) stageExtensions(root, kver string) error {
 // Ubuntu's are) has them in /usr/lib/modules, which is its /lib/modules.
 func checkExtensionModules(fsys fs.FS, kver string) error {
 	modDir := "lib/modules"
-	if mergedUsrLib(fsys) {
+	merged := mergedUsrLib(fsys)
+	// The links on the way to the modules folder must stay in the layer
+	// (resolveInTree refuses them later anyway): say so first, before
+	// anything is read through them.
+	way := []string{"lib", "lib/modules"}
+	if merged {
+		way = []string{"lib", "usr", "usr/lib", "usr/lib/modules"}
+	}
+	for _, p := range way {
+		if to, ok := layerLink(fsys, p); ok && path.IsAbs(to) {
+			return fmt.Errorf("/%s is a symlink to %s: make it relative (%s -> %s), as a Debian root has it: the agent reads the image's kernel modules before the image is the machine's root",
+				p, to, p, relativeTo(path.Dir(p), to))
+		}
+	}
+	if merged {
 		modDir = "usr/lib/modules"
 	} else if entries, err := fs.ReadDir(fsys, "usr/lib/modules"); err == nil && len(entries) > 0 {
 		return fmt.Errorf("holds kernel modules in /usr/lib/modules/%s: Étoile loads modules from /lib/modules/%s: move them there (or make the layer's lib a link to usr/lib, as a merged-/usr root has it)",
@@ -162,6 +209,30 @@ func checkExtensionModules(fsys fs.FS, kver string) error {
 		}
 	}
 	return nil
+}
+
+// layerLink returns the target of p in the layer when p is a symlink.
+func layerLink(fsys fs.FS, p string) (string, bool) {
+	entries, err := fs.ReadDir(fsys, path.Dir(p))
+	if err != nil {
+		return "", false
+	}
+	for _, e := range entries {
+		if e.Name() != path.Base(p) || e.Type()&fs.ModeSymlink == 0 {
+			continue
+		}
+		if rl, ok := fsys.(fs.ReadLinkFS); ok {
+			to, err := rl.ReadLink(p)
+			return to, err == nil
+		}
+		if info, err := e.Info(); err == nil {
+			if st, ok := info.Sys().(*squashfs.StatT); ok && st.LinkTarget != "" {
+				return st.LinkTarget, true
+			}
+		}
+		return "", false
+	}
+	return "", false
 }
 
 // mergedUsrLib reports whether the layer's lib is a symlink to usr/lib

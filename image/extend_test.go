@@ -368,8 +368,9 @@ func TestMergedUsrLayer(t *testing.T) {
 			t.Errorf("squashfs %v: lib is %q, %v; want the layer's link to usr/lib", asLayer, to, err)
 		}
 	}
-	// A layer whose lib leads out of the image: its modules' folder is not
-	// written through it.
+	// A layer whose lib leads out of the image is refused as it is
+	// staged; and were such a link in the staged tree, its modules' folder
+	// is not written through it.
 	src := t.TempDir()
 	outside := t.TempDir()
 	if err := os.Symlink(outside, filepath.Join(src, "lib")); err != nil {
@@ -380,7 +381,10 @@ func TestMergedUsrLayer(t *testing.T) {
 	if err := b.stageRoot(root, "v1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.stageExtensions(root, k.Version); err != nil {
+	if err := b.stageExtensions(root, k.Version); err == nil || !strings.Contains(err.Error(), "extensions[0] bad") || !strings.Contains(err.Error(), "make it relative") {
+		t.Errorf("staging a layer with an absolute lib link: %v", err)
+	}
+	if err := os.Symlink(outside, filepath.Join(root, "lib")); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Symlink("../../..", filepath.Join(root, "lib2")); err != nil {

@@ -7,8 +7,10 @@ import (
 	"context"
 	"debug/elf"
 	_ "embed"
+	"encoding/binary"
 	"fmt"
 	"github.com/etoile-os/etoile/agent/cmdline"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/etoile-os/etoile/schema"
+	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // KindImageSpec is the kind of document that describes an image.
@@ -44,6 +47,19 @@ type ImageSpec struct {
 	// dir is the folder the spec was read from; relative overlay paths
 	// are taken from there.
 	dir string
+	// k3sDir is the K3s release folder given outside the spec (--k3s-dir,
+	// ETOILE_K3S_DIR): it replaces the spec's K3s source, so the spec is
+	// validated with it (SpecOptions).
+	k3sDir string
+}
+
+// SpecOptions are what the command line gives besides the spec file, which
+// the spec is validated with.
+type SpecOptions struct {
+	// K3sDir is a K3s release folder (--k3s-dir, ETOILE_K3S_DIR): K3s comes
+	// from it whatever k3s.source says, so a spec whose k3s.source is dir
+	// needs no k3s.dir, and one whose source is none may list airgapImages.
+	K3sDir string
 }
 
 // KernelSpec says where the kernel and its modules come from.
@@ -123,18 +139,26 @@ func ArchInfo(arch string) (Arch, bool) {
 }
 
 var (
-	moduleName  = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-	versionText = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+~_-]*$`)
+	// debianPackageName is Debian policy's package name: no leading '-',
+	// so a name is never taken for one of apt-get's options.
+	debianPackageName = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+	moduleName        = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	versionText       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+~_-]*$`)
 )
 
 // ParseSpec decodes and validates a spec. dir is where relative paths
 // (overlays, kernel.dir) are taken from.
 func ParseSpec(data []byte, dir string) (*ImageSpec, error) {
+	return ParseSpecWith(data, dir, SpecOptions{})
+}
+
+// ParseSpecWith is ParseSpec validating the spec with what opts give.
+func ParseSpecWith(data []byte, dir string, opts SpecOptions) (*ImageSpec, error) {
 	var s ImageSpec
 	if err := schema.Decode(data, KindImageSpec, &s); err != nil {
 		return nil, err
 	}
-	s.dir = dir
+	s.dir, s.k3sDir = dir, opts.K3sDir
 	s.applyDefaults()
 	if err := s.Validate(); err != nil {
 		return nil, err
@@ -153,8 +177,13 @@ func LoadSpec(path string) (*ImageSpec, error) {
 // LoadSpecContext is LoadSpec that gives up reading when ctx ends (a named
 // pipe nobody writes to).
 func LoadSpecContext(ctx context.Context, path string) (*ImageSpec, error) {
+	return LoadSpecWith(ctx, path, SpecOptions{})
+}
+
+// LoadSpecWith is LoadSpecContext validating the spec with what opts give.
+func LoadSpecWith(ctx context.Context, path string, opts SpecOptions) (*ImageSpec, error) {
 	if path == "" {
-		return ParseSpec(defaultSpec, ".")
+		return ParseSpecWith(defaultSpec, ".", opts)
 	}
 	data, err := schema.ReadFileContext(ctx, path, MaxSpecSize)
 	if err != nil {
@@ -164,7 +193,7 @@ func LoadSpecContext(ctx context.Context, path string) (*ImageSpec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading image spec %s: %w", path, err)
 	}
-	s, err := ParseSpec(data, abs)
+	s, err := ParseSpecWith(data, abs, opts)
 	if err != nil {
 		return nil, fmt.Errorf("image spec %s:\n%w", path, err)
 	}
@@ -263,6 +292,9 @@ func (s *ImageSpec) Validate() error {
 	} else if len(s.Version) > maxVersion {
 		errs.Add("version", "is %d characters long: at most %d (it is in the ready line, /etc/os-release and the SBOM)", len(s.Version), maxVersion)
 	}
+	if s.Kernel.Package != "" && !debianPackageName.MatchString(s.Kernel.Package) {
+		errs.Add("kernel.package", "%q is not a Debian package name (lower-case letters, digits and + . -, beginning with a letter or digit, at least 2 characters), e.g. linux-image-amd64", s.Kernel.Package)
+	}
 	if s.Kernel.Package != "" && s.Kernel.Dir != "" {
 		errs.Add("kernel", "give either package (%q) or dir (%q), not both", s.Kernel.Package, s.Kernel.Dir)
 	}
@@ -335,6 +367,8 @@ func (s *ImageSpec) Validate() error {
 		default:
 			if st, err := os.Stat(s.resolve(e.Squashfs)); err != nil || !st.Mode().IsRegular() {
 				errs.Add(p+".squashfs", "%q is not a file", e.Squashfs)
+			} else if msg := squashfsProblem(s.resolve(e.Squashfs)); msg != "" {
+				errs.Add(p+".squashfs", "%q %s", e.Squashfs, msg)
 			}
 		}
 	}
@@ -364,13 +398,16 @@ func (s *ImageSpec) validateK3s() schema.Errors {
 		errs.Add("k3s.version", "%q is not a K3s release version like v1.34.9+k3s1", k.Version)
 	}
 	only := func(field, value string, sources ...string) {
-		if value != "" && !slices.Contains(sources, k.Source) {
+		if value != "" && !slices.Contains(sources, k.Source) && s.k3sDir == "" {
 			errs.Add("k3s."+field, "is only used with source %s (source is %q)", strings.Join(sources, " or "), k.Source)
 		}
 	}
 	switch k.Source {
 	case K3sRelease, K3sOCI, K3sNone:
 	case K3sDir:
+		if s.k3sDir != "" {
+			break // --k3s-dir / ETOILE_K3S_DIR gives the folder
+		}
 		if k.Dir == "" {
 			errs.Add("k3s.dir", "missing: source dir needs the folder holding k3s, the airgap tarball and sha256sum-amd64.txt")
 		} else if st, err := os.Stat(s.resolve(k.Dir)); err != nil || !st.IsDir() {
@@ -389,14 +426,25 @@ func (s *ImageSpec) validateK3s() schema.Errors {
 		}
 		if st, err := os.Stat(s.resolve(f.path)); err != nil || !st.Mode().IsRegular() {
 			errs.Add("k3s."+f.field, "%q is not a file", f.path)
+		} else if f.field == "airgapTarball" {
+			if msg := imageArchiveProblem(s.resolve(f.path)); msg != "" {
+				errs.Add("k3s."+f.field, "%q %s", f.path, msg)
+			}
+		}
+	}
+	if k.Image != "" {
+		if _, err := name.ParseReference(k.Image); err != nil {
+			errs.Add("k3s.image", "%q is not an image reference like docker.io/rancher/k3s:v1.34.9-k3s1 (%v)", k.Image, err)
 		}
 	}
 	for i, a := range k.AirgapImages {
 		if st, err := os.Stat(s.resolve(a)); err != nil || !st.Mode().IsRegular() {
 			errs.Add(fmt.Sprintf("k3s.airgapImages[%d]", i), "%q is not a file", a)
+		} else if msg := imageArchiveProblem(s.resolve(a)); msg != "" {
+			errs.Add(fmt.Sprintf("k3s.airgapImages[%d]", i), "%q %s", a, msg)
 		}
 	}
-	if k.Source == K3sNone && len(k.AirgapImages) > 0 {
+	if k.Source == K3sNone && len(k.AirgapImages) > 0 && s.k3sDir == "" {
 		errs.Add("k3s.airgapImages", "images need K3s to import them: pick a k3s.source other than none")
 	}
 	return errs
@@ -441,3 +489,79 @@ func (s *ImageSpec) resolve(p string) string {
 }
 
 func normModule(m string) string { return strings.ReplaceAll(m, "-", "_") }
+
+// squashfsProblem says why the file at p is not a squashfs layer the build
+// can read (go-diskfs reads squashfs 4.0, little-endian, compressed with
+// gzip, lzma, lzo, xz, lz4 or zstd), or "".
+func squashfsProblem(p string) string {
+	head, err := readHead(p, 96)
+	if err != nil {
+		return "cannot be read: " + err.Error()
+	}
+	if len(head) < 96 || string(head[:4]) != "hsqs" {
+		return "is not a squashfs layer (no squashfs superblock): make one with mksquashfs DIR LAYER.sqfs"
+	}
+	if major := binary.LittleEndian.Uint16(head[28:30]); major != 4 {
+		return fmt.Sprintf("is squashfs version %d: only version 4 (what mksquashfs writes) is read", major)
+	}
+	switch c := binary.LittleEndian.Uint16(head[20:22]); c {
+	case 1, 2, 3, 4, 5, 6: // gzip, lzma, lzo, xz, lz4, zstd
+	default:
+		return fmt.Sprintf("uses squashfs compression %d, which the build cannot read: make it with mksquashfs -comp gzip, xz, lz4 or zstd", c)
+	}
+	return ""
+}
+
+// archiveKinds are the image archive names K3s (and the build, through
+// rancher/wharfie) read, with the bytes the file must begin with (at off).
+var archiveKinds = []struct {
+	suffixes []string
+	what     string
+	off      int
+	magic    string
+}{
+	{[]string{".tar"}, "a tar archive", 257, "ustar"},
+	{[]string{".tar.gz", ".tgz"}, "a gzip-compressed tar archive", 0, "\x1f\x8b"},
+	{[]string{".tar.zst", ".tzst"}, "a zstd-compressed tar archive", 0, "\x28\xb5\x2f\xfd"},
+	{[]string{".tar.bz2", ".tbz"}, "a bzip2-compressed tar archive", 0, "BZh"},
+	{[]string{".tar.lz4"}, "an lz4-compressed tar archive", 0, "\x04\x22\x4d\x18"},
+}
+
+// imageArchiveProblem says why the file at p is not an image archive K3s
+// imports (by its name's ending and its first bytes), or "".
+func imageArchiveProblem(p string) string {
+	lower := strings.ToLower(p)
+	var names []string
+	for _, k := range archiveKinds {
+		names = append(names, k.suffixes...)
+		for _, suf := range k.suffixes {
+			if !strings.HasSuffix(lower, suf) {
+				continue
+			}
+			head, err := readHead(p, k.off+len(k.magic))
+			if err != nil {
+				return "cannot be read: " + err.Error()
+			}
+			if len(head) < k.off+len(k.magic) || string(head[k.off:k.off+len(k.magic)]) != k.magic {
+				return fmt.Sprintf("is not %s, as its name says: give an image archive as docker save writes it (docker save -o app.tar IMAGE; compress it with zstd, gzip, bzip2 or lz4 and name it so)", k.what)
+			}
+			return ""
+		}
+	}
+	return fmt.Sprintf("is not named as an image archive K3s imports (%s): give one as docker save writes it (docker save -o app.tar IMAGE)", strings.Join(names, " "))
+}
+
+// readHead reads at most n bytes from the start of the file p.
+func readHead(p string, n int) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, n)
+	m, err := io.ReadFull(f, buf)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return nil, err
+	}
+	return buf[:m], nil
+}

@@ -54,7 +54,19 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := checkOutDir(*outDir); err != nil {
 		return err
 	}
-	spec, err := image.LoadSpecContext(ctx, *specPath)
+	// The K3s folder replaces the spec's K3s source: the spec is validated
+	// with it (a spec with k3s.source dir and no k3s.dir is complete then).
+	if *k3sDir != "" {
+		abs, err := filepath.Abs(*k3sDir)
+		if err != nil {
+			return err
+		}
+		if st, err := os.Stat(abs); err != nil || !st.IsDir() {
+			return fmt.Errorf("--k3s-dir / ETOILE_K3S_DIR %q is not a folder: give a folder holding k3s, k3s-airgap-images-amd64.tar.zst and sha256sum-amd64.txt", abs)
+		}
+		*k3sDir = abs
+	}
+	spec, err := image.LoadSpecWith(ctx, *specPath, image.SpecOptions{K3sDir: *k3sDir})
 	if err != nil {
 		return err
 	}
@@ -87,14 +99,6 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		for _, w := range warnings {
 			log.Warn("machine config", "file", *machineConfig, "warning", w)
-		}
-	}
-	if *k3sDir != "" {
-		if *k3sDir, err = filepath.Abs(*k3sDir); err != nil {
-			return err
-		}
-		if st, err := os.Stat(*k3sDir); err != nil || !st.IsDir() {
-			return fmt.Errorf("--k3s-dir / ETOILE_K3S_DIR %q is not a folder: give a folder holding k3s, k3s-airgap-images-amd64.tar.zst and sha256sum-amd64.txt", *k3sDir)
 		}
 	}
 	if *cacheDir == "" {
@@ -197,9 +201,11 @@ func checkOutDir(dir string) error {
 
 // outsideOverlays refuses an output folder inside one of the spec's
 // overlays or extension folders: the build copies those into the image,
-// and would copy its own output into itself.
+// and would copy its own output (its work folder) into itself. Paths are
+// compared with their symlinks resolved: -o sitelink/out, sitelink a link
+// to an overlay, is inside it too.
 func outsideOverlays(out string, spec *image.ImageSpec) error {
-	abs, err := filepath.Abs(out)
+	abs, err := resolvedPath(out)
 	if err != nil {
 		return err
 	}
@@ -207,12 +213,16 @@ func outsideOverlays(out string, spec *image.ImageSpec) error {
 		if dir == "" {
 			return nil
 		}
-		d, err := filepath.Abs(dir)
+		d, err := resolvedPath(dir)
 		if err != nil {
 			return nil
 		}
 		if rel, err := filepath.Rel(d, abs); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-			return fmt.Errorf("-o %s is inside %s (%s), which the build copies into the image: give an output folder outside it", out, field, dir)
+			where := dir
+			if d != filepath.Clean(dir) {
+				where = dir + ", that is " + d
+			}
+			return fmt.Errorf("-o %s is inside %s (%s), which the build copies into the image: give an output folder outside it", out, field, where)
 		}
 		return nil
 	}
@@ -229,6 +239,28 @@ func outsideOverlays(out string, spec *image.ImageSpec) error {
 		}
 	}
 	return nil
+}
+
+// resolvedPath returns p absolute, with its symlinks resolved: for a path
+// that does not exist yet (an -o the build will make), those of its deepest
+// existing parent, the rest kept as written.
+func resolvedPath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	rest := ""
+	for d := abs; ; {
+		if r, err := filepath.EvalSymlinks(d); err == nil {
+			return filepath.Join(r, rest), nil
+		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			return abs, nil
+		}
+		rest = filepath.Join(filepath.Base(d), rest)
+		d = parent
+	}
 }
 
 // stdin is what --config - reads (tests replace it).

@@ -22,15 +22,36 @@ var (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	ctx, cancel := interruptible(context.Background(), sigs, func() { signal.Stop(sigs) }, os.Stderr)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	cancel()
 	if err != nil {
 		if !errors.Is(err, errUsage) {
 			fmt.Fprintln(os.Stderr, "etoile:", err)
 		}
 		os.Exit(1)
 	}
+}
+
+// interruptible returns a context that the first signal on sigs cancels:
+// a build stops at the next point it checks, leaving its output folder as
+// it was. That signal also calls stop (which makes the process's handling
+// of the signals the default again), so a second Ctrl-C ends etoile at
+// once.
+func interruptible(parent context.Context, sigs <-chan os.Signal, stop func(), stderr io.Writer) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	go func() {
+		select {
+		case sig := <-sigs:
+			stop()
+			fmt.Fprintf(stderr, "\netoile: %v: stopping after this step, leaving the output folder as it was; press Ctrl-C again to stop now\n", sig)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 var errUsage = errors.New("usage")

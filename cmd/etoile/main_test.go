@@ -3,13 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
-	"github.com/etoile-os/etoile/image"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/etoile-os/etoile/image"
 )
 
 func runCLI(t *testing.T, args ...string) (string, string, error) {
@@ -126,4 +129,154 @@ func TestSourceDateEpoch(t *testing.T) {
 	if n, err := sourceDateEpoch(log); err != nil || n != 1700000000 {
 		t.Errorf("SOURCE_DATE_EPOCH=1700000000: %d, %v", n, err)
 	}
+}
+
+// TestOutputInsideOverlayThroughSymlink: -o reached through a symlink to an
+// overlay (or an overlay given as a symlink to the folder holding -o) is
+// inside that overlay all the same, and refused before anything is made.
+func TestOutputInsideOverlayThroughSymlink(t *testing.T) {
+	dir := t.TempDir()
+	site := filepath.Join(dir, "site")
+	if err := os.MkdirAll(filepath.Join(site, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("site", filepath.Join(dir, "sitelink")); err != nil {
+		t.Fatal(err)
+	}
+	writeSpec := func(name, overlay string) string {
+		p := filepath.Join(dir, name)
+		data := strings.Replace(string(image.DefaultSpecYAML()), "overlays: []", "overlays: ["+overlay+"]", 1)
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	viaSite, viaLink := writeSpec("site.yaml", "site"), writeSpec("link.yaml", "sitelink")
+	extSpec := filepath.Join(dir, "ext.yaml")
+	extData := strings.Replace(string(image.DefaultSpecYAML()), "extensions: []", "extensions: [{name: site, dir: sitelink}]", 1)
+	if err := os.WriteFile(extSpec, []byte(extData), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, spec, out, field string
+	}{
+		{"-o through a link to the overlay", viaSite, filepath.Join(dir, "sitelink", "out"), "overlays[0]"},
+		{"-o deeper, not yet there", viaSite, filepath.Join(dir, "sitelink", "a", "b", "out"), "overlays[0]"},
+		{"overlay given as a link", viaLink, filepath.Join(dir, "site", "out"), "overlays[0]"},
+		{"extension dir given as a link", extSpec, filepath.Join(dir, "site", "out"), "extensions[0].dir"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := runCLI(t, "build", "-f", tc.spec, "-o", tc.out, "--agent", filepath.Join(dir, "no-agent"))
+			if err == nil || !strings.Contains(err.Error(), "is inside "+tc.field) || !strings.Contains(err.Error(), site) {
+				t.Fatalf("-o %s: %v, want it refused as inside %s (%s)", tc.out, err, tc.field, site)
+			}
+			if ents, _ := os.ReadDir(site); len(ents) != 1 {
+				t.Errorf("the refused build made something in the overlay: %v", ents)
+			}
+		})
+	}
+	// A folder beside the overlay, through the same link's parent, is fine
+	// as far as this check goes.
+	spec, err := image.LoadSpec(viaSite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := outsideOverlays(filepath.Join(dir, "out"), spec); err != nil {
+		t.Errorf("-o beside the overlay: %v", err)
+	}
+}
+
+// TestK3sDirFromEnvCompletesTheSpec: the errors tell users to set
+// ETOILE_K3S_DIR (or pass --k3s-dir); a spec whose k3s.source is dir
+// without k3s.dir, or none with airgap images, is then accepted: the build
+// goes on to its next check (here a missing agent) instead of stopping at
+// the spec.
+func TestK3sDirFromEnvCompletesTheSpec(t *testing.T) {
+	dir := t.TempDir()
+	k3sDir := filepath.Join(dir, "k3s-release")
+	if err := os.Mkdir(k3sDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var tarball bytes.Buffer
+	tarball.Write(make([]byte, 257))
+	tarball.WriteString("ustar\x0000")
+	tarball.Write(make([]byte, 1024-tarball.Len()))
+	if err := os.WriteFile(filepath.Join(dir, "app.tar"), tarball.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, k3s := range []string{"source: dir", "source: none\n  airgapImages: [app.tar]"} {
+		spec := filepath.Join(dir, "spec.yaml")
+		data := strings.Replace(string(image.DefaultSpecYAML()), "  source: release\n", "  "+k3s+"\n", 1)
+		if !strings.Contains(data, k3s) {
+			t.Fatal("the default spec's k3s.source line moved")
+		}
+		if err := os.WriteFile(spec, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"build", "-f", spec, "-o", filepath.Join(dir, "out"), "--agent", filepath.Join(dir, "no-agent")}
+		t.Run(k3s+" env", func(t *testing.T) {
+			t.Setenv("ETOILE_K3S_DIR", k3sDir)
+			_, _, err := runCLI(t, args...)
+			if err == nil || !strings.Contains(err.Error(), "no-agent") {
+				t.Errorf("with ETOILE_K3S_DIR set: %v, want the spec accepted (and the missing agent reported)", err)
+			}
+		})
+		t.Run(k3s+" flag", func(t *testing.T) {
+			t.Setenv("ETOILE_K3S_DIR", "")
+			_, _, err := runCLI(t, append(args, "--k3s-dir", k3sDir)...)
+			if err == nil || !strings.Contains(err.Error(), "no-agent") {
+				t.Errorf("with --k3s-dir: %v, want the spec accepted (and the missing agent reported)", err)
+			}
+			_, _, err = runCLI(t, args...)
+			if err == nil || !strings.Contains(err.Error(), "k3s.") {
+				t.Errorf("without a K3s folder: %v, want the spec refused naming its k3s field", err)
+			}
+		})
+	}
+}
+
+// TestFirstSignalCancelsSecondKills: the first Ctrl-C cancels the build's
+// context and says so, and hands the signals back to their default (stop
+// is called), so that a second Ctrl-C ends etoile at once instead of being
+// swallowed.
+func TestFirstSignalCancelsSecondKills(t *testing.T) {
+	sigs := make(chan os.Signal, 1)
+	stopped := make(chan struct{})
+	var errb syncBuffer
+	ctx, cancel := interruptible(context.Background(), sigs, func() { close(stopped) }, &errb)
+	defer cancel()
+	if ctx.Err() != nil {
+		t.Fatal("cancelled before any signal")
+	}
+	sigs <- os.Interrupt
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first signal did not cancel the build")
+	}
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the signals were not handed back: a second Ctrl-C would be swallowed")
+	}
+	if !strings.Contains(errb.String(), "Ctrl-C again") {
+		t.Errorf("no word of what a second Ctrl-C does: %q", errb.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

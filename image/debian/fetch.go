@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 
@@ -132,7 +133,23 @@ func (f *Fetcher) aptName(name, version string) string {
 }
 
 func (f *Fetcher) fetchError(name string, err error) error {
+	if host := hostArch(); f.Architecture != "" && host != "" && host != f.Architecture {
+		return fmt.Errorf("fetching Debian package %q for %s: %w; this machine is %s, and apt offers another architecture's packages only once it is enabled: "+
+			"run `dpkg --add-architecture %s && apt-get update` (as root), or %s", name, f.Architecture, err, host, f.Architecture, f.hint())
+	}
 	return fmt.Errorf("fetching Debian package %q: %w; run `apt-get update` (as root) if the package lists are missing or stale, or %s", name, err, f.hint())
+}
+
+// hostArch is the build machine's Debian architecture (dpkg's), or ""
+// when not known. Tests replace it.
+var hostArch = func() string {
+	if out, err := exec.Command("dpkg", "--print-architecture").Output(); err == nil {
+		if a := strings.TrimSpace(string(out)); a != "" {
+			return a
+		}
+	}
+	return map[string]string{"amd64": "amd64", "arm64": "arm64", "386": "i386", "arm": "armhf", "ppc64le": "ppc64el",
+		"riscv64": "riscv64", "s390x": "s390x", "mips64le": "mips64el", "loong64": "loong64"}[runtime.GOARCH]
 }
 
 // aptCmd runs apt-get with a stable locale, and as root tells apt not to drop
@@ -235,8 +252,12 @@ func (f *Fetcher) verifiedCached(deb, wantSHA string, log *slog.Logger) *Package
 	side, err := os.ReadFile(sidecarPath(deb))
 	if err != nil {
 		if _, statErr := os.Stat(deb); statErr == nil {
-			log.Warn("cached package has no checksum file (an interrupted download?); fetching it again", "deb", deb)
-			removeEntry(deb)
+			// Not known to be the build's: a .deb copied in by hand (the
+			// offline way the errors suggest) that adoptCopied could not
+			// take. Kept, out of the way.
+			aside := moveAside(deb)
+			log.Warn("a package file in the cache has no checksum file and is not the package apt offers (another version, or a damaged copy): moved aside, fetching the package again",
+				"deb", deb, "moved_to", aside)
 		}
 		return nil
 	}
@@ -255,6 +276,26 @@ func (f *Fetcher) verifiedCached(deb, wantSHA string, log *slog.Logger) *Package
 	}
 	removeEntry(deb)
 	return nil
+}
+
+// moveAside renames a package file the build did not write to
+// NAME.deb.mismatch (NAME.deb.mismatch.1, … when taken) and returns the new
+// name; the file stays where it is when that fails.
+func moveAside(deb string) string {
+	for i := 0; i < 100; i++ {
+		dst := deb + ".mismatch"
+		if i > 0 {
+			dst += fmt.Sprintf(".%d", i)
+		}
+		if _, err := os.Lstat(dst); err == nil {
+			continue
+		}
+		if err := os.Rename(deb, dst); err != nil {
+			return deb
+		}
+		return dst
+	}
+	return deb
 }
 
 func removeEntry(deb string) {

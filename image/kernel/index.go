@@ -211,7 +211,13 @@ func loadIndex(modDir string) (*index, error) {
 				m.Aliases = append(m.Aliases, a[0])
 			}
 		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	} else if errors.Is(err, fs.ErrNotExist) {
+		// Without it the agent matches no device to its driver at boot:
+		// the node never finds its disk, its network or its boot medium.
+		return nil, fmt.Errorf("%s has modules.dep but no modules.alias, which the agent needs to load each device's driver at boot: "+
+			"run `depmod -b %s %s` to write the module indexes, or remove modules.dep and etoile indexes the modules itself",
+			modDir, modulesRoot(modDir), filepath.Base(modDir))
+	} else {
 		return nil, fmt.Errorf("reading modules.alias: %w", err)
 	}
 	if data, err := readIndexFile(modDir, "modules.softdep"); err == nil {
@@ -228,6 +234,16 @@ func loadIndex(modDir string) (*index, error) {
 		return nil, fmt.Errorf("reading modules.softdep: %w", err)
 	}
 	return ix, nil
+}
+
+// modulesRoot is the root folder holding modDir as lib/modules/<version>
+// (or usr/lib/modules/<version>): what depmod -b takes.
+func modulesRoot(modDir string) string {
+	root := filepath.Dir(filepath.Dir(filepath.Dir(modDir))) // above lib/modules/<version>
+	if filepath.Base(filepath.Dir(filepath.Dir(modDir))) == "lib" && filepath.Base(root) == "usr" {
+		root = filepath.Dir(root)
+	}
+	return root
 }
 
 // scanModules builds modules.dep information from every module's .modinfo,

@@ -50,6 +50,9 @@ type Kernel struct {
 	sums map[string]string
 	// entry is the cache entry's folder ("" for a folder source).
 	entry string
+	// repair unpacks the cache entry again from its verified packages
+	// (nil for a folder source).
+	repair func() (*Kernel, error)
 }
 
 // keepKernelFiles is the extraction filter: only the image and modules are
@@ -176,20 +179,31 @@ func loadOrUnpack(img *debian.Package, extras []*debian.Package, entry string, l
 		// A damaged cache entry (files deleted or changed by hand, a full
 		// disk) is unpacked again from the verified package.
 		log.Warn("kernel cache entry is unusable; unpacking it again", "entry", entry, "err", err)
-		if rmErr := os.RemoveAll(entry); rmErr != nil {
-			return nil, fmt.Errorf("removing damaged kernel cache entry %s: %w (delete it by hand)", entry, rmErr)
-		}
-		if err := unpackKernel(img, extras, entry, log); err != nil {
-			return nil, err
-		}
-		if k, err = kernelFromTree(entry, log); err != nil {
-			return nil, fmt.Errorf("kernel package %s %s unpacked in %s: %w", img.Name, img.Version, entry, err)
-		}
-		if sums, err = readManifest(entry, k.Vmlinuz); err != nil {
-			return nil, fmt.Errorf("kernel package %s %s unpacked in %s: %w", img.Name, img.Version, entry, err)
-		}
+		return reunpack(img, extras, entry, log)
 	}
 	k.sums, k.entry = sums, entry
+	k.repair = func() (*Kernel, error) { return reunpack(img, extras, entry, log) }
+	return k, nil
+}
+
+// reunpack replaces the cache entry with a fresh unpacking of the verified
+// packages and loads it.
+func reunpack(img *debian.Package, extras []*debian.Package, entry string, log *slog.Logger) (*Kernel, error) {
+	if err := os.RemoveAll(entry); err != nil {
+		return nil, fmt.Errorf("removing damaged kernel cache entry %s: %w (delete it by hand)", entry, err)
+	}
+	if err := unpackKernel(img, extras, entry, log); err != nil {
+		return nil, err
+	}
+	k, err := kernelFromTree(entry, log)
+	if err != nil {
+		return nil, fmt.Errorf("kernel package %s %s unpacked in %s: %w", img.Name, img.Version, entry, err)
+	}
+	if k.sums, err = readManifest(entry, k.Vmlinuz); err != nil {
+		return nil, fmt.Errorf("kernel package %s %s unpacked in %s: %w", img.Name, img.Version, entry, err)
+	}
+	k.entry = entry
+	k.repair = func() (*Kernel, error) { return reunpack(img, extras, entry, log) }
 	return k, nil
 }
 

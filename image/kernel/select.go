@@ -12,6 +12,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/etoile-os/etoile/image/debian"
 )
 
 // Module is one loadable module chosen for the image.
@@ -164,7 +166,59 @@ func (e *MissingModulesError) Error() string {
 // they need: modules.dep dependencies and "pre:" soft dependencies that the
 // kernel has, transitively. Built-in modules count as present and yield no
 // entry. Every missing name is reported in one *MissingModulesError.
+//
+// From the kernel cache, each chosen module is checked against the file
+// list made when its verified package was unpacked: a module whose bytes
+// changed with its size and time kept (which the entry's quick check does
+// not see) makes the entry unpacked again, and the selection made again,
+// in the same build.
 func (k *Kernel) Select(names []string) ([]Module, error) {
+	mods, err := k.selectOnce(names)
+	if err != nil {
+		return nil, err
+	}
+	bad := damagedModule(mods)
+	if bad == "" || k.repair == nil {
+		return mods, nil // a folder source has no file list: nothing to compare
+	}
+	if k.log != nil {
+		k.log.Warn("kernel cache entry is damaged; unpacking it again from its package", "entry", k.entry, "err", bad)
+	}
+	fresh, err := k.repair()
+	if err != nil {
+		return nil, err
+	}
+	fresh.Packages = k.Packages
+	*k = *fresh
+	if mods, err = k.selectOnce(names); err != nil {
+		return nil, err
+	}
+	if bad := damagedModule(mods); bad != "" {
+		return nil, fmt.Errorf("the kernel cache entry %s is damaged again right after it was unpacked from its verified package (%s): check the disk holding it (dmesg, fsck) and its free space", k.entry, bad)
+	}
+	return mods, nil
+}
+
+// damagedModule names the first module of mods whose file does not have
+// the SHA-256 the cache's file list gives it, or "".
+func damagedModule(mods []Module) string {
+	for _, m := range mods {
+		want := m.meta.sum(m.Source)
+		if want == "" {
+			continue
+		}
+		got, err := debian.FileSHA256(m.Source)
+		if err != nil {
+			return err.Error()
+		}
+		if got != want {
+			return fmt.Sprintf("%s has SHA-256 %s, not the %s it was unpacked with", m.Source, got, want)
+		}
+	}
+	return ""
+}
+
+func (k *Kernel) selectOnce(names []string) ([]Module, error) {
 	if k.idx == nil {
 		return nil, fmt.Errorf("kernel %s has no module index: resolve it with kernel.Resolve", k.Version)
 	}

@@ -1,0 +1,103 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestStaleWorkFolders: a build removes only the work folders etoile made
+// (they carry a marker), in the -o folder itself even when its name is a
+// glob pattern; someone's .build-cache stays, and the earlier artifacts an
+// interrupted build had moved aside come back where no newer file is.
+func TestStaleWorkFolders(t *testing.T) {
+	tmp := t.TempDir()
+	agent := buildAgent(t, "")
+	kernelDir := filepath.Join(tmp, "kernel") // empty: the build stops at the kernel step
+	if err := os.Mkdir(kernelDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := ParseSpec([]byte(strings.Replace(string(DefaultSpecYAML()), "kernel:\n", "kernel:\n  dir: "+kernelDir+"\n", 1)), tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(p, body string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(tmp, "out[1]") // a glob pattern matching out1
+	other := filepath.Join(tmp, "out1")
+	write(filepath.Join(out, ".build-cache", "keep.txt"), "mine")                  // not etoile's
+	write(filepath.Join(out, ".build-1234", workMarker), workMarkerText)           // a killed build's
+	write(filepath.Join(out, ".build-1234", "system.sqfs"), "half")                // its half-made file
+	write(filepath.Join(out, ".build-5678", workMarker), workMarkerText)           // killed while placing:
+	write(filepath.Join(out, ".build-5678", "old", "etoile-amd64.iso"), "old iso") // moved aside, nothing newer
+	write(filepath.Join(out, ".build-5678", "old", "SHA256SUMS"), "old sums")      // moved aside, a newer one placed
+	write(filepath.Join(out, "SHA256SUMS"), "new sums")
+	write(filepath.Join(other, ".build-9999", workMarker), workMarkerText) // another folder's
+
+	var logs bytes.Buffer
+	b := &Builder{Spec: spec, OutDir: out, CacheDir: filepath.Join(tmp, "cache"), AgentPath: agent, Epoch: 1,
+		Log: slog.New(slog.NewTextHandler(&logs, nil))}
+	if _, err := b.Build(context.Background()); err == nil || !strings.Contains(err.Error(), "kernel") {
+		t.Fatalf("the build with an empty kernel folder: %v", err)
+	}
+	read := func(p string) string {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return "(" + err.Error() + ")"
+		}
+		return string(data)
+	}
+	if got := read(filepath.Join(out, ".build-cache", "keep.txt")); got != "mine" {
+		t.Errorf(".build-cache/keep.txt, not etoile's: %s", got)
+	}
+	if _, err := os.Stat(filepath.Join(out, ".build-1234")); err == nil {
+		t.Errorf("the interrupted build's work folder is still there")
+	}
+	if got := read(filepath.Join(out, "etoile-amd64.iso")); got != "old iso" {
+		t.Errorf("the earlier ISO an interrupted build had moved aside: %s, want it back in %s", got, out)
+	}
+	if got := read(filepath.Join(out, "SHA256SUMS")); got != "new sums" {
+		t.Errorf("SHA256SUMS: %s, want the newer one kept", got)
+	}
+	if _, err := os.Stat(filepath.Join(other, ".build-9999", workMarker)); err != nil {
+		t.Errorf("a work folder in %s, not the output folder, was touched: %v", other, err)
+	}
+	if !strings.Contains(logs.String(), "put back an earlier artifact") || !strings.Contains(logs.String(), "etoile-amd64.iso") {
+		t.Errorf("no log line about the artifact put back:\n%s", logs.String())
+	}
+	ents, _ := os.ReadDir(out)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".build-") && e.Name() != ".build-cache" {
+			t.Errorf("left %s in the output folder", e.Name())
+		}
+	}
+}
+
+// TestHashingStopsWhenCancelled: the build's hashing of its artifacts
+// (gigabytes for an ISO) ends as soon as the build is interrupted.
+func TestHashingStopsWhenCancelled(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(p, bytes.Repeat([]byte("x"), 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := fileSHA256Ctx(ctx, p); !errors.Is(err, context.Canceled) {
+		t.Errorf("hashing after the build was interrupted: %v, want context.Canceled", err)
+	}
+	if _, n, err := fileSHA256Ctx(context.Background(), p); err != nil || n != 1<<20 {
+		t.Errorf("hashing: %d bytes, %v", n, err)
+	}
+}
