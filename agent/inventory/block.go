@@ -88,14 +88,16 @@ func (c *collector) disk(name string, byLabel map[string]string) (Disk, bool) {
 	devPath := c.r.linkTarget(sys)
 	// Virtual block devices are left out, but for an NVMe namespace under
 	// native multipath: its disk sits under the (virtual) NVMe subsystem,
-	// and its paths (nvme1c1n1) are hidden.
-	if devPath != "" && strings.Contains(devPath, "/devices/virtual/") && !strings.Contains(devPath, "/devices/virtual/nvme-subsystem/") {
+	// and its paths (nvme1c1n1) are hidden; and NVMe over fabrics' namespaces,
+	// whose controllers are virtual devices (listed as remote).
+	if devPath != "" && strings.Contains(devPath, "/devices/virtual/") &&
+		!strings.Contains(devPath, "/devices/virtual/nvme-subsystem/") && !strings.Contains(devPath, "/devices/virtual/nvme-fabrics/") {
 		return Disk{}, false
 	}
 	if devPath == "" && isVirtualBlockName(name) {
 		return Disk{}, false // a copied tree without links: go by the kernel's names
 	}
-	if c.r.attr(sys+"/hidden") == "1" {
+	if c.r.attr(sys+"/hidden") == "1" || nvmePathRe.MatchString(name) {
 		return Disk{}, false // an NVMe multipath path; its namespace head is listed
 	}
 	if mmcHardwarePartRe.MatchString(name) {
@@ -108,13 +110,45 @@ func (c *collector) disk(name string, byLabel map[string]string) (Disk, bool) {
 		Model:      firstNonEmpty(c.r.attr(sys+"/device/model"), c.r.attr(sys+"/model")),
 		Serial:     c.diskSerial(sys),
 		WWN:        wwn(firstNonEmpty(c.r.attr(sys+"/wwid"), c.r.attr(sys+"/device/wwid"))),
+		Firmware:   c.r.attr(sys + "/device/firmware_rev"), // NVMe's
 		Rotational: c.r.attr(sys+"/queue/rotational") == "1",
 		Transport:  Transport(devPath),
 		Removable:  c.r.attr(sys+"/removable") == "1",
 		ReadOnly:   c.r.attr(sys+"/ro") == "1",
 		Partitions: []Partition{},
 	}
-	if d.FSLabel = byLabel[name]; d.FSLabel == "" {
+	if hostRe.MatchString(devPath) { // a SCSI disk's INQUIRY data
+		if v := c.r.attr(sys + "/device/vendor"); v != "ATA" {
+			d.Vendor = v // libata names every SATA disk's vendor "ATA"
+		}
+		d.Firmware = c.r.attr(sys + "/device/rev")
+	}
+	if strings.HasPrefix(d.Transport, "nvme") {
+		d.Transport = c.nvmeTransport(devPath, d.Transport)
+	}
+	d.Remote = IsRemoteTransport(d.Transport)
+	if id := c.ataIdentify(sys, devPath); id != nil {
+		// The SCSI layer's model of a SATA disk is the 16 characters of its emulated
+		// INQUIRY data ("Samsung SSD 870" of "Samsung SSD 870 EVO 1TB"); the disk's own
+		// IDENTIFY data has all 40.
+		if m := id.Model(); m != "" {
+			d.Model = m
+		}
+		d.Serial = firstNonEmpty(d.Serial, id.Serial())
+		if f := id.Firmware(); f != "" {
+			d.Firmware = f
+		}
+	}
+	if d.Serial == "" && d.Transport == "usb" {
+		// usb-storage has no serial VPD page; the USB device's serial is the disk's, as
+		// udev's ID_SERIAL_SHORT has it.
+		if _, dir := usbPortOf(devPath); dir != "" {
+			d.Serial = printable(c.r.attr(dir + "/serial"))
+		}
+	}
+	// An empty card reader or optical drive, a BMC's virtual media without an image.
+	d.NoMedium = d.SizeBytes == 0 && d.Removable
+	if d.FSLabel = byLabel[name]; d.FSLabel == "" && !d.NoMedium {
 		d.FSLabel = c.probeLabel(d.Path)
 	}
 	children, _ := c.r.list(sys)
@@ -173,6 +207,96 @@ func firstNonEmpty(s ...string) string {
 	return ""
 }
 
+// ataIdentify returns the ATA IDENTIFY DEVICE data of a SATA disk: libata's
+// (/sys/class/ata_device/devN.M/id, found through the ataN in the disk's path and its
+// SCSI address), or, for a SATA disk behind a SAS HBA's translation layer, the ATA
+// Information VPD page (0x89) that carries it; nil when there is neither.
+func (c *collector) ataIdentify(sys, devPath string) ATAIdentify {
+	if m := ataPortRe.FindStringSubmatch(devPath); m != nil {
+		port := m[1]
+		// The SCSI address H:C:I:L: libata puts the device number in I, or, behind a
+		// port multiplier, the multiplier's port in C.
+		if a := scsiAddrRe.FindStringSubmatch(devPath); a != nil {
+			candidates := []string{"dev" + port + "." + a[1] + ".0", "dev" + port + "." + a[2]}
+			for _, dev := range candidates {
+				if b, err := c.r.readFile("/sys/class/ata_device/" + dev + "/id"); err == nil {
+					if id := ParseATAIdentify(b); id != nil {
+						return id
+					}
+				}
+			}
+		}
+	}
+	if c.r.attr(sys+"/device/vendor") == "ATA" {
+		if b, err := c.r.readFile(sys + "/device/vpd_pg89"); err == nil {
+			return ParseATAInformationVPD(b)
+		}
+	}
+	return nil
+}
+
+var (
+	ataPortRe  = regexp.MustCompile(`/ata([0-9]+)/`)
+	scsiAddrRe = regexp.MustCompile(`/[0-9]+:([0-9]+):([0-9]+):[0-9]+/block/`)
+)
+
+// ATAIdentify is the 256 words of an ATA IDENTIFY DEVICE answer.
+type ATAIdentify []uint16
+
+// ParseATAIdentify reads libata's id file: the 256 words in hex, 8 a line; nil when it is
+// not that (a port multiplier's is empty).
+func ParseATAIdentify(b []byte) ATAIdentify {
+	f := strings.Fields(string(b))
+	if len(f) != 256 {
+		return nil
+	}
+	id := make(ATAIdentify, 256)
+	for i, w := range f {
+		v, err := strconv.ParseUint(w, 16, 16)
+		if err != nil {
+			return nil
+		}
+		id[i] = uint16(v)
+	}
+	return id
+}
+
+// ParseATAInformationVPD reads the IDENTIFY data of a SCSI ATA Information VPD page
+// (0x89, SAT): 512 bytes at offset 60, the words little-endian.
+func ParseATAInformationVPD(b []byte) ATAIdentify {
+	const off = 60
+	if len(b) < off+512 || b[1] != 0x89 {
+		return nil
+	}
+	id := make(ATAIdentify, 256)
+	for i := range id {
+		id[i] = binary.LittleEndian.Uint16(b[off+2*i:])
+	}
+	return id
+}
+
+// str is the ATA string in words [from, to): each word holds two characters, the first
+// in its high byte.
+func (id ATAIdentify) str(from, to int) string {
+	if len(id) < to {
+		return ""
+	}
+	b := make([]byte, 0, 2*(to-from))
+	for _, w := range id[from:to] {
+		b = append(b, byte(w>>8), byte(w))
+	}
+	return printable(string(b))
+}
+
+// Model is the disk's model (words 27–46: 40 characters).
+func (id ATAIdentify) Model() string { return id.str(27, 47) }
+
+// Serial is the disk's serial number (words 10–19).
+func (id ATAIdentify) Serial() string { return id.str(10, 20) }
+
+// Firmware is the disk's firmware revision (words 23–26).
+func (id ATAIdentify) Firmware() string { return id.str(23, 27) }
+
 // diskSerial reads the serial where each kind of disk puts it: virtio-blk and NVMe as text,
 // SCSI and SATA (through libata's SCSI layer) only in the unit serial number VPD page.
 func (c *collector) diskSerial(sys string) string {
@@ -220,21 +344,30 @@ func wwn(id string) string {
 }
 
 var (
-	hostRe = regexp.MustCompile(`/host[0-9]+/`)
-	ataRe  = regexp.MustCompile(`/ata[0-9]+/`)
+	hostRe     = regexp.MustCompile(`/host[0-9]+/`)
+	ataRe      = regexp.MustCompile(`/ata[0-9]+/`)
+	iscsiRe    = regexp.MustCompile(`/session[0-9]+/`)
+	nvmePathRe = regexp.MustCompile(`^nvme[0-9]+c[0-9]+n[0-9]+$`)
 
 	mmcHardwarePartRe = regexp.MustCompile(`^mmcblk[0-9]+(boot[0-9]+|rpmb)$`)
 )
 
 // Transport tells how a block device is attached from its path in the sysfs device tree
 // (what /sys/class/block/NAME links to): "nvme", "usb", "sata", "mmc", "virtio", "scsi",
-// or "" when unknown.
+// the network volumes "rbd", "iscsi" and "nvme-of" (NVMe over fabrics, its fabric not
+// told by the path), or "" when unknown.
 func Transport(devPath string) string {
 	switch {
 	case devPath == "":
 		return ""
+	case strings.HasPrefix(devPath, "/sys/devices/rbd/"):
+		return "rbd" // Ceph RBD, a CSI driver's volume
+	case strings.Contains(devPath, "/devices/virtual/nvme-fabrics/"):
+		return "nvme-of"
 	case strings.Contains(devPath, "/nvme"):
 		return "nvme"
+	case iscsiRe.MatchString(devPath) && hostRe.MatchString(devPath):
+		return "iscsi" // a SCSI host of an iSCSI session: …/host7/session1/target7:0:0/…
 	case strings.Contains(devPath, "/usb"):
 		return "usb" // usb-storage and UAS sit on SCSI hosts too: check USB first
 	case ataRe.MatchString(devPath):
@@ -248,6 +381,45 @@ func Transport(devPath string) string {
 	}
 	return ""
 }
+
+// IsRemoteTransport reports whether a disk's transport is a network's: the disk is another
+// machine's storage (a Ceph or SAN volume), never one to install on.
+func IsRemoteTransport(t string) bool {
+	return t == "rbd" || t == "iscsi" || strings.HasPrefix(t, "nvme-")
+}
+
+// nvmeTransport tells an NVMe namespace's fabric from its controllers' transport file
+// ("pcie", "tcp", "rdma", "fc", "loop"): a namespace under native multipath sits under its
+// subsystem, whatever the fabric, and only its controllers say. A namespace whose
+// controllers are PCIe, or do not say, keeps the transport of its path.
+func (c *collector) nvmeTransport(devPath, t string) string {
+	if devPath == "" {
+		return t
+	}
+	// The controller is the namespace's parent (…/nvme/nvme0/nvme0n1,
+	// …/nvme-fabrics/ctl/nvme5/nvme5n1); a multipath head's parent is its
+	// subsystem, which links its controllers (nvme-subsys3/nvme3).
+	dir := path.Dir(devPath)
+	ctrls := []string{dir}
+	if strings.Contains(devPath, "/nvme-subsystem/") {
+		names, _ := c.r.list(dir)
+		for _, n := range names {
+			if nvmeCtrlRe.MatchString(n) {
+				ctrls = append(ctrls, dir+"/"+n)
+			}
+		}
+	}
+	for _, ctrl := range ctrls {
+		switch tr := c.r.attr(ctrl + "/transport"); tr {
+		case "", "pcie":
+		default:
+			return "nvme-" + tr
+		}
+	}
+	return t
+}
+
+var nvmeCtrlRe = regexp.MustCompile(`^nvme[0-9]+$`)
 
 func parseUevent(s string) map[string]string {
 	m := map[string]string{}
@@ -298,7 +470,10 @@ func (c *collector) probeLabel(devPath string) string {
 	if !c.r.live || c.probeHung {
 		return ""
 	}
-	_, label, hung := probeWithin(devPath)
+	_, label, hung, err := probeWithin(devPath)
+	if err != nil {
+		c.warn("reading the label of %s: %v", devPath, err)
+	}
 	if hung {
 		// The inventory (and the GPU labels K3s waits for) goes on
 		// without the labels of the devices after it.
@@ -316,19 +491,31 @@ var (
 )
 
 // probeWithin is ProbeDevice that gives up after probeWait (hung): a
-// failing disk can hold a read for minutes.
-func probeWithin(devPath string) (fstype, label string, hung bool) {
-	type result struct{ fstype, label string }
+// failing disk can hold a read for minutes. A panic while the bytes are
+// read or parsed is its error.
+func probeWithin(devPath string) (fstype, label string, hung bool, err error) {
+	type result struct {
+		fstype, label string
+		err           error
+	}
 	done := make(chan result, 1)
 	go func() {
+		// The agent is PID 1, and a panic in a goroutine of its own ends the
+		// program: the parsing of a device's bytes (which anyone who had the
+		// disk wrote) must cost the label, never the machine.
+		defer func() {
+			if p := recover(); p != nil {
+				done <- result{err: fmt.Errorf("reading its first bytes panicked: %v", p)}
+			}
+		}()
 		t, l := readFirstBytes(devPath)
-		done <- result{t, l}
+		done <- result{fstype: t, label: l}
 	}()
 	select {
 	case r := <-done:
-		return r.fstype, r.label, false
+		return r.fstype, r.label, false, r.err
 	case <-time.After(probeWait):
-		return "", "", true
+		return "", "", true, nil
 	}
 }
 
@@ -336,7 +523,7 @@ func probeWithin(devPath string) (fstype, label string, hung bool) {
 // filesystem and label (FSProbe); "", "" when it cannot be read, or not
 // within 5 s (a failing disk).
 func ProbeDevice(devPath string) (fstype, label string) {
-	fstype, label, _ = probeWithin(devPath)
+	fstype, label, _, _ = probeWithin(devPath)
 	return fstype, label
 }
 
@@ -538,6 +725,8 @@ func ParseLsblk(b []byte) ([]Disk, error) {
 			WWN:        wwn(deref(bd.WWN)),
 			Rotational: bool(bd.Rota),
 			Transport:  deref(bd.Tran),
+			Remote:     IsRemoteTransport(deref(bd.Tran)),
+			NoMedium:   bd.Size == 0 && bool(bd.RM),
 			Removable:  bool(bd.RM),
 			ReadOnly:   bool(bd.RO),
 			FSLabel:    deref(bd.Label),

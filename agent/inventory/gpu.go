@@ -153,22 +153,48 @@ func (c *collector) nvidiaInformation() []NvidiaProcGPU {
 // caller that only needs GPU facts (the node's K3s labels, NVIDIA's only) need not wait for a
 // whole inventory on a machine without one.
 func HasGPU(root, want string) bool {
+	found := false
+	eachGPU(root, func(vendor string) bool {
+		found = want == "" || vendor == want
+		return !found
+	})
+	return found
+}
+
+// GPUCounts counts, by vendor ("nvidia", "amd", "intel"), the devices Collect would list as
+// GPUs on the machine (or the copied tree at root, "" for the live one), from the PCI vendor
+// and class files alone: physical functions only (an SR-IOV virtual function is a share of
+// a GPU counted already). It is the GPU count of every other report of the machine (the
+// constellation join's), so that none counts differently from the inventory.
+func GPUCounts(root string) map[string]int {
+	counts := map[string]int{}
+	eachGPU(root, func(vendor string) bool {
+		counts[vendor]++
+		return true
+	})
+	return counts
+}
+
+// eachGPU calls f with the vendor of each GPU under root's /sys/bus/pci/devices while f
+// returns true.
+func eachGPU(root string, f func(vendor string) bool) {
 	r := newRoot(root)
 	defer r.close()
 	addrs, err := r.list("/sys/bus/pci/devices")
 	if err != nil {
-		return false
+		return
 	}
 	for _, addr := range addrs {
 		sys := "/sys/bus/pci/devices/" + addr
-		id, _ := r.attrHex(sys + "/vendor")
-		class, _ := r.attrHex(sys + "/class")
-		if r.exists(sys + "/physfn") {
+		if r.exists(sys+"/physfn") || r.exists(sys+"/physfn.name") {
 			continue // a virtual function
 		}
-		if v, ok := gpuVendors[fmt.Sprintf("%04x", id)]; ok && (want == "" || v == want) && isGPU(v, fmt.Sprintf("%06x", class)) {
-			return true
+		id, _ := r.attrHex(sys + "/vendor")
+		class, _ := r.attrHex(sys + "/class")
+		if v, ok := gpuVendors[fmt.Sprintf("%04x", id)]; ok && isGPU(v, fmt.Sprintf("%06x", class)) {
+			if !f(v) {
+				return
+			}
 		}
 	}
-	return false
 }

@@ -51,7 +51,8 @@ type Inventory struct {
 }
 
 // DMI is the machine's SMBIOS identity from /sys/class/dmi/id. The serial and UUID are
-// readable by root only; they are empty otherwise.
+// readable by root only; they are empty otherwise, and so is a field holding the firmware's
+// placeholder ("To Be Filled By O.E.M.", a UUID of zeros). Warnings say which.
 type DMI struct {
 	Vendor      string `json:"vendor"`
 	Product     string `json:"product"`
@@ -64,35 +65,53 @@ type DMI struct {
 	BIOSVersion string `json:"bios_version"`
 }
 
-// CPU summarises the processors.
+// CPU summarises the processors. On arm64 the model and vendor are named from the cores'
+// MIDR numbers as lscpu names them ("Neoverse-V2", "ARM"), or from the firmware's SMBIOS
+// processor record, or by the numbers ("0x41/0xd99").
 type CPU struct {
 	Model   string `json:"model"`
 	Vendor  string `json:"vendor"`
 	Count   int    `json:"count"`   // logical CPUs online
-	Sockets int    `json:"sockets"` // physical packages seen in cpuinfo (0 when it does not say)
-	Cores   int    `json:"cores"`   // physical cores over all sockets (0 when it does not say)
+	Sockets int    `json:"sockets"` // physical packages (sysfs topology, else cpuinfo; 0 when neither says)
+	Cores   int    `json:"cores"`   // physical cores over all sockets (0 when it is not said)
 }
 
-// Memory is the RAM the kernel manages (MemTotal).
+// Memory is the RAM: TotalBytes is what the kernel manages (MemTotal, less than what is
+// installed: the firmware's and the kernel's own are left out), InstalledBytes what the
+// kernel found (its memory blocks, online or not; 0 when sysfs does not say).
 type Memory struct {
-	TotalBytes uint64 `json:"total_bytes"`
+	TotalBytes     uint64 `json:"total_bytes"`
+	InstalledBytes uint64 `json:"installed_bytes,omitempty"`
 }
 
 // Disk is a whole block device backed by hardware (loop, zram, dm and other virtual devices
-// are left out).
+// are left out), or a network volume attached to the machine (Remote).
 type Disk struct {
-	Name       string `json:"name"`
-	Path       string `json:"path"`
-	SizeBytes  uint64 `json:"size_bytes"`
-	Model      string `json:"model"`
+	Name      string `json:"name"`
+	Path      string `json:"path"`
+	SizeBytes uint64 `json:"size_bytes"`
+	// Model is the disk's own: a SATA disk's full ATA model (from its IDENTIFY data, not
+	// the SCSI layer's 16 characters).
+	Model string `json:"model"`
+	// Vendor is a SCSI disk's vendor (SAS: SEAGATE, HGST); "" for SATA disks, which the
+	// SCSI layer names "ATA".
+	Vendor     string `json:"vendor,omitempty"`
 	Serial     string `json:"serial"`
 	WWN        string `json:"wwn"`
+	Firmware   string `json:"firmware,omitempty"`
 	Rotational bool   `json:"rotational"`
-	// Transport is nvme, sata, usb, virtio, scsi, mmc or "" (unknown), from the device's
-	// place in the sysfs device tree.
+	// Transport is nvme, sata, usb, virtio, scsi, mmc, or for a network volume rbd, iscsi,
+	// nvme-tcp, nvme-rdma, nvme-fc (nvme-of: a fabric not named), or "" (unknown), from the
+	// device's place in the sysfs device tree.
 	Transport string `json:"transport"`
-	Removable bool   `json:"removable"`
-	ReadOnly  bool   `json:"read_only"`
+	// Remote marks a network volume (Ceph RBD, iSCSI, NVMe over fabrics: a CSI driver's
+	// volume or a SAN's LUN): storage of another machine, never one to install on.
+	Remote    bool `json:"remote,omitempty"`
+	Removable bool `json:"removable"`
+	// NoMedium marks a removable device with nothing in it (an empty card reader or
+	// optical drive, a BMC's virtual CD or floppy with no image): its size is 0.
+	NoMedium bool `json:"no_medium,omitempty"`
+	ReadOnly bool `json:"read_only"`
 	// FSLabel is the label of a filesystem on the whole disk (an ISO written to a stick).
 	FSLabel string `json:"fs_label"`
 	// Boot is true for the medium this machine booted from; BootReason says how that was told.
@@ -118,13 +137,25 @@ type Partition struct {
 
 // NIC is a network interface backed by hardware (lo, bridges, veths, tunnels are left out).
 type NIC struct {
-	Name       string `json:"name"`
-	MAC        string `json:"mac"`
-	Driver     string `json:"driver"`
-	SpeedMbps  int    `json:"speed_mbps"` // 0 when unknown (link down, virtual NIC)
-	Carrier    bool   `json:"carrier"`
-	OperState  string `json:"oper_state"`
+	Name string `json:"name"`
+	// MAC is an Ethernet NIC's own address (a bond member's permanent one, not the bond's);
+	// "" for other link types, whose address is in HWAddress.
+	MAC string `json:"mac"`
+	// LinkType is the link layer, as `ip link` names it: ethernet, infiniband, can, rawip
+	// (a modem), none, or "type N" (the kernel's ARPHRD number); "" when sysfs does not say.
+	LinkType string `json:"link_type,omitempty"`
+	// HWAddress is the link-layer address of a NIC that is not Ethernet (IPoIB: 20 bytes).
+	HWAddress string `json:"hw_address,omitempty"`
+	Driver    string `json:"driver"`
+	SpeedMbps int    `json:"speed_mbps"` // 0 when unknown (link down, virtual NIC)
+	Carrier   bool   `json:"carrier"`
+	OperState string `json:"oper_state"`
+	// PCIAddress is the NIC's PCI function; "" for a NIC on another bus (USB).
 	PCIAddress string `json:"pci_address,omitempty"`
+	// Bus is "usb" for a USB NIC (a BMC's host interface, a dongle), with its USBPath
+	// (port path: 1-3); "" for a PCI one.
+	Bus     string `json:"bus,omitempty"`
+	USBPath string `json:"usb_path,omitempty"`
 }
 
 // PCIDevice is one function on the PCI bus. Ids are lower-case hex without "0x", as pci.ids
@@ -243,7 +274,7 @@ func Collect(ctx context.Context, opts Options) (*Inventory, error) {
 	c := &collector{r: r, opts: opts, log: log, inv: &Inventory{
 		Disks: []Disk{}, NICs: []NIC{}, PCIDevices: []PCIDevice{}, GPUs: []GPU{},
 	}}
-	c.inv.DMI = readDMI(r)
+	c.dmi()
 	c.step("cpu", c.cpu)
 	c.step("memory", c.memory)
 	c.step("disks", c.disks)

@@ -47,7 +47,11 @@ func WriteTable(w io.Writer, inv *Inventory) error {
 	fmt.Fprintf(tw, "Serial\t%s\n", dash(inv.DMI.Serial))
 	fmt.Fprintf(tw, "SMBIOS UUID\t%s\n", dash(inv.DMI.UUID))
 	fmt.Fprintf(tw, "CPU\t%s\n", cpu)
-	fmt.Fprintf(tw, "Memory\t%s\n", humanBytes(inv.Memory.TotalBytes))
+	mem := humanBytes(inv.Memory.TotalBytes)
+	if inv.Memory.InstalledBytes > 0 {
+		mem += " usable, " + humanBytes(inv.Memory.InstalledBytes) + " installed"
+	}
+	fmt.Fprintf(tw, "Memory\t%s\n", mem)
 	_ = tw.Flush()
 
 	var rows [][]string
@@ -73,7 +77,16 @@ func WriteTable(w io.Writer, inv *Inventory) error {
 		}
 		// The WWN last: it can be long (an NVMe id without an EUI), and
 		// the columns before it stay narrow.
-		rows = append(rows, []string{path, humanBytes(d.SizeBytes), dash(d.Transport), dash(d.Model), dash(d.Serial),
+		size := humanBytes(d.SizeBytes)
+		if d.NoMedium {
+			size = "no medium" // not a disk of 0 B
+		}
+		transport := dash(d.Transport)
+		if d.Remote {
+			transport += " (remote)"
+		}
+		model := dash(strings.TrimSpace(d.Vendor + " " + d.Model))
+		rows = append(rows, []string{path, size, transport, model, dash(d.Serial),
 			yesNo(d.Rotational), yesNo(d.Removable), boot, dash(d.WWN)})
 		for _, part := range d.Partitions {
 			label := strings.TrimSpace(part.PartLabel + " " + part.FSLabel)
@@ -90,9 +103,19 @@ func WriteTable(w io.Writer, inv *Inventory) error {
 		if n.SpeedMbps > 0 {
 			speed = strconv.Itoa(n.SpeedMbps) + " Mb/s"
 		}
-		rows = append(rows, []string{n.Name, dash(n.MAC), dash(n.Driver), speed, yesNo(n.Carrier), dash(n.PCIAddress)})
+		bus := n.PCIAddress
+		if n.Bus != "" {
+			bus = strings.TrimSpace(n.Bus + " " + n.USBPath)
+		}
+		// Last, as it can be long: the link type and address of a NIC that is not
+		// Ethernet (IPoIB's 20 bytes), which has no MAC.
+		link := strings.TrimSpace(n.LinkType + " " + n.HWAddress)
+		if n.LinkType == "ethernet" {
+			link = n.LinkType
+		}
+		rows = append(rows, []string{n.Name, dash(n.MAC), dash(n.Driver), speed, yesNo(n.Carrier), dash(bus), dash(link)})
 	}
-	section("NICs", []string{"NAME", "MAC", "DRIVER", "SPEED", "CARRIER", "PCI"}, rows)
+	section("NICs", []string{"NAME", "MAC", "DRIVER", "SPEED", "CARRIER", "BUS", "LINK"}, rows)
 
 	rows = nil
 	for _, d := range inv.PCIDevices {

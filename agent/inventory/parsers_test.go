@@ -140,7 +140,8 @@ func TestParseCPUInfo(t *testing.T) {
 		{"H100 host (cut after two CPUs)", string(real), CPUInfo{Model: "Intel(R) Xeon(R) Processor", Vendor: "GenuineIntel",
 			Processors: 2, Sockets: 1, Cores: 16}},
 		{"arm64 (no model name)", "processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n\nprocessor\t: 1\n",
-			CPUInfo{Processors: 2}},
+			CPUInfo{Model: "Neoverse-N1", Vendor: "ARM", Processors: 2, Implementer: "0x41", Part: "0xd0c"}},
+		{"POWER", "processor\t: 0\ncpu\t\t: POWER9 (raw), altivec supported\n", CPUInfo{Model: "POWER9 (raw), altivec supported", Processors: 1}},
 		{"empty", "", CPUInfo{}},
 	}
 	for _, tt := range tests {
@@ -204,6 +205,10 @@ func TestTransport(t *testing.T) {
 		{"/sys/devices/pci0000:00/0000:00:05.0/virtio3/host2/target2:0:0/2:0:0:0/block/sdc", "scsi"},
 		{"/sys/devices/pci0000:00/0000:18:00.0/host0/target0:2:0/0:2:0:0/block/sda", "scsi"},
 		{"/sys/devices/platform/fe310000.mmc/mmc_host/mmc0/mmc0:0001/block/mmcblk0", "mmc"},
+		{"/sys/devices/rbd/0/block/rbd0", "rbd"},
+		{"/sys/devices/platform/host7/session1/target7:0:0/7:0:0:1/block/sdd", "iscsi"},
+		{"/sys/devices/pci0000:00/0000:5e:00.0/host3/session2/target3:0:0/3:0:0:0/block/sdb", "iscsi"}, // offloaded (qedi)
+		{"/sys/devices/virtual/nvme-fabrics/ctl/nvme5/nvme5n1", "nvme-of"},
 		{"", ""},
 	}
 	for _, tt := range tests {

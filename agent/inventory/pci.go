@@ -13,17 +13,47 @@ import (
 
 var pciAddrRe = regexp.MustCompile(`^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$`)
 
+// usbPortRe is a USB device's folder in sysfs (1-3, 2-1.4), usbIfaceRe one of its
+// interfaces (1-3:2.0), usbBusRe a root hub (usb1).
+var (
+	usbPortRe  = regexp.MustCompile(`^[0-9]+-[0-9]+(\.[0-9]+)*$`)
+	usbIfaceRe = regexp.MustCompile(`^[0-9]+-[0-9]+(\.[0-9]+)*:[0-9]+\.[0-9]+$`)
+	usbBusRe   = regexp.MustCompile(`^usb[0-9]+$`)
+)
+
 // pciAddressOf returns the PCI address nearest to the device at the end of a sysfs device
-// path (a virtio NIC sits below its PCI function: …/0000:00:03.0/virtio2/net/eth0).
+// path (a virtio NIC sits below its PCI function: …/0000:00:03.0/virtio2/net/eth0); "" for
+// a device on USB, whose nearest PCI function is the USB host controller, not the device.
 func pciAddressOf(devPath string) string {
 	parts := strings.Split(devPath, "/")
 	for i := len(parts) - 1; i >= 0; i-- {
+		if usbBusRe.MatchString(parts[i]) || usbPortRe.MatchString(parts[i]) || usbIfaceRe.MatchString(parts[i]) {
+			return ""
+		}
 		if pciAddrRe.MatchString(parts[i]) {
 			return parts[i]
 		}
 	}
 	return ""
 }
+
+// usbPortOf returns the path of the USB device (1-3, 2-1.4) a sysfs device path leads
+// through, nearest to its end, and that folder's path; "" when it is not on USB.
+func usbPortOf(devPath string) (port, dir string) {
+	parts := strings.Split(devPath, "/")
+	for i := len(parts) - 1; i >= 0; i-- {
+		if usbPortRe.MatchString(parts[i]) {
+			return parts[i], strings.Join(parts[:i+1], "/")
+		}
+		if pciAddrRe.MatchString(parts[i]) {
+			return "", ""
+		}
+	}
+	return "", ""
+}
+
+// ARPHRD link types (include/uapi/linux/if_arp.h) by their sysfs "type" number.
+var linkTypes = map[int64]string{1: "ethernet", 24: "ieee1394", 32: "infiniband", 280: "can", 519: "rawip", 65534: "none"}
 
 func (c *collector) nics() error {
 	names, err := c.r.list("/sys/class/net")
@@ -45,11 +75,33 @@ func (c *collector) nics() error {
 		}
 		n := NIC{
 			Name:       name,
-			MAC:        c.r.attr(sys + "/address"),
 			Driver:     c.r.linkBase(sys + "/device/driver"),
 			Carrier:    c.r.attr(sys+"/carrier") == "1",
 			OperState:  c.r.attr(sys + "/operstate"),
 			PCIAddress: pciAddressOf(devPath),
+		}
+		if port, _ := usbPortOf(devPath); port != "" {
+			n.Bus, n.USBPath = "usb", port
+		}
+		// A bond's member carries the bond's address while enslaved; its own is kept as
+		// perm_hwaddr.
+		addr := firstNonEmpty(c.r.attr(sys+"/bonding_slave/perm_hwaddr"), c.r.attr(sys+"/address"))
+		t, known := c.r.attrInt(sys + "/type")
+		switch {
+		case known:
+			n.LinkType = linkTypes[t]
+			if n.LinkType == "" {
+				n.LinkType = "type " + strconv.FormatInt(t, 10)
+			}
+		case strings.Count(addr, ":") == 19:
+			n.LinkType = "infiniband" // a copied tree without type: IPoIB's 20-byte address tells
+		}
+		// Only an Ethernet address is a MAC (what a machine config's MAC match takes); an
+		// IPoIB address is 20 bytes, and others have their own forms.
+		if (n.LinkType == "ethernet" || n.LinkType == "") && isMAC48(addr) {
+			n.MAC = addr
+		} else {
+			n.HWAddress = addr
 		}
 		// speed is -1 or unreadable (EINVAL) while the link is down and on virtual NICs.
 		if s, ok := c.r.attrInt(sys + "/speed"); ok && s > 0 && s < 1<<31 {
@@ -58,6 +110,23 @@ func (c *collector) nics() error {
 		c.inv.NICs = append(c.inv.NICs, n)
 	}
 	return nil
+}
+
+// isMAC48 reports whether s is a 6-byte address written as sysfs does (aa:bb:cc:dd:ee:ff).
+func isMAC48(s string) bool {
+	if len(s) != 17 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if i%3 == 2 {
+			if s[i] != ':' {
+				return false
+			}
+		} else if !strings.ContainsRune("0123456789abcdefABCDEF", rune(s[i])) {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *collector) pci() error {
@@ -159,7 +228,8 @@ var SystemPCIIDs = []string{"/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.id
 
 // pciDB is the newest pci.ids at hand: the system's (an image extension's, the live host's)
 // when it is newer than the one compiled in, which names devices newer than its date only by
-// number (an H200 is [2335] in 2023's). Inventory.PCIIDs says which was read.
+// number (in 2023's, an H200 is device [2335] in the PCI list and GPU model 10de:2335).
+// Inventory.PCIIDs says which was read.
 func (c *collector) pciDB(keep func(uint16) bool) (*pciids.DB, error) {
 	best, bestVersion := "", pciids.EmbeddedVersion()
 	var bestData []byte

@@ -23,6 +23,11 @@ import (
 func writeServerTree(t *testing.T) string {
 	t.Helper()
 	root := t.TempDir()
+	// libata's IDENTIFY data of the SATA disk (ata1, device 0): its full model.
+	ataID, err := os.ReadFile("testdata/ata/WDC-WD10EFRX-68FYTN0.id")
+	if err != nil {
+		t.Fatal(err)
+	}
 	const (
 		sata  = "sys/devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0/block/sda"
 		nvme  = "sys/devices/pci0000:00/0000:00:1d.0/0000:3b:00.0/nvme/nvme0/nvme0n1"
@@ -41,7 +46,7 @@ func writeServerTree(t *testing.T) string {
 	vpd := string([]byte{0x00, 0x80, 0x00, 0x14}) + "  WD-WCC4N1234567    "
 	files := map[string]string{
 		sata + "/size": "1953525168", sata + "/removable": "0", sata + "/ro": "0", sata + "/queue/rotational": "1",
-		sata + "/device/model": "WDC WD10EFRX-68F", sata + "/device/vpd_pg80": vpd,
+		sata + "/device/model": "WDC WD10EFRX-68F", sata + "/device/vpd_pg80": vpd, "sys/class/ata_device/dev1.0/id": string(ataID),
 		sata + "/device/wwid":    "naa.50014ee2b5c8f4a1",
 		sata + "/sda1/partition": "1", sata + "/sda1/start": "2048", sata + "/sda1/size": "1048576",
 		sata + "/sda1/uevent":    "MAJOR=8\nMINOR=1\nDEVNAME=sda1\nDEVTYPE=partition\nPARTN=1\nPARTNAME=ETOILE-ESP\n",
@@ -197,7 +202,7 @@ func TestServerTree(t *testing.T) {
 	wantDisks := []diskSummary{
 		{"nvme0n1", "nvme", "Samsung SSD 980 PRO 1TB", "S5GXNX0R123456", "eui.0025388b91c3e1b2", 1953525168 * 512, false, false, false, ""},
 		{"nvme1n1", "nvme", "SAMSUNG MZWLR7T6HALA-00007", "S6EUNA0R500123", "eui.36344730529000950025384500000001", 7501476528 * 512, false, false, false, ""},
-		{"sda", "sata", "WDC WD10EFRX-68F", "WD-WCC4N1234567", "naa.50014ee2b5c8f4a1", 1953525168 * 512, true, false, false,
+		{"sda", "sata", "WDC WD10EFRX-68FYTN0", "WD-WCC4N1234567", "naa.50014ee2b5c8f4a1", 1953525168 * 512, true, false, false,
 			"sda1=ETOILE-ESP,sda2=ETOILE-A,sda10=ETOILE-STATE"},
 		{"sdb", "usb", "Flash Drive", "", "", 61440000 * 512, true, true, true, ""},
 		{"sdc", "scsi", "QEMU HARDDISK", "", "", 2097152 * 512, false, false, false, ""},

@@ -9,35 +9,27 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/etoile-os/etoile/agent/inventory"
 	"github.com/etoile-os/etoile/constellation/api"
 )
 
 // Host facts read from procfs and sysfs. The agent has a fuller hardware
 // inventory; these keep `etoile-agent join` useful on its own.
 
-// pciGPUVendors maps PCI vendor ids of display controllers to vendor names.
-var pciGPUVendors = map[string]string{"0x10de": "nvidia", "0x1002": "amd", "0x8086": "intel"}
-
-// HostGPUs counts display and 3D controllers under sysRoot/bus/pci/devices.
+// HostGPUs counts the GPUs under sysRoot/bus/pci/devices (sysRoot is a machine's /sys,
+// or ROOT/sys of a copied tree) as the hardware inventory does (inventory.GPUCounts): the
+// display controllers of any class (VGA, 3D, other: Intel's 0x0380) and the processing
+// accelerators (0x12: AMD's MI300X) of NVIDIA, AMD and Intel, physical functions only, so
+// that an SR-IOV virtual function is no second GPU and a BMC's VGA none at all.
 func HostGPUs(sysRoot string) []api.GPU {
-	dirs, _ := filepath.Glob(filepath.Join(sysRoot, "bus/pci/devices/*"))
-	count := map[string]int{}
-	for _, d := range dirs {
-		class, err1 := os.ReadFile(filepath.Join(d, "class"))
-		vendor, err2 := os.ReadFile(filepath.Join(d, "vendor"))
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		c := strings.TrimSpace(string(class))
-		// 0x0300 VGA, 0x0302 3D controller: count only the 3D ones and
-		// VGA of known compute vendors (an ASPEED BMC adapter is not a GPU).
-		if !strings.HasPrefix(c, "0x0302") && !strings.HasPrefix(c, "0x0300") {
-			continue
-		}
-		if v, ok := pciGPUVendors[strings.TrimSpace(string(vendor))]; ok {
-			count[v]++
-		}
+	root := filepath.Dir(filepath.Clean(sysRoot))
+	if filepath.Base(filepath.Clean(sysRoot)) != "sys" {
+		return nil // not a sysfs mount point: nothing the inventory can read
 	}
+	if root == "/" {
+		root = "" // the live machine
+	}
+	count := inventory.GPUCounts(root)
 	var out []api.GPU
 	for _, v := range []string{"amd", "intel", "nvidia"} {
 		if count[v] > 0 {
