@@ -27,6 +27,21 @@ func Write(t testing.TB, root string, files map[string]string) {
 	}
 }
 
+// Links makes symbolic links (path relative to root → target, as written),
+// making folders: sysfs's device and driver links.
+func Links(t testing.TB, root string, links map[string]string) {
+	t.Helper()
+	for name, target := range links {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // WriteExec writes files as Write does, executable (0755): a stand-in
 // program the code under test looks up or runs.
 func WriteExec(t testing.TB, root string, files map[string]string) {

@@ -28,15 +28,7 @@ func tree(t *testing.T, files, links map[string]string) string {
 		all[k] = v
 	}
 	fakeroot.Write(t, root, all)
-	for name, target := range links {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(target, p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fakeroot.Links(t, root, links)
 	return root
 }
 

@@ -123,15 +123,7 @@ func writeServerTree(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
-	for name, target := range links {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(target, p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fakeroot.Links(t, root, links)
 	return root
 }
 

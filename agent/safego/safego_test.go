@@ -1,33 +1,16 @@
 package safego
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/etoile-os/etoile/internal/syncbuf"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func logger(b *syncBuf) *slog.Logger {
+func logger(b *syncbuf.Buffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(b, nil))
 }
 
@@ -35,7 +18,7 @@ func logger(b *syncBuf) *slog.Logger {
 func indexOutOfRange(s []int, i int) int { return s[i] }
 
 func TestGoLogsAPanicWithWhereItHappened(t *testing.T) {
-	var b syncBuf
+	var b syncbuf.Buffer
 	done := make(chan struct{})
 	Go(logger(&b), "the widget watch", func() {
 		defer close(done)
@@ -60,7 +43,7 @@ func TestGoLogsAPanicWithWhereItHappened(t *testing.T) {
 }
 
 func TestRecoverDeferred(t *testing.T) {
-	var b syncBuf
+	var b syncbuf.Buffer
 	func() {
 		defer Recover(logger(&b), "step")
 		panic("boom")
@@ -68,7 +51,7 @@ func TestRecoverDeferred(t *testing.T) {
 	if !strings.Contains(b.String(), `msg="step crashed" reason=boom`) {
 		t.Errorf("log: %s", b.String())
 	}
-	b = syncBuf{}
+	b = syncbuf.Buffer{}
 	func() { defer Recover(logger(&b), "step") }()
 	if b.String() != "" {
 		t.Errorf("no panic, yet: %s", b.String())
@@ -76,7 +59,7 @@ func TestRecoverDeferred(t *testing.T) {
 }
 
 func TestLoopStartsAgainAfterAPanic(t *testing.T) {
-	var b syncBuf
+	var b syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	runs := make(chan int, 10)

@@ -8,11 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/etoile-os/etoile/image"
+	"github.com/etoile-os/etoile/internal/syncbuf"
 )
 
 func runCLI(t *testing.T, args ...string) (string, string, error) {
@@ -242,7 +242,7 @@ func TestK3sDirFromEnvCompletesTheSpec(t *testing.T) {
 func TestFirstSignalCancelsSecondKills(t *testing.T) {
 	sigs := make(chan os.Signal, 1)
 	stopped := make(chan struct{})
-	var errb syncBuffer
+	var errb syncbuf.Buffer
 	ctx, cancel := interruptible(context.Background(), sigs, func() { close(stopped) }, &errb)
 	defer cancel()
 	if ctx.Err() != nil {
@@ -262,21 +262,4 @@ func TestFirstSignalCancelsSecondKills(t *testing.T) {
 	if !strings.Contains(errb.String(), "Ctrl-C again") {
 		t.Errorf("no word of what a second Ctrl-C does: %q", errb.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
