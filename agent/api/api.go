@@ -6,6 +6,7 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -669,6 +670,9 @@ func WriteStatus(w io.Writer, st Status) error {
 			fmt.Fprintf(&b, "  time:    not synchronised (servers %s)\n", strings.Join(t.Servers, ", "))
 		}
 	}
+	if hw := hardwareLine(st.Inventory); hw != "" {
+		fmt.Fprintf(&b, "  hardware: %s\n", hw)
+	}
 	for _, n := range st.Network {
 		carrier := "no carrier"
 		if n.Carrier {
@@ -685,6 +689,68 @@ func WriteStatus(w io.Writer, st Status) error {
 	}
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// hardwareLine sums up the status's inventory (agent/inventory's JSON) in
+// one line: the machine, its CPUs, memory, disks, NICs and GPUs by model;
+// "" when there is none yet. `etoile-agent inventory` has the rest.
+func hardwareLine(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	var inv struct {
+		DMI struct {
+			Vendor  string `json:"vendor"`
+			Product string `json:"product"`
+		} `json:"dmi"`
+		CPU struct {
+			Model string `json:"model"`
+			Count int    `json:"count"`
+		} `json:"cpu"`
+		Memory struct {
+			TotalBytes uint64 `json:"total_bytes"`
+		} `json:"memory"`
+		Disks []json.RawMessage `json:"disks"`
+		NICs  []json.RawMessage `json:"nics"`
+		GPUs  []struct {
+			Model string `json:"model"`
+		} `json:"gpus"`
+	}
+	if err := json.Unmarshal(raw, &inv); err != nil {
+		return ""
+	}
+	var parts []string
+	if m := strings.TrimSpace(inv.DMI.Vendor + " " + inv.DMI.Product); m != "" {
+		parts = append(parts, m)
+	}
+	plural := func(n int, what string) string {
+		if n == 1 {
+			return "1 " + what
+		}
+		return fmt.Sprintf("%d %ss", n, what)
+	}
+	cpu := plural(inv.CPU.Count, "CPU")
+	if inv.CPU.Model != "" {
+		cpu += " (" + inv.CPU.Model + ")"
+	}
+	parts = append(parts, cpu, fmt.Sprintf("%.1f GiB", float64(inv.Memory.TotalBytes)/(1<<30)),
+		plural(len(inv.Disks), "disk"), plural(len(inv.NICs), "NIC"))
+	var models []string
+	count := map[string]int{}
+	for _, g := range inv.GPUs {
+		m := cmp.Or(g.Model, "unknown model")
+		if count[m] == 0 {
+			models = append(models, m)
+		}
+		count[m]++
+	}
+	for _, m := range models {
+		parts = append(parts, fmt.Sprintf("%d× %s", count[m], m))
+	}
+	if len(inv.GPUs) == 0 {
+		parts = append(parts, "no GPU")
+	}
+	return strings.Join(parts, ", ")
 }
 
 // unreachableHint says what to do when the agent's socket cannot be

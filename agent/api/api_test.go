@@ -268,3 +268,27 @@ func TestStatusSaysTimeFailingAfterSync(t *testing.T) {
 		t.Errorf("status:\n%s", out.String())
 	}
 }
+
+// TestStatusTextSumsUpTheHardware: the text status has one hardware line
+// from the inventory (the H100 host's, as the agent reports it), GPUs by
+// model; none before the inventory is collected.
+func TestStatusTextSumsUpTheHardware(t *testing.T) {
+	inv := `{"dmi": {"vendor": "QEMU", "product": "Standard PC (Q35 + ICH9, 2009)"},
+		"cpu": {"model": "AMD EPYC 9454 48-Core Processor", "count": 24}, "memory": {"total_bytes": 241591910400},
+		"disks": [{}, {}], "nics": [{}], "gpus": [{"model": "NVIDIA H100 80GB HBM3"}]}`
+	var out bytes.Buffer
+	if err := WriteStatus(&out, Status{Inventory: json.RawMessage(inv)}); err != nil {
+		t.Fatal(err)
+	}
+	want := "  hardware: QEMU Standard PC (Q35 + ICH9, 2009), 24 CPUs (AMD EPYC 9454 48-Core Processor), 225.0 GiB, 2 disks, 1 NIC, 1× NVIDIA H100 80GB HBM3\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("status:\n%s\nwant the line\n%s", out.String(), want)
+	}
+	out.Reset()
+	if err := WriteStatus(&out, Status{}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "hardware:") {
+		t.Errorf("a hardware line before the inventory:\n%s", out.String())
+	}
+}
