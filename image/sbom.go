@@ -28,7 +28,6 @@ type spdxDoc struct {
 	CreationInfo      spdxCreation       `json:"creationInfo"`
 	DocumentDescribes []string           `json:"documentDescribes"`
 	Packages          []spdxPackage      `json:"packages"`
-	Files             []spdxFile         `json:"files,omitempty"`
 	Relationships     []spdxRelationship `json:"relationships"`
 }
 
@@ -41,6 +40,7 @@ type spdxPackage struct {
 	Name             string         `json:"name"`
 	SPDXID           string         `json:"SPDXID"`
 	VersionInfo      string         `json:"versionInfo,omitempty"`
+	FileName         string         `json:"packageFileName,omitempty"`
 	Supplier         string         `json:"supplier,omitempty"`
 	DownloadLocation string         `json:"downloadLocation"`
 	FilesAnalyzed    bool           `json:"filesAnalyzed"`
@@ -51,14 +51,6 @@ type spdxPackage struct {
 	Comment          string         `json:"comment,omitempty"`
 	ExternalRefs     []spdxRef      `json:"externalRefs,omitempty"`
 	PrimaryPurpose   string         `json:"primaryPackagePurpose,omitempty"`
-}
-
-type spdxFile struct {
-	FileName         string         `json:"fileName"`
-	SPDXID           string         `json:"SPDXID"`
-	Checksums        []spdxChecksum `json:"checksums"`
-	LicenseConcluded string         `json:"licenseConcluded"`
-	CopyrightText    string         `json:"copyrightText"`
 }
 
 type spdxChecksum struct {
@@ -103,13 +95,19 @@ func purlEscape(s string) string {
 	return b.String()
 }
 
-// goPURL is a Go module's package URL (its path's slashes kept).
+// goPURL is a Go module's package URL (its path's slashes kept). A module
+// replaced by a folder has no version: its URL then has no @ (a purl's
+// version, when there is an @, is not empty).
 func goPURL(path, version string) string {
 	parts := strings.Split(path, "/")
 	for i, p := range parts {
 		parts[i] = purlEscape(p)
 	}
-	return "pkg:golang/" + strings.Join(parts, "/") + "@" + purlEscape(version)
+	purl := "pkg:golang/" + strings.Join(parts, "/")
+	if version != "" {
+		purl += "@" + purlEscape(version)
+	}
+	return purl
 }
 
 func debPackage(p *debian.Package, purpose string) spdxPackage {
@@ -281,12 +279,18 @@ func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Pack
 		doc.Packages = append(doc.Packages, sp)
 		rel(agent.SPDXID, "DEPENDS_ON", sp.SPDXID)
 	}
+	// Each output is a package of one file (SPDX 2.3 7.24: FILE), not a
+	// File element: a File must carry a SHA1 (8.4), which the build does
+	// not compute, and a package whose files were not analyzed, as the
+	// image's, shall contain no File (7.8).
 	for _, a := range arts {
-		f := spdxFile{FileName: "./" + a.Name, SPDXID: uniq(spdxID("file", a.Name)),
+		ap := spdxPackage{Name: a.Name, SPDXID: uniq(spdxID("artifact", a.Name)), VersionInfo: version, FileName: a.Name,
+			DownloadLocation: noAssertion,
 			Checksums:        []spdxChecksum{{Algorithm: "SHA256", Value: a.SHA256}},
-			LicenseConcluded: noAssertion, CopyrightText: noAssertion}
-		doc.Files = append(doc.Files, f)
-		rel(root.SPDXID, "CONTAINS", f.SPDXID)
+			LicenseConcluded: noAssertion, LicenseDeclared: noAssertion, CopyrightText: noAssertion,
+			Comment: "build output, in out/", PrimaryPurpose: "FILE"}
+		doc.Packages = append(doc.Packages, ap)
+		rel(root.SPDXID, "CONTAINS", ap.SPDXID)
 	}
 	// The namespace must be unique per document yet reproducible: derive it
 	// from the content.
