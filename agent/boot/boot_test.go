@@ -107,6 +107,9 @@ func TestBootISO(t *testing.T) {
 	var steps []string
 	for _, m := range stepRE.FindAllStringSubmatch(out, -1) {
 		steps = append(steps, m[1])
+		if m[1] != "ready" && !strings.HasPrefix(m[2], " took=") {
+			t.Errorf("step %s has no duration (took=): %q", m[1], m[0])
+		}
 	}
 	wantSteps := []string{"mount-api", "cmdline", "drivers", "find-image", "mount-system", "switch-root", "network", "ready", "late-modules"}
 	if !slices.Equal(steps, wantSteps) {
