@@ -153,12 +153,26 @@ func TestStandinK3sRestartsAfterCrash(t *testing.T) {
 	// the crash may come before the agent saw it ready, so the crash is
 	// waited for first, then ready after it.
 	crash := vm.WaitFor(regexp.MustCompile(`^etoile: k3s state=\S+ was=\S+ .*reason=".*k3s exited`), ReadyTimeout+K3sTimeout)
-	vm.WaitFor(k3sReadyRE, K3sTimeout) // ready again: a line after the crash's (WaitFor looks after it)
-	readyBefore := false
+	// The restart: K3s executed again, a new process, after the crash's line.
+	startedRE := regexp.MustCompile(`^etoile: k3s started pid=(\d+)\b`)
+	restart := vm.WaitFor(startedRE, K3sTimeout)
+	vm.WaitFor(k3sReadyRE, K3sTimeout) // ready again: a line after the restart's (WaitFor looks after it)
+	readyBefore, firstPID := false, ""
 	for _, l := range vm.Lines() {
-		readyBefore = readyBefore || (l.At < crash.At && k3sReadyRE.MatchString(l.Text))
+		if l.At >= crash.At {
+			break
+		}
+		readyBefore = readyBefore || k3sReadyRE.MatchString(l.Text)
+		if m := startedRE.FindStringSubmatch(l.Text); m != nil && firstPID == "" {
+			firstPID = m[1]
+		}
 	}
-	t.Logf("restart shown: %s (ready before the crash: %v)", crash.Line, readyBefore)
+	if firstPID == "" {
+		t.Errorf("no k3s started line before the crash")
+	} else if restart.Fields["pid"] == firstPID {
+		t.Errorf("the restart's pid %s is the first process's: %s", firstPID, restart.Line)
+	}
+	t.Logf("restart shown: %s, then %s (ready before the crash: %v)", crash.Line, restart.Line, readyBefore)
 }
 
 // TestSyslogReachesTheConsole: a daemon of the system image (the K3s

@@ -54,10 +54,19 @@ func TestBuildReplacesStaleOutputs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The killed build's work folder carries the marker every build writes
+	// first; a folder named the same way without it (someone else's) stays.
 	if err := os.MkdirAll(filepath.Join(out, ".build-123456", "rootfs"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(out, ".build-123456", ".etoile-build-work"), []byte("the work folder of an etoile build\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	stale[".build-123456"] = ""
+	if err := os.MkdirAll(filepath.Join(out, ".build-cache"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stale[".build-cache"] = ""
 	build := func() ([]byte, error) {
 		// -o relative to the working folder, as `make image` gives it.
 		rel, err := filepath.Rel(root, out)
@@ -108,9 +117,15 @@ func TestBuildReplacesStaleOutputs(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(out)
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") {
+		if strings.HasPrefix(e.Name(), ".") && e.Name() != ".build-cache" {
 			t.Errorf("the build left %s in %s (the killed build's work folder included)", e.Name(), out)
 		}
+	}
+	if st, err := os.Stat(filepath.Join(out, ".build-cache")); err != nil || !st.IsDir() {
+		t.Errorf("the build removed .build-cache, a folder it did not make: %v", err)
+	}
+	if !strings.Contains(string(b), "left in place: a folder named like a build's work folder") {
+		t.Errorf("the build does not warn about the .build-cache it left:\n%s", b)
 	}
 	sums, err := os.ReadFile(filepath.Join(out, "SHA256SUMS"))
 	if err != nil {
