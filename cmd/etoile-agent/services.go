@@ -218,8 +218,14 @@ func onDisk(parts []sysimage.BlockDev, disk string) (sysimage.BlockDev, bool) {
 
 // machineStatus is what the boot knows, for the local API.
 func machineStatus(m *boot.Machine, hostname, slot string) api.Status {
-	st := api.Status{Version: agent.ImageVersion("/"), Agent: agent.Version, Hostname: hostname, Boot: "bios", Source: m.Source, Slot: slot}
-	if _, err := os.Stat("/sys/firmware/efi"); err == nil {
+	return machineStatusAt("/", m, hostname, slot, systemAddresses)
+}
+
+// machineStatusAt is machineStatus for the machine whose root is root ("/"
+// on a node, a folder in tests), addrs giving a link's addresses.
+func machineStatusAt(root string, m *boot.Machine, hostname, slot string, addrs func(name string) []string) api.Status {
+	st := api.Status{Version: agent.ImageVersion(root), Agent: agent.Version, Hostname: hostname, Boot: "bios", Source: m.Source, Slot: slot}
+	if _, err := os.Stat(filepath.Join(root, "sys/firmware/efi")); err == nil {
 		st.Boot = "uefi"
 	}
 	var ts unix.Timespec
@@ -230,7 +236,7 @@ func machineStatus(m *boot.Machine, hostname, slot string) api.Status {
 	if res := m.NetworkResult(); res != nil {
 		leases = res.AllLeases()
 	}
-	st.Network = links("/sys/class/net", systemAddresses, leases)
+	st.Network = links(filepath.Join(root, "sys/class/net"), addrs, leases)
 	return st
 }
 
