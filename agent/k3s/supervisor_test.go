@@ -3,6 +3,7 @@ package k3s
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -86,8 +87,84 @@ func TestMain(m *testing.M) {
 		}
 		time.Sleep(time.Hour)
 	case mode == "stubborn":
-		signal.Ignore(syscall.SIGTERM)
+		// Ignores SIGTERM; with ETOILE_FAKE_DIR set, writes the marker
+		// sigterm there when one comes, and starts a child in its process
+		// group (as K3s's containerd) that ignores SIGTERM too.
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, syscall.SIGTERM)
+		dir := os.Getenv("ETOILE_FAKE_DIR")
+		if dir != "" {
+			child := exec.Command(os.Args[0])
+			child.Env = append(os.Environ(), "ETOILE_FAKE_K3S=stubborn-child")
+			child.Stdout, child.Stderr = os.Stdout, os.Stderr
+			if err := child.Start(); err != nil {
+				fmt.Println("fake k3s: starting its child:", err)
+			} else {
+				fmt.Println("fake k3s started its child, pid", child.Process.Pid)
+			}
+		}
 		fmt.Println("fake k3s ignoring SIGTERM")
+		for range c {
+			if dir != "" {
+				os.WriteFile(filepath.Join(dir, "sigterm"), []byte(time.Now().Format(time.RFC3339Nano)), 0o644)
+			}
+			fmt.Println("fake k3s got SIGTERM, ignoring it")
+		}
+	case mode == "stubborn-child":
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("fake k3s child up, ignoring SIGTERM")
+		time.Sleep(time.Hour)
+		os.Exit(0)
+	case strings.HasPrefix(mode, "healthy:"):
+		// Runs 1 to n (counted in ETOILE_FAKE_DIR/runs) crash at once;
+		// the next one runs until the test creates ETOILE_FAKE_DIR/exit,
+		// then exits 1; later ones run until stopped.
+		n, _ := strconv.Atoi(strings.TrimPrefix(mode, "healthy:"))
+		dir := os.Getenv("ETOILE_FAKE_DIR")
+		runs := filepath.Join(dir, "runs")
+		if f, err := os.OpenFile(runs, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
+			f.WriteString("run\n")
+			f.Close()
+		}
+		b, _ := os.ReadFile(runs)
+		run := strings.Count(string(b), "\n")
+		fmt.Println("fake k3s run", run)
+		if run <= n {
+			fmt.Println("fake k3s crashing")
+			os.Exit(1)
+		}
+		for {
+			if os.Remove(filepath.Join(dir, "exit")) == nil {
+				fmt.Println("fake k3s exiting after its healthy run")
+				os.Exit(1)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	case mode == "path":
+		// What K3s's own process finds, under ETOILE_FAKE_ROOT: its PATH;
+		// the NVIDIA runtimes as K3s looks for them (its runtimesPath,
+		// /usr/local/nvidia/toolkit:/opt/kwasm/bin, before its PATH:
+		// k3s-io/k3s pkg/agent/containerd/config_linux.go); and, on its
+		// PATH alone (which K3s restores after that search, and hands
+		// containerd and so the runtime), the toolkit's CLI and hook.
+		root := os.Getenv("ETOILE_FAKE_ROOT")
+		path := os.Getenv("PATH")
+		fmt.Println("fake k3s PATH=" + path)
+		find := func(list, name string) string {
+			for _, dir := range filepath.SplitList(list) {
+				st, err := os.Stat(filepath.Join(root, dir, name))
+				if err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
+					return filepath.Join(dir, name)
+				}
+			}
+			return "nowhere"
+		}
+		for _, name := range []string{"nvidia-container-runtime", "nvidia-container-runtime.cdi"} {
+			fmt.Printf("fake k3s finds runtime %s at %s\n", name, find("/usr/local/nvidia/toolkit:/opt/kwasm/bin:"+path, name))
+		}
+		for _, name := range []string{"nvidia-container-cli", "nvidia-container-runtime-hook"} {
+			fmt.Printf("fake k3s's containerd finds %s at %s\n", name, find(path, name))
+		}
 		time.Sleep(time.Hour)
 	}
 	os.Exit(m.Run())
@@ -343,39 +420,121 @@ func TestFatalMessage(t *testing.T) {
 	}
 }
 
+// TestStopSendsTermThenKill: at shutdown K3s is asked to stop (SIGTERM);
+// one that stops is not waited for further, one that does not is killed
+// (SIGKILL, its whole process group: K3s's containerd with it) once
+// StopTimeout has passed, and not before; no process of it is left.
 func TestStopSendsTermThenKill(t *testing.T) {
 	// "hang" stops on SIGTERM: its timeout is long enough for a loaded
-	// machine to deliver it and let it print. "stubborn" ignores it and is
-	// killed after its short one.
-	for mode, stop := range map[string]time.Duration{"hang": 10 * time.Second, "stubborn": 300 * time.Millisecond} {
+	// machine to deliver it and let it print. "stubborn" ignores it, as
+	// does the child it starts, and both are killed after its short one.
+	for mode, stop := range map[string]time.Duration{"hang": 10 * time.Second, "stubborn": time.Second} {
 		t.Run(mode, func(t *testing.T) {
 			root := fakeRoot(t)
+			dir := t.TempDir()
+			var pid atomic.Int64
 			s := &Supervisor{
 				Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
-				Env: []string{"ETOILE_FAKE_K3S=" + mode}, StopTimeout: stop,
+				Env: []string{"ETOILE_FAKE_K3S=" + mode, "ETOILE_FAKE_DIR=" + dir}, StopTimeout: stop,
+				OnExec: func(p int, _ error) { pid.Store(int64(p)) },
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- s.Run(ctx) }()
-			waitFor(t, "process output", func() bool { return len(s.Logs()) > 0 })
+			var returned atomic.Bool
+			t.Cleanup(func() { // a test that failed before the stop: K3s stopped all the same
+				if cancel(); !returned.Load() {
+					select {
+					case <-done:
+					case <-time.After(30 * time.Second):
+					}
+				}
+			})
+			child := 0
+			if mode == "stubborn" {
+				// Both ignore SIGTERM from here on.
+				waitFor(t, "K3s and its child up", func() bool {
+					logs := strings.Join(s.Logs(), "\n")
+					return strings.Contains(logs, "fake k3s ignoring SIGTERM") && strings.Contains(logs, "fake k3s child up")
+				})
+				for _, l := range s.Logs() {
+					if p, ok := strings.CutPrefix(l, "fake k3s started its child, pid "); ok {
+						child, _ = strconv.Atoi(p)
+					}
+				}
+				if child <= 0 {
+					t.Fatalf("no child pid in K3s's output: %q", s.Logs())
+				}
+				t.Cleanup(func() { // should it outlive the stop
+					if st := procState(child); st != "" && st != "Z" {
+						_ = syscall.Kill(child, syscall.SIGKILL)
+					}
+				})
+			} else {
+				waitFor(t, "process output", func() bool { return len(s.Logs()) > 0 })
+			}
+			began := time.Now()
 			cancel()
 			select {
 			case err := <-done:
+				returned.Store(true)
 				if err != nil {
 					t.Fatal(err)
 				}
 			case <-time.After(30 * time.Second):
 				t.Fatal("supervisor did not stop K3s")
 			}
+			took := time.Since(began)
 			logs := strings.Join(s.Logs(), "\n")
-			if mode == "hang" && !strings.Contains(logs, "got SIGTERM") {
+			if !strings.Contains(logs, "got SIGTERM") {
 				t.Errorf("K3s was not asked to stop with SIGTERM:\n%s", logs)
+			}
+			if mode == "stubborn" {
+				if _, err := os.Stat(filepath.Join(dir, "sigterm")); err != nil {
+					t.Errorf("K3s got no SIGTERM before it was killed: %v", err)
+				}
+				if took < stop {
+					t.Errorf("a K3s ignoring SIGTERM was killed %v after the stop began, before its StopTimeout %v", took, stop)
+				}
+				// Reparented when K3s died, the child is gone, or a zombie
+				// left to a PID 1 that does not reap (a test container's).
+				// Killed, it may still be exiting as the stop ends (its
+				// output closed): it is given a few seconds for that.
+				deadline := time.Now().Add(5 * time.Second)
+				st := procState(child)
+				for st != "" && st != "Z" && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+					st = procState(child)
+				}
+				if st != "" && st != "Z" {
+					t.Errorf("K3s's child %d outlived the stop (state %s): the SIGKILL was not sent to K3s's process group", child, st)
+				}
+			}
+			if p := int(pid.Load()); p <= 0 {
+				t.Error("no K3s pid was told")
+			} else if err := syscall.Kill(p, 0); err != syscall.ESRCH {
+				t.Errorf("K3s (pid %d) still there after the stop: kill(0) = %v", p, err)
 			}
 			if s.Status().State != StateStopped || s.Status().Restarts != 0 {
 				t.Errorf("status after stop = %+v", s.Status())
 			}
 		})
 	}
+}
+
+// procState is the state letter of process pid (R, S, Z, …), or "" when
+// there is none.
+func procState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	// pid (comm) state …: comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return ""
+	}
+	return string(b[i+2])
 }
 
 // TestStopDoesNotWaitForADaemonHoldingTheOutput: a process K3s started in
@@ -512,6 +671,149 @@ func TestBackoffResetsOnlyAfterHealthyTime(t *testing.T) {
 	waitFor(t, "crashloop", func() bool { return s.Status().State == StateCrashloop })
 	cancel()
 	<-done
+}
+
+// TestBackoffResetsAfterAHealthyRun: after quick crashes have doubled the
+// wait and put K3s in crashloop, a run the Kubernetes API reports ready for
+// longer than ResetAfter resets it: its exit is waited out Initial, not the
+// doubled wait, and K3s is starting again, not crash-looping.
+func TestBackoffResetsAfterAHealthyRun(t *testing.T) {
+	p := newPKI(t)
+	var readyz atomic.Int32
+	var nodeReady atomic.Bool
+	readyz.Store(http.StatusOK)
+	srv := apiServer(t, p, &readyz, &nodeReady)
+	root := fakeRoot(t)
+	writeKubeconfig(t, root, srv.URL, p)
+	dir := t.TempDir()
+	const resetAfter = 300 * time.Millisecond
+	type told struct {
+		at     time.Time
+		to     State
+		reason string
+	}
+	var mu sync.Mutex
+	var states []told
+	s := &Supervisor{
+		Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		// Three quick crashes, then a run that lasts until the test ends it.
+		Env:        []string{"ETOILE_FAKE_K3S=healthy:3", "ETOILE_FAKE_DIR=" + dir},
+		Backoff:    Backoff{Initial: 10 * time.Millisecond, Max: time.Second, ResetAfter: resetAfter, Crashloop: 3},
+		ProbeEvery: 20 * time.Millisecond, StopTimeout: time.Second,
+		Prober: &APIProber{Root: root, Kubeconfig: ServerKubeconfig, NodeName: "node-1"},
+		OnState: func(_, to State, reason string) {
+			mu.Lock()
+			states = append(states, told{time.Now(), to, reason})
+			mu.Unlock()
+		},
+	}
+	// exits are the states told as K3s exited, with the wait announced.
+	type exit struct {
+		to   State
+		wait string
+	}
+	exits := func() []exit {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []exit
+		for _, st := range states {
+			if _, wait, ok := strings.Cut(st.reason, "restarting in "); ok {
+				out = append(out, exit{st.to, wait})
+			}
+		}
+		return out
+	}
+	// readyFor is how long the states told say K3s has been ready.
+	readyFor := func() time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		var total time.Duration
+		var since time.Time
+		for _, st := range states {
+			switch {
+			case st.to == StateReady && since.IsZero():
+				since = st.at
+			case st.to != StateReady && !since.IsZero():
+				total += st.at.Sub(since)
+				since = time.Time{}
+			}
+		}
+		if !since.IsZero() {
+			total += time.Since(since)
+		}
+		return total
+	}
+	stop := runSupervisor(t, s, 30*time.Second)
+	waitFor(t, "three quick crashes", func() bool { return len(exits()) >= 3 })
+	want := []exit{{StateStarting, "10ms"}, {StateStarting, "20ms"}, {StateCrashloop, "40ms"}}
+	if got := exits(); !slices.Equal(got[:3], want) {
+		t.Fatalf("quick crashes: %v, want %v", got[:3], want)
+	}
+	waitFor(t, "the fourth run", func() bool { return slices.Contains(s.Logs(), "fake k3s run 4") })
+	if r := readyFor(); r != 0 {
+		t.Fatalf("ready for %v before the API said so", r)
+	}
+	nodeReady.Store(true)
+	waitFor(t, "ready, per the API, for twice ResetAfter", func() bool { return readyFor() >= 2*resetAfter })
+	if err := os.WriteFile(filepath.Join(dir, "exit"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the healthy run's exit", func() bool { return len(exits()) >= 4 })
+	if got := exits()[3]; got != (exit{StateStarting, "10ms"}) {
+		t.Errorf("after a run ready for %v (ResetAfter %v): %s, restarting in %s; want starting, restarting in 10ms (Initial, not 80ms)",
+			2*resetAfter, resetAfter, got.to, got.wait)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestK3sFindsTheNvidiaRuntimes: the PATH K3s's own process gets lets it
+// find the NVIDIA container runtimes as K3s searches (its runtimesPath,
+// then its PATH): the GPU Operator's in /usr/local/nvidia/toolkit and the
+// system image's in /usr/bin; and lets its containerd (K3s's PATH alone)
+// find the toolkit's CLI and hook there. What K3s finds is what the agent
+// says it will (Runtimes).
+func TestK3sFindsTheNvidiaRuntimes(t *testing.T) {
+	root := fakeRoot(t)
+	for _, f := range []string{
+		"usr/local/nvidia/toolkit/nvidia-container-runtime", // the GPU Operator's
+		"usr/local/nvidia/toolkit/nvidia-container-cli",
+		"usr/local/nvidia/toolkit/nvidia-container-runtime-hook",
+		"usr/bin/nvidia-container-runtime",     // the system image's: the toolkit's wins
+		"usr/bin/nvidia-container-runtime.cdi", // the system image's
+	} {
+		p := filepath.Join(root, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &Supervisor{Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"agent"},
+		Env: []string{"ETOILE_FAKE_K3S=path", "ETOILE_FAKE_ROOT=" + root}, StopTimeout: time.Second}
+	stop := runSupervisor(t, s, 30*time.Second)
+	waitFor(t, "what K3s found", func() bool { return len(s.Logs()) >= 5 })
+	_ = stop()
+	logs := strings.Join(s.Logs(), "\n")
+	for _, want := range []string{
+		"fake k3s finds runtime nvidia-container-runtime at /usr/local/nvidia/toolkit/nvidia-container-runtime",
+		"fake k3s finds runtime nvidia-container-runtime.cdi at /usr/bin/nvidia-container-runtime.cdi",
+		"fake k3s's containerd finds nvidia-container-cli at /usr/local/nvidia/toolkit/nvidia-container-cli",
+		"fake k3s's containerd finds nvidia-container-runtime-hook at /usr/local/nvidia/toolkit/nvidia-container-runtime-hook",
+	} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("K3s's process did not find what it needs; want %q in:\n%s", want, logs)
+		}
+	}
+	var rts []string
+	for _, r := range Runtimes(root) {
+		rts = append(rts, r.Name+"="+r.Path)
+	}
+	if got, want := strings.Join(rts, " "), "nvidia=/usr/local/nvidia/toolkit/nvidia-container-runtime nvidia-cdi=/usr/bin/nvidia-container-runtime.cdi"; got != want {
+		t.Errorf("the agent says K3s finds %s, want %s (what K3s found)", got, want)
+	}
 }
 
 // TestLogFileRotates: past MaxLogSize the log becomes k3s.log.1 and a new
