@@ -113,7 +113,9 @@ func (s URLSource) Read(ctx context.Context) ([]byte, error) {
 // FromURL downloads a machine config over http or https: at most MaxSize
 // bytes, within client.Timeout or, when the client has none, within
 // DefaultURLTimeout. Any answer other than 200 OK is an error naming the
-// status.
+// status. Redirects are followed (a release asset's 302 to another host),
+// except one from https to http; an error after a redirect names where it
+// led, its query (a signature) hidden as the URL's is.
 //
 // Plain http is accepted because provisioning networks often have no PKI,
 // but a config holds the cluster token: prefer https.
@@ -130,7 +132,29 @@ func FromURL(ctx context.Context, rawURL string, client *http.Client) ([]byte, e
 		return nil, fmt.Errorf("machine config URL %q has no host", shown)
 	}
 	// The node has no CA bundle of its own; also for a redirect to https.
-	client = tlsroots.ForURL(client, u.String())
+	client = tlsroots.ForURL(client, u.String()) // a copy: its CheckRedirect is ours to wrap
+	// Where redirects led (a release asset's 302 to a signed URL on another
+	// host), so that an error names the server that failed — and a refused
+	// one, with its query (the signature) hidden.
+	var redirected *url.URL
+	check := client.CheckRedirect
+	client.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if len(via) > 0 && via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+			// Checked before tlsroots does, whose error shows the query.
+			return fmt.Errorf("refused the redirect to %s: it leaves https, and a machine config holds the cluster token", redactURL(req.URL.String()))
+		}
+		if err := check(req, via); err != nil {
+			return err
+		}
+		redirected = req.URL
+		return nil
+	}
+	where := func() string {
+		if redirected == nil {
+			return shown
+		}
+		return shown + " (redirected to " + redactURL(redirected.String()) + ")"
+	}
 	timeout := client.Timeout
 	if timeout == 0 {
 		timeout = DefaultURLTimeout
@@ -151,21 +175,21 @@ func FromURL(ctx context.Context, rawURL string, client *http.Client) ([]byte, e
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("downloading the machine config from %s: %w", shown, describeNetErr(err, timeout))
+		return nil, fmt.Errorf("downloading the machine config from %s: %w", where(), describeNetErr(err, timeout))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("downloading the machine config from %s: the server answered %s: check the URL in %s=", shown, resp.Status, KernelArg)
+		return nil, fmt.Errorf("downloading the machine config from %s: the server answered %s: check the URL in %s=", where(), resp.Status, KernelArg)
 	}
 	if resp.ContentLength > MaxSize {
-		return nil, fmt.Errorf("downloading the machine config from %s: it is %d bytes, more than the %d allowed: is this the right URL?", shown, resp.ContentLength, MaxSize)
+		return nil, fmt.Errorf("downloading the machine config from %s: it is %d bytes, more than the %d allowed: is this the right URL?", where(), resp.ContentLength, MaxSize)
 	}
-	data, err := readLimited(resp.Body, shown)
+	data, err := readLimited(resp.Body, where())
 	if err != nil {
 		return nil, fmt.Errorf("downloading the machine config: %w", describeNetErr(err, timeout))
 	}
 	if len(data) == 0 {
-		return nil, fmt.Errorf("downloading the machine config from %s: the server sent an empty body", shown)
+		return nil, fmt.Errorf("downloading the machine config from %s: the server sent an empty body", where())
 	}
 	return data, nil
 }

@@ -29,10 +29,16 @@ import (
 	"github.com/etoile-os/etoile/internal/syncbuf"
 )
 
+// standinNotice is logged by every test that runs the K3s stand-in, so that
+// its output never passes for K3s's (issue 3).
+const standinNotice = "K3s STAND-IN (qa/k3sstandin, a test double of K3s's command line), NOT K3s: the k3s states and files here are the stand-in's, results are not K3s's"
+
 // buildStandin compiles the K3s stand-in (a test double of K3s, not K3s)
-// into root/usr/local/bin/k3s.
+// into root/usr/local/bin/k3s, and says in the test's output that the test
+// uses it.
 func buildStandin(t *testing.T, root string) {
 	t.Helper()
+	t.Log(standinNotice)
 	bin := filepath.Join(root, "usr/local/bin/k3s")
 	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
 		t.Fatal(err)

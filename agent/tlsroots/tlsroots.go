@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	neturl "net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,7 +66,7 @@ func ForURL(client *http.Client, url string) *http.Client {
 		if len(via) > 0 && via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
 			// What was asked for over TLS (a config holding the cluster
 			// token) does not come back in clear text.
-			return fmt.Errorf("refused a redirect from %s to %s: it leaves https", via[len(via)-1].URL.Redacted(), req.URL.Redacted())
+			return fmt.Errorf("refused a redirect from %s to %s: it leaves https", shown(via[len(via)-1].URL), shown(req.URL))
 		}
 		if next != nil {
 			return next(req, via)
@@ -76,4 +77,14 @@ func ForURL(client *http.Client, url string) *http.Client {
 		return nil
 	}
 	return c
+}
+
+// shown is u for a message: its password and its query (a signed URL's
+// signature) hidden.
+func shown(u *neturl.URL) string {
+	c := *u
+	if c.RawQuery != "" {
+		c.RawQuery = "xxxxx"
+	}
+	return c.Redacted()
 }

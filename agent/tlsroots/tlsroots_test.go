@@ -2,9 +2,11 @@ package tlsroots
 
 import (
 	"crypto/x509"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -82,7 +84,7 @@ func TestForURLRefusesARedirectOutOfHTTPS(t *testing.T) {
 	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "token: in clear") }))
 	defer plain.Close()
 	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, plain.URL+"/config.yaml", http.StatusFound)
+		http.Redirect(w, r, plain.URL+"/config.yaml?X-Amz-Signature=SECRET", http.StatusFound)
 	}))
 	defer tlsSrv.Close()
 	resp, err := ForURL(tlsSrv.Client(), tlsSrv.URL+"/config.yaml").Get(tlsSrv.URL + "/config.yaml")
@@ -93,6 +95,12 @@ func TestForURLRefusesARedirectOutOfHTTPS(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "leaves https") {
 		t.Errorf("err = %v, want it to say the redirect leaves https", err)
+	}
+	// The refusal itself (what a caller shows without net/http's own
+	// wrapping, which names the request's URL) hides the signed query.
+	var ue *url.Error
+	if errors.As(err, &ue) && strings.Contains(ue.Err.Error(), "SECRET") {
+		t.Errorf("the refusal shows the redirect's query: %v", ue.Err)
 	}
 	before := calls.Load()
 	ForURL(nil, "HTTPS://example.invalid/config.yaml")
