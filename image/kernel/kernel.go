@@ -420,19 +420,24 @@ func (k *Kernel) BuiltinModules() []string {
 	return slices.Clone(k.idx.builtinLines)
 }
 
-// DefaultModules is the module list of the default image spec: what an
-// appliance needs to find its disks and network on QEMU and on common
-// server hardware, plus what K3s networking loads. Every name resolves
-// against Debian's linux-image-amd64 (some are built in).
+// DefaultModules is the module list of the default image spec
+// (image/default.yaml, which image.TestKernelDefaultModulesIsTheDefaultSpec
+// keeps it equal to): what an appliance needs to find its disks and
+// network on QEMU and on common server hardware, plus what K3s networking
+// loads. Every name resolves against Debian's linux-image-amd64 (some are
+// built in).
 var DefaultModules = []string{
+	// machine
+	"button",
 	// storage
-	"virtio_pci", "virtio_blk", "virtio_scsi", "nvme", "ahci", "ata_piix", "sd_mod", "sr_mod",
-	"usb-storage", "uas", "xhci_pci", "ehci_pci",
+	"virtio_pci", "virtio_blk", "virtio_scsi", "nvme", "ahci", "ata_piix",
+	"mpt3sas", "megaraid_sas", "smartpqi", "hpsa", "vmw_pvscsi", "hv_storvsc",
+	"sd_mod", "sr_mod", "usb-storage", "uas", "xhci_pci", "ehci_pci",
 	// filesystems
-	"squashfs", "overlay", "isofs", "vfat", "nls_cp437", "nls_iso8859-1", "nls_ascii", "ext4", "loop",
+	"squashfs", "overlay", "isofs", "vfat", "nls_cp437", "nls_iso8859-1", "nls_ascii", "ext4", "loop", "efivarfs",
 	// network
-	"virtio_net", "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "mlx5_core", "bnxt_en", "r8169", "tg3",
-	"af_packet",
+	"virtio_net", "8021q", "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "mlx5_core", "bnxt_en", "r8169", "tg3",
+	"igc", "atlantic", "r8152", "iavf", "ixgbevf", "vmxnet3", "hv_netvsc", "ena", "gve",
 	// Kubernetes networking
 	"br_netfilter", "vxlan", "nf_tables", "nf_conntrack", "iptable_nat", "iptable_filter", "ip_vs", "wireguard",
 }
