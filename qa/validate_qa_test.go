@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -280,6 +281,33 @@ func TestSystemImageUnsquashfs(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^lrwxrwxrwx root/root .* squashfs-root/var/run -> \.\./run$`).MatchString(long) {
 		t.Errorf("the system image's /var/run is not a symlink to ../run (daemons write their pid files there)")
+	}
+	// Every file of the repository's overlay/rootfs (the default spec's
+	// overlay) is in the image at its path, owned by root, with its mode.
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	overlay := filepath.Join(root, "overlay", "rootfs")
+	n := 0
+	err = filepath.WalkDir(overlay, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(overlay, p)
+		n++
+		re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(info.Mode().String()) + ` root/root .* squashfs-root/` + regexp.QuoteMeta(filepath.ToSlash(rel)) + `$`)
+		if !re.MatchString(long) {
+			t.Errorf("the system image lacks the overlay's /%s as %s root/root", rel, info.Mode())
+		}
+		return nil
+	})
+	if err != nil || n == 0 {
+		t.Fatalf("reading %s: %v (%d files)", overlay, err, n)
 	}
 }
 
