@@ -107,9 +107,9 @@ func (c *collector) disk(name string, byLabel map[string]string) (Disk, bool) {
 		Name:       name,
 		Path:       "/dev/" + strings.ReplaceAll(name, "!", "/"),
 		SizeBytes:  sectors(c.r, sys+"/size"),
-		Model:      firstNonEmpty(c.r.attr(sys+"/device/model"), c.r.attr(sys+"/model")),
+		Model:      c.diskModel(sys, name),
 		Serial:     c.diskSerial(sys),
-		WWN:        wwn(firstNonEmpty(c.r.attr(sys+"/wwid"), c.r.attr(sys+"/device/wwid"))),
+		WWN:        diskWWN(c.r.attr(sys+"/wwid"), c.r.attr(sys+"/device/wwid")),
 		Firmware:   c.r.attr(sys + "/device/firmware_rev"), // NVMe's
 		Rotational: c.r.attr(sys+"/queue/rotational") == "1",
 		Transport:  Transport(devPath),
@@ -125,6 +125,9 @@ func (c *collector) disk(name string, byLabel map[string]string) (Disk, bool) {
 	}
 	if strings.HasPrefix(d.Transport, "nvme") {
 		d.Transport = c.nvmeTransport(devPath, d.Transport)
+	}
+	if d.Transport == "scsi" && c.onFCHost(devPath) {
+		d.Transport = "fc" // a LUN of a Fibre Channel (or FCoE) HBA whose path has no rport
 	}
 	d.Remote = IsRemoteTransport(d.Transport)
 	if id := c.ataIdentify(sys, devPath); id != nil {
@@ -297,8 +300,21 @@ func (id ATAIdentify) Serial() string { return id.str(10, 20) }
 // Firmware is the disk's firmware revision (words 23–26).
 func (id ATAIdentify) Firmware() string { return id.str(23, 27) }
 
+// diskModel reads the model where each kind of disk puts it: SCSI and NVMe disks' (and an
+// NVMe subsystem's) model; an MMC card (eMMC, SD) has none, and its product name (CID's PNM,
+// "DG4032", "SD64G") is its model, as udev's ID_NAME has it.
+func (c *collector) diskModel(sys, name string) string {
+	if m := firstNonEmpty(c.r.attr(sys+"/device/model"), c.r.attr(sys+"/model")); m != "" {
+		return m
+	}
+	if mmcDiskRe.MatchString(name) {
+		return printable(c.r.attr(sys + "/device/name"))
+	}
+	return ""
+}
+
 // diskSerial reads the serial where each kind of disk puts it: virtio-blk and NVMe as text,
-// SCSI and SATA (through libata's SCSI layer) only in the unit serial number VPD page.
+// an MMC card's (device/serial) as the kernel writes it, in hex ("0x5b4e3c21"), SCSI and SATA (through libata's SCSI layer) only in the unit serial number VPD page.
 func (c *collector) diskSerial(sys string) string {
 	if s := firstNonEmpty(c.r.attr(sys+"/serial"), c.r.attr(sys+"/device/serial")); s != "" {
 		return s
@@ -334,27 +350,72 @@ func printable(s string) string {
 	return strings.TrimSpace(sb.String())
 }
 
-// wwn keeps the kernel's world-wide identifiers ("naa.…", "eui.…", "nvme.…"); "t10." ids are
-// vendor and serial strings rather than a WWN, so they are left out.
-func wwn(id string) string {
-	if strings.HasPrefix(id, "t10.") {
-		return ""
+// diskWWN is a disk's WWN as lsblk's WWN column shows it (udev's ID_WWN), in the kernel's
+// spelling, from an NVMe namespace's wwid or a SCSI device's (device/wwid):
+//   - an NVMe namespace: its wwid as the kernel writes it, which udev copies into ID_WWN:
+//     "eui." (EUI-64 or NGUID), "uuid.", or, for a namespace with none of these,
+//     "nvme.<vid>-<serial>-<model>-<nsid>" (no WWN proper, but the namespace's id everywhere
+//     else: /dev/disk/by-id/nvme-…, dm-multipath);
+//   - a SCSI or SATA disk: its wwid (the best designator of its VPD page 0x83) only when that
+//     is a NAA or EUI-64 name ("naa.…", "eui.…"), as udev's scsi_id and ata_id take only NAA
+//     names (written "0x5000c500…" where the kernel writes "naa.5000c500…"). A "t10." id
+//     (vendor, model and serial strings: a USB stick's, a SATA disk's without a WWN) or a
+//     SCSI name string ("iqn.…") is no WWN, and is left out.
+func diskWWN(nvmeWWID, scsiWWID string) string {
+	if nvmeWWID != "" {
+		return nvmeWWID
 	}
-	return id
+	if strings.HasPrefix(scsiWWID, "naa.") || strings.HasPrefix(scsiWWID, "eui.") {
+		return scsiWWID
+	}
+	return ""
+}
+
+// lsblkWWN reads lsblk's WWN column (udev's ID_WWN_WITH_EXTENSION or ID_WWN) into diskWWN's
+// spelling: the NAA names of SCSI and SATA disks written "0x5000c500a1b2c3d4" become
+// "naa.5000c500a1b2c3d4"; an NVMe namespace's (name nvme…) is its wwid already.
+func lsblkWWN(name, id string) string {
+	if h, ok := strings.CutPrefix(id, "0x"); ok && (len(h) == 16 || len(h) == 32) && isHex(h) {
+		id = "naa." + strings.ToLower(h)
+	}
+	if strings.HasPrefix(name, "nvme") {
+		return diskWWN(id, "")
+	}
+	return diskWWN("", id)
+}
+
+func isHex(s string) bool {
+	for _, r := range s {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// onFCHost reports whether the SCSI host of a disk's device path (its last …/hostN/) is a
+// Fibre Channel HBA's (or FCoE's): /sys/class/fc_host/hostN.
+func (c *collector) onFCHost(devPath string) bool {
+	m := scsiHostRe.FindAllStringSubmatch(devPath, -1)
+	return len(m) > 0 && c.r.exists("/sys/class/fc_host/"+m[len(m)-1][1])
 }
 
 var (
 	hostRe     = regexp.MustCompile(`/host[0-9]+/`)
+	scsiHostRe = regexp.MustCompile(`/(host[0-9]+)/`)
+	fcRportRe  = regexp.MustCompile(`/rport-[0-9]+:[0-9]+-[0-9]+/`)
 	ataRe      = regexp.MustCompile(`/ata[0-9]+/`)
 	iscsiRe    = regexp.MustCompile(`/session[0-9]+/`)
 	nvmePathRe = regexp.MustCompile(`^nvme[0-9]+c[0-9]+n[0-9]+$`)
 
 	mmcHardwarePartRe = regexp.MustCompile(`^mmcblk[0-9]+(boot[0-9]+|rpmb)$`)
+	mmcDiskRe         = regexp.MustCompile(`^mmcblk[0-9]+$`)
 )
 
 // Transport tells how a block device is attached from its path in the sysfs device tree
 // (what /sys/class/block/NAME links to): "nvme", "usb", "sata", "mmc", "virtio", "scsi",
-// the network volumes "rbd", "iscsi" and "nvme-of" (NVMe over fabrics, its fabric not
+// the network volumes "rbd", "iscsi", "fc" (a Fibre Channel LUN: a SCSI target under a remote
+// port, …/host3/rport-3:0-0/target3:0:0/…) and "nvme-of" (NVMe over fabrics, its fabric not
 // told by the path), or "" when unknown.
 func Transport(devPath string) string {
 	switch {
@@ -368,6 +429,8 @@ func Transport(devPath string) string {
 		return "nvme"
 	case iscsiRe.MatchString(devPath) && hostRe.MatchString(devPath):
 		return "iscsi" // a SCSI host of an iSCSI session: …/host7/session1/target7:0:0/…
+	case fcRportRe.MatchString(devPath) && hostRe.MatchString(devPath):
+		return "fc" // lsblk's TRAN too
 	case strings.Contains(devPath, "/usb"):
 		return "usb" // usb-storage and UAS sit on SCSI hosts too: check USB first
 	case ataRe.MatchString(devPath):
@@ -383,9 +446,10 @@ func Transport(devPath string) string {
 }
 
 // IsRemoteTransport reports whether a disk's transport is a network's: the disk is another
-// machine's storage (a Ceph or SAN volume), never one to install on.
+// machine's storage (a Ceph volume, a SAN's LUN over iSCSI, Fibre Channel or NVMe over
+// fabrics), never one to install on. A machine that boots from a SAN LUN lists it too, remote.
 func IsRemoteTransport(t string) bool {
-	return t == "rbd" || t == "iscsi" || strings.HasPrefix(t, "nvme-")
+	return t == "rbd" || t == "iscsi" || t == "fc" || strings.HasPrefix(t, "nvme-")
 }
 
 // nvmeTransport tells an NVMe namespace's fabric from its controllers' transport file
@@ -722,7 +786,7 @@ func ParseLsblk(b []byte) ([]Disk, error) {
 			SizeBytes:  uint64(bd.Size),
 			Model:      deref(bd.Model),
 			Serial:     deref(bd.Serial),
-			WWN:        wwn(deref(bd.WWN)),
+			WWN:        lsblkWWN(bd.Name, deref(bd.WWN)),
 			Rotational: bool(bd.Rota),
 			Transport:  deref(bd.Tran),
 			Remote:     IsRemoteTransport(deref(bd.Tran)),

@@ -91,21 +91,26 @@ type Disk struct {
 	Path      string `json:"path"`
 	SizeBytes uint64 `json:"size_bytes"`
 	// Model is the disk's own: a SATA disk's full ATA model (from its IDENTIFY data, not
-	// the SCSI layer's 16 characters).
+	// the SCSI layer's 16 characters); an MMC card's (eMMC, SD) product name.
 	Model string `json:"model"`
 	// Vendor is a SCSI disk's vendor (SAS: SEAGATE, HGST); "" for SATA disks, which the
 	// SCSI layer names "ATA".
-	Vendor     string `json:"vendor,omitempty"`
-	Serial     string `json:"serial"`
+	Vendor string `json:"vendor,omitempty"`
+	Serial string `json:"serial"`
+	// WWN is what lsblk's WWN column shows, in the kernel's spelling: a SCSI or SATA disk's
+	// NAA or EUI-64 name ("naa.5000c500a1b2c3d4", where lsblk writes "0x5000c500a1b2c3d4"),
+	// an NVMe namespace's wwid ("eui.…", "uuid.…", or "nvme.<vid>-<serial>-<model>-<nsid>"
+	// for one with neither); "" for a disk with none (a "t10." vendor id is none).
 	WWN        string `json:"wwn"`
 	Firmware   string `json:"firmware,omitempty"`
 	Rotational bool   `json:"rotational"`
 	// Transport is nvme, sata, usb, virtio, scsi, mmc, or for a network volume rbd, iscsi,
-	// nvme-tcp, nvme-rdma, nvme-fc (nvme-of: a fabric not named), or "" (unknown), from the
-	// device's place in the sysfs device tree.
+	// fc (a Fibre Channel LUN), nvme-tcp, nvme-rdma, nvme-fc (nvme-of: a fabric not named),
+	// or "" (unknown), from the device's place in the sysfs device tree.
 	Transport string `json:"transport"`
-	// Remote marks a network volume (Ceph RBD, iSCSI, NVMe over fabrics: a CSI driver's
-	// volume or a SAN's LUN): storage of another machine, never one to install on.
+	// Remote marks a network volume (Ceph RBD, iSCSI, Fibre Channel, NVMe over fabrics: a
+	// CSI driver's volume or a SAN's LUN): storage of another machine, never one to install
+	// on. A SAN LUN the machine boots from is listed too, remote and boot.
 	Remote    bool `json:"remote,omitempty"`
 	Removable bool `json:"removable"`
 	// NoMedium marks a removable device with nothing in it (an empty card reader or

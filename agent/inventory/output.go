@@ -157,9 +157,15 @@ func yesNo(b bool) string {
 	return "no"
 }
 
+// linkString writes a PCI Express link as lspci's LnkSta does ("32.0 GT/s x16"). A link with
+// no speed and no lanes (sysfs: "Unknown" and 0) is down: a GPU fallen off the bus, whose
+// config space reads all ones, or one whose link did not train.
 func linkString(l *PCILink) string {
 	if l == nil || l.CurrentSpeed == "" {
 		return "-"
+	}
+	if PCIeGen(l.CurrentSpeed) == 0 && l.CurrentWidth == 0 {
+		return "link down"
 	}
 	return fmt.Sprintf("%s x%d", strings.TrimSuffix(l.CurrentSpeed, " PCIe"), l.CurrentWidth)
 }
