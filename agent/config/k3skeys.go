@@ -1,5 +1,10 @@
 package config
 
+import (
+	"slices"
+	"strings"
+)
+
 // The K3s option names the k3s: section may use, so that a typo
 // ("tls-sans") is caught at validation instead of being skipped by K3s with
 // only a log line ("Unknown flag … found in config.yaml, skipping").
@@ -7,10 +12,13 @@ package config
 // Taken from the K3s documentation, docs.k3s.io/cli/agent and
 // docs.k3s.io/cli/server (the "K3s Agent CLI Help" and "K3s Server CLI
 // Help" blocks, k3s-io/docs docs/cli/agent.md and server.md), completed
-// with the hidden flags declared in k3s-io/k3s pkg/cli/cmds, for v1.34; the
-// K3s stand-in (qa/k3sstandin/flags.go) accepts the same set. A key missing
-// here is only a warning, so a newer K3s option still works: add it here
-// (and to the stand-in) when K3s is bumped.
+// with the hidden flags declared in k3s-io/k3s pkg/cli/cmds/agent.go and
+// server.go, for the K3s images get by default (image/k3s.DefaultVersion,
+// v1.34.9+k3s1). The K3s stand-in (qa/k3sstandin/flags.go) accepts the
+// same set with the same roles and kinds: TestStandinFlagsMatchAgentKeys
+// there compares the two through K3sKeys. A key missing here is only a
+// warning, so a newer K3s option still works: add it here (and to the
+// stand-in) when K3s is bumped.
 
 // k3sAgentKeys are the options both `k3s agent` and `k3s server` have
 // (a server runs an agent too).
@@ -128,7 +136,9 @@ var k3sServerOnlyKeys = []string{
 	"flannel-backend",
 	"flannel-external-ip",
 	"flannel-ipv6-masq",
-	"helm-controller-arg",
+	// Not "helm-controller-arg": K3s added it in v1.34.10 (k3s-io/k3s
+	// #14185, backported to release-1.34 by #14303, first validated on
+	// v1.34.10-rc1+k3s1); v1.34.9 skips it as an unknown key.
 	"helm-job-image",
 	"https-listen-port",
 	"kube-apiserver-arg",
@@ -152,7 +162,9 @@ var k3sServerOnlyKeys = []string{
 }
 
 // k3sDeprecatedKeys are hidden, deprecated names K3s still accepts, with
-// their replacement: a warning.
+// their replacement: a warning. Each has its replacement's role and kind
+// (k3s-io/k3s pkg/cli/cmds/server.go declares both as hidden server
+// StringSliceFlags).
 var k3sDeprecatedKeys = map[string]string{
 	"kube-controller-arg":       "kube-controller-manager-arg",
 	"kube-cloud-controller-arg": "kube-cloud-controller-manager-arg",
@@ -172,7 +184,7 @@ var k3sReservedKeys = map[string]string{
 	"token":            "set cluster.token instead",
 	"t":                "set cluster.token instead",
 	"token-file":       "set cluster.token instead (the agent writes the token into K3s's config itself)",
-	"cluster-secret":   "set cluster.token instead (cluster-secret is K3s's deprecated name for the token)",
+	"cluster-secret":   "set cluster.token instead (cluster-secret is the token's old name, gone from current K3s)",
 	"server":           "set cluster.server instead",
 	"s":                "set cluster.server instead",
 	"cluster-init":     "set cluster.init: true instead",
@@ -197,8 +209,13 @@ var (
 )
 
 // k3sOnlyFor returns the role a K3s option is limited to ("server" or
-// "agent"), or "" when both have it (or it is unknown).
+// "agent"), or "" when both have it (or it is unknown). A deprecated name
+// has its replacement's role: kube-controller-arg is a server option, which
+// `k3s agent` does not know either.
 func k3sOnlyFor(key string) string {
+	if repl, ok := k3sDeprecatedKeys[key]; ok {
+		key = repl
+	}
 	switch {
 	case k3sServerOnlySet[key]:
 		return RoleServer
@@ -237,7 +254,105 @@ var (
 		"https-listen-port", "lb-server-port", "supervisor-port", "v",
 	})
 	k3sDurationKeys = toSet([]string{"etcd-s3-timeout", "etcd-snapshot-reconcile-interval"})
+	// k3sListKeys are the repeatable options (urfave/cli StringSliceFlag):
+	// a list in the config file, each item one value.
+	k3sListKeys = toSet([]string{
+		"airgap-extra-registry", "cluster-cidr", "cluster-dns", "disable", "etcd-arg",
+		"kube-apiserver-arg", "kube-cloud-controller-manager-arg", "kube-controller-manager-arg",
+		"kube-proxy-arg", "kube-scheduler-arg", "kubelet-arg", "node-external-dns",
+		"node-external-ip", "node-internal-dns", "node-ip", "node-label", "node-taint",
+		"service-cidr", "tls-san",
+	})
 )
+
+// K3sKeyKind is how a K3s option takes its value, from its flag's type in
+// k3s-io/k3s pkg/cli/cmds.
+type K3sKeyKind string
+
+// The kinds of K3s options.
+const (
+	K3sKindBool     K3sKeyKind = "bool"     // BoolFlag: --flag, or true/false
+	K3sKindString   K3sKeyKind = "string"   // StringFlag: one value
+	K3sKindInt      K3sKeyKind = "int"      // IntFlag: one whole number
+	K3sKindDuration K3sKeyKind = "duration" // DurationFlag: one duration such as 5m
+	K3sKindList     K3sKeyKind = "list"     // StringSliceFlag: repeatable, a list in the config file
+)
+
+// K3sKeyUse is what the k3s: section may do with a K3s option.
+type K3sKeyUse string
+
+// The uses of K3s options.
+const (
+	K3sKeyAccepted   K3sKeyUse = "accepted"   // the k3s: section may set it
+	K3sKeyReserved   K3sKeyUse = "reserved"   // Étoile writes it itself: an error in the k3s: section
+	K3sKeyDeprecated K3sKeyUse = "deprecated" // K3s still takes it: a warning
+)
+
+// K3sKey is one K3s option Étoile knows.
+type K3sKey struct {
+	Name string     // long name, as a config file key
+	Role string     // RoleServer or RoleAgent when only that subcommand has it; "" for both
+	Kind K3sKeyKind // how it takes its value
+	Use  K3sKeyUse
+}
+
+// K3sKeys lists, sorted by name, the K3s options Étoile knows and K3s has:
+// those the k3s: section may set, those Étoile writes itself, and the
+// deprecated names K3s still takes. Short aliases (t, s, …) are left out.
+func K3sKeys() []K3sKey {
+	var out []K3sKey
+	add := func(name string, use K3sKeyUse) {
+		if _, reserved := k3sReservedKeys[name]; reserved && use == K3sKeyAccepted {
+			use = K3sKeyReserved
+		}
+		out = append(out, K3sKey{Name: name, Role: k3sOnlyFor(name), Kind: k3sKindOf(name), Use: use})
+	}
+	for _, k := range k3sAllKeys {
+		add(k, K3sKeyAccepted)
+	}
+	for k := range k3sDeprecatedKeys {
+		add(k, K3sKeyDeprecated)
+	}
+	slices.SortFunc(out, func(a, b K3sKey) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// K3sUnknownKeys lists, sorted, the option names the k3s: section refuses
+// because K3s no longer has them (no-flannel, cluster-secret, …): K3s
+// would skip them.
+func K3sUnknownKeys() []string {
+	known := toSet(k3sAllKeys)
+	var out []string
+	for k := range k3sRemovedKeys {
+		out = append(out, k)
+	}
+	for k := range k3sReservedKeys {
+		if len(k) > 1 && !known[k] {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// k3sKindOf is how the K3s option key takes its value; a deprecated name
+// takes it as its replacement does.
+func k3sKindOf(key string) K3sKeyKind {
+	if repl, ok := k3sDeprecatedKeys[key]; ok {
+		key = repl
+	}
+	switch {
+	case k3sBoolKeys[key]:
+		return K3sKindBool
+	case k3sIntKeys[key]:
+		return K3sKindInt
+	case k3sDurationKeys[key]:
+		return K3sKindDuration
+	case k3sListKeys[key]:
+		return K3sKindList
+	}
+	return K3sKindString
+}
 
 // The K3s options that take IP addresses or networks (k3sAddressProblem),
 // by what they take; k3sSingleAddressKeys take one, the others a list.

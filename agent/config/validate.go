@@ -682,6 +682,10 @@ func k3sValueProblem(key string, val K3sValue) string {
 		}
 	case k3sDurationKeys[key]:
 		kind, ok = "a duration such as 5m0s", func(s string) bool { _, err := time.ParseDuration(s); return err == nil }
+	case val.IsList() && knownK3sKey(key) && !k3sListKeys[key] && k3sAddressKeys[key] == "" && key != "disable":
+		// K3s reads a list given to an option of one value and keeps
+		// only its last item.
+		return "a list: this option takes one value (K3s would keep only the list's last item)"
 	default:
 		return ""
 	}

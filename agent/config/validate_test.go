@@ -461,7 +461,7 @@ func TestWarnings(t *testing.T) {
 	if _, w, err := Check([]byte(header + "role: agent\ncluster: {server: 'https://a:6443', token: t}\nk3s: {node-ip: 10.0.0.7, kubelet-arg+: [a=b]}\n")); err != nil || len(w) != 0 {
 		t.Errorf("clean agent config: warnings %q, err %v", w, err)
 	}
-	if _, w, err := Check([]byte(header + server + "k3s: {disable: [traefik, 'servicelb,metrics-server'], etcd-snapshot-reconcile-interval: 15m, helm-controller-arg: [a=b], write-kubeconfig-mode: '0640', node-ip: '10.0.0.7,2001:db8::7', https-listen-port: 0}\n")); err != nil || len(w) != 0 {
+	if _, w, err := Check([]byte(header + server + "k3s: {disable: [traefik, 'servicelb,metrics-server'], etcd-snapshot-reconcile-interval: 15m, kube-apiserver-arg: [a=b], write-kubeconfig-mode: '0640', node-ip: '10.0.0.7,2001:db8::7', https-listen-port: 0}\n")); err != nil || len(w) != 0 {
 		t.Errorf("clean agent config: warnings %q, err %v", w, err)
 	}
 }
@@ -520,5 +520,18 @@ func TestHostsWithUnderscores(t *testing.T) {
 		"registries: {mirrors: {docker.io: {endpoint: ['https://registry_mirror:5000']}}}\n"
 	if _, err := Parse([]byte(doc)); err != nil {
 		t.Errorf("refused: %v", err)
+	}
+}
+
+// TestK3sListForOneValue: a list given to a K3s option of one value is
+// refused (K3s would keep only its last item); lists stay fine where K3s
+// takes them.
+func TestK3sListForOneValue(t *testing.T) {
+	_, _, err := Check([]byte(header + "role: agent\ncluster: {server: 'https://a:6443', token: t}\nk3s: {flannel-iface: [eth0, eth1]}\n"))
+	if err == nil || !strings.Contains(err.Error(), "k3s.flannel-iface") || !strings.Contains(err.Error(), "takes one value") {
+		t.Errorf("flannel-iface as a list: err %v, want it refused naming the key", err)
+	}
+	if _, _, err := Check([]byte(header + "role: agent\ncluster: {server: 'https://a:6443', token: t}\nk3s: {kubelet-arg: [a=b, c=d], tls-san: [a.example, b.example]}\n")); err != nil {
+		t.Errorf("list options refused: %v", err)
 	}
 }

@@ -30,12 +30,15 @@ type flagDef struct {
 	kind  flagKind
 }
 
-// The flags of `k3s server` and `k3s agent` in K3s v1.34, from the K3s
-// documentation (https://docs.k3s.io/cli/server, https://docs.k3s.io/cli/agent)
-// and the flag declarations in k3s-io/k3s pkg/cli/cmds/{server,agent}.go,
-// hidden and deprecated flags included since K3s still accepts them. The
-// stand-in rejects anything else, so a key the agent writes that K3s does
-// not have fails a test here instead of being ignored on a real node.
+// The flags of `k3s server` and `k3s agent` in K3s v1.34.9 (version), from
+// the K3s documentation (https://docs.k3s.io/cli/server,
+// https://docs.k3s.io/cli/agent) and the flag declarations in k3s-io/k3s
+// pkg/cli/cmds/{server,agent}.go, hidden and deprecated flags included since
+// K3s still accepts them. The stand-in rejects anything else, so a key the
+// agent writes that K3s does not have fails a test here instead of being
+// ignored on a real node. The agent's own list of K3s options
+// (agent/config/k3skeys.go) must agree, flag for flag, role for role and
+// kind for kind: TestStandinFlagsMatchAgentKeys checks it.
 
 // commonFlags are accepted by both subcommands (a server also runs an agent).
 var commonFlags = []flagDef{
@@ -123,7 +126,8 @@ var serverOnlyFlags = []flagDef{
 	{"kube-controller-manager-arg", "", kindSlice},
 	{"kube-scheduler-arg", "", kindSlice},
 	{"kube-cloud-controller-manager-arg", "", kindSlice},
-	{"helm-controller-arg", "", kindSlice},
+	// Not helm-controller-arg: K3s added it in v1.34.10 (k3s-io/k3s #14185,
+	// release-1.34 backport #14303), after the v1.34.9 the stand-in imitates.
 	{"kine-tls", "", kindBool},
 	{"datastore-endpoint", "", kindString},
 	{"datastore-cafile", "", kindString},

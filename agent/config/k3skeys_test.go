@@ -1,0 +1,82 @@
+package config
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestK3sKeysConsistent: each K3s option is in one role list once, and
+// every option the value checks, the reserved keys and the deprecated
+// names' replacements speak of is one of them, so that a key dropped from
+// the lists (as K3s drops it) does not linger elsewhere. The lists
+// themselves are compared with the K3s stand-in's flag table by
+// qa/k3sstandin TestStandinFlagsMatchAgentKeys, through K3sKeys.
+func TestK3sKeysConsistent(t *testing.T) {
+	seen := map[string]string{}
+	for name, list := range map[string][]string{"k3sAgentKeys": k3sAgentKeys, "k3sAgentOnlyKeys": k3sAgentOnlyKeys, "k3sServerOnlyKeys": k3sServerOnlyKeys} {
+		for _, k := range list {
+			if other, dup := seen[k]; dup {
+				t.Errorf("%s: in %s and %s", k, other, name)
+			}
+			seen[k] = name
+		}
+	}
+	known := toSet(k3sAllKeys)
+	kinds := map[string]map[string]bool{"bool": k3sBoolKeys, "int": k3sIntKeys, "duration": k3sDurationKeys, "list": k3sListKeys,
+		"choice": toSet(slices.Collect(maps.Keys(k3sChoiceKeys))), "address": toSet(slices.Collect(maps.Keys(k3sAddressKeys)))}
+	for kind, set := range kinds {
+		for k := range set {
+			if !known[k] {
+				t.Errorf("%s: a %s option in k3skeys.go, but in no role list", k, kind)
+			}
+		}
+	}
+	for _, a := range []string{"bool", "int", "duration", "list"} {
+		for _, b := range []string{"bool", "int", "duration", "list", "choice"} {
+			for k := range kinds[a] {
+				if a != b && kinds[b][k] {
+					t.Errorf("%s: both a %s and a %s option", k, a, b)
+				}
+			}
+		}
+	}
+	for k := range k3sSingleAddressKeys {
+		if _, ok := k3sAddressKeys[k]; !ok || k3sListKeys[k] {
+			t.Errorf("%s: a single address option, but not an address option or a list", k)
+		}
+	}
+	for k := range k3sAddressKeys {
+		if !k3sSingleAddressKeys[k] && !k3sListKeys[k] {
+			t.Errorf("%s: takes a list of addresses, but is not a list option", k)
+		}
+	}
+	for k, repl := range k3sDeprecatedKeys {
+		if known[k] || !known[repl] {
+			t.Errorf("deprecated %s → %s: the old name must be in no role list, its replacement in one", k, repl)
+		}
+	}
+	for _, k := range K3sUnknownKeys() {
+		if known[k] {
+			t.Errorf("%s: refused as gone from K3s, but in a role list", k)
+		}
+	}
+	keys := K3sKeys()
+	if !slices.IsSortedFunc(keys, func(a, b K3sKey) int { return strings.Compare(a.Name, b.Name) }) || len(keys) != len(k3sAllKeys)+len(k3sDeprecatedKeys) {
+		t.Errorf("K3sKeys: %d options, unsorted or not the lists' %d and %d deprecated names", len(keys), len(k3sAllKeys), len(k3sDeprecatedKeys))
+	}
+	want := map[string]K3sKey{
+		"kube-controller-arg":  {Name: "kube-controller-arg", Role: RoleServer, Kind: K3sKindList, Use: K3sKeyDeprecated},
+		"token":                {Name: "token", Kind: K3sKindString, Use: K3sKeyReserved},
+		"disable-apiserver-lb": {Name: "disable-apiserver-lb", Role: RoleAgent, Kind: K3sKindBool, Use: K3sKeyAccepted},
+		"etcd-s3-timeout":      {Name: "etcd-s3-timeout", Role: RoleServer, Kind: K3sKindDuration, Use: K3sKeyAccepted},
+		"node-ip":              {Name: "node-ip", Kind: K3sKindList, Use: K3sKeyAccepted},
+		"https-listen-port":    {Name: "https-listen-port", Role: RoleServer, Kind: K3sKindInt, Use: K3sKeyAccepted},
+	}
+	for _, k := range keys {
+		if w, ok := want[k.Name]; ok && k != w {
+			t.Errorf("K3sKeys: %+v, want %+v", k, w)
+		}
+	}
+}
