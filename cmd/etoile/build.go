@@ -167,7 +167,9 @@ func findAgent(flagPath string) (string, error) {
 }
 
 // sourceDateEpoch fixes every timestamp in the media: SOURCE_DATE_EPOCH when
-// set, else the time of the commit this etoile was built from.
+// set, else the time of the commit this etoile was built from (commitTime,
+// baked in by `make build`), else 0 (1970-01-01, with a warning): never the
+// clock, so a build stays reproducible whatever is missing.
 func sourceDateEpoch(log *slog.Logger) (int64, error) {
 	if v := os.Getenv("SOURCE_DATE_EPOCH"); v != "" {
 		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
@@ -180,9 +182,13 @@ func sourceDateEpoch(log *slog.Logger) (int64, error) {
 		return n, nil
 	}
 	if commitTime != "" {
-		if n, err := strconv.ParseInt(commitTime, 10, 64); err == nil {
-			return n, nil
+		// The same bounds as SOURCE_DATE_EPOCH: a malformed baked-in time is
+		// a broken build of etoile, not "no commit time".
+		n, err := strconv.ParseInt(commitTime, 10, 64)
+		if err != nil || n < 0 || n > math.MaxUint32 {
+			return 0, fmt.Errorf("this etoile was linked with commit time %q (-X main.commitTime), not seconds since 1970 before February 2106: set SOURCE_DATE_EPOCH (e.g. $(git log -1 --format=%%ct)), or rebuild etoile with `make build`", commitTime)
 		}
+		return n, nil
 	}
 	log.Warn("no SOURCE_DATE_EPOCH and no commit time in this binary: timestamps set to 1970-01-01")
 	return 0, nil

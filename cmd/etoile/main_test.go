@@ -131,6 +131,59 @@ func TestSourceDateEpoch(t *testing.T) {
 	}
 }
 
+// TestSourceDateEpochDefault: without SOURCE_DATE_EPOCH the epoch is the
+// commit time `make build` bakes in (-X main.commitTime=$(git log -1
+// --format=%ct)); with neither it is 0 (1970-01-01) with a warning, never the
+// clock, so two such builds still match; a malformed baked-in time is an
+// error naming it, not a silent 1970.
+func TestSourceDateEpochDefault(t *testing.T) {
+	defer func(v string) { commitTime = v }(commitTime)
+	epoch := func(t *testing.T, env *string, baked string) (int64, string, error) {
+		t.Helper()
+		t.Setenv("SOURCE_DATE_EPOCH", "")
+		if env == nil {
+			os.Unsetenv("SOURCE_DATE_EPOCH") // t.Setenv restores it
+		} else {
+			t.Setenv("SOURCE_DATE_EPOCH", *env)
+		}
+		commitTime = baked // as -X main.commitTime=… sets it
+		var logs bytes.Buffer
+		n, err := sourceDateEpoch(slog.New(slog.NewTextHandler(&logs, nil)))
+		return n, logs.String(), err
+	}
+	empty, set := "", "1700000000"
+
+	for _, env := range []*string{nil, &empty} {
+		n, logs, err := epoch(t, env, "1600000000")
+		if err != nil || n != 1600000000 || logs != "" {
+			t.Errorf("SOURCE_DATE_EPOCH unset/empty, commit time 1600000000 baked in: %d, %v (logs %q), want the commit time, silently", n, err, logs)
+		}
+		n, logs, err = epoch(t, env, "")
+		if err != nil || n != 0 || !strings.Contains(logs, "level=WARN") || !strings.Contains(logs, "1970-01-01") {
+			t.Errorf("neither SOURCE_DATE_EPOCH nor a commit time: %d, %v (logs %q), want 0 with a warning naming 1970-01-01", n, err, logs)
+		}
+	}
+
+	// SOURCE_DATE_EPOCH wins over the baked-in time.
+	if n, _, err := epoch(t, &set, "1600000000"); err != nil || n != 1700000000 {
+		t.Errorf("SOURCE_DATE_EPOCH=1700000000 and commit time 1600000000: %d, %v, want 1700000000", n, err)
+	}
+	// The Makefile's fallback without git (`echo 0`) is a valid time.
+	if n, _, err := epoch(t, nil, "0"); err != nil || n != 0 {
+		t.Errorf("commit time 0: %d, %v", n, err)
+	}
+	for _, baked := range []string{"abc", "-5", "1e9", " 1600000000", "4294967296"} {
+		n, _, err := epoch(t, nil, baked)
+		if err == nil || !strings.Contains(err.Error(), "main.commitTime") || !strings.Contains(err.Error(), baked) || !strings.Contains(err.Error(), "SOURCE_DATE_EPOCH") {
+			t.Errorf("commit time %q baked in: %d, %v, want an error naming it and SOURCE_DATE_EPOCH", baked, n, err)
+		}
+		// SOURCE_DATE_EPOCH still overrides a broken binary.
+		if n, _, err := epoch(t, &set, baked); err != nil || n != 1700000000 {
+			t.Errorf("SOURCE_DATE_EPOCH=1700000000 with commit time %q: %d, %v", baked, n, err)
+		}
+	}
+}
+
 // TestOutputInsideOverlayThroughSymlink: -o reached through a symlink to an
 // overlay (or an overlay given as a symlink to the folder holding -o) is
 // inside that overlay all the same, and refused before anything is made.
