@@ -85,11 +85,20 @@ func TestExtensionModuleDrivesNIC(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(ext, "etc/modules-load.d/qa.conf"), []byte("# a site's congestion control\ntcp_bbr\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A site's own workload images (here a copy of the stand-in release's image archive, a real OCI
+	// archive) go where K3s imports them at start.
+	k3sDir := filepath.Join(filepath.Dir(standinOut(t)), "k3s-standin") // make image-standin made both
+	siteImages := filepath.Join(dir, "site-app.tar.zst")
+	if data, err := os.ReadFile(filepath.Join(k3sDir, "k3s-airgap-images-amd64.tar.zst")); err != nil {
+		t.Fatalf("no K3s stand-in release folder at %s: run `make k3s-standin` (%v)", k3sDir, err)
+	} else if err := os.WriteFile(siteImages, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	spec := string(image.DefaultSpecYAML())
 	for old, new := range map[string]string{
-		"extensions: []": "extensions:\n  - {name: qa-nic, dir: " + ext + "}",
-		"  - iso\n":      "",
-		"  - netboot\n":  "",
+		"  source: release\n": "  source: release\n  airgapImages: [" + siteImages + "]\n",
+		"extensions: []":      "extensions:\n  - {name: qa-nic, dir: " + ext + "}",
+		"  - iso\n":           "", // the raw disk boots; netboot's system image is read by unsquashfs
 	} {
 		if !strings.Contains(spec, old) {
 			t.Fatalf("the default spec no longer has %q", old)
@@ -102,7 +111,6 @@ func TestExtensionModuleDrivesNIC(t *testing.T) {
 	}
 	// The K3s stand-in (a test double, not K3s) and a server config baked in: K3s is started with the
 	// extension's files on its PATH.
-	k3sDir := filepath.Join(filepath.Dir(standinOut(t)), "k3s-standin") // make image-standin made both
 	if _, err := os.Stat(filepath.Join(k3sDir, "k3s")); err != nil {
 		t.Fatalf("no K3s stand-in release folder at %s: run `make k3s-standin`", k3sDir)
 	}
@@ -122,6 +130,19 @@ func TestExtensionModuleDrivesNIC(t *testing.T) {
 	// (the default image's r8152 needs it).
 	if !regexp.MustCompile(`extension kernel modules.* modules=8139cp .*with_kernel_modules=(mii,)?tcp_bbr`).Match(b) {
 		t.Errorf("the build does not report the extension's module and mii:\n%s", b)
+	}
+	// The site's archive is in the system image, linked where K3s imports archives from.
+	list := runTool(t, "", tool(t, UnsquashfsTool), "-lls", filepath.Join(out, SystemName))
+	for _, re := range []string{
+		`(?m)^-rw-r--r-- root/root .* squashfs-root/usr/lib/etoile/k3s/images/site-app\.tar\.zst$`,
+		`(?m)^lrwxrwxrwx root/root .* squashfs-root/var/lib/rancher/k3s/agent/images/site-app\.tar\.zst -> /usr/lib/etoile/k3s/images/site-app\.tar\.zst$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(list) {
+			t.Errorf("the system image lacks the site's airgap archive: no line matching %s", re)
+		}
+	}
+	if sbom, err := os.ReadFile(filepath.Join(out, SPDXName)); err != nil || !strings.Contains(string(sbom), "site-app.tar.zst") {
+		t.Errorf("the SBOM does not name the site's airgap archive (%v)", err)
 	}
 
 	// Two NICs: a virtio one, driven from the initramfs, and the RTL8139 with the lower MAC, driven only
