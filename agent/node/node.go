@@ -1430,13 +1430,8 @@ func (n *Node) ApplyConfig(ctx context.Context, data []byte) ([]string, error) {
 	if err := n.shuttingDown(); err != nil {
 		return warns, err // began while an earlier apply held k3sMu
 	}
-	dir := filepath.Join(n.env.Root, "run/etoile/applied")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return warns, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), data, 0o600); err != nil {
-		return warns, err
-	}
+	// The applied config is held in memory (config show, the status): it
+	// lasts until the next boot, and nothing reads a copy of it.
 	// Finished even if the caller goes away: half an apply (the network
 	// set, K3s not restarted) would be worse than either.
 	warns, err = n.applyLocked(context.WithoutCancel(ctx), cfg, warns, "local API")
