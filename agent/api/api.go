@@ -313,7 +313,11 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 			return
 		}
 		if err := b.Power(req.Action); err != nil {
-			writeError(w, http.StatusConflict, err.Error())
+			code := http.StatusInternalServerError // it could not be done
+			if errors.Is(err, ErrShuttingDown) {
+				code = http.StatusConflict // refused: one is under way
+			}
+			writeError(w, code, err.Error())
 			return
 		}
 		if log != nil {

@@ -45,7 +45,7 @@ func (f *fakeAgent) Logs(source string, n int, after uint64) (LogPage, error) {
 
 func (f *fakeAgent) Power(action string) error {
 	if len(f.power) > 0 {
-		return errors.New("already shutting down")
+		return fmt.Errorf("already shutting down: %w", ErrShuttingDown)
 	}
 	f.power = append(f.power, action)
 	return nil

@@ -524,27 +524,32 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 		defer close(copied)
 		// The pipe is read until it is closed whatever happens: a K3s
 		// whose output is not read blocks writing it. A line whose
-		// handling crashes (logged) is passed over, and reading goes on.
+		// handling crashes (logged) is passed over and reading goes on,
+		// with the same reader (nothing it holds is lost); after 10
+		// crashes in a run the lines are only read, not kept.
 		defer func() { _, _ = io.Copy(io.Discard, pr) }()
-		for crashes := 0; crashes < 10; crashes++ {
-			if !safego.Run(s.Log, "reading K3s's output", func() {
-				readLines(pr, MaxLineLen, func(line string) { // until the pipe is closed
-					s.ring.Add(line)
-					logs.writeLine(line)
-					if m, ok := fatalMessage(line); ok {
-						fatal = m
-					}
-					for _, tr := range troubles {
-						if strings.Contains(line, tr.in) && !slices.ContainsFunc(notTrouble, func(n string) bool { return strings.Contains(line, n) }) {
-							s.noteTrouble(tr.say)
-						}
-					}
-				})
-			}) {
+		crashes := 0
+		readLines(pr, MaxLineLen, func(line string) { // until the pipe is closed
+			if crashes >= 10 {
 				return
 			}
-		}
-		s.Log.Error("K3s's output is no longer kept: reading it crashed 10 times in this run", "fix", "report this as a bug with the error lines above")
+			if safego.Run(s.Log, "reading K3s's output", func() {
+				s.ring.Add(line)
+				logs.writeLine(line)
+				if m, ok := fatalMessage(line); ok {
+					fatal = m
+				}
+				for _, tr := range troubles {
+					if strings.Contains(line, tr.in) && !slices.ContainsFunc(notTrouble, func(n string) bool { return strings.Contains(line, n) }) {
+						s.noteTrouble(tr.say)
+					}
+				}
+			}) {
+				if crashes++; crashes == 10 {
+					s.Log.Error("K3s's output is no longer kept: handling it crashed 10 times in this run", "fix", "report this as a bug with the error lines above")
+				}
+			}
+		})
 	}()
 	s.setState(StateStarting, "")
 	began := time.Now()

@@ -1338,19 +1338,33 @@ func (n *Node) Power(action string) error {
 	}
 	n.mu.Lock()
 	first := n.powering
-	if first == "" {
+	signalled := first == "" && n.ctx.Err() != nil
+	if first == "" && !signalled {
 		n.powering = action
 	}
 	n.mu.Unlock()
-	if first != "" {
-		return fmt.Errorf("already shutting down (%s asked first)", first)
-	}
-	if n.ctx.Err() != nil {
+	switch {
+	case first != "":
+		return refused(fmt.Sprintf("already shutting down (%s asked first)", first))
+	case signalled:
 		// A signal (Ctrl-Alt-Del, the power button) began it.
-		return fmt.Errorf("already shutting down (asked by a signal or the power button, not through this API)")
+		return refused("already shutting down (asked by a signal or the power button, not through this API)")
 	}
-	return n.env.Power(action)
+	if err := n.env.Power(action); err != nil {
+		n.mu.Lock()
+		n.powering = "" // not shutting down after all: a later request may try again
+		n.mu.Unlock()
+		return err
+	}
+	return nil
 }
+
+// refused is a power request turned down because the machine shuts down
+// already: its message as given, and api.ErrShuttingDown to errors.Is.
+type refused string
+
+func (r refused) Error() string { return string(r) }
+func (r refused) Unwrap() error { return api.ErrShuttingDown }
 
 // Config implements api.Backend: the running config with its secrets
 // redacted.

@@ -423,13 +423,19 @@ func TestNoConfigLeavesK3sStopped(t *testing.T) {
 	if err := n.Power("reboot"); err == nil || !strings.Contains(err.Error(), "not PID 1") {
 		t.Errorf("reboot from an agent that does not run the machine: %v", err)
 	}
-	// As PID 1: the first request is carried out, a second refused.
+	// As PID 1: a request the machine could not carry out is not one
+	// under way (a later one is tried); the first carried out, a second
+	// refused.
+	n.env.Power = func(string) error { return errors.New("reboot(2): operation not permitted") }
+	if err := n.Power("reboot"); err == nil || errors.Is(err, api.ErrShuttingDown) {
+		t.Errorf("a failed reboot: %v, want its own error, not a refusal", err)
+	}
 	var asked []string
 	n.env.Power = func(a string) error { asked = append(asked, a); return nil }
 	if err := n.Power("reboot"); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.Power("poweroff"); err == nil || !strings.Contains(err.Error(), "already shutting down (reboot asked first)") {
+	if err := n.Power("poweroff"); err == nil || !strings.Contains(err.Error(), "already shutting down (reboot asked first)") || !errors.Is(err, api.ErrShuttingDown) {
 		t.Errorf("a second request: %v", err)
 	}
 	if strings.Join(asked, ",") != "reboot" {

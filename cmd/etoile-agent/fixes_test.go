@@ -50,7 +50,7 @@ func (a k3sDownAgent) ApplyConfig(ctx context.Context, data []byte) ([]string, e
 }
 
 func (a k3sDownAgent) Power(string) error {
-	return fmt.Errorf("already shutting down (reboot asked first)")
+	return fmt.Errorf("already shutting down (reboot asked first): %w", api.ErrShuttingDown)
 }
 
 // TestConfigApplyWhenK3sDoesNotStart: the config is applied, but the
