@@ -87,9 +87,31 @@ func (c *collector) nvidia(ctx context.Context) error {
 	if !withDriver && c.r.live {
 		return nil // nvidia-smi cannot say more without the driver, and may be slow to say so
 	}
-	out, err := c.runNvidiaSMI(ctx)
-	if err != nil {
-		return fmt.Errorf("%w (GPUs are listed without memory and MIG mode; run nvidia-smi on the machine to see why)", err)
+	out, runErr := c.runNvidiaSMI(ctx)
+	if runErr != nil {
+		// A GPU the driver cannot reach (fallen off the bus: "Unable to determine the
+		// device handle for GPU…: Unknown Error") makes nvidia-smi exit non-zero, 15,
+		// after writing of the others; their details are kept when what it wrote is a
+		// whole, well-formed document. Anything less is not read.
+		smi, rest := partialNvidiaSMI(out)
+		if smi == nil {
+			return fmt.Errorf("%w (GPUs are listed without memory and MIG mode; run nvidia-smi on the machine to see why)", runErr)
+		}
+		c.warn("nvidia-smi -q -x failed (%s); the GPUs its output lists have their details", smiFailure(runErr, rest))
+		c.applyNvidiaSMI(smi, byAddr)
+		listed := map[string]bool{}
+		for _, s := range smi.GPUs {
+			listed[s.PCIAddress] = true
+		}
+		for i := range c.inv.GPUs {
+			g := &c.inv.GPUs[i]
+			if g.Vendor != "nvidia" || listed[g.PCIAddress] || g.Driver != "" && g.Driver != "nvidia" {
+				continue // a GPU for a VM (vfio-pci) is none of nvidia-smi's
+			}
+			g.Unreachable = true
+			c.warn("GPU %s: not in nvidia-smi's output: its driver cannot reach it (fallen off the bus, or lost: the kernel log's NVRM Xid lines say which); listed without memory, MIG and persistence mode", g.PCIAddress)
+		}
+		return nil
 	}
 	if out == nil {
 		return nil
@@ -98,6 +120,12 @@ func (c *collector) nvidia(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w (GPUs are listed without memory and MIG mode)", err)
 	}
+	c.applyNvidiaSMI(smi, byAddr)
+	return nil
+}
+
+// applyNvidiaSMI sets what nvidia-smi says of each GPU it lists.
+func (c *collector) applyNvidiaSMI(smi *NvidiaSMI, byAddr map[string]*GPU) {
 	for _, s := range smi.GPUs {
 		g := byAddr[s.PCIAddress]
 		if g == nil {
@@ -117,7 +145,6 @@ func (c *collector) nvidia(ctx context.Context) error {
 		g.MIGModePending = s.MIGModePending
 		g.PersistenceMode = s.Persistence
 	}
-	return nil
 }
 
 // nvidiaInformation reads every /proc/driver/nvidia/gpus/*/information, or a capture of them.

@@ -1,5 +1,5 @@
 // Package inventory describes a machine's hardware from sysfs and procfs: DMI identity, CPU,
-// memory, disks, NICs, PCI devices with their pci.ids names, and GPUs (with NVIDIA's driver
+// memory, disks, NICs, RDMA adapters, PCI devices with their pci.ids names, and GPUs (with NVIDIA's driver
 // version, memory and MIG mode when its driver is loaded).
 //
 // It reads a live machine (Options.Root empty) or a copied tree, so the same code is tested
@@ -36,13 +36,16 @@ import (
 
 // Inventory is one machine's hardware.
 type Inventory struct {
-	DMI        DMI         `json:"dmi"`
-	CPU        CPU         `json:"cpu"`
-	Memory     Memory      `json:"memory"`
-	Disks      []Disk      `json:"disks"`
-	NICs       []NIC       `json:"nics"`
-	PCIDevices []PCIDevice `json:"pci_devices"`
-	GPUs       []GPU       `json:"gpus"`
+	DMI    DMI    `json:"dmi"`
+	CPU    CPU    `json:"cpu"`
+	Memory Memory `json:"memory"`
+	Disks  []Disk `json:"disks"`
+	NICs   []NIC  `json:"nics"`
+	// RDMA are the InfiniBand and RoCE adapters (/sys/class/infiniband), with their
+	// ports: an HCA in InfiniBand mode without IPoIB is in no NIC list.
+	RDMA       []RDMADevice `json:"rdma"`
+	PCIDevices []PCIDevice  `json:"pci_devices"`
+	GPUs       []GPU        `json:"gpus"`
 	// PCIIDs is the pci.ids database the PCI names come from, with its version: "embedded
 	// 2023.04.10" (the binary's), or a system's file when newer (/usr/share/misc/pci.ids …).
 	PCIIDs string `json:"pci_ids,omitempty"`
@@ -220,13 +223,19 @@ type GPU struct {
 	// Persistence mode keeps the driver's state while no program uses the GPU (else each
 	// nvidia-smi or CUDA start initialises it again): enabled, disabled, "" when unknown.
 	PersistenceMode string `json:"persistence_mode,omitempty"`
-	UUID            string `json:"uuid,omitempty"`
-	VBIOS           string `json:"vbios,omitempty"`
-	Architecture    string `json:"architecture,omitempty"`
+	// Unreachable marks an NVIDIA GPU that nvidia-smi left out while it wrote of the others
+	// and exited non-zero ("Unable to determine the device handle for GPU…"): fallen off the
+	// bus, or lost by its driver. Its memory, MIG and persistence mode are not known.
+	Unreachable  bool   `json:"unreachable,omitempty"`
+	UUID         string `json:"uuid,omitempty"`
+	VBIOS        string `json:"vbios,omitempty"`
+	Architecture string `json:"architecture,omitempty"`
 }
 
 // RunFunc runs a program and returns its standard output. It is the seam through which
-// nvidia-smi is run, so tests can stand in for it.
+// nvidia-smi is run, so tests can stand in for it. When the program fails it may return what
+// it wrote with the error (RunTool does, on a non-zero exit): nvidia-smi -q -x exits 15 after
+// writing of the GPUs it reached when another has fallen off the bus.
 type RunFunc func(ctx context.Context, name string, args ...string) ([]byte, error)
 
 // Options tune Collect. The zero value reads the live machine.
@@ -277,7 +286,7 @@ func Collect(ctx context.Context, opts Options) (*Inventory, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &collector{r: r, opts: opts, log: log, inv: &Inventory{
-		Disks: []Disk{}, NICs: []NIC{}, PCIDevices: []PCIDevice{}, GPUs: []GPU{},
+		Disks: []Disk{}, NICs: []NIC{}, RDMA: []RDMADevice{}, PCIDevices: []PCIDevice{}, GPUs: []GPU{},
 	}}
 	c.dmi()
 	c.step("cpu", c.cpu)
@@ -285,6 +294,7 @@ func Collect(ctx context.Context, opts Options) (*Inventory, error) {
 	c.step("disks", c.disks)
 	c.step("nics", c.nics)
 	c.step("pci", c.pci)
+	c.step("rdma", c.rdma)
 	c.step("gpus", func() error { return c.gpus(ctx) })
 	return c.inv, nil
 }
@@ -349,14 +359,18 @@ func (c *collector) runNvidiaSMI(ctx context.Context) ([]byte, error) {
 	defer cancel()
 	out, err := run(ctx, "nvidia-smi", "-q", "-x")
 	if err != nil {
-		return nil, fmt.Errorf("run nvidia-smi -q -x: %w", err)
+		// What it wrote is kept: with one GPU it cannot reach, nvidia-smi
+		// exits non-zero after writing of the others (see nvidia).
+		return out, fmt.Errorf("run nvidia-smi -q -x: %w", err)
 	}
 	return out, nil
 }
 
 // RunTool runs a tool as the inventory runs nvidia-smi: started with start (the reaper's, as
 // PID 1) and released with release, killed at ctx's end and given up on when it does not die;
-// its error carries what it printed.
+// its error carries what it printed. On a non-zero exit its standard output is returned too,
+// with the error, as exec.Cmd.Output does (nvidia-smi writes of the GPUs it reached before
+// exiting 15 for one it did not), and the error's *exec.ExitError holds its standard error.
 func RunTool(ctx context.Context, start func(*exec.Cmd) error, release func(int), name string, args ...string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, name, args...)
@@ -389,15 +403,21 @@ func RunTool(ctx context.Context, start func(*exec.Cmd) error, release func(int)
 		}
 	}
 	if err != nil {
+		var out []byte
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			exit.Stderr = stderr.Bytes()
+			out = stdout.Bytes()
+		}
 		// nvidia-smi explains failures on stdout ("NVIDIA-SMI has failed because…").
 		why := bytes.TrimSpace(stderr.Bytes())
 		if len(why) == 0 {
 			why = bytes.TrimSpace(stdout.Bytes())
 		}
 		if len(why) > 0 {
-			return nil, fmt.Errorf("%w: %s", err, trimOutput(why))
+			return out, fmt.Errorf("%w: %s", err, trimOutput(why))
 		}
-		return nil, err
+		return out, err
 	}
 	return stdout.Bytes(), nil
 }

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/xml"
+	"errors"
 	"fmt"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -205,4 +207,55 @@ func parseMiB(s string) (uint64, bool) {
 		return 0, false
 	}
 	return v, true
+}
+
+// partialNvidiaSMI reads what `nvidia-smi -q -x` wrote before exiting non-zero: the
+// nvidia_smi_log document, when it is whole and well-formed (else nil), and the first line it
+// wrote outside the document (nvidia-smi writes some of its complaints to stdout).
+func partialNvidiaSMI(out []byte) (*NvidiaSMI, string) {
+	start := bytes.Index(out, []byte("<?xml"))
+	if start < 0 {
+		start = bytes.Index(out, []byte("<nvidia_smi_log"))
+	}
+	const closing = "</nvidia_smi_log>"
+	end := bytes.LastIndex(out, []byte(closing))
+	if start < 0 || end < start {
+		return nil, firstLine(string(out))
+	}
+	end += len(closing)
+	doc := out[start:end]
+	rest := firstLine(string(out[:start]) + "\n" + string(out[end:]))
+	// ParseNvidiaSMI reads the whole root element, skipping what it does not take: a
+	// syntax error anywhere in it (an element left open) fails it.
+	smi, err := ParseNvidiaSMI(doc)
+	if err != nil {
+		return nil, rest
+	}
+	return smi, rest
+}
+
+// smiFailure says how nvidia-smi failed: its exit status and the first line of its standard
+// error, else the first line it wrote outside its XML (rest), else the error's.
+func smiFailure(err error, rest string) string {
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		if why := firstNonEmpty(firstLine(string(exit.Stderr)), rest); why != "" {
+			return exit.String() + ": " + trimOutput([]byte(why))
+		}
+		return exit.String()
+	}
+	if inner := errors.Unwrap(err); inner != nil {
+		err = inner // without runNvidiaSMI's "run nvidia-smi -q -x: "
+	}
+	return trimOutput([]byte(firstLine(err.Error())))
+}
+
+// firstLine is s's first line that is not blank, trimmed.
+func firstLine(s string) string {
+	for line := range strings.SplitSeq(s, "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			return line
+		}
+	}
+	return ""
 }

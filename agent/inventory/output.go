@@ -60,6 +60,9 @@ func WriteTable(w io.Writer, inv *Inventory) error {
 		if g.MemoryMiB > 0 {
 			mem = strconv.FormatUint(g.MemoryMiB, 10) + " MiB"
 		}
+		if g.Unreachable {
+			mem = "unreachable" // the driver's tool could not reach it; the warnings say more
+		}
 		rows = append(rows, []string{g.PCIAddress, g.Vendor, g.Model, mem, dash(g.Driver), dash(g.DriverVersion),
 			dash(g.MIGMode), linkString(g.Link)})
 	}
@@ -116,6 +119,24 @@ func WriteTable(w io.Writer, inv *Inventory) error {
 		rows = append(rows, []string{n.Name, dash(n.MAC), dash(n.Driver), speed, yesNo(n.Carrier), dash(bus), dash(link)})
 	}
 	section("NICs", []string{"NAME", "MAC", "DRIVER", "SPEED", "CARRIER", "BUS", "LINK"}, rows)
+
+	rows = nil
+	for _, d := range inv.RDMA {
+		// One row per port, the device's own columns on its first.
+		dev := []string{d.Name, d.PCIAddress, dash(d.Model), dash(d.Driver), dash(d.Firmware), dash(d.NodeGUID)}
+		if len(d.Ports) == 0 {
+			rows = append(rows, append(dev, "-", "-", "-", "-", "-", "-"))
+		}
+		for i, p := range d.Ports {
+			if i > 0 {
+				dev = []string{"", "", "", "", "", ""}
+			}
+			rows = append(rows, append(dev, strconv.Itoa(p.Number), dash(p.LinkLayer), dash(p.State), dash(p.PhysicalState),
+				dash(p.Netdev), dash(p.Rate)))
+		}
+	}
+	section("RDMA", []string{"DEVICE", "ADDRESS", "MODEL", "DRIVER", "FIRMWARE", "NODE GUID", "PORT", "LINK LAYER", "STATE",
+		"PHYS STATE", "NETDEV", "RATE"}, rows)
 
 	rows = nil
 	for _, d := range inv.PCIDevices {
