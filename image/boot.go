@@ -1,6 +1,7 @@
 package image
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -128,6 +129,13 @@ func checkISOSizes(files map[string]string) error {
 }
 
 func (b *Builder) writeISO(dst, work string, arch Arch, k *kernel.Kernel, initrd, system string, boot bootFiles, version, args string) error {
+	return b.writeISOContext(context.Background(), dst, work, arch, k, initrd, system, boot, version, args)
+}
+
+// writeISOContext writes the ISO, and first the El Torito EFI image in
+// work, stopping (between files, every few MiB, at the next block go-diskfs
+// writes) when ctx is done: neither dst nor a .tmp of it is left then.
+func (b *Builder) writeISOContext(ctx context.Context, dst, work string, arch Arch, k *kernel.Kernel, initrd, system string, boot bootFiles, version, args string) error {
 	if err := checkISOSizes(map[string]string{"the system image": system, "the kernel": k.Vmlinuz, "the initramfs": initrd}); err != nil {
 		return err
 	}
@@ -139,7 +147,7 @@ func (b *Builder) writeISO(dst, work string, arch Arch, k *kernel.Kernel, initrd
 	}
 	// FAT32 needs about 33 MiB at least; leave room for the FAT itself.
 	fatSize := max(40*mib, roundUp(size+size/16+4*mib, mib))
-	if err := media.WriteFAT(efi.Source, fatSize, espFiles, media.FATOptions{
+	if err := media.WriteFATContext(ctx, efi.Source, fatSize, espFiles, media.FATOptions{
 		Label: "ETOILE-EFI", VolumeID: volumeID(b.stableID("efiboot", version)), Epoch: b.Epoch,
 	}); err != nil {
 		return fmt.Errorf("making the El Torito EFI image: %w", err)
@@ -172,10 +180,16 @@ func (b *Builder) writeISO(dst, work string, arch Arch, k *kernel.Kernel, initrd
 		opts.BootCatalog = isoCatalog
 		opts.MBRCode = mbr
 	}
-	return media.WriteISO(dst, opts)
+	return media.WriteISOContext(ctx, dst, opts)
 }
 
 func (b *Builder) writeRaw(dst string, arch Arch, k *kernel.Kernel, initrd, system string, boot bootFiles, version, args string) error {
+	return b.writeRawContext(context.Background(), dst, arch, k, initrd, system, boot, version, args)
+}
+
+// writeRawContext writes the raw disk, stopping when ctx is done (see
+// writeISOContext).
+func (b *Builder) writeRawContext(ctx context.Context, dst string, arch Arch, k *kernel.Kernel, initrd, system string, boot bootFiles, version, args string) error {
 	st, err := os.Stat(system)
 	if err != nil {
 		return err
@@ -185,7 +199,7 @@ func (b *Builder) writeRaw(dst string, arch Arch, k *kernel.Kernel, initrd, syst
 	if b.MachineConfig != nil {
 		esp = append(esp, media.File{Path: ConfigOnMedia, Data: b.MachineConfig, Mode: 0o644})
 	}
-	return media.WriteRaw(dst, media.RawOptions{
+	return media.WriteRawContext(ctx, dst, media.RawOptions{
 		ESPLabel:    espLabel,
 		ESPSize:     rawESPSize,
 		ESPFiles:    esp,

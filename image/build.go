@@ -413,7 +413,7 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 			{Path: "/etc/etoile/modules", Mode: 0o644, Data: []byte(always)},
 			{Path: "/etc/etoile/version", Mode: 0o644, Data: []byte(version + "\n")},
 		}
-		st, err := initramfs.Write(f, initramfs.Options{
+		st, err := initramfs.WriteContext(ctx, f, initramfs.Options{
 			Init: agent, KernelVersion: k.Version, Modules: mods,
 			Compression: b.Spec.Initramfs.Compression, Epoch: b.Epoch, Files: files,
 		})
@@ -438,6 +438,11 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 		if err := b.stageRoot(stage, version); err != nil {
 			return err
 		}
+		// Staging copies K3s and the extensions (CUDA libraries: gigabytes)
+		// in turn: a Ctrl-C stops between them.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		// Before K3s and the extensions: a site's extension may replace it.
 		if err := stageFile(stage, CABundlePath, boot.caBundle, 0o644); err != nil {
 			return fmt.Errorf("adding the CA certificates: %w", b.staged.nameLayer(err))
@@ -454,14 +459,20 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 				}
 			}
 		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if err := b.stageExtensions(stage, k.Version); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if err := mergeExtensionModules(stage, k, mods, b.staged, log); err != nil {
 			return err
 		}
 		checkNvidiaRuntime(stage, log)
-		return media.WriteSquashfs(system, stage, media.SquashfsOptions{Epoch: b.Epoch})
+		return media.WriteSquashfsContext(ctx, system, stage, media.SquashfsOptions{Epoch: b.Epoch})
 	}); err != nil {
 		return nil, err
 	}
@@ -483,7 +494,9 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 	}
 	if b.Spec.Wants(OutputISO) {
 		iso := filepath.Join(work, "etoile.iso")
-		if err := step("iso", func() error { return b.writeISO(iso, work, arch, k, initrd, system, boot, version, isoArgs) }); err != nil {
+		if err := step("iso", func() error {
+			return b.writeISOContext(ctx, iso, work, arch, k, initrd, system, boot, version, isoArgs)
+		}); err != nil {
 			return nil, err
 		}
 		outputs[b.name(".iso")] = iso
@@ -491,7 +504,7 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 	if b.Spec.Wants(OutputRaw) {
 		raw := filepath.Join(work, "etoile.raw")
 		if err := step("raw disk", func() error {
-			return b.writeRaw(raw, arch, k, initrd, system, boot, version, isoArgs+" etoile.slot=a")
+			return b.writeRawContext(ctx, raw, arch, k, initrd, system, boot, version, isoArgs+" etoile.slot=a")
 		}); err != nil {
 			return nil, err
 		}

@@ -14,6 +14,7 @@ package initramfs
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -112,6 +113,15 @@ const maxModule = 256 << 20
 // entries are sorted (parents first), owned by root, stamped with Epoch,
 // numbered in order, and compressed single-threaded at a fixed level.
 func Write(w io.Writer, opts Options) (Stats, error) {
+	return WriteContext(context.Background(), w, opts)
+}
+
+// WriteContext is Write that stops when ctx is done: before each entry (each
+// module is read and compressed in turn) and every writeChunk bytes of an
+// entry's data (the agent, /init, is tens of MiB through the compressor).
+// It then returns ctx's error, wrapped with the entry being written; what
+// was written to w by then is an incomplete archive.
+func WriteContext(ctx context.Context, w io.Writer, opts Options) (Stats, error) {
 	comp, err := newCompressor(opts)
 	if err != nil {
 		return Stats{}, err
@@ -125,7 +135,7 @@ func Write(w io.Writer, opts Options) (Stats, error) {
 	var st Stats
 	ino := uint32(0)
 	if len(modules) > 0 {
-		s, err := writeCpio(cw, modules, opts.Epoch, &ino)
+		s, err := writeCpio(ctx, cw, modules, opts.Epoch, &ino)
 		st.add(s)
 		if err != nil {
 			return st, err
@@ -143,10 +153,13 @@ func Write(w io.Writer, opts Options) (Stats, error) {
 		return st, err
 	}
 	raw := &countingWriter{w: zw}
-	s, err := writeCpio(raw, rest, opts.Epoch, &ino)
+	s, err := writeCpio(ctx, raw, rest, opts.Epoch, &ino)
 	st.add(s)
 	if err != nil {
 		return st, err
+	}
+	if err := ctx.Err(); err != nil {
+		return st, fmt.Errorf("initramfs: finishing %s compression: %w", opts.Compression, err)
 	}
 	if err := zw.Close(); err != nil {
 		return st, fmt.Errorf("finishing %s compression: %w", opts.Compression, err)
@@ -392,12 +405,19 @@ func readModule(m kernel.Module) ([]byte, error) {
 	return data, nil
 }
 
-// writeCpio writes entries in the newc ("070701") format.
-// Inode numbers go on from *ino.
-func writeCpio(w io.Writer, entries []*entry, epoch int64, ino *uint32) (Stats, error) {
+// writeChunk is how many bytes of an entry's data writeCpio writes between
+// two looks at its context: about a second of the slowest compressor.
+const writeChunk = 1 << 20
+
+// writeCpio writes entries in the newc ("070701") format, stopping when ctx
+// is done. Inode numbers go on from *ino.
+func writeCpio(ctx context.Context, w io.Writer, entries []*entry, epoch int64, ino *uint32) (Stats, error) {
 	var st Stats
 	hdr := make([]byte, 0, 512)
 	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return st, fmt.Errorf("initramfs: /%s: %w", e.path, err)
+		}
 		var data []byte
 		if e.content != nil {
 			var err error
@@ -428,8 +448,17 @@ func writeCpio(w io.Writer, entries []*entry, epoch int64, ino *uint32) (Stats, 
 		if _, err := w.Write(hdr); err != nil {
 			return st, fmt.Errorf("writing initramfs: %w", err)
 		}
-		if _, err := w.Write(data); err != nil {
-			return st, fmt.Errorf("writing initramfs: %w", err)
+		// The split does not change the bytes: the compressors cut their
+		// blocks from the stream, whatever the writes.
+		for rest := data; len(rest) > 0; {
+			if err := ctx.Err(); err != nil {
+				return st, fmt.Errorf("initramfs: /%s: %w", e.path, err)
+			}
+			n := min(len(rest), writeChunk)
+			if _, err := w.Write(rest[:n]); err != nil {
+				return st, fmt.Errorf("writing initramfs: %w", err)
+			}
+			rest = rest[n:]
 		}
 		if _, err := w.Write(pad(len(data))); err != nil {
 			return st, fmt.Errorf("writing initramfs: %w", err)

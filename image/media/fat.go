@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -8,7 +9,6 @@ import (
 	"path"
 	"strings"
 
-	"github.com/diskfs/go-diskfs/backend"
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
 )
@@ -51,11 +51,22 @@ func len64(s string) int64 { return int64(len(s)) }
 // WriteFAT writes a whole-device FAT32 image (no partition table) of size
 // bytes holding files, e.g. the El Torito EFI image.
 func WriteFAT(dst string, size int64, files []File, opts FATOptions) error {
+	return WriteFATContext(context.Background(), dst, size, files, opts)
+}
+
+// WriteFATContext is WriteFAT that stops when ctx is done, between files and
+// at the next cluster go-diskfs writes; it then returns ctx's error, wrapped,
+// and leaves no dst.
+func WriteFATContext(ctx context.Context, dst string, size int64, files []File, opts FATOptions) error {
 	if size < MinFATSize {
 		return fmt.Errorf("FAT image size %d is below the FAT32 minimum %d: use FATSize(files)", size, MinFATSize)
 	}
 	files, err := cleanFiles(files)
 	if err != nil {
+		return err
+	}
+	what := fmt.Sprintf("write FAT image %q", dst)
+	if err := stopped(ctx, what); err != nil {
 		return err
 	}
 	f, commit, cleanup, err := atomicFile(dst)
@@ -66,18 +77,26 @@ func WriteFAT(dst string, size int64, files []File, opts FATOptions) error {
 	if err := f.Truncate(size); err != nil {
 		return fmt.Errorf("size %q to %d bytes: %w", dst, size, err)
 	}
-	if err := writeFATAt(file.New(f, false), f, 0, size, files, opts); err != nil {
-		return fmt.Errorf("write FAT image %q: %w", dst, err)
+	if err := writeFATAt(ctx, f, 0, size, files, opts); err != nil {
+		if stop := stoppedBy(ctx, what, err); stop != nil {
+			return stop
+		}
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := stopped(ctx, what); err != nil {
+		return err
 	}
 	return commit()
 }
 
 // writeFATAt creates a FAT32 filesystem at [start, start+size) of f, fills it
-// and normalizes it.
-func writeFATAt(b backend.Storage, f *os.File, start, size int64, files []File, opts FATOptions) error {
+// and normalizes it; go-diskfs writes through a ctxFile, and ctx is looked at
+// before each file.
+func writeFATAt(ctx context.Context, f *os.File, start, size int64, files []File, opts FATOptions) error {
 	if len(opts.Label) > 11 {
 		return fmt.Errorf("FAT label %q is longer than 11 characters", opts.Label)
 	}
+	b := file.New(ctxFile{f, ctx}, false)
 	// reproducible=true leaves the volume id at 0; normalizeFAT sets it.
 	fs, err := fat32.Create(b, size, start, 512, strings.ToUpper(opts.Label), true)
 	if err != nil {
@@ -85,6 +104,9 @@ func writeFATAt(b backend.Storage, f *os.File, start, size int64, files []File, 
 	}
 	made := map[string]bool{"/": true}
 	for _, fl := range files {
+		if err := stopped(ctx, fmt.Sprintf("write %q", fl.Path)); err != nil {
+			return err
+		}
 		dir := path.Dir(fl.Path)
 		if !made[dir] {
 			if err := fs.Mkdir(dir); err != nil {
@@ -104,18 +126,24 @@ func writeFATAt(b backend.Storage, f *os.File, start, size int64, files []File, 
 			return fmt.Errorf("create %q: %w", fl.Path, err)
 		}
 		// One large write lets go-diskfs allocate the cluster chain once.
-		data, err := io.ReadAll(r)
+		data, err := io.ReadAll(ctxReader{ctx, r})
 		r.Close()
 		if err != nil {
 			return fmt.Errorf("read %q: %w", fl.Source, err)
 		}
 		if _, err := w.Write(data); err != nil {
 			w.Close()
+			if stop := stoppedBy(ctx, fmt.Sprintf("write %q", fl.Path), err); stop != nil {
+				return stop
+			}
 			return fmt.Errorf("write %q (%d bytes): %w (is the image large enough? see FATSize)", fl.Path, len(data), err)
 		}
 		if err := w.Close(); err != nil {
 			return fmt.Errorf("close %q: %w", fl.Path, err)
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	return normalizeFAT(f, start, opts)
 }

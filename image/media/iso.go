@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -56,6 +57,14 @@ const (
 // and UEFI. The layout follows xorriso's -isohybrid-mbr with
 // -isohybrid-gpt-basdat (see writeIsohybrid).
 func WriteISO(dst string, opts ISOOptions) error {
+	return WriteISOContext(context.Background(), dst, opts)
+}
+
+// WriteISOContext is WriteISO that stops when ctx is done: between files and
+// every few MiB while they are staged for go-diskfs, and at the next sector
+// go-diskfs writes into the image. It then returns ctx's error, wrapped, and
+// leaves no dst.
+func WriteISOContext(ctx context.Context, dst string, opts ISOOptions) error {
 	if opts.VolumeLabel == "" || len(opts.VolumeLabel) > 32 {
 		return fmt.Errorf("ISOOptions.VolumeLabel %q must be 1 to 32 characters", opts.VolumeLabel)
 	}
@@ -97,6 +106,9 @@ func WriteISO(dst string, opts ISOOptions) error {
 		return fmt.Errorf("ISOOptions.DiskGUID: %w", err)
 	}
 
+	if err := stopped(ctx, fmt.Sprintf("write ISO %q", dst)); err != nil {
+		return err
+	}
 	f, commit, cleanup, err := atomicFile(dst)
 	if err != nil {
 		return err
@@ -114,7 +126,11 @@ func WriteISO(dst string, opts ISOOptions) error {
 	if err := os.Chmod(ws, 0o755); err != nil {
 		return fmt.Errorf("ISO workspace: %w", err)
 	}
-	if err := stageFiles(ws, files); err != nil {
+	what := fmt.Sprintf("write ISO %q", dst)
+	if err := stageFiles(ctx, ws, files); err != nil {
+		if stop := stoppedBy(ctx, what, err); stop != nil {
+			return stop
+		}
 		return err
 	}
 	estimate := int64(1 << 20)
@@ -125,7 +141,7 @@ func WriteISO(dst string, opts ISOOptions) error {
 		}
 		estimate += roundUp(n, isoSector) + 4*isoSector
 	}
-	iso, err := iso9660.Create(file.New(f, false), estimate, 0, isoSector, ws)
+	iso, err := iso9660.Create(file.New(ctxFile{f, ctx}, false), estimate, 0, isoSector, ws)
 	if err != nil {
 		return fmt.Errorf("create ISO9660 in %q: %w", dst, err)
 	}
@@ -145,13 +161,23 @@ func WriteISO(dst string, opts ISOOptions) error {
 		fo.ElTorito = et
 	}
 	if err := iso.Finalize(fo); err != nil {
+		if stop := stoppedBy(ctx, what, err); stop != nil {
+			return stop
+		}
 		return fmt.Errorf("write ISO9660 %q: %w", dst, err)
+	}
+	// go-diskfs ignores the failure of some writes: one may have been refused.
+	if err := stopped(ctx, what); err != nil {
+		return err
 	}
 	if err := normalizeISO(f, opts.Epoch); err != nil {
 		return fmt.Errorf("normalize ISO %q: %w", dst, err)
 	}
 	if err := writeIsohybrid(f, opts, diskGUID, efiSize); err != nil {
 		return fmt.Errorf("write isohybrid MBR/GPT in %q: %w", dst, err)
+	}
+	if err := stopped(ctx, what); err != nil {
+		return err
 	}
 	return commit()
 }

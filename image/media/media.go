@@ -11,6 +11,7 @@ package media
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -180,23 +181,28 @@ func guidBytes(s string) ([16]byte, error) {
 	return out, nil
 }
 
-// stageFiles writes files into a host folder (the go-diskfs ISO workspace).
-func stageFiles(dir string, files []File) error {
+// stageFiles writes files into a host folder (the go-diskfs ISO workspace),
+// stopping when ctx is done.
+func stageFiles(ctx context.Context, dir string, files []File) error {
 	for _, f := range files {
+		if err := stopped(ctx, fmt.Sprintf("stage %q", f.Path)); err != nil {
+			return err
+		}
 		dst := filepath.Join(dir, filepath.FromSlash(f.Path))
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return fmt.Errorf("stage %q: %w", f.Path, err)
 		}
-		if err := copyInto(dst, f); err != nil {
+		if err := copyInto(ctx, dst, f); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// copyInto copies a File into a new host file; io.Copy between two *os.File
-// uses copy_file_range, so large files are copied in the kernel.
-func copyInto(dst string, f File) error {
+// copyInto copies a File into a new host file, stopping when ctx is done;
+// copyCtx between two *os.File uses copy_file_range, so large files are
+// copied in the kernel.
+func copyInto(ctx context.Context, dst string, f File) error {
 	r, _, err := f.open()
 	if err != nil {
 		return err
@@ -206,7 +212,7 @@ func copyInto(dst string, f File) error {
 	if err != nil {
 		return fmt.Errorf("stage %q: %w", f.Path, err)
 	}
-	if _, err := io.Copy(w, r); err != nil {
+	if _, err := copyCtx(ctx, w, r); err != nil {
 		w.Close()
 		return fmt.Errorf("stage %q from %q: %w", f.Path, f.Source, err)
 	}

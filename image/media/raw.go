@@ -1,11 +1,11 @@
 package media
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
 
-	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 )
 
@@ -55,6 +55,14 @@ const mib = 1 << 20
 // 1 MiB, partition 1 a FAT32 ESP holding ESPFiles, then opts.Partitions in
 // order, and the backup GPT in the last 1 MiB.
 func WriteRaw(dst string, opts RawOptions) error {
+	return WriteRawContext(context.Background(), dst, opts)
+}
+
+// WriteRawContext is WriteRaw that stops when ctx is done: between the ESP's
+// files, at the next cluster go-diskfs writes, and every few MiB while a
+// partition's image is copied in. It then returns ctx's error, wrapped, and
+// leaves no dst.
+func WriteRawContext(ctx context.Context, dst string, opts RawOptions) error {
 	if opts.ESPLabel == "" {
 		return fmt.Errorf("RawOptions.ESPLabel is empty: name the ESP, e.g. ETOILE-ESP")
 	}
@@ -122,6 +130,9 @@ func WriteRaw(dst string, opts RawOptions) error {
 	}
 	diskSize := next + mib
 
+	if err := stopped(ctx, fmt.Sprintf("write raw disk %q", dst)); err != nil {
+		return err
+	}
 	f, commit, cleanup, err := atomicFile(dst)
 	if err != nil {
 		return err
@@ -137,24 +148,30 @@ func WriteRaw(dst string, opts RawOptions) error {
 	if err := table.Write(f, diskSize); err != nil {
 		return fmt.Errorf("write GPT to %q: %w", dst, err)
 	}
-	b := file.New(f, false)
 	fatOpts := FATOptions{Label: opts.ESPLabel, VolumeID: opts.ESPVolumeID, Epoch: opts.Epoch}
-	if err := writeFATAt(b, f, mib, espSize, espFiles, fatOpts); err != nil {
-		return fmt.Errorf("write ESP in %q: %w", dst, err)
+	if err := writeFATAt(ctx, f, mib, espSize, espFiles, fatOpts); err != nil {
+		what := fmt.Sprintf("write ESP in %q", dst)
+		if stop := stoppedBy(ctx, what, err); stop != nil {
+			return stop
+		}
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	for i, p := range opts.Partitions {
 		if p.Source == "" {
 			continue
 		}
-		if err := copyAt(f, int64(parts[i+1].Start)*512, p.Source); err != nil {
-			return fmt.Errorf("partition %q: %w", p.Label, err)
+		if err := copyAt(ctx, f, int64(parts[i+1].Start)*512, p.Source); err != nil {
+			return fmt.Errorf("write partition %q in %q: %w", p.Label, dst, err)
 		}
+	}
+	if err := stopped(ctx, fmt.Sprintf("write raw disk %q", dst)); err != nil {
+		return err
 	}
 	return commit()
 }
 
-// copyAt copies the file src into f at offset off.
-func copyAt(f *os.File, off int64, src string) error {
+// copyAt copies the file src into f at offset off, until ctx is done.
+func copyAt(ctx context.Context, f *os.File, off int64, src string) error {
 	r, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("open %q: %w", src, err)
@@ -163,8 +180,8 @@ func copyAt(f *os.File, off int64, src string) error {
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		return err
 	}
-	// *os.File to *os.File: copy_file_range, in the kernel.
-	if _, err := io.Copy(f, r); err != nil {
+	// *os.File to *os.File: copy_file_range, in the kernel, a chunk at a time.
+	if _, err := copyCtx(ctx, f, r); err != nil {
 		return fmt.Errorf("copy %q: %w", src, err)
 	}
 	return nil

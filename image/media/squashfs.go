@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io/fs"
@@ -39,6 +40,14 @@ type SquashfsOptions struct {
 // Setuid, setgid and sticky bits are kept: go-diskfs stores only the low 9
 // mode bits, and fixSquashfsInodes sets the others back.
 func WriteSquashfs(dst, srcDir string, opts SquashfsOptions) error {
+	return WriteSquashfsContext(context.Background(), dst, srcDir, opts)
+}
+
+// WriteSquashfsContext is WriteSquashfs that stops when ctx is done: between
+// files and every few MiB while the tree is copied into go-diskfs's
+// workspace, and at the next block go-diskfs writes into the image. It then
+// returns ctx's error, wrapped, and leaves no dst.
+func WriteSquashfsContext(ctx context.Context, dst, srcDir string, opts SquashfsOptions) error {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -50,13 +59,17 @@ func WriteSquashfs(dst, srcDir string, opts SquashfsOptions) error {
 	if !st.IsDir() {
 		return fmt.Errorf("squashfs source %q is not a folder", srcDir)
 	}
+	what := fmt.Sprintf("write squashfs %q", dst)
+	if err := stopped(ctx, what); err != nil {
+		return err
+	}
 	f, commit, cleanup, err := atomicFile(dst)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
 
-	sq, err := squashfs.Create(file.New(f, false), 0, 0, SquashfsBlockSize)
+	sq, err := squashfs.Create(file.New(ctxFile{f, ctx}, false), 0, 0, SquashfsBlockSize)
 	if err != nil {
 		return fmt.Errorf("create squashfs %q: %w", dst, err)
 	}
@@ -67,11 +80,17 @@ func WriteSquashfs(dst, srcDir string, opts SquashfsOptions) error {
 
 	// Walk order is also go-diskfs's inode order (both use filepath.WalkDir).
 	var info mirrorInfo
-	if err := mirrorTree(srcDir, ws, epochTime(opts.Epoch), log, &info); err != nil {
+	if err := mirrorTree(ctx, srcDir, ws, epochTime(opts.Epoch), log, &info); err != nil {
+		if stop := stoppedBy(ctx, what, err); stop != nil {
+			return stop
+		}
 		return err
 	}
 	zero := uint32(0)
 	if err := finalizeSquashfsInWorkspace(sq, squashfs.FinalizeOptions{FileUID: &zero, FileGID: &zero}); err != nil {
+		if stop := stoppedBy(ctx, what, err); stop != nil {
+			return stop
+		}
 		return fmt.Errorf("write squashfs %q from %q: %w", dst, srcDir, err)
 	}
 	if err := fixSquashfsInodes(f, info); err != nil {
@@ -82,6 +101,10 @@ func WriteSquashfs(dst, srcDir string, opts SquashfsOptions) error {
 	}
 	if err := normalizeSquashfs(f, opts.Epoch); err != nil {
 		return fmt.Errorf("normalize squashfs %q: %w", dst, err)
+	}
+	// A write go-diskfs ignored the failure of may have been refused.
+	if err := stopped(ctx, what); err != nil {
+		return err
 	}
 	return commit()
 }
@@ -137,7 +160,7 @@ type mirrorInfo struct {
 	special []uint16
 }
 
-func mirrorTree(src, dst string, t time.Time, log *slog.Logger, info *mirrorInfo) error {
+func mirrorTree(ctx context.Context, src, dst string, t time.Time, log *slog.Logger, info *mirrorInfo) error {
 	dirIndex := map[string]int{}
 	type dir struct {
 		path string
@@ -147,6 +170,9 @@ func mirrorTree(src, dst string, t time.Time, log *slog.Logger, info *mirrorInfo
 	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("read squashfs source %q: %w", p, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		rel, err := filepath.Rel(src, p)
 		if err != nil {
@@ -211,7 +237,7 @@ func mirrorTree(src, dst string, t time.Time, log *slog.Logger, info *mirrorInfo
 			}
 			return lchtimes(out, t)
 		case mode.IsRegular():
-			if err := copyInto(out, File{Path: rel, Source: p, Mode: mode.Perm() | 0o400}); err != nil {
+			if err := copyInto(ctx, out, File{Path: rel, Source: p, Mode: mode.Perm() | 0o400}); err != nil {
 				return err
 			}
 			if err := os.Chmod(out, mode.Perm()); err != nil {
