@@ -192,6 +192,9 @@ func cleanStaleWork(outDir string, log *slog.Logger) {
 			continue
 		}
 		if st, err := os.Lstat(filepath.Join(d, workMarker)); err != nil || !st.Mode().IsRegular() {
+			if os.Remove(d) == nil {
+				continue // empty (a build killed before its marker was written): nothing is lost
+			}
 			log.Warn("left in place: a folder named like a build's work folder, but not made by etoile (no "+workMarker+" in it)", "folder", d)
 			continue
 		}

@@ -44,7 +44,10 @@ func TestStaleWorkFolders(t *testing.T) {
 	write(filepath.Join(out, ".build-5678", "old", "etoile-amd64.iso"), "old iso") // moved aside, nothing newer
 	write(filepath.Join(out, ".build-5678", "old", "SHA256SUMS"), "old sums")      // moved aside, a newer one placed
 	write(filepath.Join(out, "SHA256SUMS"), "new sums")
-	write(filepath.Join(other, ".build-9999", workMarker), workMarkerText) // another folder's
+	write(filepath.Join(other, ".build-9999", workMarker), workMarkerText)        // another folder's
+	if err := os.MkdirAll(filepath.Join(out, ".build-0000"), 0o755); err != nil { // killed before its marker: empty
+		t.Fatal(err)
+	}
 
 	var logs bytes.Buffer
 	b := &Builder{Spec: spec, OutDir: out, CacheDir: filepath.Join(tmp, "cache"), AgentPath: agent, Epoch: 1,
@@ -64,6 +67,9 @@ func TestStaleWorkFolders(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(out, ".build-1234")); err == nil {
 		t.Errorf("the interrupted build's work folder is still there")
+	}
+	if _, err := os.Stat(filepath.Join(out, ".build-0000")); err == nil {
+		t.Errorf("an empty work folder (a build killed before its marker) is still there")
 	}
 	if got := read(filepath.Join(out, "etoile-amd64.iso")); got != "old iso" {
 		t.Errorf("the earlier ISO an interrupted build had moved aside: %s, want it back in %s", got, out)

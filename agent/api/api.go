@@ -26,6 +26,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/etoile-os/etoile/agent/timesync"
+
+	"github.com/etoile-os/etoile/agent/mount"
 )
 
 // DefaultSocket is where the agent listens on a node.
@@ -199,7 +201,8 @@ type Backend interface {
 	// PID 1 does for its signals: K3s is stopped cleanly first. It returns
 	// once the shutdown is under way.
 	Power(action string) error
-	// ApplyConfig validates, stores and applies a machine config.
+	// ApplyConfig validates and applies a machine config (held in memory:
+	// until the next boot); see ErrK3sNotStarted and ErrShuttingDown.
 	ApplyConfig(ctx context.Context, data []byte) (warnings []string, err error)
 }
 
@@ -260,8 +263,10 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 			}
 			res.Valid = true
 			if apply {
-				// A valid config that cannot be applied (the node's state
-				// cannot be written) is Valid but not Applied.
+				// A valid config that cannot be applied (its network could
+				// not be set, the machine shuts down) is Valid but not
+				// Applied; one applied whose K3s did not start again is
+				// Applied with k3s_started false.
 				warns, err = b.ApplyConfig(r.Context(), data)
 				res.Warnings = nonNil(warns)
 				started := err == nil
@@ -380,21 +385,11 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 // replaced; anything else at path (a file, a folder), or a socket another
 // agent still serves, is refused rather than removed.
 func Serve(ctx context.Context, path string, b Backend, log *slog.Logger) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("local API: %w", err)
-	}
-	// MkdirAll leaves an existing folder's mode (/run/etoile is 0755 on a
-	// node): set it. Lstat: a symbolic link is not followed to chmod
-	// whatever it names.
-	if st, err := os.Lstat(dir); err != nil {
-		return fmt.Errorf("local API: %w", err)
-	} else if !st.IsDir() {
-		return fmt.Errorf("local API: %s is %s, not a folder: remove it, or give the socket another folder", dir, describe(st.Mode()))
-	} else if st.Mode().Perm() != 0o700 {
-		if err := os.Chmod(dir, 0o700); err != nil {
-			return fmt.Errorf("local API: making %s private (0700): %w", dir, err)
-		}
+	// The folder is made 0700 (or given that mode: the boot makes
+	// /run/etoile so too); a symbolic link or a file there is refused, not
+	// followed.
+	if err := mount.MakePrivate(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("local API: %w: remove it, or give the socket another folder", err)
 	}
 	if err := removeStaleSocket(path); err != nil {
 		return fmt.Errorf("local API: %w", err)

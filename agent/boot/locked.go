@@ -1,12 +1,8 @@
 package boot
 
-import "sync"
+import "github.com/etoile-os/etoile/agent/safego"
 
-// locked runs f with mu held; a panic in f unlocks mu on its way up, so
-// that the step or goroutine that recovers it leaves the lock usable (the
-// status, resolv.conf and the ready line take these locks).
-func locked(mu *sync.Mutex, f func()) {
-	mu.Lock()
-	defer mu.Unlock()
-	f()
-}
+// locked is safego.Locked: a panic under the lock leaves it usable for the
+// step or goroutine that recovers it (the status, resolv.conf and the ready
+// line take these locks).
+var locked = safego.Locked

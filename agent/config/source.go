@@ -140,7 +140,7 @@ func FromURL(ctx context.Context, rawURL string, client *http.Client) ([]byte, e
 	check := client.CheckRedirect
 	client.CheckRedirect = func(req *http.Request, via []*http.Request) error {
 		if len(via) > 0 && via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
-			// Checked before tlsroots does, whose error shows the query.
+			// tlsroots refuses it too; this says why for a config.
 			return fmt.Errorf("refused the redirect to %s: it leaves https, and a machine config holds the cluster token", redactURL(req.URL.String()))
 		}
 		if err := check(req, via); err != nil {

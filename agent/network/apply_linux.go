@@ -20,13 +20,9 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// locked runs f with mu held; a panic in f unlocks mu on its way up, so
-// that a recover above it leaves the lock usable (AllLeases, stop…).
-func locked(mu *sync.Mutex, f func()) {
-	mu.Lock()
-	defer mu.Unlock()
-	f()
-}
+// locked is safego.Locked: a panic under the lock (caught above) leaves it
+// usable (AllLeases, stop…).
+var locked = safego.Locked
 
 // staticMetric is the default route's metric for a static gateway: ahead of
 // DHCP's (100 + the link's index).

@@ -938,8 +938,8 @@ func dropOld(l netlink.Link, old, next Lease, metric int) {
 	}
 	if !old.Addr.IP.Equal(next.Addr.IP) || old.Addr.Mask.String() != next.Addr.Mask.String() {
 		// The same address with another prefix length is another entry.
-		promoteSecondaries(l.Attrs().Name)
 		if checkMask(old.Addr.Mask) == nil { // else apply refused it: it is not on the link
+			promoteSecondaries(l.Attrs().Name)
 			_ = netlink.AddrDel(l, &netlink.Addr{IPNet: &net.IPNet{IP: old.Addr.IP, Mask: old.Addr.Mask}})
 		}
 		// The routes through the link are the kernel's to redo, as the

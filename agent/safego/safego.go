@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -138,4 +139,13 @@ func Loop(ctx context.Context, log *slog.Logger, what string, wait time.Duration
 			wait = min(wait*2, 10*time.Minute)
 		}
 	}()
+}
+
+// Locked runs f with mu held; a panic in f unlocks mu on its way up, so
+// that whatever recovers it (Go, Run, a step's recover) leaves the lock
+// usable, rather than every later caller waiting for ever.
+func Locked(mu *sync.Mutex, f func()) {
+	mu.Lock()
+	defer mu.Unlock()
+	f()
 }

@@ -29,6 +29,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/etoile-os/etoile/agent/safego"
 )
 
 // DefaultPath is where syslog(3) writes.
@@ -348,7 +350,9 @@ func (s *Server) Serve(ctx context.Context) {
 	defer stop()
 	defer os.Remove(s.path)
 	defer s.conn.Close()
-	go s.printConsole(ctx)
+	// The agent is PID 1: a panic here is an error line, and the console's
+	// share of the messages starts again.
+	safego.Loop(ctx, s.log, "showing syslog messages on the console", time.Second, s.printConsole)
 	buf := make([]byte, MaxMessage)
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
 	for {

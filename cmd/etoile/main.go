@@ -24,7 +24,13 @@ var (
 func main() {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	ctx, cancel := interruptible(context.Background(), sigs, func() { signal.Stop(sigs) }, os.Stderr)
+	// What the first signal does: a build stops after the step it is in;
+	// the other commands (a hub serving) stop as they do on a cancel.
+	what := "stopping"
+	if len(os.Args) > 1 && os.Args[1] == "build" {
+		what = "stopping after this step, leaving the output folder as it was"
+	}
+	ctx, cancel := interruptible(context.Background(), sigs, func() { signal.Stop(sigs) }, os.Stderr, what)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	cancel()
 	if err != nil {
@@ -40,13 +46,13 @@ func main() {
 // it was. That signal also calls stop (which makes the process's handling
 // of the signals the default again), so a second Ctrl-C ends etoile at
 // once.
-func interruptible(parent context.Context, sigs <-chan os.Signal, stop func(), stderr io.Writer) (context.Context, context.CancelFunc) {
+func interruptible(parent context.Context, sigs <-chan os.Signal, stop func(), stderr io.Writer, what string) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(parent)
 	go func() {
 		select {
 		case sig := <-sigs:
 			stop()
-			fmt.Fprintf(stderr, "\netoile: %v: stopping after this step, leaving the output folder as it was; press Ctrl-C again to stop now\n", sig)
+			fmt.Fprintf(stderr, "\netoile: %v: %s; press Ctrl-C again to stop now\n", sig, what)
 			cancel()
 		case <-ctx.Done():
 		}

@@ -296,7 +296,7 @@ func TestFirstSignalCancelsSecondKills(t *testing.T) {
 	sigs := make(chan os.Signal, 1)
 	stopped := make(chan struct{})
 	var errb syncbuf.Buffer
-	ctx, cancel := interruptible(context.Background(), sigs, func() { close(stopped) }, &errb)
+	ctx, cancel := interruptible(context.Background(), sigs, func() { close(stopped) }, &errb, "stopping after this step, leaving the output folder as it was")
 	defer cancel()
 	if ctx.Err() != nil {
 		t.Fatal("cancelled before any signal")

@@ -18,8 +18,9 @@ import (
 
 // HostGPUs counts the GPUs under sysRoot/bus/pci/devices (sysRoot is a machine's /sys,
 // or ROOT/sys of a copied tree) as the hardware inventory does (inventory.GPUCounts): the
-// display controllers of any class (VGA, 3D, other: Intel's 0x0380) and the processing
-// accelerators (0x12: AMD's MI300X) of NVIDIA, AMD and Intel, physical functions only, so
+// display controllers of any class (VGA, 3D, other: Intel's 0x0380) of NVIDIA, AMD and
+// Intel, and NVIDIA's and AMD's processing accelerators (0x12: AMD's MI300X; Intel's NPUs
+// there are no GPUs), physical functions only, so
 // that an SR-IOV virtual function is no second GPU and a BMC's VGA none at all.
 func HostGPUs(sysRoot string) []api.GPU {
 	root := filepath.Dir(filepath.Clean(sysRoot))

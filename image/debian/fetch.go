@@ -133,7 +133,9 @@ func (f *Fetcher) aptName(name, version string) string {
 }
 
 func (f *Fetcher) fetchError(name string, err error) error {
-	if host := hostArch(); f.Architecture != "" && host != "" && host != f.Architecture {
+	// apt says it does not know the package when the architecture is not
+	// enabled; another failure (the network) gets the usual hint.
+	if host := hostArch(); f.Architecture != "" && host != "" && host != f.Architecture && strings.Contains(err.Error(), "Unable to locate package") {
 		return fmt.Errorf("fetching Debian package %q for %s: %w; this machine is %s, and apt offers another architecture's packages only once it is enabled: "+
 			"run `dpkg --add-architecture %s && apt-get update` (as root), or %s", name, f.Architecture, err, host, f.Architecture, f.hint())
 	}

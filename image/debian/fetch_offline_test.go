@@ -46,6 +46,17 @@ func TestFetchErrorNamesForeignArchitecture(t *testing.T) {
 			t.Errorf("the local alternative is gone: %v", err)
 		}
 	}
+	// A failure of another kind (the mirror unreachable) is not blamed on
+	// the architecture.
+	hostArch = func() string { return "arm64" }
+	offline := filepath.Join(t.TempDir(), "apt-get")
+	if err := os.WriteFile(offline, []byte("#!/bin/sh\necho 'E: Failed to fetch http://deb.debian.org/…  Temporary failure resolving' >&2\nexit 100\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := &Fetcher{CacheDir: t.TempDir(), AptGet: offline, Architecture: "amd64"}
+	if _, err := f.Fetch(context.Background(), "linux-image-amd64"); err == nil || strings.Contains(err.Error(), "--add-architecture") {
+		t.Errorf("an unreachable mirror on a foreign host: %v, want no --add-architecture hint", err)
+	}
 }
 
 // TestFetchKeepsACopiedDebThatDiffers: a .deb copied into the cache by hand
