@@ -69,7 +69,7 @@ func (b *Builder) setContentID(ctx context.Context, initrd, system, args string)
 		if err != nil {
 			return err
 		}
-		_, err = io.Copy(h, ctxReader{ctx, f})
+		_, err = io.Copy(h, media.CtxReader(ctx, f))
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("digesting %s: %w", filepath.Base(p), err)
@@ -730,20 +730,6 @@ func placeAll(outDir, old string, staged map[string]string, names, gone []string
 	return nil
 }
 
-// ctxReader reads r until ctx ends: a Ctrl-C stops a long copy or hash
-// at once rather than after it.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 func copyFile(src, dst string, mode fs.FileMode) error {
 	in, err := os.Open(src)
 	if err != nil {
@@ -774,7 +760,7 @@ func fileSHA256Ctx(ctx context.Context, path string) (string, int64, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, ctxReader{ctx, f})
+	n, err := io.Copy(h, media.CtxReader(ctx, f))
 	if err != nil {
 		return "", 0, fmt.Errorf("hashing %s: %w", path, err)
 	}

@@ -3,37 +3,14 @@ package image
 import (
 	"context"
 	"errors"
+	"github.com/etoile-os/etoile/internal/countdown"
 	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 )
-
-// countdownCtx is a context whose Err answers nil left times, then
-// context.Canceled for good: a Ctrl-C at a chosen point inside a build
-// step (the writers look at Err, never at Done), with no timing involved.
-type countdownCtx struct {
-	context.Context
-	left  atomic.Int64
-	calls atomic.Int64
-}
-
-func countdown(left int64) *countdownCtx {
-	c := &countdownCtx{Context: context.Background()}
-	c.left.Store(left)
-	return c
-}
-
-func (c *countdownCtx) Err() error {
-	c.calls.Add(1)
-	if c.left.Add(-1) < 0 {
-		return context.Canceled
-	}
-	return nil
-}
 
 // treeOf maps every path under dir (relative) to its content, "/" for a
 // folder.
@@ -167,21 +144,21 @@ func TestCancelledMediaStepsLeaveNothing(t *testing.T) {
 			outBefore := outside()
 			workBefore := treeOf(t, work)
 
-			full := countdown(1 << 62)
+			full := countdown.New(1 << 62)
 			if err := s.write(full, work); err != nil {
 				t.Fatal(err)
 			}
-			total := full.calls.Load()
+			total := full.Calls()
 			for _, e := range []string{"etoile.iso", "etoile.raw", "efiboot.img"} {
 				os.Remove(filepath.Join(work, e))
 			}
 			for _, at := range []int64{total / 4, total / 2, total * 9 / 10} {
-				ctx := countdown(at)
+				ctx := countdown.New(at)
 				err := s.write(ctx, work)
 				if !errors.Is(err, context.Canceled) {
 					t.Fatalf("interrupted after %d of %d looks: %v, want context.Canceled", at, total, err)
 				}
-				if after := ctx.calls.Load() - at; after > 16 {
+				if after := ctx.Calls() - at; after > 16 {
 					t.Errorf("interrupted after %d of %d looks: it went on for %d more", at, total, after)
 				}
 				got := treeOf(t, work)

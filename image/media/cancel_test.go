@@ -4,37 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/etoile-os/etoile/internal/countdown"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync/atomic"
 	"testing"
 )
-
-// countdownCtx is a context whose Err answers nil left times, then
-// context.Canceled for good: a cancel at a chosen point inside a writer
-// (the writers look at Err, never at Done), with no timing involved. It
-// counts every Err call.
-type countdownCtx struct {
-	context.Context
-	left  atomic.Int64
-	calls atomic.Int64
-}
-
-func countdown(left int64) *countdownCtx {
-	c := &countdownCtx{Context: context.Background()}
-	c.left.Store(left)
-	return c
-}
-
-func (c *countdownCtx) Err() error {
-	c.calls.Add(1)
-	if c.left.Add(-1) < 0 {
-		return context.Canceled
-	}
-	return nil
-}
 
 // cancelWriters are the four writers on inputs with large files (several
 // copy chunks each) and many small ones, each writing into dir.
@@ -109,12 +85,12 @@ func TestWritersStopWhenCancelledBeforeStart(t *testing.T) {
 			tmp := t.TempDir()
 			t.Setenv("TMPDIR", tmp)
 			out := t.TempDir()
-			ctx := countdown(0)
+			ctx := countdown.New(0)
 			err := w.write(ctx, filepath.Join(out, "image"))
 			if !errors.Is(err, context.Canceled) {
 				t.Fatalf("error %v, want context.Canceled", err)
 			}
-			if n := ctx.calls.Load(); n > 2 {
+			if n := ctx.Calls(); n > 2 {
 				t.Errorf("the writer looked at its cancelled context %d times: it went on working", n)
 			}
 			checkNothingLeft(t, out, tmp)
@@ -134,18 +110,18 @@ func TestWritersStopMidway(t *testing.T) {
 			tmp := t.TempDir()
 			t.Setenv("TMPDIR", tmp)
 			out := t.TempDir()
-			full := countdown(1 << 62)
+			full := countdown.New(1 << 62)
 			ref := filepath.Join(t.TempDir(), "ref")
 			if err := w.write(full, ref); err != nil {
 				t.Fatal(err)
 			}
-			total := full.calls.Load()
+			total := full.Calls()
 			if total < 8 {
 				t.Fatalf("the writer looked at its context only %d times for %d-byte inputs", total, 3*copyChunk)
 			}
 			// The last few looks are the raw disk's copy of its partition.
 			for _, at := range []int64{total / 4, total / 2, total * 9 / 10, total - 3} {
-				ctx := countdown(at)
+				ctx := countdown.New(at)
 				dst := filepath.Join(out, "image")
 				err := w.write(ctx, dst)
 				if !errors.Is(err, context.Canceled) {
@@ -153,10 +129,10 @@ func TestWritersStopMidway(t *testing.T) {
 				}
 				// go-diskfs goes on with a few writes whose errors it
 				// ignores; the rest of the image is not written.
-				if after := ctx.calls.Load() - at; after > 16 {
+				if after := ctx.Calls() - at; after > 16 {
 					t.Errorf("cancelled after %d of %d looks: %d more looks before it stopped", at, total, after)
 				}
-				t.Logf("cancelled after %d of %d looks: stopped %d looks later: %v", at, total, ctx.calls.Load()-at, err)
+				t.Logf("cancelled after %d of %d looks: stopped %d looks later: %v", at, total, ctx.Calls()-at, err)
 				checkNothingLeft(t, out, tmp)
 			}
 			again := filepath.Join(out, "image")
@@ -210,7 +186,7 @@ func TestCopyStopsWithinAChunk(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	ctx2 := countdown(2)
+	ctx2 := countdown.New(2)
 	r, err := os.Open(p)
 	if err != nil {
 		t.Fatal(err)

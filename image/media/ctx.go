@@ -88,6 +88,10 @@ func (c ctxFile) Write(p []byte) (int, error) {
 	return c.File.Write(p)
 }
 
+// CtxReader reads r until ctx is done: a long copy or hash stops at the
+// next read after a Ctrl-C rather than at its end.
+func CtxReader(ctx context.Context, r io.Reader) io.Reader { return ctxReader{ctx, r} }
+
 // ctxReader reads r until ctx is done.
 type ctxReader struct {
 	ctx context.Context
