@@ -66,6 +66,9 @@ func TestBuildReplacesStaleOutputs(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(out, ".build-cache"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(out, ".build-cache", "keep"), []byte("someone's"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	stale[".build-cache"] = ""
 	build := func() ([]byte, error) {
 		// -o relative to the working folder, as `make image` gives it.
