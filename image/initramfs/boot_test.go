@@ -42,18 +42,7 @@ func TestBootRealKernel(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the test init: %v\n%s", err, out)
 	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := kernel.Resolve(context.Background(), kernel.Source{}, filepath.Join(cache, "etoile"), nil)
-	if err != nil {
-		t.Fatalf("Resolve: %v", err)
-	}
-	mods, err := k.Select(kernel.DefaultModules)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, mods := realKernel(t)
 	agent, err := os.ReadFile(initBin)
 	if err != nil {
 		t.Fatal(err)

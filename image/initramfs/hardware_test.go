@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/etoile-os/etoile/agent/kmod"
-	"github.com/etoile-os/etoile/image/kernel"
 )
 
 // serverDevice is a real PCI function: its ids, as the kernel writes them
@@ -68,21 +66,7 @@ const virtioNet = "virtio:d00000001v00001AF4"
 // every module it depends on are files in the initramfs. Then the agent's
 // coldplug, on a sysfs holding all those devices, loads each driver.
 func TestRealServerHardwareFindsItsDrivers(t *testing.T) {
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		t.Fatalf("apt-get not found: this test needs the Debian package \"apt\" with a configured sources list")
-	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := kernel.Resolve(context.Background(), kernel.Source{}, filepath.Join(cache, "etoile"), nil)
-	if err != nil {
-		t.Fatalf("Resolve: %v", err)
-	}
-	mods, err := k.Select(kernel.DefaultModules)
-	if err != nil {
-		t.Fatalf("Select(DefaultModules): %v", err)
-	}
+	k, mods := realKernel(t)
 	var img bytes.Buffer
 	if _, err := Write(&img, Options{Init: []byte("#!agent"), KernelVersion: k.Version, Modules: mods, Epoch: testEpoch}); err != nil {
 		t.Fatalf("Write: %v", err)

@@ -22,22 +22,8 @@ const budget = 30 << 20
 // into an initramfs, checks the size budget, determinism and the contents
 // with the independent zstd and cpio tools.
 func TestRealKernelInitramfs(t *testing.T) {
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		t.Fatalf("apt-get not found: this test needs the Debian package \"apt\" with a configured sources list")
-	}
 	zstdTool, cpio := tool(t, "zstd", "zstd"), tool(t, "cpio", "cpio")
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := kernel.Resolve(context.Background(), kernel.Source{}, filepath.Join(cache, "etoile"), nil)
-	if err != nil {
-		t.Fatalf("Resolve: %v", err)
-	}
-	mods, err := k.Select(kernel.DefaultModules)
-	if err != nil {
-		t.Fatalf("Select(DefaultModules): %v", err)
-	}
+	k, mods := realKernel(t)
 	// The test binary stands in for the agent: a static Go binary of
 	// similar size and compressibility.
 	self, err := os.Executable()
@@ -146,4 +132,27 @@ func depmodSets(text string) (map[string]string, map[string]bool) {
 		}
 	}
 	return deps, aliases
+}
+
+// realKernel is Debian's kernel package (the build's default, fetched with
+// apt into the user's etoile cache as a build does) and the default spec's
+// modules selected from it; a missing apt-get fails the test.
+func realKernel(t *testing.T) (*kernel.Kernel, []kernel.Module) {
+	t.Helper()
+	if _, err := exec.LookPath("apt-get"); err != nil {
+		t.Fatalf("apt-get not found: this test needs the Debian package \"apt\" with a configured sources list")
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := kernel.Resolve(context.Background(), kernel.Source{}, filepath.Join(cache, "etoile"), nil)
+	if err != nil {
+		t.Fatalf("Resolve: %v", err)
+	}
+	mods, err := k.Select(kernel.DefaultModules)
+	if err != nil {
+		t.Fatalf("Select(DefaultModules): %v", err)
+	}
+	return k, mods
 }
