@@ -3,15 +3,8 @@ package config
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"io"
-	"log"
-	"math/big"
+	"github.com/etoile-os/etoile/internal/testca"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,60 +12,6 @@ import (
 	"testing"
 	"time"
 )
-
-// httpsCA is a certificate authority made for one test (a site's own CA).
-type httpsCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newHTTPSCA(t *testing.T, name string) *httpsCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &httpsCA{cert: cert, key: key}
-}
-
-// server starts an HTTPS server whose certificate, signed by ca, is for
-// host (and 127.0.0.1).
-func (ca *httpsCA) server(t *testing.T, host string, h http.Handler) *httptest.Server {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: host},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: []string{host}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(h)
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are the test's
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	return srv
-}
 
 // TestFromURLHTTPS: an https etoile.config= URL, as a release asset on a
 // forge: the server answers 302 to a second host (a signed object-store
@@ -82,8 +21,8 @@ func (ca *httpsCA) server(t *testing.T, host string, h http.Handler) *httptest.S
 // naming the URL, and a redirect that leaves https is refused; a signed
 // query never shows.
 func TestFromURLHTTPS(t *testing.T) {
-	ca := newHTTPSCA(t, "Site CA")
-	other := newHTTPSCA(t, "Someone else's CA")
+	ca := testca.New(t, "Site CA")
+	other := testca.New(t, "Someone else's CA")
 	const (
 		forge   = "releases.site.test"
 		objects = "objects.site.test"
@@ -91,17 +30,17 @@ func TestFromURLHTTPS(t *testing.T) {
 		plain   = "plain.site.test"
 	)
 	addrs := map[string]string{}
-	objSrv := ca.server(t, objects, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	objSrv := ca.Server(t, []string{objects}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Host != objects || r.URL.Path != "/assets/123" || r.URL.Query().Get("X-Amz-Signature") != "sig-secret" {
 			http.NotFound(w, r)
 			return
 		}
 		w.Write(Example())
 	}))
-	evilSrv := other.server(t, evil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(Example()) }))
+	evilSrv := other.Server(t, []string{evil}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(Example()) }))
 	plainSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(Example()) }))
 	t.Cleanup(plainSrv.Close)
-	forgeSrv := ca.server(t, forge, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	forgeSrv := ca.Server(t, []string{forge}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/site/machines/releases/download/v1/config.yaml":
 			// GitHub's answer: 302 Found to a signed, short-lived URL on
@@ -120,8 +59,7 @@ func TestFromURLHTTPS(t *testing.T) {
 	for host, srv := range map[string]*httptest.Server{forge: forgeSrv, objects: objSrv, evil: evilSrv, plain: plainSrv} {
 		addrs[host] = srv.Listener.Addr().String()
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
+	roots := ca.Pool()
 	var dialer net.Dialer
 	// The client trusts the site's CA only, and resolves the test's host
 	// names to its servers (port 443 and 80 included: the URLs name none).

@@ -2,19 +2,11 @@ package node
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
-	"io"
-	"log"
-	"math/big"
-	"net"
+	"github.com/etoile-os/etoile/internal/testca"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,67 +17,6 @@ import (
 
 	"github.com/etoile-os/etoile/agent/config"
 )
-
-// testCA is a certificate authority made for one test: a site's own CA, as
-// a provisioning server's would be.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// serverCert is a server certificate for 127.0.0.1 and localhost signed by ca.
-func (ca *testCA) serverCert(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "config server"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-// tlsServer serves h over HTTPS with cert.
-func tlsServer(t *testing.T, cert tls.Certificate, h http.Handler) *httptest.Server {
-	t.Helper()
-	srv := httptest.NewUnstartedServer(h)
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are the test's
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	return srv
-}
 
 // The child process of TestStandinNodeConfigURLBeforeVolume: its CA is the
 // only one the process trusts.
@@ -108,14 +39,14 @@ func TestStandinNodeConfigURLBeforeVolume(t *testing.T) {
 	caDir := os.Getenv(configURLChildEnv)
 	if caDir == "" {
 		dir := t.TempDir()
-		ca := newTestCA(t, "Site provisioning CA")
-		cert := ca.serverCert(t)
+		ca := testca.New(t, "Site provisioning CA")
+		cert := ca.ServerCert(t, "localhost")
 		keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for name, data := range map[string][]byte{
-			"ca.pem":   ca.pem,
+			"ca.pem":   ca.PEM,
 			"cert.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}),
 			"key.pem":  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
 		} {
@@ -148,7 +79,7 @@ func TestStandinNodeConfigURLBeforeVolume(t *testing.T) {
 	const head = "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\ntime: {disabled: true}\nk3s:\n  https-listen-port: 0\n"
 	var serve atomic.Bool
 	var reads atomic.Int32
-	srv := tlsServer(t, cert, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := testca.Serve(t, cert, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		reads.Add(1)
 		if r.URL.Path != "/nodes/edge-7.yaml" || r.URL.Query().Get("sig") != "s3cr3t" || !serve.Load() {
 			http.NotFound(w, r)
@@ -231,11 +162,11 @@ func TestStandinNodeConfigURLBeforeVolume(t *testing.T) {
 
 	// The other ways a download fails, where the search ends (no K3s needed).
 	serve.Store(true)
-	other := newTestCA(t, "Some other CA")
-	untrusted := tlsServer(t, other.serverCert(t), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	other := testca.New(t, "Some other CA")
+	untrusted := testca.Serve(t, other.ServerCert(t, "localhost"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(head + "hostname: from-untrusted\n"))
 	}))
-	closed := tlsServer(t, cert, http.NotFoundHandler())
+	closed := testca.Serve(t, cert, http.NotFoundHandler())
 	closed.Close()
 	for _, tc := range []struct{ name, url, want string }{
 		{"a certificate the node does not trust", untrusted.URL + "/c.yaml", "certificate signed by unknown authority"},
