@@ -2,10 +2,8 @@ package image
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
+	"github.com/etoile-os/etoile/internal/golden"
 	"reflect"
 	"strings"
 	"testing"
@@ -14,27 +12,6 @@ import (
 
 	"github.com/etoile-os/etoile/schema"
 )
-
-var update = flag.Bool("update", false, "rewrite the testdata/*.golden files from the current output")
-
-// golden compares got with testdata/name, or rewrites it under -update.
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("reading golden file (run go test -update to create it): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the current output (run go test -update if the change is intended)\n--- got:\n%s\n--- want:\n%s", path, got, want)
-	}
-}
 
 // encodeSpec writes a spec the way the MachineConfig is written: YAML,
 // two-space indent, the fields under their names in the spec's format.
@@ -97,7 +74,7 @@ func TestSpecEncodingStable(t *testing.T) {
 				assertAllSet(t, reflect.ValueOf(*tc.spec), "ImageSpec")
 			}
 			out := encodeSpec(t, tc.spec)
-			golden(t, tc.golden, out)
+			golden.Compare(t, tc.golden, out)
 			var again ImageSpec
 			if err := schema.Decode(out, KindImageSpec, &again); err != nil {
 				t.Fatalf("the encoded spec does not decode: %v\n%s", err, out)

@@ -3,8 +3,8 @@ package config
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
+	"github.com/etoile-os/etoile/internal/golden"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,8 +15,6 @@ import (
 	yaml2 "gopkg.in/yaml.v2"
 )
 
-var update = flag.Bool("update", false, "rewrite the testdata/*.golden files from the current output")
-
 const header = "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\n"
 
 // minimal is the smallest valid config; rejection cases change one thing.
@@ -25,24 +23,6 @@ role: server
 cluster:
   init: true
 `
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("reading golden file (run go test -update to create it): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the current output (run go test -update if the change is intended)\n--- got:\n%s\n--- want:\n%s", path, got, want)
-	}
-}
 
 func mustRead(t *testing.T, name string) []byte {
 	t.Helper()
@@ -97,7 +77,7 @@ func TestMarshalStability(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, tc.golden, out)
+			golden.Compare(t, tc.golden, out)
 			again, err := Parse(out)
 			if err != nil {
 				t.Fatalf("the encoded config does not parse: %v\n%s", err, out)
@@ -142,7 +122,7 @@ func TestK3sConfigGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, tc.golden, out)
+			golden.Compare(t, tc.golden, out)
 			again, err := c.K3sConfig(tc.extra)
 			if err != nil || !bytes.Equal(out, again) {
 				t.Errorf("rendering twice differs (err %v)", err)
@@ -256,7 +236,7 @@ func TestRegistriesYAML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "registries-full.golden", out)
+	golden.Compare(t, "registries-full.golden", out)
 
 	for _, body := range []string{"", "registries: {}\n", "registries:\n  mirrors: {}\n"} {
 		c, err := Parse([]byte(minimal + body))

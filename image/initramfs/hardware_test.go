@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/etoile-os/etoile/internal/syncbuf"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -146,8 +146,8 @@ func TestRealServerHardwareFindsItsDrivers(t *testing.T) {
 		writeModalias(t, sys, "pci", fmt.Sprintf("0000:%02x:00.0", i+1), d.modalias())
 	}
 	loader := &virtioLoader{sys: sys, t: t}
-	var logs bytes.Buffer
-	log := slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var logs syncbuf.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c, err := kmod.NewColdplug(sys, modDir, loader, log)
 	if err != nil {
 		t.Fatal(err)
@@ -197,16 +197,4 @@ func (l *virtioLoader) LoadParams(name, p, params string) error {
 		writeModalias(l.t, l.sys, "virtio", "virtio0", virtioNet)
 	}
 	return l.Recorder.LoadParams(name, p, params)
-}
-
-// syncWriter serialises the coldplug's concurrent log writes.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
