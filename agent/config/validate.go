@@ -618,8 +618,7 @@ func (v *validator) k3s(c *MachineConfig) {
 			continue
 		}
 		if repl, deprecated := k3sDeprecatedKeys[base]; deprecated {
-			v.warn(p, "deprecated by K3s: use %s", repl)
-			continue
+			v.warn(p, "deprecated by K3s: use %s", repl) // and checked as its replacement below
 		}
 		if msg := k3sValueProblem(base, c.K3s[k]); msg != "" {
 			v.errs.Add(p, "%s", msg)

@@ -406,6 +406,7 @@ func TestWarnings(t *testing.T) {
 		{"server-only key on agent", "role: agent\ncluster: {server: 'https://a:6443', token: t}\nk3s: {tls-san: [a]}\n", []string{"k3s.tls-san", "only k3s server"}},
 		{"agent-only key on server", server + "k3s: {disable-apiserver-lb: true}\n", []string{"k3s.disable-apiserver-lb", "only k3s agent"}},
 		{"deprecated key", server + "k3s: {kube-controller-arg: [a=b]}\n", []string{"k3s.kube-controller-arg", "kube-controller-manager-arg"}},
+		{"deprecated server-only key on agent", "role: agent\ncluster: {server: 'https://a:6443', token: t}\nk3s: {kube-controller-arg: [a=b]}\n", []string{"k3s.kube-controller-arg", "only k3s server", "left out"}},
 		{"disable typo", server + "k3s: {disable: [servicelb, traefic]}\n", []string{"k3s.disable", `"traefic"`, "skips it", `did you mean "traefik"`}},
 		{"disable typo in a comma list", server + "k3s: {disable: 'traefik,metric-server'}\n", []string{"k3s.disable", `"metric-server"`, "metrics-server"}},
 		{"server URL without port", "role: agent\ncluster: {server: 'https://cp.example', token: t}\n", []string{"cluster.server", "6443"}},
