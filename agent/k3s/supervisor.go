@@ -805,14 +805,16 @@ func (l *logFile) Close() error {
 
 // noteTrouble records what K3s cannot get past, saying it once on the log.
 func (s *Supervisor) noteTrouble(say string) {
-	s.mu.Lock()
-	if s.state == StateReady || s.state == StateStopped || s.state == "" {
-		s.mu.Unlock()
-		return // ready: it got past it; stopped: the last words of a run
-	}
-	news := s.trouble != say
-	s.trouble = say
-	s.mu.Unlock()
+	news := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.state == StateReady || s.state == StateStopped || s.state == "" {
+			return false // ready: it got past it; stopped: the last words of a run
+		}
+		news := s.trouble != say
+		s.trouble = say
+		return news
+	}()
 	if news {
 		s.Log.Warn("K3s keeps failing", "reason", say)
 	}

@@ -720,28 +720,37 @@ func (c *Coldplug) yield(r request) {
 // claimed it first has finished and returns false. An urgent load that
 // waits lends its priority to the load it waits for.
 func (c *Coldplug) claim(module string, lt *loadThread) bool {
+	ch := c.claimOrOwner(module, lt)
+	if ch == nil {
+		return true
+	}
+	<-ch
+	return false
+}
+
+// claimOrOwner claims module for lt (nil), or returns the channel its
+// owner's load closes.
+func (c *Coldplug) claimOrOwner(module string, lt *loadThread) chan struct{} {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	ch, ok := c.done[module]
 	if !ok {
 		c.done[module] = make(chan struct{})
 		c.claimedBy[module] = lt
-		c.mu.Unlock()
-		return true
+		return nil
 	}
 	if owner := c.claimedBy[module]; owner != nil && !owner.boost && c.urgent(lt) && !c.urgent(owner) {
 		owner.boost = true
 		c.renice(owner)
 	}
-	c.mu.Unlock()
-	<-ch
-	return false
+	return ch
 }
 
 func (c *Coldplug) finish(module string) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	close(c.done[module])
 	delete(c.claimedBy, module)
-	c.mu.Unlock()
 }
 
 func (c *Coldplug) warnOnce(level slog.Level, key, msg string, args ...any) {
