@@ -34,7 +34,7 @@ image-standin: build k3s-standin
 	ETOILE_K3S_DIR=$(OUT)/k3s-standin bin/etoile build -o $(OUT)/standin
 
 test-deps:
-	@bash -c '. scripts/deps.sh && ensure_packages "$${BUILD_PACKAGES[@]}" "$${TEST_PACKAGES[@]}" && ensure_apt_lists && ensure_go'
+	@bash -c '. scripts/deps.sh && ensure_packages "$${BUILD_PACKAGES[@]}" "$${TEST_PACKAGES[@]}" && ensure_apt_lists && ensure_go && ensure_chronyd'
 
 # Every test: unit and integration tests, then the QEMU boots of the built
 # media (build tag qa). A missing tool fails its test; nothing is skipped.

@@ -27,8 +27,8 @@ var (
 )
 
 // chronydBinary returns chronyd: the installed one, else Debian's chrony
-// package downloaded with apt-get download and unpacked under qa/work/tools
-// (nothing is installed).
+// package that `make test-deps` (scripts/deps.sh's ensure_chronyd) unpacked
+// under qa/work/tools (nothing is installed).
 func chronydBinary(t *testing.T) string {
 	t.Helper()
 	chronydOnce.Do(func() {
@@ -41,29 +41,9 @@ func chronydBinary(t *testing.T) string {
 			chronydErr = err
 			return
 		}
-		dir := filepath.Join(base, "tools", "chrony")
-		bin := filepath.Join(dir, "root", "usr", "sbin", "chronyd")
-		if _, err := os.Stat(bin); err == nil {
-			chronydPath = bin
-			return
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			chronydErr = err
-			return
-		}
-		dl := exec.Command("apt-get", "download", "chrony")
-		dl.Dir = dir
-		if out, err := dl.CombinedOutput(); err != nil {
-			chronydErr = fmt.Errorf("apt-get download chrony (the NTP server the time test runs; needs apt's package lists: apt-get update): %v\n%s", err, out)
-			return
-		}
-		debs, _ := filepath.Glob(filepath.Join(dir, "chrony_*.deb"))
-		if len(debs) == 0 {
-			chronydErr = fmt.Errorf("apt-get download chrony left no chrony_*.deb in %s", dir)
-			return
-		}
-		if out, err := exec.Command("dpkg-deb", "-x", debs[0], filepath.Join(dir, "root")).CombinedOutput(); err != nil {
-			chronydErr = fmt.Errorf("dpkg-deb -x %s: %v\n%s", debs[0], err, out)
+		bin := filepath.Join(base, "tools", "chrony", "root", "usr", "sbin", "chronyd")
+		if _, err := os.Stat(bin); err != nil {
+			chronydErr = fmt.Errorf("no chronyd (the NTP server the time test runs): %v; make test-deps unpacks Debian's chrony there (or install chrony)", err)
 			return
 		}
 		chronydPath = bin

@@ -71,3 +71,22 @@ ensure_go() {
 		return 1
 	fi
 }
+
+# ensure_chronyd unpacks Debian's chrony under the QA work folder for the time
+# test's NTP server, unless a chronyd is installed: installing the package
+# would start a time daemon that takes over a developer machine's clock.
+ensure_chronyd() {
+	local dir="${ETOILE_QA_WORKDIR:-qa/work}/tools/chrony" debs
+	if command -v chronyd >/dev/null || [ -x "$dir/root/usr/sbin/chronyd" ]; then
+		return 0
+	fi
+	echo "Unpacking Debian's chrony into $dir (the time test's NTP server; nothing is installed)"
+	mkdir -p "$dir" && rm -f "$dir"/chrony_*.deb
+	(cd "$dir" && apt-get download -q chrony >apt.log 2>&1) || {
+		cat "$dir/apt.log" >&2
+		echo "error: apt-get download chrony failed in $dir: run apt-get update, or install chrony" >&2
+		return 1
+	}
+	debs=("$dir"/chrony_*.deb)
+	dpkg-deb -x "${debs[0]}" "$dir/root.tmp" && mv "$dir/root.tmp" "$dir/root"
+}
