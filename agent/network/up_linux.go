@@ -1013,14 +1013,25 @@ func generatedNameMAC(ctx context.Context, cfg Config, links []netlink.Link) net
 }
 
 // NodeAddress is the address K3s takes for its node when its config names
-// none: the first global IPv4 address of the (up) link that the default
-// route with the lowest metric leaves through, as Kubernetes's
-// ChooseHostInterface picks it; "" when there is no default route, or its
-// link has no address. IPv4 only: an IPv6-only node is not followed.
+// none, as Kubernetes's ChooseHostInterface picks it: the first global
+// IPv4 address of the (up) link that the IPv4 default route with the
+// lowest metric leaves through; on a node without an IPv4 default route,
+// the first global IPv6 address of the IPv6 default route's link. "" when
+// there is no default route, or its link has no such address.
 func NodeAddress() string {
 	defer mount.HoldAPI()()
+	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		if addr := defaultRouteAddress(family); addr != "" {
+			return addr
+		}
+	}
+	return ""
+}
+
+// defaultRouteAddress is NodeAddress for one address family.
+func defaultRouteAddress(family int) string {
 	routes, err := dump(func() ([]netlink.Route, error) {
-		return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		return netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
 		return ""
@@ -1038,12 +1049,12 @@ func NodeAddress() string {
 		if err != nil || l.Attrs().Flags&net.FlagUp == 0 {
 			continue
 		}
-		addrs, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
+		addrs, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, family) })
 		if err != nil {
 			continue
 		}
 		for _, a := range addrs {
-			if a.IP.To4() != nil && a.IP.IsGlobalUnicast() {
+			if (a.IP.To4() != nil) == (family == netlink.FAMILY_V4) && a.IP.IsGlobalUnicast() {
 				return a.IP.String()
 			}
 		}

@@ -37,6 +37,9 @@ func TestMain(m *testing.M) {
 		os.Exit(dhcpServer())
 	case "client":
 		os.Exit(dhcpClient())
+	case "nodeaddr":
+		fmt.Println(NodeAddress())
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
@@ -1409,5 +1412,40 @@ func TestApplyAgainOnLinkGateway(t *testing.T) {
 	}
 	if route := ipCmd(t, "-n", cli, "route", "show", "10.200.0.0/16"); !strings.Contains(route, "10.200.0.0/16 dev vc scope link metric 7") {
 		t.Errorf("the route someone else set on vc is gone:\n%s", ipCmd(t, "-n", cli, "route"))
+	}
+}
+
+// TestNodeAddressFamilies: K3s's node address is the IPv4 default route's
+// link's address; on a node with only an IPv6 default route, that route's
+// link's global IPv6 address (not its link-local one); the IPv4 one again
+// once an IPv4 default route comes.
+func TestNodeAddressFamilies(t *testing.T) {
+	_, cli, exe := namespaces(t, false)
+	nodeAddr := func() string {
+		t.Helper()
+		cmd := exec.Command("ip", "netns", "exec", cli, exe)
+		cmd.Env = append(os.Environ(), "ETOILE_NETTEST_ROLE=nodeaddr")
+		b, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("NodeAddress in %s: %v", cli, err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	ipCmd(t, "-n", cli, "link", "set", "lo", "up")
+	if got := nodeAddr(); got != "" {
+		t.Fatalf("no default route: NodeAddress() = %q, want none", got)
+	}
+	ipCmd(t, "-n", cli, "-6", "addr", "add", "2001:db8:7::10/64", "dev", "vc", "nodad")
+	ipCmd(t, "-n", cli, "-6", "route", "add", "default", "via", "2001:db8:7::1", "dev", "vc")
+	if got := nodeAddr(); got != "2001:db8:7::10" {
+		t.Errorf("IPv6 default route only: NodeAddress() = %q, want 2001:db8:7::10\n%s", got, ipCmd(t, "-n", cli, "addr"))
+	}
+	ipCmd(t, "-n", cli, "addr", "add", "10.99.0.10/24", "dev", "vc")
+	if got := nodeAddr(); got != "2001:db8:7::10" {
+		t.Errorf("an IPv4 address without an IPv4 default route: NodeAddress() = %q, want 2001:db8:7::10", got)
+	}
+	ipCmd(t, "-n", cli, "route", "add", "default", "via", "10.99.0.1", "dev", "vc")
+	if got := nodeAddr(); got != "10.99.0.10" {
+		t.Errorf("both families routed: NodeAddress() = %q, want the IPv4 one, 10.99.0.10", got)
 	}
 }
