@@ -4,10 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/etoile-os/etoile/agent"
 	"github.com/etoile-os/etoile/agent/config"
+	"github.com/etoile-os/etoile/agent/inventory"
 	capi "github.com/etoile-os/etoile/constellation/api"
 	"github.com/etoile-os/etoile/constellation/join"
 )
@@ -25,17 +30,10 @@ func (n *Node) runConstellation(ctx context.Context, cfg *config.MachineConfig, 
 		return
 	}
 	join.Version = agent.Version
-	inv := capi.Inventory{Hostname: n.env.NodeName, Nodes: 1, EtoileVersion: agent.ImageVersion(n.env.Root)}
 	n.mu.Lock()
 	hw := n.inv
 	n.mu.Unlock()
-	if hw != nil {
-		inv.CPUMillis = int64(hw.CPU.Count) * 1000
-		inv.MemoryBytes = int64(hw.Memory.TotalBytes)
-		for _, g := range hw.GPUs {
-			inv.GPUs = append(inv.GPUs, capi.GPU{Vendor: g.Vendor, Model: g.Model, Count: 1})
-		}
-	}
+	inv := joinInventory(n.env.NodeName, agent.ImageVersion(n.env.Root), hw)
 	wait := 5 * time.Second
 	for {
 		site, err := join.EnsureJoined(ctx, cfg.Constellation.Join, join.Options{Root: n.env.Root, Inventory: inv, Log: n.env.Log})
@@ -77,6 +75,54 @@ func (n *Node) runConstellation(ctx context.Context, cfg *config.MachineConfig, 
 		}
 		wait = min(wait*2, 5*time.Minute)
 	}
+}
+
+// joinInventory is the summary the site sends the hub when it joins, from
+// the hardware inventory (nil while it is not collected): one GPU entry
+// per device, its model as the hardware names it, made fit for the hub.
+func joinInventory(hostname, etoileVersion string, hw *inventory.Inventory) capi.Inventory {
+	inv := capi.Inventory{Hostname: hostname, Nodes: 1, EtoileVersion: etoileVersion}
+	if hw != nil {
+		inv.CPUMillis = int64(hw.CPU.Count) * 1000
+		inv.MemoryBytes = int64(hw.Memory.TotalBytes)
+		// One entry per kind (vendor and model), in the inventory's
+		// order: an HGX board's eight GPUs are one entry of eight, and
+		// the hub takes 16 kinds at most, not 16 GPUs.
+		for _, g := range hw.GPUs {
+			kind := capi.GPU{Vendor: g.Vendor, Model: gpuModel(g.Model), Count: 1}
+			if i := slices.IndexFunc(inv.GPUs, func(k capi.GPU) bool { return k.Vendor == kind.Vendor && k.Model == kind.Model }); i >= 0 {
+				inv.GPUs[i].Count++
+			} else {
+				inv.GPUs = append(inv.GPUs, kind)
+			}
+		}
+	}
+	return inv
+}
+
+// gpuModel makes a GPU model name as the hardware gives it (pci.ids, the
+// driver) one the hub takes: unprintable characters dropped (spaces become
+// a space), trimmed, and clipped to capi.MaxGPUModelLen bytes on a
+// character boundary. An odd name must not keep the whole site out.
+func gpuModel(s string) string {
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case capi.GPUModelRune(r):
+			return r
+		case unicode.IsSpace(r):
+			return ' '
+		}
+		return -1
+	}, s) // invalid UTF-8 becomes U+FFFD
+	s = strings.TrimSpace(s)
+	if len(s) > capi.MaxGPUModelLen {
+		cut := capi.MaxGPUModelLen
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = strings.TrimSpace(s[:cut])
+	}
+	return s
 }
 
 // constellationRevoked says, once, that the hub revoked this site: the

@@ -9,8 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"unicode/utf8"
+
+	"github.com/etoile-os/etoile/agent"
 	"github.com/etoile-os/etoile/agent/api"
 	"github.com/etoile-os/etoile/agent/config"
+	"github.com/etoile-os/etoile/agent/inventory"
+	capi "github.com/etoile-os/etoile/constellation/api"
 	"github.com/etoile-os/etoile/constellation/hubcli"
 )
 
@@ -144,4 +149,78 @@ func TestStandinAppliedConfigJoins(t *testing.T) {
 		t.Fatalf("apply: %v", err)
 	}
 	waitUntil(t, "the join of the applied config", 60*time.Second, func() bool { return con.has("etoile: constellation joined") })
+}
+
+// TestJoinInventoryWithGPUsIsValid: a machine with GPUs sends the hub the
+// models its inventory found (the pci.ids name, the driver's, or
+// vendor:device), and the hub takes the join request; an over-long or
+// unprintable name is made fit rather than keep the site out.
+func TestJoinInventoryWithGPUsIsValid(t *testing.T) {
+	// 'ü' is two bytes, the fourth one bytes 127 and 128: the cut lands inside it.
+	long := "GPU: " + strings.Repeat("Grafikprozessor für Rechenzentren ", 8)
+	hw := &inventory.Inventory{
+		CPU:    inventory.CPU{Count: 16},
+		Memory: inventory.Memory{TotalBytes: 64 << 30},
+		GPUs: []inventory.GPU{
+			{Vendor: "intel", Model: "Alder Lake-UP3 GT2 [Iris Xe Graphics]", ModelSource: "pci.ids"},
+			{Vendor: "nvidia", Model: "NVIDIA H100 80GB HBM3", ModelSource: "driver"},
+			{Vendor: "nvidia", Model: "NVIDIA H200", ModelSource: "driver"},
+			{Vendor: "nvidia", Model: "10de:2335", ModelSource: "ids"},
+			{Vendor: "amd", Model: "AMD Instinct MI300X", ModelSource: "driver"},
+			{Vendor: "nvidia", Model: long, ModelSource: "pci.ids"},
+			{Vendor: "amd", Model: " Radeon\tPro\x00 W7900\n", ModelSource: "pci.ids"},
+			{Vendor: "amd", Model: "Radeon \xffPro", ModelSource: "pci.ids"},
+		},
+	}
+	inv := joinInventory("edge-1", agent.Version, hw)
+	if err := inv.Validate(); err != nil {
+		t.Fatalf("the hub refuses the join inventory: %v", err)
+	}
+	id, secret, err := capi.NewTokenCredentials()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := capi.JoinRequest{Token: id + "." + secret, CSR: "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n", Inventory: inv}
+	if err := req.Validate(); err != nil {
+		t.Fatalf("the hub refuses the join request: %v", err)
+	}
+	if inv.Hostname != "edge-1" || inv.Nodes != 1 || inv.CPUMillis != 16000 || inv.MemoryBytes != 64<<30 || len(inv.GPUs) != len(hw.GPUs) {
+		t.Fatalf("join inventory %+v", inv)
+	}
+	for i, want := range []string{"Alder Lake-UP3 GT2 [Iris Xe Graphics]", "NVIDIA H100 80GB HBM3", "NVIDIA H200", "10de:2335", "AMD Instinct MI300X"} {
+		if g := inv.GPUs[i]; g.Model != want || g.Vendor != hw.GPUs[i].Vendor || g.Count != 1 {
+			t.Errorf("gpus[%d] = %+v, want model %q as the inventory names it", i, g, want)
+		}
+	}
+	clipped := inv.GPUs[5].Model
+	if len(clipped) != capi.MaxGPUModelLen-1 || !utf8.ValidString(clipped) || !strings.HasPrefix(long, clipped) {
+		t.Errorf("long model clipped to %q (%d bytes), want a prefix of %d bytes, cut before the 'ü' that straddles the limit", clipped, len(clipped), capi.MaxGPUModelLen-1)
+	}
+	if got := inv.GPUs[6].Model; got != "Radeon Pro W7900" {
+		t.Errorf("model with control characters sent as %q", got)
+	}
+	if got := inv.GPUs[7].Model; got != "Radeon \uFFFDPro" {
+		t.Errorf("model with invalid UTF-8 sent as %q", got)
+	}
+	// A machine with many GPUs sends one entry per kind: 32 H100s and two
+	// of another model are two entries (the hub takes 16 kinds at most).
+	many := &inventory.Inventory{CPU: inventory.CPU{Count: 8}}
+	for i := range 34 {
+		model := "NVIDIA H100 80GB HBM3"
+		if i%17 == 16 {
+			model = "NVIDIA A100-SXM4-40GB"
+		}
+		many.GPUs = append(many.GPUs, inventory.GPU{Vendor: "nvidia", Model: model})
+	}
+	inv = joinInventory("hgx-1", agent.Version, many)
+	if err := inv.Validate(); err != nil {
+		t.Fatalf("the hub refuses the join inventory of a machine with 34 GPUs: %v", err)
+	}
+	if want := []capi.GPU{{Vendor: "nvidia", Model: "NVIDIA H100 80GB HBM3", Count: 32}, {Vendor: "nvidia", Model: "NVIDIA A100-SXM4-40GB", Count: 2}}; !slices.Equal(inv.GPUs, want) {
+		t.Errorf("34 GPUs sent as %+v, want %+v", inv.GPUs, want)
+	}
+	// Before the hardware inventory is collected, the site joins without it.
+	if inv := joinInventory("edge-1", agent.Version, nil); inv.Validate() != nil || len(inv.GPUs) != 0 || inv.Nodes != 1 {
+		t.Errorf("join inventory without hardware: %+v, %v", inv, inv.Validate())
+	}
 }

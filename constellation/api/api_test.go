@@ -225,3 +225,96 @@ func TestValidateAuditAction(t *testing.T) {
 		t.Errorf("unknown action: %v", err)
 	}
 }
+
+// TestGPUModelIsFreeText: a GPU model is what the hardware calls it (the
+// pci.ids name, the driver's, or vendor:device), so a site with any GPU
+// can join and heartbeat; only unprintable or over-long text is refused,
+// with the field named.
+func TestGPUModelIsFreeText(t *testing.T) {
+	for _, m := range []string{
+		"Alder Lake-UP3 GT2 [Iris Xe Graphics]", // pci.ids
+		"GH100 [H100 SXM5 80GB]",                // pci.ids
+		"NVIDIA H100 80GB HBM3",                 // the driver
+		"NVIDIA H200",
+		"10de:2335", // unknown to both
+		"AMD Instinct MI300X",
+		"Radeon™ RX 7900 XTX (Navi 31)",
+		strings.Repeat("x", MaxGPUModelLen),
+		"",
+	} {
+		gpus := []GPU{{Vendor: "intel", Count: 1}, {Vendor: "nvidia", Model: m, Count: 2, Used: 1}}
+		if err := (Inventory{Nodes: 1, GPUs: gpus}).Validate(); err != nil {
+			t.Errorf("inventory with GPU model %q: %v", m, err)
+		}
+		if err := (Heartbeat{Nodes: 1, Capacity: Capacity{GPUs: gpus}}).Validate(); err != nil {
+			t.Errorf("heartbeat with GPU model %q: %v", m, err)
+		}
+	}
+	for _, tt := range []struct{ model, why string }{
+		{"NVIDIA\x07H100", "U+0007"},
+		{"NVIDIA H100\n[ERROR] forged log line", "U+000A"},
+		{"\x1b[31mH100", "U+001B"},
+		{"H100\x00", "U+0000"},
+		{"H100 \u202eevil", "U+202E"}, // a bidi override
+		{"H\u200b100", "U+200B"},      // a zero-width space
+		{"H100\xff", "not UTF-8"},
+		{" H100", "leading or trailing spaces"},
+		{"H100\t", "leading or trailing spaces"},
+		{strings.Repeat("x", MaxGPUModelLen+1), "is 129 bytes"},
+		{strings.Repeat("é", 65), "is 130 bytes"}, // 65 characters, but bytes count
+	} {
+		gpus := []GPU{{Vendor: "intel", Count: 1}, {Vendor: "nvidia", Model: tt.model, Count: 1}}
+		for _, err := range []error{(Inventory{Nodes: 1, GPUs: gpus}).Validate(), (Heartbeat{Nodes: 1, Capacity: Capacity{GPUs: gpus}}).Validate()} {
+			if err == nil {
+				t.Errorf("GPU model %q accepted", tt.model)
+				continue
+			}
+			for _, want := range []string{"gpus[1].model", tt.why, "printable UTF-8", "128 bytes at most"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("GPU model %q: error %q does not say %q", tt.model, err, want)
+				}
+			}
+			if strings.ContainsAny(err.Error(), "\x00\x07\x1b\n\u202e\u200b") {
+				t.Errorf("GPU model %q: error %q holds the character it refuses", tt.model, err)
+			}
+		}
+	}
+}
+
+// TestJoinStringErrorsKeepTheSecret: whatever is mistyped, the error (which
+// reaches logs and consoles) names the wrong part but never holds the
+// token secret, nor a piece of it.
+func TestJoinStringErrorsKeepTheSecret(t *testing.T) {
+	tok := "token=" + goodID + "." + goodSecret
+	for _, tt := range []struct{ name, in, want string }{
+		{"bad port", "etoile://hub.example.eu:84x3?" + tok + "&ca=sha256:" + goodPin, `hub port is wrong (invalid port ":84x3" after host)`},
+		{"space in host", "etoile://hub example.eu:8443?" + tok + "&ca=sha256:" + goodPin, `hub host is wrong (invalid character " " in host name)`},
+		{"no ? after the port", "etoile://hub.example.eu:8443&" + tok + "&ca=sha256:" + goodPin, "a '?' must come between HOST:PORT and token="},
+		{"no ? after the host", "etoile://hub.example.eu&" + tok, "a '?' must come between HOST:PORT and token="},
+		{"bad escape in host", "etoile://hub.%zzexample.eu:8443?" + tok + "&ca=sha256:" + goodPin, `invalid URL escape "%zz"`},
+		{"control character", "etoile://hub.example.eu:8443?" + tok + "\x7f&ca=sha256:" + goodPin, "invalid control character"},
+		{"unclosed IPv6", "etoile://[::1:8443?" + tok + "&ca=sha256:" + goodPin, "missing ']' in host"},
+		{"/ for ?", "etoile://hub.example.eu:8443/" + tok + "&ca=sha256:" + goodPin, "hub path"},
+		{"escaped =", "etoile://hub.example.eu:8443?token%3D" + goodID + "." + goodSecret + "&ca=sha256:" + goodPin, "unknown parameter"},
+		{"escaped . and =", "etoile://hub.example.eu:8443?token%3D" + goodID + "%2E" + goodSecret + "&ca=sha256:" + goodPin, "unknown parameter"},
+		{"no dot", "etoile://hub.example.eu:8443/?token=" + goodID + goodSecret + "&ca=sha256:" + goodPin, "token is not ID.SECRET"},
+		{"bad scheme", "etoile//hub.example.eu:8443?" + tok + "&ca=sha256:" + goodPin, "scheme"},
+		{"bad pin", "etoile://hub.example.eu:8443?" + tok + "&ca=sha256:zz", "ca is not sha256:"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseJoinString(tt.in)
+			if err == nil {
+				t.Fatalf("ParseJoinString(%q) accepted", tt.in)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tt.want) {
+				t.Errorf("error %q does not say %q", msg, tt.want)
+			}
+			for i := 0; i+8 <= len(goodSecret); i++ {
+				if strings.Contains(msg, goodSecret[i:i+8]) {
+					t.Fatalf("error %q holds the token secret (%q)", msg, goodSecret[i:i+8])
+				}
+			}
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -98,6 +99,41 @@ func validateVersion(field, s string) error {
 	return nil
 }
 
+// MaxGPUModelLen is the most bytes a GPU model name may hold. A model is
+// free text as the hardware names it (pci.ids: "GH100 [H100 SXM5 80GB]",
+// the driver: "NVIDIA H100 80GB HBM3", or "10de:2335" when unknown to
+// both); sites clip longer names to this length before they send them.
+const MaxGPUModelLen = 128
+
+// GPUModelRune reports whether a GPU model name may hold r: any graphic
+// character (letters, marks, digits, punctuation, symbols, spaces), never
+// a control or format character (no newline, escape, bidi override or
+// zero-width character that could forge or hide text in a log).
+func GPUModelRune(r rune) bool { return unicode.IsGraphic(r) }
+
+// validateGPUModel checks a GPU model name: printable UTF-8 text without
+// leading or trailing spaces, MaxGPUModelLen bytes at most, or empty.
+func validateGPUModel(field, s string) error {
+	why := ""
+	switch {
+	case len(s) > MaxGPUModelLen:
+		why = fmt.Sprintf("is %d bytes", len(s))
+	case !utf8.ValidString(s):
+		why = "is not UTF-8"
+	case strings.TrimSpace(s) != s:
+		why = "has leading or trailing spaces"
+	default:
+		if i := strings.IndexFunc(s, func(r rune) bool { return !GPUModelRune(r) }); i >= 0 {
+			r, _ := utf8.DecodeRuneInString(s[i:])
+			why = fmt.Sprintf("holds %U, which is not a printable character", r)
+		}
+	}
+	if why == "" {
+		return nil
+	}
+	return fmt.Errorf("%s %q %s: a GPU model is printable UTF-8 text (letters, digits, spaces, punctuation; no control characters) without leading or trailing spaces, %d bytes at most", field, clip(s), why, MaxGPUModelLen)
+}
+
 func validateGPUs(gpus []GPU) error {
 	if len(gpus) > 16 {
 		return fmt.Errorf("%d GPU kinds, at most 16", len(gpus))
@@ -106,7 +142,7 @@ func validateGPUs(gpus []GPU) error {
 		if !tagPattern.MatchString(g.Vendor) {
 			return fmt.Errorf("gpus[%d].vendor %q is not lowercase letters and digits (e.g. nvidia, amd, intel)", i, clip(g.Vendor))
 		}
-		if err := validateVersion(fmt.Sprintf("gpus[%d].model", i), g.Model); err != nil {
+		if err := validateGPUModel(fmt.Sprintf("gpus[%d].model", i), g.Model); err != nil {
 			return err
 		}
 		if g.Count < 0 || g.Count > 1<<16 || g.Used < 0 || g.Used > g.Count {
@@ -462,4 +498,10 @@ func lazyRegexp(expr string) *lazyRE { return &lazyRE{expr: expr} }
 func (l *lazyRE) MatchString(s string) bool {
 	l.once.Do(func() { l.re = regexp.MustCompile(l.expr) })
 	return l.re.MatchString(s)
+}
+
+// FindAllStringSubmatch is regexp.Regexp's, every match.
+func (l *lazyRE) FindAllStringSubmatch(s string) [][]string {
+	l.once.Do(func() { l.re = regexp.MustCompile(l.expr) })
+	return l.re.FindAllStringSubmatch(s, -1)
 }

@@ -254,15 +254,31 @@ func check(n Need, s api.Site) (rule, reason string) {
 		return RuleCapacity, fmt.Sprintf("%d MiB memory free, workload needs %d MiB", max(free, 0)>>20, n.MemoryBytes>>20)
 	}
 	if n.GPUs > 0 {
-		vendor := ""
-		if v := n.Attr["gpu.vendor"]; len(v) == 1 {
-			vendor = v[0]
-		}
-		if free := c.GPUFree(vendor); free < n.GPUs {
-			return RuleCapacity, fmt.Sprintf("%d %sGPU free, workload needs %d", free, strings.TrimSpace(vendor+" "), n.GPUs)
+		free, vendors := gpuFree(c, n.Attr["gpu.vendor"])
+		if free < n.GPUs {
+			return RuleCapacity, fmt.Sprintf("%d %sGPU free, workload needs %d", free, vendors, n.GPUs)
 		}
 	}
 	return "", ""
+}
+
+// gpuFree counts the free GPUs of the vendors a need names (any vendor
+// when it names none), each vendor once however often it is named, and
+// returns them, in the order named, for messages: "nvidia or amd " (""
+// for any vendor).
+func gpuFree(c api.Capacity, vendors []string) (int, string) {
+	if len(vendors) == 0 {
+		return c.GPUFree(""), ""
+	}
+	var vs []string
+	free := 0
+	for _, v := range vendors {
+		if !slices.Contains(vs, v) {
+			vs = append(vs, v)
+			free += c.GPUFree(v)
+		}
+	}
+	return free, strings.Join(vs, " or ") + " "
 }
 
 // rank scores a site from 0 to 1: mostly free capacity, some freshness, so
@@ -285,7 +301,8 @@ func rank(n Need, s api.Site, now time.Time, interval time.Duration) (float64, s
 	score = math.Round(score*1000) / 1000
 	why := fmt.Sprintf("%.0f%% CPU free, %.0f%% memory free, %s", cpu*100, mem*100, s.Status)
 	if n.GPUs > 0 {
-		why += fmt.Sprintf(", %d GPU free", c.GPUFree(""))
+		free, vendors := gpuFree(c, n.Attr["gpu.vendor"])
+		why += fmt.Sprintf(", %d %sGPU free", free, vendors)
 	}
 	return score, why
 }

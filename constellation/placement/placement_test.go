@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -129,5 +130,47 @@ func TestParseNeedErrorsSayWhatIsExpected(t *testing.T) {
 	n, err := Parse(api.PlacementRequest{Needs: []string{"country=FR", "country=DE", "tag=gdpr", "cpu=500m"}})
 	if err != nil || len(n.Attr["country"]) != 2 || len(n.Tags) != 1 || n.CPUMillis != 500 {
 		t.Fatalf("Parse = %+v, %v", n, err)
+	}
+}
+
+// TestGPUCapacityCountsOnlyTheNamedVendors: with several gpu.vendor needs
+// ("any of"), only the free GPUs of those vendors count, never the site's
+// other GPUs.
+func TestGPUCapacityCountsOnlyTheNamedVendors(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	mixed := site("mixed-1", "FR", "EU", nil, api.StatusOnline, 8000,
+		[]api.GPU{{Vendor: "nvidia", Count: 1, Used: 1}, {Vendor: "intel", Count: 4}}, time.Second, now)
+	amd := site("amd-1", "FR", "EU", nil, api.StatusOnline, 8000,
+		[]api.GPU{{Vendor: "nvidia", Count: 1}, {Vendor: "amd", Count: 1}, {Vendor: "intel", Count: 4}}, time.Second, now)
+	for _, tt := range []struct {
+		name     string
+		needs    []string
+		eligible []string
+		reason   string // of mixed-1's exclusion
+	}{
+		{"two vendors", []string{"gpu.vendor=nvidia", "gpu.vendor=amd", "gpu=2"}, []string{"amd-1"}, "0 nvidia or amd GPU free, workload needs 2"},
+		{"a vendor named twice counts once", []string{"gpu.vendor=nvidia", "gpu.vendor=amd", "gpu.vendor=amd", "gpu=3"}, nil, "0 nvidia or amd GPU free, workload needs 3"},
+		{"one vendor", []string{"gpu.vendor=nvidia", "gpu=1"}, []string{"amd-1"}, "0 nvidia GPU free, workload needs 1"},
+		{"any vendor", []string{"gpu=5"}, []string{"amd-1"}, "4 GPU free, workload needs 5"},
+		{"the other vendor", []string{"gpu.vendor=intel", "gpu.vendor=amd", "gpu=4"}, []string{"amd-1", "mixed-1"}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := Evaluate(api.PlacementRequest{Needs: tt.needs}, []api.Site{mixed, amd}, now, 30*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, c := range res.Eligible {
+				got = append(got, c.Site)
+			}
+			if !slices.Equal(got, tt.eligible) {
+				t.Fatalf("eligible %v, want %v (excluded %+v)", got, tt.eligible, res.Excluded)
+			}
+			for _, e := range res.Excluded {
+				if e.Site == "mixed-1" && (e.Rule != RuleCapacity || e.Reason != tt.reason) {
+					t.Errorf("mixed-1 excluded by %s (%s), want %s (%s)", e.Rule, e.Reason, RuleCapacity, tt.reason)
+				}
+			}
+		})
 	}
 }
