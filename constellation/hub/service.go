@@ -7,11 +7,14 @@ package hub
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -61,6 +64,7 @@ type Service struct {
 
 	mu        sync.Mutex
 	templates *api.TemplateList // cache, replaced when the revision moves
+	putMu     sync.Mutex        // template puts, checked against the budget one at a time
 
 	// Refused joins are audited, but an unauthenticated flood must not fill
 	// the disk: past refusalsPerSecond in one second they are only counted,
@@ -179,11 +183,245 @@ func (a *actorView) PutTemplate(ctx context.Context, t api.Template) (api.Templa
 	if err := ValidateManifest(t.Manifest); err != nil {
 		return t, &store.Refusal{Code: api.CodeBadRequest, Message: fmt.Sprintf("template %s: %v", t.Name, err)}
 	}
+	// One put at a time, so that two templates added together cannot both
+	// fit the budget alone and exceed it together.
+	a.s.putMu.Lock()
+	defer a.s.putMu.Unlock()
+	tl, err := a.s.Store.Templates(ctx)
+	if err != nil {
+		return t, err
+	}
+	if err := checkTemplateBudget(t, tl.Templates); err != nil {
+		return t, err
+	}
 	t.UpdatedAt = a.s.now()
 	sel := api.SelectorTerms(t.Selector)
 	rev, err := a.s.Store.PutTemplate(ctx, t, a.event(api.AuditTemplateAdd, t.Name, fmt.Sprintf("selector=%s bytes=%d", strings.Join(sel, ","), len(t.Manifest))))
 	t.Revision = rev
 	return t, err
+}
+
+// checkTemplateBudget refuses t when some site could be sent more than
+// api.MaxTemplateSetBytes of templates in one answer with t among them
+// (existing holds the templates stored now; one named as t is replaced).
+//
+// Not every template can reach the same site: a site has one country,
+// region, jurisdiction, name, K3s version, Étoile version and slot, so
+// templates whose selectors ask two values of one of those never go
+// together (per-version variants of a large manifest are the common case),
+// while tags and GPU vendors add up (a site has several). The check takes
+// the largest set of templates that one site could select together with t
+// and counts them as they travel (api.TemplateWireBytes). Sets without t
+// only shrink or stay when t is put, so a hub whose puts all passed never
+// answers a site with more than the budget.
+func checkTemplateBudget(t api.Template, existing []api.Template) error {
+	mineTerms, ok := exclusiveTerms(t.Selector)
+	if !ok {
+		return nil // it selects no site
+	}
+	mine := budgetItem{name: t.Name, terms: mineTerms, bytes: api.TemplateWireBytes(t.Name, t.Manifest)}
+	var others []budgetItem
+	for _, o := range existing {
+		if o.Name == t.Name {
+			continue
+		}
+		terms, ok := exclusiveTerms(o.Selector)
+		if !ok || !compatible(mine.terms, terms) {
+			continue
+		}
+		// What t fixes is settled for every site t reaches.
+		for k := range mine.terms {
+			delete(terms, k)
+		}
+		others = append(others, budgetItem{name: o.Name, terms: terms, bytes: api.TemplateWireBytes(o.Name, o.Manifest)})
+	}
+	steps := 0
+	total, names := largestTogether(others, &steps)
+	total += mine.bytes
+	if total <= api.MaxTemplateSetBytes {
+		return nil
+	}
+	sort.Strings(names)
+	with := ""
+	if len(names) > 0 {
+		shown := names[:min(len(names), 5)]
+		with = fmt.Sprintf(", with %d other templates that can reach a site together with it: %s", len(names), strings.Join(shown, ", "))
+		if len(names) > len(shown) {
+			with += fmt.Sprintf(", and %d more", len(names)-len(shown))
+		}
+	}
+	return &store.Refusal{Code: api.CodeTooLarge, Message: fmt.Sprintf(
+		"template %s is refused: with it a site could be sent %d bytes of templates in one heartbeat answer (%s: %d bytes as sent%s), over the %d-byte limit (a site reads at most %d bytes of an answer): "+
+			"shrink the manifest, narrow this template's selector or another's so that fewer templates reach the same sites, or remove templates (etoile hub template list)",
+		t.Name, total, t.Name, mine.bytes, with, api.MaxTemplateSetBytes, api.MaxAnswerBytes)}
+}
+
+// budgetItem is a template as the budget sees it: its size as sent and
+// the selector terms that exclude each other between templates.
+type budgetItem struct {
+	name  string
+	terms map[string]string
+	bytes int
+}
+
+// exclusiveTerms are the selector terms on attributes a site has one value
+// of ("site" is the same attribute as "name"); tags and GPU vendors, which
+// a site may have several of, never keep two templates apart. ok is false
+// for a selector no site can meet (name and site naming two sites).
+func exclusiveTerms(sel map[string]string) (terms map[string]string, ok bool) {
+	out := map[string]string{}
+	for k, v := range sel {
+		switch k {
+		case "tag", "gpu.vendor":
+			continue
+		case "site":
+			k = "name"
+		}
+		if w, seen := out[k]; seen && w != v {
+			return nil, false
+		}
+		out[k] = v
+	}
+	return out, true
+}
+
+func compatible(a, b map[string]string) bool {
+	for k, v := range a {
+		if w, ok := b[k]; ok && w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// maxBudgetSteps bounds the search of largestTogether; past it the answer
+// is the sum of every template left, which is never below the truth.
+const maxBudgetSteps = 100000
+
+// largestTogether returns the largest total size of items one site could
+// select together, and their names. Items whose terms share no attribute
+// are independent and solved apart; within a group the search tries each
+// value of the attribute most items ask for.
+func largestTogether(items []budgetItem, steps *int) (int, []string) {
+	total, names := 0, []string{}
+	var rest []budgetItem
+	for _, it := range items {
+		if len(it.terms) == 0 {
+			total += it.bytes
+			names = append(names, it.name)
+			continue
+		}
+		rest = append(rest, it)
+	}
+	for _, group := range attributeGroups(rest) {
+		n, ns := largestInGroup(group, steps)
+		total += n
+		names = append(names, ns...)
+	}
+	return total, names
+}
+
+// attributeGroups splits items into groups that share no attribute key.
+func attributeGroups(items []budgetItem) [][]budgetItem {
+	parent := map[string]string{}
+	var find func(string) string
+	find = func(k string) string {
+		if p, ok := parent[k]; ok && p != k {
+			r := find(p)
+			parent[k] = r
+			return r
+		}
+		parent[k] = k
+		return k
+	}
+	for _, it := range items {
+		first := ""
+		for _, k := range sortedKeys(it.terms) {
+			if first == "" {
+				first = find(k)
+				continue
+			}
+			parent[find(k)] = first
+		}
+	}
+	byRoot := map[string][]budgetItem{}
+	var roots []string
+	for _, it := range items {
+		r := find(sortedKeys(it.terms)[0])
+		if _, ok := byRoot[r]; !ok {
+			roots = append(roots, r)
+		}
+		byRoot[r] = append(byRoot[r], it)
+	}
+	out := make([][]budgetItem, 0, len(roots))
+	for _, r := range roots {
+		out = append(out, byRoot[r])
+	}
+	return out
+}
+
+func largestInGroup(items []budgetItem, steps *int) (int, []string) {
+	*steps++
+	if *steps > maxBudgetSteps {
+		total, names := 0, []string{}
+		for _, it := range items {
+			total += it.bytes
+			names = append(names, it.name)
+		}
+		return total, names
+	}
+	count := map[string]int{}
+	for _, it := range items {
+		for k := range it.terms {
+			count[k]++
+		}
+	}
+	key := ""
+	for k, n := range count {
+		if key == "" || n > count[key] || n == count[key] && k < key {
+			key = k
+		}
+	}
+	values := map[string]bool{}
+	for _, it := range items {
+		if v, ok := it.terms[key]; ok {
+			values[v] = true
+		}
+	}
+	best, bestNames := -1, []string(nil)
+	for _, v := range sortedKeys(values) {
+		// A site whose key is v: the items asking for v (that term now
+		// met) and those not asking about key at all.
+		var sub []budgetItem
+		for _, it := range items {
+			w, ok := it.terms[key]
+			switch {
+			case !ok:
+				sub = append(sub, it)
+			case w == v:
+				terms := make(map[string]string, len(it.terms)-1)
+				for k, x := range it.terms {
+					if k != key {
+						terms[k] = x
+					}
+				}
+				sub = append(sub, budgetItem{name: it.name, terms: terms, bytes: it.bytes})
+			}
+		}
+		if n, ns := largestTogether(sub, steps); n > best {
+			best, bestNames = n, ns
+		}
+	}
+	return best, bestNames
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func (a *actorView) RemoveTemplate(ctx context.Context, name string) (int64, error) {
@@ -224,7 +462,10 @@ func (s *Service) sitesAt(ctx context.Context) ([]api.Site, int64, error) {
 	now := s.now()
 	for i := range sites {
 		sites[i].Status = store.Status(sites[i], now, s.interval())
-		sites[i].DesiredRevision = tl.Revision
+		// What the site would be sent now, from its latest attributes: the
+		// same value its next heartbeat answer carries, so applied and
+		// desired are equal exactly when the site is up to date.
+		_, sites[i].DesiredRevision = selectTemplates(&tl, sites[i])
 	}
 	return sites, tl.Revision, nil
 }
@@ -327,23 +568,60 @@ func (s *Service) Heartbeat(ctx context.Context, siteID, keySHA string, hb api.H
 	if err != nil {
 		return api.HeartbeatResponse{}, err
 	}
-	resp := api.HeartbeatResponse{Revision: r.TemplateRevision, HeartbeatSeconds: int(s.interval() / time.Second)}
-	if hb.AppliedRevision == r.TemplateRevision {
-		return resp, nil
-	}
 	tl, err := s.templateList(ctx, r.TemplateRevision)
 	if err != nil {
 		return api.HeartbeatResponse{}, err
 	}
-	resp.Revision = tl.Revision
+	// The selection follows the site's latest attributes (its K3s and
+	// Étoile versions, slot, GPUs, the tags of the token it joined with) as
+	// much as the templates: its digest, not the hub's global revision, says
+	// whether the site has what it should.
+	sel, digest := selectTemplates(tl, r.Site)
+	resp := api.HeartbeatResponse{Revision: digest, HeartbeatSeconds: int(s.interval() / time.Second)}
+	if hb.AppliedRevision == digest {
+		return resp, nil
+	}
 	resp.SendTemplates = true
-	resp.Templates = []api.TemplateObject{}
-	for _, t := range tl.Templates {
-		if api.Selects(t.Selector, r.Site) {
-			resp.Templates = append(resp.Templates, api.TemplateObject{Name: t.Name, Manifest: t.Manifest})
-		}
+	resp.Templates = make([]api.TemplateObject, 0, len(sel))
+	for _, t := range sel {
+		resp.Templates = append(resp.Templates, api.TemplateObject{Name: t.Name, Manifest: t.Manifest})
 	}
 	return resp, nil
+}
+
+// selectTemplates returns the templates of tl that select site, by name,
+// and the digest of that selection: the "revision" a site is sent and
+// reports back as applied. It is a hash of the selected templates' names
+// and revisions (each template change gets a revision of its own), cut to
+// 53 bits so that it stays exact in any JSON reader; 0 is the empty
+// selection, which a site that never received a set has already applied.
+// A site reporting anything else (a global revision from an older hub, a
+// selection its attributes no longer give) is sent its set once.
+func selectTemplates(tl *api.TemplateList, site api.Site) ([]api.Template, int64) {
+	var sel []api.Template
+	for _, t := range tl.Templates {
+		if api.Selects(t.Selector, site) {
+			sel = append(sel, t)
+		}
+	}
+	if len(sel) == 0 {
+		return nil, 0
+	}
+	sort.Slice(sel, func(i, j int) bool { return sel[i].Name < sel[j].Name })
+	h := sha256.New()
+	var b []byte
+	for _, t := range sel {
+		b = append(b[:0], t.Name...)
+		b = append(b, 0)
+		b = strconv.AppendInt(b, t.Revision, 10)
+		b = append(b, '\n')
+		h.Write(b)
+	}
+	d := int64(binary.BigEndian.Uint64(h.Sum(nil)) & (1<<53 - 1))
+	if d == 0 {
+		d = 1
+	}
+	return sel, d
 }
 
 // templateList returns the templates at revision rev or later, from cache

@@ -91,7 +91,8 @@ func TestSiteLoopRidesOutHubOutage(t *testing.T) {
 	}()
 	waitFor(t, "template applied and reported", func() bool {
 		_, err := os.Stat(filepath.Join(root, join.ManifestDir, "etoile-base.yaml"))
-		return err == nil && h.site(t, "loop-1").Heartbeat.AppliedRevision == 1
+		s := h.site(t, "loop-1")
+		return err == nil && s.Heartbeat.AppliedRevision != 0 && s.Heartbeat.AppliedRevision == s.DesiredRevision
 	})
 	h.stop()
 	time.Sleep(3 * time.Second) // a beat or two fail; the loop keeps going
@@ -294,4 +295,147 @@ func TestHubRenewsItsOwnCertificate(t *testing.T) {
 	if _, err := site.Beat(ctx, status(1, "")); err != nil {
 		t.Errorf("a heartbeat after the hub's renewal: %v", err)
 	}
+}
+
+// k3sStatus is a site reporting K3s version v.
+func k3sStatus(v string) join.StatusFunc {
+	return func(context.Context) (api.Heartbeat, error) {
+		return api.Heartbeat{Nodes: 1, NodesReady: 1, K3sVersion: v, Slot: "a", Capacity: api.Capacity{CPUMillis: 1000, MemoryBytes: 1 << 30}}, nil
+	}
+}
+
+// TestTemplatesFollowK3sUpgrade: a template selecting a K3s version reaches
+// a site once it reports that version (no template changed), and goes when
+// the site moves off it.
+func TestTemplatesFollowK3sUpgrade(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t, t.TempDir())
+	root := t.TempDir()
+	site, err := join.Join(ctx, h.token(t, api.TokenRequest{Site: "k3s-1"}), join.Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.admin.PutTemplate(ctx, api.Template{Name: "new-k3s", Manifest: manifestA, Selector: map[string]string{"k3s.version": "v1.31.4+k3s1"}}); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(root, join.ManifestDir, "etoile-new-k3s.yaml")
+	beat := func(v string) {
+		t.Helper()
+		if _, err := site.Beat(ctx, k3sStatus(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	beat("v1.30.0+k3s1")
+	if _, err := os.Stat(file); err == nil {
+		t.Fatal("a site on K3s 1.30 got the template for 1.31.4")
+	}
+	beat("v1.31.4+k3s1")
+	if b, err := os.ReadFile(file); err != nil || string(b) != manifestA {
+		t.Fatalf("after the upgrade to 1.31.4: %q %v", b, err)
+	}
+	beat("v1.31.4+k3s1")
+	if s := h.site(t, "k3s-1"); s.Heartbeat.AppliedRevision != s.DesiredRevision {
+		t.Fatalf("site up to date shown with applied %d, desired %d", s.Heartbeat.AppliedRevision, s.DesiredRevision)
+	}
+	beat("v1.32.0+k3s1")
+	if _, err := os.Stat(file); err == nil {
+		t.Fatal("the template stayed after the site left K3s 1.31.4")
+	}
+}
+
+// TestRejoinWithNewTagsAppliesTheirTemplates: a site joining again (same
+// key) with a token carrying another tag gets that tag's templates.
+func TestRejoinWithNewTagsAppliesTheirTemplates(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t, t.TempDir())
+	for name, tag := range map[string]string{"gdpr-tools": "gdpr", "dora-tools": "dora"} {
+		if _, err := h.admin.PutTemplate(ctx, api.Template{Name: name, Manifest: manifestA, Selector: map[string]string{"tag": tag}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := t.TempDir()
+	mdir := filepath.Join(root, join.ManifestDir)
+	files := func(site *join.Site) string {
+		t.Helper()
+		if _, err := site.Beat(ctx, k3sStatus("v1.31.4+k3s1")); err != nil {
+			t.Fatal(err)
+		}
+		ents, _ := os.ReadDir(mdir)
+		var n []string
+		for _, e := range ents {
+			n = append(n, e.Name())
+		}
+		return strings.Join(n, " ")
+	}
+	site, err := join.Join(ctx, h.token(t, api.TokenRequest{Site: "tags-1", Attributes: api.Attributes{Tags: []string{"dora"}}}), join.Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := files(site); got != "etoile-dora-tools.yaml" {
+		t.Fatalf("joined with tag dora: %s", got)
+	}
+	site, err = join.Join(ctx, h.token(t, api.TokenRequest{Site: "tags-1", Attributes: api.Attributes{Tags: []string{"gdpr"}}}), join.Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := files(site); got != "etoile-gdpr-tools.yaml" {
+		t.Fatalf("joined again with tag gdpr: %s", got)
+	}
+}
+
+// TestTemplateSetFitsWhatSitesRead: the hub refuses the template that would
+// make a site's templates larger than a site reads in one answer, saying
+// so; what it accepted reaches the site.
+func TestTemplateSetFitsWhatSitesRead(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t, t.TempDir())
+	root := t.TempDir()
+	site, err := join.Join(ctx, h.token(t, api.TokenRequest{Site: "big-1"}), join.Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := 0
+	for i := range 40 {
+		var b strings.Builder
+		fmt.Fprintf(&b, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c%d\ndata:\n", i)
+		for j := 0; b.Len() < 480<<10; j++ {
+			fmt.Fprintf(&b, "  k%06d: %s\n", j, strings.Repeat("x", 2000))
+		}
+		_, err := h.admin.PutTemplate(ctx, api.Template{Name: fmt.Sprintf("cm-%02d", i), Manifest: b.String()})
+		if err != nil {
+			if !strings.Contains(err.Error(), fmt.Sprintf("template cm-%02d", i)) || !strings.Contains(err.Error(), fmt.Sprint(api.MaxTemplateSetBytes)) {
+				t.Fatalf("refusal of template %d does not name it and the limit: %v", i, err)
+			}
+			break
+		}
+		accepted++
+	}
+	if accepted == 40 || accepted*480<<10 > api.MaxTemplateSetBytes {
+		t.Fatalf("%d templates of 480 KiB accepted", accepted)
+	}
+	if _, err := site.Beat(ctx, k3sStatus("v1.31.4+k3s1")); err != nil {
+		t.Fatalf("heartbeat with every accepted template: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(root, join.ManifestDir)); len(ents) != accepted {
+		t.Fatalf("%d files written, %d templates accepted", len(ents), accepted)
+	}
+}
+
+// TestExpiredTokenDoesNotJoinAgain: replaying a join string (same key) long
+// after its token expired does not mint a certificate.
+func TestExpiredTokenDoesNotJoinAgain(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t, t.TempDir())
+	js := h.token(t, api.TokenRequest{Site: "old-1", Uses: 1, TTLSeconds: 3600})
+	root := t.TempDir()
+	if _, err := join.Join(ctx, js, join.Options{Root: root}); err != nil {
+		t.Fatal(err)
+	}
+	// A lost answer is retried: the same site.
+	if _, err := join.Join(ctx, js, join.Options{Root: root}); err != nil {
+		t.Fatalf("retry while the token is valid: %v", err)
+	}
+	h.advance(200 * 24 * time.Hour)
+	_, err := join.Join(ctx, js, join.Options{Root: root})
+	wantRefusal(t, err, api.CodeTokenExpired)
 }

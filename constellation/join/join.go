@@ -158,6 +158,10 @@ func Join(ctx context.Context, js api.JoinString, o Options) (*Site, error) {
 		TokenID: js.TokenID, Templates: []string{},
 	}}
 	if old, err := readState(o.Root); err == nil && old.SiteID == resp.SiteID && old.CAPin == js.CAPin {
+		// The same site joining again (with a token whose tags may differ):
+		// what it applied is still on disk. The hub compares it with the
+		// selection for the site's new attributes and sends the set when
+		// they differ.
 		s.State.AppliedRevision, s.State.Templates = old.AppliedRevision, old.Templates
 	} else if err == nil {
 		// Another site, or another hub: the templates the previous one
@@ -376,9 +380,14 @@ func post(ctx context.Context, hc *http.Client, u string, in, out any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, api.MaxAnswerBytes+1))
 	if err != nil {
 		return fmt.Errorf("reading hub answer: %w", err)
+	}
+	if len(data) > api.MaxAnswerBytes {
+		// Said as it is, not as the JSON error a cut answer would give: the
+		// templates this site selects are larger than a site reads.
+		return fmt.Errorf("the hub's answer exceeded %d bytes, the most a site reads: the templates the hub selects for this site are too large together (the hub's administrator lists them with etoile hub template list)", api.MaxAnswerBytes)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e api.Error

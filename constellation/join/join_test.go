@@ -3,6 +3,9 @@ package join
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,5 +117,29 @@ func TestRenewalAtTwoThirdsOfTheIssuedLifetime(t *testing.T) {
 		if !s.NeedsRenewal(issued.Add(life * 7 / 10)) {
 			t.Errorf("%v: renewal not due at 70%% of the lifetime", life)
 		}
+	}
+}
+
+// TestAnswerOverTheLimitSaysSo: an answer larger than a site reads is
+// reported as such, not as the JSON error of a cut answer; one just under
+// the limit is read.
+func TestAnswerOverTheLimitSaysSo(t *testing.T) {
+	var size int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		// {"revision":1,"sendTemplates":true,"templates":[{"name":"big","manifest":"xxx…"}]}
+		head, tail := `{"revision":1,"sendTemplates":true,"templates":[{"name":"big","manifest":"`, `"}]}`
+		fmt.Fprint(w, head+strings.Repeat("x", size-len(head)-len(tail))+tail)
+	}))
+	defer srv.Close()
+	var resp api.HeartbeatResponse
+	size = api.MaxAnswerBytes
+	if err := post(t.Context(), srv.Client(), srv.URL, api.Heartbeat{}, &resp); err != nil || len(resp.Templates) != 1 {
+		t.Fatalf("answer of %d bytes: %v", size, err)
+	}
+	size = api.MaxAnswerBytes + 1
+	err := post(t.Context(), srv.Client(), srv.URL, api.Heartbeat{}, &resp)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("exceeded %d bytes", api.MaxAnswerBytes)) || !strings.Contains(err.Error(), "templates") {
+		t.Fatalf("answer of %d bytes: %v", size, err)
 	}
 }

@@ -78,7 +78,9 @@ type Store interface {
 	Tokens(ctx context.Context) ([]api.Token, error)
 	RevokeToken(ctx context.Context, id string, at time.Time, ev api.AuditEvent) error
 
-	// Join admits a token and records the site in one transaction.
+	// Join admits a token and records the site in one transaction. The
+	// join is unauthenticated until the secret is checked: a backend checks
+	// it (Admit) before it takes a write lock, and again inside.
 	Join(ctx context.Context, p JoinParams, ev api.AuditEvent) (JoinResult, error)
 	Sites(ctx context.Context) ([]api.Site, error)
 	Site(ctx context.Context, id string) (api.Site, error)
@@ -119,6 +121,25 @@ func Admit(t *api.Token, secret string, now time.Time) error {
 		return &Refusal{Code: api.CodeTokenRevoked, Message: fmt.Sprintf("join token %s was revoked at %s: ask for a new join string", t.ID, t.RevokedAt.UTC().Format(time.RFC3339))}
 	}
 	return nil
+}
+
+// RetryWindow is how long after a key's first join with a token the same
+// token and key may still join again once the token has expired. Such a
+// retry is for a join whose answer was lost (it returns the same site with
+// a fresh certificate and uses nothing up); without a limit a copy of an
+// old join string and key would mint certificates for ever, past the
+// renewal grace. The window covers an answer lost just before the expiry.
+const RetryWindow = time.Hour
+
+// AdmitRetry applies expiry to a retry (same token, same key), after Admit:
+// a retry is allowed while the token is valid, or within RetryWindow of
+// that key's first join with it.
+func AdmitRetry(t *api.Token, firstUse, now time.Time) error {
+	if now.Before(t.ExpiresAt) || now.Before(firstUse.Add(RetryWindow)) {
+		return nil
+	}
+	return &Refusal{Code: api.CodeTokenExpired, Message: fmt.Sprintf("join token %s expired at %s, and this key joined with it at %s, over an hour ago: a joined site renews its certificate by itself; a site that cannot needs a new join string (etoile hub token create)",
+		t.ID, t.ExpiresAt.UTC().Format(time.RFC3339), firstUse.UTC().Format(time.RFC3339))}
 }
 
 // AdmitUse applies expiry and use count, after Admit and the retry check.

@@ -368,24 +368,39 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time, ev api
 	})
 }
 
+// admitToken reads the token through q and applies store.Admit.
+func admitToken(ctx context.Context, q querier, p store.JoinParams) (api.Token, error) {
+	t, err := scanToken(q.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = ?`, p.TokenID))
+	var tp *api.Token
+	if err == nil {
+		tp = &t
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return t, fmt.Errorf("reading token: %w", err)
+	}
+	return t, store.Admit(tp, p.Secret, p.Now)
+}
+
 // Join admits the token and records the site atomically.
 func (s *Store) Join(ctx context.Context, p store.JoinParams, ev api.AuditEvent) (store.JoinResult, error) {
 	var res store.JoinResult
+	// /v1/join is unauthenticated: the secret is checked on the reader pool
+	// first, so that a join with an unknown token or a wrong secret never
+	// takes the one writer connection that heartbeats share.
+	if _, err := admitToken(ctx, s.r, p); err != nil {
+		return res, err
+	}
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		t, err := scanToken(tx.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = ?`, p.TokenID))
-		var tp *api.Token
-		if err == nil {
-			tp = &t
-		} else if !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("reading token: %w", err)
-		}
-		if err := store.Admit(tp, p.Secret, p.Now); err != nil {
+		// Again inside the transaction: the token may have been revoked
+		// since.
+		t, err := admitToken(ctx, tx, p)
+		if err != nil {
 			return err
 		}
 		res.Token = t
 		// A retry of a join whose answer was lost: same token, same key.
 		var prior string
-		err = tx.QueryRowContext(ctx, `SELECT site_id FROM token_uses WHERE token_id = ? AND key_sha256 = ?`, t.ID, p.KeySHA256).Scan(&prior)
+		var firstUse int64
+		err = tx.QueryRowContext(ctx, `SELECT site_id, at FROM token_uses WHERE token_id = ? AND key_sha256 = ?`, t.ID, p.KeySHA256).Scan(&prior, &firstUse)
 		if err == nil {
 			site, err := siteByID(ctx, tx, prior)
 			if err != nil {
@@ -396,6 +411,9 @@ func (s *Store) Join(ctx context.Context, p store.JoinParams, ev api.AuditEvent)
 			}
 			if site.KeySHA256 != p.KeySHA256 {
 				return &store.Refusal{Code: api.CodeTokenUsed, Message: fmt.Sprintf("site %s has joined again with another key since: this key needs a new token", site.Name)}
+			}
+			if err := store.AdmitRetry(&t, fromUS(firstUse), p.Now); err != nil {
+				return err
 			}
 			res.Site, res.Retry = site, true
 			return nil
