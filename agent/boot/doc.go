@@ -52,8 +52,8 @@
 //
 // PID 1 catches every signal that would otherwise end a Go program and
 // follows busybox init: SIGTERM or SIGINT (Ctrl-Alt-Del) reboot, SIGUSR2 or
-// SIGPWR power off, SIGUSR1 halts; each stops all processes (SIGTERM, 5 s,
-// SIGKILL), syncs and calls reboot(2). The kernel argument etoile.poweroff
+// SIGPWR power off, SIGUSR1 halts; each stops all processes (SIGTERM, up
+// to 30 s, SIGKILL), syncs and calls reboot(2). The kernel argument etoile.poweroff
 // powers the machine off 2 s after the ready line or a fatal error, so that
 // a test VM ends by itself. Orphans are reaped on SIGCHLD; children the agent
 // waits for itself (K3s) are started with Reaper.Start and keep their status.

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -214,31 +215,18 @@ func NotifySignals() chan os.Signal {
 	return c
 }
 
-// shutdown asks every process to stop, gives them 5 s, kills the rest,
+// shutdown asks every process to stop, gives them ProcessGrace (until they
+// have all exited), kills the rest,
 // unmounts (or remounts read-only) the filesystems still mounted writable,
 // syncs, and reboots or powers off; each step bounded, and said on the
 // consoles when it did not go as it should. If the reboot syscall fails the
 // agent says so and keeps running: exiting would panic the kernel.
 func shutdown(log *slog.Logger, reaper *Reaper, cmd int, name string) {
 	log.Info("shutting down", "action", name)
-	_ = unix.Kill(-1, unix.SIGTERM)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) && len(userProcesses("/proc")) > 0 {
-		reaper.Reap()
-		time.Sleep(100 * time.Millisecond)
-	}
-	_ = unix.Kill(-1, unix.SIGKILL)
-	for end := time.Now().Add(2 * time.Second); time.Now().Before(end) && len(userProcesses("/proc")) > 0; {
-		reaper.Reap()
-		time.Sleep(50 * time.Millisecond)
-	}
-	reaper.Reap()
-	if left := userProcesses("/proc"); len(left) > 0 {
-		var names []string
-		for _, p := range left[:min(len(left), 10)] {
-			names = append(names, fmt.Sprintf("%s[%d]", p.Comm, p.PID))
-		}
-		log.Warn("processes still running after SIGKILL (stuck in the kernel: a device or server that does not answer)", "count", len(left), "processes", strings.Join(names, ","))
+	left := stopProcesses(log, func() []Proc { return userProcesses("/proc") }, func(sig syscall.Signal) { _ = unix.Kill(-1, sig) },
+		func() { reaper.Reap() }, ProcessGrace)
+	if len(left) > 0 {
+		log.Warn("processes still running after SIGKILL (stuck in the kernel: a device or server that does not answer)", "count", len(left), "processes", procNames(left))
 	}
 	if data, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		r := releaseFilesystems(log, writableMounts(parseMountinfo(data)),

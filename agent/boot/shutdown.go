@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/etoile-os/etoile/agent/safego"
@@ -26,6 +27,51 @@ import (
 type Proc struct {
 	PID  int
 	Comm string
+}
+
+// ProcessGrace is how long the processes have, after the SIGTERM at
+// shutdown, before SIGKILL: Kubernetes's default terminationGracePeriodSeconds,
+// which a pod would have from the kubelet's graceful node shutdown (that
+// needs systemd, which Étoile does not run). The wait ends as soon as every
+// process has exited.
+const ProcessGrace = 30 * time.Second
+
+// stopProcesses asks every process to stop (signal(SIGTERM)), waits until
+// procs lists none or grace has passed, reaping meanwhile, then kills the
+// rest (signal(SIGKILL)), saying which, and waits 2 s at most for them to
+// go. It returns those still there after SIGKILL.
+func stopProcesses(log *slog.Logger, procs func() []Proc, signal func(syscall.Signal), reap func(), grace time.Duration) []Proc {
+	signal(syscall.SIGTERM)
+	for deadline := time.Now().Add(grace); time.Now().Before(deadline) && len(procs()) > 0; {
+		reap()
+		time.Sleep(100 * time.Millisecond)
+	}
+	reap()
+	if left := procs(); len(left) > 0 {
+		log.Warn(fmt.Sprintf("processes still running %s after SIGTERM: killed", grace.Round(100*time.Millisecond)),
+			"count", len(left), "processes", procNames(left))
+		signal(syscall.SIGKILL)
+	} else {
+		return nil
+	}
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end) && len(procs()) > 0; {
+		reap()
+		time.Sleep(50 * time.Millisecond)
+	}
+	reap()
+	return procs()
+}
+
+// procNames names ten of procs at most: comm[pid],…
+func procNames(procs []Proc) string {
+	var names []string
+	for _, p := range procs[:min(len(procs), 10)] {
+		names = append(names, fmt.Sprintf("%s[%d]", p.Comm, p.PID))
+	}
+	if len(procs) > 10 {
+		names = append(names, fmt.Sprintf("and %d more", len(procs)-10))
+	}
+	return strings.Join(names, ",")
 }
 
 // pfKthread is the kernel's PF_KTHREAD flag in /proc/PID/stat's flags.

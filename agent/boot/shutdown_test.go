@@ -3,12 +3,14 @@ package boot
 import (
 	"bytes"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -127,5 +129,53 @@ func TestReleaseFilesystemsIsBounded(t *testing.T) {
 	defer close(stuck)
 	if syncWithin(nil, func() { <-stuck }, 100*time.Millisecond) {
 		t.Error("a sync that blocks was said to have finished")
+	}
+}
+
+// TestStopProcesses: processes that exit on SIGTERM are not killed, and the
+// wait ends when they have gone, long before the grace period; one that
+// ignores SIGTERM is killed once the grace period has passed, named on the
+// log; one that survives SIGKILL too is returned.
+func TestStopProcesses(t *testing.T) {
+	type run struct {
+		sent  []syscall.Signal
+		reaps int
+	}
+	stop := func(exitOn func(syscall.Signal) bool, grace time.Duration) (run, []Proc, string) {
+		var r run
+		var log bytes.Buffer
+		procs := []Proc{{PID: 412, Comm: "containerd-shim"}, {PID: 977, Comm: "postgres"}}
+		left := stopProcesses(slog.New(slog.NewTextHandler(&log, nil)), func() []Proc { return procs },
+			func(sig syscall.Signal) {
+				r.sent = append(r.sent, sig)
+				if exitOn(sig) {
+					procs = nil
+				}
+			}, func() { r.reaps++ }, grace)
+		return r, left, log.String()
+	}
+	// Gone at SIGTERM: within an hour's grace, the call returns at once.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r, left, log := stop(func(s syscall.Signal) bool { return true }, time.Hour)
+		if !slices.Equal(r.sent, []syscall.Signal{syscall.SIGTERM}) || len(left) != 0 || log != "" || r.reaps == 0 {
+			t.Errorf("processes that exit on SIGTERM: signals %v, left %v, reaps %d, log %q", r.sent, left, r.reaps, log)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("stopProcesses waited for the grace period although every process had exited")
+	}
+	// Ignores SIGTERM: killed after the grace period, and named.
+	r, left, log := stop(func(s syscall.Signal) bool { return s == syscall.SIGKILL }, 300*time.Millisecond)
+	if !slices.Equal(r.sent, []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL}) || len(left) != 0 ||
+		!strings.Contains(log, "processes still running 300ms after SIGTERM: killed") || !strings.Contains(log, "containerd-shim[412],postgres[977]") {
+		t.Errorf("processes that ignore SIGTERM: signals %v, left %v, log %q", r.sent, left, log)
+	}
+	// Survives SIGKILL (stuck in the kernel): returned to be said.
+	if _, left, _ := stop(func(syscall.Signal) bool { return false }, 100*time.Millisecond); len(left) != 2 {
+		t.Errorf("processes that survive SIGKILL: left %v, want both", left)
 	}
 }
