@@ -22,6 +22,7 @@ const (
 	PathAdminPlace     = "/v1/admin/place"
 	PathAdminTemplates = "/v1/admin/templates"
 	PathAdminAudit     = "/v1/admin/audit"
+	PathAdminAdmins    = "/v1/admin/admins"
 )
 
 // MaxBodyBytes bounds every request body the hub reads. Templates are the
@@ -260,11 +261,42 @@ const (
 	AuditTemplateRemove = "template.remove"
 	AuditPlacement      = "placement.query"
 	AuditAdminIssue     = "admin.issue"
+	AuditAdminRevoke    = "admin.revoke"
 )
 
 // AuditActions lists every audit action, for filters and their errors.
 var AuditActions = []string{AuditTokenCreate, AuditTokenRevoke, AuditSiteJoin, AuditSiteRekey, AuditSiteJoinRefuse, AuditSiteRevoke,
-	AuditTemplateAdd, AuditTemplateRemove, AuditPlacement, AuditAdminIssue}
+	AuditTemplateAdd, AuditTemplateRemove, AuditPlacement, AuditAdminIssue, AuditAdminRevoke}
+
+// AdminCert is an admin certificate the hub issued (etoile hub
+// admin-config, or the hub's own admin.yaml), as recorded when issued.
+type AdminCert struct {
+	Serial    string     `json:"serial"` // lowercase hex
+	Name      string     `json:"name"`   // the certificate's common name
+	KeySHA256 string     `json:"keySHA256"`
+	IssuedAt  time.Time  `json:"issuedAt"`
+	NotAfter  time.Time  `json:"notAfter"`
+	RevokedAt *time.Time `json:"revokedAt,omitempty"`
+	IssuedBy  string     `json:"issuedBy"`
+}
+
+// AdminRevocation is an admin name revoked by etoile hub admin revoke: every
+// recorded certificate of the name was revoked with it, and a certificate
+// of the name the hub has no record of (issued before the hub recorded
+// admin certificates) is refused when it was issued before RevokedAt.
+type AdminRevocation struct {
+	Name      string    `json:"name"`
+	RevokedAt time.Time `json:"revokedAt"`
+	// Certificates counts the recorded certificates this revocation revoked
+	// (in the answer to a revoke; 0 in a list).
+	Certificates int `json:"certificates,omitempty"`
+}
+
+// AdminList is the admin view of admin credentials.
+type AdminList struct {
+	Certificates []AdminCert       `json:"certificates"`
+	Revocations  []AdminRevocation `json:"revocations"`
+}
 
 // PlacementRequest asks which sites may run a workload. Needs are key=value
 // constraints over site attributes (country, region, jurisdiction,

@@ -35,34 +35,6 @@ type ClientConfig struct {
 	Key        string `yaml:"key"`
 }
 
-// WriteAdminConfig issues an admin certificate for name (recorded as the
-// actor of everything done with it) and writes the config 0600.
-func WriteAdminConfig(path string, ca *pki.CA, hubURL, name string, lifetime time.Duration) error {
-	if err := api.ValidateName("admin name", name); err != nil {
-		return err
-	}
-	key, err := pki.NewKey()
-	if err != nil {
-		return err
-	}
-	certPEM, _, err := ca.ClientCertificate(&key.PublicKey, name, api.OrgAdmin, lifetime)
-	if err != nil {
-		return err
-	}
-	keyPEM, err := pki.EncodeKey(key)
-	if err != nil {
-		return err
-	}
-	b, err := yaml.Marshal(ClientConfig{APIVersion: "etoile.io/v1alpha1", Kind: "HubClientConfig", Hub: hubURL, CA: string(ca.CertPEM), Cert: string(certPEM), Key: string(keyPEM)})
-	if err != nil {
-		return fmt.Errorf("encoding admin config: %w", err)
-	}
-	if _, err := os.Stat(path); err == nil {
-		return fmt.Errorf("admin config %s exists: choose another --out", path)
-	}
-	return pki.WriteFileAtomic(path, b, 0o600)
-}
-
 // UpdateAdminConfigURL points the admin config at path to hubURL, keeping
 // its CA and credentials; it returns the URL it had (unchanged files are not
 // rewritten).
@@ -220,6 +192,16 @@ func (c *Client) RemoveTemplate(ctx context.Context, name string) (int64, error)
 func (c *Client) Templates(ctx context.Context) (api.TemplateList, error) {
 	var out api.TemplateList
 	return out, c.do(ctx, http.MethodGet, api.PathAdminTemplates, nil, &out)
+}
+
+func (c *Client) AdminCerts(ctx context.Context) (api.AdminList, error) {
+	var out api.AdminList
+	return out, c.do(ctx, http.MethodGet, api.PathAdminAdmins, nil, &out)
+}
+
+func (c *Client) RevokeAdmin(ctx context.Context, name string) (api.AdminRevocation, error) {
+	var out api.AdminRevocation
+	return out, c.do(ctx, http.MethodDelete, api.PathAdminAdmins+"/"+url.PathEscape(name), nil, &out)
 }
 
 func (c *Client) Audit(ctx context.Context, action string, limit int) ([]api.AuditEvent, error) {

@@ -75,8 +75,9 @@ type connAuth struct {
 }
 
 type identity struct {
-	org, cn, keySHA string
-	notAfter        time.Time
+	org, cn, keySHA     string
+	serial              string // lowercase hex, as admin certificates are recorded
+	notBefore, notAfter time.Time
 }
 
 func (s *Server) metrics() {
@@ -183,6 +184,12 @@ func (s *Server) APIHandler() http.Handler {
 	route("DELETE "+api.PathAdminTemplates+"/{name}", s.admin(func(w http.ResponseWriter, r *http.Request, a Admin) {
 		s.reply(w, r)(a.RemoveTemplate(r.Context(), r.PathValue("name")))
 	}))
+	route("GET "+api.PathAdminAdmins, s.admin(func(w http.ResponseWriter, r *http.Request, a Admin) {
+		s.reply(w, r)(a.AdminCerts(r.Context()))
+	}))
+	route("DELETE "+api.PathAdminAdmins+"/{name}", s.admin(func(w http.ResponseWriter, r *http.Request, a Admin) {
+		s.reply(w, r)(a.RevokeAdmin(r.Context(), r.PathValue("name")))
+	}))
 	route("GET "+api.PathAdminAudit, s.admin(func(w http.ResponseWriter, r *http.Request, a Admin) {
 		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
 		s.reply(w, r)(a.Audit(r.Context(), r.URL.Query().Get("action"), limit))
@@ -282,7 +289,7 @@ func (s *Server) verify(chain []*x509.Certificate, at time.Time) (identity, erro
 	if len(leaf.Subject.Organization) == 1 {
 		org = leaf.Subject.Organization[0]
 	}
-	return identity{org: org, cn: leaf.Subject.CommonName, keySHA: keySHA, notAfter: leaf.NotAfter}, nil
+	return identity{org: org, cn: leaf.Subject.CommonName, keySHA: keySHA, serial: serialOf(leaf), notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}, nil
 }
 
 func (s *Server) site(w http.ResponseWriter, r *http.Request, allowExpired bool) (identity, bool) {
@@ -302,6 +309,11 @@ func (s *Server) admin(h func(http.ResponseWriter, *http.Request, Admin)) http.H
 		id, err := s.clientIdentity(r, false)
 		if err == nil && id.org != api.OrgAdmin {
 			err = &store.Refusal{Code: api.CodeUnauthorized, Message: "client certificate is not an admin certificate (use the admin config the hub wrote at first start)"}
+		}
+		if err == nil {
+			// Revocation is read on every request, not cached with the
+			// connection: a revoked credential is refused at its next one.
+			err = s.Service.checkAdmin(r.Context(), id.serial, id.cn, id.notBefore)
 		}
 		if err != nil {
 			s.fail(w, r, err)

@@ -51,6 +51,10 @@ type Admin interface {
 	RemoveTemplate(ctx context.Context, name string) (int64, error)
 	Templates(ctx context.Context) (api.TemplateList, error)
 	Audit(ctx context.Context, action string, limit int) ([]api.AuditEvent, error)
+	AdminCerts(ctx context.Context) (api.AdminList, error)
+	// RevokeAdmin revokes every certificate of an admin name; a new one
+	// issued after (etoile hub admin-config) works.
+	RevokeAdmin(ctx context.Context, name string) (api.AdminRevocation, error)
 }
 
 // Service implements the hub's logic over a Store.
@@ -440,6 +444,22 @@ func (a *actorView) Audit(ctx context.Context, action string, limit int) ([]api.
 		return nil, &store.Refusal{Code: api.CodeBadRequest, Message: err.Error()}
 	}
 	return a.s.Store.AuditEvents(ctx, action, limit)
+}
+
+func (a *actorView) AdminCerts(ctx context.Context) (api.AdminList, error) {
+	return a.s.Store.AdminCerts(ctx)
+}
+
+func (a *actorView) RevokeAdmin(ctx context.Context, name string) (api.AdminRevocation, error) {
+	if err := api.ValidateName("admin name", name); err != nil {
+		return api.AdminRevocation{}, &store.Refusal{Code: api.CodeBadRequest, Message: err.Error()}
+	}
+	now := a.s.now()
+	rev, err := a.s.Store.RevokeAdmin(ctx, name, now, a.event(api.AuditAdminRevoke, name, ""))
+	if err == nil {
+		a.s.log().Info("admin credential revoked", "name", name, "by", a.actor, "certificates", rev.Certificates)
+	}
+	return rev, err
 }
 
 // Sites lists sites with their status and the desired template revision.

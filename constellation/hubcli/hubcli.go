@@ -42,6 +42,7 @@ const usage = `usage: etoile hub COMMAND [flags]
   template   add NAME --file FILE [--selector KEY=VALUE]… | list | remove NAME
   audit      [--action ACTION] [--limit N] [--json]
   admin-config --name NAME --out FILE [--ttl 8760h]   another admin's credentials (on the hub machine)
+  admin      list | revoke NAME   admin credentials issued; revoke refuses every certificate of NAME
   rules      list the placement rules
 
 Admin commands act on the hub's data folder (--data DIR, default ` + DefaultDataDir + `)
@@ -80,6 +81,8 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return rules(stdout)
 	case "admin-config":
 		return adminConfig(ctx, rest, stdout, stderr)
+	case "admin", "admins":
+		return admins(ctx, rest, stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("hub: unknown command %q", cmd)
@@ -635,8 +638,10 @@ func shortDuration(d time.Duration) string {
 	return s
 }
 
-// maxAdminTTL bounds an admin certificate's lifetime (the CA lasts 20 years).
-const maxAdminTTL = 10 * 365 * 24 * time.Hour
+// maxAdminTTL bounds an admin certificate's lifetime: a year, as the hub's
+// own admin.yaml (which the hub issues again at a start within 30 days of
+// its expiry). A leaked credential is stopped with etoile hub admin revoke.
+const maxAdminTTL = 365 * 24 * time.Hour
 
 // adminConfig issues a named admin certificate, so that the audit trail
 // tells administrators apart. It needs the CA key, hence the data folder.
@@ -674,17 +679,99 @@ func adminConfig(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return fmt.Errorf("hub URL unknown (start the hub once): %w", err)
 	}
-	if err := hub.WriteAdminConfig(*out, ca, hubURL, *name, *ttl); err != nil {
+	// The certificate is recorded, with its admin.issue event, before the
+	// file is written: a credential that is not in the audit trail and
+	// cannot be revoked must not exist.
+	svc := &hub.Service{Store: st, CA: ca}
+	c, err := svc.IssueAdminConfig(ctx, hub.AdminConfigRequest{Path: *out, HubURL: hubURL, Name: *name, Lifetime: *ttl, IssuedBy: localActor()})
+	if err != nil {
 		return fmt.Errorf("hub admin-config: %w", err)
 	}
-	// A credential that is not in the audit trail must not exist: if the
-	// event cannot be recorded, the file goes.
-	ev := api.AuditEvent{At: time.Now().UTC(), Actor: localActor(), Action: api.AuditAdminIssue, Subject: *name,
-		Detail: fmt.Sprintf("ttl=%s expires=%s", *ttl, time.Now().Add(*ttl).UTC().Format(time.RFC3339))}
-	if err := st.Audit(ctx, ev); err != nil {
-		os.Remove(*out)
-		return fmt.Errorf("hub admin-config: recording the issue in the audit trail (nothing written): %w", err)
+	fmt.Fprintf(stdout, "admin config for %s written to %s, expires %s (use: etoile hub sites --admin-config %s)\n", *name, *out, c.NotAfter.Format(time.RFC3339), *out)
+	return nil
+}
+
+// admins lists the admin certificates the hub issued and revokes them by
+// name.
+func admins(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	sub, args, err := subcommand("admin", args, []string{"list", "revoke"})
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(stdout, "admin config for %s written to %s (use: etoile hub sites --admin-config %s)\n", *name, *out, *out)
+	if sub == "help" {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fs, a := newFlags("admin "+sub, stderr)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return flagErr(err)
+	}
+	switch sub {
+	case "list":
+		err = noArgs("admin list", pos, "")
+	case "revoke":
+		if len(pos) != 1 {
+			err = errors.New("hub admin revoke: give one admin name (see etoile hub admin list)")
+		}
+	}
+	if err != nil {
+		return err
+	}
+	admin, done, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if sub == "revoke" {
+		name := pos[0]
+		rev, err := admin.RevokeAdmin(ctx, name)
+		if err != nil {
+			return fmt.Errorf("hub admin revoke: %w", err)
+		}
+		if a.json {
+			return printJSON(stdout, rev)
+		}
+		fmt.Fprintf(stdout, "admin credential %s revoked at %s: its certificates (%d recorded) are refused from now on; a new one: etoile hub admin-config --name %s --out FILE on the hub machine\n",
+			name, rev.RevokedAt.Format(time.RFC3339), rev.Certificates, name)
+		if name == "admin" {
+			fmt.Fprintf(stdout, "the hub's own %s is issued again at the hub's next start\n", hub.AdminConfigFile)
+		}
+		return nil
+	}
+	list, err := admin.AdminCerts(ctx)
+	if err != nil {
+		return fmt.Errorf("hub admin list: %w", err)
+	}
+	if a.json {
+		list.Certificates, list.Revocations = nonNil(list.Certificates), nonNil(list.Revocations)
+		return printJSON(stdout, list)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKEY\tSERIAL\tISSUED\tEXPIRES\tREVOKED\tSTATE\tISSUED BY")
+	now := time.Now()
+	for _, c := range list.Certificates {
+		state, revoked := "valid", "-"
+		switch {
+		case c.RevokedAt != nil:
+			state, revoked = "revoked", c.RevokedAt.Format(time.RFC3339)
+		case !now.Before(c.NotAfter):
+			state = "expired"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.KeySHA256[:min(12, len(c.KeySHA256))], c.Serial,
+			c.IssuedAt.Format(time.RFC3339), c.NotAfter.Format(time.RFC3339), revoked, state, c.IssuedBy)
+	}
+	if len(list.Revocations) > 0 {
+		fmt.Fprintln(tw, "\nREVOKED NAME\tAT")
+		for _, r := range list.Revocations {
+			fmt.Fprintf(tw, "%s\t%s\n", r.Name, r.RevokedAt.Format(time.RFC3339))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(list.Revocations) > 0 {
+		fmt.Fprintln(stdout, "A revoked name also refuses those of its certificates issued before then that the hub has no record of (issued before it recorded them).")
+	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/etoile-os/etoile/constellation/api"
 	"github.com/etoile-os/etoile/constellation/hub"
 	"github.com/etoile-os/etoile/constellation/pki"
+	"github.com/etoile-os/etoile/constellation/store"
 	"github.com/etoile-os/etoile/constellation/store/sqlite"
 )
 
@@ -165,22 +166,14 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if err := st.SetMeta(ctx, metaInterval, interval.String()); err != nil {
 		return err
 	}
+	svc := &hub.Service{Store: st, CA: ca, Log: log, Now: o.Now, HeartbeatInterval: interval, CertLifetime: o.CertLifetime}
 	cfgPath := filepath.Join(o.Data, hub.AdminConfigFile)
 	if _, err := os.Stat(cfgPath); errors.Is(err, os.ErrNotExist) {
-		const lifetime = 365 * 24 * time.Hour
-		if err := hub.WriteAdminConfig(cfgPath, ca, hubURL, "admin", lifetime); err != nil {
-			return err
+		c, err := svc.IssueAdminConfig(ctx, hub.AdminConfigRequest{Path: cfgPath, HubURL: hubURL, Name: "admin", Lifetime: adminConfigLifetime, IssuedBy: "hub", Detail: "file=" + cfgPath})
+		if err != nil {
+			return fmt.Errorf("hub admin config: %w", err)
 		}
-		now := time.Now()
-		if o.Now != nil {
-			now = o.Now()
-		}
-		if err := st.Audit(ctx, api.AuditEvent{At: now.UTC(), Actor: "hub", Action: api.AuditAdminIssue, Subject: "admin",
-			Detail: fmt.Sprintf("ttl=%s expires=%s file=%s", lifetime, now.Add(lifetime).UTC().Format(time.RFC3339), cfgPath)}); err != nil {
-			os.Remove(cfgPath)
-			return fmt.Errorf("recording the admin config in the audit trail: %w", err)
-		}
-		log.Info("wrote admin config", "path", cfgPath)
+		log.Info("wrote admin config", "path", cfgPath, "expires", c.NotAfter)
 	} else {
 		// The hub's own admin config follows the hub's URL (a restart with
 		// another --url or --san), keeping its credentials.
@@ -191,8 +184,11 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		case old != hubURL:
 			log.Info("admin config now points at the hub's URL", "path", cfgPath, "url", hubURL, "was", old)
 		}
+		if err == nil {
+			renewAdminConfig(ctx, svc, cfgPath, hubURL, log)
+		}
 	}
-	srv := &hub.Server{Service: &hub.Service{Store: st, CA: ca, Log: log, Now: o.Now, HeartbeatInterval: interval, CertLifetime: o.CertLifetime}, Log: log, IdleTimeout: o.IdleTimeout,
+	srv := &hub.Server{Service: svc, Log: log, IdleTimeout: o.IdleTimeout,
 		RenewCert: issue, CertCheckEvery: o.CertCheckEvery}
 	log.Info("hub serving", "url", hubURL, "ca_pin", "sha256:"+ca.Pin(), "status", statusAddr, "sans", hosts)
 	if o.Ready != nil {
@@ -201,6 +197,73 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	err = srv.Run(ctx, hub.Listeners{API: apiL, Status: statusL}, cert)
 	log.Info("hub stopped")
 	return err
+}
+
+// adminConfigLifetime is the hub's own admin.yaml's; renewAdminBefore is how
+// long before its expiry a start issues it again.
+const (
+	adminConfigLifetime = 365 * 24 * time.Hour
+	renewAdminBefore    = 30 * 24 * time.Hour
+)
+
+// renewAdminConfig issues the hub's own admin config again when its
+// certificate expires within renewAdminBefore, has expired, was revoked or
+// is not from this hub's CA, replacing the file atomically (0600). A
+// certificate issued before the hub recorded admin certificates is recorded
+// now, so that etoile hub admin list shows it. Failures are logged: the hub
+// serves its sites without the file.
+func renewAdminConfig(ctx context.Context, svc *hub.Service, path, hubURL string, log *slog.Logger) {
+	leaf, err := hub.LoadAdminCert(path)
+	if err != nil {
+		log.Warn("admin config not checked for expiry or revocation", "path", path, "err", err)
+		return
+	}
+	now := time.Now()
+	if svc.Now != nil {
+		now = svc.Now()
+	}
+	rec, err := hub.AdminCertOf(leaf)
+	if err != nil {
+		log.Warn("admin config not checked for expiry or revocation", "path", path, "err", err)
+		return
+	}
+	reason, why := "", ""
+	switch {
+	case leaf.CheckSignatureFrom(svc.CA.Cert) != nil:
+		reason, why = "foreign", "its certificate is not from this hub's CA"
+	case !now.Before(leaf.NotAfter):
+		reason, why = "expired", "its certificate expired at "+leaf.NotAfter.UTC().Format(time.RFC3339)
+	case leaf.NotAfter.Sub(now) < renewAdminBefore:
+		reason, why = "expiring", "its certificate expires at "+leaf.NotAfter.UTC().Format(time.RFC3339)+", within "+shortDuration(renewAdminBefore)
+	}
+	if reason == "" {
+		st, err := svc.Store.AdminStatus(ctx, rec.Serial, rec.Name)
+		if err != nil {
+			log.Warn("admin config not checked for revocation", "path", path, "err", err)
+			return
+		}
+		ref := store.AdmitAdmin(st, rec.Name, leaf.NotBefore)
+		if ref == nil {
+			if !st.Recorded {
+				if err := svc.RecordAdminCert(ctx, rec, "hub", "file="+path+" recorded at start: issued before the hub recorded admin certificates"); err != nil {
+					log.Warn("admin config's certificate not recorded", "path", path, "serial", rec.Serial, "err", err)
+				}
+			}
+			return
+		}
+		at := st.RevokedAt
+		if !st.Recorded {
+			at = st.NameRevokedAt
+		}
+		reason, why = "revoked", "its certificate was revoked at "+at.UTC().Format(time.RFC3339)
+	}
+	c, err := svc.IssueAdminConfig(ctx, hub.AdminConfigRequest{Path: path, HubURL: hubURL, Name: "admin", Lifetime: adminConfigLifetime, IssuedBy: "hub", Replace: true,
+		Detail: fmt.Sprintf("file=%s reason=%s replaces=%s", path, reason, rec.Serial)})
+	if err != nil {
+		log.Error("admin config not issued again: it does not work with this hub", "path", path, "why", why, "err", err)
+		return
+	}
+	log.Info("admin config issued again", "path", path, "why", why, "expires", c.NotAfter, "serial", c.Serial, "replaces", rec.Serial)
 }
 
 // advertise decides the URL sites use and the names the certificate covers.

@@ -98,6 +98,20 @@ type Store interface {
 	Audit(ctx context.Context, ev api.AuditEvent) error
 	AuditEvents(ctx context.Context, action string, limit int) ([]api.AuditEvent, error)
 
+	// RecordAdminCert records an admin certificate at its issue.
+	RecordAdminCert(ctx context.Context, c api.AdminCert, ev api.AuditEvent) error
+	// AdminCerts lists the recorded admin certificates and revoked names.
+	AdminCerts(ctx context.Context) (api.AdminList, error)
+	// RevokeAdmin revokes every recorded certificate of name and records
+	// the name as revoked at at (see AdmitAdmin). A name the hub never
+	// issued a certificate for (none recorded, no admin.issue event, never
+	// revoked) is a *NotFoundError. The event's Detail is completed with
+	// the count of certificates revoked.
+	RevokeAdmin(ctx context.Context, name string, at time.Time, ev api.AuditEvent) (api.AdminRevocation, error)
+	// AdminStatus is what AdmitAdmin needs about one certificate, read in
+	// one indexed query: it runs for every admin request.
+	AdminStatus(ctx context.Context, serial, name string) (AdminStatus, error)
+
 	SetMeta(ctx context.Context, key, value string) error
 	Meta(ctx context.Context, key string) (string, error)
 
@@ -121,6 +135,34 @@ func Admit(t *api.Token, secret string, now time.Time) error {
 		return &Refusal{Code: api.CodeTokenRevoked, Message: fmt.Sprintf("join token %s was revoked at %s: ask for a new join string", t.ID, t.RevokedAt.UTC().Format(time.RFC3339))}
 	}
 	return nil
+}
+
+// AdminStatus is what the store knows of an admin certificate.
+type AdminStatus struct {
+	Recorded  bool       // the certificate (by serial) was recorded at its issue
+	RevokedAt *time.Time // when the recorded certificate was revoked
+	// NameRevokedAt is when the certificate's name was last revoked.
+	NameRevokedAt *time.Time
+}
+
+// AdmitAdmin applies admin revocation to a certificate of name issued
+// (NotBefore) at notBefore. A recorded certificate is refused when it was
+// revoked, whatever its name's revocations: one issued after a revocation
+// of its name is accepted. A certificate the hub has no record of (issued
+// before the hub recorded admin certificates) is refused when its name was
+// revoked after it was issued.
+func AdmitAdmin(st AdminStatus, name string, notBefore time.Time) error {
+	at := st.RevokedAt
+	if !st.Recorded {
+		at = nil
+		if st.NameRevokedAt != nil && notBefore.Before(*st.NameRevokedAt) {
+			at = st.NameRevokedAt
+		}
+	}
+	if at == nil {
+		return nil
+	}
+	return &Refusal{Code: api.CodeUnauthorized, Message: fmt.Sprintf("admin credential %s was revoked at %s: ask for a new one (etoile hub admin-config on the hub machine)", name, at.UTC().Format(time.RFC3339))}
 }
 
 // RetryWindow is how long after a key's first join with a token the same

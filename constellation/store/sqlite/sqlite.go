@@ -135,6 +135,24 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_action ON audit (action, id);
 `,
+	// Admin certificates, recorded at their issue, and revoked admin names
+	// (which also refuse the certificates issued before 2 was applied).
+	2: `
+CREATE TABLE admin_certs (
+	serial TEXT PRIMARY KEY,
+	name TEXT NOT NULL,
+	key_sha256 TEXT NOT NULL,
+	issued_at INTEGER NOT NULL,
+	not_after INTEGER NOT NULL,
+	revoked_at INTEGER,
+	issued_by TEXT NOT NULL
+);
+CREATE INDEX admin_certs_name ON admin_certs (name);
+CREATE TABLE admin_revocations (
+	name TEXT PRIMARY KEY,
+	revoked_at INTEGER NOT NULL
+);
+`,
 }
 
 // Open opens or creates the database file and applies pending migrations.
@@ -791,6 +809,113 @@ func (s *Store) AuditEvents(ctx context.Context, action string, limit int) ([]ap
 		out = append(out, ev)
 	}
 	return out, rows.Err()
+}
+
+// RecordAdminCert records an admin certificate with its issue event.
+func (s *Store) RecordAdminCert(ctx context.Context, c api.AdminCert, ev api.AuditEvent) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO admin_certs (serial, name, key_sha256, issued_at, not_after, issued_by) VALUES (?, ?, ?, ?, ?, ?)`,
+			c.Serial, c.Name, c.KeySHA256, us(c.IssuedAt), us(c.NotAfter), c.IssuedBy)
+		if err != nil {
+			return fmt.Errorf("recording admin certificate %s of %s: %w", c.Serial, c.Name, err)
+		}
+		return insertAudit(ctx, tx, ev)
+	})
+}
+
+// AdminCerts lists recorded admin certificates by name, newest first, and
+// the revoked names.
+func (s *Store) AdminCerts(ctx context.Context) (api.AdminList, error) {
+	out := api.AdminList{Certificates: []api.AdminCert{}, Revocations: []api.AdminRevocation{}}
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return out, fmt.Errorf("listing admin certificates: %w", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT serial, name, key_sha256, issued_at, not_after, revoked_at, issued_by FROM admin_certs ORDER BY name, issued_at DESC, serial`)
+	if err != nil {
+		return out, fmt.Errorf("listing admin certificates: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var c api.AdminCert
+		var issued, notAfter int64
+		var revoked sql.NullInt64
+		if err := rows.Scan(&c.Serial, &c.Name, &c.KeySHA256, &issued, &notAfter, &revoked, &c.IssuedBy); err != nil {
+			return out, fmt.Errorf("listing admin certificates: %w", err)
+		}
+		c.IssuedAt, c.NotAfter, c.RevokedAt = fromUS(issued), fromUS(notAfter), fromNullUS(revoked)
+		out.Certificates = append(out.Certificates, c)
+	}
+	if err := rows.Err(); err != nil {
+		return out, fmt.Errorf("listing admin certificates: %w", err)
+	}
+	rows, err = tx.QueryContext(ctx, `SELECT name, revoked_at FROM admin_revocations ORDER BY name`)
+	if err != nil {
+		return out, fmt.Errorf("listing revoked admin names: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r api.AdminRevocation
+		var at int64
+		if err := rows.Scan(&r.Name, &at); err != nil {
+			return out, fmt.Errorf("listing revoked admin names: %w", err)
+		}
+		r.RevokedAt = fromUS(at)
+		out.Revocations = append(out.Revocations, r)
+	}
+	return out, rows.Err()
+}
+
+// RevokeAdmin revokes an admin name: its recorded certificates, and its
+// unrecorded ones issued before at.
+func (s *Store) RevokeAdmin(ctx context.Context, name string, at time.Time, ev api.AuditEvent) (api.AdminRevocation, error) {
+	rev := api.AdminRevocation{Name: name}
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		// Known: recorded, revoked before, or issued before the hub
+		// recorded admin certificates (its admin.issue event names it).
+		var known bool
+		err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM admin_certs WHERE name = ?) OR EXISTS (SELECT 1 FROM admin_revocations WHERE name = ?)
+			OR EXISTS (SELECT 1 FROM audit WHERE action = ? AND subject = ?)`, name, name, api.AuditAdminIssue, name).Scan(&known)
+		if err != nil {
+			return fmt.Errorf("looking up admin %s: %w", name, err)
+		}
+		if !known {
+			return &store.NotFoundError{Message: fmt.Sprintf("no admin credential %s was issued by this hub: see etoile hub admin list", name)}
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE admin_certs SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL`, us(at), name)
+		if err != nil {
+			return fmt.Errorf("revoking admin certificates of %s: %w", name, err)
+		}
+		n, _ := res.RowsAffected()
+		rev.Certificates = int(n)
+		var stored int64
+		err = tx.QueryRowContext(ctx, `INSERT INTO admin_revocations (name, revoked_at) VALUES (?, ?)
+			ON CONFLICT (name) DO UPDATE SET revoked_at = MAX(revoked_at, excluded.revoked_at) RETURNING revoked_at`, name, us(at)).Scan(&stored)
+		if err != nil {
+			return fmt.Errorf("revoking admin %s: %w", name, err)
+		}
+		rev.RevokedAt = fromUS(stored)
+		ev.Detail = strings.TrimSpace(ev.Detail + fmt.Sprintf(" certificates_revoked=%d", n))
+		return insertAudit(ctx, tx, ev)
+	})
+	return rev, err
+}
+
+// adminStatusSQL reads a certificate's record and its name's revocation
+// through the two primary keys, in one statement.
+const adminStatusSQL = `SELECT EXISTS (SELECT 1 FROM admin_certs WHERE serial = ?), (SELECT revoked_at FROM admin_certs WHERE serial = ?),
+	(SELECT revoked_at FROM admin_revocations WHERE name = ?)`
+
+// AdminStatus reads what store.AdmitAdmin needs about one certificate.
+func (s *Store) AdminStatus(ctx context.Context, serial, name string) (store.AdminStatus, error) {
+	var st store.AdminStatus
+	var revoked, nameRevoked sql.NullInt64
+	if err := s.r.QueryRowContext(ctx, adminStatusSQL, serial, serial, name).Scan(&st.Recorded, &revoked, &nameRevoked); err != nil {
+		return st, fmt.Errorf("reading admin certificate %s: %w", serial, err)
+	}
+	st.RevokedAt, st.NameRevokedAt = fromNullUS(revoked), fromNullUS(nameRevoked)
+	return st, nil
 }
 
 // SetMeta stores a hub setting (the advertised URL).
