@@ -94,12 +94,22 @@ type ConfigResult struct {
 	// again with the config applied; when not, Errors says why (the
 	// config is applied all the same).
 	K3sStarted *bool `json:"k3s_started,omitempty"`
+	// K3sRetrying, with K3sStarted false, says that K3s could not be
+	// executed yet and its supervisor keeps trying (ErrK3sRetrying):
+	// nothing to correct, and applying the config again would only stop
+	// it.
+	K3sRetrying bool `json:"k3s_retrying,omitempty"`
 }
 
 // ErrK3sNotStarted is wrapped by Backend.ApplyConfig's error when the
 // config was applied (the node runs it now) but K3s did not start again
 // with it: the answer is 200 with applied true and k3s_started false.
 var ErrK3sNotStarted = errors.New("the config is applied, but K3s did not start with it")
+
+// ErrK3sRetrying is wrapped, with ErrK3sNotStarted, by Backend.ApplyConfig's
+// error when K3s could not be executed (yet) and its supervisor keeps
+// trying: the answer has k3s_retrying true.
+var ErrK3sRetrying = errors.New("K3s's supervisor keeps trying")
 
 // ErrShuttingDown is wrapped by Backend.ApplyConfig's error when the machine
 // is shutting down (409): nothing is applied.
@@ -281,6 +291,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 					return
 				case err != nil:
 					res.Errors = splitLines(err.Error())
+					res.K3sRetrying = errors.Is(err, ErrK3sRetrying)
 				}
 				res.K3sStarted = &started
 			}

@@ -263,6 +263,8 @@ func (k *k3sAgent) ApplyConfig(_ context.Context, data []byte) ([]string, error)
 	switch {
 	case bytes.Contains(data, []byte("shutting")):
 		return nil, fmt.Errorf("%w (reboot asked): the config is not applied", ErrShuttingDown)
+	case bytes.Contains(data, []byte("k3s-retrying")):
+		return nil, fmt.Errorf("%w: K3s could not be executed: fork/exec /usr/local/bin/k3s: text file busy; the config stays applied and %w", ErrK3sNotStarted, ErrK3sRetrying)
 	case bytes.Contains(data, []byte("k3s-fails")):
 		return []string{"applied until the next boot"}, fmt.Errorf("%w: writing K3s config: read-only file system", ErrK3sNotStarted)
 	}
@@ -337,5 +339,22 @@ func TestServerTimeouts(t *testing.T) {
 	start := time.Now()
 	if _, err := br.ReadByte(); err == nil || time.Since(start) > 4*time.Second {
 		t.Errorf("an idle connection stayed open (%v after %s)", err, time.Since(start))
+	}
+}
+
+// TestApplySaysK3sIsRetried: an apply whose K3s could not be executed yet,
+// its supervisor trying again, says so (k3s_retrying) beside k3s_started
+// false; one whose K3s did not start for another reason does not.
+func TestApplySaysK3sIsRetried(t *testing.T) {
+	c, _ := serveBackend(t, &k3sAgent{})
+	ctx := context.Background()
+	res, err := c.ApplyConfig(ctx, []byte("role: server # k3s-retrying"))
+	if err != nil || !res.Applied || res.K3sStarted == nil || *res.K3sStarted || !res.K3sRetrying ||
+		len(res.Errors) != 1 || !strings.Contains(res.Errors[0], "text file busy") {
+		t.Errorf("apply whose K3s is retried = %+v, %v", res, err)
+	}
+	res, err = c.ApplyConfig(ctx, []byte("role: server # k3s-fails"))
+	if err != nil || res.K3sRetrying {
+		t.Errorf("apply whose K3s did not start = %+v, %v: not retrying", res, err)
 	}
 }

@@ -108,6 +108,10 @@ type Supervisor struct {
 	// of K3s has been tried: with its pid once the exec succeeded, or the
 	// error.
 	OnExec func(pid int, err error)
+	// OnExit is called (from the supervisor's goroutine) when a run whose
+	// exec succeeded ended on its own (not stopped, not restarted), with
+	// why, once the state says so (restarting in…; NextStart).
+	OnExit func(pid int, err error)
 	// Output keeps K3s's recent output lines (default: a new ring of 500).
 	// The node hands each supervisor it starts the same ring, so that K3s's
 	// log read through the local API carries on, numbered, across a config
@@ -127,6 +131,7 @@ type Supervisor struct {
 	// retryWhy is a RetryNow's reason while K3s ran (until it is ready).
 	retry    chan string
 	retryWhy string
+	nextAt   time.Time // when K3s is started next, while Run waits out a backoff
 	// restart, while a K3s process runs (non-nil), stops it to start it
 	// again at once (Restart).
 	restart chan string
@@ -181,6 +186,37 @@ func (s *Supervisor) RetryNow(why string) bool {
 	default:
 		return false
 	}
+}
+
+// NextStart is when K3s is started again while the supervisor waits out a
+// backoff after an exit or a failed exec; zero at any other time.
+func (s *Supervisor) NextStart() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nextAt
+}
+
+// execFailed is runOnce's error when K3s could not be executed at all.
+type execFailed struct{ err error }
+
+func (e *execFailed) Error() string { return e.err.Error() }
+func (e *execFailed) Unwrap() error { return e.err }
+
+// KillWait bounds the wait for K3s's exit after its SIGKILL: a process
+// stuck in the kernel (state D, storage that does not answer) may never
+// exit, and a stop (a config applied, the shutdown) must not wait for it
+// for ever. Tests shorten it.
+var KillWait = 10 * time.Second
+
+// LeftBehind is stop's error when K3s did not exit after its SIGKILL
+// within KillWait: its process is left behind.
+type LeftBehind struct {
+	Pid    int
+	Waited time.Duration
+}
+
+func (e *LeftBehind) Error() string {
+	return fmt.Sprintf("K3s (pid %d) did not exit %s after SIGKILL: its process is left behind (stuck in the kernel)", e.Pid, e.Waited)
 }
 
 // KernelTail is the kernel's log from a moment on (*kmsg.Tail).
@@ -325,7 +361,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			klog.Close()
 		}
 		if ctx.Err() != nil {
-			s.setState(StateStopped, stopReason(ctx))
+			reason := stopReason(ctx)
+			if lb := (*LeftBehind)(nil); errors.As(err, &lb) {
+				reason += "; " + lb.Error()
+			}
+			s.setState(StateStopped, reason)
 			return nil
 		}
 		ran := time.Since(started)
@@ -350,11 +390,20 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if healthy < s.Backoff.ResetAfter {
 			quick++
 		}
-		s.mu.Lock()
-		s.restarts++
-		s.mu.Unlock()
-		reason := fmt.Sprintf("k3s exited after %s: %v; restarting in %s", ran.Round(time.Millisecond), err, wait)
-		s.Log.Warn("k3s exited", "after", ran.Round(time.Millisecond), "err", err, "restart_in", wait)
+		var reason string
+		ef := (*execFailed)(nil)
+		notExecuted := errors.As(err, &ef)
+		if notExecuted {
+			// Not a restart: K3s never ran.
+			reason = fmt.Sprintf("could not start K3s: %v; trying again in %s", err, wait)
+			s.Log.Warn("k3s could not be started", "err", err, "retry_in", wait)
+		} else {
+			s.mu.Lock()
+			s.restarts++
+			s.mu.Unlock()
+			reason = fmt.Sprintf("k3s exited after %s: %v; restarting in %s", ran.Round(time.Millisecond), err, wait)
+			s.Log.Warn("k3s exited", "after", ran.Round(time.Millisecond), "err", err, "restart_in", wait)
+		}
 		retry := make(chan string, 1)
 		s.mu.Lock()
 		if s.retryWhy != "" {
@@ -362,11 +411,16 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.retryWhy = ""
 		}
 		s.retry = retry
+		s.nextAt = time.Now().Add(wait)
+		pid := s.pid
 		s.mu.Unlock()
 		if quick >= s.Backoff.Crashloop {
 			s.setState(StateCrashloop, reason)
 		} else {
 			s.setState(StateStarting, reason)
+		}
+		if !notExecuted && s.OnExit != nil {
+			s.OnExit(pid, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -375,7 +429,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 		s.mu.Lock()
-		s.retry = nil
+		s.retry, s.nextAt = nil, time.Time{}
 		s.mu.Unlock()
 		if ctx.Err() != nil {
 			s.setState(StateStopped, stopReason(ctx))
@@ -560,11 +614,13 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	if err := start(); err != nil {
 		pw.Close()
 		<-copied
-		err = fmt.Errorf("starting %s: %w", bin, err)
+		if !strings.Contains(err.Error(), bin) {
+			err = fmt.Errorf("%s: %w", bin, err) // exec's own error names it
+		}
 		if s.OnExec != nil {
 			s.OnExec(0, err)
 		}
-		return err
+		return &execFailed{err}
 	}
 	s.mu.Lock()
 	s.pid = cmd.Process.Pid
@@ -673,10 +729,11 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	}
 }
 
-// stop sends SIGTERM to K3s's process group, waits, then SIGKILLs it.
-// signalled, when not nil, runs once the SIGTERM is sent; the end is
-// logged ("k3s stopped"), so that the console shows K3s gone before what
-// comes after (a power-off).
+// stop sends SIGTERM to K3s's process group, waits, then SIGKILLs it and
+// waits KillWait at most more (a *LeftBehind error then: logged, and the
+// stop goes on without it). signalled, when not nil, runs once the SIGTERM
+// is sent; the end is logged ("k3s stopped"), so that the console shows
+// K3s gone before what comes after (a power-off).
 func (s *Supervisor) stop(cmd *exec.Cmd, exited <-chan error, signalled func()) error {
 	pgid := cmd.Process.Pid
 	start := time.Now()
@@ -691,7 +748,14 @@ func (s *Supervisor) stop(cmd *exec.Cmd, exited <-chan error, signalled func()) 
 	case <-time.After(s.StopTimeout):
 		s.Log.Warn("k3s did not stop in time: killing it", "timeout", s.StopTimeout)
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		err = <-exited
+		select {
+		case err = <-exited:
+		case <-time.After(KillWait):
+			lb := &LeftBehind{Pid: pgid, Waited: KillWait}
+			s.Log.Error("k3s did not exit after SIGKILL: its process is left behind", "pid", pgid, "waited", KillWait,
+				"fix", "it is stuck in the kernel (state D in /proc/"+strconv.Itoa(pgid)+"/stat; often storage that does not answer): check the kernel's messages (etoile-agent logs kernel) and reboot the machine")
+			return lb
+		}
 	}
 	s.Log.Info("k3s stopped", "pid", pgid, "took", time.Since(start).Round(time.Millisecond))
 	return err

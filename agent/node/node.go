@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -330,12 +331,12 @@ func Start(ctx context.Context, env Env) *Node {
 	case errors.Is(err, config.ErrNotFound):
 		n.withoutConfig(ctx)
 		n.note("no machine config found (etoile.config=, an ETOILE-CFG volume, or /etoile/config.yaml on the boot medium): K3s not started")
-		n.watchConfig(ctx, nil, "")
+		n.watchConfig(ctx, nil, "", nil)
 		return n
 	case err != nil:
 		n.withoutConfig(ctx)
 		n.fail("config", err.Error(), fixSource)
-		n.watchConfig(ctx, nil, from)
+		n.watchConfig(ctx, nil, from, err)
 		return n
 	}
 	n.mu.Lock() // the local API already serves
@@ -348,7 +349,7 @@ func Start(ctx context.Context, env Env) *Node {
 	if err != nil {
 		n.withoutConfig(ctx)
 		n.showInvalid(from, err)
-		n.watchConfig(ctx, data, "")
+		n.watchConfig(ctx, data, "", nil)
 		return n
 	}
 	env.Log.Info("machine config loaded", "from", from, "role", cfg.Role)
@@ -362,7 +363,7 @@ func Start(ctx context.Context, env Env) *Node {
 		_ = n.waitInventory(ctx)
 	}
 	n.waitForTime(ctx)
-	_ = n.startK3s(ctx, cfg) // a failure is on the consoles
+	_ = n.startK3s(ctx, cfg, false) // a failure is on the consoles
 	n.background("hardware inventory", collect)
 	// Here, not once the inventory is done: a config applied meanwhile
 	// sets the constellation after this one. Its client waits for the
@@ -401,17 +402,21 @@ func (n *Node) configRetry() time.Duration {
 // was down when the boot fetched etoile.config= — and applies the first
 // valid config found as the boot would have; then it ends, as it does once a
 // config is applied through the local API. seen is the invalid config the
-// boot found, errFrom the source whose read failed: neither is shown again
-// while it stays so (a source's failure is shown again after
-// remindConfigError, its wording may change from read to read: a port, a
-// timeout).
-func (n *Node) watchConfig(ctx context.Context, seen []byte, errFrom string) {
+// boot found, errFrom the source whose read failed with errWas: neither is
+// shown again while it stays so. A source's failure is shown again when
+// it fails differently (its numbers aside, which may change from read to
+// read: a port, a counter) and, the same, after remindConfigError.
+func (n *Node) watchConfig(ctx context.Context, seen []byte, errFrom string, errWas error) {
 	every := n.configRetry()
 	n.env.Broadcast(fmt.Sprintf("etoile: waiting for a machine config: its sources are read again every %s", every))
 	n.background("watching for a machine config", func() {
 		var errShown time.Time
+		errText := ""
 		if errFrom != "" {
 			errShown = time.Now()
+			if errWas != nil {
+				errText = sameFailure(errWas.Error())
+			}
 		}
 		// A timer set again after each read: a download that takes its
 		// whole 30 s is followed by a pause too.
@@ -437,7 +442,7 @@ func (n *Node) watchConfig(ctx context.Context, seen []byte, errFrom string) {
 			case errors.Is(err, config.ErrNotFound):
 				if errFrom != "" || seen != nil {
 					// What was shown is gone (the stick pulled out).
-					errFrom, seen = "", nil
+					errFrom, errText, seen = "", "", nil
 					n.mu.Lock()
 					n.configFrom = ""
 					n.mu.Unlock()
@@ -445,14 +450,15 @@ func (n *Node) watchConfig(ctx context.Context, seen []byte, errFrom string) {
 				}
 				continue
 			case err != nil:
-				if from != errFrom || time.Since(errShown) >= remindConfigError {
+				text := sameFailure(err.Error())
+				if from != errFrom || text != errText || time.Since(errShown) >= remindConfigError {
 					n.fail("config", err.Error(), fixSource)
 					errShown = time.Now()
 				}
-				errFrom, seen = from, nil
+				errFrom, errText, seen = from, text, nil
 				continue
 			}
-			errFrom = ""
+			errFrom, errText = "", ""
 			if string(data) == string(seen) {
 				continue
 			}
@@ -478,6 +484,14 @@ func (n *Node) watchConfig(ctx context.Context, seen []byte, errFrom string) {
 // remindConfigError is how often the same config source's failure is shown
 // again while the node waits for a config.
 const remindConfigError = 10 * time.Minute
+
+// digits are what sameFailure leaves out.
+var digits = regexp.MustCompile(`[0-9]+`)
+
+// sameFailure is a config source's error as watchConfig compares it: its
+// numbers left out, which change from read to read for the same failure
+// (a connection's local port, a sector, a timeout's time).
+func sameFailure(msg string) string { return digits.ReplaceAllString(msg, "#") }
 
 // applyFound applies a valid config the watch found in its source, unless
 // one was applied through the local API meanwhile (false then).
@@ -795,13 +809,72 @@ func (s lazySource) Read(ctx context.Context) ([]byte, error) {
 	return s.source(dir).Read(ctx)
 }
 
-// startK3s starts K3s's supervisor for cfg; it returns once K3s was
-// executed (or 5 s passed), or an error when it cannot be started at all.
-func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
+// execWait bounds how long a config applied through the local API waits
+// for K3s to be executed: a failed exec is tried again by the supervisor
+// (1 s, then 2 s…), and only an exec that succeeded ends the wait. Tests
+// shorten it.
+var execWait = 5 * time.Second
+
+// k3sSettle is how long an apply watches a K3s it executed (within
+// execWait): one that exits in that time (a server that refuses its data,
+// given another token) did not start. Tests shorten it.
+var k3sSettle = 2 * time.Second
+
+// keepsTrying is startK3s's error for a K3s that was not executed while
+// its supervisor goes on trying: nothing to correct, nothing to apply
+// again.
+type keepsTrying struct {
+	err   error     // the last exec's failure
+	state k3s.State // the supervisor's state then
+	next  string    // when it tries again (nextTry)
+}
+
+func (e *keepsTrying) Error() string {
+	return fmt.Sprintf("K3s could not be executed: %v; its supervisor keeps trying (k3s state %s, %s)", e.err, e.state, e.next)
+}
+func (e *keepsTrying) Unwrap() error { return e.err }
+
+// nextTry says when sup starts K3s again ("next try in 2s").
+func nextTry(sup *k3s.Supervisor) string {
+	at := sup.NextStart()
+	if at.IsZero() {
+		return "trying again now"
+	}
+	d := time.Until(at)
+	switch {
+	case d <= 0:
+		return "trying again now"
+	case d < time.Second:
+		d = d.Round(100 * time.Millisecond)
+	default:
+		d = d.Round(time.Second)
+	}
+	return "next try in " + d.String()
+}
+
+// noSupervisor forgets the supervisor of the K3s an apply stopped, when
+// none replaces it: the status then says why (k3sNote), not the old one's
+// "stopped to start again".
+func (n *Node) noSupervisor() {
+	n.mu.Lock()
+	n.sup, n.stopK3s, n.supDone = nil, nil, nil
+	n.mu.Unlock()
+}
+
+// startK3s starts K3s's supervisor for cfg, or returns an error when it
+// cannot be started at all. At boot (apply false) it returns once K3s's
+// first exec has been tried (or 5 s passed): the ready line, and what the
+// boot starts after it, do not share the CPU with K3s's exec. For a config
+// applied (apply true) it waits for an exec that succeeds (a failed one is
+// tried again by the supervisor), execWait at most, and watches that run
+// k3sSettle: an error then says K3s was not executed (a *keepsTrying) or
+// exited at once.
+func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig, apply bool) error {
 	if n.env.Root == "/" {
 		mounted, err := k3s.PrepareContainerdDir("/")
 		switch {
 		case err != nil:
+			n.noSupervisor()
 			n.fail("k3s", err.Error(), "K3s cannot keep containers on the system's overlay: check the kernel's messages (dmesg)")
 			return err
 		case mounted:
@@ -839,6 +912,7 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 	n.checkRuntimes(cfg, labels)
 	sup, err := k3s.ForConfig(n.env.Root, cfg, n.nodeName(), labels, n.env.Log)
 	if err != nil {
+		n.noSupervisor()
 		n.fail("k3s", err.Error(), "rebuild the image with K3s (etoile build --k3s-dir DIR), or fix the machine config")
 		return err
 	}
@@ -848,20 +922,18 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 	}
 	sup.SinceBoot = bootTime
 	sup.Output = n.k3sOut
-	execd := make(chan struct{})
-	// first holds what ended the wait for K3s's first exec: nil when it
-	// was executed, else why it was not (the exec failed, the supervisor
-	// gave up or crashed before). Sent once, before execd closes.
-	first := make(chan error, 1)
-	var once sync.Once
-	started := func(err error) {
-		once.Do(func() {
-			first <- err
-			close(execd)
-		})
-	}
-	// Start returns once the first exec has been tried: the ready line, and
-	// what the boot starts after it, do not share the CPU with K3s's exec.
+	// What the supervisor's callbacks tell of K3s's first execs: tried
+	// closes once one was tried, executed once one succeeded, exited once
+	// a run that was executed ended on its own.
+	tried, executed, exited := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	triedOnce, executedOnce, exitedOnce := sync.OnceFunc(func() { close(tried) }),
+		sync.OnceFunc(func() { close(executed) }), sync.OnceFunc(func() { close(exited) })
+	var (
+		wmu      sync.Mutex
+		execFail error     // the last exec that failed
+		execAt   time.Time // when the first exec succeeded
+		exitErr  error     // why the first run executed ended
+	)
 	sup.OnExec = func(_ int, err error) {
 		if err == nil && n.env.NodeAddress != nil {
 			// What K3s takes for its node address (AddressChanged).
@@ -877,10 +949,25 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 			}
 			n.mu.Unlock()
 		}
+		wmu.Lock()
 		if err != nil {
-			err = fmt.Errorf("executing K3s failed (the supervisor tries again): %w", err)
+			execFail = err
+		} else if execAt.IsZero() {
+			execAt = time.Now()
 		}
-		started(err)
+		wmu.Unlock()
+		if err == nil {
+			executedOnce()
+		}
+		triedOnce()
+	}
+	sup.OnExit = func(_ int, err error) {
+		wmu.Lock()
+		if exitErr == nil {
+			exitErr = err
+		}
+		wmu.Unlock()
+		exitedOnce()
 	}
 	sup.OnState = func(from, to k3s.State, reason string) {
 		msg := fmt.Sprintf("etoile: k3s state=%s was=%s t=%s agent_rss=%s", to, from, sinceBoot(), agentRSS())
@@ -898,27 +985,70 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig) error {
 	n.mu.Lock()
 	n.sup, n.stopK3s, n.supDone = sup, cancel, done
 	n.mu.Unlock()
+	var runErr error // read once done is closed
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		defer close(done)
-		var runErr error
 		defer func() {
 			if r := recover(); r != nil {
 				runErr = fmt.Errorf("the K3s supervisor crashed: %v", r)
 				n.fail("k3s", runErr.Error(), "report this as a bug with the agent's log (etoile-agent logs)")
 			}
-			// Ended before K3s was ever executed: startK3s says why.
-			started(runErr)
 		}()
 		if runErr = sup.Run(sctx); runErr != nil {
 			n.fail("k3s", runErr.Error(), "check /etc/rancher/k3s and the disk space")
 		}
 	}()
+	failed := func() error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		return execFail
+	}
+	if !apply {
+		select {
+		case <-tried:
+		case <-done:
+			return runErr
+		case <-time.After(5 * time.Second):
+		case <-ctx.Done():
+		}
+		if err := failed(); err != nil && !isClosed(executed) {
+			return fmt.Errorf("executing K3s failed (its supervisor tries again): %w", err)
+		}
+		return nil
+	}
+	deadline := time.NewTimer(execWait)
+	defer deadline.Stop()
 	select {
-	case <-execd:
-		return <-first
-	case <-time.After(5 * time.Second):
+	case <-executed:
+	case <-done:
+		if runErr == nil && ctx.Err() != nil {
+			return errors.New("K3s was stopped before it was executed: the machine is shutting down")
+		}
+		return runErr
+	case <-deadline.C:
+		err := failed()
+		if err == nil {
+			return nil // not tried yet: its state says what comes
+		}
+		return &keepsTrying{err: err, state: sup.Status().State, next: nextTry(sup)}
+	case <-ctx.Done():
+		return nil
+	}
+	settle := time.NewTimer(k3sSettle)
+	defer settle.Stop()
+	select {
+	case <-exited:
+		wmu.Lock()
+		why, ran := exitErr, time.Since(execAt)
+		wmu.Unlock()
+		st := sup.Status()
+		return fmt.Errorf("K3s exited %s after it was executed: %w; its supervisor starts it again (k3s state %s, %s)",
+			ran.Round(time.Millisecond), why, st.State, nextTry(sup))
+	case <-settle.C:
+	case <-deadline.C:
+	case <-done:
 	case <-ctx.Done():
 	}
 	return nil
@@ -1550,10 +1680,16 @@ func (n *Node) applyLocked(ctx context.Context, cfg *config.MachineConfig, warns
 		return warns, fmt.Errorf("%w: the machine is shutting down; the config is kept until then", api.ErrK3sNotStarted)
 	}
 	// The supervisor outlives this request: it runs under the node's context.
-	if err := n.startK3s(n.ctx, cfg); err != nil {
+	if err := n.startK3s(n.ctx, cfg, true); err != nil {
 		// The config is the node's now (its network and parameters are set):
 		// K3s's state says why it is not running.
-		return warns, fmt.Errorf("%w: %v; the config stays applied: correct what is named here (etoile-agent status and etoile-agent logs k3s say more) and apply it again", api.ErrK3sNotStarted, err)
+		if kt := (*keepsTrying)(nil); errors.As(err, &kt) {
+			// Nothing to correct: applying the config again would only
+			// stop a supervisor about to succeed.
+			return warns, fmt.Errorf("%w: K3s could not be executed: %w; the config stays applied and %w (k3s state %s, %s): etoile-agent status says how it goes",
+				api.ErrK3sNotStarted, kt.err, api.ErrK3sRetrying, kt.state, kt.next)
+		}
+		return warns, fmt.Errorf("%w: %w; the config stays applied: correct what is named here (etoile-agent status and etoile-agent logs k3s say more) and apply it again", api.ErrK3sNotStarted, err)
 	}
 	return warns, nil
 }

@@ -100,6 +100,9 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		for _, e := range res.Errors {
 			fmt.Fprintf(stderr, "error: %s\n", e)
 		}
+		if res.K3sRetrying {
+			return fmt.Errorf("%s: applied (the node runs it now), but K3s could not be executed yet: its supervisor keeps trying (etoile-agent status follows it); do not apply the config again, which would only stop it", name)
+		}
 		return fmt.Errorf("%s: applied (the node runs it now), but K3s did not start again with it: correct what the errors above name (etoile-agent status and etoile-agent logs k3s say more) and apply it again", name)
 	}
 	fmt.Fprintf(stdout, "%s: applied; K3s restarts with it (etoile-agent status shows its state)\n", name)
