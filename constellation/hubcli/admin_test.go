@@ -1,7 +1,6 @@
 package hubcli_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/etoile-os/etoile/constellation/pki"
 	"github.com/etoile-os/etoile/constellation/store"
 	"github.com/etoile-os/etoile/constellation/store/sqlite"
+	"github.com/etoile-os/etoile/internal/syncbuf"
 )
 
 // adminClient is a remote admin over the config at path.
@@ -263,7 +262,7 @@ func TestHubAdminConfigIssuedAgainAtStart(t *testing.T) {
 				t.Fatal(err)
 			}
 			h.stop()
-			var logs lockedBuffer
+			var logs syncbuf.Buffer
 			h2 := startHub(t, dir, func(o *hubcli.ServeOptions) { o.Log = slog.New(slog.NewTextHandler(&logs, nil)) })
 			if l := logs.String(); !strings.Contains(l, `msg="admin config issued again"`) || !strings.Contains(l, "why=\"its certificate ") {
 				t.Errorf("the hub's log does not say admin.yaml was issued again:\n%s", l)
@@ -298,24 +297,6 @@ func TestHubAdminConfigIssuedAgainAtStart(t *testing.T) {
 			}
 		})
 	}
-}
-
-// lockedBuffer is a log written by the hub's goroutines and read by the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // A hub whose database predates the admin certificate records keeps

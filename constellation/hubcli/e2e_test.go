@@ -527,12 +527,7 @@ func TestTemplatesFollowSelection(t *testing.T) {
 		if _, err := site.Beat(ctx, status(1, "")); err != nil {
 			t.Fatal(err)
 		}
-		ents, _ := os.ReadDir(mdir)
-		var n []string
-		for _, e := range ents {
-			n = append(n, e.Name())
-		}
-		return strings.Join(n, " ")
+		return dirNames(mdir)
 	}
 	put("gdpr-tools", manifestA, map[string]string{"tag": "gdpr"})
 	put("gpu-metrics", helmChart, map[string]string{"gpu.vendor": "nvidia"})
@@ -956,4 +951,15 @@ func TestRemoteNotFoundSaidOnce(t *testing.T) {
 	if err == nil || err.Error() != "no template nosuch: see etoile hub template list" || !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("remote remove of a missing template: %v", err)
 	}
+}
+
+// dirNames lists dir's entries' names, space-separated and sorted ("" when
+// it is missing).
+func dirNames(dir string) string {
+	ents, _ := os.ReadDir(dir)
+	var n []string
+	for _, e := range ents {
+		n = append(n, e.Name())
+	}
+	return strings.Join(n, " ")
 }

@@ -360,12 +360,7 @@ func TestRejoinWithNewTagsAppliesTheirTemplates(t *testing.T) {
 		if _, err := site.Beat(ctx, k3sStatus("v1.31.4+k3s1")); err != nil {
 			t.Fatal(err)
 		}
-		ents, _ := os.ReadDir(mdir)
-		var n []string
-		for _, e := range ents {
-			n = append(n, e.Name())
-		}
-		return strings.Join(n, " ")
+		return dirNames(mdir)
 	}
 	site, err := join.Join(ctx, h.token(t, api.TokenRequest{Site: "tags-1", Attributes: api.Attributes{Tags: []string{"dora"}}}), join.Options{Root: root})
 	if err != nil {
