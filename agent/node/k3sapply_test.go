@@ -34,19 +34,33 @@ func busyStart(bin string, tries *atomic.Int32, fail func(try int32) bool) func(
 	}
 }
 
+// standinNode starts a node named edge-1 over the K3s stand-in, built into
+// a temporary root, with env's other fields (K3sEnv added to the
+// stand-in's); while fail (when not nil) says so, its execs of K3s fail
+// with ETXTBSY. It returns the node, its root and the count of K3s's execs;
+// the node is stopped and waited for when the test ends.
+func standinNode(t *testing.T, env Env, fail func(try int32) bool) (*Node, string, *atomic.Int32) {
+	t.Helper()
+	root := t.TempDir()
+	buildStandin(t, root)
+	tries := &atomic.Int32{}
+	env.Root, env.NodeName, env.Socket = root, "edge-1", filepath.Join(root, "agent.sock")
+	env.K3sEnv = append([]string{"ETOILE_K3S_STANDIN_ROOT=" + root}, env.K3sEnv...)
+	if fail != nil {
+		env.Start = busyStart(filepath.Join(root, "usr/local/bin/k3s"), tries, fail)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := Start(ctx, env)
+	t.Cleanup(n.Wait)
+	t.Cleanup(cancel)
+	return n, root, tries
+}
+
 // TestApplyWaitsOutAFailedExec: K3s's first exec fails (ETXTBSY) and the
 // supervisor's next one succeeds: the apply answers that K3s started.
 func TestApplyWaitsOutAFailedExec(t *testing.T) {
-	root := t.TempDir()
-	buildStandin(t, root)
-	bin := filepath.Join(root, "usr/local/bin/k3s")
-	var tries atomic.Int32
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	n := Start(ctx, Env{Root: root, K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}, NodeName: "edge-1",
-		Socket: filepath.Join(root, "agent.sock"), Start: busyStart(bin, &tries, func(try int32) bool { return try == 1 })})
-	defer n.Wait()
-	defer cancel()
+	n, _, tries := standinNode(t, Env{}, func(try int32) bool { return try == 1 })
+	ctx := context.Background()
 	if _, err := n.ApplyConfig(ctx, []byte(standinApplyDoc)); err != nil {
 		t.Errorf("ApplyConfig = %v, want nil: the supervisor's second exec succeeded", err)
 	}
@@ -62,16 +76,8 @@ func TestApplyWhenK3sCannotBeExecuted(t *testing.T) {
 	old := execWait
 	execWait = 2500 * time.Millisecond
 	defer func() { execWait = old }()
-	root := t.TempDir()
-	buildStandin(t, root)
-	bin := filepath.Join(root, "usr/local/bin/k3s")
-	var tries atomic.Int32
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	n := Start(ctx, Env{Root: root, K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}, NodeName: "edge-1",
-		Socket: filepath.Join(root, "agent.sock"), Start: busyStart(bin, &tries, func(int32) bool { return true })})
-	defer n.Wait()
-	defer cancel()
+	n, _, tries := standinNode(t, Env{}, func(int32) bool { return true })
+	ctx := context.Background()
 	_, err := n.ApplyConfig(ctx, []byte(standinApplyDoc))
 	t.Logf("ApplyConfig: %v", err)
 	if !errors.Is(err, api.ErrK3sNotStarted) || !errors.Is(err, syscall.ETXTBSY) || !errors.Is(err, api.ErrK3sRetrying) {
@@ -92,14 +98,8 @@ func TestApplyWhenK3sCannotBeExecuted(t *testing.T) {
 // server does that refuses its data with another token): the apply says
 // it did not start, with K3s's last fatal message.
 func TestApplyK3sExitingAtOnce(t *testing.T) {
-	root := t.TempDir()
-	buildStandin(t, root)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	n := Start(ctx, Env{Root: root, NodeName: "edge-1", Socket: filepath.Join(root, "agent.sock"),
-		K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root, "ETOILE_K3S_STANDIN_CRASH_AFTER=0.1"}})
-	defer n.Wait()
-	defer cancel()
+	n, _, _ := standinNode(t, Env{K3sEnv: []string{"ETOILE_K3S_STANDIN_CRASH_AFTER=0.1"}}, nil)
+	ctx := context.Background()
 	_, err := n.ApplyConfig(ctx, []byte(standinApplyDoc))
 	t.Logf("ApplyConfig: %v", err)
 	if !errors.Is(err, api.ErrK3sNotStarted) || !strings.Contains(err.Error(), "crashing as told") ||
@@ -112,14 +112,8 @@ func TestApplyK3sExitingAtOnce(t *testing.T) {
 // the new one cannot be made (the image has no K3s any more): the status
 // says so, not the old supervisor's "stopped to start again".
 func TestStatusWhenTheNewK3sCannotBeMade(t *testing.T) {
-	root := t.TempDir()
-	buildStandin(t, root)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	n := Start(ctx, Env{Root: root, NodeName: "edge-1", Socket: filepath.Join(root, "agent.sock"),
-		K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}})
-	defer n.Wait()
-	defer cancel()
+	n, root, _ := standinNode(t, Env{}, nil)
+	ctx := context.Background()
 	if _, err := n.ApplyConfig(ctx, []byte(standinApplyDoc)); err != nil {
 		t.Fatal(err)
 	}
@@ -174,18 +168,7 @@ func TestConfigSourceFailingDifferentlyIsShown(t *testing.T) {
 // exec has been tried, failed or not: the ready line does not wait for the
 // supervisor's next try (an apply does).
 func TestBootDoesNotWaitForK3sRetries(t *testing.T) {
-	root := t.TempDir()
-	buildStandin(t, root)
-	bin := filepath.Join(root, "usr/local/bin/k3s")
-	var tries atomic.Int32
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	n := Start(ctx, Env{Root: root, NodeName: "edge-1", Socket: filepath.Join(root, "agent.sock"),
-		ConfigVolume: func() config.Source { return fileSource{"volume", standinApplyDoc} },
-		K3sEnv:       []string{"ETOILE_K3S_STANDIN_ROOT=" + root},
-		Start:        busyStart(bin, &tries, func(try int32) bool { return try == 1 })})
-	defer n.Wait()
-	defer cancel()
+	_, _, tries := standinNode(t, Env{ConfigVolume: func() config.Source { return fileSource{"volume", standinApplyDoc} }}, func(try int32) bool { return try == 1 })
 	if got := tries.Load(); got != 1 {
 		t.Errorf("Start returned after %d execs of K3s, want 1: the boot waits for the first try only", got)
 	}
