@@ -327,3 +327,35 @@ func TestHubAdminConfigFromBeforeRecordsIsRecorded(t *testing.T) {
 		t.Fatalf("admin list after the upgrade: %+v %v", list, err)
 	}
 }
+
+// TestHubAdminConfigIssuedAgainWhileRunning: a hub that runs on until its
+// admin.yaml is within 30 days of expiry issues it again by itself, as it
+// looks at its TLS certificate.
+func TestHubAdminConfigIssuedAgainWhileRunning(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, hub.AdminConfigFile)
+	h := startHub(t, dir, func(o *hubcli.ServeOptions) { o.CertCheckEvery = 100 * time.Millisecond })
+	before, err := hub.LoadAdminCert(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // checks that find it fine leave it alone
+	if same, err := hub.LoadAdminCert(path); err != nil || same.SerialNumber.Cmp(before.SerialNumber) != 0 {
+		t.Fatalf("admin.yaml issued again while it was fine: %v", err)
+	}
+	h.advance(340 * 24 * time.Hour)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		after, err := hub.LoadAdminCert(path)
+		if err == nil && after.SerialNumber.Cmp(before.SerialNumber) != 0 {
+			if !after.NotAfter.After(before.NotAfter) {
+				t.Errorf("the new admin.yaml expires %s, not after the old one's %s", after.NotAfter, before.NotAfter)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("admin.yaml not issued again 340 days on, 20 s after the clock moved: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

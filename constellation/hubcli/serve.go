@@ -1,6 +1,7 @@
 package hubcli
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -190,6 +192,25 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	}
 	srv := &hub.Server{Service: svc, Log: log, IdleTimeout: o.IdleTimeout,
 		RenewCert: issue, CertCheckEvery: o.CertCheckEvery}
+	// While it runs, the hub looks at its admin.yaml as often as at its
+	// TLS certificate: one running for a year keeps a working one.
+	wctx, stopWatch := context.WithCancel(ctx)
+	var watch sync.WaitGroup
+	watch.Go(func() {
+		every := cmp.Or(o.CertCheckEvery, time.Hour)
+		for t := time.NewTicker(every); ; {
+			select {
+			case <-wctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+				if _, err := os.Stat(cfgPath); err == nil {
+					renewAdminConfig(wctx, svc, cfgPath, hubURL, log)
+				}
+			}
+		}
+	})
+	defer func() { stopWatch(); watch.Wait() }()
 	log.Info("hub serving", "url", hubURL, "ca_pin", "sha256:"+ca.Pin(), "status", statusAddr, "sans", hosts)
 	if o.Ready != nil {
 		o.Ready(hubURL, statusAddr)
