@@ -673,9 +673,22 @@ func WriteStatus(w io.Writer, st Status) error {
 	if t := st.Time; t != nil {
 		switch {
 		case t.Synced && t.Failing:
-			fmt.Fprintf(&b, "  time:    last synchronised with %s at %s; no server answers now (%s)\n", t.Server, t.Last.Format(time.RFC3339), t.Error)
+			fmt.Fprintf(&b, "  time:    last synchronised with %s at %s; not corrected since (%s)\n", t.Server, t.Last.Format(time.RFC3339), t.Error)
 		case t.Synced:
-			fmt.Fprintf(&b, "  time:    synchronised with %s (last correction %s at %s)\n", t.Server, t.Offset, t.Last.Format(time.RFC3339))
+			agreed := ""
+			if t.Answered > 1 {
+				agreed = fmt.Sprintf("; %d of %d servers agreed", t.Agreed, t.Answered)
+			}
+			var outvoted []string
+			for _, f := range t.Falsetickers {
+				outvoted = append(outvoted, fmt.Sprintf("%s (%s)", f.Server, f.Offset))
+			}
+			if len(outvoted) > 0 {
+				agreed += "; outvoted: " + strings.Join(outvoted, ", ")
+			}
+			fmt.Fprintf(&b, "  time:    synchronised with %s (last correction %s at %s%s)\n", t.Server, t.Offset, t.Last.Format(time.RFC3339), agreed)
+		case t.Error != "":
+			fmt.Fprintf(&b, "  time:    not synchronised (servers %s): %s\n", strings.Join(t.Servers, ", "), t.Error)
 		default:
 			fmt.Fprintf(&b, "  time:    not synchronised (servers %s)\n", strings.Join(t.Servers, ", "))
 		}

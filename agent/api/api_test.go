@@ -264,8 +264,27 @@ func TestStatusSaysTimeFailingAfterSync(t *testing.T) {
 	if err := WriteStatus(&out, st); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "last synchronised with ntp.example.com at 2026-11-27T09:00:00Z; no server answers now (ntp.example.com: i/o timeout)") {
+	if !strings.Contains(out.String(), "last synchronised with ntp.example.com at 2026-11-27T09:00:00Z; not corrected since (ntp.example.com: i/o timeout)") {
 		t.Errorf("status:\n%s", out.String())
+	}
+	// Several servers: how many agreed, and who was outvoted.
+	out.Reset()
+	st.Time = &timesync.Status{Synced: true, Server: "b.example", Offset: "3ms", Last: last, Agreed: 2, Answered: 3,
+		Falsetickers: []timesync.Falseticker{{Server: "a.example", Offset: "1h0m0s"}}}
+	if err := WriteStatus(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	if want := "synchronised with b.example (last correction 3ms at 2026-11-27T09:00:00Z; 2 of 3 servers agreed; outvoted: a.example (1h0m0s))"; !strings.Contains(out.String(), want) {
+		t.Errorf("status:\n%s\nwant %q", out.String(), want)
+	}
+	// Not synchronised because the servers disagree: the status says so.
+	out.Reset()
+	st.Time = &timesync.Status{Servers: []string{"a.example", "b.example"}, Error: "the NTP servers disagree: a.example says 1h0m0s; b.example says 0s"}
+	if err := WriteStatus(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	if want := "not synchronised (servers a.example, b.example): the NTP servers disagree"; !strings.Contains(out.String(), want) {
+		t.Errorf("status:\n%s\nwant %q", out.String(), want)
 	}
 }
 

@@ -12,7 +12,11 @@ import (
 	"github.com/etoile-os/etoile/internal/syncbuf"
 )
 
-// answers is a scripted set of NTP servers: offset per server, or an error.
+// answers is a scripted set of NTP servers: offset per server, or an error,
+// or a func giving the offset at the time of the query (a server whose time
+// is off by a fixed amount, however the clock moves), or a channel: no
+// answer until it is closed (a server that stops answering, and ignores
+// its deadline).
 type answers struct {
 	mu    sync.Mutex
 	by    map[string][]any // each call takes the next; the last repeats
@@ -21,30 +25,51 @@ type answers struct {
 
 func (a *answers) query(_ context.Context, server string) (time.Duration, time.Duration, error) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	a.calls = append(a.calls, server)
 	list := a.by[server]
-	if len(list) == 0 {
+	var v any
+	if len(list) > 0 {
+		v = list[0]
+		if len(list) > 1 {
+			a.by[server] = list[1:]
+		}
+	}
+	a.mu.Unlock()
+	switch v := v.(type) {
+	case nil:
 		return 0, 0, errors.New("no answer")
-	}
-	v := list[0]
-	if len(list) > 1 {
-		a.by[server] = list[1:]
-	}
-	if err, ok := v.(error); ok {
-		return 0, 0, err
+	case error:
+		return 0, 0, v
+	case func() time.Duration:
+		return v(), 10 * time.Millisecond, nil
+	case chan struct{}:
+		<-v
+		return 0, 0, errors.New("no answer")
 	}
 	return v.(time.Duration), 10 * time.Millisecond, nil
 }
 
+// asked is how many times server was asked.
+func (a *answers) asked(server string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, c := range a.calls {
+		if c == server {
+			n++
+		}
+	}
+	return n
+}
+
 func (a *answers) count() int { a.mu.Lock(); defer a.mu.Unlock(); return len(a.calls) }
 
-func start(t *testing.T, clock *ManualClock, a *answers, servers []string, floor time.Time) (*Service, *syncbuf.Buffer) {
+func start(t *testing.T, clock *ManualClock, a *answers, servers []string, floor time.Time, more ...func(*Options)) (*Service, *syncbuf.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	var logs syncbuf.Buffer
-	s := Start(ctx, Options{
+	opts := Options{
 		Servers:    func() []string { return servers },
 		Query:      a.query,
 		Clock:      clock,
@@ -56,8 +81,11 @@ func start(t *testing.T, clock *ManualClock, a *answers, servers []string, floor
 		// TestNoServerAnswersWarnsOnceThenRecovers).
 		WarnAfter: time.Nanosecond,
 		Log:       slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
-	return s, &logs
+	}
+	for _, f := range more {
+		f(&opts)
+	}
+	return Start(ctx, opts), &logs
 }
 
 func waitSynced(t *testing.T, s *Service) {
