@@ -502,8 +502,14 @@ func (v *validator) network(n Network) {
 			}
 		}
 		for j, d := range ifc.DNS {
-			if _, err := netip.ParseAddr(d); err != nil {
+			switch a, err := netip.ParseAddr(d); {
+			case err != nil:
 				v.errs.Add(fmt.Sprintf("%s.dns[%d]", p, j), "%q is not an IP address: name servers are given by address", d)
+			case a.Zone() != "":
+				// The node writes /etc/resolv.conf without zones (musl's
+				// resolver does not read them): refused here, rather than
+				// the name server silently left out on the node.
+				v.errs.Add(fmt.Sprintf("%s.dns[%d]", p, j), "%q has a zone (%%%s): Étoile does not write zones into resolv.conf, and a link-local name server needs one: use a global or ULA address", d, a.Zone())
 			}
 		}
 	}

@@ -52,6 +52,30 @@ type renewals struct {
 	// names the links Up configures (Config.Only).
 	onCable func(netlink.Link)
 	only    []string
+	// mtus are the links whose MTU a machine config set (mtu:, or a VLAN's
+	// mtu: on its parent): DHCP's (option 26) is not used on them. Once
+	// set it stays, as the MTU itself does when a later config drops it.
+	mtus map[string]bool
+}
+
+// setMTUFixed records that the machine config sets link name's MTU.
+func (r *renewals) setMTUFixed(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mtus == nil {
+		r.mtus = map[string]bool{}
+	}
+	r.mtus[name] = true
+}
+
+// mtuFixed reports whether the machine config sets link name's MTU.
+func (r *renewals) mtuFixed(name string) bool {
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mtus[name]
 }
 
 // watchCables has cabled and appeared act from now on (Up's end): on is
@@ -240,7 +264,9 @@ func (r *renewals) exchange(ctx context.Context, l netlink.Link, kick chan struc
 		return Lease{}, err
 	}
 	m := metric()
-	if err := apply(l, lease, m); err != nil {
+	setMTU(l, lease, r.mtus[name], cfg.Log)
+	if err := cfg.applyLease(l, lease, m); err != nil {
+		// Undone: the link is as it was, and the exchange is tried again.
 		return Lease{}, fmt.Errorf("applying the lease: %w", err)
 	}
 	applied(lease)
@@ -343,7 +369,7 @@ func (r *renewals) startLocked(ctx context.Context, l netlink.Link, lease Lease,
 			if r.m[l.Attrs().Name] == me {
 				r.renewedLocked(next)
 			}
-		})
+		}, func() bool { return r.mtuFixed(l.Attrs().Name) })
 	}()
 }
 
@@ -425,6 +451,7 @@ func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cf
 						stopped = true // stopped meanwhile
 						return
 					}
+					setMTU(l, lease, r.mtus[name], cfg.Log)
 					if err = cfg.applyLease(l, lease, metric); err != nil {
 						return
 					}
@@ -449,7 +476,7 @@ func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cf
 		if got == nil {
 			return
 		}
-		cfg.Log.Info("dhcp lease", "iface", name, "addr", got.Addr.String(), "routes", len(got.Routes), "dns", len(got.DNS), "tries", tries)
+		cfg.Log.Info("dhcp lease", append(leaseAttrs(*got), "tries", tries)...)
 		if cfg.OnLateLease != nil {
 			cfg.OnLateLease(*got)
 		}
@@ -541,6 +568,29 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 		}
 	}
 	return done, errors.Join(errs...)
+}
+
+// dropAddrs removes the addresses old from link l, except lease's, which
+// is applied with metric: once the new address is there, so that the
+// routes through the link stay (and made again, in case the kernel dropped
+// some with an address they leaned on).
+func dropAddrs(l netlink.Link, old []net.IPNet, lease Lease, metric int) {
+	dropped := false
+	for _, o := range old {
+		if o.IP.Equal(lease.Addr.IP) && o.Mask.String() == lease.Addr.Mask.String() {
+			continue
+		}
+		if !dropped {
+			// The new address may be the old one's secondary (the same
+			// subnet), which the kernel would otherwise delete with it.
+			promoteSecondaries(l.Attrs().Name)
+			dropped = true
+		}
+		_ = netlink.AddrDel(l, &netlink.Addr{IPNet: &net.IPNet{IP: o.IP, Mask: o.Mask}})
+	}
+	if dropped {
+		_ = apply(l, lease, metric)
+	}
 }
 
 // delRoutes deletes the link's routes with one of the metrics.
@@ -672,35 +722,64 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		}
 	}
 	name := link.Attrs().Name
-	if ifc.MTU != 0 && link.Attrs().MTU != ifc.MTU {
-		if err := netlink.LinkSetMTU(link, ifc.MTU); err != nil {
-			return Applied{}, nil, fmt.Errorf("setting MTU %d on %s: %w", ifc.MTU, name, err)
+	if ifc.MTU != 0 {
+		// DHCP's MTU (option 26) does not undo the config's, on the
+		// link or (a VLAN's, which cannot exceed it) on its parent.
+		if res.renew == nil {
+			res.renew = &renewals{}
+		}
+		res.renew.setMTUFixed(name)
+		res.renew.setMTUFixed(base.Attrs().Name)
+		if link.Attrs().MTU != ifc.MTU {
+			if err := netlink.LinkSetMTU(link, ifc.MTU); err != nil {
+				return Applied{}, nil, fmt.Errorf("setting MTU %d on %s: %w", ifc.MTU, name, err)
+			}
 		}
 	}
 	prev := slices.IndexFunc(res.Leases, func(l Lease) bool { return l.Iface == name })
 
 	if ifc.DHCP {
 		a := Applied{Iface: name, DHCP: true}
+		// An earlier config's static addresses on the link (applied again
+		// through the local API) are no lease: DHCP is asked, and they go.
+		var old []net.IPNet
+		if prev >= 0 && res.Leases[prev].static {
+			for _, l := range res.Leases {
+				if l.Iface == name && l.static {
+					old = append(old, l.Addr)
+				}
+			}
+			res.Leases = slices.DeleteFunc(res.Leases, func(l Lease) bool { return l.Iface == name && l.static })
+			prev = -1
+		}
 		if prev < 0 {
 			// The boot's exchange on the link, if it still runs, or the
 			// renewal of a lease that came after the network step (in no
 			// Result), ends: one DHCP client per link.
-			var late *net.IPNet
 			if res.renew != nil {
 				res.renew.configure(name)
-				late = res.renew.stop(name)
+				if late := res.renew.stop(name); late != nil {
+					old = append(old, *late)
+				}
 			}
-			if late != nil {
-				// Its routes (behind the boot's) go now; its address once
-				// the new lease is there, unless it is the same.
-				delRoutes(link, lateMetric+link.Attrs().Index)
-			}
+			// The old addresses' routes (a late lease's behind the boot's,
+			// the static gateway's) go now; the addresses once the new
+			// lease is there, unless it has the same (removing a link's
+			// last address makes the kernel drop every route through it).
+			delRoutes(link, lateMetric+link.Attrs().Index, staticMetric)
 			lease, err := dhcp(ctx, link, cfg)
 			metric := 100 + link.Attrs().Index
+			if err == nil {
+				setMTU(link, lease, res.renew.mtuFixed(name), cfg.Log)
+				if err = cfg.applyLease(link, lease, metric); err != nil {
+					// Undone (applyLease): asked again as if no lease had come.
+					err = fmt.Errorf("applying the DHCP lease on %s: %w", name, err)
+				}
+			}
 			if err != nil {
-				if late != nil {
+				for _, o := range old {
 					// Nothing renews it any more: it must not outlive its lease.
-					_ = netlink.AddrDel(link, &netlink.Addr{IPNet: late})
+					_ = netlink.AddrDel(link, &netlink.Addr{IPNet: &net.IPNet{IP: o.IP, Mask: o.Mask}})
 				}
 				if cfg.Retry > 0 {
 					if res.renew == nil {
@@ -714,12 +793,7 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 				}
 				return a, nil, err
 			}
-			if err := apply(link, lease, metric); err != nil {
-				return a, nil, err
-			}
-			if late != nil && !late.IP.Equal(lease.Addr.IP) {
-				_ = netlink.AddrDel(link, &netlink.Addr{IPNet: late})
-			}
+			dropAddrs(link, old, lease, metric)
 			if cfg.Renew {
 				if res.renew == nil {
 					res.renew = &renewals{}
@@ -771,7 +845,7 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: ipn}); err != nil {
 			return a, nil, fmt.Errorf("adding %s to %s: %w", s, name, err)
 		}
-		leases = append(leases, Lease{Iface: name, MAC: link.Attrs().HardwareAddr, Addr: *ipn})
+		leases = append(leases, Lease{Iface: name, MAC: link.Attrs().HardwareAddr, Addr: *ipn, static: true})
 	}
 	promoteSecondaries(name)
 	for _, g := range gone {

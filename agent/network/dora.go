@@ -16,11 +16,11 @@ import (
 // requested are the options the agent asks the DHCP server for. Servers
 // such as dnsmasq and Kea send most options only when this list (option 55)
 // asks for them, so each option Lease reads must be here: the NTP servers
-// (42) included.
+// (42) and the interface MTU (26) included.
 var requested = []dhcpv4.OptionCode{
 	dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer,
 	dhcpv4.OptionHostName, dhcpv4.OptionDomainName, dhcpv4.OptionDNSDomainSearchList,
-	dhcpv4.OptionClasslessStaticRoute, dhcpv4.OptionNTPServers,
+	dhcpv4.OptionClasslessStaticRoute, dhcpv4.OptionNTPServers, dhcpv4.OptionInterfaceMTU,
 }
 
 // dora runs DISCOVER, OFFER, REQUEST, ACK with nclient4's transport.

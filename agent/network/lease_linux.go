@@ -39,10 +39,13 @@ type lifecycle struct {
 	got     time.Time       // when lease was asked for
 	lost    bool            // lease ran out (or was refused): the link has no address from it
 	want    net.IP          // while lost: the address to ask for (nil after a NAK)
+	// mtuFixed tells whether the machine config sets the link's MTU: a
+	// lease's (option 26) is not used then.
+	mtuFixed func() bool
 }
 
 // renew keeps lease on l until ctx ends (lifecycle).
-func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config, kick <-chan struct{}, renewed func(Lease)) {
+func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config, kick <-chan struct{}, renewed func(Lease), mtuFixed func() bool) {
 	// A crash ends the renewal (logged): the address stays until the
 	// machine config is applied again or the machine restarts.
 	defer safego.Recover(cfg.Log, "DHCP renewal on "+lease.Iface)
@@ -50,7 +53,7 @@ func renew(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Con
 	if got.IsZero() {
 		got = time.Now()
 	}
-	lc := &lifecycle{ctx: ctx, l: l, cfg: cfg, metric: metric, kick: kick, renewed: renewed, lease: lease, got: got}
+	lc := &lifecycle{ctx: ctx, l: l, cfg: cfg, metric: metric, kick: kick, renewed: renewed, lease: lease, got: got, mtuFixed: mtuFixed}
 	for ctx.Err() == nil {
 		if !lc.lost {
 			lc.bound()
@@ -178,6 +181,10 @@ func (lc *lifecycle) answered(next Lease, err error, sent time.Time, how string)
 // apply leaves the link as it was.
 func (lc *lifecycle) adopt(next Lease, sent time.Time) error {
 	moved := !next.Addr.IP.Equal(lc.lease.Addr.IP) || next.Addr.Mask.String() != lc.lease.Addr.Mask.String()
+	if next.asked.IsZero() {
+		next.asked = sent // a renewal's: the address's lifetime counts from then
+	}
+	setMTU(lc.l, next, lc.mtuFixed != nil && lc.mtuFixed(), lc.cfg.Log)
 	if err := apply(lc.l, next, lc.metric); err != nil {
 		// What next set goes, and what it replaced of the lease comes back.
 		if lc.lost {

@@ -44,9 +44,16 @@ type Lease struct {
 	// and then from any server (options 58 and 59; zero when the server
 	// did not say: times gives RFC 2131's defaults).
 	T1, T2 time.Duration
+	// MTU is the link's MTU the server gives (option 26), 0 when it
+	// gives none or one outside 68..65535; the machine config's mtu for
+	// the link wins over it.
+	MTU int
 	// asked is when the REQUEST that got the lease was first sent (zero
 	// when not known): its T1, T2 and end count from then.
 	asked time.Time
+	// static: not from DHCP, but the machine config's static address
+	// (Apply), which no renewal keeps.
+	static bool
 }
 
 // infinite reports whether the lease never runs out (no lease time, or
@@ -129,17 +136,48 @@ func LeaseFromACK(iface string, mac net.HardwareAddr, ack *dhcpv4.DHCPv4) (Lease
 	} else if gw := ack.Router(); len(gw) > 0 && !gw[0].IsUnspecified() {
 		l.Routes = []Route{{Gateway: gw[0]}}
 	}
-	if d := ack.DomainName(); d != "" {
+	if mtu, err := dhcpv4.GetUint16(dhcpv4.OptionInterfaceMTU, ack.Options); err == nil && mtu >= minMTU {
+		l.MTU = int(mtu) // RFC 2132 §5.1: 68 at least
+	}
+	if d := cleanDomain(ack.DomainName()); d != "" {
 		l.Search = append(l.Search, d)
 	}
 	if ds := ack.DomainSearch(); ds != nil {
 		for _, d := range ds.Labels {
-			if !slices.Contains(l.Search, d) {
+			if d = cleanDomain(d); d != "" && !slices.Contains(l.Search, d) {
 				l.Search = append(l.Search, d)
 			}
 		}
 	}
 	return l, nil
+}
+
+// minMTU is the smallest MTU an IPv4 link may have (RFC 791, RFC 2132 §5.1).
+const minMTU = 68
+
+// cleanDomain keeps a domain name from DHCP (option 15, or one of option
+// 119's) only if it is a valid DNS name, since it is written to
+// /etc/resolv.conf: trailing NULs, which some servers send and RFC 2132
+// §2 has a receiver delete, go, and so does a final dot; a name with a
+// space, a control character or another byte a host name cannot have, an
+// empty label or one over 63 bytes, or over 253 bytes in all, is dropped
+// ("" is returned).
+func cleanDomain(d string) string {
+	d = strings.TrimSuffix(strings.TrimRight(d, "\x00"), ".")
+	if d == "" || len(d) > 253 {
+		return ""
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return ""
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return ""
+			}
+		}
+	}
+	return d
 }
 
 // MaskError is a DHCP answer refused for its subnet mask (option 1).

@@ -37,6 +37,7 @@ func TestLeaseFromACK(t *testing.T) {
 		search     []string
 		hostname   string
 		lifetime   time.Duration
+		mtu        int
 		wantErrStr string
 	}{
 		{
@@ -60,6 +61,34 @@ func TestLeaseFromACK(t *testing.T) {
 				dhcpv4.WithOption(dhcpv4.OptDomainName("site.example")),
 				dhcpv4.WithOption(dhcpv4.OptDomainSearch(&rfc1035label.Labels{Labels: []string{"site.example", "example"}}))),
 			addr: "10.0.2.15/8", hostname: "rack3-node07", search: []string{"site.example", "example"},
+		},
+		{
+			// RFC 2132 §2: trailing NULs are the receiver's to delete.
+			name: "NUL-terminated domain name",
+			ack: ack(t, dhcpv4.WithNetmask(net.CIDRMask(24, 32)), dhcpv4.WithOption(dhcpv4.OptHostName("node4\x00")),
+				dhcpv4.WithOption(dhcpv4.OptDomainName("site.test\x00\x00"))),
+			addr: "10.0.2.15/24", hostname: "node4", search: []string{"site.test"},
+		},
+		{
+			// They are written to resolv.conf: a line break would add a
+			// name server of the DHCP answer's choosing.
+			name: "invalid domain names dropped",
+			ack: ack(t, dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
+				dhcpv4.WithOption(dhcpv4.OptDomainName("site.test\nnameserver 192.0.2.66")),
+				dhcpv4.WithOption(dhcpv4.OptDomainSearch(&rfc1035label.Labels{Labels: []string{"bad name.example", "ok.example.", "-x.example", "_srv.example"}}))),
+			addr: "10.0.2.15/24", search: []string{"ok.example", "_srv.example"},
+		},
+		{
+			name: "interface MTU",
+			ack: ack(t, dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
+				dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionInterfaceMTU, Value: dhcpv4.Uint16(1400)})),
+			addr: "10.0.2.15/24", mtu: 1400,
+		},
+		{
+			name: "interface MTU below IPv4's 68 ignored",
+			ack: ack(t, dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
+				dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionInterfaceMTU, Value: dhcpv4.Uint16(67)})),
+			addr: "10.0.2.15/24",
 		},
 		{
 			name:     "invalid host name dropped",
@@ -115,7 +144,22 @@ func TestLeaseFromACK(t *testing.T) {
 			if l.Lifetime != tt.lifetime {
 				t.Errorf("lifetime %s, want %s", l.Lifetime, tt.lifetime)
 			}
+			if l.MTU != tt.mtu {
+				t.Errorf("mtu %d, want %d", l.MTU, tt.mtu)
+			}
 		})
+	}
+}
+
+// TestResolvConfNULTerminatedDomain: a domain name (option 15) sent with
+// a trailing NUL, as some servers do, is written to resolv.conf without it.
+func TestResolvConfNULTerminatedDomain(t *testing.T) {
+	l, err := LeaseFromACK("eth0", nil, ack(t, dhcpv4.WithNetmask(net.CIDRMask(24, 32)), dhcpv4.WithOption(dhcpv4.OptDomainName("site.test\x00"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(ResolvConf([]Lease{l})); !strings.Contains(got, "\nsearch site.test\n") {
+		t.Errorf("resolv.conf:\n%q\nwant search site.test, without the NUL", got)
 	}
 }
 

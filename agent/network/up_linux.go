@@ -135,12 +135,18 @@ func (cfg Config) askDHCP(ctx context.Context, l netlink.Link) (Lease, error) {
 	return dhcp(ctx, l, cfg)
 }
 
-// applyLease sets lease's address and routes on l (apply).
+// applyLease sets lease's address and routes on l (apply); what it set
+// goes again when it fails part-way (a route the kernel refuses): no
+// address is left on the link without a lease behind it.
 func (cfg Config) applyLease(l netlink.Link, lease Lease, metric int) error {
 	if cfg.applyHook != nil {
 		return cfg.applyHook(l, lease, metric)
 	}
-	return apply(l, lease, metric)
+	err := apply(l, lease, metric)
+	if err != nil {
+		dropOld(l, lease, Lease{}, metric)
+	}
+	return err
 }
 
 // Result is what Up configured.
@@ -346,7 +352,7 @@ func Up(ctx context.Context, cfg Config) (Result, error) {
 				cfg.Log.Warn("no DHCP lease", "iface", name, "reason", err.Error())
 				return
 			}
-			attrs := []any{"iface", lease.Iface, "addr", lease.Addr.String(), "routes", len(lease.Routes), "dns", len(lease.DNS)}
+			attrs := leaseAttrs(lease)
 			if tries > 1 {
 				attrs = append(attrs, "tries", tries)
 			}
@@ -691,27 +697,97 @@ func refused(log *slog.Logger, err error) {
 }
 
 // apply sets the address and routes. metric keeps default routes from two
-// DHCP links apart (the first link's wins).
+// DHCP links apart (the first link's wins). The address lives as long as
+// the lease has left (the kernel removes it then, should its renewal have
+// died; a renewal's apply extends it), an infinite lease's for ever. A
+// lease apply fails on leaves what it set so far: the caller undoes it
+// (dropOld with no next lease, or its own).
 func apply(l netlink.Link, lease Lease, metric int) error {
 	if err := checkMask(lease.Addr.Mask); err != nil {
 		// The netlink library panics on a mask that is not contiguous.
 		return fmt.Errorf("adding %s to %s: subnet mask %s %s", lease.Addr.IP, lease.Iface, maskString(lease.Addr.Mask), err)
 	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: lease.Addr.IP, Mask: lease.Addr.Mask}}
+	if left := lease.left(); left > 0 {
+		addr.ValidLft, addr.PreferedLft = left, left
+	}
 	if err := netlink.AddrReplace(l, addr); err != nil {
 		return fmt.Errorf("adding %s to %s: %w", lease.Addr.String(), lease.Iface, err)
 	}
 	for _, r := range lease.Routes {
-		rt := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: r.Dst, Gw: r.Gateway, Priority: metric}
-		if r.Gateway == nil || r.Gateway.IsUnspecified() {
-			rt.Gw = nil
-			rt.Scope = netlink.SCOPE_LINK
-		}
-		if err := netlink.RouteReplace(rt); err != nil {
+		if err := netlink.RouteReplace(leaseRoute(l, lease, r, metric)); err != nil {
 			return fmt.Errorf("adding route %v via %v on %s: %w", r.Dst, r.Gateway, lease.Iface, err)
 		}
 	}
 	return nil
+}
+
+// left is the address's lifetime in whole seconds (rounded up, 1 at
+// least): what the lease has left, counted from its REQUEST; 0 for an
+// infinite lease (the address stays for ever).
+func (l Lease) left() int {
+	if l.infinite() {
+		return 0
+	}
+	d := l.Lifetime
+	if !l.asked.IsZero() {
+		d -= time.Since(l.asked)
+	}
+	return max(1, int((d+time.Second-1)/time.Second))
+}
+
+// leaseRoute is route r of lease as the kernel gets it on link l: through
+// no gateway, a link-scope route; through a gateway outside the lease's
+// subnet (a /32 lease, as hosters give, or a relay's odd subnet), an
+// on-link one, which the kernel refuses otherwise (ENETUNREACH).
+func leaseRoute(l netlink.Link, lease Lease, r Route, metric int) *netlink.Route {
+	rt := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: r.Dst, Gw: r.Gateway, Priority: metric}
+	switch {
+	case r.Gateway == nil || r.Gateway.IsUnspecified():
+		rt.Gw, rt.Scope = nil, netlink.SCOPE_LINK
+	case !lease.Addr.Contains(r.Gateway):
+		rt.Flags = int(netlink.FLAG_ONLINK)
+	}
+	return rt
+}
+
+// setMTU sets the MTU lease gives (option 26) on link l before its
+// address is applied, unless the machine config sets the link's (fixed):
+// one the link cannot take is warned about, and the lease kept.
+func setMTU(l netlink.Link, lease Lease, fixed bool, log *slog.Logger) {
+	if lease.MTU == 0 {
+		return
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	name := l.Attrs().Name
+	if fixed {
+		log.Debug("DHCP's MTU not used: the machine config sets the link's", "iface", name, "mtu", lease.MTU)
+		return
+	}
+	was := l.Attrs().MTU
+	if cur, err := netlink.LinkByIndex(l.Attrs().Index); err == nil {
+		was = cur.Attrs().MTU
+	}
+	if was == lease.MTU {
+		return
+	}
+	if err := netlink.LinkSetMTU(l, lease.MTU); err != nil {
+		log.Warn("setting the MTU DHCP gives failed; the lease is used with the link's", "iface", name, "mtu", lease.MTU,
+			"link_mtu", was, "reason", err.Error(), "fix", "give the link an MTU it can take in the DHCP server's option 26, or set mtu: for it in the machine config")
+		return
+	}
+	log.Info("MTU from DHCP", "iface", name, "mtu", lease.MTU, "was", was)
+}
+
+// leaseAttrs are a lease's log line's attributes.
+func leaseAttrs(lease Lease) []any {
+	attrs := []any{"iface", lease.Iface, "addr", lease.Addr.String(), "routes", len(lease.Routes), "dns", len(lease.DNS)}
+	if lease.MTU != 0 {
+		attrs = append(attrs, "mtu", lease.MTU)
+	}
+	return attrs
 }
 
 // dhcpLogger shows nclient4's exchanges at debug level (etoile.debug).
@@ -930,11 +1006,8 @@ func dropOld(l netlink.Link, old, next Lease, metric int) {
 		}) {
 			continue
 		}
-		rt := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: r.Dst, Gw: r.Gateway, Priority: metric}
-		if r.Gateway == nil || r.Gateway.IsUnspecified() {
-			rt.Gw, rt.Scope = nil, netlink.SCOPE_LINK // as apply added it: the kernel matches the scope
-		}
-		_ = netlink.RouteDel(rt) // a default route was replaced already
+		// As apply added it: the kernel matches the scope.
+		_ = netlink.RouteDel(leaseRoute(l, old, r, metric)) // a default route was replaced already
 	}
 	if !old.Addr.IP.Equal(next.Addr.IP) || old.Addr.Mask.String() != next.Addr.Mask.String() {
 		// The same address with another prefix length is another entry.

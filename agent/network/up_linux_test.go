@@ -84,6 +84,15 @@ func dhcpServer() int {
 		mask = net.IPMask(v)
 	}
 	srvIP := net.IPv4(10, netByte, 0, 1)
+	// ETOILE_NETTEST_SRV_ROUTER: the router given (option 3), the
+	// server's address otherwise.
+	router := srvIP
+	if v := net.ParseIP(os.Getenv("ETOILE_NETTEST_SRV_ROUTER")).To4(); v != nil {
+		router = v
+	}
+	// ETOILE_NETTEST_SRV_MTU: the interface MTU given (option 26), when
+	// asked for.
+	mtu, _ := strconv.Atoi(os.Getenv("ETOILE_NETTEST_SRV_MTU"))
 	handler := func(via string) server4.Handler {
 		return func(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 			time.Sleep(delay)
@@ -128,7 +137,7 @@ func dhcpServer() int {
 				for _, mod := range []dhcpv4.Modifier{
 					dhcpv4.WithYourIP(net.IPv4(10, netByte, 0, host)),
 					dhcpv4.WithNetmask(mask),
-					dhcpv4.WithRouter(srvIP),
+					dhcpv4.WithRouter(router),
 					dhcpv4.WithDNS(net.IPv4(10, netByte, 0, 53)),
 					dhcpv4.WithLeaseTime(leaseTime),
 					dhcpv4.WithOption(dhcpv4.OptHostName(hostname)),
@@ -139,6 +148,9 @@ func dhcpServer() int {
 				if m.IsOptionRequested(dhcpv4.OptionNTPServers) {
 					// As dnsmasq and Kea do: NTP servers only when asked for.
 					reply.UpdateOption(dhcpv4.OptNTPServers(net.IPv4(10, netByte, 0, 123)))
+				}
+				if mtu != 0 && m.IsOptionRequested(dhcpv4.OptionInterfaceMTU) {
+					reply.UpdateOption(dhcpv4.Option{Code: dhcpv4.OptionInterfaceMTU, Value: dhcpv4.Uint16(mtu)})
 				}
 			}
 			if err != nil {
@@ -332,8 +344,13 @@ func dhcpClient() int {
 			}
 		}
 		r.IPAfterApply, r.LinksAfterApply = FirstIPv4(res.Leases), res.Links
-		if spec2 := os.Getenv("ETOILE_NETTEST_APPLY2"); spec2 != "" && r.ApplyErr == "" {
-			// A second config, as applied later through the local API.
+		// ETOILE_NETTEST_APPLY2, then ETOILE_NETTEST_APPLY3: more configs,
+		// as applied later through the local API.
+		for _, env := range []string{"ETOILE_NETTEST_APPLY2", "ETOILE_NETTEST_APPLY3"} {
+			spec2 := os.Getenv(env)
+			if spec2 == "" || r.ApplyErr != "" {
+				break
+			}
 			var ifaces2 []config.Interface
 			if err := json.Unmarshal([]byte(spec2), &ifaces2); err != nil {
 				r.ApplyErr = err.Error()
@@ -556,8 +573,16 @@ func TestUpDHCP(t *testing.T) {
 	if strings.Join(r.NTP, ",") != "10.99.0.123" {
 		t.Errorf("NTP servers %q, want 10.99.0.123 (is option 42 in the parameter request list?)", r.NTP)
 	}
-	if addr := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); !strings.Contains(addr, "inet 10.99.0.50/24") {
+	addr := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc")
+	if !strings.Contains(addr, "inet 10.99.0.50/24") {
 		t.Errorf("address not applied:\n%s", addr)
+	}
+	// It lives as long as the lease (an hour), not for ever: the kernel
+	// removes it should its renewal die.
+	if m := regexp.MustCompile(`valid_lft (\d+)sec preferred_lft (\d+)sec`).FindStringSubmatch(addr); m == nil {
+		t.Errorf("the address's lifetime is not the lease's:\n%s", addr)
+	} else if v, _ := strconv.Atoi(m[1]); v > 3600 || v < 3500 {
+		t.Errorf("the address's lifetime is %ss, want the lease's hour:\n%s", m[1], addr)
 	}
 	if route := ipCmd(t, "-n", cli, "route", "show", "default"); !strings.Contains(route, "default via 10.99.0.1 dev vc") {
 		t.Errorf("default route not applied:\n%s", route)
@@ -1447,5 +1472,128 @@ func TestNodeAddressFamilies(t *testing.T) {
 	ipCmd(t, "-n", cli, "route", "add", "default", "via", "10.99.0.1", "dev", "vc")
 	if got := nodeAddr(); got != "10.99.0.10" {
 		t.Errorf("both families routed: NodeAddress() = %q, want the IPv4 one, 10.99.0.10", got)
+	}
+}
+
+// TestApplyStaticThenDHCP: a config applied later (through the local API)
+// turns vc, which an earlier one made static, to dhcp: true: DHCP is asked
+// (the static address is no lease), and the static address and its
+// default route (metric 50) go; a config after that makes it static again:
+// the lease and its route go.
+func TestApplyStaticThenDHCP(t *testing.T) {
+	static, _ := json.Marshal([]config.Interface{{Name: "vc", Addresses: []string{"10.99.0.77/24"}, Gateway: "10.99.0.1"}})
+	dhcpOn, _ := json.Marshal([]config.Interface{{Name: "vc", DHCP: true}})
+	again, _ := json.Marshal([]config.Interface{{Name: "vc", Addresses: []string{"10.99.0.88/24"}, Gateway: "10.99.0.1"}})
+	t.Run("static then dhcp", func(t *testing.T) {
+		_, cli, exe := dhcpNamespaces(t)
+		etc := t.TempDir()
+		r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ETC="+etc, "ETOILE_NETTEST_APPLY="+string(static), "ETOILE_NETTEST_APPLY2="+string(dhcpOn))
+		if r.ApplyErr != "" || r.IPAfterApply != "10.99.0.50" || r.Leases != 1 {
+			t.Errorf("after dhcp: true: %q, %d leases, error %q; want the lease's 10.99.0.50 alone\n%s", r.IPAfterApply, r.Leases, r.ApplyErr, stderr)
+		}
+		// The boot's exchange, then the one dhcp: true asked for.
+		if n := strings.Count(stderr, `msg="dhcp done" iface=vc`); n != 2 {
+			t.Errorf("%d DHCP exchanges, want 2 (the boot's, then dhcp: true's):\n%s", n, stderr)
+		}
+		onlyAddress(t, cli, "10.99.0.50/24", "", "after dhcp: true")
+		routes := strings.TrimSpace(ipCmd(t, "-n", cli, "route", "show", "default"))
+		if strings.Count(routes, "default") != 1 || !strings.HasPrefix(routes, "default via 10.99.0.1 dev vc ") || strings.Contains(routes, "metric 50") {
+			t.Errorf("default routes after dhcp: true:\n%s\nwant DHCP's alone, not the static metric 50 one", routes)
+		}
+		if b, err := os.ReadFile(filepath.Join(etc, "resolv.conf")); err != nil || !strings.Contains(string(b), "nameserver 10.99.0.53\n") {
+			t.Errorf("resolv.conf after dhcp: true: %q %v", b, err)
+		}
+	})
+	t.Run("static, dhcp, static again", func(t *testing.T) {
+		_, cli, exe := dhcpNamespaces(t)
+		r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ETC="+t.TempDir(), "ETOILE_NETTEST_APPLY="+string(static),
+			"ETOILE_NETTEST_APPLY2="+string(dhcpOn), "ETOILE_NETTEST_APPLY3="+string(again))
+		if r.ApplyErr != "" || r.IPAfterApply != "10.99.0.88" || r.Leases != 1 {
+			t.Errorf("after static again: %q, %d leases, error %q; want 10.99.0.88 alone\n%s", r.IPAfterApply, r.Leases, r.ApplyErr, stderr)
+		}
+		onlyAddress(t, cli, "10.99.0.88/24", "", "after static again")
+		if routes := strings.TrimSpace(ipCmd(t, "-n", cli, "route", "show", "default")); routes != "default via 10.99.0.1 dev vc metric 50" {
+			t.Errorf("default routes after static again:\n%s\nwant the static one alone", routes)
+		}
+	})
+}
+
+// TestUpLeaseWithARouterOutsideItsSubnet: a /32 lease, as hosters give,
+// has its router outside its subnet: its default route is added on-link,
+// the lease is used and renewed. A lease whose route the kernel refuses
+// (a router at the subnet's broadcast address: a server's mistake) leaves
+// nothing on the link: no address without a lease behind it.
+func TestUpLeaseWithARouterOutsideItsSubnet(t *testing.T) {
+	t.Run("/32", func(t *testing.T) {
+		srv, cli, exe := namespaces(t, false)
+		startServer(t, srv, exe, "ETOILE_NETTEST_SRV_MASK=255.255.255.255", "ETOILE_NETTEST_SRV_LEASE=4")
+		r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_DHCP_TIMEOUT=5s", "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=3s",
+			"ETOILE_NETTEST_ETC="+t.TempDir())
+		if r.Err != "" || r.IP != "10.99.0.50" || r.NodeAddr != "10.99.0.50" {
+			t.Errorf("client got %+v, want 10.99.0.50 (K3s's node address too)\n%s", r, stderr)
+		}
+		if routes := ipCmd(t, "-n", cli, "route", "show", "default"); !regexp.MustCompile(`^default via 10\.99\.0\.1 dev vc .*onlink`).MatchString(routes) {
+			t.Errorf("default route:\n%s\nwant via 10.99.0.1 on-link\n%s", routes, stderr)
+		}
+		if !strings.Contains(stderr, `msg="dhcp lease renewed" iface=vc addr=10.99.0.50/32 how=renewing`) {
+			t.Errorf("the /32 lease was not renewed from its server:\n%s", stderr)
+		}
+	})
+	t.Run("refused route", func(t *testing.T) {
+		srv, cli, exe := namespaces(t, false)
+		startServer(t, srv, exe, "ETOILE_NETTEST_SRV_ROUTER=10.99.0.255")
+		r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_DHCP_TIMEOUT=3s", "ETOILE_NETTEST_ETC="+t.TempDir())
+		if r.IP != "none" || !strings.Contains(stderr, "applying the lease: adding route <nil> via 10.99.0.255 on vc") {
+			t.Errorf("client got %+v, want no lease, its route refused\n%s", r, stderr)
+		}
+		if addrs := ipCmd(t, "-n", cli, "-4", "addr", "show", "vc"); strings.Contains(addrs, "inet ") {
+			t.Errorf("the lease that could not be applied left its address:\n%s", addrs)
+		}
+	})
+}
+
+// TestDHCPInterfaceMTU: the interface MTU the server gives (option 26,
+// which it sends only when asked for, as dnsmasq does) is set on the link
+// and shown in the lease's line; a machine config's mtu for the link wins,
+// over the lease's renewals too, whether it keeps the boot's lease or asks
+// DHCP itself.
+func TestDHCPInterfaceMTU(t *testing.T) {
+	mtuOf := func(t *testing.T, cli string) string {
+		t.Helper()
+		return regexp.MustCompile(`mtu \d+`).FindString(ipCmd(t, "-n", cli, "link", "show", "vc"))
+	}
+	t.Run("from DHCP", func(t *testing.T) {
+		srv, cli, exe := namespaces(t, false)
+		startServer(t, srv, exe, "ETOILE_NETTEST_SRV_MTU=1400")
+		r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ETC="+t.TempDir())
+		if r.IP != "10.99.0.50" {
+			t.Fatalf("client got %+v\n%s", r, stderr)
+		}
+		if got := mtuOf(t, cli); got != "mtu 1400" {
+			t.Errorf("vc has %s, want DHCP's mtu 1400\n%s", got, stderr)
+		}
+		if !regexp.MustCompile(`msg="dhcp lease" iface=vc addr=10\.99\.0\.50/24 .*mtu=1400`).MatchString(stderr) {
+			t.Errorf("the lease's line does not show its MTU:\n%s", stderr)
+		}
+	})
+	for name, apply := range map[string][]string{
+		"the config's wins over the boot's lease": {"ETOILE_NETTEST_APPLY=" + `[{"name":"vc","dhcp":true,"mtu":1300}]`},
+		"the config's wins over its own DHCP": {"ETOILE_NETTEST_APPLY=" + `[{"name":"vc","addresses":["10.99.0.77/24"]}]`,
+			"ETOILE_NETTEST_APPLY2=" + `[{"name":"vc","dhcp":true,"mtu":1300}]`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv, cli, exe := namespaces(t, false)
+			startServer(t, srv, exe, "ETOILE_NETTEST_SRV_MTU=1400", "ETOILE_NETTEST_SRV_LEASE=4")
+			r, stderr := runClient(t, cli, exe, append(apply, "ETOILE_NETTEST_RENEW=1s", "ETOILE_NETTEST_LINGER=4s", "ETOILE_NETTEST_ETC="+t.TempDir())...)
+			if r.ApplyErr != "" || r.IPAfterApply != "10.99.0.50" {
+				t.Fatalf("client got %+v\n%s", r, stderr)
+			}
+			if !strings.Contains(stderr, `msg="dhcp lease renewed" iface=vc`) {
+				t.Errorf("no renewal:\n%s", stderr)
+			}
+			if got := mtuOf(t, cli); got != "mtu 1300" {
+				t.Errorf("vc has %s, want the machine config's mtu 1300\n%s", got, stderr)
+			}
+		})
 	}
 }
