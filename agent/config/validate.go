@@ -478,6 +478,8 @@ func (v *validator) network(n Network) {
 			switch {
 			case err != nil:
 				v.errs.Add(gp, "%q is not an IP address", ifc.Gateway)
+			case gw.Zone() != "":
+				v.errs.Add(gp, "%q has a zone: leave it out (gateway: %s), the interface is the zone", ifc.Gateway, gw.WithZone(""))
 			case ifc.DHCP:
 				v.errs.Add(gp, "is only for static addresses: DHCP provides the gateway")
 			case !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Addr().Is4() == gw.Is4() }):

@@ -147,6 +147,7 @@ func TestRejections(t *testing.T) {
 		{"gateway is the own IPv6 address", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.5/24, '2001:db8::5/64'], gateway: '2001:db8::5'}]}\n", "network.interfaces[0].gateway", []string{`"2001:db8::5"`, "network.interfaces[0].addresses[1]"}},
 		{"gateway loopback", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.5/24], gateway: 127.0.0.1}]}\n", "network.interfaces[0].gateway", []string{`"127.0.0.1"`, "loopback"}},
 		{"dns not IP", server + "network: {interfaces: [{name: eth0, dhcp: true, dns: [ns1.example.com]}]}\n", "network.interfaces[0].dns[0]", []string{`"ns1.example.com"`}},
+		{"gateway with a zone", server + "network: {interfaces: [{name: eth0, addresses: ['fe80::2/64'], gateway: 'fe80::1%eth0'}]}\n", "network.interfaces[0].gateway", []string{`"fe80::1%eth0"`, "zone", "gateway: fe80::1"}},
 		{"dns with a zone", server + "network: {interfaces: [{name: eth0, dhcp: true, dns: ['fe80::1%eth0']}]}\n", "network.interfaces[0].dns[0]", []string{`"fe80::1%eth0"`, "zone", "global or ULA address"}},
 		{"mtu out of range", server + "network: {interfaces: [{name: eth0, dhcp: true, mtu: 67}]}\n", "network.interfaces[0].mtu", []string{"67"}},
 
