@@ -30,6 +30,7 @@ import (
 	"github.com/etoile-os/etoile/agent/nvdev"
 	"github.com/etoile-os/etoile/agent/safego"
 	"github.com/etoile-os/etoile/agent/sysimage"
+	"github.com/etoile-os/etoile/internal/devread"
 	"golang.org/x/sys/unix"
 )
 
@@ -100,8 +101,13 @@ type Machine struct {
 
 	loaderOnce sync.Once
 	loaderUUID string
-	candSince  time.Time // when a device holding the system image, not on the boot disk, was first seen
-	bootPCIDir string    // sysfs folder of the controller the firmware booted from (BootCurrent), "" unknown
+	// loaderMissing is LoaderDevicePartUUID while the disk it names has not
+	// appeared but devices holding the system image on other disks have
+	// (names in loaderOthers): the medium's wait then fails naming them.
+	loaderMissing string
+	loaderOthers  string
+	testHookFind  func() // tests: called while the boot disk is waited for
+	bootPCIDir    string // sysfs folder of the controller the firmware booted from (BootCurrent), "" unknown
 	// bootCtlDone is closed once the boot controller has been looked for
 	// (efivarfs mounted, bootPCIDir set): under UEFI that runs beside the
 	// first driver loads, and the medium's choice waits for it. Nil when
@@ -266,6 +272,12 @@ func New(opts Options) *Machine {
 	if opts.Root == "" {
 		cl.all = m.broadcast
 	}
+	// A device's read while the medium or the config is looked for is
+	// bounded: a failing disk is skipped, named once.
+	sysimage.DeviceReads.Set(m.scale(devread.DefaultWait), func(dev, what string, wait time.Duration) {
+		m.log.Warn("a device did not answer a read in time: it is skipped", "device", dev, "reading", what, "waited", wait,
+			"fix", "a failing disk, drive or medium? the kernel log (etoile.debug, dmesg) says more; remove or replace it")
+	})
 	var ru unix.Rusage
 	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
 		m.sysAtStart = time.Duration(ru.Stime.Nano())
@@ -772,6 +784,14 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 // EFIVars is where efivarfs is mounted.
 const EFIVars = "/sys/firmware/efi/efivars"
 
+// mountEFIVars mounts efivarfs at dir read-only: the agent only reads
+// BootCurrent and LoaderDevicePartUUID (package efivar writes nothing),
+// and the mount moves with /sys into the running system, where nothing
+// should change the firmware's boot variables behind the installer's back.
+func mountEFIVars(mt mount.Mounter, dir string) error {
+	return mt.Mount("efivarfs", dir, "efivarfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+}
+
 // bootController returns the modalias of the PCI controller the UEFI
 // firmware booted from (its BootCurrent load option's device path), or ""
 // under BIOS, when it cannot be told, or when it is not storage (a NIC, for
@@ -788,7 +808,7 @@ func (m *Machine) bootController(ctx context.Context) string {
 				m.log.Info("boot device unknown", "reason", err.Error())
 				return ""
 			}
-			if err := m.opts.Mounter.Mount("efivarfs", dir, "efivarfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			if err := mountEFIVars(m.opts.Mounter, dir); err != nil {
 				m.log.Info("boot device unknown", "reason", "mounting efivarfs: "+err.Error())
 				return ""
 			}
@@ -895,6 +915,8 @@ func findImage(ctx context.Context, m *Machine) error {
 		if err != nil {
 			var ce *sysimage.ChecksumError
 			switch {
+			case errors.As(err, &ce) && ce.LengthUnknown:
+				return withFix(err, "if the connection drops (the server sends no Content-Length, so a cut download looks whole), check the server and the network and boot again; otherwise serve the image this kernel command line was made for, or correct etoile.system.sha256 from the build's SHA256SUMS")
 			case errors.As(err, &ce):
 				return withFix(err, "serve the image this kernel command line was made for, or correct etoile.system.sha256 from the build's SHA256SUMS")
 			case errors.Is(err, context.DeadlineExceeded):
@@ -913,6 +935,9 @@ func findImage(ctx context.Context, m *Machine) error {
 			return m.onBootDisk(devs, sysimage.FindPartitions(devs, label), "partition "+label)
 		})
 		if err != nil {
+			if lerr := m.loaderDiskMissing(err); lerr != nil {
+				return lerr
+			}
 			return withFix(err, fmt.Sprintf("the disk holding GPT partition %s was not found: check the disk and its controller driver (see the hardware drivers line above; etoile.debug lists every module), or boot the other slot", label))
 		}
 		m.Device, m.BootDisk = dev.Path, dev.Disk
@@ -947,6 +972,9 @@ func findImage(ctx context.Context, m *Machine) error {
 			return sysimage.BlockDev{}, false
 		})
 		if err != nil {
+			if lerr := m.loaderDiskMissing(err); lerr != nil {
+				return lerr
+			}
 			return withFix(err, "insert the Étoile CD or USB stick (written whole, e.g. with dd), or boot with etoile.slot= or etoile.system=")
 		}
 		m.Device, m.BootDisk = dev.Path, dev.Disk
@@ -986,23 +1014,34 @@ func (m *Machine) onBootDisk(devs, cands []sysimage.BlockDev, what string) (sysi
 			}
 		}
 		// The boot disk may yet appear (a USB stick after an NVMe disk
-		// that also holds Étoile): wait for it a while, then take what
-		// there is, saying so.
-		if m.candSince.IsZero() {
-			m.candSince = time.Now()
+		// that also holds Étoile): it is waited for, for the whole wait.
+		// Another disk's image is never taken instead: its ESP config and
+		// state partition are another machine's (or an old install's).
+		// Where the firmware says nothing (no variable) the first is taken,
+		// below.
+		m.loaderMissing, m.loaderOthers = uuid, names(cands)
+		if m.testHookFind != nil {
+			m.testHookFind()
 		}
-		if time.Since(m.candSince) < m.scale(10*time.Second) {
-			return sysimage.BlockDev{}, false
-		}
-		m.log.Warn("the system image is not on the disk the boot loader came from: using another", "what", what, "device", cands[0].Name,
-			"all", names(cands), "loader_partuuid", uuid, "fix", "check that the boot disk is readable (its controller's driver: etoile.debug lists every module)")
-		return cands[0], true
+		return sysimage.BlockDev{}, false
 	}
 	if len(cands) > 1 {
 		m.log.Warn("several devices hold the system image and the firmware does not say which one booted: using the first", "what", what,
 			"device", cands[0].Name, "all", names(cands), "fix", "disconnect the other Étoile media, or boot through Étoile's systemd-boot under UEFI (it names its disk)")
 	}
 	return cands[0], true
+}
+
+// loaderDiskMissing is the medium's error when the wait (err) ended with
+// the system image seen only on disks other than the one the firmware
+// booted (LoaderDevicePartUUID); nil otherwise.
+func (m *Machine) loaderDiskMissing(err error) error {
+	if m.loaderMissing == "" {
+		return nil
+	}
+	return withFix(fmt.Errorf("the firmware booted from the partition with GUID %s (LoaderDevicePartUUID), and no disk holding it appeared; the system image was found only on other disks (%s), which are not used: their config and state are another installation's: %w",
+		m.loaderMissing, m.loaderOthers, err),
+		"check the boot disk and its controller's driver (etoile.debug lists every module); to boot one of the other disks, choose it in the firmware's boot menu, or disconnect it if it should not be there")
 }
 
 // bootDiskOf picks the boot disk among the disks holding the partition
@@ -1075,13 +1114,15 @@ func (m *Machine) loaderPartUUID() string {
 
 // readable reports whether a device opens (a CD drive without a disc, a
 // device still being set up, does not): such a device is looked at again.
+// The open is bounded (sysimage.DeviceReads): one that hangs is not.
 func readable(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	f.Close()
-	return true
+	return sysimage.DeviceReads.Do(path, "whether it opens", func() error {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		return f.Close()
+	}) == nil
 }
 
 // waitDevice looks at the block devices until find succeeds, for at most
@@ -1204,6 +1245,16 @@ func mountSystem(ctx context.Context, m *Machine) error {
 		dev, err := mt.AttachLoop(m.Image)
 		if err != nil {
 			return err
+		}
+		if m.Source == sysimage.SourceHTTP {
+			// The verified download stays in the loop device, which holds
+			// it open; on the writable tmpfs it could be changed under the
+			// mounted squashfs (the loop device's read-only flag guards only
+			// writes through the device), and it would take its size of
+			// memory twice were it ever copied. Nothing else reads it.
+			if err := os.Remove(m.path(m.Image)); err != nil {
+				m.log.Warn("removing the downloaded system image file after attaching it", "file", m.Image, "reason", err.Error())
+			}
 		}
 		if err := mt.Mount(dev, SystemDir, "squashfs", ro, ""); err != nil {
 			return err

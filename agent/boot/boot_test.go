@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -255,17 +257,55 @@ func TestBootPicksTheBootDisksSlot(t *testing.T) {
 		t.Errorf("device %s; console:\n%s\nwant vda2 and a warning naming both", m.Device, out.String())
 	}
 
-	// The variable names a disk that never shows up: after a (scaled) wait
-	// for it, another disk's, with a warning.
+	// The variable names a disk that never shows up: after the whole
+	// (scaled) wait, the boot stops naming the GUID and the other disks;
+	// another disk's image (its config, its state) is never taken.
 	loader = loaderPartUUIDVar("3B4E6F10-AAAA-4BBB-8CCC-00000000000C")
 	fakeroot.Write(t, root, map[string]string{vars + "LoaderDevicePartUUID-" + efivar.LoaderGUID: loader})
 	out.Reset()
 	m = New(Options{Root: root, Stdout: &out, Mounter: &mount.Recorder{}, Loader: &kmod.Recorder{}, Clock: fixedClock(time.Second), WaitScale: 0.01})
+	_, err := m.Boot(context.Background())
+	if err == nil || m.BootDisk != "" || m.Device != "" {
+		t.Fatalf("boot = %v, device %q on disk %q; want it to stop, using no other disk", err, m.Device, m.BootDisk)
+	}
+	if msg := err.Error(); !strings.Contains(strings.ToLower(msg), "3b4e6f10-aaaa-4bbb-8ccc-00000000000c") || !strings.Contains(msg, "vda2,vdb2") {
+		t.Errorf("error %q: want the GUID the firmware booted and the disks seen", msg)
+	}
+}
+
+// TestBootWaitsForTheLoaderDiskPastTenSeconds: the disk the firmware booted
+// (LoaderDevicePartUUID) appears 15 s (scaled) into the medium's wait, after
+// another disk holding Étoile: the boot disk's slot is used, not the other's.
+func TestBootWaitsForTheLoaderDiskPastTenSeconds(t *testing.T) {
+	root := machineRoot(t, "console=ttyS0 etoile.slot=a")
+	vars := "sys/firmware/efi/efivars/"
+	fakeroot.Write(t, root, map[string]string{
+		"sys/firmware/efi/runtime":                         "",
+		vars + "LoaderDevicePartUUID-" + efivar.LoaderGUID: loaderPartUUIDVar("2B4E6F10-AAAA-4BBB-8CCC-00000000000B"),
+	})
+	fakeroot.Block(t, root, "vda", false, "", gptDisk(t, "1b4e6f10-aaaa-4bbb-8ccc-00000000000a", "1b4e6f10-aaaa-4bbb-8ccc-0000000000a2"))
+	fakeroot.Block(t, root, "vda1", true, "ETOILE-ESP", nil)
+	fakeroot.Block(t, root, "vda2", true, "ETOILE-A", nil)
+	m := New(Options{Root: root, Stdout: io.Discard, Mounter: &mount.Recorder{}, Loader: &kmod.Recorder{}, Clock: fixedClock(time.Second), WaitScale: 0.05})
+	// The other disk is seen; the boot disk comes once the slot's been
+	// waited for beyond 10 s (scaled: 0.5 s of the 1.5 s wait).
+	var seen atomic.Bool
+	m.testHookFind = func() { seen.Store(true) }
+	go func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for !seen.Load() && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(750 * time.Millisecond) // 15 s at this scale
+		fakeroot.Block(t, root, "vdb", false, "", gptDisk(t, "2b4e6f10-aaaa-4bbb-8ccc-00000000000b", "2b4e6f10-aaaa-4bbb-8ccc-0000000000b2"))
+		fakeroot.Block(t, root, "vdb1", true, "ETOILE-ESP", nil)
+		fakeroot.Block(t, root, "vdb2", true, "ETOILE-A", nil)
+	}()
 	if _, err := m.Boot(context.Background()); err != nil {
 		t.Fatalf("boot failed: %v", err)
 	}
-	if m.Device != filepath.Join(root, "dev", "vda2") || !strings.Contains(out.String(), "not on the disk the boot loader came from") {
-		t.Errorf("device %s; console:\n%s\nwant vda2 and a warning", m.Device, out.String())
+	if m.Device != filepath.Join(root, "dev", "vdb2") || m.BootDisk != "vdb" {
+		t.Errorf("device %s on disk %s, want vdb2 on vdb (the disk systemd-boot came from)", m.Device, m.BootDisk)
 	}
 }
 
@@ -313,8 +353,10 @@ func TestBootHTTP(t *testing.T) {
 		if want := "etoile: ready version=dev boot=bios source=http slot=none ip=none"; ready.String() != want {
 			t.Errorf("ready %q, want %q", ready.String(), want)
 		}
-		if b, err := os.ReadFile(filepath.Join(root, "run/etoile/system.sqfs")); err != nil || !bytes.Equal(b, image) {
-			t.Errorf("downloaded image not kept intact (err %v)", err)
+		// Attached to its loop device, the file is removed from the
+		// writable tmpfs: nothing can change it under the mount.
+		if _, err := os.Stat(filepath.Join(root, "run/etoile/system.sqfs")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("downloaded image file still there after the loop device took it (err %v)", err)
 		}
 		if !slices.Contains(ops(mr), "loop /run/etoile/system.sqfs /dev/loop0") {
 			t.Errorf("downloaded image not attached to a loop device: %q", ops(mr))
@@ -670,5 +712,64 @@ func TestBootTellsSameImagesApartByController(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "very same image") {
 		t.Errorf("warned that it could not tell the disks apart:\n%s", out.String())
+	}
+}
+
+// TestBootSkipsADeviceWhoseReadHangs: a device whose open and read block (a
+// FIFO stands in for a failing disk holding a read) is skipped after the
+// (scaled) device wait, named once on the console, and the CD is booted.
+func TestBootSkipsADeviceWhoseReadHangs(t *testing.T) {
+	root := machineRoot(t, "console=ttyS0")
+	iso := fakeroot.ISO(t, "ETOILE", map[string]string{"etoile/system.sqfs": "x"})
+	fakeroot.Block(t, root, "sr0", false, "", iso)
+	fakeroot.Block(t, root, "sda", false, "", nil)
+	dev := filepath.Join(root, "dev", "sda")
+	os.Remove(dev)
+	if err := unix.Mkfifo(dev, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	m := New(Options{Root: root, Stdout: &out, Mounter: &mount.Recorder{}, Loader: &kmod.Recorder{}, Clock: fixedClock(time.Second), WaitScale: 0.01})
+	go func() {
+		_, err := m.Boot(context.Background())
+		done <- err
+	}()
+	unblock := func() { // the reads still blocked end
+		for range 3 {
+			if f, err := os.OpenFile(dev, os.O_WRONLY|unix.O_NONBLOCK, 0); err == nil {
+				f.Close()
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	defer unblock()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("boot failed: %v\n%s", err, out.String())
+		}
+	case <-time.After(20 * time.Second):
+		unblock()
+		<-done
+		t.Fatalf("find-image was held by the blocked device; console:\n%s", out.String())
+	}
+	if m.Device != filepath.Join(root, "dev", "sr0") {
+		t.Errorf("device %s, want sr0", m.Device)
+	}
+	if n := strings.Count(out.String(), "did not answer a read in time"); n != 1 || !strings.Contains(out.String(), "device="+dev) {
+		t.Errorf("console:\n%s\nwant one warning naming %s", out.String(), dev)
+	}
+}
+
+// TestEFIVarsMountedReadOnly: efivarfs, which moves with /sys into the
+// running system, is mounted read-only (the agent only reads variables).
+func TestEFIVarsMountedReadOnly(t *testing.T) {
+	rec := &mount.Recorder{}
+	if err := mountEFIVars(rec, EFIVars); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Ops) != 1 || rec.Ops[0].FSType != "efivarfs" || rec.Ops[0].Flags&unix.MS_RDONLY == 0 {
+		t.Errorf("mounts %+v, want efivarfs read-only", rec.Ops)
 	}
 }

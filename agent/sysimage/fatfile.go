@@ -24,7 +24,7 @@ var ErrNotFAT32 = errors.New("not a FAT32 filesystem")
 // missing folder or file is an error wrapping fs.ErrNotExist; a file over
 // limit bytes is an error; a damaged filesystem is an error, never a panic.
 func ReadFATFile(dev, name string, limit int64) ([]byte, error) {
-	return readDevice(dev, func(r io.ReaderAt) ([]byte, error) { return readFATFile(r, dev, name, limit) })
+	return readDevice(dev, name+" on its FAT filesystem, unmounted", func(r io.ReaderAt) ([]byte, error) { return readFATFile(r, dev, name, limit) })
 }
 
 func readFATFile(r io.ReaderAt, dev, name string, limit int64) ([]byte, error) {

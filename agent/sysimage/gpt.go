@@ -13,14 +13,19 @@ import (
 // PartUUIDs returns the unique GUIDs (lower case) of the partitions in the
 // GPT of the whole disk at path, whose logical blocks are 512 or 4096
 // bytes, indexed by partition number - 1 ("" for an unused entry). No GPT
-// is an empty list, not an error.
+// is an empty list, not an error. The read is bounded (DeviceReads).
 func PartUUIDs(path string) ([]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return readPartUUIDs(f)
+	var ids []string
+	err := DeviceReads.Do(path, "its GPT", func() error {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		ids, err = readPartUUIDs(f)
+		return err
+	})
+	return ids, err
 }
 
 func readPartUUIDs(r io.ReaderAt) ([]string, error) {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -24,18 +25,32 @@ import (
 // kernel command line asked for.
 type ChecksumError struct {
 	URL, Want, Got string
+	// LengthUnknown: the server sent no Content-Length, so a connection
+	// closed early reads as a whole image: Bytes came, maybe not all.
+	LengthUnknown bool
+	Bytes         int64
 }
 
 func (e *ChecksumError) Error() string {
-	return fmt.Sprintf("system image from %s refused: sha256 mismatch: expected %s, actual %s", e.URL, e.Want, e.Got)
+	msg := fmt.Sprintf("system image from %s refused: sha256 mismatch: expected %s, actual %s", e.URL, e.Want, e.Got)
+	if e.LengthUnknown {
+		msg += fmt.Sprintf(" (%d bytes came and the server gave no length: the download may have been cut short)", e.Bytes)
+	}
+	return msg
 }
+
+// lengthlessRetries is how many times a mismatch is downloaded again when
+// the server gave no length (the connection may have closed early).
+const lengthlessRetries = 2
 
 // Download fetches url into dst (a file on tmpfs, so the image lives in
 // memory), hashing while it writes, and keeps it only if its SHA-256 is want.
 // The image is written under a temporary name and renamed when verified, so
 // nothing unverified is ever at dst. Transient failures (connection refused
 // while the network settles, a server error) are retried until ctx ends;
-// a checksum mismatch is not, because the same bytes would come again.
+// a checksum mismatch is not, because the same bytes would come again —
+// unless the server gave no length: a connection closed early then reads
+// as the whole image, and it is asked for again (lengthlessRetries).
 func Download(ctx context.Context, client *http.Client, url, want, dst string, log *slog.Logger) (int64, error) {
 	want = strings.ToLower(want)
 	if want == "" {
@@ -45,6 +60,7 @@ func Download(ctx context.Context, client *http.Client, url, want, dst string, l
 		return 0, fmt.Errorf("making room for the system image: %w", err)
 	}
 	delay := 250 * time.Millisecond
+	mismatches := 0
 	for attempt := 1; ; attempt++ {
 		n, err := fetch(ctx, client, url, want, dst)
 		if err == nil {
@@ -52,6 +68,12 @@ func Download(ctx context.Context, client *http.Client, url, want, dst string, l
 		}
 		var ce *ChecksumError
 		var pe *permanentError
+		if errors.As(err, &ce) && ce.LengthUnknown && mismatches < lengthlessRetries && ctx.Err() == nil {
+			mismatches++
+			log.Warn("system image checksum does not match, and the server gave no length: the download may have been cut; downloading again",
+				"url", url, "attempt", attempt, "bytes", ce.Bytes, "expected", ce.Want, "actual", ce.Got)
+			continue
+		}
 		if errors.As(err, &ce) || errors.As(err, &pe) || ctx.Err() != nil {
 			return 0, err
 		}
@@ -127,13 +149,20 @@ func fetch(ctx context.Context, client *http.Client, url, want, dst string) (int
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
 		os.Remove(tmp)
-		return 0, &ChecksumError{URL: url, Want: want, Got: got}
+		return 0, &ChecksumError{URL: url, Want: want, Got: got, LengthUnknown: closeDelimited(resp), Bytes: n}
 	}
 	if err := os.Rename(tmp, dst); err != nil {
 		os.Remove(tmp)
 		return 0, fmt.Errorf("keeping the system image: %w", err)
 	}
 	return n, nil
+}
+
+// closeDelimited reports whether resp's body ends only when the connection
+// closes (no Content-Length, not chunked): a connection cut early then
+// reads as the whole body. A chunked body's end is explicit.
+func closeDelimited(resp *http.Response) bool {
+	return resp.ContentLength < 0 && !slices.Contains(resp.TransferEncoding, "chunked")
 }
 
 // certProblem says what to do when err is the server's certificate not

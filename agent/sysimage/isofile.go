@@ -33,7 +33,7 @@ const (
 // fs.ErrNotExist; a file over limit bytes is an error; a damaged filesystem
 // is an error, never a panic.
 func ReadISOFile(dev, name string, limit int64) ([]byte, error) {
-	return readDevice(dev, func(r io.ReaderAt) ([]byte, error) { return readISOFile(r, dev, name, limit) })
+	return readDevice(dev, name+" on its ISO9660 filesystem, unmounted", func(r io.ReaderAt) ([]byte, error) { return readISOFile(r, dev, name, limit) })
 }
 
 func readISOFile(r io.ReaderAt, dev, name string, limit int64) ([]byte, error) {

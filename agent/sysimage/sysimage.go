@@ -175,18 +175,23 @@ func skipForISO(name string) bool {
 }
 
 // FindISO returns the first device whose ISO9660 volume id is label. Devices
-// that cannot be read (an empty CD drive) are skipped.
+// that cannot be read (an empty CD drive), or not in time (DeviceReads: a
+// failing disk), are skipped.
 func FindISO(devs []BlockDev, label string) (BlockDev, bool) {
 	for _, d := range devs {
 		if skipForISO(d.Name) || d.Size == 0 {
 			continue
 		}
-		f, err := os.Open(d.Path)
-		if err != nil {
-			continue
-		}
-		id, err := VolumeID(f)
-		f.Close()
+		var id string
+		err := DeviceReads.Do(d.Path, "its ISO9660 volume id", func() error {
+			f, err := os.Open(d.Path)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			id, err = VolumeID(f)
+			return err
+		})
 		if err == nil && id == label {
 			return d, true
 		}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -270,5 +271,108 @@ func TestKernelRelease(t *testing.T) {
 	}
 	if _, err := KernelRelease(root, "6.12-other"); err == nil || !strings.Contains(err.Error(), "different builds") {
 		t.Errorf("two releases, neither running: err = %v", err)
+	}
+}
+
+// TestFindISOSkipsADeviceThatHangs: a device whose read blocks (a FIFO
+// stands in for a failing disk) is skipped after the device wait, named
+// once, and the search goes on to the others.
+func TestFindISOSkipsADeviceThatHangs(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "sda")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if f, err := os.OpenFile(fifo, os.O_WRONLY|unix.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	}()
+	iso := filepath.Join(dir, "sr0")
+	if err := os.WriteFile(iso, fakeroot.ISO(t, ISOLabel, map[string]string{"etoile/system.sqfs": "x"}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var warned []string
+	DeviceReads.Set(20*time.Millisecond, func(dev, what string, _ time.Duration) { warned = append(warned, dev+": "+what) })
+	defer DeviceReads.Set(0, nil)
+	devs := []BlockDev{{Name: "sda", Path: fifo, Size: 1 << 20}, {Name: "sr0", Path: iso, Size: 1 << 20}}
+	done := make(chan []BlockDev, 1)
+	go func() {
+		FindISOs(devs, ISOLabel)
+		done <- FindISOs(devs, ISOLabel) // again: skipped at once, not named again
+	}()
+	select {
+	case got := <-done:
+		if len(got) != 1 || got[0].Name != "sr0" {
+			t.Errorf("FindISOs = %v, want sr0", got)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("FindISOs was held by the blocked device")
+	}
+	if _, err := PartUUIDs(fifo); err == nil {
+		t.Error("PartUUIDs of the blocked device: no error")
+	}
+	if len(warned) != 1 || warned[0] != fifo+": its ISO9660 volume id" {
+		t.Errorf("warned %q, want the device once", warned)
+	}
+}
+
+// TestDownloadRetriesACutLengthlessResponse: a response with no
+// Content-Length whose connection closes half way reads as a whole image;
+// its mismatch is downloaded again (and the next, whole, is kept), while a
+// server that always sends other bytes is still refused with both hashes.
+func TestDownloadRetriesACutLengthlessResponse(t *testing.T) {
+	img := bytes.Repeat([]byte("system image "), 80000)
+	sum := sha256.Sum256(img)
+	want := hex.EncodeToString(sum[:])
+	// A close-delimited response (no Content-Length, no chunking), as an
+	// HTTP/1.0-style server sends it: net/http's server would chunk.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := conns.Add(1)
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				c.Read(buf)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+				if n == 1 {
+					c.Write(img[:len(img)/2]) // the connection drops half way
+				} else {
+					c.Write(img)
+				}
+			}()
+		}
+	}()
+	srv := struct{ URL string }{"http://" + ln.Addr().String()}
+	client := &http.Client{}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dst := filepath.Join(t.TempDir(), "system.sqfs")
+	var log bytes.Buffer
+	n, err := Download(ctx, client, srv.URL+"/x", want, dst, slog.New(slog.NewTextHandler(&log, nil)))
+	if err != nil || n != int64(len(img)) || conns.Load() != 2 {
+		t.Fatalf("Download = %d, %v after %d requests; want the whole image on the second", n, err, conns.Load())
+	}
+	if !strings.Contains(log.String(), "may have been cut") {
+		t.Errorf("log %q: want the retry explained", log.String())
+	}
+
+	// Always the wrong bytes: refused after the retries, with both hashes.
+	conns.Store(100)
+	other := strings.Repeat("0", 64)
+	_, err = Download(ctx, client, srv.URL+"/x", other, dst, slog.New(slog.DiscardHandler))
+	var ce *ChecksumError
+	if !errors.As(err, &ce) || ce.Want != other || ce.Got != want || !ce.LengthUnknown || conns.Load() != 103 {
+		t.Errorf("err %v after %d requests; want a ChecksumError with both hashes after 3", err, conns.Load()-100)
 	}
 }

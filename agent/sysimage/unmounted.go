@@ -6,6 +6,8 @@ import (
 	iofs "io/fs"
 	"os"
 	"strings"
+
+	"github.com/etoile-os/etoile/internal/devread"
 )
 
 // fsEntry is what the unmounted readers (ReadFATFile, ReadISOFile) know of
@@ -16,14 +18,25 @@ type fsEntry interface {
 }
 
 // readDevice opens dev, a block device or image file, for read.
-func readDevice(dev string, read func(io.ReaderAt) ([]byte, error)) ([]byte, error) {
-	f, err := os.Open(dev)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return read(f)
+func readDevice(dev, what string, read func(io.ReaderAt) ([]byte, error)) ([]byte, error) {
+	var data []byte
+	err := DeviceReads.Do(dev, what, func() error {
+		f, err := os.Open(dev)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		data, err = read(f)
+		return err
+	})
+	return data, err
 }
+
+// DeviceReads bounds every read of a device in this package (the medium's
+// and the config's search, the ESP's and config volume's files): a
+// failing disk can hold a read for minutes. The boot sets its wait and
+// the console warning of a device skipped.
+var DeviceReads devread.Reads
 
 // walkFile finds the file at name from root, folder by folder with lookup,
 // and reads it with read once it is known to be a file within limit bytes.

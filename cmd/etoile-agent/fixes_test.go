@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"github.com/etoile-os/etoile/agent/fakeroot"
 	"github.com/etoile-os/etoile/agent/logring"
 	"github.com/etoile-os/etoile/agent/network"
+	"github.com/etoile-os/etoile/agent/sysimage"
 )
 
 // serveBackend serves b on a fresh socket for the test.
@@ -170,5 +173,32 @@ func TestGoRecoveredShowsAPanic(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no line for the panic")
+	}
+}
+
+// TestNetbootStatePartition: with no boot disk (netboot), an ETOILE-STATE
+// partition is used only when it is the only one, and said; with several,
+// none is, and the warning names them (once, though asked again).
+func TestNetbootStatePartition(t *testing.T) {
+	var out bytes.Buffer
+	told := &toldOnce{log: slog.New(slog.NewTextHandler(&out, nil))}
+	one := []sysimage.BlockDev{{Name: "sdb3", Path: "/dev/sdb3", Disk: "sdb", Partition: true}}
+	if d, err := pickPartition(one, config.StateLabel, "", told); err != nil || d.Name != "sdb3" || !strings.Contains(out.String(), "using the only partition") {
+		t.Errorf("one partition: %v, %v; console %q", d, err, out.String())
+	}
+	out.Reset()
+	two := append(one, sysimage.BlockDev{Name: "sda3", Path: "/dev/sda3", Disk: "sda", Partition: true})
+	for range 2 {
+		if d, err := pickPartition(two, config.StateLabel, "", told); err == nil || !errors.Is(err, config.ErrNotFound) {
+			t.Errorf("two partitions: %v, %v; want none", d, err)
+		}
+	}
+	if strings.Count(out.String(), "none is used") != 1 || !strings.Contains(out.String(), "/dev/sdb3,/dev/sda3") {
+		t.Errorf("console %q: want one warning naming both", out.String())
+	}
+	// With a boot disk, its own, and nothing said.
+	out.Reset()
+	if d, err := pickPartition(two, config.StateLabel, "sda", told); err != nil || d.Name != "sda3" || out.Len() != 0 {
+		t.Errorf("boot disk sda: %v, %v; console %q", d, err, out.String())
 	}
 }

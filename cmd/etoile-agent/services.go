@@ -82,6 +82,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		syslogLogs = daemons.Since
 		goRecovered(m.Broadcast, "syslog server", func() { srv.Serve(context.Background()) })
 	}
+	stateTold := &toldOnce{log: m.Log()}
 	hostname, _ := os.Hostname()
 	slot := m.Slot
 	if slot == "" {
@@ -94,7 +95,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		BootMedia:    media,
 		ESP:          esp,
 		State: func() (string, error) {
-			return mountPartition(mount, config.StateLabel, "/run/etoile/state", "ext4", m.BootDisk)
+			return mountPartition(mount, config.StateLabel, "/run/etoile/state", "ext4", m.BootDisk, stateTold)
 		},
 		Broadcast: m.Broadcast,
 		ReadyLine: m.ReadyLine,
@@ -189,24 +190,71 @@ func (s espSource) Read(ctx context.Context) ([]byte, error) {
 }
 
 // mountPartition mounts the GPT partition labelled label read-only at dir;
-// no such partition is config.ErrNotFound.
-func mountPartition(mount func(dev, dir string, fstypes []string) error, label, dir, fstype, disk string) (string, error) {
+// no such partition is config.ErrNotFound (pickPartition).
+func mountPartition(mount func(dev, dir string, fstypes []string) error, label, dir, fstype, disk string, told *toldOnce) (string, error) {
 	devs, err := sysimage.ListBlock("/sys", "/dev")
 	if err != nil {
 		return "", err
 	}
-	d, ok := onDisk(sysimage.FindPartitions(devs, label), disk)
-	if !ok {
-		return "", fmt.Errorf("%w: no partition labelled %s", config.ErrNotFound, label)
+	d, err := pickPartition(sysimage.FindPartitions(devs, label), label, disk, told)
+	if err != nil {
+		return "", err
 	}
 	return dir, mount(d.Path, dir, []string{fstype})
+}
+
+// pickPartition is the partition labelled label (parts) to use: the boot
+// disk's (onDisk); with no boot disk (netboot), the only one there is, and
+// none when several disks carry the label (told says which, once).
+func pickPartition(parts []sysimage.BlockDev, label, disk string, told *toldOnce) (sysimage.BlockDev, error) {
+	if disk == "" {
+		switch {
+		case len(parts) == 1:
+			told.tell(slog.LevelInfo, "no boot disk (netboot): using the only partition labelled "+label, "device", parts[0].Path)
+		case len(parts) > 1:
+			var names []string
+			for _, p := range parts {
+				names = append(names, p.Path)
+			}
+			told.tell(slog.LevelWarn, "no boot disk (netboot) and several partitions labelled "+label+": none is used", "all", strings.Join(names, ","),
+				"fix", "keep one disk with Étoile's state partition in this machine, or give the machine its config by etoile.config= or an ETOILE-CFG volume")
+			return sysimage.BlockDev{}, fmt.Errorf("%w: several partitions labelled %s and no boot disk to choose by (%s)", config.ErrNotFound, label, strings.Join(names, ","))
+		}
+	}
+	d, ok := onDisk(parts, disk)
+	if !ok {
+		return sysimage.BlockDev{}, fmt.Errorf("%w: no partition labelled %s", config.ErrNotFound, label)
+	}
+	return d, nil
+}
+
+// toldOnce writes a line when it differs from the last one it wrote (a
+// node waiting for its config reads its sources again and again).
+type toldOnce struct {
+	log  *slog.Logger
+	mu   sync.Mutex
+	last string
+}
+
+func (t *toldOnce) tell(level slog.Level, msg string, args ...any) {
+	if t == nil || t.log == nil {
+		return
+	}
+	key := fmt.Sprint(msg, args)
+	t.mu.Lock()
+	same := key == t.last
+	t.last = key
+	t.mu.Unlock()
+	if !same {
+		t.log.Log(context.Background(), level, msg, args...)
+	}
 }
 
 // onDisk picks the partition on the boot disk among those with one label
 // (another disk may carry Étoile's labels too): none when the boot disk has
 // none, so that a stick booted on a server with Étoile installed does not
 // read the installed disk's config or state. With the boot disk unknown
-// (netboot) the first.
+// (netboot) the first (mountPartition has made sure it is the only one).
 func onDisk(parts []sysimage.BlockDev, disk string) (sysimage.BlockDev, bool) {
 	for _, p := range parts {
 		if disk == "" || p.Disk == disk {
