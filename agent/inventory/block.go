@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/etoile-os/etoile/internal/devread"
 )
 
 // bootVolumeLabel is the ISO's volume label (issue 2): the medium a live boot came from.
@@ -554,33 +557,25 @@ var (
 	readFirstBytes = probeDeviceNow
 )
 
+// probeReads bounds the reads of devices' first bytes (internal/devread):
+// a device whose read is still stuck is skipped at once.
+var probeReads devread.Reads
+
 // probeWithin is ProbeDevice that gives up after probeWait (hung): a
 // failing disk can hold a read for minutes. A panic while the bytes are
-// read or parsed is its error.
+// read or parsed (which anyone who had the disk wrote) is its error: the
+// agent is PID 1, and it must cost the label, never the machine.
 func probeWithin(devPath string) (fstype, label string, hung bool, err error) {
-	type result struct {
-		fstype, label string
-		err           error
-	}
-	done := make(chan result, 1)
-	go func() {
-		// The agent is PID 1, and a panic in a goroutine of its own ends the
-		// program: the parsing of a device's bytes (which anyone who had the
-		// disk wrote) must cost the label, never the machine.
-		defer func() {
-			if p := recover(); p != nil {
-				done <- result{err: fmt.Errorf("reading its first bytes panicked: %v", p)}
-			}
-		}()
-		t, l := readFirstBytes(devPath)
-		done <- result{fstype: t, label: l}
-	}()
-	select {
-	case r := <-done:
-		return r.fstype, r.label, false, r.err
-	case <-time.After(probeWait):
+	probeReads.Set(probeWait, nil)
+	var t, l string
+	err = probeReads.Do(devPath, "its first bytes", func() error {
+		t, l = readFirstBytes(devPath)
+		return nil
+	})
+	if _, stuck := errors.AsType[*devread.HungError](err); stuck {
 		return "", "", true, nil
 	}
+	return t, l, false, err
 }
 
 // ProbeDevice reads the first 64 KiB of a block device and tells its
