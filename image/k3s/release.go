@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -25,17 +26,36 @@ import (
 const maxDownload = 4 << 30
 
 // httpClient has no overall timeout (the airgap tarball is large on slow
-// links); the context bounds a download, and connection setup and the first
-// response byte have their own limits so that a dead network fails fast.
+// links); the context bounds a download, and connecting, the TLS handshake,
+// the first response byte and each stall of the body (stallTimeout) have
+// their own limits so that a dead network fails fast. An https URL is never
+// followed to a plain-HTTP one: the checksum file is what every file is
+// verified against.
 var httpClient = &http.Client{
 	Transport: &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout:   15 * time.Second,
 		ResponseHeaderTimeout: 30 * time.Second,
 		IdleConnTimeout:       30 * time.Second,
 		ForceAttemptHTTP2:     true,
 	},
+	CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+			return fmt.Errorf("redirected from %s to %s: a plain-HTTP download of an https URL is refused", via[0].URL.Redacted(), req.URL.Redacted())
+		}
+		return nil
+	},
 }
+
+// stallTimeout ends a download whose body sends nothing for that long.
+var stallTimeout = time.Minute
+
+// errStalled is a download's cause when its body stalled.
+var errStalled = errors.New("stalled")
 
 // releaseURL is the download URL of one file of a release. The '+' of K3s
 // versions is escaped as GitHub writes it (%2B); a bare '+' in a path works
@@ -144,6 +164,8 @@ func verifiedFolder(dir, version string) (*Artifacts, error) {
 // download copies the body of a GET of u into w, at most limit bytes.
 // Errors name the URL and the offline way.
 func download(ctx context.Context, u string, w io.Writer, limit int64, log *slog.Logger) (int64, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return 0, fmt.Errorf("downloading %s: %w", u, err)
@@ -161,7 +183,20 @@ func download(ctx context.Context, u string, w io.Writer, limit int64, log *slog
 	if resp.ContentLength > limit {
 		return 0, fmt.Errorf("downloading %s: %d bytes announced, more than the %d allowed", u, resp.ContentLength, limit)
 	}
-	n, err := io.Copy(w, io.LimitReader(resp.Body, limit+1))
+	// Each stretch of stallTimeout without a byte ends the download.
+	stall := time.AfterFunc(stallTimeout, func() { cancel(errStalled) })
+	defer stall.Stop()
+	body := readFunc(func(p []byte) (int, error) {
+		n, err := resp.Body.Read(p)
+		if n > 0 {
+			stall.Reset(stallTimeout)
+		}
+		return n, err
+	})
+	n, err := io.Copy(w, io.LimitReader(body, limit+1))
+	if errors.Is(context.Cause(ctx), errStalled) {
+		return n, fmt.Errorf("downloading %s: nothing came for %s after %d bytes; %s", u, stallTimeout, n, dirHint)
+	}
 	if err != nil {
 		return n, fmt.Errorf("downloading %s: %w after %d bytes; %s", u, err, n, dirHint)
 	}
@@ -229,3 +264,8 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	return nil
 }
+
+// readFunc is an io.Reader made of a function.
+type readFunc func([]byte) (int, error)
+
+func (f readFunc) Read(p []byte) (int, error) { return f(p) }

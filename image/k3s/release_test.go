@@ -4,10 +4,16 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestParseChecksums(t *testing.T) {
@@ -277,5 +283,66 @@ func TestFetchRejectsBadInput(t *testing.T) {
 				t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestDownloadRefusesHTTPSToHTTP: an https release URL redirected to plain
+// HTTP is refused before anything is fetched there: the checksum file, the
+// only thing the files are verified against, must not come in clear.
+func TestDownloadRefusesHTTPSToHTTP(t *testing.T) {
+	var plainHits atomic.Int32
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		plainHits.Add(1)
+		w.Write([]byte("not reached"))
+	}))
+	defer plain.Close()
+	secure := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, plain.URL+r.URL.Path, http.StatusFound)
+	}))
+	defer secure.Close()
+	old := httpClient.Transport
+	tr := old.(*http.Transport).Clone()
+	tr.TLSClientConfig = secure.Client().Transport.(*http.Transport).TLSClientConfig
+	httpClient.Transport = tr
+	defer func() { httpClient.Transport = old }()
+	_, err := Fetch(context.Background(), Source{Kind: KindRelease, BaseURL: secure.URL}, t.TempDir(), nil)
+	if err == nil || !strings.Contains(err.Error(), "a plain-HTTP download of an https URL is refused") {
+		t.Fatalf("Fetch over an https→http redirect = %v, want it refused", err)
+	}
+	if n := plainHits.Load(); n != 0 {
+		t.Errorf("the plain-HTTP server got %d requests, want none", n)
+	}
+}
+
+// TestDownloadStalls: a server that sends a few bytes and then nothing
+// ends the download after stallTimeout, with a message saying so, rather
+// than hold the build until Ctrl-C.
+func TestDownloadStalls(t *testing.T) {
+	defer func(d time.Duration) { stallTimeout = d }(stallTimeout)
+	stallTimeout = 300 * time.Millisecond
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.Write([]byte("01234567"))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	done := make(chan error, 1)
+	go func() {
+		_, err := download(context.Background(), srv.URL+"/k3s", io.Discard, 1<<20, slog.New(slog.DiscardHandler))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "nothing came for 300ms after 8 bytes") {
+			t.Fatalf("download of a stalled body = %v, want it ended as stalled", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the download of a stalled body did not end")
 	}
 }
