@@ -11,9 +11,10 @@ BUILD_PACKAGES=(make gcc libc6-dev git ca-certificates)
 # independent tools to verify what Étoile wrote, a browser for the hub page.
 # isolinux and syslinux-common (only recommended by isolinux, and apt here
 # installs no recommends): the boot code the ISO writer's tests build with;
-# kmod: the depmod the generated module index is compared with.
+# kmod: the depmod the generated module index is compared with; cryptsetup-bin:
+# the veritysetup that checks the dm-verity hash tree image/verity writes.
 TEST_PACKAGES=(qemu-system-x86 qemu-utils ovmf ipxe-qemu xorriso gdisk dosfstools mtools squashfs-tools
-	cpio zstd xz-utils e2fsprogs iproute2 file chromium isolinux syslinux-common kmod)
+	cpio zstd xz-utils e2fsprogs iproute2 file chromium isolinux syslinux-common kmod cryptsetup-bin)
 
 missing_packages() {
 	local p out=()
