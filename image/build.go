@@ -30,6 +30,7 @@ import (
 	"github.com/etoile-os/etoile/image/k3s"
 	"github.com/etoile-os/etoile/image/kernel"
 	"github.com/etoile-os/etoile/image/media"
+	"github.com/etoile-os/etoile/image/verity"
 	"github.com/etoile-os/etoile/overlay"
 
 	"golang.org/x/sys/unix"
@@ -488,6 +489,23 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 
 	isoArgs := strings.Join(cmdline, " ")
 	if b.Spec.Wants(OutputISO) || b.Spec.Wants(OutputRaw) {
+		// The media's system image carries a dm-verity hash tree; the agent
+		// maps it through dm-verity with the root hash the kernel command
+		// line gives (etoile.verity=), so a damaged medium fails every read
+		// of a damaged block rather than mounting it. The netboot artifact
+		// is the same file when both are built: squashfs ignores the tree
+		// past its bytes_used, and etoile.system.sha256 guards a download.
+		if err := step("verity", func() error {
+			t, err := verity.Append(system)
+			if err != nil {
+				return err
+			}
+			log.Info("dm-verity hash tree", "root", hex.EncodeToString(t.Root[:]), "data_blocks", t.DataBlocks)
+			isoArgs += " " + t.Cmdline()
+			return nil
+		}); err != nil {
+			return nil, err
+		}
 		// The media's GUIDs and volume ids come from what they hold, so
 		// images of different specs from one commit differ (two disks
 		// carrying different Étoile images are told apart).

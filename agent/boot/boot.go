@@ -2,6 +2,7 @@ package boot
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"github.com/etoile-os/etoile/agent/cmdline"
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/console"
+	"github.com/etoile-os/etoile/agent/dm"
 	"github.com/etoile-os/etoile/agent/efivar"
 	"github.com/etoile-os/etoile/agent/kmod"
 	"github.com/etoile-os/etoile/agent/kmsg"
@@ -758,7 +760,11 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 	go func() {
 		defer close(m.bootMods)
 		defer safego.Recover(m.log, "loading the boot's modules")
-		cold.LoadBoot(ctx, kmod.BootModulesFor(m.Params.Slot != "", m.Params.SystemURL != ""))
+		mods := kmod.BootModulesFor(m.Params.Slot != "", m.Params.SystemURL != "")
+		if m.Params.VerityRoot != "" && m.Params.SystemURL == "" {
+			mods = append(slices.Clone(mods), kmod.VerityModules...)
+		}
+		cold.LoadBoot(ctx, mods)
 	}()
 	if !m.real() {
 		// recorded loads: keep --root runs deterministic
@@ -1232,8 +1238,12 @@ func mountSystem(ctx context.Context, m *Machine) error {
 		}
 	case sysimage.SourceDisk:
 		// The slot's partition is the squashfs itself: no loop device.
-		if err := mt.Mount(m.Device, SystemDir, "squashfs", ro, ""); err != nil {
+		dev, err := m.verityDevice(m.Device)
+		if err != nil {
 			return err
+		}
+		if err := mt.Mount(dev, SystemDir, "squashfs", ro, ""); err != nil {
+			return m.damaged(err)
 		}
 	}
 	if m.Image != "" {
@@ -1256,8 +1266,13 @@ func mountSystem(ctx context.Context, m *Machine) error {
 				m.log.Warn("removing the downloaded system image file after attaching it", "file", m.Image, "reason", err.Error())
 			}
 		}
+		if m.Source == sysimage.SourceISO {
+			if dev, err = m.verityDevice(dev); err != nil {
+				return err
+			}
+		}
 		if err := mt.Mount(dev, SystemDir, "squashfs", ro, ""); err != nil {
-			return err
+			return m.damaged(err)
 		}
 	}
 	if err := mt.Mount("tmpfs", OverlayDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
@@ -1275,6 +1290,88 @@ func mountSystem(ctx context.Context, m *Machine) error {
 		return err
 	}
 	return nil
+}
+
+// VerityName is the device-mapper name of the verified system image.
+const VerityName = "etoile-system"
+
+// damagedFix is what to do when the system image of a medium fails its
+// dm-verity check.
+const damagedFix = "the medium is damaged: write it again from out/ and check it with sha256sum -c SHA256SUMS"
+
+// damaged attaches damagedFix to a failed mount of a verified image: a
+// block that fails its hash reads as an I/O error.
+func (m *Machine) damaged(err error) error {
+	if m.Params.VerityRoot == "" || m.Source == sysimage.SourceHTTP {
+		return err
+	}
+	return withFix(fmt.Errorf("mounting the dm-verity checked system image: %w", err), damagedFix)
+}
+
+// verityDevice maps dev (the ISO's loop device or the slot's partition),
+// whose squashfs is followed by its hash tree (image/verity), through
+// dm-verity with the etoile.verity= root hash, and returns the mapped
+// device; dev itself without etoile.verity (media built before it). Every
+// block the kernel reads through it is checked against the root hash.
+func (m *Machine) verityDevice(dev string) (string, error) {
+	p := m.Params
+	if p.VerityRoot == "" {
+		return dev, nil
+	}
+	if !m.real() {
+		m.log.Debug("dm-verity not set up: not a real boot", "device", dev)
+		return dev, nil
+	}
+	start := time.Now()
+	used, rdev, err := squashfsBytesUsed(dev)
+	if err != nil {
+		return "", withFix(err, damagedFix)
+	}
+	blocks := (used + 4095) / 4096
+	v := dm.Verity{
+		Dev: fmt.Sprintf("%d:%d", unix.Major(rdev), unix.Minor(rdev)), DataBlocks: blocks, HashStartBlock: blocks,
+		Root: p.VerityRoot, Salt: p.VeritySalt,
+	}
+	node, err := dm.CreateVerity("", VerityName, v)
+	if err != nil {
+		return "", withFix(fmt.Errorf("setting up dm-verity over %s: %w", dev, err), damagedFix+" (or, if the kernel has no dm_verity, rebuild the image with dm_mod and dm_verity in spec.modules)")
+	}
+	m.log.Info("system image verified by dm-verity", "root", p.VerityRoot[:12], "data_blocks", blocks, "device", node, "took", kmod.Round(time.Since(start)))
+	return node, nil
+}
+
+// squashfsBytesUsed reads the squashfs superblock's bytes_used of the block
+// device dev, and its device number.
+func squashfsBytesUsed(dev string) (used, rdev uint64, err error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, 0, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return 0, 0, fmt.Errorf("%s is not a block device", dev)
+	}
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, 0, err
+	}
+	var sb [48]byte
+	if _, err := f.ReadAt(sb[:], 0); err != nil {
+		return 0, 0, fmt.Errorf("reading the squashfs superblock of %s: %w", dev, err)
+	}
+	if string(sb[:4]) != "hsqs" {
+		return 0, 0, fmt.Errorf("%s holds no squashfs (magic %q)", dev, sb[:4])
+	}
+	used = binary.LittleEndian.Uint64(sb[40:])
+	// The hash tree follows the data: at least one more block.
+	if used == 0 || (used+4095)/4096*4096+4096 > uint64(size) {
+		return 0, 0, fmt.Errorf("the squashfs of %s says it is %d bytes, which leaves no room for its dm-verity hash tree in the device's %d bytes", dev, used, size)
+	}
+	return used, uint64(st.Rdev), nil
 }
 
 // VFATModules are what mounting a FAT filesystem takes with the kernel's

@@ -25,6 +25,10 @@ type Params struct {
 	SystemURL string
 	// SystemSHA256 is etoile.system.sha256=: the expected lowercase hex digest.
 	SystemSHA256 string
+	// VerityRoot and VeritySalt are etoile.verity=<root>:<salt>: the
+	// dm-verity root hash and salt of the system image of an ISO or disk
+	// slot (lowercase hex, 64 digits each); "" when not given (older media).
+	VerityRoot, VeritySalt string
 	// Debug is etoile.debug: log at debug level.
 	Debug bool
 	// PowerOff is etoile.poweroff: power the machine off once ready (or after a
@@ -87,6 +91,13 @@ func Parse(line string) Params {
 				continue
 			}
 			p.SystemSHA256 = v
+		case "etoile.verity":
+			root, salt, ok := parseVerity(val)
+			if !ok {
+				p.Unusable = append(p.Unusable, fmt.Sprintf("etoile.verity=%q: want <root hash>:<salt>, 64 hex digits each (as the build wrote it)", val))
+				continue
+			}
+			p.VerityRoot, p.VeritySalt = root, salt
 		case "etoile.debug", "etoile.poweroff":
 			on, ok := flag(val)
 			if !ok {
@@ -127,7 +138,21 @@ func Parse(line string) Params {
 }
 
 // imageKeys are the arguments that choose the system image.
-var imageKeys = []string{"etoile.slot", "etoile.system", "etoile.system.sha256"}
+var imageKeys = []string{"etoile.slot", "etoile.system", "etoile.system.sha256", "etoile.verity"}
+
+// parseVerity reads etoile.verity's <root>:<salt>.
+func parseVerity(v string) (root, salt string, ok bool) {
+	root, salt, found := strings.Cut(strings.ToLower(v), ":")
+	if !found {
+		return "", "", false
+	}
+	for _, h := range []string{root, salt} {
+		if b, err := hex.DecodeString(h); err != nil || len(b) != 32 {
+			return "", "", false
+		}
+	}
+	return root, salt, true
+}
 
 // lowerScheme returns u (whose parsed scheme is scheme) with its scheme
 // written in lower case, as everything that compares it expects (HTTPS://).

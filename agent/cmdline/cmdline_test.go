@@ -102,6 +102,25 @@ func TestParse(t *testing.T) {
 	}
 }
 
+func TestParseVerity(t *testing.T) {
+	root, salt := strings.Repeat("ab", 32), strings.Repeat("0c", 32)
+	p := Parse("etoile.slot=a etoile.verity=" + strings.ToUpper(root) + ":" + salt)
+	if p.VerityRoot != root || p.VeritySalt != salt || len(p.Unusable) != 0 {
+		t.Fatalf("got root %q salt %q unusable %v", p.VerityRoot, p.VeritySalt, p.Unusable)
+	}
+	for _, bad := range []string{"", root, root + ":", root + ":" + salt[2:], root[2:] + ":" + salt, root + ":" + salt + ":" + salt, "zz" + root[2:] + ":" + salt} {
+		p := Parse("etoile.verity=" + bad)
+		if p.VerityRoot != "" || len(p.Unusable) != 1 || !strings.HasPrefix(p.Unusable[0], "etoile.verity=") {
+			t.Errorf("etoile.verity=%q: root %q unusable %v", bad, p.VerityRoot, p.Unusable)
+		}
+	}
+	// A mistyped name stops the boot too (did you mean).
+	p = Parse("etoile.verify=" + root + ":" + salt)
+	if len(p.Unusable) != 1 || !strings.Contains(p.Unusable[0], "etoile.verity") {
+		t.Errorf("etoile.verify: unusable %v", p.Unusable)
+	}
+}
+
 func TestParseRaw(t *testing.T) {
 	p := Parse(`root=/dev/sda1 ro console="ttyS0,115200"`)
 	want := map[string]string{"root": "/dev/sda1", "ro": "", "console": "ttyS0,115200"}

@@ -28,6 +28,10 @@ import (
 // fixed list (netfilter, wireguard, ext4…) can come after the ready line.
 var BootModules = []string{"loop", "squashfs", "overlay", "isofs"}
 
+// VerityModules are what mounting a dm-verity checked system image adds
+// (etoile.verity=; modules.dep brings dm_bufio and reed_solomon).
+var VerityModules = []string{"dm_mod", "dm_verity"}
+
 // BootModulesFor is what mounting the system image takes for a source:
 // a slot's squashfs is a partition (no loop, no ISO9660), a downloaded one a
 // file (loop, no ISO9660), an ISO's a file on the ISO (BootModules).

@@ -435,6 +435,7 @@ var DefaultModules = []string{
 	"sd_mod", "sr_mod", "usb-storage", "uas", "xhci_pci", "ehci_pci",
 	// filesystems
 	"squashfs", "overlay", "isofs", "vfat", "nls_cp437", "nls_iso8859-1", "nls_ascii", "ext4", "loop", "efivarfs",
+	"dm_mod", "dm_verity",
 	// network
 	"virtio_net", "8021q", "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "mlx5_core", "bnxt_en", "r8169", "tg3",
 	"igc", "atlantic", "r8152", "iavf", "ixgbevf", "vmxnet3", "hv_netvsc", "ena", "gve",
