@@ -29,6 +29,10 @@ func TestBoot(t *testing.T) {
 					t.Errorf("warning on the console: %s", l.Text)
 				}
 			}
+			if s.Source == "iso" || s.Source == "disk" {
+				// The medium's system image is mounted through dm-verity.
+				vm.Find(regexp.MustCompile(`^etoile: system image verified by dm-verity root=[0-9a-f]{12} data_blocks=\d+\b`), time.Second)
+			}
 			if s.BootPCI != "" {
 				// Read from the firmware's BootCurrent, before the drivers load.
 				re := regexp.MustCompile(`^etoile: booted from option=Boot[0-9A-F]{4} path=PciRoot\(0x0\)/Pci\(\S+\) pci=` + regexp.QuoteMeta(s.BootPCI) + `$`)

@@ -427,6 +427,24 @@ func TestBootStopsOnUnusableImageArgument(t *testing.T) {
 	}
 }
 
+// TestBootStopsOnBadVerity: a malformed etoile.verity stops the boot at
+// find-image naming it: the image would otherwise be mounted unchecked.
+func TestBootStopsOnBadVerity(t *testing.T) {
+	root := machineRoot(t, "console=ttyS0 etoile.verity="+strings.Repeat("a", 64))
+	iso := fakeroot.ISO(t, "ETOILE", map[string]string{"etoile/system.sqfs": "not really squashfs"})
+	fakeroot.Block(t, root, "sr0", false, "", iso)
+	_, out, mr, _, err := boot(t, root, Options{})
+	var se *StepError
+	if !errors.As(err, &se) || se.Step != "find-image" || !strings.Contains(se.Reason, "etoile.verity=") {
+		t.Fatalf("err = %v, want a find-image error naming etoile.verity\n%s", err, out)
+	}
+	for _, op := range ops(mr) {
+		if strings.Contains(op, "squashfs") {
+			t.Errorf("the image was mounted: %s", op)
+		}
+	}
+}
+
 // TestBootAsksUSBStickAgain: a USB stick whose host shows no device a
 // (scaled) second after it appeared is asked again, and the console says so.
 func TestBootAsksUSBStickAgain(t *testing.T) {
