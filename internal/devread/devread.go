@@ -65,15 +65,19 @@ func (r *Reads) Do(dev, what string, read func() error) error {
 	r.mu.Unlock()
 	done := make(chan error, 1)
 	go func() {
+		var err error
 		defer func() {
 			if p := recover(); p != nil {
-				done <- fmt.Errorf("%s: reading %s panicked: %v", dev, what, p)
+				err = fmt.Errorf("%s: reading %s panicked: %v", dev, what, p)
 			}
+			// No longer busy before the caller hears of it: a read of dev
+			// right after this one must not find it still blocked.
 			r.mu.Lock()
 			delete(r.busy, dev)
 			r.mu.Unlock()
+			done <- err
 		}()
-		done <- read()
+		err = read()
 	}()
 	t := time.NewTimer(wait)
 	defer t.Stop()

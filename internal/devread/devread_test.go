@@ -34,3 +34,14 @@ func TestDoSkipsAHungReadAndWarnsOnce(t *testing.T) {
 		t.Error("a panic in the read is not its error")
 	}
 }
+
+// TestBackToBackReads: a read right after another of the same device, which
+// ended, is never taken for one still blocked.
+func TestBackToBackReads(t *testing.T) {
+	var r Reads
+	for i := 0; i < 20000; i++ {
+		if err := r.Do("sda", "a label", func() error { return nil }); err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+	}
+}
