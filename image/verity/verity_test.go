@@ -42,7 +42,7 @@ func veritysetup(t *testing.T, p string, tr Tree) error {
 
 func TestAppendVeritysetup(t *testing.T) {
 	if _, err := exec.LookPath("veritysetup"); err != nil {
-		t.Skip("veritysetup not installed (cryptsetup-bin, scripts/deps.sh)")
+		t.Fatal("veritysetup not found: install it with `apt-get install -y cryptsetup-bin` (make test does)")
 	}
 	// One block, one hash block exactly (128), two levels, three levels
 	// (128*128+1 blocks), and sizes that need padding.
