@@ -18,6 +18,7 @@ import (
 	"github.com/etoile-os/etoile/agent/mount"
 	"github.com/etoile-os/etoile/agent/safego"
 	"github.com/etoile-os/etoile/agent/sysimage"
+	"github.com/etoile-os/etoile/internal/devread"
 )
 
 // Where the machine config's volumes are mounted, read-only, once found.
@@ -114,21 +115,7 @@ func (m *Machine) FindConfigVolume(ctx context.Context) (src config.Source) {
 	var lines []logLine
 	info := func(msg string, args ...any) { lines = append(lines, logLine{slog.LevelInfo, msg, args}) }
 	src, labelled, err := findVolume(paths, config.VolumeLabel, func(dev, fstype string) (config.Source, error) {
-		if err := configFSProblem(fstype); err != nil {
-			return nil, err
-		}
-		raw := RawVolumeSource{Device: dev, FSType: fstype}
-		_, err := raw.Read(ctx)
-		if err == nil || errors.Is(err, config.ErrNotFound) {
-			info("config volume", "device", dev, "label", config.VolumeLabel, "read", "without mounting")
-			return raw, nil
-		}
-		info("reading the config volume without mounting it failed: mounting it", "device", dev, "reason", err.Error())
-		if err := m.mountConfigFS(ctx, dev, ConfigVolumeDir, fstype); err != nil {
-			return nil, err
-		}
-		info("config volume", "device", dev, "label", config.VolumeLabel, "mounted", ConfigVolumeDir)
-		return config.VolumeSource(ConfigVolumeDir), nil
+		return m.openConfigVolume(ctx, dev, fstype, info, m.mountConfigFS)
 	})
 	if err != nil {
 		lines = append(lines, logLine{slog.LevelWarn, "mounting the config volume", []any{"reason", err.Error()}})
@@ -208,6 +195,34 @@ func findVolume(devs []string, label string, open func(dev, fstype string) (conf
 		return src, labelled, nil
 	}
 	return nil, labelled, errors.Join(errs...)
+}
+
+// openConfigVolume is the config source of the ETOILE-CFG volume on dev,
+// whose first bytes showed fstype: read straight from the device, or, where
+// that fails, mounted (mountFS) at ConfigVolumeDir. A device that did not
+// answer the raw read in time (devread.HungError) is not mounted: the
+// kernel's mount would block on it, in D state, holding the lock the
+// root's switch takes, and the boot would never end.
+func (m *Machine) openConfigVolume(ctx context.Context, dev, fstype string, info func(string, ...any),
+	mountFS func(ctx context.Context, dev, dir, fstype string) error) (config.Source, error) {
+	if err := configFSProblem(fstype); err != nil {
+		return nil, err
+	}
+	raw := RawVolumeSource{Device: dev, FSType: fstype}
+	_, err := raw.Read(ctx)
+	if err == nil || errors.Is(err, config.ErrNotFound) {
+		info("config volume", "device", dev, "label", config.VolumeLabel, "read", "without mounting")
+		return raw, nil
+	}
+	if hung := (*devread.HungError)(nil); errors.As(err, &hung) {
+		return nil, fmt.Errorf("not mounted, it does not answer (replace the stick or disk, or give the config by etoile.config=): %w", err)
+	}
+	info("reading the config volume without mounting it failed: mounting it", "device", dev, "reason", err.Error())
+	if err := mountFS(ctx, dev, ConfigVolumeDir, fstype); err != nil {
+		return nil, err
+	}
+	info("config volume", "device", dev, "label", config.VolumeLabel, "mounted", ConfigVolumeDir)
+	return config.VolumeSource(ConfigVolumeDir), nil
 }
 
 // RawVolumeSource is config.yaml at the root of the ETOILE-CFG volume on

@@ -11,11 +11,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/mount"
+	"github.com/etoile-os/etoile/agent/sysimage"
 
 	"github.com/etoile-os/etoile/internal/xorriso"
 )
@@ -282,5 +284,59 @@ func TestLookLogOnlyChanges(t *testing.T) {
 	l.log(log, found("/dev/sdb", "I/O error"))
 	if n := strings.Count(out.String(), "device=/dev/sdb"); n != 2 {
 		t.Errorf("a new device, gone, then back: logged %d times, want 2:\n%s", n, out.String())
+	}
+}
+
+// TestConfigVolumeThatHangsIsNotMounted: a config volume whose raw read
+// does not end (a FIFO stands in for a failing stick) is given up after the
+// device wait and not mounted: the kernel's mount would block on it holding
+// the lock the root's switch takes. A volume whose raw read fails quickly
+// (FAT16, which is read only mounted) is mounted.
+func TestConfigVolumeThatHangsIsNotMounted(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "sdb")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { // let the blocked read end
+		if f, err := os.OpenFile(fifo, os.O_WRONLY|unix.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	}()
+	short := filepath.Join(dir, "sdc") // too short for a FAT32 boot sector
+	if err := os.WriteFile(short, []byte("not FAT32"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sysimage.DeviceReads.Set(50*time.Millisecond, nil)
+	defer sysimage.DeviceReads.Set(0, nil)
+	m := &Machine{log: slog.New(slog.DiscardHandler)}
+	var mounted []string
+	mountFS := func(_ context.Context, dev, _, _ string) error {
+		mounted = append(mounted, dev)
+		return nil
+	}
+	info := func(string, ...any) {}
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.openConfigVolume(context.Background(), fifo, "vfat", info, mountFS)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "does not answer") || !strings.Contains(err.Error(), fifo) {
+			t.Errorf("a config volume that hangs: err = %v, want one naming %s that does not answer", err, fifo)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("opening a config volume that hangs did not end")
+	}
+	if len(mounted) != 0 {
+		t.Errorf("mounted %v: a device that does not answer must not be mounted", mounted)
+	}
+	src, err := m.openConfigVolume(context.Background(), short, "vfat", info, mountFS)
+	if err != nil || !slices.Equal(mounted, []string{short}) {
+		t.Fatalf("a volume the raw read cannot read: mounted %v, err %v; want it mounted", mounted, err)
+	}
+	if src.Name() != config.VolumeSource(ConfigVolumeDir).Name() {
+		t.Errorf("source %q, want the mounted volume's", src.Name())
 	}
 }
