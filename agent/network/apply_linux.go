@@ -730,6 +730,8 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		}
 		res.renew.setMTUFixed(name)
 		res.renew.setMTUFixed(base.Attrs().Name)
+		dhcpMTUs.forget(link.Attrs().Index) // the config's MTU is not DHCP's to undo
+		dhcpMTUs.forget(base.Attrs().Index)
 		if link.Attrs().MTU != ifc.MTU {
 			if err := netlink.LinkSetMTU(link, ifc.MTU); err != nil {
 				return Applied{}, nil, fmt.Errorf("setting MTU %d on %s: %w", ifc.MTU, name, err)
@@ -822,6 +824,9 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 	}
 	if addr := res.renew.stop(name); addr != nil {
 		gone = append(gone, *addr)
+	}
+	if ifc.MTU == 0 {
+		restoreMTU(link, cfg.Log, "the link's addresses are static now") // DHCP's, if it set one
 	}
 	for _, old := range res.Leases {
 		if old.Iface == name && old.Addr.IP != nil {

@@ -222,6 +222,9 @@ func (lc *lifecycle) adopt(next Lease, sent time.Time) error {
 func (lc *lifecycle) lose(msg string, want net.IP, attrs ...any) {
 	lc.cfg.Log.Warn(msg, append([]any{"iface", lc.lease.Iface, "addr", lc.lease.Addr.String()}, attrs...)...)
 	dropOld(lc.l, lc.lease, Lease{}, lc.metric)
+	if lc.mtuFixed == nil || !lc.mtuFixed() {
+		restoreMTU(lc.l, lc.cfg.Log, "the lease is lost")
+	}
 	lc.lost, lc.want = true, want
 	gone := Lease{Iface: lc.lease.Iface, MAC: lc.lease.MAC}
 	lc.renewed(gone)

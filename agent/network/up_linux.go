@@ -753,23 +753,27 @@ func leaseRoute(l netlink.Link, lease Lease, r Route, metric int) *netlink.Route
 
 // setMTU sets the MTU lease gives (option 26) on link l before its
 // address is applied, unless the machine config sets the link's (fixed):
-// one the link cannot take is warned about, and the lease kept.
+// one the link cannot take is warned about, and the lease kept. The
+// link's MTU before DHCP first changed it is kept (dhcpMTUs): a lease
+// without option 26 after one with it, or the lease's loss (restoreMTU),
+// puts it back, as systemd-networkd does.
 func setMTU(l netlink.Link, lease Lease, fixed bool, log *slog.Logger) {
-	if lease.MTU == 0 {
-		return
-	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	name := l.Attrs().Name
+	name, index := l.Attrs().Name, l.Attrs().Index
 	if fixed {
-		log.Debug("DHCP's MTU not used: the machine config sets the link's", "iface", name, "mtu", lease.MTU)
+		dhcpMTUs.forget(index) // the machine config's MTU is not DHCP's to undo
+		if lease.MTU != 0 {
+			log.Debug("DHCP's MTU not used: the machine config sets the link's", "iface", name, "mtu", lease.MTU)
+		}
 		return
 	}
-	was := l.Attrs().MTU
-	if cur, err := netlink.LinkByIndex(l.Attrs().Index); err == nil {
-		was = cur.Attrs().MTU
+	if lease.MTU == 0 {
+		restoreMTU(l, log, "the lease gives no MTU")
+		return
 	}
+	was := currentMTU(l)
 	if was == lease.MTU {
 		return
 	}
@@ -778,7 +782,72 @@ func setMTU(l netlink.Link, lease Lease, fixed bool, log *slog.Logger) {
 			"link_mtu", was, "reason", err.Error(), "fix", "give the link an MTU it can take in the DHCP server's option 26, or set mtu: for it in the machine config")
 		return
 	}
+	dhcpMTUs.keep(index, was)
 	log.Info("MTU from DHCP", "iface", name, "mtu", lease.MTU, "was", was)
+}
+
+// restoreMTU puts back link l's MTU from before DHCP changed it, if it did.
+func restoreMTU(l netlink.Link, log *slog.Logger, why string) {
+	index := l.Attrs().Index
+	orig, ok := dhcpMTUs.get(index)
+	if !ok {
+		return
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	was := currentMTU(l)
+	if was != orig {
+		if err := netlink.LinkSetMTU(l, orig); err != nil {
+			log.Warn("putting the link's MTU back from DHCP's failed", "iface", l.Attrs().Name, "mtu", orig, "link_mtu", was, "reason", err.Error())
+			return
+		}
+		log.Info("MTU back from DHCP's", "iface", l.Attrs().Name, "mtu", orig, "was", was, "why", why)
+	}
+	dhcpMTUs.forget(index)
+}
+
+// currentMTU is link l's MTU now (l's own record when the kernel's cannot
+// be read).
+func currentMTU(l netlink.Link) int {
+	if cur, err := netlink.LinkByIndex(l.Attrs().Index); err == nil {
+		return cur.Attrs().MTU
+	}
+	return l.Attrs().MTU
+}
+
+// dhcpMTUs are the links' MTUs from before DHCP changed them, by index.
+var dhcpMTUs mtuRecord
+
+type mtuRecord struct {
+	mu sync.Mutex
+	m  map[int]int
+}
+
+// keep records index's MTU before DHCP's first change (later changes keep
+// the first record).
+func (r *mtuRecord) keep(index, mtu int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = map[int]int{}
+	}
+	if _, ok := r.m[index]; !ok {
+		r.m[index] = mtu
+	}
+}
+
+func (r *mtuRecord) get(index int) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	mtu, ok := r.m[index]
+	return mtu, ok
+}
+
+func (r *mtuRecord) forget(index int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.m, index)
 }
 
 // leaseAttrs are a lease's log line's attributes.

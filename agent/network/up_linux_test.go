@@ -1052,12 +1052,19 @@ func TestRenewalRebindsWhenItsServerIsUnreachable(t *testing.T) {
 
 // TestLeaseRunsOut: no server answers the renewals; when the lease runs out
 // its address and default route leave the link, the machine is told (no
-// address any more), and once a server answers again the link gets its
-// address back.
+// address any more), the link's MTU from before the lease's option 26
+// comes back (as systemd-networkd does), and once a server answers again
+// the link gets its address back.
 func TestLeaseRunsOut(t *testing.T) {
-	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_LEASE=4"}, "ETOILE_NETTEST_LINGER=30s",
+	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_LEASE=4", "ETOILE_NETTEST_SRV_MTU=1400"}, "ETOILE_NETTEST_LINGER=30s",
 		"ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_RETRY=1s")
 	srv, cli, exe, etc, stderr := rt.srv, rt.cli, rt.exe, rt.etc, rt.client
+	mtuOf := func() string {
+		return regexp.MustCompile(`mtu \d+`).FindString(ipCmd(t, "-n", cli, "link", "show", "vc"))
+	}
+	if got := mtuOf(); got != "mtu 1400" {
+		t.Errorf("vc has %s with the lease, want DHCP's mtu 1400", got)
+	}
 	rt.stopServer()
 	if !waitLog(stderr, "etoile-test: renewed iface=vc addr=<nil> ip=none", 15*time.Second) {
 		t.Fatalf("the lost lease was not told:\n%s", stderr.String())
@@ -1070,6 +1077,9 @@ func TestLeaseRunsOut(t *testing.T) {
 	}
 	if route := ipCmd(t, "-n", cli, "route", "show", "default"); strings.TrimSpace(route) != "" {
 		t.Errorf("a default route is left:\n%s", route)
+	}
+	if got := mtuOf(); got != "mtu 1500" || !strings.Contains(stderr.String(), `msg="MTU back from DHCP's" iface=vc mtu=1500 was=1400 why="the lease is lost"`) {
+		t.Errorf("vc has %s once its lease ran out, want its own mtu 1500 back, and told:\n%s", got, stderr.String())
 	}
 	if b, err := os.ReadFile(filepath.Join(etc, "resolv.conf")); err != nil || strings.Contains(string(b), "nameserver") {
 		t.Errorf("resolv.conf once the lease ran out: %q %v, want no name server", b, err)
@@ -1574,6 +1584,17 @@ func TestDHCPInterfaceMTU(t *testing.T) {
 		}
 		if !regexp.MustCompile(`msg="dhcp lease" iface=vc addr=10\.99\.0\.50/24 .*mtu=1400`).MatchString(stderr) {
 			t.Errorf("the lease's line does not show its MTU:\n%s", stderr)
+		}
+	})
+	t.Run("back when the link goes static", func(t *testing.T) {
+		srv, cli, exe := namespaces(t, false)
+		startServer(t, srv, exe, "ETOILE_NETTEST_SRV_MTU=1400")
+		r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_APPLY="+`[{"name":"vc","addresses":["10.99.0.77/24"]}]`, "ETOILE_NETTEST_ETC="+t.TempDir())
+		if r.ApplyErr != "" || r.IPAfterApply != "10.99.0.77" {
+			t.Fatalf("client got %+v\n%s", r, stderr)
+		}
+		if got := mtuOf(t, cli); got != "mtu 1500" {
+			t.Errorf("vc has %s with static addresses and no mtu: in the config, want its own mtu 1500 back from DHCP's\n%s", got, stderr)
 		}
 	})
 	for name, apply := range map[string][]string{
