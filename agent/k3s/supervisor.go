@@ -547,6 +547,10 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 		// decided: K3s is not started only to be stopped.
 		return err
 	}
+	if pgid, pid := stillBehind("/proc"); pgid != 0 {
+		return &execFailed{fmt.Errorf("the K3s an earlier run left behind has not exited (process %d of its group %d, stuck in the kernel): "+
+			"another is not started beside it, where its ports and files would clash; reboot the machine", pid, pgid)}
+	}
 	bin := s.Binary
 	if s.Root != "/" && s.Root != "" {
 		bin = s.path(s.Binary)
@@ -752,6 +756,7 @@ func (s *Supervisor) stop(cmd *exec.Cmd, exited <-chan error, signalled func()) 
 		case err = <-exited:
 		case <-time.After(KillWait):
 			lb := &LeftBehind{Pid: pgid, Waited: KillWait}
+			noteLeftBehind(pgid)
 			s.Log.Error("k3s did not exit after SIGKILL: its process is left behind", "pid", pgid, "waited", KillWait,
 				"fix", "it is stuck in the kernel (state D in /proc/"+strconv.Itoa(pgid)+"/stat; often storage that does not answer): check the kernel's messages (etoile-agent logs kernel) and reboot the machine")
 			return lb

@@ -3,6 +3,7 @@ package k3s
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -72,5 +73,62 @@ func TestFailedExecIsNotARestart(t *testing.T) {
 		waitFor(t, "the second try", func() bool { return execs.Load() >= 2 })
 	} else {
 		t.Errorf("RetryNow did not end the wait after a failed exec")
+	}
+}
+
+// TestNoK3sBesideOneLeftBehind: while a process of a K3s group left behind
+// lives (a sleeping child stands in for a K3s stuck in the kernel), no K3s
+// is started beside it: the supervisor says why and waits; once the group
+// has ended, K3s starts.
+func TestNoK3sBesideOneLeftBehind(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stuck := exec.Command(self)
+	stuck.Env = append(os.Environ(), "ETOILE_FAKE_K3S=hang")
+	stuck.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := stuck.Start(); err != nil {
+		t.Fatal(err)
+	}
+	reaped := false
+	defer func() {
+		if !reaped {
+			_ = stuck.Process.Kill()
+			_ = stuck.Wait()
+		}
+	}()
+	noteLeftBehind(stuck.Process.Pid)
+	var execs atomic.Int32
+	s := &Supervisor{Root: t.TempDir(), Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Backoff: Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3},
+		Start:   func(*exec.Cmd) error { execs.Add(1); return errors.New("stand-in exec") }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "the refusal", func() bool { return strings.Contains(s.Status().Reason, "in 1h0m0s") })
+	want := fmt.Sprintf("left behind has not exited (process %d of its group %d", stuck.Process.Pid, stuck.Process.Pid)
+	if st := s.Status(); !strings.Contains(st.Reason, want) || !strings.Contains(st.Reason, "reboot the machine") || execs.Load() != 0 {
+		t.Errorf("status %+v after %d execs: want K3s not started, and why (%s…)", st, execs.Load(), want)
+	}
+	_ = stuck.Process.Kill()
+	_ = stuck.Wait()
+	reaped = true
+	if !s.RetryNow("test") {
+		t.Fatal("RetryNow did not end the wait")
+	}
+	waitFor(t, "K3s started once the group ended", func() bool { return execs.Load() == 1 })
+}
+
+// TestStatStateGroup reads the state and process group past a command name
+// holding spaces and parentheses.
+func TestStatStateGroup(t *testing.T) {
+	state, g, ok := statStateGroup([]byte("4242 (k3s (server) x) D 1 4240 4240 0 -1 4194560\n"))
+	if !ok || state != 'D' || g != 4240 {
+		t.Errorf("got %q %d %v, want D 4240", state, g, ok)
+	}
+	if _, _, ok := statStateGroup([]byte("4242 (k3s")); ok {
+		t.Error("a cut stat line was read")
 	}
 }
