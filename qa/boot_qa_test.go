@@ -33,6 +33,12 @@ func TestBoot(t *testing.T) {
 				// The medium's system image is mounted through dm-verity.
 				vm.Find(regexp.MustCompile(`^etoile: system image verified by dm-verity root=[0-9a-f]{12} data_blocks=\d+\b`), time.Second)
 			}
+			// The inventory marks the disk the boot found the system image on,
+			// and only it (none for a netboot).
+			inv := vm.WaitFor(regexp.MustCompile(`^etoile: hardware inventory disks=\d+ `), time.Minute)
+			if inv.Fields["boot_medium"] != s.BootMedium {
+				t.Errorf("the inventory's boot medium is %q, want %q: %s", inv.Fields["boot_medium"], s.BootMedium, inv.Line)
+			}
 			if s.BootPCI != "" {
 				// Read from the firmware's BootCurrent, before the drivers load.
 				re := regexp.MustCompile(`^etoile: booted from option=Boot[0-9A-F]{4} path=PciRoot\(0x0\)/Pci\(\S+\) pci=` + regexp.QuoteMeta(s.BootPCI) + `$`)

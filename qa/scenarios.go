@@ -34,7 +34,10 @@ type Scenario struct {
 	// agent reads from the UEFI firmware's BootCurrent ("" = not checked):
 	// QEMU gives q35's built-in AHCI 00:1f.2 and the first added device 00:01.0.
 	BootPCI string
-	Needs   []string
+	// BootMedium is the disk the inventory must mark as the boot medium
+	// (its console line's boot_medium=; "none" for a netboot).
+	BootMedium string
+	Needs      []string
 	// Media returns the devices that carry the build's media (firmware and NIC
 	// are added by Devices).
 	Media func(tb testing.TB, out string) []Device
@@ -45,18 +48,18 @@ func Scenarios() []Scenario {
 	iso := func(tb testing.TB, out string) []Device { return []Device{CDROM{Path: filepath.Join(out, ISOName)}} }
 	usb := func(tb testing.TB, out string) []Device { return []Device{USBStick{Path: filepath.Join(out, ISOName)}} }
 	return []Scenario{
-		{Name: "iso-cd-bios", Firmware: SeaBIOS{}, Boot: "bios", Source: "iso", Needs: []string{ISOName}, Media: iso},
-		{Name: "iso-cd-uefi", Firmware: OVMF{}, Boot: "uefi", Source: "iso", BootPCI: "0000:00:1f.2", Needs: []string{ISOName}, Media: iso},
-		{Name: "iso-usb-bios", Firmware: SeaBIOS{}, Boot: "bios", Source: "iso", Needs: []string{ISOName}, Media: usb},
-		{Name: "iso-usb-uefi", Firmware: OVMF{}, Boot: "uefi", Source: "iso", BootPCI: "0000:00:01.0", Needs: []string{ISOName}, Media: usb},
+		{Name: "iso-cd-bios", Firmware: SeaBIOS{}, Boot: "bios", Source: "iso", BootMedium: "sr0", Needs: []string{ISOName}, Media: iso},
+		{Name: "iso-cd-uefi", Firmware: OVMF{}, Boot: "uefi", Source: "iso", BootPCI: "0000:00:1f.2", BootMedium: "sr0", Needs: []string{ISOName}, Media: iso},
+		{Name: "iso-usb-bios", Firmware: SeaBIOS{}, Boot: "bios", Source: "iso", BootMedium: "sda", Needs: []string{ISOName}, Media: usb},
+		{Name: "iso-usb-uefi", Firmware: OVMF{}, Boot: "uefi", Source: "iso", BootPCI: "0000:00:01.0", BootMedium: "sda", Needs: []string{ISOName}, Media: usb},
 		{
-			Name: "raw-virtio-uefi", Firmware: OVMF{}, Boot: "uefi", Source: "disk", Slot: "a", BootPCI: "0000:00:01.0", Needs: []string{RawName},
+			Name: "raw-virtio-uefi", Firmware: OVMF{}, Boot: "uefi", Source: "disk", Slot: "a", BootPCI: "0000:00:01.0", BootMedium: "vda", Needs: []string{RawName},
 			Media: func(tb testing.TB, out string) []Device {
 				return []Device{VirtioDisk{Path: filepath.Join(out, RawName)}}
 			},
 		},
 		{
-			Name: "netboot-http-bios", Firmware: SeaBIOS{}, Boot: "bios", Source: "http", NeedIP: true,
+			Name: "netboot-http-bios", Firmware: SeaBIOS{}, Boot: "bios", Source: "http", NeedIP: true, BootMedium: "none",
 			Needs: []string{KernelName, InitramfsName, SystemName},
 			Media: func(tb testing.TB, out string) []Device {
 				sum, err := FileSHA256(filepath.Join(out, SystemName))

@@ -72,6 +72,11 @@ type Env struct {
 	PersistencedEnv []string
 	// Slot is the booted slot (a, b or none), for heartbeats.
 	Slot string
+	// BootDevice is the block device the boot found the system image on
+	// (/dev/sr0, /dev/sda for a stick, /dev/vda2 for a slot), "" for a
+	// netboot: the inventory marks that disk as the boot medium, where its
+	// own rules (labels) could match several, or a stick left in.
+	BootDevice string
 	// NodeName is the system's hostname.
 	NodeName string
 	// ApplyNetwork configures the machine config's network section and
@@ -300,9 +305,15 @@ func Start(ctx context.Context, env Env) *Node {
 			// nvidia-smi then finds the GPUs set up and persistence on.
 			n.startPersistenced(ctx)
 			settledBefore := isClosed(env.DriversSettled)
-			inv, err := inventory.Collect(ctx, inventory.Options{Root: n.rootOrEmpty(), Logger: env.Log, Start: env.Start, Release: env.Release})
+			began := time.Now()
+			inv, err := inventory.Collect(ctx, n.inventoryOptions())
 			if err != nil {
 				env.Log.Warn("hardware inventory failed", "reason", err.Error())
+			} else if inv != nil {
+				env.Log.Info("hardware inventory", inventorySummary(inv, time.Since(began))...)
+				for _, w := range inv.Warnings { // what it could not read: on the console too
+					env.Log.Info("hardware inventory incomplete", "what", w)
+				}
 			}
 			n.mu.Lock()
 			n.inv = inv
@@ -739,6 +750,26 @@ func (n *Node) nodeName() string {
 		}
 	}
 	return n.env.NodeName
+}
+
+// inventorySummary is the inventory's console line: what a technician checks
+// first (are the disks, NICs and GPUs all seen; which disk is the boot
+// medium, which an installer must not take).
+func inventorySummary(inv *inventory.Inventory, took time.Duration) []any {
+	boot := "none"
+	for _, d := range inv.Disks {
+		if d.Boot {
+			boot = d.Name
+			break
+		}
+	}
+	return []any{"disks", len(inv.Disks), "nics", len(inv.NICs), "gpus", len(inv.GPUs), "boot_medium", boot,
+		"warnings", len(inv.Warnings), "took", took.Round(time.Millisecond)}
+}
+
+// inventoryOptions are the inventory's options on this node.
+func (n *Node) inventoryOptions() inventory.Options {
+	return inventory.Options{Root: n.rootOrEmpty(), BootDevice: n.env.BootDevice, Logger: n.env.Log, Start: n.env.Start, Release: n.env.Release}
 }
 
 func (n *Node) rootOrEmpty() string {
@@ -1187,7 +1218,7 @@ func (n *Node) inventoryAgain(ctx context.Context) {
 				}
 			}
 		}
-		inv, err := inventory.Collect(ctx, inventory.Options{Root: n.rootOrEmpty(), Logger: n.env.Log, Start: n.env.Start, Release: n.env.Release})
+		inv, err := inventory.Collect(ctx, n.inventoryOptions())
 		if err != nil {
 			n.env.Log.Warn("hardware inventory failed", "reason", err.Error())
 		}

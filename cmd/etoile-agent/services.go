@@ -123,6 +123,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		Start:       m.Reaper().Start,
 		Release:     m.Reaper().Release,
 		Slot:        slot,
+		BootDevice:  m.Device, // "" for a netboot
 		NodeName:    hostname,
 		Log:         m.Log(),
 	})
