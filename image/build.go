@@ -283,6 +283,9 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	if err := os.MkdirAll(b.OutDir, 0o755); err != nil {
+		if link, to := danglingSymlink(b.OutDir); link != "" {
+			return nil, fmt.Errorf("creating output folder %s: %s is a dangling symlink (to %s, which does not exist): remove it, or give -o another folder", b.OutDir, link, to)
+		}
 		return nil, fmt.Errorf("creating output folder: %w", err)
 	}
 	unlock, err := lockOutDir(b.OutDir)
@@ -400,7 +403,6 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 
-	cmdline := append([]string{"console=tty0", "console=" + arch.Serial + ",115200"}, b.Spec.Kernel.Cmdline...)
 	initrd := filepath.Join(work, "initramfs.img")
 	if err := step("initramfs", func() error {
 		f, err := os.Create(initrd)
@@ -487,7 +489,7 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 		outputs[b.name("-system.sqfs")] = system
 	}
 
-	isoArgs := strings.Join(cmdline, " ")
+	var isoArgs, rawArgs string
 	if b.Spec.Wants(OutputISO) || b.Spec.Wants(OutputRaw) {
 		// The media's system image carries a dm-verity hash tree; the agent
 		// maps it through dm-verity with the root hash the kernel command
@@ -501,7 +503,8 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 				return err
 			}
 			log.Info("dm-verity hash tree", "root", hex.EncodeToString(t.Root[:]), "data_blocks", t.DataBlocks)
-			isoArgs += " " + t.Cmdline()
+			isoArgs = b.mediaCmdline(arch, t.Cmdline())
+			rawArgs = b.mediaCmdline(arch, t.Cmdline(), "etoile.slot=a")
 			return nil
 		}); err != nil {
 			return nil, err
@@ -525,7 +528,7 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 	if b.Spec.Wants(OutputRaw) {
 		raw := filepath.Join(work, "etoile.raw")
 		if err := step("raw disk", func() error {
-			return b.writeRawContext(ctx, raw, arch, k, initrd, system, boot, version, isoArgs+" etoile.slot=a")
+			return b.writeRawContext(ctx, raw, arch, k, initrd, system, boot, version, rawArgs)
 		}); err != nil {
 			return nil, err
 		}
@@ -629,6 +632,11 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 	if err := placeAll(b.OutDir, filepath.Join(work, "old"), staged, names, stale); err != nil {
 		return nil, err
 	}
+	// The renames reach the disk: a power cut now leaves the new files.
+	if err := syncPath(b.OutDir); err != nil {
+		log.Warn("the artifacts are in place, but the output folder could not be synced to the disk: a power cut soon could lose them; run sync",
+			"folder", b.OutDir, "reason", err.Error())
+	}
 	for _, n := range stale {
 		log.Info("removed an earlier build's artifact that this build does not make", "file", filepath.Join(b.OutDir, n))
 	}
@@ -637,6 +645,16 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 		res.K3s, res.K3sStandin = k3sArt.Version, k3sArt.Standin
 	}
 	return res, nil
+}
+
+// mediaCmdline is the kernel command line of a medium: the build's own
+// arguments for it (own: etoile.verity=, etoile.slot=) first, then the
+// consoles, then the spec's kernel.cmdline. Nothing of the spec comes
+// before the build's arguments: one the agent would not read past (the
+// spec refuses "--", and every etoile.* argument the build sets) would
+// otherwise hide them.
+func (b *Builder) mediaCmdline(arch Arch, own ...string) string {
+	return strings.Join(slices.Concat(own, []string{"console=tty0", "console=" + arch.Serial + ",115200"}, b.Spec.Kernel.Cmdline), " ")
 }
 
 // AgentPackage is the Go package of the node's program.
@@ -694,7 +712,10 @@ func sameSHA256(path, sum string) bool {
 
 // stage readies artifact name, made at src, for placeAll: a file outside
 // the work folder (the kernel, from the cache) is copied in, so that its
-// placing is a rename on one filesystem; it returns the staged path.
+// placing is a rename on one filesystem; the staged file is synced to the
+// disk before it is renamed (a power cut after the rename then never
+// leaves an empty or partial file under the artifact's name); it returns
+// the staged path.
 func stage(src, work, name string) (string, error) {
 	if !strings.HasPrefix(src, work+string(filepath.Separator)) {
 		tmp := filepath.Join(work, "land-"+name)
@@ -706,7 +727,51 @@ func stage(src, work, name string) (string, error) {
 	if err := os.Chmod(src, 0o644); err != nil {
 		return "", err
 	}
+	if err := syncPath(src); err != nil {
+		return "", err
+	}
 	return src, nil
+}
+
+// fsync flushes an open file or folder to the disk: (*os.File).Sync, a
+// variable so that a test sees what a build syncs.
+var fsync = (*os.File).Sync
+
+// syncPath flushes the file or folder at p to the disk: a file's bytes
+// (whatever handle wrote them: the initramfs, the system image and its
+// dm-verity tree, the SBOM, SHA256SUMS), or a folder's entries (the
+// renames into it).
+func syncPath(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	err = fsync(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("syncing %s to the disk: %w", p, err)
+	}
+	return nil
+}
+
+// danglingSymlink returns the first of p and its parents that is a
+// symlink to nothing, with its target, or "".
+func danglingSymlink(p string) (link, to string) {
+	for d := filepath.Clean(p); ; {
+		if st, err := os.Lstat(d); err == nil && st.Mode()&fs.ModeSymlink != 0 {
+			if _, err := os.Stat(d); errors.Is(err, fs.ErrNotExist) {
+				to, _ := os.Readlink(d)
+				return d, to
+			}
+		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			return "", ""
+		}
+		d = parent
+	}
 }
 
 // placeAll renames staged[name] to outDir/name for each of names, in
@@ -813,7 +878,7 @@ func (b *Builder) fetchBootFiles(ctx context.Context, f *debian.Fetcher, arch Ar
 		}
 		bf.packages = append(bf.packages, p)
 		dir := filepath.Join(work, "pkg-"+w.pkg)
-		if err := p.Extract(dir, func(path string) bool {
+		if err := p.ExtractContext(ctx, dir, func(path string) bool {
 			_, ok := w.files[strings.TrimPrefix(path, "./")]
 			return ok
 		}); err != nil {
@@ -887,15 +952,14 @@ func (b *Builder) stageRoot(dir, version string) error {
 	return nil
 }
 
-// copyTree copies files, folders and symlinks from src onto dst, keeping
-// modes where the source has them (embedded files come as 0444: they are
-// written 0644, folders 0755).
+// copyTree copies files, folders and symlinks from src onto dst, their
+// modes made as git keeps them (checkoutMode).
 func copyTree(src fs.FS, dst string) error { return copyTreeAs(src, dst, nil, "") }
 
 // copyTreeAs is copyTree recording in layers that the layer named layer put
 // each of its paths there.
 func copyTreeAs(src fs.FS, dst string, layers *layerLog, layer string) error {
-	return copyLayer(src, dst, layers, layer, func(p string, _ fs.FileInfo) (string, error) {
+	return copyLayer(src, dst, layers, layer, checkoutMode, func(p string, _ fs.FileInfo) (string, error) {
 		rl, ok := src.(fs.ReadLinkFS)
 		if !ok {
 			return "", fmt.Errorf("%s: symlinks are not readable from this source", p)
@@ -910,8 +974,10 @@ func copyTreeAs(src fs.FS, dst string, layers *layerLog, layer string) error {
 // that is a symlink or a file there (or the other way round) is an error
 // naming the path, since one layer's files would otherwise land where the
 // other's symlink points, even on the build host. What the layer puts
-// there is recorded in layers (nil: nowhere) under its name.
-func copyLayer(src fs.FS, dst string, layers *layerLog, layer string, readLink func(p string, info fs.FileInfo) (string, error)) error {
+// there is recorded in layers (nil: nowhere) under its name. modeOf gives
+// the mode in the image of each folder and file the layer adds, from its
+// mode in src.
+func copyLayer(src fs.FS, dst string, layers *layerLog, layer string, modeOf func(fs.FileMode) fs.FileMode, readLink func(p string, info fs.FileInfo) (string, error)) error {
 	root, err := os.OpenRoot(dst)
 	if err != nil {
 		return err
@@ -945,10 +1011,7 @@ func copyLayer(src fs.FS, dst string, layers *layerLog, layer string, readLink f
 		exists := herr == nil
 		switch {
 		case info.IsDir():
-			// The build's umask (022) applies, so that a checkout made
-			// with another umask gives the same image; embedded folders
-			// (0555) become 0755.
-			mode := (info.Mode().Perm()|0o700)&^buildMask | info.Mode()&specialBits
+			mode := modeOf(info.Mode())
 			if exists {
 				// A folder already there keeps its mode (the image's /tmp
 				// stays 1777 under an overlay's tmp/).
@@ -980,11 +1043,7 @@ func copyLayer(src fs.FS, dst string, layers *layerLog, layer string, readLink f
 			layers.put(p, layer)
 			return nil
 		case info.Mode().IsRegular():
-			mode := info.Mode().Perm()
-			if mode == 0o444 { // embedded files
-				mode = 0o644
-			}
-			mode = mode&^buildMask | info.Mode()&specialBits // a setuid tool stays one
+			mode := modeOf(info.Mode()) // a setuid tool stays one
 			if exists && have.IsDir() {
 				return layers.nameLayer(&layerConflict{Path: p, Folder: true, msg: func(earlier string) string {
 					return fmt.Sprintf("%s is a file here, but a folder in an earlier layer (%s): rename one of them", p, earlier)
@@ -1010,8 +1069,40 @@ func copyLayer(src fs.FS, dst string, layers *layerLog, layer string, readLink f
 // image keeps.
 const specialBits = fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
 
-// buildMask is the umask a build applies to the layers' modes whatever the
-// process's (buildUmask sets the same for everything else it writes).
+// checkoutMode is the mode in the image of a folder or file of a folder
+// layer (the built-in overlay, an overlay, an extension folder): as git
+// keeps them, folders 0755, files 0755 when their owner may run them and
+// 0644 otherwise, with setuid, setgid and sticky bits kept. A checkout made
+// under any umask (077: folders 0700, files 0600) gives the same image,
+// byte for byte, and no file of it that only root can read; a folder layer
+// cannot make a file private (0600) this way.
+func checkoutMode(m fs.FileMode) fs.FileMode {
+	perm := fs.FileMode(0o644)
+	if m.IsDir() || m&0o100 != 0 {
+		perm = 0o755
+	}
+	return perm | m&specialBits
+}
+
+// squashfsLayerMode is the mode in the image of a folder or file of a
+// squashfs extension layer: the layer's own, which its maker chose and the
+// layer file keeps (a private 0600 file stays private), under the build's
+// umask 022; folders stay open to their owner, and read-only files (0444)
+// become 0644.
+func squashfsLayerMode(m fs.FileMode) fs.FileMode {
+	perm := m.Perm()
+	switch {
+	case m.IsDir():
+		perm |= 0o700
+	case perm == 0o444:
+		perm = 0o644
+	}
+	return perm&^buildMask | m&specialBits
+}
+
+// buildMask is the umask a build applies to a squashfs layer's modes,
+// whatever the process's (buildUmask sets the same for everything else it
+// writes; folder layers take checkoutMode).
 const buildMask = 0o022
 
 // mustBeDir says why an existing entry cannot be used as a folder (what
@@ -1282,7 +1373,7 @@ func fetchCABundle(ctx context.Context, f *debian.Fetcher, work string) (string,
 		return "", nil, err
 	}
 	dir := filepath.Join(work, "pkg-"+pkg)
-	if err := p.Extract(dir, func(path string) bool {
+	if err := p.ExtractContext(ctx, dir, func(path string) bool {
 		path = strings.TrimPrefix(path, "./")
 		return strings.HasPrefix(path, certDir) && strings.HasSuffix(path, ".crt")
 	}); err != nil {
@@ -1325,13 +1416,20 @@ func buildUmask() (restore func()) {
 	return func() { syscall.Umask(old) }
 }
 
+// verityModuleUse is what the ISO and the raw disk need dm_verity for: the
+// build appends a hash tree to their system image and puts etoile.verity=
+// on their command lines, and the agent maps the image through dm-verity
+// (dm_mod, dm_bufio and reed_solomon come with it from modules.dep).
+const verityModuleUse = "the system image checked by dm-verity against etoile.verity="
+
 // outputModules are the modules the agent needs to find and mount the
 // system image of each output, with what each is for.
 var outputModules = map[string][][2]string{
 	OutputISO: {{"squashfs", "the system image"}, {"overlay", "the writable root"}, {"loop", "the system image file on the ISO"},
 		{"isofs", "the ISO9660 volume"}, {"sr_mod", "the ISO as a CD"}, {"sd_mod", "the ISO written to a USB stick"},
-		{"usb_storage", "the ISO written to a USB stick"}},
-	OutputRaw:     {{"squashfs", "the system image"}, {"overlay", "the writable root"}, {"sd_mod", "a SATA or SCSI boot disk"}},
+		{"usb_storage", "the ISO written to a USB stick"}, {"dm_verity", verityModuleUse}},
+	OutputRaw: {{"squashfs", "the system image"}, {"overlay", "the writable root"}, {"sd_mod", "a SATA or SCSI boot disk"},
+		{"dm_verity", verityModuleUse}},
 	OutputNetboot: {{"squashfs", "the system image"}, {"overlay", "the writable root"}, {"loop", "the downloaded system image file"}},
 }
 

@@ -415,7 +415,7 @@ func openSquashfs(layer string) (*squashfs.FileSystem, func(), error) {
 // unpackSquashfs copies a squashfs layer's files, folders and symlinks
 // into dst, with copyLayer's guards.
 func unpackSquashfs(sq *squashfs.FileSystem, layer, dst string, layers *layerLog, name string) error {
-	err := copyLayer(sq, dst, layers, name, func(p string, info fs.FileInfo) (string, error) {
+	err := copyLayer(sq, dst, layers, name, squashfsLayerMode, func(p string, info fs.FileInfo) (string, error) {
 		stt, ok := info.Sys().(*squashfs.StatT)
 		if !ok || stt.LinkTarget == "" {
 			return "", fmt.Errorf("cannot read the target of symlink %s", p)

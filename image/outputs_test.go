@@ -81,3 +81,59 @@ func TestCheckOutputModulesNamesEachOnce(t *testing.T) {
 		t.Errorf("error %q names modules the list has", msg)
 	}
 }
+
+// TestCheckOutputModulesNeedsDmVerity: the ISO and the raw disk carry a
+// dm-verity hash tree and etoile.verity= on their command lines, so a
+// module list without dm_verity (the default spec's, less dm_mod and
+// dm_verity) is refused for them, naming it and what it is for; netboot
+// needs none. dm_verity alone brings dm_mod, dm_bufio and reed_solomon
+// from modules.dep.
+func TestCheckOutputModulesNeedsDmVerity(t *testing.T) {
+	cache, err := DefaultCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := kernel.Resolve(context.Background(), kernel.Source{Arch: "amd64"}, cache, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("resolving Debian's kernel: %v", err)
+	}
+	def, err := LoadSpec("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range def.Modules {
+		if m != "dm_verity" && m != "dm_mod" {
+			names = append(names, m)
+		}
+	}
+	mods, err := k.Select(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{OutputISO, OutputRaw} {
+		err := checkOutputModules([]string{out}, mods, k)
+		if err == nil || !strings.Contains(err.Error(), "dm_verity (the system image checked by dm-verity against etoile.verity=)") {
+			t.Errorf("%s without dm_verity: %v", out, err)
+		}
+	}
+	if err := checkOutputModules([]string{OutputNetboot}, mods, k); err != nil {
+		t.Errorf("netboot without dm_verity: %v", err)
+	}
+	withVerity, err := k.Select(append(names, "dm_verity"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkOutputModules([]string{OutputISO, OutputRaw}, withVerity, k); err != nil {
+		t.Errorf("with dm_verity: %v", err)
+	}
+	have := map[string]bool{}
+	for _, m := range withVerity {
+		have[m.Name] = true
+	}
+	for _, dep := range []string{"dm_mod", "dm_bufio", "reed_solomon"} {
+		if !have[dep] && !k.Builtin(dep) {
+			t.Errorf("dm_verity selected without %s", dep)
+		}
+	}
+}

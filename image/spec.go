@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/etoile-os/etoile/schema"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -259,15 +260,59 @@ const (
 	maxSpecCmdline = 1536
 )
 
+// cmdlineArgProblem says what is wrong with one entry of the spec's kernel
+// command line, or "". The build's own arguments come first on every
+// command line it writes (etoile.verity=, etoile.slot=, the consoles); an
+// entry may not end the kernel's arguments early, replace the agent as the
+// first process, or be split differently by the kernel and the agent.
+func cmdlineArgProblem(arg string) string {
+	if arg == "" {
+		return "is empty: each entry is one argument"
+	}
+	for i := 0; i < len(arg); i++ {
+		c := arg[i]
+		if c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '"' {
+			return "holds a space or a quote: each entry is one argument, without spaces or quotes"
+		}
+		if c < 0x21 || c > 0x7e {
+			what := fmt.Sprintf("the byte 0x%02x", c)
+			if r, n := utf8.DecodeRuneInString(arg[i:]); r != utf8.RuneError || n > 1 {
+				what = fmt.Sprintf("%U", r)
+			}
+			return "holds " + what + ", which is not printable ASCII: an entry takes only the characters ! to ~ " +
+				"(the kernel reads some control and non-ASCII characters, such as \\v, \\f and U+00A0, as spaces between arguments where the agent does not, so the two would read different arguments)"
+		}
+	}
+	key, _, hasValue := strings.Cut(arg, "=")
+	switch {
+	case key == "--":
+		return "ends the kernel's arguments: what follows it goes to the first process as its own arguments, and the agent stops reading etoile.* arguments there; leave it out"
+	case !hasValue:
+	case key == "init":
+		return "replaces the first process: the kernel would run that program instead of the agent (the initramfs's /init), which finds, checks and mounts the system image; leave it out"
+	case key == "rdinit":
+		return "replaces the initramfs's /init, the agent, which finds, checks and mounts the system image: the kernel would run that program instead; leave it out"
+	case key == "initrd":
+		return "is the boot loader's: the build names the initramfs on each medium itself, and the kernel's UEFI stub would try to load this file from the boot partition, where it is not; leave it out"
+	case key == "BOOT_IMAGE":
+		return "is set by the boot loader (the kernel image it started); leave it out"
+	}
+	return etoileArgProblem(arg)
+}
+
 // etoileArgProblem says what is wrong with an etoile.* argument in the
-// spec's kernel command line, or "": the system image's location is the
-// build's (per medium) or the netboot server's to give, and an unknown
-// etoile.* argument would only be ignored at boot.
+// spec's kernel command line, or "": the system image's location and
+// checksum are the build's (per medium) or the netboot server's to give,
+// and an unknown etoile.* argument would only be ignored at boot.
 func etoileArgProblem(arg string) string {
 	key, val, _ := strings.Cut(arg, "=")
 	switch key {
-	case "etoile.slot", "etoile.system", "etoile.system.sha256":
-		return "is set for each medium by the build (etoile.slot on the disk's loader entries) or by the netboot server (etoile.system=): leave it out of the image spec"
+	case "etoile.verity":
+		return "is set by the build on the ISO and the raw disk (the dm-verity root hash and salt of the system image it makes, which the agent checks every read against): leave it out of the image spec"
+	case "etoile.slot":
+		return "is set for each medium by the build (etoile.slot=a on the raw disk's loader entry; none on the ISO): leave it out of the image spec"
+	case "etoile.system", "etoile.system.sha256":
+		return "is given by the netboot server with each boot (etoile.system= the system image's URL, etoile.system.sha256= its line in SHA256SUMS), not by the image: leave it out of the image spec"
 	case "etoile.config":
 		if p := cmdline.Parse(arg); p.Config == "" || !(strings.HasPrefix(val, "http://") || strings.HasPrefix(val, "https://")) {
 			return "is not an http:// or https:// URL of a machine config"
@@ -290,7 +335,7 @@ func (s *ImageSpec) Validate() error {
 	if s.Version != "" && !versionText.MatchString(s.Version) {
 		errs.Add("version", "%q: use letters, digits and . + ~ _ - (no spaces)", s.Version)
 	} else if len(s.Version) > maxVersion {
-		errs.Add("version", "is %d characters long: at most %d (it is in the ready line, /etc/os-release and the SBOM)", len(s.Version), maxVersion)
+		errs.Add("version", "%q is %d characters long: at most %d (it is in the ready line, /etc/os-release and the SBOM)", s.Version, len(s.Version), maxVersion)
 	}
 	if s.Kernel.Package != "" && !debianPackageName.MatchString(s.Kernel.Package) {
 		errs.Add("kernel.package", "%q is not a Debian package name (lower-case letters, digits and + . -, beginning with a letter or digit, at least 2 characters), e.g. linux-image-amd64", s.Kernel.Package)
@@ -307,11 +352,7 @@ func (s *ImageSpec) Validate() error {
 	for i, a := range s.Kernel.Cmdline {
 		p := fmt.Sprintf("kernel.cmdline[%d]", i)
 		cmdlineLen += len(a) + 1
-		if a == "" || strings.ContainsAny(a, " \t\r\n\"") {
-			errs.Add(p, "%q: each entry is one argument, without spaces or quotes", a)
-			continue
-		}
-		if msg := etoileArgProblem(a); msg != "" {
+		if msg := cmdlineArgProblem(a); msg != "" {
 			errs.Add(p, "%q %s", a, msg)
 		}
 	}

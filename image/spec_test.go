@@ -101,7 +101,7 @@ func TestSpecErrorsNameTheField(t *testing.T) {
 		{"cmdline unknown etoile argument", head + "kernel:\n  cmdline: [etoile.debugg]\n", []string{"kernel.cmdline[0]", "etoile.debug,"}},
 		{"cmdline too long", head + "kernel:\n  cmdline: [" + strings.Repeat("a=bcdefghijklmnop,", 100) + "x]\n", []string{"kernel.cmdline", "at most 1536"}},
 		{"outputs empty", head + "outputs: []\n", []string{"outputs", "leave outputs out"}},
-		{"version too long", head + "version: " + strings.Repeat("v", 65) + "\n", []string{"version", "at most 64"}},
+		{"version too long", head + "version: " + strings.Repeat("v", 65) + "\n", []string{"version", `"` + strings.Repeat("v", 65) + `" is 65 characters long`, "at most 64"}},
 		{"bad module", "apiVersion: etoile.io/v1alpha1\nkind: ImageSpec\nmodules: [squashfs, \"bad/name\", squashfs]\n", []string{"modules[1]", "bad/name", "modules[2]", "listed twice"}},
 		{"compression", head + "initramfs: {compression: lz4}\n", []string{"initramfs.compression", `"lz4"`, "zstd"}},
 		{"overlay missing", head + "overlays: [nope]\n", []string{"overlays[0]", `"nope"`, "not a folder"}},

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"compress/bzip2"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -180,6 +181,14 @@ func decompressor(member string, r io.Reader) (io.Reader, func(), error) {
 // links; hard links become links to the already extracted file. Entries that
 // would escape destDir, directly or through a link, fail with ErrIllegalPath.
 func (p *Package) Extract(destDir string, keep func(path string) bool) error {
+	return p.ExtractContext(context.Background(), destDir, keep)
+}
+
+// ExtractContext is Extract that stops, with ctx's error, when ctx ends: it
+// looks at ctx before each entry of the package (a kernel package holds
+// thousands). What was unpacked so far stays in destDir: the caller
+// removes it.
+func (p *Package) ExtractContext(ctx context.Context, destDir string, keep func(path string) bool) error {
 	if err := os.MkdirAll(destDir, 0o755); err != nil {
 		return fmt.Errorf("creating extraction folder for %s: %w", p.Name, err)
 	}
@@ -207,7 +216,7 @@ func (p *Package) Extract(destDir string, keep func(path string) bool) error {
 			return fmt.Errorf("reading Debian package %s (%s): %w", p.Name, p.DebPath, err)
 		}
 		if strings.HasPrefix(m.Name, "data.tar") {
-			if err := extractTar(root, m.Name, ar.Data(), keep); err != nil {
+			if err := extractTar(ctx, root, m.Name, ar.Data(), keep); err != nil {
 				return fmt.Errorf("unpacking %s of Debian package %s (%s) into %s: %w", m.Name, p.Name, p.DebPath, destDir, err)
 			}
 			return nil
@@ -232,7 +241,7 @@ func cleanEntryPath(name string) (string, error) {
 	return c, nil
 }
 
-func extractTar(root *os.Root, member string, r io.Reader, keep func(string) bool) error {
+func extractTar(ctx context.Context, root *os.Root, member string, r io.Reader, keep func(string) bool) error {
 	dr, closeFn, err := decompressor(member, r)
 	if err != nil {
 		return err
@@ -254,6 +263,9 @@ func extractTar(root *os.Root, member string, r io.Reader, keep func(string) boo
 	}
 	buf := make([]byte, 1<<20)
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		h, err := tr.Next()
 		if err == io.EOF {
 			return nil

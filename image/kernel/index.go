@@ -3,6 +3,7 @@ package kernel
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -250,6 +251,12 @@ func modulesRoot(modDir string) string {
 // the way busybox's depmod does: modpost already resolved each module's
 // symbols into a "depends=" list at kernel build time.
 func scanModules(modDir string) ([]*modEntry, error) {
+	return scanModulesContext(context.Background(), modDir)
+}
+
+// scanModulesContext is scanModules that stops when ctx ends (it looks
+// before each module it reads).
+func scanModulesContext(ctx context.Context, modDir string) ([]*modEntry, error) {
 	var paths []string
 	err := filepath.WalkDir(modDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -272,6 +279,9 @@ func scanModules(modDir string) ([]*modEntry, error) {
 	direct := map[string][]string{}
 	var entries []*modEntry
 	for _, rel := range paths {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		mi, err := readModinfo(filepath.Join(modDir, filepath.FromSlash(rel)))
 		if err != nil {
 			return nil, err

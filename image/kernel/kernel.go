@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/etoile-os/etoile/image/debian"
 	"github.com/etoile-os/etoile/internal/staletmp"
@@ -130,7 +131,7 @@ func resolvePackage(ctx context.Context, name, arch, cacheDir string, log *slog.
 		key += "+" + p.SHA256[:12]
 	}
 	entry := filepath.Join(cacheDir, "kernels", fmt.Sprintf("%s_%s_%s", img.Name, url.PathEscape(img.Version), key))
-	k, err := loadOrUnpack(img, extras, entry, log)
+	k, err := loadOrUnpack(ctx, img, extras, entry, log)
 	if err != nil {
 		return nil, err
 	}
@@ -159,10 +160,12 @@ func moduleDependencies(pkgs []*debian.Package) []string {
 }
 
 // loadOrUnpack loads the kernel unpacked at entry, unpacking img there first
-// when the entry is absent or damaged.
-func loadOrUnpack(img *debian.Package, extras []*debian.Package, entry string, log *slog.Logger) (*Kernel, error) {
+// when the entry is absent or damaged. An entry this user cannot read (its
+// permissions, a failing disk) is an error naming it, never taken for a
+// damaged one: it is left as it is.
+func loadOrUnpack(ctx context.Context, img *debian.Package, extras []*debian.Package, entry string, log *slog.Logger) (*Kernel, error) {
 	if _, err := os.Stat(entry); errors.Is(err, fs.ErrNotExist) {
-		if err := unpackKernel(img, extras, entry, log); err != nil {
+		if err := unpackKernel(ctx, img, extras, entry, log); err != nil {
 			return nil, err
 		}
 	} else if err != nil {
@@ -175,24 +178,34 @@ func loadOrUnpack(img *debian.Package, extras []*debian.Package, entry string, l
 	if err == nil {
 		sums, err = readManifest(entry, k.Vmlinuz)
 	}
+	if unreadable(err) {
+		return nil, fmt.Errorf("kernel cache entry %s cannot be read (%w): fix its permissions (it must be readable by the user who builds: chmod -R u+rwX,go+rX %s, or chown it), or give the build another cache folder (--cache DIR); it was left as it is",
+			entry, err, entry)
+	}
 	if err != nil {
 		// A damaged cache entry (files deleted or changed by hand, a full
 		// disk) is unpacked again from the verified package.
 		log.Warn("kernel cache entry is unusable; unpacking it again", "entry", entry, "err", err)
-		return reunpack(img, extras, entry, log)
+		return reunpack(ctx, img, extras, entry, log)
 	}
 	k.sums, k.entry = sums, entry
-	k.repair = func() (*Kernel, error) { return reunpack(img, extras, entry, log) }
+	k.repair = func() (*Kernel, error) { return reunpack(ctx, img, extras, entry, log) }
 	return k, nil
+}
+
+// unreadable reports whether err is a file or folder this process may not
+// read (EACCES, EPERM) or an I/O error: not a damaged entry to unpack again.
+func unreadable(err error) bool {
+	return errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EIO)
 }
 
 // reunpack replaces the cache entry with a fresh unpacking of the verified
 // packages and loads it.
-func reunpack(img *debian.Package, extras []*debian.Package, entry string, log *slog.Logger) (*Kernel, error) {
+func reunpack(ctx context.Context, img *debian.Package, extras []*debian.Package, entry string, log *slog.Logger) (*Kernel, error) {
 	if err := os.RemoveAll(entry); err != nil {
 		return nil, fmt.Errorf("removing damaged kernel cache entry %s: %w (delete it by hand)", entry, err)
 	}
-	if err := unpackKernel(img, extras, entry, log); err != nil {
+	if err := unpackKernel(ctx, img, extras, entry, log); err != nil {
 		return nil, err
 	}
 	k, err := kernelFromTree(entry, log)
@@ -203,7 +216,7 @@ func reunpack(img *debian.Package, extras []*debian.Package, entry string, log *
 		return nil, fmt.Errorf("kernel package %s %s unpacked in %s: %w", img.Name, img.Version, entry, err)
 	}
 	k.entry = entry
-	k.repair = func() (*Kernel, error) { return reunpack(img, extras, entry, log) }
+	k.repair = func() (*Kernel, error) { return reunpack(ctx, img, extras, entry, log) }
 	return k, nil
 }
 
@@ -233,8 +246,10 @@ func imageDependency(p *debian.Package) (*debian.Relation, error) {
 
 // unpackKernel extracts img into entry through a temporary folder renamed
 // into place when complete, so an interrupted build leaves nothing half-made.
-// The depmod files Debian generates at install time are generated here.
-func unpackKernel(img *debian.Package, extras []*debian.Package, entry string, log *slog.Logger) error {
+// The depmod files Debian generates at install time are generated here. It
+// stops when ctx ends (a Ctrl-C), looking at it before each file, and
+// leaves no unpacking folder then.
+func unpackKernel(ctx context.Context, img *debian.Package, extras []*debian.Package, entry string, log *slog.Logger) error {
 	parent := filepath.Dir(entry)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("creating kernel cache %s: %w", parent, err)
@@ -246,12 +261,12 @@ func unpackKernel(img *debian.Package, extras []*debian.Package, entry string, l
 	}
 	defer os.RemoveAll(tmp) // a no-op once renamed
 	log.Info("unpacking kernel package", "package", img.Name, "version", img.Version, "entry", entry)
-	if err := img.Extract(tmp, keepKernelFiles); err != nil {
+	if err := img.ExtractContext(ctx, tmp, keepKernelFiles); err != nil {
 		return fmt.Errorf("unpacking kernel: %w", err)
 	}
 	for _, p := range extras {
 		log.Info("unpacking kernel modules package", "package", p.Name, "version", p.Version)
-		if err := p.Extract(tmp, keepKernelFiles); err != nil {
+		if err := p.ExtractContext(ctx, tmp, keepKernelFiles); err != nil {
 			return fmt.Errorf("unpacking kernel modules package %s: %w", p.Name, err)
 		}
 	}
@@ -266,7 +281,7 @@ func unpackKernel(img *debian.Package, extras []*debian.Package, entry string, l
 		return fmt.Errorf("kernel package %s (%s): %w", img.Name, img.DebPath, err)
 	}
 	if _, err := os.Stat(filepath.Join(modDir, "modules.dep")); errors.Is(err, fs.ErrNotExist) {
-		entries, err := scanModules(modDir)
+		entries, err := scanModulesContext(ctx, modDir)
 		if err != nil {
 			return fmt.Errorf("kernel package %s: generating modules.dep: %w", img.Name, err)
 		}
@@ -274,8 +289,13 @@ func unpackKernel(img *debian.Package, extras []*debian.Package, entry string, l
 			return fmt.Errorf("kernel package %s: %w", img.Name, err)
 		}
 	}
-	if err := writeManifest(tmp); err != nil {
+	if err := writeManifest(ctx, tmp); err != nil {
 		return err
+	}
+	// MkdirTemp made it 0700: an entry is read by whoever builds with
+	// this cache (its files keep the package's modes).
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return fmt.Errorf("kernel cache folder %s: %w", tmp, err)
 	}
 	if err := os.Rename(tmp, entry); err != nil {
 		if _, statErr := os.Stat(entry); statErr == nil {
@@ -289,14 +309,23 @@ func unpackKernel(img *debian.Package, extras []*debian.Package, entry string, l
 // errNoModules is findModulesDir's error for a tree without a module folder.
 var errNoModules = errors.New("no lib/modules/<version> folder")
 
+// readDir is os.ReadDir, a variable so that a test can make a folder
+// unreadable whoever runs it (root reads any).
+var readDir = os.ReadDir
+
 // findModulesDir returns root/lib/modules/<ver> (or usr/lib/modules/<ver>,
 // the merged-/usr layout) and <ver>; exactly one version must be present.
+// A module folder that cannot be read (permissions, an I/O error) is an
+// error naming it, not a missing one.
 func findModulesDir(root string) (string, string, error) {
 	var found []string
 	for _, base := range []string{"lib/modules", "usr/lib/modules"} {
-		ents, err := os.ReadDir(filepath.Join(root, base))
-		if err != nil {
+		ents, err := readDir(filepath.Join(root, base))
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 			continue
+		}
+		if err != nil {
+			return "", "", fmt.Errorf("reading the module folder: %w", err)
 		}
 		for _, e := range ents {
 			if e.IsDir() {
@@ -337,9 +366,13 @@ func kernelFromTree(root string, log *slog.Logger) (*Kernel, error) {
 	candidates = append(candidates, others...)
 	vmlinuz := ""
 	for _, c := range candidates {
-		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
+		st, err := os.Stat(c)
+		if err == nil && st.Mode().IsRegular() {
 			vmlinuz = c
 			break
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("reading the kernel image: %w", err)
 		}
 	}
 	if vmlinuz == "" {

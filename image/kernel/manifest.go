@@ -2,6 +2,8 @@ package kernel
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -10,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/etoile-os/etoile/image/debian"
@@ -24,11 +27,15 @@ import (
 // cost seconds.
 const manifestName = ".etoile-manifest"
 
-// writeManifest lists every regular file under root.
-func writeManifest(root string) error {
+// writeManifest lists every regular file under root, stopping when ctx
+// ends (it looks before each file).
+func writeManifest(ctx context.Context, root string) error {
 	var lines []string
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
 			return err
 		}
 		rel, err := filepath.Rel(root, p)
@@ -65,8 +72,11 @@ func readManifest(root, fullHash string) (map[string]string, error) {
 		root = abs
 	}
 	f, err := os.Open(filepath.Join(root, manifestName))
-	if err != nil {
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("no file list (%s): the entry predates it or was not finished", manifestName)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the file list: %w", err)
 	}
 	defer f.Close()
 	want := ""
@@ -94,6 +104,8 @@ func readManifest(root, fullHash string) (map[string]string, error) {
 		sums[p] = fields[0]
 		st, err := os.Lstat(p)
 		switch {
+		case err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
+			return nil, fmt.Errorf("reading %s: %w", fields[3], err)
 		case err != nil:
 			return nil, fmt.Errorf("%s is missing", fields[3])
 		case st.Size() != size:

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -66,7 +67,7 @@ func TestUnpackKernelPackage(t *testing.T) {
 		t.Fatal(err)
 	}
 	entry := filepath.Join(dir, "kernels", "entry")
-	if err := unpackKernel(p, nil, entry, discardLogger()); err != nil {
+	if err := unpackKernel(context.Background(), p, nil, entry, discardLogger()); err != nil {
 		t.Fatalf("unpackKernel: %v", err)
 	}
 	k, err := kernelFromTree(entry, discardLogger())
@@ -97,7 +98,7 @@ func TestUnpackKernelPackage(t *testing.T) {
 	data, _ := os.ReadFile(deb)
 	os.WriteFile(deb, data[:len(data)-40], 0o644)
 	broken := filepath.Join(dir, "kernels", "broken")
-	if err := unpackKernel(p, nil, broken, discardLogger()); err == nil {
+	if err := unpackKernel(context.Background(), p, nil, broken, discardLogger()); err == nil {
 		t.Fatalf("unpacking a truncated package succeeded")
 	}
 	left, _ := filepath.Glob(filepath.Join(dir, "kernels", "*"))
@@ -117,7 +118,7 @@ func TestUnpackNotAKernelPackage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = unpackKernel(p, nil, filepath.Join(dir, "kernels", "entry"), discardLogger())
+	err = unpackKernel(context.Background(), p, nil, filepath.Join(dir, "kernels", "entry"), discardLogger())
 	if err == nil {
 		t.Fatal("unpacked bash as a kernel")
 	}
@@ -172,7 +173,7 @@ func cachedKernel(t *testing.T) (*debian.Package, string, string) {
 		t.Fatal(err)
 	}
 	entry := filepath.Join(dir, "kernels", "entry")
-	if _, err := loadOrUnpack(p, nil, entry, discardLogger()); err != nil {
+	if _, err := loadOrUnpack(context.Background(), p, nil, entry, discardLogger()); err != nil {
 		t.Fatal(err)
 	}
 	return p, entry, module
@@ -243,7 +244,7 @@ func TestDamagedCacheEntryIsUnpackedAgain(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.damage(t)
-			k, err := loadOrUnpack(p, nil, entry, discardLogger())
+			k, err := loadOrUnpack(context.Background(), p, nil, entry, discardLogger())
 			if err != nil {
 				t.Fatalf("loadOrUnpack on a damaged entry: %v", err)
 			}
@@ -289,7 +290,7 @@ func TestDamagedModuleFoundWhenRead(t *testing.T) {
 	}
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	k, err := loadOrUnpack(p, nil, entry, log)
+	k, err := loadOrUnpack(context.Background(), p, nil, entry, log)
 	if err != nil {
 		t.Fatal(err)
 	}
