@@ -46,13 +46,25 @@ func (e *FieldError) Error() string {
 // Errors is every problem found in one document, in source order.
 type Errors []*FieldError
 
+// Error lists the first MaxShown problems, one a line, and counts the rest.
 func (es Errors) Error() string {
-	msgs := make([]string, len(es))
-	for i, e := range es {
-		msgs[i] = e.Error()
+	msgs := make([]string, 0, min(len(es), MaxShown)+1)
+	for _, e := range es[:min(len(es), MaxShown)] {
+		msgs = append(msgs, e.Error())
+	}
+	if len(es) > MaxShown {
+		msgs = append(msgs, fmt.Sprintf("... and %d more errors, not shown: correct these and check again", len(es)-MaxShown))
 	}
 	return strings.Join(msgs, "\n")
 }
+
+// MaxShown is how many problems Errors.Error lists. Every caller prints
+// that text (a validate command, the consoles of a node whose config is
+// invalid, the local API's answer), and a document wrong in the same way
+// thousands of times would otherwise print thousands of lines, which help
+// no one and cost a node on its console and in its log; the first ones
+// show the mistake.
+const MaxShown = 50
 
 // Decode reads one YAML document into out (a pointer to a struct) and checks
 // that its apiVersion and kind are the expected ones. Unknown fields, wrong
@@ -106,6 +118,11 @@ func DecodeWith(data []byte, kind string, out any, opts Options) error {
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
+	}
+	if e := aliasProblem(root); e != nil {
+		// Refused before anything is decoded: decoding, then validating,
+		// the expanded document is the cost being avoided.
+		return Errors{e}
 	}
 	d := &decoder{secret: opts.Secret}
 	if root.Kind != yaml.MappingNode {
@@ -181,13 +198,8 @@ func (d *decoder) mergeKey(key *yaml.Node, path string) bool {
 
 type decoder struct {
 	errs   Errors
-	nodes  int
 	secret func(path string) bool // Options.Secret
 }
-
-// maxNodes bounds the work on one document: aliases can make a small file
-// expand exponentially ("billion laughs").
-const maxNodes = 1_000_000
 
 func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
 	d.errs = append(d.errs, &FieldError{Path: path, Line: n.Line, Msg: fmt.Sprintf(format, args...)})
@@ -255,13 +267,7 @@ func fields(t reflect.Type) (map[string][]int, []string) {
 
 func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind == yaml.AliasNode {
-		n = n.Alias
-	}
-	if d.nodes++; d.nodes > maxNodes {
-		if d.nodes == maxNodes+1 {
-			d.fail(n, path, "document expands to more than %d values (aliases?): refused", maxNodes)
-		}
-		return
+		n = n.Alias // aliasProblem bounded what this adds, and found no cycle
 	}
 	// Custom decoders (durations, CIDRs, …) take over their node.
 	if v.CanAddr() {

@@ -1,8 +1,11 @@
 package schema
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 type inner struct {
@@ -188,8 +191,87 @@ func TestDecodeBoundsAliasExpansion(t *testing.T) {
 	}
 	var f forest
 	err := Decode([]byte(src), "Test", &f)
-	if err == nil || !strings.Contains(err.Error(), "refused") {
+	if err == nil || !strings.Contains(err.Error(), "document (line 12): aliases expand this document by ") ||
+		!strings.Contains(err.Error(), "more than the 10000 allowed: *h (anchored on line 11) stands for 22222222 values and is used 10 times, first here: write the values out") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestDecodeBoundsAliasAmplification: a small file that aliases one
+// anchor many times (an interface of 300 addresses, 3000 times: 900,000
+// values from 31 KB) is refused before it is decoded, with one error that
+// names the alias, rather than decoded and reported value by value.
+func TestDecodeBoundsAliasAmplification(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("apiVersion: etoile.io/v1alpha1\nkind: Test\nptr: &big {name: x, tags: {")
+	for i := range 300 {
+		fmt.Fprintf(&b, "k%d: v, ", i)
+	}
+	b.WriteString("}}\nitems:\n")
+	for range 3000 {
+		b.WriteString("  - *big\n")
+	}
+	var d doc
+	start := time.Now()
+	err := Decode([]byte(b.String()), "Test", &d)
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 1 {
+		t.Fatalf("want one error, got %v", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("refusing took %v", took)
+	}
+	for _, want := range []string{"document (line 5): aliases expand this document by 906000 values, more than the 10000 allowed", "*big (anchored on line 3) stands for 303 values and is used 3000 times", "write the values out"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+	if d.Ptr != nil || d.Items != nil {
+		t.Error("the document was decoded all the same")
+	}
+}
+
+// TestDecodeAllowsModestAliases: sharing a value between a few entries,
+// the use aliases are for, is still decoded.
+func TestDecodeAllowsModestAliases(t *testing.T) {
+	src := "apiVersion: etoile.io/v1alpha1\nkind: Test\nptr: &p {name: x, tags: &t {a: b, c: d}}\nitems: [*p, *p, {name: y, tags: *t}]\nlist: &l [a, b]\n"
+	var d doc
+	if err := Decode([]byte(src), "Test", &d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Items) != 3 || d.Items[1].Name != "x" || d.Items[2].Tags["c"] != "d" {
+		t.Errorf("decoded %+v", d)
+	}
+}
+
+// TestDecodeRefusesAliasInItsOwnAnchor: an alias inside the value it
+// names would never end.
+func TestDecodeRefusesAliasInItsOwnAnchor(t *testing.T) {
+	var f forest
+	err := Decode([]byte("apiVersion: etoile.io/v1alpha1\nkind: Test\ntrees:\n  - &a {kids: [*a]}\n"), "Test", &f)
+	if err == nil || !strings.Contains(err.Error(), "document (line 4): the alias *a is inside its own anchor (&a, line 4), so it would never end") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestErrorsShowAtMostMaxShown: however many problems a document has, its
+// error lists MaxShown of them and counts the rest, for every caller
+// prints that text (consoles, logs, the local API's answer).
+func TestErrorsShowAtMostMaxShown(t *testing.T) {
+	var es Errors
+	for i := range 1000 {
+		es.Add(fmt.Sprintf("list[%d]", i), "bad")
+	}
+	lines := strings.Split(es.Err().Error(), "\n")
+	if len(lines) != MaxShown+1 || lines[MaxShown-1] != "list[49]: bad" || lines[MaxShown] != "... and 950 more errors, not shown: correct these and check again" {
+		t.Errorf("got %d lines, ending %q", len(lines), lines[len(lines)-2:])
+	}
+	if len(es) != 1000 {
+		t.Errorf("the list itself lost entries: %d", len(es))
+	}
+	es = es[:MaxShown]
+	if strings.Contains(es.Error(), "more errors") {
+		t.Errorf("%d errors counted as more", MaxShown)
 	}
 }
 

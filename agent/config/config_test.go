@@ -350,3 +350,28 @@ func TestEtcdOnlyServerIsWarnedAbout(t *testing.T) {
 		t.Errorf("warnings %q lack the disable-apiserver one", warns)
 	}
 }
+
+// TestK3sFlagReadsAsK3s: the agent reads a boolean K3s option as K3s does
+// (strconv.ParseBool, through urfave/cli), and validation accepts the same
+// words: disable-agent: 1 is a server without a kubelet for both, or the
+// agent would wait for a node K3s never registers.
+func TestK3sFlagReadsAsK3s(t *testing.T) {
+	for val, want := range map[string]bool{
+		"1": true, "t": true, "T": true, "TRUE": true, "true": true, "True": true, "'1'": true,
+		"0": false, "f": false, "F": false, "FALSE": false, "false": false,
+	} {
+		c, _, err := Check([]byte(minimal + "k3s:\n  disable-agent: " + val + "\n"))
+		if err != nil {
+			t.Errorf("disable-agent: %s refused: %v", val, err)
+			continue
+		}
+		if got := c.K3sFlag("disable-agent"); got != want {
+			t.Errorf("disable-agent: %s: K3sFlag = %v, want %v (as K3s reads it)", val, got, want)
+		}
+	}
+	for _, val := range []string{"yes", "on", "'tRuE'", "2"} {
+		if _, _, err := Check([]byte(minimal + "k3s:\n  disable-agent: " + val + "\n")); err == nil {
+			t.Errorf("disable-agent: %s accepted: K3s refuses it", val)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -38,13 +39,18 @@ func K3sBool(b bool) K3sValue {
 }
 
 // K3sFlag reports whether the k3s: pass-through section sets the boolean
-// option key to true.
+// option key to true, as K3s reads it: its flag parser (urfave/cli, through
+// Go's flag package) takes strconv.ParseBool's words, so 1, t, T, TRUE,
+// true and True are all true, and validation accepts exactly those. The
+// agent must read the value the same way, or it would judge a server with
+// disable-agent: 1 by a kubelet K3s does not run.
 func (c *MachineConfig) K3sFlag(key string) bool {
 	v, ok := c.K3s[key]
 	if !ok || v.node == nil || v.IsList() {
 		return false
 	}
-	return strings.EqualFold(v.node.Value, "true")
+	b, err := strconv.ParseBool(v.node.Value)
+	return err == nil && b
 }
 
 // K3sList returns a list of strings.

@@ -201,6 +201,32 @@ var k3sReservedKeys = map[string]string{
 	"o":                "the agent judges K3s's readiness through the admin kubeconfig at /etc/rancher/k3s/k3s.yaml; it must stay there",
 }
 
+// k3sReservedArgs are, for the K3s options that pass flags on to a
+// component (kubelet-arg, kube-proxy-arg), the component's flags K3s sets
+// from what Étoile writes or that the agent relies on, each with what to do
+// instead. A flag given there wins over K3s's own: hostname-override would
+// register the node under a name the agent does not know, so that its
+// readiness never shows (as with-node-id would), and node-labels or
+// register-with-taints would replace the labels and taints the machine
+// config gives.
+var k3sReservedArgs = map[string]map[string]string{
+	"kubelet-arg": {
+		"hostname-override":    "set hostname instead: it is the node name, and a kubelet registered under another name is a node the agent does not know, whose readiness never shows",
+		"node-labels":          "set labels instead (a map of key: value): this flag would replace them, and the site and GPU labels",
+		"register-with-taints": "set taints instead (a list of key=value:Effect): this flag would replace them",
+		"node-ip":              "set k3s: {node-ip: …} instead: K3s passes it to the kubelet and uses it itself (flannel, the node's addresses)",
+		"root-dir":             "the kubelet keeps pods' volumes in /var/lib/kubelet, where K3s and the CSI drivers expect them: leave it out",
+		"kubeconfig":           "the kubelet uses the kubeconfig K3s writes for it (/var/lib/rancher/k3s/agent/kubelet.kubeconfig), which the agent reads too to judge the node's readiness: leave it out",
+		"bootstrap-kubeconfig": "K3s registers the kubelet with credentials of its own: leave it out",
+		"config":               "K3s writes the kubelet's configuration file itself: give kubelet options one by one instead (kubelet-arg: [max-pods=200])",
+		"cert-dir":             "K3s gives the kubelet its certificates itself: leave it out",
+	},
+	"kube-proxy-arg": {
+		"hostname-override": "set hostname instead: K3s gives kube-proxy the node name, by which it finds its own node",
+		"kubeconfig":        "kube-proxy uses the kubeconfig K3s writes for it: leave it out",
+	},
+}
+
 var (
 	k3sAgentSet      = toSet(k3sAgentKeys)
 	k3sAgentOnlySet  = toSet(k3sAgentOnlyKeys)

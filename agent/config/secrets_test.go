@@ -36,11 +36,35 @@ func TestErrorsNeverShowSecrets(t *testing.T) {
 		{"mirror endpoint with credentials and a bad port", server + "registries: {mirrors: {docker.io: {endpoint: ['https://bob:SECRETPW@m.example:x']}}}\n", "SECRETPW",
 			[]string{`"https://bob:xxxxx@m.example:x" is not a URL`}},
 		{"server URL with credentials", "role: agent\ncluster: {server: 'https://user:SECRETPW@cp.example:6443', token: t}\n", "SECRETPW",
-			[]string{`cluster.server: "https://user:xxxxx@cp.example:6443" must be only https://HOST:PORT`}},
+			[]string{`cluster.server: "https://cp.example:6443" has a user name or password (not shown)`, "K3s wants only https://HOST:PORT"}},
 		{"init with a server with credentials", "role: server\ncluster: {init: true, server: 'https://user:SECRETPW@cp.example:6443', token: t}\n", "SECRETPW",
-			[]string{`server ("https://user:xxxxx@cp.example:6443")`}},
+			[]string{`server ("https://cp.example:6443")`}},
 		{"join without token, server with credentials", "role: agent\ncluster: {server: 'https://user:SECRETPW@cp.example:6443'}\n", "SECRETPW",
-			[]string{"cluster.token: missing: a node joining https://user:xxxxx@cp.example:6443"}},
+			[]string{"cluster.token: missing: a node joining https://cp.example:6443 needs"}},
+		// A join token pasted as the server (and the server as the
+		// token), or a token carried in the server URL's query: the
+		// cluster section's values are shown only as far as they are
+		// a URL's scheme, host and path.
+		{"token and server swapped", "role: agent\ncluster: {server: \"K10c1d2e3f4::server:0123456789abcdefSECRET\", token: \"https://10.0.0.1:6443\"}\n", "SECRET",
+			[]string{"cluster.server: looks like a K3s token (not shown): did you swap server and token?", "cluster.token: is a URL (not shown): did you swap server and token?"}},
+		{"token without K10 as the server", "role: agent\ncluster: {server: \"0123456789abcdefSECRET\", token: t}\n", "SECRET",
+			[]string{"cluster.server: is not a URL (not shown"}},
+		{"token with :: alone as the server", "role: agent\ncluster: {server: \"abc::server:SECRET\", token: t}\n", "SECRET",
+			[]string{"cluster.server: looks like a K3s token"}},
+		{"init with a token as the server", "role: server\ncluster: {init: true, server: \"K10abc::server:SECRET\", token: t}\n", "SECRET",
+			[]string{"server (a value not shown) joins an existing one", "cluster.server: looks like a K3s token"}},
+		{"join without token, token as the server", "role: agent\ncluster: {server: \"K10abc::server:SECRET\"}\n", "SECRET",
+			[]string{"cluster.token: missing: a node joining the cluster needs"}},
+		{"server URL with a token in its query", "role: agent\ncluster: {server: 'https://10.0.0.1:6443/?token=SECRETQ', token: t}\n", "SECRETQ",
+			[]string{`cluster.server: "https://10.0.0.1:6443/" has a query (not shown): K3s wants only https://HOST:PORT: remove it`}},
+		{"server URL with a fragment", "role: agent\ncluster: {server: 'https://10.0.0.1:6443#SECRETF', token: t}\n", "SECRETF",
+			[]string{`cluster.server: "https://10.0.0.1:6443" has a fragment (not shown)`}},
+		{"server URL not https with a query", "role: agent\ncluster: {server: 'http://10.0.0.1:6443?token=SECRETQ', token: t}\n", "SECRETQ",
+			[]string{`cluster.server: "http://10.0.0.1:6443" must use https`}},
+		{"server URL with a bad escape in its query", "role: agent\ncluster: {server: 'https://10.0.0.1:6443/?t=SECRET%zz', token: t}\n", "SECRET",
+			[]string{`cluster.server: "https://10.0.0.1:6443/" has a query (not shown)`}},
+		{"server URL with credentials and a bad port", "role: agent\ncluster: {server: 'https://u:SECRETPW@cp.example:x', token: t}\n", "SECRETPW",
+			[]string{`cluster.server: "https://cp.example:x" is not a URL (invalid port ":x" after host)`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\n" + tc.body

@@ -55,7 +55,42 @@ func (c *MachineConfig) Validate() (warnings []string, err error) {
 	v.registries(c.Registries)
 	v.install(c.Install)
 	v.constellation(c.Constellation)
-	return v.warns, v.errs.Err()
+	return capWarnings(v.warns), v.errs.Err()
+}
+
+// capWarnings keeps the first schema.MaxShown warnings and counts the rest,
+// as schema.Errors does with errors: the same mistake made a thousand
+// times says nothing more than its first few, and every warning reaches
+// the consoles and the log.
+func capWarnings(warns []string) []string {
+	if len(warns) <= schema.MaxShown {
+		return warns
+	}
+	return append(warns[:schema.MaxShown:schema.MaxShown], fmt.Sprintf("... and %d more warnings, not shown", len(warns)-schema.MaxShown))
+}
+
+// The most entries a machine config may give in its lists and maps, far
+// above what a machine needs (a trunk's VLANs are an interface each), so
+// that a document cannot make validation, the K3s config and the agent's
+// network setup arbitrarily long. A list over its bound is one error, and
+// its entries are not checked one by one.
+const (
+	maxInterfaces      = 256
+	maxAddresses       = 64 // per interface
+	maxLabels          = 128
+	maxTaints          = 64
+	maxRegistries      = 128 // mirrors, and configs
+	maxMirrorEndpoints = 16  // per mirror
+)
+
+// tooMany reports an error at path when n, the entries it gives, is over
+// max: what they are, and how to need fewer.
+func (v *validator) tooMany(path string, n, max int, what, fix string) bool {
+	if n <= max {
+		return false
+	}
+	v.errs.Add(path, "%d %s, more than the %d allowed: %s", n, what, max, fix)
+	return true
 }
 
 type validator struct {
@@ -87,7 +122,11 @@ func (v *validator) cluster(c *MachineConfig) {
 	}
 	switch {
 	case cl.Init && cl.Server != "":
-		v.errs.Add("cluster.init", "init starts a new cluster and server (%s) joins an existing one: keep one of them", quoteURL(cl.Server))
+		server := "a value not shown"
+		if shown, isURL := serverShown(cl.Server); isURL {
+			server = shown
+		}
+		v.errs.Add("cluster.init", "init starts a new cluster and server (%s) joins an existing one: keep one of them", server)
 	case cl.Init && c.Role == RoleAgent:
 		v.errs.Add("cluster.init", "an agent cannot start a cluster: use role: server, or give cluster.server to join one")
 	case !cl.Init && cl.Server == "":
@@ -98,22 +137,111 @@ func (v *validator) cluster(c *MachineConfig) {
 		}
 	}
 	if cl.Server != "" {
-		if msg, warn := serverURLProblem(cl.Server); msg != "" {
-			v.errs.Add("cluster.server", "%s %s", quoteURL(cl.Server), msg)
-		} else if warn != "" {
-			v.warn("cluster.server", "%s %s", quoteURL(cl.Server), warn)
+		shown, isURL := serverShown(cl.Server)
+		switch msg, warn := serverURLProblem(cl.Server); {
+		case !isURL:
+			v.errs.Add("cluster.server", "%s", msg)
+		case msg != "":
+			v.errs.Add("cluster.server", "%s %s", shown, msg)
+		case warn != "":
+			v.warn("cluster.server", "%s %s", shown, warn)
 		}
 		if cl.Token == "" {
-			v.errs.Add("cluster.token", "missing: a node joining %s needs the cluster's token (on the first server: /var/lib/rancher/k3s/server/token)", unquote(quoteURL(cl.Server)))
+			joining := "the cluster"
+			if isURL {
+				joining = unquote(shown)
+			}
+			v.errs.Add("cluster.token", "missing: a node joining %s needs the cluster's token (on the first server: /var/lib/rancher/k3s/server/token)", joining)
 		}
 	}
 	if cl.Token != "" && strings.IndexFunc(cl.Token, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
 		v.errs.Add("cluster.token", "contains spaces or control characters (a copy-paste accident?): a K3s token is one word")
+	} else if _, isURL := serverShown(cl.Token); isURL {
+		// Not shown all the same: whatever is in the token field may be
+		// the secret.
+		v.errs.Add("cluster.token", "is a URL (not shown): did you swap server and token? token is the cluster's secret, in /var/lib/rancher/k3s/server/token on the first server; server is the URL to join, https://HOST:6443")
 	}
 }
 
+// serverShown is cluster.server as messages may show it, quoted, and
+// whether it is a URL (scheme://…) at all. The values under cluster may hold
+// the token, pasted in the wrong field or carried in a URL, and messages
+// reach every console, the log and tickets: a URL is shown as
+// scheme://host/path only, without its user and password, query (?token=…)
+// or fragment, and any other value not at all (serverURLProblem describes
+// it instead).
+func serverShown(s string) (shown string, isURL bool) {
+	scheme, _, host, path, ok := urlParts(s)
+	if !ok {
+		return "", false
+	}
+	return strconv.Quote(scheme + "://" + host + path), true
+}
+
+// urlParts splits scheme://userinfo@host/path?query#fragment as url.Parse
+// would, without checking the parts; user says whether there is an '@'
+// before the host, ok whether s starts with a scheme and "://" at all. It
+// lets a message show a URL without its userinfo, query and fragment even
+// when url.Parse refuses it.
+func urlParts(s string) (scheme string, user bool, host, path string, ok bool) {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok || scheme == "" || strings.IndexFunc(scheme, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '+' || r == '-' || r == '.')
+	}) >= 0 {
+		return "", false, "", "", false
+	}
+	if i := strings.IndexAny(rest, "?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	host = rest
+	if i := strings.Index(rest, "/"); i >= 0 {
+		host, path = rest[:i], rest[i:]
+	}
+	if at := strings.LastIndex(host, "@"); at >= 0 {
+		user, host = true, host[at+1:]
+	}
+	return scheme, user, host, path, true
+}
+
+// hostPortOnly is s as the host and port of a URL when s is an IP address
+// or HOST:PORT and no more (a server given without https://), else "".
+// Only such a value is shown: nothing else that may be a token has that
+// shape.
+func hostPortOnly(s string) string {
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		if a.Is6() {
+			return "[" + s + "]:6443"
+		}
+		return s + ":6443"
+	}
+	h, port, err := net.SplitHostPort(s)
+	if err != nil || port == "" || portProblem(":"+port) != "" || hostProblem(h) != "" || strings.Contains(h, "%") {
+		return ""
+	}
+	if _, err := netip.ParseAddr(h); err != nil && !strings.Contains(h, ".") {
+		return "" // one word and a number: a name, perhaps, or not
+	}
+	return s
+}
+
+// serverURLProblem says what is wrong with cluster.server, a problem or a
+// warning. It never repeats the value, which serverShown shows, or what
+// serverShown leaves out: for a value that is not a URL, it says only what
+// it looks like.
 func serverURLProblem(s string) (problem, warning string) {
-	u, err := url.Parse(s)
+	shown, isURL := serverShown(s)
+	if !isURL {
+		if hostport := hostPortOnly(s); hostport != "" {
+			return fmt.Sprintf("%q has no scheme: use https://%s", s, hostport), ""
+		}
+		if strings.HasPrefix(s, "K10") || strings.Contains(s, "::") {
+			return "looks like a K3s token (not shown): did you swap server and token? server is the URL of a server to join, https://HOST:6443; token is the cluster's secret", ""
+		}
+		return "is not a URL (not shown, as it may be a secret): give the URL of a server to join, https://HOST:6443", ""
+	}
+	// Parsed without what is not shown, so that url.Parse's detail,
+	// which quotes the part it stumbled on, cannot hold a secret either.
+	u, err := url.Parse(unquote(shown))
 	if err != nil {
 		return "is not a URL" + urlErrDetail(err) + ": use https://HOST:6443", ""
 	}
@@ -123,8 +251,23 @@ func serverURLProblem(s string) (problem, warning string) {
 	if u.Hostname() == "" {
 		return "has no host: use https://HOST:6443", ""
 	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
-		return "must be only https://HOST:PORT, without user, path or query", ""
+	var extra []string
+	if _, user, _, _, _ := urlParts(s); user {
+		extra = append(extra, "a user name or password")
+	}
+	if strings.Contains(s, "?") {
+		extra = append(extra, "a query")
+	}
+	if strings.Contains(s, "#") {
+		extra = append(extra, "a fragment")
+	}
+	if len(extra) > 0 {
+		// K3s takes scheme://host:port and nothing more; what else is
+		// there may be the token, so it is named, not shown.
+		return fmt.Sprintf("has %s (not shown): K3s wants only https://HOST:PORT: remove it", strings.Join(extra, " and ")), ""
+	}
+	if u.Path != "" && u.Path != "/" {
+		return "must be only https://HOST:PORT, without a path", ""
 	}
 	if msg := hostProblem(u.Hostname()); msg != "" {
 		return msg + ": use https://HOST:6443", ""
@@ -297,6 +440,9 @@ func labelDomain(k string) string {
 func inDomain(d, domain string) bool { return d == domain || strings.HasSuffix(d, "."+domain) }
 
 func (v *validator) labels(labels map[string]string) {
+	if v.tooMany("labels", len(labels), maxLabels, "labels", "give the labels that select this node (others can be set later with kubectl label)") {
+		return
+	}
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		p := "labels." + k
 		if msg := labelKeyProblem(k); msg != "" {
@@ -320,6 +466,9 @@ func (v *validator) labels(labels map[string]string) {
 var taintEffects = []string{"NoSchedule", "PreferNoSchedule", "NoExecute"}
 
 func (v *validator) taints(taints []string) {
+	if v.tooMany("taints", len(taints), maxTaints, "taints", "give the taints that keep workloads off this node (others can be set later with kubectl taint)") {
+		return
+	}
 	seen := map[string]int{}
 	for i, t := range taints {
 		p := fmt.Sprintf("taints[%d]", i)
@@ -359,6 +508,9 @@ func cutLast(s, sep string) (before, after string, ok bool) {
 }
 
 func (v *validator) network(n Network) {
+	if v.tooMany("network.interfaces", len(n.Interfaces), maxInterfaces, "interfaces", "list this machine's own interfaces and VLANs, each once") {
+		return
+	}
 	seenIf := map[string]int{}
 	seenAddr := map[netip.Addr]string{}
 	gateways := map[bool]string{} // is IPv4 → path of the first default route
@@ -428,6 +580,9 @@ func (v *validator) network(n Network) {
 			prefixes []netip.Prefix
 			pfPaths  []string // the field of each prefix
 		)
+		if v.tooMany(p+".addresses", len(ifc.Addresses), maxAddresses, "addresses", "give the addresses this interface has; a subnet is one address with its prefix length (192.0.2.10/24), not each of its addresses") {
+			continue // its gateway and name servers would be judged against none
+		}
 		for j, a := range ifc.Addresses {
 			ap := fmt.Sprintf("%s.addresses[%d]", p, j)
 			if strings.Contains(a, "%") {
@@ -512,9 +667,36 @@ func (v *validator) network(n Network) {
 				// resolver does not read them): refused here, rather than
 				// the name server silently left out on the node.
 				v.errs.Add(fmt.Sprintf("%s.dns[%d]", p, j), "%q has a zone (%%%s): Étoile does not write zones into resolv.conf, and a link-local name server needs one: use a global or ULA address", d, a.Zone())
+			default:
+				if msg := dnsServerProblem(a, prefixes); msg != "" {
+					v.errs.Add(fmt.Sprintf("%s.dns[%d]", p, j), "%q %s", d, msg)
+				}
 			}
 		}
 	}
+}
+
+// dnsServerProblem says why a, given as a name server on an interface
+// with the static prefixes, cannot be one, or "": resolv.conf sends each
+// query to one unicast address, which something must answer.
+func dnsServerProblem(a netip.Addr, prefixes []netip.Prefix) string {
+	const give = "give the address of a name server on the network"
+	a = a.Unmap()
+	switch {
+	case a.IsLoopback():
+		// Étoile runs no resolver of its own, and K3s, finding a
+		// loopback name server in resolv.conf, gives CoreDNS and the
+		// pods 8.8.8.8 instead, which a site's names are not in.
+		return "is a loopback address: nothing answers DNS on the node's loopback, and K3s replaces a loopback name server with 8.8.8.8 for the pods: " + give
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "is the broadcast address, not a name server's: " + give
+	case a.Is6() && a.IsLinkLocalUnicast():
+		return "is an IPv6 link-local address, which needs a zone (the interface) that Étoile does not write into resolv.conf: use the name server's global or ULA address"
+	}
+	if what, _ := hostAddrProblem(a, prefixes); what != "" {
+		return what + ", not a name server's: " + give
+	}
+	return ""
 }
 
 // Notes are what a machine config may do on some machines and not on
@@ -631,6 +813,24 @@ func (v *validator) k3s(c *MachineConfig) {
 		if msg := k3sValueProblem(base, c.K3s[k]); msg != "" {
 			v.errs.Add(p, "%s", msg)
 			continue
+		}
+		if reserved := k3sReservedArgs[base]; reserved != nil {
+			for i, item := range c.K3s[k].Strings() {
+				ip := p
+				if c.K3s[k].IsList() {
+					ip = fmt.Sprintf("%s[%d]", p, i)
+				}
+				// K3s passes each item as --ITEM, and the components'
+				// flag parsers take "--name=value" and read '_' as '-'.
+				name := strings.TrimLeft(item, "-")
+				if j := strings.IndexAny(name, "= \t"); j >= 0 {
+					name = name[:j]
+				}
+				name = strings.ReplaceAll(name, "_", "-")
+				if msg, ok := reserved[name]; ok {
+					v.errs.Add(ip, "%q: %s is set by Étoile and K3s, not here: %s", item, name, msg)
+				}
+			}
 		}
 		if base == "disable" {
 			for _, name := range c.K3s[k].Strings() {
@@ -802,6 +1002,10 @@ func (v *validator) registries(r *Registries) {
 	if r == nil {
 		return
 	}
+	if v.tooMany("registries.mirrors", len(r.Mirrors), maxRegistries, "mirrors", `list the registries this node pulls from ("*" stands for every other)`) ||
+		v.tooMany("registries.configs", len(r.Configs), maxRegistries, "configs", "give one entry per registry host this node reaches") {
+		return
+	}
 	for _, name := range slices.Sorted(maps.Keys(r.Mirrors)) {
 		p := "registries.mirrors." + name
 		if name == "" || strings.Contains(name, "://") || strings.ContainsAny(name, " /") {
@@ -810,7 +1014,11 @@ func (v *validator) registries(r *Registries) {
 			v.errs.Add(p, "%q %s: use a host with optional port (registry.example.com:5000)", name, msg)
 		}
 		m := r.Mirrors[name]
-		for i, e := range m.Endpoint {
+		endpoints := m.Endpoint
+		if v.tooMany(p+".endpoint", len(m.Endpoint), maxMirrorEndpoints, "endpoints", "give the few endpoints that serve this registry: containerd tries them in order") {
+			endpoints = nil
+		}
+		for i, e := range endpoints {
 			ep := fmt.Sprintf("%s.endpoint[%d]", p, i)
 			u, err := url.Parse(e)
 			switch {
@@ -826,6 +1034,10 @@ func (v *validator) registries(r *Registries) {
 				v.errs.Add(ep, "%s %s: give the registry's port, or none for %s's default", quoteURL(e), portProblem(u.Host), u.Scheme)
 			case hostProblem(u.Hostname()) != "":
 				v.errs.Add(ep, "%s %s: use https://HOST[:PORT]", quoteURL(e), hostProblem(u.Hostname()))
+			case u.Scheme == "http" && r.Configs[u.Host].Auth != nil:
+				// containerd sends a host's credentials to each of its
+				// endpoints, over the endpoint's scheme.
+				v.warn(ep, "%s is plain http, and registries.configs.%s.auth gives credentials for %s: they would cross the network in clear, for anyone on the path to read: serve the registry over https, or give it no credentials (or ones that can only pull)", quoteURL(e), u.Host, u.Host)
 			}
 		}
 		for _, pat := range slices.Sorted(maps.Keys(m.Rewrite)) {

@@ -61,7 +61,11 @@ func TestRejections(t *testing.T) {
 		{"server URL not https", "role: agent\ncluster: {server: 'http://10.0.0.1:6443', token: t}\n", "cluster.server", []string{`"http://10.0.0.1:6443"`, "https"}},
 		{"server URL with path", "role: agent\ncluster: {server: 'https://10.0.0.1:6443/api', token: t}\n", "cluster.server", []string{`"https://10.0.0.1:6443/api"`}},
 		{"server URL without host", "role: agent\ncluster: {server: 'https://:6443', token: t}\n", "cluster.server", []string{`"https://:6443"`, "no host"}},
-		{"server URL not a URL", "role: agent\ncluster: {server: '%zz', token: t}\n", "cluster.server", []string{`"%zz"`, "not a URL"}},
+		{"server URL not a URL", "role: agent\ncluster: {server: '%zz', token: t}\n", "cluster.server", []string{"not a URL (not shown", "https://HOST:6443"}},
+		{"server without scheme", "role: agent\ncluster: {server: 'cp.example:6443', token: t}\n", "cluster.server", []string{`"cp.example:6443" has no scheme: use https://cp.example:6443`}},
+		{"server an IPv6 address", "role: agent\ncluster: {server: '2001:db8::1', token: t}\n", "cluster.server", []string{`"2001:db8::1" has no scheme: use https://[2001:db8::1]:6443`}},
+		{"server an IPv4 address and port", "role: agent\ncluster: {server: '10.0.0.1:6443', token: t}\n", "cluster.server", []string{`"10.0.0.1:6443" has no scheme: use https://10.0.0.1:6443`}},
+		{"server URL bad escape", "role: agent\ncluster: {server: 'https://10.0.0.1:6443/%zz', token: t}\n", "cluster.server", []string{`"https://10.0.0.1:6443/%zz" is not a URL (invalid URL escape "%zz")`}},
 		{"server URL port out of range", "role: agent\ncluster: {server: 'https://10.0.0.1:99999', token: t}\n", "cluster.server", []string{`"https://10.0.0.1:99999"`, `port "99999"`, "1 to 65535", "6443"}},
 		{"server URL bad IPv4", "role: agent\ncluster: {server: 'https://10.0.0.256:6443', token: t}\n", "cluster.server", []string{`"10.0.0.256"`, "IPv4"}},
 		{"server URL bad DNS name", "role: agent\ncluster: {server: 'https://-bad-.example..com:6443', token: t}\n", "cluster.server", []string{`"-bad-.example..com"`, "DNS name"}},
@@ -71,6 +75,29 @@ func TestRejections(t *testing.T) {
 		{"server URL IPv6 port out of range", "role: agent\ncluster: {server: 'https://[2001:db8::1]:70000', token: t}\n", "cluster.server", []string{`port "70000"`}},
 		{"token missing to join", "role: agent\ncluster: {server: 'https://10.0.0.1:6443'}\n", "cluster.token", []string{"missing", "https://10.0.0.1:6443"}},
 		{"token with space", "role: server\ncluster: {init: true, token: 'abc def'}\n", "cluster.token", []string{"spaces"}},
+
+		// Name servers that cannot be one.
+		{"dns unspecified", server + "network: {interfaces: [{name: eth0, dhcp: true, dns: [0.0.0.0]}]}\n", "network.interfaces[0].dns[0]", []string{`"0.0.0.0"`, "unspecified", "name server"}},
+		{"dns multicast", server + "network: {interfaces: [{name: eth0, dhcp: true, dns: [10.0.0.53, 224.0.0.251]}]}\n", "network.interfaces[0].dns[1]", []string{`"224.0.0.251"`, "multicast"}},
+		{"dns loopback", server + "network: {interfaces: [{name: eth0, dhcp: true, dns: [127.0.0.1]}]}\n", "network.interfaces[0].dns[0]", []string{`"127.0.0.1"`, "loopback", "8.8.8.8"}},
+		{"dns IPv6 loopback", server + "network: {interfaces: [{name: eth0, dhcp: true, dns: ['::1']}]}\n", "network.interfaces[0].dns[0]", []string{`"::1"`, "loopback"}},
+		{"dns broadcast", server + "network: {interfaces: [{name: eth0, dhcp: true, dns: [255.255.255.255]}]}\n", "network.interfaces[0].dns[0]", []string{`"255.255.255.255"`, "broadcast"}},
+		{"dns subnet broadcast", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], dns: [10.0.0.255]}]}\n", "network.interfaces[0].dns[0]", []string{`"10.0.0.255"`, "broadcast address of 10.0.0.0/24"}},
+		{"dns IPv6 link-local", server + "network: {interfaces: [{name: eth0, dhcp: true, dns: ['fe80::1']}]}\n", "network.interfaces[0].dns[0]", []string{`"fe80::1"`, "link-local", "zone"}},
+		{"dns IPv6 multicast", server + "network: {interfaces: [{name: eth0, dhcp: true, dns: ['ff02::fb']}]}\n", "network.interfaces[0].dns[0]", []string{`"ff02::fb"`, "multicast"}},
+
+		// Component flags that would override what Étoile and K3s set.
+		{"kubelet-arg hostname-override", server + "k3s: {kubelet-arg: [max-pods=200, hostname-override=other]}\n", "k3s.kubelet-arg[1]", []string{`"hostname-override=other"`, "set hostname instead"}},
+		{"kubelet-arg node-labels with dashes", server + "k3s: {kubelet-arg: ['--node-labels=etoile.io/site=x']}\n", "k3s.kubelet-arg[0]", []string{`"--node-labels=etoile.io/site=x"`, "set labels instead"}},
+		{"kubelet-arg register-with-taints", server + "k3s: {kubelet-arg: ['register-with-taints=a:NoSchedule']}\n", "k3s.kubelet-arg[0]", []string{"set taints instead"}},
+		{"kubelet-arg+ node-ip", server + "k3s: {kubelet-arg+: [node-ip=10.0.0.7]}\n", "k3s.kubelet-arg+[0]", []string{"node-ip: …"}},
+		{"kubelet-arg scalar root-dir", server + "k3s: {kubelet-arg: root-dir=/data}\n", "k3s.kubelet-arg", []string{`"root-dir=/data"`, "/var/lib/kubelet"}},
+		{"kubelet-arg underscores", server + "k3s: {kubelet-arg: [hostname_override=x]}\n", "k3s.kubelet-arg[0]", []string{"hostname-override is set by"}},
+		{"kubelet-arg kubeconfig", server + "k3s: {kubelet-arg: [kubeconfig=/x]}\n", "k3s.kubelet-arg[0]", []string{"kubelet.kubeconfig"}},
+		{"kubelet-arg bootstrap-kubeconfig", server + "k3s: {kubelet-arg: [bootstrap-kubeconfig=/x]}\n", "k3s.kubelet-arg[0]", []string{"leave it out"}},
+		{"kubelet-arg config", server + "k3s: {kubelet-arg: [config=/x]}\n", "k3s.kubelet-arg[0]", []string{"one by one"}},
+		{"kubelet-arg cert-dir", server + "k3s: {kubelet-arg: [cert-dir=/x]}\n", "k3s.kubelet-arg[0]", []string{"certificates"}},
+		{"kube-proxy-arg hostname-override", server + "k3s: {kube-proxy-arg: [hostname-override=x]}\n", "k3s.kube-proxy-arg[0]", []string{"set hostname instead"}},
 
 		// Time.
 		{"time server URL", server + "time: {servers: ['ntp://ntp.example.com']}\n", "time.servers[0]", []string{`"ntp://ntp.example.com"`, "host name or IP address"}},
@@ -414,6 +441,10 @@ func TestWarnings(t *testing.T) {
 		{"server URL without port", "role: agent\ncluster: {server: 'https://cp.example', token: t}\n", []string{"cluster.server", "6443"}},
 		{"gateway outside subnet", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.9.0.1}]}\n", []string{"network.interfaces[0].gateway", "10.9.0.1", "outside"}},
 		{"two default routes", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.0.0.1}, {name: eth1, addresses: [10.1.0.2/24], gateway: 10.1.0.1}]}\n", []string{"network.interfaces[1].gateway", "network.interfaces[0].gateway"}},
+		{"registry credentials over http", server + "registries: {mirrors: {docker.io: {endpoint: ['http://r.example.com:5000']}}, configs: {'r.example.com:5000': {auth: {username: u, password: SECRETPW}}}}\n",
+			[]string{"registries.mirrors.docker.io.endpoint[0]", `"http://r.example.com:5000" is plain http`, "registries.configs.r.example.com:5000.auth", "cross the network in clear"}},
+		{"registry identity token over http", server + "registries: {mirrors: {'*': {endpoint: ['https://a.example', 'http://10.0.0.5:5000']}}, configs: {'10.0.0.5:5000': {auth: {identity_token: SECRETTOKEN}}}}\n",
+			[]string{"registries.mirrors.*.endpoint[1]", "10.0.0.5:5000", "in clear"}},
 		{"insecure registry", server + "registries: {configs: {m.example: {tls: {insecure_skip_verify: true}}}}\n", []string{"registries.configs.m.example.tls.insecure_skip_verify"}},
 		{"VLAN link name too long", server + "network: {interfaces: [{name: enp0s31f6abcd, vlan: 4000, dhcp: true}]}\n", []string{"network.interfaces[0].vlan", `"enp0s31f6abcd.4000"`, "15", "v<ifindex of enp0s31f6abcd>.4000"}},
 	} {
@@ -424,6 +455,11 @@ func TestWarnings(t *testing.T) {
 			}
 			if c == nil {
 				t.Fatal("no config")
+			}
+			for _, w := range warnings {
+				if strings.Contains(w, "SECRET") {
+					t.Errorf("a warning shows a secret: %s", w)
+				}
 			}
 			for _, w := range warnings {
 				ok := true
@@ -485,6 +521,10 @@ func TestNetworkAccepted(t *testing.T) {
 		"hostname: localhost-1\n",
 		"registries: {mirrors: {'r.example:5000': {endpoint: ['https://m.example:65535', 'http://[2001:db8::1]:5000', 'https://[2001:db8::2]']}}, configs: {'r.example:5000': {auth: {username: u, password: p}}}}\n",
 		"install: {disk: {serial: S123}}\n",
+		// Name servers: IPv4 link-local (a cloud's resolver), ULA, global.
+		"network: {interfaces: [{name: eth0, dhcp: true, dns: [169.254.169.253, 10.0.0.53, 'fd00::53', '2001:db8::53']}]}\n",
+		// Credentials for an https endpoint; an http one without any.
+		"registries: {mirrors: {docker.io: {endpoint: ['https://r.example:5000', 'http://p.example:5000']}}, configs: {'r.example:5000': {auth: {username: u, password: p}}, 'p.example:5000': {tls: {ca_file: /etc/ca.pem}}}}\n",
 		"constellation: {join: 'etoile://hub.example.com:8443?token=" + joinToken + "&ca=sha256:" + joinPin + "'}\n",
 	} {
 		if _, w, err := Check([]byte(header + server + body)); err != nil || len(w) != 0 {
