@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"regexp"
@@ -16,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/etoile-os/etoile/agent/cmdline"
 	"github.com/etoile-os/etoile/internal/devread"
 )
 
@@ -85,6 +87,20 @@ func (d *Disk) isPath(dev string) bool {
 
 func (c *collector) disk(name string, byLabel map[string]string) (Disk, bool) {
 	sys := "/sys/class/block/" + name
+	st, err := c.r.stat(sys)
+	if err != nil {
+		// A link that cannot be followed (a loop, a target the copy left out or outside
+		// it) has no attribute to read: listed, it would be a disk of 0 bytes that is not
+		// there. A live machine's entry vanishes so when its device is unplugged meanwhile.
+		if !isVirtualBlockName(name) && !(c.r.live && errors.Is(err, fs.ErrNotExist)) {
+			c.warn("disks: %s cannot be followed (%v): skipped; copy /sys/class/block again with the devices its links lead to", c.r.path(sys), unwrapPathError(err))
+		}
+		return Disk{}, false
+	}
+	if !st.IsDir() {
+		c.warn("disks: %s is %s, not a device's folder or a link to one: skipped; copy /sys/class/block again", c.r.path(sys), fileKind(st.Mode()))
+		return Disk{}, false
+	}
 	if c.r.exists(sys + "/partition") {
 		return Disk{}, false
 	}
@@ -133,7 +149,12 @@ func (c *collector) disk(name string, byLabel map[string]string) (Disk, bool) {
 		d.Transport = "fc" // a LUN of a Fibre Channel (or FCoE) HBA whose path has no rport
 	}
 	d.Remote = IsRemoteTransport(d.Transport)
-	if id := c.ataIdentify(sys, devPath); id != nil {
+	if id, sat := c.ataIdentify(sys, devPath); id != nil {
+		if sat && (d.Transport == "sas" || d.Transport == "scsi") {
+			// A SATA disk behind a SAS HBA (or a RAID HBA's pass-through): the HBA
+			// translates SCSI to ATA for it, and its ATA Information VPD page says it is one.
+			d.Transport = "sata"
+		}
 		// The SCSI layer's model of a SATA disk is the 16 characters of its emulated
 		// INQUIRY data ("Samsung SSD 870" of "Samsung SSD 870 EVO 1TB"); the disk's own
 		// IDENTIFY data has all 40.
@@ -166,13 +187,15 @@ func (c *collector) disk(name string, byLabel map[string]string) (Disk, bool) {
 		n, _ := c.r.attrInt(psys + "/partition")
 		uevent := parseUevent(c.r.attr(psys + "/uevent"))
 		p := Partition{
-			Name:       child,
-			Path:       "/dev/" + strings.ReplaceAll(child, "!", "/"),
-			Number:     int(n),
-			StartBytes: sectors(c.r, psys+"/start"),
-			SizeBytes:  sectors(c.r, psys+"/size"),
-			PartLabel:  uevent["PARTNAME"],
-			FSLabel:    byLabel[child],
+			Name:      child,
+			Path:      "/dev/" + strings.ReplaceAll(child, "!", "/"),
+			Number:    int(n),
+			SizeBytes: sectors(c.r, psys+"/size"),
+			PartLabel: uevent["PARTNAME"],
+			FSLabel:   byLabel[child],
+		}
+		if start, ok := sectorsOK(c.r, psys+"/start"); ok {
+			p.StartBytes = &start
 		}
 		if p.FSLabel == "" {
 			p.FSLabel = c.probeLabel(p.Path)
@@ -197,11 +220,25 @@ func isVirtualBlockName(name string) bool {
 // sectors reads a size in 512-byte sectors, which sysfs uses whatever the device's own
 // sector size.
 func sectors(r root, p string) uint64 {
+	b, _ := sectorsOK(r, p)
+	return b
+}
+
+// sectorsOK is sectors, and whether the file held a size.
+func sectorsOK(r root, p string) (uint64, bool) {
 	n, ok := r.attrInt(p)
 	if !ok || n < 0 || n > 1<<54 {
-		return 0
+		return 0, false
 	}
-	return uint64(n) * 512
+	return uint64(n) * 512, true
+}
+
+// unwrapPathError leaves out a *fs.PathError's operation and path, which the warning names.
+func unwrapPathError(err error) error {
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		return pe.Err
+	}
+	return err
 }
 
 func firstNonEmpty(s ...string) string {
@@ -216,8 +253,8 @@ func firstNonEmpty(s ...string) string {
 // ataIdentify returns the ATA IDENTIFY DEVICE data of a SATA disk: libata's
 // (/sys/class/ata_device/devN.M/id, found through the ataN in the disk's path and its
 // SCSI address), or, for a SATA disk behind a SAS HBA's translation layer, the ATA
-// Information VPD page (0x89) that carries it; nil when there is neither.
-func (c *collector) ataIdentify(sys, devPath string) ATAIdentify {
+// Information VPD page (0x89) that carries it (sat); nil when there is neither.
+func (c *collector) ataIdentify(sys, devPath string) (id ATAIdentify, sat bool) {
 	if m := ataPortRe.FindStringSubmatch(devPath); m != nil {
 		port := m[1]
 		// The SCSI address H:C:I:L: libata puts the device number in I, or, behind a
@@ -227,7 +264,7 @@ func (c *collector) ataIdentify(sys, devPath string) ATAIdentify {
 			for _, dev := range candidates {
 				if b, err := c.r.readFile("/sys/class/ata_device/" + dev + "/id"); err == nil {
 					if id := ParseATAIdentify(b); id != nil {
-						return id
+						return id, false
 					}
 				}
 			}
@@ -235,10 +272,12 @@ func (c *collector) ataIdentify(sys, devPath string) ATAIdentify {
 	}
 	if c.r.attr(sys+"/device/vendor") == "ATA" {
 		if b, err := c.r.readFile(sys + "/device/vpd_pg89"); err == nil {
-			return ParseATAInformationVPD(b)
+			if id := ParseATAInformationVPD(b); id != nil {
+				return id, true
+			}
 		}
 	}
-	return nil
+	return nil, false
 }
 
 var (
@@ -409,14 +448,20 @@ var (
 	fcRportRe  = regexp.MustCompile(`/rport-[0-9]+:[0-9]+-[0-9]+/`)
 	ataRe      = regexp.MustCompile(`/ata[0-9]+/`)
 	iscsiRe    = regexp.MustCompile(`/session[0-9]+/`)
-	nvmePathRe = regexp.MustCompile(`^nvme[0-9]+c[0-9]+n[0-9]+$`)
+	// sasEndDeviceRe is a SAS end device (…/host0/port-0:1/end_device-0:1/target0:0:1/…,
+	// behind an expander …/expander-0:0/port-0:0:4/end_device-0:0:4/…): the class
+	// sas_device's devices.
+	sasEndDeviceRe = regexp.MustCompile(`/end_device-[0-9]+:[0-9:]+/`)
+	nvmePathRe     = regexp.MustCompile(`^nvme[0-9]+c[0-9]+n[0-9]+$`)
 
 	mmcHardwarePartRe = regexp.MustCompile(`^mmcblk[0-9]+(boot[0-9]+|rpmb)$`)
 	mmcDiskRe         = regexp.MustCompile(`^mmcblk[0-9]+$`)
 )
 
 // Transport tells how a block device is attached from its path in the sysfs device tree
-// (what /sys/class/block/NAME links to): "nvme", "usb", "sata", "mmc", "virtio", "scsi",
+// (what /sys/class/block/NAME links to): "nvme", "usb", "sata" (libata's), "sas" (a SAS end
+// device's: a SATA disk behind a SAS HBA is made "sata" by its ATA VPD page, see disk),
+// "mmc", "virtio", "scsi" (another SCSI host: virtio-scsi, a RAID volume, parallel SCSI),
 // the network volumes "rbd", "iscsi", "fc" (a Fibre Channel LUN: a SCSI target under a remote
 // port, …/host3/rport-3:0-0/target3:0:0/…) and "nvme-of" (NVMe over fabrics, its fabric not
 // told by the path), or "" when unknown.
@@ -438,6 +483,8 @@ func Transport(devPath string) string {
 		return "usb" // usb-storage and UAS sit on SCSI hosts too: check USB first
 	case ataRe.MatchString(devPath):
 		return "sata"
+	case sasEndDeviceRe.MatchString(devPath):
+		return "sas" // a SAS end device's target; a SATA one behind it is told by its VPD (disk)
 	case strings.Contains(devPath, "/mmc"):
 		return "mmc"
 	case strings.Contains(devPath, "/virtio") && !hostRe.MatchString(devPath):
@@ -644,24 +691,46 @@ func cString(b []byte) string {
 	return printable(string(b))
 }
 
-// markBoot marks the boot medium. The first rule that finds one wins, so a machine booted
-// from a USB stick is not confused with an older installation on its disk:
-//  1. the device the caller names (Options.BootDevice): the agent knows where it found the
-//     system image;
-//  2. the partition of the booted slot (kernel argument etoile.slot=a|b, GPT partition label
-//     ETOILE-A or ETOILE-B);
-//  3. the live medium: volume label ETOILE (the ISO, on CD or written to a stick).
+// markBoot marks the boot medium: one disk, or none. The first rule that applies decides, so
+// a machine booted from a USB stick is not confused with an older installation on its disk:
+//  1. the device the caller names (Options.BootDevice), when it is a disk or partition here:
+//     the agent knows where it found the system image;
+//  2. a netboot (etoile.system= on the kernel command line) came from no disk: the boot took
+//     the system image from the network and ignored etoile.slot (agent/cmdline), and a disk
+//     that holds Étoile's partitions or its ISO is not what the machine runs from; no disk
+//     is marked, and the rules below do not apply;
+//  3. the disk holding the partition of the booted slot (kernel argument etoile.slot=a|b, GPT
+//     partition label ETOILE-A or ETOILE-B);
+//  4. the live medium: volume label ETOILE (the ISO, on CD or written to a stick).
+//
+// A rule that several disks match (two installed disks, a stick of the ISO beside its CD)
+// marks none, and a warning names them: an installer choosing a target leaves the boot
+// medium alone, and a guess could give it the disk the machine runs from. The rules after it
+// are not tried either (the ISO's label beside two installed slots is no better a guess).
 func (c *collector) markBoot() {
-	mark := func(match func(d *Disk) bool, reason string) bool {
-		found := false
+	// mark marks the disk that matches, when one does; decided is false when none does
+	// (the next rule is tried), true when one or several do (none marked, and said).
+	mark := func(match func(d *Disk) bool, reason string) (decided bool) {
+		var found []int
 		for i := range c.inv.Disks {
 			if match(&c.inv.Disks[i]) {
-				c.inv.Disks[i].Boot = true
-				c.inv.Disks[i].BootReason = reason
-				found = true
+				found = append(found, i)
 			}
 		}
-		return found
+		switch len(found) {
+		case 0:
+			return false
+		case 1:
+			c.inv.Disks[found[0]].Boot = true
+			c.inv.Disks[found[0]].BootReason = reason
+			return true
+		}
+		var names []string
+		for _, i := range found {
+			names = append(names, c.inv.Disks[i].Path)
+		}
+		c.warn("disks: several disks look like the boot medium (%s: %s): none is marked; name the one booted from (etoile-agent inventory --boot-device DEV), or remove Étoile's partitions or ISO from the others before an install chooses its target", strings.Join(names, ", "), reason)
+		return true
 	}
 	if dev := strings.TrimPrefix(c.opts.BootDevice, "/dev/"); dev != "" {
 		if mark(func(d *Disk) bool {
@@ -671,8 +740,12 @@ func (c *collector) markBoot() {
 			return
 		}
 	}
-	if slot := bootSlot(c.r.attr("/proc/cmdline")); slot != "" {
-		label := "ETOILE-" + strings.ToUpper(slot)
+	args := cmdline.Parse(c.r.attr("/proc/cmdline"))
+	if _, netboot := args.Raw["etoile.system"]; netboot {
+		return
+	}
+	if args.Slot != "" {
+		label := "ETOILE-" + strings.ToUpper(args.Slot)
 		if mark(func(d *Disk) bool { return d.hasPartition(func(p Partition) bool { return p.PartLabel == label }) },
 			"partition "+label+" of the booted slot") {
 			return
@@ -690,19 +763,6 @@ func (d *Disk) hasPartition(f func(Partition) bool) bool {
 		}
 	}
 	return false
-}
-
-// bootSlot returns the value of etoile.slot= on the kernel command line.
-func bootSlot(cmdline string) string {
-	for _, f := range strings.Fields(cmdline) {
-		if v, ok := strings.CutPrefix(f, "etoile.slot="); ok {
-			v = strings.ToLower(v)
-			if v == "a" || v == "b" {
-				return v
-			}
-		}
-	}
-	return ""
 }
 
 // lsblkJSON is the part of `lsblk -J -b` output read from a capture. Older lsblk versions
@@ -724,6 +784,8 @@ type lsblkDev struct {
 	RO        flexBool   `json:"ro"`
 	Label     *string    `json:"label"`
 	PartLabel *string    `json:"partlabel"`
+	PartN     flexUint   `json:"partn"` // newer lsblk's PARTN
+	Start     *flexUint  `json:"start"` // START, in sectors, when asked for
 	Children  []lsblkDev `json:"children"`
 }
 
@@ -763,7 +825,10 @@ func deref(s *string) string {
 	return strings.TrimSpace(*s)
 }
 
-// ParseLsblk reads `lsblk -J -b` output into disks (whole disks only; virtual ones left out).
+// ParseLsblk reads `lsblk -J -b` output into disks (whole disks and optical drives, as the
+// kernel lists them; virtual ones left out). A partition's number is lsblk's PARTN column,
+// or its name's (sda2, nvme0n1p2); its start is its START column, when there is one (in
+// 512-byte sectors, whatever -b says), and unknown otherwise.
 func ParseLsblk(b []byte) ([]Disk, error) {
 	var l lsblkJSON
 	if err := json.Unmarshal(b, &l); err != nil {
@@ -772,9 +837,10 @@ func ParseLsblk(b []byte) ([]Disk, error) {
 	disks := []Disk{}
 	for _, bd := range l.BlockDevices {
 		devPath, ok := devNode(bd.Name)
-		if bd.Type != "disk" || isVirtualBlockName(bd.Name) || !ok {
+		if bd.Type != "disk" && bd.Type != "rom" || isVirtualBlockName(bd.Name) || !ok {
 			continue
 		}
+		tran := lsblkTransport(deref(bd.Tran))
 		d := Disk{
 			Name:       bd.Name,
 			Path:       devPath,
@@ -783,8 +849,8 @@ func ParseLsblk(b []byte) ([]Disk, error) {
 			Serial:     deref(bd.Serial),
 			WWN:        lsblkWWN(bd.Name, deref(bd.WWN)),
 			Rotational: bool(bd.Rota),
-			Transport:  deref(bd.Tran),
-			Remote:     IsRemoteTransport(deref(bd.Tran)),
+			Transport:  tran,
+			Remote:     IsRemoteTransport(tran),
 			NoMedium:   bd.Size == 0 && bool(bd.RM),
 			Removable:  bool(bd.RM),
 			ReadOnly:   bool(bd.RO),
@@ -796,14 +862,60 @@ func ParseLsblk(b []byte) ([]Disk, error) {
 			if ch.Type != "part" || !ok {
 				continue
 			}
-			d.Partitions = append(d.Partitions, Partition{
-				Name: ch.Name, Path: chPath, SizeBytes: uint64(ch.Size),
+			p := Partition{
+				Name: ch.Name, Path: chPath, Number: int(ch.PartN), SizeBytes: uint64(ch.Size),
 				PartLabel: deref(ch.PartLabel), FSLabel: deref(ch.Label),
-			})
+			}
+			if p.Number <= 0 {
+				p.Number = partitionNumber(bd.Name, ch.Name)
+			}
+			if ch.Start != nil && *ch.Start <= 1<<54 {
+				start := uint64(*ch.Start) * 512
+				p.StartBytes = &start
+			}
+			d.Partitions = append(d.Partitions, p)
 		}
+		sort.SliceStable(d.Partitions, func(i, j int) bool { return d.Partitions[i].Number < d.Partitions[j].Number })
 		disks = append(disks, d)
 	}
 	return disks, nil
+}
+
+// partitionNumber reads a partition's number from its name as the kernel makes it: the
+// disk's name, then the number, after a "p" when the disk's name ends in a digit (sda2,
+// nvme0n1p2, mmcblk0p1); the name's last digits otherwise; 0 when it has none.
+func partitionNumber(disk, part string) int {
+	rest, ok := strings.CutPrefix(part, disk)
+	if ok && rest != "" && disk != "" && disk[len(disk)-1] >= '0' && disk[len(disk)-1] <= '9' {
+		rest, ok = strings.CutPrefix(rest, "p")
+	}
+	if !ok {
+		rest = part[len(strings.TrimRight(part, "0123456789")):]
+	}
+	n, err := strconv.Atoi(rest)
+	if err != nil || n <= 0 || n > 1<<20 {
+		return 0
+	}
+	return n
+}
+
+// lsblkTransport maps lsblk's TRAN column to the words Transport gives for the same disk:
+// lsblk's "ata" (libata without SATA: PATA) is "sata", as every libata device's sysfs path
+// reads; its "spi" (parallel SCSI) and "sbp" (FireWire) are "scsi"; "fcoe" is "fc". Other
+// words (sata, sas, usb, nvme, virtio, mmc, iscsi, fc) are the same. lsblk says "sas" of a
+// SATA disk behind a SAS HBA, which its sysfs path calls "sata" (its ATA VPD page is not in
+// the capture); an unknown word is kept.
+func lsblkTransport(t string) string {
+	t = strings.ToLower(t)
+	switch t {
+	case "ata":
+		return "sata"
+	case "spi", "sbp":
+		return "scsi"
+	case "fcoe":
+		return "fc"
+	}
+	return t
 }
 
 // devNode returns /dev/NAME for a device name read from a capture; false when the name
@@ -815,7 +927,9 @@ func devNode(name string) (string, bool) {
 
 func (c *collector) disksFromLsblk() error {
 	b, err := c.r.readFile("/lsblk.json")
-	if os.IsNotExist(err) {
+	if errors.Is(err, fs.ErrNotExist) {
+		// Not an empty list without a word: it would read as a machine without disks.
+		c.warn("disks: not captured: the copied tree has neither sys/class/block nor lsblk.json, so no disk is listed; copy /sys/class/block with its links, or save `lsblk -J -b` as lsblk.json")
 		return nil
 	}
 	if err != nil {

@@ -163,7 +163,7 @@ func TestFibreChannelLUN(t *testing.T) {
 		got[d.Name] = summary{d.Transport, d.Remote, d.Boot, d.Vendor, d.Model, d.WWN}
 	}
 	want := map[string]summary{
-		"sda": {"scsi", false, false, "SEAGATE", "ST1200MM0009", ""},                            // a local SAS disk
+		"sda": {"sas", false, false, "SEAGATE", "ST1200MM0009", ""},                             // a local SAS disk
 		"sdb": {"fc", true, true, "PURE", "FlashArray", "naa.624a9370c1d2e3f4a5b6c7d800011a2b"}, // boot from SAN: slot A's partition
 		"sdc": {"fc", true, false, "NETAPP", "LUN C-Mode", ""},
 		"sdd": {"fc", true, false, "3PARdata", "VV", ""},

@@ -30,6 +30,8 @@ func (c *collector) dmi() {
 		b, err := c.r.readFile(d + name)
 		switch {
 		case err == nil:
+		case errors.Is(err, errSkipped):
+			return "" // the root said why
 		case errors.Is(err, fs.ErrPermission):
 			c.warn("dmi: %s%s is readable by root only: run as root to have it", d, name)
 			return ""

@@ -2,8 +2,12 @@ package inventory
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
+
+	"github.com/etoile-os/etoile/internal/devread"
 )
 
 // gpuVendors are the PCI vendors whose display and accelerator functions count as GPUs.
@@ -37,7 +41,8 @@ func (c *collector) gpus(ctx context.Context) error {
 		}
 		model, source := d.DeviceName, "pci.ids"
 		if model == "" {
-			model, source = d.VendorID+":"+d.DeviceID, "ids" // unknown to pci.ids: shown as ids, never guessed
+			// Unknown to pci.ids: shown as ids, never guessed.
+			model, source = d.VendorID+":"+firstNonEmpty(d.DeviceID, "unknown"), "ids"
 		}
 		c.inv.GPUs = append(c.inv.GPUs, GPU{
 			Vendor:      vendor,
@@ -71,7 +76,7 @@ func (c *collector) nvidia(ctx context.Context) error {
 		return nil
 	}
 	version := ""
-	if b, err := c.readCapture("/proc/driver/nvidia/version", "nvidia-driver-version.txt"); err == nil {
+	if b, err := c.readDriver("/proc/driver/nvidia/version", "nvidia-driver-version.txt"); err == nil {
 		version = ParseNvidiaVersion(b)
 	}
 	for _, info := range c.nvidiaInformation() {
@@ -82,46 +87,65 @@ func (c *collector) nvidia(ctx context.Context) error {
 			}
 			g.UUID = info.UUID
 			g.VBIOS = info.VBIOS
+			if info.Excluded {
+				g.Excluded = true
+				c.warn("GPU %s: excluded from NVIDIA's driver (\"GPU Excluded: Yes\" in /proc/driver/nvidia/gpus/%s/information: the NVreg_ExcludedGpus module option names it): no program can use it, and the node's GPU count leaves it out; remove it from NVreg_ExcludedGpus and reload the driver to use it", g.PCIAddress, g.PCIAddress)
+			}
 		}
 	}
 	if !withDriver && c.r.live {
 		return nil // nvidia-smi cannot say more without the driver, and may be slow to say so
 	}
 	out, runErr := c.runNvidiaSMI(ctx)
+	var smi *NvidiaSMI
 	if runErr != nil {
 		// A GPU the driver cannot reach (fallen off the bus: "Unable to determine the
 		// device handle for GPU…: Unknown Error") makes nvidia-smi exit non-zero, 15,
 		// after writing of the others; their details are kept when what it wrote is a
 		// whole, well-formed document. Anything less is not read.
-		smi, rest := partialNvidiaSMI(out)
+		var rest string
+		smi, rest = partialNvidiaSMI(out)
 		if smi == nil {
 			return fmt.Errorf("%w (GPUs are listed without memory and MIG mode; run nvidia-smi on the machine to see why)", runErr)
 		}
 		c.warn("nvidia-smi -q -x failed (%s); the GPUs its output lists have their details", smiFailure(runErr, rest))
-		c.applyNvidiaSMI(smi, byAddr)
-		listed := map[string]bool{}
-		for _, s := range smi.GPUs {
-			listed[s.PCIAddress] = true
+	} else {
+		if out == nil {
+			return nil
 		}
-		for i := range c.inv.GPUs {
-			g := &c.inv.GPUs[i]
-			if g.Vendor != "nvidia" || listed[g.PCIAddress] || g.Driver != "" && g.Driver != "nvidia" {
-				continue // a GPU for a VM (vfio-pci) is none of nvidia-smi's
-			}
-			g.Unreachable = true
-			c.warn("GPU %s: not in nvidia-smi's output: its driver cannot reach it (fallen off the bus, or lost: the kernel log's NVRM Xid lines say which); listed without memory, MIG and persistence mode", g.PCIAddress)
+		var err error
+		if smi, err = ParseNvidiaSMI(out); err != nil {
+			return fmt.Errorf("%w (GPUs are listed without memory and MIG mode)", err)
 		}
-		return nil
-	}
-	if out == nil {
-		return nil
-	}
-	smi, err := ParseNvidiaSMI(out)
-	if err != nil {
-		return fmt.Errorf("%w (GPUs are listed without memory and MIG mode)", err)
 	}
 	c.applyNvidiaSMI(smi, byAddr)
+	c.markUnlisted(smi)
 	return nil
+}
+
+// markUnlisted marks the NVIDIA GPUs bound to NVIDIA's driver that nvidia-smi's output left
+// out, whether it exited 0 or not: with one GPU fallen off the bus, nvidia-smi may exit 15
+// or write of the others and exit 0, and the GPU's memory and MIG mode would be missing
+// without a word. A GPU for a VM (vfio-pci) is none of nvidia-smi's, nor one excluded from
+// the driver (said already).
+func (c *collector) markUnlisted(smi *NvidiaSMI) {
+	listed := map[string]bool{}
+	for _, s := range smi.GPUs {
+		listed[s.PCIAddress] = true
+	}
+	for i := range c.inv.GPUs {
+		g := &c.inv.GPUs[i]
+		if g.Vendor != "nvidia" || listed[g.PCIAddress] || g.Excluded {
+			continue
+		}
+		// A copied tree may have lost the driver link (""); a live machine's GPU without
+		// one has no driver bound, and nvidia-smi never lists it.
+		if g.Driver != "nvidia" && (g.Driver != "" || c.r.live) {
+			continue
+		}
+		g.Unreachable = true
+		c.warn("GPU %s: not in nvidia-smi's output: its driver cannot reach it (fallen off the bus, or lost: the kernel log's NVRM Xid lines say which); listed without memory, MIG and persistence mode", g.PCIAddress)
+	}
 }
 
 // applyNvidiaSMI sets what nvidia-smi says of each GPU it lists.
@@ -153,9 +177,11 @@ func (c *collector) nvidiaInformation() []NvidiaProcGPU {
 	addrs, _ := c.r.list(dir)
 	var out []NvidiaProcGPU
 	for _, a := range addrs {
-		b, err := c.r.readFile(dir + "/" + a + "/information")
+		b, err := c.readDriver(dir+"/"+a+"/information", "")
 		if err != nil {
-			c.warn("nvidia: read %s/%s/information: %v", dir, a, err)
+			if !errors.Is(err, errSkipped) {
+				c.warn("nvidia: read %s/%s/information: %v", dir, a, err)
+			}
 			continue
 		}
 		gpus := ParseNvidiaInformation(b)
@@ -173,6 +199,59 @@ func (c *collector) nvidiaInformation() []NvidiaProcGPU {
 	}
 	return out
 }
+
+// driverWait bounds a read of /proc/driver/nvidia: each one calls into NVIDIA's driver,
+// which can hold it while a GPU in a bad state does not answer. readDriverFile is what
+// reads (tests stand in for a driver that holds the read).
+var (
+	driverWait     = devread.DefaultWait
+	readDriverFile = func(r root, p string) ([]byte, error) { return r.readFile(p) }
+)
+
+// driverReads bounds the reads of /proc/driver/nvidia (internal/devread): a file whose read
+// is still held is skipped at once.
+var driverReads devread.Reads
+
+// readDriver reads a file of /proc/driver/nvidia (or in a copied tree its capture) within
+// driverWait. Once one read did not end in time, the driver's other files are not read:
+// each would cost the wait again, and the GPUs are listed without them.
+func (c *collector) readDriver(p, capture string) ([]byte, error) {
+	if c.driverHung {
+		return nil, errDriverHung
+	}
+	read := c.readDriverFile
+	if read == nil {
+		read = readDriverFile
+	}
+	driverReads.Set(c.driverWait, nil) // 0: devread's default
+	// The read may outlive this call: it reads through a root that tells no one (the
+	// warnings are this goroutine's), and its result is taken only once it has ended.
+	quiet := c.r
+	quiet.notes = nil
+	var b []byte
+	err := driverReads.Do(c.r.path(p), "it", func() error {
+		var err error
+		b, err = read(quiet, p)
+		return err
+	})
+	if he, ok := errors.AsType[*devread.HungError](err); ok {
+		c.driverHung = true
+		c.warn("nvidia: reading %s did not end within %s: NVIDIA's driver does not answer (a GPU fallen off the bus, or the driver stuck: the kernel log's NVRM lines say which); the GPUs are listed without what its files say, and its other files are not read", c.r.path(p), he.Wait)
+		return nil, errDriverHung
+	}
+	if se, ok := errors.AsType[*skipError](err); ok {
+		c.r.note(p, se.why, se.advice) // the quiet root told no one
+	}
+	if err != nil && capture != "" && !c.r.live && errors.Is(err, fs.ErrNotExist) {
+		if b2, err2 := c.r.readFile("/" + capture); err2 == nil {
+			return b2, nil
+		}
+	}
+	return b, err
+}
+
+// errDriverHung is a read of /proc/driver/nvidia not made: an earlier one did not end.
+var errDriverHung = fmt.Errorf("NVIDIA's driver did not answer an earlier read: %w", errSkipped)
 
 // HasGPU reports, from the PCI vendor and class files alone, whether the machine (or the
 // copied tree at root, "" for the live one) has a device Collect would list as a GPU of

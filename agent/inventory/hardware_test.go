@@ -19,7 +19,8 @@ import (
 // volumes, BMC virtual media, InfiniBand, a BMC's USB NIC, a bond.
 
 // tree writes files and relative symbolic links (path → target) under a new folder, with a
-// CPU and memory so that Collect has a machine.
+// CPU and memory, and the folders of disks and NICs (a copied tree without them is warned
+// of), so that Collect has a machine.
 func tree(t *testing.T, files, links map[string]string) string {
 	t.Helper()
 	root := t.TempDir()
@@ -29,6 +30,11 @@ func tree(t *testing.T, files, links map[string]string) string {
 	}
 	fakeroot.Write(t, root, all)
 	fakeroot.Links(t, root, links)
+	for _, dir := range []string{"sys/class/block", "sys/class/net"} {
+		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return root
 }
 
@@ -219,8 +225,8 @@ func TestSATAAndSASDisks(t *testing.T) {
 	type summary struct{ Transport, Vendor, Model, Serial, Firmware string }
 	for name, want := range map[string]summary{
 		"sda": {"sata", "", "Samsung SSD 870 EVO 1TB", "S6PTNZ0R123456A", "SVT02B6Q"},
-		"sdf": {"scsi", "", "WDC WD10EFRX-68FYTN0", "WD-WCC4N1234567", "82.00A82"}, // SATA behind a SAS HBA
-		"sdg": {"scsi", "SEAGATE", "ST1200MM0009", "", "N003"},
+		"sdf": {"sata", "", "WDC WD10EFRX-68FYTN0", "WD-WCC4N1234567", "82.00A82"}, // SATA behind a SAS HBA: its VPD page 0x89
+		"sdg": {"sas", "SEAGATE", "ST1200MM0009", "", "N003"},                      // under a SAS end device
 	} {
 		d := disk(t, inv, name)
 		if got := (summary{d.Transport, d.Vendor, d.Model, d.Serial, d.Firmware}); got != want {

@@ -107,9 +107,11 @@ type Disk struct {
 	WWN        string `json:"wwn"`
 	Firmware   string `json:"firmware,omitempty"`
 	Rotational bool   `json:"rotational"`
-	// Transport is nvme, sata, usb, virtio, scsi, mmc, or for a network volume rbd, iscsi,
-	// fc (a Fibre Channel LUN), nvme-tcp, nvme-rdma, nvme-fc (nvme-of: a fabric not named),
-	// or "" (unknown), from the device's place in the sysfs device tree.
+	// Transport is nvme, sata (a SATA disk on libata, or behind a SAS HBA), sas, usb,
+	// virtio, scsi (other SCSI hosts: virtio-scsi, RAID volumes), mmc, or for a network
+	// volume rbd, iscsi, fc (a Fibre Channel LUN), nvme-tcp, nvme-rdma, nvme-fc (nvme-of: a
+	// fabric not named), or "" (unknown), from the device's place in the sysfs device tree
+	// (a capture's lsblk.json: its TRAN column, in the same words).
 	Transport string `json:"transport"`
 	// Remote marks a network volume (Ceph RBD, iSCSI, Fibre Channel, NVMe over fabrics: a
 	// CSI driver's volume or a SAN's LUN): storage of another machine, never one to install
@@ -134,13 +136,16 @@ type Disk struct {
 
 // Partition is an existing partition of a disk.
 type Partition struct {
-	Name       string `json:"name"`
-	Path       string `json:"path"`
-	Number     int    `json:"number"`
-	StartBytes uint64 `json:"start_bytes"`
-	SizeBytes  uint64 `json:"size_bytes"`
-	PartLabel  string `json:"part_label"` // GPT partition name
-	FSLabel    string `json:"fs_label"`   // filesystem label, when it could be read
+	Name   string `json:"name"`
+	Path   string `json:"path"`
+	Number int    `json:"number"`
+	// StartBytes is where the partition starts on its disk; nil (left out of the JSON)
+	// when it is not known (a capture of lsblk without its START column). A partition may
+	// start at 0 (an ISO's, written to a stick), so 0 is no "unknown".
+	StartBytes *uint64 `json:"start_bytes,omitempty"`
+	SizeBytes  uint64  `json:"size_bytes"`
+	PartLabel  string  `json:"part_label"` // GPT partition name
+	FSLabel    string  `json:"fs_label"`   // filesystem label, when it could be read
 }
 
 // NIC is a network interface backed by hardware (lo, bridges, veths, tunnels are left out).
@@ -223,10 +228,15 @@ type GPU struct {
 	// Persistence mode keeps the driver's state while no program uses the GPU (else each
 	// nvidia-smi or CUDA start initialises it again): enabled, disabled, "" when unknown.
 	PersistenceMode string `json:"persistence_mode,omitempty"`
-	// Unreachable marks an NVIDIA GPU that nvidia-smi left out while it wrote of the others
-	// and exited non-zero ("Unable to determine the device handle for GPU…"): fallen off the
-	// bus, or lost by its driver. Its memory, MIG and persistence mode are not known.
-	Unreachable  bool   `json:"unreachable,omitempty"`
+	// Unreachable marks an NVIDIA GPU bound to NVIDIA's driver that nvidia-smi left out while
+	// it wrote of the others (exiting non-zero, "Unable to determine the device handle for
+	// GPU…", or 0): fallen off the bus, or lost by its driver. Its memory, MIG and
+	// persistence mode are not known.
+	Unreachable bool `json:"unreachable,omitempty"`
+	// Excluded marks an NVIDIA GPU its driver was told to leave alone (the NVreg_ExcludedGpus
+	// module option; /proc/driver/nvidia/gpus/…/information says "GPU Excluded: Yes"): no
+	// program can use it, nvidia-smi does not list it, and NodeLabels does not count it.
+	Excluded     bool   `json:"excluded,omitempty"`
 	UUID         string `json:"uuid,omitempty"`
 	VBIOS        string `json:"vbios,omitempty"`
 	Architecture string `json:"architecture,omitempty"`
@@ -267,17 +277,19 @@ const nvidiaSMITimeout = 20 * time.Second
 // before it is given up on (RunTool); tests shorten it.
 var stuckGrace = 5 * time.Second
 
-// Collect reads the machine's inventory. It fails only when the root cannot be read at all;
+// Collect reads the machine's inventory. It fails only when the root cannot be read at all,
+// or when ctx ends first (what was read is dropped: the caller has stopped waiting for it);
 // a section that cannot be read is left empty and named in Warnings.
 func Collect(ctx context.Context, opts Options) (*Inventory, error) {
 	r := newRoot(opts.Root)
-	defer r.close()
 	if !r.live {
 		st, err := os.Stat(r.dir)
 		if err != nil {
+			r.close()
 			return nil, fmt.Errorf("inventory root %s: %w (give the folder holding a copy of sys/ and proc/)", r.dir, err)
 		}
 		if !st.IsDir() {
+			r.close()
 			return nil, fmt.Errorf("inventory root %s is not a folder (give the folder holding a copy of sys/ and proc/)", r.dir)
 		}
 	}
@@ -288,14 +300,32 @@ func Collect(ctx context.Context, opts Options) (*Inventory, error) {
 	c := &collector{r: r, opts: opts, log: log, inv: &Inventory{
 		Disks: []Disk{}, NICs: []NIC{}, RDMA: []RDMADevice{}, PCIDevices: []PCIDevice{}, GPUs: []GPU{},
 	}}
-	c.dmi()
-	c.step("cpu", c.cpu)
-	c.step("memory", c.memory)
-	c.step("disks", c.disks)
-	c.step("nics", c.nics)
-	c.step("pci", c.pci)
-	c.step("rdma", c.rdma)
-	c.step("gpus", func() error { return c.gpus(ctx) })
+	c.r.notes = &rootNotes{warn: func(msg string) { c.warn("%s", msg) }}
+	c.driverWait, c.readDriverFile = driverWait, readDriverFile // read here: the sections may outlive this call
+	// The sections run apart from the caller, who gets its answer when ctx ends even
+	// while a read is held in the kernel (every read is bounded or cannot block, but a
+	// kernel can hold one anyway): the agent's Ctrl-C and SIGTERM end the command. The
+	// sections stop at the next one.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer c.r.close()
+		c.dmi()
+		c.step(ctx, "cpu", c.cpu)
+		c.step(ctx, "memory", c.memory)
+		c.step(ctx, "disks", c.disks)
+		c.step(ctx, "nics", c.nics)
+		c.step(ctx, "pci", c.pci)
+		c.step(ctx, "rdma", c.rdma)
+		c.step(ctx, "gpus", func() error { return c.gpus(ctx) })
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("hardware inventory: %w", context.Cause(ctx))
+	}
 	return c.inv, nil
 }
 
@@ -307,9 +337,18 @@ type collector struct {
 	// probeHung is set once a device's first bytes did not come within
 	// probeWait: the labels of the devices after it are not read.
 	probeHung bool
+	// driverHung is set once a read of /proc/driver/nvidia did not end within
+	// driverWait: the driver's other files are not read.
+	driverHung     bool
+	driverWait     time.Duration
+	readDriverFile func(root, string) ([]byte, error)
 }
 
-func (c *collector) step(name string, f func() error) {
+// step runs a section unless ctx has ended.
+func (c *collector) step(ctx context.Context, name string, f func() error) {
+	if ctx.Err() != nil {
+		return
+	}
 	if err := f(); err != nil {
 		c.warn("%s: %v", name, err)
 	}

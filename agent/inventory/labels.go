@@ -25,7 +25,8 @@ const (
 // driver has not loaded gets no model label rather than another value for the same hardware.
 // With GPUs of several models the label names the most common one (ties: the first in sorted
 // order), so the value is stable from boot to boot; the count is of all the physical GPUs,
-// with their driver or not (SR-IOV virtual functions are not listed as GPUs).
+// with their driver or not (SR-IOV virtual functions are not listed as GPUs), but for those
+// excluded from NVIDIA's driver (GPU.Excluded): no pod can be given one.
 func NodeLabels(inv *Inventory) map[string]string {
 	labels := map[string]string{}
 	if inv == nil {
@@ -34,7 +35,7 @@ func NodeLabels(inv *Inventory) map[string]string {
 	models := map[string]int{}
 	n := 0
 	for _, g := range inv.GPUs {
-		if g.Vendor != "nvidia" {
+		if g.Vendor != "nvidia" || g.Excluded {
 			continue
 		}
 		n++

@@ -35,6 +35,12 @@ func TestNodeLabels(t *testing.T) {
 				"etoile.io/gpu.count": "8", "nvidia.com/gpu.present": "true"}},
 		{"unknown to pci.ids and no driver: no model", []GPU{{Vendor: "nvidia", Model: "10de:2335", ModelSource: "ids"}},
 			map[string]string{"etoile.io/gpu.vendor": "nvidia", "etoile.io/gpu.count": "1", "nvidia.com/gpu.present": "true"}},
+		{"a GPU excluded from the driver is not counted", []GPU{gpu("nvidia", "NVIDIA L4"),
+			{Vendor: "nvidia", Model: "NVIDIA A2", ModelSource: "driver", Excluded: true}},
+			map[string]string{"etoile.io/gpu.vendor": "nvidia", "etoile.io/gpu.model": "NVIDIA-L4",
+				"etoile.io/gpu.count": "1", "nvidia.com/gpu.present": "true"}},
+		{"every GPU excluded: no labels", []GPU{{Vendor: "nvidia", Model: "NVIDIA A2", ModelSource: "driver", Excluded: true}},
+			map[string]string{}},
 		{"model with nothing label-safe: no model label", []GPU{gpu("nvidia", "™™")},
 			map[string]string{"etoile.io/gpu.vendor": "nvidia", "etoile.io/gpu.count": "1", "nvidia.com/gpu.present": "true"}},
 	}

@@ -41,6 +41,8 @@ type NvidiaProcGPU struct {
 	VBIOS       string
 	BusLocation string // PCI address, normalised as sysfs writes it
 	Firmware    string
+	// Excluded is "GPU Excluded: Yes": the driver leaves the GPU alone (NVreg_ExcludedGpus).
+	Excluded bool
 }
 
 // ParseNvidiaInformation reads one or more concatenated information files ("Key: \t value"
@@ -73,6 +75,8 @@ func ParseNvidiaInformation(b []byte) []NvidiaProcGPU {
 			g.BusLocation = NormalizePCIAddress(val)
 		case "GPU Firmware":
 			g.Firmware = val
+		case "GPU Excluded":
+			g.Excluded = strings.EqualFold(val, "yes")
 		}
 	}
 	return gpus

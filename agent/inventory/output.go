@@ -63,6 +63,9 @@ func WriteTable(w io.Writer, inv *Inventory) error {
 		if g.Unreachable {
 			mem = "unreachable" // the driver's tool could not reach it; the warnings say more
 		}
+		if g.Excluded {
+			mem = "excluded" // from the driver's use; the warnings say more
+		}
 		rows = append(rows, []string{g.PCIAddress, g.Vendor, g.Model, mem, dash(g.Driver), dash(g.DriverVersion),
 			dash(g.MIGMode), linkString(g.Link)})
 	}
@@ -165,6 +168,9 @@ func dash(s string) string {
 }
 
 func orHex(name, id string) string {
+	if id == "" {
+		return "unknown" // its file was missing or unreadable; the warnings say which
+	}
 	if name == "" {
 		return "[" + id + "]"
 	}

@@ -1,12 +1,16 @@
 package inventory
 
 import (
+	"context"
 	"encoding/binary"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/etoile-os/etoile/agent/fakeroot"
 )
 
 func TestParseNvidiaVersion(t *testing.T) {
@@ -48,6 +52,8 @@ func TestParseNvidiaInformation(t *testing.T) {
 		{"two concatenated", "Model: \t A\nBus Location: \t 0000:17:00.0\nModel: \t B\nBus Location: \t 0000:65:00.0\n",
 			[]NvidiaProcGPU{{Model: "A", BusLocation: "0000:17:00.0"}, {Model: "B", BusLocation: "0000:65:00.0"}}},
 		{"lines before the first model are ignored", "GPU UUID: x\n", nil},
+		{"excluded (NVreg_ExcludedGpus)", "Model: \t A\nBus Location: \t 0000:17:00.0\nGPU Excluded:\t Yes\nModel: \t B\nGPU Excluded:\t No\n",
+			[]NvidiaProcGPU{{Model: "A", BusLocation: "0000:17:00.0", Excluded: true}, {Model: "B"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -204,6 +210,8 @@ func TestTransport(t *testing.T) {
 		{"/sys/devices/pci0000:00/0000:00:02.0/virtio1/block/vda", "virtio"},
 		{"/sys/devices/pci0000:00/0000:00:05.0/virtio3/host2/target2:0:0/2:0:0:0/block/sdc", "scsi"},
 		{"/sys/devices/pci0000:00/0000:18:00.0/host0/target0:2:0/0:2:0:0/block/sda", "scsi"},
+		{"/sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0/host0/port-0:1/end_device-0:1/target0:0:1/0:0:1:0/block/sdg", "sas"},
+		{"/sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0/host0/port-0:0/expander-0:0/port-0:0:4/end_device-0:0:4/target0:0:4/0:0:4:0/block/sdh", "sas"},
 		{"/sys/devices/platform/fe310000.mmc/mmc_host/mmc0/mmc0:0001/block/mmcblk0", "mmc"},
 		{"/sys/devices/rbd/0/block/rbd0", "rbd"},
 		{"/sys/devices/platform/host7/session1/target7:0:0/7:0:0:1/block/sdd", "iscsi"},
@@ -310,6 +318,59 @@ func TestParseLsblk(t *testing.T) {
 	}
 	if _, err := ParseLsblk([]byte(`{"blockdevices": [{"name": "sda", "size": "big"}]}`)); err == nil {
 		t.Error("no error for a size that is not a number")
+	}
+}
+
+// TestParseLsblkROMPartitionsAndTransport: t6's shapes. An optical drive (TYPE rom: a BMC's
+// virtual CD of the ISO) is listed, and is the boot medium by its label; a partition's
+// number comes from its name when lsblk has no PARTN column, and its start is left out
+// when lsblk has no START column (never 0: a partition may start there); lsblk's transport
+// words are the sysfs path's.
+func TestParseLsblkROMPartitionsAndTransport(t *testing.T) {
+	const capture = `{"blockdevices":[
+ {"name":"sr0","size":734003200,"model":"Virtual CDROM","type":"rom","rota":true,"tran":"usb","rm":true,"ro":true,"label":"ETOILE"},
+ {"name":"sda","size":960197124096,"model":"SAMSUNG MZ7LH960","type":"disk","tran":"sas",
+  "children":[{"name":"sda1","size":536870912,"type":"part","partlabel":"ETOILE-ESP"},{"name":"sda12","size":512,"type":"part"}]},
+ {"name":"nvme0n1","size":3840755982336,"type":"disk","tran":"nvme",
+  "children":[{"name":"nvme0n1p2","size":1048576,"type":"part","start":2048},{"name":"nvme0n1p1","size":1048576,"type":"part","start":0}]},
+ {"name":"sdc","size":512,"type":"disk","tran":"ata"}, {"name":"sdd","size":512,"type":"disk","tran":"spi"},
+ {"name":"sde","size":512,"type":"disk","tran":"fcoe"}, {"name":"sdf","size":512,"type":"disk","tran":"sata"}
+]}`
+	disks, err := ParseLsblk([]byte(capture))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range disks {
+		got = append(got, d.Name+" "+d.Transport)
+	}
+	if want := "sr0 usb, sda sas, nvme0n1 nvme, sdc sata, sdd scsi, sde fc, sdf sata"; strings.Join(got, ", ") != want {
+		t.Errorf("disks = %s, want %s", strings.Join(got, ", "), want)
+	}
+	if len(disks) != 7 || !disks[0].Removable || !disks[0].ReadOnly || disks[0].FSLabel != "ETOILE" || !disks[5].Remote {
+		t.Fatalf("disks = %+v, want sr0 removable, read-only, labelled ETOILE; sde (FCoE) remote", disks)
+	}
+	b, err := json.Marshal([]any{disks[1].Partitions, disks[2].Partitions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `[[{"name":"sda1","path":"/dev/sda1","number":1,"size_bytes":536870912,"part_label":"ETOILE-ESP","fs_label":""},` +
+		`{"name":"sda12","path":"/dev/sda12","number":12,"size_bytes":512,"part_label":"","fs_label":""}],` +
+		`[{"name":"nvme0n1p1","path":"/dev/nvme0n1p1","number":1,"start_bytes":0,"size_bytes":1048576,"part_label":"","fs_label":""},` +
+		`{"name":"nvme0n1p2","path":"/dev/nvme0n1p2","number":2,"start_bytes":1048576,"size_bytes":1048576,"part_label":"","fs_label":""}]]`
+	if string(b) != want {
+		t.Errorf("partitions:\n got %s\nwant %s", b, want)
+	}
+
+	root := t.TempDir()
+	fakeroot.Write(t, root, map[string]string{"proc/cpuinfo": "processor\t: 0\n", "proc/meminfo": "MemTotal: 1000 kB\n",
+		"lsblk.json": capture, "sys/class/net/lo/address": "00:00:00:00:00:00"})
+	inv, err := Collect(context.Background(), Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inv.Disks) != 7 || !inv.Disks[0].Boot || inv.Disks[0].BootReason != "volume label ETOILE" {
+		t.Errorf("disks from lsblk.json = %+v, want sr0 listed and marked as the boot medium", inv.Disks)
 	}
 }
 

@@ -60,6 +60,11 @@ func (c *collector) nics() error {
 	if err != nil {
 		return fmt.Errorf("list /sys/class/net: %w", err)
 	}
+	if names == nil && !c.r.live {
+		// Not an empty list without a word: it would read as a machine without NICs
+		// (the H100 host's capture has none, while its PCI list has an Ethernet controller).
+		c.warn("nics: not captured: the copied tree has no sys/class/net, so no NIC is listed (the PCI devices may show some); copy /sys/class/net with its links to have them")
+	}
 	for _, name := range names {
 		sys := "/sys/class/net/" + name
 		devPath := c.r.linkTarget(sys)
@@ -134,19 +139,33 @@ func (c *collector) pci() error {
 	if err != nil {
 		return fmt.Errorf("list /sys/bus/pci/devices: %w", err)
 	}
-	type ids struct{ class, vendor, device, subVendor, subDevice uint64 }
+	// An id is ok only when its file holds one; an unknown id is "" (shown as unknown,
+	// never as 0000, which is an id), and is looked up in no database.
+	type pciIDValue struct {
+		v  uint64
+		ok bool
+	}
+	type ids struct{ class, vendor, device, subVendor, subDevice pciIDValue }
 	var raw []ids
 	vendors := map[uint16]bool{}
 	for _, addr := range addrs {
 		sys := "/sys/bus/pci/devices/" + addr
-		var id ids
-		id.class, _ = c.r.attrHex(sys + "/class")
-		id.vendor, _ = c.r.attrHex(sys + "/vendor")
-		id.device, _ = c.r.attrHex(sys + "/device")
-		id.subVendor, _ = c.r.attrHex(sys + "/subsystem_vendor")
-		id.subDevice, _ = c.r.attrHex(sys + "/subsystem_device")
-		raw = append(raw, id)
-		vendors[uint16(id.vendor)] = true
+		var d ids
+		d.class.v, d.class.ok = c.pciID(sys+"/class", 24)
+		d.vendor.v, d.vendor.ok = c.pciID(sys+"/vendor", 16)
+		d.device.v, d.device.ok = c.pciID(sys+"/device", 16)
+		d.subVendor.v, d.subVendor.ok = c.pciID(sys+"/subsystem_vendor", 16)
+		d.subDevice.v, d.subDevice.ok = c.pciID(sys+"/subsystem_device", 16)
+		raw = append(raw, d)
+		if d.vendor.ok {
+			vendors[uint16(d.vendor.v)] = true
+		}
+	}
+	hex := func(i pciIDValue, digits int) string {
+		if !i.ok {
+			return ""
+		}
+		return fmt.Sprintf("%0*x", digits, i.v)
 	}
 	if len(addrs) == 0 {
 		return nil
@@ -163,11 +182,11 @@ func (c *collector) pci() error {
 		id := raw[i]
 		d := PCIDevice{
 			Address:           addr,
-			Class:             fmt.Sprintf("%06x", id.class),
-			VendorID:          fmt.Sprintf("%04x", id.vendor),
-			DeviceID:          fmt.Sprintf("%04x", id.device),
-			SubsystemVendorID: fmt.Sprintf("%04x", id.subVendor),
-			SubsystemDeviceID: fmt.Sprintf("%04x", id.subDevice),
+			Class:             hex(id.class, 6),
+			VendorID:          hex(id.vendor, 4),
+			DeviceID:          hex(id.device, 4),
+			SubsystemVendorID: hex(id.subVendor, 4),
+			SubsystemDeviceID: hex(id.subDevice, 4),
 			Revision:          strings.TrimPrefix(c.r.attr(sys+"/revision"), "0x"),
 			Driver:            c.r.linkBase(sys + "/driver"),
 			NUMANode:          -1,
@@ -178,14 +197,38 @@ func (c *collector) pci() error {
 			d.NUMANode = int(n)
 		}
 		if db != nil {
-			d.ClassName, _ = db.Class(uint32(id.class))
-			d.VendorName, _ = db.Vendor(uint16(id.vendor))
-			d.DeviceName, _ = db.Device(uint16(id.vendor), uint16(id.device))
-			d.SubsystemName, _ = db.Subsystem(uint16(id.vendor), uint16(id.device), uint16(id.subVendor), uint16(id.subDevice))
+			if id.class.ok {
+				d.ClassName, _ = db.Class(uint32(id.class.v))
+			}
+			if id.vendor.ok {
+				d.VendorName, _ = db.Vendor(uint16(id.vendor.v))
+				if id.device.ok {
+					d.DeviceName, _ = db.Device(uint16(id.vendor.v), uint16(id.device.v))
+					if id.subVendor.ok && id.subDevice.ok {
+						d.SubsystemName, _ = db.Subsystem(uint16(id.vendor.v), uint16(id.device.v), uint16(id.subVendor.v), uint16(id.subDevice.v))
+					}
+				}
+			}
 		}
 		c.inv.PCIDevices = append(c.inv.PCIDevices, d)
 	}
 	return nil
+}
+
+// pciID reads a PCI id attribute ("0x10de"; a class "0x030200") of bits bits; ok is false
+// when the file is missing or refused (the root says why), and when it holds no such id: a
+// damaged copy, said in a warning, as a 300 MB file of 7s once made device ffffffffffffffff.
+func (c *collector) pciID(p string, bits int) (uint64, bool) {
+	s := c.r.attr(p)
+	if s == "" {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(strings.TrimPrefix(s, "0x"), 16, bits)
+	if err != nil {
+		c.warn("pci: %s holds %q, not a %d-bit PCI id: the id is shown as unknown (a damaged copy? copy the file again)", c.r.path(p), trimOutput([]byte(s)), bits)
+		return 0, false
+	}
+	return v, true
 }
 
 func (c *collector) pciLink(sys string) *PCILink {

@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -119,5 +120,65 @@ func TestNvidiaSMIFailsWithPartialXML(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNvidiaSMIOmitsAGPUAndExitsZero: t3's shape. nvidia-smi that writes of one GPU of two
+// bound to NVIDIA's driver and exits 0 (a capture's nvidia-smi-q.xml, or an nvidia-smi
+// that does not fail for it) leaves the other without memory and MIG mode: it is marked
+// unreachable and named, as when nvidia-smi exits 15.
+func TestNvidiaSMIOmitsAGPUAndExitsZero(t *testing.T) {
+	root := writeServerTree(t)
+	for name, opts := range map[string]Options{
+		"exit 0":         {Root: root, Run: func(context.Context, string, ...string) ([]byte, error) { return []byte(smiOneOfTwo), nil }},
+		"capture's file": {Root: root},
+	} {
+		t.Run(name, func(t *testing.T) {
+			fakeroot.Write(t, root, map[string]string{"nvidia-smi-q.xml": smiOneOfTwo})
+			inv, err := Collect(context.Background(), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(inv.GPUs) != 2 || inv.GPUs[0].MemoryMiB != 81920 || inv.GPUs[0].Unreachable || !inv.GPUs[1].Unreachable {
+				t.Errorf("GPUs = %+v, want 17:00.0 with its memory, 65:00.0 unreachable", inv.GPUs)
+			}
+			if len(inv.Warnings) != 1 || !strings.HasPrefix(inv.Warnings[0], "GPU 0000:65:00.0: not in nvidia-smi's output") {
+				t.Errorf("warnings = %q, want one naming 0000:65:00.0", inv.Warnings)
+			}
+		})
+	}
+}
+
+// TestExcludedGPU: a GPU excluded from NVIDIA's driver (NVreg_ExcludedGpus: its information
+// file says "GPU Excluded: Yes"; nvidia-smi does not list it) is listed as excluded, not
+// unreachable, with a warning, and the node's GPU count leaves it out.
+func TestExcludedGPU(t *testing.T) {
+	root := writeServerTree(t)
+	fakeroot.Write(t, root, map[string]string{"proc/driver/nvidia/gpus/0000:65:00.0/information": "Model: \t\t NVIDIA A100 80GB PCIe\n" +
+		"GPU UUID: \t GPU-bbbb\nBus Location: \t 0000:65:00.0\nGPU Excluded:\t Yes\n"})
+	inv, err := Collect(context.Background(), Options{Root: root,
+		Run: func(context.Context, string, ...string) ([]byte, error) { return []byte(smiOneOfTwo), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(inv.GPUs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gpus []map[string]any
+	if err := json.Unmarshal(b, &gpus); err != nil || len(gpus) != 2 {
+		t.Fatalf("GPUs = %s, %v", b, err)
+	}
+	if gpus[1]["excluded"] != true || gpus[1]["unreachable"] != nil || gpus[0]["excluded"] != nil {
+		t.Errorf("GPUs = %s, want 65:00.0 excluded (not unreachable), 17:00.0 not", b)
+	}
+	if len(inv.Warnings) != 1 || !strings.HasPrefix(inv.Warnings[0], "GPU 0000:65:00.0: excluded from NVIDIA's driver") {
+		t.Errorf("warnings = %q, want one naming the excluded GPU", inv.Warnings)
+	}
+	if got := NodeLabels(inv)[LabelGPUCount]; got != "1" {
+		t.Errorf("gpu.count = %q, want 1 (the excluded GPU left out)", got)
+	}
+	if l := lineOf(table(t, inv), "0000:65:00.0 "); !strings.Contains(l, "excluded") {
+		t.Errorf("the excluded GPU's row: %q", l)
 	}
 }

@@ -202,7 +202,7 @@ func TestServerTree(t *testing.T) {
 	if !reflect.DeepEqual(disks, wantDisks) {
 		t.Errorf("disks:\n got %+v\nwant %+v", disks, wantDisks)
 	}
-	if p := inv.Disks[2].Partitions[1]; p.StartBytes != 1050624*512 || p.SizeBytes != 4194304*512 || p.Number != 2 || p.Path != "/dev/sda2" {
+	if p := inv.Disks[2].Partitions[1]; p.StartBytes == nil || *p.StartBytes != 1050624*512 || p.SizeBytes != 4194304*512 || p.Number != 2 || p.Path != "/dev/sda2" {
 		t.Errorf("sda2 = %+v", p)
 	}
 	if inv.Disks[3].BootReason != "volume label ETOILE" {
