@@ -66,6 +66,8 @@ func ReadFileContext(ctx context.Context, path string, limit int64) ([]byte, err
 // DescribeMode names a file type for people ("a named pipe").
 func DescribeMode(m fs.FileMode) string {
 	switch {
+	case m.IsRegular():
+		return "a file"
 	case m.IsDir():
 		return "a folder"
 	case m&fs.ModeNamedPipe != 0:

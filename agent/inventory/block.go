@@ -19,6 +19,7 @@ import (
 
 	"github.com/etoile-os/etoile/agent/cmdline"
 	"github.com/etoile-os/etoile/internal/devread"
+	"github.com/etoile-os/etoile/schema"
 )
 
 // bootVolumeLabel is the ISO's volume label (issue 2): the medium a live boot came from.
@@ -98,7 +99,7 @@ func (c *collector) disk(name string, byLabel map[string]string) (Disk, bool) {
 		return Disk{}, false
 	}
 	if !st.IsDir() {
-		c.warn("disks: %s is %s, not a device's folder or a link to one: skipped; copy /sys/class/block again", c.r.path(sys), fileKind(st.Mode()))
+		c.warn("disks: %s is %s, not a device's folder or a link to one: skipped; copy /sys/class/block again", c.r.path(sys), schema.DescribeMode(st.Mode()))
 		return Disk{}, false
 	}
 	if c.r.exists(sys + "/partition") {

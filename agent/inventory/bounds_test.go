@@ -86,7 +86,7 @@ func TestFIFOInACopiedTreeDoesNotBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []string{dev + "/vendor", "sys/class/dmi/id/board_name", "proc/cmdline", "proc/driver/nvidia/gpus/0000:65:00.0/information"} {
-		if !hasWarning(inv, filepath.Join(root, p)+" is not a regular file (a FIFO): skipped") {
+		if !hasWarning(inv, filepath.Join(root, p)+" is not a regular file (a named pipe (FIFO)): skipped") {
 			t.Errorf("no warning names the FIFO %s: %q", p, inv.Warnings)
 		}
 	}
@@ -97,7 +97,7 @@ func TestFIFOInACopiedTreeDoesNotBlock(t *testing.T) {
 	if len(inv.GPUs) != 2 || len(inv.Disks) != 5 || len(inv.NICs) != 2 {
 		t.Errorf("%d GPUs, %d disks, %d NICs: want the rest read (2, 5, 2)", len(inv.GPUs), len(inv.Disks), len(inv.NICs))
 	}
-	if !hasWarning(inv, filepath.Join(root, "sys/class/block/sdz")+" is a FIFO", "skipped") {
+	if !hasWarning(inv, filepath.Join(root, "sys/class/block/sdz")+" is a named pipe (FIFO)", "skipped") {
 		t.Errorf("no warning names sys/class/block/sdz: %q", inv.Warnings)
 	}
 	if l := lineOf(table(t, inv), "0000:00:01.0 "); !strings.Contains(l, "unknown") {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/etoile-os/etoile/schema"
 )
 
 // root reads kernel files under a directory: "/" on a live machine, a copied tree otherwise.
@@ -145,27 +147,8 @@ func (r root) regular(p string, m fs.FileMode) error {
 	if m.IsDir() {
 		return fmt.Errorf("%s: is a folder", r.path(p))
 	}
-	why := "not a regular file (" + fileKind(m) + ")"
+	why := "not a regular file (" + schema.DescribeMode(m) + ")"
 	return r.skip(p, why, "a copy of sysfs and procfs holds regular files, folders and links only; copy the tree again")
-}
-
-// fileKind names a file's type for a warning.
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m.IsRegular():
-		return "a file"
-	case m.IsDir():
-		return "a folder"
-	case m&fs.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeCharDevice != 0:
-		return "a character device"
-	case m&fs.ModeDevice != 0:
-		return "a block device"
-	}
-	return "type " + m.Type().String()
 }
 
 func sizeWords(n int64) string {
@@ -299,7 +282,7 @@ func (r root) list(p string) ([]string, error) {
 		return nil, err
 	}
 	if !st.IsDir() {
-		return nil, fmt.Errorf("%s is not a folder (%s)", r.path(p), fileKind(st.Mode()))
+		return nil, fmt.Errorf("%s is not a folder (%s)", r.path(p), schema.DescribeMode(st.Mode()))
 	}
 	f, err := r.open(p)
 	if err != nil {
