@@ -114,12 +114,18 @@ type Interface struct {
 	// VLAN, when set (1..4094), configures a tagged VLAN interface on top of
 	// the one named; the addresses below then belong to the VLAN.
 	VLAN int `yaml:"vlan,omitempty"`
-	// DHCP asks a DHCP server for an address; otherwise Addresses is static.
+	// DHCP asks a DHCP server (DHCPv4) for the IPv4 address; otherwise
+	// Addresses is static. With DHCP, Addresses may list IPv6 addresses,
+	// static beside the lease.
 	DHCP bool `yaml:"dhcp,omitempty"`
 	// Addresses are static addresses in CIDR form (192.0.2.10/24, 2001:db8::10/64).
 	Addresses []string `yaml:"addresses,omitempty"`
-	// Gateway is the default route's next hop, for static addresses.
+	// Gateway is the default route's next hop, for static addresses: IPv4,
+	// or IPv6 where the interface has no IPv4 default route.
 	Gateway string `yaml:"gateway,omitempty"`
+	// Gateway6 is the IPv6 default route's next hop (2001:db8::1, or a
+	// router's link-local fe80::1), beside an IPv4 gateway or DHCP's.
+	Gateway6 string `yaml:"gateway6,omitempty"`
 	// DNS lists name servers (IP addresses).
 	DNS []string `yaml:"dns,omitempty"`
 	// MTU, when set, overrides the link's MTU (68..65535; 9000 for jumbo frames).

@@ -570,10 +570,7 @@ func (v *validator) network(n Network) {
 			v.errs.Add(p+".mtu", "%d is out of range: 68 to 65535 (1500 is Ethernet's default, 9000 jumbo frames)", ifc.MTU)
 		}
 
-		switch {
-		case ifc.DHCP && len(ifc.Addresses) > 0:
-			v.errs.Add(p, "dhcp: true and static addresses together: choose one (remove dhcp, or remove addresses)")
-		case !ifc.DHCP && len(ifc.Addresses) == 0:
+		if !ifc.DHCP && len(ifc.Addresses) == 0 {
 			v.errs.Add(p, "static without addresses: set dhcp: true, or list addresses such as 192.0.2.10/24")
 		}
 		var (
@@ -623,39 +620,28 @@ func (v *validator) network(n Network) {
 			prefixes = append(prefixes, pf)
 			pfPaths = append(pfPaths, ap)
 		}
-		if ifc.Gateway != "" {
-			gp := p + ".gateway"
-			gw, err := netip.ParseAddr(ifc.Gateway)
-			var gwWhat, gwHosts string
-			if err == nil {
-				gwWhat, gwHosts = hostAddrProblem(gw, prefixes)
+		if ifc.DHCP {
+			// DHCP is DHCPv4: it gives the link its IPv4 address (and
+			// replaces it at each renewal), so a static IPv4 one beside
+			// it is refused; IPv6 addresses are static beside the lease.
+			for j, pf := range prefixes {
+				if pf.Addr().Is4() {
+					v.errs.Add(p, "dhcp: true and the static IPv4 address %s (%s) together: DHCP gives this interface its IPv4 address; choose one (remove dhcp, or remove the IPv4 addresses; IPv6 addresses may stay beside DHCP)", pf, pfPaths[j])
+					break
+				}
 			}
-			switch {
-			case err != nil:
-				v.errs.Add(gp, "%q is not an IP address", ifc.Gateway)
-			case gw.Zone() != "":
-				v.errs.Add(gp, "%q has a zone: leave it out (gateway: %s), the interface is the zone", ifc.Gateway, gw.WithZone(""))
-			case ifc.DHCP:
-				v.errs.Add(gp, "is only for static addresses: DHCP provides the gateway")
-			case !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Addr().Is4() == gw.Is4() }):
-				v.errs.Add(gp, "%s has no address of its family (IPv4/IPv6) on this interface to reach it from", gw)
-			case slices.Contains(pfAddrs(prefixes), gw):
-				v.errs.Add(gp, "%q is this interface's own address (%s): give the router's address on this subnet", ifc.Gateway, pfPaths[slices.Index(pfAddrs(prefixes), gw)])
-			case gwWhat != "":
-				hint := "give the router's address"
-				if gwHosts != "" {
-					hint += ", " + gwHosts
-				}
-				v.errs.Add(gp, "%q %s, not a router's address: %s", ifc.Gateway, gwWhat, hint)
-			default:
-				if !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Contains(gw) }) {
-					v.warn(gp, "%s is outside every subnet of this interface: it will be added as an on-link route", gw)
-				}
-				if prev, dup := gateways[gw.Is4()]; dup {
-					v.warn(gp, "a second default route of the same family (the first is at %s): only one is used at a time", prev)
-				} else {
-					gateways[gw.Is4()] = gp
-				}
+		}
+		gw4, _ := netip.ParseAddr(ifc.Gateway)
+		gw6, _ := netip.ParseAddr(ifc.Gateway6)
+		switch {
+		case ifc.Gateway != "" && ifc.Gateway6 != "" && gw4.Is6() && gw6.Is6():
+			v.errs.Add(p+".gateway6", "%q and gateway %q are both IPv6: an interface has one IPv6 default route: keep gateway6 for it, and give gateway the IPv4 one or remove it", ifc.Gateway6, ifc.Gateway)
+		default:
+			if ifc.Gateway != "" {
+				v.gateway(p, "gateway", ifc.Gateway, ifc.DHCP, prefixes, pfPaths, gateways)
+			}
+			if ifc.Gateway6 != "" {
+				v.gateway(p, "gateway6", ifc.Gateway6, false, prefixes, pfPaths, gateways)
 			}
 		}
 		for j, d := range ifc.DNS {
@@ -672,6 +658,53 @@ func (v *validator) network(n Network) {
 					v.errs.Add(fmt.Sprintf("%s.dns[%d]", p, j), "%q %s", d, msg)
 				}
 			}
+		}
+	}
+}
+
+// gateway checks an interface's default route next hop at p.field: raw,
+// reached from the prefixes (at pfPaths). gateway is IPv4 or IPv6, and
+// refused with dhcp (DHCP gives the IPv4 one); gateway6 is IPv6 only.
+// gateways holds the first default route of each family (is IPv4 → path).
+func (v *validator) gateway(p, field, raw string, dhcp bool, prefixes []netip.Prefix, pfPaths []string, gateways map[bool]string) {
+	gp := p + "." + field
+	gw, err := netip.ParseAddr(raw)
+	var gwWhat, gwHosts string
+	if err == nil {
+		gwWhat, gwHosts = hostAddrProblem(gw, prefixes)
+	}
+	switch {
+	case err != nil:
+		v.errs.Add(gp, "%q is not an IP address", raw)
+	case gw.Zone() != "":
+		v.errs.Add(gp, "%q has a zone: leave it out (%s: %s), the interface is the zone", raw, field, gw.WithZone(""))
+	case field == "gateway6" && (gw.Is4() || gw.Is4In6()):
+		v.errs.Add(gp, "%q is an IPv4 address: gateway6 is the IPv6 default route's next hop (2001:db8::1, or the router's fe80::1); give an IPv4 gateway as gateway", raw)
+	case dhcp && gw.Is4():
+		v.errs.Add(gp, "is only for static addresses: DHCP provides the gateway")
+	case dhcp:
+		v.errs.Add(gp, "%q with dhcp: true: DHCP provides the IPv4 gateway; give the IPv6 one beside it as gateway6: %s", raw, gw)
+	case !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Addr().Is4() == gw.Is4() }):
+		v.errs.Add(gp, "%s has no address of its family (IPv4/IPv6) on this interface to reach it from", gw)
+	case slices.Contains(pfAddrs(prefixes), gw):
+		v.errs.Add(gp, "%q is this interface's own address (%s): give the router's address on this subnet", raw, pfPaths[slices.Index(pfAddrs(prefixes), gw)])
+	case gwWhat != "":
+		hint := "give the router's address"
+		if gwHosts != "" {
+			hint += ", " + gwHosts
+		}
+		v.errs.Add(gp, "%q %s, not a router's address: %s", raw, gwWhat, hint)
+	default:
+		// An IPv6 router's link-local address is its usual one, reached
+		// on the link (the route's interface is its zone).
+		linkLocal6 := gw.Is6() && gw.IsLinkLocalUnicast()
+		if !linkLocal6 && !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Contains(gw) }) {
+			v.warn(gp, "%s is outside every subnet of this interface: it will be added as an on-link route", gw)
+		}
+		if prev, dup := gateways[gw.Is4()]; dup {
+			v.warn(gp, "a second default route of the same family (the first is at %s): only one is used at a time", prev)
+		} else {
+			gateways[gw.Is4()] = gp
 		}
 	}
 }
@@ -708,7 +741,7 @@ func (c *MachineConfig) Notes() []string {
 	var notes, staticNoGW []string
 	for i, ifc := range c.Network.Interfaces {
 		switch {
-		case ifc.DHCP || ifc.Gateway != "":
+		case ifc.DHCP || ifc.Gateway != "" || ifc.Gateway6 != "":
 			return nil // a default route of the config's own, or DHCP's
 		case ifc.VLAN == 0: // a VLAN link never had the boot's DHCP
 			staticNoGW = append(staticNoGW, fmt.Sprintf("network.interfaces[%d]", i))

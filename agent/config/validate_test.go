@@ -165,6 +165,15 @@ func TestRejections(t *testing.T) {
 		{"IPv6 address with zone", server + "network: {interfaces: [{name: eth0, addresses: ['fe80::1%eth0/64']}]}\n", "network.interfaces[0].addresses[0]", []string{`"fe80::1%eth0/64"`, "has a zone"}},
 		{"unspecified address IPv6", server + "network: {interfaces: [{name: eth0, addresses: ['::/64']}]}\n", "network.interfaces[0].addresses[0]", []string{`"::/64"`, "unspecified"}},
 		{"duplicate address", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24]}, {name: eth1, addresses: [10.0.0.2/16]}]}\n", "network.interfaces[1].addresses[0]", []string{"10.0.0.2", "network.interfaces[0].addresses[0]"}},
+		{"gateway6 IPv4", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24, '2001:db8::2/64'], gateway6: 10.0.0.1}]}\n", "network.interfaces[0].gateway6", []string{`"10.0.0.1"`, "IPv4", "give an IPv4 gateway as gateway"}},
+		{"gateway6 IPv4-mapped", server + "network: {interfaces: [{name: eth0, addresses: ['2001:db8::2/64'], gateway6: '::ffff:10.0.0.1'}]}\n", "network.interfaces[0].gateway6", []string{`"::ffff:10.0.0.1"`, "IPv4"}},
+		{"two IPv6 gateways", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24, '2001:db8::2/64'], gateway: '2001:db8::1', gateway6: 'fe80::1'}]}\n", "network.interfaces[0].gateway6", []string{`"fe80::1"`, `gateway "2001:db8::1"`, "both IPv6"}},
+		{"gateway6 without IPv6 address", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.0.0.1, gateway6: '2001:db8::1'}]}\n", "network.interfaces[0].gateway6", []string{"2001:db8::1", "no address of its family"}},
+		{"gateway6 own address", server + "network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], gateway6: '2001:db8::2'}]}\n", "network.interfaces[0].gateway6", []string{`"2001:db8::2"`, "own address", "network.interfaces[0].addresses[0]"}},
+		{"gateway6 multicast", server + "network: {interfaces: [{name: eth0, addresses: ['2001:db8::2/64'], gateway6: 'ff02::2'}]}\n", "network.interfaces[0].gateway6", []string{`"ff02::2"`, "multicast"}},
+		{"gateway6 with a zone", server + "network: {interfaces: [{name: eth0, addresses: ['2001:db8::2/64'], gateway6: 'fe80::1%eth0'}]}\n", "network.interfaces[0].gateway6", []string{`"fe80::1%eth0"`, "zone", "gateway6: fe80::1"}},
+		{"dhcp with static IPv4 beside IPv6", server + "network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64', 10.0.0.2/24]}]}\n", "network.interfaces[0]", []string{"10.0.0.2/24", "network.interfaces[0].addresses[1]", "DHCP gives this interface its IPv4 address", "IPv6 addresses may stay"}},
+		{"dhcp with IPv6 gateway", server + "network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], gateway: '2001:db8::1'}]}\n", "network.interfaces[0].gateway", []string{`"2001:db8::1"`, "gateway6: 2001:db8::1"}},
 		{"gateway not IP", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: router}]}\n", "network.interfaces[0].gateway", []string{`"router"`}},
 		{"gateway with dhcp", server + "network: {interfaces: [{name: eth0, dhcp: true, gateway: 10.0.0.1}]}\n", "network.interfaces[0].gateway", []string{"DHCP"}},
 		{"gateway other family", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: '2001:db8::1'}]}\n", "network.interfaces[0].gateway", []string{"2001:db8::1"}},
@@ -440,6 +449,8 @@ func TestWarnings(t *testing.T) {
 		{"disable typo in a comma list", server + "k3s: {disable: 'traefik,metric-server'}\n", []string{"k3s.disable", `"metric-server"`, "metrics-server"}},
 		{"server URL without port", "role: agent\ncluster: {server: 'https://cp.example', token: t}\n", []string{"cluster.server", "6443"}},
 		{"gateway outside subnet", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.9.0.1}]}\n", []string{"network.interfaces[0].gateway", "10.9.0.1", "outside"}},
+		{"gateway6 outside subnet", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24, '2001:db8::2/64'], gateway: 10.0.0.1, gateway6: '2001:db8:9::1'}]}\n", []string{"network.interfaces[0].gateway6", "2001:db8:9::1", "outside"}},
+		{"two IPv6 default routes", server + "network: {interfaces: [{name: eth0, addresses: ['2001:db8::2/64'], gateway: '2001:db8::1'}, {name: eth1, dhcp: true, addresses: ['2001:db8:1::2/64'], gateway6: '2001:db8:1::1'}]}\n", []string{"network.interfaces[1].gateway6", "network.interfaces[0].gateway"}},
 		{"two default routes", server + "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.0.0.1}, {name: eth1, addresses: [10.1.0.2/24], gateway: 10.1.0.1}]}\n", []string{"network.interfaces[1].gateway", "network.interfaces[0].gateway"}},
 		{"registry credentials over http", server + "registries: {mirrors: {docker.io: {endpoint: ['http://r.example.com:5000']}}, configs: {'r.example.com:5000': {auth: {username: u, password: SECRETPW}}}}\n",
 			[]string{"registries.mirrors.docker.io.endpoint[0]", `"http://r.example.com:5000" is plain http`, "registries.configs.r.example.com:5000.auth", "cross the network in clear"}},
@@ -485,6 +496,7 @@ func TestWarnings(t *testing.T) {
 		{"network: {interfaces: [{name: eth0, dhcp: true}, {name: eth1, addresses: [10.1.0.2/24]}]}\n", false},
 		{"network: {interfaces: [{name: eth1, addresses: [10.1.0.2/24]}]}\n", true},
 		{"network: {interfaces: [{name: eth1, vlan: 42, addresses: [10.1.0.2/24]}]}\n", false}, // never had the boot's DHCP
+		{"network: {interfaces: [{name: eth1, addresses: ['2001:db8::2/64'], gateway6: '2001:db8::1'}]}\n", false},
 	} {
 		c, w, err := Check([]byte(header + server + tc.body))
 		if err != nil || len(w) != 0 {
@@ -525,6 +537,13 @@ func TestNetworkAccepted(t *testing.T) {
 		"network: {interfaces: [{name: eth0, dhcp: true, dns: [169.254.169.253, 10.0.0.53, 'fd00::53', '2001:db8::53']}]}\n",
 		// Credentials for an https endpoint; an http one without any.
 		"registries: {mirrors: {docker.io: {endpoint: ['https://r.example:5000', 'http://p.example:5000']}}, configs: {'r.example:5000': {auth: {username: u, password: p}}, 'p.example:5000': {tls: {ca_file: /etc/ca.pem}}}}\n",
+		// Dual stack: an IPv4 and an IPv6 default route on one interface
+		// (the router's link-local address is the usual IPv6 gateway);
+		// DHCPv4 with static IPv6 addresses and gateway6 beside it.
+		"network: {interfaces: [{name: eth0, addresses: [192.0.2.10/24, '2001:db8::10/64'], gateway: 192.0.2.1, gateway6: '2001:db8::1'}]}\n",
+		"network: {interfaces: [{name: eth0, addresses: [192.0.2.10/24, '2001:db8::10/64'], gateway: 192.0.2.1, gateway6: 'fe80::1'}]}\n",
+		"network: {interfaces: [{name: eth0, addresses: ['2001:db8::10/64'], gateway: 'fe80::1'}]}\n",
+		"network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::10/64', 'fd00::10/64'], gateway6: '2001:db8::1'}, {name: eth1, dhcp: true, addresses: ['2001:db8:1::10/64']}]}\n",
 		"constellation: {join: 'etoile://hub.example.com:8443?token=" + joinToken + "&ca=sha256:" + joinPin + "'}\n",
 	} {
 		if _, w, err := Check([]byte(header + server + body)); err != nil || len(w) != 0 {

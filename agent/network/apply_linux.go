@@ -197,7 +197,7 @@ func (r *renewals) current(leases []Lease) []Lease {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i, l := range out {
-		if n, ok := r.renewed[l.Iface]; ok && l.Addr.IP != nil {
+		if n, ok := r.renewed[l.Iface]; ok && l.Addr.IP != nil && !l.static {
 			out[i] = n
 		}
 	}
@@ -507,6 +507,7 @@ type Applied struct {
 	Iface     string   // the link configured: eth0, or the VLAN's link eth0.42
 	Addresses []string // CIDR; from the DHCP lease with dhcp: true
 	Gateway   string
+	Gateway6  string // the IPv6 default route's next hop (gateway6)
 	DNS       []string
 	DHCP      bool
 }
@@ -738,21 +739,63 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 			}
 		}
 	}
-	prev := slices.IndexFunc(res.Leases, func(l Lease) bool { return l.Iface == name })
-
 	if ifc.DHCP {
-		a := Applied{Iface: name, DHCP: true}
-		// An earlier config's static addresses on the link (applied again
-		// through the local API) are no lease: DHCP is asked, and they go.
-		var old []net.IPNet
-		if prev >= 0 && res.Leases[prev].static {
-			for _, l := range res.Leases {
-				if l.Iface == name && l.static {
-					old = append(old, l.Addr)
-				}
+		a := Applied{Iface: name, DHCP: true, Gateway6: ifc.Gateway6}
+		// DHCP here is DHCPv4: the config's IPv6 addresses (and gateway6)
+		// are static beside the lease; validation refuses IPv4 ones.
+		var v6 []Lease
+		for _, s := range ifc.Addresses {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return a, nil, fmt.Errorf("address %q: %w", s, err)
 			}
-			res.Leases = slices.DeleteFunc(res.Leases, func(l Lease) bool { return l.Iface == name && l.static })
-			prev = -1
+			if !p.Addr().Is6() || p.Addr().Is4In6() {
+				return a, nil, fmt.Errorf("address %q: with dhcp: true, DHCP gives the IPv4 address: only IPv6 addresses may be static beside it", s)
+			}
+			ipn := net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+			v6 = append(v6, Lease{Iface: name, MAC: link.Attrs().HardwareAddr, Addr: ipn, static: true})
+		}
+		sameAddr := func(x, y net.IPNet) bool { return x.IP.Equal(y.IP) && x.Mask.String() == y.Mask.String() }
+		// An earlier config's static addresses on the link (applied again
+		// through the local API) are no lease: DHCP is asked, unless the
+		// link has a lease already (an earlier dhcp: true entry's static
+		// IPv6 addresses beside it), and those this entry does not list go.
+		var old []net.IPNet
+		for _, l := range res.Leases {
+			if l.Iface == name && l.static && !slices.ContainsFunc(v6, func(n Lease) bool { return sameAddr(n.Addr, l.Addr) }) {
+				old = append(old, l.Addr)
+			}
+		}
+		res.Leases = slices.DeleteFunc(res.Leases, func(l Lease) bool { return l.Iface == name && l.static })
+		prev := slices.IndexFunc(res.Leases, func(l Lease) bool { return l.Iface == name })
+		if prev >= 0 {
+			// The lease stays: only the dropped static addresses and the
+			// earlier config's IPv6 default route go.
+			for _, o := range old {
+				_ = netlink.AddrDel(link, &netlink.Addr{IPNet: &net.IPNet{IP: o.IP, Mask: o.Mask}})
+			}
+			old = nil
+			if err := delRoutes(link, staticMetric); err != nil {
+				return a, nil, err
+			}
+		}
+		addV6 := func() error {
+			for _, l := range v6 {
+				if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: &net.IPNet{IP: l.Addr.IP, Mask: l.Addr.Mask}}); err != nil {
+					return fmt.Errorf("adding %s to %s: %w", l.Addr.String(), name, err)
+				}
+				a.Addresses = append(a.Addresses, l.Addr.String())
+			}
+			if len(v6) > 0 {
+				res.Leases = append(res.Leases, v6...)
+			}
+			if ifc.Gateway6 != "" {
+				if len(v6) == 0 {
+					return fmt.Errorf("gateway6 %s without an IPv6 address in addresses", ifc.Gateway6)
+				}
+				return addDefaultRoute(link, ifc.Gateway6, v6)
+			}
+			return nil
 		}
 		if prev < 0 {
 			// The boot's exchange on the link, if it still runs, or the
@@ -769,6 +812,9 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 			// lease is there, unless it has the same (removing a link's
 			// last address makes the kernel drop every route through it).
 			delRoutes(link, lateMetric+link.Attrs().Index, staticMetric)
+			if err := addV6(); err != nil {
+				return a, nil, err
+			}
 			lease, err := dhcp(ctx, link, cfg)
 			metric := 100 + link.Attrs().Index
 			if err == nil {
@@ -804,9 +850,11 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 			}
 			res.Leases = append(res.Leases, lease)
 			prev = len(res.Leases) - 1
+		} else if err := addV6(); err != nil {
+			return a, nil, err
 		}
 		l := res.Leases[prev]
-		a.Addresses = []string{l.Addr.String()}
+		a.Addresses = append([]string{l.Addr.String()}, a.Addresses...)
 		// The config's name servers before the lease's.
 		dns := configDNS(name, ifc.DNS, &a)
 		for _, d := range l.DNS {
@@ -833,7 +881,7 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 			gone = append(gone, old.Addr)
 		}
 	}
-	a := Applied{Iface: name, Addresses: ifc.Addresses, Gateway: ifc.Gateway, DNS: ifc.DNS}
+	a := Applied{Iface: name, Addresses: ifc.Addresses, Gateway: ifc.Gateway, Gateway6: ifc.Gateway6, DNS: ifc.DNS}
 	if len(ifc.Addresses) == 0 {
 		// Validation refuses it; never leave a link bare on a config that slipped through.
 		return a, nil, errors.New("static without addresses: set dhcp: true, or list addresses")
@@ -866,25 +914,17 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		return a, nil, err
 	}
 	res.Leases = slices.DeleteFunc(res.Leases, func(l Lease) bool { return l.Iface == name })
-	if ifc.Gateway != "" {
-		gw := net.ParseIP(ifc.Gateway)
-		if gw == nil {
-			return a, nil, fmt.Errorf("gateway %q is not an IP address", ifc.Gateway)
+	for _, g := range []string{ifc.Gateway, ifc.Gateway6} {
+		if g == "" {
+			continue
 		}
-		rt := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw, Priority: staticMetric}
-		onLink := false
-		for _, l := range leases {
-			onLink = onLink || l.Addr.Contains(gw)
+		if err := addDefaultRoute(link, g, leases); err != nil {
+			return a, nil, err
 		}
-		if !onLink {
-			// A gateway outside the addresses' subnets (a /32 at a hoster):
-			// reachable on the link itself, as the validator announced.
-			rt.Flags = int(netlink.FLAG_ONLINK)
-		}
-		if err := netlink.RouteReplace(rt); err != nil {
-			return a, nil, fmt.Errorf("adding the default route via %s on %s: %w", gw, name, err)
-		}
-		leases[0].Routes = []Route{{Gateway: gw}}
+		gw := net.ParseIP(g)
+		// On the first address of the gateway's family (K3s's node address).
+		i := max(0, slices.IndexFunc(leases, func(l Lease) bool { return (l.Addr.IP.To4() == nil) == (gw.To4() == nil) }))
+		leases[i].Routes = append(leases[i].Routes, Route{Gateway: gw})
 	}
 	for _, d := range ifc.DNS {
 		if ip := net.ParseIP(d); ip != nil {
@@ -895,4 +935,28 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		res.Links = append(res.Links, name)
 	}
 	return a, leases, nil
+}
+
+// addDefaultRoute adds the default route via gateway on link, with the
+// static gateway's metric; a gateway outside the subnets of the addresses
+// (a /32 at a hoster) is on-link, as the validator announced. An IPv6
+// link-local gateway (fe80::1, a router's usual one) needs no such flag:
+// the route's link is its zone.
+func addDefaultRoute(link netlink.Link, gateway string, addrs []Lease) error {
+	gw := net.ParseIP(gateway)
+	if gw == nil {
+		return fmt.Errorf("gateway %q is not an IP address", gateway)
+	}
+	rt := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw, Priority: staticMetric}
+	onLink := gw.To4() == nil && gw.IsLinkLocalUnicast()
+	for _, l := range addrs {
+		onLink = onLink || l.Addr.Contains(gw)
+	}
+	if !onLink {
+		rt.Flags = int(netlink.FLAG_ONLINK)
+	}
+	if err := netlink.RouteReplace(rt); err != nil {
+		return fmt.Errorf("adding the default route via %s on %s: %w", gw, link.Attrs().Name, err)
+	}
+	return nil
 }
