@@ -64,11 +64,16 @@ func secretPath(p string) bool {
 }
 
 // quoteURL quotes a URL for a message with its password hidden
-// (url.URL.Redacted's xxxxx); in one that does not parse, or has no host to
-// show (http:user:password@host), what stands before the '@' is hidden.
+// (url.URL.Redacted's xxxxx), and its query too (?xxxxx: a signed URL's or
+// a registry's token travels there); in one that does not parse, or has no
+// host to show (http:user:password@host), what stands before the '@' is
+// hidden.
 func quoteURL(s string) string {
 	u, err := url.Parse(s)
-	if err == nil && u.User != nil {
+	if err == nil && (u.User != nil || u.RawQuery != "") {
+		if u.RawQuery != "" {
+			u.RawQuery = "xxxxx"
+		}
 		return strconv.Quote(u.Redacted())
 	}
 	if err == nil && !strings.Contains(u.Opaque, "@") {

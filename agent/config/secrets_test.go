@@ -33,6 +33,8 @@ func TestErrorsNeverShowSecrets(t *testing.T) {
 		{"document is a token", "", "", nil}, // filled below
 		{"mirror endpoint with credentials", server + "registries: {mirrors: {docker.io: {endpoint: ['https://bob:SECRETPW@m.example']}}}\n", "SECRETPW",
 			[]string{`"https://bob:xxxxx@m.example" has credentials in the URL`, "registries.configs.m.example.auth"}},
+		{"mirror endpoint with a token in its query", server + "registries: {mirrors: {docker.io: {endpoint: ['ftp://m.example/v2?token=SECRETQ']}}}\n", "SECRETQ",
+			[]string{`"ftp://m.example/v2?xxxxx": use an https:// or http:// URL`}},
 		{"mirror endpoint with credentials and a bad port", server + "registries: {mirrors: {docker.io: {endpoint: ['https://bob:SECRETPW@m.example:x']}}}\n", "SECRETPW",
 			[]string{`"https://bob:xxxxx@m.example:x" is not a URL`}},
 		{"server URL with credentials", "role: agent\ncluster: {server: 'https://user:SECRETPW@cp.example:6443', token: t}\n", "SECRETPW",
