@@ -22,10 +22,18 @@ import (
 
 // Signals PID 1 must catch. An uncaught SIGTERM, SIGQUIT or SIGPIPE would
 // make the Go runtime exit, and PID 1 exiting panics the kernel; catching
-// them also tells the kernel that init wants them delivered.
+// them also tells the kernel that init wants them delivered. The fault
+// signals (SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS,
+// SIGSTKFLT) are caught too: the Go runtime installs its own handler for
+// them, so the kernel's shield of init does not apply, and one sent by
+// another process (`kill -ABRT 1` from a node shell) would make the runtime
+// crash the program — the kernel's panic. Caught, one sent by kill is
+// delivered here and ignored; a real fault in the agent still panics (the
+// runtime tells the two apart), and is recovered where the goroutine can.
 var Signals = []os.Signal{
 	unix.SIGCHLD, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT,
 	unix.SIGUSR1, unix.SIGUSR2, unix.SIGPWR, unix.SIGPIPE,
+	unix.SIGABRT, unix.SIGSEGV, unix.SIGBUS, unix.SIGFPE, unix.SIGILL, unix.SIGTRAP, unix.SIGSYS, unix.SIGSTKFLT,
 }
 
 // What a signal asks PID 1 to do (busybox init's conventions, which
@@ -35,6 +43,7 @@ var Signals = []os.Signal{
 //	SIGUSR2, SIGPWR               → power off
 //	SIGUSR1                       → halt
 //	SIGHUP, SIGQUIT, SIGPIPE      → ignored
+//	SIGABRT, SIGSEGV… (from kill) → ignored
 func actionFor(sig os.Signal) (cmd int, name string, ok bool) {
 	switch sig {
 	case unix.SIGTERM, unix.SIGINT:

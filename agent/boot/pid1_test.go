@@ -1,8 +1,11 @@
 package boot
 
 import (
+	"bufio"
 	"bytes"
+	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -91,5 +94,47 @@ func TestLogFormat(t *testing.T) {
 	log.Info("signal", "action", "reboot")
 	if b.String() != "etoile: signal action=reboot\n" {
 		t.Errorf("logger without a level wrote %q", b.String())
+	}
+}
+
+// TestSignalsFromOthersDoNotEndInit: a process that catches Signals, as PID 1
+// does, survives every signal another process may send it that would end a
+// Go program (`kill -ABRT 1` from a node shell would otherwise panic the
+// kernel). The test binary is run again as that process.
+func TestSignalsFromOthersDoNotEndInit(t *testing.T) {
+	if os.Getenv("ETOILE_TEST_SIGNAL_CHILD") == "1" {
+		c := NotifySignals()
+		fmt.Println("ready")
+		for sig := range c {
+			fmt.Println("caught", sig)
+		}
+		return
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestSignalsFromOthersDoNotEndInit$")
+	cmd.Env = append(os.Environ(), "ETOILE_TEST_SIGNAL_CHILD=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	lines := bufio.NewScanner(out)
+	if !lines.Scan() || lines.Text() != "ready" {
+		t.Fatalf("the child did not start: %q", lines.Text())
+	}
+	for _, sig := range []unix.Signal{unix.SIGABRT, unix.SIGSEGV, unix.SIGBUS, unix.SIGFPE, unix.SIGILL, unix.SIGTRAP,
+		unix.SIGSYS, unix.SIGSTKFLT, unix.SIGQUIT, unix.SIGPIPE, unix.SIGHUP, unix.SIGTERM} {
+		if err := unix.Kill(cmd.Process.Pid, sig); err != nil {
+			t.Fatal(err)
+		}
+		if !lines.Scan() || lines.Text() != "caught "+sig.String() {
+			t.Fatalf("after %v the child printed %q (err %v): want it caught and the process alive", sig, lines.Text(), lines.Err())
+		}
 	}
 }

@@ -180,3 +180,22 @@ func TestSectionsNotCaptured(t *testing.T) {
 		t.Errorf("with lsblk.json and sys/class/net: disks %+v, warnings %q; want vda and no word of a section", inv.Disks, inv.Warnings)
 	}
 }
+
+// TestPanicInASectionIsKept: a panic while the inventory is collected (here
+// in the run of nvidia-smi, a stand-in for a parser meeting what it did not
+// expect) does not end the process, which is PID 1 on a node: Collect
+// returns what was read before, with a warning.
+func TestPanicInASectionIsKept(t *testing.T) {
+	root := writeServerTree(t)
+	inv, err := collectWithin(t, context.Background(), Options{Root: root,
+		Run: func(context.Context, string, ...string) ([]byte, error) { panic("stand-in parser bug") }}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasWarning(inv, "the inventory stopped early: internal error (panic: stand-in parser bug)") {
+		t.Errorf("no warning tells the panic: %q", inv.Warnings)
+	}
+	if len(inv.Disks) == 0 || len(inv.NICs) == 0 {
+		t.Errorf("%d disks, %d NICs: want the sections before the GPUs kept", len(inv.Disks), len(inv.NICs))
+	}
+}

@@ -32,6 +32,8 @@ import (
 	"os"
 	"os/exec"
 	"time"
+
+	"github.com/etoile-os/etoile/agent/safego"
 )
 
 // Inventory is one machine's hardware.
@@ -310,6 +312,15 @@ func Collect(ctx context.Context, opts Options) (*Inventory, error) {
 	go func() {
 		defer close(done)
 		defer c.r.close()
+		// A panic here (a parser meeting what it did not expect) would end the
+		// agent, PID 1, whatever the caller recovers: said, and the sections
+		// read so far kept.
+		defer func() {
+			if p := recover(); p != nil {
+				safego.Report(c.log, "collecting the hardware inventory", p)
+				c.warn("the inventory stopped early: internal error (panic: %v); what follows the section it was in is missing: report this as a bug", p)
+			}
+		}()
 		c.dmi()
 		c.step(ctx, "cpu", c.cpu)
 		c.step(ctx, "memory", c.memory)
@@ -422,11 +433,13 @@ func RunTool(ctx context.Context, start func(*exec.Cmd) error, release func(int)
 		pid := cmd.Process.Pid
 		waited := make(chan error, 1)
 		go func() {
-			err := cmd.Wait()
+			err := errors.New("waiting for it crashed")
+			defer func() { waited <- err }()
+			defer safego.Recover(nil, "waiting for "+name) // (slog.Default: the agent's)
+			err = cmd.Wait()
 			if release != nil {
 				release(pid)
 			}
-			waited <- err
 		}()
 		select {
 		case err = <-waited:

@@ -586,6 +586,9 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 		// with the same reader (nothing it holds is lost); after 10
 		// crashes in a run the lines are only read, not kept.
 		defer func() { _, _ = io.Copy(io.Discard, pr) }()
+		// (readLines itself, outside the handler's safego.Run, must not
+		// take PID 1 down either: the pipe is then drained above.)
+		defer safego.Recover(s.Log, "reading K3s's output")
 		crashes := 0
 		readLines(pr, MaxLineLen, func(line string) { // until the pipe is closed
 			if crashes >= 10 {

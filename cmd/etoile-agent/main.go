@@ -92,13 +92,18 @@ func pid1() {
 	}
 	reaper := boot.NewReaper()
 	var power <-chan boot.ACPIEvent
+	// stop ends the services (K3s first) before a shutdown; set once they
+	// run. After a panic it is still what a reboot calls: without it K3s's
+	// supervisor, never told, restarts K3s when the shutdown's SIGTERM
+	// ends it, and the new K3s holds its volumes through the unmounts.
+	var stop func()
 	defer func() {
 		if r := recover(); r != nil {
 			showPanic(r)
 			// Still PID 1's job: reap, and reboot on Ctrl-Alt-Del. A
 			// panic in there too is shown, and it starts again.
 			for {
-				stayUpAfterPanic(sigs, reaper, power)
+				stayUpAfterPanic(sigs, reaper, power, stop)
 			}
 		}
 		for {
@@ -123,16 +128,17 @@ func pid1() {
 	m := boot.New(boot.Options{Stdout: out, Echo: logs, Reaper: reaper, BeforeReady: svc.start})
 	fmt.Fprintf(out, "etoile: agent starting version=%s commit=%s\n", agent.Version, agent.Commit)
 	ctx, cancel := context.WithCancel(context.Background())
+	stop = func() {
+		cancel() // K3s gets SIGTERM and its time to stop before everything else
+		svc.wait()
+	}
 	_, _ = m.Boot(ctx) // a failure is already on every console
 	debug.SetGCPercent(gcPercent)
 	var powerOff time.Duration
 	if m.Params.PowerOff {
 		powerOff = 2 * time.Second
 	}
-	boot.StayUp(context.Background(), m.Log(), sigs, reaper, powerOff, power, func() {
-		cancel() // K3s gets SIGTERM and its time to stop before everything else
-		svc.wait()
-	})
+	boot.StayUp(context.Background(), m.Log(), sigs, reaper, powerOff, power, stop)
 }
 
 // showPanic says on the console that PID 1 caught a panic, with its stack.
@@ -142,17 +148,18 @@ func showPanic(r any) {
 	os.Stdout.Write(debug.Stack())
 }
 
-// stayUpAfterPanic runs boot.StayUp after a panic ended the boot's own; a
-// panic in it is shown and it returns (after a second, not to spin), for the
-// caller to run it again: PID 1 never exits.
-func stayUpAfterPanic(sigs <-chan os.Signal, reaper *boot.Reaper, power <-chan boot.ACPIEvent) {
+// stayUpAfterPanic runs boot.StayUp after a panic ended the boot's own, with
+// stop (nil when the services had not started); a panic in it is shown and
+// it returns (after a second, not to spin), for the caller to run it again:
+// PID 1 never exits.
+func stayUpAfterPanic(sigs <-chan os.Signal, reaper *boot.Reaper, power <-chan boot.ACPIEvent, stop func()) {
 	defer func() {
 		if r := recover(); r != nil {
 			showPanic(r)
 			time.Sleep(time.Second)
 		}
 	}()
-	boot.StayUp(context.Background(), boot.NewLogger(os.Stdout, nil), sigs, reaper, 0, power, nil)
+	boot.StayUp(context.Background(), boot.NewLogger(os.Stdout, nil), sigs, reaper, 0, power, stop)
 }
 
 // usageError is a usage mistake; the usage text is already printed.
