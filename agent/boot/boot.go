@@ -686,9 +686,10 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 	m.Cold = cold
 	if m.real() {
 		// The kernel runs /sbin/modprobe to load what it lacks (a filesystem
-		// on mount, a cipher, a netfilter match). There is no kmod in the
-		// initramfs: the agent answers as modprobe itself.
-		installModprobe("/sbin/modprobe", "/init", m.log)
+		// on mount, a cipher, a netfilter match), and /sbin/poweroff for an
+		// orderly shutdown. There is no kmod in the initramfs: the agent
+		// answers as each itself (AgentCommands).
+		installAgentCommands("/sbin", "/init", m.log)
 	}
 	// Devices that appear from now on (a disk behind a controller whose
 	// driver loads, a USB stick) arrive as uevents and get their driver at
@@ -1424,7 +1425,7 @@ func switchRoot(ctx context.Context, m *Machine) error {
 		}
 	}
 	if m.real() {
-		installModprobe(NewRoot+"/sbin/modprobe", AgentPath, m.log)
+		installAgentCommands(NewRoot+"/sbin", AgentPath, m.log)
 	}
 	m.switchMu.Lock()
 	defer m.switchMu.Unlock()

@@ -17,19 +17,48 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// installModprobe links path (/sbin/modprobe) to the agent unless something
-// is there already (a system image may bring its own kmod).
-func installModprobe(path, agentPath string, log *slog.Logger) {
-	if _, err := os.Lstat(path); err == nil {
+// AgentCommands are the programs the agent answers as when called by their
+// name, linked in sbin to it: modprobe, which the kernel runs to load what
+// it lacks (a filesystem on mount, a cipher, a netfilter match), and
+// poweroff, reboot and halt, which the kernel runs itself for an orderly
+// shutdown (orderly_poweroff: a critical temperature, a hypervisor's
+// shutdown request through Xen) — without them it powers off at once, with
+// no K3s stop, no pod termination and no unmount. There is no kmod or
+// init system in the image: the agent is both.
+var AgentCommands = []string{"modprobe", "poweroff", "reboot", "halt"}
+
+// installAgentCommands links sbin/NAME (sbin the folder) to the agent for
+// each of AgentCommands, unless something is there already (a system image
+// may bring its own kmod).
+func installAgentCommands(sbin, agentPath string, log *slog.Logger) {
+	if err := os.MkdirAll(sbin, 0o755); err != nil {
+		log.Warn("installing the agent's commands failed", "folder", sbin, "reason", err.Error())
 		return
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
-		err = os.Symlink(agentPath, path)
-		if err == nil {
-			return
+	for _, name := range AgentCommands {
+		path := filepath.Join(sbin, name)
+		if _, err := os.Lstat(path); err == nil {
+			continue
 		}
-		log.Warn("installing modprobe failed", "path", path, "reason", err.Error())
+		if err := os.Symlink(agentPath, path); err != nil {
+			log.Warn("installing "+name+" failed", "path", path, "reason", err.Error())
+		}
 	}
+}
+
+// PowerSignal is the signal a command the kernel runs for an orderly
+// shutdown (poweroff, reboot, halt: AgentCommands) sends PID 1, the agent,
+// which then stops K3s and everything else first (actionFor).
+func PowerSignal(name string) (unix.Signal, bool) {
+	switch name {
+	case "poweroff":
+		return unix.SIGUSR2, true
+	case "reboot":
+		return unix.SIGTERM, true
+	case "halt":
+		return unix.SIGUSR1, true
+	}
+	return 0, false
 }
 
 // Modprobe is the agent's modprobe(8), run when the agent is called as

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -136,5 +137,36 @@ func TestSignalsFromOthersDoNotEndInit(t *testing.T) {
 		if !lines.Scan() || lines.Text() != "caught "+sig.String() {
 			t.Fatalf("after %v the child printed %q (err %v): want it caught and the process alive", sig, lines.Text(), lines.Err())
 		}
+	}
+}
+
+// TestAgentCommands: sbin gets modprobe, poweroff, reboot and halt linked
+// to the agent (the kernel runs /sbin/poweroff for an orderly shutdown),
+// leaving alone what the system image brings; each power command tells PID 1
+// the signal of its action.
+func TestAgentCommands(t *testing.T) {
+	sbin := filepath.Join(t.TempDir(), "sbin")
+	if err := os.MkdirAll(sbin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(sbin, "modprobe"), []byte("kmod's"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	installAgentCommands(sbin, "/usr/bin/etoile-agent", slog.New(slog.DiscardHandler))
+	for _, name := range []string{"poweroff", "reboot", "halt"} {
+		if to, err := os.Readlink(filepath.Join(sbin, name)); err != nil || to != "/usr/bin/etoile-agent" {
+			t.Errorf("sbin/%s → %q, %v; want a link to the agent", name, to, err)
+		}
+		sig, ok := PowerSignal(name)
+		_, action, known := actionFor(sig)
+		if want := map[string]string{"poweroff": "power off", "reboot": "reboot", "halt": "halt"}[name]; !ok || !known || action != want {
+			t.Errorf("%s sends %v, which PID 1 takes as %q; want %q", name, sig, action, want)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(sbin, "modprobe")); err != nil || string(b) != "kmod's" {
+		t.Errorf("the image's own modprobe was replaced: %q, %v", b, err)
+	}
+	if _, ok := PowerSignal("modprobe"); ok {
+		t.Error("modprobe is not a power command")
 	}
 }

@@ -36,6 +36,19 @@ func main() {
 		// Called through the /sbin/modprobe link (by the kernel, K3s, iptables).
 		args = append([]string{"modprobe"}, args...)
 	}
+	if sig, ok := boot.PowerSignal(filepath.Base(os.Args[0])); ok {
+		// Called through /sbin/poweroff, reboot or halt: by the kernel for
+		// an orderly shutdown, or by hand. PID 1, the agent, is told as by
+		// kill, and stops K3s and everything else first. Options (-f, -n,
+		// -d N…) are accepted and not followed: the agent's shutdown is the
+		// only one.
+		stop()
+		if err := unix.Kill(1, sig); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: telling PID 1 (the etoile agent): %v\n", filepath.Base(os.Args[0]), err)
+			os.Exit(1)
+		}
+		return
+	}
 	err := run(ctx, args, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
