@@ -638,6 +638,11 @@ func mountAPI(ctx context.Context, m *Machine) error {
 	}
 	if m.real() {
 		reopenConsole()
+		// An XOFF byte on a serial console (a BMC's serial-over-LAN, line
+		// noise) must not block the agent's writes, the shutdown's among them.
+		if _, err := console.NoFlowControl("/sys", "/dev"); err != nil {
+			m.log.Debug("console flow control left as it is", "reason", err.Error())
+		}
 	}
 	// The agent's folder in /run, where the boot medium and the config
 	// volumes are mounted (their config.yaml holds the cluster's secrets):

@@ -72,3 +72,37 @@ func (b Broadcaster) Println(line string) ([]string, error) {
 	}
 	return reached, nil
 }
+
+// NoFlowControl turns the software flow control of each active console off
+// (IXON cleared): the kernel's serial consoles honour XON/XOFF by default,
+// and one XOFF byte — from a BMC's serial-over-LAN, line noise, or Ctrl-S
+// at a terminal — would block every write to that console, and with it the
+// agent's logging, until an XON came: the ready line, a shutdown's lines,
+// and the shutdown itself, which logs as it goes. It returns the consoles
+// it changed; one that is not a terminal is skipped.
+func NoFlowControl(sysDir, devDir string) ([]string, error) {
+	names, err := Active(sysDir)
+	if err != nil {
+		return nil, err
+	}
+	var changed []string
+	var errs []error
+	for _, n := range names {
+		f, err := os.OpenFile(filepath.Join(devDir, n), os.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		t, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+		if err == nil && t.Iflag&unix.IXON != 0 {
+			t.Iflag &^= unix.IXON
+			if err = unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, t); err == nil {
+				changed = append(changed, n)
+			} else {
+				errs = append(errs, fmt.Errorf("%s: turning XON/XOFF off: %w", n, err))
+			}
+		}
+		f.Close()
+	}
+	return changed, errors.Join(errs...)
+}
