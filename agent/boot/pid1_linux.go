@@ -87,9 +87,17 @@ func (r *Reaper) Release(pid int) {
 	delete(r.own, pid)
 }
 
-// Reap collects every exited child not owned by a caller and returns how many.
+// Reap collects every exited child not owned by a caller and returns how
+// many. While a Start is in progress it collects none and returns at once:
+// Start holds the lock across fork and exec, and an exec that blocks in
+// the kernel (its binary paged in from a failing medium) would otherwise
+// hold PID 1's main loop — signals, the power button, the shutdown's
+// reaping — with it. The next SIGCHLD, or the main loop's periodic pass,
+// reaps what this pass left.
 func (r *Reaper) Reap() int {
-	r.mu.Lock()
+	if !r.mu.TryLock() {
+		return 0
+	}
 	defer r.mu.Unlock()
 	n := 0
 	for {

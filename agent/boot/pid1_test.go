@@ -170,3 +170,23 @@ func TestAgentCommands(t *testing.T) {
 		t.Error("modprobe is not a power command")
 	}
 }
+
+// TestReapDoesNotWaitForAStart: while a Start holds the reaper (its exec
+// blocked in the kernel, say), Reap returns at once instead of holding PID
+// 1's main loop; once the start is done, the orphans are reaped.
+func TestReapDoesNotWaitForAStart(t *testing.T) {
+	r := NewReaper()
+	r.mu.Lock() // a Start in progress
+	done := make(chan int, 1)
+	go func() { done <- r.Reap() }()
+	select {
+	case n := <-done:
+		if n != 0 {
+			t.Errorf("Reap during a start reaped %d", n)
+		}
+	case <-time.After(5 * time.Second):
+		r.mu.Unlock()
+		t.Fatal("Reap waited for the start in progress")
+	}
+	r.mu.Unlock()
+}
