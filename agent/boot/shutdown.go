@@ -167,19 +167,36 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// writableMounts are the mounts the shutdown releases, the last mounted
-// first (a mount on top of another goes before it): writable, not the
-// root, not in memory or the kernel's own.
+// writableMounts are the mounts the shutdown releases: writable, not the
+// root, not in memory or the kernel's own; the machine's own disks first,
+// then network filesystems, each the last mounted first (a mount on top of
+// another goes before it). A dead NFS or CIFS server makes each of its
+// mounts wait out its time, and the release's time is bounded as a whole:
+// the local disks, whose data the machine holds, get theirs first. A local
+// filesystem under a network mount is then busy and is remounted read-only,
+// which is as safe for its data.
 func writableMounts(ms []Mount) []Mount {
-	var out []Mount
+	var local, network []Mount
 	for i := len(ms) - 1; i >= 0; i-- {
 		m := ms[i]
-		if m.RO || m.Target == "/" || pseudoFS[m.FSType] {
-			continue
+		switch {
+		case m.RO || m.Target == "/" || pseudoFS[m.FSType]:
+		case networkFS(m.FSType):
+			network = append(network, m)
+		default:
+			local = append(local, m)
 		}
-		out = append(out, m)
 	}
-	return out
+	return append(local, network...)
+}
+
+// networkFS reports whether fstype is a filesystem served over the network.
+func networkFS(fstype string) bool {
+	switch fstype {
+	case "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "9p", "glusterfs", "lustre", "afs", "ncpfs":
+		return true
+	}
+	return strings.HasPrefix(fstype, "fuse.") // sshfs, s3fs, glusterfs's client…
 }
 
 // releaseWithin bounds the whole of releaseFilesystems.

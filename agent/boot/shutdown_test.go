@@ -72,8 +72,10 @@ func TestWritableMountsFromMountinfo(t *testing.T) {
 	for _, m := range writableMounts(parseMountinfo([]byte(info))) {
 		got = append(got, m.Target+" "+m.FSType)
 	}
-	want := []string{"/mnt/nfs nfs4", "/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs overlay",
-		"/var/lib/longhorn/replica one xfs", "/var/lib/longhorn ext4"}
+	// The machine's own disks first: a dead NFS server's mount would
+	// otherwise spend the release's time before them.
+	want := []string{"/run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs overlay",
+		"/var/lib/longhorn/replica one xfs", "/var/lib/longhorn ext4", "/mnt/nfs nfs4"}
 	if !slices.Equal(got, want) {
 		t.Errorf("writable mounts, last first:\n%q\nwant\n%q", got, want)
 	}
