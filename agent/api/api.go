@@ -25,9 +25,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/etoile-os/etoile/agent/timesync"
+	"golang.org/x/net/netutil"
 
 	"github.com/etoile-os/etoile/agent/mount"
+	"github.com/etoile-os/etoile/agent/timesync"
 )
 
 // DefaultSocket is where the agent listens on a node.
@@ -377,6 +378,12 @@ func splitLines(s string) []string {
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	// The answer is written within writeTimeout of its start: a client that
+	// stops reading (a stopped script) would otherwise hold the answer — up
+	// to 4 MiB of log lines — and its goroutine in PID 1 for as long as it
+	// keeps the connection. (Set here, not on the server: an apply's answer
+	// comes only once K3s has been restarted.)
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(writeTimeout))
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
@@ -409,6 +416,10 @@ func Serve(ctx context.Context, path string, b Backend, log *slog.Logger) error 
 	if err != nil {
 		return fmt.Errorf("local API: listening on %s: %w", path, err)
 	}
+	// At most maxConns connections at once; others wait to be accepted. A
+	// node's clients are a technician's commands and the console: a pile of
+	// stalled ones must not multiply the answers PID 1 holds.
+	l = netutil.LimitListener(l, maxConns)
 	srv := &http.Server{
 		Handler:           Handler(b, log),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -428,14 +439,20 @@ func Serve(ctx context.Context, path string, b Backend, log *slog.Logger) error 
 }
 
 // The server's timeouts: a whole request (a 1 MiB config at most) within
-// readTimeout, and an idle keep-alive connection closed after idleTimeout,
-// so that clients that stall cannot hold PID 1's connections. There is no
-// write timeout: an apply's answer comes once the old K3s stopped (30 s at
-// most) and the new one started, and logs -f asks again rather than stream.
+// readTimeout, an answer written within writeTimeout of its first byte
+// (writeJSON), and an idle keep-alive connection closed after idleTimeout,
+// so that clients that stall cannot hold PID 1's connections or memory. No
+// server-wide write timeout: an apply's answer comes once the old K3s
+// stopped (30 s at most) and the new one started, and logs -f asks again
+// rather than stream.
 var (
-	readTimeout = 30 * time.Second
-	idleTimeout = 60 * time.Second
+	readTimeout  = 30 * time.Second
+	writeTimeout = 30 * time.Second
+	idleTimeout  = 60 * time.Second
 )
+
+// maxConns bounds the connections the local API serves at once.
+const maxConns = 16
 
 // removeStaleSocket removes the socket an earlier run left at path; nothing
 // there is fine. Anything but a socket, or a socket that answers (another

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -309,5 +310,93 @@ func TestStatusTextSumsUpTheHardware(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "hardware:") {
 		t.Errorf("a hardware line before the inventory:\n%s", out.String())
+	}
+}
+
+// serveFake serves fa on a socket of its own and returns its path once it
+// answers.
+func serveFake(t *testing.T, fa *fakeAgent) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, sock, fa, nil) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := NewClient(sock).Status(context.Background()); err == nil {
+			return sock
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the socket never answered")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestStalledClientIsCut: a client that asks for a large log answer and
+// stops reading does not hold the answer, and its goroutine, in PID 1: the
+// connection is closed once the write has waited writeTimeout.
+func TestStalledClientIsCut(t *testing.T) {
+	old := writeTimeout
+	writeTimeout = 300 * time.Millisecond
+	defer func() { writeTimeout = old }()
+	fa := &fakeAgent{k3s: logring.New(10000)}
+	line := strings.Repeat("x", 400)
+	for range 10000 {
+		fa.k3s.Add(line)
+	}
+	sock := serveFake(t, fa)
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.(*net.UnixConn).SetReadBuffer(4096)
+	if _, err := io.WriteString(c, "GET /v1/logs?source=k3s&lines=10000 HTTP/1.1\r\nHost: agent\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // not reading: the server's write waits, then gives up
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	n, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the server kept the stalled connection open (read %d bytes)", n)
+	}
+	if n >= 4_000_000 {
+		t.Errorf("read %d bytes: the whole answer was kept for the stalled client", n)
+	}
+}
+
+// TestConnectionsAreCapped: at most maxConns connections are served at
+// once; the next waits until one ends.
+func TestConnectionsAreCapped(t *testing.T) {
+	sock := serveFake(t, &fakeAgent{k3s: logring.New(10)})
+	var held []net.Conn
+	for range maxConns {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	time.Sleep(100 * time.Millisecond) // accepted by now
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_, err := NewClient(sock).Status(ctx)
+	cancel()
+	if err == nil {
+		t.Fatalf("a connection past the %d held was served at once", maxConns)
+	}
+	held[0].Close()
+	held = held[1:]
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := NewClient(sock).Status(ctx); err != nil {
+		t.Errorf("once one of them ended, the next was not served: %v", err)
 	}
 }
