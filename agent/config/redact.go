@@ -24,7 +24,7 @@ var secretK3sKeys = map[string]bool{
 // in K3s's "key+" append form), or an option Étoile does not know whose
 // name says so.
 func secretK3sKey(key string) bool {
-	key = strings.TrimSuffix(key, "+")
+	key = strings.ToLower(strings.TrimSuffix(key, "+")) // an unknown "Token" says so too
 	if secretK3sKeys[key] {
 		return true
 	}
@@ -99,19 +99,14 @@ func quoteURL(s string) string {
 }
 
 // withoutURLPasswords replaces the password of every URL in v (a proxy's
-// http://user:password@host) with REDACTED.
+// http://user:password@host) and each value of its query (a signed URL's
+// X-Amz-Signature, a mirror's ?token=) with REDACTED.
 func withoutURLPasswords(v K3sValue) (K3sValue, bool) {
 	items := v.Strings()
 	changed := false
 	for i, it := range items {
-		u, err := url.Parse(it)
-		if err != nil || u.User == nil {
-			continue
-		}
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), Redacted)
-			items[i] = u.String()
-			changed = true
+		if r, ok := urlWithoutSecrets(it); ok {
+			items[i], changed = r, true
 		}
 	}
 	if !changed {
@@ -121,6 +116,30 @@ func withoutURLPasswords(v K3sValue) (K3sValue, bool) {
 		return K3sList(items...), true
 	}
 	return K3sString(items[0]), true
+}
+
+// urlWithoutSecrets is s, a URL, with its password and its query's values
+// replaced by REDACTED; false when there were none (or s is no URL).
+func urlWithoutSecrets(s string) (string, bool) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return s, false
+	}
+	changed := false
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), Redacted)
+			changed = true
+		}
+	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			q.Set(k, Redacted)
+		}
+		u.RawQuery, changed = q.Encode(), true
+	}
+	return u.String(), changed
 }
 
 // Redacted returns a copy of c with its secrets replaced by "REDACTED":
@@ -153,6 +172,12 @@ func (c *MachineConfig) Redacted() (*MachineConfig, error) {
 				}
 			}
 			r.Registries.Configs[host] = rc
+		}
+		for host, m := range r.Registries.Mirrors {
+			for i, e := range m.Endpoint {
+				m.Endpoint[i], _ = urlWithoutSecrets(e)
+			}
+			r.Registries.Mirrors[host] = m
 		}
 	}
 	for k, v := range r.K3s {

@@ -33,6 +33,12 @@ func TestErrorsNeverShowSecrets(t *testing.T) {
 		{"document is a token", "", "", nil}, // filled below
 		{"mirror endpoint with credentials", server + "registries: {mirrors: {docker.io: {endpoint: ['https://bob:SECRETPW@m.example']}}}\n", "SECRETPW",
 			[]string{`"https://bob:xxxxx@m.example" has credentials in the URL`, "registries.configs.m.example.auth"}},
+		{"registry config keyed by a URL with credentials", server + "registries: {configs: {'http://u:PWREG@reg.example': {tls: {insecure_skip_verify: true}}}}\n", "PWREG",
+			[]string{`registries.configs.http://xxxxx@reg.example: "http://xxxxx@reg.example": use the registry host`}},
+		{"registry config keyed by user:password@host", server + "registries: {configs: {'u:PWREG@reg.example': {tls: {insecure_skip_verify: true}}}}\n", "PWREG",
+			[]string{`registries.configs.xxxxx@reg.example: "xxxxx@reg.example": use the registry host`}},
+		{"mirror keyed by user:password@host", server + "registries: {mirrors: {'u:PWREG@docker.io': {endpoint: ['https://m.example']}}}\n", "PWREG",
+			[]string{`registries.mirrors.xxxxx@docker.io: "xxxxx@docker.io" is not a registry name`}},
 		{"mirror endpoint with a token in its query", server + "registries: {mirrors: {docker.io: {endpoint: ['ftp://m.example/v2?token=SECRETQ']}}}\n", "SECRETQ",
 			[]string{`"ftp://m.example/v2?xxxxx": use an https:// or http:// URL`}},
 		{"mirror endpoint with credentials and a bad port", server + "registries: {mirrors: {docker.io: {endpoint: ['https://bob:SECRETPW@m.example:x']}}}\n", "SECRETPW",

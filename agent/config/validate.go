@@ -1040,9 +1040,9 @@ func (v *validator) registries(r *Registries) {
 		return
 	}
 	for _, name := range slices.Sorted(maps.Keys(r.Mirrors)) {
-		p := "registries.mirrors." + name
-		if name == "" || strings.Contains(name, "://") || strings.ContainsAny(name, " /") {
-			v.errs.Add(p, "%q is not a registry name: use a host with optional port (registry.example.com:5000), docker.io, or \"*\"", name)
+		p := "registries.mirrors." + withoutUserinfo(name)
+		if name == "" || strings.Contains(name, "://") || strings.ContainsAny(name, " /@") {
+			v.errs.Add(p, "%q is not a registry name: use a host with optional port (registry.example.com:5000), docker.io, or \"*\"", withoutUserinfo(name))
 		} else if msg := portProblem(name); msg != "" {
 			v.errs.Add(p, "%q %s: use a host with optional port (registry.example.com:5000)", name, msg)
 		}
@@ -1080,9 +1080,9 @@ func (v *validator) registries(r *Registries) {
 		}
 	}
 	for _, host := range slices.Sorted(maps.Keys(r.Configs)) {
-		p := "registries.configs." + host
-		if host == "" || strings.Contains(host, "://") || strings.ContainsAny(host, " /") {
-			v.errs.Add(p, "%q: use the registry host with optional port, as in the mirror endpoint, without scheme or path", host)
+		p := "registries.configs." + withoutUserinfo(host)
+		if host == "" || strings.Contains(host, "://") || strings.ContainsAny(host, " /@") {
+			v.errs.Add(p, "%q: use the registry host with optional port, as in the mirror endpoint, without scheme, credentials or path (credentials go in auth)", withoutUserinfo(host))
 		} else if msg := portProblem(host); msg != "" {
 			v.errs.Add(p, "%q %s: use the registry host with optional port, as in the mirror endpoint", host, msg)
 		}
@@ -1263,4 +1263,19 @@ func article(role string) string {
 		return "an " + role
 	}
 	return "a " + role
+}
+
+// withoutUserinfo is a registry key with what stands before its last '@'
+// (user:password, after any scheme) shown as xxxxx: a key is written in
+// field paths and messages, which reach every console.
+func withoutUserinfo(k string) string {
+	at := strings.LastIndex(k, "@")
+	if at < 0 {
+		return k
+	}
+	head := ""
+	if i := strings.Index(k, "://"); i >= 0 && i < at {
+		head = k[:i+3]
+	}
+	return head + "xxxxx" + k[at:]
 }

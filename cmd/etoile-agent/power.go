@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/etoile-os/etoile/agent/api"
+	"github.com/etoile-os/etoile/agent/boot"
 )
 
 // runPower is `etoile-agent reboot|poweroff`: the running agent stops K3s
@@ -34,6 +35,6 @@ func runPower(ctx context.Context, action string, args []string, stdout, stderr 
 	if action == "poweroff" {
 		what = "powering off"
 	}
-	_, err := fmt.Fprintf(stdout, "%s: K3s is stopped first (30 s at most), then every other process (5 s)\n", what)
+	_, err := fmt.Fprintf(stdout, "%s: K3s is stopped first (30 s at most), then every other process (%s at most)\n", what, boot.ProcessGrace)
 	return err
 }
