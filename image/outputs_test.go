@@ -14,18 +14,7 @@ import (
 // boot every output; README's short example (no sr_mod, sd_mod or
 // usb-storage, nor loop) is refused with what each missing module is for.
 func TestCheckOutputModules(t *testing.T) {
-	cache, err := DefaultCacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := kernel.Resolve(context.Background(), kernel.Source{Arch: "amd64"}, cache, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatalf("resolving Debian's kernel: %v", err)
-	}
-	def, err := LoadSpec("")
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, def := debianKernelAndDefaultSpec(t)
 	mods, err := k.Select(def.Modules)
 	if err != nil {
 		t.Fatal(err)
@@ -89,18 +78,7 @@ func TestCheckOutputModulesNamesEachOnce(t *testing.T) {
 // needs none. dm_verity alone brings dm_mod, dm_bufio and reed_solomon
 // from modules.dep.
 func TestCheckOutputModulesNeedsDmVerity(t *testing.T) {
-	cache, err := DefaultCacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := kernel.Resolve(context.Background(), kernel.Source{Arch: "amd64"}, cache, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatalf("resolving Debian's kernel: %v", err)
-	}
-	def, err := LoadSpec("")
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, def := debianKernelAndDefaultSpec(t)
 	var names []string
 	for _, m := range def.Modules {
 		if m != "dm_verity" && m != "dm_mod" {
@@ -136,4 +114,23 @@ func TestCheckOutputModulesNeedsDmVerity(t *testing.T) {
 			t.Errorf("dm_verity selected without %s", dep)
 		}
 	}
+}
+
+// debianKernelAndDefaultSpec resolves Debian's kernel from the cache and
+// loads the default spec.
+func debianKernelAndDefaultSpec(t *testing.T) (*kernel.Kernel, *ImageSpec) {
+	t.Helper()
+	cache, err := DefaultCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := kernel.Resolve(context.Background(), kernel.Source{Arch: "amd64"}, cache, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("resolving Debian's kernel: %v", err)
+	}
+	def, err := LoadSpec("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, def
 }
