@@ -80,19 +80,26 @@ func quoteURL(s string) string {
 		return strconv.Quote(s)
 	}
 	// The userinfo ends at the last '@' before the path, query or fragment.
+	// Without a scheme (bob:password@host, which url.Parse reads as the
+	// scheme bob:), nothing before the '@' can be told from a password: it
+	// is all hidden.
 	head, rest := "", s
-	if i := strings.Index(s, "://"); i >= 0 {
+	i := strings.Index(s, "://")
+	if i >= 0 {
 		head, rest = s[:i+3], s[i+3:]
-	} else if i := strings.Index(s, ":"); i >= 0 {
-		head, rest = s[:i+1], s[i+1:]
+	} else if j := strings.Index(s, ":"); j >= 0 && (strings.EqualFold(s[:j], "http") || strings.EqualFold(s[:j], "https")) {
+		i, head, rest = j, s[:j+1], s[j+1:] // http:user:password@host
 	}
 	authority := rest
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		authority = rest[:i]
+	if j := strings.IndexAny(rest, "/?#"); j >= 0 {
+		authority = rest[:j]
 	}
 	at := strings.LastIndex(authority, "@")
 	if at < 0 {
 		return strconv.Quote(s)
+	}
+	if i < 0 {
+		return strconv.Quote("xxxxx" + rest[at:])
 	}
 	user, _, _ := strings.Cut(authority[:at], ":")
 	return strconv.Quote(head + user + ":xxxxx" + rest[at:])

@@ -33,6 +33,8 @@ func TestErrorsNeverShowSecrets(t *testing.T) {
 		{"document is a token", "", "", nil}, // filled below
 		{"mirror endpoint with credentials", server + "registries: {mirrors: {docker.io: {endpoint: ['https://bob:SECRETPW@m.example']}}}\n", "SECRETPW",
 			[]string{`"https://bob:xxxxx@m.example" has credentials in the URL`, "registries.configs.m.example.auth"}},
+		{"mirror endpoint user:password@host without a scheme", server + "registries: {mirrors: {docker.io: {endpoint: ['bob:PWLEAK@m.example']}}}\n", "PWLEAK",
+			[]string{`"xxxxx@m.example" is not a URL`}},
 		{"registry config keyed by a URL with credentials", server + "registries: {configs: {'http://u:PWREG@reg.example': {tls: {insecure_skip_verify: true}}}}\n", "PWREG",
 			[]string{`registries.configs.http://xxxxx@reg.example: "http://xxxxx@reg.example": use the registry host`}},
 		{"registry config keyed by user:password@host", server + "registries: {configs: {'u:PWREG@reg.example': {tls: {insecure_skip_verify: true}}}}\n", "PWREG",
