@@ -124,11 +124,40 @@ func TestNoK3sBesideOneLeftBehind(t *testing.T) {
 // TestStatStateGroup reads the state and process group past a command name
 // holding spaces and parentheses.
 func TestStatStateGroup(t *testing.T) {
-	state, g, ok := statStateGroup([]byte("4242 (k3s (server) x) D 1 4240 4240 0 -1 4194560\n"))
-	if !ok || state != 'D' || g != 4240 {
-		t.Errorf("got %q %d %v, want D 4240", state, g, ok)
+	line := "4242 (k3s (server) x) D 1 4240 4240 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 12 0 98765 1000 50\n"
+	state, g, start, ok := statStateGroup([]byte(line))
+	if !ok || state != 'D' || g != 4240 || start != 98765 {
+		t.Errorf("got %q %d %d %v, want D 4240 98765", state, g, start, ok)
 	}
-	if _, _, ok := statStateGroup([]byte("4242 (k3s")); ok {
+	if _, _, _, ok := statStateGroup([]byte("4242 (k3s")); ok {
 		t.Error("a cut stat line was read")
+	}
+}
+
+// TestAGroupNumberGivenAgainIsNotK3s: a process group whose number is that
+// of a group left behind, but whose processes started after (the kernel gave
+// the number again once the stuck group had ended), does not keep K3s from
+// starting.
+func TestAGroupNumberGivenAgainIsNotK3s(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := exec.Command(self)
+	p.Env = append(os.Environ(), "ETOILE_FAKE_K3S=hang")
+	p.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p.Process.Kill(); _ = p.Wait() }()
+	noteLeftBehind(p.Process.Pid)
+	if g, _ := stillBehind("/proc"); g != p.Process.Pid {
+		t.Fatalf("stillBehind = %d, want the live group %d", g, p.Process.Pid)
+	}
+	leftBehind.mu.Lock()
+	leftBehind.before[p.Process.Pid] = 0 // left behind before this process started
+	leftBehind.mu.Unlock()
+	if g, pid := stillBehind("/proc"); g != 0 {
+		t.Errorf("stillBehind = %d (process %d): a group started after the one left behind is not K3s's", g, pid)
 	}
 }
