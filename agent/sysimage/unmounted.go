@@ -29,7 +29,12 @@ func readDevice(dev, what string, read func(io.ReaderAt) ([]byte, error)) ([]byt
 		data, err = read(f)
 		return err
 	})
-	return data, err
+	if err != nil {
+		// Not data: after a time-out (devread.HungError) the read that is
+		// still blocked may yet write it.
+		return nil, err
+	}
+	return data, nil
 }
 
 // DeviceReads bounds every read of a device in this package (the medium's
