@@ -307,9 +307,12 @@ func Start(ctx context.Context, env Env) *Node {
 			settledBefore := isClosed(env.DriversSettled)
 			began := time.Now()
 			inv, err := inventory.Collect(ctx, n.inventoryOptions())
-			if err != nil {
+			switch {
+			case err != nil && ctx.Err() != nil:
+				// The machine is shutting down: the inventory was stopped, not failed.
+			case err != nil:
 				env.Log.Warn("hardware inventory failed", "reason", err.Error())
-			} else if inv != nil {
+			case inv != nil:
 				env.Log.Info("hardware inventory", inventorySummary(inv, time.Since(began))...)
 				for _, w := range inv.Warnings { // what it could not read: on the console too
 					env.Log.Info("hardware inventory incomplete", "what", w)
@@ -1219,7 +1222,7 @@ func (n *Node) inventoryAgain(ctx context.Context) {
 			}
 		}
 		inv, err := inventory.Collect(ctx, n.inventoryOptions())
-		if err != nil {
+		if err != nil && ctx.Err() == nil { // (stopped by a shutdown: not a failure)
 			n.env.Log.Warn("hardware inventory failed", "reason", err.Error())
 		}
 		if inv == nil {
