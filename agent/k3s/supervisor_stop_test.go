@@ -21,17 +21,7 @@ func TestStopGivesUpOnAProcessSIGKILLDoesNotEnd(t *testing.T) {
 	old := KillWait
 	KillWait = 100 * time.Millisecond
 	defer func() { KillWait = old }()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), "ETOILE_FAKE_K3S=stubborn")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Wait() // it was killed: reaped here
+	cmd := startFakeGroup(t, "stubborn") // killed by stop: reaped by the cleanup
 	s := &Supervisor{StopTimeout: 50 * time.Millisecond}
 	s.defaults()
 	never := make(chan error) // the process's wait, never returning
@@ -81,23 +71,7 @@ func TestFailedExecIsNotARestart(t *testing.T) {
 // is started beside it: the supervisor says why and waits; once the group
 // has ended, K3s starts.
 func TestNoK3sBesideOneLeftBehind(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stuck := exec.Command(self)
-	stuck.Env = append(os.Environ(), "ETOILE_FAKE_K3S=hang")
-	stuck.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := stuck.Start(); err != nil {
-		t.Fatal(err)
-	}
-	reaped := false
-	defer func() {
-		if !reaped {
-			_ = stuck.Process.Kill()
-			_ = stuck.Wait()
-		}
-	}()
+	stuck := startFakeGroup(t, "hang")
 	noteLeftBehind(stuck.Process.Pid)
 	var execs atomic.Int32
 	s := &Supervisor{Root: t.TempDir(), Binary: "/usr/local/bin/k3s", Args: []string{"server"},
@@ -114,7 +88,6 @@ func TestNoK3sBesideOneLeftBehind(t *testing.T) {
 	}
 	_ = stuck.Process.Kill()
 	_ = stuck.Wait()
-	reaped = true
 	if !s.RetryNow("test") {
 		t.Fatal("RetryNow did not end the wait")
 	}
@@ -139,17 +112,7 @@ func TestStatStateGroup(t *testing.T) {
 // the number again once the stuck group had ended), does not keep K3s from
 // starting.
 func TestAGroupNumberGivenAgainIsNotK3s(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := exec.Command(self)
-	p.Env = append(os.Environ(), "ETOILE_FAKE_K3S=hang")
-	p.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = p.Process.Kill(); _ = p.Wait() }()
+	p := startFakeGroup(t, "hang")
 	noteLeftBehind(p.Process.Pid)
 	if g, _ := stillBehind("/proc"); g != p.Process.Pid {
 		t.Fatalf("stillBehind = %d, want the live group %d", g, p.Process.Pid)
@@ -160,4 +123,24 @@ func TestAGroupNumberGivenAgainIsNotK3s(t *testing.T) {
 	if g, pid := stillBehind("/proc"); g != 0 {
 		t.Errorf("stillBehind = %d (process %d): a group started after the one left behind is not K3s's", g, pid)
 	}
+}
+
+// startFakeGroup starts the test binary as the fake K3s in mode
+// (ETOILE_FAKE_K3S), leading a process group of its own as K3s does under
+// the supervisor; the test's cleanup kills and reaps it (harmless when the
+// test already did).
+func startFakeGroup(t *testing.T, mode string) *exec.Cmd {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), "ETOILE_FAKE_K3S="+mode)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
 }
