@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/etoile-os/etoile/internal/devread"
@@ -260,7 +262,7 @@ var errDriverHung = fmt.Errorf("NVIDIA's driver did not answer an earlier read: 
 // whole inventory on a machine without one.
 func HasGPU(root, want string) bool {
 	found := false
-	eachGPU(root, func(vendor string) bool {
+	eachGPU(root, func(vendor, _ string) bool {
 		found = want == "" || vendor == want
 		return !found
 	})
@@ -269,21 +271,42 @@ func HasGPU(root, want string) bool {
 
 // GPUCounts counts, by vendor ("nvidia", "amd", "intel"), the devices Collect would list as
 // GPUs on the machine (or the copied tree at root, "" for the live one), from the PCI vendor
-// and class files alone: physical functions only (an SR-IOV virtual function is a share of
-// a GPU counted already). It is the GPU count of every other report of the machine (the
+// and class files: physical functions only (an SR-IOV virtual function is a share of a GPU
+// counted already), and, as the node's gpu.count label, not an NVIDIA GPU its driver
+// excludes (NVreg_ExcludedGpus: /proc/driver/nvidia/gpus/…/information, read under the
+// inventory's time limit). It is the GPU count of every other report of the machine (the
 // constellation join's), so that none counts differently from the inventory.
 func GPUCounts(root string) map[string]int {
 	counts := map[string]int{}
-	eachGPU(root, func(vendor string) bool {
+	var nvidia []string
+	eachGPU(root, func(vendor, addr string) bool {
 		counts[vendor]++
+		if vendor == "nvidia" {
+			nvidia = append(nvidia, addr)
+		}
 		return true
 	})
+	if len(nvidia) == 0 {
+		return counts
+	}
+	r := newRoot(root)
+	defer r.close()
+	c := &collector{r: r, log: slog.New(slog.DiscardHandler), inv: &Inventory{},
+		driverWait: driverWait, readDriverFile: readDriverFile}
+	for _, info := range c.nvidiaInformation() {
+		if info.Excluded && slices.Contains(nvidia, NormalizePCIAddress(info.BusLocation)) {
+			counts["nvidia"]--
+		}
+	}
+	if counts["nvidia"] <= 0 {
+		delete(counts, "nvidia")
+	}
 	return counts
 }
 
 // eachGPU calls f with the vendor of each GPU under root's /sys/bus/pci/devices while f
 // returns true.
-func eachGPU(root string, f func(vendor string) bool) {
+func eachGPU(root string, f func(vendor, addr string) bool) {
 	r := newRoot(root)
 	defer r.close()
 	addrs, err := r.list("/sys/bus/pci/devices")
@@ -298,7 +321,7 @@ func eachGPU(root string, f func(vendor string) bool) {
 		id, _ := r.attrHex(sys + "/vendor")
 		class, _ := r.attrHex(sys + "/class")
 		if v, ok := gpuVendors[fmt.Sprintf("%04x", id)]; ok && isGPU(v, fmt.Sprintf("%06x", class)) {
-			if !f(v) {
+			if !f(v, NormalizePCIAddress(addr)) {
 				return
 			}
 		}

@@ -3,6 +3,7 @@ package inventory
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -180,5 +181,14 @@ func TestExcludedGPU(t *testing.T) {
 	}
 	if l := lineOf(table(t, inv), "0000:65:00.0 "); !strings.Contains(l, "excluded") {
 		t.Errorf("the excluded GPU's row: %q", l)
+	}
+	// The join's fast count agrees with the label.
+	if got := GPUCounts(root); !maps.Equal(got, map[string]int{"nvidia": 1}) {
+		t.Errorf("GPUCounts = %v, want nvidia: 1 (the excluded GPU left out)", got)
+	}
+	fakeroot.Write(t, root, map[string]string{"proc/driver/nvidia/gpus/0000:17:00.0/information": "Model: \t\t NVIDIA A100 80GB PCIe\n" +
+		"Bus Location: \t 0000:17:00.0\nGPU Excluded:\t Yes\n"})
+	if got := GPUCounts(root); len(got) != 0 {
+		t.Errorf("GPUCounts = %v with both GPUs excluded, want none", got)
 	}
 }
