@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -117,10 +116,10 @@ func (c *collector) disk(name string, byLabel map[string]string) (Disk, bool) {
 	if devPath == "" && isVirtualBlockName(name) {
 		return Disk{}, false // a copied tree without links: go by the kernel's names
 	}
-	if c.r.attr(sys+"/hidden") == "1" || nvmePathRe.MatchString(name) {
+	if c.r.attr(sys+"/hidden") == "1" || nvmePathRe().MatchString(name) {
 		return Disk{}, false // an NVMe multipath path; its namespace head is listed
 	}
-	if mmcHardwarePartRe.MatchString(name) {
+	if mmcHardwarePartRe().MatchString(name) {
 		return Disk{}, false // eMMC boot and RPMB areas: firmware's, not a disk to install on
 	}
 	d := Disk{
@@ -137,7 +136,7 @@ func (c *collector) disk(name string, byLabel map[string]string) (Disk, bool) {
 		ReadOnly:   c.r.attr(sys+"/ro") == "1",
 		Partitions: []Partition{},
 	}
-	if hostRe.MatchString(devPath) { // a SCSI disk's INQUIRY data
+	if hostRe().MatchString(devPath) { // a SCSI disk's INQUIRY data
 		if v := c.r.attr(sys + "/device/vendor"); v != "ATA" {
 			d.Vendor = v // libata names every SATA disk's vendor "ATA"
 		}
@@ -256,11 +255,11 @@ func firstNonEmpty(s ...string) string {
 // SCSI address), or, for a SATA disk behind a SAS HBA's translation layer, the ATA
 // Information VPD page (0x89) that carries it (sat); nil when there is neither.
 func (c *collector) ataIdentify(sys, devPath string) (id ATAIdentify, sat bool) {
-	if m := ataPortRe.FindStringSubmatch(devPath); m != nil {
+	if m := ataPortRe().FindStringSubmatch(devPath); m != nil {
 		port := m[1]
 		// The SCSI address H:C:I:L: libata puts the device number in I, or, behind a
 		// port multiplier, the multiplier's port in C.
-		if a := scsiAddrRe.FindStringSubmatch(devPath); a != nil {
+		if a := scsiAddrRe().FindStringSubmatch(devPath); a != nil {
 			candidates := []string{"dev" + port + "." + a[1] + ".0", "dev" + port + "." + a[2]}
 			for _, dev := range candidates {
 				if b, err := c.r.readFile("/sys/class/ata_device/" + dev + "/id"); err == nil {
@@ -282,8 +281,8 @@ func (c *collector) ataIdentify(sys, devPath string) (id ATAIdentify, sat bool) 
 }
 
 var (
-	ataPortRe  = regexp.MustCompile(`/ata([0-9]+)/`)
-	scsiAddrRe = regexp.MustCompile(`/[0-9]+:([0-9]+):([0-9]+):[0-9]+/block/`)
+	ataPortRe  = lazyRegexp(`/ata([0-9]+)/`)
+	scsiAddrRe = lazyRegexp(`/[0-9]+:([0-9]+):([0-9]+):[0-9]+/block/`)
 )
 
 // ATAIdentify is the 256 words of an ATA IDENTIFY DEVICE answer.
@@ -350,7 +349,7 @@ func (c *collector) diskModel(sys, name string) string {
 	if m := firstNonEmpty(c.r.attr(sys+"/device/model"), c.r.attr(sys+"/model")); m != "" {
 		return m
 	}
-	if mmcDiskRe.MatchString(name) {
+	if mmcDiskRe().MatchString(name) {
 		return printable(c.r.attr(sys + "/device/name"))
 	}
 	return ""
@@ -439,24 +438,24 @@ func isHex(s string) bool {
 // onFCHost reports whether the SCSI host of a disk's device path (its last …/hostN/) is a
 // Fibre Channel HBA's (or FCoE's): /sys/class/fc_host/hostN.
 func (c *collector) onFCHost(devPath string) bool {
-	m := scsiHostRe.FindAllStringSubmatch(devPath, -1)
+	m := scsiHostRe().FindAllStringSubmatch(devPath, -1)
 	return len(m) > 0 && c.r.exists("/sys/class/fc_host/"+m[len(m)-1][1])
 }
 
 var (
-	hostRe     = regexp.MustCompile(`/host[0-9]+/`)
-	scsiHostRe = regexp.MustCompile(`/(host[0-9]+)/`)
-	fcRportRe  = regexp.MustCompile(`/rport-[0-9]+:[0-9]+-[0-9]+/`)
-	ataRe      = regexp.MustCompile(`/ata[0-9]+/`)
-	iscsiRe    = regexp.MustCompile(`/session[0-9]+/`)
+	hostRe     = lazyRegexp(`/host[0-9]+/`)
+	scsiHostRe = lazyRegexp(`/(host[0-9]+)/`)
+	fcRportRe  = lazyRegexp(`/rport-[0-9]+:[0-9]+-[0-9]+/`)
+	ataRe      = lazyRegexp(`/ata[0-9]+/`)
+	iscsiRe    = lazyRegexp(`/session[0-9]+/`)
 	// sasEndDeviceRe is a SAS end device (…/host0/port-0:1/end_device-0:1/target0:0:1/…,
 	// behind an expander …/expander-0:0/port-0:0:4/end_device-0:0:4/…): the class
 	// sas_device's devices.
-	sasEndDeviceRe = regexp.MustCompile(`/end_device-[0-9]+:[0-9:]+/`)
-	nvmePathRe     = regexp.MustCompile(`^nvme[0-9]+c[0-9]+n[0-9]+$`)
+	sasEndDeviceRe = lazyRegexp(`/end_device-[0-9]+:[0-9:]+/`)
+	nvmePathRe     = lazyRegexp(`^nvme[0-9]+c[0-9]+n[0-9]+$`)
 
-	mmcHardwarePartRe = regexp.MustCompile(`^mmcblk[0-9]+(boot[0-9]+|rpmb)$`)
-	mmcDiskRe         = regexp.MustCompile(`^mmcblk[0-9]+$`)
+	mmcHardwarePartRe = lazyRegexp(`^mmcblk[0-9]+(boot[0-9]+|rpmb)$`)
+	mmcDiskRe         = lazyRegexp(`^mmcblk[0-9]+$`)
 )
 
 // Transport tells how a block device is attached from its path in the sysfs device tree
@@ -476,21 +475,21 @@ func Transport(devPath string) string {
 		return "nvme-of"
 	case strings.Contains(devPath, "/nvme"):
 		return "nvme"
-	case iscsiRe.MatchString(devPath) && hostRe.MatchString(devPath):
+	case iscsiRe().MatchString(devPath) && hostRe().MatchString(devPath):
 		return "iscsi" // a SCSI host of an iSCSI session: …/host7/session1/target7:0:0/…
-	case fcRportRe.MatchString(devPath) && hostRe.MatchString(devPath):
+	case fcRportRe().MatchString(devPath) && hostRe().MatchString(devPath):
 		return "fc" // lsblk's TRAN too
 	case strings.Contains(devPath, "/usb"):
 		return "usb" // usb-storage and UAS sit on SCSI hosts too: check USB first
-	case ataRe.MatchString(devPath):
+	case ataRe().MatchString(devPath):
 		return "sata"
-	case sasEndDeviceRe.MatchString(devPath):
+	case sasEndDeviceRe().MatchString(devPath):
 		return "sas" // a SAS end device's target; a SATA one behind it is told by its VPD (disk)
 	case strings.Contains(devPath, "/mmc"):
 		return "mmc"
-	case strings.Contains(devPath, "/virtio") && !hostRe.MatchString(devPath):
+	case strings.Contains(devPath, "/virtio") && !hostRe().MatchString(devPath):
 		return "virtio" // virtio-blk; virtio-scsi has a SCSI host below it
-	case hostRe.MatchString(devPath):
+	case hostRe().MatchString(devPath):
 		return "scsi"
 	}
 	return ""
@@ -519,7 +518,7 @@ func (c *collector) nvmeTransport(devPath, t string) string {
 	if strings.Contains(devPath, "/nvme-subsystem/") {
 		names, _ := c.r.list(dir)
 		for _, n := range names {
-			if nvmeCtrlRe.MatchString(n) {
+			if nvmeCtrlRe().MatchString(n) {
 				ctrls = append(ctrls, dir+"/"+n)
 			}
 		}
@@ -534,7 +533,7 @@ func (c *collector) nvmeTransport(devPath, t string) string {
 	return t
 }
 
-var nvmeCtrlRe = regexp.MustCompile(`^nvme[0-9]+$`)
+var nvmeCtrlRe = lazyRegexp(`^nvme[0-9]+$`)
 
 func parseUevent(s string) map[string]string {
 	m := map[string]string{}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -135,7 +134,7 @@ func (c *collector) cpu() error {
 	return nil
 }
 
-var cpuDirRe = regexp.MustCompile(`^cpu[0-9]+$`)
+var cpuDirRe = lazyRegexp(`^cpu[0-9]+$`)
 
 // cpuTopology counts the packages and the cores (distinct package, die, core ids) of the
 // online CPUs in /sys/devices/system/cpu/cpu*/topology; 0, 0 when it says nothing.
@@ -145,7 +144,7 @@ func (c *collector) cpuTopology() (sockets, cores int) {
 	packages := map[int64]bool{}
 	coreIDs := map[[3]int64]bool{}
 	for _, name := range names {
-		if !cpuDirRe.MatchString(name) {
+		if !cpuDirRe().MatchString(name) {
 			continue
 		}
 		topo := dir + name + "/topology/"
@@ -402,7 +401,7 @@ func (c *collector) memory() error {
 	return nil
 }
 
-var memoryBlockRe = regexp.MustCompile(`^memory[0-9]+$`)
+var memoryBlockRe = lazyRegexp(`^memory[0-9]+$`)
 
 // installedMemory is the memory the kernel found, online or not, from its memory blocks
 // (/sys/devices/system/memory: block_size_bytes × the blocks): MemTotal leaves out what the
@@ -416,7 +415,7 @@ func (c *collector) installedMemory() uint64 {
 	names, _ := c.r.list(dir)
 	var blocks uint64
 	for _, n := range names {
-		if memoryBlockRe.MatchString(n) {
+		if memoryBlockRe().MatchString(n) {
 			blocks++
 		}
 	}

@@ -7,12 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 )
 
-var driverVersionRe = regexp.MustCompile(`^[0-9]+\.[0-9]+(\.[0-9]+)?$`)
+var driverVersionRe = lazyRegexp(`^[0-9]+\.[0-9]+(\.[0-9]+)?$`)
 
 // ParseNvidiaVersion returns the driver version from /proc/driver/nvidia/version, whose first
 // line names the module and then its version ("NVRM version: NVIDIA UNIX Open Kernel Module
@@ -26,7 +25,7 @@ func ParseNvidiaVersion(b []byte) string {
 			continue
 		}
 		for _, f := range strings.Fields(rest) {
-			if driverVersionRe.MatchString(f) {
+			if driverVersionRe().MatchString(f) {
 				return f
 			}
 		}
@@ -95,7 +94,7 @@ func NormalizePCIAddress(s string) string {
 		return s
 	}
 	out := fmt.Sprintf("%04x:%s", d, rest)
-	if !pciAddrRe.MatchString(out) {
+	if !pciAddrRe().MatchString(out) {
 		return s
 	}
 	return out

@@ -406,7 +406,7 @@ func FuzzParseNvidiaVersion(f *testing.F) {
 	}
 	f.Add([]byte("NVRM version: 1.2"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if v := ParseNvidiaVersion(b); v != "" && !driverVersionRe.MatchString(v) {
+		if v := ParseNvidiaVersion(b); v != "" && !driverVersionRe().MatchString(v) {
 			t.Errorf("version %q is not shaped like one", v)
 		}
 	})

@@ -3,7 +3,6 @@ package inventory
 import (
 	"bytes"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -11,14 +10,14 @@ import (
 	"github.com/etoile-os/etoile/agent/netkind"
 )
 
-var pciAddrRe = regexp.MustCompile(`^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$`)
+var pciAddrRe = lazyRegexp(`^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$`)
 
 // usbPortRe is a USB device's folder in sysfs (1-3, 2-1.4), usbIfaceRe one of its
 // interfaces (1-3:2.0), usbBusRe a root hub (usb1).
 var (
-	usbPortRe  = regexp.MustCompile(`^[0-9]+-[0-9]+(\.[0-9]+)*$`)
-	usbIfaceRe = regexp.MustCompile(`^[0-9]+-[0-9]+(\.[0-9]+)*:[0-9]+\.[0-9]+$`)
-	usbBusRe   = regexp.MustCompile(`^usb[0-9]+$`)
+	usbPortRe  = lazyRegexp(`^[0-9]+-[0-9]+(\.[0-9]+)*$`)
+	usbIfaceRe = lazyRegexp(`^[0-9]+-[0-9]+(\.[0-9]+)*:[0-9]+\.[0-9]+$`)
+	usbBusRe   = lazyRegexp(`^usb[0-9]+$`)
 )
 
 // pciAddressOf returns the PCI address nearest to the device at the end of a sysfs device
@@ -27,10 +26,10 @@ var (
 func pciAddressOf(devPath string) string {
 	parts := strings.Split(devPath, "/")
 	for i := len(parts) - 1; i >= 0; i-- {
-		if usbBusRe.MatchString(parts[i]) || usbPortRe.MatchString(parts[i]) || usbIfaceRe.MatchString(parts[i]) {
+		if usbBusRe().MatchString(parts[i]) || usbPortRe().MatchString(parts[i]) || usbIfaceRe().MatchString(parts[i]) {
 			return ""
 		}
-		if pciAddrRe.MatchString(parts[i]) {
+		if pciAddrRe().MatchString(parts[i]) {
 			return parts[i]
 		}
 	}
@@ -42,10 +41,10 @@ func pciAddressOf(devPath string) string {
 func usbPortOf(devPath string) (port, dir string) {
 	parts := strings.Split(devPath, "/")
 	for i := len(parts) - 1; i >= 0; i-- {
-		if usbPortRe.MatchString(parts[i]) {
+		if usbPortRe().MatchString(parts[i]) {
 			return parts[i], strings.Join(parts[:i+1], "/")
 		}
-		if pciAddrRe.MatchString(parts[i]) {
+		if pciAddrRe().MatchString(parts[i]) {
 			return "", ""
 		}
 	}

@@ -66,7 +66,7 @@ func (c *collector) rdma() error {
 		addr := pciAddressOf(devPath)
 		if addr == "" {
 			// A copied tree may keep the device link only as its target's name.
-			if a := c.r.linkBase(sys + "/device"); pciAddrRe.MatchString(a) {
+			if a := c.r.linkBase(sys + "/device"); pciAddrRe().MatchString(a) {
 				addr = a
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -308,4 +309,12 @@ func (r root) exists(p string) bool {
 		_, err = r.fs.Lstat(r.rel(p))
 	}
 	return err == nil
+}
+
+// lazyRegexp compiles expr on its first use. The inventory's expressions are
+// package variables; compiled at the package's start they cost the agent's
+// start (PID 1, before its first boot step) about 12 ms under emulation, for a
+// section that runs after the ready line.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }
