@@ -31,7 +31,7 @@ func TestBoot(t *testing.T) {
 			}
 			if s.Source == "iso" || s.Source == "disk" {
 				// The medium's system image is mounted through dm-verity.
-				vm.Find(regexp.MustCompile(`^etoile: system image verified by dm-verity root=[0-9a-f]{12} data_blocks=\d+\b`), time.Second)
+				vm.Find(regexp.MustCompile(`^etoile: system image mapped through dm-verity, every block checked as it is read root=[0-9a-f]{12} data_blocks=\d+\b`), time.Second)
 			}
 			// The inventory marks the disk the boot found the system image on,
 			// and only it (none for a netboot).

@@ -13,16 +13,18 @@ import (
 )
 
 // TestVerity: the raw disk's system image is mounted through dm-verity.
-// Intact, the boot logs the verified line and gets ready; with a byte of
+// Intact, the boot logs the mapped line and gets ready; with a boot entry
+// whose etoile.verity= root hash is another build's, the boot stops at
+// mount-system saying so, before any mount; with a byte of
 // the squashfs's first block flipped (a block the mount reads, past the
 // superblock fields the agent reads itself), the mount fails with the
 // mount-system error and the medium's fix, and the boot stops there.
 func TestVerity(t *testing.T) {
 	out := Artifacts(t, RawName)
-	if err := RequireTools(SgdiskTool); err != nil {
+	if err := RequireTools(SgdiskTool, MtoolsTool); err != nil {
 		t.Fatal(err)
 	}
-	verified := regexp.MustCompile(`^etoile: system image verified by dm-verity root=[0-9a-f]{12} data_blocks=\d+\b`)
+	verified := regexp.MustCompile(`^etoile: system image mapped through dm-verity, every block checked as it is read root=[0-9a-f]{12} data_blocks=\d+\b`)
 	t.Run("intact", func(t *testing.T) {
 		t.Parallel()
 		vm := Start(t, Config{Devices: []Device{OVMF{}, VirtioDisk{Path: filepath.Join(out, RawName)}, UserNIC{}}})
@@ -63,6 +65,43 @@ func TestVerity(t *testing.T) {
 		t.Logf("error line: %s", m.Line)
 		if !strings.Contains(m.Line, "step=mount-system") || !strings.Contains(m.Line, "the medium is damaged") {
 			t.Errorf("want the mount-system error with the medium's fix, got: %s", m.Line)
+		}
+		vm.Absent(regexp.MustCompile(`Kernel panic|Attempted to kill init|^etoile: ready\b`), 5*time.Second)
+	})
+	t.Run("another build's root hash", func(t *testing.T) {
+		t.Parallel()
+		disk := filepath.Join(t.TempDir(), "other.raw")
+		if err := copyFile(filepath.Join(out, RawName), disk); err != nil {
+			t.Fatal(err)
+		}
+		// The ESP's loader entry, its root hash's first digit changed.
+		const entry = "::/loader/entries/etoile-a.conf"
+		img := disk + "@@1M" // the ESP starts at 1 MiB
+		b, err := toolCommand("mtype", "-i", img, entry).Output()
+		if err != nil {
+			t.Fatalf("mtype %s: %v", entry, err)
+		}
+		arg := regexp.MustCompile(`etoile\.verity=([0-9a-f])`).FindSubmatchIndex(b)
+		if arg == nil {
+			t.Fatalf("%s has no etoile.verity=:\n%s", entry, b)
+		}
+		if b[arg[2]] == '0' {
+			b[arg[2]] = '1'
+		} else {
+			b[arg[2]] = '0'
+		}
+		conf := filepath.Join(t.TempDir(), "etoile-a.conf")
+		if err := os.WriteFile(conf, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if o, err := toolCommand("mcopy", "-o", "-i", img, conf, entry).CombinedOutput(); err != nil {
+			t.Fatalf("mcopy: %v\n%s", err, o)
+		}
+		vm := Start(t, Config{Devices: []Device{OVMF{}, VirtioDisk{Path: disk}, UserNIC{}}})
+		m := vm.WaitFor(ErrorRE, ReadyTimeout)
+		t.Logf("error line: %s", m.Line)
+		if !strings.Contains(m.Line, "step=mount-system") || !strings.Contains(m.Line, "another build's image") {
+			t.Errorf("want the mount-system error naming another build's image, got: %s", m.Line)
 		}
 		vm.Absent(regexp.MustCompile(`Kernel panic|Attempted to kill init|^etoile: ready\b`), 5*time.Second)
 	})

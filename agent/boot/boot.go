@@ -2,7 +2,6 @@ package boot
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -114,10 +113,11 @@ type Machine struct {
 	// (efivarfs mounted, bootPCIDir set): under UEFI that runs beside the
 	// first driver loads, and the medium's choice waits for it. Nil when
 	// the drivers' step never got there: nothing to wait for.
-	bootCtlDone     chan struct{}
-	warnedSameImage bool
-	Network         *network.Result // read with NetworkResult once the boot is done
-	netMu           sync.Mutex
+	bootCtlDone      chan struct{}
+	warnedSameImage  bool
+	warnedLoaderLate bool            // the boot variables' late read was warned about
+	Network          *network.Result // read with NetworkResult once the boot is done
+	netMu            sync.Mutex
 	// etcMu orders the writes of the network's files in /etc (resolv.conf,
 	// hostname): the boot's, a machine config's, a late lease's.
 	etcMu sync.Mutex
@@ -1040,6 +1040,23 @@ func (m *Machine) onBootDisk(devs, cands []sysimage.BlockDev, what string) (sysi
 		}
 		return sysimage.BlockDev{}, false
 	}
+	if len(cands) > 1 && m.Params.VerityRoot != "" {
+		// The root hash on the command line names the image the boot
+		// entry was written with: the medium whose hash tree gives it.
+		var ok []sysimage.BlockDev
+		for _, c := range cands {
+			if _, err := sysimage.CheckVerity(c.Path, m.Source == sysimage.SourceISO, m.Params.VerityRoot, m.Params.VeritySalt); err == nil {
+				ok = append(ok, c)
+			}
+		}
+		if len(ok) == 1 {
+			m.log.Info("several devices hold the system image: using the one whose dm-verity tree has the command line's root hash", "what", what, "device", ok[0].Name, "all", names(cands))
+			return ok[0], true
+		}
+		if len(ok) > 1 {
+			cands = ok // the same image on several media: any of them
+		}
+	}
 	if len(cands) > 1 {
 		m.log.Warn("several devices hold the system image and the firmware does not say which one booted: using the first", "what", what,
 			"device", cands[0].Name, "all", names(cands), "fix", "disconnect the other Étoile media, or boot through Étoile's systemd-boot under UEFI (it names its disk)")
@@ -1114,6 +1131,11 @@ func (m *Machine) bootCtlKnown() bool {
 // variable is read at a later call.
 func (m *Machine) loaderPartUUID() string {
 	if !m.bootCtlKnown() {
+		if !m.warnedLoaderLate {
+			m.warnedLoaderLate = true
+			m.log.Warn("the firmware's boot variables were not read within 5s: the disk systemd-boot came from (LoaderDevicePartUUID) is not known yet, and the system image is chosen without it",
+				"fix", "if the wrong medium boots, disconnect the other Étoile media; etoile.debug shows the drivers' step")
+		}
 		return ""
 	}
 	m.loaderOnce.Do(func() {
@@ -1332,55 +1354,35 @@ func (m *Machine) verityDevice(dev string) (string, error) {
 		return dev, nil
 	}
 	start := time.Now()
-	used, rdev, err := squashfsBytesUsed(dev)
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		return "", err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return "", fmt.Errorf("%s is not a block device", dev)
+	}
+	// The tree's top block against the root hash first: a medium holding
+	// another build's image (the boot entry and the image not written
+	// together) is named so, not found "damaged" by the mount's reads.
+	blocks, err := sysimage.CheckVerity(dev, false, p.VerityRoot, p.VeritySalt)
 	if err != nil {
+		if _, ok := errors.AsType[*sysimage.VerityMismatchError](err); ok {
+			return "", withFix(err, "boot the medium's own entry, or write the medium again from out/ (image and boot entry together) and check it with sha256sum -c SHA256SUMS")
+		}
 		return "", withFix(err, damagedFix)
 	}
-	blocks := (used + 4095) / 4096
 	v := dm.Verity{
-		Dev: fmt.Sprintf("%d:%d", unix.Major(rdev), unix.Minor(rdev)), DataBlocks: blocks, HashStartBlock: blocks,
+		Dev: fmt.Sprintf("%d:%d", unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))), DataBlocks: blocks, HashStartBlock: blocks,
 		Root: p.VerityRoot, Salt: p.VeritySalt,
 	}
 	node, err := dm.CreateVerity("", VerityName, v)
 	if err != nil {
 		return "", withFix(fmt.Errorf("setting up dm-verity over %s: %w", dev, err), damagedFix+" (or, if the kernel has no dm_verity, rebuild the image with dm_mod and dm_verity in spec.modules)")
 	}
-	m.log.Info("system image verified by dm-verity", "root", p.VerityRoot[:12], "data_blocks", blocks, "device", node, "took", kmod.Round(time.Since(start)))
+	// The tree matches the command line's root hash; the data is checked
+	// block by block as the kernel reads it (a damaged block fails its read).
+	m.log.Info("system image mapped through dm-verity, every block checked as it is read", "root", p.VerityRoot[:12], "data_blocks", blocks, "device", node, "took", kmod.Round(time.Since(start)))
 	return node, nil
-}
-
-// squashfsBytesUsed reads the squashfs superblock's bytes_used of the block
-// device dev, and its device number.
-func squashfsBytesUsed(dev string) (used, rdev uint64, err error) {
-	f, err := os.Open(dev)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return 0, 0, err
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
-		return 0, 0, fmt.Errorf("%s is not a block device", dev)
-	}
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return 0, 0, err
-	}
-	var sb [48]byte
-	if _, err := f.ReadAt(sb[:], 0); err != nil {
-		return 0, 0, fmt.Errorf("reading the squashfs superblock of %s: %w", dev, err)
-	}
-	if string(sb[:4]) != "hsqs" {
-		return 0, 0, fmt.Errorf("%s holds no squashfs (magic %q)", dev, sb[:4])
-	}
-	used = binary.LittleEndian.Uint64(sb[40:])
-	// The hash tree follows the data: at least one more block.
-	if used == 0 || (used+4095)/4096*4096+4096 > uint64(size) {
-		return 0, 0, fmt.Errorf("the squashfs of %s says it is %d bytes, which leaves no room for its dm-verity hash tree in the device's %d bytes", dev, used, size)
-	}
-	return used, uint64(st.Rdev), nil
 }
 
 // VFATModules are what mounting a FAT filesystem takes with the kernel's

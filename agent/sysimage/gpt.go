@@ -25,7 +25,11 @@ func PartUUIDs(path string) ([]string, error) {
 		ids, err = readPartUUIDs(f)
 		return err
 	})
-	return ids, err
+	if err != nil {
+		// Not ids: after a time-out the read still blocked may yet write it.
+		return nil, err
+	}
+	return ids, nil
 }
 
 func readPartUUIDs(r io.ReaderAt) ([]string, error) {
