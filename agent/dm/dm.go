@@ -188,7 +188,7 @@ func CreateVerity(root, name string, v Verity) (string, error) {
 	}
 	if err := ioctl(ctl, cmdDevSuspend, b); err != nil {
 		remove()
-		return "", fmt.Errorf("activating the verity device (the hash tree's top block does not match the root hash?): %w", err)
+		return "", fmt.Errorf("activating the verity device: %w", err)
 	}
 	dev := devOf(b)
 	node := fmt.Sprintf("%s/dev/dm-%d", root, unix.Minor(dev))
