@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,7 +14,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -374,5 +378,114 @@ func TestDownloadRetriesACutLengthlessResponse(t *testing.T) {
 	var ce *ChecksumError
 	if !errors.As(err, &ce) || ce.Want != other || ce.Got != want || !ce.LengthUnknown || conns.Load() != 103 {
 		t.Errorf("err %v after %d requests; want a ChecksumError with both hashes after 3", err, conns.Load()-100)
+	}
+}
+
+// TestDownloadResumesAStalledTransfer: a transfer that stops half way and
+// says nothing more is dropped after the stall limit and asked again with a
+// Range from where it stopped (If-Range naming the version the server gave);
+// the image is whole and verified. A server that serves no ranges, or a
+// file that changed, gives the whole file again.
+func TestDownloadResumesAStalledTransfer(t *testing.T) {
+	img := bytes.Repeat([]byte("system image "), 100000)
+	sum := sha256.Sum256(img)
+	want := hex.EncodeToString(sum[:])
+	modified := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name       string
+		etag       string
+		wantRanges []string // the Range header of each request
+	}{
+		{"with ranges", `"v1"`, []string{"", fmt.Sprintf("bytes=%d-", len(img)/2)}},
+		{"the file changed", `"v2"`, []string{"", fmt.Sprintf("bytes=%d-", len(img)/2)}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var ranges []string
+			stop := make(chan struct{})
+			defer close(stop)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				ranges = append(ranges, r.Header.Get("Range"))
+				first := len(ranges) == 1
+				mu.Unlock()
+				if first {
+					w.Header().Set("ETag", `"v1"`)
+					w.Header().Set("Accept-Ranges", "bytes")
+					w.Header().Set("Content-Length", strconv.Itoa(len(img)))
+					w.Write(img[:len(img)/2])
+					w.(http.Flusher).Flush()
+					select { // then nothing: the stall limit ends it
+					case <-r.Context().Done():
+					case <-stop:
+					}
+					return
+				}
+				w.Header().Set("ETag", c.etag) // If-Range answers the whole file when it differs
+				http.ServeContent(w, r, "system.sqfs", modified, bytes.NewReader(img))
+			}))
+			defer srv.Close()
+			dst := filepath.Join(t.TempDir(), "system.sqfs")
+			var log bytes.Buffer
+			n, err := DownloadWithin(context.Background(), srv.Client(), srv.URL+"/system.sqfs", want, dst,
+				slog.New(slog.NewTextHandler(&log, nil)), Limits{Patience: 5 * time.Second, Stall: 200 * time.Millisecond})
+			if err != nil || n != int64(len(img)) {
+				t.Fatalf("Download = %d, %v\n%s", n, err, log.String())
+			}
+			if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, img) {
+				t.Errorf("the kept image is not the image (%v)", err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.Equal(ranges, c.wantRanges) {
+				t.Errorf("requests' ranges %q, want %q", ranges, c.wantRanges)
+			}
+			if !strings.Contains(log.String(), "nothing arrived for 200ms") || !strings.Contains(log.String(), fmt.Sprintf("resume_at=%d", len(img)/2)) {
+				t.Errorf("log does not say the transfer stalled and where it goes on from:\n%s", log.String())
+			}
+			if entries, _ := os.ReadDir(filepath.Dir(dst)); len(entries) != 1 {
+				t.Errorf("left beside the image: %v", entries)
+			}
+		})
+	}
+}
+
+// TestDownloadBoundedByProgress: an image that takes longer than the
+// patience to arrive, arriving all the while, is kept; a server that
+// answers only errors is given up on after the patience, saying so, and no
+// partial file is left.
+func TestDownloadBoundedByProgress(t *testing.T) {
+	img := bytes.Repeat([]byte("slow image "), 20000)
+	sum := sha256.Sum256(img)
+	want := hex.EncodeToString(sum[:])
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/down" {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(img)))
+		for i := 0; i < len(img); i += len(img) / 10 {
+			w.Write(img[i:min(len(img), i+len(img)/10)])
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond) // 1 s in all
+		}
+	}))
+	defer srv.Close()
+	lim := Limits{Patience: 300 * time.Millisecond, Stall: 250 * time.Millisecond}
+	dst := filepath.Join(t.TempDir(), "system.sqfs")
+	if n, err := DownloadWithin(context.Background(), srv.Client(), srv.URL+"/slow", want, dst, slog.New(slog.DiscardHandler), lim); err != nil || n != int64(len(img)) {
+		t.Fatalf("a slow image that keeps arriving: %d, %v", n, err)
+	}
+	start := time.Now()
+	dst = filepath.Join(t.TempDir(), "system.sqfs")
+	_, err := DownloadWithin(context.Background(), srv.Client(), srv.URL+"/down", want, dst, slog.New(slog.DiscardHandler), lim)
+	if _, ok := errors.AsType[*NoProgressError](err); !ok || !strings.Contains(err.Error(), "503") || !strings.Contains(err.Error(), "nothing of the image arrived for 300ms") {
+		t.Fatalf("a server answering 503: err = %v, want a NoProgressError showing the 503", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("gave up after %s", d)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(dst)); len(entries) != 0 {
+		t.Errorf("left behind: %v", entries)
 	}
 }
