@@ -7,9 +7,7 @@ import (
 	"context"
 	"debug/elf"
 	_ "embed"
-	"encoding/binary"
 	"fmt"
-	"github.com/etoile-os/etoile/agent/cmdline"
 	"io"
 	"os"
 	"path/filepath"
@@ -18,6 +16,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/etoile-os/etoile/agent/cmdline"
+	"github.com/etoile-os/etoile/internal/squashfs"
 	"github.com/etoile-os/etoile/schema"
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -535,18 +535,19 @@ func normModule(m string) string { return strings.ReplaceAll(m, "-", "_") }
 // can read (go-diskfs reads squashfs 4.0, little-endian, compressed with
 // gzip, lzma, lzo, xz, lz4 or zstd), or "".
 func squashfsProblem(p string) string {
-	head, err := readHead(p, 96)
+	head, err := readHead(p, squashfs.SuperblockLen)
 	if err != nil {
 		return "cannot be read: " + err.Error()
 	}
-	if len(head) < 96 || string(head[:4]) != "hsqs" {
+	sb, err := squashfs.Parse(head)
+	if err != nil {
 		return "is not a squashfs layer (no squashfs superblock): make one with mksquashfs DIR LAYER.sqfs"
 	}
-	if major := binary.LittleEndian.Uint16(head[28:30]); major != 4 {
-		return fmt.Sprintf("is squashfs version %d: only version 4 (what mksquashfs writes) is read", major)
+	if sb.Major != 4 {
+		return fmt.Sprintf("is squashfs version %d: only version 4 (what mksquashfs writes) is read", sb.Major)
 	}
-	switch c := binary.LittleEndian.Uint16(head[20:22]); c {
-	case 1, 2, 3, 4, 5, 6: // gzip, lzma, lzo, xz, lz4, zstd
+	switch c := sb.Compression; c {
+	case squashfs.Gzip, squashfs.LZMA, squashfs.LZO, squashfs.XZ, squashfs.LZ4, squashfs.Zstd:
 	default:
 		return fmt.Sprintf("uses squashfs compression %d, which the build cannot read: make it with mksquashfs -comp gzip, xz, lz4 or zstd", c)
 	}

@@ -3,13 +3,14 @@ package sysimage
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
+
+	"github.com/etoile-os/etoile/internal/squashfs"
 )
 
 // verityBlock is the dm-verity data and hash block size the build writes
@@ -76,7 +77,7 @@ func CheckVerity(dev string, inISO bool, rootHex, saltHex string) (dataBlocks ui
 
 // checkVerity is CheckVerity on the image at off (size bytes) of r.
 func checkVerity(r io.ReaderAt, dev string, off, size int64, root, salt []byte) (uint64, error) {
-	var sb [48]byte
+	var sb [squashfs.SuperblockLen]byte
 	if _, err := r.ReadAt(sb[:], off); err != nil {
 		return 0, fmt.Errorf("reading the squashfs superblock of %s: %w", dev, err)
 	}
@@ -97,17 +98,17 @@ func checkVerity(r io.ReaderAt, dev string, off, size int64, root, salt []byte) 
 	return blocks, nil
 }
 
-// VerityDataBlocks reads the squashfs superblock sb (its first 48 bytes or
-// more) of an image of size bytes followed by its dm-verity hash tree, and
+// VerityDataBlocks reads the squashfs superblock sb of an image of size bytes followed by its dm-verity hash tree, and
 // returns the 4096-byte blocks its data takes: bytes_used rounded up, where
 // the tree starts. An image that says it leaves no room for the tree's one
 // block at least is an error, whatever bytes_used says (it is not checked
 // by anything before this).
 func VerityDataBlocks(sb []byte, size int64) (uint64, error) {
-	if len(sb) < 48 || string(sb[:4]) != "hsqs" {
+	super, err := squashfs.Parse(sb)
+	if err != nil {
 		return 0, errors.New("holds no squashfs")
 	}
-	used := binary.LittleEndian.Uint64(sb[40:48])
+	used := super.BytesUsed
 	if used == 0 || size < verityBlock || used > math.MaxInt64 {
 		return 0, fmt.Errorf("the squashfs says it is %d bytes, which leaves no room for its dm-verity hash tree in %d bytes", used, size)
 	}

@@ -100,7 +100,7 @@ func TestVerityDataBlocks(t *testing.T) {
 			t.Errorf("bytes_used %d in %d bytes: %d, %v; want %d (0: an error)", c.used, size, got, err, c.want)
 		}
 	}
-	if _, err := VerityDataBlocks([]byte("nope"+strings.Repeat("\x00", 60)), size); err == nil {
+	if _, err := VerityDataBlocks([]byte("nope"+strings.Repeat("\x00", 92)), size); err == nil {
 		t.Errorf("no squashfs magic: no error")
 	}
 }

@@ -4,14 +4,15 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+
+	"github.com/etoile-os/etoile/internal/squashfs"
 )
 
 const (
 	sqMetadataSize  = 8192
 	sqInvalidFrag   = 0xffffffff
 	sqUncompressed  = 0x8000
-	sqFlagNoInodeZ  = 0x0001 // superblock flag: inodes are uncompressed
-	sqSuperblockLen = 96
+	sqSuperblockLen = squashfs.SuperblockLen
 )
 
 // fixSquashfsInodes repairs two defects of go-diskfs v1.9.4's squashfs
@@ -44,15 +45,15 @@ func fixSquashfsInodes(f *os.File, info mirrorInfo) error {
 	if _, err := f.ReadAt(sb, 0); err != nil {
 		return fmt.Errorf("read superblock: %w", err)
 	}
-	if string(sb[0:4]) != "hsqs" {
+	super, err := squashfs.Parse(sb)
+	if err != nil {
 		return fmt.Errorf("not a squashfs superblock (magic %q)", sb[0:4])
 	}
-	count := binary.LittleEndian.Uint32(sb[4:8])
-	blockSize := uint64(binary.LittleEndian.Uint32(sb[12:16]))
-	flags := binary.LittleEndian.Uint16(sb[24:26])
-	inodeStart := int64(binary.LittleEndian.Uint64(sb[64:72]))
-	dirStart := int64(binary.LittleEndian.Uint64(sb[72:80]))
-	if flags&sqFlagNoInodeZ == 0 {
+	count := super.Inodes
+	blockSize := uint64(super.BlockSize)
+	inodeStart := int64(super.InodeTableStart)
+	dirStart := int64(super.DirTableStart)
+	if super.Flags&squashfs.FlagNoInodeCompression == 0 {
 		return fmt.Errorf("inode table is compressed: cannot patch it in place")
 	}
 	if blockSize < 4096 || blockSize > 1<<20 || blockSize&(blockSize-1) != 0 {
