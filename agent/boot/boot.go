@@ -261,7 +261,9 @@ func New(opts Options) *Machine {
 		opts.Reaper = NewReaper()
 	}
 	if opts.HTTP == nil {
-		opts.HTTP = &http.Client{Timeout: 10 * time.Minute}
+		// No overall time-out: the download is bounded by its progress
+		// (sysimage.Limits), and a large image over a slow link arrives.
+		opts.HTTP = &http.Client{}
 	}
 	if opts.KernelRelease == "" {
 		var u unix.Utsname
