@@ -201,6 +201,24 @@ var k3sReservedKeys = map[string]string{
 	"o":                "the agent judges K3s's readiness through the admin kubeconfig at /etc/rancher/k3s/k3s.yaml; it must stay there",
 }
 
+// k3sOneShotKeys are K3s options that ask for a one-time operation, not
+// a setting, each with why the k3s: section refuses it: K3s does the
+// operation, says to start it again without the option and exits, and the
+// agent starts K3s again with the same config.yaml (its supervisor after
+// each exit, every boot) — for ever. The others are settings: the
+// etcd-snapshot-* options schedule snapshots; `k3s etcd-snapshot save`,
+// `restore`… are subcommands, not options.
+var k3sOneShotKeys = map[string]string{
+	"cluster-reset": "a one-time K3s operation, not a setting: K3s resets the embedded etcd's membership to this server alone and exits, " +
+		"asking to be started again without it; the agent would start it with the option again after each exit and on every boot, " +
+		"and K3s then refuses to start (the cluster was reset already): the server would never run again. Remove it: " +
+		"Étoile has no command to run a one-time K3s operation, so resetting a cluster's membership is not supported on an Étoile node",
+	"cluster-reset-restore-path": "a one-time K3s operation, not a setting: K3s restores the etcd snapshot, replacing the cluster's data, and exits, " +
+		"asking to be started again without it; the agent would start it with the option again after each exit and on every boot, " +
+		"and K3s would restore the snapshot again and exit each time: the server would never run again. Remove it: " +
+		"Étoile has no command to run a one-time K3s operation, so restoring an etcd snapshot is not supported on an Étoile node",
+}
+
 // k3sReservedArgs are, for the K3s options that pass flags on to a
 // component (kubelet-arg, kube-proxy-arg), the component's flags K3s sets
 // from what Étoile writes or that the agent relies on, each with what to do
@@ -312,6 +330,7 @@ const (
 	K3sKeyAccepted   K3sKeyUse = "accepted"   // the k3s: section may set it
 	K3sKeyReserved   K3sKeyUse = "reserved"   // Étoile writes it itself: an error in the k3s: section
 	K3sKeyDeprecated K3sKeyUse = "deprecated" // K3s still takes it: a warning
+	K3sKeyOneShot    K3sKeyUse = "one-shot"   // a one-time operation, not a setting: an error in the k3s: section
 )
 
 // K3sKey is one K3s option Étoile knows.
@@ -323,13 +342,17 @@ type K3sKey struct {
 }
 
 // K3sKeys lists, sorted by name, the K3s options Étoile knows and K3s has:
-// those the k3s: section may set, those Étoile writes itself, and the
-// deprecated names K3s still takes. Short aliases (t, s, …) are left out.
+// those the k3s: section may set, those Étoile writes itself, the
+// one-time operations it refuses, and the deprecated names K3s still
+// takes. Short aliases (t, s, …) are left out.
 func K3sKeys() []K3sKey {
 	var out []K3sKey
 	add := func(name string, use K3sKeyUse) {
 		if _, reserved := k3sReservedKeys[name]; reserved && use == K3sKeyAccepted {
 			use = K3sKeyReserved
+		}
+		if _, oneShot := k3sOneShotKeys[name]; oneShot && use == K3sKeyAccepted {
+			use = K3sKeyOneShot
 		}
 		out = append(out, K3sKey{Name: name, Role: k3sOnlyFor(name), Kind: k3sKindOf(name), Use: use})
 	}

@@ -62,21 +62,55 @@ func TestK3sKeysConsistent(t *testing.T) {
 			t.Errorf("%s: refused as gone from K3s, but in a role list", k)
 		}
 	}
+	for k := range k3sOneShotKeys {
+		if _, reserved := k3sReservedKeys[k]; !known[k] || reserved {
+			t.Errorf("%s: a one-time operation in k3skeys.go, but in no role list, or reserved too", k)
+		}
+	}
 	keys := K3sKeys()
 	if !slices.IsSortedFunc(keys, func(a, b K3sKey) int { return strings.Compare(a.Name, b.Name) }) || len(keys) != len(k3sAllKeys)+len(k3sDeprecatedKeys) {
 		t.Errorf("K3sKeys: %d options, unsorted or not the lists' %d and %d deprecated names", len(keys), len(k3sAllKeys), len(k3sDeprecatedKeys))
 	}
 	want := map[string]K3sKey{
-		"kube-controller-arg":  {Name: "kube-controller-arg", Role: RoleServer, Kind: K3sKindList, Use: K3sKeyDeprecated},
-		"token":                {Name: "token", Kind: K3sKindString, Use: K3sKeyReserved},
-		"disable-apiserver-lb": {Name: "disable-apiserver-lb", Role: RoleAgent, Kind: K3sKindBool, Use: K3sKeyAccepted},
-		"etcd-s3-timeout":      {Name: "etcd-s3-timeout", Role: RoleServer, Kind: K3sKindDuration, Use: K3sKeyAccepted},
-		"node-ip":              {Name: "node-ip", Kind: K3sKindList, Use: K3sKeyAccepted},
-		"https-listen-port":    {Name: "https-listen-port", Role: RoleServer, Kind: K3sKindInt, Use: K3sKeyAccepted},
+		"kube-controller-arg":        {Name: "kube-controller-arg", Role: RoleServer, Kind: K3sKindList, Use: K3sKeyDeprecated},
+		"token":                      {Name: "token", Kind: K3sKindString, Use: K3sKeyReserved},
+		"disable-apiserver-lb":       {Name: "disable-apiserver-lb", Role: RoleAgent, Kind: K3sKindBool, Use: K3sKeyAccepted},
+		"etcd-s3-timeout":            {Name: "etcd-s3-timeout", Role: RoleServer, Kind: K3sKindDuration, Use: K3sKeyAccepted},
+		"node-ip":                    {Name: "node-ip", Kind: K3sKindList, Use: K3sKeyAccepted},
+		"https-listen-port":          {Name: "https-listen-port", Role: RoleServer, Kind: K3sKindInt, Use: K3sKeyAccepted},
+		"cluster-reset":              {Name: "cluster-reset", Role: RoleServer, Kind: K3sKindBool, Use: K3sKeyOneShot},
+		"cluster-reset-restore-path": {Name: "cluster-reset-restore-path", Role: RoleServer, Kind: K3sKindString, Use: K3sKeyOneShot},
 	}
 	for _, k := range keys {
 		if w, ok := want[k.Name]; ok && k != w {
 			t.Errorf("K3sKeys: %+v, want %+v", k, w)
+		}
+	}
+}
+
+// TestK3sOneTimeOperationsRefused: cluster-reset and
+// cluster-reset-restore-path ask K3s for a one-time operation after which
+// it exits; the agent would start it with them again after each exit and on
+// every boot (a server that never runs, a snapshot restored again each
+// time). They are refused, whatever their value and the role, with why and
+// what to do (K3sKeys says so: TestK3sKeysConsistent).
+func TestK3sOneTimeOperationsRefused(t *testing.T) {
+	for _, tc := range []struct{ body, path string }{
+		{server + "k3s: {cluster-reset: true}\n", "k3s.cluster-reset"},
+		{server + "k3s: {cluster-reset: true, cluster-reset-restore-path: /var/lib/rancher/k3s/server/db/snapshots/s1}\n", "k3s.cluster-reset-restore-path"},
+		{server + "k3s: {cluster-reset-restore-path: s1}\n", "k3s.cluster-reset-restore-path"},
+		{"role: agent\ncluster: {server: 'https://10.0.0.1:6443', token: x}\nk3s: {cluster-reset: false}\n", "k3s.cluster-reset"},
+	} {
+		_, err := Parse([]byte(header + tc.body))
+		fe := findField(err, tc.path)
+		if fe == nil {
+			t.Errorf("%q: no error at %s (got %v)", tc.body, tc.path, err)
+			continue
+		}
+		for _, want := range []string{"a one-time K3s operation, not a setting", "after each exit and on every boot", "never run again", "Remove it"} {
+			if !strings.Contains(fe.Msg, want) {
+				t.Errorf("%s: %q lacks %q", tc.path, fe.Msg, want)
+			}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package k3s
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -46,5 +47,32 @@ func TestEnsureNodePassword(t *testing.T) {
 	}
 	if wrote, _ := EnsureNodePassword(t.TempDir(), "", "n", "id"); wrote {
 		t.Error("no token: wrote a password")
+	}
+}
+
+// TestNoMachineIdentityIsSaid: a node that joins a cluster on a machine
+// with no stable identity (a placeholder SMBIOS UUID, no permanent MAC)
+// gets no derived password; that is not silent: the error (a warning on the
+// console) says why, what follows after a reboot, and what to do. A
+// password already there (a persistent /etc) is kept without a word.
+func TestNoMachineIdentityIsSaid(t *testing.T) {
+	root := t.TempDir()
+	wrote, err := EnsureNodePassword(root, "K10abc::server:secret", "worker-7", "")
+	if wrote || err == nil {
+		t.Fatalf("EnsureNodePassword without a machine identity = %v, %v; want an error saying so", wrote, err)
+	}
+	for _, want := range []string{"worker-7", "no stable identity", "SMBIOS UUID", "permanent MAC", "Node password rejected",
+		"kubectl -n kube-system delete secret worker-7.node-password.k3s"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if _, serr := os.Stat(filepath.Join(root, NodePasswordPath)); serr == nil {
+		t.Error("a password was written without a machine identity")
+	}
+	os.MkdirAll(filepath.Join(root, "etc/rancher/node"), 0o700)
+	os.WriteFile(filepath.Join(root, NodePasswordPath), []byte("kept\n"), 0o600)
+	if wrote, err := EnsureNodePassword(root, "K10abc::server:secret", "worker-7", ""); wrote || err != nil {
+		t.Errorf("a password already there, no machine identity: %v, %v; want it kept, no error", wrote, err)
 	}
 }

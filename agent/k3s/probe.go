@@ -130,9 +130,16 @@ func (p *APIProber) client() (*http.Client, *url.URL, string, error) {
 
 // Probe implements Prober.
 func (p *APIProber) Probe(ctx context.Context) (State, error) {
+	st, _, err := p.ProbeReason(ctx)
+	return st, err
+}
+
+// ProbeReason implements ReasonProber: a /readyz that fails says so, with
+// its status code and the checks it lists as failed.
+func (p *APIProber) ProbeReason(ctx context.Context) (State, string, error) {
 	hc, server, token, err := p.client()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	get := func(path string) ([]byte, int, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, server.JoinPath(path).String(), nil)
@@ -150,28 +157,28 @@ func (p *APIProber) Probe(ctx context.Context) (State, error) {
 		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		return body, resp.StatusCode, err
 	}
-	_, code, err := get("/readyz")
+	body, code, err := get("/readyz")
 	if err != nil {
-		return "", fmt.Errorf("GET /readyz: %w", err)
+		return "", "", fmt.Errorf("GET /readyz: %w", err)
 	}
 	if code != http.StatusOK {
-		return StateRunning, nil
+		return StateRunning, readyzReason(code, body, p.Kubeconfig), nil
 	}
 	if p.NoNode {
-		return StateReady, nil
+		return StateReady, "", nil
 	}
 	if p.NodeName == "" {
-		return "", errors.New("no node name to check")
+		return "", "", errors.New("no node name to check")
 	}
-	body, code, err := get("/api/v1/nodes/" + url.PathEscape(p.NodeName))
+	body, code, err = get("/api/v1/nodes/" + url.PathEscape(p.NodeName))
 	if err != nil {
-		return "", fmt.Errorf("GET node %s: %w", p.NodeName, err)
+		return "", "", fmt.Errorf("GET node %s: %w", p.NodeName, err)
 	}
 	if code == http.StatusNotFound {
-		return StateRunning, nil // not registered yet
+		return StateRunning, "", nil // not registered yet
 	}
 	if code != http.StatusOK {
-		return "", fmt.Errorf("GET node %s: HTTP %d: %s", p.NodeName, code, strings.TrimSpace(string(body)))
+		return "", "", fmt.Errorf("GET node %s: HTTP %d: %s", p.NodeName, code, strings.TrimSpace(string(body)))
 	}
 	var since time.Time
 	if ns := p.runStart.Load(); ns != 0 {
@@ -179,12 +186,68 @@ func (p *APIProber) Probe(ctx context.Context) (State, error) {
 	}
 	ready, err := nodeReady(body, since)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if ready {
-		return StateReady, nil
+		return StateReady, "", nil
 	}
-	return StateRunning, nil
+	return StateRunning, "", nil
+}
+
+// maxReadyzChecks bounds the failed checks' text a /readyz reason carries
+// (a K3s coming up lists a dozen post-start hooks).
+const maxReadyzChecks = 300
+
+// readyzReason says why /readyz answered code: the checks its body lists
+// as failed ("[-]etcd failed: reason withheld"), at most maxReadyzChecks
+// bytes of them; for a request refused (401, 403), that the kubeconfig's
+// credentials are; else the body's first line (or a Status's message).
+func readyzReason(code int, body []byte, kubeconfig string) string {
+	var failed []string
+	for l := range strings.Lines(string(body)) {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "[-]") {
+			failed = append(failed, strings.ToValidUTF8(l, "?"))
+		}
+	}
+	reason := fmt.Sprintf("API not ready: /readyz answers HTTP %d", code)
+	if len(failed) > 0 {
+		var b strings.Builder
+		for i, f := range failed {
+			if i > 0 && b.Len()+len(f) > maxReadyzChecks {
+				fmt.Fprintf(&b, "; and %d more", len(failed)-i)
+				break
+			}
+			if i > 0 {
+				b.WriteString("; ")
+			}
+			if len(f) > maxReadyzChecks {
+				f = strings.ToValidUTF8(f[:maxReadyzChecks], "") + "…"
+			}
+			b.WriteString(f)
+		}
+		return reason + ": " + b.String() + " (K3s's log says more: etoile-agent logs k3s)"
+	}
+	if code == http.StatusUnauthorized || code == http.StatusForbidden {
+		return fmt.Sprintf("%s (%s): the API server refuses the credentials in %s, which K3s writes as it starts; "+
+			"if this lasts, see why in K3s's log (etoile-agent logs k3s)", reason, http.StatusText(code), kubeconfig)
+	}
+	text := strings.TrimSpace(string(body))
+	var status struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(body, &status) == nil && status.Message != "" {
+		text = status.Message
+	}
+	if i := strings.IndexByte(text, '\n'); i >= 0 {
+		text = text[:i]
+	}
+	if len(text) > maxReadyzChecks {
+		text = text[:maxReadyzChecks] + "…"
+	}
+	if text = strings.ToValidUTF8(strings.TrimSpace(text), ""); text != "" {
+		reason += ": " + text
+	}
+	return reason
 }
 
 // nodeReady reads a v1 Node object's Ready condition: True, and (since

@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -247,4 +248,86 @@ func TestSupervisorReachesReadyOnlyFromTheAPI(t *testing.T) {
 	waitFor(t, "back to running", func() bool { return s.Status().State == StateRunning })
 	cancel()
 	<-done
+}
+
+// failingReadyz serves, over real TLS with client certificates as
+// apiServer, a /readyz that answers code with body.
+func failingReadyz(t *testing.T, p *testPKI, code int, body string) *httptest.Server {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(code)
+		fmt.Fprint(w, body)
+	})
+	srv := httptest.NewUnstartedServer(mux)
+	pair, err := tls.X509KeyPair(p.serverCert, p.serverKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(p.caPEM)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// etcdDown is what a K3s server's /readyz answers while its etcd is down.
+const etcdDown = "[+]ping ok\n[+]log ok\n[-]etcd failed: reason withheld\n[+]etcd-readiness ok\n[+]informer-sync ok\n" +
+	"[+]poststarthook/start-apiserver-admission-initializer ok\nreadyz check failed\n"
+
+// TestNotReadySaysWhyReadyzFails: while /readyz fails, K3s's state is
+// running with a reason that carries the status code and the checks it
+// lists as failed, not "node not Ready yet".
+func TestNotReadySaysWhyReadyzFails(t *testing.T) {
+	p := newPKI(t)
+	srv := failingReadyz(t, p, http.StatusInternalServerError, etcdDown)
+	root := fakeRoot(t)
+	writeKubeconfig(t, root, srv.URL, p)
+	s := &Supervisor{Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Env: []string{"ETOILE_FAKE_K3S=hang"}, ProbeEvery: 10 * time.Millisecond, StopTimeout: 10 * time.Second,
+		Prober: &APIProber{Root: root, Kubeconfig: ServerKubeconfig, NodeName: "node-1"}}
+	stop := runSupervisor(t, s, 30*time.Second)
+	waitFor(t, "running", func() bool { return s.Status().State == StateRunning })
+	st := s.Status()
+	_ = stop()
+	if !strings.Contains(st.Reason, "HTTP 500") || !strings.Contains(st.Reason, "[-]etcd failed: reason withheld") ||
+		strings.Contains(st.Reason, "[+]") || strings.Contains(st.Reason, "node not Ready yet") {
+		t.Errorf("reason %q, want the status code and the failed check, not the ones that passed", st.Reason)
+	}
+}
+
+// TestReadyzReason: a failing /readyz's reason lists its failed checks
+// within a bound, and says what a refused request (401, 403) means.
+func TestReadyzReason(t *testing.T) {
+	var many strings.Builder
+	for i := range 40 {
+		fmt.Fprintf(&many, "[-]poststarthook/hook-number-%d failed: reason withheld\n", i)
+	}
+	for _, c := range []struct {
+		code       int
+		body       string
+		want       []string
+		notWant    string
+		maxLen     int
+		kubeconfig string
+	}{
+		{500, etcdDown, []string{"API not ready: /readyz answers HTTP 500: [-]etcd failed: reason withheld (", "etoile-agent logs k3s"}, "[+]", 200, ServerKubeconfig},
+		{500, many.String(), []string{"[-]poststarthook/hook-number-0 failed", "; and ", " more"}, "hook-number-39", 500, ServerKubeconfig},
+		{401, `{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}`,
+			[]string{"HTTP 401 (Unauthorized)", "refuses the credentials in " + KubeletKubeconfig, "etoile-agent logs k3s"}, "", 400, KubeletKubeconfig},
+		{403, "forbidden", []string{"HTTP 403 (Forbidden)", "refuses the credentials in " + ServerKubeconfig}, "", 400, ServerKubeconfig},
+		{503, `{"kind":"Status","message":"the server is currently unable to handle the request"}` + "\n", []string{"HTTP 503: the server is currently unable to handle the request"}, "kind", 200, ServerKubeconfig},
+		{500, strings.Repeat("x", 5000), []string{"HTTP 500: xxx", "…"}, "", 400, ServerKubeconfig},
+	} {
+		got := readyzReason(c.code, []byte(c.body), c.kubeconfig)
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("HTTP %d %.40q: reason %q lacks %q", c.code, c.body, got, w)
+			}
+		}
+		if (c.notWant != "" && strings.Contains(got, c.notWant)) || len(got) > c.maxLen {
+			t.Errorf("HTTP %d %.40q: reason %q (%d bytes, at most %d), holds %q", c.code, c.body, got, len(got), c.maxLen, c.notWant)
+		}
+	}
 }

@@ -6,6 +6,7 @@ package k3s
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,6 +64,13 @@ type Prober interface {
 	// Probe returns StateReady, StateRunning (API up, node not Ready) or an
 	// error when the API does not answer.
 	Probe(ctx context.Context) (State, error)
+}
+
+// ReasonProber is a Prober that also says why K3s is not ready while its
+// API answers (a failing /readyz's status code and checks): the state's
+// reason. An empty reason is "node not Ready yet".
+type ReasonProber interface {
+	ProbeReason(ctx context.Context) (State, string, error)
 }
 
 // SystemPath is the PATH of the machine's programs: K3s's, and PID 1's own
@@ -135,27 +143,34 @@ type Supervisor struct {
 	// restart, while a K3s process runs (non-nil), stops it to start it
 	// again at once (Restart).
 	restart chan string
+	// exitedOwn is true from the moment runOnce saw K3s exit on its own
+	// until Run waits out the backoff (retry set): a Restart or RetryNow
+	// then is kept in retryWhy, so that the wait ends at once.
+	exitedOwn bool
 }
 
 // Restart stops the running K3s (SIGTERM, then SIGKILL after StopTimeout,
 // as at shutdown) and starts it again at once, without a backoff, saying
 // why: something K3s took when it started has changed (the node's
 // address, which K3s picks once). The restart is counted, not as a crash.
-// Waiting out a backoff, K3s starts at once instead (RetryNow). It reports
-// whether it did either.
+// Waiting out a backoff, or as K3s exits on its own, K3s starts at once
+// instead (RetryNow). It reports whether it did either.
 func (s *Supervisor) Restart(why string) bool {
 	s.mu.Lock()
-	ch := s.restart
+	if ch := s.restart; ch != nil {
+		// Sent under the lock: runOnce clears s.restart and takes what is
+		// in ch under it too, so that a restart asked for as K3s exits on
+		// its own is not lost.
+		defer s.mu.Unlock()
+		select {
+		case ch <- why:
+			return true
+		default:
+			return false // one is under way
+		}
+	}
 	s.mu.Unlock()
-	if ch == nil {
-		return s.RetryNow(why)
-	}
-	select {
-	case ch <- why:
-		return true
-	default:
-		return false // one is under way
-	}
+	return s.RetryNow(why)
 }
 
 // restarted is runOnce's error when Restart stopped K3s.
@@ -169,10 +184,18 @@ func (r *restarted) Error() string { return "restarted: " + r.why }
 // returns true then. While K3s is starting (launched, its API not up yet:
 // when it would find the address missing), its next exit is not waited out
 // either, unless it becomes ready first (it did not lack it). At any other
-// time it does nothing.
+// time it does nothing. Between K3s's exit on its own and the wait, it is
+// kept for the wait, which then ends at once: it returns true then too.
 func (s *Supervisor) RetryNow(why string) bool {
 	s.mu.Lock()
 	ch := s.retry
+	if ch == nil && s.exitedOwn {
+		if s.retryWhy == "" {
+			s.retryWhy = why
+		}
+		s.mu.Unlock()
+		return true
+	}
 	if ch == nil && s.state == StateStarting {
 		s.retryWhy = why
 	}
@@ -361,6 +384,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			klog.Close()
 		}
 		if ctx.Err() != nil {
+			s.mu.Lock()
+			s.exitedOwn = false
+			s.mu.Unlock()
 			reason := stopReason(ctx)
 			if lb := (*LeftBehind)(nil); errors.As(err, &lb) {
 				reason += "; " + lb.Error()
@@ -407,10 +433,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		retry := make(chan string, 1)
 		s.mu.Lock()
 		if s.retryWhy != "" {
-			retry <- s.retryWhy // told while it started
+			retry <- s.retryWhy // told while it started, or as it exited
 			s.retryWhy = ""
 		}
-		s.retry = retry
+		s.retry, s.exitedOwn = retry, false
 		s.nextAt = time.Now().Add(wait)
 		pid := s.pid
 		s.mu.Unlock()
@@ -548,8 +574,14 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 		return err
 	}
 	if pgid, pid := stillBehind("/proc"); pgid != 0 {
-		return &execFailed{fmt.Errorf("the K3s an earlier run left behind has not exited (process %d of its group %d, stuck in the kernel): "+
-			"another is not started beside it, where its ports and files would clash; reboot the machine", pid, pgid)}
+		err := fmt.Errorf("the K3s an earlier run left behind has not exited (process %d of its group %d, stuck in the kernel): "+
+			"another is not started beside it, where its ports and files would clash; reboot the machine", pid, pgid)
+		// A start tried and failed, as an exec that failed: whoever waits
+		// for it (a config applied) is told.
+		if s.OnExec != nil {
+			s.OnExec(0, err)
+		}
+		return &execFailed{err}
 	}
 	bin := s.Binary
 	if s.Root != "/" && s.Root != "" {
@@ -654,6 +686,23 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 		s.restart = nil
 		s.mu.Unlock()
 	}()
+	// endedOwn is called once K3s has exited on its own: Restart stops
+	// sending to restart, and a restart asked for meanwhile (why, or one
+	// still in restart) ends the wait before the next start at once, as
+	// Restart promised when it returned true.
+	endedOwn := func(why string) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.restart, s.exitedOwn = nil, true
+		select {
+		case w := <-restart:
+			why = cmp.Or(why, w)
+		default:
+		}
+		if why != "" && s.retryWhy == "" {
+			s.retryWhy = why
+		}
+	}
 	exited := make(chan error, 1)
 	go func() {
 		err := errors.New("waiting for it crashed")
@@ -669,12 +718,26 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	defer tick.Stop()
 	var lastErr string
 	probe := func() {
-		if s.Prober == nil {
+		if s.Prober == nil || ctx.Err() != nil {
 			return
 		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		st, err := s.Prober.Probe(pctx)
+		var (
+			st  State
+			why string
+			err error
+		)
+		if rp, ok := s.Prober.(ReasonProber); ok {
+			st, why, err = rp.ProbeReason(pctx)
+		} else {
+			st, err = s.Prober.Probe(pctx)
+		}
 		cancel()
+		if ctx.Err() != nil {
+			// Stopped meanwhile (a shutdown, a config applied): what the
+			// probe found, or its cancelled request, says nothing of K3s.
+			return
+		}
 		if err != nil && err.Error() != lastErr {
 			s.Log.Info("k3s not answering yet", "reason", err.Error())
 		}
@@ -692,6 +755,8 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 				s.Log.Info("k3s ready", "since_start", time.Since(began).Round(time.Millisecond))
 			}
 			s.setState(StateReady, "")
+		case why != "":
+			s.setState(StateRunning, why)
 		default:
 			s.setState(StateRunning, "node not Ready yet")
 		}
@@ -711,12 +776,14 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	for {
 		select {
 		case err := <-exited:
+			endedOwn("")
 			return exit(err)
 		case <-tick.C:
 			probe()
 		case why := <-restart:
 			select {
 			case err := <-exited: // it ended on its own meanwhile
+				endedOwn(why)
 				return exit(err)
 			default:
 			}

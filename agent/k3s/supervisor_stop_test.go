@@ -144,3 +144,36 @@ func startFakeGroup(t *testing.T, mode string) *exec.Cmd {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	return cmd
 }
+
+// TestLeftBehindIsToldAsAFailedStart: a start refused because a K3s left
+// behind still lives is told to OnExec as a start that failed, with why: a
+// config applied (etoile-agent config apply) waits for OnExec, and must not
+// report K3s started.
+func TestLeftBehindIsToldAsAFailedStart(t *testing.T) {
+	stuck := startFakeGroup(t, "hang")
+	noteLeftBehind(stuck.Process.Pid)
+	told := make(chan error, 1)
+	s := &Supervisor{Root: t.TempDir(), Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Backoff: Backoff{Initial: time.Hour, Max: time.Hour, ResetAfter: time.Hour, Crashloop: 3},
+		Start:   func(*exec.Cmd) error { return errors.New("stand-in exec: K3s must not be started") },
+		OnExec: func(pid int, err error) {
+			if pid != 0 {
+				t.Errorf("OnExec(%d, %v): K3s was started beside the one left behind", pid, err)
+			}
+			select {
+			case told <- err:
+			default:
+			}
+		}}
+	stop := runSupervisor(t, s, 20*time.Second)
+	defer func() { _ = stop() }()
+	waitFor(t, "the refusal", func() bool { return strings.Contains(s.Status().Reason, "in 1h0m0s") })
+	select {
+	case err := <-told:
+		if err == nil || !strings.Contains(err.Error(), "left behind has not exited") || !strings.Contains(err.Error(), "reboot the machine") {
+			t.Errorf("OnExec told %v, want why K3s was not started and what to do", err)
+		}
+	default:
+		t.Fatal("OnExec was not told that K3s was not started (a config applied would say it was)")
+	}
+}

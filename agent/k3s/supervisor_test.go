@@ -49,8 +49,14 @@ func TestMain(m *testing.M) {
 		unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile)
 		unix.Getrlimit(unix.RLIMIT_NPROC, &nproc)
 		unix.Getrlimit(unix.RLIMIT_CORE, &core)
-		fmt.Printf("fake k3s limits nofile=%d/%d nproc_unlimited=%v core_unlimited=%v\n", nofile.Cur, nofile.Max,
-			nproc.Cur == unix.RLIM_INFINITY && nproc.Max == unix.RLIM_INFINITY, core.Cur == unix.RLIM_INFINITY && core.Max == unix.RLIM_INFINITY)
+		limit := func(v uint64) string {
+			if v == unix.RLIM_INFINITY {
+				return "unlimited"
+			}
+			return strconv.FormatUint(v, 10)
+		}
+		fmt.Printf("fake k3s limits nofile=%d/%d nproc_unlimited=%v core=%s/%s\n", nofile.Cur, nofile.Max,
+			nproc.Cur == unix.RLIM_INFINITY && nproc.Max == unix.RLIM_INFINITY, limit(core.Cur), limit(core.Max))
 		time.Sleep(time.Hour)
 	case mode == "sigkill":
 		fmt.Println("fake k3s killed")
@@ -841,10 +847,14 @@ func TestLogFileRotates(t *testing.T) {
 }
 
 // TestK3sGetsItsLimits: K3s runs with its systemd unit's limits (1048576
-// open files, unlimited processes and core size), which containers inherit,
-// not the soft limits Go hands its children by default. Where this test
+// open files, unlimited processes), which containers inherit, not the soft
+// limits Go hands its children by default; and with no core files (soft
+// limit 0) unless a container raises its own (hard limit unlimited): with
+// the kernel's default core_pattern a crashing container's process would
+// write its whole memory into its root filesystem, in RAM. Where this test
 // runs without the right to raise hard limits (a container), K3s gets the
-// hard limits as soft ones, and the test checks that instead.
+// hard limits as soft ones (no core files still), and the test checks that
+// instead.
 func TestK3sGetsItsLimits(t *testing.T) {
 	// A low soft file limit, as init's 1024, to see it raised.
 	var orig syscall.Rlimit
@@ -855,6 +865,16 @@ func TestK3sGetsItsLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &orig) })
+	// And core files on, as the kernel starts init with (soft 0) or a shell
+	// gives (ulimit -c unlimited), to see them turned off.
+	var origCore unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_CORE, &origCore); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{Cur: origCore.Max, Max: origCore.Max}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Setrlimit(unix.RLIMIT_CORE, &origCore) })
 	canRaise := unix.Prlimit(0, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 1024, Max: NoFileLimit}, nil) == nil
 	root := fakeRoot(t)
 	s := &Supervisor{Root: root, Binary: "/usr/local/bin/k3s", Args: []string{"server"},
@@ -865,13 +885,16 @@ func TestK3sGetsItsLimits(t *testing.T) {
 	waitFor(t, "the limits line", func() bool { return strings.Contains(strings.Join(s.Logs(), "\n"), "fake k3s limits") })
 	cancel()
 	<-done
-	want := fmt.Sprintf("fake k3s limits nofile=%d/%d nproc_unlimited=true core_unlimited=true", NoFileLimit, NoFileLimit)
+	want := []string{fmt.Sprintf("fake k3s limits nofile=%d/%d nproc_unlimited=true core=0/unlimited", NoFileLimit, NoFileLimit)}
 	if !canRaise {
 		t.Logf("this process cannot raise hard limits (no CAP_SYS_RESOURCE): checking that K3s gets the hard ones")
-		want = fmt.Sprintf("fake k3s limits nofile=%d/%d", orig.Max, orig.Max)
+		want = []string{fmt.Sprintf("fake k3s limits nofile=%d/%d", orig.Max, orig.Max), " core=0/"}
 	}
-	if logs := strings.Join(s.Logs(), "\n"); !strings.Contains(logs, want) {
-		t.Errorf("K3s's limits:\n%s\nwant %q", logs, want)
+	logs := strings.Join(s.Logs(), "\n")
+	for _, w := range want {
+		if !strings.Contains(logs, w) {
+			t.Errorf("K3s's limits:\n%s\nwant %q", logs, w)
+		}
 	}
 }
 
@@ -996,4 +1019,86 @@ func runSupervisor(t *testing.T, s *Supervisor, limit time.Duration) (stop func(
 			return nil
 		}
 	}
+}
+
+// stoppedMidProbe answers ready at its first probe; at the next it says it
+// is in flight (inFlight) and answers only once its context ends, with the
+// error a request cancelled gets.
+type stoppedMidProbe struct {
+	calls    atomic.Int32
+	inFlight chan struct{}
+}
+
+func (p *stoppedMidProbe) Probe(ctx context.Context) (State, error) {
+	if p.calls.Add(1) == 1 {
+		return StateReady, nil
+	}
+	select {
+	case p.inFlight <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return "", fmt.Errorf("GET /readyz: %w", ctx.Err())
+}
+
+// TestStopDuringAProbeIsNotAnAPIDown: a stop (a shutdown, a config
+// applied) while a probe is in flight ends the probe's request; that is not
+// K3s's API failing: the state goes from ready to stopped, never to running
+// with "API not answering".
+func TestStopDuringAProbeIsNotAnAPIDown(t *testing.T) {
+	var mu sync.Mutex
+	var told []string
+	prober := &stoppedMidProbe{inFlight: make(chan struct{}, 1)}
+	s := &Supervisor{Root: fakeRoot(t), Binary: "/usr/local/bin/k3s", Args: []string{"server"},
+		Env: []string{"ETOILE_FAKE_K3S=hang"}, ProbeEvery: 10 * time.Millisecond, StopTimeout: 10 * time.Second,
+		Prober: prober,
+		OnState: func(from, to State, reason string) {
+			mu.Lock()
+			told = append(told, fmt.Sprintf("%s->%s %q", from, to, reason))
+			mu.Unlock()
+		}}
+	stop := runSupervisor(t, s, 30*time.Second)
+	waitFor(t, "ready", func() bool { return s.Status().State == StateReady })
+	select {
+	case <-prober.inFlight:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no second probe")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	all := strings.Join(told, "\n")
+	if strings.Contains(all, "API not answering") || !strings.Contains(all, `ready->stopped "agent shutting down"`) {
+		t.Errorf("states told:\n%s\nwant ready->stopped, with no API not answering", all)
+	}
+}
+
+// TestRestartAsK3sExitsIsNotLost: a Restart asked for as K3s exits on its
+// own (its process has ended, the supervisor has not seen it yet: here from
+// Release, called then) says it will restart K3s, and does, at once: not
+// after the backoff (an hour here).
+func TestRestartAsK3sExitsIsNotLost(t *testing.T) {
+	var execs atomic.Int32
+	accepted := make(chan bool, 1)
+	s := &Supervisor{OnExec: func(int, error) { execs.Add(1) }}
+	s.Release = func(int) {
+		if execs.Load() == 1 { // the first run's exit
+			select {
+			case accepted <- s.Restart("the node's address changed from 10.0.0.5 to 10.0.0.9"):
+			default:
+			}
+		}
+	}
+	runHourBackoff(t, "exit:0", s)
+	select {
+	case ok := <-accepted:
+		if !ok {
+			t.Fatal("Restart as K3s exited said it would not restart it")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("K3s's first run did not end")
+	}
+	waitFor(t, "the second start, at once", func() bool { return execs.Load() >= 2 })
 }
