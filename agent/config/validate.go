@@ -702,7 +702,7 @@ func (v *validator) gateway(p, field, raw string, dhcp bool, prefixes []netip.Pr
 			v.warn(gp, "%s is outside every subnet of this interface: it will be added as an on-link route", gw)
 		}
 		if prev, dup := gateways[gw.Is4()]; dup {
-			v.warn(gp, "a second default route of the same family (the first is at %s): only one is used at a time", prev)
+			v.warn(gp, "a second default route of the same family (the first is at %s): both are added, this one with a higher metric: traffic and K3s's node address follow the first, and this one only carries traffic when that route is gone (its link down); remove one if that is not what you want", prev)
 		} else {
 			gateways[gw.Is4()] = gp
 		}
@@ -834,6 +834,10 @@ func (v *validator) k3s(c *MachineConfig) {
 		}
 		if msg, reserved := k3sReservedKeys[base]; reserved {
 			v.errs.Add(p, "Étoile sets this itself: %s", msg)
+			continue
+		}
+		if msg, oneShot := k3sOneShotKeys[base]; oneShot {
+			v.errs.Add(p, "%s", msg)
 			continue
 		}
 		if repl, removed := k3sRemovedKeys[base]; removed {

@@ -18,15 +18,30 @@ import (
 	"github.com/etoile-os/etoile/agent/netkind"
 	"github.com/etoile-os/etoile/agent/safego"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // locked is safego.Locked: a panic under the lock (caught above) leaves it
 // usable (AllLeases, stop…).
 var locked = safego.Locked
 
-// staticMetric is the default route's metric for a static gateway: ahead of
-// DHCP's (100 + the link's index).
+// staticMetric is the default route's metric for the machine config's
+// first interface's gateway (and gateway6): ahead of DHCP's (100 + the
+// link's index). The entry at index i in the config gets staticMetric + i
+// (or the next free one, addDefaultRoute): each link's default route stays
+// beside the others' (the kernel keys a default route by its metric, not
+// its link), and the first listed leads — the route K3s takes its node
+// address from, as the ready line's ip= is the first static address.
 const staticMetric = 50
+
+// The routes the agent adds are marked with their origin (rtm_protocol,
+// "proto dhcp" and "proto static" in ip route): the agent removes only
+// its own, not the kernel's (an IPv6 prefix route's metric, 256, or a
+// router advertisement's, 1024, may equal a lease's) or anyone else's.
+const (
+	protoDHCP   = netlink.RouteProtocol(unix.RTPROT_DHCP)
+	protoStatic = netlink.RouteProtocol(unix.RTPROT_STATIC)
+)
 
 // renewals holds each link's DHCP: the boot's first exchange while it runs
 // (Up's, which may go on after Up has returned), then the lease's renewal:
@@ -264,9 +279,10 @@ func (r *renewals) exchange(ctx context.Context, l netlink.Link, kick chan struc
 		return Lease{}, err
 	}
 	m := metric()
-	setMTU(l, lease, r.mtus[name], cfg.Log)
+	undoMTU := setMTU(l, lease, r.mtus[name], cfg.Log)
 	if err := cfg.applyLease(l, lease, m); err != nil {
 		// Undone: the link is as it was, and the exchange is tried again.
+		undoMTU()
 		return Lease{}, fmt.Errorf("applying the lease: %w", err)
 	}
 	applied(lease)
@@ -451,8 +467,9 @@ func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cf
 						stopped = true // stopped meanwhile
 						return
 					}
-					setMTU(l, lease, r.mtus[name], cfg.Log)
+					undoMTU := setMTU(l, lease, r.mtus[name], cfg.Log)
 					if err = cfg.applyLease(l, lease, metric); err != nil {
+						undoMTU() // the link as it was
 						return
 					}
 					r.setLateLocked(lease)
@@ -527,8 +544,10 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 		static, names []Lease
 	)
 	routedBefore, known := defaultRouteLinks()
+	gws := &gateways{done: map[int]bool{}}
 	for i, ifc := range ifaces {
-		a, leases, err := applyOne(ctx, ifc, res, cfg)
+		gws.metric = staticMetric + i
+		a, leases, err := applyOne(ctx, ifc, res, cfg, gws)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("network.interfaces[%d]: %w", i, err))
 			// A dhcp: true entry asked again keeps its name servers.
@@ -564,7 +583,7 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 	res.Leases = append(static, res.Leases...)
 	res.names = names
 	if all := res.resolvLeases(); cfg.EtcDir != "" && len(all) > 0 {
-		if err := writeFile(cfg.EtcDir+"/resolv.conf", ResolvConf(all)); err != nil {
+		if err := writeResolvConf(cfg.EtcDir+"/resolv.conf", all, cfg.Log); err != nil {
 			errs = append(errs, fmt.Errorf("writing resolv.conf: %w", err))
 		}
 	}
@@ -594,18 +613,32 @@ func dropAddrs(l netlink.Link, old []net.IPNet, lease Lease, metric int) {
 	}
 }
 
-// delRoutes deletes the link's routes with one of the metrics.
-func delRoutes(link netlink.Link, metrics ...int) error {
+// delRoutes deletes the link's routes the agent added for a DHCP lease
+// (IPv4, proto dhcp) with one of the metrics, and with static its default
+// routes for the machine config's gateway and gateway6 (proto static, of
+// any metric): no one else's, and none of the kernel's.
+func delRoutes(link netlink.Link, static bool, metrics ...int) error {
 	routes, err := dump(func() ([]netlink.Route, error) { return netlink.RouteList(link, netlink.FAMILY_ALL) })
 	if err != nil {
 		return fmt.Errorf("listing the routes of %s: %w", link.Attrs().Name, err)
 	}
 	for _, r := range routes {
-		if slices.Contains(metrics, r.Priority) {
+		lease := r.Protocol == protoDHCP && r.Family == netlink.FAMILY_V4 && slices.Contains(metrics, r.Priority)
+		gateway := static && r.Protocol == protoStatic && isDefault(r)
+		if lease || gateway {
 			_ = netlink.RouteDel(&r)
 		}
 	}
 	return nil
+}
+
+// isDefault reports whether r is a default route (no destination, or a /0).
+func isDefault(r netlink.Route) bool {
+	if r.Dst == nil {
+		return true
+	}
+	ones, _ := r.Dst.Mask.Size()
+	return ones == 0
 }
 
 // defaultRouteLinks names the links that carry an IPv4 default route;
@@ -617,10 +650,8 @@ func defaultRouteLinks() (links []string, known bool) {
 		return nil, false
 	}
 	for _, r := range routes {
-		if r.Dst != nil {
-			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
-				continue
-			}
+		if !isDefault(r) {
+			continue
 		}
 		name := fmt.Sprint(r.LinkIndex)
 		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
@@ -685,9 +716,17 @@ func vlanName(parent string, parentIndex, id int) string {
 	return fmt.Sprintf("v%d.%d", parentIndex, id)
 }
 
+// gateways is what Apply's entries share for their default routes: the
+// metric of the entry being configured, and the links its earlier entries
+// configured (whose routes a later entry's never moves).
+type gateways struct {
+	metric int
+	done   map[int]bool
+}
+
 // applyOne configures one interface; it returns the static addresses as
 // leases, for Apply to put first.
-func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config) (Applied, []Lease, error) {
+func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config, gws *gateways) (Applied, []Lease, error) {
 	base, err := findLink(ifc)
 	if err != nil {
 		return Applied{}, nil, err
@@ -723,6 +762,7 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		}
 	}
 	name := link.Attrs().Name
+	defer func() { gws.done[link.Attrs().Index] = true }()
 	if ifc.MTU != 0 {
 		// DHCP's MTU (option 26) does not undo the config's, on the
 		// link or (a VLAN's, which cannot exceed it) on its parent.
@@ -775,11 +815,16 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 				_ = netlink.AddrDel(link, &netlink.Addr{IPNet: &net.IPNet{IP: o.IP, Mask: o.Mask}})
 			}
 			old = nil
-			if err := delRoutes(link, staticMetric); err != nil {
+			if err := delRoutes(link, true); err != nil {
 				return a, nil, err
 			}
 		}
 		addV6 := func() error {
+			if len(v6) > 0 {
+				if err := raiseForIPv6(link, cfg.Log); err != nil {
+					return err
+				}
+			}
 			for _, l := range v6 {
 				if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: &net.IPNet{IP: l.Addr.IP, Mask: l.Addr.Mask}}); err != nil {
 					return fmt.Errorf("adding %s to %s: %w", l.Addr.String(), name, err)
@@ -793,7 +838,7 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 				if len(v6) == 0 {
 					return fmt.Errorf("gateway6 %s without an IPv6 address in addresses", ifc.Gateway6)
 				}
-				return addDefaultRoute(link, ifc.Gateway6, v6)
+				return addDefaultRoute(link, ifc.Gateway6, v6, gws)
 			}
 			return nil
 		}
@@ -811,16 +856,18 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 			// the static gateway's) go now; the addresses once the new
 			// lease is there, unless it has the same (removing a link's
 			// last address makes the kernel drop every route through it).
-			delRoutes(link, lateMetric+link.Attrs().Index, staticMetric)
+			delRoutes(link, true, lateMetric+link.Attrs().Index)
 			if err := addV6(); err != nil {
 				return a, nil, err
 			}
 			lease, err := dhcp(ctx, link, cfg)
 			metric := 100 + link.Attrs().Index
 			if err == nil {
-				setMTU(link, lease, res.renew.mtuFixed(name), cfg.Log)
+				undoMTU := setMTU(link, lease, res.renew.mtuFixed(name), cfg.Log)
 				if err = cfg.applyLease(link, lease, metric); err != nil {
-					// Undone (applyLease): asked again as if no lease had come.
+					// Undone (applyLease, and the MTU): asked again as if
+					// no lease had come.
+					undoMTU()
 					err = fmt.Errorf("applying the DHCP lease on %s: %w", name, err)
 				}
 			}
@@ -909,8 +956,8 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 	}
 	// The routes the agent added on this link — DHCP's (metric 100+index,
 	// or 1000+index for a lease that came after the network step) and an
-	// earlier config's (staticMetric) — and no one else's.
-	if err := delRoutes(link, 100+link.Attrs().Index, lateMetric+link.Attrs().Index, staticMetric); err != nil {
+	// earlier config's default routes — and no one else's.
+	if err := delRoutes(link, true, 100+link.Attrs().Index, lateMetric+link.Attrs().Index); err != nil {
 		return a, nil, err
 	}
 	res.Leases = slices.DeleteFunc(res.Leases, func(l Lease) bool { return l.Iface == name })
@@ -918,7 +965,7 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		if g == "" {
 			continue
 		}
-		if err := addDefaultRoute(link, g, leases); err != nil {
+		if err := addDefaultRoute(link, g, leases, gws); err != nil {
 			return a, nil, err
 		}
 		gw := net.ParseIP(g)
@@ -938,16 +985,64 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 }
 
 // addDefaultRoute adds the default route via gateway on link, with the
-// static gateway's metric; a gateway outside the subnets of the addresses
-// (a /32 at a hoster) is on-link, as the validator announced. An IPv6
-// link-local gateway (fe80::1, a router's usual one) needs no such flag:
-// the route's link is its zone.
-func addDefaultRoute(link netlink.Link, gateway string, addrs []Lease) error {
+// entry's metric (gws.metric); a gateway outside the subnets of the
+// addresses (a /32 at a hoster) is on-link, as the validator announced. An
+// IPv6 link-local gateway (fe80::1, a router's usual one) needs no such
+// flag: the route's link is its zone.
+//
+// Another link's default route of the family may have the metric: one an
+// earlier config set on a link this config does not list (which keeps it)
+// moves behind, to the next free metric; this config's own, the kernel's
+// or anyone else's keeps it, and this route takes the next free one.
+func addDefaultRoute(link netlink.Link, gateway string, addrs []Lease, gws *gateways) error {
 	gw := net.ParseIP(gateway)
 	if gw == nil {
 		return fmt.Errorf("gateway %q is not an IP address", gateway)
 	}
-	rt := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw, Priority: staticMetric}
+	family := netlink.FAMILY_V6
+	if gw.To4() != nil {
+		family = netlink.FAMILY_V4
+	}
+	routes, err := dump(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return fmt.Errorf("listing the default routes for gateway %s on %s: %w", gw, link.Attrs().Name, err)
+	}
+	taken := map[int]*netlink.Route{}
+	for i, r := range routes {
+		if isDefault(r) && r.LinkIndex != link.Attrs().Index {
+			taken[r.Priority] = &routes[i]
+		}
+	}
+	free := func(m int) int {
+		for taken[m] != nil {
+			m++
+		}
+		return m
+	}
+	metric := gws.metric
+	for {
+		r := taken[metric]
+		if r == nil {
+			break
+		}
+		if r.Protocol != protoStatic || gws.done[r.LinkIndex] {
+			metric = free(metric)
+			continue
+		}
+		// An earlier config's, on a link this one leaves as it is.
+		moved := netlink.Route{LinkIndex: r.LinkIndex, Gw: r.Gw, Priority: free(metric + 1), Protocol: protoStatic,
+			Table: unix.RT_TABLE_MAIN, Flags: r.Flags & int(netlink.FLAG_ONLINK)}
+		if err := netlink.RouteAdd(&moved); err != nil {
+			metric = free(metric) // it keeps its place
+			continue
+		}
+		_ = netlink.RouteDel(r)
+		delete(taken, metric)
+		taken[moved.Priority] = &moved
+	}
+	rt := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw, Priority: metric, Protocol: protoStatic}
 	onLink := gw.To4() == nil && gw.IsLinkLocalUnicast()
 	for _, l := range addrs {
 		onLink = onLink || l.Addr.Contains(gw)
@@ -956,7 +1051,7 @@ func addDefaultRoute(link netlink.Link, gateway string, addrs []Lease) error {
 		rt.Flags = int(netlink.FLAG_ONLINK)
 	}
 	if err := netlink.RouteReplace(rt); err != nil {
-		return fmt.Errorf("adding the default route via %s on %s: %w", gw, link.Attrs().Name, err)
+		return fmt.Errorf("adding the default route via %s on %s (metric %d): %w", gw, link.Attrs().Name, metric, err)
 	}
 	return nil
 }

@@ -14,8 +14,8 @@ import (
 // reached on the link, with no onlink flag.
 func TestApplyDualStackStatic(t *testing.T) {
 	for _, tc := range []struct{ name, gw6, want6 string }{
-		{"global gateway6", "2001:db8::1", "default via 2001:db8::1 dev vc metric 50"},
-		{"link-local gateway6", "fe80::1", "default via fe80::1 dev vc metric 50"},
+		{"global gateway6", "2001:db8::1", "default via 2001:db8::1 dev vc proto static metric 50"},
+		{"link-local gateway6", "fe80::1", "default via fe80::1 dev vc proto static metric 50"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, cli, exe := dhcpNamespaces(t)
@@ -28,7 +28,7 @@ func TestApplyDualStackStatic(t *testing.T) {
 			if addrs := ipCmd(t, "-n", cli, "-6", "addr", "show", "vc"); !strings.Contains(addrs, "inet6 2001:db8::77/64") {
 				t.Errorf("vc's IPv6 addresses:\n%s\nwant 2001:db8::77/64", addrs)
 			}
-			if route := ipCmd(t, "-n", cli, "-4", "route", "show", "default"); !strings.Contains(route, "default via 10.99.0.1 dev vc metric 50") {
+			if route := ipCmd(t, "-n", cli, "-4", "route", "show", "default"); !strings.Contains(route, "default via 10.99.0.1 dev vc proto static metric 50") {
 				t.Errorf("IPv4 default route:\n%s", route)
 			}
 			route := strings.TrimSpace(ipCmd(t, "-n", cli, "-6", "route", "show", "default"))
@@ -60,7 +60,7 @@ func TestApplyDHCPWithStaticIPv6(t *testing.T) {
 	if addrs := ipCmd(t, "-n", cli, "-6", "addr", "show", "vc"); !strings.Contains(addrs, "inet6 2001:db8::77/64") {
 		t.Errorf("vc's IPv6 addresses:\n%s\nwant 2001:db8::77/64", addrs)
 	}
-	if route := ipCmd(t, "-n", cli, "-6", "route", "show", "default"); !strings.Contains(route, "default via 2001:db8::1 dev vc metric 50") {
+	if route := ipCmd(t, "-n", cli, "-6", "route", "show", "default"); !strings.Contains(route, "default via 2001:db8::1 dev vc proto static metric 50") {
 		t.Errorf("IPv6 default route:\n%s\nwant via 2001:db8::1, metric 50", route)
 	}
 	if n := strings.Count(stderr, `msg="dhcp done" iface=vc`); n != 1 {

@@ -184,9 +184,11 @@ func (lc *lifecycle) adopt(next Lease, sent time.Time) error {
 	if next.asked.IsZero() {
 		next.asked = sent // a renewal's: the address's lifetime counts from then
 	}
-	setMTU(lc.l, next, lc.mtuFixed != nil && lc.mtuFixed(), lc.cfg.Log)
+	undoMTU := setMTU(lc.l, next, lc.mtuFixed != nil && lc.mtuFixed(), lc.cfg.Log)
 	if err := apply(lc.l, next, lc.metric); err != nil {
-		// What next set goes, and what it replaced of the lease comes back.
+		// What next set goes, and what it replaced of the lease comes back
+		// (the MTU too).
+		undoMTU()
 		if lc.lost {
 			dropOld(lc.l, next, Lease{}, lc.metric)
 		} else {
@@ -238,12 +240,17 @@ func (lc *lifecycle) lose(msg string, want net.IP, attrs ...any) {
 // zero), twice as long each time up to RetryMax, and at once when the link
 // gets its carrier back. It returns false when the lease is not to be asked
 // for any more: ctx ended, or the link is gone.
+//
+// A try the carrier's return brought that fails (a switch port that does
+// not forward yet) is followed by the first wait again, not a longer one:
+// the backoff starts again, as the boot's asking again does.
 func (lc *lifecycle) reacquire() bool {
-	for wait := cmp.Or(lc.cfg.Retry, 5*time.Second); ; wait = lc.cfg.nextRetry(wait) {
+	first := cmp.Or(lc.cfg.Retry, 5*time.Second)
+	for wait := first; ; {
 		if linkGone(lc.l, lc.cfg.Log) {
 			return false
 		}
-		fresh, err := dhcpWant(lc.ctx, lc.l, lc.cfg, lc.want)
+		fresh, err := lc.ask()
 		if err == nil {
 			if err = lc.adopt(fresh, fresh.asked); err == nil {
 				return true
@@ -256,9 +263,21 @@ func (lc *lifecycle) reacquire() bool {
 		case <-lc.ctx.Done():
 			return false
 		case <-lc.kick:
+			lc.cfg.Log.Info("link has carrier again: asking DHCP now", "iface", lc.lease.Iface)
+			wait = first
 		case <-time.After(wait):
+			wait = lc.cfg.nextRetry(wait)
 		}
 	}
+}
+
+// ask runs DHCP on the link for reacquire, asking for lc.want (the
+// test's dhcpHook stands in for it).
+func (lc *lifecycle) ask() (Lease, error) {
+	if lc.cfg.dhcpHook != nil {
+		return lc.cfg.dhcpHook(lc.ctx, lc.l)
+	}
+	return dhcpWant(lc.ctx, lc.l, lc.cfg, lc.want)
 }
 
 // nakError is a server's DHCPNAK to a renewal.
@@ -313,6 +332,7 @@ func (lc *lifecycle) request(server net.IP, by time.Time) (Lease, error) {
 	}
 	lease, err := LeaseFromACK(name, hw, ack)
 	refused(lc.cfg.Log, err)
+	noteLease(lc.cfg.Log, lease, err)
 	return lease, err
 }
 

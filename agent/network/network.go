@@ -45,9 +45,16 @@ type Lease struct {
 	// did not say: times gives RFC 2131's defaults).
 	T1, T2 time.Duration
 	// MTU is the link's MTU the server gives (option 26), 0 when it
-	// gives none or one outside 68..65535; the machine config's mtu for
-	// the link wins over it.
-	MTU int
+	// gives none or one outside 68..65535, raised to 576 when below (as
+	// systemd-networkd does: offeredMTU is then what the server said);
+	// the machine config's mtu for the link wins over it, and setMTU
+	// keeps a link with IPv6 at 1280 at least.
+	MTU        int
+	offeredMTU int
+	// lifetimeIssue says what was wrong with the server's lease time
+	// (option 51) when Lifetime is not the server's: missing, malformed
+	// or 0 ("" when it was used as given); noteLease warns of it.
+	lifetimeIssue string
 	// asked is when the REQUEST that got the lease was first sent (zero
 	// when not known): its T1, T2 and end count from then.
 	asked time.Time
@@ -56,11 +63,27 @@ type Lease struct {
 	static bool
 }
 
-// infinite reports whether the lease never runs out (no lease time, or
-// 0xffffffff seconds as RFC 2131 spells "infinity").
+// infinite reports whether the lease never runs out: 0xffffffff seconds,
+// as RFC 2131 spells "infinity" (LeaseFromACK gives no other lease a
+// lifetime of 0 or less; a Lease made otherwise, a static address's, has
+// none to run out).
 func (l Lease) infinite() bool {
-	return l.Lifetime <= 0 || l.Lifetime == time.Duration(^uint32(0))*time.Second
+	return l.Lifetime <= 0 || l.Lifetime == infiniteLease
 }
+
+const (
+	// infiniteLease is option 51's "infinity" (RFC 2131 §3.3).
+	infiniteLease = time.Duration(^uint32(0)) * time.Second
+	// defaultLease is the lease time of an ACK without a valid option
+	// 51: finite, so that the address is renewed and a server that
+	// forgot the machine is noticed (RFC 2131 has the server send it).
+	defaultLease = time.Hour
+	// minLease is the lease time of an ACK whose option 51 says 0: the
+	// shortest lease whose renewal (T1, half of it) is the 10 s the
+	// renewals wait at least, rather than an address that is gone before
+	// it is used and a DHCP exchange as fast as the server answers.
+	minLease = 20 * time.Second
+)
 
 // times returns when the lease is renewed (T1) and rebound (T2), counted
 // from when it came: the server's when they make sense, else half and seven
@@ -120,16 +143,19 @@ func LeaseFromACK(iface string, mac net.HardwareAddr, ack *dhcpv4.DHCPv4) (Lease
 		DNS:      ack.DNS(),
 		NTP:      ack.NTPServers(),
 		Hostname: cleanHostname(ack.HostName()),
-		Lifetime: ack.IPAddressLeaseTime(0),
 		Server:   serverID(ack),
 		T1:       ack.IPAddressRenewalTime(0),
 		T2:       ack.IPAddressRebindingTime(0),
 	}
+	l.Lifetime, l.lifetimeIssue = leaseTime(ack)
 	if routes := ack.ClasslessStaticRoute(); len(routes) > 0 {
 		for _, r := range routes {
 			rt := Route{Gateway: r.Router}
 			if ones, _ := r.Dest.Mask.Size(); ones > 0 {
-				rt.Dst = r.Dest
+				// Bits past the prefix (10.0.15.0/20, a server's typo
+				// for 10.0.0.0/20) are dropped, as other clients do:
+				// the kernel refuses such a route, and the lease with it.
+				rt.Dst = &net.IPNet{IP: r.Dest.IP.Mask(r.Dest.Mask), Mask: r.Dest.Mask}
 			}
 			l.Routes = append(l.Routes, rt)
 		}
@@ -138,6 +164,9 @@ func LeaseFromACK(iface string, mac net.HardwareAddr, ack *dhcpv4.DHCPv4) (Lease
 	}
 	if mtu, err := dhcpv4.GetUint16(dhcpv4.OptionInterfaceMTU, ack.Options); err == nil && mtu >= minMTU {
 		l.MTU = int(mtu) // RFC 2132 §5.1: 68 at least
+		if l.MTU < minDHCPMTU {
+			l.MTU, l.offeredMTU = minDHCPMTU, int(mtu)
+		}
 	}
 	if d := cleanDomain(ack.DomainName()); d != "" {
 		l.Search = append(l.Search, d)
@@ -154,6 +183,34 @@ func LeaseFromACK(iface string, mac net.HardwareAddr, ack *dhcpv4.DHCPv4) (Lease
 
 // minMTU is the smallest MTU an IPv4 link may have (RFC 791, RFC 2132 §5.1).
 const minMTU = 68
+
+// minDHCPMTU is the smallest MTU a DHCP lease sets: the datagram every
+// IPv4 host must take (RFC 791), which a DHCP message itself may need
+// (RFC 2131 §2); smaller ones are raised to it, as systemd-networkd does.
+// ipv6MinMTU is IPv6's (RFC 8200 §5): under it the kernel drops the
+// link's IPv6 addresses.
+const (
+	minDHCPMTU = 576
+	ipv6MinMTU = 1280
+)
+
+// leaseTime is the ACK's lease time (option 51), and what was wrong with
+// it when it is not the server's: none or a malformed one is defaultLease,
+// 0 is minLease; only 0xffffffff is infinite.
+func leaseTime(ack *dhcpv4.DHCPv4) (time.Duration, string) {
+	v := ack.Options.Get(dhcpv4.OptionIPAddressLeaseTime)
+	switch {
+	case v == nil:
+		return defaultLease, fmt.Sprintf("gives no lease time (option 51): %s is used", defaultLease)
+	case len(v) != 4:
+		return defaultLease, fmt.Sprintf("gives a malformed lease time (option 51, %d bytes, not 4): %s is used", len(v), defaultLease)
+	}
+	d := time.Duration(uint32(v[0])<<24|uint32(v[1])<<16|uint32(v[2])<<8|uint32(v[3])) * time.Second
+	if d == 0 {
+		return minLease, fmt.Sprintf("gives a lease time of 0 s (option 51): %s is used", minLease)
+	}
+	return d, ""
+}
 
 // cleanDomain keeps a domain name from DHCP (option 15, or one of option
 // 119's) only if it is a valid DNS name, since it is written to
@@ -278,12 +335,26 @@ func NTPServers(leases []Lease) []string {
 }
 
 // ResolvConf renders /etc/resolv.conf from the leases: name servers in lease
-// order without repeats (the resolver reads at most three), search domains likewise.
+// order without repeats (the resolver reads at most three), search domains
+// likewise. A name server that cannot be one (nameServerProblem) is left
+// out: it would take one of the resolver's three places.
 func ResolvConf(leases []Lease) []byte {
+	b, _ := resolvConf(leases)
+	return b
+}
+
+// skippedDNS is a lease's name server that resolv.conf leaves out, and why.
+type skippedDNS struct {
+	iface, addr, why string
+}
+
+// resolvConf is ResolvConf, also returning the name servers left out.
+func resolvConf(leases []Lease) ([]byte, []skippedDNS) {
 	var b bytes.Buffer
 	b.WriteString("# Written by etoile-agent, from DHCP and the machine config.\n")
 	var search []string
 	var servers []netip.Addr
+	var skipped []skippedDNS
 	for _, l := range leases {
 		for _, s := range l.Search {
 			if !slices.Contains(search, s) {
@@ -291,8 +362,17 @@ func ResolvConf(leases []Lease) []byte {
 			}
 		}
 		for _, ip := range l.DNS {
-			if a, ok := netip.AddrFromSlice(ip); ok && !slices.Contains(servers, a.Unmap()) {
-				servers = append(servers, a.Unmap())
+			a, ok := netip.AddrFromSlice(ip)
+			if !ok {
+				continue
+			}
+			a = a.Unmap()
+			if why := nameServerProblem(a); why != "" {
+				skipped = append(skipped, skippedDNS{l.Iface, a.String(), why})
+				continue
+			}
+			if !slices.Contains(servers, a) {
+				servers = append(servers, a)
 			}
 		}
 	}
@@ -305,7 +385,27 @@ func ResolvConf(leases []Lease) []byte {
 		}
 		fmt.Fprintf(&b, "nameserver %s\n", s)
 	}
-	return b.Bytes()
+	return b.Bytes(), skipped
+}
+
+// nameServerProblem says why a cannot be a name server in resolv.conf (""
+// when it can), as the machine config's validator refuses one for dns::
+// nothing answers DNS at an unspecified, loopback, broadcast or multicast
+// address, and an IPv6 link-local one needs a zone resolv.conf does not get.
+func nameServerProblem(a netip.Addr) string {
+	switch {
+	case a.IsUnspecified():
+		return "is the unspecified address"
+	case a.IsLoopback():
+		return "is a loopback address: nothing answers DNS on the node's loopback (and K3s would give the pods 8.8.8.8 instead)"
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "is the broadcast address"
+	case a.IsMulticast():
+		return "is a multicast address"
+	case a.Is6() && a.IsLinkLocalUnicast():
+		return "is an IPv6 link-local address, which needs a zone resolv.conf does not get"
+	}
+	return ""
 }
 
 // FirstIPv4 is the address the ready line shows ("none" without one).

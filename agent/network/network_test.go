@@ -1,6 +1,7 @@
 package network
 
 import (
+	"cmp"
 	"net"
 	"slices"
 	"strings"
@@ -141,8 +142,8 @@ func TestLeaseFromACK(t *testing.T) {
 			if l.Hostname != tt.hostname {
 				t.Errorf("hostname %q, want %q", l.Hostname, tt.hostname)
 			}
-			if l.Lifetime != tt.lifetime {
-				t.Errorf("lifetime %s, want %s", l.Lifetime, tt.lifetime)
+			if want := cmp.Or(tt.lifetime, defaultLease); l.Lifetime != want { // no option 51: an hour
+				t.Errorf("lifetime %s, want %s", l.Lifetime, want)
 			}
 			if l.MTU != tt.mtu {
 				t.Errorf("mtu %d, want %d", l.MTU, tt.mtu)
@@ -324,5 +325,113 @@ func TestLeaseFromACKRefusesAnInvalidSubnetMask(t *testing.T) {
 		} else if got, _ := l.Addr.Mask.Size(); got != ones {
 			t.Errorf("/%d: lease has /%d", ones, got)
 		}
+	}
+}
+
+// TestLeaseFromACKMasksClasslessRouteHostBits: a classless static route
+// (option 121) whose destination has bits past its prefix (10.0.15.0/20,
+// a server's typo) becomes its network (10.0.0.0/20): the kernel refuses
+// the route as given, and with it the whole lease.
+func TestLeaseFromACKMasksClasslessRouteHostBits(t *testing.T) {
+	l, err := LeaseFromACK("eth0", nil, ack(t, dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
+		dhcpv4.WithOption(dhcpv4.OptClasslessStaticRoute(
+			&dhcpv4.Route{Dest: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Router: net.IPv4(10, 0, 2, 1)},
+			&dhcpv4.Route{Dest: &net.IPNet{IP: net.IPv4(10, 0, 15, 0).To4(), Mask: net.CIDRMask(20, 32)}, Router: net.IPv4(10, 0, 2, 254)},
+			&dhcpv4.Route{Dest: &net.IPNet{IP: net.IPv4(192, 168, 7, 9).To4(), Mask: net.CIDRMask(23, 32)}, Router: net.IPv4(10, 0, 2, 254)},
+		))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range l.Routes {
+		if r.Dst != nil {
+			got = append(got, r.Dst.String())
+		}
+	}
+	if want := []string{"10.0.0.0/20", "192.168.6.0/23"}; !slices.Equal(got, want) {
+		t.Errorf("routes to %v, want %v (the destinations masked to their prefixes)", got, want)
+	}
+}
+
+// TestLeaseFromACKRaisesASmallMTU: an interface MTU (option 26) under 576
+// is raised to it, as systemd-networkd does, the offered one kept for the
+// warning; one from 576 up is the server's (setMTU keeps a link with IPv6
+// at 1280).
+func TestLeaseFromACKRaisesASmallMTU(t *testing.T) {
+	for _, tc := range []struct{ offered, mtu, noted int }{{68, 576, 68}, {500, 576, 500}, {576, 576, 0}, {1000, 1000, 0}, {67, 0, 0}} {
+		l, err := LeaseFromACK("eth0", nil, ack(t, dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
+			dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionInterfaceMTU, Value: dhcpv4.Uint16(uint16(tc.offered))})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.MTU != tc.mtu || l.offeredMTU != tc.noted {
+			t.Errorf("option 26 = %d: MTU %d (offered %d), want %d (offered %d)", tc.offered, l.MTU, l.offeredMTU, tc.mtu, tc.noted)
+		}
+	}
+}
+
+// TestResolvConfSkipsWhatCannotBeANameServer: a DHCP server's name
+// servers that nothing answers at (0.0.0.0, loopback, the broadcast
+// address, multicast) do not take the resolver's three places; they are
+// reported (the caller logs them).
+func TestResolvConfSkipsWhatCannotBeANameServer(t *testing.T) {
+	leases := []Lease{{Iface: "eth0", DNS: []net.IP{net.IPv4zero, net.IPv4(127, 0, 0, 53), net.IPv4bcast, net.IPv4(224, 0, 0, 251),
+		net.ParseIP("::1"), net.ParseIP("fe80::1"), net.IPv4(10, 0, 0, 1), net.IPv4(10, 0, 0, 2), net.IPv4(10, 0, 0, 3)}}}
+	b, skipped := resolvConf(leases)
+	if got := strings.Join(strings.Split(string(b), "\n")[1:], "\n"); got != "nameserver 10.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\n" {
+		t.Errorf("resolv.conf:\n%s\nwant 10.0.0.1, 10.0.0.2 and 10.0.0.3 only", b)
+	}
+	var names []string
+	for _, s := range skipped {
+		if s.iface != "eth0" || s.why == "" {
+			t.Errorf("skipped %+v: want the link and why", s)
+		}
+		names = append(names, s.addr)
+	}
+	if want := []string{"0.0.0.0", "127.0.0.53", "255.255.255.255", "224.0.0.251", "::1", "fe80::1"}; !slices.Equal(names, want) {
+		t.Errorf("skipped %v, want %v", names, want)
+	}
+	if got := string(ResolvConf(leases)); got != string(b) {
+		t.Errorf("ResolvConf = %q, want %q", got, b)
+	}
+}
+
+// TestLeaseTimeMissingMalformedOrZero: only 0xffffffff in option 51 is an
+// infinite lease; an ACK without option 51, or with one that is not 4
+// bytes, gets an hour (renewed, and running out), and one of 0 s the
+// shortest lease the renewals take (20 s), each noted for a warning.
+func TestLeaseTimeMissingMalformedOrZero(t *testing.T) {
+	sid := dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 0, 2, 2)))
+	for _, tc := range []struct {
+		name     string
+		mods     []dhcpv4.Modifier
+		lifetime time.Duration
+		infinite bool
+		issue    string
+	}{
+		{"missing", nil, time.Hour, false, "gives no lease time (option 51): 1h0m0s is used"},
+		{"malformed", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionIPAddressLeaseTime, Value: dhcpv4.OptionGeneric{Data: []byte{0, 1}}})},
+			time.Hour, false, "gives a malformed lease time (option 51, 2 bytes, not 4): 1h0m0s is used"},
+		{"zero", []dhcpv4.Modifier{dhcpv4.WithLeaseTime(0)}, 20 * time.Second, false, "gives a lease time of 0 s (option 51): 20s is used"},
+		{"infinite", []dhcpv4.Modifier{dhcpv4.WithLeaseTime(0xffffffff)}, infiniteLease, true, ""},
+		{"an hour", []dhcpv4.Modifier{dhcpv4.WithLeaseTime(3600)}, time.Hour, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := LeaseFromACK("eth0", nil, ack(t, append([]dhcpv4.Modifier{sid, dhcpv4.WithNetmask(net.CIDRMask(24, 32))}, tc.mods...)...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.Lifetime != tc.lifetime || l.infinite() != tc.infinite || l.lifetimeIssue != tc.issue {
+				t.Errorf("lifetime %s infinite %v issue %q, want %s %v %q", l.Lifetime, l.infinite(), l.lifetimeIssue, tc.lifetime, tc.infinite, tc.issue)
+			}
+			if !tc.infinite {
+				if t1, t2 := l.times(); t1 <= 0 || t2 <= t1 || t2 >= l.Lifetime {
+					t.Errorf("T1 %s T2 %s for a lease of %s", t1, t2, l.Lifetime)
+				}
+				if l.left() <= 0 {
+					t.Errorf("the address's lifetime is %d s: for ever", l.left())
+				}
+			}
+		})
 	}
 }

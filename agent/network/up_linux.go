@@ -565,18 +565,73 @@ func RewriteResolv(dir string, res Result, log *slog.Logger) {
 }
 
 func writeResolv(dir string, leases []Lease, log *slog.Logger) {
-	if err := writeFile(filepath.Join(dir, "resolv.conf"), ResolvConf(leases)); err != nil {
+	if err := writeResolvConf(filepath.Join(dir, "resolv.conf"), leases, log); err != nil {
 		log.Warn("writing resolv.conf failed", "reason", err.Error())
 	}
 }
 
+// writeResolvConf writes path from leases (ResolvConf), warning once of
+// each name server a lease gives that cannot be one (left out).
+func writeResolvConf(path string, leases []Lease, log *slog.Logger) error {
+	b, skipped := resolvConf(leases)
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	for _, s := range skipped {
+		attrs := []any{"iface", s.iface, "dns", s.addr, "why", s.why,
+			"fix", "give this network's DHCP server (option 6) or the machine config (dns:) the address of a name server on the network"}
+		if once("dns " + s.iface + " " + s.addr) {
+			log.Warn("name server not written to resolv.conf", attrs...)
+		} else {
+			log.Debug("name server not written to resolv.conf", attrs...)
+		}
+	}
+	return writeFile(path, b)
+}
+
+// warned holds the warnings given once (once).
+var warned sync.Map
+
+// once reports whether key is seen for the first time in this process: a
+// warning that each renewal would repeat is given once.
+func once(key string) bool {
+	_, seen := warned.LoadOrStore(key, true)
+	return !seen
+}
+
+// writeFile replaces path with b (mode 0644) at once, as rename(2) does:
+// a reader (a resolver reading resolv.conf) sees the old file or the new
+// one, never none or part of one, and a failed write leaves the old file.
+// A symlink at path (resolv.conf may be a dangling link into /run in a
+// system image) is replaced by the file.
 func writeFile(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	// resolv.conf may be a dangling link into /run in a system image.
-	_ = os.Remove(path)
-	return os.WriteFile(path, b, 0o644)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(0o644) // CreateTemp's is 0600
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
 }
 
 // linkWatch sets every physical link up as it appears and calls onCarrier
@@ -682,8 +737,28 @@ func dhcpWant(ctx context.Context, l netlink.Link, cfg Config, want net.IP) (Lea
 	}
 	lease, err := LeaseFromACK(name, l.Attrs().HardwareAddr, ack)
 	refused(cfg.Log, err)
+	noteLease(cfg.Log, lease, err)
 	lease.asked = asked
 	return lease, err
+}
+
+// noteLease warns, once for each link and server, of a lease whose lease
+// time (option 51) was not used as the server gave it.
+func noteLease(log *slog.Logger, lease Lease, err error) {
+	if log == nil || err != nil || lease.lifetimeIssue == "" {
+		return
+	}
+	server := "unknown"
+	if lease.Server != nil {
+		server = lease.Server.String()
+	}
+	attrs := []any{"iface", lease.Iface, "server", server, "addr", lease.Addr.String(), "lease", lease.Lifetime, "why", lease.lifetimeIssue,
+		"fix", "give the DHCP server a lease time (option 51) for this network; 0xffffffff is an infinite lease"}
+	if once("lease time " + lease.Iface + " " + server) {
+		log.Warn("DHCP server's lease time not used", attrs...)
+	} else {
+		log.Debug("DHCP server's lease time not used", attrs...)
+	}
 }
 
 // refused logs an answer refused for its subnet mask, each time: the
@@ -741,7 +816,7 @@ func (l Lease) left() int {
 // subnet (a /32 lease, as hosters give, or a relay's odd subnet), an
 // on-link one, which the kernel refuses otherwise (ENETUNREACH).
 func leaseRoute(l netlink.Link, lease Lease, r Route, metric int) *netlink.Route {
-	rt := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: r.Dst, Gw: r.Gateway, Priority: metric}
+	rt := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: r.Dst, Gw: r.Gateway, Priority: metric, Protocol: protoDHCP}
 	switch {
 	case r.Gateway == nil || r.Gateway.IsUnspecified():
 		rt.Gw, rt.Scope = nil, netlink.SCOPE_LINK
@@ -753,11 +828,17 @@ func leaseRoute(l netlink.Link, lease Lease, r Route, metric int) *netlink.Route
 
 // setMTU sets the MTU lease gives (option 26) on link l before its
 // address is applied, unless the machine config sets the link's (fixed):
-// one the link cannot take is warned about, and the lease kept. The
-// link's MTU before DHCP first changed it is kept (dhcpMTUs): a lease
-// without option 26 after one with it, or the lease's loss (restoreMTU),
-// puts it back, as systemd-networkd does.
-func setMTU(l netlink.Link, lease Lease, fixed bool, log *slog.Logger) {
+// one the link cannot take is warned about, and the lease kept. On a link
+// with IPv6 addresses (its own link-local one, or the machine config's) an
+// MTU under 1280 would make the kernel drop them all: 1280 is used, and
+// the offered one named in a warning (so is one under 576, raised to it by
+// LeaseFromACK). The link's MTU before DHCP first changed it is kept
+// (dhcpMTUs): a lease without option 26 after one with it, or the lease's
+// loss (restoreMTU), puts it back, as systemd-networkd does.
+//
+// undo puts back the MTU (and its record) from before: the caller's when
+// the lease cannot be applied, which leaves the link as it was.
+func setMTU(l netlink.Link, lease Lease, fixed bool, log *slog.Logger) (undo func()) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -767,23 +848,85 @@ func setMTU(l netlink.Link, lease Lease, fixed bool, log *slog.Logger) {
 		if lease.MTU != 0 {
 			log.Debug("DHCP's MTU not used: the machine config sets the link's", "iface", name, "mtu", lease.MTU)
 		}
-		return
+		return func() {}
+	}
+	was := currentMTU(l)
+	rec, had := dhcpMTUs.get(index)
+	undo = func() {
+		if now := currentMTU(l); now != was {
+			if err := netlink.LinkSetMTU(l, was); err != nil {
+				log.Warn("putting the link's MTU back failed after its lease could not be applied", "iface", name, "mtu", was,
+					"link_mtu", now, "reason", err.Error(), "fix", "set mtu: for the link in the machine config")
+				return
+			}
+			log.Info("MTU back: the lease could not be applied", "iface", name, "mtu", was, "was", now)
+		}
+		if had {
+			dhcpMTUs.set(index, rec)
+		} else {
+			dhcpMTUs.forget(index)
+		}
 	}
 	if lease.MTU == 0 {
 		restoreMTU(l, log, "the lease gives no MTU")
-		return
+		return undo
 	}
-	was := currentMTU(l)
-	if was == lease.MTU {
-		return
+	want := lease.MTU
+	if want < ipv6MinMTU && hasIPv6(l) {
+		want = ipv6MinMTU
 	}
-	if err := netlink.LinkSetMTU(l, lease.MTU); err != nil {
-		log.Warn("setting the MTU DHCP gives failed; the lease is used with the link's", "iface", name, "mtu", lease.MTU,
+	if was == want {
+		return undo
+	}
+	if offered := cmp.Or(lease.offeredMTU, lease.MTU); offered != want {
+		why := "an MTU under 576 is one every IPv4 host must take, and DHCP's own messages may not fit"
+		if want == ipv6MinMTU {
+			why = "the link has IPv6 addresses, which the kernel drops under IPv6's minimum MTU of 1280"
+		}
+		server := "unknown"
+		if lease.Server != nil {
+			server = lease.Server.String()
+		}
+		log.Warn("DHCP's MTU raised", "iface", name, "offered", offered, "mtu", want, "server", server, "why", why,
+			"fix", "give this network a valid MTU in the DHCP server's option 26 (576 at least, 1280 where links have IPv6), or set mtu: for the link in the machine config")
+	}
+	if err := netlink.LinkSetMTU(l, want); err != nil {
+		log.Warn("setting the MTU DHCP gives failed; the lease is used with the link's", "iface", name, "mtu", want,
 			"link_mtu", was, "reason", err.Error(), "fix", "give the link an MTU it can take in the DHCP server's option 26, or set mtu: for it in the machine config")
-		return
+		return undo
 	}
 	dhcpMTUs.keep(index, was)
-	log.Info("MTU from DHCP", "iface", name, "mtu", lease.MTU, "was", was)
+	log.Info("MTU from DHCP", "iface", name, "mtu", want, "was", was)
+	return undo
+}
+
+// hasIPv6 reports whether link l has an IPv6 address (its link-local one
+// included), which an MTU under 1280 would make the kernel drop.
+func hasIPv6(l netlink.Link) bool {
+	addrs, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V6) })
+	return err == nil && len(addrs) > 0
+}
+
+// raiseForIPv6 raises link l's MTU to 1280 when DHCP lowered it below (the
+// link had no IPv6 address then), before the machine config's IPv6
+// addresses are added: the kernel refuses them under it.
+func raiseForIPv6(l netlink.Link, log *slog.Logger) error {
+	if _, ok := dhcpMTUs.get(l.Attrs().Index); !ok {
+		return nil
+	}
+	was := currentMTU(l)
+	if was >= ipv6MinMTU {
+		return nil
+	}
+	if err := netlink.LinkSetMTU(l, ipv6MinMTU); err != nil {
+		return fmt.Errorf("raising %s's MTU %d (DHCP's) to IPv6's 1280 for its IPv6 addresses: %w (set mtu: for the link)", l.Attrs().Name, was, err)
+	}
+	if log != nil {
+		log.Warn("DHCP's MTU raised", "iface", l.Attrs().Name, "offered", was, "mtu", ipv6MinMTU,
+			"why", "the machine config gives the link IPv6 addresses, which the kernel refuses under IPv6's minimum MTU of 1280",
+			"fix", "give this network an MTU of 1280 or more in the DHCP server's option 26, or set mtu: for the link in the machine config")
+	}
+	return nil
 }
 
 // restoreMTU puts back link l's MTU from before DHCP changed it, if it did.
@@ -835,6 +978,16 @@ func (r *mtuRecord) keep(index, mtu int) {
 	if _, ok := r.m[index]; !ok {
 		r.m[index] = mtu
 	}
+}
+
+// set records index's MTU before DHCP changed it (undo puts a record back).
+func (r *mtuRecord) set(index, mtu int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = map[int]int{}
+	}
+	r.m[index] = mtu
 }
 
 func (r *mtuRecord) get(index int) (int, bool) {

@@ -93,6 +93,21 @@ func dhcpServer() int {
 	// ETOILE_NETTEST_SRV_MTU: the interface MTU given (option 26), when
 	// asked for.
 	mtu, _ := strconv.Atoi(os.Getenv("ETOILE_NETTEST_SRV_MTU"))
+	// ETOILE_NETTEST_SRV_CLASSLESS: option 121 with a default route via
+	// the server and routes to these comma-separated prefixes via it,
+	// written as given (10.0.15.0/20 keeps its bits past the prefix).
+	var classless []*dhcpv4.Route
+	if v := os.Getenv("ETOILE_NETTEST_SRV_CLASSLESS"); v != "" {
+		classless = append(classless, &dhcpv4.Route{Dest: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Router: srvIP})
+		for _, c := range strings.Split(v, ",") {
+			ip, n, err := net.ParseCIDR(c)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			classless = append(classless, &dhcpv4.Route{Dest: &net.IPNet{IP: ip.To4(), Mask: n.Mask}, Router: srvIP})
+		}
+	}
 	handler := func(via string) server4.Handler {
 		return func(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
 			time.Sleep(delay)
@@ -148,6 +163,9 @@ func dhcpServer() int {
 				if m.IsOptionRequested(dhcpv4.OptionNTPServers) {
 					// As dnsmasq and Kea do: NTP servers only when asked for.
 					reply.UpdateOption(dhcpv4.OptNTPServers(net.IPv4(10, netByte, 0, 123)))
+				}
+				if len(classless) > 0 {
+					reply.UpdateOption(dhcpv4.OptClasslessStaticRoute(classless...))
 				}
 				if mtu != 0 && m.IsOptionRequested(dhcpv4.OptionInterfaceMTU) {
 					reply.UpdateOption(dhcpv4.Option{Code: dhcpv4.OptionInterfaceMTU, Value: dhcpv4.Uint16(mtu)})
@@ -209,6 +227,8 @@ type clientResult struct {
 	LinksAfterApply []string
 	Leases          int    // after ETOILE_NETTEST_APPLY2
 	NodeAddr        string // NodeAddress after Up
+	// NodeAddrAfterApply is NodeAddress after the last config applied.
+	NodeAddrAfterApply string
 	// LeaseFrom is how long after Up began the first lease's times count
 	// from (the REQUEST that got it).
 	LeaseFrom time.Duration
@@ -363,6 +383,7 @@ func dhcpClient() int {
 			r.IPAfterApply = FirstIPv4(res.Leases)
 			r.Leases = len(res.Leases)
 		}
+		r.NodeAddrAfterApply = NodeAddress()
 	}
 	_ = json.NewEncoder(os.Stdout).Encode(r)
 	// ETOILE_NETTEST_LINGER: stay that long for what goes on in the background.
@@ -1412,7 +1433,7 @@ func TestApplyStatic(t *testing.T) {
 	if !strings.Contains(addrs, "10.99.0.77/24") || strings.Contains(addrs, "10.99.0.50") {
 		t.Errorf("addresses after Apply (want 10.99.0.77 and the lease gone):\n%s", addrs)
 	}
-	if route := ipCmd(t, "-n", cli, "route", "show", "default"); !strings.Contains(route, "default via 10.99.0.1 dev vc metric 50") {
+	if route := ipCmd(t, "-n", cli, "route", "show", "default"); !strings.Contains(route, "default via 10.99.0.1 dev vc proto static metric 50") {
 		t.Errorf("static default route missing:\n%s", route)
 	}
 	if link := ipCmd(t, "-n", cli, "link", "show", "vc"); !strings.Contains(link, "mtu 1400") {
@@ -1442,7 +1463,7 @@ func TestApplyAgainOnLinkGateway(t *testing.T) {
 	if !strings.Contains(addrs, "10.99.0.88/32") || strings.Contains(addrs, "10.99.0.77") || strings.Contains(addrs, "10.99.0.50") {
 		t.Errorf("addresses after the second apply (want 10.99.0.88/32 alone):\n%s", addrs)
 	}
-	if route := ipCmd(t, "-n", cli, "route", "show", "default"); strings.TrimSpace(route) != "default via 10.99.0.1 dev vc metric 50 onlink" {
+	if route := ipCmd(t, "-n", cli, "route", "show", "default"); strings.TrimSpace(route) != "default via 10.99.0.1 dev vc proto static metric 50 onlink" {
 		t.Errorf("default route (want on-link, metric 50, once):\n%s", route)
 	}
 	if route := ipCmd(t, "-n", cli, "route", "show", "10.200.0.0/16"); !strings.Contains(route, "10.200.0.0/16 dev vc scope link metric 7") {
@@ -1522,7 +1543,7 @@ func TestApplyStaticThenDHCP(t *testing.T) {
 			t.Errorf("after static again: %q, %d leases, error %q; want 10.99.0.88 alone\n%s", r.IPAfterApply, r.Leases, r.ApplyErr, stderr)
 		}
 		onlyAddress(t, cli, "10.99.0.88/24", "", "after static again")
-		if routes := strings.TrimSpace(ipCmd(t, "-n", cli, "route", "show", "default")); routes != "default via 10.99.0.1 dev vc metric 50" {
+		if routes := strings.TrimSpace(ipCmd(t, "-n", cli, "route", "show", "default")); routes != "default via 10.99.0.1 dev vc proto static metric 50" {
 			t.Errorf("default routes after static again:\n%s\nwant the static one alone", routes)
 		}
 	})
