@@ -450,6 +450,17 @@ func (n *Node) watchConfig(ctx context.Context, seen []byte, errFrom string, err
 			}
 			data, from, err := n.findConfig(ctx)
 			timer.Reset(every)
+			// A config applied through the local API while the sources were
+			// read (a slow download) wins: nothing found is said or kept.
+			setFrom := func(v string) bool {
+				n.mu.Lock()
+				defer n.mu.Unlock()
+				if n.cfg != nil {
+					return false
+				}
+				n.configFrom = v
+				return true
+			}
 			switch {
 			case ctx.Err() != nil:
 				return
@@ -457,9 +468,9 @@ func (n *Node) watchConfig(ctx context.Context, seen []byte, errFrom string, err
 				if errFrom != "" || seen != nil {
 					// What was shown is gone (the stick pulled out).
 					errFrom, errText, seen = "", "", nil
-					n.mu.Lock()
-					n.configFrom = ""
-					n.mu.Unlock()
+					if !setFrom("") {
+						return
+					}
 					n.note("no machine config found (etoile.config=, an ETOILE-CFG volume, or /etoile/config.yaml on the boot medium): K3s not started")
 				}
 				continue
@@ -482,9 +493,9 @@ func (n *Node) watchConfig(ctx context.Context, seen []byte, errFrom string, err
 				n.env.Log.Warn("machine config", "from", from, "warning", w)
 			}
 			if err != nil {
-				n.mu.Lock()
-				n.configFrom = from
-				n.mu.Unlock()
+				if !setFrom(from) {
+					return
+				}
 				n.showInvalid(from, err)
 				continue
 			}

@@ -1259,3 +1259,58 @@ func TestNetworkErrorsOnTheConsole(t *testing.T) {
 		t.Errorf("warnings after the lease: %q", got)
 	}
 }
+
+// TestApplyDuringASlowSourceRead: a config applied through the local API
+// while the watch is reading a slow source (a download) stays the node's:
+// what the read brings afterwards (an invalid config here) is neither
+// shown nor named as the node's config source.
+func TestApplyDuringASlowSourceRead(t *testing.T) {
+	root := t.TempDir()
+	buildStandin(t, root)
+	src := &blockingSource{reading: make(chan struct{}), release: make(chan struct{})}
+	var vol swappableSource
+	var con consoleLines
+	ctx, cancel := context.WithCancel(context.Background())
+	n := Start(ctx, Env{Root: root, ConfigVolume: vol.get, Broadcast: con.add,
+		ConfigRetry: 20 * time.Millisecond, K3sEnv: []string{"ETOILE_K3S_STANDIN_ROOT=" + root}, Socket: filepath.Join(root, "agent.sock")})
+	vol.set(src)
+	select {
+	case <-src.reading:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch never read the source")
+	}
+	if _, err := n.ApplyConfig(ctx, []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: api-1\nrole: server\ncluster: {init: true}\nk3s:\n  https-listen-port: 0\n")); err != nil {
+		t.Fatal(err)
+	}
+	close(src.release)
+	waitUntil(t, "the slow read's end", 10*time.Second, func() bool { return src.done.Load() })
+	time.Sleep(100 * time.Millisecond) // what the watch would do with it, done
+	if st := n.Status(ctx); st.Config != "local API" {
+		t.Errorf("config from %q after an apply during a slow read, want the local API's", st.Config)
+	}
+	if con.has("not-a-field") {
+		t.Errorf("the slow source's invalid config was shown after the apply:\n%s", con.all())
+	}
+	cancel()
+	n.Wait()
+}
+
+// blockingSource is a config source whose first read blocks until
+// release, then returns an invalid config.
+type blockingSource struct {
+	once             sync.Once
+	reading, release chan struct{}
+	done             atomic.Bool
+}
+
+func (*blockingSource) Name() string { return "slow download" }
+func (b *blockingSource) Read(ctx context.Context) ([]byte, error) {
+	b.once.Do(func() { close(b.reading) })
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer b.done.Store(true)
+	return []byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nnot-a-field: 1\n"), nil
+}
