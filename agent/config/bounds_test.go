@@ -72,6 +72,16 @@ func TestListBounds(t *testing.T) {
 			"registries.configs", "129 configs, more than the 128 allowed"},
 		{"endpoints", "registries: {mirrors: {docker.io: {endpoint: [" + repeat(17, func(i int) string { return fmt.Sprintf("'ftp://m%d'", i) }) + "]}}}\n",
 			"registries.mirrors.docker.io.endpoint", "17 endpoints, more than the 16 allowed"},
+		{"name servers", "network: {interfaces: [{name: eth0, dhcp: true, dns: [" + repeat(17, func(i int) string { return fmt.Sprintf("'bad%d'", i) }) + "]}]}\n",
+			"network.interfaces[0].dns", "17 name servers, more than the 16 allowed"},
+		{"time servers", "time: {servers: [" + repeat(33, func(i int) string { return fmt.Sprintf("'bad %d'", i) }) + "]}\n",
+			"time.servers", "33 servers, more than the 32 allowed"},
+		{"sysctls", "sysctls: {" + repeat(1025, func(i int) string { return fmt.Sprintf("'bad %d': x", i) }) + "}\n",
+			"sysctls", "1025 kernel parameters, more than the 1024 allowed"},
+		{"k3s options", "k3s: {" + repeat(513, func(i int) string { return fmt.Sprintf("'no-such-%d': x", i) }) + "}\n",
+			"k3s", "513 options, more than the 512 allowed"},
+		{"k3s values", "k3s: {kubelet-arg: [" + repeat(257, func(i int) string { return fmt.Sprintf("'hostname-override=n%d'", i) }) + "]}\n",
+			"k3s.kubelet-arg", "257 values, more than the 256 allowed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := Check([]byte(minimal + tc.body))

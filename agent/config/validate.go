@@ -81,6 +81,11 @@ const (
 	maxTaints          = 64
 	maxRegistries      = 128 // mirrors, and configs
 	maxMirrorEndpoints = 16  // per mirror
+	maxDNS             = 16  // per interface: the resolver reads three
+	maxTimeServers     = 32
+	maxSysctls         = 1024
+	maxK3sKeys         = 512 // K3s has about 200 options
+	maxK3sItems        = 256 // in one option's list (kubelet-arg…)
 )
 
 // tooMany reports an error at path when n, the entries it gives, is over
@@ -644,6 +649,9 @@ func (v *validator) network(n Network) {
 				v.gateway(p, "gateway6", ifc.Gateway6, false, prefixes, pfPaths, gateways)
 			}
 		}
+		if v.tooMany(p+".dns", len(ifc.DNS), maxDNS, "name servers", "give the few name servers this link reaches: the resolver asks the first three") {
+			continue
+		}
 		for j, d := range ifc.DNS {
 			switch a, err := netip.ParseAddr(d); {
 			case err != nil:
@@ -821,11 +829,17 @@ func ifNameProblem(n string) string {
 }
 
 func (v *validator) k3s(c *MachineConfig) {
+	if v.tooMany("k3s", len(c.K3s), maxK3sKeys, "options", "give the K3s options this node changes from their defaults") {
+		return
+	}
 	for _, k := range slices.Sorted(maps.Keys(c.K3s)) {
 		p := "k3s." + k
 		base := strings.TrimSuffix(k, "+") // K3s's "key+:" appends to a list
 		if c.K3s[k].node == nil {
 			v.errs.Add(p, "empty: give a value, or remove the key")
+			continue
+		}
+		if v.tooMany(p, len(c.K3s[k].Strings()), maxK3sItems, "values", "give the values this option needs; K3s passes each on") {
 			continue
 		}
 		if strings.HasPrefix(k, "-") {
@@ -1122,6 +1136,9 @@ func (v *validator) time(t *Time) {
 	if t.Disabled && len(t.Servers) > 0 {
 		v.errs.Add("time", "servers are given with disabled: true: remove one (disabled leaves the clock alone)")
 	}
+	if v.tooMany("time.servers", len(t.Servers), maxTimeServers, "servers", "give the few NTP servers this site reaches (or a pool name)") {
+		return
+	}
 	seen := map[string]int{}
 	for i, s := range t.Servers {
 		p := fmt.Sprintf("time.servers[%d]", i)
@@ -1204,6 +1221,9 @@ func hostnameLike(h string) error {
 var sysctlPart = regexp.MustCompile(`^[A-Za-z0-9_][-A-Za-z0-9_.:@]*$`)
 
 func (v *validator) sysctls(m map[string]string) {
+	if v.tooMany("sysctls", len(m), maxSysctls, "kernel parameters", "give the parameters this node needs changed from the kernel's defaults") {
+		return
+	}
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		p := "sysctls." + k
 		parts := strings.Split(SysctlPath(k), "/")
