@@ -498,7 +498,7 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 		// is the same file when both are built: squashfs ignores the tree
 		// past its bytes_used, and etoile.system.sha256 guards a download.
 		if err := step("verity", func() error {
-			t, err := verity.Append(system)
+			t, err := verity.AppendContext(ctx, system)
 			if err != nil {
 				return err
 			}

@@ -3,10 +3,12 @@ package media
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path"
+	"sort"
 	"strings"
 
 	"github.com/diskfs/go-diskfs/backend/file"
@@ -81,6 +83,9 @@ func WriteFATContext(ctx context.Context, dst string, size int64, files []File, 
 		if stop := stoppedBy(ctx, what, err); stop != nil {
 			return stop
 		}
+		if full := (*FATFullError)(nil); errors.As(err, &full) {
+			return fmt.Errorf("%s: %w: make the files smaller or the image larger (FATSize(files) gives a size that holds them)", what, err)
+		}
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	if err := stopped(ctx, what); err != nil {
@@ -101,6 +106,9 @@ func writeFATAt(ctx context.Context, f *os.File, start, size int64, files []File
 	fs, err := fat32.Create(b, size, start, 512, strings.ToUpper(opts.Label), true)
 	if err != nil {
 		return fmt.Errorf("create FAT32 (label %q, %d bytes): %w", opts.Label, size, err)
+	}
+	if err := fatRoom(f, start, size, files); err != nil {
+		return err
 	}
 	made := map[string]bool{"/": true}
 	for _, fl := range files {
@@ -136,7 +144,10 @@ func writeFATAt(ctx context.Context, f *os.File, start, size int64, files []File
 			if stop := stoppedBy(ctx, fmt.Sprintf("write %q", fl.Path), err); stop != nil {
 				return stop
 			}
-			return fmt.Errorf("write %q (%d bytes): %w (is the image large enough? see FATSize)", fl.Path, len(data), err)
+			if strings.Contains(err.Error(), "no space left") { // go-diskfs's errors.New
+				return newFATFullError(size, 0, 0, fl.Path, files, err)
+			}
+			return fmt.Errorf("write %q (%d bytes): %w", fl.Path, len(data), err)
 		}
 		if err := w.Close(); err != nil {
 			return fmt.Errorf("close %q: %w", fl.Path, err)
@@ -148,9 +159,145 @@ func writeFATAt(ctx context.Context, f *os.File, start, size int64, files []File
 	return normalizeFAT(f, start, opts)
 }
 
+// FATFullError says that a FAT filesystem is too small for its files, and
+// lists them. WriteFAT and WriteRaw (for the ESP) return it wrapped, with
+// what to do about it; errors.As finds it.
+type FATFullError struct {
+	// Size is the filesystem's size in bytes.
+	Size int64
+	// Room is the bytes its data clusters hold; Need is at least what the
+	// files and folders take in clusters. Both 0 when go-diskfs ran out of
+	// room while writing File.
+	Room, Need int64
+	// File is the file being written when go-diskfs ran out of room.
+	File string
+	// Files are all the files, largest first, with their sizes.
+	Files []FileSize
+	// Err is go-diskfs's error, if it reported one.
+	Err error
+}
+
+// FileSize is a file's path in a filesystem and its size in bytes.
+type FileSize struct {
+	Path string
+	Size int64
+}
+
+func newFATFullError(size, room, need int64, file string, files []File, err error) *FATFullError {
+	e := &FATFullError{Size: size, Room: room, Need: need, File: file, Err: err}
+	for _, f := range files {
+		n, _ := f.size() // already read once
+		e.Files = append(e.Files, FileSize{f.Path, n})
+	}
+	sort.SliceStable(e.Files, func(i, j int) bool { return e.Files[i].Size > e.Files[j].Size })
+	return e
+}
+
+func (e *FATFullError) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		fmt.Fprintf(&b, "the %s FAT filesystem is full writing %s", sizeString(e.Size), e.File)
+		if e.Err != nil {
+			fmt.Fprintf(&b, " (%v)", e.Err)
+		}
+	} else {
+		fmt.Fprintf(&b, "the %s FAT filesystem has room for %s; its files and folders need %s", sizeString(e.Size), sizeString(e.Room), sizeString(e.Need))
+	}
+	var total int64
+	for _, f := range e.Files {
+		total += f.Size
+	}
+	fmt.Fprintf(&b, ": %d files, %s in all, largest first:", len(e.Files), sizeString(total))
+	for i, f := range e.Files {
+		if i == 8 {
+			fmt.Fprintf(&b, " and %d more", len(e.Files)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, " %s %s", f.Path, sizeString(f.Size))
+	}
+	return b.String()
+}
+
+func (e *FATFullError) Unwrap() error { return e.Err }
+
+// sizeString formats a byte count for a person: "33 bytes", "120.0 KiB",
+// "256 MiB", "12.4 MiB".
+func sizeString(n int64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d bytes", n)
+	case n < mib:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	case n%mib == 0:
+		return fmt.Sprintf("%d MiB", n/mib)
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/mib)
+}
+
+// fatRoom returns a *FATFullError when files cannot fit in the FAT32
+// filesystem go-diskfs just created at start of f: what they take in
+// clusters (one for an empty file, which go-diskfs allocates; each folder's
+// listing at one 32-byte entry per name) against its free clusters. It
+// counts no long-name entries, so it never refuses what go-diskfs could
+// write; a tighter miss is reported from the write that fails.
+func fatRoom(f *os.File, start, size int64, files []File) error {
+	bs := make([]byte, 512)
+	if _, err := f.ReadAt(bs, start); err != nil {
+		return fmt.Errorf("read FAT boot sector: %w", err)
+	}
+	bps := int64(binary.LittleEndian.Uint16(bs[11:]))
+	spc := int64(bs[13])
+	reserved := int64(binary.LittleEndian.Uint16(bs[14:]))
+	nfats := int64(bs[16])
+	total := int64(binary.LittleEndian.Uint32(bs[32:]))
+	fatSectors := int64(binary.LittleEndian.Uint32(bs[36:]))
+	cluster := bps * spc
+	if cluster == 0 || total <= reserved+nfats*fatSectors {
+		return fmt.Errorf("FAT boot sector is not FAT32 as written by go-diskfs (bps %d, spc %d)", bps, spc)
+	}
+	room := (total - reserved - nfats*fatSectors) / spc * cluster
+	children := map[string]map[string]bool{"/": {}}
+	var need int64
+	for _, fl := range files {
+		n, err := fl.size()
+		if err != nil {
+			return err
+		}
+		need += max(roundUp(n, cluster), cluster)
+		for p := fl.Path; p != "/"; p = path.Dir(p) {
+			d := path.Dir(p)
+			if children[d] == nil {
+				children[d] = map[string]bool{}
+			}
+			children[d][p] = true
+		}
+	}
+	for d, c := range children {
+		if d == "/" { // the volume label, no "." or ".."
+			need += roundUp(int64(len(c)+1)*32, cluster)
+		} else {
+			need += roundUp(int64(len(c)+2)*32, cluster)
+		}
+	}
+	if need > room {
+		return newFATFullError(size, room, need, "", files, nil)
+	}
+	return nil
+}
+
 // normalizeFAT fixes what go-diskfs leaves to the clock or undone, on the
 // bytes it wrote at offset start of f:
 //   - the volume serial (boot sector and its backup) is set to opts.VolumeID;
+//   - the BPB's hidden sectors (boot sector and its backup), which go-diskfs
+//     leaves 0, become the sectors before the filesystem in f: on the raw
+//     disk the ESP's start LBA, as mkfs.vfat writes it on a partition; 0 for
+//     a whole-device image (WriteFAT, e.g. the El Torito EFI image: reached
+//     as a CD boot image or, on a USB stick, through the isohybrid MBR/GPT
+//     entries at another offset, it has no one start, and xorriso and
+//     mkfs.vfat on a file leave 0 too);
 //   - every short directory entry (files, folders, ".", "..", the volume
 //     label) gets creation, access and modification times of opts.Epoch;
 //   - an empty file owns no cluster (go-diskfs gives it one, which fsck.vfat
@@ -189,12 +336,19 @@ func normalizeFAT(f *os.File, start int64, opts FATOptions) error {
 	dataStart := start + (reserved+nfats*fatSectors)*bps
 	clusters := uint32((total - reserved - nfats*fatSectors) / spc)
 
-	// Volume id, primary and backup boot sector.
-	var id [4]byte
+	// Volume id and hidden sectors, primary and backup boot sector.
+	if start%bps != 0 {
+		return fmt.Errorf("FAT filesystem at byte %d does not start on a %d-byte sector", start, bps)
+	}
+	var id, hidden [4]byte
 	binary.LittleEndian.PutUint32(id[:], opts.VolumeID)
+	binary.LittleEndian.PutUint32(hidden[:], uint32(start/bps))
 	for _, s := range []int64{0, backup} {
 		if _, err := f.WriteAt(id[:], start+s*bps+67); err != nil {
 			return fmt.Errorf("write volume id: %w", err)
+		}
+		if _, err := f.WriteAt(hidden[:], start+s*bps+28); err != nil {
+			return fmt.Errorf("write hidden sectors: %w", err)
 		}
 	}
 

@@ -194,11 +194,25 @@ func isoDate7(t time.Time) []byte {
 }
 
 // normalizeISO rewrites what go-diskfs takes from the clock and from the
-// staged files' owners: the primary volume descriptor's dates, every
-// directory record's date, every Rock Ridge TF timestamp (go-diskfs records
-// the workspace's ctime, which no caller can set) and every Rock Ridge PX
-// owner (set to 0:0). It walks the directory tree from the root record,
-// following SUSP continuation areas.
+// staging folder, and what it leaves unset, so the bytes depend only on the
+// inputs:
+//   - the primary volume descriptor's dates, every directory record's date
+//     and every Rock Ridge TF timestamp (go-diskfs records the workspace's
+//     ctime, which no caller can set) become the epoch;
+//   - every Rock Ridge PX owner becomes 0:0;
+//   - every PX link count becomes 1. go-diskfs copies the staging folder's
+//     st_nlink, which depends on the host filesystem (ext4 and tmpfs give a
+//     folder 2 + its subfolders, btrfs 1, ZFS its entry count). Every file
+//     is staged as a fresh copy, so 1 is exact for files; for folders 1 is
+//     what xorriso (libisofs) writes and what Linux reports for an ISO
+//     without Rock Ridge, and find reads it as "unknown" rather than
+//     skipping subfolders on a wrong count, and it needs no count of the tree;
+//   - the El Torito boot catalog, which go-diskfs adds with PX mode 0 (no
+//     permission at all) and link count 0, becomes a 0444 regular file, as
+//     xorriso makes it.
+//
+// It walks the directory tree from the root record, following SUSP
+// continuation areas.
 func normalizeISO(f *os.File, epoch int64) error {
 	t := epochTime(epoch)
 	pvd := make([]byte, isoSector)
@@ -220,14 +234,40 @@ func normalizeISO(f *os.File, epoch int64) error {
 		return fmt.Errorf("write primary volume descriptor: %w", err)
 	}
 	w := isoWalker{f: f, date: isoDate7(t), seen: map[uint32]bool{}}
+	// The boot catalog's extent, from the El Torito boot record.
+	brvd := make([]byte, isoSector)
+	if _, err := f.ReadAt(brvd, 17*isoSector); err != nil {
+		return fmt.Errorf("read volume descriptor 17: %w", err)
+	}
+	if brvd[0] == 0 && strings.HasPrefix(string(brvd[7:39]), "EL TORITO SPECIFICATION") {
+		w.catalog = binary.LittleEndian.Uint32(brvd[71:])
+	}
 	root := pvd[156 : 156+34]
 	return w.dir(binary.LittleEndian.Uint32(root[2:]), binary.LittleEndian.Uint32(root[10:]))
 }
 
 type isoWalker struct {
-	f    *os.File
-	date []byte
-	seen map[uint32]bool
+	f       *os.File
+	date    []byte
+	seen    map[uint32]bool
+	catalog uint32 // LBA of the El Torito boot catalog, 0 if none
+}
+
+// Rock Ridge PX (RRIP 1.10, 36 bytes) offsets: mode, link count, uid and
+// gid, each both-endian (little-endian 4 bytes, then big-endian 4 bytes).
+const (
+	pxMode  = 4
+	pxLinks = 12
+	pxUID   = 20
+	pxLen   = 36
+	// catalogMode is the boot catalog's PX mode: a 0444 regular file.
+	catalogMode = 0o100444
+)
+
+// putBoth writes v both-endian (ISO 9660 7.3.3) at b[0:8].
+func putBoth(b []byte, v uint32) {
+	binary.LittleEndian.PutUint32(b[0:], v)
+	binary.BigEndian.PutUint32(b[4:], v)
 }
 
 func (w *isoWalker) dir(lba, size uint32) error {
@@ -267,12 +307,16 @@ func (w *isoWalker) dir(lba, size uint32) error {
 		if nameLen%2 == 0 {
 			su++
 		}
+		isSelf := nameLen == 1 && (name[0] == 0 || name[0] == 1)
+		// go-diskfs records the catalog as a file whose extent is the one
+		// the boot record names (an empty file may share an LBA: size > 0).
+		catalog := w.catalog != 0 && rec[25]&2 == 0 && !isSelf &&
+			binary.LittleEndian.Uint32(rec[2:]) == w.catalog && binary.LittleEndian.Uint32(rec[10:]) > 0
 		if su < n {
-			if err := w.susp(rec[su:]); err != nil {
+			if err := w.susp(rec[su:], catalog); err != nil {
 				return fmt.Errorf("directory at sector %d: %w", lba, err)
 			}
 		}
-		isSelf := nameLen == 1 && (name[0] == 0 || name[0] == 1)
 		if rec[25]&2 != 0 && !isSelf {
 			subdirs = append(subdirs, [2]uint32{binary.LittleEndian.Uint32(rec[2:]), binary.LittleEndian.Uint32(rec[10:])})
 		}
@@ -290,8 +334,8 @@ func (w *isoWalker) dir(lba, size uint32) error {
 }
 
 // susp patches the TF and PX entries of one system use area, in place, and
-// follows its CE continuation area.
-func (w *isoWalker) susp(b []byte) error {
+// follows its CE continuation area; catalog marks the boot catalog's record.
+func (w *isoWalker) susp(b []byte, catalog bool) error {
 	for pos := 0; pos+4 <= len(b); {
 		sig, n := string(b[pos:pos+2]), int(b[pos+2])
 		if n < 4 || pos+n > len(b) {
@@ -320,8 +364,12 @@ func (w *isoWalker) susp(b []byte) error {
 				off += size
 			}
 		case "PX":
-			if n >= 36 {
-				clear(e[20:36]) // uid and gid, both byte orders
+			if n >= pxLen {
+				putBoth(e[pxLinks:], 1)
+				clear(e[pxUID:pxLen]) // uid and gid, both byte orders
+				if catalog {
+					putBoth(e[pxMode:], catalogMode)
+				}
 			}
 		case "CE":
 			if n >= 28 {
@@ -336,7 +384,7 @@ func (w *isoWalker) susp(b []byte) error {
 				if _, err := w.f.ReadAt(ce, at); err != nil {
 					return fmt.Errorf("read continuation area: %w", err)
 				}
-				if err := w.susp(ce); err != nil {
+				if err := w.susp(ce, catalog); err != nil {
 					return err
 				}
 				if _, err := w.f.WriteAt(ce, at); err != nil {

@@ -155,6 +155,7 @@ func TestWriteISO(t *testing.T) {
 				t.Errorf("MBR code is not isohdpfx.bin's")
 			}
 			checkISOFiles(t, dst, opts)
+			checkISOPX(t, dst, opts.BootCatalog)
 		})
 	}
 }

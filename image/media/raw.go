@@ -2,6 +2,8 @@ package media
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -148,11 +150,21 @@ func WriteRawContext(ctx context.Context, dst string, opts RawOptions) error {
 	if err := table.Write(f, diskSize); err != nil {
 		return fmt.Errorf("write GPT to %q: %w", dst, err)
 	}
+	if _, err := f.WriteAt(protectiveMBREntry(diskSize/512), 446); err != nil {
+		return fmt.Errorf("write protective MBR to %q: %w", dst, err)
+	}
 	fatOpts := FATOptions{Label: opts.ESPLabel, VolumeID: opts.ESPVolumeID, Epoch: opts.Epoch}
 	if err := writeFATAt(ctx, f, mib, espSize, espFiles, fatOpts); err != nil {
 		what := fmt.Sprintf("write ESP in %q", dst)
 		if stop := stoppedBy(ctx, what, err); stop != nil {
 			return stop
+		}
+		if full := (*FATFullError)(nil); errors.As(err, &full) {
+			return fmt.Errorf("%s: the ESP %q (partition 1) is too small: %w. "+
+				"etoile build puts the kernel and the initramfs there: make the initramfs smaller "+
+				"(fewer kernel modules in the spec's modules list, or initramfs.compression: xz); "+
+				"calling WriteRaw, give a larger RawOptions.ESPSize, or 0 to size the ESP from its files",
+				what, opts.ESPLabel, err)
 		}
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -168,6 +180,30 @@ func WriteRawContext(ctx context.Context, dst string, opts RawOptions) error {
 		return err
 	}
 	return commit()
+}
+
+// protectiveMBREntry is the protective MBR's 0xEE partition record for a disk
+// of sectors 512-byte sectors, as the UEFI specification (§5.2.3) has it and
+// sgdisk writes it: start CHS 0x000200, end CHS the last sector's in a
+// 255-head, 63-sector geometry or 0xFFFFFF past cylinder 1023, start LBA 1,
+// size the disk's sectors minus one or 0xFFFFFFFF when that does not fit.
+// go-diskfs leaves both CHS fields 0 and truncates the size to 32 bits.
+func protectiveMBREntry(sectors int64) []byte {
+	const heads, perTrack = 255, 63
+	e := make([]byte, 16)
+	e[1], e[2], e[3] = 0x00, 0x02, 0x00
+	e[4] = 0xee
+	last := sectors - 1
+	if c := last / (heads * perTrack); c > 1023 {
+		e[5], e[6], e[7] = 0xff, 0xff, 0xff
+	} else {
+		h := last / perTrack % heads
+		sec := last%perTrack + 1
+		e[5], e[6], e[7] = byte(h), byte(sec)|byte(c>>8)<<6, byte(c)
+	}
+	binary.LittleEndian.PutUint32(e[8:], 1)
+	binary.LittleEndian.PutUint32(e[12:], uint32(min(sectors-1, 0xffffffff)))
+	return e
 }
 
 // copyAt copies the file src into f at offset off, until ctx is done.

@@ -15,6 +15,7 @@ package verity
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -46,13 +47,28 @@ func (t Tree) Cmdline() string {
 
 // Append pads the file at path to a multiple of BlockSize and appends its
 // hash tree. The salt is the SHA-256 of the padded image, so a build is
-// reproducible. The file must not already carry a tree.
+// reproducible.
+//
+// The whole file is taken as the data area: the caller makes sure it does
+// not already carry a tree (a second Append would hash the first tree as
+// data and append another). Append cannot tell: the tree has no
+// superblock (veritysetup --no-superblock) and is made of SHA-256 digests,
+// which look like any other data.
 func Append(path string) (Tree, error) {
+	return AppendContext(context.Background(), path)
+}
+
+// AppendContext is Append that stops when ctx is done: it looks at ctx
+// every checkEvery blocks while it hashes the image (twice: once for the
+// salt, once for the tree) and before it writes the tree. It then returns
+// ctx's error, wrapped, and leaves the file as it found it (the padding
+// removed, no tree written), as it does on any error.
+func AppendContext(ctx context.Context, path string) (Tree, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return Tree{}, err
 	}
-	t, err := appendTree(f)
+	t, err := appendTree(ctx, f)
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
@@ -62,7 +78,31 @@ func Append(path string) (Tree, error) {
 	return t, nil
 }
 
-func appendTree(f *os.File) (Tree, error) {
+// checkEvery is how many blocks (4 MiB) are hashed between two looks at
+// the context.
+const checkEvery = 1024
+
+// ctxReader reads r until ctx is done, then returns ctx's error.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+	n   int
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if c.n += len(p); c.n >= checkEvery*BlockSize {
+		c.n = 0
+		if err := c.ctx.Err(); err != nil {
+			return 0, err
+		}
+	}
+	return c.r.Read(p)
+}
+
+func appendTree(ctx context.Context, f *os.File) (t Tree, err error) {
+	if err := ctx.Err(); err != nil {
+		return Tree{}, err
+	}
 	st, err := f.Stat()
 	if err != nil {
 		return Tree{}, err
@@ -71,18 +111,27 @@ func appendTree(f *os.File) (Tree, error) {
 	if size == 0 {
 		return Tree{}, errors.New("the image is empty")
 	}
+	// Stopped or failed: the file goes back to its size, without the
+	// padding or a part of a tree.
+	orig := size
+	defer func() {
+		if err != nil {
+			if terr := f.Truncate(orig); terr != nil {
+				err = fmt.Errorf("%w (and cutting the file back to %d bytes: %v)", err, orig, terr)
+			}
+		}
+	}()
 	if r := size % BlockSize; r != 0 {
 		size += BlockSize - r
 		if err := f.Truncate(size); err != nil {
 			return Tree{}, err
 		}
 	}
-	var t Tree
 	t.DataBlocks = uint64(size / BlockSize)
 
 	// The salt: the SHA-256 of the padded image.
 	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(f, 0, size)); err != nil {
+	if _, err := io.Copy(h, &ctxReader{ctx: ctx, r: io.NewSectionReader(f, 0, size)}); err != nil {
 		return Tree{}, err
 	}
 	copy(t.Salt[:], h.Sum(nil))
@@ -98,20 +147,24 @@ func appendTree(f *os.File) (Tree, error) {
 	}
 	// Level 0 (the data blocks' digests) first, then up to a single block.
 	levels := [][]byte{}
-	lvl, err := hashBlocks(bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 1<<20), t.DataBlocks, t.Salt[:])
+	lvl, err := hashBlocks(ctx, bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 1<<20), t.DataBlocks, t.Salt[:])
 	if err != nil {
 		return Tree{}, err
 	}
 	levels = append(levels, lvl)
 	for len(lvl) > BlockSize {
 		n := uint64(len(lvl) / BlockSize)
-		if lvl, err = hashBlocks(bytes.NewReader(lvl), n, t.Salt[:]); err != nil {
+		if lvl, err = hashBlocks(ctx, bytes.NewReader(lvl), n, t.Salt[:]); err != nil {
 			return Tree{}, err
 		}
 		levels = append(levels, lvl)
 	}
 	top := levels[len(levels)-1]
 	t.Root = saltedSum(t.Salt[:], top)
+	// The last look: once the tree is being written, it is written whole.
+	if err := ctx.Err(); err != nil {
+		return Tree{}, err
+	}
 
 	// Stored top level first, right after the data area.
 	w := bufio.NewWriterSize(io.NewOffsetWriter(f, size), 1<<20)
@@ -127,12 +180,18 @@ func appendTree(f *os.File) (Tree, error) {
 }
 
 // hashBlocks reads n blocks from r and returns their digests, packed 128 to
-// a hash block, the last one zero-padded.
-func hashBlocks(r io.Reader, n uint64, salt []byte) ([]byte, error) {
+// a hash block, the last one zero-padded. It returns ctx's error when ctx
+// is done, looking every checkEvery blocks.
+func hashBlocks(ctx context.Context, r io.Reader, n uint64, salt []byte) ([]byte, error) {
 	hashBlocksN := (n + digestsPerBlock - 1) / digestsPerBlock
 	out := make([]byte, hashBlocksN*BlockSize)
 	buf := make([]byte, BlockSize)
 	for i := uint64(0); i < n; i++ {
+		if i%checkEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
 		if _, err := io.ReadFull(r, buf); err != nil {
 			return nil, err
 		}
