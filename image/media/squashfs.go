@@ -1,8 +1,10 @@
 package media
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -38,7 +40,12 @@ type SquashfsOptions struct {
 // `mksquashfs -noI -noD -noF -noX` writes, so the kernel and unsquashfs read it.
 //
 // Setuid, setgid and sticky bits are kept: go-diskfs stores only the low 9
-// mode bits, and fixSquashfsInodes sets the others back.
+// mode bits, and fixSquashfsInodes sets the others back. Extended attributes
+// (ACLs, security labels) are not: the image has none.
+//
+// A file whose data would start at 4 GiB or later is refused (go-diskfs
+// cannot point at it, see checkSquashfsDataStart), so the image's files stay
+// under 4 GiB in all.
 func WriteSquashfs(dst, srcDir string, opts SquashfsOptions) error {
 	return WriteSquashfsContext(context.Background(), dst, srcDir, opts)
 }
@@ -93,10 +100,12 @@ func WriteSquashfsContext(ctx context.Context, dst, srcDir string, opts Squashfs
 		}
 		return fmt.Errorf("write squashfs %q from %q: %w", dst, srcDir, err)
 	}
-	if err := fixSquashfsInodes(f, info); err != nil {
+	// The tables are re-cut first: fixSquashfsInodes reads the inode table
+	// by its 8 KiB blocks.
+	if err := rechunkSquashfsDirectories(f); err != nil {
 		return fmt.Errorf("repair squashfs %q: %w", dst, err)
 	}
-	if err := rechunkSquashfsDirectories(f); err != nil {
+	if err := fixSquashfsInodes(f, info); err != nil {
 		return fmt.Errorf("repair squashfs %q: %w", dst, err)
 	}
 	if err := normalizeSquashfs(f, opts.Epoch); err != nil {
@@ -158,6 +167,21 @@ type mirrorInfo struct {
 	// bits of each entry, in the same order: go-diskfs writes only the
 	// low nine bits of a mode.
 	special []uint16
+	// paths are the entries' paths in the source tree, for messages.
+	paths []string
+	// parents are the inode numbers (walk index + 1) of the folders
+	// holding the entries; 0 for the root, whose parent is one past the
+	// last inode (as mksquashfs writes it). go-diskfs leaves a folder's
+	// parent 0, which breaks NFS handles of folders and ".." in readdir.
+	parents []uint32
+}
+
+// path names entry i for a message.
+func (m mirrorInfo) path(i uint32) string {
+	if int(i) < len(m.paths) {
+		return fmt.Sprintf("%q", m.paths[i])
+	}
+	return fmt.Sprintf("inode %d", i)
 }
 
 func mirrorTree(ctx context.Context, src, dst string, t time.Time, log *slog.Logger, info *mirrorInfo) error {
@@ -184,6 +208,11 @@ func mirrorTree(ctx context.Context, src, dst string, t time.Time, log *slog.Log
 			return fmt.Errorf("stat squashfs source %q: %w", p, err)
 		}
 		mode := fi.Mode()
+		if rel == "." {
+			info.parents = append(info.parents, 0)
+		} else {
+			info.parents = append(info.parents, uint32(dirIndex[filepath.Dir(rel)])+1)
+		}
 		if mode.IsDir() {
 			dirIndex[rel] = len(info.links)
 			if rel != "." {
@@ -204,6 +233,7 @@ func mirrorTree(ctx context.Context, src, dst string, t time.Time, log *slog.Log
 			special |= 0o1000
 		}
 		info.special = append(info.special, special)
+		info.paths = append(info.paths, filepath.ToSlash(filepath.Join("/", rel)))
 		switch {
 		case mode.IsDir():
 			if err := checkListingSize(p, rel); err != nil {
@@ -213,6 +243,11 @@ func mirrorTree(ctx context.Context, src, dst string, t time.Time, log *slog.Log
 				if err := os.Mkdir(out, 0o755); err != nil {
 					return fmt.Errorf("mirror %q: %w", rel, err)
 				}
+			}
+			// The root comes first: without its default ACL, nothing
+			// created in it inherits one.
+			if err := clearWorkspaceXattrs(out, rel); err != nil {
+				return err
 			}
 			// Permissions are applied at the end: a read-only folder
 			// could not receive its children.
@@ -240,6 +275,9 @@ func mirrorTree(ctx context.Context, src, dst string, t time.Time, log *slog.Log
 			if err := copyInto(ctx, out, File{Path: rel, Source: p, Mode: mode.Perm() | 0o400}); err != nil {
 				return err
 			}
+			if err := clearWorkspaceXattrs(out, rel); err != nil {
+				return err
+			}
 			if err := os.Chmod(out, mode.Perm()); err != nil {
 				return err
 			}
@@ -260,6 +298,65 @@ func mirrorTree(ctx context.Context, src, dst string, t time.Time, log *slog.Log
 		}
 	}
 	return nil
+}
+
+// removeXattr is unix.Lremovexattr; a test replaces it to stand for an
+// attribute the host does not let go of.
+var removeXattr = unix.Lremovexattr
+
+// clearWorkspaceXattrs removes every extended attribute of p, the workspace
+// copy of the source's rel. go-diskfs v1.9.4 lists the attributes of every
+// workspace entry whatever FinalizeOptions.Xattrs says (reading through
+// symlinks, which mirrorTree points at their own folders): a POSIX ACL, which
+// the workspace inherits when TMPDIR (inside the output folder) has a default
+// one, makes it fail ("unknown xattr key: system.posix_acl_default"); other
+// attributes (an SELinux label on every file) it writes into an xattr table,
+// carrying the host's labels into the image, and rechunkSquashfsDirectories
+// refuses that table. The system image holds no extended attributes. An
+// attribute that cannot be removed is an error naming it.
+func clearWorkspaceXattrs(p, rel string) error {
+	rel = filepath.ToSlash(filepath.Join("/", rel))
+	names, err := listXattrs(p)
+	if err != nil {
+		return fmt.Errorf("list the extended attributes of %q, the squashfs workspace copy of the source's %q: %w", p, rel, err)
+	}
+	for _, name := range names {
+		if err := removeXattr(p, name); err != nil && !errors.Is(err, unix.ENODATA) {
+			return fmt.Errorf("%q, the squashfs workspace copy of the source's %q, has the extended attribute %s, which cannot be removed (%v); "+
+				"go-diskfs v1.9.4 would copy it into the system image or fail on it: build with -o and TMPDIR on a filesystem "+
+				"that gives new files no extended attributes (e.g. a tmpfs on a host without SELinux labels)", p, rel, name, err)
+		}
+	}
+	return nil
+}
+
+// listXattrs returns the names of p's extended attributes (not through a
+// symlink); none where the filesystem has no extended attributes.
+func listXattrs(p string) ([]string, error) {
+	for {
+		n, err := unix.Llistxattr(p, nil)
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			return nil, nil
+		}
+		if err != nil || n == 0 {
+			return nil, err
+		}
+		buf := make([]byte, n)
+		n, err = unix.Llistxattr(p, buf)
+		if errors.Is(err, unix.ERANGE) {
+			continue // the list grew meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, name := range bytes.Split(buf[:n], []byte{0}) {
+			if len(name) > 0 {
+				names = append(names, string(name))
+			}
+		}
+		return names, nil
+	}
 }
 
 func lchtimes(p string, t time.Time) error {
