@@ -3,8 +3,6 @@ package boot
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,30 +12,18 @@ import (
 	"github.com/etoile-os/etoile/agent/fakeroot"
 	"github.com/etoile-os/etoile/agent/kmod"
 	"github.com/etoile-os/etoile/agent/mount"
-	"github.com/etoile-os/etoile/image/verity"
 )
 
-// veritySquashfs is a stand-in system image (a squashfs superblock's magic
-// and bytes_used, filled with fill) with its hash tree appended by the
-// build's writer, and its etoile.verity= argument.
+// veritySquashfs is fakeroot.VeritySquashfs's image read back, and its
+// etoile.verity= value.
 func veritySquashfs(t *testing.T, fill byte) (string, string) {
 	t.Helper()
-	b := bytes.Repeat([]byte{fill}, 2*4096+7)
-	copy(b, "hsqs")
-	binary.LittleEndian.PutUint64(b[40:], uint64(len(b)))
-	p := filepath.Join(t.TempDir(), "system.sqfs")
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tree, err := verity.Append(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, tree := fakeroot.VeritySquashfs(t, 2*4096+7, fill)
 	img, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(img), hex.EncodeToString(tree.Root[:]) + ":" + hex.EncodeToString(tree.Salt[:])
+	return string(img), strings.TrimPrefix(tree.Cmdline(), "etoile.verity=")
 }
 
 // TestBootPicksTheMediumByRootHash: two Étoile ISOs (a stick of an older

@@ -6,41 +6,18 @@ import (
 	"errors"
 	"math"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/etoile-os/etoile/image/verity"
+	"github.com/etoile-os/etoile/agent/fakeroot"
 )
-
-// verityImage writes a stand-in squashfs (its superblock's magic and
-// bytes_used, then filler: only those fields are read) of used bytes and
-// appends its hash tree with the build's writer.
-func verityImage(t *testing.T, used int, fill byte) (string, verity.Tree) {
-	t.Helper()
-	b := make([]byte, used)
-	for i := range b {
-		b[i] = fill
-	}
-	copy(b, "hsqs")
-	binary.LittleEndian.PutUint64(b[40:], uint64(used))
-	p := filepath.Join(t.TempDir(), "system.sqfs")
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tree, err := verity.Append(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p, tree
-}
 
 // TestCheckVerity: the image the root hash was made for passes, with the
 // data blocks the build counted; another build's image is a mismatch naming
 // both hashes; inside an ISO the file's extent is found.
 func TestCheckVerity(t *testing.T) {
-	img, tree := verityImage(t, 3*4096+100, 1)
-	other, otherTree := verityImage(t, 3*4096+100, 2)
+	img, tree := fakeroot.VeritySquashfs(t, 3*4096+100, 1)
+	other, otherTree := fakeroot.VeritySquashfs(t, 3*4096+100, 2)
 	root, salt := hex.EncodeToString(tree.Root[:]), hex.EncodeToString(tree.Salt[:])
 	blocks, err := CheckVerity(img, false, root, salt)
 	if err != nil || blocks != tree.DataBlocks || blocks != 4 {
