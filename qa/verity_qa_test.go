@@ -60,13 +60,7 @@ func TestVerity(t *testing.T) {
 		if err := f.Close(); err != nil {
 			t.Fatal(err)
 		}
-		vm := Start(t, Config{Devices: []Device{OVMF{}, VirtioDisk{Path: disk}, UserNIC{}}})
-		m := vm.WaitFor(ErrorRE, ReadyTimeout)
-		t.Logf("error line: %s", m.Line)
-		if !strings.Contains(m.Line, "step=mount-system") || !strings.Contains(m.Line, "the medium is damaged") {
-			t.Errorf("want the mount-system error with the medium's fix, got: %s", m.Line)
-		}
-		vm.Absent(regexp.MustCompile(`Kernel panic|Attempted to kill init|^etoile: ready\b`), 5*time.Second)
+		bootStopsAtMountSystem(t, disk, "the medium is damaged")
 	})
 	t.Run("another build's root hash", func(t *testing.T) {
 		t.Parallel()
@@ -97,12 +91,20 @@ func TestVerity(t *testing.T) {
 		if o, err := toolCommand("mcopy", "-o", "-i", img, conf, entry).CombinedOutput(); err != nil {
 			t.Fatalf("mcopy: %v\n%s", err, o)
 		}
-		vm := Start(t, Config{Devices: []Device{OVMF{}, VirtioDisk{Path: disk}, UserNIC{}}})
-		m := vm.WaitFor(ErrorRE, ReadyTimeout)
-		t.Logf("error line: %s", m.Line)
-		if !strings.Contains(m.Line, "step=mount-system") || !strings.Contains(m.Line, "another build's image") {
-			t.Errorf("want the mount-system error naming another build's image, got: %s", m.Line)
-		}
-		vm.Absent(regexp.MustCompile(`Kernel panic|Attempted to kill init|^etoile: ready\b`), 5*time.Second)
+		bootStopsAtMountSystem(t, disk, "another build's image")
 	})
+}
+
+// bootStopsAtMountSystem boots the raw disk under OVMF and wants the
+// mount-system error line saying want, and the boot stopped there (no
+// ready line, no kernel panic).
+func bootStopsAtMountSystem(t *testing.T, disk, want string) {
+	t.Helper()
+	vm := Start(t, Config{Devices: []Device{OVMF{}, VirtioDisk{Path: disk}, UserNIC{}}})
+	m := vm.WaitFor(ErrorRE, ReadyTimeout)
+	t.Logf("error line: %s", m.Line)
+	if !strings.Contains(m.Line, "step=mount-system") || !strings.Contains(m.Line, want) {
+		t.Errorf("want the mount-system error saying %q, got: %s", want, m.Line)
+	}
+	vm.Absent(regexp.MustCompile(`Kernel panic|Attempted to kill init|^etoile: ready\b`), 5*time.Second)
 }
