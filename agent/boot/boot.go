@@ -1449,12 +1449,14 @@ func switchRoot(ctx context.Context, m *Machine) error {
 	}
 	if m.Cold != nil {
 		// The system's modprobe.d options (options nvidia NVreg_…) for
-		// what loads from here on, before the command line's.
+		// what loads from here on, before the command line's; its
+		// blacklist and install false/true too.
 		if conf, err := kmod.ReadModprobeD(m.path("/")); err != nil {
 			m.log.Warn("modprobe.d unreadable: its options are not applied", "reason", err.Error())
 		} else if len(conf.Files) > 0 {
-			m.Cold.AddConfigParams(conf.Options)
+			m.Cold.AddModprobeConf(conf)
 			m.log.Info("modprobe.d", "files", strings.Join(conf.Files, ","), "options_for", strings.Join(slices.Sorted(maps.Keys(conf.Options)), ","),
+				"blacklist", strings.Join(slices.Sorted(maps.Keys(conf.Blacklist)), ","), "install", conf.InstallSummary(),
 				"not_applied", strings.Join(conf.Ignored, ","))
 		}
 	}

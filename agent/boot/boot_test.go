@@ -596,7 +596,7 @@ func TestBootLaysImageModulesOver(t *testing.T) {
 		t.Errorf("dca (modules-load.d) not loaded: %q", lr.Loaded())
 	}
 	// The system's modprobe.d options apply to what loads after the switch.
-	if !strings.Contains(out, "modprobe.d files=/etc/modprobe.d/dca.conf options_for=dca not_applied=\"/etc/modprobe.d/dca.conf:2 blacklist\"") {
+	if !strings.Contains(out, "modprobe.d files=/etc/modprobe.d/dca.conf options_for=dca blacklist=nouveau install=\"\" not_applied=\"\"") {
 		t.Errorf("modprobe.d not read:\n%s", out)
 	}
 	if p := lr.Params["dca"]; !strings.HasPrefix(p, "debug=1") {

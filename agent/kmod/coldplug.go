@@ -89,7 +89,9 @@ func ReadList(path string) ([]string, error) {
 // init often sleeps while it probes (ahci waits for its links), and the
 // others load meanwhile. A module is loaded once; whoever needs a module
 // another goroutine is loading waits for it to finish first, so that the
-// kernel finds its symbols.
+// kernel finds its symbols, and shares its outcome. A module whose load
+// failed is tried again by the next request for it (a modprobe, a device
+// added), never in a loop; a dependency that fails stops its chain.
 //
 // Storage comes first: the drivers for disk and CD controllers, USB host
 // controllers and the disks and CDs themselves (what finding the boot
@@ -118,6 +120,10 @@ type Coldplug struct {
 	Defaults map[string]string
 	paramsMu sync.RWMutex
 	conf     map[string]string // modprobe.d's options, by module
+	// modprobe.d's blacklist (module → "file:line") and the install
+	// commands Étoile follows (AddModprobeConf), under paramsMu.
+	blacklist map[string]string
+	install   []InstallRule
 	// NetworkFirst makes the NIC drivers urgent instead of the storage
 	// drivers: the boot medium comes over the network (netboot).
 	NetworkFirst bool
@@ -146,8 +152,10 @@ type Coldplug struct {
 	deps    atomic.Pointer[Deps]
 
 	mu          sync.Mutex
-	seen        map[string]bool          // modaliases already handled
-	done        map[string]chan struct{} // module → closed once loaded (or given up)
+	seen        map[string]bool       // modaliases already handled (at most maxSeen)
+	seenFull    bool                  // (under mu) a modalias was turned away: seen is full
+	done        map[string]*loadState // module → its load; a failed one is forgotten, to be tried again
+	failed      map[string]error      // (under mu) module → why its last load failed
 	warned      map[string]bool
 	loaded      []string // modules loaded, in order
 	loadCount   atomic.Int64
@@ -186,7 +194,7 @@ const BackgroundNice = 19
 // modules.softdep from modDir.
 func NewColdplug(sysDir, modDir string, loader Loader, log *slog.Logger) (*Coldplug, error) {
 	c := &Coldplug{SysDir: sysDir, ModDir: modDir, Loader: loader, Log: log, Parallel: 4,
-		seen: map[string]bool{}, done: map[string]chan struct{}{}, warned: map[string]bool{}, finished: make(chan struct{}, 1),
+		seen: map[string]bool{}, done: map[string]*loadState{}, failed: map[string]error{}, warned: map[string]bool{}, finished: make(chan struct{}, 1),
 		threads: map[*loadThread]bool{}, claimedBy: map[string]*loadThread{}, setNice: setThreadNice}
 	c.calm = sync.NewCond(&c.mu)
 	deps, aliases, err := readIndex(modDir)
@@ -322,6 +330,8 @@ func (c *Coldplug) Modaliases() ([]string, error) {
 
 type request struct {
 	module, why, modalias string
+	params                string // given to module itself (modprobe NAME k=v), after the others
+	ignoreInstall         bool   // modprobe -i: modprobe.d's install commands are not followed
 }
 
 // Load priorities: a load waits while one of a lower number is in progress.
@@ -414,29 +424,74 @@ func (c *Coldplug) scanAsync(ctx context.Context, wg *sync.WaitGroup) (int, erro
 	return c.startFor(ctx, aliases, wg), ctx.Err()
 }
 
+// maxSeen bounds the modaliases remembered (seen): a machine has a few
+// hundred distinct ones, a large server a few thousand. Past it, new
+// modaliases are turned away (and said so once) rather than grow the map
+// and start loads for ever.
+const maxSeen = 1 << 14
+
 // startFor starts loading the drivers of the modaliases not seen before and
 // returns how many were new.
 func (c *Coldplug) startFor(ctx context.Context, aliases []string, wg *sync.WaitGroup) int {
+	return c.startForDevices(ctx, aliases, wg, false)
+}
+
+// startForDevices is startFor; added tells that the modaliases come from
+// devices just added (a uevent): a modalias seen before is then handled
+// again if one of its drivers failed to load, so that a device plugged in
+// again gets another try (a failed load is never retried in a loop).
+func (c *Coldplug) startForDevices(ctx context.Context, aliases []string, wg *sync.WaitGroup, added bool) int {
 	var reqs []request
+	var refused []request // blacklisted by modprobe.d
 	fresh := 0
+	full := false
 	c.mu.Lock()
 	for _, ma := range aliases {
 		if c.seen[ma] {
+			if added {
+				for _, m := range c.aliases.Load().Lookup(ma) {
+					// Not while a load of it goes on (c.done holds only
+					// loads in progress and successful ones).
+					if c.failed[m] != nil && c.done[m] == nil && c.blacklistedBy(m) == "" {
+						reqs = append(reqs, request{module: m, why: "modalias", modalias: ma})
+					}
+				}
+			}
+			continue
+		}
+		if len(c.seen) >= maxSeen {
+			full = full || !c.seenFull
+			c.seenFull = true
 			continue
 		}
 		c.seen[ma] = true
 		fresh++
 		for _, m := range c.aliases.Load().Lookup(ma) {
-			reqs = append(reqs, request{m, "modalias", ma})
+			r := request{module: m, why: "modalias", modalias: ma}
+			if c.blacklistedBy(m) != "" {
+				// kmod (udev's modprobe -b) does not load a blacklisted
+				// module for a device's alias.
+				refused = append(refused, r)
+				continue
+			}
+			reqs = append(reqs, r)
 		}
 	}
 	c.mu.Unlock()
+	if full {
+		c.Log.Warn("too many distinct device modaliases: drivers for new ones are not loaded", "limit", maxSeen,
+			"hint", "a device or a process floods device events; see dmesg")
+	}
+	for _, r := range refused {
+		c.warnOnce(slog.LevelInfo, "blacklist "+r.module, "module blacklisted by modprobe.d: not loaded for the device",
+			"module", r.module, "modalias", r.modalias, "by", c.blacklistedBy(r.module))
+	}
 	// Storage first, in the same scan too.
 	slices.SortStableFunc(reqs, func(a, b request) int {
 		return c.priority(a) - c.priority(b)
 	})
 	for _, r := range reqs {
-		c.start(ctx, r, wg)
+		c.start(ctx, r, wg, nil)
 	}
 	return fresh
 }
@@ -448,19 +503,22 @@ func (c *Coldplug) HasDriver(modalias string) bool {
 }
 
 // LoadFixed loads each named module (or alias) with its dependencies,
-// whatever the hardware. A module missing from the image is a warning.
+// whatever the hardware. A module missing from the image is a warning. An
+// alias does not load the modules modprobe.d blacklists, as with kmod.
 func (c *Coldplug) LoadFixed(ctx context.Context, names []string) {
 	var reqs []request
 	for _, m := range names {
-		mods := []string{Normalize(m)}
-		if !c.deps.Load().Has(mods[0]) {
-			// An alias (modules-load.d accepts them, as modprobe does).
-			if byAlias := c.aliases.Load().Lookup(m); len(byAlias) > 0 {
-				mods = byAlias
-			}
+		mods, byAlias := c.resolveName(m)
+		if len(mods) == 0 {
+			mods = []string{Normalize(m)} // warned about as missing
 		}
 		for _, mod := range mods {
-			reqs = append(reqs, request{mod, "fixed", ""})
+			if by := c.blacklistedBy(mod); byAlias && by != "" {
+				c.warnOnce(slog.LevelInfo, "blacklist "+mod, "module blacklisted by modprobe.d: not loaded for an alias",
+					"module", mod, "alias", m, "by", by)
+				continue
+			}
+			reqs = append(reqs, request{module: mod, why: "fixed"})
 		}
 	}
 	c.loadAll(ctx, reqs)
@@ -471,46 +529,143 @@ func (c *Coldplug) LoadFixed(ctx context.Context, names []string) {
 func (c *Coldplug) LoadBoot(ctx context.Context, names []string) {
 	var reqs []request
 	for _, m := range names {
-		reqs = append(reqs, request{Normalize(m), "boot", ""})
+		reqs = append(reqs, request{module: Normalize(m), why: "boot"})
 	}
 	c.loadAll(ctx, reqs)
 }
 
+// ProbeOptions are what modprobe(8)'s options change in a load (ModprobeWith).
+type ProbeOptions struct {
+	// Params are given to the module named (not to its dependencies),
+	// after modprobe.d's and the kernel command line's: `modprobe NAME
+	// k=v …`. They apply only if this call loads it.
+	Params string
+	// FirstTime fails if the module is already in the kernel (built in,
+	// or loaded): --first-time.
+	FirstTime bool
+	// UseBlacklist applies modprobe.d's blacklist to a module named by its
+	// own name too, not only to one an alias names (-b).
+	UseBlacklist bool
+	// IgnoreInstall does not follow modprobe.d's install commands (-i).
+	IgnoreInstall bool
+}
+
+// NotFoundError is a name that is neither a module nor an alias.
+type NotFoundError struct{ Name, Dir string }
+
+func (e *NotFoundError) Error() string {
+	return fmt.Sprintf("module %s not found in %s (no such module or alias in the image: check the name, or build the image with it)", e.Name, e.Dir)
+}
+
 // Modprobe loads name, a module name or an alias ("fs-iso9660",
-// "crypto-crc32c"), as modprobe(8) would. It fails if nothing matches.
+// "crypto-crc32c"), as modprobe(8) would. It fails if nothing matches, or
+// if the module or one of its dependencies did not load (for an alias that
+// names several modules, if none of them loads). A module already in the
+// kernel or built in is a success.
 func (c *Coldplug) Modprobe(ctx context.Context, name string) error {
-	mods := c.resolve(name)
+	return c.ModprobeWith(ctx, name, ProbeOptions{})
+}
+
+// ModprobeWith is Modprobe with modprobe(8)'s options. A module that
+// modprobe.d blacklists is not loaded for an alias (nor for its own name
+// with UseBlacklist), and that is no error, as with kmod.
+func (c *Coldplug) ModprobeWith(ctx context.Context, name string, o ProbeOptions) error {
+	mods, byAlias := c.resolveName(name)
 	if len(mods) == 0 {
-		return fmt.Errorf("module %s not found in %s", name, c.ModDir)
+		return &NotFoundError{Name: name, Dir: c.ModDir}
 	}
 	var reqs []request
+	var errs []error
 	for _, m := range mods {
-		reqs = append(reqs, request{m, "modprobe", ""})
+		if by := c.blacklistedBy(m); by != "" && (byAlias || o.UseBlacklist) {
+			c.Log.Info("module blacklisted by modprobe.d: not loaded", "module", m, "name", name, "by", by)
+			continue
+		}
+		if o.FirstTime {
+			if where := c.alreadyIn(m); where != "" {
+				errs = append(errs, fmt.Errorf("module %s is already in the kernel (%s), and --first-time was given", m, where))
+				continue
+			}
+		}
+		reqs = append(reqs, request{module: m, why: "modprobe", params: o.Params, ignoreInstall: o.IgnoreInstall})
 	}
-	c.loadAll(ctx, reqs)
-	return nil
+	if len(reqs) == 0 {
+		return errors.Join(errs...) // nil when every module is blacklisted
+	}
+	for _, err := range c.loadAll(ctx, reqs) {
+		if err == nil {
+			return nil // one of the modules an alias names is enough
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Resolve maps a name to the modules modprobe would load for it: itself
+// if it is a module (or built in), else the modules its alias names.
+func (c *Coldplug) Resolve(name string) []string {
+	mods, _ := c.resolveName(name)
+	return mods
 }
 
 // resolve maps a name to modules: itself if it is one, else its aliases' modules.
 func (c *Coldplug) resolve(name string) []string {
-	if n := Normalize(name); c.deps.Load().Has(n) {
-		return []string{n}
-	}
-	return c.aliases.Load().Lookup(name)
+	mods, _ := c.resolveName(name)
+	return mods
 }
 
-func (c *Coldplug) loadAll(ctx context.Context, reqs []request) {
+// resolveName is resolve, and whether the name is an alias.
+func (c *Coldplug) resolveName(name string) (mods []string, byAlias bool) {
+	if n := Normalize(name); c.deps.Load().Has(n) {
+		return []string{n}, false
+	}
+	mods = c.aliases.Load().Lookup(name)
+	return mods, len(mods) > 0
+}
+
+// alreadyIn tells where module m is in the kernel already ("built in",
+// "loaded"), or "".
+func (c *Coldplug) alreadyIn(m string) string {
+	if c.deps.Load().Builtin(m) {
+		return "built in"
+	}
+	c.mu.Lock()
+	st := c.done[m]
+	c.mu.Unlock()
+	if st != nil {
+		select {
+		case <-st.done:
+			if st.err == nil {
+				return "loaded"
+			}
+		default:
+		}
+	}
+	if _, err := os.Stat(filepath.Join(c.SysDir, "module", m, "initstate")); err == nil {
+		return "loaded"
+	}
+	return ""
+}
+
+// loadAll loads reqs, in parallel, and returns each one's outcome.
+func (c *Coldplug) loadAll(ctx context.Context, reqs []request) []error {
+	errs := make([]error, len(reqs))
 	var wg sync.WaitGroup
-	for _, r := range reqs {
-		c.start(ctx, r, &wg)
+	for i, r := range reqs {
+		c.start(ctx, r, &wg, func(err error) { errs[i] = err })
 	}
 	wg.Wait()
+	return errs
 }
 
 // start loads r in a goroutine, at most Parallel at once; wg tracks it for
-// the caller, pending for everyone.
-func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup) {
-	if ctx.Err() != nil {
+// the caller, pending for everyone. report, when not nil, is given the
+// load's outcome before wg is told.
+func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup, report func(error)) {
+	if err := ctx.Err(); err != nil {
+		if report != nil {
+			report(fmt.Errorf("module %s not loaded: %w", r.module, err))
+		}
 		return
 	}
 	c.semOnce.Do(func() {
@@ -546,13 +701,18 @@ func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup) {
 				c.calm.Broadcast()
 			}
 		}()
+		// What a crash leaves as the outcome (the panic is logged).
+		err := fmt.Errorf("loading module %s crashed (see the error logged)", r.module)
+		if report != nil {
+			defer func() { report(err) }()
+		}
 		if c.beforeSlot != nil {
 			c.beforeSlot(r.module)
 		}
 		c.waitCalm(prio)
 		c.sem[prio] <- struct{}{}
 		defer func() { <-c.sem[prio] }()
-		c.load(r, map[string]bool{}, &loadThread{prio: prio, why: r.why, modalias: r.modalias})
+		err = c.load(r, map[string]bool{}, &loadThread{prio: prio, why: r.why, modalias: r.modalias})
 	}()
 }
 
@@ -720,41 +880,61 @@ func (c *Coldplug) yield(r request) {
 	c.sem[prioMedium] <- struct{}{}
 }
 
-// claim returns true if lt must load module, or waits until whoever
-// claimed it first has finished and returns false. An urgent load that
-// waits lends its priority to the load it waits for.
-func (c *Coldplug) claim(module string, lt *loadThread) bool {
-	ch := c.claimOrOwner(module, lt)
-	if ch == nil {
-		return true
-	}
-	<-ch
-	return false
+// loadState is one load of a module: done is closed once it finished, and
+// err is then its outcome (nil: loaded, or already in the kernel).
+type loadState struct {
+	done chan struct{}
+	err  error
 }
 
-// claimOrOwner claims module for lt (nil), or returns the channel its
-// owner's load closes.
-func (c *Coldplug) claimOrOwner(module string, lt *loadThread) chan struct{} {
+// claim returns the module's load and true if lt must load it, or waits
+// until whoever claimed it first has finished and returns that load and
+// false. An urgent load that waits lends its priority to the load it
+// waits for.
+func (c *Coldplug) claim(module string, lt *loadThread) (*loadState, bool) {
+	st, mine := c.claimOrOwner(module, lt)
+	if !mine {
+		<-st.done
+	}
+	return st, mine
+}
+
+// claimOrOwner claims module for lt (true), or returns the load of its
+// owner.
+func (c *Coldplug) claimOrOwner(module string, lt *loadThread) (*loadState, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ch, ok := c.done[module]
+	st, ok := c.done[module]
 	if !ok {
-		c.done[module] = make(chan struct{})
+		st = &loadState{done: make(chan struct{})}
+		c.done[module] = st
 		c.claimedBy[module] = lt
-		return nil
+		return st, true
 	}
 	if owner := c.claimedBy[module]; owner != nil && !owner.boost && c.urgent(lt) && !c.urgent(owner) {
 		owner.boost = true
 		c.renice(owner)
 	}
-	return ch
+	return st, false
 }
 
-func (c *Coldplug) finish(module string) {
+// finish ends st, module's load, with its outcome. A failed load is
+// forgotten: the next request for the module (a modprobe, a device added)
+// tries it again, and meanwhile failed says why it failed.
+func (c *Coldplug) finish(module string, st *loadState, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	close(c.done[module])
+	st.err = err
+	close(st.done)
 	delete(c.claimedBy, module)
+	if err != nil {
+		if c.done[module] == st {
+			delete(c.done, module)
+		}
+		c.failed[module] = err
+	} else {
+		delete(c.failed, module)
+	}
 }
 
 func (c *Coldplug) warnOnce(level slog.Level, key, msg string, args ...any) {
@@ -769,10 +949,13 @@ func (c *Coldplug) warnOnce(level slog.Level, key, msg string, args ...any) {
 
 // load loads r.module: its softdep pre modules, its dependencies in order,
 // itself, then its softdep post modules. stack guards against softdep loops.
-func (c *Coldplug) load(r request, stack map[string]bool, lt *loadThread) {
+// It returns why r.module did not load: a dependency that failed stops the
+// chain, as with kmod; a soft dependency that fails does not (it is often
+// one of several candidates, or an optional helper).
+func (c *Coldplug) load(r request, stack map[string]bool, lt *loadThread) error {
 	name := r.module
 	if stack[name] {
-		return
+		return nil
 	}
 	stack[name] = true
 	order, err := c.deps.Load().Order(name)
@@ -793,27 +976,32 @@ func (c *Coldplug) load(r request, stack map[string]bool, lt *loadThread) {
 			}
 			c.warnOnce(level, name, "module not in image", "module", name, "reason", err.Error())
 		}
-		return
+		return fmt.Errorf("%w (in %s: build the image with it)", err, c.ModDir)
+	}
+	softdeps := func(names []string) {
+		for _, p := range names {
+			for _, s := range c.resolve(p) {
+				_ = c.load(request{module: s, why: "softdep", ignoreInstall: r.ignoreInstall}, stack, lt)
+			}
+		}
 	}
 	for _, m := range order {
 		c.yield(r)
 		pre, post := c.deps.Load().Softdeps(m)
-		for _, p := range pre {
-			for _, s := range c.resolve(p) {
-				c.load(request{s, "softdep", ""}, stack, lt)
+		softdeps(pre)
+		if err := c.loadOne(m, name, r, lt); err != nil {
+			if m != name {
+				// The dependency's failure is logged; say what it stops.
+				level := slog.LevelWarn
+				if r.why == "modalias" || r.why == "softdep" {
+					level = slog.LevelInfo
+				}
+				c.Log.Log(context.Background(), level, "module not loaded: a dependency failed", "module", name, "dependency", m)
+				return fmt.Errorf("module %s not loaded: its dependency %s failed: %w", name, m, err)
 			}
+			return err
 		}
-		if c.claim(m, lt) {
-			func() {
-				defer c.finish(m) // even if loading crashed: others wait for it
-				c.loadFile(m, name, r, lt)
-			}()
-		}
-		for _, p := range post {
-			for _, s := range c.resolve(p) {
-				c.load(request{s, "softdep", ""}, stack, lt)
-			}
-		}
+		softdeps(post)
 	}
 	// A storage controller's SCSI chain is followed by the SCSI disk and
 	// CD drivers, while the controller probes its links: the disk or CD
@@ -821,17 +1009,93 @@ func (c *Coldplug) load(r request, stack map[string]bool, lt *loadThread) {
 	if c.priority(r) == prioMedium && r.why == "modalias" && slices.Contains(order, "scsi_mod") {
 		for _, m := range SCSIClassDrivers {
 			if c.deps.Load().Has(m) {
-				c.load(request{m, "scsi class driver", ""}, stack, lt)
+				_ = c.load(request{module: m, why: "scsi class driver"}, stack, lt)
 			}
 		}
 	}
+	return nil
+}
+
+// loadOne loads module m of r's chain (wanted is r.module), once: a load
+// of m in progress elsewhere is waited for, and its outcome is m's.
+func (c *Coldplug) loadOne(m, wanted string, r request, lt *loadThread) error {
+	if !r.ignoreInstall {
+		if rule, ok := c.installFor(m); ok && c.alreadyIn(m) == "" {
+			if rule.Fail {
+				err := &DisabledError{Module: m, Rule: rule}
+				c.warnOnce(slog.LevelInfo, "install "+m, "module disabled by modprobe.d: not loaded",
+					"module", m, "for", r.why, "by", rule.Source, "command", rule.Command)
+				return err
+			}
+			// install NAME /bin/true: loading it does nothing, and succeeds.
+			c.warnOnce(slog.LevelInfo, "install "+m, "module set aside by modprobe.d: not loaded",
+				"module", m, "for", r.why, "by", rule.Source, "command", rule.Command)
+			return nil
+		}
+	}
+	st, mine := c.claim(m, lt)
+	if !mine {
+		return st.err
+	}
+	// What a crash in the load leaves as its outcome (safego logs it).
+	err := fmt.Errorf("loading module %s crashed (see the error logged)", m)
+	defer func() { c.finish(m, st, err) }() // even if loading crashed: others wait for it
+	err = c.loadFile(m, wanted, r, lt)
+	return err
 }
 
 // SCSIClassDrivers are the drivers of the disks and CDs behind a SCSI
 // host: SATA (libata), USB mass storage and virtio-scsi all are one.
 var SCSIClassDrivers = []string{"sr_mod", "sd_mod"}
 
-func (c *Coldplug) loadFile(m, wanted string, r request, lt *loadThread) {
+// LoadError is a module the kernel did not load: init_module's error.
+type LoadError struct {
+	Module, Path string
+	Err          error
+}
+
+func (e *LoadError) Unwrap() error { return e.Err }
+
+func (e *LoadError) Error() string {
+	msg := e.Err.Error()
+	var errno unix.Errno
+	if errors.As(e.Err, &errno) && errno.Error() == msg {
+		// The kernel's own error: say which module and where.
+		msg = fmt.Sprintf("loading module %s (%s): %s", e.Module, e.Path, msg)
+	} else if !strings.Contains(msg, e.Module) {
+		msg = fmt.Sprintf("loading module %s: %s", e.Module, msg)
+	}
+	if hint := loadHint(e.Err); hint != "" {
+		msg += " (" + hint + ")"
+	}
+	return msg
+}
+
+// loadHint says what init_module's error usually means, and where to look.
+func loadHint(err error) string {
+	switch {
+	case errors.Is(err, unix.ENODEV):
+		return "the driver found no device it drives"
+	case errors.Is(err, unix.ENOENT):
+		return "unknown symbol in module, or unknown parameter: see dmesg"
+	case errors.Is(err, unix.ENOEXEC):
+		return "invalid module format, probably built for another kernel: rebuild the image for this kernel; see dmesg"
+	case errors.Is(err, unix.EPERM):
+		return "module loading refused: kernel.modules_disabled, lockdown, or a module signature the kernel requires; see dmesg"
+	case errors.Is(err, unix.EKEYREJECTED), errors.Is(err, unix.ENOKEY), errors.Is(err, unix.EBADMSG):
+		return "module signature rejected: see dmesg"
+	case errors.Is(err, unix.EINVAL):
+		return "invalid module or parameter: see dmesg"
+	}
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return "see dmesg for the kernel's reason"
+	}
+	return ""
+}
+
+// loadFile puts module m into the kernel, and says why it did not.
+func (c *Coldplug) loadFile(m, wanted string, r request, lt *loadThread) error {
 	p := filepath.Join(c.ModDir, c.deps.Load().Path(m))
 	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
 		level := slog.LevelWarn
@@ -839,10 +1103,13 @@ func (c *Coldplug) loadFile(m, wanted string, r request, lt *loadThread) {
 			level = slog.LevelDebug
 		}
 		c.warnOnce(level, m, "module file missing", "module", m, "path", p)
-		return
+		return fmt.Errorf("module %s: file %s missing (modules.dep lists it but the image lacks it: rebuild the image)", m, p)
 	}
 	start := time.Now()
 	params := c.paramsFor(m)
+	if m == wanted && r.params != "" {
+		params = strings.TrimSpace(params + " " + r.params)
+	}
 	if c.AsyncProbe {
 		params = strings.TrimSpace(params + " async_probe")
 	}
@@ -863,15 +1130,24 @@ func (c *Coldplug) loadFile(m, wanted string, r request, lt *loadThread) {
 	if err == nil {
 		err = c.inKernel(lt, load)
 	}
+	if errors.Is(err, unix.EEXIST) {
+		// Already in the kernel (loaded by someone else meanwhile).
+		c.Log.Debug("module already loaded", "module", m)
+		return nil
+	}
 	if err != nil {
+		var le *LoadError
+		if !errors.As(err, &le) {
+			err = &LoadError{Module: m, Path: p, Err: err}
+		}
 		if errors.Is(err, unix.ENODEV) {
 			// Normal for one of several candidates (crc32c_intel on a CPU
 			// without SSE4.2, a driver for a device another driver took).
 			c.Log.Info("module not for this machine", "module", m, "reason", "no such device")
-			return
+			return err
 		}
 		c.Log.Warn("module load failed", "module", m, "reason", err.Error())
-		return
+		return err
 	}
 	c.loadCount.Add(1)
 	c.mu.Lock()
@@ -899,6 +1175,7 @@ func (c *Coldplug) loadFile(m, wanted string, r request, lt *loadThread) {
 	// text screen under emulation) each line costs milliseconds, and the
 	// boot prints the list once (Loaded).
 	c.Log.Debug("module loaded", attrs...)
+	return nil
 }
 
 // Settle loads drivers until no new device shows up: each finished load

@@ -3,9 +3,12 @@ package kmod
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -52,12 +55,16 @@ func ParseUevent(b []byte) (Uevent, bool) {
 // Hotplug is the kernel's uevent socket, opened before the first scan so
 // that no device added meanwhile is missed.
 type Hotplug struct {
-	f *os.File
+	f       *os.File
+	rc      syscall.RawConn
+	dropped atomic.Int64 // messages not from the kernel, ignored
 }
 
 // OpenHotplug starts listening to the kernel's uevents.
 func OpenHotplug() (*Hotplug, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
+	// Non-blocking, so that Go's poller waits for it: closing the socket
+	// then ends a read in progress (WatchHotplug's, when its ctx ends).
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_KOBJECT_UEVENT)
 	if err != nil {
 		return nil, fmt.Errorf("opening the kernel's uevent socket: %w", err)
 	}
@@ -72,12 +79,46 @@ func OpenHotplug() (*Hotplug, error) {
 	return &Hotplug{f: os.NewFile(uintptr(fd), "uevent")}, nil
 }
 
+// recv reads one message, and the netlink port id of its sender: 0 is the
+// kernel, anything else a process (udev, or one forging events).
+func (h *Hotplug) recv(buf []byte) (n int, port uint32, err error) {
+	if h.rc == nil {
+		if h.rc, err = h.f.SyscallConn(); err != nil {
+			return 0, 0, err
+		}
+	}
+	var rerr error
+	err = h.rc.Read(func(fd uintptr) bool {
+		var from unix.Sockaddr
+		for {
+			n, from, rerr = unix.Recvfrom(int(fd), buf, 0)
+			if rerr != unix.EINTR {
+				break
+			}
+		}
+		if rerr == unix.EAGAIN {
+			return false // nothing yet: the poller waits
+		}
+		port = ^uint32(0) // no netlink sender: not the kernel
+		if sa, ok := from.(*unix.SockaddrNetlink); ok {
+			port = sa.Pid
+		}
+		return true
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return n, port, rerr
+}
+
 // WatchHotplug loads drivers for devices as they appear, as udev would:
 // every "add" uevent that carries a modalias starts its driver's load at
-// once (no rescan of the buses). onEvent, when not nil, sees every event
-// (the boot waits for its medium on block events). A lost burst of events
-// (ENOBUFS) is caught up with a rescan. It returns when ctx ends; it closes
-// h.
+// once (no rescan of the buses). Only the kernel's messages count: one
+// from a process (netlink port id not 0) is ignored, as udev does, so that
+// no process can make PID 1 load a module by forging a device. onEvent,
+// when not nil, sees every event (the boot waits for its medium on block
+// events). A lost burst of events (ENOBUFS) is caught up with a rescan. It
+// returns when ctx ends; it closes h.
 func (c *Coldplug) WatchHotplug(ctx context.Context, h *Hotplug, onEvent func(Uevent)) error {
 	c.watching.Store(true)
 	defer c.watching.Store(false)
@@ -88,10 +129,17 @@ func (c *Coldplug) WatchHotplug(ctx context.Context, h *Hotplug, onEvent func(Ue
 	buf := make([]byte, 64*1024)
 	var wg sync.WaitGroup // loads are tracked by pending
 	for {
-		n, err := h.f.Read(buf)
+		n, port, err := h.recv(buf)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
+			}
+			if !errors.Is(err, unix.ENOBUFS) && !errors.Is(err, unix.ENOMEM) {
+				var errno unix.Errno
+				if !errors.As(err, &errno) {
+					// Not the socket's error but its end (closed).
+					return fmt.Errorf("reading device events: %w", err)
+				}
 			}
 			// ENOBUFS: events were lost in a burst; a rescan catches up.
 			if _, serr := c.StartScan(ctx); serr != nil {
@@ -100,13 +148,20 @@ func (c *Coldplug) WatchHotplug(ctx context.Context, h *Hotplug, onEvent func(Ue
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
+		if port != 0 {
+			if h.dropped.Add(1) == 1 {
+				c.Log.Warn("device event from a process ignored: only the kernel's are followed", "sender_port", port,
+					"hint", "a process with CAP_NET_ADMIN sends uevents; the later ones are ignored silently")
+			}
+			continue
+		}
 		u, ok := ParseUevent(buf[:n])
 		if !ok {
 			continue
 		}
 		if u.Action == "add" && u.Modalias != "" {
 			c.Log.Debug("device added", "devpath", u.DevPath, "modalias", u.Modalias)
-			c.startFor(ctx, []string{u.Modalias}, &wg)
+			c.startForDevices(ctx, []string{u.Modalias}, &wg, true)
 		}
 		if onEvent != nil {
 			onEvent(u)

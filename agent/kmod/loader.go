@@ -69,7 +69,7 @@ func (SyscallLoader) Prepare(name, path string) (Prepared, error) {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("loading module %s (%s): %w", name, path, err)
+			return &LoadError{Module: name, Path: path, Err: err}
 		}
 		return nil
 	}

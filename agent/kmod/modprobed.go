@@ -2,6 +2,7 @@ package kmod
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"maps"
 	"os"
@@ -16,21 +17,85 @@ import (
 // one.
 var ModprobeDirs = []string{"/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d", "/lib/modprobe.d", "/usr/lib/modprobe.d"}
 
-// ModprobeConf is what the modprobe.d files say that the agent's modprobe
-// applies: each module's options. Other commands (blacklist, install,
-// softdep…) are listed in Ignored, "file:line command".
+// ModprobeConf is what the modprobe.d files say that the agent applies:
+// each module's options, the blacklist, and the install commands that
+// disable a module (install NAME /bin/false) or set it aside (install NAME
+// /bin/true). Other commands (alias, softdep, remove, other install
+// commands…) are listed in Ignored, "file:line command".
 type ModprobeConf struct {
-	Options map[string]string // module → its options, in the files' order
-	Files   []string
-	Ignored []string
+	Options   map[string]string // module → its options, in the files' order
+	Blacklist map[string]string // module → where it is blacklisted, "file:line"
+	Install   []InstallRule     // in the files' order
+	Files     []string
+	Ignored   []string
 }
 
-// ReadModprobeD reads the `options` lines of every *.conf file of
-// ModprobeDirs under root, as kmod does: files in the order of their names,
-// a trailing backslash continues a line, '#' starts a comment, module names
-// with - or _ alike.
+// InstallRule is an `install PATTERN COMMAND` line whose command Étoile
+// follows without running it: false (the hardening idiom that disables a
+// module, as for dccp or sctp) makes loading the module fail, true makes it
+// do nothing.
+type InstallRule struct {
+	Pattern string // a module name, or a shell pattern (kmod matches it with fnmatch)
+	Command string // as written
+	Fail    bool   // false: loading fails; true: loading does nothing
+	Source  string // "file:line"
+}
+
+// DisabledError is a module that modprobe.d disables (install NAME /bin/false).
+type DisabledError struct {
+	Module string
+	Rule   InstallRule
+}
+
+func (e *DisabledError) Error() string {
+	return fmt.Sprintf("module %s is disabled by modprobe.d (%s: install %s %s): remove that line to allow it",
+		e.Module, e.Rule.Source, e.Rule.Pattern, e.Rule.Command)
+}
+
+// InstallSummary lists the install commands followed, "PATTERN=false" or
+// "PATTERN=true", comma-separated (for a log line).
+func (c ModprobeConf) InstallSummary() string {
+	var out []string
+	for _, r := range c.Install {
+		v := "true"
+		if r.Fail {
+			v = "false"
+		}
+		out = append(out, r.Pattern+"="+v)
+	}
+	return strings.Join(out, ",")
+}
+
+// installVerdict tells whether an install command is one Étoile follows:
+// false or true, bare or from a system folder, and which.
+func installVerdict(cmd []string) (fail, ok bool) {
+	if len(cmd) != 1 {
+		return false, false
+	}
+	dir, base := filepath.Split(cmd[0])
+	switch dir {
+	case "", "/bin/", "/usr/bin/", "/sbin/", "/usr/sbin/":
+	default:
+		return false, false
+	}
+	switch base {
+	case "false":
+		return true, true
+	case "true":
+		return false, true
+	}
+	return false, false
+}
+
+// ReadModprobeD reads the `options`, `blacklist` and `install` lines of
+// every *.conf file of ModprobeDirs under root, as kmod does: files in the
+// order of their names, a trailing backslash continues a line, '#' starts a
+// comment, module names with - or _ alike. Of a module's install commands
+// the first counts, as with kmod; one other than false or true is not
+// followed (Ignored).
 func ReadModprobeD(root string) (ModprobeConf, error) {
-	out := ModprobeConf{Options: map[string]string{}}
+	out := ModprobeConf{Options: map[string]string{}, Blacklist: map[string]string{}}
+	installed := map[string]bool{} // patterns with an install command already
 	var err error
 	out.Files, err = eachConfFile(root, ModprobeDirs, func(p string, data []byte) {
 		var line string
@@ -45,6 +110,7 @@ func ReadModprobeD(root string) (ModprobeConf, error) {
 			if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
 				continue
 			}
+			where := p + ":" + strconv.Itoa(i+1)
 			switch fields[0] {
 			case "options":
 				if len(fields) < 3 {
@@ -52,8 +118,30 @@ func ReadModprobeD(root string) (ModprobeConf, error) {
 				}
 				mod := Normalize(fields[1])
 				out.Options[mod] = strings.TrimSpace(out.Options[mod] + " " + strings.Join(fields[2:], " "))
+			case "blacklist":
+				if len(fields) < 2 {
+					continue
+				}
+				if mod := Normalize(fields[1]); out.Blacklist[mod] == "" {
+					out.Blacklist[mod] = where
+				}
+			case "install":
+				if len(fields) < 3 {
+					continue
+				}
+				pattern := Normalize(fields[1])
+				if installed[pattern] {
+					continue // kmod follows a module's first install command
+				}
+				installed[pattern] = true
+				fail, ok := installVerdict(fields[2:])
+				if !ok {
+					out.Ignored = append(out.Ignored, where+" install")
+					continue
+				}
+				out.Install = append(out.Install, InstallRule{Pattern: pattern, Command: strings.Join(fields[2:], " "), Fail: fail, Source: where})
 			default:
-				out.Ignored = append(out.Ignored, p+":"+strconv.Itoa(i+1)+" "+fields[0])
+				out.Ignored = append(out.Ignored, where+" "+fields[0])
 			}
 		}
 	})
@@ -75,6 +163,49 @@ func (c *Coldplug) AddConfigParams(conf map[string]string) {
 		merged[mod] = strings.TrimSpace(merged[mod] + " " + opts)
 	}
 	c.conf = merged
+}
+
+// AddModprobeConf applies what modprobe.d says to the modules loaded from
+// now on: its options (AddConfigParams), its blacklist — a blacklisted
+// module is not loaded for a device's modalias or through an alias, but is
+// by its own name, as with kmod — and its install commands false (loading
+// the module fails, by any name and as a dependency) and true (loading it
+// does nothing).
+func (c *Coldplug) AddModprobeConf(conf ModprobeConf) {
+	c.AddConfigParams(conf.Options)
+	c.paramsMu.Lock()
+	defer c.paramsMu.Unlock()
+	bl := maps.Clone(c.blacklist)
+	if bl == nil {
+		bl = map[string]string{}
+	}
+	for mod, where := range conf.Blacklist {
+		if bl[mod] == "" {
+			bl[mod] = where
+		}
+	}
+	c.blacklist = bl
+	c.install = append(slices.Clip(c.install), conf.Install...)
+}
+
+// blacklistedBy tells where modprobe.d blacklists module m, or "".
+func (c *Coldplug) blacklistedBy(m string) string {
+	c.paramsMu.RLock()
+	defer c.paramsMu.RUnlock()
+	return c.blacklist[m]
+}
+
+// installFor returns the install command modprobe.d has for module m that
+// Étoile follows, if any: the first whose pattern matches, as with kmod.
+func (c *Coldplug) installFor(m string) (InstallRule, bool) {
+	c.paramsMu.RLock()
+	defer c.paramsMu.RUnlock()
+	for _, r := range c.install {
+		if r.Pattern == m || Match(r.Pattern, m) {
+			return r, true
+		}
+	}
+	return InstallRule{}, false
 }
 
 // paramsFor is module m's parameters: modprobe.d's, the command line's,

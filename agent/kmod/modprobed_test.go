@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -39,8 +40,11 @@ func TestReadModprobeD(t *testing.T) {
 	if w := []string{"/lib/modprobe.d/10-net.conf", "/etc/modprobe.d/nvidia.conf"}; !slices.Equal(conf.Files, w) {
 		t.Errorf("files %q, want %q", conf.Files, w)
 	}
-	if w := []string{"/etc/modprobe.d/nvidia.conf:5 blacklist"}; !slices.Equal(conf.Ignored, w) {
-		t.Errorf("ignored %q, want %q", conf.Ignored, w)
+	if len(conf.Ignored) != 0 {
+		t.Errorf("ignored %q, want nothing (blacklist is applied)", conf.Ignored)
+	}
+	if w := map[string]string{"nouveau": "/etc/modprobe.d/nvidia.conf:5"}; !maps.Equal(conf.Blacklist, w) {
+		t.Errorf("blacklist %q, want %q", conf.Blacklist, w)
 	}
 	if conf, err := ReadModprobeD(t.TempDir()); err != nil || len(conf.Options) != 0 {
 		t.Errorf("no folders: %+v, %v", conf, err)
