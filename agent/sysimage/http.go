@@ -31,6 +31,10 @@ type ChecksumError struct {
 	// closed early reads as a whole image: Bytes came, maybe not all.
 	LengthUnknown bool
 	Bytes         int64
+	// Resumed: the image was put together from a cut transfer and its
+	// continuation (a file changed between them that If-Range did not
+	// catch, say a Last-Modified kept by a reproducible build).
+	Resumed bool
 }
 
 func (e *ChecksumError) Error() string {
@@ -115,6 +119,7 @@ func DownloadWithin(ctx context.Context, client *http.Client, url, want, dst str
 	}()
 	delay := 250 * time.Millisecond
 	mismatches := 0
+	wholeAgain := false // a resumed image that did not match, asked for whole once
 	for attempt := 1; ; attempt++ {
 		n, err := fetch(ctx, client, url, want, dst, lim.Stall, prog, st)
 		if err == nil {
@@ -122,6 +127,12 @@ func DownloadWithin(ctx context.Context, client *http.Client, url, want, dst str
 		}
 		var ce *ChecksumError
 		var pe *permanentError
+		if errors.As(err, &ce) && ce.Resumed && !wholeAgain && ctx.Err() == nil {
+			wholeAgain = true
+			log.Warn("system image checksum does not match after a resumed download: downloading it whole again",
+				"url", url, "attempt", attempt, "expected", ce.Want, "actual", ce.Got)
+			continue
+		}
 		if errors.As(err, &ce) && ce.LengthUnknown && mismatches < lengthlessRetries && ctx.Err() == nil {
 			mismatches++
 			log.Warn("system image checksum does not match, and the server gave no length: the download may have been cut; downloading again",
@@ -274,7 +285,9 @@ func fetch(ctx context.Context, client *http.Client, url, want, dst string, stal
 		// The bytes already here are hashed again (tmpfs: memory speed).
 		if f, err = os.OpenFile(tmp, os.O_RDWR, 0); err == nil {
 			var n int64
-			if n, err = io.Copy(h, f); err == nil && n != from {
+			// Reading back counts as progress: the stall watch must not
+			// end a transfer that has not been asked for yet.
+			if n, err = io.Copy(h, progressReader{f, prog}); err == nil && n != from {
 				err = fmt.Errorf("%s holds %d bytes, not %d", tmp, n, from)
 			}
 			if err != nil {
@@ -308,7 +321,11 @@ func fetch(ctx context.Context, client *http.Client, url, want, dst string, stal
 		// What came is kept to go on from, where the server can say
 		// whether the file is still the same (If-Range) and the length
 		// was known (a cut is then told from the end).
-		if v := validator(resp); v != "" && resp.ContentLength >= 0 && n > 0 &&
+		v := validator(resp)
+		if v == "" && from > 0 {
+			v = st.validator // a 206 that names no version answered the one asked for
+		}
+		if v != "" && resp.ContentLength >= 0 && from+n > 0 &&
 			(resp.StatusCode == http.StatusPartialContent || resp.Header.Get("Accept-Ranges") == "bytes") {
 			st.n, st.validator = from+n, v
 		} else {
@@ -320,7 +337,7 @@ func fetch(ctx context.Context, client *http.Client, url, want, dst string, stal
 	st.n = 0
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
 		os.Remove(tmp)
-		return 0, &ChecksumError{URL: url, Want: want, Got: got, LengthUnknown: closeDelimited(resp), Bytes: from + n}
+		return 0, &ChecksumError{URL: url, Want: want, Got: got, LengthUnknown: closeDelimited(resp), Bytes: from + n, Resumed: from > 0}
 	}
 	if err := os.Rename(tmp, dst); err != nil {
 		os.Remove(tmp)

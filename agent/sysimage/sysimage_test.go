@@ -489,3 +489,82 @@ func TestDownloadBoundedByProgress(t *testing.T) {
 		t.Errorf("left behind: %v", entries)
 	}
 }
+
+// TestDownloadResumeEdgeCases: a resumed transfer cut before its first byte
+// keeps what came before (the next request asks from the same place); an
+// image put together from two versions of the file (If-Range did not tell
+// them apart) is asked for whole once, and kept when that matches.
+func TestDownloadResumeEdgeCases(t *testing.T) {
+	img := bytes.Repeat([]byte("system image "), 100000)
+	other := bytes.Repeat([]byte("SYSTEM IMAGE "), 100000) // the file, replaced meanwhile
+	sum := sha256.Sum256(img)
+	want := hex.EncodeToString(sum[:])
+	half := len(img) / 2
+	for _, c := range []struct {
+		name       string
+		second     func(w http.ResponseWriter, r *http.Request, stop <-chan struct{}) // the first resumed request
+		wantRanges []string
+	}{
+		{"cut before the first byte", func(w http.ResponseWriter, r *http.Request, stop <-chan struct{}) {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", half, len(img)-1, len(img)))
+			w.Header().Set("Content-Length", strconv.Itoa(len(img)-half))
+			w.WriteHeader(http.StatusPartialContent)
+			w.(http.Flusher).Flush()
+			select { // headers, then nothing
+			case <-r.Context().Done():
+			case <-stop:
+			}
+		}, []string{"", fmt.Sprintf("bytes=%d-", half), fmt.Sprintf("bytes=%d-", half)}},
+		{"spliced from two versions", func(w http.ResponseWriter, r *http.Request, _ <-chan struct{}) {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", half, len(other)-1, len(other)))
+			w.Header().Set("Content-Length", strconv.Itoa(len(other)-half))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(other[half:])
+		}, []string{"", fmt.Sprintf("bytes=%d-", half), ""}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var ranges []string
+			stop := make(chan struct{})
+			defer close(stop)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				ranges = append(ranges, r.Header.Get("Range"))
+				nth := len(ranges)
+				mu.Unlock()
+				switch {
+				case nth == 1:
+					w.Header().Set("Last-Modified", "Thu, 26 Nov 2026 12:00:00 GMT")
+					w.Header().Set("Accept-Ranges", "bytes")
+					w.Header().Set("Content-Length", strconv.Itoa(len(img)))
+					w.Write(img[:half])
+					w.(http.Flusher).Flush()
+					select {
+					case <-r.Context().Done():
+					case <-stop:
+					}
+				case nth == 2:
+					c.second(w, r, stop)
+				default:
+					http.ServeContent(w, r, "system.sqfs", time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC), bytes.NewReader(img))
+				}
+			}))
+			defer srv.Close()
+			dst := filepath.Join(t.TempDir(), "system.sqfs")
+			var log bytes.Buffer
+			n, err := DownloadWithin(context.Background(), srv.Client(), srv.URL+"/system.sqfs", want, dst,
+				slog.New(slog.NewTextHandler(&log, nil)), Limits{Patience: 5 * time.Second, Stall: 200 * time.Millisecond})
+			if err != nil || n != int64(len(img)) {
+				t.Fatalf("Download = %d, %v\n%s", n, err, log.String())
+			}
+			if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, img) {
+				t.Errorf("the kept image is not the image (%v)", err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.Equal(ranges, c.wantRanges) {
+				t.Errorf("requests' ranges %q, want %q\n%s", ranges, c.wantRanges, log.String())
+			}
+		})
+	}
+}
