@@ -997,7 +997,15 @@ func (c *Coldplug) load(r request, stack map[string]bool, lt *loadThread) error 
 					level = slog.LevelInfo
 				}
 				c.Log.Log(context.Background(), level, "module not loaded: a dependency failed", "module", name, "dependency", m)
-				return fmt.Errorf("module %s not loaded: its dependency %s failed: %w", name, m, err)
+				err = fmt.Errorf("module %s not loaded: its dependency %s failed: %w", name, m, err)
+				// Marked failed too, so that the device added again tries
+				// its driver (and so the dependency) again.
+				c.mu.Lock()
+				if c.done[name] == nil {
+					c.failed[name] = err
+				}
+				c.mu.Unlock()
+				return err
 			}
 			return err
 		}

@@ -331,3 +331,26 @@ func countOf(list []string, s string) int {
 	}
 	return n
 }
+
+// TestDeviceAddedAgainRetriesADriverWhoseDependencyFailed: as above, with the
+// driver (nouveau) stopped by its dependency (drm) failing: the device added
+// again gets both tried again.
+func TestDeviceAddedAgainRetriesADriverWhoseDependencyFailed(t *testing.T) {
+	ctx := context.Background()
+	const nvidia = "pci:v000010DEd00001EB8sv000010DEsd000012A2bc03sc02i00"
+	rec := &Recorder{Fail: map[string]error{"drm": unix.EIO}}
+	c, sys, _ := failColdplug(t, rec)
+	fakeSys(t, sys, map[string]string{"pci/0000:00:03.0": nvidia})
+	if _, err := c.Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	rec.Fail = nil
+	rec.mu.Unlock()
+	var wg sync.WaitGroup
+	c.startForDevices(ctx, []string{nvidia}, &wg, true)
+	wg.Wait()
+	if got := rec.Loaded(); !slices.Contains(got, "drm") || !slices.Contains(got, "nouveau") {
+		t.Errorf("the device added again did not get drm and nouveau: %q", got)
+	}
+}
