@@ -426,15 +426,7 @@ func TestDownloadResumesAStalledTransfer(t *testing.T) {
 			}))
 			defer srv.Close()
 			dst := filepath.Join(t.TempDir(), "system.sqfs")
-			var log bytes.Buffer
-			n, err := DownloadWithin(context.Background(), srv.Client(), srv.URL+"/system.sqfs", want, dst,
-				slog.New(slog.NewTextHandler(&log, nil)), Limits{Patience: 5 * time.Second, Stall: 200 * time.Millisecond})
-			if err != nil || n != int64(len(img)) {
-				t.Fatalf("Download = %d, %v\n%s", n, err, log.String())
-			}
-			if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, img) {
-				t.Errorf("the kept image is not the image (%v)", err)
-			}
+			log := downloadResuming(t, srv.URL, want, dst, img)
 			mu.Lock()
 			defer mu.Unlock()
 			if !slices.Equal(ranges, c.wantRanges) {
@@ -550,16 +542,7 @@ func TestDownloadResumeEdgeCases(t *testing.T) {
 				}
 			}))
 			defer srv.Close()
-			dst := filepath.Join(t.TempDir(), "system.sqfs")
-			var log bytes.Buffer
-			n, err := DownloadWithin(context.Background(), srv.Client(), srv.URL+"/system.sqfs", want, dst,
-				slog.New(slog.NewTextHandler(&log, nil)), Limits{Patience: 5 * time.Second, Stall: 200 * time.Millisecond})
-			if err != nil || n != int64(len(img)) {
-				t.Fatalf("Download = %d, %v\n%s", n, err, log.String())
-			}
-			if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, img) {
-				t.Errorf("the kept image is not the image (%v)", err)
-			}
+			log := downloadResuming(t, srv.URL, want, filepath.Join(t.TempDir(), "system.sqfs"), img)
 			mu.Lock()
 			defer mu.Unlock()
 			if !slices.Equal(ranges, c.wantRanges) {
@@ -567,4 +550,20 @@ func TestDownloadResumeEdgeCases(t *testing.T) {
 			}
 		})
 	}
+}
+
+// downloadResuming downloads srvURL's /system.sqfs into dst with a 200 ms
+// stall limit and wants img there; it returns the download's log.
+func downloadResuming(t *testing.T, srvURL, want, dst string, img []byte) *bytes.Buffer {
+	t.Helper()
+	var log bytes.Buffer
+	n, err := DownloadWithin(context.Background(), http.DefaultClient, srvURL+"/system.sqfs", want, dst,
+		slog.New(slog.NewTextHandler(&log, nil)), Limits{Patience: 5 * time.Second, Stall: 200 * time.Millisecond})
+	if err != nil || n != int64(len(img)) {
+		t.Fatalf("Download = %d, %v\n%s", n, err, log.String())
+	}
+	if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, img) {
+		t.Errorf("the kept image is not the image (%v)", err)
+	}
+	return &log
 }
