@@ -237,6 +237,23 @@ func sizeString(n int64) string {
 	return fmt.Sprintf("%.1f MiB", float64(n)/mib)
 }
 
+// fatGeometry is what a FAT32 boot sector says of its filesystem's layout.
+type fatGeometry struct {
+	bs                                           []byte // the boot sector
+	bps, spc, reserved, nfats, total, fatSectors int64
+}
+
+// readFATGeometry reads the FAT32 boot sector at start of f.
+func readFATGeometry(f *os.File, start int64) (fatGeometry, error) {
+	bs := make([]byte, 512)
+	if _, err := f.ReadAt(bs, start); err != nil {
+		return fatGeometry{}, fmt.Errorf("read FAT boot sector: %w", err)
+	}
+	le := binary.LittleEndian
+	return fatGeometry{bs: bs, bps: int64(le.Uint16(bs[11:])), spc: int64(bs[13]), reserved: int64(le.Uint16(bs[14:])),
+		nfats: int64(bs[16]), total: int64(le.Uint32(bs[32:])), fatSectors: int64(le.Uint32(bs[36:]))}, nil
+}
+
 // fatRoom returns a *FATFullError when files cannot fit in the FAT32
 // filesystem go-diskfs just created at start of f: what they take in
 // clusters (one for an empty file, which go-diskfs allocates; each folder's
@@ -244,16 +261,11 @@ func sizeString(n int64) string {
 // counts no long-name entries, so it never refuses what go-diskfs could
 // write; a tighter miss is reported from the write that fails.
 func fatRoom(f *os.File, start, size int64, files []File) error {
-	bs := make([]byte, 512)
-	if _, err := f.ReadAt(bs, start); err != nil {
-		return fmt.Errorf("read FAT boot sector: %w", err)
+	g, err := readFATGeometry(f, start)
+	if err != nil {
+		return err
 	}
-	bps := int64(binary.LittleEndian.Uint16(bs[11:]))
-	spc := int64(bs[13])
-	reserved := int64(binary.LittleEndian.Uint16(bs[14:]))
-	nfats := int64(bs[16])
-	total := int64(binary.LittleEndian.Uint32(bs[32:]))
-	fatSectors := int64(binary.LittleEndian.Uint32(bs[36:]))
+	bps, spc, reserved, nfats, total, fatSectors := g.bps, g.spc, g.reserved, g.nfats, g.total, g.fatSectors
 	cluster := bps * spc
 	if cluster == 0 || total <= reserved+nfats*fatSectors {
 		return fmt.Errorf("FAT boot sector is not FAT32 as written by go-diskfs (bps %d, spc %d)", bps, spc)
@@ -308,16 +320,11 @@ func fatRoom(f *os.File, start, size int64, files []File) error {
 //     left "unknown" (0xffffffff), are computed from the FAT, so fsck.vfat
 //     has nothing to report.
 func normalizeFAT(f *os.File, start int64, opts FATOptions) error {
-	bs := make([]byte, 512)
-	if _, err := f.ReadAt(bs, start); err != nil {
-		return fmt.Errorf("read FAT boot sector: %w", err)
+	g, err := readFATGeometry(f, start)
+	if err != nil {
+		return err
 	}
-	bps := int64(binary.LittleEndian.Uint16(bs[11:]))
-	spc := int64(bs[13])
-	reserved := int64(binary.LittleEndian.Uint16(bs[14:]))
-	nfats := int64(bs[16])
-	total := int64(binary.LittleEndian.Uint32(bs[32:]))
-	fatSectors := int64(binary.LittleEndian.Uint32(bs[36:]))
+	bs, bps, spc, reserved, nfats, total, fatSectors := g.bs, g.bps, g.spc, g.reserved, g.nfats, g.total, g.fatSectors
 	rootCluster := binary.LittleEndian.Uint32(bs[44:])
 	fsinfo := int64(binary.LittleEndian.Uint16(bs[48:]))
 	backup := int64(binary.LittleEndian.Uint16(bs[50:]))
