@@ -574,29 +574,19 @@ func (t *squashfsInodeTable) ref(block uint32, offset uint16) (uint32, error) {
 // logical directory table, to the block's offset in the re-cut inode table.
 // The entries of a group share a block.
 func fixSquashfsDirectoryInodeRefs(table []byte, itab *squashfsInodeTable) error {
-	for pos := 0; pos+12 <= len(table); {
-		count := int(binary.LittleEndian.Uint32(table[pos:])) + 1
-		block := binary.LittleEndian.Uint32(table[pos+4:])
-		header := pos
-		pos += 12
-		var fixed uint32
-		for i := 0; i < count; i++ {
-			if pos+8 > len(table) {
-				return fmt.Errorf("directory table ends inside an entry at byte %d", pos)
-			}
-			b, err := itab.ref(block, binary.LittleEndian.Uint16(table[pos:]))
-			if err != nil {
-				return fmt.Errorf("directory entry at byte %d: %w", pos, err)
-			}
-			if i > 0 && b != fixed {
-				return fmt.Errorf("directory entries at byte %d point into two inode blocks under one header", header)
-			}
-			fixed = b
-			pos += 8 + int(binary.LittleEndian.Uint16(table[pos+6:])) + 1
+	var fixed uint32
+	return eachSquashfsDirectoryEntry(table, func(header int, block uint32, i, entry int) error {
+		b, err := itab.ref(block, binary.LittleEndian.Uint16(table[entry:]))
+		if err != nil {
+			return fmt.Errorf("directory entry at byte %d: %w", entry, err)
 		}
+		if i > 0 && b != fixed {
+			return fmt.Errorf("directory entries at byte %d point into two inode blocks under one header", header)
+		}
+		fixed = b
 		binary.LittleEndian.PutUint32(table[header+4:], fixed)
-	}
-	return nil
+		return nil
+	})
 }
 
 // fixSquashfsExportTable rewrites, in tail (the bytes of the image from
@@ -638,19 +628,37 @@ func fixSquashfsExportTable(tail []byte, base, index int64, blocks uint64, itab 
 // rejects a group of more than 256 entries: readers refuse it, and go-diskfs
 // v1.9.4 does not split groups by count, only when the inode block changes.
 func checkSquashfsDirectoryGroups(table []byte) error {
+	return eachSquashfsDirectoryEntry(table, func(header int, _ uint32, i, _ int) error {
+		if i == 0 && binary.LittleEndian.Uint32(table[header:])+1 > 256 {
+			return fmt.Errorf("a directory holds more than 256 entries whose inodes share one metadata block, " +
+				"which go-diskfs v1.9.4 writes unreadably: split that folder (often many short symlinks) or report this")
+		}
+		return nil
+	})
+}
+
+// eachSquashfsDirectoryEntry walks the logical directory table, a plain
+// sequence of groups (a 12-byte header: entry count - 1, the entries' inode
+// block, a base inode number; then the entries: 8 bytes and a name), calling
+// f with each entry's group header position, the header's inode block as it
+// was before f ran, the entry's index in its group and its position. f may
+// rewrite the header's block and base and an entry's fields, not its name's
+// size. A table that ends inside a header or an entry is an error.
+func eachSquashfsDirectoryEntry(table []byte, f func(header int, block uint32, i, entry int) error) error {
 	for pos := 0; pos < len(table); {
 		if pos+12 > len(table) {
 			return fmt.Errorf("directory table ends inside a header at byte %d", pos)
 		}
-		count := int(binary.LittleEndian.Uint32(table[pos:])) + 1
-		if count > 256 {
-			return fmt.Errorf("a directory holds more than 256 entries whose inodes share one metadata block, " +
-				"which go-diskfs v1.9.4 writes unreadably: split that folder (often many short symlinks) or report this")
-		}
+		header := pos
+		count := int64(binary.LittleEndian.Uint32(table[pos:])) + 1
+		block := binary.LittleEndian.Uint32(table[pos+4:])
 		pos += 12
-		for i := 0; i < count; i++ {
+		for i := int64(0); i < count; i++ {
 			if pos+8 > len(table) {
 				return fmt.Errorf("directory table ends inside an entry at byte %d", pos)
+			}
+			if err := f(header, block, int(i), pos); err != nil {
+				return err
 			}
 			pos += 8 + int(binary.LittleEndian.Uint16(table[pos+6:])) + 1
 		}
@@ -685,31 +693,21 @@ func fixSquashfsEntryInodeNumbers(table, inodeRaw []byte) error {
 		}
 		return binary.LittleEndian.Uint32(b[:]), nil
 	}
-	for pos := 0; pos+12 <= len(table); {
-		count := int(binary.LittleEndian.Uint32(table[pos:])) + 1
-		block := binary.LittleEndian.Uint32(table[pos+4:])
-		header := pos
-		pos += 12
-		var base uint32
-		for i := 0; i < count; i++ {
-			if pos+8 > len(table) {
-				return fmt.Errorf("directory table ends inside an entry at byte %d", pos)
-			}
-			n, err := number(block, binary.LittleEndian.Uint16(table[pos:]))
-			if err != nil {
-				return err
-			}
-			if i == 0 {
-				base = n
-				binary.LittleEndian.PutUint32(table[header+8:], base)
-			}
-			d := int64(n) - int64(base)
-			if d < -32768 || d > 32767 {
-				return fmt.Errorf("directory group spans inode numbers %d to %d", base, n)
-			}
-			binary.LittleEndian.PutUint16(table[pos+2:], uint16(int16(d)))
-			pos += 8 + int(binary.LittleEndian.Uint16(table[pos+6:])) + 1
+	var base uint32
+	return eachSquashfsDirectoryEntry(table, func(header int, block uint32, i, entry int) error {
+		n, err := number(block, binary.LittleEndian.Uint16(table[entry:]))
+		if err != nil {
+			return err
 		}
-	}
-	return nil
+		if i == 0 {
+			base = n
+			binary.LittleEndian.PutUint32(table[header+8:], base)
+		}
+		d := int64(n) - int64(base)
+		if d < -32768 || d > 32767 {
+			return fmt.Errorf("directory group spans inode numbers %d to %d", base, n)
+		}
+		binary.LittleEndian.PutUint16(table[entry+2:], uint16(int16(d)))
+		return nil
+	})
 }
