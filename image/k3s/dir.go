@@ -32,7 +32,7 @@ func fetchDir(src Source, log *slog.Logger) (*Artifacts, error) {
 	if err != nil {
 		return nil, fmt.Errorf("k3s folder %s does not verify against its %s: %w", dir, ChecksumName, err)
 	}
-	if a.Version, err = matchVersion(a.Binary, src.Version, log); err != nil {
+	if a.Version, err = matchVersion(a.Binary, src.Version, sourceArch(src), log); err != nil {
 		return nil, fmt.Errorf("k3s folder %s: %w: use a K3s release folder (of k3s.version, when set)", dir, err)
 	}
 	// The checksum file comes with the folder: it proves no more than the

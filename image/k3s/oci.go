@@ -1,10 +1,12 @@
 package k3s
 
 import (
+	"archive/tar"
 	"context"
 	"debug/elf"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/url"
@@ -15,9 +17,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/rancher/wharfie/pkg/extract"
 	"github.com/rancher/wharfie/pkg/registries"
 	"github.com/rancher/wharfie/pkg/tarfile"
 
@@ -31,9 +33,11 @@ const imageBinaryPath = "/bin/k3s"
 // fetchOCI pulls the K3s image with wharfie (which honours a K3s-style
 // registries.yaml: mirrors, rewrites, credentials, TLS), extracts /bin/k3s
 // into cacheDir/k3s/oci/<image digest>/ and takes the airgap images from a
-// local archive. Layers are content-addressed and verified against their
-// digests while they are read, so the binary is as trustworthy as the
-// image reference.
+// local archive. Layers are content-addressed: every layer is read to its
+// end, where its digest is checked, before the binary is kept (see
+// extractBinary), so the binary is as trustworthy as the image reference.
+// The image must be for the build's architecture, by its config and by the
+// binary's ELF header.
 func fetchOCI(ctx context.Context, src Source, cacheDir string, log *slog.Logger) (*Artifacts, error) {
 	version := versionOrDefault(src.Version)
 	if cacheDir == "" {
@@ -51,7 +55,8 @@ func fetchOCI(ctx context.Context, src Source, cacheDir string, log *slog.Logger
 	if err != nil {
 		return nil, fmt.Errorf("reading registries file %s: %w", src.RegistriesFile, err)
 	}
-	img, err := reg.Image(ref, remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"}))
+	arch := sourceArch(src)
+	img, err := reg.Image(ref, remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: arch.Name}))
 	if err != nil {
 		regs := "mirrors and credentials go in a K3s-format registries.yaml named by the spec's k3s.registries, a path relative to the spec file"
 		if src.RegistriesFile != "" {
@@ -65,6 +70,18 @@ func fetchOCI(ctx context.Context, src Source, cacheDir string, log *slog.Logger
 	}
 	pinned := ref.Context().Name() + "@" + digest.String()
 	log = log.With("image", pinned)
+	// The platform asked for only picks among a multi-arch index's
+	// images: a single image (an arm64 one pushed to a mirror from an ARM
+	// laptop) comes whatever it is for.
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("K3s image %s: reading its config: %w", pinned, err)
+	}
+	if (cfg.OS != "" && cfg.OS != "linux") || (cfg.Architecture != "" && cfg.Architecture != arch.Name) {
+		return nil, fmt.Errorf("K3s image %s is for %s/%s (its config), the image being built is for linux/%s: "+
+			"use rancher/k3s for linux/%s, or a multi-arch image that holds it (push it with e.g. `crane copy --platform linux/%s`)",
+			pinned, cfg.OS, cfg.Architecture, arch.Name, arch.Name, arch.Name)
+	}
 
 	dir := filepath.Join(cacheDir, "k3s", "oci", digest.Hex)
 	bin := filepath.Join(dir, BinaryName)
@@ -83,7 +100,7 @@ func fetchOCI(ctx context.Context, src Source, cacheDir string, log *slog.Logger
 		Source: "oci " + pinned, DownloadLocation: "NOASSERTION",
 		PURL: "pkg:oci/" + path.Base(ref.Context().RepositoryStr()) + "@" + url.QueryEscape(digest.String()) +
 			"?repository_url=" + url.QueryEscape(ref.Context().Name())}
-	if a.Version, err = matchVersion(bin, src.Version, log); err != nil {
+	if a.Version, err = matchVersion(bin, src.Version, arch, log); err != nil {
 		return nil, fmt.Errorf("K3s image %s: %w", pinned, err)
 	}
 	if src.AirgapTarball == "" {
@@ -125,8 +142,14 @@ func cachedExtract(bin string) (string, error) {
 	return got, nil
 }
 
-// extractBinary extracts /bin/k3s from img into dir with wharfie's
-// extractor (which refuses paths escaping the target).
+// extractBinary extracts /bin/k3s from img into dir: only a regular file
+// is taken (a link could point anywhere on the build machine), written to a
+// temporary folder, and kept only once the image's whole flattened file
+// system has been read. go-containerregistry checks a layer against its
+// digest only when the layer has been read to its end, and reports a
+// mismatch after it has ended the flattened tar normally: an extractor that
+// stops at the tar's end (wharfie's) never sees the error and would keep,
+// and record the sum of, a binary the registry or a mirror changed.
 func extractBinary(img v1.Image, pinned, dir string) (string, error) {
 	parent := filepath.Dir(dir)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
@@ -139,15 +162,39 @@ func extractBinary(img v1.Image, pinned, dir string) (string, error) {
 	}
 	defer os.RemoveAll(tmp)
 	out := filepath.Join(tmp, BinaryName)
-	if err := extract.ExtractDirs(img, map[string]string{imageBinaryPath: out}); err != nil {
-		return "", fmt.Errorf("extracting %s from K3s image %s: %w", imageBinaryPath, pinned, err)
+	unverified := func(err error) error {
+		return fmt.Errorf("K3s image %s: a layer could not be read or did not match its digest, nothing was kept: %w; "+
+			"pull it again, and check the registry or mirror serving it (k3s.registries)", pinned, err)
 	}
-	st, err := os.Lstat(out)
-	if err != nil {
-		return "", fmt.Errorf("K3s image %s has no %s: is it a rancher/k3s image? (%w)", pinned, imageBinaryPath, err)
+	rc := mutate.Extract(img) // upper layers first, whiteouts applied
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	found := false
+	for !found {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", unverified(err)
+		}
+		if path.Clean("/"+h.Name) != imageBinaryPath {
+			continue
+		}
+		if h.Typeflag != tar.TypeReg {
+			return "", fmt.Errorf("K3s image %s: %s is a %s, not the k3s binary", pinned, imageBinaryPath, tarType(h.Typeflag))
+		}
+		if err := writeFrom(out, tr); err != nil {
+			return "", fmt.Errorf("extracting %s from K3s image %s: %w", imageBinaryPath, pinned, err)
+		}
+		found = true
 	}
-	if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("K3s image %s: %s is a %s, not the k3s binary", pinned, imageBinaryPath, st.Mode().Type())
+	// The rest of the stream: a digest mismatch surfaces only here.
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		return "", unverified(err)
+	}
+	if !found {
+		return "", fmt.Errorf("K3s image %s has no %s: is it a rancher/k3s image?", pinned, imageBinaryPath)
 	}
 	if err := os.Chmod(out, 0o755); err != nil {
 		return "", err
@@ -171,13 +218,68 @@ func extractBinary(img v1.Image, pinned, dir string) (string, error) {
 	return sum, nil
 }
 
-// matchVersion checks the binary against the wanted version (or reads the
-// version from it when none is wanted).
-func matchVersion(bin, want string, log *slog.Logger) (string, error) {
-	if f, err := elf.Open(bin); err != nil {
-		return "", fmt.Errorf("the k3s binary %s is not an executable (ELF) program: %v; a K3s release's k3s is one", bin, err)
-	} else {
-		f.Close()
+// writeFrom writes r into a new file out, synced to the disk.
+func writeFrom(out string, r io.Reader) error {
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// tarType names a tar entry's type for errors.
+func tarType(t byte) string {
+	switch t {
+	case tar.TypeSymlink:
+		return "symbolic link"
+	case tar.TypeLink:
+		return "hard link"
+	case tar.TypeDir:
+		return "folder"
+	}
+	return fmt.Sprintf("tar entry of type %q", t)
+}
+
+// cpuArch is what the K3s artifacts must be built for: the Go, Debian and
+// OCI name of the architecture and the ELF machine of its programs (the
+// image package's Arch.Name and Arch.ELFMachine).
+type cpuArch struct {
+	Name    string
+	Machine elf.Machine
+}
+
+// sourceArch is the architecture src's artifacts must be for. Source names
+// none: every source is amd64's (AirgapName, ChecksumName), as is every
+// architecture the image package builds for.
+func sourceArch(Source) cpuArch { return cpuArch{Name: "amd64", Machine: elf.EM_X86_64} }
+
+// checkMachine makes sure bin is an ELF program for arch: a k3s for another
+// CPU passes every other check and fails on every node with "exec format
+// error".
+func checkMachine(bin string, arch cpuArch) error {
+	f, err := elf.Open(bin)
+	if err != nil {
+		return fmt.Errorf("the k3s binary %s is not an executable (ELF) program: %v; a K3s release's k3s is one", bin, err)
+	}
+	defer f.Close()
+	if f.Machine != arch.Machine {
+		return fmt.Errorf("the k3s binary %s is built for %s, but the image is for %s (%s): use K3s built for %s", bin, f.Machine, arch.Name, arch.Machine, arch.Name)
+	}
+	return nil
+}
+
+// matchVersion checks the binary's architecture, and checks it against the
+// wanted version (or reads the version from it when none is wanted).
+func matchVersion(bin, want string, arch cpuArch, log *slog.Logger) (string, error) {
+	if err := checkMachine(bin, arch); err != nil {
+		return "", err
 	}
 	found, err := binaryVersions(bin)
 	if err != nil {

@@ -30,7 +30,7 @@ type tarEntry struct {
 }
 
 // imageWith builds a one-layer linux/amd64 image from entries.
-func imageWith(t *testing.T, entries []tarEntry) v1.Image {
+func imageWith(t *testing.T, entries []tarEntry, opts ...tarball.LayerOption) v1.Image {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -55,7 +55,7 @@ func imageWith(t *testing.T, entries []tarEntry) v1.Image {
 		t.Fatal(err)
 	}
 	layerData := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerData)), nil })
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerData)), nil }, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

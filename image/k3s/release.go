@@ -83,6 +83,10 @@ func fetchRelease(ctx context.Context, src Source, cacheDir string, log *slog.Lo
 	a, err := verifiedFolder(dir, version)
 	switch {
 	case err == nil:
+		// The checksum file verifies the download, not what it is for.
+		if err := checkMachine(a.Binary, sourceArch(src)); err != nil {
+			return nil, fmt.Errorf("K3s release %s from %s: %w", version, binURL, err)
+		}
 		log.Debug("k3s release cache hit", "dir", dir)
 		a.Source = "release " + binURL
 		a.DownloadLocation = binURL
@@ -129,6 +133,9 @@ func fetchRelease(ctx context.Context, src Source, cacheDir string, log *slog.Lo
 	a, err = verifiedFolder(dir, version)
 	if err != nil {
 		return nil, fmt.Errorf("K3s release %s in %s does not verify right after download: %w", version, dir, err)
+	}
+	if err := checkMachine(a.Binary, sourceArch(src)); err != nil {
+		return nil, fmt.Errorf("K3s release %s from %s: %w", version, binURL, err)
 	}
 	a.Source = "release " + binURL
 	a.DownloadLocation = binURL
