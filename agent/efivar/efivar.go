@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -22,7 +24,7 @@ type PCINode struct{ Device, Function uint8 }
 // BootPath is the PCI part of the device path the firmware booted from.
 type BootPath struct {
 	Option  string    // "Boot0001"
-	RootBus uint32    // PciRoot(n): the root bridge's UID, its bus number on PCs
+	RootBus uint32    // PciRoot(n): the root bridge's ACPI _UID, often (not always) its bus number
 	PCI     []PCINode // root port first, the boot controller last
 }
 
@@ -167,10 +169,10 @@ func pciPath(dp []byte) (BootPath, error) {
 }
 
 // SysfsDevice finds the boot controller's folder under sysDir/devices: the
-// root bus pci0000:BB, then each Pci node's device below the one before it
-// (a bridge's children sit in its folder, on the bus it gives them).
+// root bus (rootBusDir), then each Pci node's device below the one before
+// it (a bridge's children sit in its folder, on the bus it gives them).
 func (p BootPath) SysfsDevice(sysDir string) (string, error) {
-	dir := filepath.Join(sysDir, "devices", fmt.Sprintf("pci0000:%02x", p.RootBus))
+	dir := rootBusDir(sysDir, p.RootBus)
 	for _, n := range p.PCI {
 		suffix := fmt.Sprintf(":%02x.%x", n.Device, n.Function)
 		entries, err := os.ReadDir(dir)
@@ -192,3 +194,34 @@ func (p BootPath) SysfsDevice(sysDir string) (string, error) {
 	}
 	return dir, nil
 }
+
+// rootBusDir is the sysfs folder (pciDDDD:BB) of the PCI root bridge whose
+// ACPI _UID is uid. PciRoot's number is that UID, not the bus: servers
+// with several root bridges (buses 0x00, 0x16, 0x30…, UIDs 0, 1, 2…, or
+// other PCI segments) number them apart, so the bridge is looked up among
+// the ACPI devices (PNP0A08 for PCI Express, PNP0A03 for PCI; their uid
+// file, their physical_node link to the bus's folder). Without a match
+// (no ACPI in sysfs, a UID that is not a number) the UID is taken for the
+// bus number of segment 0, which it is on most single-root machines.
+func rootBusDir(sysDir string, uid uint32) string {
+	for _, hid := range []string{"PNP0A08", "PNP0A03"} {
+		adevs, _ := filepath.Glob(filepath.Join(sysDir, "bus", "acpi", "devices", hid+":*"))
+		for _, adev := range adevs {
+			b, err := os.ReadFile(filepath.Join(adev, "uid"))
+			if err != nil {
+				continue
+			}
+			if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32); err != nil || uint32(n) != uid {
+				continue
+			}
+			to, err := os.Readlink(filepath.Join(adev, "physical_node"))
+			if bus := filepath.Base(to); err == nil && rootBusName.MatchString(bus) {
+				return filepath.Join(sysDir, "devices", bus)
+			}
+		}
+	}
+	return filepath.Join(sysDir, "devices", fmt.Sprintf("pci0000:%02x", uid))
+}
+
+// rootBusName is a root bus's sysfs folder name: pci, segment, bus.
+var rootBusName = regexp.MustCompile(`^pci[0-9a-f]{4,}:[0-9a-f]{2}$`)

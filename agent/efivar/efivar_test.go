@@ -148,3 +148,44 @@ func TestLoaderDevicePartUUID(t *testing.T) {
 		t.Error("a value that is not a GUID: want an error")
 	}
 }
+
+// TestSysfsDeviceMultiRoot: on a server with several PCI root bridges,
+// PciRoot(n) is the bridge's ACPI _UID, not its bus: the bridge is found
+// through the ACPI devices' uid and physical_node, as the kernel lays them
+// out; a UID that no ACPI device has is still taken for the bus.
+func TestSysfsDeviceMultiRoot(t *testing.T) {
+	sys := t.TempDir()
+	mkdirs(t, sys, "devices/pci0000:00/0000:00:1f.2", "devices/pci0000:16/0000:16:02.0/0000:17:00.0",
+		"devices/pci0001:00/0001:00:03.0", "devices/pci0000:05/0000:05:00.0", "bus/acpi/devices")
+	bridges := map[string]struct{ uid, bus string }{
+		"PNP0A08:00": {"0", "pci0000:00"},
+		"PNP0A08:01": {"1", "pci0000:16"},
+		"PNP0A03:00": {"2", "pci0001:00"}, // plain PCI, another segment
+	}
+	for name, b := range bridges {
+		adev := filepath.Join("devices/LNXSYSTM:00/LNXSYBUS:00", name)
+		mkdirs(t, sys, adev)
+		if err := os.WriteFile(filepath.Join(sys, adev, "uid"), []byte(b.uid+"\n"), 0o444); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("../../../"+b.bus, filepath.Join(sys, adev, "physical_node")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("../../../"+adev, filepath.Join(sys, "bus/acpi/devices", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		path BootPath
+		want string
+	}{
+		{BootPath{RootBus: 1, PCI: []PCINode{{2, 0}, {0, 0}}}, "devices/pci0000:16/0000:16:02.0/0000:17:00.0"},
+		{BootPath{RootBus: 2, PCI: []PCINode{{3, 0}}}, "devices/pci0001:00/0001:00:03.0"},
+		{BootPath{RootBus: 0, PCI: []PCINode{{0x1f, 2}}}, "devices/pci0000:00/0000:00:1f.2"},
+		{BootPath{RootBus: 5, PCI: []PCINode{{0, 0}}}, "devices/pci0000:05/0000:05:00.0"}, // no ACPI match: the UID as the bus
+	} {
+		if d, err := tt.path.SysfsDevice(sys); err != nil || d != filepath.Join(sys, tt.want) {
+			t.Errorf("%s: SysfsDevice = %q, %v; want %s", tt.path, d, err, tt.want)
+		}
+	}
+}
