@@ -269,6 +269,9 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias // aliasProblem bounded what this adds, and found no cycle
 	}
+	if n.Style&yaml.TaggedStyle != 0 && !d.tagFits(n, v.Type(), path) {
+		return
+	}
 	// Custom decoders (durations, CIDRs, …) take over their node.
 	if v.CanAddr() {
 		if u, ok := v.Addr().Interface().(yaml.Unmarshaler); ok {
@@ -374,6 +377,9 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		}
 		v.SetBool(b)
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if d.leadingZero(n, path) {
+			return
+		}
 		i, err := strconv.ParseInt(n.Value, 0, v.Type().Bits())
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || err != nil {
 			d.fail(n, path, "expected a whole number, got %s", d.show(n, path))
@@ -381,6 +387,9 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		}
 		v.SetInt(i)
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if d.leadingZero(n, path) {
+			return
+		}
 		u, err := strconv.ParseUint(n.Value, 0, v.Type().Bits())
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || err != nil {
 			d.fail(n, path, "expected a whole number ≥ 0, got %s", d.show(n, path))
@@ -388,6 +397,9 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		}
 		v.SetUint(u)
 	case reflect.Float32, reflect.Float64:
+		if d.leadingZero(n, path) {
+			return
+		}
 		f, err := strconv.ParseFloat(n.Value, v.Type().Bits())
 		if n.Kind != yaml.ScalarNode || (n.Tag != "!!float" && n.Tag != "!!int") || err != nil {
 			d.fail(n, path, "expected a number, got %s", d.show(n, path))
@@ -397,6 +409,86 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	default:
 		d.fail(n, path, "cannot decode into %s", v.Type())
 	}
+}
+
+// tagFits reports whether the tag written on n (!!str, !!binary, !foo)
+// fits a field of type t, and records the problem when it does not.
+// yaml.v3 keeps a tag it does not act on, and a field read as text would
+// take the value as written whatever the tag says: `token: !!binary
+// aGVsbG8=` (how Python's yaml.safe_dump writes bytes) would give K3s the
+// base64, `hostname: !!null foo` no hostname at all. The value is never
+// shown: the tag says what is wrong, and the field may hold a secret.
+func (d *decoder) tagFits(n *yaml.Node, t reflect.Type, path string) bool {
+	tag := n.ShortTag()
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case !strings.HasPrefix(tag, "!!"):
+		d.fail(n, path, "the YAML tag %s is not one Étoile reads: remove it", tag)
+		return false
+	case tag == "!!binary":
+		d.fail(n, path, "the YAML tag !!binary (base64-encoded bytes, as Python's yaml.safe_dump writes a bytes value) is not read here: the base64 text would be taken as the value: write the value itself, as text, without the tag (in Python, give a str, not bytes)")
+		return false
+	case tag == "!!null" && (n.Kind != yaml.ScalarNode || !nullWords[n.Value]):
+		d.fail(n, path, "the YAML tag !!null says there is no value, but one is given: remove the tag, or the value")
+		return false
+	case tag == "!!null" || n.Kind != yaml.ScalarNode:
+		return true // a mapping or list of the wrong kind is named by value
+	}
+	want, what := "", ""
+	switch t.Kind() {
+	case reflect.String:
+		want, what = "!!str", "text"
+	case reflect.Bool:
+		want, what = "!!bool", "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		want, what = "!!int", "a whole number"
+	case reflect.Float32, reflect.Float64:
+		if tag == "!!int" {
+			return true
+		}
+		want, what = "!!float", "a number"
+	}
+	if want != "" && tag != want {
+		d.fail(n, path, "the YAML tag %s does not fit: this field takes %s: remove the tag", tag, what)
+		return false
+	}
+	return true
+}
+
+// nullWords are the values a !!null tag may carry (YAML's null).
+var nullWords = map[string]bool{"": true, "~": true, "null": true, "Null": true, "NULL": true}
+
+// zeroPadded is a whole number written with a leading 0 (0100, -010, 09).
+var zeroPadded = regexp.MustCompile(`^[-+]?0[0-9_]+$`)
+
+// leadingZero reports (as an error) a number written with a leading 0,
+// which YAML readers disagree on: YAML 1.1 and yaml.v3 read 0100 as octal
+// (64), YAML 1.2 as decimal, and 09 is no number to yaml.v3 at all; `vlan:
+// 0100` would silently be VLAN 64. 0x10 and 0o17 say their base and are
+// read as written. A quoted "0100" is text, refused where a number goes.
+func (d *decoder) leadingZero(n *yaml.Node, path string) bool {
+	if n.Kind != yaml.ScalarNode || n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) != 0 ||
+		(n.Tag != "!!int" && n.Tag != "!!float") || !zeroPadded.MatchString(n.Value) {
+		return false
+	}
+	if d.isSecret(path) {
+		d.fail(n, path, "a number with a leading 0 (not shown: this field may hold a secret), which YAML 1.1 reads as octal and YAML 1.2 as decimal: write it without the leading 0")
+		return true
+	}
+	digits := strings.ReplaceAll(n.Value, "_", "")
+	reading := "and 8 and 9 are no octal digits"
+	if o, err := strconv.ParseInt(digits, 8, 64); err == nil {
+		reading = "(it would be " + strconv.FormatInt(o, 10) + ")"
+	}
+	decimal := digits[:len(digits)-len(strings.TrimLeft(digits, "+-"))] + strings.TrimLeft(digits, "+-0")
+	if i, err := strconv.ParseInt(digits, 10, 64); err == nil {
+		decimal = strconv.FormatInt(i, 10)
+	}
+	d.fail(n, path, "%q has a leading 0, which YAML 1.1 reads as octal %s: write it without the 0: %s", n.Value, reading, decimal)
+	return true
 }
 
 // nodeKind names what n is for a message: a mapping, a list, or a scalar

@@ -333,3 +333,88 @@ items:
 		t.Errorf("a document that is one secret value: %v", err)
 	}
 }
+
+// TestDecodeRefusesLeadingZeros: a whole number written with a leading 0
+// is octal to YAML 1.1 (and was to this decoder: vlan: 0100 became VLAN
+// 64) and decimal to YAML 1.2; it is refused, naming the field and the
+// decimal meant. Numbers that say their base (0x10, 0o17) and 0 itself are
+// read as written; a secret field's value is not shown.
+func TestDecodeRefusesLeadingZeros(t *testing.T) {
+	const head = "apiVersion: etoile.io/v1alpha1\nkind: Test\n"
+	for in, want := range map[string]string{
+		"0100":   `items[0].count (line 3): "0100" has a leading 0, which YAML 1.1 reads as octal (it would be 64): write it without the 0: 100`,
+		"01500":  `"01500" has a leading 0, which YAML 1.1 reads as octal (it would be 832): write it without the 0: 1500`,
+		"09":     `items[0].count (line 3): "09" has a leading 0, which YAML 1.1 reads as octal and 8 and 9 are no octal digits: write it without the 0: 9`,
+		"-010":   "write it without the 0: -10",
+		"01_000": "write it without the 0: 1000",
+	} {
+		var d doc
+		err := Decode([]byte(head+"items: [{count: "+in+"}]\n"), "Test", &d)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("count: %s: err = %v, want %q", in, err, want)
+		}
+	}
+	var u struct {
+		APIVersion string `yaml:"apiVersion"`
+		Kind       string `yaml:"kind"`
+		N          uint16 `yaml:"n"`
+	}
+	if err := Decode([]byte(head+"n: 0100\n"), "Test", &u); err == nil || !strings.Contains(err.Error(), "n (line 3): \"0100\" has a leading 0") {
+		t.Errorf("unsigned: err = %v", err)
+	}
+	for in, want := range map[string]int{"0": 0, "100": 100, "0x10": 16, "0o17": 15, "-5": -5, "1_000": 1000} {
+		var d doc
+		if err := Decode([]byte(head+"items: [{count: "+in+"}]\n"), "Test", &d); err != nil || d.Items[0].Count != want {
+			t.Errorf("count: %s: %v, %+v; want %d", in, err, d.Items, want)
+		}
+	}
+	var d doc
+	err := DecodeWith([]byte(head+"items: [{count: 0731}]\n"), "Test", &d, Options{Secret: func(string) bool { return true }})
+	if err == nil || strings.Contains(err.Error(), "0731") || strings.Contains(err.Error(), "731") || !strings.Contains(err.Error(), "a number with a leading 0 (not shown") {
+		t.Errorf("secret: err = %v", err)
+	}
+}
+
+// TestDecodeRefusesTagsThatDoNotFit: a tag written on a value must fit
+// its field: !!binary (Python's bytes) would pass the base64 on as the
+// value, !!null with a value would drop it, and a tag of one's own (!foo)
+// or of another type (!!int on text) means the file says something the
+// field does not take. The value is never shown, for it may be a secret.
+func TestDecodeRefusesTagsThatDoNotFit(t *testing.T) {
+	const head = "apiVersion: etoile.io/v1alpha1\nkind: Test\n"
+	for in, want := range map[string]string{
+		"ptr: {name: !!binary c2VjcmV0}":  "ptr.name (line 3): the YAML tag !!binary (base64-encoded bytes, as Python's yaml.safe_dump writes a bytes value) is not read here",
+		"ptr: {name: !!null hunter2}":     "ptr.name (line 3): the YAML tag !!null says there is no value, but one is given: remove the tag, or the value",
+		"ptr: {name: !foo hunter2}":       "ptr.name (line 3): the YAML tag !foo is not one Étoile reads: remove it",
+		"ptr: {name: !!int hunter2}":      "ptr.name (line 3): the YAML tag !!int does not fit: this field takes text: remove the tag",
+		"ptr: {on: !!str true}":           "ptr.on (line 3): the YAML tag !!str does not fit: this field takes true or false",
+		"ptr: {count: !!str 1}":           "ptr.count (line 3): the YAML tag !!str does not fit: this field takes a whole number",
+		"ptr: {tags: {a: !!binary c2Vj}}": "ptr.tags.a (line 3): the YAML tag !!binary",
+		"extra: !!binary c2VjcmV0":        "extra (line 3): the YAML tag !!binary",
+		"extra: !foo {a: b}":              "extra (line 3): the YAML tag !foo is not one Étoile reads",
+		"list: !!null [a]":                "list (line 3): the YAML tag !!null says there is no value",
+	} {
+		var d doc
+		err := DecodeWith([]byte(head+in+"\n"), "Test", &d, Options{Secret: func(string) bool { return true }})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want %q", in, err, want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "c2Vj")) {
+			t.Errorf("%s: the error shows the value: %v", in, err)
+		}
+	}
+	src := head + "ptr: {name: !!str 1234, count: !!int 3, on: !!bool true, ratio: !!int 2, tags: !!map {a: !<tag:yaml.org,2002:str> b}}\nitems: !!null\nlist: !!seq [!!str x]\nextra: !!str y\n"
+	var d doc
+	if err := Decode([]byte(src), "Test", &d); err != nil {
+		t.Fatalf("standard tags that fit: %v", err)
+	}
+	if p := d.Ptr; p == nil || p.Name != "1234" || p.Count != 3 || !p.On || p.Ratio != 2 || p.Tags["a"] != "b" || d.Items != nil || d.List[0] != "x" || d.Extra != "y" {
+		t.Errorf("decoded %+v %+v", d, d.Ptr)
+	}
+	for _, null := range []string{"!!null", "!!null ~", "!!null null"} {
+		var d doc
+		if err := Decode([]byte(head+"ptr: "+null+"\n"), "Test", &d); err != nil || d.Ptr != nil {
+			t.Errorf("ptr: %s: %v, %+v", null, err, d.Ptr)
+		}
+	}
+}
