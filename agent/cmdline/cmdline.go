@@ -80,7 +80,7 @@ func Parse(line string) Params {
 		case "etoile.system":
 			u, err := url.Parse(val)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				p.Unusable = append(p.Unusable, fmt.Sprintf("etoile.system=%q: want an http:// or https:// URL", val))
+				p.Unusable = append(p.Unusable, fmt.Sprintf("etoile.system=%q: want an http:// or https:// URL", shownURL(val)))
 				continue
 			}
 			p.SystemURL = lowerScheme(val, u.Scheme)
@@ -121,7 +121,7 @@ func Parse(line string) Params {
 			if hint := schema.Suggest(key, imageKeys); hint != "" {
 				// A mistyped image argument: the image would otherwise be
 				// looked for where the user did not mean (another medium).
-				p.Unusable = append(p.Unusable, fmt.Sprintf("%s=%q is not an argument Étoile knows%s", key, val, hint))
+				p.Unusable = append(p.Unusable, fmt.Sprintf("%s=%q is not an argument Étoile knows%s", key, shownURL(val), hint))
 				continue
 			}
 			p.Warnings = append(p.Warnings, fmt.Sprintf("%s ignored: unknown etoile argument", key))
@@ -139,6 +139,27 @@ func Parse(line string) Params {
 
 // imageKeys are the arguments that choose the system image.
 var imageKeys = []string{"etoile.slot", "etoile.system", "etoile.system.sha256", "etoile.verity"}
+
+// shownURL is a value that may be a URL as a message shows it: what stands
+// before an '@' (a user and password) and the query and fragment (a signed
+// URL's signature) are xxxxx. The messages reach every console; and the
+// values they are about are those url.Parse may refuse, so the URL is cut
+// by hand.
+func shownURL(s string) string {
+	head, rest := "", s
+	if i := strings.Index(s, "://"); i >= 0 {
+		head, rest = s[:i+3], s[i+3:]
+	}
+	tail := ""
+	if i := strings.IndexAny(rest, "?#"); i >= 0 {
+		tail = rest[i:i+1] + "xxxxx"
+		rest = rest[:i]
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		rest = "xxxxx" + rest[at:]
+	}
+	return head + rest + tail
+}
 
 // parseVerity reads etoile.verity's <root>:<salt>.
 func parseVerity(v string) (root, salt string, ok bool) {

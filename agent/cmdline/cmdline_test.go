@@ -73,6 +73,14 @@ func TestParse(t *testing.T) {
 				"etoile.system.sha256 is given without etoile.system=<url>: give both (netboot), or neither"}},
 		},
 		{
+			// The messages reach every console: a password or a signed
+			// URL's signature in the argument is not shown.
+			name: "an unusable URL is shown without its password or query",
+			line: "etoile.system=https://bob:s3cret@h/%zz/s.sqfs etoile.sytem=ftp://bob:s3cret@h/s.sqfs?sig=s3cret",
+			want: Params{Unusable: []string{`etoile.system="https://xxxxx@h/%zz/s.sqfs": want an http:// or https:// URL`,
+				`etoile.sytem="ftp://xxxxx@h/s.sqfs?xxxxx" is not an argument Étoile knows (did you mean "etoile.system"?)`}},
+		},
+		{
 			name: "upper-case scheme",
 			line: "etoile.system=HTTPS://h/s.sqfs etoile.system.sha256=" + sum + " etoile.config=Https://h/c.yaml",
 			want: Params{SystemURL: "https://h/s.sqfs", SystemSHA256: sum, Config: "https://h/c.yaml"},

@@ -74,7 +74,8 @@ type MachineConfig struct {
 	Time *Time `yaml:"time,omitempty"`
 	// Sysctls are kernel parameters set before K3s starts, by sysctl(8)
 	// names (net.ipv4.ip_forward, or with / as the separator when a part
-	// holds a dot: net/ipv4/conf/eth0.42/forwarding) and the value as
+	// holds a dot: net/ipv4/conf/eth0.42/forwarding, which sysctl.d(5)
+	// also writes net.ipv4.conf.eth0/42.forwarding) and the value as
 	// written to /proc/sys.
 	Sysctls map[string]string `yaml:"sysctls,omitempty"`
 	// K3s is passed through to /etc/rancher/k3s/config.yaml under K3s's
@@ -132,13 +133,25 @@ type Interface struct {
 	MTU int `yaml:"mtu,omitempty"`
 }
 
-// SysctlPath is the file under /proc/sys of a sysctl name: dots separate
-// its parts unless it holds a slash.
+// SysctlPath is the file under /proc/sys of a sysctl name, read as
+// sysctl.d(5) and procps's sysctl(8) read it: when the first separator is a
+// slash, slashes separate the parts and dots are part of them
+// (net/ipv4/conf/eth0.42/forwarding); when it is a dot, dots separate the
+// parts and a slash stands for a dot inside one
+// (net.ipv4.conf.eth0/42.forwarding, the same file).
 func SysctlPath(name string) string {
-	if strings.Contains(name, "/") {
+	if i := strings.IndexAny(name, "./"); i < 0 || name[i] == '/' {
 		return strings.Trim(name, "/")
 	}
-	return strings.ReplaceAll(name, ".", "/")
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '.':
+			return '/'
+		case '/':
+			return '.'
+		}
+		return r
+	}, name)
 }
 
 // Time is how the node keeps its clock: NTP (SNTP) against Servers, else
@@ -306,8 +319,12 @@ func cascade(path string, decodeErrs schema.Errors, entries []string) bool {
 			}
 		case didYouMean(d.Msg) != "" && path == joinPath(parentPath(d.Path), didYouMean(d.Msg)):
 			return true // cluster.tokn: the "missing token" that follows is the same mistake
-		case section(path) == "cluster" && section(d.Path) == "cluster" && !strings.ContainsAny(path, ".["):
-			return true // role and cluster are checked together
+		case path != "role" && section(path) == "cluster" && section(d.Path) == "cluster" && !strings.ContainsAny(path, ".["):
+			// Role and cluster are checked together: a role that did not
+			// decode hides "cluster: …" problems. A role's own problems
+			// (missing, misspelt) follow from no cluster field, and are
+			// reported with them.
+			return true
 		}
 	}
 	return false

@@ -201,6 +201,25 @@ var k3sReservedKeys = map[string]string{
 	"o":                "the agent judges K3s's readiness through the admin kubeconfig at /etc/rancher/k3s/k3s.yaml; it must stay there",
 }
 
+// k3sShortNames are the one-letter aliases of K3s options (`-i` for
+// --node-ip), which K3s's config file takes too (it passes a one-letter key
+// as -KEY): the k3s: section refuses them, naming the long name, so that
+// each value is checked as its option's (node-ip's addresses), and so that
+// an alias and its long name cannot both be given. From the flag
+// declarations of k3s-io/k3s pkg/cli/cmds (v1.34), as the K3s stand-in's
+// table (qa/k3sstandin/flags.go) holds them; v is an option of its own
+// (the log verbosity), not an alias. Those of options Étoile sets itself
+// are in k3sReservedKeys as well, whose message says what to set instead.
+var k3sShortNames = map[string]string{
+	"c": "config",
+	"d": "data-dir",
+	"i": "node-ip",
+	"l": "log",
+	"o": "write-kubeconfig",
+	"s": "server",
+	"t": "token",
+}
+
 // k3sOneShotKeys are K3s options that ask for a one-time operation, not
 // a setting, each with why the k3s: section refuses it: K3s does the
 // operation, says to start it again without the option and exits, and the

@@ -114,3 +114,41 @@ func TestK3sOneTimeOperationsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestK3sShortNamesRefused: K3s's config file takes a flag's one-letter
+// alias (i: for node-ip), which would skip the checks of the long name
+// (node-ip's addresses) with only the "not a K3s option" warning; each is
+// refused naming its long name, or, for an option Étoile sets itself, what
+// to set instead.
+func TestK3sShortNamesRefused(t *testing.T) {
+	known := toSet(k3sAllKeys)
+	for short, long := range k3sShortNames {
+		if len(short) != 1 || !known[long] || known[short] {
+			t.Errorf("%s → %s: a short name must be one letter, not an option, and stand for one", short, long)
+		}
+		if msg, reserved := k3sReservedKeys[short]; reserved != (k3sReservedKeys[long] != "") || msg != "" && msg != k3sReservedKeys[long] {
+			t.Errorf("%s: reserved %q, but %s reserved %q", short, msg, long, k3sReservedKeys[long])
+		}
+	}
+	for k := range k3sReservedKeys {
+		if _, short := k3sShortNames[k]; len(k) == 1 && !short {
+			t.Errorf("%s: a reserved one-letter key that is no short name", k)
+		}
+	}
+	for body, want := range map[string]string{
+		"k3s: {i: 10.0.0.5}\n":       "k3s.i: write node-ip instead of i (K3s's short name for it), so that its value is checked as node-ip's",
+		"k3s: {i: not-an-ip}\n":      "k3s.i: write node-ip instead of i",
+		"k3s: {i+: [10.0.0.5]}\n":    "k3s.i+: write node-ip instead of i",
+		"k3s: {l: /var/log/k3s}\n":   "k3s.l: write log instead of l",
+		"k3s: {t: abc}\n":            "k3s.t: Étoile sets this itself: set cluster.token instead",
+		"k3s: {o: /root/k3s.yaml}\n": "k3s.o: Étoile sets this itself",
+	} {
+		_, _, err := Check([]byte(header + server + body))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want %q", strings.TrimSpace(body), err, want)
+		}
+	}
+	if _, _, err := Check([]byte(header + server + "k3s: {v: 2}\n")); err != nil {
+		t.Errorf("v is K3s's verbosity, not an alias: %v", err)
+	}
+}

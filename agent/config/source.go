@@ -123,7 +123,9 @@ func FromURL(ctx context.Context, rawURL string, client *http.Client) ([]byte, e
 	shown := redactURL(rawURL)
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("machine config URL %q is not a URL: %w", shown, err)
+		// Not err itself: a *url.Error repeats the whole URL, its
+		// password and query included, on every console.
+		return nil, fmt.Errorf("machine config URL %q is not a URL: %w", shown, withoutURL(err))
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return nil, fmt.Errorf("machine config URL %q: only http:// and https:// are supported, not %q", shown, u.Scheme+":")
@@ -164,18 +166,14 @@ func FromURL(ctx context.Context, rawURL string, client *http.Client) ([]byte, e
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
-		return nil, fmt.Errorf("machine config URL %q: %w", shown, err)
+		return nil, fmt.Errorf("machine config URL %q: %w", shown, withoutURL(err))
 	}
 	req.Header.Set("Accept", "application/yaml, text/yaml, text/plain, */*")
 	resp, err := client.Do(req)
 	if err != nil {
 		// url.Error repeats the full URL, query (a signed URL's token)
 		// included; the URL is already shown redacted.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("downloading the machine config from %s: %w", where(), describeNetErr(err, timeout))
+		return nil, fmt.Errorf("downloading the machine config from %s: %w", where(), describeNetErr(withoutURL(err), timeout))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -214,12 +212,32 @@ func readLimited(r io.Reader, what string) ([]byte, error) {
 	return data, nil
 }
 
+// withoutURL is what a *url.Error says went wrong, without the URL it
+// repeats (with its password and query, which messages never show: they
+// name the URL through redactURL); other errors are returned as they are.
+func withoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.Err != nil {
+		return ue.Err
+	}
+	return err
+}
+
 // redactURL drops credentials and the query (which may carry a token) from
 // a URL shown in logs and errors.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "(unparsable URL)"
+		// Shown as far as url.Parse would split it, so that the user
+		// sees which URL is meant and where it is wrong.
+		scheme, user, host, path, ok := urlParts(raw)
+		if !ok {
+			return "(unparsable URL)"
+		}
+		if user {
+			host = "xxxxx@" + host
+		}
+		return scheme + "://" + host + path
 	}
 	if u.Opaque != "" { // http:user:password@host: no host to show
 		return u.Scheme + ":xxxxx"

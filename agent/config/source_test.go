@@ -216,6 +216,23 @@ func TestRedactURL(t *testing.T) {
 	}
 }
 
+// TestUnparsableURLHidesItsPassword: a URL url.Parse refuses (a bad
+// escape, a bad port) is named without its password, and url.Parse's
+// error, which repeats the whole URL, is not passed on: the message
+// reaches every console.
+func TestUnparsableURLHidesItsPassword(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://bob:s3cret@cfg.example/%zz/node.yaml": `machine config URL "https://xxxxx@cfg.example/%zz/node.yaml" is not a URL: invalid URL escape "%zz"`,
+		"https://bob:s3cret@cfg.example:99x/node.yaml": `machine config URL "https://xxxxx@cfg.example:99x/node.yaml" is not a URL: invalid port ":99x" after host`,
+		"https://cfg.example/%zz?token=s3cret":         `machine config URL "https://cfg.example/%zz" is not a URL`,
+	} {
+		_, _, err := FirstFound(context.Background(), URLSource{URL: in})
+		if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want %q and no password", in, err, want)
+		}
+	}
+}
+
 // TestFileSourceNotRegular: a named pipe would block the read until a writer
 // came (config validate hung, deaf to ^C) and a device would be read to its
 // end; both are refused, naming the path and what it is, before opening.

@@ -850,6 +850,10 @@ func (v *validator) k3s(c *MachineConfig) {
 			v.errs.Add(p, "Étoile sets this itself: %s", msg)
 			continue
 		}
+		if long, short := k3sShortNames[base]; short {
+			v.errs.Add(p, "write %s instead of %s (K3s's short name for it), so that its value is checked as %s's", long, base, long)
+			continue
+		}
 		if msg, oneShot := k3sOneShotKeys[base]; oneShot {
 			v.errs.Add(p, "%s", msg)
 			continue
@@ -1224,19 +1228,28 @@ func (v *validator) sysctls(m map[string]string) {
 	if v.tooMany("sysctls", len(m), maxSysctls, "kernel parameters", "give the parameters this node needs changed from the kernel's defaults") {
 		return
 	}
+	seen := map[string]string{} // file under /proc/sys → the first name for it
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		p := "sysctls." + k
-		parts := strings.Split(SysctlPath(k), "/")
+		file := SysctlPath(k)
+		parts := strings.Split(file, "/")
 		ok := len(parts) >= 2
 		for _, part := range parts {
 			ok = ok && part != ".." && part != "." && sysctlPart.MatchString(part)
 		}
 		if !ok {
-			v.errs.Add(p, "%q is not a kernel parameter name: write it as sysctl(8) does (net.ipv4.ip_forward), or with / between its parts when one holds a dot (net/ipv4/conf/eth0.42/forwarding)", k)
+			v.errs.Add(p, "%q is not a kernel parameter name: write it as sysctl(8) does (net.ipv4.ip_forward), or with / between its parts when one holds a dot (net/ipv4/conf/eth0.42/forwarding, or net.ipv4.conf.eth0/42.forwarding)", k)
 			continue
 		}
+		if first, dup := seen[file]; dup {
+			// The agent would write both, and the kernel keep the value
+			// written last: which one would depend on the spelling.
+			v.errs.Add(p, "is the same kernel parameter as sysctls.%s (/proc/sys/%s), written another way: keep one", first, file)
+			continue
+		}
+		seen[file] = k
 		if val := m[k]; strings.TrimSpace(val) == "" || strings.ContainsAny(val, "\n\r") {
-			v.errs.Add(p, "%q: give the value on one line, as written to /proc/sys/%s", val, SysctlPath(k))
+			v.errs.Add(p, "%q: give the value on one line, as written to /proc/sys/%s", val, file)
 		}
 	}
 }

@@ -299,6 +299,10 @@ func TestSysctlPath(t *testing.T) {
 		"net.ipv4.ip_forward":              "net/ipv4/ip_forward",
 		"net/ipv4/conf/eth0.42/forwarding": "net/ipv4/conf/eth0.42/forwarding",
 		"/vm/max_map_count":                "vm/max_map_count",
+		// sysctl.d(5): when the first separator is a dot, a slash stands
+		// for a dot inside a part.
+		"net.ipv4.conf.eth0/42.forwarding": "net/ipv4/conf/eth0.42/forwarding",
+		"net/ipv4.ip_forward":              "net/ipv4.ip_forward",
 	} {
 		if got := SysctlPath(name); got != want {
 			t.Errorf("SysctlPath(%q) = %q, want %q", name, got, want)
@@ -307,6 +311,48 @@ func TestSysctlPath(t *testing.T) {
 	c, _, err := Check([]byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\n" + server + "sysctls: {vm.max_map_count: 262144, net/ipv4/conf/eth0.42/forwarding: '1', fs.inotify.max_user_instances: \"8192\"}\n"))
 	if err != nil || c.Sysctls["vm.max_map_count"] != "262144" {
 		t.Fatalf("sysctls: %v %+v", err, c)
+	}
+	if _, _, err := Check([]byte(header + server + "sysctls: {net.ipv4.conf.eth0/42.forwarding: '1'}\n")); err != nil {
+		t.Errorf("sysctl.d's eth0/42 for the VLAN eth0.42: %v", err)
+	}
+}
+
+// TestSysctlSpellingsOfOneParameter: two names for one file under
+// /proc/sys are refused, naming both, instead of the value of whichever
+// the agent wrote last winning.
+func TestSysctlSpellingsOfOneParameter(t *testing.T) {
+	_, _, err := Check([]byte(header + server + "sysctls: {net.ipv4.ip_forward: '1', net/ipv4/ip_forward: '0', /net/ipv4/ip_forward: '1', net.ipv4.conf.eth0/42.rp_filter: '0', net/ipv4/conf/eth0.42/rp_filter: '2'}\n"))
+	for p, want := range map[string]string{
+		"sysctls.net/ipv4/ip_forward":             "is the same kernel parameter as sysctls./net/ipv4/ip_forward (/proc/sys/net/ipv4/ip_forward), written another way: keep one",
+		"sysctls.net.ipv4.ip_forward":             "is the same kernel parameter as sysctls./net/ipv4/ip_forward",
+		"sysctls.net/ipv4/conf/eth0.42/rp_filter": "is the same kernel parameter as sysctls.net.ipv4.conf.eth0/42.rp_filter (/proc/sys/net/ipv4/conf/eth0.42/rp_filter)",
+	} {
+		if fe := findField(err, p); fe == nil || !strings.Contains(fe.Msg, want) {
+			t.Errorf("%s: want %q in:\n%v", p, want, err)
+		}
+	}
+	if es, _ := err.(schema.Errors); len(es) != 3 {
+		t.Errorf("%d errors, want 3:\n%v", len(es), err)
+	}
+}
+
+// TestRoleProblemsBesideAClusterDecodingProblem: a cluster field that did
+// not decode does not hide that role is missing or misspelt, which no
+// cluster field changes: one run reports both.
+func TestRoleProblemsBesideAClusterDecodingProblem(t *testing.T) {
+	for body, want := range map[string]string{
+		"cluster: {init: yes}\n":               "missing: set role: server",
+		"role: sevrer\ncluster: {init: yes}\n": `"sevrer": use server or agent`,
+		"role: sevrer\ncluster: {init: [x]}\n": `"sevrer": use server or agent`,
+		"cluster: {server: [x], token: t}\n":   "missing: set role: server",
+	} {
+		_, _, err := Check([]byte(header + body))
+		if fe := findField(err, "role"); fe == nil || !strings.Contains(fe.Msg, want) {
+			t.Errorf("%q: want role: %q in:\n%v", body, want, err)
+		}
+		if findField(err, "cluster.init") == nil && findField(err, "cluster.server") == nil {
+			t.Errorf("%q: the cluster field's own error is missing:\n%v", body, err)
+		}
 	}
 }
 
@@ -595,5 +641,36 @@ func TestK3sListForOneValue(t *testing.T) {
 	}
 	if _, _, err := Check([]byte(header + "role: agent\ncluster: {server: 'https://a:6443', token: t}\nk3s: {kubelet-arg: [a=b, c=d], tls-san: [a.example, b.example]}\n")); err != nil {
 		t.Errorf("list options refused: %v", err)
+	}
+}
+
+// TestLeadingZerosAndTagsInAMachineConfig: what YAML readers disagree on
+// is refused at its field rather than read one way: vlan: 0100 was VLAN
+// 64, a token tagged !!binary (Python's bytes) reached K3s as its base64,
+// and hostname: !!null foo left the node without its name. A secret's
+// value is never shown.
+func TestLeadingZerosAndTagsInAMachineConfig(t *testing.T) {
+	for _, tc := range []struct{ body, path, want, secret string }{
+		{server + "network: {interfaces: [{name: eth0, dhcp: true, vlan: 0100}]}\n", "network.interfaces[0].vlan", `"0100" has a leading 0, which YAML 1.1 reads as octal (it would be 64): write it without the 0: 100`, ""},
+		{server + "network: {interfaces: [{name: eth0, dhcp: true, mtu: 01500}]}\n", "network.interfaces[0].mtu", "write it without the 0: 1500", ""},
+		{server + "network: {interfaces: [{name: eth0, dhcp: true, vlan: 09}]}\n", "network.interfaces[0].vlan", "write it without the 0: 9", ""},
+		{"role: agent\ncluster: {server: 'https://a.example:6443', token: !!binary aGVsbG8=}\n", "cluster.token", "the YAML tag !!binary", "aGVsbG8="},
+		{"role: agent\ncluster: {server: 'https://a.example:6443', token: !secret K10abc}\n", "cluster.token", "the YAML tag !secret is not one Étoile reads: remove it", "K10abc"},
+		{server + "hostname: !!null foo\n", "hostname", "the YAML tag !!null says there is no value, but one is given", ""},
+		{server + "hostname: !!int node1\n", "hostname", "the YAML tag !!int does not fit: this field takes text", ""},
+		{server + "hostname: !foo bar\n", "hostname", "the YAML tag !foo is not one Étoile reads", ""},
+		{server + "registries: {configs: {r.example: {auth: {username: u, password: !!binary aHVudGVyMg==}}}}\n", "registries.configs.r.example.auth.password", "the YAML tag !!binary", "aHVudGVyMg=="},
+		{server + "k3s: {node-ip: !!binary MTAuMC4wLjU=}\n", "k3s.node-ip", "the YAML tag !!binary", ""},
+	} {
+		_, _, err := Check([]byte(header + tc.body))
+		if fe := findField(err, tc.path); fe == nil || !strings.Contains(fe.Msg, tc.want) {
+			t.Errorf("%s: want %s: %q in:\n%v", strings.TrimSpace(tc.body), tc.path, tc.want, err)
+		}
+		if es, _ := err.(schema.Errors); len(es) != 1 {
+			t.Errorf("%s: want one error, got:\n%v", strings.TrimSpace(tc.body), err)
+		}
+		if tc.secret != "" && err != nil && strings.Contains(err.Error(), tc.secret) {
+			t.Errorf("%s: the error shows the secret:\n%v", strings.TrimSpace(tc.body), err)
+		}
 	}
 }
