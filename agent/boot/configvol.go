@@ -168,16 +168,19 @@ func (l *lookLog) log(log *slog.Logger, lines []logLine) {
 }
 
 // findVolume opens the first of devs whose filesystem is labelled label
-// (inventory.ProbeDevice) and returns its source, and every device so
-// labelled; a labelled device that does not open is skipped, its error
-// returned if no other opens.
+// (inventory.ProbeDevice), in any case, and returns its source, and every
+// device so labelled; a labelled device that does not open is skipped, its
+// error returned if no other opens. The case does not count, as for
+// cloud-init's cidata or CIDATA: `mkfs.fat -n etoile-cfg` and `xorriso -V
+// etoile-cfg` keep the lower case the user typed, and such a volume would
+// otherwise be passed over without a word.
 func findVolume(devs []string, label string, open func(dev, fstype string) (config.Source, error)) (config.Source, []string, error) {
 	var errs []error
 	var src config.Source
 	var labelled []string
 	for _, dev := range devs {
 		fstype, l := inventory.ProbeDevice(dev)
-		if l != label {
+		if !strings.EqualFold(l, label) {
 			continue
 		}
 		labelled = append(labelled, dev)
@@ -278,11 +281,17 @@ func (m *Machine) mountConfigFS(ctx context.Context, dev, dir, fstype string) er
 }
 
 // configFSProblem refuses a volume labelled ETOILE-CFG whose filesystem
-// is known and not one a config volume has (ext4): mounting it as FAT or
-// ISO9660 would only fail with the kernel's words.
+// is known and not one a config volume has (ext4, exfat): mounting it as
+// FAT or ISO9660 would only fail with the kernel's words. exFAT, which
+// formatting tools choose for large sticks, is not FAT, and the agent has
+// no driver for it.
 func configFSProblem(fstype string) error {
 	if fstype != "" && fstype != "vfat" && fstype != "iso9660" {
-		return fmt.Errorf("it is %s: a config volume is FAT or ISO9660, as cloud-init's NoCloud (mkfs.vfat -n %s, or xorriso -as mkisofs -V %s)", fstype, config.VolumeLabel, config.VolumeLabel)
+		not := ""
+		if fstype == "exfat" {
+			not = " (FAT12, FAT16 or FAT32; exFAT is another filesystem, which the agent does not read)"
+		}
+		return fmt.Errorf("it is %s: a config volume is FAT%s or ISO9660, as cloud-init's NoCloud (mkfs.vfat -n %s, or xorriso -as mkisofs -V %s)", fstype, not, config.VolumeLabel, config.VolumeLabel)
 	}
 	return nil
 }

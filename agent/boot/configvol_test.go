@@ -74,6 +74,57 @@ func TestFindVolumeOpensWhatItIs(t *testing.T) {
 	}
 }
 
+// TestFindVolumeIgnoresTheLabelsCase: a volume labelled etoile-cfg
+// (mkfs.fat -n etoile-cfg, xorriso -V etoile-cfg keep the lower case) is
+// the config volume, as cloud-init takes cidata and CIDATA, rather than
+// passed over without a word.
+func TestFindVolumeIgnoresTheLabelsCase(t *testing.T) {
+	dir := t.TempDir()
+	iso := make([]byte, 64*1024)
+	iso[32768] = 1
+	copy(iso[32769:], "CD001")
+	copy(iso[32768+40:], "etoile-cfg"+strings.Repeat(" ", 22))
+	fat := make([]byte, 64*1024) // a FAT16 boot sector: its label at 43, "FAT16" at 54
+	copy(fat[43:], "Etoile-Cfg FAT16   ")
+	fat[510], fat[511] = 0x55, 0xAA
+	for name, data := range map[string][]byte{"vda": iso, "vdb": fat} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"vda", "vdb"} {
+		dev := filepath.Join(dir, name)
+		src, labelled, err := findVolume([]string{dev}, config.VolumeLabel, func(dev, fstype string) (config.Source, error) {
+			return RawVolumeSource{Device: dev, FSType: fstype}, nil
+		})
+		if raw, ok := src.(RawVolumeSource); err != nil || !ok || raw.Device != dev || !slices.Equal(labelled, []string{dev}) {
+			t.Errorf("%s: findVolume = %v, %q, %v; want it found", name, src, labelled, err)
+		}
+	}
+}
+
+// TestConfigVolumeOfAnotherFilesystem: a volume labelled ETOILE-CFG whose
+// filesystem the agent does not read (exFAT, which formatting tools choose
+// for large sticks; ext4) is refused with what to use instead, and never
+// mounted.
+func TestConfigVolumeOfAnotherFilesystem(t *testing.T) {
+	for fstype, want := range map[string]string{
+		"exfat": "it is exfat: a config volume is FAT (FAT12, FAT16 or FAT32; exFAT is another filesystem, which the agent does not read) or ISO9660, as cloud-init's NoCloud (mkfs.vfat -n ETOILE-CFG",
+		"ext4":  "it is ext4: a config volume is FAT or ISO9660",
+		"ntfs":  "it is ntfs: a config volume is FAT or ISO9660",
+	} {
+		m := &Machine{}
+		src, err := m.openConfigVolume(context.Background(), filepath.Join(t.TempDir(), "vdb"), fstype, func(string, ...any) {},
+			func(context.Context, string, string, string) error {
+				t.Errorf("%s: mounted", fstype)
+				return nil
+			})
+		if src != nil || err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, %v; want %q", fstype, src, err, want)
+		}
+	}
+}
+
 // TestRawVolumeSource reads config.yaml from ISO9660 and FAT32 volumes
 // without mounting them; a volume without one is config.ErrNotFound (the
 // next source is read), one it cannot read is another error (it is mounted).
