@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path"
 	"sort"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf16"
 
 	"github.com/etoile-os/etoile/agent/cmdline"
 	"github.com/etoile-os/etoile/internal/devread"
@@ -642,7 +644,9 @@ func probeDeviceNow(devPath string) (fstype, label string) {
 	defer f.Close()
 	buf := make([]byte, 64*1024)
 	n, _ := io.ReadFull(f, buf)
-	return FSProbe(buf[:n])
+	// A FAT or exFAT volume's root directory, which holds its label, is read from
+	// the device too, within this read's wait (probeWithin).
+	return fsProbe(buf[:n], f)
 }
 
 // FSLabel returns the volume label of the filesystem whose first bytes (64 KiB
@@ -653,9 +657,16 @@ func FSLabel(b []byte) string {
 }
 
 // FSProbe tells the filesystem whose first bytes (64 KiB are enough) are b,
-// as mount(2) names it ("iso9660", "ext4", "vfat"; "" when none of these),
-// and its volume label.
+// as mount(2) names it ("iso9660", "ext4", "vfat", "exfat"; "" when none of
+// these), and its volume label. A FAT volume's label is its root directory's
+// when that lies within b (ProbeDevice reads it wherever it is).
 func FSProbe(b []byte) (fstype, label string) {
+	return fsProbe(b, bytes.NewReader(b))
+}
+
+// fsProbe is FSProbe, reading what lies beyond the first bytes b (a FAT or
+// exFAT root directory) from dev, the whole device.
+func fsProbe(b []byte, dev io.ReaderAt) (fstype, label string) {
 	// ISO9660: the primary volume descriptor at 32 KiB: type 1, "CD001", volume id at 40.
 	const pvd = 32 * 1024
 	if len(b) >= pvd+72 && b[pvd] == 1 && string(b[pvd+1:pvd+6]) == "CD001" {
@@ -666,15 +677,29 @@ func FSProbe(b []byte) (fstype, label string) {
 		return "ext4", cString(b[1024+120 : 1024+136])
 	}
 	// FAT: boot sector signature, then the volume label of the FAT32 or FAT12/16 layout,
-	// told apart by the file system type string each carries.
+	// told apart by the file system type string each carries. The label is the root
+	// directory's volume label entry, as blkid's LABEL (and so /dev/disk/by-label and
+	// cloud-init's NoCloud): Windows (Explorer, label.exe) writes only that one, and
+	// leaves the boot sector's "NO NAME" or the name it had before. The boot sector's is
+	// taken only when the root directory could not tell (unreadable, or its first
+	// cluster read without the entry nor the directory's end).
 	if len(b) >= 512 && b[510] == 0x55 && b[511] == 0xAA {
+		if string(b[3:11]) == "EXFAT   " {
+			// Not read without mounting (the config volume says so); its label is
+			// still told, for the config volume's search to find and name it.
+			return "exfat", exfatLabel(b, dev)
+		}
+		var fat32 bool
 		switch {
 		case bytes.HasPrefix(b[82:], []byte("FAT32")):
-			label = string(b[71:82])
+			label, fat32 = string(b[71:82]), true
 		case bytes.HasPrefix(b[54:], []byte("FAT")):
 			label = string(b[43:54])
 		default:
 			return "", ""
+		}
+		if root, ok := fatRootLabel(b, dev, fat32); ok {
+			label = root
 		}
 		if label = printable(label); label == "NO NAME" {
 			label = ""
@@ -682,6 +707,105 @@ func FSProbe(b []byte) (fstype, label string) {
 		return "vfat", label
 	}
 	return "", ""
+}
+
+// maxRootRead bounds what is read of a FAT or exFAT root directory for its label: the
+// first cluster (or FAT12/16's fixed root directory), 64 KiB at most.
+const maxRootRead = 64 * 1024
+
+// readRoot reads size bytes (maxRootRead at most) at off of the volume whose first
+// bytes are b: from b when they lie within it, else from dev. A short read gives what
+// was read.
+func readRoot(b []byte, dev io.ReaderAt, off, size uint64) []byte {
+	size = min(size, maxRootRead)
+	if off+size <= uint64(len(b)) {
+		return b[off : off+size]
+	}
+	if off > math.MaxInt64-size {
+		return nil
+	}
+	buf := make([]byte, size)
+	n, _ := dev.ReadAt(buf, int64(off))
+	return buf[:n]
+}
+
+// fatRootLabel returns the volume label entry of the root directory of the FAT volume
+// whose boot sector is b (fat32: the FAT32 layout): an entry with the volume-label
+// attribute (0x08) that is neither a long name's part (0x0F) nor deleted (0xE5), before
+// the directory's end (an entry starting with 0). known is false when what was read
+// does not tell: the boot sector's values are not a FAT's, the read failed, or the
+// first 64 KiB or first cluster read hold neither the entry nor the directory's end.
+func fatRootLabel(b []byte, dev io.ReaderAt, fat32 bool) (label string, known bool) {
+	le16 := func(i int) uint64 { return uint64(binary.LittleEndian.Uint16(b[i:])) }
+	bps, spc, reserved, fats := le16(11), uint64(b[13]), le16(14), uint64(b[16])
+	switch {
+	case bps != 512 && bps != 1024 && bps != 2048 && bps != 4096,
+		spc == 0 || spc&(spc-1) != 0, reserved == 0, fats == 0:
+		return "", false // not a BPB these values can be trusted from
+	}
+	var off, size uint64
+	if fat32 {
+		fatSize, rootCluster := uint64(binary.LittleEndian.Uint32(b[36:])), uint64(binary.LittleEndian.Uint32(b[44:]))
+		if fatSize == 0 || rootCluster < 2 {
+			return "", false
+		}
+		off = (reserved + fats*fatSize + (rootCluster-2)*spc) * bps
+		size = spc * bps
+	} else {
+		fatSize, entries := le16(22), le16(17)
+		if fatSize == 0 || entries == 0 {
+			return "", false
+		}
+		off = (reserved + fats*fatSize) * bps
+		size = entries * 32
+	}
+	dir := readRoot(b, dev, off, size)
+	for e := dir; len(e) >= 32; e = e[32:] {
+		switch attr := e[11]; {
+		case e[0] == 0:
+			return "", true // the directory's end: no label
+		case e[0] == 0xE5, attr&0x3F == 0x0F, attr&0x08 == 0, attr&0x10 != 0:
+			continue
+		}
+		name := bytes.Clone(e[:11])
+		if name[0] == 0x05 { // a first byte 0xE5 that is not a deleted entry's
+			name[0] = 0xE5
+		}
+		return string(name), true
+	}
+	// FAT12/16's root directory, whole, without the entry: no label. A FAT32 root
+	// directory goes on in other clusters.
+	return "", !fat32 && len(dir) > 0 && uint64(len(dir)) == size
+}
+
+// exfatLabel returns the label of the exFAT volume whose boot sector is b: its root
+// directory's volume label entry (type 0x83: a count, then up to 11 UTF-16 characters),
+// in the root directory's first cluster; "" when there is none.
+func exfatLabel(b []byte, dev io.ReaderAt) string {
+	if len(b) < 512 {
+		return ""
+	}
+	bpsShift, spcShift := uint64(b[108]), uint64(b[109])
+	heap, rootCluster := uint64(binary.LittleEndian.Uint32(b[88:])), uint64(binary.LittleEndian.Uint32(b[96:]))
+	if bpsShift < 9 || bpsShift > 12 || bpsShift+spcShift > 25 || rootCluster < 2 {
+		return ""
+	}
+	off := (heap + (rootCluster-2)<<spcShift) << bpsShift
+	dir := readRoot(b, dev, off, 1<<(bpsShift+spcShift))
+	for e := dir; len(e) >= 32; e = e[32:] {
+		switch e[0] {
+		case 0x00:
+			return ""
+		case 0x83:
+			n := min(int(e[1]), 11)
+			u := make([]uint16, n)
+			for i := range u {
+				u[i] = binary.LittleEndian.Uint16(e[2+2*i:])
+			}
+			return printable(string(utf16.Decode(u)))
+		}
+	}
+	return ""
 }
 
 func cString(b []byte) string {
@@ -693,8 +817,9 @@ func cString(b []byte) string {
 
 // markBoot marks the boot medium: one disk, or none. The first rule that applies decides, so
 // a machine booted from a USB stick is not confused with an older installation on its disk:
-//  1. the device the caller names (Options.BootDevice), when it is a disk or partition here:
-//     the agent knows where it found the system image;
+//  1. the device the caller names (Options.BootDevice): the agent knows where it found the
+//     system image; a name that is no disk or partition here marks none, with a warning
+//     (the rules below are not tried: a typo must not mark another disk);
 //  2. a netboot (etoile.system= on the kernel command line) came from no disk: the boot took
 //     the system image from the network and ignored etoile.slot (agent/cmdline), and a disk
 //     that holds Étoile's partitions or its ISO is not what the machine runs from; no disk
@@ -739,6 +864,11 @@ func (c *collector) markBoot() {
 			"named by the caller ("+dev+")") {
 			return
 		}
+		// A name that is no device here (a typo, a stick pulled out) must not give
+		// way to the label rules: they could mark another disk, which an installer
+		// choosing its target would then leave alone, or take for the machine's.
+		c.warn("disks: the boot device %s is no disk or partition here: no disk is marked as the boot medium; name one the disk list shows (etoile-agent inventory --boot-device sda, or nvme0n1p2), or leave --boot-device out to detect it from labels", c.opts.BootDevice)
+		return
 	}
 	args := cmdline.Parse(c.r.attr("/proc/cmdline"))
 	if _, netboot := args.Raw["etoile.system"]; netboot {

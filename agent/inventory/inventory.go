@@ -257,8 +257,9 @@ type Options struct {
 	// from ROOT/nvidia-smi-q.xml when present.
 	Root string
 	// BootDevice, when set, names the device the machine booted from ("sr0", "sda",
-	// "/dev/nvme0n1p2"); its disk is marked Boot. When empty, the boot medium is detected
-	// from labels (see markBoot).
+	// "/dev/nvme0n1p2"); its disk is marked Boot, and none when it names no disk or
+	// partition here (a warning says so). When empty, the boot medium is detected from
+	// labels (see markBoot).
 	BootDevice string
 	// Run runs nvidia-smi; nil uses os/exec with the PATH on a live machine.
 	Run RunFunc

@@ -77,6 +77,12 @@ func (c *collector) nics() error {
 		if c.r.exists(sys+"/"+netkind.VFMarker) || netkind.Representor([]byte(c.r.attr(sys+"/phys_port_name"))) {
 			continue
 		}
+		// An IPoIB P_Key child (ib0.8001, or any name `ip link add … type ipoib` gave
+		// it) sits under its HCA's PCI function like the port's own interface: the
+		// kernel gives it, and it only, a parent attribute.
+		if ipoibChild(c.r, sys) {
+			continue
+		}
 		n := NIC{
 			Name:       name,
 			Driver:     c.r.linkBase(sys + "/device/driver"),
@@ -114,6 +120,13 @@ func (c *collector) nics() error {
 		c.inv.NICs = append(c.inv.NICs, n)
 	}
 	return nil
+}
+
+// ipoibChild reports whether the interface at sys (/sys/class/net/NAME) is an IPoIB P_Key
+// child: a partition of its parent's port, not a NIC of its own (drivers/infiniband/ulp/
+// ipoib/ipoib_vlan.c makes the parent attribute, ipoib_main.c none for a port's interface).
+func ipoibChild(r root, sys string) bool {
+	return r.exists(sys + "/parent")
 }
 
 // isMAC48 reports whether s is a 6-byte address written as sysfs does (aa:bb:cc:dd:ee:ff).

@@ -142,7 +142,7 @@ func (c *collector) rdmaPort(sys string, n int) RDMAPort {
 func (c *collector) portNetdev(netDir string, n int) string {
 	names, _ := c.r.list(netDir)
 	for _, name := range names {
-		if strings.Contains(name, ".") || netkind.Representor([]byte(c.r.attr(netDir+"/"+name+"/phys_port_name"))) {
+		if strings.Contains(name, ".") || ipoibChild(c.r, netDir+"/"+name) || netkind.Representor([]byte(c.r.attr(netDir+"/"+name+"/phys_port_name"))) {
 			continue
 		}
 		port, ok := c.r.attrInt(netDir + "/" + name + "/dev_port")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -17,7 +18,9 @@ import (
 //   - mlx5_bond_0, RoCE over a bond of another ConnectX-6 Dx's ports: its netdev is the
 //     bond, not the PCI function's own NIC;
 //   - mlx5_10, a ConnectX-7 whose InfiniBand port is down (disabled), with IPoIB's ib1 and
-//     a P_Key child ib1.8001 under its PCI function;
+//     two P_Key children under its PCI function: ib1.8001 (echo 0x8001 > create_child) and
+//     ib-storage (ip link add link ib1 name ib-storage type ipoib pkey 0x8002), each with
+//     the parent attribute the kernel gives a child;
 //   - softroce0 and sroce0, soft RoCE (rxe) over ens2f0np0 (the kernel puts one under
 //     /devices/virtual, or under the NIC's device with a "parent" attribute), and siw0,
 //     soft iWARP under the NIC's device: no adapters.
@@ -91,9 +94,16 @@ func rdmaTree(t *testing.T) string {
 		{lag, "ens3f0np0", "0c:42:a1:65:87:65", "1", "0"},
 		{cx7b, "ib1", "00:00:10:29:fe:80:00:00:00:00:00:00:b8:ce:f6:03:00:a1:b2:d4", "32", "0"},
 		{cx7b, "ib1.8001", "00:00:10:2a:fe:80:00:00:00:00:00:00:b8:ce:f6:03:00:a1:b2:d4", "32", "0"},
+		{cx7b, "ib-storage", "00:00:10:2b:fe:80:00:00:00:00:00:00:b8:ce:f6:03:00:a1:b2:d4", "32", "0"},
 	} {
 		net := n.dir + "/net/" + n.name
 		files[net+"/address"], files[net+"/type"], files[net+"/dev_port"] = n.addr+"\n", n.typ+"\n", n.port+"\n"
+		if pkey, ok := map[string]string{"ib1": "0xffff", "ib1.8001": "0x8001", "ib-storage": "0x8002"}[n.name]; ok {
+			files[net+"/pkey"] = pkey + "\n"
+			if n.name != "ib1" {
+				files[net+"/parent"] = "ib1\n"
+			}
+		}
 		links[net+"/device"] = "../../../" + n.dir[strings.LastIndex(n.dir, "/")+1:]
 		links["sys/class/net/"+n.name] = "../../" + strings.TrimPrefix(net, "sys/")
 	}
@@ -183,6 +193,25 @@ func TestRDMAAdapters(t *testing.T) {
 	}
 	if p := doc.RDMA[1]["ports"].([]any)[0].(map[string]any); p["netdev"] != "ens2f0np0" || p["link_layer"] != "Ethernet" {
 		t.Errorf("JSON: the RoCE port = %v, want its netdev ens2f0np0", p)
+	}
+}
+
+// TestIPoIBChildrenAreNotNICs: an IPoIB P_Key child sits under its HCA's PCI function as the
+// port's own interface does, whatever its name; the NIC list has the port's interface once,
+// not its partitions as more hardware NICs with the same PCI address.
+func TestIPoIBChildrenAreNotNICs(t *testing.T) {
+	inv := collect(t, rdmaTree(t))
+	var onHCA []string
+	for _, n := range inv.NICs {
+		if n.PCIAddress == "0000:3c:00.0" {
+			onHCA = append(onHCA, n.Name)
+		}
+	}
+	if !slices.Equal(onHCA, []string{"ib1"}) {
+		t.Errorf("NICs on the HCA 0000:3c:00.0: %q, want ib1 only (ib1.8001 and ib-storage are its P_Key children)", onHCA)
+	}
+	if out := table(t, inv); strings.Contains(out, "ib1.8001") || strings.Contains(out, "ib-storage") {
+		t.Errorf("the table lists a P_Key child:\n%s", out)
 	}
 }
 

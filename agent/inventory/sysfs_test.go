@@ -257,6 +257,8 @@ func TestBootMedium(t *testing.T) {
 		{"slot b not on any disk falls back to the label", "etoile.slot=b", "", "sdb", "volume label ETOILE"},
 		{"caller names a disk", "etoile.slot=a", "/dev/nvme0n1", "nvme0n1", "named by the caller (nvme0n1)"},
 		{"caller names a partition", "", "sda2", "sda", "named by the caller (sda2)"},
+		// A typo: no disk is named, and none is guessed from the labels.
+		{"caller names no device here", "etoile.slot=a", "/dev/vdx", "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -280,6 +282,9 @@ func TestBootMedium(t *testing.T) {
 			}
 			if strings.Join(marked, ",") != tt.want {
 				t.Errorf("boot disks = %v, want %s", marked, tt.want)
+			}
+			if tt.want == "" && !hasWarning(inv, "the boot device "+tt.bootDevice+" is no disk or partition here", "no disk is marked") {
+				t.Errorf("warnings = %q, want one naming %s", inv.Warnings, tt.bootDevice)
 			}
 		})
 	}

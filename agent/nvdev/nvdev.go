@@ -25,6 +25,7 @@ package nvdev
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -32,6 +33,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/etoile-os/etoile/internal/devread"
 )
 
 // Major is the NVIDIA driver's fixed character device major.
@@ -58,11 +61,40 @@ type attrs struct {
 	minor    int // DeviceFileMinor, -1 when absent
 }
 
+// DriverReads bounds the reads of the driver's files under
+// /proc/driver/nvidia (internal/devread), as the inventory's: each calls
+// into NVIDIA's driver, which can hold it while a GPU in a bad state does
+// not answer, and the boot waits for the device files. Its zero value
+// waits devread.DefaultWait.
+var DriverReads devread.Reads
+
+// driverFiles reads the driver's files within DriverReads's wait. Once one
+// read did not end in time, the driver's other files are not read: each
+// would cost the wait again.
+type driverFiles struct{ hung error }
+
+func (d *driverFiles) read(path string) ([]byte, error) {
+	if d.hung != nil {
+		return nil, fmt.Errorf("%s: not read: %w", path, d.hung)
+	}
+	var b []byte
+	err := DriverReads.Do(path, "it", func() error {
+		var err error
+		b, err = os.ReadFile(path)
+		return err
+	})
+	if he, ok := errors.AsType[*devread.HungError](err); ok {
+		d.hung = fmt.Errorf("NVIDIA's driver did not answer the read of %s within %s (a GPU fallen off the bus, or the driver stuck: the kernel log's NVRM lines say which)", path, he.Wait)
+		return nil, d.hung
+	}
+	return b, err
+}
+
 // readAttrs reads "Name: value" lines (values in decimal) as
 // nvidia-modprobe does, over the defaults: root:root, 0666, modifiable.
-func readAttrs(path string) attrs {
+func (d *driverFiles) readAttrs(path string) attrs {
 	a := attrs{mode: 0o666, modify: true, minor: -1}
-	b, err := os.ReadFile(path)
+	b, err := d.read(path)
 	if err != nil {
 		return a
 	}
@@ -134,38 +166,49 @@ func moduleLoaded(proc, name string) bool {
 	return false
 }
 
-// gpuMinors returns the Device Minor of each GPU the driver has.
-func gpuMinors(proc string) ([]uint32, error) {
+// gpuMinors returns the Device Minor of each GPU the driver has, and an
+// error naming each GPU whose minor could not be read: its information
+// file unreadable, or not in time (the driver can hold the read while the
+// GPU is in a bad state), gone (the GPU removed meanwhile), empty (what
+// NVIDIA's driver writes when it cannot ask the GPU) or without a number.
+// The other GPUs' minors are returned: one bad GPU costs its own device
+// file only.
+func (d *driverFiles) gpuMinors(proc string) ([]uint32, error) {
 	files, err := filepath.Glob(filepath.Join(proc, "driver/nvidia/gpus/*/information"))
 	if err != nil {
 		return nil, err
 	}
 	var minors []uint32
+	var errs []error
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		n, err := d.gpuMinor(f)
 		if err != nil {
-			return nil, err
+			errs = append(errs, fmt.Errorf("GPU %s has no device file: %w", filepath.Base(filepath.Dir(f)), err))
+			continue
 		}
-		found := false
-		for line := range strings.SplitSeq(string(b), "\n") {
-			k, v, ok := strings.Cut(line, ":")
-			if !ok || strings.TrimSpace(k) != "Device Minor" {
-				continue
-			}
-			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
-			if err != nil || n >= modesetMinor {
-				return nil, fmt.Errorf("%s: Device Minor %q is not a GPU's minor number", f, strings.TrimSpace(v))
-			}
-			minors = append(minors, uint32(n))
-			found = true
-			break
-		}
-		if !found {
-			return nil, fmt.Errorf("%s has no Device Minor line", f)
-		}
+		minors = append(minors, n)
 	}
 	slices.Sort(minors)
-	return minors, nil
+	return minors, errors.Join(errs...)
+}
+
+func (d *driverFiles) gpuMinor(f string) (uint32, error) {
+	b, err := d.read(f)
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(k) != "Device Minor" {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+		if err != nil || n >= modesetMinor {
+			return 0, fmt.Errorf("%s: Device Minor %q is not a GPU's minor number", f, strings.TrimSpace(v))
+		}
+		return uint32(n), nil
+	}
+	return 0, fmt.Errorf("%s has no Device Minor line", f)
 }
 
 // Loaded reports whether NVIDIA's driver is loaded (it publishes
@@ -177,12 +220,18 @@ func Loaded(proc string) bool {
 
 // Nodes lists the device files the loaded NVIDIA driver needs, read from
 // proc (normally /proc). None when the driver is not loaded or its
-// parameters forbid touching device files.
+// parameters forbid touching device files. The error names each GPU left
+// out (see gpuMinors), or the driver's files not read in time; the nodes
+// listed come with it: nvidiactl, nvidia-uvm and the other GPUs' files do
+// not depend on one GPU. The driver's files are read within DriverReads's
+// wait: Nodes takes at most about twice that wait (the parameters, then
+// the first file that does not answer).
 func Nodes(proc string) ([]Node, error) {
 	if !Loaded(proc) {
 		return nil, nil
 	}
-	drv := readAttrs(filepath.Join(proc, "driver/nvidia/params"))
+	var rd driverFiles
+	drv := rd.readAttrs(filepath.Join(proc, "driver/nvidia/params"))
 	if !drv.modify {
 		return nil, nil
 	}
@@ -190,10 +239,7 @@ func Nodes(proc string) ([]Node, error) {
 		return Node{Path: path, Major: major, Minor: minor, Mode: a.mode, UID: a.uid, GID: a.gid}
 	}
 	nodes := []Node{node("nvidiactl", Major, ctlMinor, drv)}
-	minors, err := gpuMinors(proc)
-	if err != nil {
-		return nil, err
-	}
+	minors, err := rd.gpuMinors(proc)
 	for _, n := range minors {
 		nodes = append(nodes, node("nvidia"+strconv.Itoa(int(n)), Major, n, drv))
 	}
@@ -212,7 +258,7 @@ func Nodes(proc string) ([]Node, error) {
 			if err != nil || d.IsDir() {
 				return nil
 			}
-			a := readAttrs(p)
+			a := rd.readAttrs(p)
 			if a.minor < 0 || !a.modify {
 				return nil
 			}
@@ -222,5 +268,8 @@ func Nodes(proc string) ([]Node, error) {
 		slices.SortFunc(caps, func(a, b Node) int { return int(a.Minor) - int(b.Minor) })
 		nodes = append(nodes, caps...)
 	}
-	return nodes, nil
+	if err == nil && rd.hung != nil {
+		err = rd.hung // the parameters or a capability's file
+	}
+	return nodes, err
 }

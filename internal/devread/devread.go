@@ -32,8 +32,20 @@ type Reads struct {
 	mu     sync.Mutex
 	wait   time.Duration
 	warn   func(dev, what string, wait time.Duration)
-	busy   map[string]bool // a read still blocked
+	devs   map[string]*device // the devices with a read not ended
 	warned map[string]bool
+}
+
+// device is the reads of one device that have not ended.
+type device struct {
+	reading int           // reads not ended
+	hung    int           // of those, the ones past their wait
+	changed chan struct{} // closed (and replaced) when a read ends or passes its wait
+}
+
+// flight is one read's state, under Reads.mu.
+type flight struct {
+	ended, hung bool
 }
 
 // Set sets the wait (0: DefaultWait) and what is told, once per device,
@@ -46,23 +58,52 @@ func (r *Reads) Set(wait time.Duration, warn func(dev, what string, wait time.Du
 
 // Do runs read, which reads device dev (what: what it reads, for the
 // warning), and returns its error, or a *HungError when it did not end in
-// time or an earlier read of dev is still blocked. A panic in read is its
-// error (read parses what anyone who had the disk wrote).
+// time or an earlier read of dev is still blocked past its wait. A read of
+// dev still within its wait (two probes of a disk at once) is not a hung
+// one: it is waited for (at most until its own wait ends), then read runs
+// with the whole wait. The result is read's own, not shared: each read
+// fills its caller's variables, and two callers may read different things
+// of a device. A panic in read is its error (read parses what anyone who
+// had the disk wrote).
 func (r *Reads) Do(dev, what string, read func() error) error {
 	r.mu.Lock()
 	wait, warn := r.wait, r.warn
 	if wait <= 0 {
 		wait = DefaultWait
 	}
-	if r.busy[dev] {
+	if r.devs == nil {
+		r.devs, r.warned = map[string]*device{}, map[string]bool{}
+	}
+	// Waits once, for the first of the reads in progress to end or to
+	// pass its wait (each does within the wait from its start, so this
+	// is bounded by wait); then reads beside any read that came meanwhile.
+	for waited := false; ; waited = true {
+		d := r.devs[dev]
+		if d != nil && d.hung > 0 {
+			r.mu.Unlock()
+			return &HungError{Device: dev, What: what, Wait: wait}
+		}
+		if d == nil || d.reading == 0 || waited {
+			break
+		}
+		changed := d.changed
 		r.mu.Unlock()
-		return &HungError{Device: dev, What: what, Wait: wait}
+		<-changed
+		r.mu.Lock()
 	}
-	if r.busy == nil {
-		r.busy, r.warned = map[string]bool{}, map[string]bool{}
+	d := r.devs[dev]
+	if d == nil {
+		d = &device{changed: make(chan struct{})}
+		r.devs[dev] = d
 	}
-	r.busy[dev] = true
+	d.reading++
+	this := &flight{}
 	r.mu.Unlock()
+	// notify wakes the callers waiting for dev; r.mu held.
+	notify := func() {
+		close(d.changed)
+		d.changed = make(chan struct{})
+	}
 	done := make(chan error, 1)
 	go func() {
 		var err error
@@ -70,10 +111,18 @@ func (r *Reads) Do(dev, what string, read func() error) error {
 			if p := recover(); p != nil {
 				err = fmt.Errorf("%s: reading %s panicked: %v", dev, what, p)
 			}
-			// No longer busy before the caller hears of it: a read of dev
-			// right after this one must not find it still blocked.
+			// Ended before the caller hears of it: a read of dev right
+			// after this one must not find it still blocked.
 			r.mu.Lock()
-			delete(r.busy, dev)
+			this.ended = true
+			d.reading--
+			if this.hung {
+				d.hung--
+			}
+			if d.reading == 0 && r.devs[dev] == d {
+				delete(r.devs, dev)
+			}
+			notify()
 			r.mu.Unlock()
 			done <- err
 		}()
@@ -87,6 +136,13 @@ func (r *Reads) Do(dev, what string, read func() error) error {
 	case <-t.C:
 	}
 	r.mu.Lock()
+	if this.ended { // it ended as the wait did
+		r.mu.Unlock()
+		return <-done
+	}
+	this.hung = true
+	d.hung++
+	notify()
 	first := !r.warned[dev]
 	r.warned[dev] = true
 	r.mu.Unlock()

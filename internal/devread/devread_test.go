@@ -45,3 +45,62 @@ func TestBackToBackReads(t *testing.T) {
 		}
 	}
 }
+
+// TestASecondReadWaitsForOneInProgress: two probes of a healthy disk at
+// once (the inventory's labels and the config volume's search): the second
+// waits for the first, then reads; neither is taken for a hung device, and
+// no one is warned.
+func TestASecondReadWaitsForOneInProgress(t *testing.T) {
+	var r Reads
+	var warned []string
+	r.Set(time.Minute, func(dev, _ string, _ time.Duration) { warned = append(warned, dev) })
+	started, release := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- r.Do("/dev/sdb1", "its first bytes", func() error { close(started); <-release; return nil })
+	}()
+	<-started
+	second := make(chan error, 1)
+	read := false
+	go func() {
+		second <- r.Do("/dev/sdb1", "its first bytes", func() error { read = true; return nil })
+	}()
+	select {
+	case err := <-second:
+		t.Fatalf("while the first read is in progress, the second ended at once: %v; want it to wait", err)
+	case <-time.After(50 * time.Millisecond): // the second is waiting (or not started yet)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Errorf("first read: %v", err)
+	}
+	if err := <-second; err != nil || !read {
+		t.Errorf("second read: %v, read %v; want it read once the first ended", err, read)
+	}
+	if len(warned) != 0 {
+		t.Errorf("warned of %q", warned)
+	}
+}
+
+// TestAWaitingReadOfAHungDevice: a read that waits for one that then
+// passes its wait is skipped (a HungError), without reading the device:
+// a hung device gets no second goroutine stuck on it.
+func TestAWaitingReadOfAHungDevice(t *testing.T) {
+	var r Reads
+	r.Set(50*time.Millisecond, nil)
+	started, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	first := make(chan error, 1)
+	go func() {
+		first <- r.Do("/dev/sdc", "its GPT", func() error { close(started); <-release; return nil })
+	}()
+	<-started
+	called := false
+	var he *HungError
+	if err := r.Do("/dev/sdc", "its GPT", func() error { called = true; return nil }); !errors.As(err, &he) || called {
+		t.Errorf("a read waiting for a hung one: %v, read %v; want a HungError and no read", err, called)
+	}
+	if err := <-first; !errors.As(err, &he) {
+		t.Errorf("the hung read: %v, want a HungError", err)
+	}
+}
