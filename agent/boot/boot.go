@@ -522,35 +522,64 @@ func (m *Machine) imageModulesIndexed() {
 	m.imageIndexedOnce.Do(func() { close(m.imageIndexed) })
 }
 
+// nvDevWait bounds the wait for NVIDIA's device files before
+// ImageDriversLoaded closes: nvdev.Nodes takes at most about twice
+// devread.DefaultWait (its reads of the driver's files are bounded), and
+// LateModules may be making them meanwhile (nvDevMu).
+const nvDevWait = 3 * devread.DefaultWait
+
 func (m *Machine) imageDriversLoaded() {
 	m.imageModulesIndexed()
 	m.imageDriversOnce.Do(func() {
-		m.nvidiaDeviceFiles() // nvidia-smi in the inventory that waits on this opens them
-		close(m.imageDrivers)
-		if !m.lateScan.Load() {
-			m.imageDriversSettled()
+		// Whatever making the device files does: K3s, the network and the
+		// inventory wait on these.
+		defer func() {
+			close(m.imageDrivers)
+			if !m.lateScan.Load() {
+				m.imageDriversSettled()
+			}
+		}()
+		// nvidia-smi in the inventory that waits on this opens the device
+		// files; they are made in a goroutine and waited for within a
+		// bound: NVIDIA's driver can hold its reads while a GPU is in a
+		// bad state, or LateModules be making them (nvDevMu).
+		made := make(chan struct{})
+		safego.Go(m.log, "making NVIDIA device files", func() {
+			defer close(made)
+			m.nvidiaDeviceFiles()
+		})
+		wait := time.NewTimer(m.scale(nvDevWait))
+		defer wait.Stop()
+		select {
+		case <-made:
+		case <-wait.C:
+			m.log.Warn("NVIDIA device files: still being made; the services start without waiting for them", "waited", m.scale(nvDevWait),
+				"fix", "NVIDIA's driver does not answer (a GPU fallen off the bus, or the driver stuck): read the kernel's NVRM messages (dmesg)")
 		}
 	})
 }
 
 // nvidiaDeviceFiles makes /dev/nvidiactl, /dev/nvidia<N> and the others
 // NVIDIA's driver, once loaded, needs and devtmpfs never shows (there is no
-// udev to run nvidia-modprobe's mknod): see package nvdev.
+// udev to run nvidia-modprobe's mknod): see package nvdev. Those it could
+// list are made even when others could not be (a GPU whose information the
+// driver does not give).
 func (m *Machine) nvidiaDeviceFiles() {
 	m.nvDevMu.Lock()
 	defer m.nvDevMu.Unlock()
 	defer safego.Recover(m.log, "making NVIDIA device files")
+	nvdev.DriverReads.Set(m.scale(devread.DefaultWait), nil)
 	nodes, err := nvdev.Nodes(m.path("/proc"))
-	if err == nil && len(nodes) > 0 {
-		var made []string
-		made, err = nvdev.Make(m.path("/dev"), nodes)
+	if len(nodes) > 0 {
+		made, merr := nvdev.Make(m.path("/dev"), nodes)
 		if len(made) > 0 {
 			m.log.Info("NVIDIA device files", "made", strings.Join(made, ","))
 		}
+		err = errors.Join(err, merr)
 	}
 	if err != nil {
 		m.log.Warn("NVIDIA device files", "reason", err.Error(),
-			"fix", "the GPU's driver is loaded but nvidia-smi and containers cannot open it: read the kernel's messages (dmesg) and the driver's parameters (/proc/driver/nvidia/params)")
+			"fix", "the GPU's driver is loaded but nvidia-smi and containers cannot open what has no device file: read the kernel's messages (dmesg) and the driver's parameters (/proc/driver/nvidia/params)")
 	}
 }
 
