@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,7 +34,9 @@ func (n *Node) runConstellation(ctx context.Context, cfg *config.MachineConfig, 
 	n.mu.Lock()
 	hw := n.inv
 	n.mu.Unlock()
-	inv := joinInventory(n.env.NodeName, agent.ImageVersion(n.env.Root), hw)
+	// The node's name as K3s has it: the machine config's hostname (set
+	// after Env.NodeName was read, which holds DHCP's or a generated name).
+	inv := joinInventory(cmp.Or(cfg.Hostname, n.nodeName()), agent.ImageVersion(n.env.Root), hw)
 	wait := 5 * time.Second
 	for {
 		site, err := join.EnsureJoined(ctx, cfg.Constellation.Join, join.Options{Root: n.env.Root, Inventory: inv, Log: n.env.Log})

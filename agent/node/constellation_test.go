@@ -115,7 +115,9 @@ k3s:
 }
 
 // TestStandinAppliedConfigJoins: a config applied through the local API
-// with a constellation section joins the hub; one without it does not.
+// with a constellation section joins the hub; one without it does not. The
+// hub records the join under the config's hostname, not the name the
+// machine had before (Env.NodeName: DHCP's or a generated one).
 func TestStandinAppliedConfigJoins(t *testing.T) {
 	hubDir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -143,12 +145,19 @@ func TestStandinAppliedConfigJoins(t *testing.T) {
 	defer func() { ncancel(); n.Wait() }()
 	client := api.NewClient(filepath.Join(root, "agent.sock"))
 	waitUntil(t, "the local API", 30*time.Second, func() bool { _, err := client.Status(ctx); return err == nil })
-	cfg := "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\nk3s:\n  https-listen-port: 0\n" +
+	cfg := "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nhostname: nice-gpu-1\nrole: server\ncluster: {init: true}\nk3s:\n  https-listen-port: 0\n" +
 		"constellation:\n  join: \"" + strings.TrimSpace(out.String()) + "\"\n"
 	if _, err := client.ApplyConfig(ctx, []byte(cfg)); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
 	waitUntil(t, "the join of the applied config", 60*time.Second, func() bool { return con.has("etoile: constellation joined") })
+	var audit, aerr bytes.Buffer
+	if err := hubcli.Command(ctx, []string{"audit", "--data", hubDir, "--action", capi.AuditSiteJoin}, &audit, &aerr); err != nil {
+		t.Fatalf("audit: %v\n%s", err, aerr.String())
+	}
+	if !strings.Contains(audit.String(), "host=nice-gpu-1") || strings.Contains(audit.String(), "host=edge-2") {
+		t.Errorf("the hub's join record does not name the config's hostname nice-gpu-1:\n%s", audit.String())
+	}
 }
 
 // TestJoinInventoryWithGPUsIsValid: a machine with GPUs sends the hub the

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -155,7 +156,11 @@ type Node struct {
 	time        *timesync.Service
 	stopTime    context.CancelFunc // ends time's rounds
 	persist     *nvpersist.Daemon  // NVIDIA's persistence daemon, when the node runs it
+	cdiWaits    bool               // the CDI specification waits for NVIDIA's driver (ensureCDISpec)
+	cdiNote     string             // why the CDI specification is missing though the image has nvidia-ctk ("" for none)
 	conWarning  string             // the status's warning about the constellation ("" for none)
+
+	cdiMu sync.Mutex // serialises the CDI specification's generations
 
 	conMu sync.Mutex // serialises setConstellation
 	con   *conRunner // the constellation client, when one runs
@@ -648,6 +653,84 @@ func (n *Node) waitForTime(ctx context.Context) {
 	}
 }
 
+// criticalK3sValues are K3s's "Critical Configuration Values"
+// (docs.k3s.io/cli/server): options every server of a cluster must give
+// the same, or a server joining with another value fails to join (embedded
+// etcd) or the cluster runs incorrectly (an external datastore). K3s keeps
+// them in the cluster's data: a node that has K3s state already does not
+// take a new value by a config alone. Each with what its change means;
+// flag is a boolean option (K3sFlag: true, True and 1 are one value),
+// secret one whose value is never shown.
+var criticalK3sValues = []struct {
+	key          string
+	flag, secret bool
+	what         string
+}{
+	{key: "cluster-cidr", what: networksFixed},
+	{key: "service-cidr", what: networksFixed},
+	{key: "cluster-dns", what: networksFixed},
+	{key: "cluster-domain", what: "a cluster's DNS domain is fixed when it is created: every server must give the same, and running pods and services keep the names they got; changing it means rebuilding the cluster"},
+	{key: "flannel-backend", what: "every server of a cluster must use the same flannel backend, and K3s does not move the running nodes and pods to another: change it on every server together and restart every node, or rebuild the cluster"},
+	{key: "agent-token", secret: true, what: "the agents of the cluster join with it: change it with k3s token rotate --token-type agent on a server (K3s's documentation: k3s token), give every server the new value, and the agents too"},
+	{key: "agent-token-file", what: "the agents of the cluster join with the token it holds: change it with k3s token rotate --token-type agent on a server (K3s's documentation: k3s token), and give every server the same"},
+	{key: "secrets-encryption", flag: true, what: "every server must give the same; encryption of a running cluster's secrets is turned on or off with k3s secrets-encrypt (K3s's documentation: Secrets Encryption), not by the config alone"},
+	{key: "secrets-encryption-provider", what: "every server must give the same; a running cluster's secrets are moved to another provider with k3s secrets-encrypt (K3s's documentation: Secrets Encryption), not by the config alone"},
+	{key: "egress-selector-mode", what: sameOnEveryServer},
+	{key: "embedded-registry", flag: true, what: sameOnEveryServer},
+	{key: "disable-network-policy", flag: true, what: sameOnEveryServer},
+	{key: "disable-helm-controller", flag: true, what: sameOnEveryServer},
+	{key: "disable-cloud-controller", flag: true, what: sameOnEveryServer},
+	{key: "flannel-external-ip", flag: true, what: sameOnEveryServer},
+	{key: "flannel-ipv6-masq", flag: true, what: sameOnEveryServer},
+}
+
+const (
+	networksFixed     = "a cluster's pod and service networks are fixed when it is created: K3s cannot move a running cluster to others, and every server must give the same; changing them means rebuilding the cluster"
+	sameOnEveryServer = "K3s requires the same value on every server of a cluster (its \"Critical Configuration Values\", docs.k3s.io/cli/server): change it on every server together and restart them, or a server with another value fails to join (embedded etcd) or the cluster runs incorrectly"
+)
+
+// criticalK3sWarnings says which of K3s's critical configuration values
+// (criticalK3sValues, and disable: servicelb) change from prev to next,
+// two configs of a server.
+func criticalK3sWarnings(prev, next *config.MachineConfig) []string {
+	text := func(c *config.MachineConfig, key string) string {
+		return strings.Join(append(c.K3s[key].Strings(), c.K3s[key+"+"].Strings()...), ",")
+	}
+	var w []string
+	for _, cv := range criticalK3sValues {
+		was, now := text(prev, cv.key), text(next, cv.key)
+		if cv.flag {
+			was, now = strconv.FormatBool(prev.K3sFlag(cv.key)), strconv.FormatBool(next.K3sFlag(cv.key))
+		}
+		if was == now {
+			continue
+		}
+		if cv.secret {
+			w = append(w, fmt.Sprintf("k3s.%s: changes: %s", cv.key, cv.what))
+			continue
+		}
+		w = append(w, fmt.Sprintf("k3s.%s: changes from %s to %s: %s", cv.key, cmp.Or(was, "K3s's default"), cmp.Or(now, "K3s's default"), cv.what))
+	}
+	// Of the packaged components disable names, servicelb alone must be
+	// the same on every server; the others may differ between servers.
+	disables := func(c *config.MachineConfig) bool {
+		for _, v := range strings.Split(text(c, "disable"), ",") {
+			if strings.TrimSpace(v) == "servicelb" {
+				return true
+			}
+		}
+		return false
+	}
+	if was, now := disables(prev), disables(next); was != now {
+		change := "now disables servicelb"
+		if was {
+			change = "no longer disables servicelb"
+		}
+		w = append(w, "k3s.disable: "+change+": "+sameOnEveryServer)
+	}
+	return w
+}
+
 // machineIdentity is what tells this machine from others across reboots:
 // its SMBIOS UUID; where the firmware gives none or a placeholder that many
 // boards share, the lowest permanent MAC address of its NICs (those whose
@@ -722,18 +805,7 @@ func registeredNodeWarnings(prev, next *config.MachineConfig, prevName, nextName
 		w = append(w, msg)
 	}
 	if prev.Role == config.RoleServer && next.Role == config.RoleServer {
-		for _, key := range []string{"cluster-cidr", "service-cidr", "cluster-dns", "flannel-backend"} {
-			was := strings.Join(append(prev.K3s[key].Strings(), prev.K3s[key+"+"].Strings()...), ",")
-			now := strings.Join(append(next.K3s[key].Strings(), next.K3s[key+"+"].Strings()...), ",")
-			if was == now {
-				continue
-			}
-			what := "a cluster's pod and service networks are fixed when it is created: K3s cannot move a running cluster to others, and every server must give the same; changing them means rebuilding the cluster"
-			if key == "flannel-backend" {
-				what = "every server of a cluster must use the same flannel backend, and K3s does not move the running nodes and pods to another: change it on every server together and restart every node, or rebuild the cluster"
-			}
-			w = append(w, fmt.Sprintf("k3s.%s: changes from %s to %s: %s", key, cmp.Or(was, "K3s's default"), cmp.Or(now, "K3s's default"), what))
-		}
+		w = append(w, criticalK3sWarnings(prev, next)...)
 	}
 	if !slices.Equal(slices.Sorted(slices.Values(prev.Taints)), slices.Sorted(slices.Values(next.Taints))) {
 		w = append(w, "taints: K3s sets a node's taints only when it first registers: change them on the registered node (kubectl taint nodes NAME …)")
@@ -1132,7 +1204,7 @@ func (n *Node) runtimeWarning() string {
 		return ""
 	}
 	if k3s.HasNvidia(atStart) {
-		if problems := k3s.NvidiaRuntimeProblems(n.env.Root, atStart); len(problems) > 0 {
+		if problems := n.nvidiaRuntimeProblems(atStart); len(problems) > 0 {
 			return nvidiaRuntimeIncomplete + ": " + strings.Join(problems, "; ")
 		}
 		return ""
@@ -1167,7 +1239,7 @@ func (n *Node) checkRuntimes(cfg *config.MachineConfig, labels map[string]string
 		n.env.Log.Info("container runtimes K3s adds to its containerd (runtimeClassName)", "runtimes", strings.Join(found, ","))
 	}
 	if gpu && k3s.HasNvidia(rts) {
-		if problems := k3s.NvidiaRuntimeProblems(n.env.Root, rts); len(problems) > 0 {
+		if problems := n.nvidiaRuntimeProblems(rts); len(problems) > 0 {
 			n.env.Log.Warn(nvidiaRuntimeIncomplete, "missing", strings.Join(problems, "; "),
 				"fix", "add what is named to the image's NVIDIA extension (see the README's Image extensions)")
 		}

@@ -22,34 +22,48 @@ var DefaultSysctls = map[string]string{
 
 // applySysctls writes the default kernel parameters and the config's (which
 // win) under root/proc/sys, reads each back, and logs what the kernel took.
-// It returns a warning for each it could not set.
+// It returns a warning for each it could not set. A parameter is its file
+// (config.SysctlPath): the config's net/ipv4/ip_forward replaces a default
+// net.ipv4.ip_forward, rather than both being written in turn.
 func (n *Node) applySysctls(cfg *config.MachineConfig) []string {
 	if _, err := os.Stat(filepath.Join(n.env.Root, "proc/sys")); err != nil {
 		return nil // not a machine's root (tests without a proc/sys tree)
 	}
-	want := maps.Clone(DefaultSysctls)
+	type param struct {
+		name, value string
+		deflt       bool // a default, not the config's
+	}
+	want := map[string]param{} // by its path under /proc/sys
+	for k, v := range DefaultSysctls {
+		want[config.SysctlPath(k)] = param{k, v, true}
+	}
 	if cfg != nil {
-		maps.Copy(want, cfg.Sysctls)
+		// Sorted: of two spellings of one parameter (validation refuses
+		// them), the same one wins on every boot.
+		for _, k := range slices.Sorted(maps.Keys(cfg.Sysctls)) {
+			want[config.SysctlPath(k)] = param{k, cfg.Sysctls[k], false}
+		}
 	}
 	var set, warns []string
-	for _, k := range slices.Sorted(maps.Keys(want)) {
-		path := filepath.Join(n.env.Root, "proc/sys", config.SysctlPath(k))
-		err := writeExisting(path, want[k]+"\n")
+	for _, rel := range slices.Sorted(maps.Keys(want)) {
+		p := want[rel]
+		path := filepath.Join(n.env.Root, "proc/sys", rel)
+		err := writeExisting(path, p.value+"\n")
 		if err != nil {
-			what := "sysctls." + k
-			if _, ok := DefaultSysctls[k]; ok && (cfg == nil || cfg.Sysctls[k] == "") {
-				what = "default kernel parameter " + k
+			what := "sysctls." + p.name
+			if p.deflt {
+				what = "default kernel parameter " + p.name
 			}
 			fix := "check the name (sysctl -a lists them) and the value"
 			if os.IsNotExist(err) {
 				fix = "this kernel has no such parameter (a module not loaded, or a name mistyped): sysctl -a lists them"
 			}
-			warns = append(warns, fmt.Sprintf("%s: not set to %q: %v (%s)", what, want[k], err, fix))
-			n.env.Log.Warn("kernel parameter not set", "name", k, "value", want[k], "reason", err.Error(), "fix", fix)
+			warns = append(warns, fmt.Sprintf("%s: not set to %q: %v (%s)", what, p.value, err, fix))
+			n.env.Log.Warn("kernel parameter not set", "name", p.name, "value", p.value, "reason", err.Error(), "fix", fix)
 			continue
 		}
 		got, _ := os.ReadFile(path)
-		set = append(set, k+"="+strings.Join(strings.Fields(string(got)), " "))
+		set = append(set, p.name+"="+strings.Join(strings.Fields(string(got)), " "))
 	}
 	if len(set) > 0 {
 		n.env.Log.Info("kernel parameters set", "values", strings.Join(set, " "))

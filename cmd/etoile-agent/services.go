@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -281,20 +282,25 @@ func machineStatusAt(root string, m *boot.Machine, hostname, slot string, addrs 
 	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) == nil {
 		st.Uptime = time.Duration(ts.Nano()).Round(time.Second).String()
 	}
-	var leases []network.Lease
+	var (
+		leases []network.Lease
+		known  []string
+	)
 	if res := m.NetworkResult(); res != nil {
-		leases = res.AllLeases()
+		leases, known = res.AllLeases(), res.Links
 	}
-	st.Network = links(filepath.Join(root, "sys/class/net"), addrs, leases)
+	st.Network = links(filepath.Join(root, "sys/class/net"), addrs, leases, known...)
 	return st
 }
 
 // links lists the machine's links for the status: every physical one (a
 // device under sysClassNet), with or without a carrier or an address, and
-// any other that holds a DHCP lease (a VLAN); each with its carrier as the
-// kernel says it and its addresses (addrs, the lease's when addrs has none;
-// IPv6 link-local ones left out, every link has one).
-func links(sysClassNet string, addrs func(name string) []string, leases []network.Lease) []api.Interface {
+// any other that holds a DHCP lease or that the network step configured
+// (known, the network result's links: a VLAN with a static address from
+// the machine config); each with its carrier as the kernel says it and its
+// addresses (addrs, the lease's when addrs has none; IPv6 link-local ones
+// left out, every link has one).
+func links(sysClassNet string, addrs func(name string) []string, leases []network.Lease, known ...string) []api.Interface {
 	leased := map[string]network.Lease{}
 	for _, l := range leases {
 		leased[l.Iface] = l
@@ -305,7 +311,7 @@ func links(sysClassNet string, addrs func(name string) []string, leases []networ
 		name := e.Name()
 		dir := filepath.Join(sysClassNet, name)
 		_, lease := leased[name]
-		if _, err := os.Stat(filepath.Join(dir, "device")); err != nil && !lease {
+		if _, err := os.Stat(filepath.Join(dir, "device")); err != nil && !lease && !slices.Contains(known, name) {
 			continue // virtual: lo, bridges, K3s's cni0 and flannel.1
 		}
 		ifc := api.Interface{Name: name, MAC: readTrim(filepath.Join(dir, "address"))}
