@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -31,7 +32,7 @@ func (b *Builder) layers() ([]layer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("overlays[%d]: %w", i, err)
 		}
-		out = append(out, layer{kind: "overlay", name: filepath.Base(dir), sha256: sum,
+		out = append(out, layer{kind: "overlay", name: overlayName(i, b.Spec.Overlays[i]), sha256: sum,
 			comment: fmt.Sprintf("site overlay folder (overlays[%d], %s): %d entries; its checksum is of the tree (each path, mode and content or link target, in order)", i, b.Spec.Overlays[i], n)})
 	}
 	for i, e := range b.Spec.Extensions {
@@ -54,8 +55,24 @@ func (b *Builder) layers() ([]layer, error) {
 	return out, nil
 }
 
+// overlayName is the SBOM's name of overlays[i], given in the spec as o:
+// its last element as the spec writes it (site for overlays/site), never
+// the build host's path, which would make the SBOM, and SHA256SUMS that
+// lists it, differ by where the checkout is (overlays: ["."] in a folder
+// named alice-checkout or ci-build-1234); overlays[i] where o names no
+// folder of its own (".", "..").
+func overlayName(i int, o string) string {
+	name := path.Base(path.Clean(filepath.ToSlash(o)))
+	if name == "." || name == ".." || name == "/" {
+		return fmt.Sprintf("overlays[%d]", i)
+	}
+	return name
+}
+
 // treeSHA256 digests the tree under dir: for each entry below it, in
-// lexical order, a line "path NUL mode NUL sha256-of-content-or-link-target".
+// lexical order, a line "path NUL mode NUL sha256-of-content-or-link-target",
+// the mode being the one the entry gets in the image (checkoutMode), not
+// the checkout's, which the umask of whoever made it decides.
 // It returns the hex digest and the number of entries.
 func treeSHA256(dir string) (string, int, error) {
 	h := sha256.New()
@@ -73,6 +90,7 @@ func treeSHA256(dir string) (string, int, error) {
 			return err
 		}
 		var what string
+		mode := info.Mode().Type() | checkoutMode(info.Mode())
 		switch {
 		case info.Mode().IsRegular():
 			if what, _, err = fileSHA256(p); err != nil {
@@ -82,9 +100,10 @@ func treeSHA256(dir string) (string, int, error) {
 			if what, err = os.Readlink(p); err != nil {
 				return err
 			}
+			mode = fs.ModeSymlink | 0o777 // a symlink's own mode means nothing
 		}
 		n++
-		fmt.Fprintf(h, "%s\x00%o\x00%s\n", filepath.ToSlash(rel), uint32(info.Mode()), what)
+		fmt.Fprintf(h, "%s\x00%o\x00%s\n", filepath.ToSlash(rel), uint32(mode), what)
 		return nil
 	})
 	if err != nil {
