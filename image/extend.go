@@ -330,9 +330,12 @@ func mergeExtensionModules(root string, k *kernel.Kernel, initramfsMods []kernel
 		return fmt.Errorf("extensions: %w", layers.nameLayer(err))
 	}
 	dir := filepath.Join(root, filepath.FromSlash(rel))
+	// Read as the node reads them, inside the image: a symlink there to
+	// /usr/lib/modules-load.d/site.conf is the image's file, never the
+	// build host's.
 	ml, err := kmod.ReadModulesLoadD(root)
 	if err != nil {
-		return fmt.Errorf("extensions: reading modules-load.d: %w", err)
+		return fmt.Errorf("extensions: reading modules-load.d: %w: put the file in an overlay or extension, or remove the symlink to it (a symlink's absolute target is taken from the image's /)", err)
 	}
 	ex, err := k.MergeExtras(dir, initramfsMods, initramfs.ModuleSuffix, ml.From)
 	if err != nil {

@@ -1321,10 +1321,54 @@ type ModulesLoad struct {
 // ReadModulesLoadD reads the module names of every *.conf file of
 // ModulesLoadDirs under root, as systemd-modules-load does: files in the
 // order of their names, one module per line, '#' and ';' start comments.
+// Paths are the machine's, whose / root is: symlinks (a folder, or
+// etc/modules-load.d/site.conf -> /usr/lib/modules-load.d/site.conf) lead
+// where they lead there, inside root, an absolute target taken from root
+// and ".." stopping at it. A build reading an image's tree so never reads
+// the build host's files in its place.
 func ReadModulesLoadD(root string) (ModulesLoad, error) {
 	var out ModulesLoad
-	var err error
-	out.Files, err = eachConfFile(root, ModulesLoadDirs, func(p string, data []byte) {
+	r, err := os.OpenRoot(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return out, err
+	}
+	defer r.Close()
+	// By name, one in an earlier folder hiding the same name in a later
+	// one, as confFiles lists them.
+	byName := map[string]string{}
+	for _, dir := range ModulesLoadDirs {
+		real, err := inRoot(r, dir)
+		if err != nil {
+			return out, err
+		}
+		entries, err := fs.ReadDir(r.FS(), real)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return out, fmt.Errorf("%s: %w", dir, err)
+		}
+		for _, e := range entries {
+			if _, taken := byName[e.Name()]; taken || !strings.HasSuffix(e.Name(), ".conf") || e.IsDir() {
+				continue
+			}
+			byName[e.Name()] = filepath.Join(dir, e.Name())
+		}
+	}
+	for _, base := range slices.Sorted(maps.Keys(byName)) {
+		p := byName[base]
+		real, err := inRoot(r, p)
+		if err != nil {
+			return out, err
+		}
+		data, err := r.ReadFile(real)
+		if err != nil {
+			return out, fmt.Errorf("%s: %w", p, err)
+		}
+		out.Files = append(out.Files, p)
 		for _, line := range strings.Split(string(data), "\n") {
 			line = strings.TrimSpace(line)
 			if line == "" || line[0] == '#' || line[0] == ';' {
@@ -1338,6 +1382,49 @@ func ReadModulesLoadD(root string) (ModulesLoad, error) {
 				out.Names = append(out.Names, n)
 			}
 		}
-	})
-	return out, err
+	}
+	return out, nil
+}
+
+// inRoot resolves p, a path on the machine whose / is r, as that machine
+// does: each symlink on the way followed, an absolute target from r's top,
+// ".." at the top staying there. It returns the path relative to r ("."
+// for its top); the last elements need not exist.
+func inRoot(r *os.Root, p string) (string, error) {
+	parts := strings.Split(filepath.ToSlash(p), "/")
+	var cur []string // real folders, no symlink among them
+	for hops := 0; len(parts) > 0; {
+		name := parts[0]
+		parts = parts[1:]
+		switch name {
+		case "", ".":
+			continue
+		case "..":
+			if len(cur) > 0 {
+				cur = cur[:len(cur)-1]
+			}
+			continue
+		}
+		next := filepath.Join(filepath.Join(cur...), name)
+		info, err := r.Lstat(next)
+		if err != nil || info.Mode()&fs.ModeSymlink == 0 {
+			cur = append(cur, name)
+			continue
+		}
+		if hops++; hops > 40 {
+			return "", fmt.Errorf("%s: too many levels of symlinks", p)
+		}
+		to, err := r.Readlink(next)
+		if err != nil {
+			return "", err
+		}
+		if strings.HasPrefix(to, "/") {
+			cur = cur[:0]
+		}
+		parts = append(strings.Split(to, "/"), parts...)
+	}
+	if len(cur) == 0 {
+		return ".", nil
+	}
+	return filepath.Join(cur...), nil
 }
