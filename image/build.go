@@ -217,7 +217,10 @@ func cleanStaleWork(outDir string, log *slog.Logger) {
 // restoreAside puts back into outDir the files an interrupted build had
 // moved aside into old (placeAll), each where outDir has no file of its
 // name (one there is newer: the interrupted build had placed it). It
-// reports false when one could not be moved back.
+// reports false when one could not be moved back. A build killed after it
+// had placed everything (placedAll) gets nothing back: the earlier artifacts it
+// removed on purpose (another spec's outputs) would come back with no
+// checksum naming them.
 func restoreAside(outDir, old string, log *slog.Logger) bool {
 	ents, err := os.ReadDir(old)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -226,6 +229,10 @@ func restoreAside(outDir, old string, log *slog.Logger) bool {
 	if err != nil {
 		log.Warn("reading an interrupted build's folder of earlier artifacts failed", "folder", old, "reason", err.Error())
 		return false
+	}
+	if placedAll(outDir, old) {
+		log.Info("an interrupted build had placed all its artifacts: the earlier ones it replaced or removed stay gone", "folder", old)
+		return true
 	}
 	ok := true
 	for _, e := range ents {
@@ -246,6 +253,18 @@ func restoreAside(outDir, old string, log *slog.Logger) bool {
 		log.Info("put back an earlier artifact that an interrupted build had moved aside", "file", dst)
 	}
 	return ok
+}
+
+// placedAll reports whether the build whose moved-aside files are in old
+// had placed its SHA256SUMS, the last file it places, in outDir: it had
+// moved the earlier one aside into old, so one in outDir is its own.
+func placedAll(outDir, old string) bool {
+	for _, p := range []string{filepath.Join(outDir, "SHA256SUMS"), filepath.Join(old, "SHA256SUMS")} {
+		if st, err := os.Lstat(p); err != nil || !st.Mode().IsRegular() {
+			return false
+		}
+	}
+	return true
 }
 
 // missingDirs returns dir and those of its parents that do not exist, the
@@ -631,6 +650,18 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 	}
 	if err := placeAll(b.OutDir, filepath.Join(work, "old"), staged, names, stale); err != nil {
 		return nil, err
+	}
+	// The earlier artifacts moved aside go now, not with the work folder
+	// when the build returns (seconds for an ISO): a build killed before
+	// that would have the next one put them back (cleanStaleWork), with no
+	// checksum naming them. Renamed out of old first, so that a kill while
+	// they are removed leaves none to put back.
+	gone := filepath.Join(work, "placed")
+	if os.Rename(filepath.Join(work, "old"), gone) != nil {
+		gone = filepath.Join(work, "old")
+	}
+	if err := os.RemoveAll(gone); err != nil {
+		log.Warn("removing the earlier artifacts this build replaced failed", "folder", gone, "reason", err.Error())
 	}
 	// The renames reach the disk: a power cut now leaves the new files.
 	if err := syncPath(b.OutDir); err != nil {
