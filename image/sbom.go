@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -110,14 +111,22 @@ func goPURL(path, version string) string {
 	return purl
 }
 
+// debPackage describes a package from Debian's archive, or Ubuntu's (an
+// Ubuntu build machine's apt fetches Ubuntu's kernel, bootloaders and CA
+// certificates): scanners match the package URL's namespace against that
+// distribution's security advisories.
 func debPackage(p *debian.Package, purpose string) spdxPackage {
+	vendor, supplier := debian.VendorDebian, "Organization: Debian"
+	if p.Vendor == debian.VendorUbuntu {
+		vendor, supplier = debian.VendorUbuntu, "Organization: Canonical Ltd."
+	}
 	return spdxPackage{
 		Name: p.Name, SPDXID: spdxID("deb", p.Name), VersionInfo: p.Version,
-		Supplier: "Organization: Debian", DownloadLocation: noAssertion,
+		Supplier: supplier, DownloadLocation: noAssertion,
 		Checksums:        []spdxChecksum{{Algorithm: "SHA256", Value: p.SHA256}},
 		LicenseConcluded: noAssertion, LicenseDeclared: noAssertion, CopyrightText: noAssertion,
 		ExternalRefs: []spdxRef{{Category: "PACKAGE-MANAGER", Type: "purl",
-			Locator: fmt.Sprintf("pkg:deb/debian/%s@%s?arch=%s", purlEscape(p.Name), purlEscape(p.Version), purlEscape(p.Architecture))}},
+			Locator: fmt.Sprintf("pkg:deb/%s/%s@%s?arch=%s", vendor, purlEscape(p.Name), purlEscape(p.Version), purlEscape(p.Architecture))}},
 		PrimaryPurpose: purpose,
 	}
 }
@@ -213,14 +222,15 @@ func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Pack
 		}
 		doc.Packages = append(doc.Packages, kp)
 		rel(root.SPDXID, "CONTAINS", kp.SPDXID)
-		for i, p := range k3sArt.AirgapImages {
+		site := b.siteAirgap()
+		for _, p := range k3sArt.AirgapImages {
 			name := path.Base(p)
 			ap := spdxPackage{Name: name, SPDXID: uniq(spdxID("airgap", name)), VersionInfo: k3sArt.Version,
 				DownloadLocation: noAssertion, FilesAnalyzed: false,
 				Checksums:        []spdxChecksum{{Algorithm: "SHA256", Value: k3sArt.AirgapSHA256[p]}},
 				LicenseConcluded: noAssertion, LicenseDeclared: noAssertion, CopyrightText: noAssertion,
 				Comment: "K3s's container image archive, imported by K3s at start", PrimaryPurpose: "CONTAINER"}
-			if i > 0 {
+			if site[filepath.Clean(p)] {
 				// The site's own archive (k3s.airgapImages): its version is
 				// not K3s's, and the build does not know it.
 				ap.VersionInfo = ""
@@ -305,6 +315,20 @@ func (b *Builder) sbom(version string, k *kernel.Kernel, bootPkgs []*debian.Pack
 		return nil, err
 	}
 	return append(out, '\n'), nil
+}
+
+// siteAirgap is the set of the site's own image archives (k3s.airgapImages)
+// as k3s.Fetch lists them in Artifacts.AirgapImages (absolute), after
+// K3s's, of which there is none for k3s.source oci without
+// k3s.airgapTarball: which archive is whose is told by path, not by place.
+func (b *Builder) siteAirgap() map[string]bool {
+	site := map[string]bool{}
+	for _, a := range b.Spec.K3s.AirgapImages {
+		if abs, err := filepath.Abs(b.Spec.Resolve(a)); err == nil {
+			site[abs] = true
+		}
+	}
+	return site
 }
 
 type debugModule struct{ Path, Version, Sum string }

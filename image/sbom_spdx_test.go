@@ -59,7 +59,8 @@ func newSPDXFixture(t *testing.T, agent string) *spdxFixture {
 	}
 	dir := t.TempDir()
 	fakeroot.Write(t, dir, map[string]string{"site/etc/motd": "hello"})
-	b := &Builder{Spec: &ImageSpec{Arch: "amd64", Overlays: []string{"site"}, dir: dir}, AgentPath: exe, Epoch: 1767225600,
+	b := &Builder{Spec: &ImageSpec{Arch: "amd64", Overlays: []string{"site"}, dir: dir,
+		K3s: K3sSpec{AirgapImages: []string{"/site/site-apps.tar.zst"}}}, AgentPath: exe, Epoch: 1767225600,
 		Tool: ToolInfo{Version: "v0.1.0", Commit: "0123456789abcdef0123456789abcdef01234567"}}
 	deb := func(name, version, arch, sum string) *debian.Package {
 		return &debian.Package{Name: name, Version: version, Architecture: arch, SHA256: hex64(sum)}

@@ -25,7 +25,8 @@ func TestSBOMK3sAndAirgap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &Builder{Spec: &ImageSpec{Arch: "amd64"}, AgentPath: exe, Tool: ToolInfo{Version: "v0.1.0", Commit: "abc"}}
+	b := &Builder{Spec: &ImageSpec{Arch: "amd64", K3s: K3sSpec{AirgapImages: []string{"/site/site-apps.tar.zst"}}},
+		AgentPath: exe, Tool: ToolInfo{Version: "v0.1.0", Commit: "abc"}}
 	art := &k3s.Artifacts{Version: "v1.34.9+k3s1", Source: "dir /k3s", BinarySHA256: "11",
 		AirgapImages: []string{"/k3s/k3s-airgap-images-amd64.tar.zst", "/site/site-apps.tar.zst"},
 		AirgapSHA256: map[string]string{"/k3s/k3s-airgap-images-amd64.tar.zst": "22", "/site/site-apps.tar.zst": "33"}}

@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/etoile-os/etoile/agent/cmdline"
+	"github.com/etoile-os/etoile/image/debian"
 	"github.com/etoile-os/etoile/internal/squashfs"
 	"github.com/etoile-os/etoile/schema"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -61,6 +62,10 @@ type SpecOptions struct {
 	// from it whatever k3s.source says, so a spec whose k3s.source is dir
 	// needs no k3s.dir, and one whose source is none may list airgapImages.
 	K3sDir string
+	// KernelDir is a kernel folder (--kernel-dir, absolute): it replaces
+	// the spec's kernel.package or kernel.dir, so a kernel.dir that is not
+	// a folder on this machine (a CI runner's) does not fail the spec.
+	KernelDir string
 }
 
 // KernelSpec says where the kernel and its modules come from.
@@ -160,6 +165,9 @@ func ParseSpecWith(data []byte, dir string, opts SpecOptions) (*ImageSpec, error
 		return nil, err
 	}
 	s.dir, s.k3sDir = dir, opts.K3sDir
+	if opts.KernelDir != "" {
+		s.Kernel.Package, s.Kernel.Dir = "", opts.KernelDir
+	}
 	s.applyDefaults()
 	if err := s.Validate(); err != nil {
 		return nil, err
@@ -201,23 +209,9 @@ func LoadSpecWith(ctx context.Context, path string, opts SpecOptions) (*ImageSpe
 	return s, nil
 }
 
-// hostIsUbuntu reads os-release: Ubuntu or a distribution built on it.
-func hostIsUbuntu(path string) bool {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return false
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		k, v, ok := strings.Cut(line, "=")
-		if !ok || (k != "ID" && k != "ID_LIKE") {
-			continue
-		}
-		if slices.Contains(strings.Fields(strings.Trim(v, `"'`)), "ubuntu") {
-			return true
-		}
-	}
-	return false
-}
+// hostIsUbuntu reads os-release: Ubuntu or a distribution built on it,
+// whose kernel is linux-image-generic.
+var hostIsUbuntu = debian.HostIsUbuntu
 
 func (s *ImageSpec) applyDefaults() {
 	if s.Arch == "" {

@@ -35,6 +35,12 @@ type Package struct {
 	// Filename is the pool file name apt gives it (name_version_arch.deb,
 	// ':' written as "%3a").
 	Filename string
+	// Maintainer is the control file's Maintainer field.
+	Maintainer string
+	// Vendor is the distribution whose archive the package comes from, as
+	// package URLs name it: VendorDebian or VendorUbuntu. Fetcher.Fetch
+	// sets it (vendorOf); empty reads as Debian.
+	Vendor string
 }
 
 // ErrIllegalPath reports an archive entry whose path would land outside the
@@ -91,7 +97,7 @@ func ReadPackage(debPath string) (*Package, error) {
 }
 
 func packageFromControl(c Control) (*Package, error) {
-	p := &Package{Name: c.Get("Package"), Version: c.Get("Version"), Architecture: c.Get("Architecture")}
+	p := &Package{Name: c.Get("Package"), Version: c.Get("Version"), Architecture: c.Get("Architecture"), Maintainer: c.Get("Maintainer")}
 	if p.Name == "" || p.Version == "" {
 		return nil, fmt.Errorf("control file lacks the Package or Version field")
 	}

@@ -65,8 +65,17 @@ func (f *Fetcher) hint() string {
 // is already there and intact, otherwise downloaded with `apt-get download`
 // (which needs no root). When apt cannot resolve or download the package but
 // the cache holds a verified copy, that copy is used and a warning logged, so
-// builds keep working offline.
+// builds keep working offline. The package's Vendor says whose archive it
+// comes from (vendorOf).
 func (f *Fetcher) Fetch(ctx context.Context, name string) (*Package, error) {
+	p, err := f.fetch(ctx, name)
+	if p != nil {
+		p.Vendor = vendorOf(p)
+	}
+	return p, err
+}
+
+func (f *Fetcher) fetch(ctx context.Context, name string) (*Package, error) {
 	if !validPackageName(name) {
 		return nil, fmt.Errorf("package name %q is not a valid Debian package name (lower-case letters, digits, '+', '-', '.')", name)
 	}
@@ -111,6 +120,11 @@ func (f *Fetcher) Fetch(ctx context.Context, name string) (*Package, error) {
 		return p, nil
 	}
 	p, err := f.download(ctx, aptPath, name, uri, log)
+	if err != nil && ctx.Err() != nil {
+		// Interrupted (Ctrl-C): apt was killed, which is neither a network
+		// failure nor a reason to fall back on an older copy.
+		return nil, fmt.Errorf("fetching Debian package %q: %w", name, ctx.Err())
+	}
 	if err != nil {
 		if p := f.newestCached(name); p != nil {
 			log.Warn("downloading the package failed; using the cached copy", "version", p.Version, "deb", p.DebPath, "apt_error", err)
