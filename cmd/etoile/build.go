@@ -66,22 +66,23 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		*k3sDir = abs
 	}
-	spec, err := image.LoadSpecWith(ctx, *specPath, image.SpecOptions{K3sDir: *k3sDir})
-	if err != nil {
-		return err
-	}
-	if err := outsideOverlays(*outDir, spec); err != nil {
-		return err
-	}
+	// So does the kernel folder, the spec's kernel.package or kernel.dir.
 	if *kernelDir != "" {
 		abs, err := filepath.Abs(*kernelDir)
 		if err != nil {
 			return err
 		}
-		spec.Kernel.Package, spec.Kernel.Dir = "", abs
-		if err := spec.Validate(); err != nil {
-			return fmt.Errorf("--kernel-dir: %w", err)
+		if st, err := os.Stat(abs); err != nil || !st.IsDir() {
+			return fmt.Errorf("--kernel-dir %q is not a folder: give a folder holding vmlinuz and lib/modules/<version>", abs)
 		}
+		*kernelDir = abs
+	}
+	spec, err := image.LoadSpecWith(ctx, *specPath, image.SpecOptions{K3sDir: *k3sDir, KernelDir: *kernelDir})
+	if err != nil {
+		return err
+	}
+	if err := outsideOverlays(*outDir, spec); err != nil {
+		return err
 	}
 	var cfgData []byte
 	if *machineConfig != "" {
