@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,6 +21,11 @@ import (
 //
 // A record with an empty message prints only its attributes. A nil level
 // is slog.LevelInfo.
+//
+// A line is written while a lock is held, to keep lines whole: for PID 1, w
+// must not block (a console that takes no output would hold every
+// goroutine that logs), so its consoles are behind console.Queued and the
+// log in memory is written first.
 func NewLogger(w io.Writer, level slog.Leveler) *slog.Logger {
 	if level == nil {
 		level = slog.LevelInfo
@@ -81,6 +87,63 @@ func (h *lineHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 // WithGroup is not used by the agent; groups are flattened.
 func (h *lineHandler) WithGroup(string) slog.Handler { return h }
+
+// Unblocked returns a logger whose calls return once their line is handled
+// by log, or after wait if it is not by then: what must go on whatever
+// becomes of the log's writer (the shutdown) logs through it. While a line
+// is still held, the lines after it do not wait at all.
+func Unblocked(log *slog.Logger, wait time.Duration) *slog.Logger {
+	return slog.New(&unblockedHandler{inner: log.Handler(), wait: wait, held: new(atomic.Int32)})
+}
+
+type unblockedHandler struct {
+	inner slog.Handler
+	wait  time.Duration
+	held  *atomic.Int32 // lines handed to inner and not handled yet
+}
+
+func (h *unblockedHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.inner.Enabled(ctx, l)
+}
+
+func (h *unblockedHandler) Handle(ctx context.Context, r slog.Record) error {
+	behind := h.held.Add(1) > 1
+	r = r.Clone() // handled after Handle may have returned
+	done := make(chan error, 1)
+	go func() {
+		defer h.held.Add(-1)
+		defer func() {
+			// In a goroutine of its own, a panic would end PID 1.
+			if p := recover(); p != nil {
+				done <- fmt.Errorf("logging: %v", p)
+			}
+		}()
+		done <- h.inner.Handle(ctx, r)
+	}()
+	if behind {
+		return nil
+	}
+	t := time.NewTimer(h.wait)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return nil
+	}
+}
+
+func (h *unblockedHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	c := *h
+	c.inner = h.inner.WithAttrs(as)
+	return &c
+}
+
+func (h *unblockedHandler) WithGroup(name string) slog.Handler {
+	c := *h
+	c.inner = h.inner.WithGroup(name)
+	return &c
+}
 
 func formatValue(v slog.Value) string {
 	var s string

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/etoile-os/etoile/agent/console"
 	"github.com/etoile-os/etoile/agent/safego"
 )
 
@@ -167,6 +168,9 @@ func (r *Reaper) reapUnowned() int {
 // powerButton (WatchPowerButton's, or nil) receives the ACPI power button's
 // presses: each powers the machine off, as SIGPWR does.
 func StayUp(ctx context.Context, log *slog.Logger, sigs <-chan os.Signal, reaper *Reaper, powerOffAfter time.Duration, powerButton <-chan ACPIEvent, beforeShutdown func()) {
+	// A reboot asked for must happen even if the log's writer no longer
+	// takes lines: saying it waits a second at most.
+	log = Unblocked(log, time.Second)
 	// With Ctrl-Alt-Del "off", the kernel sends PID 1 SIGINT instead of
 	// rebooting on the spot, so the disks get synced first.
 	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
@@ -266,17 +270,22 @@ func shutdown(log *slog.Logger, reaper *Reaper, cmd int, name string) {
 	if !syncWithin(log, unix.Sync, 30*time.Second) {
 		log.Warn("sync did not finish in 30 s: going on (a device or server no longer answers; its unwritten data is lost)")
 	}
+	// The lines above reach the consoles that take output before the
+	// machine goes; one that takes none is not waited for.
+	console.Flush(2 * time.Second)
 	if err := unix.Reboot(cmd); err != nil {
 		log.Error("reboot failed", "action", name, "reason", err.Error())
 	}
 }
 
 // reopenConsole gives PID 1 a stdin, stdout and stderr on /dev/console when
-// the kernel could not (an initramfs without a /dev/console node): once
-// devtmpfs is mounted the node exists.
+// the kernel could not (an initramfs without a /dev/console node, or no
+// console device at its start): once devtmpfs is mounted the node exists.
+// The kernel then left fds 0-2 closed, and the Go runtime opened /dev/null
+// on them before main (it throws if it cannot: the initramfs holds
+// /dev/null for it), so fd 1 on /dev/null is what "no console" looks like.
 func reopenConsole() {
-	var st unix.Stat_t
-	if unix.Fstat(1, &st) == nil {
+	if !noConsole(1) {
 		return
 	}
 	fd, err := unix.Open("/dev/console", unix.O_RDWR|unix.O_NOCTTY, 0)
@@ -289,4 +298,14 @@ func reopenConsole() {
 	if fd > 2 {
 		unix.Close(fd)
 	}
+}
+
+// noConsole reports whether fd is closed or on /dev/null (character device
+// 1:3).
+func noConsole(fd int) bool {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return true
+	}
+	return st.Mode&unix.S_IFMT == unix.S_IFCHR && unix.Major(st.Rdev) == 1 && unix.Minor(st.Rdev) == 3
 }

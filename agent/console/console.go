@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -43,23 +45,25 @@ type Broadcaster struct {
 
 // Println writes line (a newline is added) once on every active console and
 // returns the names it reached. A console that cannot be opened is skipped:
-// one broken serial port must not hide the line from the screen.
+// one broken serial port must not hide the line from the screen. A console
+// device gets the line through its queue (see Queued) and Println returns
+// at once, whatever the console does; a console that is a regular file
+// (under --root, in tests) is written before Println returns.
 func (b Broadcaster) Println(line string) ([]string, error) {
-	names, err := Active(b.SysDir)
+	names, err := cachedActive(b.SysDir)
 	var reached []string
 	var errs []error
 	if err != nil {
 		errs = append(errs, err)
 	}
 	for _, n := range names {
-		f, err := os.OpenFile(filepath.Join(b.DevDir, n), os.O_WRONLY|os.O_APPEND|unix.O_NOCTTY, 0)
-		if err != nil {
-			errs = append(errs, err)
-			continue
+		path := filepath.Join(b.DevDir, n)
+		q, err := pathQueue(n, path)
+		if err == nil && q != nil {
+			q.add(line + "\n")
+		} else if err == nil {
+			err = appendLine(path, line)
 		}
-		// The tty's ONLCR (on by default) turns \n into \r\n for serial lines.
-		_, err = io.WriteString(f, line+"\n")
-		f.Close()
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -73,13 +77,61 @@ func (b Broadcaster) Println(line string) ([]string, error) {
 	return reached, nil
 }
 
+// appendLine writes line to a console that is a file.
+func appendLine(path, line string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|unix.O_NOCTTY, 0)
+	if err != nil {
+		return err
+	}
+	// The tty's ONLCR (on by default) turns \n into \r\n for serial lines.
+	_, err = io.WriteString(f, line+"\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// activeFor is how long cachedActive's list is used before it is read again:
+// a console whose driver loads late (hvc0 with virtio_console) is written
+// from then on, without a read of sysfs for every line.
+const activeFor = time.Second
+
+var active struct {
+	mu    sync.Mutex
+	bySys map[string]activeList
+}
+
+type activeList struct {
+	names []string
+	at    time.Time
+}
+
+// cachedActive is Active, read again at most every activeFor. An error is
+// not kept: /sys may be mounted by the next line.
+func cachedActive(sysDir string) ([]string, error) {
+	active.mu.Lock()
+	defer active.mu.Unlock()
+	if l, ok := active.bySys[sysDir]; ok && time.Since(l.at) < activeFor {
+		return l.names, nil
+	}
+	names, err := Active(sysDir)
+	if err != nil {
+		return nil, err
+	}
+	if active.bySys == nil {
+		active.bySys = map[string]activeList{}
+	}
+	active.bySys[sysDir] = activeList{names: names, at: time.Now()}
+	return names, nil
+}
+
 // NoFlowControl turns the software flow control of each active console off
 // (IXON cleared): the kernel's serial consoles honour XON/XOFF by default,
 // and one XOFF byte — from a BMC's serial-over-LAN, line noise, or Ctrl-S
-// at a terminal — would block every write to that console, and with it the
-// agent's logging, until an XON came: the ready line, a shutdown's lines,
-// and the shutdown itself, which logs as it goes. It returns the consoles
-// it changed; one that is not a terminal is skipped.
+// at a terminal — would stop that console's output until an XON came: the
+// ready line and a shutdown's lines would wait in its queue, or be
+// dropped. It returns the consoles it changed; one that is not a terminal
+// is skipped.
 func NoFlowControl(sysDir, devDir string) ([]string, error) {
 	names, err := Active(sysDir)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/etoile-os/etoile/agent/api"
 	"github.com/etoile-os/etoile/agent/boot"
 	"github.com/etoile-os/etoile/agent/config/configcli"
+	"github.com/etoile-os/etoile/agent/console"
 	"github.com/etoile-os/etoile/agent/k3s"
 	"github.com/etoile-os/etoile/agent/logring"
 	"github.com/etoile-os/etoile/agent/timesync"
@@ -26,7 +27,7 @@ import (
 )
 
 func main() {
-	if os.Getpid() == 1 {
+	if bootsMachine(os.Getpid(), os.Args) {
 		pid1()
 		return // unreachable: pid1 never returns
 	}
@@ -59,6 +60,38 @@ func main() {
 		}
 		os.Exit(exitCode(err))
 	}
+}
+
+// bootsMachine reports whether the agent is to boot the machine: as PID 1,
+// run as the kernel runs it (/init), or with no command. A command given
+// (`etoile-agent status --json`) runs whatever the PID: as the first process
+// of a PID namespace (a container's command, a Job, `unshare --pid --fork`)
+// it must not hang as init, nor load modules and mount over the host's in
+// a privileged container. The kernel may pass /init the boot arguments it
+// does not know (bare words): as /init, they are no command.
+func bootsMachine(pid int, argv []string) bool {
+	if pid != 1 {
+		return false
+	}
+	if len(argv) > 0 && argv[0] == "/init" {
+		return true
+	}
+	if len(argv) > 0 {
+		// Through the /sbin links: modprobe, poweroff, reboot, halt.
+		if name := filepath.Base(argv[0]); name == "modprobe" {
+			return false
+		} else if _, ok := boot.PowerSignal(name); ok {
+			return false
+		}
+	}
+	return len(argv) < 2 || !commands[argv[1]]
+}
+
+// commands are run's commands (and its spellings of version and help).
+var commands = map[string]bool{
+	"agent": true, "version": true, "--version": true, "-version": true, "modprobe": true,
+	"inventory": true, "join": true, "config": true, "status": true, "logs": true,
+	"reboot": true, "poweroff": true, "help": true, "-h": true, "--help": true, "-help": true,
 }
 
 // The commands' exit statuses (the usage text lists them).
@@ -127,10 +160,11 @@ func pid1() {
 	// about six collections before the ready line under emulation. The
 	// usual pacing comes back once the machine is up.
 	gcPercent := debug.SetGCPercent(800)
-	// The agent's log goes to the console and, for the local API's
-	// /v1/logs?source=agent, into memory.
+	// The agent's log goes into memory, for the local API's
+	// /v1/logs?source=agent, and to the console.
 	logs := logring.New(2000)
-	out := io.MultiWriter(os.Stdout, logs)
+	var out io.Writer
+	out, consoleOut = pid1Output(logs, os.Stdout)
 	// A clock before the image's build time (a flat RTC battery) is set to
 	// it before anything checks a certificate (etoile.config=https://…).
 	behind := timesync.ApplyFloor(timesync.KernelClock{}, imageBuildTime(), boot.NewLogger(out, nil))
@@ -154,11 +188,25 @@ func pid1() {
 	boot.StayUp(context.Background(), m.Log(), sigs, reaper, powerOff, power, stop)
 }
 
+// consoleOut is PID 1's stdout, /dev/console, behind its queue
+// (console.Queued): a console that takes no output (Scroll Lock, a serial
+// line's flow control) must not hold PID 1's log, and with it the
+// reaping, K3s's supervision and the shutdown.
+var consoleOut io.Writer = os.Stdout
+
+// pid1Output returns where PID 1's log goes, out: into ring first, where
+// every line is kept whatever the console does, then to stdout's queue,
+// which it returns too.
+func pid1Output(ring io.Writer, stdout *os.File) (out, queued io.Writer) {
+	queued = console.Queued(stdout)
+	return io.MultiWriter(ring, queued), queued
+}
+
 // showPanic says on the console that PID 1 caught a panic, with its stack.
 func showPanic(r any) {
-	fmt.Fprintf(os.Stdout, "etoile: error step=agent reason=%q fix=%q\n",
+	fmt.Fprintf(consoleOut, "etoile: error step=agent reason=%q fix=%q\n",
 		fmt.Sprintf("internal error (panic): %v", r), "report this as a bug with the lines above")
-	os.Stdout.Write(debug.Stack())
+	consoleOut.Write(debug.Stack())
 }
 
 // stayUpAfterPanic runs boot.StayUp after a panic ended the boot's own, with
@@ -172,12 +220,13 @@ func stayUpAfterPanic(sigs <-chan os.Signal, reaper *boot.Reaper, power <-chan b
 			time.Sleep(time.Second)
 		}
 	}()
-	boot.StayUp(context.Background(), boot.NewLogger(os.Stdout, nil), sigs, reaper, 0, power, stop)
+	boot.StayUp(context.Background(), boot.NewLogger(consoleOut, nil), sigs, reaper, 0, power, stop)
 }
 
 // usageError is a usage mistake; the usage text is already printed.
 type usageError struct{ error }
 
+// run runs a command; each is listed in commands too.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		usage(stderr)

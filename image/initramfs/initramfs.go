@@ -272,6 +272,9 @@ func plan(opts Options) ([]*entry, error) {
 	add(&entry{path: "tmp", mode: sIFDIR | 0o1777}, "folder")
 	// The kernel opens /dev/console for PID 1's stdio before devtmpfs exists.
 	add(&entry{path: "dev/console", mode: sIFCHR | 0o600, major: 5, minor: 1}, "device")
+	// When it could not (no console at its start), it leaves fds 0-2
+	// closed, and the Go runtime opens /dev/null on them before main: it
+	// throws without the node. The agent reopens /dev/console later.
 	add(&entry{path: "dev/null", mode: sIFCHR | 0o666, major: 1, minor: 3}, "device")
 	add(&entry{path: "init", mode: sIFREG | 0o755, content: static(opts.Init)}, "init")
 

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/etoile-os/etoile/agent/boot"
+	"github.com/etoile-os/etoile/agent/logring"
+	"golang.org/x/sys/unix"
+)
+
+// TestBootsMachine: only PID 1 with no command (or run as /init, as the
+// kernel runs it) boots the machine; a command runs whatever the PID, as
+// the first process of a container or of `unshare --pid --fork`.
+func TestBootsMachine(t *testing.T) {
+	for _, c := range []struct {
+		pid  int
+		argv []string
+		want bool
+	}{
+		{1, []string{"/init"}, true},
+		{1, []string{"/init", "splash"}, true}, // a boot argument the kernel did not know
+		{1, []string{"/init", "status"}, true}, // the kernel's /init: whatever it was given
+		{1, []string{"etoile-agent"}, true},
+		{1, []string{"/usr/bin/etoile-agent", "status", "--json"}, false},
+		{1, []string{"etoile-agent", "logs", "-f"}, false},
+		{1, []string{"etoile-agent", "version"}, false},
+		{1, []string{"etoile-agent", "--help"}, false},
+		{1, []string{"etoile-agent", "agent", "--root", "/x"}, false},
+		{1, []string{"/sbin/modprobe", "nvidia"}, false},
+		{1, []string{"/sbin/reboot"}, false},
+		{4242, []string{"/init"}, false},
+		{4242, []string{"etoile-agent"}, false},
+	} {
+		if got := bootsMachine(c.pid, c.argv); got != c.want {
+			t.Errorf("bootsMachine(%d, %q) = %v, want %v", c.pid, c.argv, got, c.want)
+		}
+	}
+}
+
+// TestCommandsAreRunsCommands: every name bootsMachine takes for a command
+// is one run knows.
+func TestCommandsAreRunsCommands(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for name := range commands {
+		var stdout, stderr bytes.Buffer
+		run(ctx, []string{name, "--etoile-test-no-such-flag"}, &stdout, &stderr)
+		if strings.Contains(stderr.String(), "etoile-agent: unknown command "+strconv.Quote(name)) {
+			t.Errorf("%q is in commands but run does not know it", name)
+		}
+	}
+}
+
+// TestPID1LogOnAStoppedConsole: PID 1's console takes no output (Scroll
+// Lock on the screen, or a serial console with RTS/CTS and no CTS): a
+// warning logged then does not hold the logger, nor the "signal …
+// action=reboot" line logged after it from another goroutine, as StayUp
+// logs it before the shutdown; both are in the agent's log in memory at
+// once, and on the console, in order, once it takes output again.
+func TestPID1LogOnAStoppedConsole(t *testing.T) {
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tty, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	tio, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio.Iflag &^= unix.IXON // console.NoFlowControl's doing: it does not help here
+	if err := unix.IoctlSetTermios(int(tty.Fd()), unix.TCSETS, tio); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetInt(int(tty.Fd()), unix.TCXONC, unix.TCOOFF); err != nil {
+		t.Fatal(err)
+	}
+
+	ring := logring.New(10)
+	out, _ := pid1Output(ring, tty)
+	log := boot.NewLogger(out, nil)
+	returns := func(line string, f func()) {
+		t.Helper()
+		done := make(chan struct{})
+		go func() { f(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s still waits for the stopped console: the logger is held, and the reboot with it", line)
+		}
+	}
+	returns("a warning", func() { log.Warn("a DHCP renewal failed") })
+	returns(`the "signal … action=reboot" line`, func() { log.Info("signal", "signal", "terminated", "action", "reboot") })
+	want := []string{"etoile: warning: a DHCP renewal failed", "etoile: signal signal=terminated action=reboot"}
+	if got := ring.Lines(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("the log in memory holds %q, want %q", got, want)
+	}
+
+	if err := unix.IoctlSetInt(int(tty.Fd()), unix.TCXONC, unix.TCOON); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 10)
+	go func() {
+		r := bufio.NewReader(m)
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			lines <- strings.TrimRight(l, "\r\n")
+		}
+	}()
+	for _, w := range want {
+		select {
+		case l := <-lines:
+			if l != w {
+				t.Errorf("the console shows %q, want %q", l, w)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the console does not show %q once it takes output again", w)
+		}
+	}
+}
