@@ -46,7 +46,9 @@ test-unit:
 QA_ENV = ETOILE_QA_BUILD_FLAGS='$(BUILD_FLAGS)' ETOILE_OUT=$(CURDIR)/$(OUT) ETOILE_OUT_STANDIN=$(CURDIR)/$(OUT)/standin ETOILE_BIN=$(CURDIR)/bin ETOILE_QA_ETOILE_LDFLAGS='$(ETOILE_LDFLAGS)' ETOILE_QA_AGENT_LDFLAGS='$(AGENT_LDFLAGS)'
 
 # The QEMU tests' overall limit grows with ETOILE_QA_TIMEOUT_SCALE, as their waits do.
-QA_TIMEOUT = $(shell awk 'BEGIN { s = ENVIRON["ETOILE_QA_TIMEOUT_SCALE"] + 0; if (s < 1) s = 1; printf "%dm", 60 * s }')
+# make's own variable, so that `make test ETOILE_QA_TIMEOUT_SCALE=3` counts too
+# (GNU make 4.3 does not pass command-line variables into $(shell)).
+QA_TIMEOUT = $(shell awk -v s='$(ETOILE_QA_TIMEOUT_SCALE)' 'BEGIN { s += 0; if (s < 1) s = 1; printf "%dm", 60 * s }')
 
 test-qa:
 	$(QA_ENV) $(GO) test -count=1 -tags qa -timeout $(QA_TIMEOUT) -v ./qa/ 2>&1 | tee $(OUT)/qa-test.log | awk -f scripts/qa-log-filter.awk; exit $${PIPESTATUS[0]}

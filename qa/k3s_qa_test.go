@@ -478,6 +478,26 @@ func TestStandinK3sStoppedCleanlyOnPowerOff(t *testing.T) {
 	// A clean power-off warns about nothing (what shutting down cancels
 	// is not a fault).
 	noWarnings(t, vm, ntpWarning)
+	poweredOff(t, vm)
+}
+
+// poweredOff waits for QEMU to exit and for the kernel's own last line
+// of a power-off (pr_emerg, shown under quiet too): every VM runs with
+// -no-reboot, so a reboot would end QEMU just the same.
+func poweredOff(t *testing.T, vm *VM) {
+	t.Helper()
+	if err := vm.WaitExit(time.Minute); err != nil {
+		t.Fatalf("the machine did not power off: %v", err)
+	}
+	for _, l := range vm.Lines() {
+		if strings.Contains(l.Text, "reboot: Restarting system") {
+			t.Fatalf("the machine rebooted instead of powering off: %s", l.Text)
+		}
+		if strings.Contains(l.Text, "reboot: Power down") {
+			return
+		}
+	}
+	t.Errorf("QEMU exited without the kernel's \"reboot: Power down\" on the console")
 }
 
 // ntpWarning is this environment's: no NTP server is reachable here.
@@ -515,9 +535,7 @@ func TestStandinK3sStoppedOnPowerButton(t *testing.T) {
 		t.Errorf("order: power button at %s, K3s stopped at %s", pressed.At, stopped.At)
 	}
 	noWarnings(t, vm, ntpWarning)
-	if err := vm.WaitExit(time.Minute); err != nil {
-		t.Fatalf("the machine did not power off: %v", err)
-	}
+	poweredOff(t, vm)
 }
 
 // installedDiskImage is the stand-in image's raw disk with a third
