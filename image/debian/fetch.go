@@ -16,6 +16,8 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/etoile-os/etoile/internal/staletmp"
 )
@@ -179,8 +181,19 @@ func aptCmd(ctx context.Context, aptPath, dir string, args ...string) *exec.Cmd 
 	cmd := exec.CommandContext(ctx, aptPath, full...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "LC_ALL=C", "LANG=C")
+	// Interrupted (Ctrl-C), apt and its download methods (children that
+	// hold its output open) are asked to stop as a group, so that apt
+	// removes its partial files and the build ends at once rather than
+	// when the methods' downloads do; SIGKILL after aptStopWait.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = aptStopWait
 	return cmd
 }
+
+// aptStopWait is how long an interrupted apt has to stop before it is
+// killed and its output no longer waited for.
+const aptStopWait = 5 * time.Second
 
 func runApt(cmd *exec.Cmd) ([]byte, error) {
 	var stdout, stderr bytes.Buffer

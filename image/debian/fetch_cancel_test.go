@@ -71,3 +71,47 @@ func TestFetchInterruptedDuringDownload(t *testing.T) {
 		t.Errorf("an interruption is logged as a failed download:\n%s", logs.String())
 	}
 }
+
+// TestFetchInterruptedStopsAptsChildren: apt's download methods are its
+// children and hold its output open; interrupted, the whole group is asked
+// to stop, so none is left downloading after the build has ended.
+func TestFetchInterruptedStopsAptsChildren(t *testing.T) {
+	started := filepath.Join(t.TempDir(), "child")
+	apt := filepath.Join(t.TempDir(), "apt-get")
+	script := fmt.Sprintf("#!/bin/sh\ncase \"$*\" in *--print-uris*) echo %q; exit 0;; esac\nsleep 600 &\necho $! > %q.tmp && mv %q.tmp %q\nwait\n",
+		"'http://deb.debian.org/debian/pool/main/e/etoile-test/etoile-test_1.0_amd64.deb' etoile-test_1.0_amd64.deb 100 SHA256:"+strings.Repeat("ab", 32),
+		started, started, started)
+	if err := os.WriteFile(apt, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	log, _ := testLogger(t)
+	f := &Fetcher{CacheDir: t.TempDir(), Log: log, AptGet: apt, Architecture: "amd64"}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var child int
+	go func() {
+		for ctx.Err() == nil {
+			if b, err := os.ReadFile(started); err == nil {
+				fmt.Sscan(string(b), &child)
+				cancel()
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	if _, err := f.Fetch(ctx, "etoile-test"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Fetch interrupted during the download: %v, want context.Canceled", err)
+	}
+	if child == 0 {
+		t.Fatal("the stand-in apt's child never started")
+	}
+	// Gone, or a zombie waiting for whoever adopted it.
+	for range 100 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("apt's child %d still runs after the interrupted build", child)
+}
