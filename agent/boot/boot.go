@@ -716,6 +716,7 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 	m.log.Debug("module index read", "took", kmod.Round(time.Since(start)))
 	cold.Params, cold.Defaults = kmod.ModuleParams(m.Params.Raw), kmod.DefaultParams
 	cold.AsyncProbe = true
+	cold.StuckAfter = m.scale(kmod.DefaultStuckAfter) // emulation is slower, not stuck
 	// What nothing waits for yet loads only when the CPU is otherwise idle.
 	cold.Background = m.real()
 	cold.NetworkFirst = m.Params.SystemURL != ""

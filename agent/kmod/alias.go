@@ -1,8 +1,6 @@
 package kmod
 
 import (
-	"bufio"
-	"fmt"
 	"io"
 	"strings"
 )
@@ -18,6 +16,11 @@ type Aliases struct {
 	maxPrefix int
 	count     int
 	buses     map[string]bool // what comes before the first ":" of a pattern
+	// builtin is modules.builtin.alias: the aliases of the modules built
+	// into the kernel, which a name is looked up in last (resolveName),
+	// as kmod does; devices are not matched against them (their drivers
+	// bind without help).
+	builtin *Aliases
 }
 
 type aliasEntry struct {
@@ -27,29 +30,34 @@ type aliasEntry struct {
 }
 
 // ParseAliases reads modules.alias ("alias <pattern> <module>" lines; '#'
-// comments and blank lines ignored). Malformed lines are errors naming the
-// line, because a half-read alias table silently leaves hardware without drivers.
+// comments and blank lines ignored). A malformed line is skipped, as
+// modprobe skips it (readLines): one damaged line must not leave every
+// device without its driver. A file none of whose lines is an alias is an
+// error naming its first line.
 func ParseAliases(r io.Reader) (*Aliases, error) {
-	a := &Aliases{byPrefix: map[string][]aliasEntry{}}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) != 3 || f[0] != "alias" {
-			return nil, fmt.Errorf("modules.alias line %d: %q: want \"alias <pattern> <module>\"", n, line)
-		}
-		a.add(f[1], Normalize(f[2]))
+	a, bad, err := parseAliases("modules.alias", r)
+	if err == nil {
+		err = bad.unusable()
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("reading modules.alias: %w", err)
+	if err != nil {
+		return nil, err
 	}
 	return a, nil
+}
+
+// parseAliases reads file (modules.alias, modules.builtin.alias), and
+// what it skipped.
+func parseAliases(file string, r io.Reader) (*Aliases, badLines, error) {
+	a := &Aliases{byPrefix: map[string][]aliasEntry{}}
+	bad, err := readLines(file, `"alias <pattern> <module>"`, r, func(line string) bool {
+		f := strings.Fields(line)
+		if len(f) != 3 || f[0] != "alias" {
+			return false
+		}
+		a.add(f[1], Normalize(f[2]))
+		return true
+	})
+	return a, bad, err
 }
 
 func (a *Aliases) add(pattern, module string) {

@@ -80,10 +80,11 @@ func ReadList(path string) ([]string, error) {
 }
 
 // Coldplug loads the drivers for the devices the kernel has found, the way
-// udev would at boot: every /sys/bus/*/devices/*/modalias is matched against
-// modules.alias. Loading a bus driver (virtio_pci, xhci_pci, ahci) makes new
-// devices appear with new modaliases, so Scan is meant to be called again
-// until nothing new shows up (see Settle).
+// udev would at boot: every /sys/bus/*/devices/*/modalias, and
+// /sys/class/dmi/id/modalias, is matched against modules.alias. Loading a
+// bus driver (virtio_pci, xhci_pci, ahci) makes new devices appear with new
+// modaliases, so Scan is meant to be called again until nothing new shows
+// up (see Settle).
 //
 // The drivers a scan finds are loaded in parallel, as udev does: a driver's
 // init often sleeps while it probes (ahci waits for its links), and the
@@ -111,6 +112,11 @@ type Coldplug struct {
 	// (default 4): an urgent load never waits for a slot held by a load
 	// of another class.
 	Parallel int
+	// StuckAfter bounds how long one module's load (or a wait for it)
+	// holds its slot (default DefaultStuckAfter): a driver whose init
+	// hangs probing broken hardware is then named in a warning, and the
+	// other loads go on without it (see stuck).
+	StuckAfter time.Duration
 	// Params are module parameters by module name ("param=value …"), as
 	// modprobe takes them from the kernel command line (ModuleParams),
 	// and Defaults Étoile's own (DefaultParams), given where neither the
@@ -159,8 +165,8 @@ type Coldplug struct {
 	warned      map[string]bool
 	loaded      []string // modules loaded, in order
 	loadCount   atomic.Int64
-	pending     atomic.Int64           // loads started and not finished
-	inFlight    [numPrio]int           // loads started and not finished, by priority (under mu)
+	pending     atomic.Int64           // loads started and not finished (nor stuck)
+	inFlight    [numPrio]int           // loads started and not finished (nor stuck), by priority (under mu)
 	mediumFound bool                   // (under mu) see MediumFound
 	calm        *sync.Cond             // broadcast (on mu) when a priority's count drops to 0
 	finished    chan struct{}          // a load has finished (Settle looks again)
@@ -170,6 +176,8 @@ type Coldplug struct {
 	bootCtl     atomic.Value           // string: see SetBootController
 	threads     map[*loadThread]bool   // (under mu) loads inside the kernel now
 	claimedBy   map[string]*loadThread // (under mu) module → the load that claimed it
+	dmiOnce     sync.Once
+	dmi         string // see dmiModalias
 	setNice     func(tid, nice int) error
 	beforeSlot  func(module string) // tests': called as a load starts to wait for its slot
 }
@@ -185,22 +193,31 @@ type loadThread struct {
 	tid      int  // 0 outside the kernel's share of a load
 	nice     int
 	bg       bool // the current module's load ran in the background for a while
+	slot     bool // it holds a slot of its class (under mu)
+	released bool // it no longer counts in pending and inFlight (under mu): finished, or stuck
 }
+
+// DefaultStuckAfter is how long a module's load may take before it is
+// reported as stuck and stops holding back the others (StuckAfter): the
+// slowest driver inits (a GPU's, ahci's link debounce on many ports) take
+// a few seconds.
+const DefaultStuckAfter = 30 * time.Second
 
 // BackgroundNice is the nice value of loads nothing waits for (Background).
 const BackgroundNice = 19
 
-// NewColdplug reads modules.alias, modules.dep, modules.builtin and
-// modules.softdep from modDir.
+// NewColdplug reads modules.alias, modules.dep, modules.builtin,
+// modules.softdep and modules.builtin.alias from modDir.
 func NewColdplug(sysDir, modDir string, loader Loader, log *slog.Logger) (*Coldplug, error) {
 	c := &Coldplug{SysDir: sysDir, ModDir: modDir, Loader: loader, Log: log, Parallel: 4,
 		seen: map[string]bool{}, done: map[string]*loadState{}, failed: map[string]error{}, warned: map[string]bool{}, finished: make(chan struct{}, 1),
 		threads: map[*loadThread]bool{}, claimedBy: map[string]*loadThread{}, setNice: setThreadNice}
 	c.calm = sync.NewCond(&c.mu)
-	deps, aliases, err := readIndex(modDir)
+	deps, aliases, skipped, err := readIndex(modDir)
 	if err != nil {
 		return nil, err
 	}
+	c.warnSkipped(modDir, skipped)
 	c.deps.Store(deps)
 	c.aliases.Store(aliases)
 	return c, nil
@@ -213,10 +230,11 @@ func NewColdplug(sysDir, modDir string, loader Loader, log *slog.Logger) (*Coldp
 // the new index adds or moves (an extension's replacement of a module),
 // sorted.
 func (c *Coldplug) Reindex() ([]string, error) {
-	deps, aliases, err := readIndex(c.ModDir)
+	deps, aliases, skipped, err := readIndex(c.ModDir)
 	if err != nil {
 		return nil, err
 	}
+	c.warnSkipped(c.ModDir, skipped)
 	old := c.deps.Load()
 	var added []string
 	for name, p := range deps.path {
@@ -242,40 +260,75 @@ func (c *Coldplug) Reindex() ([]string, error) {
 	return added, nil
 }
 
-// readIndex reads a modules folder's depmod files.
-func readIndex(modDir string) (*Deps, *Aliases, error) {
+// readIndex reads a modules folder's depmod files, and what it skipped of
+// them (warnSkipped). modules.builtin, modules.softdep and
+// modules.builtin.alias are optional: a kernel may have none, and one none
+// of whose lines is readable is skipped whole.
+func readIndex(modDir string) (*Deps, *Aliases, []badLines, error) {
 	f, err := os.Open(filepath.Join(modDir, "modules.dep"))
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading the module index: %w (the initramfs must hold modules.dep for its kernel; rebuild the image)", err)
+		return nil, nil, nil, fmt.Errorf("reading the module index: %w (the initramfs must hold modules.dep for its kernel; rebuild the image)", err)
 	}
-	deps, err := ParseDeps(f)
+	deps, err := parseDeps(f)
 	f.Close()
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", filepath.Join(modDir, "modules.dep"), err)
+	if err == nil {
+		err = deps.bad[0].unusable()
 	}
-	for name, add := range map[string]func(*os.File) error{
-		"modules.builtin": func(f *os.File) error { return deps.AddBuiltin(f) },
-		"modules.softdep": func(f *os.File) error { return deps.AddSoftdeps(f) },
-	} {
-		// Both are optional: a kernel with no built-in modules or no softdeps has none.
-		if f, err := os.Open(filepath.Join(modDir, name)); err == nil {
-			err = add(f)
-			f.Close()
-			if err != nil {
-				return nil, nil, err
-			}
-		}
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", filepath.Join(modDir, "modules.dep"), err)
 	}
 	f, err = os.Open(filepath.Join(modDir, "modules.alias"))
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading the module aliases: %w (the initramfs must hold modules.alias; rebuild the image)", err)
+		return nil, nil, nil, fmt.Errorf("reading the module aliases: %w (the initramfs must hold modules.alias; rebuild the image)", err)
 	}
-	aliases, err := ParseAliases(f)
+	aliases, bad, err := parseAliases("modules.alias", f)
 	f.Close()
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", filepath.Join(modDir, "modules.alias"), err)
+	if err == nil {
+		err = bad.unusable()
 	}
-	return deps, aliases, nil
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", filepath.Join(modDir, "modules.alias"), err)
+	}
+	skipped := []badLines{bad}
+	for _, name := range []string{"modules.builtin", "modules.softdep", "modules.builtin.alias"} {
+		f, err := os.Open(filepath.Join(modDir, name))
+		if err != nil {
+			continue // optional
+		}
+		switch name {
+		case "modules.builtin":
+			err = deps.AddBuiltin(f)
+		case "modules.softdep":
+			err = deps.AddSoftdeps(f)
+		case "modules.builtin.alias":
+			aliases.builtin, bad, err = parseAliases(name, f)
+			skipped = append(skipped, bad)
+			// Its modules are built in, whatever modules.builtin says.
+			for _, es := range aliases.builtin.byPrefix {
+				for _, e := range es {
+					deps.builtin[e.module] = true
+				}
+			}
+		}
+		f.Close()
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%s: %w", filepath.Join(modDir, name), err)
+		}
+	}
+	return deps, aliases, append(skipped, deps.bad...), nil
+}
+
+// warnSkipped says, once per file read, which lines of the module index in
+// modDir were skipped: a driver whose line it was does not load.
+func (c *Coldplug) warnSkipped(modDir string, skipped []badLines) {
+	for _, b := range skipped {
+		if b.count == 0 {
+			continue
+		}
+		c.Log.Warn("module index: lines that could not be read were skipped", "file", filepath.Join(modDir, b.file),
+			"line", b.line, "first", b.text, "skipped", b.count, "read", b.good, "want", b.want,
+			"hint", "the file is damaged or not depmod's: rebuild the image (its build writes the module index)")
+	}
 }
 
 // LoadCount is how many module files were loaded so far.
@@ -293,8 +346,10 @@ func (c *Coldplug) Loaded(n int) []string {
 
 // Modaliases lists the modalias of every device on the buses some module
 // has an alias for (pci, usb, virtio… but not acpi's dozens of devices
-// whose drivers are built in), sorted. It reads the folders itself rather
-// than globbing, which would stat every device of every bus first.
+// whose drivers are built in), and the firmware's DMI modalias if some
+// module has a dmi: alias (dmiModalias), sorted. It reads the folders
+// itself rather than globbing, which would stat every device of every bus
+// first.
 func (c *Coldplug) Modaliases() ([]string, error) {
 	defer mount.HoldAPI()() // not while the root switches
 	bus := filepath.Join(c.SysDir, "bus")
@@ -324,8 +379,27 @@ func (c *Coldplug) Modaliases() ([]string, error) {
 			}
 		}
 	}
+	if c.aliases.Load().ForBus("dmi") {
+		if m := c.dmiModalias(); m != "" {
+			out = append(out, m)
+		}
+	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
+}
+
+// dmiModalias is the firmware's DMI modalias ("dmi:bvn…:svn…:pn…", in
+// /sys/class/dmi/id), which platform drivers match: hardware monitoring
+// (dell_smm_hwmon, asus_wmi_sensors), IPMI (ibmpex, ibmaem), a board's
+// extras. It is no device of a bus (udev loads them from its uevent at
+// coldplug), and it never changes: read once.
+func (c *Coldplug) dmiModalias() string {
+	c.dmiOnce.Do(func() {
+		if data, err := os.ReadFile(filepath.Join(c.SysDir, "class/dmi/id/modalias")); err == nil {
+			c.dmi = strings.TrimSpace(string(data))
+		}
+	})
+	return c.dmi
 }
 
 type request struct {
@@ -619,7 +693,13 @@ func (c *Coldplug) resolveName(name string) (mods []string, byAlias bool) {
 	if n := Normalize(name); c.deps.Load().Has(n) {
 		return []string{n}, false
 	}
-	mods = c.aliases.Load().Lookup(name)
+	a := c.aliases.Load()
+	mods = a.Lookup(name)
+	if len(mods) == 0 {
+		// Last, as kmod: an alias of a module built into the kernel
+		// ("fs-ext4" with ext4 built in) is there already.
+		mods = a.builtin.Lookup(name)
+	}
 	return mods, len(mods) > 0
 }
 
@@ -681,26 +761,18 @@ func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup, rep
 		defer c.mu.Unlock()
 		c.inFlight[prio]++
 	}()
+	lt := &loadThread{prio: prio, why: r.why, modalias: r.modalias}
 	go func() {
 		defer wg.Done()
 		defer func() {
-			c.pending.Add(-1)
-			select {
-			case c.finished <- struct{}{}:
-			default:
-			}
+			c.mu.Lock()
+			c.release(lt)
+			c.mu.Unlock()
 		}()
 		// A bug here, in the wait for a slot as in the load, must not take
 		// PID 1 down: it is logged, and the load's bookkeeping (pending,
 		// inFlight, its slot) undone all the same.
 		defer safego.Recover(c.Log, "loading module "+r.module)
-		defer func() {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			if c.inFlight[prio]--; c.inFlight[prio] == 0 {
-				c.calm.Broadcast()
-			}
-		}()
 		// What a crash leaves as the outcome (the panic is logged).
 		err := fmt.Errorf("loading module %s crashed (see the error logged)", r.module)
 		if report != nil {
@@ -711,9 +783,58 @@ func (c *Coldplug) start(ctx context.Context, r request, wg *sync.WaitGroup, rep
 		}
 		c.waitCalm(prio)
 		c.sem[prio] <- struct{}{}
-		defer func() { <-c.sem[prio] }()
-		err = c.load(r, map[string]bool{}, &loadThread{prio: prio, why: r.why, modalias: r.modalias})
+		c.mu.Lock()
+		lt.slot = true
+		c.mu.Unlock()
+		err = c.load(r, map[string]bool{}, lt)
 	}()
+}
+
+// release ends lt's share of the bookkeeping (c.mu held), once: its slot
+// goes to the next load, and neither the loads of lower priority nor
+// Settle wait for it any more. Its goroutine may go on (stuck).
+func (c *Coldplug) release(lt *loadThread) {
+	if lt.slot {
+		lt.slot = false
+		<-c.sem[lt.prio]
+	}
+	if lt.released {
+		return
+	}
+	lt.released = true
+	if c.inFlight[lt.prio]--; c.inFlight[lt.prio] == 0 {
+		c.calm.Broadcast()
+	}
+	c.pending.Add(-1)
+	select {
+	case c.finished <- struct{}{}:
+	default:
+	}
+}
+
+// stuck reports module m, whose load lt has been making (or waiting for)
+// for StuckAfter: its init has not returned, most likely a driver's probe
+// stuck on broken hardware. init_module cannot be interrupted, so lt goes
+// on waiting for it, but releases its slot: the other drivers load
+// meanwhile. What needs m still waits for it (its claim stays).
+func (c *Coldplug) stuck(m, wanted string, lt *loadThread) {
+	c.mu.Lock()
+	c.release(lt)
+	c.mu.Unlock()
+	attrs := []any{"module", m}
+	if m != wanted {
+		attrs = append(attrs, "needed_by", wanted)
+	}
+	attrs = append(attrs, "hint", "the other drivers load meanwhile; what needs it waits for it")
+	c.warnOnce(slog.LevelWarn, "stuck "+m, fmt.Sprintf("module still loading after %s: its probe may be stuck; read dmesg", c.stuckAfter()), attrs...)
+}
+
+// stuckAfter is StuckAfter or its default.
+func (c *Coldplug) stuckAfter() time.Duration {
+	if c.StuckAfter > 0 {
+		return c.StuckAfter
+	}
+	return DefaultStuckAfter
 }
 
 // urgent reports whether something waits for lt's load now (c.mu held):
@@ -862,22 +983,29 @@ func (c *Coldplug) MediumFound() {
 // found, the other controllers' drivers (ahci's chain on a machine booted
 // from a virtio disk) are no longer what the boot waits for. It holds no
 // claim and no slot while it waits.
-func (c *Coldplug) yield(r request) {
+func (c *Coldplug) yield(r request, lt *loadThread) {
 	if c.priority(r) != prioMedium {
 		return
 	}
 	c.mu.Lock()
-	if !c.mediumFound || c.inFlight[prioBoot] == 0 {
+	if !lt.slot || !c.mediumFound || c.inFlight[prioBoot] == 0 {
 		c.mu.Unlock()
 		return
 	}
 	// Give the slot up meanwhile: a chain that yields holds none.
+	lt.slot = false
 	<-c.sem[prioMedium]
 	for c.mediumFound && c.inFlight[prioBoot] > 0 {
 		c.calm.Wait()
 	}
 	c.mu.Unlock()
 	c.sem[prioMedium] <- struct{}{}
+	c.mu.Lock()
+	lt.slot = true
+	if lt.released {
+		c.release(lt) // reported stuck meanwhile: it holds no slot any more
+	}
+	c.mu.Unlock()
 }
 
 // loadState is one load of a module: done is closed once it finished, and
@@ -887,20 +1015,10 @@ type loadState struct {
 	err  error
 }
 
-// claim returns the module's load and true if lt must load it, or waits
-// until whoever claimed it first has finished and returns that load and
-// false. An urgent load that waits lends its priority to the load it
-// waits for.
-func (c *Coldplug) claim(module string, lt *loadThread) (*loadState, bool) {
-	st, mine := c.claimOrOwner(module, lt)
-	if !mine {
-		<-st.done
-	}
-	return st, mine
-}
-
-// claimOrOwner claims module for lt (true), or returns the load of its
-// owner.
+// claimOrOwner returns the module's load and true if lt must load it, or
+// the load of whoever claimed it first and false: the caller then waits
+// for it to finish (st.done). An urgent load that waits lends its
+// priority to the load it waits for.
 func (c *Coldplug) claimOrOwner(module string, lt *loadThread) (*loadState, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -986,7 +1104,7 @@ func (c *Coldplug) load(r request, stack map[string]bool, lt *loadThread) error 
 		}
 	}
 	for _, m := range order {
-		c.yield(r)
+		c.yield(r, lt)
 		pre, post := c.deps.Load().Softdeps(m)
 		softdeps(pre)
 		if err := c.loadOne(m, name, r, lt); err != nil {
@@ -1041,14 +1159,31 @@ func (c *Coldplug) loadOne(m, wanted string, r request, lt *loadThread) error {
 			return nil
 		}
 	}
-	st, mine := c.claim(m, lt)
+	st, mine := c.claimOrOwner(m, lt)
 	if !mine {
+		select {
+		case <-st.done:
+			return st.err // loaded before: no wait
+		default:
+		}
+	}
+	// A load that does not return, or the wait for it, must not hold lt's
+	// slot for ever.
+	t := time.AfterFunc(c.stuckAfter(), func() { c.stuck(m, wanted, lt) })
+	defer t.Stop()
+	if !mine {
+		<-st.done
 		return st.err
 	}
+	start := time.Now()
 	// What a crash in the load leaves as its outcome (safego logs it).
 	err := fmt.Errorf("loading module %s crashed (see the error logged)", m)
 	defer func() { c.finish(m, st, err) }() // even if loading crashed: others wait for it
 	err = c.loadFile(m, wanted, r, lt)
+	if !t.Stop() {
+		// Reported stuck: say how it ended.
+		c.Log.Info("module load reported stuck has returned", "module", m, "took", Round(time.Since(start)), "ok", err == nil)
+	}
 	return err
 }
 
@@ -1225,7 +1360,14 @@ func (c *Coldplug) Settle(ctx context.Context, quiet, max time.Duration) error {
 			return nil
 		}
 		if now.After(deadline) {
-			// Whatever still loads goes on; the boot does not wait for it.
+			// Whatever still loads goes on; the boot does not wait for it,
+			// but says what it is (a driver stuck in its probe is among them).
+			c.mu.Lock()
+			loading := slices.Sorted(maps.Keys(c.claimedBy))
+			c.mu.Unlock()
+			if len(loading) > 0 {
+				c.Log.Info("drivers still loading; the boot goes on without waiting for them", "waited", Round(max), "modules", strings.Join(loading, ","))
+			}
 			return nil
 		}
 		select {

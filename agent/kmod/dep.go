@@ -16,6 +16,7 @@ type Deps struct {
 	builtin map[string]bool
 	pre     map[string][]string // softdep pre: names (modules or aliases) to load first
 	post    map[string][]string // softdep post: names to load after
+	bad     []badLines          // what reading each file skipped
 }
 
 // ModuleName turns a modules.dep path ("kernel/fs/isofs/isofs.ko.xz") into the
@@ -28,22 +29,28 @@ func ModuleName(p string) string {
 	return Normalize(base)
 }
 
-// ParseDeps reads modules.dep ("path: dep-path dep-path…").
+// ParseDeps reads modules.dep ("path: dep-path dep-path…"). A malformed
+// line is skipped (readLines); a file none of whose lines is one is an
+// error naming its first line.
 func ParseDeps(r io.Reader) (*Deps, error) {
+	d, err := parseDeps(r)
+	if err == nil {
+		err = d.bad[0].unusable()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// parseDeps reads modules.dep; d.bad[0] is what it skipped.
+func parseDeps(r io.Reader) (*Deps, error) {
 	d := &Deps{path: map[string]string{}, deps: map[string][]string{}, builtin: map[string]bool{},
 		pre: map[string][]string{}, post: map[string][]string{}}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
+	bad, err := readLines("modules.dep", `"path.ko: dependency.ko …"`, r, func(line string) bool {
 		file, rest, ok := strings.Cut(line, ":")
 		if !ok || strings.TrimSpace(file) == "" {
-			return nil, fmt.Errorf("modules.dep line %d: %q: want \"path.ko: dependency.ko …\"", n, line)
+			return false
 		}
 		name := ModuleName(file)
 		d.path[name] = strings.TrimSpace(file)
@@ -52,38 +59,37 @@ func ParseDeps(r io.Reader) (*Deps, error) {
 			deps = append(deps, ModuleName(f))
 		}
 		d.deps[name] = deps
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("reading modules.dep: %w", err)
-	}
-	return d, nil
+		return true
+	})
+	d.bad = append(d.bad, bad)
+	return d, err
 }
 
 // AddBuiltin reads modules.builtin (one path per line): modules compiled into
-// the kernel need no loading, so asking for them is not an error.
+// the kernel need no loading, so asking for them is not an error. A
+// malformed line is skipped (readLines).
 func (d *Deps) AddBuiltin(r io.Reader) error {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		if line := strings.TrimSpace(sc.Text()); line != "" {
-			d.builtin[ModuleName(line)] = true
+	bad, err := readLines("modules.builtin", `"path.ko"`, r, func(line string) bool {
+		if strings.ContainsAny(line, " \t") {
+			return false
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("reading modules.builtin: %w", err)
-	}
-	return nil
+		d.builtin[ModuleName(line)] = true
+		return true
+	})
+	d.bad = append(d.bad, bad)
+	return err
 }
 
 // AddSoftdeps reads modules.softdep ("softdep mod pre: a b post: c"). A
 // soft dependency is not a symbol dependency, so depmod cannot see it, but
 // the module does not work without it: libcrc32c needs the crc32c cipher,
-// which only a softdep names, and nf_tables needs libcrc32c.
+// which only a softdep names, and nf_tables needs libcrc32c. A malformed
+// line is skipped (readLines).
 func (d *Deps) AddSoftdeps(r io.Reader) error {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
+	bad, err := readLines("modules.softdep", `"softdep <module> pre: <module>… post: <module>…"`, r, func(line string) bool {
+		f := strings.Fields(line)
 		if len(f) < 3 || f[0] != "softdep" {
-			continue
+			return false
 		}
 		mod := Normalize(f[1])
 		var dst *map[string][]string
@@ -100,11 +106,62 @@ func (d *Deps) AddSoftdeps(r io.Reader) error {
 				}
 			}
 		}
+		return true
+	})
+	d.bad = append(d.bad, bad)
+	return err
+}
+
+// badLines is what reading a depmod file skipped: how many lines it could
+// not parse, and the first of them.
+type badLines struct {
+	file, want string // "modules.alias", and what a line looks like
+	count      int    // lines skipped
+	line       int    // the first one's number
+	text       string // the first one, shortened
+	good       int    // lines read
+}
+
+// unusable is the error of a file that has lines, none of which could be
+// read: not what its name says (a truncated or foreign file).
+func (b badLines) unusable() error {
+	if b.count == 0 || b.good > 0 {
+		return nil
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("reading modules.softdep: %w", err)
+	return fmt.Errorf("%s line %d: %q: want %s (no line of the file is one: rebuild the image)", b.file, b.line, b.text, b.want)
+}
+
+// readLines hands parse each line of a depmod file (file, whose lines look
+// like want) that is neither blank nor a '#' comment, trimmed. A line
+// parse rejects is skipped and counted, as modprobe skips a line it cannot
+// parse: one damaged line must not cost the machine every driver. Lines
+// have no length limit (a file in the initramfs is in memory already).
+func readLines(file, want string, r io.Reader, parse func(line string) bool) (badLines, error) {
+	b := badLines{file: file, want: want}
+	br := bufio.NewReaderSize(r, 64<<10)
+	for n := 1; ; n++ {
+		s, err := br.ReadString('\n')
+		if line := strings.TrimSpace(s); line != "" && line[0] != '#' {
+			switch {
+			case parse(line):
+				b.good++
+			case b.count == 0:
+				b.line, b.text = n, line
+				if len(b.text) > 120 {
+					b.text = b.text[:120] + "…"
+				}
+				fallthrough
+			default:
+				b.count++
+			}
+		}
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, fmt.Errorf("reading %s: %w", file, err)
+		}
 	}
-	return nil
 }
 
 // Softdeps returns the names to load before and after name.

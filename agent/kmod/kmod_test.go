@@ -131,10 +131,21 @@ func TestLookup(t *testing.T) {
 	}
 }
 
+// TestParseAliasesRejectsGarbage: a file none of whose lines is an alias
+// (or a modules.dep line) is an error naming its first line; one good
+// line is enough for the others to be skipped (TestIndexSkipsBadLines).
 func TestParseAliasesRejectsGarbage(t *testing.T) {
-	_, err := ParseAliases(strings.NewReader("alias a b\nnot an alias line at all\n"))
-	if err == nil || !strings.Contains(err.Error(), "line 2") {
+	_, err := ParseAliases(strings.NewReader("# comment\nnot an alias line at all\nnor this\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), "not an alias line") {
 		t.Fatalf("err = %v, want one naming line 2", err)
+	}
+	_, err = ParseDeps(strings.NewReader("\x00\x00\x00\n"))
+	if err == nil || !strings.Contains(err.Error(), "modules.dep line 1") {
+		t.Fatalf("ParseDeps of garbage: err = %v, want one naming line 1", err)
+	}
+	a, err := ParseAliases(strings.NewReader("alias a b\nnot an alias line at all\n"))
+	if err != nil || !slices.Equal(a.Lookup("a"), []string{"b"}) {
+		t.Fatalf("ParseAliases with one bad line: %v, %v; want the good line read", a, err)
 	}
 }
 
