@@ -63,35 +63,27 @@ func main() {
 }
 
 // bootsMachine reports whether the agent is to boot the machine: as PID 1,
-// run as the kernel runs it (/init), or with no command. A command given
-// (`etoile-agent status --json`) runs whatever the PID: as the first process
-// of a PID namespace (a container's command, a Job, `unshare --pid --fork`)
-// it must not hang as init, nor load modules and mount over the host's in
-// a privileged container. The kernel may pass /init the boot arguments it
-// does not know (bare words): as /init, they are no command.
+// run as the kernel runs it (/init, whatever bare boot arguments the kernel
+// passes on), or with no arguments at all. Anything else runs as a command
+// whatever the PID, a mistyped one too (run answers "unknown command"): as
+// the first process of a PID namespace (a container's command, a Job,
+// `unshare --pid --fork`) the agent must not hang as init, nor load
+// modules and mount over the host's in a privileged container.
 func bootsMachine(pid int, argv []string) bool {
-	if pid != 1 {
+	switch {
+	case pid != 1:
 		return false
-	}
-	if len(argv) > 0 && argv[0] == "/init" {
+	case len(argv) > 0 && argv[0] == "/init":
 		return true
-	}
-	if len(argv) > 0 {
+	case len(argv) > 1:
+		return false
+	case len(argv) == 1:
 		// Through the /sbin links: modprobe, poweroff, reboot, halt.
-		if name := filepath.Base(argv[0]); name == "modprobe" {
-			return false
-		} else if _, ok := boot.PowerSignal(name); ok {
-			return false
-		}
+		name := filepath.Base(argv[0])
+		_, power := boot.PowerSignal(name)
+		return name != "modprobe" && !power
 	}
-	return len(argv) < 2 || !commands[argv[1]]
-}
-
-// commands are run's commands (and its spellings of version and help).
-var commands = map[string]bool{
-	"agent": true, "version": true, "--version": true, "-version": true, "modprobe": true,
-	"inventory": true, "join": true, "config": true, "status": true, "logs": true,
-	"reboot": true, "poweroff": true, "help": true, "-h": true, "--help": true, "-help": true,
+	return true
 }
 
 // The commands' exit statuses (the usage text lists them).
@@ -226,7 +218,6 @@ func stayUpAfterPanic(sigs <-chan os.Signal, reaper *boot.Reaper, power <-chan b
 // usageError is a usage mistake; the usage text is already printed.
 type usageError struct{ error }
 
-// run runs a command; each is listed in commands too.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		usage(stderr)
