@@ -51,8 +51,8 @@ const indexFilePrefix = "modules."
 // over the initramfs's (the agent mounts the two as one): it checks that
 // every module in dir was built for k (vermagic), copies in the kernel's
 // own modules the extras depend on that the initramfs does not hold, and
-// writes modules.dep, modules.alias, modules.softdep and modules.builtin
-// for the union, the initramfs's modules named at RelPath+suffix as the
+// writes modules.dep, modules.alias, modules.softdep, modules.builtin (and
+// modules.builtin.alias, when the kernel has it) for the union, the initramfs's modules named at RelPath+suffix as the
 // initramfs stores them. Index files already in dir (from a depmod run
 // that knew only the extension) are replaced; other depmod outputs
 // (modules.*.bin) are removed so that no tool reads a stale one.
@@ -248,6 +248,9 @@ func (k *Kernel) MergeExtras(dir string, initramfs []Module, suffix string, want
 		builtin.WriteString(l + "\n")
 	}
 	files["modules.builtin"] = []byte(builtin.String())
+	if k.idx.builtinAlias != nil {
+		files["modules.builtin.alias"] = k.idx.builtinAlias
+	}
 	bins, err := BinaryIndexes(files)
 	if err != nil {
 		return nil, err

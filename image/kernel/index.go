@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"unicode"
 )
 
 // normName folds '-' into '_', as the kernel and kmod do for module names.
@@ -40,6 +41,10 @@ type index struct {
 	builtin map[string]bool // normalised names of modules built into vmlinuz
 	// builtinLines is modules.builtin as shipped, kept for the initramfs.
 	builtinLines []string
+	// builtinAlias is modules.builtin.alias for the initramfs: the kernel's
+	// own, else made from modules.builtin.modinfo (builtinAliases); nil
+	// when the kernel has neither.
+	builtinAlias []byte
 }
 
 func newIndex() *index {
@@ -167,6 +172,56 @@ func parseBuiltin(data []byte) []string {
 	return out
 }
 
+// builtinAliasFile returns modDir's modules.builtin.alias, which the
+// agent reads so that a modprobe of an alias of a module built into the
+// kernel (fs-ext4, crypto-crc32c: request_module's) counts as satisfied:
+// the kernel's own when it ships one, else made from
+// modules.builtin.modinfo (Debian's kernels ship only that: depmod indexes
+// it into modules.builtin.alias.bin), else nil.
+func builtinAliasFile(modDir string) ([]byte, error) {
+	data, err := readIndexFile(modDir, "modules.builtin.alias")
+	if err == nil {
+		return data, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("reading modules.builtin.alias: %w", err)
+	}
+	data, err = readIndexFile(modDir, "modules.builtin.modinfo")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading modules.builtin.modinfo: %w", err)
+	}
+	return builtinAliases(data), nil
+}
+
+// builtinAliases renders modules.builtin.modinfo (NUL-separated
+// "module.key=value" strings) as modules.builtin.alias: a line "alias VALUE
+// module" for each module.alias=VALUE, in the file's order (depmod's), each
+// line once. A value with white space, which no line of the format can
+// hold, is left out.
+func builtinAliases(modinfo []byte) []byte {
+	var b bytes.Buffer
+	seen := map[string]bool{}
+	for _, kv := range bytes.Split(modinfo, []byte{0}) {
+		key, value, ok := strings.Cut(string(kv), "=")
+		if !ok {
+			continue
+		}
+		mod, field, ok := strings.Cut(key, ".")
+		if !ok || field != "alias" || mod == "" || value == "" || strings.ContainsFunc(mod+value, unicode.IsSpace) {
+			continue
+		}
+		line := "alias " + value + " " + mod + "\n"
+		if !seen[line] {
+			seen[line] = true
+			b.WriteString(line)
+		}
+	}
+	return b.Bytes()
+}
+
 // loadIndex reads the depmod files of modDir; when modules.dep is absent (a
 // Debian package before its postinst ran depmod) it scans the modules'
 // .modinfo sections instead.
@@ -180,6 +235,11 @@ func loadIndex(modDir string) (*index, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("reading modules.builtin: %w", err)
 	}
+	builtinAlias, err := builtinAliasFile(modDir)
+	if err != nil {
+		return nil, err
+	}
+	ix.builtinAlias = builtinAlias
 
 	depData, err := readIndexFile(modDir, "modules.dep")
 	if errors.Is(err, fs.ErrNotExist) {

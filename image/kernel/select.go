@@ -73,9 +73,10 @@ func Always(names []string, mods []Module) []string {
 // kernelMeta is what every module of one kernel shares, for the initramfs's
 // modules.builtin.
 type kernelMeta struct {
-	builtin []string
-	sums    map[string]string // SHA-256 by absolute path (cache entries)
-	entry   string            // the cache entry's folder
+	builtin      []string
+	builtinAlias []byte            // modules.builtin.alias, nil when the kernel has none
+	sums         map[string]string // SHA-256 by absolute path (cache entries)
+	entry        string            // the cache entry's folder
 }
 
 // sum is the SHA-256 the cache's file list gives path ("" when none).
@@ -260,7 +261,7 @@ func (k *Kernel) selectOnce(names []string) ([]Module, error) {
 	if len(missing) > 0 {
 		return nil, &MissingModulesError{KernelVersion: k.Version, ModulesDir: k.ModulesDir, Names: missing}
 	}
-	meta := &kernelMeta{builtin: ix.builtinLines, sums: k.sums, entry: k.entry}
+	meta := &kernelMeta{builtin: ix.builtinLines, builtinAlias: ix.builtinAlias, sums: k.sums, entry: k.entry}
 	var out []Module
 	for _, m := range chosen {
 		src := filepath.Join(k.ModulesDir, filepath.FromSlash(m.RelPath))
@@ -357,7 +358,8 @@ func (ix *index) lookup(target string) []*modEntry {
 // IndexFiles renders the depmod files for an initramfs holding exactly
 // mods (at their RelPath plus suffix: "" decompressed, ".zst" as the
 // initramfs writes them): modules.dep, modules.alias,
-// modules.softdep and modules.builtin, and kmod's binary indexes of them
+// modules.softdep, modules.builtin and, when the kernel has it,
+// modules.builtin.alias, and kmod's binary indexes of them
 // (BinaryIndexes), keyed by file name. Dependencies
 // outside mods are left out so the files only name what is there.
 func IndexFiles(mods []Module, suffix string) (map[string][]byte, error) {
@@ -367,6 +369,7 @@ func IndexFiles(mods []Module, suffix string) (map[string][]byte, error) {
 	}
 	var entries []*modEntry
 	var builtin []string
+	var builtinAlias []byte
 	for _, m := range mods {
 		e := &modEntry{Name: m.Name, RelPath: m.RelPath, Aliases: m.Aliases, SoftDeps: m.SoftDeps}
 		for _, d := range m.Deps {
@@ -378,6 +381,9 @@ func IndexFiles(mods []Module, suffix string) (map[string][]byte, error) {
 		if m.meta != nil && builtin == nil {
 			builtin = m.meta.builtin
 		}
+		if m.meta != nil && builtinAlias == nil {
+			builtinAlias = m.meta.builtinAlias
+		}
 	}
 	files := depmodFiles(entries, func(p string) string { return p + suffix })
 	var b bytes.Buffer
@@ -385,6 +391,9 @@ func IndexFiles(mods []Module, suffix string) (map[string][]byte, error) {
 		b.WriteString(l + "\n")
 	}
 	files["modules.builtin"] = b.Bytes()
+	if builtinAlias != nil {
+		files["modules.builtin.alias"] = builtinAlias
+	}
 	bins, err := BinaryIndexes(files)
 	if err != nil {
 		return nil, err
