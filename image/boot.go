@@ -8,7 +8,9 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 
+	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/image/kernel"
 	"github.com/etoile-os/etoile/image/media"
 )
@@ -33,6 +35,37 @@ const (
 	minSlotSize   = 256 * mib
 	slotHeadroom  = 64 * mib
 )
+
+// configOutputs are the outputs that carry a machine config baked in
+// (ConfigOnMedia). The netboot set does not: its kernel and initramfs are
+// the same for every node, and its system image is read-only and shared.
+var configOutputs = []string{OutputISO, OutputRaw}
+
+// netbootConfigHelp says how a netboot node gets its machine config.
+var netbootConfigHelp = "a netboot node gets its machine config from etoile.config=<url> on its kernel command line, or from a volume labelled " +
+	config.VolumeLabel + " holding " + config.VolumeFile
+
+// CheckConfigOutputs says what a machine config baked into the media
+// (etoile build --config) reaches with these outputs: an error when none of
+// them carries it (a node would boot with no config, and nothing would say
+// why), else a warning when the netboot set is built too, "" otherwise.
+func CheckConfigOutputs(outputs []string) (warning string, err error) {
+	var carry []string
+	for _, o := range configOutputs {
+		if slices.Contains(outputs, o) {
+			carry = append(carry, o)
+		}
+	}
+	if len(carry) == 0 {
+		return "", fmt.Errorf("--config: the spec's outputs (%s) cannot carry a machine config, only %s can: %s; drop --config, or add iso or raw to spec field outputs",
+			strings.Join(outputs, ", "), strings.Join(configOutputs, " and "), netbootConfigHelp)
+	}
+	if slices.Contains(outputs, OutputNetboot) {
+		return fmt.Sprintf("the machine config (--config) is baked into %s only, not into the netboot set (vmlinuz, initramfs, system image): %s",
+			strings.Join(carry, " and "), netbootConfigHelp), nil
+	}
+	return "", nil
+}
 
 // isolinuxCfg boots straight into Étoile on the first serial port and the
 // screen, with no menu to wait on.

@@ -14,6 +14,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -98,6 +99,9 @@ type Result struct {
 	K3sStandin bool
 	// K3sMissing says why K3s was left out under K3sOptional.
 	K3sMissing string
+	// OwnerOnly names the artifacts that hold the baked-in machine config
+	// (the ISO, the raw disk), made readable by their owner only.
+	OwnerOnly []string
 }
 
 // Artifact is one file in the output folder.
@@ -293,6 +297,13 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 	arch, ok := ArchInfo(b.Spec.Arch)
 	if !ok {
 		return nil, fmt.Errorf("arch %q is not supported", b.Spec.Arch)
+	}
+	if b.MachineConfig != nil {
+		// A config no output carries is refused, not dropped (etoile build
+		// checks first, and warns about the netboot set).
+		if _, err := CheckConfigOutputs(b.Spec.Outputs); err != nil {
+			return nil, err
+		}
 	}
 	agent, err := os.ReadFile(b.AgentPath)
 	if err != nil {
@@ -614,12 +625,28 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 			return nil, fmt.Errorf("%s is not a file (%s): move it away, and build again", filepath.Join(b.OutDir, n), st.Mode().Type())
 		}
 	}
+	// The ISO and the raw disk of a build with a machine config hold its
+	// secrets (the cluster token, registry passwords): they land readable
+	// by their owner only. Until then they are in the work folder, which
+	// only its owner can enter (os.MkdirTemp makes it 0700).
+	private := map[string]bool{}
+	if b.MachineConfig != nil {
+		for _, o := range configOutputs {
+			if b.Spec.Wants(o) {
+				private[b.name("."+o)] = true
+			}
+		}
+	}
 	staged := map[string]string{}
 	for _, n := range names {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		p, err := stage(outputs[n], work, n)
+		mode := fs.FileMode(0o644)
+		if private[n] {
+			mode = 0o600
+		}
+		p, err := stage(outputs[n], work, n, mode)
 		if err != nil {
 			return nil, err
 		}
@@ -671,7 +698,10 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 	for _, n := range stale {
 		log.Info("removed an earlier build's artifact that this build does not make", "file", filepath.Join(b.OutDir, n))
 	}
-	res := &Result{Artifacts: arts, Kernel: k.Version, K3sMissing: b.k3sMissing}
+	res := &Result{Artifacts: arts, Kernel: k.Version, K3sMissing: b.k3sMissing, OwnerOnly: slices.Sorted(maps.Keys(private))}
+	if len(res.OwnerOnly) > 0 {
+		log.Info("readable by their owner only (mode 0600): they hold the machine config, with its secrets", "files", strings.Join(res.OwnerOnly, ", "))
+	}
 	if k3sArt != nil {
 		res.K3s, res.K3sStandin = k3sArt.Version, k3sArt.Standin
 	}
@@ -743,19 +773,19 @@ func sameSHA256(path, sum string) bool {
 
 // stage readies artifact name, made at src, for placeAll: a file outside
 // the work folder (the kernel, from the cache) is copied in, so that its
-// placing is a rename on one filesystem; the staged file is synced to the
-// disk before it is renamed (a power cut after the rename then never
-// leaves an empty or partial file under the artifact's name); it returns
-// the staged path.
-func stage(src, work, name string) (string, error) {
+// placing is a rename on one filesystem; the staged file gets mode (0644,
+// or 0600 for one that holds secrets) and is synced to the disk before it
+// is renamed (a power cut after the rename then never leaves an empty or
+// partial file under the artifact's name); it returns the staged path.
+func stage(src, work, name string, mode fs.FileMode) (string, error) {
 	if !strings.HasPrefix(src, work+string(filepath.Separator)) {
 		tmp := filepath.Join(work, "land-"+name)
-		if err := copyFile(src, tmp, 0o644); err != nil {
+		if err := copyFile(src, tmp, mode); err != nil {
 			return "", err
 		}
 		src = tmp
 	}
-	if err := os.Chmod(src, 0o644); err != nil {
+	if err := os.Chmod(src, mode); err != nil {
 		return "", err
 	}
 	if err := syncPath(src); err != nil {

@@ -102,6 +102,18 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			log.Warn("machine config", "file", *machineConfig, "warning", w)
 		}
 	}
+	// Only the ISO and the raw disk carry a baked-in config: refuse one
+	// that no output would carry (a node would boot without it, and
+	// nothing would say why), and say so when the netboot set lacks it.
+	var netbootWithout string
+	if cfgData != nil {
+		if netbootWithout, err = image.CheckConfigOutputs(spec.Outputs); err != nil {
+			return err
+		}
+		if netbootWithout != "" {
+			log.Warn(netbootWithout)
+		}
+	}
 	if *cacheDir == "" {
 		if *cacheDir, err = image.DefaultCacheDir(); err != nil {
 			return err
@@ -131,6 +143,12 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "Built Étoile (kernel %s) in %s into %s:\n", res.Kernel, time.Since(start).Round(100*time.Millisecond), *outDir)
 	for _, a := range res.Artifacts {
 		fmt.Fprintf(stdout, "  %-32s %8.1f MB  sha256:%s\n", a.Name, float64(a.Size)/1e6, a.SHA256[:16])
+	}
+	if len(res.OwnerOnly) > 0 {
+		fmt.Fprintf(stdout, "%s: readable by their owner only (mode 0600), because they hold the machine config (its tokens and passwords).\n", strings.Join(res.OwnerOnly, ", "))
+	}
+	if netbootWithout != "" {
+		fmt.Fprintf(stdout, "WARNING: %s.\n", netbootWithout)
 	}
 	switch {
 	case res.K3s != "" && res.K3sStandin:
