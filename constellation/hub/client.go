@@ -110,11 +110,16 @@ func NewClient(c ClientConfig, hubURL string) (*Client, error) {
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
+		// Not HTML-escaped: a manifest's <, > and & would take six bytes
+		// each, and one within the manifest limit could exceed the hub's
+		// request limit (api.MaxBodyBytes).
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(in); err != nil {
 			return fmt.Errorf("encoding request: %w", err)
 		}
-		body = bytes.NewReader(b)
+		body = &b
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {

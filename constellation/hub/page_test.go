@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,30 +73,78 @@ func TestValidateManifest(t *testing.T) {
 
 type auditStore struct {
 	store.Store
+	mu     sync.Mutex // the end-of-minute count is recorded from a timer
 	events []api.AuditEvent
 }
 
 func (a *auditStore) Audit(_ context.Context, ev api.AuditEvent) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.events = append(a.events, ev)
 	return nil
 }
 
+func (a *auditStore) recorded() []api.AuditEvent {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.events)
+}
+
+// TestRefusedJoinAuditIsBounded: of a flood of refused joins the audit
+// keeps the first few of each minute and one event counting the rest.
 func TestRefusedJoinAuditIsBounded(t *testing.T) {
 	st := &auditStore{}
 	s := &Service{Store: st}
 	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	// 1000 refusals over the first 30 s of a minute, then one two minutes on.
 	for i := range 1000 {
-		s.auditRefusal(context.Background(), api.AuditEvent{At: t0.Add(time.Duration(i) * time.Millisecond / 2), Action: api.AuditSiteJoinRefuse})
+		s.auditRefusal(context.Background(), api.AuditEvent{At: t0.Add(time.Duration(i) * 30 * time.Millisecond), Action: api.AuditSiteJoinRefuse, Subject: api.CodeTokenInvalid})
 	}
-	s.auditRefusal(context.Background(), api.AuditEvent{At: t0.Add(2 * time.Second), Action: api.AuditSiteJoinRefuse})
-	// 1000 in the first half second: 20 recorded; two seconds later the
-	// summary of the 980 others, then the new one.
-	if n := len(st.events); n != refusalsPerSecond+2 {
-		t.Fatalf("%d audit events for 1001 refusals", n)
+	s.auditRefusal(context.Background(), api.AuditEvent{At: t0.Add(2 * time.Minute), Action: api.AuditSiteJoinRefuse, Subject: api.CodeTokenInvalid})
+	evs := st.recorded()
+	if n := len(evs); n != refusalsPerMinute+2 {
+		t.Fatalf("%d audit events for 1001 refused joins, want %d: the first %d of the minute, one counting the rest, and the later one", n, refusalsPerMinute+2, refusalsPerMinute)
 	}
-	last := st.events[len(st.events)-2]
-	if last.Subject != "suppressed" || !strings.Contains(last.Detail, "980 more") {
-		t.Fatalf("summary %+v", last)
+	sum := evs[len(evs)-2]
+	if sum.Subject != "suppressed" || sum.Action != api.AuditSiteJoinRefuse || !strings.Contains(sum.Detail, "and 990 more") || !strings.Contains(sum.Detail, "2026-11-25T12:00:00Z") {
+		t.Fatalf("count of the unrecorded refusals: %+v", sum)
+	}
+}
+
+// TestRefusedJoinCountRecordedWhenFloodStops: the count of a minute's
+// unrecorded refusals is recorded when the minute ends, without another
+// refusal to carry it, and at once when the hub stops.
+func TestRefusedJoinCountRecordedWhenFloodStops(t *testing.T) {
+	st := &auditStore{}
+	s := &Service{Store: st}
+	// Half a second before a minute ends: the count is due a second later.
+	end := time.Now().UTC().Truncate(time.Minute).Add(time.Minute - time.Second/2)
+	for range refusalsPerMinute + 3 {
+		s.auditRefusal(context.Background(), api.AuditEvent{At: end, Action: api.AuditSiteJoinRefuse, Subject: api.CodeTokenInvalid})
+	}
+	counted := func() bool {
+		evs := st.recorded()
+		return len(evs) == refusalsPerMinute+1 && strings.Contains(evs[refusalsPerMinute].Detail, "and 3 more")
+	}
+	for range 300 {
+		if counted() {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !counted() {
+		t.Fatalf("after the minute ended, with no refusal since: %+v", st.recorded())
+	}
+	// The hub stopping records the count of the minute in progress.
+	st2 := &auditStore{}
+	s2 := &Service{Store: st2}
+	mid := time.Date(2026, 11, 25, 12, 0, 30, 0, time.UTC)
+	for range refusalsPerMinute + 2 {
+		s2.auditRefusal(context.Background(), api.AuditEvent{At: mid, Action: api.AuditSiteJoinRefuse, Subject: api.CodeTokenInvalid})
+	}
+	s2.FlushRefusals(context.Background())
+	if evs := st2.recorded(); len(evs) != refusalsPerMinute+1 || !strings.Contains(evs[refusalsPerMinute].Detail, "and 2 more") {
+		t.Fatalf("after FlushRefusals: %+v", evs)
 	}
 }
 

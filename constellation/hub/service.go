@@ -70,16 +70,20 @@ type Service struct {
 	templates *api.TemplateList // cache, replaced when the revision moves
 	putMu     sync.Mutex        // template puts, checked against the budget one at a time
 
-	// Refused joins are audited, but an unauthenticated flood must not fill
-	// the disk: past refusalsPerSecond in one second they are only counted,
-	// and the count is recorded with the next refusal after that second.
+	// Refused joins are audited, but an unauthenticated flood must neither
+	// fill the disk nor bury the audit trail: past refusalsPerMinute in one
+	// minute they are only counted, and the count is recorded as one event
+	// when the minute is over (refTimer), or with the next refusal after it.
+	// The store keeps the newest store.KeepJoinRefusals of these events.
 	refMu         sync.Mutex
-	refSecond     int64
+	refMinute     int64 // Unix minute of the window counted
 	refCount      int
 	refSuppressed int
+	refLast       time.Time // the last refusal counted only
+	refTimer      *time.Timer
 }
 
-const refusalsPerSecond = 20
+const refusalsPerMinute = 10
 
 func (s *Service) now() time.Time {
 	if s.Now != nil {
@@ -534,28 +538,81 @@ func (s *Service) Join(ctx context.Context, req api.JoinRequest) (api.JoinRespon
 
 func (s *Service) auditRefusal(ctx context.Context, ev api.AuditEvent) {
 	s.refMu.Lock()
-	sec := ev.At.Unix()
+	minute := ev.At.Unix() / 60
 	var summary *api.AuditEvent
-	if sec != s.refSecond {
-		if s.refSuppressed > 0 {
-			summary = &api.AuditEvent{At: ev.At, Actor: "hub", Action: api.AuditSiteJoinRefuse, Subject: "suppressed",
-				Detail: fmt.Sprintf("%d more refused joins in the second from %s were not recorded one by one", s.refSuppressed, time.Unix(s.refSecond, 0).UTC().Format(time.RFC3339))}
-		}
-		s.refSecond, s.refCount, s.refSuppressed = sec, 0, 0
+	if minute != s.refMinute {
+		summary = s.takeRefusalSummary()
+		s.refMinute, s.refCount = minute, 0
 	}
 	s.refCount++
-	record := s.refCount <= refusalsPerSecond
+	record := s.refCount <= refusalsPerMinute
 	if !record {
 		s.refSuppressed++
+		s.refLast = ev.At
+		if s.refTimer == nil {
+			// The count is recorded at the minute's end even when no
+			// refusal follows (a flood that stopped).
+			wait := time.Unix((minute+1)*60, 0).Sub(ev.At)
+			s.refTimer = time.AfterFunc(min(max(wait, time.Second), time.Minute), func() { s.flushRefusals(minute) })
+		}
 	}
 	s.refMu.Unlock()
-	for _, e := range []*api.AuditEvent{summary, &ev} {
-		if e == nil || (e == &ev && !record) {
-			continue
-		}
-		if err := s.Store.Audit(ctx, *e); err != nil {
-			s.log().Error("recording refused join", "err", err)
-		}
+	if summary != nil {
+		s.recordRefusal(ctx, *summary)
+	}
+	if record {
+		s.recordRefusal(ctx, ev)
+	}
+}
+
+// takeRefusalSummary returns the event counting the refusals of the
+// current minute that were not recorded one by one, nil when there are
+// none, and starts counting again. s.refMu is held.
+func (s *Service) takeRefusalSummary() *api.AuditEvent {
+	if s.refTimer != nil {
+		s.refTimer.Stop()
+		s.refTimer = nil
+	}
+	if s.refSuppressed == 0 {
+		return nil
+	}
+	from := time.Unix(s.refMinute*60, 0).UTC().Format(time.RFC3339)
+	ev := &api.AuditEvent{At: s.refLast, Actor: "hub", Action: api.AuditSiteJoinRefuse, Subject: "suppressed",
+		Detail: fmt.Sprintf("and %d more refused joins in the minute from %s, not recorded one by one (the hub records the first %d of a minute)", s.refSuppressed, from, refusalsPerMinute)}
+	s.refSuppressed = 0
+	return ev
+}
+
+// flushRefusals records the count of minute's unrecorded refusals, at its
+// end; a refusal after it may have done so already.
+func (s *Service) flushRefusals(minute int64) {
+	s.refMu.Lock()
+	var summary *api.AuditEvent
+	if s.refMinute == minute {
+		summary = s.takeRefusalSummary()
+	}
+	s.refMu.Unlock()
+	if summary != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		s.recordRefusal(ctx, *summary)
+	}
+}
+
+// FlushRefusals records the count of refused joins not recorded one by one
+// yet, at once: the hub calls it as it stops, before closing its store.
+func (s *Service) FlushRefusals(ctx context.Context) {
+	s.refMu.Lock()
+	summary := s.takeRefusalSummary()
+	s.refMu.Unlock()
+	if summary != nil {
+		s.recordRefusal(ctx, *summary)
+	}
+}
+
+func (s *Service) recordRefusal(ctx context.Context, ev api.AuditEvent) {
+	if err := s.Store.Audit(ctx, ev); err != nil {
+		s.log().Error("recording refused join", "err", err)
 	}
 }
 

@@ -38,7 +38,7 @@ const usage = `usage: etoile hub COMMAND [flags]
   token      create --site NAME [--country FR] [--region R] [--jurisdiction EU] [--tag T]… [--ttl 24h] [--uses 1]
              list | revoke ID
   sites      [--json] | revoke NAME
-  place      [--need KEY=VALUE]… [--tag T]… [--json]
+  place      [--need KEY=VALUE]… [--tag T]… [--json]   exit status 5 when no site is eligible
   template   add NAME --file FILE [--selector KEY=VALUE]… | list | remove NAME
   audit      [--action ACTION] [--limit N] [--json]
   admin-config --name NAME --out FILE [--ttl 8760h]   another admin's credentials (on the hub machine)
@@ -429,19 +429,49 @@ func place(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("hub place: %w", err)
 	}
 	if a.json {
-		return printJSON(stdout, res)
+		err = printJSON(stdout, res)
+	} else {
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "ELIGIBLE (%d)\tSCORE\tWHY\n", len(res.Eligible))
+		for _, c := range res.Eligible {
+			fmt.Fprintf(tw, "%s\t%.3f\t%s\n", c.Site, c.Score, c.Why)
+		}
+		fmt.Fprintf(tw, "\nEXCLUDED (%d)\tRULE\tREASON\n", len(res.Excluded))
+		for _, e := range res.Excluded {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Site, e.Rule, e.Reason)
+		}
+		err = tw.Flush()
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "ELIGIBLE (%d)\tSCORE\tWHY\n", len(res.Eligible))
-	for _, c := range res.Eligible {
-		fmt.Fprintf(tw, "%s\t%.3f\t%s\n", c.Site, c.Score, c.Why)
+	if err != nil || len(res.Eligible) > 0 {
+		return err
 	}
-	fmt.Fprintf(tw, "\nEXCLUDED (%d)\tRULE\tREASON\n", len(res.Excluded))
-	for _, e := range res.Excluded {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Site, e.Rule, e.Reason)
+	// The answer is printed; the exit status tells a script that there is
+	// nowhere to run this.
+	why := "every site is excluded, each with the rule it failed"
+	if len(res.Excluded) == 0 {
+		why = "the hub has no site: join one (etoile hub token create)"
 	}
-	return tw.Flush()
+	return &ExitError{Code: ExitNoEligible, Err: fmt.Errorf("hub place: no site is eligible: %s", why)}
 }
+
+// ExitNoEligible is the exit status of etoile hub place when the hub
+// answered and no site is eligible (its answer is printed as usual): a
+// script tells "nowhere to run" from a placement (0) and from a failure
+// (1). It follows the statuses etoile-agent's commands use (1 failed, 2
+// usage, 3 unreachable, 4 refused).
+const ExitNoEligible = 5
+
+// ExitError is a command's error with the exit status etoile ends with.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// ExitCode is the exit status for the error.
+func (e *ExitError) ExitCode() int { return e.Code }
 
 func rules(stdout io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)

@@ -169,6 +169,9 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		return err
 	}
 	svc := &hub.Service{Store: st, CA: ca, Log: log, Now: o.Now, HeartbeatInterval: interval, CertLifetime: o.CertLifetime}
+	// Before the store closes: the count of refused joins of the minute in
+	// progress is recorded, not lost.
+	defer svc.FlushRefusals(context.WithoutCancel(ctx))
 	cfgPath := filepath.Join(o.Data, hub.AdminConfigFile)
 	if _, err := os.Stat(cfgPath); errors.Is(err, os.ErrNotExist) {
 		c, err := svc.IssueAdminConfig(ctx, hub.AdminConfigRequest{Path: cfgPath, HubURL: hubURL, Name: "admin", Lifetime: adminConfigLifetime, IssuedBy: "hub", Detail: "file=" + cfgPath})

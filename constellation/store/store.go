@@ -70,6 +70,12 @@ type HeartbeatResult struct {
 	TemplateRevision int64
 }
 
+// KeepJoinRefusals is how many site.join.refused audit events a store
+// keeps, the newest: days of refused joins at the hub's rate limit
+// (hub.Service records a few a minute and counts the rest), and the
+// audit's other events are never deleted.
+const KeepJoinRefusals = 10000
+
 // Store is the hub's persistence. Every mutating call records its audit
 // event in the same transaction, so the audit trail never misses a change
 // and never lists one that did not happen.
@@ -95,6 +101,10 @@ type Store interface {
 	RemoveTemplate(ctx context.Context, name string, ev api.AuditEvent) (revision int64, err error)
 	Templates(ctx context.Context) (api.TemplateList, error)
 
+	// Audit records an event on its own. Of the site.join.refused events
+	// (unauthenticated: anybody can cause them) only the newest
+	// KeepJoinRefusals are kept; the older ones are deleted as new ones
+	// come, so that a flood cannot grow the database without bound.
 	Audit(ctx context.Context, ev api.AuditEvent) error
 	AuditEvents(ctx context.Context, action string, limit int) ([]api.AuditEvent, error)
 

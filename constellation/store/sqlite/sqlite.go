@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"strings"
 	"time"
@@ -162,15 +163,29 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	q.Set("_synchronous", "NORMAL")
 	q.Set("_busy_timeout", "10000")
 	q.Set("_foreign_keys", "1")
-	q.Set("_txlock", "immediate")
-	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
-	w, err := sql.Open(driverName, dsn)
+	file := "file:" + (&url.URL{Path: path}).EscapedPath() + "?"
+	// The writer's transactions take the write lock as they begin (BEGIN
+	// IMMEDIATE): one that read first and wrote later could otherwise fail
+	// with "database is locked" halfway, past the busy timeout's help.
+	wq := maps.Clone(q)
+	wq.Set("_txlock", "immediate")
+	w, err := sql.Open(driverName, file+wq.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("opening hub database %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxIdleTime(0)
-	r, err := sql.Open(driverName, dsn)
+	// The readers' transactions are deferred and their connections query
+	// only: mattn's driver ignores TxOptions.ReadOnly and begins every
+	// transaction with the DSN's _txlock, so an immediate one here would
+	// take the write lock for a read, waiting out the busy timeout behind
+	// the heartbeat writer or another process's CLI, and holding writers
+	// off in turn. A WAL reader needs no lock the writer waits for, and
+	// sees every transaction committed before its own began. query_only
+	// still lets the background checkpoint run on this pool.
+	q.Set("_txlock", "deferred")
+	q.Set("_query_only", "1")
+	r, err := sql.Open(driverName, file+q.Encode())
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("opening hub database %s: %w", path, err)
@@ -784,8 +799,24 @@ func (s *Store) Templates(ctx context.Context) (api.TemplateList, error) {
 }
 
 // Audit records an event on its own (placement queries, refused joins).
+// A refused join also deletes the refused joins past the newest
+// store.KeepJoinRefusals, in the same transaction: an index walk of that
+// many entries, cheap at the rate the hub records them.
 func (s *Store) Audit(ctx context.Context, ev api.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error { return insertAudit(ctx, tx, ev) })
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := insertAudit(ctx, tx, ev); err != nil {
+			return err
+		}
+		if ev.Action != api.AuditSiteJoinRefuse {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM audit WHERE action = ?1 AND id <= (SELECT id FROM audit WHERE action = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)`,
+			ev.Action, store.KeepJoinRefusals)
+		if err != nil {
+			return fmt.Errorf("deleting old %s audit events: %w", ev.Action, err)
+		}
+		return nil
+	})
 }
 
 // AuditEvents lists events newest first, of one action when action is set.
