@@ -37,8 +37,18 @@ func main() {
 		if !errors.Is(err, errUsage) {
 			fmt.Fprintln(os.Stderr, "etoile:", err)
 		}
-		os.Exit(1)
+		os.Exit(exitStatus(err))
 	}
+}
+
+// exitStatus is the exit status for err: the command's own where it has
+// one (`etoile hub place`: 5 when no site is eligible), else 1.
+func exitStatus(err error) int {
+	var ec interface{ ExitCode() int }
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	return 1
 }
 
 // interruptible returns a context that the first signal on sigs cancels:
