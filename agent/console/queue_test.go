@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/etoile-os/etoile/agent/fakeroot"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,25 +21,7 @@ import (
 // channel (without the tty's \r).
 func stoppedPty(t *testing.T) (slave string, start func(), lines <-chan string) {
 	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slave = "/dev/pts/" + strconv.Itoa(n)
-	// Kept open, as the kernel keeps PID 1's console open.
-	s, err := os.OpenFile(slave, os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	m, s, slave := fakeroot.Pty(t) // kept open, as the kernel keeps PID 1's console open
 	// The next test's pseudo-terminal may get this one's number.
 	t.Cleanup(forgetQueues)
 	tio, err := unix.IoctlGetTermios(int(s.Fd()), unix.TCGETS)
