@@ -54,7 +54,7 @@ func (c *MachineConfig) Validate() (warnings []string, err error) {
 	v.k3s(c)
 	v.registries(c.Registries)
 	v.install(c.Install)
-	v.constellation(c.Constellation)
+	v.constellation(c.Constellation, c.Role)
 	return capWarnings(v.warns), v.errs.Err()
 }
 
@@ -1267,9 +1267,16 @@ func (v *validator) install(in *Install) {
 	}
 }
 
-func (v *validator) constellation(cs *Constellation) {
+func (v *validator) constellation(cs *Constellation, role string) {
 	if cs == nil {
 		return
+	}
+	if cs.Join != "" && role == RoleAgent {
+		// A warning, not an error: the node still reports its health and
+		// capacity to the hub, but K3s deploys the hub's templates only on
+		// a server (an agent has no deploy controller), and the node says
+		// they are not applied.
+		v.warn("constellation.join", "on a role: agent node the hub's templates are not deployed: K3s deploys them only on a server; give the constellation section to the site's server")
 	}
 	// The join string holds the token's secret: messages never show it.
 	if strings.IndexFunc(cs.Join, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {

@@ -11,6 +11,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/etoile-os/etoile/agent"
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/inventory"
@@ -47,6 +49,11 @@ func (n *Node) runConstellation(ctx context.Context, cfg *config.MachineConfig, 
 		if err == nil {
 			n.setConstellationWarning("")
 			n.env.Broadcast("etoile: constellation joined")
+			// What the operator should know while it runs (the hub refusing
+			// heartbeats, templates this node cannot deploy) goes in the
+			// status's warnings, and goes away when all is well again.
+			site.Warn = n.setConstellationWarning
+			site.Undeployable = undeployable(cfg)
 			base := join.HostStatus(agent.ImageVersion(n.env.Root), slot)
 			status := func(ctx context.Context) (capi.Heartbeat, error) {
 				hb, err := base(ctx)
@@ -65,6 +72,9 @@ func (n *Node) runConstellation(ctx context.Context, cfg *config.MachineConfig, 
 				return
 			}
 			if err != nil && ctx.Err() == nil {
+				// ErrRefused: the next EnsureJoined joins again with the
+				// join string.
+				n.setConstellationWarning("constellation: " + err.Error())
 				n.env.Log.Warn("constellation heartbeats stopped", "reason", err.Error())
 			}
 		} else if ctx.Err() == nil {
@@ -77,6 +87,46 @@ func (n *Node) runConstellation(ctx context.Context, cfg *config.MachineConfig, 
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, 5*time.Minute)
+	}
+}
+
+// undeployable says why a template the hub sends cannot run on this node
+// (join.Site.Undeployable), nil when any can: a K3s agent deploys nothing
+// from the manifests folder, and with the helm controller disabled nothing
+// installs a HelmChart.
+func undeployable(cfg *config.MachineConfig) func(capi.TemplateObject) string {
+	switch {
+	case cfg.Role == config.RoleAgent:
+		return func(capi.TemplateObject) string {
+			return "this node is a K3s agent (role: agent), and only a K3s server deploys templates: give the constellation section to the site's server"
+		}
+	case cfg.K3sFlag("disable-helm-controller"):
+		return func(o capi.TemplateObject) string {
+			if kind := helmKind(o.Manifest); kind != "" {
+				return "it holds a " + kind + ", and k3s.disable-helm-controller is set on this server: nothing would install it"
+			}
+			return ""
+		}
+	}
+	return nil
+}
+
+// helmKind is the kind of the first helm-controller resource (HelmChart,
+// HelmChartConfig) in a manifest, "" for none.
+func helmKind(manifest string) string {
+	dec := yaml.NewDecoder(strings.NewReader(manifest))
+	for {
+		var doc struct {
+			APIVersion string `yaml:"apiVersion"`
+			Kind       string `yaml:"kind"`
+		}
+		if err := dec.Decode(&doc); err != nil {
+			// The end, or a document the hub would not have taken.
+			return ""
+		}
+		if strings.HasPrefix(doc.APIVersion, "helm.cattle.io/") {
+			return doc.Kind
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -39,6 +40,12 @@ type Server struct {
 	// heartbeats (see siteListener) each costs its TLS state, about 10 KB
 	// of heap. Below the heartbeat interval every beat resumes TLS instead.
 	IdleTimeout time.Duration
+	// WriteStall bounds the writing of an answer by its progress (default
+	// 30 s): each piece written gets this long, so that a site's template
+	// set (up to 6 MiB) crosses a slow link whatever it takes, while a
+	// client that stops reading is cut off. It is also the time a request
+	// has from its headers to the start of its answer.
+	WriteStall time.Duration
 	// RenewCert issues the hub's TLS certificate again; Run calls it once
 	// two thirds of the certificate's lifetime have passed (checked every
 	// CertCheckEvery, default an hour), so that a hub running for longer
@@ -443,12 +450,35 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
+// writePiece is how much of an answer is written under one write deadline.
+const writePiece = 16 << 10
+
+func (s *Server) writeStall() time.Duration { return cmp.Or(s.WriteStall, 30*time.Second) }
+
 func (s *Server) write(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		s.log().Error("encoding response", "err", err)
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	if err := json.NewEncoder(w).Encode(v); err != nil {
-		s.log().Debug("writing response", "err", err)
+	// The write deadline moves with the answer, piece by piece, rather than
+	// bounding it whole: a site on a slow link gets its templates, and
+	// one that stops reading is cut off after writeStall.
+	rc := http.NewResponseController(w)
+	for len(b) > 0 {
+		n := min(len(b), writePiece)
+		_ = rc.SetWriteDeadline(time.Now().Add(s.writeStall()))
+		if _, err := w.Write(b[:n]); err != nil {
+			s.log().Debug("writing response", "err", err)
+			return
+		}
+		b = b[n:]
 	}
 }
 
@@ -484,7 +514,9 @@ func (s *Server) Run(ctx context.Context, l Listeners, cert tls.Certificate) err
 		Handler:           s.APIHandler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
+		// Until the answer starts; write moves the deadline while it
+		// writes the answer (see WriteStall).
+		WriteTimeout: s.writeStall(),
 		// Sites heartbeat every 30 s: keeping their connection saves a TLS
 		// handshake per heartbeat. Between heartbeats siteListener holds
 		// the connection (parked), with the same idle timeout.
@@ -510,7 +542,10 @@ func (s *Server) Run(ctx context.Context, l Listeners, cert tls.Certificate) err
 		return nil
 	})
 	if l.Status != nil {
-		st := &http.Server{Handler: s.StatusHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+		// The page and /metrics are small: a client gets them whole
+		// within the timeouts or not at all, and an idle one is closed.
+		st := &http.Server{Handler: s.StatusHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: idle, ErrorLog: errLog}
 		servers = append(servers, st)
 		g.Go(func() error {
 			if err := st.Serve(l.Status); !errors.Is(err, http.ErrServerClosed) {

@@ -6,6 +6,7 @@ package join
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
@@ -54,6 +55,12 @@ type State struct {
 	// Revoked is set once the hub said this site is revoked: the same
 	// join string does not join again.
 	Revoked bool `json:"revoked,omitempty"`
+	// Refused is the hub's word once it refused this site's certificate
+	// and its renewal as well (the site is not known to it, the certificate
+	// expired past the renewal grace, another machine's key took the name
+	// over): the identity is dead, and the machine config's join string
+	// is the way back in. A heartbeat the hub takes clears it.
+	Refused string `json:"refused,omitempty"`
 	// Templates are the manifest files the hub's templates wrote (file
 	// names in ManifestDir): only these are ever removed. Absent in a state
 	// written before it was kept: every etoile-*.yaml is taken as written.
@@ -65,8 +72,26 @@ type Site struct {
 	Root  string
 	State State
 	Log   *slog.Logger
+	// Stall bounds each exchange with the hub by its progress, not its
+	// length (DefaultStall when zero): an answer is read for as long as
+	// its bytes keep coming, so a large template set crosses a slow link,
+	// and given up once nothing came for this long. Set it before the
+	// first exchange.
+	Stall time.Duration
+	// Warn, when set, is told what the site's operator should see (the
+	// agent puts it in its status's warnings): the hub refusing heartbeats
+	// for RefusalsToWarn beats in a row, templates that cannot be deployed
+	// here; "" once all is well again. Run calls it.
+	Warn func(problem string)
+	// Undeployable, when set, says why a template the hub sends cannot run
+	// on this machine ("" when it can): on a K3s agent nothing deploys the
+	// manifests folder. Such templates are not written, and the set is not
+	// reported applied, so that the hub does not show it as deployed.
+	Undeployable func(api.TemplateObject) string
 
-	lastSaved time.Time
+	lastSaved        time.Time
+	templatesProblem string // why the last set sent was not applied in full; "" when it was
+	refusedRevision  int64  // the revision of that set, told to the hub so that it does not send it again
 
 	mu     sync.Mutex
 	key    *ecdsa.PrivateKey
@@ -102,6 +127,10 @@ func LoadOrCreateKey(root string) (*ecdsa.PrivateKey, error) {
 	return k, nil
 }
 
+// DefaultStall is how long an exchange with the hub may go without
+// progress (see Site.Stall).
+const DefaultStall = 30 * time.Second
+
 // Options for Join.
 type Options struct {
 	Root      string
@@ -135,12 +164,14 @@ func Join(ctx context.Context, js api.JoinString, o Options) (*Site, error) {
 	if err != nil {
 		return nil, err
 	}
-	hc, err := pinnedClient(js.Hub, js.CAPin, nil, o.Timeout)
+	// The join's answer is small: o.Timeout bounds it whole, as it did.
+	timeout := cmp.Or(o.Timeout, 30*time.Second)
+	hc, err := pinnedClient(js.Hub, js.CAPin, nil, timeout, timeout)
 	if err != nil {
 		return nil, err
 	}
 	var resp api.JoinResponse
-	if err := post(ctx, hc, js.Hub+api.PathJoin, api.JoinRequest{Token: js.Token(), CSR: string(csr), Inventory: o.Inventory}, &resp); err != nil {
+	if err := post(ctx, hc, timeout, js.Hub+api.PathJoin, api.JoinRequest{Token: js.Token(), CSR: string(csr), Inventory: o.Inventory}, &resp); err != nil {
 		var re *RemoteError
 		if errors.As(err, &re) && re.Code == api.CodeSiteRevoked {
 			// A revoked site's name (joining again after its key was lost):
@@ -281,17 +312,22 @@ func (s *Site) Certificate() *x509.Certificate {
 	return s.cert.Leaf
 }
 
+func (s *Site) stall() time.Duration { return cmp.Or(s.Stall, DefaultStall) }
+
 func (s *Site) httpClient() (*http.Client, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.client != nil {
 		return s.client, nil
 	}
+	// No overall timeout: a heartbeat's answer carries the site's
+	// templates (up to 6 MiB), which take minutes over a slow edge link.
+	// post bounds the exchange by its progress instead.
 	c, err := pinnedClient(s.State.Hub, s.State.CAPin, func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.cert, nil
-	}, 0)
+	}, 0, s.stall())
 	if err != nil {
 		return nil, err
 	}
@@ -310,7 +346,7 @@ func (s *Site) Renew(ctx context.Context) error {
 		return err
 	}
 	var resp api.RenewResponse
-	if err := post(ctx, hc, s.State.Hub+api.PathRenew, api.RenewRequest{CSR: string(csr)}, &resp); err != nil {
+	if err := post(ctx, hc, s.stall(), s.State.Hub+api.PathRenew, api.RenewRequest{CSR: string(csr)}, &resp); err != nil {
 		return fmt.Errorf("renewing site certificate: %w", err)
 	}
 	cert, err := checkIssued(resp.Certificate, resp.CA, s.State.CAPin, s.key)
@@ -343,13 +379,12 @@ func (s *Site) NeedsRenewal(now time.Time) bool {
 	return now.After(c.NotAfter.Add(-life / 3))
 }
 
-func pinnedClient(hub, pin string, getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error), timeout time.Duration) (*http.Client, error) {
+// pinnedClient is a client for the hub pinned to its CA. timeout bounds a
+// whole exchange (0: none); stall the wait for the answer's headers.
+func pinnedClient(hub, pin string, getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error), timeout, stall time.Duration) (*http.Client, error) {
 	u, err := url.Parse(hub)
 	if err != nil || u.Scheme != "https" {
 		return nil, fmt.Errorf("hub URL %q is not https", hub)
-	}
-	if timeout == 0 {
-		timeout = 30 * time.Second
 	}
 	tc := &tls.Config{
 		MinVersion: tls.VersionTLS13,
@@ -361,14 +396,33 @@ func pinnedClient(hub, pin string, getCert func(*tls.CertificateRequestInfo) (*t
 		// A hub that closes idle connections gets resumed handshakes.
 		ClientSessionCache: tls.NewLRUClientSessionCache(4),
 	}
-	tr := &http.Transport{TLSClientConfig: tc, MaxIdleConnsPerHost: 1, IdleConnTimeout: 5 * time.Minute, TLSHandshakeTimeout: 15 * time.Second, ForceAttemptHTTP2: false}
+	tr := &http.Transport{TLSClientConfig: tc, MaxIdleConnsPerHost: 1, IdleConnTimeout: 5 * time.Minute, TLSHandshakeTimeout: 15 * time.Second,
+		ResponseHeaderTimeout: stall, ForceAttemptHTTP2: false}
 	return &http.Client{Transport: tr, Timeout: timeout}, nil
 }
 
-func post(ctx context.Context, hc *http.Client, u string, in, out any) error {
+// post sends in and decodes the answer into out. The exchange is given up
+// once nothing was received for stall (0: never): a deadline pushed
+// forward while the answer's bytes arrive, so that a large answer over a
+// slow link arrives whatever it takes, and a dead link is noticed.
+func post(ctx context.Context, hc *http.Client, stall time.Duration, u string, in, out any) error {
 	b, err := json.Marshal(in)
 	if err != nil {
 		return fmt.Errorf("encoding request: %w", err)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	errStalled := fmt.Errorf("nothing received from the hub for %s: the link is too slow or broken", stall)
+	var progress *time.Timer
+	if stall > 0 {
+		progress = time.AfterFunc(stall, func() { cancel(errStalled) })
+		defer progress.Stop()
+	}
+	stalled := func(err error) error {
+		if context.Cause(ctx) == errStalled {
+			return errStalled
+		}
+		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
 	if err != nil {
@@ -377,12 +431,16 @@ func post(ctx context.Context, hc *http.Client, u string, in, out any) error {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := hc.Do(req)
 	if err != nil {
-		return err
+		return stalled(err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, api.MaxAnswerBytes+1))
+	var body io.Reader = resp.Body
+	if progress != nil {
+		body = &progressReader{r: resp.Body, t: progress, d: stall}
+	}
+	data, err := io.ReadAll(io.LimitReader(body, api.MaxAnswerBytes+1))
 	if err != nil {
-		return fmt.Errorf("reading hub answer: %w", err)
+		return fmt.Errorf("reading hub answer: %w", stalled(err))
 	}
 	if len(data) > api.MaxAnswerBytes {
 		// Said as it is, not as the JSON error a cut answer would give: the
@@ -402,10 +460,26 @@ func post(ctx context.Context, hc *http.Client, u string, in, out any) error {
 	return nil
 }
 
+// progressReader pushes t back by d whenever bytes arrive.
+type progressReader struct {
+	r io.Reader
+	t *time.Timer
+	d time.Duration
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.t.Reset(p.d)
+	}
+	return n, err
+}
+
 // EnsureJoined is the unattended join of the machine config's
 // `constellation:` section: it loads the site when it has joined the hub the
 // join string names, and joins otherwise. A join string for another hub (a
-// different CA pin) means the site moves: it joins the new hub.
+// different CA pin) means the site moves: it joins the new hub. A site the
+// hub no longer accepts (State.Refused) joins again with the join string.
 func EnsureJoined(ctx context.Context, joinString string, o Options) (*Site, error) {
 	js, err := api.ParseJoinString(joinString)
 	if err != nil {
@@ -418,6 +492,8 @@ func EnsureJoined(ctx context.Context, joinString string, o Options) (*Site, err
 		case s.State.Revoked:
 			// A new join string after the revocation (or a state that did
 			// not keep its token): join with it; the hub says whether it may.
+		case s.State.Refused != "":
+			return rejoin(ctx, s, js, o)
 		default:
 			if s.State.TokenID != js.TokenID {
 				// Joined already: a new token for the same hub is not needed
@@ -437,6 +513,61 @@ func EnsureJoined(ctx context.Context, joinString string, o Options) (*Site, err
 		}
 	}
 	return Join(ctx, js, o)
+}
+
+// rejoin joins s, which the hub no longer accepts, again with js: a new
+// token for its name, or the same one while it may still be used (a fleet's
+// token with uses left, the hub's database restored without this site).
+func rejoin(ctx context.Context, s *Site, js api.JoinString, o Options) (*Site, error) {
+	s.Log.Info("the hub no longer accepts this site: joining again with the join string", "site", s.State.SiteName, "refused", s.State.Refused, "token", js.TokenID)
+	site, err := Join(ctx, js, o)
+	if err == nil || ctx.Err() != nil {
+		return site, err
+	}
+	// The hub may take the old certificate again (its database was
+	// restored once more): a renewal says so, and is refused otherwise.
+	if rerr := s.Renew(ctx); rerr == nil {
+		s.Log.Info("the hub accepts this site again", "site", s.State.SiteName)
+		s.State.Refused = ""
+		if err := s.saveState(); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	hint := "give the machine config a new join string"
+	if s.State.TokenID == js.TokenID {
+		hint = "the machine config's join string is the one this site joined with: give it a new one"
+	}
+	return nil, fmt.Errorf("%w (%s), and joining again failed (%w): %s (etoile hub token create --site %s)", ErrRefused, s.State.Refused, err, hint, s.State.SiteName)
+}
+
+// ErrRefused says that the hub refuses this site's certificate, its renewal
+// included: the site needs to join again, with a join string.
+var ErrRefused = errors.New("the hub no longer accepts this site")
+
+// refusal is err's hub refusal when the site cannot carry on with its
+// certificate after it (nil otherwise): a revocation (recorded as such) or
+// an unauthorized renewal (recorded in State.Refused). The error returned
+// is ErrRevoked's or ErrRefused's.
+func (s *Site) refusal(err error) error {
+	var re *RemoteError
+	if !errors.As(err, &re) {
+		return nil
+	}
+	switch re.Code {
+	case api.CodeSiteRevoked:
+		if err := s.MarkRevoked(); err != nil {
+			s.Log.Warn("recording the revocation", "err", err)
+		}
+		return fmt.Errorf("%w (%w)", ErrRevoked, err)
+	case api.CodeUnauthorized:
+		s.State.Refused = re.Msg
+		if err := s.saveState(); err != nil {
+			s.Log.Warn("recording the hub's refusal", "err", err)
+		}
+		return fmt.Errorf("%w (%s): give the machine config a new join string (etoile hub token create --site %s)", ErrRefused, re.Msg, s.State.SiteName)
+	}
+	return nil
 }
 
 // ErrRevoked is EnsureJoined's answer for a site the hub revoked, given the

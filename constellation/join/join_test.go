@@ -134,11 +134,11 @@ func TestAnswerOverTheLimitSaysSo(t *testing.T) {
 	defer srv.Close()
 	var resp api.HeartbeatResponse
 	size = api.MaxAnswerBytes
-	if err := post(t.Context(), srv.Client(), srv.URL, api.Heartbeat{}, &resp); err != nil || len(resp.Templates) != 1 {
+	if err := post(t.Context(), srv.Client(), DefaultStall, srv.URL, api.Heartbeat{}, &resp); err != nil || len(resp.Templates) != 1 {
 		t.Fatalf("answer of %d bytes: %v", size, err)
 	}
 	size = api.MaxAnswerBytes + 1
-	err := post(t.Context(), srv.Client(), srv.URL, api.Heartbeat{}, &resp)
+	err := post(t.Context(), srv.Client(), DefaultStall, srv.URL, api.Heartbeat{}, &resp)
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("exceeded %d bytes", api.MaxAnswerBytes)) || !strings.Contains(err.Error(), "templates") {
 		t.Fatalf("answer of %d bytes: %v", size, err)
 	}
