@@ -150,6 +150,12 @@ type Heartbeat struct {
 	Slot            string   `json:"slot,omitempty"`
 	Capacity        Capacity `json:"capacity"`
 	AppliedRevision int64    `json:"appliedRevision"`
+	// RefusedRevision is the template revision the site was sent and
+	// cannot deploy (a K3s agent; HelmCharts with the helm controller
+	// disabled), TemplatesProblem why: the hub shows the site behind and
+	// does not send that set again at every heartbeat.
+	RefusedRevision  int64  `json:"refusedRevision,omitempty"`
+	TemplatesProblem string `json:"templatesProblem,omitempty"`
 }
 
 // HeartbeatResponse tells the site the desired template revision and, when

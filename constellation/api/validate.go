@@ -199,10 +199,30 @@ func (h Heartbeat) Validate() error {
 	if c.CPUMillis < 0 || c.CPUUsedMillis < 0 || c.MemoryBytes < 0 || c.MemoryUsedBytes < 0 {
 		return errors.New("capacity values must not be negative")
 	}
-	if h.AppliedRevision < 0 {
-		return errors.New("appliedRevision must not be negative")
+	if h.AppliedRevision < 0 || h.RefusedRevision < 0 {
+		return errors.New("appliedRevision and refusedRevision must not be negative")
+	}
+	if err := validateProblem(h.TemplatesProblem); err != nil {
+		return err
 	}
 	return validateGPUs(c.GPUs)
+}
+
+// MaxTemplatesProblemLen bounds a heartbeat's templatesProblem.
+const MaxTemplatesProblemLen = 2048
+
+// validateProblem checks a site's words on templates it cannot deploy:
+// printable UTF-8 (shown by etoile hub sites), bounded.
+func validateProblem(s string) error {
+	switch {
+	case len(s) > MaxTemplatesProblemLen:
+		return fmt.Errorf("templatesProblem is %d bytes, at most %d", len(s), MaxTemplatesProblemLen)
+	case !utf8.ValidString(s):
+		return errors.New("templatesProblem is not UTF-8")
+	case strings.ContainsFunc(s, func(r rune) bool { return !GPUModelRune(r) }):
+		return fmt.Errorf("templatesProblem %q holds a character that is not printable", clip(s))
+	}
+	return nil
 }
 
 // AttrKeys are the site attributes that selectors and placement needs

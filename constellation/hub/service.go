@@ -655,7 +655,9 @@ func (s *Service) Heartbeat(ctx context.Context, siteID, keySHA string, hb api.H
 	// whether the site has what it should.
 	sel, digest := selectTemplates(tl, r.Site)
 	resp := api.HeartbeatResponse{Revision: digest, HeartbeatSeconds: int(s.interval() / time.Second)}
-	if hb.AppliedRevision == digest {
+	// Sent until applied, but not again to a site that said it cannot
+	// deploy this very set (its heartbeat's templatesProblem says why).
+	if hb.AppliedRevision == digest || (digest != 0 && hb.RefusedRevision == digest) {
 		return resp, nil
 	}
 	resp.SendTemplates = true

@@ -404,7 +404,17 @@ func sites(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			s.Status, s.Heartbeat.NodesReady, s.Heartbeat.Nodes, float64(c.CPUUsedMillis)/1000, float64(c.CPUMillis)/1000,
 			float64(c.MemoryUsedBytes)/(1<<30), float64(c.MemoryBytes)/(1<<30), dash(strings.Join(gpus, ",")), last, s.Heartbeat.AppliedRevision, s.DesiredRevision)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// Why a site stays behind when it said so (a K3s agent, HelmCharts
+	// with the helm controller disabled).
+	for _, s := range list {
+		if p := s.Heartbeat.TemplatesProblem; p != "" && s.Heartbeat.RefusedRevision == s.DesiredRevision {
+			fmt.Fprintf(stdout, "%s: templates not deployed: %s\n", s.Name, p)
+		}
+	}
+	return nil
 }
 
 func place(ctx context.Context, args []string, stdout, stderr io.Writer) error {
