@@ -53,7 +53,7 @@ func (n *Node) runConstellation(ctx context.Context, cfg *config.MachineConfig, 
 			// heartbeats, templates this node cannot deploy) goes in the
 			// status's warnings, and goes away when all is well again.
 			site.Warn = n.setConstellationWarning
-			site.Undeployable = undeployable(cfg)
+			site.Undeployable, site.DeployState = undeployable(cfg), deployState(cfg)
 			base := join.HostStatus(agent.ImageVersion(n.env.Root), slot)
 			status := func(ctx context.Context) (capi.Heartbeat, error) {
 				hb, err := base(ctx)
@@ -88,6 +88,17 @@ func (n *Node) runConstellation(ctx context.Context, cfg *config.MachineConfig, 
 		}
 		wait = min(wait*2, 5*time.Minute)
 	}
+}
+
+// deployState names what undeployable's answers follow in cfg: the K3s
+// role, and whether the helm controller is disabled. A config applied
+// that changes it restarts the constellation client (setConstellation),
+// and the site asks for its templates again (join.Site.DeployState).
+func deployState(cfg *config.MachineConfig) string {
+	if cfg == nil {
+		return ""
+	}
+	return fmt.Sprintf("role=%s helm-controller-disabled=%t", cfg.Role, cfg.K3sFlag("disable-helm-controller"))
 }
 
 // undeployable says why a template the hub sends cannot run on this node
@@ -195,6 +206,7 @@ func (n *Node) setConstellationWarning(w string) {
 // conRunner is the constellation client running for a join string.
 type conRunner struct {
 	join   string
+	deploy string // deployState of the config it runs with
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -202,7 +214,10 @@ type conRunner struct {
 // setConstellation makes the constellation client follow cfg: started for
 // its join string (once the inventory it reports is collected), stopped
 // when the section is gone, started again for a new join string. The same
-// join string leaves the running client alone.
+// join string leaves the running client alone, unless what the node can
+// deploy changed (deployState: a K3s agent made a server, the helm
+// controller disabled): the client is started again to judge the hub's
+// templates under it.
 func (n *Node) setConstellation(cfg *config.MachineConfig) {
 	js := ""
 	if cfg != nil && cfg.Constellation != nil {
@@ -211,20 +226,20 @@ func (n *Node) setConstellation(cfg *config.MachineConfig) {
 	n.conMu.Lock()
 	defer n.conMu.Unlock()
 	if old := n.con; old != nil {
-		if old.join == js {
+		if old.join == js && old.deploy == deployState(cfg) {
 			return
 		}
 		old.cancel()
 		<-old.done
 		n.con = nil
 		n.setConstellationWarning("")
-		n.env.Log.Info("constellation client stopped: the machine config's constellation section changed")
+		n.env.Log.Info("constellation client stopped: the machine config's constellation section, or what the node can deploy (its K3s role, its helm controller), changed")
 	}
 	if js == "" || n.ctx.Err() != nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
-	r := &conRunner{join: js, cancel: cancel, done: make(chan struct{})}
+	r := &conRunner{join: js, deploy: deployState(cfg), cancel: cancel, done: make(chan struct{})}
 	n.con = r
 	n.wg.Add(1)
 	go func() {

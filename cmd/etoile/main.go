@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/etoile-os/etoile/constellation/hubcli"
 )
 
 // Set at link time by the Makefile (-X main.version=… -X main.commit=…
@@ -42,9 +44,11 @@ func main() {
 }
 
 // exitStatus is the exit status for err: the command's own where it has
-// one (`etoile hub place`: 5 when no site is eligible), else 1.
+// one (`etoile hub place`: 5 when no site is eligible), else 1 — not a
+// child process's (an apt that failed), whose *exec.ExitError has an
+// ExitCode too.
 func exitStatus(err error) int {
-	var ec interface{ ExitCode() int }
+	var ec *hubcli.ExitError
 	if errors.As(err, &ec) {
 		return ec.ExitCode()
 	}

@@ -165,6 +165,10 @@ type HeartbeatResponse struct {
 	Templates        []TemplateObject `json:"templates,omitempty"`
 	SendTemplates    bool             `json:"sendTemplates"`
 	HeartbeatSeconds int              `json:"heartbeatSeconds"`
+	// TakesRefused says the hub reads a heartbeat's refusedRevision and
+	// templatesProblem: a site sends them only then, since older hubs
+	// refuse a heartbeat with fields they do not know.
+	TakesRefused bool `json:"takesRefused,omitempty"`
 }
 
 // TemplateObject is one desired manifest file at a site.

@@ -654,7 +654,7 @@ func (s *Service) Heartbeat(ctx context.Context, siteID, keySHA string, hb api.H
 	// much as the templates: its digest, not the hub's global revision, says
 	// whether the site has what it should.
 	sel, digest := selectTemplates(tl, r.Site)
-	resp := api.HeartbeatResponse{Revision: digest, HeartbeatSeconds: int(s.interval() / time.Second)}
+	resp := api.HeartbeatResponse{Revision: digest, HeartbeatSeconds: int(s.interval() / time.Second), TakesRefused: true}
 	// Sent until applied, but not again to a site that said it cannot
 	// deploy this very set (its heartbeat's templatesProblem says why).
 	if hb.AppliedRevision == digest || (digest != 0 && hb.RefusedRevision == digest) {

@@ -28,11 +28,16 @@ func (s *Site) Beat(ctx context.Context, status StatusFunc) (time.Duration, erro
 	if err != nil {
 		return 0, fmt.Errorf("collecting site status: %w", err)
 	}
+	deployChanged := s.DeployState != s.State.DeployState
+	if deployChanged {
+		// Judged under another role or helm setting: asked for again.
+		s.State.AppliedRevision, s.refusedRevision = 0, 0
+	}
 	hb.AppliedRevision = s.State.AppliedRevision
 	if s.Undeployable == nil {
 		s.refusedRevision = 0 // everything deploys now: send the set again
 	}
-	if s.refusedRevision != 0 {
+	if s.refusedRevision != 0 && s.hubTakesRefused {
 		hb.RefusedRevision, hb.TemplatesProblem = s.refusedRevision, clipProblem(s.templatesProblem)
 	}
 	hc, err := s.httpClient()
@@ -50,9 +55,11 @@ func (s *Site) Beat(ctx context.Context, status StatusFunc) (time.Duration, erro
 	now := time.Now().UTC()
 	// The state file lives on flash at many sites: rewrite it when something
 	// changed or every few minutes, not on every beat.
-	dirty := s.State.LastError != "" || s.State.Refused != "" || s.State.LastHeartbeat == nil || now.Sub(*s.State.LastHeartbeat) > 5*time.Minute ||
+	s.hubTakesRefused = resp.TakesRefused
+	dirty := deployChanged || s.State.LastError != "" || s.State.Refused != "" || s.State.LastHeartbeat == nil || now.Sub(*s.State.LastHeartbeat) > 5*time.Minute ||
 		now.Sub(s.lastSaved) > 5*time.Minute
 	s.State.LastHeartbeat, s.State.LastError, s.State.Refused = &now, "", ""
+	s.State.DeployState = s.DeployState
 	if resp.SendTemplates {
 		objs, problem := s.deployable(resp.Templates)
 		var written, removed []string

@@ -461,3 +461,54 @@ func TestDeadLinkIsGivenUp(t *testing.T) {
 		t.Fatalf("heartbeat over a dead link: %v, want it given up after the stall bound", err)
 	}
 }
+
+// TestDeployStateChangeJudgesTheTemplatesAgain: a node whose helm
+// controller is disabled by a config applied later (DeployState changes)
+// asks for its templates again, removes the one it can no longer deploy,
+// and the hub no longer shows the set applied.
+func TestDeployStateChangeJudgesTheTemplatesAgain(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t, t.TempDir(), "127.0.0.1:0", 0)
+	for _, n := range []string{"plain", "chart"} {
+		m := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: " + n + "\n"
+		if _, err := h.admin.PutTemplate(ctx, api.Template{Name: n, Manifest: m}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := t.TempDir()
+	site, err := join.Join(ctx, h.token(t, "server-1"), join.Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	site.DeployState = "role=server helm-controller-disabled=false"
+	for range 2 {
+		if _, err := site.Beat(ctx, healthy); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chart := filepath.Join(root, join.ManifestDir, "etoile-chart.yaml")
+	if _, err := os.Stat(chart); err != nil {
+		t.Fatalf("the template was not written while deployable: %v", err)
+	}
+	if s := h.site(t, "server-1"); s.Heartbeat.AppliedRevision != s.DesiredRevision {
+		t.Fatalf("applied revision %d, desired %d", s.Heartbeat.AppliedRevision, s.DesiredRevision)
+	}
+	site.DeployState = "role=server helm-controller-disabled=true"
+	site.Undeployable = func(o api.TemplateObject) string {
+		if o.Name == "chart" {
+			return "the helm controller is disabled"
+		}
+		return ""
+	}
+	for range 2 {
+		if _, err := site.Beat(ctx, healthy); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(chart); err == nil {
+		t.Error("a template the node can no longer deploy is still in its manifests folder")
+	}
+	if s := h.site(t, "server-1"); s.Heartbeat.AppliedRevision == s.DesiredRevision {
+		t.Errorf("the hub shows the set applied (revision %d) though one template can no longer be deployed", s.Heartbeat.AppliedRevision)
+	}
+}

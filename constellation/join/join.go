@@ -47,8 +47,11 @@ type State struct {
 	Policy          api.Policy `json:"policy"`
 	JoinedAt        time.Time  `json:"joinedAt"`
 	AppliedRevision int64      `json:"appliedRevision"`
-	LastHeartbeat   *time.Time `json:"lastHeartbeat,omitempty"`
-	LastError       string     `json:"lastError,omitempty"`
+	// DeployState is the Site's DeployState when AppliedRevision was
+	// recorded: when it changes, the set is asked for again.
+	DeployState   string     `json:"deployState,omitempty"`
+	LastHeartbeat *time.Time `json:"lastHeartbeat,omitempty"`
+	LastError     string     `json:"lastError,omitempty"`
 	// TokenID is the join token's ID (not its secret), to tell a new join
 	// string from the one this site joined with.
 	TokenID string `json:"tokenID,omitempty"`
@@ -88,10 +91,18 @@ type Site struct {
 	// manifests folder. Such templates are not written, and the set is not
 	// reported applied, so that the hub does not show it as deployed.
 	Undeployable func(api.TemplateObject) string
+	// DeployState names what Undeployable's answers follow (the node's
+	// K3s role, whether its helm controller is disabled): when it is not
+	// the one the applied set was judged under, the set is asked for
+	// again and judged anew (templates written before a change that makes
+	// them undeployable are removed, refused ones written after one that
+	// makes them deployable).
+	DeployState string
 
 	lastSaved        time.Time
 	templatesProblem string // why the last set sent was not applied in full; "" when it was
 	refusedRevision  int64  // the revision of that set, told to the hub so that it does not send it again
+	hubTakesRefused  bool   // the hub's answers said it reads refusedRevision (older hubs refuse unknown fields)
 
 	mu     sync.Mutex
 	key    *ecdsa.PrivateKey
