@@ -26,16 +26,7 @@ func TestStandinRefusedSiteSaysSoAndJoinsAgain(t *testing.T) {
 	hubDir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan string, 1)
-	go func() {
-		_ = hubcli.Serve(ctx, hubcli.ServeOptions{Data: hubDir, Listen: "127.0.0.1:0", SANs: []string{"127.0.0.1"},
-			HeartbeatInterval: time.Second, Ready: func(u, _ string) { ready <- u }})
-	}()
-	select {
-	case <-ready:
-	case <-time.After(30 * time.Second):
-		t.Fatal("hub did not start")
-	}
+	serveTestHub(t, ctx, hubDir)
 	token := func() string {
 		t.Helper()
 		var out, errb bytes.Buffer
@@ -115,16 +106,7 @@ func TestStandinPersistentRefusalsInStatus(t *testing.T) {
 	hubDir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan string, 1)
-	go func() {
-		_ = hubcli.Serve(ctx, hubcli.ServeOptions{Data: hubDir, Listen: "127.0.0.1:0", SANs: []string{"127.0.0.1"},
-			HeartbeatInterval: time.Second, Ready: func(u, _ string) { ready <- u }})
-	}()
-	select {
-	case <-ready:
-	case <-time.After(30 * time.Second):
-		t.Fatal("hub did not start")
-	}
+	serveTestHub(t, ctx, hubDir)
 	var out, errb bytes.Buffer
 	if err := hubcli.Command(ctx, []string{"token", "create", "--data", hubDir, "--site", "edge-odd", "--qr", "never"}, &out, &errb); err != nil {
 		t.Fatalf("token create: %v\n%s", err, errb.String())

@@ -122,16 +122,7 @@ func TestStandinAppliedConfigJoins(t *testing.T) {
 	hubDir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan string, 1)
-	go func() {
-		_ = hubcli.Serve(ctx, hubcli.ServeOptions{Data: hubDir, Listen: "127.0.0.1:0", SANs: []string{"127.0.0.1"},
-			HeartbeatInterval: time.Second, Ready: func(u, _ string) { ready <- u }})
-	}()
-	select {
-	case <-ready:
-	case <-time.After(30 * time.Second):
-		t.Fatal("hub did not start")
-	}
+	serveTestHub(t, ctx, hubDir)
 	var out, errb bytes.Buffer
 	if err := hubcli.Command(ctx, []string{"token", "create", "--data", hubDir, "--site", "edge-nice", "--country", "FR", "--qr", "never"}, &out, &errb); err != nil {
 		t.Fatalf("token create: %v\n%s", err, errb.String())
@@ -231,5 +222,21 @@ func TestJoinInventoryWithGPUsIsValid(t *testing.T) {
 	// Before the hardware inventory is collected, the site joins without it.
 	if inv := joinInventory("edge-1", agent.Version, nil); inv.Validate() != nil || len(inv.GPUs) != 0 || inv.Nodes != 1 {
 		t.Errorf("join inventory without hardware: %+v, %v", inv, inv.Validate())
+	}
+}
+
+// serveTestHub serves a hub from hubDir on loopback, heartbeats every
+// second, until ctx ends.
+func serveTestHub(t *testing.T, ctx context.Context, hubDir string) {
+	t.Helper()
+	ready := make(chan string, 1)
+	go func() {
+		_ = hubcli.Serve(ctx, hubcli.ServeOptions{Data: hubDir, Listen: "127.0.0.1:0", SANs: []string{"127.0.0.1"},
+			HeartbeatInterval: time.Second, Ready: func(u, _ string) { ready <- u }})
+	}()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("hub did not start")
 	}
 }

@@ -273,12 +273,7 @@ func TestPersistentRefusalsAreReported(t *testing.T) {
 func TestUndeployableTemplatesAreNotReportedApplied(t *testing.T) {
 	ctx := context.Background()
 	h := startHub(t, t.TempDir(), "127.0.0.1:0", 0)
-	for _, n := range []string{"plain", "chart"} {
-		m := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: " + n + "\n"
-		if _, err := h.admin.PutTemplate(ctx, api.Template{Name: n, Manifest: m}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putConfigMaps(t, h, "plain", "chart")
 	root := t.TempDir()
 	site, err := join.Join(ctx, h.token(t, "worker-1"), join.Options{Root: root})
 	if err != nil {
@@ -469,12 +464,7 @@ func TestDeadLinkIsGivenUp(t *testing.T) {
 func TestDeployStateChangeJudgesTheTemplatesAgain(t *testing.T) {
 	ctx := context.Background()
 	h := startHub(t, t.TempDir(), "127.0.0.1:0", 0)
-	for _, n := range []string{"plain", "chart"} {
-		m := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: " + n + "\n"
-		if _, err := h.admin.PutTemplate(ctx, api.Template{Name: n, Manifest: m}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putConfigMaps(t, h, "plain", "chart")
 	root := t.TempDir()
 	site, err := join.Join(ctx, h.token(t, "server-1"), join.Options{Root: root})
 	if err != nil {
@@ -510,5 +500,17 @@ func TestDeployStateChangeJudgesTheTemplatesAgain(t *testing.T) {
 	}
 	if s := h.site(t, "server-1"); s.Heartbeat.AppliedRevision == s.DesiredRevision {
 		t.Errorf("the hub shows the set applied (revision %d) though one template can no longer be deployed", s.Heartbeat.AppliedRevision)
+	}
+}
+
+// putConfigMaps adds one template per name to the hub, a ConfigMap of
+// that name, selecting every site.
+func putConfigMaps(t *testing.T, h *testHub, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		m := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: " + n + "\n"
+		if _, err := h.admin.PutTemplate(context.Background(), api.Template{Name: n, Manifest: m}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
