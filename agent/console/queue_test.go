@@ -1,7 +1,6 @@
 package console
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,45 +12,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// stoppedPty returns a pseudo-terminal standing in for a console whose
-// output is stopped, as Scroll Lock stops a screen's (the kernel's
-// stop_tty) or a serial line with RTS/CTS and no CTS stops it: XON/XOFF is
-// off (NoFlowControl's doing) and writes to it wait all the same. start
-// lets its output go again; its lines are then read from the returned
-// channel (without the tty's \r).
+// stoppedPty is fakeroot.StoppedPty, this package's queues forgotten when
+// the test ends: the next test's pseudo-terminal may get this one's number.
 func stoppedPty(t *testing.T) (slave string, start func(), lines <-chan string) {
 	t.Helper()
-	m, s, slave := fakeroot.Pty(t) // kept open, as the kernel keeps PID 1's console open
-	// The next test's pseudo-terminal may get this one's number.
+	_, slave, start, lines = fakeroot.StoppedPty(t)
 	t.Cleanup(forgetQueues)
-	tio, err := unix.IoctlGetTermios(int(s.Fd()), unix.TCGETS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tio.Iflag &^= unix.IXON
-	if err := unix.IoctlSetTermios(int(s.Fd()), unix.TCSETS, tio); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.IoctlSetInt(int(s.Fd()), unix.TCXONC, unix.TCOOFF); err != nil {
-		t.Fatal(err)
-	}
-	c := make(chan string, 10000)
-	go func() {
-		r := bufio.NewReader(m)
-		for {
-			l, err := r.ReadString('\n')
-			if err != nil {
-				return
-			}
-			c <- strings.TrimRight(l, "\r\n")
-		}
-	}()
-	start = func() {
-		if err := unix.IoctlSetInt(int(s.Fd()), unix.TCXONC, unix.TCOON); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return slave, start, c
+	return slave, start, lines
 }
 
 // returns fails the test if f has not returned after a long while: it is

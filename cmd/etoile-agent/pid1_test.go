@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"strings"
 	"testing"
 	"time"
@@ -9,7 +8,6 @@ import (
 	"github.com/etoile-os/etoile/agent/boot"
 	"github.com/etoile-os/etoile/agent/fakeroot"
 	"github.com/etoile-os/etoile/agent/logring"
-	"golang.org/x/sys/unix"
 )
 
 // TestBootsMachine: only PID 1 with no arguments (or run as /init, as the
@@ -52,18 +50,7 @@ func TestBootsMachine(t *testing.T) {
 // logs it before the shutdown; both are in the agent's log in memory at
 // once, and on the console, in order, once it takes output again.
 func TestPID1LogOnAStoppedConsole(t *testing.T) {
-	m, tty, _ := fakeroot.Pty(t)
-	tio, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tio.Iflag &^= unix.IXON // console.NoFlowControl's doing: it does not help here
-	if err := unix.IoctlSetTermios(int(tty.Fd()), unix.TCSETS, tio); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.IoctlSetInt(int(tty.Fd()), unix.TCXONC, unix.TCOOFF); err != nil {
-		t.Fatal(err)
-	}
+	tty, _, start, lines := fakeroot.StoppedPty(t) // XON/XOFF off: console.NoFlowControl does not help here
 
 	ring := logring.New(10)
 	out, _ := pid1Output(ring, tty)
@@ -85,20 +72,7 @@ func TestPID1LogOnAStoppedConsole(t *testing.T) {
 		t.Errorf("the log in memory holds %q, want %q", got, want)
 	}
 
-	if err := unix.IoctlSetInt(int(tty.Fd()), unix.TCXONC, unix.TCOON); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan string, 10)
-	go func() {
-		r := bufio.NewReader(m)
-		for {
-			l, err := r.ReadString('\n')
-			if err != nil {
-				return
-			}
-			lines <- strings.TrimRight(l, "\r\n")
-		}
-	}()
+	start()
 	for _, w := range want {
 		select {
 		case l := <-lines:
