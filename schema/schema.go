@@ -461,8 +461,12 @@ func (d *decoder) tagFits(n *yaml.Node, t reflect.Type, path string) bool {
 // nullWords are the values a !!null tag may carry (YAML's null).
 var nullWords = map[string]bool{"": true, "~": true, "null": true, "Null": true, "NULL": true}
 
-// zeroPadded is a whole number written with a leading 0 (0100, -010, 09).
-var zeroPadded = regexp.MustCompile(`^[-+]?0[0-9_]+$`)
+// zeroPadded reports a whole number written with a leading 0 (0100,
+// -010, 09, 0_1).
+func zeroPadded(s string) bool {
+	s = strings.TrimLeft(s[:min(len(s), 1)], "+-") + s[min(len(s), 1):]
+	return len(s) > 1 && s[0] == '0' && strings.Trim(s[1:], "0123456789_") == ""
+}
 
 // leadingZero reports (as an error) a number written with a leading 0,
 // which YAML readers disagree on: YAML 1.1 and yaml.v3 read 0100 as octal
@@ -471,7 +475,7 @@ var zeroPadded = regexp.MustCompile(`^[-+]?0[0-9_]+$`)
 // read as written. A quoted "0100" is text, refused where a number goes.
 func (d *decoder) leadingZero(n *yaml.Node, path string) bool {
 	if n.Kind != yaml.ScalarNode || n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) != 0 ||
-		(n.Tag != "!!int" && n.Tag != "!!float") || !zeroPadded.MatchString(n.Value) {
+		(n.Tag != "!!int" && n.Tag != "!!float") || !zeroPadded(n.Value) {
 		return false
 	}
 	if d.isSecret(path) {

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -215,7 +214,7 @@ func rootBusDir(sysDir string, uid uint32) string {
 				continue
 			}
 			to, err := os.Readlink(filepath.Join(adev, "physical_node"))
-			if bus := filepath.Base(to); err == nil && rootBusName.MatchString(bus) {
+			if bus := filepath.Base(to); err == nil && isRootBus(bus) {
 				return filepath.Join(sysDir, "devices", bus)
 			}
 		}
@@ -223,5 +222,13 @@ func rootBusDir(sysDir string, uid uint32) string {
 	return filepath.Join(sysDir, "devices", fmt.Sprintf("pci0000:%02x", uid))
 }
 
-// rootBusName is a root bus's sysfs folder name: pci, segment, bus.
-var rootBusName = regexp.MustCompile(`^pci[0-9a-f]{4,}:[0-9a-f]{2}$`)
+// isRootBus reports whether name is a root bus's sysfs folder name:
+// pci, a segment of 4 or more hex digits, a colon, a bus of 2.
+func isRootBus(name string) bool {
+	seg, bus, ok := strings.Cut(strings.TrimPrefix(name, "pci"), ":")
+	return ok && strings.HasPrefix(name, "pci") && len(seg) >= 4 && len(bus) == 2 && isLowerHex(seg) && isLowerHex(bus)
+}
+
+func isLowerHex(s string) bool {
+	return strings.Trim(s, "0123456789abcdef") == ""
+}
