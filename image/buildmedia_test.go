@@ -48,11 +48,7 @@ func TestBuiltMediaCommandLines(t *testing.T) {
 	}
 	agent := buildAgent(t, "")
 	tmp := t.TempDir()
-	yaml := strings.Replace(string(DefaultSpecYAML()), "  source: release\n", "  source: none\n", 1)
-	spec, err := ParseSpec([]byte(yaml), tmp)
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec := specWithoutK3s(t, tmp)
 	if strings.Join(spec.Kernel.Cmdline, " ") != "quiet cryptomgr.notests" {
 		t.Fatalf("the default spec's kernel.cmdline is %q: update this test", spec.Kernel.Cmdline)
 	}
@@ -209,4 +205,16 @@ func TestOutDirDanglingSymlink(t *testing.T) {
 			t.Errorf("the symlink went: %v", err)
 		}
 	}
+}
+
+// specWithoutK3s is the default spec, read in dir, without K3s (k3s.source:
+// none): media builds that need no K3s release.
+func specWithoutK3s(t *testing.T, dir string) *ImageSpec {
+	t.Helper()
+	yaml := strings.Replace(string(DefaultSpecYAML()), "  source: release\n", "  source: none\n", 1)
+	spec, err := ParseSpec([]byte(yaml), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec
 }

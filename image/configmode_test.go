@@ -27,11 +27,7 @@ func TestConfigMediaOwnerOnly(t *testing.T) {
 	}
 	agent := buildAgent(t, "")
 	tmp := t.TempDir()
-	yaml := strings.Replace(string(DefaultSpecYAML()), "  source: release\n", "  source: none\n", 1)
-	spec, err := ParseSpec([]byte(yaml), tmp)
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec := specWithoutK3s(t, tmp)
 	spec.Modules = []string{"squashfs", "overlay", "loop", "isofs", "sr_mod", "sd_mod", "usb-storage", "dm_verity"}
 	out := filepath.Join(tmp, "out")
 	const token = "K10c0ffee::server:owner-only-secret"
