@@ -131,6 +131,38 @@ type Interface struct {
 	DNS []string `yaml:"dns,omitempty"`
 	// MTU, when set, overrides the link's MTU (68..65535; 9000 for jumbo frames).
 	MTU int `yaml:"mtu,omitempty"`
+	// Bond, when set, makes the link Name a bond (link aggregation) of its
+	// members; the entry's addresses, DHCP, gateway, VLAN and MTU are then
+	// the bond's. An entry with a bond may have neither addresses nor DHCP:
+	// the bond then only carries the VLANs other entries put on it (by its
+	// name).
+	Bond *Bond `yaml:"bond,omitempty"`
+}
+
+// Bond is a Linux bond: its options have the bonding driver's own names
+// and values (modinfo bonding, the kernel's bonding.rst).
+type Bond struct {
+	// Members are the ports bonded, each by name (eth0) or by MAC address.
+	// They take no addresses of their own: no other entry may list them.
+	Members []string `yaml:"members,omitempty"`
+	// Mode is the bonding mode: active-backup (one port at a time, with
+	// any switch), 802.3ad (LACP: the switch ports in one LACP group),
+	// balance-xor, balance-rr, broadcast, balance-tlb or balance-alb.
+	Mode string `yaml:"mode,omitempty"`
+	// Primary (active-backup, balance-tlb, balance-alb) is the member used
+	// whenever it has carrier, written as in Members.
+	Primary string `yaml:"primary,omitempty"`
+	// LACPRate (802.3ad) is how often the switch is asked to send LACP
+	// frames: slow (every 30 s, the kernel's default) or fast (every second).
+	LACPRate string `yaml:"lacp_rate,omitempty"`
+	// XmitHashPolicy (balance-xor, 802.3ad, balance-tlb) picks the port of
+	// each packet: layer2 (the kernel's default), layer2+3, layer3+4,
+	// encap2+3, encap3+4 or vlan+srcmac.
+	XmitHashPolicy string `yaml:"xmit_hash_policy,omitempty"`
+	// MIIMon is how often, in milliseconds, the members' carrier is
+	// checked; 0 means Étoile's default, 100 (the kernel's own 0 would never
+	// notice a member losing its link).
+	MIIMon int `yaml:"miimon,omitempty"`
 }
 
 // SysctlPath is the file under /proc/sys of a sysctl name, read as

@@ -76,6 +76,7 @@ func capWarnings(warns []string) []string {
 // its entries are not checked one by one.
 const (
 	maxInterfaces      = 256
+	maxBondMembers     = 32 // per bond
 	maxAddresses       = 64 // per interface
 	maxLabels          = 128
 	maxTaints          = 64
@@ -519,10 +520,30 @@ func (v *validator) network(n Network) {
 	seenIf := map[string]int{}
 	seenAddr := map[netip.Addr]string{}
 	gateways := map[bool]string{} // is IPv4 → path of the first default route
+	idOf := make([]string, len(n.Interfaces))
+	var (
+		members     []bondMember       // of every bond, in order
+		addressless []int              // the bonds that only carry VLANs
+		bondAt      = map[string]int{} // bond name → its entry
+	)
 	for i, ifc := range n.Interfaces {
 		p := fmt.Sprintf("network.interfaces[%d]", i)
 		var id string
+		if ifc.Bond != nil && ifc.MAC != "" {
+			// The agent makes the bond's link, which has no MAC of its
+			// own until then (it takes a member's).
+			if ifc.Name != "" {
+				v.errs.Add(p+".mac", "%q beside name %q: a bond is given by name only, as the agent makes its link, which has no MAC of its own yet: remove mac (to pick the bond's ports by MAC, list their MACs under bond.members)", ifc.MAC, ifc.Name)
+			} else {
+				v.errs.Add(p+".mac", "%q: a bond is given by name, as the agent makes its link, which has no MAC of its own yet: write name: bond0 instead of mac (to pick the bond's ports by MAC, list their MACs under bond.members)", ifc.MAC)
+			}
+			ifc.MAC = "" // refused: the entry is judged by its name alone
+		}
 		switch {
+		case ifc.Bond != nil && ifc.Name == "":
+			if n.Interfaces[i].MAC == "" { // else said above
+				v.errs.Add(p+".bond", "a bond needs a name, for the link the agent makes: give name: bond0")
+			}
 		case ifc.Name == "" && ifc.MAC == "":
 			v.errs.Add(p, "give name (eth0) or mac (52:54:00:12:34:56) to say which interface this is")
 		case ifc.Name != "" && ifc.MAC != "":
@@ -541,6 +562,15 @@ func (v *validator) network(n Network) {
 			} else {
 				id = "mac " + hw.String()
 			}
+		}
+		idOf[i] = id
+		if ifc.Bond != nil {
+			if j, dup := bondAt[ifc.Name]; dup && ifc.Name != "" {
+				v.errs.Add(p+".bond", "%s is already a bond at network.interfaces[%d].bond: give its bond once (other entries put VLANs on it by its name, without bond)", ifc.Name, j)
+			} else if ifc.Name != "" {
+				bondAt[ifc.Name] = i
+			}
+			members = v.bond(p, ifc, members, i)
 		}
 		if ifc.VLAN != 0 {
 			if ifc.VLAN < 1 || ifc.VLAN > 4094 {
@@ -575,7 +605,15 @@ func (v *validator) network(n Network) {
 			v.errs.Add(p+".mtu", "%d is out of range: 68 to 65535 (1500 is Ethernet's default, 9000 jumbo frames)", ifc.MTU)
 		}
 
-		if !ifc.DHCP && len(ifc.Addresses) == 0 {
+		switch {
+		case ifc.DHCP || len(ifc.Addresses) > 0:
+		case ifc.Bond != nil && ifc.VLAN != 0:
+			v.errs.Add(p, "static without addresses: VLAN %d over the bond would carry nothing: set dhcp: true, or list addresses such as 192.0.2.10/24 (or leave vlan out, for a bond that only carries the VLANs other entries put on it)", ifc.VLAN)
+		case ifc.Bond != nil:
+			// A bond that only carries VLANs, which other entries put
+			// on it by its name: judged once every entry is read.
+			addressless = append(addressless, i)
+		default:
 			v.errs.Add(p, "static without addresses: set dhcp: true, or list addresses such as 192.0.2.10/24")
 		}
 		var (
@@ -668,6 +706,173 @@ func (v *validator) network(n Network) {
 			}
 		}
 	}
+	// A bond's members are its ports: what an entry gives them (addresses,
+	// a VLAN) the agent could not apply, or would take from the bond. The
+	// entries come in any order, so this is judged once all are read; a
+	// member and an entry spelled differently (one by name, one by MAC)
+	// only the node can match.
+	for i, id := range idOf {
+		if id == "" {
+			continue
+		}
+		for _, m := range members {
+			if m.key != id || m.entry == i {
+				continue
+			}
+			to := m.bond
+			if vlan := n.Interfaces[i].VLAN; vlan != 0 {
+				to = fmt.Sprintf("%s (name: %s, vlan: %d)", m.bond, m.bond, vlan)
+			}
+			v.errs.Add(fmt.Sprintf("network.interfaces[%d]", i), "%s is a member of %s (%s): a bond's member carries no addresses or VLANs of its own: put them on %s", m.shown, m.bond, m.path, to)
+			break
+		}
+	}
+	for _, i := range addressless {
+		name := n.Interfaces[i].Name
+		if !slices.ContainsFunc(n.Interfaces, func(o Interface) bool { return o.Name == name && o.VLAN != 0 }) {
+			v.warn(fmt.Sprintf("network.interfaces[%d]", i), "%s has no address and no VLAN on it, so it carries nothing: set dhcp: true or list addresses, or put a VLAN on it with another entry (name: %s, vlan: 100, addresses: […])", name, name)
+		}
+	}
+}
+
+// bondModes, bondLACPRates and bondXmitPolicies are the bonding driver's
+// names for the values of its options, in the order of the numbers it
+// also takes for them (mode 1 is active-backup).
+var (
+	bondModes        = []string{"balance-rr", "active-backup", "balance-xor", "broadcast", "802.3ad", "balance-tlb", "balance-alb"}
+	bondLACPRates    = []string{"slow", "fast"}
+	bondXmitPolicies = []string{"layer2", "layer3+4", "layer2+3", "encap2+3", "encap3+4", "vlan+srcmac"}
+)
+
+// bondMember is a port of a bond, for the checks across entries.
+type bondMember struct {
+	key   string // "name eth0" or "mac 52:54:00:12:34:56", as an entry's id
+	shown string // as the config writes it
+	path  string // network.interfaces[N].bond.members[M]
+	bond  string // the bond's name, or where it is when it has none
+	entry int    // the bond's entry
+}
+
+// bond checks the bond of the entry ifc (at p, the i-th) and returns
+// members with its own appended; members holds those of the bonds before
+// it.
+func (v *validator) bond(p string, ifc Interface, members []bondMember, i int) []bondMember {
+	b := ifc.Bond
+	bp := p + ".bond"
+	name := ifc.Name
+	if name == "" || ifNameProblem(name) != "" {
+		name = "the bond at " + p
+	}
+
+	mp := bp + ".members"
+	switch {
+	case len(b.Members) == 0:
+		v.errs.Add(mp, "empty: list the ports to bond, by name (eth0) or MAC address (52:54:00:12:34:56)")
+	case v.tooMany(mp, len(b.Members), maxBondMembers, "members", "list the ports this bond joins, the ones cabled to one switch or LACP group"):
+	default:
+		seen := map[string]int{}
+		for j, m := range b.Members {
+			mjp := fmt.Sprintf("%s[%d]", mp, j)
+			var key string
+			if hw, err := net.ParseMAC(m); err == nil || strings.Contains(m, ":") {
+				switch {
+				case err != nil || len(hw) != 6:
+					v.errs.Add(mjp, "%q is not an Ethernet MAC address: write six hex bytes, 52:54:00:12:34:56, or give the port's name (eth0)", m)
+				case macProblem(hw) != "":
+					v.errs.Add(mjp, "%q %s, not the address of one port: copy the port's MAC from `etoile-agent inventory` or `ip link` on the machine", m, macProblem(hw))
+				default:
+					key = "mac " + hw.String()
+				}
+			} else if m == "" {
+				v.errs.Add(mjp, "empty: give the port's name (eth0) or MAC address (52:54:00:12:34:56)")
+			} else if msg := ifNameProblem(m); msg != "" {
+				v.errs.Add(mjp, "%q %s", m, msg)
+			} else {
+				key = "name " + m
+			}
+			if key == "" {
+				continue
+			}
+			if ifc.Name != "" && key == "name "+ifc.Name {
+				v.errs.Add(mjp, "%q is the bond itself: list the ports it joins (eth0, eth1)", m)
+				continue
+			}
+			if k, dup := seen[key]; dup {
+				v.errs.Add(mjp, "%q is also %s[%d]: list each port once", m, mp, k)
+				continue
+			}
+			seen[key] = j
+			if k := slices.IndexFunc(members, func(o bondMember) bool { return o.key == key }); k >= 0 {
+				v.errs.Add(mjp, "%q is already a member of %s (%s): a port is in one bond at most: remove it from one of them", m, members[k].bond, members[k].path)
+				continue
+			}
+			members = append(members, bondMember{key: key, shown: m, path: mjp, bond: name, entry: i})
+		}
+	}
+
+	// The options that only some modes read are judged against the mode,
+	// or against the one a number means (refused below all the same).
+	mode := b.Mode
+	if n, err := strconv.Atoi(mode); err == nil && n >= 0 && n < len(bondModes) && strconv.Itoa(n) == mode {
+		mode = bondModes[n]
+	}
+	if !slices.Contains(bondModes, mode) {
+		mode = ""
+	}
+	switch {
+	case b.Mode == "":
+		v.errs.Add(bp+".mode", "missing: give the bonding mode, one of %s (802.3ad for ports in one LACP group of the switch, active-backup for any switch)", strings.Join(bondModes, ", "))
+	case strings.EqualFold(b.Mode, "lacp"):
+		v.errs.Add(bp+".mode", "%q: the bonding driver calls LACP 802.3ad: write mode: 802.3ad", b.Mode)
+	default:
+		if msg := bondChoiceProblem(b.Mode, bondModes, "a bonding mode"); msg != "" {
+			v.errs.Add(bp+".mode", "%s", msg)
+		}
+	}
+	if b.Primary != "" {
+		switch {
+		case mode != "" && mode != "active-backup" && mode != "balance-tlb" && mode != "balance-alb":
+			v.errs.Add(bp+".primary", "%q with mode %s, which has no primary port: primary is for active-backup, balance-tlb and balance-alb: remove it, or change the mode", b.Primary, mode)
+		case !slices.Contains(b.Members, b.Primary):
+			in := ""
+			if len(b.Members) > 0 && len(b.Members) <= maxBondMembers {
+				in = " (" + strings.Join(b.Members, ", ") + ")"
+			}
+			v.errs.Add(bp+".primary", "%q is not one of the bond's members%s: give one of them, written as in members", b.Primary, in)
+		}
+	}
+	if b.LACPRate != "" {
+		if mode != "" && mode != "802.3ad" {
+			v.errs.Add(bp+".lacp_rate", "%q with mode %s, which sends no LACP frames: lacp_rate is for mode 802.3ad only: remove it, or change the mode", b.LACPRate, mode)
+		} else if msg := bondChoiceProblem(b.LACPRate, bondLACPRates, "an LACP rate"); msg != "" {
+			v.errs.Add(bp+".lacp_rate", "%s", msg)
+		}
+	}
+	if b.XmitHashPolicy != "" {
+		if mode != "" && mode != "balance-xor" && mode != "802.3ad" && mode != "balance-tlb" {
+			v.errs.Add(bp+".xmit_hash_policy", "%q with mode %s, which does not hash packets to its ports: xmit_hash_policy is for balance-xor, 802.3ad and balance-tlb: remove it, or change the mode", b.XmitHashPolicy, mode)
+		} else if msg := bondChoiceProblem(b.XmitHashPolicy, bondXmitPolicies, "a transmit hash policy"); msg != "" {
+			v.errs.Add(bp+".xmit_hash_policy", "%s", msg)
+		}
+	}
+	if b.MIIMon < 0 || b.MIIMon > 10000 {
+		v.errs.Add(bp+".miimon", "%d is out of range: give 1 to 10000 milliseconds, or leave miimon out for Étoile's default, 100", b.MIIMon)
+	}
+	return members
+}
+
+// bondChoiceProblem says what is wrong with val, the value of a bonding
+// option whose names are names (what they are), or "". The numbers the
+// driver also takes for them are refused with the name to write: a number
+// says nothing to whoever reads the config next.
+func bondChoiceProblem(val string, names []string, what string) string {
+	if slices.Contains(names, val) {
+		return ""
+	}
+	if n, err := strconv.Atoi(val); err == nil && n >= 0 && n < len(names) && strconv.Itoa(n) == val {
+		return fmt.Sprintf("%q is the bonding driver's number for %s: write %s", val, names[n], names[n])
+	}
+	return fmt.Sprintf("%q is not %s: use one of %s%s", val, what, strings.Join(names, ", "), schema.Suggest(val, names))
 }
 
 // gateway checks an interface's default route next hop at p.field: raw,
@@ -746,17 +951,22 @@ func dnsServerProblem(a netip.Addr, prefixes []netip.Prefix) string {
 // link without a gateway is often a storage network's port, and harmless
 // where another link keeps DHCP's default route).
 func (c *MachineConfig) Notes() []string {
-	var notes, staticNoGW []string
+	var notes []string
 	for i, ifc := range c.Network.Interfaces {
+		// A bond's link is new, but its members had the boot's DHCP
+		// lease, as a plain interface had: it is judged as one.
+		had := "this link"
 		switch {
 		case ifc.DHCP || ifc.Gateway != "" || ifc.Gateway6 != "":
 			return nil // a default route of the config's own, or DHCP's
-		case ifc.VLAN == 0: // a VLAN link never had the boot's DHCP
-			staticNoGW = append(staticNoGW, fmt.Sprintf("network.interfaces[%d]", i))
+		case ifc.VLAN != 0: // a VLAN link never had the boot's DHCP
+			continue
+		case ifc.Bond != nil && len(ifc.Addresses) == 0:
+			continue // carries only VLANs: not a static link at all
+		case ifc.Bond != nil:
+			had = "a member of " + ifc.Name
 		}
-	}
-	for _, p := range staticNoGW {
-		notes = append(notes, p+": static without a gateway, and no interface of this config has one: if this link had the machine's default route from DHCP, it goes, and the machine reaches only its own subnets (the node warns when it happens; add gateway: if it is the machine's way out)")
+		notes = append(notes, fmt.Sprintf("network.interfaces[%d]: static without a gateway, and no interface of this config has one: if %s had the machine's default route from DHCP, it goes, and the machine reaches only its own subnets (the node warns when it happens; add gateway: if it is the machine's way out)", i, had))
 	}
 	return notes
 }
