@@ -591,7 +591,7 @@ func (m *Machine) NetworkResult() *network.Result {
 }
 
 // ApplyNetwork configures what the machine config's network section lists
-// (static addresses, VLANs, MTU, DHCP on a VLAN) over the boot's DHCP, and
+// (static addresses, bonds, VLANs, MTU, DHCP on a VLAN or a bond) over the boot's DHCP, and
 // its hostname. Under --root the network is left alone. The error names
 // each interface that could not be configured; the others are.
 func (m *Machine) ApplyNetwork(ctx context.Context, c *config.MachineConfig) error {
@@ -608,14 +608,24 @@ func (m *Machine) ApplyNetwork(ctx context.Context, c *config.MachineConfig) err
 			res.Links = slices.Clone(res.Links)
 		}
 	})
-	for _, ifc := range c.Network.Interfaces {
-		if ifc.VLAN != 0 {
-			// In this process: the kernel would otherwise start the agent
-			// again as modprobe for rtnl-link-vlan.
-			if err := m.LoadModule(ctx, "8021q"); err != nil {
-				m.log.Warn("VLAN support", "reason", err.Error())
-			}
-			break
+	// In this process: the kernel would otherwise start the agent again as
+	// modprobe for rtnl-link-vlan or rtnl-link-bond. bonding makes no bond
+	// of its own (bond0, balance-rr, with max_bonds' default of 1): the
+	// config's are made with their options.
+	for _, need := range []struct {
+		module, params, what string
+		used                 func(config.Interface) bool
+	}{
+		{"8021q", "", "VLAN support", func(ifc config.Interface) bool { return ifc.VLAN != 0 }},
+		{"bonding", "max_bonds=0", "bond support", func(ifc config.Interface) bool { return ifc.Bond != nil }},
+	} {
+		if !slices.ContainsFunc(c.Network.Interfaces, need.used) {
+			continue
+		}
+		if m.Cold == nil {
+			m.log.Warn(need.what, "reason", "no module index (the drivers step failed)")
+		} else if err := m.Cold.ModprobeWith(ctx, need.module, kmod.ProbeOptions{Params: need.params}); err != nil {
+			m.log.Warn(need.what, "reason", err.Error())
 		}
 	}
 	applied, err := network.Apply(ctx, c.Network.Interfaces, &res, network.Config{Log: m.log, EtcDir: "/etc", Renew: true,

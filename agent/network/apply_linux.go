@@ -544,9 +544,27 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 		static, names []Lease
 	)
 	routedBefore, known := defaultRouteLinks()
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	// The bonds first: an entry may put a VLAN on a bond that a later
+	// entry makes.
+	bondErrs := map[int]error{}
+	for i, ifc := range ifaces {
+		if ifc.Bond != nil {
+			if _, err := makeBond(ifc, res, log); err != nil {
+				bondErrs[i] = err
+			}
+		}
+	}
 	gws := &gateways{done: map[int]bool{}}
 	for i, ifc := range ifaces {
 		gws.metric = staticMetric + i
+		if err := bondErrs[i]; err != nil {
+			errs = append(errs, fmt.Errorf("network.interfaces[%d]: %w", i, err))
+			continue
+		}
 		a, leases, err := applyOne(ctx, ifc, res, cfg, gws)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("network.interfaces[%d]: %w", i, err))
@@ -570,10 +588,6 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 	if routedAfter, knownAfter := defaultRouteLinks(); known && knownAfter && len(routedBefore) > 0 && len(routedAfter) == 0 {
 		// Often a storage port's static address is harmless; here it took
 		// the machine's way out (which the config check cannot know).
-		log := cfg.Log
-		if log == nil {
-			log = slog.New(slog.DiscardHandler)
-		}
 		log.Warn("no default route left", "had", strings.Join(routedBefore, ","),
 			"why", "the machine config made the link static without a gateway, and no link has one now",
 			"fix", "add gateway: to the interface that is the machine's way out (K3s picks its address from the default route)")
@@ -929,8 +943,9 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		}
 	}
 	a := Applied{Iface: name, Addresses: ifc.Addresses, Gateway: ifc.Gateway, Gateway6: ifc.Gateway6, DNS: ifc.DNS}
-	if len(ifc.Addresses) == 0 {
-		// Validation refuses it; never leave a link bare on a config that slipped through.
+	if len(ifc.Addresses) == 0 && ifc.Bond == nil {
+		// Validation refuses it; never leave a link bare on a config that
+		// slipped through. A bond without addresses only carries VLANs.
 		return a, nil, errors.New("static without addresses: set dhcp: true, or list addresses")
 	}
 	// The new addresses first: removing a link's last IPv4 address makes
@@ -965,6 +980,10 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		if g == "" {
 			continue
 		}
+		if len(leases) == 0 {
+			// Validation refuses it: a bond without addresses has no subnet to reach a gateway from.
+			return a, nil, fmt.Errorf("gateway %s on %s, which has no addresses: give the bond addresses, or put the gateway on the VLAN entry that has them", g, name)
+		}
 		if err := addDefaultRoute(link, g, leases, gws); err != nil {
 			return a, nil, err
 		}
@@ -973,9 +992,13 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		i := max(0, slices.IndexFunc(leases, func(l Lease) bool { return (l.Addr.IP.To4() == nil) == (gw.To4() == nil) }))
 		leases[i].Routes = append(leases[i].Routes, Route{Gateway: gw})
 	}
-	for _, d := range ifc.DNS {
-		if ip := net.ParseIP(d); ip != nil {
-			leases[0].DNS = append(leases[0].DNS, ip)
+	if len(leases) == 0 {
+		leases = configDNS(name, ifc.DNS, nil) // a bond that only carries VLANs
+	} else {
+		for _, d := range ifc.DNS {
+			if ip := net.ParseIP(d); ip != nil {
+				leases[0].DNS = append(leases[0].DNS, ip)
+			}
 		}
 	}
 	if !slices.Contains(res.Links, name) {

@@ -470,7 +470,7 @@ var DefaultModules = []string{
 	"squashfs", "overlay", "isofs", "vfat", "nls_cp437", "nls_iso8859-1", "nls_ascii", "ext4", "loop", "efivarfs",
 	"dm_mod", "dm_verity",
 	// network
-	"virtio_net", "8021q", "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "mlx5_core", "bnxt_en", "r8169", "tg3",
+	"virtio_net", "8021q", "bonding", "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "mlx5_core", "bnxt_en", "r8169", "tg3",
 	"igc", "atlantic", "r8152", "iavf", "ixgbevf", "vmxnet3", "hv_netvsc", "ena", "gve",
 	// Kubernetes networking
 	"br_netfilter", "vxlan", "nf_tables", "nf_conntrack", "iptable_nat", "iptable_filter", "ip_vs", "wireguard",

@@ -318,6 +318,11 @@ func TestIndexFiles(t *testing.T) {
 	if got := Always([]string{"virtio_blk", "ext4", "not-selected"}, mods); !slices.Equal(got, []string{"ext4", "not-selected"}) {
 		t.Errorf("Always = %q, want ext4 and the unknown name", got)
 	}
+	// bonding loads when the machine config makes a bond (with
+	// max_bonds=0), never on every boot: it would make a stray bond0.
+	if got := Always([]string{"ext4", "bonding"}, mods); !slices.Equal(got, []string{"ext4"}) {
+		t.Errorf("Always = %q, want ext4 without bonding", got)
+	}
 	// Compressed modules are named with their suffix, as depmod does.
 	zstFiles, err := IndexFiles(mods, ".zst")
 	if err != nil {

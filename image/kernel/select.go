@@ -52,9 +52,16 @@ func (m Module) DeviceDriver() bool {
 	return false
 }
 
-// Always lists the names among names whose module is not a device driver:
-// the modules an image loads on every boot (its /etc/etoile/modules). Names
-// not in mods are kept (the agent warns about them).
+// OnDemand are the modules the agent loads itself when the machine config
+// asks for what they do, never on every boot: bonding, which makes an
+// unwanted bond0 when loaded without max_bonds=0 (the agent loads it with
+// it when the machine config has a bond).
+var OnDemand = []string{"bonding"}
+
+// Always lists the names among names whose module is not a device driver
+// nor OnDemand: the modules an image loads on every boot (its
+// /etc/etoile/modules). Names not in mods are kept (the agent warns about
+// them).
 func Always(names []string, mods []Module) []string {
 	byName := map[string]Module{}
 	for _, m := range mods {
@@ -62,7 +69,7 @@ func Always(names []string, mods []Module) []string {
 	}
 	var out []string
 	for _, n := range names {
-		if m, ok := byName[normName(n)]; ok && m.DeviceDriver() {
+		if m, ok := byName[normName(n)]; (ok && m.DeviceDriver()) || slices.Contains(OnDemand, normName(n)) {
 			continue
 		}
 		out = append(out, n)

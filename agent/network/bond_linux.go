@@ -1,0 +1,247 @@
+package network
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+
+	"github.com/etoile-os/etoile/agent/config"
+	"github.com/vishvananda/netlink"
+)
+
+// DefaultMIIMon is how often, in milliseconds, a bond checks its members'
+// carrier when the machine config gives no miimon: the kernel's own
+// default, 0, never notices a member that lost its link (active-backup would
+// keep sending into a dead port).
+const DefaultMIIMon = 100
+
+// bondWanted is the bond an entry asks for, as netlink makes it.
+func bondWanted(name string, b *config.Bond) (*netlink.Bond, error) {
+	want := netlink.NewLinkBond(netlink.LinkAttrs{Name: name})
+	mode, ok := netlink.StringToBondModeMap[b.Mode]
+	if !ok {
+		return nil, fmt.Errorf("bond mode %q is not one of %s", b.Mode, strings.Join(BondModes(), ", "))
+	}
+	want.Mode = mode
+	want.Miimon = b.MIIMon
+	if want.Miimon == 0 {
+		want.Miimon = DefaultMIIMon
+	}
+	if b.LACPRate != "" {
+		r, ok := netlink.StringToBondLacpRateMap[b.LACPRate]
+		if !ok {
+			return nil, fmt.Errorf("bond lacp_rate %q is not slow or fast", b.LACPRate)
+		}
+		want.LacpRate = r
+	}
+	if b.XmitHashPolicy != "" {
+		p, ok := netlink.StringToBondXmitHashPolicyMap[b.XmitHashPolicy]
+		if !ok {
+			return nil, fmt.Errorf("bond xmit_hash_policy %q is not a policy the kernel has", b.XmitHashPolicy)
+		}
+		want.XmitHashPolicy = p
+	}
+	return want, nil
+}
+
+// BondModes are the bonding modes, in the kernel's order (mode 0 to 6).
+func BondModes() []string {
+	out := make([]string, 0, len(netlink.StringToBondModeMap))
+	for m := netlink.BOND_MODE_BALANCE_RR; m < netlink.BOND_MODE_UNKNOWN; m++ {
+		out = append(out, m.String())
+	}
+	return out
+}
+
+// sameBond reports whether the existing bond have has the options want
+// sets (those want leaves at -1 are the kernel's to choose) and its primary
+// (the kernel reports none as 0).
+func sameBond(have, want *netlink.Bond) bool {
+	return have.Mode == want.Mode && have.Miimon == want.Miimon &&
+		(want.LacpRate < 0 || have.LacpRate == want.LacpRate) &&
+		(want.XmitHashPolicy < 0 || have.XmitHashPolicy == want.XmitHashPolicy) &&
+		have.Primary == max(want.Primary, 0)
+}
+
+// findMember finds a bond member the config names: by name, or by MAC —
+// the port's permanent address, since a bond gives its members its own
+// (they all show the first member's once enslaved).
+func findMember(m string) (netlink.Link, error) {
+	hw, err := net.ParseMAC(m)
+	if err != nil {
+		return findLink(config.Interface{Name: m})
+	}
+	all, err := netlink.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range all {
+		a := l.Attrs()
+		if l.Type() != "device" && l.Type() != "veth" {
+			continue
+		}
+		if slices.Equal(a.PermHWAddr, hw) || (len(a.PermHWAddr) == 0 && slices.Equal(a.HardwareAddr, hw)) {
+			return l, nil
+		}
+	}
+	return nil, fmt.Errorf("no interface with MAC %s (%s)", hw, linkNames())
+}
+
+// makeBond makes the bond entry ifc asks for, or finds it made by an earlier
+// apply with the same options (one with other options is made again: its
+// members leave it for a moment), and enslaves its members: each is taken
+// from the boot's DHCP first — its exchange or renewal stopped, the lease's
+// address and routes removed — and set down, as the kernel wants a member
+// to be. Members an earlier apply gave the bond and this one does not list
+// are released. A member that cannot be found or enslaved is in the error;
+// the bond is made with the others, and is returned unless it has no
+// member at all.
+func makeBond(ifc config.Interface, res *Result, log *slog.Logger) (netlink.Link, error) {
+	name := ifc.Name
+	want, err := bondWanted(name, ifc.Bond)
+	if err != nil {
+		return nil, err
+	}
+	var members []netlink.Link
+	var errs []error
+	for _, m := range ifc.Bond.Members {
+		l, err := findMember(m)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bond %s member %s: %w", name, m, err))
+			continue
+		}
+		if l.Attrs().Name == name {
+			errs = append(errs, fmt.Errorf("bond %s member %s is the bond itself", name, m))
+			continue
+		}
+		members = append(members, l)
+	}
+	if ifc.Bond.Primary != "" {
+		if p, err := findMember(ifc.Bond.Primary); err == nil {
+			want.Primary = p.Attrs().Index
+		}
+	}
+
+	var bond *netlink.Bond
+	if l, err := netlink.LinkByName(name); err == nil {
+		have, ok := l.(*netlink.Bond)
+		switch {
+		case !ok:
+			return nil, errors.Join(append(errs, fmt.Errorf("a link named %s exists and is not a bond (it is a %s): name the bond otherwise", name, l.Type()))...)
+		case sameBond(have, want):
+			bond = have
+		default:
+			// Made with other options: by an earlier apply, or by the
+			// bonding module itself (bond0, balance-rr, when loaded
+			// without max_bonds=0). Mode and LACP rate change only on a
+			// bond without members that is down: made again.
+			log.Info("bond made again with the machine config's options", "iface", name, "mode", want.Mode.String(), "was", have.Mode.String())
+			if err := netlink.LinkDel(have); err != nil {
+				return nil, errors.Join(append(errs, fmt.Errorf("removing bond %s to make it again: %w", name, err))...)
+			}
+		}
+	}
+	if bond == nil {
+		if err := netlink.LinkAdd(want); err != nil {
+			return nil, errors.Join(append(errs, fmt.Errorf("making bond %s (%s): %w", name, want.Mode, err))...)
+		}
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return nil, errors.Join(append(errs, err)...)
+		}
+		var ok bool
+		if bond, ok = l.(*netlink.Bond); !ok {
+			return nil, errors.Join(append(errs, fmt.Errorf("%s was made as a bond and reads as a %s", name, l.Type()))...)
+		}
+	}
+	idx := bond.Attrs().Index
+
+	// Members an earlier apply gave the bond that this one does not list.
+	if all, err := netlink.LinkList(); err == nil {
+		for _, l := range all {
+			if l.Attrs().MasterIndex != idx || slices.ContainsFunc(members, func(m netlink.Link) bool { return m.Attrs().Index == l.Attrs().Index }) {
+				continue
+			}
+			if err := netlink.LinkSetNoMaster(l); err != nil {
+				errs = append(errs, fmt.Errorf("releasing %s from bond %s: %w", l.Attrs().Name, name, err))
+				continue
+			}
+			log.Info("bond member released", "iface", l.Attrs().Name, "bond", name, "why", "the machine config no longer lists it")
+		}
+	}
+
+	enslaved := 0
+	for _, l := range members {
+		mname := l.Attrs().Name
+		switch master := l.Attrs().MasterIndex; master {
+		case idx:
+			enslaved++
+			continue
+		case 0:
+		default:
+			owner := fmt.Sprint(master)
+			if o, err := netlink.LinkByIndex(master); err == nil {
+				owner = o.Attrs().Name
+			}
+			errs = append(errs, fmt.Errorf("bond %s member %s is already enslaved to %s: release it there first", name, mname, owner))
+			continue
+		}
+		takeOver(l, res)
+		if err := netlink.LinkSetDown(l); err != nil {
+			errs = append(errs, fmt.Errorf("setting bond %s member %s down: %w", name, mname, err))
+			continue
+		}
+		if err := netlink.LinkSetMasterByIndex(l, idx); err != nil {
+			errs = append(errs, fmt.Errorf("adding %s to bond %s: %w", mname, name, err))
+			_ = netlink.LinkSetUp(l)
+			continue
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			errs = append(errs, fmt.Errorf("setting bond %s member %s up: %w", name, mname, err))
+		}
+		enslaved++
+		log.Info("bond member added", "iface", mname, "bond", name, "mode", want.Mode.String())
+	}
+	if err := netlink.LinkSetUp(bond); err != nil {
+		return nil, errors.Join(append(errs, fmt.Errorf("setting bond %s up: %w", name, err))...)
+	}
+	if enslaved == 0 {
+		return nil, errors.Join(append(errs, fmt.Errorf("bond %s has no member: check the members' names or MACs against `ip link` on the machine", name))...)
+	}
+	if len(errs) > 0 {
+		// The bond works with the members it has: said, not fatal to it.
+		log.Warn("bond is missing members", "iface", name, "reason", errors.Join(errs...).Error(),
+			"fix", "check the members' names or MACs against `ip link` on the machine")
+	}
+	return bond, nil
+}
+
+// takeOver ends what the boot's network step did on link l, which becomes a
+// bond's member: its DHCP (the first exchange or the renewal) stops and does
+// not start again, and the addresses the agent gave it go with their routes
+// (a member carries no address of its own: the bond does).
+func takeOver(l netlink.Link, res *Result) {
+	name := l.Attrs().Name
+	if res.renew == nil {
+		res.renew = &renewals{}
+	}
+	res.renew.configure(name)
+	var gone []net.IPNet
+	if addr := res.renew.stop(name); addr != nil {
+		gone = append(gone, *addr)
+	}
+	for _, old := range res.Leases {
+		if old.Iface == name && old.Addr.IP != nil {
+			gone = append(gone, old.Addr)
+		}
+	}
+	_ = delRoutes(l, true, 100+l.Attrs().Index, lateMetric+l.Attrs().Index)
+	for _, g := range gone {
+		_ = netlink.AddrDel(l, &netlink.Addr{IPNet: &net.IPNet{IP: g.IP, Mask: g.Mask}})
+	}
+	res.Leases = slices.DeleteFunc(res.Leases, func(x Lease) bool { return x.Iface == name })
+	restoreMTU(l, nil, "the link is a bond's member now")
+}
