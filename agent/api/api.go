@@ -65,6 +65,17 @@ type Interface struct {
 	MAC       string   `json:"mac"`
 	Carrier   bool     `json:"carrier"`
 	Addresses []string `json:"addresses"`
+	// Bond is set when the link is a bond.
+	Bond *Bond `json:"bond,omitempty"`
+	// Master is the bond (or bridge) the link is a member of.
+	Master string `json:"master,omitempty"`
+}
+
+// Bond is a bond as the kernel has it now.
+type Bond struct {
+	Mode    string   `json:"mode"`             // active-backup, 802.3ad…
+	Members []string `json:"members"`          // the links enslaved to it
+	Active  string   `json:"active,omitempty"` // active-backup: the member in use
 }
 
 // K3sStatus mirrors the supervisor's status.
@@ -722,7 +733,20 @@ func WriteStatus(w io.Writer, st Status) error {
 		if len(n.Addresses) > 0 {
 			addrs = fmt.Sprint(n.Addresses)
 		}
-		fmt.Fprintf(&b, "  net:     %-10s %s %s %s\n", n.Name, n.MAC, carrier, addrs)
+		var role string
+		switch {
+		case n.Bond != nil:
+			role = fmt.Sprintf(" bond %s members %s", n.Bond.Mode, strings.Join(n.Bond.Members, ","))
+			if len(n.Bond.Members) == 0 {
+				role = fmt.Sprintf(" bond %s with no member", n.Bond.Mode)
+			}
+			if n.Bond.Active != "" {
+				role += " active " + n.Bond.Active
+			}
+		case n.Master != "":
+			role = " in " + n.Master
+		}
+		fmt.Fprintf(&b, "  net:     %-10s %s %s %s%s\n", n.Name, n.MAC, carrier, addrs, role)
 	}
 	for _, wmsg := range st.Warnings {
 		fmt.Fprintf(&b, "  warning: %s\n", wmsg)

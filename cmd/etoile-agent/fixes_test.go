@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -158,6 +159,52 @@ func TestStatusListsEveryLink(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), "eth1       52:54:00:00:00:02 no carrier no address") {
 		t.Errorf("status text:\n%s", b.String())
+	}
+}
+
+// TestStatusShowsBonds: a bond is listed (it has no device folder) with its
+// mode, members and the member in use; each member names its bond.
+func TestStatusShowsBonds(t *testing.T) {
+	root := t.TempDir()
+	fakeroot.Write(t, root, map[string]string{
+		"eth0/device/.keep": "", "eth0/address": "52:54:00:00:00:01\n", "eth0/carrier": "1\n",
+		"eth1/device/.keep": "", "eth1/address": "52:54:00:00:00:01\n", "eth1/carrier": "0\n",
+		"bond0/address": "52:54:00:00:00:01\n", "bond0/carrier": "1\n",
+		"bond0/bonding/mode": "active-backup 1\n", "bond0/bonding/slaves": "eth0 eth1\n", "bond0/bonding/active_slave": "eth0\n",
+		"bond1/address": "52:54:00:00:00:09\n", "bond1/carrier": "0\n",
+		"bond1/bonding/mode": "802.3ad 4\n", "bond1/bonding/slaves": "\n", "bond1/bonding/active_slave": "\n",
+	})
+	for _, m := range []string{"eth0", "eth1"} {
+		if err := os.Symlink("../bond0", filepath.Join(root, m, "master")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addrs := map[string][]string{"bond0": {"10.0.0.5/24"}}
+	got := links(root, func(name string) []string { return addrs[name] }, nil)
+	want := []api.Interface{
+		{Name: "bond0", MAC: "52:54:00:00:00:01", Carrier: true, Addresses: []string{"10.0.0.5/24"},
+			Bond: &api.Bond{Mode: "active-backup", Members: []string{"eth0", "eth1"}, Active: "eth0"}},
+		{Name: "bond1", MAC: "52:54:00:00:00:09", Addresses: []string{}, Bond: &api.Bond{Mode: "802.3ad", Members: []string{}}},
+		{Name: "eth0", MAC: "52:54:00:00:00:01", Carrier: true, Addresses: []string{}, Master: "bond0"},
+		{Name: "eth1", MAC: "52:54:00:00:00:01", Addresses: []string{}, Master: "bond0"},
+	}
+	gj, _ := json.Marshal(got)
+	wj, _ := json.Marshal(want)
+	if string(gj) != string(wj) {
+		t.Errorf("links:\n got %s\nwant %s", gj, wj)
+	}
+	var b bytes.Buffer
+	if err := api.WriteStatus(&b, api.Status{Network: got}); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{
+		"bond0      52:54:00:00:00:01 carrier [10.0.0.5/24] bond active-backup members eth0,eth1 active eth0\n",
+		"bond1      52:54:00:00:00:09 no carrier no address bond 802.3ad with no member\n",
+		"eth1       52:54:00:00:00:01 no carrier no address in bond0\n",
+	} {
+		if !strings.Contains(b.String(), line) {
+			t.Errorf("status text lacks %q:\n%s", line, b.String())
+		}
 	}
 }
 

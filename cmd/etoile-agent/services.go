@@ -311,10 +311,14 @@ func links(sysClassNet string, addrs func(name string) []string, leases []networ
 		name := e.Name()
 		dir := filepath.Join(sysClassNet, name)
 		_, lease := leased[name]
-		if _, err := os.Stat(filepath.Join(dir, "device")); err != nil && !lease && !slices.Contains(known, name) {
+		bond := bondOf(dir)
+		if _, err := os.Stat(filepath.Join(dir, "device")); err != nil && !lease && !slices.Contains(known, name) && bond == nil {
 			continue // virtual: lo, bridges, K3s's cni0 and flannel.1
 		}
-		ifc := api.Interface{Name: name, MAC: readTrim(filepath.Join(dir, "address"))}
+		ifc := api.Interface{Name: name, MAC: readTrim(filepath.Join(dir, "address")), Bond: bond}
+		if m, err := os.Readlink(filepath.Join(dir, "master")); err == nil {
+			ifc.Master = filepath.Base(m)
+		}
 		// carrier reads "1" with a link, "0" without; reading fails
 		// (EINVAL) on a link that is down: no carrier either.
 		ifc.Carrier = readTrim(filepath.Join(dir, "carrier")) == "1"
@@ -336,6 +340,18 @@ func links(sysClassNet string, addrs func(name string) []string, leases []networ
 		}
 	}
 	return out
+}
+
+// bondOf is the bond the link whose sysfs folder is dir is, nil when it is
+// none: bonding/mode reads "active-backup 1", bonding/slaves its members,
+// bonding/active_slave the member in use (active-backup; empty otherwise).
+func bondOf(dir string) *api.Bond {
+	name, _, _ := strings.Cut(readTrim(filepath.Join(dir, "bonding/mode")), " ")
+	if name == "" {
+		return nil
+	}
+	return &api.Bond{Mode: name, Members: nonNilStrings(strings.Fields(readTrim(filepath.Join(dir, "bonding/slaves")))),
+		Active: readTrim(filepath.Join(dir, "bonding/active_slave"))}
 }
 
 // systemAddresses are a link's addresses in CIDR form, as the kernel has
