@@ -90,6 +90,7 @@ type lateDHCPWire struct {
 	host   atomic.Int32
 	lease  atomic.Uint32
 	log    chan string // "TYPE ciaddr=… to=<IP destination>" of each DHCP message (full: dropped)
+	arps   chan string // "from=<MAC> sender=<IP> target=<IP>" of each ARP request the machine sends (full: dropped)
 }
 
 var wireMAC = net.HardwareAddr{0x52, 0x54, 0x00, 0x77, 0x00, 0x01}
@@ -100,7 +101,7 @@ func newLateDHCPWire(t *testing.T) *lateDHCPWire {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &lateDHCPWire{conn: conn, log: make(chan string, 256)}
+	w := &lateDHCPWire{conn: conn, log: make(chan string, 256), arps: make(chan string, 256)}
 	w.host.Store(50)
 	w.lease.Store(3600)
 	served := make(chan struct{})
@@ -141,6 +142,12 @@ func (w *lateDHCPWire) serve(t *testing.T) {
 		n, qemu, err := w.conn.ReadFrom(buf)
 		if err != nil {
 			return
+		}
+		if f := buf[:n]; len(f) >= 42 && binary.BigEndian.Uint16(f[12:]) == 0x0806 && binary.BigEndian.Uint16(f[20:]) == 1 {
+			select {
+			case w.arps <- fmt.Sprintf("from=%s sender=%s target=%s", net.HardwareAddr(f[6:12]), net.IP(f[28:32]), net.IP(f[38:42])):
+			default:
+			}
 		}
 		if r := arpReply(buf[:n]); r != nil && w.answer.Load() {
 			if _, err := w.conn.WriteTo(r, qemu); err != nil {
