@@ -1495,9 +1495,23 @@ func switchRoot(ctx context.Context, m *Machine) error {
 			m.log.Warn("modprobe.d unreadable: its options are not applied", "reason", err.Error())
 		} else if len(conf.Files) > 0 {
 			m.Cold.AddModprobeConf(conf)
-			m.log.Info("modprobe.d", "files", strings.Join(conf.Files, ","), "options_for", strings.Join(slices.Sorted(maps.Keys(conf.Options)), ","),
-				"blacklist", strings.Join(slices.Sorted(maps.Keys(conf.Blacklist)), ","), "install", conf.InstallSummary(),
-				"not_applied", strings.Join(conf.Ignored, ","))
+			attrs := []any{"files", strings.Join(conf.Files, ","), "options_for", strings.Join(slices.Sorted(maps.Keys(conf.Options)), ","),
+				"blacklist", strings.Join(slices.Sorted(maps.Keys(conf.Blacklist)), ","), "install", conf.InstallSummary()}
+			if len(conf.Aliases) > 0 {
+				var as []string
+				for _, a := range conf.Aliases {
+					as = append(as, a.Pattern+"="+a.Module)
+				}
+				attrs = append(attrs, "alias", strings.Join(as, ","))
+			}
+			if len(conf.Softdeps) > 0 {
+				var ss []string
+				for _, s := range conf.Softdeps {
+					ss = append(ss, s.Pattern)
+				}
+				attrs = append(attrs, "softdep", strings.Join(ss, ","))
+			}
+			m.log.Info("modprobe.d", append(attrs, "not_applied", strings.Join(conf.Ignored, ","))...)
 		}
 	}
 	if !layered || !m.real() {

@@ -300,8 +300,8 @@ func modprobe(ctx context.Context, args []string, stdout, stderr io.Writer, env 
 		cold.Params = kmod.ModuleParams(cmdline.Parse(string(b)).Raw)
 	}
 	// …after the options of the system's modprobe.d files (a driver's
-	// options nvidia NVreg_…), as kmod's modprobe has them; its blacklist
-	// and its install commands false and true apply too.
+	// options nvidia NVreg_…), as kmod's modprobe has them; its blacklist,
+	// aliases, softdeps and install commands false and true apply too.
 	if conf, err := kmod.ReadModprobeD(env.path("/")); err == nil {
 		cold.AddModprobeConf(conf)
 	}

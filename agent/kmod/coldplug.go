@@ -126,10 +126,14 @@ type Coldplug struct {
 	Defaults map[string]string
 	paramsMu sync.RWMutex
 	conf     map[string]string // modprobe.d's options, by module
-	// modprobe.d's blacklist (module → "file:line") and the install
-	// commands Étoile follows (AddModprobeConf), under paramsMu.
-	blacklist map[string]string
-	install   []InstallRule
+	// modprobe.d's blacklist (module → "file:line"), the install
+	// commands Étoile follows, its aliases (the rules, and their index)
+	// and its soft dependencies (AddModprobeConf), under paramsMu.
+	blacklist   map[string]string
+	install     []InstallRule
+	aliasRules  []AliasRule
+	confAliases *Aliases
+	softdeps    []SoftdepRule
 	// NetworkFirst makes the NIC drivers urgent instead of the storage
 	// drivers: the boot medium comes over the network (netboot).
 	NetworkFirst bool
@@ -249,7 +253,7 @@ func (c *Coldplug) Reindex() ([]string, error) {
 	// as they are.
 	oldAliases := c.aliases.Load()
 	for ma := range c.seen {
-		if !slices.Equal(oldAliases.Lookup(ma), aliases.Lookup(ma)) {
+		if !slices.Equal(c.driversFor(oldAliases, ma), c.driversFor(aliases, ma)) {
 			delete(c.seen, ma)
 		}
 	}
@@ -359,7 +363,7 @@ func (c *Coldplug) Modaliases() ([]string, error) {
 	}
 	var out []string
 	for _, b := range buses {
-		if !c.aliases.Load().ForBus(b.Name()) {
+		if !c.forBus(b.Name()) {
 			continue
 		}
 		dir := filepath.Join(bus, b.Name(), "devices")
@@ -379,7 +383,7 @@ func (c *Coldplug) Modaliases() ([]string, error) {
 			}
 		}
 	}
-	if c.aliases.Load().ForBus("dmi") {
+	if c.forBus("dmi") {
 		if m := c.dmiModalias(); m != "" {
 			out = append(out, m)
 		}
@@ -523,7 +527,7 @@ func (c *Coldplug) startForDevices(ctx context.Context, aliases []string, wg *sy
 	for _, ma := range aliases {
 		if c.seen[ma] {
 			if added {
-				for _, m := range c.aliases.Load().Lookup(ma) {
+				for _, m := range c.driversFor(c.aliases.Load(), ma) {
 					// Not while a load of it goes on (c.done holds only
 					// loads in progress and successful ones).
 					if c.failed[m] != nil && c.done[m] == nil && c.blacklistedBy(m) == "" {
@@ -540,7 +544,7 @@ func (c *Coldplug) startForDevices(ctx context.Context, aliases []string, wg *sy
 		}
 		c.seen[ma] = true
 		fresh++
-		for _, m := range c.aliases.Load().Lookup(ma) {
+		for _, m := range c.driversFor(c.aliases.Load(), ma) {
 			r := request{module: m, why: "modalias", modalias: ma}
 			if c.blacklistedBy(m) != "" {
 				// kmod (udev's modprobe -b) does not load a blacklisted
@@ -571,9 +575,9 @@ func (c *Coldplug) startForDevices(ctx context.Context, aliases []string, wg *sy
 }
 
 // HasDriver reports whether a module in the index (the image's too, once
-// merged) matches the modalias.
+// merged), or a modprobe.d alias, matches the modalias.
 func (c *Coldplug) HasDriver(modalias string) bool {
-	return len(c.aliases.Load().Lookup(modalias)) > 0
+	return len(c.driversFor(c.aliases.Load(), modalias)) > 0
 }
 
 // LoadFixed loads each named module (or alias) with its dependencies,
@@ -675,8 +679,9 @@ func (c *Coldplug) ModprobeWith(ctx context.Context, name string, o ProbeOptions
 	return errors.Join(errs...)
 }
 
-// Resolve maps a name to the modules modprobe would load for it: itself
-// if it is a module (or built in), else the modules its alias names.
+// Resolve maps a name to the modules modprobe would load for it: those a
+// modprobe.d alias names, else itself if it is a module (or built in),
+// else the modules its alias names.
 func (c *Coldplug) Resolve(name string) []string {
 	mods, _ := c.resolveName(name)
 	return mods
@@ -688,8 +693,13 @@ func (c *Coldplug) resolve(name string) []string {
 	return mods
 }
 
-// resolveName is resolve, and whether the name is an alias.
+// resolveName is resolve, and whether the name is an alias. modprobe.d's
+// aliases come first, before even a module of that name, as kmod looks
+// them up: the first kind of lookup that finds something is the answer.
 func (c *Coldplug) resolveName(name string) (mods []string, byAlias bool) {
+	if mods := c.configAliases(name); len(mods) > 0 {
+		return mods, true
+	}
 	if n := Normalize(name); c.deps.Load().Has(n) {
 		return []string{n}, false
 	}
@@ -1105,7 +1115,7 @@ func (c *Coldplug) load(r request, stack map[string]bool, lt *loadThread) error 
 	}
 	for _, m := range order {
 		c.yield(r, lt)
-		pre, post := c.deps.Load().Softdeps(m)
+		pre, post := c.softdepsFor(m) // modprobe.d's, else modules.softdep's
 		softdeps(pre)
 		if err := c.loadOne(m, name, r, lt); err != nil {
 			if m != name {

@@ -18,16 +18,44 @@ import (
 var ModprobeDirs = []string{"/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d", "/lib/modprobe.d", "/usr/lib/modprobe.d"}
 
 // ModprobeConf is what the modprobe.d files say that the agent applies:
-// each module's options, the blacklist, and the install commands that
-// disable a module (install NAME /bin/false) or set it aside (install NAME
-// /bin/true). Other commands (alias, softdep, remove, other install
-// commands…) are listed in Ignored, "file:line command".
+// each module's options, the blacklist, the install commands that disable
+// a module (install NAME /bin/false) or set it aside (install NAME
+// /bin/true), the aliases and the soft dependencies. Other commands
+// (remove, other install commands…) are listed in Ignored, "file:line
+// command", and so are lines that lack what their command takes, "file:line
+// command (malformed)".
 type ModprobeConf struct {
 	Options   map[string]string // module → its options, in the files' order
 	Blacklist map[string]string // module → where it is blacklisted, "file:line"
 	Install   []InstallRule     // in the files' order
+	Aliases   []AliasRule       // in the files' order
+	Softdeps  []SoftdepRule     // in the files' order
 	Files     []string
 	Ignored   []string
+}
+
+// AliasRule is an `alias PATTERN MODULE` line: a name (modprobe my-nic) or
+// a device's modalias that PATTERN matches resolves to MODULE. kmod looks
+// these up before anything else (a module's own name, modules.alias), and
+// the first kind of lookup that finds something is the answer: a device
+// whose modalias a modprobe.d alias matches gets that module, not
+// modules.alias's. MODULE is a module's name, not looked up again: aliases
+// do not chain, so they cannot loop.
+type AliasRule struct {
+	Pattern string // a shell pattern (kmod matches it with fnmatch), '-' read as '_' outside [ ]
+	Module  string
+	Source  string // "file:line"
+}
+
+// SoftdepRule is a `softdep PATTERN pre: A B post: C` line: the names (a
+// module or an alias) to load before and after a module PATTERN matches.
+// As with kmod, the first line that matches a module is its soft
+// dependencies, and it replaces what modules.softdep has for it (an empty
+// one, `softdep NAME`, cancels them).
+type SoftdepRule struct {
+	Pattern   string // a module name, or a shell pattern (fnmatch)
+	Pre, Post []string
+	Source    string // "file:line"
 }
 
 // InstallRule is an `install PATTERN COMMAND` line whose command Étoile
@@ -87,12 +115,14 @@ func installVerdict(cmd []string) (fail, ok bool) {
 	return false, false
 }
 
-// ReadModprobeD reads the `options`, `blacklist` and `install` lines of
-// every *.conf file of ModprobeDirs under root, as kmod does: files in the
-// order of their names, a trailing backslash continues a line, '#' starts a
-// comment, module names with - or _ alike. Of a module's install commands
-// the first counts, as with kmod; one other than false or true is not
-// followed (Ignored).
+// ReadModprobeD reads the `options`, `blacklist`, `install`, `alias` and
+// `softdep` lines of every *.conf file of ModprobeDirs under root, as kmod
+// does: files in the order of their names, a trailing backslash continues a
+// line, '#' starts a comment, module names with - or _ alike. Of a module's
+// install commands the first counts, as with kmod; one other than false or
+// true is not followed (Ignored). A line that lacks what its command takes
+// (`alias my-nic` with no module) is skipped, and listed in Ignored: kmod
+// skips it too, with a warning.
 func ReadModprobeD(root string) (ModprobeConf, error) {
 	out := ModprobeConf{Options: map[string]string{}, Blacklist: map[string]string{}}
 	installed := map[string]bool{} // patterns with an install command already
@@ -111,22 +141,63 @@ func ReadModprobeD(root string) (ModprobeConf, error) {
 				continue
 			}
 			where := p + ":" + strconv.Itoa(i+1)
+			malformed := func() { out.Ignored = append(out.Ignored, where+" "+fields[0]+" (malformed)") }
 			switch fields[0] {
 			case "options":
 				if len(fields) < 3 {
+					malformed()
 					continue
 				}
 				mod := Normalize(fields[1])
 				out.Options[mod] = strings.TrimSpace(out.Options[mod] + " " + strings.Join(fields[2:], " "))
 			case "blacklist":
 				if len(fields) < 2 {
+					malformed()
 					continue
 				}
 				if mod := Normalize(fields[1]); out.Blacklist[mod] == "" {
 					out.Blacklist[mod] = where
 				}
+			case "alias":
+				if len(fields) < 3 {
+					malformed()
+					continue
+				}
+				pattern, ok := underscores(fields[1])
+				if !ok {
+					malformed() // an unmatched bracket, which kmod refuses
+					continue
+				}
+				out.Aliases = append(out.Aliases, AliasRule{Pattern: pattern, Module: Normalize(fields[2]), Source: where})
+			case "softdep":
+				if len(fields) < 2 {
+					malformed()
+					continue
+				}
+				pattern, ok := underscores(fields[1])
+				if !ok {
+					malformed()
+					continue
+				}
+				rule := SoftdepRule{Pattern: pattern, Source: where}
+				var dst *[]string
+				for _, tok := range fields[2:] {
+					switch tok {
+					case "pre:":
+						dst = &rule.Pre
+					case "post:":
+						dst = &rule.Post
+					default:
+						// Names before any pre: or post: kmod ignores too.
+						if dst != nil {
+							*dst = append(*dst, tok)
+						}
+					}
+				}
+				out.Softdeps = append(out.Softdeps, rule)
 			case "install":
 				if len(fields) < 3 {
+					malformed()
 					continue
 				}
 				pattern := Normalize(fields[1])
@@ -148,6 +219,28 @@ func ReadModprobeD(root string) (ModprobeConf, error) {
 	return out, err
 }
 
+// underscores reads a modprobe.d name or pattern as kmod does: '-' is '_',
+// except inside a bracket class ("pci:v*d*sv*sd*bc0[2-3]*" keeps its
+// range). An unmatched bracket is refused (false).
+func underscores(s string) (string, bool) {
+	b := []byte(s)
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '-':
+			b[i] = '_'
+		case ']':
+			return s, false
+		case '[':
+			j := strings.IndexByte(s[i:], ']')
+			if j < 0 {
+				return s, false
+			}
+			i += j
+		}
+	}
+	return string(b), true
+}
+
 // AddConfigParams puts the modprobe.d options (by module) before the
 // command line's parameters for the modules loaded from now on, as kmod's
 // modprobe does: the kernel keeps a parameter's last value, so the command
@@ -167,10 +260,13 @@ func (c *Coldplug) AddConfigParams(conf map[string]string) {
 
 // AddModprobeConf applies what modprobe.d says to the modules loaded from
 // now on: its options (AddConfigParams), its blacklist — a blacklisted
-// module is not loaded for a device's modalias or through an alias, but is
-// by its own name, as with kmod — and its install commands false (loading
-// the module fails, by any name and as a dependency) and true (loading it
-// does nothing).
+// module is not loaded for a device's modalias or through an alias (a
+// modprobe.d alias too), but is by its own name, as with kmod — its install
+// commands false (loading the module fails, by any name and as a
+// dependency) and true (loading it does nothing), its aliases (looked up
+// first, for names and for devices: AliasRule) and its soft dependencies
+// (which replace modules.softdep's: SoftdepRule). What an earlier call
+// added comes first.
 func (c *Coldplug) AddModprobeConf(conf ModprobeConf) {
 	c.AddConfigParams(conf.Options)
 	c.paramsMu.Lock()
@@ -186,6 +282,69 @@ func (c *Coldplug) AddModprobeConf(conf ModprobeConf) {
 	}
 	c.blacklist = bl
 	c.install = append(slices.Clip(c.install), conf.Install...)
+	c.softdeps = append(slices.Clip(c.softdeps), conf.Softdeps...)
+	if len(conf.Aliases) > 0 {
+		// Indexed as modules.alias is: a device's modalias is matched
+		// against them on every scan.
+		c.aliasRules = append(slices.Clip(c.aliasRules), conf.Aliases...)
+		a := &Aliases{byPrefix: map[string][]aliasEntry{}}
+		for _, r := range c.aliasRules {
+			a.add(r.Pattern, r.Module)
+		}
+		c.confAliases = a
+	}
+}
+
+// configAliases returns the modules modprobe.d's aliases name for name (a
+// name or a device's modalias), in the files' order, each once.
+func (c *Coldplug) configAliases(name string) []string {
+	c.paramsMu.RLock()
+	a := c.confAliases
+	c.paramsMu.RUnlock()
+	if a == nil {
+		return nil
+	}
+	n, ok := underscores(name)
+	if !ok {
+		return nil // kmod refuses to look such a name up
+	}
+	return a.Lookup(n)
+}
+
+// driversFor returns the modules for a device's modalias: modprobe.d's
+// aliases that match it if some do, else those of modules.alias (a), as
+// kmod looks them up.
+func (c *Coldplug) driversFor(a *Aliases, modalias string) []string {
+	if mods := c.configAliases(modalias); len(mods) > 0 {
+		return mods
+	}
+	return a.Lookup(modalias)
+}
+
+// forBus reports whether modules.alias or modprobe.d has an alias for the
+// devices of a bus (Aliases.ForBus).
+func (c *Coldplug) forBus(name string) bool {
+	if c.aliases.Load().ForBus(name) {
+		return true
+	}
+	c.paramsMu.RLock()
+	defer c.paramsMu.RUnlock()
+	return c.confAliases.ForBus(name)
+}
+
+// softdepsFor returns the names to load before and after module m: those
+// of modprobe.d's first softdep line that matches m, which replaces
+// modules.softdep's as kmod's configuration does, else modules.softdep's.
+func (c *Coldplug) softdepsFor(m string) (pre, post []string) {
+	c.paramsMu.RLock()
+	for _, r := range c.softdeps {
+		if r.Pattern == m || Match(r.Pattern, m) {
+			c.paramsMu.RUnlock()
+			return r.Pre, r.Post
+		}
+	}
+	c.paramsMu.RUnlock()
+	return c.deps.Load().Softdeps(m)
 }
 
 // blacklistedBy tells where modprobe.d blacklists module m, or "".
