@@ -131,12 +131,30 @@ type Interface struct {
 	DNS []string `yaml:"dns,omitempty"`
 	// MTU, when set, overrides the link's MTU (68..65535; 9000 for jumbo frames).
 	MTU int `yaml:"mtu,omitempty"`
+	// Routes are static routes to other networks through this interface,
+	// beside its default route (gateway, gateway6). Static addresses only:
+	// a DHCP server gives its routes in option 121.
+	Routes []Route `yaml:"routes,omitempty"`
 	// Bond, when set, makes the link Name a bond (link aggregation) of its
 	// members; the entry's addresses, DHCP, gateway, VLAN and MTU are then
 	// the bond's. An entry with a bond may have neither addresses nor DHCP:
 	// the bond then only carries the VLANs other entries put on it (by its
 	// name).
 	Bond *Bond `yaml:"bond,omitempty"`
+}
+
+// Route is a static route: to a network, through a next hop or on the link.
+type Route struct {
+	// To is the network reached, in CIDR form (10.20.0.0/16, 2001:db8:20::/48).
+	To string `yaml:"to,omitempty"`
+	// Via is the next hop, an address the interface reaches (a router on
+	// one of its subnets, or an IPv6 router's link-local fe80::1); left out,
+	// the network is on the link itself.
+	Via string `yaml:"via,omitempty"`
+	// Metric orders routes to the same network, lowest first; 0 means the
+	// interface's own (that of its gateway: 50 for the config's first
+	// interface, 51 for the second…).
+	Metric int `yaml:"metric,omitempty"`
 }
 
 // Bond is a Linux bond: its options have the bonding driver's own names

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -78,6 +79,7 @@ const (
 	maxInterfaces      = 256
 	maxBondMembers     = 32 // per bond
 	maxAddresses       = 64 // per interface
+	maxRoutes          = 64 // per interface
 	maxLabels          = 128
 	maxTaints          = 64
 	maxRegistries      = 128 // mirrors, and configs
@@ -519,7 +521,8 @@ func (v *validator) network(n Network) {
 	}
 	seenIf := map[string]int{}
 	seenAddr := map[netip.Addr]string{}
-	gateways := map[bool]string{} // is IPv4 → path of the first default route
+	gateways := map[bool]string{}   // is IPv4 → path of the first default route
+	routed := map[routeKey]string{} // routes with an explicit metric → path of the first
 	idOf := make([]string, len(n.Interfaces))
 	var (
 		members     []bondMember       // of every bond, in order
@@ -686,6 +689,9 @@ func (v *validator) network(n Network) {
 			if ifc.Gateway6 != "" {
 				v.gateway(p, "gateway6", ifc.Gateway6, false, prefixes, pfPaths, gateways)
 			}
+		}
+		if len(ifc.Routes) > 0 {
+			v.routes(p, ifc, prefixes, pfPaths, routed)
 		}
 		if v.tooMany(p+".dns", len(ifc.DNS), maxDNS, "name servers", "give the few name servers this link reaches: the resolver asks the first three") {
 			continue
@@ -882,10 +888,6 @@ func bondChoiceProblem(val string, names []string, what string) string {
 func (v *validator) gateway(p, field, raw string, dhcp bool, prefixes []netip.Prefix, pfPaths []string, gateways map[bool]string) {
 	gp := p + "." + field
 	gw, err := netip.ParseAddr(raw)
-	var gwWhat, gwHosts string
-	if err == nil {
-		gwWhat, gwHosts = hostAddrProblem(gw, prefixes)
-	}
 	switch {
 	case err != nil:
 		v.errs.Add(gp, "%q is not an IP address", raw)
@@ -897,29 +899,194 @@ func (v *validator) gateway(p, field, raw string, dhcp bool, prefixes []netip.Pr
 		v.errs.Add(gp, "is only for static addresses: DHCP provides the gateway")
 	case dhcp:
 		v.errs.Add(gp, "%q with dhcp: true: DHCP provides the IPv4 gateway; give the IPv6 one beside it as gateway6: %s", raw, gw)
-	case !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Addr().Is4() == gw.Is4() }):
-		v.errs.Add(gp, "%s has no address of its family (IPv4/IPv6) on this interface to reach it from", gw)
-	case slices.Contains(pfAddrs(prefixes), gw):
-		v.errs.Add(gp, "%q is this interface's own address (%s): give the router's address on this subnet", raw, pfPaths[slices.Index(pfAddrs(prefixes), gw)])
-	case gwWhat != "":
-		hint := "give the router's address"
-		if gwHosts != "" {
-			hint += ", " + gwHosts
-		}
-		v.errs.Add(gp, "%q %s, not a router's address: %s", raw, gwWhat, hint)
-	default:
-		// An IPv6 router's link-local address is its usual one, reached
-		// on the link (the route's interface is its zone).
-		linkLocal6 := gw.Is6() && gw.IsLinkLocalUnicast()
-		if !linkLocal6 && !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Contains(gw) }) {
-			v.warn(gp, "%s is outside every subnet of this interface: it will be added as an on-link route", gw)
-		}
+	case v.nextHop(gp, raw, gw, prefixes, pfPaths):
 		if prev, dup := gateways[gw.Is4()]; dup {
 			v.warn(gp, "a second default route of the same family (the first is at %s): both are added, this one with a higher metric: traffic and K3s's node address follow the first, and this one only carries traffic when that route is gone (its link down); remove one if that is not what you want", prev)
 		} else {
 			gateways[gw.Is4()] = gp
 		}
 	}
+}
+
+// routeKey is what the kernel keeps one route of: a network and a metric,
+// whichever link the route leaves by (a second one is refused, EEXIST).
+type routeKey struct {
+	to     netip.Prefix
+	metric int
+}
+
+// routes checks the static routes of the interface ifc at p, whose static
+// addresses are prefixes (at pfPaths). routed holds the routes of the
+// entries before it that give an explicit metric (→ path): a metric of 0
+// is the entry's own, which differs from entry to entry.
+func (v *validator) routes(p string, ifc Interface, prefixes []netip.Prefix, pfPaths []string, routed map[routeKey]string) {
+	rsp := p + ".routes"
+	switch {
+	case ifc.DHCP:
+		// The agent adds its routes beside static addresses; a lease's
+		// routes are the DHCP server's to give, and come and go with it.
+		v.errs.Add(rsp, "given with dhcp: true: routes are for static addresses: have the DHCP server give them in option 121 (classless static routes), which the agent applies, or make this interface static (remove dhcp, list addresses and a gateway)")
+		return
+	case len(ifc.Addresses) == 0:
+		if ifc.Bond != nil && ifc.VLAN == 0 {
+			v.errs.Add(rsp, "given on %s, which has no addresses and only carries the VLANs other entries put on it: put the routes on the entry that has the addresses they leave from (name: %s, vlan: 100, addresses: […])", ifc.Name, ifc.Name)
+		}
+		return // else the entry is refused already, for want of addresses
+	}
+	if v.tooMany(rsp, len(ifc.Routes), maxRoutes, "routes", "route the networks this interface reaches through a router; a summary prefix (10.0.0.0/8) covers many") {
+		return
+	}
+	own := map[routeKey]int{} // this entry's routes → index
+	for j, r := range ifc.Routes {
+		rp := fmt.Sprintf("%s[%d]", rsp, j)
+		to, toOK := v.routeTo(rp+".to", r.To)
+		if r.Via == "" {
+			// On the link: the kernel sends to the network's hosts
+			// directly, from an address of their family on the link.
+			if toOK && !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Addr().Is4() == to.Addr().Is4() }) {
+				v.errs.Add(rp, "%s is on the link (no via), and this interface has no %s address to reach it from: give it one in addresses, or put the route on the entry that has one", to, family(to.Addr()))
+			}
+		} else {
+			v.routeVia(rp+".via", r.Via, to, toOK, prefixes, pfPaths)
+		}
+		metricOK := true
+		switch {
+		case r.Metric < 0:
+			v.errs.Add(rp+".metric", "%d is negative: give 1 to 4294967295 (the lowest metric wins), or leave metric out for the interface's own", r.Metric)
+			metricOK = false
+		case int64(r.Metric) > math.MaxUint32:
+			v.errs.Add(rp+".metric", "%d is out of range: give 1 to 4294967295 (the lowest metric wins), or leave metric out for the interface's own", r.Metric)
+			metricOK = false
+		}
+		if !toOK || !metricOK {
+			continue
+		}
+		for k, pf := range prefixes {
+			if pf.Masked() == to {
+				v.warn(rp+".to", "%s is the subnet of this interface's address %s (%s): the kernel already routes it on the link: remove this route", to, pf.Addr(), pfPaths[k])
+				break
+			}
+		}
+		key := routeKey{to, r.Metric}
+		if k, dup := own[key]; dup {
+			metric := "the same metric (the interface's own, metric left out)"
+			if r.Metric != 0 {
+				metric = fmt.Sprintf("metric %d", r.Metric)
+			}
+			v.errs.Add(rp+".to", "%s with %s is already routed at %s[%d]: the kernel keeps one route per network and metric: remove one, or give one another metric", to, metric, rsp, k)
+			continue
+		}
+		own[key] = j
+		if r.Metric == 0 {
+			continue
+		}
+		if prev, dup := routed[key]; dup {
+			v.errs.Add(rp+".to", "%s with metric %d is already routed at %s: the kernel keeps one route per network and metric, whichever link it leaves by: give one another metric (or leave it out, for the interface's own), or remove one", to, r.Metric, prev)
+		} else {
+			routed[key] = rp
+		}
+	}
+}
+
+// routeTo checks raw, the network of a route at tp, and returns it.
+func (v *validator) routeTo(tp, raw string) (netip.Prefix, bool) {
+	if raw == "" {
+		v.errs.Add(tp, "missing: give the network this route reaches, in CIDR form (10.20.0.0/16, 2001:db8:20::/48)")
+		return netip.Prefix{}, false
+	}
+	if strings.Contains(raw, "%") {
+		v.errs.Add(tp, "%q has a zone: leave it out, the interface is the zone", raw)
+		return netip.Prefix{}, false
+	}
+	pf, err := netip.ParsePrefix(raw)
+	if err != nil {
+		if a, aerr := netip.ParseAddr(raw); aerr == nil {
+			v.errs.Add(tp, "%q has no prefix length: write the network in CIDR form (10.20.0.0/16), or %s/%d for a route to this one host", raw, a, a.BitLen())
+		} else {
+			v.errs.Add(tp, "%q is not a network in CIDR form, such as 10.20.0.0/16 or 2001:db8:20::/48", raw)
+		}
+		return netip.Prefix{}, false
+	}
+	switch a := pf.Addr(); {
+	case a.Is4In6():
+		// The kernel routes it as IPv6, which no IPv4 packet follows.
+		write := "the IPv4 network itself (10.20.0.0/16)"
+		if pf.Bits() >= 96 {
+			write = netip.PrefixFrom(a.Unmap(), pf.Bits()-96).Masked().String()
+		}
+		v.errs.Add(tp, "%q is an IPv4-mapped IPv6 network, which no IPv4 packet is routed by: write %s", raw, write)
+	case pf.Bits() == 0:
+		gw := "gateway"
+		if a.Is6() {
+			gw = "gateway6"
+		}
+		v.errs.Add(tp, "%q is the default route: give its next hop as this interface's %s, not as a route", raw, gw)
+	case pf != pf.Masked():
+		v.errs.Add(tp, "%q has host bits set, and a route reaches a network: write %s, or %s/%d for a route to the host %s alone", raw, pf.Masked(), a, a.BitLen(), a)
+	default:
+		return pf, true
+	}
+	return netip.Prefix{}, false
+}
+
+// routeVia checks raw, the next hop of a route at vp to the network to
+// (when toOK), reached from the interface's prefixes (at pfPaths).
+func (v *validator) routeVia(vp, raw string, to netip.Prefix, toOK bool, prefixes []netip.Prefix, pfPaths []string) {
+	via, err := netip.ParseAddr(raw)
+	switch {
+	case err != nil:
+		if pf, perr := netip.ParsePrefix(raw); perr == nil {
+			v.errs.Add(vp, "%q is a prefix: via is the router's address alone (via: %s)", raw, pf.Addr())
+		} else {
+			v.errs.Add(vp, "%q is not an IP address: give the router's address on one of this interface's subnets", raw)
+		}
+	case via.Zone() != "":
+		v.errs.Add(vp, "%q has a zone: leave it out (via: %s), the interface is the zone", raw, via.WithZone(""))
+	case via.Is4In6():
+		v.errs.Add(vp, "%q is an IPv4-mapped IPv6 address: write the IPv4 address, %s", raw, via.Unmap())
+	case toOK && via.Is4() != to.Addr().Is4():
+		v.errs.Add(vp, "%q is an %s address and to (%s) an %s network: a route's next hop is of its network's family: give an %s router's address", raw, family(via), to, family(to.Addr()), family(to.Addr()))
+	default:
+		v.nextHop(vp, raw, via, prefixes, pfPaths)
+	}
+}
+
+// family is "IPv4" or "IPv6", as a's family.
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+// nextHop checks hop (written raw), a route's next hop at np, against the
+// prefixes of its interface (at pfPaths): a router the interface reaches,
+// on one of its subnets, or on the link itself (an IPv6 router's
+// link-local address; any other address outside every subnet is warned
+// about). It reports whether hop is usable: when not, it said why.
+func (v *validator) nextHop(np, raw string, hop netip.Addr, prefixes []netip.Prefix, pfPaths []string) bool {
+	what, hosts := hostAddrProblem(hop, prefixes)
+	switch {
+	case !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Addr().Is4() == hop.Is4() }):
+		v.errs.Add(np, "%s has no address of its family (IPv4/IPv6) on this interface to reach it from", hop)
+	case slices.Contains(pfAddrs(prefixes), hop):
+		v.errs.Add(np, "%q is this interface's own address (%s): give the router's address on this subnet", raw, pfPaths[slices.Index(pfAddrs(prefixes), hop)])
+	case what != "":
+		hint := "give the router's address"
+		if hosts != "" {
+			hint += ", " + hosts
+		}
+		v.errs.Add(np, "%q %s, not a router's address: %s", raw, what, hint)
+	default:
+		// An IPv6 router's link-local address is its usual one, reached
+		// on the link (the route's interface is its zone).
+		linkLocal6 := hop.Is6() && hop.IsLinkLocalUnicast()
+		if !linkLocal6 && !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Contains(hop) }) {
+			v.warn(np, "%s is outside every subnet of this interface: it will be added as an on-link route", hop)
+		}
+		return true
+	}
+	return false
 }
 
 // dnsServerProblem says why a, given as a name server on an interface
