@@ -643,6 +643,9 @@ func (m *Machine) ApplyNetwork(ctx context.Context, c *config.MachineConfig) err
 		if a.Gateway6 != "" {
 			attrs = append(attrs, "gateway6", a.Gateway6)
 		}
+		if len(a.Routes) > 0 {
+			attrs = append(attrs, "routes", strings.Join(a.Routes, ", "))
+		}
 		if len(a.DNS) > 0 {
 			attrs = append(attrs, "dns", strings.Join(a.DNS, ","))
 		}

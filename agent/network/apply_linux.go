@@ -527,6 +527,7 @@ type Applied struct {
 	Gateway6  string // the IPv6 default route's next hop (gateway6)
 	DNS       []string
 	DHCP      bool
+	Routes    []string // "10.20.0.0/16 via 192.0.2.254", "198.51.100.0/24 on-link"
 }
 
 // Apply configures the interfaces the machine config lists, once the boot's
@@ -628,9 +629,10 @@ func dropAddrs(l netlink.Link, old []net.IPNet, lease Lease, metric int) {
 }
 
 // delRoutes deletes the link's routes the agent added for a DHCP lease
-// (IPv4, proto dhcp) with one of the metrics, and with static its default
-// routes for the machine config's gateway and gateway6 (proto static, of
-// any metric): no one else's, and none of the kernel's.
+// (IPv4, proto dhcp) with one of the metrics, and with static those it
+// added for the machine config (proto static, of any metric): the default
+// routes of gateway and gateway6 and the routes of routes:. No one else's,
+// and none of the kernel's.
 func delRoutes(link netlink.Link, static bool, metrics ...int) error {
 	routes, err := dump(func() ([]netlink.Route, error) { return netlink.RouteList(link, netlink.FAMILY_ALL) })
 	if err != nil {
@@ -638,8 +640,8 @@ func delRoutes(link netlink.Link, static bool, metrics ...int) error {
 	}
 	for _, r := range routes {
 		lease := r.Protocol == protoDHCP && r.Family == netlink.FAMILY_V4 && slices.Contains(metrics, r.Priority)
-		gateway := static && r.Protocol == protoStatic && isDefault(r)
-		if lease || gateway {
+		config := static && r.Protocol == protoStatic // a gateway's default route, or a config's routes:
+		if lease || config {
 			_ = netlink.RouteDel(&r)
 		}
 	}
@@ -992,6 +994,20 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		i := max(0, slices.IndexFunc(leases, func(l Lease) bool { return (l.Addr.IP.To4() == nil) == (gw.To4() == nil) }))
 		leases[i].Routes = append(leases[i].Routes, Route{Gateway: gw})
 	}
+	for _, r := range ifc.Routes {
+		if len(leases) == 0 {
+			// Validation refuses it: a bond without addresses reaches no next hop.
+			return a, nil, fmt.Errorf("route to %s on %s, which has no addresses: put it on the entry that has them", r.To, name)
+		}
+		rt, shown, err := addRoute(link, r, leases, gws.metric)
+		if err != nil {
+			return a, nil, err
+		}
+		a.Routes = append(a.Routes, shown)
+		// On the first address of the route's family, as a gateway's.
+		i := max(0, slices.IndexFunc(leases, func(l Lease) bool { return (l.Addr.IP.To4() == nil) == (rt.Dst.IP.To4() == nil) }))
+		leases[i].Routes = append(leases[i].Routes, Route{Dst: rt.Dst, Gateway: rt.Gw})
+	}
 	if len(leases) == 0 {
 		leases = configDNS(name, ifc.DNS, nil) // a bond that only carries VLANs
 	} else {
@@ -1005,6 +1021,50 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		res.Links = append(res.Links, name)
 	}
 	return a, leases, nil
+}
+
+// addRoute adds the machine config's route r on link (proto static), with
+// r's metric or else the entry's (metric); a next hop outside the subnets of
+// addrs is on-link, as the validator announced, and so is an IPv6
+// link-local one (the route's link is its zone). Another's route to the
+// same network with that metric is left alone: the error says to give this
+// one another metric. It returns the route and how the console shows it.
+func addRoute(link netlink.Link, r config.Route, addrs []Lease, metric int) (*netlink.Route, string, error) {
+	pf, err := netip.ParsePrefix(r.To)
+	if err != nil {
+		return nil, "", fmt.Errorf("route to %q: %w", r.To, err)
+	}
+	pf = pf.Masked()
+	dst := &net.IPNet{IP: pf.Addr().AsSlice(), Mask: net.CIDRMask(pf.Bits(), pf.Addr().BitLen())}
+	if r.Metric != 0 {
+		metric = r.Metric
+	}
+	rt := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Priority: metric, Protocol: protoStatic, Table: unix.RT_TABLE_MAIN}
+	shown := pf.String() + " on-link"
+	if r.Via != "" {
+		gw := net.ParseIP(r.Via)
+		if gw == nil {
+			return nil, "", fmt.Errorf("route to %s: via %q is not an IP address", pf, r.Via)
+		}
+		rt.Gw = gw
+		shown = pf.String() + " via " + gw.String()
+		onLink := gw.To4() == nil && gw.IsLinkLocalUnicast()
+		for _, l := range addrs {
+			onLink = onLink || l.Addr.Contains(gw)
+		}
+		if !onLink {
+			rt.Flags = int(netlink.FLAG_ONLINK)
+		}
+	} else {
+		rt.Scope = netlink.SCOPE_LINK
+	}
+	if err := netlink.RouteAdd(rt); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return nil, "", fmt.Errorf("route to %s on %s: a route to %s with metric %d is there already (another link's, or not the agent's): give this route another metric", pf, link.Attrs().Name, pf, metric)
+		}
+		return nil, "", fmt.Errorf("adding the route to %s on %s (metric %d): %w", shown, link.Attrs().Name, metric, err)
+	}
+	return rt, shown, nil
 }
 
 // addDefaultRoute adds the default route via gateway on link, with the
