@@ -14,7 +14,8 @@ import (
 // config (served over QEMU's user network, eth0) that bonds two more NICs,
 // each cabled to a wire of its own with a DHCP server on it, in
 // active-backup with the first as primary, asks DHCP on the bond and puts a
-// tagged VLAN on it — in an entry listed before the bond's. The boot's DHCP
+// tagged VLAN on it, with a static route — in an entry listed before the
+// bond's. The boot's DHCP
 // runs on both ports first (a lease of their own, as a switch's ports give
 // before the bond exists); the agent takes them over. The bond's lease comes
 // through the primary's wire. When QEMU takes that port's link down, the
@@ -33,6 +34,8 @@ func TestBondFailsOverToTheOtherPort(t *testing.T) {
     - name: bond0
       vlan: 7
       addresses: [192.168.7.5/24]
+      routes:
+        - {to: 10.8.0.0/16, via: 192.168.7.1}
     - name: bond0
       bond:
         mode: active-backup
@@ -44,7 +47,7 @@ func TestBondFailsOverToTheOtherPort(t *testing.T) {
 	vm := Start(t, Config{QMP: true, Devices: []Device{SeaBIOS{}, k, UserNIC{},
 		SilentNIC{Sink: wireA.port(), MAC: macA, ID: "bonda"}, SilentNIC{Sink: wireB.port(), MAC: macB, ID: "bondb"}}})
 	bond := vm.WaitFor(regexp.MustCompile(`^etoile: network config applied iface=bond0 addresses=10\.77\.0\.50/24 dhcp=true`), ReadyTimeout)
-	vm.Find(regexp.MustCompile(`^etoile: network config applied iface=bond0\.7 addresses=192\.168\.7\.5/24$`), 10*time.Second)
+	vm.Find(regexp.MustCompile(`^etoile: network config applied iface=bond0\.7 addresses=192\.168\.7\.5/24 routes="10\.8\.0\.0/16 via 192\.168\.7\.1"$`), 10*time.Second)
 	// The kernel names the NICs in the order they probe: the two members
 	// are any two of eth0–eth2.
 	added := regexp.MustCompile(`^etoile: bond member added iface=(eth\d) bond=bond0 mode=active-backup$`)
