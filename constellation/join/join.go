@@ -98,6 +98,10 @@ type Site struct {
 	// them undeployable are removed, refused ones written after one that
 	// makes them deployable).
 	DeployState string
+	// Proxy picks the web proxy of each request to the hub, as
+	// Options.Proxy (EnsureJoined sets it from its options). Set it before
+	// the first exchange.
+	Proxy func(*http.Request) (*url.URL, error)
 
 	lastSaved        time.Time
 	templatesProblem string // why the last set sent was not applied in full; "" when it was
@@ -149,6 +153,10 @@ type Options struct {
 	Log       *slog.Logger
 	// Timeout bounds the join request; 30 s when zero.
 	Timeout time.Duration
+	// Proxy, when set, picks the web proxy of each request to the hub
+	// (http.Transport.Proxy: the machine config's proxy section); nil
+	// reaches the hub directly.
+	Proxy func(*http.Request) (*url.URL, error)
 }
 
 // RemoteError is a refusal from the hub, with its stable code.
@@ -177,7 +185,7 @@ func Join(ctx context.Context, js api.JoinString, o Options) (*Site, error) {
 	}
 	// The join's answer is small: o.Timeout bounds it whole, as it did.
 	timeout := cmp.Or(o.Timeout, 30*time.Second)
-	hc, err := pinnedClient(js.Hub, js.CAPin, nil, timeout, timeout)
+	hc, err := pinnedClient(js.Hub, js.CAPin, nil, timeout, timeout, o.Proxy)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +203,7 @@ func Join(ctx context.Context, js api.JoinString, o Options) (*Site, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hub %s answered the join with %w", js.Hub, err)
 	}
-	s := &Site{Root: o.Root, Log: o.Log, key: key, cert: cert, State: State{
+	s := &Site{Root: o.Root, Log: o.Log, Proxy: o.Proxy, key: key, cert: cert, State: State{
 		Hub: js.Hub, CAPin: js.CAPin, SiteID: resp.SiteID, SiteName: resp.SiteName, Policy: resp.Policy, JoinedAt: time.Now().UTC(),
 		TokenID: js.TokenID, Templates: []string{},
 	}}
@@ -338,7 +346,7 @@ func (s *Site) httpClient() (*http.Client, error) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.cert, nil
-	}, 0, s.stall())
+	}, 0, s.stall(), s.Proxy)
 	if err != nil {
 		return nil, err
 	}
@@ -391,8 +399,11 @@ func (s *Site) NeedsRenewal(now time.Time) bool {
 }
 
 // pinnedClient is a client for the hub pinned to its CA. timeout bounds a
-// whole exchange (0: none); stall the wait for the answer's headers.
-func pinnedClient(hub, pin string, getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error), timeout, stall time.Duration) (*http.Client, error) {
+// whole exchange (0: none); stall the wait for the answer's headers; proxy
+// picks the web proxy (nil: none). Through a proxy the TLS session is still
+// the hub's own, pinned and with the site's certificate: the proxy only
+// relays it (CONNECT).
+func pinnedClient(hub, pin string, getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error), timeout, stall time.Duration, proxy func(*http.Request) (*url.URL, error)) (*http.Client, error) {
 	u, err := url.Parse(hub)
 	if err != nil || u.Scheme != "https" {
 		return nil, fmt.Errorf("hub URL %q is not https", hub)
@@ -408,7 +419,7 @@ func pinnedClient(hub, pin string, getCert func(*tls.CertificateRequestInfo) (*t
 		ClientSessionCache: tls.NewLRUClientSessionCache(4),
 	}
 	tr := &http.Transport{TLSClientConfig: tc, MaxIdleConnsPerHost: 1, IdleConnTimeout: 5 * time.Minute, TLSHandshakeTimeout: 15 * time.Second,
-		ResponseHeaderTimeout: stall, ForceAttemptHTTP2: false}
+		ResponseHeaderTimeout: stall, ForceAttemptHTTP2: false, Proxy: proxy}
 	return &http.Client{Transport: tr, Timeout: timeout}, nil
 }
 
@@ -497,6 +508,7 @@ func EnsureJoined(ctx context.Context, joinString string, o Options) (*Site, err
 		return nil, fmt.Errorf("constellation join string: %w", err)
 	}
 	if s, err := Load(o.Root, o.Log); err == nil && s.State.CAPin == js.CAPin {
+		s.Proxy = o.Proxy
 		switch {
 		case s.State.Revoked && s.State.TokenID == js.TokenID:
 			return nil, ErrRevoked
