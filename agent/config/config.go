@@ -82,10 +82,31 @@ type MachineConfig struct {
 	// own option names (those of `k3s server --help` without the dashes).
 	K3s        map[string]K3sValue `yaml:"k3s,omitempty"`
 	Registries *Registries         `yaml:"registries,omitempty"`
+	// Proxy is the site's web proxy, for K3s (its image pulls, Helm
+	// charts) and the agent's own connections to the constellation hub.
+	Proxy *Proxy `yaml:"proxy,omitempty"`
 	// Install and Constellation are reserved for the installer and the
 	// constellation join client; their issues fill them.
 	Install       *Install       `yaml:"install,omitempty"`
 	Constellation *Constellation `yaml:"constellation,omitempty"`
+}
+
+// Proxy is a web proxy, under the environment variables' own names: K3s
+// and containerd read HTTP_PROXY, HTTPS_PROXY and NO_PROXY (K3s adds its
+// cluster's pod and service networks and cluster domain to NO_PROXY itself).
+type Proxy struct {
+	// HTTPProxy is the proxy for http:// URLs: http://proxy.example.com:3128
+	// (user:password@ inside it when the proxy asks for them).
+	HTTPProxy string `yaml:"http_proxy,omitempty"`
+	// HTTPSProxy is the proxy for https:// URLs (usually the same one).
+	HTTPSProxy string `yaml:"https_proxy,omitempty"`
+	// NoProxy are the destinations reached directly, as Go's programs
+	// (K3s, containerd, the agent) read NO_PROXY: domain names (example.com
+	// covers it and its subdomains, .example.com its subdomains only), IP
+	// addresses and networks in CIDR form, a name or address with :port
+	// for that port only, or * for every destination. The agent adds the
+	// loopback (localhost, 127.0.0.0/8, ::1).
+	NoProxy []string `yaml:"no_proxy,omitempty"`
 }
 
 // Cluster says whether this node starts a new cluster or joins one.

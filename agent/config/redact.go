@@ -43,8 +43,10 @@ func secretK3sKey(key string) bool {
 // may hold a secret, so that an error there never shows it (package
 // schema's Options.Secret): cluster but for init (a join token pasted as
 // cluster: "K10…"), constellation (its join string), registries (passwords,
-// auth strings, URLs with credentials), the k3s section as a whole and its
-// secret options, and the document itself (a token pasted as the file).
+// auth strings, URLs with credentials), proxy (URLs with a password, which
+// may be pasted anywhere in it: proxy: http://user:password@…), the k3s
+// section as a whole and its secret options, and the document itself (a
+// token pasted as the file).
 func secretPath(p string) bool {
 	if p == "" || p == "k3s" {
 		return true
@@ -52,7 +54,7 @@ func secretPath(p string) bool {
 	if p == "cluster.init" {
 		return false // true or false: nothing else fits there
 	}
-	for _, s := range []string{"cluster", "constellation", "registries"} {
+	for _, s := range []string{"cluster", "constellation", "registries", "proxy"} {
 		if p == s || strings.HasPrefix(p, s+".") || strings.HasPrefix(p, s+"[") {
 			return true
 		}
@@ -150,7 +152,8 @@ func urlWithoutSecrets(s string) (string, bool) {
 }
 
 // Redacted returns a copy of c with its secrets replaced by "REDACTED":
-// cluster.token, the constellation's join string, registry credentials and
+// cluster.token, the constellation's join string, registry credentials,
+// the proxy's passwords (http://user:REDACTED@proxy.example.com:3128) and
 // K3s options that hold a token, a password, a secret key or a datastore
 // endpoint (which may carry credentials). What it shows is safe to paste
 // into a ticket; file paths (a key file's) are not secrets and stay.
@@ -186,6 +189,13 @@ func (c *MachineConfig) Redacted() (*MachineConfig, error) {
 			}
 			r.Registries.Mirrors[host] = m
 		}
+	}
+	if p := r.Proxy; p != nil {
+		// proxyWithoutSecrets, not urlWithoutSecrets: it also finds the
+		// password in a proxy URL that does not parse (one without a
+		// scheme, or with '#' or '/' in its password).
+		p.HTTPProxy = proxyWithoutSecrets(p.HTTPProxy)
+		p.HTTPSProxy = proxyWithoutSecrets(p.HTTPSProxy)
 	}
 	for k, v := range r.K3s {
 		if secretK3sKey(k) {

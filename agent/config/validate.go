@@ -54,6 +54,7 @@ func (c *MachineConfig) Validate() (warnings []string, err error) {
 	v.sysctls(c.Sysctls)
 	v.k3s(c)
 	v.registries(c.Registries)
+	v.proxy(c)
 	v.install(c.Install)
 	v.constellation(c.Constellation, c.Role)
 	return capWarnings(v.warns), v.errs.Err()
@@ -89,6 +90,7 @@ const (
 	maxSysctls         = 1024
 	maxK3sKeys         = 512 // K3s has about 200 options
 	maxK3sItems        = 256 // in one option's list (kubelet-arg…)
+	maxNoProxy         = 256 // proxy.no_proxy entries
 )
 
 // tooMany reports an error at path when n, the entries it gives, is over
@@ -1508,6 +1510,63 @@ func (v *validator) registries(r *Registries) {
 			}
 		}
 	}
+}
+
+// proxy checks the proxy section. Its URLs are shown by proxyShown, which
+// hides their passwords: the messages reach every console and the log.
+func (v *validator) proxy(c *MachineConfig) {
+	p := c.Proxy
+	if p == nil {
+		return
+	}
+	before := len(v.errs)
+	switch {
+	case p.HTTPProxy == "" && p.HTTPSProxy == "" && len(p.NoProxy) == 0:
+		v.errs.Add("proxy", "empty: give http_proxy or https_proxy (http://proxy.example.com:3128), or remove proxy")
+	case p.HTTPProxy == "" && p.HTTPSProxy == "":
+		v.errs.Add("proxy.no_proxy", "given without http_proxy or https_proxy, so it would do nothing: give the proxy (https_proxy: http://proxy.example.com:3128), or remove proxy")
+	}
+	for _, f := range []struct{ name, val string }{{"http_proxy", p.HTTPProxy}, {"https_proxy", p.HTTPSProxy}} {
+		if f.val == "" {
+			continue
+		}
+		if msg := proxyURLProblem(f.val); msg != "" {
+			v.errs.Add("proxy."+f.name, "%s %s", proxyShown(f.val), msg)
+		}
+	}
+	if v.tooMany("proxy.no_proxy", len(p.NoProxy), maxNoProxy, "entries", "a network (10.0.0.0/8) or a domain (example.com, with its subdomains) stands for many destinations") {
+		return
+	}
+	seen := map[string]int{}
+	for i, e := range p.NoProxy {
+		ep := fmt.Sprintf("proxy.no_proxy[%d]", i)
+		if msg := noProxyProblem(e); msg != "" {
+			v.errs.Add(ep, "%s %s", proxyShown(e), msg)
+			continue
+		}
+		if j, dup := seen[strings.ToLower(e)]; dup {
+			v.warn(ep, "%q is also proxy.no_proxy[%d]: remove one", e, j)
+			continue
+		}
+		seen[strings.ToLower(e)] = i
+		if e == "*" && (p.HTTPProxy != "" || p.HTTPSProxy != "") {
+			v.warn(ep, `"*" sends every destination direct, so the proxy is never used: remove * (or the proxy section)`)
+		}
+	}
+	if len(v.errs) > before || c.Cluster == nil || c.Cluster.Server == "" {
+		return
+	}
+	if msg, _ := serverURLProblem(c.Cluster.Server); msg != "" {
+		return // refused at cluster.server
+	}
+	u, err := url.Parse(c.Cluster.Server)
+	if err != nil || !p.serverProxied(u) {
+		return
+	}
+	// K3s's HTTP clients read HTTPS_PROXY (its requests to join the
+	// server among them), and a site's proxy usually refuses CONNECT to
+	// port 6443, or cannot reach the site's own networks at all.
+	v.warn("proxy.no_proxy", "does not cover cluster.server's host %s, so K3s would reach the server %s://%s through the proxy (proxies usually refuse or break it): add %s to no_proxy", u.Hostname(), u.Scheme, u.Host, u.Hostname())
 }
 
 func (v *validator) time(t *Time) {

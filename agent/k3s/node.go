@@ -44,9 +44,12 @@ func ForConfig(root string, cfg *config.MachineConfig, nodeName string, labels m
 		kubeconfig = KubeletKubeconfig
 	}
 	return &Supervisor{
-		Root:       root,
-		Binary:     BinaryPath,
-		Args:       []string{role},
+		Root:   root,
+		Binary: BinaryPath,
+		Args:   []string{role},
+		// The site's web proxy: K3s and its containerd read these (and add
+		// the cluster's own networks to NO_PROXY themselves).
+		Env:        cfg.Proxy.Env(),
 		Config:     conf,
 		Registries: regs,
 		// A server with disable-agent runs no kubelet: it never has a

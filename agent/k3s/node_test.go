@@ -83,3 +83,35 @@ func TestForConfigServerWithoutKubelet(t *testing.T) {
 		}
 	}
 }
+
+// TestForConfigProxy: the machine config's proxy section reaches K3s as
+// the environment variables K3s and containerd read, the loopback added to
+// NO_PROXY; without one K3s gets none.
+func TestForConfigProxy(t *testing.T) {
+	cfg, err := config.Parse([]byte(`apiVersion: etoile.io/v1alpha1
+kind: MachineConfig
+role: server
+cluster: {init: true}
+proxy:
+  http_proxy: http://proxy.example.com:3128
+  https_proxy: http://proxy.example.com:3128
+  no_proxy: [.example.com, 10.0.0.0/8]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := fakeRoot(t)
+	s, err := ForConfig(root, cfg, "n", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"HTTP_PROXY=http://proxy.example.com:3128", "HTTPS_PROXY=http://proxy.example.com:3128",
+		"NO_PROXY=.example.com,10.0.0.0/8,localhost,127.0.0.0/8,::1"}
+	if strings.Join(s.Env, "\n") != strings.Join(want, "\n") {
+		t.Errorf("K3s's environment:\n%s\nwant\n%s", strings.Join(s.Env, "\n"), strings.Join(want, "\n"))
+	}
+	cfg.Proxy = nil
+	if s, err = ForConfig(root, cfg, "n", nil, nil); err != nil || len(s.Env) != 0 {
+		t.Errorf("without a proxy section K3s's environment is %q (err %v), want none", s.Env, err)
+	}
+}

@@ -41,7 +41,7 @@ func (n *Node) runConstellation(ctx context.Context, cfg *config.MachineConfig, 
 	inv := joinInventory(cmp.Or(cfg.Hostname, n.nodeName()), agent.ImageVersion(n.env.Root), hw)
 	wait := 5 * time.Second
 	for {
-		site, err := join.EnsureJoined(ctx, cfg.Constellation.Join, join.Options{Root: n.env.Root, Inventory: inv, Log: n.env.Log})
+		site, err := join.EnsureJoined(ctx, cfg.Constellation.Join, join.Options{Root: n.env.Root, Inventory: inv, Log: n.env.Log, Proxy: cfg.Proxy.ProxyFunc()})
 		if errors.Is(err, join.ErrRevoked) {
 			n.constellationRevoked(err)
 			return
@@ -207,6 +207,7 @@ func (n *Node) setConstellationWarning(w string) {
 type conRunner struct {
 	join   string
 	deploy string // deployState of the config it runs with
+	proxy  string // the proxy section it runs with (proxyState)
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -217,29 +218,33 @@ type conRunner struct {
 // join string leaves the running client alone, unless what the node can
 // deploy changed (deployState: a K3s agent made a server, the helm
 // controller disabled): the client is started again to judge the hub's
-// templates under it.
+// templates under it. A new proxy section starts it again too, to reach the
+// hub the new way.
 func (n *Node) setConstellation(cfg *config.MachineConfig) {
-	js := ""
+	js, proxy := "", ""
 	if cfg != nil && cfg.Constellation != nil {
 		js = cfg.Constellation.Join
+	}
+	if cfg != nil {
+		proxy = strings.Join(cfg.Proxy.Env(), "\n")
 	}
 	n.conMu.Lock()
 	defer n.conMu.Unlock()
 	if old := n.con; old != nil {
-		if old.join == js && old.deploy == deployState(cfg) {
+		if old.join == js && old.deploy == deployState(cfg) && old.proxy == proxy {
 			return
 		}
 		old.cancel()
 		<-old.done
 		n.con = nil
 		n.setConstellationWarning("")
-		n.env.Log.Info("constellation client stopped: the machine config's constellation section, or what the node can deploy (its K3s role, its helm controller), changed")
+		n.env.Log.Info("constellation client stopped: the machine config's constellation or proxy section, or what the node can deploy (its K3s role, its helm controller), changed")
 	}
 	if js == "" || n.ctx.Err() != nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
-	r := &conRunner{join: js, deploy: deployState(cfg), cancel: cancel, done: make(chan struct{})}
+	r := &conRunner{join: js, deploy: deployState(cfg), proxy: proxy, cancel: cancel, done: make(chan struct{})}
 	n.con = r
 	n.wg.Add(1)
 	go func() {

@@ -149,6 +149,22 @@ func TestStandinAppliedConfigJoins(t *testing.T) {
 	if !strings.Contains(audit.String(), "host=nice-gpu-1") || strings.Contains(audit.String(), "host=edge-2") {
 		t.Errorf("the hub's join record does not name the config's hostname nice-gpu-1:\n%s", audit.String())
 	}
+	// The same config with a proxy section: the client starts again, to
+	// reach the hub the new way (a loopback hub is reached directly all
+	// the same, as Go's proxy rules say).
+	withProxy := cfg + "proxy:\n  https_proxy: http://proxy.example.com:3128\n"
+	if _, err := client.ApplyConfig(ctx, []byte(withProxy)); err != nil {
+		t.Fatalf("apply with a proxy: %v", err)
+	}
+	waitUntil(t, "the client started again for the proxy", 60*time.Second, func() bool { return con.count("etoile: constellation joined") == 2 })
+	// The same once more: left alone.
+	if _, err := client.ApplyConfig(ctx, []byte(withProxy)); err != nil {
+		t.Fatalf("apply again: %v", err)
+	}
+	time.Sleep(time.Second)
+	if got := con.count("etoile: constellation joined"); got != 2 {
+		t.Errorf("the same config applied again restarted the constellation client (%d joins)", got)
+	}
 }
 
 // TestJoinInventoryWithGPUsIsValid: a machine with GPUs sends the hub the
