@@ -72,38 +72,18 @@ func containsFold(list []string, s string) bool {
 }
 
 // proxyMasked is s, a proxy URL (or what was written for one), with its
-// password and its query replaced by mask. Unlike url.URL.Redacted, it
-// finds the password where url.Parse would not: after the last '@', as
-// the user meant it, even when the password holds '/', '?' or '#' (which
-// url.Parse reads as the end of the host, so that the password would be
-// shown as the host, port or path), and in a value without a scheme
-// (user:password@host:port), where nothing before the '@' can be told
-// from a password and all of it is masked. A user name alone
-// (http://user@proxy) stays, as url.URL.Redacted leaves it.
+// password and its whole query replaced by mask, found as urlSecrets finds
+// them (quoteURL's and Redacted's, so that no URL shows a password that
+// another hides): after the last '@', as the user meant it, even when the
+// password holds '/', '?' or '#' (which url.Parse reads as the end of the
+// host, so that the password would be shown as the host, port or path),
+// and in a value without a scheme (user:password@host:port), where nothing
+// before the '@' can be told from a password and all of it is masked. A
+// user name alone (http://user@proxy) stays, as url.URL.Redacted leaves
+// it.
 func proxyMasked(s, mask string) string {
-	head, rest := "", s
-	scheme, after, hasScheme := strings.Cut(s, "://")
-	if hasScheme {
-		head, rest = scheme+"://", after
-	}
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		user, _, hasPassword := strings.Cut(rest[:at], ":")
-		switch {
-		case !hasScheme:
-			rest = mask + rest[at:]
-		case hasPassword:
-			head, rest = head+user+":"+mask, rest[at:]
-		}
-	}
-	// A query may carry a token, as a signed URL's does (quoteURL).
-	if q := strings.Index(rest, "?"); q >= 0 {
-		end := len(rest)
-		if h := strings.Index(rest[q:], "#"); h >= 0 {
-			end = q + h
-		}
-		rest = rest[:q+1] + mask + rest[end:]
-	}
-	return head + rest
+	masked, _ := urlMasked(s, schemeEnd(s), mask, func(string) string { return mask })
+	return masked
 }
 
 // proxyShown is a proxy URL quoted for a message, its password and query

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 )
@@ -65,46 +64,87 @@ func secretPath(p string) bool {
 	return false
 }
 
-// quoteURL quotes a URL for a message with its password hidden
-// (url.URL.Redacted's xxxxx), and its query too (?xxxxx: a signed URL's or
-// a registry's token travels there); in one that does not parse, or has no
-// host to show (http:user:password@host), what stands before the '@' is
+// urlSecrets finds where s, a URL or what was written for one, may hold a
+// secret: its password and its query (after the '?'), each as s[from:to],
+// or from -1 when there is none. authority is where the authority starts
+// (after scheme://), or -1 when s has no scheme.
+//
+// It does not ask url.Parse, which ends the authority at the first '/',
+// '?' or '#': it reads https://user:pa#ss@host as the host user, the port
+// pa and a fragment, and https://user:p/ss@host as a path, so that
+// url.URL.Redacted would show the password. The userinfo ends at the last
+// '@' instead, as the user meant it, even when the password holds '/',
+// '?', '#' or '@'. A URL whose path, query or fragment holds an '@'
+// (https://host:5000/a@b) has more hidden than it needs, never less: the
+// two cannot be told apart. Without a scheme (user:password@host), nothing
+// before the '@' can be told from a password, and all of it is hidden. A
+// user name alone (https://user@host) stays, as url.URL.Redacted leaves it.
+func urlSecrets(s string, authority int) (pass, query [2]int) {
+	pass, query = [2]int{-1, -1}, [2]int{-1, -1}
+	from := max(authority, 0)
+	if at := strings.LastIndex(s[from:], "@"); at >= 0 {
+		at += from
+		if authority < 0 {
+			pass, from = [2]int{0, at}, at+1
+		} else if colon := strings.Index(s[from:at], ":"); colon >= 0 {
+			pass, from = [2]int{from + colon + 1, at}, at+1
+		}
+		// With no password, the '@' may as well be in the query
+		// (https://host/?token=abc@x), which is looked for from the
+		// authority on.
+	}
+	// The first '?' even after a '#' (https://user#x@host?token=abc reads
+	// as a fragment to url.Parse): a fragment with a '?' shows less.
+	if q := strings.Index(s[from:], "?"); q >= 0 {
+		q += from + 1
+		end := len(s)
+		if h := strings.Index(s[q:], "#"); h >= 0 {
+			end = q + h
+		}
+		query = [2]int{q, end}
+	}
+	return pass, query
+}
+
+// urlMasked is s with its password (urlSecrets's) replaced by mask and
+// its query by what queryMasked makes of it, and whether it had either.
+func urlMasked(s string, authority int, mask string, queryMasked func(string) string) (string, bool) {
+	pass, query := urlSecrets(s, authority)
+	if query[0] >= 0 {
+		s = s[:query[0]] + queryMasked(s[query[0]:query[1]]) + s[query[1]:]
+	}
+	if pass[0] >= 0 { // before the query: its place has not moved
+		s = s[:pass[0]] + mask + s[pass[1]:]
+	}
+	return s, pass[0] >= 0 || query[0] >= 0
+}
+
+// schemeEnd is where the authority of s starts, after scheme://, or -1
+// when s has no scheme. What stands before the "://" is taken for the
+// scheme (oidc-issuer-url=https://… too, as K3s's component flags write
+// it) unless it holds a ':' or '@', which only userinfo would: in
+// user:pa://ss@host, the "://" is the password's.
+func schemeEnd(s string) int {
+	i := strings.Index(s, "://")
+	if i < 0 || strings.ContainsAny(s[:i], ":@") {
+		return -1
+	}
+	return i + 3
+}
+
+// quoteURL quotes a URL for a message with its password and its query
+// shown as xxxxx (a signed URL's or a registry's token travels in the
+// query), found as urlSecrets finds them: whatever the password holds, it
+// is not shown. In http:user:password@host (no "//"), the user name is
+// shown as in a URL; in a value with no scheme, all before the '@' is
 // hidden.
 func quoteURL(s string) string {
-	u, err := url.Parse(s)
-	if err == nil && (u.User != nil || u.RawQuery != "") {
-		if u.RawQuery != "" {
-			u.RawQuery = "xxxxx"
-		}
-		return strconv.Quote(u.Redacted())
+	authority := schemeEnd(s)
+	if scheme, _, ok := strings.Cut(s, ":"); authority < 0 && ok && (strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https")) {
+		authority = len(scheme) + 1
 	}
-	if err == nil && !strings.Contains(u.Opaque, "@") {
-		return strconv.Quote(s)
-	}
-	// The userinfo ends at the last '@' before the path, query or fragment.
-	// Without a scheme (bob:password@host, which url.Parse reads as the
-	// scheme bob:), nothing before the '@' can be told from a password: it
-	// is all hidden.
-	head, rest := "", s
-	i := strings.Index(s, "://")
-	if i >= 0 {
-		head, rest = s[:i+3], s[i+3:]
-	} else if j := strings.Index(s, ":"); j >= 0 && (strings.EqualFold(s[:j], "http") || strings.EqualFold(s[:j], "https")) {
-		i, head, rest = j, s[:j+1], s[j+1:] // http:user:password@host
-	}
-	authority := rest
-	if j := strings.IndexAny(rest, "/?#"); j >= 0 {
-		authority = rest[:j]
-	}
-	at := strings.LastIndex(authority, "@")
-	if at < 0 {
-		return strconv.Quote(s)
-	}
-	if i < 0 {
-		return strconv.Quote("xxxxx" + rest[at:])
-	}
-	user, _, _ := strings.Cut(authority[:at], ":")
-	return strconv.Quote(head + user + ":xxxxx" + rest[at:])
+	shown, _ := urlMasked(s, authority, "xxxxx", func(string) string { return "xxxxx" })
+	return strconv.Quote(shown)
 }
 
 // withoutURLPasswords replaces the password of every URL in v (a proxy's
@@ -128,27 +168,26 @@ func withoutURLPasswords(v K3sValue) (K3sValue, bool) {
 }
 
 // urlWithoutSecrets is s, a URL, with its password and its query's values
-// replaced by REDACTED; false when there were none (or s is no URL).
+// replaced by REDACTED (the names stay: ?token=REDACTED), found as
+// urlSecrets finds them; false when there were none, or s is no URL: it
+// has no scheme, nor user:password@ before a host (a K3s option's value,
+// such as a kubelet-arg, is left as it is).
 func urlWithoutSecrets(s string) (string, bool) {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" {
+	authority := schemeEnd(s)
+	if at := strings.LastIndex(s, "@"); authority < 0 && (at < 0 || !strings.Contains(s[:at], ":")) {
 		return s, false
 	}
-	changed := false
-	if u.User != nil {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), Redacted)
-			changed = true
+	return urlMasked(s, authority, Redacted, func(q string) string {
+		params := strings.Split(q, "&")
+		for i, p := range params {
+			if name, _, ok := strings.Cut(p, "="); ok {
+				params[i] = name + "=" + Redacted
+			} else if p != "" {
+				params[i] = Redacted // ?TOKEN: no name, all value
+			}
 		}
-	}
-	if u.RawQuery != "" {
-		q := u.Query()
-		for k := range q {
-			q.Set(k, Redacted)
-		}
-		u.RawQuery, changed = q.Encode(), true
-	}
-	return u.String(), changed
+		return strings.Join(params, "&")
+	})
 }
 
 // Redacted returns a copy of c with its secrets replaced by "REDACTED":
@@ -191,9 +230,9 @@ func (c *MachineConfig) Redacted() (*MachineConfig, error) {
 		}
 	}
 	if p := r.Proxy; p != nil {
-		// proxyWithoutSecrets, not urlWithoutSecrets: it also finds the
-		// password in a proxy URL that does not parse (one without a
-		// scheme, or with '#' or '/' in its password).
+		// proxyWithoutSecrets, not urlWithoutSecrets: it hides the whole
+		// query (a proxy has none) and a proxy written without its
+		// scheme all the same (bob@proxy:3128).
 		p.HTTPProxy = proxyWithoutSecrets(p.HTTPProxy)
 		p.HTTPSProxy = proxyWithoutSecrets(p.HTTPSProxy)
 	}

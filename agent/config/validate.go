@@ -200,15 +200,18 @@ func urlParts(s string) (scheme string, user bool, host, path string, ok bool) {
 	}) >= 0 {
 		return "", false, "", "", false
 	}
+	// The userinfo ends at the last '@', even after a '/', '?' or '#':
+	// a password may hold them (urlSecrets), and url.Parse would read
+	// https://bob:p/ss@host as the host bob:p and the path /ss@host.
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		user, rest = true, rest[at+1:]
+	}
 	if i := strings.IndexAny(rest, "?#"); i >= 0 {
 		rest = rest[:i]
 	}
 	host = rest
 	if i := strings.Index(rest, "/"); i >= 0 {
 		host, path = rest[:i], rest[i:]
-	}
-	if at := strings.LastIndex(host, "@"); at >= 0 {
-		user, host = true, host[at+1:]
 	}
 	return scheme, user, host, path, true
 }
@@ -1335,9 +1338,9 @@ func k3sValueProblem(key string, val K3sValue) string {
 	}
 	if s := val.Strings()[0]; !ok(s) {
 		if key == "write-kubeconfig-mode" {
-			return fmt.Sprintf("%q: K3s expects %s, and would write the admin kubeconfig with its default mode (0600) instead", s, kind)
+			return fmt.Sprintf("%s: K3s expects %s, and would write the admin kubeconfig with its default mode (0600) instead", quoteURL(s), kind)
 		}
-		return fmt.Sprintf("%q: K3s expects %s and would refuse to start", s, kind)
+		return fmt.Sprintf("%s: K3s expects %s and would refuse to start", quoteURL(s), kind)
 	}
 	return ""
 }
@@ -1373,13 +1376,13 @@ func k3sAddressProblem(key string, val K3sValue) string {
 	for _, item := range val.Strings() {
 		parts := strings.Split(item, ",")
 		if single && len(parts) > 1 {
-			return fmt.Sprintf("%q: this option takes %s, one", item, kind)
+			return fmt.Sprintf("%s: this option takes %s, one", quoteURL(item), kind)
 		}
 		for _, part := range parts {
 			if part != strings.TrimSpace(part) {
 				// K3s splits at the comma and does not trim.
 				fixed := strings.Join(trimAll(parts), ",")
-				return fmt.Sprintf("%q: K3s does not trim spaces (around a comma or the value) and would refuse to start: write %s", item, fixed)
+				return fmt.Sprintf("%s: K3s does not trim spaces (around a comma or the value) and would refuse to start: write %s", quoteURL(item), unquote(quoteURL(fixed)))
 			}
 			part = strings.TrimSpace(part)
 			var err error
@@ -1389,7 +1392,7 @@ func k3sAddressProblem(key string, val K3sValue) string {
 				err = errors.New("not an IP address")
 			}
 			if err != nil {
-				bad = append(bad, strconv.Quote(part))
+				bad = append(bad, quoteURL(part))
 			}
 		}
 	}
@@ -1455,6 +1458,13 @@ func (v *validator) registries(r *Registries) {
 		for i, e := range endpoints {
 			ep := fmt.Sprintf("%s.endpoint[%d]", p, i)
 			u, err := url.Parse(e)
+			if _, user, _, _, _ := urlParts(e); user {
+				// Judged without its userinfo, which ends at the last '@':
+				// url.Parse reads https://bob:12#34@host as the host
+				// bob:12, and its error's detail would quote a password
+				// holding '/', '?' or '#' as the host's port.
+				u, err = url.Parse(withoutUserinfo(e))
+			}
 			switch {
 			case err != nil:
 				v.errs.Add(ep, "%s is not a URL%s: use https://HOST[:PORT] (or http:// for a registry without TLS)", quoteURL(e), urlErrDetail(err))
