@@ -364,6 +364,14 @@ func (r *renewals) configure(name string) {
 	r.late = slices.DeleteFunc(r.late, func(l Lease) bool { return l.Iface == name })
 }
 
+// unconfigure undoes configure: a port a bond released (or failed to take)
+// is the boot's DHCP's again.
+func (r *renewals) unconfigure(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.configured, name)
+}
+
 // start runs renew for link name's lease until stop.
 func (r *renewals) start(ctx context.Context, l netlink.Link, lease Lease, metric int, cfg Config) {
 	r.mu.Lock()
@@ -549,6 +557,22 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// The bonds an earlier config made that this one does not list go,
+	// their ports back to the boot's DHCP (unless an entry below lists them).
+	var bonds []string
+	for _, ifc := range ifaces {
+		if ifc.Bond != nil {
+			bonds = append(bonds, ifc.Name)
+		}
+	}
+	for _, name := range res.bonds {
+		if !slices.Contains(bonds, name) {
+			if err := dropBond(name, res, log); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	res.bonds = slices.Clone(bonds)
 	// The bonds first: an entry may put a VLAN on a bond that a later
 	// entry makes.
 	bondErrs := map[int]error{}
@@ -697,11 +721,19 @@ func findLink(ifc config.Interface) (netlink.Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, l := range all {
-		// A VLAN or bridge on top shows the same MAC: only the NIC itself
-		// (a veth stands for one in tests).
-		if (l.Type() == "device" || l.Type() == "veth") && slices.Equal(l.Attrs().HardwareAddr, hw) {
-			return l, nil
+	// A VLAN or bridge on top shows the same MAC: only the NIC itself (a
+	// veth stands for one in tests). Its own address first: a bond's
+	// members all show the bond's (the first member's), and only their
+	// permanent address tells them apart.
+	for _, own := range []bool{true, false} {
+		for _, l := range all {
+			mac := l.Attrs().HardwareAddr
+			if own {
+				mac = ownMAC(l)
+			}
+			if (l.Type() == "device" || l.Type() == "veth") && slices.Equal(mac, hw) {
+				return l, nil
+			}
 		}
 	}
 	return nil, fmt.Errorf("no interface with MAC %s (%s)", hw, linkNames())
@@ -746,6 +778,14 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 	base, err := findLink(ifc)
 	if err != nil {
 		return Applied{}, nil, err
+	}
+	if m := base.Attrs().MasterIndex; m != 0 && ifc.Bond == nil {
+		// A bond's member (listed by the other spelling, name or MAC, or
+		// by a bond an earlier config made): what is put on it would not
+		// reach the network, or would take the bond's traffic.
+		if b, err := netlink.LinkByIndex(m); err == nil && b.Type() == "bond" {
+			return Applied{}, nil, fmt.Errorf("%s is a member of bond %s: a bond's member carries no addresses or VLANs of its own: put them on %s, or take %s out of the bond's members", base.Attrs().Name, b.Attrs().Name, b.Attrs().Name, base.Attrs().Name)
+		}
 	}
 	if ifc.MTU != 0 && base.Attrs().MTU < ifc.MTU {
 		if err := netlink.LinkSetMTU(base, ifc.MTU); err != nil {
@@ -875,6 +915,11 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 			delRoutes(link, true, lateMetric+link.Attrs().Index)
 			if err := addV6(); err != nil {
 				return a, nil, err
+			}
+			if isBond(base) {
+				// Just made (or its ports just taken): their links come
+				// up again, and 802.3ad negotiates with the switch.
+				waitLowerUp(ctx, link, bondCarrierWait)
 			}
 			lease, err := dhcp(ctx, link, cfg)
 			metric := 100 + link.Attrs().Index

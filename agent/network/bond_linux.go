@@ -1,15 +1,18 @@
 package network
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultMIIMon is how often, in milliseconds, a bond checks its members'
@@ -47,6 +50,30 @@ func bondWanted(name string, b *config.Bond) (*netlink.Bond, error) {
 	return want, nil
 }
 
+// bondCarrierWait bounds the wait for a bond's carrier before its first
+// DHCP exchange: its members have just been set down and up (their links
+// negotiate again) and, in 802.3ad, the switch must answer LACP first.
+// Without carrier by then DHCP is asked all the same, and again in the
+// background.
+var bondCarrierWait = 10 * time.Second
+
+// isBond reports whether l is a bond.
+func isBond(l netlink.Link) bool {
+	_, ok := l.(*netlink.Bond)
+	return ok
+}
+
+// waitLowerUp waits until link l has carrier (IFF_LOWER_UP), at most d.
+func waitLowerUp(ctx context.Context, l netlink.Link, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if now, err := netlink.LinkByIndex(l.Attrs().Index); err != nil || now.Attrs().RawFlags&unix.IFF_LOWER_UP != 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // BondModes are the bonding modes, in the kernel's order (mode 0 to 6).
 func BondModes() []string {
 	out := make([]string, 0, len(netlink.StringToBondModeMap))
@@ -79,15 +106,25 @@ func findMember(m string) (netlink.Link, error) {
 		return nil, err
 	}
 	for _, l := range all {
-		a := l.Attrs()
-		if l.Type() != "device" && l.Type() != "veth" {
-			continue
-		}
-		if slices.Equal(a.PermHWAddr, hw) || (len(a.PermHWAddr) == 0 && slices.Equal(a.HardwareAddr, hw)) {
+		if (l.Type() == "device" || l.Type() == "veth") && slices.Equal(ownMAC(l), hw) {
 			return l, nil
 		}
 	}
 	return nil, fmt.Errorf("no interface with MAC %s (%s)", hw, linkNames())
+}
+
+// ownMAC is the port's own address: its permanent one (the NIC's), else
+// the one a bond kept of it when it enslaved it (a NIC that reports none,
+// a veth), else the one it has.
+func ownMAC(l netlink.Link) net.HardwareAddr {
+	a := l.Attrs()
+	if len(a.PermHWAddr) > 0 {
+		return a.PermHWAddr
+	}
+	if s, ok := a.Slave.(*netlink.BondSlave); ok && len(s.PermHardwareAddr) > 0 {
+		return s.PermHardwareAddr
+	}
+	return a.HardwareAddr
 }
 
 // makeBond makes the bond entry ifc asks for, or finds it made by an earlier
@@ -139,7 +176,7 @@ func makeBond(ifc config.Interface, res *Result, log *slog.Logger) (netlink.Link
 			// without max_bonds=0). Mode and LACP rate change only on a
 			// bond without members that is down: made again.
 			log.Info("bond made again with the machine config's options", "iface", name, "mode", want.Mode.String(), "was", have.Mode.String())
-			if err := netlink.LinkDel(have); err != nil {
+			if err := delBond(have, res); err != nil {
 				return nil, errors.Join(append(errs, fmt.Errorf("removing bond %s to make it again: %w", name, err))...)
 			}
 		}
@@ -158,6 +195,12 @@ func makeBond(ifc config.Interface, res *Result, log *slog.Logger) (netlink.Link
 		}
 	}
 	idx := bond.Attrs().Index
+	// Read again: a bond deleted above released its members (and closed them).
+	for i, l := range members {
+		if now, err := netlink.LinkByIndex(l.Attrs().Index); err == nil {
+			members[i] = now
+		}
+	}
 
 	// Members an earlier apply gave the bond that this one does not list.
 	if all, err := netlink.LinkList(); err == nil {
@@ -165,7 +208,7 @@ func makeBond(ifc config.Interface, res *Result, log *slog.Logger) (netlink.Link
 			if l.Attrs().MasterIndex != idx || slices.ContainsFunc(members, func(m netlink.Link) bool { return m.Attrs().Index == l.Attrs().Index }) {
 				continue
 			}
-			if err := netlink.LinkSetNoMaster(l); err != nil {
+			if err := release(l, bond, res); err != nil {
 				errs = append(errs, fmt.Errorf("releasing %s from bond %s: %w", l.Attrs().Name, name, err))
 				continue
 			}
@@ -192,11 +235,14 @@ func makeBond(ifc config.Interface, res *Result, log *slog.Logger) (netlink.Link
 		takeOver(l, res)
 		if err := netlink.LinkSetDown(l); err != nil {
 			errs = append(errs, fmt.Errorf("setting bond %s member %s down: %w", name, mname, err))
+			giveBack(l, res)
 			continue
 		}
 		if err := netlink.LinkSetMasterByIndex(l, idx); err != nil {
+			// A NIC that refuses the bond's MAC (a VF its PF does not
+			// trust): it goes back to the boot's DHCP, not left bare.
 			errs = append(errs, fmt.Errorf("adding %s to bond %s: %w", mname, name, err))
-			_ = netlink.LinkSetUp(l)
+			giveBack(l, res)
 			continue
 		}
 		if err := netlink.LinkSetUp(l); err != nil {
@@ -217,6 +263,98 @@ func makeBond(ifc config.Interface, res *Result, log *slog.Logger) (netlink.Link
 			"fix", "check the members' names or MACs against `ip link` on the machine")
 	}
 	return bond, nil
+}
+
+// delBond deletes bond b (made by an earlier apply with other options, or
+// one the config no longer lists): the DHCP of the bond and of the VLANs on
+// it (which the kernel deletes with it) stops and their leases go from res,
+// so that the bond made again asks DHCP afresh.
+func delBond(b netlink.Link, res *Result) error {
+	names := []string{b.Attrs().Name}
+	if all, err := netlink.LinkList(); err == nil {
+		for _, l := range all {
+			if v, ok := l.(*netlink.Vlan); ok && v.ParentIndex == b.Attrs().Index {
+				names = append(names, v.Name)
+			}
+		}
+	}
+	if err := netlink.LinkDel(b); err != nil {
+		return err
+	}
+	for _, n := range names {
+		res.renew.stop(n)
+		res.Leases = slices.DeleteFunc(res.Leases, func(l Lease) bool { return l.Iface == n })
+	}
+	return nil
+}
+
+// dropBond removes bond name, which an earlier config made and the one
+// applied now no longer lists: its ports go back to the boot's DHCP.
+func dropBond(name string, res *Result, log *slog.Logger) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil // gone already
+	}
+	if !isBond(l) {
+		return nil // not ours any more
+	}
+	var members []netlink.Link
+	if all, err := netlink.LinkList(); err == nil {
+		for _, m := range all {
+			if m.Attrs().MasterIndex == l.Attrs().Index {
+				members = append(members, m)
+			}
+		}
+	}
+	if err := delBond(l, res); err != nil {
+		return fmt.Errorf("removing bond %s, which the machine config no longer lists: %w", name, err)
+	}
+	var ports []string
+	for _, m := range members {
+		giveBack(m, res)
+		ports = append(ports, m.Attrs().Name)
+	}
+	log.Info("bond removed", "iface", name, "ports", strings.Join(ports, ","), "why", "the machine config no longer lists it")
+	return nil
+}
+
+// release takes port l out of bond (a member the config no longer lists):
+// it is set up again (the kernel closes a released port) and goes back to
+// the boot's DHCP, as a link the config does not list. A bond left with the
+// released port's address takes a remaining member's own (two ports of the
+// network would otherwise share one MAC).
+func release(l, bond netlink.Link, res *Result) error {
+	if err := netlink.LinkSetNoMaster(l); err != nil {
+		return err
+	}
+	if b, err := netlink.LinkByIndex(bond.Attrs().Index); err == nil && slices.Equal(b.Attrs().HardwareAddr, ownMAC(l)) {
+		if all, err := netlink.LinkList(); err == nil {
+			for _, m := range all {
+				if m.Attrs().MasterIndex == b.Attrs().Index {
+					_ = netlink.LinkSetHardwareAddr(b, ownMAC(m))
+					break
+				}
+			}
+		}
+	}
+	giveBack(l, res)
+	return nil
+}
+
+// giveBack returns port l, which is no bond's member after all, to the
+// boot's DHCP: set up, no longer counted as configured by the machine
+// config, and told to the network's cable watch (which asks DHCP once it
+// has carrier). A later entry of the same config that lists it configures
+// it again, which ends that DHCP.
+func giveBack(l netlink.Link, res *Result) {
+	_ = netlink.LinkSetUp(l)
+	if res.renew == nil {
+		return
+	}
+	res.renew.unconfigure(l.Attrs().Name)
+	if now, err := netlink.LinkByIndex(l.Attrs().Index); err == nil && now.Attrs().RawFlags&unix.IFF_LOWER_UP != 0 {
+		res.renew.cabled(now)
+	}
 }
 
 // takeOver ends what the boot's network step did on link l, which becomes a

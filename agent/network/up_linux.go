@@ -161,6 +161,9 @@ type Result struct {
 	// names are the machine config's name servers for DHCP links (Apply),
 	// ahead of the leases' in resolv.conf.
 	names []Lease
+	// bonds are the bonds Apply made: one a later config no longer lists
+	// is removed, its ports given back to the boot's DHCP.
+	bonds []string
 }
 
 // AllLeases is what the machine's links have now: the Result's leases (as

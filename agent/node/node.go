@@ -753,6 +753,15 @@ func machineIdentity(root string) string {
 		if _, err := os.Stat(filepath.Join(dir, "device")); err != nil {
 			continue // virtual: lo, bridges, VLANs
 		}
+		if b, err := os.ReadFile(filepath.Join(dir, "bonding_slave/perm_hwaddr")); err == nil {
+			// A bond's member shows the bond's address (assign type 3,
+			// stolen): its own is kept here, and is the same on every
+			// boot, bonded or not yet.
+			if m := strings.TrimSpace(string(b)); m != "" && m != "00:00:00:00:00:00" {
+				macs = append(macs, m)
+			}
+			continue
+		}
 		if b, err := os.ReadFile(filepath.Join(dir, "addr_assign_type")); err == nil && strings.TrimSpace(string(b)) != "0" {
 			continue // a random or stolen address
 		}

@@ -721,6 +721,20 @@ func TestMachineIdentity(t *testing.T) {
 	if got := machineIdentity(root); got != "52:54:00:00:00:10" {
 		t.Errorf("machineIdentity = %q, want the lowest permanent MAC", got)
 	}
+	// Bonded: eth0 and eth1 show the bond's address (eth1's, stolen):
+	// their own, kept by the bond, still name the machine.
+	fakeroot.Write(t, root, map[string]string{
+		"sys/class/net/eth0/address":                   "52:54:00:00:00:99\n",
+		"sys/class/net/eth0/addr_assign_type":          "3\n",
+		"sys/class/net/eth0/bonding_slave/perm_hwaddr": "52:54:00:00:00:10\n",
+		"sys/class/net/eth1/addr_assign_type":          "3\n",
+		"sys/class/net/eth1/bonding_slave/perm_hwaddr": "52:54:00:00:00:99\n",
+		"sys/class/net/bond0/address":                  "52:54:00:00:00:99\n",
+		"sys/class/net/bond0/bonding/mode":             "802.3ad 4\n",
+	})
+	if got := machineIdentity(root); got != "52:54:00:00:00:10" {
+		t.Errorf("machineIdentity with the ports bonded = %q, want eth0's own 52:54:00:00:00:10, as before the bond", got)
+	}
 	if got := machineIdentity(t.TempDir()); got != "" {
 		t.Errorf("nothing readable: %q", got)
 	}

@@ -169,7 +169,8 @@ func TestStatusShowsBonds(t *testing.T) {
 	fakeroot.Write(t, root, map[string]string{
 		"eth0/device/.keep": "", "eth0/address": "52:54:00:00:00:01\n", "eth0/carrier": "1\n",
 		"eth1/device/.keep": "", "eth1/address": "52:54:00:00:00:01\n", "eth1/carrier": "0\n",
-		"bond0/address": "52:54:00:00:00:01\n", "bond0/carrier": "1\n",
+		"eth1/bonding_slave/perm_hwaddr": "52:54:00:00:00:02\n",
+		"bond0/address":                  "52:54:00:00:00:01\n", "bond0/carrier": "1\n",
 		"bond0/bonding/mode": "active-backup 1\n", "bond0/bonding/slaves": "eth0 eth1\n", "bond0/bonding/active_slave": "eth0\n",
 		"bond1/address": "52:54:00:00:00:09\n", "bond1/carrier": "0\n",
 		"bond1/bonding/mode": "802.3ad 4\n", "bond1/bonding/slaves": "\n", "bond1/bonding/active_slave": "\n",
@@ -186,7 +187,7 @@ func TestStatusShowsBonds(t *testing.T) {
 			Bond: &api.Bond{Mode: "active-backup", Members: []string{"eth0", "eth1"}, Active: "eth0"}},
 		{Name: "bond1", MAC: "52:54:00:00:00:09", Addresses: []string{}, Bond: &api.Bond{Mode: "802.3ad", Members: []string{}}},
 		{Name: "eth0", MAC: "52:54:00:00:00:01", Carrier: true, Addresses: []string{}, Master: "bond0"},
-		{Name: "eth1", MAC: "52:54:00:00:00:01", Addresses: []string{}, Master: "bond0"},
+		{Name: "eth1", MAC: "52:54:00:00:00:02", Addresses: []string{}, Master: "bond0"}, // its own, not the bond's
 	}
 	gj, _ := json.Marshal(got)
 	wj, _ := json.Marshal(want)
@@ -200,7 +201,7 @@ func TestStatusShowsBonds(t *testing.T) {
 	for _, line := range []string{
 		"bond0      52:54:00:00:00:01 carrier [10.0.0.5/24] bond active-backup members eth0,eth1 active eth0\n",
 		"bond1      52:54:00:00:00:09 no carrier no address bond 802.3ad with no member\n",
-		"eth1       52:54:00:00:00:01 no carrier no address in bond0\n",
+		"eth1       52:54:00:00:00:02 no carrier no address in bond0\n",
 	} {
 		if !strings.Contains(b.String(), line) {
 			t.Errorf("status text lacks %q:\n%s", line, b.String())

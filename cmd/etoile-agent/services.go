@@ -316,6 +316,9 @@ func links(sysClassNet string, addrs func(name string) []string, leases []networ
 			continue // virtual: lo, bridges, K3s's cni0 and flannel.1
 		}
 		ifc := api.Interface{Name: name, MAC: readTrim(filepath.Join(dir, "address")), Bond: bond}
+		if own := readTrim(filepath.Join(dir, "bonding_slave/perm_hwaddr")); own != "" {
+			ifc.MAC = own // a bond's member shows the bond's address: its own tells the ports apart
+		}
 		if m, err := os.Readlink(filepath.Join(dir, "master")); err == nil {
 			ifc.Master = filepath.Base(m)
 		}
