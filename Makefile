@@ -82,6 +82,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) vet -tags qa ./qa/
 	$(GO) vet -tags gpu ./agent/inventory/ ./agent/nvdev/ ./agent/k3s/
+	$(GO) vet -tags guest ./agent/network/
 	@if command -v staticcheck >/dev/null; then staticcheck ./...; else echo "staticcheck not installed: skipped (go install honnef.co/go/tools/cmd/staticcheck@latest)"; fi
 
 clean:
