@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sync"
@@ -34,14 +33,6 @@ func FloorInitramfs(tb testing.TB) string {
 }
 
 func buildFloor() (string, error) {
-	goBin, err := GoTool.Path()
-	if err != nil {
-		return "", err
-	}
-	root, err := RepoRoot()
-	if err != nil {
-		return "", err
-	}
 	base, err := workBase()
 	if err != nil {
 		return "", err
@@ -51,11 +42,8 @@ func buildFloor() (string, error) {
 		return "", fmt.Errorf("create floor folder %s: %w", dir, err)
 	}
 	bin := filepath.Join(dir, "init")
-	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./qa/floor")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build qa/floor: %w\n%s", err, out)
+	if err := goStatic("build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./qa/floor"); err != nil {
+		return "", fmt.Errorf("build qa/floor: %w", err)
 	}
 	initData, err := os.ReadFile(bin)
 	if err != nil {

@@ -36,22 +36,31 @@ const GuestAppendBase = "console=ttyS0,115200 quiet cryptomgr.notests"
 // BuildGuestTest builds the tests of pkg (such as ./agent/network) with the
 // build tag guest as a static amd64 binary in dir, and returns its path.
 func BuildGuestTest(pkg, dir string) (string, error) {
+	bin := filepath.Join(dir, "guest.test")
+	if err := goStatic("test", "-c", "-tags", "guest", "-ldflags", "-s -w", "-o", bin, pkg); err != nil {
+		return "", err
+	}
+	return bin, nil
+}
+
+// goStatic runs the go tool with args in the repository's root, for a
+// static linux/amd64 binary (the guest's /init, the floor's).
+func goStatic(args ...string) error {
 	goBin, err := GoTool.Path()
 	if err != nil {
-		return "", err
+		return err
 	}
 	root, err := RepoRoot()
 	if err != nil {
-		return "", err
+		return err
 	}
-	bin := filepath.Join(dir, "guest.test")
-	cmd := exec.Command(goBin, "test", "-c", "-tags", "guest", "-ldflags", "-s -w", "-o", bin, pkg)
+	cmd := exec.Command(goBin, args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("%s: %w\n%s", ShellQuote(cmd.Args), err, out)
+		return fmt.Errorf("%s: %w\n%s", ShellQuote(cmd.Args), err, out)
 	}
-	return bin, nil
+	return nil
 }
 
 // GuestInitramfs writes dir/guest-initramfs.img: the image's initramfs

@@ -177,23 +177,11 @@ func TestBondAccepted(t *testing.T) {
 		}
 	}
 	// The commented-out bond in the example validates once uncommented.
-	var doc strings.Builder
-	in := false
-	for line := range strings.Lines(string(Example())) {
-		if strings.HasPrefix(line, "    # - name: bond0") {
-			in = true
-		} else if !strings.HasPrefix(line, "    #   ") {
-			in = false
-		}
-		if in {
-			line = "    " + strings.TrimPrefix(line, "    # ")
-		}
-		doc.WriteString(line)
+	doc := exampleWith("    ", "- name: bond0")
+	if !strings.Contains(doc, "\n    - name: bond0\n      bond:\n") || !strings.Contains(doc, "\n    - name: bond0\n      vlan: 100\n") {
+		t.Fatalf("the example's bond was not found to uncomment:\n%s", doc)
 	}
-	if !strings.Contains(doc.String(), "\n    - name: bond0\n      bond:\n") || !strings.Contains(doc.String(), "\n    - name: bond0\n      vlan: 100\n") {
-		t.Fatalf("the example's bond was not found to uncomment:\n%s", doc.String())
-	}
-	c, w, err := Check([]byte(doc.String()))
+	c, w, err := Check([]byte(doc))
 	if err != nil || len(w) != 0 {
 		t.Fatalf("the example with its bond: warnings %q, err %v", w, err)
 	}

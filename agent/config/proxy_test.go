@@ -349,22 +349,10 @@ func TestProxyErrorsHidePasswords(t *testing.T) {
 // TestExampleProxy: the commented-out proxy in the example validates once
 // uncommented, and says what it shows.
 func TestExampleProxy(t *testing.T) {
-	var doc strings.Builder
-	in := false
-	for line := range strings.Lines(string(Example())) {
-		if line == "# proxy:\n" {
-			in = true
-		} else if !strings.HasPrefix(line, "#   ") {
-			in = false
-		}
-		if in {
-			line = strings.TrimPrefix(line, "# ")
-		}
-		doc.WriteString(line)
-	}
-	c, w, err := Check([]byte(doc.String()))
+	doc := exampleWith("", "proxy:")
+	c, w, err := Check([]byte(doc))
 	if err != nil || len(w) != 0 {
-		t.Fatalf("the example with its proxy: warnings %q, err %v\n%s", w, err, doc.String())
+		t.Fatalf("the example with its proxy: warnings %q, err %v\n%s", w, err, doc)
 	}
 	want := Proxy{HTTPProxy: "http://proxy.example.com:3128", HTTPSProxy: "http://proxy.example.com:3128", NoProxy: []string{".example.com", "10.0.0.0/8", "192.168.0.0/16"}}
 	if c.Proxy == nil || c.Proxy.HTTPProxy != want.HTTPProxy || c.Proxy.HTTPSProxy != want.HTTPSProxy || !slices.Equal(c.Proxy.NoProxy, want.NoProxy) {

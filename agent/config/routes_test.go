@@ -212,23 +212,11 @@ func TestRoutesAccepted(t *testing.T) {
 	}
 	// The commented-out routes in the example validate once uncommented,
 	// on the entry they are written under.
-	var doc strings.Builder
-	in := false
-	for line := range strings.Lines(string(Example())) {
-		if strings.HasPrefix(line, "      # routes:") {
-			in = true
-		} else if !strings.HasPrefix(line, "      #   ") {
-			in = false
-		}
-		if in {
-			line = "      " + strings.TrimPrefix(line, "      # ")
-		}
-		doc.WriteString(line)
+	doc := exampleWith("      ", "routes:")
+	if !strings.Contains(doc, "\n      mtu: 1500\n") || !strings.Contains(doc, "\n      routes:\n        - to: ") {
+		t.Fatalf("the example's routes were not found to uncomment:\n%s", doc)
 	}
-	if !strings.Contains(doc.String(), "\n      mtu: 1500\n") || !strings.Contains(doc.String(), "\n      routes:\n        - to: ") {
-		t.Fatalf("the example's routes were not found to uncomment:\n%s", doc.String())
-	}
-	c, w, err := Check([]byte(doc.String()))
+	c, w, err := Check([]byte(doc))
 	if err != nil || len(w) != 0 {
 		t.Fatalf("the example with its routes: warnings %q, err %v", w, err)
 	}
