@@ -1,6 +1,9 @@
 package config
 
-import "strings"
+import (
+	"strings"
+	"testing"
+)
 
 // exampleWith is the commented example (Example) with one of its
 // commented-out blocks uncommented: the one whose first line is
@@ -21,4 +24,24 @@ func exampleWith(indent, first string) string {
 		doc.WriteString(line)
 	}
 	return doc.String()
+}
+
+// wantRefused parses doc and checks that it is refused with an error at
+// path whose message mentions each of want; it returns the error.
+func wantRefused(t *testing.T, doc, path string, want []string) error {
+	t.Helper()
+	_, err := Parse([]byte(doc))
+	if err == nil {
+		t.Fatalf("accepted:\n%s", doc)
+	}
+	fe := findField(err, path)
+	if fe == nil {
+		t.Fatalf("no error at %q; got:\n%v", path, err)
+	}
+	for _, w := range want {
+		if !strings.Contains(fe.Msg, w) {
+			t.Errorf("error at %s does not mention %q: %s", path, w, fe.Msg)
+		}
+	}
+	return err
 }
