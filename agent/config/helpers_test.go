@@ -45,3 +45,21 @@ func wantRefused(t *testing.T, doc, path string, want []string) error {
 	}
 	return err
 }
+
+// wantOneWarning checks that doc is valid with one warning, which mentions
+// each of want.
+func wantOneWarning(t *testing.T, doc string, want []string) {
+	t.Helper()
+	_, w, err := Check([]byte(doc))
+	if err != nil {
+		t.Fatalf("a warning case was rejected: %v", err)
+	}
+	if len(w) != 1 {
+		t.Fatalf("warnings %q, want one", w)
+	}
+	for _, s := range want {
+		if !strings.Contains(w[0], s) {
+			t.Errorf("warning does not mention %q: %s", s, w[0])
+		}
+	}
+}

@@ -92,16 +92,7 @@ func TestProxyRejections(t *testing.T) {
 		{"no_proxy two colons", "proxy: {http_proxy: 'http://p.example:3128', no_proxy: ['git.example.com:443:80']}\n", "proxy.no_proxy[0]", []string{"neither an IP address nor a name with a port"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := Check([]byte(header + server + tc.body))
-			fe := findField(err, tc.path)
-			if fe == nil {
-				t.Fatalf("no error at %s; got:\n%v", tc.path, err)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(fe.Msg, w) {
-					t.Errorf("%s: message does not mention %q: %s", tc.path, w, fe.Msg)
-				}
-			}
+			err := wantRefused(t, header+server+tc.body, tc.path, tc.want)
 			for _, secret := range []string{"PW", "LEAK"} {
 				if strings.Contains(err.Error(), secret) {
 					t.Errorf("the error shows the password:\n%v", err)
@@ -161,18 +152,7 @@ func TestProxyWarnings(t *testing.T) {
 			[]string{"proxy.no_proxy[0]: ", "every destination direct", "the proxy is never used"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, w, err := Check([]byte(header + tc.body))
-			if err != nil {
-				t.Fatalf("a warning case was rejected: %v", err)
-			}
-			if len(w) != 1 {
-				t.Fatalf("warnings %q, want one", w)
-			}
-			for _, s := range tc.want {
-				if !strings.Contains(w[0], s) {
-					t.Errorf("warning does not mention %q: %s", s, w[0])
-				}
-			}
+			wantOneWarning(t, header+tc.body, tc.want)
 		})
 	}
 	// "*" given twice: warned about once as "*", once as a duplicate.

@@ -150,18 +150,7 @@ func TestRouteWarnings(t *testing.T) {
 			[]string{"network.interfaces[0].routes[0].to: ", "2001:db8::/64 is the subnet", "network.interfaces[0].addresses[1]"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, w, err := Check([]byte(header + server + tc.body))
-			if err != nil {
-				t.Fatalf("a warning case was rejected: %v", err)
-			}
-			if len(w) != 1 {
-				t.Fatalf("warnings %q, want one", w)
-			}
-			for _, s := range tc.want {
-				if !strings.Contains(w[0], s) {
-					t.Errorf("warning does not mention %q: %s", s, w[0])
-				}
-			}
+			wantOneWarning(t, header+server+tc.body, tc.want)
 		})
 	}
 }
