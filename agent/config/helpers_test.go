@@ -63,3 +63,17 @@ func wantOneWarning(t *testing.T, doc string, want []string) {
 		}
 	}
 }
+
+// redactedYAML is c as Redacted() writes it.
+func redactedYAML(t *testing.T, c *MachineConfig) string {
+	t.Helper()
+	r, err := c.Redacted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := r.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}

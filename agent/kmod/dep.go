@@ -92,24 +92,33 @@ func (d *Deps) AddSoftdeps(r io.Reader) error {
 			return false
 		}
 		mod := Normalize(f[1])
-		var dst *map[string][]string
-		for _, tok := range f[2:] {
-			switch tok {
-			case "pre:":
-				dst = &d.pre
-			case "post:":
-				dst = &d.post
-			default:
-				// Names before any pre:/post: are malformed; modprobe ignores them too.
-				if dst != nil {
-					(*dst)[mod] = append((*dst)[mod], tok)
-				}
-			}
-		}
+		pre, post := softdepLists(f[2:])
+		d.pre[mod] = append(d.pre[mod], pre...)
+		d.post[mod] = append(d.post[mod], post...)
 		return true
 	})
 	d.bad = append(d.bad, bad)
 	return err
+}
+
+// softdepLists splits a softdep line's words after its module ("pre: a b
+// post: c") into the names to load before and after it. Names before any
+// pre: or post: are malformed, and kmod ignores them too.
+func softdepLists(words []string) (pre, post []string) {
+	var dst *[]string
+	for _, w := range words {
+		switch w {
+		case "pre:":
+			dst = &pre
+		case "post:":
+			dst = &post
+		default:
+			if dst != nil {
+				*dst = append(*dst, w)
+			}
+		}
+	}
+	return pre, post
 }
 
 // badLines is what reading a depmod file skipped: how many lines it could

@@ -180,20 +180,7 @@ func ReadModprobeD(root string) (ModprobeConf, error) {
 					continue
 				}
 				rule := SoftdepRule{Pattern: pattern, Source: where}
-				var dst *[]string
-				for _, tok := range fields[2:] {
-					switch tok {
-					case "pre:":
-						dst = &rule.Pre
-					case "post:":
-						dst = &rule.Post
-					default:
-						// Names before any pre: or post: kmod ignores too.
-						if dst != nil {
-							*dst = append(*dst, tok)
-						}
-					}
-				}
+				rule.Pre, rule.Post = softdepLists(fields[2:])
 				out.Softdeps = append(out.Softdeps, rule)
 			case "install":
 				if len(fields) < 3 {
