@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -1324,6 +1325,31 @@ func NodeAddress() string {
 		}
 	}
 	return ""
+}
+
+// NodeNetworks returns the networks of the machine's global addresses (IPv4
+// and IPv6, not link-local, not loopback) on links that are up, each once,
+// in CIDR form with the host bits cleared: what K3s's NO_PROXY must hold for
+// the nodes to reach each other directly.
+func NodeNetworks() []string {
+	defer mount.HoldAPI()()
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok || !ip.Unmap().IsGlobalUnicast() {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		n := netip.PrefixFrom(ip.Unmap(), ones).Masked().String()
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // defaultRouteAddress is NodeAddress for one address family.

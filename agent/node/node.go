@@ -121,6 +121,11 @@ type Env struct {
 	// for none (network.NodeAddress); nil when K3s is not to follow the
 	// machine's address (tests without a network).
 	NodeAddress func() string
+	// NodeNetworks returns the networks of the machine's own addresses
+	// now (10.0.0.0/24, 2001:db8::/64; network.NodeNetworks): K3s's
+	// NO_PROXY gets them, as K3s's documentation asks, so that the nodes
+	// reach each other (kubelets, etcd) without the proxy. nil: none.
+	NodeNetworks func() []string
 	// Socket is the local API's socket ("" for api.DefaultSocket).
 	Socket string
 	Log    *slog.Logger
@@ -731,6 +736,26 @@ func criticalK3sWarnings(prev, next *config.MachineConfig) []string {
 	return w
 }
 
+// withNoProxy adds the entries of extra that env's NO_PROXY does not hold
+// yet to its end.
+func withNoProxy(env, extra []string) []string {
+	out := slices.Clone(env)
+	for i, kv := range out {
+		v, ok := strings.CutPrefix(kv, "NO_PROXY=")
+		if !ok {
+			continue
+		}
+		have := strings.Split(v, ",")
+		for _, e := range extra {
+			if !slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, e) }) {
+				have = append(have, e)
+			}
+		}
+		out[i] = "NO_PROXY=" + strings.Join(have, ",")
+	}
+	return out
+}
+
 // machineIdentity is what tells this machine from others across reboots:
 // its SMBIOS UUID; where the firmware gives none or a placeholder that many
 // boards share, the lowest permanent MAC address of its NICs (those whose
@@ -1042,7 +1067,13 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig, apply bo
 		n.fail("k3s", err.Error(), "rebuild the image with K3s (etoile build --k3s-dir DIR), or fix the machine config")
 		return err
 	}
-	sup.Start, sup.Release, sup.Env = n.env.Start, n.env.Release, n.env.K3sEnv
+	sup.Start, sup.Release = n.env.Start, n.env.Release
+	// The proxy's variables (ForConfig's), the node's own networks in
+	// NO_PROXY, then the tests' own.
+	if cfg.Proxy != nil && n.env.NodeNetworks != nil {
+		sup.Env = withNoProxy(sup.Env, n.env.NodeNetworks())
+	}
+	sup.Env = append(sup.Env, n.env.K3sEnv...)
 	if n.env.Root == "/" {
 		sup.OpenKernelLog = func() (k3s.KernelTail, error) { return kmsg.OpenTail("/dev/kmsg") }
 	}

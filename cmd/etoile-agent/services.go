@@ -119,14 +119,15 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 			}
 			return nil
 		},
-		NodeAddress: network.NodeAddress,
-		Power:       powerThroughSignal,
-		Start:       m.Reaper().Start,
-		Release:     m.Reaper().Release,
-		Slot:        slot,
-		BootDevice:  m.Device, // "" for a netboot
-		NodeName:    hostname,
-		Log:         m.Log(),
+		NodeAddress:  network.NodeAddress,
+		NodeNetworks: network.NodeNetworks,
+		Power:        powerThroughSignal,
+		Start:        m.Reaper().Start,
+		Release:      m.Reaper().Release,
+		Slot:         slot,
+		BootDevice:   m.Device, // "" for a netboot
+		NodeName:     hostname,
+		Log:          m.Log(),
 	})
 	m.SetOnAddressChange(func(l network.Lease) {
 		addr := ""
