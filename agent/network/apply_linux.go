@@ -583,6 +583,14 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 			}
 		}
 	}
+	// The routes an earlier config gave the links this one lists go
+	// first: a route moving to an entry listed before its old one would
+	// otherwise meet itself (the same network and metric) on its old link.
+	for _, ifc := range ifaces {
+		for _, l := range configuredLinks(ifc) {
+			delConfigRoutes(l)
+		}
+	}
 	gws := &gateways{done: map[int]bool{}}
 	for i, ifc := range ifaces {
 		gws.metric = staticMetric + i
@@ -593,6 +601,8 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 		a, leases, err := applyOne(ctx, ifc, res, cfg, gws)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("network.interfaces[%d]: %w", i, err))
+		}
+		if err != nil && !errors.As(err, new(*partialError)) {
 			// A dhcp: true entry asked again keeps its name servers.
 			for _, l := range leases {
 				if l.Addr.IP == nil {
@@ -601,6 +611,8 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 			}
 			continue
 		}
+		// Configured, if not wholly (a route the kernel refused): its
+		// addresses and name servers count.
 		done = append(done, a)
 		for _, l := range leases {
 			if l.Addr.IP == nil {
@@ -655,8 +667,10 @@ func dropAddrs(l netlink.Link, old []net.IPNet, lease Lease, metric int) {
 // delRoutes deletes the link's routes the agent added for a DHCP lease
 // (IPv4, proto dhcp) with one of the metrics, and with static those it
 // added for the machine config (proto static, of any metric): the default
-// routes of gateway and gateway6 and the routes of routes:. No one else's,
-// and none of the kernel's.
+// routes of gateway and gateway6 and the routes of routes:. None of the
+// kernel's, nor K3s's (proto boot); proto static is the machine config's
+// on a link it configures, so a route someone added by hand with proto
+// static there goes too.
 func delRoutes(link netlink.Link, static bool, metrics ...int) error {
 	routes, err := dump(func() ([]netlink.Route, error) { return netlink.RouteList(link, netlink.FAMILY_ALL) })
 	if err != nil {
@@ -963,12 +977,17 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		}
 		l := res.Leases[prev]
 		a.Addresses = append([]string{l.Addr.String()}, a.Addresses...)
+		// The config's IPv6 routes beside the lease (validation refuses
+		// IPv4 ones: DHCP's option 121 gives those), through its IPv6
+		// addresses.
+		shown, routeErrs := addRoutes(link, ifc.Routes, v6, gws.metric)
+		a.Routes = shown
 		// The config's name servers before the lease's.
 		dns := configDNS(name, ifc.DNS, &a)
 		for _, d := range l.DNS {
 			a.DNS = append(a.DNS, d.String())
 		}
-		return a, dns, nil
+		return a, dns, partial(routeErrs)
 	}
 
 	// Static: whatever this link had goes — the boot's lease and its
@@ -1039,20 +1058,10 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		i := max(0, slices.IndexFunc(leases, func(l Lease) bool { return (l.Addr.IP.To4() == nil) == (gw.To4() == nil) }))
 		leases[i].Routes = append(leases[i].Routes, Route{Gateway: gw})
 	}
-	for _, r := range ifc.Routes {
-		if len(leases) == 0 {
-			// Validation refuses it: a bond without addresses reaches no next hop.
-			return a, nil, fmt.Errorf("route to %s on %s, which has no addresses: put it on the entry that has them", r.To, name)
-		}
-		rt, shown, err := addRoute(link, r, leases, gws.metric)
-		if err != nil {
-			return a, nil, err
-		}
-		a.Routes = append(a.Routes, shown)
-		// On the first address of the route's family, as a gateway's.
-		i := max(0, slices.IndexFunc(leases, func(l Lease) bool { return (l.Addr.IP.To4() == nil) == (rt.Dst.IP.To4() == nil) }))
-		leases[i].Routes = append(leases[i].Routes, Route{Dst: rt.Dst, Gateway: rt.Gw})
-	}
+	// A route the kernel refuses is said, and the entry's other routes,
+	// addresses and name servers stay.
+	shown, routeErrs := addRoutes(link, ifc.Routes, leases, gws.metric)
+	a.Routes = shown
 	if len(leases) == 0 {
 		leases = configDNS(name, ifc.DNS, nil) // a bond that only carries VLANs
 	} else {
@@ -1065,7 +1074,76 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 	if !slices.Contains(res.Links, name) {
 		res.Links = append(res.Links, name)
 	}
-	return a, leases, nil
+	return a, leases, partial(routeErrs)
+}
+
+// partialError is an entry configured but for some of its routes, which
+// the kernel refused: its addresses and name servers count (Apply).
+type partialError struct{ error }
+
+func (e *partialError) Unwrap() error { return e.error }
+
+// partial is errs as a partialError, nil for none.
+func partial(errs []error) error {
+	if err := errors.Join(errs...); err != nil {
+		return &partialError{err}
+	}
+	return nil
+}
+
+// addRoutes adds the entry's routes on link (those of family v6 only when
+// only is true: a dhcp: true entry's IPv6 ones), with the leases their next
+// hops are judged against; each the kernel refuses is in the errors, the
+// others added all the same. It returns how the console shows those added.
+func addRoutes(link netlink.Link, routes []config.Route, leases []Lease, metric int) (shown []string, errs []error) {
+	for _, r := range routes {
+		if len(leases) == 0 {
+			// Validation refuses it: a bond without addresses reaches no next hop.
+			errs = append(errs, fmt.Errorf("route to %s on %s, which has no addresses: put it on the entry that has them", r.To, link.Attrs().Name))
+			continue
+		}
+		rt, s, err := addRoute(link, r, leases, metric)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		shown = append(shown, s)
+		// On the first address of the route's family, as a gateway's.
+		i := max(0, slices.IndexFunc(leases, func(l Lease) bool { return (l.Addr.IP.To4() == nil) == (rt.Dst.IP.To4() == nil) }))
+		leases[i].Routes = append(leases[i].Routes, Route{Dst: rt.Dst, Gateway: rt.Gw})
+	}
+	return shown, errs
+}
+
+// configuredLinks are the links entry ifc configures that exist now: its
+// link (by name or MAC) and its VLAN's.
+func configuredLinks(ifc config.Interface) []netlink.Link {
+	base, err := findLink(ifc)
+	if err != nil {
+		return nil
+	}
+	if ifc.VLAN == 0 {
+		return []netlink.Link{base}
+	}
+	if v, err := netlink.LinkByName(vlanName(base.Attrs().Name, base.Attrs().Index, ifc.VLAN)); err == nil {
+		return []netlink.Link{v}
+	}
+	return nil
+}
+
+// delConfigRoutes deletes link's routes of an earlier config's routes:
+// (proto static, not a default route: those are gateways', which
+// addDefaultRoute moves).
+func delConfigRoutes(link netlink.Link) {
+	routes, err := dump(func() ([]netlink.Route, error) { return netlink.RouteList(link, netlink.FAMILY_ALL) })
+	if err != nil {
+		return
+	}
+	for _, r := range routes {
+		if r.Protocol == protoStatic && !isDefault(r) {
+			_ = netlink.RouteDel(&r)
+		}
+	}
 }
 
 // addRoute adds the machine config's route r on link (proto static), with

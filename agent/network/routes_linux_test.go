@@ -2,6 +2,8 @@ package network
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -59,14 +61,71 @@ func TestApplyStaticRoutes(t *testing.T) {
 		t.Errorf("IPv6 routes after a config without them:\n%s", got)
 	}
 
-	// Someone else's route to the network, with the metric this one takes.
+	// Someone else's route to the network, with the metric this one
+	// takes: said, and left alone; the entry's other route, its address
+	// and its name server stay.
 	ipCmd(t, "-n", cli, "route", "del", "10.21.0.0/16", "proto", "static")
 	ipCmd(t, "-n", cli, "route", "add", "10.21.0.0/16", "via", "10.99.0.250", "dev", "vc", "metric", "50")
-	r, stderr = runClient(t, cli, exe, "ETOILE_NETTEST_ETC="+t.TempDir(), "ETOILE_NETTEST_APPLY="+string(second))
+	third, _ := json.Marshal([]config.Interface{{Name: "vc", Addresses: []string{"10.99.0.77/24"}, Gateway: "10.99.0.1", DNS: []string{"10.99.0.53"},
+		Routes: []config.Route{{To: "10.21.0.0/16", Via: "10.99.0.254"}, {To: "10.22.0.0/16", Via: "10.99.0.254"}}}})
+	etc := t.TempDir()
+	r, stderr = runClient(t, cli, exe, "ETOILE_NETTEST_ETC="+etc, "ETOILE_NETTEST_APPLY="+string(third))
 	if !strings.Contains(r.ApplyErr, "a route to 10.21.0.0/16 with metric 50 is there already") || !strings.Contains(r.ApplyErr, "give this route another metric") {
 		t.Errorf("a route in the way: error %q\n%s", r.ApplyErr, stderr)
 	}
 	if got := ipCmd(t, "-n", cli, "-4", "route", "show", "10.21.0.0/16"); !strings.Contains(got, "via 10.99.0.250") {
 		t.Errorf("the other route was not left alone:\n%s", got)
+	}
+	if got := routes("-4"); !strings.Contains(got, "10.22.0.0/16 via 10.99.0.254 dev vc metric 50") {
+		t.Errorf("the entry's other route is missing after the refused one:\n%s", got)
+	}
+	if r.IPAfterApply != "10.99.0.77" {
+		t.Errorf("after a refused route the machine's address is %q, want the entry's 10.99.0.77", r.IPAfterApply)
+	}
+	if b, _ := os.ReadFile(filepath.Join(etc, "resolv.conf")); !strings.Contains(string(b), "nameserver 10.99.0.53") {
+		t.Errorf("after a refused route resolv.conf lacks the entry's name server:\n%s", b)
+	}
+}
+
+// TestApplyRouteMovesToAnEarlierEntry: a route that moves, in a later
+// config, to an entry listed before its old one (so with the metric its
+// old one had) is added there, and gone from its old link.
+func TestApplyRouteMovesToAnEarlierEntry(t *testing.T) {
+	srv, cli, exe := namespaces(t, false)
+	silentPort(t, srv, cli)
+	first, _ := json.Marshal([]config.Interface{
+		{Name: "vc2", Addresses: []string{"10.98.0.7/24"}, Routes: []config.Route{{To: "10.20.0.0/16", Via: "10.98.0.254"}}},
+		{Name: "vc", Addresses: []string{"10.99.0.77/24"}},
+	})
+	second, _ := json.Marshal([]config.Interface{
+		{Name: "vc", Addresses: []string{"10.99.0.77/24"}, Routes: []config.Route{{To: "10.20.0.0/16", Via: "10.99.0.254"}}},
+		{Name: "vc2", Addresses: []string{"10.98.0.7/24"}},
+	})
+	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ONLY=vc,vc2", "ETOILE_NETTEST_DHCP_TIMEOUT=1s",
+		"ETOILE_NETTEST_ETC="+t.TempDir(), "ETOILE_NETTEST_APPLY="+string(first), "ETOILE_NETTEST_APPLY2="+string(second))
+	if r.ApplyErr != "" {
+		t.Errorf("the second config: %s\n%s", r.ApplyErr, stderr)
+	}
+	if got, want := strings.TrimSpace(ipCmd(t, "-n", cli, "-4", "route", "show", "10.20.0.0/16")), "10.20.0.0/16 via 10.99.0.254 dev vc proto static metric 50"; got != want {
+		t.Errorf("the route to 10.20.0.0/16:\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestApplyIPv6RoutesBesideALease: a dhcp: true entry (DHCPv4) with static
+// IPv6 addresses gets its IPv6 routes beside the lease (DHCP's option 121
+// carries IPv4 routes only).
+func TestApplyIPv6RoutesBesideALease(t *testing.T) {
+	_, cli, exe := dhcpNamespaces(t)
+	spec, _ := json.Marshal([]config.Interface{{Name: "vc", DHCP: true, Addresses: []string{"2001:db8::77/64"},
+		Routes: []config.Route{{To: "2001:db8:30::/48", Via: "2001:db8::1"}, {To: "2001:db8:31::/48", Via: "fe80::1", Metric: 200}}}})
+	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ETC="+t.TempDir(), "ETOILE_NETTEST_APPLY="+string(spec))
+	if r.ApplyErr != "" || r.IPAfterApply != "10.99.0.50" {
+		t.Fatalf("after Apply: %q, error %q; want the lease's 10.99.0.50\n%s", r.IPAfterApply, r.ApplyErr, stderr)
+	}
+	got := ipCmd(t, "-n", cli, "-6", "route", "show", "proto", "static")
+	for _, want := range []string{"2001:db8:30::/48 via 2001:db8::1 dev vc metric 50", "2001:db8:31::/48 via fe80::1 dev vc metric 200"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("IPv6 routes beside the lease:\n%s\nwant %s", got, want)
+		}
 	}
 }
