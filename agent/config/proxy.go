@@ -179,13 +179,37 @@ func hostPortLike(s string) bool {
 	return host != "" && hostProblem(host) == ""
 }
 
+// noProxyShown is a no_proxy entry quoted for a message, all that stands
+// before its last '@' (a user name, a password, or a token given as the
+// user) and its query shown as xxxxx: an entry with an '@' is a proxy URL
+// pasted in the wrong place, or credentials that have no place there.
+func noProxyShown(e string) string { return strconv.Quote(noProxyMasked(e)) }
+
+// noProxyMasked is a part of a no_proxy entry, hidden as noProxyShown
+// hides the entry: what a message repeats of an entry goes through it.
+func noProxyMasked(s string) string { return proxyMasked(withoutUserinfo(s), "xxxxx") }
+
 // noProxyProblem says what is wrong with a no_proxy entry, or "", as Go's
 // programs (K3s, containerd, the agent: golang.org/x/net/http/httpproxy)
 // read NO_PROXY: an entry they would skip, or read as a name that no
 // destination has, is refused rather than left to proxy what it names.
-// The entry is shown by proxyShown, as a proxy URL with its password may
-// have been pasted there.
+//
+// An entry with an '@' is refused first, with a message that repeats none
+// of it: a no_proxy entry names a destination, and no host, domain or
+// network holds an '@', so what stands around it is credentials (a proxy
+// URL with its password pasted there), which no part of a message may
+// show. The entry itself is shown by noProxyShown.
 func noProxyProblem(e string) string {
+	if strings.Contains(e, "@") {
+		return "holds '@', which no destination's name has: a no_proxy entry names a destination (a host, a domain or a network), never a user or password: write the destination's host alone (example.com), and give the proxy's user and password in http_proxy or https_proxy"
+	}
+	return noProxyFormProblem(e)
+}
+
+// noProxyFormProblem is noProxyProblem for an entry without '@'. What its
+// messages repeat of the entry goes through noProxyMasked all the same,
+// should a password reach it some other way.
+func noProxyFormProblem(e string) string {
 	const give = "give a domain name (example.com, or .example.com for its subdomains only), an IP address or a network (10.0.0.0/8), with :PORT for one port only, or * alone"
 	switch {
 	case e == "":
@@ -194,7 +218,7 @@ func noProxyProblem(e string) string {
 		var items []string
 		for _, it := range strings.Split(e, ",") {
 			if it = strings.TrimSpace(it); it != "" {
-				items = append(items, it)
+				items = append(items, noProxyMasked(it))
 			}
 		}
 		return fmt.Sprintf("holds a comma: no_proxy is a list already: write one entry per item ([%s])", strings.Join(items, ", "))
@@ -209,23 +233,23 @@ func noProxyProblem(e string) string {
 			if host == "" {
 				host = "HOST"
 			}
-			return "is a URL: no_proxy takes the host alone, without scheme or path: write " + host
+			return "is a URL: no_proxy takes the host alone, without scheme or path: write " + noProxyMasked(host)
 		}
 		return "is a URL: no_proxy takes the host alone: " + give
 	case e == "*":
 		return ""
 	case strings.HasPrefix(e, "*."):
-		return fmt.Sprintf("is a wildcard: write %s for the subdomains of %s only, or %s for it and its subdomains", e[1:], e[2:], e[2:])
+		return fmt.Sprintf("is a wildcard: write %s for the subdomains of %s only, or %s for it and its subdomains", noProxyMasked(e[1:]), noProxyMasked(e[2:]), noProxyMasked(e[2:]))
 	}
 	if before, after, isCIDR := strings.Cut(e, "/"); isCIDR {
 		if before == "" {
 			return "has no host: " + give
 		}
 		if _, err := netip.ParseAddr(before); err != nil {
-			return "has a path: no_proxy takes a host (with :PORT for one port only), not a URL: write " + before
+			return "has a path: no_proxy takes a host (with :PORT for one port only), not a URL: write " + noProxyMasked(before)
 		}
 		if _, port, hasPort := strings.Cut(after, ":"); hasPort && port != "" {
-			return fmt.Sprintf("is a network with a port, which Go's programs read as a name that no destination has: a network takes no port: write %s/%s", before, strings.SplitN(after, ":", 2)[0])
+			return fmt.Sprintf("is a network with a port, which Go's programs read as a name that no destination has: a network takes no port: write %s/%s", before, noProxyMasked(strings.SplitN(after, ":", 2)[0]))
 		}
 		pf, err := netip.ParsePrefix(e)
 		if err != nil {
@@ -264,7 +288,9 @@ func noProxyProblem(e string) string {
 		host, port = h, p
 	}
 	if port != "" || strings.HasSuffix(e, ":") {
-		if msg := portProblem(":" + port); msg != "" {
+		// Judged as shown: the same port, unless it holds what
+		// noProxyMasked hides ('@', '?'), which no port has.
+		if msg := portProblem(":" + noProxyMasked(port)); msg != "" {
 			return msg + ": give the port the destination listens on, or none for every port"
 		}
 	}
@@ -279,9 +305,10 @@ func noProxyProblem(e string) string {
 	case domain == "":
 		return "has no host: " + give
 	case strings.HasSuffix(domain, "."):
-		return "ends with '.', which no request's host does (Go's programs match names as written): write " + strings.TrimSuffix(e, ".")
+		return "ends with '.', which no request's host does (Go's programs match names as written): write " + noProxyMasked(strings.TrimSuffix(e, "."))
 	}
-	if msg := hostProblem(domain); msg != "" {
+	// Judged as shown, as the port above: no name holds '@' or '?'.
+	if msg := hostProblem(noProxyMasked(domain)); msg != "" {
 		return msg + ": " + give
 	}
 	return ""

@@ -65,7 +65,7 @@ func TestProxyRejections(t *testing.T) {
 		{"no_proxy URL", "proxy: {http_proxy: 'http://p.example:3128', no_proxy: ['https://git.example.com:8443/repo']}\n", "proxy.no_proxy[0]",
 			[]string{`"https://git.example.com:8443/repo" is a URL`, "the host alone", "write git.example.com"}},
 		{"no_proxy URL with a password", "proxy: {http_proxy: 'http://p.example:3128', no_proxy: ['http://bob:PW@git.example.com']}\n", "proxy.no_proxy[0]",
-			[]string{`"http://bob:xxxxx@git.example.com" is a URL`, "write git.example.com"}},
+			[]string{`"http://xxxxx@git.example.com" holds '@'`, "names a destination", "never a user or password"}},
 		{"no_proxy path", "proxy: {http_proxy: 'http://p.example:3128', no_proxy: [git.example.com/repo]}\n", "proxy.no_proxy[0]",
 			[]string{`"git.example.com/repo" has a path`, "write git.example.com"}},
 		{"no_proxy wildcard", "proxy: {http_proxy: 'http://p.example:3128', no_proxy: ['*.example.com']}\n", "proxy.no_proxy[0]",
@@ -106,12 +106,11 @@ func TestProxyRejections(t *testing.T) {
 // them, accepted without a warning.
 func TestProxyAccepted(t *testing.T) {
 	for _, body := range []string{
-		server + "proxy: {http_proxy: 'http://proxy.example.com:3128'}\n",
 		server + "proxy: {https_proxy: 'http://proxy.example.com:3128/'}\n",
 		server + "proxy: {http_proxy: 'http://bob:s3cr%23t@proxy.example.com:3128', https_proxy: 'https://bob@proxy.example.com'}\n",
 		server + "proxy: {https_proxy: 'socks5://10.0.0.9:1080'}\n",
 		server + "proxy: {https_proxy: 'HTTP://[2001:db8::9]:3128'}\n",
-		server + "proxy: {http_proxy: 'http://proxy_1.corp:8080', no_proxy: [example.com, .corp.example, Intranet, 'registry.example.com:5000', 10.0.0.9, '10.0.0.9:8443', " +
+		server + "proxy: {http_proxy: 'http://proxy_1.corp:8080', https_proxy: 'http://proxy_1.corp:8080', no_proxy: [example.com, .corp.example, Intranet, 'registry.example.com:5000', 10.0.0.9, '10.0.0.9:8443', " +
 			"10.0.0.0/8, 192.168.0.0/16, '2001:db8::1', '[2001:db8::1]:443', '2001:db8::/32', 10.0.0.9/32]}\n",
 		// The server's host in no_proxy, in each form that covers it.
 		joining + "proxy: {https_proxy: 'http://proxy.example.com:3128', no_proxy: [cp.example.com]}\n",
@@ -122,8 +121,6 @@ func TestProxyAccepted(t *testing.T) {
 		"role: agent\ncluster: {server: 'https://[2001:db8::5]:6443', token: t}\nproxy: {https_proxy: 'http://proxy.example.com:3128', no_proxy: ['2001:db8::/32']}\n",
 		// The server on the loopback, which Go's programs never proxy.
 		"role: agent\ncluster: {server: 'https://127.0.0.1:6443', token: t}\nproxy: {https_proxy: 'http://proxy.example.com:3128'}\n",
-		// Only http_proxy: K3s's https connections to the server go direct.
-		joining + "proxy: {http_proxy: 'http://proxy.example.com:3128'}\n",
 	} {
 		if _, w, err := Check([]byte(header + body)); err != nil || len(w) != 0 {
 			t.Errorf("%s: warnings %q, err %v", strings.TrimSpace(body), w, err)
@@ -146,23 +143,41 @@ func TestProxyWarnings(t *testing.T) {
 			[]string{"add example.com to no_proxy"}},
 		{"IP server outside the network", "role: agent\ncluster: {server: 'https://192.0.2.10:6443', token: t}\nproxy: {https_proxy: 'http://proxy.example.com:3128', no_proxy: [10.0.0.0/8]}\n",
 			[]string{"https://192.0.2.10:6443 through the proxy", "add 192.0.2.10 to no_proxy"}},
-		{"duplicate entry", server + "proxy: {http_proxy: 'http://proxy.example.com:3128', no_proxy: [10.0.0.0/8, Example.com, example.com]}\n",
+		{"duplicate entry", server + "proxy: {https_proxy: 'http://proxy.example.com:3128', no_proxy: [10.0.0.0/8, Example.com, example.com]}\n",
 			[]string{"proxy.no_proxy[2]: ", `"example.com" is also proxy.no_proxy[1]: remove one`}},
-		{"star", server + "proxy: {http_proxy: 'http://proxy.example.com:3128', no_proxy: ['*']}\n",
+		{"star", server + "proxy: {https_proxy: 'http://proxy.example.com:3128', no_proxy: ['*']}\n",
 			[]string{"proxy.no_proxy[0]: ", "every destination direct", "the proxy is never used"}},
+		// Go's programs take an https:// URL's proxy from HTTPS_PROXY
+		// alone: image pulls and the hub would go direct.
+		{"http_proxy alone", server + "proxy: {http_proxy: 'http://proxy.example.com:3128'}\n",
+			[]string{"proxy.http_proxy: given without https_proxy", "HTTPS_PROXY alone", "registries over https", "the hub", "set https_proxy too (usually the same URL)"}},
+		// Only http_proxy: K3s's https connections to the server go
+		// direct, so that warning alone, not the server's.
+		{"http_proxy alone, joining", joining + "proxy: {http_proxy: 'http://proxy.example.com:3128', no_proxy: [10.0.0.0/8]}\n",
+			[]string{"proxy.http_proxy: given without https_proxy"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			wantOneWarning(t, header+tc.body, tc.want)
 		})
 	}
 	// "*" given twice: warned about once as "*", once as a duplicate.
-	if _, w, err := Check([]byte(header + server + "proxy: {http_proxy: 'http://proxy.example.com:3128', no_proxy: ['*', '*']}\n")); err != nil || len(w) != 2 ||
+	if _, w, err := Check([]byte(header + server + "proxy: {https_proxy: 'http://proxy.example.com:3128', no_proxy: ['*', '*']}\n")); err != nil || len(w) != 2 ||
 		!strings.Contains(w[0], "proxy.no_proxy[0]: \"*\" sends every destination direct") || !strings.Contains(w[1], "proxy.no_proxy[1]: \"*\" is also proxy.no_proxy[0]") {
 		t.Errorf("no_proxy [*, *]: warnings %q, err %v", w, err)
 	}
 	// A refused proxy section is not also warned about.
-	if _, w, _ := Check([]byte(header + joining + "proxy: {https_proxy: 'proxy.example.com:3128'}\n")); len(w) != 0 {
-		t.Errorf("warnings beside a refused proxy: %q", w)
+	for _, body := range []string{
+		"proxy: {https_proxy: 'proxy.example.com:3128'}\n",
+		"proxy: {http_proxy: 'proxy.example.com:3128'}\n",
+		"proxy: {http_proxy: 'http://proxy.example.com:3128', no_proxy: ['']}\n",
+	} {
+		if _, w, _ := Check([]byte(header + joining + body)); len(w) != 0 {
+			t.Errorf("%s: warnings beside a refused proxy: %q", strings.TrimSpace(body), w)
+		}
+	}
+	// https_proxy alone is common, and fine.
+	if _, w, err := Check([]byte(header + server + "proxy: {https_proxy: 'http://proxy.example.com:3128'}\n")); err != nil || len(w) != 0 {
+		t.Errorf("https_proxy alone: warnings %q, err %v", w, err)
 	}
 }
 
@@ -289,7 +304,7 @@ func TestProxyErrorsHidePasswords(t *testing.T) {
 		{"password and a bad scheme", "proxy: {https_proxy: 'ftp://bob:SECRETPW@proxy.example.com'}\n",
 			[]string{`"ftp://bob:xxxxx@proxy.example.com" is not an http, https or socks5 URL`}},
 		{"password in no_proxy", "proxy: {https_proxy: 'http://p.example:3128', no_proxy: ['http://bob:SECRETPW@proxy.example.com:3128']}\n",
-			[]string{`proxy.no_proxy[0]: "http://bob:xxxxx@proxy.example.com:3128" is a URL`}},
+			[]string{`proxy.no_proxy[0]: "http://xxxxx@proxy.example.com:3128" holds '@'`}},
 		{"proxy as a URL", "proxy: 'http://bob:SECRETPW@proxy.example.com:3128'\n",
 			[]string{"proxy (line 5): expected a mapping, got a string (not shown"}},
 		{"http_proxy as a list", "proxy: {http_proxy: ['http://bob:SECRETPW@proxy.example.com:3128']}\n",
@@ -330,5 +345,61 @@ func TestExampleProxy(t *testing.T) {
 	want := Proxy{HTTPProxy: "http://proxy.example.com:3128", HTTPSProxy: "http://proxy.example.com:3128", NoProxy: []string{".example.com", "10.0.0.0/8", "192.168.0.0/16"}}
 	if c.Proxy == nil || c.Proxy.HTTPProxy != want.HTTPProxy || c.Proxy.HTTPSProxy != want.HTTPSProxy || !slices.Equal(c.Proxy.NoProxy, want.NoProxy) {
 		t.Errorf("the example's proxy decoded as %+v, want %+v", c.Proxy, want)
+	}
+}
+
+// noProxyWithPasswords are no_proxy entries with a password (SECRET), one
+// shaped for each check of noProxyFormProblem, which each would reach but
+// for its '@'.
+var noProxyWithPasswords = []string{
+	"http://user:SECRET@proxy:3128,foo",        // a comma
+	"foo,user:SECRET@proxy",                    // a comma, no scheme
+	"user:SECRET@ proxy",                       // a space
+	"http://user:SECRET@proxy:3128",            // a URL
+	"http://user:SECRET@/x",                    // a URL without a host
+	"http://user:SECRET@proxy:3128/x",          // a URL with a path
+	"http://SECRET@proxy",                      // a URL with a token as its user
+	"https://user:SECRET@[2001:db8::1]:443",    // a URL to an IPv6 address
+	"ftp://user:SECRET@bad_host!/",             // a URL whose host is not one
+	"*.user:SECRET@proxy",                      // a wildcard
+	"*.SECRET@proxy",                           // a wildcard, no user
+	"/user:SECRET@proxy",                       // a path without a host
+	"user:SECRET@proxy:3128/",                  // a path
+	"10.0.0.0/8:SECRET@proxy",                  // a network with a port
+	"10.0.0.0/SECRET@proxy",                    // a network's bad prefix length
+	"fe80::1%user:SECRET@eth0",                 // a zone
+	"[user:SECRET@proxy]:443",                  // brackets
+	"[2001:db8::1]:SECRET@proxy",               // brackets and a port
+	"[2001:db8::1%SECRET@eth0]",                // brackets and a zone
+	"[fe80::1%SECRET@eth0]:443",                // brackets, a zone and a port
+	"user:SECRET@proxy",                        // a port
+	"SECRET@proxy:",                            // a port, empty
+	"user:SECRET@proxy:3128:80",                // two colons
+	"10.0.0.1%SECRET@eth0:443",                 // an address with a zone and a port
+	"SECRET@proxy.",                            // a trailing dot
+	".SECRET@",                                 // a dot and no name
+	"SECRET@proxy.example.com",                 // a name that is not one
+	"SECRET@10.0.0.300",                        // an IPv4 address that is not one
+	"http://user:SECRET@proxy:3128/?token=abc", // a query
+}
+
+// TestNoProxyHidesPasswords: a no_proxy entry with credentials is refused
+// for its '@', and no error or warning shows its password, whatever the
+// entry looks like otherwise; noProxyFormProblem, which such an entry
+// never reaches, hides it as well in each of its checks.
+func TestNoProxyHidesPasswords(t *testing.T) {
+	for i, e := range noProxyWithPasswords {
+		doc := header + server + fmt.Sprintf("proxy: {https_proxy: 'http://p.example:3128', no_proxy: [%q]}\n", e)
+		_, w, err := Check([]byte(doc))
+		fe := findField(err, "proxy.no_proxy[0]")
+		if fe == nil || !strings.Contains(fe.Msg, "holds '@', which no destination's name has") || !strings.Contains(fe.Msg, "never a user or password") {
+			t.Errorf("%d: %q: no error for its '@' at proxy.no_proxy[0]: %v", i, e, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "SECRET") || strings.Contains(strings.Join(w, "\n"), "SECRET") {
+			t.Errorf("%d: %q: the password is shown:\n%v\n%q", i, e, err, w)
+		}
+		if msg := noProxyFormProblem(e); msg == "" || strings.Contains(msg, "SECRET") {
+			t.Errorf("%d: %q: noProxyFormProblem says %q", i, e, msg)
+		}
 	}
 }

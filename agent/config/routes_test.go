@@ -30,8 +30,18 @@ func TestRouteRejections(t *testing.T) {
 		// 1. DHCP gives its own routes.
 		{"routes with dhcp", "network: {interfaces: [{name: eth0, dhcp: true, routes: [{to: 10.20.0.0/16, via: 10.0.0.1}]}]}\n",
 			"network.interfaces[0].routes", []string{"given with dhcp: true", "option 121", "make this interface static"}},
-		{"routes with dhcp and IPv6 addresses", "network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], routes: [{to: '2001:db8:20::/48', via: '2001:db8::1'}]}]}\n",
-			"network.interfaces[0].routes", []string{"dhcp: true", "option 121"}},
+		{"routes with dhcp and IPv4 addresses alone", "network: {interfaces: [{name: eth0, dhcp: true, addresses: [10.0.0.2/24], routes: [{to: '2001:db8:20::/48', via: '2001:db8::1'}]}]}\n",
+			"network.interfaces[0].routes", []string{"given with dhcp: true", "no static IPv6 address", "option 121"}},
+		// Beside its static IPv6 addresses, a dhcp: true entry takes IPv6
+		// routes, judged as a static entry's; its IPv4 routes stay DHCP's.
+		{"IPv4 route with dhcp and IPv6 addresses", "network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], routes: [{to: '2001:db8:20::/48', via: '2001:db8::1'}, {to: 10.20.0.0/16, via: 10.0.0.1}]}]}\n",
+			"network.interfaces[0].routes[1]", []string{`an IPv4 route (to "10.20.0.0/16") with dhcp: true`, "option 121", "only IPv6 routes go beside the lease"}},
+		{"IPv4 route without to, with dhcp and IPv6 addresses", "network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], routes: [{via: 10.0.0.1}]}]}\n",
+			"network.interfaces[0].routes[0]", []string{`an IPv4 route (via "10.0.0.1")`, "option 121"}},
+		{"IPv6 route with dhcp via the entry's own address", "network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], routes: [{to: '2001:db8:20::/48', via: '2001:db8::2'}]}]}\n",
+			"network.interfaces[0].routes[0].via", []string{`"2001:db8::2" is this interface's own address (network.interfaces[0].addresses[0])`}},
+		{"IPv6 route with dhcp to bad network", "network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], routes: [{to: '2001:db8:20::1/48', via: '2001:db8::1'}]}]}\n",
+			"network.interfaces[0].routes[0].to", []string{"write 2001:db8:20::/48"}},
 
 		// 2. A bond that only carries VLANs has no address to leave from.
 		{"routes on an addressless bond", "network: {interfaces: [{name: bond0, bond: {members: [eth0, eth1], mode: 802.3ad}, routes: [{to: 10.20.0.0/16, via: 10.0.0.1}]}, {name: bond0, vlan: 7, addresses: [10.0.0.2/24]}]}\n",
@@ -49,9 +59,19 @@ func TestRouteRejections(t *testing.T) {
 		{"to the IPv6 default route", routesOn("{to: '::/0', via: '2001:db8::1'}"), "network.interfaces[0].routes[0].to", []string{`"::/0" is the default route`, "gateway6"}},
 		{"to IPv4-mapped", routesOn("{to: '::ffff:10.20.0.0/112', via: 10.0.0.1}"), "network.interfaces[0].routes[0].to", []string{`"::ffff:10.20.0.0/112" is an IPv4-mapped IPv6 network`, "write 10.20.0.0/16"}},
 		{"to twice on an entry", routesOn("{to: 10.20.0.0/16, via: 10.0.0.1}, {to: 10.20.0.0/16, via: 10.0.0.254}"), "network.interfaces[0].routes[1].to",
-			[]string{"10.20.0.0/16 with the same metric", "network.interfaces[0].routes[0]", "one route per network and metric"}},
+			[]string{"10.20.0.0/16 with metric 50 (its metric left out: network.interfaces[0]'s own, 50 + the entry's index)", "network.interfaces[0].routes[0] with metric 50 (its metric left out too)", "one route per network and metric", "another metric"}},
 		{"to twice on an entry with a metric", routesOn("{to: 10.20.0.0/16, via: 10.0.0.1, metric: 10}, {to: 10.20.0.0/16, metric: 10}"), "network.interfaces[0].routes[1].to",
 			[]string{"10.20.0.0/16 with metric 10", "network.interfaces[0].routes[0]"}},
+		// A metric left out is the entry's own, 50 + its index, as the
+		// node adds it: a metric given may be the same.
+		{"to on an entry with its own metric, given", routesOn("{to: 10.20.0.0/16, via: 10.0.0.1}, {to: 10.20.0.0/16, via: 10.0.0.254, metric: 50}"), "network.interfaces[0].routes[1].to",
+			[]string{"10.20.0.0/16 with metric 50 is already routed at network.interfaces[0].routes[0] with metric 50 (its metric left out: network.interfaces[0]'s own", "give one of them another metric"}},
+		{"to on two entries, the first's own metric given by the second", "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], routes: [{to: 10.20.0.0/16, via: 10.0.0.1}]}, {name: eth1, addresses: [10.1.0.2/24], routes: [{to: 10.20.0.0/16, via: 10.1.0.1, metric: 50}]}]}\n",
+			"network.interfaces[1].routes[0].to", []string{"10.20.0.0/16 with metric 50 is already routed at network.interfaces[0].routes[0] with metric 50 (its metric left out: network.interfaces[0]'s own", "whichever link", "another metric"}},
+		{"to on two entries, the second's own metric given by the first", "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], routes: [{to: 10.20.0.0/16, via: 10.0.0.1, metric: 51}]}, {name: eth1, addresses: [10.1.0.2/24], routes: [{to: 10.20.0.0/16, via: 10.1.0.1}]}]}\n",
+			"network.interfaces[1].routes[0].to", []string{"10.20.0.0/16 with metric 51 (its metric left out: network.interfaces[1]'s own, 50 + the entry's index) is already routed at network.interfaces[0].routes[0] with metric 51:", "whichever link", "another metric"}},
+		{"to on a dhcp entry with another's metric", "network: {interfaces: [{name: eth0, addresses: ['2001:db8::2/64'], routes: [{to: '2001:db8:20::/48', via: '2001:db8::1', metric: 51}]}, {name: eth1, dhcp: true, addresses: ['2001:db8:1::2/64'], routes: [{to: '2001:db8:20::/48', via: '2001:db8:1::1'}]}]}\n",
+			"network.interfaces[1].routes[0].to", []string{"2001:db8:20::/48 with metric 51 (its metric left out: network.interfaces[1]'s own", "network.interfaces[0].routes[0]"}},
 		{"to on two entries with one metric", "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], routes: [{to: 10.20.0.0/16, via: 10.0.0.1, metric: 5}]}, {name: eth1, addresses: [10.1.0.2/24], routes: [{to: 10.20.0.0/16, via: 10.1.0.1, metric: 5}]}]}\n",
 			"network.interfaces[1].routes[0].to", []string{"10.20.0.0/16 with metric 5 is already routed at network.interfaces[0].routes[0]", "whichever link", "another metric"}},
 
@@ -68,6 +88,25 @@ func TestRouteRejections(t *testing.T) {
 		{"via unspecified", routesOn("{to: '2001:db8:20::/48', via: '::'}"), "network.interfaces[0].routes[0].via", []string{"unspecified", "not a router's address"}},
 		{"via multicast", routesOn("{to: 10.20.0.0/16, via: 224.0.0.1}"), "network.interfaces[0].routes[0].via", []string{"multicast"}},
 		{"via loopback", routesOn("{to: 10.20.0.0/16, via: 127.0.0.1}"), "network.interfaces[0].routes[0].via", []string{"loopback"}},
+		// A next hop on another entry belongs to that entry: as its own
+		// address, the kernel refuses it (EINVAL); on its subnet, it
+		// would be added on-link, out the wrong link.
+		{"via another entry's address", "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], routes: [{to: 10.20.0.0/16, via: 10.1.0.2}]}, {name: eth1, addresses: [10.1.0.2/24]}]}\n",
+			"network.interfaces[0].routes[0].via", []string{`"10.1.0.2" is the address of network.interfaces[1] (network.interfaces[1].addresses[0]), another interface`, "refuses", "put the route on network.interfaces[1], via a router on its subnet 10.1.0.0/24"}},
+		{"via an earlier entry's IPv6 address", "network: {interfaces: [{name: eth0, addresses: ['2001:db8:1::2/64']}, {name: eth1, addresses: ['2001:db8::2/64'], routes: [{to: '2001:db8:20::/48', via: '2001:db8:1::2'}]}]}\n",
+			"network.interfaces[1].routes[0].via", []string{"network.interfaces[0] (network.interfaces[0].addresses[0])", "put the route on network.interfaces[0]"}},
+		{"via another entry's address on this one's subnet too", "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/16], routes: [{to: 10.20.0.0/16, via: 10.0.1.2}]}, {name: eth1, addresses: [10.0.1.2/24]}]}\n",
+			"network.interfaces[0].routes[0].via", []string{`"10.0.1.2" is the address of network.interfaces[1]`}},
+		{"via on another entry's subnet", "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], routes: [{to: 10.20.0.0/16, via: 10.1.0.1}]}, {name: eth1, addresses: [10.1.0.2/24]}]}\n",
+			"network.interfaces[0].routes[0].via", []string{"10.1.0.1 is on the subnet 10.1.0.0/24 of network.interfaces[1] (its address 10.1.0.2/24, network.interfaces[1].addresses[0]), another interface", "on-link", "put the route on network.interfaces[1]"}},
+		{"via on a dhcp entry's IPv6 subnet", "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24, '2001:db8::2/64'], routes: [{to: '2001:db8:20::/48', via: '2001:db8:1::1'}]}, {name: eth1, dhcp: true, addresses: ['2001:db8:1::2/64']}]}\n",
+			"network.interfaces[0].routes[0].via", []string{"2001:db8:1::1 is on the subnet 2001:db8:1::/64 of network.interfaces[1]", "put the route on network.interfaces[1]"}},
+		{"via of a family this entry lacks, on another entry's subnet", "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], routes: [{to: '2001:db8:20::/48', via: '2001:db8:1::1'}]}, {name: eth1, addresses: ['2001:db8:1::2/64']}]}\n",
+			"network.interfaces[0].routes[0].via", []string{"2001:db8:1::1 has no address of its family", "on the subnet 2001:db8:1::/64 of network.interfaces[1]", "put the route on network.interfaces[1]"}},
+		{"gateway on another entry's subnet", "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], gateway: 10.1.0.1}, {name: eth1, addresses: [10.1.0.2/24]}]}\n",
+			"network.interfaces[0].gateway", []string{"10.1.0.1 is on the subnet 10.1.0.0/24 of network.interfaces[1]", "give network.interfaces[1] the gateway instead"}},
+		{"gateway6 another entry's address", "network: {interfaces: [{name: eth0, addresses: ['2001:db8::2/64']}, {name: eth1, dhcp: true, addresses: ['2001:db8:1::2/64'], gateway6: '2001:db8::2'}]}\n",
+			"network.interfaces[1].gateway6", []string{`"2001:db8::2" is the address of network.interfaces[0] (network.interfaces[0].addresses[0])`, "give network.interfaces[0] the gateway6 instead, a router on its subnet 2001:db8::/64"}},
 		{"via without an address of its family", v4only("{to: '2001:db8:20::/48', via: 'fe80::1'}"), "network.interfaces[0].routes[0].via", []string{"fe80::1 has no address of its family"}},
 
 		// 6. On the link, from an address of the network's family.
@@ -116,6 +155,8 @@ func TestRoutesOnlyTheirOwnErrors(t *testing.T) {
 		{"network: {interfaces: [{name: eth0, routes: [{to: 10.20.0.0/16, via: 10.0.0.1}]}]}\n", []string{"network.interfaces[0]"}},
 		// DHCP: one error for the list, whatever its routes hold.
 		{"network: {interfaces: [{name: eth0, dhcp: true, routes: [{to: 10.20.0.5/16, via: x, metric: -1}]}]}\n", []string{"network.interfaces[0].routes"}},
+		// DHCP with IPv6 addresses: one error for an IPv4 route, whatever it holds.
+		{"network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], routes: [{to: 10.20.0.5/16, via: x, metric: -1}]}]}\n", []string{"network.interfaces[0].routes[0]"}},
 		// A bad to: the via is still judged (fine here), its family not.
 		{routesOn("{to: 10.20.0.5/16, via: 10.0.0.1}"), []string{"network.interfaces[0].routes[0].to"}},
 		{routesOn("{to: 10.20.0.5/16, via: 'fe80::1'}"), []string{"network.interfaces[0].routes[0].to"}},
@@ -146,6 +187,12 @@ func TestRouteWarnings(t *testing.T) {
 			[]string{"network.interfaces[0].routes[0].via: ", "2001:db8:9::1 is outside every subnet", "on-link"}},
 		{"a route to the entry's own subnet", routesOn("{to: 10.0.0.0/24, via: 10.0.0.1}"),
 			[]string{"network.interfaces[0].routes[0].to: ", "10.0.0.0/24 is the subnet of this interface's address 10.0.0.2 (network.interfaces[0].addresses[0])", "already routes it", "remove this route"}},
+		// A next hop on a dhcp: true entry's IPv4 subnet, which only the
+		// lease says, cannot be told from one outside every subnet.
+		{"via beside a dhcp entry", "network: {interfaces: [{name: eth0, addresses: [10.0.0.2/24], routes: [{to: 10.20.0.0/16, via: 10.1.0.1}]}, {name: eth1, dhcp: true}]}\n",
+			[]string{"network.interfaces[0].routes[0].via: ", "10.1.0.1 is outside every subnet of this interface: it will be added as an on-link route"}},
+		{"IPv6 via outside the subnets on a dhcp entry", "network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], routes: [{to: '2001:db8:20::/48', via: '2001:db8:9::1'}]}]}\n",
+			[]string{"network.interfaces[0].routes[0].via: ", "2001:db8:9::1 is outside every subnet"}},
 		{"an on-link route to the entry's own IPv6 subnet", routesOn("{to: '2001:db8::/64'}"),
 			[]string{"network.interfaces[0].routes[0].to: ", "2001:db8::/64 is the subnet", "network.interfaces[0].addresses[1]"}},
 	} {
@@ -180,6 +227,17 @@ func TestRoutesAccepted(t *testing.T) {
 			"{name: bond0, vlan: 100, addresses: [10.100.0.2/24], routes: [{to: 10.200.0.0/16, via: 10.100.0.1}]}]}\n",
 		// An IPv6-only entry: IPv6 routes alone, its gateway given as gateway.
 		"network: {interfaces: [{name: eth0, addresses: ['2001:db8::2/64'], gateway: 'fe80::1', routes: [{to: 'fd00:20::/48', via: 'fe80::2'}]}]}\n",
+		// IPv6 routes on a dhcp: true entry, beside its static IPv6
+		// addresses; one network from it and a static entry, each with
+		// its own metric.
+		"network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], gateway6: 'fe80::1', routes: [{to: '2001:db8:20::/48', via: '2001:db8::1'}, {to: 'fd00:20::/48', via: 'fe80::1', metric: 100}, {to: '2001:db8:40::/64'}]}, " +
+			"{name: eth1, addresses: ['2001:db8:1::2/64'], routes: [{to: '2001:db8:20::/48', via: '2001:db8:1::1'}, {to: '2001:db8:30::/48', via: '2001:db8:1::1', metric: 50}]}]}\n",
+		// One network from an entry's own metric (left out) and a
+		// metric given next to it.
+		routesOn("{to: 10.20.0.0/16, via: 10.0.0.1}, {to: 10.20.0.0/16, via: 10.0.0.254, metric: 51}"),
+		// An IPv6 link-local next hop is on the link, whatever other
+		// entries hold.
+		"network: {interfaces: [{name: eth0, addresses: ['2001:db8::2/64'], routes: [{to: 'fd00:20::/48', via: 'fe80::1'}]}, {name: eth1, addresses: ['2001:db8:1::2/64'], gateway6: 'fe80::1'}]}\n",
 		// An empty list is no routes.
 		"network: {interfaces: [{name: eth0, dhcp: true, routes: []}]}\n",
 	} {

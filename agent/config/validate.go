@@ -526,8 +526,9 @@ func (v *validator) network(n Network) {
 	}
 	seenIf := map[string]int{}
 	seenAddr := map[netip.Addr]string{}
-	gateways := map[bool]string{}   // is IPv4 → path of the first default route
-	routed := map[routeKey]string{} // routes with an explicit metric → path of the first
+	gateways := map[bool]string{}    // is IPv4 → path of the first default route
+	routed := map[routeKey]routeAt{} // every entry's routes, by the route the kernel keeps
+	subnets, subnetPaths := knownSubnets(n.Interfaces)
 	idOf := make([]string, len(n.Interfaces))
 	var (
 		members     []bondMember       // of every bond, in order
@@ -682,6 +683,7 @@ func (v *validator) network(n Network) {
 				}
 			}
 		}
+		at := reach{entry: i, prefixes: prefixes, pfPaths: pfPaths, subnets: subnets, subnetPaths: subnetPaths}
 		gw4, _ := netip.ParseAddr(ifc.Gateway)
 		gw6, _ := netip.ParseAddr(ifc.Gateway6)
 		switch {
@@ -689,14 +691,14 @@ func (v *validator) network(n Network) {
 			v.errs.Add(p+".gateway6", "%q and gateway %q are both IPv6: an interface has one IPv6 default route: keep gateway6 for it, and give gateway the IPv4 one or remove it", ifc.Gateway6, ifc.Gateway)
 		default:
 			if ifc.Gateway != "" {
-				v.gateway(p, "gateway", ifc.Gateway, ifc.DHCP, prefixes, pfPaths, gateways)
+				v.gateway(p, "gateway", ifc.Gateway, ifc.DHCP, at, gateways)
 			}
 			if ifc.Gateway6 != "" {
-				v.gateway(p, "gateway6", ifc.Gateway6, false, prefixes, pfPaths, gateways)
+				v.gateway(p, "gateway6", ifc.Gateway6, false, at, gateways)
 			}
 		}
 		if len(ifc.Routes) > 0 {
-			v.routes(p, ifc, prefixes, pfPaths, routed)
+			v.routes(p, ifc, at, routed)
 		}
 		if v.tooMany(p+".dns", len(ifc.DNS), maxDNS, "name servers", "give the few name servers this link reaches: the resolver asks the first three") {
 			continue
@@ -886,11 +888,83 @@ func bondChoiceProblem(val string, names []string, what string) string {
 	return fmt.Sprintf("%q is not %s: use one of %s%s", val, what, strings.Join(names, ", "), schema.Suggest(val, names))
 }
 
+// StaticMetric is the metric of the routes of the machine config's first
+// interface (network.interfaces[0]), its gateways' default routes and its
+// routes that leave metric out: the entry at index i gets StaticMetric + i.
+// It is agent/network's staticMetric, which the node applies: the two must
+// stay equal, or validation would judge the routes' metrics otherwise than
+// the kernel does.
+const StaticMetric = 50
+
+// reach is what the next hops of an entry (its gateways', its routes')
+// are judged against: its own static prefixes, and those of the other
+// entries, which a next hop of this one must not be on.
+type reach struct {
+	entry    int            // the entry's index in network.interfaces
+	prefixes []netip.Prefix // its static addresses
+	pfPaths  []string       // the field of each
+	// Every entry's static prefixes and their fields, as knownSubnets
+	// finds them (by index, this entry's among them).
+	subnets     [][]netip.Prefix
+	subnetPaths [][]string
+}
+
+// knownSubnets are the static prefixes of each entry of ifaces (by index)
+// and the field of each: the subnets the config says the machine is on.
+// An entry's IPv4 subnet under dhcp: true is the lease's, which only the
+// node knows (a static IPv4 address beside it is refused); an entry over
+// the bound on addresses is not judged.
+func knownSubnets(ifaces []Interface) ([][]netip.Prefix, [][]string) {
+	subnets := make([][]netip.Prefix, len(ifaces))
+	paths := make([][]string, len(ifaces))
+	for i, ifc := range ifaces {
+		if len(ifc.Addresses) > maxAddresses {
+			continue
+		}
+		for j, a := range ifc.Addresses {
+			pf, err := netip.ParsePrefix(a)
+			if err != nil || pf.Addr().Zone() != "" || ifc.DHCP && pf.Addr().Is4() {
+				continue
+			}
+			subnets[i] = append(subnets[i], pf)
+			paths[i] = append(paths[i], fmt.Sprintf("network.interfaces[%d].addresses[%d]", i, j))
+		}
+	}
+	return subnets, paths
+}
+
+// elsewhere finds hop on another entry than at's: as the static address
+// of one (own), else on the subnet of one; k is the entry, j its prefix.
+// An IPv6 link-local address is only ever the link's own, and not looked
+// for.
+func (at reach) elsewhere(hop netip.Addr) (k, j int, own, found bool) {
+	if hop.Is6() && hop.IsLinkLocalUnicast() {
+		return 0, 0, false, false
+	}
+	for k, pfs := range at.subnets {
+		if k == at.entry {
+			continue
+		}
+		if j := slices.IndexFunc(pfs, func(pf netip.Prefix) bool { return pf.Addr() == hop }); j >= 0 {
+			return k, j, true, true
+		}
+	}
+	for k, pfs := range at.subnets {
+		if k == at.entry {
+			continue
+		}
+		if j := slices.IndexFunc(pfs, func(pf netip.Prefix) bool { return pf.Contains(hop) }); j >= 0 {
+			return k, j, false, true
+		}
+	}
+	return 0, 0, false, false
+}
+
 // gateway checks an interface's default route next hop at p.field: raw,
-// reached from the prefixes (at pfPaths). gateway is IPv4 or IPv6, and
+// reached from the entry's prefixes (at). gateway is IPv4 or IPv6, and
 // refused with dhcp (DHCP gives the IPv4 one); gateway6 is IPv6 only.
 // gateways holds the first default route of each family (is IPv4 → path).
-func (v *validator) gateway(p, field, raw string, dhcp bool, prefixes []netip.Prefix, pfPaths []string, gateways map[bool]string) {
+func (v *validator) gateway(p, field, raw string, dhcp bool, at reach, gateways map[bool]string) {
 	gp := p + "." + field
 	gw, err := netip.ParseAddr(raw)
 	switch {
@@ -904,7 +978,7 @@ func (v *validator) gateway(p, field, raw string, dhcp bool, prefixes []netip.Pr
 		v.errs.Add(gp, "is only for static addresses: DHCP provides the gateway")
 	case dhcp:
 		v.errs.Add(gp, "%q with dhcp: true: DHCP provides the IPv4 gateway; give the IPv6 one beside it as gateway6: %s", raw, gw)
-	case v.nextHop(gp, raw, gw, prefixes, pfPaths):
+	case v.nextHop(gp, raw, gw, at, field):
 		if prev, dup := gateways[gw.Is4()]; dup {
 			v.warn(gp, "a second default route of the same family (the first is at %s): both are added, this one with a higher metric: traffic and K3s's node address follow the first, and this one only carries traffic when that route is gone (its link down); remove one if that is not what you want", prev)
 		} else {
@@ -920,17 +994,28 @@ type routeKey struct {
 	metric int
 }
 
-// routes checks the static routes of the interface ifc at p, whose static
-// addresses are prefixes (at pfPaths). routed holds the routes of the
-// entries before it that give an explicit metric (→ path): a metric of 0
-// is the entry's own, which differs from entry to entry.
-func (v *validator) routes(p string, ifc Interface, prefixes []netip.Prefix, pfPaths []string, routed map[routeKey]string) {
+// routeAt is where a route the kernel keeps (routeKey) is given.
+type routeAt struct {
+	path  string // network.interfaces[N].routes[M]
+	entry int    // N
+	given bool   // its metric is given, not the entry's own
+}
+
+// routes checks the static routes of the interface ifc at p, reached from
+// its static prefixes (at). routed holds the routes judged so far, of this
+// entry and those before it, by network and metric: each route's metric is
+// its own when given, else its entry's (StaticMetric + the entry's index),
+// as the node adds them.
+//
+// On a dhcp: true entry, the lease's IPv4 routes are the DHCP server's to
+// give (option 121), and come and go with it; its IPv6 routes go beside
+// its static IPv6 addresses, which DHCP (DHCPv4) leaves alone.
+func (v *validator) routes(p string, ifc Interface, at reach, routed map[routeKey]routeAt) {
 	rsp := p + ".routes"
+	const option121 = "have the DHCP server give them in option 121 (classless static routes), which the agent applies, or make this interface static (remove dhcp, list addresses and a gateway)"
 	switch {
-	case ifc.DHCP:
-		// The agent adds its routes beside static addresses; a lease's
-		// routes are the DHCP server's to give, and come and go with it.
-		v.errs.Add(rsp, "given with dhcp: true: routes are for static addresses: have the DHCP server give them in option 121 (classless static routes), which the agent applies, or make this interface static (remove dhcp, list addresses and a gateway)")
+	case ifc.DHCP && !slices.ContainsFunc(at.prefixes, func(pf netip.Prefix) bool { return pf.Addr().Is6() }):
+		v.errs.Add(rsp, "given with dhcp: true, and this interface has no static IPv6 address for IPv6 routes to leave from: DHCP gives it its IPv4 routes: %s", option121)
 		return
 	case len(ifc.Addresses) == 0:
 		if ifc.Bond != nil && ifc.VLAN == 0 {
@@ -941,18 +1026,25 @@ func (v *validator) routes(p string, ifc Interface, prefixes []netip.Prefix, pfP
 	if v.tooMany(rsp, len(ifc.Routes), maxRoutes, "routes", "route the networks this interface reaches through a router; a summary prefix (10.0.0.0/8) covers many") {
 		return
 	}
-	own := map[routeKey]int{} // this entry's routes → index
 	for j, r := range ifc.Routes {
 		rp := fmt.Sprintf("%s[%d]", rsp, j)
+		if ifc.DHCP && routeIs4(r) {
+			shown := fmt.Sprintf("to %q", r.To)
+			if r.To == "" {
+				shown = fmt.Sprintf("via %q", r.Via)
+			}
+			v.errs.Add(rp, "an IPv4 route (%s) with dhcp: true: DHCP gives this interface its IPv4 routes: %s; only IPv6 routes go beside the lease, from the interface's static IPv6 addresses", shown, option121)
+			continue
+		}
 		to, toOK := v.routeTo(rp+".to", r.To)
 		if r.Via == "" {
 			// On the link: the kernel sends to the network's hosts
 			// directly, from an address of their family on the link.
-			if toOK && !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Addr().Is4() == to.Addr().Is4() }) {
+			if toOK && !slices.ContainsFunc(at.prefixes, func(pf netip.Prefix) bool { return pf.Addr().Is4() == to.Addr().Is4() }) {
 				v.errs.Add(rp, "%s is on the link (no via), and this interface has no %s address to reach it from: give it one in addresses, or put the route on the entry that has one", to, family(to.Addr()))
 			}
 		} else {
-			v.routeVia(rp+".via", r.Via, to, toOK, prefixes, pfPaths)
+			v.routeVia(rp+".via", r.Via, to, toOK, at)
 		}
 		metricOK := true
 		switch {
@@ -966,31 +1058,54 @@ func (v *validator) routes(p string, ifc Interface, prefixes []netip.Prefix, pfP
 		if !toOK || !metricOK {
 			continue
 		}
-		for k, pf := range prefixes {
+		for k, pf := range at.prefixes {
 			if pf.Masked() == to {
-				v.warn(rp+".to", "%s is the subnet of this interface's address %s (%s): the kernel already routes it on the link: remove this route", to, pf.Addr(), pfPaths[k])
+				v.warn(rp+".to", "%s is the subnet of this interface's address %s (%s): the kernel already routes it on the link: remove this route", to, pf.Addr(), at.pfPaths[k])
 				break
 			}
 		}
+		// The node adds a route without metric with its entry's, so a
+		// route of one entry and another's may clash either way.
+		here := routeAt{path: rp, entry: at.entry, given: r.Metric != 0}
 		key := routeKey{to, r.Metric}
-		if k, dup := own[key]; dup {
-			metric := "the same metric (the interface's own, metric left out)"
-			if r.Metric != 0 {
-				metric = fmt.Sprintf("metric %d", r.Metric)
+		if !here.given {
+			key.metric = StaticMetric + at.entry
+		}
+		prev, dup := routed[key]
+		if !dup {
+			routed[key] = here
+			continue
+		}
+		ownMetric := func(a routeAt) string {
+			if a.given {
+				return ""
 			}
-			v.errs.Add(rp+".to", "%s with %s is already routed at %s[%d]: the kernel keeps one route per network and metric: remove one, or give one another metric", to, metric, rsp, k)
-			continue
+			return fmt.Sprintf(" (its metric left out: network.interfaces[%d]'s own, %d + the entry's index)", a.entry, StaticMetric)
 		}
-		own[key] = j
-		if r.Metric == 0 {
-			continue
+		prevMetric := ownMetric(prev)
+		if !prev.given && !here.given && prev.entry == here.entry {
+			prevMetric = " (its metric left out too)"
 		}
-		if prev, dup := routed[key]; dup {
-			v.errs.Add(rp+".to", "%s with metric %d is already routed at %s: the kernel keeps one route per network and metric, whichever link it leaves by: give one another metric (or leave it out, for the interface's own), or remove one", to, r.Metric, prev)
-		} else {
-			routed[key] = rp
+		link := ""
+		if prev.entry != at.entry {
+			link = ", whichever link it leaves by"
 		}
+		v.errs.Add(rp+".to", "%s with metric %d%s is already routed at %s with metric %d%s: the kernel keeps one route per network and metric%s, and refuses this one: give one of them another metric (the lowest wins), or remove one",
+			to, key.metric, ownMetric(here), prev.path, key.metric, prevMetric, link)
 	}
+}
+
+// routeIs4 says whether r is an IPv4 route, by its to, or by its via when
+// to is not an address at all.
+func routeIs4(r Route) bool {
+	if pf, err := netip.ParsePrefix(r.To); err == nil {
+		return pf.Addr().Is4()
+	}
+	if a, err := netip.ParseAddr(r.To); err == nil {
+		return a.Is4()
+	}
+	a, err := netip.ParseAddr(r.Via)
+	return err == nil && a.Is4()
 }
 
 // routeTo checks raw, the network of a route at tp, and returns it.
@@ -1035,8 +1150,8 @@ func (v *validator) routeTo(tp, raw string) (netip.Prefix, bool) {
 }
 
 // routeVia checks raw, the next hop of a route at vp to the network to
-// (when toOK), reached from the interface's prefixes (at pfPaths).
-func (v *validator) routeVia(vp, raw string, to netip.Prefix, toOK bool, prefixes []netip.Prefix, pfPaths []string) {
+// (when toOK), reached from the interface's prefixes (at).
+func (v *validator) routeVia(vp, raw string, to netip.Prefix, toOK bool, at reach) {
 	via, err := netip.ParseAddr(raw)
 	switch {
 	case err != nil:
@@ -1052,7 +1167,7 @@ func (v *validator) routeVia(vp, raw string, to netip.Prefix, toOK bool, prefixe
 	case toOK && via.Is4() != to.Addr().Is4():
 		v.errs.Add(vp, "%q is an %s address and to (%s) an %s network: a route's next hop is of its network's family: give an %s router's address", raw, family(via), to, family(to.Addr()), family(to.Addr()))
 	default:
-		v.nextHop(vp, raw, via, prefixes, pfPaths)
+		v.nextHop(vp, raw, via, at, "route")
 	}
 }
 
@@ -1064,31 +1179,65 @@ func family(a netip.Addr) string {
 	return "IPv6"
 }
 
-// nextHop checks hop (written raw), a route's next hop at np, against the
-// prefixes of its interface (at pfPaths): a router the interface reaches,
-// on one of its subnets, or on the link itself (an IPv6 router's
-// link-local address; any other address outside every subnet is warned
-// about). It reports whether hop is usable: when not, it said why.
-func (v *validator) nextHop(np, raw string, hop netip.Addr, prefixes []netip.Prefix, pfPaths []string) bool {
-	what, hosts := hostAddrProblem(hop, prefixes)
+// nextHop checks hop (written raw), a next hop at np, against the prefixes
+// of its interface (at): a router the interface reaches, on one of its
+// subnets, or on the link itself (an IPv6 router's link-local address; any
+// other address outside every subnet is warned about). what is the next
+// hop's: "route", or the field of a gateway. It reports whether hop is
+// usable: when not, it said why.
+//
+// A next hop that is another entry's own address (which the kernel
+// refuses) or on another entry's subnet (which the route would leave for
+// by this link, on-link, where that subnet is not) belongs to that entry.
+// Only the subnets the config gives are known: a dhcp: true entry's IPv4
+// one is the lease's, and a next hop on it only warned about as outside.
+func (v *validator) nextHop(np, raw string, hop netip.Addr, at reach, what string) bool {
+	prefixes := at.prefixes
+	k, j, elsewhereOwn, elsewhere := at.elsewhere(hop)
+	// Where hop belongs instead, when elsewhere: entry k, through a
+	// router on its subnet (hop is one when not its own address).
+	moveTo := func() string {
+		entry, subnet := fmt.Sprintf("network.interfaces[%d]", k), at.subnets[k][j].Masked()
+		switch {
+		case what == "route" && elsewhereOwn:
+			return fmt.Sprintf("put the route on %s, via a router on its subnet %s", entry, subnet)
+		case what == "route":
+			return "put the route on " + entry
+		case elsewhereOwn:
+			return fmt.Sprintf("give %s the %s instead, a router on its subnet %s", entry, what, subnet)
+		}
+		return fmt.Sprintf("give %s the %s instead", entry, what)
+	}
+	bad, hosts := hostAddrProblem(hop, prefixes)
 	switch {
 	case !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Addr().Is4() == hop.Is4() }):
+		if elsewhere {
+			v.errs.Add(np, "%s has no address of its family (IPv4/IPv6) on this interface to reach it from, and is on the subnet %s of network.interfaces[%d] (%s): %s", hop, at.subnets[k][j].Masked(), k, at.subnetPaths[k][j], moveTo())
+			break
+		}
 		v.errs.Add(np, "%s has no address of its family (IPv4/IPv6) on this interface to reach it from", hop)
 	case slices.Contains(pfAddrs(prefixes), hop):
-		v.errs.Add(np, "%q is this interface's own address (%s): give the router's address on this subnet", raw, pfPaths[slices.Index(pfAddrs(prefixes), hop)])
-	case what != "":
+		v.errs.Add(np, "%q is this interface's own address (%s): give the router's address on this subnet", raw, at.pfPaths[slices.Index(pfAddrs(prefixes), hop)])
+	case elsewhereOwn:
+		v.errs.Add(np, "%q is the address of network.interfaces[%d] (%s), another interface, and the kernel refuses one of the machine's own addresses as a next hop: %s", raw, k, at.subnetPaths[k][j], moveTo())
+	case bad != "":
 		hint := "give the router's address"
 		if hosts != "" {
 			hint += ", " + hosts
 		}
-		v.errs.Add(np, "%q %s, not a router's address: %s", raw, what, hint)
+		v.errs.Add(np, "%q %s, not a router's address: %s", raw, bad, hint)
 	default:
 		// An IPv6 router's link-local address is its usual one, reached
 		// on the link (the route's interface is its zone).
 		linkLocal6 := hop.Is6() && hop.IsLinkLocalUnicast()
-		if !linkLocal6 && !slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Contains(hop) }) {
-			v.warn(np, "%s is outside every subnet of this interface: it will be added as an on-link route", hop)
+		if linkLocal6 || slices.ContainsFunc(prefixes, func(pf netip.Prefix) bool { return pf.Contains(hop) }) {
+			return true
 		}
+		if elsewhere {
+			v.errs.Add(np, "%s is on the subnet %s of network.interfaces[%d] (its address %s, %s), another interface: added on-link here, it would send the traffic out this link, where that subnet is not: %s", hop, at.subnets[k][j].Masked(), k, at.subnets[k][j], at.subnetPaths[k][j], moveTo())
+			return false
+		}
+		v.warn(np, "%s is outside every subnet of this interface: it will be added as an on-link route", hop)
 		return true
 	}
 	return false
@@ -1523,7 +1672,8 @@ func (v *validator) registries(r *Registries) {
 }
 
 // proxy checks the proxy section. Its URLs are shown by proxyShown, which
-// hides their passwords: the messages reach every console and the log.
+// hides their passwords, and its no_proxy entries by noProxyShown, which
+// hides all before an '@': the messages reach every console and the log.
 func (v *validator) proxy(c *MachineConfig) {
 	p := c.Proxy
 	if p == nil {
@@ -1551,7 +1701,7 @@ func (v *validator) proxy(c *MachineConfig) {
 	for i, e := range p.NoProxy {
 		ep := fmt.Sprintf("proxy.no_proxy[%d]", i)
 		if msg := noProxyProblem(e); msg != "" {
-			v.errs.Add(ep, "%s %s", proxyShown(e), msg)
+			v.errs.Add(ep, "%s %s", noProxyShown(e), msg)
 			continue
 		}
 		if j, dup := seen[strings.ToLower(e)]; dup {
@@ -1563,7 +1713,15 @@ func (v *validator) proxy(c *MachineConfig) {
 			v.warn(ep, `"*" sends every destination direct, so the proxy is never used: remove * (or the proxy section)`)
 		}
 	}
-	if len(v.errs) > before || c.Cluster == nil || c.Cluster.Server == "" {
+	if len(v.errs) > before {
+		return
+	}
+	if p.HTTPProxy != "" && p.HTTPSProxy == "" {
+		// Go's programs take the proxy of an https:// URL from
+		// HTTPS_PROXY alone: HTTP_PROXY is for http:// ones.
+		v.warn("proxy.http_proxy", "given without https_proxy: Go's programs (K3s, containerd, the agent's hub client) take the proxy for https:// URLs from HTTPS_PROXY alone, so image pulls from registries over https, and the hub, would go direct, not through this proxy: set https_proxy too (usually the same URL)")
+	}
+	if c.Cluster == nil || c.Cluster.Server == "" {
 		return
 	}
 	if msg, _ := serverURLProblem(c.Cluster.Server); msg != "" {

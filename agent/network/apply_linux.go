@@ -32,7 +32,7 @@ var locked = safego.Locked
 // beside the others' (the kernel keys a default route by its metric, not
 // its link), and the first listed leads — the route K3s takes its node
 // address from, as the ready line's ip= is the first static address.
-const staticMetric = 50
+const staticMetric = config.StaticMetric
 
 // The routes the agent adds are marked with their origin (rtm_protocol,
 // "proto dhcp" and "proto static" in ip route): the agent removes only
