@@ -42,6 +42,8 @@ func TestBondFailsOverToTheOtherPort(t *testing.T) {
         members: ["` + macA + `", "` + macB + `"]
         primary: "` + macA + `"
       dhcp: true
+hosts:
+  - {ip: 10.77.0.1, names: [registry.qa.example, registry]}
 `
 	k := netbootWithConfig(t, out, yaml, "")
 	vm := Start(t, Config{QMP: true, Devices: []Device{SeaBIOS{}, k, UserNIC{},
@@ -60,6 +62,7 @@ func TestBondFailsOverToTheOtherPort(t *testing.T) {
 	if len(members) != 2 {
 		t.Errorf("bond members added: %v, want two ports", members)
 	}
+	vm.Find(regexp.MustCompile(`^etoile: hosts written file=/etc/hosts entries="10\.77\.0\.1=registry\.qa\.example\|registry"$`), 10*time.Second)
 	vm.Absent(regexp.MustCompile(`^etoile: (warning|error)\b.*bond`), time.Second)
 	t.Logf("bond up: %s", bond.Line)
 	// The ports' own DHCP, which the boot started, got its lease or was

@@ -590,16 +590,31 @@ func (m *Machine) NetworkResult() *network.Result {
 	return m.Network
 }
 
-// ApplyNetwork configures what the machine config's network section lists
-// (static addresses, bonds, VLANs, MTU, DHCP on a VLAN or a bond) over the boot's DHCP, and
+// ApplyNetwork writes the machine config's hosts: entries into /etc/hosts,
+// and configures what its network section lists (static addresses, bonds,
+// VLANs, MTU, DHCP on a VLAN or a bond) over the boot's DHCP, and
 // its hostname. Under --root the network is left alone. The error names
 // each interface that could not be configured; the others are.
 func (m *Machine) ApplyNetwork(ctx context.Context, c *config.MachineConfig) error {
-	if !m.real() || c == nil || (len(c.Network.Interfaces) == 0 && c.Hostname == "") {
+	if !m.real() || c == nil {
 		return nil
 	}
 	m.etcMu.Lock()
 	defer m.etcMu.Unlock()
+	// hosts: entries, or none (an earlier config's go).
+	var hostsErr error
+	if changed, err := network.WriteHosts("/etc", c.Hosts); err != nil {
+		hostsErr = fmt.Errorf("hosts: %w", err)
+	} else if changed {
+		var names []string
+		for _, h := range c.Hosts {
+			names = append(names, h.IP+"="+strings.Join(h.Names, "|"))
+		}
+		m.log.Info("hosts written", "file", "/etc/hosts", "entries", strings.Join(names, ","))
+	}
+	if len(c.Network.Interfaces) == 0 && c.Hostname == "" {
+		return hostsErr
+	}
 	var res network.Result
 	locked(&m.netMu, func() {
 		if m.Network != nil {
@@ -661,7 +676,7 @@ func (m *Machine) ApplyNetwork(ctx context.Context, c *config.MachineConfig) err
 		}
 	}
 	locked(&m.netMu, func() { m.Network = &res })
-	return err
+	return errors.Join(err, hostsErr)
 }
 
 // --- the steps ---------------------------------------------------------

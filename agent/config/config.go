@@ -85,10 +85,23 @@ type MachineConfig struct {
 	// Proxy is the site's web proxy, for K3s (its image pulls, Helm
 	// charts) and the agent's own connections to the constellation hub.
 	Proxy *Proxy `yaml:"proxy,omitempty"`
+	// Hosts are static name-to-address entries added to /etc/hosts: a
+	// registry or server a site's DNS does not know (K3s and containerd
+	// read /etc/hosts; pods use the cluster's DNS, not it).
+	Hosts []HostEntry `yaml:"hosts,omitempty"`
 	// Install and Constellation are reserved for the installer and the
 	// constellation join client; their issues fill them.
 	Install       *Install       `yaml:"install,omitempty"`
 	Constellation *Constellation `yaml:"constellation,omitempty"`
+}
+
+// HostEntry is one /etc/hosts line: an address and its names.
+type HostEntry struct {
+	// IP is the address, IPv4 or IPv6.
+	IP string `yaml:"ip,omitempty"`
+	// Names are the host names that resolve to it, the canonical one first
+	// (registry.example.com, registry).
+	Names []string `yaml:"names,omitempty"`
 }
 
 // Proxy is a web proxy, under the environment variables' own names: K3s

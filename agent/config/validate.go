@@ -55,6 +55,7 @@ func (c *MachineConfig) Validate() (warnings []string, err error) {
 	v.k3s(c)
 	v.registries(c.Registries)
 	v.proxy(c)
+	v.hosts(c.Hosts)
 	v.install(c.Install)
 	v.constellation(c.Constellation, c.Role)
 	return capWarnings(v.warns), v.errs.Err()
@@ -91,6 +92,8 @@ const (
 	maxK3sKeys         = 512 // K3s has about 200 options
 	maxK3sItems        = 256 // in one option's list (kubelet-arg…)
 	maxNoProxy         = 256 // proxy.no_proxy entries
+	maxHosts           = 256 // hosts: entries
+	maxHostNames       = 32  // names of one hosts: entry
 )
 
 // tooMany reports an error at path when n, the entries it gives, is over
@@ -1824,6 +1827,62 @@ func hostnameLike(h string) error {
 		}
 	}
 	return nil
+}
+
+// hosts checks the /etc/hosts entries: an address each (no zone: the
+// resolver reads none there), and names that are host names; a name given
+// twice for one address is warned about, a name given two addresses of one
+// family refused (the resolver would answer the first only).
+func (v *validator) hosts(hs []HostEntry) {
+	if v.tooMany("hosts", len(hs), maxHosts, "entries", "give the few names this site's DNS does not know; the others belong in its DNS") {
+		return
+	}
+	type named struct {
+		path string
+		addr netip.Addr
+	}
+	seen := map[string][]named{} // name → where it is given, by address
+	for i, h := range hs {
+		p := fmt.Sprintf("hosts[%d]", i)
+		a, err := netip.ParseAddr(h.IP)
+		switch {
+		case h.IP == "":
+			v.errs.Add(p+".ip", "missing: give the address the names resolve to, such as 192.0.2.10")
+		case err != nil:
+			v.errs.Add(p+".ip", "%q is not an IP address: write an IPv4 or IPv6 address, such as 192.0.2.10", h.IP)
+		case a.Zone() != "":
+			v.errs.Add(p+".ip", "%q has a zone: /etc/hosts takes none: give a global address", h.IP)
+		case a.IsUnspecified() || a.IsMulticast():
+			v.errs.Add(p+".ip", "%q is not one host's address: give the address of the machine the names name", h.IP)
+		}
+		if len(h.Names) == 0 {
+			v.errs.Add(p+".names", "empty: give the names that resolve to %s, such as registry.example.com", h.IP)
+			continue
+		}
+		if v.tooMany(p+".names", len(h.Names), maxHostNames, "names", "give the address's few names; more belong in the site's DNS") {
+			continue
+		}
+		for j, n := range h.Names {
+			np := fmt.Sprintf("%s.names[%d]", p, j)
+			if hostnameLike(n) != nil || strings.HasSuffix(n, ".") {
+				v.errs.Add(np, "%q is not a host name: letters, digits and hyphens in dot-separated labels, such as registry.example.com", n)
+				continue
+			}
+			if !a.IsValid() {
+				continue // its address is refused above
+			}
+			key := strings.ToLower(n)
+			for _, prev := range seen[key] {
+				switch {
+				case prev.addr == a:
+					v.warn(np, "%q is also %s, with the same address: give it once", n, prev.path)
+				case prev.addr.Is4() == a.Is4():
+					v.errs.Add(np, "%q is also %s, with another address (%s): the resolver answers with the first only: give it one address", n, prev.path, prev.addr)
+				}
+			}
+			seen[key] = append(seen[key], named{path: np, addr: a})
+		}
+	}
 }
 
 var sysctlPart = regexp.MustCompile(`^[A-Za-z0-9_][-A-Za-z0-9_.:@]*$`)
