@@ -889,6 +889,7 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 				return a, nil, err
 			}
 		}
+		var routeErrs []error
 		addV6 := func() error {
 			if len(v6) > 0 {
 				if err := raiseForIPv6(link, cfg.Log); err != nil {
@@ -908,8 +909,14 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 				if len(v6) == 0 {
 					return fmt.Errorf("gateway6 %s without an IPv6 address in addresses", ifc.Gateway6)
 				}
-				return addDefaultRoute(link, ifc.Gateway6, v6, gws)
+				if err := addDefaultRoute(link, ifc.Gateway6, v6, gws); err != nil {
+					return err
+				}
 			}
+			// The config's IPv6 routes (validation refuses IPv4 ones
+			// beside DHCP: its option 121 gives those), through the IPv6
+			// addresses: with them, whether DHCPv4 answers or not.
+			a.Routes, routeErrs = addRoutes(link, ifc.Routes, v6, gws.metric)
 			return nil
 		}
 		if prev < 0 {
@@ -959,7 +966,7 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 					// lease's: K3s chose its address by theirs.
 					res.renew.retryDHCP(ctx, link, lateMetric+link.Attrs().Index, cfg)
 					// The entry's name servers are the config's already.
-					return a, configDNS(name, ifc.DNS, nil), fmt.Errorf("%w; asking again in the background", err)
+					return a, configDNS(name, ifc.DNS, nil), errors.Join(append(routeErrs, fmt.Errorf("%w; asking again in the background", err))...)
 				}
 				return a, nil, err
 			}
@@ -977,11 +984,6 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		}
 		l := res.Leases[prev]
 		a.Addresses = append([]string{l.Addr.String()}, a.Addresses...)
-		// The config's IPv6 routes beside the lease (validation refuses
-		// IPv4 ones: DHCP's option 121 gives those), through its IPv6
-		// addresses.
-		shown, routeErrs := addRoutes(link, ifc.Routes, v6, gws.metric)
-		a.Routes = shown
 		// The config's name servers before the lease's.
 		dns := configDNS(name, ifc.DNS, &a)
 		for _, d := range l.DNS {

@@ -129,3 +129,21 @@ func TestApplyIPv6RoutesBesideALease(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyIPv6RoutesWithoutALease: a dhcp: true entry whose DHCPv4 gets
+// no answer (asked again in the background) still gets its static IPv6
+// addresses, gateway6 and IPv6 routes at once: they do not wait for IPv4.
+func TestApplyIPv6RoutesWithoutALease(t *testing.T) {
+	srv, cli, exe := namespaces(t, false)
+	silentPort(t, srv, cli)
+	spec, _ := json.Marshal([]config.Interface{{Name: "vc2", DHCP: true, Addresses: []string{"2001:db8::77/64"}, Gateway6: "2001:db8::1",
+		Routes: []config.Route{{To: "2001:db8:30::/48", Via: "2001:db8::1"}}}})
+	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ONLY=vc,vc2", "ETOILE_NETTEST_DHCP_TIMEOUT=1s", "ETOILE_NETTEST_RETRY=1s",
+		"ETOILE_NETTEST_ETC="+t.TempDir(), "ETOILE_NETTEST_APPLY="+string(spec))
+	if !strings.Contains(r.ApplyErr, "asking again in the background") {
+		t.Fatalf("Apply: %q, want DHCP asked again in the background\n%s", r.ApplyErr, stderr)
+	}
+	if got := ipCmd(t, "-n", cli, "-6", "route", "show", "proto", "static"); !strings.Contains(got, "2001:db8:30::/48 via 2001:db8::1 dev vc2 metric 50") {
+		t.Errorf("IPv6 routes without a DHCPv4 lease:\n%s", got)
+	}
+}
