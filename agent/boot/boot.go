@@ -612,7 +612,9 @@ func (m *Machine) ApplyNetwork(ctx context.Context, c *config.MachineConfig) err
 		}
 		m.log.Info("hosts written", "file", "/etc/hosts", "entries", strings.Join(names, ","))
 	}
-	if len(c.Network.Interfaces) == 0 && c.Hostname == "" {
+	var bonds bool // an earlier config's bonds, which a config without them removes
+	locked(&m.netMu, func() { bonds = m.Network != nil && m.Network.HasBonds() })
+	if len(c.Network.Interfaces) == 0 && c.Hostname == "" && !bonds {
 		return hostsErr
 	}
 	var res network.Result
@@ -1505,6 +1507,7 @@ func switchRoot(ctx context.Context, m *Machine) error {
 			}
 		})
 	}
+	aliased := false // modprobe.d has aliases, which may name drivers for devices seen already
 	if m.Cold != nil {
 		// The system's modprobe.d options (options nvidia NVreg_…) for
 		// what loads from here on, before the command line's; its
@@ -1513,6 +1516,7 @@ func switchRoot(ctx context.Context, m *Machine) error {
 			m.log.Warn("modprobe.d unreadable: its options are not applied", "reason", err.Error())
 		} else if len(conf.Files) > 0 {
 			m.Cold.AddModprobeConf(conf)
+			aliased = len(conf.Aliases) > 0
 			attrs := []any{"files", strings.Join(conf.Files, ","), "options_for", strings.Join(slices.Sorted(maps.Keys(conf.Options)), ","),
 				"blacklist", strings.Join(slices.Sorted(maps.Keys(conf.Blacklist)), ","), "install", conf.InstallSummary()}
 			if len(conf.Aliases) > 0 {
@@ -1533,6 +1537,11 @@ func switchRoot(ctx context.Context, m *Machine) error {
 		}
 	}
 	if !layered || !m.real() {
+		if aliased && m.real() {
+			// modprobe.d's aliases may name drivers for devices the
+			// initramfs found: loaded in the background, as a rescan.
+			safego.Go(m.log, "loading the drivers modprobe.d's aliases name", func() { m.rescan(ctx) })
+		}
 		m.imageDriversLoaded()
 		return nil
 	}

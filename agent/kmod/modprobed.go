@@ -256,6 +256,23 @@ func (c *Coldplug) AddConfigParams(conf map[string]string) {
 // added comes first.
 func (c *Coldplug) AddModprobeConf(conf ModprobeConf) {
 	c.AddConfigParams(conf.Options)
+	if a := c.addModprobeConf(conf); a != nil {
+		// The devices seen before (the initramfs's scan) that an alias
+		// now names a driver for are looked at again by the next Scan.
+		c.mu.Lock()
+		for ma := range c.seen {
+			if len(a.Lookup(ma)) > 0 {
+				delete(c.seen, ma)
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+// addModprobeConf is AddModprobeConf under paramsMu (which c.mu, taken
+// before it elsewhere, must not be taken under); it returns the new alias
+// index, nil when conf adds no alias.
+func (c *Coldplug) addModprobeConf(conf ModprobeConf) *Aliases {
 	c.paramsMu.Lock()
 	defer c.paramsMu.Unlock()
 	bl := maps.Clone(c.blacklist)
@@ -279,7 +296,9 @@ func (c *Coldplug) AddModprobeConf(conf ModprobeConf) {
 			a.add(r.Pattern, r.Module)
 		}
 		c.confAliases = a
+		return a
 	}
+	return nil
 }
 
 // configAliases returns the modules modprobe.d's aliases name for name (a
@@ -320,8 +339,11 @@ func (c *Coldplug) forBus(name string) bool {
 }
 
 // softdepsFor returns the names to load before and after module m: those
-// of modprobe.d's first softdep line that matches m, which replaces
-// modules.softdep's as kmod's configuration does, else modules.softdep's.
+// of modprobe.d's first softdep line that matches m, else modules.softdep's.
+// A modprobe.d line always wins here; kmod reads modules.softdep as one more
+// configuration file among modprobe.d's, in name order, so there a file that
+// sorts after it (zz.conf) does not override it. Étoile's rule is the
+// simpler one the README states.
 func (c *Coldplug) softdepsFor(m string) (pre, post []string) {
 	c.paramsMu.RLock()
 	for _, r := range c.softdeps {

@@ -228,3 +228,26 @@ func TestModprobeDAliasColdplug(t *testing.T) {
 		t.Errorf("loaded %q after the new index", got)
 	}
 }
+
+// TestModprobeDAliasForADeviceSeenBefore: the initramfs's scan saw a
+// device no driver was known for; the system image's modprobe.d (read
+// after the switch) names one with an alias: the next scan loads it.
+func TestModprobeDAliasForADeviceSeenBefore(t *testing.T) {
+	c, rec, sys := aliasColdplug(t)
+	const usb = "usb:v1234p5678d0100dc00dsc00dp00icFFisc00ip00in00"
+	fakeSys(t, sys, map[string]string{"usb/1-1:1.0": usb})
+	ctx := context.Background()
+	if _, err := c.Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.Loaded(); len(got) != 0 {
+		t.Fatalf("loaded %q before modprobe.d", got)
+	}
+	c.AddModprobeConf(aliasTestConf(t))
+	if n, err := c.Scan(ctx); err != nil || n != 1 {
+		t.Errorf("scan after modprobe.d: %d new devices, %v; want the device its alias names a driver for", n, err)
+	}
+	if got := rec.Loaded(); !slices.Contains(got, "my_usb_drv") {
+		t.Errorf("loaded %q, want my_usb_drv (modprobe.d's alias for the device seen before)", got)
+	}
+}

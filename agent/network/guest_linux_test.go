@@ -602,6 +602,38 @@ func TestGuestBondMemberDropped(t *testing.T) {
 	}
 }
 
+// TestGuestBondDroppedByAnEmptyConfig: a config with no network entries at
+// all, after one with a bond (the boot applies it only because the Result
+// says it made bonds: Result.HasBonds), removes the bond, and its ports are
+// up and free.
+func TestGuestBondDroppedByAnEmptyConfig(t *testing.T) {
+	g := newGuest(t, 2)
+	a, b := g.ports[0], g.ports[1]
+	res := g.up()
+	if _, err := g.apply(res, []config.Interface{{Name: "bond0", Addresses: []string{"10.34.0.1/24"},
+		Bond: &config.Bond{Mode: "active-backup", Members: []string{a.name, b.name}}}}); err != nil {
+		t.Fatalf("the config with the bond: %v", err)
+	}
+	if !res.HasBonds() {
+		t.Errorf("the Result does not say a bond was made: a config without network entries would not be applied to remove it")
+	}
+	if _, err := g.apply(res, nil); err != nil {
+		t.Errorf("the empty config: %v", err)
+	}
+	if _, err := netlink.LinkByName("bond0"); err == nil {
+		t.Errorf("bond0 stays after a config without it")
+	}
+	if res.HasBonds() {
+		t.Errorf("the Result still says bonds were made")
+	}
+	for _, p := range []guestPort{a, b} {
+		l := g.link(p.name)
+		if l.Attrs().MasterIndex != 0 || l.Attrs().Flags&net.FlagUp == 0 {
+			t.Errorf("%s after the bond went: master %q, up %v; want free and up", p.name, masterName(l), l.Attrs().Flags&net.FlagUp != 0)
+		}
+	}
+}
+
 // TestGuestBondPortGetsNoAddress: an entry that gives addresses to a port
 // the bond enslaves (the bond lists it by name, the entry by MAC) is an
 // error of Apply naming the port and its bond, and the port gets no

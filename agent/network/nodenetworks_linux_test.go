@@ -11,7 +11,7 @@ import (
 
 // TestNodeNetworks: the networks of a machine's global addresses, IPv4 and
 // IPv6, host bits cleared, each once; not the loopback's nor link-local
-// ones. Run in a network namespace of its own (the test binary again,
+// ones, nor those of a link that is down. Run in a network namespace of its own (the test binary again,
 // under ip netns exec).
 func TestNodeNetworks(t *testing.T) {
 	if os.Getenv("ETOILE_NODENETWORKS_CHILD") == "1" {
@@ -31,6 +31,9 @@ func TestNodeNetworks(t *testing.T) {
 		{"addr", "add", "10.1.2.3/8", "dev", "d0"},
 		{"addr", "add", "169.254.1.1/16", "dev", "d0"},
 		{"addr", "add", "2001:db8:1::5/64", "dev", "d0", "nodad"},
+		// A link that is down (kube-proxy's kube-ipvs0, one /32 per Service): not the machine's network.
+		{"link", "add", "d2", "type", "veth", "peer", "name", "d3"},
+		{"addr", "add", "10.43.0.10/32", "dev", "d2"},
 	} {
 		ipCmd(t, append([]string{"-n", ns}, args...)...)
 	}

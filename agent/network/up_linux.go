@@ -177,6 +177,10 @@ func (r Result) AllLeases() []Lease {
 	return slices.DeleteFunc(all, func(l Lease) bool { return l.Addr.IP == nil })
 }
 
+// HasBonds reports whether an applied machine config made bonds: a later
+// config without any must still be applied, to remove them.
+func (r Result) HasBonds() bool { return len(r.bonds) > 0 }
+
 // resolvLeases are the sources of resolv.conf, in order.
 func (r Result) resolvLeases() []Lease {
 	return append(slices.Clone(r.names), r.AllLeases()...)
@@ -1337,8 +1341,20 @@ func NodeNetworks() []string {
 	if err != nil {
 		return nil
 	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil
+	}
+	up := map[int]bool{}
+	for _, l := range links {
+		// Not kube-proxy's kube-ipvs0 (down, one /32 per Service).
+		up[l.Attrs().Index] = l.Attrs().Flags&net.FlagUp != 0
+	}
 	var out []string
 	for _, a := range addrs {
+		if !up[a.LinkIndex] {
+			continue
+		}
 		ip, ok := netip.AddrFromSlice(a.IP)
 		if !ok || !ip.Unmap().IsGlobalUnicast() {
 			continue
