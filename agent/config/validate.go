@@ -1737,7 +1737,7 @@ func (v *validator) proxy(c *MachineConfig) {
 	// K3s's HTTP clients read HTTPS_PROXY (its requests to join the
 	// server among them), and a site's proxy usually refuses CONNECT to
 	// port 6443, or cannot reach the site's own networks at all.
-	v.warn("proxy.no_proxy", "does not cover cluster.server's host %s, so K3s would reach the server %s://%s through the proxy (proxies usually refuse or break it): add %s to no_proxy", u.Hostname(), u.Scheme, u.Host, u.Hostname())
+	v.warn("proxy.no_proxy", "does not cover cluster.server's host %s, so K3s would reach the server %s://%s through the proxy (proxies usually refuse or break it) unless it is on one of this machine's own networks, which the agent adds to NO_PROXY when K3s starts: add %s to no_proxy", u.Hostname(), u.Scheme, u.Host, u.Hostname())
 }
 
 func (v *validator) time(t *Time) {
@@ -1831,8 +1831,8 @@ func hostnameLike(h string) error {
 
 // hosts checks the /etc/hosts entries: an address each (no zone: the
 // resolver reads none there), and names that are host names; a name given
-// twice for one address is warned about, a name given two addresses of one
-// family refused (the resolver would answer the first only).
+// twice for one address is warned about. A name may have several addresses
+// (Go's resolver, K3s's and containerd's, answers with all of them).
 func (v *validator) hosts(hs []HostEntry) {
 	if v.tooMany("hosts", len(hs), maxHosts, "entries", "give the few names this site's DNS does not know; the others belong in its DNS") {
 		return
@@ -1876,8 +1876,6 @@ func (v *validator) hosts(hs []HostEntry) {
 				switch {
 				case prev.addr == a:
 					v.warn(np, "%q is also %s, with the same address: give it once", n, prev.path)
-				case prev.addr.Is4() == a.Is4():
-					v.errs.Add(np, "%q is also %s, with another address (%s): the resolver answers with the first only: give it one address", n, prev.path, prev.addr)
 				}
 			}
 			seen[key] = append(seen[key], named{path: np, addr: a})

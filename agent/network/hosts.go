@@ -31,7 +31,7 @@ func WriteHosts(dir string, entries []config.HostEntry) (bool, error) {
 		return false, nil
 	}
 	if err := writeFile(path, next); err != nil {
-		return false, fmt.Errorf("writing %s: %w", path, err)
+		return false, err
 	}
 	return true, nil
 }

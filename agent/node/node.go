@@ -1697,6 +1697,9 @@ func (n *Node) applyNetwork(ctx context.Context, cfg *config.MachineConfig) []st
 	var out []string
 	for _, l := range strings.Split(err.Error(), "\n") {
 		fix := "correct network.interfaces in the machine config (etoile-agent status lists the links) and apply it again"
+		if strings.HasPrefix(l, "hosts: ") {
+			fix = "the node's /etc/hosts could not be written: read the reason (a full or read-only root); the config's other settings are applied"
+		}
 		if strings.HasSuffix(l, "asking again in the background") {
 			// A dhcp: true entry without a lease yet: nothing to correct
 			// in the config, perhaps.
