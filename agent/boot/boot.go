@@ -917,6 +917,26 @@ func (m *Machine) bootController(ctx context.Context) string {
 	return ma
 }
 
+// aliasRescan loads, in the background, the drivers modprobe.d's aliases
+// name for devices the initramfs found, and then says the image's drivers
+// are loaded (imageDriversLoaded): the network's wait for its links counts
+// them, for 10 s at most (a driver still loading after that goes on).
+func (m *Machine) aliasRescan(ctx context.Context) {
+	scanned := make(chan struct{})
+	safego.Go(m.log, "loading the drivers modprobe.d's aliases name", func() {
+		defer close(scanned)
+		m.rescan(ctx)
+	})
+	safego.Go(m.log, "waiting for the drivers modprobe.d's aliases name", func() {
+		defer m.imageDriversLoaded()
+		select {
+		case <-scanned:
+		case <-time.After(m.scale(10 * time.Second)):
+		case <-ctx.Done():
+		}
+	})
+}
+
 // LateModules loads the rest of the fixed module list (netfilter,
 // wireguard, filesystems) and the system image's modules-load.d after the
 // ready line: nothing in the boot needs them. K3s, started before, does not
@@ -1539,8 +1559,10 @@ func switchRoot(ctx context.Context, m *Machine) error {
 	if !layered || !m.real() {
 		if aliased && m.real() {
 			// modprobe.d's aliases may name drivers for devices the
-			// initramfs found: loaded in the background, as a rescan.
-			safego.Go(m.log, "loading the drivers modprobe.d's aliases name", func() { m.rescan(ctx) })
+			// initramfs found (a NIC): loaded as the image's drivers are,
+			// the network's wait for its links waiting for them.
+			m.aliasRescan(ctx)
+			return nil
 		}
 		m.imageDriversLoaded()
 		return nil
@@ -1552,8 +1574,12 @@ func switchRoot(ctx context.Context, m *Machine) error {
 	loadedBefore := m.Cold.Loaded(0)
 	added, err := m.Cold.Reindex()
 	if err != nil {
-		m.imageDriversLoaded()
 		m.log.Warn("the system image's module index is unreadable: its extensions' drivers will not load", "reason", err.Error())
+		if aliased {
+			m.aliasRescan(ctx)
+		} else {
+			m.imageDriversLoaded()
+		}
 		return nil
 	}
 	m.imageModulesIndexed() // HasDriver knows the extensions' drivers from here on

@@ -403,3 +403,19 @@ func TestNoProxyHidesPasswords(t *testing.T) {
 		}
 	}
 }
+
+// TestServerProxiedWarningByName: the machine's own networks, which the
+// agent adds to NO_PROXY, match a server given by address, never one given
+// by name: only the first warning says so.
+func TestServerProxiedWarningByName(t *testing.T) {
+	for server, unless := range map[string]bool{"https://192.0.2.10:6443": true, "https://k3s.example.lan:6443": false} {
+		doc := header + "role: agent\ncluster: {server: '" + server + "', token: t}\nproxy: {https_proxy: 'http://proxy.example.com:3128'}\n"
+		_, w, err := Check([]byte(doc))
+		if err != nil || len(w) != 1 {
+			t.Fatalf("%s: warnings %q, err %v", server, w, err)
+		}
+		if got := strings.Contains(w[0], "unless it is on one of this machine's own networks"); got != unless {
+			t.Errorf("%s: the warning's unless-clause present %v, want %v: %s", server, got, unless, w[0])
+		}
+	}
+}

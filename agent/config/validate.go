@@ -1737,7 +1737,12 @@ func (v *validator) proxy(c *MachineConfig) {
 	// K3s's HTTP clients read HTTPS_PROXY (its requests to join the
 	// server among them), and a site's proxy usually refuses CONNECT to
 	// port 6443, or cannot reach the site's own networks at all.
-	v.warn("proxy.no_proxy", "does not cover cluster.server's host %s, so K3s would reach the server %s://%s through the proxy (proxies usually refuse or break it) unless it is on one of this machine's own networks, which the agent adds to NO_PROXY when K3s starts: add %s to no_proxy", u.Hostname(), u.Scheme, u.Host, u.Hostname())
+	unless := ""
+	if net.ParseIP(u.Hostname()) != nil {
+		// The networks the agent adds match addresses, never names.
+		unless = " unless it is on one of this machine's own networks, which the agent adds to NO_PROXY when K3s starts"
+	}
+	v.warn("proxy.no_proxy", "does not cover cluster.server's host %s, so K3s would reach the server %s://%s through the proxy (proxies usually refuse or break it)%s: add %s to no_proxy", u.Hostname(), u.Scheme, u.Host, unless, u.Hostname())
 }
 
 func (v *validator) time(t *Time) {

@@ -256,12 +256,14 @@ func (c *Coldplug) AddConfigParams(conf map[string]string) {
 // added comes first.
 func (c *Coldplug) AddModprobeConf(conf ModprobeConf) {
 	c.AddConfigParams(conf.Options)
-	if a := c.addModprobeConf(conf); a != nil {
+	if c.addModprobeConf(conf) != nil {
 		// The devices seen before (the initramfs's scan) that an alias
 		// now names a driver for are looked at again by the next Scan.
+		// configAliases reads the modalias as the aliases were written
+		// ('-' as '_'); paramsMu under c.mu, as Reindex takes them.
 		c.mu.Lock()
 		for ma := range c.seen {
-			if len(a.Lookup(ma)) > 0 {
+			if len(c.configAliases(ma)) > 0 {
 				delete(c.seen, ma)
 			}
 		}

@@ -235,7 +235,8 @@ func TestModprobeDAliasColdplug(t *testing.T) {
 func TestModprobeDAliasForADeviceSeenBefore(t *testing.T) {
 	c, rec, sys := aliasColdplug(t)
 	const usb = "usb:v1234p5678d0100dc00dsc00dp00icFFisc00ip00in00"
-	fakeSys(t, sys, map[string]string{"usb/1-1:1.0": usb})
+	// A modalias with a hyphen, as platform and of: devices have.
+	fakeSys(t, sys, map[string]string{"usb/1-1:1.0": usb, "platform/my-dev": "platform:my-dev"})
 	ctx := context.Background()
 	if _, err := c.Scan(ctx); err != nil {
 		t.Fatal(err)
@@ -243,9 +244,11 @@ func TestModprobeDAliasForADeviceSeenBefore(t *testing.T) {
 	if got := rec.Loaded(); len(got) != 0 {
 		t.Fatalf("loaded %q before modprobe.d", got)
 	}
-	c.AddModprobeConf(aliasTestConf(t))
-	if n, err := c.Scan(ctx); err != nil || n != 1 {
-		t.Errorf("scan after modprobe.d: %d new devices, %v; want the device its alias names a driver for", n, err)
+	conf := aliasTestConf(t)
+	conf.Aliases = append(conf.Aliases, AliasRule{Pattern: "platform:my_dev", Module: "my_usb_drv", Source: "test.conf:9"}) // written platform:my-dev
+	c.AddModprobeConf(conf)
+	if n, err := c.Scan(ctx); err != nil || n != 2 {
+		t.Errorf("scan after modprobe.d: %d new devices, %v; want the two devices its aliases name a driver for", n, err)
 	}
 	if got := rec.Loaded(); !slices.Contains(got, "my_usb_drv") {
 		t.Errorf("loaded %q, want my_usb_drv (modprobe.d's alias for the device seen before)", got)
