@@ -97,20 +97,10 @@ func sameBond(have, want *netlink.Bond) bool {
 // the port's permanent address, since a bond gives its members its own
 // (they all show the first member's once enslaved).
 func findMember(m string) (netlink.Link, error) {
-	hw, err := net.ParseMAC(m)
-	if err != nil {
-		return findLink(config.Interface{Name: m})
+	if _, err := net.ParseMAC(m); err == nil {
+		return findLink(config.Interface{MAC: m}) // by its own MAC first
 	}
-	all, err := netlink.LinkList()
-	if err != nil {
-		return nil, err
-	}
-	for _, l := range all {
-		if (l.Type() == "device" || l.Type() == "veth") && slices.Equal(ownMAC(l), hw) {
-			return l, nil
-		}
-	}
-	return nil, fmt.Errorf("no interface with MAC %s (%s)", hw, linkNames())
+	return findLink(config.Interface{Name: m})
 }
 
 // ownMAC is the port's own address: its permanent one (the NIC's), else
