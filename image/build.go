@@ -25,6 +25,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/etoile-os/etoile/agent/config"
 	agentk3s "github.com/etoile-os/etoile/agent/k3s"
 	"github.com/etoile-os/etoile/image/debian"
 	"github.com/etoile-os/etoile/image/initramfs"
@@ -1421,8 +1422,8 @@ func DefaultCacheDir() (string, error) {
 
 // CABundlePath is where the system image keeps the CA certificates, in
 // Debian's place, where Go's crypto/x509 (K3s, containerd, the agent) and
-// most tools look.
-const CABundlePath = "etc/ssl/certs/ca-certificates.crt"
+// most tools look, and where the agent adds the machine config's own.
+const CABundlePath = config.CABundlePath
 
 // fetchCABundle makes the CA bundle from Debian's ca-certificates package
 // the way update-ca-certificates does by default: every Mozilla certificate

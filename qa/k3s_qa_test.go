@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/etoile-os/etoile/internal/testca"
 	"github.com/etoile-os/etoile/internal/xorriso"
 )
 
@@ -187,6 +188,33 @@ func TestSyslogReachesTheConsole(t *testing.T) {
 	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{}}})
 	m := vm.Find(regexp.MustCompile(`^etoile: warning: syslog app=k3s-standin severity=err text=standin-disk-check-failed pid=(\d+) uid=0$`), ReadyTimeout+K3sTimeout)
 	t.Logf("syslog message shown: %s", m.Line)
+}
+
+// TestStandinK3sTrustsTheSiteCA: a machine config's ca_certificates reach
+// the system's CA bundle before K3s starts, and its hosts: entries
+// /etc/hosts: the stand-in, a Go program as K3s and its containerd are,
+// reaches a registry-like HTTPS server on the host (real TLS, by a name only
+// the config's hosts: entry resolves) whose certificate the site's CA
+// signs, and is refused by one whose CA the config does not list.
+func TestStandinK3sTrustsTheSiteCA(t *testing.T) {
+	t.Parallel()
+	out := standinOut(t)
+	site, other := testca.New(t, "QA Site Root CA"), testca.New(t, "QA Unlisted CA")
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	trusted := site.Server(t, []string{"registry.site.test"}, ok)
+	unlisted := other.Server(t, []string{"other.site.test"}, ok)
+	port := func(u string) string { return u[strings.LastIndex(u, ":")+1:] }
+	goodURL := "https://registry.site.test:" + port(trusted.URL) + "/v2/"
+	badURL := "https://other.site.test:" + port(unlisted.URL) + "/v2/"
+	cfg := serverConfig + "hosts:\n  - {ip: 10.0.2.2, names: [registry.site.test, other.site.test]}\n" +
+		"ca_certificates:\n  - |\n    " + strings.ReplaceAll(strings.TrimSpace(string(site.PEM)), "\n", "\n    ") + "\n"
+	k := netbootWithConfig(t, out, cfg, "k3sstandin.fetch="+goodURL+" k3sstandin.fetch="+badURL)
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{}}})
+	vm.WaitFor(regexp.MustCompile(`^etoile: certificate authorities trusted file=/etc/ssl/certs/ca-certificates\.crt added=1 certificates="QA Site Root CA sha256=[0-9A-F]{12}…"`), ReadyTimeout)
+	m := vm.Find(regexp.MustCompile(`^etoile: warning: syslog app=k3s-standin severity=err text="standin-fetch-ok url=`+regexp.QuoteMeta(goodURL)+` status=200"`), ReadyTimeout+K3sTimeout)
+	t.Logf("trusted through the config's CA: %s", m.Line)
+	m = vm.Find(regexp.MustCompile(`^etoile: warning: syslog app=k3s-standin severity=err text="standin-fetch-failed url=`+regexp.QuoteMeta(badURL)+` .*unknown authority`), K3sTimeout)
+	t.Logf("refused without it: %s", m.Line)
 }
 
 // TestStandinK3sOOMKillIsNamed: once, 15 s after its first start, the

@@ -89,11 +89,23 @@ type MachineConfig struct {
 	// registry or server a site's DNS does not know (K3s and containerd
 	// read /etc/hosts; pods use the cluster's DNS, not it).
 	Hosts []HostEntry `yaml:"hosts,omitempty"`
+	// CACertificates are the site's own certificate authorities (PEM,
+	// one or more certificates each), trusted on the node beside the
+	// image's: added to /etc/ssl/certs/ca-certificates.crt, which K3s,
+	// its containerd (image pulls, through a proxy that inspects TLS
+	// too) and the node's other programs read.
+	CACertificates []string `yaml:"ca_certificates,omitempty"`
 	// Install and Constellation are reserved for the installer and the
 	// constellation join client; their issues fill them.
 	Install       *Install       `yaml:"install,omitempty"`
 	Constellation *Constellation `yaml:"constellation,omitempty"`
 }
+
+// CABundlePath is the system's bundle of trusted certificate authorities,
+// relative to the machine's root, in Debian's place, where Go's crypto/x509
+// (K3s, containerd, the agent) and most tools look: the system image
+// carries the Mozilla set there, and the agent adds CACertificates.
+const CABundlePath = "etc/ssl/certs/ca-certificates.crt"
 
 // HostEntry is one /etc/hosts line: an address and its names.
 type HostEntry struct {
@@ -296,13 +308,22 @@ type RegistryAuth struct {
 	IdentityToken string `yaml:"identity_token,omitempty"`
 }
 
-// RegistryTLS is the TLS client setup for one registry host; file paths are
-// on the node.
+// RegistryTLS is the TLS client setup for one registry host: K3s's file
+// paths (on the node: a file the system image or an extension carries), or
+// Étoile's ca, cert and key, the PEM itself, which the agent writes into
+// files of its own (RegistryTLSFiles) and names in registries.yaml.
 type RegistryTLS struct {
 	CertFile           string `yaml:"cert_file,omitempty"`
 	KeyFile            string `yaml:"key_file,omitempty"`
 	CAFile             string `yaml:"ca_file,omitempty"`
 	InsecureSkipVerify bool   `yaml:"insecure_skip_verify,omitempty"`
+	// CA is the certificate authority (PEM) the registry's certificate
+	// is checked against, instead of ca_file.
+	CA string `yaml:"ca,omitempty"`
+	// Cert and Key are a client certificate and its private key (PEM),
+	// instead of cert_file and key_file. Key is a secret: never shown.
+	Cert string `yaml:"cert,omitempty"`
+	Key  string `yaml:"key,omitempty"`
 }
 
 // Install is reserved for the installer's issue, which fills it: which disk

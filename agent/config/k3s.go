@@ -2,8 +2,11 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"maps"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -235,7 +238,92 @@ func (c *MachineConfig) RegistriesYAML() ([]byte, error) {
 	if r == nil || (len(r.Mirrors) == 0 && len(r.Configs) == 0) {
 		return nil, nil
 	}
-	return encodeYAML(r)
+	// K3s reads files: the PEM given inline is named by the path the
+	// agent writes it to (RegistryTLSFiles).
+	out := Registries{Mirrors: r.Mirrors}
+	if len(r.Configs) > 0 {
+		out.Configs = make(map[string]RegistryConfig, len(r.Configs))
+	}
+	for host, rc := range r.Configs {
+		if t := rc.TLS; t != nil && (t.CA != "" || t.Cert != "" || t.Key != "") {
+			ft := *t
+			for _, f := range []struct {
+				pem  string
+				path *string
+				name string
+			}{{t.CA, &ft.CAFile, RegistryCAFile}, {t.Cert, &ft.CertFile, RegistryCertFile}, {t.Key, &ft.KeyFile, RegistryKeyFile}} {
+				if f.pem != "" {
+					*f.path = "/" + RegistryTLSPath(host, f.name)
+				}
+			}
+			ft.CA, ft.Cert, ft.Key = "", "", ""
+			rc.TLS = &ft
+		}
+		out.Configs[host] = rc
+	}
+	return encodeYAML(&out)
+}
+
+// RegistryTLSDir is where the agent writes the PEM of registries.configs'
+// tls.ca, tls.cert and tls.key, a folder per registry host, relative to
+// the machine's root.
+const RegistryTLSDir = "etc/rancher/k3s/registries-tls"
+
+// The files of one registry host's folder under RegistryTLSDir.
+const (
+	RegistryCAFile   = "ca.crt"
+	RegistryCertFile = "client.crt"
+	RegistryKeyFile  = "client.key"
+)
+
+// RegistryTLSPath is where the agent writes one of a registry host's TLS
+// files (RegistryCAFile…), relative to the machine's root. The host names
+// its folder as it is when it is a plain file name; otherwise ("..", a
+// control character) its unsafe bytes become '_' and a hash of it is
+// added, so that two hosts never share a folder.
+func RegistryTLSPath(host, file string) string {
+	dir := strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '/' || r == '\\' {
+			return '_'
+		}
+		return r
+	}, host)
+	if dir != host || dir == "." || dir == ".." || dir == "" {
+		sum := sha256.Sum256([]byte(host))
+		dir = strings.Trim(dir, ".") + "-" + hex.EncodeToString(sum[:4])
+	}
+	return path.Join(RegistryTLSDir, dir, file)
+}
+
+// RegistryTLSFiles are the files the PEM given inline in registries.configs
+// (tls.ca, tls.cert, tls.key) is written to, by path relative to the
+// machine's root (RegistryTLSPath), as RegistriesYAML names them; nil when
+// there are none.
+func (c *MachineConfig) RegistryTLSFiles() map[string][]byte {
+	if c.Registries == nil {
+		return nil
+	}
+	var files map[string][]byte
+	for host, rc := range c.Registries.Configs {
+		t := rc.TLS
+		if t == nil {
+			continue
+		}
+		for _, f := range []struct{ pem, name string }{{t.CA, RegistryCAFile}, {t.Cert, RegistryCertFile}, {t.Key, RegistryKeyFile}} {
+			if f.pem == "" {
+				continue
+			}
+			if files == nil {
+				files = map[string][]byte{}
+			}
+			data := []byte(f.pem)
+			if !bytes.HasSuffix(data, []byte("\n")) {
+				data = append(data, '\n')
+			}
+			files[RegistryTLSPath(host, f.name)] = data
+		}
+	}
+	return files
 }
 
 func encodeYAML(v any) ([]byte, error) {

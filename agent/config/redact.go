@@ -44,8 +44,9 @@ func secretK3sKey(key string) bool {
 // cluster: "K10…"), constellation (its join string), registries (passwords,
 // auth strings, URLs with credentials), proxy (URLs with a password, which
 // may be pasted anywhere in it: proxy: http://user:password@…), the k3s
-// section as a whole and its secret options, and the document itself (a
-// token pasted as the file).
+// section as a whole and its secret options, ca_certificates (where a
+// private key may be pasted by mistake), and the document itself (a token
+// pasted as the file).
 func secretPath(p string) bool {
 	if p == "" || p == "k3s" {
 		return true
@@ -53,7 +54,7 @@ func secretPath(p string) bool {
 	if p == "cluster.init" {
 		return false // true or false: nothing else fits there
 	}
-	for _, s := range []string{"cluster", "constellation", "registries", "proxy"} {
+	for _, s := range []string{"cluster", "constellation", "registries", "proxy", "ca_certificates"} {
 		if p == s || strings.HasPrefix(p, s+".") || strings.HasPrefix(p, s+"[") {
 			return true
 		}
@@ -219,6 +220,9 @@ func (c *MachineConfig) Redacted() (*MachineConfig, error) {
 						*f = Redacted
 					}
 				}
+			}
+			if t := rc.TLS; t != nil && t.Key != "" {
+				t.Key = Redacted
 			}
 			r.Registries.Configs[host] = rc
 		}

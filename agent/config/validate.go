@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -56,6 +57,7 @@ func (c *MachineConfig) Validate() (warnings []string, err error) {
 	v.registries(c.Registries)
 	v.proxy(c)
 	v.hosts(c.Hosts)
+	v.caCertificates(c.CACertificates, time.Now())
 	v.install(c.Install)
 	v.constellation(c.Constellation, c.Role)
 	return capWarnings(v.warns), v.errs.Err()
@@ -94,6 +96,7 @@ const (
 	maxNoProxy         = 256 // proxy.no_proxy entries
 	maxHosts           = 256 // hosts: entries
 	maxHostNames       = 32  // names of one hosts: entry
+	maxCACertificates  = 64  // ca_certificates entries (each may hold several)
 )
 
 // tooMany reports an error at path when n, the entries it gives, is over
@@ -1659,16 +1662,91 @@ func (v *validator) registries(r *Registries) {
 			}
 		}
 		if t := rc.TLS; t != nil {
-			if (t.CertFile == "") != (t.KeyFile == "") {
-				v.errs.Add(p+".tls", "give cert_file and key_file together: a client certificate needs its key")
-			}
-			for _, f := range []struct{ name, val string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}, {"ca_file", t.CAFile}} {
-				if f.val != "" && !path.IsAbs(f.val) {
-					v.errs.Add(p+".tls."+f.name, "%q is relative: give the absolute path of the file on the node", f.val)
+			v.registryTLS(p+".tls", t)
+		}
+	}
+}
+
+// registryTLS checks one registry host's TLS client setup: files on the
+// node (absolute paths), or the PEM itself (ca, cert and key), not both
+// for one part; a client certificate with its key.
+func (v *validator) registryTLS(p string, t *RegistryTLS) {
+	const keyAdvice = "give a client certificate's key as key, and keep it out of ca and cert"
+	switch {
+	case (t.CertFile == "") != (t.KeyFile == ""):
+		v.errs.Add(p, "give cert_file and key_file together: a client certificate needs its key")
+	case (t.Cert == "") != (t.Key == ""):
+		v.errs.Add(p, "give cert and key together: a client certificate needs its key")
+	}
+	for _, f := range []struct{ name, val string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}, {"ca_file", t.CAFile}} {
+		if f.val != "" && !path.IsAbs(f.val) {
+			v.errs.Add(p+"."+f.name, "%q is relative: give the absolute path of the file on the node", f.val)
+		}
+	}
+	if t.CA != "" && t.CAFile != "" {
+		v.errs.Add(p+".ca", "given with ca_file: give the certificate authority once, as ca (its PEM) or ca_file (a file on the node)")
+	} else if t.CA != "" {
+		if certs, problem := PEMCertificates(t.CA, keyAdvice); problem != "" {
+			v.errs.Add(p+".ca", "%s", problem)
+		} else {
+			for _, c := range certs {
+				if msg := certValidity(c, time.Now()); msg != "" {
+					v.warn(p+".ca", "%s %s: the registry's certificate cannot be checked against it", CertName(c), msg)
 				}
 			}
-			if t.InsecureSkipVerify {
-				v.warn(p+".tls.insecure_skip_verify", "the registry's certificate is not checked: anyone on the path can serve images")
+		}
+	}
+	if (t.Cert != "" || t.Key != "") && (t.CertFile != "" || t.KeyFile != "") {
+		v.errs.Add(p+".cert", "given with cert_file and key_file: give the client certificate once, as cert and key (their PEM) or as files on the node")
+	} else if t.Cert != "" && t.Key != "" {
+		if certs, problem := PEMCertificates(t.Cert, keyAdvice); problem != "" {
+			v.errs.Add(p+".cert", "%s", problem)
+		} else {
+			if msg := certValidity(certs[0], time.Now()); msg != "" {
+				v.warn(p+".cert", "%s %s: the registry will refuse it", CertName(certs[0]), msg)
+			}
+			if problem := keyPairProblem(t.Cert, t.Key); problem != "" {
+				v.errs.Add(p+".key", "%s", problem)
+			}
+		}
+	}
+	if t.InsecureSkipVerify {
+		v.warn(p+".insecure_skip_verify", "the registry's certificate is not checked: anyone on the path can serve images")
+	}
+}
+
+// caCertificates checks the site's certificate authorities: PEM
+// certificates only (a private key pasted in is refused, never shown);
+// one given twice, one that is not a CA's, and one outside its validity
+// at now are warned about.
+func (v *validator) caCertificates(list []string, now time.Time) {
+	if v.tooMany("ca_certificates", len(list), maxCACertificates, "entries", "give the site's few certificate authorities; one entry may hold several certificates") {
+		return
+	}
+	seen := map[[32]byte]string{} // certificate → where it is first given
+	for i, text := range list {
+		p := fmt.Sprintf("ca_certificates[%d]", i)
+		certs, problem := PEMCertificates(text, "only the certificate authority's certificate belongs here: remove the key from the config, and keep it secret")
+		if problem != "" {
+			v.errs.Add(p, "%s", problem)
+			continue
+		}
+		for j, c := range certs {
+			where := p
+			if len(certs) > 1 {
+				where = fmt.Sprintf("%s (certificate %d)", p, j+1)
+			}
+			sum := sha256.Sum256(c.Raw)
+			if prev, ok := seen[sum]; ok {
+				v.warn(where, "%s is also %s: give it once", CertName(c), prev)
+				continue
+			}
+			seen[sum] = where
+			if !c.BasicConstraintsValid || !c.IsCA {
+				v.warn(where, "%s is not a certificate authority's (no CA basic constraint): it vouches only for itself, the one server that presents it", CertName(c))
+			}
+			if msg := certValidity(c, now); msg != "" {
+				v.warn(where, "%s %s: connections it should vouch for are refused: give the authority's current certificate", CertName(c), msg)
 			}
 		}
 	}

@@ -11,9 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -88,8 +91,12 @@ type Supervisor struct {
 	Env        []string // extra environment, appended to PATH=… and HOME=/root
 	Config     []byte   // /etc/rancher/k3s/config.yaml
 	Registries []byte   // /etc/rancher/k3s/registries.yaml, nil for none
-	Prober     Prober
-	Backoff    Backoff
+	// TLSFiles are the registries' PEM given inline (config.RegistryTLSFiles),
+	// by path relative to Root under config.RegistryTLSDir; what else that
+	// folder holds (an earlier config's) is removed.
+	TLSFiles map[string][]byte
+	Prober   Prober
+	Backoff  Backoff
 	// ProbeEvery is the readiness poll period (default 2 s).
 	ProbeEvery time.Duration
 	// StopTimeout is how long a SIGTERM gets before SIGKILL (default 30 s).
@@ -341,10 +348,65 @@ func (s *Supervisor) WriteConfig() error {
 	if len(s.Registries) > 0 {
 		reg = s.Registries
 	}
+	if err := s.writeTLSFiles(); err != nil {
+		return fmt.Errorf("writing the registries' TLS files: %w", err)
+	}
 	if _, err := config.ReplaceFile(s.path(RegistriesPath), reg); err != nil {
 		return fmt.Errorf("writing K3s registries: %w", err)
 	}
 	return nil
+}
+
+// writeTLSFiles writes TLSFiles (mode 0600: a client key is among them) and
+// removes the other files and the emptied folders of config.RegistryTLSDir,
+// before registries.yaml names them.
+func (s *Supervisor) writeTLSFiles() error {
+	dir := s.path(config.RegistryTLSDir)
+	for _, rel := range slices.Sorted(maps.Keys(s.TLSFiles)) {
+		if !strings.HasPrefix(rel, config.RegistryTLSDir+"/") {
+			return fmt.Errorf("%s is not under %s", rel, config.RegistryTLSDir)
+		}
+		if _, err := config.ReplaceFile(s.path(rel), s.TLSFiles[rel]); err != nil {
+			return err
+		}
+	}
+	hosts, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	var errs []error
+	for _, h := range hosts {
+		hdir := filepath.Join(dir, h.Name())
+		rel := path.Join(config.RegistryTLSDir, h.Name())
+		if !h.IsDir() {
+			if _, keep := s.TLSFiles[rel]; !keep {
+				errs = append(errs, os.Remove(hdir))
+			}
+			continue
+		}
+		files, err := os.ReadDir(hdir)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		left := 0
+		for _, f := range files {
+			if _, keep := s.TLSFiles[path.Join(rel, f.Name())]; keep {
+				left++
+				continue
+			}
+			if err := os.RemoveAll(filepath.Join(hdir, f.Name())); err != nil {
+				errs = append(errs, err)
+				left++
+			}
+		}
+		if left == 0 {
+			errs = append(errs, os.Remove(hdir))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Run supervises K3s until ctx is done, then stops it cleanly. It returns

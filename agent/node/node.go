@@ -382,7 +382,7 @@ func Start(ctx context.Context, env Env) *Node {
 	n.cfg, n.warnings = cfg, warns
 	n.mu.Unlock()
 	n.startTime(ctx, cfg)
-	n.setWarnings(append(warns, n.applySysctls(cfg)...))
+	n.setWarnings(append(append(warns, n.applySysctls(cfg)...), n.applyTrust(cfg)...))
 	if gpu {
 		_ = n.waitInventory(ctx)
 	}
@@ -1824,6 +1824,7 @@ func (n *Node) applyLocked(ctx context.Context, cfg *config.MachineConfig, warns
 	// Parameters an earlier config set and this one drops keep their value
 	// until the next boot.
 	warns = append(warns, n.applySysctls(cfg)...)
+	warns = append(warns, n.applyTrust(cfg)...)
 	n.retime(cfg)
 	n.mu.Lock()
 	stop, done := n.stopK3s, n.supDone

@@ -35,14 +35,25 @@ var serial atomic.Int64
 // New makes a CA named name, valid from an hour ago for a day.
 func New(t testing.TB, name string) *CA {
 	t.Helper()
+	return Custom(t, name, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), true)
+}
+
+// Custom makes a self-signed certificate named name, valid from notBefore
+// to notAfter, a CA's (basic constraint CA:TRUE) when isCA, for tests of
+// what is done with an expired one or one that is no authority's.
+func Custom(t testing.TB, name string, notBefore, notAfter time.Time, isCA bool) *CA {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial.Add(1)), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		NotBefore: notBefore, NotAfter: notAfter,
+		IsCA: isCA, BasicConstraintsValid: isCA, KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	if isCA {
+		tmpl.KeyUsage |= x509.KeyUsageCertSign
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -104,4 +115,29 @@ func Serve(t testing.TB, cert tls.Certificate, h http.Handler) *httptest.Server 
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// ClientCertPEM is a client certificate named name that ca signs, and its
+// private key (PKCS #8), both PEM-encoded, as a registry's mTLS client
+// would be given them.
+func (ca *CA) ClientCertPEM(t testing.TB, name string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial.Add(1)), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 }

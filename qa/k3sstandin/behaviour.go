@@ -16,7 +16,7 @@ import (
 // behaviour is how a test tells the stand-in to misbehave. Sources, later
 // ones overriding earlier ones: the kernel command line (k3sstandin.crash_after=5
 // k3sstandin.crash_times=1 k3sstandin.hang k3sstandin.ready_delay=2s
-// k3sstandin.ignore_sigterm k3sstandin.oom k3sstandin.syslog=TEXT; only when the root is "/"), the file
+// k3sstandin.ignore_sigterm k3sstandin.oom k3sstandin.syslog=TEXT k3sstandin.fetch=URL; only when the root is "/"), the file
 // <root>/etc/rancher/k3s/standin.yaml, then the environment
 // (ETOILE_K3S_STANDIN_CRASH_AFTER, _CRASH_TIMES, _HANG, _READY_DELAY,
 // _IGNORE_SIGTERM, _EXIT_CODE).
@@ -46,6 +46,13 @@ type behaviour struct {
 	// syslog(3) does, at severity err) once it serves, as the daemons an
 	// image adds do. Only from the kernel command line (k3sstandin.syslog=TEXT).
 	Syslog string
+	// Fetch are https:// URLs the process GETs once it serves, through
+	// Go's default client as K3s's containerd reaches a registry (the
+	// system's CA bundle, the proxy environment, /etc/hosts), and
+	// reports each outcome to syslog (standin-fetch-ok or
+	// standin-fetch-failed, severity err so that the console shows it).
+	// Only from the kernel command line (k3sstandin.fetch=URL, repeated).
+	Fetch []string
 }
 
 // standinFile is standin.yaml; unknown keys are an error so that a typo in
@@ -125,6 +132,11 @@ func (b *behaviour) applyCmdline(cmdline string) error {
 			b.OOM = !hasVal || v == "1" || v == "true"
 		case "syslog":
 			b.Syslog = v
+		case "fetch":
+			if !strings.HasPrefix(v, "https://") {
+				err = fmt.Errorf("%q: give an https:// URL", v)
+			}
+			b.Fetch = append(b.Fetch, v)
 		default:
 			return fmt.Errorf("unknown stand-in argument k3sstandin.%s", k)
 		}

@@ -42,9 +42,12 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -294,7 +297,45 @@ func runSub(ctx context.Context, inv invocation, lg *logger, sub string, cli []s
 			lg.warnf("stand-in: sending to syslog: %v", err)
 		}
 	}
+	if len(b.Fetch) > 0 && root == "/" {
+		go func() {
+			for _, u := range b.Fetch {
+				text := fetchOutcome(runCtx, http.DefaultClient, u, 30*time.Second)
+				lg.infof("stand-in: %s", text)
+				if err := sendSyslog("/dev/log", text); err != nil {
+					lg.warnf("stand-in: sending to syslog: %v", err)
+				}
+			}
+		}()
+	}
 	return waitLoop(ctx, lg, b, filepath.Join(dataDir, "standin-crashes"), inv.signals, func() { cancel(); stop() })
+}
+
+// fetchOutcome GETs url with client and says how it went, in one line:
+// standin-fetch-ok url=… status=N, or standin-fetch-failed url=…
+// reason=…. A connection that fails is tried again until patience runs
+// out (the network may still be coming up); a certificate that is not
+// trusted is an answer at once.
+func fetchOutcome(ctx context.Context, client *http.Client, url string, patience time.Duration) string {
+	deadline := time.Now().Add(patience)
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return fmt.Sprintf("standin-fetch-failed url=%s reason=%q", url, err.Error())
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			return fmt.Sprintf("standin-fetch-ok url=%s status=%d", url, resp.StatusCode)
+		}
+		var unknown x509.UnknownAuthorityError
+		var invalid x509.CertificateInvalidError
+		var host x509.HostnameError
+		if errors.As(err, &unknown) || errors.As(err, &invalid) || errors.As(err, &host) || time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Sprintf("standin-fetch-failed url=%s reason=%q", url, err.Error())
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 // sendSyslog sends text to the syslog socket at path as the C library's

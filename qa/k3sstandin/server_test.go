@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/etoile-os/etoile/agent/syslogd"
 	"github.com/etoile-os/etoile/internal/syncbuf"
+	"github.com/etoile-os/etoile/internal/testca"
 )
 
 var fast = map[string]string{"ETOILE_K3S_STANDIN_READY_DELAY": "0"}
@@ -265,8 +269,9 @@ func TestStandinBehaviourSources(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", want: behaviour{ReadyDelay: defaultReadyDelay, ExitCode: 1}},
-		{name: "cmdline", cmdline: "quiet k3sstandin.crash_after=5 k3sstandin.crash_times=2 k3sstandin.hang k3sstandin.ignore_sigterm k3sstandin.oom k3sstandin.syslog=hello",
-			want: behaviour{CrashAfter: 5 * time.Second, CrashTimes: 2, Hang: true, IgnoreSIGTERM: true, ReadyDelay: defaultReadyDelay, ExitCode: 1, OOM: true, Syslog: "hello"}},
+		{name: "cmdline", cmdline: "quiet k3sstandin.crash_after=5 k3sstandin.crash_times=2 k3sstandin.hang k3sstandin.ignore_sigterm k3sstandin.oom k3sstandin.syslog=hello k3sstandin.fetch=https://a.test/v2/ k3sstandin.fetch=https://b.test:5000/",
+			want: behaviour{CrashAfter: 5 * time.Second, CrashTimes: 2, Hang: true, IgnoreSIGTERM: true, ReadyDelay: defaultReadyDelay, ExitCode: 1, OOM: true, Syslog: "hello",
+				Fetch: []string{"https://a.test/v2/", "https://b.test:5000/"}}},
 		{name: "file over cmdline", cmdline: "k3sstandin.crash_after=5", file: "crashAfter: 1500ms\nhang: false\nreadyDelay: 2\n",
 			want: behaviour{CrashAfter: 1500 * time.Millisecond, ReadyDelay: 2 * time.Second, ExitCode: 1}},
 		{name: "env over file", file: "crashAfter: 9\n", env: map[string]string{"ETOILE_K3S_STANDIN_CRASH_AFTER": "0.5", "ETOILE_K3S_STANDIN_EXIT_CODE": "137"},
@@ -275,6 +280,7 @@ func TestStandinBehaviourSources(t *testing.T) {
 		{name: "bad duration", env: map[string]string{"ETOILE_K3S_STANDIN_CRASH_AFTER": "soon"}, wantErr: "CRASH_AFTER"},
 		{name: "negative", file: "crashAfter: -1\n", wantErr: "negative"},
 		{name: "unknown cmdline", cmdline: "k3sstandin.explode=1", wantErr: "k3sstandin.explode"},
+		{name: "fetch not https", cmdline: "k3sstandin.fetch=http://a.test/", wantErr: `k3sstandin.fetch: "http://a.test/": give an https:// URL`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -295,7 +301,7 @@ func TestStandinBehaviourSources(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if b != tt.want {
+			if !reflect.DeepEqual(b, tt.want) {
 				t.Errorf("got %+v, want %+v", b, tt.want)
 			}
 		})
@@ -413,5 +419,33 @@ func TestSendSyslog(t *testing.T) {
 	m := syslogd.Parse(buf[:n])
 	if m.App != "k3s-standin" || m.PID != strconv.Itoa(os.Getpid()) || m.SeverityName() != "err" || m.Text != "disk-checked" {
 		t.Errorf("parsed %+v from %q", m, buf[:n])
+	}
+}
+
+// TestFetchOutcome: the stand-in's k3sstandin.fetch reports a trusted
+// server's answer, refuses an untrusted certificate at once (as
+// containerd's pull does), and gives up on an unreachable server once its
+// patience runs out.
+func TestFetchOutcome(t *testing.T) {
+	ca, other := testca.New(t, "Site CA"), testca.New(t, "Other CA")
+	srv := ca.Server(t, nil, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) }))
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
+	if got := fetchOutcome(context.Background(), client, srv.URL+"/v2/", time.Minute); got != "standin-fetch-ok url="+srv.URL+"/v2/ status=418" {
+		t.Errorf("trusted: %s", got)
+	}
+	untrusted := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: other.Pool()}}}
+	start := time.Now()
+	if got := fetchOutcome(context.Background(), untrusted, srv.URL, time.Minute); !strings.HasPrefix(got, "standin-fetch-failed url="+srv.URL+" reason=") ||
+		!strings.Contains(got, "certificate signed by unknown authority") || time.Since(start) > 30*time.Second {
+		t.Errorf("untrusted: %s (after %s)", got, time.Since(start))
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	if got := fetchOutcome(context.Background(), client, "https://"+addr+"/", 2*time.Second); !strings.Contains(got, "standin-fetch-failed") || !strings.Contains(got, "connection refused") {
+		t.Errorf("unreachable: %s", got)
 	}
 }

@@ -9,7 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/etoile-os/etoile/agent/config"
@@ -239,6 +241,10 @@ func (cl cli) renderK3s(args []string, stdout, stderr io.Writer) error {
 	}
 	if reg != nil {
 		fmt.Fprintf(stdout, "---\n# /etc/rancher/k3s/registries.yaml\n%s", reg)
+		// The PEM given inline is not printed (a client key among it).
+		for _, p := range slices.Sorted(maps.Keys(c.RegistryTLSFiles())) {
+			fmt.Fprintf(stdout, "# also written: /%s (from the PEM in registries.configs)\n", p)
+		}
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/etoile-os/etoile/agent/config"
+	"github.com/etoile-os/etoile/internal/testca"
 	"github.com/etoile-os/etoile/schema"
 )
 
@@ -138,6 +139,32 @@ func TestK3sRender(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestK3sRenderInlineTLS: a registry's TLS given as PEM shows in
+// registries.yaml as the files the agent writes it to, named below it; the
+// PEM itself, a client key among it, is not printed.
+func TestK3sRenderInlineTLS(t *testing.T) {
+	ca := testca.New(t, "Registry CA")
+	certPEM, keyPEM := ca.ClientCertPEM(t, "edge")
+	block := func(b []byte) string {
+		return "|\n          " + strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", "\n          ") + "\n"
+	}
+	file := write(t, "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\nregistries:\n  configs:\n    r.site.test:\n      tls:\n        ca: "+
+		block(ca.PEM)+"        cert: "+block(certPEM)+"        key: "+block(keyPEM))
+	out, errOut, err := runCmd(t, "k3s", file)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	for _, want := range []string{"ca_file: /etc/rancher/k3s/registries-tls/r.site.test/ca.crt\n", "key_file: /etc/rancher/k3s/registries-tls/r.site.test/client.key\n",
+		"# also written: /etc/rancher/k3s/registries-tls/r.site.test/client.key (from the PEM in registries.configs)\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "BEGIN") {
+		t.Errorf("output shows PEM:\n%s", out)
 	}
 }
 
