@@ -271,7 +271,9 @@ func TestProxyRedacted(t *testing.T) {
 	for in, want := range map[string]string{
 		"":                                     "",
 		"http://proxy.example.com:3128":        "http://proxy.example.com:3128",
-		"http://bob@proxy.example.com:3128":    "http://bob@proxy.example.com:3128", // a user alone stays, as url.URL.Redacted leaves it
+		"http://bob@proxy.example.com:3128":    "http://REDACTED@proxy.example.com:3128", // a user alone may be a token
+		"http://TOKEN@proxy.example.com/?a@b":  "http://REDACTED@proxy.example.com/?REDACTED",
+		"http://proxy.example.com/?t=a@b":      "http://proxy.example.com/?REDACTED",
 		"http://bob:pa#ss@proxy.example.com":   "http://bob:REDACTED@proxy.example.com",
 		"http://bob:12/x?y@proxy.example.com":  "http://bob:REDACTED@proxy.example.com",
 		"bob:pw@proxy.example.com:3128":        "REDACTED@proxy.example.com:3128",
@@ -295,6 +297,8 @@ func TestProxyErrorsHidePasswords(t *testing.T) {
 	}{
 		{"bad port", "proxy: {http_proxy: 'http://bob:SECRETPW@proxy.example.com:99999'}\n",
 			[]string{`proxy.http_proxy: "http://bob:xxxxx@proxy.example.com:99999" has port "99999"`}},
+		{"token as the user", "proxy: {http_proxy: 'http://SECRETPW@proxy.example.com:99999'}\n",
+			[]string{`proxy.http_proxy: "http://xxxxx@proxy.example.com:99999" has port "99999"`}},
 		{"password with a slash", "proxy: {https_proxy: 'http://bob:SECRET/PW@proxy.example.com:3128'}\n",
 			[]string{`proxy.https_proxy: "http://bob:xxxxx@proxy.example.com:3128" has '/', '?' or '#'`}},
 		{"password with a '#' and digits", "proxy: {https_proxy: 'http://bob:12#SECRETPW@proxy.example.com:3128'}\n",
