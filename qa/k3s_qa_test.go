@@ -217,6 +217,38 @@ func TestStandinK3sTrustsTheSiteCA(t *testing.T) {
 	t.Logf("refused without it: %s", m.Line)
 }
 
+// TestStandinK3sKernelNetworking: what K3s's networking has the kernel do
+// on its first run is there in the default image: a veth pair can be made
+// (the kernel asks /sbin/modprobe, the agent, for rtnl-link-veth, as
+// flannel's bridge plugin makes it ask for every pod), and each module name
+// the kernel asks for when iptables rules (legacy and nf_tables), ipset
+// sets, NFLOG or an IPVS scheduler are first used loads, asked for as the
+// kernel's request_module asks (modprobe -q -- NAME). None of them loads on
+// every boot.
+func TestStandinK3sKernelNetworking(t *testing.T) {
+	t.Parallel()
+	out := standinOut(t)
+	k := netbootWithConfig(t, out, serverConfig, "k3sstandin.kernel_check")
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{}}})
+	// The modules every boot loads (the image's fixed list, after the
+	// ready line) have K3s's own but not these.
+	late := vm.WaitFor(regexp.MustCompile(`^etoile: step=late-modules .* modules=\S+`), ReadyTimeout+K3sTimeout)
+	loaded := strings.Split(late.Fields["modules"], ",")
+	if !slices.Contains(loaded, "br_netfilter") {
+		t.Errorf("the fixed list did not load br_netfilter: %s", late.Line)
+	}
+	for _, m := range []string{"veth", "xt_comment", "ip_set", "nft_compat", "ip6table_nat", "ip_vs_rr"} {
+		if slices.Contains(loaded, m) {
+			t.Errorf("%s loaded on every boot: it should load only when asked for", m)
+		}
+	}
+	m := vm.Find(regexp.MustCompile(`^etoile: warning: syslog app=k3s-standin severity=err text="standin-kernel-check-`), ReadyTimeout+K3sTimeout)
+	if !strings.HasPrefix(m.Fields["text"], "standin-kernel-check-ok ") {
+		t.Fatalf("the kernel's requests for K3s's networking failed: %s", m.Line)
+	}
+	t.Logf("veth and netfilter modules loaded when asked for: %s", m.Line)
+}
+
 // TestStandinK3sOOMKillIsNamed: once, 15 s after its first start, the
 // stand-in takes memory until the VM's kernel kills it (a real OOM kill,
 // SIGKILL from the kernel's OOM killer); the console names the OOM killer as

@@ -459,7 +459,7 @@ func (k *Kernel) BuiltinModules() []string {
 // network on QEMU and on common server hardware, plus what K3s networking
 // loads. Every name resolves against Debian's linux-image-amd64 (some are
 // built in).
-var DefaultModules = []string{
+var DefaultModules = append([]string{
 	// machine
 	"button",
 	// storage
@@ -474,4 +474,28 @@ var DefaultModules = []string{
 	"igc", "atlantic", "r8152", "iavf", "ixgbevf", "vmxnet3", "hv_netvsc", "ena", "gve",
 	// Kubernetes networking
 	"br_netfilter", "vxlan", "nf_tables", "nf_conntrack", "iptable_nat", "iptable_filter", "ip_vs", "wireguard",
+}, K3sOnDemand...)
+
+// K3sOnDemand are the modules K3s's networking has the kernel ask for as it
+// goes (request_module, which runs the agent as /sbin/modprobe): veth for
+// every pod's interface (flannel's bridge plugin), the iptables matches and
+// targets kube-proxy, flannel and the network policy controller use (K3s's
+// check-config lists them), IPv6's tables, ipset for network policies, the
+// nf_tables expressions iptables-nft uses, NFLOG for dropped packets, and
+// the IPVS schedulers. They ship in the default image (DefaultModules) and
+// load only when asked (OnDemand): a node runs one iptables backend, and
+// IPVS only when kube-proxy is told to.
+var K3sOnDemand = []string{
+	"veth",
+	"xt_MASQUERADE", "ipt_REJECT", "xt_REDIRECT", "xt_nat", "xt_mark", "xt_comment", "xt_conntrack", "xt_addrtype",
+	"xt_multiport", "xt_statistic", "xt_tcpudp", "xt_ipvs", "xt_physdev", "xt_set", "xt_limit", "xt_NFLOG", "xt_CT",
+	"iptable_mangle", "iptable_raw",
+	"ip6table_filter", "ip6table_nat", "ip6table_mangle", "ip6table_raw", "ip6t_REJECT",
+	"ip_set", "ip_set_hash_ip", "ip_set_hash_net", "ip_set_hash_ipport", "ip_set_hash_ipportip", "ip_set_hash_ipportnet",
+	"ip_set_hash_netport", "ip_set_bitmap_port",
+	"nft_compat", "nft_chain_nat", "nft_nat", "nft_masq", "nft_ct", "nft_fib_ipv4", "nft_fib_ipv6", "nft_fib_inet",
+	"nft_reject_ipv4", "nft_reject_ipv6", "nft_reject_inet", "nft_limit",
+	"nfnetlink_log",
+	"ip_vs_rr", "ip_vs_wrr", "ip_vs_sh",
 }
+

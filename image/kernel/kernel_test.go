@@ -323,6 +323,17 @@ func TestIndexFiles(t *testing.T) {
 	if got := Always([]string{"ext4", "bonding"}, mods); !slices.Equal(got, []string{"ext4"}) {
 		t.Errorf("Always = %q, want ext4 without bonding", got)
 	}
+	// What K3s's networking has the kernel ask for loads then, in either
+	// spelling of its name: the default image ships it all, and would
+	// otherwise load some fifty modules on every boot.
+	if got := Always(append([]string{"ext4", "nft-masq", "ip6table-nat"}, K3sOnDemand...), mods); !slices.Equal(got, []string{"ext4"}) {
+		t.Errorf("Always = %q, want ext4 without K3s's on-demand modules", got)
+	}
+	for _, m := range K3sOnDemand {
+		if !slices.Contains(DefaultModules, m) {
+			t.Errorf("K3sOnDemand's %s is not in the default image (DefaultModules)", m)
+		}
+	}
 	// Compressed modules are named with their suffix, as depmod does.
 	zstFiles, err := IndexFiles(mods, ".zst")
 	if err != nil {

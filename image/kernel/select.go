@@ -52,11 +52,20 @@ func (m Module) DeviceDriver() bool {
 	return false
 }
 
-// OnDemand are the modules the agent loads itself when the machine config
-// asks for what they do, never on every boot: bonding, which makes an
-// unwanted bond0 when loaded without max_bonds=0 (the agent loads it with
-// it when the machine config has a bond).
-var OnDemand = []string{"bonding"}
+// OnDemand are the modules loaded only when something asks for what they
+// do, never on every boot: bonding, which makes an unwanted bond0 when
+// loaded without max_bonds=0 (the agent loads it with it when the machine
+// config has a bond), and K3sOnDemand, which the kernel asks for when K3s
+// uses them.
+var OnDemand = append([]string{"bonding"}, normNames(K3sOnDemand)...)
+
+func normNames(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = normName(n)
+	}
+	return out
+}
 
 // Always lists the names among names whose module is not a device driver
 // nor OnDemand: the modules an image loads on every boot (its

@@ -16,7 +16,8 @@ import (
 // behaviour is how a test tells the stand-in to misbehave. Sources, later
 // ones overriding earlier ones: the kernel command line (k3sstandin.crash_after=5
 // k3sstandin.crash_times=1 k3sstandin.hang k3sstandin.ready_delay=2s
-// k3sstandin.ignore_sigterm k3sstandin.oom k3sstandin.syslog=TEXT k3sstandin.fetch=URL; only when the root is "/"), the file
+// k3sstandin.ignore_sigterm k3sstandin.oom k3sstandin.syslog=TEXT k3sstandin.fetch=URL
+// k3sstandin.kernel_check; only when the root is "/"), the file
 // <root>/etc/rancher/k3s/standin.yaml, then the environment
 // (ETOILE_K3S_STANDIN_CRASH_AFTER, _CRASH_TIMES, _HANG, _READY_DELAY,
 // _IGNORE_SIGTERM, _EXIT_CODE).
@@ -53,6 +54,11 @@ type behaviour struct {
 	// standin-fetch-failed, severity err so that the console shows it).
 	// Only from the kernel command line (k3sstandin.fetch=URL, repeated).
 	Fetch []string
+	// KernelCheck makes a veth pair and asks /sbin/modprobe for what K3s's
+	// networking has the kernel ask for (kernelRequests), reporting the
+	// outcome to syslog (standin-kernel-check-ok or -failed). Only from the
+	// kernel command line (k3sstandin.kernel_check).
+	KernelCheck bool
 }
 
 // standinFile is standin.yaml; unknown keys are an error so that a typo in
@@ -132,6 +138,8 @@ func (b *behaviour) applyCmdline(cmdline string) error {
 			b.OOM = !hasVal || v == "1" || v == "true"
 		case "syslog":
 			b.Syslog = v
+		case "kernel_check":
+			b.KernelCheck = !hasVal || v == "1" || v == "true"
 		case "fetch":
 			if !strings.HasPrefix(v, "https://") {
 				err = fmt.Errorf("%q: give an https:// URL", v)

@@ -297,6 +297,15 @@ func runSub(ctx context.Context, inv invocation, lg *logger, sub string, cli []s
 			lg.warnf("stand-in: sending to syslog: %v", err)
 		}
 	}
+	if b.KernelCheck && root == "/" {
+		go func() {
+			text := kernelCheck(runCtx, "/sbin/modprobe")
+			lg.infof("stand-in: %s", text)
+			if err := sendSyslog("/dev/log", text); err != nil {
+				lg.warnf("stand-in: sending to syslog: %v", err)
+			}
+		}()
+	}
 	if len(b.Fetch) > 0 && root == "/" {
 		go func() {
 			for _, u := range b.Fetch {

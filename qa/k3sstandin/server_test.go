@@ -269,9 +269,9 @@ func TestStandinBehaviourSources(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", want: behaviour{ReadyDelay: defaultReadyDelay, ExitCode: 1}},
-		{name: "cmdline", cmdline: "quiet k3sstandin.crash_after=5 k3sstandin.crash_times=2 k3sstandin.hang k3sstandin.ignore_sigterm k3sstandin.oom k3sstandin.syslog=hello k3sstandin.fetch=https://a.test/v2/ k3sstandin.fetch=https://b.test:5000/",
+		{name: "cmdline", cmdline: "quiet k3sstandin.crash_after=5 k3sstandin.crash_times=2 k3sstandin.hang k3sstandin.ignore_sigterm k3sstandin.oom k3sstandin.syslog=hello k3sstandin.fetch=https://a.test/v2/ k3sstandin.fetch=https://b.test:5000/ k3sstandin.kernel_check",
 			want: behaviour{CrashAfter: 5 * time.Second, CrashTimes: 2, Hang: true, IgnoreSIGTERM: true, ReadyDelay: defaultReadyDelay, ExitCode: 1, OOM: true, Syslog: "hello",
-				Fetch: []string{"https://a.test/v2/", "https://b.test:5000/"}}},
+				Fetch: []string{"https://a.test/v2/", "https://b.test:5000/"}, KernelCheck: true}},
 		{name: "file over cmdline", cmdline: "k3sstandin.crash_after=5", file: "crashAfter: 1500ms\nhang: false\nreadyDelay: 2\n",
 			want: behaviour{CrashAfter: 1500 * time.Millisecond, ReadyDelay: 2 * time.Second, ExitCode: 1}},
 		{name: "env over file", file: "crashAfter: 9\n", env: map[string]string{"ETOILE_K3S_STANDIN_CRASH_AFTER": "0.5", "ETOILE_K3S_STANDIN_EXIT_CODE": "137"},

@@ -1,0 +1,57 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+)
+
+// kernelRequests are the names the kernel asks /sbin/modprobe for (its
+// request_module, `modprobe -q -- NAME`) when K3s's networking first uses
+// a feature: iptables matches and targets by their ipt_/ip6t_ names (as
+// x_tables asks), tables, ipset types, nf_tables expressions and chains
+// (iptables-nft), an IPVS scheduler. A stand-in run with
+// k3sstandin.kernel_check asks for each as the kernel would.
+var kernelRequests = []string{
+	"ipt_MASQUERADE", "ipt_REJECT", "ipt_REDIRECT", "ipt_DNAT", "ipt_MARK", "ipt_mark", "ipt_comment", "ipt_conntrack",
+	"ipt_addrtype", "ipt_multiport", "ipt_statistic", "ipt_tcp", "ipt_ipvs", "ipt_physdev", "ipt_set", "ipt_limit", "ipt_NFLOG",
+	"iptable_mangle", "iptable_raw",
+	"ip6table_filter", "ip6table_nat", "ip6table_mangle", "ip6t_REJECT", "ip6t_MASQUERADE",
+	"nfnetlink-subsys-6", "ip_set_hash:ip", "ip_set_hash:net", "ip_set_hash:ip,port", "ip_set_bitmap:port",
+	"nft-expr-match", "nft-expr-masq", "nft-chain-2-nat", "nft-expr-ct", "nft-expr-2-fib", "nft-expr-2-reject",
+	"nf-logger-2-1", "ip_vs_rr",
+}
+
+// kernelCheck does what K3s's networking makes the kernel do the first time
+// it runs: it makes a veth pair (flannel's bridge plugin does for each pod;
+// the kernel asks for rtnl-link-veth) and asks /sbin/modprobe for each of
+// kernelRequests exactly as the kernel's request_module does. It returns
+// one line for syslog: standin-kernel-check-ok, or standin-kernel-check-
+// failed with what failed.
+func kernelCheck(ctx context.Context, modprobe string) string {
+	var failed []string
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "standin-v0"}, PeerName: "standin-v1"}
+	if err := netlink.LinkAdd(veth); err != nil {
+		failed = append(failed, fmt.Sprintf("veth pair: %v", err))
+	} else if err := netlink.LinkDel(veth); err != nil {
+		failed = append(failed, fmt.Sprintf("removing the veth pair: %v", err))
+	}
+	for _, name := range kernelRequests {
+		var out bytes.Buffer
+		cmd := exec.CommandContext(ctx, modprobe, "-q", "--", name)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v %s", name, err, strings.TrimSpace(out.String())))
+		}
+	}
+	if len(failed) > 0 {
+		return "standin-kernel-check-failed " + strings.Join(failed, "; ")
+	}
+	return fmt.Sprintf("standin-kernel-check-ok veth=made requests=%d", len(kernelRequests))
+}
