@@ -498,4 +498,3 @@ var K3sOnDemand = []string{
 	"nfnetlink_log",
 	"ip_vs_rr", "ip_vs_wrr", "ip_vs_sh",
 }
-
