@@ -223,8 +223,9 @@ func TestStandinK3sTrustsTheSiteCA(t *testing.T) {
 // flannel's bridge plugin makes it ask for every pod), and each module name
 // the kernel asks for when iptables rules (legacy and nf_tables), ipset
 // sets, NFLOG or an IPVS scheduler are first used loads, asked for as the
-// kernel's request_module asks (modprobe -q -- NAME). None of them loads on
-// every boot.
+// kernel's request_module asks (modprobe -q -- NAME); and / is a shared
+// mount, as containerd wants for a pod's mount propagation. None of the
+// modules loads on every boot.
 func TestStandinK3sKernelNetworking(t *testing.T) {
 	t.Parallel()
 	out := standinOut(t)

@@ -1518,6 +1518,14 @@ func switchRoot(ctx context.Context, m *Machine) error {
 	if err := mt.SwitchRoot(NewRoot, []string{"/proc", "/sys", "/dev", "/run"}); err != nil {
 		return err
 	}
+	// Every mount shared, as systemd makes them at boot: a pod's volume
+	// with mountPropagation HostToContainer (node-exporter, log
+	// collectors) or Bidirectional (CSI node plugins: Longhorn, Rook) is
+	// refused by containerd on a private mount ("is not a shared mount"),
+	// and kubelet's own mounts under /var/lib/kubelet would not reach them.
+	if err := mt.Mount("", "/", "", unix.MS_REC|unix.MS_SHARED, ""); err != nil {
+		m.log.Warn("mounts not shared: pods asking for mount propagation (CSI drivers, node-exporter) will not start", "reason", err.Error())
+	}
 	if m.real() && m.Params.SystemURL != "" {
 		// A netboot's network came up before the switch, into the
 		// initramfs's /etc: the system's needs its resolv.conf and hostname.

@@ -134,9 +134,15 @@ func TestBootISO(t *testing.T) {
 		"mount -t  /lib/modules/" + release + " /sysroot/lib/modules/" + release + " ",
 		"mount -t   /sysroot/lib/modules/" + release + " ",
 		"switch-root /sysroot",
+		"mount -t   / ",
 	}
 	if got := ops(mr); !slices.Equal(got, wantOps) {
 		t.Errorf("mounts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantOps, "\n"))
+	}
+	// After the switch every mount is made shared (mount --make-rshared /),
+	// as systemd does: pods' mount propagation needs it.
+	if rec := mr.Recorded(); len(rec) == 0 || rec[len(rec)-1].Flags != unix.MS_REC|unix.MS_SHARED {
+		t.Errorf("the last mount is not --make-rshared /: %+v", rec[len(rec)-1])
 	}
 	loads := lr.Loaded()
 	for _, m := range []string{"virtio_pci", "virtio_blk", "virtio_net", "loop", "squashfs", "overlay", "isofs", "cdrom"} {

@@ -31,7 +31,9 @@ var kernelRequests = []string{
 // kernelCheck does what K3s's networking makes the kernel do the first time
 // it runs: it makes a veth pair (flannel's bridge plugin does for each pod;
 // the kernel asks for rtnl-link-veth) and asks /sbin/modprobe for each of
-// kernelRequests exactly as the kernel's request_module does. It returns
+// kernelRequests exactly as the kernel's request_module does; and it checks,
+// as containerd does for a pod's mount propagation, that / is a shared
+// mount. It returns
 // one line for syslog: standin-kernel-check-ok, or standin-kernel-check-
 // failed with what failed.
 func kernelCheck(ctx context.Context, modprobe string) string {
@@ -41,6 +43,9 @@ func kernelCheck(ctx context.Context, modprobe string) string {
 		failed = append(failed, fmt.Sprintf("veth pair: %v", err))
 	} else if err := netlink.LinkDel(veth); err != nil {
 		failed = append(failed, fmt.Sprintf("removing the veth pair: %v", err))
+	}
+	if err := rootShared("/proc/self/mountinfo"); err != nil {
+		failed = append(failed, err.Error())
 	}
 	for _, name := range kernelRequests {
 		var out bytes.Buffer

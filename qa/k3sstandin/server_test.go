@@ -449,3 +449,27 @@ func TestFetchOutcome(t *testing.T) {
 		t.Errorf("unreachable: %s", got)
 	}
 }
+
+// TestRootShared: the stand-in's check of / as containerd reads it: the
+// optional fields of the mount on top at /.
+func TestRootShared(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, info string
+		ok         bool
+	}{
+		{"shared", "22 1 0:21 / / rw,relatime shared:1 - overlay overlay rw\n", true},
+		{"private", "22 1 0:21 / / rw,relatime - overlay overlay rw\n", false},
+		{"private on top of shared", "1 0 0:1 / / rw shared:1 - rootfs rootfs rw\n22 1 0:21 / / rw,relatime - overlay overlay rw\n", false},
+		{"slave only", "22 1 0:21 / / rw master:3 - overlay overlay rw\n", false},
+		{"no root", "22 1 0:21 / /proc rw shared:2 - proc proc rw\n", false},
+	} {
+		p := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_"))
+		if err := os.WriteFile(p, []byte(tc.info), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := rootShared(p); (err == nil) != tc.ok {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}

@@ -1,0 +1,36 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+// rootShared reads mountinfo (proc(5)) and says why the mount at / is not
+// shared, or nil: containerd refuses a pod's HostToContainer or
+// Bidirectional mount propagation on a private mount.
+func rootShared(mountinfo string) error {
+	data, err := os.ReadFile(mountinfo)
+	if err != nil {
+		return fmt.Errorf("mount propagation: %w", err)
+	}
+	var root []string // the last mount at /: the one on top
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) > 6 && f[4] == "/" {
+			root = f
+		}
+	}
+	if root == nil {
+		return fmt.Errorf("mount propagation: no mount at / in %s", mountinfo)
+	}
+	for _, opt := range root[6:] {
+		if opt == "-" {
+			break
+		}
+		if strings.HasPrefix(opt, "shared:") {
+			return nil
+		}
+	}
+	return fmt.Errorf("mount propagation: / is not a shared mount (%s)", strings.Join(root, " "))
+}
