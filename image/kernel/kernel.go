@@ -481,8 +481,8 @@ var DefaultModules = append([]string{
 // every pod's interface (flannel's bridge plugin), the iptables matches and
 // targets kube-proxy, flannel and the network policy controller use (K3s's
 // check-config lists them), IPv6's tables, ipset for network policies, the
-// nf_tables expressions iptables-nft uses, NFLOG for dropped packets, and
-// the IPVS schedulers. They ship in the default image (DefaultModules) and
+// nf_tables expressions iptables-nft uses, NFLOG for dropped packets, the
+// IPVS schedulers, and the traffic control a pod's bandwidth limit takes. They ship in the default image (DefaultModules) and
 // load only when asked (OnDemand): a node runs one iptables backend, and
 // IPVS only when kube-proxy is told to.
 var K3sOnDemand = []string{
@@ -497,4 +497,7 @@ var K3sOnDemand = []string{
 	"nft_reject_ipv4", "nft_reject_ipv6", "nft_reject_inet", "nft_limit",
 	"nfnetlink_log",
 	"ip_vs_rr", "ip_vs_wrr", "ip_vs_sh",
+	// the bandwidth plugin of K3s's CNI configuration, for pods with
+	// kubernetes.io/ingress-bandwidth or egress-bandwidth
+	"ifb", "sch_ingress", "sch_tbf", "cls_u32", "act_mirred",
 }

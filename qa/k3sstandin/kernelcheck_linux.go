@@ -16,7 +16,8 @@ import (
 // request_module, `modprobe -q -- NAME`) when K3s's networking first uses
 // a feature: iptables matches and targets by their ipt_/ip6t_ names (as
 // x_tables asks), tables, ipset types, nf_tables expressions and chains
-// (iptables-nft), an IPVS scheduler. A stand-in run with
+// (iptables-nft), an IPVS scheduler, what the bandwidth plugin's traffic
+// control takes (an ifb link, qdiscs, a u32 filter, a mirred action). A stand-in run with
 // k3sstandin.kernel_check asks for each as the kernel would.
 var kernelRequests = []string{
 	"ipt_MASQUERADE", "ipt_REJECT", "ipt_REDIRECT", "ipt_DNAT", "ipt_MARK", "ipt_mark", "ipt_comment", "ipt_conntrack",
@@ -26,6 +27,7 @@ var kernelRequests = []string{
 	"nfnetlink-subsys-6", "ip_set_hash:ip", "ip_set_hash:net", "ip_set_hash:ip,port", "ip_set_bitmap:port",
 	"nft-expr-match", "nft-expr-masq", "nft-chain-2-nat", "nft-expr-ct", "nft-expr-2-fib", "nft-expr-2-reject",
 	"nf-logger-2-1", "ip_vs_rr",
+	"rtnl-link-ifb", "sch_ingress", "sch_tbf", "cls_u32", "act_mirred",
 }
 
 // kernelCheck does what K3s's networking makes the kernel do the first time
