@@ -508,6 +508,15 @@ func (b *Builder) build(ctx context.Context) (*Result, error) {
 		if err := mergeExtensionModules(stage, k, mods, b.staged, log); err != nil {
 			return err
 		}
+		if k3sArt != nil {
+			sh, err := stageShell(stage)
+			if err != nil {
+				return fmt.Errorf("linking /bin/sh to K3s's shell: %w", b.staged.nameLayer(err))
+			}
+			if sh != "" {
+				log.Info("K3s's shell", "link", sh, "to", K3sShell, "why", "K3s's iptables are #!/bin/sh scripts")
+			}
+		}
 		checkNvidiaRuntime(stage, log)
 		return media.WriteSquashfsContext(ctx, system, stage, media.SquashfsOptions{Epoch: b.Epoch})
 	}); err != nil {

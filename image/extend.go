@@ -125,6 +125,40 @@ func stageK3s(root string, art *k3s.Artifacts) error {
 	return nil
 }
 
+// K3sShell is K3s's own shell once K3s has unpacked its data: the busybox
+// of k3s-root, in the folder K3s links as data/current under its data-dir
+// (/var/lib/rancher/k3s, which Étoile fixes).
+const K3sShell = "/var/lib/rancher/k3s/data/current/bin/busybox"
+
+// stageShell links /bin/sh to K3sShell when no layer gave the image a shell,
+// and returns the link it made ("" for none). K3s runs iptables, ip6tables
+// and their -save and -restore through k3s-root's iptables-detect.sh, a
+// #!/bin/sh script: without /bin/sh every rule kube-proxy, flannel and the
+// network policy controller write fails to execute. A layer whose /bin is
+// a link (bin -> usr/bin) gets the link in that folder.
+func stageShell(root string) (string, error) {
+	w, err := openStage(root)
+	if err != nil {
+		return "", err
+	}
+	defer w.Close()
+	if _, err := w.root.Lstat("bin/sh"); err == nil {
+		return "", nil // an overlay's or extension's own shell
+	}
+	rel := "bin/sh"
+	if st, err := w.root.Lstat("bin"); err == nil && st.Mode()&fs.ModeSymlink != 0 {
+		to, err := w.root.Readlink("bin")
+		if err != nil {
+			return "", err
+		}
+		if path.IsAbs(to) {
+			to = strings.TrimPrefix(path.Clean(to), "/")
+		}
+		rel = path.Join(to, "sh")
+	}
+	return "/" + rel, w.symlink(filepath.FromSlash(rel), K3sShell)
+}
+
 // stageExtensions lays each extension over the staged root, in order.
 // Kernel modules in an extension must be for the image's kernel (kver), in
 // /lib/modules/<kver>: mergeExtensionModules then makes them loadable.

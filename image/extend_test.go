@@ -447,3 +447,42 @@ func debianKernel(t *testing.T) (*kernel.Kernel, *slog.Logger) {
 	}
 	return k, log
 }
+
+// TestStageShell: an image with K3s gets /bin/sh linked to K3s's own busybox
+// (k3s-root's iptables are #!/bin/sh scripts); a shell an overlay or
+// extension brings stays; a merged-/usr layer gets the link in usr/bin.
+func TestStageShell(t *testing.T) {
+	b := &Builder{Spec: &ImageSpec{}}
+	root := t.TempDir()
+	if err := b.stageRoot(root, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := stageShell(root)
+	if err != nil || sh != "/bin/sh" {
+		t.Fatalf("stageShell = %q, %v", sh, err)
+	}
+	if to, err := os.Readlink(filepath.Join(root, "bin/sh")); err != nil || to != K3sShell {
+		t.Errorf("/bin/sh -> %q (%v), want %s", to, err, K3sShell)
+	}
+
+	own := t.TempDir()
+	fakeroot.Write(t, own, map[string]string{"bin/sh": "#!an extension's shell"})
+	if sh, err := stageShell(own); err != nil || sh != "" {
+		t.Errorf("with a shell of the image's own: %q, %v", sh, err)
+	}
+	if data, _ := os.ReadFile(filepath.Join(own, "bin/sh")); string(data) != "#!an extension's shell" {
+		t.Errorf("the layer's shell was replaced: %q", data)
+	}
+
+	merged := t.TempDir()
+	fakeroot.Write(t, merged, map[string]string{"usr/bin/tool": "x"})
+	if err := os.Symlink("usr/bin", filepath.Join(merged, "bin")); err != nil {
+		t.Fatal(err)
+	}
+	if sh, err := stageShell(merged); err != nil || sh != "/usr/bin/sh" {
+		t.Fatalf("merged /usr: %q, %v", sh, err)
+	}
+	if to, err := os.Readlink(filepath.Join(merged, "usr/bin/sh")); err != nil || to != K3sShell {
+		t.Errorf("usr/bin/sh -> %q (%v)", to, err)
+	}
+}

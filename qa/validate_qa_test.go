@@ -409,7 +409,8 @@ func TestInitramfsBudget(t *testing.T) {
 // image-standin` made from the K3s STAND-IN's release folder (the same
 // path a real release takes): the system image holds k3s with its kubectl,
 // crictl and ctr links, the airgap archive where the agent keeps it and
-// linked where K3s imports it, and the CA bundle; the SBOM names k3s with
+// linked where K3s imports it, the CA bundle, and /bin/sh linked to K3s's
+// busybox; the SBOM names k3s with
 // the version and the SHA-256 of the binary in the release folder.
 func TestStandinK3sInImage(t *testing.T) {
 	out := standinOut(t)
@@ -423,6 +424,8 @@ func TestStandinK3sInImage(t *testing.T) {
 		`-rw-r--r-- .* squashfs-root/usr/lib/etoile/k3s/images/` + regexp.QuoteMeta(airgap) + `\n`,
 		`squashfs-root/var/lib/rancher/k3s/agent/images/` + regexp.QuoteMeta(airgap) + ` -> /usr/lib/etoile/k3s/images/` + regexp.QuoteMeta(airgap) + `\n`,
 		`-rw-r--r-- .* squashfs-root/etc/ssl/certs/ca-certificates.crt\n`,
+		// K3s's iptables are #!/bin/sh scripts: its own busybox is the shell.
+		`squashfs-root/bin/sh -> /var/lib/rancher/k3s/data/current/bin/busybox\n`,
 	} {
 		if !regexp.MustCompile(re).MatchString(list) {
 			t.Errorf("unsquashfs -lls lacks %s", re)

@@ -35,10 +35,10 @@ var kernelRequests = []string{
 // the kernel asks for rtnl-link-veth) and asks /sbin/modprobe for each of
 // kernelRequests exactly as the kernel's request_module does; and it checks,
 // as containerd does for a pod's mount propagation, that / is a shared
-// mount. It returns
+// mount, and that /bin/sh is K3s's busybox (shellIsK3s). It returns
 // one line for syslog: standin-kernel-check-ok, or standin-kernel-check-
 // failed with what failed.
-func kernelCheck(ctx context.Context, modprobe string) string {
+func kernelCheck(ctx context.Context, modprobe, dataDir string) string {
 	var failed []string
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "standin-v0"}, PeerName: "standin-v1"}
 	if err := netlink.LinkAdd(veth); err != nil {
@@ -47,6 +47,9 @@ func kernelCheck(ctx context.Context, modprobe string) string {
 		failed = append(failed, fmt.Sprintf("removing the veth pair: %v", err))
 	}
 	if err := rootShared("/proc/self/mountinfo"); err != nil {
+		failed = append(failed, err.Error())
+	}
+	if err := shellIsK3s("/", dataDir); err != nil {
 		failed = append(failed, err.Error())
 	}
 	for _, name := range kernelRequests {

@@ -6,6 +6,6 @@ import "context"
 
 var kernelRequests []string
 
-func kernelCheck(context.Context, string) string {
+func kernelCheck(context.Context, string, string) string {
 	return "standin-kernel-check-failed not on Linux"
 }

@@ -266,6 +266,10 @@ func runSub(ctx context.Context, inv invocation, lg *logger, sub string, cli []s
 		lg.fatalf("creating data dir %s: %v", dataDir, err)
 		return 1
 	}
+	if _, err := unpackData(dataDir); err != nil {
+		lg.fatalf("preparing data dir %s: %v", dataDir, err)
+		return 1
+	}
 	// As K3s's containerd, on the machine itself (not under a test root).
 	if root == "/" && o.str("snapshotter", "overlayfs") == "overlayfs" {
 		if err := checkOverlaySnapshotter(dataDir); err != nil {
@@ -299,7 +303,7 @@ func runSub(ctx context.Context, inv invocation, lg *logger, sub string, cli []s
 	}
 	if b.KernelCheck && root == "/" {
 		go func() {
-			text := kernelCheck(runCtx, "/sbin/modprobe")
+			text := kernelCheck(runCtx, "/sbin/modprobe", dataDir)
 			lg.infof("stand-in: %s", text)
 			if err := sendSyslog("/dev/log", text); err != nil {
 				lg.warnf("stand-in: sending to syslog: %v", err)

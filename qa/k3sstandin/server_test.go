@@ -473,3 +473,46 @@ func TestRootShared(t *testing.T) {
 		}
 	}
 }
+
+// TestUnpackData: the stand-in unpacks its data as K3s does (data/<name>,
+// the current link, the previous one kept) once, and tells /bin/sh linked
+// to the busybox there from any other.
+func TestUnpackData(t *testing.T) {
+	root := t.TempDir()
+	dataDir := filepath.Join(root, "var/lib/rancher/k3s")
+	if err := os.MkdirAll(filepath.Join(dataDir, "data", "old"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dataDir, "data", "old"), filepath.Join(dataDir, "data", "current")); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := unpackData(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if to, _ := os.Readlink(filepath.Join(dataDir, "data", "current")); to != dir {
+		t.Errorf("current -> %q, want %s", to, dir)
+	}
+	if to, _ := os.Readlink(filepath.Join(dataDir, "data", "previous")); to != filepath.Join(dataDir, "data", "old") {
+		t.Errorf("previous -> %q", to)
+	}
+	if again, err := unpackData(dataDir); err != nil || again != dir {
+		t.Errorf("a second start: %q, %v", again, err)
+	}
+	if to, _ := os.Readlink(filepath.Join(dataDir, "data", "previous")); to != filepath.Join(dataDir, "data", "old") {
+		t.Errorf("a second start rotated the links: previous -> %q", to)
+	}
+	if err := shellIsK3s(root, dataDir); err == nil || !strings.Contains(err.Error(), "/bin/sh") {
+		t.Errorf("no /bin/sh: %v", err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// As the image links it: an absolute path, resolved inside the machine.
+	if err := os.Symlink(filepath.Join(dataDir, "data", "current", "bin", "busybox"), filepath.Join(root, "bin", "sh")); err != nil {
+		t.Fatal(err)
+	}
+	if err := shellIsK3s(root, dataDir); err != nil {
+		t.Errorf("/bin/sh linked to K3s's busybox: %v", err)
+	}
+}
