@@ -1033,6 +1033,12 @@ func (n *Node) startK3s(ctx context.Context, cfg *config.MachineConfig, apply bo
 				"why", "its overlayfs snapshotter cannot stack layers on the system's overlay")
 		}
 	}
+	// The kubelet reports it as the Node's machineID.
+	if source, err := ensureMachineID(n.env.Root); err != nil {
+		n.env.Log.Warn("machine id not written", "reason", err.Error())
+	} else if source != "" {
+		n.env.Log.Info("machine id written", "file", "/"+machineIDPath, "from", source)
+	}
 	name := cfg.Hostname
 	if name == "" {
 		name = n.nodeName()

@@ -35,7 +35,8 @@ var kernelRequests = []string{
 // the kernel asks for rtnl-link-veth) and asks /sbin/modprobe for each of
 // kernelRequests exactly as the kernel's request_module does; and it checks,
 // as containerd does for a pod's mount propagation, that / is a shared
-// mount, and that /bin/sh is K3s's busybox (shellIsK3s). It returns
+// mount, that /bin/sh is K3s's busybox (shellIsK3s), and that the kubelet
+// finds a machine-id. It returns
 // one line for syslog: standin-kernel-check-ok, or standin-kernel-check-
 // failed with what failed.
 func kernelCheck(ctx context.Context, modprobe, dataDir string) string {
@@ -50,6 +51,9 @@ func kernelCheck(ctx context.Context, modprobe, dataDir string) string {
 		failed = append(failed, err.Error())
 	}
 	if err := shellIsK3s("/", dataDir); err != nil {
+		failed = append(failed, err.Error())
+	}
+	if err := machineID("/etc/machine-id"); err != nil {
 		failed = append(failed, err.Error())
 	}
 	for _, name := range kernelRequests {

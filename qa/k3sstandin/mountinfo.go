@@ -34,3 +34,17 @@ func rootShared(mountinfo string) error {
 	}
 	return fmt.Errorf("mount propagation: / is not a shared mount (%s)", strings.Join(root, " "))
 }
+
+// machineID says why the file at path is not a machine-id(5), 32 lowercase
+// hex digits and a newline (the kubelet's Node machineID), or nil.
+func machineID(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("machine-id: %w", err)
+	}
+	id := strings.TrimSuffix(string(b), "\n")
+	if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
+		return fmt.Errorf("machine-id: %s holds %q, not 32 lowercase hex digits", path, b)
+	}
+	return nil
+}
