@@ -134,7 +134,7 @@ func TestStandinK3sReadyFromConfigVolume(t *testing.T) {
 	vm.WaitFor(regexp.MustCompile(`machine config loaded.*ETOILE-CFG`), ReadyTimeout)
 	// The kernel took the config's parameter and Étoile's defaults (read back
 	// from /proc/sys).
-	vm.WaitFor(regexp.MustCompile(`^etoile: kernel parameters set values="fs\.inotify\.max_user_instances=8192 fs\.inotify\.max_user_watches=524288 vm\.max_map_count=262144"`), ReadyTimeout)
+	vm.WaitFor(regexp.MustCompile(`^etoile: kernel parameters set values="fs\.inotify\.max_user_instances=8192 fs\.inotify\.max_user_watches=524288 kernel\.pid_max=4194304 vm\.max_map_count=262144"`), ReadyTimeout)
 	first := vm.Ready(ReadyTimeout)
 	if !strings.Contains(first.Line, " k3s=") {
 		t.Errorf("the ready line has no k3s= field: %s", first.Line)

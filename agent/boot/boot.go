@@ -757,6 +757,7 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 		// orderly shutdown. There is no kmod in the initramfs: the agent
 		// answers as each itself (AgentCommands).
 		installAgentCommands("/sbin", "/init", m.log)
+		m.staticNodes()
 	}
 	// Devices that appear from now on (a disk behind a controller whose
 	// driver loads, a USB stick) arrive as uevents and get their driver at
@@ -856,6 +857,20 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 		m.fixed = kmod.DefaultFixed
 	}
 	return nil
+}
+
+// staticNodes makes the device files of the modules not loaded (kmod's
+// static-nodes, which systemd runs at boot): /dev/net/tun and /dev/fuse,
+// whose opening makes the kernel load tun or fuse (a pod's VPN sidecar, a
+// FUSE storage driver) through the agent as /sbin/modprobe.
+func (m *Machine) staticNodes() {
+	made, err := kmod.MakeStaticNodes(m.path("/dev"), m.Cold.StaticNodes())
+	if err != nil {
+		m.log.Warn("device files of modules not loaded yet", "reason", err.Error())
+	}
+	if len(made) > 0 {
+		m.log.Debug("device files of modules not loaded yet", "made", strings.Join(made, ","))
+	}
 }
 
 // EFIVars is where efivarfs is mounted.
@@ -1592,6 +1607,7 @@ func switchRoot(ctx context.Context, m *Machine) error {
 	}
 	m.imageModulesIndexed() // HasDriver knows the extensions' drivers from here on
 	m.log.Info("kernel modules of the system image added", "index", m.Cold.ModDir, "modules", strings.Join(added, ","))
+	m.staticNodes() // the extensions' modules' device files too
 	for _, name := range added {
 		if slices.Contains(loadedBefore, name) {
 			// The kernel keeps a module once loaded: the image's copy of

@@ -122,6 +122,8 @@ func TestBootISO(t *testing.T) {
 		"mount -t proc proc /proc ",
 		"mount -t sysfs sysfs /sys ",
 		"mount -t devtmpfs devtmpfs /dev mode=0755",
+		"mount -t tmpfs tmpfs /dev/shm mode=1777",
+		"mount -t devpts devpts /dev/pts mode=0620,ptmxmode=0666",
 		"mount -t tmpfs tmpfs /run mode=0755",
 		"mount -t cgroup2 cgroup2 /sys/fs/cgroup nsdelegate",
 		"mount -t iso9660 " + dev + " /run/etoile/media ",

@@ -53,6 +53,7 @@ func (c *MachineConfig) Validate() (warnings []string, err error) {
 	v.network(c.Network)
 	v.time(c.Time)
 	v.sysctls(c.Sysctls)
+	v.kubeletSysctls(c)
 	v.k3s(c)
 	v.registries(c.Registries)
 	v.proxy(c)
@@ -1994,6 +1995,40 @@ func (v *validator) sysctls(m map[string]string) {
 		seen[file] = k
 		if val := m[k]; strings.TrimSpace(val) == "" || strings.ContainsAny(val, "\n\r") {
 			v.errs.Add(p, "%q: give the value on one line, as written to /proc/sys/%s", val, file)
+		}
+	}
+}
+
+// KubeletSysctls are the kernel parameters the kubelet sets when it starts
+// (its container manager's kernel tunables), unless protect-kernel-defaults
+// makes it refuse to start where they differ instead; by their
+// /proc/sys path.
+var KubeletSysctls = map[string]string{
+	"vm/overcommit_memory":      "1",
+	"vm/panic_on_oom":           "0",
+	"kernel/panic":              "10",
+	"kernel/panic_on_oops":      "1",
+	"kernel/keys/root_maxkeys":  "1000000",
+	"kernel/keys/root_maxbytes": "25000000",
+}
+
+// kubeletSysctls warns of a sysctls: value the kubelet (K3s's, on a node
+// that runs one) replaces when it starts, or, with K3s's
+// protect-kernel-defaults, refuses to start with.
+func (v *validator) kubeletSysctls(c *MachineConfig) {
+	if c.Role == RoleServer && c.K3sFlag("disable-agent") {
+		return // no kubelet
+	}
+	protect := c.K3sFlag("protect-kernel-defaults")
+	for _, k := range slices.Sorted(maps.Keys(c.Sysctls)) {
+		want, ok := KubeletSysctls[SysctlPath(k)]
+		if !ok || strings.TrimSpace(c.Sysctls[k]) == want {
+			continue
+		}
+		if protect {
+			v.warn("sysctls."+k, "%q: with k3s protect-kernel-defaults the kubelet refuses to start unless it is %s: give %s, or drop protect-kernel-defaults", c.Sysctls[k], want, want)
+		} else {
+			v.warn("sysctls."+k, "%q lasts only until K3s's kubelet starts, which sets it to %s: leave it out (or set k3s protect-kernel-defaults: true and %s)", c.Sysctls[k], want, want)
 		}
 	}
 }

@@ -661,3 +661,22 @@ func TestLeadingZerosAndTagsInAMachineConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestSysctlsTheKubeletSets: a sysctls value the kubelet replaces when it
+// starts is warned about, saying so; with protect-kernel-defaults, that the
+// kubelet would refuse to start; the kubelet's own value, or a server
+// without a kubelet, is not.
+func TestSysctlsTheKubeletSets(t *testing.T) {
+	wantOneWarning(t, header+server+"sysctls: {kernel.panic: '0'}\n", []string{"sysctls.kernel.panic", `"0" lasts only until K3s's kubelet starts, which sets it to 10`})
+	wantOneWarning(t, header+server+"sysctls: {vm/overcommit_memory: '2'}\nk3s: {protect-kernel-defaults: true}\n",
+		[]string{"sysctls.vm/overcommit_memory", "the kubelet refuses to start unless it is 1"})
+	for _, body := range []string{
+		server + "sysctls: {kernel.panic: '10', kernel.keys.root_maxkeys: '1000000'}\n",
+		server + "sysctls: {kernel.panic: '0'}\nk3s: {disable-agent: true}\n",
+		server + "sysctls: {vm.max_map_count: '262144'}\n",
+	} {
+		if _, w, err := Check([]byte(header + body)); err != nil || len(w) != 0 {
+			t.Errorf("%s: warnings %q, err %v", body, w, err)
+		}
+	}
+}

@@ -53,11 +53,16 @@ type API struct {
 	Data                   string
 }
 
-// APIMounts are mounted first, in this order (cgroup2 needs /sys).
+// APIMounts are mounted first, in this order (cgroup2 needs /sys; /dev/shm
+// and /dev/pts need /dev). /dev/shm is what containerd binds into a pod
+// with hostIPC (MPI, NVIDIA MPS); /dev/pts is the terminals' (devtmpfs
+// holds /dev/ptmx, which opens them).
 var APIMounts = []API{
 	{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
 	{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
 	{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755"},
+	{"tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+	{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=0620,ptmxmode=0666"},
 	{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
 	{"cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "nsdelegate"},
 }

@@ -109,6 +109,7 @@ func TestSysctlSpellingsOfOneParameter(t *testing.T) {
 	fakeroot.Write(t, root, map[string]string{
 		"proc/sys/fs/inotify/max_user_instances": "128\n",
 		"proc/sys/fs/inotify/max_user_watches":   "65536\n",
+		"proc/sys/kernel/pid_max":                "32768\n",
 	})
 	cfg, err := config.Parse([]byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\n" +
 		"sysctls: {/fs/inotify/max_user_instances: '1024', fs/inotify/max_user_watches: '100000'}\n"))

@@ -792,6 +792,7 @@ func TestSysctlsAppliedBeforeK3s(t *testing.T) {
 		"proc/sys/fs/inotify/max_user_watches":     "65536\n",
 		"proc/sys/vm/max_map_count":                "65530\n",
 		"proc/sys/net/ipv4/conf/eth0.42/rp_filter": "1\n",
+		"proc/sys/kernel/pid_max":                  "32768\n",
 	} {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, path)), 0o755); err != nil {
 			t.Fatal(err)
@@ -811,6 +812,7 @@ func TestSysctlsAppliedBeforeK3s(t *testing.T) {
 	for path, want := range map[string]string{
 		"proc/sys/fs/inotify/max_user_instances":   "1024",   // the config's
 		"proc/sys/fs/inotify/max_user_watches":     "524288", // the default
+		"proc/sys/kernel/pid_max":                  "4194304",
 		"proc/sys/vm/max_map_count":                "262144",
 		"proc/sys/net/ipv4/conf/eth0.42/rp_filter": "2",
 	} {

@@ -14,10 +14,15 @@ import (
 // DefaultSysctls are the kernel parameters every node gets unless its
 // machine config sets them: the kernel's inotify limits (128 instances per
 // user) are too low for a Kubernetes node, where the kubelet, containerd and
-// many pods each hold some ("too many open files" from kubectl logs -f).
+// many pods each hold some ("too many open files" from kubectl logs -f), and
+// so is its number of process ids.
 var DefaultSysctls = map[string]string{
 	"fs.inotify.max_user_instances": "8192",
 	"fs.inotify.max_user_watches":   "524288",
+	// The kernel's default is 32768 (1024 per CPU on large machines):
+	// a node running many pods runs out of process ids. systemd's
+	// 50-pid-max.conf raises it so on 64-bit machines.
+	"kernel.pid_max": "4194304",
 }
 
 // applySysctls writes the default kernel parameters and the config's (which

@@ -500,4 +500,11 @@ var K3sOnDemand = []string{
 	// the bandwidth plugin of K3s's CNI configuration, for pods with
 	// kubernetes.io/ingress-bandwidth or egress-bandwidth
 	"ifb", "sch_ingress", "sch_tbf", "cls_u32", "act_mirred",
+	// kube-proxy's conntrack cleanup (stale UDP flows to a replaced
+	// CoreDNS pod) and its nfacct metrics
+	"nf_conntrack_netlink", "nfnetlink_acct", "xt_nfacct",
+	// pods' /dev/net/tun (VPN sidecars, Tailscale) and /dev/fuse (FUSE
+	// storage drivers): the agent makes the device files at boot, and
+	// opening one loads the module
+	"tun", "fuse",
 }
