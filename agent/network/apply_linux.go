@@ -71,6 +71,10 @@ type renewals struct {
 	// mtu: on its parent): DHCP's (option 26) is not used on them. Once
 	// set it stays, as the MTU itself does when a later config drops it.
 	mtus map[string]bool
+	// pending are bond members the machine config lists that were not
+	// there when their bond was made, by their spec (name or MAC): one
+	// that appears joins its bond (joinPending).
+	pending map[string]pendingMember
 }
 
 // setMTUFixed records that the machine config sets link name's MTU.
@@ -162,8 +166,12 @@ func afterBoot(l netlink.Link, only []string) bool {
 
 // appeared sets up l, a link that appeared after Up returned (a USB NIC
 // plugged in, a driver that loaded late), when it is one to configure:
-// its carrier, when it comes, is told to cabled.
+// its carrier, when it comes, is told to cabled. A bond member the machine
+// config waited for joins its bond instead (joinPending).
 func (r *renewals) appeared(l netlink.Link, log *slog.Logger) {
+	if r.joinPending(l, log) {
+		return // a bond's member the config waited for
+	}
 	var (
 		on   func(netlink.Link)
 		only []string
@@ -573,6 +581,9 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 		}
 	}
 	res.bonds = slices.Clone(bonds)
+	if res.renew != nil {
+		res.renew.clearPending() // this apply's bonds record theirs
+	}
 	// The bonds first: an entry may put a VLAN on a bond that a later
 	// entry makes.
 	bondErrs := map[int]error{}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -134,10 +136,12 @@ func makeBond(ifc config.Interface, res *Result, log *slog.Logger) (netlink.Link
 	}
 	var members []netlink.Link
 	var errs []error
+	var missing []string // members not there yet (a driver that loads late)
 	for _, m := range ifc.Bond.Members {
 		l, err := findMember(m)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("bond %s member %s: %w", name, m, err))
+			missing = append(missing, m)
 			continue
 		}
 		if l.Attrs().Name == name {
@@ -247,12 +251,108 @@ func makeBond(ifc config.Interface, res *Result, log *slog.Logger) (netlink.Link
 	if enslaved == 0 {
 		return nil, errors.Join(append(errs, fmt.Errorf("bond %s has no member: check the members' names or MACs against `ip link` on the machine", name))...)
 	}
+	if len(missing) > 0 {
+		// A member whose NIC appears later joins then (renewals.appeared).
+		if res.renew == nil {
+			res.renew = &renewals{}
+		}
+		for _, m := range missing {
+			res.renew.addPending(m, name, m == ifc.Bond.Primary)
+		}
+	}
 	if len(errs) > 0 {
 		// The bond works with the members it has: said, not fatal to it.
 		log.Warn("bond is missing members", "iface", name, "reason", errors.Join(errs...).Error(),
-			"fix", "check the members' names or MACs against `ip link` on the machine")
+			"fix", "check the members' names or MACs against `ip link` on the machine; a member whose NIC appears later (a driver that loads late, a NIC plugged in) joins the bond then")
 	}
 	return bond, nil
+}
+
+// pendingMember is a bond member the config lists that was not there when
+// the bond was made.
+type pendingMember struct {
+	bond    string
+	primary bool
+}
+
+// addPending records spec (a name or MAC) as a member of bond that has not
+// appeared yet.
+func (r *renewals) addPending(spec, bond string, primary bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pending == nil {
+		r.pending = map[string]pendingMember{}
+	}
+	r.pending[spec] = pendingMember{bond: bond, primary: primary}
+}
+
+// clearPending forgets the members an earlier apply waited for: each apply
+// records its own.
+func (r *renewals) clearPending() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pending = nil
+}
+
+// takePending returns (and forgets) the pending member l is: by name, or
+// by its own MAC (or the one it shows).
+func (r *renewals) takePending(l netlink.Link) (pendingMember, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for spec, p := range r.pending {
+		match := spec == l.Attrs().Name
+		if hw, err := net.ParseMAC(spec); err == nil {
+			match = slices.Equal(hw, ownMAC(l)) || slices.Equal(hw, l.Attrs().HardwareAddr)
+		}
+		if match {
+			delete(r.pending, spec)
+			return p, true
+		}
+	}
+	return pendingMember{}, false
+}
+
+// joinPending enslaves l, a link that appeared after the config was applied,
+// to its bond when the config lists it as a member that was missing then,
+// and reports whether it did: it is not the boot's DHCP's then. A member
+// that cannot join is left to the boot's DHCP, and said.
+func (r *renewals) joinPending(l netlink.Link, log *slog.Logger) bool {
+	p, ok := r.takePending(l)
+	if !ok {
+		return false
+	}
+	name := l.Attrs().Name
+	fail := func(err error) bool {
+		log.Warn("a bond member that appeared could not join its bond", "iface", name, "bond", p.bond, "reason", err.Error(),
+			"fix", "apply the machine config again (etoile-agent config apply), or check the NIC")
+		r.unconfigure(name)
+		_ = netlink.LinkSetUp(l)
+		return false
+	}
+	bl, err := netlink.LinkByName(p.bond)
+	if err != nil {
+		return fail(err)
+	}
+	if !isBond(bl) {
+		return fail(fmt.Errorf("%s is no longer a bond", p.bond))
+	}
+	r.configure(name) // no DHCP of its own
+	if err := netlink.LinkSetDown(l); err != nil {
+		return fail(err)
+	}
+	if err := netlink.LinkSetMasterByIndex(l, bl.Attrs().Index); err != nil {
+		return fail(err)
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		log.Warn("a bond member that joined its bond could not be set up", "iface", name, "bond", p.bond, "reason", err.Error())
+	}
+	if p.primary {
+		if err := os.WriteFile(filepath.Join("/sys/class/net", p.bond, "bonding", "primary"), []byte(name), 0); err != nil {
+			log.Warn("a bond's primary that appeared is not its primary", "iface", name, "bond", p.bond, "reason", err.Error())
+		}
+	}
+	log.Info("bond member appeared: added", "iface", name, "bond", p.bond, "primary", p.primary)
+	return true
 }
 
 // delBond deletes bond b (made by an earlier apply with other options, or

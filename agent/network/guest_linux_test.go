@@ -144,6 +144,7 @@ func guestSetup() error {
 		// As the agent loads it: no bond0 of the driver's own.
 		{"bonding", kmod.ProbeOptions{Params: "max_bonds=0"}},
 		{"8021q", kmod.ProbeOptions{}},
+		{"veth", kmod.ProbeOptions{}}, // a NIC that appears later, in TestGuestBondMemberAppearsLater
 	} {
 		if err := cold.ModprobeWith(ctx, m.name, m.o); err != nil {
 			return fmt.Errorf("loading %s: %w", m.name, err)
@@ -280,8 +281,9 @@ func guestReset(t *testing.T, macs []string) {
 		t.Fatalf("listing links: %v", err)
 	}
 	for _, l := range all {
-		if l.Type() == "bond" || l.Type() == "vlan" {
-			if err := netlink.LinkDel(l); err != nil {
+		if l.Type() == "bond" || l.Type() == "vlan" || l.Type() == "veth" {
+			// A veth's peer goes with it: gone already is done.
+			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 				t.Errorf("reset: deleting %s: %v", l.Attrs().Name, err)
 			}
 		}
@@ -765,5 +767,67 @@ func TestGuestBondMemberByMACFoundAgain(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// TestGuestBondMemberAppearsLater: a member the config names that is not
+// there when the bond is made (a driver that loads late, a NIC plugged in:
+// a veth made after the apply stands for it) joins the bond when it
+// appears, as its primary when the config says so, with no DHCP or address
+// of its own; a member that appears after a config without it stays apart.
+func TestGuestBondMemberAppearsLater(t *testing.T) {
+	g := newGuest(t, 1)
+	a := g.ports[0]
+	res := g.up()
+	ifaces := []config.Interface{{Name: "bond0", DHCP: true, Bond: &config.Bond{Mode: "active-backup", Members: []string{a.name, "late0"}, Primary: "late0"}}}
+	if _, err := g.apply(res, ifaces); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	g.wantMembers("bond0", a)
+	g.wantAddr("bond0", wireAddr)
+	if !strings.Contains(g.logs.String(), "joins the bond then") {
+		t.Errorf("the missing member is not said to join later:\n%s", g.logs.String())
+	}
+	late := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "late0"}, PeerName: "late0p"}
+	if err := netlink.LinkAdd(late); err != nil {
+		t.Fatalf("making late0: %v", err)
+	}
+	deadline := time.Now().Add(guestScale(10 * time.Second))
+	for masterName(g.link("late0")) != "bond0" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	g.show()
+	g.wantMembers("bond0", a, guestPort{name: "late0"})
+	if p := primary("bond0"); p != "late0" {
+		t.Errorf("bond0's primary is %q, want late0, which the config names", p)
+	}
+	if !strings.Contains(g.logs.String(), "bond member appeared: added") {
+		t.Errorf("no log line for the member that joined:\n%s", g.logs.String())
+	}
+	time.Sleep(guestScale(500 * time.Millisecond)) // DHCP would have started by now
+	if got := ipv4s(g.link("late0")); len(got) > 0 {
+		t.Errorf("late0, a member, got addresses %v", got)
+	}
+	g.wantAddr("bond0", wireAddr)
+
+	// A config without it: released; one that appears after it stays apart.
+	ifaces[0].Bond.Members, ifaces[0].Bond.Primary = []string{a.name, "late1"}, ""
+	if _, err := g.apply(res, ifaces); err != nil {
+		t.Fatalf("second apply: %v", err)
+	}
+	if m := masterName(g.link("late0")); m != "none" {
+		t.Errorf("late0, no longer listed, is still enslaved to %s", m)
+	}
+	ifaces[0].Bond.Members = []string{a.name}
+	if _, err := g.apply(res, ifaces); err != nil {
+		t.Fatalf("third apply: %v", err)
+	}
+	other := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "late1"}, PeerName: "late1p"}
+	if err := netlink.LinkAdd(other); err != nil {
+		t.Fatalf("making late1: %v", err)
+	}
+	time.Sleep(guestScale(time.Second))
+	if m := masterName(g.link("late1")); m != "none" {
+		t.Errorf("late1, which the config applied last does not list, joined %s", m)
 	}
 }

@@ -1,0 +1,37 @@
+package network
+
+import (
+	"net"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+)
+
+// TestTakePending: a link that appears is matched to the bond member the
+// config waits for by name, or by MAC (its permanent one first); once taken
+// it is not waited for again; an apply's clearPending forgets them all.
+func TestTakePending(t *testing.T) {
+	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
+	r := &renewals{}
+	r.addPending("eth9", "bond0", true)
+	r.addPending("52:54:00:aa:bb:cc", "bond1", false)
+	if _, ok := r.takePending(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth8"}}); ok {
+		t.Error("eth8 taken for a member the config does not name")
+	}
+	p, ok := r.takePending(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth9"}})
+	if !ok || p.bond != "bond0" || !p.primary {
+		t.Errorf("eth9: %+v %v", p, ok)
+	}
+	if _, ok := r.takePending(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth9"}}); ok {
+		t.Error("eth9 taken twice")
+	}
+	byPerm := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "enp3s0", HardwareAddr: mac("52:54:00:00:00:01"), PermHWAddr: mac("52:54:00:aa:bb:cc")}}
+	if p, ok := r.takePending(byPerm); !ok || p.bond != "bond1" || p.primary {
+		t.Errorf("by permanent MAC: %+v %v", p, ok)
+	}
+	r.addPending("eth7", "bond0", false)
+	r.clearPending()
+	if _, ok := r.takePending(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth7"}}); ok {
+		t.Error("eth7 taken after clearPending")
+	}
+}
