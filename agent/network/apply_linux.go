@@ -606,12 +606,12 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 	for i, ifc := range ifaces {
 		gws.metric = staticMetric + i
 		if err := bondErrs[i]; err != nil {
-			errs = append(errs, fmt.Errorf("network.interfaces[%d]: %w", i, err))
+			errs = append(errs, &entryError{i, err})
 			continue
 		}
 		a, leases, err := applyOne(ctx, ifc, res, cfg, gws)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("network.interfaces[%d]: %w", i, err))
+			errs = append(errs, &entryError{i, err})
 		}
 		if err != nil && !errors.As(err, new(*partialError)) {
 			// A dhcp: true entry asked again keeps its name servers.
@@ -728,6 +728,23 @@ func defaultRouteLinks() (links []string, known bool) {
 	}
 	return links, true
 }
+
+// entryError is the error of the machine config's network.interfaces[i]:
+// each of its lines names the entry (a bond's may hold one per member).
+type entryError struct {
+	i   int
+	err error
+}
+
+func (e *entryError) Error() string {
+	lines := strings.Split(e.err.Error(), "\n")
+	for j, l := range lines {
+		lines[j] = fmt.Sprintf("network.interfaces[%d]: %s", e.i, l)
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (e *entryError) Unwrap() error { return e.err }
 
 // findLink finds the link a config entry names, by name or MAC.
 func findLink(ifc config.Interface) (netlink.Link, error) {

@@ -1,6 +1,7 @@
 package network
 
 import (
+	"errors"
 	"net"
 	"testing"
 
@@ -33,5 +34,20 @@ func TestTakePending(t *testing.T) {
 	r.clearPending()
 	if _, ok := r.takePending(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth7"}}); ok {
 		t.Error("eth7 taken after clearPending")
+	}
+}
+
+// TestEntryErrorNamesTheEntryOnEachLine: an entry's error of several lines
+// (a bond's members, an entry's routes) names the entry on each, and still
+// unwraps to what it holds.
+func TestEntryErrorNamesTheEntryOnEachLine(t *testing.T) {
+	inner := &partialError{errors.Join(errors.New("bond bond0 member eth9: no interface named eth9"), errors.New("bond bond0 member eth8: no interface named eth8"))}
+	err := error(&entryError{2, inner})
+	want := "network.interfaces[2]: bond bond0 member eth9: no interface named eth9\nnetwork.interfaces[2]: bond bond0 member eth8: no interface named eth8"
+	if err.Error() != want {
+		t.Errorf("got\n%s\nwant\n%s", err, want)
+	}
+	if !errors.As(err, new(*partialError)) {
+		t.Error("the entry's error no longer unwraps to what it wraps")
 	}
 }
