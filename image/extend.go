@@ -142,11 +142,10 @@ func stageShell(root string) (string, error) {
 		return "", err
 	}
 	defer w.Close()
-	if _, err := w.root.Lstat("bin/sh"); err == nil {
-		return "", nil // an overlay's or extension's own shell
-	}
 	rel := "bin/sh"
 	if st, err := w.root.Lstat("bin"); err == nil && st.Mode()&fs.ModeSymlink != 0 {
+		// bin -> usr/bin (or /usr/bin, which os.Root does not follow):
+		// the shell is looked for, and linked, in that folder.
 		to, err := w.root.Readlink("bin")
 		if err != nil {
 			return "", err
@@ -155,6 +154,9 @@ func stageShell(root string) (string, error) {
 			to = strings.TrimPrefix(path.Clean(to), "/")
 		}
 		rel = path.Join(to, "sh")
+	}
+	if _, err := w.root.Lstat(filepath.FromSlash(rel)); err == nil {
+		return "", nil // an overlay's or extension's own shell
 	}
 	return "/" + rel, w.symlink(filepath.FromSlash(rel), K3sShell)
 }

@@ -485,4 +485,17 @@ func TestStageShell(t *testing.T) {
 	if to, err := os.Readlink(filepath.Join(merged, "usr/bin/sh")); err != nil || to != K3sShell {
 		t.Errorf("usr/bin/sh -> %q (%v)", to, err)
 	}
+
+	// bin -> /usr/bin, absolute, with the layer's own shell there: kept.
+	abs := t.TempDir()
+	fakeroot.Write(t, abs, map[string]string{"usr/bin/sh": "#!a layer's shell"})
+	if err := os.Symlink("/usr/bin", filepath.Join(abs, "bin")); err != nil {
+		t.Fatal(err)
+	}
+	if sh, err := stageShell(abs); err != nil || sh != "" {
+		t.Errorf("bin -> /usr/bin with a shell: %q, %v", sh, err)
+	}
+	if data, _ := os.ReadFile(filepath.Join(abs, "usr/bin/sh")); string(data) != "#!a layer's shell" {
+		t.Errorf("the layer's shell behind an absolute bin link was replaced: %q", data)
+	}
 }

@@ -79,16 +79,21 @@ func containsFold(list []string, s string) bool {
 // host, so that the password would be shown as the host, port or path),
 // and in a value without a scheme (user:password@host:port), where nothing
 // before the '@' can be told from a password and all of it is masked. A
-// user name alone (http://TOKEN@proxy:3128) is masked too, unlike
-// url.URL.Redacted: a proxy that takes a user without a password takes a
-// token there.
+// user name alone (http://TOKEN@proxy:3128, or http://TOKEN:@proxy:3128
+// with an empty password) is masked too, unlike url.URL.Redacted: a proxy
+// that takes a user without a password takes a token there.
 func proxyMasked(s, mask string) string {
-	masked, _ := urlMasked(s, schemeEnd(s), mask, func(string) string { return mask })
-	if a := schemeEnd(masked); a >= 0 {
-		// The query is masked already: an '@' left is the userinfo's.
-		if at := strings.LastIndex(masked[a:], "@"); at >= 0 && !strings.Contains(masked[a:a+at], ":") {
-			masked = masked[:a] + mask + masked[a+at:]
-		}
+	a := schemeEnd(s)
+	pass, _ := urlSecrets(s, a)
+	masked, _ := urlMasked(s, a, mask, func(string) string { return mask })
+	if a < 0 || pass[0] >= 0 && pass[0] < pass[1] {
+		return masked // no scheme: all before the '@' is masked; or a password, masked
+	}
+	// A user alone, or with an empty password (http://TOKEN:@proxy, as
+	// curl -u TOKEN: writes it): the user is the secret. The query is
+	// masked already: an '@' left is the userinfo's.
+	if at := strings.LastIndex(masked[a:], "@"); at >= 0 {
+		masked = masked[:a] + mask + masked[a+at:]
 	}
 	return masked
 }

@@ -273,6 +273,7 @@ func TestProxyRedacted(t *testing.T) {
 		"http://proxy.example.com:3128":        "http://proxy.example.com:3128",
 		"http://bob@proxy.example.com:3128":    "http://REDACTED@proxy.example.com:3128", // a user alone may be a token
 		"http://TOKEN@proxy.example.com/?a@b":  "http://REDACTED@proxy.example.com/?REDACTED",
+		"http://TOKEN:@proxy.example.com:3128": "http://REDACTED@proxy.example.com:3128", // curl -u TOKEN:
 		"http://proxy.example.com/?t=a@b":      "http://proxy.example.com/?REDACTED",
 		"http://bob:pa#ss@proxy.example.com":   "http://bob:REDACTED@proxy.example.com",
 		"http://bob:12/x?y@proxy.example.com":  "http://bob:REDACTED@proxy.example.com",

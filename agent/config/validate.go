@@ -2020,6 +2020,12 @@ func (v *validator) kubeletSysctls(c *MachineConfig) {
 		return // no kubelet
 	}
 	protect := c.K3sFlag("protect-kernel-defaults")
+	for _, a := range c.K3s["kubelet-arg"].Strings() {
+		a = strings.TrimPrefix(a, "--")
+		if a == "protect-kernel-defaults" || strings.HasPrefix(a, "protect-kernel-defaults=") && strings.EqualFold(strings.TrimPrefix(a, "protect-kernel-defaults="), "true") {
+			protect = true
+		}
+	}
 	for _, k := range slices.Sorted(maps.Keys(c.Sysctls)) {
 		want, ok := KubeletSysctls[SysctlPath(k)]
 		if !ok || strings.TrimSpace(c.Sysctls[k]) == want {

@@ -670,6 +670,8 @@ func TestSysctlsTheKubeletSets(t *testing.T) {
 	wantOneWarning(t, header+server+"sysctls: {kernel.panic: '0'}\n", []string{"sysctls.kernel.panic", `"0" lasts only until K3s's kubelet starts, which sets it to 10`})
 	wantOneWarning(t, header+server+"sysctls: {vm/overcommit_memory: '2'}\nk3s: {protect-kernel-defaults: true}\n",
 		[]string{"sysctls.vm/overcommit_memory", "the kubelet refuses to start unless it is 1"})
+	wantOneWarning(t, header+server+"sysctls: {kernel.panic: '0'}\nk3s: {kubelet-arg: [max-pods=200, protect-kernel-defaults=true]}\n",
+		[]string{"sysctls.kernel.panic", "the kubelet refuses to start unless it is 10"})
 	for _, body := range []string{
 		server + "sysctls: {kernel.panic: '10', kernel.keys.root_maxkeys: '1000000'}\n",
 		server + "sysctls: {kernel.panic: '0'}\nk3s: {disable-agent: true}\n",

@@ -75,6 +75,9 @@ type renewals struct {
 	// there when their bond was made, by their spec (name or MAC): one
 	// that appears joins its bond (joinPending).
 	pending map[string]pendingMember
+	// bondMu is held while an apply makes its bonds and while a link that
+	// appeared joins one (joinPending), so that the two never interleave.
+	bondMu sync.Mutex
 }
 
 // setMTUFixed records that the machine config sets link name's MTU.
@@ -573,26 +576,35 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 			bonds = append(bonds, ifc.Name)
 		}
 	}
-	for _, name := range res.bonds {
-		if !slices.Contains(bonds, name) {
-			if err := dropBond(name, res, log); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	res.bonds = slices.Clone(bonds)
-	if res.renew != nil {
-		res.renew.clearPending() // this apply's bonds record theirs
-	}
 	// The bonds first: an entry may put a VLAN on a bond that a later
 	// entry makes.
 	bondErrs := map[int]error{}
-	for i, ifc := range ifaces {
-		if ifc.Bond != nil {
-			if _, err := makeBond(ifc, res, log); err != nil {
-				bondErrs[i] = err
+	makeBonds := func() {
+		for _, name := range res.bonds {
+			if !slices.Contains(bonds, name) {
+				if err := dropBond(name, res, log); err != nil {
+					errs = append(errs, err)
+				}
 			}
 		}
+		res.bonds = slices.Clone(bonds)
+		if res.renew != nil {
+			res.renew.clearPending() // this apply's bonds record their members
+		}
+		for i, ifc := range ifaces {
+			if ifc.Bond != nil {
+				if _, err := makeBond(ifc, res, log); err != nil {
+					bondErrs[i] = err
+				}
+			}
+		}
+	}
+	if r := res.renew; r != nil {
+		// (A Result without renewals has no links' watch to join a
+		// member meanwhile.)
+		locked(&r.bondMu, makeBonds)
+	} else {
+		makeBonds()
 	}
 	// The routes an earlier config gave the links this one lists go
 	// first: a route moving to an entry listed before its old one would

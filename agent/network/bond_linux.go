@@ -144,6 +144,9 @@ func makeBond(ifc config.Interface, res *Result, log *slog.Logger) (netlink.Link
 			missing = append(missing, m)
 			continue
 		}
+		if res.renew == nil {
+			res.renew = &renewals{}
+		}
 		if l.Attrs().Name == name {
 			errs = append(errs, fmt.Errorf("bond %s member %s is the bond itself", name, m))
 			continue
@@ -251,14 +254,13 @@ func makeBond(ifc config.Interface, res *Result, log *slog.Logger) (netlink.Link
 	if enslaved == 0 {
 		return nil, errors.Join(append(errs, fmt.Errorf("bond %s has no member: check the members' names or MACs against `ip link` on the machine", name))...)
 	}
-	if len(missing) > 0 {
-		// A member whose NIC appears later joins then (renewals.appeared).
-		if res.renew == nil {
-			res.renew = &renewals{}
-		}
-		for _, m := range missing {
-			res.renew.addPending(m, name, m == ifc.Bond.Primary)
-		}
+	// A member whose NIC appears later, or appears again (a USB NIC
+	// plugged back in), joins then (renewals.appeared).
+	if res.renew == nil {
+		res.renew = &renewals{}
+	}
+	for _, m := range ifc.Bond.Members {
+		res.renew.addPending(m, name, m == ifc.Bond.Primary)
 	}
 	if len(errs) > 0 {
 		// The bond works with the members it has: said, not fatal to it.
@@ -268,15 +270,16 @@ func makeBond(ifc config.Interface, res *Result, log *slog.Logger) (netlink.Link
 	return bond, nil
 }
 
-// pendingMember is a bond member the config lists that was not there when
-// the bond was made.
+// pendingMember is a bond member the config lists: one that was not there
+// when the bond was made, or that goes and comes back, joins the bond when
+// its link appears.
 type pendingMember struct {
 	bond    string
 	primary bool
 }
 
-// addPending records spec (a name or MAC) as a member of bond that has not
-// appeared yet.
+// addPending records spec (a name or MAC) as a member of bond, for the
+// links that appear until the next apply.
 func (r *renewals) addPending(spec, bond string, primary bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -294,18 +297,19 @@ func (r *renewals) clearPending() {
 	r.pending = nil
 }
 
-// takePending returns (and forgets) the pending member l is: by name, or
-// by its own MAC (or the one it shows).
+// takePending returns the member l is: by name, or by its own MAC (or the
+// one it shows) for a NIC (findLink's kinds: a VLAN or bond showing the
+// same MAC is not one).
 func (r *renewals) takePending(l netlink.Link) (pendingMember, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for spec, p := range r.pending {
 		match := spec == l.Attrs().Name
 		if hw, err := net.ParseMAC(spec); err == nil {
-			match = slices.Equal(hw, ownMAC(l)) || slices.Equal(hw, l.Attrs().HardwareAddr)
+			match = (l.Type() == "device" || l.Type() == "veth") &&
+				(slices.Equal(hw, ownMAC(l)) || slices.Equal(hw, l.Attrs().HardwareAddr))
 		}
 		if match {
-			delete(r.pending, spec)
 			return p, true
 		}
 	}
@@ -317,11 +321,23 @@ func (r *renewals) takePending(l netlink.Link) (pendingMember, bool) {
 // and reports whether it did: it is not the boot's DHCP's then. A member
 // that cannot join is left to the boot's DHCP, and said.
 func (r *renewals) joinPending(l netlink.Link, log *slog.Logger) bool {
+	// Not while an apply makes its bonds: it may be dropping this member.
+	r.bondMu.Lock()
+	defer r.bondMu.Unlock()
 	p, ok := r.takePending(l)
 	if !ok {
 		return false
 	}
 	name := l.Attrs().Name
+	if now, err := netlink.LinkByIndex(l.Attrs().Index); err == nil {
+		l = now
+	}
+	if m := l.Attrs().MasterIndex; m != 0 {
+		if b, err := netlink.LinkByName(p.bond); err == nil && b.Attrs().Index == m {
+			return true // in its bond already
+		}
+		return false // another master's: left as it is
+	}
 	fail := func(err error) bool {
 		log.Warn("a bond member that appeared could not join its bond", "iface", name, "bond", p.bond, "reason", err.Error(),
 			"fix", "apply the machine config again (etoile-agent config apply), or check the NIC")

@@ -774,7 +774,8 @@ func TestGuestBondMemberByMACFoundAgain(t *testing.T) {
 // there when the bond is made (a driver that loads late, a NIC plugged in:
 // a veth made after the apply stands for it) joins the bond when it
 // appears, as its primary when the config says so, with no DHCP or address
-// of its own; a member that appears after a config without it stays apart.
+// of its own, and again when it goes and comes back; a link that appears
+// after a config without it stays apart.
 func TestGuestBondMemberAppearsLater(t *testing.T) {
 	g := newGuest(t, 1)
 	a := g.ports[0]
@@ -809,6 +810,24 @@ func TestGuestBondMemberAppearsLater(t *testing.T) {
 		t.Errorf("late0, a member, got addresses %v", got)
 	}
 	g.wantAddr("bond0", wireAddr)
+
+	// Unplugged and plugged in again: it joins again.
+	if err := netlink.LinkDel(late); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(guestScale(300 * time.Millisecond))
+	late = &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "late0"}, PeerName: "late0p"}
+	if err := netlink.LinkAdd(late); err != nil {
+		t.Fatalf("making late0 again: %v", err)
+	}
+	deadline = time.Now().Add(guestScale(10 * time.Second))
+	for masterName(g.link("late0")) != "bond0" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	g.wantMembers("bond0", a, guestPort{name: "late0"})
+	if p := primary("bond0"); p != "late0" {
+		t.Errorf("after late0 came back, bond0's primary is %q, want late0", p)
+	}
 
 	// A config without it: released; one that appears after it stays apart.
 	ifaces[0].Bond.Members, ifaces[0].Bond.Primary = []string{a.name, "late1"}, ""

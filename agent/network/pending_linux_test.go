@@ -9,8 +9,8 @@ import (
 )
 
 // TestTakePending: a link that appears is matched to the bond member the
-// config waits for by name, or by MAC (its permanent one first); once taken
-// it is not waited for again; an apply's clearPending forgets them all.
+// config lists by name, or by MAC (its permanent one first, a NIC's only),
+// for as long as that config stands; an apply's clearPending forgets them.
 func TestTakePending(t *testing.T) {
 	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
 	r := &renewals{}
@@ -23,12 +23,19 @@ func TestTakePending(t *testing.T) {
 	if !ok || p.bond != "bond0" || !p.primary {
 		t.Errorf("eth9: %+v %v", p, ok)
 	}
-	if _, ok := r.takePending(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth9"}}); ok {
-		t.Error("eth9 taken twice")
+	// A member that goes and comes back (a USB NIC plugged in again)
+	// is still the bond's.
+	if _, ok := r.takePending(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth9"}}); !ok {
+		t.Error("eth9 not a member any more once it joined")
 	}
 	byPerm := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "enp3s0", HardwareAddr: mac("52:54:00:00:00:01"), PermHWAddr: mac("52:54:00:aa:bb:cc")}}
 	if p, ok := r.takePending(byPerm); !ok || p.bond != "bond1" || p.primary {
 		t.Errorf("by permanent MAC: %+v %v", p, ok)
+	}
+	// A VLAN showing the NIC's MAC is not the NIC.
+	vlan := &netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "enp3s0.10", HardwareAddr: mac("52:54:00:aa:bb:cc")}, VlanId: 10}
+	if _, ok := r.takePending(vlan); ok {
+		t.Error("a VLAN taken for a member named by MAC")
 	}
 	r.addPending("eth7", "bond0", false)
 	r.clearPending()

@@ -766,7 +766,8 @@ func machineIdentity(root string) string {
 		u := strings.ToLower(strings.TrimSpace(string(b)))
 		switch u {
 		case "", "00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff",
-			"03000200-0400-0500-0006-000700080009": // a placeholder many boards ship with
+			"03000200-0400-0500-0006-000700080009", // a placeholder many boards ship with
+			"00020003-0004-0005-0006-000700080009": // the same, as SMBIOS before 2.6 reads it
 		default:
 			return u
 		}

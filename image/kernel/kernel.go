@@ -495,6 +495,7 @@ var K3sOnDemand = []string{
 	"ip_set_hash_netport", "ip_set_bitmap_port",
 	"nft_compat", "nft_chain_nat", "nft_nat", "nft_masq", "nft_ct", "nft_fib_ipv4", "nft_fib_ipv6", "nft_fib_inet",
 	"nft_reject_ipv4", "nft_reject_ipv6", "nft_reject_inet", "nft_limit",
+	"nft_numgen", // kube-proxy's nftables mode balances with numgen
 	"nfnetlink_log",
 	"ip_vs_rr", "ip_vs_wrr", "ip_vs_sh",
 	// the bandwidth plugin of K3s's CNI configuration, for pods with

@@ -28,7 +28,7 @@ var kernelRequests = []string{
 	"iptable_mangle", "iptable_raw",
 	"ip6table_filter", "ip6table_nat", "ip6table_mangle", "ip6t_REJECT", "ip6t_MASQUERADE",
 	"nfnetlink-subsys-6", "ip_set_hash:ip", "ip_set_hash:net", "ip_set_hash:ip,port", "ip_set_bitmap:port",
-	"nft-expr-match", "nft-expr-masq", "nft-chain-2-nat", "nft-expr-ct", "nft-expr-2-fib", "nft-expr-2-reject",
+	"nft-expr-match", "nft-expr-masq", "nft-chain-2-nat", "nft-expr-ct", "nft-expr-2-fib", "nft-expr-2-reject", "nft-expr-numgen",
 	"nf-logger-2-1", "ip_vs_rr", "nfnetlink-subsys-1", "nfnetlink-subsys-7", "ipt_nfacct",
 	"rtnl-link-ifb", "sch_ingress", "sch_tbf", "cls_u32", "act_mirred",
 }
