@@ -191,6 +191,7 @@ func TestStatusOfAGPUNode(t *testing.T) {
 		"sys/class/net/lo/address":             "00:00:00:00:00:00\n",
 		"sys/class/net/lo/carrier":             "1\n",
 		"proc/sys/fs/inotify/max_user_watches": "65536\n",
+		"proc/sys/kernel/pid_max":              "32768\n",
 		// proc/sys/fs/inotify/max_user_instances is missing: a warning.
 	})
 	// eth0's address is the kernel's; eth2's only its DHCP lease's.
