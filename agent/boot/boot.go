@@ -757,7 +757,8 @@ func loadDrivers(ctx context.Context, m *Machine) error {
 		// orderly shutdown. There is no kmod in the initramfs: the agent
 		// answers as each itself (AgentCommands).
 		installAgentCommands("/sbin", "/init", m.log)
-		m.staticNodes()
+		// Off the boot's path: only pods open these, long after.
+		safego.Go(m.log, "making the device files of modules not loaded yet", m.staticNodes)
 	}
 	// Devices that appear from now on (a disk behind a controller whose
 	// driver loads, a USB stick) arrive as uevents and get their driver at
@@ -1607,7 +1608,7 @@ func switchRoot(ctx context.Context, m *Machine) error {
 	}
 	m.imageModulesIndexed() // HasDriver knows the extensions' drivers from here on
 	m.log.Info("kernel modules of the system image added", "index", m.Cold.ModDir, "modules", strings.Join(added, ","))
-	m.staticNodes() // the extensions' modules' device files too
+	safego.Go(m.log, "making the device files of the system image's modules", m.staticNodes) // the extensions' too
 	for _, name := range added {
 		if slices.Contains(loadedBefore, name) {
 			// The kernel keeps a module once loaded: the image's copy of

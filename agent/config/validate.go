@@ -1999,11 +1999,11 @@ func (v *validator) sysctls(m map[string]string) {
 	}
 }
 
-// KubeletSysctls are the kernel parameters the kubelet sets when it starts
+// kubeletSysctlValues are the kernel parameters the kubelet sets when it starts
 // (its container manager's kernel tunables), unless protect-kernel-defaults
 // makes it refuse to start where they differ instead; by their
 // /proc/sys path.
-var KubeletSysctls = map[string]string{
+var kubeletSysctlValues = map[string]string{
 	"vm/overcommit_memory":      "1",
 	"vm/panic_on_oom":           "0",
 	"kernel/panic":              "10",
@@ -2027,7 +2027,7 @@ func (v *validator) kubeletSysctls(c *MachineConfig) {
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(c.Sysctls)) {
-		want, ok := KubeletSysctls[SysctlPath(k)]
+		want, ok := kubeletSysctlValues[SysctlPath(k)]
 		if !ok || strings.TrimSpace(c.Sysctls[k]) == want {
 			continue
 		}

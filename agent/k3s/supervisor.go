@@ -381,9 +381,7 @@ func (s *Supervisor) writeTLSFiles() error {
 		hdir := filepath.Join(dir, h.Name())
 		rel := path.Join(config.RegistryTLSDir, h.Name())
 		if !h.IsDir() {
-			if _, keep := s.TLSFiles[rel]; !keep {
-				errs = append(errs, os.Remove(hdir))
-			}
+			errs = append(errs, os.Remove(hdir)) // TLSFiles are all in a host's folder
 			continue
 		}
 		files, err := os.ReadDir(hdir)

@@ -576,6 +576,9 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 			bonds = append(bonds, ifc.Name)
 		}
 	}
+	if len(bonds) > 0 && res.renew == nil {
+		res.renew = &renewals{} // it records the bonds' members (makeBond)
+	}
 	// The bonds first: an entry may put a VLAN on a bond that a later
 	// entry makes.
 	bondErrs := map[int]error{}

@@ -136,16 +136,11 @@ func makeBond(ifc config.Interface, res *Result, log *slog.Logger) (netlink.Link
 	}
 	var members []netlink.Link
 	var errs []error
-	var missing []string // members not there yet (a driver that loads late)
 	for _, m := range ifc.Bond.Members {
 		l, err := findMember(m)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("bond %s member %s: %w", name, m, err))
-			missing = append(missing, m)
 			continue
-		}
-		if res.renew == nil {
-			res.renew = &renewals{}
 		}
 		if l.Attrs().Name == name {
 			errs = append(errs, fmt.Errorf("bond %s member %s is the bond itself", name, m))
@@ -255,10 +250,8 @@ func makeBond(ifc config.Interface, res *Result, log *slog.Logger) (netlink.Link
 		return nil, errors.Join(append(errs, fmt.Errorf("bond %s has no member: check the members' names or MACs against `ip link` on the machine", name))...)
 	}
 	// A member whose NIC appears later, or appears again (a USB NIC
-	// plugged back in), joins then (renewals.appeared).
-	if res.renew == nil {
-		res.renew = &renewals{}
-	}
+	// plugged back in), joins then (renewals.appeared; Apply gave res its
+	// renewals).
 	for _, m := range ifc.Bond.Members {
 		res.renew.addPending(m, name, m == ifc.Bond.Primary)
 	}

@@ -31,9 +31,3 @@ func hostsBody(entries []config.HostEntry) []byte {
 	}
 	return out.Bytes()
 }
-
-// hostsWith is the hosts file old with its machine config block replaced
-// by entries' (removed when there are none).
-func hostsWith(old []byte, entries []config.HostEntry) []byte {
-	return config.WithBlock(old, hostsBegin, hostsEnd, hostsBody(entries))
-}
