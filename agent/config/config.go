@@ -35,6 +35,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"strings"
 
@@ -178,8 +179,11 @@ type Interface struct {
 	// MTU, when set, overrides the link's MTU (68..65535; 9000 for jumbo frames).
 	MTU int `yaml:"mtu,omitempty"`
 	// Routes are static routes to other networks through this interface,
-	// beside its default route (gateway, gateway6). Static addresses only:
-	// a DHCP server gives its routes in option 121.
+	// beside its default route (gateway, gateway6, or DHCP's). With DHCP
+	// the IPv4 ones leave from the lease's address: added once the lease
+	// is there (a next hop outside its subnet on-link), again whenever a
+	// renewal brings another address, and gone with the lease; beside the
+	// routes the DHCP server gives (option 121).
 	Routes []Route `yaml:"routes,omitempty"`
 	// Bond, when set, makes the link Name a bond (link aggregation) of its
 	// members; the entry's addresses, DHCP, gateway, VLAN and MTU are then
@@ -201,6 +205,19 @@ type Route struct {
 	// interface's own (that of its gateway: 50 for the config's first
 	// interface, 51 for the second…).
 	Metric int `yaml:"metric,omitempty"`
+}
+
+// Is4 says whether r is an IPv4 route, by its network, else (a network
+// that is not one) by its next hop.
+func (r Route) Is4() bool {
+	if pf, err := netip.ParsePrefix(r.To); err == nil {
+		return pf.Addr().Is4()
+	}
+	if a, err := netip.ParseAddr(r.To); err == nil {
+		return a.Is4()
+	}
+	a, err := netip.ParseAddr(r.Via)
+	return err == nil && a.Is4()
 }
 
 // Bond is a Linux bond: its options have the bonding driver's own names

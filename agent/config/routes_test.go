@@ -27,17 +27,26 @@ func TestRouteRejections(t *testing.T) {
 		path string
 		want []string // substrings of that field's message
 	}{
-		// 1. DHCP gives its own routes.
-		{"routes with dhcp", "network: {interfaces: [{name: eth0, dhcp: true, routes: [{to: 10.20.0.0/16, via: 10.0.0.1}]}]}\n",
-			"network.interfaces[0].routes", []string{"given with dhcp: true", "option 121", "make this interface static"}},
-		{"routes with dhcp and IPv4 addresses alone", "network: {interfaces: [{name: eth0, dhcp: true, addresses: [10.0.0.2/24], routes: [{to: '2001:db8:20::/48', via: '2001:db8::1'}]}]}\n",
-			"network.interfaces[0].routes", []string{"given with dhcp: true", "no static IPv6 address", "option 121"}},
-		// Beside its static IPv6 addresses, a dhcp: true entry takes IPv6
-		// routes, judged as a static entry's; its IPv4 routes stay DHCP's.
-		{"IPv4 route with dhcp and IPv6 addresses", "network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], routes: [{to: '2001:db8:20::/48', via: '2001:db8::1'}, {to: 10.20.0.0/16, via: 10.0.0.1}]}]}\n",
-			"network.interfaces[0].routes[1]", []string{`an IPv4 route (to "10.20.0.0/16") with dhcp: true`, "option 121", "only IPv6 routes go beside the lease"}},
-		{"IPv4 route without to, with dhcp and IPv6 addresses", "network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], routes: [{via: 10.0.0.1}]}]}\n",
-			"network.interfaces[0].routes[0]", []string{`an IPv4 route (via "10.0.0.1")`, "option 121"}},
+		// 1. Beside DHCP: IPv4 routes leave from the lease's address,
+		// IPv6 ones from the entry's static IPv6 addresses.
+		{"IPv6 route with dhcp and IPv4 addresses alone", "network: {interfaces: [{name: eth0, dhcp: true, addresses: [10.0.0.2/24], routes: [{to: '2001:db8:20::/48', via: '2001:db8::1'}]}]}\n",
+			"network.interfaces[0].routes[0]", []string{`an IPv6 route (to "2001:db8:20::/48") with dhcp: true`, "no static IPv6 address", "list an IPv6 address"}},
+		{"IPv6 route with dhcp and no addresses", "network: {interfaces: [{name: eth0, dhcp: true, routes: [{to: 10.20.0.0/16, via: 10.0.0.1}, {via: '2001:db8::1'}]}]}\n",
+			"network.interfaces[0].routes[1]", []string{`an IPv6 route (via "2001:db8::1") with dhcp: true`, "DHCP (DHCPv4) gives only the IPv4 address"}},
+		{"IPv4 route with dhcp via loopback", "network: {interfaces: [{name: eth0, dhcp: true, routes: [{to: 10.20.0.0/16, via: 127.0.0.1}]}]}\n",
+			"network.interfaces[0].routes[0].via", []string{`"127.0.0.1" is a loopback address`, "a router on the subnet DHCP gives this interface"}},
+		{"IPv4 route with dhcp via the limited broadcast", "network: {interfaces: [{name: eth0, dhcp: true, routes: [{to: 10.20.0.0/16, via: 255.255.255.255}]}]}\n",
+			"network.interfaces[0].routes[0].via", []string{`"255.255.255.255" is the limited broadcast address`}},
+		{"IPv4 route with dhcp via another entry's address", "network: {interfaces: [{name: eth0, dhcp: true, routes: [{to: 10.20.0.0/16, via: 10.1.0.2}]}, {name: eth1, addresses: [10.1.0.2/24]}]}\n",
+			"network.interfaces[0].routes[0].via", []string{`"10.1.0.2" is the address of network.interfaces[1] (network.interfaces[1].addresses[0])`, "put the route on network.interfaces[1], via a router on its subnet 10.1.0.0/24"}},
+		{"IPv4 route with dhcp via another entry's subnet", "network: {interfaces: [{name: eth0, dhcp: true, routes: [{to: 10.20.0.0/16, via: 10.1.0.1}]}, {name: eth1, addresses: [10.1.0.2/24]}]}\n",
+			"network.interfaces[0].routes[0].via", []string{"10.1.0.1 is on the subnet 10.1.0.0/24 of network.interfaces[1]", "put the route on network.interfaces[1]"}},
+		{"IPv4 route with dhcp, IPv6 via", "network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], routes: [{to: 10.20.0.0/16, via: '2001:db8::1'}]}]}\n",
+			"network.interfaces[0].routes[0].via", []string{"is an IPv6 address and to (10.20.0.0/16) an IPv4 network"}},
+		{"IPv4 route with dhcp to bad network", "network: {interfaces: [{name: eth0, dhcp: true, routes: [{to: 10.20.0.1/16, via: 10.0.0.1}]}]}\n",
+			"network.interfaces[0].routes[0].to", []string{"write 10.20.0.0/16"}},
+		{"IPv4 routes with dhcp twice", "network: {interfaces: [{name: eth0, dhcp: true, routes: [{to: 10.20.0.0/16, via: 10.0.0.1}, {to: 10.20.0.0/16}]}]}\n",
+			"network.interfaces[0].routes[1].to", []string{"10.20.0.0/16 with metric 50", "one route per network and metric"}},
 		{"IPv6 route with dhcp via the entry's own address", "network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], routes: [{to: '2001:db8:20::/48', via: '2001:db8::2'}]}]}\n",
 			"network.interfaces[0].routes[0].via", []string{`"2001:db8::2" is this interface's own address (network.interfaces[0].addresses[0])`}},
 		{"IPv6 route with dhcp to bad network", "network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], routes: [{to: '2001:db8:20::1/48', via: '2001:db8::1'}]}]}\n",
@@ -153,10 +162,11 @@ func TestRoutesOnlyTheirOwnErrors(t *testing.T) {
 	}{
 		// Static without addresses: the entry's own error, not its routes'.
 		{"network: {interfaces: [{name: eth0, routes: [{to: 10.20.0.0/16, via: 10.0.0.1}]}]}\n", []string{"network.interfaces[0]"}},
-		// DHCP: one error for the list, whatever its routes hold.
-		{"network: {interfaces: [{name: eth0, dhcp: true, routes: [{to: 10.20.0.5/16, via: x, metric: -1}]}]}\n", []string{"network.interfaces[0].routes"}},
-		// DHCP with IPv6 addresses: one error for an IPv4 route, whatever it holds.
-		{"network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], routes: [{to: 10.20.0.5/16, via: x, metric: -1}]}]}\n", []string{"network.interfaces[0].routes[0]"}},
+		// DHCP: an IPv4 route is judged field by field.
+		{"network: {interfaces: [{name: eth0, dhcp: true, routes: [{to: 10.20.0.5/16, via: x, metric: -1}]}]}\n",
+			[]string{"network.interfaces[0].routes[0].to", "network.interfaces[0].routes[0].via", "network.interfaces[0].routes[0].metric"}},
+		// DHCP without IPv6 addresses: one error for an IPv6 route, whatever it holds.
+		{"network: {interfaces: [{name: eth0, dhcp: true, routes: [{to: '2001:db8::5/48', via: x, metric: -1}]}]}\n", []string{"network.interfaces[0].routes[0]"}},
 		// A bad to: the via is still judged (fine here), its family not.
 		{routesOn("{to: 10.20.0.5/16, via: 10.0.0.1}"), []string{"network.interfaces[0].routes[0].to"}},
 		{routesOn("{to: 10.20.0.5/16, via: 'fe80::1'}"), []string{"network.interfaces[0].routes[0].to"}},
@@ -240,6 +250,11 @@ func TestRoutesAccepted(t *testing.T) {
 		"network: {interfaces: [{name: eth0, addresses: ['2001:db8::2/64'], routes: [{to: 'fd00:20::/48', via: 'fe80::1'}]}, {name: eth1, addresses: ['2001:db8:1::2/64'], gateway6: 'fe80::1'}]}\n",
 		// An empty list is no routes.
 		"network: {interfaces: [{name: eth0, dhcp: true, routes: []}]}\n",
+		// IPv4 routes beside a DHCP lease (on a VLAN too): through a
+		// router whose subnet only the lease will tell, on the link, with
+		// a metric; IPv6 ones beside the entry's IPv6 address.
+		"network: {interfaces: [{name: eth0, dhcp: true, addresses: ['2001:db8::2/64'], routes: [{to: 10.20.0.0/16, via: 10.0.0.1}, {to: 198.51.100.0/24}, {to: 10.30.0.0/16, via: 192.0.2.1, metric: 7}, {to: '2001:db8:20::/48', via: 'fe80::1'}]}, " +
+			"{name: eth0, vlan: 7, dhcp: true, routes: [{to: 10.20.0.0/16, via: 10.7.0.1}]}]}\n",
 	} {
 		if _, w, err := Check([]byte(header + server + body)); err != nil || len(w) != 0 {
 			t.Errorf("%s: warnings %q, err %v", strings.TrimSpace(body), w, err)

@@ -1014,16 +1014,17 @@ type routeAt struct {
 // its own when given, else its entry's (StaticMetric + the entry's index),
 // as the node adds them.
 //
-// On a dhcp: true entry, the lease's IPv4 routes are the DHCP server's to
-// give (option 121), and come and go with it; its IPv6 routes go beside
-// its static IPv6 addresses, which DHCP (DHCPv4) leaves alone.
+// On a dhcp: true entry, the IPv4 routes leave from the lease's address,
+// which only the node knows: their next hops are judged against its subnet
+// when it comes (outside it, on-link), here only against what no router
+// can be and the other entries' subnets. Its IPv6 routes go beside its
+// static IPv6 addresses, which DHCP (DHCPv4) leaves alone.
 func (v *validator) routes(p string, ifc Interface, at reach, routed map[routeKey]routeAt) {
 	rsp := p + ".routes"
-	const option121 = "have the DHCP server give them in option 121 (classless static routes), which the agent applies, or make this interface static (remove dhcp, list addresses and a gateway)"
+	has6 := slices.ContainsFunc(at.prefixes, func(pf netip.Prefix) bool { return pf.Addr().Is6() })
 	switch {
-	case ifc.DHCP && !slices.ContainsFunc(at.prefixes, func(pf netip.Prefix) bool { return pf.Addr().Is6() }):
-		v.errs.Add(rsp, "given with dhcp: true, and this interface has no static IPv6 address for IPv6 routes to leave from: DHCP gives it its IPv4 routes: %s", option121)
-		return
+	case ifc.DHCP:
+		// Each route is judged below, by its family.
 	case len(ifc.Addresses) == 0:
 		if ifc.Bond != nil && ifc.VLAN == 0 {
 			v.errs.Add(rsp, "given on %s, which has no addresses and only carries the VLANs other entries put on it: put the routes on the entry that has the addresses they leave from (name: %s, vlan: 100, addresses: […])", ifc.Name, ifc.Name)
@@ -1035,23 +1036,24 @@ func (v *validator) routes(p string, ifc Interface, at reach, routed map[routeKe
 	}
 	for j, r := range ifc.Routes {
 		rp := fmt.Sprintf("%s[%d]", rsp, j)
-		if ifc.DHCP && routeIs4(r) {
+		lease4 := ifc.DHCP && r.Is4() // leaves from the lease's address
+		if ifc.DHCP && !lease4 && !has6 {
 			shown := fmt.Sprintf("to %q", r.To)
 			if r.To == "" {
 				shown = fmt.Sprintf("via %q", r.Via)
 			}
-			v.errs.Add(rp, "an IPv4 route (%s) with dhcp: true: DHCP gives this interface its IPv4 routes: %s; only IPv6 routes go beside the lease, from the interface's static IPv6 addresses", shown, option121)
+			v.errs.Add(rp, "an IPv6 route (%s) with dhcp: true, and this interface has no static IPv6 address for it to leave from: DHCP (DHCPv4) gives only the IPv4 address: list an IPv6 address of the link in addresses, or remove the route", shown)
 			continue
 		}
 		to, toOK := v.routeTo(rp+".to", r.To)
 		if r.Via == "" {
 			// On the link: the kernel sends to the network's hosts
 			// directly, from an address of their family on the link.
-			if toOK && !slices.ContainsFunc(at.prefixes, func(pf netip.Prefix) bool { return pf.Addr().Is4() == to.Addr().Is4() }) {
+			if toOK && !lease4 && !slices.ContainsFunc(at.prefixes, func(pf netip.Prefix) bool { return pf.Addr().Is4() == to.Addr().Is4() }) {
 				v.errs.Add(rp, "%s is on the link (no via), and this interface has no %s address to reach it from: give it one in addresses, or put the route on the entry that has one", to, family(to.Addr()))
 			}
 		} else {
-			v.routeVia(rp+".via", r.Via, to, toOK, at)
+			v.routeVia(rp+".via", r.Via, to, toOK, at, lease4)
 		}
 		metricOK := true
 		switch {
@@ -1102,19 +1104,6 @@ func (v *validator) routes(p string, ifc Interface, at reach, routed map[routeKe
 	}
 }
 
-// routeIs4 says whether r is an IPv4 route, by its to, or by its via when
-// to is not an address at all.
-func routeIs4(r Route) bool {
-	if pf, err := netip.ParsePrefix(r.To); err == nil {
-		return pf.Addr().Is4()
-	}
-	if a, err := netip.ParseAddr(r.To); err == nil {
-		return a.Is4()
-	}
-	a, err := netip.ParseAddr(r.Via)
-	return err == nil && a.Is4()
-}
-
 // routeTo checks raw, the network of a route at tp, and returns it.
 func (v *validator) routeTo(tp, raw string) (netip.Prefix, bool) {
 	if raw == "" {
@@ -1158,7 +1147,10 @@ func (v *validator) routeTo(tp, raw string) (netip.Prefix, bool) {
 
 // routeVia checks raw, the next hop of a route at vp to the network to
 // (when toOK), reached from the interface's prefixes (at).
-func (v *validator) routeVia(vp, raw string, to netip.Prefix, toOK bool, at reach) {
+//
+// With lease4 the next hop is IPv4 and reached from a DHCP lease's subnet,
+// unknown here (leaseHop).
+func (v *validator) routeVia(vp, raw string, to netip.Prefix, toOK bool, at reach, lease4 bool) {
 	via, err := netip.ParseAddr(raw)
 	switch {
 	case err != nil:
@@ -1173,8 +1165,31 @@ func (v *validator) routeVia(vp, raw string, to netip.Prefix, toOK bool, at reac
 		v.errs.Add(vp, "%q is an IPv4-mapped IPv6 address: write the IPv4 address, %s", raw, via.Unmap())
 	case toOK && via.Is4() != to.Addr().Is4():
 		v.errs.Add(vp, "%q is an %s address and to (%s) an %s network: a route's next hop is of its network's family: give an %s router's address", raw, family(via), to, family(to.Addr()), family(to.Addr()))
+	case lease4 && via.Is4():
+		v.leaseHop(vp, raw, via, at)
 	default:
 		v.nextHop(vp, raw, via, at, "route")
+	}
+}
+
+// leaseHop checks hop, the IPv4 next hop at np of a route beside a DHCP
+// lease: whether it is on the lease's subnet (else the node adds the route
+// on-link) is the node's to judge once the lease is there; here, what no
+// router can be, and another entry's address or subnet, which the link of
+// a lease cannot reach through its own.
+func (v *validator) leaseHop(np, raw string, hop netip.Addr, at reach) {
+	k, j, own, elsewhere := at.elsewhere(hop)
+	bad, _ := hostAddrProblem(hop, nil)
+	if hop == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		bad = "is the limited broadcast address"
+	}
+	switch {
+	case bad != "":
+		v.errs.Add(np, "%q %s, not a router's address: give the address of a router on the subnet DHCP gives this interface", raw, bad)
+	case own:
+		v.errs.Add(np, "%q is the address of network.interfaces[%d] (%s), another interface, and the kernel refuses one of the machine's own addresses as a next hop: put the route on network.interfaces[%d], via a router on its subnet %s", raw, k, at.subnetPaths[k][j], k, at.subnets[k][j].Masked())
+	case elsewhere:
+		v.errs.Add(np, "%s is on the subnet %s of network.interfaces[%d] (its address %s, %s), another interface: added here, it would send the traffic out this link, where that subnet is not: put the route on network.interfaces[%d]", hop, at.subnets[k][j].Masked(), k, at.subnets[k][j], at.subnetPaths[k][j], k)
 	}
 }
 

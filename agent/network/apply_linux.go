@@ -78,6 +78,10 @@ type renewals struct {
 	// bondMu is held while an apply makes its bonds and while a link that
 	// appeared joins one (joinPending), so that the two never interleave.
 	bondMu sync.Mutex
+	// extra are the IPv4 routes the machine config gives links beside
+	// their DHCP lease, by link: a renewal that applies another address
+	// makes them again (keepLeaseRoutes).
+	extra map[string]leaseRoutes
 }
 
 // setMTUFixed records that the machine config sets link name's MTU.
@@ -398,11 +402,15 @@ func (r *renewals) startLocked(ctx context.Context, l netlink.Link, lease Lease,
 	go func() {
 		defer close(done)
 		renew(rctx, l, lease, metric, cfg, me.kick, func(next Lease) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			me.addr = next.Addr // the address stop returns
-			if r.m[l.Attrs().Name] == me {
-				r.renewedLocked(next)
+			current := false
+			locked(&r.mu, func() {
+				me.addr = next.Addr // the address stop returns
+				if current = r.m[l.Attrs().Name] == me; current {
+					r.renewedLocked(next)
+				}
+			})
+			if current {
+				r.keepLeaseRoutes(l, cfg.Log)
 			}
 		}, func() bool { return r.mtuFixed(l.Attrs().Name) })
 	}()
@@ -513,6 +521,7 @@ func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cf
 			return
 		}
 		cfg.Log.Info("dhcp lease", append(leaseAttrs(*got), "tries", tries)...)
+		r.keepLeaseRoutes(l, cfg.Log)
 		if cfg.OnLateLease != nil {
 			cfg.OnLateLease(*got)
 		}
@@ -612,6 +621,7 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 	// The routes an earlier config gave the links this one lists go
 	// first: a route moving to an entry listed before its old one would
 	// otherwise meet itself (the same network and metric) on its old link.
+	res.renew.forgetLeaseRoutes()
 	for _, ifc := range ifaces {
 		for _, l := range configuredLinks(ifc) {
 			delConfigRoutes(l)
@@ -894,6 +904,16 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 	}
 	if ifc.DHCP {
 		a := Applied{Iface: name, DHCP: true, Gateway6: ifc.Gateway6}
+		routes4, routes6 := splitRoutes(ifc.Routes)
+		// The IPv4 routes leave from the lease's address: the link's
+		// renewal (or the asking again) keeps them from now on.
+		beside := leaseRoutes{routes: routes4, metric: gws.metric}
+		if len(routes4) > 0 && res.renew == nil {
+			res.renew = &renewals{}
+		}
+		if res.renew != nil {
+			res.renew.setLeaseRoutes(name, beside)
+		}
 		// DHCP here is DHCPv4: the config's IPv6 addresses (and gateway6)
 		// are static beside the lease; validation refuses IPv4 ones.
 		var v6 []Lease
@@ -956,10 +976,9 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 					return err
 				}
 			}
-			// The config's IPv6 routes (validation refuses IPv4 ones
-			// beside DHCP: its option 121 gives those), through the IPv6
-			// addresses: with them, whether DHCPv4 answers or not.
-			a.Routes, routeErrs = addRoutes(link, ifc.Routes, v6, gws.metric)
+			// The config's IPv6 routes, through the IPv6 addresses: with
+			// them, whether DHCPv4 answers or not.
+			a.Routes, routeErrs = addRoutes(link, routes6, v6, gws.metric)
 			return nil
 		}
 		if prev < 0 {
@@ -1024,6 +1043,11 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 			prev = len(res.Leases) - 1
 		} else if err := addV6(); err != nil {
 			return a, nil, err
+		}
+		if len(routes4) > 0 {
+			shown, errs := setLeaseRoutes(link, beside)
+			a.Routes = append(shown, a.Routes...)
+			routeErrs = append(routeErrs, errs...)
 		}
 		l := res.Leases[prev]
 		a.Addresses = append([]string{l.Addr.String()}, a.Addresses...)
@@ -1198,6 +1222,32 @@ func delConfigRoutes(link netlink.Link) {
 // same network with that metric is left alone: the error says to give this
 // one another metric. It returns the route and how the console shows it.
 func addRoute(link netlink.Link, r config.Route, addrs []Lease, metric int) (*netlink.Route, string, error) {
+	rt, shown, err := configRoute(link, r, addrs, metric)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := routeAdd(link, rt, shown); err != nil {
+		return nil, "", err
+	}
+	return rt, shown, nil
+}
+
+// routeAdd adds rt, the machine config's route shown so on link: another's
+// route to the same network with that metric is left alone, and the error
+// says to give this one another metric.
+func routeAdd(link netlink.Link, rt *netlink.Route, shown string) error {
+	if err := netlink.RouteAdd(rt); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("route to %s on %s: a route to %s with metric %d is there already (another link's, or not the agent's): give this route another metric", rt.Dst, link.Attrs().Name, rt.Dst, rt.Priority)
+		}
+		return fmt.Errorf("adding the route to %s on %s (metric %d): %w", shown, link.Attrs().Name, rt.Priority, err)
+	}
+	return nil
+}
+
+// configRoute is the machine config's route r on link as the kernel gets
+// it (addRoute), and how the console shows it.
+func configRoute(link netlink.Link, r config.Route, addrs []Lease, metric int) (*netlink.Route, string, error) {
 	pf, err := netip.ParsePrefix(r.To)
 	if err != nil {
 		return nil, "", fmt.Errorf("route to %q: %w", r.To, err)
@@ -1225,12 +1275,6 @@ func addRoute(link netlink.Link, r config.Route, addrs []Lease, metric int) (*ne
 		}
 	} else {
 		rt.Scope = netlink.SCOPE_LINK
-	}
-	if err := netlink.RouteAdd(rt); err != nil {
-		if errors.Is(err, unix.EEXIST) {
-			return nil, "", fmt.Errorf("route to %s on %s: a route to %s with metric %d is there already (another link's, or not the agent's): give this route another metric", pf, link.Attrs().Name, pf, metric)
-		}
-		return nil, "", fmt.Errorf("adding the route to %s on %s (metric %d): %w", shown, link.Attrs().Name, metric, err)
 	}
 	return rt, shown, nil
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/etoile-os/etoile/agent/config"
 )
@@ -145,5 +146,126 @@ func TestApplyIPv6RoutesWithoutALease(t *testing.T) {
 	}
 	if got := ipCmd(t, "-n", cli, "-6", "route", "show", "proto", "static"); !strings.Contains(got, "2001:db8:30::/48 via 2001:db8::1 dev vc2 metric 50") {
 		t.Errorf("IPv6 routes without a DHCPv4 lease:\n%s", got)
+	}
+}
+
+// besideALease is a dhcp: true entry on vc with IPv4 routes: through a
+// router on the lease's subnet (10.99.0.0/24), on the link, through a next
+// hop outside the subnet (on-link), and with a metric of its own.
+var besideALease = []config.Interface{{Name: "vc", DHCP: true, Routes: []config.Route{
+	{To: "10.20.0.0/16", Via: "10.99.0.254"},
+	{To: "198.51.100.0/24"},
+	{To: "203.0.113.0/24", Via: "192.0.2.1"},
+	{To: "10.30.0.0/16", Via: "10.99.0.253", Metric: 300},
+}}}
+
+// besideALeaseRoutes is how ip shows besideALease's routes on vc, as the
+// first entry's (metric 50).
+const besideALeaseRoutes = "10.20.0.0/16 via 10.99.0.254 dev vc metric 50 \n" +
+	"10.30.0.0/16 via 10.99.0.253 dev vc metric 300 \n" +
+	"198.51.100.0/24 dev vc scope link metric 50 \n" +
+	"203.0.113.0/24 via 192.0.2.1 dev vc metric 50 onlink"
+
+// staticRoutes4 is what ip shows of the client's IPv4 routes marked proto
+// static (the machine config's).
+func staticRoutes4(t *testing.T, cli string) string {
+	t.Helper()
+	return strings.TrimSpace(ipCmd(t, "-n", cli, "-4", "route", "show", "proto", "static"))
+}
+
+// waitRoutes4 waits up to d for the client's config routes to be want, and
+// returns what they were last.
+func waitRoutes4(t *testing.T, cli, want string, d time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		got := staticRoutes4(t, cli)
+		if got == want || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestApplyIPv4RoutesBesideALease: a dhcp: true entry's IPv4 routes are
+// added once the lease is on the link (here the boot's), judged against
+// its subnet: a next hop outside it is on-link. They sit beside the
+// lease's own default route (proto dhcp, left alone), show on the applied
+// line, and a later config's replace them.
+func TestApplyIPv4RoutesBesideALease(t *testing.T) {
+	_, cli, exe := dhcpNamespaces(t)
+	spec, _ := json.Marshal(besideALease)
+	second, _ := json.Marshal([]config.Interface{{Name: "vc", DHCP: true, Routes: []config.Route{{To: "10.21.0.0/16", Via: "10.99.0.254"}}}})
+	// The first config alone, then both (the second as applied later
+	// through the local API).
+	r, stderr := runClient(t, cli, exe, "ETOILE_NETTEST_ETC="+t.TempDir(), "ETOILE_NETTEST_APPLY="+string(spec))
+	if r.ApplyErr != "" || r.IPAfterApply != "10.99.0.50" {
+		t.Fatalf("after Apply: %q, error %q; want the lease's 10.99.0.50\n%s", r.IPAfterApply, r.ApplyErr, stderr)
+	}
+	if got := staticRoutes4(t, cli); got != besideALeaseRoutes {
+		t.Errorf("IPv4 routes beside the lease:\n%s\nwant\n%s", got, besideALeaseRoutes)
+	}
+	wantShown := []string{"10.20.0.0/16 via 10.99.0.254", "198.51.100.0/24 on-link", "203.0.113.0/24 via 192.0.2.1", "10.30.0.0/16 via 10.99.0.253"}
+	if len(r.Applied) != 1 || strings.Join(r.Applied[0].Routes, ", ") != strings.Join(wantShown, ", ") {
+		t.Errorf("applied: %+v; want the routes %q", r.Applied, wantShown)
+	}
+	if got := ipCmd(t, "-n", cli, "-4", "route", "show", "default"); !strings.Contains(got, "default via 10.99.0.1 dev vc proto dhcp") {
+		t.Errorf("the lease's default route:\n%s", got)
+	}
+
+	r, stderr = runClient(t, cli, exe, "ETOILE_NETTEST_ETC="+t.TempDir(), "ETOILE_NETTEST_APPLY="+string(spec), "ETOILE_NETTEST_APPLY2="+string(second))
+	if r.ApplyErr != "" || r.IPAfterApply != "10.99.0.50" {
+		t.Fatalf("after the second config: %q, error %q\n%s", r.IPAfterApply, r.ApplyErr, stderr)
+	}
+	if got, want := staticRoutes4(t, cli), "10.21.0.0/16 via 10.99.0.254 dev vc metric 50"; got != want {
+		t.Errorf("IPv4 routes after the second config:\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestIPv4RoutesBesideALeaseFollowIt: the server refuses the lease's
+// renewal and gives another address; the old one's going takes every
+// IPv4 route through the link (the kernel's doing), and the config's come
+// back with the new lease. A route someone deleted comes back at the next
+// renewal.
+func TestIPv4RoutesBesideALeaseFollowIt(t *testing.T) {
+	spec, _ := json.Marshal(besideALease)
+	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_LEASE=4", "ETOILE_NETTEST_SRV_MOVE=1"}, "ETOILE_NETTEST_APPLY="+string(spec))
+	if !waitLog(rt.client, "etoile-test: renewed iface=vc addr=10.99.0.51/24", 15*time.Second) {
+		t.Fatalf("no new address:\n%s", rt.client.String())
+	}
+	if !strings.Contains(rt.client.String(), "etoile-test: renewed iface=vc addr=<nil>") {
+		t.Errorf("the refused address was not dropped first:\n%s", rt.client.String())
+	}
+	if got := waitRoutes4(t, rt.cli, besideALeaseRoutes, 5*time.Second); got != besideALeaseRoutes {
+		t.Fatalf("IPv4 routes beside the new lease:\n%s\nwant\n%s\n%s", got, besideALeaseRoutes, rt.client.String())
+	}
+	onlyAddress(t, rt.cli, "10.99.0.51/24", "10.99.0.1", "after the new lease")
+
+	ipCmd(t, "-n", rt.cli, "route", "del", "10.20.0.0/16", "proto", "static")
+	if got := waitRoutes4(t, rt.cli, besideALeaseRoutes, 8*time.Second); got != besideALeaseRoutes {
+		t.Errorf("a deleted route did not come back with the renewal:\n%s\nwant\n%s", got, besideALeaseRoutes)
+	}
+}
+
+// TestIPv4RoutesBesideALateLease: a dhcp: true entry whose server does not
+// answer yet is asked again in the background; its IPv4 routes come with
+// the lease, when it comes.
+func TestIPv4RoutesBesideALateLease(t *testing.T) {
+	srv, cli, exe := namespaces(t, false)
+	spec, _ := json.Marshal(besideALease)
+	_, r, stderr := streamClient(t, cli, exe, nil, "ETOILE_NETTEST_DHCP_TIMEOUT=2s", "ETOILE_NETTEST_RETRY=1s",
+		"ETOILE_NETTEST_LINGER=20s", "ETOILE_NETTEST_ETC="+t.TempDir(), "ETOILE_NETTEST_APPLY="+string(spec))
+	if !strings.Contains(r.ApplyErr, "asking again in the background") {
+		t.Errorf("Apply without a DHCP server: error %q, want it asking again\n%s", r.ApplyErr, stderr.String())
+	}
+	if got := staticRoutes4(t, cli); got != "" {
+		t.Errorf("IPv4 routes without a lease:\n%s", got)
+	}
+	startServer(t, srv, exe)
+	if !waitLog(stderr, "etoile-test: late lease iface=vc addr=10.99.0.50/24", 20*time.Second) {
+		t.Fatalf("no late lease:\n%s", stderr.String())
+	}
+	if got := waitRoutes4(t, cli, besideALeaseRoutes, 5*time.Second); got != besideALeaseRoutes {
+		t.Errorf("IPv4 routes beside the late lease:\n%s\nwant\n%s", got, besideALeaseRoutes)
 	}
 }
