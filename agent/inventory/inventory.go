@@ -49,7 +49,7 @@ type Inventory struct {
 	PCIDevices []PCIDevice  `json:"pci_devices"`
 	GPUs       []GPU        `json:"gpus"`
 	// PCIIDs is the pci.ids database the PCI names come from, with its version: "embedded
-	// 2023.04.10" (the binary's), or a system's file when newer (/usr/share/misc/pci.ids …).
+	// 2026.07.31" (the binary's), or a system's file when newer (/usr/share/misc/pci.ids …).
 	PCIIDs string `json:"pci_ids,omitempty"`
 	// Warnings name what could not be read; the rest of the inventory is still good.
 	Warnings []string `json:"warnings,omitempty"`

@@ -105,7 +105,7 @@ func TestH100SnapshotMachine(t *testing.T) {
 		"0000:00:03.0": {"Ethernet controller", "Red Hat, Inc.", "Virtio 1.0 network device"},
 		"0000:00:04.0": {"Unassigned class", "Red Hat, Inc.", "Virtio 1.0 socket"},
 		"0000:00:05.0": {"Unassigned class", "Red Hat, Inc.", "Virtio 1.0 RNG"},
-		"0000:00:06.0": {"3D controller", "NVIDIA Corporation", "GH100[H100 SXM5 80GB]"},
+		"0000:00:06.0": {"3D controller", "NVIDIA Corporation", "GH100 [H100 SXM5 80GB]"},
 	}
 	for _, d := range inv.PCIDevices {
 		want, ok := names[d.Address]

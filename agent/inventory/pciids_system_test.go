@@ -45,11 +45,11 @@ func TestSystemPCIIDsWhenNewer(t *testing.T) {
 	if embedded == "" {
 		t.Fatal("the compiled-in pci.ids has no version")
 	}
-	if name, from := deviceName(); name != "GH100[H100 SXM5 80GB]" || from != "embedded "+embedded {
+	if name, from := deviceName(); name != "GH100 [H100 SXM5 80GB]" || from != "embedded "+embedded {
 		t.Errorf("without a system pci.ids: %q from %q", name, from)
 	}
 	write("usr/share/misc/pci.ids", "2020.01.01", "Old name")
-	if name, from := deviceName(); name != "GH100[H100 SXM5 80GB]" || from != "embedded "+embedded {
+	if name, from := deviceName(); name != "GH100 [H100 SXM5 80GB]" || from != "embedded "+embedded {
 		t.Errorf("with an older system pci.ids: %q from %q, want the compiled-in one", name, from)
 	}
 	write("usr/share/hwdata/pci.ids", "2099.12.31", "GH100 [H100 SXM5 80GB] (newer)")

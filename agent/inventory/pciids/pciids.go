@@ -1,12 +1,16 @@
 // Package pciids names PCI vendors, devices, subsystems and classes from a pci.ids database.
 //
 // The agent ships its own copy, so a node names its hardware the same way whether or not the
-// system image carries pciutils: pci.ids.gz is Debian's package `pci.ids` 0.0~2023.04.11-1
-// (/usr/share/misc/pci.ids, "Version: 2023.04.10, Date: 2023-04-10 20:08:02", sha256 of the
-// uncompressed file 61a0d7cbc6fbc4f615a48e4bdc4810975db15191aabdfcbfb8d4c7c2d3973cda),
-// compressed with `gzip -9 -n`. To refresh it: `apt-get install pci.ids` and
-// `gzip -9 -n -c /usr/share/misc/pci.ids > agent/inventory/pciids/pci.ids.gz`, then update the
-// version above.
+// system image carries pciutils: pci.ids.gz is the PCI ID Project's database (pci-ids.ucw.cz)
+// as NVIDIA's Go module github.com/NVIDIA/go-nvlib v0.13.0 ships it in pkg/pciids/default_pci.ids
+// ("Version: 2026.07.31, Date: 2026-07-31 03:15:01", sha256 of the uncompressed file
+// a572059125f6eb7317e43f2c0d17c7300eafecf72bf90d06c0b803e6b4b5b9e2; the module is checked
+// against Go's checksum database when downloaded), compressed with `gzip -9 -n`. It names the
+// GPUs of its day (H200, B200, GB200, RTX PRO 6000…), which Debian 12's `pci.ids` package
+// (2023.04.10) does not. To refresh it: `go mod download -json github.com/NVIDIA/go-nvlib@VERSION`
+// and `gzip -9 -n -c DIR/pkg/pciids/default_pci.ids > agent/inventory/pciids/pci.ids.gz` (or
+// the same from /usr/share/misc/pci.ids of a newer distribution's `pci.ids` package), then
+// update the version above and in TestVersion.
 //
 // Nothing is parsed until a caller asks (Embedded or Parse), and a caller that names the
 // vendors it cares about keeps only those in memory: the whole database is about 36,000

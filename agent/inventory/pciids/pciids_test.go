@@ -16,12 +16,16 @@ func TestEmbeddedNamesSnapshotDevices(t *testing.T) {
 		wantVendor     string
 		wantDevice     string // "" when the database does not know the device
 	}{
-		{0x10de, 0x2330, "NVIDIA Corporation", "GH100[H100 SXM5 80GB]"},
+		{0x10de, 0x2330, "NVIDIA Corporation", "GH100 [H100 SXM5 80GB]"},
 		{0x1af4, 0x1041, "Red Hat, Inc.", "Virtio 1.0 network device"},
 		{0x1af4, 0x1042, "Red Hat, Inc.", "Virtio 1.0 block device"},
 		{0x1af4, 0x1044, "Red Hat, Inc.", "Virtio 1.0 RNG"},
 		{0x1af4, 0x1053, "Red Hat, Inc.", "Virtio 1.0 socket"},
-		{0x8086, 0x0d57, "Intel Corporation", ""}, // newer than the 2023 database
+		{0x8086, 0x0d57, "Intel Corporation", ""}, // not in the database
+		// The GPUs of the database's day, which Debian 12's (2023.04.10) names only by id.
+		{0x10de, 0x2335, "NVIDIA Corporation", "GH100 [H200 SXM 141GB]"},
+		{0x10de, 0x2901, "NVIDIA Corporation", "GB100 [B200]"},
+		{0x10de, 0x2941, "NVIDIA Corporation", "GB100 [HGX GB200]"},
 	}
 	for _, tt := range tests {
 		v, ok := db.Vendor(tt.vendor)
@@ -139,8 +143,8 @@ func BenchmarkEmbedded(b *testing.B) {
 }
 
 func TestVersion(t *testing.T) {
-	if v := EmbeddedVersion(); v != "2023.04.10" {
-		t.Errorf("EmbeddedVersion() = %q, want the header's 2023.04.10 (update pciids.go's comment with the file)", v)
+	if v := EmbeddedVersion(); v != "2026.07.31" {
+		t.Errorf("EmbeddedVersion() = %q, want the header's 2026.07.31 (update pciids.go's comment with the file)", v)
 	}
 	for _, tc := range []struct{ data, want string }{
 		{"#\n#\tVersion: 2025.01.20\n#\tDate:    2025-01-20 03:15:01\n#\n0001  SafeNet\n", "2025.01.20"},
