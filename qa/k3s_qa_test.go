@@ -217,6 +217,42 @@ func TestStandinK3sTrustsTheSiteCA(t *testing.T) {
 	t.Logf("refused without it: %s", m.Line)
 }
 
+// TestStandinK3sDeploysTheConfigManifests: a server config's manifests are
+// in K3s's manifests folder of the booted image when K3s starts, where its
+// deploy controller picks them up (the stand-in's k3sstandin.deploy reads
+// the folder as K3s does): one AddOn per manifest, with its objects, mode
+// 0600.
+func TestStandinK3sDeploysTheConfigManifests(t *testing.T) {
+	t.Parallel()
+	out := standinOut(t)
+	cfg := serverConfig + `manifests:
+  - name: metallb
+    contents: |
+      apiVersion: helm.cattle.io/v1
+      kind: HelmChart
+      metadata: {name: metallb, namespace: kube-system}
+      spec: {repo: "https://metallb.github.io/metallb", chart: metallb, targetNamespace: metallb-system, createNamespace: true}
+  - name: teams
+    contents: |
+      apiVersion: v1
+      kind: Namespace
+      metadata: {name: team-a}
+      ---
+      apiVersion: v1
+      kind: List
+      items:
+        - {apiVersion: v1, kind: Namespace, metadata: {name: team-b}}
+        - {apiVersion: v1, kind: Namespace, metadata: {name: team-c}}
+`
+	k := netbootWithConfig(t, out, cfg, "k3sstandin.deploy")
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{}}})
+	m := vm.Find(regexp.MustCompile(`^etoile: warning: syslog app=k3s-standin severity=err text="standin-deploy-`), ReadyTimeout+K3sTimeout)
+	if want := "standin-deploy-ok addons=etoile.config.metallb:1:0600,etoile.config.teams:3:0600"; m.Fields["text"] != want {
+		t.Fatalf("what K3s would deploy: %s\nwant text=%q", m.Line, want)
+	}
+	t.Logf("K3s would deploy: %s", m.Line)
+}
+
 // TestStandinK3sNodeEnvironment: what the real K3s needs of the machine,
 // which the stand-in cannot show by running, is there in the default image
 // (the stand-in's k3sstandin.kernel_check does what K3s would): a veth pair

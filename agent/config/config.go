@@ -96,10 +96,54 @@ type MachineConfig struct {
 	// its containerd (image pulls, through a proxy that inspects TLS
 	// too) and the node's other programs read.
 	CACertificates []string `yaml:"ca_certificates,omitempty"`
+	// Manifests are Kubernetes objects a server deploys: each is written to
+	// K3s's manifests folder (ManifestFile), which K3s applies at start and
+	// whenever a file there changes (its "auto-deploying manifests",
+	// HelmChart resources included).
+	Manifests []Manifest `yaml:"manifests,omitempty"`
 	// Install and Constellation are reserved for the installer and the
 	// constellation join client; their issues fill them.
 	Install       *Install       `yaml:"install,omitempty"`
 	Constellation *Constellation `yaml:"constellation,omitempty"`
+}
+
+// Manifest is one file of Kubernetes objects for K3s to deploy.
+type Manifest struct {
+	// Name names the file, and the AddOn K3s tracks it by (kubectl get
+	// addons -n kube-system): a DNS label, unique in the config.
+	Name string `yaml:"name"`
+	// Contents are the objects, YAML documents separated by ---, each
+	// with apiVersion, kind and metadata.name (or a List of such).
+	Contents string `yaml:"contents"`
+}
+
+// ManifestDir is K3s's folder of manifests it deploys, relative to the
+// machine's root (its documented default).
+const ManifestDir = "var/lib/rancher/k3s/server/manifests"
+
+// ManifestPrefix begins the name of each file the machine config's
+// manifests are written to: the constellation's templates are etoile-NAME,
+// K3s's own components coredns, traefik…, so none is ever another's.
+const ManifestPrefix = "etoile.config."
+
+// ManifestFile is the file, relative to the machine's root, manifest name
+// is written to; K3s's AddOn for it is named etoile.config.NAME.
+func ManifestFile(name string) string {
+	return ManifestDir + "/" + ManifestPrefix + name + ".yaml"
+}
+
+// ManifestFiles are the files the config's manifests are written to (by
+// path relative to the machine's root): none on an agent, where K3s
+// deploys nothing.
+func (c *MachineConfig) ManifestFiles() map[string][]byte {
+	if c == nil || c.Role == RoleAgent || len(c.Manifests) == 0 {
+		return nil
+	}
+	files := map[string][]byte{}
+	for _, m := range c.Manifests {
+		files[ManifestFile(m.Name)] = []byte(m.Contents)
+	}
+	return files
 }
 
 // CABundlePath is the system's bundle of trusted certificate authorities,

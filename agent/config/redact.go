@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/etoile-os/etoile/internal/kubeyaml"
 )
 
 // Redacted is what stands in for a secret in Redacted's copy.
@@ -239,6 +241,10 @@ func (c *MachineConfig) Redacted() (*MachineConfig, error) {
 		// scheme all the same (bob@proxy:3128).
 		p.HTTPProxy = proxyWithoutSecrets(p.HTTPProxy)
 		p.HTTPSProxy = proxyWithoutSecrets(p.HTTPSProxy)
+	}
+	for i, m := range r.Manifests {
+		// A Secret's values; the rest of the objects as they are.
+		r.Manifests[i].Contents, _ = kubeyaml.RedactSecrets(m.Contents, Redacted)
 	}
 	for k, v := range r.K3s {
 		if secretK3sKey(k) {

@@ -20,6 +20,7 @@ import (
 	"unicode"
 
 	"github.com/etoile-os/etoile/constellation/api"
+	"github.com/etoile-os/etoile/internal/kubeyaml"
 	"github.com/etoile-os/etoile/schema"
 )
 
@@ -59,6 +60,7 @@ func (c *MachineConfig) Validate() (warnings []string, err error) {
 	v.proxy(c)
 	v.hosts(c.Hosts)
 	v.caCertificates(c.CACertificates, time.Now())
+	v.manifests(c.Manifests, c.Role)
 	v.install(c.Install)
 	v.constellation(c.Constellation, c.Role)
 	return capWarnings(v.warns), v.errs.Err()
@@ -98,6 +100,7 @@ const (
 	maxHosts           = 256 // hosts: entries
 	maxHostNames       = 32  // names of one hosts: entry
 	maxCACertificates  = 64  // ca_certificates entries (each may hold several)
+	maxManifests       = 64  // manifests entries (each may hold many objects)
 )
 
 // tooMany reports an error at path when n, the entries it gives, is over
@@ -2122,4 +2125,43 @@ func withoutUserinfo(k string) string {
 		head = k[:i+3]
 	}
 	return head + "xxxxx" + k[at:]
+}
+
+// manifests checks the Kubernetes objects the config has K3s deploy: on a
+// server only, each named once by a DNS label, each readable by K3s's
+// deploy controller (kubeyaml.Check).
+func (v *validator) manifests(list []Manifest, role string) {
+	if len(list) == 0 {
+		return
+	}
+	if role == RoleAgent {
+		v.errs.Add("manifests", "given on an agent: K3s deploys manifests on servers only (their deploy controller applies the files of %s): put them in a server's config", "/"+ManifestDir)
+		return
+	}
+	if v.tooMany("manifests", len(list), maxManifests, "entries", "one entry may hold many objects, separated by ---") {
+		return
+	}
+	seen := map[string]int{}
+	for i, m := range list {
+		p := fmt.Sprintf("manifests[%d]", i)
+		switch {
+		case m.Name == "":
+			v.errs.Add(p+".name", "missing: name the manifest (metallb-pool): it names its file, %s, and the AddOn K3s tracks it by", "/"+ManifestFile("NAME"))
+		case len(m.Name) > 63 || !dnsLabel.MatchString(m.Name):
+			v.errs.Add(p+".name", "%q is not a DNS label: lowercase letters, digits and inner '-', 63 at most (K3s names the AddOn after the file)", m.Name)
+		default:
+			if j, dup := seen[m.Name]; dup {
+				v.errs.Add(p+".name", "%q is also manifests[%d]'s name: each names its own file; give another name, or put the objects in one manifest", m.Name, j)
+			} else {
+				seen[m.Name] = i
+			}
+		}
+		if strings.TrimSpace(m.Contents) == "" {
+			v.errs.Add(p+".contents", "missing: give the Kubernetes objects to deploy, as YAML documents separated by ---")
+			continue
+		}
+		if err := kubeyaml.Check(m.Contents); err != nil {
+			v.errs.Add(p+".contents", "%v: K3s would skip the file with only an event in kube-system", err)
+		}
+	}
 }

@@ -53,6 +53,7 @@ func ForConfig(root string, cfg *config.MachineConfig, nodeName string, labels m
 		Config:     conf,
 		Registries: regs,
 		TLSFiles:   cfg.RegistryTLSFiles(),
+		Manifests:  cfg.ManifestFiles(),
 		// A server with disable-agent runs no kubelet: it never has a
 		// node of its own to be Ready, and /readyz alone tells.
 		Prober: &APIProber{Root: root, Kubeconfig: kubeconfig, NodeName: nodeName, NoNode: role == config.RoleServer && cfg.K3sFlag("disable-agent")},

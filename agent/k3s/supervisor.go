@@ -95,8 +95,12 @@ type Supervisor struct {
 	// by path relative to Root under config.RegistryTLSDir; what else that
 	// folder holds (an earlier config's) is removed.
 	TLSFiles map[string][]byte
-	Prober   Prober
-	Backoff  Backoff
+	// Manifests are the machine config's manifests (config.ManifestFiles),
+	// by path relative to Root: written to K3s's manifests folder, where
+	// an earlier config's that are not among them are removed.
+	Manifests map[string][]byte
+	Prober    Prober
+	Backoff   Backoff
 	// ProbeEvery is the readiness poll period (default 2 s).
 	ProbeEvery time.Duration
 	// StopTimeout is how long a SIGTERM gets before SIGKILL (default 30 s).
@@ -354,7 +358,47 @@ func (s *Supervisor) WriteConfig() error {
 	if _, err := config.ReplaceFile(s.path(RegistriesPath), reg); err != nil {
 		return fmt.Errorf("writing K3s registries: %w", err)
 	}
+	if err := s.writeManifests(); err != nil {
+		return fmt.Errorf("writing the machine config's manifests: %w", err)
+	}
 	return nil
+}
+
+// writeManifests writes Manifests (mode 0600: a manifest may hold a
+// Secret) and removes the files of config.ManifestDir an earlier config's
+// manifests were written to that are not among them. K3s does not delete
+// what a removed file deployed (kubectl delete does). A file that is the
+// same is left alone: K3s applies a file again when it changes.
+func (s *Supervisor) writeManifests() error {
+	for _, rel := range slices.Sorted(maps.Keys(s.Manifests)) {
+		if path.Dir(rel) != config.ManifestDir || !strings.HasPrefix(path.Base(rel), config.ManifestPrefix) {
+			return fmt.Errorf("%s is not a manifest file of the machine config", rel)
+		}
+		if _, err := config.ReplaceFile(s.path(rel), s.Manifests[rel]); err != nil {
+			return err
+		}
+	}
+	files, err := os.ReadDir(s.path(config.ManifestDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	var errs []error
+	for _, f := range files {
+		rel := path.Join(config.ManifestDir, f.Name())
+		if _, keep := s.Manifests[rel]; keep || !f.Type().IsRegular() || !strings.HasPrefix(f.Name(), config.ManifestPrefix) || !strings.HasSuffix(f.Name(), ".yaml") {
+			continue
+		}
+		if err := os.Remove(s.path(rel)); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if s.Log != nil {
+			s.Log.Info("manifest file removed: the machine config no longer lists it; what it deployed stays (kubectl delete removes it)", "file", "/"+rel)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // writeTLSFiles writes TLSFiles (mode 0600: a client key is among them) and

@@ -17,7 +17,7 @@ import (
 // ones overriding earlier ones: the kernel command line (k3sstandin.crash_after=5
 // k3sstandin.crash_times=1 k3sstandin.hang k3sstandin.ready_delay=2s
 // k3sstandin.ignore_sigterm k3sstandin.oom k3sstandin.syslog=TEXT k3sstandin.fetch=URL
-// k3sstandin.kernel_check; only when the root is "/"), the file
+// k3sstandin.kernel_check k3sstandin.deploy; only when the root is "/"), the file
 // <root>/etc/rancher/k3s/standin.yaml, then the environment
 // (ETOILE_K3S_STANDIN_CRASH_AFTER, _CRASH_TIMES, _HANG, _READY_DELAY,
 // _IGNORE_SIGTERM, _EXIT_CODE).
@@ -59,6 +59,11 @@ type behaviour struct {
 	// outcome to syslog (standin-kernel-check-ok or -failed). Only from the
 	// kernel command line (k3sstandin.kernel_check).
 	KernelCheck bool
+	// Deploy reads the server's manifests folder as K3s's deploy
+	// controller does once it serves (deployCheck), and reports what it
+	// would deploy to syslog (standin-deploy-ok or -failed). Only from the
+	// kernel command line (k3sstandin.deploy).
+	Deploy bool
 }
 
 // standinFile is standin.yaml; unknown keys are an error so that a typo in
@@ -140,6 +145,8 @@ func (b *behaviour) applyCmdline(cmdline string) error {
 			b.Syslog = v
 		case "kernel_check":
 			b.KernelCheck = !hasVal || v == "1" || v == "true"
+		case "deploy":
+			b.Deploy = !hasVal || v == "1" || v == "true"
 		case "fetch":
 			if !strings.HasPrefix(v, "https://") {
 				err = fmt.Errorf("%q: give an https:// URL", v)

@@ -246,5 +246,10 @@ func (cl cli) renderK3s(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "# also written: /%s (from the PEM in registries.configs)\n", p)
 		}
 	}
+	// The manifests as written, each a YAML stream of its own: one
+	// document of this output is not one of them.
+	for _, p := range slices.Sorted(maps.Keys(c.ManifestFiles())) {
+		fmt.Fprintf(stdout, "# also written: /%s (manifests[].contents, deployed by K3s)\n", p)
+	}
 	return nil
 }

@@ -231,3 +231,17 @@ func TestValidateNamedPipe(t *testing.T) {
 		t.Fatal("validate hangs on a named pipe")
 	}
 }
+
+// TestK3sRenderManifests: the files a server's manifests are written to are
+// named below K3s's config.
+func TestK3sRenderManifests(t *testing.T) {
+	file := write(t, "apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\nmanifests:\n"+
+		"  - {name: team-a, contents: \"apiVersion: v1\\nkind: Namespace\\nmetadata: {name: team-a}\\n\"}\n")
+	out, errOut, err := runCmd(t, "k3s", file)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	if want := "# also written: /var/lib/rancher/k3s/server/manifests/etoile.config.team-a.yaml (manifests[].contents, deployed by K3s)\n"; !strings.Contains(out, want) {
+		t.Errorf("output lacks %q:\n%s", want, out)
+	}
+}
