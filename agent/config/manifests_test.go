@@ -126,3 +126,11 @@ func TestManifestSecretsRedacted(t *testing.T) {
 		t.Error("the config itself lost the Secret's value")
 	}
 }
+
+// TestManifestHelmChartWithoutHelmController: a HelmChart on a server whose
+// Helm controller is disabled is warned about: nothing would install it.
+func TestManifestHelmChartWithoutHelmController(t *testing.T) {
+	wantOneWarning(t, header+server+"k3s: {disable-helm-controller: true}\nmanifests:\n"+
+		"  - {name: grafana, contents: \"apiVersion: helm.cattle.io/v1\\nkind: HelmChart\\nmetadata: {name: grafana}\\n\"}\n",
+		[]string{"manifests[0].contents: ", "holds a HelmChart", "k3s.disable-helm-controller is set"})
+}

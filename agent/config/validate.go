@@ -60,7 +60,7 @@ func (c *MachineConfig) Validate() (warnings []string, err error) {
 	v.proxy(c)
 	v.hosts(c.Hosts)
 	v.caCertificates(c.CACertificates, time.Now())
-	v.manifests(c.Manifests, c.Role)
+	v.manifests(c)
 	v.install(c.Install)
 	v.constellation(c.Constellation, c.Role)
 	return capWarnings(v.warns), v.errs.Err()
@@ -2129,12 +2129,14 @@ func withoutUserinfo(k string) string {
 
 // manifests checks the Kubernetes objects the config has K3s deploy: on a
 // server only, each named once by a DNS label, each readable by K3s's
-// deploy controller (kubeyaml.Check).
-func (v *validator) manifests(list []Manifest, role string) {
+// deploy controller (kubeyaml.Check); a HelmChart with the Helm controller
+// disabled is warned about.
+func (v *validator) manifests(c *MachineConfig) {
+	list := c.Manifests
 	if len(list) == 0 {
 		return
 	}
-	if role == RoleAgent {
+	if c.Role == RoleAgent {
 		v.errs.Add("manifests", "given on an agent: K3s deploys manifests on servers only (their deploy controller applies the files of %s): put them in a server's config", "/"+ManifestDir)
 		return
 	}
@@ -2162,6 +2164,8 @@ func (v *validator) manifests(list []Manifest, role string) {
 		}
 		if err := kubeyaml.Check(m.Contents); err != nil {
 			v.errs.Add(p+".contents", "%v: K3s would skip the file with only an event in kube-system", err)
+		} else if kind := kubeyaml.HelmKind(m.Contents); kind != "" && c.K3sFlag("disable-helm-controller") {
+			v.warn(p+".contents", "holds a %s, and k3s.disable-helm-controller is set: nothing on this server installs it", kind)
 		}
 	}
 }

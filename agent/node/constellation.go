@@ -11,13 +11,12 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/etoile-os/etoile/agent"
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/inventory"
 	capi "github.com/etoile-os/etoile/constellation/api"
 	"github.com/etoile-os/etoile/constellation/join"
+	"github.com/etoile-os/etoile/internal/kubeyaml"
 )
 
 // runConstellation joins the hub named by the machine config (unattended)
@@ -113,32 +112,13 @@ func undeployable(cfg *config.MachineConfig) func(capi.TemplateObject) string {
 		}
 	case cfg.K3sFlag("disable-helm-controller"):
 		return func(o capi.TemplateObject) string {
-			if kind := helmKind(o.Manifest); kind != "" {
+			if kind := kubeyaml.HelmKind(o.Manifest); kind != "" {
 				return "it holds a " + kind + ", and k3s.disable-helm-controller is set on this server: nothing would install it"
 			}
 			return ""
 		}
 	}
 	return nil
-}
-
-// helmKind is the kind of the first helm-controller resource (HelmChart,
-// HelmChartConfig) in a manifest, "" for none.
-func helmKind(manifest string) string {
-	dec := yaml.NewDecoder(strings.NewReader(manifest))
-	for {
-		var doc struct {
-			APIVersion string `yaml:"apiVersion"`
-			Kind       string `yaml:"kind"`
-		}
-		if err := dec.Decode(&doc); err != nil {
-			// The end, or a document the hub would not have taken.
-			return ""
-		}
-		if strings.HasPrefix(doc.APIVersion, "helm.cattle.io/") {
-			return doc.Kind
-		}
-	}
 }
 
 // joinInventory is the summary the site sends the hub when it joins, from

@@ -155,6 +155,11 @@ func TestUndeployableTemplates(t *testing.T) {
 	if f == nil || f(cm) != "" || !strings.Contains(f(chart), "HelmChart") || !strings.Contains(f(chart), "disable-helm-controller") {
 		t.Error("with the helm controller disabled, a HelmChart is taken as deployable, or a ConfigMap is not")
 	}
+	// A HelmChart among a List's items (the hub takes Lists) too.
+	listed := capi.TemplateObject{Name: "listed", Manifest: "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: x}}\n- {apiVersion: helm.cattle.io/v1, kind: HelmChart, metadata: {name: grafana}}\n"}
+	if f != nil && !strings.Contains(f(listed), "HelmChart") {
+		t.Errorf("a HelmChart in a List is taken as deployable with the helm controller disabled: %q", f(listed))
+	}
 	if undeployable(server) != nil {
 		t.Error("a server refuses templates")
 	}

@@ -50,3 +50,19 @@ func TestRedactSecrets(t *testing.T) {
 		}
 	}
 }
+
+func TestHelmKind(t *testing.T) {
+	const ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n"
+	const chart = "apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata: {name: b}\n"
+	for _, tt := range []struct{ manifest, want string }{
+		{ns, ""},
+		{ns + "---\n" + chart, "HelmChart"},
+		{"apiVersion: helm.cattle.io/v1\nkind: HelmChartConfig\nmetadata: {name: traefik}\n", "HelmChartConfig"},
+		{"apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n- {apiVersion: helm.cattle.io/v1, kind: HelmChart, metadata: {name: b}}\n", "HelmChart"},
+		{"a: [", ""},
+	} {
+		if got := HelmKind(tt.manifest); got != tt.want {
+			t.Errorf("HelmKind(%q) = %q, want %q", tt.manifest, got, tt.want)
+		}
+	}
+}
