@@ -247,7 +247,7 @@ func TestStandinK3sDeploysTheConfigManifests(t *testing.T) {
 	k := netbootWithConfig(t, out, cfg, "k3sstandin.deploy")
 	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, k, UserNIC{}}})
 	m := vm.Find(regexp.MustCompile(`^etoile: warning: syslog app=k3s-standin severity=err text="standin-deploy-`), ReadyTimeout+K3sTimeout)
-	if want := "standin-deploy-ok addons=etoile.config.metallb:1:0600,etoile.config.teams:3:0600"; m.Fields["text"] != want {
+	if want := "standin-deploy-ok addons=etoilecfg-metallb:1:0600,etoilecfg-teams:3:0600"; m.Fields["text"] != want {
 		t.Fatalf("what K3s would deploy: %s\nwant text=%q", m.Line, want)
 	}
 	t.Logf("K3s would deploy: %s", m.Line)

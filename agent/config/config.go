@@ -122,12 +122,14 @@ type Manifest struct {
 const ManifestDir = "var/lib/rancher/k3s/server/manifests"
 
 // ManifestPrefix begins the name of each file the machine config's
-// manifests are written to: the constellation's templates are etoile-NAME,
-// K3s's own components coredns, traefik…, so none is ever another's.
-const ManifestPrefix = "etoile.config."
+// manifests are written to. K3s names a file's AddOn after its name up to
+// the first dot, so it has none; the constellation's templates are
+// etoile-NAME (and own every etoile-*.yaml), K3s's own components coredns,
+// traefik…: none is ever another's.
+const ManifestPrefix = "etoilecfg-"
 
 // ManifestFile is the file, relative to the machine's root, manifest name
-// is written to; K3s's AddOn for it is named etoile.config.NAME.
+// is written to; K3s's AddOn for it is etoilecfg-NAME.
 func ManifestFile(name string) string {
 	return ManifestDir + "/" + ManifestPrefix + name + ".yaml"
 }

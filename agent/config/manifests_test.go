@@ -15,7 +15,7 @@ func TestManifestRejections(t *testing.T) {
 		{"on an agent", "role: agent\ncluster: {server: \"https://10.0.0.1:6443\", token: t}\nmanifests: [{name: a, contents: " + ns + "}]\n",
 			"manifests", []string{"given on an agent", "on servers only", "/var/lib/rancher/k3s/server/manifests", "server's config"}},
 		{"no name", server + "manifests: [{contents: " + ns + "}]\n", "manifests[0].name",
-			[]string{"missing", "/var/lib/rancher/k3s/server/manifests/etoile.config.NAME.yaml"}},
+			[]string{"missing", "/var/lib/rancher/k3s/server/manifests/etoilecfg-NAME.yaml"}},
 		{"a name with capitals", server + "manifests: [{name: MetalLB, contents: " + ns + "}]\n", "manifests[0].name",
 			[]string{`"MetalLB" is not a DNS label`}},
 		{"a name with a dot", server + "manifests: [{name: a.b, contents: " + ns + "}]\n", "manifests[0].name",
@@ -82,8 +82,8 @@ func TestManifestsAccepted(t *testing.T) {
 		t.Fatalf("warnings %q, err %v", w, err)
 	}
 	files := c.ManifestFiles()
-	if len(files) != 2 || !strings.HasPrefix(string(files["var/lib/rancher/k3s/server/manifests/etoile.config.metallb.yaml"]), "apiVersion: helm.cattle.io/v1\nkind: HelmChart\n") ||
-		!strings.Contains(string(files["var/lib/rancher/k3s/server/manifests/etoile.config.teams.yaml"]), "---\napiVersion: v1\nkind: List\n") {
+	if len(files) != 2 || !strings.HasPrefix(string(files["var/lib/rancher/k3s/server/manifests/etoilecfg-metallb.yaml"]), "apiVersion: helm.cattle.io/v1\nkind: HelmChart\n") ||
+		!strings.Contains(string(files["var/lib/rancher/k3s/server/manifests/etoilecfg-teams.yaml"]), "---\napiVersion: v1\nkind: List\n") {
 		t.Errorf("files: %q", fmt.Sprint(files))
 	}
 }
@@ -99,7 +99,7 @@ func TestExampleManifests(t *testing.T) {
 	if err != nil || len(w) != 0 {
 		t.Fatalf("the example with its manifests: warnings %q, err %v", w, err)
 	}
-	if f := c.ManifestFiles()["var/lib/rancher/k3s/server/manifests/etoile.config.metallb.yaml"]; !strings.Contains(string(f), "kind: HelmChart\n") {
+	if f := c.ManifestFiles()["var/lib/rancher/k3s/server/manifests/etoilecfg-metallb.yaml"]; !strings.Contains(string(f), "kind: HelmChart\n") {
 		t.Errorf("the example's manifest file: %q", f)
 	}
 }
@@ -122,7 +122,7 @@ func TestManifestSecretsRedacted(t *testing.T) {
 	if strings.Contains(out, "hunter2") || !strings.Contains(out, "secret-key: REDACTED") || !strings.Contains(out, "name: s3") {
 		t.Errorf("redacted:\n%s", out)
 	}
-	if !strings.Contains(string(c.ManifestFiles()["var/lib/rancher/k3s/server/manifests/etoile.config.creds.yaml"]), "hunter2") {
+	if !strings.Contains(string(c.ManifestFiles()["var/lib/rancher/k3s/server/manifests/etoilecfg-creds.yaml"]), "hunter2") {
 		t.Error("the config itself lost the Secret's value")
 	}
 }

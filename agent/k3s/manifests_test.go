@@ -12,7 +12,7 @@ import (
 )
 
 // TestManifestsWritten: a server's manifests are written to K3s's manifests
-// folder as etoile.config.NAME.yaml (0600); a later config's replace them,
+// folder as etoilecfg-NAME.yaml (0600); a later config's replace them,
 // an unchanged one is left as it was (K3s applies a file again when it
 // changes), and files the config did not write — K3s's own, the
 // constellation's templates, someone's — stay. An agent writes none, and
@@ -32,7 +32,7 @@ func TestManifestsWritten(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	others := []string{"coredns.yaml", "etoile-gdpr.yaml", "site-extra.yaml", "etoile.config.notes.txt"}
+	others := []string{"coredns.yaml", "etoile-gdpr.yaml", "site-extra.yaml", "etoilecfg-notes.txt"}
 	for _, f := range others {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte("x: 1\n"), 0o644); err != nil {
 			t.Fatal(err)
@@ -85,23 +85,23 @@ func TestManifestsWritten(t *testing.T) {
 		"  - name: pool\n    contents: |\n      " + indent(pool) +
 		"  - name: team-a\n    contents: \"" + escaped(ns, "team-a") + "\"\n")
 	write(first)
-	same(map[string]string{"etoile.config.pool.yaml": pool, "etoile.config.team-a.yaml": sprintf(ns, "team-a")})
-	st, err := os.Stat(filepath.Join(dir, "etoile.config.pool.yaml"))
+	same(map[string]string{"etoilecfg-pool.yaml": pool, "etoilecfg-team-a.yaml": sprintf(ns, "team-a")})
+	st, err := os.Stat(filepath.Join(dir, "etoilecfg-pool.yaml"))
 	if err != nil || st.Mode().Perm() != 0o600 {
-		t.Fatalf("etoile.config.pool.yaml: %v, mode %v; want 0600", err, st.Mode())
+		t.Fatalf("etoilecfg-pool.yaml: %v, mode %v; want 0600", err, st.Mode())
 	}
 
 	// A later config: pool unchanged (not rewritten), team-a gone, team-b new.
 	old := time.Now().Add(-time.Hour)
-	if err := os.Chtimes(filepath.Join(dir, "etoile.config.pool.yaml"), old, old); err != nil {
+	if err := os.Chtimes(filepath.Join(dir, "etoilecfg-pool.yaml"), old, old); err != nil {
 		t.Fatal(err)
 	}
 	second := parse("role: server\ncluster: {init: true}\nmanifests:\n" +
 		"  - name: pool\n    contents: |\n      " + indent(pool) +
 		"  - name: team-b\n    contents: \"" + escaped(ns, "team-b") + "\"\n")
 	write(second)
-	same(map[string]string{"etoile.config.pool.yaml": pool, "etoile.config.team-b.yaml": sprintf(ns, "team-b")})
-	if st, err := os.Stat(filepath.Join(dir, "etoile.config.pool.yaml")); err != nil || !st.ModTime().Equal(old) {
+	same(map[string]string{"etoilecfg-pool.yaml": pool, "etoilecfg-team-b.yaml": sprintf(ns, "team-b")})
+	if st, err := os.Stat(filepath.Join(dir, "etoilecfg-pool.yaml")); err != nil || !st.ModTime().Equal(old) {
 		t.Errorf("an unchanged manifest was rewritten (K3s would apply it again): %v", err)
 	}
 

@@ -1,15 +1,19 @@
 // Package kubeyaml checks Kubernetes manifests as K3s's deploy controller
-// reads the files of /var/lib/rancher/k3s/server/manifests: YAML documents
-// separated by ---, each one object with apiVersion, kind and metadata.name,
-// or a list (kind: List, or any kind ending in List) whose items are such
-// objects. K3s skips a file it cannot read with only an event in
-// kube-system: the machine config and the hub refuse it where it is written.
+// reads the files of /var/lib/rancher/k3s/server/manifests (k3s-io/k3s
+// pkg/deploy): documents separated by a --- line (only a comment may follow
+// it on its line), a document of nothing but comments skipped, each other
+// one converted to JSON (one that begins with { is taken as JSON as it
+// is) and read as one object with apiVersion, kind and metadata.name, or as
+// a list — any object with items — whose items are such objects. K3s reads
+// YAML 1.1, where an unquoted yes, no, on or off is a boolean. It skips a
+// file it cannot read with only an event in kube-system: the machine config
+// and the hub refuse it where it is written.
 package kubeyaml
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -23,24 +27,16 @@ func Check(manifest string) error {
 	return err
 }
 
-// Objects is Check that also counts the objects manifest holds (a List's
+// Objects is Check that also counts the objects manifest holds (a list's
 // items one by one).
 func Objects(manifest string) (int, error) {
-	dec := yaml.NewDecoder(strings.NewReader(manifest))
+	docs, err := Documents(manifest)
+	if err != nil {
+		return 0, err
+	}
 	n := 0
-	for i := 1; ; i++ {
-		var doc yaml.Node
-		err := dec.Decode(&doc)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return 0, fmt.Errorf("manifest document %d is not YAML: %w", i, err)
-		}
-		if len(doc.Content) == 0 || doc.Content[0].Tag == "!!null" {
-			continue // an empty document, as K3s skips it
-		}
-		objs, err := object(doc.Content[0], fmt.Sprintf("manifest document %d", i), true)
+	for i, d := range docs {
+		objs, err := object(d.Node, fmt.Sprintf("manifest document %d", i+1), d.Line-1, true)
 		if err != nil {
 			return 0, err
 		}
@@ -52,70 +48,234 @@ func Objects(manifest string) (int, error) {
 	return n, nil
 }
 
-// object checks node, one object (or, when lists is true, a list of them),
-// at where; it returns how many objects it holds.
-func object(node *yaml.Node, where string, lists bool) (int, error) {
-	if node.Kind != yaml.MappingNode {
-		return 0, fmt.Errorf("%s (line %d) is not a mapping: a Kubernetes object is apiVersion, kind, metadata…", where, node.Line)
-	}
-	field := func(m *yaml.Node, key string) *yaml.Node {
-		for i := 0; i+1 < len(m.Content); i += 2 {
-			if m.Content[i].Value == key {
-				return m.Content[i+1]
-			}
+// Document is one document of a manifest that K3s reads (not one of
+// nothing but comments).
+type Document struct {
+	Node *yaml.Node // its content (not the document node)
+	Line int        // the manifest's line it begins on
+}
+
+// Documents splits manifest as K3s does and parses each document that is
+// not empty; an error names the first K3s would fail on.
+func Documents(manifest string) ([]Document, error) {
+	var (
+		docs  []Document
+		chunk strings.Builder
+		start = 1 // the chunk's first line
+		count = 0 // documents seen, empty ones too
+	)
+	flush := func(next int) error {
+		text := chunk.String()
+		chunk.Reset()
+		defer func() { start = next }()
+		count++
+		if empty(text) {
+			return nil
 		}
+		where := fmt.Sprintf("manifest document %d", count)
+		if t := strings.TrimSpace(text); strings.HasPrefix(t, "{") && !json.Valid([]byte(t)) {
+			return fmt.Errorf("%s (line %d) begins with {, and K3s then reads it as JSON, which it is not (keys and texts in double quotes): write it in block style, or as JSON", where, start)
+		}
+		var doc yaml.Node
+		if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
+			return fmt.Errorf("%s is not YAML: %w", where, lineShift(err, start-1))
+		}
+		// Decoded once more as K3s decodes it, to values: a key given twice
+		// in a mapping, which K3s would take the last of, is refused.
+		var v any
+		if err := doc.Decode(&v); err != nil {
+			return fmt.Errorf("%s is not YAML: %w", where, lineShift(err, start-1))
+		}
+		if len(doc.Content) == 0 {
+			return nil
+		}
+		root := doc.Content[0]
+		if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+			return fmt.Errorf("%s (line %d) is null (%s), which K3s fails on (Object 'Kind' is missing in 'null'): remove it", where, start-1+root.Line, strings.TrimSpace(text))
+		}
+		docs = append(docs, Document{Node: root, Line: start})
 		return nil
 	}
-	text := func(v *yaml.Node) string {
-		if v == nil || v.Kind != yaml.ScalarNode || v.Tag != "!!str" {
-			return ""
+	lines := strings.SplitAfter(manifest, "\n")
+	for i, line := range lines {
+		if rest, ok := strings.CutPrefix(line, "---"); ok {
+			if r := strings.TrimSpace(rest); r != "" && !strings.HasPrefix(r, "#") {
+				return nil, fmt.Errorf("manifest line %d: %q has more than a comment after the document separator, which K3s refuses (invalid Yaml document separator): put the document on the next line", i+1, strings.TrimRight(line, "\n"))
+			}
+			if err := flush(i + 2); err != nil {
+				return nil, err
+			}
+			continue
 		}
-		return strings.TrimSpace(v.Value)
+		chunk.WriteString(line)
 	}
+	if err := flush(len(lines) + 1); err != nil {
+		return nil, err
+	}
+	return docs, nil
+}
+
+// empty reports whether a document holds nothing but blank lines and
+// comments, which K3s skips.
+func empty(text string) bool {
+	for _, l := range strings.Split(text, "\n") {
+		if s := strings.TrimSpace(l); s != "" && !strings.HasPrefix(s, "#") {
+			return false
+		}
+	}
+	return true
+}
+
+// lineShift is err with the line numbers yaml.v3 gives ("line 3:") made
+// the manifest's: by adding shift.
+func lineShift(err error, shift int) error {
+	if shift == 0 {
+		return err
+	}
+	msg := err.Error()
+	var b strings.Builder
+	for {
+		i := strings.Index(msg, "line ")
+		if i < 0 {
+			b.WriteString(msg)
+			break
+		}
+		b.WriteString(msg[:i+5])
+		msg = msg[i+5:]
+		j := 0
+		for j < len(msg) && msg[j] >= '0' && msg[j] <= '9' {
+			j++
+		}
+		var n int
+		if _, perr := fmt.Sscan(msg[:j], &n); j > 0 && perr == nil {
+			fmt.Fprint(&b, n+shift)
+		} else {
+			b.WriteString(msg[:j])
+		}
+		msg = msg[j:]
+	}
+	return errors.New(b.String())
+}
+
+// yaml11Bools are the plain words YAML 1.1 (K3s's reading) takes as
+// booleans, where YAML 1.2 (yaml.v3's) reads a text.
+var yaml11Bools = map[string]bool{
+	"y": true, "Y": true, "yes": true, "Yes": true, "YES": true, "n": true, "N": true, "no": true, "No": true, "NO": true,
+	"on": true, "On": true, "ON": true, "off": true, "Off": true, "OFF": true,
+}
+
+// Field is the value of key in m, a mapping, as a YAML loader resolves it:
+// following aliases, and the merge keys (<<) after m's own keys; nil when
+// there is none.
+func Field(m *yaml.Node, key string) *yaml.Node {
+	m = deref(m)
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key && m.Content[i].Tag != "!!merge" {
+			return deref(m.Content[i+1])
+		}
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Tag != "!!merge" {
+			continue
+		}
+		from := deref(m.Content[i+1])
+		merged := []*yaml.Node{from}
+		if from != nil && from.Kind == yaml.SequenceNode {
+			merged = from.Content
+		}
+		for _, f := range merged {
+			if v := Field(f, key); v != nil {
+				return v
+			}
+		}
+	}
+	return nil
+}
+
+func deref(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+// text is v's text when it is one as K3s reads it (a date is one: K3s's
+// conversion to JSON writes it as given), "" otherwise; bool11 says that it
+// is a word YAML 1.1 reads as a boolean.
+func text(v *yaml.Node) (s string, bool11 bool) {
+	v = deref(v)
+	if v == nil || v.Kind != yaml.ScalarNode || (v.Tag != "!!str" && v.Tag != "!!timestamp") {
+		return "", false
+	}
+	return strings.TrimSpace(v.Value), v.Style == 0 && yaml11Bools[v.Value]
+}
+
+// object checks node, one object (or, when lists is true, a list of them),
+// at where; shift makes its lines the manifest's. It returns how many
+// objects it holds.
+func object(node *yaml.Node, where string, shift int, lists bool) (int, error) {
+	node = deref(node)
+	if node.Kind != yaml.MappingNode {
+		return 0, fmt.Errorf("%s (line %d) is not a mapping: a Kubernetes object is apiVersion, kind, metadata…", where, shift+node.Line)
+	}
+	field := func(f string, in *yaml.Node) (string, error) {
+		s, bool11 := text(Field(in, f))
+		if bool11 {
+			return "", fmt.Errorf("%s (line %d): %s %q is a boolean as K3s reads YAML (1.1): quote it", where, shift+node.Line, f, s)
+		}
+		return s, nil
+	}
+	kind := ""
 	for _, f := range []string{"apiVersion", "kind"} {
-		if text(field(node, f)) == "" {
-			return 0, fmt.Errorf("%s (line %d) has no %s", where, node.Line, f)
+		s, err := field(f, node)
+		if err != nil {
+			return 0, err
 		}
+		if s == "" {
+			return 0, fmt.Errorf("%s (line %d) has no %s", where, shift+node.Line, f)
+		}
+		kind = s
 	}
-	kind := text(field(node, "kind"))
-	if items := field(node, "items"); lists && strings.HasSuffix(kind, "List") && items != nil {
+	// K3s reads any object with items as a list (its kind aside).
+	if items := Field(node, "items"); lists && items != nil && items.Tag != "!!null" {
 		if items.Kind != yaml.SequenceNode {
-			return 0, fmt.Errorf("%s (line %d): the items of a %s are not a list", where, items.Line, kind)
+			return 0, fmt.Errorf("%s (line %d): the items of a %s are not a list", where, shift+items.Line, kind)
 		}
 		for j, it := range items.Content {
-			if _, err := object(it, fmt.Sprintf("%s, item %d of its %s", where, j+1, kind), false); err != nil {
+			if _, err := object(it, fmt.Sprintf("%s, item %d of its %s", where, j+1, kind), shift, false); err != nil {
 				return 0, err
 			}
 		}
 		return len(items.Content), nil
 	}
-	md := field(node, "metadata")
-	if md == nil || md.Kind != yaml.MappingNode || text(field(md, "name")) == "" {
-		return 0, fmt.Errorf("%s (%s, line %d) has no metadata.name", where, kind, node.Line)
+	name, err := field("name", Field(node, "metadata"))
+	if err != nil {
+		return 0, err
+	}
+	if name == "" {
+		return 0, fmt.Errorf("%s (%s, line %d) has no metadata.name", where, kind, shift+node.Line)
 	}
 	return 1, nil
 }
 
-// RedactSecrets returns manifest with the values of its Secrets' data and
-// stringData (a List's items too) replaced by with, and whether it held
-// any: the manifest as the machine config's `config show` prints it. A
-// manifest without Secrets, or one Check refuses, comes back as it is.
+// RedactSecrets returns manifest with what its objects hold that may be a
+// secret replaced by with, and whether it held any: the values of a
+// Secret's data and stringData (a Secret written with YAML aliases or merge
+// keys is replaced whole), and of a Helm controller resource's (HelmChart,
+// HelmChartConfig) spec.valuesContent and spec.set; a list's items too. It
+// is the manifest as the machine config's `config show` prints it. A
+// manifest without such values, or one Check refuses, comes back as it is.
 func RedactSecrets(manifest, with string) (string, bool) {
 	if Check(manifest) != nil {
 		return manifest, false
 	}
-	dec := yaml.NewDecoder(strings.NewReader(manifest))
-	var docs []*yaml.Node
+	docs, _ := Documents(manifest)
 	found := false
-	for {
-		var doc yaml.Node
-		if err := dec.Decode(&doc); err != nil {
-			break // io.EOF: Check read the same stream whole
-		}
-		if len(doc.Content) > 0 {
-			found = redactNode(doc.Content[0], with) || found
-		}
-		docs = append(docs, &doc)
+	for _, d := range docs {
+		found = redactNode(d.Node, with) || found
 	}
 	if !found {
 		return manifest, false
@@ -124,10 +284,7 @@ func RedactSecrets(manifest, with string) (string, bool) {
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)
 	for _, d := range docs {
-		if len(d.Content) == 0 || d.Content[0].Tag == "!!null" {
-			continue
-		}
-		if err := enc.Encode(d); err != nil {
+		if err := enc.Encode(d.Node); err != nil {
 			return with, true // never the secret, whatever happens
 		}
 	}
@@ -139,29 +296,73 @@ func RedactSecrets(manifest, with string) (string, bool) {
 
 // redactNode redacts node, an object or a list of them (RedactSecrets).
 func redactNode(node *yaml.Node, with string) bool {
-	if node.Kind != yaml.MappingNode {
+	node = deref(node)
+	if node == nil || node.Kind != yaml.MappingNode {
 		return false
 	}
-	found := false
-	var kind string
-	for i := 0; i+1 < len(node.Content); i += 2 {
-		if node.Content[i].Value == "kind" {
-			kind = node.Content[i+1].Value
+	if items := Field(node, "items"); items != nil && items.Kind == yaml.SequenceNode {
+		found := false
+		for _, it := range items.Content {
+			found = redactNode(it, with) || found
+		}
+		return found
+	}
+	kind, _ := text(Field(node, "kind"))
+	apiVersion, _ := text(Field(node, "apiVersion"))
+	redacted := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: with}
+	switch {
+	case kind == "Secret" && indirect(node):
+		// What an alias or a merge key brings in cannot be told apart
+		// here: nothing of it is shown.
+		*node = yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Content: []*yaml.Node{
+			{Kind: yaml.ScalarNode, Tag: "!!str", Value: "kind"}, {Kind: yaml.ScalarNode, Tag: "!!str", Value: "Secret"},
+			{Kind: yaml.ScalarNode, Tag: "!!str", Value: with}, {Kind: yaml.ScalarNode, Tag: "!!str", Value: "written with YAML aliases or merge keys: not shown"},
+		}}
+		return true
+	case kind == "Secret":
+		found := false
+		for _, f := range []string{"data", "stringData"} {
+			if v := Field(node, f); v != nil && v.Kind == yaml.MappingNode {
+				for j := 1; j < len(v.Content); j += 2 {
+					v.Content[j], found = redacted, true
+				}
+			}
+		}
+		return found
+	case strings.HasPrefix(apiVersion, "helm.cattle.io/"):
+		spec := Field(node, "spec")
+		if spec == nil || spec.Kind != yaml.MappingNode {
+			return false
+		}
+		found := false
+		for i := 0; i+1 < len(spec.Content); i += 2 {
+			switch v := spec.Content[i+1]; spec.Content[i].Value {
+			case "valuesContent":
+				spec.Content[i+1], found = redacted, true
+			case "set":
+				if v = deref(v); v.Kind == yaml.MappingNode {
+					for j := 1; j < len(v.Content); j += 2 {
+						v.Content[j], found = redacted, true
+					}
+				} else {
+					spec.Content[i+1], found = redacted, true
+				}
+			}
+		}
+		return found
+	}
+	return false
+}
+
+// indirect reports whether node holds an alias or a merge key anywhere.
+func indirect(node *yaml.Node) bool {
+	if node.Kind == yaml.AliasNode || node.Tag == "!!merge" {
+		return true
+	}
+	for _, c := range node.Content {
+		if indirect(c) {
+			return true
 		}
 	}
-	for i := 0; i+1 < len(node.Content); i += 2 {
-		k, v := node.Content[i].Value, node.Content[i+1]
-		switch {
-		case k == "items" && v.Kind == yaml.SequenceNode:
-			for _, it := range v.Content {
-				found = redactNode(it, with) || found
-			}
-		case kind == "Secret" && (k == "data" || k == "stringData") && v.Kind == yaml.MappingNode:
-			for j := 1; j < len(v.Content); j += 2 {
-				v.Content[j] = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: with}
-				found = true
-			}
-		}
-	}
-	return found
+	return false
 }

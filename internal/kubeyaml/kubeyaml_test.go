@@ -66,3 +66,48 @@ func TestHelmKind(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckAsK3sReads: what K3s's deploy controller (its document splitting,
+// YAML 1.1 and its JSON reading) accepts and refuses, kubeyaml too.
+func TestCheckAsK3sReads(t *testing.T) {
+	const ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n"
+	for _, tt := range []struct{ name, manifest, want string }{
+		{"JSON", `{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}}` + "\n", ""},
+		{"a flow mapping that is not JSON", "{apiVersion: v1, kind: Namespace, metadata: {name: a}}\n", "document 1 (line 1) begins with {, and K3s then reads it as JSON"},
+		{"a document on the separator's line", ns + "--- {apiVersion: v1, kind: Namespace, metadata: {name: b}}\n", "manifest line 5: \"--- {apiVersion"},
+		{"a comment on the separator's line", ns + "--- # the second\n" + ns, ""},
+		{"empty documents", "---\n# nothing\n---\n" + ns + "---\n\n", ""},
+		{"a null document", ns + "---\n~\n", "manifest document 2 (line 6) is null (~)"},
+		{"a key given twice", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\nmetadata: {labels: {x: y}}\n", "not YAML"},
+		{"a YAML 1.1 boolean name", "apiVersion: v1\nkind: Namespace\nmetadata: {name: on}\n", `name "on" is a boolean as K3s reads YAML (1.1): quote it`},
+		{"a quoted one", "apiVersion: v1\nkind: Namespace\nmetadata: {name: \"on\"}\n", ""},
+		{"a date for a name", "apiVersion: v1\nkind: Namespace\nmetadata: {name: 2024-01-01}\n", ""},
+		{"merge keys", "base: &b {apiVersion: v1, kind: Namespace}\n<<: *b\nmetadata: {name: a}\n", ""},
+		{"an alias for metadata", "x: &m {name: a}\napiVersion: v1\nkind: Namespace\nmetadata: *m\n", ""},
+		{"items without a List kind", "apiVersion: v1\nkind: Things\nitems:\n- " + strings.ReplaceAll(strings.TrimSuffix(ns, "\n"), "\n", "\n  ") + "\n", ""},
+		{"the line of a later document's error", ns + "---\napiVersion: v1\nkind: Namespace\nmetadata: [\n", "manifest document 2 is not YAML: yaml: line 8"},
+	} {
+		err := Check(tt.manifest)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+// TestRedactHelmValues: a HelmChart's values (valuesContent, set) are not
+// shown; a Secret written with a merge key or an alias is not shown at all.
+func TestRedactHelmValues(t *testing.T) {
+	chart := "apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata: {name: db}\nspec:\n  chart: postgresql\n  set: {auth.postgresPassword: hunter2}\n  valuesContent: |\n    auth: {password: hunter3}\n"
+	got, found := RedactSecrets(chart, "REDACTED")
+	if !found || strings.Contains(got, "hunter") || !strings.Contains(got, "chart: postgresql") || !strings.Contains(got, "valuesContent: REDACTED") {
+		t.Errorf("a HelmChart: %v\n%s", found, got)
+	}
+	for _, secret := range []string{
+		"base: &b {password: hunter2}\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: *b\n",
+		"apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n<<: {stringData: {password: hunter2}}\n",
+	} {
+		if got, found := RedactSecrets(secret, "REDACTED"); !found || strings.Contains(got, "hunter2") {
+			t.Errorf("%q: %v\n%s", secret, found, got)
+		}
+	}
+}

@@ -241,7 +241,7 @@ func TestK3sRenderManifests(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, errOut)
 	}
-	if want := "# also written: /var/lib/rancher/k3s/server/manifests/etoile.config.team-a.yaml (manifests[].contents, deployed by K3s)\n"; !strings.Contains(out, want) {
+	if want := "# also written: /var/lib/rancher/k3s/server/manifests/etoilecfg-team-a.yaml (manifests[].contents, deployed by K3s)\n"; !strings.Contains(out, want) {
 		t.Errorf("output lacks %q:\n%s", want, out)
 	}
 }
