@@ -514,6 +514,9 @@ func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cf
 					continue
 				}
 				got = &lease
+				// Before done closes: stop waits for it, and a config
+				// applied meanwhile decides what stays.
+				r.keepLeaseRoutes(l, cfg.Log)
 				return
 			}
 		}()
@@ -521,7 +524,6 @@ func (r *renewals) retryDHCP(ctx context.Context, l netlink.Link, metric int, cf
 			return
 		}
 		cfg.Log.Info("dhcp lease", append(leaseAttrs(*got), "tries", tries)...)
-		r.keepLeaseRoutes(l, cfg.Log)
 		if cfg.OnLateLease != nil {
 			cfg.OnLateLease(*got)
 		}
@@ -621,12 +623,16 @@ func Apply(ctx context.Context, ifaces []config.Interface, res *Result, cfg Conf
 	// The routes an earlier config gave the links this one lists go
 	// first: a route moving to an entry listed before its old one would
 	// otherwise meet itself (the same network and metric) on its old link.
-	res.renew.forgetLeaseRoutes()
-	for _, ifc := range ifaces {
-		for _, l := range configuredLinks(ifc) {
-			delConfigRoutes(l)
+	locked(&leaseRoutesMu, func() {
+		// (No renewal sets an earlier config's routes beside its lease
+		// meanwhile: they would stay.)
+		res.renew.forgetLeaseRoutes()
+		for _, ifc := range ifaces {
+			for _, l := range configuredLinks(ifc) {
+				delConfigRoutes(l)
+			}
 		}
-	}
+	})
 	gws := &gateways{done: map[int]bool{}}
 	for i, ifc := range ifaces {
 		gws.metric = staticMetric + i
@@ -1044,12 +1050,18 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 		} else if err := addV6(); err != nil {
 			return a, nil, err
 		}
+		l := res.Leases[prev]
 		if len(routes4) > 0 {
-			shown, errs := setLeaseRoutes(link, beside)
+			// The lease as its renewal has it now (another address, or
+			// none), else as the Result has it.
+			lease := []net.IPNet{l.Addr}
+			if addr, ok := res.renew.leaseAddr(name); ok {
+				lease = []net.IPNet{addr}
+			}
+			shown, errs := setLeaseRoutes(link, beside, lease, cfg.Log)
 			a.Routes = append(shown, a.Routes...)
 			routeErrs = append(routeErrs, errs...)
 		}
-		l := res.Leases[prev]
 		a.Addresses = append([]string{l.Addr.String()}, a.Addresses...)
 		// The config's name servers before the lease's.
 		dns := configDNS(name, ifc.DNS, &a)

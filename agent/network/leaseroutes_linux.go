@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // leaseRoutes are a dhcp: true entry's IPv4 routes (routes:), which leave
@@ -23,9 +23,10 @@ type leaseRoutes struct {
 	metric int            // the entry's: a route's without its own
 }
 
-// leaseRoutesMu keeps two settings of a link's lease routes (Apply's, and
-// a renewal's that applied another address meanwhile) from interleaving:
-// the last one judges against the addresses the link has by then.
+// leaseRoutesMu is held while a link's lease routes are set, from reading
+// what they are to the kernel's last change, and while Apply forgets the
+// earlier config's and removes their routes: the last setting, and the
+// last config, decide what the links have.
 var leaseRoutesMu sync.Mutex
 
 // setLeaseRoutes records the IPv4 routes the machine config gives link
@@ -45,8 +46,10 @@ func (r *renewals) setLeaseRoutes(name string, x leaseRoutes) {
 }
 
 // forgetLeaseRoutes forgets the routes every link keeps beside its lease:
-// a machine config applied again gives them anew (setLeaseRoutes); a link
-// it does not list keeps those it has until its lease's address changes.
+// a machine config applied again gives them anew (setLeaseRoutes). A link
+// it does not list keeps the routes it has (until the next boot, as what
+// an earlier config set does), which are not made again once its lease's
+// loss took them. The caller holds leaseRoutesMu.
 func (r *renewals) forgetLeaseRoutes() {
 	if r == nil {
 		return
@@ -56,6 +59,55 @@ func (r *renewals) forgetLeaseRoutes() {
 	r.extra = nil
 }
 
+// leaseAddrLocked is the address link name's lease holds now (its
+// renewal's: the boot's, a late lease's, or one a renewal brought), if it
+// has one.
+func (r *renewals) leaseAddrLocked(name string) (net.IPNet, bool) {
+	rn := r.m[name]
+	if rn == nil || rn.addr.IP == nil {
+		return net.IPNet{}, false
+	}
+	return rn.addr, true
+}
+
+// leaseAddr is leaseAddrLocked, for a caller without r.mu (nil r: none).
+func (r *renewals) leaseAddr(name string) (addr net.IPNet, ok bool) {
+	if r == nil {
+		return addr, false
+	}
+	locked(&r.mu, func() { addr, ok = r.leaseAddrLocked(name) })
+	return addr, ok
+}
+
+// keepLeaseRoutes follows a lease applied on l, or lost: the routes the
+// machine config gives l beside it (when it gives any) are set against the
+// lease's address as it is now, none when it has none; what they could not
+// get is logged.
+func (r *renewals) keepLeaseRoutes(l netlink.Link, log *slog.Logger) {
+	leaseRoutesMu.Lock()
+	defer leaseRoutesMu.Unlock()
+	var (
+		x     leaseRoutes
+		ok    bool
+		addr  net.IPNet
+		lease bool
+	)
+	locked(&r.mu, func() {
+		x, ok = r.leaseRoutesLocked(l.Attrs().Name)
+		addr, lease = r.leaseAddrLocked(l.Attrs().Name)
+	})
+	if !ok {
+		return
+	}
+	var from []net.IPNet
+	if lease {
+		from = []net.IPNet{addr}
+	}
+	if _, errs := setLeaseRoutesLocked(l, x, from, log); len(errs) > 0 && log != nil {
+		log.Warn("a route beside the DHCP lease was not added", "iface", l.Attrs().Name, "reason", errors.Join(errs...).Error())
+	}
+}
+
 // leaseRoutesLocked returns link name's routes beside its lease, if the
 // machine config gives it any.
 func (r *renewals) leaseRoutesLocked(name string) (leaseRoutes, bool) {
@@ -63,47 +115,30 @@ func (r *renewals) leaseRoutesLocked(name string) (leaseRoutes, bool) {
 	return x, ok
 }
 
-// keepLeaseRoutes follows a lease applied on l, or lost: logs what the
-// routes the machine config gives l beside it (when it gives any) could
-// not get.
-func (r *renewals) keepLeaseRoutes(l netlink.Link, log *slog.Logger) {
-	var (
-		x  leaseRoutes
-		ok bool
-	)
-	locked(&r.mu, func() { x, ok = r.leaseRoutesLocked(l.Attrs().Name) })
-	if !ok {
-		return
-	}
-	if _, errs := setLeaseRoutes(l, x); len(errs) > 0 && log != nil {
-		log.Warn("a route beside the DHCP lease was not added", "iface", l.Attrs().Name, "reason", errors.Join(errs...).Error())
-	}
-}
-
-// setLeaseRoutes makes link l's IPv4 routes of the machine config (proto
-// static, not a default route) those of x, judged against the IPv4
-// addresses the link has now (a lease's: the next hop of a route outside
-// its subnet is on-link); with no IPv4 address on the link (the lease lost,
-// or not come yet), it has none. A route already there as it should be is
-// left alone: a renewal that keeps its address changes nothing. It returns
-// how the console shows the routes there, and why the others are not.
-func setLeaseRoutes(l netlink.Link, x leaseRoutes) (shown []string, errs []error) {
+// setLeaseRoutes is setLeaseRoutesLocked under leaseRoutesMu.
+func setLeaseRoutes(l netlink.Link, x leaseRoutes, lease []net.IPNet, log *slog.Logger) (shown []string, errs []error) {
 	leaseRoutesMu.Lock()
 	defer leaseRoutesMu.Unlock()
+	return setLeaseRoutesLocked(l, x, lease, log)
+}
+
+// setLeaseRoutesLocked makes link l's IPv4 routes of the machine config
+// (proto static, not a default route) those of x, judged against lease,
+// the lease's address (the next hop of a route outside its subnet is
+// on-link: said in a warning when such a route is added, as no config
+// check can know the subnet); with no lease address (the lease lost, or not
+// come yet), it has none. A route already there as it should be is left
+// alone: a renewal that keeps its address changes nothing. It returns how
+// the console shows the routes there, and why the others are not.
+func setLeaseRoutesLocked(l netlink.Link, x leaseRoutes, lease []net.IPNet, log *slog.Logger) (shown []string, errs []error) {
 	name := l.Attrs().Name
-	addrs, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
-	if err != nil {
-		return nil, []error{fmt.Errorf("listing the addresses of %s: %w", name, err)}
-	}
 	have, err := dump(func() ([]netlink.Route, error) { return netlink.RouteList(l, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, []error{fmt.Errorf("listing the routes of %s: %w", name, err)}
 	}
 	var from []Lease
-	for _, a := range addrs {
-		if a.IPNet != nil && a.Scope == unix.RT_SCOPE_UNIVERSE {
-			from = append(from, Lease{Iface: name, Addr: *a.IPNet})
-		}
+	for _, a := range lease {
+		from = append(from, Lease{Iface: name, Addr: a})
 	}
 	type wanted struct {
 		rt    *netlink.Route
@@ -116,6 +151,9 @@ func setLeaseRoutes(l netlink.Link, x leaseRoutes) (shown []string, errs []error
 			if err != nil {
 				errs = append(errs, err)
 				continue
+			}
+			if rt.Gw != nil && rt.Flags&int(netlink.FLAG_ONLINK) != 0 {
+				s += " on-link"
 			}
 			want = append(want, wanted{rt, s})
 		}
@@ -131,6 +169,11 @@ func setLeaseRoutes(l netlink.Link, x leaseRoutes) (shown []string, errs []error
 			if err := routeAdd(l, w.rt, w.shown); err != nil {
 				errs = append(errs, err)
 				continue
+			}
+			if w.rt.Gw != nil && w.rt.Flags&int(netlink.FLAG_ONLINK) != 0 && log != nil {
+				log.Warn("route beside the DHCP lease added on-link: its next hop is outside the lease's subnet",
+					"iface", name, "route", w.shown, "lease", from[0].Addr.String(),
+					"fix", "give a via on the subnet the DHCP server gives this interface, unless the router is reached on the link")
 			}
 		}
 		shown = append(shown, w.shown)

@@ -205,9 +205,15 @@ func TestApplyIPv4RoutesBesideALease(t *testing.T) {
 	if got := staticRoutes4(t, cli); got != besideALeaseRoutes {
 		t.Errorf("IPv4 routes beside the lease:\n%s\nwant\n%s", got, besideALeaseRoutes)
 	}
-	wantShown := []string{"10.20.0.0/16 via 10.99.0.254", "198.51.100.0/24 on-link", "203.0.113.0/24 via 192.0.2.1", "10.30.0.0/16 via 10.99.0.253"}
+	wantShown := []string{"10.20.0.0/16 via 10.99.0.254", "198.51.100.0/24 on-link", "203.0.113.0/24 via 192.0.2.1 on-link", "10.30.0.0/16 via 10.99.0.253"}
 	if len(r.Applied) != 1 || strings.Join(r.Applied[0].Routes, ", ") != strings.Join(wantShown, ", ") {
 		t.Errorf("applied: %+v; want the routes %q", r.Applied, wantShown)
+	}
+	// The next hop outside the lease's subnet is said: no config check
+	// could know it.
+	if !strings.Contains(stderr, `msg="route beside the DHCP lease added on-link: its next hop is outside the lease's subnet" iface=vc route="203.0.113.0/24 via 192.0.2.1 on-link" lease=10.99.0.50/24`) ||
+		strings.Count(stderr, "route beside the DHCP lease added on-link") != 1 {
+		t.Errorf("the on-link route is not said once:\n%s", stderr)
 	}
 	if got := ipCmd(t, "-n", cli, "-4", "route", "show", "default"); !strings.Contains(got, "default via 10.99.0.1 dev vc proto dhcp") {
 		t.Errorf("the lease's default route:\n%s", got)
@@ -267,5 +273,32 @@ func TestIPv4RoutesBesideALateLease(t *testing.T) {
 	}
 	if got := waitRoutes4(t, cli, besideALeaseRoutes, 5*time.Second); got != besideALeaseRoutes {
 		t.Errorf("IPv4 routes beside the late lease:\n%s\nwant\n%s", got, besideALeaseRoutes)
+	}
+}
+
+// TestIPv4RoutesBesideALeaseGoWithIt: the lease runs out (its server gone)
+// on a link that has another address too (a /32 a load balancer put
+// there): the config's routes go with the lease, not left to leave from
+// the other address, and come back with the next lease.
+func TestIPv4RoutesBesideALeaseGoWithIt(t *testing.T) {
+	spec, _ := json.Marshal(besideALease)
+	rt := renewing(t, []string{"ETOILE_NETTEST_SRV_LEASE=4"}, "ETOILE_NETTEST_APPLY="+string(spec), "ETOILE_NETTEST_LINGER=30s")
+	if got := waitRoutes4(t, rt.cli, besideALeaseRoutes, 5*time.Second); got != besideALeaseRoutes {
+		t.Fatalf("IPv4 routes beside the lease:\n%s\nwant\n%s\n%s", got, besideALeaseRoutes, rt.client.String())
+	}
+	ipCmd(t, "-n", rt.cli, "addr", "add", "192.0.2.99/32", "dev", "vc")
+	rt.stopServer()
+	if !waitLog(rt.client, "DHCP lease ran out", 15*time.Second) {
+		t.Fatalf("the lease did not run out:\n%s", rt.client.String())
+	}
+	if got := waitRoutes4(t, rt.cli, "", 5*time.Second); got != "" {
+		t.Errorf("IPv4 routes beside a lease that ran out:\n%s", got)
+	}
+	if addrs := ipCmd(t, "-n", rt.cli, "-4", "addr", "show", "vc"); !strings.Contains(addrs, "192.0.2.99/32") {
+		t.Errorf("the other address went too:\n%s", addrs)
+	}
+	startServer(t, rt.srv, rt.exe, "ETOILE_NETTEST_SRV_LEASE=4")
+	if got := waitRoutes4(t, rt.cli, besideALeaseRoutes, 20*time.Second); got != besideALeaseRoutes {
+		t.Errorf("IPv4 routes beside the lease that came back:\n%s\nwant\n%s\n%s", got, besideALeaseRoutes, rt.client.String())
 	}
 }
