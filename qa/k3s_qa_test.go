@@ -11,6 +11,7 @@ package qa
 import (
 	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -251,6 +252,49 @@ func TestStandinK3sDeploysTheConfigManifests(t *testing.T) {
 		t.Fatalf("what K3s would deploy: %s\nwant text=%q", m.Line, want)
 	}
 	t.Logf("K3s would deploy: %s", m.Line)
+}
+
+// TestStandinK3sLogsReachTheCollector: with logging.destinations, the
+// booted node's logs reach a syslog collector (a UDP socket on the host,
+// reached through QEMU's user network): the boot's own lines from before
+// the config was applied, the kernel's records with their facility, and
+// the K3s stand-in's output, each a syslog message with the node's name.
+func TestStandinK3sLogsReachTheCollector(t *testing.T) {
+	t.Parallel()
+	out := standinOut(t)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	cfg := serverConfig + fmt.Sprintf("hostname: qa-logs\nlogging:\n  destinations:\n    - endpoint: udp://10.0.2.2:%d\n", port)
+	vm := Start(t, Config{Devices: []Device{SeaBIOS{}, netbootWithConfig(t, out, cfg, ""), UserNIC{}}})
+	want := map[string]*regexp.Regexp{
+		"the agent's boot line":    regexp.MustCompile(`^<30>1 \S+ qa-logs etoile-agent - - - etoile: step=mount-api `),
+		"the kernel's banner":      regexp.MustCompile(`^<[0-7]>1 \S+ qa-logs kernel - - - Linux version `),
+		"the K3s stand-in's start": regexp.MustCompile(`^<30>1 \S+ qa-logs k3s - - - .*Starting k3s server .*\(standin\)`),
+	}
+	found := map[string]string{}
+	if err := pc.SetReadDeadline(time.Now().Add(ReadyTimeout + K3sTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64<<10)
+	for len(found) < len(want) {
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			lines := vm.Lines()
+			t.Fatalf("the collector got %d of %d kinds of line (%v): %v\nthe console's last lines: %v", len(found), len(want), found, err, lines[max(0, len(lines)-30):])
+		}
+		for what, re := range want {
+			if _, ok := found[what]; !ok && re.Match(buf[:n]) {
+				found[what] = string(buf[:n])
+			}
+		}
+	}
+	for what, m := range found {
+		t.Logf("%s: %s", what, m)
+	}
 }
 
 // TestStandinK3sNodeEnvironment: what the real K3s needs of the machine,

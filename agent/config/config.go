@@ -101,10 +101,31 @@ type MachineConfig struct {
 	// whenever a file there changes (its "auto-deploying manifests",
 	// HelmChart resources included).
 	Manifests []Manifest `yaml:"manifests,omitempty"`
+	// Logging sends the node's logs to the site's log collectors.
+	Logging *Logging `yaml:"logging,omitempty"`
 	// Install and Constellation are reserved for the installer and the
 	// constellation join client; their issues fill them.
 	Install       *Install       `yaml:"install,omitempty"`
 	Constellation *Constellation `yaml:"constellation,omitempty"`
+}
+
+// Logging is where the node's logs go beside its own memory and consoles.
+type Logging struct {
+	// Destinations are log collectors: each gets every line of the
+	// agent's, K3s's and the kernel's logs and what daemons send to
+	// /dev/log, from the oldest the node still holds on.
+	Destinations []LogDestination `yaml:"destinations,omitempty"`
+}
+
+// LogDestination is one log collector.
+type LogDestination struct {
+	// Endpoint is udp://HOST[:PORT] or tcp://HOST[:PORT] (syslog, port
+	// 514 when left out), or tls://HOST[:PORT] (syslog over TLS, 6514;
+	// its certificate checked against the image's and ca_certificates'
+	// authorities).
+	Endpoint string `yaml:"endpoint"`
+	// Format is rfc5424 (syslog's, the default) or json_lines.
+	Format string `yaml:"format,omitempty"`
 }
 
 // Manifest is one file of Kubernetes objects for K3s to deploy.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/etoile-os/etoile/agent/logfwd"
 	"github.com/etoile-os/etoile/constellation/api"
 	"github.com/etoile-os/etoile/internal/kubeyaml"
 	"github.com/etoile-os/etoile/schema"
@@ -61,6 +63,7 @@ func (c *MachineConfig) Validate() (warnings []string, err error) {
 	v.hosts(c.Hosts)
 	v.caCertificates(c.CACertificates, time.Now())
 	v.manifests(c)
+	v.logging(c.Logging)
 	v.install(c.Install)
 	v.constellation(c.Constellation, c.Role)
 	return capWarnings(v.warns), v.errs.Err()
@@ -101,6 +104,7 @@ const (
 	maxHostNames       = 32  // names of one hosts: entry
 	maxCACertificates  = 64  // ca_certificates entries (each may hold several)
 	maxManifests       = 64  // manifests entries (each may hold many objects)
+	maxLogDestinations = 8   // logging.destinations
 )
 
 // tooMany reports an error at path when n, the entries it gives, is over
@@ -2168,4 +2172,64 @@ func (v *validator) manifests(c *MachineConfig) {
 			v.warn(p+".contents", "holds a %s, and k3s.disable-helm-controller is set: nothing on this server installs it", kind)
 		}
 	}
+}
+
+// logging checks the log collectors: each endpoint one (logfwd's rules),
+// once, in a format the forwarder writes.
+func (v *validator) logging(l *Logging) {
+	if l == nil {
+		return
+	}
+	if v.tooMany("logging.destinations", len(l.Destinations), maxLogDestinations, "destinations", "send the logs to a collector that fans them out") {
+		return
+	}
+	seen := map[string]int{}
+	for i, d := range l.Destinations {
+		p := fmt.Sprintf("logging.destinations[%d]", i)
+		switch d.Format {
+		case "", logfwd.FormatRFC5424, logfwd.FormatJSONLines:
+		default:
+			v.errs.Add(p+".format", "%q is not a format: use %s (syslog's, the default) or %s", d.Format, logfwd.FormatRFC5424, logfwd.FormatJSONLines)
+		}
+		if d.Endpoint == "" {
+			v.errs.Add(p+".endpoint", "missing: give the collector as udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT")
+			continue
+		}
+		scheme, address, err := logfwd.ParseEndpoint(d.Endpoint)
+		if err != nil {
+			v.errs.Add(p+".endpoint", "%v", err)
+			continue
+		}
+		host, _, _ := net.SplitHostPort(address)
+		if msg := endpointHostProblem(host); msg != "" {
+			v.errs.Add(p+".endpoint", "%q: %s", d.Endpoint, msg)
+			continue
+		}
+		key := scheme + "://" + address + " " + cmp.Or(d.Format, logfwd.FormatRFC5424)
+		if j, dup := seen[key]; dup {
+			v.errs.Add(p, "the same collector and format as logging.destinations[%d]: each line would reach it twice", j)
+			continue
+		}
+		seen[key] = i
+	}
+}
+
+// endpointHostProblem says why host cannot be a log collector's, "" when
+// it can: an IP address no host has, or what is no DNS name.
+func endpointHostProblem(host string) string {
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.Zone() != "" {
+			return "an address with a zone: give a global or ULA address"
+		}
+		// A loopback address is a collector on the node itself (a
+		// DaemonSet on the host's network).
+		if bad, _ := hostAddrProblem(a.Unmap(), nil); bad != "" && !a.Unmap().IsLoopback() {
+			return host + " " + bad
+		}
+		return ""
+	}
+	if msg := hostProblem(host); msg != "" {
+		return msg
+	}
+	return ""
 }

@@ -15,6 +15,10 @@ type Record struct {
 	Seq   uint64        // sequence number; 0 is the first record since boot
 	Stamp time.Duration // timestamp, since the kernel's clock started
 	Msg   string        // the message, without continuation lines
+	// Prio is the record's syslog priority: facility × 8 + severity (a
+	// kernel message's facility is 0, kern; one written to /dev/kmsg
+	// from user space without a priority gets user.notice, 13).
+	Prio int
 }
 
 // Parse reads one record: "level,seq,usec,flags[,...];message\n" followed by
@@ -36,8 +40,12 @@ func Parse(raw []byte) (Record, bool) {
 	if err != nil {
 		return Record{}, false
 	}
+	prio, err := strconv.Atoi(f[0])
+	if err != nil || prio < 0 {
+		return Record{}, false
+	}
 	msg, _, _ = bytes.Cut(msg, []byte("\n"))
-	return Record{Seq: seq, Stamp: time.Duration(us) * time.Microsecond, Msg: string(msg)}, true
+	return Record{Seq: seq, Stamp: time.Duration(us) * time.Microsecond, Msg: string(msg), Prio: prio}, true
 }
 
 // ParseAll parses raw records, skipping any that do not parse.

@@ -19,10 +19,10 @@ func recs(lines ...string) []Record {
 
 func TestParse(t *testing.T) {
 	r, ok := Parse([]byte("7,902,2346973,c;  with arguments:\n SUBSYSTEM=x\n"))
-	if !ok || r.Seq != 902 || r.Stamp != 2346973*time.Microsecond || r.Msg != "  with arguments:" {
+	if !ok || r.Seq != 902 || r.Stamp != 2346973*time.Microsecond || r.Msg != "  with arguments:" || r.Prio != 7 {
 		t.Errorf("Parse = %+v, %v", r, ok)
 	}
-	for _, bad := range []string{"", "no prefix", "6,901;Run /init as init process", "6,9,x,-;msg", "6,y,1,-;msg"} {
+	for _, bad := range []string{"", "no prefix", "6,901;Run /init as init process", "6,9,x,-;msg", "6,y,1,-;msg", "x,9,1,-;msg"} {
 		if r, ok := Parse([]byte(bad)); ok {
 			t.Errorf("Parse(%q) = %+v, want not parsed", bad, r)
 		}

@@ -29,6 +29,7 @@ import (
 	"github.com/etoile-os/etoile/agent/inventory"
 	"github.com/etoile-os/etoile/agent/k3s"
 	"github.com/etoile-os/etoile/agent/kmsg"
+	"github.com/etoile-os/etoile/agent/logfwd"
 	"github.com/etoile-os/etoile/agent/logring"
 	"github.com/etoile-os/etoile/agent/nvpersist"
 	"github.com/etoile-os/etoile/agent/safego"
@@ -148,12 +149,13 @@ type Node struct {
 	sup         *k3s.Supervisor
 	stopK3s     func(reason error)
 	supDone     chan struct{}
-	k3sNote     string        // why K3s is not running, when it is not
-	k3sAddr     string        // the node address K3s took at its last start (Env.NodeAddress)
-	k3sName     string        // the node name K3s was last started with
-	addrWarning string        // the status's warning that K3s could not follow the address ("" for none)
-	k3sOut      *logring.Ring // K3s's output, across its supervisors
-	powering    string        // the reboot or power-off asked through the API
+	k3sNote     string         // why K3s is not running, when it is not
+	k3sAddr     string         // the node address K3s took at its last start (Env.NodeAddress)
+	k3sName     string         // the node name K3s was last started with
+	addrWarning string         // the status's warning that K3s could not follow the address ("" for none)
+	k3sOut      *logring.Ring  // K3s's output, across its supervisors
+	logFwd      logfwd.Manager // the logs sent to the config's logging destinations
+	powering    string         // the reboot or power-off asked through the API
 	inv         *inventory.Inventory
 	invDone     <-chan struct{} // closed once inv is collected
 	nvidiaGPU   bool            // K3s was started with NVIDIA GPU labels, on its own containerd
@@ -382,7 +384,9 @@ func Start(ctx context.Context, env Env) *Node {
 	n.cfg, n.warnings = cfg, warns
 	n.mu.Unlock()
 	n.startTime(ctx, cfg)
-	n.setWarnings(append(append(warns, n.applySysctls(cfg)...), n.applyTrust(cfg)...))
+	warns = append(warns, n.applySysctls(cfg)...)
+	warns = append(warns, n.applyTrust(cfg)...)
+	n.setWarnings(append(warns, n.relog(cfg)...))
 	if gpu {
 		_ = n.waitInventory(ctx)
 	}
@@ -1833,6 +1837,7 @@ func (n *Node) applyLocked(ctx context.Context, cfg *config.MachineConfig, warns
 	warns = append(warns, n.applySysctls(cfg)...)
 	warns = append(warns, n.applyTrust(cfg)...)
 	n.retime(cfg)
+	warns = append(warns, n.relog(cfg)...)
 	n.mu.Lock()
 	stop, done := n.stopK3s, n.supDone
 	n.cfg, n.warnings, n.configFrom, n.k3sNote = cfg, slices.Clone(warns), from, ""
