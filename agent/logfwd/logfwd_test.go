@@ -117,15 +117,15 @@ func (r *received) waitFor(t *testing.T, n int) []string {
 	return got
 }
 
-// TestForwardUDP: every line the logs hold, then each new one, reaches a
-// syslog collector over UDP, a datagram each, in order.
-func TestForwardUDP(t *testing.T) {
+// udpCollector is a syslog collector over UDP on the loopback, until the
+// test ends: its address, and what it got (a message each datagram).
+func udpCollector(t *testing.T) (string, *received) {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
-	var got received
+	t.Cleanup(func() { pc.Close() })
+	got := &received{}
 	go func() {
 		buf := make([]byte, 64<<10)
 		for {
@@ -136,13 +136,20 @@ func TestForwardUDP(t *testing.T) {
 			got.add(string(buf[:n]))
 		}
 	}()
+	return pc.LocalAddr().String(), got
+}
+
+// TestForwardUDP: every line the logs hold, then each new one, reaches a
+// syslog collector over UDP, a datagram each, in order.
+func TestForwardUDP(t *testing.T) {
+	addr, got := udpCollector(t)
 	agent, k3s := logring.New(10), logring.New(10)
 	agent.Add("etoile: ready ip=10.0.0.2")
 	k3s.Add("Starting k3s")
 	var m Manager
 	defer m.Stop()
 	opts := Options{Sources: []Source{ringSource("agent", agent), ringSource("k3s", k3s)}, Host: func() string { return "edge-1" }, Log: quietLog(t), Poll: 20 * time.Millisecond}
-	if err := m.Set(context.Background(), []Destination{{Endpoint: "udp://" + pc.LocalAddr().String()}}, opts); err != nil {
+	if err := m.Set(context.Background(), []Destination{{Endpoint: "udp://" + addr}}, opts); err != nil {
 		t.Fatal(err)
 	}
 	msgs := got.waitFor(t, 2)
@@ -328,28 +335,13 @@ func TestForwardTLS(t *testing.T) {
 // TestManagerKeepsItsPlace: a config applied again with the same
 // destination sends nothing twice; a destination no longer listed stops.
 func TestManagerKeepsItsPlace(t *testing.T) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	var got received
-	go func() {
-		buf := make([]byte, 64<<10)
-		for {
-			n, _, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			got.add(string(buf[:n]))
-		}
-	}()
+	addr, got := udpCollector(t)
 	agent := logring.New(10)
 	agent.Add("one")
 	var m Manager
 	defer m.Stop()
 	opts := Options{Sources: []Source{ringSource("agent", agent)}, Log: quietLog(t), Poll: 20 * time.Millisecond}
-	dest := []Destination{{Endpoint: "udp://" + pc.LocalAddr().String()}}
+	dest := []Destination{{Endpoint: "udp://" + addr}}
 	for range 3 {
 		if err := m.Set(context.Background(), dest, opts); err != nil {
 			t.Fatal(err)
