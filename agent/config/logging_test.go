@@ -17,7 +17,9 @@ func TestLoggingRejections(t *testing.T) {
 		{"a bad host", "logging: {destinations: [{endpoint: 'udp://lo_gs-:514'}]}\n", "logging.destinations[0].endpoint", []string{"neither an IP address nor a DNS name"}},
 		{"a multicast address", "logging: {destinations: [{endpoint: 'udp://239.1.1.1:514'}]}\n", "logging.destinations[0].endpoint", []string{"239.1.1.1 is a multicast address"}},
 		{"a bad format", "logging: {destinations: [{endpoint: 'udp://logs', format: json}]}\n", "logging.destinations[0].format", []string{`"json" is not a format`, "rfc5424", "json_lines"}},
-		{"twice", "logging: {destinations: [{endpoint: 'udp://logs'}, {endpoint: 'udp://logs:514', format: rfc5424}]}\n", "logging.destinations[1]", []string{"the same collector and format as logging.destinations[0]"}},
+		{"twice", "logging: {destinations: [{endpoint: 'udp://logs'}, {endpoint: 'udp://LOGS:514', format: rfc5424}]}\n", "logging.destinations[1]", []string{"the same collector and format as logging.destinations[0]"}},
+		{"the limited broadcast", "logging: {destinations: [{endpoint: 'udp://255.255.255.255'}]}\n", "logging.destinations[0].endpoint", []string{"the limited broadcast address"}},
+		{"an IPv6 link-local address", "logging: {destinations: [{endpoint: 'udp://[fe80::1]:514'}]}\n", "logging.destinations[0].endpoint", []string{"an IPv6 link-local address"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := Check([]byte(header + server + tc.body))

@@ -2205,7 +2205,7 @@ func (v *validator) logging(l *Logging) {
 			v.errs.Add(p+".endpoint", "%q: %s", d.Endpoint, msg)
 			continue
 		}
-		key := scheme + "://" + address + " " + cmp.Or(d.Format, logfwd.FormatRFC5424)
+		key := scheme + "://" + strings.ToLower(address) + " " + cmp.Or(d.Format, logfwd.FormatRFC5424)
 		if j, dup := seen[key]; dup {
 			v.errs.Add(p, "the same collector and format as logging.destinations[%d]: each line would reach it twice", j)
 			continue
@@ -2223,8 +2223,13 @@ func endpointHostProblem(host string) string {
 		}
 		// A loopback address is a collector on the node itself (a
 		// DaemonSet on the host's network).
-		if bad, _ := hostAddrProblem(a.Unmap(), nil); bad != "" && !a.Unmap().IsLoopback() {
+		switch bad, _ := hostAddrProblem(a.Unmap(), nil); {
+		case bad != "" && !a.Unmap().IsLoopback():
 			return host + " " + bad
+		case a.Unmap() == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			return "the limited broadcast address, which the agent does not send to: give the collector's own address"
+		case a.Is6() && a.IsLinkLocalUnicast():
+			return "an IPv6 link-local address, which names no link here: give the collector's global or ULA address"
 		}
 		return ""
 	}

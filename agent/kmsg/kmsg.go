@@ -17,7 +17,8 @@ type Record struct {
 	Msg   string        // the message, without continuation lines
 	// Prio is the record's syslog priority: facility × 8 + severity (a
 	// kernel message's facility is 0, kern; one written to /dev/kmsg
-	// from user space without a priority gets user.notice, 13).
+	// from user space without a priority gets facility user, 1, at the
+	// kernel's default level).
 	Prio int
 }
 

@@ -139,3 +139,39 @@ func TestTailReadsOnlyWhatCame(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowerReadsWhatIsNew: a follower on this machine's /dev/kmsg
+// holds the log from its oldest record (its newest max), and after a
+// position returns only what came after it, a record written meanwhile
+// with its priority (facility user, as the kernel gives a write without one).
+func TestFollowerReadsWhatIsNew(t *testing.T) {
+	f, err := OpenFollower("/dev/kmsg", 50)
+	if err != nil {
+		t.Fatalf("opening /dev/kmsg (the tests need root): %v", err)
+	}
+	first, err := f.Since(0)
+	if err != nil || len(first) == 0 || len(first) > 50 {
+		t.Fatalf("the first read: %d records, %v", len(first), err)
+	}
+	last := first[len(first)-1].Seq + 1
+	mark := fmt.Sprintf("etoile kmsg follower test %d", time.Now().UnixNano())
+	if err := os.WriteFile("/dev/kmsg", []byte(mark+"\n"), 0); err != nil {
+		t.Fatalf("writing to /dev/kmsg: %v", err)
+	}
+	recs, err := f.Since(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(recs, func(r Record) bool { return strings.HasSuffix(r.Msg, mark) })
+	if i < 0 || recs[i].Prio>>3 != 1 {
+		t.Fatalf("the record written after: %+v", recs)
+	}
+	for _, r := range recs {
+		if r.Seq+1 <= last {
+			t.Errorf("record %d, at or before the position asked after (%d)", r.Seq, last)
+		}
+	}
+	if again, _ := f.Since(recs[len(recs)-1].Seq + 1); len(again) > 5 {
+		t.Errorf("read after the newest: %d records", len(again))
+	}
+}

@@ -2,6 +2,9 @@ package kmsg
 
 import (
 	"bytes"
+	"slices"
+	"sort"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -73,4 +76,37 @@ func readAll(fd int) ([]Record, error) {
 		raw = append(raw, bytes.Clone(buf[:n]))
 	}
 	return newest(), nil
+}
+
+// Follower keeps the newest records of the kernel's log, read as they come
+// through one descriptor kept open: each read takes only what is new.
+type Follower struct {
+	mu   sync.Mutex
+	fd   int
+	recs []Record // oldest first, max at most
+	max  int
+}
+
+// OpenFollower opens the kernel's log (path, normally /dev/kmsg) from its
+// oldest record, to keep the newest max of them.
+func OpenFollower(path string, max int) (*Follower, error) {
+	fd, err := open(path)
+	if err != nil {
+		return nil, err
+	}
+	return &Follower{fd: fd, max: max}, nil
+}
+
+// Since returns the records held whose sequence number is after-1 or more
+// (after 0: every one held), oldest first, having read what is new.
+func (f *Follower) Since(after uint64) ([]Record, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fresh, err := readAll(f.fd)
+	f.recs = append(f.recs, fresh...)
+	if len(f.recs) > f.max {
+		f.recs = append([]Record(nil), f.recs[len(f.recs)-f.max:]...)
+	}
+	i := sort.Search(len(f.recs), func(i int) bool { return f.recs[i].Seq+1 > after })
+	return slices.Clone(f.recs[i:]), err
 }

@@ -34,9 +34,14 @@ type Options struct {
 	Log   *slog.Logger
 	// Poll is how often the logs are read (1 s when zero).
 	Poll time.Duration
-	// Dial, when set, stands in for the network's dialer (tests).
+	// Dial, when set, stands in for the network's dialer of tcp:// and
+	// tls:// destinations (tests).
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 }
+
+// writeTimeout bounds one write to a collector: one that reads no more
+// is given up, and tried again later.
+const writeTimeout = 10 * time.Second
 
 // forwarder sends the sources' entries to one destination.
 type forwarder struct {
@@ -46,15 +51,19 @@ type forwarder struct {
 	opts    Options
 	cursors []uint64 // by source
 	started []bool   // by source: read once (a skip before is no loss)
-	conn    net.Conn
+	conn    net.Conn // tcp:// and tls://
+	udp     net.PacketConn
+	udpTo   net.Addr
 	down    bool // the last try failed (said once)
 	cancel  context.CancelFunc
+	final   chan time.Duration // a last sending before the machine stops, within the time given
 	done    chan struct{}
 }
 
-// run forwards until ctx ends.
+// run forwards until ctx ends, or after a last sending (final).
 func (f *forwarder) run(ctx context.Context) {
 	defer close(f.done)
+	defer f.disconnect()
 	poll := f.opts.Poll
 	if poll <= 0 {
 		poll = time.Second
@@ -66,13 +75,10 @@ func (f *forwarder) run(ctx context.Context) {
 				f.opts.Log.Warn("log destination unreachable: its lines wait in the node's logs", "endpoint", f.dest.Endpoint, "reason", err.Error())
 				f.down = true
 			}
-			if f.conn != nil {
-				f.conn.Close()
-				f.conn = nil
-			}
+			f.disconnect()
 			wait = min(wait*2, 30*time.Second) // backing off, a reconnection at most every 30 s
 		} else {
-			if f.down {
+			if f.down && ctx.Err() == nil {
 				f.opts.Log.Info("log destination reachable again", "endpoint", f.dest.Endpoint)
 				f.down = false
 			}
@@ -80,9 +86,13 @@ func (f *forwarder) run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			if f.conn != nil {
-				f.conn.Close()
-			}
+			return
+		case d := <-f.final:
+			// What the machine said as it stopped: at once, within d,
+			// even when the destination was down (it may be back).
+			fctx, cancel := context.WithTimeout(ctx, d)
+			_ = f.once(fctx)
+			cancel()
 			return
 		case <-time.After(wait):
 		}
@@ -90,7 +100,8 @@ func (f *forwarder) run(ctx context.Context) {
 }
 
 // once sends what the sources hold that was not sent yet; a cursor moves
-// past an entry only once it is written.
+// past an entry only once it is written. It stops at ctx's end, even in
+// the middle of a write.
 func (f *forwarder) once(ctx context.Context) error {
 	host := ""
 	if f.opts.Host != nil {
@@ -117,7 +128,7 @@ func (f *forwarder) once(ctx context.Context) error {
 		if skipped > 0 {
 			lost := Entry{App: "etoile-agent", Facility: 3, Severity: 4,
 				Text: fmt.Sprintf("etoile: warning: %d lines of the %s log were gone from the node's memory before they could be sent to %s", skipped, src.Name, f.dest.Endpoint)}
-			if err := f.write(Message(lost, f.dest.Format, host, now)); err != nil {
+			if err := f.write(ctx, Message(lost, f.dest.Format, host, now)); err != nil {
 				return err
 			}
 			// Said: not again should the next write fail.
@@ -127,7 +138,7 @@ func (f *forwarder) once(ctx context.Context) error {
 			}
 		}
 		for _, e := range entries {
-			if err := f.write(Message(e, f.dest.Format, host, now)); err != nil {
+			if err := f.write(ctx, Message(e, f.dest.Format, host, now)); err != nil {
 				return err
 			}
 			f.cursors[i] = e.Pos
@@ -137,29 +148,47 @@ func (f *forwarder) once(ctx context.Context) error {
 	return nil
 }
 
-// connect dials the destination unless a connection is open.
+// connect opens the way to the destination unless it is open: a UDP
+// socket of no peer (a port nobody listens on then answers with nothing
+// the next write would fail on: UDP says nothing of what arrives), a TCP
+// connection, TLS over it.
 func (f *forwarder) connect(ctx context.Context) error {
-	if f.conn != nil {
+	if f.conn != nil || f.udp != nil {
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if f.scheme == "udp" {
+		addrs, err := net.DefaultResolver.LookupNetIP(dctx, "ip", hostOf(f.address))
+		if err != nil {
+			return err
+		}
+		if len(addrs) == 0 {
+			return fmt.Errorf("%s has no address", hostOf(f.address))
+		}
+		_, port, _ := net.SplitHostPort(f.address)
+		to, err := net.ResolveUDPAddr("udp", net.JoinHostPort(addrs[0].Unmap().String(), port))
+		if err != nil {
+			return err
+		}
+		pc, err := net.ListenPacket("udp", "")
+		if err != nil {
+			return err
+		}
+		f.udp, f.udpTo = pc, to
 		return nil
 	}
 	dial := f.opts.Dial
 	if dial == nil {
-		d := &net.Dialer{Timeout: 10 * time.Second}
+		d := &net.Dialer{}
 		dial = d.DialContext
 	}
-	network := "tcp"
-	if f.scheme == "udp" {
-		network = "udp"
-	}
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	c, err := dial(dctx, network, f.address)
+	c, err := dial(dctx, "tcp", f.address)
 	if err != nil {
 		return err
 	}
 	if f.scheme == "tls" {
-		host, _, _ := net.SplitHostPort(f.address)
-		tc := tls.Client(c, &tls.Config{ServerName: host, RootCAs: f.opts.Roots, MinVersion: tls.VersionTLS12})
+		tc := tls.Client(c, &tls.Config{ServerName: hostOf(f.address), RootCAs: f.opts.Roots, MinVersion: tls.VersionTLS12})
 		if err := tc.HandshakeContext(dctx); err != nil {
 			c.Close()
 			return fmt.Errorf("TLS with %s: %w", f.address, err)
@@ -170,23 +199,54 @@ func (f *forwarder) connect(ctx context.Context) error {
 	return nil
 }
 
+func hostOf(address string) string {
+	h, _, _ := net.SplitHostPort(address)
+	return h
+}
+
+// disconnect closes what connect opened.
+func (f *forwarder) disconnect() {
+	if f.conn != nil {
+		f.conn.Close()
+		f.conn = nil
+	}
+	if f.udp != nil {
+		f.udp.Close()
+		f.udp = nil
+	}
+}
+
 // write sends one message, framed as the transport has it: a datagram
 // each over UDP; over TCP and TLS, RFC 6587's octet counting for syslog,
-// a newline after each JSON object.
-func (f *forwarder) write(msg []byte) error {
-	var frame []byte
-	switch {
-	case f.dest.Format == FormatJSONLines:
-		frame = append(msg, '\n')
-	case f.scheme == "udp":
-		frame = msg
-	default:
-		frame = append(fmt.Appendf(nil, "%d ", len(msg)), msg...)
-	}
-	if err := f.conn.SetWriteDeadline(time.Now().Add(10 * time.Second)); err != nil {
+// a newline after each JSON object. A write lasts writeTimeout at most,
+// and ends at once when ctx does.
+func (f *forwarder) write(ctx context.Context, msg []byte) error {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	_, err := f.conn.Write(frame)
+	if f.udp != nil {
+		if f.dest.Format == FormatJSONLines {
+			msg = append(msg, '\n')
+		}
+		_, err := f.udp.WriteTo(msg, f.udpTo)
+		return err
+	}
+	var frame []byte
+	if f.dest.Format == FormatJSONLines {
+		frame = append(msg, '\n')
+	} else {
+		frame = append(fmt.Appendf(nil, "%d ", len(msg)), msg...)
+	}
+	if err := f.conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+		return err
+	}
+	conn := f.conn
+	stop := context.AfterFunc(ctx, func() { conn.SetWriteDeadline(time.Now()) })
+	defer stop()
+	_, err := conn.Write(frame)
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
 	return err
 }
 
@@ -198,48 +258,92 @@ type Manager struct {
 }
 
 // Set makes dests the destinations forwarded to, under ctx: one already
-// running with the same endpoint, format and roots goes on where it was
-// (a config applied again sends nothing twice); the others start from the
-// oldest entry the logs hold; those not in dests stop.
+// running with the same endpoint and format goes on where it was (with
+// other roots, started again from there: a config applied again sends
+// nothing twice); the others start from the oldest entry the logs hold;
+// those not in dests stop (at once: a collector that reads slowly does not
+// hold the caller).
 func (m *Manager) Set(ctx context.Context, dests []Destination, opts Options) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var keep, next []*forwarder
+	type planned struct {
+		dest            Destination
+		scheme, address string
+	}
+	var plan []planned
 	for _, d := range dests {
 		if d.Format == "" {
 			d.Format = FormatRFC5424
 		}
-		if i := slices.IndexFunc(m.running, func(f *forwarder) bool {
-			return f.dest == d && (f.scheme != "tls" || f.opts.Roots.Equal(opts.Roots))
-		}); i >= 0 {
-			keep = append(keep, m.running[i])
-			next = append(next, m.running[i])
-			continue
-		}
 		scheme, address, err := ParseEndpoint(d.Endpoint)
 		if err != nil {
-			return err // validation refuses it first
+			return err // validation refuses it first; nothing changed
 		}
-		if opts.Log == nil {
-			opts.Log = slog.New(slog.DiscardHandler)
+		plan = append(plan, planned{d, scheme, address})
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var next []*forwarder
+	old := m.running
+	for _, p := range plan {
+		i := slices.IndexFunc(old, func(f *forwarder) bool { return f.dest == p.dest })
+		if i >= 0 && (p.scheme != "tls" || old[i].opts.Roots.Equal(opts.Roots)) {
+			next = append(next, old[i])
+			old = slices.Delete(slices.Clone(old), i, i+1)
+			continue
 		}
 		fctx, cancel := context.WithCancel(ctx)
-		f := &forwarder{dest: d, scheme: scheme, address: address, opts: opts, cancel: cancel, done: make(chan struct{}),
+		f := &forwarder{dest: p.dest, scheme: p.scheme, address: p.address, opts: opts, cancel: cancel,
+			final: make(chan time.Duration, 1), done: make(chan struct{}),
 			cursors: make([]uint64, len(opts.Sources)), started: make([]bool, len(opts.Sources))}
-		next = append(next, f)
-		safego.Go(opts.Log, "forwarding the logs to "+d.Endpoint, func() { f.run(fctx) })
-	}
-	for _, f := range m.running {
-		if !slices.Contains(keep, f) {
-			f.cancel()
-			<-f.done
+		if i >= 0 {
+			// Other roots: the same collector, where the one before was.
+			prev := old[i]
+			prev.cancel()
+			<-prev.done // at once: its writes end with its context
+			if len(prev.cursors) == len(f.cursors) {
+				copy(f.cursors, prev.cursors)
+				copy(f.started, prev.started)
+			}
+			old = slices.Delete(slices.Clone(old), i, i+1)
 		}
+		next = append(next, f)
+		safego.Go(opts.Log, "forwarding the logs to "+p.dest.Endpoint, func() { f.run(fctx) })
+	}
+	for _, f := range old {
+		f.cancel()
+		<-f.done
 	}
 	m.running = next
 	return nil
 }
 
-// Stop ends every forwarder.
+// Close sends each destination what the logs hold that it was not sent
+// yet, within d (the machine stops: what it said doing so is what an
+// operator looks for), and ends every forwarder.
+func (m *Manager) Close(d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, f := range m.running {
+		select {
+		case f.final <- d:
+		default:
+		}
+	}
+	until := time.Now().Add(d + time.Second)
+	for _, f := range m.running {
+		select {
+		case <-f.done:
+		case <-time.After(time.Until(until)):
+			f.cancel()
+			<-f.done
+		}
+	}
+	m.running = nil
+}
+
+// Stop ends every forwarder at once.
 func (m *Manager) Stop() {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -39,14 +39,18 @@ type Destination struct {
 func ParseEndpoint(endpoint string) (scheme, address string, err error) {
 	u, err := url.Parse(endpoint)
 	if err != nil || u.Opaque != "" {
-		return "", "", fmt.Errorf("%q is not an endpoint: write udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT", endpoint)
+		shown := endpoint
+		if i := strings.LastIndex(shown, "@"); i >= 0 {
+			shown = "…" + shown[i:] // what may be a user and password, not shown
+		}
+		return "", "", fmt.Errorf("%q is not an endpoint: write udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT", shown)
 	}
 	def, ok := DefaultPorts[u.Scheme]
 	switch {
-	case !ok:
-		return "", "", fmt.Errorf("%q: the scheme is udp, tcp or tls (syslog over TLS), not %q", endpoint, u.Scheme)
 	case u.User != nil:
 		return "", "", fmt.Errorf("%q has a user: a log collector takes none", u.Redacted())
+	case !ok:
+		return "", "", fmt.Errorf("%q: the scheme is udp, tcp or tls (syslog over TLS), not %q", endpoint, u.Scheme)
 	case u.Hostname() == "":
 		return "", "", fmt.Errorf("%q has no host: write %s://HOST:PORT", endpoint, u.Scheme)
 	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
@@ -150,6 +154,13 @@ func Message(e Entry, format, host string, now time.Time) []byte {
 		}
 		return s
 	}
-	return fmt.Appendf(nil, "<%d>1 %s %s %s %s - - %s", e.Facility*8+e.Severity, t.UTC().Format("2006-01-02T15:04:05.000000Z"),
+	fac, sev := e.Facility, e.Severity
+	if fac < 0 || fac > 23 {
+		fac = 1 // user: what RFC 5424 has no number for (a record written to /dev/kmsg)
+	}
+	if sev < 0 || sev > 7 {
+		sev = 5
+	}
+	return fmt.Appendf(nil, "<%d>1 %s %s %s %s - - %s", fac*8+sev, t.UTC().Format("2006-01-02T15:04:05.000000Z"),
 		field(host, 255), field(e.App, 48), field(e.PID, 128), text)
 }

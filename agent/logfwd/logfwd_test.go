@@ -32,14 +32,17 @@ func TestParseEndpoint(t *testing.T) {
 		{"udp://logs:514/path", "", "", "a path, query or fragment"},
 		{"udp://logs:", "", "", "an empty port"},
 		{"udp://logs:70000", "", "", "port 70000 is not 1 to 65535"},
+		{"https://bob:hunter2@logs:514", "", "", `"https://bob:xxxxx@logs:514" has a user`},
 	} {
 		scheme, addr, err := ParseEndpoint(tt.in)
 		if scheme != tt.scheme || addr != tt.addr || (err == nil) != (tt.err == "") || err != nil && !strings.Contains(err.Error(), tt.err) {
 			t.Errorf("ParseEndpoint(%q) = %q, %q, %v; want %q, %q, %q", tt.in, scheme, addr, err, tt.scheme, tt.addr, tt.err)
 		}
 	}
-	if _, _, err := ParseEndpoint("udp://bob:secret@logs:514"); err == nil || strings.Contains(err.Error(), "secret") {
-		t.Errorf("a password in an endpoint is shown: %v", err)
+	for _, e := range []string{"udp://bob:secret@logs:514", "https://bob:secret@logs:514", "udp://bob:secret@logs:5x4", "udp://bob:secret@[logs:514"} {
+		if _, _, err := ParseEndpoint(e); err == nil || strings.Contains(err.Error(), "secret") {
+			t.Errorf("a password in an endpoint is shown: %v", err)
+		}
 	}
 }
 
@@ -329,6 +332,115 @@ func TestForwardTLS(t *testing.T) {
 	}
 	if msgs := got.waitFor(t, 1); !strings.HasSuffix(msgs[0], " etoile: ready") {
 		t.Errorf("over TLS: %q", msgs[0])
+	}
+	// Other roots that still trust it (a CA added to ca_certificates):
+	// the destination starts again where it was, sending nothing twice.
+	both := site.Pool()
+	both.AddCert(other.Cert)
+	opts.Roots = both
+	if err := m.Set(context.Background(), dest, opts); err != nil {
+		t.Fatal(err)
+	}
+	agent.Add("etoile: k3s state=ready")
+	if msgs := got.waitFor(t, 2); !strings.HasSuffix(msgs[1], " etoile: k3s state=ready") {
+		t.Errorf("after the roots changed: %q", msgs)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if msgs := got.all(); len(msgs) != 2 {
+		t.Errorf("sent again after the roots changed: %q", msgs)
+	}
+}
+
+// TestSetDoesNotWaitForAStuckCollector: a collector that accepts and then
+// reads nothing (its buffers full) does not hold a config apply that
+// removes it: Set returns without waiting out the write's time limit.
+func TestSetDoesNotWaitForAStuckCollector(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			accepted <- c // held open, never read
+		}
+	}()
+	agent := logring.New(5000)
+	for i := range 5000 {
+		agent.Add(fmt.Sprintf("line %d %s", i, strings.Repeat("x", 2000)))
+	}
+	var m Manager
+	if err := m.Set(context.Background(), []Destination{{Endpoint: "tcp://" + l.Addr().String()}}, Options{Sources: []Source{ringSource("agent", agent)}, Log: quietLog(t), Poll: 20 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	c := <-accepted
+	defer c.Close()
+	time.Sleep(300 * time.Millisecond) // the writes fill the buffers, and wait
+	start := time.Now()
+	if err := m.Set(context.Background(), nil, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took >= writeTimeout/2 {
+		t.Errorf("Set waited %v for a collector that reads nothing", took)
+	}
+}
+
+// TestUDPClosedPortIsNoFlood: a collector host whose port nobody listens
+// on (its daemon restarting) answers UDP with "port unreachable"; UDP
+// says nothing of what arrives, and the forwarder does not take it as the
+// destination going down and up again at every line (each saying so in a
+// line it would forward).
+func TestUDPClosedPortIsNoFlood(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	var logged strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.Write(p)
+	}), nil))
+	agent := logring.New(100)
+	var m Manager
+	defer m.Stop()
+	if err := m.Set(context.Background(), []Destination{{Endpoint: "udp://" + addr}}, Options{Sources: []Source{ringSource("agent", agent)}, Log: log, Poll: 10 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		agent.Add(fmt.Sprintf("line %d", i))
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Contains(logged.String(), "unreachable") || strings.Contains(logged.String(), "reachable again") {
+		t.Errorf("a closed UDP port is said:\n%s", logged.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestCloseSendsWhatIsLeft: as the machine stops, what the logs say last
+// is sent at once, without waiting for the next poll.
+func TestCloseSendsWhatIsLeft(t *testing.T) {
+	addr, got := udpCollector(t)
+	agent := logring.New(10)
+	agent.Add("etoile: ready")
+	var m Manager
+	if err := m.Set(context.Background(), []Destination{{Endpoint: "udp://" + addr}}, Options{Sources: []Source{ringSource("agent", agent)}, Log: quietLog(t), Poll: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	got.waitFor(t, 1)
+	agent.Add("etoile: k3s stopped pid=92")
+	m.Close(3 * time.Second)
+	if msgs := got.waitFor(t, 2); !strings.HasSuffix(msgs[1], " etoile: k3s stopped pid=92") {
+		t.Errorf("the last line: %q", msgs)
 	}
 }
 

@@ -5,12 +5,14 @@ package logring
 import (
 	"strings"
 	"sync"
+	"time"
 )
 
 // Ring holds the last n lines added (or written).
 type Ring struct {
 	mu      sync.Mutex
 	buf     []string
+	at      []time.Time // when each line of buf was added
 	next    int
 	full    bool
 	total   uint64          // lines ever added: the newest line's number
@@ -18,7 +20,9 @@ type Ring struct {
 }
 
 // New returns a ring of n lines (at least one).
-func New(n int) *Ring { return &Ring{buf: make([]string, max(n, 1))} }
+func New(n int) *Ring {
+	return &Ring{buf: make([]string, max(n, 1)), at: make([]time.Time, max(n, 1))}
+}
 
 // Add appends one line, dropping the oldest when full.
 func (r *Ring) Add(line string) {
@@ -29,6 +33,7 @@ func (r *Ring) Add(line string) {
 
 func (r *Ring) add(line string) {
 	r.buf[r.next] = line
+	r.at[r.next] = time.Now()
 	r.total++
 	r.next = (r.next + 1) % len(r.buf)
 	if r.next == 0 {
@@ -71,6 +76,22 @@ func (r *Ring) Lines() []string {
 // counts the lines after `after` that the ring no longer holds. Following a
 // log is asking Since(next) again and again.
 func (r *Ring) Since(after uint64) (lines []string, next, skipped uint64) {
+	held, next, skipped := r.SinceAt(after)
+	lines = make([]string, len(held))
+	for i, l := range held {
+		lines[i] = l.Text
+	}
+	return lines, next, skipped
+}
+
+// Line is one line of a Ring, with when it was added.
+type Line struct {
+	Text string
+	At   time.Time
+}
+
+// SinceAt is Since with each line's time.
+func (r *Ring) SinceAt(after uint64) (lines []Line, next, skipped uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	held := uint64(r.next)
@@ -82,7 +103,7 @@ func (r *Ring) Since(after uint64) (lines []string, next, skipped uint64) {
 		after = 0 // a number this ring never gave: another log's; start over
 	}
 	if after == r.total {
-		return []string{}, r.total, 0
+		return []Line{}, r.total, 0
 	}
 	if after+1 < oldest {
 		if after > 0 {
@@ -91,10 +112,11 @@ func (r *Ring) Since(after uint64) (lines []string, next, skipped uint64) {
 		after = oldest - 1
 	}
 	n := int(r.total - after) // lines to return, the newest n held
-	lines = make([]string, 0, n)
+	lines = make([]Line, 0, n)
 	start := (r.next - n + len(r.buf)) % len(r.buf)
 	for i := range n {
-		lines = append(lines, r.buf[(start+i)%len(r.buf)])
+		j := (start + i) % len(r.buf)
+		lines = append(lines, Line{Text: r.buf[j], At: r.at[j]})
 	}
 	return lines, r.total, skipped
 }

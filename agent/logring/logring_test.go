@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRingKeepsTheNewestLines(t *testing.T) {
@@ -73,5 +74,19 @@ func TestSinceFollowsTheLog(t *testing.T) {
 	// starts over: every line held.
 	if lines, next, _ := r.Since(99); strings.Join(lines, ",") != "9,10,11,12" || next != 12 {
 		t.Fatalf("Since(99) = %q next=%d", lines, next)
+	}
+}
+
+// TestSinceAtTimes: each line comes with when it was added.
+func TestSinceAtTimes(t *testing.T) {
+	r := New(3)
+	before := time.Now()
+	r.Add("a")
+	time.Sleep(2 * time.Millisecond)
+	mid := time.Now()
+	r.Add("b")
+	lines, next, _ := r.SinceAt(0)
+	if len(lines) != 2 || next != 2 || lines[0].Text != "a" || lines[0].At.Before(before) || !lines[0].At.Before(mid) || lines[1].At.Before(mid) {
+		t.Errorf("SinceAt = %+v, %d", lines, next)
 	}
 }

@@ -1,7 +1,11 @@
 package node
 
 import (
+	"cmp"
+	"context"
 	"crypto/x509"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -9,6 +13,7 @@ import (
 	"github.com/etoile-os/etoile/agent/config"
 	"github.com/etoile-os/etoile/agent/kmsg"
 	"github.com/etoile-os/etoile/agent/logfwd"
+	"github.com/etoile-os/etoile/agent/logring"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,8 +27,10 @@ func (n *Node) relog(cfg *config.MachineConfig) []string {
 			dests = append(dests, logfwd.Destination{Endpoint: d.Endpoint, Format: d.Format})
 		}
 	}
-	opts := logfwd.Options{Sources: n.logSources(), Host: n.nodeName, Roots: siteRoots(cfg), Log: n.env.Log}
-	if err := n.logFwd.Set(n.ctx, dests, opts); err != nil {
+	opts := logfwd.Options{Sources: n.logSources(), Host: n.nodeName, Roots: n.siteRoots(cfg), Log: n.env.Log}
+	// Not ended with the node's context: what the machine says as it
+	// stops is sent at the end (Wait, logFwd.Close).
+	if err := n.logFwd.Set(context.WithoutCancel(n.ctx), dests, opts); err != nil {
 		n.env.Log.Warn("the logs are not sent to the logging destinations", "reason", err.Error())
 		return []string{"logging: " + err.Error()}
 	}
@@ -34,12 +41,16 @@ func (n *Node) relog(cfg *config.MachineConfig) []string {
 }
 
 // siteRoots are the authorities a tls:// log destination is checked
-// against: the system's (the image's bundle) and the config's
-// ca_certificates.
-func siteRoots(cfg *config.MachineConfig) *x509.CertPool {
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
+// against: the system's bundle as it is now (the image's, with the block
+// applyTrust keeps of this config's ca_certificates) and cfg's
+// ca_certificates; read again at each apply (Go's system pool is read once
+// per process: an authority a later config removes would stay in it).
+func (n *Node) siteRoots(cfg *config.MachineConfig) *x509.CertPool {
+	pool := x509.NewCertPool()
+	if b, err := os.ReadFile(filepath.Join(cmp.Or(n.env.Root, "/"), config.CABundlePath)); err == nil {
+		pool.AppendCertsFromPEM(b)
+	} else if sys, err := x509.SystemCertPool(); err == nil && sys != nil {
+		pool = sys
 	}
 	for _, pem := range cfg.CACertificates {
 		pool.AppendCertsFromPEM([]byte(pem))
@@ -52,30 +63,50 @@ func siteRoots(cfg *config.MachineConfig) *x509.CertPool {
 // daemons sent to /dev/log.
 func (n *Node) logSources() []logfwd.Source {
 	var out []logfwd.Source
-	if n.env.AgentLogs != nil {
-		out = append(out, ringSource("agent", n.env.AgentLogs, agentEntry))
+	switch {
+	case n.env.AgentLogsAt != nil:
+		out = append(out, ringSource("agent", n.env.AgentLogsAt, agentEntry))
+	case n.env.AgentLogs != nil:
+		out = append(out, ringSource("agent", untimed(n.env.AgentLogs), agentEntry))
 	}
 	if n.k3sOut != nil {
-		out = append(out, ringSource("k3s", n.k3sOut.Since, k3sEntry))
+		out = append(out, ringSource("k3s", n.k3sOut.SinceAt, k3sEntry))
 	}
-	if n.env.KernelLog != nil {
-		out = append(out, logfwd.Source{Name: "kernel", Read: kernelEntries(n.env.KernelLog)})
+	if read := n.kernelFollower(); read != nil {
+		out = append(out, logfwd.Source{Name: "kernel", Read: kernelEntries(read)})
 	}
 	if n.env.SyslogLogs != nil {
-		out = append(out, ringSource("syslog", n.env.SyslogLogs, syslogEntry))
+		// Its lines hold their daemon's own time.
+		out = append(out, ringSource("syslog", untimed(n.env.SyslogLogs), syslogEntry))
 	}
 	return out
 }
 
-// ringSource is a log numbered line by line (logring.Ring.Since) as a
-// logfwd.Source, each line made an entry by entry.
-func ringSource(name string, since func(uint64) ([]string, uint64, uint64), entry func(string) logfwd.Entry) logfwd.Source {
+// untimed is a log without its lines' times as one with them (zero).
+func untimed(since func(uint64) ([]string, uint64, uint64)) func(uint64) ([]logring.Line, uint64, uint64) {
+	return func(after uint64) ([]logring.Line, uint64, uint64) {
+		lines, next, skipped := since(after)
+		out := make([]logring.Line, len(lines))
+		for i, l := range lines {
+			out[i].Text = l
+		}
+		return out, next, skipped
+	}
+}
+
+// ringSource is a log numbered line by line (logring.Ring.SinceAt) as a
+// logfwd.Source, each line made an entry by entry, at the time it was
+// written when known.
+func ringSource(name string, since func(uint64) ([]logring.Line, uint64, uint64), entry func(string) logfwd.Entry) logfwd.Source {
 	return logfwd.Source{Name: name, Read: func(after uint64) ([]logfwd.Entry, uint64, uint64) {
 		lines, next, skipped := since(after)
 		out := make([]logfwd.Entry, len(lines))
 		for i, l := range lines {
-			out[i] = entry(l)
+			out[i] = entry(l.Text)
 			out[i].Pos = next - uint64(len(lines)-1-i)
+			if out[i].Time.IsZero() {
+				out[i].Time = l.At
+			}
 		}
 		return out, next, skipped
 	}}
@@ -158,22 +189,54 @@ func syslogEntry(line string) logfwd.Entry {
 	return e
 }
 
-// kernelEntries reads the kernel's records (read: kmsg.Read of /dev/kmsg)
-// as entries, numbered by their sequence number + 1, each at the time the
-// kernel stamped it.
-func kernelEntries(read func() ([]kmsg.Record, error)) func(uint64) ([]logfwd.Entry, uint64, uint64) {
+// kernelFollower is the kernel's log as the logging destinations read
+// it: on the machine, one /dev/kmsg reader kept open for every destination
+// (reading only what is new each time); elsewhere env.KernelLog, read
+// whole (tests). Nil when there is none.
+func (n *Node) kernelFollower() func(after uint64) ([]kmsg.Record, error) {
+	if n.env.Root == "/" {
+		n.kfollowOnce.Do(func() {
+			if f, err := kmsg.OpenFollower("/dev/kmsg", kernelHeld); err == nil {
+				n.kfollow = f
+			} else {
+				n.env.Log.Warn("the kernel's log is not sent to the logging destinations", "reason", err.Error())
+			}
+		})
+		if n.kfollow == nil {
+			return nil
+		}
+		return n.kfollow.Since
+	}
+	if n.env.KernelLog == nil {
+		return nil
+	}
+	return func(after uint64) ([]kmsg.Record, error) {
+		recs, err := n.env.KernelLog()
+		i := 0
+		for i < len(recs) && recs[i].Seq+1 <= after {
+			i++
+		}
+		return recs[i:], err
+	}
+}
+
+// kernelHeld is how many of the kernel's newest records the logging
+// destinations' reader holds.
+const kernelHeld = 2000
+
+// kernelEntries reads the kernel's records after a position as entries,
+// numbered by their sequence number + 1, each at the time the kernel
+// stamped it.
+func kernelEntries(read func(after uint64) ([]kmsg.Record, error)) func(uint64) ([]logfwd.Entry, uint64, uint64) {
 	return func(after uint64) ([]logfwd.Entry, uint64, uint64) {
-		recs, err := read()
-		if err != nil || len(recs) == 0 {
+		recs, err := read(after)
+		if err != nil && len(recs) == 0 {
 			return nil, after, 0
 		}
 		boot := bootWallTime()
-		var out []logfwd.Entry
+		out := make([]logfwd.Entry, 0, len(recs))
 		next := after
 		for _, r := range recs {
-			if r.Seq+1 <= after {
-				continue
-			}
 			e := logfwd.Entry{Pos: r.Seq + 1, App: "kernel", Facility: r.Prio >> 3, Severity: r.Prio & 7, Text: r.Msg}
 			if !boot.IsZero() {
 				e.Time = boot.Add(r.Stamp)

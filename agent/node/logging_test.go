@@ -48,7 +48,9 @@ func TestLogsSentToTheDestination(t *testing.T) {
 	kernel := []kmsg.Record{{Seq: 7, Stamp: time.Second, Msg: "e1000e: eth0 NIC Link is Down", Prio: 3}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	n := &Node{ctx: ctx, k3sOut: logring.New(10), env: Env{NodeName: "edge-1", AgentLogs: agent.Since, SyslogLogs: daemons.Since,
+	time.Sleep(20 * time.Millisecond)
+	applied := time.Now()
+	n := &Node{ctx: ctx, k3sOut: logring.New(10), env: Env{NodeName: "edge-1", AgentLogs: agent.Since, AgentLogsAt: agent.SinceAt, SyslogLogs: daemons.Since,
 		KernelLog: func() ([]kmsg.Record, error) { return kernel, nil }, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 	n.k3sOut.Add(`time="2026-11-28T06:00:02Z" level=error msg="Failed to connect to proxy"`)
 	cfg, err := config.Parse([]byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\nlogging: {destinations: [{endpoint: 'udp://" + pc.LocalAddr().String() + "'}]}\n"))
@@ -78,6 +80,13 @@ func TestLogsSentToTheDestination(t *testing.T) {
 				if !strings.HasSuffix(all[i], w) && !strings.HasPrefix(all[i], w) {
 					t.Errorf("message %d:\n%s\nwant it to hold %q", i, all[i], w)
 				}
+			}
+			// The agent's line at the time it was written, before the
+			// config was applied.
+			if f := strings.Fields(all[0]); len(f) < 2 {
+				t.Errorf("message 0: %q", all[0])
+			} else if at, err := time.Parse("2006-01-02T15:04:05.000000Z", f[1]); err != nil || !at.Before(applied) {
+				t.Errorf("the agent's line carries %s (%v), not the time it was written (before %s)", f[1], err, applied.UTC())
 			}
 			for i, pri := range []string{"<28>1 ", "<27>1 ", "<3>1 "} {
 				if !strings.HasPrefix(all[i], pri) {
@@ -113,5 +122,37 @@ func TestK3sAndSyslogEntries(t *testing.T) {
 	e := syslogEntry("2026-11-28T06:00:01.234Z local3.notice -: text")
 	if e.Facility != 19 || e.Severity != 5 || e.App != "" || e.Text != "text" || e.Time.IsZero() {
 		t.Errorf("syslogEntry without an app: %+v", e)
+	}
+}
+
+// TestWaitSendsTheLastLines: as the machine stops (Wait, once the services
+// have), what the agent said last reaches the collector, the forwarders
+// having outlived the node's context.
+func TestWaitSendsTheLastLines(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	agent := logring.New(10)
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &Node{ctx: ctx, k3sOut: logring.New(10), env: Env{NodeName: "edge-1", AgentLogsAt: agent.SinceAt, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
+	cfg, err := config.Parse([]byte("apiVersion: etoile.io/v1alpha1\nkind: MachineConfig\nrole: server\ncluster: {init: true}\nlogging: {destinations: [{endpoint: 'udp://" + pc.LocalAddr().String() + "'}]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := n.relog(cfg); len(w) != 0 {
+		t.Fatal(w)
+	}
+	cancel() // the machine stops
+	agent.Add("etoile: k3s stopped pid=92 took=1.2s")
+	n.Wait()
+	if err := pc.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	k, _, err := pc.ReadFrom(buf)
+	if err != nil || !strings.HasSuffix(string(buf[:k]), " etoile: k3s stopped pid=92 took=1.2s") {
+		t.Errorf("the last line: %q, %v", buf[:k], err)
 	}
 }

@@ -96,6 +96,10 @@ type Env struct {
 	// AgentLogs returns the agent's log lines (its console log) after a
 	// line number, as logring.Ring.Since does; nil when not kept.
 	AgentLogs func(after uint64) (lines []string, next, skipped uint64)
+	// AgentLogsAt is AgentLogs with each line's time (logring.Ring.SinceAt),
+	// for the logs sent to the config's logging destinations; nil: AgentLogs
+	// without times.
+	AgentLogsAt func(after uint64) (lines []logring.Line, next, skipped uint64)
 	// SyslogLogs returns what daemons wrote to /dev/log (package syslogd),
 	// as AgentLogs; nil when nothing listens there.
 	SyslogLogs func(after uint64) (lines []string, next, skipped uint64)
@@ -155,7 +159,9 @@ type Node struct {
 	addrWarning string         // the status's warning that K3s could not follow the address ("" for none)
 	k3sOut      *logring.Ring  // K3s's output, across its supervisors
 	logFwd      logfwd.Manager // the logs sent to the config's logging destinations
-	powering    string         // the reboot or power-off asked through the API
+	kfollow     *kmsg.Follower // the kernel's log, for logFwd (kernelFollower)
+	kfollowOnce sync.Once
+	powering    string // the reboot or power-off asked through the API
 	inv         *inventory.Inventory
 	invDone     <-chan struct{} // closed once inv is collected
 	nvidiaGPU   bool            // K3s was started with NVIDIA GPU labels, on its own containerd
@@ -182,6 +188,9 @@ type Node struct {
 // ended), the local API last.
 func (n *Node) Wait() {
 	n.wg.Wait()
+	// What the machine said as it stopped (K3s's stop among it) to the
+	// logging destinations, 3 s at most.
+	n.logFwd.Close(3 * time.Second)
 	if n.apiDone != nil {
 		<-n.apiDone
 	}

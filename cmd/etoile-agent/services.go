@@ -108,6 +108,7 @@ func (s *services) start(ctx context.Context, m *boot.Machine) []string {
 		DriversLoaded:  m.ImageDriversLoaded(),
 		DriversSettled: m.ImageDriversSettled(),
 		AgentLogs:      s.agentLogs.Since,
+		AgentLogsAt:    s.agentLogs.SinceAt,
 		SyslogLogs:     syslogLogs,
 		KernelLog:      func() ([]kmsg.Record, error) { return kmsg.Read("/dev/kmsg") },
 		Clock:          timesync.KernelClock{},
