@@ -243,7 +243,8 @@ func (c *MachineConfig) Redacted() (*MachineConfig, error) {
 		p.HTTPSProxy = proxyWithoutSecrets(p.HTTPSProxy)
 	}
 	for i, m := range r.Manifests {
-		// A Secret's values; the rest of the objects as they are.
+		// A Secret's values and a HelmChart's; the rest of the
+		// objects as they are.
 		r.Manifests[i].Contents, _ = kubeyaml.RedactSecrets(m.Contents, Redacted)
 	}
 	for k, v := range r.K3s {

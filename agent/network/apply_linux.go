@@ -918,7 +918,7 @@ func applyOne(ctx context.Context, ifc config.Interface, res *Result, cfg Config
 			res.renew = &renewals{}
 		}
 		if res.renew != nil {
-			res.renew.setLeaseRoutes(name, beside)
+			res.renew.recordLeaseRoutes(name, beside)
 		}
 		// DHCP here is DHCPv4: the config's IPv6 addresses (and gateway6)
 		// are static beside the lease; validation refuses IPv4 ones.

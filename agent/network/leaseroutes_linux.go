@@ -29,10 +29,10 @@ type leaseRoutes struct {
 // last config, decide what the links have.
 var leaseRoutesMu sync.Mutex
 
-// setLeaseRoutes records the IPv4 routes the machine config gives link
+// recordLeaseRoutes records the IPv4 routes the machine config gives link
 // name beside its DHCP lease, which the link's renewal keeps from now on;
 // none forgets them.
-func (r *renewals) setLeaseRoutes(name string, x leaseRoutes) {
+func (r *renewals) recordLeaseRoutes(name string, x leaseRoutes) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(x.routes) == 0 {
@@ -46,7 +46,7 @@ func (r *renewals) setLeaseRoutes(name string, x leaseRoutes) {
 }
 
 // forgetLeaseRoutes forgets the routes every link keeps beside its lease:
-// a machine config applied again gives them anew (setLeaseRoutes). A link
+// a machine config applied again gives them anew (recordLeaseRoutes). A link
 // it does not list keeps the routes it has (until the next boot, as what
 // an earlier config set does), which are not made again once its lease's
 // loss took them. The caller holds leaseRoutesMu.

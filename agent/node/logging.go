@@ -114,7 +114,6 @@ func ringSource(name string, since func(uint64) ([]logring.Line, uint64, uint64)
 
 // Syslog's facilities and severities used here.
 const (
-	facilityKern   = 0
 	facilityDaemon = 3
 	sevCrit        = 2
 	sevErr         = 3
