@@ -15,7 +15,7 @@ func HelmKind(manifest string) string {
 	}
 	docs, _ := Documents(manifest)
 	for _, d := range docs {
-		if k := helmKind(d.Node); k != "" {
+		if k := helmKind(d); k != "" {
 			return k
 		}
 	}

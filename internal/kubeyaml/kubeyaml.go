@@ -36,7 +36,7 @@ func Objects(manifest string) (int, error) {
 	}
 	n := 0
 	for i, d := range docs {
-		objs, err := object(d.Node, fmt.Sprintf("manifest document %d", i+1), d.Line-1, true)
+		objs, err := object(d, fmt.Sprintf("manifest document %d", i+1), true)
 		if err != nil {
 			return 0, err
 		}
@@ -48,18 +48,12 @@ func Objects(manifest string) (int, error) {
 	return n, nil
 }
 
-// Document is one document of a manifest that K3s reads (not one of
-// nothing but comments).
-type Document struct {
-	Node *yaml.Node // its content (not the document node)
-	Line int        // the manifest's line it begins on
-}
-
-// Documents splits manifest as K3s does and parses each document that is
-// not empty; an error names the first K3s would fail on.
-func Documents(manifest string) ([]Document, error) {
+// Documents splits manifest as K3s does and parses each document that K3s
+// reads (not one of nothing but comments): its content, not the document
+// node. An error names the first K3s would fail on.
+func Documents(manifest string) ([]*yaml.Node, error) {
 	var (
-		docs  []Document
+		docs  []*yaml.Node
 		chunk strings.Builder
 		start = 1 // the chunk's first line
 		count = 0 // documents seen, empty ones too
@@ -76,24 +70,27 @@ func Documents(manifest string) ([]Document, error) {
 		if t := strings.TrimSpace(text); strings.HasPrefix(t, "{") && !json.Valid([]byte(t)) {
 			return fmt.Errorf("%s (line %d) begins with {, and K3s then reads it as JSON, which it is not (keys and texts in double quotes): write it in block style, or as JSON", where, start)
 		}
+		// Parsed after as many empty lines as come before it: the
+		// parser's line numbers (its errors', the nodes') are the
+		// manifest's.
 		var doc yaml.Node
-		if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
-			return fmt.Errorf("%s is not YAML: %w", where, lineShift(err, start-1))
+		if err := yaml.Unmarshal([]byte(strings.Repeat("\n", start-1)+text), &doc); err != nil {
+			return fmt.Errorf("%s is not YAML: %w", where, err)
 		}
 		// Decoded once more as K3s decodes it, to values: a key given twice
 		// in a mapping, which K3s would take the last of, is refused.
 		var v any
 		if err := doc.Decode(&v); err != nil {
-			return fmt.Errorf("%s is not YAML: %w", where, lineShift(err, start-1))
+			return fmt.Errorf("%s is not YAML: %w", where, err)
 		}
 		if len(doc.Content) == 0 {
 			return nil
 		}
 		root := doc.Content[0]
 		if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
-			return fmt.Errorf("%s (line %d) is null (%s), which K3s fails on (Object 'Kind' is missing in 'null'): remove it", where, start-1+root.Line, strings.TrimSpace(text))
+			return fmt.Errorf("%s (line %d) is null (%s), which K3s fails on (Object 'Kind' is missing in 'null'): remove it", where, root.Line, strings.TrimSpace(text))
 		}
-		docs = append(docs, Document{Node: root, Line: start})
+		docs = append(docs, root)
 		return nil
 	}
 	lines := strings.SplitAfter(manifest, "\n")
@@ -124,37 +121,6 @@ func empty(text string) bool {
 		}
 	}
 	return true
-}
-
-// lineShift is err with the line numbers yaml.v3 gives ("line 3:") made
-// the manifest's: by adding shift.
-func lineShift(err error, shift int) error {
-	if shift == 0 {
-		return err
-	}
-	msg := err.Error()
-	var b strings.Builder
-	for {
-		i := strings.Index(msg, "line ")
-		if i < 0 {
-			b.WriteString(msg)
-			break
-		}
-		b.WriteString(msg[:i+5])
-		msg = msg[i+5:]
-		j := 0
-		for j < len(msg) && msg[j] >= '0' && msg[j] <= '9' {
-			j++
-		}
-		var n int
-		if _, perr := fmt.Sscan(msg[:j], &n); j > 0 && perr == nil {
-			fmt.Fprint(&b, n+shift)
-		} else {
-			b.WriteString(msg[:j])
-		}
-		msg = msg[j:]
-	}
-	return errors.New(b.String())
 }
 
 // yaml11Bools are the plain words YAML 1.1 (K3s's reading) takes as
@@ -214,17 +180,17 @@ func text(v *yaml.Node) (s string, bool11 bool) {
 }
 
 // object checks node, one object (or, when lists is true, a list of them),
-// at where; shift makes its lines the manifest's. It returns how many
+// at where. It returns how many
 // objects it holds.
-func object(node *yaml.Node, where string, shift int, lists bool) (int, error) {
+func object(node *yaml.Node, where string, lists bool) (int, error) {
 	node = deref(node)
 	if node.Kind != yaml.MappingNode {
-		return 0, fmt.Errorf("%s (line %d) is not a mapping: a Kubernetes object is apiVersion, kind, metadata…", where, shift+node.Line)
+		return 0, fmt.Errorf("%s (line %d) is not a mapping: a Kubernetes object is apiVersion, kind, metadata…", where, node.Line)
 	}
 	field := func(f string, in *yaml.Node) (string, error) {
 		s, bool11 := text(Field(in, f))
 		if bool11 {
-			return "", fmt.Errorf("%s (line %d): %s %q is a boolean as K3s reads YAML (1.1): quote it", where, shift+node.Line, f, s)
+			return "", fmt.Errorf("%s (line %d): %s %q is a boolean as K3s reads YAML (1.1): quote it", where, node.Line, f, s)
 		}
 		return s, nil
 	}
@@ -235,17 +201,17 @@ func object(node *yaml.Node, where string, shift int, lists bool) (int, error) {
 			return 0, err
 		}
 		if s == "" {
-			return 0, fmt.Errorf("%s (line %d) has no %s", where, shift+node.Line, f)
+			return 0, fmt.Errorf("%s (line %d) has no %s", where, node.Line, f)
 		}
 		kind = s
 	}
 	// K3s reads any object with items as a list (its kind aside).
 	if items := Field(node, "items"); lists && items != nil && items.Tag != "!!null" {
 		if items.Kind != yaml.SequenceNode {
-			return 0, fmt.Errorf("%s (line %d): the items of a %s are not a list", where, shift+items.Line, kind)
+			return 0, fmt.Errorf("%s (line %d): the items of a %s are not a list", where, items.Line, kind)
 		}
 		for j, it := range items.Content {
-			if _, err := object(it, fmt.Sprintf("%s, item %d of its %s", where, j+1, kind), shift, false); err != nil {
+			if _, err := object(it, fmt.Sprintf("%s, item %d of its %s", where, j+1, kind), false); err != nil {
 				return 0, err
 			}
 		}
@@ -256,7 +222,7 @@ func object(node *yaml.Node, where string, shift int, lists bool) (int, error) {
 		return 0, err
 	}
 	if name == "" {
-		return 0, fmt.Errorf("%s (%s, line %d) has no metadata.name", where, kind, shift+node.Line)
+		return 0, fmt.Errorf("%s (%s, line %d) has no metadata.name", where, kind, node.Line)
 	}
 	return 1, nil
 }
@@ -275,7 +241,7 @@ func RedactSecrets(manifest, with string) (string, bool) {
 	docs, _ := Documents(manifest)
 	found := false
 	for _, d := range docs {
-		found = redactNode(d.Node, with) || found
+		found = redactNode(d, with) || found
 	}
 	if !found {
 		return manifest, false
@@ -284,7 +250,7 @@ func RedactSecrets(manifest, with string) (string, bool) {
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)
 	for _, d := range docs {
-		if err := enc.Encode(d.Node); err != nil {
+		if err := enc.Encode(d); err != nil {
 			return with, true // never the secret, whatever happens
 		}
 	}
