@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/etoile-os/etoile/agent/syslogd"
 )
 
 // Formats a destination may have.
@@ -80,32 +82,6 @@ type Entry struct {
 	Text     string
 }
 
-// Severities by syslog's names.
-var severityNames = []string{"emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"}
-
-// Facilities by syslog's names (RFC 5424's numbers).
-var facilityNames = []string{"kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-	"authpriv", "ftp", "ntp", "security", "console", "solaris-cron",
-	"local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"}
-
-// SeverityName is severity s's name ("err"), its number for one that is
-// none.
-func SeverityName(s int) string {
-	if s >= 0 && s < len(severityNames) {
-		return severityNames[s]
-	}
-	return strconv.Itoa(s)
-}
-
-// FacilityName is facility f's name ("daemon"), its number for one that is
-// none.
-func FacilityName(f int) string {
-	if f >= 0 && f < len(facilityNames) {
-		return facilityNames[f]
-	}
-	return strconv.Itoa(f)
-}
-
 // MaxText bounds an entry's text as sent: a syslog receiver over UDP takes
 // 2048 bytes or more (RFC 5426); K3s writes longer lines (its settings).
 const MaxText = 8 << 10
@@ -135,7 +111,7 @@ func Message(e Entry, format, host string, now time.Time) []byte {
 			Facility string `json:"facility"`
 			Severity string `json:"severity"`
 			Msg      string `json:"msg"`
-		}{t.UTC().Format(time.RFC3339Nano), host, e.App, e.PID, FacilityName(e.Facility), SeverityName(e.Severity), text})
+		}{t.UTC().Format(time.RFC3339Nano), host, e.App, e.PID, syslogd.FacilityName(e.Facility), syslogd.SeverityName(e.Severity), text})
 		return b
 	}
 	field := func(s string, max int) string {

@@ -14,6 +14,7 @@ import (
 	"github.com/etoile-os/etoile/agent/kmsg"
 	"github.com/etoile-os/etoile/agent/logfwd"
 	"github.com/etoile-os/etoile/agent/logring"
+	"github.com/etoile-os/etoile/agent/syslogd"
 	"golang.org/x/sys/unix"
 )
 
@@ -157,35 +158,14 @@ func k3sEntry(line string) logfwd.Entry {
 	return logfwd.Entry{App: "k3s", Facility: facilityDaemon, Severity: sev, Text: line}
 }
 
-// syslogLine is a line of the daemons' log as syslogd keeps it:
-// 2026-11-28T06:00:01.234Z [pid=12 uid=0 ]daemon.err app[pid]: text.
-var syslogLine = regexp.MustCompile(`^(\S+Z) (?:pid=\d+ uid=\d+ )?([a-z0-9-]+)\.([a-z]+) ([^\[:]*?)(?:\[([^\]]*)\])?: (.*)$`)
-
 // syslogEntry is one line of the daemons' log, with the time, facility,
 // severity, name and pid its daemon gave.
 func syslogEntry(line string) logfwd.Entry {
-	m := syslogLine.FindStringSubmatch(line)
-	if m == nil {
+	m, at, ok := syslogd.ParseLine(line)
+	if !ok {
 		return logfwd.Entry{App: "syslog", Facility: 1, Severity: 5, Text: line}
 	}
-	e := logfwd.Entry{App: m[4], PID: m[5], Facility: 1, Severity: 5, Text: m[6]}
-	if e.App == "-" {
-		e.App = ""
-	}
-	if t, err := time.Parse("2006-01-02T15:04:05.000Z", m[1]); err == nil {
-		e.Time = t
-	}
-	for i := range 24 {
-		if logfwd.FacilityName(i) == m[2] {
-			e.Facility = i
-		}
-	}
-	for i := range 8 {
-		if logfwd.SeverityName(i) == m[3] {
-			e.Severity = i
-		}
-	}
-	return e
+	return logfwd.Entry{Time: at, App: m.App, PID: m.PID, Facility: m.Facility, Severity: m.Severity, Text: m.Text}
 }
 
 // kernelFollower is the kernel's log as the logging destinations read

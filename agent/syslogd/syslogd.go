@@ -21,6 +21,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,19 +57,27 @@ var facilities = []string{"kern", "user", "mail", "daemon", "auth", "syslog", "l
 var severities = []string{"emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"}
 
 // FacilityName is the facility's name as syslog.conf spells it.
-func (m Message) FacilityName() string {
-	if m.Facility >= 0 && m.Facility < len(facilities) {
-		return facilities[m.Facility]
-	}
-	return strconv.Itoa(m.Facility)
-}
+func (m Message) FacilityName() string { return FacilityName(m.Facility) }
 
 // SeverityName is the severity's name as syslog.conf spells it.
-func (m Message) SeverityName() string {
-	if m.Severity >= 0 && m.Severity < len(severities) {
-		return severities[m.Severity]
+func (m Message) SeverityName() string { return SeverityName(m.Severity) }
+
+// FacilityName is facility f's name as syslog.conf spells it ("daemon"),
+// its number for one that has none.
+func FacilityName(f int) string {
+	if f >= 0 && f < len(facilities) {
+		return facilities[f]
 	}
-	return strconv.Itoa(m.Severity)
+	return strconv.Itoa(f)
+}
+
+// SeverityName is severity s's name as syslog.conf spells it ("err"), its
+// number for one that has none.
+func SeverityName(s int) string {
+	if s >= 0 && s < len(severities) {
+		return severities[s]
+	}
+	return strconv.Itoa(s)
 }
 
 // Line is the message as `etoile-agent logs syslog` prints it, after the
@@ -387,10 +397,39 @@ func sender(oob []byte) Sender {
 	return from
 }
 
+// sinkTime is how the sink's lines begin: when the message came.
+const sinkTime = "2006-01-02T15:04:05.000Z"
+
+// sinkLine is a line of the sink as handle writes it: the time, the
+// sender's credentials when known, then Message.Line.
+var sinkLine = regexp.MustCompile(`^(\S+Z) (?:pid=\d+ uid=\d+ )?([a-z0-9-]+)\.([a-z]+) ([^\[:]*?)(?:\[([^\]]*)\])?: (.*)$`)
+
+// ParseLine reads back a line of the sink (the daemons' log as `etoile-agent
+// logs syslog` shows it): the message and when it came; ok is false for a
+// line that is not one.
+func ParseLine(line string) (m Message, at time.Time, ok bool) {
+	g := sinkLine.FindStringSubmatch(line)
+	if g == nil {
+		return Message{}, time.Time{}, false
+	}
+	m = Message{Facility: slices.Index(facilities, g[2]), Severity: slices.Index(severities, g[3]), App: g[4], PID: g[5], Text: g[6]}
+	if m.App == "-" {
+		m.App = ""
+	}
+	if m.Facility < 0 {
+		m.Facility = 1 // user, as Parse takes a message without a priority
+	}
+	if m.Severity < 0 {
+		m.Severity = 5
+	}
+	at, _ = time.Parse(sinkTime, g[1])
+	return m, at, true
+}
+
 func (s *Server) handle(m Message, from Sender) {
 	now := s.now()
 	if s.sink != nil {
-		line := now.UTC().Format("2006-01-02T15:04:05.000Z") + " "
+		line := now.UTC().Format(sinkTime) + " "
 		if from.PID >= 0 {
 			line += fmt.Sprintf("pid=%d uid=%d ", from.PID, from.UID)
 		}

@@ -331,3 +331,26 @@ func TestCleanedTextIsBounded(t *testing.T) {
 		t.Errorf("text of %d bytes, suffix %q", len(m.Text), m.Text[len(m.Text)-6:])
 	}
 }
+
+// TestParseLineReadsTheSink: a line of the sink, as handle writes it, reads
+// back as the message and the time it came.
+func TestParseLineReadsTheSink(t *testing.T) {
+	at := time.Date(2026, 11, 28, 6, 0, 1, 234000000, time.UTC)
+	for _, tc := range []struct {
+		m     Message
+		creds string
+	}{
+		{Message{Facility: 3, Severity: 3, App: "chronyd", PID: "42", Text: "no server reachable: a: b"}, "pid=42 uid=0 "},
+		{Message{Facility: 19, Severity: 5, Text: "no app"}, ""},
+		{Message{Facility: 1, Severity: 7, App: "k3s-standin", Text: "[x] text"}, "pid=7 uid=0 "},
+	} {
+		line := at.Format(sinkTime) + " " + tc.creds + tc.m.Line()
+		m, got, ok := ParseLine(line)
+		if !ok || m != tc.m || !got.Equal(at) {
+			t.Errorf("ParseLine(%q) = %+v, %v, %v; want %+v at %v", line, m, got, ok, tc.m, at)
+		}
+	}
+	if _, _, ok := ParseLine("not a sink line"); ok {
+		t.Error("a line that is not the sink's was read")
+	}
+}
